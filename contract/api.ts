@@ -1,0 +1,180 @@
+/**
+ * The wire contract of `POST /v1/prune`, version 1 (API.md): zod schemas for requests and responses and the
+ * TypeScript types inferred from them. The server validates with these; the client imports the same types.
+ * This module is pure (no runtime APIs) so that Deno, Bun, Node and browsers can all import it.
+ */
+import { z } from "zod";
+import { ZpruneError } from "./errors.ts";
+
+/** Contract version served under `/v1`. */
+export const API_VERSION = 1;
+
+/** Pruning methods, in the order `/v1/info` lists them. */
+export const METHODS = ["zpruner", "wanda", "ria", "magnitude"] as const;
+/** A pruning method. */
+export type Method = (typeof METHODS)[number];
+
+/** Tensor element types and their sizes in bytes. */
+export const DTYPE_BYTES = { f32: 4, f16: 2, bf16: 2 } as const;
+/** A tensor element type. */
+export type DType = keyof typeof DTYPE_BYTES;
+/** Element types, in the order `/v1/info` lists them. */
+export const DTYPES = Object.keys(DTYPE_BYTES) as DType[];
+
+/** What a response may carry per layer. */
+export const RETURNS = ["mask", "weight", "score"] as const;
+/** One entry of a request's `return`. */
+export type ReturnKind = (typeof RETURNS)[number];
+
+/** The activation exponent each method uses when the request gives none (API.md, Scores). */
+export const DEFAULT_EXPONENT: Record<Method, number> = { zpruner: 1.5, wanda: 1, ria: 0.5, magnitude: 1 };
+
+/** Methods that need activations unless `options.dataFree` is true. */
+export const NEEDS_ACTIVATIONS: Record<Method, boolean> = { zpruner: true, wanda: true, ria: true, magnitude: false };
+
+/** Binary data: msgpack `bin` decodes to a Uint8Array (a Buffer under Node and Bun, itself a Uint8Array). */
+const bin = z.instanceof(Uint8Array, { message: "expected binary data (msgpack bin)" });
+
+/** A tensor on the wire: dtype, shape and little-endian row-major bytes. */
+export const TensorSchema = z.object({
+  dtype: z.enum(["f32", "f16", "bf16"]),
+  shape: z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(8),
+  data: bin,
+});
+/** A tensor on the wire. */
+export type Tensor = z.infer<typeof TensorSchema>;
+
+/** The pattern grammar: `layer`, `row` or `N:M`. */
+const PATTERN_RE = /^(layer|row|([0-9]{1,4}):([0-9]{1,4}))$/;
+
+/** One layer of a request. `null` (msgpack nil) counts as absent. */
+export const LayerRequestSchema = z.object({
+  name: z.string().max(1024),
+  weight: TensorSchema,
+  actNormSq: TensorSchema.nullish(),
+  inputs: TensorSchema.nullish(),
+});
+/** One layer of a request. */
+export type LayerRequest = z.infer<typeof LayerRequestSchema>;
+
+/** The body of `POST /v1/prune`. */
+export const PruneRequestSchema = z.object({
+  method: z.enum(METHODS).nullish().transform((m) => m ?? "zpruner"),
+  pattern: z.string().regex(PATTERN_RE, 'expected "layer", "row" or "N:M" such as "2:4"').nullish()
+    .transform((p) => p ?? "layer"),
+  sparsity: z.number().min(0).lt(1).nullish(),
+  options: z.object({
+    exponent: z.number().finite().min(0).max(64).nullish(),
+    dataFree: z.boolean().nullish(),
+  }).nullish(),
+  return: z.array(z.enum(RETURNS)).max(3).nullish().transform((r) => r ?? ["mask"]),
+  layers: z.array(LayerRequestSchema).min(1).max(4096),
+}).superRefine((req, ctx) => {
+  if ((req.pattern === "layer" || req.pattern === "row") && (req.sparsity === undefined || req.sparsity === null)) {
+    ctx.addIssue({ code: "custom", path: ["sparsity"], message: `required for pattern "${req.pattern}"` });
+  }
+  const nm = PATTERN_RE.exec(req.pattern);
+  if (nm?.[2] !== undefined) {
+    const n = Number(nm[2]), m = Number(nm[3]);
+    if (!(n > 0 && n < m)) ctx.addIssue({ code: "custom", path: ["pattern"], message: "N:M needs 0 < N < M" });
+  }
+});
+/** The body of `POST /v1/prune` after defaults are applied. */
+export type PruneRequest = z.infer<typeof PruneRequestSchema>;
+/** The body of `POST /v1/prune` as a client writes it (defaults optional). */
+export type PruneRequestInput = z.input<typeof PruneRequestSchema>;
+
+/** A selection pattern, parsed. */
+export type Pattern =
+  | { kind: "layer"; sparsity: number }
+  | { kind: "row"; sparsity: number }
+  | { kind: "nm"; n: number; m: number };
+
+/** Parses a validated request's `pattern` and `sparsity` into a `Pattern`. */
+export function parsePattern(pattern: string, sparsity: number | null | undefined): Pattern {
+  if (pattern === "layer" || pattern === "row") return { kind: pattern, sparsity: sparsity ?? 0 };
+  const [n, m] = pattern.split(":").map(Number);
+  return { kind: "nm", n: n!, m: m! };
+}
+
+/** Per-row sparsity summary. */
+export const RowSparsitySchema = z.object({ min: z.number(), max: z.number(), mean: z.number() });
+
+/** Statistics of one pruned layer. */
+export const LayerStatsSchema = z.object({
+  pruned: z.number().int(),
+  total: z.number().int(),
+  sparsity: z.number(),
+  threshold: z.number().optional(),
+  alpha: z.number().optional(),
+  rowSparsity: RowSparsitySchema,
+  nonFinite: z.literal(0),
+});
+/** Statistics of one pruned layer. */
+export type LayerStats = z.infer<typeof LayerStatsSchema>;
+
+/** One layer of a response. */
+export const LayerResponseSchema = z.object({
+  name: z.string(),
+  shape: z.tuple([z.number().int(), z.number().int()]),
+  mask: bin,
+  weight: TensorSchema.optional(),
+  score: TensorSchema.optional(),
+  stats: LayerStatsSchema,
+});
+/** One layer of a response. */
+export type LayerResponse = z.infer<typeof LayerResponseSchema>;
+
+/** Stage timings of one request, in milliseconds. */
+export const TimingsSchema = z.object({
+  decodeMs: z.number(),
+  computeMs: z.number(),
+  encodeMs: z.number(),
+  totalMs: z.number(),
+});
+/** Stage timings of one request, in milliseconds. */
+export type Timings = z.infer<typeof TimingsSchema>;
+
+/** The body of a successful `POST /v1/prune` answer. */
+export const PruneResponseSchema = z.object({
+  backend: z.enum(["webgpu", "cpu"]),
+  device: z.string(),
+  timings: TimingsSchema,
+  layers: z.array(LayerResponseSchema),
+});
+/** The body of a successful `POST /v1/prune` answer. */
+export type PruneResponse = z.infer<typeof PruneResponseSchema>;
+
+/** The body of an error answer. */
+export const ErrorResponseSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+
+/** `GET /v1/info`. */
+export interface InfoResponse {
+  name: "zprune";
+  version: string;
+  apiVersion: number;
+  backend: "webgpu" | "cpu";
+  device: string;
+  limits: { maxBodyBytes: number; maxLayerElements: number; maxQueue: number };
+  methods: readonly Method[];
+  patterns: string[];
+  dtypes: readonly DType[];
+  returns: readonly ReturnKind[];
+}
+
+/** Formats a zod path as `layers[0].weight.shape`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) out += typeof p === "number" ? `[${p}]` : (out ? "." : "") + String(p);
+  return out || "(body)";
+}
+
+/** Validates a decoded body against the request schema; throws `invalid_request` naming the field path. */
+export function parsePruneRequest(body: unknown): PruneRequest {
+  const r = PruneRequestSchema.safeParse(body);
+  if (r.success) return r.data;
+  const issues = r.error.issues.slice(0, 5).map((i) => `${formatPath(i.path)}: ${i.message}`);
+  throw new ZpruneError("invalid_request", issues.join("; "));
+}

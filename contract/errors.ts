@@ -1,0 +1,58 @@
+/**
+ * The contract's error codes (API.md, "Errors") and the one error type that carries them across layers.
+ * Routes, validation and backends throw `ZpruneError`; the app's single `onError` maps it to a response.
+ */
+
+/** Every error code of API.md with its HTTP status. */
+export const ERROR_STATUS = {
+  bad_msgpack: 400,
+  unauthorized: 401,
+  not_found: 404,
+  too_large: 413,
+  unsupported_media_type: 415,
+  invalid_request: 422,
+  shape_mismatch: 422,
+  non_finite: 422,
+  activations_required: 422,
+  busy: 429,
+  internal: 500,
+  unavailable: 503,
+} as const;
+
+/** A contract error code, e.g. `"shape_mismatch"`. */
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** The JSON (or msgpack) body of every error answer. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string };
+}
+
+/** A domain error that carries the contract's code; `status` follows from the code. */
+export class ZpruneError extends Error {
+  override name = "ZpruneError";
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Extra response headers, e.g. `Retry-After` for `busy`. */
+  readonly headers: Record<string, string>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; headers?: Record<string, string> } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.headers = options.headers ?? {};
+  }
+
+  /** The wire form of this error. */
+  toBody(): ErrorBody {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** True when `code` is one of the contract's codes. */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERROR_STATUS, code);
+}

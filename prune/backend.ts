@@ -1,0 +1,57 @@
+/**
+ * The compute backend seam: what the routes hand to a backend and what they get back. The CPU backend
+ * (`prune/cpu_backend.ts`) and the WebGPU backend (`gpu/webgpu_backend.ts`) both implement `Backend`, so every
+ * behaviour test can run against both.
+ */
+import type { DType, LayerStats, Method, Pattern } from "../contract/api.ts";
+
+/** Request-wide parameters, shared by every layer of one request. */
+export interface PruneParams {
+  method: Method;
+  pattern: Pattern;
+  /** Activation exponent: act_j = actNormSq_j ^ (exponent / 2). */
+  exponent: number;
+  /** Return the pruned weights (in the request's dtype). */
+  returnWeight: boolean;
+  /** Return the f32 score of every weight. */
+  returnScore: boolean;
+}
+
+/** One validated layer: shapes agree with byte lengths; activations are finite and non-negative. */
+export interface LayerJob {
+  name: string;
+  /** Output features. */
+  rows: number;
+  /** Input features. */
+  cols: number;
+  dtype: DType;
+  /** Raw little-endian row-major bytes, `rows * cols * size(dtype)` long; may be unaligned. Not yet checked for NaN. */
+  weight: Uint8Array;
+  /** Per input feature: sum of x_j^2 over calibration tokens / sequences; `null` means no activations (all ones). */
+  actNormSq: Float32Array | null;
+}
+
+/** What a backend answers for one layer. */
+export interface LayerOutput {
+  /** ceil(rows*cols/8) bytes; bit i (row-major, LSB first) is 1 where the weight is pruned. */
+  mask: Uint8Array;
+  /** The pruned weights in the request's dtype (when `returnWeight`). */
+  weight?: Uint8Array;
+  /** The f32 score of every weight (when `returnScore`). */
+  score?: Float32Array;
+  stats: LayerStats;
+}
+
+/** A compute backend. Implementations must be safe to call concurrently; each call is independent. */
+export interface Backend {
+  readonly kind: "cpu" | "webgpu";
+  /** The adapter's description or the CPU's model name. */
+  readonly device: string;
+  /**
+   * Prunes one layer. Throws `ZpruneError("non_finite")` naming the layer and first index when the weight holds
+   * NaN or infinity, `ZpruneError("unavailable")` when the device failed (the backend then restarts itself).
+   */
+  prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput>;
+  /** Releases workers and devices. */
+  close(): Promise<void>;
+}
