@@ -1,0 +1,433 @@
+"""HTTP client for a zprune server: ``POST /v1/prune`` and the informational routes, over ``urllib``.
+
+Errors the server answers become ``ZpruneError(code, message, status)``; ``busy`` (429) and ``unavailable`` (503)
+are retried with exponential backoff, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import __version__
+from .wire import ArrayLike, WireDType, decode_body, decode_tensor, encode_request, encode_tensor, unpack_mask
+
+#: Where the client looks when no ``url`` is given: ``$ZPRUNE_URL``, else this.
+DEFAULT_URL = "http://127.0.0.1:8787"
+
+#: HTTP statuses that are retried.
+RETRY_STATUSES = (429, 503)
+
+__all__ = [
+    "DEFAULT_URL",
+    "ZpruneError",
+    "Layer",
+    "LayerResult",
+    "PruneResult",
+    "ZpruneClient",
+    "prune_layer",
+    "prune_layers",
+]
+
+
+class ZpruneError(Exception):
+    """An error answered by the server (or a failure to reach it).
+
+    Attributes:
+        code: the contract's snake_case code, e.g. ``"shape_mismatch"``, ``"busy"``; ``"unreachable"`` when no
+            answer came (``status`` is then 0), ``"invalid_response"`` when the answer breaks the contract.
+        message: the server's explanation.
+        status: the HTTP status (0 when there was no answer).
+        retry_after: seconds from the ``Retry-After`` header, when there was one.
+    """
+
+    def __init__(self, code: str, message: str, status: int, *, retry_after: Optional[float] = None) -> None:
+        super().__init__(f"{code} ({status}): {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> Any:  # keep pickling (e.g. across processes) working with keyword-free args
+        return (type(self), (self.code, self.message, self.status))
+
+
+@dataclass
+class Layer:
+    """One layer of a request.
+
+    Attributes:
+        name: echoed back in the answer.
+        weight: ``[rows, cols]`` (output features × input features, as ``torch.nn.Linear.weight``), f32/f16/bf16.
+        act_norm_sq: ``[cols]``: per input feature, the sum over calibration tokens of x_j² divided by the number
+            of calibration sequences. Sent as f32.
+        inputs: ``[tokens, cols]`` raw calibration inputs instead of ``act_norm_sq`` (the server sums the squares).
+        dtype: force the wire dtype of ``weight`` (and ``inputs``); required as ``"bf16"`` for a numpy uint16 array
+            holding bfloat16 bits.
+    """
+
+    name: str
+    weight: ArrayLike
+    act_norm_sq: Optional[ArrayLike] = None
+    inputs: Optional[ArrayLike] = None
+    dtype: Optional[WireDType] = None
+
+    def to_wire(self) -> Dict[str, Any]:
+        """The layer's wire map."""
+        out: Dict[str, Any] = {"name": self.name, "weight": encode_tensor(self.weight, self.dtype)}
+        if self.act_norm_sq is not None:
+            out["actNormSq"] = encode_tensor(self.act_norm_sq, "f32")
+        if self.inputs is not None:
+            out["inputs"] = encode_tensor(self.inputs, self.dtype)
+        return out
+
+
+@dataclass
+class LayerResult:
+    """One pruned layer of an answer.
+
+    Attributes:
+        name: the request's name for it.
+        shape: ``(rows, cols)``.
+        mask: bool array of ``shape``; True where the weight is pruned (set to zero).
+        stats: the server's statistics: ``pruned``, ``total``, ``sparsity``, ``threshold`` (layer pattern),
+            ``alpha`` (zpruner), ``rowSparsity {min, max, mean}``, ``nonFinite``.
+        weight: the pruned weights in the request's dtype (bf16 as uint16 bits), when asked for.
+        score: the f32 importance score of every weight, when asked for.
+    """
+
+    name: str
+    shape: Tuple[int, int]
+    mask: np.ndarray
+    stats: Dict[str, Any]
+    weight: Optional[np.ndarray] = None
+    score: Optional[np.ndarray] = None
+
+
+@dataclass
+class PruneResult:
+    """A whole answer of ``POST /v1/prune``: the layers in request order, and where and how fast they were pruned."""
+
+    backend: str
+    device: str
+    timings: Dict[str, float]
+    layers: List[LayerResult] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> LayerResult:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+LayerSpec = Union[Layer, Mapping[str, Any], Tuple[Any, ...]]
+
+
+def _as_layer(spec: LayerSpec, index: int) -> Layer:
+    if isinstance(spec, Layer):
+        return spec
+    if isinstance(spec, Mapping):
+        d = dict(spec)
+        if "actNormSq" in d:
+            d["act_norm_sq"] = d.pop("actNormSq")
+        d.setdefault("name", f"layer{index}")
+        return Layer(**d)
+    if isinstance(spec, tuple):
+        return Layer(*spec)
+    raise TypeError(f"layers[{index}]: expected a Layer, a dict or a (name, weight, act_norm_sq) tuple")
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneError:
+    retry = _retry_after(headers.get("Retry-After"))
+    ctype = (headers.get("Content-Type") or "").lower()
+    parsed: Any = None
+    try:
+        parsed = decode_body(body) if "msgpack" in ctype else json.loads(body.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - any unparsable body falls through to the generic error below
+        parsed = None
+    if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), Mapping):
+        err = parsed["error"]
+        return ZpruneError(str(err.get("code", "unknown")), str(err.get("message", "")), status, retry_after=retry)
+    text = body[:200].decode("utf-8", "replace")
+    return ZpruneError(f"http_{status}", text or f"HTTP {status} with no error body", status, retry_after=retry)
+
+
+class ZpruneClient:
+    """A connection-less client for one zprune server.
+
+    Args:
+        url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
+        token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
+        timeout: seconds to wait for one answer.
+        max_retries: how often a 429 (busy) or 503 (unavailable) answer is retried before it is raised.
+        backoff: the first wait between retries when the server gives no ``Retry-After``; doubled each time.
+        max_backoff: the longest wait between two tries.
+
+    Example:
+        >>> client = ZpruneClient("http://127.0.0.1:8787")            # doctest: +SKIP
+        >>> mask, stats = client.prune_layer(w, act, sparsity=0.5)    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: float = 300.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.url = (url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token if token is not None else os.environ.get("ZPRUNE_TOKEN") or None
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        #: The sleep function between retries (replaceable in tests).
+        self.sleep: Callable[[float], None] = time.sleep
+
+    # -- transport -------------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        content_type: str = "application/msgpack",
+    ) -> Tuple[int, Dict[str, str], bytes]:
+        """Sends one HTTP request, retrying 429 and 503; returns ``(status, headers, body)`` of a 2xx answer.
+
+        Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
+        reached.
+        """
+        headers = {
+            "Accept": "application/msgpack, application/json",
+            "User-Agent": f"zprune-client-python/{__version__}",
+        }
+        if body is not None:
+            headers["Content-Type"] = content_type
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        attempt = 0
+        while True:
+            req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return resp.status, dict(resp.headers.items()), resp.read()
+            except urllib.error.HTTPError as e:
+                err = _error_from(e.code, dict(e.headers.items()) if e.headers else {}, e.read())
+                e.close()
+                if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
+                    raise err from None
+            except urllib.error.URLError as e:
+                raise ZpruneError("unreachable", f"cannot reach {self.url}: {e.reason}", 0) from e
+            except (ConnectionError, TimeoutError) as e:
+                raise ZpruneError("unreachable", f"no answer from {self.url}: {e}", 0) from e
+            delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + 0.5 * random.random())
+            if err.retry_after is not None:
+                delay = err.retry_after
+            self.sleep(delay)
+            attempt += 1
+
+    def _get_json(self, path: str) -> Dict[str, Any]:
+        _, headers, body = self.request("GET", path)
+        if "msgpack" in (headers.get("Content-Type") or ""):
+            return dict(decode_body(body))
+        return dict(json.loads(body.decode("utf-8")))
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /healthz``: ``{"status": "ok", "backend": ...}``."""
+        return self._get_json("/healthz")
+
+    def info(self) -> Dict[str, Any]:
+        """``GET /v1/info``: version, backend, device, limits, methods, patterns, dtypes."""
+        return self._get_json("/v1/info")
+
+    def prune_raw(self, body: Union[bytes, Mapping[str, Any]]) -> Dict[str, Any]:
+        """Posts a ready request (msgpack bytes, or a map to encode) and returns the decoded answer map as is."""
+        data = body if isinstance(body, (bytes, bytearray)) else encode_request(body)
+        _, _, answer = self.request("POST", "/v1/prune", bytes(data))
+        decoded = decode_body(answer)
+        if not isinstance(decoded, Mapping) or not isinstance(decoded.get("layers"), list):
+            raise ZpruneError("invalid_response", "the answer is not a map with a layers array", 200)
+        return dict(decoded)
+
+    # -- pruning ---------------------------------------------------------------------------------------------
+
+    def prune_layers(
+        self,
+        layers: Iterable[LayerSpec],
+        *,
+        method: str = "zpruner",
+        pattern: str = "layer",
+        sparsity: Optional[float] = None,
+        exponent: Optional[float] = None,
+        data_free: Optional[bool] = None,
+        returns: Sequence[str] = ("mask",),
+    ) -> PruneResult:
+        """Prunes several layers in one request; each is pruned on its own.
+
+        Args:
+            layers: ``Layer`` objects, dicts with the same keys, or ``(name, weight, act_norm_sq)`` tuples.
+            method: ``"zpruner"``, ``"wanda"``, ``"ria"`` or ``"magnitude"``.
+            pattern: ``"layer"``, ``"row"`` or ``"N:M"`` such as ``"2:4"``.
+            sparsity: fraction to prune, ``0 <= sparsity < 1``; required for ``layer`` and ``row``.
+            exponent: activation exponent (defaults 1.5 zpruner, 1 wanda, 0.5 ria).
+            data_free: let a method that wants activations run without them.
+            returns: any of ``"mask"``, ``"weight"``, ``"score"``.
+
+        Returns:
+            A ``PruneResult`` with one ``LayerResult`` per layer, in request order.
+        """
+        specs = [_as_layer(s, i) for i, s in enumerate(layers)]
+        body: Dict[str, Any] = {
+            "method": method,
+            "pattern": pattern,
+            "layers": [s.to_wire() for s in specs],
+        }
+        if sparsity is not None:
+            body["sparsity"] = float(sparsity)
+        options: Dict[str, Any] = {}
+        if exponent is not None:
+            options["exponent"] = float(exponent)
+        if data_free is not None:
+            options["dataFree"] = bool(data_free)
+        if options:
+            body["options"] = options
+        if tuple(returns) != ("mask",):
+            body["return"] = list(returns)
+        answer = self.prune_raw(body)
+        expected = [(layer["name"], tuple(layer["weight"]["shape"])) for layer in body["layers"]]
+        return parse_prune_answer(answer, expected)
+
+    def prune_layer(
+        self,
+        weight: ArrayLike,
+        act_norm_sq: Optional[ArrayLike] = None,
+        *,
+        method: str = "zpruner",
+        pattern: str = "layer",
+        sparsity: Optional[float] = None,
+        name: str = "layer",
+        dtype: Optional[WireDType] = None,
+        inputs: Optional[ArrayLike] = None,
+        exponent: Optional[float] = None,
+        data_free: Optional[bool] = None,
+    ) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """Prunes one layer; returns ``(mask, stats)``: a bool array of the weight's shape (True = pruned) and the
+        server's statistics. See ``prune_layers`` for the arguments."""
+        result = self.prune_layers(
+            [Layer(name, weight, act_norm_sq, inputs, dtype)],
+            method=method,
+            pattern=pattern,
+            sparsity=sparsity,
+            exponent=exponent,
+            data_free=data_free,
+        )
+        layer = result.layers[0]
+        return layer.mask, layer.stats
+
+
+def parse_prune_answer(
+    answer: Mapping[str, Any], expected: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None
+) -> PruneResult:
+    """Turns a decoded answer map into a ``PruneResult``, unpacking masks and tensors.
+
+    With ``expected`` (the request's ``(name, shape)`` per layer), checks that the answer has the same layers in
+    the same order; a mismatch raises ``ZpruneError("invalid_response")``.
+    """
+    raw_layers = answer.get("layers") or []
+    if expected is not None and len(raw_layers) != len(expected):
+        raise ZpruneError("invalid_response", f"{len(raw_layers)} layers answered for {len(expected)} sent", 200)
+    layers: List[LayerResult] = []
+    for i, raw in enumerate(raw_layers):
+        shape = tuple(int(s) for s in raw["shape"])
+        if expected is not None and (raw["name"] != expected[i][0] or shape != tuple(expected[i][1])):
+            raise ZpruneError(
+                "invalid_response",
+                f"layers[{i}] answered as {raw['name']!r} {list(shape)}, sent as {expected[i][0]!r} "
+                f"{list(expected[i][1])}",
+                200,
+            )
+        layers.append(
+            LayerResult(
+                name=raw["name"],
+                shape=(shape[0], shape[1]),
+                mask=unpack_mask(raw["mask"], shape),
+                stats=dict(raw.get("stats") or {}),
+                weight=decode_tensor(raw["weight"]) if raw.get("weight") is not None else None,
+                score=decode_tensor(raw["score"]) if raw.get("score") is not None else None,
+            )
+        )
+    return PruneResult(
+        backend=str(answer.get("backend", "")),
+        device=str(answer.get("device", "")),
+        timings=dict(answer.get("timings") or {}),
+        layers=layers,
+    )
+
+
+def prune_layers(
+    layers: Iterable[LayerSpec],
+    *,
+    url: Optional[str] = None,
+    token: Optional[str] = None,
+    timeout: float = 300.0,
+    max_retries: int = 5,
+    **kwargs: Any,
+) -> PruneResult:
+    """Prunes several layers in one request to the server at ``url``. See ``ZpruneClient.prune_layers``."""
+    client = ZpruneClient(url, token, timeout=timeout, max_retries=max_retries)
+    return client.prune_layers(layers, **kwargs)
+
+
+def prune_layer(
+    weight: ArrayLike,
+    act_norm_sq: Optional[ArrayLike] = None,
+    *,
+    method: str = "zpruner",
+    pattern: str = "layer",
+    sparsity: Optional[float] = None,
+    url: Optional[str] = None,
+    token: Optional[str] = None,
+    timeout: float = 300.0,
+    max_retries: int = 5,
+    **kwargs: Any,
+) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Prunes one layer on the server at ``url``; returns ``(mask, stats)``.
+
+    ``weight`` is a numpy array or torch tensor ``[rows, cols]`` in float32, float16 or bfloat16 (a numpy uint16
+    array of bf16 bits with ``dtype="bf16"``); ``act_norm_sq`` is ``[cols]``. ``mask`` is a bool array of the
+    weight's shape, True where the weight is pruned. Other keywords as ``ZpruneClient.prune_layer``.
+
+    Example:
+        >>> mask, stats = prune_layer(w, act, sparsity=0.5, url="http://127.0.0.1:8787")  # doctest: +SKIP
+        >>> w[mask] = 0                                                                   # doctest: +SKIP
+    """
+    client = ZpruneClient(url, token, timeout=timeout, max_retries=max_retries)
+    return client.prune_layer(weight, act_norm_sq, method=method, pattern=pattern, sparsity=sparsity, **kwargs)

@@ -1,0 +1,287 @@
+"""A small, dependency-free PyTorch LLaMA for checkpoints in the Hugging Face layout, plus perplexity evaluation.
+
+transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the safetensors shards itself and builds
+a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
+q_proj`` ...), so ``prune_model`` treats both alike. It implements what the bundled ``zp-llama-9m`` uses: RMSNorm,
+RoPE in the ``rotate_half`` convention (default rope type), grouped-query attention, SiLU gated MLP, untied or tied
+``lm_head``. Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
+
+Requires torch; the rest of ``zprune_client`` does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .wire import bf16_bits_to_float32
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "load_safetensors",
+    "load_llama",
+    "read_tokens",
+    "calibration_windows",
+    "eval_windows",
+    "perplexity",
+]
+
+_ST_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
+
+
+def load_safetensors(path: PathLike) -> Dict[str, np.ndarray]:
+    """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
+
+    F32, F16 and F64 keep their types; BF16 is widened to float32.
+    """
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+        data = f.read()
+    out: Dict[str, np.ndarray] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        dt = _ST_DTYPES.get(meta["dtype"])
+        if dt is None:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
+        start, end = meta["data_offsets"]
+        arr = np.frombuffer(data, dtype=dt, count=(end - start) // dt.itemsize, offset=start)
+        arr = arr.reshape(tuple(meta["shape"]))
+        out[name] = bf16_bits_to_float32(arr) if meta["dtype"] == "BF16" else arr.astype(dt.newbyteorder("="))
+    return out
+
+
+@dataclass
+class LlamaConfig:
+    """The fields of a transformers ``config.json`` this implementation uses."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
+        """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000."""
+        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+        if rope_type not in ("default", None):
+            raise ValueError(f"rope_type {rope_type!r} is not supported (only the default RoPE)")
+        theta = (rope.get("rope_theta") if isinstance(rope, dict) else None) or cfg.get("rope_theta") or 10000.0
+        heads = int(cfg["num_attention_heads"])
+        return cls(
+            vocab_size=int(cfg["vocab_size"]),
+            hidden_size=int(cfg["hidden_size"]),
+            intermediate_size=int(cfg["intermediate_size"]),
+            num_hidden_layers=int(cfg["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) * weight, computed in float32."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaAttention(nn.Module):
+    """Causal grouped-query self-attention with RoPE. Query head h reads key/value head h // (heads / kv_heads)."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=False)  # (heads*hd, hidden)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)  # (kv*hd, hidden)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)  # (kv*hd, hidden)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)  # (hidden, heads*hd)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        rep = self.heads // self.kv_heads
+        if rep > 1:
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        scores = scores.masked_fill(causal, float("-inf"))
+        attn = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        out = (attn @ v).transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class LlamaMLP(nn.Module):
+    """down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # (inter, hidden)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # (inter, hidden)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)  # (hidden, inter)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = LlamaAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """Embeddings, decoder blocks and the final norm (transformers' ``LlamaModel``)."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)  # (vocab, hidden)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def rope(self, t: int, device: torch.device, dtype: torch.dtype) -> "tuple[torch.Tensor, torch.Tensor]":
+        """cos and sin tables ``[t, head_dim]`` for positions 0..t-1 (HF default RoPE, computed in float32)."""
+        hd = self.cfg.head_dim
+        inv_freq = 1.0 / (self.cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float().to(device) / hd))
+        freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rope(input_ids.shape[1], x.device, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(nn.Module):
+    """``model(input_ids [b, t]) -> logits [b, t, vocab]``, laid out like transformers' ``LlamaForCausalLM``."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = LlamaModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)  # (vocab, hidden)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.model(input_ids))
+
+
+def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+    """Builds a ``LlamaForCausalLM`` from a Hugging Face checkpoint directory (``config.json`` plus
+    ``model.safetensors`` or sharded ``model.safetensors.index.json``), its weights converted to ``dtype``."""
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = LlamaConfig.from_dict(json.load(f))
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    state: Dict[str, torch.Tensor] = {}
+    for name in files:
+        for key, arr in load_safetensors(os.path.join(model_dir, name)).items():
+            state[key] = torch.from_numpy(np.array(arr)).to(dtype)
+    if cfg.tie_word_embeddings and "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model = LlamaForCausalLM(cfg).to(dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if "rotary_emb" not in k]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def read_tokens(path: PathLike, dtype: str = "<u2") -> np.ndarray:
+    """Reads a flat binary file of token ids (uint16 little-endian by default) as int64."""
+    return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
+
+
+def calibration_windows(ids: np.ndarray, starts: Sequence[int], seq_len: int = 256) -> torch.Tensor:
+    """``[len(starts), seq_len]`` token windows ``ids[s : s + seq_len]``."""
+    return torch.from_numpy(np.stack([ids[int(s) : int(s) + seq_len] for s in starts]).astype(np.int64))
+
+
+def eval_windows(ids: np.ndarray, seq_len: int = 256, limit: Optional[int] = None) -> torch.Tensor:
+    """Consecutive non-overlapping windows of ``seq_len`` tokens (the tail dropped), the first ``limit`` of them."""
+    n = len(ids) // seq_len
+    if limit is not None:
+        n = min(n, limit)
+    return torch.from_numpy(np.asarray(ids[: n * seq_len], dtype=np.int64).reshape(n, seq_len))
+
+
+def batches(windows: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """Splits ``[n, t]`` windows into batches of at most ``batch_size``."""
+    for i in range(0, windows.shape[0], batch_size):
+        yield windows[i : i + batch_size]
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> float:
+    """exp(mean next-token cross-entropy) over the ``t - 1`` predicted positions of every window ``[n, t]``."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    losses: List[float] = []
+    for batch in batches(windows, batch_size):
+        logits = model(batch)
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1), reduction="sum"
+        )
+        total += float(loss)
+        count += batch[:, 1:].numel()
+        losses.append(float(loss))
+    model.train(was_training)
+    return math.exp(total / count)

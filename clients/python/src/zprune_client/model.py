@@ -1,0 +1,187 @@
+"""Sequential pruning of a PyTorch LLaMA-family model through a zprune server.
+
+The model must be laid out as Hugging Face transformers lays out ``LlamaForCausalLM``: ``model.model.layers[i]``
+with ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` (``torch.nn.Linear`` or anything with a
+``weight`` of shape ``[out, in]`` whose forward takes the input as its first argument).
+
+For each decoder block in order: one forward pass of every calibration batch through the model *as pruned so far*
+collects, for each of the block's linear layers, ``actNormSq`` = the sum over calibration tokens of x_j² divided by
+the number of calibration sequences; one request prunes all of them; the masks are applied in place (pruned
+weights set to zero); then the next block. This is the procedure of SparseGPT, Wanda and the Z-Pruner paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .client import Layer, PruneResult, ZpruneClient
+from .wire import WireDType
+
+#: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
+LLAMA_LINEARS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
+__all__ = ["LLAMA_LINEARS", "ModelPruneReport", "prune_model"]
+
+
+@dataclass
+class ModelPruneReport:
+    """What ``prune_model`` did.
+
+    Attributes:
+        stats: per full layer name (``model.layers.0.self_attn.q_proj``), the server's statistics.
+        pruned, total: weights pruned and weights considered, over all pruned layers.
+        responses: every ``PruneResult``, one per block.
+    """
+
+    stats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    pruned: int = 0
+    total: int = 0
+    responses: List[PruneResult] = field(default_factory=list)
+
+    @property
+    def sparsity(self) -> float:
+        """Pruned fraction over all pruned layers."""
+        return self.pruned / self.total if self.total else 0.0
+
+
+class _StopForward(Exception):
+    """Raised by a hook after the block being calibrated, so the rest of the model is not run."""
+
+
+def _default_forward(model: Any, batch: Any) -> Any:
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def _count_sequences(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        batch = batch.get("input_ids", next(iter(batch.values())))
+    elif isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    shape = getattr(batch, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) > 1 else 1
+
+
+def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc="zprune blocks", unit="block")
+
+
+def prune_model(
+    model: Any,
+    calibration_batches: Iterable[Any],
+    url: Optional[str] = None,
+    *,
+    method: str = "zpruner",
+    pattern: str = "layer",
+    sparsity: Optional[float] = None,
+    token: Optional[str] = None,
+    exponent: Optional[float] = None,
+    linears: Sequence[str] = LLAMA_LINEARS,
+    blocks: Optional[Sequence[int]] = None,
+    dtype: Optional[WireDType] = None,
+    forward: Optional[Callable[[Any, Any], Any]] = None,
+    stop_early: bool = True,
+    progress: bool = True,
+    client: Optional[ZpruneClient] = None,
+) -> ModelPruneReport:
+    """Prunes a LLaMA-family PyTorch model block by block, in place, through the zprune server at ``url``.
+
+    Args:
+        model: a transformers-style causal LM (``model.model.layers[i].self_attn.q_proj`` ...).
+        calibration_batches: batches of token ids ``[batch, seq]`` (or dicts/tuples passed on to the model); the
+            number of calibration sequences is the total batch size. Materialised once into a list.
+        url: the server (default ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``).
+        method, pattern, sparsity, exponent: as ``ZpruneClient.prune_layers``.
+        token: bearer token, if the server wants one.
+        linears: the attribute paths of the linear layers of a block, relative to the block.
+        blocks: indices of the blocks to prune (default: all, in order).
+        dtype: wire dtype of the weights (default: the weights' own dtype).
+        forward: ``forward(model, batch)`` runs one batch (default: ``model(batch)``).
+        stop_early: stop each calibration pass after the block being pruned (the rest cannot change its inputs).
+        progress: show a tqdm progress bar when tqdm is importable.
+        client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
+
+    Returns:
+        A ``ModelPruneReport`` with every layer's statistics.
+    """
+    import torch
+
+    run = forward or _default_forward
+    batches = list(calibration_batches)
+    if not batches:
+        raise ValueError("prune_model needs at least one calibration batch")
+    nseq = sum(_count_sequences(b) for b in batches)
+    client = client or ZpruneClient(url, token)
+    decoder = model.model.layers
+    order = list(range(len(decoder))) if blocks is None else list(blocks)
+    report = ModelPruneReport()
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        for bi in _progress(order, len(order), progress):
+            block = decoder[bi]
+            mods = [(name, block.get_submodule(name)) for name in linears]
+            sums: Dict[str, Any] = {}
+            handles = []
+
+            def make_hook(key: str) -> Callable[..., None]:
+                def hook(_mod: Any, args: Any, _out: Any) -> None:
+                    x = args[0].detach()
+                    sq = x.reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+                    sums[key] = sq if key not in sums else sums[key] + sq
+
+                return hook
+
+            def stop(_mod: Any, _args: Any, _out: Any) -> None:
+                raise _StopForward()
+
+            try:
+                for name, mod in mods:
+                    handles.append(mod.register_forward_hook(make_hook(name)))
+                if stop_early:
+                    handles.append(block.register_forward_hook(stop))
+                with torch.no_grad():
+                    for batch in batches:
+                        try:
+                            run(model, batch)
+                        except _StopForward:
+                            pass
+            finally:
+                for h in handles:
+                    h.remove()
+            prefix = f"model.layers.{bi}."
+            specs = []
+            for name, mod in mods:
+                if name not in sums:
+                    raise RuntimeError(f"{prefix}{name} saw no input during calibration")
+                specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
+            result = client.prune_layers(specs, method=method, pattern=pattern, sparsity=sparsity, exponent=exponent)
+            with torch.no_grad():
+                for (_, mod), layer in zip(mods, result.layers):
+                    mask = torch.from_numpy(layer.mask).to(mod.weight.device)
+                    mod.weight.masked_fill_(mask, 0)
+                    report.stats[layer.name] = layer.stats
+                    report.pruned += int(layer.stats.get("pruned", int(layer.mask.sum())))
+                    report.total += int(layer.stats.get("total", layer.mask.size))
+            report.responses.append(result)
+    finally:
+        model.train(was_training)
+    return report

@@ -1,0 +1,153 @@
+"""Encoding and decoding of the wire format of ``POST /v1/prune`` (API.md, contract version 1).
+
+Pure functions over numpy arrays and msgpack; torch tensors are accepted where a tensor is expected but torch is
+never imported here (it is recognised by duck typing), so the client works without it.
+
+Tensors travel as ``{dtype: "f32" | "f16" | "bf16", shape: [...], data: bin}``, little-endian and row-major.
+numpy has no bfloat16: a bf16 tensor is held as a ``uint16`` (or ``int16``) array of its raw 16 bits, and passed with
+``dtype="bf16"``. Masks come back bit-packed, least significant bit first within each byte, 1 = pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, Optional, Sequence, Tuple
+
+import msgpack
+import numpy as np
+
+#: Element types of the wire format.
+WireDType = Literal["f32", "f16", "bf16"]
+
+#: Anything the client accepts as a tensor: a numpy array, a torch tensor, or a nested sequence of floats.
+ArrayLike = Any
+
+#: Bytes per element of each wire dtype.
+DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
+
+_NUMPY_LE = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
+
+__all__ = [
+    "WireDType",
+    "DTYPE_BYTES",
+    "encode_tensor",
+    "decode_tensor",
+    "float32_to_bf16_bits",
+    "bf16_bits_to_float32",
+    "unpack_mask",
+    "pack_mask",
+    "encode_request",
+    "decode_body",
+    "to_numpy",
+]
+
+
+def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """Rounds float32 values to bfloat16 (round to nearest, ties to even) and returns their raw bits as ``uint16``.
+
+    NaN stays NaN (quiet). Used when a float array is sent with ``dtype="bf16"``.
+    """
+    f = np.ascontiguousarray(x, dtype=np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    out = rounded.astype(np.uint16)
+    nan = np.isnan(f)
+    if nan.any():
+        out[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
+    return out
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Widens raw bfloat16 bits (``uint16`` or ``int16``) to float32, exactly."""
+    b = np.ascontiguousarray(bits).view(np.uint16)
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[np.ndarray, WireDType]:
+    """Converts a numpy array, torch tensor or nested list to a C-contiguous little-endian array and its wire dtype.
+
+    - float32 → ``f32``, float16 → ``f16``; torch bfloat16 → ``bf16`` (its raw bits, via ``.view(torch.int16)``).
+    - float64 (and Python lists) become ``f32`` unless ``dtype`` says otherwise.
+    - A ``uint16``/``int16`` array is only accepted with ``dtype="bf16"`` and is taken as raw bfloat16 bits.
+    - With an explicit ``dtype``, float data is converted to it (float32 → bf16 rounds to nearest even).
+
+    Raises ``TypeError`` for integer, boolean or complex data that cannot be a tensor.
+    """
+    if dtype is not None and dtype not in DTYPE_BYTES:
+        raise ValueError(f'dtype must be "f32", "f16" or "bf16", got {dtype!r}')
+    if _is_torch(x):
+        t = x.detach().cpu().contiguous()
+        tname = str(t.dtype).replace("torch.", "")
+        if tname == "bfloat16":
+            bits = t.view(_torch_int16(t)).numpy().view(np.uint16)
+            if dtype in (None, "bf16"):
+                return np.ascontiguousarray(bits, dtype="<u2"), "bf16"
+            arr: np.ndarray = bf16_bits_to_float32(bits)
+        else:
+            arr = t.numpy()
+    else:
+        arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
+        return np.ascontiguousarray(arr.view(np.uint16), dtype="<u2"), "bf16"
+    if kind == "f":
+        if dtype is None:
+            dtype = "f16" if arr.dtype.itemsize == 2 else "f32"
+        if dtype == "bf16":
+            return np.ascontiguousarray(float32_to_bf16_bits(arr.astype(np.float32)), dtype="<u2"), "bf16"
+        return np.ascontiguousarray(arr, dtype=_NUMPY_LE[dtype]), dtype
+    if kind in "iu" and arr.dtype.itemsize == 2:
+        raise TypeError('a 16-bit integer array is taken as raw bfloat16 bits only with dtype="bf16"')
+    raise TypeError(f"expected float32, float16 or bfloat16 data, got {arr.dtype}")
+
+
+def _torch_int16(t: Any) -> Any:
+    import torch  # only reached with a torch tensor in hand
+
+    return torch.int16
+
+
+def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None) -> dict:
+    """Returns the wire form ``{dtype, shape, data}`` of ``x`` (see ``to_numpy`` for the accepted inputs)."""
+    arr, wire = to_numpy(x, dtype)
+    return {"dtype": wire, "shape": [int(s) for s in arr.shape], "data": arr.tobytes(order="C")}
+
+
+def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits") -> np.ndarray:
+    """Decodes a wire tensor to numpy: ``f32`` → float32, ``f16`` → float16, ``bf16`` → uint16 bits (or float32)."""
+    dtype = t["dtype"]
+    if dtype not in _NUMPY_LE:
+        raise ValueError(f"unknown tensor dtype {dtype!r}")
+    shape = tuple(int(s) for s in t["shape"])
+    arr = np.frombuffer(bytes(t["data"]), dtype=_NUMPY_LE[dtype]).reshape(shape)
+    if dtype == "bf16" and bf16 == "float32":
+        return bf16_bits_to_float32(arr)
+    return arr.astype(arr.dtype.newbyteorder("="))
+
+
+def unpack_mask(data: bytes, shape: Sequence[int]) -> np.ndarray:
+    """Unpacks a bit-packed mask (bit i of the row-major order, LSB first; 1 = pruned) to a bool array of ``shape``."""
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(f"mask has {raw.size} bytes, expected {(n + 7) // 8} for shape {list(shape)}")
+    return np.unpackbits(raw, count=n, bitorder="little").astype(bool).reshape(tuple(shape))
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    """Packs a bool array the way the server does (row-major, LSB first). The inverse of ``unpack_mask``."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel(), bitorder="little").tobytes()
+
+
+def encode_request(body: Mapping[str, Any]) -> bytes:
+    """Serialises a request map: plain msgpack, ``bin`` for bytes, no ext types."""
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode_body(data: bytes) -> Any:
+    """Parses a msgpack answer (strings as ``str``, ``bin`` as ``bytes``)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
