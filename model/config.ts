@@ -1,0 +1,120 @@
+/**
+ * The LLaMA hyper-parameters the forward pass needs, read from a Hugging Face `config.json`, and the weights
+ * decoded to float32 in llama2.c's layout (config, weights and run-state kept apart).
+ */
+import { type Checkpoint, decodeToF32 } from "./safetensors.ts";
+
+/** LLaMA hyper-parameters. */
+export interface LlamaConfig {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  normEps: number;
+  ropeTheta: number;
+  tieEmbeddings: boolean;
+}
+
+/** The names of one decoder block's seven pruned linear layers, in request order. */
+export const LINEAR_NAMES = [
+  "self_attn.q_proj",
+  "self_attn.k_proj",
+  "self_attn.v_proj",
+  "self_attn.o_proj",
+  "mlp.gate_proj",
+  "mlp.up_proj",
+  "mlp.down_proj",
+] as const;
+/** One of a block's linear layers. */
+export type LinearName = (typeof LINEAR_NAMES)[number];
+
+/** Reads the hyper-parameters of a LLaMA-family `config.json`. */
+export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
+  const num = (key: string, fallback?: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number") throw new TypeError(`config.json: ${key} must be a number`);
+    return v;
+  };
+  const dim = num("hidden_size");
+  const nHeads = num("num_attention_heads");
+  // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
+  const ropeParams = raw.rope_parameters as { rope_theta?: number; rope_type?: string } | undefined;
+  const ropeType = ropeParams?.rope_type ?? (raw.rope_scaling as { rope_type?: string } | null)?.rope_type;
+  if (ropeType && ropeType !== "default") throw new TypeError(`config.json: rope_type ${ropeType} is not supported`);
+  const act = raw.hidden_act ?? "silu";
+  if (act !== "silu") throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
+  return {
+    dim,
+    hiddenDim: num("intermediate_size"),
+    nLayers: num("num_hidden_layers"),
+    nHeads,
+    nKvHeads: num("num_key_value_heads", nHeads),
+    headDim: num("head_dim", dim / nHeads),
+    vocabSize: num("vocab_size"),
+    normEps: num("rms_norm_eps", 1e-6),
+    ropeTheta: ropeParams?.rope_theta ?? num("rope_theta", 10000),
+    tieEmbeddings: raw.tie_word_embeddings === true,
+  };
+}
+
+/** One decoder block's float32 weights; shapes as torch's Linear.weight (out, in). */
+export interface BlockWeights {
+  attnNorm: Float32Array; // (dim)
+  wq: Float32Array; // (nHeads * headDim, dim)
+  wk: Float32Array; // (nKvHeads * headDim, dim)
+  wv: Float32Array; // (nKvHeads * headDim, dim)
+  wo: Float32Array; // (dim, nHeads * headDim)
+  ffnNorm: Float32Array; // (dim)
+  wGate: Float32Array; // (hiddenDim, dim)
+  wUp: Float32Array; // (hiddenDim, dim)
+  wDown: Float32Array; // (dim, hiddenDim)
+}
+
+/** All float32 weights of a LLaMA model. */
+export interface LlamaWeights {
+  embed: Float32Array; // (vocab, dim)
+  layers: BlockWeights[];
+  norm: Float32Array; // (dim)
+  lmHead: Float32Array; // (vocab, dim), the embedding itself when tied
+}
+
+/** Which BlockWeights field holds each linear layer. */
+export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
+  "self_attn.q_proj": "wq",
+  "self_attn.k_proj": "wk",
+  "self_attn.v_proj": "wv",
+  "self_attn.o_proj": "wo",
+  "mlp.gate_proj": "wGate",
+  "mlp.up_proj": "wUp",
+  "mlp.down_proj": "wDown",
+};
+
+/** Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. */
+export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights {
+  const get = (name: string): Float32Array => {
+    const t = ckpt.tensors.get(name);
+    if (!t) throw new TypeError(`checkpoint ${ckpt.dir} has no tensor ${name}`);
+    return decodeToF32(t.data, t.dtype);
+  };
+  const layers: BlockWeights[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      attnNorm: get(p + "input_layernorm.weight"),
+      wq: get(p + "self_attn.q_proj.weight"),
+      wk: get(p + "self_attn.k_proj.weight"),
+      wv: get(p + "self_attn.v_proj.weight"),
+      wo: get(p + "self_attn.o_proj.weight"),
+      ffnNorm: get(p + "post_attention_layernorm.weight"),
+      wGate: get(p + "mlp.gate_proj.weight"),
+      wUp: get(p + "mlp.up_proj.weight"),
+      wDown: get(p + "mlp.down_proj.weight"),
+    });
+  }
+  const embed = get("model.embed_tokens.weight");
+  const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight");
+  return { embed, layers, norm: get("model.norm.weight"), lmHead };
+}

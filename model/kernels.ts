@@ -1,0 +1,211 @@
+/**
+ * The forward pass's building blocks, output first as in llama2.c (`rmsnorm(out, x, w, ...)`), over whole
+ * windows of T tokens at once. `matmul` runs a WebAssembly SIMD kernel (model/matmul.wat) when all three
+ * arrays live in one `Arena`'s memory, and a plain loop otherwise; everything else is plain TypeScript.
+ */
+import { MATMUL_WASM_BASE64 } from "./_matmul_wasm.ts";
+
+type MatmulFn = (out: number, x: number, w: number, T: number, n: number, d: number) => void;
+interface WasmKernels {
+  mm3x4: MatmulFn;
+  mm1x4: MatmulFn;
+}
+
+/** Kernels by the ArrayBuffer of the memory they were instantiated on; lets `matmul` find them from its arrays. */
+const KERNELS = new WeakMap<ArrayBufferLike, WasmKernels>();
+let MODULE: WebAssembly.Module | undefined;
+
+/** A fixed-size WebAssembly memory handed out as aligned Float32Arrays; never grows, so views stay valid. */
+export class Arena {
+  readonly memory: WebAssembly.Memory;
+  #used = 0;
+
+  /** Reserves `bytes` (rounded up to 64 KiB pages; at most 4 GiB). */
+  constructor(readonly bytes: number) {
+    const pages = Math.ceil(bytes / 65536);
+    if (pages > 65536) throw new RangeError(`arena of ${bytes} bytes exceeds WebAssembly's 4 GiB`);
+    this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+    MODULE ??= new WebAssembly.Module(Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0)));
+    const e = new WebAssembly.Instance(MODULE, { env: { memory: this.memory } }).exports;
+    KERNELS.set(this.memory.buffer, { mm3x4: e.matmul_3x4 as MatmulFn, mm1x4: e.matmul_1x4 as MatmulFn });
+  }
+
+  /** A zeroed Float32Array of n elements, 16-byte aligned. */
+  f32(n: number): Float32Array {
+    const at = this.#used;
+    this.#used = at + Math.ceil((n * 4) / 16) * 16;
+    if (this.#used > this.memory.buffer.byteLength) throw new RangeError("arena exhausted; reserve more bytes");
+    return new Float32Array(this.memory.buffer, at, n);
+  }
+}
+
+/** out (T, d) = x (T, n) · w (d, n)ᵀ; w is laid out like torch's Linear.weight. */
+export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, T: number, n: number, d: number): void {
+  const k = KERNELS.get(out.buffer);
+  if (k === undefined || x.buffer !== out.buffer || w.buffer !== out.buffer || n % 4 !== 0) {
+    matmulRange(out, x, w, 0, T, 0, d, n, d);
+    return;
+  }
+  const T3 = T - (T % 3), d4 = d - (d % 4);
+  k.mm3x4(out.byteOffset, x.byteOffset, w.byteOffset, T, n, d);
+  if (T3 < T) k.mm1x4(out.byteOffset + T3 * d * 4, x.byteOffset + T3 * n * 4, w.byteOffset, T - T3, n, d);
+  if (d4 < d) matmulRange(out, x, w, 0, T, d4, d, n, d);
+}
+
+/** The plain-loop matmul over rows [t0, t1) and columns [j0, j1) of out. */
+function matmulRange(
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  t0: number,
+  t1: number,
+  j0: number,
+  j1: number,
+  n: number,
+  d: number,
+): void {
+  for (let t = t0; t < t1; t++) {
+    const xo = t * n;
+    for (let j = j0; j < j1; j++) {
+      const wo = j * n;
+      let s = 0;
+      for (let i = 0; i < n; i++) s += x[xo + i]! * w[wo + i]!;
+      out[t * d + j] = s;
+    }
+  }
+}
+
+/** out (T, n) = x / rms(x) * w, row by row (HF LlamaRMSNorm, computed in float32 or better). */
+export function rmsnorm(out: Float32Array, x: Float32Array, w: Float32Array, T: number, n: number, eps: number): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * n;
+    let ss = 0;
+    for (let j = 0; j < n; j++) ss += x[o + j]! * x[o + j]!;
+    const inv = 1 / Math.sqrt(ss / n + eps);
+    for (let j = 0; j < n; j++) out[o + j] = w[j]! * Math.fround(x[o + j]! * inv);
+  }
+}
+
+/** cos and sin tables (T, headDim / 2) for RoPE: angle = position * theta^(-2i / headDim), in float32 like HF. */
+export function ropeTables(T: number, headDim: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+  const half = headDim / 2;
+  const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
+  for (let i = 0; i < half; i++) {
+    const invFreq = Math.fround(1 / Math.fround(theta ** ((2 * i) / headDim)));
+    for (let t = 0; t < T; t++) {
+      const a = Math.fround(t * invFreq);
+      cos[t * half + i] = Math.cos(a);
+      sin[t * half + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+}
+
+/**
+ * Rotates x (T, nHeads * headDim) in place in the HF `rotate_half` convention: dimension i pairs with
+ * i + headDim/2 (not with i + 1 as in the original LLaMA code).
+ */
+export function rope(
+  x: Float32Array,
+  T: number,
+  nHeads: number,
+  headDim: number,
+  cos: Float32Array,
+  sin: Float32Array,
+) {
+  const half = headDim / 2, stride = nHeads * headDim;
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < nHeads; h++) {
+      const o = t * stride + h * headDim;
+      for (let i = 0; i < half; i++) {
+        const c = cos[t * half + i]!, s = sin[t * half + i]!;
+        const a = x[o + i]!, b = x[o + i + half]!;
+        x[o + i] = a * c - b * s;
+        x[o + i + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+/** Scratch for `attention`, allocated once per window length. */
+export interface AttentionScratch {
+  qh: Float32Array; // (T, headDim) one head's queries
+  kh: Float32Array; // (T, headDim) its key/value head's keys
+  vt: Float32Array; // (headDim, T) its values, transposed so that att · v is a matmul
+  att: Float32Array; // (T, T) scores, then probabilities
+  ho: Float32Array; // (T, headDim) one head's output
+}
+
+/**
+ * Causal grouped-query attention over one window: out (T, nHeads * headDim) from q (T, nHeads * headDim) and
+ * k, v (T, nKvHeads * headDim); query head h reads key/value head floor(h / (nHeads / nKvHeads)).
+ */
+export function attention(
+  out: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+  s: AttentionScratch,
+): void {
+  const qDim = nHeads * headDim, kvDim = nKvHeads * headDim, group = nHeads / nKvHeads;
+  const scale = 1 / Math.sqrt(headDim);
+  for (let h = 0; h < nHeads; h++) {
+    const kvh = Math.floor(h / group);
+    if (h % group === 0) {
+      for (let t = 0; t < T; t++) {
+        for (let e = 0; e < headDim; e++) {
+          s.kh[t * headDim + e] = k[t * kvDim + kvh * headDim + e]!;
+          s.vt[e * T + t] = v[t * kvDim + kvh * headDim + e]!;
+        }
+      }
+    }
+    for (let t = 0; t < T; t++) {
+      for (let e = 0; e < headDim; e++) s.qh[t * headDim + e] = q[t * qDim + h * headDim + e]!;
+    }
+    // Full T x T scores through the SIMD matmul; the masked half costs less than a scalar causal loop.
+    matmul(s.att, s.qh, s.kh, T, headDim, T);
+    for (let t = 0; t < T; t++) {
+      const o = t * T;
+      let max = -Infinity;
+      for (let u = 0; u <= t; u++) max = Math.max(max, s.att[o + u]! * scale);
+      let sum = 0;
+      for (let u = 0; u <= t; u++) {
+        const p = Math.exp(s.att[o + u]! * scale - max);
+        s.att[o + u] = p;
+        sum += p;
+      }
+      const inv = 1 / sum;
+      for (let u = 0; u <= t; u++) s.att[o + u]! *= inv;
+      s.att.fill(0, o + t + 1, o + T);
+    }
+    matmul(s.ho, s.att, s.vt, T, T, headDim);
+    for (let t = 0; t < T; t++) {
+      for (let e = 0; e < headDim; e++) out[t * qDim + h * headDim + e] = s.ho[t * headDim + e]!;
+    }
+  }
+}
+
+/** x (T * n) = silu(x) * y, elementwise (the LLaMA MLP's gate). */
+export function swiglu(x: Float32Array, y: Float32Array, len: number): void {
+  for (let i = 0; i < len; i++) {
+    const g = x[i]!;
+    x[i] = (g / (1 + Math.exp(-g))) * y[i]!;
+  }
+}
+
+/** x += y over the first len elements (a residual connection). */
+export function accum(x: Float32Array, y: Float32Array, len: number): void {
+  for (let i = 0; i < len; i++) x[i]! += y[i]!;
+}
+
+/** acc[j] += sum over t of x[t, j]², in float64 (calibration statistics). */
+export function sumSquares(acc: Float64Array, x: Float32Array, T: number, n: number): void {
+  for (let t = 0; t < T; t++) {
+    const o = t * n;
+    for (let j = 0; j < n; j++) acc[j]! += x[o + j]! * x[o + j]!;
+  }
+}

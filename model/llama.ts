@@ -1,0 +1,239 @@
+/**
+ * The LLaMA forward pass in float32, llama2.c style: weights and run-state live in one `Arena` (so `matmul`
+ * takes its SIMD path) and `block()` reads like the paper. A runner processes one whole window at a time,
+ * and can keep the hidden states of calibration windows between blocks for sequential pruning.
+ */
+import type { BlockWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { LINEAR_FIELD } from "./config.ts";
+import {
+  accum,
+  Arena,
+  attention,
+  type AttentionScratch,
+  matmul,
+  rmsnorm,
+  rope,
+  ropeTables,
+  sumSquares,
+  swiglu,
+} from "./kernels.ts";
+
+/** Per-block calibration sums of x_j² for the four distinct inputs of the seven linear layers. */
+export interface BlockStats {
+  /** Input of q, k and v (after input_layernorm). (dim) */
+  attnIn: Float64Array;
+  /** Input of o_proj (the attention output). (nHeads * headDim) */
+  oIn: Float64Array;
+  /** Input of gate and up (after post_attention_layernorm). (dim) */
+  mlpIn: Float64Array;
+  /** Input of down_proj (silu(gate) * up). (hiddenDim) */
+  downIn: Float64Array;
+}
+
+/** Zeroed statistics for one block. */
+export function emptyStats(cfg: LlamaConfig): BlockStats {
+  return {
+    attnIn: new Float64Array(cfg.dim),
+    oIn: new Float64Array(cfg.nHeads * cfg.headDim),
+    mlpIn: new Float64Array(cfg.dim),
+    downIn: new Float64Array(cfg.hiddenDim),
+  };
+}
+
+/** Which statistic feeds each linear layer. */
+export const STATS_OF: Record<LinearName, keyof BlockStats> = {
+  "self_attn.q_proj": "attnIn",
+  "self_attn.k_proj": "attnIn",
+  "self_attn.v_proj": "attnIn",
+  "self_attn.o_proj": "oIn",
+  "mlp.gate_proj": "mlpIn",
+  "mlp.up_proj": "mlpIn",
+  "mlp.down_proj": "downIn",
+};
+
+/** Scratch buffers for one window of up to T tokens. */
+interface RunState extends AttentionScratch {
+  x: Float32Array; // (T, dim) the residual stream
+  xb: Float32Array; // (T, dim) normed input of a sub-block
+  xb2: Float32Array; // (T, dim) output of a sub-block
+  q: Float32Array; // (T, nHeads * headDim)
+  k: Float32Array; // (T, nKvHeads * headDim)
+  v: Float32Array; // (T, nKvHeads * headDim)
+  attOut: Float32Array; // (T, nHeads * headDim)
+  hb: Float32Array; // (T, hiddenDim)
+  hb2: Float32Array; // (T, hiddenDim)
+  logits: Float32Array; // (T, vocab)
+  cos: Float32Array; // (T, headDim / 2)
+  sin: Float32Array; // (T, headDim / 2)
+}
+
+/** Options of a runner: the window length and how many calibration tokens it may cache. */
+export interface RunnerOptions {
+  seqLen: number;
+  cacheTokens?: number;
+}
+
+/** Holds a model's float32 weights and scratch in one arena and runs whole windows through it. */
+export class LlamaRunner {
+  readonly cfg: LlamaConfig;
+  readonly w: LlamaWeights;
+  readonly T: number;
+  readonly #s: RunState;
+  /** Hidden states of cached calibration windows, (windows, T, dim). */
+  #cache: Float32Array;
+  #cachedWindows = 0;
+
+  /** Copies `weights` into a fresh arena sized for windows of `seqLen` tokens and an optional cache. */
+  constructor(cfg: LlamaConfig, weights: LlamaWeights, opts: RunnerOptions) {
+    this.cfg = cfg;
+    const T = (this.T = opts.seqLen);
+    const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg;
+    const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
+    const tied = weights.lmHead === weights.embed;
+    const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim;
+    const weightFloats = vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock;
+    const stateFloats = T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) +
+      T * headDim;
+    const cacheFloats = (opts.cacheTokens ?? 0) * dim;
+    // 16 bytes of alignment slack per array.
+    const arena = new Arena(4 * (weightFloats + stateFloats + cacheFloats) + 16 * (16 * nLayers + 64));
+    const copy = (src: Float32Array): Float32Array => {
+      const dst = arena.f32(src.length);
+      dst.set(src);
+      return dst;
+    };
+    const embed = copy(weights.embed);
+    this.w = {
+      embed,
+      layers: weights.layers.map((b): BlockWeights => ({
+        attnNorm: copy(b.attnNorm),
+        wq: copy(b.wq),
+        wk: copy(b.wk),
+        wv: copy(b.wv),
+        wo: copy(b.wo),
+        ffnNorm: copy(b.ffnNorm),
+        wGate: copy(b.wGate),
+        wUp: copy(b.wUp),
+        wDown: copy(b.wDown),
+      })),
+      norm: copy(weights.norm),
+      lmHead: tied ? embed : copy(weights.lmHead),
+    };
+    const { cos, sin } = ropeTables(T, headDim, cfg.ropeTheta);
+    this.#s = {
+      x: arena.f32(T * dim),
+      xb: arena.f32(T * dim),
+      xb2: arena.f32(T * dim),
+      q: arena.f32(T * qDim),
+      k: arena.f32(T * kvDim),
+      v: arena.f32(T * kvDim),
+      attOut: arena.f32(T * qDim),
+      hb: arena.f32(T * hiddenDim),
+      hb2: arena.f32(T * hiddenDim),
+      logits: arena.f32(T * vocabSize),
+      qh: arena.f32(T * headDim),
+      kh: arena.f32(T * headDim),
+      vt: arena.f32(headDim * T),
+      att: arena.f32(T * T),
+      ho: arena.f32(T * headDim),
+      cos: copy(cos),
+      sin: copy(sin),
+    };
+    this.#cache = arena.f32(cacheFloats);
+  }
+
+  /** Replaces one linear layer's weights (e.g. with their pruned version). */
+  setLinear(layer: number, name: LinearName, data: Float32Array): void {
+    const dst = this.w.layers[layer]![LINEAR_FIELD[name]];
+    if (dst.length !== data.length) throw new RangeError(`layer ${layer} ${name}: ${data.length} != ${dst.length}`);
+    dst.set(data);
+  }
+
+  /** Writes the token embeddings of one window into x (T, dim). */
+  embed(x: Float32Array, tokens: ArrayLike<number>): void {
+    const { dim, vocabSize } = this.cfg;
+    for (let t = 0; t < this.T; t++) {
+      const id = tokens[t]!;
+      if (!(id >= 0 && id < vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary`);
+      x.set(this.w.embed.subarray(id * dim, id * dim + dim), t * dim);
+    }
+  }
+
+  /** One decoder block on x (T, dim) in place; adds the block's input statistics to `stats` when given. */
+  block(l: number, x: Float32Array, stats?: BlockStats): void {
+    const c = this.cfg, s = this.#s, b = this.w.layers[l]!, T = this.T;
+    const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
+    // attention
+    rmsnorm(s.xb, x, b.attnNorm, T, c.dim, c.normEps);
+    if (stats) sumSquares(stats.attnIn, s.xb, T, c.dim);
+    matmul(s.q, s.xb, b.wq, T, c.dim, qDim);
+    matmul(s.k, s.xb, b.wk, T, c.dim, kvDim);
+    matmul(s.v, s.xb, b.wv, T, c.dim, kvDim);
+    rope(s.q, T, c.nHeads, c.headDim, s.cos, s.sin);
+    rope(s.k, T, c.nKvHeads, c.headDim, s.cos, s.sin);
+    attention(s.attOut, s.q, s.k, s.v, T, c.nHeads, c.nKvHeads, c.headDim, s);
+    if (stats) sumSquares(stats.oIn, s.attOut, T, qDim);
+    matmul(s.xb2, s.attOut, b.wo, T, qDim, c.dim);
+    accum(x, s.xb2, T * c.dim);
+    // MLP
+    rmsnorm(s.xb, x, b.ffnNorm, T, c.dim, c.normEps);
+    if (stats) sumSquares(stats.mlpIn, s.xb, T, c.dim);
+    matmul(s.hb, s.xb, b.wGate, T, c.dim, c.hiddenDim);
+    matmul(s.hb2, s.xb, b.wUp, T, c.dim, c.hiddenDim);
+    swiglu(s.hb, s.hb2, T * c.hiddenDim);
+    if (stats) sumSquares(stats.downIn, s.hb, T, c.hiddenDim);
+    matmul(s.xb2, s.hb, b.wDown, T, c.hiddenDim, c.dim);
+    accum(x, s.xb2, T * c.dim);
+  }
+
+  /** The full forward pass of one window; returns the logits (T, vocab), valid until the next call. */
+  forward(tokens: ArrayLike<number>): Float32Array {
+    const c = this.cfg, s = this.#s;
+    this.embed(s.x, tokens);
+    for (let l = 0; l < c.nLayers; l++) this.block(l, s.x);
+    rmsnorm(s.xb, s.x, this.w.norm, this.T, c.dim, c.normEps);
+    matmul(s.logits, s.xb, this.w.lmHead, this.T, c.dim, c.vocabSize);
+    return s.logits;
+  }
+
+  /** Sum of the cross-entropy losses of the T - 1 predicted positions of one window (float64). */
+  windowLoss(tokens: ArrayLike<number>): number {
+    const logits = this.forward(tokens), V = this.cfg.vocabSize;
+    let total = 0;
+    for (let t = 0; t + 1 < this.T; t++) {
+      const o = t * V;
+      let max = -Infinity;
+      for (let j = 0; j < V; j++) max = Math.max(max, logits[o + j]!);
+      let sum = 0;
+      for (let j = 0; j < V; j++) sum += Math.exp(logits[o + j]! - max);
+      total += max + Math.log(sum) - logits[o + tokens[t + 1]!]!;
+    }
+    return total;
+  }
+
+  /** Embeds calibration windows (concatenated, T tokens each) into the cache, the input of block 0. */
+  cacheEmbed(tokens: ArrayLike<number>, windows: number): void {
+    const dim = this.cfg.dim, T = this.T;
+    if (windows * T * dim > this.#cache.length) throw new RangeError(`cache holds fewer than ${windows} windows`);
+    const ids = Array.from({ length: T }, () => 0);
+    for (let w = 0; w < windows; w++) {
+      for (let t = 0; t < T; t++) ids[t] = tokens[w * T + t]!;
+      this.embed(this.#cache.subarray(w * T * dim, (w + 1) * T * dim), ids);
+    }
+    this.#cachedWindows = windows;
+  }
+
+  /** Runs block l over every cached window: `collect` adds statistics and leaves the cache as it was; otherwise the cache advances past the block. */
+  cacheBlock(l: number, collect?: BlockStats): void {
+    const dim = this.cfg.dim, T = this.T, s = this.#s;
+    for (let w = 0; w < this.#cachedWindows; w++) {
+      const h = this.#cache.subarray(w * T * dim, (w + 1) * T * dim);
+      if (collect) {
+        s.x.set(h);
+        this.block(l, s.x, collect);
+      } else {
+        this.block(l, h);
+      }
+    }
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * Runs the forward pass on Workers, one `LlamaRunner` each: evaluation windows are split between them, and
+ * for sequential pruning each worker caches the hidden states of its share of the calibration windows.
+ */
+import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { type BlockStats, emptyStats } from "./llama.ts";
+import type { WorkerRequest } from "./_forward_worker.ts";
+
+type Op = WorkerRequest extends infer R ? R extends { op: infer O } ? O : never : never;
+type Payload<O extends Op> = Omit<Extract<WorkerRequest, { op: O }>, "id" | "op">;
+
+/** One worker and its pending requests. */
+class Slot {
+  readonly worker: Worker;
+  #next = 0;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  constructor() {
+    this.worker = new Worker(new URL("./_forward_worker.ts", import.meta.url).href, { type: "module" });
+    this.worker.onmessage = (e: MessageEvent<{ id: number; result?: unknown; error?: string }>) => {
+      const p = this.#pending.get(e.data.id);
+      this.#pending.delete(e.data.id);
+      if (e.data.error !== undefined) p?.reject(new Error(`forward worker: ${e.data.error}`));
+      else p?.resolve(e.data.result);
+    };
+    this.worker.onerror = (e) => {
+      e.preventDefault();
+      for (const p of this.#pending.values()) p.reject(new Error(`forward worker crashed: ${e.message}`));
+      this.#pending.clear();
+    };
+  }
+
+  call<O extends Op>(op: O, payload: Payload<O>): Promise<unknown> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, ...payload });
+    });
+  }
+}
+
+/** Options of a pool. */
+export interface PoolOptions {
+  /** Window length in tokens. */
+  seqLen: number;
+  /** Number of workers; default: the number of CPU cores, at most 8. */
+  workers?: number;
+  /** Calibration windows the pool must be able to cache (split between the workers). */
+  calibWindows?: number;
+}
+
+/** A pool of forward-pass workers holding the same model. */
+export class ForwardPool {
+  readonly #slots: Slot[];
+  readonly cfg: LlamaConfig;
+  readonly seqLen: number;
+  #calibSplit: number[] = [];
+
+  private constructor(cfg: LlamaConfig, slots: Slot[], seqLen: number) {
+    this.cfg = cfg;
+    this.#slots = slots;
+    this.seqLen = seqLen;
+  }
+
+  /** Starts the workers and copies the weights into each. */
+  static async create(cfg: LlamaConfig, weights: LlamaWeights, opts: PoolOptions): Promise<ForwardPool> {
+    const n = Math.max(1, opts.workers ?? Math.min(8, navigator.hardwareConcurrency || 1));
+    const slots = Array.from({ length: n }, () => new Slot());
+    const cacheTokens = Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
+    const pool = new ForwardPool(cfg, slots, opts.seqLen);
+    try {
+      await Promise.all(slots.map((s) => s.call("init", { cfg, weights, seqLen: opts.seqLen, cacheTokens })));
+    } catch (e) {
+      pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  /** Number of workers. */
+  get size(): number {
+    return this.#slots.length;
+  }
+
+  /** Splits `windows` into near-equal contiguous shares, one per worker. */
+  #split(windows: number): number[] {
+    const n = this.#slots.length, base = Math.floor(windows / n);
+    return this.#slots.map((_, i) => base + (i < windows % n ? 1 : 0));
+  }
+
+  /** Per-window loss sums (T - 1 positions each) of `windows` consecutive windows of `tokens`. */
+  async losses(tokens: Uint16Array, windows: number, onWindow?: (done: number) => void): Promise<Float64Array> {
+    const T = this.seqLen, out = new Float64Array(windows);
+    // Hand out small batches so that both workers finish together and progress can be reported.
+    const batch = 4;
+    let next = 0, done = 0;
+    await Promise.all(this.#slots.map(async (slot) => {
+      while (next < windows) {
+        const start = next, count = Math.min(batch, windows - start);
+        next += count;
+        const part = await slot.call("loss", { tokens: tokens.slice(start * T, (start + count) * T), windows: count });
+        out.set(part as Float64Array, start);
+        done += count;
+        onWindow?.(done);
+      }
+    }));
+    return out;
+  }
+
+  /** Embeds calibration windows (concatenated, T tokens each) into the workers' caches. */
+  async calibBegin(tokens: Uint16Array | Int32Array, windows: number): Promise<void> {
+    const T = this.seqLen;
+    this.#calibSplit = this.#split(windows);
+    let at = 0;
+    await Promise.all(this.#slots.map((slot, i) => {
+      const count = this.#calibSplit[i]!, start = at;
+      at += count;
+      return slot.call("cacheEmbed", { tokens: tokens.slice(start * T, (start + count) * T), windows: count });
+    }));
+  }
+
+  /** Runs block `layer` over the cached calibration windows and returns the summed input statistics. */
+  async calibCollect(layer: number): Promise<BlockStats> {
+    const parts = await Promise.all(this.#slots.map((s) => s.call("cacheBlock", { layer, collect: true })));
+    const total = emptyStats(this.cfg);
+    for (const p of parts as BlockStats[]) {
+      for (const key of Object.keys(total) as (keyof BlockStats)[]) {
+        const acc = total[key], add = p[key];
+        for (let j = 0; j < acc.length; j++) acc[j]! += add[j]!;
+      }
+    }
+    return total;
+  }
+
+  /** Moves the cached calibration hidden states past block `layer` (with its current, e.g. pruned, weights). */
+  async calibAdvance(layer: number): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.call("cacheBlock", { layer, collect: false })));
+  }
+
+  /** Replaces one linear layer's weights in every worker. */
+  async setLinear(layer: number, name: LinearName, data: Float32Array): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.call("setLinear", { layer, name, data })));
+  }
+
+  /** Stops the workers. */
+  close(): void {
+    for (const s of this.#slots) s.worker.terminate();
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Hugging Face checkpoints on disk: `config.json` plus one `model.safetensors` or shards listed by
+ * `model.safetensors.index.json`. Reading keeps every tensor's raw bytes and its shard, so that a pruned
+ * checkpoint is written back in exactly the same layout (same shards, tensor order, dtype and metadata).
+ *
+ * safetensors: u64 little-endian header length N, N bytes of JSON
+ * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}`, then the data; offsets are
+ * relative to the end of the header.
+ */
+import type { DType } from "../contract/api.ts";
+
+/** safetensors dtype names we decode, mapped to the contract's dtypes. */
+const ST_DTYPES: Record<string, DType> = { F32: "f32", F16: "f16", BF16: "bf16" };
+const ST_NAMES: Record<DType, string> = { f32: "F32", f16: "F16", bf16: "BF16" };
+/** Bytes per element of each dtype. */
+export const DTYPE_SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
+
+/** One tensor of a checkpoint: raw little-endian bytes in its stored dtype. */
+export interface StoredTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  /** Raw bytes, a view into the shard's buffer; editing it edits what `writeCheckpoint` writes. */
+  data: Uint8Array;
+  /** File name of the shard that holds it. */
+  shard: string;
+}
+
+/** A checkpoint directory as read from disk. */
+export interface Checkpoint {
+  dir: string;
+  /** The parsed `config.json`. */
+  config: Record<string, unknown>;
+  /** Tensors by name. */
+  tensors: Map<string, StoredTensor>;
+  /** Shards in file order, each with its tensor names in stored order and its `__metadata__`. */
+  shards: { file: string; names: string[]; metadata?: Record<string, string> }[];
+  /** The index file's content when the checkpoint is sharded. */
+  index?: { metadata?: Record<string, unknown>; weight_map: Record<string, string> };
+}
+
+/** Parses one safetensors file's bytes into tensors (views, no copies). */
+export function parseSafetensors(
+  bytes: Uint8Array,
+  shard: string,
+): { tensors: StoredTensor[]; metadata?: Record<string, string> } {
+  if (bytes.byteLength < 8) throw new RangeError(`${shard}: too short for a safetensors header`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  if (8 + headerLen > bytes.byteLength) throw new RangeError(`${shard}: header length ${headerLen} exceeds the file`);
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen))) as Record<string, unknown>;
+  const base = 8 + headerLen;
+  const tensors: StoredTensor[] = [];
+  let metadata: Record<string, string> | undefined;
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      metadata = entry as Record<string, string>;
+      continue;
+    }
+    const e = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const dtype = ST_DTYPES[e.dtype];
+    if (!dtype) throw new TypeError(`${shard}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
+    const [begin, end] = e.data_offsets;
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    if (end - begin !== n * DTYPE_SIZE[dtype] || base + end > bytes.byteLength) {
+      throw new RangeError(`${shard}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
+    }
+    tensors.push({ name, dtype, shape: e.shape, data: bytes.subarray(base + begin, base + end), shard });
+  }
+  // Stored order is data order; the JSON key order may differ, so sort by offset.
+  tensors.sort((a, b) => a.data.byteOffset - b.data.byteOffset);
+  return { tensors, metadata };
+}
+
+/** Reads `config.json` and every safetensors shard of a checkpoint directory. */
+export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Record<string, unknown>;
+  let files: string[];
+  let index: Checkpoint["index"];
+  try {
+    index = JSON.parse(await Deno.readTextFile(`${dir}/model.safetensors.index.json`));
+    files = [...new Set(Object.values(index!.weight_map))].sort();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    files = ["model.safetensors"];
+  }
+  const tensors = new Map<string, StoredTensor>();
+  const shards: Checkpoint["shards"] = [];
+  for (const file of files) {
+    const parsed = parseSafetensors(await Deno.readFile(`${dir}/${file}`), file);
+    for (const t of parsed.tensors) tensors.set(t.name, t);
+    shards.push({ file, names: parsed.tensors.map((t) => t.name), metadata: parsed.metadata });
+  }
+  return { dir, config, tensors, shards, index };
+}
+
+/** Serialises tensors into one safetensors file, in the given order, with 8-byte aligned data. */
+export function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: ST_NAMES[t.dtype], shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad the header with spaces so the data starts 8-byte aligned, as the reference writer does.
+  const pad = (8 - (json.byteLength % 8)) % 8;
+  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + " ".repeat(pad));
+  const out = new Uint8Array(8 + json.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  out.set(json, 8);
+  let at = 8 + json.byteLength;
+  for (const t of tensors) {
+    out.set(t.data, at);
+    at += t.data.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when
+ * sharded), and every other file of the source directory (config, tokenizer, generation config) copied.
+ */
+export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<void> {
+  await Deno.mkdir(outDir, { recursive: true });
+  const shardFiles = new Set(ckpt.shards.map((s) => s.file));
+  for await (const entry of Deno.readDir(ckpt.dir)) {
+    if (!entry.isFile || shardFiles.has(entry.name) || entry.name === "model.safetensors.index.json") continue;
+    await Deno.copyFile(`${ckpt.dir}/${entry.name}`, `${outDir}/${entry.name}`);
+  }
+  for (const shard of ckpt.shards) {
+    const tensors = shard.names.map((n) => ckpt.tensors.get(n)!);
+    await Deno.writeFile(`${outDir}/${shard.file}`, encodeSafetensors(tensors, shard.metadata));
+  }
+  if (ckpt.index) {
+    await Deno.writeTextFile(`${outDir}/model.safetensors.index.json`, JSON.stringify(ckpt.index, null, 2) + "\n");
+  }
+}
+
+/** f16 bit pattern to f32, via a 65536-entry table built once. */
+let F16_TABLE: Float32Array | undefined;
+function f16Table(): Float32Array {
+  if (F16_TABLE) return F16_TABLE;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+    if (exp === 0) t[h] = sign * frac * 2 ** -24;
+    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
+    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return (F16_TABLE = t);
+}
+
+/** Decodes raw little-endian bytes of any supported dtype into a new Float32Array. */
+export function decodeToF32(data: Uint8Array, dtype: DType): Float32Array {
+  const n = data.byteLength / DTYPE_SIZE[dtype];
+  const out = new Float32Array(n);
+  if (dtype === "f32") {
+    new Uint8Array(out.buffer).set(data);
+    return out;
+  }
+  // Copy into an aligned buffer first: a view into a shard may start at an odd offset.
+  const bits = new Uint16Array(n);
+  new Uint8Array(bits.buffer).set(data);
+  if (dtype === "f16") {
+    const t = f16Table();
+    for (let i = 0; i < n; i++) out[i] = t[bits[i]!]!;
+  } else {
+    const u = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) u[i] = bits[i]! << 16;
+  }
+  return out;
+}
