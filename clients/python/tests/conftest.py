@@ -1,0 +1,135 @@
+"""Test harness: a live zprune server started from the repository's ``main.ts`` for the whole session.
+
+``ZPRUNE_TEST_URL`` points the tests at a server that is already running instead. The server is started with the
+CPU backend on a free port; its output goes to ``$ZPRUNE_TEST_LOG_DIR/server-<port>.log`` (default: the system
+temp directory) and is printed when it fails to come up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))  # test the working tree, installed or not
+
+REPO = HERE.parent.parent.parent
+GOLDEN = REPO / "tests" / "fixtures" / "golden"
+MODEL_DIR = Path(os.environ.get("ZPRUNE_MODEL_DIR") or REPO / "models" / "zp-llama-9m")
+CORPUS_DIR = Path(os.environ.get("ZPRUNE_CORPUS_DIR") or REPO / "data" / "corpus")
+
+
+def deno_command() -> List[str]:
+    """How to run Deno: ``$ZPRUNE_DENO``, the npm-installed binary, ``deno`` on PATH, or ``npx deno``."""
+    if os.environ.get("ZPRUNE_DENO"):
+        return [os.environ["ZPRUNE_DENO"]]
+    local = REPO / "node_modules" / ".bin" / "deno"
+    if local.exists():
+        return [str(local)]
+    if shutil.which("deno"):
+        return ["deno"]
+    return ["npx", "--no-install", "deno"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A ``deno run -A main.ts`` child process on a free port, killed (with its process group) on ``stop``."""
+
+    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_dir = Path(os.environ.get("ZPRUNE_TEST_LOG_DIR") or tempfile.gettempdir())
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"zprune-server-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if k != "ZPRUNE_TOKEN"}  # no ambient token
+        full_env.update(ZPRUNE_BACKEND="cpu", PORT=str(self.port), NO_COLOR="1", **(env or {}))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            deno_command() + ["run", "-A", "main.ts"],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"zprune server did not become healthy at {self.url}; its log:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """The base URL of a live server (started here unless ``ZPRUNE_TEST_URL`` is set)."""
+    external = os.environ.get("ZPRUNE_TEST_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    server = Server()
+    server.wait_ready()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """Starts extra servers with extra environment (e.g. a token); all are stopped at the end of the session."""
+    started: List[Server] = []
+
+    def start(env: Dict[str, str]) -> Server:
+        s = Server(env)
+        started.append(s)
+        s.wait_ready()
+        return s
+
+    yield start
+    for s in started:
+        s.stop()

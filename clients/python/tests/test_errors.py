@@ -1,0 +1,236 @@
+"""Error mapping: the server's errors become ``ZpruneError(code, message, status)`` (codes and statuses from
+API.md); 429 and 503 are retried honouring ``Retry-After``."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from typing import Any, Dict, Iterator, List, Tuple
+
+import msgpack
+import numpy as np
+import pytest
+
+from zprune_client import ZpruneClient, ZpruneError, prune_layer, prune_layers
+
+RNG = np.random.default_rng(7)
+W = RNG.standard_normal((8, 16)).astype(np.float32)
+ACT = RNG.random(16).astype(np.float32)
+
+
+def raises(code: str, status: int, fn: Any, *args: Any, **kwargs: Any) -> ZpruneError:
+    with pytest.raises(ZpruneError) as info:
+        fn(*args, **kwargs)
+    err = info.value
+    assert (err.code, err.status) == (code, status), f"got {err.code} {err.status}: {err.message}"
+    assert err.message, "the server explains every error"
+    return err
+
+
+def test_shape_mismatch_act_length(server_url: str) -> None:
+    raises("shape_mismatch", 422, prune_layer, W, ACT[:10], sparsity=0.5, url=server_url)
+
+
+def test_shape_mismatch_nm_columns(server_url: str) -> None:
+    raises("shape_mismatch", 422, prune_layer, W[:, :10], ACT[:10], pattern="4:8", url=server_url)
+
+
+def test_non_finite(server_url: str) -> None:
+    w = W.copy()
+    w[2, 3] = np.nan
+    err = raises("non_finite", 422, prune_layer, w, ACT, sparsity=0.5, url=server_url, name="nanlayer")
+    assert "nanlayer" in err.message
+
+
+def test_non_finite_activation(server_url: str) -> None:
+    act = ACT.copy()
+    act[5] = np.inf
+    raises("non_finite", 422, prune_layer, W, act, sparsity=0.5, url=server_url)
+
+
+def test_negative_activation(server_url: str) -> None:
+    act = ACT.copy()
+    act[1] = -1.0
+    raises("invalid_request", 422, prune_layer, W, act, sparsity=0.5, url=server_url)
+
+
+def test_activations_required(server_url: str) -> None:
+    raises("activations_required", 422, prune_layer, W, None, method="wanda", sparsity=0.5, url=server_url)
+
+
+def test_data_free_allows_no_activations(server_url: str) -> None:
+    mask, stats = prune_layer(W, None, method="zpruner", sparsity=0.5, data_free=True, url=server_url)
+    assert int(mask.sum()) == stats["pruned"] == W.size // 2
+
+
+def test_sparsity_required_for_layer(server_url: str) -> None:
+    err = raises("invalid_request", 422, prune_layer, W, ACT, url=server_url)
+    assert "sparsity" in err.message
+
+
+def test_sparsity_out_of_range(server_url: str) -> None:
+    err = raises("invalid_request", 422, prune_layer, W, ACT, sparsity=1.5, url=server_url)
+    assert "sparsity" in err.message
+
+
+def test_unknown_method(server_url: str) -> None:
+    err = raises("invalid_request", 422, prune_layer, W, ACT, method="sparsegpt", sparsity=0.5, url=server_url)
+    assert "method" in err.message
+
+
+def test_bad_msgpack(server_url: str) -> None:
+    raises("bad_msgpack", 400, ZpruneClient(server_url).request, "POST", "/v1/prune", b"\x92\x01")
+
+
+def test_unsupported_media_type(server_url: str) -> None:
+    client = ZpruneClient(server_url)
+    raises("unsupported_media_type", 415, client.request, "POST", "/v1/prune", b"{}", "application/json")
+
+
+def test_x_msgpack_accepted(server_url: str) -> None:
+    body = msgpack.packb(
+        {"method": "magnitude", "sparsity": 0.5, "layers": [{"name": "a", "weight": {"dtype": "f32", "shape": [8, 16],
+                                                                                      "data": W.tobytes()}}]},
+        use_bin_type=True,
+    )
+    status, _, _ = ZpruneClient(server_url).request("POST", "/v1/prune", body, "application/x-msgpack")
+    assert status == 200
+
+
+def test_healthz_and_info(server_url: str) -> None:
+    client = ZpruneClient(server_url)
+    assert client.health()["status"] == "ok"
+    info = client.info()
+    assert set(info["methods"]) >= {"zpruner", "wanda", "ria", "magnitude"}
+    assert set(info["dtypes"]) >= {"f32", "f16", "bf16"}
+
+
+def test_many_layers_in_request_order(server_url: str) -> None:
+    layers = [(f"l{i}", RNG.standard_normal((4 + i, 8)).astype(np.float32), None) for i in range(5)]
+    result = prune_layers(layers, url=server_url, method="magnitude", pattern="row", sparsity=0.25)
+    assert [(r.name, r.shape) for r in result.layers] == [(n, w.shape) for n, w, _ in layers]
+    for (_, w, _), r in zip(layers, result.layers):
+        assert (r.mask.sum(axis=1) == 2).all()
+        # magnitude/row: the two smallest |w| of each row (no ties in random normals)
+        smallest = np.argsort(np.abs(w), axis=1, kind="stable")[:, :2]
+        assert all(set(np.flatnonzero(r.mask[i])) == set(smallest[i]) for i in range(w.shape[0]))
+
+
+def test_return_weight_and_score(server_url: str) -> None:
+    result = prune_layers([("w", W, ACT)], url=server_url, method="wanda", sparsity=0.5,
+                          returns=("mask", "weight", "score"))
+    layer = result.layers[0]
+    assert layer.weight is not None and layer.weight.dtype == np.float32
+    assert np.array_equal(layer.weight, np.where(layer.mask, 0, W))
+    assert layer.score is not None and layer.score.shape == W.shape
+    np.testing.assert_allclose(layer.score, np.abs(W) * np.sqrt(ACT), rtol=1e-5)  # wanda: |W| * ||x||
+
+
+def test_unreachable() -> None:
+    from conftest import free_port
+
+    err = raises("unreachable", 0, prune_layer, W, ACT, sparsity=0.5, url=f"http://127.0.0.1:{free_port()}")
+    assert "127.0.0.1" in err.message
+
+
+def test_type_errors_before_sending() -> None:
+    with pytest.raises(TypeError):
+        prune_layer(np.arange(12).reshape(3, 4), sparsity=0.5, url="http://127.0.0.1:9")
+    with pytest.raises(TypeError):
+        prune_layer(np.zeros((3, 4), np.uint16), sparsity=0.5, url="http://127.0.0.1:9")  # bf16 needs dtype="bf16"
+
+
+# -- retries, against a scripted stand-in server ---------------------------------------------------------------
+
+def _ok_answer() -> bytes:
+    mask = np.packbits(np.zeros(W.size, bool), bitorder="little").tobytes()
+    stats = {"pruned": 0, "total": W.size, "sparsity": 0.0, "rowSparsity": {"min": 0, "max": 0, "mean": 0},
+             "nonFinite": 0}
+    return msgpack.packb({"backend": "cpu", "device": "stub", "timings": {}, "layers": [
+        {"name": "layer", "shape": list(W.shape), "mask": mask, "stats": stats}]}, use_bin_type=True)
+
+
+class Script:
+    """Answers POSTs from a list of (status, headers, body); remembers how many requests came."""
+
+    def __init__(self, answers: List[Tuple[int, Dict[str, str], bytes]]) -> None:
+        self.answers = answers
+        self.count = 0
+
+
+@pytest.fixture
+def stub() -> Iterator[Tuple[str, Script]]:
+    script = Script([])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, headers, body = script.answers[min(script.count, len(script.answers) - 1)]
+            script.count += 1
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _json_error(code: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": f"{code} for the test"}}).encode()
+
+
+def test_retries_busy_then_succeeds(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    busy = (429, {"Content-Type": "application/json", "Retry-After": "2"}, _json_error("busy"))
+    down = (503, {"Content-Type": "application/json"}, _json_error("unavailable"))
+    script.answers = [busy, down, (200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    client = ZpruneClient(url, backoff=0.25)
+    waits: List[float] = []
+    client.sleep = waits.append
+    mask, stats = client.prune_layer(W, ACT, sparsity=0.5)
+    assert script.count == 3 and mask.shape == W.shape and stats["total"] == W.size
+    assert waits[0] == 2.0, "Retry-After is honoured"
+    assert 0.25 * 0.75 <= waits[1] <= 0.5 * 1.25, "exponential backoff without Retry-After"
+
+
+def test_retries_give_up_with_the_error(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    script.answers = [(429, {"Content-Type": "application/json", "Retry-After": "0"}, _json_error("busy"))]
+    client = ZpruneClient(url, max_retries=3)
+    client.sleep = lambda s: None
+    err = raises("busy", 429, client.prune_layer, W, ACT, sparsity=0.5)
+    assert err.retry_after == 0.0 and script.count == 4
+
+
+def test_no_retry_for_client_errors(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    script.answers = [(422, {"Content-Type": "application/json"}, _json_error("shape_mismatch"))]
+    raises("shape_mismatch", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert script.count == 1
+
+
+def test_msgpack_error_body(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    body = msgpack.packb({"error": {"code": "too_large", "message": "body over 1 byte"}}, use_bin_type=True)
+    script.answers = [(413, {"Content-Type": "application/msgpack"}, body)]
+    err = raises("too_large", 413, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert err.message == "body over 1 byte"
+
+
+def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
