@@ -1,0 +1,144 @@
+/**
+ * Wire encoding, masks, retries, timeouts and error mapping of the client, against a tiny local server that
+ * plays the parts a real server only plays under load (429, 503, slowness). Golden correctness against the
+ * real app is in tests/e2e_prune_test.ts.
+ */
+import assert from "node:assert/strict";
+import { Packr } from "msgpackr";
+import { applyMask, decodeMsgpack, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
+import type { PruneResponse } from "../contract/api.ts";
+
+const OK_BODY: PruneResponse = {
+  backend: "cpu",
+  device: "stub",
+  timings: { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 },
+  layers: [{
+    name: "l0",
+    shape: [1, 8],
+    mask: new Uint8Array([0b00001111]),
+    stats: { pruned: 4, total: 8, sparsity: 0.5, rowSparsity: { min: 0.5, max: 0.5, mean: 0.5 }, nonFinite: 0 },
+  }],
+};
+const REQUEST = {
+  sparsity: 0.5,
+  layers: [{
+    name: "l0",
+    weight: { dtype: "f32" as const, shape: [1, 8], data: new Uint8Array(32) },
+    actNormSq: { dtype: "f32" as const, shape: [8], data: new Uint8Array(32) },
+  }],
+};
+
+/** Serves `handler` on an ephemeral port for the duration of `fn`. */
+async function withServer(
+  handler: (req: Request, attempt: number) => Response | Promise<Response>,
+  fn: (url: string) => Promise<void>,
+): Promise<void> {
+  let attempt = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => handler(req, attempt++));
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+const msgpack = (v: unknown, status = 200, headers: Record<string, string> = {}) =>
+  new Response(new Packr({ useRecords: false }).pack(v) as Uint8Array<ArrayBuffer>, {
+    status,
+    headers: { "content-type": "application/msgpack", ...headers },
+  });
+
+Deno.test("encodeRequest() sends typed arrays as bin, never as ext types", () => {
+  const act = new Float32Array([1.5, 2, 3]);
+  const bytes = encodeRequest({
+    sparsity: 0.5,
+    layers: [{ name: "x", weight: { dtype: "f32", shape: [1, 3], data: act as unknown as Uint8Array<ArrayBuffer> } }],
+  });
+  // msgpack ext formats are 0xc7-0xc9 and 0xd4-0xd8; a bin of 12 bytes is 0xc4 0x0c.
+  const at = bytes.findIndex((b, i) => b === 0xc4 && bytes[i + 1] === 12);
+  assert.ok(at > 0, "a bin8 of 12 bytes is present");
+  const decoded = decodeMsgpack(bytes) as { layers: { weight: { data: Uint8Array } }[] };
+  const data = decoded.layers[0]!.weight.data;
+  assert.ok(data instanceof Uint8Array && !(data instanceof Float32Array));
+  assert.deepEqual(Array.from(new Float32Array(new Uint8Array(data).buffer)), [1.5, 2, 3]);
+});
+
+Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, even unaligned", () => {
+  for (const [dtype, size] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
+    const backing = new Uint8Array(1 + 10 * size).fill(0x3c);
+    const w = backing.subarray(1); // odd offset: no typed-array view could be made on it
+    const mask = new Uint8Array([0b10000001, 0b00000010]); // elements 0, 7 and 9
+    assert.equal(applyMask(w, dtype, mask), 3);
+    for (let i = 0; i < 10; i++) {
+      const el = Array.from(w.subarray(i * size, (i + 1) * size));
+      assert.deepEqual(el, Array(size).fill([0, 7, 9].includes(i) ? 0 : 0x3c), `${dtype} element ${i}`);
+    }
+  }
+  assert.throws(() => applyMask(new Uint8Array(40), "f32", new Uint8Array(3)), RangeError);
+});
+
+Deno.test("pruneLayers() retries 429 (honouring Retry-After) and 503, sending the bearer token", async () => {
+  const seen: string[] = [];
+  await withServer((req, attempt) => {
+    seen.push(req.headers.get("authorization") ?? "");
+    if (attempt === 0) {
+      return Response.json({ error: { code: "busy", message: "queue full" } }, {
+        status: 429,
+        headers: { "retry-after": "0" },
+      });
+    }
+    if (attempt === 1) return Response.json({ error: { code: "unavailable", message: "restarting" } }, { status: 503 });
+    return msgpack(OK_BODY);
+  }, async (url) => {
+    const client = new ZpruneClient({ url, token: "s3cret", backoffMs: 5 });
+    const res = await client.pruneLayers(REQUEST);
+    assert.equal(res.layers[0]!.stats.pruned, 4);
+    assert.deepEqual(Array.from(res.layers[0]!.mask), [0b00001111]);
+  });
+  assert.deepEqual(seen, ["Bearer s3cret", "Bearer s3cret", "Bearer s3cret"]);
+});
+
+Deno.test("pruneLayers() gives up after `retries` and reports the last error's code", async () => {
+  let calls = 0;
+  await withServer(() => {
+    calls++;
+    return Response.json({ error: { code: "unavailable", message: "gpu lost" } }, { status: 503 });
+  }, async (url) => {
+    const client = new ZpruneClient({ url, retries: 2, backoffMs: 1 });
+    await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.equal(e.code, "unavailable");
+      assert.equal(e.status, 503);
+      assert.equal(e.message, "gpu lost");
+      return true;
+    });
+  });
+  assert.equal(calls, 3);
+});
+
+Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError without retrying", async () => {
+  await withServer(
+    (_req, attempt) =>
+      attempt === 0
+        ? Response.json({ error: { code: "shape_mismatch", message: "layers[0].weight: 31 bytes" } }, { status: 422 })
+        : msgpack({ error: { code: "unauthorized", message: "missing token" } }, 401),
+    async (url) => {
+      const client = new ZpruneClient({ url, backoffMs: 1 });
+      await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "shape_mismatch", status: 422 });
+      await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "unauthorized", status: 401 });
+    },
+  );
+});
+
+Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
+  await withServer(async () => {
+    // Slower than the client's limit; shutdown() waits for it, so keep it short.
+    await new Promise((r) => setTimeout(r, 600));
+    return msgpack(OK_BODY);
+  }, async (url) => {
+    const client = new ZpruneClient({ url, timeoutMs: 100, retries: 0 });
+    const t0 = performance.now();
+    await assert.rejects(client.pruneLayers(REQUEST), { name: "TimeoutError" });
+    assert.ok(performance.now() - t0 < 500);
+  });
+});

@@ -1,0 +1,250 @@
+/**
+ * A TypeScript client for the zprune endpoint over plain `fetch` (Deno, Bun, Node 18+, browsers).
+ *
+ * @example
+ * ```ts
+ * const client = new ZpruneClient({ url: "http://127.0.0.1:8787", token: "secret" });
+ * const res = await client.pruneLayers({ method: "zpruner", sparsity: 0.5, layers: [{ name, weight, actNormSq }] });
+ * applyMask(weightBytes, "f16", res.layers[0]!.mask);
+ * ```
+ */
+import { Packr, Unpackr } from "msgpackr";
+import {
+  type DType,
+  DTYPE_BYTES,
+  type InfoResponse,
+  type PruneRequestInput,
+  type PruneResponse,
+  PruneResponseSchema,
+  type Tensor,
+} from "../contract/api.ts";
+import { ERROR_STATUS, type ErrorCode, isErrorCode, ZpruneError } from "../contract/errors.ts";
+
+export { ZpruneError };
+export type { PruneRequestInput, PruneResponse, Tensor };
+
+/** Options of a client. */
+export interface ClientOptions {
+  /** Base URL of the server, e.g. `http://127.0.0.1:8787`. */
+  url: string;
+  /** Sent as `Authorization: Bearer <token>` when set. */
+  token?: string;
+  /** Per-attempt time limit in milliseconds (default 120000). */
+  timeoutMs?: number;
+  /** Retries after a 429 or 503 answer or a refused connection (default 4). */
+  retries?: number;
+  /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
+  backoffMs?: number;
+  /** Upper bound of one backoff delay in milliseconds (default 10000). */
+  maxBackoffMs?: number;
+  /** The fetch to use (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+// Plain maps, no records and no ext types: the contract's msgpack subset (API.md, Transport).
+const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
+
+/**
+ * Replaces every typed array other than Uint8Array by a Uint8Array view of the same bytes, so msgpackr
+ * writes `bin` rather than an ext type; drops `undefined` fields. Copies the object tree, not the data.
+ */
+export function toWire(value: unknown): unknown {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (Array.isArray(value)) return value.map(toWire);
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toWire(v);
+    return out;
+  }
+  return value;
+}
+
+/** Encodes a request body as contract msgpack. */
+export function encodeRequest(request: PruneRequestInput): Uint8Array<ArrayBuffer> {
+  return packr.pack(toWire(request)) as Uint8Array<ArrayBuffer>;
+}
+
+/** Decodes a msgpack body. */
+export function decodeMsgpack(bytes: Uint8Array): unknown {
+  return unpackr.unpack(bytes);
+}
+
+/** Builds a wire tensor from any typed array (its bytes are sent as they are, little-endian). */
+export function tensor(dtype: DType, shape: number[], data: ArrayBufferView<ArrayBuffer>): Tensor {
+  return { dtype, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/**
+ * Zeroes, in place, every element of `weightBytes` (row-major, `dtype`) whose bit is set in `mask` (bit i =
+ * element i, LSB first). Works on unaligned bytes of any dtype; returns the number of elements zeroed.
+ */
+export function applyMask(weightBytes: Uint8Array, dtype: DType, mask: Uint8Array): number {
+  const size = DTYPE_BYTES[dtype], n = weightBytes.byteLength / size;
+  if (!Number.isInteger(n)) throw new RangeError(`${weightBytes.byteLength} bytes is not a whole number of ${dtype}`);
+  if (mask.byteLength !== Math.ceil(n / 8)) {
+    throw new RangeError(`mask has ${mask.byteLength} bytes; ${n} elements need ${Math.ceil(n / 8)}`);
+  }
+  let zeroed = 0;
+  for (let b = 0; b < mask.length; b++) {
+    const bits = mask[b]!;
+    if (bits === 0) continue;
+    for (let k = 0; k < 8; k++) {
+      if (bits & (1 << k)) {
+        const i = b * 8 + k;
+        if (i < n) {
+          weightBytes.fill(0, i * size, i * size + size);
+          zeroed++;
+        }
+      }
+    }
+  }
+  return zeroed;
+}
+
+/** The code of an HTTP status when the body names none we know. */
+function codeOfStatus(status: number): ErrorCode {
+  const hit = (Object.entries(ERROR_STATUS) as [ErrorCode, number][]).find(([, s]) => s === status);
+  return hit?.[0] ?? "internal";
+}
+
+/** Turns an error answer (JSON or msgpack `{error: {code, message}}`) into a ZpruneError. */
+async function errorOf(res: Response): Promise<ZpruneError> {
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const type = res.headers.get("content-type") ?? "";
+  let body: unknown;
+  try {
+    body = type.includes("msgpack") ? decodeMsgpack(bytes) : JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    body = undefined;
+  }
+  const err = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+  const headers: Record<string, string> = {};
+  const retryAfter = res.headers.get("retry-after");
+  if (retryAfter !== null) headers["Retry-After"] = retryAfter;
+  const code = isErrorCode(err?.code) ? err.code : codeOfStatus(res.status);
+  const message = typeof err?.message === "string"
+    ? err.message
+    : `HTTP ${res.status}: ${new TextDecoder().decode(bytes.subarray(0, 200))}`;
+  return new ZpruneError(code, message, { headers });
+}
+
+/** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or undefined. */
+function retryAfterMs(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const s = Number(value);
+  if (Number.isFinite(s)) return Math.max(0, s * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** Sleeps `ms`, or rejects as soon as `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** A client of one zprune server. */
+export class ZpruneClient {
+  readonly url: string;
+  readonly #opts: Required<Omit<ClientOptions, "token" | "url">> & { token?: string };
+
+  /** Creates a client; nothing is sent until the first call. */
+  constructor(options: ClientOptions) {
+    this.url = options.url.replace(/\/+$/, "");
+    this.#opts = {
+      token: options.token,
+      timeoutMs: options.timeoutMs ?? 120_000,
+      retries: options.retries ?? 4,
+      backoffMs: options.backoffMs ?? 200,
+      maxBackoffMs: options.maxBackoffMs ?? 10_000,
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+    };
+  }
+
+  /**
+   * Prunes the request's layers (`POST /v1/prune`). Typed arrays anywhere in the request are sent as `bin`.
+   * Throws `ZpruneError` with the server's code, or the abort reason (a `TimeoutError` after `timeoutMs`).
+   */
+  async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
+    const body = encodeRequest(request);
+    const res = await this.#send("/v1/prune", {
+      method: "POST",
+      headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
+      body,
+    }, options.signal);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const parsed = PruneResponseSchema.safeParse(decodeMsgpack(bytes));
+    if (!parsed.success) {
+      throw new ZpruneError("internal", `malformed prune response: ${parsed.error.issues[0]?.message ?? "?"}`);
+    }
+    return parsed.data;
+  }
+
+  /** `GET /v1/info`: version, backend, device and limits. */
+  async info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
+    const res = await this.#send(
+      "/v1/info",
+      { method: "GET", headers: { accept: "application/json" } },
+      options.signal,
+    );
+    return await res.json() as InfoResponse;
+  }
+
+  /** `GET /healthz`. */
+  async health(options: { signal?: AbortSignal } = {}): Promise<{ status: string; backend: string }> {
+    const res = await this.#send(
+      "/healthz",
+      { method: "GET", headers: { accept: "application/json" } },
+      options.signal,
+    );
+    return await res.json() as { status: string; backend: string };
+  }
+
+  /** Sends with auth, a per-attempt timeout and retries; resolves with a 2xx response or throws. */
+  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<Response> {
+    const o = this.#opts;
+    const headers = new Headers(init.headers);
+    if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
+    for (let attempt = 0;; attempt++) {
+      const timeout = AbortSignal.timeout(o.timeoutMs);
+      const attemptSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      let res: Response;
+      try {
+        res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal });
+      } catch (err) {
+        if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
+        // A refused or reset connection: the server may be restarting, so it is worth another try.
+        if (attempt >= o.retries) throw err;
+        await sleep(this.#backoff(attempt), signal);
+        continue;
+      }
+      if (res.ok) return res;
+      if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
+        const wait = retryAfterMs(res.headers.get("retry-after"));
+        await res.body?.cancel();
+        // Honour Retry-After, plus a little jitter so that many clients do not return in lockstep.
+        await sleep(wait !== undefined ? wait + Math.random() * o.backoffMs * 0.5 : this.#backoff(attempt), signal);
+        continue;
+      }
+      throw await errorOf(res);
+    }
+  }
+
+  /** Exponential backoff with full jitter: uniform in [0, min(max, base * 2^attempt)]. */
+  #backoff(attempt: number): number {
+    return Math.random() * Math.min(this.#opts.maxBackoffMs, this.#opts.backoffMs * 2 ** attempt);
+  }
+}
