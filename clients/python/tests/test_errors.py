@@ -234,3 +234,79 @@ def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
     url, script = stub
     script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
     raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
+
+
+# -- a second live server: token, small body limit, no queue ---------------------------------------------------
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def strict_server(start_server: Any) -> str:
+    server = start_server({"ZPRUNE_TOKEN": TOKEN, "ZPRUNE_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+                           "ZPRUNE_CONCURRENCY": "1", "ZPRUNE_MAX_QUEUE": "0"})
+    return str(server.url)
+
+
+def test_unauthorized_without_token(strict_server: str) -> None:
+    raises("unauthorized", 401, prune_layer, W, ACT, sparsity=0.5, url=strict_server)
+
+
+def test_unauthorized_with_another_token(strict_server: str) -> None:
+    raises("unauthorized", 401, prune_layer, W, ACT, sparsity=0.5, url=strict_server, token="not-it")
+
+
+def test_token_accepted(strict_server: str) -> None:
+    mask, stats = prune_layer(W, ACT, sparsity=0.5, url=strict_server, token=TOKEN)
+    assert stats["pruned"] == int(mask.sum()) == W.size // 2
+
+
+def test_too_large(strict_server: str) -> None:
+    big = np.ones((1024, 1280), np.float32)  # 5.2 MB of weights > the 4 MiB limit
+    raises("too_large", 413, prune_layer, big, None, method="magnitude", sparsity=0.5, url=strict_server,
+           token=TOKEN)
+
+
+def test_busy_is_retried_until_served(strict_server: str) -> None:
+    """With one compute slot and no queue, concurrent requests get 429 busy; the client retries them all through."""
+    from test_golden import assert_golden, load_case
+
+    req, exp = load_case("zpruner-layer-f32-512x1536")
+    layer = req["layers"][0]
+    w = np.frombuffer(layer["weight"]["data"], "<f4").reshape(layer["weight"]["shape"])
+    act = np.frombuffer(layer["actNormSq"]["data"], "<f4")
+    waits: List[float] = []
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            waits.append(seconds)
+        import time
+
+        time.sleep(seconds)
+
+    for _round in range(3):
+        results: List[Any] = [None] * 4
+        barrier = threading.Barrier(4)
+
+        def work(i: int) -> None:
+            client = ZpruneClient(strict_server, TOKEN, max_retries=30)
+            client.sleep = sleep
+            barrier.wait()
+            try:
+                results[i] = client.prune_layer(w, act, sparsity=req["sparsity"])
+            except Exception as e:  # noqa: BLE001 - reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in results:
+            assert not isinstance(r, Exception), r
+            assert_golden(r[0], r[1], exp)
+        if waits:
+            break
+    assert waits, "no request was ever answered busy: the retry path was not exercised"
+    assert all(s >= 1.0 for s in waits), "the server's Retry-After (1 s) is honoured"
