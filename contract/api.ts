@@ -33,7 +33,8 @@ export const DEFAULT_EXPONENT: Record<Method, number> = { zpruner: 1.5, wanda: 1
 export const NEEDS_ACTIVATIONS: Record<Method, boolean> = { zpruner: true, wanda: true, ria: true, magnitude: false };
 
 /** Binary data: msgpack `bin` decodes to a Uint8Array (a Buffer under Node and Bun, itself a Uint8Array). */
-const bin = z.instanceof(Uint8Array, { message: "expected binary data (msgpack bin)" });
+const bin = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: "expected binary data (msgpack bin)" })
+  .describe("msgpack bin: little-endian, row-major bytes");
 
 /** A tensor on the wire: dtype, shape and little-endian row-major bytes. */
 export const TensorSchema = z.object({

@@ -1,0 +1,73 @@
+/** Server configuration from environment variables, with the defaults README.md documents. */
+
+/** Which compute backend to use. */
+export type BackendChoice = "auto" | "webgpu" | "cpu";
+
+/** Everything the server is configured with. */
+export interface ServerConfig {
+  port: number;
+  host: string;
+  backend: BackendChoice;
+  /** Bearer token required on /v1/* and /metrics; empty = no auth. */
+  token: string;
+  maxBodyBytes: number;
+  maxLayerElements: number;
+  /** Requests computing at once. */
+  concurrency: number;
+  /** Requests waiting beyond those; more are answered 429. */
+  maxQueue: number;
+  /** Per-request deadline in milliseconds (0 = none). */
+  deadlineMs: number;
+  /** Origins allowed by CORS ("*" or a comma-separated list; empty = CORS off). */
+  corsOrigins: string;
+  /** One JSON log line per request on stdout. */
+  log: boolean;
+}
+
+/** The defaults, used where a variable is unset. */
+export const DEFAULT_CONFIG: ServerConfig = {
+  port: 8787,
+  host: "0.0.0.0",
+  backend: "auto",
+  token: "",
+  maxBodyBytes: 2 * 1024 ** 3,
+  maxLayerElements: 2 ** 28,
+  concurrency: 2,
+  maxQueue: 64,
+  deadlineMs: 600_000,
+  corsOrigins: "",
+  log: true,
+};
+
+function int(name: string, raw: string | undefined, fallback: number, min: number): number {
+  if (raw === undefined || raw === "") return fallback;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got "${raw}"`);
+  return v;
+}
+
+/** Reads the configuration from `env` (a lookup such as `Deno.env.get`); throws RangeError on bad values. */
+export function loadConfig(env: (name: string) => string | undefined): ServerConfig {
+  const backend = env("ZPRUNE_BACKEND") || DEFAULT_CONFIG.backend;
+  if (backend !== "auto" && backend !== "webgpu" && backend !== "cpu") {
+    throw new RangeError(`ZPRUNE_BACKEND must be auto, webgpu or cpu, got "${backend}"`);
+  }
+  return {
+    port: int("PORT", env("PORT"), DEFAULT_CONFIG.port, 0),
+    host: env("HOST") || DEFAULT_CONFIG.host,
+    backend,
+    token: env("ZPRUNE_TOKEN") ?? "",
+    maxBodyBytes: int("ZPRUNE_MAX_BODY_BYTES", env("ZPRUNE_MAX_BODY_BYTES"), DEFAULT_CONFIG.maxBodyBytes, 1),
+    maxLayerElements: int(
+      "ZPRUNE_MAX_LAYER_ELEMENTS",
+      env("ZPRUNE_MAX_LAYER_ELEMENTS"),
+      DEFAULT_CONFIG.maxLayerElements,
+      1,
+    ),
+    concurrency: int("ZPRUNE_CONCURRENCY", env("ZPRUNE_CONCURRENCY"), DEFAULT_CONFIG.concurrency, 1),
+    maxQueue: int("ZPRUNE_MAX_QUEUE", env("ZPRUNE_MAX_QUEUE"), DEFAULT_CONFIG.maxQueue, 0),
+    deadlineMs: int("ZPRUNE_DEADLINE_MS", env("ZPRUNE_DEADLINE_MS"), DEFAULT_CONFIG.deadlineMs, 0),
+    corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
+    log: (env("ZPRUNE_LOG") ?? "1") !== "0",
+  };
+}

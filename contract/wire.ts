@@ -1,0 +1,53 @@
+/**
+ * msgpack as the contract wants it: plain maps, arrays, strings, numbers, booleans, nil and `bin` — no records,
+ * no extension types. Typed arrays are sent as `bin` views of their bytes (msgpackr would otherwise tag them
+ * with an extension type). Decoded `bin` values are views into the body, not copies.
+ */
+import { Packr, Unpackr } from "msgpackr";
+import { ZpruneError } from "./errors.ts";
+
+const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
+
+/** Replaces every typed array that is not a Uint8Array by a Uint8Array view of the same bytes (no copy). */
+function binViews(value: unknown): unknown {
+  if (value instanceof Uint8Array || value === null || typeof value !== "object") return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (Array.isArray(value)) return value.map(binViews);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = binViews(v);
+  return out;
+}
+
+/** Encodes a value as plain msgpack; typed arrays become `bin`, undefined fields are left out. */
+export function encodeMsgpack(value: unknown): Uint8Array<ArrayBuffer> {
+  // msgpackr packs into a buffer it reuses for later calls: copy out, so no answer can alias another.
+  return new Uint8Array(packr.pack(binViews(value)));
+}
+
+/** Decodes exactly one complete msgpack value, or throws `bad_msgpack`. */
+export function decodeMsgpack(bytes: Uint8Array): unknown {
+  if (bytes.byteLength === 0) throw new ZpruneError("bad_msgpack", "the body is empty; send one msgpack map");
+  try {
+    return unpackr.unpack(bytes);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    const why = msg.startsWith("Data read, but end of buffer not reached")
+      ? "trailing bytes after the first value"
+      : msg.split("\n")[0]!.slice(0, 120);
+    throw new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`, { cause: err });
+  }
+}
+
+/** Concatenates byte chunks into one array. */
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  let n = 0;
+  for (const c of chunks) n += c.byteLength;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.byteLength;
+  }
+  return out;
+}

@@ -1,0 +1,103 @@
+/**
+ * Prometheus metrics in text exposition format 0.0.4: counters, gauges and histograms with labels, kept in
+ * memory and rendered on `GET /metrics`. Small on purpose: the server needs a handful of series, not a client
+ * library with process collectors that differ between Deno and Bun.
+ */
+
+type Labels = Record<string, string>;
+
+function labelKey(labels: Labels): string {
+  const parts = Object.keys(labels).sort().map((k) => `${k}="${String(labels[k]).replace(/["\\\n]/g, "_")}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+/** A monotonically increasing counter per label set. */
+export class Counter {
+  #values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string) {}
+  /** Adds `by` (default 1) to the series with `labels`. */
+  inc(labels: Labels = {}, by = 1): void {
+    const k = labelKey(labels);
+    this.#values.set(k, (this.#values.get(k) ?? 0) + by);
+  }
+  /** The current value of a series. */
+  get(labels: Labels = {}): number {
+    return this.#values.get(labelKey(labels)) ?? 0;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    if (this.#values.size === 0) lines.push(`${this.name} 0`);
+    for (const [k, v] of this.#values) lines.push(`${this.name}${k} ${v}`);
+    return lines.join("\n");
+  }
+}
+
+/** A gauge read on demand from a callback. */
+export class Gauge {
+  constructor(readonly name: string, readonly help: string, readonly read: () => number) {}
+  render(): string {
+    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${this.read()}`].join("\n");
+  }
+}
+
+/** A cumulative histogram with fixed bucket bounds, per label set. */
+export class Histogram {
+  #series = new Map<string, { counts: number[]; sum: number; count: number; labels: Labels }>();
+  constructor(readonly name: string, readonly help: string, readonly bounds: number[]) {}
+  /** Records one observation. */
+  observe(value: number, labels: Labels = {}): void {
+    const k = labelKey(labels);
+    let s = this.#series.get(k);
+    if (!s) this.#series.set(k, s = { counts: this.bounds.map(() => 0), sum: 0, count: 0, labels });
+    for (let i = 0; i < this.bounds.length; i++) if (value <= this.bounds[i]!) s.counts[i]!++;
+    s.sum += value;
+    s.count++;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    for (const s of this.#series.values()) {
+      this.bounds.forEach((b, i) =>
+        lines.push(`${this.name}_bucket${labelKey({ ...s.labels, le: String(b) })} ${s.counts[i]}`)
+      );
+      lines.push(`${this.name}_bucket${labelKey({ ...s.labels, le: "+Inf" })} ${s.count}`);
+      lines.push(`${this.name}_sum${labelKey(s.labels)} ${s.sum}`);
+      lines.push(`${this.name}_count${labelKey(s.labels)} ${s.count}`);
+    }
+    return lines.join("\n");
+  }
+}
+
+/** The server's metrics. `queueDepth` is read from the work queue when rendered. */
+export class Metrics {
+  readonly requests = new Counter("zprune_requests_total", "HTTP requests by route and status.");
+  readonly latency = new Histogram(
+    "zprune_request_duration_seconds",
+    "Request latency by route.",
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  );
+  readonly bytesIn = new Counter("zprune_bytes_in_total", "Request body bytes received.");
+  readonly bytesOut = new Counter("zprune_bytes_out_total", "Response body bytes sent.");
+  readonly computeSeconds = new Counter("zprune_compute_seconds_total", "Seconds spent in the compute backend.");
+  readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.");
+  readonly backendRestarts = new Counter("zprune_backend_restarts_total", "Times the compute backend was restarted.");
+  #gauges: Gauge[] = [];
+
+  /** Adds a gauge read at render time (queue depth, in-flight requests). */
+  gauge(name: string, help: string, read: () => number): void {
+    this.#gauges.push(new Gauge(name, help, read));
+  }
+
+  /** The whole exposition, as `GET /metrics` serves it. */
+  render(): string {
+    const parts = [
+      this.requests,
+      this.latency,
+      this.bytesIn,
+      this.bytesOut,
+      this.computeSeconds,
+      this.layers,
+      this.backendRestarts,
+    ];
+    return [...parts, ...this.#gauges].map((m) => m.render()).join("\n") + "\n";
+  }
+}

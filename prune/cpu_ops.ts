@@ -1,0 +1,102 @@
+/**
+ * The CPU backend's parallel operations: each works on a row or element range of shared typed arrays, so the
+ * same function runs on the main thread or on any worker. `runOp` is the one dispatcher both sides use.
+ */
+import type { DType, Method } from "../contract/api.ts";
+import { decodeInto } from "./decode.ts";
+import { accumulateSums, centredSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
+import { markBelow, markTies, selectNM, selectRows } from "./select.ts";
+
+/** Every operation a worker can run, with its arguments. Arrays may be views of SharedArrayBuffers. */
+export type CpuOp =
+  | {
+    op: "decodeSums";
+    raw: Uint8Array;
+    dtype: DType;
+    W: Float32Array;
+    method: Method;
+    cols: number;
+    r0: number;
+    r1: number;
+  }
+  | {
+    op: "centred";
+    W: Float32Array;
+    cols: number;
+    r0: number;
+    r1: number;
+    invRow: Float64Array;
+    invCol: Float64Array;
+    meanR: number;
+    meanC: number;
+    smallBelow: number;
+  }
+  | { op: "score"; W: Float32Array; ctx: ScoreContext; r0: number; r1: number; out: Float32Array; hist: boolean }
+  | { op: "histLow"; keys: Uint32Array; e0: number; e1: number; top: number }
+  | { op: "markBelow"; keys: Uint32Array; e0: number; e1: number; t: number; mask: Uint8Array }
+  | { op: "markTies"; keys: Uint32Array; e0: number; e1: number; t: number; quota: number; mask: Uint8Array }
+  | { op: "rows"; keys: Uint32Array; cols: number; k: number; mask: Uint8Array; r0: number; r1: number }
+  | { op: "nm"; keys: Uint32Array; cols: number; n: number; m: number; mask: Uint8Array; r0: number; r1: number };
+
+/** Result of `decodeSums`: the first non-finite index (or -1) and the partial sums of its row range. */
+export interface DecodeSumsResult {
+  bad: number;
+  rowSum: Float64Array;
+  rowSumSq: Float64Array;
+  rowAbs: Float64Array;
+  colSum: Float64Array;
+  colSumSq: Float64Array;
+  colAbs: Float64Array;
+}
+
+/** Runs one operation on this thread and returns its (structured-cloneable) result. */
+export function runOp(o: CpuOp): unknown {
+  switch (o.op) {
+    case "decodeSums": {
+      const bad = decodeInto(o.W, o.raw, o.dtype, o.r0 * o.cols, o.r1 * o.cols);
+      const s = newSums(o.r1, o.cols);
+      if (bad < 0) accumulateSums(o.method, o.W, o.cols, o.r0, o.r1, s);
+      const rows = (a: Float64Array) => a.slice(o.r0, o.r1);
+      return {
+        bad,
+        rowSum: rows(s.rowSum),
+        rowSumSq: rows(s.rowSumSq),
+        rowAbs: rows(s.rowAbs),
+        colSum: s.colSum,
+        colSumSq: s.colSumSq,
+        colAbs: s.colAbs,
+      } satisfies DecodeSumsResult;
+    }
+    case "centred":
+      return centredSums(o.W, o.cols, o.r0, o.r1, o.invRow, o.invCol, o.meanR, o.meanC, o.smallBelow);
+    case "score": {
+      scoreRows(o.W, o.ctx, o.r0, o.r1, o.out);
+      if (!o.hist) return null;
+      // The top-16-bit histogram of the scores just written, while they are still warm in cache.
+      const keys = new Uint32Array(o.out.buffer, o.out.byteOffset, o.out.length);
+      const hist = new Uint32Array(1 << 16);
+      for (let i = o.r0 * o.ctx.cols, e = o.r1 * o.ctx.cols; i < e; i++) hist[keys[i]! >>> 16]!++;
+      return hist;
+    }
+    case "histLow": {
+      const hist = new Uint32Array(1 << 16);
+      const { keys, top } = o;
+      for (let i = o.e0; i < o.e1; i++) {
+        const key = keys[i]!;
+        if (key >>> 16 === top) hist[key & 0xffff]!++;
+      }
+      return hist;
+    }
+    case "markBelow":
+      return markBelow(o.keys, o.e0, o.e1, o.t, o.mask);
+    case "markTies":
+      markTies(o.keys, o.e0, o.e1, o.t, o.quota, o.mask);
+      return null;
+    case "rows":
+      selectRows(o.keys, o.cols, o.k, o.mask, o.r0, o.r1);
+      return null;
+    case "nm":
+      selectNM(o.keys, o.cols, o.n, o.m, o.mask, o.r0, o.r1);
+      return null;
+  }
+}

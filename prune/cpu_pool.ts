@@ -1,0 +1,84 @@
+/**
+ * A fixed pool of CPU workers, one per core, each running `CpuOp`s in the order posted. A worker that dies
+ * (out of memory, say) fails its pending tasks with `unavailable` and is replaced, so the pool heals itself.
+ */
+import { ZpruneError } from "../contract/errors.ts";
+import type { CpuOp } from "./cpu_ops.ts";
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, Pending>;
+}
+
+/** A pool of `size` workers running CPU operations. */
+export class CpuPool {
+  readonly size: number;
+  #slots: Slot[] = [];
+  #nextId = 1;
+  #closed = false;
+
+  constructor(size: number) {
+    this.size = Math.max(1, size);
+    for (let i = 0; i < this.size; i++) this.#slots.push(this.#spawn());
+  }
+
+  #spawn(): Slot {
+    const worker = new Worker(new URL("./cpu_worker.ts", import.meta.url).href, { type: "module" });
+    const slot: Slot = { worker, pending: new Map() };
+    worker.onmessage = (e: MessageEvent<{ id: number; result?: unknown; error?: string }>) => {
+      const p = slot.pending.get(e.data.id);
+      if (!p) return;
+      slot.pending.delete(e.data.id);
+      if (e.data.error !== undefined) p.reject(new Error(e.data.error));
+      else p.resolve(e.data.result);
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.#fail(slot, e.message);
+    };
+    return slot;
+  }
+
+  /** Fails a dead worker's tasks and puts a fresh worker in its place. */
+  #fail(slot: Slot, why: string): void {
+    const i = this.#slots.indexOf(slot);
+    slot.worker.terminate();
+    for (const p of slot.pending.values()) {
+      p.reject(new ZpruneError("unavailable", `a CPU worker failed (${why}); it was restarted, retry the request`));
+    }
+    slot.pending.clear();
+    if (i >= 0 && !this.#closed) this.#slots[i] = this.#spawn();
+  }
+
+  /** Runs `task` on worker `index % size`. */
+  run<T>(index: number, task: CpuOp): Promise<T> {
+    if (this.#closed) return Promise.reject(new ZpruneError("unavailable", "the CPU backend is shutting down"));
+    const slot = this.#slots[index % this.size]!;
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      slot.worker.postMessage({ id, task });
+    });
+  }
+
+  /** Runs one task per worker, built by `make(i)`, and waits for all. */
+  all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
+    const tasks: Promise<T>[] = [];
+    for (let i = 0; i < this.size; i++) {
+      const t = make(i);
+      if (t) tasks.push(this.run<T>(i, t));
+    }
+    return Promise.all(tasks);
+  }
+
+  /** Terminates every worker; pending tasks fail with `unavailable`. */
+  close(): void {
+    this.#closed = true;
+    for (const s of this.#slots) this.#fail(s, "closed");
+  }
+}

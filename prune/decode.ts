@@ -1,0 +1,121 @@
+/**
+ * Decoding of little-endian tensor bytes (f32, f16, bf16) into float32, and the reverse for returned weights.
+ * Every f16 and bf16 value is exactly representable in float32, so decoding loses nothing.
+ */
+import type { DType } from "../contract/api.ts";
+import { DTYPE_BYTES } from "../contract/api.ts";
+
+/** f16 bit pattern -> value, built once: a table lookup is the fastest exact decode in JavaScript. */
+const F16_TABLE: Float32Array = (() => {
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) t[h] = sign * frac * 2 ** -24;
+    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
+    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return t;
+})();
+
+/** Returns `bytes` as an aligned view of `align`-byte elements, copying only when the view is unaligned. */
+function aligned(bytes: Uint8Array, align: number): ArrayBuffer {
+  if (bytes.byteOffset % align === 0 && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return copy.buffer;
+}
+
+/** Views little-endian u16 data (f16/bf16 bits) without copying when aligned. */
+export function u16View(bytes: Uint8Array): Uint16Array {
+  const buf = aligned(bytes, 2);
+  const off = buf === bytes.buffer ? bytes.byteOffset : 0;
+  return new Uint16Array(buf, off, bytes.byteLength >> 1);
+}
+
+/** Views little-endian f32 data as u32 bits without copying when aligned. */
+export function u32View(bytes: Uint8Array): Uint32Array {
+  const buf = aligned(bytes, 4);
+  const off = buf === bytes.buffer ? bytes.byteOffset : 0;
+  return new Uint32Array(buf, off, bytes.byteLength >> 2);
+}
+
+/**
+ * Index of the first NaN or infinity in `bytes` of `dtype`, or -1. Tests exponent bits, so it never
+ * allocates beyond an alignment copy.
+ */
+export function firstNonFinite(
+  bytes: Uint8Array,
+  dtype: DType,
+  start = 0,
+  end = bytes.byteLength / DTYPE_BYTES[dtype],
+): number {
+  if (dtype === "f32") {
+    const u = u32View(bytes);
+    for (let i = start; i < end; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
+  } else {
+    const u = u16View(bytes);
+    const m = dtype === "f16" ? 0x7c00 : 0x7f80;
+    for (let i = start; i < end; i++) if ((u[i]! & m) === m) return i;
+  }
+  return -1;
+}
+
+/**
+ * Decodes elements [start, end) of `bytes` into `out` (same indices) and returns the index of the first NaN or
+ * infinity met, or -1: the check rides along the decode loop (exponent bits all ones) at no extra pass.
+ */
+export function decodeInto(out: Float32Array, bytes: Uint8Array, dtype: DType, start = 0, end = out.length): number {
+  let bad = 0;
+  if (dtype === "f32") {
+    const u = u32View(bytes);
+    const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let i = start; i < end; i++) {
+      const x = u[i]!;
+      o[i] = x;
+      bad |= ((x & 0x7f800000) >>> 23) + 1; // 0x100 exactly when the exponent is all ones
+    }
+    return bad & 0x100 ? firstNonFinite(bytes, dtype, start, end) : -1;
+  }
+  const u = u16View(bytes);
+  if (dtype === "f16") {
+    const t = F16_TABLE;
+    for (let i = start; i < end; i++) {
+      const h = u[i]!;
+      out[i] = t[h]!;
+      bad |= (h & 0x7c00) + 0x400; // 0x8000 exactly when the exponent is all ones
+    }
+    return bad & 0x8000 ? firstNonFinite(bytes, dtype, start, end) : -1;
+  }
+  const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = start; i < end; i++) {
+    const h = u[i]!;
+    o[i] = h << 16;
+    bad |= (h & 0x7f80) + 0x80; // 0x8000 exactly when the exponent is all ones
+  }
+  return bad & 0x8000 ? firstNonFinite(bytes, dtype, start, end) : -1;
+}
+
+/** Decodes a whole tensor into a new Float32Array; `bad` is the first non-finite index or -1. */
+export function decode(bytes: Uint8Array, dtype: DType): { values: Float32Array; bad: number } {
+  const values = new Float32Array(bytes.byteLength / DTYPE_BYTES[dtype]);
+  const bad = decodeInto(values, bytes, dtype);
+  return { values, bad };
+}
+
+/** Copies `bytes` and zeroes every element whose mask bit is set: the pruned weights in their own dtype. */
+export function applyMaskBytes(bytes: Uint8Array, dtype: DType, mask: Uint8Array): Uint8Array {
+  const out = bytes.slice();
+  const el = DTYPE_BYTES[dtype] === 4 ? new Uint32Array(out.buffer) : new Uint16Array(out.buffer);
+  const n = el.length;
+  for (let b = 0; b < mask.length; b++) {
+    let m = mask[b]!;
+    while (m !== 0) {
+      const i = b * 8 + (31 - Math.clz32(m & -m));
+      m &= m - 1;
+      if (i < n) el[i] = 0;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,41 @@
+/** Statistics of a bit-packed mask: how many are pruned, overall and per row (API.md, `stats`). */
+
+/** Bits set in each byte value. */
+const POPCOUNT: Uint8Array = (() => {
+  const t = new Uint8Array(256);
+  for (let i = 1; i < 256; i++) t[i] = (i & 1) + t[i >> 1]!;
+  return t;
+})();
+
+/** Pruned counts and row sparsity of a rows x cols mask (bit i row-major, LSB first, 1 = pruned). */
+export function maskStats(
+  mask: Uint8Array,
+  rows: number,
+  cols: number,
+): { pruned: number; rowSparsity: { min: number; max: number; mean: number } } {
+  let pruned = 0, minCount = Infinity, maxCount = 0;
+  for (let r = 0; r < rows; r++) {
+    const count = countBits(mask, r * cols, (r + 1) * cols);
+    pruned += count;
+    if (count < minCount) minCount = count;
+    if (count > maxCount) maxCount = count;
+  }
+  const total = rows * cols;
+  return {
+    pruned,
+    rowSparsity: {
+      min: rows ? minCount / cols : 0,
+      max: rows ? maxCount / cols : 0,
+      mean: total ? pruned / total : 0,
+    },
+  };
+}
+
+/** Number of set bits in [start, end). */
+export function countBits(mask: Uint8Array, start: number, end: number): number {
+  let count = 0, i = start;
+  for (; i < end && (i & 7) !== 0; i++) count += (mask[i >>> 3]! >> (i & 7)) & 1;
+  for (; i + 8 <= end; i += 8) count += POPCOUNT[mask[i >>> 3]!]!;
+  for (; i < end; i++) count += (mask[i >>> 3]! >> (i & 7)) & 1;
+  return count;
+}

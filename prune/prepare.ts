@@ -1,0 +1,131 @@
+/**
+ * From a schema-valid request to backend jobs: the checks zod cannot express (byte lengths against shapes,
+ * activations against columns, N:M divisibility, finiteness and sign of activations, limits), each failing
+ * with the contract's code and a message that names the field and the fix.
+ */
+import {
+  DEFAULT_EXPONENT,
+  DTYPE_BYTES,
+  NEEDS_ACTIVATIONS,
+  parsePattern,
+  type PruneRequest,
+  type Tensor,
+} from "../contract/api.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import type { LayerJob, PruneParams } from "./backend.ts";
+import { decode } from "./decode.ts";
+
+/** Limits a request must respect. */
+export interface PrepareLimits {
+  /** Most elements in one layer's weight. */
+  maxLayerElements: number;
+}
+
+/** A request turned into backend work. */
+export interface PreparedRequest {
+  params: PruneParams;
+  layers: LayerJob[];
+}
+
+function fail(
+  code: "invalid_request" | "shape_mismatch" | "non_finite" | "activations_required" | "too_large",
+  msg: string,
+): never {
+  throw new ZpruneError(code, msg);
+}
+
+/** Checks that `t.data` holds exactly product(shape) elements of its dtype. */
+function checkBytes(t: Tensor, path: string): number {
+  const count = t.shape.reduce((a, b) => a * b, 1);
+  const want = count * DTYPE_BYTES[t.dtype];
+  if (t.data.byteLength !== want) {
+    fail(
+      "shape_mismatch",
+      `${path}.data: ${t.data.byteLength} bytes, but shape [${t.shape.join(", ")}] of ${t.dtype} needs ${want}`,
+    );
+  }
+  return count;
+}
+
+/** actNormSq (f32, [cols], finite, >= 0) from the request, or the column sums of squares of `inputs`. */
+function activations(layer: PruneRequest["layers"][number], cols: number, path: string): Float32Array | null {
+  const { actNormSq, inputs } = layer;
+  if (actNormSq && inputs) fail("invalid_request", `${path}: give actNormSq or inputs, not both`);
+  if (actNormSq) {
+    if (actNormSq.dtype !== "f32") fail("invalid_request", `${path}.actNormSq.dtype: must be "f32"`);
+    if (actNormSq.shape.length !== 1 || actNormSq.shape[0] !== cols) {
+      fail(
+        "shape_mismatch",
+        `${path}.actNormSq.shape: [${actNormSq.shape.join(", ")}], but the weight has ${cols} columns`,
+      );
+    }
+    checkBytes(actNormSq, `${path}.actNormSq`);
+    const { values, bad } = decode(actNormSq.data, "f32");
+    if (bad >= 0) fail("non_finite", `${path}.actNormSq[${bad}] is NaN or infinite`);
+    const neg = values.findIndex((v) => v < 0);
+    if (neg >= 0) {
+      fail("invalid_request", `${path}.actNormSq[${neg}] is negative (${values[neg]}); it is a sum of squares`);
+    }
+    return values;
+  }
+  if (inputs) {
+    if (inputs.shape.length !== 2 || inputs.shape[1] !== cols) {
+      fail("shape_mismatch", `${path}.inputs.shape: [${inputs.shape.join(", ")}], expected [tokens, ${cols}]`);
+    }
+    checkBytes(inputs, `${path}.inputs`);
+    const { values, bad } = decode(inputs.data, inputs.dtype);
+    if (bad >= 0) fail("non_finite", `${path}.inputs[${bad}] is NaN or infinite`);
+    // Sum of squares per input feature, in float64; the inputs count as one calibration sequence.
+    const sums = new Float64Array(cols);
+    for (let i = 0; i < values.length; i++) sums[i % cols]! += values[i]! * values[i]!;
+    const out = Float32Array.from(sums);
+    const inf = out.findIndex((v) => !Number.isFinite(v));
+    if (inf >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${inf} overflows float32`);
+    return out;
+  }
+  return null;
+}
+
+/** Validates a schema-valid request against the limits and builds the backend's jobs. */
+export function prepareRequest(req: PruneRequest, limits: PrepareLimits): PreparedRequest {
+  const pattern = parsePattern(req.pattern, req.sparsity);
+  const params: PruneParams = {
+    method: req.method,
+    pattern,
+    exponent: req.options?.exponent ?? DEFAULT_EXPONENT[req.method],
+    returnWeight: req.return.includes("weight"),
+    returnScore: req.return.includes("score"),
+  };
+  const dataFree = req.options?.dataFree === true;
+  const layers = req.layers.map((layer, i): LayerJob => {
+    const path = `layers[${i}]`;
+    const { weight } = layer;
+    if (weight.shape.length !== 2) {
+      fail("invalid_request", `${path}.weight.shape: expected [rows, cols], got [${weight.shape.join(", ")}]`);
+    }
+    const [rows, cols] = weight.shape as [number, number];
+    if (rows < 1 || cols < 1) fail("invalid_request", `${path}.weight.shape: rows and cols must be at least 1`);
+    if (rows * cols > limits.maxLayerElements) {
+      fail(
+        "too_large",
+        `${path}.weight: ${rows * cols} elements, over this server's limit of ${limits.maxLayerElements} per layer`,
+      );
+    }
+    checkBytes(weight, `${path}.weight`);
+    if (pattern.kind === "nm" && cols % pattern.m !== 0) {
+      fail(
+        "shape_mismatch",
+        `${path}.weight.shape: ${cols} columns is not a multiple of M = ${pattern.m} for "${req.pattern}"`,
+      );
+    }
+    const actNormSq = activations(layer, cols, path);
+    if (!actNormSq && NEEDS_ACTIVATIONS[req.method] && !dataFree) {
+      fail(
+        "activations_required",
+        `${path}: method "${req.method}" needs actNormSq or inputs; send them, or set options.dataFree to true`,
+      );
+    }
+    return { name: layer.name, rows, cols, dtype: weight.dtype, weight: weight.data, actNormSq };
+  });
+  return { params, layers };
+}

@@ -1,0 +1,232 @@
+/**
+ * One layer pruned on the CPU, start to finish: decode (with the finiteness check), scores, selection, mask,
+ * stats. Every pass runs as `CpuOp`s over row or element ranges through an `Executor`: inline on this thread
+ * (the oracle the WebGPU parity tests use, and the path for small layers) or spread over the worker pool.
+ */
+import { ZpruneError } from "../contract/errors.ts";
+import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
+import { type CpuOp, type DecodeSumsResult, runOp } from "./cpu_ops.ts";
+import { applyMaskBytes } from "./decode.ts";
+import { maskStats } from "./mask_stats.ts";
+import { activationWeights, buildContext, newSums } from "./scores.ts";
+
+/** Runs one `CpuOp` per part, in parallel where it can, and collects the results in part order. */
+export interface Executor {
+  /** How many parts to split each pass into. */
+  readonly parts: number;
+  /** Whether arrays must live in SharedArrayBuffers (true for workers). */
+  readonly shared: boolean;
+  all<T>(make: (i: number) => CpuOp | null): Promise<T[]>;
+}
+
+/** Runs every part on this thread, in order. */
+export const inlineExecutor: Executor = {
+  parts: 1,
+  shared: false,
+  all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
+    const t = make(0);
+    return Promise.resolve(t ? [runOp(t) as T] : []);
+  },
+};
+
+/** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
+export function layerK(sparsity: number, total: number): number {
+  return Math.floor(sparsity * total);
+}
+
+/** Number of weights the pattern prunes in the whole layer. */
+export function prunedCount(params: PruneParams, rows: number, cols: number): number {
+  const p = params.pattern;
+  if (p.kind === "layer") return layerK(p.sparsity, rows * cols);
+  if (p.kind === "row") return rows * Math.floor(p.sparsity * cols);
+  return rows * (cols / p.m) * p.n;
+}
+
+/** Row boundaries splitting `rows` into `parts`, each a multiple of whole mask bytes so parts never share one. */
+export function rowSplits(rows: number, cols: number, parts: number): number[] {
+  const step = 8 / gcd(cols, 8);
+  const splits = [0];
+  for (let i = 1; i < parts; i++) {
+    const r = Math.floor((rows * i) / parts / step) * step;
+    splits.push(Math.max(splits[i - 1]!, Math.min(r, rows)));
+  }
+  splits.push(rows);
+  return splits;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** Allocates `bytes` in a SharedArrayBuffer when workers must see it. */
+function alloc(bytes: number, shared: boolean): ArrayBufferLike {
+  return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
+}
+
+/** Throws `non_finite` naming the layer, the first bad index and its row and column. */
+function nonFinite(layer: LayerJob, i: number): ZpruneError {
+  const r = Math.floor(i / layer.cols), c = i % layer.cols;
+  return new ZpruneError(
+    "non_finite",
+    `layer "${layer.name}": weight[${i}] (row ${r}, column ${c}) is NaN or infinite; replace it before pruning`,
+  );
+}
+
+/** Prunes one layer through `exec`. */
+export async function pruneLayerWith(
+  exec: Executor,
+  params: PruneParams,
+  layer: LayerJob,
+  signal?: AbortSignal,
+): Promise<LayerOutput> {
+  const { rows, cols, dtype, name } = layer;
+  const { method, pattern } = params;
+  const n = rows * cols;
+  const splits = rowSplits(rows, cols, Math.min(exec.parts, rows));
+  const parts = splits.length - 1;
+  const range = (i: number) => (i < parts ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
+
+  // Decode, check finiteness and take the row/column sums in one pass.
+  let raw = layer.weight;
+  if (exec.shared) {
+    raw = new Uint8Array(alloc(raw.byteLength, true));
+    raw.set(layer.weight);
+  }
+  const W = new Float32Array(alloc(n * 4, exec.shared));
+  const partials = await exec.all<DecodeSumsResult>((i) => {
+    const r = range(i);
+    return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
+  });
+  const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
+  if (bad.length) throw nonFinite(layer, Math.min(...bad));
+  signal?.throwIfAborted();
+  const sums = newSums(rows, cols);
+  partials.forEach((p, i) => {
+    sums.rowSum.set(p.rowSum, splits[i]);
+    sums.rowSumSq.set(p.rowSumSq, splits[i]);
+    sums.rowAbs.set(p.rowAbs, splits[i]);
+    for (let c = 0; c < cols; c++) {
+      sums.colSum[c]! += p.colSum[c]!;
+      sums.colSumSq[c]! += p.colSumSq[c]!;
+      sums.colAbs[c]! += p.colAbs[c]!;
+    }
+  });
+
+  // Statistics and scores.
+  const act = activationWeights(layer.actNormSq, params.exponent);
+  const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
+    const rs = await exec.all<{ ssR: number; ssC: number; small: number }>((i) => {
+      const r = range(i);
+      return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
+    });
+    return rs.reduce((a, b) => ({ ssR: a.ssR + b.ssR, ssC: a.ssC + b.ssC, small: a.small + b.small }));
+  });
+  signal?.throwIfAborted();
+  const score = new Float32Array(alloc(n * 4, exec.shared));
+  const wantHist = pattern.kind === "layer";
+  const hists = await exec.all<Uint32Array | null>((i) => {
+    const r = range(i);
+    return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
+  });
+  signal?.throwIfAborted();
+
+  // Selection.
+  const keys = new Uint32Array(score.buffer, score.byteOffset, n);
+  const mask = new Uint8Array(alloc(Math.ceil(n / 8), exec.shared));
+  let thresholdKey = -1;
+  if (pattern.kind === "layer") {
+    thresholdKey = await selectLayerWith(
+      exec,
+      keys,
+      layerK(pattern.sparsity, n),
+      hists as Uint32Array[],
+      mask,
+      splits.map((r) => r * cols),
+    );
+  } else if (pattern.kind === "row") {
+    const k = Math.floor(pattern.sparsity * cols);
+    if (k > 0) {
+      await exec.all((i) => {
+        const r = range(i);
+        return r && { op: "rows", keys, cols, k, mask, ...r };
+      });
+    }
+  } else {
+    const { n: pn, m } = pattern;
+    await exec.all((i) => {
+      const r = range(i);
+      return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
+    });
+  }
+
+  const ownMask = exec.shared ? mask.slice() : mask;
+  const ownScore = params.returnScore && exec.shared ? score.slice() : score;
+  const { pruned, rowSparsity } = maskStats(ownMask, rows, cols);
+  const out: LayerOutput = {
+    mask: ownMask,
+    stats: { pruned, total: n, sparsity: n ? pruned / n : 0, rowSparsity, nonFinite: 0 },
+  };
+  if (thresholdKey >= 0) out.stats.threshold = new Float32Array(new Uint32Array([thresholdKey]).buffer)[0]!;
+  if (method === "zpruner") out.stats.alpha = ctx.alpha;
+  if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
+  if (params.returnScore) out.score = ownScore;
+  void name;
+  return out;
+}
+
+/**
+ * Layer-wide radix select across parts: the top-16-bit histograms came with the scores; one more pass finds
+ * the low 16 bits of the threshold; then every part marks keys below it and counts its ties, and the ties
+ * needed are taken from the parts in index order. Returns the threshold key, or -1 when k = 0.
+ */
+async function selectLayerWith(
+  exec: Executor,
+  keys: Uint32Array,
+  k: number,
+  hists: Uint32Array[],
+  mask: Uint8Array,
+  bounds: number[],
+): Promise<number> {
+  if (k <= 0) return -1;
+  const parts = bounds.length - 1;
+  const erange = (i: number) => (i < parts ? { e0: bounds[i]!, e1: bounds[i + 1]! } : null);
+  const pick = (hs: Uint32Array[], need: number) => {
+    let d = 0, below = 0;
+    for (;; d++) {
+      let c = 0;
+      for (const h of hs) c += h[d]!;
+      if (c >= need) return { d, below };
+      need -= c;
+      below += c;
+    }
+  };
+  const top = pick(hists, k);
+  const lows = await exec.all<Uint32Array>((i) => {
+    const r = erange(i);
+    return r && { op: "histLow", keys, top: top.d, ...r };
+  });
+  const low = pick(lows, k - top.below);
+  const t = ((top.d << 16) | low.d) >>> 0;
+  const below = top.below + low.below;
+  const ties = await exec.all<number>((i) => {
+    const r = erange(i);
+    return r && { op: "markBelow", keys, t, mask, ...r };
+  });
+  let quota = k - below;
+  const quotas = ties.map((c) => {
+    const q = Math.min(c, quota);
+    quota -= q;
+    return q;
+  });
+  await exec.all((i) => {
+    const r = erange(i);
+    return r && quotas[i]! > 0 ? { op: "markTies", keys, t, quota: quotas[i]!, mask, ...r } : null;
+  });
+  return t;
+}
+
+/** Prunes one layer on this thread: the reference the other backends are tested against. */
+export function pruneLayer(params: PruneParams, layer: LayerJob): Promise<LayerOutput> {
+  return pruneLayerWith(inlineExecutor, params, layer);
+}

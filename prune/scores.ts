@@ -1,0 +1,247 @@
+/**
+ * Importance scores of API.md ("Scores") for the four methods, computed in float64 and stored as float32.
+ *
+ * Why float32 storage cannot change the ranking the contract demands: rounding to float32 is monotone
+ * (a <= b implies f32(a) <= f32(b)), so two scores keep their order unless they round to the same float32,
+ * which needs a relative difference below 2^-24 (6e-8) — far inside the contract's 1e-5 ambiguity band, where
+ * either order is acceptable. Equal float32 scores are then ordered by index, as the contract says for ties.
+ *
+ * The z-score statistics take three passes over the weights: (1) row and column sums, sums of squares and
+ * absolute sums; (2) centred sums of squares of the normalised matrices (two-pass variance, as numpy does, so
+ * constant matrices give std exactly 0) and the small-weight count for alpha; (3) the scores.
+ */
+import type { Method } from "../contract/api.ts";
+
+/** Per-row and per-column sums of one pass over a weight matrix. */
+export interface MatrixSums {
+  rowSum: Float64Array;
+  rowSumSq: Float64Array;
+  rowAbs: Float64Array;
+  colSum: Float64Array;
+  colSumSq: Float64Array;
+  colAbs: Float64Array;
+}
+
+/** Allocates zeroed sums for a rows x cols matrix. */
+export function newSums(rows: number, cols: number): MatrixSums {
+  return {
+    rowSum: new Float64Array(rows),
+    rowSumSq: new Float64Array(rows),
+    rowAbs: new Float64Array(rows),
+    colSum: new Float64Array(cols),
+    colSumSq: new Float64Array(cols),
+    colAbs: new Float64Array(cols),
+  };
+}
+
+/**
+ * Pass 1 over rows [r0, r1): accumulates what `method` needs into `s` (row arrays indexed by absolute row):
+ * zpruner needs signed sums and sums of squares, ria absolute sums; the others nothing.
+ */
+export function accumulateSums(
+  method: Method,
+  W: Float32Array,
+  cols: number,
+  r0: number,
+  r1: number,
+  s: MatrixSums,
+): void {
+  const { rowSum, rowSumSq, rowAbs, colSum, colSumSq, colAbs } = s;
+  if (method === "zpruner") {
+    for (let r = r0; r < r1; r++) {
+      const base = r * cols;
+      let rs = 0, rq = 0, ra = 0;
+      for (let c = 0; c < cols; c++) {
+        const w = W[base + c]!;
+        const q = w * w;
+        rs += w;
+        rq += q;
+        ra += Math.abs(w);
+        colSum[c]! += w;
+        colSumSq[c]! += q;
+      }
+      rowSum[r] = rs;
+      rowSumSq[r] = rq;
+      rowAbs[r] = ra;
+    }
+  } else if (method === "ria") {
+    for (let r = r0; r < r1; r++) {
+      const base = r * cols;
+      let ra = 0;
+      for (let c = 0; c < cols; c++) {
+        const a = Math.abs(W[base + c]!);
+        ra += a;
+        colAbs[c]! += a;
+      }
+      rowAbs[r] = ra;
+    }
+  }
+}
+
+/** Adds `b`'s column sums into `a` (row sums are disjoint ranges and already in place). */
+export function mergeColumnSums(a: MatrixSums, b: MatrixSums): void {
+  for (let c = 0; c < a.colSum.length; c++) {
+    a.colSum[c]! += b.colSum[c]!;
+    a.colSumSq[c]! += b.colSumSq[c]!;
+    a.colAbs[c]! += b.colAbs[c]!;
+  }
+}
+
+/** 1 / x, with 0 for x = 0: the contract's "a zero norm (or sum) gives 0, never NaN". */
+export function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const v = sqrt ? Math.sqrt(x[i]!) : x[i]!;
+    out[i] = v > 0 ? 1 / v : 0;
+  }
+  return out;
+}
+
+/** Pass 2 partials over rows [r0, r1): centred sums of squares of Wr and Wc, and the small-weight count. */
+export function centredSums(
+  W: Float32Array,
+  cols: number,
+  r0: number,
+  r1: number,
+  invRow: Float64Array,
+  invCol: Float64Array,
+  meanR: number,
+  meanC: number,
+  smallBelow: number,
+): { ssR: number; ssC: number; small: number } {
+  let ssR = 0, ssC = 0, small = 0;
+  for (let r = r0; r < r1; r++) {
+    const base = r * cols;
+    const ir = invRow[r]!;
+    for (let c = 0; c < cols; c++) {
+      const w = W[base + c]!;
+      const dr = w * ir - meanR;
+      const dc = w * invCol[c]! - meanC;
+      ssR += dr * dr;
+      ssC += dc * dc;
+      small += Math.abs(w) < smallBelow ? 1 : 0; // no branch: the comparison is a coin toss for typical weights
+    }
+  }
+  return { ssR, ssC, small };
+}
+
+/** Everything pass 3 needs to score a row range. */
+export interface ScoreContext {
+  method: Method;
+  cols: number;
+  /** act_j = actNormSq_j^(exponent/2), or null for all ones. */
+  act: Float64Array | null;
+  invRow: Float64Array;
+  invCol: Float64Array;
+  /** ria: 1 / row and column sums of |W| (0 where the sum is 0). */
+  invRowAbs?: Float64Array;
+  invColAbs?: Float64Array;
+  meanR: number;
+  meanC: number;
+  /** 1 / std, or 0 where std is 0 or n = 1 (z = 0). */
+  invStdR: number;
+  invStdC: number;
+  alpha: number;
+}
+
+/** Pass 3 over rows [r0, r1): writes the float32 score of every weight into `out`. */
+export function scoreRows(W: Float32Array, ctx: ScoreContext, r0: number, r1: number, out: Float32Array): void {
+  const { cols, act, method } = ctx;
+  for (let r = r0; r < r1; r++) {
+    const base = r * cols;
+    if (method === "magnitude") {
+      for (let c = 0; c < cols; c++) out[base + c] = Math.abs(W[base + c]!);
+    } else if (method === "wanda") {
+      for (let c = 0; c < cols; c++) out[base + c] = times(Math.abs(W[base + c]!), act ? act[c]! : 1);
+    } else if (method === "ria") {
+      const ira = ctx.invRowAbs![r]!;
+      const ica = ctx.invColAbs!;
+      for (let c = 0; c < cols; c++) {
+        const a = Math.abs(W[base + c]!);
+        out[base + c] = times(a * ica[c]! + a * ira, act ? act[c]! : 1);
+      }
+    } else {
+      const { invCol, meanR, meanC, invStdR, invStdC, alpha } = ctx;
+      const ir = ctx.invRow[r]!;
+      const beta = 1 - alpha;
+      for (let c = 0; c < cols; c++) {
+        const w = W[base + c]!;
+        const zr = Math.abs((w * ir - meanR) * invStdR);
+        const zc = Math.abs((w * invCol[c]! - meanC) * invStdC);
+        out[base + c] = times(alpha * zr * zr * zr + beta * zc * zc * zc, act ? act[c]! : 1);
+      }
+    }
+  }
+}
+
+/** s * act, where 0 * infinity (an activation that overflowed float64) counts as 0, never NaN. */
+function times(s: number, act: number): number {
+  return s === 0 ? 0 : s * act;
+}
+
+/** act_j = actNormSq_j^(exponent/2) in float64; null stays null (all ones). */
+export function activationWeights(actNormSq: Float32Array | null, exponent: number): Float64Array | null {
+  if (!actNormSq) return null;
+  const out = new Float64Array(actNormSq.length);
+  const half = exponent / 2;
+  for (let j = 0; j < out.length; j++) out[j] = actNormSq[j]! ** half;
+  return out;
+}
+
+/**
+ * Builds the scoring context from pass-1 sums and the pass-2 callback (which may run on several workers).
+ * `pass2` receives the means and the small-weight bound and returns the combined partials.
+ */
+export async function buildContext(
+  method: Method,
+  rows: number,
+  cols: number,
+  sums: MatrixSums | null,
+  act: Float64Array | null,
+  pass2: (invRow: Float64Array, invCol: Float64Array, meanR: number, meanC: number, smallBelow: number) => Promise<
+    { ssR: number; ssC: number; small: number }
+  >,
+): Promise<ScoreContext> {
+  const empty = new Float64Array(0);
+  const ctx: ScoreContext = {
+    method,
+    cols,
+    act: method === "magnitude" ? null : act,
+    invRow: empty,
+    invCol: empty,
+    meanR: 0,
+    meanC: 0,
+    invStdR: 0,
+    invStdC: 0,
+    alpha: 0,
+  };
+  if (method === "ria") {
+    ctx.invRowAbs = safeInverse(sums!.rowAbs, false);
+    ctx.invColAbs = safeInverse(sums!.colAbs, false);
+  }
+  if (method !== "zpruner") return ctx;
+  const s = sums!;
+  const n = rows * cols;
+  const invRow = safeInverse(s.rowSumSq, true);
+  const invCol = safeInverse(s.colSumSq, true);
+  let sumR = 0, sumC = 0, absSum = 0;
+  for (let r = 0; r < rows; r++) {
+    sumR += s.rowSum[r]! * invRow[r]!;
+    absSum += s.rowAbs[r]!;
+  }
+  for (let c = 0; c < cols; c++) sumC += s.colSum[c]! * invCol[c]!;
+  const meanR = sumR / n, meanC = sumC / n;
+  const { ssR, ssC, small } = await pass2(invRow, invCol, meanR, meanC, 0.1 * (absSum / n));
+  const stdR = n > 1 ? Math.sqrt(ssR / (n - 1)) : 0;
+  const stdC = n > 1 ? Math.sqrt(ssC / (n - 1)) : 0;
+  Object.assign(ctx, {
+    invRow,
+    invCol,
+    meanR,
+    meanC,
+    invStdR: stdR > 0 ? 1 / stdR : 0,
+    invStdC: stdC > 0 ? 1 / stdC : 0,
+    alpha: 0.7 * (1 - 0.3 * (small / n)),
+  });
+  return ctx;
+}

@@ -1,0 +1,172 @@
+/**
+ * Selection of the weights to prune (API.md, "Selection"), in linear time, writing the bit-packed mask.
+ *
+ * Scores are non-negative float32, so their bit patterns read as u32 order the same way as the values: every
+ * selection works on those integer keys. The k lowest of a range are found by radix select (histogram passes
+ * over digits of the key, most significant first, no sort), giving the threshold key T and the count of keys
+ * below it; then every key < T is pruned, and of the keys == T the lowest indices first until k are pruned —
+ * the contract's tie-breaking by row-major index.
+ */
+
+/** Result of a radix select: the k-th lowest key and how many keys are strictly below it. */
+export interface SelectResult {
+  threshold: number;
+  below: number;
+}
+
+/**
+ * Finds the k-th lowest (1-based, k >= 1) of `keys[start..end)` by radix select with `bits`-wide digits.
+ * `hist` is scratch of at least 2^bits entries.
+ */
+export function radixSelect(
+  keys: Uint32Array,
+  start: number,
+  end: number,
+  k: number,
+  bits: 8 | 16,
+  hist: Uint32Array,
+): SelectResult {
+  const radix = 1 << bits;
+  const digitMask = radix - 1;
+  let prefix = 0; // the digits fixed so far, in place
+  let prefixMask = 0; // which bits of the key `prefix` fixes
+  let below = 0; // keys < the current prefix range
+  let need = k; // rank wanted within the current prefix range
+  for (let shift = 32 - bits; shift >= 0; shift -= bits) {
+    hist.fill(0, 0, radix);
+    if (prefixMask === 0) {
+      for (let i = start; i < end; i++) hist[keys[i]! >>> shift]!++;
+    } else {
+      for (let i = start; i < end; i++) {
+        const key = keys[i]!;
+        if (((key & prefixMask) >>> 0) === prefix) hist[(key >>> shift) & digitMask]!++;
+      }
+    }
+    let d = 0;
+    while (hist[d]! < need) {
+      need -= hist[d]!;
+      below += hist[d]!;
+      d++;
+    }
+    prefix = (prefix | (d << shift)) >>> 0;
+    prefixMask = (prefixMask | (digitMask << shift)) >>> 0;
+  }
+  return { threshold: prefix, below };
+}
+
+/** Sets bit i of `mask`. */
+function setBit(mask: Uint8Array, i: number): void {
+  mask[i >>> 3]! |= 1 << (i & 7);
+}
+
+/**
+ * Marks in `mask` every key of [start, end) below `t` and returns how many keys equal `t` there. Keys are
+ * float32 bits of non-negative scores, so below 2^31: `(key - t) >>> 31` is 1 exactly when key < t, which
+ * keeps this hot loop free of unpredictable branches. Whole bytes are written where the range allows; a
+ * range that starts or ends inside a byte only ORs bits into it.
+ */
+export function markBelow(keys: Uint32Array, start: number, end: number, t: number, mask: Uint8Array): number {
+  let ties = 0, i = start;
+  for (; i < end && (i & 7) !== 0; i++) {
+    const key = keys[i]!;
+    mask[i >>> 3]! |= ((key - t) >>> 31) << (i & 7);
+    ties += key === t ? 1 : 0;
+  }
+  for (; i + 8 <= end; i += 8) {
+    let byte = 0;
+    for (let b = 0; b < 8; b++) {
+      const key = keys[i + b]!;
+      byte |= ((key - t) >>> 31) << b;
+      ties += key === t ? 1 : 0;
+    }
+    mask[i >>> 3] = byte;
+  }
+  for (; i < end; i++) {
+    const key = keys[i]!;
+    mask[i >>> 3]! |= ((key - t) >>> 31) << (i & 7);
+    ties += key === t ? 1 : 0;
+  }
+  return ties;
+}
+
+/** Marks the first `quota` keys equal to `t` in [start, end), in index order (the contract's tie rule). */
+export function markTies(
+  keys: Uint32Array,
+  start: number,
+  end: number,
+  t: number,
+  quota: number,
+  mask: Uint8Array,
+): void {
+  for (let i = start; i < end && quota > 0; i++) {
+    if (keys[i] === t) {
+      setBit(mask, i);
+      quota--;
+    }
+  }
+}
+
+/** Marks the k lowest keys of [start, end) given their select result: all below, then ties in index order. */
+export function markLowest(
+  keys: Uint32Array,
+  start: number,
+  end: number,
+  k: number,
+  sel: SelectResult,
+  mask: Uint8Array,
+): void {
+  markBelow(keys, start, end, sel.threshold, mask);
+  markTies(keys, start, end, sel.threshold, k - sel.below, mask);
+}
+
+/** Layer-wide selection: the k lowest of all keys. Returns the threshold key, or -1 when k = 0. */
+export function selectLayer(keys: Uint32Array, k: number, mask: Uint8Array): number {
+  if (k <= 0) return -1;
+  const sel = radixSelect(keys, 0, keys.length, k, 16, new Uint32Array(1 << 16));
+  markLowest(keys, 0, keys.length, k, sel, mask);
+  return sel.threshold;
+}
+
+/** Per-row selection over rows [r0, r1): the k lowest keys of every row. */
+export function selectRows(keys: Uint32Array, cols: number, k: number, mask: Uint8Array, r0: number, r1: number): void {
+  if (k <= 0) return;
+  const hist = new Uint32Array(256);
+  for (let r = r0; r < r1; r++) {
+    const start = r * cols;
+    const sel = radixSelect(keys, start, start + cols, k, 8, hist);
+    markLowest(keys, start, start + cols, k, sel, mask);
+  }
+}
+
+/**
+ * N:M selection over rows [r0, r1): in every group of m consecutive columns, the n lowest keys (ties by index).
+ * Small groups rank each element against the others without branches (rank = keys before it that are <= it,
+ * plus keys after it that are < it); large groups radix-select.
+ */
+export function selectNM(
+  keys: Uint32Array,
+  cols: number,
+  n: number,
+  m: number,
+  mask: Uint8Array,
+  r0: number,
+  r1: number,
+): void {
+  const end = r1 * cols;
+  if (m > 32) {
+    const hist = new Uint32Array(256);
+    for (let g = r0 * cols; g < end; g += m) {
+      markLowest(keys, g, g + m, n, radixSelect(keys, g, g + m, n, 8, hist), mask);
+    }
+    return;
+  }
+  for (let g = r0 * cols; g < end; g += m) {
+    for (let e = 0; e < m; e++) {
+      const ke = keys[g + e]!;
+      let rank = 0;
+      for (let f = 0; f < e; f++) rank += (ke - keys[g + f]!) >>> 31 ^ 1; // keys[f] <= ke
+      for (let f = e + 1; f < m; f++) rank += (keys[g + f]! - ke) >>> 31; // keys[f] < ke
+      if (rank < n) setBit(mask, g + e);
+    }
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The HTTP app: `createApp(deps)` wires the routes, auth, CORS, metrics, request logs and the one `onError`
+ * that turns every failure into the contract's error answer. Runtime-neutral: Deno, Bun and Node serve
+ * `app.fetch` alike (see runtime/serve.ts).
+ */
+import { Hono } from "hono";
+import { cors } from "hono/cors";
+import { API_VERSION, DTYPES, type InfoResponse, METHODS, RETURNS } from "../contract/api.ts";
+import { type ErrorCode, ZpruneError } from "../contract/errors.ts";
+import { encodeMsgpack } from "../contract/wire.ts";
+import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
+import { Metrics } from "../observe/metrics.ts";
+import type { Backend } from "../prune/backend.ts";
+import { WorkQueue } from "../prune/queue.ts";
+import { bearerAuth } from "./auth.ts";
+import type { AppEnv } from "./env.ts";
+import { openApiDocument } from "./openapi.ts";
+import { pruneHandler } from "./prune.ts";
+import pkg from "../package.json" with { type: "json" };
+
+/** What the app is built from. Only `backend` is required; the rest default. */
+export interface AppDeps {
+  backend: Backend;
+  config?: Partial<ServerConfig>;
+  metrics?: Metrics;
+  queue?: WorkQueue;
+  /** Receives one structured entry per request (never tensor data); default: none. */
+  log?: (entry: Record<string, unknown>) => void;
+}
+
+/** The server's version, from package.json. */
+export const VERSION: string = pkg.version;
+
+/** Maps anything thrown to the contract's error (status, code, message). */
+export function toZpruneError(err: unknown): ZpruneError {
+  if (err instanceof ZpruneError) return err;
+  if (err instanceof DOMException && err.name === "TimeoutError") {
+    return new ZpruneError(
+      "unavailable",
+      "the request did not finish within the server's deadline; retry, or send fewer layers",
+      {
+        headers: { "Retry-After": "1" },
+      },
+    );
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new ZpruneError("internal", `internal error: ${message}`, { cause: err });
+}
+
+/** Whether an error answer should be msgpack: the Accept header names msgpack and not JSON. */
+function wantsMsgpack(accept: string | undefined): boolean {
+  const a = (accept ?? "").toLowerCase();
+  return /application\/(x-)?msgpack/.test(a) && !a.includes("json");
+}
+
+/** Builds the app. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
+  const metrics = deps.metrics ?? new Metrics();
+  const queue = deps.queue ?? new WorkQueue(config.concurrency, config.maxQueue);
+  const { backend } = deps;
+  metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
+  metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
+
+  const app = new Hono<AppEnv>();
+
+  // Request id, metrics and the one log line per request.
+  app.use("*", async function observe(c, next) {
+    const start = performance.now();
+    const id = c.req.header("x-request-id")?.slice(0, 128) || crypto.randomUUID();
+    c.set("requestId", id);
+    await next();
+    c.header("x-request-id", id);
+    const route = c.req.routePath || "unmatched";
+    const seconds = (performance.now() - start) / 1000;
+    metrics.requests.inc({ route, status: String(c.res.status) });
+    metrics.latency.observe(seconds, { route });
+    const out = Number(c.res.headers.get("content-length") ?? 0);
+    if (out) metrics.bytesOut.inc({}, out);
+    deps.log?.({
+      ts: new Date().toISOString(),
+      id,
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round(seconds * 1e5) / 100,
+      layers: c.get("layers"),
+      elements: c.get("elements"),
+      timings: c.get("timings"),
+      error: c.res.status >= 400 ? c.res.headers.get("x-zprune-error") ?? undefined : undefined,
+    });
+  });
+
+  if (config.corsOrigins) {
+    const origins = config.corsOrigins.split(",").map((o) => o.trim()).filter(Boolean);
+    app.use(
+      "*",
+      cors({
+        origin: origins.includes("*") ? "*" : origins,
+        allowHeaders: ["Authorization", "Content-Type", "Accept"],
+        allowMethods: ["GET", "POST", "OPTIONS"],
+        exposeHeaders: ["Retry-After", "X-Request-Id"],
+        maxAge: 600,
+      }),
+    );
+  }
+
+  const auth = bearerAuth(config.token);
+  app.use("/v1/*", auth);
+  app.use("/metrics", auth);
+
+  app.get("/healthz", (c) => c.json({ status: "ok", backend: backend.kind }));
+
+  app.get("/v1/info", (c) => {
+    const info: InfoResponse = {
+      name: "zprune",
+      version: VERSION,
+      apiVersion: API_VERSION,
+      backend: backend.kind,
+      device: backend.device,
+      limits: {
+        maxBodyBytes: config.maxBodyBytes,
+        maxLayerElements: config.maxLayerElements,
+        maxQueue: config.maxQueue,
+      },
+      methods: METHODS,
+      patterns: ["layer", "row", "N:M"],
+      dtypes: DTYPES,
+      returns: RETURNS,
+    };
+    return c.json(info);
+  });
+
+  app.get(
+    "/metrics",
+    (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }),
+  );
+
+  const openapi = openApiDocument(VERSION);
+  app.get("/openapi.json", (c) => c.json(openapi));
+
+  app.post(
+    "/v1/prune",
+    pruneHandler({
+      backend,
+      queue,
+      metrics,
+      maxBodyBytes: config.maxBodyBytes,
+      maxLayerElements: config.maxLayerElements,
+      deadlineMs: config.deadlineMs,
+    }),
+  );
+
+  app.notFound(() => {
+    throw new ZpruneError("not_found", "no such route; see GET /openapi.json");
+  });
+
+  app.onError((err, c) => {
+    const e = toZpruneError(err);
+    if (e.code === "unavailable") metrics.backendRestarts.inc();
+    if (e.code === "internal") console.error(err);
+    const body = e.toBody();
+    const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };
+    if (wantsMsgpack(c.req.header("accept"))) {
+      return new Response(encodeMsgpack(body), {
+        status: e.status,
+        headers: { ...headers, "content-type": "application/msgpack" },
+      });
+    }
+    return c.json(body, e.status as 400, headers);
+  });
+
+  return app;
+}
+
+/** Re-exported for callers that only need the code type. */
+export type { ErrorCode };

@@ -1,0 +1,87 @@
+/** The OpenAPI 3.1 description of the server's routes, built from the contract's zod schemas. */
+import { z } from "zod";
+import { ErrorResponseSchema, PruneRequestSchema, PruneResponseSchema } from "../contract/api.ts";
+
+const json = (schema: z.ZodType, io: "input" | "output") =>
+  z.toJSONSchema(schema, { unrepresentable: "any", io, target: "draft-2020-12" });
+
+const errorResponses = Object.fromEntries(
+  [
+    ["400", "bad_msgpack"],
+    ["401", "unauthorized"],
+    ["413", "too_large"],
+    ["415", "unsupported_media_type"],
+    ["422", "invalid_request, shape_mismatch, non_finite, activations_required"],
+    ["429", "busy (see Retry-After)"],
+    ["503", "unavailable"],
+  ].map(([status, codes]) => [status, {
+    description: `Error: ${codes}`,
+    content: {
+      "application/json": { schema: { $ref: "#/components/schemas/Error" } },
+      "application/msgpack": { schema: { $ref: "#/components/schemas/Error" } },
+    },
+  }]),
+);
+
+/** Builds the document served at `GET /openapi.json`. */
+export function openApiDocument(version: string): Record<string, unknown> {
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "zprune",
+      version,
+      description: "Z-Pruner (and magnitude, Wanda, RIA) masks for LLM linear layers. Contract v1: API.md.",
+    },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      schemas: {
+        PruneRequest: json(PruneRequestSchema, "input"),
+        PruneResponse: json(PruneResponseSchema, "output"),
+        Error: json(ErrorResponseSchema, "output"),
+      },
+    },
+    paths: {
+      "/v1/prune": {
+        post: {
+          summary: "Prune one or more linear layers",
+          security: [{ bearer: [] }, {}],
+          requestBody: {
+            required: true,
+            content: {
+              "application/msgpack": { schema: { $ref: "#/components/schemas/PruneRequest" } },
+              "application/x-msgpack": { schema: { $ref: "#/components/schemas/PruneRequest" } },
+            },
+          },
+          responses: {
+            "200": {
+              description: "Masks and statistics per layer, in request order",
+              content: { "application/msgpack": { schema: { $ref: "#/components/schemas/PruneResponse" } } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      "/healthz": {
+        get: {
+          summary: "Liveness",
+          responses: { "200": { description: '{"status": "ok", "backend": ...}' } },
+        },
+      },
+      "/v1/info": {
+        get: {
+          summary: "Version, backend, device, limits, methods, patterns, dtypes",
+          security: [{ bearer: [] }, {}],
+          responses: { "200": { description: "Server information (JSON)" }, "401": errorResponses["401"] },
+        },
+      },
+      "/metrics": {
+        get: {
+          summary: "Prometheus metrics (text format 0.0.4)",
+          security: [{ bearer: [] }, {}],
+          responses: { "200": { description: "Metrics", content: { "text/plain": {} } } },
+        },
+      },
+      "/openapi.json": { get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.1" } } } },
+    },
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * `POST /v1/prune`: parse, validate, queue, compute, encode. Everything domain-specific lives elsewhere; this
+ * file only wires the contract's stages together and times them.
+ */
+import type { Context } from "hono";
+import { type LayerResponse, parsePruneRequest, type PruneResponse, type Timings } from "../contract/api.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import { concatBytes, decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import type { Backend, LayerOutput } from "../prune/backend.ts";
+import { prepareRequest } from "../prune/prepare.ts";
+import type { WorkQueue } from "../prune/queue.ts";
+import type { Metrics } from "../observe/metrics.ts";
+import { readBody } from "./body.ts";
+import type { AppEnv } from "./env.ts";
+
+/** What the prune route needs. */
+export interface PruneRouteDeps {
+  backend: Backend;
+  queue: WorkQueue;
+  metrics: Metrics;
+  maxBodyBytes: number;
+  maxLayerElements: number;
+  deadlineMs: number;
+}
+
+const MSGPACK_TYPES = new Set(["application/msgpack", "application/x-msgpack"]);
+
+/** Encodes the response map with `layers` packed first, so that `timings.encodeMs` can include their cost. */
+function encodeResponse(
+  head: Omit<PruneResponse, "layers" | "timings">,
+  layers: LayerResponse[],
+  t: Omit<Timings, "encodeMs" | "totalMs">,
+  start: number,
+) {
+  const t0 = performance.now();
+  const layerBytes = encodeMsgpack(layers);
+  const encodeMs = performance.now() - t0;
+  const timings: Timings = { ...t, encodeMs, totalMs: performance.now() - start };
+  // A msgpack map is its header followed by key, value, key, value...: pack the small head around the big
+  // layers array instead of packing the layers twice.
+  const parts = [
+    new Uint8Array([0x84]),
+    encodeMsgpack("backend"),
+    encodeMsgpack(head.backend),
+    encodeMsgpack("device"),
+    encodeMsgpack(head.device),
+    encodeMsgpack("timings"),
+    encodeMsgpack(timings),
+    encodeMsgpack("layers"),
+    layerBytes,
+  ];
+  return { bytes: concatBytes(parts), timings };
+}
+
+function layerResponse(name: string, rows: number, cols: number, dtype: string, out: LayerOutput): LayerResponse {
+  const r: LayerResponse = { name, shape: [rows, cols], mask: out.mask, stats: out.stats };
+  if (out.weight) r.weight = { dtype: dtype as "f32", shape: [rows, cols], data: out.weight };
+  if (out.score) {
+    const s = out.score;
+    r.score = { dtype: "f32", shape: [rows, cols], data: new Uint8Array(s.buffer, s.byteOffset, s.byteLength) };
+  }
+  return r;
+}
+
+/** The handler of `POST /v1/prune`. */
+export function pruneHandler(deps: PruneRouteDeps) {
+  return async function prune(c: Context<AppEnv>): Promise<Response> {
+    const start = performance.now();
+    const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (!MSGPACK_TYPES.has(type)) {
+      throw new ZpruneError(
+        "unsupported_media_type",
+        `Content-Type "${type || "(none)"}" is not accepted; send the body as application/msgpack`,
+      );
+    }
+    const body = await readBody(c.req.raw, deps.maxBodyBytes);
+    deps.metrics.bytesIn.inc({}, body.byteLength);
+    const request = parsePruneRequest(decodeMsgpack(body));
+    const { params, layers } = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
+    c.set("layers", layers.length);
+    c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
+    const decodeMs = performance.now() - start;
+
+    const signals = [c.req.raw.signal];
+    if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
+    const signal = AbortSignal.any(signals);
+    let computeMs = 0;
+    const outputs = await deps.queue.run(async () => {
+      const t0 = performance.now();
+      const outs: LayerOutput[] = [];
+      try {
+        // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
+        for (const layer of layers) {
+          signal.throwIfAborted();
+          outs.push(await deps.backend.prune(params, layer, signal));
+        }
+      } finally {
+        computeMs = performance.now() - t0;
+        deps.metrics.computeSeconds.inc({}, computeMs / 1000);
+      }
+      return outs;
+    }, signal);
+    for (const _ of layers) deps.metrics.layers.inc({ method: params.method, pattern: request.pattern });
+
+    const responseLayers = outputs.map((o, i) => {
+      const l = layers[i]!;
+      return layerResponse(l.name, l.rows, l.cols, l.dtype, o);
+    });
+    const { bytes, timings } = encodeResponse(
+      { backend: deps.backend.kind, device: deps.backend.device },
+      responseLayers,
+      { decodeMs, computeMs },
+      start,
+    );
+    c.set("timings", timings);
+    return new Response(bytes, { status: 200, headers: { "content-type": "application/msgpack" } });
+  };
+}
