@@ -1,0 +1,81 @@
+/**
+ * A free list of GPU buffers keyed by (size, usage). Buffers go back to the pool once the submit that used them
+ * has been queued: WebGPU orders later writes and submits after it, so reuse by a later job is safe. The pool
+ * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed.
+ */
+
+/** Rounds a byte size up to the pool's granularity (256 bytes), so near-equal sizes share buffers. */
+export function poolSize(bytes: number): number {
+  return Math.max(256, Math.ceil(bytes / 256) * 256);
+}
+
+/** A size- and usage-keyed free list of `GPUBuffer`s. */
+export class BufferPool {
+  readonly #device: GPUDevice;
+  readonly #maxIdleBytes: number;
+  readonly #free = new Map<string, GPUBuffer[]>();
+  /** Idle buffers in the order they were released (oldest first), for eviction. */
+  #idleOrder: GPUBuffer[] = [];
+  #idleBytes = 0;
+  /** Buffers created by this pool and not yet destroyed. */
+  #live = 0;
+
+  constructor(device: GPUDevice, maxIdleBytes: number) {
+    this.#device = device;
+    this.#maxIdleBytes = maxIdleBytes;
+  }
+
+  /** Bytes held idle in the pool. */
+  get idleBytes(): number {
+    return this.#idleBytes;
+  }
+
+  /** Buffers created and not yet destroyed (idle or in use). */
+  get liveBuffers(): number {
+    return this.#live;
+  }
+
+  /** A buffer of at least `bytes` bytes with exactly `usage`, reused when one is idle; labelled `label`. */
+  acquire(bytes: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const size = poolSize(bytes);
+    const list = this.#free.get(`${usage}:${size}`);
+    const reused = list?.pop();
+    if (reused) {
+      this.#idleOrder = this.#idleOrder.filter((b) => b !== reused);
+      this.#idleBytes -= reused.size;
+      reused.label = label;
+      return reused;
+    }
+    this.#live++;
+    return this.#device.createBuffer({ size, usage, label });
+  }
+
+  /** Returns buffers to the pool; call after the submit that uses them has been queued. */
+  release(...buffers: GPUBuffer[]): void {
+    for (const b of buffers) {
+      const key = `${b.usage}:${b.size}`;
+      let list = this.#free.get(key);
+      if (!list) this.#free.set(key, list = []);
+      list.push(b);
+      this.#idleOrder.push(b);
+      this.#idleBytes += b.size;
+    }
+    while (this.#idleBytes > this.#maxIdleBytes && this.#idleOrder.length > 0) {
+      const old = this.#idleOrder.shift()!;
+      const list = this.#free.get(`${old.usage}:${old.size}`)!;
+      list.splice(list.indexOf(old), 1);
+      this.#idleBytes -= old.size;
+      this.#live--;
+      old.destroy();
+    }
+  }
+
+  /** Destroys every idle buffer. */
+  clear(): void {
+    for (const b of this.#idleOrder) b.destroy();
+    this.#live -= this.#idleOrder.length;
+    this.#idleOrder = [];
+    this.#free.clear();
+    this.#idleBytes = 0;
+  }
+}

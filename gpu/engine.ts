@@ -1,0 +1,709 @@
+/**
+ * The WebGPU pruning engine: one device, its compiled pipelines and buffer pool, and `prune()` for one layer.
+ * It runs wherever WebGPU does; the service runs it inside `gpu/worker.ts` (Deno's `mapAsync` blocks the event
+ * loop), the benchmark in-process.
+ *
+ * One layer, as straight-line stages (each a compute pass, labelled; kernels in `kernels/`):
+ *   decode  raw bytes -> f32 W, first non-finite index                        (row-tiles of W)
+ *   stats   row sums and 2-level column sums (zpruner, ria)         -> host: non-finite check, means in f64
+ *   centred centred sums of squares, small-weight count (zpruner)   -> host: stds and alpha in f64
+ *   score   W -> score in place
+ *   select  layer: 4 radix passes + tie count/scan + mask; row: a workgroup per row; N:M: a thread per group
+ *   apply   pruned weights in the request's dtype (when asked)
+ * Matrices larger than the device's storage-binding limit are cut into tiles of whole rows; every kernel takes the
+ * tile's global offsets as uniforms, and the global arrays (row/column statistics, mask, tie counts) span all tiles.
+ */
+import { ZpruneError } from "../contract/errors.ts";
+import type { DType } from "../contract/api.ts";
+import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { maskStats } from "../prune/mask_stats.ts";
+import { BufferPool, poolSize } from "./buffer_pool.ts";
+import { flattenWorkgroups, type KernelDef, packUniforms } from "./kernel.ts";
+import { apply } from "./kernels/apply.ts";
+import { centred } from "./kernels/centred.ts";
+import { colReduce } from "./kernels/col_reduce.ts";
+import { colStats } from "./kernels/col_stats.ts";
+import { decode } from "./kernels/decode.ts";
+import { maskLayer } from "./kernels/mask_layer.ts";
+import { rowStats } from "./kernels/row_stats.ts";
+import { score } from "./kernels/score.ts";
+import { selectHist } from "./kernels/select_hist.ts";
+import { selectNm } from "./kernels/select_nm.ts";
+import { selectPick } from "./kernels/select_pick.ts";
+import { selectRow } from "./kernels/select_row.ts";
+import { tieCount } from "./kernels/tie_count.ts";
+import { tieScan } from "./kernels/tie_scan.ts";
+
+/** How to open the engine. */
+export interface EngineOptions {
+  /** Accept a software (fallback) adapter such as lavapipe. */
+  allowFallback: boolean;
+  /** Cap on the bytes of one row-tile (default: the device's storage-binding limit); tests lower it to tile. */
+  maxTileBytes?: number;
+  /** Idle bytes the buffer pool may keep (default 1 GiB). */
+  poolBytes?: number;
+  /** Measure GPU time per stage (timestamp queries where the adapter has them, else wall time per submit). */
+  profile?: boolean;
+}
+
+/** GPU milliseconds per stage of one `prune()`, when profiling. */
+export interface StageTimes {
+  source: "timestamp" | "wall";
+  ms: Record<string, number>;
+}
+
+/** Stage names, in order; also the compute pass labels and timestamp slots. */
+const STAGES = ["decode", "stats", "centred", "score", "select", "apply"] as const;
+type Stage = (typeof STAGES)[number];
+
+const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
+const DTYPE_SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
+const METHOD_CODE = { magnitude: 0, wanda: 1, ria: 2, zpruner: 3 } as const;
+
+const STORAGE = GPUBufferUsage.STORAGE;
+const COPY_SRC = GPUBufferUsage.COPY_SRC;
+const COPY_DST = GPUBufferUsage.COPY_DST;
+
+/** Rows per block of `col_stats.wgsl`; keys per block of `tie_count`/`mask_layer`. */
+const COL_BLOCK_ROWS = 256;
+const KEY_BLOCK = 8192;
+const CENTRED_BLOCK = 16384;
+
+/** One row-tile of a layer: rows [row0, row0 + rows), elements [base, base + count). */
+interface Tile {
+  index: number;
+  row0: number;
+  rows: number;
+  base: number;
+  count: number;
+  /** Global index of the tile's first block of 256 rows (col_stats). */
+  colBlock0: number;
+  /** Global index of the tile's first block of 8192 keys (tie_count, mask_layer). */
+  keyBlock0: number;
+  /** Global index of the tile's first `centred` workgroup. */
+  centredWg0: number;
+}
+
+/** Cuts rows x cols into tiles of whole rows, each at most `tileBytes` as f32. */
+export function planTiles(rows: number, cols: number, tileBytes: number): Tile[] {
+  // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535.
+  const perTile = Math.min(Math.floor(tileBytes / (cols * 4)), 65535 * COL_BLOCK_ROWS);
+  const tiles: Tile[] = [];
+  let colBlock0 = 0, keyBlock0 = 0, centredWg0 = 0;
+  for (let row0 = 0; row0 < rows; row0 += perTile) {
+    const r = Math.min(perTile, rows - row0);
+    const count = r * cols;
+    tiles.push({ index: tiles.length, row0, rows: r, base: row0 * cols, count, colBlock0, keyBlock0, centredWg0 });
+    colBlock0 += Math.ceil(r / COL_BLOCK_ROWS);
+    keyBlock0 += Math.ceil(count / KEY_BLOCK);
+    centredWg0 += Math.ceil(count / CENTRED_BLOCK);
+  }
+  return tiles;
+}
+
+/** Smallest f32 >= x (for a strict `<` threshold that matches the f64 comparison exactly). */
+export function f32AtLeast(x: number): number {
+  const f = Math.fround(x);
+  if (f >= x) return f;
+  const b = new Float32Array([f]);
+  const u = new Uint32Array(b.buffer);
+  // f < x: step one ulp towards +infinity (f is non-negative here, so the next bit pattern is the next float).
+  u[0] = f === 0 ? 1 : u[0]! + 1;
+  return b[0]!;
+}
+
+/** Adapter description for responses: the driver's description, else vendor and architecture. */
+function describe(info: GPUAdapterInfo): string {
+  return info.description || [info.vendor, info.architecture].filter(Boolean).join(" ") || "WebGPU adapter";
+}
+
+/** A WebGPU device with cached pipelines and pooled buffers that prunes one layer at a time. */
+export class GpuEngine {
+  readonly device: GPUDevice;
+  /** The adapter's description. */
+  readonly description: string;
+  readonly isFallback: boolean;
+  /** Set once the device is lost; the engine is then unusable. */
+  lost: string | null = null;
+  readonly #pool: BufferPool;
+  readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
+  readonly #tileBytes: number;
+  readonly #profile: boolean;
+  readonly #timestamps: boolean;
+  #dummy: GPUBuffer | null = null;
+
+  private constructor(device: GPUDevice, info: GPUAdapterInfo, fallback: boolean, opts: EngineOptions) {
+    this.device = device;
+    this.description = describe(info);
+    this.isFallback = fallback;
+    this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 30);
+    const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    this.#tileBytes = Math.floor(Math.min(limit, opts.maxTileBytes ?? Infinity) / 256) * 256;
+    this.#profile = opts.profile ?? false;
+    this.#timestamps = this.#profile && device.features.has("timestamp-query");
+    device.lost.then((info) => {
+      this.lost = info.message || String(info.reason) || "device lost";
+    });
+  }
+
+  /** Opens the first adapter; null when there is none, or it is a fallback and `allowFallback` is false. */
+  static async create(opts: EngineOptions): Promise<GpuEngine | null> {
+    if (typeof navigator === "undefined" || !navigator.gpu) return null;
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) return null;
+    const info = adapter.info;
+    // Older implementations expose the flag on the adapter, newer ones on its info.
+    const fallback = Boolean(
+      (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+        (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+    );
+    if (fallback && !opts.allowFallback) return null;
+    const features: GPUFeatureName[] = [];
+    if (adapter.features.has("shader-f16")) features.push("shader-f16");
+    if (opts.profile && adapter.features.has("timestamp-query")) features.push("timestamp-query");
+    const device = await adapter.requestDevice({
+      label: "zprune",
+      requiredFeatures: features,
+      requiredLimits: {
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxBufferSize: adapter.limits.maxBufferSize,
+      },
+    });
+    return new GpuEngine(device, info, fallback, opts);
+  }
+
+  /** The compiled pipeline of a kernel, built once. */
+  #pipeline(k: KernelDef): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
+    let p = this.#pipelines.get(k.name);
+    if (!p) {
+      const layout = this.device.createBindGroupLayout({
+        label: `${k.name}.layout`,
+        entries: k.bindings.map((kind, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: kind === "uniform" ? "uniform" : kind === "rw" ? "storage" : "read-only-storage" },
+        })),
+      });
+      const module = this.device.createShaderModule({ label: k.name, code: k.source });
+      const pipeline = this.device.createComputePipeline({
+        label: k.name,
+        layout: this.device.createPipelineLayout({ label: `${k.name}.pipeline-layout`, bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: "main" },
+      });
+      this.#pipelines.set(k.name, p = { pipeline, layout });
+    }
+    return p;
+  }
+
+  /** Compiles every kernel now (so the first request does not pay for it). */
+  async warm(): Promise<void> {
+    this.device.pushErrorScope("validation");
+    for (
+      const k of [
+        decode,
+        rowStats,
+        colStats,
+        colReduce,
+        centred,
+        score,
+        selectHist,
+        selectPick,
+        tieCount,
+        tieScan,
+        maskLayer,
+        selectRow,
+        selectNm,
+        apply,
+      ]
+    ) this.#pipeline(k as KernelDef);
+    const err = await this.device.popErrorScope();
+    if (err) throw new ZpruneError("unavailable", `WebGPU kernel compilation failed: ${err.message}`);
+  }
+
+  /** Prunes one layer; `stages` is filled when the engine was opened with `profile`. */
+  async prune(params: PruneParams, layer: LayerJob): Promise<{ output: LayerOutput; stages?: StageTimes }> {
+    if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
+    const job = new Job(this.device, this.#pool, this.#profile, this.#timestamps);
+    try {
+      const output = await this.#run(job, params, layer);
+      const stages = this.#profile ? await job.stageTimes() : undefined;
+      return { output, stages };
+    } catch (e) {
+      if (e instanceof ZpruneError) throw e;
+      throw new ZpruneError("unavailable", `WebGPU failed: ${e instanceof Error ? e.message : String(e)}`, {
+        cause: e,
+      });
+    } finally {
+      job.finish();
+    }
+  }
+
+  /** Releases every GPU resource. */
+  destroy(): void {
+    this.#pool.clear();
+    this.#dummy?.destroy();
+    this.device.destroy();
+  }
+
+  /** A bound buffer for kernels whose statistics inputs this method does not use. */
+  #dummyBuffer(): GPUBuffer {
+    return this.#dummy ??= this.device.createBuffer({ label: "unused-stats", size: 256, usage: STORAGE });
+  }
+
+  /** Records one dispatch of kernel `k` with `buffers` in binding order (uniforms appended here). */
+  #dispatch<U extends string>(
+    job: Job,
+    pass: GPUComputePassEncoder,
+    k: KernelDef<U>,
+    buffers: GPUBuffer[],
+    u: Readonly<Record<U, number>>,
+  ): void {
+    const [x, y] = flattenWorkgroups(k.workgroups(u));
+    if (x === 0 || y === 0) return;
+    const data = packUniforms(k, u);
+    const ub = job.buffer(data.byteLength, GPUBufferUsage.UNIFORM | COPY_DST, `${k.name}.uniforms`);
+    this.device.queue.writeBuffer(ub, 0, data);
+    const { pipeline, layout } = this.#pipeline(k as KernelDef);
+    const bindGroup = this.device.createBindGroup({
+      label: k.name,
+      layout,
+      entries: [...buffers, ub].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y);
+  }
+
+  async #run(job: Job, params: PruneParams, layer: LayerJob): Promise<LayerOutput> {
+    const { rows, cols, dtype, name } = layer;
+    const n = rows * cols;
+    const { method, pattern } = params;
+    if (n === 0) return emptyOutput(params, layer);
+    if (n >= 2 ** 32) {
+      throw new ZpruneError("invalid_request", `layer ${name}: ${n} elements exceed the WebGPU backend's 2^32 limit`);
+    }
+    if (cols * 4 > this.#tileBytes) {
+      throw new ZpruneError(
+        "invalid_request",
+        `layer ${name}: a row of ${cols} columns exceeds the device's storage binding limit (${this.#tileBytes} bytes)`,
+      );
+    }
+    const tiles = planTiles(rows, cols, this.#tileBytes);
+    const last = tiles[tiles.length - 1]!;
+    const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);
+    const keyBlocks = last.keyBlock0 + Math.ceil(last.count / KEY_BLOCK);
+    const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
+    const maskBytes = Math.ceil(n / 32) * 4;
+    const limit = this.device.limits.maxStorageBufferBindingSize;
+    const partBytes = colBlocks * cols * 12;
+    if (poolSize(maskBytes) > limit || poolSize(partBytes) > limit) {
+      throw new ZpruneError("invalid_request", `layer ${name}: ${rows}x${cols} is too large for this device`);
+    }
+    const size = DTYPE_SIZE[dtype];
+    const needStats = method === "zpruner" || method === "ria";
+
+    // --- decode (+ stats): upload each tile's bytes, widen to f32, find the first non-finite weight.
+    const bad = job.buffer(4, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
+    this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff]));
+    const raw: GPUBuffer[] = [], ws: GPUBuffer[] = [];
+    for (const t of tiles) {
+      const bytes = t.count * size;
+      const rb = job.buffer(Math.ceil(bytes / 4) * 4, STORAGE | COPY_DST, `raw[${t.index}]`);
+      uploadBytes(this.device.queue, rb, layer.weight.subarray(t.base * size, t.base * size + bytes));
+      raw.push(rb);
+      ws.push(job.buffer(t.count * 4, STORAGE | COPY_SRC, `weights-scores[${t.index}]`));
+    }
+    await job.stage("decode", (pass) => {
+      for (const t of tiles) {
+        this.#dispatch(job, pass, decode, [raw[t.index]!, ws[t.index]!, bad], {
+          count: t.count,
+          dtype: DTYPE_CODE[dtype],
+          base: t.base,
+        });
+      }
+    });
+    let rowSt = this.#dummyBuffer(), colSt = this.#dummyBuffer();
+    if (needStats) {
+      rowSt = job.buffer(rows * 12, STORAGE | COPY_SRC, "row-stats");
+      colSt = job.buffer(cols * 12, STORAGE | COPY_SRC, "col-stats");
+      const part = job.buffer(partBytes, STORAGE, "col-partials");
+      await job.stage("stats", (pass) => {
+        for (const t of tiles) {
+          const w = ws[t.index]!;
+          this.#dispatch(job, pass, rowStats, [w, rowSt], { rows: t.rows, cols, row0: t.row0 });
+          this.#dispatch(job, pass, colStats, [w, part], { rows: t.rows, cols, block0: t.colBlock0 });
+        }
+        this.#dispatch(job, pass, colReduce, [part, colSt], { cols, blocks: colBlocks });
+      });
+    }
+    const wantHostStats = method === "zpruner";
+    const [badIdx, rowHost, colHost] = await job.read([
+      bad,
+      ...(wantHostStats ? [rowSt, colSt] : []),
+    ], [4, rows * 12, cols * 12]);
+    const firstBad = new Uint32Array(badIdx!)[0]!;
+    if (firstBad !== 0xffffffff) {
+      // Same wording as the CPU backend (prune/prune_layer.ts), so both answer a bad request alike.
+      const r = Math.floor(firstBad / cols), c = firstBad % cols;
+      throw new ZpruneError(
+        "non_finite",
+        `layer "${name}": weight[${firstBad}] (row ${r}, column ${c}) is NaN or infinite; replace it before pruning`,
+      );
+    }
+
+    // --- Z-Pruner's whole-matrix scalars, in f64 from the f32 per-row/column sums.
+    let meanR = 0, meanC = 0, invStdR = 0, invStdC = 0, alpha: number | undefined;
+    if (wantHostStats) {
+      const rs = new Float32Array(rowHost!), cs = new Float32Array(colHost!);
+      let sumR = 0, sumC = 0, absSum = 0;
+      for (let r = 0; r < rows; r++) {
+        const sq = rs[r * 3]!;
+        if (sq > 0) sumR += rs[r * 3 + 1]! / Math.sqrt(sq);
+        absSum += rs[r * 3 + 2]!;
+      }
+      for (let j = 0; j < cols; j++) {
+        const sq = cs[j * 3]!;
+        if (sq > 0) sumC += cs[j * 3 + 1]! / Math.sqrt(sq);
+      }
+      meanR = sumR / n;
+      meanC = sumC / n;
+      const part = job.buffer(centredWgs * 12, STORAGE | COPY_SRC, "centred-partials");
+      const thr = f32AtLeast(0.1 * (absSum / n));
+      await job.stage("centred", (pass) => {
+        for (const t of tiles) {
+          this.#dispatch(job, pass, centred, [ws[t.index]!, rowSt, colSt, part], {
+            count: t.count,
+            cols,
+            row0: t.row0,
+            wg0: t.centredWg0,
+            mean_r: meanR,
+            mean_c: meanC,
+            thr,
+          });
+        }
+      });
+      const [partHost] = await job.read([part], [centredWgs * 12]);
+      const pu = new Uint32Array(partHost!), pf = new Float32Array(partHost!);
+      let ssR = 0, ssC = 0, small = 0;
+      for (let i = 0; i < centredWgs; i++) {
+        ssR += pf[i * 3]!;
+        ssC += pf[i * 3 + 1]!;
+        small += pu[i * 3 + 2]!;
+      }
+      const stdR = n > 1 ? Math.sqrt(ssR / (n - 1)) : 0;
+      const stdC = n > 1 ? Math.sqrt(ssC / (n - 1)) : 0;
+      invStdR = stdR > 0 ? 1 / stdR : 0;
+      invStdC = stdC > 0 ? 1 / stdC : 0;
+      alpha = 0.7 * (1 - 0.3 * (small / n));
+    }
+
+    // --- scores, in place.
+    const act = new Float32Array(cols).fill(1);
+    if (layer.actNormSq && method !== "magnitude") {
+      const half = params.exponent / 2;
+      for (let j = 0; j < cols; j++) act[j] = layer.actNormSq[j]! ** half;
+    }
+    const actBuf = job.buffer(cols * 4, STORAGE | COPY_DST, "act");
+    this.device.queue.writeBuffer(actBuf, 0, act);
+    await job.stage("score", (pass) => {
+      for (const t of tiles) {
+        this.#dispatch(job, pass, score, [rowSt, colSt, actBuf, ws[t.index]!], {
+          count: t.count,
+          cols,
+          row0: t.row0,
+          method: METHOD_CODE[method],
+          mean_r: meanR,
+          inv_std_r: invStdR,
+          mean_c: meanC,
+          inv_std_c: invStdC,
+          alpha: alpha ?? 0,
+        });
+      }
+    });
+
+    // --- selection into the bit-packed mask.
+    const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
+    const state = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "select-state");
+    let k = 0;
+    if (pattern.kind === "layer") k = Math.floor(pattern.sparsity * n);
+    else if (pattern.kind === "row") k = Math.floor(pattern.sparsity * cols);
+    else if (cols % pattern.m !== 0) {
+      throw new ZpruneError("shape_mismatch", `layer ${name}: cols ${cols} is not a multiple of M = ${pattern.m}`);
+    }
+    const enc = job.encoder;
+    enc.clearBuffer(mask, 0, mask.size);
+    let hist: GPUBuffer | null = null, ties: GPUBuffer | null = null;
+    if (pattern.kind === "layer" && k > 0) {
+      hist = job.buffer(4 * 256 * 4, STORAGE | COPY_DST, "select-histograms");
+      enc.clearBuffer(hist, 0, hist.size);
+      this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k]));
+      ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
+    }
+    await job.stage("select", (pass) => {
+      if (pattern.kind === "layer") {
+        if (k === 0) return;
+        for (let p = 0; p < 4; p++) {
+          const shift = 24 - 8 * p;
+          const hiMask = p === 0 ? 0 : (~((1 << (shift + 8)) - 1)) >>> 0;
+          for (const t of tiles) {
+            this.#dispatch(job, pass, selectHist, [ws[t.index]!, state, hist!], {
+              count: t.count,
+              shift,
+              hi_mask: hiMask,
+              pass_index: p,
+            });
+          }
+          this.#dispatch(job, pass, selectPick, [hist!, state], { pass_index: p, shift });
+        }
+        for (const t of tiles) {
+          this.#dispatch(job, pass, tieCount, [ws[t.index]!, state, ties!], { count: t.count, block0: t.keyBlock0 });
+        }
+        this.#dispatch(job, pass, tieScan, [ties!], { blocks: keyBlocks });
+        for (const t of tiles) {
+          this.#dispatch(job, pass, maskLayer, [ws[t.index]!, state, ties!, mask], {
+            count: t.count,
+            base: t.base,
+            block0: t.keyBlock0,
+          });
+        }
+      } else if (pattern.kind === "row") {
+        if (k === 0) return;
+        for (const t of tiles) {
+          this.#dispatch(job, pass, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
+        }
+      } else {
+        for (const t of tiles) {
+          this.#dispatch(job, pass, selectNm, [ws[t.index]!, mask], {
+            groups: t.count / pattern.m,
+            m: pattern.m,
+            n: pattern.n,
+            base: t.base,
+          });
+        }
+      }
+    });
+
+    // --- pruned weights in the request's dtype.
+    const outs: GPUBuffer[] = [];
+    if (params.returnWeight) {
+      for (const t of tiles) {
+        outs.push(job.buffer(raw[t.index]!.size, STORAGE | COPY_SRC, `pruned-weights[${t.index}]`));
+      }
+      await job.stage("apply", (pass) => {
+        for (const t of tiles) {
+          const bytes = t.count * size;
+          this.#dispatch(job, pass, apply, [raw[t.index]!, mask, outs[t.index]!], {
+            words: Math.ceil(bytes / 4),
+            dtype: DTYPE_CODE[dtype],
+            base: t.base,
+            count: t.count,
+          });
+        }
+      });
+    }
+
+    // --- read back: mask, threshold state, weights and scores per tile.
+    const wanted: GPUBuffer[] = [mask, state];
+    const sizes: number[] = [maskBytes, 8];
+    if (params.returnWeight) {
+      for (const t of tiles) {
+        wanted.push(outs[t.index]!);
+        sizes.push(t.count * size);
+      }
+    }
+    if (params.returnScore) {
+      for (const t of tiles) {
+        wanted.push(ws[t.index]!);
+        sizes.push(t.count * 4);
+      }
+    }
+    const back = await job.read(wanted, sizes);
+    const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
+    const stateOut = new Uint32Array(back[1]!);
+    let at = 2;
+    let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
+    if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
+    if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
+
+    const ms = maskStats(maskOut, rows, cols);
+    const stats: LayerOutput["stats"] = {
+      pruned: ms.pruned,
+      total: n,
+      sparsity: ms.pruned / n,
+      rowSparsity: ms.rowSparsity,
+      nonFinite: 0,
+    };
+    if (pattern.kind === "layer" && k > 0) {
+      stats.threshold = new Float32Array(new Uint32Array([stateOut[0]!]).buffer)[0]!;
+    }
+    if (alpha !== undefined) stats.alpha = alpha;
+    const output: LayerOutput = { mask: maskOut.slice(), stats };
+    if (weightOut) output.weight = weightOut;
+    if (scoreOut) output.score = scoreOut;
+    return output;
+  }
+}
+
+/** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
+function emptyOutput(params: PruneParams, layer: LayerJob): LayerOutput {
+  const out: LayerOutput = {
+    mask: new Uint8Array(0),
+    stats: { pruned: 0, total: 0, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 },
+  };
+  if (params.returnWeight) out.weight = new Uint8Array(0);
+  if (params.returnScore) out.score = new Float32Array(0);
+  if (params.method === "zpruner") out.stats.alpha = 0.7;
+  void layer;
+  return out;
+}
+
+/** Joins byte chunks into one array of `total` bytes. */
+function concat(parts: ArrayBuffer[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(new Uint8Array(p), at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Writes possibly unaligned bytes whose length need not be a multiple of 4: the aligned body straight from the
+ * caller's view (no copy on our side), the 1-3 byte tail padded with zeros.
+ */
+function uploadBytes(queue: GPUQueue, buffer: GPUBuffer, bytes: Uint8Array): void {
+  const body = bytes.byteLength & ~3;
+  if (body > 0) queue.writeBuffer(buffer, 0, bytes as Uint8Array<ArrayBuffer>, 0, body);
+  if (body < bytes.byteLength) {
+    const tail = new Uint8Array(4);
+    tail.set(bytes.subarray(body));
+    queue.writeBuffer(buffer, body, tail);
+  }
+}
+
+/**
+ * The GPU resources and command stream of one `prune()`: pooled buffers (released at the end, after the last submit
+ * that used them), staging buffers (destroyed in `finally`), error scopes around every submit, and per-stage timing.
+ */
+class Job {
+  readonly #device: GPUDevice;
+  readonly #pool: BufferPool;
+  readonly #held: GPUBuffer[] = [];
+  readonly #profile: boolean;
+  readonly #querySet: GPUQuerySet | null;
+  readonly #wall: Partial<Record<Stage, number>> = {};
+  readonly #used = new Set<Stage>();
+  #encoder: GPUCommandEncoder | null = null;
+
+  constructor(device: GPUDevice, pool: BufferPool, profile: boolean, timestamps: boolean) {
+    this.#device = device;
+    this.#pool = pool;
+    this.#profile = profile;
+    this.#querySet = timestamps
+      ? device.createQuerySet({ label: "stage-timestamps", type: "timestamp", count: STAGES.length * 2 })
+      : null;
+  }
+
+  /** The open command encoder (created on demand). */
+  get encoder(): GPUCommandEncoder {
+    return this.#encoder ??= this.#device.createCommandEncoder({ label: "prune" });
+  }
+
+  /** A pooled buffer held until the job ends. */
+  buffer(bytes: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const b = this.#pool.acquire(bytes, usage, label);
+    this.#held.push(b);
+    return b;
+  }
+
+  /** Records one stage as a labelled compute pass; when profiling without timestamps, times it by wall clock. */
+  async stage(name: Stage, record: (pass: GPUComputePassEncoder) => void): Promise<void> {
+    const slot = STAGES.indexOf(name);
+    this.#used.add(name);
+    const pass = this.encoder.beginComputePass({
+      label: name,
+      timestampWrites: this.#querySet
+        ? { querySet: this.#querySet, beginningOfPassWriteIndex: slot * 2, endOfPassWriteIndex: slot * 2 + 1 }
+        : undefined,
+    });
+    record(pass);
+    pass.end();
+    if (this.#profile && !this.#querySet) {
+      await this.submit();
+      const t0 = performance.now();
+      await this.#device.queue.onSubmittedWorkDone();
+      this.#wall[name] = performance.now() - t0;
+    }
+  }
+
+  /** Submits the open encoder inside validation and out-of-memory error scopes. */
+  async submit(): Promise<void> {
+    if (!this.#encoder) return;
+    const enc = this.#encoder;
+    this.#encoder = null;
+    this.#device.pushErrorScope("out-of-memory");
+    this.#device.pushErrorScope("validation");
+    this.#device.queue.submit([enc.finish()]);
+    const validation = await this.#device.popErrorScope();
+    const oom = await this.#device.popErrorScope();
+    const err = validation ?? oom;
+    if (err) {
+      throw new ZpruneError(
+        "unavailable",
+        `WebGPU ${validation ? "validation" : "out-of-memory"} error: ${err.message}`,
+      );
+    }
+  }
+
+  /** Copies `buffers` (first `sizes[i]` bytes of each) to fresh staging buffers, submits, maps and returns copies. */
+  async read(buffers: GPUBuffer[], sizes: number[]): Promise<ArrayBuffer[]> {
+    const staging: GPUBuffer[] = [];
+    try {
+      this.#device.pushErrorScope("out-of-memory");
+      buffers.forEach((b, i) => {
+        const bytes = Math.ceil(sizes[i]! / 4) * 4;
+        const s = this.#device.createBuffer({
+          label: `staging:${b.label}`,
+          size: Math.max(4, bytes),
+          usage: GPUBufferUsage.MAP_READ | COPY_DST,
+        });
+        staging.push(s);
+        if (bytes > 0) this.encoder.copyBufferToBuffer(b, 0, s, 0, bytes);
+      });
+      const oom = await this.#device.popErrorScope();
+      if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
+      await this.submit();
+      await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+      return staging.map((s, i) => s.getMappedRange(0, Math.max(4, Math.ceil(sizes[i]! / 4) * 4)).slice(0, sizes[i]!));
+    } finally {
+      for (const s of staging) s.destroy();
+    }
+  }
+
+  /** GPU milliseconds per stage that ran. */
+  async stageTimes(): Promise<StageTimes> {
+    if (!this.#querySet) {
+      const ms: Record<string, number> = {};
+      for (const s of STAGES) if (this.#wall[s] !== undefined) ms[s] = this.#wall[s]!;
+      return { source: "wall", ms };
+    }
+    const resolve = this.buffer(STAGES.length * 16, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
+    this.encoder.resolveQuerySet(this.#querySet, 0, STAGES.length * 2, resolve, 0);
+    const [data] = await this.read([resolve], [STAGES.length * 16]);
+    const t = new BigUint64Array(data!);
+    const ms: Record<string, number> = {};
+    STAGES.forEach((s, i) => {
+      if (this.#used.has(s)) ms[s] = Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
+    });
+    return { source: "timestamp", ms };
+  }
+
+  /** Returns pooled buffers (every submit that used them is queued) and drops the query set. */
+  finish(): void {
+    this.#encoder = null;
+    this.#pool.release(...this.#held);
+    this.#held.length = 0;
+    this.#querySet?.destroy();
+  }
+}

@@ -1,0 +1,20 @@
+/** Descriptor of `kernels/centred.wgsl`: centred sums of squares of Wr and Wc and the small-weight count. */
+import source from "../../kernels/centred.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** Centred sums of squares of Wr and Wc and the small-weight count, per workgroup of 16384 elements. */
+export const centred = defineKernel({
+  name: "centred",
+  source,
+  bindings: ["read", "read", "read", "rw", "uniform"],
+  uniforms: [
+    ["count", "u32"],
+    ["cols", "u32"],
+    ["row0", "u32"],
+    ["wg0", "u32"],
+    ["mean_r", "f32"],
+    ["mean_c", "f32"],
+    ["thr", "f32"],
+  ],
+  workgroups: (u) => Math.ceil(u.count / 16384),
+});

@@ -1,0 +1,12 @@
+/** Descriptor of `kernels/col_reduce.wgsl`: adds the column partials of col_stats. */
+import source from "../../kernels/col_reduce.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** Adds the column partials of col_stats. */
+export const colReduce = defineKernel({
+  name: "col_reduce",
+  source,
+  bindings: ["read", "rw", "uniform"],
+  uniforms: [["cols", "u32"], ["blocks", "u32"]],
+  workgroups: (u) => Math.ceil(u.cols / 256),
+});

@@ -1,0 +1,22 @@
+/** Descriptor of `kernels/score.wgsl`: the score of every weight, in place over the decoded weights. */
+import source from "../../kernels/score.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** The score of every weight, in place over the decoded weights. */
+export const score = defineKernel({
+  name: "score",
+  source,
+  bindings: ["read", "read", "read", "rw", "uniform"],
+  uniforms: [
+    ["count", "u32"],
+    ["cols", "u32"],
+    ["row0", "u32"],
+    ["method", "u32"],
+    ["mean_r", "f32"],
+    ["inv_std_r", "f32"],
+    ["mean_c", "f32"],
+    ["inv_std_c", "f32"],
+    ["alpha", "f32"],
+  ],
+  workgroups: (u) => Math.ceil(u.count / 256),
+});

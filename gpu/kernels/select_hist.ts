@@ -1,0 +1,12 @@
+/** Descriptor of `kernels/select_hist.wgsl`: one 8-bit digit histogram pass of the layer-wide radix select. */
+import source from "../../kernels/select_hist.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** One 8-bit digit histogram pass of the layer-wide radix select. */
+export const selectHist = defineKernel({
+  name: "select_hist",
+  source,
+  bindings: ["read", "read", "rw", "uniform"],
+  uniforms: [["count", "u32"], ["shift", "u32"], ["hi_mask", "u32"], ["pass_index", "u32"]],
+  workgroups: (u) => Math.ceil(u.count / 4096),
+});

@@ -1,0 +1,12 @@
+/** Descriptor of `kernels/select_nm.wgsl`: N:M selection, an invocation per group of M. */
+import source from "../../kernels/select_nm.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** N:M selection, an invocation per group of M. */
+export const selectNm = defineKernel({
+  name: "select_nm",
+  source,
+  bindings: ["read", "rw", "uniform"],
+  uniforms: [["groups", "u32"], ["m", "u32"], ["n", "u32"], ["base", "u32"]],
+  workgroups: (u) => Math.ceil(u.groups / 256),
+});

@@ -1,0 +1,12 @@
+/** Descriptor of `kernels/select_pick.wgsl`: picks the digit of the wanted rank after a histogram pass. */
+import source from "../../kernels/select_pick.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** Picks the digit of the wanted rank after a histogram pass. */
+export const selectPick = defineKernel({
+  name: "select_pick",
+  source,
+  bindings: ["read", "rw", "uniform"],
+  uniforms: [["pass_index", "u32"], ["shift", "u32"]],
+  workgroups: () => 1,
+});

@@ -1,0 +1,31 @@
+/** Messages between `webgpu_backend.ts` (main thread) and `worker.ts` (the thread that owns the GPU device). */
+import type { ErrorCode } from "../contract/errors.ts";
+import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import type { EngineOptions } from "./engine.ts";
+
+/** Main thread to worker. */
+export type ToWorker =
+  | { type: "init"; opts: EngineOptions }
+  | { type: "prune"; id: number; params: PruneParams; layer: LayerJob }
+  | { type: "close" };
+
+/** Worker to main thread. */
+export type FromWorker =
+  | { type: "ready"; device: string; fallback: boolean }
+  | { type: "none" }
+  | { type: "broken"; message: string }
+  | { type: "done"; id: number; output: LayerOutput }
+  | { type: "fail"; id: number; code: ErrorCode; message: string }
+  | { type: "lost"; message: string }
+  | { type: "closed" };
+
+/** The ArrayBuffers a layer output owns outright, to transfer rather than copy. */
+export function outputTransfer(out: LayerOutput): ArrayBuffer[] {
+  const list: ArrayBuffer[] = [];
+  for (const a of [out.mask, out.weight, out.score]) {
+    if (a && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) {
+      if (!list.includes(a.buffer)) list.push(a.buffer);
+    }
+  }
+  return list;
+}

@@ -1,0 +1,262 @@
+/**
+ * The WebGPU backend (`Backend` of prune/backend.ts): the main-thread side of `gpu/worker.ts`.
+ *
+ * Calls to `prune()` are queued here and handed to the worker one at a time, so when the device fails only the
+ * layer in flight is answered `unavailable`; the worker is then replaced by a fresh one (new device) before the
+ * next layer, and nothing queued is lost. A watchdog bounds every layer's time on the GPU, so a hung driver cannot
+ * hang a request either.
+ *
+ * @example
+ * const gpu = await createWebGpuBackend({ allowFallback: false });
+ * const backend = gpu ?? createCpuBackend();
+ * // ... serve; on shutdown:
+ * await backend.close();
+ */
+import { ZpruneError } from "../contract/errors.ts";
+import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import type { FromWorker, ToWorker } from "./protocol.ts";
+
+/** Options of `createWebGpuBackend`. */
+export interface WebGpuBackendOptions {
+  /** Accept a software (fallback) adapter such as Mesa's lavapipe; servers want false, tests true. */
+  allowFallback: boolean;
+  /** Cap on the bytes of one row-tile (default: the device's storage-binding limit); tests lower it to tile. */
+  maxTileBytes?: number;
+  /** Longest a layer may run on the GPU before the worker is replaced; default 60 s + 1 s per 4M elements. */
+  jobTimeoutMs?: (elements: number) => number;
+  /** Longest worker start-up (adapter, device, kernel compilation) may take; default 60 s. */
+  startTimeoutMs?: number;
+}
+
+interface Pending {
+  id: number;
+  params: PruneParams;
+  layer: LayerJob;
+  resolve: (out: LayerOutput) => void;
+  reject: (err: unknown) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+/** A started worker and its device description. */
+interface Started {
+  worker: Worker;
+  device: string;
+}
+
+/** Spawns a worker, opens its device; null when there is no (acceptable) adapter; throws when the device fails. */
+async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> {
+  const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module", name: "zprune-webgpu" });
+  const timeoutMs = opts.startTimeoutMs ?? 60_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const reply = await new Promise<FromWorker>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent<FromWorker>) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+      timer = setTimeout(() => reject(new Error(`WebGPU worker did not start within ${timeoutMs} ms`)), timeoutMs);
+      const msg: ToWorker = {
+        type: "init",
+        opts: { allowFallback: opts.allowFallback, maxTileBytes: opts.maxTileBytes },
+      };
+      worker.postMessage(msg);
+    });
+    if (reply.type === "ready") return { worker, device: reply.device };
+    if (reply.type === "broken") {
+      throw new ZpruneError("unavailable", `WebGPU backend failed to start: ${reply.message}`);
+    }
+    worker.terminate();
+    return null;
+  } catch (err) {
+    worker.terminate();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What to post for a layer without copying where possible: a view over a whole ArrayBuffer is transferred (the
+ * caller's array is detached: the backend takes ownership), a SharedArrayBuffer is shared, and a view into a larger
+ * buffer (such as a decoded request body that holds other layers too) is copied first.
+ */
+function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[] } {
+  const transfer: ArrayBuffer[] = [];
+  const own = <T extends Uint8Array | Float32Array>(a: T): T => {
+    if (typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer) return a;
+    const whole = a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
+    const b = whole ? a : a.slice() as T;
+    if (!transfer.includes(b.buffer as ArrayBuffer)) transfer.push(b.buffer as ArrayBuffer);
+    return b;
+  };
+  const weight = own(layer.weight);
+  const actNormSq = layer.actNormSq ? own(layer.actNormSq) : null;
+  return { layer: { ...layer, weight, actNormSq }, transfer };
+}
+
+/**
+ * Opens the WebGPU backend: null when there is no adapter, or when the adapter is a fallback (software) one and
+ * `allowFallback` is false; throws `ZpruneError("unavailable")` when an adapter exists but its device or kernels
+ * fail. Call `close()` on shutdown to stop the worker and release the device.
+ */
+export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<Backend | null> {
+  const first = await startWorker(opts);
+  if (!first) return null;
+  return new WebGpuBackend(first, opts);
+}
+
+/** The main-thread half of the WebGPU backend. */
+class WebGpuBackend implements Backend {
+  readonly kind = "webgpu" as const;
+  readonly device: string;
+  readonly #opts: WebGpuBackendOptions;
+  #worker: Worker | null;
+  #starting: Promise<Worker> | null = null;
+  #queue: Pending[] = [];
+  #inFlight: Pending | null = null;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #nextId = 1;
+  #closed = false;
+
+  constructor(first: Started, opts: WebGpuBackendOptions) {
+    this.device = first.device;
+    this.#opts = opts;
+    this.#worker = first.worker;
+    this.#attach(first.worker);
+  }
+
+  /**
+   * Prunes one layer on the GPU (queued behind earlier calls). Takes ownership of `layer.weight` and
+   * `layer.actNormSq` when each spans its whole ArrayBuffer (they are transferred to the worker and detached).
+   */
+  prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
+    if (this.#closed) return Promise.reject(new ZpruneError("unavailable", "the WebGPU backend is closed"));
+    signal?.throwIfAborted();
+    return new Promise<LayerOutput>((resolve, reject) => {
+      const job: Pending = { id: this.#nextId++, params, layer, resolve, reject, signal };
+      if (signal) {
+        job.onAbort = () => {
+          // Queued: drop it. In flight: the GPU finishes it, but the caller stops waiting.
+          this.#queue = this.#queue.filter((j) => j !== job);
+          reject(signal.reason);
+        };
+        signal.addEventListener("abort", job.onAbort, { once: true });
+      }
+      this.#queue.push(job);
+      this.#pump();
+    });
+  }
+
+  /** Stops the worker and releases the device; queued layers are answered `unavailable`. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = new ZpruneError("unavailable", "the WebGPU backend was closed");
+    for (const j of this.#queue.splice(0)) this.#settle(j, err);
+    if (this.#inFlight) this.#settle(this.#inFlight, err);
+    this.#inFlight = null;
+    clearTimeout(this.#timer);
+    const w = this.#worker ?? await this.#starting?.catch(() => null) ?? null;
+    this.#worker = null;
+    if (!w) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000);
+      w.onmessage = (e: MessageEvent<FromWorker>) => {
+        if (e.data.type === "closed") {
+          clearTimeout(t);
+          resolve();
+        }
+      };
+      w.postMessage({ type: "close" } satisfies ToWorker);
+    });
+    w.terminate();
+  }
+
+  #attach(w: Worker): void {
+    w.onmessage = (e: MessageEvent<FromWorker>) => this.#onMessage(w, e.data);
+    w.onerror = (e) => {
+      e.preventDefault();
+      this.#fail(w, `WebGPU worker crashed: ${e.message}`);
+    };
+  }
+
+  #onMessage(w: Worker, msg: FromWorker): void {
+    if (w !== this.#worker) return;
+    if (msg.type === "lost") return this.#fail(w, `WebGPU device lost: ${msg.message}`);
+    if (msg.type !== "done" && msg.type !== "fail") return;
+    const job = this.#inFlight;
+    if (!job || job.id !== msg.id) return;
+    clearTimeout(this.#timer);
+    this.#inFlight = null;
+    if (msg.type === "done") {
+      this.#settle(job, null, msg.output);
+    } else {
+      this.#settle(job, new ZpruneError(msg.code, msg.message));
+      // A device-level failure leaves the device suspect: replace the worker before the next layer.
+      if (msg.code === "unavailable") this.#retire(w);
+    }
+    this.#pump();
+  }
+
+  /** The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue. */
+  #fail(w: Worker, message: string): void {
+    if (w !== this.#worker) return;
+    clearTimeout(this.#timer);
+    const job = this.#inFlight;
+    this.#inFlight = null;
+    this.#retire(w);
+    if (job) this.#settle(job, new ZpruneError("unavailable", `${message}; the backend is restarting`));
+    this.#pump();
+  }
+
+  #retire(w: Worker): void {
+    if (this.#worker === w) this.#worker = null;
+    w.terminate();
+  }
+
+  #settle(job: Pending, err: unknown, out?: LayerOutput): void {
+    if (job.onAbort) job.signal?.removeEventListener("abort", job.onAbort);
+    if (err) job.reject(err);
+    else job.resolve(out!);
+  }
+
+  /** A live worker, starting a fresh one when the last was retired. */
+  #ensureWorker(): Promise<Worker> {
+    if (this.#worker) return Promise.resolve(this.#worker);
+    return this.#starting ??= startWorker(this.#opts).then((s) => {
+      if (!s) throw new Error("no WebGPU adapter is available any more");
+      if (this.#closed) {
+        s.worker.terminate();
+        throw new Error("closed");
+      }
+      this.#worker = s.worker;
+      this.#attach(s.worker);
+      return s.worker;
+    }).finally(() => {
+      this.#starting = null;
+    });
+  }
+
+  /** Sends the next queued layer when none is in flight. */
+  #pump(): void {
+    if (this.#inFlight || this.#closed || this.#queue.length === 0 || this.#starting) return;
+    this.#ensureWorker().then((w) => {
+      if (this.#inFlight || this.#closed) return;
+      const job = this.#queue.shift();
+      if (!job) return;
+      if (job.signal?.aborted) return this.#pump();
+      this.#inFlight = job;
+      const { layer, transfer } = detachable(job.layer);
+      const n = layer.rows * layer.cols;
+      const ms = this.#opts.jobTimeoutMs?.(n) ?? 60_000 + n / 4_000;
+      this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
+      w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
+    }, (err) => {
+      // No device could be opened: answer everything queued now rather than letting it wait.
+      const e = new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`);
+      for (const j of this.#queue.splice(0)) this.#settle(j, e);
+    });
+  }
+}

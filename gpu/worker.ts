@@ -1,0 +1,67 @@
+/**
+ * The GPU thread: owns one `GpuEngine` and runs the jobs the main thread sends, one at a time, in arrival order.
+ * Deno's `mapAsync` blocks its thread's event loop while the GPU works, so this keeps the server responsive.
+ * A device loss is reported (`lost`) so the main thread can replace this worker.
+ */
+import { isErrorCode } from "../contract/errors.ts";
+import { GpuEngine } from "./engine.ts";
+import { type FromWorker, outputTransfer, type ToWorker } from "./protocol.ts";
+
+interface WorkerScope {
+  onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
+  postMessage(msg: FromWorker, transfer?: Transferable[]): void;
+  close(): void;
+}
+const scope = self as unknown as WorkerScope;
+
+let engine: GpuEngine | null = null;
+/** Jobs run strictly one after another: each waits for the previous one's promise. */
+let queue: Promise<void> = Promise.resolve();
+
+function post(msg: FromWorker, transfer: Transferable[] = []): void {
+  scope.postMessage(msg, transfer);
+}
+
+async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
+  try {
+    engine = await GpuEngine.create(msg.opts);
+    if (!engine) return post({ type: "none" });
+    const e = engine;
+    e.device.lost.then(() => post({ type: "lost", message: e.lost ?? "device lost" }));
+    await e.warm();
+    post({ type: "ready", device: e.description, fallback: e.isFallback });
+  } catch (err) {
+    // An adapter exists but the device or a kernel failed: that is an error, not "no GPU here".
+    post({ type: "broken", message: err instanceof Error ? err.message : String(err) });
+  }
+}
+
+async function prune(msg: Extract<ToWorker, { type: "prune" }>): Promise<void> {
+  try {
+    if (!engine) throw new Error("WebGPU engine not initialised");
+    const { output } = await engine.prune(msg.params, msg.layer);
+    post({ type: "done", id: msg.id, output }, outputTransfer(output));
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    post({
+      type: "fail",
+      id: msg.id,
+      code: isErrorCode(code) ? code : "unavailable",
+      message: err instanceof Error ? err.message : String(err),
+    });
+  }
+}
+
+scope.onmessage = (e) => {
+  const msg = e.data;
+  if (msg.type === "init") queue = queue.then(() => init(msg));
+  else if (msg.type === "prune") queue = queue.then(() => prune(msg));
+  else if (msg.type === "close") {
+    queue = queue.then(() => {
+      engine?.destroy();
+      engine = null;
+      post({ type: "closed" });
+      scope.close();
+    });
+  }
+};

@@ -1,0 +1,77 @@
+// centred: second statistics pass of Z-Pruner: centred sums of squares of Wr = W/‖row‖ and Wc = W/‖col‖ (a
+// two-pass variance, so a matrix whose normalised entries are all equal gets a std of 0, as numpy does) and the
+// number of weights with |W| < 0.1 * mean|W| (for alpha).
+//
+// Bindings: 0 w: array<f32> (read; one row-tile), 1 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global
+//   row), 2 col_stats: array<f32> (read; the same per column), 3 part: array<u32> (write; 3 per global workgroup:
+//   [f32 bits of Σ(Wr-mean_r)², f32 bits of Σ(Wc-mean_c)², small count]), 4 params (uniform).
+// Thread: 64 elements of a block of 16384, strided by 256. Dispatch: ceil(count / 16384) workgroups of 256,
+//   flattened over x and y.
+// Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then the host
+//   adds the per-workgroup partials in f64 (at most 14336 of them for 8192 x 28672). The count is exact; the host
+//   rounds the f64 threshold up to the next f32, so |w| < thr32 exactly when |w| < 0.1 * mean|W| in f64.
+
+struct Params {
+  count: u32, // elements in this tile
+  cols: u32,
+  row0: u32, // global index of the tile's first row
+  wg0: u32, // global index of the tile's first workgroup
+  mean_r: f32,
+  mean_c: f32,
+  thr: f32,
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read> row_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> col_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> part: array<u32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> ss_r: array<f32, 256>;
+var<workgroup> ss_c: array<f32, 256>;
+var<workgroup> small: array<u32, 256>;
+
+// x / d, or 0 when d is 0 (a zero norm gives 0, never NaN).
+fn safe_div(x: f32, d: f32) -> f32 {
+  return select(0.0, x / d, d != 0.0);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let block = wid.x + wid.y * nwg.x;
+  var a = 0.0;
+  var b = 0.0;
+  var c = 0u;
+  for (var i = 0u; i < 64u; i++) {
+    let e = block * 16384u + i * 256u + t;
+    if (e < p.count) {
+      let v = w[e];
+      let r = p.row0 + e / p.cols;
+      let j = e % p.cols;
+      let dr = safe_div(v, sqrt(row_stats[r * 3u])) - p.mean_r;
+      let dc = safe_div(v, sqrt(col_stats[j * 3u])) - p.mean_c;
+      a += dr * dr;
+      b += dc * dc;
+      if (abs(v) < p.thr) { c++; }
+    }
+  }
+  ss_r[t] = a;
+  ss_c[t] = b;
+  small[t] = c;
+  for (var off = 128u; off > 0u; off >>= 1u) {
+    workgroupBarrier();
+    if (t < off) {
+      ss_r[t] += ss_r[t + off];
+      ss_c[t] += ss_c[t + off];
+      small[t] += small[t + off];
+    }
+  }
+  if (t == 0u) {
+    let o = (p.wg0 + block) * 3u;
+    part[o] = bitcast<u32>(ss_r[0]);
+    part[o + 1u] = bitcast<u32>(ss_c[0]);
+    part[o + 2u] = small[0];
+  }
+}

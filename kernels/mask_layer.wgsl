@@ -1,0 +1,89 @@
+// mask_layer: writes the layer-wide mask bits: every key < T is pruned, and of the keys == T the `want` with the
+// lowest row-major indices (the contract's tie-break).
+//
+// Bindings: 0 keys: array<u32> (read; one row-tile of scores), 1 state: array<u32> (read; [T, want]),
+//   2 ties: array<u32> (read; per global block, the number of keys == T in earlier blocks, from tie_scan),
+//   3 mask: array<atomic<u32>> (read_write; bit i = global row-major index i, LSB first; zeroed by the host),
+//   4 params (uniform).
+// Thread: first 32 keys of the block strided by 256 (coalesced), marking "below" and "tie" bits in workgroup
+//   memory; then the block's mask word t: its tie rank is the block's offset plus the ties in words 0..t-1 of the
+//   block (a workgroup scan of popcounts), so it keeps exactly the lowest-index ties wanted. The word is ORed into
+//   the global mask, split over two words when the tile does not start on a 32-bit boundary.
+// Dispatch: ceil(count / 8192) workgroups of 256, flattened over x and y (the same blocks as tie_count).
+// Numerics: exact integer logic.
+
+struct Params {
+  count: u32, // keys in this tile
+  base: u32, // global row-major index of the tile's first key
+  block0: u32, // global index of the tile's first block
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read> ties: array<u32>;
+@group(0) @binding(3) var<storage, read_write> mask: array<atomic<u32>>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> below_bits: array<atomic<u32>, 256>;
+var<workgroup> tie_bits: array<atomic<u32>, 256>;
+var<workgroup> scan: array<u32, 256>;
+
+// The lowest `n` set bits of `x`.
+fn lowest_set_bits(x: u32, n: u32) -> u32 {
+  var rest = x;
+  var out = 0u;
+  for (var q = 0u; q < n && rest != 0u; q++) {
+    let lsb = rest & (~rest + 1u);
+    out |= lsb;
+    rest ^= lsb;
+  }
+  return out;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let block = wid.x + wid.y * nwg.x;
+  atomicStore(&below_bits[t], 0u);
+  atomicStore(&tie_bits[t], 0u);
+  workgroupBarrier();
+  let thr = state[0];
+  let want = state[1];
+  let start = block * 8192u;
+  for (var i = 0u; i < 32u; i++) {
+    let l = i * 256u + t;
+    if (start + l < p.count) {
+      let k = keys[start + l];
+      if (k < thr) {
+        atomicOr(&below_bits[l >> 5u], 1u << (l & 31u));
+      } else if (k == thr) {
+        atomicOr(&tie_bits[l >> 5u], 1u << (l & 31u));
+      }
+    }
+  }
+  workgroupBarrier();
+  let tw = atomicLoad(&tie_bits[t]);
+  let tc = countOneBits(tw);
+  scan[t] = tc;
+  for (var off = 1u; off < 256u; off <<= 1u) {
+    workgroupBarrier();
+    var add = 0u;
+    if (t >= off) { add = scan[t - off]; }
+    workgroupBarrier();
+    scan[t] += add;
+  }
+  workgroupBarrier();
+  let rank0 = ties[p.block0 + block] + scan[t] - tc; // ties before this word
+  var take = 0u;
+  if (want > rank0) { take = min(want - rank0, tc); }
+  let bits = atomicLoad(&below_bits[t]) | lowest_set_bits(tw, take);
+  if (bits == 0u) { return; }
+  let g = p.base + start + t * 32u;
+  let s = g & 31u;
+  atomicOr(&mask[g >> 5u], bits << s);
+  if (s != 0u) {
+    let hi = bits >> (32u - s);
+    if (hi != 0u) { atomicOr(&mask[(g >> 5u) + 1u], hi); }
+  }
+}

@@ -1,0 +1,57 @@
+// row_stats: per row, the sum of W^2, of W and of |W| (Z-Pruner's row norms and mean of W/‖row‖; RIA's row sums).
+//
+// Bindings: 0 w: array<f32> (read; one row-tile), 1 stats: array<f32> (write; 3 per global row:
+//   [sumSq, sum, sumAbs]), 2 params (uniform).
+// Thread: a strided slice (j = t, t+256, ...) of one row. Dispatch: one workgroup of 256 per row of the tile,
+//   flattened over x and y.
+// Numerics: f32. Each thread sums at most ceil(cols/256) terms in order (112 for cols = 28672), then an 8-level
+//   tree in workgroup memory: relative error about (cols/256 + 8) * 2^-24, below 1e-5.
+
+struct Params {
+  rows: u32, // rows in this tile
+  cols: u32,
+  row0: u32, // global index of the tile's first row
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+var<workgroup> sq: array<f32, 256>;
+var<workgroup> sm: array<f32, 256>;
+var<workgroup> ab: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.rows) { return; } // uniform: the whole workgroup leaves
+  let start = r * p.cols;
+  var a = 0.0;
+  var b = 0.0;
+  var c = 0.0;
+  for (var j = t; j < p.cols; j += 256u) {
+    let v = w[start + j];
+    a += v * v;
+    b += v;
+    c += abs(v);
+  }
+  sq[t] = a;
+  sm[t] = b;
+  ab[t] = c;
+  for (var off = 128u; off > 0u; off >>= 1u) {
+    workgroupBarrier();
+    if (t < off) {
+      sq[t] += sq[t + off];
+      sm[t] += sm[t + off];
+      ab[t] += ab[t + off];
+    }
+  }
+  if (t == 0u) {
+    let o = (p.row0 + r) * 3u;
+    stats[o] = sq[0];
+    stats[o + 1u] = sm[0];
+    stats[o + 2u] = ab[0];
+  }
+}

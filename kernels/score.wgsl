@@ -1,0 +1,65 @@
+// score: the importance score of every weight (API.md, Scores), computed in place over the decoded weights.
+//
+// Bindings: 0 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global row), 1 col_stats: array<f32> (read;
+//   the same per column), 2 act: array<f32> (read; act_j = actNormSq_j^(exponent/2), computed by the host in f64),
+//   3 ws: array<f32> (read_write; one row-tile: W in, score out), 4 params (uniform).
+// Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
+// Numerics: f32 per element from f32 norms. The whole-matrix scalars (means, 1/std, alpha) arrive in the uniforms,
+//   combined by the host in f64 from the f32 partial sums. Scores are non-negative; they are stored with -0
+//   folded to +0 so that the selection kernels may order them as u32 bit patterns.
+
+struct Params {
+  count: u32, // elements in this tile
+  cols: u32,
+  row0: u32, // global index of the tile's first row
+  method: u32, // 0 magnitude, 1 wanda, 2 ria, 3 zpruner
+  mean_r: f32, // mean of W / ‖row‖ over the matrix
+  inv_std_r: f32, // 1 / std of the same, 0 when the std is 0 or the matrix has one element
+  mean_c: f32,
+  inv_std_c: f32,
+  alpha: f32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> row_stats: array<f32>;
+@group(0) @binding(1) var<storage, read> col_stats: array<f32>;
+@group(0) @binding(2) var<storage, read> act: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// x / d, or 0 when d is 0 (a zero norm or sum gives 0, never NaN).
+fn safe_div(x: f32, d: f32) -> f32 {
+  return select(0.0, x / d, d != 0.0);
+}
+
+// s * act, where 0 * infinity (an activation that overflowed f32) counts as 0, never NaN.
+fn times(s: f32, act: f32) -> f32 {
+  return select(s * act, 0.0, s == 0.0);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let e = (wid.x + wid.y * nwg.x) * 256u + t;
+  if (e >= p.count) { return; }
+  let r = p.row0 + e / p.cols;
+  let j = e % p.cols;
+  let v = ws[e];
+  let a = abs(v);
+  var s = a;
+  if (p.method == 1u) {
+    s = times(a, act[j]);
+  } else if (p.method == 2u) {
+    s = times(safe_div(a, col_stats[j * 3u + 2u]) + safe_div(a, row_stats[r * 3u + 2u]), act[j]);
+  } else if (p.method == 3u) {
+    let wr = safe_div(v, sqrt(row_stats[r * 3u]));
+    let wc = safe_div(v, sqrt(col_stats[j * 3u]));
+    let zr = abs((wr - p.mean_r) * p.inv_std_r);
+    let zc = abs((wc - p.mean_c) * p.inv_std_c);
+    s = times(p.alpha * zr * zr * zr + (1.0 - p.alpha) * zc * zc * zc, act[j]);
+  }
+  let bits = bitcast<u32>(s);
+  ws[e] = bitcast<f32>(select(bits, 0u, bits == 0x80000000u));
+}

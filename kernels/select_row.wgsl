@@ -1,0 +1,131 @@
+// select_row: per-row selection: in every row, the k lowest keys are pruned (ties by column index).
+//
+// Bindings: 0 keys: array<u32> (read; one row-tile of scores as u32 bit patterns, see select_hist.wgsl),
+//   1 mask: array<atomic<u32>> (read_write; global bit-packed mask, zeroed by the host), 2 params (uniform).
+// Workgroup: one row. It runs a radix select over the row (4 digit passes of 8 bits: histogram in workgroup
+//   memory, Hillis-Steele scan, one thread narrows [prefix, want]) to find the row's k-th lowest key T and how
+//   many keys == T to prune; then walks the row in segments of 8192: each thread marks "below" and "tie" bits for
+//   32 keys strided by 256, then owns one mask word and keeps the ties whose rank in the row (ties in earlier
+//   segments + earlier words of this segment) is below `want`; words are ORed into the global mask, split when the
+//   row does not start on a 32-bit boundary.
+// Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0.
+// Numerics: exact integer logic.
+
+struct Params {
+  rows: u32, // rows in this tile
+  cols: u32,
+  base: u32, // global row-major index of the tile's first key
+  k: u32, // keys to prune per row, 1 <= k <= cols
+}
+
+@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(1) var<storage, read_write> mask: array<atomic<u32>>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> scan: array<u32, 256>;
+var<workgroup> below_bits: array<atomic<u32>, 256>;
+var<workgroup> tie_bits: array<atomic<u32>, 256>;
+var<workgroup> sel: array<u32, 2>; // [prefix, want]
+var<workgroup> ties_before: u32;
+
+// The lowest `n` set bits of `x`.
+fn lowest_set_bits(x: u32, n: u32) -> u32 {
+  var rest = x;
+  var out = 0u;
+  for (var q = 0u; q < n && rest != 0u; q++) {
+    let lsb = rest & (~rest + 1u);
+    out |= lsb;
+    rest ^= lsb;
+  }
+  return out;
+}
+
+// Inclusive scan of scan[0..256) in place; every invocation of the workgroup must call it.
+fn scan_inclusive(t: u32) {
+  for (var off = 1u; off < 256u; off <<= 1u) {
+    workgroupBarrier();
+    var add = 0u;
+    if (t >= off) { add = scan[t - off]; }
+    workgroupBarrier();
+    scan[t] += add;
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.rows) { return; } // uniform: the whole workgroup leaves
+  let row = r * p.cols;
+  if (t == 0u) {
+    sel[0] = 0u;
+    sel[1] = p.k;
+    ties_before = 0u;
+  }
+  for (var step = 0u; step < 4u; step++) {
+    let shift = 24u - 8u * step;
+    var hi_mask = 0u;
+    if (step > 0u) { hi_mask = ~((1u << (shift + 8u)) - 1u); }
+    atomicStore(&hist[t], 0u);
+    workgroupBarrier();
+    let prefix = sel[0] & hi_mask;
+    for (var j = t; j < p.cols; j += 256u) {
+      let k = keys[row + j];
+      if ((k & hi_mask) == prefix) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
+    }
+    workgroupBarrier();
+    let h = atomicLoad(&hist[t]);
+    let want = sel[1];
+    scan[t] = h;
+    scan_inclusive(t);
+    let incl = scan[t];
+    if (incl - h < want && want <= incl) {
+      sel[0] = sel[0] | (t << shift);
+      sel[1] = want - (incl - h);
+    }
+    workgroupBarrier();
+  }
+  let thr = sel[0];
+  let want = sel[1];
+  let segments = (p.cols + 8191u) / 8192u;
+  for (var sg = 0u; sg < segments; sg++) {
+    atomicStore(&below_bits[t], 0u);
+    atomicStore(&tie_bits[t], 0u);
+    workgroupBarrier();
+    let start = sg * 8192u;
+    for (var i = 0u; i < 32u; i++) {
+      let l = i * 256u + t;
+      if (start + l < p.cols) {
+        let k = keys[row + start + l];
+        if (k < thr) {
+          atomicOr(&below_bits[l >> 5u], 1u << (l & 31u));
+        } else if (k == thr) {
+          atomicOr(&tie_bits[l >> 5u], 1u << (l & 31u));
+        }
+      }
+    }
+    workgroupBarrier();
+    let tw = atomicLoad(&tie_bits[t]);
+    let tc = countOneBits(tw);
+    scan[t] = tc;
+    scan_inclusive(t);
+    let rank0 = ties_before + scan[t] - tc;
+    var take = 0u;
+    if (want > rank0) { take = min(want - rank0, tc); }
+    let bits = atomicLoad(&below_bits[t]) | lowest_set_bits(tw, take);
+    if (bits != 0u) {
+      let g = p.base + row + start + t * 32u;
+      let s = g & 31u;
+      atomicOr(&mask[g >> 5u], bits << s);
+      if (s != 0u) {
+        let hi = bits >> (32u - s);
+        if (hi != 0u) { atomicOr(&mask[(g >> 5u) + 1u], hi); }
+      }
+    }
+    workgroupBarrier();
+    if (t == 0u) { ties_before += scan[255]; }
+    workgroupBarrier();
+  }
+}

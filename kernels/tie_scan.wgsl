@@ -1,0 +1,42 @@
+// tie_scan: exclusive prefix sum, in place, of the per-block tie counts of tie_count.wgsl, so that each block
+// knows how many keys equal to T come before it in row-major order.
+//
+// Bindings: 0 ties: array<u32> (read_write), 1 params (uniform).
+// Thread: a contiguous run of ceil(blocks / 256) counts. Dispatch: exactly one workgroup of 256.
+// Numerics: exact (u32).
+
+struct Params {
+  blocks: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> ties: array<u32>;
+@group(0) @binding(1) var<uniform> p: Params;
+
+var<workgroup> scan: array<u32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+  let per = (p.blocks + 255u) / 256u;
+  let b0 = min(t * per, p.blocks);
+  let b1 = min(b0 + per, p.blocks);
+  var sum = 0u;
+  for (var b = b0; b < b1; b++) { sum += ties[b]; }
+  scan[t] = sum;
+  for (var off = 1u; off < 256u; off <<= 1u) {
+    workgroupBarrier();
+    var add = 0u;
+    if (t >= off) { add = scan[t - off]; }
+    workgroupBarrier();
+    scan[t] += add;
+  }
+  workgroupBarrier();
+  var run = scan[t] - sum; // exclusive prefix of this thread's run
+  for (var b = b0; b < b1; b++) {
+    let c = ties[b];
+    ties[b] = run;
+    run += c;
+  }
+}

@@ -1,0 +1,438 @@
+/**
+ * The WebGPU backend against the contract's golden answers and against the CPU backend (the oracle) on random
+ * layers: every method, pattern and dtype, odd shapes, exact ties, zero rows and columns, and a layer larger than
+ * a storage binding so that tiling runs. Runs on lavapipe in CI; skipped only where no WebGPU adapter exists.
+ */
+import assert from "node:assert/strict";
+import { unpack } from "msgpackr";
+import { DEFAULT_EXPONENT, type DType, parsePattern, parsePruneRequest } from "../contract/api.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { createWebGpuBackend } from "../gpu/webgpu_backend.ts";
+
+const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
+
+/** Opened once; null only where no adapter exists at all (then every test here is skipped). */
+const gpu: Backend | null = await createWebGpuBackend({ allowFallback: true });
+/** The same device with 64 KiB tiles, so that small layers take the multi-tile path. */
+const tiled: Backend | null = gpu && await createWebGpuBackend({ allowFallback: true, maxTileBytes: 64 * 1024 });
+const cpu: Backend = createCpuBackend({ threads: 0 });
+const ignore = !gpu;
+
+// The backends hold a worker each; close them when the module's tests are done.
+globalThis.addEventListener("unload", () => {
+  gpu?.close();
+  tiled?.close();
+});
+
+/** Deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal from a uniform PRNG (Box-Muller). */
+function normal(rand: () => number): number {
+  return Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
+}
+
+/** f32 -> f16 bits, round to nearest even (finite inputs in range). */
+function f16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const e = ((u >>> 23) & 0xff) - 127 + 15;
+  let m = u & 0x7fffff;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    m |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    const rest = m & ((1 << shift) - 1);
+    let h = m >>> shift;
+    if (rest > half || (rest === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (m >>> 13);
+  const rest = m & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** f32 -> bf16 bits, round to nearest even. */
+function bf16Bits(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** Encodes f32 values as little-endian bytes of `dtype`. */
+function encode(values: Float32Array, dtype: DType): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(values.slice().buffer);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = dtype === "f16" ? f16Bits(values[i]!) : bf16Bits(values[i]!);
+  return new Uint8Array(out.buffer);
+}
+
+/** Turns a golden request into backend parameters and its single layer, as the route would. */
+function fromRequest(bytes: Uint8Array): { params: PruneParams; layer: LayerJob } {
+  const req = parsePruneRequest(unpack(bytes));
+  const l = req.layers[0]!;
+  const [rows, cols] = l.weight.shape as [number, number];
+  const act = l.actNormSq ? new Float32Array(l.actNormSq.data.slice().buffer) : null;
+  return {
+    params: {
+      method: req.method,
+      pattern: parsePattern(req.pattern, req.sparsity),
+      exponent: req.options?.exponent ?? DEFAULT_EXPONENT[req.method],
+      returnWeight: req.return.includes("weight"),
+      returnScore: req.return.includes("score"),
+    },
+    layer: { name: l.name, rows, cols, dtype: l.weight.dtype, weight: l.weight.data.slice(), actNormSq: act },
+  };
+}
+
+/** Bit i of a packed mask. */
+function bit(mask: Uint8Array, i: number): number {
+  return (mask[i >>> 3]! >> (i & 7)) & 1;
+}
+
+/** A copy of a layer (the backend takes ownership of the arrays it is given). */
+function copyLayer(l: LayerJob): LayerJob {
+  return { ...l, weight: l.weight.slice(), actNormSq: l.actNormSq?.slice() ?? null };
+}
+
+for (const entry of [...Deno.readDirSync(GOLDEN)].filter((e) => e.name.endsWith(".request.msgpack"))) {
+  const name = entry.name.replace(".request.msgpack", "");
+  Deno.test({
+    name: `webgpu: golden ${name} has the expected mask`,
+    ignore,
+    async fn() {
+      const { params, layer } = fromRequest(Deno.readFileSync(new URL(entry.name, GOLDEN)));
+      const exp = unpack(Deno.readFileSync(new URL(`${name}.expected.msgpack`, GOLDEN)));
+      for (const backend of [gpu!, tiled!]) {
+        const out = await backend.prune(params, copyLayer(layer));
+        assert.equal(out.stats.pruned, exp.pruned);
+        assert.equal(out.stats.total, exp.total);
+        let diff = 0;
+        for (let i = 0; i < exp.total; i++) {
+          if (!bit(exp.ambiguous, i) && bit(out.mask, i) !== bit(exp.mask, i)) diff++;
+        }
+        assert.equal(diff, 0, `${diff} unambiguous mask bits differ`);
+        if (exp.alpha !== undefined) {
+          assert.ok(Math.abs(out.stats.alpha! - exp.alpha) < 1e-6, `alpha ${out.stats.alpha}`);
+        }
+      }
+    },
+  });
+}
+
+/** One random case for the CPU comparison. */
+interface Case {
+  rows: number;
+  cols: number;
+  dtype: DType;
+  params: PruneParams;
+  /** How the weights are drawn. */
+  kind: "normal" | "ties" | "zeros" | "constant";
+  acts: boolean;
+  seed: number;
+}
+
+/** A random layer for a case. */
+function makeLayer(c: Case): LayerJob {
+  const rand = rng(c.seed);
+  const n = c.rows * c.cols;
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    if (c.kind === "ties") v[i] = (Math.floor(rand() * 7) - 3) * 0.25; // few distinct values: many exact ties
+    else if (c.kind === "constant") v[i] = 0.5;
+    else v[i] = normal(rand) * 0.02;
+  }
+  if (c.kind === "zeros") {
+    // A zero row and a zero column (and, for tall enough shapes, a second of each).
+    const zr = [Math.floor(c.rows / 2), c.rows - 1], zc = [0, Math.floor(c.cols / 3)];
+    for (const r of zr) v.fill(0, r * c.cols, (r + 1) * c.cols);
+    for (const j of zc) for (let r = 0; r < c.rows; r++) v[r * c.cols + j] = 0;
+  }
+  let act: Float32Array | null = null;
+  if (c.acts) {
+    act = new Float32Array(c.cols);
+    for (let j = 0; j < c.cols; j++) act[j] = c.kind === "ties" ? 1 + (j % 3) : -Math.log(rand() || 1e-9) * 2;
+  }
+  return {
+    name: `case-${c.seed}`,
+    rows: c.rows,
+    cols: c.cols,
+    dtype: c.dtype,
+    weight: encode(v, c.dtype),
+    actNormSq: act,
+  };
+}
+
+/**
+ * Entries whose CPU score lies within relative 1e-5 of the threshold of its selection unit (the layer, its row or
+ * its group): the contract's ambiguity band, where either order is acceptable.
+ */
+function ambiguous(c: Case, ref: LayerOutput): Uint8Array {
+  const s = ref.score!;
+  const n = c.rows * c.cols;
+  const unit = c.params.pattern.kind === "layer" ? n : c.params.pattern.kind === "row" ? c.cols : c.params.pattern.m;
+  const out = new Uint8Array(n);
+  for (let u0 = 0; u0 < n; u0 += unit) {
+    let thr = -1;
+    for (let i = u0; i < u0 + unit; i++) if (bit(ref.mask, i) && s[i]! > thr) thr = s[i]!;
+    if (thr < 0) continue;
+    for (let i = u0; i < u0 + unit; i++) if (Math.abs(s[i]! - thr) <= 1e-5 * thr) out[i] = 1;
+  }
+  return out;
+}
+
+/** Compares a GPU answer with the CPU's; returns a description of the first difference, or null. */
+function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): string | null {
+  const n = c.rows * c.cols;
+  if (got.stats.pruned !== ref.stats.pruned) return `pruned ${got.stats.pruned} vs ${ref.stats.pruned}`;
+  if (got.mask.length !== ref.mask.length) return `mask length ${got.mask.length} vs ${ref.mask.length}`;
+  // Scores that both backends compute exactly (|W| of representable values) must give identical masks, which
+  // checks the tie-break by index bit for bit; otherwise only outside the ambiguity band.
+  const exact = c.params.method === "magnitude" || (c.params.method === "wanda" && !c.acts);
+  const amb = exact ? new Uint8Array(n) : ambiguous(c, ref);
+  for (let i = 0; i < n; i++) {
+    if (!amb[i] && bit(got.mask, i) !== bit(ref.mask, i)) {
+      return `mask differs at ${i} (row ${Math.floor(i / c.cols)}): gpu ${bit(got.mask, i)} cpu ${bit(ref.mask, i)}, ` +
+        `cpu score ${ref.score![i]} gpu score ${got.score![i]} threshold ${ref.stats.threshold}`;
+    }
+  }
+  // Scores agree to float32 accuracy (relative to the largest score, since z-scores near 0 cancel).
+  let max = 0;
+  for (let i = 0; i < n; i++) max = Math.max(max, Math.abs(ref.score![i]!));
+  for (let i = 0; i < n; i++) {
+    const a = got.score![i]!, b = ref.score![i]!;
+    if (!(Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-5 * max)) return `score ${i}: gpu ${a} cpu ${b}`;
+  }
+  // Pruned weights: the request's bytes with exactly the GPU's pruned entries zeroed.
+  const size = c.dtype === "f32" ? 4 : 2;
+  const w = got.weight!;
+  if (w.length !== n * size) return `weight length ${w.length}`;
+  for (let i = 0; i < n; i++) {
+    for (let b = 0; b < size; b++) {
+      const want = bit(got.mask, i) ? 0 : layer.weight[i * size + b]!;
+      if (w[i * size + b] !== want) return `weight byte ${i * size + b}: ${w[i * size + b]} vs ${want}`;
+    }
+  }
+  if (c.params.pattern.kind === "layer" && ref.stats.threshold !== undefined) {
+    const t = got.stats.threshold!;
+    if (!(Math.abs(t - ref.stats.threshold) <= 1e-4 * ref.stats.threshold + 1e-6 * max)) {
+      return `threshold ${t} vs ${ref.stats.threshold}`;
+    }
+  }
+  if (c.params.method === "zpruner" && Math.abs(got.stats.alpha! - ref.stats.alpha!) > 1e-6) {
+    return `alpha ${got.stats.alpha} vs ${ref.stats.alpha}`;
+  }
+  for (const k of ["min", "max", "mean"] as const) {
+    if (Math.abs(got.stats.rowSparsity[k] - ref.stats.rowSparsity[k]) > 1e-12) return `rowSparsity.${k}`;
+  }
+  return null;
+}
+
+/** Runs one case on a GPU backend and the CPU, asserting agreement. */
+async function check(backend: Backend, c: Case): Promise<void> {
+  const layer = makeLayer(c);
+  const params = { ...c.params, returnScore: true, returnWeight: true };
+  const ref = await cpu.prune(params, copyLayer(layer));
+  const got = await backend.prune(params, copyLayer(layer));
+  const why = compare({ ...c, params }, layer, got, ref);
+  assert.equal(why, null, `${JSON.stringify({ ...c, params })}: ${why}`);
+}
+
+const METHODS = ["zpruner", "wanda", "ria", "magnitude"] as const;
+const DTYPES: DType[] = ["f32", "f16", "bf16"];
+
+/** Random cases: shapes from 1x1 to ~300x500 (odd sizes), each method, dtype and pattern. */
+function randomCases(count: number, seed: number): Case[] {
+  const rand = rng(seed);
+  const cases: Case[] = [];
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  for (let i = 0; i < count; i++) {
+    const kind = pick(["normal", "normal", "ties", "zeros", "constant"] as const);
+    const patternKind = pick(["layer", "layer", "row", "nm"] as const);
+    let rows = 1 + Math.floor(rand() ** 2 * 300);
+    let cols = 1 + Math.floor(rand() ** 2 * 500);
+    let pattern: PruneParams["pattern"];
+    if (patternKind === "nm") {
+      const [n, m] = pick([[2, 4], [4, 8], [1, 8], [3, 8], [1, 2], [2, 3]] as const);
+      cols = m * (1 + Math.floor(cols / m));
+      pattern = { kind: "nm", n, m };
+    } else {
+      const sparsity = pick([0, 1e-4, 0.01, 0.5, 0.5, 0.7, 0.99]);
+      pattern = { kind: patternKind, sparsity };
+    }
+    if (i === 0) [rows, cols, pattern] = [1, 1, { kind: "layer", sparsity: 0.99 }];
+    const method = pick(METHODS);
+    cases.push({
+      rows,
+      cols,
+      dtype: pick(DTYPES),
+      kind,
+      acts: rand() < 0.8,
+      seed: seed * 1000 + i,
+      params: { method, pattern, exponent: DEFAULT_EXPONENT[method], returnWeight: true, returnScore: true },
+    });
+  }
+  return cases;
+}
+
+Deno.test({
+  name: "webgpu: random layers match the CPU backend (all methods, patterns, dtypes)",
+  ignore,
+  async fn() {
+    for (const c of randomCases(60, 1)) await check(gpu!, c);
+  },
+});
+
+Deno.test({
+  name: "webgpu: multi-tile layers match the CPU backend",
+  ignore,
+  async fn() {
+    for (const c of randomCases(30, 2)) await check(tiled!, c);
+  },
+});
+
+Deno.test({
+  name: "webgpu: layer selection matches the CPU backend on ties",
+  ignore,
+  async fn() {
+    for (const [pattern, method] of [["layer", "magnitude"], ["row", "magnitude"], ["layer", "wanda"]] as const) {
+      for (const dtype of DTYPES) {
+        for (const backend of [gpu!, tiled!]) {
+          await check(backend, {
+            rows: 257,
+            cols: 131,
+            dtype,
+            kind: "ties",
+            acts: false,
+            seed: 7,
+            params: {
+              method,
+              pattern: { kind: pattern, sparsity: 0.37 },
+              exponent: 1,
+              returnWeight: true,
+              returnScore: true,
+            },
+          });
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: N:M selection matches the CPU backend on ties (2:4, 4:8, 1:8)",
+  ignore,
+  async fn() {
+    for (const [n, m] of [[2, 4], [4, 8], [1, 8]] as const) {
+      await check(gpu!, {
+        rows: 33,
+        cols: 8 * 17,
+        dtype: "f16",
+        kind: "ties",
+        acts: false,
+        seed: 11,
+        params: {
+          method: "magnitude",
+          pattern: { kind: "nm", n, m },
+          exponent: 1,
+          returnWeight: true,
+          returnScore: true,
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a NaN or infinite weight is refused with its first index",
+  ignore,
+  async fn() {
+    for (const dtype of DTYPES) {
+      const c: Case = {
+        rows: 40,
+        cols: 50,
+        dtype,
+        kind: "normal",
+        acts: true,
+        seed: 3,
+        params: {
+          method: "zpruner",
+          pattern: { kind: "layer", sparsity: 0.5 },
+          exponent: 1.5,
+          returnWeight: false,
+          returnScore: false,
+        },
+      };
+      const layer = makeLayer(c);
+      const size = dtype === "f32" ? 4 : 2;
+      const setBad = (i: number, nan: boolean) => {
+        const bits = dtype === "f32"
+          ? (nan ? [0, 0, 0xc0, 0x7f] : [0, 0, 0x80, 0xff])
+          : dtype === "f16"
+          ? (nan ? [0x00, 0x7e] : [0x00, 0x7c])
+          : (nan ? [0xc0, 0x7f] : [0x80, 0xff]);
+        layer.weight.set(bits, i * size);
+      };
+      setBad(1733, false);
+      setBad(1234, true);
+      await assert.rejects(
+        gpu!.prune(c.params, copyLayer(layer)),
+        (e: unknown) => e instanceof ZpruneError && e.code === "non_finite" && e.message.includes("weight[1234]"),
+      );
+      // The backend keeps working after a refused layer.
+      const ok = await gpu!.prune(c.params, makeLayer(c));
+      assert.equal(ok.stats.pruned, 1000);
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: concurrent calls each get their own layer's answer",
+  ignore,
+  async fn() {
+    const cases = randomCases(12, 5);
+    const layers = cases.map(makeLayer);
+    const outs = await Promise.all(cases.map((c, i) => gpu!.prune(c.params, copyLayer(layers[i]!))));
+    for (let i = 0; i < cases.length; i++) {
+      const ref = await gpu!.prune(cases[i]!.params, copyLayer(layers[i]!));
+      assert.deepEqual(outs[i]!.mask, ref.mask);
+      assert.equal(outs[i]!.stats.total, cases[i]!.rows * cases[i]!.cols);
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a layer larger than one storage binding (6144x6144 f32) is tiled and matches the CPU",
+  ignore,
+  async fn() {
+    await check(gpu!, {
+      rows: 6144,
+      cols: 6144,
+      dtype: "f32",
+      kind: "normal",
+      acts: true,
+      seed: 99,
+      params: {
+        method: "zpruner",
+        pattern: { kind: "layer", sparsity: 0.5 },
+        exponent: 1.5,
+        returnWeight: true,
+        returnScore: true,
+      },
+    });
+  },
+});
