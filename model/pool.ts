@@ -5,6 +5,7 @@
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
 import { type BlockStats, emptyStats } from "./llama.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
+import type { TokenArray } from "./tokenizer.ts";
 
 type Op = WorkerRequest extends infer R ? R extends { op: infer O } ? O : never : never;
 type Payload<O extends Op> = Omit<Extract<WorkerRequest, { op: O }>, "id" | "op">;
@@ -89,7 +90,7 @@ export class ForwardPool {
   }
 
   /** Per-window loss sums (T - 1 positions each) of `windows` consecutive windows of `tokens`. */
-  async losses(tokens: Uint16Array, windows: number, onWindow?: (done: number) => void): Promise<Float64Array> {
+  async losses(tokens: TokenArray, windows: number, onWindow?: (done: number) => void): Promise<Float64Array> {
     const T = this.seqLen, out = new Float64Array(windows);
     // Hand out small batches so that both workers finish together and progress can be reported.
     const batch = 4;
@@ -108,7 +109,7 @@ export class ForwardPool {
   }
 
   /** Embeds calibration windows (concatenated, T tokens each) into the workers' caches. */
-  async calibBegin(tokens: Uint16Array | Int32Array, windows: number): Promise<void> {
+  async calibBegin(tokens: TokenArray, windows: number): Promise<void> {
     const T = this.seqLen;
     this.#calibSplit = this.#split(windows);
     let at = 0;

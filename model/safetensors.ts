@@ -21,7 +21,7 @@ export interface StoredTensor {
   dtype: DType;
   shape: number[];
   /** Raw bytes, a view into the shard's buffer; editing it edits what `writeCheckpoint` writes. */
-  data: Uint8Array;
+  data: Uint8Array<ArrayBuffer>;
   /** File name of the shard that holds it. */
   shard: string;
 }
@@ -41,7 +41,7 @@ export interface Checkpoint {
 
 /** Parses one safetensors file's bytes into tensors (views, no copies). */
 export function parseSafetensors(
-  bytes: Uint8Array,
+  bytes: Uint8Array<ArrayBuffer>,
   shard: string,
 ): { tensors: StoredTensor[]; metadata?: Record<string, string> } {
   if (bytes.byteLength < 8) throw new RangeError(`${shard}: too short for a safetensors header`);

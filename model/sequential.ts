@@ -1,0 +1,153 @@
+/**
+ * Sequential pruning of a LLaMA checkpoint through the endpoint, as ../README describes it: for each decoder block
+ * in order, one forward of all calibration windows through the model as pruned so far collects actNormSq for the
+ * block's seven linear layers; one request prunes all seven; the masks are applied; then the next block.
+ * Also perplexity over consecutive windows.
+ */
+import type { PruneResponse } from "../contract/api.ts";
+import { applyMask, type ZpruneClient } from "../client/mod.ts";
+import type { Checkpoint } from "./safetensors.ts";
+import { decodeToF32 } from "./safetensors.ts";
+import { LINEAR_NAMES, type LlamaConfig } from "./config.ts";
+import { STATS_OF } from "./llama.ts";
+import type { ForwardPool } from "./pool.ts";
+import type { TokenArray } from "./tokenizer.ts";
+
+/** What to ask the server for. */
+export interface PruneSettings {
+  method: "zpruner" | "wanda" | "ria" | "magnitude";
+  /** "layer", "row" or "N:M". */
+  pattern: string;
+  /** Required for "layer" and "row". */
+  sparsity?: number;
+  /** Activation exponent; the server's per-method default when absent. */
+  exponent?: number;
+}
+
+/** One pruned linear layer as the report lists it. */
+export interface LayerRecord {
+  name: string;
+  shape: [number, number];
+  stats: PruneResponse["layers"][number]["stats"];
+}
+
+/** One block's request as the report lists it. */
+export interface BlockRecord {
+  block: number;
+  /** Forward pass collecting statistics, ms. */
+  collectMs: number;
+  /** Round trip of the prune request, ms. */
+  requestMs: number;
+  /** The server's own timings. */
+  server: PruneResponse["timings"];
+  /** Applying masks and advancing the cached hidden states, ms. */
+  applyMs: number;
+}
+
+/** The outcome of sequential pruning. */
+export interface SequentialResult {
+  layers: LayerRecord[];
+  blocks: BlockRecord[];
+  backend: string;
+  device: string;
+  /** Total pruned and total weights over every pruned layer. */
+  pruned: number;
+  total: number;
+}
+
+/**
+ * Prunes every decoder block of `ckpt` in order, editing its tensors in place (so `writeCheckpoint` then writes the
+ * pruned model) and the pool's weights alike. `calib` holds `windows` windows of `pool.seqLen` tokens.
+ */
+export async function pruneSequential(
+  ckpt: Checkpoint,
+  cfg: LlamaConfig,
+  pool: ForwardPool,
+  client: ZpruneClient,
+  settings: PruneSettings,
+  calib: TokenArray,
+  windows: number,
+  onBlock?: (block: number) => void,
+): Promise<SequentialResult> {
+  const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0 };
+  await pool.calibBegin(calib, windows);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    let t0 = performance.now();
+    const stats = await pool.calibCollect(l);
+    const collectMs = performance.now() - t0;
+    const tensors = LINEAR_NAMES.map((name) => {
+      const full = `model.layers.${l}.${name}.weight`;
+      const t = ckpt.tensors.get(full);
+      if (!t || t.shape.length !== 2) throw new TypeError(`checkpoint has no 2-d tensor ${full}`);
+      return { name, full, t };
+    });
+    // actNormSq = sum over calibration tokens of x_j² / number of calibration sequences, sent as f32.
+    const layers = tensors.map(({ name, full, t }) => {
+      const sums = stats[STATS_OF[name]];
+      const act = Float32Array.from(sums, (s) => s / windows);
+      return {
+        name: full,
+        weight: { dtype: t.dtype, shape: t.shape, data: t.data },
+        actNormSq: { dtype: "f32" as const, shape: [act.length], data: new Uint8Array(act.buffer) },
+      };
+    });
+    t0 = performance.now();
+    const res = await client.pruneLayers({
+      method: settings.method,
+      pattern: settings.pattern,
+      sparsity: settings.sparsity,
+      options: settings.exponent !== undefined ? { exponent: settings.exponent } : undefined,
+      layers,
+    });
+    const requestMs = performance.now() - t0;
+    t0 = performance.now();
+    for (const [i, { name, full, t }] of tensors.entries()) {
+      const out = res.layers[i];
+      // The contract promises request order; check rather than trust, a wrong mask would silently corrupt the model.
+      if (!out || out.name !== full || out.shape[0] !== t.shape[0] || out.shape[1] !== t.shape[1]) {
+        throw new Error(`server answered ${out?.name ?? "nothing"} for ${full}`);
+      }
+      applyMask(t.data, t.dtype, out.mask);
+      await pool.setLinear(l, name, decodeToF32(t.data, t.dtype));
+      result.layers.push({ name: full, shape: out.shape, stats: out.stats });
+      result.pruned += out.stats.pruned;
+      result.total += out.stats.total;
+    }
+    await pool.calibAdvance(l);
+    result.blocks.push({ block: l, collectMs, requestMs, server: res.timings, applyMs: performance.now() - t0 });
+    result.backend = res.backend;
+    result.device = res.device;
+    onBlock?.(l);
+  }
+  return result;
+}
+
+/** Perplexity over consecutive non-overlapping windows. */
+export interface PerplexityResult {
+  ppl: number;
+  meanLoss: number;
+  windows: number;
+  tokens: number;
+  ms: number;
+}
+
+/**
+ * Perplexity of the pool's model on `ids` cut into consecutive windows of `pool.seqLen` tokens (tail dropped),
+ * the first `maxWindows` of them (all by default): exp of the mean loss over the seqLen - 1 predicted positions.
+ */
+export async function perplexity(
+  pool: ForwardPool,
+  ids: TokenArray,
+  maxWindows = Infinity,
+  onWindow?: (done: number, total: number) => void,
+): Promise<PerplexityResult> {
+  const T = pool.seqLen;
+  const windows = Math.min(maxWindows, Math.floor(ids.length / T));
+  if (windows < 1) throw new RangeError(`${ids.length} tokens hold no window of ${T}`);
+  const t0 = performance.now();
+  const losses = await pool.losses(ids, windows, (d) => onWindow?.(d, windows));
+  let sum = 0;
+  for (const l of losses) sum += l;
+  const meanLoss = sum / (windows * (T - 1));
+  return { ppl: Math.exp(meanLoss), meanLoss, windows, tokens: windows * T, ms: performance.now() - t0 };
+}

@@ -1,0 +1,146 @@
+/**
+ * Tokenization and calibration/evaluation data: the model's `tokenizer.json` through @huggingface/tokenizers,
+ * chat templates through @huggingface/jinja, and the three calibration sources of the CLI (a text file, a JSONL
+ * file of conversations, or exact token ids and window starts).
+ */
+import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
+
+/** Token ids; u16 files decode to Uint16Array, tokenizer output to Int32Array. */
+export type TokenArray = Uint16Array | Int32Array;
+
+/** A model's tokenizer and the bits of `tokenizer_config.json` that calibration needs. */
+export interface ModelTokenizer {
+  tokenizer: Tokenizer;
+  /** The Jinja chat template, when the model has one. */
+  chatTemplate?: string;
+  bosToken?: string;
+  eosToken?: string;
+}
+
+/** Reads `tokenizer.json` and `tokenizer_config.json` of a checkpoint directory. */
+export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
+  const json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+  let config: Record<string, unknown> = {};
+  try {
+    config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const name = (v: unknown) => typeof v === "string" ? v : (v as { content?: string } | undefined)?.content;
+  return {
+    tokenizer: new Tokenizer(json, config),
+    chatTemplate: typeof config.chat_template === "string" ? config.chat_template : undefined,
+    bosToken: name(config.bos_token),
+    eosToken: name(config.eos_token),
+  };
+}
+
+/** Splits a corpus into documents at blank lines, the way the shipped `*_ids.u16` files were made. */
+export function splitDocuments(text: string): string[] {
+  return text.split("\n\n").filter((d) => d.length > 0);
+}
+
+/** Tokenizes a corpus document by document, each with the tokenizer's special tokens (`<s>` first), concatenated. */
+export function tokenizeCorpus(tok: ModelTokenizer, text: string): Int32Array {
+  const parts = splitDocuments(text).map((d) => tok.tokenizer.encode(d).ids);
+  const out = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** One chat message. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** Reads one JSONL line as a conversation: `{messages: [...]}`, `{conversations: [{from, value}]}` or `[...]`. */
+export function parseConversation(line: string): ChatMessage[] {
+  const v = JSON.parse(line) as unknown;
+  const list = Array.isArray(v) ? v : (v as { messages?: unknown[]; conversations?: unknown[] }).messages ??
+    (v as { conversations?: unknown[] }).conversations;
+  if (!Array.isArray(list)) throw new TypeError("expected {messages: [...]}, {conversations: [...]} or an array");
+  return list.map((m) => {
+    const o = m as { role?: string; from?: string; content?: string; value?: string };
+    const role = o.role ?? o.from, content = o.content ?? o.value;
+    if (typeof role !== "string" || typeof content !== "string") throw new TypeError("a message lacks role or content");
+    return { role, content };
+  });
+}
+
+/**
+ * Tokenizes conversations: rendered with the model's chat template when it has one (and then encoded without
+ * adding special tokens, as transformers' apply_chat_template does), otherwise as `role: content` lines
+ * forming one document each.
+ */
+export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32Array {
+  const template = tok.chatTemplate ? new Template(tok.chatTemplate) : undefined;
+  const parts: number[][] = [];
+  for (const line of jsonl.split("\n")) {
+    if (!line.trim()) continue;
+    const messages = parseConversation(line);
+    if (template) {
+      const text = template.render({
+        messages,
+        bos_token: tok.bosToken ?? "",
+        eos_token: tok.eosToken ?? "",
+        add_generation_prompt: false,
+      });
+      parts.push(tok.tokenizer.encode(text, { add_special_tokens: false }).ids);
+    } else {
+      parts.push(tok.tokenizer.encode(messages.map((m) => `${m.role}: ${m.content}`).join("\n")).ids);
+    }
+  }
+  return Int32Array.from(parts.flat());
+}
+
+/** A deterministic generator of uniform numbers in [0, 1) (mulberry32), so that a seed fixes the windows. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Window starts drawn uniformly from [0, length - seqLen] with a seeded generator. */
+export function randomStarts(length: number, count: number, seqLen: number, seed: number): number[] {
+  if (length < seqLen) throw new RangeError(`${length} tokens are fewer than one window of ${seqLen}`);
+  const rand = seededRandom(seed);
+  return Array.from({ length: count }, () => Math.floor(rand() * (length - seqLen + 1)));
+}
+
+/** Gathers windows of `seqLen` tokens starting at `starts` into one array (windows, seqLen). */
+export function gatherWindows(ids: TokenArray, starts: readonly number[], seqLen: number): Int32Array {
+  const out = new Int32Array(starts.length * seqLen);
+  starts.forEach((s, w) => {
+    if (!(s >= 0 && s + seqLen <= ids.length)) {
+      throw new RangeError(`window start ${s} leaves the ${ids.length} tokens`);
+    }
+    out.set(ids.subarray(s, s + seqLen), w * seqLen);
+  });
+  return out;
+}
+
+/** Reads a uint16 little-endian token file. */
+export async function readU16(path: string): Promise<Uint16Array> {
+  const b = await Deno.readFile(path);
+  if (b.byteLength % 2) throw new RangeError(`${path}: odd byte length for uint16 ids`);
+  return new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+}
+
+/** Reads an int64 little-endian file of window starts. */
+export async function readI64(path: string): Promise<number[]> {
+  const b = await Deno.readFile(path);
+  if (b.byteLength % 8) throw new RangeError(`${path}: byte length is not a multiple of 8`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return Array.from({ length: b.byteLength / 8 }, (_, i) => Number(v.getBigInt64(i * 8, true)));
+}
