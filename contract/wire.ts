@@ -28,8 +28,9 @@ export function encodeMsgpack(value: unknown): Uint8Array<ArrayBuffer> {
 /** Decodes exactly one complete msgpack value, or throws `bad_msgpack`. */
 export function decodeMsgpack(bytes: Uint8Array): unknown {
   if (bytes.byteLength === 0) throw new ZpruneError("bad_msgpack", "the body is empty; send one msgpack map");
+  let value: unknown;
   try {
-    return unpackr.unpack(bytes);
+    value = unpackr.unpack(bytes);
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     const why = msg.startsWith("Data read, but end of buffer not reached")
@@ -37,6 +38,34 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
       : msg.split("\n")[0]!.slice(0, 120);
     throw new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`, { cause: err });
   }
+  const bad = foreignValue(value, "");
+  if (bad !== null) {
+    throw new ZpruneError("bad_msgpack", `${bad}: only plain msgpack types are accepted (no extension types, no 0xc1)`);
+  }
+  return value;
+}
+
+/**
+ * The path of the first value that plain msgpack cannot carry (an extension type msgpackr turned into a Date,
+ * Set, typed array..., or its marker for the reserved byte 0xc1), or null when the tree is plain.
+ */
+function foreignValue(v: unknown, path: string): string | null {
+  if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") return null;
+  if (typeof v !== "object") return path || "(body)";
+  if (v instanceof Uint8Array) return v.constructor === Uint8Array || v.constructor.name === "Buffer" ? null : path;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const bad = foreignValue(v[i], `${path}[${i}]`);
+      if (bad !== null) return bad;
+    }
+    return null;
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return path || "(body)";
+  for (const [k, x] of Object.entries(v)) {
+    const bad = foreignValue(x, path ? `${path}.${k}` : k);
+    if (bad !== null) return bad;
+  }
+  return null;
 }
 
 /** Concatenates byte chunks into one array. */

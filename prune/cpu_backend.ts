@@ -23,8 +23,14 @@ export function cpuDescription(): string {
   return `${model} (${list.length} cores)`;
 }
 
+/** The CPU backend, with a fault drill for tests of the 503 path. */
+export interface CpuBackend extends Backend {
+  /** Kills one worker as a crash would; requests using it fail with `unavailable`, the next ones succeed. */
+  crashWorker(index?: number): void;
+}
+
 /** Creates the CPU backend. */
-export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
+export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const threads = options.threads ?? Math.max(1, navigator.hardwareConcurrency || cpus().length || 1);
   const parallelMin = options.parallelMin ?? 1 << 18;
   let pool: CpuPool | null = null;
@@ -39,6 +45,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): Backend {
     prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
       if (threads === 0 || layer.rows * layer.cols < parallelMin) return pruneLayer(params, layer);
       return pruneLayerWith(executor(), params, layer, signal);
+    },
+    crashWorker(index = 0): void {
+      pool?.crash(index);
     },
     close(): Promise<void> {
       pool?.close();

@@ -76,6 +76,12 @@ export class CpuPool {
     return Promise.all(tasks);
   }
 
+  /** Kills worker `index` as a crash would (fault drills and tests): its tasks fail, a fresh one replaces it. */
+  crash(index: number): void {
+    const slot = this.#slots[index % this.size];
+    if (slot) this.#fail(slot, "killed by a fault drill");
+  }
+
   /** Terminates every worker; pending tasks fail with `unavailable`. */
   close(): void {
     this.#closed = true;

@@ -1,0 +1,68 @@
+/** Seeded random layers for property tests: any dtype, optional exact ties and zero rows and columns. */
+import type { DType } from "../contract/api.ts";
+
+/** mulberry32: a small, well-mixed, seedable PRNG. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Options for a random layer. */
+export interface RandomLayerOptions {
+  rows: number;
+  cols: number;
+  dtype: DType;
+  /** Draw values from a handful of levels, so many scores tie exactly. */
+  ties?: boolean;
+  /** Zero some rows and columns entirely. */
+  zeros?: boolean;
+}
+
+/** A random weight as raw little-endian bytes of `dtype`, and actNormSq as f32. */
+export function randomLayer(
+  rand: () => number,
+  o: RandomLayerOptions,
+): { weight: Uint8Array; actNormSq: Float32Array } {
+  const n = o.rows * o.cols;
+  const levels = [0.5, -0.5, 0.25, 1, -1, 0.125];
+  const value =
+    () => (o.ties ? levels[Math.floor(rand() * levels.length)]! : (rand() * 2 - 1) * 0.05 * (rand() < 0.1 ? 8 : 1));
+  const vals = new Float32Array(n);
+  for (let i = 0; i < n; i++) vals[i] = value();
+  if (o.zeros) {
+    for (let r = 0; r < o.rows; r++) if (rand() < 0.15) vals.fill(0, r * o.cols, (r + 1) * o.cols);
+    for (let c = 0; c < o.cols; c++) if (rand() < 0.15) { for (let r = 0; r < o.rows; r++) vals[r * o.cols + c] = 0; }
+  }
+  let weight: Uint8Array;
+  if (o.dtype === "f32") weight = new Uint8Array(vals.buffer);
+  else {
+    // Truncating f32 bits gives bf16; for f16, round through a table-free conversion of normal values.
+    const u32 = new Uint32Array(vals.buffer);
+    const out = new Uint16Array(n);
+    for (let i = 0; i < n; i++) out[i] = o.dtype === "bf16" ? u32[i]! >>> 16 : f32ToF16Bits(vals[i]!);
+    weight = new Uint8Array(out.buffer);
+  }
+  const actNormSq = new Float32Array(o.cols);
+  for (let c = 0; c < o.cols; c++) {
+    actNormSq[c] = o.ties ? [1, 4, 0, 2][c % 4]! : rand() * 20 + (rand() < 0.05 ? 0 : 0.01);
+  }
+  return { weight, actNormSq };
+}
+
+/** f32 -> f16 bits for values within f16's normal range (truncating the mantissa), 0 for tiny ones. */
+function f32ToF16Bits(x: number): number {
+  if (x === 0) return Object.is(x, -0) ? 0x8000 : 0;
+  const sign = x < 0 ? 0x8000 : 0;
+  const a = Math.abs(x);
+  let e = Math.floor(Math.log2(a));
+  if (e < -14) return sign;
+  if (e > 15) e = 15;
+  const frac = Math.floor((a / 2 ** e - 1) * 1024);
+  return sign | ((e + 15) << 10) | Math.min(frac, 1023);
+}

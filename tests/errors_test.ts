@@ -1,0 +1,306 @@
+/**
+ * Every row of API.md's error table provoked through a real listener and answered with its status and code;
+ * afterwards the server still answers /healthz and a golden request exactly.
+ */
+import assert from "node:assert/strict";
+import type { PruneResponse } from "../contract/api.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { goldenCases, goldenProblems, postPrune, startServer, type TestServer } from "./_server.ts";
+
+const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
+const layer = (over: Record<string, unknown> = {}) => ({
+  name: "l0",
+  weight: { dtype: "f32", shape: [2, 4], data: f32([1, -2, 3, -4, 5, -6, 7, -8]) },
+  actNormSq: { dtype: "f32", shape: [4], data: f32([1, 2, 3, 4]) },
+  ...over,
+});
+const request = (over: Record<string, unknown> = {}) => ({
+  method: "zpruner",
+  pattern: "layer",
+  sparsity: 0.5,
+  layers: [layer()],
+  ...over,
+});
+
+async function expectError(res: Response, status: number, code: string, messageIncludes?: string): Promise<string> {
+  const text = await res.text();
+  assert.equal(res.status, status, `status for ${code}: ${text}`);
+  const body = JSON.parse(text) as { error: { code: string; message: string } };
+  assert.equal(body.error.code, code, text);
+  assert.ok(body.error.message.length > 10, "the message says what is wrong");
+  if (messageIncludes) {
+    assert.ok(body.error.message.includes(messageIncludes), `"${body.error.message}" names "${messageIncludes}"`);
+  }
+  return body.error.message;
+}
+
+async function assertStillHealthy(server: TestServer): Promise<void> {
+  const h = await fetch(`${server.url}/healthz`);
+  assert.deepEqual(await h.json(), { status: "ok", backend: "cpu" });
+  const g = goldenCases().find((c) => c.name === "zpruner-layer-f16")!;
+  const res = await postPrune(server.url, g.request);
+  assert.equal(res.status, 200);
+  const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+  assert.deepEqual(goldenProblems(body.layers[0]!.mask, g.expected), []);
+}
+
+Deno.test("every error of the contract's table is answered with its status and code", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { maxBodyBytes: 64 * 1024 } });
+  const post = (body: unknown, headers?: Record<string, string>) => postPrune(server.url, encodeMsgpack(body), headers);
+  try {
+    // 400 bad_msgpack: garbage, truncation, trailing bytes, empty.
+    await expectError(await postPrune(server.url, new Uint8Array([0xc1, 0x00])), 400, "bad_msgpack");
+    const good = encodeMsgpack(request());
+    await expectError(await postPrune(server.url, good.subarray(0, good.length - 3)), 400, "bad_msgpack");
+    await expectError(await postPrune(server.url, new Uint8Array([...good, 0x01])), 400, "bad_msgpack", "trailing");
+    await expectError(await postPrune(server.url, new Uint8Array(0)), 400, "bad_msgpack");
+    // 413 too_large, from Content-Length before reading.
+    await expectError(await postPrune(server.url, new Uint8Array(65 * 1024)), 413, "too_large");
+    // 415 unsupported_media_type.
+    const asJson = await fetch(`${server.url}/v1/prune`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    await expectError(asJson, 415, "unsupported_media_type");
+    const untyped = await fetch(`${server.url}/v1/prune`, { method: "POST", body: good });
+    await expectError(untyped, 415, "unsupported_media_type");
+    // x-msgpack is accepted too.
+    assert.equal((await postPrune(server.url, good, { "content-type": "application/x-msgpack" })).status, 200);
+    // 422 invalid_request: the message names the field path.
+    await expectError(await post({ method: "zpruner" }), 422, "invalid_request", "layers");
+    await expectError(await post(request({ sparsity: undefined })), 422, "invalid_request", "sparsity");
+    await expectError(await post(request({ sparsity: 1 })), 422, "invalid_request", "sparsity");
+    await expectError(await post(request({ method: "obs" })), 422, "invalid_request", "method");
+    await expectError(await post(request({ pattern: "4:2" })), 422, "invalid_request", "pattern");
+    await expectError(await post(request({ layers: [layer({ name: 7 })] })), 422, "invalid_request", "layers[0].name");
+    await expectError(
+      await post(request({ layers: [layer({ weight: { dtype: "f64", shape: [2, 4], data: f32([]) } })] })),
+      422,
+      "invalid_request",
+      "layers[0].weight.dtype",
+    );
+    await expectError(
+      await post(
+        request({ layers: [layer({ weight: { dtype: "f32", shape: [8], data: f32([1, 2, 3, 4, 5, 6, 7, 8]) } })] }),
+      ),
+      422,
+      "invalid_request",
+      "layers[0].weight.shape",
+    );
+    // 422 invalid_request: a negative actNormSq entry.
+    await expectError(
+      await post(request({ layers: [layer({ actNormSq: { dtype: "f32", shape: [4], data: f32([1, -2, 3, 4]) } })] })),
+      422,
+      "invalid_request",
+      "actNormSq[1]",
+    );
+    // 422 shape_mismatch: data length, actNormSq length, cols not a multiple of M.
+    await expectError(
+      await post(
+        request({ layers: [layer({ weight: { dtype: "f16", shape: [2, 4], data: f32([1, 2, 3, 4, 5, 6, 7, 8]) } })] }),
+      ),
+      422,
+      "shape_mismatch",
+      "layers[0].weight",
+    );
+    await expectError(
+      await post(request({ layers: [layer({ actNormSq: { dtype: "f32", shape: [3], data: f32([1, 2, 3]) } })] })),
+      422,
+      "shape_mismatch",
+      "actNormSq",
+    );
+    await expectError(await post(request({ pattern: "2:3" })), 422, "shape_mismatch", "multiple of M");
+    // 422 non_finite: the message gives the layer and the first index.
+    await expectError(
+      await post(
+        request({
+          layers: [
+            layer(),
+            layer({
+              name: "bad",
+              weight: { dtype: "f32", shape: [2, 4], data: f32([1, 2, 3, 4, 5, NaN, 7, Infinity]) },
+            }),
+          ],
+        }),
+      ),
+      422,
+      "non_finite",
+      "bad",
+    );
+    const nan = await expectError(
+      await post(
+        request({
+          layers: [layer({ weight: { dtype: "f32", shape: [2, 4], data: f32([1, 2, 3, 4, 5, NaN, 7, 8]) } })],
+        }),
+      ),
+      422,
+      "non_finite",
+    );
+    assert.ok(nan.includes("weight[5]"), nan);
+    await expectError(
+      await post(
+        request({ layers: [layer({ actNormSq: { dtype: "f32", shape: [4], data: f32([1, Infinity, 3, 4]) } })] }),
+      ),
+      422,
+      "non_finite",
+      "actNormSq[1]",
+    );
+    // 422 activations_required, and dataFree lifts it.
+    await expectError(
+      await post(request({ layers: [layer({ actNormSq: undefined })] })),
+      422,
+      "activations_required",
+      "dataFree",
+    );
+    assert.equal(
+      (await post(request({ options: { dataFree: true }, layers: [layer({ actNormSq: undefined })] }))).status,
+      200,
+    );
+    // Unknown route.
+    await expectError(await fetch(`${server.url}/v2/prune`), 404, "not_found");
+    // Errors in msgpack when Accept names msgpack and not JSON.
+    const packed = await postPrune(server.url, new Uint8Array([0xc1]), { accept: "application/msgpack" });
+    assert.equal(packed.headers.get("content-type"), "application/msgpack");
+    assert.deepEqual(
+      (decodeMsgpack(new Uint8Array(await packed.arrayBuffer())) as { error: { code: string } }).error.code,
+      "bad_msgpack",
+    );
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("413 too_large while streaming a body without Content-Length", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { maxBodyBytes: 100_000 } });
+  try {
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(ctrl) {
+        if (sent > 10_000_000) return ctrl.close(); // never reached: the server stops reading at the limit
+        sent += 16_384;
+        ctrl.enqueue(new Uint8Array(16_384));
+      },
+    });
+    const res = await fetch(`${server.url}/v1/prune`, {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: stream,
+      duplex: "half",
+    } as RequestInit);
+    await expectError(res, 413, "too_large");
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("401 unauthorized without the configured bearer token", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { token: "s3cret-token" } });
+  try {
+    const body = encodeMsgpack(request());
+    await expectError(await postPrune(server.url, body), 401, "unauthorized");
+    await expectError(await postPrune(server.url, body, { authorization: "Bearer s3cret-tokem" }), 401, "unauthorized");
+    await expectError(await postPrune(server.url, body, { authorization: "s3cret-token" }), 401, "unauthorized");
+    await expectError(await fetch(`${server.url}/v1/info`), 401, "unauthorized");
+    await expectError(await fetch(`${server.url}/metrics`), 401, "unauthorized");
+    assert.equal((await postPrune(server.url, body, { authorization: "Bearer s3cret-token" })).status, 200);
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200, "health checks need no token");
+    await (await fetch(`${server.url}/healthz`)).body?.cancel();
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+/** A CPU backend whose computations wait at a gate the test opens: makes "the queue is full" deterministic. */
+function gated(inner: Backend): { backend: Backend; entered: Promise<void>; open: () => void } {
+  let open!: () => void, enter!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const entered = new Promise<void>((r) => (enter = r));
+  const backend: Backend = {
+    kind: inner.kind,
+    device: inner.device,
+    async prune(params: PruneParams, l: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
+      enter();
+      await gate;
+      return inner.prune(params, l, signal);
+    },
+    close: () => inner.close(),
+  };
+  return { backend, entered, open };
+}
+
+Deno.test("429 busy with Retry-After when the work queue is full", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  const { backend, entered, open } = gated(cpu);
+  const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 1 } });
+  try {
+    const body = encodeMsgpack(request());
+    const first = postPrune(server.url, body); // computes (held at the gate)
+    await entered;
+    const second = postPrune(server.url, body); // waits in the queue
+    await new Promise((r) => setTimeout(r, 100));
+    const third = await postPrune(server.url, body); // no room
+    assert.equal(third.headers.get("retry-after"), "1");
+    await expectError(third, 429, "busy");
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^zprune_queue_depth 1$/m);
+    open();
+    assert.equal((await first).status, 200);
+    assert.equal((await second).status, 200);
+    await assertStillHealthy(server);
+  } finally {
+    open();
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("a backend failure mid-request answers 503 and the next request succeeds", async () => {
+  const backend = createCpuBackend({ threads: 2, parallelMin: 0 });
+  const server = await startServer({ backend });
+  try {
+    // A layer large enough that the workers are busy when the drill kills one.
+    const rows = 512, cols = 1024;
+    const w = new Float32Array(rows * cols).map((_, i) => Math.sin(i) * 0.02);
+    const big = encodeMsgpack(
+      request({
+        layers: [
+          layer({ weight: { dtype: "f32", shape: [rows, cols], data: new Uint8Array(w.buffer) }, actNormSq: null }),
+        ],
+        options: { dataFree: true },
+      }),
+    );
+    assert.equal((await postPrune(server.url, big)).status, 200, "warm-up");
+    const pending = postPrune(server.url, big);
+    await new Promise((r) => setTimeout(r, 15));
+    backend.crashWorker(0);
+    const res = await pending;
+    if (res.status === 200) {
+      // The request finished before the drill: try again with the drill during the work.
+      await res.body?.cancel();
+      const again = postPrune(server.url, big);
+      await new Promise((r) => setTimeout(r, 1));
+      backend.crashWorker(1);
+      await expectError(await again, 503, "unavailable");
+    } else {
+      await expectError(res, 503, "unavailable", "restarted");
+    }
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^zprune_backend_restarts_total [1-9]/m);
+    assert.equal((await postPrune(server.url, big)).status, 200);
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});

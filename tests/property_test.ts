@@ -1,0 +1,131 @@
+/**
+ * Property tests of the CPU backend against the slow, obvious oracle of tests/_oracle.ts: random shapes from
+ * 1x1 to 300x500 (odd sizes), sparsities 0, tiny, 0.5 and 0.99, every pattern, method and dtype, exact ties,
+ * zero rows and columns. The inline path and the worker pool must also agree bit for bit.
+ */
+import assert from "node:assert/strict";
+import type { DType, Method, Pattern } from "../contract/api.ts";
+import { DEFAULT_EXPONENT } from "../contract/api.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
+import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
+import { randomLayer, rng } from "./_random.ts";
+
+const METHODS: Method[] = ["zpruner", "wanda", "ria", "magnitude"];
+const DTYPES: DType[] = ["f32", "f16", "bf16"];
+
+interface Case {
+  rows: number;
+  cols: number;
+  dtype: DType;
+  method: Method;
+  pattern: Pattern;
+  ties: boolean;
+  zeros: boolean;
+  exponent: number;
+}
+
+/** Draws the cases: a fixed seed, so a failure names a reproducible case. */
+function cases(count: number, seed: number): Case[] {
+  const rand = rng(seed);
+  const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!;
+  const out: Case[] = [];
+  const shapes = [[1, 1], [1, 8], [3, 5], [7, 13], [17, 33], [31, 64], [64, 100], [129, 257], [300, 500], [301, 499]];
+  for (let i = 0; i < count; i++) {
+    let [rows, cols] = shapes[i % shapes.length]!;
+    const kind = pick(["layer", "row", "nm"] as const);
+    let pattern: Pattern;
+    if (kind === "nm") {
+      const [n, m] = pick([[2, 4], [4, 8], [1, 3], [3, 8], [1, 2]]);
+      cols = Math.max(m!, Math.round(cols! / m!) * m!);
+      pattern = { kind, n: n!, m: m! };
+    } else {
+      const total = kind === "layer" ? rows! * cols! : cols!;
+      pattern = { kind, sparsity: pick([0, 1.5 / total, 0.5, 0.99]) };
+    }
+    const method = METHODS[i % METHODS.length]!;
+    out.push({
+      rows: rows!,
+      cols: cols!,
+      dtype: DTYPES[(i >> 2) % DTYPES.length]!,
+      method,
+      pattern,
+      ties: rand() < 0.3,
+      zeros: rand() < 0.3,
+      exponent: rand() < 0.8 ? DEFAULT_EXPONENT[method] : pick([0, 1, 2, 3]),
+    });
+  }
+  return out;
+}
+
+function describe(c: Case): string {
+  const p = c.pattern.kind === "nm" ? `${c.pattern.n}:${c.pattern.m}` : `${c.pattern.kind}@${c.pattern.sparsity}`;
+  return `${c.method} ${p} ${c.dtype} ${c.rows}x${c.cols}${c.ties ? " ties" : ""}${
+    c.zeros ? " zeros" : ""
+  } exp=${c.exponent}`;
+}
+
+function build(c: Case, seed: number): { params: PruneParams; layer: LayerJob } {
+  const { weight, actNormSq } = randomLayer(rng(seed), c);
+  const params: PruneParams = {
+    method: c.method,
+    pattern: c.pattern,
+    exponent: c.exponent,
+    returnWeight: true,
+    returnScore: true,
+  };
+  return { params, layer: { name: "p", rows: c.rows, cols: c.cols, dtype: c.dtype, weight, actNormSq } };
+}
+
+Deno.test("CPU backend matches the sort-based oracle on 160 random layers", async () => {
+  const all = cases(160, 20261128);
+  for (const [i, c] of all.entries()) {
+    const { params, layer } = build(c, i + 1);
+    const out = await pruneLayer(params, layer);
+    const W = oracleDecode(layer.weight, c.dtype);
+    const act = Array.from(layer.actNormSq!);
+    const { scores, alpha } = oracleScores(
+      c.method,
+      W,
+      c.rows,
+      c.cols,
+      c.method === "magnitude" ? null : act,
+      c.exponent,
+    );
+    const sel = oracleSelect(scores, c.rows, c.cols, c.pattern);
+    const problems = compareWithOracle(out.mask, scores, sel);
+    assert.deepEqual(problems, [], `case ${i}: ${describe(c)}`);
+    const expectedPruned = sel.pruned.filter(Boolean).length;
+    assert.equal(out.stats.pruned, expectedPruned, `case ${i}: pruned count`);
+    assert.equal(out.stats.total, c.rows * c.cols);
+    if (alpha !== undefined) assert.ok(Math.abs(out.stats.alpha! - alpha) < 1e-12, `case ${i}: alpha`);
+    // Returned scores are the oracle's, rounded to float32.
+    for (let j = 0; j < scores.length; j += Math.max(1, scores.length >> 6)) {
+      const want = Math.fround(scores[j]!);
+      assert.ok(Math.abs(out.score![j]! - want) <= 1e-6 * Math.max(want, 1e-30), `case ${i}: score[${j}]`);
+    }
+    // Returned weights are the input with exactly the pruned ones zeroed.
+    const back = oracleDecode(out.weight!, c.dtype);
+    for (let j = 0; j < W.length; j++) {
+      const isPruned = ((out.mask[j >> 3]! >> (j & 7)) & 1) === 1;
+      assert.ok(isPruned ? back[j] === 0 : Object.is(back[j], W[j]), `case ${i}: weight[${j}]`);
+    }
+  }
+});
+
+Deno.test("CPU worker pool and inline path give identical bits", async () => {
+  const backend = createCpuBackend({ threads: 2, parallelMin: 0 });
+  try {
+    for (const [i, c] of cases(48, 77).entries()) {
+      const { params, layer } = build(c, 1000 + i);
+      const a = await pruneLayer(params, layer);
+      const b = await backend.prune(params, layer);
+      assert.deepEqual(b.mask, a.mask, `case ${i}: ${describe(c)}`);
+      assert.deepEqual(b.stats, a.stats, `case ${i}: stats`);
+      assert.deepEqual(b.score, a.score, `case ${i}: scores`);
+    }
+  } finally {
+    await backend.close();
+  }
+});
