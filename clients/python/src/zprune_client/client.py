@@ -161,9 +161,14 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _lower_keys(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
+    """Header names are case-insensitive: keep them in lower case."""
+    return {k.lower(): v for k, v in items}
+
+
 def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneError:
-    retry = _retry_after(headers.get("Retry-After"))
-    ctype = (headers.get("Content-Type") or "").lower()
+    retry = _retry_after(headers.get("retry-after"))
+    ctype = (headers.get("content-type") or "").lower()
     parsed: Any = None
     try:
         parsed = decode_body(body) if "msgpack" in ctype else json.loads(body.decode("utf-8"))
@@ -220,7 +225,8 @@ class ZpruneClient:
         body: Optional[bytes] = None,
         content_type: str = "application/msgpack",
     ) -> Tuple[int, Dict[str, str], bytes]:
-        """Sends one HTTP request, retrying 429 and 503; returns ``(status, headers, body)`` of a 2xx answer.
+        """Sends one HTTP request, retrying 429 and 503; returns ``(status, headers, body)`` of a 2xx answer
+        (header names in lower case).
 
         Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
         reached.
@@ -238,9 +244,9 @@ class ZpruneClient:
             req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.status, dict(resp.headers.items()), resp.read()
+                    return resp.status, _lower_keys(resp.headers.items()), resp.read()
             except urllib.error.HTTPError as e:
-                err = _error_from(e.code, dict(e.headers.items()) if e.headers else {}, e.read())
+                err = _error_from(e.code, _lower_keys(e.headers.items()) if e.headers else {}, e.read())
                 e.close()
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise err from None
@@ -256,7 +262,7 @@ class ZpruneClient:
 
     def _get_json(self, path: str) -> Dict[str, Any]:
         _, headers, body = self.request("GET", path)
-        if "msgpack" in (headers.get("Content-Type") or ""):
+        if "msgpack" in (headers.get("content-type") or ""):
             return dict(decode_body(body))
         return dict(json.loads(body.decode("utf-8")))
 

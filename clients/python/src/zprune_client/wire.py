@@ -10,7 +10,7 @@ numpy has no bfloat16: a bf16 tensor is held as a ``uint16`` (or ``int16``) arra
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple
 
 import msgpack
 import numpy as np
@@ -24,7 +24,7 @@ ArrayLike = Any
 #: Bytes per element of each wire dtype.
 DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
 
-_NUMPY_LE = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
+_NUMPY_LE: Dict[str, "np.dtype[Any]"] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
 
 __all__ = [
     "WireDType",
