@@ -42,8 +42,6 @@ export interface EngineOptions {
   maxTileBytes?: number;
   /** Idle bytes the buffer pool may keep (default 1 GiB). */
   poolBytes?: number;
-  /** Measure GPU time per stage (timestamp queries where the adapter has them, else wall time per submit). */
-  profile?: boolean;
 }
 
 /** GPU milliseconds per stage of one `prune()`, when profiling. */
@@ -128,7 +126,6 @@ export class GpuEngine {
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
-  readonly #profile: boolean;
   readonly #timestamps: boolean;
   #dummy: GPUBuffer | null = null;
 
@@ -139,8 +136,7 @@ export class GpuEngine {
     this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 30);
     const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     this.#tileBytes = Math.floor(Math.min(limit, opts.maxTileBytes ?? Infinity) / 256) * 256;
-    this.#profile = opts.profile ?? false;
-    this.#timestamps = this.#profile && device.features.has("timestamp-query");
+    this.#timestamps = device.features.has("timestamp-query");
     device.lost.then((info) => {
       this.lost = info.message || String(info.reason) || "device lost";
     });
@@ -160,7 +156,8 @@ export class GpuEngine {
     if (fallback && !opts.allowFallback) return null;
     const features: GPUFeatureName[] = [];
     if (adapter.features.has("shader-f16")) features.push("shader-f16");
-    if (opts.profile && adapter.features.has("timestamp-query")) features.push("timestamp-query");
+    // Only `prune(..., { profile: true })` (the benchmark) writes timestamps; requesting the feature costs nothing.
+    if (adapter.features.has("timestamp-query")) features.push("timestamp-query");
     const device = await adapter.requestDevice({
       label: "zprune",
       requiredFeatures: features,
@@ -220,13 +217,21 @@ export class GpuEngine {
     if (err) throw new ZpruneError("unavailable", `WebGPU kernel compilation failed: ${err.message}`);
   }
 
-  /** Prunes one layer; `stages` is filled when the engine was opened with `profile`. */
-  async prune(params: PruneParams, layer: LayerJob): Promise<{ output: LayerOutput; stages?: StageTimes }> {
+  /**
+   * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
+   * them, else wall time around each stage's own submit (which serialises the stages, so use it only to profile).
+   */
+  async prune(
+    params: PruneParams,
+    layer: LayerJob,
+    opts: { profile?: boolean } = {},
+  ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
-    const job = new Job(this.device, this.#pool, this.#profile, this.#timestamps);
+    const profile = opts.profile ?? false;
+    const job = new Job(this.device, this.#pool, profile, profile && this.#timestamps);
     try {
       const output = await this.#run(job, params, layer);
-      const stages = this.#profile ? await job.stageTimes() : undefined;
+      const stages = profile ? await job.stageTimes() : undefined;
       return { output, stages };
     } catch (e) {
       if (e instanceof ZpruneError) throw e;

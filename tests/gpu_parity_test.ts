@@ -261,7 +261,7 @@ function randomCases(count: number, seed: number): Case[] {
   const cases: Case[] = [];
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   for (let i = 0; i < count; i++) {
-    const kind = pick(["normal", "normal", "ties", "zeros", "constant"] as const);
+    let kind = pick(["normal", "normal", "ties", "zeros", "constant"] as const);
     const patternKind = pick(["layer", "layer", "row", "nm"] as const);
     let rows = 1 + Math.floor(rand() ** 2 * 300);
     let cols = 1 + Math.floor(rand() ** 2 * 500);
@@ -276,6 +276,8 @@ function randomCases(count: number, seed: number): Case[] {
     }
     if (i === 0) [rows, cols, pattern] = [1, 1, { kind: "layer", sparsity: 0.99 }];
     const method = pick(METHODS);
+    // Z-scores of a constant matrix are 0/0: every backend's answer is rounding noise, so no comparison is possible.
+    if (kind === "constant" && method === "zpruner") kind = "ties";
     cases.push({
       rows,
       cols,

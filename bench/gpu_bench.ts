@@ -1,0 +1,143 @@
+/**
+ * GPU benchmark of the WebGPU engine: per case, GPU milliseconds per stage (timestamp queries where the adapter has
+ * them, else wall time around each stage's submit) and wall milliseconds per request (upload, all stages, read-back
+ * of the mask), best and median of `--repeat` runs after one warm-up. Prints one JSON line per case.
+ *
+ * Runs the engine in-process (no worker), so it also works as a single-file bundle on a GPU machine:
+ *   deno bundle bench/gpu_bench.ts -o gpu_bench.js && deno run -A gpu_bench.js --shapes 4096x4096
+ *
+ * Flags: --shapes 4096x4096,4096x11008 (default: the five LLM shapes below) --patterns layer,row,2:4
+ *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software
+ *   adapter such as lavapipe; use small shapes there) --return-weight --return-score
+ */
+import { parseArgs } from "node:util";
+import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { GpuEngine } from "../gpu/engine.ts";
+
+/** Linear-layer shapes of 7B-70B class models: attention, MLP up/gate and down, and a wide MLP. */
+const DEFAULT_SHAPES = ["4096x4096", "4096x11008", "11008x4096", "14336x4096", "8192x28672"];
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    shapes: { type: "string", default: DEFAULT_SHAPES.join(",") },
+    patterns: { type: "string", default: "layer,row,2:4" },
+    method: { type: "string", default: "zpruner" },
+    dtype: { type: "string", default: "f16" },
+    sparsity: { type: "string", default: "0.5" },
+    repeat: { type: "string", default: "5" },
+    fallback: { type: "boolean", default: false },
+    "return-weight": { type: "boolean", default: false },
+    "return-score": { type: "boolean", default: false },
+  },
+});
+
+/** f32 -> f16 bits (round to nearest even; the benchmark's values are normal numbers well inside range). */
+function f16Bits(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000, e = ((u >>> 23) & 0xff) - 112, m = u & 0x7fffff;
+  if (e <= 0) return sign;
+  let h = (e << 10) | (m >>> 13);
+  const rest = m & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  return sign | h;
+}
+
+/** A random rows x cols layer of N(0, 0.02²) weights in `dtype`, and positive activations. */
+function makeLayer(rows: number, cols: number, dtype: DType): LayerJob {
+  // Draw from a table of 65536 normal samples indexed by a xorshift PRNG: fast enough for 235M weights.
+  let s = 0x9e3779b9;
+  const next = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return s >>> 0;
+  };
+  const table = new Float32Array(65536);
+  for (let i = 0; i < table.length; i++) {
+    const u1 = (next() + 1) / 4294967297, u2 = next() / 4294967296;
+    table[i] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2) * 0.02;
+  }
+  const n = rows * cols;
+  let weight: Uint8Array;
+  if (dtype === "f32") {
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = table[next() & 0xffff]!;
+    weight = new Uint8Array(v.buffer);
+  } else {
+    const bits = new Uint16Array(65536);
+    for (let i = 0; i < 65536; i++) {
+      bits[i] = dtype === "f16" ? f16Bits(table[i]!) : new Uint32Array(new Float32Array([table[i]!]).buffer)[0]! >>> 16;
+    }
+    const v = new Uint16Array(n);
+    for (let i = 0; i < n; i++) v[i] = bits[next() & 0xffff]!;
+    weight = new Uint8Array(v.buffer);
+  }
+  const act = new Float32Array(cols);
+  for (let j = 0; j < cols; j++) act[j] = 0.5 + (next() / 4294967296) * 4;
+  return { name: `${rows}x${cols}`, rows, cols, dtype, weight, actNormSq: act };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)]!;
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+const engine = await GpuEngine.create({ allowFallback: values.fallback });
+if (!engine) {
+  console.error("no WebGPU adapter (pass --fallback to accept a software one)");
+  Deno.exit(2);
+}
+await engine.warm();
+const method = values.method as Method;
+const dtype = values.dtype as DType;
+const repeat = Math.max(1, Number(values.repeat));
+
+for (const shape of values.shapes.split(",")) {
+  const [rows, cols] = shape.split("x").map(Number) as [number, number];
+  const layer = makeLayer(rows, cols, dtype);
+  for (const patternText of values.patterns.split(",")) {
+    const params: PruneParams = {
+      method,
+      pattern: parsePattern(patternText, Number(values.sparsity)),
+      exponent: DEFAULT_EXPONENT[method],
+      returnWeight: values["return-weight"],
+      returnScore: values["return-score"],
+    };
+    await engine.prune(params, layer); // warm-up: pipelines, pool buffers
+    const requestMs: number[] = [];
+    const stageRuns: Record<string, number[]> = {};
+    let source = "";
+    for (let i = 0; i < repeat; i++) {
+      // Request time without profiling (profiling without timestamps adds a sync per stage).
+      const t0 = performance.now();
+      await engine.prune(params, layer);
+      requestMs.push(performance.now() - t0);
+      const { stages } = await engine.prune(params, layer, { profile: true });
+      source = stages!.source;
+      for (const [k, v] of Object.entries(stages!.ms)) (stageRuns[k] ??= []).push(v);
+    }
+    const stageMs: Record<string, number> = {};
+    let gpuMs = 0;
+    for (const [k, v] of Object.entries(stageRuns)) {
+      stageMs[k] = round(median(v));
+      gpuMs += median(v);
+    }
+    console.log(JSON.stringify({
+      device: engine.description,
+      shape: [rows, cols],
+      dtype,
+      method,
+      pattern: patternText,
+      repeat,
+      timing: source,
+      stageMs,
+      gpuMs: round(gpuMs),
+      requestMs: { best: round(Math.min(...requestMs)), median: round(median(requestMs)) },
+    }));
+  }
+}
+engine.destroy();
