@@ -15,7 +15,12 @@ function binViews(value: unknown): unknown {
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   if (Array.isArray(value)) return value.map(binViews);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = binViews(v);
+  for (const [k, v] of Object.entries(value)) {
+    // defineProperty, not assignment: a "__proto__" key stays a key instead of replacing the prototype.
+    if (v !== undefined) {
+      Object.defineProperty(out, k, { value: binViews(v), enumerable: true, writable: true, configurable: true });
+    }
+  }
   return out;
 }
 

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { ZpruneError } from "./errors.ts";
+import { decodeMsgpack, encodeMsgpack } from "./wire.ts";
+
+Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
+  const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
+  const b = encodeMsgpack({ x: new Float32Array([3, 4]) });
+  assert.equal(a[3], 0xc4, "bin 8, not an extension type");
+  const da = decodeMsgpack(a) as { x: Uint8Array };
+  assert.deepEqual(Array.from(new Float32Array(da.x.slice().buffer)), [1, 2]);
+  assert.notDeepEqual(a, b);
+});
+
+Deno.test("decodeMsgpack() refuses truncated, trailing, empty and extension-typed bodies", () => {
+  const good = encodeMsgpack({ a: [1, 2, 3] });
+  const bad = [
+    good.subarray(0, 3),
+    new Uint8Array([...good, 0]),
+    new Uint8Array(0),
+    new Uint8Array([0xd6, 0xff, 0, 0, 0, 1]),
+    new Uint8Array([0x91, 0xc1]),
+  ];
+  for (const b of bad) {
+    assert.throws(() => decodeMsgpack(b), (e: unknown) => e instanceof ZpruneError && e.code === "bad_msgpack");
+  }
+});
+
+Deno.test("decodeMsgpack() keeps __proto__ keys from touching prototypes", () => {
+  const v = decodeMsgpack(encodeMsgpack(JSON.parse('{"__proto__": {"polluted": 1}}'))) as Record<string, unknown>;
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  assert.equal(Object.getPrototypeOf(v), Object.prototype);
+});

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite: Deno's tests (CPU, WebGPU on any adapter, Bun, end to end), then the Python client's
+# pytest suite and notebooks against a live server. Ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NO_COLOR=1
+log=$(mktemp -d)
+passed=0
+failed=0
+
+# Deno: its summary reads "ok | 40 passed | 0 failed (12s)" or "FAILED | 39 passed | 1 failed (12s)".
+deno_bin=node_modules/.bin/deno
+"$deno_bin" test -A "$@" 2>&1 | tee "$log/deno.txt"
+deno_status=${PIPESTATUS[0]}
+summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -1)
+p=$(sed -E 's/.*\| ([0-9]+) passed.*/\1/' <<<"$summary")
+f=$(sed -E 's/.*\| ([0-9]+) failed.*/\1/' <<<"$summary")
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-0}))
+if [ "$deno_status" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); echo "deno test exited $deno_status"; fi
+
+# Python client and notebooks (only for the full suite, not when Deno test filters were given).
+if [ $# -eq 0 ] && [ -x clients/python/run_tests.sh ]; then
+  clients/python/run_tests.sh 2>&1 | tee "$log/py.txt"
+  py_status=${PIPESTATUS[0]}
+  line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log/py.txt" | tail -1)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
+  f=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | awk '{s += $1} END {print s + 0}')
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  # The notebooks count as one test each way: they ran top to bottom and showed the expected figures, or not.
+  if grep -q '^== notebooks exit 0' "$log/py.txt"; then passed=$((passed + 1));
+  elif grep -q '^== notebooks exit' "$log/py.txt"; then failed=$((failed + 1)); fi
+  if [ "$py_status" != 0 ] && [ "${f:-0}" = 0 ] && ! grep -q '^== notebooks exit [1-9]' "$log/py.txt"; then failed=$((failed + 1)); fi
+fi
+
+rm -rf "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
