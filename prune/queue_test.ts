@@ -36,8 +36,9 @@ Deno.test("WorkQueue drops a waiting job whose signal aborts, without running it
   const first = q.run(() => new Promise<void>((r) => (release = r)));
   const ctl = new AbortController();
   let ran = false;
-  const second = q.run(async () => {
+  const second = q.run(() => {
     ran = true;
+    return Promise.resolve();
   }, ctl.signal);
   ctl.abort(new Error("client went away"));
   await assert.rejects(second, /client went away/);
