@@ -1,7 +1,10 @@
 /**
- * A free list of GPU buffers keyed by (size, usage). Buffers go back to the pool once the submit that used them
- * has been queued: WebGPU orders later writes and submits after it, so reuse by a later job is safe. The pool
+ * A free list of GPU buffers keyed by (label, size, usage). Buffers go back to the pool once the submit that used
+ * them has been queued: WebGPU orders later writes and submits after it, so reuse by a later job is safe. The pool
  * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed.
+ *
+ * The label is part of the key because Deno ignores assignments to `GPUBuffer.label`: a reused buffer must keep a
+ * truthful name for validation messages. Layers of one model repeat a few shapes, so reuse stays high.
  */
 
 /** Rounds a byte size up to the pool's granularity (256 bytes), so near-equal sizes share buffers. */
@@ -9,7 +12,11 @@ export function poolSize(bytes: number): number {
   return Math.max(256, Math.ceil(bytes / 256) * 256);
 }
 
-/** A size- and usage-keyed free list of `GPUBuffer`s. */
+function key(label: string, usage: number, size: number): string {
+  return `${label}|${usage}|${size}`;
+}
+
+/** A label-, size- and usage-keyed free list of `GPUBuffer`s. */
 export class BufferPool {
   readonly #device: GPUDevice;
   readonly #maxIdleBytes: number;
@@ -35,15 +42,14 @@ export class BufferPool {
     return this.#live;
   }
 
-  /** A buffer of at least `bytes` bytes with exactly `usage`, reused when one is idle; labelled `label`. */
+  /** A buffer of at least `bytes` bytes with exactly `usage` and `label`, reused when one is idle. */
   acquire(bytes: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
     const size = poolSize(bytes);
-    const list = this.#free.get(`${usage}:${size}`);
+    const list = this.#free.get(key(label, usage, size));
     const reused = list?.pop();
     if (reused) {
       this.#idleOrder = this.#idleOrder.filter((b) => b !== reused);
       this.#idleBytes -= reused.size;
-      reused.label = label;
       return reused;
     }
     this.#live++;
@@ -53,16 +59,16 @@ export class BufferPool {
   /** Returns buffers to the pool; call after the submit that uses them has been queued. */
   release(...buffers: GPUBuffer[]): void {
     for (const b of buffers) {
-      const key = `${b.usage}:${b.size}`;
-      let list = this.#free.get(key);
-      if (!list) this.#free.set(key, list = []);
+      const k = key(b.label, b.usage, b.size);
+      let list = this.#free.get(k);
+      if (!list) this.#free.set(k, list = []);
       list.push(b);
       this.#idleOrder.push(b);
       this.#idleBytes += b.size;
     }
     while (this.#idleBytes > this.#maxIdleBytes && this.#idleOrder.length > 0) {
       const old = this.#idleOrder.shift()!;
-      const list = this.#free.get(`${old.usage}:${old.size}`)!;
+      const list = this.#free.get(key(old.label, old.usage, old.size))!;
       list.splice(list.indexOf(old), 1);
       this.#idleBytes -= old.size;
       this.#live--;

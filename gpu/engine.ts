@@ -40,7 +40,7 @@ export interface EngineOptions {
   allowFallback: boolean;
   /** Cap on the bytes of one row-tile (default: the device's storage-binding limit); tests lower it to tile. */
   maxTileBytes?: number;
-  /** Idle bytes the buffer pool may keep (default 1 GiB). */
+  /** Idle bytes the buffer pool may keep (default 2 GiB). */
   poolBytes?: number;
 }
 
@@ -133,7 +133,7 @@ export class GpuEngine {
     this.device = device;
     this.description = describe(info);
     this.isFallback = fallback;
-    this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 30);
+    this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
     const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     this.#tileBytes = Math.floor(Math.min(limit, opts.maxTileBytes ?? Infinity) / 256) * 256;
     this.#timestamps = device.features.has("timestamp-query");

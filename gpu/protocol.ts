@@ -7,7 +7,9 @@ import type { EngineOptions } from "./engine.ts";
 export type ToWorker =
   | { type: "init"; opts: EngineOptions }
   | { type: "prune"; id: number; params: PruneParams; layer: LayerJob }
-  | { type: "close" };
+  | { type: "close" }
+  /** Destroys the device now (a real device loss, for tests of the recovery path). */
+  | { type: "lose-device" };
 
 /** Worker to main thread. */
 export type FromWorker =

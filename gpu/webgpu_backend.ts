@@ -108,7 +108,7 @@ export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<B
 }
 
 /** The main-thread half of the WebGPU backend. */
-class WebGpuBackend implements Backend {
+export class WebGpuBackend implements Backend {
   readonly kind = "webgpu" as const;
   readonly device: string;
   readonly #opts: WebGpuBackendOptions;
@@ -147,6 +147,11 @@ class WebGpuBackend implements Backend {
       this.#queue.push(job);
       this.#pump();
     });
+  }
+
+  /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
+  simulateDeviceLoss(): void {
+    this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
   /** Stops the worker and releases the device; queued layers are answered `unavailable`. */

@@ -56,6 +56,7 @@ scope.onmessage = (e) => {
   const msg = e.data;
   if (msg.type === "init") queue = queue.then(() => init(msg));
   else if (msg.type === "prune") queue = queue.then(() => prune(msg));
+  else if (msg.type === "lose-device") engine?.device.destroy(); // not queued: it must hit the job in flight
   else if (msg.type === "close") {
     queue = queue.then(() => {
       engine?.destroy();

@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { BufferPool, poolSize } from "./buffer_pool.ts";
+
+const adapter = await navigator.gpu?.requestAdapter();
+const device = adapter ? await adapter.requestDevice() : null;
+const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+
+Deno.test("poolSize() rounds up to 256 bytes", () => {
+  assert.equal(poolSize(1), 256);
+  assert.equal(poolSize(256), 256);
+  assert.equal(poolSize(257), 512);
+});
+
+Deno.test({
+  name: "BufferPool reuses a released buffer of the same label, size and usage only",
+  ignore: !device,
+  fn() {
+    const pool = new BufferPool(device!, 1 << 20);
+    const a = pool.acquire(1000, USAGE, "a");
+    pool.release(a);
+    const b = pool.acquire(1024, USAGE, "a");
+    assert.equal(b, a);
+    assert.equal(b.label, "a");
+    const c = pool.acquire(1000, USAGE | GPUBufferUsage.COPY_SRC, "a");
+    assert.notEqual(c, a, "another usage is another key");
+    pool.release(b);
+    const d = pool.acquire(1000, USAGE, "d");
+    assert.notEqual(d, a, "another label is another key");
+    assert.equal(pool.liveBuffers, 3);
+    pool.release(c, d);
+    pool.clear();
+    assert.equal(pool.liveBuffers, 0);
+  },
+});
+
+Deno.test({
+  name: "BufferPool destroys the oldest idle buffers beyond its byte cap",
+  ignore: !device,
+  fn() {
+    const pool = new BufferPool(device!, 4096);
+    const bufs = [0, 1, 2].map(() => pool.acquire(2048, USAGE, "b"));
+    pool.release(...bufs);
+    assert.equal(pool.idleBytes, 4096);
+    assert.equal(pool.liveBuffers, 2);
+    // The first released was evicted; the two newest are reused.
+    const again = [pool.acquire(2048, USAGE, "b"), pool.acquire(2048, USAGE, "b")];
+    assert.ok(again.includes(bufs[1]!) && again.includes(bufs[2]!));
+    pool.release(...again);
+    pool.clear();
+  },
+});

@@ -1,0 +1,156 @@
+/**
+ * The WebGPU backend's service behaviour: adapter policy, recovery from a lost device and from a hung layer,
+ * cancellation and shutdown. Masks themselves are checked in tests/gpu_parity_test.ts.
+ */
+import assert from "node:assert/strict";
+import { ZpruneError } from "../contract/errors.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { createWebGpuBackend, WebGpuBackend } from "./webgpu_backend.ts";
+import { GpuEngine } from "./engine.ts";
+
+/** Whether any adapter (software included) exists here; tests are skipped only when none does. */
+const probe = await GpuEngine.create({ allowFallback: true });
+const hasAdapter = probe !== null;
+const isFallback = probe?.isFallback ?? false;
+probe?.destroy();
+const ignore = !hasAdapter;
+
+const PARAMS: PruneParams = {
+  method: "magnitude",
+  pattern: { kind: "layer", sparsity: 0.5 },
+  exponent: 1,
+  returnWeight: false,
+  returnScore: false,
+};
+
+/** A rows x cols f32 layer whose weight i is i + 1, so the pruned ones are the first half in row-major order. */
+function ramp(rows: number, cols: number): LayerJob {
+  const v = new Float32Array(rows * cols).map((_, i) => i + 1);
+  return { name: `ramp-${rows}x${cols}`, rows, cols, dtype: "f32", weight: new Uint8Array(v.buffer), actNormSq: null };
+}
+
+/** True when the mask prunes exactly the first floor(n/2) entries. */
+function firstHalfPruned(mask: Uint8Array, n: number): boolean {
+  for (let i = 0; i < n; i++) if (((mask[i >>> 3]! >> (i & 7)) & 1) !== (i < Math.floor(n / 2) ? 1 : 0)) return false;
+  return true;
+}
+
+const isUnavailable = (e: unknown) => e instanceof ZpruneError && e.code === "unavailable";
+
+Deno.test({
+  name: "createWebGpuBackend() refuses a fallback adapter unless allowed",
+  ignore: !isFallback,
+  async fn() {
+    assert.equal(await createWebGpuBackend({ allowFallback: false }), null);
+  },
+});
+
+Deno.test({
+  name: "webgpu: reports kind and the adapter's description",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    try {
+      assert.equal(b.kind, "webgpu");
+      assert.ok(b.device.length > 0);
+      const out = await b.prune(PARAMS, ramp(9, 7));
+      assert.ok(firstHalfPruned(out.mask, 63));
+      assert.equal(out.stats.threshold, 31);
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a lost device fails only the layer in flight, then a fresh device answers",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true })) as WebGpuBackend;
+    try {
+      const inFlight = b.prune(PARAMS, ramp(300, 301)).then(() => "ok", (e) => e);
+      b.simulateDeviceLoss();
+      const first = await inFlight;
+      assert.ok(first === "ok" || isUnavailable(first), String(first));
+      // Whatever the timing, the next layers are answered by a new device.
+      for (let i = 0; i < 3; i++) {
+        const out = await b.prune(PARAMS, ramp(20, 30));
+        assert.ok(firstHalfPruned(out.mask, 600));
+      }
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a layer that outlives the watchdog is answered unavailable and the next one succeeds",
+  ignore,
+  async fn() {
+    // 1 ms is far too short for the 200x200 layer; every other layer gets a minute.
+    const b = (await createWebGpuBackend({
+      allowFallback: true,
+      jobTimeoutMs: (n) => n === 200 * 200 ? 1 : 60_000,
+    }))!;
+    try {
+      await assert.rejects(b.prune(PARAMS, ramp(200, 200)), isUnavailable);
+      const out = await b.prune(PARAMS, ramp(11, 13));
+      assert.ok(firstHalfPruned(out.mask, 143));
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: an aborted queued call is dropped; the others are answered in order",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    try {
+      const ac = new AbortController();
+      const a = b.prune(PARAMS, ramp(64, 64));
+      const dropped = b.prune(PARAMS, ramp(65, 65), ac.signal);
+      const c = b.prune(PARAMS, ramp(66, 66));
+      ac.abort(new Error("client went away"));
+      await assert.rejects(dropped, /client went away/);
+      assert.ok(firstHalfPruned((await a).mask, 64 * 64));
+      assert.ok(firstHalfPruned((await c).mask, 66 * 66));
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: close() answers queued calls unavailable and refuses new ones",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    const pending = [1, 2, 3].map(() => b.prune(PARAMS, ramp(50, 50)).then(() => "ok", (e) => e));
+    await b.close();
+    for (const r of await Promise.all(pending)) assert.ok(r === "ok" || isUnavailable(r), String(r));
+    await assert.rejects(b.prune(PARAMS, ramp(2, 2)), isUnavailable);
+  },
+});
+
+Deno.test({
+  name: "webgpu: a view into a larger buffer is copied, a whole buffer is transferred",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    try {
+      const body = new Uint8Array(3 + 6 * 4);
+      body.set(ramp(2, 3).weight, 3); // unaligned, as inside a msgpack body
+      const view: LayerJob = { ...ramp(2, 3), weight: body.subarray(3) };
+      const out = await b.prune(PARAMS, view);
+      assert.ok(firstHalfPruned(out.mask, 6));
+      assert.equal(body.byteLength, 27, "the request body must stay usable");
+      const own = ramp(2, 3);
+      await b.prune(PARAMS, own);
+      assert.equal(own.weight.byteLength, 0, "a whole buffer is moved to the worker, not copied");
+    } finally {
+      await b.close();
+    }
+  },
+});
