@@ -153,7 +153,7 @@ function f16Table(): Float32Array {
 }
 
 /** Decodes raw little-endian bytes of any supported dtype into a new Float32Array. */
-export function decodeToF32(data: Uint8Array, dtype: DType): Float32Array {
+export function decodeToF32(data: Uint8Array, dtype: DType): Float32Array<ArrayBuffer> {
   const n = data.byteLength / DTYPE_SIZE[dtype];
   const out = new Float32Array(n);
   if (dtype === "f32") {

@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { Arena, matmul } from "./kernels.ts";
+import { ForwardPool, loadModel, perplexity, readU16 } from "./mod.ts";
+
+const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
+const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
+
+Deno.test("matmul() SIMD path agrees with a float64 dot product, including row and column tails", () => {
+  const T = 7, n = 12, d = 10; // T % 3 and d % 4 exercise both tails
+  const arena = new Arena(1 << 16);
+  const x = arena.f32(T * n), w = arena.f32(d * n), out = arena.f32(T * d);
+  x.forEach((_, i) => (x[i] = Math.sin(i)));
+  w.forEach((_, i) => (w[i] = Math.cos(3 * i)));
+  matmul(out, x, w, T, n, d);
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < d; j++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += x[t * n + i]! * w[j * n + i]!;
+      assert.ok(Math.abs(out[t * d + j]! - s) < 1e-5, `(${t}, ${j}): ${out[t * d + j]} vs ${s}`);
+    }
+  }
+});
+
+Deno.test("perplexity() of the dense bundled model on 64 windows matches reference.json within 0.5%", async () => {
+  const m = await loadModel(root("models/zp-llama-9m"));
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 256 });
+  try {
+    const r = await perplexity(pool, await readU16(root("data/corpus/test_ids.u16")), 64);
+    const want = REFERENCE.dense_ppl[1] as number; // 37.2188, measured with PyTorch
+    assert.equal(r.windows, 64);
+    assert.ok(Math.abs(r.ppl / want - 1) < 0.005, `dense ppl ${r.ppl} vs reference ${want}`);
+  } finally {
+    pool.close();
+  }
+});

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { decodeToF32, loadCheckpoint, writeCheckpoint } from "./safetensors.ts";
+import { parseConfig } from "./config.ts";
+
+const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+
+Deno.test("loadCheckpoint() reads sharded safetensors with their index", async () => {
+  const ck = await loadCheckpoint(MODEL);
+  assert.deepEqual(ck.shards.map((s) => s.file), [1, 2, 3].map((i) => `model-0000${i}-of-00003.safetensors`));
+  // 6 blocks x 9 tensors + embed, final norm, lm_head.
+  assert.equal(ck.tensors.size, 57);
+  for (const [name, file] of Object.entries(ck.index!.weight_map)) assert.equal(ck.tensors.get(name)?.shard, file);
+  const q = ck.tensors.get("model.layers.0.self_attn.k_proj.weight")!;
+  assert.deepEqual([q.dtype, q.shape], ["f16", [128, 256]]);
+  let params = 0;
+  for (const t of ck.tensors.values()) params += t.shape.reduce((a, b) => a * b, 1);
+  assert.equal(params, 8916224); // model.safetensors.index.json's metadata.total_parameters
+  const cfg = parseConfig(ck.config);
+  assert.deepEqual([cfg.nHeads, cfg.nKvHeads, cfg.headDim, cfg.ropeTheta, cfg.tieEmbeddings], [4, 2, 64, 10000, false]);
+});
+
+Deno.test("writeCheckpoint() round-trips the bundled model byte for byte", async () => {
+  const ck = await loadCheckpoint(MODEL);
+  const out = await Deno.makeTempDir();
+  try {
+    await writeCheckpoint(ck, out);
+    for (const entry of Deno.readDirSync(MODEL)) {
+      const a = await Deno.readFile(`${MODEL}/${entry.name}`), b = await Deno.readFile(`${out}/${entry.name}`);
+      if (entry.name.endsWith(".json")) {
+        assert.deepEqual(JSON.parse(new TextDecoder().decode(b)), JSON.parse(new TextDecoder().decode(a)), entry.name);
+      } else {
+        assert.ok(a.length === b.length && a.every((x, i) => x === b[i]), `${entry.name} differs`);
+      }
+    }
+    const again = await loadCheckpoint(out);
+    assert.deepEqual([...again.tensors.keys()].sort(), [...ck.tensors.keys()].sort());
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("writeCheckpoint() keeps a single-file checkpoint single-file", async () => {
+  const ck = await loadCheckpoint(MODEL);
+  const dir = await Deno.makeTempDir(), out = await Deno.makeTempDir();
+  try {
+    // Build a one-shard f32 checkpoint from two tensors of the bundled one.
+    const names = ["model.norm.weight", "model.layers.0.input_layernorm.weight"];
+    const tensors = names.map((n) => {
+      const t = ck.tensors.get(n)!;
+      const f = decodeToF32(t.data, t.dtype);
+      return { ...t, dtype: "f32" as const, data: new Uint8Array(f.buffer), shard: "model.safetensors" };
+    });
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    await writeCheckpoint({
+      dir,
+      config: {},
+      tensors: new Map(tensors.map((t) => [t.name, t])),
+      shards: [{ file: "model.safetensors", names }],
+    }, out);
+    const back = await loadCheckpoint(out);
+    assert.deepEqual(back.shards.map((s) => s.file), ["model.safetensors"]);
+    assert.equal(back.index, undefined);
+    for (const t of tensors) assert.deepEqual(back.tensors.get(t.name)!.data, t.data);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("decodeToF32() decodes f16 and bf16 bit patterns, including subnormals and odd offsets", () => {
+  // f16: 1, -2, 65504 (largest), 2^-24 (smallest subnormal), -0; bf16: 1, -2.5, 1e38-ish.
+  const f16 = new Uint8Array([0, 0x00, 0x3c, 0x00, 0xc0, 0xff, 0x7b, 0x01, 0x00, 0x00, 0x80]).subarray(1);
+  assert.deepEqual(Array.from(decodeToF32(f16, "f16")), [1, -2, 65504, 2 ** -24, -0]);
+  const bf16 = new Uint8Array([0x80, 0x3f, 0x20, 0xc0, 0x96, 0x7e]);
+  // 0x7e96: exponent 253, mantissa 0x16 / 128.
+  assert.deepEqual(Array.from(decodeToF32(bf16, "bf16")), [1, -2.5, 2 ** 126 * (1 + 22 / 128)]);
+});

@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import {
+  gatherWindows,
+  loadTokenizer,
+  parseConversation,
+  randomStarts,
+  readI64,
+  readU16,
+  tokenizeConversations,
+  tokenizeCorpus,
+} from "./tokenizer.ts";
+
+const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
+
+Deno.test("tokenizeCorpus() reproduces the shipped calib_ids.u16 from calib.txt, <s> = 0 opening each document", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  const shipped = await readU16(root("data/corpus/calib_ids.u16"));
+  const ours = tokenizeCorpus(tok, await Deno.readTextFile(root("data/corpus/calib.txt")));
+  assert.equal(ours.length, shipped.length);
+  const first = ours.findIndex((id, i) => id !== shipped[i]);
+  assert.equal(first, -1, `first difference at token ${first}`);
+  assert.equal(ours[0], 0);
+  assert.equal(ours.filter((id) => id === 0).length, 1409); // one <s> per document
+});
+
+Deno.test("tokenizeConversations() renders JSONL conversations with the chat template when there is one", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  const jsonl = '{"messages":[{"role":"user","content":"Call me Ishmael."},{"role":"assistant","content":"Aye."}]}\n';
+  // The bundled model has no template: one document of "role: content" lines, opened by <s>.
+  assert.equal(tok.chatTemplate, undefined);
+  const plain = tokenizeConversations(tok, jsonl);
+  assert.deepEqual(Array.from(plain), tok.tokenizer.encode("user: Call me Ishmael.\nassistant: Aye.").ids);
+  assert.equal(plain[0], 0);
+  // With a template the rendered text is encoded as is (the template writes bos_token itself).
+  const templated = tokenizeConversations(
+    { ...tok, chatTemplate: "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}" },
+    jsonl,
+  );
+  const expected = tok.tokenizer.encode("<s><|user|>Call me Ishmael.\n<|assistant|>Aye.\n", {
+    add_special_tokens: false,
+  });
+  assert.deepEqual(Array.from(templated), expected.ids);
+  assert.equal(templated[0], 0);
+  assert.deepEqual(parseConversation('{"conversations":[{"from":"human","value":"hi"}]}'), [
+    { role: "human", content: "hi" },
+  ]);
+});
+
+Deno.test("gatherWindows() takes the reference's calibration windows; randomStarts() is seeded", async () => {
+  const ids = await readU16(root("data/corpus/calib_ids.u16"));
+  const starts = await readI64(root("data/corpus/calib_starts_seed0.i64"));
+  assert.equal(starts.length, 64);
+  assert.equal(starts[0], 93824); // first int64 of the file
+  const w = gatherWindows(ids, starts, 256);
+  assert.equal(w.length, 64 * 256);
+  assert.deepEqual(Array.from(w.subarray(256, 512)), Array.from(ids.subarray(starts[1]!, starts[1]! + 256)));
+  assert.deepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 7));
+  assert.notDeepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 8));
+  assert.ok(randomStarts(300, 100, 256, 1).every((s) => s >= 0 && s <= 44));
+});

@@ -1,0 +1,63 @@
+/**
+ * End to end: `deno task prune`'s main() prunes the bundled model through the real app over HTTP (in-process
+ * server, CPU backend) exactly as reference.json was made, and the written checkpoint reloads pruned.
+ */
+import assert from "node:assert/strict";
+import { main } from "../cli/prune.ts";
+import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU16 } from "../model/mod.ts";
+
+const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
+const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
+
+/** Number of exactly-zero elements (+0 or -0) of raw f16/bf16/f32 bytes. */
+function zeros(data: Uint8Array, size: number): number {
+  let z = 0;
+  for (let i = 0; i < data.length; i += size) {
+    let allZero = true;
+    for (let k = 0; k < size; k++) if ((data[i + k]! & (k === size - 1 ? 0x7f : 0xff)) !== 0) allZero = false;
+    if (allZero) z++;
+  }
+  return z;
+}
+
+Deno.test("deno task prune: zpruner/layer 0.5 through the endpoint matches reference.json, and --out reloads pruned", async () => {
+  const out = await Deno.makeTempDir();
+  try {
+    const report = await main(["--skip-dense", "--out", `${out}/ckpt`, "--report", `${out}/report.json`]);
+    assert.ok(report);
+    const want = REFERENCE.ppl["zpruner/layer"][1] as number; // 80.873 on the first 64 windows
+    assert.equal(report.evalWindows, 64);
+    assert.ok(Math.abs(report.prunedPpl / want - 1) < 0.005, `pruned ppl ${report.prunedPpl} vs reference ${want}`);
+    assert.equal(report.layers.length, 6 * 7);
+    assert.equal(report.pruned, report.total / 2);
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/report.json`)).prunedPpl, report.prunedPpl);
+
+    // The checkpoint on disk: each linear layer carries at least the reported zeros (plus any it had before),
+    // everything else is unchanged, and its perplexity is the reported one.
+    const before = await loadCheckpoint(root("models/zp-llama-9m"));
+    const after = await loadCheckpoint(`${out}/ckpt`);
+    assert.deepEqual(after.shards.map((s) => s.file), before.shards.map((s) => s.file));
+    const pruned = new Set<string>();
+    for (const layer of report.layers) {
+      const a = after.tensors.get(layer.name)!, b = before.tensors.get(layer.name)!;
+      assert.equal(a.dtype, "f16");
+      const za = zeros(a.data, 2), zb = zeros(b.data, 2);
+      assert.ok(za >= layer.stats.pruned && za <= layer.stats.pruned + zb, `${layer.name}: ${za} zeros`);
+      pruned.add(layer.name);
+    }
+    assert.equal(pruned.size, 6 * LINEAR_NAMES.length);
+    for (const [name, b] of before.tensors) {
+      if (!pruned.has(name)) assert.deepEqual(after.tensors.get(name)!.data, b.data, `${name} changed`);
+    }
+    const m = await loadModel(`${out}/ckpt`);
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 256 });
+    try {
+      const r = await perplexity(pool, await readU16(root("data/corpus/test_ids.u16")), 64);
+      assert.ok(Math.abs(r.ppl / report.prunedPpl - 1) < 1e-9, `reloaded ${r.ppl} vs reported ${report.prunedPpl}`);
+    } finally {
+      pool.close();
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
