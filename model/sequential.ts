@@ -129,6 +129,8 @@ export interface PerplexityResult {
   windows: number;
   tokens: number;
   ms: number;
+  /** Loss sum of each window (seqLen - 1 positions), in order. */
+  losses: Float64Array;
 }
 
 /**
@@ -149,5 +151,5 @@ export async function perplexity(
   let sum = 0;
   for (const l of losses) sum += l;
   const meanLoss = sum / (windows * (T - 1));
-  return { ppl: Math.exp(meanLoss), meanLoss, windows, tokens: windows * T, ms: performance.now() - t0 };
+  return { ppl: Math.exp(meanLoss), meanLoss, windows, tokens: windows * T, ms: performance.now() - t0, losses };
 }

@@ -1,0 +1,108 @@
+/**
+ * `deno task reproduce`: reproduces every entry of models/zp-llama-9m/reference.json with sequential pruning through
+ * the endpoint (in-process app on the CPU backend, or --server URL), and prints ours vs the reference with the
+ * relative error. Every method/pattern is measured on the first 64 test windows; dense and zpruner/layer also on
+ * the whole test set (skip with --quick). --json FILE keeps the figures.
+ */
+import { parseArgs } from "node:util";
+import { ZpruneClient } from "../client/mod.ts";
+import {
+  ForwardPool,
+  gatherWindows,
+  loadModel,
+  perplexity,
+  type PerplexityResult,
+  pruneSequential,
+  readI64,
+  readU16,
+} from "../model/mod.ts";
+import { DEFAULTS } from "../cli/prune.ts";
+import { startLocalServer } from "../cli/_local_server.ts";
+
+const { values: v } = parseArgs({
+  args: Deno.args,
+  options: {
+    server: { type: "string" },
+    token: { type: "string" },
+    quick: { type: "boolean" },
+    json: { type: "string" },
+    only: { type: "string" },
+  },
+});
+const refPath = `${DEFAULTS.model}/reference.json`;
+const ref = JSON.parse(await Deno.readTextFile(refPath)) as {
+  seq: number;
+  eval_windows: number;
+  sparsity: number;
+  dense_ppl: [number, number];
+  ppl: Record<string, [number, number]>;
+};
+const T = ref.seq, N = ref.eval_windows;
+const testIds = await readU16(DEFAULTS.evalIds);
+const starts = await readI64(DEFAULTS.calibStarts);
+const calib = gatherWindows(await readU16(DEFAULTS.calibIds), starts, T);
+const local = v.server === undefined ? await startLocalServer() : undefined;
+const client = new ZpruneClient({ url: local?.url ?? v.server!, token: v.token ?? Deno.env.get("ZPRUNE_TOKEN") });
+
+/** ppl of the first n windows of a full evaluation. */
+const firstN = (r: PerplexityResult, n: number) => {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += r.losses[i]!;
+  return Math.exp(s / (n * (T - 1)));
+};
+
+interface Row {
+  key: string;
+  ours: [number | null, number];
+  ref: [number, number];
+  pruneMs?: number;
+}
+const rows: Row[] = [];
+const print = (r: Row) => {
+  const rel = (a: number | null, b: number) => a === null ? "" : `${((a / b - 1) * 100).toFixed(3)}%`;
+  console.log(
+    `| ${r.key.padEnd(16)} | ${r.ours[1].toFixed(3).padStart(8)} | ${r.ref[1].toFixed(3).padStart(8)} | ${
+      rel(r.ours[1], r.ref[1]).padStart(8)
+    } | ${(r.ours[0]?.toFixed(3) ?? "-").padStart(8)} | ${r.ref[0].toFixed(3).padStart(8)} | ${
+      rel(r.ours[0], r.ref[0]).padStart(8)
+    } |`,
+  );
+};
+console.log(`| method/pattern   | ours@${N} |  ref@${N} | rel. err | ours@all |  ref@all | rel. err |`);
+console.log("| ---------------- | -------: | -------: | -------: | -------: | -------: | -------: |");
+
+try {
+  const keys = ["dense", ...Object.keys(ref.ppl)].filter((k) => v.only === undefined || v.only.split(",").includes(k));
+  for (const key of keys) {
+    const full = !v.quick && (key === "dense" || key === "zpruner/layer");
+    const m = await loadModel(DEFAULTS.model);
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, calibWindows: starts.length });
+    try {
+      let pruneMs: number | undefined;
+      if (key !== "dense") {
+        const [method, pattern] = key.split("/") as ["zpruner", string];
+        const t0 = performance.now();
+        await pruneSequential(m.ckpt, m.cfg, pool, client, {
+          method,
+          pattern,
+          sparsity: /:/.test(pattern) ? undefined : ref.sparsity,
+        }, calib, starts.length);
+        pruneMs = performance.now() - t0;
+      }
+      const r = await perplexity(pool, testIds, full ? Infinity : N);
+      const row: Row = {
+        key,
+        ours: [full ? r.ppl : null, firstN(r, N)],
+        ref: key === "dense" ? ref.dense_ppl : ref.ppl[key]!,
+        pruneMs,
+      };
+      rows.push(row);
+      print(row);
+    } finally {
+      pool.close();
+    }
+  }
+} finally {
+  await local?.close();
+}
+if (v.json) await Deno.writeTextFile(v.json, JSON.stringify(rows, null, 2) + "\n");
