@@ -23,6 +23,12 @@ export function cpuDescription(): string {
   return `${model} (${list.length} cores)`;
 }
 
+/** A worker-pool executor of `threads` workers, for benchmarks that time stages; close it when done. */
+export function createPoolExecutor(threads: number): Executor & { close(): void } {
+  const pool = new CpuPool(threads);
+  return { parts: pool.size, shared: true, all: (make) => pool.all(make), close: () => pool.close() };
+}
+
 /** The CPU backend, with a fault drill for tests of the 503 path. */
 export interface CpuBackend extends Backend {
   /** Kills one worker as a crash would; requests using it fail with `unavailable`, the next ones succeed. */

@@ -73,14 +73,24 @@ function nonFinite(layer: LayerJob, i: number): ZpruneError {
   );
 }
 
-/** Prunes one layer through `exec`. */
+/** Milliseconds per stage of one layer, for benchmarks: decode (with the sums pass), score, select, stats. */
+export type StageTimes = Record<"decode" | "score" | "select" | "stats", number>;
+
+/** Prunes one layer through `exec`; `stages`, when given, receives the time of each stage. */
 export async function pruneLayerWith(
   exec: Executor,
   params: PruneParams,
   layer: LayerJob,
   signal?: AbortSignal,
+  stages?: StageTimes,
 ): Promise<LayerOutput> {
-  const { rows, cols, dtype, name } = layer;
+  let t = performance.now();
+  const lap = (stage: keyof StageTimes) => {
+    const now = performance.now();
+    if (stages) stages[stage] = now - t;
+    t = now;
+  };
+  const { rows, cols, dtype } = layer;
   const { method, pattern } = params;
   const n = rows * cols;
   const splits = rowSplits(rows, cols, Math.min(exec.parts, rows));
@@ -101,6 +111,7 @@ export async function pruneLayerWith(
   const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
   if (bad.length) throw nonFinite(layer, Math.min(...bad));
   signal?.throwIfAborted();
+  lap("decode");
   const sums = newSums(rows, cols);
   partials.forEach((p, i) => {
     sums.rowSum.set(p.rowSum, splits[i]);
@@ -130,6 +141,7 @@ export async function pruneLayerWith(
     return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
   });
   signal?.throwIfAborted();
+  lap("score");
 
   // Selection.
   const keys = new Uint32Array(score.buffer, score.byteOffset, n);
@@ -160,6 +172,7 @@ export async function pruneLayerWith(
     });
   }
 
+  lap("select");
   const ownMask = exec.shared ? mask.slice() : mask;
   const ownScore = params.returnScore && exec.shared ? score.slice() : score;
   const { pruned, rowSparsity } = maskStats(ownMask, rows, cols);
@@ -171,7 +184,7 @@ export async function pruneLayerWith(
   if (method === "zpruner") out.stats.alpha = ctx.alpha;
   if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
   if (params.returnScore) out.score = ownScore;
-  void name;
+  lap("stats");
   return out;
 }
 
