@@ -1,16 +1,17 @@
 // mask_layer: writes the layer-wide mask bits: every key < T is pruned, and of the keys == T the `want` with the
 // lowest row-major indices (the contract's tie-break).
 //
-// Bindings: 0 keys: array<u32> (read; one row-tile of scores), 1 state: array<u32> (read; [T, want]),
-//   2 ties: array<u32> (read; per global block, the number of keys == T in earlier blocks, from tie_scan),
-//   3 mask: array<atomic<u32>> (read_write; bit i = global row-major index i, LSB first; zeroed by the host),
-//   4 params (uniform).
-// Thread: first 32 keys of the block strided by 256 (coalesced), marking "below" and "tie" bits in workgroup
-//   memory; then the block's mask word t: its tie rank is the block's offset plus the ties in words 0..t-1 of the
-//   block (a workgroup scan of popcounts), so it keeps exactly the lowest-index ties wanted. The word is ORed into
-//   the global mask, split over two words when the tile does not start on a 32-bit boundary.
+// Bindings: 0 keys: array<vec4<u32>> (read; one row-tile of scores as u32 bit patterns, read 16 bytes at a time),
+//   1 state: array<u32> (read; [T, want]), 2 ties: array<u32> (read; per global block, the number of keys == T in
+//   earlier blocks, from tie_scan), 3 mask: array<atomic<u32>> (read_write; bit i = global row-major index i, LSB
+//   first; zeroed by the host), 4 params (uniform).
+// Thread: owns one mask word of the block: keys [32t, 32t+32) (128 contiguous bytes, no shared atomics). Its ties
+//   rank after the block's offset plus the ties of words 0..t-1 (a workgroup scan of popcounts), so it keeps exactly
+//   the lowest-index ties wanted. The word is ORed into the global mask, split over two words when the tile does
+//   not start on a 32-bit boundary.
 // Dispatch: ceil(count / 8192) workgroups of 256, flattened over x and y (the same blocks as tie_count).
-// Numerics: exact integer logic.
+// Numerics: exact integer logic. Tile buffers are allocated in multiples of 256 bytes, so the vec4 reads past
+//   `count` stay inside the binding; those keys are ignored.
 
 struct Params {
   count: u32, // keys in this tile
@@ -19,14 +20,12 @@ struct Params {
   _pad: u32,
 }
 
-@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(0) var<storage, read> keys: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read> ties: array<u32>;
 @group(0) @binding(3) var<storage, read_write> mask: array<atomic<u32>>;
 @group(0) @binding(4) var<uniform> p: Params;
 
-var<workgroup> below_bits: array<atomic<u32>, 256>;
-var<workgroup> tie_bits: array<atomic<u32>, 256>;
 var<workgroup> scan: array<u32, 256>;
 
 // The lowest `n` set bits of `x`.
@@ -45,25 +44,23 @@ fn lowest_set_bits(x: u32, n: u32) -> u32 {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let block = wid.x + wid.y * nwg.x;
-  atomicStore(&below_bits[t], 0u);
-  atomicStore(&tie_bits[t], 0u);
-  workgroupBarrier();
   let thr = state[0];
   let want = state[1];
-  let start = block * 8192u;
-  for (var i = 0u; i < 32u; i++) {
-    let l = i * 256u + t;
-    if (start + l < p.count) {
-      let k = keys[start + l];
-      if (k < thr) {
-        atomicOr(&below_bits[l >> 5u], 1u << (l & 31u));
-      } else if (k == thr) {
-        atomicOr(&tie_bits[l >> 5u], 1u << (l & 31u));
+  let start = block * 8192u + t * 32u; // first key of this thread's word, tile-local
+  var below = 0u;
+  var tw = 0u;
+  if (start < p.count) {
+    for (var q = 0u; q < 8u; q++) {
+      let k4 = keys[start / 4u + q];
+      for (var c = 0u; c < 4u; c++) {
+        let i = q * 4u + c;
+        if (start + i < p.count) {
+          below |= select(0u, 1u << i, k4[c] < thr);
+          tw |= select(0u, 1u << i, k4[c] == thr);
+        }
       }
     }
   }
-  workgroupBarrier();
-  let tw = atomicLoad(&tie_bits[t]);
   let tc = countOneBits(tw);
   scan[t] = tc;
   for (var off = 1u; off < 256u; off <<= 1u) {
@@ -77,9 +74,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let rank0 = ties[p.block0 + block] + scan[t] - tc; // ties before this word
   var take = 0u;
   if (want > rank0) { take = min(want - rank0, tc); }
-  let bits = atomicLoad(&below_bits[t]) | lowest_set_bits(tw, take);
+  let bits = below | lowest_set_bits(tw, take);
   if (bits == 0u) { return; }
-  let g = p.base + start + t * 32u;
+  let g = p.base + start;
   let s = g & 31u;
   atomicOr(&mask[g >> 5u], bits << s);
   if (s != 0u) {

@@ -3,11 +3,12 @@
 // Bindings: 0 keys: array<u32> (read; one row-tile of scores as u32 bit patterns, see select_hist.wgsl),
 //   1 mask: array<atomic<u32>> (read_write; global bit-packed mask, zeroed by the host), 2 params (uniform).
 // Workgroup: one row. It runs a radix select over the row (4 digit passes of 8 bits: histogram in workgroup
-//   memory, Hillis-Steele scan, one thread narrows [prefix, want]) to find the row's k-th lowest key T and how
-//   many keys == T to prune; then walks the row in segments of 8192: each thread marks "below" and "tie" bits for
-//   32 keys strided by 256, then owns one mask word and keeps the ties whose rank in the row (ties in earlier
-//   segments + earlier words of this segment) is below `want`; words are ORed into the global mask, split when the
-//   row does not start on a 32-bit boundary.
+//   memory, 8 copies to cut same-address atomic contention, Hillis-Steele scan, one thread narrows
+//   [prefix, want]) to find the row's k-th lowest key T and how
+//   many keys == T to prune; then walks the row in segments of 8192: each thread owns one mask word (32 contiguous
+//   keys of the segment, no shared atomics) and keeps the ties whose rank in the row (ties in earlier segments +
+//   earlier words of this segment, a workgroup scan of popcounts) is below `want`; words are ORed into the global
+//   mask, split when the row does not start on a 32-bit boundary.
 // Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0.
 // Numerics: exact integer logic.
 
@@ -22,10 +23,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> mask: array<atomic<u32>>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> hist: array<atomic<u32>, 2048>; // 8 copies of 256 bins; thread t adds to copy t % 8
 var<workgroup> scan: array<u32, 256>;
-var<workgroup> below_bits: array<atomic<u32>, 256>;
-var<workgroup> tie_bits: array<atomic<u32>, 256>;
 var<workgroup> sel: array<u32, 2>; // [prefix, want]
 var<workgroup> ties_before: u32;
 
@@ -68,15 +67,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let shift = 24u - 8u * step;
     var hi_mask = 0u;
     if (step > 0u) { hi_mask = ~((1u << (shift + 8u)) - 1u); }
-    atomicStore(&hist[t], 0u);
+    for (var c = 0u; c < 8u; c++) { atomicStore(&hist[c * 256u + t], 0u); }
     workgroupBarrier();
     let prefix = sel[0] & hi_mask;
+    let copy = (t & 7u) * 256u;
     for (var j = t; j < p.cols; j += 256u) {
       let k = keys[row + j];
-      if ((k & hi_mask) == prefix) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
+      if ((k & hi_mask) == prefix) { atomicAdd(&hist[copy + ((k >> shift) & 255u)], 1u); }
     }
     workgroupBarrier();
-    let h = atomicLoad(&hist[t]);
+    var h = 0u;
+    for (var c = 0u; c < 8u; c++) { h += atomicLoad(&hist[c * 256u + t]); }
     let want = sel[1];
     scan[t] = h;
     scan_inclusive(t);
@@ -91,32 +92,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let want = sel[1];
   let segments = (p.cols + 8191u) / 8192u;
   for (var sg = 0u; sg < segments; sg++) {
-    atomicStore(&below_bits[t], 0u);
-    atomicStore(&tie_bits[t], 0u);
-    workgroupBarrier();
-    let start = sg * 8192u;
-    for (var i = 0u; i < 32u; i++) {
-      let l = i * 256u + t;
-      if (start + l < p.cols) {
-        let k = keys[row + start + l];
-        if (k < thr) {
-          atomicOr(&below_bits[l >> 5u], 1u << (l & 31u));
-        } else if (k == thr) {
-          atomicOr(&tie_bits[l >> 5u], 1u << (l & 31u));
-        }
-      }
+    let start = sg * 8192u + t * 32u; // first key of this thread's word, row-relative
+    var below = 0u;
+    var tw = 0u;
+    for (var i = 0u; i < 32u && start + i < p.cols; i++) {
+      let k = keys[row + start + i];
+      below |= select(0u, 1u << i, k < thr);
+      tw |= select(0u, 1u << i, k == thr);
     }
-    workgroupBarrier();
-    let tw = atomicLoad(&tie_bits[t]);
     let tc = countOneBits(tw);
     scan[t] = tc;
     scan_inclusive(t);
     let rank0 = ties_before + scan[t] - tc;
     var take = 0u;
     if (want > rank0) { take = min(want - rank0, tc); }
-    let bits = atomicLoad(&below_bits[t]) | lowest_set_bits(tw, take);
+    let bits = below | lowest_set_bits(tw, take);
     if (bits != 0u) {
-      let g = p.base + row + start + t * 32u;
+      let g = p.base + row + start;
       let s = g & 31u;
       atomicOr(&mask[g >> 5u], bits << s);
       if (s != 0u) {

@@ -1,8 +1,9 @@
 // tie_count: per block of 8192 keys, how many equal the threshold key T (first step of the exact tie-break).
 //
-// Bindings: 0 keys: array<u32> (read; one row-tile of scores), 1 state: array<u32> (read; [T, want]),
-//   2 ties: array<u32> (write; one count per global block), 3 params (uniform).
-// Thread: 32 keys of the block, strided by 256. Dispatch: ceil(count / 8192) workgroups of 256, flattened.
+// Bindings: 0 keys: array<vec4<u32>> (read; one row-tile of scores, 16 bytes at a time), 1 state: array<u32>
+//   (read; [T, want]), 2 ties: array<u32> (write; one count per global block), 3 params (uniform).
+// Thread: the 32 contiguous keys [32t, 32t+32) of the block, as in mask_layer.wgsl (vec4 reads past `count` stay
+//   inside the 256-byte-rounded buffer and are ignored). Dispatch: ceil(count / 8192) workgroups of 256, flattened.
 // Blocks never straddle tiles: a tile's blocks are numbered from block0, so global block order is row-major
 //   index order.
 // Numerics: exact integer counts.
@@ -14,7 +15,7 @@ struct Params {
   _pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(0) var<storage, read> keys: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read_write> ties: array<u32>;
 @group(0) @binding(3) var<uniform> p: Params;
@@ -28,10 +29,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (t == 0u) { atomicStore(&local_count, 0u); }
   workgroupBarrier();
   let thr = state[0];
+  let start = block * 8192u + t * 32u;
   var c = 0u;
-  for (var i = 0u; i < 32u; i++) {
-    let e = block * 8192u + i * 256u + t;
-    if (e < p.count && keys[e] == thr) { c++; }
+  if (start < p.count) {
+    for (var q = 0u; q < 8u; q++) {
+      let k4 = keys[start / 4u + q];
+      for (var i = 0u; i < 4u; i++) {
+        if (start + q * 4u + i < p.count && k4[i] == thr) { c++; }
+      }
+    }
   }
   if (c != 0u) { atomicAdd(&local_count, c); }
   workgroupBarrier();
