@@ -342,23 +342,13 @@ export class GpuEngine {
       });
     }
     const wantHostStats = method === "zpruner";
-    const [badIdx, rowHost, colHost] = await job.read([
-      bad,
-      ...(wantHostStats ? [rowSt, colSt] : []),
-    ], [4, rows * 12, cols * 12]);
-    const firstBad = new Uint32Array(badIdx!)[0]!;
-    if (firstBad !== 0xffffffff) {
-      // Same wording as the CPU backend (prune/prune_layer.ts), so both answer a bad request alike.
-      const r = Math.floor(firstBad / cols), c = firstBad % cols;
-      throw new ZpruneError(
-        "non_finite",
-        `layer "${name}": weight[${firstBad}] (row ${r}, column ${c}) is NaN or infinite; replace it before pruning`,
-      );
-    }
-
+    // Only Z-Pruner needs the host before scoring; the others learn about a bad weight with the final read-back
+    // (one GPU round trip fewer), and nothing computed from the zeroed bad value is returned.
     // --- Z-Pruner's whole-matrix scalars, in f64 from the f32 per-row/column sums.
     let meanR = 0, meanC = 0, invStdR = 0, invStdC = 0, alpha: number | undefined;
     if (wantHostStats) {
+      const [badIdx, rowHost, colHost] = await job.read([bad, rowSt, colSt], [4, rows * 12, cols * 12]);
+      checkFinite(layer, new Uint32Array(badIdx!)[0]!);
       const rs = new Float32Array(rowHost!), cs = new Float32Array(colHost!);
       let sumR = 0, sumC = 0, absSum = 0;
       for (let r = 0; r < rows; r++) {
@@ -508,8 +498,8 @@ export class GpuEngine {
     }
 
     // --- read back: mask, threshold state, weights and scores per tile.
-    const wanted: GPUBuffer[] = [mask, state];
-    const sizes: number[] = [maskBytes, 8];
+    const wanted: GPUBuffer[] = [mask, state, bad];
+    const sizes: number[] = [maskBytes, 8, 4];
     if (params.returnWeight) {
       for (const t of tiles) {
         wanted.push(outs[t.index]!);
@@ -523,9 +513,10 @@ export class GpuEngine {
       }
     }
     const back = await job.read(wanted, sizes);
+    checkFinite(layer, new Uint32Array(back[2]!)[0]!);
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
     const stateOut = new Uint32Array(back[1]!);
-    let at = 2;
+    let at = 3;
     let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
     if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
     if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
@@ -547,6 +538,17 @@ export class GpuEngine {
     if (scoreOut) output.score = scoreOut;
     return output;
   }
+}
+
+/** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */
+function checkFinite(layer: LayerJob, first: number): void {
+  if (first === 0xffffffff) return;
+  // Same wording as the CPU backend (prune/prune_layer.ts), so both answer a bad request alike.
+  const r = Math.floor(first / layer.cols), c = first % layer.cols;
+  throw new ZpruneError(
+    "non_finite",
+    `layer "${layer.name}": weight[${first}] (row ${r}, column ${c}) is NaN or infinite; replace it before pruning`,
+  );
 }
 
 /** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
