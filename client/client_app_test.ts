@@ -1,0 +1,74 @@
+/**
+ * The client against the real app (routes/app.ts on the CPU backend, served over HTTP in-process): every golden
+ * request of tests/fixtures/golden must come back with the expected mask, and auth and contract errors must
+ * surface as ZpruneError with the server's code.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../routes/app.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { decodeMsgpack, ZpruneClient, ZpruneError } from "./mod.ts";
+import type { PruneRequestInput } from "../contract/api.ts";
+
+const GOLDEN = new URL("../tests/fixtures/golden/", import.meta.url).pathname;
+
+async function withApp(token: string, fn: (url: string) => Promise<void>): Promise<void> {
+  const backend = createCpuBackend({ threads: 1 });
+  const app = createApp({ backend, config: { token } });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`);
+  } finally {
+    await server.shutdown();
+    await backend.close();
+  }
+}
+
+const bit = (b: Uint8Array, i: number) => (b[i >> 3]! >> (i & 7)) & 1;
+
+Deno.test("pruneLayers() gets the golden masks from the real app", async () => {
+  const names = [...Deno.readDirSync(GOLDEN)].map((e) => e.name).filter((n) => n.endsWith(".request.msgpack"));
+  assert.ok(names.length >= 10);
+  await withApp("tok", async (url) => {
+    const client = new ZpruneClient({ url, token: "tok" });
+    for (const file of names.sort()) {
+      const req = decodeMsgpack(await Deno.readFile(GOLDEN + file)) as PruneRequestInput;
+      const want = decodeMsgpack(await Deno.readFile(GOLDEN + file.replace(".request.", ".expected."))) as {
+        shape: [number, number];
+        mask: Uint8Array;
+        ambiguous: Uint8Array;
+        pruned: number;
+      };
+      const res = await client.pruneLayers(req);
+      const got = res.layers[0]!;
+      assert.deepEqual(got.shape, want.shape, file);
+      assert.equal(got.stats.pruned, want.pruned, file);
+      let ones = 0;
+      for (let i = 0; i < want.shape[0] * want.shape[1]; i++) {
+        ones += bit(got.mask, i);
+        if (!bit(want.ambiguous, i)) assert.equal(bit(got.mask, i), bit(want.mask, i), `${file}: element ${i}`);
+      }
+      assert.equal(ones, want.pruned, file);
+    }
+  });
+});
+
+Deno.test("pruneLayers() surfaces the real app's auth and validation errors as ZpruneError", async () => {
+  await withApp("tok", async (url) => {
+    const req: PruneRequestInput = {
+      method: "magnitude",
+      sparsity: 0.5,
+      layers: [{ name: "w", weight: { dtype: "f32", shape: [2, 2], data: new Uint8Array(15) } }],
+    };
+    await assert.rejects(new ZpruneClient({ url, token: "wrong" }).pruneLayers(req), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.deepEqual([e.code, e.status], ["unauthorized", 401]);
+      return true;
+    });
+    await assert.rejects(new ZpruneClient({ url, token: "tok" }).pruneLayers(req), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.deepEqual([e.code, e.status], ["shape_mismatch", 422]);
+      assert.match(e.message, /layers\[0\]\.weight/);
+      return true;
+    });
+  });
+});
