@@ -336,6 +336,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: row selection over rows longer than one 8192-key segment matches the CPU backend on ties",
+  ignore,
+  async fn() {
+    for (const sparsity of [0.3, 0.5, 0.9]) {
+      await check(gpu!, {
+        rows: 3,
+        cols: 20011,
+        dtype: "f16",
+        kind: "ties",
+        acts: false,
+        seed: 13,
+        params: {
+          method: "magnitude",
+          pattern: { kind: "row", sparsity },
+          exponent: 1,
+          returnWeight: true,
+          returnScore: true,
+        },
+      });
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: N:M selection matches the CPU backend on ties (2:4, 4:8, 1:8)",
   ignore,
   async fn() {
