@@ -106,7 +106,10 @@ export function markTies(
   }
 }
 
-/** Marks the k lowest keys of [start, end) given their select result: all below, then ties in index order. */
+/**
+ * Marks the k lowest keys of [start, end) given their select result, in one pass: keys below the threshold,
+ * and keys equal to it while the tie quota lasts (in index order). Branch-free like `markBelow`.
+ */
 export function markLowest(
   keys: Uint32Array,
   start: number,
@@ -115,8 +118,31 @@ export function markLowest(
   sel: SelectResult,
   mask: Uint8Array,
 ): void {
-  markBelow(keys, start, end, sel.threshold, mask);
-  markTies(keys, start, end, sel.threshold, k - sel.below, mask);
+  const t = sel.threshold;
+  let quota = k - sel.below;
+  let i = start;
+  for (; i < end && (i & 7) !== 0; i++) {
+    const key = keys[i]!;
+    const take = (key === t ? 1 : 0) & (quota > 0 ? 1 : 0);
+    quota -= take;
+    mask[i >>> 3]! |= (((key - t) >>> 31) | take) << (i & 7);
+  }
+  for (; i + 8 <= end; i += 8) {
+    let byte = 0;
+    for (let b = 0; b < 8; b++) {
+      const key = keys[i + b]!;
+      const take = (key === t ? 1 : 0) & (quota > 0 ? 1 : 0);
+      quota -= take;
+      byte |= (((key - t) >>> 31) | take) << b;
+    }
+    mask[i >>> 3] = byte;
+  }
+  for (; i < end; i++) {
+    const key = keys[i]!;
+    const take = (key === t ? 1 : 0) & (quota > 0 ? 1 : 0);
+    quota -= take;
+    mask[i >>> 3]! |= (((key - t) >>> 31) | take) << (i & 7);
+  }
 }
 
 /** Layer-wide selection: the k lowest of all keys. Returns the threshold key, or -1 when k = 0. */
@@ -127,14 +153,55 @@ export function selectLayer(keys: Uint32Array, k: number, mask: Uint8Array): num
   return sel.threshold;
 }
 
-/** Per-row selection over rows [r0, r1): the k lowest keys of every row. */
+/**
+ * Per-row selection over rows [r0, r1): the k lowest keys of every row. Radix select with 11-, 11- and 10-bit
+ * digits where, after each histogram, the keys sharing the chosen digit are compacted into a scratch array, so
+ * only the first pass reads the whole row; then one marking pass.
+ */
 export function selectRows(keys: Uint32Array, cols: number, k: number, mask: Uint8Array, r0: number, r1: number): void {
   if (k <= 0) return;
-  const hist = new Uint32Array(256);
+  const hist = new Uint32Array(2048);
+  const scratch = new Uint32Array(cols);
   for (let r = r0; r < r1; r++) {
-    const start = r * cols;
-    const sel = radixSelect(keys, start, start + cols, k, 8, hist);
-    markLowest(keys, start, start + cols, k, sel, mask);
+    const start = r * cols, end = start + cols;
+    // Digit 1: bits 31..21, over the whole row, compacting the chosen bucket's keys.
+    hist.fill(0);
+    for (let i = start; i < end; i++) hist[keys[i]! >>> 21]!++;
+    let need = k, below = 0, d = 0;
+    while (hist[d]! < need) {
+      need -= hist[d]!;
+      below += hist[d++]!;
+    }
+    let m = 0;
+    for (let i = start; i < end; i++) {
+      const key = keys[i]!;
+      scratch[m] = key;
+      m += key >>> 21 === d ? 1 : 0; // branch-free compaction
+    }
+    // Digit 2: bits 20..10, over the candidates only.
+    hist.fill(0);
+    for (let i = 0; i < m; i++) hist[(scratch[i]! >>> 10) & 2047]!++;
+    let d2 = 0;
+    while (hist[d2]! < need) {
+      need -= hist[d2]!;
+      below += hist[d2++]!;
+    }
+    let m2 = 0;
+    for (let i = 0; i < m; i++) {
+      const key = scratch[i]!;
+      scratch[m2] = key;
+      m2 += ((key >>> 10) & 2047) === d2 ? 1 : 0;
+    }
+    // Digit 3: bits 9..0.
+    hist.fill(0, 0, 1024);
+    for (let i = 0; i < m2; i++) hist[scratch[i]! & 1023]!++;
+    let d3 = 0;
+    while (hist[d3]! < need) {
+      need -= hist[d3]!;
+      below += hist[d3++]!;
+    }
+    const threshold = ((d << 21) | (d2 << 10) | d3) >>> 0;
+    markLowest(keys, start, end, k, { threshold, below }, mask);
   }
 }
 
