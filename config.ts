@@ -1,4 +1,5 @@
 /** Server configuration from environment variables, with the defaults README.md documents. */
+import { totalmem } from "node:os";
 
 /** Which compute backend to use. */
 export type BackendChoice = "auto" | "webgpu" | "cpu";
@@ -16,6 +17,8 @@ export interface ServerConfig {
   concurrency: number;
   /** Requests waiting beyond those; more are answered 429. */
   maxQueue: number;
+  /** Bytes of working memory that requests computing at once may hold together (estimated per request). */
+  memoryBudgetBytes: number;
   /** Per-request deadline in milliseconds (0 = none). */
   deadlineMs: number;
   /** Origins allowed by CORS ("*" or a comma-separated list; empty = CORS off). */
@@ -34,6 +37,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxLayerElements: 2 ** 28,
   concurrency: 2,
   maxQueue: 64,
+  memoryBudgetBytes: Math.floor(totalmem() / 2),
   deadlineMs: 600_000,
   corsOrigins: "",
   log: true,
@@ -66,6 +70,12 @@ export function loadConfig(env: (name: string) => string | undefined): ServerCon
     ),
     concurrency: int("ZPRUNE_CONCURRENCY", env("ZPRUNE_CONCURRENCY"), DEFAULT_CONFIG.concurrency, 1),
     maxQueue: int("ZPRUNE_MAX_QUEUE", env("ZPRUNE_MAX_QUEUE"), DEFAULT_CONFIG.maxQueue, 0),
+    memoryBudgetBytes: int(
+      "ZPRUNE_MEMORY_BUDGET_BYTES",
+      env("ZPRUNE_MEMORY_BUDGET_BYTES"),
+      DEFAULT_CONFIG.memoryBudgetBytes,
+      1,
+    ),
     deadlineMs: int("ZPRUNE_DEADLINE_MS", env("ZPRUNE_DEADLINE_MS"), DEFAULT_CONFIG.deadlineMs, 0),
     corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
     log: (env("ZPRUNE_LOG") ?? "1") !== "0",

@@ -13,7 +13,11 @@ import { exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/h
 
 const config = loadConfig(getEnv);
 const backend = await chooseBackend(config.backend);
-const queue = new WorkQueue(config.concurrency, config.maxQueue);
+const queue = new WorkQueue({
+  concurrency: config.concurrency,
+  maxQueue: config.maxQueue,
+  memoryBudget: config.memoryBudgetBytes,
+});
 const app = createApp({
   backend,
   config,

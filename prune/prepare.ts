@@ -86,6 +86,22 @@ function activations(layer: PruneRequest["layers"][number], cols: number, path: 
   return null;
 }
 
+/**
+ * Working memory a prepared request needs at its peak, in bytes: the body it arrived in, the largest layer's
+ * scratch (decoded weights and scores in f32, a shared copy of its bytes, the mask), and what accumulates for
+ * the answer (masks, returned weights and scores) and is copied once more when encoded.
+ */
+export function estimateBytes(req: PreparedRequest, bodyBytes: number): number {
+  let scratch = 0, kept = 0;
+  for (const l of req.layers) {
+    const n = l.rows * l.cols;
+    const size = DTYPE_BYTES[l.dtype];
+    scratch = Math.max(scratch, n * (8 + size) + n / 8);
+    kept += n / 8 + (req.params.returnScore ? 4 * n : 0) + (req.params.returnWeight ? size * n : 0);
+  }
+  return Math.ceil(bodyBytes + scratch + 2 * kept);
+}
+
 /** Validates a schema-valid request against the limits and builds the backend's jobs. */
 export function prepareRequest(req: PruneRequest, limits: PrepareLimits): PreparedRequest {
   const pattern = parsePattern(req.pattern, req.sparsity);

@@ -1,16 +1,44 @@
 /**
- * The bounded work queue in front of the backend: at most `concurrency` requests compute at once, at most
- * `maxQueue` wait; past that a request is refused at once with 429 `busy` and a Retry-After, instead of
- * piling up memory. A request whose client went away leaves the queue without running.
+ * The bounded work queue in front of the backend. A request runs when a compute slot is free and its memory
+ * estimate fits the budget beside the requests already running; otherwise it waits, first come first served.
+ * At most `maxQueue` wait: past that a request is refused at once with 429 `busy` and a Retry-After, instead of
+ * piling up memory. A request whose client went away (its signal aborts) leaves the queue without running.
  */
 import { ZpruneError } from "../contract/errors.ts";
 
-/** A bounded FIFO work queue with a fixed number of running slots. */
-export class WorkQueue {
-  #running = 0;
-  #waiting: Array<() => void> = [];
+/** Options of a WorkQueue. */
+export interface WorkQueueOptions {
+  /** Requests computing at once. */
+  concurrency: number;
+  /** Requests allowed to wait beyond those. */
+  maxQueue: number;
+  /** Bytes that running requests may hold together (their estimates); Infinity for no budget. */
+  memoryBudget?: number;
+  /** Seconds a refused client is told to wait. */
+  retryAfterSeconds?: number;
+}
 
-  constructor(readonly concurrency: number, readonly maxQueue: number, readonly retryAfterSeconds = 1) {}
+interface Waiter {
+  cost: number;
+  go: () => void;
+}
+
+/** A bounded FIFO work queue with compute slots and a memory budget. */
+export class WorkQueue {
+  readonly concurrency: number;
+  readonly maxQueue: number;
+  readonly memoryBudget: number;
+  readonly retryAfterSeconds: number;
+  #running = 0;
+  #bytes = 0;
+  #waiting: Waiter[] = [];
+
+  constructor(options: WorkQueueOptions) {
+    this.concurrency = Math.max(1, options.concurrency);
+    this.maxQueue = Math.max(0, options.maxQueue);
+    this.memoryBudget = options.memoryBudget ?? Infinity;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? 1;
+  }
 
   /** Requests waiting for a slot. */
   get depth(): number {
@@ -22,11 +50,41 @@ export class WorkQueue {
     return this.#running;
   }
 
-  /** Runs `fn` when a slot is free; throws `busy` when the queue is full, or the signal's reason if aborted. */
-  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    signal?.throwIfAborted();
-    if (this.#running < this.concurrency) {
+  /** Bytes the running requests are estimated to hold. */
+  get bytesInUse(): number {
+    return this.#bytes;
+  }
+
+  /** A request may start when a slot is free and it fits the budget (a lone request always may). */
+  #fits(cost: number): boolean {
+    return this.#running < this.concurrency && (this.#running === 0 || this.#bytes + cost <= this.memoryBudget);
+  }
+
+  /** Starts waiters from the head of the line while they fit; FIFO, so a big one is not overtaken forever. */
+  #wake(): void {
+    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!.cost)) {
+      const w = this.#waiting.shift()!;
       this.#running++;
+      this.#bytes += w.cost;
+      w.go();
+    }
+  }
+
+  /**
+   * Runs `fn` once admitted. `cost` is the request's memory estimate in bytes. Throws `busy` when the queue is
+   * full, `too_large` when the cost alone exceeds the budget, or the signal's reason if it aborts first.
+   */
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal, cost = 0): Promise<T> {
+    signal?.throwIfAborted();
+    if (cost > this.memoryBudget) {
+      throw new ZpruneError(
+        "too_large",
+        `the request needs about ${cost} bytes of working memory, over this server's budget of ${this.memoryBudget}; send fewer or smaller layers per request`,
+      );
+    }
+    if (this.#waiting.length === 0 && this.#fits(cost)) {
+      this.#running++;
+      this.#bytes += cost;
     } else {
       if (this.#waiting.length >= this.maxQueue) {
         throw new ZpruneError("busy", `the work queue is full (${this.maxQueue} waiting); retry later`, {
@@ -34,26 +92,30 @@ export class WorkQueue {
         });
       }
       await new Promise<void>((resolve, reject) => {
-        const go = () => {
-          signal?.removeEventListener("abort", drop);
-          resolve();
+        const waiter: Waiter = {
+          cost,
+          go: () => {
+            signal?.removeEventListener("abort", drop);
+            resolve();
+          },
         };
         const drop = () => {
-          const i = this.#waiting.indexOf(go);
+          const i = this.#waiting.indexOf(waiter);
           if (i >= 0) this.#waiting.splice(i, 1);
+          this.#wake(); // the head may have been what blocked the others
           reject(signal!.reason);
         };
         signal?.addEventListener("abort", drop, { once: true });
-        this.#waiting.push(go);
+        this.#waiting.push(waiter);
       });
-      // The finishing request handed its slot over: #running already counts this one.
+      // #wake counted this request in #running and #bytes when it let it go.
     }
     try {
       return await fn();
     } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#running--;
+      this.#running--;
+      this.#bytes -= cost;
+      this.#wake();
     }
   }
 

@@ -3,7 +3,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import { WorkQueue } from "./queue.ts";
 
 Deno.test("WorkQueue runs at most `concurrency` at once and refuses past maxQueue with busy", async () => {
-  const q = new WorkQueue(2, 1);
+  const q = new WorkQueue({ concurrency: 2, maxQueue: 1 });
   let running = 0, peak = 0;
   const releases: Array<() => void> = [];
   const job = () =>
@@ -31,7 +31,7 @@ Deno.test("WorkQueue runs at most `concurrency` at once and refuses past maxQueu
 });
 
 Deno.test("WorkQueue drops a waiting job whose signal aborts, without running it", async () => {
-  const q = new WorkQueue(1, 4);
+  const q = new WorkQueue({ concurrency: 1, maxQueue: 4 });
   let release!: () => void;
   const first = q.run(() => new Promise<void>((r) => (release = r)));
   const ctl = new AbortController();
@@ -46,4 +46,25 @@ Deno.test("WorkQueue drops a waiting job whose signal aborts, without running it
   release();
   await first;
   assert.equal(ran, false);
+});
+
+Deno.test("WorkQueue holds back a request until its memory estimate fits, and refuses one over the budget", async () => {
+  const q = new WorkQueue({ concurrency: 4, maxQueue: 4, memoryBudget: 100 });
+  const order: string[] = [];
+  let releaseA!: () => void;
+  const a = q.run(() => new Promise<void>((r) => (releaseA = r)).then(() => void order.push("a")), undefined, 70);
+  const b = q.run(() => Promise.resolve(void order.push("b")), undefined, 50); // 70 + 50 > 100: waits
+  const c = q.run(() => Promise.resolve(void order.push("c")), undefined, 10); // would fit, but b is first in line
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(q.running, 1);
+  assert.equal(q.depth, 2);
+  assert.equal(q.bytesInUse, 70);
+  await assert.rejects(
+    q.run(() => Promise.resolve(), undefined, 101),
+    (e: unknown) => e instanceof ZpruneError && e.code === "too_large",
+  );
+  releaseA();
+  await Promise.all([a, b, c]);
+  assert.deepEqual(order, ["a", "b", "c"]);
+  assert.equal(q.bytesInUse, 0);
 });

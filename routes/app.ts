@@ -57,10 +57,20 @@ function wantsMsgpack(accept: string | undefined): boolean {
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
   const metrics = deps.metrics ?? new Metrics();
-  const queue = deps.queue ?? new WorkQueue(config.concurrency, config.maxQueue);
+  const queue = deps.queue ??
+    new WorkQueue({
+      concurrency: config.concurrency,
+      maxQueue: config.maxQueue,
+      memoryBudget: config.memoryBudgetBytes,
+    });
   const { backend } = deps;
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
+  metrics.gauge(
+    "zprune_memory_in_use_bytes",
+    "Estimated working memory of the requests computing now.",
+    () => queue.bytesInUse,
+  );
 
   const app = new Hono<AppEnv>();
 

@@ -7,7 +7,7 @@ import { type LayerResponse, parsePruneRequest, type PruneResponse, type Timings
 import { ZpruneError } from "../contract/errors.ts";
 import { concatBytes, decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerOutput } from "../prune/backend.ts";
-import { prepareRequest } from "../prune/prepare.ts";
+import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import type { WorkQueue } from "../prune/queue.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { readBody } from "./body.ts";
@@ -76,7 +76,8 @@ export function pruneHandler(deps: PruneRouteDeps) {
     const body = await readBody(c.req.raw, deps.maxBodyBytes);
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
-    const { params, layers } = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
+    const prepared = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
+    const { params, layers } = prepared;
     c.set("layers", layers.length);
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
     const decodeMs = performance.now() - start;
@@ -85,21 +86,25 @@ export function pruneHandler(deps: PruneRouteDeps) {
     if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
     const signal = AbortSignal.any(signals);
     let computeMs = 0;
-    const outputs = await deps.queue.run(async () => {
-      const t0 = performance.now();
-      const outs: LayerOutput[] = [];
-      try {
-        // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
-        for (const layer of layers) {
-          signal.throwIfAborted();
-          outs.push(await deps.backend.prune(params, layer, signal));
+    const outputs = await deps.queue.run(
+      async () => {
+        const t0 = performance.now();
+        const outs: LayerOutput[] = [];
+        try {
+          // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
+          for (const layer of layers) {
+            signal.throwIfAborted();
+            outs.push(await deps.backend.prune(params, layer, signal));
+          }
+        } finally {
+          computeMs = performance.now() - t0;
+          deps.metrics.computeSeconds.inc({}, computeMs / 1000);
         }
-      } finally {
-        computeMs = performance.now() - t0;
-        deps.metrics.computeSeconds.inc({}, computeMs / 1000);
-      }
-      return outs;
-    }, signal);
+        return outs;
+      },
+      signal,
+      estimateBytes(prepared, body.byteLength),
+    );
     for (const _ of layers) deps.metrics.layers.inc({ method: params.method, pattern: request.pattern });
 
     const responseLayers = outputs.map((o, i) => {
