@@ -301,7 +301,8 @@ export class GpuEngine {
     const maskBytes = Math.ceil(n / 32) * 4;
     const limit = this.device.limits.maxStorageBufferBindingSize;
     const partBytes = colBlocks * cols * 12;
-    if (poolSize(maskBytes) > limit || poolSize(partBytes) > limit) {
+    const globals = [maskBytes, partBytes, rows * 12, cols * 12, centredWgs * 12, keyBlocks * 4];
+    if (globals.some((b) => poolSize(b) > limit)) {
       throw new ZpruneError("invalid_request", `layer ${name}: ${rows}x${cols} is too large for this device`);
     }
     const size = DTYPE_SIZE[dtype];
