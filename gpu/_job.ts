@@ -1,0 +1,146 @@
+/**
+ * One `prune()`'s GPU resources and command stream (private to gpu/engine.ts): pooled buffers held until the job
+ * ends, staging buffers destroyed in `finally`, error scopes around every submit, and per-stage timing.
+ */
+import { ZpruneError } from "../contract/errors.ts";
+import type { BufferPool } from "./buffer_pool.ts";
+
+/** GPU milliseconds per stage of one `prune()`, when profiling. */
+export interface StageTimes {
+  source: "timestamp" | "wall";
+  ms: Record<string, number>;
+}
+
+/** Stage names, in order; also the compute pass labels and timestamp slots. */
+export const STAGES = ["decode", "stats", "centred", "score", "select", "apply"] as const;
+/** A stage name. */
+export type Stage = (typeof STAGES)[number];
+
+const COPY_SRC = GPUBufferUsage.COPY_SRC;
+const COPY_DST = GPUBufferUsage.COPY_DST;
+
+/**
+ * The GPU resources and command stream of one `prune()`: pooled buffers (released at the end, after the last submit
+ * that used them), staging buffers (destroyed in `finally`), error scopes around every submit, and per-stage timing.
+ */
+export class Job {
+  readonly #device: GPUDevice;
+  readonly #pool: BufferPool;
+  readonly #held: GPUBuffer[] = [];
+  readonly #profile: boolean;
+  readonly #querySet: GPUQuerySet | null;
+  readonly #wall: Partial<Record<Stage, number>> = {};
+  readonly #used = new Set<Stage>();
+  #encoder: GPUCommandEncoder | null = null;
+
+  constructor(device: GPUDevice, pool: BufferPool, profile: boolean, timestamps: boolean) {
+    this.#device = device;
+    this.#pool = pool;
+    this.#profile = profile;
+    this.#querySet = timestamps
+      ? device.createQuerySet({ label: "stage-timestamps", type: "timestamp", count: STAGES.length * 2 })
+      : null;
+  }
+
+  /** The open command encoder (created on demand). */
+  get encoder(): GPUCommandEncoder {
+    return this.#encoder ??= this.#device.createCommandEncoder({ label: "prune" });
+  }
+
+  /** A pooled buffer held until the job ends. */
+  buffer(bytes: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const b = this.#pool.acquire(bytes, usage, label);
+    this.#held.push(b);
+    return b;
+  }
+
+  /** Records one stage as a labelled compute pass; when profiling without timestamps, times it by wall clock. */
+  async stage(name: Stage, record: (pass: GPUComputePassEncoder) => void): Promise<void> {
+    const slot = STAGES.indexOf(name);
+    this.#used.add(name);
+    const pass = this.encoder.beginComputePass({
+      label: name,
+      timestampWrites: this.#querySet
+        ? { querySet: this.#querySet, beginningOfPassWriteIndex: slot * 2, endOfPassWriteIndex: slot * 2 + 1 }
+        : undefined,
+    });
+    record(pass);
+    pass.end();
+    if (this.#profile && !this.#querySet) {
+      await this.submit();
+      const t0 = performance.now();
+      await this.#device.queue.onSubmittedWorkDone();
+      this.#wall[name] = performance.now() - t0;
+    }
+  }
+
+  /** Submits the open encoder inside validation and out-of-memory error scopes. */
+  async submit(): Promise<void> {
+    if (!this.#encoder) return;
+    const enc = this.#encoder;
+    this.#encoder = null;
+    this.#device.pushErrorScope("out-of-memory");
+    this.#device.pushErrorScope("validation");
+    this.#device.queue.submit([enc.finish()]);
+    const validation = await this.#device.popErrorScope();
+    const oom = await this.#device.popErrorScope();
+    const err = validation ?? oom;
+    if (err) {
+      throw new ZpruneError(
+        "unavailable",
+        `WebGPU ${validation ? "validation" : "out-of-memory"} error: ${err.message}`,
+      );
+    }
+  }
+
+  /** Copies `buffers` (first `sizes[i]` bytes of each) to fresh staging buffers, submits, maps and returns copies. */
+  async read(buffers: GPUBuffer[], sizes: number[]): Promise<ArrayBuffer[]> {
+    const staging: GPUBuffer[] = [];
+    try {
+      this.#device.pushErrorScope("out-of-memory");
+      buffers.forEach((b, i) => {
+        const bytes = Math.ceil(sizes[i]! / 4) * 4;
+        const s = this.#device.createBuffer({
+          label: `staging:${b.label}`,
+          size: Math.max(4, bytes),
+          usage: GPUBufferUsage.MAP_READ | COPY_DST,
+        });
+        staging.push(s);
+        if (bytes > 0) this.encoder.copyBufferToBuffer(b, 0, s, 0, bytes);
+      });
+      const oom = await this.#device.popErrorScope();
+      if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
+      await this.submit();
+      await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+      return staging.map((s, i) => s.getMappedRange(0, Math.max(4, Math.ceil(sizes[i]! / 4) * 4)).slice(0, sizes[i]!));
+    } finally {
+      for (const s of staging) s.destroy();
+    }
+  }
+
+  /** GPU milliseconds per stage that ran. */
+  async stageTimes(): Promise<StageTimes> {
+    if (!this.#querySet) {
+      const ms: Record<string, number> = {};
+      for (const s of STAGES) if (this.#wall[s] !== undefined) ms[s] = this.#wall[s]!;
+      return { source: "wall", ms };
+    }
+    const resolve = this.buffer(STAGES.length * 16, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
+    this.encoder.resolveQuerySet(this.#querySet, 0, STAGES.length * 2, resolve, 0);
+    const [data] = await this.read([resolve], [STAGES.length * 16]);
+    const t = new BigUint64Array(data!);
+    const ms: Record<string, number> = {};
+    STAGES.forEach((s, i) => {
+      if (this.#used.has(s)) ms[s] = Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
+    });
+    return { source: "timestamp", ms };
+  }
+
+  /** Returns pooled buffers (every submit that used them is queued) and drops the query set. */
+  finish(): void {
+    this.#encoder = null;
+    this.#pool.release(...this.#held);
+    this.#held.length = 0;
+    this.#querySet?.destroy();
+  }
+}
