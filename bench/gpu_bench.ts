@@ -8,7 +8,8 @@
  *
  * Flags: --shapes 4096x4096,4096x11008 (default: the five LLM shapes below) --patterns layer,row,2:4
  *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software
- *   adapter such as lavapipe; use small shapes there) --return-weight --return-score
+ *   adapter such as lavapipe; use small shapes there) --wall (time stages by wall clock even where timestamp queries
+ *   exist) --return-weight --return-score
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     sparsity: { type: "string", default: "0.5" },
     repeat: { type: "string", default: "5" },
     fallback: { type: "boolean", default: false },
+    wall: { type: "boolean", default: false },
     "return-weight": { type: "boolean", default: false },
     "return-score": { type: "boolean", default: false },
   },
@@ -116,7 +118,7 @@ for (const shape of values.shapes.split(",")) {
       const t0 = performance.now();
       await engine.prune(params, layer);
       requestMs.push(performance.now() - t0);
-      const { stages } = await engine.prune(params, layer, { profile: true });
+      const { stages } = await engine.prune(params, layer, { profile: values.wall ? "wall" : true });
       source = stages!.source;
       for (const [k, v] of Object.entries(stages!.ms)) (stageRuns[k] ??= []).push(v);
     }

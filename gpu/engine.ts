@@ -212,16 +212,17 @@ export class GpuEngine {
 
   /**
    * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
-   * them, else wall time around each stage's own submit (which serialises the stages, so use it only to profile).
+   * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
+   * so use it only to profile).
    */
   async prune(
     params: PruneParams,
     layer: LayerJob,
-    opts: { profile?: boolean } = {},
+    opts: { profile?: boolean | "wall" } = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
-    const profile = opts.profile ?? false;
-    const job = new Job(this.device, this.#pool, profile, profile && this.#timestamps);
+    const profile = opts.profile !== undefined && opts.profile !== false;
+    const job = new Job(this.device, this.#pool, profile, opts.profile === true && this.#timestamps);
     try {
       const output = await this.#run(job, params, layer);
       const stages = profile ? await job.stageTimes() : undefined;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { f32AtLeast, planTiles } from "./engine.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import { f32AtLeast, GpuEngine, planTiles } from "./engine.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
   const tiles = planTiles(1000, 300, 300 * 4 * 333);
@@ -26,4 +27,69 @@ Deno.test("f32AtLeast() gives the smallest float32 not below x", () => {
       assert.ok(below[0]! < x, `${below[0]} >= ${x}`);
     }
   }
+});
+
+const engine = await GpuEngine.create({ allowFallback: true });
+
+Deno.test({
+  name: "GpuEngine.prune() profiles every stage it runs, by timestamps or by wall clock",
+  ignore: !engine,
+  async fn() {
+    const v = new Float32Array(37 * 41).map((_, i) => Math.sin(i));
+    const layer = {
+      name: "p",
+      rows: 37,
+      cols: 41,
+      dtype: "f32" as const,
+      weight: new Uint8Array(v.buffer),
+      actNormSq: null,
+    };
+    const params = {
+      method: "zpruner" as const,
+      pattern: { kind: "layer" as const, sparsity: 0.5 },
+      exponent: 1.5,
+      returnWeight: true,
+      returnScore: false,
+    };
+    const plain = await engine!.prune(params, layer);
+    assert.equal(plain.stages, undefined);
+    for (const profile of [true, "wall"] as const) {
+      const { output, stages } = await engine!.prune(params, layer, { profile });
+      assert.deepEqual(output.mask, plain.output.mask);
+      assert.deepEqual(Object.keys(stages!.ms), ["decode", "stats", "centred", "score", "select", "apply"]);
+      for (const ms of Object.values(stages!.ms)) assert.ok(ms >= 0 && Number.isFinite(ms));
+      if (profile === "wall") assert.equal(stages!.source, "wall");
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.prune() refuses a row wider than one storage binding with invalid_request",
+  ignore: !engine,
+  async fn() {
+    const small = await GpuEngine.create({ allowFallback: true, maxTileBytes: 1024 });
+    try {
+      const layer = {
+        name: "wide",
+        rows: 2,
+        cols: 300,
+        dtype: "f16" as const,
+        weight: new Uint8Array(1200),
+        actNormSq: null,
+      };
+      const params = {
+        method: "magnitude" as const,
+        pattern: { kind: "row" as const, sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: false,
+        returnScore: false,
+      };
+      await assert.rejects(
+        small!.prune(params, layer),
+        (e: unknown) => e instanceof ZpruneError && e.code === "invalid_request",
+      );
+    } finally {
+      small?.destroy();
+    }
+  },
 });
