@@ -85,8 +85,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const seconds = (performance.now() - start) / 1000;
     metrics.requests.inc({ route, status: String(c.res.status) });
     metrics.latency.observe(seconds, { route });
-    const out = Number(c.res.headers.get("content-length") ?? 0);
-    if (out) metrics.bytesOut.inc({}, out);
+    // /v1/prune sets Content-Length; the other answers are small JSON or text, measured by reading a clone.
+    const declared = c.res.headers.get("content-length");
+    const out = declared !== null ? Number(declared) : (await c.res.clone().arrayBuffer()).byteLength;
+    metrics.bytesOut.inc({}, out);
     deps.log?.({
       ts: new Date().toISOString(),
       id,

@@ -118,6 +118,9 @@ export function pruneHandler(deps: PruneRouteDeps) {
       start,
     );
     c.set("timings", timings);
-    return new Response(bytes, { status: 200, headers: { "content-type": "application/msgpack" } });
+    return new Response(bytes, {
+      status: 200,
+      headers: { "content-type": "application/msgpack", "content-length": String(bytes.byteLength) },
+    });
   };
 }

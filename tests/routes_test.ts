@@ -1,0 +1,139 @@
+/**
+ * The routes beside /v1/prune, and /v1/prune's optional parts: several layers in order, `return` of weights
+ * and scores, `inputs` in place of actNormSq, and concurrent requests that must not change each other's answers.
+ */
+import assert from "node:assert/strict";
+import type { InfoResponse, PruneResponse } from "../contract/api.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
+import { goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
+import { randomLayer, rng } from "./_random.ts";
+
+async function prune(url: string, body: unknown): Promise<PruneResponse> {
+  const res = await postPrune(url, encodeMsgpack(body));
+  assert.equal(res.status, 200, await res.clone().text());
+  return decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+}
+
+Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { maxBodyBytes: 12345, maxLayerElements: 999 } });
+  try {
+    const info = await (await fetch(`${server.url}/v1/info`)).json() as InfoResponse;
+    assert.equal(info.backend, "cpu");
+    assert.equal(info.device, backend.device);
+    assert.equal(info.limits.maxBodyBytes, 12345);
+    assert.equal(info.limits.maxLayerElements, 999);
+    assert.deepEqual([...info.methods].sort(), ["magnitude", "ria", "wanda", "zpruner"]);
+    assert.deepEqual([...info.dtypes].sort(), ["bf16", "f16", "f32"]);
+    assert.ok(info.patterns.includes("N:M") && info.patterns.includes("layer") && info.patterns.includes("row"));
+    const doc = await (await fetch(`${server.url}/openapi.json`)).json();
+    assert.equal(doc.openapi, "3.1.0");
+    for (const p of ["/v1/prune", "/healthz", "/v1/info", "/metrics", "/openapi.json"]) assert.ok(doc.paths[p], p);
+    const reqSchema = doc.components.schemas.PruneRequest;
+    assert.deepEqual(reqSchema.required, ["layers"]);
+    assert.deepEqual(reqSchema.properties.method.anyOf[0].enum, ["zpruner", "wanda", "ria", "magnitude"]);
+    const g = goldenCases().find((c) => c.name === "tiny-zpruner-layer-f32")!;
+    await (await postPrune(server.url, g.request)).arrayBuffer();
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(text, /^# TYPE zprune_requests_total counter$/m);
+    assert.match(text, /^zprune_requests_total\{route="\/v1\/prune",status="200"\} 1$/m);
+    assert.match(text, /^zprune_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/prune"\} 1$/m);
+    assert.match(text, new RegExp(`^zprune_bytes_in_total ${g.request.byteLength}$`, "m"));
+    assert.match(text, /^zprune_bytes_out_total [1-9][0-9]*$/m);
+    assert.match(text, /^zprune_compute_seconds_total [0-9.e-]+$/m);
+    assert.match(text, /^zprune_queue_depth 0$/m);
+    assert.match(text, /^zprune_backend_restarts_total 0$/m);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("POST /v1/prune answers several layers in request order, with weights, scores and inputs", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  try {
+    const rand = rng(42);
+    const a = randomLayer(rand, { rows: 5, cols: 12, dtype: "bf16" });
+    const b = randomLayer(rand, { rows: 3, cols: 12, dtype: "f16" });
+    // inputs: 7 tokens x 12 features; the server sums their squares per feature.
+    const tokens = new Float32Array(7 * 12).map(() => rand() - 0.5);
+    const sums = new Float64Array(12);
+    for (let i = 0; i < tokens.length; i++) sums[i % 12]! += tokens[i]! ** 2;
+    const body = await prune(server.url, {
+      method: "wanda",
+      pattern: "row",
+      sparsity: 0.25,
+      return: ["mask", "weight", "score"],
+      layers: [
+        {
+          name: "first",
+          weight: { dtype: "bf16", shape: [5, 12], data: a.weight },
+          actNormSq: { dtype: "f32", shape: [12], data: new Uint8Array(a.actNormSq.buffer) },
+        },
+        {
+          name: "second",
+          weight: { dtype: "f16", shape: [3, 12], data: b.weight },
+          inputs: { dtype: "f32", shape: [7, 12], data: new Uint8Array(tokens.buffer) },
+        },
+      ],
+    });
+    assert.deepEqual(body.layers.map((l) => l.name), ["first", "second"]);
+    const expectA = await pruneLayer({
+      method: "wanda",
+      pattern: { kind: "row", sparsity: 0.25 },
+      exponent: 1,
+      returnWeight: true,
+      returnScore: true,
+    }, { name: "first", rows: 5, cols: 12, dtype: "bf16", weight: a.weight, actNormSq: a.actNormSq });
+    const expectB = await pruneLayer({
+      method: "wanda",
+      pattern: { kind: "row", sparsity: 0.25 },
+      exponent: 1,
+      returnWeight: true,
+      returnScore: true,
+    }, { name: "second", rows: 3, cols: 12, dtype: "f16", weight: b.weight, actNormSq: Float32Array.from(sums) });
+    for (const [got, want, rows] of [[body.layers[0]!, expectA, 5], [body.layers[1]!, expectB, 3]] as const) {
+      assert.deepEqual(got.mask, want.mask);
+      assert.equal(got.stats.pruned, rows * 3);
+      assert.deepEqual(got.stats.rowSparsity, { min: 0.25, max: 0.25, mean: 0.25 });
+      assert.equal(got.weight!.dtype, body.layers[0] === got ? "bf16" : "f16");
+      assert.deepEqual(got.weight!.data, want.weight);
+      assert.equal(got.score!.dtype, "f32");
+      assert.deepEqual(new Float32Array(got.score!.data.slice().buffer), want.score);
+    }
+    // wanda's score is |W| * sqrt(actNormSq): check one weight of the second layer by hand.
+    const s = new Float32Array(body.layers[1]!.score!.data.slice().buffer);
+    const w0 = new Uint16Array(b.weight.buffer)[0]!;
+    const f16 = (h: number) => (h & 0x8000 ? -1 : 1) * 2 ** (((h >> 10) & 31) - 15) * (1 + (h & 1023) / 1024);
+    assert.ok(Math.abs(s[0]! - Math.abs(f16(w0)) * Math.sqrt(sums[0]!)) < 1e-6 * s[0]! + 1e-12);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("concurrent requests each get their own answer", async () => {
+  const backend = createCpuBackend({ threads: 2, parallelMin: 1 << 12 });
+  const server = await startServer({ backend, config: { concurrency: 3 } });
+  try {
+    const cases = goldenCases();
+    const rounds = await Promise.all(
+      Array.from({ length: 24 }, async (_, i) => {
+        const g = cases[i % cases.length]!;
+        const res = await postPrune(server.url, g.request);
+        const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+        return { g, layer: body.layers[0]! };
+      }),
+    );
+    for (const { g, layer } of rounds) {
+      assert.equal(layer.name, g.expected.name);
+      assert.deepEqual(goldenProblems(layer.mask, g.expected), [], g.name);
+    }
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
