@@ -5,7 +5,7 @@
 import type { DType, Method } from "../contract/api.ts";
 import { decodeInto } from "./decode.ts";
 import { accumulateSums, centredSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
-import { markBelow, markTies, selectNM, selectRows } from "./select.ts";
+import { histogramHigh, histogramLow, markBelow, markTies, selectNM, selectRows } from "./select.ts";
 
 /** Every operation a worker can run, with its arguments. Arrays may be views of SharedArrayBuffers. */
 export type CpuOp =
@@ -49,7 +49,11 @@ export interface DecodeSumsResult {
   colAbs: Float64Array;
 }
 
-/** Runs one operation on this thread and returns its (structured-cloneable) result. */
+/**
+ * Runs one operation on this thread and returns its (structured-cloneable) result. Every hot loop lives in a
+ * small function of its own: this dispatcher sees every operation's shape, and a loop inlined here would be
+ * deoptimised each time a new shape arrives.
+ */
 export function runOp(o: CpuOp): unknown {
   switch (o.op) {
     case "decodeSums": {
@@ -74,19 +78,10 @@ export function runOp(o: CpuOp): unknown {
       if (!o.hist) return null;
       // The top-16-bit histogram of the scores just written, while they are still warm in cache.
       const keys = new Uint32Array(o.out.buffer, o.out.byteOffset, o.out.length);
-      const hist = new Uint32Array(1 << 16);
-      for (let i = o.r0 * o.ctx.cols, e = o.r1 * o.ctx.cols; i < e; i++) hist[keys[i]! >>> 16]!++;
-      return hist;
+      return histogramHigh(keys, o.r0 * o.ctx.cols, o.r1 * o.ctx.cols);
     }
-    case "histLow": {
-      const hist = new Uint32Array(1 << 16);
-      const { keys, top } = o;
-      for (let i = o.e0; i < o.e1; i++) {
-        const key = keys[i]!;
-        if (key >>> 16 === top) hist[key & 0xffff]!++;
-      }
-      return hist;
-    }
+    case "histLow":
+      return histogramLow(o.keys, o.e0, o.e1, o.top);
     case "markBelow":
       return markBelow(o.keys, o.e0, o.e1, o.t, o.mask);
     case "markTies":

@@ -145,12 +145,21 @@ export function markLowest(
   }
 }
 
-/** Layer-wide selection: the k lowest of all keys. Returns the threshold key, or -1 when k = 0. */
-export function selectLayer(keys: Uint32Array, k: number, mask: Uint8Array): number {
-  if (k <= 0) return -1;
-  const sel = radixSelect(keys, 0, keys.length, k, 16, new Uint32Array(1 << 16));
-  markLowest(keys, 0, keys.length, k, sel, mask);
-  return sel.threshold;
+/** Histogram of the high 16 bits of keys [start, end). */
+export function histogramHigh(keys: Uint32Array, start: number, end: number): Uint32Array {
+  const hist = new Uint32Array(1 << 16);
+  for (let i = start; i < end; i++) hist[keys[i]! >>> 16]!++;
+  return hist;
+}
+
+/** Histogram of the low 16 bits of the keys in [start, end) whose high 16 bits equal `high`. */
+export function histogramLow(keys: Uint32Array, start: number, end: number, high: number): Uint32Array {
+  const hist = new Uint32Array(1 << 16);
+  for (let i = start; i < end; i++) {
+    const key = keys[i]!;
+    if (key >>> 16 === high) hist[key & 0xffff]!++;
+  }
+  return hist;
 }
 
 /**

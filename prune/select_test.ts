@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { markBelow, markTies, radixSelect, selectLayer, selectNM, selectRows } from "./select.ts";
+import { histogramHigh, histogramLow, markBelow, markTies, radixSelect, selectNM, selectRows } from "./select.ts";
 
 /** Seeded keys in a narrow range, so exact ties are frequent. */
 function keys(n: number, seed: number, spread: number): Uint32Array {
@@ -39,17 +39,6 @@ Deno.test("radixSelect() finds the k-th lowest key and the count below it", () =
   }
 });
 
-Deno.test("selectLayer() prunes the k lowest, ties by lower index first", () => {
-  for (const spread of [2, 7, 100000]) {
-    const k = keys(1237, 9, spread);
-    for (const count of [0, 1, 618, 1236, 1237]) {
-      const mask = new Uint8Array(Math.ceil(k.length / 8));
-      selectLayer(k, count, mask);
-      assert.deepEqual(bits(mask, k.length), lowest(k, 0, k.length, count), `spread ${spread}, k ${count}`);
-    }
-  }
-});
-
 Deno.test("selectRows() and selectNM() select per row and per group, rows not byte-aligned", () => {
   const rows = 13, cols = 15;
   const k = keys(rows * cols, 5, 4);
@@ -76,4 +65,12 @@ Deno.test("markBelow() counts ties and markTies() takes them in index order with
   assert.deepEqual(bits(mask, 7), new Set([1, 5]));
   markTies(k, 1, 7, 5, 2, mask);
   assert.deepEqual(bits(mask, 7), new Set([1, 2, 4, 5]));
+});
+
+Deno.test("histogramHigh() and histogramLow() count the high digit, then the low digit under one high", () => {
+  const k = new Uint32Array([0x00010002, 0x00010002, 0x00010003, 0x00020002, 0xffff0000]);
+  const hi = histogramHigh(k, 0, 5);
+  assert.deepEqual([hi[1], hi[2], hi[0xffff]], [3, 1, 1]);
+  const lo = histogramLow(k, 1, 5, 1);
+  assert.deepEqual([lo[2], lo[3], lo[0]], [1, 1, 0]);
 });
