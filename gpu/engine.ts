@@ -277,7 +277,7 @@ export class GpuEngine {
     const { rows, cols, dtype, name } = layer;
     const n = rows * cols;
     const { method, pattern } = params;
-    if (n === 0) return emptyOutput(params, layer);
+    if (n === 0) return emptyOutput(params);
     if (n >= 2 ** 32) {
       throw new ZpruneError("invalid_request", `layer ${name}: ${n} elements exceed the WebGPU backend's 2^32 limit`);
     }
@@ -547,7 +547,7 @@ function checkFinite(layer: LayerJob, first: number): void {
 }
 
 /** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
-function emptyOutput(params: PruneParams, layer: LayerJob): LayerOutput {
+function emptyOutput(params: PruneParams): LayerOutput {
   const out: LayerOutput = {
     mask: new Uint8Array(0),
     stats: { pruned: 0, total: 0, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 },
@@ -555,7 +555,6 @@ function emptyOutput(params: PruneParams, layer: LayerJob): LayerOutput {
   if (params.returnWeight) out.weight = new Uint8Array(0);
   if (params.returnScore) out.score = new Float32Array(0);
   if (params.method === "zpruner") out.stats.alpha = 0.7;
-  void layer;
   return out;
 }
 

@@ -26,6 +26,11 @@ export interface WebGpuBackendOptions {
   jobTimeoutMs?: (elements: number) => number;
   /** Longest worker start-up (adapter, device, kernel compilation) may take; default 60 s. */
   startTimeoutMs?: number;
+  /**
+   * Where the worker module is; default `gpu/worker.ts` beside this file. A bundled server bundles `gpu/worker.ts`
+   * separately and passes its URL here (`deno compile` instead needs `--include gpu/worker.ts`).
+   */
+  workerUrl?: string | URL;
 }
 
 interface Pending {
@@ -46,7 +51,8 @@ interface Started {
 
 /** Spawns a worker, opens its device; null when there is no (acceptable) adapter; throws when the device fails. */
 async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> {
-  const worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module", name: "zprune-webgpu" });
+  const url = opts.workerUrl ?? new URL("./worker.ts", import.meta.url);
+  const worker = new Worker(String(url), { type: "module", name: "zprune-webgpu" });
   const timeoutMs = opts.startTimeoutMs ?? 60_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
