@@ -52,6 +52,8 @@ HOME="$WORK/home" "$DENO" jupyter --install >"$WORK/deno-install.log" 2>&1 || { 
 export JUPYTER_PATH="$WORK/home/.local/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
 
 status=0
+export ZPRUNE_NOTEBOOK_RESULTS="$OUT/prune_remote_deno.results.json"
+rm -f "$ZPRUNE_NOTEBOOK_RESULTS"
 for nb in prune_remote prune_remote_deno; do
   start=$(date +%s)
   if (cd "$HERE" && "$PY" -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=900 \
@@ -64,4 +66,4 @@ done
 [ "$status" = 0 ] || exit 1
 
 "$PY" "$HERE/check_notebooks.py" "$OUT/prune_remote.executed.ipynb" "$OUT/prune_remote_deno.executed.ipynb" \
-  --reference "$REPO/models/zp-llama-9m/reference.json"
+  --reference "$REPO/models/zp-llama-9m/reference.json" --deno-results "$ZPRUNE_NOTEBOOK_RESULTS"
