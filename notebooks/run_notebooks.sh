@@ -65,5 +65,6 @@ for nb in prune_remote prune_remote_deno; do
 done
 [ "$status" = 0 ] || exit 1
 
+echo "notebooks: executed copies in $OUT"
 "$PY" "$HERE/check_notebooks.py" "$OUT/prune_remote.executed.ipynb" "$OUT/prune_remote_deno.executed.ipynb" \
   --reference "$REPO/models/zp-llama-9m/reference.json" --deno-results "$ZPRUNE_NOTEBOOK_RESULTS"

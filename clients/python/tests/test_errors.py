@@ -310,3 +310,12 @@ def test_busy_is_retried_until_served(strict_server: str) -> None:
             break
     assert waits, "no request was ever answered busy: the retry path was not exercised"
     assert all(s >= 1.0 for s in waits), "the server's Retry-After (1 s) is honoured"
+
+
+def test_inputs_instead_of_act_norm_sq(server_url: str) -> None:
+    """Raw calibration inputs: the server sums the squares (one sequence), the same mask as the sums sent."""
+    x = RNG.integers(-3, 4, size=(32, 16)).astype(np.float32)  # small integers: the sums are exact in float32
+    act = (x * x).sum(axis=0)
+    from_inputs, s1 = prune_layer(W, None, inputs=x, method="wanda", sparsity=0.5, url=server_url)
+    from_sums, s2 = prune_layer(W, act, method="wanda", sparsity=0.5, url=server_url)
+    assert np.array_equal(from_inputs, from_sums) and s1["pruned"] == s2["pruned"] == W.size // 2
