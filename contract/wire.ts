@@ -7,7 +7,9 @@ import { Packr, Unpackr } from "msgpackr";
 import { ZpruneError } from "./errors.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
+// structuredClone: false makes msgpackr refuse its id/pointer extensions (0x69, 0x70), which otherwise decode to
+// the plain value they wrap and so would slip an extension type past `foreignValue`.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number", structuredClone: false });
 
 /** Replaces every typed array that is not a Uint8Array by a Uint8Array view of the same bytes (no copy). */
 function binViews(value: unknown): unknown {
@@ -43,7 +45,7 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
       : msg.split("\n")[0]!.slice(0, 120);
     throw new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`, { cause: err });
   }
-  const bad = foreignValue(value, "");
+  const bad = foreignValue(value, "", bytes.buffer);
   if (bad !== null) {
     throw new ZpruneError("bad_msgpack", `${bad}: only plain msgpack types are accepted (no extension types, no 0xc1)`);
   }
@@ -52,22 +54,27 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
 
 /**
  * The path of the first value that plain msgpack cannot carry (an extension type msgpackr turned into a Date,
- * Set, typed array..., or its marker for the reserved byte 0xc1), or null when the tree is plain.
+ * Set, typed array..., or its marker for the reserved byte 0xc1), or null when the tree is plain. A `bin` is a
+ * view into the body (`body`); msgpackr's typed-array extension (0x74) decodes to a Uint8Array too, but one
+ * with its own buffer, so that is how the two are told apart.
  */
-function foreignValue(v: unknown, path: string): string | null {
+function foreignValue(v: unknown, path: string, body: ArrayBufferLike): string | null {
   if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") return null;
   if (typeof v !== "object") return path || "(body)";
-  if (v instanceof Uint8Array) return v.constructor === Uint8Array || v.constructor.name === "Buffer" ? null : path;
+  if (v instanceof Uint8Array) {
+    const plain = v.constructor === Uint8Array || v.constructor.name === "Buffer";
+    return plain && v.buffer === body ? null : path || "(body)";
+  }
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
-      const bad = foreignValue(v[i], `${path}[${i}]`);
+      const bad = foreignValue(v[i], `${path}[${i}]`, body);
       if (bad !== null) return bad;
     }
     return null;
   }
   if (Object.getPrototypeOf(v) !== Object.prototype) return path || "(body)";
   for (const [k, x] of Object.entries(v)) {
-    const bad = foreignValue(x, path ? `${path}.${k}` : k);
+    const bad = foreignValue(x, path ? `${path}.${k}` : k, body);
     if (bad !== null) return bad;
   }
   return null;
