@@ -14,8 +14,16 @@ export async function chooseBackend(choice: BackendChoice): Promise<Backend> {
   if (hasWebGpu) {
     // Loaded only here, so runtimes without WebGPU (Bun) never parse the GPU code.
     const { createWebGpuBackend } = await import("../gpu/webgpu_backend.ts");
-    const gpu = await createWebGpuBackend({ allowFallback: choice === "webgpu" });
-    if (gpu) return gpu;
+    try {
+      const gpu = await createWebGpuBackend({ allowFallback: choice === "webgpu" });
+      if (gpu) return gpu;
+    } catch (err) {
+      // An adapter that fails to give a working device: `auto` serves on the CPU rather than not at all.
+      if (choice === "webgpu") throw err;
+      console.error(
+        `zprune: WebGPU failed to start (${err instanceof Error ? err.message : err}); using the CPU backend`,
+      );
+    }
   }
   if (choice === "webgpu") throw new Error("ZPRUNE_BACKEND=webgpu, but this runtime finds no WebGPU adapter");
   return createCpuBackend();
