@@ -71,3 +71,48 @@ def test_prune_model_zpruner_layer(server_url: str, reference: Dict[str, Any], d
             assert int((lin.weight == 0).sum()) >= stats["pruned"], "masks are applied in place"
     ppl = perplexity(model, data["test"], batch_size=16)
     assert ppl == pytest.approx(reference["ppl"]["zpruner/layer"][1], rel=REL_TOL)
+
+
+def tiny_llama(seed: int = 0) -> Any:
+    from zprune_client.llama import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+                      rope_theta=10000.0, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("pattern", ["row", "2:4"])
+def test_cached_inputs_match_full_passes(server_url: str, pattern: str) -> None:
+    """``cache_inputs=True`` (one block at a time) prunes exactly the weights the full passes prune."""
+    import copy
+
+    full = tiny_llama()
+    cached = copy.deepcopy(full)
+    batches = list(torch.randint(0, 97, (6, 32), generator=torch.Generator().manual_seed(1)).split(4))
+    kw = dict(method="wanda", pattern=pattern, sparsity=0.5, progress=False)
+    r1 = prune_model(full, batches, server_url, **kw)
+    r2 = prune_model(cached, batches, server_url, cache_inputs=True, **kw)
+    assert r1.pruned == r2.pruned == r1.total // 2
+    for (n1, p1), (n2, p2) in zip(full.named_parameters(), cached.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    assert "forward" not in cached.model.layers[0].__dict__, "the capture hook is gone"
+
+
+def test_prune_model_selected_blocks_and_f16_on_the_wire(server_url: str) -> None:
+    model = tiny_llama(2)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    batches = [torch.randint(0, 97, (3, 16), generator=torch.Generator().manual_seed(3))]
+    report = prune_model(model, batches, server_url, method="magnitude", pattern="layer", sparsity=0.25,
+                         blocks=[1], dtype="f16", progress=False)
+    assert sorted(report.stats) == sorted(f"model.layers.1.{n}" for n in LLAMA_LINEARS)
+    for n, p in model.named_parameters():
+        if n.startswith("model.layers.1.") and n.endswith("proj.weight"):
+            zeroed = (p == 0) & (before[n] != 0)
+            assert int(zeroed.sum()) == int(0.25 * p.numel())
+            # magnitude: the zeroed weights are the smallest (in float16, as sent)
+            w16 = before[n].half().float().abs()
+            assert w16[zeroed].max() <= w16[~zeroed].min()
+        else:
+            assert torch.equal(p, before[n]), f"{n} changed"

@@ -13,7 +13,7 @@ weights set to zero); then the next block. This is the procedure of SparseGPT, W
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .client import Layer, PruneResult, ZpruneClient
 from .wire import WireDType
@@ -74,6 +74,48 @@ def _count_sequences(batch: Any) -> int:
     return int(shape[0]) if shape is not None and len(shape) > 1 else 1
 
 
+def _capture_inputs(model: Any, block: Any, batches: List[Any], run: Callable[[Any, Any], Any]) -> List[Any]:
+    """Runs every batch up to ``block`` and returns the (args, kwargs) it was called with, per batch."""
+    captured: List[Tuple[Tuple[Any, ...], Dict[str, Any]]] = []
+    had_own = "forward" in block.__dict__
+    own = block.__dict__.get("forward")
+
+    def catcher(*args: Any, **kwargs: Any) -> Any:
+        for key in ("past_key_value", "past_key_values"):
+            if key in kwargs:
+                kwargs[key] = None
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        captured.append((args, kwargs))
+        raise _StopForward()
+
+    block.forward = catcher
+    try:
+        import torch
+
+        with torch.no_grad():
+            for batch in batches:
+                try:
+                    run(model, batch)
+                except _StopForward:
+                    pass
+    finally:
+        if had_own:
+            block.forward = own
+        else:
+            del block.forward
+    if len(captured) != len(batches):
+        raise RuntimeError("the first block to prune was not called once per calibration batch")
+    return captured
+
+
+def _next_inputs(out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    hidden = out[0] if isinstance(out, (tuple, list)) else out
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return (), {**kwargs, "hidden_states": hidden}
+
+
 def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
     if not enabled:
         return iterable
@@ -99,6 +141,7 @@ def prune_model(
     dtype: Optional[WireDType] = None,
     forward: Optional[Callable[[Any, Any], Any]] = None,
     stop_early: bool = True,
+    cache_inputs: bool = False,
     progress: bool = True,
     client: Optional[ZpruneClient] = None,
 ) -> ModelPruneReport:
@@ -116,6 +159,11 @@ def prune_model(
         dtype: wire dtype of the weights (default: the weights' own dtype).
         forward: ``forward(model, batch)`` runs one batch (default: ``model(batch)``).
         stop_early: stop each calibration pass after the block being pruned (the rest cannot change its inputs).
+        cache_inputs: instead of a pass through the whole model per block, capture the first block's inputs once
+            and run only one block at a time, feeding each pruned block's outputs to the next (as SparseGPT and
+            Wanda do): the same activations in linear rather than quadratic time. Needs blocks that take the
+            hidden states as their first argument and return them (or a tuple starting with them); KV caches in
+            the captured keyword arguments are dropped.
         progress: show a tqdm progress bar when tqdm is importable.
         client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
 
@@ -132,9 +180,12 @@ def prune_model(
     client = client or ZpruneClient(url, token)
     decoder = model.model.layers
     order = list(range(len(decoder))) if blocks is None else list(blocks)
+    if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
+        raise ValueError("cache_inputs needs consecutive blocks in ascending order")
     report = ModelPruneReport()
     was_training = bool(getattr(model, "training", False))
     model.eval()
+    cached: Optional[List[Tuple[Tuple[Any, ...], Dict[str, Any]]]] = None
     try:
         for bi in _progress(order, len(order), progress):
             block = decoder[bi]
@@ -153,17 +204,23 @@ def prune_model(
             def stop(_mod: Any, _args: Any, _out: Any) -> None:
                 raise _StopForward()
 
+            if cache_inputs and cached is None:
+                cached = _capture_inputs(model, block, batches, run)
             try:
                 for name, mod in mods:
                     handles.append(mod.register_forward_hook(make_hook(name)))
-                if stop_early:
-                    handles.append(block.register_forward_hook(stop))
                 with torch.no_grad():
-                    for batch in batches:
-                        try:
-                            run(model, batch)
-                        except _StopForward:
-                            pass
+                    if cached is not None:
+                        for args, kwargs in cached:
+                            block(*args, **kwargs)
+                    else:
+                        if stop_early:
+                            handles.append(block.register_forward_hook(stop))
+                        for batch in batches:
+                            try:
+                                run(model, batch)
+                            except _StopForward:
+                                pass
             finally:
                 for h in handles:
                     h.remove()
@@ -181,6 +238,8 @@ def prune_model(
                     report.stats[layer.name] = layer.stats
                     report.pruned += int(layer.stats.get("pruned", int(layer.mask.sum())))
                     report.total += int(layer.stats.get("total", layer.mask.size))
+                if cached is not None:  # the pruned block's outputs are the next block's inputs
+                    cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
             report.responses.append(result)
     finally:
         model.train(was_training)
