@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { ZpruneClient } from "../client/mod.ts";
+import { type Method, METHODS } from "../contract/api.ts";
 import {
   ForwardPool,
   gatherWindows,
@@ -154,7 +155,8 @@ export async function main(args: string[]): Promise<PruneReport | undefined> {
   const bar = progress();
   const modelDir = v.model ?? DEFAULTS.model;
   const seqlen = num("seqlen", v.seqlen, DEFAULTS.seqlen);
-  const method = (v.method ?? DEFAULTS.method) as "zpruner";
+  const method = (v.method ?? DEFAULTS.method) as Method;
+  if (!METHODS.includes(method)) throw new TypeError(`--method must be one of ${METHODS.join(", ")}, got ${method}`);
   const pattern = v.pattern ?? DEFAULTS.pattern;
   const sparsity = /^\d+:\d+$/.test(pattern) ? undefined : num("sparsity", v.sparsity, DEFAULTS.sparsity);
   const exponent = v.exponent !== undefined ? num("exponent", v.exponent, 0) : undefined;
