@@ -1,8 +1,8 @@
 /**
- * Sequential pruning of a LLaMA checkpoint through the endpoint, as ../README describes it: for each decoder block
- * in order, one forward of all calibration windows through the model as pruned so far collects actNormSq for the
- * block's seven linear layers; one request prunes all seven; the masks are applied; then the next block.
- * Also perplexity over consecutive windows.
+ * Sequential pruning of a LLaMA checkpoint through the endpoint, the way reference.json was made (see the model
+ * card): for each decoder block in order, one forward of all calibration windows through the model as pruned so far
+ * collects actNormSq for the block's seven linear layers; one request prunes all seven; the masks are applied; then
+ * the next block. Also perplexity over consecutive windows.
  */
 import type { PruneResponse } from "../contract/api.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
