@@ -47,7 +47,7 @@ Deno.test("selectRows() and selectNM() select per row and per group, rows not by
   const want = new Set<number>();
   for (let r = 0; r < rows; r++) for (const i of lowest(k, r * cols, (r + 1) * cols, 6)) want.add(i);
   assert.deepEqual(bits(mask, k.length), want);
-  for (const [n, m] of [[2, 4], [1, 3], [3, 5], [20, 40]]) {
+  for (const [n, m] of [[2, 4], [1, 4], [3, 4], [1, 3], [3, 5], [4, 8], [20, 40]]) {
     const c = m! * 3;
     const kk = keys(rows * c, 3, 3);
     const nm = new Uint8Array(Math.ceil(kk.length / 8));
