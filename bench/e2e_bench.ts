@@ -19,7 +19,10 @@ import {
 import { DEFAULTS } from "../cli/prune.ts";
 import { startLocalServer } from "../cli/_local_server.ts";
 
-const { values: v } = parseArgs({ args: Deno.args, options: { runs: { type: "string" }, workers: { type: "string" } } });
+const { values: v } = parseArgs({
+  args: Deno.args,
+  options: { runs: { type: "string" }, workers: { type: "string" } },
+});
 const runs = Number(v.runs ?? 1);
 const T = DEFAULTS.seqlen, N = DEFAULTS.evalWindows;
 const testIds = await readU16(DEFAULTS.evalIds);
@@ -56,17 +59,25 @@ try {
       const dense = await perplexity(pool, testIds, N);
       keep(`dense eval, ${N} windows`, dense.ms);
       t = performance.now();
-      const res = await pruneSequential(m.ckpt, m.cfg, pool, client, {
-        method: "zpruner",
-        pattern: "layer",
-        sparsity: 0.5,
-      }, calib, starts.length);
+      const res = await pruneSequential(
+        m.ckpt,
+        m.cfg,
+        pool,
+        client,
+        {
+          method: "zpruner",
+          pattern: "layer",
+          sparsity: 0.5,
+        },
+        calib,
+        starts.length,
+      );
       keep("sequential pruning, total", performance.now() - t);
       const sum = (f: (b: (typeof res.blocks)[number]) => number) => res.blocks.reduce((a, b) => a + f(b), 0);
-      keep("  calibration forwards (collect)", sum((b) => b.collectMs));
-      keep("  prune requests (6 x 7 layers, HTTP)", sum((b) => b.requestMs));
-      keep("    of which server compute", sum((b) => b.server.computeMs));
-      keep("  apply masks + advance cache", sum((b) => b.applyMs));
+      keep("pruning: calibration forwards (collect)", sum((b) => b.collectMs));
+      keep("pruning: 6 requests of 7 layers (HTTP round trip)", sum((b) => b.requestMs));
+      keep("pruning: server compute within those requests", sum((b) => b.server.computeMs));
+      keep("pruning: apply masks, advance the cached states", sum((b) => b.applyMs));
       const pruned = await perplexity(pool, testIds, N);
       keep(`pruned eval, ${N} windows`, pruned.ms);
       console.error(`run ${run + 1}: dense ${dense.ppl.toFixed(4)} pruned ${pruned.ppl.toFixed(4)}`);
