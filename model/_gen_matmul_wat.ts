@@ -2,8 +2,12 @@
  * Writes `model/matmul.wat`: register-blocked f32 SIMD matmul kernels, out[t, j] = sum_i x[t, i] * w[j, i]
  * (x row-major (T, n), w row-major (d, n) like torch's Linear.weight, out row-major (T, d)).
  * `matmul_RxC` handles rows [0, T - T % R) and columns [0, d - d % C); the caller finishes the tails.
- * n must be a multiple of 4. Compile with wabt (`wat2wasm --enable-simd`) and embed as `_matmul_wasm.ts`.
- * Run: deno run -A model/_gen_matmul_wat.ts
+ * n must be a multiple of 4.
+ *
+ * Regenerate (wabt is a build-time tool only, not a dependency):
+ *   deno run -A model/_gen_matmul_wat.ts                      # writes model/matmul.wat
+ *   npx --yes --package=wabt@1.0.39 wat2wasm model/matmul.wat -o /tmp/matmul.wasm
+ *   deno run -A model/_gen_matmul_wat.ts /tmp/matmul.wasm     # also embeds it as model/_matmul_wasm.ts (base64)
  */
 function kernel(R: number, C: number): string {
   const L: string[] = [];
@@ -87,3 +91,12 @@ const wat = [
   "",
 ].join("\n");
 await Deno.writeTextFile(new URL("./matmul.wat", import.meta.url), wat);
+if (Deno.args[0] !== undefined) {
+  const bytes = await Deno.readFile(Deno.args[0]);
+  const b64 = btoa(String.fromCharCode(...bytes));
+  await Deno.writeTextFile(
+    new URL("./_matmul_wasm.ts", import.meta.url),
+    `/** model/matmul.wat compiled by wabt 1.0.39's wat2wasm, base64; regenerate with model/_gen_matmul_wat.ts. */\n` +
+      `export const MATMUL_WASM_BASE64 =\n  "${b64}";\n`,
+  );
+}
