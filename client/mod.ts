@@ -8,7 +8,6 @@
  * applyMask(weightBytes, "f16", res.layers[0]!.mask);
  * ```
  */
-import { Packr, Unpackr } from "msgpackr";
 import {
   type DType,
   DTYPE_BYTES,
@@ -19,6 +18,7 @@ import {
   type Tensor,
 } from "../contract/api.ts";
 import { ERROR_STATUS, type ErrorCode, isErrorCode, ZpruneError } from "../contract/errors.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };
@@ -41,36 +41,12 @@ export interface ClientOptions {
   fetch?: typeof fetch;
 }
 
-// Plain maps, no records and no ext types: the contract's msgpack subset (API.md, Transport).
-const packr = new Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
-
-/**
- * Replaces every typed array other than Uint8Array by a Uint8Array view of the same bytes, so msgpackr
- * writes `bin` rather than an ext type; drops `undefined` fields. Copies the object tree, not the data.
- */
-export function toWire(value: unknown): unknown {
-  if (value instanceof Uint8Array) return value;
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (Array.isArray(value)) return value.map(toWire);
-  if (value !== null && typeof value === "object") {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toWire(v);
-    return out;
-  }
-  return value;
-}
-
-/** Encodes a request body as contract msgpack. */
+/** Encodes a request body as contract msgpack (plain maps; typed arrays as `bin`, never ext types). */
 export function encodeRequest(request: PruneRequestInput): Uint8Array<ArrayBuffer> {
-  return packr.pack(toWire(request)) as Uint8Array<ArrayBuffer>;
+  return encodeMsgpack(request);
 }
 
-/** Decodes a msgpack body. */
-export function decodeMsgpack(bytes: Uint8Array): unknown {
-  return unpackr.unpack(bytes);
-}
+export { decodeMsgpack };
 
 /** Builds a wire tensor from any typed array (its bytes are sent as they are, little-endian). */
 export function tensor(dtype: DType, shape: number[], data: ArrayBufferView<ArrayBuffer>): Tensor {
@@ -185,8 +161,13 @@ export class ZpruneClient {
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
       body,
     }, options.signal);
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    const parsed = PruneResponseSchema.safeParse(decodeMsgpack(bytes));
+    let answer: unknown;
+    try {
+      answer = decodeMsgpack(new Uint8Array(await res.arrayBuffer()));
+    } catch (err) {
+      throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`);
+    }
+    const parsed = PruneResponseSchema.safeParse(answer);
     if (!parsed.success) {
       throw new ZpruneError("internal", `malformed prune response: ${parsed.error.issues[0]?.message ?? "?"}`);
     }
