@@ -98,6 +98,30 @@ export interface PruneReport {
     totalMs: number;
   };
   out?: string;
+  /** The matching figures of the model's reference.json, when the run reproduces how they were made. */
+  reference?: { densePpl: number; prunedPpl?: number };
+}
+
+/**
+ * The reference.json figures that this run should reproduce: only for the default calibration and evaluation data,
+ * the reference's sparsity and either its 64 windows or the whole test set.
+ */
+async function referenceFor(
+  modelDir: string,
+  key: string,
+  sparsity: number | undefined,
+  evalWindows: number,
+  totalWindows: number,
+): Promise<PruneReport["reference"]> {
+  let ref: { sparsity: number; eval_windows: number; dense_ppl: number[]; ppl: Record<string, number[]> };
+  try {
+    ref = JSON.parse(await Deno.readTextFile(`${modelDir}/reference.json`));
+  } catch {
+    return undefined;
+  }
+  const at = evalWindows === ref.eval_windows ? 1 : evalWindows === totalWindows ? 0 : -1;
+  if (at < 0 || (sparsity !== undefined && sparsity !== ref.sparsity)) return undefined;
+  return { densePpl: ref.dense_ppl[at]!, prunedPpl: ref.ppl[key]?.[at] };
 }
 
 /** A progress line on stderr when it is a terminal; silent otherwise. */
@@ -194,6 +218,9 @@ export async function main(args: string[]): Promise<PruneReport | undefined> {
     ? Infinity
     : num("eval-windows", v["eval-windows"], DEFAULTS.evalWindows);
   const loadMs = performance.now() - t0;
+  const isDefaultData = seqlen === DEFAULTS.seqlen &&
+    calibSource === `${DEFAULTS.calibIds} at ${DEFAULTS.calibStarts}` &&
+    v["eval-text"] === undefined && (v["eval-ids"] ?? DEFAULTS.evalIds) === DEFAULTS.evalIds;
 
   const local = v.server === undefined ? await startLocalServer() : undefined;
   const pool = await ForwardPool.create(model.cfg, model.weights, {
@@ -253,6 +280,15 @@ export async function main(args: string[]): Promise<PruneReport | undefined> {
         totalMs: performance.now() - t0,
       },
       out: v.out,
+      reference: isDefaultData
+        ? await referenceFor(
+          modelDir,
+          `${method}/${pattern}`,
+          sparsity,
+          pruned.windows,
+          Math.floor(evalIds.length / seqlen),
+        )
+        : undefined,
     };
     if (v.report !== undefined) await Deno.writeTextFile(v.report, JSON.stringify(report, null, 2) + "\n");
     return report;
@@ -280,6 +316,11 @@ if (import.meta.main) {
       console.log(
         `time         ${(r.timings.totalMs / 1000).toFixed(1)} s (pruning ${(r.timings.pruneMs / 1000).toFixed(1)} s)`,
       );
+      if (r.reference) {
+        console.log(
+          `reference    dense ${f(r.reference.densePpl)}  pruned ${f(r.reference.prunedPpl)}  (reference.json)`,
+        );
+      }
       if (r.out) console.log(`written      ${r.out}`);
     }
   } catch (e) {
