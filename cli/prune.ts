@@ -218,7 +218,7 @@ export async function main(args: string[]): Promise<PruneReport | undefined> {
     ? Infinity
     : num("eval-windows", v["eval-windows"], DEFAULTS.evalWindows);
   const loadMs = performance.now() - t0;
-  const isDefaultData = seqlen === DEFAULTS.seqlen &&
+  const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
     calibSource === `${DEFAULTS.calibIds} at ${DEFAULTS.calibStarts}` &&
     v["eval-text"] === undefined && (v["eval-ids"] ?? DEFAULTS.evalIds) === DEFAULTS.evalIds;
 
