@@ -172,8 +172,31 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out || "(body)";
 }
 
+const isMap = (v: unknown) => typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype;
+
+/**
+ * The path of the first place a map belongs but something else stands, or null. A bin (Uint8Array) or an
+ * array is an object too, and zod's object schemas would read one as a map with every field absent.
+ */
+function notAMap(body: unknown): string | null {
+  if (!isMap(body)) return "(body)";
+  const b = body as Record<string, unknown>;
+  if (b.options != null && !isMap(b.options)) return "options";
+  if (!Array.isArray(b.layers)) return null; // zod names it
+  for (const [i, l] of b.layers.entries()) {
+    if (!isMap(l)) return `layers[${i}]`;
+    const layer = l as Record<string, unknown>;
+    for (const k of ["weight", "actNormSq", "inputs"]) {
+      if (layer[k] != null && !isMap(layer[k])) return `layers[${i}].${k}`;
+    }
+  }
+  return null;
+}
+
 /** Validates a decoded body against the request schema; throws `invalid_request` naming the field path. */
 export function parsePruneRequest(body: unknown): PruneRequest {
+  const where = notAMap(body);
+  if (where) throw new ZpruneError("invalid_request", `${where}: expected a map`);
   const r = PruneRequestSchema.safeParse(body);
   if (r.success) return r.data;
   const issues = r.error.issues.slice(0, 5).map((i) => `${formatPath(i.path)}: ${i.message}`);
