@@ -1,17 +1,9 @@
 /** Seeded random layers for property tests: any dtype, optional exact ties and zero rows and columns. */
 import type { DType } from "../contract/api.ts";
+import { seededRandom } from "../model/tokenizer.ts";
 
-/** mulberry32: a small, well-mixed, seedable PRNG. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the seeded generator model/ uses for calibration windows: one implementation for both. */
+export const rng: (seed: number) => () => number = seededRandom;
 
 /** Options for a random layer. */
 export interface RandomLayerOptions {

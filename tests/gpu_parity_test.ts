@@ -10,6 +10,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend } from "../gpu/webgpu_backend.ts";
+import { rng } from "./_random.ts";
 
 const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
 
@@ -25,18 +26,6 @@ globalThis.addEventListener("unload", () => {
   gpu?.close();
   tiled?.close();
 });
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Standard normal from a uniform PRNG (Box-Muller). */
 function normal(rand: () => number): number {
