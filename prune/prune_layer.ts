@@ -16,6 +16,10 @@ export interface Executor {
   readonly parts: number;
   /** Whether arrays must live in SharedArrayBuffers (true for workers). */
   readonly shared: boolean;
+  /** A scratch buffer of `bytes` (contents undefined), from a free list where there is one. */
+  scratch?(bytes: number): ArrayBufferLike;
+  /** Returns a scratch buffer once nothing refers to it any more. */
+  release?(buffer: ArrayBufferLike): void;
   all<T>(make: (i: number) => CpuOp | null): Promise<T[]>;
 }
 
@@ -64,6 +68,11 @@ function alloc(bytes: number, shared: boolean): ArrayBufferLike {
   return shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
 }
 
+/** Scratch from the executor's free list, or freshly allocated. */
+function scratch(exec: Executor, bytes: number): ArrayBufferLike {
+  return exec.scratch?.(bytes) ?? alloc(bytes, exec.shared);
+}
+
 /** Throws `non_finite` naming the layer, the first bad index and its row and column. */
 function nonFinite(layer: LayerJob, i: number): ZpruneError {
   const r = Math.floor(i / layer.cols), c = i % layer.cols;
@@ -98,94 +107,106 @@ export async function pruneLayerWith(
   const range = (i: number) => (i < parts ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
 
   // Decode, check finiteness and take the row/column sums in one pass.
-  let raw = layer.weight;
-  if (exec.shared) {
-    raw = new Uint8Array(alloc(raw.byteLength, true));
-    raw.set(layer.weight);
-  }
-  const W = new Float32Array(alloc(n * 4, exec.shared));
-  const partials = await exec.all<DecodeSumsResult>((i) => {
-    const r = range(i);
-    return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
-  });
-  const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
-  if (bad.length) throw nonFinite(layer, Math.min(...bad));
-  signal?.throwIfAborted();
-  lap("decode");
-  const sums = newSums(rows, cols);
-  partials.forEach((p, i) => {
-    sums.rowSum.set(p.rowSum, splits[i]);
-    sums.rowSumSq.set(p.rowSumSq, splits[i]);
-    sums.rowAbs.set(p.rowAbs, splits[i]);
-    for (let c = 0; c < cols; c++) {
-      sums.colSum[c]! += p.colSum[c]!;
-      sums.colSumSq[c]! += p.colSumSq[c]!;
-      sums.colAbs[c]! += p.colAbs[c]!;
+  // Scratch is large (W and the scores are 4 bytes a weight): it comes from the executor's free list, whose
+  // pages are already mapped, and goes back at the end; nothing returned to the caller points into it.
+  const buffers: ArrayBufferLike[] = [];
+  const take = (bytes: number) => {
+    const b = scratch(exec, bytes);
+    buffers.push(b);
+    return b;
+  };
+  try {
+    let raw = layer.weight;
+    if (exec.shared) {
+      raw = new Uint8Array(take(raw.byteLength), 0, raw.byteLength);
+      raw.set(layer.weight);
     }
-  });
-
-  // Statistics and scores.
-  const act = activationWeights(layer.actNormSq, params.exponent);
-  const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
-    const rs = await exec.all<{ ssR: number; ssC: number; small: number }>((i) => {
+    const W = new Float32Array(take(n * 4), 0, n);
+    const partials = await exec.all<DecodeSumsResult>((i) => {
       const r = range(i);
-      return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
+      return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
     });
-    return rs.reduce((a, b) => ({ ssR: a.ssR + b.ssR, ssC: a.ssC + b.ssC, small: a.small + b.small }));
-  });
-  signal?.throwIfAborted();
-  const score = new Float32Array(alloc(n * 4, exec.shared));
-  const wantHist = pattern.kind === "layer";
-  const hists = await exec.all<Uint32Array | null>((i) => {
-    const r = range(i);
-    return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
-  });
-  signal?.throwIfAborted();
-  lap("score");
+    const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
+    if (bad.length) throw nonFinite(layer, Math.min(...bad));
+    signal?.throwIfAborted();
+    lap("decode");
+    const sums = newSums(rows, cols);
+    partials.forEach((p, i) => {
+      sums.rowSum.set(p.rowSum, splits[i]);
+      sums.rowSumSq.set(p.rowSumSq, splits[i]);
+      sums.rowAbs.set(p.rowAbs, splits[i]);
+      for (let c = 0; c < cols; c++) {
+        sums.colSum[c]! += p.colSum[c]!;
+        sums.colSumSq[c]! += p.colSumSq[c]!;
+        sums.colAbs[c]! += p.colAbs[c]!;
+      }
+    });
 
-  // Selection.
-  const keys = new Uint32Array(score.buffer, score.byteOffset, n);
-  const mask = new Uint8Array(alloc(Math.ceil(n / 8), exec.shared));
-  let thresholdKey = -1;
-  if (pattern.kind === "layer") {
-    thresholdKey = await selectLayerWith(
-      exec,
-      keys,
-      layerK(pattern.sparsity, n),
-      hists as Uint32Array[],
-      mask,
-      splits.map((r) => r * cols),
-    );
-  } else if (pattern.kind === "row") {
-    const k = Math.floor(pattern.sparsity * cols);
-    if (k > 0) {
+    // Statistics and scores.
+    const act = activationWeights(layer.actNormSq, params.exponent);
+    const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
+      const rs = await exec.all<{ ssR: number; ssC: number; small: number }>((i) => {
+        const r = range(i);
+        return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
+      });
+      return rs.reduce((a, b) => ({ ssR: a.ssR + b.ssR, ssC: a.ssC + b.ssC, small: a.small + b.small }));
+    });
+    signal?.throwIfAborted();
+    const score = new Float32Array(take(n * 4), 0, n);
+    const wantHist = pattern.kind === "layer";
+    const hists = await exec.all<Uint32Array | null>((i) => {
+      const r = range(i);
+      return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
+    });
+    signal?.throwIfAborted();
+    lap("score");
+
+    // Selection.
+    const keys = new Uint32Array(score.buffer, score.byteOffset, n);
+    const mask = new Uint8Array(alloc(Math.ceil(n / 8), exec.shared));
+    let thresholdKey = -1;
+    if (pattern.kind === "layer") {
+      thresholdKey = await selectLayerWith(
+        exec,
+        keys,
+        layerK(pattern.sparsity, n),
+        hists as Uint32Array[],
+        mask,
+        splits.map((r) => r * cols),
+      );
+    } else if (pattern.kind === "row") {
+      const k = Math.floor(pattern.sparsity * cols);
+      if (k > 0) {
+        await exec.all((i) => {
+          const r = range(i);
+          return r && { op: "rows", keys, cols, k, mask, ...r };
+        });
+      }
+    } else {
+      const { n: pn, m } = pattern;
       await exec.all((i) => {
         const r = range(i);
-        return r && { op: "rows", keys, cols, k, mask, ...r };
+        return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
       });
     }
-  } else {
-    const { n: pn, m } = pattern;
-    await exec.all((i) => {
-      const r = range(i);
-      return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
-    });
-  }
 
-  lap("select");
-  const ownMask = exec.shared ? mask.slice() : mask;
-  const ownScore = params.returnScore && exec.shared ? score.slice() : score;
-  const { pruned, rowSparsity } = maskStats(ownMask, rows, cols);
-  const out: LayerOutput = {
-    mask: ownMask,
-    stats: { pruned, total: n, sparsity: n ? pruned / n : 0, rowSparsity, nonFinite: 0 },
-  };
-  if (thresholdKey >= 0) out.stats.threshold = new Float32Array(new Uint32Array([thresholdKey]).buffer)[0]!;
-  if (method === "zpruner") out.stats.alpha = ctx.alpha;
-  if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
-  if (params.returnScore) out.score = ownScore;
-  lap("stats");
-  return out;
+    lap("select");
+    const ownMask = exec.shared ? mask.slice() : mask;
+    const ownScore = params.returnScore && (exec.shared || exec.scratch) ? score.slice() : score;
+    const { pruned, rowSparsity } = maskStats(ownMask, rows, cols);
+    const out: LayerOutput = {
+      mask: ownMask,
+      stats: { pruned, total: n, sparsity: n ? pruned / n : 0, rowSparsity, nonFinite: 0 },
+    };
+    if (thresholdKey >= 0) out.stats.threshold = new Float32Array(new Uint32Array([thresholdKey]).buffer)[0]!;
+    if (method === "zpruner") out.stats.alpha = ctx.alpha;
+    if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
+    if (params.returnScore) out.score = ownScore;
+    lap("stats");
+    return out;
+  } finally {
+    for (const b of buffers) exec.release?.(b);
+  }
 }
 
 /**
