@@ -82,11 +82,19 @@ try {
       if (key !== "dense") {
         const [method, pattern] = key.split("/") as ["zpruner", string];
         const t0 = performance.now();
-        await pruneSequential(m.ckpt, m.cfg, pool, client, {
-          method,
-          pattern,
-          sparsity: /:/.test(pattern) ? undefined : ref.sparsity,
-        }, calib, starts.length);
+        await pruneSequential(
+          m.ckpt,
+          m.cfg,
+          pool,
+          client,
+          {
+            method,
+            pattern,
+            sparsity: /:/.test(pattern) ? undefined : ref.sparsity,
+          },
+          calib,
+          starts.length,
+        );
         pruneMs = performance.now() - t0;
       }
       const r = await perplexity(pool, testIds, full ? Infinity : N);
