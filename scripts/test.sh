@@ -8,6 +8,15 @@ log=$(mktemp -d)
 passed=0
 failed=0
 
+# Static checks (format, lint, type check of every module) count as one test.
+if [ $# -eq 0 ]; then
+  if ./node_modules/.bin/deno task check > "$log/check.txt" 2>&1; then
+    passed=$((passed + 1)); echo "deno task check: ok"
+  else
+    failed=$((failed + 1)); tail -40 "$log/check.txt"; echo "deno task check: FAILED"
+  fi
+fi
+
 # Deno: its summary reads "ok | 40 passed | 0 failed (12s)" or "FAILED | 39 passed | 1 failed (12s)".
 deno_bin=node_modules/.bin/deno
 "$deno_bin" test -A "$@" 2>&1 | tee "$log/deno.txt"
