@@ -70,7 +70,7 @@ function defaultScratchBytes(): number {
 export function createPoolExecutor(
   threads: number,
   scratchBytes = defaultScratchBytes(),
-): Executor & { close(): void } {
+): Executor & { close(): void; crash(index: number): void } {
   const pool = new CpuPool(threads);
   const buffers = new ScratchBuffers(scratchBytes);
   return {
@@ -80,12 +80,13 @@ export function createPoolExecutor(
     scratch: (bytes) => buffers.take(bytes),
     release: (b) => buffers.give(b),
     close: () => pool.close(),
+    crash: (index) => pool.crash(index),
   };
 }
 
 /** The CPU backend, with a fault drill for tests of the 503 path. */
 export interface CpuBackend extends Backend {
-  /** Kills one worker as a crash would; requests using it fail with `unavailable`, the next ones succeed. */
+  /** Fault drill: one worker dies when next handed work; that request fails with `unavailable`, later ones succeed. */
   crashWorker(index?: number): void;
 }
 
@@ -93,23 +94,10 @@ export interface CpuBackend extends Backend {
 export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const threads = options.threads ?? Math.max(1, navigator.hardwareConcurrency || cpus().length || 1);
   const parallelMin = options.parallelMin ?? 1 << 18;
-  let exec: (Executor & { close(): void; crash(i: number): void }) | null = null;
-  const executor = (): Executor => {
-    if (!exec) {
-      const pool = new CpuPool(threads);
-      const buffers = new ScratchBuffers(options.scratchBytes ?? defaultScratchBytes());
-      exec = {
-        parts: pool.size,
-        shared: true,
-        all: (make) => pool.all(make),
-        scratch: (bytes) => buffers.take(bytes),
-        release: (b) => buffers.give(b),
-        close: () => pool.close(),
-        crash: (i) => pool.crash(i),
-      };
-    }
-    return exec;
-  };
+  let exec: ReturnType<typeof createPoolExecutor> | null = null;
+  // Workers start with the first large layer: a server that only sees small ones never spawns them.
+  const executor = (): Executor => (exec ??= createPoolExecutor(threads, options.scratchBytes));
+
   return {
     kind: "cpu",
     device: cpuDescription(),

@@ -4,7 +4,7 @@
  */
 import type { DType, Method } from "../contract/api.ts";
 import { decodeInto } from "./decode.ts";
-import { accumulateSums, centredSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
+import { accumulateSums, centredSums, type MatrixSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
 import { histogramHigh, histogramLow, markBelow, markTies, selectNM, selectRows } from "./select.ts";
 
 /** Every operation a worker can run, with its arguments. Arrays may be views of SharedArrayBuffers. */
@@ -39,14 +39,8 @@ export type CpuOp =
   | { op: "nm"; keys: Uint32Array; cols: number; n: number; m: number; mask: Uint8Array; r0: number; r1: number };
 
 /** Result of `decodeSums`: the first non-finite index (or -1) and the partial sums of its row range. */
-export interface DecodeSumsResult {
+export interface DecodeSumsResult extends MatrixSums {
   bad: number;
-  rowSum: Float64Array;
-  rowSumSq: Float64Array;
-  rowAbs: Float64Array;
-  colSum: Float64Array;
-  colSumSq: Float64Array;
-  colAbs: Float64Array;
 }
 
 /**

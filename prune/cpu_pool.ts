@@ -21,6 +21,7 @@ export class CpuPool {
   #slots: Slot[] = [];
   #nextId = 1;
   #closed = false;
+  #crashNext = new Set<number>();
 
   constructor(size: number) {
     this.size = Math.max(1, size);
@@ -63,23 +64,32 @@ export class CpuPool {
     return new Promise<T>((resolve, reject) => {
       slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       slot.worker.postMessage({ id, task });
+      if (this.#crashNext.delete(index % this.size)) this.#fail(slot, "killed by a fault drill");
     });
   }
 
-  /** Runs one task per worker, built by `make(i)`, and waits for all. */
-  all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
+  /**
+   * Runs one task per worker, built by `make(i)`, and waits for all of them to settle before answering, even
+   * when one fails: the others may still be writing into the request's shared buffers until they finish.
+   */
+  async all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
     const tasks: Promise<T>[] = [];
     for (let i = 0; i < this.size; i++) {
       const t = make(i);
       if (t) tasks.push(this.run<T>(i, t));
     }
-    return Promise.all(tasks);
+    const settled = await Promise.allSettled(tasks);
+    const failed = settled.find((s) => s.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
   }
 
-  /** Kills worker `index` as a crash would (fault drills and tests): its tasks fail, a fresh one replaces it. */
+  /**
+   * Fault drill: worker `index` dies as a crash would the next time it is handed work, so the task in flight
+   * fails with `unavailable` and a fresh worker takes the next one. Deterministic, unlike killing it on a timer.
+   */
   crash(index: number): void {
-    const slot = this.#slots[index % this.size];
-    if (slot) this.#fail(slot, "killed by a fault drill");
+    this.#crashNext.add(index % this.size);
   }
 
   /** Terminates every worker; pending tasks fail with `unavailable`. */

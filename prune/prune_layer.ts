@@ -204,6 +204,11 @@ export async function pruneLayerWith(
     if (params.returnScore) out.score = ownScore;
     lap("stats");
     return out;
+  } catch (err) {
+    // A failed layer's buffers are dropped, not reused: a worker that was killed mid-task may not have
+    // stopped writing into them yet.
+    buffers.length = 0;
+    throw err;
   } finally {
     for (const b of buffers) exec.release?.(b);
   }
