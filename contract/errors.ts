@@ -15,6 +15,8 @@ export const ERROR_STATUS = {
   non_finite: 422,
   activations_required: 422,
   busy: 429,
+  // Not in API.md's table: the client went away before its answer; logged and counted, never received.
+  client_closed_request: 499,
   internal: 500,
   unavailable: 503,
 } as const;

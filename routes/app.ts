@@ -34,6 +34,9 @@ export const VERSION: string = pkg.version;
 /** Maps anything thrown to the contract's error (status, code, message). */
 export function toZpruneError(err: unknown): ZpruneError {
   if (err instanceof ZpruneError) return err;
+  if (err instanceof DOMException && err.name === "AbortError") {
+    return new ZpruneError("client_closed_request", "the client closed the connection before the answer");
+  }
   if (err instanceof DOMException && err.name === "TimeoutError") {
     return new ZpruneError(
       "unavailable",

@@ -3,7 +3,13 @@
  * file only wires the contract's stages together and times them.
  */
 import type { Context } from "hono";
-import { type LayerResponse, parsePruneRequest, type PruneResponse, type Timings } from "../contract/api.ts";
+import {
+  type DType,
+  type LayerResponse,
+  parsePruneRequest,
+  type PruneResponse,
+  type Timings,
+} from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { concatBytes, decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerOutput } from "../prune/backend.ts";
@@ -52,9 +58,9 @@ function encodeResponse(
   return { bytes: concatBytes(parts), timings };
 }
 
-function layerResponse(name: string, rows: number, cols: number, dtype: string, out: LayerOutput): LayerResponse {
+function layerResponse(name: string, rows: number, cols: number, dtype: DType, out: LayerOutput): LayerResponse {
   const r: LayerResponse = { name, shape: [rows, cols], mask: out.mask, stats: out.stats };
-  if (out.weight) r.weight = { dtype: dtype as "f32", shape: [rows, cols], data: out.weight };
+  if (out.weight) r.weight = { dtype, shape: [rows, cols], data: out.weight };
   if (out.score) {
     const s = out.score;
     r.score = { dtype: "f32", shape: [rows, cols], data: new Uint8Array(s.buffer, s.byteOffset, s.byteLength) };
@@ -105,7 +111,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
       signal,
       estimateBytes(prepared, body.byteLength),
     );
-    for (const _ of layers) deps.metrics.layers.inc({ method: params.method, pattern: request.pattern });
+    deps.metrics.layers.inc({ method: params.method, pattern: request.pattern }, layers.length);
 
     const responseLayers = outputs.map((o, i) => {
       const l = layers[i]!;
