@@ -12,6 +12,7 @@
 import type { Pattern } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createPoolExecutor } from "../prune/cpu_backend.ts";
+import { f16Bits } from "../prune/decode.ts";
 import { pruneLayerWith, type StageTimes } from "../prune/prune_layer.ts";
 
 const args = [...Deno.args];
@@ -31,27 +32,10 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
 }
 
-/** Round-to-nearest-even f32 -> f16 bits (normal and subnormal range; the data here never overflows). */
-function toF16(x: number): number {
-  const f = new Float32Array([x]);
-  const b = new Uint32Array(f.buffer)[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const e = ((b >>> 23) & 0xff) - 127 + 15;
-  const m = b & 0x7fffff;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const mm = (m | 0x800000) >>> (1 - e);
-    return sign | ((mm + 0x1000 - 1 + ((mm >>> 13) & 1)) >>> 13);
-  }
-  const r = (e << 10) | (m >>> 13);
-  const rem = m & 0x1fff;
-  return sign | (r + (rem > 0x1000 || (rem === 0x1000 && (r & 1)) ? 1 : 0));
-}
-
 function makeLayer(rows: number, cols: number): LayerJob {
   const g = gaussian(rows * 31 + cols);
   const w = new Uint16Array(rows * cols);
-  for (let i = 0; i < w.length; i++) w[i] = toF16(g() * 0.02);
+  for (let i = 0; i < w.length; i++) w[i] = f16Bits(g() * 0.02);
   const act = new Float32Array(cols);
   for (let j = 0; j < cols; j++) act[j] = Math.abs(g() + g()) + 0.5; // gamma-like, positive
   return { name: `bench-${rows}x${cols}`, rows, cols, dtype: "f16", weight: new Uint8Array(w.buffer), actNormSq: act };

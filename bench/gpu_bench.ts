@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { GpuEngine } from "../gpu/engine.ts";
+import { bf16Bits, f16Bits } from "../prune/decode.ts";
 
 /** Linear-layer shapes of 7B-70B class models: attention, MLP up/gate and down, and a wide MLP. */
 const DEFAULT_SHAPES = ["4096x4096", "4096x11008", "11008x4096", "14336x4096", "8192x28672"];
@@ -34,17 +35,6 @@ const { values } = parseArgs({
     "return-score": { type: "boolean", default: false },
   },
 });
-
-/** f32 -> f16 bits (round to nearest even; the benchmark's values are normal numbers well inside range). */
-function f16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000, e = ((u >>> 23) & 0xff) - 112, m = u & 0x7fffff;
-  if (e <= 0) return sign;
-  let h = (e << 10) | (m >>> 13);
-  const rest = m & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
 
 /** A random rows x cols layer of N(0, 0.02²) weights in `dtype`, and positive activations. */
 function makeLayer(rows: number, cols: number, dtype: DType): LayerJob {
@@ -70,7 +60,7 @@ function makeLayer(rows: number, cols: number, dtype: DType): LayerJob {
   } else {
     const bits = new Uint16Array(65536);
     for (let i = 0; i < 65536; i++) {
-      bits[i] = dtype === "f16" ? f16Bits(table[i]!) : new Uint32Array(new Float32Array([table[i]!]).buffer)[0]! >>> 16;
+      bits[i] = dtype === "f16" ? f16Bits(table[i]!) : bf16Bits(table[i]!);
     }
     const v = new Uint16Array(n);
     for (let i = 0; i < n; i++) v[i] = bits[next() & 0xffff]!;

@@ -104,6 +104,43 @@ export function decode(bytes: Uint8Array, dtype: DType): { values: Float32Array;
   return { values, bad };
 }
 
+/** float -> f16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN. */
+export function f16Bits(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  if (exp === 0xff) return sign | 0x7c00 | ((u & 0x7fffff) ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  let m = u & 0x7fffff;
+  if (e >= 31) return sign | 0x7c00;
+  let shift = 13;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    m |= 0x800000; // subnormal in f16: shift the implicit bit in
+    shift = 14 - e;
+  }
+  const rest = m & ((1 << shift) - 1), half = 1 << (shift - 1);
+  let h = (e <= 0 ? 0 : e << 10) | (m >>> shift);
+  if (rest > half || (rest === half && (h & 1))) h++; // a carry into the exponent is still correct
+  return sign | h;
+}
+
+/** float -> bf16 bits, rounding to nearest even (NaN stays NaN). */
+export function bf16Bits(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return (u >>> 16) | 0x40;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** Encodes values as little-endian bytes of `dtype`, rounding to nearest even: the inverse of `decode`. */
+export function encode(values: ArrayLike<number>, dtype: DType): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(Float32Array.from(values).buffer);
+  const out = new Uint16Array(values.length);
+  const bits = dtype === "f16" ? f16Bits : bf16Bits;
+  for (let i = 0; i < values.length; i++) out[i] = bits(values[i]!);
+  return new Uint8Array(out.buffer);
+}
+
 /** Copies `bytes` and zeroes every element whose mask bit is set: the pruned weights in their own dtype. */
 export function applyMaskBytes(bytes: Uint8Array, dtype: DType, mask: Uint8Array): Uint8Array {
   const out = bytes.slice();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { applyMaskBytes, decode, firstNonFinite } from "./decode.ts";
+import { applyMaskBytes, bf16Bits, decode, encode, f16Bits, firstNonFinite } from "./decode.ts";
 
 const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
 
@@ -28,4 +28,26 @@ Deno.test("applyMaskBytes() zeroes exactly the masked elements of a copy", () =>
   const out = applyMaskBytes(w, "f16", new Uint8Array([0b10000101, 0b1]));
   assert.deepEqual(Array.from(new Uint16Array(out.buffer)), [0, 2, 0, 4, 5, 6, 7, 0, 0]);
   assert.deepEqual(Array.from(new Uint16Array(w.buffer)), [1, 2, 3, 4, 5, 6, 7, 8, 9], "input untouched");
+});
+
+Deno.test("f16Bits() and bf16Bits() round to nearest even and invert decode()", () => {
+  // Exact values survive; halfway cases go to the even neighbour; overflow saturates to infinity.
+  assert.equal(f16Bits(1), 0x3c00);
+  assert.equal(f16Bits(-2), 0xc000);
+  assert.equal(f16Bits(2 ** -24), 0x0001, "smallest subnormal");
+  assert.equal(f16Bits(1 + 2 ** -11), 0x3c00, "halfway between 1 and the next f16: to even (1)");
+  assert.equal(f16Bits(1 + 3 * 2 ** -11), 0x3c02, "halfway above an odd mantissa: up to even");
+  assert.equal(f16Bits(65520), 0x7c00, "past the largest finite f16: infinity");
+  assert.equal(f16Bits(2 ** -26), 0, "below half the smallest subnormal: zero");
+  assert.equal(bf16Bits(1 + 2 ** -8), 0x3f80, "halfway: to even");
+  assert.equal(bf16Bits(1 + 3 * 2 ** -8), 0x3f82);
+  // Every finite f16 and bf16 value encodes back to its own bits.
+  const all = new Uint16Array(65536).map((_, i) => i);
+  for (const dtype of ["f16", "bf16"] as const) {
+    const { values } = decode(new Uint8Array(all.buffer), dtype);
+    const back = new Uint16Array(encode(values, dtype).buffer);
+    for (let h = 0; h < 65536; h++) {
+      if (Number.isFinite(values[h]!)) assert.equal(back[h], h, `${dtype} 0x${h.toString(16)}`);
+    }
+  }
 });

@@ -1,6 +1,7 @@
 /** Seeded random layers for property tests: any dtype, optional exact ties and zero rows and columns. */
 import type { DType } from "../contract/api.ts";
 import { seededRandom } from "../model/tokenizer.ts";
+import { encode } from "../prune/decode.ts";
 
 /** mulberry32, the seeded generator model/ uses for calibration windows: one implementation for both. */
 export const rng: (seed: number) => () => number = seededRandom;
@@ -31,30 +32,10 @@ export function randomLayer(
     for (let r = 0; r < o.rows; r++) if (rand() < 0.15) vals.fill(0, r * o.cols, (r + 1) * o.cols);
     for (let c = 0; c < o.cols; c++) if (rand() < 0.15) { for (let r = 0; r < o.rows; r++) vals[r * o.cols + c] = 0; }
   }
-  let weight: Uint8Array;
-  if (o.dtype === "f32") weight = new Uint8Array(vals.buffer);
-  else {
-    // Truncating f32 bits gives bf16; for f16, round through a table-free conversion of normal values.
-    const u32 = new Uint32Array(vals.buffer);
-    const out = new Uint16Array(n);
-    for (let i = 0; i < n; i++) out[i] = o.dtype === "bf16" ? u32[i]! >>> 16 : f32ToF16Bits(vals[i]!);
-    weight = new Uint8Array(out.buffer);
-  }
+  const weight = encode(vals, o.dtype);
   const actNormSq = new Float32Array(o.cols);
   for (let c = 0; c < o.cols; c++) {
     actNormSq[c] = o.ties ? [1, 4, 0, 2][c % 4]! : rand() * 20 + (rand() < 0.05 ? 0 : 0.01);
   }
   return { weight, actNormSq };
-}
-
-/** f32 -> f16 bits for values within f16's normal range (truncating the mantissa), 0 for tiny ones. */
-function f32ToF16Bits(x: number): number {
-  if (x === 0) return Object.is(x, -0) ? 0x8000 : 0;
-  const sign = x < 0 ? 0x8000 : 0;
-  const a = Math.abs(x);
-  let e = Math.floor(Math.log2(a));
-  if (e < -14) return sign;
-  if (e > 15) e = 15;
-  const frac = Math.floor((a / 2 ** e - 1) * 1024);
-  return sign | ((e + 15) << 10) | Math.min(frac, 1023);
 }

@@ -10,6 +10,7 @@ import type { PruneResponse } from "../contract/api.ts";
 import { ERROR_STATUS } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { encode } from "../prune/decode.ts";
 import { rng } from "./_random.ts";
 import { goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
 
@@ -52,25 +53,10 @@ const layer0 = (r: Json) => (r.layers as Json[])[0]!;
 
 // ---- element encodings -------------------------------------------------------------------------------------
 
-function f32ToF16Bits(x: number): number {
-  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
-  const a = Math.abs(x);
-  if (a === 0) return sign;
-  const e = Math.floor(Math.log2(a));
-  if (e < -14) return sign | Math.min(0x3ff, Math.round(a / 2 ** -24)); // subnormal
-  if (e > 15) return sign | 0x7bff;
-  return sign | ((e + 15) << 10) | Math.min(1023, Math.floor((a / 2 ** e - 1) * 1024));
-}
-
 /** The tiny request's weights in `dtype`, as raw bytes. */
 function weightIn(dtype: "f32" | "f16" | "bf16"): Uint8Array {
   const data = layer0(decodeMsgpack(tiny.request) as Json).weight as Json;
-  const f = new Float32Array((data.data as Uint8Array).slice().buffer);
-  if (dtype === "f32") return new Uint8Array(f.buffer);
-  const u32 = new Uint32Array(f.buffer);
-  const out = new Uint16Array(f.length);
-  for (let i = 0; i < f.length; i++) out[i] = dtype === "bf16" ? u32[i]! >>> 16 : f32ToF16Bits(f[i]!);
-  return new Uint8Array(out.buffer);
+  return encode(new Float32Array((data.data as Uint8Array).slice().buffer), dtype);
 }
 
 /** Non-finite bit patterns per dtype: +inf, -inf, quiet NaN, signalling NaN, negative NaN. */

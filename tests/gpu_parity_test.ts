@@ -11,6 +11,7 @@ import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backe
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend } from "../gpu/webgpu_backend.ts";
 import { rng } from "./_random.ts";
+import { encode } from "../prune/decode.ts";
 
 const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
 
@@ -30,44 +31,6 @@ globalThis.addEventListener("unload", () => {
 /** Standard normal from a uniform PRNG (Box-Muller). */
 function normal(rand: () => number): number {
   return Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
-}
-
-/** f32 -> f16 bits, round to nearest even (finite inputs in range). */
-function f16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const e = ((u >>> 23) & 0xff) - 127 + 15;
-  let m = u & 0x7fffff;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    m |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    const rest = m & ((1 << shift) - 1);
-    let h = m >>> shift;
-    if (rest > half || (rest === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (m >>> 13);
-  const rest = m & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
-/** f32 -> bf16 bits, round to nearest even. */
-function bf16Bits(x: number): number {
-  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-/** Encodes f32 values as little-endian bytes of `dtype`. */
-function encode(values: Float32Array, dtype: DType): Uint8Array {
-  if (dtype === "f32") return new Uint8Array(values.slice().buffer);
-  const out = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = dtype === "f16" ? f16Bits(values[i]!) : bf16Bits(values[i]!);
-  return new Uint8Array(out.buffer);
 }
 
 /** Turns a golden request into backend parameters and its single layer, as the route would. */
