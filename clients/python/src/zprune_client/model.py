@@ -74,6 +74,15 @@ def _count_sequences(batch: Any) -> int:
     return int(shape[0]) if shape is not None and len(shape) > 1 else 1
 
 
+def _run_until_stopped(model: Any, batches: List[Any], run: Callable[[Any, Any], Any]) -> None:
+    """Runs every batch through the model; a hook's ``_StopForward`` ends that batch's pass early."""
+    for batch in batches:
+        try:
+            run(model, batch)
+        except _StopForward:
+            pass
+
+
 def _capture_inputs(model: Any, block: Any, batches: List[Any], run: Callable[[Any, Any], Any]) -> List[Any]:
     """Runs every batch up to ``block`` and returns the (args, kwargs) it was called with, per batch."""
     captured: List[Tuple[Tuple[Any, ...], Dict[str, Any]]] = []
@@ -94,11 +103,7 @@ def _capture_inputs(model: Any, block: Any, batches: List[Any], run: Callable[[A
         import torch
 
         with torch.no_grad():
-            for batch in batches:
-                try:
-                    run(model, batch)
-                except _StopForward:
-                    pass
+            _run_until_stopped(model, batches, run)
     finally:
         if had_own:
             block.forward = own
@@ -216,11 +221,7 @@ def prune_model(
                     else:
                         if stop_early:
                             handles.append(block.register_forward_hook(stop))
-                        for batch in batches:
-                            try:
-                                run(model, batch)
-                            except _StopForward:
-                                pass
+                        _run_until_stopped(model, batches, run)
             finally:
                 for h in handles:
                     h.remove()
