@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
-# The prepared GPU-machine run (the `device` tool): the torch anchor and zprune's WebGPU bench on the same
-# shapes in one invocation, then the ratio table. Prepare on the CPU machine first:
+# The prepared GPU-machine run (the `device` tool), in one invocation:
+#   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table;
+#   2. the WebGPU parity tests (goldens and random layers against the CPU backend) on that GPU;
+#   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU.
+# Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
 #   npm ci && ../shared/tools/device-prep.sh \
-#     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js
-# then run, carrying .gpu-bundle:  bash bench/device_run.sh      (results in $OUT: *.jsonl and table.md)
+#     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
+#     && tar -cJf .gpu-bundle/nm.tar.xz node_modules/{msgpackr,zod,hono,@huggingface}
+# then run, carrying .gpu-bundle:  bash bench/device_run.sh
+# Results in $OUT: env.txt, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, stderr.log.
 set -uo pipefail
-for f in .gpu-bundle/debs/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+# DRY_RUN=1 rehearses the script here (lavapipe, small shapes): it leaves this machine's libraries alone.
+if [ -z "${DRY_RUN:-}" ]; then
+  for f in .gpu-bundle/debs/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
 xz -dc .gpu-bundle/deno.xz > /tmp/deno && chmod +x /tmp/deno
+export XDG_RUNTIME_DIR=/tmp DENO_NO_UPDATE_CHECK=1
 OUT=${OUT:-/tmp/zprune-device}
 mkdir -p "$OUT"
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-shapes="4096x4096 4096x11008 11008x4096 14336x4096 8192x28672"
-python3 .gpu-bundle/torch_anchor.py $shapes > "$OUT/torch.jsonl" 2> "$OUT/torch.err"
-/tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "${shapes// /,}" --patterns layer,row,2:4 --repeat 10 \
-  > "$OUT/zprune.jsonl" 2> "$OUT/zprune.err"
-python3 - "$OUT" <<'PY' | tee "$OUT/table.md"
+log="$OUT/stderr.log"
+{ date -u; nvidia-smi; /tmp/deno --version; nproc; } > "$OUT/env.txt" 2>&1
+
+# 1. Bench: the anchor first, then zprune, on one quiet GPU.
+shapes=${SHAPES:-"4096x4096 4096x11008 11008x4096 14336x4096 8192x28672"}
+echo "== torch anchor $(date -u +%T)" >> "$log"
+PYTHONUNBUFFERED=1 timeout 150 python3 .gpu-bundle/torch_anchor.py $shapes > "$OUT/torch.jsonl" 2>> "$log"
+echo "== zprune bench $(date -u +%T)" >> "$log"
+timeout 240 /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "${shapes// /,}" --patterns layer,row,2:4 \
+  --repeat 10 ${DRY_RUN:+--fallback} > "$OUT/zprune.jsonl" 2>> "$log"
+python3 - "$OUT" <<'PY' > "$OUT/table.md" 2>> "$log"
 import json, sys
 out = sys.argv[1]
 torch = {tuple(r["shape"]): r for r in map(json.loads, open(f"{out}/torch.jsonl")) if "shape" in r}
@@ -28,3 +42,29 @@ for r in map(json.loads, open(f"{out}/zprune.jsonl")):
     ratio = f"{peer / r['gpuMs']:.2f}x" if peer and r["gpuMs"] else "-"
     print(f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['gpuMs']} | {r['requestMs']['best']} | {peer} | {ratio} |")
 PY
+cat "$OUT/table.md"
+
+# 2. Parity on this GPU: the same test files CI runs on lavapipe.
+echo "== parity $(date -u +%T)" >> "$log"
+tar -xJf .gpu-bundle/nm.tar.xz
+timeout 100 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
+echo "parity exit $?" >> "$OUT/parity.log"
+tail -3 "$OUT/parity.log"
+
+# 3. End to end: the CLI prunes the bundled model through a server on the WebGPU backend.
+echo "== e2e $(date -u +%T)" >> "$log"
+ZPRUNE_BACKEND=webgpu PORT=8787 ZPRUNE_LOG=0 /tmp/deno run -A main.ts >> "$log" 2>&1 &
+server=$!
+python3 - >> "$OUT/e2e.log" 2>&1 <<'PY'
+import time, urllib.request
+for _ in range(120):
+    try:
+        print(urllib.request.urlopen("http://127.0.0.1:8787/v1/info", timeout=2).read().decode()); break
+    except OSError:
+        time.sleep(0.5)
+PY
+timeout 100 /tmp/deno run -A cli/prune.ts --server http://127.0.0.1:8787 >> "$OUT/e2e.log" 2>&1
+echo "e2e exit $?" >> "$OUT/e2e.log"
+kill "$server" 2>/dev/null
+tail -12 "$OUT/e2e.log"
+echo "== done $(date -u +%T)" >> "$log"
