@@ -30,18 +30,7 @@ PYTHONUNBUFFERED=1 timeout 150 python3 .gpu-bundle/torch_anchor.py $shapes > "$O
 echo "== zprune bench $(date -u +%T)" >> "$log"
 timeout 240 /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "${shapes// /,}" --patterns layer,row,2:4 \
   --repeat 10 ${DRY_RUN:+--fallback} > "$OUT/zprune.jsonl" 2>> "$log"
-python3 - "$OUT" <<'PY' > "$OUT/table.md" 2>> "$log"
-import json, sys
-out = sys.argv[1]
-torch = {tuple(r["shape"]): r for r in map(json.loads, open(f"{out}/torch.jsonl")) if "shape" in r}
-print("| shape | pattern | zprune GPU ms | zprune request ms | torch ms | torch / zprune GPU |")
-print("| --- | --- | ---: | ---: | ---: | ---: |")
-for r in map(json.loads, open(f"{out}/zprune.jsonl")):
-    t = torch.get(tuple(r["shape"]), {})
-    peer = t.get("torch_row_ms" if r["pattern"] == "row" else "torch_layer_ms")
-    ratio = f"{peer / r['gpuMs']:.2f}x" if peer and r["gpuMs"] else "-"
-    print(f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r['gpuMs']} | {r['requestMs']['best']} | {peer} | {ratio} |")
-PY
+python3 bench/device_table.py "$OUT" > "$OUT/table.md" 2>> "$log"
 cat "$OUT/table.md"
 
 # 2. Parity on this GPU: the same test files CI runs on lavapipe.

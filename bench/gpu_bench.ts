@@ -9,7 +9,9 @@
  * Flags: --shapes 4096x4096,4096x11008 (default: the five LLM shapes below) --patterns layer,row,2:4
  *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software
  *   adapter such as lavapipe; use small shapes there) --wall (time stages by wall clock even where timestamp queries
- *   exist) --return-weight --return-score
+ *   exist) --return-weight --return-score --trace (log every stage, submit and read-back of every run to stderr, with
+ *   milliseconds since start; stages then run one submit each, so use it to find a stall, not to time)
+ * Progress (adapter, each case's start) goes to stderr; results to stdout.
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
@@ -33,6 +35,7 @@ const { values } = parseArgs({
     wall: { type: "boolean", default: false },
     "return-weight": { type: "boolean", default: false },
     "return-score": { type: "boolean", default: false },
+    trace: { type: "boolean", default: false },
   },
 });
 
@@ -77,13 +80,19 @@ function median(xs: number[]): number {
 }
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
+const t0 = performance.now();
+/** A progress line on stderr, stamped with milliseconds since start. */
+const progress = (what: string) => console.error(`[${(performance.now() - t0).toFixed(1)} ms] ${what}`);
+const trace = values.trace ? progress : undefined;
 
 const engine = await GpuEngine.create({ allowFallback: values.fallback });
 if (!engine) {
   console.error("no WebGPU adapter (pass --fallback to accept a software one)");
   Deno.exit(2);
 }
+progress(`adapter: ${engine.description}${engine.isFallback ? " (fallback)" : ""}`);
 await engine.warm();
+progress("kernels compiled");
 const method = values.method as Method;
 const dtype = values.dtype as DType;
 const repeat = Math.max(1, Number(values.repeat));
@@ -91,6 +100,7 @@ const repeat = Math.max(1, Number(values.repeat));
 for (const shape of values.shapes.split(",")) {
   const [rows, cols] = shape.split("x").map(Number) as [number, number];
   const layer = makeLayer(rows, cols, dtype);
+  progress(`layer ${shape} ${dtype} made`);
   for (const patternText of values.patterns.split(",")) {
     const params: PruneParams = {
       method,
@@ -99,16 +109,17 @@ for (const shape of values.shapes.split(",")) {
       returnWeight: values["return-weight"],
       returnScore: values["return-score"],
     };
-    await engine.prune(params, layer); // warm-up: pipelines, pool buffers
+    progress(`case ${shape} ${patternText}: warm-up`);
+    await engine.prune(params, layer, { profile: trace ? "wall" : false, trace }); // warm-up: pipelines, pool buffers
     const requestMs: number[] = [];
     const stageRuns: Record<string, number[]> = {};
     let source = "";
     for (let i = 0; i < repeat; i++) {
       // Request time without profiling (profiling without timestamps adds a sync per stage).
       const t0 = performance.now();
-      await engine.prune(params, layer);
+      await engine.prune(params, layer, { profile: trace ? "wall" : false, trace });
       requestMs.push(performance.now() - t0);
-      const { stages } = await engine.prune(params, layer, { profile: values.wall ? "wall" : true });
+      const { stages } = await engine.prune(params, layer, { profile: values.wall || trace ? "wall" : true, trace });
       source = stages!.source;
       for (const [k, v] of Object.entries(stages!.ms)) (stageRuns[k] ??= []).push(v);
     }

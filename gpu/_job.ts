@@ -31,10 +31,18 @@ export class Job {
   readonly #querySet: GPUQuerySet | null;
   readonly #wall: Partial<Record<Stage, number>> = {};
   readonly #used = new Set<Stage>();
+  readonly #trace: ((event: string) => void) | undefined;
   #encoder: GPUCommandEncoder | null = null;
 
-  constructor(device: GPUDevice, pool: BufferPool, profile: boolean, timestamps: boolean) {
+  constructor(
+    device: GPUDevice,
+    pool: BufferPool,
+    profile: boolean,
+    timestamps: boolean,
+    trace?: (event: string) => void,
+  ) {
     this.#device = device;
+    this.#trace = trace;
     this.#pool = pool;
     this.#profile = profile;
     this.#querySet = timestamps
@@ -66,11 +74,13 @@ export class Job {
     });
     record(pass);
     pass.end();
+    this.#trace?.(`recorded ${name}`);
     if (this.#profile && !this.#querySet) {
       await this.submit();
       const t0 = performance.now();
       await this.#device.queue.onSubmittedWorkDone();
       this.#wall[name] = performance.now() - t0;
+      this.#trace?.(`done ${name}`);
     }
   }
 
@@ -81,9 +91,11 @@ export class Job {
     this.#encoder = null;
     this.#device.pushErrorScope("out-of-memory");
     this.#device.pushErrorScope("validation");
+    this.#trace?.("submit");
     this.#device.queue.submit([enc.finish()]);
     const validation = await this.#device.popErrorScope();
     const oom = await this.#device.popErrorScope();
+    this.#trace?.("submitted");
     const err = validation ?? oom;
     if (err) {
       throw new ZpruneError(
@@ -111,7 +123,9 @@ export class Job {
       const oom = await this.#device.popErrorScope();
       if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
       await this.submit();
+      this.#trace?.(`map ${staging.length} buffer(s)`);
       await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+      this.#trace?.("mapped");
       return staging.map((s, i) => s.getMappedRange(0, Math.max(4, Math.ceil(sizes[i]! / 4) * 4)).slice(0, sizes[i]!));
     } finally {
       for (const s of staging) s.destroy();

@@ -213,16 +213,16 @@ export class GpuEngine {
   /**
    * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
    * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
-   * so use it only to profile).
+   * so use it only to profile). `trace` is told each recorded stage, submit and read-back as it happens (debugging).
    */
   async prune(
     params: PruneParams,
     layer: LayerJob,
-    opts: { profile?: boolean | "wall" } = {},
+    opts: { profile?: boolean | "wall"; trace?: (event: string) => void } = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
     const profile = opts.profile !== undefined && opts.profile !== false;
-    const job = new Job(this.device, this.#pool, profile, opts.profile === true && this.#timestamps);
+    const job = new Job(this.device, this.#pool, profile, opts.profile === true && this.#timestamps, opts.trace);
     try {
       const output = await this.#run(job, params, layer);
       const stages = profile ? await job.stageTimes() : undefined;
