@@ -10,7 +10,7 @@
  *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software
  *   adapter such as lavapipe; use small shapes there) --wall (time stages by wall clock even where timestamp queries
  *   exist) --return-weight --return-score --trace (log every stage, submit and read-back of every run to stderr, with
- *   milliseconds since start; stages then run one submit each, so use it to find a stall, not to time)
+ *   milliseconds since start: where a run stalls; add --wall to also submit and wait for each stage on its own)
  * Progress (adapter, each case's start) goes to stderr; results to stdout.
  */
 import { parseArgs } from "node:util";
@@ -110,16 +110,16 @@ for (const shape of values.shapes.split(",")) {
       returnScore: values["return-score"],
     };
     progress(`case ${shape} ${patternText}: warm-up`);
-    await engine.prune(params, layer, { profile: trace ? "wall" : false, trace }); // warm-up: pipelines, pool buffers
+    await engine.prune(params, layer, { trace }); // warm-up: pipelines, pool buffers
     const requestMs: number[] = [];
     const stageRuns: Record<string, number[]> = {};
     let source = "";
     for (let i = 0; i < repeat; i++) {
       // Request time without profiling (profiling without timestamps adds a sync per stage).
       const t0 = performance.now();
-      await engine.prune(params, layer, { profile: trace ? "wall" : false, trace });
+      await engine.prune(params, layer, { trace });
       requestMs.push(performance.now() - t0);
-      const { stages } = await engine.prune(params, layer, { profile: values.wall || trace ? "wall" : true, trace });
+      const { stages } = await engine.prune(params, layer, { profile: values.wall ? "wall" : true, trace });
       source = stages!.source;
       for (const [k, v] of Object.entries(stages!.ms)) (stageRuns[k] ??= []).push(v);
     }

@@ -123,6 +123,11 @@ export class Job {
       const oom = await this.#device.popErrorScope();
       if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
       await this.submit();
+      // Map only once the queue is idle. On the H200 (Deno 2.9.6, NVIDIA Vulkan) mapAsync called while a long
+      // submit was still running never resolved (bench/device_diag.sh: a 4096x4096 layer stalled for minutes, the
+      // same layer with this wait answered at once); onSubmittedWorkDone is also non-blocking, unlike mapAsync's
+      // own wait, so the worker's event loop stays free while the GPU works.
+      await this.#device.queue.onSubmittedWorkDone();
       this.#trace?.(`map ${staging.length} buffer(s)`);
       await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
       this.#trace?.("mapped");
