@@ -30,7 +30,8 @@ export class Job {
   readonly #profile: boolean;
   readonly #querySet: GPUQuerySet | null;
   readonly #wall: Partial<Record<Stage, number>> = {};
-  readonly #used = new Set<Stage>();
+  /** Stages recorded so far, in order; stage i owns timestamp queries 2i and 2i + 1. */
+  readonly #used: Stage[] = [];
   readonly #trace: ((event: string) => void) | undefined;
   #encoder: GPUCommandEncoder | null = null;
 
@@ -64,8 +65,10 @@ export class Job {
 
   /** Records one stage as a labelled compute pass; when profiling without timestamps, times it by wall clock. */
   async stage(name: Stage, record: (pass: GPUComputePassEncoder) => void): Promise<void> {
-    const slot = STAGES.indexOf(name);
-    this.#used.add(name);
+    // Slots are handed out in recording order so that the written queries are exactly [0, 2 * stages): resolving a
+    // query that no pass wrote made the read-back wait forever on the H200 (NVIDIA Vulkan), where lavapipe gives 0.
+    const slot = this.#used.length;
+    this.#used.push(name);
     const pass = this.encoder.beginComputePass({
       label: name,
       timestampWrites: this.#querySet
@@ -123,11 +126,6 @@ export class Job {
       const oom = await this.#device.popErrorScope();
       if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
       await this.submit();
-      // Map only once the queue is idle. On the H200 (Deno 2.9.6, NVIDIA Vulkan) mapAsync called while a long
-      // submit was still running never resolved (bench/device_diag.sh: a 4096x4096 layer stalled for minutes, the
-      // same layer with this wait answered at once); onSubmittedWorkDone is also non-blocking, unlike mapAsync's
-      // own wait, so the worker's event loop stays free while the GPU works.
-      await this.#device.queue.onSubmittedWorkDone();
       this.#trace?.(`map ${staging.length} buffer(s)`);
       await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
       this.#trace?.("mapped");
@@ -144,13 +142,15 @@ export class Job {
       for (const s of STAGES) if (this.#wall[s] !== undefined) ms[s] = this.#wall[s]!;
       return { source: "wall", ms };
     }
-    const resolve = this.buffer(STAGES.length * 16, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
-    this.encoder.resolveQuerySet(this.#querySet, 0, STAGES.length * 2, resolve, 0);
-    const [data] = await this.read([resolve], [STAGES.length * 16]);
+    const queries = this.#used.length * 2;
+    if (queries === 0) return { source: "timestamp", ms: {} };
+    const resolve = this.buffer(queries * 8, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
+    this.encoder.resolveQuerySet(this.#querySet, 0, queries, resolve, 0);
+    const [data] = await this.read([resolve], [queries * 8]);
     const t = new BigUint64Array(data!);
     const ms: Record<string, number> = {};
-    STAGES.forEach((s, i) => {
-      if (this.#used.has(s)) ms[s] = Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
+    this.#used.forEach((s, i) => {
+      ms[s] = Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
     });
     return { source: "timestamp", ms };
   }
