@@ -17,9 +17,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) t: u32) {
+  let j = (wid.x + wid.y * nwg.x) * 64u + t;
   if (j >= p.cols) { return; }
   var a = 0.0;
   var b = 0.0;

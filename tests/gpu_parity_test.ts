@@ -416,3 +416,27 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "webgpu: a row wider than 65535 workgroups of 64 columns (1 x 4194273) matches the CPU",
+  ignore,
+  async fn() {
+    // The column kernels (col_stats, col_reduce) work in groups of 64 columns; past 65535 groups one dispatch
+    // dimension is full, so col_stats strides and col_reduce flattens over x and y. One row keeps the oracle quick.
+    await check(gpu!, {
+      rows: 1,
+      cols: 65535 * 64 + 33,
+      dtype: "f16",
+      kind: "normal",
+      acts: true,
+      seed: 5,
+      params: {
+        method: "zpruner",
+        pattern: { kind: "layer", sparsity: 0.5 },
+        exponent: 1.5,
+        returnWeight: true,
+        returnScore: true,
+      },
+    });
+  },
+});

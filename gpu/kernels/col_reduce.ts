@@ -8,5 +8,5 @@ export const colReduce = defineKernel({
   source,
   bindings: ["read", "rw", "uniform"],
   uniforms: [["cols", "u32"], ["blocks", "u32"]],
-  workgroups: (u) => Math.ceil(u.cols / 256),
+  workgroups: (u) => Math.ceil(u.cols / 64),
 });

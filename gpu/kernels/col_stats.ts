@@ -8,5 +8,6 @@ export const colStats = defineKernel({
   source,
   bindings: ["read", "rw", "uniform"],
   uniforms: [["rows", "u32"], ["cols", "u32"], ["block0", "u32"]],
-  workgroups: (u) => [Math.ceil(u.cols / 256), Math.ceil(u.rows / 256)],
+  // Column groups of 64 stride over x (the kernel loops), so x stays within the per-dimension limit.
+  workgroups: (u) => [Math.min(Math.ceil(u.cols / 64), 65535), Math.ceil(u.rows / 256)],
 });
