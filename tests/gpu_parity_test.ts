@@ -395,6 +395,15 @@ Deno.test({
   },
 });
 
+/** Z-Pruner, layer-wide at 0.5, every output: the large-shape cases below. */
+const ZPRUNER_LAYER: PruneParams = {
+  method: "zpruner",
+  pattern: { kind: "layer", sparsity: 0.5 },
+  exponent: DEFAULT_EXPONENT.zpruner,
+  returnWeight: true,
+  returnScore: true,
+};
+
 Deno.test({
   name: "webgpu: a layer larger than one storage binding (6144x6144 f32) is tiled and matches the CPU",
   ignore,
@@ -406,13 +415,7 @@ Deno.test({
       kind: "normal",
       acts: true,
       seed: 99,
-      params: {
-        method: "zpruner",
-        pattern: { kind: "layer", sparsity: 0.5 },
-        exponent: 1.5,
-        returnWeight: true,
-        returnScore: true,
-      },
+      params: ZPRUNER_LAYER,
     });
   },
 });
@@ -430,13 +433,7 @@ Deno.test({
       kind: "normal",
       acts: true,
       seed: 5,
-      params: {
-        method: "zpruner",
-        pattern: { kind: "layer", sparsity: 0.5 },
-        exponent: 1.5,
-        returnWeight: true,
-        returnScore: true,
-      },
+      params: ZPRUNER_LAYER,
     });
   },
 });
