@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 # The prepared GPU-machine run (the `device` tool), in one invocation:
-#   0. (when .gpu-bundle/gpu-bench-raw.js exists: a bench bundle built without a fix under test) a traced 4096x4096
-#      run of it, to show where the unfixed path stalls (diag.log);
 #   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table;
 #   2. the WebGPU parity tests (goldens and random layers against the CPU backend) on that GPU (NO_PARITY=1 skips);
 #   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1).
@@ -10,7 +8,7 @@
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
 #     && tar -cJf .gpu-bundle/nm.tar.xz node_modules/{msgpackr,zod,hono,@huggingface}
 # then run, carrying .gpu-bundle:  bash bench/device_run.sh
-# Results in $OUT: env.txt, diag.log, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, stderr.log.
+# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, stderr.log.
 set -uo pipefail
 # DRY_RUN=1 rehearses the script here (lavapipe, small shapes): it leaves this machine's libraries alone.
 if [ -z "${DRY_RUN:-}" ]; then
@@ -24,29 +22,31 @@ OUT=${OUT:-/tmp/zprune-device}
 mkdir -p "$OUT"
 log="$OUT/stderr.log"
 { date -u; nvidia-smi; /tmp/deno --version; nproc; } > "$OUT/env.txt" 2>&1
-
-# 0. Where the unfixed path stalls, if a bundle of it came along.
-if [ -f .gpu-bundle/gpu-bench-raw.js ]; then
-  timeout 15 /tmp/deno run -A .gpu-bundle/gpu-bench-raw.js ${DRY_RUN:+--fallback} --shapes 4096x4096 \
-    --patterns layer --repeat 1 --trace > "$OUT/diag.log" 2>&1
-  echo "== exit $?" >> "$OUT/diag.log"
-  tail -4 "$OUT/diag.log"
-fi
+# GPU clocks, load and power every 200 ms while everything runs: a host-bound run leaves the GPU idle most of the time,
+# and its clocks may fall between layers (see docs/PERFORMANCE.md on the 8192x28672 row and 2:4 cases).
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv -lms 200 \
+  > "$OUT/clocks.csv" 2>&1 &
+clocks=$!
+trap 'kill $clocks 2>/dev/null' EXIT
 
 # 1. Bench: the anchor first, then zprune, on one quiet GPU.
 shapes=${SHAPES:-"4096x4096 4096x11008 11008x4096 14336x4096 8192x28672"}
 echo "== torch anchor $(date -u +%T)" >> "$log"
 PYTHONUNBUFFERED=1 timeout 60 python3 .gpu-bundle/torch_anchor.py $shapes > "$OUT/torch.jsonl" 2>> "$log"
 echo "== zprune bench $(date -u +%T)" >> "$log"
-# One process per shape and pattern, so that a stall loses one case, not the table, and no case runs after another
-# in the same process (on the H200, 2026-11-28, the row and 2:4 runs of 8192x28672 that followed its layer run in one
-# process measured even decode, the same kernel on the same bytes, 3.6x slower). A case that times out ends the bench.
+# One process per shape, pattern and weights mode, so that a stall loses one case, not the table, and no case runs
+# after another in the same process (on the H200, 2026-11-28, the row and 2:4 runs of 8192x28672 that followed its
+# layer run in one process measured even decode, the same kernel on the same bytes, 3.6x slower). Each case is timed
+# with the weights uploaded per call and with them resident (--resident: uploaded once, profiled runs back to back,
+# as the anchor's loop runs). A case that times out ends the bench.
 for shape in $shapes; do
   limit=40; [ "$shape" = 8192x28672 ] && limit=70
   for pattern in layer row 2:4; do
-    echo "-- $shape $pattern $(date -u +%T)" >> "$log"
-    timeout "$limit" /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns "$pattern" --repeat 5 \
-      ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || { echo "-- exit $?" >> "$log"; break 2; }
+    for mode in "" --resident; do
+      echo "-- $shape $pattern ${mode:-uploaded} $(date -u +%T)" >> "$log"
+      timeout "$limit" /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns "$pattern" --repeat 5 \
+        $mode ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || { echo "-- exit $?" >> "$log"; break 3; }
+    done
   done
 done
 python3 bench/device_table.py "$OUT" > "$OUT/table.md" 2>> "$log"

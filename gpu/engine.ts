@@ -75,6 +75,20 @@ interface Tile {
   centredWg0: number;
 }
 
+/**
+ * A layer's raw weight bytes kept on the GPU (`GpuEngine.upload`), for timing the stages on resident weights as the
+ * torch anchor does; `prune(..., { resident })` then skips the upload. The benchmark's tool, not the service's.
+ */
+export interface ResidentWeights {
+  readonly rows: number;
+  readonly cols: number;
+  readonly dtype: DType;
+  /** One buffer of raw bytes per row-tile, in the engine's tile plan. */
+  readonly buffers: readonly GPUBuffer[];
+  /** Frees the buffers. */
+  destroy(): void;
+}
+
 /** Cuts rows x cols into tiles of whole rows, each at most `tileBytes` as f32. */
 export function planTiles(rows: number, cols: number, tileBytes: number): Tile[] {
   // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535.
@@ -214,17 +228,18 @@ export class GpuEngine {
    * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
    * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
    * so use it only to profile). `trace` is told each recorded stage, submit and read-back as it happens (debugging).
+   * `resident` (from `upload()` of this layer) replaces the upload of `layer.weight`.
    */
   async prune(
     params: PruneParams,
     layer: LayerJob,
-    opts: { profile?: boolean | "wall"; trace?: (event: string) => void } = {},
+    opts: { profile?: boolean | "wall"; trace?: (event: string) => void; resident?: ResidentWeights } = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
     const profile = opts.profile !== undefined && opts.profile !== false;
     const job = new Job(this.device, this.#pool, profile, opts.profile === true && this.#timestamps, opts.trace);
     try {
-      const output = await this.#run(job, params, layer);
+      const output = await this.#run(job, params, layer, opts.resident);
       const stages = profile ? await job.stageTimes() : undefined;
       return { output, stages };
     } catch (e) {
@@ -235,6 +250,23 @@ export class GpuEngine {
     } finally {
       job.finish();
     }
+  }
+
+  /** Uploads a layer's raw weight bytes once, tile by tile, for `prune(..., { resident })`. */
+  upload(layer: LayerJob): ResidentWeights {
+    const size = DTYPE_SIZE[layer.dtype];
+    const buffers = planTiles(layer.rows, layer.cols, this.#tileBytes).map((t) => {
+      const bytes = t.count * size;
+      const b = this.device.createBuffer({
+        label: `resident-raw[${t.index}]`,
+        size: Math.max(4, Math.ceil(bytes / 4) * 4),
+        usage: STORAGE | COPY_DST,
+      });
+      uploadBytes(this.device.queue, b, layer.weight.subarray(t.base * size, t.base * size + bytes));
+      return b;
+    });
+    const { rows, cols, dtype } = layer;
+    return { rows, cols, dtype, buffers, destroy: () => buffers.forEach((b) => b.destroy()) };
   }
 
   /** Releases every GPU resource. */
@@ -273,7 +305,7 @@ export class GpuEngine {
     pass.dispatchWorkgroups(x, y);
   }
 
-  async #run(job: Job, params: PruneParams, layer: LayerJob): Promise<LayerOutput> {
+  async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
     const { rows, cols, dtype, name } = layer;
     const n = rows * cols;
     const { method, pattern } = params;
@@ -306,11 +338,22 @@ export class GpuEngine {
     const bad = job.buffer(4, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
     this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff]));
     const raw: GPUBuffer[] = [], ws: GPUBuffer[] = [];
+    if (
+      resident &&
+      (resident.rows !== rows || resident.cols !== cols || resident.dtype !== dtype ||
+        resident.buffers.length !== tiles.length)
+    ) {
+      throw new Error(`resident weights are ${resident.rows}x${resident.cols} ${resident.dtype}, not layer ${name}'s`);
+    }
     for (const t of tiles) {
       const bytes = t.count * size;
-      const rb = job.buffer(Math.ceil(bytes / 4) * 4, STORAGE | COPY_DST, `raw[${t.index}]`);
-      uploadBytes(this.device.queue, rb, layer.weight.subarray(t.base * size, t.base * size + bytes));
-      raw.push(rb);
+      if (resident) {
+        raw.push(resident.buffers[t.index]!);
+      } else {
+        const rb = job.buffer(Math.ceil(bytes / 4) * 4, STORAGE | COPY_DST, `raw[${t.index}]`);
+        uploadBytes(this.device.queue, rb, layer.weight.subarray(t.base * size, t.base * size + bytes));
+        raw.push(rb);
+      }
       ws.push(job.buffer(t.count * 4, STORAGE | COPY_SRC, `weights-scores[${t.index}]`));
     }
     await job.stage("decode", (pass) => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import { f32AtLeast, GpuEngine, planTiles } from "./engine.ts";
+import { encode } from "../prune/decode.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
   const tiles = planTiles(1000, 300, 300 * 4 * 333);
@@ -99,6 +100,49 @@ Deno.test({
       );
     } finally {
       small?.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.upload(): resident weights give the same answer as an upload per call, and must match the layer",
+  ignore: !engine,
+  async fn() {
+    // A 4-tile engine (19 rows of 23 f32 per 1792 bytes) as well as a 1-tile one; f16 (two values per 32-bit word,
+    // an odd count per tile) and f32.
+    const tiled = await GpuEngine.create({ allowFallback: true, maxTileBytes: 1792 });
+    try {
+      for (const e of [engine!, tiled!]) {
+        for (const dtype of ["f16", "f32"] as const) {
+          const rows = 61, cols = 23;
+          const v = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.7) * 0.05);
+          const weight = encode(v, dtype);
+          const layer = { name: "r", rows, cols, dtype, weight, actNormSq: new Float32Array(cols).fill(2) };
+          const params = {
+            method: "zpruner" as const,
+            pattern: { kind: "layer" as const, sparsity: 0.4 },
+            exponent: 1.5,
+            returnWeight: true,
+            returnScore: true,
+          };
+          const resident = e.upload(layer);
+          try {
+            const a = (await e.prune(params, layer)).output;
+            // The request's own bytes are zeros: only the resident copy can give the same answer.
+            const zeros = { ...layer, weight: new Uint8Array(weight.length) };
+            const b = (await e.prune(params, zeros, { resident })).output;
+            assert.deepEqual(b.mask, a.mask);
+            assert.deepEqual(b.weight, a.weight);
+            assert.deepEqual(b.score, a.score);
+            assert.deepEqual(b.stats, a.stats);
+            await assert.rejects(e.prune(params, { ...layer, rows: 60 }, { resident }), /resident weights/);
+          } finally {
+            resident.destroy();
+          }
+        }
+      }
+    } finally {
+      tiled?.destroy();
     }
   },
 });
