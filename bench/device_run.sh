@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU-machine run (the `device` tool), in one invocation:
-#   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table;
+#   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table, and a per-dispatch
+#      breakdown of two shapes;
 #   2. the WebGPU parity tests (goldens and random layers against the CPU backend) on that GPU (NO_PARITY=1 skips);
 #   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
@@ -48,6 +49,12 @@ for shape in $shapes; do
         $mode ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || { echo "-- exit $?" >> "$log"; break 3; }
     done
   done
+done
+# Where the time goes: every dispatch in a timed pass of its own, on resident weights, smallest and largest shape.
+for shape in ${DETAIL_SHAPES:-4096x4096 8192x28672}; do
+  echo "-- $shape per dispatch $(date -u +%T)" >> "$log"
+  timeout 90 /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns layer,row,2:4 --repeat 5 \
+    --resident --per-dispatch ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || echo "-- exit $?" >> "$log"
 done
 python3 bench/device_table.py "$OUT" > "$OUT/table.md" 2>> "$log"
 cat "$OUT/table.md"

@@ -12,7 +12,8 @@
  *   exist) --return-weight --return-score --trace (log every stage, submit and read-back of every run to stderr, with
  *   milliseconds since start: where a run stalls; add --wall to also submit and wait for each stage on its own)
  * --resident (time the stages on weights uploaded once, back to back, as the torch anchor times its loop; request
- *   time still includes the upload)
+ *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per `stage.kernel`,
+ *   for finding where a stage's time goes; the extra passes add barriers)
  * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs (GPU ms per stage, median
  * and best). Progress (adapter, each case's start) goes to stderr; results to stdout.
  */
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     "return-score": { type: "boolean", default: false },
     trace: { type: "boolean", default: false },
     resident: { type: "boolean", default: false },
+    "per-dispatch": { type: "boolean", default: false },
   },
 });
 
@@ -131,7 +133,7 @@ for (const shape of values.shapes.split(",")) {
       if (resident) await engine.prune(params, layer, { resident, trace });
       for (let i = 0; i < repeat; i++) {
         const { stages } = await engine.prune(params, layer, {
-          profile: values.wall ? "wall" : true,
+          profile: values.wall ? "wall" : values["per-dispatch"] ? "per-dispatch" : true,
           trace,
           resident,
         });

@@ -7,9 +7,19 @@ import type { BufferPool } from "./buffer_pool.ts";
 
 /** GPU milliseconds per stage of one `prune()`, when profiling. */
 export interface StageTimes {
-  source: "timestamp" | "wall";
+  /** "timestamp-per-dispatch": keys are `stage.kernel`, each dispatch in a pass of its own, summed per key. */
+  source: "timestamp" | "wall" | "timestamp-per-dispatch";
   ms: Record<string, number>;
 }
+
+/** Records a stage's dispatches: into the stage's one compute pass, or (per-dispatch profiling) a pass each. */
+export interface StageRecorder {
+  /** Records one dispatch of the kernel `kernel` (its name, for labels and per-dispatch times). */
+  dispatch(kernel: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, x: number, y: number): void;
+}
+
+/** Timestamp queries per-dispatch profiling can hold (passes beyond 256 in one job run untimed). */
+const DETAIL_QUERIES = 512;
 
 /** Stage names, in order; also the compute pass labels and timestamp slots. */
 export const STAGES = ["decode", "stats", "centred", "score", "select", "apply"] as const;
@@ -30,8 +40,9 @@ export class Job {
   readonly #profile: boolean;
   readonly #querySet: GPUQuerySet | null;
   readonly #wall: Partial<Record<Stage, number>> = {};
-  /** Stages recorded so far, in order; stage i owns timestamp queries 2i and 2i + 1. */
-  readonly #used: Stage[] = [];
+  /** Timed passes recorded so far, in order (stages, or `stage.kernel` per dispatch); pass i owns queries 2i, 2i + 1. */
+  readonly #used: string[] = [];
+  readonly #perDispatch: boolean;
   readonly #trace: ((event: string) => void) | undefined;
   #encoder: GPUCommandEncoder | null = null;
 
@@ -41,13 +52,19 @@ export class Job {
     profile: boolean,
     timestamps: boolean,
     trace?: (event: string) => void,
+    perDispatch = false,
   ) {
     this.#device = device;
     this.#trace = trace;
     this.#pool = pool;
     this.#profile = profile;
+    this.#perDispatch = timestamps && perDispatch;
     this.#querySet = timestamps
-      ? device.createQuerySet({ label: "stage-timestamps", type: "timestamp", count: STAGES.length * 2 })
+      ? device.createQuerySet({
+        label: "stage-timestamps",
+        type: "timestamp",
+        count: this.#perDispatch ? DETAIL_QUERIES : STAGES.length * 2,
+      })
       : null;
   }
 
@@ -63,20 +80,27 @@ export class Job {
     return b;
   }
 
-  /** Records one stage as a labelled compute pass; when profiling without timestamps, times it by wall clock. */
-  async stage(name: Stage, record: (pass: GPUComputePassEncoder) => void): Promise<void> {
-    // Slots are handed out in recording order so that the written queries are exactly [0, 2 * stages): resolving a
-    // query that no pass wrote made the read-back wait forever on the H200 (NVIDIA Vulkan), where lavapipe gives 0.
-    const slot = this.#used.length;
-    this.#used.push(name);
-    const pass = this.encoder.beginComputePass({
-      label: name,
-      timestampWrites: this.#querySet
-        ? { querySet: this.#querySet, beginningOfPassWriteIndex: slot * 2, endOfPassWriteIndex: slot * 2 + 1 }
-        : undefined,
-    });
-    record(pass);
-    pass.end();
+  /**
+   * Records one stage as a labelled compute pass (or, profiling per dispatch, a pass per dispatch); when profiling
+   * without timestamps, times it by wall clock.
+   */
+  async stage(name: Stage, record: (rec: StageRecorder) => void): Promise<void> {
+    if (this.#perDispatch) {
+      record({
+        dispatch: (kernel, pipeline, bindGroup, x, y) =>
+          this.#timedPass(`${name}.${kernel}`, pipeline, bindGroup, x, y),
+      });
+    } else {
+      const pass = this.encoder.beginComputePass({ label: name, timestampWrites: this.#timestampWrites(name) });
+      record({
+        dispatch(_kernel, pipeline, bindGroup, x, y) {
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(x, y);
+        },
+      });
+      pass.end();
+    }
     this.#trace?.(`recorded ${name}`);
     if (this.#profile && !this.#querySet) {
       await this.submit();
@@ -85,6 +109,27 @@ export class Job {
       this.#wall[name] = performance.now() - t0;
       this.#trace?.(`done ${name}`);
     }
+  }
+
+  /**
+   * The next timestamp slot pair for a pass named `name`, or undefined (no timestamps, or the query set is full).
+   * Slots are handed out in recording order so that the written queries are exactly [0, 2 * passes): resolving a
+   * query that no pass wrote made the read-back wait forever on the H200 (NVIDIA Vulkan), where lavapipe gives 0.
+   */
+  #timestampWrites(name: string): GPUComputePassTimestampWrites | undefined {
+    if (!this.#querySet || (this.#used.length + 1) * 2 > this.#querySet.count) return undefined;
+    const slot = this.#used.length;
+    this.#used.push(name);
+    return { querySet: this.#querySet, beginningOfPassWriteIndex: slot * 2, endOfPassWriteIndex: slot * 2 + 1 };
+  }
+
+  /** One dispatch in a compute pass of its own, timed (per-dispatch profiling). */
+  #timedPass(name: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, x: number, y: number): void {
+    const pass = this.encoder.beginComputePass({ label: name, timestampWrites: this.#timestampWrites(name) });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y);
+    pass.end();
   }
 
   /** Submits the open encoder inside validation and out-of-memory error scopes. */
@@ -143,16 +188,16 @@ export class Job {
       return { source: "wall", ms };
     }
     const queries = this.#used.length * 2;
-    if (queries === 0) return { source: "timestamp", ms: {} };
+    if (queries === 0) return { source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp", ms: {} };
     const resolve = this.buffer(queries * 8, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
     this.encoder.resolveQuerySet(this.#querySet, 0, queries, resolve, 0);
     const [data] = await this.read([resolve], [queries * 8]);
     const t = new BigUint64Array(data!);
     const ms: Record<string, number> = {};
     this.#used.forEach((s, i) => {
-      ms[s] = Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
+      ms[s] = (ms[s] ?? 0) + Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
     });
-    return { source: "timestamp", ms };
+    return { source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp", ms };
   }
 
   /** Returns pooled buffers (every submit that used them is queued) and drops the query set. */

@@ -18,7 +18,7 @@ import type { DType } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { maskStats } from "../prune/mask_stats.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
-import { Job, type StageTimes } from "./_job.ts";
+import { Job, type StageRecorder, type StageTimes } from "./_job.ts";
 
 export type { StageTimes } from "./_job.ts";
 import { flattenWorkgroups, type KernelDef, packUniforms } from "./kernel.ts";
@@ -227,17 +227,24 @@ export class GpuEngine {
   /**
    * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
    * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
-   * so use it only to profile). `trace` is told each recorded stage, submit and read-back as it happens (debugging).
+   * so use it only to profile); "per-dispatch" puts each dispatch in a timed pass of its own and reports
+   * `stage.kernel` sums (where timestamps exist; the extra passes add barriers, so totals exceed a stage-timed run's).
+   * `trace` is told each recorded stage, submit and read-back as it happens (debugging).
    * `resident` (from `upload()` of this layer) replaces the upload of `layer.weight`.
    */
   async prune(
     params: PruneParams,
     layer: LayerJob,
-    opts: { profile?: boolean | "wall"; trace?: (event: string) => void; resident?: ResidentWeights } = {},
+    opts: {
+      profile?: boolean | "wall" | "per-dispatch";
+      trace?: (event: string) => void;
+      resident?: ResidentWeights;
+    } = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
     const profile = opts.profile !== undefined && opts.profile !== false;
-    const job = new Job(this.device, this.#pool, profile, opts.profile === true && this.#timestamps, opts.trace);
+    const timestamps = (opts.profile === true || opts.profile === "per-dispatch") && this.#timestamps;
+    const job = new Job(this.device, this.#pool, profile, timestamps, opts.trace, opts.profile === "per-dispatch");
     try {
       const output = await this.#run(job, params, layer, opts.resident);
       const stages = profile ? await job.stageTimes() : undefined;
@@ -284,7 +291,7 @@ export class GpuEngine {
   /** Records one dispatch of kernel `k` with `buffers` in binding order (uniforms appended here). */
   #dispatch<U extends string>(
     job: Job,
-    pass: GPUComputePassEncoder,
+    rec: StageRecorder,
     k: KernelDef<U>,
     buffers: GPUBuffer[],
     u: Readonly<Record<U, number>>,
@@ -300,9 +307,7 @@ export class GpuEngine {
       layout,
       entries: [...buffers, ub].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(x, y);
+    rec.dispatch(k.name, pipeline, bindGroup, x, y);
   }
 
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
@@ -356,9 +361,9 @@ export class GpuEngine {
       }
       ws.push(job.buffer(t.count * 4, STORAGE | COPY_SRC, `weights-scores[${t.index}]`));
     }
-    await job.stage("decode", (pass) => {
+    await job.stage("decode", (rec) => {
       for (const t of tiles) {
-        this.#dispatch(job, pass, decode, [raw[t.index]!, ws[t.index]!, bad], {
+        this.#dispatch(job, rec, decode, [raw[t.index]!, ws[t.index]!, bad], {
           count: t.count,
           dtype: DTYPE_CODE[dtype],
           base: t.base,
@@ -370,13 +375,13 @@ export class GpuEngine {
       rowSt = job.buffer(rows * 12, STORAGE | COPY_SRC, "row-stats");
       colSt = job.buffer(cols * 12, STORAGE | COPY_SRC, "col-stats");
       const part = job.buffer(partBytes, STORAGE, "col-partials");
-      await job.stage("stats", (pass) => {
+      await job.stage("stats", (rec) => {
         for (const t of tiles) {
           const w = ws[t.index]!;
-          this.#dispatch(job, pass, rowStats, [w, rowSt], { rows: t.rows, cols, row0: t.row0 });
-          this.#dispatch(job, pass, colStats, [w, part], { rows: t.rows, cols, block0: t.colBlock0 });
+          this.#dispatch(job, rec, rowStats, [w, rowSt], { rows: t.rows, cols, row0: t.row0 });
+          this.#dispatch(job, rec, colStats, [w, part], { rows: t.rows, cols, block0: t.colBlock0 });
         }
-        this.#dispatch(job, pass, colReduce, [part, colSt], { cols, blocks: colBlocks });
+        this.#dispatch(job, rec, colReduce, [part, colSt], { cols, blocks: colBlocks });
       });
     }
     const wantHostStats = method === "zpruner";
@@ -402,9 +407,9 @@ export class GpuEngine {
       meanC = sumC / n;
       const part = job.buffer(centredWgs * 12, STORAGE | COPY_SRC, "centred-partials");
       const thr = f32AtLeast(0.1 * (absSum / n));
-      await job.stage("centred", (pass) => {
+      await job.stage("centred", (rec) => {
         for (const t of tiles) {
-          this.#dispatch(job, pass, centred, [ws[t.index]!, rowSt, colSt, part], {
+          this.#dispatch(job, rec, centred, [ws[t.index]!, rowSt, colSt, part], {
             count: t.count,
             cols,
             row0: t.row0,
@@ -438,9 +443,9 @@ export class GpuEngine {
     }
     const actBuf = job.buffer(cols * 4, STORAGE | COPY_DST, "act");
     this.device.queue.writeBuffer(actBuf, 0, act);
-    await job.stage("score", (pass) => {
+    await job.stage("score", (rec) => {
       for (const t of tiles) {
-        this.#dispatch(job, pass, score, [rowSt, colSt, actBuf, ws[t.index]!], {
+        this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, ws[t.index]!], {
           count: t.count,
           cols,
           row0: t.row0,
@@ -472,28 +477,28 @@ export class GpuEngine {
       this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k]));
       ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
     }
-    await job.stage("select", (pass) => {
+    await job.stage("select", (rec) => {
       if (pattern.kind === "layer") {
         if (k === 0) return;
         for (let p = 0; p < 4; p++) {
           const shift = 24 - 8 * p;
           const hiMask = p === 0 ? 0 : (~((1 << (shift + 8)) - 1)) >>> 0;
           for (const t of tiles) {
-            this.#dispatch(job, pass, selectHist, [ws[t.index]!, state, hist!], {
+            this.#dispatch(job, rec, selectHist, [ws[t.index]!, state, hist!], {
               count: t.count,
               shift,
               hi_mask: hiMask,
               pass_index: p,
             });
           }
-          this.#dispatch(job, pass, selectPick, [hist!, state], { pass_index: p, shift });
+          this.#dispatch(job, rec, selectPick, [hist!, state], { pass_index: p, shift });
         }
         for (const t of tiles) {
-          this.#dispatch(job, pass, tieCount, [ws[t.index]!, state, ties!], { count: t.count, block0: t.keyBlock0 });
+          this.#dispatch(job, rec, tieCount, [ws[t.index]!, state, ties!], { count: t.count, block0: t.keyBlock0 });
         }
-        this.#dispatch(job, pass, tieScan, [ties!], { blocks: keyBlocks });
+        this.#dispatch(job, rec, tieScan, [ties!], { blocks: keyBlocks });
         for (const t of tiles) {
-          this.#dispatch(job, pass, maskLayer, [ws[t.index]!, state, ties!, mask], {
+          this.#dispatch(job, rec, maskLayer, [ws[t.index]!, state, ties!, mask], {
             count: t.count,
             base: t.base,
             block0: t.keyBlock0,
@@ -502,11 +507,11 @@ export class GpuEngine {
       } else if (pattern.kind === "row") {
         if (k === 0) return;
         for (const t of tiles) {
-          this.#dispatch(job, pass, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
+          this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
         }
       } else {
         for (const t of tiles) {
-          this.#dispatch(job, pass, selectNm, [ws[t.index]!, mask], {
+          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask], {
             groups: t.count / pattern.m,
             m: pattern.m,
             n: pattern.n,
@@ -522,10 +527,10 @@ export class GpuEngine {
       for (const t of tiles) {
         outs.push(job.buffer(raw[t.index]!.size, STORAGE | COPY_SRC, `pruned-weights[${t.index}]`));
       }
-      await job.stage("apply", (pass) => {
+      await job.stage("apply", (rec) => {
         for (const t of tiles) {
           const bytes = t.count * size;
-          this.#dispatch(job, pass, apply, [raw[t.index]!, mask, outs[t.index]!], {
+          this.#dispatch(job, rec, apply, [raw[t.index]!, mask, outs[t.index]!], {
             words: Math.ceil(bytes / 4),
             dtype: DTYPE_CODE[dtype],
             base: t.base,
