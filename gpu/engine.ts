@@ -93,6 +93,9 @@ export interface ResidentWeights {
 export function planTiles(rows: number, cols: number, tileBytes: number): Tile[] {
   // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535.
   const perTile = Math.min(Math.floor(tileBytes / (cols * 4)), 65535 * COL_BLOCK_ROWS);
+  if (perTile < 1 && rows > 0) {
+    throw new RangeError(`a row of ${cols} f32 values does not fit a ${tileBytes}-byte tile`);
+  }
   const tiles: Tile[] = [];
   let colBlock0 = 0, keyBlock0 = 0, centredWg0 = 0;
   for (let row0 = 0; row0 < rows; row0 += perTile) {
@@ -331,13 +334,25 @@ export class GpuEngine {
     const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
     const maskBytes = Math.ceil(n / 32) * 4;
     const limit = this.device.limits.maxStorageBufferBindingSize;
-    const partBytes = colBlocks * cols * 12;
-    const globals = [maskBytes, partBytes, rows * 12, cols * 12, centredWgs * 12, keyBlocks * 4];
-    if (globals.some((b) => poolSize(b) > limit)) {
-      throw new ZpruneError("invalid_request", `layer ${name}: ${rows}x${cols} is too large for this device`);
+    const needStats = method === "zpruner" || method === "ria";
+    // The whole-layer arrays are not tiled: each must fit one binding. Only those this method and pattern use count.
+    const globals: [string, number][] = [["mask", maskBytes]];
+    if (needStats) {
+      globals.push(["column partials", colBlocks * cols * 12], ["row statistics", rows * 12]);
+      globals.push(["column statistics", cols * 12]);
+    }
+    if (method === "zpruner") globals.push(["centred partials", centredWgs * 12]);
+    if (method !== "magnitude") globals.push(["activations", cols * 8]);
+    if (pattern.kind === "layer") globals.push(["tie counts", keyBlocks * 4]);
+    const over = globals.find(([, bytes]) => poolSize(bytes) > limit);
+    if (over) {
+      throw new ZpruneError(
+        "invalid_request",
+        `layer ${name}: ${rows}x${cols} is too large for this device (its ${over[0]} need ${over[1]} bytes, one ` +
+          `storage binding holds ${limit})`,
+      );
     }
     const size = DTYPE_SIZE[dtype];
-    const needStats = method === "zpruner" || method === "ria";
 
     // --- decode (+ stats): upload each tile's bytes, widen to f32, find the first non-finite weight.
     const bad = job.buffer(4, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
@@ -374,7 +389,7 @@ export class GpuEngine {
     if (needStats) {
       rowSt = job.buffer(rows * 12, STORAGE | COPY_SRC, "row-stats");
       colSt = job.buffer(cols * 12, STORAGE | COPY_SRC, "col-stats");
-      const part = job.buffer(partBytes, STORAGE, "col-partials");
+      const part = job.buffer(colBlocks * cols * 12, STORAGE, "col-partials");
       await job.stage("stats", (rec) => {
         for (const t of tiles) {
           const w = ws[t.index]!;
@@ -436,13 +451,11 @@ export class GpuEngine {
     }
 
     // --- scores, in place.
-    const act = new Float32Array(cols).fill(1);
-    if (layer.actNormSq && method !== "magnitude") {
-      const half = params.exponent / 2;
-      for (let j = 0; j < cols; j++) act[j] = layer.actNormSq[j]! ** half;
+    let actBuf = this.#dummyBuffer(); // magnitude reads no activations
+    if (method !== "magnitude") {
+      actBuf = job.buffer(cols * 8, STORAGE | COPY_DST, "act");
+      this.device.queue.writeBuffer(actBuf, 0, splitActivations(layer.actNormSq, params.exponent, cols));
     }
-    const actBuf = job.buffer(cols * 4, STORAGE | COPY_DST, "act");
-    this.device.queue.writeBuffer(actBuf, 0, act);
     await job.stage("score", (rec) => {
       for (const t of tiles) {
         this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, ws[t.index]!], {
@@ -581,6 +594,38 @@ export class GpuEngine {
     if (scoreOut) output.score = scoreOut;
     return output;
   }
+}
+
+/**
+ * act_j = actNormSq_j^(exponent/2) in f64 (all ones without activations), as `score.wgsl` takes it: per column the
+ * f32 bits of m_j and the i32 e_j with act_j = m_j * 2^e_j, m_j in [1, 2] after rounding to f32 (0 and infinity
+ * keep e_j = 0). A large exponent takes act far outside f32's range where the score itself may not be.
+ */
+export function splitActivations(
+  actNormSq: Float32Array | null,
+  exponent: number,
+  cols: number,
+): Uint32Array<ArrayBuffer> {
+  const out = new Uint32Array(cols * 2);
+  const m = new Float32Array(out.buffer);
+  const e = new Int32Array(out.buffer);
+  const half = exponent / 2;
+  for (let j = 0; j < cols; j++) {
+    const a = actNormSq ? actNormSq[j]! ** half : 1;
+    if (a === 0 || !Number.isFinite(a)) {
+      m[2 * j] = a;
+      continue;
+    }
+    let k = Math.floor(Math.log2(a));
+    // log2 may land one off near a power of two, and 2^k itself is not a double below 2^-1074.
+    if (k < -1074) k = -1074;
+    let f = a / 2 ** k;
+    if (f >= 2) [f, k] = [f / 2, k + 1];
+    else if (f < 1 && k > -1074) [f, k] = [f * 2, k - 1];
+    m[2 * j] = f;
+    e[2 * j + 1] = k;
+  }
+  return out;
 }
 
 /** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { f32AtLeast, GpuEngine, planTiles } from "./engine.ts";
+import { f32AtLeast, GpuEngine, planTiles, splitActivations } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
@@ -13,6 +13,9 @@ Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks
   assert.deepEqual(tiles.map((t) => t.keyBlock0), [0, 13, 26, 39]);
   assert.equal(planTiles(8192, 28672, 2 ** 27).length, 8);
   assert.equal(planTiles(7, 5, 1 << 20).length, 1);
+  // A row wider than a tile cannot be cut: refused, never an endless plan.
+  assert.throws(() => planTiles(2, 300, 1024), RangeError);
+  assert.deepEqual(planTiles(0, 300, 1024), []);
 });
 
 Deno.test("f32AtLeast() gives the smallest float32 not below x", () => {
@@ -170,4 +173,26 @@ Deno.test({
       tiled?.destroy();
     }
   },
+});
+
+Deno.test("splitActivations() gives act = m * 2^e with m in [1, 2] to float32 precision, far outside float32's range", () => {
+  const exponent = 64; // act = actNormSq^32
+  // 2e-10^32 is a subnormal double; 3.4e38^32 overflows a double, 1e-30^32 underflows it.
+  const norms = [0, 1, 2, 0.5, 0.06, 17, 1e-3, 3, 1e3, 3.4e38, 1e-30, 8.5e-39, 2e-10];
+  const out = splitActivations(new Float32Array(norms), exponent, norms.length);
+  const m = new Float32Array(out.buffer), e = new Int32Array(out.buffer);
+  for (let j = 0; j < norms.length; j++) {
+    const act = Math.fround(norms[j]!) ** 32;
+    const mj = m[2 * j]!, ej = e[2 * j + 1]!;
+    if (act === 0 || act === Infinity) {
+      assert.deepEqual([mj, ej], [act, 0], `column ${j}`);
+      continue;
+    }
+    assert.ok(mj >= 1 && mj <= 2, `column ${j}: m = ${mj}`);
+    // m * 2^e in two steps, so that 2^e itself cannot overflow or underflow a double.
+    const back = mj * 2 ** Math.trunc(ej / 2) * 2 ** (ej - Math.trunc(ej / 2));
+    assert.ok(Math.abs(back - act) <= act * 2 ** -24, `column ${j}: ${back} vs ${act}`);
+  }
+  // Without activations every column is 1 = 1 * 2^0.
+  assert.deepEqual([...splitActivations(null, 1.5, 2)], [0x3f800000, 0, 0x3f800000, 0]);
 });

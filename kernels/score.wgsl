@@ -1,10 +1,13 @@
 // score: the importance score of every weight (API.md, Scores), computed in place over the decoded weights.
 //
 // Bindings: 0 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global row), 1 col_stats: array<f32> (read;
-//   the same per column), 2 act: array<f32> (read; act_j = actNormSq_j^(exponent/2), computed by the host in f64),
+//   the same per column), 2 act: array<u32> (read; per column j, act_j = actNormSq_j^(exponent/2) computed by the
+//   host in f64 and split as m_j * 2^e_j: [f32 bits of m_j in [1, 2] (or 0, or infinity), e_j as i32 bits]),
 //   3 ws: array<f32> (read_write; one row-tile: W in, score out), 4 params (uniform).
 // Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
-// Numerics: f32 per element from f32 norms. The whole-matrix scalars (means, 1/std, alpha) arrive in the uniforms,
+// Numerics: f32 per element from f32 norms. act is split because with a large exponent (up to 64) it can leave
+//   f32's range while the score does not: the score is (s / 2) * m rounded once, then scaled by 2^(e + 1) exactly
+//   (overflow to infinity and underflow as the product would). The whole-matrix scalars (means, 1/std, alpha) arrive in the uniforms,
 //   combined by the host in f64 from the f32 partial sums. Scores are non-negative; they are stored with -0
 //   folded to +0 so that the selection kernels may order them as u32 bit patterns.
 
@@ -25,7 +28,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> row_stats: array<f32>;
 @group(0) @binding(1) var<storage, read> col_stats: array<f32>;
-@group(0) @binding(2) var<storage, read> act: array<f32>;
+@group(0) @binding(2) var<storage, read> act: array<u32>;
 @group(0) @binding(3) var<storage, read_write> ws: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
 
@@ -34,9 +37,24 @@ fn safe_div(x: f32, d: f32) -> f32 {
   return select(0.0, x / d, d != 0.0);
 }
 
-// s * act, where 0 * infinity (an activation that overflowed f32) counts as 0, never NaN.
-fn times(s: f32, act: f32) -> f32 {
-  return select(s * act, 0.0, s == 0.0);
+// 2^k as f32, for -126 <= k <= 127 (exact).
+fn pow2(k: i32) -> f32 {
+  return bitcast<f32>(u32(k + 127) << 23u);
+}
+
+// s * act_j for s >= 0, where 0 * infinity (an activation that overflowed f64) counts as 0, never NaN.
+// (s / 2) * m cannot overflow (m <= 2); scaling by 2^(e + 1) in three exact steps reaches any result that is not
+// already infinite or zero (a nonzero f32 lies within 2^-149..2^128 and |e + 1| is clamped to 381 >= 149 + 128 + 2).
+fn times(s: f32, j: u32) -> f32 {
+  if (s == 0.0) { return 0.0; }
+  var x = (s * 0.5) * bitcast<f32>(act[2u * j]);
+  var k = clamp(bitcast<i32>(act[2u * j + 1u]) + 1, -381, 381);
+  for (var i = 0; i < 3; i++) {
+    let step = clamp(k, -126, 127);
+    x *= pow2(step);
+    k -= step;
+  }
+  return x;
 }
 
 @compute @workgroup_size(256)
@@ -50,15 +68,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let a = abs(v);
   var s = a;
   if (p.method == 1u) {
-    s = times(a, act[j]);
+    s = times(a, j);
   } else if (p.method == 2u) {
-    s = times(safe_div(a, col_stats[j * 3u + 2u]) + safe_div(a, row_stats[r * 3u + 2u]), act[j]);
+    s = times(safe_div(a, col_stats[j * 3u + 2u]) + safe_div(a, row_stats[r * 3u + 2u]), j);
   } else if (p.method == 3u) {
     let wr = safe_div(v, sqrt(row_stats[r * 3u]));
     let wc = safe_div(v, sqrt(col_stats[j * 3u]));
     let zr = abs((wr - p.mean_r) * p.inv_std_r);
     let zc = abs((wc - p.mean_c) * p.inv_std_c);
-    s = times(p.alpha * zr * zr * zr + (1.0 - p.alpha) * zc * zc * zc, act[j]);
+    s = times(p.alpha * zr * zr * zr + (1.0 - p.alpha) * zc * zc * zc, j);
   }
   let bits = bitcast<u32>(s);
   ws[e] = bitcast<f32>(select(bits, 0u, bits == 0x80000000u));

@@ -20,6 +20,8 @@ const gpu: Backend | null = await createWebGpuBackend({ allowFallback: true });
 /** The same device with 64 KiB tiles, so that small layers take the multi-tile path. */
 const tiled: Backend | null = gpu && await createWebGpuBackend({ allowFallback: true, maxTileBytes: 64 * 1024 });
 const cpu: Backend = createCpuBackend({ threads: 0 });
+/** The adapter's storage-binding limit, which the backend's device requests in full. */
+const gpuBindingLimit = gpu ? (await navigator.gpu.requestAdapter())!.limits.maxStorageBufferBindingSize : 0;
 const ignore = !gpu;
 
 // The backends hold a worker each; close them when the module's tests are done.
@@ -164,10 +166,11 @@ function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): 
   }
   // Scores agree to float32 accuracy (relative to the largest score, since z-scores near 0 cancel).
   let max = 0;
-  for (let i = 0; i < n; i++) max = Math.max(max, Math.abs(ref.score![i]!));
+  // (Scores that overflowed float32 are infinite on both backends; they must be equal, and stay out of `max`.)
+  for (let i = 0; i < n; i++) if (Number.isFinite(ref.score![i]!)) max = Math.max(max, Math.abs(ref.score![i]!));
   for (let i = 0; i < n; i++) {
     const a = got.score![i]!, b = ref.score![i]!;
-    if (!(Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-5 * max)) return `score ${i}: gpu ${a} cpu ${b}`;
+    if (!(a === b || Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-5 * max)) return `score ${i}: gpu ${a} cpu ${b}`;
   }
   // Pruned weights: the request's bytes with exactly the GPU's pruned entries zeroed.
   const size = c.dtype === "f32" ? 4 : 2;
@@ -181,7 +184,7 @@ function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): 
   }
   if (c.params.pattern.kind === "layer" && ref.stats.threshold !== undefined) {
     const t = got.stats.threshold!;
-    if (!(Math.abs(t - ref.stats.threshold) <= 1e-4 * ref.stats.threshold + 1e-6 * max)) {
+    if (!(t === ref.stats.threshold || Math.abs(t - ref.stats.threshold) <= 1e-4 * ref.stats.threshold + 1e-6 * max)) {
       return `threshold ${t} vs ${ref.stats.threshold}`;
     }
   }
@@ -435,5 +438,79 @@ Deno.test({
       seed: 5,
       params: ZPRUNER_LAYER,
     });
+  },
+});
+
+Deno.test({
+  name: "webgpu: activations outside float32's range (exponent 64) give the CPU's masks and scores",
+  ignore,
+  async fn() {
+    // act = actNormSq^32. Large: tiny weights times act beyond 3.4e38, products in range (some overflow to
+    // infinity on both backends, which then tie and go by index). Small: large f32 weights times act below float32's
+    // normal range, products normal.
+    const settings = [
+      { dtype: "f16" as const, scale: 1e-4, lo: 17, hi: 20 },
+      { dtype: "f32" as const, scale: 1e4, lo: 0.06, hi: 0.065 },
+    ];
+    for (const { dtype, scale, lo, hi } of settings) {
+      for (const method of ["wanda", "ria", "zpruner"] as const) {
+        for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
+          const rand = rng(77);
+          const rows = 24, cols = 40;
+          const v = new Float32Array(rows * cols).map(() => normal(rand) * scale);
+          const act = new Float32Array(cols).map(() => lo + rand() * (hi - lo));
+          const layer: LayerJob = { name: "extreme", rows, cols, dtype, weight: encode(v, dtype), actNormSq: act };
+          const c: Case = {
+            rows,
+            cols,
+            dtype,
+            kind: "normal",
+            acts: true,
+            seed: 77,
+            params: { method, pattern, exponent: 64, returnWeight: true, returnScore: true },
+          };
+          const ref = await cpu.prune(c.params, copyLayer(layer));
+          const got = await gpu!.prune(c.params, copyLayer(layer));
+          const why = compare(c, layer, got, ref);
+          assert.equal(why, null, `${dtype} ${method} ${pattern.kind}: ${why}`);
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: only the arrays a method uses must fit one binding (magnitude answers a row Z-Pruner cannot)",
+  ignore,
+  async fn() {
+    // 12 bytes of column statistics per column: past maxStorageBufferBindingSize / 12 columns Z-Pruner and RIA
+    // cannot run on this device, while magnitude (no statistics) still can.
+    const cols = Math.floor(gpuBindingLimit / 12) + 1;
+    const c: Case = {
+      rows: 1,
+      cols,
+      dtype: "f16",
+      kind: "normal",
+      acts: false,
+      seed: 21,
+      params: {
+        method: "magnitude",
+        pattern: { kind: "layer", sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: false,
+        returnScore: false,
+      },
+    };
+    const layer = makeLayer(c);
+    const ref = await cpu.prune(c.params, copyLayer(layer));
+    const got = await gpu!.prune(c.params, copyLayer(layer));
+    assert.equal(got.stats.pruned, ref.stats.pruned);
+    assert.deepEqual(got.mask, ref.mask);
+    await assert.rejects(
+      gpu!.prune({ ...c.params, method: "zpruner", exponent: 1.5 }, { ...copyLayer(layer), actNormSq: null }),
+      (e: unknown) =>
+        e instanceof ZpruneError && e.code === "invalid_request" &&
+        /too large for this device \(its column/.test(e.message),
+    );
   },
 });
