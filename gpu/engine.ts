@@ -59,6 +59,8 @@ const COPY_DST = GPUBufferUsage.COPY_DST;
 const COL_BLOCK_ROWS = 256;
 const KEY_BLOCK = 8192;
 const CENTRED_BLOCK = 16384;
+/** Largest M that select_nm ranks with a thread per group; larger groups go through select_row (API.md allows 9999). */
+const NM_THREAD_MAX_M = 64;
 
 /** One row-tile of a layer: rows [row0, row0 + rows), elements [base, base + count). */
 interface Tile {
@@ -521,6 +523,17 @@ export class GpuEngine {
         if (k === 0) return;
         for (const t of tiles) {
           this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
+        }
+      } else if (pattern.m > NM_THREAD_MAX_M) {
+        // A group of M consecutive keys is a row of M columns: per-row selection of the N lowest, a workgroup each,
+        // instead of one thread ranking M keys against M (M^2 work in one thread).
+        for (const t of tiles) {
+          this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], {
+            rows: t.count / pattern.m,
+            cols: pattern.m,
+            base: t.base,
+            k: pattern.n,
+          });
         }
       } else {
         for (const t of tiles) {

@@ -514,3 +514,32 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "webgpu: N:M with large M (past a thread per group) matches the CPU backend, ties and all",
+  ignore,
+  async fn() {
+    for (const [n, m] of [[1, 65], [50, 100], [999, 1000], [3, 125]] as const) {
+      for (const kind of ["ties", "normal"] as const) {
+        const cols = m * 8;
+        for (const backend of [gpu!, tiled!]) {
+          await check(backend, {
+            rows: 5,
+            cols,
+            dtype: "f16",
+            kind,
+            acts: kind === "normal",
+            seed: n * 7 + m,
+            params: {
+              method: kind === "ties" ? "magnitude" : "zpruner",
+              pattern: { kind: "nm", n, m },
+              exponent: kind === "ties" ? 1 : 1.5,
+              returnWeight: true,
+              returnScore: true,
+            },
+          });
+        }
+      }
+    }
+  },
+});
