@@ -5,8 +5,9 @@
  *
  * One layer, as straight-line stages (each a compute pass, labelled; kernels in `kernels/`):
  *   decode  raw bytes -> f32 W, first non-finite index                        (row-tiles of W)
- *   stats   row sums and 2-level column sums (zpruner, ria)         -> host: non-finite check, means in f64
- *   centred centred sums of squares, small-weight count (zpruner)   -> host: stds and alpha in f64
+ *   stats   row sums and 2-level column sums (zpruner, ria)
+ *   centred Z-Pruner's means, centred sums of squares, small-weight count, 1/stds and alpha (one workgroup each for
+ *           the whole-matrix reductions), so that no method needs the host before the final read-back
  *   score   W -> score in place
  *   select  layer: 4 radix passes + tie count/scan + mask; row: a workgroup per row; N:M: a thread per group
  *   apply   pruned weights in the request's dtype (when asked)
@@ -36,6 +37,8 @@ import { selectPick } from "./kernels/select_pick.ts";
 import { selectRow } from "./kernels/select_row.ts";
 import { tieCount } from "./kernels/tie_count.ts";
 import { tieScan } from "./kernels/tie_scan.ts";
+import { Z_SCALARS, Z_SCALARS_BYTES, zMeans } from "./kernels/z_means.ts";
+import { zSpread } from "./kernels/z_spread.ts";
 
 /** How to open the engine. */
 export interface EngineOptions {
@@ -109,17 +112,6 @@ export function planTiles(rows: number, cols: number, tileBytes: number): Tile[]
     centredWg0 += Math.ceil(count / CENTRED_BLOCK);
   }
   return tiles;
-}
-
-/** Smallest f32 >= x (for a strict `<` threshold that matches the f64 comparison exactly). */
-export function f32AtLeast(x: number): number {
-  const f = Math.fround(x);
-  if (f >= x) return f;
-  const b = new Float32Array([f]);
-  const u = new Uint32Array(b.buffer);
-  // f < x: step one ulp towards +infinity (f is non-negative here, so the next bit pattern is the next float).
-  u[0] = f === 0 ? 1 : u[0]! + 1;
-  return b[0]!;
 }
 
 /** Adapter description for responses: the driver's description, else vendor and architecture. */
@@ -223,6 +215,8 @@ export class GpuEngine {
         selectRow,
         selectNm,
         apply,
+        zMeans,
+        zSpread,
       ]
     ) this.#pipeline(k as KernelDef);
     const err = await this.device.popErrorScope();
@@ -401,55 +395,24 @@ export class GpuEngine {
         this.#dispatch(job, rec, colReduce, [part, colSt], { cols, blocks: colBlocks });
       });
     }
-    const wantHostStats = method === "zpruner";
-    // Only Z-Pruner needs the host before scoring; the others learn about a bad weight with the final read-back
-    // (one GPU round trip fewer), and nothing computed from the zeroed bad value is returned.
-    // --- Z-Pruner's whole-matrix scalars, in f64 from the f32 per-row/column sums.
-    let meanR = 0, meanC = 0, invStdR = 0, invStdC = 0, alpha: number | undefined;
-    if (wantHostStats) {
-      const [badIdx, rowHost, colHost] = await job.read([bad, rowSt, colSt], [4, rows * 12, cols * 12]);
-      checkFinite(layer, new Uint32Array(badIdx!)[0]!);
-      const rs = new Float32Array(rowHost!), cs = new Float32Array(colHost!);
-      let sumR = 0, sumC = 0, absSum = 0;
-      for (let r = 0; r < rows; r++) {
-        const sq = rs[r * 3]!;
-        if (sq > 0) sumR += rs[r * 3 + 1]! / Math.sqrt(sq);
-        absSum += rs[r * 3 + 2]!;
-      }
-      for (let j = 0; j < cols; j++) {
-        const sq = cs[j * 3]!;
-        if (sq > 0) sumC += cs[j * 3 + 1]! / Math.sqrt(sq);
-      }
-      meanR = sumR / n;
-      meanC = sumC / n;
-      const part = job.buffer(centredWgs * 12, STORAGE | COPY_SRC, "centred-partials");
-      const thr = f32AtLeast(0.1 * (absSum / n));
+    // --- Z-Pruner's whole-matrix scalars, reduced on the GPU (z_means after the sums, z_spread after the centred
+    // pass) so that no method needs the host before the final read-back; a bad weight is reported from that read.
+    let scalars = this.#dummyBuffer();
+    if (method === "zpruner") {
+      scalars = job.buffer(Z_SCALARS_BYTES, STORAGE | COPY_SRC, "z-scalars");
+      const part = job.buffer(centredWgs * 12, STORAGE, "centred-partials");
       await job.stage("centred", (rec) => {
+        this.#dispatch(job, rec, zMeans, [rowSt, colSt, scalars], { rows, cols, n });
         for (const t of tiles) {
-          this.#dispatch(job, rec, centred, [ws[t.index]!, rowSt, colSt, part], {
+          this.#dispatch(job, rec, centred, [ws[t.index]!, rowSt, colSt, scalars, part], {
             count: t.count,
             cols,
             row0: t.row0,
             wg0: t.centredWg0,
-            mean_r: meanR,
-            mean_c: meanC,
-            thr,
           });
         }
+        this.#dispatch(job, rec, zSpread, [part, scalars], { count: centredWgs, n });
       });
-      const [partHost] = await job.read([part], [centredWgs * 12]);
-      const pu = new Uint32Array(partHost!), pf = new Float32Array(partHost!);
-      let ssR = 0, ssC = 0, small = 0;
-      for (let i = 0; i < centredWgs; i++) {
-        ssR += pf[i * 3]!;
-        ssC += pf[i * 3 + 1]!;
-        small += pu[i * 3 + 2]!;
-      }
-      const stdR = n > 1 ? Math.sqrt(ssR / (n - 1)) : 0;
-      const stdC = n > 1 ? Math.sqrt(ssC / (n - 1)) : 0;
-      invStdR = stdR > 0 ? 1 / stdR : 0;
-      invStdC = stdC > 0 ? 1 / stdC : 0;
-      alpha = 0.7 * (1 - 0.3 * (small / n));
     }
 
     // --- scores, in place.
@@ -460,16 +423,11 @@ export class GpuEngine {
     }
     await job.stage("score", (rec) => {
       for (const t of tiles) {
-        this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, ws[t.index]!], {
+        this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, scalars, ws[t.index]!], {
           count: t.count,
           cols,
           row0: t.row0,
           method: METHOD_CODE[method],
-          mean_r: meanR,
-          inv_std_r: invStdR,
-          mean_c: meanC,
-          inv_std_c: invStdC,
-          alpha: alpha ?? 0,
         });
       }
     });
@@ -566,9 +524,13 @@ export class GpuEngine {
       });
     }
 
-    // --- read back: mask, threshold state, weights and scores per tile.
+    // --- read back: mask, threshold state, first bad weight, Z-Pruner's scalars, weights and scores per tile.
     const wanted: GPUBuffer[] = [mask, state, bad];
     const sizes: number[] = [maskBytes, 8, 4];
+    if (method === "zpruner") {
+      wanted.push(scalars);
+      sizes.push(Z_SCALARS_BYTES);
+    }
     if (params.returnWeight) {
       for (const t of tiles) {
         wanted.push(outs[t.index]!);
@@ -585,7 +547,7 @@ export class GpuEngine {
     checkFinite(layer, new Uint32Array(back[2]!)[0]!);
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
     const stateOut = new Uint32Array(back[1]!);
-    let at = 3;
+    let at = method === "zpruner" ? 4 : 3;
     let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
     if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
     if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
@@ -601,7 +563,11 @@ export class GpuEngine {
     if (pattern.kind === "layer" && k > 0) {
       stats.threshold = new Float32Array(new Uint32Array([stateOut[0]!]).buffer)[0]!;
     }
-    if (alpha !== undefined) stats.alpha = alpha;
+    if (method === "zpruner") {
+      // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
+      const small = new Uint32Array(back[3]!)[Z_SCALARS.small]!;
+      stats.alpha = 0.7 * (1 - 0.3 * (small / n));
+    }
     const output: LayerOutput = { mask: maskOut.slice(), stats };
     if (weightOut) output.weight = weightOut;
     if (scoreOut) output.score = scoreOut;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { f32AtLeast, GpuEngine, planTiles, splitActivations } from "./engine.ts";
+import { GpuEngine, planTiles, splitActivations } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
@@ -16,21 +16,6 @@ Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks
   // A row wider than a tile cannot be cut: refused, never an endless plan.
   assert.throws(() => planTiles(2, 300, 1024), RangeError);
   assert.deepEqual(planTiles(0, 300, 1024), []);
-});
-
-Deno.test("f32AtLeast() gives the smallest float32 not below x", () => {
-  for (const x of [0, 1, 0.1, 1e-30, 0.0012345678901234, 3.4e38, 1.401298464324817e-45 / 3]) {
-    const f = f32AtLeast(x);
-    assert.equal(Math.fround(f), f);
-    assert.ok(f >= x, `${f} < ${x}`);
-    // The float32 just below f is below x, so |w| < f exactly when |w| < x for every float32 w.
-    const below = new Float32Array([f]);
-    const u = new Uint32Array(below.buffer);
-    if (f > 0) {
-      u[0] = u[0]! - 1;
-      assert.ok(below[0]! < x, `${below[0]} >= ${x}`);
-    }
-  }
 });
 
 const engine = await GpuEngine.create({ allowFallback: true });
@@ -87,7 +72,9 @@ Deno.test({
         "stats.row_stats",
         "stats.col_stats",
         "stats.col_reduce",
+        "centred.z_means",
         "centred.centred",
+        "centred.z_spread",
         "score.score",
         "select.select_hist",
         "select.select_pick",

@@ -3,30 +3,29 @@
 // number of weights with |W| < 0.1 * mean|W| (for alpha).
 //
 // Bindings: 0 w: array<f32> (read; one row-tile), 1 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global
-//   row), 2 col_stats: array<f32> (read; the same per column), 3 part: array<u32> (write; 3 per global workgroup:
-//   [f32 bits of Σ(Wr-mean_r)², f32 bits of Σ(Wc-mean_c)², small count]), 4 params (uniform).
+//   row), 2 col_stats: array<f32> (read; the same per column), 3 scalars: array<f32> (read; [0] mean_r, [1] mean_c,
+//   [2] thr from z_means.wgsl), 4 part: array<u32> (write; 3 per global workgroup: [f32 bits of Σ(Wr-mean_r)²,
+//   f32 bits of Σ(Wc-mean_c)², small count]), 5 params (uniform).
 // Thread: 64 elements of a block of 16384, strided by 256. Dispatch: ceil(count / 16384) workgroups of 256,
 //   flattened over x and y.
-// Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then the host
-//   adds the per-workgroup partials in f64 (at most 14336 of them for 8192 x 28672). The count is exact; the host
-//   rounds the f64 threshold up to the next f32, so |w| < thr32 exactly when |w| < 0.1 * mean|W| in f64.
+// Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then z_spread.wgsl
+//   adds the per-workgroup partials (at most 14336 of them for 8192 x 28672). The count is exact for the f32
+//   threshold thr, which z_means.wgsl forms in f32 (the CPU backend compares in f64: a weight within f32 rounding of
+//   0.1 * mean|W| may count differently, changing alpha by 0.21 / n).
 
 struct Params {
   count: u32, // elements in this tile
   cols: u32,
   row0: u32, // global index of the tile's first row
   wg0: u32, // global index of the tile's first workgroup
-  mean_r: f32,
-  mean_c: f32,
-  thr: f32,
-  _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<f32>;
 @group(0) @binding(1) var<storage, read> row_stats: array<f32>;
 @group(0) @binding(2) var<storage, read> col_stats: array<f32>;
-@group(0) @binding(3) var<storage, read_write> part: array<u32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> scalars: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<u32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 var<workgroup> ss_r: array<f32, 256>;
 var<workgroup> ss_c: array<f32, 256>;
@@ -41,6 +40,9 @@ fn safe_div(x: f32, d: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let block = wid.x + wid.y * nwg.x;
+  let mean_r = scalars[0];
+  let mean_c = scalars[1];
+  let thr = scalars[2];
   var a = 0.0;
   var b = 0.0;
   var c = 0u;
@@ -50,11 +52,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let v = w[e];
       let r = p.row0 + e / p.cols;
       let j = e % p.cols;
-      let dr = safe_div(v, sqrt(row_stats[r * 3u])) - p.mean_r;
-      let dc = safe_div(v, sqrt(col_stats[j * 3u])) - p.mean_c;
+      let dr = safe_div(v, sqrt(row_stats[r * 3u])) - mean_r;
+      let dc = safe_div(v, sqrt(col_stats[j * 3u])) - mean_c;
       a += dr * dr;
       b += dc * dc;
-      if (abs(v) < p.thr) { c++; }
+      if (abs(v) < thr) { c++; }
     }
   }
   ss_r[t] = a;

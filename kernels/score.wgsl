@@ -3,12 +3,14 @@
 // Bindings: 0 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global row), 1 col_stats: array<f32> (read;
 //   the same per column), 2 act: array<u32> (read; per column j, act_j = actNormSq_j^(exponent/2) computed by the
 //   host in f64 and split as m_j * 2^e_j: [f32 bits of m_j in [1, 2] (or 0, or infinity), e_j as i32 bits]),
-//   3 ws: array<f32> (read_write; one row-tile: W in, score out), 4 params (uniform).
+//   3 scalars: array<f32> (read; Z-Pruner's [0] mean_r, [1] mean_c, [3] inv_std_r, [4] inv_std_c, [5] alpha from
+//   z_means.wgsl and z_spread.wgsl; unused by the other methods), 4 ws: array<f32> (read_write; one row-tile: W in,
+//   score out), 5 params (uniform).
 // Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
 // Numerics: f32 per element from f32 norms. act is split because with a large exponent (up to 64) it can leave
 //   f32's range while the score does not: the score is (s / 2) * m rounded once, then scaled by 2^(e + 1) exactly
-//   (overflow to infinity and underflow as the product would). The whole-matrix scalars (means, 1/std, alpha) arrive in the uniforms,
-//   combined by the host in f64 from the f32 partial sums. Scores are non-negative; they are stored with -0
+//   (overflow to infinity and underflow as the product would). The whole-matrix scalars (means, 1/std, alpha) are f32, reduced on the GPU
+//   from the f32 partial sums. Scores are non-negative; they are stored with -0
 //   folded to +0 so that the selection kernels may order them as u32 bit patterns.
 
 struct Params {
@@ -16,21 +18,14 @@ struct Params {
   cols: u32,
   row0: u32, // global index of the tile's first row
   method: u32, // 0 magnitude, 1 wanda, 2 ria, 3 zpruner
-  mean_r: f32, // mean of W / ‖row‖ over the matrix
-  inv_std_r: f32, // 1 / std of the same, 0 when the std is 0 or the matrix has one element
-  mean_c: f32,
-  inv_std_c: f32,
-  alpha: f32,
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> row_stats: array<f32>;
 @group(0) @binding(1) var<storage, read> col_stats: array<f32>;
 @group(0) @binding(2) var<storage, read> act: array<u32>;
-@group(0) @binding(3) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> scalars: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 // x / d, or 0 when d is 0 (a zero norm or sum gives 0, never NaN).
 fn safe_div(x: f32, d: f32) -> f32 {
@@ -74,9 +69,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   } else if (p.method == 3u) {
     let wr = safe_div(v, sqrt(row_stats[r * 3u]));
     let wc = safe_div(v, sqrt(col_stats[j * 3u]));
-    let zr = abs((wr - p.mean_r) * p.inv_std_r);
-    let zc = abs((wc - p.mean_c) * p.inv_std_c);
-    s = times(p.alpha * zr * zr * zr + (1.0 - p.alpha) * zc * zc * zc, j);
+    let alpha = scalars[5];
+    let zr = abs((wr - scalars[0]) * scalars[3]);
+    let zc = abs((wc - scalars[1]) * scalars[4]);
+    s = times(alpha * zr * zr * zr + (1.0 - alpha) * zc * zc * zc, j);
   }
   let bits = bitcast<u32>(s);
   ws[e] = bitcast<f32>(select(bits, 0u, bits == 0x80000000u));

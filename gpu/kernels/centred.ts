@@ -6,15 +6,7 @@ import { defineKernel } from "../kernel.ts";
 export const centred = defineKernel({
   name: "centred",
   source,
-  bindings: ["read", "read", "read", "rw", "uniform"],
-  uniforms: [
-    ["count", "u32"],
-    ["cols", "u32"],
-    ["row0", "u32"],
-    ["wg0", "u32"],
-    ["mean_r", "f32"],
-    ["mean_c", "f32"],
-    ["thr", "f32"],
-  ],
+  bindings: ["read", "read", "read", "read", "rw", "uniform"],
+  uniforms: [["count", "u32"], ["cols", "u32"], ["row0", "u32"], ["wg0", "u32"]],
   workgroups: (u) => Math.ceil(u.count / 16384),
 });

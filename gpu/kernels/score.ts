@@ -6,17 +6,12 @@ import { defineKernel } from "../kernel.ts";
 export const score = defineKernel({
   name: "score",
   source,
-  bindings: ["read", "read", "read", "rw", "uniform"],
+  bindings: ["read", "read", "read", "read", "rw", "uniform"],
   uniforms: [
     ["count", "u32"],
     ["cols", "u32"],
     ["row0", "u32"],
     ["method", "u32"],
-    ["mean_r", "f32"],
-    ["inv_std_r", "f32"],
-    ["mean_c", "f32"],
-    ["inv_std_c", "f32"],
-    ["alpha", "f32"],
   ],
   workgroups: (u) => Math.ceil(u.count / 256),
 });

@@ -1,0 +1,17 @@
+/** Descriptor of `kernels/z_means.wgsl`: Z-Pruner's means of Wr and Wc and its small-weight bound, on the GPU. */
+import source from "../../kernels/z_means.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** Slots of the Z-Pruner scalars buffer (f32 each; `small` holds u32 bits), written by z_means and z_spread. */
+export const Z_SCALARS = { meanR: 0, meanC: 1, thr: 2, invStdR: 3, invStdC: 4, alpha: 5, small: 6 } as const;
+/** Bytes of the scalars buffer. */
+export const Z_SCALARS_BYTES = 32;
+
+/** Z-Pruner's means of Wr and Wc and its small-weight bound, from the row and column sums. */
+export const zMeans = defineKernel({
+  name: "z_means",
+  source,
+  bindings: ["read", "read", "rw", "uniform"],
+  uniforms: [["rows", "u32"], ["cols", "u32"], ["n", "u32"]],
+  workgroups: () => 1,
+});

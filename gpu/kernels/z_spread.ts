@@ -1,0 +1,12 @@
+/** Descriptor of `kernels/z_spread.wgsl`: Z-Pruner's 1/std of Wr and Wc, small-weight count and alpha, on the GPU. */
+import source from "../../kernels/z_spread.wgsl" with { type: "text" };
+import { defineKernel } from "../kernel.ts";
+
+/** Z-Pruner's 1/std of Wr and Wc, small-weight count and alpha, from the centred partials. */
+export const zSpread = defineKernel({
+  name: "z_spread",
+  source,
+  bindings: ["read", "rw", "uniform"],
+  uniforms: [["count", "u32"], ["n", "u32"]],
+  workgroups: () => 1,
+});

@@ -1,0 +1,62 @@
+// z_means: Z-Pruner's whole-matrix scalars from the row and column sums, on the GPU so that scoring needs no host
+// round trip: mean(Wr) = (1/n) Σ_r rowSum_r / ‖row_r‖, mean(Wc) likewise over columns, and the small-weight bound
+// 0.1 · mean|W| = 0.1 · (1/n) Σ_r rowSumAbs_r.
+//
+// Bindings: 0 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per row), 1 col_stats: array<f32> (read; the same
+//   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr; the layout is
+//   gpu/kernels/z_means.ts's), 3 params (uniform).
+// Thread: a strided slice of the rows and of the columns. Dispatch: exactly one workgroup of 256.
+// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in order, then an 8-level tree: at most
+//   ~120 rounding steps for 28672 rows. A zero norm contributes 0 (never NaN). n is rounded to f32 (relative 6e-8).
+
+struct Params {
+  rows: u32,
+  cols: u32,
+  n: u32, // rows * cols
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> row_stats: array<f32>;
+@group(0) @binding(1) var<storage, read> col_stats: array<f32>;
+@group(0) @binding(2) var<storage, read_write> scalars: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+var<workgroup> sum_r: array<f32, 256>;
+var<workgroup> sum_c: array<f32, 256>;
+var<workgroup> sum_abs: array<f32, 256>;
+
+// sum / sqrt(sq), or 0 for a zero norm.
+fn normalised(sum: f32, sq: f32) -> f32 {
+  return select(0.0, sum / sqrt(sq), sq > 0.0);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+  var a = 0.0;
+  var b = 0.0;
+  var c = 0.0;
+  for (var r = t; r < p.rows; r += 256u) {
+    a += normalised(row_stats[r * 3u + 1u], row_stats[r * 3u]);
+    c += row_stats[r * 3u + 2u];
+  }
+  for (var j = t; j < p.cols; j += 256u) {
+    b += normalised(col_stats[j * 3u + 1u], col_stats[j * 3u]);
+  }
+  sum_r[t] = a;
+  sum_c[t] = b;
+  sum_abs[t] = c;
+  for (var off = 128u; off > 0u; off >>= 1u) {
+    workgroupBarrier();
+    if (t < off) {
+      sum_r[t] += sum_r[t + off];
+      sum_c[t] += sum_c[t + off];
+      sum_abs[t] += sum_abs[t + off];
+    }
+  }
+  if (t == 0u) {
+    let n = f32(p.n);
+    scalars[0] = sum_r[0] / n;
+    scalars[1] = sum_c[0] / n;
+    scalars[2] = 0.1 * (sum_abs[0] / n);
+  }
+}
