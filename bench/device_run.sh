@@ -37,7 +37,7 @@ PYTHONUNBUFFERED=1 timeout 60 python3 .gpu-bundle/torch_anchor.py $shapes > "$OU
 echo "== zprune bench $(date -u +%T)" >> "$log"
 # One process per shape, pattern and weights mode, so that a stall loses one case, not the table, and no case runs
 # after another in the same process (on the H200, 2026-11-28, the row and 2:4 runs of 8192x28672 that followed its
-# layer run in one process measured even decode, the same kernel on the same bytes, 3.6x slower). Each case is timed
+# layer run in one process measured even decode, the same kernel on the same bytes, 3.65x slower). Each case is timed
 # with the weights uploaded per call and with them resident (--resident: uploaded once, profiled runs back to back,
 # as the anchor's loop runs). A case that times out ends the bench.
 for shape in $shapes; do

@@ -3,7 +3,7 @@ Usage: python3 bench/device_table.py OUT_DIR  (prints markdown)."""
 import json, sys
 out = sys.argv[1]
 torch = {tuple(r["shape"]): r for r in map(json.loads, open(f"{out}/torch.jsonl")) if "shape" in r}
-print("| shape | pattern | weights | zprune GPU ms (median) | best | zprune request ms | torch ms | torch / zprune GPU |")
+print("| shape | pattern | weights | zprune GPU ms (median) | sum of stage minima | zprune request ms | torch ms | torch / zprune GPU |")
 print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
 rows = list(map(json.loads, open(f"{out}/zprune.jsonl")))
 for r in rows:

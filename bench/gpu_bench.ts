@@ -14,8 +14,8 @@
  * --resident (time the stages on weights uploaded once, back to back, as the torch anchor times its loop; request
  *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per `stage.kernel`,
  *   for finding where a stage's time goes; the extra passes add barriers)
- * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs (GPU ms per stage, median
- * and best). Progress (adapter, each case's start) goes to stderr; results to stdout.
+ * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs: `gpuMs` sums the
+ * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached). Progress (adapter, each case's start) goes to stderr; results to stdout.
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";

@@ -10,6 +10,7 @@
  *           the whole-matrix reductions), so that no method needs the host before the final read-back
  *   score   W -> score in place
  *   select  layer: 4 radix passes + tie count/scan + mask; row: a workgroup per row; N:M: a thread per group
+ *           (a workgroup per group past M = 64)
  *   apply   pruned weights in the request's dtype (when asked)
  * Matrices larger than the device's storage-binding limit are cut into tiles of whole rows; every kernel takes the
  * tile's global offsets as uniforms, and the global arrays (row/column statistics, mask, tie counts) span all tiles.
@@ -46,6 +47,11 @@ export interface EngineOptions {
   allowFallback: boolean;
   /** Cap on the bytes of one row-tile (default: the device's storage-binding limit); tests lower it to tile. */
   maxTileBytes?: number;
+  /**
+   * Treat the storage-binding limit as at most this many bytes (tiles and the whole-layer arrays alike), so that tests
+   * meet the limits of a small device on any adapter.
+   */
+  maxBindingBytes?: number;
   /** Idle bytes the buffer pool may keep (default 2 GiB). */
   poolBytes?: number;
 }
@@ -130,6 +136,8 @@ export class GpuEngine {
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
+  /** The storage-binding limit in force (the device's, or less by `maxBindingBytes`). */
+  readonly #bindingBytes: number;
   readonly #timestamps: boolean;
   #dummy: GPUBuffer | null = null;
 
@@ -138,7 +146,8 @@ export class GpuEngine {
     this.description = describe(info);
     this.isFallback = fallback;
     this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
-    const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    this.#bindingBytes = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
+    const limit = Math.min(this.#bindingBytes, device.limits.maxBufferSize);
     this.#tileBytes = Math.floor(Math.min(limit, opts.maxTileBytes ?? Infinity) / 256) * 256;
     this.#timestamps = device.features.has("timestamp-query");
     device.lost.then((info) => {
@@ -329,7 +338,7 @@ export class GpuEngine {
     const keyBlocks = last.keyBlock0 + Math.ceil(last.count / KEY_BLOCK);
     const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
     const maskBytes = Math.ceil(n / 32) * 4;
-    const limit = this.device.limits.maxStorageBufferBindingSize;
+    const limit = this.#bindingBytes;
     const needStats = method === "zpruner" || method === "ria";
     // The whole-layer arrays are not tiled: each must fit one binding. Only those this method and pattern use count.
     const globals: [string, number][] = [["mask", maskBytes]];
@@ -595,9 +604,10 @@ export function splitActivations(
       m[2 * j] = a;
       continue;
     }
-    let k = Math.floor(Math.log2(a));
-    // log2 may land one off near a power of two, and 2^k itself is not a double below 2^-1074.
-    if (k < -1074) k = -1074;
+    // log2 may land one off near a power of two (even on 1024 just below the largest double, where 2^1024 is
+    // infinite), and 2^k is not a double below 2^-1074.
+    const k0 = Math.floor(Math.log2(a));
+    let k = Math.min(Math.max(k0, -1074), 1023);
     let f = a / 2 ** k;
     if (f >= 2) [f, k] = [f / 2, k + 1];
     else if (f < 1 && k > -1074) [f, k] = [f * 2, k - 1];

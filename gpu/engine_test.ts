@@ -180,6 +180,15 @@ Deno.test("splitActivations() gives act = m * 2^e with m in [1, 2] to float32 pr
     const back = mj * 2 ** Math.trunc(ej / 2) * 2 ** (ej - Math.trunc(ej / 2));
     assert.ok(Math.abs(back - act) <= act * 2 ** -24, `column ${j}: ${back} vs ${act}`);
   }
+  // Just below the largest double, where log2 rounds up to 1024 (and 2^1024 is infinite): m must not come out 0.
+  const top = splitActivations(new Float32Array([9.394387249981439e29]), 20.568916584491834, 1);
+  const topAct = Math.fround(9.394387249981439e29) ** (20.568916584491834 / 2);
+  assert.ok(topAct > 2 ** 1023 && Number.isFinite(topAct));
+  const [mTop, eTop] = [new Float32Array(top.buffer)[0]!, new Int32Array(top.buffer)[1]!];
+  assert.equal(eTop, 1023);
+  // (m may round up to 2.0 there, so compare in log2: m * 2^1023 itself would overflow a double.)
+  assert.ok(mTop >= 1 && mTop <= 2, `m = ${mTop}`);
+  assert.ok(Math.abs(Math.log2(mTop) + eTop - Math.log2(topAct)) <= 2 ** -23, `${mTop} * 2^${eTop} vs ${topAct}`);
   // Without activations every column is 1 = 1 * 2^0.
   assert.deepEqual([...splitActivations(null, 1.5, 2)], [0x3f800000, 0, 0x3f800000, 0]);
 });

@@ -22,6 +22,8 @@ export interface WebGpuBackendOptions {
   allowFallback: boolean;
   /** Cap on the bytes of one row-tile (default: the device's storage-binding limit); tests lower it to tile. */
   maxTileBytes?: number;
+  /** Treat the device's storage-binding limit as at most this (tests meet a small device's limits anywhere). */
+  maxBindingBytes?: number;
   /** Longest a layer may run on the GPU before the worker is replaced; default 60 s + 1 s per 4M elements. */
   jobTimeoutMs?: (elements: number) => number;
   /** Longest worker start-up (adapter, device, kernel compilation) may take; default 60 s. */
@@ -65,7 +67,11 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
       timer = setTimeout(() => reject(new Error(`WebGPU worker did not start within ${timeoutMs} ms`)), timeoutMs);
       const msg: ToWorker = {
         type: "init",
-        opts: { allowFallback: opts.allowFallback, maxTileBytes: opts.maxTileBytes },
+        opts: {
+          allowFallback: opts.allowFallback,
+          maxTileBytes: opts.maxTileBytes,
+          maxBindingBytes: opts.maxBindingBytes,
+        },
       };
       worker.postMessage(msg);
     });

@@ -10,8 +10,8 @@
 //   flattened over x and y.
 // Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then z_spread.wgsl
 //   adds the per-workgroup partials (at most 14336 of them for 8192 x 28672). The count is exact for the f32
-//   threshold thr, which z_means.wgsl forms in f32 (the CPU backend compares in f64: a weight within f32 rounding of
-//   0.1 * mean|W| may count differently, changing alpha by 0.21 / n).
+//   threshold thr, which z_means.wgsl forms from f32 sums (the CPU backend compares in f64: a weight within that
+//   sum's error, about 1e-6 relative, of 0.1 * mean|W| may count differently, changing alpha by 0.21 / n).
 
 struct Params {
   count: u32, // elements in this tile

@@ -8,10 +8,9 @@
 //   score out), 5 params (uniform).
 // Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
 // Numerics: f32 per element from f32 norms. act is split because with a large exponent (up to 64) it can leave
-//   f32's range while the score does not: the score is (s / 2) * m rounded once, then scaled by 2^(e + 1) exactly
-//   (overflow to infinity and underflow as the product would). The whole-matrix scalars (means, 1/std, alpha) are f32, reduced on the GPU
-//   from the f32 partial sums. Scores are non-negative; they are stored with -0
-//   folded to +0 so that the selection kernels may order them as u32 bit patterns.
+//   f32's range while the score does not: see times(). The whole-matrix scalars (means, 1/std, alpha) are f32,
+//   reduced on the GPU from the f32 partial sums. Scores are non-negative; they are stored with -0 folded to +0 so
+//   that the selection kernels may order them as u32 bit patterns.
 
 struct Params {
   count: u32, // elements in this tile
@@ -38,12 +37,20 @@ fn pow2(k: i32) -> f32 {
 }
 
 // s * act_j for s >= 0, where 0 * infinity (an activation that overflowed f64) counts as 0, never NaN.
-// (s / 2) * m cannot overflow (m <= 2); scaling by 2^(e + 1) in three exact steps reaches any result that is not
-// already infinite or zero (a nonzero f32 lies within 2^-149..2^128 and |e + 1| is clamped to 381 >= 149 + 128 + 2).
+// act_j = m * 2^e (m in [1, 2]). A tiny s is first scaled up by 2^64 so that (s / 2) * m is a normal f32 (no
+// subnormal rounding, nothing for a flush-to-zero GPU to drop); (s / 2) * m cannot overflow (m <= 2) and is rounded
+// once; then three exact steps scale by 2^(e + 1), clamped to +-378: enough to reach any result that is not already
+// infinite or zero (from a normal f32 within 2^-126..2^128, a nonzero f32 result lies within 2^-149..2^128).
 fn times(s: f32, j: u32) -> f32 {
   if (s == 0.0) { return 0.0; }
-  var x = (s * 0.5) * bitcast<f32>(act[2u * j]);
-  var k = clamp(bitcast<i32>(act[2u * j + 1u]) + 1, -381, 381);
+  var y = s;
+  var k = bitcast<i32>(act[2u * j + 1u]) + 1;
+  if (y < 1.0e-30) {
+    y *= 18446744073709551616.0; // 2^64
+    k -= 64;
+  }
+  var x = (y * 0.5) * bitcast<f32>(act[2u * j]);
+  k = clamp(k, -378, 378);
   for (var i = 0; i < 3; i++) {
     let step = clamp(k, -126, 127);
     x *= pow2(step);

@@ -2,9 +2,9 @@
 // trip: 1/std(Wr) and 1/std(Wc) (unbiased, n - 1; 0 when the std is 0 or n = 1), the small-weight count and
 // alpha = 0.7 · (1 − 0.3 · small / n).
 //
-// Bindings: 0 part: array<u32> (read; per centred workgroup [Σ(Wr − mean)² f32 bits, Σ(Wc − mean)² f32 bits, small]),
-//   1 scalars: array<f32> (read_write; writes [3] inv_std_r, [4] inv_std_c, [5] alpha, [6] small as u32 bits),
-//   2 params (uniform).
+// Bindings: 0 part: array<u32> (read; per centred workgroup: f32 bits of Σ(Wr − mean)² and of Σ(Wc − mean)²,
+//   small count), 1 scalars: array<f32> (read_write; writes [3] inv_std_r, [4] inv_std_c, [5] alpha, [6] small
+//   as u32 bits), 2 params (uniform).
 // Thread: a strided slice of the partials. Dispatch: exactly one workgroup of 256.
 // Numerics: f32 for the sums of squares (at most ceil(partials/256) + 8 rounding steps, 64 for 14,336 partials),
 //   exact u32 for the count. The host recomputes alpha in f64 from the count for the response.

@@ -20,14 +20,16 @@ const gpu: Backend | null = await createWebGpuBackend({ allowFallback: true });
 /** The same device with 64 KiB tiles, so that small layers take the multi-tile path. */
 const tiled: Backend | null = gpu && await createWebGpuBackend({ allowFallback: true, maxTileBytes: 64 * 1024 });
 const cpu: Backend = createCpuBackend({ threads: 0 });
-/** The adapter's storage-binding limit, which the backend's device requests in full. */
-const gpuBindingLimit = gpu ? (await navigator.gpu.requestAdapter())!.limits.maxStorageBufferBindingSize : 0;
+/** The same device acting as one whose storage bindings hold 1 MiB, to meet the per-array limits quickly anywhere. */
+const SMALL_BINDING = 1 << 20;
+const small: Backend | null = gpu && await createWebGpuBackend({ allowFallback: true, maxBindingBytes: SMALL_BINDING });
 const ignore = !gpu;
 
 // The backends hold a worker each; close them when the module's tests are done.
 globalThis.addEventListener("unload", () => {
   gpu?.close();
   tiled?.close();
+  small?.close();
 });
 
 /** Standard normal from a uniform PRNG (Box-Muller). */
@@ -445,19 +447,24 @@ Deno.test({
   name: "webgpu: activations outside float32's range (exponent 64) give the CPU's masks and scores",
   ignore,
   async fn() {
-    // act = actNormSq^32. Large: tiny weights times act beyond 3.4e38, products in range (some overflow to
+    // act = actNormSq^32. Large: small weights times act beyond 3.4e38, products in range (some overflow to
     // infinity on both backends, which then tie and go by index). Small: large f32 weights times act below float32's
     // normal range, products normal.
+    // Tiny: normal f32 weights just above float32's smallest normal (|w| / 2 would be subnormal) times act ~ 2^100.
+    const tiny = (rand: () => number) => (rand() < 0.5 ? -1 : 1) * (1.2e-38 + rand() * 1.1e-38);
+    // (Only wanda scores |w| itself; the statistics of such weights underflow f32 sums of squares: docs/GPU.md.)
+    const all = ["wanda", "ria", "zpruner"] as const;
     const settings = [
-      { dtype: "f16" as const, scale: 1e-4, lo: 17, hi: 20 },
-      { dtype: "f32" as const, scale: 1e4, lo: 0.06, hi: 0.065 },
+      { dtype: "f16" as const, draw: (rand: () => number) => normal(rand) * 1e-4, lo: 17, hi: 20, methods: all },
+      { dtype: "f32" as const, draw: (rand: () => number) => normal(rand) * 1e4, lo: 0.06, hi: 0.065, methods: all },
+      { dtype: "f32" as const, draw: tiny, lo: 8.6, hi: 8.9, methods: ["wanda"] as const },
     ];
-    for (const { dtype, scale, lo, hi } of settings) {
-      for (const method of ["wanda", "ria", "zpruner"] as const) {
+    for (const { dtype, draw, lo, hi, methods } of settings) {
+      for (const method of methods) {
         for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
           const rand = rng(77);
           const rows = 24, cols = 40;
-          const v = new Float32Array(rows * cols).map(() => normal(rand) * scale);
+          const v = new Float32Array(rows * cols).map(() => draw(rand));
           const act = new Float32Array(cols).map(() => lo + rand() * (hi - lo));
           const layer: LayerJob = { name: "extreme", rows, cols, dtype, weight: encode(v, dtype), actNormSq: act };
           const c: Case = {
@@ -483,9 +490,9 @@ Deno.test({
   name: "webgpu: only the arrays a method uses must fit one binding (magnitude answers a row Z-Pruner cannot)",
   ignore,
   async fn() {
-    // 12 bytes of column statistics per column: past maxStorageBufferBindingSize / 12 columns Z-Pruner and RIA
-    // cannot run on this device, while magnitude (no statistics) still can.
-    const cols = Math.floor(gpuBindingLimit / 12) + 1;
+    // 12 bytes of column statistics per column: past (binding limit) / 12 columns Z-Pruner and RIA cannot run on a
+    // device, while magnitude (no statistics) still can. A 1 MiB limit keeps the row short (87,382 columns).
+    const cols = Math.floor(SMALL_BINDING / 12) + 1;
     const c: Case = {
       rows: 1,
       cols,
@@ -503,11 +510,11 @@ Deno.test({
     };
     const layer = makeLayer(c);
     const ref = await cpu.prune(c.params, copyLayer(layer));
-    const got = await gpu!.prune(c.params, copyLayer(layer));
+    const got = await small!.prune(c.params, copyLayer(layer));
     assert.equal(got.stats.pruned, ref.stats.pruned);
     assert.deepEqual(got.mask, ref.mask);
     await assert.rejects(
-      gpu!.prune({ ...c.params, method: "zpruner", exponent: 1.5 }, { ...copyLayer(layer), actNormSq: null }),
+      small!.prune({ ...c.params, method: "zpruner", exponent: 1.5 }, { ...copyLayer(layer), actNormSq: null }),
       (e: unknown) =>
         e instanceof ZpruneError && e.code === "invalid_request" &&
         /too large for this device \(its column/.test(e.message),
