@@ -63,7 +63,7 @@ cat "$OUT/table.md"
 [ -n "${NO_PARITY:-}" ] && exit 0
 echo "== parity $(date -u +%T)" >> "$log"
 tar -xJf .gpu-bundle/nm.tar.xz
-timeout 45 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
+timeout 120 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
 echo "parity exit $?" >> "$OUT/parity.log"
 tail -3 "$OUT/parity.log"
 
