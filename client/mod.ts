@@ -19,6 +19,7 @@ import {
 } from "../contract/api.ts";
 import { ERROR_STATUS, type ErrorCode, isErrorCode, ZpruneError } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import { zeroMasked } from "../prune/decode.ts";
 
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };
@@ -63,21 +64,7 @@ export function applyMask(weightBytes: Uint8Array, dtype: DType, mask: Uint8Arra
   if (mask.byteLength !== Math.ceil(n / 8)) {
     throw new RangeError(`mask has ${mask.byteLength} bytes; ${n} elements need ${Math.ceil(n / 8)}`);
   }
-  let zeroed = 0;
-  for (let b = 0; b < mask.length; b++) {
-    const bits = mask[b]!;
-    if (bits === 0) continue;
-    for (let k = 0; k < 8; k++) {
-      if (bits & (1 << k)) {
-        const i = b * 8 + k;
-        if (i < n) {
-          weightBytes.fill(0, i * size, i * size + size);
-          zeroed++;
-        }
-      }
-    }
-  }
-  return zeroed;
+  return zeroMasked(weightBytes, dtype, mask);
 }
 
 /** The code of an HTTP status when the body names none we know. */

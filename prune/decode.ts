@@ -144,15 +144,35 @@ export function encode(values: ArrayLike<number>, dtype: DType): Uint8Array {
 /** Copies `bytes` and zeroes every element whose mask bit is set: the pruned weights in their own dtype. */
 export function applyMaskBytes(bytes: Uint8Array, dtype: DType, mask: Uint8Array): Uint8Array {
   const out = bytes.slice();
-  const el = DTYPE_BYTES[dtype] === 4 ? new Uint32Array(out.buffer) : new Uint16Array(out.buffer);
-  const n = el.length;
+  zeroMasked(out, dtype, mask);
+  return out;
+}
+
+/**
+ * Zeroes, in place, every element of `bytes` (row-major `dtype`) whose bit is set in `mask` (bit i = element i, LSB
+ * first; bits past the last element are ignored); returns how many were zeroed. Steps over set bits only, through a
+ * typed view where the bytes are aligned for one.
+ */
+export function zeroMasked(bytes: Uint8Array, dtype: DType, mask: Uint8Array): number {
+  const size = DTYPE_BYTES[dtype];
+  const n = Math.floor(bytes.byteLength / size);
+  const aligned = bytes.byteOffset % size === 0;
+  const el = !aligned
+    ? null
+    : size === 4
+    ? new Uint32Array(bytes.buffer, bytes.byteOffset, n)
+    : new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+  let zeroed = 0;
   for (let b = 0; b < mask.length; b++) {
     let m = mask[b]!;
     while (m !== 0) {
       const i = b * 8 + (31 - Math.clz32(m & -m));
       m &= m - 1;
-      if (i < n) el[i] = 0;
+      if (i >= n) break;
+      if (el) el[i] = 0;
+      else bytes.fill(0, i * size, i * size + size);
+      zeroed++;
     }
   }
-  return out;
+  return zeroed;
 }
