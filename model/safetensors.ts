@@ -7,13 +7,12 @@
  * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}`, then the data; offsets are
  * relative to the end of the header.
  */
-import type { DType } from "../contract/api.ts";
+import { type DType, DTYPE_BYTES } from "../contract/api.ts";
+import { decode } from "../prune/decode.ts";
 
 /** safetensors dtype names we decode, mapped to the contract's dtypes. */
 const ST_DTYPES: Record<string, DType> = { F32: "f32", F16: "f16", BF16: "bf16" };
 const ST_NAMES: Record<DType, string> = { f32: "F32", f16: "F16", bf16: "BF16" };
-/** Bytes per element of each dtype. */
-export const DTYPE_SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
 
 /** One tensor of a checkpoint: raw little-endian bytes in its stored dtype. */
 export interface StoredTensor {
@@ -62,7 +61,7 @@ export function parseSafetensors(
     if (!dtype) throw new TypeError(`${shard}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
     const [begin, end] = e.data_offsets;
     const n = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== n * DTYPE_SIZE[dtype] || base + end > bytes.byteLength) {
+    if (end - begin !== n * DTYPE_BYTES[dtype] || base + end > bytes.byteLength) {
       throw new RangeError(`${shard}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
     }
     tensors.push({ name, dtype, shape: e.shape, data: bytes.subarray(base + begin, base + end), shard });
@@ -138,37 +137,7 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise
   }
 }
 
-/** f16 bit pattern to f32, via a 65536-entry table built once. */
-let F16_TABLE: Float32Array | undefined;
-function f16Table(): Float32Array {
-  if (F16_TABLE) return F16_TABLE;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
-    if (exp === 0) t[h] = sign * frac * 2 ** -24;
-    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return (F16_TABLE = t);
-}
-
-/** Decodes raw little-endian bytes of any supported dtype into a new Float32Array. */
+/** Decodes raw little-endian bytes of any supported dtype (at any byte offset) into a new Float32Array. */
 export function decodeToF32(data: Uint8Array, dtype: DType): Float32Array<ArrayBuffer> {
-  const n = data.byteLength / DTYPE_SIZE[dtype];
-  const out = new Float32Array(n);
-  if (dtype === "f32") {
-    new Uint8Array(out.buffer).set(data);
-    return out;
-  }
-  // Copy into an aligned buffer first: a view into a shard may start at an odd offset.
-  const bits = new Uint16Array(n);
-  new Uint8Array(bits.buffer).set(data);
-  if (dtype === "f16") {
-    const t = f16Table();
-    for (let i = 0; i < n; i++) out[i] = t[bits[i]!]!;
-  } else {
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) u[i] = bits[i]! << 16;
-  }
-  return out;
+  return decode(data, dtype).values as Float32Array<ArrayBuffer>;
 }
