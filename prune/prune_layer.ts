@@ -8,7 +8,7 @@ import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp } from "./cpu_ops.ts";
 import { applyMaskBytes } from "./decode.ts";
 import { maskStats } from "./mask_stats.ts";
-import { activationWeights, buildContext, newSums } from "./scores.ts";
+import { activationWeights, buildContext, mergeColumnSums, newSums } from "./scores.ts";
 
 /** Runs one `CpuOp` per part, in parallel where it can, and collects the results in part order. */
 export interface Executor {
@@ -36,14 +36,6 @@ export const inlineExecutor: Executor = {
 /** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
 export function layerK(sparsity: number, total: number): number {
   return Math.floor(sparsity * total);
-}
-
-/** Number of weights the pattern prunes in the whole layer. */
-export function prunedCount(params: PruneParams, rows: number, cols: number): number {
-  const p = params.pattern;
-  if (p.kind === "layer") return layerK(p.sparsity, rows * cols);
-  if (p.kind === "row") return rows * Math.floor(p.sparsity * cols);
-  return rows * (cols / p.m) * p.n;
 }
 
 /** Row boundaries splitting `rows` into `parts`, each a multiple of whole mask bytes so parts never share one. */
@@ -135,11 +127,7 @@ export async function pruneLayerWith(
       sums.rowSum.set(p.rowSum, splits[i]);
       sums.rowSumSq.set(p.rowSumSq, splits[i]);
       sums.rowAbs.set(p.rowAbs, splits[i]);
-      for (let c = 0; c < cols; c++) {
-        sums.colSum[c]! += p.colSum[c]!;
-        sums.colSumSq[c]! += p.colSumSq[c]!;
-        sums.colAbs[c]! += p.colAbs[c]!;
-      }
+      mergeColumnSums(sums, p);
     });
 
     // Statistics and scores.

@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import { cors } from "hono/cors";
 import { API_VERSION, DTYPES, type InfoResponse, METHODS, RETURNS } from "../contract/api.ts";
-import { type ErrorCode, ZpruneError } from "../contract/errors.ts";
+import { ZpruneError } from "../contract/errors.ts";
 import { encodeMsgpack } from "../contract/wire.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
 import { Metrics } from "../observe/metrics.ts";
@@ -187,6 +187,3 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   return app;
 }
-
-/** Re-exported for callers that only need the code type. */
-export type { ErrorCode };

@@ -1,6 +1,5 @@
 /** Test helpers: a real listener on a free loopback port serving `createApp`, and the golden fixtures. */
 import { decodeMsgpack } from "../contract/wire.ts";
-import type { Backend } from "../prune/backend.ts";
 import { type AppDeps, createApp } from "../routes/app.ts";
 
 /** A running test server. */
@@ -74,5 +73,3 @@ export function postPrune(url: string, body: Uint8Array, headers: Record<string,
     body: body as Uint8Array<ArrayBuffer>,
   });
 }
-
-export type { Backend };
