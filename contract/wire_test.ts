@@ -4,11 +4,14 @@ import { decodeMsgpack, encodeMsgpack } from "./wire.ts";
 
 Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
   const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
+  const before = a.slice();
   const b = encodeMsgpack({ x: new Float32Array([3, 4]) });
+  // A later encode must not overwrite an earlier answer (msgpackr reuses its buffer unless we copy out).
+  assert.deepEqual(a, before);
+  assert.notEqual(a.buffer, b.buffer);
   assert.equal(a[3], 0xc4, "bin 8, not an extension type");
   const da = decodeMsgpack(a) as { x: Uint8Array };
   assert.deepEqual(Array.from(new Float32Array(da.x.slice().buffer)), [1, 2]);
-  assert.notDeepEqual(a, b);
 });
 
 Deno.test("decodeMsgpack() refuses truncated, trailing, empty and extension-typed bodies", () => {
