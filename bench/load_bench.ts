@@ -9,7 +9,14 @@
  *   ./node_modules/.bin/deno run -A bench/load_bench.ts [--clients 16] [--requests 200] [--no-doc]
  */
 import { cpus } from "node:os";
-import { type DType, DTYPE_BYTES, type Method, parsePattern, type PruneResponse } from "../contract/api.ts";
+import {
+  DEFAULT_EXPONENT,
+  type DType,
+  DTYPE_BYTES,
+  type Method,
+  parsePattern,
+  type PruneResponse,
+} from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
@@ -63,7 +70,7 @@ async function buildSpecs(): Promise<Spec[]> {
     const params: PruneParams = {
       method,
       pattern: parsePattern(pattern, sparsity),
-      exponent: { zpruner: 1.5, wanda: 1, ria: 0.5, magnitude: 1 }[method],
+      exponent: DEFAULT_EXPONENT[method],
       returnWeight: false,
       returnScore: false,
     };

@@ -37,12 +37,14 @@ if [ -z "${ZPRUNE_URL:-}" ]; then
   (cd "$REPO" && exec env -u ZPRUNE_TOKEN ZPRUNE_BACKEND=cpu PORT="$PORT" NO_COLOR=1 "$DENO" run -A main.ts) \
     >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
+  healthy=0
   for _ in $(seq 1 450); do
     if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2)' \
-      "$ZPRUNE_URL" 2>/dev/null; then break; fi
+      "$ZPRUNE_URL" 2>/dev/null; then healthy=1; break; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited:"; cat "$WORK/server.log"; exit 1; fi
     sleep 0.2
   done
+  if [ "$healthy" != 1 ]; then echo "server not healthy after 90 s:"; cat "$WORK/server.log"; exit 1; fi
 fi
 echo "notebooks: server $ZPRUNE_URL"
 

@@ -16,7 +16,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -274,7 +274,6 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> 
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    losses: List[float] = []
     for batch in batches(windows, batch_size):
         logits = model(batch)
         loss = F.cross_entropy(
@@ -282,6 +281,5 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> 
         )
         total += float(loss)
         count += batch[:, 1:].numel()
-        losses.append(float(loss))
     model.train(was_training)
     return math.exp(total / count)

@@ -237,8 +237,8 @@ def prune_model(
                     mask = torch.from_numpy(layer.mask).to(mod.weight.device)
                     mod.weight.masked_fill_(mask, 0)
                     report.stats[layer.name] = layer.stats
-                    report.pruned += int(layer.stats.get("pruned", int(layer.mask.sum())))
-                    report.total += int(layer.stats.get("total", layer.mask.size))
+                    report.pruned += int(layer.stats["pruned"])
+                    report.total += int(layer.stats["total"])
                 if cached is not None:  # the pruned block's outputs are the next block's inputs
                     cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
             report.responses.append(result)
