@@ -9,7 +9,8 @@
  *   centred Z-Pruner's means, centred sums of squares, small-weight count, 1/stds and alpha (one workgroup each for
  *           the whole-matrix reductions), so that no method needs the host before the final read-back
  *   score   W -> score in place
- *   select  layer: 4 radix passes + tie count/scan + mask; row: a workgroup per row; N:M: a thread per group
+ *   select  layer: 3 radix passes + tie count/scan (idle when every tie is pruned) + mask; row: a workgroup per
+ *           row; N:M: a thread per group
  *           (a workgroup per group past M = 64)
  *   apply   pruned weights in the request's dtype (when asked)
  * Matrices larger than the device's storage-binding limit are cut into tiles of whole rows; every kernel takes the
@@ -68,6 +69,15 @@ const COPY_DST = GPUBufferUsage.COPY_DST;
 const COL_BLOCK_ROWS = 256;
 const KEY_BLOCK = 8192;
 const CENTRED_BLOCK = 16384;
+/**
+ * Digits of the layer-wide radix select, most significant first: [shift, width]. Three passes over the 32-bit keys
+ * (one full read fewer than four 8-bit digits); 2^11 bins is what two histogram copies fit in 16 KiB of workgroup
+ * storage. Must match MAX_BINS in select_hist.wgsl and select_pick.wgsl.
+ */
+const LAYER_DIGITS: readonly (readonly [shift: number, bits: number])[] = [[21, 11], [10, 11], [0, 10]];
+/** Histogram bins per pass in the global histogram buffer (the widest digit). */
+const HIST_BINS = 2048;
+
 /** Largest M that select_nm ranks with a thread per group; larger groups go through select_row (API.md allows 9999). */
 const NM_THREAD_MAX_M = 64;
 
@@ -443,7 +453,7 @@ export class GpuEngine {
 
     // --- selection into the bit-packed mask.
     const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
-    const state = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "select-state");
+    const state = job.buffer(16, STORAGE | COPY_SRC | COPY_DST, "select-state");
     let k = 0;
     if (pattern.kind === "layer") k = Math.floor(pattern.sparsity * n);
     else if (pattern.kind === "row") k = Math.floor(pattern.sparsity * cols);
@@ -454,31 +464,32 @@ export class GpuEngine {
     enc.clearBuffer(mask, 0, mask.size);
     let hist: GPUBuffer | null = null, ties: GPUBuffer | null = null;
     if (pattern.kind === "layer" && k > 0) {
-      hist = job.buffer(4 * 256 * 4, STORAGE | COPY_DST, "select-histograms");
+      hist = job.buffer(LAYER_DIGITS.length * HIST_BINS * 4, STORAGE | COPY_DST, "select-histograms");
       enc.clearBuffer(hist, 0, hist.size);
-      this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k]));
+      this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k, 0, 0]));
       ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
     }
     await job.stage("select", (rec) => {
       if (pattern.kind === "layer") {
         if (k === 0) return;
-        for (let p = 0; p < 4; p++) {
-          const shift = 24 - 8 * p;
-          const hiMask = p === 0 ? 0 : (~((1 << (shift + 8)) - 1)) >>> 0;
+        LAYER_DIGITS.forEach(([shift, bits], p) => {
+          const bins = 1 << bits;
+          const hiMask = shift + bits >= 32 ? 0 : (~((1 << (shift + bits)) - 1)) >>> 0;
           for (const t of tiles) {
             this.#dispatch(job, rec, selectHist, [ws[t.index]!, state, hist!], {
               count: t.count,
               shift,
               hi_mask: hiMask,
               pass_index: p,
+              bins,
             });
           }
-          this.#dispatch(job, rec, selectPick, [hist!, state], { pass_index: p, shift });
-        }
+          this.#dispatch(job, rec, selectPick, [hist!, state], { pass_index: p, shift, bins });
+        });
         for (const t of tiles) {
           this.#dispatch(job, rec, tieCount, [ws[t.index]!, state, ties!], { count: t.count, block0: t.keyBlock0 });
         }
-        this.#dispatch(job, rec, tieScan, [ties!], { blocks: keyBlocks });
+        this.#dispatch(job, rec, tieScan, [ties!, state], { blocks: keyBlocks });
         for (const t of tiles) {
           this.#dispatch(job, rec, maskLayer, [ws[t.index]!, state, ties!, mask], {
             count: t.count,

@@ -2,9 +2,10 @@
 // lowest row-major indices (the contract's tie-break).
 //
 // Bindings: 0 keys: array<vec4<u32>> (read; one row-tile of scores as u32 bit patterns, read 16 bytes at a time),
-//   1 state: array<u32> (read; [T, want]), 2 ties: array<u32> (read; per global block, the number of keys == T in
-//   earlier blocks, from tie_scan), 3 mask: array<atomic<u32>> (read_write; bit i = global row-major index i, LSB
-//   first; zeroed by the host), 4 params (uniform).
+//   1 state: array<u32> (read; [T, want, matching]), 2 ties: array<u32> (read; per global block, the number of keys
+//   == T in earlier blocks, from tie_scan; left unwritten, and unread here, when want == matching: every tie is
+//   then pruned), 3 mask: array<atomic<u32>> (read_write; bit i = global row-major index i, LSB first; zeroed by
+//   the host), 4 params (uniform).
 // Thread: owns one mask word of the block: keys [32t, 32t+32) (128 contiguous bytes, no shared atomics). Its ties
 //   rank after the block's offset plus the ties of words 0..t-1 (a workgroup scan of popcounts), so it keeps exactly
 //   the lowest-index ties wanted. The word is ORed into the global mask, split over two words when the tile does
@@ -71,9 +72,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     scan[t] += add;
   }
   workgroupBarrier();
-  let rank0 = ties[p.block0 + block] + scan[t] - tc; // ties before this word
-  var take = 0u;
-  if (want > rank0) { take = min(want - rank0, tc); }
+  var take = tc;
+  if (want != state[2]) {
+    let rank0 = ties[p.block0 + block] + scan[t] - tc; // ties before this word
+    take = select(0u, min(want - rank0, tc), want > rank0);
+  }
   let bits = below | lowest_set_bits(tw, take);
   if (bits == 0u) { return; }
   let g = p.base + start;

@@ -2,13 +2,15 @@
 //
 // Bindings: 0 keys: array<u32> (read; one row-tile of scores as u32 bit patterns, see select_hist.wgsl),
 //   1 mask: array<atomic<u32>> (read_write; global bit-packed mask, zeroed by the host), 2 params (uniform).
-// Workgroup: one row. It runs a radix select over the row (4 digit passes of 8 bits: histogram in workgroup
-//   memory, 8 copies to cut same-address atomic contention, Hillis-Steele scan, one thread narrows
-//   [prefix, want]) to find the row's k-th lowest key T and how
-//   many keys == T to prune; then walks the row in segments of 8192: each thread owns one mask word (32 contiguous
-//   keys of the segment, no shared atomics) and keeps the ties whose rank in the row (ties in earlier segments +
-//   earlier words of this segment, a workgroup scan of popcounts) is below `want`; words are ORed into the global
-//   mask, split when the row does not start on a 32-bit boundary.
+// Workgroup: one row. It runs a radix select over the row to find the row's k-th lowest key T and how many keys
+//   == T to prune: 3 digit passes of 11, 11 and 10 bits as in select_hist.wgsl (one read of the row fewer than
+//   four 8-bit passes), each a histogram of 2048 bins in workgroup memory, a Hillis-Steele scan of 256 runs of 8
+//   bins, and one thread narrowing [prefix, want] inside its run. One histogram copy (8 KiB) rather than several:
+//   a row's keys are fewer than a layer's, and the first digit already spreads them over tens of bins.
+//   Then it walks the row in segments of 8192: each thread owns one mask word (32 contiguous keys of the segment,
+//   no shared atomics) and keeps the ties whose rank in the row (ties in earlier segments + earlier words of this
+//   segment, a workgroup scan of popcounts) is below `want`; words are ORed into the global mask, split when the
+//   row does not start on a 32-bit boundary.
 // Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0.
 // Numerics: exact integer logic.
 
@@ -23,7 +25,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> mask: array<atomic<u32>>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> hist: array<atomic<u32>, 2048>; // 8 copies of 256 bins; thread t adds to copy t % 8
+const BINS: u32 = 2048u; // the widest digit: 11 bits
+var<workgroup> hist: array<atomic<u32>, BINS>;
 var<workgroup> scan: array<u32, 256>;
 var<workgroup> sel: array<u32, 2>; // [prefix, want]
 var<workgroup> ties_before: u32;
@@ -63,28 +66,37 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     sel[1] = p.k;
     ties_before = 0u;
   }
-  for (var step = 0u; step < 4u; step++) {
-    let shift = 24u - 8u * step;
-    var hi_mask = 0u;
-    if (step > 0u) { hi_mask = ~((1u << (shift + 8u)) - 1u); }
-    for (var c = 0u; c < 8u; c++) { atomicStore(&hist[c * 256u + t], 0u); }
+  for (var step = 0u; step < 3u; step++) {
+    let shift = select(select(0u, 10u, step == 1u), 21u, step == 0u);
+    let width = select(11u, 10u, step == 2u);
+    let bins = 1u << width;
+    var hi_mask = 0u; // the bits above this digit, fixed by earlier steps
+    if (step > 0u) { hi_mask = ~((1u << (shift + width)) - 1u); }
+    for (var b = t; b < BINS; b += 256u) { atomicStore(&hist[b], 0u); }
     workgroupBarrier();
     let prefix = sel[0] & hi_mask;
-    let copy = (t & 7u) * 256u;
     for (var j = t; j < p.cols; j += 256u) {
       let k = keys[row + j];
-      if ((k & hi_mask) == prefix) { atomicAdd(&hist[copy + ((k >> shift) & 255u)], 1u); }
+      if ((k & hi_mask) == prefix) { atomicAdd(&hist[(k >> shift) & (bins - 1u)], 1u); }
     }
     workgroupBarrier();
+    let per = bins / 256u; // this thread's run of digits [t * per, t * per + per)
     var h = 0u;
-    for (var c = 0u; c < 8u; c++) { h += atomicLoad(&hist[c * 256u + t]); }
+    for (var d = 0u; d < per; d++) { h += atomicLoad(&hist[t * per + d]); }
     let want = sel[1];
     scan[t] = h;
     scan_inclusive(t);
-    let incl = scan[t];
-    if (incl - h < want && want <= incl) {
-      sel[0] = sel[0] | (t << shift);
-      sel[1] = want - (incl - h);
+    var excl = scan[t] - h;
+    if (excl < want && want <= scan[t]) {
+      for (var d = 0u; d < per; d++) {
+        let hd = atomicLoad(&hist[t * per + d]);
+        if (want <= excl + hd) {
+          sel[0] = sel[0] | ((t * per + d) << shift);
+          sel[1] = want - excl;
+          break;
+        }
+        excl += hd;
+      }
     }
     workgroupBarrier();
   }

@@ -1,11 +1,14 @@
 // tie_count: per block of 8192 keys, how many equal the threshold key T (first step of the exact tie-break).
 //
 // Bindings: 0 keys: array<vec4<u32>> (read; one row-tile of scores, 16 bytes at a time), 1 state: array<u32>
-//   (read; [T, want]), 2 ties: array<u32> (write; one count per global block), 3 params (uniform).
+//   (read; [T, want, matching] from select_pick), 2 ties: array<u32> (write; one count per global block),
+//   3 params (uniform).
 // Thread: the 32 contiguous keys [32t, 32t+32) of the block, as in mask_layer.wgsl (vec4 reads past `count` stay
 //   inside the 256-byte-rounded buffer and are ignored). Dispatch: ceil(count / 8192) workgroups of 256, flattened.
 // Blocks never straddle tiles: a tile's blocks are numbered from block0, so global block order is row-major
 //   index order.
+// When every key equal to T is pruned (want == matching, the usual case for scores computed in f32) the tie ranks
+//   are not needed and the kernel returns at once, sparing a full read of the keys; mask_layer then ignores `ties`.
 // Numerics: exact integer counts.
 
 struct Params {
@@ -25,6 +28,7 @@ var<workgroup> local_count: atomic<u32>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
+  if (state[1] == state[2]) { return; } // uniform: every thread reads the same word of a read-only buffer
   let block = wid.x + wid.y * nwg.x;
   if (t == 0u) { atomicStore(&local_count, 0u); }
   workgroupBarrier();

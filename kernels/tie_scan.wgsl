@@ -1,7 +1,8 @@
 // tie_scan: exclusive prefix sum, in place, of the per-block tie counts of tie_count.wgsl, so that each block
 // knows how many keys equal to T come before it in row-major order.
 //
-// Bindings: 0 ties: array<u32> (read_write), 1 params (uniform).
+// Bindings: 0 ties: array<u32> (read_write), 1 state: array<u32> (read; [T, want, matching]), 2 params (uniform).
+// Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to scan.
 // Thread: a contiguous run of ceil(blocks / 256) counts. Dispatch: exactly one workgroup of 256.
 // Numerics: exact (u32).
 
@@ -13,12 +14,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> ties: array<u32>;
-@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<uniform> p: Params;
 
 var<workgroup> scan: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
+  if (state[1] == state[2]) { return; }
   let per = (p.blocks + 255u) / 256u;
   let b0 = min(t * per, p.blocks);
   let b1 = min(b0 + per, p.blocks);

@@ -7,6 +7,6 @@ export const selectPick = defineKernel({
   name: "select_pick",
   source,
   bindings: ["read", "rw", "uniform"],
-  uniforms: [["pass_index", "u32"], ["shift", "u32"]],
+  uniforms: [["pass_index", "u32"], ["shift", "u32"], ["bins", "u32"]],
   workgroups: () => 1,
 });

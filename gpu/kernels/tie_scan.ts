@@ -6,7 +6,7 @@ import { defineKernel } from "../kernel.ts";
 export const tieScan = defineKernel({
   name: "tie_scan",
   source,
-  bindings: ["rw", "uniform"],
+  bindings: ["rw", "read", "uniform"],
   uniforms: [["blocks", "u32"]],
   workgroups: () => 1,
 });
