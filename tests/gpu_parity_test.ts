@@ -523,15 +523,17 @@ Deno.test({
 });
 
 Deno.test({
-  name: "webgpu: N:M with large M (past a thread per group) matches the CPU backend, ties and all",
+  name: "webgpu: N:M with large M (both sides of a thread per group) matches the CPU backend, ties and all",
   ignore,
   async fn() {
-    for (const [n, m] of [[1, 65], [50, 100], [999, 1000], [3, 125]] as const) {
+    // M = 63 and 64 fill select_nm's workgroup words (256 groups, 70 rows of 8 groups span several workgroups);
+    // larger M goes through select_row.
+    for (const [n, m] of [[7, 63], [32, 64], [1, 65], [50, 100], [999, 1000], [3, 125]] as const) {
       for (const kind of ["ties", "normal"] as const) {
         const cols = m * 8;
         for (const backend of [gpu!, tiled!]) {
           await check(backend, {
-            rows: 5,
+            rows: m <= 64 ? 70 : 5,
             cols,
             dtype: "f16",
             kind,

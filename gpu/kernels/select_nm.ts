@@ -1,8 +1,8 @@
-/** Descriptor of `kernels/select_nm.wgsl`: N:M selection, an invocation per group of M. */
+/** Descriptor of `kernels/select_nm.wgsl`: N:M selection, an invocation per group of M (M <= 64). */
 import source from "../../kernels/select_nm.wgsl" with { type: "text" };
 import { defineKernel } from "../kernel.ts";
 
-/** N:M selection, an invocation per group of M. */
+/** N:M selection, an invocation per group of M (M <= 64), mask words merged in workgroup memory. */
 export const selectNm = defineKernel({
   name: "select_nm",
   source,
