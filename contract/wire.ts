@@ -28,8 +28,16 @@ function binViews(value: unknown): unknown {
 
 /** Encodes a value as plain msgpack; typed arrays become `bin`, undefined fields are left out. */
 export function encodeMsgpack(value: unknown): Uint8Array<ArrayBuffer> {
-  // msgpackr packs into a buffer it reuses for later calls: copy out, so no answer can alias another.
-  return new Uint8Array(packr.pack(binViews(value)));
+  // msgpackr packs into a buffer it shares with later calls: copy out, so no answer shares memory with another.
+  return new Uint8Array(encodeMsgpackView(value));
+}
+
+/**
+ * Like `encodeMsgpack`, but answers msgpackr's own view of its shared buffer, without a copy: only for bytes that
+ * the caller copies elsewhere before anything else is encoded (a response assembled by `concatBytes`).
+ */
+export function encodeMsgpackView(value: unknown): Uint8Array {
+  return packr.pack(binViews(value));
 }
 
 /** Decodes exactly one complete msgpack value, or throws `bad_msgpack`. */

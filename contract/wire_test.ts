@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "./errors.ts";
-import { decodeMsgpack, encodeMsgpack } from "./wire.ts";
+import { decodeMsgpack, encodeMsgpack, encodeMsgpackView } from "./wire.ts";
 
 Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
   const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
@@ -12,6 +12,21 @@ Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias eac
   assert.equal(a[3], 0xc4, "bin 8, not an extension type");
   const da = decodeMsgpack(a) as { x: Uint8Array };
   assert.deepEqual(Array.from(new Float32Array(da.x.slice().buffer)), [1, 2]);
+});
+
+Deno.test("encodeMsgpackView() answers stay intact while later values are packed, small and large", () => {
+  // The response route packs its parts as views and copies them once; this is what it relies on.
+  const views: Uint8Array[] = [];
+  const copies: Uint8Array[] = [];
+  for (const size of [3, 100_000, 7, 5_000_000, 1, 20_000]) {
+    const v = encodeMsgpackView({ n: size, x: new Uint8Array(size).fill(size & 255) });
+    views.push(v);
+    copies.push(v.slice());
+  }
+  views.forEach((v, i) => assert.ok(v.every((b, j) => b === copies[i]![j]), `view ${i} was overwritten`));
+  const big = decodeMsgpack(copies[3]!) as { n: number; x: Uint8Array };
+  assert.equal(big.n, 5_000_000);
+  assert.ok(big.x.length === 5_000_000 && big.x.every((b) => b === (5_000_000 & 255)));
 });
 
 Deno.test("decodeMsgpack() refuses truncated, trailing, empty and extension-typed bodies", () => {

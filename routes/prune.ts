@@ -11,7 +11,7 @@ import {
   type Timings,
 } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
-import { concatBytes, decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import { concatBytes, decodeMsgpack, encodeMsgpackView } from "../contract/wire.ts";
 import type { Backend, LayerOutput } from "../prune/backend.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import type { WorkQueue } from "../prune/queue.ts";
@@ -39,20 +39,21 @@ function encodeResponse(
   start: number,
 ) {
   const t0 = performance.now();
-  const layerBytes = encodeMsgpack(layers);
+  const layerBytes = encodeMsgpackView(layers);
   const encodeMs = performance.now() - t0;
   const timings: Timings = { ...t, encodeMs, totalMs: performance.now() - start };
   // A msgpack map is its header followed by key, value, key, value...: pack the small head around the big
-  // layers array instead of packing the layers twice.
+  // layers array instead of packing the layers twice. The parts are msgpackr's views (no copy); later packs
+  // write past them or into a new buffer, and concatBytes copies them once into the body.
   const parts = [
     new Uint8Array([0x84]),
-    encodeMsgpack("backend"),
-    encodeMsgpack(head.backend),
-    encodeMsgpack("device"),
-    encodeMsgpack(head.device),
-    encodeMsgpack("timings"),
-    encodeMsgpack(timings),
-    encodeMsgpack("layers"),
+    encodeMsgpackView("backend"),
+    encodeMsgpackView(head.backend),
+    encodeMsgpackView("device"),
+    encodeMsgpackView(head.device),
+    encodeMsgpackView("timings"),
+    encodeMsgpackView(timings),
+    encodeMsgpackView("layers"),
     layerBytes,
   ];
   return { bytes: concatBytes(parts), timings };
