@@ -131,6 +131,7 @@ export class WebGpuBackend implements Backend {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
   #closed = false;
+  #restarts = 0;
 
   constructor(first: Started, opts: WebGpuBackendOptions) {
     this.device = first.device;
@@ -228,9 +229,16 @@ export class WebGpuBackend implements Backend {
     this.#pump();
   }
 
+  /** Drops a failed worker (and its device); the next layer starts a fresh one. */
   #retire(w: Worker): void {
     if (this.#worker === w) this.#worker = null;
     w.terminate();
+    this.#restarts++;
+  }
+
+  /** Workers (each with its own device) retired after a failure. */
+  get restarts(): number {
+    return this.#restarts;
   }
 
   #settle(job: Pending, err: unknown, out?: LayerOutput): void {

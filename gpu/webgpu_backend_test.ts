@@ -93,9 +93,12 @@ Deno.test({
       jobTimeoutMs: (n) => n === 200 * 200 ? 1 : 60_000,
     }))!;
     try {
+      assert.equal(b.restarts, 0);
       await assert.rejects(b.prune(PARAMS, ramp(200, 200)), isUnavailable);
+      assert.equal(b.restarts, 1, "the stuck worker was replaced");
       const out = await b.prune(PARAMS, ramp(11, 13));
       assert.ok(firstHalfPruned(out.mask, 143));
+      assert.equal(b.restarts, 1);
     } finally {
       await b.close();
     }

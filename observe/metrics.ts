@@ -32,11 +32,17 @@ export class Counter {
   }
 }
 
-/** A gauge read on demand from a callback. */
+/** A value read on demand from a callback: a gauge, or a counter that its owner keeps (it must never go down). */
 export class Gauge {
-  constructor(readonly name: string, readonly help: string, readonly read: () => number) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly read: () => number,
+    readonly type: "gauge" | "counter" = "gauge",
+  ) {}
   render(): string {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${this.read()}`].join("\n");
+    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`, `${this.name} ${this.read()}`]
+      .join("\n");
   }
 }
 
@@ -79,12 +85,11 @@ export class Metrics {
   readonly bytesOut = new Counter("zprune_bytes_out_total", "Response body bytes sent.");
   readonly computeSeconds = new Counter("zprune_compute_seconds_total", "Seconds spent in the compute backend.");
   readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.");
-  readonly backendRestarts = new Counter("zprune_backend_restarts_total", "Times the compute backend was restarted.");
   #gauges: Gauge[] = [];
 
-  /** Adds a gauge read at render time (queue depth, in-flight requests). */
-  gauge(name: string, help: string, read: () => number): void {
-    this.#gauges.push(new Gauge(name, help, read));
+  /** Adds a gauge read at render time (queue depth, in-flight requests), or a counter kept elsewhere. */
+  gauge(name: string, help: string, read: () => number, type: "gauge" | "counter" = "gauge"): void {
+    this.#gauges.push(new Gauge(name, help, read, type));
   }
 
   /** The whole exposition, as `GET /metrics` serves it. */
@@ -96,7 +101,6 @@ export class Metrics {
       this.bytesOut,
       this.computeSeconds,
       this.layers,
-      this.backendRestarts,
     ];
     return [...parts, ...this.#gauges].map((m) => m.render()).join("\n") + "\n";
   }

@@ -70,7 +70,7 @@ function defaultScratchBytes(): number {
 export function createPoolExecutor(
   threads: number,
   scratchBytes = defaultScratchBytes(),
-): Executor & { close(): void; crash(index: number): void } {
+): Executor & { close(): void; crash(index: number): void; restarts(): number } {
   const pool = new CpuPool(threads);
   const buffers = new ScratchBuffers(scratchBytes);
   return {
@@ -81,6 +81,7 @@ export function createPoolExecutor(
     release: (b) => buffers.give(b),
     close: () => pool.close(),
     crash: (index) => pool.crash(index),
+    restarts: () => pool.restarts,
   };
 }
 
@@ -97,6 +98,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   let exec: ReturnType<typeof createPoolExecutor> | null = null;
   // Workers start with the first large layer: a server that only sees small ones never spawns them.
   const executor = (): Executor => (exec ??= createPoolExecutor(threads, options.scratchBytes));
+  let closedRestarts = 0; // restarts of pools already closed, so the count never goes down
 
   return {
     kind: "cpu",
@@ -108,7 +110,11 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     crashWorker(index = 0): void {
       exec?.crash(index);
     },
+    get restarts(): number {
+      return closedRestarts + (exec?.restarts() ?? 0);
+    },
     close(): Promise<void> {
+      closedRestarts += exec?.restarts() ?? 0;
       exec?.close();
       exec = null;
       return Promise.resolve();

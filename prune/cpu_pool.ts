@@ -22,6 +22,7 @@ export class CpuPool {
   #nextId = 1;
   #closed = false;
   #crashNext = new Set<number>();
+  #restarts = 0;
 
   constructor(size: number) {
     this.size = Math.max(1, size);
@@ -53,7 +54,15 @@ export class CpuPool {
       p.reject(new ZpruneError("unavailable", `a CPU worker failed (${why}); it was restarted, retry the request`));
     }
     slot.pending.clear();
-    if (i >= 0 && !this.#closed) this.#slots[i] = this.#spawn();
+    if (i >= 0 && !this.#closed) {
+      this.#slots[i] = this.#spawn();
+      this.#restarts++;
+    }
+  }
+
+  /** Workers replaced after dying. */
+  get restarts(): number {
+    return this.#restarts;
   }
 
   /** Runs `task` on worker `index % size`. */

@@ -68,6 +68,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     });
   const { backend } = deps;
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
+  // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
+  metrics.gauge(
+    "zprune_backend_restarts_total",
+    "Compute workers or devices replaced after a failure.",
+    () => backend.restarts,
+    "counter",
+  );
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
   metrics.gauge(
     "zprune_memory_in_use_bytes",
@@ -172,7 +179,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.onError((err, c) => {
     const e = toZpruneError(err);
-    if (e.code === "unavailable") metrics.backendRestarts.inc();
     if (e.code === "internal") console.error(err);
     const body = e.toBody();
     const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };

@@ -71,6 +71,9 @@ async function disconnectMidComputation(rows: number, cols: number): Promise<voi
   const backend: Backend = {
     kind: cpu.kind,
     device: cpu.device,
+    get restarts() {
+      return cpu.restarts;
+    },
     async prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
       if (!layer.name.startsWith("big-")) {
         seenByGolden.push([...calls]);
