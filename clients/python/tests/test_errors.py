@@ -130,8 +130,58 @@ def test_return_weight_and_score(server_url: str) -> None:
 def test_unreachable() -> None:
     from conftest import free_port
 
-    err = raises("unreachable", 0, prune_layer, W, ACT, sparsity=0.5, url=f"http://127.0.0.1:{free_port()}")
+    client = ZpruneClient(f"http://127.0.0.1:{free_port()}", max_retries=2, backoff=0.25)
+    waits: List[float] = []
+    client.sleep = waits.append
+    err = raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
     assert "127.0.0.1" in err.message
+    assert len(waits) == 2, "a refused connection is retried max_retries times, then raised"
+    assert 0.25 * 0.75 <= waits[0] <= 0.25 * 1.25 and 0.5 * 0.75 <= waits[1] <= 0.5 * 1.25
+
+
+def test_unknown_host_is_not_retried() -> None:
+    client = ZpruneClient("http://zprune.invalid:8787", max_retries=3)
+    waits: List[float] = []
+    client.sleep = waits.append
+    raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
+    assert waits == []
+
+
+def test_refused_connection_retried_until_the_server_is_up() -> None:
+    from conftest import free_port
+
+    port = free_port()
+    started: List[http.server.HTTPServer] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = _ok_answer()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/msgpack")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    def start_server_while_waiting(_seconds: float) -> None:
+        # The client's first try was refused; the server comes up during its backoff, as after a restart.
+        if not started:
+            httpd = http.server.HTTPServer(("127.0.0.1", port), Handler)
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            started.append(httpd)
+
+    client = ZpruneClient(f"http://127.0.0.1:{port}", max_retries=3)
+    client.sleep = start_server_while_waiting
+    try:
+        mask, stats = client.prune_layer(W, ACT, sparsity=0.5)
+        assert len(started) == 1 and mask.shape == W.shape and stats["total"] == W.size
+    finally:
+        for httpd in started:
+            httpd.shutdown()
+            httpd.server_close()
 
 
 def test_type_errors_before_sending() -> None:

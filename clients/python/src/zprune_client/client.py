@@ -188,7 +188,8 @@ class ZpruneClient:
         url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
         timeout: seconds to wait for one answer.
-        max_retries: how often a 429 (busy) or 503 (unavailable) answer is retried before it is raised.
+        max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a refused or reset connection (a
+            server restarting), is retried before it is raised.
         backoff: the first wait between retries when the server gives no ``Retry-After``; doubled each time.
         max_backoff: the longest wait between two tries.
 
@@ -225,11 +226,11 @@ class ZpruneClient:
         body: Optional[bytes] = None,
         content_type: str = "application/msgpack",
     ) -> Tuple[int, Dict[str, str], bytes]:
-        """Sends one HTTP request, retrying 429 and 503; returns ``(status, headers, body)`` of a 2xx answer
-        (header names in lower case).
+        """Sends one HTTP request, retrying 429, 503 and refused or reset connections; returns
+        ``(status, headers, body)`` of a 2xx answer (header names in lower case).
 
         Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
-        reached.
+        reached (after the retries, for a refused or reset connection; at once for a timeout or an unknown host).
         """
         headers = {
             "Accept": "application/msgpack, application/json",
@@ -250,10 +251,13 @@ class ZpruneClient:
                 e.close()
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise err from None
-            except urllib.error.URLError as e:
-                raise ZpruneError("unreachable", f"cannot reach {self.url}: {e.reason}", 0) from e
-            except (ConnectionError, TimeoutError) as e:
-                raise ZpruneError("unreachable", f"no answer from {self.url}: {e}", 0) from e
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+                reason = e.reason if isinstance(e, urllib.error.URLError) else e
+                err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason}", 0)
+                # A refused or reset connection is what a restarting server looks like: worth another try (the
+                # request is idempotent). A timeout already waited `timeout`; an unknown host will not appear.
+                if not isinstance(reason, ConnectionError) or attempt >= self.max_retries:
+                    raise err from e
             delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + 0.5 * random.random())
             if err.retry_after is not None:
                 delay = err.retry_after
