@@ -14,9 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 from . import __version__
 from .wire import ArrayLike, WireDType, decode_body, decode_tensor, encode_request, encode_tensor, unpack_mask
@@ -107,10 +110,10 @@ class LayerResult:
 
     name: str
     shape: Tuple[int, int]
-    mask: np.ndarray
+    mask: NDArray[np.bool_]
     stats: Dict[str, Any]
-    weight: Optional[np.ndarray] = None
-    score: Optional[np.ndarray] = None
+    weight: Optional[NDArray[Any]] = None
+    score: Optional[NDArray[np.float32]] = None
 
 
 @dataclass
@@ -348,7 +351,7 @@ class ZpruneClient:
         inputs: Optional[ArrayLike] = None,
         exponent: Optional[float] = None,
         data_free: Optional[bool] = None,
-    ) -> Tuple[np.ndarray, Dict[str, Any]]:
+    ) -> Tuple[NDArray[np.bool_], Dict[str, Any]]:
         """Prunes one layer; returns ``(mask, stats)``: a bool array of the weight's shape (True = pruned) and the
         server's statistics. See ``prune_layers`` for the arguments."""
         result = self.prune_layers(
@@ -428,7 +431,7 @@ def prune_layer(
     timeout: float = 300.0,
     max_retries: int = 5,
     **kwargs: Any,
-) -> Tuple[np.ndarray, Dict[str, Any]]:
+) -> Tuple[NDArray[np.bool_], Dict[str, Any]]:
     """Prunes one layer on the server at ``url``; returns ``(mask, stats)``.
 
     ``weight`` is a numpy array or torch tensor ``[rows, cols]`` in float32, float16 or bfloat16 (a numpy uint16

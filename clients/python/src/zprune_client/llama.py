@@ -16,11 +16,14 @@ import math
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 from torch import nn
 
 from .wire import bf16_bits_to_float32
@@ -41,7 +44,7 @@ __all__ = [
 _ST_DTYPES: Dict[str, "np.dtype[Any]"] = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
 
 
-def load_safetensors(path: PathLike) -> Dict[str, np.ndarray]:
+def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
     """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
 
     F32, F16 and F64 keep their types; BF16 is widened to float32.
@@ -50,7 +53,7 @@ def load_safetensors(path: PathLike) -> Dict[str, np.ndarray]:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n).decode("utf-8"))
         data = f.read()
-    out: Dict[str, np.ndarray] = {}
+    out: Dict[str, NDArray[Any]] = {}
     for name, meta in header.items():
         if name == "__metadata__":
             continue
@@ -149,7 +152,8 @@ class LlamaAttention(nn.Module):
         scores = scores.masked_fill(causal, float("-inf"))
         attn = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         out = (attn @ v).transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
-        return self.o_proj(out)
+        projected: torch.Tensor = self.o_proj(out)
+        return projected
 
 
 class LlamaMLP(nn.Module):
@@ -162,7 +166,8 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)  # (hidden, inter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        down: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return down
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -177,7 +182,8 @@ class LlamaDecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        mlp_out: torch.Tensor = self.mlp(self.post_attention_layernorm(x))
+        return x + mlp_out
 
 
 class LlamaModel(nn.Module):
@@ -203,7 +209,8 @@ class LlamaModel(nn.Module):
         cos, sin = self.rope(input_ids.shape[1], x.device, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)
-        return self.norm(x)
+        normed: torch.Tensor = self.norm(x)
+        return normed
 
 
 class LlamaForCausalLM(nn.Module):
@@ -216,7 +223,8 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)  # (vocab, hidden)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.model(input_ids))
+        logits: torch.Tensor = self.lm_head(self.model(input_ids))
+        return logits
 
 
 def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
@@ -244,17 +252,17 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     return model.eval()
 
 
-def read_tokens(path: PathLike, dtype: str = "<u2") -> np.ndarray:
+def read_tokens(path: PathLike, dtype: str = "<u2") -> NDArray[Any]:
     """Reads a flat binary file of token ids (uint16 little-endian by default) as int64."""
     return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
 
 
-def calibration_windows(ids: np.ndarray, starts: Sequence[int], seq_len: int = 256) -> torch.Tensor:
+def calibration_windows(ids: NDArray[Any], starts: Sequence[int], seq_len: int = 256) -> torch.Tensor:
     """``[len(starts), seq_len]`` token windows ``ids[s : s + seq_len]``."""
     return torch.from_numpy(np.stack([ids[int(s) : int(s) + seq_len] for s in starts]).astype(np.int64))
 
 
-def eval_windows(ids: np.ndarray, seq_len: int = 256, limit: Optional[int] = None) -> torch.Tensor:
+def eval_windows(ids: NDArray[Any], seq_len: int = 256, limit: Optional[int] = None) -> torch.Tensor:
     """Consecutive non-overlapping windows of ``seq_len`` tokens (the tail dropped), the first ``limit`` of them."""
     n = len(ids) // seq_len
     if limit is not None:

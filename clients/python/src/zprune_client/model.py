@@ -128,7 +128,8 @@ def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[in
         from tqdm.auto import tqdm
     except ImportError:
         return iterable
-    return tqdm(iterable, total=total, desc="zprune blocks", unit="block")
+    bar: Iterable[int] = tqdm(iterable, total=total, desc="zprune blocks", unit="block")
+    return bar
 
 
 def prune_model(

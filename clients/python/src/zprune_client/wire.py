@@ -10,10 +10,13 @@ numpy has no bfloat16: a bf16 tensor is held as a ``uint16`` (or ``int16``) arra
 
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, cast
 
 import msgpack
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 #: Element types of the wire format.
 WireDType = Literal["f32", "f16", "bf16"]
@@ -41,7 +44,7 @@ __all__ = [
 ]
 
 
-def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+def float32_to_bf16_bits(x: NDArray[Any]) -> NDArray[np.uint16]:
     """Rounds float32 values to bfloat16 (round to nearest, ties to even) and returns their raw bits as ``uint16``.
 
     NaN stays NaN (quiet). Used when a float array is sent with ``dtype="bf16"``.
@@ -56,7 +59,7 @@ def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+def bf16_bits_to_float32(bits: NDArray[Any]) -> NDArray[np.float32]:
     """Widens raw bfloat16 bits (``uint16`` or ``int16``) to float32, exactly."""
     b = np.ascontiguousarray(bits).view(np.uint16)
     return (b.astype(np.uint32) << 16).view(np.float32)
@@ -66,7 +69,7 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
-def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[np.ndarray, WireDType]:
+def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[Any], WireDType]:
     """Converts a numpy array, torch tensor or nested list to a C-contiguous little-endian array and its wire dtype.
 
     - float32 → ``f32``, float16 → ``f16``; torch bfloat16 → ``bf16`` (its raw bits, via ``.view(torch.int16)``).
@@ -85,7 +88,7 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[np.ndarra
             bits = t.view(_torch_int16(t)).numpy().view(np.uint16)
             if dtype in (None, "bf16"):
                 return np.ascontiguousarray(bits, dtype="<u2"), "bf16"
-            arr: np.ndarray = bf16_bits_to_float32(bits)
+            arr: NDArray[Any] = bf16_bits_to_float32(bits)
         else:
             arr = t.numpy()
     else:
@@ -110,13 +113,13 @@ def _torch_int16(t: Any) -> Any:
     return torch.int16
 
 
-def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None) -> dict:
+def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None) -> Dict[str, Any]:
     """Returns the wire form ``{dtype, shape, data}`` of ``x`` (see ``to_numpy`` for the accepted inputs)."""
     arr, wire = to_numpy(x, dtype)
     return {"dtype": wire, "shape": [int(s) for s in arr.shape], "data": arr.tobytes(order="C")}
 
 
-def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits") -> np.ndarray:
+def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits") -> NDArray[Any]:
     """Decodes a wire tensor to numpy: ``f32`` → float32, ``f16`` → float16, ``bf16`` → uint16 bits (or float32)."""
     dtype = t["dtype"]
     if dtype not in _NUMPY_LE:
@@ -128,7 +131,7 @@ def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits
     return arr.astype(arr.dtype.newbyteorder("="))
 
 
-def unpack_mask(data: bytes, shape: Sequence[int]) -> np.ndarray:
+def unpack_mask(data: bytes, shape: Sequence[int]) -> NDArray[np.bool_]:
     """Unpacks a bit-packed mask (bit i of the row-major order, LSB first; 1 = pruned) to a bool array of ``shape``."""
     n = int(np.prod(shape, dtype=np.int64))
     raw = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -137,14 +140,14 @@ def unpack_mask(data: bytes, shape: Sequence[int]) -> np.ndarray:
     return np.unpackbits(raw, count=n, bitorder="little").astype(bool).reshape(tuple(shape))
 
 
-def pack_mask(mask: np.ndarray) -> bytes:
+def pack_mask(mask: NDArray[Any]) -> bytes:
     """Packs a bool array the way the server does (row-major, LSB first). The inverse of ``unpack_mask``."""
     return np.packbits(np.asarray(mask, dtype=bool).ravel(), bitorder="little").tobytes()
 
 
 def encode_request(body: Mapping[str, Any]) -> bytes:
     """Serialises a request map: plain msgpack, ``bin`` for bytes, no ext types."""
-    return msgpack.packb(body, use_bin_type=True)
+    return cast(bytes, msgpack.packb(body, use_bin_type=True))
 
 
 def decode_body(data: bytes) -> Any:
