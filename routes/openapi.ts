@@ -1,27 +1,30 @@
 /** The OpenAPI 3.1 description of the server's routes, built from the contract's zod schemas. */
 import { z } from "zod";
 import { ErrorResponseSchema, PruneRequestSchema, PruneResponseSchema } from "../contract/api.ts";
+import { ERROR_STATUS, type ErrorCode } from "../contract/errors.ts";
 
 const json = (schema: z.ZodType, io: "input" | "output") =>
   z.toJSONSchema(schema, { unrepresentable: "any", io, target: "draft-2020-12" });
 
-const errorResponses = Object.fromEntries(
-  [
-    ["400", "bad_msgpack"],
-    ["401", "unauthorized"],
-    ["413", "too_large"],
-    ["415", "unsupported_media_type"],
-    ["422", "invalid_request, shape_mismatch, non_finite, activations_required"],
-    ["429", "busy (see Retry-After)"],
-    ["503", "unavailable"],
-  ].map(([status, codes]) => [status, {
-    description: `Error: ${codes}`,
+/** Codes `POST /v1/prune` never answers: an unknown route, and a client gone before its answer. */
+const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found", "client_closed_request"]);
+/** What a client should know beyond the code. */
+const CODE_NOTES: Partial<Record<ErrorCode, string>> = { busy: "busy (see Retry-After)" };
+
+/** The error responses of `POST /v1/prune`, by status, from the contract's code table (contract/errors.ts). */
+const errorResponses: Record<string, Record<string, unknown>> = {};
+for (const [code, status] of Object.entries(ERROR_STATUS) as [ErrorCode, number][]) {
+  if (NOT_FROM_PRUNE.has(code)) continue;
+  const r = errorResponses[status] ??= {
+    description: "Error:",
     content: {
       "application/json": { schema: { $ref: "#/components/schemas/Error" } },
       "application/msgpack": { schema: { $ref: "#/components/schemas/Error" } },
     },
-  }]),
-);
+  };
+  const label = CODE_NOTES[code] ?? code;
+  r.description = r.description === "Error:" ? `Error: ${label}` : `${r.description}, ${label}`;
+}
 
 /** Builds the document served at `GET /openapi.json`. */
 export function openApiDocument(version: string): Record<string, unknown> {
