@@ -43,7 +43,11 @@ export const DEFAULT_CONFIG: ServerConfig = {
   log: true,
 };
 
-function int(name: string, raw: string | undefined, fallback: number, min: number): number {
+type Env = (name: string) => string | undefined;
+
+/** The integer in variable `name`, or `fallback` when it is unset or empty. */
+function int(env: Env, name: string, fallback: number, min: number): number {
+  const raw = env(name);
   if (raw === undefined || raw === "") return fallback;
   const v = Number(raw);
   if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got "${raw}"`);
@@ -51,32 +55,22 @@ function int(name: string, raw: string | undefined, fallback: number, min: numbe
 }
 
 /** Reads the configuration from `env` (a lookup such as `Deno.env.get`); throws RangeError on bad values. */
-export function loadConfig(env: (name: string) => string | undefined): ServerConfig {
+export function loadConfig(env: Env): ServerConfig {
   const backend = env("ZPRUNE_BACKEND") || DEFAULT_CONFIG.backend;
   if (backend !== "auto" && backend !== "webgpu" && backend !== "cpu") {
     throw new RangeError(`ZPRUNE_BACKEND must be auto, webgpu or cpu, got "${backend}"`);
   }
   return {
-    port: int("PORT", env("PORT"), DEFAULT_CONFIG.port, 0),
+    port: int(env, "PORT", DEFAULT_CONFIG.port, 0),
     host: env("HOST") || DEFAULT_CONFIG.host,
     backend,
     token: env("ZPRUNE_TOKEN") ?? "",
-    maxBodyBytes: int("ZPRUNE_MAX_BODY_BYTES", env("ZPRUNE_MAX_BODY_BYTES"), DEFAULT_CONFIG.maxBodyBytes, 1),
-    maxLayerElements: int(
-      "ZPRUNE_MAX_LAYER_ELEMENTS",
-      env("ZPRUNE_MAX_LAYER_ELEMENTS"),
-      DEFAULT_CONFIG.maxLayerElements,
-      1,
-    ),
-    concurrency: int("ZPRUNE_CONCURRENCY", env("ZPRUNE_CONCURRENCY"), DEFAULT_CONFIG.concurrency, 1),
-    maxQueue: int("ZPRUNE_MAX_QUEUE", env("ZPRUNE_MAX_QUEUE"), DEFAULT_CONFIG.maxQueue, 0),
-    memoryBudgetBytes: int(
-      "ZPRUNE_MEMORY_BUDGET_BYTES",
-      env("ZPRUNE_MEMORY_BUDGET_BYTES"),
-      DEFAULT_CONFIG.memoryBudgetBytes,
-      1,
-    ),
-    deadlineMs: int("ZPRUNE_DEADLINE_MS", env("ZPRUNE_DEADLINE_MS"), DEFAULT_CONFIG.deadlineMs, 0),
+    maxBodyBytes: int(env, "ZPRUNE_MAX_BODY_BYTES", DEFAULT_CONFIG.maxBodyBytes, 1),
+    maxLayerElements: int(env, "ZPRUNE_MAX_LAYER_ELEMENTS", DEFAULT_CONFIG.maxLayerElements, 1),
+    concurrency: int(env, "ZPRUNE_CONCURRENCY", DEFAULT_CONFIG.concurrency, 1),
+    maxQueue: int(env, "ZPRUNE_MAX_QUEUE", DEFAULT_CONFIG.maxQueue, 0),
+    memoryBudgetBytes: int(env, "ZPRUNE_MEMORY_BUDGET_BYTES", DEFAULT_CONFIG.memoryBudgetBytes, 1),
+    deadlineMs: int(env, "ZPRUNE_DEADLINE_MS", DEFAULT_CONFIG.deadlineMs, 0),
     corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
     log: (env("ZPRUNE_LOG") ?? "1") !== "0",
   };

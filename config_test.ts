@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { DEFAULT_CONFIG, loadConfig, type ServerConfig } from "./config.ts";
+
+const from = (vars: Record<string, string>) => (name: string) => vars[name];
+
+Deno.test("loadConfig() gives the defaults for unset and empty variables", () => {
+  assert.deepEqual(loadConfig(from({})), DEFAULT_CONFIG);
+  assert.deepEqual(loadConfig(from({ PORT: "", ZPRUNE_MAX_QUEUE: "", ZPRUNE_BACKEND: "" })), DEFAULT_CONFIG);
+});
+
+Deno.test("loadConfig() reads every variable README.md documents", () => {
+  const c = loadConfig(from({
+    PORT: "0",
+    HOST: "127.0.0.1",
+    ZPRUNE_BACKEND: "cpu",
+    ZPRUNE_TOKEN: "t",
+    ZPRUNE_MAX_BODY_BYTES: "1024",
+    ZPRUNE_MAX_LAYER_ELEMENTS: "4096",
+    ZPRUNE_CONCURRENCY: "3",
+    ZPRUNE_MAX_QUEUE: "0",
+    ZPRUNE_MEMORY_BUDGET_BYTES: "12345",
+    ZPRUNE_DEADLINE_MS: "0",
+    ZPRUNE_CORS_ORIGINS: "*",
+    ZPRUNE_LOG: "0",
+  }));
+  assert.deepEqual(c, {
+    port: 0,
+    host: "127.0.0.1",
+    backend: "cpu",
+    token: "t",
+    maxBodyBytes: 1024,
+    maxLayerElements: 4096,
+    concurrency: 3,
+    maxQueue: 0,
+    memoryBudgetBytes: 12345,
+    deadlineMs: 0,
+    corsOrigins: "*",
+    log: false,
+  });
+});
+
+Deno.test("loadConfig() refuses bad values, naming the variable", () => {
+  const bad: [string, string][] = [
+    ["PORT", "-1"],
+    ["ZPRUNE_CONCURRENCY", "0"],
+    ["ZPRUNE_MAX_BODY_BYTES", "1.5"],
+    ["ZPRUNE_MAX_QUEUE", "many"],
+    ["ZPRUNE_DEADLINE_MS", "-5"],
+    ["ZPRUNE_BACKEND", "tpu"],
+  ];
+  for (const [name, value] of bad) {
+    assert.throws(
+      () => loadConfig(from({ [name]: value })),
+      (e: unknown) => e instanceof RangeError && e.message.startsWith(name) && e.message.includes(`"${value}"`),
+      `${name}=${value}`,
+    );
+  }
+});
+
+/** Each variable and the field it sets. */
+const FIELDS: Record<string, keyof ServerConfig> = {
+  PORT: "port",
+  HOST: "host",
+  ZPRUNE_BACKEND: "backend",
+  ZPRUNE_TOKEN: "token",
+  ZPRUNE_MAX_BODY_BYTES: "maxBodyBytes",
+  ZPRUNE_MAX_LAYER_ELEMENTS: "maxLayerElements",
+  ZPRUNE_CONCURRENCY: "concurrency",
+  ZPRUNE_MAX_QUEUE: "maxQueue",
+  ZPRUNE_MEMORY_BUDGET_BYTES: "memoryBudgetBytes",
+  ZPRUNE_DEADLINE_MS: "deadlineMs",
+  ZPRUNE_CORS_ORIGINS: "corsOrigins",
+  ZPRUNE_LOG: "log",
+};
+
+Deno.test("README.md's table of variables matches what loadConfig() reads and defaults to", async () => {
+  const readme = await Deno.readTextFile(new URL("./README.md", import.meta.url));
+  const rows = [...readme.matchAll(/^\| `([A-Z_]+)` +\| ([^|]+?) +\|/gm)].map((m) => [m[1]!, m[2]!] as const);
+  assert.deepEqual(rows.map(([name]) => name).sort(), Object.keys(FIELDS).sort(), "one row per variable");
+  const defaults = loadConfig(from({}));
+  for (const [name, shown] of rows) {
+    const field = FIELDS[name]!;
+    // Setting the variable to a valid non-default value changes exactly its field.
+    const probe = name === "ZPRUNE_BACKEND" ? "cpu" : name === "ZPRUNE_LOG" ? "0" : name === "HOST" ? "::1" : "7";
+    const set = loadConfig(from({ [name]: probe }));
+    assert.deepEqual({ ...set, [field]: defaults[field] }, defaults, `${name} sets only ${field}`);
+    assert.notEqual(set[field], defaults[field], `${name} is read`);
+    const literal = /^`(.*)`$/.exec(shown)?.[1];
+    if (literal === undefined) continue; // "(none)" or "half the host memory": checked by the defaults test
+    const actual = field === "log" ? (defaults.log ? "1" : "0") : String(defaults[field]);
+    assert.equal(literal, actual, `${name}'s default in README.md`);
+  }
+});
