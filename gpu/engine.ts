@@ -20,6 +20,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { DType } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { maskStats } from "../prune/mask_stats.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { Job, type StageRecorder, type StageTimes } from "./_job.ts";
 
@@ -143,6 +144,8 @@ export class GpuEngine {
   readonly isFallback: boolean;
   /** Set once the device is lost; the engine is then unusable. */
   lost: string | null = null;
+  /** Layers computed on the CPU because f32 statistics could not match the CPU backend's (see sumsOutOfRange). */
+  exactFallbacks = 0;
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
@@ -370,8 +373,8 @@ export class GpuEngine {
     const size = DTYPE_SIZE[dtype];
 
     // --- decode (+ stats): upload each tile's bytes, widen to f32, find the first non-finite weight.
-    const bad = job.buffer(4, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
-    this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff]));
+    const bad = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
+    this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff, 0]));
     const raw: GPUBuffer[] = [], ws: GPUBuffer[] = [];
     if (
       resident &&
@@ -544,9 +547,14 @@ export class GpuEngine {
       });
     }
 
-    // --- read back: mask, threshold state, first bad weight, Z-Pruner's scalars, weights and scores per tile.
+    // --- read back: mask, threshold state, bad weights, row and column sums, Z-Pruner's scalars, weights and
+    // scores per tile.
     const wanted: GPUBuffer[] = [mask, state, bad];
-    const sizes: number[] = [maskBytes, 8, 4];
+    const sizes: number[] = [maskBytes, 8, 8];
+    if (needStats) {
+      wanted.push(rowSt, colSt);
+      sizes.push(rows * 12, cols * 12);
+    }
     if (method === "zpruner") {
       wanted.push(scalars);
       sizes.push(Z_SCALARS_BYTES);
@@ -564,10 +572,28 @@ export class GpuEngine {
       }
     }
     const back = await job.read(wanted, sizes);
-    checkFinite(layer, new Uint32Array(back[2]!)[0]!);
+    const badOut = new Uint32Array(back[2]!);
+    checkFinite(layer, badOut[0]!);
+    let at = 3;
+    const rowSums = needStats ? new Float32Array(back[at++]!) : null;
+    const colSums = needStats ? new Float32Array(back[at++]!) : null;
+    const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
+    const outOfRange = badOut[1] !== 0
+      ? "a subnormal weight"
+      : rowSums && colSums && (method === "zpruner" || method === "ria")
+      ? sumsOutOfRange(rowSums, cols, "row", method) ?? sumsOutOfRange(colSums, rows, "column", method)
+      : null;
+    if (outOfRange !== null) {
+      // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
+      // compute this layer exactly, on the CPU, in this worker. Trained models' weights never come near.
+      if (resident) {
+        throw new Error(`layer ${name} needs the exact CPU path (${outOfRange}); not with resident weights`);
+      }
+      this.exactFallbacks++;
+      return await pruneLayer(params, layer);
+    }
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
     const stateOut = new Uint32Array(back[1]!);
-    let at = method === "zpruner" ? 4 : 3;
     let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
     if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
     if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
@@ -585,7 +611,7 @@ export class GpuEngine {
     }
     if (method === "zpruner") {
       // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
-      const small = new Uint32Array(back[3]!)[Z_SCALARS.small]!;
+      const small = zScalars![Z_SCALARS.small]!;
       stats.alpha = 0.7 * (1 - 0.3 * (small / n));
     }
     const output: LayerOutput = { mask: maskOut.slice(), stats };
@@ -626,6 +652,32 @@ export function splitActivations(
     e[2 * j + 1] = k;
   }
   return out;
+}
+
+/**
+ * Why f32 row or column sums ([sumSq, sum, sumAbs] per line of `terms` weights) cannot stand in for the CPU
+ * backend's f64 ones for `method`, or null when they can. Z-Pruner uses sumSq and sum: either overflowed, or a line
+ * with nonzero weights has a sum of squares so small that squares below 2^-126 (subnormal, or flushed to zero by the
+ * GPU) may have lost more than 2^-23 of it. RIA uses sumAbs: it overflowed.
+ */
+export function sumsOutOfRange(
+  sums: Float32Array,
+  terms: number,
+  line: "row" | "column",
+  method: "zpruner" | "ria",
+): string | null {
+  const floor = terms * 2 ** -103;
+  for (let i = 0; i < sums.length; i += 3) {
+    const sq = sums[i]!, sum = sums[i + 1]!, abs = sums[i + 2]!;
+    if (method === "ria") {
+      if (!Number.isFinite(abs)) return `${line} ${i / 3}'s sum of |w| overflows float32`;
+    } else if (!Number.isFinite(sq) || !Number.isFinite(sum)) {
+      return `${line} ${i / 3}'s sums overflow float32`;
+    } else if (abs > 0 && sq < floor) {
+      return `${line} ${i / 3}'s sum of squares underflows float32`;
+    }
+  }
+  return null;
 }
 
 /** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */

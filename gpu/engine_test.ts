@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { GpuEngine, planTiles, splitActivations } from "./engine.ts";
+import { GpuEngine, planTiles, splitActivations, sumsOutOfRange } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
@@ -191,4 +191,73 @@ Deno.test("splitActivations() gives act = m * 2^e with m in [1, 2] to float32 pr
   assert.ok(Math.abs(Math.log2(mTop) + eTop - Math.log2(topAct)) <= 2 ** -23, `${mTop} * 2^${eTop} vs ${topAct}`);
   // Without activations every column is 1 = 1 * 2^0.
   assert.deepEqual([...splitActivations(null, 1.5, 2)], [0x3f800000, 0, 0x3f800000, 0]);
+});
+
+Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares, not zero or ordinary lines", () => {
+  const ok = new Float32Array([1, 0.5, 2, 0, 0, 0, 1e-20, 1e-12, 1e-10]); // ordinary, all-zero, small but exact
+  assert.equal(sumsOutOfRange(ok, 100, "row", "zpruner"), null);
+  assert.equal(sumsOutOfRange(ok, 100, "row", "ria"), null);
+  const sqOverflow = new Float32Array([Infinity, 1, 1]);
+  assert.match(sumsOutOfRange(sqOverflow, 10, "row", "zpruner")!, /row 0's sums overflow/);
+  assert.equal(sumsOutOfRange(sqOverflow, 10, "row", "ria"), null, "RIA does not use the sum of squares");
+  assert.match(sumsOutOfRange(new Float32Array([1, 1, 1, 1, 1, Infinity]), 10, "column", "ria")!, /column 1's sum of/);
+  // 3e-45 from weights of about 1e-23: squares below 2^-126 are subnormal or flushed, so the sum is not to be trusted.
+  const tiny = new Float32Array([3e-45, 1e-22, 5e-23]);
+  assert.match(sumsOutOfRange(tiny, 10, "row", "zpruner")!, /sum of squares underflows/);
+  assert.equal(sumsOutOfRange(tiny, 10, "row", "ria"), null);
+});
+
+/** A layer whose f32 statistics leave float32's range in `row` (scaled by `scale`); elsewhere ordinary weights. */
+function extremeLayer(rows: number, cols: number, row: number, scale: number, dtype: "f32" | "bf16" = "f32") {
+  const w = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.7) * 0.02 + (i % 7 === 0 ? 0.01 : 0));
+  for (let j = 0; j < cols; j++) w[row * cols + j]! *= scale;
+  const act = new Float32Array(cols).map((_, j) => 0.5 + (j % 5));
+  return { name: "extreme", rows, cols, dtype, weight: encode(w, dtype), actNormSq: act };
+}
+
+Deno.test({
+  name: "GpuEngine.prune(): layers whose f32 statistics would differ from the CPU's f64 are computed exactly",
+  ignore: !engine,
+  async fn() {
+    const { pruneLayer } = await import("../prune/prune_layer.ts");
+    const cases = [
+      // A row of weights near 2e36: its sum of squares overflows f32 (the CPU's f64 does not).
+      { layer: extremeLayer(24, 40, 5, 1e38), methods: ["zpruner"] as const },
+      // A row of weights near 2e38: its sum of |w| overflows f32 too.
+      { layer: extremeLayer(24, 40, 5, 1e40), methods: ["ria"] as const },
+      // A row of weights near 2e-24: their squares are below f32's normal range.
+      { layer: extremeLayer(24, 40, 9, 1e-22), methods: ["zpruner"] as const },
+      // bf16 subnormals (below 1.2e-38): a GPU may flush them to zero in arithmetic.
+      { layer: extremeLayer(24, 40, 3, 1e-37, "bf16"), methods: ["magnitude", "wanda", "zpruner", "ria"] as const },
+    ];
+    for (const { layer, methods } of cases) {
+      for (const method of methods) {
+        for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
+          const params = { method, pattern, exponent: 1, returnWeight: true, returnScore: true };
+          const before = engine!.exactFallbacks;
+          const { output } = await engine!.prune(params, layer);
+          const ref = await pruneLayer(params, layer);
+          const what = `${layer.dtype} ${method} ${pattern.kind}`;
+          assert.equal(engine!.exactFallbacks, before + 1, `${what}: computed on the CPU path`);
+          assert.deepEqual(output.mask, ref.mask, what);
+          assert.deepEqual(output.score, ref.score, what);
+          assert.deepEqual(output.stats, ref.stats, what);
+        }
+      }
+    }
+    // Ordinary layers, zero rows included, stay on the GPU; so does RIA on a layer whose squares overflow.
+    const ordinary = extremeLayer(24, 40, 2, 0);
+    const cases2 = [
+      ...(["magnitude", "wanda", "zpruner", "ria"] as const).map((m) => [m, ordinary] as const),
+      ["ria", extremeLayer(24, 40, 5, 1e38)] as const,
+    ];
+    for (const [method, layer] of cases2) {
+      const before = engine!.exactFallbacks;
+      const params = { method, pattern: { kind: "layer", sparsity: 0.5 } as const, exponent: 1 };
+      const { output } = await engine!.prune({ ...params, returnWeight: false, returnScore: false }, layer);
+      assert.equal(engine!.exactFallbacks, before, `${method}: on the GPU`);
+      const ref = await pruneLayer({ ...params, returnWeight: false, returnScore: false }, layer);
+      assert.deepEqual(output.mask, ref.mask, `${method} on the GPU`);
+    }
+  },
 });
