@@ -1,6 +1,7 @@
 /** Test helpers: a real listener on a free loopback port serving `createApp`, and the golden fixtures. */
 import { decodeMsgpack } from "../contract/wire.ts";
 import { type AppDeps, createApp } from "../routes/app.ts";
+import type { Backend } from "../prune/backend.ts";
 
 /** A running test server. */
 export interface TestServer {
@@ -72,4 +73,17 @@ export function postPrune(url: string, body: Uint8Array, headers: Record<string,
     headers: { "content-type": "application/msgpack", ...headers },
     body: body as Uint8Array<ArrayBuffer>,
   });
+}
+
+/** A backend that is `inner` except for `prune`, which a test supplies (to hold, count or watch calls). */
+export function withPrune(inner: Backend, prune: Backend["prune"]): Backend {
+  return {
+    kind: inner.kind,
+    device: inner.device,
+    get restarts() {
+      return inner.restarts;
+    },
+    prune,
+    close: () => inner.close(),
+  };
 }

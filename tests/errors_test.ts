@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
-import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { goldenCases, goldenProblems, postPrune, startServer, type TestServer } from "./_server.ts";
+import { goldenCases, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
 
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const layer = (over: Record<string, unknown> = {}) => ({
@@ -226,19 +226,11 @@ function gated(inner: Backend): { backend: Backend; entered: Promise<void>; open
   let open!: () => void, enter!: () => void;
   const gate = new Promise<void>((r) => (open = r));
   const entered = new Promise<void>((r) => (enter = r));
-  const backend: Backend = {
-    kind: inner.kind,
-    device: inner.device,
-    get restarts() {
-      return inner.restarts;
-    },
-    async prune(params: PruneParams, l: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
-      enter();
-      await gate;
-      return inner.prune(params, l, signal);
-    },
-    close: () => inner.close(),
-  };
+  const backend = withPrune(inner, async (params: PruneParams, l: LayerJob, signal?: AbortSignal) => {
+    enter();
+    await gate;
+    return inner.prune(params, l, signal);
+  });
   return { backend, entered, open };
 }
 

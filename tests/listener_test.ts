@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
-import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { rng } from "./_random.ts";
-import { goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
+import { goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DENO = new URL("node_modules/.bin/deno", ROOT).pathname;
@@ -68,31 +68,23 @@ async function disconnectMidComputation(rows: number, cols: number): Promise<voi
   let firstEntered!: () => void;
   const entered = new Promise<void>((r) => (firstEntered = r));
   let abortSeen: boolean | null = null;
-  const backend: Backend = {
-    kind: cpu.kind,
-    device: cpu.device,
-    get restarts() {
-      return cpu.restarts;
-    },
-    async prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
-      if (!layer.name.startsWith("big-")) {
-        seenByGolden.push([...calls]);
-        return cpu.prune(params, layer, signal);
-      }
-      calls.push(layer.name);
-      if (calls.length === 1) {
-        firstEntered();
-        // The gate: open when the server sees the client go away, or after 5 s if it never does.
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, 5000);
-          signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-        });
-        abortSeen = signal?.aborted ?? false;
-      }
+  const backend = withPrune(cpu, async (params: PruneParams, layer: LayerJob, signal?: AbortSignal) => {
+    if (!layer.name.startsWith("big-")) {
+      seenByGolden.push([...calls]);
       return cpu.prune(params, layer, signal);
-    },
-    close: () => cpu.close(),
-  };
+    }
+    calls.push(layer.name);
+    if (calls.length === 1) {
+      firstEntered();
+      // The gate: open when the server sees the client go away, or after 5 s if it never does.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 5000);
+        signal?.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+      });
+      abortSeen = signal?.aborted ?? false;
+    }
+    return cpu.prune(params, layer, signal);
+  });
   const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 8 } });
   try {
     const big = encodeMsgpack({
