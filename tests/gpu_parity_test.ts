@@ -552,3 +552,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu: radix selection on keys that share their upper digits, or only differ there, matches the CPU",
+  ignore,
+  async fn() {
+    // Magnitude on f32 weights scores |w| exactly, so the keys are the weights' bits: craft them to put every key
+    // in one bin of the first 11-bit digit, all but the last 10 bits equal (dense exact ties across key blocks and
+    // tiles), or spread over the whole exponent range. 97x300 spans four blocks of 8192 keys and, at 64 KiB, two
+    // tiles.
+    const rows = 97, cols = 300;
+    const rand = rng(99);
+    const shapes: [string, () => number][] = [
+      ["same first digit", () => 0x3c000000 | Math.floor(rand() * 0x200000)],
+      ["same first 22 bits", () => 0x3c000000 | Math.floor(rand() * 0x400)],
+      ["whole range", () => 0x00800000 + Math.floor(rand() * 0x7e000000)],
+    ];
+    for (const [what, draw] of shapes) {
+      const bits = new Uint32Array(rows * cols).map(() => (draw() | (rand() < 0.5 ? 0x80000000 : 0)) >>> 0);
+      const layer: LayerJob = {
+        name: what,
+        rows,
+        cols,
+        dtype: "f32",
+        weight: new Uint8Array(bits.buffer),
+        actNormSq: null,
+      };
+      for (const pattern of ["layer", "row"] as const) {
+        for (const sparsity of [0.3, 0.5, 0.77]) {
+          const params: PruneParams = {
+            method: "magnitude",
+            pattern: { kind: pattern, sparsity },
+            exponent: 1,
+            returnWeight: false,
+            returnScore: false,
+          };
+          const ref = await cpu.prune(params, copyLayer(layer));
+          for (const backend of [gpu!, tiled!]) {
+            const got = await backend.prune(params, copyLayer(layer));
+            assert.deepEqual(got.mask, ref.mask, `${what}, ${pattern} ${sparsity}`);
+            assert.deepEqual(got.stats, ref.stats, `${what}, ${pattern} ${sparsity}`);
+          }
+        }
+      }
+    }
+  },
+});
