@@ -445,7 +445,7 @@ export class GpuEngine {
     }
     await job.stage("score", (rec) => {
       for (const t of tiles) {
-        this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, scalars, ws[t.index]!], {
+        this.#dispatch(job, rec, score, [rowSt, colSt, actBuf, scalars, ws[t.index]!, bad], {
           count: t.count,
           cols,
           row0: t.row0,
@@ -579,7 +579,7 @@ export class GpuEngine {
     const colSums = needStats ? new Float32Array(back[at++]!) : null;
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
     const outOfRange = badOut[1] !== 0
-      ? "a subnormal weight"
+      ? "a subnormal weight or score"
       : rowSums && colSums && (method === "zpruner" || method === "ria")
       ? sumsOutOfRange(rowSums, cols, "row", method) ?? sumsOutOfRange(colSums, rows, "column", method)
       : null;

@@ -5,12 +5,18 @@
 //   host in f64 and split as m_j * 2^e_j: [f32 bits of m_j in [1, 2] (or 0, or infinity), e_j as i32 bits]),
 //   3 scalars: array<f32> (read; Z-Pruner's [0] mean_r, [1] mean_c, [3] inv_std_r, [4] inv_std_c, [5] alpha from
 //   z_means.wgsl and z_spread.wgsl; unused by the other methods), 4 ws: array<f32> (read_write; one row-tile: W in,
-//   score out), 5 params (uniform).
+//   score out), 5 flags: array<atomic<u32>, 2> (read_write; decode.wgsl's `bad`: [1] is set to 1 when the layer needs
+//   the host's exact path), 6 params (uniform).
 // Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
 // Numerics: f32 per element from f32 norms. act is split because with a large exponent (up to 64) it can leave
 //   f32's range while the score does not: see times(). The whole-matrix scalars (means, 1/std, alpha) are f32,
 //   reduced on the GPU from the f32 partial sums. Scores are non-negative; they are stored with -0 folded to +0 so
-//   that the selection kernels may order them as u32 bit patterns.
+//   that the selection kernels may order them as u32 bit patterns. WGSL lets a GPU flush subnormals to zero, and
+//   even where it keeps them they carry fewer bits. So flags[1] is set, and the host computes the layer on the CPU
+//   instead (no trained model's layer comes near), when for a nonzero weight the score before the activation is
+//   below 2^-100 and has a subnormal term (one of RIA's quotients; the cube of a nonzero Z-Pruner z-score below
+//   2^-41, times alpha or 1 - alpha); or when a nonzero score before the activation meets a nonzero activation and
+//   the score falls below 2^-126. (A subnormal term beside a sum of at least 2^-100 moves it by under 2^-26.)
 
 struct Params {
   count: u32, // elements in this tile
@@ -24,7 +30,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> act: array<u32>;
 @group(0) @binding(3) var<storage, read> scalars: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>, 2>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+const MIN_NORMAL: f32 = 1.17549435e-38; // 2^-126
+const Z_FLOOR: f32 = 4.54747351e-13; // 2^-41
+const SUM_FLOOR: f32 = 7.88860905e-31; // 2^-100
 
 // x / d, or 0 when d is 0 (a zero norm or sum gives 0, never NaN).
 fn safe_div(x: f32, d: f32) -> f32 {
@@ -69,17 +80,31 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let v = ws[e];
   let a = abs(v);
   var s = a;
+  var inner = a; // the score before the activation
+  var tiny = false; // an intermediate in (or flushed from) f32's subnormal range
   if (p.method == 1u) {
     s = times(a, j);
   } else if (p.method == 2u) {
-    s = times(safe_div(a, col_stats[j * 3u + 2u]) + safe_div(a, row_stats[r * 3u + 2u]), j);
+    let col_abs = col_stats[j * 3u + 2u];
+    let row_abs = row_stats[r * 3u + 2u];
+    // a / sum is subnormal exactly when a < sum * 2^-126 (when sum < 1 that product is below a normal a anyway).
+    inner = safe_div(a, col_abs) + safe_div(a, row_abs);
+    tiny = (a < col_abs * MIN_NORMAL || a < row_abs * MIN_NORMAL) && inner < SUM_FLOOR;
+    s = times(inner, j);
   } else if (p.method == 3u) {
     let wr = safe_div(v, sqrt(row_stats[r * 3u]));
     let wc = safe_div(v, sqrt(col_stats[j * 3u]));
     let alpha = scalars[5];
     let zr = abs((wr - scalars[0]) * scalars[3]);
     let zc = abs((wc - scalars[1]) * scalars[4]);
-    s = times(alpha * zr * zr * zr + (1.0 - alpha) * zc * zc * zc, j);
+    inner = alpha * zr * zr * zr + (1.0 - alpha) * zc * zc * zc;
+    tiny = ((zr != 0.0 && zr < Z_FLOOR) || (zc != 0.0 && zc < Z_FLOOR)) && inner < SUM_FLOOR;
+    s = times(inner, j);
+  }
+  // Magnitude's score is the weight itself (decode flags subnormal weights).
+  if (p.method != 0u && a != 0.0) {
+    let act_nonzero = bitcast<f32>(act[2u * j]) != 0.0;
+    if (tiny || (inner != 0.0 && act_nonzero && s < MIN_NORMAL)) { atomicOr(&flags[1], 1u); }
   }
   let bits = bitcast<u32>(s);
   ws[e] = bitcast<f32>(select(bits, 0u, bits == 0x80000000u));

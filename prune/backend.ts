@@ -52,7 +52,7 @@ export interface Backend {
    * NaN or infinity, `ZpruneError("unavailable")` when the device failed (the backend then restarts itself).
    */
   prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput>;
-  /** Workers or devices replaced after a failure since the backend was created (for `/metrics`). */
+  /** Workers or devices discarded after a failure since the backend was created (for `/metrics`). */
   readonly restarts: number;
   /** Releases workers and devices. */
   close(): Promise<void>;

@@ -71,7 +71,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
   metrics.gauge(
     "zprune_backend_restarts_total",
-    "Compute workers or devices replaced after a failure.",
+    "Compute workers or devices discarded after a failure (the backend starts fresh ones).",
     () => backend.restarts,
     "counter",
   );

@@ -6,7 +6,7 @@ import { defineKernel } from "../kernel.ts";
 export const score = defineKernel({
   name: "score",
   source,
-  bindings: ["read", "read", "read", "read", "rw", "uniform"],
+  bindings: ["read", "read", "read", "read", "rw", "rw", "uniform"],
   uniforms: [
     ["count", "u32"],
     ["cols", "u32"],
