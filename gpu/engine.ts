@@ -146,6 +146,8 @@ export class GpuEngine {
   lost: string | null = null;
   /** Layers computed on the CPU because f32 statistics could not match the CPU backend's (see sumsOutOfRange). */
   exactFallbacks = 0;
+  /** Told each layer that takes the exact CPU path, and why (the worker logs it for operators). */
+  onExactPath: ((layer: string, why: string) => void) | null = null;
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
@@ -590,6 +592,7 @@ export class GpuEngine {
         throw new Error(`layer ${name} needs the exact CPU path (${outOfRange}); not with resident weights`);
       }
       this.exactFallbacks++;
+      this.onExactPath?.(name, outOfRange);
       return await pruneLayer(params, layer);
     }
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));

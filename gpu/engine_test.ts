@@ -247,8 +247,13 @@ Deno.test({
         for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
           const params = { method, pattern, exponent, returnWeight: false, returnScore: false };
           const before = engine!.exactFallbacks;
+          const told: string[] = [];
+          engine!.onExactPath = (name, why) => told.push(`${name}: ${why}`);
           await engine!.prune(params, layer);
+          engine!.onExactPath = null;
           assert.equal(engine!.exactFallbacks, before + 1, `${layer.dtype} ${method} ${pattern.kind}: on the CPU path`);
+          assert.equal(told.length, 1);
+          assert.match(told[0]!, /^extreme: (a subnormal weight or score|(row|column) \d+'s sum)/);
         }
       }
     }
