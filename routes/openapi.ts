@@ -11,20 +11,22 @@ const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found", "client_clo
 /** What a client should know beyond the code. */
 const CODE_NOTES: Partial<Record<ErrorCode, string>> = { busy: "busy (see Retry-After)" };
 
-/** The error responses of `POST /v1/prune`, by status, from the contract's code table (contract/errors.ts). */
-const errorResponses: Record<string, Record<string, unknown>> = {};
+/** The codes `POST /v1/prune` answers, by status, from the contract's code table (contract/errors.ts). */
+const codesByStatus = new Map<number, string[]>();
 for (const [code, status] of Object.entries(ERROR_STATUS) as [ErrorCode, number][]) {
-  if (NOT_FROM_PRUNE.has(code)) continue;
-  const r = errorResponses[status] ??= {
-    description: "Error:",
+  if (!NOT_FROM_PRUNE.has(code)) {
+    codesByStatus.set(status, [...codesByStatus.get(status) ?? [], CODE_NOTES[code] ?? code]);
+  }
+}
+const errorResponses = Object.fromEntries(
+  [...codesByStatus].map(([status, labels]) => [String(status), {
+    description: `Error: ${labels.join(", ")}`,
     content: {
       "application/json": { schema: { $ref: "#/components/schemas/Error" } },
       "application/msgpack": { schema: { $ref: "#/components/schemas/Error" } },
     },
-  };
-  const label = CODE_NOTES[code] ?? code;
-  r.description = r.description === "Error:" ? `Error: ${label}` : `${r.description}, ${label}`;
-}
+  }]),
+);
 
 /** Builds the document served at `GET /openapi.json`. */
 export function openApiDocument(version: string): Record<string, unknown> {
