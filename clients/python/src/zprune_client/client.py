@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, 
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from numpy.typing import NDArray
-
 from . import __version__
 from .wire import ArrayLike, WireDType, decode_body, decode_tensor, encode_request, encode_tensor, unpack_mask
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 #: Where the client looks when no ``url`` is given: ``$ZPRUNE_URL``, else this.
 DEFAULT_URL = "http://127.0.0.1:8787"

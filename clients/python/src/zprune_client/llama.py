@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from numpy.typing import NDArray
 from torch import nn
 
 from .wire import bf16_bits_to_float32
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 PathLike = Union[str, "os.PathLike[str]"]
 
