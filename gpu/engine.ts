@@ -577,14 +577,12 @@ export class GpuEngine {
     const badOut = new Uint32Array(back[2]!);
     checkFinite(layer, badOut[0]!);
     let at = 3;
-    const rowSums = needStats ? new Float32Array(back[at++]!) : null;
-    const colSums = needStats ? new Float32Array(back[at++]!) : null;
+    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
+    if (method === "zpruner" || method === "ria") { // needStats: the row and column sums came back
+      const rowSums = new Float32Array(back[at++]!), colSums = new Float32Array(back[at++]!);
+      outOfRange ??= sumsOutOfRange(rowSums, cols, "row", method) ?? sumsOutOfRange(colSums, rows, "column", method);
+    }
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
-    const outOfRange = badOut[1] !== 0
-      ? "a subnormal weight or score"
-      : rowSums && colSums && (method === "zpruner" || method === "ria")
-      ? sumsOutOfRange(rowSums, cols, "row", method) ?? sumsOutOfRange(colSums, rows, "column", method)
-      : null;
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
       // compute this layer exactly, on the CPU, in this worker. Trained models' weights never come near.
