@@ -12,7 +12,7 @@ export type WorkerRequest =
   | { id: number; op: "loss"; tokens: Uint16Array | Int32Array; windows: number }
   | { id: number; op: "cacheEmbed"; tokens: Uint16Array | Int32Array; windows: number }
   | { id: number; op: "cacheBlock"; layer: number; collect: boolean }
-  | { id: number; op: "setLinear"; layer: number; name: LinearName; data: Float32Array };
+  | { id: number; op: "maskLinear"; layer: number; name: LinearName; mask: Uint8Array };
 
 let runner: LlamaRunner | undefined;
 
@@ -36,8 +36,8 @@ function handle(msg: WorkerRequest): unknown {
       runner.cacheBlock(msg.layer, stats);
       return stats ?? null;
     }
-    case "setLinear":
-      runner.setLinear(msg.layer, msg.name, msg.data);
+    case "maskLinear":
+      runner.maskLinear(msg.layer, msg.name, msg.mask);
       return null;
   }
 }

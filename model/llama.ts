@@ -17,6 +17,7 @@ import {
   sumSquares,
   swiglu,
 } from "./kernels.ts";
+import { zeroMasked } from "../prune/decode.ts";
 
 /** Per-block calibration sums of x_j² for the four distinct inputs of the seven linear layers. */
 export interface BlockStats {
@@ -142,11 +143,13 @@ export class LlamaRunner {
     this.#cache = arena.f32(cacheFloats);
   }
 
-  /** Replaces one linear layer's weights (e.g. with their pruned version). */
-  setLinear(layer: number, name: LinearName, data: Float32Array): void {
-    const dst = this.w.layers[layer]![LINEAR_FIELD[name]];
-    if (dst.length !== data.length) throw new RangeError(`layer ${layer} ${name}: ${data.length} != ${dst.length}`);
-    dst.set(data);
+  /** Zeroes the weights of one linear layer whose bits are set in `mask` (the contract's bit-packed mask). */
+  maskLinear(layer: number, name: LinearName, mask: Uint8Array): void {
+    const w = this.w.layers[layer]![LINEAR_FIELD[name]];
+    if (mask.byteLength !== Math.ceil(w.length / 8)) {
+      throw new RangeError(`layer ${layer} ${name}: mask of ${mask.byteLength} bytes for ${w.length} weights`);
+    }
+    zeroMasked(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), "f32", mask);
   }
 
   /** Writes the token embeddings of one window into x (T, dim). */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Arena, matmul } from "./kernels.ts";
-import { ForwardPool, loadModel, perplexity, readU16 } from "./mod.ts";
+import { ForwardPool, LINEAR_FIELD, LlamaRunner, loadModel, perplexity, readU16 } from "./mod.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
@@ -32,4 +32,22 @@ Deno.test("perplexity() of the dense bundled model on 64 windows matches referen
   } finally {
     pool.close();
   }
+});
+
+Deno.test("LlamaRunner.maskLinear() zeroes exactly the weights whose mask bits are set", async () => {
+  const m = await loadModel(root("models/zp-llama-9m"));
+  const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: 8 });
+  const w = runner.w.layers[2]![LINEAR_FIELD["mlp.up_proj"]];
+  const before = Float32Array.from(w);
+  // Lowest bit first within each byte; a pattern that differs per byte and leaves the tail byte partial.
+  const mask = Uint8Array.from({ length: Math.ceil(w.length / 8) }, (_, b) => (b * 37 + 11) & 0xff);
+  runner.maskLinear(2, "mlp.up_proj", mask);
+  let zeroed = 0;
+  for (let i = 0; i < w.length; i++) {
+    const bit = (mask[i >> 3]! >> (i & 7)) & 1;
+    if (bit) zeroed++;
+    if (w[i] !== (bit ? 0 : before[i])) assert.fail(`weight ${i}: ${w[i]} (bit ${bit}, was ${before[i]})`);
+  }
+  assert.ok(zeroed > w.length / 3 && zeroed < w.length * 2 / 3, `${zeroed} of ${w.length}`);
+  assert.throws(() => runner.maskLinear(2, "mlp.up_proj", mask.subarray(1)), RangeError);
 });

@@ -138,9 +138,9 @@ export class ForwardPool {
     await Promise.all(this.#slots.map((s) => s.call("cacheBlock", { layer, collect: false })));
   }
 
-  /** Replaces one linear layer's weights in every worker. */
-  async setLinear(layer: number, name: LinearName, data: Float32Array): Promise<void> {
-    await Promise.all(this.#slots.map((s) => s.call("setLinear", { layer, name, data })));
+  /** Zeroes one linear layer's masked weights in every worker (a mask is 1/32 of the f32 weights it prunes). */
+  async maskLinear(layer: number, name: LinearName, mask: Uint8Array): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.call("maskLinear", { layer, name, mask })));
   }
 
   /** Stops the workers. */

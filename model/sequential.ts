@@ -7,7 +7,6 @@
 import type { PruneResponse } from "../contract/api.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
 import type { Checkpoint } from "./safetensors.ts";
-import { decodeToF32 } from "./safetensors.ts";
 import { LINEAR_NAMES, type LlamaConfig } from "./config.ts";
 import { STATS_OF } from "./llama.ts";
 import type { ForwardPool } from "./pool.ts";
@@ -108,7 +107,8 @@ export async function pruneSequential(
         throw new Error(`server answered ${out?.name ?? "nothing"} for ${full}`);
       }
       applyMask(t.data, t.dtype, out.mask);
-      await pool.setLinear(l, name, decodeToF32(t.data, t.dtype));
+      // The workers decoded the same checkpoint at start, so zeroing the same bits keeps them equal to it.
+      await pool.maskLinear(l, name, out.mask);
       result.layers.push({ name: full, shape: out.shape, stats: out.stats });
       result.pruned += out.stats.pruned;
       result.total += out.stats.total;
