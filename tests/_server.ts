@@ -38,16 +38,21 @@ const GOLDEN_DIR = new URL("./fixtures/golden/", import.meta.url);
 
 /** Every golden case in tests/fixtures/golden, by name. */
 export function goldenCases(): Golden[] {
-  const names = [...Deno.readDirSync(GOLDEN_DIR)]
+  return [...Deno.readDirSync(GOLDEN_DIR)]
     .map((e) => e.name)
     .filter((n) => n.endsWith(".request.msgpack"))
     .map((n) => n.replace(".request.msgpack", ""))
-    .sort();
-  return names.map((name) => ({
+    .sort()
+    .map(goldenCase);
+}
+
+/** The golden case `name` (its two files only); throws when tests/fixtures/golden has no such case. */
+export function goldenCase(name: string): Golden {
+  return {
     name,
     request: Deno.readFileSync(new URL(`${name}.request.msgpack`, GOLDEN_DIR)),
     expected: decodeMsgpack(Deno.readFileSync(new URL(`${name}.expected.msgpack`, GOLDEN_DIR))) as Golden["expected"],
-  }));
+  };
 }
 
 /** Problems of `mask` against a golden answer: bit count and every unambiguous position. */

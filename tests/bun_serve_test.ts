@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
-import { goldenCases, goldenProblems, postPrune } from "./_server.ts";
+import { goldenCase, goldenProblems, postPrune } from "./_server.ts";
 
 const root = new URL("../", import.meta.url);
 const bun = new URL("node_modules/.bin/bun", root).pathname;
@@ -36,7 +36,7 @@ Deno.test({
       reader.releaseLock();
       child.stdout.cancel().catch(() => {});
       for (const name of ["zpruner-layer-f32-512x1536", "zpruner-2of4-f16", "wanda-row-bf16"]) {
-        const g = goldenCases().find((c) => c.name === name)!;
+        const g = goldenCase(name);
         const res = await postPrune(url, g.request);
         assert.equal(res.status, 200, name);
         const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;

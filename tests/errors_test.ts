@@ -7,7 +7,7 @@ import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { goldenCases, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
+import { goldenCase, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
 
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const layer = (over: Record<string, unknown> = {}) => ({
@@ -39,7 +39,7 @@ async function expectError(res: Response, status: number, code: string, messageI
 async function assertStillHealthy(server: TestServer): Promise<void> {
   const h = await fetch(`${server.url}/healthz`);
   assert.deepEqual(await h.json(), { status: "ok", backend: "cpu" });
-  const g = goldenCases().find((c) => c.name === "zpruner-layer-f16")!;
+  const g = goldenCase("zpruner-layer-f16");
   const res = await postPrune(server.url, g.request);
   assert.equal(res.status, 200);
   const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;

@@ -12,7 +12,7 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { encode } from "../prune/decode.ts";
 import { rng } from "./_random.ts";
-import { goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
+import { goldenCase, goldenProblems, postPrune, startServer } from "./_server.ts";
 
 /** The codes a malformed body may be answered with (API.md, Errors). */
 const CONTRACT_4XX = [
@@ -44,7 +44,7 @@ interface Case {
 type Json = Record<string, unknown>;
 const clone = <T>(v: T): T => structuredClone(v);
 
-const tiny = goldenCases().find((g) => g.name === "tiny-zpruner-layer-f32")!;
+const tiny = goldenCase("tiny-zpruner-layer-f32");
 assert.ok(tiny, "the tiny golden fixture is present");
 /** The tiny golden request, with every optional field present so the wrong-type walk reaches them too. */
 function baseRequest(): Json {
@@ -752,7 +752,7 @@ Deno.test("fuzz: thousands of malformed bodies all answered 4xx with a contract 
     assert.doesNotMatch(metrics, /status="5\d\d"/);
     assert.deepEqual(await (await fetch(`${server.url}/healthz`)).json(), { status: "ok", backend: "cpu" });
     for (const name of ["tiny-zpruner-layer-f32", "zpruner-layer-f16"]) {
-      const g = goldenCases().find((x) => x.name === name)!;
+      const g = goldenCase(name);
       const res = await postPrune(server.url, g.request);
       assert.equal(res.status, 200, name);
       const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;

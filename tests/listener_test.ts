@@ -9,7 +9,7 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { rng } from "./_random.ts";
-import { goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
+import { goldenCase, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DENO = new URL("node_modules/.bin/deno", ROOT).pathname;
@@ -35,7 +35,7 @@ const popcount = (mask: Uint8Array, n: number) => {
 };
 
 async function assertGoldenExact(url: string, name = "zpruner-layer-f16"): Promise<void> {
-  const g = goldenCases().find((c) => c.name === name)!;
+  const g = goldenCase(name);
   const res = await postPrune(url, g.request);
   assert.equal(res.status, 200, name);
   const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
@@ -105,7 +105,7 @@ async function disconnectMidComputation(rows: number, cols: number): Promise<voi
     // under Deno (bounded by ZPRUNE_DEADLINE_MS); Bun notices at any size. README, "Known limitations".
     await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...big]));
     await entered; // the server is computing the first layer
-    const g = goldenCases().find((c) => c.name === "zpruner-layer-f16")!;
+    const g = goldenCase("zpruner-layer-f16");
     const queued = postPrune(server.url, g.request);
     conn.close();
     const res = await queued;
@@ -154,7 +154,7 @@ Deno.test("CORS: with corsOrigins a preflight and a POST get the origin and expo
     assert.match(allowHeaders, /\bcontent-type\b/);
     assert.match(allowHeaders, /\bauthorization\b/);
 
-    const g = goldenCases().find((c) => c.name === "tiny-zpruner-layer-f32")!;
+    const g = goldenCase("tiny-zpruner-layer-f32");
     const post = await postPrune(on.url, g.request, { origin });
     assert.equal(post.status, 200);
     await post.body?.cancel();

@@ -7,7 +7,7 @@ import type { InfoResponse, PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
+import { goldenCase, goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
 
 async function prune(url: string, body: unknown): Promise<PruneResponse> {
@@ -44,7 +44,7 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     const reqSchema = doc.components.schemas.PruneRequest;
     assert.deepEqual(reqSchema.required, ["layers"]);
     assert.deepEqual(reqSchema.properties.method.anyOf[0].enum, ["zpruner", "wanda", "ria", "magnitude"]);
-    const g = goldenCases().find((c) => c.name === "tiny-zpruner-layer-f32")!;
+    const g = goldenCase("tiny-zpruner-layer-f32");
     await (await postPrune(server.url, g.request)).arrayBuffer();
     const text = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(text, /^# TYPE zprune_requests_total counter$/m);
