@@ -32,13 +32,13 @@ export class Counter {
   }
 }
 
-/** A value read on demand from a callback: a gauge, or a counter that its owner keeps (it must never go down). */
-export class Gauge {
+/** A value read from a callback at render time: a gauge, or a counter that its owner keeps (it never goes down). */
+export class Observed {
   constructor(
     readonly name: string,
     readonly help: string,
     readonly read: () => number,
-    readonly type: "gauge" | "counter" = "gauge",
+    readonly type: "gauge" | "counter",
   ) {}
   render(): string {
     return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`, `${this.name} ${this.read()}`]
@@ -85,11 +85,16 @@ export class Metrics {
   readonly bytesOut = new Counter("zprune_bytes_out_total", "Response body bytes sent.");
   readonly computeSeconds = new Counter("zprune_compute_seconds_total", "Seconds spent in the compute backend.");
   readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.");
-  #gauges: Gauge[] = [];
+  #observed: Observed[] = [];
 
-  /** Adds a gauge read at render time (queue depth, in-flight requests), or a counter kept elsewhere. */
-  gauge(name: string, help: string, read: () => number, type: "gauge" | "counter" = "gauge"): void {
-    this.#gauges.push(new Gauge(name, help, read, type));
+  /** Adds a gauge read at render time (queue depth, in-flight requests). */
+  gauge(name: string, help: string, read: () => number): void {
+    this.#observed.push(new Observed(name, help, read, "gauge"));
+  }
+
+  /** Adds a counter that its owner keeps and `read` returns at render time (e.g. a backend's restarts). */
+  counterOf(name: string, help: string, read: () => number): void {
+    this.#observed.push(new Observed(name, help, read, "counter"));
   }
 
   /** The whole exposition, as `GET /metrics` serves it. */
@@ -102,6 +107,6 @@ export class Metrics {
       this.computeSeconds,
       this.layers,
     ];
-    return [...parts, ...this.#gauges].map((m) => m.render()).join("\n") + "\n";
+    return [...parts, ...this.#observed].map((m) => m.render()).join("\n") + "\n";
   }
 }

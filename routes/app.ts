@@ -69,11 +69,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { backend } = deps;
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
   // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
-  metrics.gauge(
+  metrics.counterOf(
     "zprune_backend_restarts_total",
     "Compute workers or devices discarded after a failure (the backend starts fresh ones).",
     () => backend.restarts,
-    "counter",
   );
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
   metrics.gauge(
