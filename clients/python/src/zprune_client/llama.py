@@ -241,7 +241,8 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     state: Dict[str, torch.Tensor] = {}
     for name in files:
         for key, arr in load_safetensors(os.path.join(model_dir, name)).items():
-            state[key] = torch.from_numpy(np.array(arr)).to(dtype)
+            # load_safetensors returns writable arrays of their own, so torch can share them without a copy.
+            state[key] = torch.from_numpy(arr).to(dtype)
     if cfg.tie_word_embeddings and "lm_head.weight" not in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model = LlamaForCausalLM(cfg).to(dtype)
