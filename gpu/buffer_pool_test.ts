@@ -3,6 +3,8 @@ import { BufferPool, poolSize } from "./buffer_pool.ts";
 
 const adapter = await navigator.gpu?.requestAdapter();
 const device = adapter ? await adapter.requestDevice() : null;
+// Release the device before the runtime tears the module down, rather than leave it to the exit path.
+globalThis.addEventListener("unload", () => device?.destroy());
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
 
 Deno.test("poolSize() rounds up to 256 bytes", () => {

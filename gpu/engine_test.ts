@@ -19,6 +19,8 @@ Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks
 });
 
 const engine = await GpuEngine.create({ allowFallback: true });
+// Release the device before the runtime tears the module down, rather than leave it to the exit path.
+globalThis.addEventListener("unload", () => engine?.destroy());
 
 Deno.test({
   name: "GpuEngine.prune() profiles every stage it runs, by timestamps or by wall clock",

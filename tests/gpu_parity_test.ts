@@ -598,3 +598,34 @@ Deno.test({
     }
   },
 });
+
+// Last in the module: the backends are closed here, awaited, so that each worker destroys its device before the
+// runtime exits (the unload handler above cannot wait, and covers only runs that filter this test out).
+Deno.test({
+  name: "webgpu: close() after the runs above lets each worker release its device; later layers are refused",
+  ignore,
+  async fn() {
+    const layer: LayerJob = {
+      name: "after-close",
+      rows: 2,
+      cols: 8,
+      dtype: "f32",
+      weight: new Uint8Array(new Float32Array(16).fill(1).buffer),
+      actNormSq: null,
+    };
+    const params: PruneParams = {
+      method: "magnitude",
+      pattern: { kind: "layer", sparsity: 0.5 },
+      exponent: 1,
+      returnWeight: false,
+      returnScore: false,
+    };
+    for (const backend of [gpu!, tiled!, small!]) {
+      await backend.close();
+      await assert.rejects(
+        backend.prune(params, copyLayer(layer)),
+        (e: unknown) => e instanceof ZpruneError && e.code === "unavailable",
+      );
+    }
+  },
+});
