@@ -40,6 +40,8 @@ fn safe_div(x: f32, d: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let block = wid.x + wid.y * nwg.x;
+  // A grid spread over x and y may hold a few padding workgroups past the last block: they own no `part` slot.
+  if (block >= p.count / 16384u + u32(p.count % 16384u != 0u)) { return; } // uniform: per workgroup
   let mean_r = scalars[0];
   let mean_c = scalars[1];
   let thr = scalars[2];

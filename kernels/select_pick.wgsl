@@ -41,10 +41,12 @@ fn main(@builtin(local_invocation_index) t: u32) {
     scan[t] += add;
   }
   workgroupBarrier();
+  // workgroupBarrier orders only workgroup memory; storageBarrier also completes every thread's read of `state`
+  // above before the single writer below stores to it (a compiler may otherwise sink that load past the scan).
+  storageBarrier();
   let incl = scan[t];
   var excl = incl - run;
-  // Exactly one run holds the wanted rank when 1 <= want <= matching keys; every thread read `want` above, before
-  // the barriers, so the single writer cannot race a reader.
+  // Exactly one run holds the wanted rank when 1 <= want <= matching keys.
   if (excl < want && want <= incl) {
     for (var d = 0u; d < per; d++) {
       let h = hist[base + d0 + d];

@@ -30,6 +30,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   if (state[1] == state[2]) { return; } // uniform: every thread reads the same word of a read-only buffer
   let block = wid.x + wid.y * nwg.x;
+  // A grid spread over x and y may hold a few padding workgroups past the last block: they own no `ties` slot.
+  if (block >= p.count / 8192u + u32(p.count % 8192u != 0u)) { return; } // uniform: per workgroup
   if (t == 0u) { atomicStore(&local_count, 0u); }
   workgroupBarrier();
   let thr = state[0];
