@@ -25,7 +25,7 @@ import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { Job, type StageRecorder, type StageTimes } from "./_job.ts";
 
 export type { StageTimes } from "./_job.ts";
-import { flattenWorkgroups, type KernelDef, packUniforms } from "./kernel.ts";
+import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
 import { apply } from "./kernels/apply.ts";
 import { centred } from "./kernels/centred.ts";
 import { colReduce } from "./kernels/col_reduce.ts";
@@ -209,7 +209,7 @@ export class GpuEngine {
           buffer: { type: kind === "uniform" ? "uniform" : kind === "rw" ? "storage" : "read-only-storage" },
         })),
       });
-      const module = this.device.createShaderModule({ label: k.name, code: k.source });
+      const module = this.device.createShaderModule({ label: k.name, code: kernelCode(k) });
       const pipeline = this.device.createComputePipeline({
         label: k.name,
         layout: this.device.createPipelineLayout({ label: `${k.name}.pipeline-layout`, bindGroupLayouts: [layout] }),

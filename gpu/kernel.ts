@@ -19,6 +19,8 @@ export interface KernelDef<U extends string = string> {
   readonly name: string;
   /** WGSL source; the entry point is `main`. */
   readonly source: string;
+  /** WGSL libraries (kernels/lib/*.wgsl) the source calls, appended to it when compiled (WGSL has no imports). */
+  readonly libs?: readonly string[];
   readonly bindings: readonly BindingKind[];
   /** The `Params` struct of the kernel, field by field (padded by the runner to a multiple of 16 bytes). */
   readonly uniforms: readonly (readonly [U, "u32" | "f32"])[];
@@ -29,6 +31,11 @@ export interface KernelDef<U extends string = string> {
 /** Declares a kernel descriptor (identity function that checks the shape at compile time). */
 export function defineKernel<U extends string>(def: KernelDef<U>): KernelDef<U> {
   return def;
+}
+
+/** The WGSL a kernel compiles from: its source followed by the libraries it uses. */
+export function kernelCode(def: KernelDef): string {
+  return [def.source, ...(def.libs ?? [])].join("\n");
 }
 
 /** Packs uniform values into the kernel's `Params` layout (4 bytes per field, size rounded up to 16). */

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { defineKernel, flattenWorkgroups, MAX_WORKGROUPS_PER_DIM, packUniforms } from "./kernel.ts";
+import {
+  defineKernel,
+  flattenWorkgroups,
+  kernelCode,
+  type KernelDef,
+  MAX_WORKGROUPS_PER_DIM,
+  packUniforms,
+} from "./kernel.ts";
 import { score } from "./kernels/score.ts";
 import { decode } from "./kernels/decode.ts";
 
@@ -36,4 +43,59 @@ Deno.test("flattenWorkgroups() keeps each dimension within the limit and covers 
     assert.ok(x <= MAX_WORKGROUPS_PER_DIM && y <= MAX_WORKGROUPS_PER_DIM);
     assert.ok(x * y >= n, `${x} * ${y} < ${n}`);
   }
+});
+
+/** Every kernel file's name, from kernels/ (libraries under kernels/lib are not kernels). */
+const KERNEL_NAMES = [...Deno.readDirSync(new URL("../kernels/", import.meta.url))]
+  .filter((e) => e.isFile && e.name.endsWith(".wgsl"))
+  .map((e) => e.name.slice(0, -".wgsl".length))
+  .sort();
+
+/** The descriptor exported by gpu/kernels/NAME.ts, found by its name (the module may export constants beside it). */
+async function descriptorOf(name: string): Promise<KernelDef> {
+  const defs = Object.values(await import(`./kernels/${name}.ts`))
+    .filter((v): v is KernelDef => typeof v === "object" && v !== null && "source" in v && "bindings" in v);
+  assert.deepEqual(defs.map((d) => d.name), [name], `gpu/kernels/${name}.ts exports one descriptor, named ${name}`);
+  return defs[0]!;
+}
+
+Deno.test("every kernel's descriptor declares the bindings and uniforms its WGSL declares, in order", async () => {
+  assert.ok(KERNEL_NAMES.length >= 16, `${KERNEL_NAMES.length} kernels found`);
+  const kind = { "storage, read": "read", "storage, read_write": "rw", "uniform": "uniform" } as const;
+  for (const name of KERNEL_NAMES) {
+    const def = await descriptorOf(name);
+    const code = kernelCode(def);
+    // Bindings: `@group(0) @binding(i) var<storage, read> ...`, numbered 0.. in order, the uniform block last.
+    const bindings = [...code.matchAll(/@group\(0\) @binding\((\d+)\) var<([^>]+)>/g)];
+    assert.deepEqual(bindings.map((m) => Number(m[1])), bindings.map((_, i) => i), `${name}: binding numbers`);
+    assert.deepEqual(bindings.map((m) => kind[m[2] as keyof typeof kind]), [...def.bindings], `${name}: bindings`);
+    // Uniforms: the fields of `struct Params`, padding fields (`_pad...`) left out.
+    const struct = code.match(/struct Params \{([^}]*)\}/)?.[1] ?? "";
+    const fields = [...struct.matchAll(/^\s*(\w+): (u32|f32),/gm)].map((m) => [m[1], m[2]]);
+    assert.deepEqual(fields.filter(([f]) => !f!.startsWith("_pad")), def.uniforms.map(([f, t]) => [f, t]), name);
+  }
+});
+
+Deno.test("each WGSL library a kernel calls is appended once, and none it does not call", () => {
+  const libs = [...Deno.readDirSync(new URL("../kernels/lib/", import.meta.url))].map((e) => e.name).sort();
+  assert.deepEqual(libs, ["lowest_set_bits.wgsl", "scan_256.wgsl"]);
+  const fnsOf = (wgsl: string) => [...wgsl.matchAll(/^fn (\w+)\(/gm)].map((m) => m[1]!);
+  return Promise.all(KERNEL_NAMES.map(async (name) => {
+    const def = await descriptorOf(name);
+    for (const lib of def.libs ?? []) {
+      const fns = fnsOf(lib);
+      assert.ok(fns.some((f) => new RegExp(`\\b${f}\\(`).test(def.source)), `${name} appends a library it never calls`);
+    }
+    // Every function called in the kernel is defined exactly once in what it compiles (built-ins aside).
+    const defined = fnsOf(kernelCode(def));
+    assert.equal(new Set(defined).size, defined.length, `${name}: a function defined twice`);
+    for (const lib of libs) {
+      const text = Deno.readTextFileSync(new URL(`../kernels/lib/${lib}`, import.meta.url));
+      for (const f of fnsOf(text)) {
+        if (new RegExp(`\\b${f}\\(`).test(def.source)) {
+          assert.ok(defined.includes(f), `${name} calls ${f} of lib/${lib}`);
+        }
+      }
+    }
+  })).then(() => undefined);
 });

@@ -13,6 +13,7 @@
 // Dispatch: ceil(count / 8192) workgroups of 256, flattened over x and y (the same blocks as tie_count).
 // Numerics: exact integer logic. Tile buffers are allocated in multiples of 256 bytes, so the vec4 reads past
 //   `count` stay inside the binding; those keys are ignored.
+// Uses: lib/scan_256.wgsl (`scan_inclusive`) and lib/lowest_set_bits.wgsl, appended by the descriptor.
 
 struct Params {
   count: u32, // keys in this tile
@@ -26,20 +27,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> ties: array<u32>;
 @group(0) @binding(3) var<storage, read_write> mask: array<atomic<u32>>;
 @group(0) @binding(4) var<uniform> p: Params;
-
-var<workgroup> scan: array<u32, 256>;
-
-// The lowest `n` set bits of `x`.
-fn lowest_set_bits(x: u32, n: u32) -> u32 {
-  var rest = x;
-  var out = 0u;
-  for (var q = 0u; q < n && rest != 0u; q++) {
-    let lsb = rest & (~rest + 1u);
-    out |= lsb;
-    rest ^= lsb;
-  }
-  return out;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -63,18 +50,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
   }
   let tc = countOneBits(tw);
-  scan[t] = tc;
-  for (var off = 1u; off < 256u; off <<= 1u) {
-    workgroupBarrier();
-    var add = 0u;
-    if (t >= off) { add = scan[t - off]; }
-    workgroupBarrier();
-    scan[t] += add;
-  }
-  workgroupBarrier();
+  let incl = scan_inclusive(t, tc);
   var take = tc;
   if (want != state[2]) {
-    let rank0 = ties[p.block0 + block] + scan[t] - tc; // ties before this word
+    let rank0 = ties[p.block0 + block] + incl - tc; // ties before this word
     take = select(0u, min(want - rank0, tc), want > rank0);
   }
   let bits = below | lowest_set_bits(tw, take);

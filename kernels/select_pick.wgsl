@@ -9,6 +9,7 @@
 // Thread: a run of bins / 256 consecutive digits (8 or 4). Dispatch: exactly one workgroup of 256.
 // Numerics: exact; an inclusive Hillis-Steele scan of the 256 run totals, then a walk inside the one run that holds
 //   the wanted rank.
+// Uses: lib/scan_256.wgsl (`scan_inclusive`), appended by the descriptor.
 
 struct Params {
   pass_index: u32,
@@ -22,8 +23,6 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 const MAX_BINS: u32 = 2048u;
-var<workgroup> scan: array<u32, 256>;
-
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
   let want = state[1];
@@ -32,19 +31,10 @@ fn main(@builtin(local_invocation_index) t: u32) {
   let base = p.pass_index * MAX_BINS;
   var run = 0u;
   for (var d = 0u; d < per; d++) { run += hist[base + d0 + d]; }
-  scan[t] = run;
-  for (var off = 1u; off < 256u; off <<= 1u) {
-    workgroupBarrier();
-    var add = 0u;
-    if (t >= off) { add = scan[t - off]; }
-    workgroupBarrier();
-    scan[t] += add;
-  }
-  workgroupBarrier();
+  let incl = scan_inclusive(t, run);
   // workgroupBarrier orders only workgroup memory; storageBarrier also completes every thread's read of `state`
   // above before the single writer below stores to it (a compiler may otherwise sink that load past the scan).
   storageBarrier();
-  let incl = scan[t];
   var excl = incl - run;
   // Exactly one run holds the wanted rank when 1 <= want <= matching keys.
   if (excl < want && want <= incl) {

@@ -13,6 +13,7 @@
 //   row does not start on a 32-bit boundary.
 // Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0.
 // Numerics: exact integer logic.
+// Uses: lib/scan_256.wgsl (`scan`, `scan_inclusive`) and lib/lowest_set_bits.wgsl, appended by the descriptor.
 
 struct Params {
   rows: u32, // rows in this tile
@@ -27,33 +28,8 @@ struct Params {
 
 const BINS: u32 = 2048u; // the widest digit: 11 bits
 var<workgroup> hist: array<atomic<u32>, BINS>;
-var<workgroup> scan: array<u32, 256>;
 var<workgroup> sel: array<u32, 2>; // [prefix, want]
 var<workgroup> ties_before: u32;
-
-// The lowest `n` set bits of `x`.
-fn lowest_set_bits(x: u32, n: u32) -> u32 {
-  var rest = x;
-  var out = 0u;
-  for (var q = 0u; q < n && rest != 0u; q++) {
-    let lsb = rest & (~rest + 1u);
-    out |= lsb;
-    rest ^= lsb;
-  }
-  return out;
-}
-
-// Inclusive scan of scan[0..256) in place; every invocation of the workgroup must call it.
-fn scan_inclusive(t: u32) {
-  for (var off = 1u; off < 256u; off <<= 1u) {
-    workgroupBarrier();
-    var add = 0u;
-    if (t >= off) { add = scan[t - off]; }
-    workgroupBarrier();
-    scan[t] += add;
-  }
-  workgroupBarrier();
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -84,10 +60,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     var h = 0u;
     for (var d = 0u; d < per; d++) { h += atomicLoad(&hist[t * per + d]); }
     let want = sel[1];
-    scan[t] = h;
-    scan_inclusive(t);
-    var excl = scan[t] - h;
-    if (excl < want && want <= scan[t]) {
+    let incl = scan_inclusive(t, h);
+    var excl = incl - h;
+    if (excl < want && want <= incl) {
       for (var d = 0u; d < per; d++) {
         let hd = atomicLoad(&hist[t * per + d]);
         if (want <= excl + hd) {
@@ -113,9 +88,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       tw |= select(0u, 1u << i, k == thr);
     }
     let tc = countOneBits(tw);
-    scan[t] = tc;
-    scan_inclusive(t);
-    let rank0 = ties_before + scan[t] - tc;
+    let incl = scan_inclusive(t, tc);
+    let rank0 = ties_before + incl - tc;
     var take = 0u;
     if (want > rank0) { take = min(want - rank0, tc); }
     let bits = below | lowest_set_bits(tw, take);

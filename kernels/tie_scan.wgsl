@@ -2,9 +2,10 @@
 // knows how many keys equal to T come before it in row-major order.
 //
 // Bindings: 0 ties: array<u32> (read_write), 1 state: array<u32> (read; [T, want, matching]), 2 params (uniform).
-// Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to scan.
+// Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to sum.
 // Thread: a contiguous run of ceil(blocks / 256) counts. Dispatch: exactly one workgroup of 256.
 // Numerics: exact (u32).
+// Uses: lib/scan_256.wgsl (`scan_inclusive`), appended by the descriptor.
 
 struct Params {
   blocks: u32,
@@ -17,8 +18,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> scan: array<u32, 256>;
-
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
   if (state[1] == state[2]) { return; }
@@ -27,16 +26,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
   let b1 = min(b0 + per, p.blocks);
   var sum = 0u;
   for (var b = b0; b < b1; b++) { sum += ties[b]; }
-  scan[t] = sum;
-  for (var off = 1u; off < 256u; off <<= 1u) {
-    workgroupBarrier();
-    var add = 0u;
-    if (t >= off) { add = scan[t - off]; }
-    workgroupBarrier();
-    scan[t] += add;
-  }
-  workgroupBarrier();
-  var run = scan[t] - sum; // exclusive prefix of this thread's run
+  var run = scan_inclusive(t, sum) - sum; // exclusive prefix of this thread's run
   for (var b = b0; b < b1; b++) {
     let c = ties[b];
     ties[b] = run;
