@@ -63,11 +63,12 @@ Deno.test("encodeRequest() sends typed arrays as bin, never as ext types", () =>
   assert.deepEqual(Array.from(new Float32Array(new Uint8Array(data).buffer)), [1.5, 2, 3]);
 });
 
-Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, even unaligned", () => {
+Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, even unaligned, ignoring tail bits", () => {
   for (const [dtype, size] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     const backing = new Uint8Array(1 + 10 * size).fill(0x3c);
     const w = backing.subarray(1); // odd offset: no typed-array view could be made on it
-    const mask = new Uint8Array([0b10000001, 0b00000010]); // elements 0, 7 and 9
+    // Elements 0, 7 and 9; bit 12 lies past the 10 elements (a mask's tail) and must be ignored.
+    const mask = new Uint8Array([0b10000001, 0b00010010]);
     assert.equal(applyMask(w, dtype, mask), 3);
     for (let i = 0; i < 10; i++) {
       const el = Array.from(w.subarray(i * size, (i + 1) * size));

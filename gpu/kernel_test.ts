@@ -69,10 +69,13 @@ Deno.test("every kernel's descriptor declares the bindings and uniforms its WGSL
     const bindings = [...code.matchAll(/@group\(0\) @binding\((\d+)\) var<([^>]+)>/g)];
     assert.deepEqual(bindings.map((m) => Number(m[1])), bindings.map((_, i) => i), `${name}: binding numbers`);
     assert.deepEqual(bindings.map((m) => kind[m[2] as keyof typeof kind]), [...def.bindings], `${name}: bindings`);
-    // Uniforms: the fields of `struct Params`, padding fields (`_pad...`) left out.
+    // Uniforms: the fields of `struct Params` in order, then only padding (`_pad...`): packUniforms packs the
+    // descriptor's fields without gaps, so a pad between two fields would shift every later one.
     const struct = code.match(/struct Params \{([^}]*)\}/)?.[1] ?? "";
-    const fields = [...struct.matchAll(/^\s*(\w+): (u32|f32),/gm)].map((m) => [m[1], m[2]]);
-    assert.deepEqual(fields.filter(([f]) => !f!.startsWith("_pad")), def.uniforms.map(([f, t]) => [f, t]), name);
+    const fields = [...struct.matchAll(/^\s*(\w+): (u32|f32),/gm)].map((m): [string, string] => [m[1]!, m[2]!]);
+    const uniforms = def.uniforms.map(([f, t]) => [f, t]);
+    assert.deepEqual(fields.slice(0, uniforms.length), uniforms, `${name}: uniforms`);
+    assert.ok(fields.slice(uniforms.length).every(([f]) => f.startsWith("_pad")), `${name}: only padding follows`);
   }
 });
 

@@ -113,7 +113,7 @@ function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[]
  * `allowFallback` is false; throws `ZpruneError("unavailable")` when an adapter exists but its device or kernels
  * fail. Call `close()` on shutdown to stop the worker and release the device.
  */
-export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<Backend | null> {
+export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<WebGpuBackend | null> {
   const first = await startWorker(opts);
   if (!first) return null;
   return new WebGpuBackend(first, opts);
@@ -131,6 +131,7 @@ export class WebGpuBackend implements Backend {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
   #closed = false;
+  #deviceReleased = false;
   #restarts = 0;
 
   constructor(first: Started, opts: WebGpuBackendOptions) {
@@ -167,6 +168,11 @@ export class WebGpuBackend implements Backend {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
+  /** Whether close() saw the worker confirm that it destroyed its device (it is terminated after 2 s regardless). */
+  get deviceReleased(): boolean {
+    return this.#deviceReleased;
+  }
+
   /** Stops the worker and releases the device; queued layers are answered `unavailable`. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -179,12 +185,12 @@ export class WebGpuBackend implements Backend {
     const w = this.#worker ?? await this.#starting?.catch(() => null) ?? null;
     this.#worker = null;
     if (!w) return;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 2000);
+    this.#deviceReleased = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 2000);
       w.onmessage = (e: MessageEvent<FromWorker>) => {
         if (e.data.type === "closed") {
           clearTimeout(t);
-          resolve();
+          resolve(true);
         }
       };
       w.postMessage({ type: "close" } satisfies ToWorker);

@@ -2,7 +2,7 @@
 // knows how many keys equal to T come before it in row-major order.
 //
 // Bindings: 0 ties: array<u32> (read_write), 1 state: array<u32> (read; [T, want, matching]), 2 params (uniform).
-// Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to sum.
+// Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to `ties`.
 // Thread: a contiguous run of ceil(blocks / 256) counts. Dispatch: exactly one workgroup of 256.
 // Numerics: exact (u32).
 // Uses: lib/scan_256.wgsl (`scan_inclusive`), appended by the descriptor.

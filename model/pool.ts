@@ -140,7 +140,9 @@ export class ForwardPool {
 
   /** Zeroes one linear layer's masked weights in every worker (a mask is 1/32 of the f32 weights it prunes). */
   async maskLinear(layer: number, name: LinearName, mask: Uint8Array): Promise<void> {
-    await Promise.all(this.#slots.map((s) => s.call("maskLinear", { layer, name, mask })));
+    // Posting a view clones its whole buffer (for a decoded response, every layer's mask): send a compact copy.
+    const own = mask.slice();
+    await Promise.all(this.#slots.map((s) => s.call("maskLinear", { layer, name, mask: own })));
   }
 
   /** Stops the workers. */

@@ -56,7 +56,8 @@ export interface SequentialResult {
 
 /**
  * Prunes every decoder block of `ckpt` in order, editing its tensors in place (so `writeCheckpoint` then writes the
- * pruned model) and the pool's weights alike. `calib` holds `windows` windows of `pool.seqLen` tokens.
+ * pruned model) and the pool's weights alike. `calib` holds `windows` windows of `pool.seqLen` tokens. The pool must
+ * hold `decodeWeights(ckpt)` (as `loadModel` gives both): its workers receive only the masks, not the pruned weights.
  */
 export async function pruneSequential(
   ckpt: Checkpoint,

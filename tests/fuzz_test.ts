@@ -45,7 +45,6 @@ type Json = Record<string, unknown>;
 const clone = <T>(v: T): T => structuredClone(v);
 
 const tiny = goldenCase("tiny-zpruner-layer-f32");
-assert.ok(tiny, "the tiny golden fixture is present");
 /** The tiny golden request, with every optional field present so the wrong-type walk reaches them too. */
 function baseRequest(): Json {
   const r = decodeMsgpack(tiny.request) as Json;
