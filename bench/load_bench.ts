@@ -7,6 +7,10 @@
  * the table into docs/PERFORMANCE.md under "## Load".
  *
  *   ./node_modules/.bin/deno run -A bench/load_bench.ts [--clients 16] [--requests 200] [--no-doc]
+ *
+ * `--backend webgpu` runs the server on the WebGPU backend instead (any adapter, lavapipe included), whose answers
+ * must equal the same CPU masks: an isolation check of the GPU worker's queue under concurrent load. It never writes
+ * the document (a software adapter's speed means nothing).
  */
 import { cpus } from "node:os";
 import {
@@ -32,7 +36,9 @@ const CLIENTS = opt("clients", 16);
 const PER_CLIENT = opt("requests", 200);
 const DISTINCT = opt("distinct", 96);
 const TIME_LIMIT_MS = opt("time-limit-s", 420) * 1000;
-const WRITE_DOC = !args.includes("--no-doc");
+const BACKEND = (args.includes("--backend") ? args[args.indexOf("--backend") + 1] : undefined) ?? "cpu";
+if (BACKEND !== "cpu" && BACKEND !== "webgpu") throw new Error(`--backend ${BACKEND}: expected cpu or webgpu`);
+const WRITE_DOC = !args.includes("--no-doc") && BACKEND === "cpu";
 
 // ---- requests and their expected answers -------------------------------------------------------------------
 
@@ -101,7 +107,7 @@ async function startServer(): Promise<{ url: string; pid: number; child: Deno.Ch
   const child = new Deno.Command(new URL("node_modules/.bin/deno", ROOT).pathname, {
     args: ["run", "-A", "main.ts"],
     cwd: ROOT.pathname,
-    env: { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: "cpu", ZPRUNE_LOG: "0", ZPRUNE_TOKEN: "" },
+    env: { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: BACKEND, ZPRUNE_LOG: "0", ZPRUNE_TOKEN: "" },
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -154,6 +160,7 @@ interface Tally {
 
 function check(spec: Spec, bytes: Uint8Array): string | null {
   const body = decodeMsgpack(bytes) as PruneResponse;
+  if (body.backend !== BACKEND) return `answered by the ${body.backend} backend, expected ${BACKEND}`;
   if (body.layers.length !== spec.layers.length) return `${body.layers.length} layers, expected ${spec.layers.length}`;
   for (let i = 0; i < spec.layers.length; i++) {
     const got = body.layers[i]!, want = spec.layers[i]!;
@@ -246,7 +253,9 @@ const summary = {
     Math.round(Deno.systemMemoryInfo().total / 2 ** 30)
   } GiB`,
   deno: Deno.version.deno,
-  server: "main.ts subprocess, CPU backend, default settings (ZPRUNE_CONCURRENCY=2, one worker per core), log off",
+  server: BACKEND === "cpu"
+    ? "main.ts subprocess, CPU backend, default settings (ZPRUNE_CONCURRENCY=2, one worker per core), log off"
+    : "main.ts subprocess, WebGPU backend (ZPRUNE_BACKEND=webgpu), default settings otherwise, log off",
   clients: CLIENTS,
   requestsPerClient: PER_CLIENT,
   requests: total,
