@@ -131,6 +131,7 @@ export class WebGpuBackend implements Backend {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextId = 1;
   #closed = false;
+  #exactPathLayers = 0;
   #deviceReleased = false;
   #restarts = 0;
 
@@ -166,6 +167,11 @@ export class WebGpuBackend implements Backend {
   /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
   simulateDeviceLoss(): void {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
+  }
+
+  /** Layers the worker computed on the exact CPU path (values outside float32's range), since creation. */
+  get exactPathLayers(): number {
+    return this.#exactPathLayers;
   }
 
   /** Whether close() saw the worker confirm that it destroyed its device (it is terminated after 2 s regardless). */
@@ -215,6 +221,7 @@ export class WebGpuBackend implements Backend {
     clearTimeout(this.#timer);
     this.#inFlight = null;
     if (msg.type === "done") {
+      if (msg.exactPath) this.#exactPathLayers++;
       this.#settle(job, null, msg.output);
     } else {
       this.#settle(job, new ZpruneError(msg.code, msg.message));

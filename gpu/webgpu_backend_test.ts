@@ -7,6 +7,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createWebGpuBackend, WebGpuBackend } from "./webgpu_backend.ts";
 import { GpuEngine } from "./engine.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -152,6 +153,27 @@ Deno.test({
       const own = ramp(2, 3);
       await b.prune(PARAMS, own);
       assert.equal(own.weight.byteLength, 0, "a whole buffer is moved to the worker, not copied");
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a layer outside float32's range is answered exactly and counted in exactPathLayers; others are not",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    try {
+      // One subnormal f32 weight (a GPU may flush it to zero): the worker computes the layer on the CPU path.
+      const extreme = ramp(8, 16);
+      new Float32Array(extreme.weight.buffer)[37] = 1e-40;
+      const ref = await pruneLayer(PARAMS, { ...extreme, weight: extreme.weight.slice() });
+      const out = await b.prune(PARAMS, extreme);
+      assert.deepEqual(out.mask, ref.mask);
+      assert.equal(b.exactPathLayers, 1);
+      assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(8, 16))).mask, 128));
+      assert.equal(b.exactPathLayers, 1, "an ordinary layer stays on the GPU");
     } finally {
       await b.close();
     }

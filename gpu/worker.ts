@@ -42,8 +42,9 @@ async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
 async function prune(msg: Extract<ToWorker, { type: "prune" }>): Promise<void> {
   try {
     if (!engine) throw new Error("WebGPU engine not initialised");
+    const before = engine.exactFallbacks;
     const { output } = await engine.prune(msg.params, msg.layer);
-    post({ type: "done", id: msg.id, output }, outputTransfer(output));
+    post({ type: "done", id: msg.id, output, exactPath: engine.exactFallbacks > before }, outputTransfer(output));
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     post({

@@ -103,6 +103,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   return {
     kind: "cpu",
     device: cpuDescription(),
+    exactPathLayers: 0,
     prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
       if (threads === 0 || layer.rows * layer.cols < parallelMin) return pruneLayer(params, layer);
       return pruneLayerWith(executor(), params, layer, signal);

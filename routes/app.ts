@@ -74,6 +74,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     "Compute workers or devices discarded after a failure (the backend starts fresh ones).",
     () => backend.restarts,
   );
+  metrics.counterOf(
+    "zprune_exact_path_layers_total",
+    "Layers the WebGPU backend computed on the exact CPU path (values outside float32's range; slower, same answer).",
+    () => backend.exactPathLayers,
+  );
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
   metrics.gauge(
     "zprune_memory_in_use_bytes",

@@ -88,6 +88,9 @@ export function withPrune(inner: Backend, prune: Backend["prune"]): Backend {
     get restarts() {
       return inner.restarts;
     },
+    get exactPathLayers() {
+      return inner.exactPathLayers;
+    },
     prune,
     close: () => inner.close(),
   };

@@ -7,7 +7,7 @@ import type { InfoResponse, PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { goldenCase, goldenCases, goldenProblems, postPrune, startServer } from "./_server.ts";
+import { goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
 
 async function prune(url: string, body: unknown): Promise<PruneResponse> {
@@ -55,9 +55,28 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     assert.match(text, /^zprune_compute_seconds_total [0-9.e-]+$/m);
     assert.match(text, /^zprune_queue_depth 0$/m);
     assert.match(text, /^zprune_backend_restarts_total 0$/m);
+    assert.match(text, /^# TYPE zprune_exact_path_layers_total counter$/m);
+    assert.match(text, /^zprune_exact_path_layers_total 0$/m);
   } finally {
     await server.close();
     await backend.close();
+  }
+});
+
+Deno.test("/metrics reads the backend's count of layers on the exact CPU path each time it renders", async () => {
+  const inner = createCpuBackend({ threads: 0 });
+  let exact = 0;
+  const backend = { ...withPrune(inner, (p, l, s) => inner.prune(p, l, s)), exactPathLayers: 0 };
+  Object.defineProperty(backend, "exactPathLayers", { get: () => exact });
+  const server = await startServer({ backend });
+  try {
+    const read = async () => (await (await fetch(`${server.url}/metrics`)).text());
+    assert.match(await read(), /^zprune_exact_path_layers_total 0$/m);
+    exact = 3;
+    assert.match(await read(), /^zprune_exact_path_layers_total 3$/m);
+  } finally {
+    await server.close();
+    await inner.close();
   }
 });
 
