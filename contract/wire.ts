@@ -3,13 +3,34 @@
  * no extension types. Typed arrays are sent as `bin` views of their bytes (msgpackr would otherwise tag them
  * with an extension type). Decoded `bin` values are views into the body, not copies.
  */
-import { Packr, Unpackr } from "msgpackr";
+import { addExtension, Packr, Unpackr } from "msgpackr";
 import { ZpruneError } from "./errors.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+// msgpackr decodes its record extension (fixext type 0x72) whatever the options, into plain objects that
+// `foreignValue` cannot tell apart: the unpacker gets a structures table of its own, where a record definition
+// leaves an entry that `decodeMsgpack` refuses (and clears).
+const structures: object[] = [];
+/** Ids of the records defined in `structures`: integer keys, negative for two-byte definitions (msgpackr also keeps
+ * bookkeeping properties such as `sharedLength` on the array). */
+const recordIds = () => Object.keys(structures).filter((k) => /^-?\d+$/.test(k));
 // structuredClone: false makes msgpackr refuse its id/pointer extensions (0x69, 0x70), which otherwise decode to
 // the plain value they wrap and so would slip an extension type past `foreignValue`.
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number", structuredClone: false });
+const unpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  int64AsType: "number",
+  structuredClone: false,
+  structures,
+});
+// Bundled strings (extension 0x62) decode to plain strings too; no zprune message uses them, so refuse them at
+// the extension (msgpackr's extension table is per process, and nothing here sends them either).
+addExtension({
+  type: 0x62,
+  unpack() {
+    throw new Error("bundled strings (extension 0x62) are not plain msgpack");
+  },
+});
 
 /** Replaces every typed array that is not a Uint8Array by a Uint8Array view of the same bytes (no copy). */
 function binViews(value: unknown): unknown {
@@ -46,12 +67,16 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
   let value: unknown;
   try {
     value = unpackr.unpack(bytes);
+    if (recordIds().length > 0) throw new Error("a record definition (extension 0x72)");
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     const why = msg.startsWith("Data read, but end of buffer not reached")
       ? "trailing bytes after the first value"
       : msg.split("\n")[0]!.slice(0, 120);
     throw new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`, { cause: err });
+  } finally {
+    for (const k of recordIds()) delete (structures as unknown as Record<string, unknown>)[k];
+    structures.length = 0;
   }
   const bad = foreignValue(value, "", bytes.buffer);
   if (bad !== null) {

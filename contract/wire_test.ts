@@ -48,3 +48,21 @@ Deno.test("decodeMsgpack() keeps __proto__ keys from touching prototypes", () =>
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
   assert.equal(Object.getPrototypeOf(v), Object.prototype);
 });
+
+Deno.test("decodeMsgpack() refuses well-formed msgpackr records and bundled strings, and still reads ints 64-127", async () => {
+  const { Packr } = await import("msgpackr");
+  const v = { method: "magnitude", layers: [{ name: "a", n: 70 }, { name: "b", n: 71 }] };
+  const isBad = (e: unknown) => e instanceof ZpruneError && e.code === "bad_msgpack";
+  const records = new Packr({ useRecords: true }).pack(v);
+  assert.equal(records[1], 0x72, "the sample defines a record");
+  assert.throws(() => decodeMsgpack(records), isBad);
+  // Two-byte record ids (0xd5 0x72), which msgpackr keys by negative numbers.
+  const many = new Packr({ useRecords: true, maxOwnStructures: 200 }).pack(
+    Array.from({ length: 80 }, (_, i) => ({ [`k${i}`]: i })),
+  );
+  assert.throws(() => decodeMsgpack(many), isBad);
+  assert.throws(() => decodeMsgpack(new Packr({ useRecords: false, bundleStrings: true }).pack(v)), isBad);
+  // After a refusal, plain bodies decode as before: fixints 0x40-0x7f are numbers, not record references.
+  assert.deepEqual(decodeMsgpack(encodeMsgpack(v)), v);
+  assert.deepEqual(decodeMsgpack(new Uint8Array([0x93, 0x40, 0x72, 0x7f])), [64, 114, 127]);
+});
