@@ -58,12 +58,22 @@ export const LayerRequestSchema = z.object({
 /** One layer of a request. */
 export type LayerRequest = z.infer<typeof LayerRequestSchema>;
 
+/** `sparsity` where it counts: "layer" and "row". */
+const SparsitySchema = z.number().min(0).lt(1);
+
 /** The body of `POST /v1/prune`. */
 export const PruneRequestSchema = z.object({
   method: z.enum(METHODS).nullish().transform((m) => m ?? "zpruner"),
   pattern: z.string().regex(PATTERN_RE, 'expected "layer", "row" or "N:M" such as "2:4"').nullish()
     .transform((p) => p ?? "layer"),
-  sparsity: z.number().min(0).lt(1).nullish(),
+  // API.md: "required for "layer" and "row"; ignored for N:M", so it is checked (below) only for those two; the
+  // metadata documents it as the number it must be there.
+  sparsity: z.unknown().optional().meta({
+    type: "number",
+    minimum: 0,
+    exclusiveMaximum: 1,
+    description: 'required for "layer" and "row"; ignored for N:M',
+  }),
   options: z.object({
     exponent: z.number().finite().min(0).max(64).nullish(),
     dataFree: z.boolean().nullish(),
@@ -71,19 +81,30 @@ export const PruneRequestSchema = z.object({
   return: z.array(z.enum(RETURNS)).max(3).nullish().transform((r) => r ?? ["mask"]),
   layers: z.array(LayerRequestSchema).min(1).max(4096),
 }).superRefine((req, ctx) => {
-  if ((req.pattern === "layer" || req.pattern === "row") && (req.sparsity === undefined || req.sparsity === null)) {
-    ctx.addIssue({ code: "custom", path: ["sparsity"], message: `required for pattern "${req.pattern}"` });
+  if (req.pattern === "layer" || req.pattern === "row") {
+    if (req.sparsity === undefined || req.sparsity === null) {
+      ctx.addIssue({ code: "custom", path: ["sparsity"], message: `required for pattern "${req.pattern}"` });
+    } else {
+      const r = SparsitySchema.safeParse(req.sparsity);
+      for (const issue of r.error?.issues ?? []) {
+        ctx.addIssue({ code: "custom", path: ["sparsity"], message: issue.message, input: req.sparsity });
+      }
+    }
   }
   const nm = PATTERN_RE.exec(req.pattern);
   if (nm?.[2] !== undefined) {
     const n = Number(nm[2]), m = Number(nm[3]);
     if (!(n > 0 && n < m)) ctx.addIssue({ code: "custom", path: ["pattern"], message: "N:M needs 0 < N < M" });
   }
-});
+}).transform(({ sparsity, ...req }) => ({
+  ...req,
+  /** The validated sparsity of "layer" and "row"; undefined for N:M, whatever was sent. */
+  sparsity: req.pattern === "layer" || req.pattern === "row" ? sparsity as number : undefined,
+}));
 /** The body of `POST /v1/prune` after defaults are applied. */
 export type PruneRequest = z.infer<typeof PruneRequestSchema>;
-/** The body of `POST /v1/prune` as a client writes it (defaults optional). */
-export type PruneRequestInput = z.input<typeof PruneRequestSchema>;
+/** The body of `POST /v1/prune` as a client writes it (defaults optional; sparsity a number where it counts). */
+export type PruneRequestInput = Omit<z.input<typeof PruneRequestSchema>, "sparsity"> & { sparsity?: number | null };
 
 /** A selection pattern, parsed. */
 export type Pattern =

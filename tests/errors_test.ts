@@ -74,6 +74,15 @@ Deno.test("every error of the contract's table is answered with its status and c
     await expectError(await post({ method: "zpruner" }), 422, "invalid_request", "layers");
     await expectError(await post(request({ sparsity: undefined })), 422, "invalid_request", "sparsity");
     await expectError(await post(request({ sparsity: 1 })), 422, "invalid_request", "sparsity");
+    await expectError(await post(request({ pattern: "row", sparsity: "half" })), 422, "invalid_request", "sparsity");
+    // API.md: sparsity is "ignored for N:M": any value, or none, gives the same 2:4 answer.
+    const masks = [];
+    for (const sparsity of [undefined, 0.5, 1.5, "x", null]) {
+      const res = await post(request({ pattern: "2:4", sparsity }));
+      assert.equal(res.status, 200, `2:4 with sparsity ${sparsity}: ${await res.clone().text()}`);
+      masks.push((decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse).layers[0]!.mask);
+    }
+    for (const m of masks) assert.deepEqual(m, masks[0]);
     await expectError(await post(request({ method: "obs" })), 422, "invalid_request", "method");
     await expectError(await post(request({ pattern: "4:2" })), 422, "invalid_request", "pattern");
     await expectError(await post(request({ layers: [layer({ name: 7 })] })), 422, "invalid_request", "layers[0].name");
