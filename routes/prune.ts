@@ -19,6 +19,9 @@ import type { Metrics } from "../observe/metrics.ts";
 import { readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 
+/** Longest time one request computes layers on the event loop's thread before it lets other work run. */
+const YIELD_MS = 10;
+
 /** What the prune route needs. */
 export interface PruneRouteDeps {
   backend: Backend;
@@ -99,7 +102,14 @@ export function pruneHandler(deps: PruneRouteDeps) {
         const outs: LayerOutput[] = [];
         try {
           // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
+          let heldSince = performance.now();
           for (const layer of layers) {
+            // Small layers compute on this thread, and awaiting them yields only to microtasks: a request of
+            // many gives the event loop a turn every YIELD_MS (other requests, /healthz, the deadline's timer).
+            if (performance.now() - heldSince >= YIELD_MS) {
+              await new Promise((resolve) => setTimeout(resolve, 0));
+              heldSince = performance.now();
+            }
             signal.throwIfAborted();
             outs.push(await deps.backend.prune(params, layer, signal));
           }

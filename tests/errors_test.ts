@@ -8,6 +8,7 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { goldenCase, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
+import { rng } from "./_random.ts";
 
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const layer = (over: Record<string, unknown> = {}) => ({
@@ -316,5 +317,44 @@ Deno.test("a backend failure mid-request answers 503 and the next request succee
   } finally {
     await server.close();
     await backend.close();
+  }
+});
+
+Deno.test("a request of many layers computed on the server's thread leaves /healthz and its deadline a turn", async () => {
+  // Layers under the CPU backend's parallel threshold run inline, on the event loop's thread.
+  const rows = 512, cols = 512, count = 48;
+  const rand = rng(7);
+  const layers = Array.from({ length: count }, (_, i) => ({
+    name: `l${i}`,
+    weight: { dtype: "f32", shape: [rows, cols], data: f32(Array.from({ length: rows * cols }, rand)) },
+    actNormSq: { dtype: "f32", shape: [cols], data: f32(Array.from({ length: cols }, () => 1 + rand())) },
+  }));
+  const body = encodeMsgpack(request({ layers }));
+  for (const deadlineMs of [0, 200]) {
+    const cpu = createCpuBackend({ threads: 0 });
+    let computing!: () => void;
+    const entered = new Promise<void>((r) => computing = r);
+    const backend = withPrune(cpu, (params, layer, signal) => (computing(), cpu.prune(params, layer, signal)));
+    const server = await startServer({ backend, config: { deadlineMs } });
+    try {
+      let pruneDone = false;
+      const prune = postPrune(server.url, body).then((res) => (pruneDone = true, res));
+      await entered; // the first layer is computing: from here the request holds the thread but for its yields
+      const health = await fetch(`${server.url}/healthz`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      assert.ok(!pruneDone, `deadline ${deadlineMs}: /healthz was answered only after the ${count}-layer request`);
+      const res = await prune;
+      if (deadlineMs === 0) {
+        assert.equal(res.status, 200);
+        const out = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+        assert.deepEqual(out.layers.map((l) => l.name), layers.map((l) => l.name));
+      } else {
+        await expectError(res, 503, "unavailable", "deadline");
+      }
+    } finally {
+      await server.close();
+      await cpu.close();
+    }
   }
 });
