@@ -3,7 +3,7 @@
  * that turns every failure into the contract's error answer. Runtime-neutral: Deno, Bun and Node serve
  * `app.fetch` alike (see runtime/serve.ts).
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
 import { API_VERSION, DTYPES, type InfoResponse, METHODS, RETURNS } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
@@ -17,6 +17,21 @@ import type { AppEnv } from "./env.ts";
 import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
 import pkg from "../package.json" with { type: "json" };
+
+/** The contract's error answer for `err`: JSON, or msgpack when the client asks for it. */
+function errorResponse(c: Context<AppEnv>, err: unknown): Response {
+  const e = toZpruneError(err);
+  if (e.code === "internal") console.error(err);
+  const body = e.toBody();
+  const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };
+  if (wantsMsgpack(c.req.header("accept"))) {
+    return new Response(encodeMsgpack(body), {
+      status: e.status,
+      headers: { ...headers, "content-type": "application/msgpack" },
+    });
+  }
+  return c.json(body, e.status as 400, headers);
+}
 
 /** What the app is built from. Only `backend` is required; the rest default. */
 export interface AppDeps {
@@ -95,7 +110,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set("requestId", id);
     await next();
     c.header("x-request-id", id);
-    const route = c.req.routePath || "unmatched";
+    const route = c.get("unmatched") ? "unmatched" : c.req.routePath;
     const seconds = (performance.now() - start) / 1000;
     metrics.requests.inc({ route, status: String(c.res.status) });
     metrics.latency.observe(seconds, { route });
@@ -177,23 +192,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     }),
   );
 
-  app.notFound(() => {
-    throw new ZpruneError("not_found", "no such route; see GET /openapi.json");
+  // Answered, not thrown: Hono runs the not-found handler outside the middleware chain's error handling, so a
+  // throw here skipped the request's metrics, log line and request id.
+  app.notFound((c) => {
+    c.set("unmatched", true);
+    return errorResponse(c, new ZpruneError("not_found", "no such route; see GET /openapi.json"));
   });
 
-  app.onError((err, c) => {
-    const e = toZpruneError(err);
-    if (e.code === "internal") console.error(err);
-    const body = e.toBody();
-    const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };
-    if (wantsMsgpack(c.req.header("accept"))) {
-      return new Response(encodeMsgpack(body), {
-        status: e.status,
-        headers: { ...headers, "content-type": "application/msgpack" },
-      });
-    }
-    return c.json(body, e.status as 400, headers);
-  });
+  app.onError((err, c) => errorResponse(c, err));
 
   return app;
 }

@@ -10,6 +10,7 @@ import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { goldenCase, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
 import { rng } from "./_random.ts";
 
+type ErrorBody = { error: { code: string; message: string } };
 const f32 = (xs: number[]) => new Uint8Array(new Float32Array(xs).buffer);
 const layer = (over: Record<string, unknown> = {}) => ({
   name: "l0",
@@ -170,8 +171,18 @@ Deno.test("every error of the contract's table is answered with its status and c
       (await post(request({ options: { dataFree: true }, layers: [layer({ actNormSq: undefined })] }))).status,
       200,
     );
-    // Unknown route.
-    await expectError(await fetch(`${server.url}/v2/prune`), 404, "not_found");
+    // Unknown route: answered like any other request (request id, metrics), labelled "unmatched".
+    const unknown = await fetch(`${server.url}/v2/prune`, { headers: { "x-request-id": "probe-404" } });
+    assert.equal(unknown.headers.get("x-request-id"), "probe-404");
+    await expectError(unknown, 404, "not_found");
+    const unknownPacked = await fetch(`${server.url}/nope`, { headers: { accept: "application/msgpack" } });
+    assert.equal(unknownPacked.status, 404);
+    assert.equal(
+      (decodeMsgpack(new Uint8Array(await unknownPacked.arrayBuffer())) as ErrorBody).error.code,
+      "not_found",
+    );
+    const metricsText = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metricsText, /^zprune_requests_total\{route="unmatched",status="404"\} 2$/m);
     // Errors in msgpack when Accept names msgpack and not JSON.
     const packed = await postPrune(server.url, new Uint8Array([0xc1]), { accept: "application/msgpack" });
     assert.equal(packed.headers.get("content-type"), "application/msgpack");
