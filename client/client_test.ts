@@ -143,3 +143,10 @@ Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
     assert.ok(performance.now() - t0 < 500);
   });
 });
+
+Deno.test("importing the client leaves msgpackr's own decoding alone (the server's refusals are its own)", async () => {
+  const { unpack } = await import("msgpackr");
+  const v = { a: "bundled", b: ["strings", "bundled"] };
+  assert.deepEqual(unpack(new Packr({ bundleStrings: true }).pack(v)), v);
+  assert.deepEqual(unpack(new Uint8Array([0x81, 0xd4, 0x42, 0x05, 0x01])), { 5: 1 });
+});

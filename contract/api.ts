@@ -69,7 +69,7 @@ export const PruneRequestSchema = z.object({
   // API.md: "required for "layer" and "row"; ignored for N:M", so it is checked (below) only for those two; the
   // metadata documents it as the number it must be there.
   sparsity: z.unknown().optional().meta({
-    type: "number",
+    type: ["number", "null"],
     minimum: 0,
     exclusiveMaximum: 1,
     description: 'required for "layer" and "row"; ignored for N:M',
@@ -96,7 +96,11 @@ export const PruneRequestSchema = z.object({
     const n = Number(nm[2]), m = Number(nm[3]);
     if (!(n > 0 && n < m)) ctx.addIssue({ code: "custom", path: ["pattern"], message: "N:M needs 0 < N < M" });
   }
-}).transform(({ sparsity, ...req }) => ({
+  // Also when another field failed, so that a bad sparsity is reported with the rest (zod skips refinements of an
+  // object with issues unless told otherwise).
+}, { when: (payload) => typeof payload.value === "object" && payload.value !== null }).transform((
+  { sparsity, ...req },
+) => ({
   ...req,
   /** The validated sparsity of "layer" and "row"; undefined for N:M, whatever was sent. */
   sparsity: req.pattern === "layer" || req.pattern === "row" ? sparsity as number : undefined,

@@ -23,14 +23,26 @@ const unpackr = new Unpackr({
   structuredClone: false,
   structures,
 });
-// Bundled strings (extension 0x62) decode to plain strings too; no zprune message uses them, so refuse them at
-// the extension (msgpackr's extension table is per process, and nothing here sends them either).
-addExtension({
-  type: 0x62,
-  unpack() {
-    throw new Error("bundled strings (extension 0x62) are not plain msgpack");
-  },
-});
+/** The extension types msgpackr decodes on its own (undefined, bigint, error, ids, pointers, records, Set, typed
+ * arrays, RegExp, bundled strings, timestamp). */
+const MSGPACKR_EXTENSIONS = [0x00, 0x42, 0x62, 0x65, 0x69, 0x70, 0x72, 0x73, 0x74, 0x78, 0xff];
+
+/**
+ * Makes msgpackr refuse every extension type, process-wide: some decode to plain values (bundled strings to
+ * strings, any of them as a map key to a string) that `foreignValue` cannot see. The server calls this; the client,
+ * which decodes only the server's plain answers, leaves its host program's msgpackr as it found it (msgpackr's
+ * extension table is shared by the whole process).
+ */
+export function refuseExtensionTypes(): void {
+  for (const type of MSGPACKR_EXTENSIONS) {
+    addExtension({
+      type,
+      unpack() {
+        throw new Error(`extension type 0x${type.toString(16).padStart(2, "0")} is not plain msgpack`);
+      },
+    });
+  }
+}
 
 /** Replaces every typed array that is not a Uint8Array by a Uint8Array view of the same bytes (no copy). */
 function binViews(value: unknown): unknown {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "./errors.ts";
-import { decodeMsgpack, encodeMsgpack, encodeMsgpackView } from "./wire.ts";
+import { Packr } from "msgpackr";
+import { decodeMsgpack, encodeMsgpack, encodeMsgpackView, refuseExtensionTypes } from "./wire.ts";
 
 Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
   const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
@@ -49,20 +50,32 @@ Deno.test("decodeMsgpack() keeps __proto__ keys from touching prototypes", () =>
   assert.equal(Object.getPrototypeOf(v), Object.prototype);
 });
 
-Deno.test("decodeMsgpack() refuses well-formed msgpackr records and bundled strings, and still reads ints 64-127", async () => {
-  const { Packr } = await import("msgpackr");
-  const v = { method: "magnitude", layers: [{ name: "a", n: 70 }, { name: "b", n: 71 }] };
-  const isBad = (e: unknown) => e instanceof ZpruneError && e.code === "bad_msgpack";
-  const records = new Packr({ useRecords: true }).pack(v);
+const isBad = (e: unknown) => e instanceof ZpruneError && e.code === "bad_msgpack";
+const sample = { method: "magnitude", layers: [{ name: "a", n: 70 }, { name: "b", n: 71 }] };
+
+Deno.test("decodeMsgpack() refuses well-formed msgpackr records, and still reads ints 64-127", () => {
+  const records = new Packr({ useRecords: true }).pack(sample);
   assert.equal(records[1], 0x72, "the sample defines a record");
   assert.throws(() => decodeMsgpack(records), isBad);
-  // Two-byte record ids (0xd5 0x72), which msgpackr keys by negative numbers.
-  const many = new Packr({ useRecords: true, maxOwnStructures: 200 }).pack(
-    Array.from({ length: 80 }, (_, i) => ({ [`k${i}`]: i })),
-  );
-  assert.throws(() => decodeMsgpack(many), isBad);
-  assert.throws(() => decodeMsgpack(new Packr({ useRecords: false, bundleStrings: true }).pack(v)), isBad);
+  // A two-byte record definition (0xd5 0x72 id high-byte), which msgpackr keys by a negative number; without the
+  // check it reads as {"a": 1}.
+  assert.throws(() => decodeMsgpack(new Uint8Array([0xd5, 0x72, 0x00, 0x01, 0x91, 0xa1, 0x61, 0x01])), isBad);
   // After a refusal, plain bodies decode as before: fixints 0x40-0x7f are numbers, not record references.
-  assert.deepEqual(decodeMsgpack(encodeMsgpack(v)), v);
+  assert.deepEqual(decodeMsgpack(encodeMsgpack(sample)), sample);
   assert.deepEqual(decodeMsgpack(new Uint8Array([0x93, 0x40, 0x72, 0x7f])), [64, 114, 127]);
+});
+
+Deno.test("after refuseExtensionTypes(), bundled strings and extension-typed map keys are refused", () => {
+  const bundled = new Packr({ useRecords: false, bundleStrings: true }).pack(sample);
+  const keys = [
+    new Uint8Array([0x81, 0xd4, 0x00, 0x00, 0x01]), // {undefined (ext 0x00): 1}, which reads as {"undefined": 1}
+    new Uint8Array([0x81, 0xd4, 0x42, 0x05, 0x01]), // {bigint (ext 0x42): 1}, which reads as {"5": 1}
+  ];
+  // Before: these decode to plain strings, which the value check cannot see.
+  assert.deepEqual(decodeMsgpack(bundled), sample);
+  for (const k of keys) assert.doesNotThrow(() => decodeMsgpack(k));
+  refuseExtensionTypes();
+  assert.throws(() => decodeMsgpack(bundled), isBad);
+  for (const k of keys) assert.throws(() => decodeMsgpack(k), isBad, `${k}`);
+  assert.deepEqual(decodeMsgpack(encodeMsgpack(sample)), sample);
 });

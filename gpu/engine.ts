@@ -79,7 +79,10 @@ const LAYER_DIGITS: readonly (readonly [shift: number, bits: number])[] = [[21, 
 /** Histogram bins per pass in the global histogram buffer (the widest digit). */
 const HIST_BINS = 2048;
 
-/** Largest M that select_nm ranks with a thread per group; larger groups go through select_row (the request schema allows up to 9999). */
+/**
+ * Largest M that select_nm ranks with a thread per group; larger groups go through select_row (the request schema
+ * allows M up to 9999).
+ */
 const NM_THREAD_MAX_M = 64;
 
 /** One row-tile of a layer: rows [row0, row0 + rows), elements [base, base + count). */

@@ -19,8 +19,33 @@ import type { Metrics } from "../observe/metrics.ts";
 import { readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 
-/** Longest time one request computes layers on the event loop's thread before it lets other work run. */
-const YIELD_MS = 10;
+/** Longest time one request may hold the event loop's thread computing layers before it lets other work run. */
+const YIELD_MS = 50;
+
+/**
+ * Gives the event loop a turn when a request has held its thread for `ms`. Layers computed inline (small ones on
+ * the CPU backend) never yield on their own; an answer from a worker or the GPU lets the loop run anyway, which a
+ * zero timer armed after each turn notices, so those layers never wait here. `next()` answers a promise to await,
+ * or undefined when no pause is due.
+ */
+function loopTurns(ms: number): { next(): Promise<void> | undefined; stop(): void } {
+  let turned = false;
+  let heldSince = performance.now();
+  let timer = setTimeout(() => (turned = true), 0);
+  return {
+    next() {
+      if (turned) {
+        turned = false;
+        heldSince = performance.now();
+        timer = setTimeout(() => (turned = true), 0);
+        return undefined;
+      }
+      if (performance.now() - heldSince < ms) return undefined;
+      return new Promise((resolve) => setTimeout(resolve, 0)); // the armed timer fires first: the next call resets
+    },
+    stop: () => clearTimeout(timer),
+  };
+}
 
 /** What the prune route needs. */
 export interface PruneRouteDeps {
@@ -100,20 +125,19 @@ export function pruneHandler(deps: PruneRouteDeps) {
       async () => {
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
+        const turns = loopTurns(YIELD_MS);
         try {
           // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
-          let heldSince = performance.now();
           for (const layer of layers) {
-            // Small layers compute on this thread, and awaiting them yields only to microtasks: a request of
-            // many gives the event loop a turn every YIELD_MS (other requests, /healthz, the deadline's timer).
-            if (performance.now() - heldSince >= YIELD_MS) {
-              await new Promise((resolve) => setTimeout(resolve, 0));
-              heldSince = performance.now();
-            }
+            // Awaiting a layer computed inline yields only to microtasks: a request of many small layers lets
+            // other requests, /healthz and its own deadline's timer run at least every YIELD_MS.
+            const pause = turns.next();
+            if (pause) await pause;
             signal.throwIfAborted();
             outs.push(await deps.backend.prune(params, layer, signal));
           }
         } finally {
+          turns.stop();
           computeMs = performance.now() - t0;
           deps.metrics.computeSeconds.inc({}, computeMs / 1000);
         }

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
+import { Packr } from "msgpackr";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
@@ -59,6 +60,11 @@ Deno.test("every error of the contract's table is answered with its status and c
     await expectError(await postPrune(server.url, good.subarray(0, good.length - 3)), 400, "bad_msgpack");
     await expectError(await postPrune(server.url, new Uint8Array([...good, 0x01])), 400, "bad_msgpack", "trailing");
     await expectError(await postPrune(server.url, new Uint8Array(0)), 400, "bad_msgpack");
+    // msgpackr's records and bundled strings decode to plain values; API.md: "no ext types, no records".
+    for (const options of [{ useRecords: true }, { useRecords: false, bundleStrings: true }]) {
+      const packed = new Packr(options).pack(request());
+      await expectError(await postPrune(server.url, packed), 400, "bad_msgpack", "extension");
+    }
     // 413 too_large, from Content-Length before reading.
     await expectError(await postPrune(server.url, new Uint8Array(65 * 1024)), 413, "too_large");
     // 415 unsupported_media_type.
