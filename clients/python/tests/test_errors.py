@@ -221,7 +221,8 @@ def stub() -> Iterator[Tuple[str, Script]]:
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
+            if "Content-Length" not in headers:  # a script may promise more than it sends
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
@@ -284,6 +285,39 @@ def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
     url, script = stub
     script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
     raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
+
+
+def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    good = msgpack.unpackb(_ok_answer(), raw=False)
+
+    def layer_with(**changes: Any) -> bytes:
+        layer = {**good["layers"][0], **changes}
+        layer = {k: v for k, v in layer.items() if v is not None}
+        return bytes(msgpack.packb({**good, "layers": [layer]}, use_bin_type=True))
+
+    cases = {
+        "a mask one byte short": layer_with(mask=good["layers"][0]["mask"][:-1]),
+        "no mask": layer_with(mask=None),
+        "a shape that is not numbers": layer_with(shape=["x", "y"]),
+        "a returned weight of the wrong size": layer_with(weight={"dtype": "f32", "shape": [4, 8], "data": b"\0" * 4}),
+        "not msgpack": b"\xc1",
+        "truncated msgpack": _ok_answer()[:-3],
+    }
+    for what, body in cases.items():
+        script.answers = [(200, {"Content-Type": "application/msgpack"}, body)]
+        err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
+        assert err.message, what
+
+
+def test_answer_cut_short_is_unreachable_after_retries(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    body = _ok_answer()
+    script.answers = [(200, {"Content-Type": "application/msgpack", "Content-Length": str(len(body) + 100)}, body)]
+    client = ZpruneClient(url, max_retries=2)
+    client.sleep = lambda s: None
+    raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
+    assert script.count == 3, "a connection closed mid-answer is retried like a reset"
 
 
 # -- a second live server: token, small body limit, no queue ---------------------------------------------------

@@ -2,9 +2,9 @@
 
 Quick start::
 
-    from zprune_client import prune_layer
+    from zprune_client import apply_mask, prune_layer
     mask, stats = prune_layer(weight, act_norm_sq, sparsity=0.5, url="http://127.0.0.1:8787")
-    weight[mask] = 0
+    apply_mask(weight, mask)   # numpy array or torch tensor
 
 ``prune_layers`` sends several layers in one request, ``prune_model`` prunes a whole PyTorch LLaMA-family model
 block by block (needs torch), and ``zprune_client.llama`` loads a Hugging Face LLaMA checkpoint without
@@ -24,7 +24,7 @@ from .client import (  # noqa: E402  (the version must exist before client impor
     prune_layers,
 )
 from .model import LLAMA_LINEARS, ModelPruneReport, prune_model  # noqa: E402
-from .wire import bf16_bits_to_float32, float32_to_bf16_bits, pack_mask, unpack_mask  # noqa: E402
+from .wire import apply_mask, bf16_bits_to_float32, float32_to_bf16_bits, pack_mask, unpack_mask  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -39,6 +39,7 @@ __all__ = [
     "prune_model",
     "ModelPruneReport",
     "LLAMA_LINEARS",
+    "apply_mask",
     "bf16_bits_to_float32",
     "float32_to_bf16_bits",
     "pack_mask",

@@ -7,6 +7,7 @@ are retried with exponential backoff, honouring ``Retry-After``.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import msgpack
 import numpy as np
 
 from . import __version__
@@ -254,12 +256,14 @@ class ZpruneClient:
                 e.close()
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise err from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
-                err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason}", 0)
-                # A refused or reset connection is what a restarting server looks like: worth another try (the
-                # request is idempotent). A timeout already waited `timeout`; an unknown host will not appear.
-                if not isinstance(reason, ConnectionError) or attempt >= self.max_retries:
+                err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason!r}", 0)
+                # A refused or reset connection, or one closed before the whole answer came (IncompleteRead), is
+                # what a restarting server looks like: worth another try (the request is idempotent). A timeout
+                # already waited `timeout`; an unknown host will not appear.
+                retry = isinstance(reason, (ConnectionError, http.client.HTTPException))
+                if not retry or attempt >= self.max_retries:
                     raise err from e
             delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + 0.5 * random.random())
             if err.retry_after is not None:
@@ -269,9 +273,12 @@ class ZpruneClient:
 
     def _get_json(self, path: str) -> Dict[str, Any]:
         _, headers, body = self.request("GET", path)
-        if "msgpack" in (headers.get("content-type") or ""):
-            return dict(decode_body(body))
-        return dict(json.loads(body.decode("utf-8")))
+        try:
+            if "msgpack" in (headers.get("content-type") or ""):
+                return dict(decode_body(body))
+            return dict(json.loads(body.decode("utf-8")))
+        except (ValueError, TypeError, msgpack.UnpackException) as e:  # JSON and UTF-8 errors are ValueErrors
+            raise ZpruneError("invalid_response", f"{path} answered neither a JSON nor a msgpack map: {e}", 200) from e
 
     def health(self) -> Dict[str, Any]:
         """``GET /healthz``: ``{"status": "ok", "backend": ...}``."""
@@ -285,7 +292,10 @@ class ZpruneClient:
         """Posts a ready request (msgpack bytes, or a map to encode) and returns the decoded answer map as is."""
         data = body if isinstance(body, (bytes, bytearray)) else encode_request(body)
         _, _, answer = self.request("POST", "/v1/prune", bytes(data))
-        decoded = decode_body(answer)
+        try:
+            decoded = decode_body(answer)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            raise ZpruneError("invalid_response", f"the answer is not one msgpack value: {e}", 200) from e
         if not isinstance(decoded, Mapping) or not isinstance(decoded.get("layers"), list):
             raise ZpruneError("invalid_response", "the answer is not a map with a layers array", 200)
         return dict(decoded)
@@ -379,24 +389,28 @@ def parse_prune_answer(
         raise ZpruneError("invalid_response", f"{len(raw_layers)} layers answered for {len(expected)} sent", 200)
     layers: List[LayerResult] = []
     for i, raw in enumerate(raw_layers):
-        shape = tuple(int(s) for s in raw["shape"])
-        if expected is not None and (raw["name"] != expected[i][0] or shape != tuple(expected[i][1])):
-            raise ZpruneError(
-                "invalid_response",
-                f"layers[{i}] answered as {raw['name']!r} {list(shape)}, sent as {expected[i][0]!r} "
-                f"{list(expected[i][1])}",
-                200,
+        try:
+            shape = tuple(int(s) for s in raw["shape"])
+            if expected is not None and (raw["name"] != expected[i][0] or shape != tuple(expected[i][1])):
+                raise ZpruneError(
+                    "invalid_response",
+                    f"layers[{i}] answered as {raw['name']!r} {list(shape)}, sent as {expected[i][0]!r} "
+                    f"{list(expected[i][1])}",
+                    200,
+                )
+            layers.append(
+                LayerResult(
+                    name=raw["name"],
+                    shape=(shape[0], shape[1]),
+                    mask=unpack_mask(raw["mask"], shape),
+                    stats=dict(raw.get("stats") or {}),
+                    weight=decode_tensor(raw["weight"]) if raw.get("weight") is not None else None,
+                    score=decode_tensor(raw["score"]) if raw.get("score") is not None else None,
+                )
             )
-        layers.append(
-            LayerResult(
-                name=raw["name"],
-                shape=(shape[0], shape[1]),
-                mask=unpack_mask(raw["mask"], shape),
-                stats=dict(raw.get("stats") or {}),
-                weight=decode_tensor(raw["weight"]) if raw.get("weight") is not None else None,
-                score=decode_tensor(raw["score"]) if raw.get("score") is not None else None,
-            )
-        )
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            # A missing field, a mask or tensor of the wrong length, a shape that is not two numbers...
+            raise ZpruneError("invalid_response", f"layers[{i}] of the answer is malformed: {e!r}", 200) from e
     return PruneResult(
         backend=str(answer.get("backend", "")),
         device=str(answer.get("device", "")),
@@ -440,7 +454,7 @@ def prune_layer(
 
     Example:
         >>> mask, stats = prune_layer(w, act, sparsity=0.5, url="http://127.0.0.1:8787")  # doctest: +SKIP
-        >>> w[mask] = 0                                                                   # doctest: +SKIP
+        >>> apply_mask(w, mask)  # numpy array or torch tensor, in place                  # doctest: +SKIP
     """
     client = ZpruneClient(url, token, timeout=timeout, max_retries=max_retries)
     return client.prune_layer(weight, act_norm_sq, method=method, pattern=pattern, sparsity=sparsity, **kwargs)

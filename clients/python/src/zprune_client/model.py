@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .client import Layer, PruneResult, ZpruneClient
-from .wire import WireDType
+from .wire import WireDType, apply_mask
 
 #: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
 LLAMA_LINEARS = (
@@ -235,8 +235,7 @@ def prune_model(
             result = client.prune_layers(specs, method=method, pattern=pattern, sparsity=sparsity, exponent=exponent)
             with torch.no_grad():
                 for (_, mod), layer in zip(mods, result.layers):
-                    mask = torch.from_numpy(layer.mask).to(mod.weight.device)
-                    mod.weight.masked_fill_(mask, 0)
+                    apply_mask(mod.weight, layer.mask)
                     report.stats[layer.name] = layer.stats
                     report.pruned += int(layer.stats["pruned"])
                     report.total += int(layer.stats["total"])

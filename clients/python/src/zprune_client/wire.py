@@ -60,9 +60,11 @@ def float32_to_bf16_bits(x: NDArray[Any]) -> NDArray[np.uint16]:
 
 
 def bf16_bits_to_float32(bits: NDArray[Any]) -> NDArray[np.float32]:
-    """Widens raw bfloat16 bits (``uint16`` or ``int16``) to float32, exactly."""
-    b = np.ascontiguousarray(bits).view(np.uint16)
-    return (b.astype(np.uint32) << 16).view(np.float32)
+    """Widens raw bfloat16 bits (``uint16`` or ``int16``, either byte order) to float32, exactly."""
+    # astype converts values (so byte order is honoured and int16's sign bit is kept by the wrap), where a view
+    # would reinterpret a big-endian array's bytes.
+    b = (np.asarray(bits).astype(np.uint32) & 0xFFFF) << 16
+    return np.ascontiguousarray(b, dtype=np.uint32).view(np.float32)
 
 
 def _is_torch(x: Any) -> bool:
@@ -95,7 +97,8 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
         arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
-        return np.ascontiguousarray(arr.view(np.uint16), dtype="<u2"), "bf16"
+        # Values, not bytes: a big-endian ">u2" array holds the same bits in the other byte order.
+        return np.ascontiguousarray(arr.astype("<u2")), "bf16"
     if kind == "f":
         if dtype is None:
             dtype = "f16" if arr.dtype.itemsize == 2 else "f32"
@@ -138,6 +141,22 @@ def unpack_mask(data: bytes, shape: Sequence[int]) -> NDArray[np.bool_]:
     if raw.size != (n + 7) // 8:
         raise ValueError(f"mask has {raw.size} bytes, expected {(n + 7) // 8} for shape {list(shape)}")
     return np.unpackbits(raw, count=n, bitorder="little").astype(bool).reshape(tuple(shape))
+
+
+def apply_mask(weight: Any, mask: NDArray[Any]) -> int:
+    """Zeroes, in place, the entries of ``weight`` (a numpy array, or a torch tensor on any device) where ``mask`` is
+    True; returns how many. ``weight[mask] = 0`` does not do this for a torch tensor: torch takes a 2-D numpy array
+    as a tuple of index arrays."""
+    m = np.asarray(mask, dtype=bool)
+    if tuple(weight.shape) != m.shape:
+        raise ValueError(f"mask of shape {list(m.shape)} for a weight of shape {list(weight.shape)}")
+    if _is_torch(weight):
+        import torch
+
+        weight.masked_fill_(torch.from_numpy(m).to(weight.device), 0)
+    else:
+        weight[m] = 0
+    return int(m.sum())
 
 
 def pack_mask(mask: NDArray[Any]) -> bytes:
