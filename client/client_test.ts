@@ -150,3 +150,45 @@ Deno.test("importing the client leaves msgpackr's own decoding alone (the server
   assert.deepEqual(unpack(new Packr({ bundleStrings: true }).pack(v)), v);
   assert.deepEqual(unpack(new Uint8Array([0x81, 0xd4, 0x42, 0x05, 0x01])), { 5: 1 });
 });
+
+/** A 200 answer whose body sends its first bytes, then `then`: stall until cancelled, or fail the stream. */
+function stalledAnswer(then: "stall" | "fail"): Response {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array([0x84, 0xa7]));
+      if (then === "fail") timer = setTimeout(() => c.error(new Error("server died mid-answer")), 20);
+    },
+    cancel() {
+      clearTimeout(timer);
+    },
+  });
+  return new Response(body, { headers: { "content-type": "application/msgpack" } });
+}
+
+Deno.test("pruneLayers(): a timeout or abort while the answer downloads throws its own reason", async () => {
+  await withServer(() => stalledAnswer("stall"), async (url) => {
+    const client = new ZpruneClient({ url, timeoutMs: 200, retries: 0 });
+    await assert.rejects(client.pruneLayers(REQUEST), { name: "TimeoutError" });
+    const ac = new AbortController();
+    const pending = client.pruneLayers(REQUEST, { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error("user cancelled")), 50);
+    await assert.rejects(pending, { message: "user cancelled" });
+  });
+});
+
+Deno.test("pruneLayers(): a connection lost mid-answer is retried; a proxy's 502 keeps its status", async () => {
+  await withServer((_req, attempt) => attempt === 0 ? stalledAnswer("fail") : msgpack(OK_BODY), async (url) => {
+    const client = new ZpruneClient({ url, retries: 1, backoffMs: 1 });
+    assert.equal((await client.pruneLayers(REQUEST)).layers[0]!.stats.pruned, 4);
+  });
+  await withServer(() => new Response("<html>Bad Gateway</html>", { status: 502 }), async (url) => {
+    const client = new ZpruneClient({ url, retries: 0 });
+    await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.equal(e.status, 502);
+      assert.match(e.message, /HTTP 502: <html>Bad Gateway/);
+      return true;
+    });
+  });
+});

@@ -91,7 +91,9 @@ async function errorOf(res: Response): Promise<ZpruneError> {
   const message = typeof err?.message === "string"
     ? err.message
     : `HTTP ${res.status}: ${new TextDecoder().decode(bytes.subarray(0, 200))}`;
-  return new ZpruneError(code, message, { headers });
+  // The answer's own status: a proxy's 502 or 504 has no code of the contract, but its status still says what
+  // happened.
+  return new ZpruneError(code, message, { headers, status: res.status });
 }
 
 /** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or undefined. */
@@ -150,7 +152,7 @@ export class ZpruneClient {
     }, options.signal);
     let answer: unknown;
     try {
-      answer = decodeMsgpack(new Uint8Array(await res.arrayBuffer()));
+      answer = decodeMsgpack(res.body);
     } catch (err) {
       throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`);
     }
@@ -168,7 +170,7 @@ export class ZpruneClient {
       { method: "GET", headers: { accept: "application/json" } },
       options.signal,
     );
-    return await res.json() as InfoResponse;
+    return JSON.parse(new TextDecoder().decode(res.body)) as InfoResponse;
   }
 
   /** `GET /healthz`. */
@@ -178,11 +180,15 @@ export class ZpruneClient {
       { method: "GET", headers: { accept: "application/json" } },
       options.signal,
     );
-    return await res.json() as { status: string; backend: string };
+    return JSON.parse(new TextDecoder().decode(res.body)) as { status: string; backend: string };
   }
 
-  /** Sends with auth, a per-attempt timeout and retries; resolves with a 2xx response or throws. */
-  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<Response> {
+  /**
+   * Sends with auth, a per-attempt timeout and retries; resolves with a 2xx answer's headers and whole body, or
+   * throws. The body is read inside the attempt, so a connection lost mid-answer is retried like a refused one,
+   * and an abort or timeout while it downloads throws its own reason.
+   */
+  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<{ headers: Headers; body: Uint8Array }> {
     const o = this.#opts;
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
@@ -192,14 +198,15 @@ export class ZpruneClient {
       let res: Response;
       try {
         res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal });
+        if (res.ok) return { headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
       } catch (err) {
         if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
-        // A refused or reset connection: the server may be restarting, so it is worth another try.
+        // A refused or reset connection, before or during the answer: the server may be restarting, so it is
+        // worth another try.
         if (attempt >= o.retries) throw err;
         await sleep(this.#backoff(attempt), signal);
         continue;
       }
-      if (res.ok) return res;
       if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
         const wait = retryAfterMs(res.headers.get("retry-after"));
         await res.body?.cancel();

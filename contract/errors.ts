@@ -40,11 +40,12 @@ export class ZpruneError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    options: { cause?: unknown; headers?: Record<string, string> } = {},
+    options: { cause?: unknown; headers?: Record<string, string>; status?: number } = {},
   ) {
     super(message, { cause: options.cause });
     this.code = code;
-    this.status = ERROR_STATUS[code];
+    // The contract's status for the code; a client may record the status an answer really had.
+    this.status = options.status ?? ERROR_STATUS[code];
     this.headers = options.headers ?? {};
   }
 
