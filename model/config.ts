@@ -42,8 +42,16 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   const nHeads = num("num_attention_heads");
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
   const ropeParams = raw.rope_parameters as { rope_theta?: number; rope_type?: string } | undefined;
-  const ropeType = ropeParams?.rope_type ?? (raw.rope_scaling as { rope_type?: string } | null)?.rope_type;
+  // rope_scaling spells it rope_type, or type in older checkpoints.
+  const scaling = raw.rope_scaling as { rope_type?: string; type?: string } | null | undefined;
+  const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type;
   if (ropeType && ropeType !== "default") throw new TypeError(`config.json: rope_type ${ropeType} is not supported`);
+  // The forward pass has no biases: a model with them would run, silently wrong.
+  for (const key of ["attention_bias", "mlp_bias"]) {
+    if (raw[key] === true) {
+      throw new TypeError(`config.json: ${key} is not supported (linear layers without bias only)`);
+    }
+  }
   const act = raw.hidden_act ?? "silu";
   if (act !== "silu") throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
   return {
@@ -92,11 +100,16 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
   "mlp.down_proj": "wDown",
 };
 
-/** Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. */
+/**
+ * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. Throws when a tensor is missing, or when
+ * the checkpoint holds one this model does not use (a bias, say): the forward pass would silently differ.
+ */
 export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights {
+  const used = new Set<string>();
   const get = (name: string): Float32Array => {
     const t = ckpt.tensors.get(name);
     if (!t) throw new TypeError(`checkpoint ${ckpt.dir} has no tensor ${name}`);
+    used.add(name);
     return decodeToF32(t.data, t.dtype);
   };
   const layers: BlockWeights[] = [];
@@ -116,5 +129,15 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
   }
   const embed = get("model.embed_tokens.weight");
   const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight");
-  return { embed, layers, norm: get("model.norm.weight"), lmHead };
+  const norm = get("model.norm.weight");
+  // Tied checkpoints may still store lm_head (a copy of the embedding); rotary tables are recomputed.
+  const unused = [...ckpt.tensors.keys()]
+    .filter((n) => !used.has(n) && !n.includes("rotary_emb") && !(cfg.tieEmbeddings && n === "lm_head.weight"));
+  if (unused.length > 0) {
+    throw new TypeError(
+      `checkpoint ${ckpt.dir} holds tensors this LLaMA forward pass does not use: ${unused.slice(0, 5).join(", ")}` +
+        (unused.length > 5 ? ` and ${unused.length - 5} more` : ""),
+    );
+  }
+  return { embed, layers, norm, lmHead };
 }
