@@ -32,7 +32,7 @@ export interface ClientOptions {
   token?: string;
   /** Per-attempt time limit in milliseconds (default 120000). */
   timeoutMs?: number;
-  /** Retries after a 429 or 503 answer or a refused connection (default 4). */
+  /** Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer (default 4). */
   retries?: number;
   /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
   backoffMs?: number;

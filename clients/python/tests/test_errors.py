@@ -403,3 +403,14 @@ def test_inputs_instead_of_act_norm_sq(server_url: str) -> None:
     from_inputs, s1 = prune_layer(W, None, inputs=x, method="wanda", sparsity=0.5, url=server_url)
     from_sums, s2 = prune_layer(W, act, method="wanda", sparsity=0.5, url=server_url)
     assert np.array_equal(from_inputs, from_sums) and s1["pruned"] == s2["pruned"] == W.size // 2
+
+
+def test_malformed_url_is_not_retried() -> None:
+    import http.client
+
+    client = ZpruneClient("http://127.0.0.1:8787x")
+    waits: List[float] = []
+    client.sleep = waits.append
+    with pytest.raises(http.client.InvalidURL):
+        client.prune_layer(W, ACT, sparsity=0.5)
+    assert waits == [], "raised at once, without retries"

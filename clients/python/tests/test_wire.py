@@ -43,3 +43,24 @@ def test_apply_mask_torch_zeroes_the_masked_entries() -> None:
     apply_mask(big, mask)
     got = big.float().numpy()
     assert (got[mask] == 0).all() and (got[~mask] != 0).all()
+
+
+def test_apply_mask_torch_parameters_and_awkward_masks() -> None:
+    torch = pytest.importorskip("torch")
+    layer = torch.nn.Linear(4, 3)  # its weight requires grad
+    mask = np.zeros((3, 4), bool)
+    mask[:, 1] = True
+    assert apply_mask(layer.weight, mask[::-1]) == 3  # negative strides
+    assert (layer.weight[:, 1] == 0).all() and (layer.weight[:, 0] != 0).all()
+
+    class MyParam(torch.nn.Parameter):  # a subclass from another module is still a torch tensor
+        pass
+
+    w = MyParam(torch.ones(2, 2), requires_grad=False)
+    apply_mask(w, np.broadcast_to(np.array([[True], [False]]), (2, 2)))  # read-only
+    assert w.tolist() == [[0.0, 0.0], [1.0, 1.0]]
+
+
+def test_bf16_bits_to_float32_refuses_other_data() -> None:
+    with pytest.raises(TypeError):
+        bf16_bits_to_float32(np.ones(4, np.float32))

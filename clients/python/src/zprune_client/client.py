@@ -193,8 +193,8 @@ class ZpruneClient:
         url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
         timeout: seconds to wait for one answer.
-        max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a refused or reset connection (a
-            server restarting), is retried before it is raised.
+        max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
+            before the whole answer came (a server restarting), is retried before it is raised.
         backoff: the first wait between retries when the server gives no ``Retry-After``; doubled each time.
         max_backoff: the longest wait between two tries.
 
@@ -231,11 +231,12 @@ class ZpruneClient:
         body: Optional[bytes] = None,
         content_type: str = "application/msgpack",
     ) -> Tuple[int, Dict[str, str], bytes]:
-        """Sends one HTTP request, retrying 429, 503 and refused or reset connections; returns
+        """Sends one HTTP request, retrying 429, 503, and connections refused, reset or closed mid-answer; returns
         ``(status, headers, body)`` of a 2xx answer (header names in lower case).
 
         Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
-        reached (after the retries, for a refused or reset connection; at once for a timeout or an unknown host).
+        reached (after the retries, for a refused, reset or cut-short connection; at once for a timeout, an unknown
+        host or a peer that does not answer HTTP). A malformed URL raises ``http.client.InvalidURL`` at once.
         """
         headers = {
             "Accept": "application/msgpack, application/json",
@@ -256,13 +257,16 @@ class ZpruneClient:
                 e.close()
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise err from None
+            except http.client.InvalidURL:
+                raise  # a mistyped URL: no network failure, and no retry will mend it
             except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
                 err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason!r}", 0)
                 # A refused or reset connection, or one closed before the whole answer came (IncompleteRead), is
                 # what a restarting server looks like: worth another try (the request is idempotent). A timeout
-                # already waited `timeout`; an unknown host will not appear.
-                retry = isinstance(reason, (ConnectionError, http.client.HTTPException))
+                # already waited `timeout`; an unknown host will not appear; a peer that does not speak HTTP
+                # (BadStatusLine, LineTooLong) will not either.
+                retry = isinstance(reason, (ConnectionError, http.client.IncompleteRead))
                 if not retry or attempt >= self.max_retries:
                     raise err from e
             delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + 0.5 * random.random())

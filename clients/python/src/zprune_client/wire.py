@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, cast
 
+import sys
+
 import msgpack
 import numpy as np
 
@@ -36,6 +38,7 @@ __all__ = [
     "decode_tensor",
     "float32_to_bf16_bits",
     "bf16_bits_to_float32",
+    "apply_mask",
     "unpack_mask",
     "pack_mask",
     "encode_request",
@@ -61,14 +64,19 @@ def float32_to_bf16_bits(x: NDArray[Any]) -> NDArray[np.uint16]:
 
 def bf16_bits_to_float32(bits: NDArray[Any]) -> NDArray[np.float32]:
     """Widens raw bfloat16 bits (``uint16`` or ``int16``, either byte order) to float32, exactly."""
+    arr = np.asarray(bits)
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize != 2:
+        raise TypeError(f"expected 16-bit integers holding bfloat16 bits, got {arr.dtype}")
     # astype converts values (so byte order is honoured and int16's sign bit is kept by the wrap), where a view
     # would reinterpret a big-endian array's bytes.
-    b = (np.asarray(bits).astype(np.uint32) & 0xFFFF) << 16
+    b = (arr.astype(np.uint32) & 0xFFFF) << 16
     return np.ascontiguousarray(b, dtype=np.uint32).view(np.float32)
 
 
 def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+    # A torch tensor (subclasses such as nn.Parameter included) can exist only once torch is imported.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[Any], WireDType]:
@@ -97,8 +105,9 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
         arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
-        # Values, not bytes: a big-endian ">u2" array holds the same bits in the other byte order.
-        return np.ascontiguousarray(arr.astype("<u2")), "bf16"
+        # Little-endian first (a no-op for a little-endian array; a big-endian one holds the same bits in the other
+        # byte order), then the int16/uint16 view of those bytes.
+        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).view("<u2"), "bf16"
     if kind == "f":
         if dtype is None:
             dtype = "f16" if arr.dtype.itemsize == 2 else "f32"
@@ -145,15 +154,18 @@ def unpack_mask(data: bytes, shape: Sequence[int]) -> NDArray[np.bool_]:
 
 def apply_mask(weight: Any, mask: NDArray[Any]) -> int:
     """Zeroes, in place, the entries of ``weight`` (a numpy array, or a torch tensor on any device) where ``mask`` is
-    True; returns how many. ``weight[mask] = 0`` does not do this for a torch tensor: torch takes a 2-D numpy array
-    as a tuple of index arrays."""
+    True; returns how many. ``weight[mask] = 0`` is not safe for a torch tensor: torch may read a 2-D numpy array
+    as a tuple of index arrays (an ``IndexError``, or other entries zeroed, for small tensors)."""
     m = np.asarray(mask, dtype=bool)
     if tuple(weight.shape) != m.shape:
         raise ValueError(f"mask of shape {list(m.shape)} for a weight of shape {list(weight.shape)}")
     if _is_torch(weight):
         import torch
 
-        weight.masked_fill_(torch.from_numpy(m).to(weight.device), 0)
+        # no_grad: a model's weights are leaves that require grad, which refuse in-place edits otherwise.
+        with torch.no_grad():
+            # A fresh copy: torch refuses a numpy array with negative strides and warns on a read-only one.
+            weight.masked_fill_(torch.from_numpy(np.array(m, copy=True)).to(weight.device), 0)
     else:
         weight[m] = 0
     return int(m.sum())
