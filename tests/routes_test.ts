@@ -66,8 +66,12 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
 Deno.test("/metrics reads the backend's count of layers on the exact CPU path each time it renders", async () => {
   const inner = createCpuBackend({ threads: 0 });
   let exact = 0;
-  const backend = { ...withPrune(inner, (p, l, s) => inner.prune(p, l, s)), exactPathLayers: 0 };
-  Object.defineProperty(backend, "exactPathLayers", { get: () => exact });
+  const backend = {
+    ...withPrune(inner, (p, l, s) => inner.prune(p, l, s)),
+    get exactPathLayers() {
+      return exact;
+    },
+  };
   const server = await startServer({ backend });
   try {
     const read = async () => (await (await fetch(`${server.url}/metrics`)).text());
