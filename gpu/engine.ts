@@ -357,7 +357,9 @@ export class GpuEngine {
     const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
     const maskBytes = Math.ceil(n / 32) * 4;
     const limit = this.#bindingBytes;
-    const needStats = method === "zpruner" || method === "ria";
+    // The methods that use row and column sums (the narrowed name serves the exact-path check after read-back).
+    const statsMethod = method === "zpruner" || method === "ria" ? method : null;
+    const needStats = statsMethod !== null;
     // The whole-layer arrays are not tiled: each must fit one binding. Only those this method and pattern use count.
     const globals: [string, number][] = [["mask", maskBytes]];
     if (needStats) {
@@ -581,9 +583,10 @@ export class GpuEngine {
     checkFinite(layer, badOut[0]!);
     let at = 3;
     let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
-    if (method === "zpruner" || method === "ria") { // needStats: the row and column sums came back
+    if (statsMethod !== null) { // the row and column sums came back
       const rowSums = new Float32Array(back[at++]!), colSums = new Float32Array(back[at++]!);
-      outOfRange ??= sumsOutOfRange(rowSums, cols, "row", method) ?? sumsOutOfRange(colSums, rows, "column", method);
+      outOfRange ??= sumsOutOfRange(rowSums, cols, "row", statsMethod) ??
+        sumsOutOfRange(colSums, rows, "column", statsMethod);
     }
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
     if (outOfRange !== null) {
