@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
+import { preferVulkan } from "./driver_lifetime.ts";
 
+preferVulkan();
 const adapter = await navigator.gpu?.requestAdapter();
 const device = adapter ? await adapter.requestDevice() : null;
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.

@@ -22,6 +22,7 @@ import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { maskStats } from "../prune/mask_stats.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
+import { preferVulkan } from "./driver_lifetime.ts";
 import { Job, type StageRecorder, type StageTimes } from "./_job.ts";
 
 export type { StageTimes } from "./_job.ts";
@@ -176,6 +177,7 @@ export class GpuEngine {
   /** Opens the first adapter; null when there is none, or it is a fallback and `allowFallback` is false. */
   static async create(opts: EngineOptions): Promise<GpuEngine | null> {
     if (typeof navigator === "undefined" || !navigator.gpu) return null;
+    preferVulkan(); // a no-op in a worker of createWebGpuBackend(), which already chose
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) return null;
     const info = adapter.info;

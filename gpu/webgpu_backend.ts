@@ -14,6 +14,7 @@
  */
 import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { pinDriver, preferVulkan } from "./driver_lifetime.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 
 /** Options of `createWebGpuBackend`. */
@@ -114,6 +115,9 @@ function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[]
  * fail. Call `close()` on shutdown to stop the worker and release the device.
  */
 export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<WebGpuBackend | null> {
+  // Before the worker opens WebGPU: its instance closing must never unload the driver while the process exits.
+  preferVulkan();
+  await pinDriver();
   const first = await startWorker(opts);
   if (!first) return null;
   return new WebGpuBackend(first, opts);

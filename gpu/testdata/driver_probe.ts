@@ -1,0 +1,47 @@
+/**
+ * Run by driver_lifetime_test.ts in a fresh process (each case needs its own environment and its own exit):
+ * opens WebGPU the way zprune does and prints, as one JSON line, what the process has loaded.
+ *
+ *   deno run -A gpu/testdata/driver_probe.ts prefer   # preferVulkan(), then request an adapter
+ *   deno run -A gpu/testdata/driver_probe.ts close    # open the WebGPU backend, close it, wait for its thread
+ */
+import { preferVulkan } from "../driver_lifetime.ts";
+import { createWebGpuBackend } from "../webgpu_backend.ts";
+
+/** The shared objects mapped into this process. */
+function mappedLibraries(): string[] {
+  const paths = Deno.readTextFileSync("/proc/self/maps").split("\n").map((line) => line.split(/\s+/)[5] ?? "");
+  return [...new Set(paths.filter((p) => /\.so(\.|$)/.test(p)))].sort();
+}
+
+/** Names of this process's threads that run Deno workers ("worker-1", ...). */
+function workerThreads(): string[] {
+  return [...Deno.readDirSync("/proc/self/task")]
+    .map((t) => Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim())
+    .filter((name) => name.startsWith("worker-"));
+}
+
+const mode = Deno.args[0];
+if (mode === "prefer") {
+  preferVulkan();
+  const chosen = Deno.env.get("DENO_WEBGPU_BACKEND") ?? null;
+  // Asked for only when the test wants the adapter opened under that choice.
+  const adapter = Deno.args[1] === "open" ? await navigator.gpu.requestAdapter() : null;
+  console.log(JSON.stringify({ chosen, adapter: adapter !== null, libraries: mappedLibraries() }));
+} else if (mode === "close") {
+  const backend = await createWebGpuBackend({ allowFallback: true });
+  if (!backend) throw new Error("no WebGPU adapter");
+  const open = mappedLibraries();
+  await backend.close();
+  // The worker's thread drops its WebGPU instance as it ends; wait for that, or the comparison proves nothing.
+  const deadline = Date.now() + 20_000;
+  while (workerThreads().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const after = new Set(mappedLibraries());
+  console.log(JSON.stringify({
+    deviceReleased: backend.deviceReleased,
+    workerThreadsLeft: workerThreads().length,
+    unloaded: open.filter((lib) => !after.has(lib)),
+  }));
+} else {
+  throw new Error(`unknown mode ${mode}`);
+}
