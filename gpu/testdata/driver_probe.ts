@@ -14,6 +14,11 @@ function mappedLibraries(): string[] {
   return [...new Set(paths.filter((p) => /\.so(\.|$)/.test(p)))].sort();
 }
 
+/** Whether `lib` is EGL or a Mesa GL (DRI) driver. */
+function isGl(lib: string): boolean {
+  return /libEGL|\/dri\//.test(lib);
+}
+
 /** Names of this process's threads that run Deno workers ("worker-1", ...). */
 function workerThreads(): string[] {
   return [...Deno.readDirSync("/proc/self/task")]
@@ -27,11 +32,12 @@ if (mode === "prefer") {
   const chosen = Deno.env.get("DENO_WEBGPU_BACKEND") ?? null;
   // Asked for only when the test wants the adapter opened under that choice.
   const adapter = Deno.args[1] === "open" ? await navigator.gpu.requestAdapter() : null;
-  console.log(JSON.stringify({ chosen, adapter: adapter !== null, libraries: mappedLibraries() }));
+  console.log(JSON.stringify({ chosen, adapter: adapter !== null, gl: mappedLibraries().filter(isGl) }));
 } else if (mode === "close") {
   const backend = await createWebGpuBackend({ allowFallback: true });
   if (!backend) throw new Error("no WebGPU adapter");
   const open = mappedLibraries();
+  const workerThreadsOpen = workerThreads().length;
   await backend.close();
   // The worker's thread drops its WebGPU instance as it ends; wait for that, or the comparison proves nothing.
   const deadline = Date.now() + 20_000;
@@ -39,6 +45,9 @@ if (mode === "prefer") {
   const after = new Set(mappedLibraries());
   console.log(JSON.stringify({
     deviceReleased: backend.deviceReleased,
+    // What createWebGpuBackend() itself loaded, so the order of its two measures is checked too.
+    glOpen: open.filter(isGl),
+    workerThreadsOpen,
     workerThreadsLeft: workerThreads().length,
     unloaded: open.filter((lib) => !after.has(lib)),
   }));
