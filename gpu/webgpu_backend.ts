@@ -109,6 +109,19 @@ function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[]
   return { layer: { ...layer, weight, actNormSq }, transfer };
 }
 
+/** The error for a layer that could not be posted to the worker. */
+function unsendable(layer: LayerJob, err: unknown): ZpruneError {
+  const detached = [layer.weight, layer.actNormSq].some((a) => a && (a.buffer as ArrayBuffer).detached);
+  if (detached) {
+    return new ZpruneError(
+      "invalid_request",
+      `layer ${layer.name}: its arrays were detached, by an earlier prune() call that took ownership of them`,
+    );
+  }
+  const why = err instanceof Error ? err.message : String(err);
+  return new ZpruneError("unavailable", `layer ${layer.name} could not be handed to the GPU worker: ${why}`);
+}
+
 /**
  * Opens the WebGPU backend: null when there is no adapter, or when the adapter is a fallback (software) one and
  * `allowFallback` is false; throws `ZpruneError("unavailable")` when an adapter exists but its device or kernels
@@ -152,7 +165,8 @@ export class WebGpuBackend implements Backend {
    */
   prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
     if (this.#closed) return Promise.reject(new ZpruneError("unavailable", "the WebGPU backend is closed"));
-    signal?.throwIfAborted();
+    // A rejection, not a throw: callers chain .catch() on this as on the CPU backend.
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<LayerOutput>((resolve, reject) => {
       const job: Pending = { id: this.#nextId++, params, layer, resolve, reject, signal };
       if (signal) {
@@ -281,6 +295,16 @@ export class WebGpuBackend implements Backend {
     });
   }
 
+  /** Posts `job` to worker `w` and arms its watchdog; throws (with nothing in flight) when it cannot be posted. */
+  #send(w: Worker, job: Pending): void {
+    const { layer, transfer } = detachable(job.layer);
+    w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
+    this.#inFlight = job;
+    const n = layer.rows * layer.cols;
+    const ms = this.#opts.jobTimeoutMs?.(n) ?? 60_000 + n / 4_000;
+    this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
+  }
+
   /** Sends the next queued layer when none is in flight. */
   #pump(): void {
     if (this.#inFlight || this.#closed || this.#queue.length === 0 || this.#starting) return;
@@ -289,12 +313,14 @@ export class WebGpuBackend implements Backend {
       const job = this.#queue.shift();
       if (!job) return;
       if (job.signal?.aborted) return this.#pump();
-      this.#inFlight = job;
-      const { layer, transfer } = detachable(job.layer);
-      const n = layer.rows * layer.cols;
-      const ms = this.#opts.jobTimeoutMs?.(n) ?? 60_000 + n / 4_000;
-      this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
-      w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
+      try {
+        this.#send(w, job);
+      } catch (err) {
+        // Not sent (a buffer an earlier call took, a copy that could not be allocated): answer this layer alone
+        // and go on, rather than leave it in flight with no watchdog and every later layer behind it.
+        this.#settle(job, unsendable(job.layer, err));
+        return this.#pump();
+      }
     }, (err) => {
       // No device could be opened: answer everything queued now rather than letting it wait.
       const e = new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`);

@@ -127,6 +127,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: an already-aborted signal gives a rejected promise, not a throw",
+  ignore,
+  async fn() {
+    const b = (await createWebGpuBackend({ allowFallback: true }))!;
+    try {
+      const ac = new AbortController();
+      ac.abort(new Error("gone before the call"));
+      const answer = b.prune(PARAMS, ramp(4, 4), ac.signal); // a synchronous throw fails the test here
+      await assert.rejects(answer, /gone before the call/);
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a layer whose buffer an earlier call took is refused at once; the queue carries on on the same worker",
+  ignore,
+  async fn() {
+    // A watchdog longer than the test: the refusal must not wait for it.
+    const b = (await createWebGpuBackend({ allowFallback: true, jobTimeoutMs: () => 600_000 }))!;
+    try {
+      const layer = ramp(8, 8);
+      const first = b.prune(PARAMS, layer);
+      const again = b.prune(PARAMS, layer); // queued while the first is sent: its buffer is gone by its turn
+      const next = b.prune(PARAMS, ramp(9, 9));
+      assert.ok(firstHalfPruned((await first).mask, 64));
+      await assert.rejects(
+        again,
+        (e) => e instanceof ZpruneError && e.code === "invalid_request" && /detached/.test(e.message),
+      );
+      assert.ok(firstHalfPruned((await next).mask, 81));
+      assert.equal(b.restarts, 0, "the worker was not replaced");
+    } finally {
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: close() answers queued calls unavailable and refuses new ones",
   ignore,
   async fn() {
