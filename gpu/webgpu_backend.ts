@@ -77,9 +77,11 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
       worker.postMessage(msg);
     });
     if (reply.type === "ready") return { worker, device: reply.device };
-    if (reply.type === "broken") {
+    // A device lost while the kernels compile is a failed start, not "no adapter" (which `auto` answers silently).
+    if (reply.type === "broken" || reply.type === "lost") {
       throw new ZpruneError("unavailable", `WebGPU backend failed to start: ${reply.message}`);
     }
+    if (reply.type !== "none") throw new Error(`WebGPU worker answered ${reply.type} before it started`);
     worker.terminate();
     return null;
   } catch (err) {

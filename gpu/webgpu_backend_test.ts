@@ -46,6 +46,14 @@ Deno.test({
   },
 });
 
+Deno.test("createWebGpuBackend() reports a device lost while starting as a failed start, not as no adapter", async () => {
+  const workerUrl = new URL("./testdata/lost_at_start_worker.ts", import.meta.url);
+  await assert.rejects(
+    createWebGpuBackend({ allowFallback: true, workerUrl }),
+    (e) => isUnavailable(e) && /failed to start: lost in warm-up/.test((e as Error).message),
+  );
+});
+
 Deno.test({
   name: "webgpu: reports kind and the adapter's description",
   ignore,
