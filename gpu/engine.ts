@@ -148,7 +148,8 @@ export class GpuEngine {
   readonly isFallback: boolean;
   /** Set once the device is lost; the engine is then unusable. */
   lost: string | null = null;
-  /** Layers computed on the CPU because f32 statistics could not match the CPU backend's (see sumsOutOfRange). */
+  /** Layers computed on the CPU: f32 statistics could not match the CPU backend's (see sumsOutOfRange), or the
+   * layer does not fit this device's storage bindings. */
   exactFallbacks = 0;
   /** Told each layer that takes the exact CPU path, and why (the worker logs it for operators). */
   onExactPath: ((layer: string, why: string) => void) | null = null;
@@ -338,19 +339,24 @@ export class GpuEngine {
     rec.dispatch(k.name, pipeline, bindGroup, x, y);
   }
 
+  /** Computes `layer` with the CPU backend's exact code, in this thread, and counts and reports why. */
+  #exact(params: PruneParams, layer: LayerJob, why: string, resident?: ResidentWeights): Promise<LayerOutput> {
+    if (resident) throw new Error(`layer ${layer.name} needs the exact CPU path (${why}); not with resident weights`);
+    this.exactFallbacks++;
+    this.onExactPath?.(layer.name, why);
+    return pruneLayer(params, layer);
+  }
+
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
     const { rows, cols, dtype, name } = layer;
     const n = rows * cols;
     const { method, pattern } = params;
     if (n === 0) return emptyOutput(params);
-    if (n >= 2 ** 32) {
-      throw new ZpruneError("invalid_request", `layer ${name}: ${n} elements exceed the WebGPU backend's 2^32 limit`);
-    }
+    // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
+    if (n >= 2 ** 32) return this.#exact(params, layer, `${n} elements, over the WebGPU backend's 2^32`, resident);
     if (cols * 4 > this.#tileBytes) {
-      throw new ZpruneError(
-        "invalid_request",
-        `layer ${name}: a row of ${cols} columns exceeds the device's storage binding limit (${this.#tileBytes} bytes)`,
-      );
+      const why = `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
+      return this.#exact(params, layer, why, resident);
     }
     const tiles = planTiles(rows, cols, this.#tileBytes);
     const last = tiles[tiles.length - 1]!;
@@ -373,11 +379,8 @@ export class GpuEngine {
     if (pattern.kind === "layer") globals.push(["tie counts", keyBlocks * 4]);
     const over = globals.find(([, bytes]) => poolSize(bytes) > limit);
     if (over) {
-      throw new ZpruneError(
-        "invalid_request",
-        `layer ${name}: ${rows}x${cols} is too large for this device (its ${over[0]} need ${over[1]} bytes, one ` +
-          `storage binding holds ${limit})`,
-      );
+      const why = `its ${over[0]} need ${over[1]} bytes, over the device's ${limit}-byte storage bindings`;
+      return this.#exact(params, layer, why, resident);
     }
     const size = DTYPE_SIZE[dtype];
 
@@ -594,12 +597,7 @@ export class GpuEngine {
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
       // compute this layer exactly, on the CPU, in this worker. Trained models' weights never come near.
-      if (resident) {
-        throw new Error(`layer ${name} needs the exact CPU path (${outOfRange}); not with resident weights`);
-      }
-      this.exactFallbacks++;
-      this.onExactPath?.(name, outOfRange);
-      return await pruneLayer(params, layer);
+      return this.#exact(params, layer, outOfRange, resident);
     }
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
     const stateOut = new Uint32Array(back[1]!);

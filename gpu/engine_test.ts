@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { ZpruneError } from "../contract/errors.ts";
 import { GpuEngine, planTiles, splitActivations, sumsOutOfRange } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
   const tiles = planTiles(1000, 300, 300 * 4 * 333);
@@ -91,30 +91,29 @@ Deno.test({
 });
 
 Deno.test({
-  name: "GpuEngine.prune() refuses a row wider than one storage binding with invalid_request",
+  name: "GpuEngine.prune() answers a row wider than one storage binding on the exact CPU path, as the CPU backend",
   ignore: !engine,
   async fn() {
     const small = await GpuEngine.create({ allowFallback: true, maxTileBytes: 1024 });
     try {
-      const layer = {
-        name: "wide",
-        rows: 2,
-        cols: 300,
-        dtype: "f16" as const,
-        weight: new Uint8Array(1200),
-        actNormSq: null,
-      };
+      const weight = encode(Float32Array.from({ length: 600 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 7))), "f16");
+      const layer = { name: "wide", rows: 2, cols: 300, dtype: "f16" as const, weight, actNormSq: null };
       const params = {
         method: "magnitude" as const,
         pattern: { kind: "row" as const, sparsity: 0.5 },
         exponent: 1,
-        returnWeight: false,
+        returnWeight: true,
         returnScore: false,
       };
-      await assert.rejects(
-        small!.prune(params, layer),
-        (e: unknown) => e instanceof ZpruneError && e.code === "invalid_request",
-      );
+      const reasons: string[] = [];
+      small!.onExactPath = (name, why) => reasons.push(`${name}: ${why}`);
+      const got = (await small!.prune(params, { ...layer, weight: weight.slice() })).output;
+      const want = await pruneLayer(params, { ...layer, weight: weight.slice() });
+      assert.deepEqual(got.mask, want.mask);
+      assert.deepEqual(got.weight, want.weight);
+      assert.equal(got.stats.pruned, 300);
+      assert.equal(small!.exactFallbacks, 1);
+      assert.deepEqual(reasons, ["wide: a row of 300 columns, over the device's 1024-byte tiles"]);
     } finally {
       small?.destroy();
     }

@@ -189,7 +189,7 @@ export class WebGpuBackend implements Backend {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
-  /** Layers the worker computed on the exact CPU path (values outside float32's range), since creation. */
+  /** Layers the worker computed on the exact CPU path (values outside float32's range, or too large for the device). */
   get exactPathLayers(): number {
     return this.#exactPathLayers;
   }

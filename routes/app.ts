@@ -93,7 +93,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   );
   metrics.counterOf(
     "zprune_exact_path_layers_total",
-    "Layers the WebGPU backend computed on the exact CPU path (values outside float32's range; slower, same answer).",
+    "Layers the WebGPU backend computed on the exact CPU path (values outside float32's range, or a layer too large " +
+      "for the device; slower, same answer).",
     () => backend.exactPathLayers,
   );
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
