@@ -46,11 +46,13 @@ export const DEFAULT_CONFIG: ServerConfig = {
 type Env = (name: string) => string | undefined;
 
 /** The integer in variable `name`, or `fallback` when it is unset or empty. */
-function int(env: Env, name: string, fallback: number, min: number): number {
+function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const raw = env(name);
   if (raw === undefined || raw === "") return fallback;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got "${raw}"`);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new RangeError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  }
   return v;
 }
 
@@ -66,7 +68,8 @@ export function loadConfig(env: Env): ServerConfig {
     backend,
     token: env("ZPRUNE_TOKEN") ?? "",
     maxBodyBytes: int(env, "ZPRUNE_MAX_BODY_BYTES", DEFAULT_CONFIG.maxBodyBytes, 1),
-    maxLayerElements: int(env, "ZPRUNE_MAX_LAYER_ELEMENTS", DEFAULT_CONFIG.maxLayerElements, 1),
+    // Both backends address mask bits and elements with 32-bit arithmetic (i >>> 3, u32 in WGSL).
+    maxLayerElements: int(env, "ZPRUNE_MAX_LAYER_ELEMENTS", DEFAULT_CONFIG.maxLayerElements, 1, 2 ** 32 - 1),
     concurrency: int(env, "ZPRUNE_CONCURRENCY", DEFAULT_CONFIG.concurrency, 1),
     maxQueue: int(env, "ZPRUNE_MAX_QUEUE", DEFAULT_CONFIG.maxQueue, 0),
     memoryBudgetBytes: int(env, "ZPRUNE_MEMORY_BUDGET_BYTES", DEFAULT_CONFIG.memoryBudgetBytes, 1),

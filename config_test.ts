@@ -47,6 +47,7 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
     ["ZPRUNE_MAX_QUEUE", "many"],
     ["ZPRUNE_DEADLINE_MS", "-5"],
     ["ZPRUNE_BACKEND", "tpu"],
+    ["ZPRUNE_MAX_LAYER_ELEMENTS", String(2 ** 32)],
   ];
   for (const [name, value] of bad) {
     assert.throws(

@@ -339,12 +339,13 @@ export class GpuEngine {
     rec.dispatch(k.name, pipeline, bindGroup, x, y);
   }
 
-  /** Computes `layer` with the CPU backend's exact code, in this thread, and counts and reports why. */
-  #exact(params: PruneParams, layer: LayerJob, why: string, resident?: ResidentWeights): Promise<LayerOutput> {
+  /** Computes `layer` with the CPU backend's exact code, in this thread; counts and reports it once answered. */
+  async #exact(params: PruneParams, layer: LayerJob, why: string, resident?: ResidentWeights): Promise<LayerOutput> {
     if (resident) throw new Error(`layer ${layer.name} needs the exact CPU path (${why}); not with resident weights`);
+    const output = await pruneLayer(params, layer); // a non-finite weight throws here, and is not counted
     this.exactFallbacks++;
     this.onExactPath?.(layer.name, why);
-    return pruneLayer(params, layer);
+    return output;
   }
 
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
@@ -352,8 +353,9 @@ export class GpuEngine {
     const n = rows * cols;
     const { method, pattern } = params;
     if (n === 0) return emptyOutput(params);
+    // Unreachable through the server (ZPRUNE_MAX_LAYER_ELEMENTS stops below 2^32); both backends index in 32 bits.
+    if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
     // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
-    if (n >= 2 ** 32) return this.#exact(params, layer, `${n} elements, over the WebGPU backend's 2^32`, resident);
     if (cols * 4 > this.#tileBytes) {
       const why = `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
       return this.#exact(params, layer, why, resident);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ZpruneError } from "../contract/errors.ts";
 import { GpuEngine, planTiles, splitActivations, sumsOutOfRange } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
@@ -114,6 +115,15 @@ Deno.test({
       assert.equal(got.stats.pruned, 300);
       assert.equal(small!.exactFallbacks, 1);
       assert.deepEqual(reasons, ["wide: a row of 300 columns, over the device's 1024-byte tiles"]);
+      // A NaN there is refused as on the GPU path, and not counted or logged as answered.
+      const bad = weight.slice();
+      bad.set(encode(new Float32Array([NaN]), "f16"), 2 * 450);
+      await assert.rejects(
+        small!.prune(params, { ...layer, weight: bad }),
+        (e: unknown) => e instanceof ZpruneError && e.code === "non_finite" && /450/.test(e.message),
+      );
+      assert.equal(small!.exactFallbacks, 1);
+      assert.equal(reasons.length, 1);
     } finally {
       small?.destroy();
     }

@@ -16,7 +16,7 @@ export type FromWorker =
   | { type: "ready"; device: string; fallback: boolean }
   | { type: "none" }
   | { type: "broken"; message: string }
-  /** `exactPath`: the engine computed this layer on the exact CPU path (values outside float32's range). */
+  /** `exactPath`: the engine computed this layer on the exact CPU path (outside float32's range, or too large). */
   | { type: "done"; id: number; output: LayerOutput; exactPath: boolean }
   | { type: "fail"; id: number; code: ErrorCode; message: string }
   | { type: "lost"; message: string }

@@ -300,10 +300,11 @@ export class WebGpuBackend implements Backend {
   /** Posts `job` to worker `w` and arms its watchdog; throws (with nothing in flight) when it cannot be posted. */
   #send(w: Worker, job: Pending): void {
     const { layer, transfer } = detachable(job.layer);
-    w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
-    this.#inFlight = job;
     const n = layer.rows * layer.cols;
     const ms = this.#opts.jobTimeoutMs?.(n) ?? 60_000 + n / 4_000;
+    // Nothing that can throw after the post: a posted layer is in flight and watched.
+    w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
+    this.#inFlight = job;
     this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
   }
 

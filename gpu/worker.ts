@@ -27,7 +27,8 @@ async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
     engine = await GpuEngine.create(msg.opts);
     if (!engine) return post({ type: "none" });
     const e = engine;
-    // A layer outside f32's range runs on the CPU inside this worker: slower, so say so where operators look.
+    // A layer outside f32's range or too large for the device runs on the CPU inside this worker: slower, so say
+    // so where operators look.
     e.onExactPath = (layer, why) =>
       console.error(`zprune: layer "${layer}" computed on the CPU path (${why}); its answer is exact, only slower`);
     e.device.lost.then(() => post({ type: "lost", message: e.lost ?? "device lost" }));

@@ -200,14 +200,17 @@ function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): 
   return null;
 }
 
-/** Runs one case on a GPU backend and the CPU, asserting agreement. */
+/** Runs one case on a GPU backend and the CPU, asserting agreement, and that the GPU (not the exact path) ran it. */
 async function check(backend: Backend, c: Case): Promise<void> {
   const layer = makeLayer(c);
   const params = { ...c.params, returnScore: true, returnWeight: true };
   const ref = await cpu.prune(params, copyLayer(layer));
+  const exactBefore = backend.exactPathLayers;
   const got = await backend.prune(params, copyLayer(layer));
   const why = compare({ ...c, params }, layer, got, ref);
   assert.equal(why, null, `${JSON.stringify({ ...c, params })}: ${why}`);
+  // The exact CPU path gives the oracle's answer too: without this, a layer sent there by mistake would pass.
+  assert.equal(backend.exactPathLayers, exactBefore, `${c.rows}x${c.cols} ran on the exact CPU path, not the GPU`);
 }
 
 const METHODS = ["zpruner", "wanda", "ria", "magnitude"] as const;
