@@ -21,9 +21,16 @@ function isGl(lib: string): boolean {
 
 /** Names of this process's threads that run Deno workers ("worker-1", ...). */
 function workerThreads(): string[] {
-  return [...Deno.readDirSync("/proc/self/task")]
-    .map((t) => Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim())
-    .filter((name) => name.startsWith("worker-"));
+  const names: string[] = [];
+  for (const t of Deno.readDirSync("/proc/self/task")) {
+    try {
+      names.push(Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim());
+    } catch (err) {
+      // The thread ended between listing and reading: exactly what the wait below looks for.
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return names.filter((name) => name.startsWith("worker-"));
 }
 
 const mode = Deno.args[0];
