@@ -151,11 +151,14 @@ export function applyMaskBytes(bytes: Uint8Array, dtype: DType, mask: Uint8Array
 /**
  * Zeroes, in place, every element of `bytes` (row-major `dtype`) whose bit is set in `mask` (bit i = element i, LSB
  * first; bits past the last element are ignored); returns how many were zeroed. Steps over set bits only, through a
- * typed view where the bytes are aligned for one.
+ * typed view where the bytes are aligned for one. A mask of any other length than ceil(n / 8) is a RangeError.
  */
 export function zeroMasked(bytes: Uint8Array, dtype: DType, mask: Uint8Array): number {
   const size = DTYPE_BYTES[dtype];
   const n = Math.floor(bytes.byteLength / size);
+  if (mask.byteLength !== Math.ceil(n / 8)) {
+    throw new RangeError(`mask has ${mask.byteLength} bytes; ${n} elements need ${Math.ceil(n / 8)}`);
+  }
   const aligned = bytes.byteOffset % size === 0;
   const el = !aligned
     ? null
