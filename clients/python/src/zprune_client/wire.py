@@ -164,8 +164,9 @@ def apply_mask(weight: Any, mask: NDArray[Any]) -> int:
 
         # no_grad: a model's weights are leaves that require grad, which refuse in-place edits otherwise.
         with torch.no_grad():
-            # A fresh copy: torch refuses a numpy array with negative strides and warns on a read-only one.
-            weight.masked_fill_(torch.from_numpy(np.array(m, copy=True)).to(weight.device), 0)
+            # torch refuses a numpy array with negative strides and warns on a read-only one: copy only those.
+            owned = m if m.flags.c_contiguous and m.flags.writeable else m.copy()
+            weight.masked_fill_(torch.from_numpy(owned).to(weight.device), 0)
     else:
         weight[m] = 0
     return int(m.sum())
