@@ -142,14 +142,14 @@ export class ZpruneClient {
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
     const body = encodeRequest(request);
-    const res = await this.#send("/v1/prune", {
+    const reply = await this.#send("/v1/prune", {
       method: "POST",
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
       body,
     }, options.signal);
     let answer: unknown;
     try {
-      answer = decodeMsgpack(res.body);
+      answer = decodeMsgpack(reply);
     } catch (err) {
       throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`);
     }
@@ -161,31 +161,27 @@ export class ZpruneClient {
   }
 
   /** `GET /v1/info`: version, backend, device and limits. */
-  async info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
-    const res = await this.#send(
-      "/v1/info",
-      { method: "GET", headers: { accept: "application/json" } },
-      options.signal,
-    );
-    return JSON.parse(new TextDecoder().decode(res.body)) as InfoResponse;
+  info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
+    return this.#getJson("/v1/info", options.signal);
   }
 
   /** `GET /healthz`. */
-  async health(options: { signal?: AbortSignal } = {}): Promise<{ status: string; backend: string }> {
-    const res = await this.#send(
-      "/healthz",
-      { method: "GET", headers: { accept: "application/json" } },
-      options.signal,
-    );
-    return JSON.parse(new TextDecoder().decode(res.body)) as { status: string; backend: string };
+  health(options: { signal?: AbortSignal } = {}): Promise<{ status: string; backend: string }> {
+    return this.#getJson("/healthz", options.signal);
+  }
+
+  /** A GET whose 2xx answer is JSON. */
+  async #getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+    const body = await this.#send(path, { method: "GET", headers: { accept: "application/json" } }, signal);
+    return JSON.parse(new TextDecoder().decode(body)) as T;
   }
 
   /**
-   * Sends with auth, a per-attempt timeout and retries; resolves with a 2xx answer's headers and whole body, or
+   * Sends with auth, a per-attempt timeout and retries; resolves with a 2xx answer's whole body, or
    * throws. The body is read inside the attempt, so a connection lost mid-answer is retried like a refused one,
    * and an abort or timeout while it downloads throws its own reason.
    */
-  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<{ headers: Headers; body: Uint8Array }> {
+  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<Uint8Array> {
     const o = this.#opts;
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
@@ -195,7 +191,7 @@ export class ZpruneClient {
       let res: Response;
       try {
         res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal });
-        if (res.ok) return { headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
+        if (res.ok) return new Uint8Array(await res.arrayBuffer());
       } catch (err) {
         if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
         // A refused or reset connection, before or during the answer: the server may be restarting, so it is
