@@ -58,8 +58,10 @@ export const LayerRequestSchema = z.object({
 /** One layer of a request. */
 export type LayerRequest = z.infer<typeof LayerRequestSchema>;
 
+/** The bounds of `sparsity`, for its schema and for its OpenAPI metadata alike. */
+const SPARSITY_BOUNDS = { minimum: 0, exclusiveMaximum: 1 } as const;
 /** `sparsity` where it counts: "layer" and "row". */
-const SparsitySchema = z.number().min(0).lt(1);
+const SparsitySchema = z.number().min(SPARSITY_BOUNDS.minimum).lt(SPARSITY_BOUNDS.exclusiveMaximum);
 
 /** The body of `POST /v1/prune`. */
 export const PruneRequestSchema = z.object({
@@ -70,8 +72,7 @@ export const PruneRequestSchema = z.object({
   // metadata documents it as the number it must be there.
   sparsity: z.unknown().optional().meta({
     type: ["number", "null"],
-    minimum: 0,
-    exclusiveMaximum: 1,
+    ...SPARSITY_BOUNDS,
     description: 'required for "layer" and "row"; ignored for N:M',
   }),
   options: z.object({
