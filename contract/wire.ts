@@ -3,46 +3,14 @@
  * no extension types. Typed arrays are sent as `bin` views of their bytes (msgpackr would otherwise tag them
  * with an extension type). Decoded `bin` values are views into the body, not copies.
  */
-import { addExtension, Packr, Unpackr } from "msgpackr";
+import { Packr, Unpackr } from "msgpackr";
 import { ZpruneError } from "./errors.ts";
+import { scanMsgpack } from "./msgpack_scan.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
-// msgpackr decodes its record extension (fixext type 0x72) whatever the options, into plain objects that
-// `foreignValue` cannot tell apart: the unpacker gets a structures table of its own, where a record definition
-// leaves an entry that `decodeMsgpack` refuses (and clears).
-const structures: object[] = [];
-/** Ids of the records defined in `structures`: integer keys, negative for two-byte definitions (msgpackr also keeps
- * bookkeeping properties such as `sharedLength` on the array). */
-const recordIds = () => Object.keys(structures).filter((k) => /^-?\d+$/.test(k));
-// structuredClone: false makes msgpackr refuse its id/pointer extensions (0x69, 0x70), which otherwise decode to
-// the plain value they wrap and so would slip an extension type past `foreignValue`.
-const unpackr = new Unpackr({
-  useRecords: false,
-  mapsAsObjects: true,
-  int64AsType: "number",
-  structuredClone: false,
-  structures,
-});
-/** The extension types msgpackr decodes on its own (undefined, bigint, error, ids, pointers, records, Set, typed
- * arrays, RegExp, bundled strings, timestamp). */
-const MSGPACKR_EXTENSIONS = [0x00, 0x42, 0x62, 0x65, 0x69, 0x70, 0x72, 0x73, 0x74, 0x78, 0xff];
-
-/**
- * Makes msgpackr refuse every extension type, process-wide: some decode to plain values (bundled strings to
- * strings, any of them as a map key to a string) that `foreignValue` cannot see. The server calls this; the client,
- * which decodes only the server's plain answers, leaves its host program's msgpackr as it found it (msgpackr's
- * extension table is shared by the whole process).
- */
-export function refuseExtensionTypes(): void {
-  for (const type of MSGPACKR_EXTENSIONS) {
-    addExtension({
-      type,
-      unpack() {
-        throw new Error(`extension type 0x${type.toString(16).padStart(2, "0")} is not plain msgpack`);
-      },
-    });
-  }
-}
+// Bodies reach the unpacker only after `scanMsgpack` has refused every extension type, so none of msgpackr's
+// extensions (records, typed arrays, bundled strings...) can turn into a value plain msgpack cannot carry.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" });
 
 /** Replaces every typed array that is not a Uint8Array by a Uint8Array view of the same bytes (no copy). */
 function binViews(value: unknown): unknown {
@@ -73,56 +41,18 @@ export function encodeMsgpackView(value: unknown): Uint8Array {
   return packr.pack(binViews(value));
 }
 
-/** Decodes exactly one complete msgpack value, or throws `bad_msgpack`. */
+/** Decodes exactly one complete plain msgpack value, or throws `bad_msgpack` (`invalid_request` for structure no
+ * request has: see `scanMsgpack`). */
 export function decodeMsgpack(bytes: Uint8Array): unknown {
   if (bytes.byteLength === 0) throw new ZpruneError("bad_msgpack", "the body is empty; send one msgpack map");
-  let value: unknown;
+  scanMsgpack(bytes);
   try {
-    value = unpackr.unpack(bytes);
-    if (recordIds().length > 0) throw new Error("a record definition (extension 0x72)");
+    return unpackr.unpack(bytes);
   } catch (err) {
-    const msg = err instanceof Error ? err.message : String(err);
-    const why = msg.startsWith("Data read, but end of buffer not reached")
-      ? "trailing bytes after the first value"
-      : msg.split("\n")[0]!.slice(0, 120);
+    // The scan found the body complete and plain; msgpackr refusing it anyway is still the body's fault.
+    const why = (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 120);
     throw new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`, { cause: err });
-  } finally {
-    for (const k of recordIds()) delete (structures as unknown as Record<string, unknown>)[k];
-    structures.length = 0;
   }
-  const bad = foreignValue(value, "", bytes.buffer);
-  if (bad !== null) {
-    throw new ZpruneError("bad_msgpack", `${bad}: only plain msgpack types are accepted (no extension types, no 0xc1)`);
-  }
-  return value;
-}
-
-/**
- * The path of the first value that plain msgpack cannot carry (an extension type msgpackr turned into a Date,
- * Set, typed array..., or its marker for the reserved byte 0xc1), or null when the tree is plain. A `bin` is a
- * view into the body (`body`); msgpackr's typed-array extension (0x74) decodes to a Uint8Array too, but one
- * with its own buffer, so that is how the two are told apart.
- */
-function foreignValue(v: unknown, path: string, body: ArrayBufferLike): string | null {
-  if (v === null || typeof v === "string" || typeof v === "number" || typeof v === "boolean") return null;
-  if (typeof v !== "object") return path || "(body)";
-  if (v instanceof Uint8Array) {
-    const plain = v.constructor === Uint8Array || v.constructor.name === "Buffer";
-    return plain && v.buffer === body ? null : path || "(body)";
-  }
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const bad = foreignValue(v[i], `${path}[${i}]`, body);
-      if (bad !== null) return bad;
-    }
-    return null;
-  }
-  if (Object.getPrototypeOf(v) !== Object.prototype) return path || "(body)";
-  for (const [k, x] of Object.entries(v)) {
-    const bad = foreignValue(x, path ? `${path}.${k}` : k, body);
-    if (bad !== null) return bad;
-  }
-  return null;
 }
 
 /** Concatenates byte chunks into one array. */

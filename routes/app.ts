@@ -7,7 +7,7 @@ import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
 import { API_VERSION, DTYPES, type InfoResponse, METHODS, RETURNS } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
-import { encodeMsgpack, refuseExtensionTypes } from "../contract/wire.ts";
+import { encodeMsgpack } from "../contract/wire.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
 import { Metrics } from "../observe/metrics.ts";
 import type { Backend } from "../prune/backend.ts";
@@ -73,8 +73,6 @@ function wantsMsgpack(accept: string | undefined): boolean {
 
 /** Builds the app. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
-  // API.md: "no ext types, no records". The server's process refuses them all (keys included).
-  refuseExtensionTypes();
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
   const metrics = deps.metrics ?? new Metrics();
   const queue = deps.queue ??

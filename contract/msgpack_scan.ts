@@ -1,0 +1,183 @@
+/**
+ * A structural check of a msgpack body that runs before anything is decoded. It walks the value headers only
+ * (a `bin` or string is skipped by its length), allocates nothing per value, and refuses:
+ * - anything but one complete value: truncation, trailing bytes, a length that runs past the end (400);
+ * - anything plain msgpack cannot carry: extension types and the reserved byte 0xc1 (400);
+ * - structure no request has: nesting deeper than `maxDepth`, more than `maxValues` values, map keys that are not
+ *   strings (422).
+ * Decoding first and checking after is what it prevents: a decoder builds every value before a schema can count
+ * them (100 MB of empty maps is 100M objects, enough to exhaust the heap), walks deep nesting by recursion, and
+ * msgpackr describes trailing bytes by JSON-encoding the whole decoded value, tensor bytes included.
+ */
+import { ZpruneError } from "./errors.ts";
+
+/** Bounds on a msgpack value's shape. */
+export interface ScanLimits {
+  /** Containers nested inside each other, the outermost counting 1. */
+  maxDepth: number;
+  /** Values of any kind, map keys and container headers included. */
+  maxValues: number;
+}
+
+/**
+ * The bounds a request or answer keeps. A request is 5 deep (body, layers, layer, tensor, shape) and about 25
+ * values per layer, at most 4096 layers: 100K values; these leave room for fields a client adds.
+ */
+export const WIRE_LIMITS: ScanLimits = { maxDepth: 32, maxValues: 1 << 20 };
+
+/** Bytes that follow each fixed-size header byte 0xc0-0xdf (nil .. map32), or -1 where the byte needs more. */
+function fixedPayload(b: number): number {
+  switch (b) {
+    case 0xc0: // nil
+    case 0xc2: // false
+    case 0xc3: // true
+      return 0;
+    case 0xcc: // uint8
+    case 0xd0: // int8
+      return 1;
+    case 0xcd:
+    case 0xd1:
+      return 2;
+    case 0xca: // float32
+    case 0xce:
+    case 0xd2:
+      return 4;
+    case 0xcb: // float64
+    case 0xcf:
+    case 0xd3:
+      return 8;
+    default:
+      return -1;
+  }
+}
+
+/** Throws the contract's error unless `bytes` is exactly one complete plain msgpack value within `limits`. */
+export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS): void {
+  const n = bytes.byteLength;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, n);
+  // Per open container: values still to read, and whether it is a map (its even-numbered values are keys).
+  const left = new Float64Array(limits.maxDepth + 1);
+  const isMap = new Uint8Array(limits.maxDepth + 1);
+  let depth = 0;
+  left[0] = 1; // the body: one value
+  let pos = 0;
+  let values = 0;
+  const incomplete = (why: string) =>
+    new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`);
+  const need = (k: number) => {
+    if (pos + k > n) throw incomplete(`it ends inside a value at byte ${pos}`);
+  };
+  for (;;) {
+    while (depth > 0 && left[depth] === 0) depth--;
+    if (depth === 0 && left[0] === 0) break;
+    const key = isMap[depth] === 1 && left[depth]! % 2 === 0;
+    left[depth]!--;
+    if (++values > limits.maxValues) {
+      throw new ZpruneError(
+        "invalid_request",
+        `the body holds more than ${limits.maxValues} msgpack values; a request is one map of at most 4096 layers, ` +
+          "each a few fields with its tensors as bin",
+      );
+    }
+    need(1);
+    const at = pos;
+    const b = bytes[pos++]!;
+    let skip = 0; // payload bytes after the header
+    let open = -1; // entries of a container this header opens, or -1
+    let map = false;
+    let str = false;
+    if (b <= 0x7f || b >= 0xe0) {
+      // positive or negative fixint
+    } else if (b <= 0x8f) {
+      open = b & 0x0f;
+      map = true;
+    } else if (b <= 0x9f) {
+      open = b & 0x0f;
+    } else if (b <= 0xbf) {
+      skip = b & 0x1f;
+      str = true;
+    } else if ((skip = fixedPayload(b)) < 0) {
+      skip = 0;
+      switch (b) {
+        case 0xc4: // bin8
+        case 0xd9: // str8
+          need(1);
+          skip = bytes[pos++]!;
+          str = b === 0xd9;
+          break;
+        case 0xc5:
+        case 0xda:
+          need(2);
+          skip = view.getUint16(pos);
+          pos += 2;
+          str = b === 0xda;
+          break;
+        case 0xc6:
+        case 0xdb:
+          need(4);
+          skip = view.getUint32(pos);
+          pos += 4;
+          str = b === 0xdb;
+          break;
+        case 0xdc: // array16
+        case 0xde: // map16
+          need(2);
+          open = view.getUint16(pos);
+          pos += 2;
+          map = b === 0xde;
+          break;
+        case 0xdd:
+        case 0xdf:
+          need(4);
+          open = view.getUint32(pos);
+          pos += 4;
+          map = b === 0xdf;
+          break;
+        case 0xc1:
+          throw new ZpruneError(
+            "bad_msgpack",
+            `the reserved byte 0xc1 at byte ${at} is not msgpack; only plain msgpack types are accepted`,
+          );
+        default: {
+          // ext8/16/32 (0xc7-0xc9) and fixext (0xd4-0xd8)
+          const type = b <= 0xc9 ? bytes[pos + (1 << (b - 0xc7))] : bytes[pos];
+          const which = type === undefined ? "" : ` 0x${type.toString(16).padStart(2, "0")}`;
+          throw new ZpruneError(
+            "bad_msgpack",
+            `an extension type${which} at byte ${at}: only plain msgpack types are accepted (no extension types)`,
+          );
+        }
+      }
+    }
+    if (key && !str) {
+      throw new ZpruneError(
+        "invalid_request",
+        `the map key at byte ${at} is not a string; a request's maps are keyed by field names`,
+      );
+    }
+    if (open >= 0) {
+      const entries = map ? open * 2 : open;
+      // Every value takes at least one byte: a count the rest of the body cannot hold is a truncated body, and
+      // is refused before anything waits on it.
+      if (entries > n - pos) {
+        throw incomplete(`a ${map ? "map" : "array"} at byte ${at} declares ${open} entries; ${n - pos} bytes follow`);
+      }
+      // The open container's own level: `depth` counts the containers this value sits in.
+      if (depth === limits.maxDepth) {
+        throw new ZpruneError(
+          "invalid_request",
+          `the body nests containers deeper than ${limits.maxDepth} levels; a request needs 5`,
+        );
+      }
+      if (entries > 0) {
+        depth++;
+        left[depth] = entries;
+        isMap[depth] = map ? 1 : 0;
+      }
+    } else {
+      need(skip);
+      pos += skip;
+    }
+  }
+  if (pos < n) throw incomplete(`${n - pos} trailing byte${n - pos === 1 ? "" : "s"} after the first value`);
+}

@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import { Packr } from "msgpackr";
+import { ZpruneError } from "./errors.ts";
+import { scanMsgpack } from "./msgpack_scan.ts";
+
+const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+const code = (c: string, includes = "") => (e: unknown) =>
+  e instanceof ZpruneError && e.code === c && e.message.includes(includes);
+
+/** A seeded xorshift generator in [0, 1). */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+/** A random plain value whose encoding uses every header family: ints and floats of each width, strings and bins
+ * around the 8/16/32-bit length boundaries, fix/16/32 maps and arrays. */
+function randomValue(r: () => number, depth: number): unknown {
+  const pick = Math.floor(r() * (depth > 3 ? 8 : 11));
+  const lengths = [0, 1, 31, 32, 255, 256, 65535, 65536];
+  const len = () => lengths[Math.floor(r() * lengths.length)]!;
+  switch (pick) {
+    case 0:
+      return null;
+    case 1:
+      return r() < 0.5;
+    case 2: {
+      const mags = [1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+      const m = mags[Math.floor(r() * mags.length)]!;
+      return r() < 0.5 ? m : -m;
+    }
+    case 3:
+      return r() < 0.5 ? 0.5 : r() * 1e300;
+    case 4:
+      return "s".repeat(len());
+    case 5:
+    case 6:
+    case 7:
+      return new Uint8Array(len());
+    case 8:
+    case 9: {
+      const n = [0, 1, 15, 16, 17][Math.floor(r() * 5)]!;
+      return Array.from({ length: n }, () => randomValue(r, depth + 1));
+    }
+    default: {
+      const n = [0, 1, 15, 16, 17][Math.floor(r() * 5)]!;
+      const m: Record<string, unknown> = {};
+      for (let i = 0; i < n; i++) m[`k${i}`] = randomValue(r, depth + 1);
+      return m;
+    }
+  }
+}
+
+Deno.test("scanMsgpack() passes every plain value msgpackr encodes, and refuses each of its prefixes and a trailing byte", () => {
+  const r = rng(2026);
+  let checkedPrefixes = 0;
+  for (let i = 0; i < 200; i++) {
+    const bytes = new Uint8Array(packr.pack(randomValue(r, 0)));
+    scanMsgpack(bytes);
+    const longer = new Uint8Array(bytes.length + 1);
+    longer.set(bytes);
+    assert.throws(() => scanMsgpack(longer), code("bad_msgpack", "1 trailing byte after"));
+    // Every strict prefix ends inside a value: all of them for small encodings, 100 spread out for large ones.
+    const step = bytes.length > 200 ? Math.ceil(bytes.length / 100) : 1;
+    for (let cut = 0; cut < bytes.length; cut += step) {
+      assert.throws(() => scanMsgpack(bytes.subarray(0, cut)), code("bad_msgpack"), `prefix ${cut} of ${bytes.length}`);
+      checkedPrefixes++;
+    }
+  }
+  assert.ok(checkedPrefixes > 5_000, `${checkedPrefixes} prefixes`);
+});
+
+Deno.test("scanMsgpack() reads views at any offset of a larger buffer", () => {
+  const inner = packr.pack({ a: [1, new Uint8Array(300), "x".repeat(40)] });
+  const outer = new Uint8Array(inner.length + 7);
+  outer.set(inner, 3);
+  scanMsgpack(outer.subarray(3, 3 + inner.length));
+  assert.throws(() => scanMsgpack(outer.subarray(3, 4 + inner.length)), code("bad_msgpack", "trailing"));
+});
+
+Deno.test("scanMsgpack() refuses every extension header and the reserved byte 0xc1, wherever they stand", () => {
+  const exts = [
+    [0xd4, 0x01, 0x00],
+    [0xd5, 0x01, 0, 0],
+    [0xd6, 0xff, 0, 0, 0, 1],
+    [0xd7, 0x01, ...new Array(8).fill(0)],
+    [0xd8, 0x01, ...new Array(16).fill(0)],
+    [0xc7, 0x01, 0x74, 0x00],
+    [0xc8, 0x00, 0x01, 0x74, 0x00],
+    [0xc9, 0x00, 0x00, 0x00, 0x01, 0x74, 0x00],
+  ];
+  for (const e of exts) {
+    assert.throws(() => scanMsgpack(new Uint8Array(e)), code("bad_msgpack", "extension"), `${e}`);
+    assert.throws(() => scanMsgpack(new Uint8Array([0x92, 0x01, ...e])), code("bad_msgpack", "extension"), `${e}`);
+    assert.throws(() => scanMsgpack(new Uint8Array([0x81, 0xa1, 0x61, ...e])), code("bad_msgpack", "extension"));
+  }
+  assert.throws(() => scanMsgpack(new Uint8Array([0xc1])), code("bad_msgpack", "0xc1"));
+  assert.throws(() => scanMsgpack(new Uint8Array([0x91, 0xc1])), code("bad_msgpack", "0xc1"));
+  // Inside a bin or a string the same bytes are data, not headers.
+  scanMsgpack(new Uint8Array([0x92, 0xc4, 0x02, 0xc1, 0xd6, 0xa2, 0xc7, 0xc1]));
+});
+
+Deno.test("scanMsgpack() takes string map keys only", () => {
+  scanMsgpack(new Uint8Array([0x82, 0xa1, 0x61, 0x01, 0xd9, 0x01, 0x62, 0x81, 0xa0, 0xc0]));
+  const keys = [[0x01], [0xc0], [0xc3], [0xc4, 0x01, 0x61], [0x80], [0x90], [0xcb, 0, 0, 0, 0, 0, 0, 0, 0]];
+  for (const k of keys) {
+    assert.throws(() => scanMsgpack(new Uint8Array([0x81, ...k, 0x01])), code("invalid_request", "map key"), `${k}`);
+    // The second key of a map and a key in a nested map are checked too; a value may be anything.
+    assert.throws(() => scanMsgpack(new Uint8Array([0x82, 0xa1, 0x61, ...k, ...k, 0x01])), code("invalid_request"));
+    assert.throws(() => scanMsgpack(new Uint8Array([0x91, 0x81, ...k, 0x01])), code("invalid_request"));
+    scanMsgpack(new Uint8Array([0x81, 0xa1, 0x61, ...k]));
+  }
+});
+
+Deno.test("scanMsgpack() holds nesting to maxDepth levels, empty containers included", () => {
+  const limits = { maxDepth: 6, maxValues: 1000 };
+  for (const [name, open, close] of [["arrays", [0x91], [0x90]], ["maps", [0x81, 0xa1, 0x61], [0x80]]] as const) {
+    const nest = (levels: number) => new Uint8Array([...new Array(levels - 1).fill(open).flat(), ...close]);
+    scanMsgpack(nest(6), limits);
+    assert.throws(() => scanMsgpack(nest(7), limits), code("invalid_request", "deeper than 6"), name);
+  }
+  // Depth is nesting, not the number of containers: siblings at one level are fine.
+  scanMsgpack(new Uint8Array([0x93, 0x91, 0x90, 0x91, 0x90, 0x91, 0x90]), { maxDepth: 3, maxValues: 100 });
+});
+
+Deno.test("scanMsgpack() counts every value, keys and headers included, against maxValues", () => {
+  // {"a": [1, 2, 3]}: the map, its key, the array and 3 ints = 6 values.
+  const six = new Uint8Array([0x81, 0xa1, 0x61, 0x93, 0x01, 0x02, 0x03]);
+  scanMsgpack(six, { maxDepth: 4, maxValues: 6 });
+  assert.throws(() => scanMsgpack(six, { maxDepth: 4, maxValues: 5 }), code("invalid_request", "more than 5"));
+  // 2M empty maps in one array32: refused at the limit, long before a decoder would have built them.
+  const n = 2_000_000;
+  const body = new Uint8Array(5 + n).fill(0x80);
+  body.set([0xdd, (n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+  assert.throws(() => scanMsgpack(body), code("invalid_request", `more than ${2 ** 20}`));
+});
+
+Deno.test("scanMsgpack() refuses counts and lengths the rest of the body cannot hold, before reading on", () => {
+  const ff = [0xff, 0xff, 0xff, 0xff];
+  const cases = [
+    [0xdd, ...ff, 0xc0], // array32 of 4G entries
+    [0xdf, ...ff, 0xa1, 0x61, 0xc0], // map32 of 4G entries
+    [0xdc, 0x00, 0x03, 0xc0, 0xc0], // array16 of 3 with 2 present
+    [0xc6, ...ff, 0x00], // bin32 of 4 GiB
+    [0xdb, 0x00, 0x00, 0x00, 0x02, 0x61], // str32 of 2 with 1 present
+    [0xcb, 0, 0, 0], // float64 cut short
+  ];
+  for (const c of cases) assert.throws(() => scanMsgpack(new Uint8Array(c)), code("bad_msgpack"), `${c}`);
+});
