@@ -184,7 +184,9 @@ export function activationWeights(actNormSq: Float32Array | null, exponent: numb
   if (!actNormSq) return null;
   const out = new Float64Array(actNormSq.length);
   const half = exponent / 2;
-  for (let j = 0; j < out.length; j++) out[j] = actNormSq[j]! ** half;
+  // "+ 0" turns an entry of -0 (a valid sum of squares) into +0: (-0)^(odd integer) is -0, and a score of -0
+  // would rank above every positive one in selection's unsigned key order.
+  for (let j = 0; j < out.length; j++) out[j] = actNormSq[j]! ** half + 0;
   return out;
 }
 

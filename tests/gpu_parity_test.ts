@@ -261,6 +261,33 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: activation entries of -0 give the CPU's masks exactly (wanda, exponent 2: (-0)^1 is -0)",
+  ignore,
+  async fn() {
+    const rows = 9, cols = 16;
+    const rand = rng(0x2d0);
+    const levels = [0.5, -0.5, 0.25, 1, -1];
+    const w = new Float32Array(rows * cols).map(() => levels[Math.floor(rand() * levels.length)]!);
+    // Exact products (powers of two times small integers), so both backends' scores are equal and masks must be.
+    const act = new Float32Array(cols).map((_, j) => [-0, 0, 1, 4][j % 4]!);
+    const patterns: PruneParams["pattern"][] = [
+      { kind: "layer", sparsity: 0.25 },
+      { kind: "row", sparsity: 0.25 },
+      { kind: "nm", n: 2, m: 4 },
+      { kind: "nm", n: 1, m: 2 },
+    ];
+    for (const pattern of patterns) {
+      const params: PruneParams = { method: "wanda", pattern, exponent: 2, returnWeight: false, returnScore: false };
+      const layer: LayerJob = { name: "negzero", rows, cols, dtype: "f32", weight: encode(w, "f32"), actNormSq: act };
+      const ref = await cpu.prune(params, copyLayer(layer));
+      const got = await gpu!.prune(params, copyLayer(layer));
+      assert.deepEqual(got.mask, ref.mask, JSON.stringify(pattern));
+      assert.equal(got.stats.pruned, ref.stats.pruned);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: multi-tile layers match the CPU backend",
   ignore,
   async fn() {

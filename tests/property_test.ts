@@ -114,6 +114,39 @@ Deno.test("CPU backend matches the sort-based oracle on 160 random layers", asyn
   }
 });
 
+Deno.test("activation entries of -0 count as 0: exactly k pruned, ties by index, no -0 score", async () => {
+  // (-0)^(exponent/2) is -0 for exponents 2, 6, 10...; as a float32 key -0 (0x80000000) sorts above every
+  // positive score, so without care it is pruned last and breaks "exactly k" and the tie order.
+  const patterns: Pattern[] = [
+    { kind: "layer", sparsity: 0.25 },
+    { kind: "row", sparsity: 0.25 },
+    { kind: "nm", n: 2, m: 4 },
+    { kind: "nm", n: 1, m: 2 },
+  ];
+  const rand = rng(0x2d0);
+  let checked = 0;
+  for (const method of ["wanda", "ria", "zpruner"] as Method[]) {
+    for (const pattern of patterns) {
+      for (const exponent of [2, 6]) {
+        const c: Case = { rows: 9, cols: 16, dtype: "f32", method, pattern, ties: true, zeros: false, exponent };
+        const { params, layer } = build(c, 1 + checked);
+        for (let j = 0; j < c.cols; j++) if (rand() < 0.4) layer.actNormSq![j] = -0;
+        assert.ok(layer.actNormSq!.some((v) => Object.is(v, -0)), "the case has -0 entries");
+        const out = await pruneLayer(params, layer);
+        const W = oracleDecode(layer.weight, c.dtype);
+        // The oracle compares numbers, where -0 === 0: its answer is the contract's.
+        const { scores } = oracleScores(method, W, c.rows, c.cols, Array.from(layer.actNormSq!), exponent);
+        const sel = oracleSelect(scores, c.rows, c.cols, pattern);
+        assert.deepEqual(compareWithOracle(out.mask, scores, sel), [], describe(c));
+        assert.equal(out.stats.pruned, sel.pruned.filter(Boolean).length, `${describe(c)}: pruned count`);
+        assert.ok(!out.score!.some((v) => Object.is(v, -0)), `${describe(c)}: a score of -0`);
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, 24);
+});
+
 Deno.test("CPU worker pool and inline path give identical bits", async () => {
   const backend = createCpuBackend({ threads: 2, parallelMin: 0 });
   try {
