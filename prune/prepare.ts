@@ -121,13 +121,14 @@ export function prepareRequest(req: PruneRequest, limits: PrepareLimits): Prepar
     }
     const [rows, cols] = weight.shape as [number, number];
     if (rows < 1 || cols < 1) fail("invalid_request", `${path}.weight.shape: rows and cols must be at least 1`);
+    // Bytes first: a shape the data does not fill is a shape_mismatch (API.md) whatever its size, not too_large.
+    checkBytes(weight, `${path}.weight`);
     if (rows * cols > limits.maxLayerElements) {
       fail(
         "too_large",
         `${path}.weight: ${rows * cols} elements, over this server's limit of ${limits.maxLayerElements} per layer`,
       );
     }
-    checkBytes(weight, `${path}.weight`);
     if (pattern.kind === "nm" && cols % pattern.m !== 0) {
       fail(
         "shape_mismatch",

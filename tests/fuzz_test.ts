@@ -247,7 +247,7 @@ function lyingShapes(): Case[] {
   w([8, 16], mismatch, new Uint8Array(0));
   w([8, 16], mismatch, new Uint8Array(256)); // the byte count of f16, not f32
   for (const s of [[2 ** 40, 16], [16, 2 ** 40], [2 ** 40, 2 ** 40], [1, 2 ** 31], [2 ** 32 - 1, 2 ** 32 - 1]]) {
-    w(s, ["too_large", "shape_mismatch"]);
+    w(s, mismatch); // the data is far shorter than the shape, whatever the element limit
   }
   for (
     const s of [
@@ -309,10 +309,7 @@ function lyingShapes(): Case[] {
   inputs("shape [4, 17]", { dtype: "f32", shape: [4, 17], data: new Uint8Array(4 * 17 * 4) }, mismatch);
   inputs("shape [64]", { dtype: "f32", shape: [64], data: new Uint8Array(256) }, mismatch);
   inputs("shape [4, 16, 1]", { dtype: "f32", shape: [4, 16, 1], data: new Uint8Array(256) }, mismatch);
-  inputs("shape [2^40, 16]", { dtype: "f32", shape: [2 ** 40, 16], data: new Uint8Array(256) }, [
-    "shape_mismatch",
-    "too_large",
-  ]);
+  inputs("shape [2^40, 16]", { dtype: "f32", shape: [2 ** 40, 16], data: new Uint8Array(256) }, mismatch);
   inputs("shape [4, 16] with 255 bytes", { dtype: "bf16", shape: [4, 16], data: new Uint8Array(255) }, mismatch);
   inputs("shape [-4, 16]", { dtype: "f32", shape: [-4, 16], data: new Uint8Array(256) }, invalid);
   cases.push({
