@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ZpruneError } from "./errors.ts";
+import type { ScanLimits } from "./msgpack_scan.ts";
 
 /** Contract version served under `/v1`. */
 export const API_VERSION = 1;
@@ -32,6 +33,19 @@ export const DEFAULT_EXPONENT: Record<Method, number> = { zpruner: 1.5, wanda: 1
 /** Methods that need activations unless `options.dataFree` is true. */
 export const NEEDS_ACTIVATIONS: Record<Method, boolean> = { zpruner: true, wanda: true, ria: true, magnitude: false };
 
+/**
+ * Bounds a request keeps beyond API.md's own (no real request comes near them); `/v1/info` lists them. The
+ * msgpack body's nesting and value count are bounded too, before decoding (contract/msgpack_scan.ts).
+ */
+export const REQUEST_BOUNDS = {
+  maxLayers: 4096,
+  maxNameLength: 1024,
+  /** Largest M of an "N:M" pattern (four digits). */
+  maxM: 9999,
+  exponent: { min: 0, max: 64 },
+  maxShapeDims: 8,
+} as const;
+
 /** Binary data: msgpack `bin` decodes to a Uint8Array (a Buffer under Node and Bun, itself a Uint8Array). */
 const bin = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: "expected binary data (msgpack bin)" })
   .describe("msgpack bin: little-endian, row-major bytes");
@@ -39,18 +53,18 @@ const bin = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: "exp
 /** A tensor on the wire: dtype, shape and little-endian row-major bytes. */
 export const TensorSchema = z.object({
   dtype: z.enum(["f32", "f16", "bf16"]),
-  shape: z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(8),
+  shape: z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(REQUEST_BOUNDS.maxShapeDims),
   data: bin,
 });
 /** A tensor on the wire. */
 export type Tensor = z.infer<typeof TensorSchema>;
 
-/** The pattern grammar: `layer`, `row` or `N:M`. */
+/** The pattern grammar: `layer`, `row` or `N:M`, N and M of at most four digits (`REQUEST_BOUNDS.maxM`). */
 const PATTERN_RE = /^(layer|row|([0-9]{1,4}):([0-9]{1,4}))$/;
 
 /** One layer of a request. `null` (msgpack nil) counts as absent. */
 export const LayerRequestSchema = z.object({
-  name: z.string().max(1024),
+  name: z.string().max(REQUEST_BOUNDS.maxNameLength),
   weight: TensorSchema,
   actNormSq: TensorSchema.nullish(),
   inputs: TensorSchema.nullish(),
@@ -76,11 +90,11 @@ export const PruneRequestSchema = z.object({
     description: 'required for "layer" and "row"; ignored for N:M',
   }),
   options: z.object({
-    exponent: z.number().finite().min(0).max(64).nullish(),
+    exponent: z.number().finite().min(REQUEST_BOUNDS.exponent.min).max(REQUEST_BOUNDS.exponent.max).nullish(),
     dataFree: z.boolean().nullish(),
   }).nullish(),
   return: z.array(z.enum(RETURNS)).max(3).nullish().transform((r) => r ?? ["mask"]),
-  layers: z.array(LayerRequestSchema).min(1).max(4096),
+  layers: z.array(LayerRequestSchema).min(1).max(REQUEST_BOUNDS.maxLayers),
 }).superRefine((req, ctx) => {
   if (req.pattern === "layer" || req.pattern === "row") {
     if (req.sparsity === undefined || req.sparsity === null) {
@@ -184,7 +198,15 @@ export interface InfoResponse {
   apiVersion: number;
   backend: "webgpu" | "cpu";
   device: string;
-  limits: { maxBodyBytes: number; maxLayerElements: number; maxQueue: number };
+  limits: {
+    maxBodyBytes: number;
+    maxLayerElements: number;
+    maxQueue: number;
+    /** Estimated working memory the computing requests may hold together (413 for a request that alone needs more). */
+    memoryBudgetBytes: number;
+    /** The msgpack body's bounds, checked before decoding. */
+    msgpack: ScanLimits;
+  } & typeof REQUEST_BOUNDS;
   methods: readonly Method[];
   patterns: string[];
   dtypes: readonly DType[];

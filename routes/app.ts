@@ -5,7 +5,8 @@
  */
 import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
-import { API_VERSION, DTYPES, type InfoResponse, METHODS, RETURNS } from "../contract/api.ts";
+import { API_VERSION, DTYPES, type InfoResponse, METHODS, REQUEST_BOUNDS, RETURNS } from "../contract/api.ts";
+import { WIRE_LIMITS } from "../contract/msgpack_scan.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { encodeMsgpack } from "../contract/wire.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
@@ -164,6 +165,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         maxBodyBytes: config.maxBodyBytes,
         maxLayerElements: config.maxLayerElements,
         maxQueue: config.maxQueue,
+        memoryBudgetBytes: config.memoryBudgetBytes,
+        msgpack: WIRE_LIMITS,
+        ...REQUEST_BOUNDS,
       },
       methods: METHODS,
       patterns: ["layer", "row", "N:M"],

@@ -3,8 +3,17 @@ import { z } from "zod";
 import { ErrorResponseSchema, PruneRequestSchema, PruneResponseSchema } from "../contract/api.ts";
 import { ERROR_STATUS, type ErrorCode } from "../contract/errors.ts";
 
+/** The JSON Schema of `schema`. zod writes `additionalProperties: false` on output objects; API.md lets the server
+ * add fields to its answers, so a client validating against this document must not refuse them. */
 const json = (schema: z.ZodType, io: "input" | "output") =>
-  z.toJSONSchema(schema, { unrepresentable: "any", io, target: "draft-2020-12" });
+  z.toJSONSchema(schema, {
+    unrepresentable: "any",
+    io,
+    target: "draft-2020-12",
+    override: ({ jsonSchema }) => {
+      if (jsonSchema.additionalProperties === false) delete jsonSchema.additionalProperties;
+    },
+  });
 
 /** Codes `POST /v1/prune` never answers: an unknown route, and a client gone before its answer. */
 const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found", "client_closed_request"]);

@@ -3,7 +3,7 @@
  * afterwards the server still answers /healthz and a golden request exactly.
  */
 import assert from "node:assert/strict";
-import type { PruneResponse } from "../contract/api.ts";
+import type { InfoResponse, PruneResponse } from "../contract/api.ts";
 import { Packr } from "msgpackr";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
@@ -197,6 +197,69 @@ Deno.test("every error of the contract's table is answered with its status and c
       "bad_msgpack",
     );
     await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("the request bounds /v1/info lists are the ones enforced, at the bound and one past it", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { maxBodyBytes: 1 << 22 } });
+  try {
+    const { limits } = await (await fetch(`${server.url}/v1/info`)).json() as InfoResponse;
+    const post = (body: unknown) => postPrune(server.url, encodeMsgpack(body));
+    const ok = async (res: Response, what: string) => {
+      assert.equal(res.status, 200, `${what}: ${await res.text()}`);
+    };
+    const magnitude = (over: Record<string, unknown>) => request({ method: "magnitude", ...over });
+    await ok(await post(magnitude({ options: { exponent: limits.exponent.max } })), "exponent at max");
+    await expectError(
+      await post(magnitude({ options: { exponent: limits.exponent.max * 1.001 } })),
+      422,
+      "invalid_request",
+      "options.exponent",
+    );
+    await expectError(
+      await post(magnitude({ options: { exponent: limits.exponent.min - 0.5 } })),
+      422,
+      "invalid_request",
+      "options.exponent",
+    );
+    await ok(await post(magnitude({ layers: [layer({ name: "n".repeat(limits.maxNameLength) })] })), "long name");
+    await expectError(
+      await post(magnitude({ layers: [layer({ name: "n".repeat(limits.maxNameLength + 1) })] })),
+      422,
+      "invalid_request",
+      "layers[0].name",
+    );
+    // N:M with M at the bound needs cols = M: one row of maxM columns.
+    const wide = (m: number) => ({
+      name: "wide",
+      weight: { dtype: "f32", shape: [1, m], data: new Uint8Array(4 * m).fill(0x3f) },
+    });
+    await ok(await post(magnitude({ pattern: `1:${limits.maxM}`, layers: [wide(limits.maxM)] })), "M at max");
+    await expectError(
+      await post(magnitude({ pattern: `1:${limits.maxM + 1}`, layers: [wide(limits.maxM + 1)] })),
+      422,
+      "invalid_request",
+      "pattern",
+    );
+    const many = (n: number) => Array.from({ length: n }, (_, i) => layer({ name: `l${i}` }));
+    await ok(await post(magnitude({ layers: many(limits.maxLayers) })), "layers at max");
+    await expectError(await post(magnitude({ layers: many(limits.maxLayers + 1) })), 422, "invalid_request", "layers");
+    // The msgpack scan's bounds: nesting (a list of arrays as an added field) and the number of values.
+    const nested = (depth: number): unknown => depth === 1 ? [] : [nested(depth - 1)];
+    await ok(await post(magnitude({ extra: nested(limits.msgpack.maxDepth - 1) })), "nesting at max");
+    await expectError(
+      await post(magnitude({ extra: nested(limits.msgpack.maxDepth) })),
+      422,
+      "invalid_request",
+      "deeper",
+    );
+    const values = new Array(limits.msgpack.maxValues).fill(0);
+    await expectError(await post(magnitude({ extra: values })), 422, "invalid_request", "values");
+    await ok(await post(magnitude({ extra: values.slice(0, limits.msgpack.maxValues - 64) })), "values under max");
   } finally {
     await server.close();
     await backend.close();

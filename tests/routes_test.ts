@@ -25,6 +25,11 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     assert.equal(info.device, backend.device);
     assert.equal(info.limits.maxBodyBytes, 12345);
     assert.equal(info.limits.maxLayerElements, 999);
+    // The bounds the schema and the msgpack scan enforce are the ones listed (checked against the server below).
+    assert.equal(info.limits.maxLayers, 4096);
+    assert.deepEqual(info.limits.exponent, { min: 0, max: 64 });
+    assert.deepEqual(info.limits.msgpack, { maxDepth: 32, maxValues: 2 ** 20 });
+    assert.equal(typeof info.limits.memoryBudgetBytes, "number");
     assert.deepEqual([...info.methods].sort(), ["magnitude", "ria", "wanda", "zpruner"]);
     assert.deepEqual([...info.dtypes].sort(), ["bf16", "f16", "f32"]);
     assert.ok(info.patterns.includes("N:M") && info.patterns.includes("layer") && info.patterns.includes("row"));
@@ -41,6 +46,9 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     }
     assert.ok(!JSON.stringify(responses).includes("not_found"), "/v1/prune never answers not_found");
     assert.match(responses["429"].description, /Retry-After/);
+    // API.md: "The server may add fields": no schema in the document may forbid them.
+    assert.ok(!JSON.stringify(doc).includes('"additionalProperties":false'), "a schema forbids added fields");
+    assert.ok(JSON.stringify(doc.components.schemas.PruneResponse).includes('"rowSparsity"'));
     const reqSchema = doc.components.schemas.PruneRequest;
     assert.deepEqual(reqSchema.required, ["layers"]);
     assert.deepEqual(reqSchema.properties.method.anyOf[0].enum, ["zpruner", "wanda", "ria", "magnitude"]);
