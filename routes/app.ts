@@ -14,6 +14,7 @@ import { Metrics } from "../observe/metrics.ts";
 import type { Backend } from "../prune/backend.ts";
 import { WorkQueue } from "../prune/queue.ts";
 import { bearerAuth } from "./auth.ts";
+import { BodyBudget } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
@@ -95,6 +96,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     "Layers the WebGPU backend computed on the exact CPU path (values outside float32's range, or a layer too large " +
       "for the device; slower, same answer).",
     () => backend.exactPathLayers,
+  );
+  // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
+  // within about twice the budget, however many clients upload at once.
+  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds);
+  metrics.gauge(
+    "zprune_body_bytes_held",
+    "Bytes of request bodies being read or waiting for a compute slot.",
+    () => bodies.held,
   );
   metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
   metrics.gauge(
@@ -190,6 +199,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     pruneHandler({
       backend,
       queue,
+      bodies,
       metrics,
       maxBodyBytes: config.maxBodyBytes,
       maxLayerElements: config.maxLayerElements,

@@ -16,7 +16,7 @@ import type { Backend, LayerOutput } from "../prune/backend.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import type { WorkQueue } from "../prune/queue.ts";
 import type { Metrics } from "../observe/metrics.ts";
-import { readBody } from "./body.ts";
+import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Longest time one request may hold the event loop's thread computing layers before it lets other work run. */
@@ -52,6 +52,8 @@ export interface PruneRouteDeps {
   backend: Backend;
   queue: WorkQueue;
   metrics: Metrics;
+  /** Holds bodies from their first byte until they compute (or are answered). */
+  bodies: BodyBudget;
   maxBodyBytes: number;
   maxLayerElements: number;
   deadlineMs: number;
@@ -100,6 +102,15 @@ function layerResponse(name: string, rows: number, cols: number, dtype: DType, o
 /** The handler of `POST /v1/prune`. */
 export function pruneHandler(deps: PruneRouteDeps) {
   return async function prune(c: Context<AppEnv>): Promise<Response> {
+    const hold = deps.bodies.open();
+    try {
+      return await handle(c, hold);
+    } finally {
+      hold.release();
+    }
+  };
+
+  async function handle(c: Context<AppEnv>, hold: BodyHold): Promise<Response> {
     const start = performance.now();
     const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (!MSGPACK_TYPES.has(type)) {
@@ -108,7 +119,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
         `Content-Type "${type || "(none)"}" is not accepted; send the body as application/msgpack`,
       );
     }
-    const body = await readBody(c.req.raw, deps.maxBodyBytes);
+    const body = await readBody(c.req.raw, deps.maxBodyBytes, hold);
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
     const prepared = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
@@ -123,6 +134,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
     let computeMs = 0;
     const outputs = await deps.queue.run(
       async () => {
+        hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
         const turns = loopTurns(YIELD_MS);
@@ -163,5 +175,5 @@ export function pruneHandler(deps: PruneRouteDeps) {
       status: 200,
       headers: { "content-type": "application/msgpack", "content-length": String(bytes.byteLength) },
     });
-  };
+  }
 }

@@ -350,6 +350,70 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
   }
 });
 
+Deno.test("429 busy while bodies not yet computing hold the memory budget; ended or aborted uploads give it back", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { memoryBudgetBytes: 1_000_000, maxBodyBytes: 10_000_000 } });
+  const held = async () => {
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    return Number(/^zprune_body_bytes_held (\d+)$/m.exec(text)?.[1]);
+  };
+  const until = async (what: string, ok: (n: number) => boolean) => {
+    for (let i = 0; i < 500 && !ok(await held()); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(ok(await held()), `${what}: ${await held()} bytes held`);
+  };
+  /** An upload of `bytes` zeros that stays open until `end()`; `abort` cancels it from the client's side. */
+  const upload = (bytes: number) => {
+    let close!: () => void;
+    const closed = new Promise<void>((r) => (close = r));
+    let sent = 0;
+    const abort = new AbortController();
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(ctrl) {
+        if (sent >= bytes) {
+          await closed;
+          return ctrl.close();
+        }
+        sent += 16_384;
+        ctrl.enqueue(new Uint8Array(16_384));
+      },
+    });
+    const res = fetch(`${server.url}/v1/prune`, {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: stream,
+      duplex: "half",
+      signal: abort.signal,
+    } as RequestInit);
+    return { res, end: close, abort: () => abort.abort() };
+  };
+  try {
+    const small = encodeMsgpack(request());
+    assert.equal((await postPrune(server.url, small)).status, 200);
+    assert.equal(await held(), 0);
+    // One upload alone may take more than the budget; a second body then waits for it.
+    const a = upload(900_000);
+    await until("the first upload is held", (n) => n >= 900_000);
+    const refused = await postPrune(server.url, small);
+    await expectError(refused, 429, "busy", "bodies");
+    assert.equal(refused.headers.get("retry-after"), "1");
+    a.end();
+    await expectError(await a.res, 400, "bad_msgpack"); // 900 KB of zeros is not one msgpack value
+    await until("the ended upload is released", (n) => n === 0);
+    assert.equal((await postPrune(server.url, small)).status, 200);
+    // A client that gives up mid-upload releases its hold too.
+    const b = upload(900_000);
+    await until("the second upload is held", (n) => n >= 900_000);
+    b.abort();
+    await b.res.catch(() => {});
+    await until("the aborted upload is released", (n) => n === 0);
+    assert.equal((await postPrune(server.url, small)).status, 200);
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("503 unavailable when the deadline passes in the queue; no backend restart is counted", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
