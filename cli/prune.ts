@@ -5,10 +5,7 @@
  *
  * Run `deno task prune --help` for the flags.
  */
-import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
-import { ZpruneClient } from "../client/mod.ts";
-import { type Method, METHODS } from "../contract/api.ts";
+import { ZpruneClient, ZpruneError } from "../client/mod.ts";
 import {
   ForwardPool,
   gatherWindows,
@@ -26,49 +23,13 @@ import {
   tokenizeCorpus,
   writeCheckpoint,
 } from "../model/mod.ts";
+import { DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
 
-const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
+export { DEFAULTS };
 
-/** Defaults: the bundled model and corpus, the reference's calibration and the first 64 test windows. */
-export const DEFAULTS = {
-  model: repo("models/zp-llama-9m"),
-  calibIds: repo("data/corpus/calib_ids.u16"),
-  calibStarts: repo("data/corpus/calib_starts_seed0.i64"),
-  evalIds: repo("data/corpus/test_ids.u16"),
-  seqlen: 256,
-  nsamples: 64,
-  evalWindows: 64,
-  method: "zpruner",
-  pattern: "layer",
-  sparsity: 0.5,
-};
-
-const HELP = `deno task prune [flags]
-
-Prunes every decoder block's 7 linear layers of a LLaMA checkpoint, block by block, through POST /v1/prune,
-and reports dense and pruned perplexity.
-
-  --model DIR            checkpoint directory (default: models/zp-llama-9m)
-  --server URL           zprune server (default: an in-process server on the CPU backend)
-  --token TOKEN          bearer token for --server (default: $ZPRUNE_TOKEN)
-  --method M             zpruner | wanda | ria | magnitude (default zpruner)
-  --pattern P            layer | row | N:M (default layer)
-  --sparsity S           0 <= S < 1, for layer and row (default 0.5)
-  --exponent E           activation exponent (default: the method's)
-calibration (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json):
-  --calib-ids FILE.u16 --calib-starts FILE.i64 --seqlen L
-  --calib-text FILE --nsamples N --seqlen L --seed S     random windows of the tokenized text
-  --calib-jsonl FILE --nsamples N --seqlen L --seed S    conversations, rendered with the chat template if any
-evaluation (default: data/corpus/test_ids.u16):
-  --eval-ids FILE.u16 | --eval-text FILE
-  --eval-windows N|all   windows of seqlen tokens from the start (default 64)
-  --skip-dense           do not measure the dense model
-output:
-  --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer)
-  --report FILE.json     dense and pruned perplexity, per-layer stats, timings
-  --workers N            forward-pass workers (default: one per core)
-`;
+/** How long --server may take to answer GET /v1/info before the run gives up on it. */
+const PROBE_TIMEOUT_MS = 15_000;
 
 /** Everything the CLI measured. */
 export interface PruneReport {
@@ -135,167 +96,164 @@ function progress(): (label: string, done: number, total: number) => void {
   };
 }
 
-/** Runs the CLI with `args`; returns the report (also written to --report when given). */
-export async function main(args: string[]): Promise<PruneReport | undefined> {
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      model: { type: "string" },
-      server: { type: "string" },
-      token: { type: "string" },
-      method: { type: "string" },
-      pattern: { type: "string" },
-      sparsity: { type: "string" },
-      exponent: { type: "string" },
-      "calib-ids": { type: "string" },
-      "calib-starts": { type: "string" },
-      "calib-text": { type: "string" },
-      "calib-jsonl": { type: "string" },
-      nsamples: { type: "string" },
-      seqlen: { type: "string" },
-      seed: { type: "string" },
-      "eval-ids": { type: "string" },
-      "eval-text": { type: "string" },
-      "eval-windows": { type: "string" },
-      "skip-dense": { type: "boolean" },
-      out: { type: "string" },
-      report: { type: "string" },
-      workers: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
-  if (v.help) {
+/** An error's message followed by those of its causes (a failed fetch says why only in its cause). */
+function errorChain(e: unknown): string {
+  let text = e instanceof Error ? e.message : String(e);
+  for (
+    let c = e instanceof Error ? e.cause : undefined;
+    c !== undefined;
+    c = c instanceof Error ? c.cause : undefined
+  ) {
+    const m = c instanceof Error ? c.message : String(c);
+    if (!text.includes(m)) text += `: ${m}`;
+  }
+  return text;
+}
+
+/**
+ * Asks the server for GET /v1/info, which needs the token, so that a wrong URL or token fails before any work
+ * rather than after the dense evaluation. Throws naming the URL and the cause.
+ */
+async function probeServer(client: ZpruneClient): Promise<void> {
+  try {
+    await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+  } catch (e) {
+    const why = e instanceof ZpruneError
+      ? `${e.code} (HTTP ${e.status}): ${e.message}`
+      : e instanceof DOMException && e.name === "TimeoutError"
+      ? `no answer within ${PROBE_TIMEOUT_MS / 1000} s`
+      : errorChain(e);
+    throw new Error(`zprune server ${client.url} (--server) failed GET /v1/info: ${why}`, { cause: e });
+  }
+}
+
+/** The run's calibration windows, concatenated, and a description of their source for the report. */
+async function calibrationWindows(
+  args: PruneArgs,
+  tokenizer: () => ReturnType<typeof loadTokenizer>,
+): Promise<{ tokens: TokenArray; windows: number; source: string }> {
+  const src = args.calibration, T = args.seqlen;
+  if (src.kind === "windows") {
+    const starts = await readI64(src.starts);
+    return {
+      tokens: gatherWindows(await readU16(src.ids), starts, T),
+      windows: starts.length,
+      source: `${src.ids} at ${src.starts}`,
+    };
+  }
+  const tok = await tokenizer(), text = await Deno.readTextFile(src.file);
+  const ids = src.kind === "text" ? tokenizeCorpus(tok, text) : tokenizeConversations(tok, text);
+  return {
+    tokens: gatherWindows(ids, randomStarts(ids.length, src.nsamples, T, src.seed), T),
+    windows: src.nsamples,
+    source: `${src.file} (${ids.length} tokens, seed ${src.seed})`,
+  };
+}
+
+/** Runs the CLI with `args`; returns the report (also written to --report when given), undefined for --help. */
+export async function main(argv: string[]): Promise<PruneReport | undefined> {
+  const args = parsePruneArgs(argv);
+  if (!args) {
     console.log(HELP);
     return undefined;
   }
-  const num = (name: string, s: string | undefined, fallback: number): number => {
-    if (s === undefined) return fallback;
-    const n = Number(s);
-    if (!Number.isFinite(n)) throw new TypeError(`--${name} expects a number, got ${s}`);
-    return n;
-  };
   const t0 = performance.now();
   const bar = progress();
-  const modelDir = v.model ?? DEFAULTS.model;
-  const seqlen = num("seqlen", v.seqlen, DEFAULTS.seqlen);
-  const method = (v.method ?? DEFAULTS.method) as Method;
-  if (!METHODS.includes(method)) throw new TypeError(`--method must be one of ${METHODS.join(", ")}, got ${method}`);
-  const pattern = v.pattern ?? DEFAULTS.pattern;
-  const sparsity = /^\d+:\d+$/.test(pattern) ? undefined : num("sparsity", v.sparsity, DEFAULTS.sparsity);
-  const exponent = v.exponent !== undefined ? num("exponent", v.exponent, 0) : undefined;
+  const { seqlen, method, pattern, sparsity, exponent } = args;
 
-  const model = await loadModel(modelDir);
-  const needsTokenizer = v["calib-text"] !== undefined || v["calib-jsonl"] !== undefined ||
-    v["eval-text"] !== undefined;
-  const tok = needsTokenizer ? await loadTokenizer(modelDir) : undefined;
+  const remote = args.server !== undefined
+    ? new ZpruneClient({ url: args.server, token: args.token ?? Deno.env.get("ZPRUNE_TOKEN") })
+    : undefined;
+  if (remote) await probeServer(remote);
 
-  // Calibration windows.
-  let calib: TokenArray, calibWindows: number, calibSource: string;
-  if (v["calib-text"] !== undefined || v["calib-jsonl"] !== undefined) {
-    const ids = v["calib-text"] !== undefined
-      ? tokenizeCorpus(tok!, await Deno.readTextFile(v["calib-text"]))
-      : tokenizeConversations(tok!, await Deno.readTextFile(v["calib-jsonl"]!));
-    calibWindows = num("nsamples", v.nsamples, DEFAULTS.nsamples);
-    const seed = num("seed", v.seed, 0);
-    calib = gatherWindows(ids, randomStarts(ids.length, calibWindows, seqlen, seed), seqlen);
-    calibSource = `${v["calib-text"] ?? v["calib-jsonl"]} (${ids.length} tokens, seed ${seed})`;
-  } else {
-    const idsPath = v["calib-ids"] ?? DEFAULTS.calibIds;
-    const startsPath = v["calib-starts"] ?? (v["calib-ids"] === undefined ? DEFAULTS.calibStarts : undefined);
-    if (startsPath === undefined) throw new TypeError("--calib-ids needs --calib-starts");
-    const starts = await readI64(startsPath);
-    calib = gatherWindows(await readU16(idsPath), starts, seqlen);
-    calibWindows = starts.length;
-    calibSource = `${idsPath} at ${startsPath}`;
+  const model = await loadModel(args.model, { seqLen: seqlen });
+  let tok: ReturnType<typeof loadTokenizer> | undefined;
+  const tokenizer = () => tok ??= loadTokenizer(args.model);
+  const calib = await calibrationWindows(args, tokenizer);
+  const evalIds: TokenArray = args.evaluation.kind === "text"
+    ? tokenizeCorpus(await tokenizer(), await Deno.readTextFile(args.evaluation.file))
+    : await readU16(args.evaluation.file);
+  const evalTotal = Math.floor(evalIds.length / seqlen);
+  if (evalTotal < 1) {
+    throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);
   }
-
-  // Evaluation ids.
-  const evalIds: TokenArray = v["eval-text"] !== undefined
-    ? tokenizeCorpus(tok!, await Deno.readTextFile(v["eval-text"]))
-    : await readU16(v["eval-ids"] ?? DEFAULTS.evalIds);
-  const evalWindows = v["eval-windows"] === "all"
-    ? Infinity
-    : num("eval-windows", v["eval-windows"], DEFAULTS.evalWindows);
   const loadMs = performance.now() - t0;
   const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
-    calibSource === `${DEFAULTS.calibIds} at ${DEFAULTS.calibStarts}` &&
-    v["eval-text"] === undefined && (v["eval-ids"] ?? DEFAULTS.evalIds) === DEFAULTS.evalIds;
+    args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds &&
+    args.calibration.starts === DEFAULTS.calibStarts && args.evaluation.kind === "ids" &&
+    args.evaluation.file === DEFAULTS.evalIds;
 
-  const local = v.server === undefined ? await startLocalServer() : undefined;
+  // Whatever fails from here on, every worker and server started is closed, so that the process can exit.
+  await using resources = new AsyncDisposableStack();
   const pool = await ForwardPool.create(model.cfg, model.weights, {
     seqLen: seqlen,
-    calibWindows,
-    workers: v.workers !== undefined ? num("workers", v.workers, 1) : undefined,
+    calibWindows: calib.windows,
+    workers: args.workers,
   });
-  try {
-    const client = new ZpruneClient({ url: local?.url ?? v.server!, token: v.token ?? Deno.env.get("ZPRUNE_TOKEN") });
-    let dense: PerplexityResult | undefined;
-    if (!v["skip-dense"]) dense = await perplexity(pool, evalIds, evalWindows, (d, n) => bar("dense eval", d, n));
-
-    let t = performance.now();
-    const res = await pruneSequential(
-      model.ckpt,
-      model.cfg,
-      pool,
-      client,
-      { method, pattern, sparsity, exponent },
-      calib,
-      calibWindows,
-      (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
-    );
-    const pruneMs = performance.now() - t;
-    const pruned = await perplexity(pool, evalIds, evalWindows, (d, n) => bar("pruned eval", d, n));
-
-    let writeMs: number | undefined;
-    if (v.out !== undefined) {
-      t = performance.now();
-      await writeCheckpoint(model.ckpt, v.out);
-      writeMs = performance.now() - t;
-    }
-    const report: PruneReport = {
-      model: modelDir,
-      server: v.server ?? "in-process",
-      backend: res.backend,
-      device: res.device,
-      method,
-      pattern,
-      sparsity,
-      calibration: { source: calibSource, windows: calibWindows, seqlen },
-      evaluation: { source: v["eval-text"] ?? v["eval-ids"] ?? DEFAULTS.evalIds },
-      evalWindows: pruned.windows,
-      densePpl: dense?.ppl,
-      prunedPpl: pruned.ppl,
-      pruned: res.pruned,
-      total: res.total,
-      achievedSparsity: res.pruned / res.total,
-      layers: res.layers,
-      blocks: res.blocks,
-      timings: {
-        loadMs,
-        denseEvalMs: dense?.ms,
-        pruneMs,
-        prunedEvalMs: pruned.ms,
-        writeMs,
-        totalMs: performance.now() - t0,
-      },
-      out: v.out,
-      reference: isDefaultData
-        ? await referenceFor(
-          modelDir,
-          `${method}/${pattern}`,
-          sparsity,
-          pruned.windows,
-          Math.floor(evalIds.length / seqlen),
-        )
-        : undefined,
-    };
-    if (v.report !== undefined) await Deno.writeTextFile(v.report, JSON.stringify(report, null, 2) + "\n");
-    return report;
-  } finally {
-    pool.close();
-    await local?.close();
+  resources.defer(() => pool.close());
+  let client = remote;
+  if (!client) {
+    const local = await startLocalServer();
+    resources.defer(() => local.close());
+    client = new ZpruneClient({ url: local.url });
   }
+
+  let dense: PerplexityResult | undefined;
+  if (!args.skipDense) dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));
+
+  let t = performance.now();
+  const res = await pruneSequential(
+    model.ckpt,
+    model.cfg,
+    pool,
+    client,
+    { method, pattern, sparsity, exponent },
+    calib.tokens,
+    calib.windows,
+    (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
+  );
+  const pruneMs = performance.now() - t;
+  const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));
+
+  let writeMs: number | undefined;
+  if (args.out !== undefined) {
+    t = performance.now();
+    await writeCheckpoint(model.ckpt, args.out);
+    writeMs = performance.now() - t;
+  }
+  const report: PruneReport = {
+    model: args.model,
+    server: args.server ?? "in-process",
+    backend: res.backend,
+    device: res.device,
+    method,
+    pattern,
+    sparsity,
+    calibration: { source: calib.source, windows: calib.windows, seqlen },
+    evaluation: { source: args.evaluation.file },
+    evalWindows: pruned.windows,
+    densePpl: dense?.ppl,
+    prunedPpl: pruned.ppl,
+    pruned: res.pruned,
+    total: res.total,
+    achievedSparsity: res.pruned / res.total,
+    layers: res.layers,
+    blocks: res.blocks,
+    timings: {
+      loadMs,
+      denseEvalMs: dense?.ms,
+      pruneMs,
+      prunedEvalMs: pruned.ms,
+      writeMs,
+      totalMs: performance.now() - t0,
+    },
+    out: args.out,
+    reference: isDefaultData
+      ? await referenceFor(args.model, `${method}/${pattern}`, sparsity, pruned.windows, evalTotal)
+      : undefined,
+  };
+  if (args.report !== undefined) await Deno.writeTextFile(args.report, JSON.stringify(report, null, 2) + "\n");
+  return report;
 }
 
 if (import.meta.main) {
@@ -324,7 +282,7 @@ if (import.meta.main) {
       if (r.out) console.log(`written      ${r.out}`);
     }
   } catch (e) {
-    console.error(`prune: ${e instanceof Error ? e.message : String(e)}`);
+    console.error(`prune: ${errorChain(e)}`);
     Deno.exit(1);
   }
 }

@@ -1,0 +1,249 @@
+/**
+ * The flags of `deno task prune`, parsed and checked as a whole before any work starts: every number in range,
+ * the pruning settings by the contract's own schema, and no flag that another makes ineffective. Errors name the
+ * flag.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { type Method, PruneRequestSchema } from "../contract/api.ts";
+
+const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
+
+/** Defaults: the bundled model and corpus, the reference's calibration and the first 64 test windows. */
+export const DEFAULTS = {
+  model: repo("models/zp-llama-9m"),
+  calibIds: repo("data/corpus/calib_ids.u16"),
+  calibStarts: repo("data/corpus/calib_starts_seed0.i64"),
+  evalIds: repo("data/corpus/test_ids.u16"),
+  seqlen: 256,
+  nsamples: 64,
+  evalWindows: 64,
+  method: "zpruner",
+  pattern: "layer",
+  sparsity: 0.5,
+};
+
+/** `--help`. */
+export const HELP = `deno task prune [flags]
+
+Prunes every decoder block's 7 linear layers of a LLaMA checkpoint, block by block, through POST /v1/prune,
+and reports dense and pruned perplexity. Flags are checked before any work starts; a flag that another one
+would make ineffective is an error.
+
+  --model DIR            checkpoint directory (default: models/zp-llama-9m); its float32 weights plus the
+                         run state must fit WebAssembly's 4 GiB memory (about 1B parameters at most)
+  --server URL           zprune server (default: an in-process server on the CPU backend); checked with
+                         GET /v1/info before anything else
+  --token TOKEN          bearer token for --server (default: $ZPRUNE_TOKEN); only with --server
+  --method M             zpruner | wanda | ria | magnitude (default zpruner)
+  --pattern P            layer | row | N:M with 0 < N < M (default layer)
+  --sparsity S           0 <= S < 1, for layer and row only (default 0.5)
+  --exponent E           activation exponent, 0 to 64 (default: the method's)
+  --seqlen L             tokens per window, at least 2, for calibration and evaluation (default 256)
+calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json):
+  --calib-starts FILE.i64 [--calib-ids FILE.u16]
+                         windows at the given int64 starts of the token ids (default ids: calib_ids.u16)
+  --calib-text FILE [--nsamples N] [--seed S]
+                         N (default 64) windows at random starts (seed S, 0 to 2^32-1, default 0) of the text
+  --calib-jsonl FILE [--nsamples N] [--seed S]
+                         the same over conversations, rendered with the chat template if the model has one
+  (--nsamples and --seed only apply to --calib-text and --calib-jsonl)
+evaluation, one of (default: data/corpus/test_ids.u16):
+  --eval-ids FILE.u16 | --eval-text FILE
+  --eval-windows N|all   the first N >= 1 windows of seqlen tokens (default 64)
+  --skip-dense           do not measure the dense model
+output:
+  --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer; the source's
+                         reference.json and model card are left out, they describe the dense model)
+  --report FILE.json     dense and pruned perplexity, per-layer stats, timings
+  --workers N            forward-pass workers, at least 1 (default: one per core, at most 8)
+`;
+
+/** Where calibration windows come from. */
+export type CalibrationSource =
+  | { kind: "windows"; ids: string; starts: string }
+  | { kind: "text" | "jsonl"; file: string; nsamples: number; seed: number };
+
+/** A run of the CLI, fully checked. */
+export interface PruneArgs {
+  model: string;
+  /** Absent: the in-process server. */
+  server?: string;
+  token?: string;
+  method: Method;
+  pattern: string;
+  /** For "layer" and "row"; undefined for N:M. */
+  sparsity?: number;
+  exponent?: number;
+  seqlen: number;
+  calibration: CalibrationSource;
+  evaluation: { kind: "ids" | "text"; file: string };
+  /** Infinity for "all". */
+  evalWindows: number;
+  skipDense: boolean;
+  out?: string;
+  report?: string;
+  workers?: number;
+}
+
+/** The integer `raw` of `--name`, or `fallback` when absent; a RangeError naming the flag unless min <= n <= max. */
+function intFlag(name: string, raw: string | undefined, fallback: number, min: number, max?: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (raw.trim() === "" || !Number.isInteger(n) || n < min || (max !== undefined && n > max)) {
+    const range = max !== undefined ? `from ${min} to ${max}` : `of at least ${min}`;
+    throw new RangeError(`--${name} must be an integer ${range}, got "${raw}"`);
+  }
+  return n;
+}
+
+/** The finite number `raw` of `--name`, or undefined when absent. */
+function numFlag(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(n)) throw new RangeError(`--${name} expects a number, got "${raw}"`);
+  return n;
+}
+
+/**
+ * Checks method, pattern, sparsity and exponent with the contract's request schema, the rules the server applies,
+ * so that a bad value fails before minutes of forward passes and cannot drift from the server's. The schema needs
+ * one layer; an empty one stands in.
+ */
+function checkSettings(s: { method: string; pattern: string; sparsity?: number; exponent?: number }): void {
+  const probe = PruneRequestSchema.safeParse({
+    method: s.method,
+    pattern: s.pattern,
+    sparsity: s.sparsity,
+    options: s.exponent !== undefined ? { exponent: s.exponent } : undefined,
+    layers: [{ name: "flags", weight: { dtype: "f32", shape: [0], data: new Uint8Array() } }],
+  });
+  const issue = probe.error?.issues[0];
+  if (!issue) return;
+  const field = String(issue.path[0]);
+  const flag = field === "options" ? "exponent" : field;
+  const value = (s as Record<string, unknown>)[flag];
+  throw new RangeError(`--${flag} ${value}: ${issue.message}`);
+}
+
+/** Parses and checks the CLI's flags; undefined for `--help`. Throws TypeError/RangeError naming the flag. */
+export function parsePruneArgs(args: string[]): PruneArgs | undefined {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      server: { type: "string" },
+      token: { type: "string" },
+      method: { type: "string" },
+      pattern: { type: "string" },
+      sparsity: { type: "string" },
+      exponent: { type: "string" },
+      "calib-ids": { type: "string" },
+      "calib-starts": { type: "string" },
+      "calib-text": { type: "string" },
+      "calib-jsonl": { type: "string" },
+      nsamples: { type: "string" },
+      seqlen: { type: "string" },
+      seed: { type: "string" },
+      "eval-ids": { type: "string" },
+      "eval-text": { type: "string" },
+      "eval-windows": { type: "string" },
+      "skip-dense": { type: "boolean" },
+      out: { type: "string" },
+      report: { type: "string" },
+      workers: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (v.help) return undefined;
+  /** Throws unless at most one of `flags` is given. */
+  const oneOf = (...flags: (keyof typeof v)[]) => {
+    const given = flags.filter((f) => v[f] !== undefined);
+    if (given.length > 1) throw new TypeError(`--${given[0]} and --${given[1]} are alternatives: give one`);
+  };
+
+  if (v.server !== undefined && !/^https?:\/\/./.test(v.server)) {
+    throw new TypeError(`--server must be an http:// or https:// URL, got "${v.server}"`);
+  }
+  // The in-process server has no token: one given for it would be silently unused.
+  if (v.token !== undefined && v.server === undefined) {
+    throw new TypeError("--token is for --server; the in-process server needs none");
+  }
+
+  // One window predicts seqlen - 1 tokens: at least one prediction, or the perplexity is exp(0 / 0).
+  const seqlen = intFlag("seqlen", v.seqlen, DEFAULTS.seqlen, 2);
+
+  const method = v.method ?? DEFAULTS.method;
+  const pattern = v.pattern ?? DEFAULTS.pattern;
+  const perLayer = pattern === "layer" || pattern === "row";
+  // N:M fixes the sparsity at N/M: the server would ignore --sparsity.
+  if (!perLayer && v.sparsity !== undefined) {
+    throw new TypeError(`--sparsity applies to --pattern layer and row; --pattern ${pattern} prunes N of every M`);
+  }
+  const sparsity = perLayer ? numFlag("sparsity", v.sparsity) ?? DEFAULTS.sparsity : undefined;
+  const exponent = numFlag("exponent", v.exponent);
+  checkSettings({ method, pattern, sparsity, exponent });
+
+  oneOf("calib-text", "calib-jsonl", "calib-ids");
+  const sampledFile = v["calib-text"] ?? v["calib-jsonl"];
+  let calibration: CalibrationSource;
+  if (sampledFile !== undefined) {
+    const flag = v["calib-text"] !== undefined ? "calib-text" : "calib-jsonl";
+    if (v["calib-starts"] !== undefined) {
+      throw new TypeError(`--calib-starts applies to token ids (--calib-ids); --${flag} draws its windows at random`);
+    }
+    calibration = {
+      kind: flag === "calib-text" ? "text" : "jsonl",
+      file: sampledFile,
+      nsamples: intFlag("nsamples", v.nsamples, DEFAULTS.nsamples, 1),
+      // seededRandom keeps 32 bits of the seed: larger ones would repeat smaller ones.
+      seed: intFlag("seed", v.seed, 0, 0, 2 ** 32 - 1),
+    };
+  } else {
+    // Fixed windows: --nsamples and --seed would change nothing.
+    for (const f of ["nsamples", "seed"] as const) {
+      if (v[f] !== undefined) {
+        throw new TypeError(
+          `--${f} applies to --calib-text and --calib-jsonl; ` +
+            `${v["calib-ids"] !== undefined ? "--calib-ids" : "the default calibration"} takes its windows ` +
+            "from --calib-starts",
+        );
+      }
+    }
+    if (v["calib-ids"] !== undefined && v["calib-starts"] === undefined) {
+      throw new TypeError("--calib-ids needs --calib-starts (the int64 window starts)");
+    }
+    calibration = {
+      kind: "windows",
+      ids: v["calib-ids"] ?? DEFAULTS.calibIds,
+      starts: v["calib-starts"] ?? DEFAULTS.calibStarts,
+    };
+  }
+
+  oneOf("eval-ids", "eval-text");
+  const evaluation = v["eval-text"] !== undefined
+    ? { kind: "text" as const, file: v["eval-text"] }
+    : { kind: "ids" as const, file: v["eval-ids"] ?? DEFAULTS.evalIds };
+  const evalWindows = v["eval-windows"] === "all"
+    ? Infinity
+    : intFlag("eval-windows", v["eval-windows"], DEFAULTS.evalWindows, 1);
+
+  return {
+    model: v.model ?? DEFAULTS.model,
+    server: v.server,
+    token: v.token,
+    method: method as Method,
+    pattern,
+    sparsity,
+    exponent,
+    seqlen,
+    calibration,
+    evaluation,
+    evalWindows,
+    skipDense: v["skip-dense"] ?? false,
+    out: v.out,
+    report: v.report,
+    workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1) : undefined,
+  };
+}

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { DEFAULTS, parsePruneArgs } from "./_prune_args.ts";
+
+Deno.test("parsePruneArgs() gives the reference run's settings with no flags", () => {
+  const a = parsePruneArgs([])!;
+  assert.deepEqual(
+    [a.model, a.method, a.pattern, a.sparsity, a.exponent, a.seqlen, a.evalWindows, a.skipDense, a.workers],
+    [DEFAULTS.model, "zpruner", "layer", 0.5, undefined, 256, 64, false, undefined],
+  );
+  assert.deepEqual(a.calibration, { kind: "windows", ids: DEFAULTS.calibIds, starts: DEFAULTS.calibStarts });
+  assert.deepEqual(a.evaluation, { kind: "ids", file: DEFAULTS.evalIds });
+  assert.equal(parsePruneArgs(["--help"]), undefined);
+});
+
+Deno.test("parsePruneArgs() reads each calibration source with the flags that apply to it", () => {
+  assert.deepEqual(parsePruneArgs(["--calib-text", "c.txt", "--nsamples", "8", "--seed", "4294967295"])!.calibration, {
+    kind: "text",
+    file: "c.txt",
+    nsamples: 8,
+    seed: 2 ** 32 - 1,
+  });
+  assert.deepEqual(parsePruneArgs(["--calib-jsonl", "c.jsonl"])!.calibration, {
+    kind: "jsonl",
+    file: "c.jsonl",
+    nsamples: 64,
+    seed: 0,
+  });
+  // Other starts into the default ids.
+  assert.deepEqual(parsePruneArgs(["--calib-starts", "s.i64"])!.calibration, {
+    kind: "windows",
+    ids: DEFAULTS.calibIds,
+    starts: "s.i64",
+  });
+});
+
+Deno.test("parsePruneArgs() takes N:M without a sparsity, 'all' windows, and the smallest values in range", () => {
+  const a = parsePruneArgs([
+    ...["--pattern", "2:4", "--method", "wanda", "--exponent", "0", "--eval-windows", "all"],
+    ...["--seqlen", "2", "--workers", "1", "--eval-text", "t.txt", "--server", "http://h:1", "--token", "t"],
+  ])!;
+  assert.deepEqual(
+    [a.pattern, a.sparsity, a.method, a.exponent, a.evalWindows, a.seqlen, a.workers, a.evaluation],
+    ["2:4", undefined, "wanda", 0, Infinity, 2, 1, { kind: "text", file: "t.txt" }],
+  );
+  assert.equal(parsePruneArgs(["--sparsity", "0"])!.sparsity, 0);
+});

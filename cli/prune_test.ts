@@ -1,0 +1,134 @@
+/**
+ * `deno task prune`'s main(): flags are refused before any work starts, with the flag named; every resource it
+ * starts is closed whatever fails; a bad --server fails fast with its URL and the cause. The happy path (the
+ * reference run end to end) is tests/e2e_prune_test.ts.
+ */
+import assert from "node:assert/strict";
+import { main } from "./prune.ts";
+import { createApp } from "../routes/app.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+
+// A model directory that does not exist: a run refused for its flags must say so before it reads the model.
+const NO_MODEL = ["--model", "/nonexistent/zprune-model"];
+
+/** Asserts that main(args) rejects with a message matching every pattern in `want`. */
+async function refuses(args: string[], ...want: RegExp[]): Promise<void> {
+  const err = await main(args).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof Error, `${args.join(" ")}: expected a rejection, got ${String(err)}`);
+  for (const re of want) assert.match(err.message, re, args.join(" "));
+}
+
+Deno.test("main() refuses numeric flags that are not integers in range, naming the flag, before reading the model", async () => {
+  const text = ["--calib-text", "calib.txt"];
+  const cases: [string[], RegExp][] = [
+    [["--seqlen", "0"], /--seqlen/],
+    [["--seqlen", "1"], /--seqlen/], // one token predicts nothing: the perplexity would be exp(0/0)
+    [["--seqlen", "2.5"], /--seqlen/],
+    [["--seqlen", "1e3x"], /--seqlen/],
+    [["--eval-windows", "1.5"], /--eval-windows/],
+    [["--eval-windows", "0"], /--eval-windows/],
+    [["--eval-windows", "some"], /--eval-windows/],
+    [[...text, "--nsamples", "2.5"], /--nsamples/],
+    [[...text, "--nsamples=-1"], /--nsamples/],
+    [[...text, "--nsamples", "0"], /--nsamples/],
+    [[...text, "--seed", "-1"], /--seed/],
+    [[...text, "--seed", "0.5"], /--seed/],
+    [[...text, "--seed", String(2 ** 32)], /--seed/], // the generator keeps 32 bits: 2^32 would repeat seed 0
+    [["--workers", "0"], /--workers/],
+    [["--workers", "1.5"], /--workers/],
+    [["--sparsity", "1"], /--sparsity/],
+    [["--sparsity", "-0.1"], /--sparsity/],
+    [["--sparsity", "NaN"], /--sparsity/],
+    [["--exponent", "-1"], /--exponent/],
+    [["--pattern", "4:2"], /--pattern/],
+    [["--pattern", "blocks"], /--pattern/],
+    [["--method", "sparsegpt"], /--method/],
+  ];
+  for (const [args, flag] of cases) await refuses([...NO_MODEL, ...args], flag);
+});
+
+Deno.test("main() refuses flags that would be ignored or that conflict, naming both", async () => {
+  const cases: [string[], RegExp[]][] = [
+    // The default calibration is a fixed set of windows: --nsamples and --seed would change nothing.
+    [["--nsamples", "8"], [/--nsamples/, /--calib-text/]],
+    [["--seed", "3"], [/--seed/, /--calib-text/]],
+    [["--calib-ids", "a.u16", "--calib-starts", "s.i64", "--nsamples", "8"], [/--nsamples/, /--calib-ids/]],
+    [["--calib-ids", "a.u16", "--calib-starts", "s.i64", "--calib-text", "c.txt"], [/--calib-text/, /--calib-ids/]],
+    [["--calib-text", "c.txt", "--calib-starts", "s.i64"], [/--calib-text/, /--calib-starts/]],
+    [["--calib-text", "c.txt", "--calib-jsonl", "c.jsonl"], [/--calib-text/, /--calib-jsonl/]],
+    [["--calib-ids", "a.u16"], [/--calib-ids/, /--calib-starts/]],
+    [["--eval-ids", "t.u16", "--eval-text", "t.txt"], [/--eval-ids/, /--eval-text/]],
+    [["--pattern", "2:4", "--sparsity", "0.7"], [/--sparsity/, /--pattern/]],
+    [["--token", "secret"], [/--token/, /--server/]],
+  ];
+  for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
+});
+
+/**
+ * Runs main(args) in a fresh Deno process that must exit by itself: anything main() leaves open (a server, a
+ * worker, a timer) keeps that process alive until `timeoutMs` kills it. Returns what main() did and the exit.
+ */
+async function mainInChild(args: string[], timeoutMs = 60_000): Promise<{ code: number; out: string }> {
+  const script = `import { main } from ${JSON.stringify(new URL("./prune.ts", import.meta.url).href)};
+main(${JSON.stringify(args)}).then(() => console.log("resolved"), (e) => console.log("rejected: " + e.message));`;
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
+  }).output();
+  const out = new TextDecoder().decode(res.stdout) + new TextDecoder().decode(res.stderr);
+  return { code: res.code, out };
+}
+
+Deno.test("main() closes everything it started when the forward pool cannot be created, so the process exits", async () => {
+  // 17000 windows of 256 tokens cached by one worker need 17000 * 256 * 256 * 4 bytes (4.46 GB) of arena, past
+  // WebAssembly's 4 GiB, while the model itself fits: the failure comes from creating the pool.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/starts.i64`, new Uint8Array(17000 * 8));
+    const { code, out } = await mainInChild(["--calib-starts", `${dir}/starts.i64`, "--workers", "1", "--skip-dense"]);
+    assert.match(out, /rejected: .*4 GiB/);
+    assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
+
+    // A failure once both the pool and the in-process server run: token ids past the vocabulary (8192) fail the
+    // first calibration forward pass.
+    await Deno.writeFile(`${dir}/ids.u16`, new Uint8Array(2 * 16).fill(0xff));
+    await Deno.writeFile(`${dir}/one.i64`, new Uint8Array(8));
+    const late = await mainInChild([
+      ...["--calib-ids", `${dir}/ids.u16`, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16"],
+      ...["--workers", "1", "--skip-dense"],
+    ]);
+    assert.match(late.out, /rejected: .*token id 65535 outside the vocabulary/);
+    assert.equal(late.code, 0, `the process did not exit by itself:\n${late.out}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() refuses a model whose arena cannot fit before reading its weights, naming the limit", async () => {
+  // 33000-token windows need a 33000² attention matrix alone (4.36 GB).
+  await refuses(["--seqlen", "33000", "--skip-dense"], /4 GiB/, /--seqlen|33000/);
+});
+
+Deno.test("main() fails fast on an unreachable --server, with its URL and the cause, before reading the model", async () => {
+  // Nothing listens on a port just released by a listener of our own.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `http://127.0.0.1:${(probe.addr as Deno.NetAddr).port}`;
+  probe.close();
+  await refuses([...NO_MODEL, "--server", url], new RegExp(url.replaceAll(".", "\\.")), /refused/i);
+});
+
+Deno.test("main() fails fast when --server refuses the token, before reading the model", async () => {
+  const backend = createCpuBackend({ threads: 1 });
+  const app = createApp({ backend, config: { token: "right" } });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    await refuses([...NO_MODEL, "--server", url, "--token", "wrong"], new RegExp(url), /unauthorized|token/i);
+  } finally {
+    await server.shutdown();
+    await backend.close();
+  }
+});
