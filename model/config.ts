@@ -38,8 +38,29 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     if (typeof v !== "number") throw new TypeError(`config.json: ${key} must be a number`);
     return v;
   };
-  const dim = num("hidden_size");
-  const nHeads = num("num_attention_heads");
+  // Sizes index arrays and split heads: anything but a positive integer would run on garbage.
+  const size = (key: string, fallback?: number, fallbackFrom?: string): number => {
+    const v = num(key, fallback);
+    if (!(Number.isInteger(v) && v > 0)) {
+      const from = (raw[key] ?? undefined) === undefined && fallbackFrom
+        ? ` (${fallbackFrom}, as ${key} is absent)`
+        : "";
+      throw new TypeError(`config.json: ${key} must be a positive integer, got ${v}${from}`);
+    }
+    return v;
+  };
+  const dim = size("hidden_size");
+  const nHeads = size("num_attention_heads");
+  const nKvHeads = size("num_key_value_heads", nHeads);
+  // Grouped-query attention gives each KV head the same number of query heads.
+  if (nHeads % nKvHeads !== 0) {
+    throw new TypeError(
+      `config.json: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`,
+    );
+  }
+  const headDim = size("head_dim", dim / nHeads, "hidden_size / num_attention_heads");
+  // RoPE rotates pairs of dimensions.
+  if (headDim % 2 !== 0) throw new TypeError(`config.json: head_dim ${headDim} must be even for RoPE`);
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
   const ropeParams = raw.rope_parameters as { rope_theta?: number; rope_type?: string } | undefined;
   // rope_scaling spells it rope_type, or type in older checkpoints.
@@ -56,12 +77,12 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (act !== "silu") throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
   return {
     dim,
-    hiddenDim: num("intermediate_size"),
-    nLayers: num("num_hidden_layers"),
+    hiddenDim: size("intermediate_size"),
+    nLayers: size("num_hidden_layers"),
     nHeads,
-    nKvHeads: num("num_key_value_heads", nHeads),
-    headDim: num("head_dim", dim / nHeads),
-    vocabSize: num("vocab_size"),
+    nKvHeads,
+    headDim,
+    vocabSize: size("vocab_size"),
     normEps: num("rms_norm_eps", 1e-6),
     ropeTheta: ropeParams?.rope_theta ?? num("rope_theta", 10000),
     tieEmbeddings: raw.tie_word_embeddings === true,
@@ -101,14 +122,23 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
 };
 
 /**
- * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. Throws when a tensor is missing, or when
- * the checkpoint holds one this model does not use (a bias, say): the forward pass would silently differ.
+ * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. Throws when a tensor is missing, when its
+ * shape is not the one config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one
+ * this model does not use (a bias, say): in each case the forward pass would silently compute something else.
  */
 export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights {
+  const { dim, hiddenDim, vocabSize } = cfg;
+  const qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
   const used = new Set<string>();
-  const get = (name: string): Float32Array => {
+  const get = (name: string, shape: number[]): Float32Array => {
     const t = ckpt.tensors.get(name);
     if (!t) throw new TypeError(`checkpoint ${ckpt.dir} has no tensor ${name}`);
+    if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) {
+      throw new TypeError(
+        `checkpoint ${ckpt.dir}: tensor ${name} has shape [${t.shape.join(", ")}], ` +
+          `config.json implies [${shape.join(", ")}]`,
+      );
+    }
     used.add(name);
     return decodeToF32(t.data, t.dtype);
   };
@@ -116,20 +146,20 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({
-      attnNorm: get(p + "input_layernorm.weight"),
-      wq: get(p + "self_attn.q_proj.weight"),
-      wk: get(p + "self_attn.k_proj.weight"),
-      wv: get(p + "self_attn.v_proj.weight"),
-      wo: get(p + "self_attn.o_proj.weight"),
-      ffnNorm: get(p + "post_attention_layernorm.weight"),
-      wGate: get(p + "mlp.gate_proj.weight"),
-      wUp: get(p + "mlp.up_proj.weight"),
-      wDown: get(p + "mlp.down_proj.weight"),
+      attnNorm: get(p + "input_layernorm.weight", [dim]),
+      wq: get(p + "self_attn.q_proj.weight", [qDim, dim]),
+      wk: get(p + "self_attn.k_proj.weight", [kvDim, dim]),
+      wv: get(p + "self_attn.v_proj.weight", [kvDim, dim]),
+      wo: get(p + "self_attn.o_proj.weight", [dim, qDim]),
+      ffnNorm: get(p + "post_attention_layernorm.weight", [dim]),
+      wGate: get(p + "mlp.gate_proj.weight", [hiddenDim, dim]),
+      wUp: get(p + "mlp.up_proj.weight", [hiddenDim, dim]),
+      wDown: get(p + "mlp.down_proj.weight", [dim, hiddenDim]),
     });
   }
-  const embed = get("model.embed_tokens.weight");
-  const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight");
-  const norm = get("model.norm.weight");
+  const embed = get("model.embed_tokens.weight", [vocabSize, dim]);
+  const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight", [vocabSize, dim]);
+  const norm = get("model.norm.weight", [dim]);
   // Tied checkpoints may still store lm_head (a copy of the embedding); rotary tables are recomputed.
   const unused = [...ckpt.tensors.keys()]
     .filter((n) => !used.has(n) && !n.includes("rotary_emb") && !(cfg.tieEmbeddings && n === "lm_head.weight"));

@@ -15,15 +15,18 @@ interface WasmKernels {
 const KERNELS = new WeakMap<ArrayBufferLike, WasmKernels>();
 let MODULE: WebAssembly.Module | undefined;
 
+/** The largest arena: a 32-bit WebAssembly memory holds at most 65536 pages of 64 KiB, 4 GiB. */
+export const ARENA_MAX_BYTES = 65536 * 65536;
+
 /** A fixed-size WebAssembly memory handed out as aligned Float32Arrays; never grows, so views stay valid. */
 export class Arena {
   readonly memory: WebAssembly.Memory;
   #used = 0;
 
-  /** Reserves `bytes` (rounded up to 64 KiB pages; at most 4 GiB). */
+  /** Reserves `bytes` (rounded up to 64 KiB pages; at most `ARENA_MAX_BYTES`). */
   constructor(readonly bytes: number) {
     const pages = Math.ceil(bytes / 65536);
-    if (pages > 65536) throw new RangeError(`arena of ${bytes} bytes exceeds WebAssembly's 4 GiB`);
+    if (pages * 65536 > ARENA_MAX_BYTES) throw new RangeError(`arena of ${bytes} bytes exceeds WebAssembly's 4 GiB`);
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
     MODULE ??= new WebAssembly.Module(Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0)));
     const e = new WebAssembly.Instance(MODULE, { env: { memory: this.memory } }).exports;

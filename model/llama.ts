@@ -8,6 +8,7 @@ import { LINEAR_FIELD } from "./config.ts";
 import {
   accum,
   Arena,
+  ARENA_MAX_BYTES,
   attention,
   type AttentionScratch,
   matmul,
@@ -74,6 +75,47 @@ export interface RunnerOptions {
   cacheTokens?: number;
 }
 
+/** The bytes of a runner's arena, by what they hold. */
+export interface ArenaSize {
+  /** float32 weights (the embedding once when tied). */
+  weights: number;
+  /** Scratch for one window of seqLen tokens. */
+  state: number;
+  /** Hidden states of the cached calibration tokens. */
+  cache: number;
+  /** All three plus alignment slack: what the arena reserves. */
+  total: number;
+}
+
+/** The arena a `LlamaRunner` of `cfg` reserves for `opts`; `tied` when lm_head is the embedding. */
+export function runnerArenaSize(cfg: LlamaConfig, opts: RunnerOptions, tied = cfg.tieEmbeddings): ArenaSize {
+  const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg, T = opts.seqLen;
+  const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
+  const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim;
+  const weights = 4 * (vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock);
+  const state = 4 * (T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) + T * headDim);
+  const cache = 4 * (opts.cacheTokens ?? 0) * dim;
+  // 16 bytes of alignment slack per array.
+  return { weights, state, cache, total: weights + state + cache + 16 * (16 * nLayers + 64) };
+}
+
+/**
+ * Throws a RangeError when a runner's arena for `opts` would not fit WebAssembly's 4 GiB memory, before anything
+ * large is read or allocated. `subject` opens the message ("model models/x", "each forward worker").
+ */
+export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: string): void {
+  const size = runnerArenaSize(cfg, opts);
+  if (size.total <= ARENA_MAX_BYTES) return;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const parts = [`float32 weights ${gib(size.weights)}`];
+  if (opts.seqLen > 0) parts.push(`run state for windows of ${opts.seqLen} tokens ${gib(size.state)}`);
+  if (size.cache > 0) parts.push(`cache of ${opts.cacheTokens} calibration tokens ${gib(size.cache)}`);
+  throw new RangeError(
+    `${subject} needs a ${gib(size.total)} arena (${parts.join(", ")}), more than the 4 GiB a WebAssembly ` +
+      "memory can hold (float32 weights alone fill it at about 1.07B parameters)",
+  );
+}
+
 /** Holds a model's float32 weights and scratch in one arena and runs whole windows through it. */
 export class LlamaRunner {
   readonly cfg: LlamaConfig;
@@ -88,16 +130,11 @@ export class LlamaRunner {
   constructor(cfg: LlamaConfig, weights: LlamaWeights, opts: RunnerOptions) {
     this.cfg = cfg;
     const T = (this.T = opts.seqLen);
-    const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg;
+    const { dim, hiddenDim, vocabSize, headDim } = cfg;
     const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
     const tied = weights.lmHead === weights.embed;
-    const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim;
-    const weightFloats = vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock;
-    const stateFloats = T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) +
-      T * headDim;
-    const cacheFloats = (opts.cacheTokens ?? 0) * dim;
-    // 16 bytes of alignment slack per array.
-    const arena = new Arena(4 * (weightFloats + stateFloats + cacheFloats) + 16 * (16 * nLayers + 64));
+    const size = runnerArenaSize(cfg, opts, tied);
+    const arena = new Arena(size.total);
     const copy = (src: Float32Array): Float32Array => {
       const dst = arena.f32(src.length);
       dst.set(src);
@@ -140,7 +177,7 @@ export class LlamaRunner {
       cos: copy(cos),
       sin: copy(sin),
     };
-    this.#cache = arena.f32(cacheFloats);
+    this.#cache = arena.f32(size.cache / 4);
   }
 
   /** Zeroes the weights of one linear layer whose bits are set in `mask` (the contract's bit-packed mask). */

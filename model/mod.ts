@@ -1,8 +1,9 @@
 /**
  * Load, run, prune and write Hugging Face LLaMA-family checkpoints: the public surface of model/.
  */
-import { type Checkpoint, loadCheckpoint } from "./safetensors.ts";
+import { type Checkpoint, loadCheckpoint, readConfigJson } from "./safetensors.ts";
 import { decodeWeights, type LlamaConfig, type LlamaWeights, parseConfig } from "./config.ts";
+import { checkArenaFits } from "./llama.ts";
 
 export * from "./safetensors.ts";
 export * from "./config.ts";
@@ -18,9 +19,15 @@ export interface LoadedModel {
   weights: LlamaWeights;
 }
 
-/** Reads a checkpoint directory and decodes its weights to float32. */
-export async function loadModel(dir: string): Promise<LoadedModel> {
-  const ckpt = await loadCheckpoint(dir);
-  const cfg = parseConfig(ckpt.config);
+/**
+ * Reads a checkpoint directory and decodes its weights to float32. Refuses, before reading any weights, a model
+ * whose forward pass cannot fit WebAssembly's 4 GiB memory (with windows of `opts.seqLen` tokens when given).
+ */
+export async function loadModel(dir: string, opts: { seqLen?: number } = {}): Promise<LoadedModel> {
+  const config = await readConfigJson(dir);
+  const cfg = parseConfig(config);
+  // Shards of a model this large take minutes to read, only to fail when the workers start.
+  checkArenaFits(cfg, { seqLen: opts.seqLen ?? 0 }, `model ${dir}`);
+  const ckpt = await loadCheckpoint(dir, config);
   return { ckpt, cfg, weights: decodeWeights(ckpt, cfg) };
 }

@@ -3,7 +3,7 @@
  * for sequential pruning each worker caches the hidden states of its share of the calibration windows.
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { type BlockStats, emptyStats } from "./llama.ts";
+import { type BlockStats, checkArenaFits, emptyStats } from "./llama.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
 import type { TokenArray } from "./tokenizer.ts";
 
@@ -63,11 +63,16 @@ export class ForwardPool {
     this.seqLen = seqLen;
   }
 
-  /** Starts the workers and copies the weights into each. */
+  /** Starts the workers and copies the weights into each; throws before starting any if their arena cannot fit. */
   static async create(cfg: LlamaConfig, weights: LlamaWeights, opts: PoolOptions): Promise<ForwardPool> {
     const n = Math.max(1, opts.workers ?? Math.min(8, navigator.hardwareConcurrency || 1));
-    const slots = Array.from({ length: n }, () => new Slot());
     const cacheTokens = Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
+    checkArenaFits(
+      cfg,
+      { seqLen: opts.seqLen, cacheTokens },
+      n === 1 ? "the forward worker" : `each of the ${n} forward workers`,
+    );
+    const slots = Array.from({ length: n }, () => new Slot());
     const pool = new ForwardPool(cfg, slots, opts.seqLen);
     try {
       await Promise.all(slots.map((s) => s.call("init", { cfg, weights, seqLen: opts.seqLen, cacheTokens })));

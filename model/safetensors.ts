@@ -71,9 +71,17 @@ export function parseSafetensors(
   return { tensors, metadata };
 }
 
-/** Reads `config.json` and every safetensors shard of a checkpoint directory. */
-export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
-  const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Record<string, unknown>;
+/** Reads a checkpoint directory's `config.json`. */
+export async function readConfigJson(dir: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Record<string, unknown>;
+}
+
+/**
+ * Reads `config.json` and every safetensors shard of a checkpoint directory; `config`, when given, is its
+ * `config.json` already read (and checked) by the caller.
+ */
+export async function loadCheckpoint(dir: string, config?: Record<string, unknown>): Promise<Checkpoint> {
+  config ??= await readConfigJson(dir);
   let files: string[];
   let index: Checkpoint["index"];
   try {
@@ -118,14 +126,23 @@ export function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<str
 }
 
 /**
+ * Files of a source checkpoint that describe the model as it was, not as it is written: zprune's measured
+ * perplexities (`reference.json`) and the model card (`MODEL_CARD.md`, or `README.md` on the Hugging Face Hub).
+ * Copied next to edited (pruned) weights they would pass for the new model's, so `writeCheckpoint` leaves them out.
+ */
+export const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
+
+/**
  * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when
- * sharded), and every other file of the source directory (config, tokenizer, generation config) copied.
+ * sharded), and every other file of the source directory (config, tokenizer, generation config) copied, except
+ * `SOURCE_ONLY_FILES`.
  */
 export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<void> {
   await Deno.mkdir(outDir, { recursive: true });
   const shardFiles = new Set(ckpt.shards.map((s) => s.file));
   for await (const entry of Deno.readDir(ckpt.dir)) {
     if (!entry.isFile || shardFiles.has(entry.name) || entry.name === "model.safetensors.index.json") continue;
+    if (SOURCE_ONLY_FILES.has(entry.name)) continue;
     await Deno.copyFile(`${ckpt.dir}/${entry.name}`, `${outDir}/${entry.name}`);
   }
   for (const shard of ckpt.shards) {

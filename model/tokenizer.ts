@@ -59,7 +59,13 @@ export interface ChatMessage {
   content: string;
 }
 
-/** Reads one JSONL line as a conversation: `{messages: [...]}`, `{conversations: [{from, value}]}` or `[...]`. */
+/** ShareGPT's speakers (`from`) under the role names chat templates test for; others (`system`) pass as they are. */
+const SHAREGPT_ROLES: Record<string, string> = { human: "user", gpt: "assistant" };
+
+/**
+ * Reads one JSONL line as a conversation: `{messages: [{role, content}]}`, `[{role, content}]` or ShareGPT's
+ * `{conversations: [{from, value}]}`, whose `human` and `gpt` become `user` and `assistant`.
+ */
 export function parseConversation(line: string): ChatMessage[] {
   const v = JSON.parse(line) as unknown;
   const list = Array.isArray(v) ? v : (v as { messages?: unknown[]; conversations?: unknown[] }).messages ??
@@ -67,7 +73,8 @@ export function parseConversation(line: string): ChatMessage[] {
   if (!Array.isArray(list)) throw new TypeError("expected {messages: [...]}, {conversations: [...]} or an array");
   return list.map((m) => {
     const o = m as { role?: string; from?: string; content?: string; value?: string };
-    const role = o.role ?? o.from, content = o.content ?? o.value;
+    const role = o.role ?? (o.from !== undefined ? SHAREGPT_ROLES[o.from] ?? o.from : undefined);
+    const content = o.content ?? o.value;
     if (typeof role !== "string" || typeof content !== "string") throw new TypeError("a message lacks role or content");
     return { role, content };
   });
@@ -81,16 +88,25 @@ export function parseConversation(line: string): ChatMessage[] {
 export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32Array {
   const template = tok.chatTemplate ? new Template(tok.chatTemplate) : undefined;
   const parts: number[][] = [];
-  for (const line of jsonl.split("\n")) {
+  for (const [i, line] of jsonl.split("\n").entries()) {
     if (!line.trim()) continue;
     const messages = parseConversation(line);
     if (template) {
-      const text = template.render({
-        messages,
-        bos_token: tok.bosToken ?? "",
-        eos_token: tok.eosToken ?? "",
-        add_generation_prompt: false,
-      });
+      let text: string;
+      try {
+        text = template.render({
+          messages,
+          bos_token: tok.bosToken ?? "",
+          eos_token: tok.eosToken ?? "",
+          add_generation_prompt: false,
+        });
+      } catch (e) {
+        // Templates refuse conversations through raise_exception (Llama-2's: roles that do not alternate
+        // user/assistant); say which one.
+        throw new TypeError(`chat template failed on line ${i + 1}: ${e instanceof Error ? e.message : e}`, {
+          cause: e,
+        });
+      }
       parts.push(tok.tokenizer.encode(text, { add_special_tokens: false }).ids);
     } else {
       parts.push(tok.tokenizer.encode(messages.map((m) => `${m.role}: ${m.content}`).join("\n")).ids);

@@ -41,9 +41,41 @@ Deno.test("tokenizeConversations() renders JSONL conversations with the chat tem
   });
   assert.deepEqual(Array.from(templated), expected.ids);
   assert.equal(templated[0], 0);
-  assert.deepEqual(parseConversation('{"conversations":[{"from":"human","value":"hi"}]}'), [
-    { role: "human", content: "hi" },
+});
+
+/** Llama-2-chat's template (meta-llama/Llama-2-7b-chat-hf, tokenizer_config.json), which insists on user/assistant. */
+const LLAMA2_TEMPLATE = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}" +
+  "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}" +
+  "{% set system_message = false %}{% endif %}{% for message in loop_messages %}" +
+  "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}" +
+  "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}" +
+  "{% if loop.index0 == 0 and system_message != false %}" +
+  "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}" +
+  "{% else %}{% set content = message['content'] %}{% endif %}" +
+  "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}" +
+  "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, so that chat templates accept them", async () => {
+  const tok = { ...(await loadTokenizer(root("models/zp-llama-9m"))), chatTemplate: LLAMA2_TEMPLATE };
+  const sharegpt = JSON.stringify({
+    conversations: [
+      { from: "system", value: "Be brief." },
+      { from: "human", value: "Call me Ishmael." },
+      { from: "gpt", value: "Aye." },
+    ],
+  });
+  assert.deepEqual(parseConversation(sharegpt), [
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Call me Ishmael." },
+    { role: "assistant", content: "Aye." },
   ]);
+  // What Llama-2-chat's template makes of it, written out by hand.
+  const text = "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nCall me Ishmael. [/INST] Aye. </s>";
+  const expected = tok.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  assert.deepEqual(Array.from(tokenizeConversations(tok, sharegpt + "\n")), expected);
+  // A template's raise_exception() reaches the caller as an error that names the template and the line.
+  const bad = '{"conversations":[{"from":"gpt","value":"Aye."}]}';
+  assert.throws(() => tokenizeConversations(tok, bad), /chat template failed on line 1: .*must alternate/);
 });
 
 Deno.test("gatherWindows() takes the reference's calibration windows; randomStarts() is seeded", async () => {

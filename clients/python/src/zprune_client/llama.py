@@ -4,7 +4,8 @@ transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the sa
 a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
 q_proj`` ...), so ``prune_model`` treats both alike. It implements what the bundled ``zp-llama-9m`` uses: RMSNorm,
 RoPE in the ``rotate_half`` convention (default rope type), grouped-query attention, SiLU gated MLP, untied or tied
-``lm_head``. Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
+``lm_head``; ``load_llama`` refuses a config that asks for anything else (another RoPE type or activation, biases).
+Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
 
 Requires torch; the rest of ``zprune_client`` does not.
 """
@@ -84,11 +85,22 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
-        """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000."""
+        """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000.
+
+        Raises ``ValueError`` for what this model does not implement (as model/config.ts does): a RoPE type other
+        than the default, an activation other than SiLU, biased linear layers. Their weights would load all the
+        same (biases aside), and the model would run, silently different from the checkpoint's.
+        """
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
         if rope_type not in ("default", None):
-            raise ValueError(f"rope_type {rope_type!r} is not supported (only the default RoPE)")
+            raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only the default RoPE)")
+        for key in ("attention_bias", "mlp_bias"):
+            if cfg.get(key) is True:
+                raise ValueError(f"config.json: {key} is not supported (linear layers without bias only)")
+        act = cfg.get("hidden_act")
+        if act not in (None, "silu"):
+            raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
         theta = (rope.get("rope_theta") if isinstance(rope, dict) else None) or cfg.get("rope_theta") or 10000.0
         heads = int(cfg["num_attention_heads"])
         return cls(

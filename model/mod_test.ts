@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { loadModel } from "./mod.ts";
+
+/** TinyLlama-1.1B's config.json: 1.10e9 float32 parameters, 4.40 GB, more than WebAssembly's 4 GiB (4.29e9). */
+const TINYLLAMA = {
+  architectures: ["LlamaForCausalLM"],
+  hidden_size: 2048,
+  intermediate_size: 5632,
+  num_attention_heads: 32,
+  num_hidden_layers: 22,
+  num_key_value_heads: 4,
+  vocab_size: 32000,
+  rms_norm_eps: 1e-5,
+  tie_word_embeddings: false,
+};
+
+/** A checkpoint directory holding only `config` (no weights at all). */
+async function withConfigOnly(config: Record<string, unknown>, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before reading any weights", async () => {
+  // No safetensors file exists: reaching for one would fail with NotFound instead.
+  await withConfigOnly(TINYLLAMA, async (dir) => {
+    await assert.rejects(() => loadModel(dir), (e: Error) => {
+      assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
+      assert.match(e.message, new RegExp(dir));
+      assert.match(e.message, /4 GiB/);
+      return true;
+    });
+  });
+  // 16 layers instead of 22 (0.84e9 parameters, 3.34 GB) fit: it goes on to read the weights, which are missing.
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16 }, async (dir) => {
+    await assert.rejects(() => loadModel(dir), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("loadModel() counts the run state of the window length it is given", async () => {
+  // The 16-layer model fits alone; windows of 8192 tokens add a 8192² attention matrix and 8192 x 32000 logits
+  // (1.3 GB) and push it past the limit.
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16 }, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 8192 }), /4 GiB.*8192|8192.*4 GiB/);
+    await assert.rejects(() => loadModel(dir, { seqLen: 256 }), Deno.errors.NotFound);
+  });
+});
