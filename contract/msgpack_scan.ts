@@ -4,7 +4,7 @@
  * - anything but one complete value: truncation, trailing bytes, a length that runs past the end (400);
  * - anything plain msgpack cannot carry: extension types and the reserved byte 0xc1 (400);
  * - structure no request has: nesting deeper than `maxDepth`, more than `maxValues` values, map keys that are not
- *   strings (422).
+ *   strings or integers (422).
  * Decoding first and checking after is what it prevents: a decoder builds every value before a schema can count
  * them (100 MB of empty maps is 100M objects, enough to exhaust the heap), walks deep nesting by recursion, and
  * msgpackr describes trailing bytes by JSON-encoding the whole decoded value, tensor bytes included.
@@ -86,8 +86,9 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
     let open = -1; // entries of a container this header opens, or -1
     let map = false;
     let str = false;
+    let int = false;
     if (b <= 0x7f || b >= 0xe0) {
-      // positive or negative fixint
+      int = true; // positive or negative fixint
     } else if (b <= 0x8f) {
       open = b & 0x0f;
       map = true;
@@ -96,7 +97,9 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
     } else if (b <= 0xbf) {
       skip = b & 0x1f;
       str = true;
-    } else if ((skip = fixedPayload(b)) < 0) {
+    } else if ((skip = fixedPayload(b)) >= 0) {
+      int = b >= 0xcc && b <= 0xd3; // uint8..uint64, int8..int64
+    } else {
       skip = 0;
       switch (b) {
         case 0xc4: // bin8
@@ -149,10 +152,12 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
         }
       }
     }
-    if (key && !str) {
+    // msgpackr makes string and integer keys into property names (an integer key is then an unknown field, ignored
+    // as any other); a container, bin, float, boolean or nil key has no such reading.
+    if (key && !str && !int) {
       throw new ZpruneError(
         "invalid_request",
-        `the map key at byte ${at} is not a string; a request's maps are keyed by field names`,
+        `the map key at byte ${at} is neither a string nor an integer; a request's maps are keyed by field names`,
       );
     }
     if (open >= 0) {

@@ -105,15 +105,69 @@ Deno.test("scanMsgpack() refuses every extension header and the reserved byte 0x
   scanMsgpack(new Uint8Array([0x92, 0xc4, 0x02, 0xc1, 0xd6, 0xa2, 0xc7, 0xc1]));
 });
 
-Deno.test("scanMsgpack() takes string map keys only", () => {
-  scanMsgpack(new Uint8Array([0x82, 0xa1, 0x61, 0x01, 0xd9, 0x01, 0x62, 0x81, 0xa0, 0xc0]));
-  const keys = [[0x01], [0xc0], [0xc3], [0xc4, 0x01, 0x61], [0x80], [0x90], [0xcb, 0, 0, 0, 0, 0, 0, 0, 0]];
+Deno.test("scanMsgpack() takes string and integer map keys only", () => {
+  // {"a": 1, str8 "b": {"": nil}, 7: 1, -1: 1, uint16 300: 1, int64 -2: 1}
+  scanMsgpack(
+    new Uint8Array([
+      0x86,
+      ...[0xa1, 0x61, 0x01],
+      ...[0xd9, 0x01, 0x62, 0x81, 0xa0, 0xc0],
+      ...[0x07, 0x01],
+      ...[0xff, 0x01],
+      ...[0xcd, 0x01, 0x2c, 0x01],
+      ...[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x01],
+    ]),
+  );
+  const keys = [[0xc0], [0xc3], [0xc4, 0x01, 0x61], [0x80], [0x90], [0xca, 0, 0, 0, 0], [0xcb, 0, 0, 0, 0, 0, 0, 0, 0]];
   for (const k of keys) {
     assert.throws(() => scanMsgpack(new Uint8Array([0x81, ...k, 0x01])), code("invalid_request", "map key"), `${k}`);
     // The second key of a map and a key in a nested map are checked too; a value may be anything.
     assert.throws(() => scanMsgpack(new Uint8Array([0x82, 0xa1, 0x61, ...k, ...k, 0x01])), code("invalid_request"));
     assert.throws(() => scanMsgpack(new Uint8Array([0x91, 0x81, ...k, 0x01])), code("invalid_request"));
     scanMsgpack(new Uint8Array([0x81, 0xa1, 0x61, ...k]));
+  }
+});
+
+Deno.test("scanMsgpack() knows every fixed-size format's payload: complete passes, one byte short or over fails", () => {
+  // From the msgpack spec: nil, false, true; uint8-64; int8-64; float32, float64.
+  const sizes: [number, number][] = [
+    [0xc0, 0],
+    [0xc2, 0],
+    [0xc3, 0],
+    [0xcc, 1],
+    [0xcd, 2],
+    [0xce, 4],
+    [0xcf, 8],
+    [0xd0, 1],
+    [0xd1, 2],
+    [0xd2, 4],
+    [0xd3, 8],
+    [0xca, 4],
+    [0xcb, 8],
+  ];
+  // Strings and bins: 8-, 16- and 32-bit big-endian lengths, here of 3 bytes.
+  const lengths: [number[], number][] = [
+    [[0xd9, 3], 3],
+    [[0xda, 0, 3], 3],
+    [[0xdb, 0, 0, 0, 3], 3],
+    [[0xc4, 3], 3],
+    [[0xc5, 0, 3], 3],
+    [[0xc6, 0, 0, 0, 3], 3],
+    [[0xa3], 3],
+  ];
+  const cases = [
+    ...sizes.map(([b, k]) => [[b], k] as [number[], number]),
+    ...lengths,
+  ];
+  for (const [head, k] of cases) {
+    const whole = [...head, ...new Array(k).fill(0x61)];
+    for (const wrap of [(v: number[]) => v, (v: number[]) => [0x92, ...v, 0xc0], (v: number[]) => [0x81, 0xa0, ...v]]) {
+      scanMsgpack(new Uint8Array(wrap(whole)));
+      if (whole.length > 1) {
+        assert.throws(() => scanMsgpack(new Uint8Array(wrap(whole.slice(0, -1)))), code("bad_msgpack"), `${head}`);
+      }
+      assert.throws(() => scanMsgpack(new Uint8Array([...wrap(whole), 0xc0])), code("bad_msgpack"), `${head}`);
+    }
   }
 });
 

@@ -36,7 +36,8 @@ export class BodyBudget {
         if (this.#held - mine > 0 && this.#held + (bytes - mine) > this.limit) {
           throw new ZpruneError(
             "busy",
-            `request bodies waiting for this server already hold ${this.#held} of ${this.limit} bytes; retry later`,
+            `request bodies waiting for this server already hold ${this.#held - mine} of ${this.limit} bytes; ` +
+              "retry later",
             { headers: { "Retry-After": String(this.retryAfterSeconds) } },
           );
         }
@@ -59,27 +60,42 @@ export interface BodyHold {
   release(): void;
 }
 
-/** Reads the whole body of `req`, at most `limit` bytes, into one Uint8Array, growing `hold` as it goes. */
-export async function readBody(req: Request, limit: number, hold?: BodyHold): Promise<Uint8Array> {
+/**
+ * Reads the whole body of `req`, at most `limit` bytes, into one Uint8Array. `hold` grows with the bytes received
+ * (not the declared length: a client that declares a large body and sends nothing holds nothing); `signal` ends a
+ * read that takes too long or whose client went away, with the signal's reason.
+ */
+export async function readBody(
+  req: Request,
+  limit: number,
+  hold?: BodyHold,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   const length = declared === null ? NaN : Number(declared);
   if (length > limit) throw tooLarge(limit);
   if (!req.body) return new Uint8Array(0);
+  signal?.throwIfAborted();
   const reader = req.body.getReader();
+  let stop = () => {};
+  const stopped = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    stop = () => reject(signal.reason);
+    signal.addEventListener("abort", stop, { once: true });
+  });
+  stopped.catch(() => {}); // observed by the race below, or not at all
   try {
-    // With a trustworthy Content-Length, read straight into one buffer of that size (no second copy).
-    const exact = Number.isSafeInteger(length) && length > 0;
-    hold?.grow(exact ? length : 64 * 1024);
-    let out = exact ? new Uint8Array(length) : new Uint8Array(64 * 1024);
+    // With a trustworthy Content-Length, read straight into one buffer of that size (no second copy; its pages
+    // are the system's only once written).
+    let out = Number.isSafeInteger(length) && length > 0 ? new Uint8Array(length) : new Uint8Array(64 * 1024);
     let n = 0;
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = await Promise.race([reader.read(), stopped]);
       if (done) break;
       if (n + value.byteLength > limit) throw tooLarge(limit);
+      hold?.grow(n + value.byteLength);
       if (n + value.byteLength > out.byteLength) {
-        const size = Math.min(limit, Math.max(out.byteLength * 2, n + value.byteLength));
-        hold?.grow(size);
-        const grown = new Uint8Array(size);
+        const grown = new Uint8Array(Math.min(limit, Math.max(out.byteLength * 2, n + value.byteLength)));
         grown.set(out.subarray(0, n));
         out = grown;
       }
@@ -90,5 +106,7 @@ export async function readBody(req: Request, limit: number, hold?: BodyHold): Pr
   } catch (err) {
     await reader.cancel().catch(() => {});
     throw err;
+  } finally {
+    signal?.removeEventListener("abort", stop);
   }
 }

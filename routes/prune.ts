@@ -119,7 +119,11 @@ export function pruneHandler(deps: PruneRouteDeps) {
         `Content-Type "${type || "(none)"}" is not accepted; send the body as application/msgpack`,
       );
     }
-    const body = await readBody(c.req.raw, deps.maxBodyBytes, hold);
+    // The deadline runs from the request's start: a body that takes too long to arrive ends with it too.
+    const signals = [c.req.raw.signal];
+    if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
+    const signal = AbortSignal.any(signals);
+    const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
     const prepared = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
@@ -128,9 +132,6 @@ export function pruneHandler(deps: PruneRouteDeps) {
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
     const decodeMs = performance.now() - start;
 
-    const signals = [c.req.raw.signal];
-    if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
-    const signal = AbortSignal.any(signals);
     let computeMs = 0;
     const outputs = await deps.queue.run(
       async () => {

@@ -260,6 +260,12 @@ Deno.test("the request bounds /v1/info lists are the ones enforced, at the bound
     const values = new Array(limits.msgpack.maxValues).fill(0);
     await expectError(await post(magnitude({ extra: values })), 422, "invalid_request", "values");
     await ok(await post(magnitude({ extra: values.slice(0, limits.msgpack.maxValues - 64) })), "values under max");
+    // An integer map key is a field name no request uses: ignored like any unknown field. A map key is refused.
+    const plain = encodeMsgpack(magnitude({}));
+    assert.ok(plain[0]! >= 0x80 && plain[0]! < 0x8f, "a fixmap with room for one more entry");
+    const withKey = (key: number[]) => new Uint8Array([plain[0]! + 1, ...plain.subarray(1), ...key, 0xa1, 0x78]);
+    await ok(await postPrune(server.url, withKey([0x01])), "an integer key");
+    await expectError(await postPrune(server.url, withKey([0x80])), 422, "invalid_request", "map key");
   } finally {
     await server.close();
     await backend.close();
@@ -352,7 +358,10 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
 
 Deno.test("429 busy while bodies not yet computing hold the memory budget; ended or aborted uploads give it back", async () => {
   const backend = createCpuBackend({ threads: 0 });
-  const server = await startServer({ backend, config: { memoryBudgetBytes: 1_000_000, maxBodyBytes: 10_000_000 } });
+  const server = await startServer({
+    backend,
+    config: { memoryBudgetBytes: 1_000_000, maxBodyBytes: 10_000_000, deadlineMs: 2_000 },
+  });
   const held = async () => {
     const text = await (await fetch(`${server.url}/metrics`)).text();
     return Number(/^zprune_body_bytes_held (\d+)$/m.exec(text)?.[1]);
@@ -361,7 +370,7 @@ Deno.test("429 busy while bodies not yet computing hold the memory budget; ended
     for (let i = 0; i < 500 && !ok(await held()); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(ok(await held()), `${what}: ${await held()} bytes held`);
   };
-  /** An upload of `bytes` zeros that stays open until `end()`; `abort` cancels it from the client's side. */
+  /** A chunked upload of `bytes` zeros that stays open until `end()`; `abort` cancels it from the client's side. */
   const upload = (bytes: number) => {
     let close!: () => void;
     const closed = new Promise<void>((r) => (close = r));
@@ -373,8 +382,9 @@ Deno.test("429 busy while bodies not yet computing hold the memory budget; ended
           await closed;
           return ctrl.close();
         }
-        sent += 16_384;
-        ctrl.enqueue(new Uint8Array(16_384));
+        const chunk = Math.min(16_384, bytes - sent);
+        sent += chunk;
+        ctrl.enqueue(new Uint8Array(chunk));
       },
     });
     const res = fetch(`${server.url}/v1/prune`, {
@@ -384,31 +394,59 @@ Deno.test("429 busy while bodies not yet computing hold the memory budget; ended
       duplex: "half",
       signal: abort.signal,
     } as RequestInit);
+    res.catch(() => {}); // a test that fails midway aborts the uploads it did not await
+    uploads.push(abort);
     return { res, end: close, abort: () => abort.abort() };
   };
+  const uploads: AbortController[] = []; // aborted at the end, so that a failed assertion cannot hang close()
   try {
     const small = encodeMsgpack(request());
     assert.equal((await postPrune(server.url, small)).status, 200);
     assert.equal(await held(), 0);
     // One upload alone may take more than the budget; a second body then waits for it.
-    const a = upload(900_000);
-    await until("the first upload is held", (n) => n >= 900_000);
+    const a = upload(1_100_000);
+    await until("the first upload is held", (n) => n === 1_100_000);
     const refused = await postPrune(server.url, small);
-    await expectError(refused, 429, "busy", "bodies");
+    await expectError(refused, 429, "busy", "hold 1100000 of 1000000 bytes");
     assert.equal(refused.headers.get("retry-after"), "1");
     a.end();
-    await expectError(await a.res, 400, "bad_msgpack"); // 900 KB of zeros is not one msgpack value
+    await expectError(await a.res, 400, "bad_msgpack"); // zeros are not one msgpack value
     await until("the ended upload is released", (n) => n === 0);
     assert.equal((await postPrune(server.url, small)).status, 200);
+    // Holds count bytes received, not buffer capacity: 300 KB held and a 600 KB chunked body fit 1 MB together.
+    const b = upload(300_000);
+    await until("the second upload is held", (n) => n === 300_000);
+    const c = upload(600_000);
+    c.end();
+    await expectError(await c.res, 400, "bad_msgpack");
     // A client that gives up mid-upload releases its hold too.
-    const b = upload(900_000);
-    await until("the second upload is held", (n) => n >= 900_000);
     b.abort();
     await b.res.catch(() => {});
     await until("the aborted upload is released", (n) => n === 0);
-    assert.equal((await postPrune(server.url, small)).status, 200);
+    // A client that declares a large body and sends none of it holds nothing, and the deadline ends its wait.
+    const port = Number(new URL(server.url).port);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+        "Content-Length: 5000000\r\n\r\n";
+      await conn.write(new TextEncoder().encode(head));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await held(), 0);
+      assert.equal((await postPrune(server.url, small)).status, 200);
+      const answer = new Uint8Array(4096);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const got = await Promise.race([
+        conn.read(answer), // the server answers once the 2 s deadline has passed
+        new Promise<null>((r) => (timer = setTimeout(() => r(null), 10_000))),
+      ]);
+      clearTimeout(timer);
+      assert.match(new TextDecoder().decode(answer.subarray(0, got ?? 0)), /^HTTP\/1\.1 503/);
+    } finally {
+      conn.close();
+    }
     await assertStillHealthy(server);
   } finally {
+    for (const u of uploads) u.abort();
     await server.close();
     await backend.close();
   }
