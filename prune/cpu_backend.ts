@@ -74,9 +74,8 @@ export function createPoolExecutor(
   const pool = new CpuPool(threads);
   const buffers = new ScratchBuffers(scratchBytes);
   return {
-    parts: pool.size,
     shared: true,
-    all: (make) => pool.all(make),
+    all: (count, make) => pool.all(count, make),
     scratch: (bytes) => buffers.take(bytes),
     release: (b) => buffers.give(b),
     close: () => pool.close(),

@@ -78,12 +78,12 @@ export class CpuPool {
   }
 
   /**
-   * Runs one task per worker, built by `make(i)`, and waits for all of them to settle before answering, even
-   * when one fails: the others may still be writing into the request's shared buffers until they finish.
+   * Runs the tasks `make(i)` for i < count, task i on worker i % size, and waits for all of them to settle before
+   * answering, even when one fails: the others may still be writing into the request's shared buffers until then.
    */
-  async all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
+  async all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]> {
     const tasks: Promise<T>[] = [];
-    for (let i = 0; i < this.size; i++) {
+    for (let i = 0; i < count; i++) {
       const t = make(i);
       if (t) tasks.push(this.run<T>(i, t));
     }

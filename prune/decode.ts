@@ -19,9 +19,12 @@ const F16_TABLE: Float32Array = (() => {
   return t;
 })();
 
-/** Returns `bytes` as an aligned view of `align`-byte elements, copying only when the view is unaligned. */
-function aligned(bytes: Uint8Array, align: number): ArrayBuffer {
-  if (bytes.byteOffset % align === 0 && bytes.buffer instanceof ArrayBuffer) return bytes.buffer;
+/**
+ * Returns a buffer holding `bytes` at an `align`-byte boundary: its own when the view is aligned (a worker's view of
+ * a SharedArrayBuffer included: each decode task reads its rows of the one shared copy), else a copy.
+ */
+function aligned(bytes: Uint8Array, align: number): ArrayBufferLike {
+  if (bytes.byteOffset % align === 0) return bytes.buffer;
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   return copy.buffer;

@@ -10,28 +10,45 @@ import { applyMaskBytes } from "./decode.ts";
 import { maskStats } from "./mask_stats.ts";
 import { activationWeights, buildContext, mergeColumnSums, newSums } from "./scores.ts";
 
-/** Runs one `CpuOp` per part, in parallel where it can, and collects the results in part order. */
+/** Runs `CpuOp`s, in parallel where it can, and collects the results in their order. */
 export interface Executor {
-  /** How many parts to split each pass into. */
-  readonly parts: number;
   /** Whether arrays must live in SharedArrayBuffers (true for workers). */
   readonly shared: boolean;
   /** A scratch buffer of `bytes` (contents undefined), from a free list where there is one. */
   scratch?(bytes: number): ArrayBufferLike;
   /** Returns a scratch buffer once nothing refers to it any more. */
   release?(buffer: ArrayBufferLike): void;
-  all<T>(make: (i: number) => CpuOp | null): Promise<T[]>;
+  /** Runs `make(i)` for i < count (null: nothing to run for i); answers the results of those that ran, in order. */
+  all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]>;
 }
 
-/** Runs every part on this thread, in order. */
+/** Runs every op on this thread, in order. */
 export const inlineExecutor: Executor = {
-  parts: 1,
   shared: false,
-  all<T>(make: (i: number) => CpuOp | null): Promise<T[]> {
-    const t = make(0);
-    return Promise.resolve(t ? [runOp(t) as T] : []);
+  all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]> {
+    const out: T[] = [];
+    for (let i = 0; i < count; i++) {
+      const t = make(i);
+      if (t) out.push(runOp(t) as T);
+    }
+    return Promise.resolve(out);
   },
 };
+
+/** Most blocks a layer's rows are split into; each pass runs one op per block, spread over the executor's threads. */
+const MAX_BLOCKS = 32;
+/** Elements per block below which fewer blocks are used (an op costs a message when it runs on a worker). */
+const BLOCK_MIN_ELEMENTS = 1 << 17;
+
+/**
+ * The row blocks of a rows x cols layer. They depend on the shape alone, never on the thread count: every float
+ * sum is taken per block from zero and the blocks' partials are combined in block order, so the statistics, and
+ * with them the scores and the mask, are the same bits inline and on any number of workers.
+ */
+export function layerBlocks(rows: number, cols: number): number[] {
+  const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
+  return rowSplits(rows, cols, blocks);
+}
 
 /** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
 export function layerK(sparsity: number, total: number): number {
@@ -94,7 +111,7 @@ export async function pruneLayerWith(
   const { rows, cols, dtype } = layer;
   const { method, pattern } = params;
   const n = rows * cols;
-  const splits = rowSplits(rows, cols, Math.min(exec.parts, rows));
+  const splits = layerBlocks(rows, cols);
   const parts = splits.length - 1;
   const range = (i: number) => (i < parts ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
 
@@ -114,7 +131,7 @@ export async function pruneLayerWith(
       raw.set(layer.weight);
     }
     const W = new Float32Array(take(n * 4), 0, n);
-    const partials = await exec.all<DecodeSumsResult>((i) => {
+    const partials = await exec.all<DecodeSumsResult>(parts, (i) => {
       const r = range(i);
       return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
     });
@@ -133,7 +150,7 @@ export async function pruneLayerWith(
     // Statistics and scores.
     const act = activationWeights(layer.actNormSq, params.exponent);
     const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
-      const rs = await exec.all<{ ssR: number; ssC: number; small: number }>((i) => {
+      const rs = await exec.all<{ ssR: number; ssC: number; small: number }>(parts, (i) => {
         const r = range(i);
         return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
       });
@@ -142,7 +159,7 @@ export async function pruneLayerWith(
     signal?.throwIfAborted();
     const score = new Float32Array(take(n * 4), 0, n);
     const wantHist = pattern.kind === "layer";
-    const hists = await exec.all<Uint32Array | null>((i) => {
+    const hists = await exec.all<Uint32Array | null>(parts, (i) => {
       const r = range(i);
       return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
     });
@@ -165,14 +182,14 @@ export async function pruneLayerWith(
     } else if (pattern.kind === "row") {
       const k = Math.floor(pattern.sparsity * cols);
       if (k > 0) {
-        await exec.all((i) => {
+        await exec.all(parts, (i) => {
           const r = range(i);
           return r && { op: "rows", keys, cols, k, mask, ...r };
         });
       }
     } else {
       const { n: pn, m } = pattern;
-      await exec.all((i) => {
+      await exec.all(parts, (i) => {
         const r = range(i);
         return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
       });
@@ -229,14 +246,14 @@ async function selectLayerWith(
     }
   };
   const top = pick(hists, k);
-  const lows = await exec.all<Uint32Array>((i) => {
+  const lows = await exec.all<Uint32Array>(parts, (i) => {
     const r = erange(i);
     return r && { op: "histLow", keys, top: top.d, ...r };
   });
   const low = pick(lows, k - top.below);
   const t = ((top.d << 16) | low.d) >>> 0;
   const below = top.below + low.below;
-  const ties = await exec.all<number>((i) => {
+  const ties = await exec.all<number>(parts, (i) => {
     const r = erange(i);
     return r && { op: "markBelow", keys, t, mask, ...r };
   });
@@ -246,7 +263,7 @@ async function selectLayerWith(
     quota -= q;
     return q;
   });
-  await exec.all((i) => {
+  await exec.all(parts, (i) => {
     const r = erange(i);
     return r && quotas[i]! > 0 ? { op: "markTies", keys, t, quota: quotas[i]!, mask, ...r } : null;
   });

@@ -9,6 +9,7 @@ import { DEFAULT_EXPONENT } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
+import { encode } from "../prune/decode.ts";
 import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 import { randomLayer, rng } from "./_random.ts";
 
@@ -160,5 +161,49 @@ Deno.test("CPU worker pool and inline path give identical bits", async () => {
     }
   } finally {
     await backend.close();
+  }
+});
+
+Deno.test("the CPU backend's bits do not depend on its thread count (1024x1024 layers, past the worker threshold)", async () => {
+  // Weights over 30 binades make float sums order-sensitive: with sums split per worker, 2 workers once gave
+  // another mask and other scores than 1 worker or the inline path.
+  const rows = 1024, cols = 1024, n = rows * cols;
+  const rand = rng(2);
+  const vals = new Float32Array(n).map(() => (rand() * 2 - 1) * 2 ** Math.floor(rand() * 30 - 15));
+  const actNormSq = new Float32Array(cols).map(() => rand() * 20 + 0.01);
+  const backends = [0, 1, 2, 3].map((threads) => createCpuBackend({ threads }));
+  try {
+    for (
+      const [method, dtype, sparsity] of [["zpruner", "bf16", 0.4700798988342285], ["zpruner", "f32", 0.5], [
+        "ria",
+        "f32",
+        0.3,
+      ]] as const
+    ) {
+      const params: PruneParams = {
+        method,
+        pattern: { kind: "layer", sparsity },
+        exponent: DEFAULT_EXPONENT[method],
+        returnWeight: false,
+        returnScore: true,
+      };
+      const layer = (): LayerJob => ({
+        name: "t",
+        rows,
+        cols,
+        dtype,
+        weight: encode(vals, dtype),
+        actNormSq: actNormSq.slice(),
+      });
+      const [ref, ...others] = await Promise.all(backends.map((b) => b.prune(params, layer())));
+      for (const [i, o] of others.entries()) {
+        const what = `${method} ${dtype}: ${i + 1} thread(s) against inline`;
+        assert.deepEqual(o.score, ref!.score, `${what}: scores`);
+        assert.deepEqual(o.mask, ref!.mask, `${what}: mask`);
+        assert.deepEqual(o.stats, ref!.stats, `${what}: stats`);
+      }
+    }
+  } finally {
+    for (const b of backends) await b.close();
   }
 });
