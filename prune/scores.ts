@@ -190,6 +190,22 @@ export function activationWeights(actNormSq: Float32Array | null, exponent: numb
   return out;
 }
 
+/** A std at or below this fraction of the entries' root mean square is rounding, not spread: see `invStd`. */
+export const ZERO_STD = 2 ** -40;
+
+/**
+ * 1/std (unbiased) of n entries with centred sum of squares `ss` and mean `mean`, or 0 when the std is zero.
+ * API.md's zero std is the exact one: entries that are equal in exact arithmetic (one row or one column, constant
+ * rows) come out of w / norm unequal in their last bits, and a std of 1e-16 of their size would scale that noise
+ * into z-scores of order 1. So a std within ZERO_STD of the entries' root mean square (sqrt(ss / n + mean^2)) counts
+ * as zero: far above float64's rounding, far below the spread of any real weight matrix.
+ */
+export function invStd(ss: number, mean: number, n: number): number {
+  if (n <= 1) return 0;
+  const std = Math.sqrt(ss / (n - 1));
+  return std > ZERO_STD * Math.sqrt(ss / n + mean * mean) ? 1 / std : 0;
+}
+
 /**
  * Builds the scoring context from pass-1 sums and the pass-2 callback (which may run on several workers).
  * `pass2` receives the means and the small-weight bound and returns the combined partials.
@@ -234,15 +250,13 @@ export async function buildContext(
   for (let c = 0; c < cols; c++) sumC += s.colSum[c]! * invCol[c]!;
   const meanR = sumR / n, meanC = sumC / n;
   const { ssR, ssC, small } = await pass2(invRow, invCol, meanR, meanC, 0.1 * (absSum / n));
-  const stdR = n > 1 ? Math.sqrt(ssR / (n - 1)) : 0;
-  const stdC = n > 1 ? Math.sqrt(ssC / (n - 1)) : 0;
   Object.assign(ctx, {
     invRow,
     invCol,
     meanR,
     meanC,
-    invStdR: stdR > 0 ? 1 / stdR : 0,
-    invStdC: stdC > 0 ? 1 / stdC : 0,
+    invStdR: invStd(ssR, meanR, n),
+    invStdC: invStd(ssC, meanC, n),
     alpha: 0.7 * (1 - 0.3 * (small / n)),
   });
   return ctx;

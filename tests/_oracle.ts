@@ -77,9 +77,13 @@ export function oracleScores(
   );
   const Wr = W.map((w, i) => (rowNorm[Math.floor(i / cols)] ? w / rowNorm[Math.floor(i / cols)]! : 0));
   const Wc = W.map((w, i) => (colNorm[i % cols] ? w / colNorm[i % cols]! : 0));
+  // API.md: "a zero std ... gives z = 0". The zero is the exact one: entries equal in exact arithmetic (a single
+  // row or column, constant rows...) differ here by rounding, so a std at rounding level (2^-40 of the entries'
+  // root mean square, far above float64's noise and far below any real spread) counts as zero.
   const z = (xs: number[]) => {
     const m = mean(xs), s = stdUnbiased(xs);
-    return xs.map((x) => (s > 0 ? (x - m) / s : 0));
+    const rms = Math.sqrt(xs.reduce((a, b) => a + b * b, 0) / xs.length);
+    return xs.map((x) => (s > 2 ** -40 * rms ? (x - m) / s : 0));
   };
   const zr = z(Wr), zc = z(Wc);
   const meanAbs = mean(A);

@@ -288,6 +288,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: Z-Pruner on entries equal in exact arithmetic (zero std, z = 0) gives the CPU's masks and scores",
+  ignore,
+  async fn() {
+    const cases: [string, number, number, (r: number, c: number) => number][] = [
+      ["1x10 positive row", 1, 10, (_r, c) => 0.1 + 0.07 * ((c * 7) % 10)],
+      ["10x1 positive column", 10, 1, (r) => 0.1 + 0.07 * ((r * 7) % 10)],
+      ["5x3 constant rows", 5, 3, (r) => r + 1],
+      ["6x7 all 0.5", 6, 7, () => 0.5],
+      ["300x200 all -0.25", 300, 200, () => -0.25],
+    ];
+    for (const [what, rows, cols, f] of cases) {
+      const vals = new Float32Array(rows * cols).map((_, i) => f(Math.floor(i / cols), i % cols));
+      const pattern: PruneParams["pattern"] = { kind: "layer", sparsity: 0.5 };
+      const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: true, returnScore: true };
+      const layer: LayerJob = { name: what, rows, cols, dtype: "f32", weight: encode(vals, "f32"), actNormSq: null };
+      const ref = await cpu.prune(params, copyLayer(layer));
+      const got = await gpu!.prune(params, copyLayer(layer));
+      const c: Case = { rows, cols, dtype: "f32", kind: "constant", acts: false, seed: 0, params };
+      assert.equal(compare(c, layer, got, ref), null, what);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: multi-tile layers match the CPU backend",
   ignore,
   async fn() {

@@ -148,6 +148,36 @@ Deno.test("activation entries of -0 count as 0: exactly k pruned, ties by index,
   assert.equal(checked, 24);
 });
 
+Deno.test("Z-Pruner: normalised entries equal in exact arithmetic have a zero std, so z = 0", async () => {
+  // One row (every Wc is +-1), one column (every Wr is +-1), rows each constant (every Wr is 1/sqrt(cols)), all
+  // equal: rounding leaves those entries unequal in their last bits, which once gave z-scores of order 1.
+  const cases: [string, number, number, (r: number, c: number) => number][] = [
+    ["1x10 positive row", 1, 10, (_r, c) => 0.1 + 0.07 * ((c * 7) % 10)],
+    ["10x1 positive column", 10, 1, (r) => 0.1 + 0.07 * ((r * 7) % 10)],
+    ["5x3 constant rows", 5, 3, (r) => r + 1],
+    ["6x7 all 0.5", 6, 7, () => 0.5],
+  ];
+  for (const [what, rows, cols, f] of cases) {
+    const vals = new Float32Array(rows * cols).map((_, i) => f(Math.floor(i / cols), i % cols));
+    for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.5 }] as Pattern[]) {
+      const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: false, returnScore: true };
+      const layer: LayerJob = { name: what, rows, cols, dtype: "f32", weight: encode(vals, "f32"), actNormSq: null };
+      const out = await pruneLayer(params, layer);
+      const { scores } = oracleScores("zpruner", Array.from(vals), rows, cols, null, 1.5);
+      const sel = oracleSelect(scores, rows, cols, pattern);
+      assert.deepEqual(compareWithOracle(out.mask, scores, sel), [], `${what} ${pattern.kind}`);
+      for (let i = 0; i < scores.length; i++) {
+        const want = Math.fround(scores[i]!);
+        assert.ok(Math.abs(out.score![i]! - want) <= 1e-6 * want, `${what}: score ${i} ${out.score![i]} vs ${want}`);
+      }
+    }
+    if (what === "6x7 all 0.5") {
+      const { scores } = oracleScores("zpruner", Array.from(vals), rows, cols, null, 1.5);
+      assert.ok(scores.every((x) => x === 0), "both z-scores of a constant matrix are 0");
+    }
+  }
+});
+
 Deno.test("CPU worker pool and inline path give identical bits", async () => {
   const backend = createCpuBackend({ threads: 2, parallelMin: 0 });
   try {
