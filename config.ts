@@ -47,13 +47,24 @@ type Env = (name: string) => string | undefined;
 
 /** The integer in variable `name`, or `fallback` when it is unset or empty. */
 function int(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const raw = env(name);
+  const raw = env(name)?.trim();
   if (raw === undefined || raw === "") return fallback;
-  const v = Number(raw);
+  // Plain decimal digits only: Number() would also take "0x1F90", "8.787e3" or "0b1".
+  const v = /^\d+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isInteger(v) || v < min || v > max) {
     throw new RangeError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
   }
   return v;
+}
+
+/**
+ * ZPRUNE_TOKEN without the whitespace a mounted secret file often ends with; a token with whitespace inside could
+ * never be sent in one `Authorization: Bearer` header, so it is refused rather than locking every client out.
+ */
+function token(env: Env): string {
+  const t = (env("ZPRUNE_TOKEN") ?? "").trim();
+  if (/\s/.test(t)) throw new RangeError("ZPRUNE_TOKEN must not contain whitespace");
+  return t;
 }
 
 /** Reads the configuration from `env` (a lookup such as `Deno.env.get`); throws RangeError on bad values. */
@@ -63,17 +74,18 @@ export function loadConfig(env: Env): ServerConfig {
     throw new RangeError(`ZPRUNE_BACKEND must be auto, webgpu or cpu, got "${backend}"`);
   }
   return {
-    port: int(env, "PORT", DEFAULT_CONFIG.port, 0),
-    host: env("HOST") || DEFAULT_CONFIG.host,
+    port: int(env, "PORT", DEFAULT_CONFIG.port, 0, 65535),
+    host: env("HOST")?.trim() || DEFAULT_CONFIG.host,
     backend,
-    token: env("ZPRUNE_TOKEN") ?? "",
+    token: token(env),
     maxBodyBytes: int(env, "ZPRUNE_MAX_BODY_BYTES", DEFAULT_CONFIG.maxBodyBytes, 1),
     // Both backends address mask bits and elements with 32-bit arithmetic (i >>> 3, u32 in WGSL).
     maxLayerElements: int(env, "ZPRUNE_MAX_LAYER_ELEMENTS", DEFAULT_CONFIG.maxLayerElements, 1, 2 ** 32 - 1),
     concurrency: int(env, "ZPRUNE_CONCURRENCY", DEFAULT_CONFIG.concurrency, 1),
     maxQueue: int(env, "ZPRUNE_MAX_QUEUE", DEFAULT_CONFIG.maxQueue, 0),
     memoryBudgetBytes: int(env, "ZPRUNE_MEMORY_BUDGET_BYTES", DEFAULT_CONFIG.memoryBudgetBytes, 1),
-    deadlineMs: int(env, "ZPRUNE_DEADLINE_MS", DEFAULT_CONFIG.deadlineMs, 0),
+    // Timers take at most 2^31 - 1 ms; a longer one fires at once (and every request would miss its deadline).
+    deadlineMs: int(env, "ZPRUNE_DEADLINE_MS", DEFAULT_CONFIG.deadlineMs, 0, 2 ** 31 - 1),
     corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
     log: (env("ZPRUNE_LOG") ?? "1") !== "0",
   };

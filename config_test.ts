@@ -48,6 +48,12 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
     ["ZPRUNE_DEADLINE_MS", "-5"],
     ["ZPRUNE_BACKEND", "tpu"],
     ["ZPRUNE_MAX_LAYER_ELEMENTS", String(2 ** 32)],
+    // Number() takes these; a configuration should not.
+    ["PORT", "0x1F90"],
+    ["PORT", "8.787e3"],
+    ["ZPRUNE_MAX_QUEUE", "0b1"],
+    ["PORT", "70000"], // past the last port: Deno.serve would throw a stack trace at startup
+    ["ZPRUNE_DEADLINE_MS", String(2 ** 31)], // past the longest timer: it would fire at once
   ];
   for (const [name, value] of bad) {
     assert.throws(
@@ -91,4 +97,13 @@ Deno.test("README.md's table of variables matches what loadConfig() reads and de
     const actual = field === "log" ? (defaults.log ? "1" : "0") : String(defaults[field]);
     assert.equal(literal, actual, `${name}'s default in README.md`);
   }
+});
+
+Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens read as their content", () => {
+  // Number(" ") is 0: a blank PORT once meant any port, a blank ZPRUNE_MAX_QUEUE a queue of none.
+  assert.deepEqual(loadConfig(from({ PORT: " ", ZPRUNE_MAX_QUEUE: "\t", HOST: " " })), DEFAULT_CONFIG);
+  const c = loadConfig(from({ PORT: " 9000 ", ZPRUNE_TOKEN: " s3cret\n" }));
+  assert.equal(c.port, 9000);
+  assert.equal(c.token, "s3cret"); // a mounted secret's trailing newline once locked every client out
+  assert.throws(() => loadConfig(from({ ZPRUNE_TOKEN: "two words" })), /ZPRUNE_TOKEN must not contain whitespace/);
 });

@@ -149,7 +149,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       "*",
       cors({
         origin: origins.includes("*") ? "*" : origins,
-        allowHeaders: ["Authorization", "Content-Type", "Accept"],
+        allowHeaders: ["Authorization", "Content-Type", "Accept", "X-Request-Id"],
         allowMethods: ["GET", "POST", "OPTIONS"],
         exposeHeaders: ["Retry-After", "X-Request-Id"],
         maxAge: 600,

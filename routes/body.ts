@@ -14,6 +14,9 @@ function tooLarge(limit: number): ZpruneError {
   );
 }
 
+/** Error names of a request body whose connection the client closed or reset. */
+const CLIENT_GONE = new Set(["BadResource", "ConnectionReset", "ConnectionAborted", "UnexpectedEof"]);
+
 /** The bytes of request bodies held before they compute, bounded by `limit`. */
 export class BodyBudget {
   #held = 0;
@@ -105,6 +108,12 @@ export async function readBody(
     return out.subarray(0, n);
   } catch (err) {
     await reader.cancel().catch(() => {});
+    // Deno reports a client that went away mid-upload as one of these: the client's doing, not a server error.
+    if (err instanceof Error && CLIENT_GONE.has(err.name)) {
+      throw new ZpruneError("client_closed_request", "the client closed the connection before its body arrived", {
+        cause: err,
+      });
+    }
     throw err;
   } finally {
     signal?.removeEventListener("abort", stop);

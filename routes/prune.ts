@@ -7,6 +7,7 @@ import {
   type DType,
   type LayerResponse,
   parsePruneRequest,
+  type Pattern,
   type PruneResponse,
   type Timings,
 } from "../contract/api.ts";
@@ -45,6 +46,15 @@ function loopTurns(ms: number): { next(): Promise<void> | undefined; stop(): voi
     },
     stop: () => clearTimeout(timer),
   };
+}
+
+/**
+ * The `pattern` label of the layer counter: "layer", "row", "N:M" written plainly for M up to 8 (2:4, 4:8...), else
+ * "N:M". A client picks the pattern, so the raw string ("01:2", "1:9999"...) would let it add series without bound.
+ */
+function patternLabel(p: Pattern): string {
+  if (p.kind !== "nm") return p.kind;
+  return p.m <= 8 ? `${p.n}:${p.m}` : "N:M";
 }
 
 /** What the prune route needs. */
@@ -159,7 +169,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
       signal,
       estimateBytes(prepared, body.byteLength),
     );
-    deps.metrics.layers.inc({ method: params.method, pattern: request.pattern }, layers.length);
+    deps.metrics.layers.inc({ method: params.method, pattern: patternLabel(params.pattern) }, layers.length);
 
     const responseLayers = outputs.map((o, i) => {
       const l = layers[i]!;

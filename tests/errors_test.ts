@@ -452,6 +452,47 @@ Deno.test("429 busy while bodies not yet computing hold the memory budget; ended
   }
 });
 
+Deno.test("a client gone mid-upload is counted 499, never 5xx; pattern labels stay few however patterns are spelt", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  const metrics = async () => await (await fetch(`${server.url}/metrics`)).text();
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(server.url).port) });
+    const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+      "Content-Length: 1000000\r\n\r\n";
+    await conn.write(new TextEncoder().encode(head));
+    await conn.write(new Uint8Array(1000));
+    await new Promise((r) => setTimeout(r, 100));
+    conn.close();
+    let text = "";
+    for (let i = 0; i < 200 && !/route="\/v1\/prune",status="499"/.test(text); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      text = await metrics();
+    }
+    assert.match(text, /zprune_requests_total\{route="\/v1\/prune",status="499"\} 1/);
+    assert.doesNotMatch(text, /status="5\d\d"/);
+    // "01:2", "1:02" and "001:02" are one pattern; M over 8 shares one label.
+    const wide = (cols: number) => ({
+      name: "w",
+      weight: { dtype: "f32", shape: [1, cols], data: new Uint8Array(4 * cols).fill(0x3f) },
+    });
+    for (
+      const [pattern, cols] of [["1:2", 2], ["01:2", 2], ["1:02", 2], ["001:02", 2], ["2:4", 4], ["1:10", 10], [
+        "3:12",
+        12,
+      ]] as const
+    ) {
+      const res = await postPrune(server.url, encodeMsgpack({ method: "magnitude", pattern, layers: [wide(cols)] }));
+      assert.equal(res.status, 200, `${pattern}: ${await res.text()}`);
+    }
+    const labels = [...(await metrics()).matchAll(/^zprune_layers_total\{[^}]*pattern="([^"]+)"/gm)].map((m) => m[1]);
+    assert.deepEqual(labels.sort(), ["1:2", "2:4", "N:M"]);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("503 unavailable when the deadline passes in the queue; no backend restart is counted", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
