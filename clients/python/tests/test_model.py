@@ -107,6 +107,7 @@ def test_prune_model_selected_blocks_and_f16_on_the_wire(server_url: str) -> Non
     report = prune_model(model, batches, server_url, method="magnitude", pattern="layer", sparsity=0.25,
                          blocks=[1], dtype="f16", progress=False)
     assert sorted(report.stats) == sorted(f"model.layers.1.{n}" for n in LLAMA_LINEARS)
+    assert report.responses == [], "masks are not kept unless asked for"
     for n, p in model.named_parameters():
         if n.startswith("model.layers.1.") and n.endswith("proj.weight"):
             zeroed = (p == 0) & (before[n] != 0)
@@ -116,3 +117,18 @@ def test_prune_model_selected_blocks_and_f16_on_the_wire(server_url: str) -> Non
             assert w16[zeroed].max() <= w16[~zeroed].min()
         else:
             assert torch.equal(p, before[n]), f"{n} changed"
+
+
+def test_prune_model_keeps_whole_answers_only_when_asked(server_url: str) -> None:
+    model = tiny_llama(2)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(4))]
+    report = prune_model(model, batches, server_url, method="magnitude", pattern="2:4", progress=False,
+                         keep_responses=True)
+    assert len(report.responses) == len(model.model.layers), "one answer per block"
+    for bi, result in enumerate(report.responses):
+        for name in LLAMA_LINEARS:
+            layer = result[f"model.layers.{bi}.{name}"]
+            weight = model.model.layers[bi].get_submodule(name).weight
+            assert layer.mask.shape == tuple(weight.shape)
+            assert bool((weight[torch.from_numpy(layer.mask)] == 0).all()), "the kept mask is the one applied"
+

@@ -39,7 +39,9 @@ class ModelPruneReport:
     Attributes:
         stats: per full layer name (``model.layers.0.self_attn.q_proj``), the server's statistics.
         pruned, total: weights pruned and weights considered, over all pruned layers.
-        responses: every ``PruneResult``, one per block.
+        responses: every ``PruneResult``, one per block, when ``prune_model`` was asked to keep them
+            (``keep_responses=True``); empty otherwise, since their masks take a byte per weight (about 6.5 GB for
+            a 7B model) and are already applied to the model.
     """
 
     stats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -150,6 +152,7 @@ def prune_model(
     cache_inputs: bool = False,
     progress: bool = True,
     client: Optional[ZpruneClient] = None,
+    keep_responses: bool = False,
 ) -> ModelPruneReport:
     """Prunes a LLaMA-family PyTorch model block by block, in place, through the zprune server at ``url``.
 
@@ -172,6 +175,7 @@ def prune_model(
             the captured keyword arguments are dropped.
         progress: show a tqdm progress bar when tqdm is importable.
         client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
+        keep_responses: keep every block's whole answer, masks included, in ``ModelPruneReport.responses``.
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -241,7 +245,8 @@ def prune_model(
                     report.total += int(layer.stats["total"])
                 if cached is not None:  # the pruned block's outputs are the next block's inputs
                     cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
-            report.responses.append(result)
+            if keep_responses:
+                report.responses.append(result)
     finally:
         model.train(was_training)
     return report
