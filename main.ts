@@ -1,6 +1,8 @@
 /**
  * zprune's entry point: configuration from the environment, the backend, the app, one startup line, and a
- * graceful shutdown (stop accepting, finish in-flight work, release the backend) on SIGINT or SIGTERM.
+ * graceful shutdown on SIGINT or SIGTERM: new requests are answered 503 while those in flight (uploads included)
+ * finish, for at most the request deadline and a margin; then the server closes, the backend is released, and the
+ * process exits 0. A second signal, or the drain outliving its limit, exits at once with status 1.
  *
  *   deno task serve        # or: bun main.ts  (CPU backend)
  */
@@ -18,13 +20,9 @@ const queue = new WorkQueue({
   maxQueue: config.maxQueue,
   memoryBudget: config.memoryBudgetBytes,
 });
-const app = createApp({
-  backend,
-  config,
-  queue,
-  metrics: new Metrics(),
-  log: config.log ? (entry) => console.log(JSON.stringify(entry)) : undefined,
-});
+const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
+let draining = false;
+const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
 const server = await listen(app.fetch, { port: config.port, host: config.host, maxBodyBytes: config.maxBodyBytes });
 const shownHost = config.host === "0.0.0.0"
   ? "127.0.0.1"
@@ -35,10 +33,31 @@ console.log(
   `zprune listening on http://${shownHost}:${server.port} backend=${backend.kind} device="${backend.device}" runtime=${runtimeName}`,
 );
 
+/**
+ * The drain's limit past the request deadline: a request in flight ends by its deadline (503 at the latest), and
+ * this is the time to answer it.
+ */
+const DRAIN_MARGIN_MS = 5_000;
+/** The drain's limit without a deadline (ZPRUNE_DEADLINE_MS=0): the default deadline's ten minutes. */
+const DRAIN_CAP_MS = 600_000;
+
 onShutdownSignal(async (signal) => {
-  console.log(`zprune: ${signal}, draining ${queue.running + queue.depth} request(s)`);
+  const limitMs = config.deadlineMs > 0 ? config.deadlineMs + DRAIN_MARGIN_MS : DRAIN_CAP_MS;
+  console.log(
+    `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +
+      "a second signal exits at once",
+  );
+  // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/host.ts).
+  draining = true; // new requests: 503 from the app
+  if (!await server.drain(app.fetch, limitMs)) {
+    console.log(`zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`);
+    exit(1);
+  }
   await server.shutdown();
   await queue.drained();
   await backend.close();
   exit(0);
+}, (signal) => {
+  console.log(`zprune: ${signal} again, exiting at once with ${server.inFlight} request(s) unfinished; exit 1`);
+  exit(1);
 });

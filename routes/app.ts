@@ -43,6 +43,8 @@ export interface AppDeps {
   queue?: WorkQueue;
   /** Receives one structured entry per request (never tensor data); default: none. */
   log?: (entry: Record<string, unknown>) => void;
+  /** True once the server is draining for shutdown: every new request is then answered 503 (main.ts). */
+  draining?: () => boolean;
 }
 
 /** The server's version, from package.json. */
@@ -156,6 +158,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       }),
     );
   }
+
+  // While the server drains for shutdown, requests already in flight finish and new ones are told to go elsewhere,
+  // through the same error path as any other answer (logged, counted, msgpack or JSON, CORS headers).
+  app.use("*", async function refuseWhileDraining(_c, next) {
+    if (deps.draining?.()) {
+      throw new ZpruneError("unavailable", "the server is shutting down; retry shortly", {
+        headers: { "Retry-After": "1", Connection: "close" },
+      });
+    }
+    await next();
+  });
 
   const auth = bearerAuth(config.token);
   app.use("/v1/*", auth);

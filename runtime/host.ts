@@ -35,20 +35,85 @@ export function getEnv(name: string): string | undefined {
 export interface Listening {
   /** The bound port (useful with port 0). */
   port: number;
+  /** Requests being handled now, from their arrival to their answer (reading their body included). */
+  readonly inFlight: number;
+  /**
+   * Starts draining: from now on every new request is answered `refuse(req)` at once, while those in flight go on
+   * (their answers say `Connection: close`). Resolves true once none is in flight, or false after `limitMs` with
+   * some still there. Call it before `shutdown`.
+   */
+  drain(refuse: Fetch, limitMs: number): Promise<boolean>;
   /** Stops accepting connections and resolves when in-flight requests have finished. */
   shutdown(): Promise<void>;
 }
 
+/**
+ * `fetch` with a count of the requests in flight and a switch that refuses new ones. Draining happens here, in
+ * front of the runtime's server, because Deno 2.9's `shutdown()` makes the body of every request in flight
+ * unreadable (denoland/deno#36809): a client still uploading would get an error instead of its answer. So the
+ * listener stays open until the count reaches 0, and only then is the server shut down.
+ */
+function drainable(fetch: Fetch): { fetch: Fetch; inFlight(): number; drain: Listening["drain"] } {
+  let inFlight = 0;
+  let refuse: Fetch | undefined;
+  const idle = new Set<() => void>();
+  return {
+    fetch: async (req) => {
+      if (refuse) return refuse(req);
+      inFlight++;
+      try {
+        const res = await fetch(req);
+        // The client should not send another request on this connection: it would only be refused.
+        if (refuse) {
+          try {
+            res.headers.set("Connection", "close");
+          } catch { /* immutable headers (a fetched Response): the client learns on its next request */ }
+        }
+        return res;
+      } finally {
+        if (--inFlight === 0) { for (const done of idle) done(); }
+      }
+    },
+    inFlight: () => inFlight,
+    drain(refuseWith, limitMs) {
+      refuse = refuseWith;
+      if (inFlight === 0) return Promise.resolve(true);
+      return new Promise((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          idle.delete(done);
+          resolve(true);
+        };
+        // setTimeout fires at once past 2^31-1 ms (about 24.8 days), so a longer limit waits that long instead.
+        const timer = setTimeout(() => {
+          idle.delete(done);
+          resolve(false);
+        }, Math.min(limitMs, 2 ** 31 - 1));
+        idle.add(done);
+      });
+    },
+  };
+}
+
 /** Serves `fetch` on host:port. */
 export function listen(fetch: Fetch, opts: { port: number; host: string; maxBodyBytes: number }): Promise<Listening> {
+  const gate = drainable(fetch);
+  const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
+    port,
+    get inFlight() {
+      return gate.inFlight();
+    },
+    drain: gate.drain,
+    shutdown,
+  });
   if (g.Deno) {
     const D = g.Deno;
     return new Promise((resolve) => {
       const server = D.serve({
         port: opts.port,
         hostname: opts.host,
-        onListen: (addr) => resolve({ port: (addr as Deno.NetAddr).port, shutdown: () => server.shutdown() }),
-      }, fetch);
+        onListen: (addr) => resolve(listening((addr as Deno.NetAddr).port, () => server.shutdown())),
+      }, gate.fetch);
     });
   }
   if (g.Bun) {
@@ -56,27 +121,26 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
     const server = g.Bun.serve({
       port: opts.port,
       hostname: opts.host,
-      fetch,
+      fetch: gate.fetch,
       maxRequestBodySize: opts.maxBodyBytes + 1,
       idleTimeout: 255,
     });
-    return Promise.resolve({ port: server.port, shutdown: async () => await server.stop(false) });
+    return Promise.resolve(listening(server.port, async () => await server.stop(false)));
   }
   return Promise.reject(new Error("zprune serves under Deno or Bun"));
 }
 
-/** Calls `cb` once on SIGINT or SIGTERM. */
-export function onShutdownSignal(cb: (signal: string) => void): void {
-  let called = false;
-  const once = (s: string) => () => {
-    if (!called) {
-      called = true;
-      cb(s);
-    }
+/** Calls `first` on the first SIGINT or SIGTERM, and `again` on every later one (an operator insisting). */
+export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): void {
+  let seen = false;
+  const on = (s: string) => () => {
+    if (seen) return again(s);
+    seen = true;
+    first(s);
   };
   for (const s of ["SIGINT", "SIGTERM"] as const) {
-    if (g.Deno) g.Deno.addSignalListener(s, once(s));
-    else g.process?.on(s, once(s));
+    if (g.Deno) g.Deno.addSignalListener(s, on(s));
+    else g.process?.on(s, on(s));
   }
 }
 

@@ -1,0 +1,104 @@
+/**
+ * The runtime seam's drain, in process under Deno: requests in flight when it starts (an upload included) are
+ * served to the end while new ones get the refusal, and the drain gives up after its limit. main.ts's signals and
+ * exit codes are tested with a real process in tests/listener_test.ts.
+ */
+import assert from "node:assert/strict";
+import { listen } from "./host.ts";
+
+const OPTS = { port: 0, host: "127.0.0.1", maxBodyBytes: 1 << 20 };
+const refuse = () => new Response("draining", { status: 503, headers: { "Retry-After": "1" } });
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
+}
+
+/** Everything `conn` sends until it closes, as text. */
+async function readAll(conn: Deno.Conn): Promise<string> {
+  let text = "";
+  const buf = new Uint8Array(64 * 1024);
+  for (let n; (n = await conn.read(buf)) !== null;) text += new TextDecoder().decode(buf.subarray(0, n));
+  return text;
+}
+
+Deno.test("listen: drain serves an upload in progress to the end, refuses new requests, then shutdown", async () => {
+  let entered!: () => void;
+  const reading = new Promise<void>((r) => (entered = r));
+  const server = await listen(async (req) => {
+    entered();
+    return new Response(`read ${(await req.arrayBuffer()).byteLength}`);
+  }, OPTS);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    const enc = new TextEncoder();
+    await writeAll(conn, enc.encode("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"));
+    await writeAll(conn, new Uint8Array(100_000));
+    await reading;
+    assert.equal(server.inFlight, 1);
+
+    const drained = server.drain(refuse, 10_000);
+    const refused = await fetch(`http://127.0.0.1:${server.port}/`);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get("retry-after"), "1");
+    assert.equal(await refused.text(), "draining");
+    assert.equal(server.inFlight, 1, "a refused request is not counted");
+
+    // Deno's shutdown() at this point would make the rest of the body unreadable (denoland/deno#36809).
+    await new Promise((r) => setTimeout(r, 200));
+    await writeAll(conn, new Uint8Array(100_000));
+    assert.equal(await drained, true);
+    assert.equal(server.inFlight, 0);
+    const shut = server.shutdown();
+    const answer = await readAll(conn);
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.match(answer, /\r\nconnection: close\r\n/i, "the answer asks the client not to reuse the connection");
+    assert.match(answer, /read 200000$/);
+    await shut;
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("listen: drain gives up after its limit while a request is stuck, and resolves at once when idle", async () => {
+  let release!: () => void;
+  const stuck = new Promise<void>((r) => (release = r));
+  let entered!: () => void;
+  const inHandler = new Promise<void>((r) => (entered = r));
+  const server = await listen(async () => {
+    entered();
+    await stuck;
+    return new Response("late");
+  }, OPTS);
+  const url = `http://127.0.0.1:${server.port}/`;
+  const pending = fetch(url);
+  try {
+    await inHandler;
+    const t0 = performance.now();
+    assert.equal(await server.drain(refuse, 300), false);
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 290 && waited < 2_000, `gave up after ${waited} ms`);
+    assert.equal(server.inFlight, 1);
+    // A limit past setTimeout's range (ZPRUNE_DEADLINE_MS of weeks) still waits rather than giving up at once.
+    const long = server.drain(refuse, 2 ** 32);
+    const soon = new Promise((r) => setTimeout(() => r("still waiting"), 200));
+    assert.equal(await Promise.race([long, soon]), "still waiting");
+    release();
+    assert.equal(await long, true);
+  } finally {
+    release();
+    assert.equal(await (await pending).text(), "late");
+    await server.shutdown();
+  }
+  // A server with nothing in flight drains at once.
+  const idle = await listen(() => new Response("ok"), OPTS);
+  try {
+    const t0 = performance.now();
+    assert.equal(await idle.drain(refuse, 60_000), true);
+    assert.ok(performance.now() - t0 < 100);
+    const res = await fetch(`http://127.0.0.1:${idle.port}/`);
+    await res.body?.cancel();
+    assert.equal(res.status, 503);
+  } finally {
+    await idle.shutdown();
+  }
+});
