@@ -596,6 +596,7 @@ export class GpuEngine {
         sumsOutOfRange(colSums, rows, "column", statsMethod);
     }
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
+    if (zScalars !== null) outOfRange ??= spreadTooSmall(new Float32Array(zScalars.buffer), n);
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
       // compute this layer exactly, on the CPU, in this worker. Trained models' weights never come near.
@@ -684,6 +685,34 @@ export function sumsOutOfRange(
       return `${line} ${i / 3}'s sums overflow float32`;
     } else if (abs > 0 && sq < floor) {
       return `${line} ${i / 3}'s sum of squares underflows float32`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Below this std / root mean square of Wr or Wc, Z-Pruner's z-scores are beyond f32 (the CPU backend works in f64):
+ * (W / norm - mean) cancels most of its bits, the f32 mean's own rounding shifts every z alike, and a zero std
+ * (entries equal in exact arithmetic, as one row or a constant matrix) cannot be told from rounding. Measured on
+ * lavapipe: f16 weights 1 + N(0, σ) met the contract's band at σ = 3e-2 (std/rms 0.03) and missed it at 1e-2. Real
+ * weight matrices (mean near 0) sit near 1.
+ */
+export const Z_SPREAD_MIN = 1 / 16;
+
+/**
+ * Why Z-Pruner's scalars as `z_spread` left them ([meanR, meanC, thr, invStdR, invStdC, ...]) are too coarse for
+ * f32 z-scores, or null when they are not: see Z_SPREAD_MIN.
+ */
+export function spreadTooSmall(scalars: Float32Array, n: number): string | null {
+  if (n < 2) return null; // one element: z = 0 on both backends
+  const lines = [["row", Z_SCALARS.meanR, Z_SCALARS.invStdR], ["column", Z_SCALARS.meanC, Z_SCALARS.invStdC]] as const;
+  for (const [axis, meanAt, invAt] of lines) {
+    const mean = scalars[meanAt]!, inv = scalars[invAt]!;
+    const std = inv > 0 ? 1 / inv : 0;
+    const rms = Math.sqrt((std * std * (n - 1)) / n + mean * mean);
+    if (std < Z_SPREAD_MIN * rms) {
+      return `the ${axis}-normalised weights spread too little for float32 z-scores ` +
+        `(std ${std.toExponential(2)}, root mean square ${rms.toExponential(2)})`;
     }
   }
   return null;

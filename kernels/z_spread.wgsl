@@ -1,12 +1,10 @@
 // z_spread: Z-Pruner's spread scalars from the centred.wgsl partials, on the GPU so that scoring needs no host round
-// trip: 1/std(Wr) and 1/std(Wc) (unbiased, n - 1; 0 when the std is zero or n = 1), the small-weight count and
-// alpha = 0.7 · (1 − 0.3 · small / n). A std within ZERO_STD of the entries' root mean square counts as zero: entries
-// equal in exact arithmetic (one row or column, constant rows) differ by f32 rounding, and that noise must not
-// become z-scores of order 1 (the CPU backend's rule, prune/scores.ts invStd, with a bound for f32's rounding).
+// trip: 1/std(Wr) and 1/std(Wc) (unbiased, n - 1; 0 when the std is 0 or n = 1), the small-weight count and
+// alpha = 0.7 · (1 − 0.3 · small / n).
 //
 // Bindings: 0 part: array<u32> (read; per centred workgroup: f32 bits of Σ(Wr − mean)² and of Σ(Wc − mean)²,
-//   small count), 1 scalars: array<f32> (read_write; reads [0] mean_r, [1] mean_c; writes [3] inv_std_r,
-//   [4] inv_std_c, [5] alpha, [6] small as u32 bits), 2 params (uniform).
+//   small count), 1 scalars: array<f32> (read_write; writes [3] inv_std_r, [4] inv_std_c, [5] alpha, [6] small
+//   as u32 bits), 2 params (uniform).
 // Thread: a strided slice of the partials. Dispatch: exactly one workgroup of 256.
 // Numerics: f32 for the sums of squares (at most ceil(partials/256) + 8 rounding steps, 64 for 14,336 partials),
 //   exact u32 for the count. The host recomputes alpha in f64 from the count for the response.
@@ -26,15 +24,10 @@ var<workgroup> ss_r: array<f32, 256>;
 var<workgroup> ss_c: array<f32, 256>;
 var<workgroup> small: array<u32, 256>;
 
-// 2^-20: f32 rounding of equal entries and of their mean stays below it; real weight matrices spread far above it.
-const ZERO_STD: f32 = 9.5367431640625e-7;
-
-// 1 / sqrt(ss / (n - 1)), or 0 when that std is at most ZERO_STD · sqrt(ss / n + mean²) (zero included) or n = 1.
-fn inv_std(ss: f32, mean: f32, n: u32) -> f32 {
+// 1 / sqrt(ss / (n - 1)), or 0 when that std is 0 or n = 1.
+fn inv_std(ss: f32, n: u32) -> f32 {
   if (n < 2u || ss <= 0.0) { return 0.0; }
-  let spread = sqrt(ss / f32(n - 1u));
-  if (spread <= ZERO_STD * sqrt(ss / f32(n) + mean * mean)) { return 0.0; }
-  return 1.0 / spread;
+  return 1.0 / sqrt(ss / f32(n - 1u));
 }
 
 @compute @workgroup_size(256)
@@ -59,8 +52,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
     }
   }
   if (t == 0u) {
-    scalars[3] = inv_std(ss_r[0], scalars[0], p.n);
-    scalars[4] = inv_std(ss_c[0], scalars[1], p.n);
+    scalars[3] = inv_std(ss_r[0], p.n);
+    scalars[4] = inv_std(ss_c[0], p.n);
     scalars[5] = 0.7 * (1.0 - 0.3 * (f32(small[0]) / f32(p.n)));
     scalars[6] = bitcast<f32>(small[0]);
   }

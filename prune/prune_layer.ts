@@ -8,7 +8,7 @@ import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp } from "./cpu_ops.ts";
 import { applyMaskBytes } from "./decode.ts";
 import { maskStats } from "./mask_stats.ts";
-import { activationWeights, buildContext, mergeColumnSums, newSums } from "./scores.ts";
+import { activationWeights, buildContext, type CentredSums, mergeColumnSums, newSums } from "./scores.ts";
 
 /** Runs `CpuOp`s, in parallel where it can, and collects the results in their order. */
 export interface Executor {
@@ -150,11 +150,17 @@ export async function pruneLayerWith(
     // Statistics and scores.
     const act = activationWeights(layer.actNormSq, params.exponent);
     const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
-      const rs = await exec.all<{ ssR: number; ssC: number; small: number }>(parts, (i) => {
+      const rs = await exec.all<CentredSums>(parts, (i) => {
         const r = range(i);
         return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
       });
-      return rs.reduce((a, b) => ({ ssR: a.ssR + b.ssR, ssC: a.ssC + b.ssC, small: a.small + b.small }));
+      return rs.reduce((a, b) => ({
+        ssR: a.ssR + b.ssR,
+        ssC: a.ssC + b.ssC,
+        dR: a.dR + b.dR,
+        dC: a.dC + b.dC,
+        small: a.small + b.small,
+      }));
     });
     signal?.throwIfAborted();
     const score = new Float32Array(take(n * 4), 0, n);

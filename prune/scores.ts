@@ -97,7 +97,17 @@ export function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
   return out;
 }
 
-/** Pass 2 partials over rows [r0, r1): centred sums of squares of Wr and Wc, and the small-weight count. */
+/** The partials of pass 2: centred sums of squares of Wr and Wc, the centred sums themselves, the small-weight count. */
+export interface CentredSums {
+  ssR: number;
+  ssC: number;
+  /** Σ(Wr - meanR): zero in exact arithmetic; what the computed mean's rounding left, for the corrected variance. */
+  dR: number;
+  dC: number;
+  small: number;
+}
+
+/** Pass 2 partials over rows [r0, r1): centred sums (of squares) of Wr and Wc, and the small-weight count. */
 export function centredSums(
   W: Float32Array,
   cols: number,
@@ -108,8 +118,8 @@ export function centredSums(
   meanR: number,
   meanC: number,
   smallBelow: number,
-): { ssR: number; ssC: number; small: number } {
-  let ssR = 0, ssC = 0, small = 0;
+): CentredSums {
+  let ssR = 0, ssC = 0, dR = 0, dC = 0, small = 0;
   for (let r = r0; r < r1; r++) {
     const base = r * cols;
     const ir = invRow[r]!;
@@ -119,10 +129,12 @@ export function centredSums(
       const dc = w * invCol[c]! - meanC;
       ssR += dr * dr;
       ssC += dc * dc;
+      dR += dr;
+      dC += dc;
       small += Math.abs(w) < smallBelow ? 1 : 0; // no branch: the comparison is a coin toss for typical weights
     }
   }
-  return { ssR, ssC, small };
+  return { ssR, ssC, dR, dC, small };
 }
 
 /** Everything pass 3 needs to score a row range. */
@@ -190,6 +202,14 @@ export function activationWeights(actNormSq: Float32Array | null, exponent: numb
   return out;
 }
 
+/**
+ * The corrected two-pass sum of squares: Σ(x - m)² - (Σ(x - m))² / n. The second term removes what the computed
+ * mean's own rounding adds (n·δ² for a mean off by δ), which over a long constant axis outgrows rounding level.
+ */
+function corrected(ss: number, d: number, n: number): number {
+  return Math.max(0, ss - (d * d) / n);
+}
+
 /** A std at or below this fraction of the entries' root mean square is rounding, not spread: see `invStd`. */
 export const ZERO_STD = 2 ** -40;
 
@@ -217,7 +237,7 @@ export async function buildContext(
   sums: MatrixSums | null,
   act: Float64Array | null,
   pass2: (invRow: Float64Array, invCol: Float64Array, meanR: number, meanC: number, smallBelow: number) => Promise<
-    { ssR: number; ssC: number; small: number }
+    CentredSums
   >,
 ): Promise<ScoreContext> {
   const empty = new Float64Array(0);
@@ -249,14 +269,14 @@ export async function buildContext(
   }
   for (let c = 0; c < cols; c++) sumC += s.colSum[c]! * invCol[c]!;
   const meanR = sumR / n, meanC = sumC / n;
-  const { ssR, ssC, small } = await pass2(invRow, invCol, meanR, meanC, 0.1 * (absSum / n));
+  const { ssR, ssC, dR, dC, small } = await pass2(invRow, invCol, meanR, meanC, 0.1 * (absSum / n));
   Object.assign(ctx, {
     invRow,
     invCol,
     meanR,
     meanC,
-    invStdR: invStd(ssR, meanR, n),
-    invStdC: invStd(ssC, meanC, n),
+    invStdR: invStd(corrected(ssR, dR, n), meanR, n),
+    invStdC: invStd(corrected(ssC, dC, n), meanC, n),
     alpha: 0.7 * (1 - 0.3 * (small / n)),
   });
   return ctx;

@@ -35,11 +35,6 @@ export function oracleDecode(bytes: Uint8Array, dtype: "f32" | "f16" | "bf16"): 
 function mean(xs: number[]): number {
   return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
-function stdUnbiased(xs: number[]): number {
-  if (xs.length < 2) return 0;
-  const m = mean(xs);
-  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
-}
 
 /** Scores of every weight, row-major, in float64, per API.md "Scores". */
 export function oracleScores(
@@ -81,7 +76,11 @@ export function oracleScores(
   // row or column, constant rows...) differ here by rounding, so a std at rounding level (2^-40 of the entries'
   // root mean square, far above float64's noise and far below any real spread) counts as zero.
   const z = (xs: number[]) => {
-    const m = mean(xs), s = stdUnbiased(xs);
+    const m = mean(xs);
+    // Corrected two-pass: subtracting (Σd)²/n removes the error of the computed mean itself.
+    const d = xs.reduce((a, b) => a + (b - m), 0);
+    const ss = xs.reduce((a, b) => a + (b - m) ** 2, 0) - (d * d) / xs.length;
+    const s = xs.length > 1 ? Math.sqrt(Math.max(0, ss) / (xs.length - 1)) : 0;
     const rms = Math.sqrt(xs.reduce((a, b) => a + b * b, 0) / xs.length);
     return xs.map((x) => (s > 2 ** -40 * rms ? (x - m) / s : 0));
   };

@@ -288,26 +288,51 @@ Deno.test({
 });
 
 Deno.test({
-  name: "webgpu: Z-Pruner on entries equal in exact arithmetic (zero std, z = 0) gives the CPU's masks and scores",
+  name: "webgpu: Z-Pruner layers whose normalised weights spread too little for f32 take the exact path, as the CPU",
   ignore,
   async fn() {
-    const cases: [string, number, number, (r: number, c: number) => number][] = [
-      ["1x10 positive row", 1, 10, (_r, c) => 0.1 + 0.07 * ((c * 7) % 10)],
-      ["10x1 positive column", 10, 1, (r) => 0.1 + 0.07 * ((r * 7) % 10)],
-      ["5x3 constant rows", 5, 3, (r) => r + 1],
-      ["6x7 all 0.5", 6, 7, () => 0.5],
-      ["300x200 all -0.25", 300, 200, () => -0.25],
+    const rand = rng(0x5d);
+    const cases: [string, number, number, DType, (r: number, c: number) => number][] = [
+      // Entries equal in exact arithmetic: the std is zero and z = 0 (API.md).
+      ["1x10 positive row", 1, 10, "f32", (_r, c) => 0.1 + 0.07 * ((c * 7) % 10)],
+      ["10x1 positive column", 10, 1, "f32", (r) => 0.1 + 0.07 * ((r * 7) % 10)],
+      ["5x3 constant rows", 5, 3, "f32", (r) => r + 1],
+      ["300x200 all -0.25", 300, 200, "f32", () => -0.25],
+      // The f32 mean's rounding alone once gave every weight z = +-1 here.
+      ["2x28672 all 0.3", 2, 28672, "f32", () => 0.3],
+      // A real spread that a fixed bound on std would call zero: all 1 but one weight.
+      ["2048x1024 f16 ones but one", 2048, 1024, "f16", (r, c) => (r === 7 && c === 9 ? 1 + 2 ** -10 : 1)],
+      // A large mean beside a small spread: f32 cancels too many bits (measured: outside the 1e-5 band).
+      ["256x512 f16 1 + N(0, 0.01)", 256, 512, "f16", () => 1 + 0.01 * normal(rand)],
     ];
-    for (const [what, rows, cols, f] of cases) {
+    for (const [what, rows, cols, dtype, f] of cases) {
       const vals = new Float32Array(rows * cols).map((_, i) => f(Math.floor(i / cols), i % cols));
       const pattern: PruneParams["pattern"] = { kind: "layer", sparsity: 0.5 };
       const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: true, returnScore: true };
-      const layer: LayerJob = { name: what, rows, cols, dtype: "f32", weight: encode(vals, "f32"), actNormSq: null };
+      const layer: LayerJob = { name: what, rows, cols, dtype, weight: encode(vals, dtype), actNormSq: null };
       const ref = await cpu.prune(params, copyLayer(layer));
+      const before = gpu!.exactPathLayers;
       const got = await gpu!.prune(params, copyLayer(layer));
-      const c: Case = { rows, cols, dtype: "f32", kind: "constant", acts: false, seed: 0, params };
+      const c: Case = { rows, cols, dtype, kind: "constant", acts: false, seed: 0, params };
       assert.equal(compare(c, layer, got, ref), null, what);
+      assert.equal(gpu!.exactPathLayers, before + 1, `${what}: the exact path answered`);
     }
+    // Zero-mean weights (as trained layers have) stay on the GPU: check() asserts it for the random cases too.
+    await check(gpu!, {
+      rows: 64,
+      cols: 96,
+      dtype: "f16",
+      kind: "normal",
+      acts: true,
+      seed: 7,
+      params: {
+        method: "zpruner",
+        pattern: { kind: "layer", sparsity: 0.5 },
+        exponent: 1.5,
+        returnWeight: true,
+        returnScore: true,
+      },
+    });
   },
 });
 
