@@ -89,8 +89,9 @@ export interface PruneArgs {
 /** The integer `raw` of `--name`, or `fallback` when absent; a RangeError naming the flag unless min <= n <= max. */
 function intFlag(name: string, raw: string | undefined, fallback: number, min: number, max?: number): number {
   if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (raw.trim() === "" || !Number.isInteger(n) || n < min || (max !== undefined && n > max)) {
+  // Decimal digits only, as for the server's environment (config.ts): Number() also takes "0x10" or "1e1".
+  const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < min || (max !== undefined && n > max)) {
     const range = max !== undefined ? `from ${min} to ${max}` : `of at least ${min}`;
     throw new RangeError(`--${name} must be an integer ${range}, got "${raw}"`);
   }
