@@ -106,5 +106,8 @@ Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens 
   assert.equal(c.port, 9000);
   assert.equal(c.token, "s3cret"); // a mounted secret's trailing newline once locked every client out
   // Inside a token, whitespace is part of it: routes/auth.ts takes everything after "Bearer ".
-  assert.equal(loadConfig(from({ ZPRUNE_TOKEN: "correct horse battery staple" })).token, "correct horse battery staple");
+  assert.equal(
+    loadConfig(from({ ZPRUNE_TOKEN: "correct horse battery staple" })).token,
+    "correct horse battery staple",
+  );
 });
