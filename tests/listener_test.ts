@@ -276,6 +276,15 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
 }
 
 /** Resolves `p`, or rejects after `ms`. */
+/** Closes a test's raw connection, if any, and kills its server if it is still running. */
+async function stop(proc: Proc, conn?: Deno.Conn): Promise<void> {
+  conn?.close();
+  try {
+    proc.child.kill("SIGKILL");
+  } catch { /* already exited */ }
+  await proc.status;
+}
+
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -376,10 +385,7 @@ Deno.test("main.ts: SIGTERM drains the request computing, then exits 0; one shor
     assert.equal(drained.elements, rows * cols);
     for (const line of json) assert.ok(line.length < 2048, line.slice(0, 200));
   } finally {
-    try {
-      proc.child.kill("SIGKILL");
-    } catch { /* already exited */ }
-    await proc.status;
+    await stop(proc);
   }
 });
 
@@ -491,11 +497,7 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
     assert.equal(entries.find((e) => e.id === "drain-upload")?.status, 200);
     assert.equal(draining[1], "1", "the upload counted in the draining line");
   } finally {
-    conn?.close();
-    try {
-      proc.child.kill("SIGKILL");
-    } catch { /* already exited */ }
-    await proc.status;
+    await stop(proc, conn);
   }
 }
 
@@ -532,11 +534,7 @@ Deno.test("main.ts: a second signal during a long drain exits at once with statu
       assert.equal(status.code, 1, proc.stderr());
       await proc.waitLine(new RegExp(`^zprune: ${second} again, exiting at once with 1 request`), 1_000);
     } finally {
-      conn?.close();
-      try {
-        proc.child.kill("SIGKILL");
-      } catch { /* already exited */ }
-      await proc.status;
+      await stop(proc, conn);
     }
   }
 });
@@ -597,9 +595,6 @@ Deno.test("the Docker image's CMD serves outside Docker, and its HEALTHCHECK pas
     const status = await within(proc.status, 10_000, "exit after SIGTERM");
     assert.equal(status.code, 0, proc.stderr());
   } finally {
-    try {
-      proc.child.kill("SIGKILL");
-    } catch { /* already exited */ }
-    await proc.status;
+    await stop(proc);
   }
 });
