@@ -38,7 +38,7 @@ would make ineffective is an error.
   --method M             zpruner | wanda | ria | magnitude (default zpruner)
   --pattern P            layer | row | N:M with 0 < N < M (default layer)
   --sparsity S           0 <= S < 1, for layer and row only (default 0.5)
-  --exponent E           activation exponent, 0 to 64 (default: the method's)
+  --exponent E           activation exponent, 0 to 64, not for magnitude (default: the method's)
   --seqlen L             tokens per window, at least 2, for calibration and evaluation (default 256)
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json):
   --calib-starts FILE.i64 [--calib-ids FILE.u16]
@@ -185,6 +185,10 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
   const sparsity = perLayer ? numFlag("sparsity", v.sparsity) ?? DEFAULTS.sparsity : undefined;
   const exponent = numFlag("exponent", v.exponent);
   checkSettings({ method, pattern, sparsity, exponent });
+  // Magnitude scores |W| alone: the server would ignore the activation exponent.
+  if (method === "magnitude" && exponent !== undefined) {
+    throw new TypeError("--exponent weights activations, which --method magnitude does not use");
+  }
 
   oneOf("calib-text", "calib-jsonl", "calib-ids");
   const sampledFile = v["calib-text"] ?? v["calib-jsonl"];

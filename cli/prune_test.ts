@@ -62,6 +62,7 @@ Deno.test("main() refuses flags that would be ignored or that conflict, naming b
     [["--eval-ids", "t.u16", "--eval-text", "t.txt"], [/--eval-ids/, /--eval-text/]],
     [["--pattern", "2:4", "--sparsity", "0.7"], [/--sparsity/, /--pattern/]],
     [["--token", "secret"], [/--token/, /--server/]],
+    [["--method", "magnitude", "--exponent", "2"], [/--exponent/, /--method magnitude/]],
   ];
   for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
 });
