@@ -57,9 +57,15 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
   return v;
 }
 
-/** ZPRUNE_TOKEN without the whitespace around it that a mounted secret file often ends with (a trailing newline). */
+/**
+ * ZPRUNE_TOKEN without the whitespace around it that a mounted secret file often ends with (a trailing newline).
+ * Control characters inside could never arrive in an `Authorization` header, so such a token is refused.
+ */
 function token(env: Env): string {
-  return (env("ZPRUNE_TOKEN") ?? "").trim();
+  const t = (env("ZPRUNE_TOKEN") ?? "").trim();
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(t)) throw new RangeError("ZPRUNE_TOKEN must not contain control characters");
+  return t;
 }
 
 /** Reads the configuration from `env` (a lookup such as `Deno.env.get`); throws RangeError on bad values. */

@@ -105,7 +105,8 @@ Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens 
   const c = loadConfig(from({ PORT: " 9000 ", ZPRUNE_TOKEN: " s3cret\n" }));
   assert.equal(c.port, 9000);
   assert.equal(c.token, "s3cret"); // a mounted secret's trailing newline once locked every client out
-  // Inside a token, whitespace is part of it: routes/auth.ts takes everything after "Bearer ".
+  assert.throws(() => loadConfig(from({ ZPRUNE_TOKEN: "line1\nline2" })), /ZPRUNE_TOKEN must not contain control/);
+  // Inside a token, spaces are part of it: routes/auth.ts takes everything after "Bearer ".
   assert.equal(
     loadConfig(from({ ZPRUNE_TOKEN: "correct horse battery staple" })).token,
     "correct horse battery staple",

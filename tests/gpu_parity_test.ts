@@ -304,6 +304,14 @@ Deno.test({
       ["2048x1024 f16 ones but one", 2048, 1024, "f16", (r, c) => (r === 7 && c === 9 ? 1 + 2 ** -10 : 1)],
       // A large mean beside a small spread: f32 cancels too many bits (measured: outside the 1e-5 band).
       ["256x512 f16 1 + N(0, 0.01)", 256, 512, "f16", () => 1 + 0.01 * normal(rand)],
+      // Spread enough overall (std/rms 0.1), yet the bulk sits a hundredth of the mean from it: f32 left the band.
+      [
+        "1024x1024 f16 1% zero rows, rest 1 + N(0, 0.003)",
+        1024,
+        1024,
+        "f16",
+        (r) => (r % 100 === 3 ? 0 : 1 + 0.003 * normal(rand)),
+      ],
     ];
     for (const [what, rows, cols, dtype, f] of cases) {
       const vals = new Float32Array(rows * cols).map((_, i) => f(Math.floor(i / cols), i % cols));
@@ -317,6 +325,29 @@ Deno.test({
       assert.equal(compare(c, layer, got, ref), null, what);
       assert.equal(gpu!.exactPathLayers, before + 1, `${what}: the exact path answered`);
     }
+    // All-positive weights (std/rms about 0.6) stay on the GPU and agree with the CPU.
+    const positive = new Float32Array(128 * 256).map(() => Math.abs(0.02 * normal(rand)));
+    const params: PruneParams = {
+      method: "zpruner",
+      pattern: { kind: "layer", sparsity: 0.5 },
+      exponent: 1.5,
+      returnWeight: true,
+      returnScore: true,
+    };
+    const layer: LayerJob = {
+      name: "|N|",
+      rows: 128,
+      cols: 256,
+      dtype: "f16",
+      weight: encode(positive, "f16"),
+      actNormSq: null,
+    };
+    const before = gpu!.exactPathLayers;
+    const got = await gpu!.prune(params, copyLayer(layer));
+    const ref = await cpu.prune(params, copyLayer(layer));
+    const c: Case = { rows: 128, cols: 256, dtype: "f16", kind: "normal", acts: false, seed: 0, params };
+    assert.equal(compare(c, layer, got, ref), null, "all-positive layer");
+    assert.equal(gpu!.exactPathLayers, before, "an all-positive layer stays on the GPU");
     // Zero-mean weights (as trained layers have) stay on the GPU: check() asserts it for the random cases too.
     await check(gpu!, {
       rows: 64,
