@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { createWebGpuBackend, WebGpuBackend } from "./webgpu_backend.ts";
+import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } from "./webgpu_backend.ts";
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 
@@ -36,6 +36,19 @@ function firstHalfPruned(mask: Uint8Array, n: number): boolean {
   return true;
 }
 
+/** Runs `fn` with a fresh backend (software adapters allowed) and closes it however `fn` ends. */
+async function withBackend(
+  opts: Partial<WebGpuBackendOptions>,
+  fn: (b: WebGpuBackend) => Promise<void>,
+): Promise<void> {
+  const b = (await createWebGpuBackend({ allowFallback: true, ...opts }))!;
+  try {
+    await fn(b);
+  } finally {
+    await b.close();
+  }
+}
+
 const isUnavailable = (e: unknown) => e instanceof ZpruneError && e.code === "unavailable";
 
 Deno.test({
@@ -58,16 +71,13 @@ Deno.test({
   name: "webgpu: reports kind and the adapter's description",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true }))!;
-    try {
+    await withBackend({}, async (b) => {
       assert.equal(b.kind, "webgpu");
       assert.ok(b.device.length > 0);
       const out = await b.prune(PARAMS, ramp(9, 7));
       assert.ok(firstHalfPruned(out.mask, 63));
       assert.equal(out.stats.threshold, 31);
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -75,8 +85,7 @@ Deno.test({
   name: "webgpu: a lost device fails only the layer in flight, then a fresh device answers",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true })) as WebGpuBackend;
-    try {
+    await withBackend({}, async (b) => {
       const inFlight = b.prune(PARAMS, ramp(300, 301)).then(() => "ok", (e) => e);
       b.simulateDeviceLoss();
       const first = await inFlight;
@@ -86,9 +95,7 @@ Deno.test({
         const out = await b.prune(PARAMS, ramp(20, 30));
         assert.ok(firstHalfPruned(out.mask, 600));
       }
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -97,20 +104,14 @@ Deno.test({
   ignore,
   async fn() {
     // 1 ms is far too short for the 200x200 layer; every other layer gets a minute.
-    const b = (await createWebGpuBackend({
-      allowFallback: true,
-      jobTimeoutMs: (n) => n === 200 * 200 ? 1 : 60_000,
-    }))!;
-    try {
+    await withBackend({ jobTimeoutMs: (n) => n === 200 * 200 ? 1 : 60_000 }, async (b) => {
       assert.equal(b.restarts, 0);
       await assert.rejects(b.prune(PARAMS, ramp(200, 200)), isUnavailable);
       assert.equal(b.restarts, 1, "the stuck worker was replaced");
       const out = await b.prune(PARAMS, ramp(11, 13));
       assert.ok(firstHalfPruned(out.mask, 143));
       assert.equal(b.restarts, 1);
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -118,8 +119,7 @@ Deno.test({
   name: "webgpu: an aborted queued call is dropped; the others are answered in order",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true }))!;
-    try {
+    await withBackend({}, async (b) => {
       const ac = new AbortController();
       const a = b.prune(PARAMS, ramp(64, 64));
       const dropped = b.prune(PARAMS, ramp(65, 65), ac.signal);
@@ -128,9 +128,7 @@ Deno.test({
       await assert.rejects(dropped, /client went away/);
       assert.ok(firstHalfPruned((await a).mask, 64 * 64));
       assert.ok(firstHalfPruned((await c).mask, 66 * 66));
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -138,15 +136,12 @@ Deno.test({
   name: "webgpu: an already-aborted signal gives a rejected promise, not a throw",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true }))!;
-    try {
+    await withBackend({}, async (b) => {
       const ac = new AbortController();
       ac.abort(new Error("gone before the call"));
       const answer = b.prune(PARAMS, ramp(4, 4), ac.signal); // a synchronous throw fails the test here
       await assert.rejects(answer, /gone before the call/);
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -155,8 +150,7 @@ Deno.test({
   ignore,
   async fn() {
     // A watchdog longer than the test: the refusal must not wait for it.
-    const b = (await createWebGpuBackend({ allowFallback: true, jobTimeoutMs: () => 600_000 }))!;
-    try {
+    await withBackend({ jobTimeoutMs: () => 600_000 }, async (b) => {
       const layer = ramp(8, 8);
       const first = b.prune(PARAMS, layer);
       const again = b.prune(PARAMS, layer); // queued while the first is sent: its buffer is gone by its turn
@@ -168,9 +162,7 @@ Deno.test({
       );
       assert.ok(firstHalfPruned((await next).mask, 81));
       assert.equal(b.restarts, 0, "the worker was not replaced");
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -190,8 +182,7 @@ Deno.test({
   name: "webgpu: a view into a larger buffer is copied, a whole buffer is transferred",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true }))!;
-    try {
+    await withBackend({}, async (b) => {
       const body = new Uint8Array(3 + 6 * 4);
       body.set(ramp(2, 3).weight, 3); // unaligned, as inside a msgpack body
       const view: LayerJob = { ...ramp(2, 3), weight: body.subarray(3) };
@@ -201,9 +192,7 @@ Deno.test({
       const own = ramp(2, 3);
       await b.prune(PARAMS, own);
       assert.equal(own.weight.byteLength, 0, "a whole buffer is moved to the worker, not copied");
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
 
@@ -211,8 +200,7 @@ Deno.test({
   name: "webgpu: a layer outside float32's range is answered exactly and counted in exactPathLayers; others are not",
   ignore,
   async fn() {
-    const b = (await createWebGpuBackend({ allowFallback: true }))!;
-    try {
+    await withBackend({}, async (b) => {
       // One subnormal f32 weight (a GPU may flush it to zero): the worker computes the layer on the CPU path.
       const extreme = ramp(8, 16);
       new Float32Array(extreme.weight.buffer)[37] = 1e-40;
@@ -222,8 +210,6 @@ Deno.test({
       assert.equal(b.exactPathLayers, 1);
       assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(8, 16))).mask, 128));
       assert.equal(b.exactPathLayers, 1, "an ordinary layer stays on the GPU");
-    } finally {
-      await b.close();
-    }
+    });
   },
 });
