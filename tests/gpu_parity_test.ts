@@ -200,9 +200,11 @@ function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): 
   return null;
 }
 
-/** Runs one case on a GPU backend and the CPU, asserting agreement, and that the GPU (not the exact path) ran it. */
-async function check(backend: Backend, c: Case): Promise<void> {
-  const layer = makeLayer(c);
+/**
+ * Runs one case (its random layer, or `layer`) on a GPU backend and the CPU, asserting agreement, and that the GPU
+ * (not the exact path) ran it.
+ */
+async function check(backend: Backend, c: Case, layer = makeLayer(c)): Promise<void> {
   const params = { ...c.params, returnScore: true, returnWeight: true };
   const ref = await cpu.prune(params, copyLayer(layer));
   const exactBefore = backend.exactPathLayers;
@@ -292,6 +294,13 @@ Deno.test({
   ignore,
   async fn() {
     const rand = rng(0x5d);
+    const zpruner: PruneParams = {
+      method: "zpruner",
+      pattern: { kind: "layer", sparsity: 0.5 },
+      exponent: 1.5,
+      returnWeight: true,
+      returnScore: true,
+    };
     const cases: [string, number, number, DType, (r: number, c: number) => number][] = [
       // Entries equal in exact arithmetic: the std is zero and z = 0 (API.md).
       ["1x10 positive row", 1, 10, "f32", (_r, c) => 0.1 + 0.07 * ((c * 7) % 10)],
@@ -315,55 +324,27 @@ Deno.test({
     ];
     for (const [what, rows, cols, dtype, f] of cases) {
       const vals = new Float32Array(rows * cols).map((_, i) => f(Math.floor(i / cols), i % cols));
-      const pattern: PruneParams["pattern"] = { kind: "layer", sparsity: 0.5 };
-      const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: true, returnScore: true };
       const layer: LayerJob = { name: what, rows, cols, dtype, weight: encode(vals, dtype), actNormSq: null };
-      const ref = await cpu.prune(params, copyLayer(layer));
+      const ref = await cpu.prune(zpruner, copyLayer(layer));
       const before = gpu!.exactPathLayers;
-      const got = await gpu!.prune(params, copyLayer(layer));
-      const c: Case = { rows, cols, dtype, kind: "constant", acts: false, seed: 0, params };
+      const got = await gpu!.prune(zpruner, copyLayer(layer));
+      const c: Case = { rows, cols, dtype, kind: "constant", acts: false, seed: 0, params: zpruner };
       assert.equal(compare(c, layer, got, ref), null, what);
       assert.equal(gpu!.exactPathLayers, before + 1, `${what}: the exact path answered`);
     }
     // All-positive weights (std/rms about 0.6) stay on the GPU and agree with the CPU.
     const positive = new Float32Array(128 * 256).map(() => Math.abs(0.02 * normal(rand)));
-    const params: PruneParams = {
-      method: "zpruner",
-      pattern: { kind: "layer", sparsity: 0.5 },
-      exponent: 1.5,
-      returnWeight: true,
-      returnScore: true,
-    };
-    const layer: LayerJob = {
+    const c: Case = { rows: 128, cols: 256, dtype: "f16", kind: "normal", acts: false, seed: 0, params: zpruner };
+    await check(gpu!, c, {
       name: "|N|",
       rows: 128,
       cols: 256,
       dtype: "f16",
       weight: encode(positive, "f16"),
       actNormSq: null,
-    };
-    const before = gpu!.exactPathLayers;
-    const got = await gpu!.prune(params, copyLayer(layer));
-    const ref = await cpu.prune(params, copyLayer(layer));
-    const c: Case = { rows: 128, cols: 256, dtype: "f16", kind: "normal", acts: false, seed: 0, params };
-    assert.equal(compare(c, layer, got, ref), null, "all-positive layer");
-    assert.equal(gpu!.exactPathLayers, before, "an all-positive layer stays on the GPU");
-    // Zero-mean weights (as trained layers have) stay on the GPU: check() asserts it for the random cases too.
-    await check(gpu!, {
-      rows: 64,
-      cols: 96,
-      dtype: "f16",
-      kind: "normal",
-      acts: true,
-      seed: 7,
-      params: {
-        method: "zpruner",
-        pattern: { kind: "layer", sparsity: 0.5 },
-        exponent: 1.5,
-        returnWeight: true,
-        returnScore: true,
-      },
     });
+    // Zero-mean weights (as trained layers have) stay on the GPU: check() asserts it for the random cases too.
+    await check(gpu!, { rows: 64, cols: 96, dtype: "f16", kind: "normal", acts: true, seed: 7, params: zpruner });
   },
 });
 
