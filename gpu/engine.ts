@@ -698,13 +698,13 @@ export function sumsOutOfRange(
  * σ = 1e-2 (std/rms 0.01) and sat at its edge at 0.065; near-constant matrices with 0.5-1% zero or zero-mean rows (std/rms
  * 0.07-0.15) left it too. Trained layers (mean near 0) have std/rms near 1, all-positive random ones 0.5-0.6.
  */
-export const Z_SPREAD_MIN = 1 / 4;
+const Z_SPREAD_MIN = 1 / 4;
 
 /**
  * Why Z-Pruner's scalars as `z_spread` left them ([meanR, meanC, thr, invStdR, invStdC, ...]) are too coarse for
  * f32 z-scores, or null when they are not: see Z_SPREAD_MIN.
  */
-export function spreadTooSmall(scalars: Float32Array, n: number): string | null {
+function spreadTooSmall(scalars: Float32Array, n: number): string | null {
   if (n < 2) return null; // one element: z = 0 on both backends
   const lines = [["row", Z_SCALARS.meanR, Z_SCALARS.invStdR], ["column", Z_SCALARS.meanC, Z_SCALARS.invStdC]] as const;
   for (const [axis, meanAt, invAt] of lines) {

@@ -45,7 +45,7 @@ const BLOCK_MIN_ELEMENTS = 1 << 17;
  * sum is taken per block from zero and the blocks' partials are combined in block order, so the statistics, and
  * with them the scores and the mask, are the same bits inline and on any number of workers.
  */
-export function layerBlocks(rows: number, cols: number): number[] {
+function layerBlocks(rows: number, cols: number): number[] {
   const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
   return rowSplits(rows, cols, blocks);
 }

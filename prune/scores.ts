@@ -211,7 +211,7 @@ function corrected(ss: number, d: number, n: number): number {
 }
 
 /** A std at or below this fraction of the entries' root mean square is rounding, not spread: see `invStd`. */
-export const ZERO_STD = 2 ** -40;
+const ZERO_STD = 2 ** -40;
 
 /**
  * 1/std (unbiased) of n entries with centred sum of squares `ss` and mean `mean`, or 0 when the std is zero.
@@ -220,7 +220,7 @@ export const ZERO_STD = 2 ** -40;
  * into z-scores of order 1. So a std within ZERO_STD of the entries' root mean square (sqrt(ss / n + mean^2)) counts
  * as zero: far above float64's rounding, far below the spread of any real weight matrix.
  */
-export function invStd(ss: number, mean: number, n: number): number {
+function invStd(ss: number, mean: number, n: number): number {
   if (n <= 1) return 0;
   const std = Math.sqrt(ss / (n - 1));
   return std > ZERO_STD * Math.sqrt(ss / n + mean * mean) ? 1 / std : 0;
