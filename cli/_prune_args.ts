@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
 import { type Method, PruneRequestSchema } from "../contract/api.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
@@ -251,4 +252,66 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     report: v.report,
     workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1) : undefined,
   };
+}
+
+/**
+ * Checks the paths --out and --report will be written to before any work starts, so that a run of minutes never
+ * ends on a path it cannot write: --out a directory, or one that can be created, other than the source model's;
+ * --report a file in an existing directory. Writability is probed with a temporary file; neither path is created.
+ */
+export async function checkOutputs(args: PruneArgs): Promise<void> {
+  if (args.out !== undefined) {
+    const out = resolve(args.out);
+    const { path, info } = await nearestExisting(out);
+    if (!info.isDirectory) {
+      throw new TypeError(`--out ${args.out}: ${path === out ? "it exists and" : path} is not a directory`);
+    }
+    if (path === out && await realPathOrNull(out) === await realPathOrNull(args.model)) {
+      throw new TypeError(`--out ${args.out} is the model's own directory (--model): its shards would be overwritten`);
+    }
+    await probeWritable("out", args.out, path);
+  }
+  if (args.report !== undefined) {
+    const report = resolve(args.report);
+    if ((await statOrNull(report))?.isDirectory) throw new TypeError(`--report ${args.report} is a directory`);
+    const parent = dirname(report);
+    if (!(await statOrNull(parent))?.isDirectory) {
+      throw new TypeError(`--report ${args.report}: its directory ${parent} does not exist`);
+    }
+    await probeWritable("report", args.report, parent);
+  }
+}
+
+/** `path` itself if it exists, else its nearest existing ancestor, with what stat says of it. */
+async function nearestExisting(path: string): Promise<{ path: string; info: Deno.FileInfo }> {
+  for (let p = path;; p = dirname(p)) {
+    const info = await statOrNull(p);
+    if (info || p === dirname(p)) return { path: p, info: info ?? await Deno.stat(p) };
+  }
+}
+
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return null;
+    throw e;
+  }
+}
+
+async function realPathOrNull(path: string): Promise<string | null> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Creates and removes a temporary file in `dir`; a TypeError naming --flag if that fails. */
+async function probeWritable(flag: string, raw: string, dir: string): Promise<void> {
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".zprune-probe-" }));
+  } catch (e) {
+    throw new TypeError(`--${flag} ${raw}: cannot write in ${dir} (${e instanceof Error ? e.message : e})`);
+  }
 }

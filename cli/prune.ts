@@ -23,7 +23,7 @@ import {
   tokenizeCorpus,
   writeCheckpoint,
 } from "../model/mod.ts";
-import { DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
+import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
 
 export { DEFAULTS };
@@ -157,6 +157,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     console.log(HELP);
     return undefined;
   }
+  await checkOutputs(args);
   const t0 = performance.now();
   const bar = progress();
   const { seqlen, method, pattern, sparsity, exponent } = args;

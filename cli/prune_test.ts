@@ -67,6 +67,30 @@ Deno.test("main() refuses flags that would be ignored or that conflict, naming b
   for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
 });
 
+Deno.test("main() refuses --out and --report paths it could not write, before reading the model, creating nothing", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/file`;
+    await Deno.writeTextFile(file, "x");
+    const model = `${dir}/model`;
+    await Deno.mkdir(model);
+    const cases: [string[], RegExp[]][] = [
+      [["--out", file], [/--out/, /not a directory/]],
+      [["--out", `${file}/pruned`], [/--out/, /not a directory/]], // under a regular file: mkdir would fail
+      [["--model", model, "--out", `${dir}/./model`], [/--out/, /model's own directory/]],
+      [["--report", dir], [/--report/, /is a directory/]],
+      [["--report", `${dir}/missing/r.json`], [/--report/, /does not exist/]],
+      [["--report", `${file}/r.json`], [/--report/, /does not exist/]],
+    ];
+    for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
+    // Paths that can be written pass the check (the run then fails on the missing model) and are not created.
+    await refuses([...NO_MODEL, "--out", `${dir}/new/pruned`, "--report", `${dir}/r.json`], /zprune-model/);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["file", "model"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /**
  * Runs main(args) in a fresh Deno process that must exit by itself: anything main() leaves open (a server, a
  * worker, a timer) keeps that process alive until `timeoutMs` kills it. Returns what main() did and the exit.
