@@ -68,12 +68,19 @@ function token(env: Env): string {
   return t;
 }
 
+/** The value of variable `name`, one of `choices`, or `fallback` when it is unset or blank. */
+function oneOf<T extends string>(env: Env, name: string, choices: readonly T[], fallback: T): T {
+  const raw = env(name)?.trim();
+  if (raw === undefined || raw === "") return fallback;
+  if (!(choices as readonly string[]).includes(raw)) {
+    throw new RangeError(`${name} must be ${choices.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
 /** Reads the configuration from `env` (a lookup such as `Deno.env.get`); throws RangeError on bad values. */
 export function loadConfig(env: Env): ServerConfig {
-  const backend = env("ZPRUNE_BACKEND") || DEFAULT_CONFIG.backend;
-  if (backend !== "auto" && backend !== "webgpu" && backend !== "cpu") {
-    throw new RangeError(`ZPRUNE_BACKEND must be auto, webgpu or cpu, got "${backend}"`);
-  }
+  const backend = oneOf(env, "ZPRUNE_BACKEND", ["auto", "webgpu", "cpu"] as const, DEFAULT_CONFIG.backend);
   return {
     port: int(env, "PORT", DEFAULT_CONFIG.port, 0, 65535),
     host: env("HOST")?.trim() || DEFAULT_CONFIG.host,
@@ -88,6 +95,7 @@ export function loadConfig(env: Env): ServerConfig {
     // Timers take at most 2^31 - 1 ms; a longer one fires at once (and every request would miss its deadline).
     deadlineMs: int(env, "ZPRUNE_DEADLINE_MS", DEFAULT_CONFIG.deadlineMs, 0, 2 ** 31 - 1),
     corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
-    log: (env("ZPRUNE_LOG") ?? "1") !== "0",
+    // Only 0 and 1: "false" or "off" once left logging on without a word.
+    log: oneOf(env, "ZPRUNE_LOG", ["0", "1"] as const, DEFAULT_CONFIG.log ? "1" : "0") === "1",
   };
 }

@@ -54,6 +54,9 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
     ["ZPRUNE_MAX_QUEUE", "0b1"],
     ["PORT", "70000"], // past the last port: Deno.serve would throw a stack trace at startup
     ["ZPRUNE_DEADLINE_MS", String(2 ** 31)], // past the longest timer: it would fire at once
+    ["ZPRUNE_LOG", "false"], // anything but 0 once meant on
+    ["ZPRUNE_LOG", "off"],
+    ["ZPRUNE_BACKEND", "CPU"],
   ];
   for (const [name, value] of bad) {
     assert.throws(
@@ -102,8 +105,10 @@ Deno.test("README.md's table of variables matches what loadConfig() reads and de
 Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens read as their content", () => {
   // Number(" ") is 0: a blank PORT once meant any port, a blank ZPRUNE_MAX_QUEUE a queue of none.
   assert.deepEqual(loadConfig(from({ PORT: " ", ZPRUNE_MAX_QUEUE: "\t", HOST: " " })), DEFAULT_CONFIG);
-  const c = loadConfig(from({ PORT: " 9000 ", ZPRUNE_TOKEN: " s3cret\n" }));
+  const c = loadConfig(from({ PORT: " 9000 ", ZPRUNE_TOKEN: " s3cret\n", ZPRUNE_BACKEND: " cpu\n", ZPRUNE_LOG: "0 " }));
   assert.equal(c.port, 9000);
+  assert.equal(c.backend, "cpu");
+  assert.equal(c.log, false);
   assert.equal(c.token, "s3cret"); // a mounted secret's trailing newline once locked every client out
   assert.throws(() => loadConfig(from({ ZPRUNE_TOKEN: "line1\nline2" })), /ZPRUNE_TOKEN must not contain control/);
   // Inside a token, spaces are part of it: routes/auth.ts takes everything after "Bearer ".
