@@ -65,9 +65,10 @@ const PATTERN_RE = /^(layer|row|([0-9]{1,4}):([0-9]{1,4}))$/;
 /** One layer of a request. `null` (msgpack nil) counts as absent. */
 export const LayerRequestSchema = z.object({
   name: z.string().max(REQUEST_BOUNDS.maxNameLength),
-  weight: TensorSchema,
-  actNormSq: TensorSchema.nullish(),
-  inputs: TensorSchema.nullish(),
+  // What prepare.ts checks beyond the tensor schema, said here so that the OpenAPI document shows it.
+  weight: TensorSchema.describe("shape [rows, cols], both at least 1"),
+  actNormSq: TensorSchema.nullish().describe("f32, shape [cols], entries finite and >= 0; not with inputs"),
+  inputs: TensorSchema.nullish().describe("shape [tokens, cols]; not with actNormSq"),
 });
 /** One layer of a request. */
 export type LayerRequest = z.infer<typeof LayerRequestSchema>;

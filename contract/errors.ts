@@ -3,7 +3,7 @@
  * Routes, validation and backends throw `ZpruneError`; the app's single `onError` maps it to a response.
  */
 
-/** Every error code of API.md with its HTTP status. */
+/** Every error code with its HTTP status: API.md's, and two it leaves out (404 for unknown routes, 499). */
 export const ERROR_STATUS = {
   bad_msgpack: 400,
   unauthorized: 401,
@@ -15,7 +15,7 @@ export const ERROR_STATUS = {
   non_finite: 422,
   activations_required: 422,
   busy: 429,
-  // Not in API.md's table: the client went away before its answer; logged and counted, never received.
+  // The client went away before its answer; logged and counted, never received.
   client_closed_request: 499,
   internal: 500,
   unavailable: 503,

@@ -1,7 +1,7 @@
 /**
  * The HTTP app: `createApp(deps)` wires the routes, auth, CORS, metrics, request logs and the one `onError`
- * that turns every failure into the contract's error answer. Runtime-neutral: Deno, Bun and Node serve
- * `app.fetch` alike (see runtime/serve.ts).
+ * that turns every failure into the contract's error answer. Runtime-neutral: Deno and Bun serve `app.fetch`
+ * alike (see runtime/host.ts).
  */
 import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";

@@ -37,6 +37,12 @@ const errorResponses = Object.fromEntries(
   }]),
 );
 
+/** Every route's answer while the server shuts down (routes/app.ts, refuseWhileDraining). */
+const draining = {
+  description: "Shutting down: unavailable, with Retry-After and Connection: close",
+  content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+};
+
 /** Builds the document served at `GET /openapi.json`. */
 export function openApiDocument(version: string): Record<string, unknown> {
   return {
@@ -78,24 +84,34 @@ export function openApiDocument(version: string): Record<string, unknown> {
       "/healthz": {
         get: {
           summary: "Liveness",
-          responses: { "200": { description: '{"status": "ok", "backend": ...}' } },
+          responses: { "200": { description: '{"status": "ok", "backend": ...}' }, "503": draining },
         },
       },
       "/v1/info": {
         get: {
           summary: "Version, backend, device, limits, methods, patterns, dtypes",
           security: [{ bearer: [] }, {}],
-          responses: { "200": { description: "Server information (JSON)" }, "401": errorResponses["401"] },
+          responses: {
+            "200": { description: "Server information (JSON)" },
+            "401": errorResponses["401"],
+            "503": draining,
+          },
         },
       },
       "/metrics": {
         get: {
           summary: "Prometheus metrics (text format 0.0.4)",
           security: [{ bearer: [] }, {}],
-          responses: { "200": { description: "Metrics", content: { "text/plain": {} } } },
+          responses: {
+            "200": { description: "Metrics", content: { "text/plain": {} } },
+            "401": errorResponses["401"],
+            "503": draining,
+          },
         },
       },
-      "/openapi.json": { get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.1" } } } },
+      "/openapi.json": {
+        get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.1" }, "503": draining } },
+      },
     },
   };
 }

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { InfoResponse, PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { createApp } from "../routes/app.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
@@ -67,6 +68,37 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     assert.match(text, /^zprune_exact_path_layers_total 0$/m);
   } finally {
     await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("/openapi.json lists the 401 and 503 each route answers, as the app answers them", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  let draining = false;
+  const app = createApp({ backend, config: { token: "t", log: false }, draining: () => draining });
+  try {
+    const doc = await (await app.request("/openapi.json")).json();
+    const routes = Object.entries(doc.paths as Record<string, Record<string, { responses: object }>>)
+      .flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ path, method, op })));
+    assert.equal(routes.length, 5);
+    for (const { path, method, op } of routes) {
+      const listed = Object.keys(op.responses);
+      const ask = () => app.request(path, { method: method.toUpperCase() });
+      const open = await ask();
+      await open.body?.cancel();
+      assert.equal(listed.includes("401"), open.status === 401, `${method} ${path}: answered ${open.status}`);
+      draining = true;
+      const closing = await ask();
+      draining = false;
+      await closing.body?.cancel();
+      assert.equal(closing.status, 503, `${method} ${path} while draining`);
+      assert.ok(listed.includes("503"), `${method} ${path}: 503 not listed`);
+    }
+    // What prepare.ts refuses beyond the tensor schema is said on the fields.
+    const layer = doc.components.schemas.PruneRequest.properties.layers.items.properties;
+    assert.match(layer.actNormSq.description, /f32/);
+    assert.match(layer.weight.description, /\[rows, cols\]/);
+  } finally {
     await backend.close();
   }
 });
