@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from zprune_client import ZpruneClient, ZpruneError, prune_layer, prune_layers
+from zprune_client import client as client_module
 
 RNG = np.random.default_rng(7)
 W = RNG.standard_normal((8, 16)).astype(np.float32)
@@ -255,6 +256,21 @@ def test_retries_busy_then_succeeds(stub: Tuple[str, Script]) -> None:
     assert script.count == 3 and mask.shape == W.shape and stats["total"] == W.size
     assert waits[0] == 2.0, "Retry-After is honoured"
     assert 0.25 * 0.75 <= waits[1] <= 0.5 * 1.25, "exponential backoff without Retry-After"
+
+
+def test_backoff_never_waits_past_max_backoff(stub: Tuple[str, Script], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, script = stub
+    monkeypatch.setattr(client_module.random, "random", lambda: 0.999)  # the longest jitter, every time
+    down = (503, {"Content-Type": "application/json"}, _json_error("unavailable"))
+    script.answers = [down] * 6 + [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    client = ZpruneClient(url, max_retries=6, backoff=1.0, max_backoff=2.0)
+    waits: List[float] = []
+    client.sleep = waits.append
+    client.prune_layer(W, ACT, sparsity=0.5)
+    assert len(waits) == 6
+    # 1, 2, 4, 8, ... each stretched by almost 25 %, then capped at 2.
+    assert waits[0] == pytest.approx(1.2495)
+    assert waits[1:] == [2.0] * 5, waits
 
 
 def test_retries_give_up_with_the_error(stub: Tuple[str, Script]) -> None:

@@ -269,7 +269,8 @@ class ZpruneClient:
                 retry = isinstance(reason, (ConnectionError, http.client.IncompleteRead))
                 if not retry or attempt >= self.max_retries:
                     raise err from e
-            delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.75 + 0.5 * random.random())
+            # Jittered by +-25 % so that many clients do not return in lockstep, then capped: max_backoff holds.
+            delay = min(self.max_backoff, self.backoff * (2**attempt) * (0.75 + 0.5 * random.random()))
             if err.retry_after is not None:
                 delay = err.retry_after
             self.sleep(delay)
