@@ -78,25 +78,52 @@ Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, 
   assert.throws(() => applyMask(new Uint8Array(40), "f32", new Uint8Array(3)), RangeError);
 });
 
-Deno.test("pruneLayers() retries 429 (honouring Retry-After) and 503, sending the bearer token", async () => {
+Deno.test("pruneLayers() retries 429 and 503, waiting as Retry-After says (seconds or HTTP date), else backing off", async () => {
   const seen: string[] = [];
+  let dateTarget = 0;
   await withServer((req, attempt) => {
     seen.push(req.headers.get("authorization") ?? "");
     if (attempt === 0) {
       return Response.json({ error: { code: "busy", message: "queue full" } }, {
         status: 429,
-        headers: { "retry-after": "0" },
+        headers: { "retry-after": "1" },
       });
     }
     if (attempt === 1) return Response.json({ error: { code: "unavailable", message: "restarting" } }, { status: 503 });
+    if (attempt === 2) {
+      // A whole second (HTTP dates have no fraction) at least 30 s from now.
+      dateTarget = (Math.floor(Date.now() / 1000) + 31) * 1000;
+      return Response.json({ error: { code: "unavailable", message: "restarting" } }, {
+        status: 503,
+        headers: { "retry-after": new Date(dateTarget).toUTCString() },
+      });
+    }
     return msgpack(OK_BODY);
   }, async (url) => {
-    const client = new ZpruneClient({ url, token: "s3cret", backoffMs: 5 });
+    // The waits the client asks for, recorded rather than slept; for the date, also how far off it was then.
+    const waits: number[] = [];
+    const untilDate: number[] = [];
+    const sleep = (ms: number) => {
+      waits.push(ms);
+      if (waits.length === 3) untilDate.push(dateTarget - Date.now());
+      return Promise.resolve();
+    };
+    const client = new ZpruneClient({ url, token: "s3cret", backoffMs: 5, sleep });
     const res = await client.pruneLayers(REQUEST);
     assert.equal(res.layers[0]!.stats.pruned, 4);
     assert.deepEqual(Array.from(res.layers[0]!.mask), [0b00001111]);
+    assert.equal(waits.length, 3, `one wait per retry: ${waits}`);
+    const [seconds, backoff, date] = waits as [number, number, number];
+    // Retry-After: 1 is 1000 ms, plus at most half a backoffMs of jitter.
+    assert.ok(seconds >= 1000 && seconds <= 1000 + 2.5, `Retry-After: 1 waited ${seconds} ms`);
+    // No Retry-After: the second retry's backoff, within [0, backoffMs * 2].
+    assert.ok(backoff >= 0 && backoff <= 10, `backoff of ${backoff} ms`);
+    // An HTTP date (31 s at most after the answer): until that date, as far off as it still was when the client
+    // slept, plus at most the jitter.
+    assert.ok(date >= untilDate[0]!, `waited ${date} ms for a date ${untilDate[0]} ms away`);
+    assert.ok(date <= 31_000 + 2.5, `Retry-After date waited ${date} ms`);
   });
-  assert.deepEqual(seen, ["Bearer s3cret", "Bearer s3cret", "Bearer s3cret"]);
+  assert.deepEqual(seen, ["Bearer s3cret", "Bearer s3cret", "Bearer s3cret", "Bearer s3cret"]);
 });
 
 Deno.test("pruneLayers() gives up after `retries` and reports the last error's code", async () => {
@@ -132,15 +159,22 @@ Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError witho
 });
 
 Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  // Should the client never time out, the answer comes after a minute and the test fails instead of hanging.
+  const guard = setTimeout(() => open(), 60_000);
   await withServer(async () => {
-    // Slower than the client's limit; shutdown() waits for it, so keep it short.
-    await new Promise((r) => setTimeout(r, 600));
+    // Answers only once the assertion below is done: the TimeoutError can only come from the client's own limit.
+    await gate;
     return msgpack(OK_BODY);
   }, async (url) => {
     const client = new ZpruneClient({ url, timeoutMs: 100, retries: 0 });
-    const t0 = performance.now();
-    await assert.rejects(client.pruneLayers(REQUEST), { name: "TimeoutError" });
-    assert.ok(performance.now() - t0 < 500);
+    try {
+      await assert.rejects(client.pruneLayers(REQUEST), { name: "TimeoutError" });
+    } finally {
+      clearTimeout(guard);
+      open(); // shutdown() waits for the handler
+    }
   });
 });
 

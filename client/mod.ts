@@ -40,6 +40,8 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
+  /** Waits `ms` before a retry, rejecting with `signal`'s reason if it aborts (default: a timer); tests record it. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 /** Encodes a request body as contract msgpack (plain maps; typed arrays as `bin`, never ext types). */
@@ -133,6 +135,7 @@ export class ZpruneClient {
       backoffMs: options.backoffMs ?? 200,
       maxBackoffMs: options.maxBackoffMs ?? 10_000,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      sleep: options.sleep ?? sleep,
     };
   }
 
@@ -197,14 +200,14 @@ export class ZpruneClient {
         // A refused or reset connection, before or during the answer: the server may be restarting, so it is
         // worth another try.
         if (attempt >= o.retries) throw err;
-        await sleep(this.#backoff(attempt), signal);
+        await o.sleep(this.#backoff(attempt), signal);
         continue;
       }
       if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
         const wait = retryAfterMs(res.headers.get("retry-after"));
         await res.body?.cancel();
         // Honour Retry-After, plus a little jitter so that many clients do not return in lockstep.
-        await sleep(wait !== undefined ? wait + Math.random() * o.backoffMs * 0.5 : this.#backoff(attempt), signal);
+        await o.sleep(wait !== undefined ? wait + Math.random() * o.backoffMs * 0.5 : this.#backoff(attempt), signal);
         continue;
       }
       throw await errorOf(res);

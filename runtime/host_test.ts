@@ -76,7 +76,7 @@ Deno.test("listen: drain gives up after its limit while a request is stuck, and 
     const t0 = performance.now();
     assert.equal(await server.drain(refuse, 300), false);
     const waited = performance.now() - t0;
-    assert.ok(waited >= 290 && waited < 2_000, `gave up after ${waited} ms`);
+    assert.ok(waited >= 290, `gave up after ${waited} ms, before its limit`);
     assert.equal(server.inFlight, 1);
     // A limit past setTimeout's range (ZPRUNE_DEADLINE_MS of weeks) still waits rather than giving up at once.
     const long = server.drain(refuse, 2 ** 32);
@@ -92,9 +92,14 @@ Deno.test("listen: drain gives up after its limit while a request is stuck, and 
   // A server with nothing in flight drains at once.
   const idle = await listen(() => new Response("ok"), OPTS);
   try {
-    const t0 = performance.now();
-    assert.equal(await idle.drain(refuse, 60_000), true);
-    assert.ok(performance.now() - t0 < 100);
+    // It resolves before even a 0 ms timer fires: with nothing to wait for, it waits neither for its limit nor a tick.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const sentinel = new Promise((r) => (timer = setTimeout(() => r("still waiting"), 0)));
+    try {
+      assert.equal(await Promise.race([idle.drain(refuse, 60_000), sentinel]), true);
+    } finally {
+      clearTimeout(timer);
+    }
     const res = await fetch(`http://127.0.0.1:${idle.port}/`);
     await res.body?.cancel();
     assert.equal(res.status, 503);

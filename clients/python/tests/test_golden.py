@@ -17,8 +17,6 @@ from conftest import GOLDEN
 from zprune_client import ZpruneClient, float32_to_bf16_bits, prune_layer, prune_layers
 from zprune_client.wire import bf16_bits_to_float32, decode_tensor, unpack_mask
 
-torch = pytest.importorskip("torch")
-
 CASES = sorted(p.name[: -len(".request.msgpack")] for p in GOLDEN.glob("*.request.msgpack"))
 
 
@@ -52,8 +50,11 @@ def act_of(layer: Dict[str, Any]) -> Any:
     return decode_tensor(layer["actNormSq"]) if layer.get("actNormSq") else None
 
 
-def as_torch(arr: np.ndarray, dtype: str) -> Any:
-    """The golden weight as the torch tensor a user would hold: f32, f16 or bf16 (from its raw bits)."""
+def as_torch(torch: Any, arr: np.ndarray, dtype: str) -> Any:
+    """The golden weight as the torch tensor a user would hold: f32, f16 or bf16 (from its raw bits).
+
+    ``torch`` is passed in: only the tests that use it import it, so the others run where it is not installed.
+    """
     if dtype == "bf16":
         return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
     return torch.from_numpy(arr.copy())
@@ -74,9 +75,10 @@ def test_golden_numpy(server_url: str, name: str) -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_golden_torch(server_url: str, name: str) -> None:
+    torch = pytest.importorskip("torch")
     req, exp = load_case(name)
     layer = req["layers"][0]
-    w = as_torch(decode_tensor(layer["weight"]), layer["weight"]["dtype"])
+    w = as_torch(torch, decode_tensor(layer["weight"]), layer["weight"]["dtype"])
     act = act_of(layer)
     mask, stats = prune_layer(
         w, None if act is None else torch.from_numpy(act.copy()), url=server_url, **call_kwargs(req)
@@ -118,7 +120,7 @@ def test_golden_cases_in_one_request(server_url: str) -> None:
 DTYPE_CASE = "zpruner-layer-f32-ties"  # f32 weights with exact ties: a sensitive check of identical encoding
 
 
-def encodings(w32: np.ndarray, dtype: str) -> Dict[str, Tuple[Any, Any]]:
+def encodings(torch: Any, w32: np.ndarray, dtype: str) -> Dict[str, Tuple[Any, Any]]:
     """The same weights in ``dtype`` as numpy and as torch; returns {label: (weight, dtype keyword)}."""
     t32 = torch.from_numpy(w32.copy())
     if dtype == "f32":
@@ -140,12 +142,13 @@ def encodings(w32: np.ndarray, dtype: str) -> Dict[str, Tuple[Any, Any]]:
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 def test_numpy_and_torch_agree(server_url: str, dtype: str) -> None:
+    torch = pytest.importorskip("torch")
     req, _ = load_case(DTYPE_CASE)
     layer = req["layers"][0]
     w32 = decode_tensor(layer["weight"]).astype(np.float32)
     act = act_of(layer)
     masks = {}
-    for label, (w, kw_dtype) in encodings(w32, dtype).items():
+    for label, (w, kw_dtype) in encodings(torch, w32, dtype).items():
         mask, stats = prune_layer(w, act, url=server_url, dtype=kw_dtype, **call_kwargs(req))
         assert stats["total"] == w32.size
         masks[label] = mask
@@ -156,6 +159,7 @@ def test_numpy_and_torch_agree(server_url: str, dtype: str) -> None:
 
 def test_bf16_rounding_matches_torch() -> None:
     """``float32_to_bf16_bits`` rounds exactly as torch does (round to nearest even)."""
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.standard_normal(10000).astype(np.float32) * 3, np.float32([0, -0.0, 1e-40, 3.4e38])])
     ours = float32_to_bf16_bits(x)
