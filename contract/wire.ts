@@ -27,18 +27,53 @@ function binViews(value: unknown): unknown {
   return out;
 }
 
-/** Encodes a value as plain msgpack; typed arrays become `bin`, undefined fields are left out. */
-export function encodeMsgpack(value: unknown): Uint8Array<ArrayBuffer> {
-  // msgpackr packs into a buffer it shares with later calls: copy out, so no answer shares memory with another.
-  return new Uint8Array(encodeMsgpackView(value));
+/** Binaries longer than this are referenced by the pieces of a message, not packed into msgpackr's buffer. */
+const REFERENCED_BIN_BYTES = 1024;
+
+/** The header of a msgpack container or bin of `n` entries or bytes: the shortest of its fix, 8-, 16- and 32-bit forms. */
+function lengthHeader(n: number, fix: number | null, c8: number | null, c16: number, c32: number): Uint8Array {
+  if (fix !== null && n < 16) return Uint8Array.of(fix | n);
+  if (c8 !== null && n < 0x100) return Uint8Array.of(c8, n);
+  if (n < 0x10000) return Uint8Array.of(c16, n >>> 8, n & 0xff);
+  return Uint8Array.of(c32, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+}
+
+/** Appends the pieces of `value` (after `binViews`) to `out`. */
+function collectPieces(value: unknown, out: Uint8Array[]): void {
+  if (value instanceof Uint8Array && value.byteLength > REFERENCED_BIN_BYTES) {
+    out.push(lengthHeader(value.byteLength, null, 0xc4, 0xc5, 0xc6), value);
+  } else if (Array.isArray(value)) {
+    out.push(lengthHeader(value.length, 0x90, null, 0xdc, 0xdd));
+    for (const v of value) collectPieces(v, out);
+  } else if (value !== null && typeof value === "object" && !(value instanceof Uint8Array)) {
+    const entries = Object.entries(value);
+    out.push(lengthHeader(entries.length, 0x80, null, 0xde, 0xdf));
+    for (const [k, v] of entries) {
+      out.push(packr.pack(k).slice());
+      collectPieces(v, out);
+    }
+  } else {
+    // A scalar or a small bin: msgpackr packs it into the buffer it keeps between calls, so copy it out.
+    out.push(packr.pack(value).slice());
+  }
 }
 
 /**
- * Like `encodeMsgpack`, but answers msgpackr's own view of its shared buffer, without a copy: only for bytes that
- * the caller copies elsewhere before anything else is encoded (a response assembled by `concatBytes`).
+ * `value` as plain msgpack, in pieces whose concatenation is the message (typed arrays become `bin`, undefined
+ * fields are left out). Headers are written here and scalars packed by msgpackr; binaries over 1 KiB are views of
+ * the caller's bytes. msgpackr keeps its buffer between calls, grown to the largest value it ever packed: were the
+ * tensors packed there, one large answer would hold that much memory for the life of the process, and every
+ * tensor would be copied twice on its way out instead of once.
  */
-export function encodeMsgpackView(value: unknown): Uint8Array {
-  return packr.pack(binViews(value));
+export function msgpackPieces(value: unknown): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  collectPieces(binViews(value), out);
+  return out;
+}
+
+/** Encodes a value as plain msgpack into a new array; typed arrays become `bin`, undefined fields are left out. */
+export function encodeMsgpack(value: unknown): Uint8Array<ArrayBuffer> {
+  return concatBytes(msgpackPieces(value));
 }
 
 /** Decodes exactly one complete plain msgpack value, or throws `bad_msgpack` (`invalid_request` for structure no

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "./errors.ts";
 import { Packr, Unpackr } from "msgpackr";
-import { decodeMsgpack, encodeMsgpack, encodeMsgpackView } from "./wire.ts";
+import { decodeMsgpack, encodeMsgpack } from "./wire.ts";
 
 Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
   const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
@@ -15,19 +15,46 @@ Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias eac
   assert.deepEqual(Array.from(new Float32Array(da.x.slice().buffer)), [1, 2]);
 });
 
-Deno.test("encodeMsgpackView() answers stay intact while later values are packed, small and large", () => {
-  // The response route packs its parts as views and copies them once; this is what it relies on.
-  const views: Uint8Array[] = [];
+Deno.test("encodeMsgpack() writes what msgpackr writes, at every header size of maps, arrays, strings and bins", () => {
+  // The oracle: msgpackr packing the whole value itself, with the options the module uses.
+  const oracle = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+  const sizes = [0, 1, 15, 16, 255, 256, 1024, 1025, 65535, 65536, 70_000];
+  const map = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, i % 3 ? i : -i * 1e9]));
+  const values: unknown[] = [
+    ...sizes.map((n) => new Uint8Array(n).map((_, i) => i * 7)),
+    ...sizes.map((n) => Array.from({ length: n }, (_, i) => (i % 2 ? 0.5 * i : "s".repeat(i % 40)))),
+    ...sizes.filter((n) => n <= 65536).map(map),
+    {
+      name: "layer",
+      shape: [4096, 4096],
+      mask: new Uint8Array(3000).fill(0xa5),
+      small: new Uint8Array([1, 2, 3]),
+      stats: { pruned: 2 ** 33, sparsity: 0.5, nested: [null, true, false, -1, 2 ** 53 - 1, "é".repeat(300)] },
+      "__proto__": { kept: "as a key" },
+    },
+  ];
+  for (const v of values) {
+    const want = oracle.pack(v).slice();
+    const got = encodeMsgpack(v);
+    assert.ok(got.byteLength === want.byteLength && got.every((b, i) => b === want[i]), `differs: ${String(v)}`);
+  }
+});
+
+Deno.test("encodeMsgpack() leaves msgpackr's buffer small after a large value, and its answers stay intact", () => {
+  const answers: Uint8Array[] = [];
   const copies: Uint8Array[] = [];
-  for (const size of [3, 100_000, 7, 5_000_000, 1, 20_000]) {
-    const v = encodeMsgpackView({ n: size, x: new Uint8Array(size).fill(size & 255) });
-    views.push(v);
+  for (const size of [3, 100_000, 7, 64 << 20, 1, 20_000]) {
+    const v = encodeMsgpack({ n: size, x: new Uint8Array(size).fill(size & 255) });
+    answers.push(v);
     copies.push(v.slice());
   }
-  views.forEach((v, i) => assert.ok(v.every((b, j) => b === copies[i]![j]), `view ${i} was overwritten`));
-  const big = decodeMsgpack(copies[3]!) as { n: number; x: Uint8Array };
-  assert.equal(big.n, 5_000_000);
-  assert.ok(big.x.length === 5_000_000 && big.x.every((b) => b === (5_000_000 & 255)));
+  answers.forEach((v, i) => assert.ok(v.every((b, j) => b === copies[i]![j]), `answer ${i} was overwritten`));
+  const big = decodeMsgpack(answers[3]!) as { n: number; x: Uint8Array };
+  assert.ok(big.n === 64 << 20 && big.x.length === 64 << 20 && big.x.every((b) => b === 0));
+  // msgpackr 2.x packs into one buffer shared by every Packr, which only grows: a value packed now shows its size.
+  // The 64 MiB bin went into the answer directly, so that buffer (a few MiB after the test above) never held it.
+  const shared = new Packr().pack(1).buffer.byteLength;
+  assert.ok(shared < 16 << 20, `msgpackr's buffer holds ${shared} bytes`);
 });
 
 Deno.test("decodeMsgpack() refuses truncated, trailing, empty and extension-typed bodies", () => {

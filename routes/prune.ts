@@ -12,7 +12,7 @@ import {
   type Timings,
 } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
-import { concatBytes, decodeMsgpack, encodeMsgpackView } from "../contract/wire.ts";
+import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
 import type { Backend, LayerOutput } from "../prune/backend.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import type { WorkQueue } from "../prune/queue.ts";
@@ -71,7 +71,13 @@ export interface PruneRouteDeps {
 
 const MSGPACK_TYPES = new Set(["application/msgpack", "application/x-msgpack"]);
 
-/** Encodes the response map with `layers` packed first, so that `timings.encodeMs` can include their cost. */
+/** The longest msgpack of a `Timings` map: every value a float64 (9 bytes), the longest a number packs to. */
+const TIMINGS_MAX_BYTES = encodeMsgpack({ decodeMs: 0.1, computeMs: 0.1, encodeMs: 0.1, totalMs: 0.1 }).byteLength;
+
+/**
+ * Encodes the response map straight into its body, `timings` last, so that `timings.encodeMs` can include the
+ * layers' cost: the body is allocated with room for the longest timings map and cut to the one written.
+ */
 function encodeResponse(
   head: Omit<PruneResponse, "layers" | "timings">,
   layers: LayerResponse[],
@@ -79,24 +85,24 @@ function encodeResponse(
   start: number,
 ) {
   const t0 = performance.now();
-  const layerBytes = encodeMsgpackView(layers);
+  // A msgpack map is its header followed by key, value, key, value...
+  const pieces = [
+    Uint8Array.of(0x84),
+    ...msgpackPieces("backend"),
+    ...msgpackPieces(head.backend),
+    ...msgpackPieces("device"),
+    ...msgpackPieces(head.device),
+    ...msgpackPieces("layers"),
+    ...msgpackPieces(layers),
+    ...msgpackPieces("timings"),
+  ];
+  const body = concatBytes([...pieces, new Uint8Array(TIMINGS_MAX_BYTES)]);
+  const o = body.byteLength - TIMINGS_MAX_BYTES;
   const encodeMs = performance.now() - t0;
   const timings: Timings = { ...t, encodeMs, totalMs: performance.now() - start };
-  // A msgpack map is its header followed by key, value, key, value...: pack the small head around the big
-  // layers array instead of packing the layers twice. The parts are msgpackr's views (no copy); later packs
-  // write past them or into a new buffer, and concatBytes copies them once into the body.
-  const parts = [
-    new Uint8Array([0x84]),
-    encodeMsgpackView("backend"),
-    encodeMsgpackView(head.backend),
-    encodeMsgpackView("device"),
-    encodeMsgpackView(head.device),
-    encodeMsgpackView("timings"),
-    encodeMsgpackView(timings),
-    encodeMsgpackView("layers"),
-    layerBytes,
-  ];
-  return { bytes: concatBytes(parts), timings };
+  const packed = encodeMsgpack(timings);
+  body.set(packed, o);
+  return { bytes: body.subarray(0, o + packed.byteLength), timings };
 }
 
 function layerResponse(name: string, rows: number, cols: number, dtype: DType, out: LayerOutput): LayerResponse {
