@@ -10,7 +10,7 @@ import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { encode } from "../prune/decode.ts";
-import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
+import { bit, compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 import { randomLayer, rng } from "./_random.ts";
 
 const METHODS: Method[] = ["zpruner", "wanda", "ria", "magnitude"];
@@ -81,6 +81,7 @@ function build(c: Case, seed: number): { params: PruneParams; layer: LayerJob } 
 
 Deno.test("CPU backend matches the sort-based oracle on 160 random layers", async () => {
   const all = cases(160, 20261128);
+  let thresholds = 0;
   for (const [i, c] of all.entries()) {
     const { params, layer } = build(c, i + 1);
     const out = await pruneLayer(params, layer);
@@ -101,6 +102,37 @@ Deno.test("CPU backend matches the sort-based oracle on 160 random layers", asyn
     assert.equal(out.stats.pruned, expectedPruned, `case ${i}: pruned count`);
     assert.equal(out.stats.total, c.rows * c.cols);
     if (alpha !== undefined) assert.ok(Math.abs(out.stats.alpha! - alpha) < 1e-12, `case ${i}: alpha`);
+    // API.md: sparsity = pruned / total.
+    assert.equal(out.stats.sparsity, expectedPruned / (c.rows * c.cols), `case ${i}: sparsity`);
+    // rowSparsity: min and max over the rows of (bits set in the row) / cols, recounted here bit by bit from the
+    // mask; the mean over rows of equal length is pruned / total.
+    const rowFractions = Array.from({ length: c.rows }, (_, r) => {
+      let count = 0;
+      for (let j = r * c.cols; j < (r + 1) * c.cols; j++) count += bit(out.mask, j) ? 1 : 0;
+      return count / c.cols;
+    });
+    assert.deepEqual(
+      out.stats.rowSparsity,
+      { min: Math.min(...rowFractions), max: Math.max(...rowFractions), mean: expectedPruned / (c.rows * c.cols) },
+      `case ${i}: rowSparsity`,
+    );
+    if (c.pattern.kind === "layer") {
+      // API.md: for "layer", threshold is the largest pruned score: of the returned scores, exactly the largest
+      // where the mask says pruned, and within the ambiguity band of the oracle's k-th lowest score. With k = 0
+      // nothing is pruned and there is no such score.
+      let largest = -Infinity;
+      for (let j = 0; j < c.rows * c.cols; j++) if (bit(out.mask, j)) largest = Math.max(largest, out.score![j]!);
+      if (expectedPruned === 0) assert.equal(out.stats.threshold, undefined, `case ${i}: threshold with k = 0`);
+      else {
+        assert.equal(out.stats.threshold, largest, `case ${i}: threshold is the largest pruned score`);
+        thresholds++;
+        const t = Math.fround(sel.groups[0]!.threshold);
+        assert.ok(
+          Math.abs(out.stats.threshold! - t) <= 2e-5 * Math.max(t, 1e-30),
+          `case ${i}: threshold ${out.stats.threshold} vs oracle ${t}`,
+        );
+      }
+    }
     // Returned scores are the oracle's, rounded to float32.
     for (let j = 0; j < scores.length; j += Math.max(1, scores.length >> 6)) {
       const want = Math.fround(scores[j]!);
@@ -113,6 +145,7 @@ Deno.test("CPU backend matches the sort-based oracle on 160 random layers", asyn
       assert.ok(isPruned ? back[j] === 0 : Object.is(back[j], W[j]), `case ${i}: weight[${j}]`);
     }
   }
+  assert.ok(thresholds >= 20, `only ${thresholds} cases pruned a "layer" pattern: the threshold went unchecked`);
 });
 
 Deno.test("activation entries of -0 count as 0: exactly k pruned, ties by index, no -0 score", async () => {

@@ -210,3 +210,45 @@ Deno.test("concurrent requests each get their own answer", async () => {
     await backend.close();
   }
 });
+
+Deno.test("options.exponent reaches the scores: wanda with exponent 2 scores |W| * actNormSq, not the default's", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  try {
+    const rows = 4, cols = 6;
+    const rand = rng(9);
+    // Weights away from zero and activations away from 1, so act^1 and act^(1/2) differ in every entry.
+    const W = new Float32Array(rows * cols).map(() => (rand() < 0.5 ? -1 : 1) * (0.1 + rand()));
+    const act = new Float32Array(cols).map((_, j) => (j % 2 ? 2 + 8 * rand() : 0.05 + 0.45 * rand()));
+    const request = (options?: Record<string, unknown>) => ({
+      method: "wanda",
+      pattern: "layer",
+      sparsity: 0.5,
+      return: ["score"],
+      ...(options ? { options } : {}),
+      layers: [{
+        name: "e",
+        weight: { dtype: "f32", shape: [rows, cols], data: new Uint8Array(W.buffer) },
+        actNormSq: { dtype: "f32", shape: [cols], data: new Uint8Array(act.buffer) },
+      }],
+    });
+    const scoresOf = (body: PruneResponse) => new Float32Array(body.layers[0]!.score!.data.slice().buffer);
+    const squared = scoresOf(await prune(server.url, request({ exponent: 2 })));
+    const plain = scoresOf(await prune(server.url, request()));
+    // API.md: act_j = actNormSq_j ^ (exponent / 2); wanda = |W| * act. In float64 from the request's values:
+    // exponent 2 gives |W| * actNormSq, the default exponent 1 gives |W| * sqrt(actNormSq).
+    const close = (got: number, want: number) => Math.abs(got - want) <= 1e-6 * want;
+    for (let i = 0; i < rows * cols; i++) {
+      const a = act[i % cols]!, w = Math.abs(W[i]!);
+      assert.ok(close(squared[i]!, w * a), `exponent 2, score[${i}]: ${squared[i]} vs ${w * a}`);
+      assert.ok(
+        close(plain[i]!, w * Math.sqrt(a)),
+        `default exponent, score[${i}]: ${plain[i]} vs ${w * Math.sqrt(a)}`,
+      );
+      assert.ok(!close(squared[i]!, plain[i]!), `score[${i}] is the same with exponent 2 as with the default`);
+    }
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
