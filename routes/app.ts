@@ -22,8 +22,13 @@ import pkg from "../package.json" with { type: "json" };
 
 /** The contract's error answer for `err`: JSON, or msgpack when the client asks for it. */
 function errorResponse(c: Context<AppEnv>, err: unknown): Response {
-  const e = toZpruneError(err);
-  if (e.code === "internal") console.error(err);
+  let e = toZpruneError(err);
+  if (e.code === "internal") {
+    // The cause goes to the log, not to the client: its message may name files, hosts or other internals.
+    const id = c.get("requestId") ?? "-";
+    console.error(`zprune: internal error in request ${id}:`, err);
+    e = new ZpruneError("internal", `internal error (request ${id}); the server's log has the details`);
+  }
   const body = e.toBody();
   const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };
   if (wantsMsgpack(c.req.header("accept"))) {

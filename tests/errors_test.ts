@@ -39,6 +39,64 @@ async function expectError(res: Response, status: number, code: string, messageI
   return body.error.message;
 }
 
+/**
+ * `p`, or a failure saying what never came if it has not settled within `ms`. A bound against hanging forever
+ * when the server behaves otherwise than the test expects, generous enough never to judge speed.
+ */
+async function within<T>(p: Promise<T>, what: string, ms = 60_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s, giving up`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `ok` until it holds; fails saying what never happened after `ms` (a bound, not a speed check). */
+async function eventually(ok: () => Promise<boolean>, what: string, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) assert.fail(`${what}: not after ${ms / 1000} s, giving up`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Reads one HTTP/1.1 answer from `conn`: the head, then the body its Content-Length announces (or up to the
+ * connection's end). Rejects after `ms` with a message (the caller closes the connection).
+ */
+function readAnswer(conn: Deno.Conn, what: string, ms = 60_000): Promise<{ head: string; body: string }> {
+  const read = async () => {
+    const decoder = new TextDecoder();
+    let bytes = new Uint8Array(0);
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const text = decoder.decode(bytes);
+      const end = text.indexOf("\r\n\r\n");
+      if (end >= 0) {
+        const head = text.slice(0, end);
+        const length = Number(/^content-length: *(\d+)$/im.exec(head)?.[1] ?? NaN);
+        if (Number.isFinite(length) && bytes.byteLength >= end + 4 + length) {
+          return { head, body: text.slice(end + 4, end + 4 + length) };
+        }
+      }
+      const n = await conn.read(buf);
+      if (n === null) {
+        const at = text.indexOf("\r\n\r\n");
+        return { head: at >= 0 ? text.slice(0, at) : text, body: at >= 0 ? text.slice(at + 4) : "" };
+      }
+      const grown = new Uint8Array(bytes.byteLength + n);
+      grown.set(bytes);
+      grown.set(buf.subarray(0, n), bytes.byteLength);
+      bytes = grown;
+    }
+  };
+  return within(read(), what, ms);
+}
+
 async function assertStillHealthy(server: TestServer): Promise<void> {
   const h = await fetch(`${server.url}/healthz`);
   assert.deepEqual(await h.json(), { status: "ok", backend: "cpu" });
@@ -298,6 +356,117 @@ Deno.test("413 too_large while streaming a body without Content-Length", async (
   }
 });
 
+Deno.test("413 too_large from Content-Length alone: answered while not a byte of the body has been sent", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  // A server that waited for the body instead would end that wait at its deadline, with 503 rather than 413.
+  const server = await startServer({ backend, config: { maxBodyBytes: 64 * 1024, deadlineMs: 10_000 } });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(server.url).port) });
+    try {
+      // One byte over the limit; the headers only. The connection stays open: the body could still come.
+      const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+        `Content-Length: ${64 * 1024 + 1}\r\n\r\n`;
+      await conn.write(new TextEncoder().encode(head));
+      const answer = await readAnswer(conn, "the answer to headers declaring a body over the limit");
+      assert.match(answer.head, /^HTTP\/1\.1 413 /, answer.head);
+      assert.match(answer.head, /^x-zprune-error: too_large$/im, answer.head);
+      assert.equal((JSON.parse(answer.body) as ErrorBody).error.code, "too_large");
+    } finally {
+      conn.close();
+    }
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("413 too_large for a layer over maxLayerElements, naming the layer; a layer at the limit is pruned", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { maxLayerElements: 999 } });
+  const magnitude = (name: string, rows: number, cols: number) => ({
+    name,
+    weight: {
+      dtype: "f32",
+      shape: [rows, cols],
+      data: f32(Array.from({ length: rows * cols }, (_, i) => ((i * 37) % 101) - 50.5)),
+    },
+  });
+  const post = (...layers: unknown[]) =>
+    postPrune(server.url, encodeMsgpack({ method: "magnitude", pattern: "layer", sparsity: 0.5, layers }));
+  try {
+    // 32 x 32 = 1024 elements with the right byte count: too large, alone or as the second layer.
+    await expectError(await post(magnitude("over", 32, 32)), 413, "too_large", "layers[0].weight");
+    await expectError(
+      await post(magnitude("at", 27, 37), magnitude("over", 32, 32)),
+      413,
+      "too_large",
+      "layers[1].weight",
+    );
+    // 27 x 37 = 999 elements: at the limit, allowed; floor(0.5 * 999) = 499 pruned. (The golden requests are
+    // over this server's limit: this is also the check that it still answers after the refusals.)
+    const res = await post(magnitude("at", 27, 37));
+    assert.equal(res.status, 200, await res.clone().text());
+    const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+    assert.deepEqual(body.layers[0]!.shape, [27, 37]);
+    assert.equal(body.layers[0]!.stats.total, 999);
+    assert.equal(body.layers[0]!.stats.pruned, 499);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("500 internal for an unexpected exception: JSON, error header, counted; the server then answers exactly", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  let thrown = 0;
+  const backend = withPrune(cpu, (params, l, signal) => {
+    if (thrown++ === 0) throw new Error("boom"); // the server logs it with its stack: expected in the output
+    return cpu.prune(params, l, signal);
+  });
+  const server = await startServer({ backend });
+  try {
+    const res = await postPrune(server.url, encodeMsgpack(request()));
+    assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+    assert.equal(res.headers.get("x-zprune-error"), "internal");
+    const id = res.headers.get("x-request-id")!;
+    const message = await expectError(res, 500, "internal", id);
+    // The client learns which request to look up in the log, not the exception's message.
+    assert.ok(!message.includes("boom"), message);
+    assert.equal(thrown, 1, "the backend was called once");
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^zprune_requests_total\{route="\/v1\/prune",status="500"\} 1$/m);
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await cpu.close();
+  }
+});
+
+Deno.test("error answers are msgpack only when Accept names msgpack and not JSON", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  const garbage = new Uint8Array([0xc1]);
+  try {
+    for (const accept of ["application/msgpack, application/json", "application/json", "*/*"]) {
+      const res = await postPrune(server.url, garbage, { accept });
+      assert.match(res.headers.get("content-type") ?? "", /^application\/json/, accept);
+      await expectError(res, 400, "bad_msgpack");
+    }
+    for (const accept of ["application/x-msgpack", "application/msgpack"]) {
+      const res = await postPrune(server.url, garbage, { accept });
+      assert.equal(res.status, 400, accept);
+      assert.equal(res.headers.get("content-type"), "application/msgpack", accept);
+      const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as ErrorBody;
+      assert.equal(body.error.code, "bad_msgpack", accept);
+      assert.ok(body.error.message.length > 10, accept);
+    }
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("401 unauthorized without the configured bearer token", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend, config: { token: "s3cret-token" } });
@@ -337,9 +506,13 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
   try {
     const body = encodeMsgpack(request());
     const first = postPrune(server.url, body); // computes (held at the gate)
-    await entered;
+    await within(entered, "the first request reaching the backend");
     const second = postPrune(server.url, body); // waits in the queue
-    await new Promise((r) => setTimeout(r, 100));
+    // Until the second is seen waiting: a third sent before that (a fixed sleep on a loaded machine) would take
+    // the queue's one place itself and wait for the gate this test opens only after the third's answer.
+    const depth = async () =>
+      /^zprune_queue_depth (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1];
+    await eventually(async () => (await depth()) === "1", "the second request waiting in the queue");
     const third = await postPrune(server.url, body); // no room
     assert.equal(third.headers.get("retry-after"), "1");
     await expectError(third, 429, "busy");
@@ -500,7 +673,7 @@ Deno.test("503 unavailable when the deadline passes in the queue; no backend res
   try {
     const body = encodeMsgpack(request());
     const first = postPrune(server.url, body); // computes (held at the gate past its deadline)
-    await entered;
+    await within(entered, "the first request reaching the backend");
     const second = await postPrune(server.url, body); // waits in the queue until its deadline
     await expectError(second, 503, "unavailable", "deadline");
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
@@ -544,8 +717,10 @@ Deno.test("a backend failure mid-request answers 503 and the next request succee
 });
 
 Deno.test("a request of many layers computed on the server's thread leaves /healthz and its deadline a turn", async () => {
-  // Layers under the CPU backend's parallel threshold run inline, on the event loop's thread.
-  const rows = 512, cols = 512, count = 48;
+  // Layers under the CPU backend's parallel threshold run inline, on the event loop's thread. Each holds the thread
+  // for 50 ms of wall time (a busy loop before its real work), so that the request outlasts a 1 s deadline however
+  // fast the machine, while its small body arrives well within it however loaded the machine.
+  const rows = 64, cols = 64, count = 48, holdMs = 50;
   const rand = rng(7);
   const layers = Array.from({ length: count }, (_, i) => ({
     name: `l${i}`,
@@ -553,16 +728,30 @@ Deno.test("a request of many layers computed on the server's thread leaves /heal
     actNormSq: { dtype: "f32", shape: [cols], data: f32(Array.from({ length: cols }, () => 1 + rand())) },
   }));
   const body = encodeMsgpack(request({ layers }));
-  for (const deadlineMs of [0, 200]) {
+  for (const deadlineMs of [0, 1000]) {
     const cpu = createCpuBackend({ threads: 0 });
     let computing!: () => void;
     const entered = new Promise<void>((r) => computing = r);
-    const backend = withPrune(cpu, (params, layer, signal) => (computing(), cpu.prune(params, layer, signal)));
+    const backend = withPrune(cpu, (params, layer, signal) => {
+      computing();
+      for (const until = performance.now() + holdMs; performance.now() < until;);
+      return cpu.prune(params, layer, signal);
+    });
     const server = await startServer({ backend, config: { deadlineMs } });
     try {
       let pruneDone = false;
       const prune = postPrune(server.url, body).then((res) => (pruneDone = true, res));
-      await entered; // the first layer is computing: from here the request holds the thread but for its yields
+      // The first layer is computing: from here the request holds the thread but for its yields. A request
+      // answered before that (its deadline passed while the body was read and decoded) never enters: say so.
+      await within(
+        Promise.race([
+          entered,
+          prune.then((res) => {
+            throw new Error(`deadline ${deadlineMs}: answered ${res.status} before its first layer computed`);
+          }),
+        ]),
+        `deadline ${deadlineMs}: the first layer reaching the backend`,
+      );
       const health = await fetch(`${server.url}/healthz`);
       assert.equal(health.status, 200);
       await health.body?.cancel();
