@@ -32,12 +32,13 @@ export class CpuPool {
   #spawn(): Slot {
     const worker = new Worker(new URL("./cpu_worker.ts", import.meta.url).href, { type: "module" });
     const slot: Slot = { worker, pending: new Map() };
-    worker.onmessage = (e: MessageEvent<{ id: number; result?: unknown; error?: string }>) => {
+    worker.onmessage = (e: MessageEvent<{ id: number; result?: unknown; error?: string; name?: string }>) => {
       const p = slot.pending.get(e.data.id);
       if (!p) return;
       slot.pending.delete(e.data.id);
-      if (e.data.error !== undefined) p.reject(new Error(e.data.error));
-      else p.resolve(e.data.result);
+      if (e.data.error !== undefined) {
+        p.reject(e.data.name === "RangeError" ? new RangeError(e.data.error) : new Error(e.data.error));
+      } else p.resolve(e.data.result);
     };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();

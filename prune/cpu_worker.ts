@@ -7,6 +7,7 @@ self.onmessage = (e: MessageEvent<{ id: number; task: CpuOp }>) => {
   try {
     self.postMessage({ id, result: runOp(task) });
   } catch (err) {
-    self.postMessage({ id, error: err instanceof Error ? err.message : String(err) });
+    // The name travels too: a RangeError (an allocation that failed) is answered differently from a bug.
+    self.postMessage({ id, error: err instanceof Error ? err.message : String(err), name: (err as Error)?.name });
   }
 };

@@ -70,6 +70,15 @@ export function toZpruneError(err: unknown): ZpruneError {
       },
     );
   }
+  // Memory the host could not give just now (V8's words when an ArrayBuffer cannot be allocated, here or in a CPU
+  // worker): the request was sound and may succeed later, so it is answered like a busy backend, not as a bug.
+  if (err instanceof RangeError && err.message.includes("allocation failed")) {
+    return new ZpruneError(
+      "unavailable",
+      "the server could not allocate the memory for this request just now; retry shortly, or send smaller layers",
+      { headers: { "Retry-After": "1" }, cause: err },
+    );
+  }
   const message = err instanceof Error ? err.message : String(err);
   return new ZpruneError("internal", `internal error: ${message}`, { cause: err });
 }

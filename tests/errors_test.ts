@@ -8,6 +8,7 @@ import { Packr } from "msgpackr";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { CpuPool } from "../prune/cpu_pool.ts";
 import { goldenCase, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
 import { rng } from "./_random.ts";
 
@@ -439,6 +440,33 @@ Deno.test("500 internal for an unexpected exception: JSON, error header, counted
     await assertStillHealthy(server);
   } finally {
     await server.close();
+    await cpu.close();
+  }
+});
+
+Deno.test("503 with Retry-After when memory cannot be allocated, inline or in a CPU worker; the server goes on", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  const pool = new CpuPool(1);
+  let failures = 0;
+  const backend = withPrune(cpu, (params, l, signal) => {
+    // An ArrayBuffer V8 cannot allocate, first on this thread, then in a worker (a row of scratch for 2^33 columns).
+    if (failures === 0) return failures++, new ArrayBuffer(2 ** 45) as never;
+    const huge = { op: "rows", keys: new Uint32Array(0), cols: 2 ** 33, k: 1, mask: new Uint8Array(0), r0: 0, r1: 0 };
+    if (failures === 1) return failures++, pool.run(0, huge as never);
+    return cpu.prune(params, l, signal);
+  });
+  const server = await startServer({ backend });
+  try {
+    for (const where of ["inline", "in a worker"]) {
+      const res = await postPrune(server.url, encodeMsgpack(request()));
+      assert.equal(res.headers.get("retry-after"), "1", where);
+      await expectError(res, 503, "unavailable", "allocate");
+    }
+    assert.equal(failures, 2);
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    pool.close();
     await cpu.close();
   }
 });

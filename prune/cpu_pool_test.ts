@@ -1,0 +1,23 @@
+import assert from "node:assert/strict";
+import { CpuPool } from "./cpu_pool.ts";
+
+Deno.test("CpuPool: an op's thrown error comes back with its kind, and the worker keeps serving", async () => {
+  const pool = new CpuPool(1);
+  try {
+    // Per-row selection allocates a row of scratch first: 2^33 columns cannot be had, a real allocation failure.
+    const huge = { op: "rows", keys: new Uint32Array(0), cols: 2 ** 33, k: 1, mask: new Uint8Array(0), r0: 0, r1: 0 };
+    await assert.rejects(pool.run(0, huge as never), (e: unknown) => {
+      assert.ok(e instanceof RangeError, String(e));
+      assert.match(e.message, /allocation failed/);
+      return true;
+    });
+    // The same worker then answers a sound op: two rows of four keys, the lowest two of each pruned.
+    const keys = new Uint32Array([4, 3, 2, 1, 1, 2, 3, 4]);
+    const mask = new Uint8Array(new SharedArrayBuffer(1));
+    await pool.run(0, { op: "rows", keys, cols: 4, k: 2, mask, r0: 0, r1: 2 });
+    assert.equal(mask[0], 0b0011_1100);
+    assert.equal(pool.restarts, 0);
+  } finally {
+    pool.close();
+  }
+});
