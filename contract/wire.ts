@@ -30,7 +30,7 @@ function binViews(value: unknown): unknown {
 /** Binaries longer than this are referenced by the pieces of a message, not packed into msgpackr's buffer. */
 const REFERENCED_BIN_BYTES = 1024;
 
-/** The header of a msgpack container or bin of `n` entries or bytes: the shortest of its fix, 8-, 16- and 32-bit forms. */
+/** The header of a msgpack container or bin of `n` entries or bytes: the shortest of its fix, 8-, 16-, 32-bit forms. */
 function lengthHeader(n: number, fix: number | null, c8: number | null, c16: number, c32: number): Uint8Array {
   if (fix !== null && n < 16) return Uint8Array.of(fix | n);
   if (c8 !== null && n < 0x100) return Uint8Array.of(c8, n);
@@ -38,32 +38,40 @@ function lengthHeader(n: number, fix: number | null, c8: number | null, c16: num
   return Uint8Array.of(c32, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
 }
 
+/** Whether `value` (after `binViews`) holds a binary longer than REFERENCED_BIN_BYTES anywhere. */
+function holdsLargeBin(value: unknown): boolean {
+  if (value instanceof Uint8Array) return value.byteLength > REFERENCED_BIN_BYTES;
+  if (value === null || typeof value !== "object") return false;
+  return (Array.isArray(value) ? value : Object.values(value)).some(holdsLargeBin);
+}
+
 /** Appends the pieces of `value` (after `binViews`) to `out`. */
 function collectPieces(value: unknown, out: Uint8Array[]): void {
-  if (value instanceof Uint8Array && value.byteLength > REFERENCED_BIN_BYTES) {
+  if (!holdsLargeBin(value)) {
+    // Small throughout (a scalar, a stats map, a layer with a small mask): msgpackr packs it in one call, far
+    // cheaper than a piece per scalar, into the buffer it keeps between calls, so copy it out.
+    out.push(packr.pack(value).slice());
+  } else if (value instanceof Uint8Array) {
     out.push(lengthHeader(value.byteLength, null, 0xc4, 0xc5, 0xc6), value);
   } else if (Array.isArray(value)) {
     out.push(lengthHeader(value.length, 0x90, null, 0xdc, 0xdd));
     for (const v of value) collectPieces(v, out);
-  } else if (value !== null && typeof value === "object" && !(value instanceof Uint8Array)) {
-    const entries = Object.entries(value);
+  } else {
+    const entries = Object.entries(value as object);
     out.push(lengthHeader(entries.length, 0x80, null, 0xde, 0xdf));
     for (const [k, v] of entries) {
       out.push(packr.pack(k).slice());
       collectPieces(v, out);
     }
-  } else {
-    // A scalar or a small bin: msgpackr packs it into the buffer it keeps between calls, so copy it out.
-    out.push(packr.pack(value).slice());
   }
 }
 
 /**
  * `value` as plain msgpack, in pieces whose concatenation is the message (typed arrays become `bin`, undefined
- * fields are left out). Headers are written here and scalars packed by msgpackr; binaries over 1 KiB are views of
- * the caller's bytes. msgpackr keeps its buffer between calls, grown to the largest value it ever packed: were the
- * tensors packed there, one large answer would hold that much memory for the life of the process, and every
- * tensor would be copied twice on its way out instead of once.
+ * fields are left out). The containers that hold binaries over 1 KiB get their headers written here and those
+ * binaries are views of the caller's bytes; everything else is packed by msgpackr. msgpackr keeps its buffer
+ * between calls, grown to the largest value it ever packed: were the tensors packed there, one large answer would
+ * hold that much memory for the life of the process, and every tensor would be copied twice on its way out.
  */
 export function msgpackPieces(value: unknown): Uint8Array[] {
   const out: Uint8Array[] = [];
