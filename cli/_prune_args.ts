@@ -257,39 +257,58 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
 /**
  * Checks the paths --out and --report will be written to before any work starts, so that a run of minutes never
  * ends on a path it cannot write: --out a directory, or one that can be created, other than the source model's;
- * --report a file in an existing directory. Writability is probed with a temporary file; neither path is created.
+ * --report a file that can be written. Each is probed by doing what the run will do, then undoing it: nothing is
+ * left behind, and an existing report is not truncated.
  */
 export async function checkOutputs(args: PruneArgs): Promise<void> {
-  if (args.out !== undefined) {
-    const out = resolve(args.out);
-    const { path, info } = await nearestExisting(out);
-    if (!info.isDirectory) {
-      throw new TypeError(`--out ${args.out}: ${path === out ? "it exists and" : path} is not a directory`);
-    }
-    if (path === out && await realPathOrNull(out) === await realPathOrNull(args.model)) {
-      throw new TypeError(`--out ${args.out} is the model's own directory (--model): its shards would be overwritten`);
-    }
-    await probeWritable("out", args.out, path);
-  }
-  if (args.report !== undefined) {
-    const report = resolve(args.report);
-    if ((await statOrNull(report))?.isDirectory) throw new TypeError(`--report ${args.report} is a directory`);
-    const parent = dirname(report);
-    if (!(await statOrNull(parent))?.isDirectory) {
-      throw new TypeError(`--report ${args.report}: its directory ${parent} does not exist`);
-    }
-    await probeWritable("report", args.report, parent);
+  if (args.out !== undefined) await naming("out", args.out, () => checkOut(args.out!, args.model));
+  if (args.report !== undefined) await naming("report", args.report, () => checkReport(args.report!));
+}
+
+/** Runs `check`; any error it throws is rethrown as a TypeError naming --flag and its value. */
+async function naming(flag: string, raw: string, check: () => Promise<void>): Promise<void> {
+  try {
+    await check();
+  } catch (e) {
+    throw new TypeError(`--${flag} ${raw}: ${e instanceof Error ? e.message : e}`, { cause: e });
   }
 }
 
-/** `path` itself if it exists, else its nearest existing ancestor, with what stat says of it. */
-async function nearestExisting(path: string): Promise<{ path: string; info: Deno.FileInfo }> {
-  for (let p = path;; p = dirname(p)) {
-    const info = await statOrNull(p);
-    if (info || p === dirname(p)) return { path: p, info: info ?? await Deno.stat(p) };
+/** --out: writeCheckpoint makes the directory (parents too) and writes files into it. */
+async function checkOut(raw: string, model: string): Promise<void> {
+  const out = resolve(raw);
+  const info = await statOrNull(out);
+  if (info) {
+    if (!info.isDirectory) throw new Error("it exists and is not a directory");
+    if (await realPathOrNull(out) === await realPathOrNull(model)) {
+      throw new Error("it is the model's own directory (--model): its shards would be overwritten");
+    }
+    await Deno.remove(await Deno.makeTempFile({ dir: out, prefix: ".zprune-probe-" }));
+    return;
   }
+  if (await Deno.lstat(out).then(() => true, () => false)) throw new Error("it is a broken symbolic link");
+  const created: string[] = []; // deepest first
+  for (let p = out; !(await statOrNull(p)) && p !== dirname(p); p = dirname(p)) created.push(p);
+  await Deno.mkdir(out, { recursive: true });
+  for (const p of created) await Deno.remove(p);
 }
 
+/** --report: written whole at the end of the run. */
+async function checkReport(raw: string): Promise<void> {
+  const path = resolve(raw);
+  const info = await statOrNull(path);
+  if (info?.isDirectory) throw new Error("it is a directory");
+  if (info) {
+    (await Deno.open(path, { write: true })).close(); // no truncate: the old report stays until the new one
+    return;
+  }
+  const parent = dirname(path);
+  if (!(await statOrNull(parent))?.isDirectory) throw new Error(`${parent} does not exist or is not a directory`);
+  (await Deno.open(path, { write: true, createNew: true })).close();
+  await Deno.remove(path);
+}
+
+/** What stat says of `path`, or null where nothing is there (also under a regular file). */
 async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
   try {
     return await Deno.stat(path);
@@ -299,19 +318,11 @@ async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
   }
 }
 
+/** The canonical path of `path`, or null where it does not resolve. */
 async function realPathOrNull(path: string): Promise<string | null> {
   try {
     return await Deno.realPath(path);
   } catch {
     return null;
-  }
-}
-
-/** Creates and removes a temporary file in `dir`; a TypeError naming --flag if that fails. */
-async function probeWritable(flag: string, raw: string, dir: string): Promise<void> {
-  try {
-    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".zprune-probe-" }));
-  } catch (e) {
-    throw new TypeError(`--${flag} ${raw}: cannot write in ${dir} (${e instanceof Error ? e.message : e})`);
   }
 }

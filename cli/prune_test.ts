@@ -74,18 +74,27 @@ Deno.test("main() refuses --out and --report paths it could not write, before re
     await Deno.writeTextFile(file, "x");
     const model = `${dir}/model`;
     await Deno.mkdir(model);
+    await Deno.symlink(model, `${dir}/link`);
+    await Deno.symlink(`${dir}/nowhere`, `${dir}/dangling`);
     const cases: [string[], RegExp[]][] = [
       [["--out", file], [/--out/, /not a directory/]],
-      [["--out", `${file}/pruned`], [/--out/, /not a directory/]], // under a regular file: mkdir would fail
+      [["--out", `${file}/pruned`], [/--out/, /not a directory/i]], // under a regular file: mkdir fails
+      [["--out", `${dir}/dangling`], [/--out/, /broken symbolic link/]],
       [["--model", model, "--out", `${dir}/./model`], [/--out/, /model's own directory/]],
+      [["--model", model, "--out", `${dir}/link`], [/--out/, /model's own directory/]],
       [["--report", dir], [/--report/, /is a directory/]],
       [["--report", `${dir}/missing/r.json`], [/--report/, /does not exist/]],
-      [["--report", `${file}/r.json`], [/--report/, /does not exist/]],
+      [["--report", `${file}/r.json`], [/--report/, /not a directory/]],
     ];
     for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
-    // Paths that can be written pass the check (the run then fails on the missing model) and are not created.
+    // Paths that can be written pass the check (the run then fails on the missing model) and are not created; an
+    // existing report is not truncated, and /dev/null will do.
     await refuses([...NO_MODEL, "--out", `${dir}/new/pruned`, "--report", `${dir}/r.json`], /zprune-model/);
-    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["file", "model"]);
+    await refuses([...NO_MODEL, "--out", model, "--report", file], /zprune-model/);
+    await refuses([...NO_MODEL, "--out", `${dir}/link`, "--report", "/dev/null"], /zprune-model/);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["dangling", "file", "link", "model"]);
+    assert.deepEqual([...Deno.readDirSync(model)], []);
+    assert.equal(await Deno.readTextFile(file), "x");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -199,7 +199,7 @@ export class WebGpuBackend implements Backend {
     return this.#deviceReleased;
   }
 
-  /** Stops the worker and releases the device; the layer in flight and those queued are answered `unavailable` at once. */
+  /** Stops the worker and releases the device; the layer in flight and those queued are answered `unavailable` now. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
