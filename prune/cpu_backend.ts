@@ -75,6 +75,7 @@ export function createPoolExecutor(
   const buffers = new ScratchBuffers(scratchBytes);
   return {
     shared: true,
+    threads: pool.size,
     all: (count, make) => pool.all(count, make),
     scratch: (bytes) => buffers.take(bytes),
     release: (b) => buffers.give(b),

@@ -14,6 +14,8 @@ import { activationWeights, buildContext, type CentredSums, mergeColumnSums, new
 export interface Executor {
   /** Whether arrays must live in SharedArrayBuffers (true for workers). */
   readonly shared: boolean;
+  /** Threads the ops are spread over (default 1). */
+  readonly threads?: number;
   /** A scratch buffer of `bytes` (contents undefined), from a free list where there is one. */
   scratch?(bytes: number): ArrayBufferLike;
   /** Returns a scratch buffer once nothing refers to it any more. */
@@ -48,6 +50,23 @@ const BLOCK_MIN_ELEMENTS = 1 << 17;
 function layerBlocks(rows: number, cols: number): number[] {
   const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
   return rowSplits(rows, cols, blocks);
+}
+
+/** Most parts a layer's scoring and selection are split into; each part of a layer-wide select answers a histogram. */
+const MAX_WORK_PARTS = 64;
+
+/**
+ * The row parts scoring and selection run in. Unlike the sums, these passes give the same bits however the rows are
+ * split (scores are per element, histograms and tie counts are integers, ties are taken in index order), so they
+ * are split by the executor's threads, two parts each, for balance: the shape-fixed blocks leave 24 workers with
+ * one or two blocks of 32 each, and 64 workers with half of them idle.
+ */
+function workParts(rows: number, cols: number, threads: number): number[] {
+  const parts = Math.max(
+    1,
+    Math.min(MAX_WORK_PARTS, 2 * threads, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)),
+  );
+  return rowSplits(rows, cols, parts);
 }
 
 /** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
@@ -114,6 +133,9 @@ export async function pruneLayerWith(
   const splits = layerBlocks(rows, cols);
   const parts = splits.length - 1;
   const range = (i: number) => (i < parts ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
+  const work = workParts(rows, cols, exec.threads ?? 1);
+  const workCount = work.length - 1;
+  const workRange = (i: number) => (i < workCount ? { r0: work[i]!, r1: work[i + 1]! } : null);
 
   // Decode, check finiteness and take the row/column sums in one pass.
   // Scratch is large (W and the scores are 4 bytes a weight): it comes from the executor's free list, whose
@@ -165,8 +187,8 @@ export async function pruneLayerWith(
     signal?.throwIfAborted();
     const score = new Float32Array(take(n * 4), 0, n);
     const wantHist = pattern.kind === "layer";
-    const hists = await exec.all<Uint32Array | null>(parts, (i) => {
-      const r = range(i);
+    const hists = await exec.all<Uint32Array | null>(workCount, (i) => {
+      const r = workRange(i);
       return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
     });
     signal?.throwIfAborted();
@@ -183,20 +205,20 @@ export async function pruneLayerWith(
         layerK(pattern.sparsity, n),
         hists as Uint32Array[],
         mask,
-        splits.map((r) => r * cols),
+        work.map((r) => r * cols),
       );
     } else if (pattern.kind === "row") {
       const k = Math.floor(pattern.sparsity * cols);
       if (k > 0) {
-        await exec.all(parts, (i) => {
-          const r = range(i);
+        await exec.all(workCount, (i) => {
+          const r = workRange(i);
           return r && { op: "rows", keys, cols, k, mask, ...r };
         });
       }
     } else {
       const { n: pn, m } = pattern;
-      await exec.all(parts, (i) => {
-        const r = range(i);
+      await exec.all(workCount, (i) => {
+        const r = workRange(i);
         return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
       });
     }
