@@ -73,7 +73,8 @@ function oneOf<T extends string>(env: Env, name: string, choices: readonly T[], 
   const raw = env(name)?.trim();
   if (raw === undefined || raw === "") return fallback;
   if (!(choices as readonly string[]).includes(raw)) {
-    throw new RangeError(`${name} must be ${choices.join(", ")}, got "${raw}"`);
+    const listed = `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`;
+    throw new RangeError(`${name} must be ${listed}, got "${raw}"`);
   }
   return raw as T;
 }

@@ -13,8 +13,18 @@ import { createApp } from "./routes/app.ts";
 import { chooseBackend } from "./runtime/choose_backend.ts";
 import { exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/host.ts";
 
-const config = loadConfig(getEnv);
-const backend = await chooseBackend(config.backend);
+/** Runs a startup step; a failure ends the process with one line saying what failed, not a stack trace. */
+async function startup<T>(what: string, step: () => T | Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (e) {
+    console.error(`zprune: ${what}: ${e instanceof Error ? e.message : e}`);
+    return exit(1);
+  }
+}
+
+const config = await startup("bad configuration", () => loadConfig(getEnv));
+const backend = await startup(`no ${config.backend} backend`, () => chooseBackend(config.backend));
 const queue = new WorkQueue({
   concurrency: config.concurrency,
   maxQueue: config.maxQueue,
@@ -23,7 +33,10 @@ const queue = new WorkQueue({
 const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
 let draining = false;
 const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
-const server = await listen(app.fetch, { port: config.port, host: config.host, maxBodyBytes: config.maxBodyBytes });
+const server = await startup(
+  `cannot listen on ${config.host}:${config.port}`,
+  () => listen(app.fetch, { port: config.port, host: config.host, maxBodyBytes: config.maxBodyBytes }),
+);
 const shownHost = config.host === "0.0.0.0"
   ? "127.0.0.1"
   : config.host.includes(":")

@@ -130,13 +130,21 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
   return Promise.reject(new Error("zprune serves under Deno or Bun"));
 }
 
-/** Calls `first` on the first SIGINT or SIGTERM, and `again` on every later one (an operator insisting). */
+/** A repeat of the first shutdown signal sooner than this is a copy forwarded by a parent process, not a second one. */
+const SIGNAL_ECHO_MS = 250;
+
+/** Calls `first` on the first SIGINT or SIGTERM, and `again` on every later one (an operator insisting) but its echo. */
 export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): void {
-  let seen = false;
+  let seen: { signal: string; at: number } | null = null;
   const on = (s: string) => () => {
-    if (seen) return again(s);
-    seen = true;
-    first(s);
+    if (!seen) {
+      seen = { signal: s, at: performance.now() };
+      return first(s);
+    }
+    // Ctrl-C reaches every process of the terminal's group, and `npm run` and `deno task` pass it on to their child as
+    // well: the server gets the same signal twice within milliseconds. That copy is not a second Ctrl-C.
+    if (s === seen.signal && performance.now() - seen.at < SIGNAL_ECHO_MS) return;
+    again(s);
   };
   for (const s of ["SIGINT", "SIGTERM"] as const) {
     if (g.Deno) g.Deno.addSignalListener(s, on(s));
