@@ -421,12 +421,14 @@ def test_inputs_instead_of_act_norm_sq(server_url: str) -> None:
     assert np.array_equal(from_inputs, from_sums) and s1["pruned"] == s2["pruned"] == W.size // 2
 
 
-def test_malformed_url_is_not_retried() -> None:
+def test_malformed_url_is_refused_at_once() -> None:
     import http.client
 
-    client = ZpruneClient("http://127.0.0.1:8787x")
-    waits: List[float] = []
-    client.sleep = waits.append
-    with pytest.raises(http.client.InvalidURL):
-        client.prune_layer(W, ACT, sparsity=0.5)
-    assert waits == [], "raised at once, without retries"
+    # A bad port, no scheme (urllib reads "127.0.0.1" as the scheme), not a URL, and a scheme urllib would follow
+    # elsewhere (ftp:// waited out the whole timeout).
+    for url in ["http://127.0.0.1:8787x", "127.0.0.1:8787", "not a url", "ftp://127.0.0.1:8787", "http://:8787"]:
+        with pytest.raises(http.client.InvalidURL):
+            ZpruneClient(url)
+        with pytest.raises(http.client.InvalidURL):
+            prune_layer(W, ACT, sparsity=0.5, url=url)
+    assert ZpruneClient("https://example.invalid/zprune/").url == "https://example.invalid/zprune"

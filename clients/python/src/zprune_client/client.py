@@ -13,6 +13,7 @@ import os
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -186,6 +187,22 @@ def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneE
     return ZpruneError(f"http_{status}", text or f"HTTP {status} with no error body", status, retry_after=retry)
 
 
+def _checked_url(url: str) -> str:
+    """``url`` if it is ``http(s)://host[:port][/path]``, else ``http.client.InvalidURL`` at once.
+
+    urllib would take ``127.0.0.1:8787`` (no scheme) for an unknown scheme and ``ftp://...`` for an FTP transfer
+    that waits out the whole timeout: both are mistyped server URLs, not network failures worth retrying.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise http.client.InvalidURL(f"{url!r}: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise http.client.InvalidURL(f"{url!r}: expected http://host:port or https://host:port")
+    return url
+
+
 class ZpruneClient:
     """A connection-less client for one zprune server.
 
@@ -213,7 +230,7 @@ class ZpruneClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        self.url = (url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).rstrip("/")
+        self.url = _checked_url((url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).rstrip("/"))
         self.token = token if token is not None else os.environ.get("ZPRUNE_TOKEN") or None
         self.timeout = timeout
         self.max_retries = max_retries
