@@ -694,9 +694,9 @@ export function sumsOutOfRange(
  * Below this std / root mean square of Wr or Wc, Z-Pruner's z-scores are beyond f32 (the CPU backend works in f64):
  * (W / norm - mean) cancels most of its bits, the f32 mean's own rounding shifts every z alike, and a zero std
  * (entries equal in exact arithmetic, as one row or a constant matrix) cannot be told from rounding. 1/4 is a mean
- * about 3.9 stds from zero. Measured on lavapipe in reviews: f16 weights 1 + N(0, σ) left the contract's 1e-5 band at
- * σ = 1e-2 (std/rms 0.01) and sat at its edge at 0.065; near-constant matrices with 0.5-1% zero or zero-mean rows (std/rms
- * 0.07-0.15) left it too. Trained layers (mean near 0) have std/rms near 1, all-positive random ones 0.5-0.6.
+ * about 3.9 stds from zero. Measured on lavapipe in reviews: f16 weights 1 + N(0, σ) left the contract's 1e-5 band
+ * at σ = 1e-2 (std/rms 0.01) and sat at its edge at 0.065; near-constant matrices with 0.5-1% zero or zero-mean rows
+ * (std/rms 0.07-0.15) left it too. Trained layers (mean near 0) have std/rms near 1, all-positive random ones 0.5-0.6.
  */
 const Z_SPREAD_MIN = 1 / 4;
 

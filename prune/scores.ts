@@ -97,7 +97,7 @@ export function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
   return out;
 }
 
-/** The partials of pass 2: centred sums of squares of Wr and Wc, the centred sums themselves, the small-weight count. */
+/** Pass 2's partials: centred sums of squares of Wr and Wc, the centred sums themselves, the small-weight count. */
 export interface CentredSums {
   ssR: number;
   ssC: number;

@@ -133,7 +133,7 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
 /** A repeat of the first shutdown signal sooner than this is a copy forwarded by a parent process, not a second one. */
 const SIGNAL_ECHO_MS = 250;
 
-/** Calls `first` on the first SIGINT or SIGTERM, and `again` on every later one (an operator insisting) but its echo. */
+/** Calls `first` on the first SIGINT or SIGTERM, `again` on every later one (an operator insisting) but its echo. */
 export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): void {
   let seen: { signal: string; at: number } | null = null;
   const on = (s: string) => () => {
