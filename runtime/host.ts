@@ -130,8 +130,12 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
   return Promise.reject(new Error("zprune serves under Deno or Bun"));
 }
 
-/** A repeat of the first shutdown signal sooner than this is a copy forwarded by a parent process, not a second one. */
-const SIGNAL_ECHO_MS = 250;
+/**
+ * A repeat of the first shutdown signal sooner than this is a copy forwarded by a parent process, not a second one.
+ * Copies come within milliseconds; a second earns room for a loaded machine, and an operator's Ctrl-C a second later
+ * still counts.
+ */
+const SIGNAL_ECHO_MS = 1000;
 
 /** Calls `first` on the first SIGINT or SIGTERM, `again` on every later one (an operator insisting) but its echo. */
 export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): void {
