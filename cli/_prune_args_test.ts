@@ -10,6 +10,13 @@ Deno.test("parsePruneArgs() gives the reference run's settings with no flags", (
   assert.deepEqual(a.calibration, { kind: "windows", ids: DEFAULTS.calibIds, starts: DEFAULTS.calibStarts });
   assert.deepEqual(a.evaluation, { kind: "ids", file: DEFAULTS.evalIds });
   assert.equal(parsePruneArgs(["--help"]), undefined);
+  // The defaults are the bundled model and the reference's data (models/zp-llama-9m/reference.json), and exist.
+  assert.match(DEFAULTS.model, /\/models\/zp-llama-9m$/);
+  assert.match(DEFAULTS.calibIds, /\/data\/corpus\/calib_ids\.u16$/);
+  assert.match(DEFAULTS.calibStarts, /\/data\/corpus\/calib_starts_seed0\.i64$/);
+  assert.match(DEFAULTS.evalIds, /\/data\/corpus\/test_ids\.u16$/);
+  for (const f of [DEFAULTS.calibIds, DEFAULTS.calibStarts, DEFAULTS.evalIds]) assert.ok(Deno.statSync(f).isFile, f);
+  assert.ok(Deno.statSync(`${DEFAULTS.model}/config.json`).isFile);
 });
 
 Deno.test("parsePruneArgs() reads each calibration source with the flags that apply to it", () => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { main } from "./prune.ts";
-import { createApp } from "../routes/app.ts";
+import { startServer } from "../tests/_server.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 
 // A model directory that does not exist: a run refused for its flags must say so before it reads the model.
@@ -158,13 +158,15 @@ Deno.test("main() fails fast on an unreachable --server, with its URL and the ca
 
 Deno.test("main() fails fast when --server refuses the token, before reading the model", async () => {
   const backend = createCpuBackend({ threads: 1 });
-  const app = createApp({ backend, config: { token: "right" } });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const server = await startServer({ backend, config: { token: "right" } });
   try {
-    const url = `http://127.0.0.1:${server.addr.port}`;
-    await refuses([...NO_MODEL, "--server", url, "--token", "wrong"], new RegExp(url), /unauthorized|token/i);
+    await refuses(
+      [...NO_MODEL, "--server", server.url, "--token", "wrong"],
+      new RegExp(server.url),
+      /unauthorized|token/i,
+    );
   } finally {
-    await server.shutdown();
+    await server.close();
     await backend.close();
   }
 });
