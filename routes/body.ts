@@ -109,10 +109,16 @@ export async function readBody(
   } catch (err) {
     await reader.cancel().catch(() => {});
     // Deno reports a client that went away mid-upload as one of these: the client's doing, not a server error.
+    // A close and a half-close (shutdown of the sending side only) both read as an early end of the stream, so
+    // the answer, which a half-closed client does receive, says what was missing. (How much came is not known:
+    // Deno's stream fails without yielding the last partial chunk.)
     if (err instanceof Error && CLIENT_GONE.has(err.name)) {
-      throw new ZpruneError("client_closed_request", "the client closed the connection before its body arrived", {
-        cause: err,
-      });
+      const whole = Number.isSafeInteger(length) ? `the ${length} bytes its Content-Length declares` : "its end";
+      throw new ZpruneError(
+        "client_closed_request",
+        `the client closed the connection, or its sending side, before the body reached ${whole}`,
+        { cause: err },
+      );
     }
     throw err;
   } finally {

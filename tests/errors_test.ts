@@ -688,6 +688,30 @@ Deno.test("a client gone mid-upload is counted 499, never 5xx; pattern labels st
   }
 });
 
+Deno.test("a client that half-closes mid-body receives the 499, naming the length its body fell short of", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(server.url).port) });
+  try {
+    const head =
+      "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 100\r\n\r\n";
+    await conn.write(new TextEncoder().encode(head));
+    await conn.write(new Uint8Array(10).fill(0x81));
+    await conn.closeWrite();
+    const answer = await readAnswer(conn, "the answer to a half-closed upload");
+    assert.match(answer.head, /^HTTP\/1\.1 499/);
+    assert.match(answer.head, /^x-zprune-error: client_closed_request$/im);
+    const e = JSON.parse(answer.body) as { error: { code: string; message: string } };
+    assert.equal(e.error.code, "client_closed_request");
+    assert.match(e.error.message, /before the body reached the 100 bytes its Content-Length declares/);
+    await assertStillHealthy(server);
+  } finally {
+    conn.close();
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("503 unavailable when the deadline passes in the queue; no backend restart is counted", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
