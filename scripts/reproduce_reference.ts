@@ -68,7 +68,9 @@ const print = (r: Row) => {
     } |`,
   );
 };
-console.log(`| method/pattern   | ours@${N} |  ref@${N} | rel. err | ours@all |  ref@all | rel. err |`);
+// Each cell as wide as the figures below it, whatever the digits of N.
+const head = ["ours@" + N, "ref@" + N, "rel. err", "ours@all", "ref@all", "rel. err"].map((h) => h.padStart(8));
+console.log(`| method/pattern   | ${head.join(" | ")} |`);
 console.log("| ---------------- | -------: | -------: | -------: | -------: | -------: | -------: |");
 
 try {
