@@ -106,16 +106,7 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
     drain: gate.drain,
     shutdown,
   });
-  if (g.Deno) {
-    const D = g.Deno;
-    return new Promise((resolve) => {
-      const server = D.serve({
-        port: opts.port,
-        hostname: opts.host,
-        onListen: (addr) => resolve(listening((addr as Deno.NetAddr).port, () => server.shutdown())),
-      }, gate.fetch);
-    });
-  }
+  if (g.Deno) return listenDeno(g.Deno, gate.fetch, opts, listening);
   if (g.Bun) {
     // Bun refuses bodies over 128 MiB unless told otherwise; our own limit is enforced in routes/body.ts.
     const server = g.Bun.serve({
@@ -128,6 +119,68 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
     return Promise.resolve(listening(server.port, async () => await server.stop(false)));
   }
   return Promise.reject(new Error("zprune serves under Deno or Bun"));
+}
+
+/** How long a failed listener waits before it listens again. */
+export const RELISTEN_MS = 1000;
+
+/**
+ * Deno.serve, kept listening: Deno's listener stops for good when `accept` fails (EMFILE, once a flood of idle
+ * connections has taken every file descriptor; denoland/deno#10148), and its `finished` promise rejects, which
+ * would end the process. Connections already open are still served; the port is listened on again after
+ * RELISTEN_MS, and again until that succeeds; new clients are refused meanwhile.
+ */
+function listenDeno(
+  D: typeof Deno,
+  fetch: Fetch,
+  opts: { port: number; host: string },
+  listening: (port: number, shutdown: () => Promise<void>) => Listening,
+): Promise<Listening> {
+  const servers = new Set<Deno.HttpServer>();
+  let stopping = false;
+  const shutdown = async () => {
+    stopping = true;
+    // Every listener ever opened: a failed one may still be serving the connections it accepted.
+    await Promise.all([...servers].map((s) => s.shutdown().catch(() => {})));
+  };
+  return new Promise((resolve, reject) => {
+    let bound = opts.port; // the port actually bound (opts.port may be 0), listened on again after a failure
+    let retrying = false; // one log line per run of failed attempts, not one a second
+    const serve = (port: number, first: boolean) => {
+      if (stopping) return;
+      let server: Deno.HttpServer;
+      try {
+        server = D.serve({
+          port,
+          hostname: opts.host,
+          onListen: (addr) => {
+            bound = (addr as Deno.NetAddr).port;
+            if (first) return resolve(listening(bound, shutdown));
+            retrying = false;
+            console.error(`zprune: listening on ${opts.host}:${port} again`);
+          },
+        }, fetch);
+      } catch (err) {
+        if (first) return reject(err);
+        if (!retrying) {
+          console.error(`zprune: cannot listen on ${opts.host}:${port} (${(err as Error).message}); retrying`);
+        }
+        retrying = true;
+        setTimeout(() => serve(port, false), RELISTEN_MS);
+        return;
+      }
+      servers.add(server);
+      server.finished.catch((err: Error) => {
+        if (stopping) return;
+        console.error(
+          `zprune: the listener on ${opts.host}:${bound} failed (${err.message}); ` +
+            `listening again in ${RELISTEN_MS} ms`,
+        );
+        setTimeout(() => serve(bound, false), RELISTEN_MS);
+      });
+    };
+    serve(opts.port, true);
+  });
 }
 
 /**

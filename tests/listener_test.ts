@@ -275,7 +275,6 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
   };
 }
 
-/** Resolves `p`, or rejects after `ms`. */
 /** Closes a test's raw connection, if any, and kills its server if it is still running. */
 async function stop(proc: Proc, conn?: Deno.Conn): Promise<void> {
   conn?.close();
@@ -285,6 +284,7 @@ async function stop(proc: Proc, conn?: Deno.Conn): Promise<void> {
   await proc.status;
 }
 
+/** Resolves `p`, or rejects after `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -507,6 +507,43 @@ Deno.test("main.ts: SIGTERM during an upload: the upload gets 200, new requests 
 
 Deno.test("bun main.ts: SIGTERM during an upload: the upload gets 200, new requests 503 with Retry-After, exit 0", async () => {
   await uploadDuringDrain(["./node_modules/.bin/bun", "main.ts"]);
+});
+
+Deno.test("main.ts: a flood of idle connections that exhausts file descriptors does not end the server", async () => {
+  // Deno's listener stops for good when accept() fails with EMFILE (and its rejection used to end the process).
+  // A low descriptor limit makes the flood small: 256, of which the runtime takes a few dozen.
+  const proc = spawn(["bash", "-c", 'ulimit -n 256 && exec "$0" run -A main.ts', DENO], SERVER_ENV);
+  const conns: Deno.Conn[] = [];
+  try {
+    const port = Number((await proc.waitLine(LISTENING, 30_000))[1]);
+    const partial = new TextEncoder().encode("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    for (let i = 0; i < 400 && !/listener .* failed/.test(proc.stderr()); i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (!c) break; // refused: the listener is down
+      conns.push(c);
+      await writeAll(c, partial);
+    }
+    const deadline = Date.now() + 10_000;
+    while (!/listener .* failed/.test(proc.stderr()) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.match(proc.stderr(), /zprune: the listener on 127\.0\.0\.1:\d+ failed \(.*Too many open files/);
+    // A connection accepted before the failure is still served.
+    await writeAll(conns[0]!, new TextEncoder().encode("1\r\nConnection: close\r\n\r\n"));
+    assert.equal((await within(readAnswer(conns[0]!), 10_000, "the first connection's answer")).status, 200);
+    for (const c of conns.splice(0)) c.close();
+    while (!/listening on 127\.0\.0\.1:\d+ again/.test(proc.stderr()) && Date.now() < deadline + 10_000) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(res.status, 200, await res.text());
+    assert.doesNotMatch(proc.stderr(), /Uncaught/);
+    proc.child.kill("SIGTERM");
+    assert.equal((await within(proc.status, 10_000, "exit after SIGTERM")).code, 0, proc.stderr());
+  } finally {
+    for (const c of conns) c.close();
+    await stop(proc);
+  }
 });
 
 Deno.test("main.ts: a startup failure is one line naming its cause and exit 1, not a stack trace", async () => {
