@@ -14,8 +14,23 @@ function tooLarge(limit: number): ZpruneError {
   );
 }
 
+/** The first buffer a body with a Content-Length is read into, at most: it grows as bytes arrive. */
+export const FIRST_BUFFER_BYTES = 16 * 1024 * 1024;
+
 /** Error names of a request body whose connection the client closed or reset. */
 const CLIENT_GONE = new Set(["BadResource", "ConnectionReset", "ConnectionAborted", "UnexpectedEof"]);
+
+/**
+ * The error for a body stream that failed: the client's leaving (499), or else a body Deno's parser refused (a
+ * malformed chunk, say), which is the client's fault too and answered 400, not 500.
+ */
+function unreadable(err: unknown): never {
+  if (err instanceof Error && CLIENT_GONE.has(err.name)) throw err; // mapped to 499 below, after the cancel
+  const why = err instanceof Error ? err.message.slice(0, 200) : String(err).slice(0, 200);
+  throw new ZpruneError("bad_msgpack", `the request body could not be read, its HTTP framing is malformed: ${why}`, {
+    cause: err,
+  });
+}
 
 /** The bytes of request bodies held before they compute, bounded by `limit`. */
 export class BodyBudget {
@@ -88,17 +103,21 @@ export async function readBody(
   });
   stopped.catch(() => {}); // observed by the race below, or not at all
   try {
-    // With a trustworthy Content-Length, read straight into one buffer of that size (no second copy; its pages
-    // are the system's only once written).
-    let out = Number.isSafeInteger(length) && length > 0 ? new Uint8Array(length) : new Uint8Array(64 * 1024);
+    // With a Content-Length, the buffer takes its whole size once a quarter of it has come: large bodies are
+    // copied at most about half over, while a client that declares much and sends little reserves (virtual)
+    // memory only in proportion to what it sent, which the budget counts.
+    const declared = Number.isSafeInteger(length) && length > 0 ? length : 0;
+    let out = new Uint8Array(declared ? Math.min(declared, FIRST_BUFFER_BYTES) : 64 * 1024);
     let n = 0;
     for (;;) {
-      const { done, value } = await Promise.race([reader.read(), stopped]);
+      const { done, value } = await Promise.race([reader.read().catch(unreadable), stopped]);
       if (done) break;
       if (n + value.byteLength > limit) throw tooLarge(limit);
       hold?.grow(n + value.byteLength);
       if (n + value.byteLength > out.byteLength) {
-        const grown = new Uint8Array(Math.min(limit, Math.max(out.byteLength * 2, n + value.byteLength)));
+        const need = n + value.byteLength;
+        const size = declared && need >= declared / 4 ? declared : Math.max(out.byteLength * 2, need);
+        const grown = new Uint8Array(Math.min(limit, Math.max(size, need)));
         grown.set(out.subarray(0, n));
         out = grown;
       }
@@ -109,14 +128,14 @@ export async function readBody(
   } catch (err) {
     await reader.cancel().catch(() => {});
     // Deno reports a client that went away mid-upload as one of these: the client's doing, not a server error.
-    // A close and a half-close (shutdown of the sending side only) both read as an early end of the stream, so
-    // the answer, which a half-closed client does receive, says what was missing. (How much came is not known:
-    // Deno's stream fails without yielding the last partial chunk.)
+    // A close and a half-close (shutdown of the sending side only) both end the stream with an error, and the
+    // half-closed client does receive the answer. Deno 2.9's stream fails without yielding the last chunk, even
+    // after a complete body at times, so how much came is not known and the message does not guess.
     if (err instanceof Error && CLIENT_GONE.has(err.name)) {
-      const whole = Number.isSafeInteger(length) ? `the ${length} bytes its Content-Length declares` : "its end";
+      const declared = Number.isSafeInteger(length) ? ` (${length} bytes declared)` : "";
       throw new ZpruneError(
         "client_closed_request",
-        `the client closed the connection, or its sending side, before the body reached ${whole}`,
+        `the client closed the connection, or its sending side, before its body${declared} could be read`,
         { cause: err },
       );
     }

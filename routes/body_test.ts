@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { ZpruneError } from "../contract/errors.ts";
+import { FIRST_BUFFER_BYTES, readBody } from "./body.ts";
+
+const MiB = 1024 * 1024;
+
+/** A request whose body is `chunks` (then an end, or `fail` thrown by the stream), declaring `declared` bytes. */
+function request(chunks: Uint8Array[], declared: number | null, fail?: Error): Request {
+  let i = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (i < chunks.length) c.enqueue(chunks[i++]!);
+      else if (fail) c.error(fail);
+      else c.close();
+    },
+  });
+  const headers: Record<string, string> = declared === null ? {} : { "content-length": String(declared) };
+  return new Request("http://x/v1/prune", { method: "POST", body, headers, duplex: "half" } as RequestInit);
+}
+
+/** `count` chunks of `size` bytes, each byte its offset in the body mod 251 (so misplaced bytes show). */
+function chunks(count: number, size: number): Uint8Array[] {
+  return Array.from({ length: count }, (_, k) => new Uint8Array(size).map((_, j) => (k * size + j) % 251));
+}
+
+Deno.test("readBody: a declared body arrives whole, in a buffer of exactly its size", async () => {
+  const parts = chunks(40, MiB); // 40 MiB: more than the first buffer, so it grows
+  const out = await readBody(request(parts, 40 * MiB), 64 * MiB);
+  assert.equal(out.byteLength, 40 * MiB);
+  assert.equal(out.buffer.byteLength, 40 * MiB, "the buffer ends at the declared size, nothing over");
+  for (let k = 0; k < 40; k++) assert.deepEqual(out.subarray(k * MiB, (k + 1) * MiB), parts[k], `chunk ${k}`);
+  const small = await readBody(request(chunks(3, 1000), null), MiB); // no Content-Length: grows from 64 KiB
+  assert.deepEqual(small, new Uint8Array(3000).map((_, j) => j % 251));
+});
+
+Deno.test("readBody: what a body reserves follows the bytes sent, not the length it declares", async () => {
+  // 2 MiB sent of 1 GiB declared (the stream then ends; Deno would fail it, the reservation is the point here).
+  const out = await readBody(request(chunks(2, MiB), 1024 * MiB), 2048 * MiB);
+  assert.equal(out.byteLength, 2 * MiB);
+  assert.equal(out.buffer.byteLength, FIRST_BUFFER_BYTES);
+  // Past a quarter of the declared length when it must grow: it takes the whole declared size.
+  const quarter = await readBody(request(chunks(33, MiB), 128 * MiB), 2048 * MiB);
+  assert.equal(quarter.buffer.byteLength, 128 * MiB);
+  const under = await readBody(request(chunks(31, MiB), 128 * MiB), 2048 * MiB);
+  assert.ok(under.buffer.byteLength <= 64 * MiB, `31 MiB of 128 reserved ${under.buffer.byteLength / MiB} MiB`);
+});
+
+Deno.test("readBody: a body Deno's parser refuses is 400 bad_msgpack; a client gone is 499", async () => {
+  const malformed = new Error("invalid HTTP/1 request: Invalid");
+  await assert.rejects(readBody(request(chunks(1, 10), null, malformed), MiB), (e: unknown) => {
+    assert.ok(e instanceof ZpruneError);
+    assert.deepEqual([e.code, e.status], ["bad_msgpack", 400]);
+    assert.match(e.message, /HTTP framing is malformed: invalid HTTP\/1 request/);
+    return true;
+  });
+  const gone = Object.assign(new Error("connection reset"), { name: "ConnectionReset" });
+  await assert.rejects(readBody(request(chunks(1, 10), 100, gone), MiB), (e: unknown) => {
+    assert.ok(e instanceof ZpruneError);
+    assert.deepEqual([e.code, e.status], ["client_closed_request", 499]);
+    assert.match(e.message, /\(100 bytes declared\)/);
+    return true;
+  });
+});
