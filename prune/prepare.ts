@@ -47,8 +47,42 @@ function checkBytes(t: Tensor, path: string): number {
   return count;
 }
 
+/** Gives the event loop a turn when one is due (a promise to await), else undefined. */
+export type Pause = () => Promise<void> | undefined;
+
+/** Elements of `inputs` decoded and summed at a time: small scratch, and a chance to pause between blocks. */
+const INPUT_BLOCK = 1 << 16;
+
+/**
+ * Column sums of squares of `inputs` data ([tokens, cols] of `dtype`) in float64, as float32: a block of rows at a
+ * time, so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed.
+ */
+async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): Promise<Float32Array> {
+  const size = DTYPE_BYTES[t.dtype];
+  const tokens = t.data.byteLength / size / cols;
+  const rowsPerBlock = Math.max(1, Math.floor(INPUT_BLOCK / cols));
+  const sums = new Float64Array(cols);
+  for (let r0 = 0; r0 < tokens; r0 += rowsPerBlock) {
+    const r1 = Math.min(tokens, r0 + rowsPerBlock);
+    const { values, bad } = decode(t.data.subarray(r0 * cols * size, r1 * cols * size), t.dtype);
+    if (bad >= 0) fail("non_finite", `${path}.inputs[${r0 * cols + bad}] is NaN or infinite`);
+    for (let i = 0; i < values.length; i++) sums[i % cols]! += values[i]! * values[i]!;
+    const p = pause();
+    if (p) await p;
+  }
+  const out = Float32Array.from(sums);
+  const inf = out.findIndex((v) => !Number.isFinite(v));
+  if (inf >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${inf} overflows float32`);
+  return out;
+}
+
 /** actNormSq (f32, [cols], finite, >= 0) from the request, or the column sums of squares of `inputs`. */
-function activations(layer: PruneRequest["layers"][number], cols: number, path: string): Float32Array | null {
+async function activations(
+  layer: PruneRequest["layers"][number],
+  cols: number,
+  path: string,
+  pause: Pause,
+): Promise<Float32Array | null> {
   const { actNormSq, inputs } = layer;
   if (actNormSq && inputs) fail("invalid_request", `${path}: give actNormSq or inputs, not both`);
   if (actNormSq) {
@@ -73,15 +107,8 @@ function activations(layer: PruneRequest["layers"][number], cols: number, path: 
       fail("shape_mismatch", `${path}.inputs.shape: [${inputs.shape.join(", ")}], expected [tokens, ${cols}]`);
     }
     checkBytes(inputs, `${path}.inputs`);
-    const { values, bad } = decode(inputs.data, inputs.dtype);
-    if (bad >= 0) fail("non_finite", `${path}.inputs[${bad}] is NaN or infinite`);
-    // Sum of squares per input feature, in float64; the inputs count as one calibration sequence.
-    const sums = new Float64Array(cols);
-    for (let i = 0; i < values.length; i++) sums[i % cols]! += values[i]! * values[i]!;
-    const out = Float32Array.from(sums);
-    const inf = out.findIndex((v) => !Number.isFinite(v));
-    if (inf >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${inf} overflows float32`);
-    return out;
+    // Sum of squares per input feature; the inputs count as one calibration sequence.
+    return await inputSums(inputs, cols, path, pause);
   }
   return null;
 }
@@ -102,8 +129,15 @@ export function estimateBytes(req: PreparedRequest, bodyBytes: number): number {
   return Math.ceil(bodyBytes + scratch + 2 * kept);
 }
 
-/** Validates a schema-valid request against the limits and builds the backend's jobs. */
-export function prepareRequest(req: PruneRequest, limits: PrepareLimits): PreparedRequest {
+/**
+ * Validates a schema-valid request against the limits and builds the backend's jobs. `pause` lets the event loop
+ * run while large `inputs` are summed (the caller's turn-taking; by default none).
+ */
+export async function prepareRequest(
+  req: PruneRequest,
+  limits: PrepareLimits,
+  pause: Pause = () => undefined,
+): Promise<PreparedRequest> {
   const pattern = parsePattern(req.pattern, req.sparsity);
   const params: PruneParams = {
     method: req.method,
@@ -113,7 +147,8 @@ export function prepareRequest(req: PruneRequest, limits: PrepareLimits): Prepar
     returnScore: req.return.includes("score"),
   };
   const dataFree = req.options?.dataFree === true;
-  const layers = req.layers.map((layer, i): LayerJob => {
+  const layers: LayerJob[] = [];
+  for (const [i, layer] of req.layers.entries()) {
     const path = `layers[${i}]`;
     const { weight } = layer;
     if (weight.shape.length !== 2) {
@@ -135,14 +170,14 @@ export function prepareRequest(req: PruneRequest, limits: PrepareLimits): Prepar
         `${path}.weight.shape: ${cols} columns is not a multiple of M = ${pattern.m} for "${req.pattern}"`,
       );
     }
-    const actNormSq = activations(layer, cols, path);
+    const actNormSq = await activations(layer, cols, path, pause);
     if (!actNormSq && NEEDS_ACTIVATIONS[req.method] && !dataFree) {
       fail(
         "activations_required",
         `${path}: method "${req.method}" needs actNormSq or inputs; send them, or set options.dataFree to true`,
       );
     }
-    return { name: layer.name, rows, cols, dtype: weight.dtype, weight: weight.data, actNormSq };
-  });
+    layers.push({ name: layer.name, rows, cols, dtype: weight.dtype, weight: weight.data, actNormSq });
+  }
   return { params, layers };
 }

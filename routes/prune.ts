@@ -142,7 +142,10 @@ export function pruneHandler(deps: PruneRouteDeps) {
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
-    const prepared = prepareRequest(request, { maxLayerElements: deps.maxLayerElements });
+    // Summing large `inputs` takes a while: other requests and /healthz get their turns meanwhile.
+    const prepTurns = loopTurns(YIELD_MS);
+    const prepared = await prepareRequest(request, { maxLayerElements: deps.maxLayerElements }, prepTurns.next)
+      .finally(() => prepTurns.stop());
     const { params, layers } = prepared;
     c.set("layers", layers.length);
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));

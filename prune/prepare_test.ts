@@ -1,0 +1,48 @@
+import assert from "node:assert/strict";
+import { parsePruneRequest } from "../contract/api.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import { encode } from "./decode.ts";
+import { prepareRequest } from "./prepare.ts";
+
+/** A wanda request of one [2, cols] layer whose activations are `inputs` ([tokens, cols] f16 from `values`). */
+function withInputs(values: Float32Array, tokens: number, cols: number) {
+  return parsePruneRequest({
+    method: "wanda",
+    sparsity: 0.5,
+    layers: [{
+      name: "l",
+      weight: { dtype: "f32", shape: [2, cols], data: encode(new Float32Array(2 * cols).fill(1), "f32") },
+      inputs: { dtype: "f16", shape: [tokens, cols], data: encode(values, "f16") },
+    }],
+  });
+}
+
+Deno.test("prepareRequest sums inputs per column in float64 a block at a time, pausing between blocks", async () => {
+  const tokens = 3000, cols = 70; // 210,000 elements: four blocks of whole rows (a block is at most 65,536)
+  const values = new Float32Array(tokens * cols).map((_, i) => ((i * 37) % 101) / 16 - 3); // exact in f16
+  let pauses = 0;
+  const prepared = await prepareRequest(withInputs(values, tokens, cols), { maxLayerElements: 1 << 20 }, () => {
+    pauses++;
+    return undefined;
+  });
+  // The slow, obvious sums: every value of a column, squared, in float64.
+  for (let c = 0; c < cols; c++) {
+    let want = 0;
+    for (let t = 0; t < tokens; t++) want += values[t * cols + c]! ** 2;
+    assert.equal(prepared.layers[0]!.actNormSq![c], Math.fround(want), `column ${c}`);
+  }
+  assert.ok(pauses >= 4, `${pauses} pauses`);
+});
+
+Deno.test("prepareRequest names the first non-finite input by its index in the whole tensor", async () => {
+  const tokens = 2000, cols = 50; // the bad value sits in the second block
+  const values = new Float32Array(tokens * cols).fill(0.5);
+  values[70_001] = Infinity;
+  values[90_000] = NaN;
+  await assert.rejects(prepareRequest(withInputs(values, tokens, cols), { maxLayerElements: 1 << 20 }), (e) => {
+    assert.ok(e instanceof ZpruneError);
+    assert.equal(e.code, "non_finite");
+    assert.match(e.message, /^layers\[0\]\.inputs\[70001\] is NaN or infinite$/);
+    return true;
+  });
+});
