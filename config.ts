@@ -59,12 +59,16 @@ function int(env: Env, name: string, fallback: number, min: number, max = Number
 
 /**
  * ZPRUNE_TOKEN without the whitespace around it that a mounted secret file often ends with (a trailing newline).
- * Control characters inside could never arrive in an `Authorization` header, so such a token is refused.
+ * Control characters inside could never arrive in an `Authorization` header, nor non-ASCII ones match, so such a
+ * token is refused.
  */
 function token(env: Env): string {
   const t = (env("ZPRUNE_TOKEN") ?? "").trim();
   // deno-lint-ignore no-control-regex
   if (/[\x00-\x1f\x7f]/.test(t)) throw new RangeError("ZPRUNE_TOKEN must not contain control characters");
+  // Header values arrive as bytes that the runtime reads one character each (Latin-1), so a token with other
+  // characters, sent as UTF-8 as clients do, could never match: refuse it rather than lock every client out.
+  if (/[^\x20-\x7e]/.test(t)) throw new RangeError("ZPRUNE_TOKEN must be printable ASCII");
   return t;
 }
 

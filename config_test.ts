@@ -111,6 +111,7 @@ Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens 
   assert.equal(c.log, false);
   assert.equal(c.token, "s3cret"); // a mounted secret's trailing newline once locked every client out
   assert.throws(() => loadConfig(from({ ZPRUNE_TOKEN: "line1\nline2" })), /ZPRUNE_TOKEN must not contain control/);
+  assert.throws(() => loadConfig(from({ ZPRUNE_TOKEN: "t\u00f6k" })), /ZPRUNE_TOKEN must be printable ASCII/);
   // Inside a token, spaces are part of it: routes/auth.ts takes everything after "Bearer ".
   assert.equal(
     loadConfig(from({ ZPRUNE_TOKEN: "correct horse battery staple" })).token,

@@ -83,10 +83,17 @@ export function toZpruneError(err: unknown): ZpruneError {
   return new ZpruneError("internal", `internal error: ${message}`, { cause: err });
 }
 
-/** Whether an error answer should be msgpack: the Accept header names msgpack and not JSON. */
-function wantsMsgpack(accept: string | undefined): boolean {
-  const a = (accept ?? "").toLowerCase();
-  return /application\/(x-)?msgpack/.test(a) && !a.includes("json");
+/**
+ * Whether an error answer should be msgpack: the Accept header names msgpack and not JSON, counting only the media
+ * ranges it accepts (a q of 0 refuses one).
+ */
+export function wantsMsgpack(accept: string | undefined): boolean {
+  const accepted = (accept ?? "").toLowerCase().split(",").flatMap((range) => {
+    const [type = "", ...params] = range.split(";").map((x) => x.trim());
+    const q = params.find((p) => /^q\s*=/.test(p));
+    return q && !(Number(q.split("=")[1]) > 0) ? [] : [type];
+  });
+  return accepted.some((t) => /^application\/(x-)?msgpack$/.test(t)) && !accepted.some((t) => t.includes("json"));
 }
 
 /** Builds the app. */
@@ -149,7 +156,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       ts: new Date().toISOString(),
       id,
       method: c.req.method,
-      path: c.req.path,
+      path: c.req.path.length > 256 ? `${c.req.path.slice(0, 256)}...` : c.req.path, // one line stays short
       status: c.res.status,
       ms: Math.round(seconds * 1e5) / 100,
       layers: c.get("layers"),

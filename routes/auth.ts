@@ -19,7 +19,10 @@ export function bearerAuth(token: string): MiddlewareHandler {
       const header = c.req.header("authorization") ?? "";
       const m = /^Bearer\s+(.+)$/i.exec(header.trim());
       if (!m || !timingSafeEqual(token, m[1]!)) {
-        throw new ZpruneError("unauthorized", "send Authorization: Bearer <token> with this server's token");
+        // RFC 6750 section 3: a 401 names the scheme it wants.
+        throw new ZpruneError("unauthorized", "send Authorization: Bearer <token> with this server's token", {
+          headers: { "WWW-Authenticate": 'Bearer realm="zprune"' },
+        });
       }
     }
     await next();

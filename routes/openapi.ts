@@ -18,7 +18,10 @@ const json = (schema: z.ZodType, io: "input" | "output") =>
 /** Codes `POST /v1/prune` never answers: an unknown route, and a client gone before its answer. */
 const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found", "client_closed_request"]);
 /** What a client should know beyond the code. */
-const CODE_NOTES: Partial<Record<ErrorCode, string>> = { busy: "busy (see Retry-After)" };
+const CODE_NOTES: Partial<Record<ErrorCode, string>> = {
+  busy: "busy (see Retry-After)",
+  unauthorized: "unauthorized (with WWW-Authenticate: Bearer)",
+};
 
 /** The codes `POST /v1/prune` answers, by status, from the contract's code table (contract/errors.ts). */
 const codesByStatus = new Map<number, string[]>();

@@ -132,7 +132,9 @@ export function pruneHandler(deps: PruneRouteDeps) {
     if (!MSGPACK_TYPES.has(type)) {
       throw new ZpruneError(
         "unsupported_media_type",
-        `Content-Type "${type || "(none)"}" is not accepted; send the body as application/msgpack`,
+        // The client's own value, cut short: an error answer must not grow with what was sent.
+        `Content-Type "${type.length > 100 ? `${type.slice(0, 100)}...` : type || "(none)"}" is not accepted; ` +
+          "send the body as application/msgpack",
       );
     }
     // The deadline runs from the request's start: a body that takes too long to arrive ends with it too.

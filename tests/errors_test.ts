@@ -477,12 +477,15 @@ Deno.test("error answers are msgpack only when Accept names msgpack and not JSON
   const server = await startServer({ backend });
   const garbage = new Uint8Array([0xc1]);
   try {
-    for (const accept of ["application/msgpack, application/json", "application/json", "*/*"]) {
+    // A q of 0 refuses a type; a longer name that begins like msgpack is another type.
+    const jsonAccepts = ["application/msgpack, application/json", "application/json", "*/*", "application/msgpack;q=0"];
+    for (const accept of [...jsonAccepts, "application/msgpackjunk", "application/msgpack; q=0.0, text/plain"]) {
       const res = await postPrune(server.url, garbage, { accept });
       assert.match(res.headers.get("content-type") ?? "", /^application\/json/, accept);
       await expectError(res, 400, "bad_msgpack");
     }
-    for (const accept of ["application/x-msgpack", "application/msgpack"]) {
+    const msgpackAccepts = ["application/x-msgpack", "application/msgpack", "application/msgpack;q=0.5, text/plain"];
+    for (const accept of [...msgpackAccepts, "application/json;q=0, application/msgpack"]) {
       const res = await postPrune(server.url, garbage, { accept });
       assert.equal(res.status, 400, accept);
       assert.equal(res.headers.get("content-type"), "application/msgpack", accept);
@@ -496,12 +499,34 @@ Deno.test("error answers are msgpack only when Accept names msgpack and not JSON
   }
 });
 
+Deno.test("strings a client sends are cut short in error answers and log lines", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const logged: Record<string, unknown>[] = [];
+  const server = await startServer({ backend, log: (e) => logged.push(e) });
+  try {
+    const type = "application/" + "x".repeat(20_000);
+    const res = await postPrune(server.url, encodeMsgpack(request()), { "content-type": type });
+    const message = await expectError(res, 415, "unsupported_media_type");
+    assert.ok(message.length < 300, `a ${message.length}-character message`);
+    assert.match(message, /^Content-Type "application\/x{88}\.\.\." is not accepted/);
+    const long = await fetch(`${server.url}/${"p".repeat(10_000)}`);
+    await expectError(long, 404, "not_found");
+    const entry = logged.find((e) => e.status === 404)!;
+    assert.equal(entry.path, `/${"p".repeat(255)}...`);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("401 unauthorized without the configured bearer token", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend, config: { token: "s3cret-token" } });
   try {
     const body = encodeMsgpack(request());
-    await expectError(await postPrune(server.url, body), 401, "unauthorized");
+    const none = await postPrune(server.url, body);
+    assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="zprune"');
+    await expectError(none, 401, "unauthorized");
     await expectError(await postPrune(server.url, body, { authorization: "Bearer s3cret-tokem" }), 401, "unauthorized");
     await expectError(await postPrune(server.url, body, { authorization: "s3cret-token" }), 401, "unauthorized");
     await expectError(await fetch(`${server.url}/v1/info`), 401, "unauthorized");
