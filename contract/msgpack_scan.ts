@@ -1,10 +1,11 @@
 /**
  * A structural check of a msgpack body that runs before anything is decoded. It walks the value headers only
- * (a `bin` or string is skipped by its length), allocates nothing per value, and refuses:
+ * (a `bin` or string is skipped by its length), allocates only for map keys, and refuses:
  * - anything but one complete value: truncation, trailing bytes, a length that runs past the end (400);
  * - anything plain msgpack cannot carry: extension types and the reserved byte 0xc1 (400);
  * - structure no request has: nesting deeper than `maxDepth`, more than `maxValues` values, map keys that are not
- *   strings or integers (422).
+ *   strings or integers, a string key twice in one map (422: decoders disagree on which one wins, so a proxy that
+ *   checked the first `layers` would not have checked what runs).
  * Decoding first and checking after is what it prevents: a decoder builds every value before a schema can count
  * them (100 MB of empty maps is 100M objects, enough to exhaust the heap), walks deep nesting by recursion, and
  * msgpackr describes trailing bytes by JSON-encoding the whole decoded value, tensor bytes included.
@@ -58,6 +59,9 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
   // Per open container: values still to read, and whether it is a map (its even-numbered values are keys).
   const left = new Float64Array(limits.maxDepth + 1);
   const isMap = new Uint8Array(limits.maxDepth + 1);
+  // Per open map, its string keys so far: a short list (a request's maps hold a few), a Set past 16.
+  const keys: (string[] | Set<string>)[] = [];
+  const keyText = new TextDecoder();
   let depth = 0;
   left[0] = 1; // the body: one value
   let pos = 0;
@@ -160,6 +164,22 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
         `the map key at byte ${at} is neither a string nor an integer; a request's maps are keyed by field names`,
       );
     }
+    if (key && str) {
+      need(skip);
+      // The key's bytes, one character each: equal strings exactly when the bytes are equal, without decoding.
+      let raw = "";
+      for (let i = pos; i < pos + skip; i++) raw += String.fromCharCode(bytes[i]!);
+      const seen = keys[depth]!;
+      if (Array.isArray(seen) ? seen.includes(raw) : seen.has(raw)) {
+        const name = JSON.stringify(keyText.decode(bytes.subarray(pos, pos + Math.min(skip, 64))));
+        throw new ZpruneError(
+          "invalid_request",
+          `the map key ${name} at byte ${at} appears twice in its map; send each field once`,
+        );
+      }
+      if (!Array.isArray(seen)) seen.add(raw);
+      else if (seen.push(raw) > 16) keys[depth] = new Set(seen); // a long list would make the scan quadratic
+    }
     if (open >= 0) {
       const entries = map ? open * 2 : open;
       // Every value takes at least one byte: a count the rest of the body cannot hold is a truncated body, and
@@ -178,6 +198,7 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
         depth++;
         left[depth] = entries;
         isMap[depth] = map ? 1 : 0;
+        if (map) keys[depth] = [];
       }
     } else {
       need(skip);

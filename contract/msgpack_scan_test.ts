@@ -128,6 +128,34 @@ Deno.test("scanMsgpack() takes string and integer map keys only", () => {
   }
 });
 
+Deno.test("scanMsgpack() refuses a string key twice in one map, however it is spelt, and only in one map", () => {
+  // {"layers": 1, "layers": 2}, the second as str8: the same key in another header.
+  const twice = [0x82, 0xa6, ...new TextEncoder().encode("layers"), 0x01, 0xd9, 0x06];
+  assert.throws(
+    () => scanMsgpack(new Uint8Array([...twice, ...new TextEncoder().encode("layers"), 0x02])),
+    code("invalid_request", '"layers"'),
+  );
+  // The same key in sibling maps, in a map and its nested map, or after the map closed is no duplicate.
+  scanMsgpack(packr.pack([{ name: 1 }, { name: 2 }]));
+  scanMsgpack(packr.pack({ name: { name: 1 }, other: [{ name: 2 }] }));
+  // A deeper map's duplicate is found, after the outer map's keys were seen.
+  assert.throws(() => scanMsgpack(dupNested()), code("invalid_request", '"x" at byte 8'));
+  // Past 16 keys the check goes on (in a Set): 40 distinct keys pass, a repeat of the third after them fails.
+  const many = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, i]));
+  scanMsgpack(packr.pack(many));
+  const repeat = packr.pack({ ...many, zz: 0 });
+  const at = repeat.lastIndexOf(0xa2); // the header of "zz", the last key: rename it "k2"
+  repeat.set([0x6b, 0x32], at + 1);
+  assert.throws(() => scanMsgpack(repeat), code("invalid_request", '"k2"'));
+  // Keys that differ only past 64 characters are different keys.
+  scanMsgpack(packr.pack({ ["k".repeat(70) + "1"]: 1, ["k".repeat(70) + "2"]: 2 }));
+});
+
+/** {"a": [{"x": 1, "x": 2}]}: a duplicate inside a nested map. */
+function dupNested(): Uint8Array {
+  return new Uint8Array([0x81, 0xa1, 0x61, 0x91, 0x82, 0xa1, 0x78, 0x01, 0xa1, 0x78, 0x02]);
+}
+
 Deno.test("scanMsgpack() knows every fixed-size format's payload: complete passes, one byte short or over fails", () => {
   // From the msgpack spec: nil, false, true; uint8-64; int8-64; float32, float64.
   const sizes: [number, number][] = [
