@@ -148,8 +148,8 @@ export class GpuEngine {
   readonly isFallback: boolean;
   /** Set once the device is lost; the engine is then unusable. */
   lost: string | null = null;
-  /** Layers computed on the CPU: f32 statistics could not match the CPU backend's (see sumsOutOfRange), or the
-   * layer does not fit this device's storage bindings. */
+  /** Layers computed on the CPU: f32 statistics could not match the CPU backend's (see sumsOutOfRange,
+   * spreadTooSmall, zSafeThreshold), or the layer does not fit this device's storage bindings. */
   exactFallbacks = 0;
   /** Told each layer that takes the exact CPU path, and why (the worker logs it for operators). */
   onExactPath: ((layer: string, why: string) => void) | null = null;
@@ -590,20 +590,38 @@ export class GpuEngine {
     checkFinite(layer, badOut[0]!);
     let at = 3;
     let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
+    let rowSums = new Float32Array(0), colSums = new Float32Array(0);
     if (statsMethod !== null) { // the row and column sums came back
-      const rowSums = new Float32Array(back[at++]!), colSums = new Float32Array(back[at++]!);
+      rowSums = new Float32Array(back[at++]!);
+      colSums = new Float32Array(back[at++]!);
       outOfRange ??= sumsOutOfRange(rowSums, cols, "row", statsMethod) ??
         sumsOutOfRange(colSums, rows, "column", statsMethod);
     }
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
     if (zScalars !== null) outOfRange ??= spreadTooSmall(new Float32Array(zScalars.buffer), n);
+    const stateOut = new Uint32Array(back[1]!);
+    if (zScalars !== null && outOfRange === null && pattern.kind === "nm") {
+      outOfRange = nmSwapsLikely(new Float32Array(zScalars.buffer), n, pattern.n, pattern.m);
+    } else if (zScalars !== null && outOfRange === null && k > 0) {
+      // Z-Pruner's f32 z-scores near the selection threshold: see zSafeThreshold.
+      const z = new Float32Array(zScalars.buffer);
+      const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
+      if (pattern.kind === "layer") {
+        const t = new Float32Array(new Uint32Array([stateOut[0]!]).buffer)[0]!;
+        if (t > 0 && t < tSafe) outOfRange = thresholdTooLow("the layer", t, tSafe, z);
+      } else if (tSafe > 0) {
+        const scores = new HostZScores(layer, params.exponent, rowSums, colSums, z);
+        const low = lowRowThreshold(new Uint32Array(back[0]!), rows, cols, tSafe, (i) => scores.at(i));
+        if (low !== null) outOfRange = thresholdTooLow(`row ${low.row}`, low.threshold, tSafe, z);
+      }
+    }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
-      // compute this layer exactly, on the CPU, in this worker. Trained models' weights never come near.
+      // compute this layer exactly, on the CPU, in this worker. Trained models' layers come near only at sparsities of
+      // a few percent or less (zSafeThreshold).
       return this.#exact(params, layer, outOfRange, resident);
     }
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
-    const stateOut = new Uint32Array(back[1]!);
     let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
     if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
     if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
@@ -665,10 +683,18 @@ export function splitActivations(
 }
 
 /**
+ * RIA divides |w| by its row and column sums of |w| (`safe_div` in score.wgsl). WGSL bounds x / y only for |y| in
+ * [2^-126, 2^126], and GPUs that compute x * (1 / y) (NVIDIA's division) flush 1 / y to zero for y >= 2^126, so every
+ * quotient over such a sum, and the score with it, would be 0 (emulated on lavapipe in a review; lavapipe itself
+ * divides exactly). Sums below 2^-126 need subnormal weights, which decode.wgsl already flags.
+ */
+const RIA_SUM_MAX = 2 ** 126;
+
+/**
  * Why f32 row or column sums ([sumSq, sum, sumAbs] per line of `terms` weights) cannot stand in for the CPU
  * backend's f64 ones for `method`, or null when they can. Z-Pruner uses sumSq and sum: either overflowed, or a line
  * with nonzero weights has a sum of squares so small that squares below 2^-126 (subnormal, or flushed to zero by the
- * GPU) may have lost more than 2^-23 of it. RIA uses sumAbs: it overflowed.
+ * GPU) may have lost more than 2^-23 of it. RIA uses sumAbs: it overflowed, or it is RIA_SUM_MAX or more.
  */
 export function sumsOutOfRange(
   sums: Float32Array,
@@ -681,6 +707,7 @@ export function sumsOutOfRange(
     const sq = sums[i]!, sum = sums[i + 1]!, abs = sums[i + 2]!;
     if (method === "ria") {
       if (!Number.isFinite(abs)) return `${line} ${i / 3}'s sum of |w| overflows float32`;
+      if (abs >= RIA_SUM_MAX) return `${line} ${i / 3}'s sum of |w| is 2^126 or more, beyond WGSL's division`;
     } else if (!Number.isFinite(sq) || !Number.isFinite(sum)) {
       return `${line} ${i / 3}'s sums overflow float32`;
     } else if (abs > 0 && sq < floor) {
@@ -715,6 +742,190 @@ function spreadTooSmall(scalars: Float32Array, n: number): string | null {
       return `the ${axis}-normalised weights spread too little for float32 z-scores ` +
         `(std ${std.toExponential(2)}, root mean square ${rms.toExponential(2)})`;
     }
+  }
+  return null;
+}
+
+/** Unit roundoff of float32. */
+const EPS32 = 2 ** -24;
+/** The contract's ambiguity band (API.md, Selection): relative, between a score and its unit's threshold. */
+const BAND = 1e-5;
+/**
+ * Z-Pruner near a selection threshold: how far f32 z-scores may sit from the CPU backend's f64 ones. Model: zr =
+ * |W / ‖row‖ - meanR| * invStdR. Near a small threshold W / ‖row‖ is close to meanR, so the relative rounding of the
+ * row norm (its f32 sum of squares, the sqrt, the division) and of the f32 mean (rowSum / ‖row‖ summed over the rows,
+ * / n) each shift zr by a multiple of EPS32 * |meanR| * invStdR: alike for a whole row or the whole layer, not for
+ * every entry. zc likewise with meanC and invStdC. The rest is relative to z (1 / std, the cube, alpha, m_j of the
+ * activation). Where the mean is near 0 its absolute error is a cancelling sum's instead, about 1 / sqrt(n) std per
+ * EPS32. So |Δz| <= Z_SHIFT * EPS32 * (|mean| / std + Z_MEAN_FLOOR / sqrt(n)) per axis, and the score's relative
+ * error beyond that is at most Z_REL.
+ *
+ * Measured per weight against f64 z-scores, as max (|Δscore| - Z_REL score) / (3 EPS32 (α zr² mR + (1 - α) zc² mC)),
+ * m = |mean| / std, on f32 layers 1 + σN(0, 1), σ 0.3, 0.5, 1 (m 3.3, 2, 1), 2048x4096, 4096x4096, 1024x16384 and
+ * 16384x1024, two seeds each: lavapipe 2.6-5.0 (its row norms rounded by up to 2.2 EPS32, column norms 4.3, means
+ * 1.8, plus the division's 1); lavapipe with every division and sqrt of score, centred, z_means and z_spread off by up
+ * to ±2 ULP (NVIDIA divides as x * rcp(y); WGSL allows 2.5 ULP) 9.4-14.3. Zero-mean layers 0.02 N(0, 1), 64x96 to
+ * 16384x1024, three seeds: beyond the factor common to the whole layer, weights the shift cannot reach were off by at
+ * most 11 EPS32 relative on lavapipe (12 with it), 30 emulated (whose 1/stds add up to 23 more, alike for weights
+ * whose zr and zc mix alike); the shift beyond Z_SHIFT |mean| / std took 0.19 / sqrt(n) emulated, none on lavapipe.
+ * Z_SHIFT = 20 is 1.4 times the emulation's 14.3 (2.5 ULP is 1.25 times its 2) and 4 times lavapipe's worst.
+ */
+const Z_SHIFT = 20;
+const Z_REL = 32 * EPS32;
+const Z_MEAN_FLOOR = 0.25;
+
+/**
+ * The lowest threshold score (activation included) at which Z-Pruner's f32 scores keep the CPU backend's order outside
+ * the band, from Z-Pruner's scalars as z_spread left them and the largest finite activation act_max; 0 when any
+ * threshold does. With |Δzr| <= dR and |Δzc| <= dC, an entry whose score before its activation is s0 moves by at
+ * most s0 ((1 + x)^3 - 1) with x = K / cbrt(s0), K = cbrt(α dR³ + (1 - α) dC³) (Minkowski's inequality on the
+ * 3-norm), times 1 + Z_REL. An entry whose score is near a threshold T has s0 = T / act_j >= T / act_max. Two such
+ * entries can swap outside the band only if their errors add up to more than BAND, so T is safe when
+ * (1 + x)^3 (1 + Z_REL) <= 1 + BAND / 2 at s0 = T / act_max.
+ */
+export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
+  if (!(maxAct > 0)) return 0; // every score is 0
+  const floor = Z_MEAN_FLOOR / Math.sqrt(n);
+  // A zero 1/std means z = 0 on that axis on both backends: no shift.
+  const shift = (mean: number, inv: number) => (inv > 0 ? Z_SHIFT * EPS32 * (Math.abs(mean) * inv + floor) : 0);
+  const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
+  const dC = shift(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!);
+  const alpha = scalars[Z_SCALARS.alpha]!;
+  const k = Math.cbrt(alpha * dR ** 3 + (1 - alpha) * dC ** 3);
+  const x = Math.cbrt((1 + BAND / 2) / (1 + Z_REL)) - 1;
+  return maxAct * (k / x) ** 3;
+}
+
+/**
+ * N:M selection has a threshold per group, and the engine reads none back, so this rule is a priori and statistical
+ * (measured), not a bound. The shifts of zSafeThreshold swap two weights of a group outside the band when the group's
+ * N-th lowest |z| is small (below about m: larger, the band absorbs the shift) and its (N+1)-th lies within the shift
+ * of it: expected swaps per layer about NM_SWAP_RATE * n * m * min(1, M m)^N, m the larger |mean| / std of Wr and
+ * Wc, the last factor bounding the chance of so small a threshold. Out-of-band swaps counted per layer of f32
+ * 1 + σN(0, 1) with lavapipe's division and sqrt off by ±2 ULP, at m 10 / 6.7 / 3.3 / 2 / 1 (2048x4096, 4 seeds; 7
+ * for 1:4, 2:4 and 4:8 at m <= 3.3): 1:8 4.5 / 2 / 0.5 / 0 / 0.5, 1:4 2.5 / 1.25 / 0.43 / 0.29 / 0, 2:4 and 4:8 at
+ * most 1.75 / 0.5 / 0.14 / 0 / 0; 4096x4096 (2 seeds) 1:8 9.5 at m 10, 1.5 at 3.3 and 2: at most 6e-8 per weight per
+ * unit of m. Stock lavapipe: 2:4 and 1:8 2 each in the four 2048x4096 layers at m 10, 1:4 2 and 1:8 3 in the two
+ * 4096x4096; at m <= 3.3 one (1:8, 4096x4096) in 91 layers. NM_SWAP_RATE is twice the worst rate, and a layer goes
+ * to the exact path where it would expect 0.01 swaps: an 8192x28672 layer keeps the GPU up to m = 0.03 for 2:4 and
+ * 0.01 for 1:4 (the bundled model's trained layers have m of 1e-4 to 0.035, most below 0.01).
+ */
+const NM_SWAP_RATE = 1.2e-7;
+const NM_SWAPS_MAX = 0.01;
+
+/** Why Z-Pruner's f32 scores would likely swap weights of an N:M group outside the band, or null: see NM_SWAP_RATE. */
+function nmSwapsLikely(scalars: Float32Array, n: number, nPruned: number, m: number): string | null {
+  const mean = (meanAt: number, invAt: number) => Math.abs(scalars[meanAt]!) * scalars[invAt]!;
+  const mR = mean(Z_SCALARS.meanR, Z_SCALARS.invStdR), mC = mean(Z_SCALARS.meanC, Z_SCALARS.invStdC);
+  const mm = Math.max(mR, mC);
+  const expected = NM_SWAP_RATE * n * mm * Math.min(1, m * mm) ** nPruned;
+  if (!(expected > NM_SWAPS_MAX)) return null;
+  return `float32 z-scores (means ${mR.toPrecision(2)} and ${mC.toPrecision(2)} stds from zero) would swap about ` +
+    `${expected.toPrecision(2)} weights of its ${nPruned}:${m} groups outside the 1e-5 band`;
+}
+
+/** The largest finite act_j = actNormSq_j^(exponent/2) (1 without activations; 0 when none is finite and nonzero). */
+function maxActivation(actNormSq: Float32Array | null, exponent: number, cols: number): number {
+  if (!actNormSq) return 1;
+  let max = 0;
+  for (let j = 0; j < cols; j++) {
+    const a = actNormSq[j]! ** (exponent / 2);
+    if (a > max && a < Infinity) max = a;
+  }
+  return max;
+}
+
+/** Why a Z-Pruner layer whose threshold `t` (of `where`) is below zSafeThreshold's `tSafe` takes the exact path. */
+function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float32Array): string {
+  const m = (mean: number, inv: number) => (Math.abs(mean) * inv).toPrecision(2);
+  return `${where}'s threshold score ${t.toExponential(2)} is below ${tSafe.toExponential(2)}, where float32 ` +
+    `z-scores (means ${m(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!)} and ` +
+    `${m(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!)} stds from zero) may leave the 1e-5 band`;
+}
+
+/**
+ * Z-Pruner's score of single weights on the host, in f64 from the GPU's f32 statistics (within a few float32
+ * roundings of the GPU's own score, plenty for a threshold compared with zSafeThreshold).
+ */
+class HostZScores {
+  readonly #view: DataView;
+  readonly #bits = new Uint32Array(1);
+  readonly #f32 = new Float32Array(this.#bits.buffer);
+  readonly #half: number;
+
+  constructor(
+    readonly layer: LayerJob,
+    exponent: number,
+    readonly rowSums: Float32Array,
+    readonly colSums: Float32Array,
+    readonly scalars: Float32Array,
+  ) {
+    const w = layer.weight;
+    this.#view = new DataView(w.buffer, w.byteOffset, w.byteLength);
+    this.#half = exponent / 2;
+  }
+
+  /** Weight i of the request, decoded as the GPU decodes it. */
+  weight(i: number): number {
+    const { dtype } = this.layer;
+    if (dtype === "f32") return this.#view.getFloat32(4 * i, true);
+    const h = this.#view.getUint16(2 * i, true);
+    if (dtype === "bf16") {
+      this.#bits[0] = h << 16;
+      return this.#f32[0]!;
+    }
+    const e = (h >> 10) & 0x1f, f = h & 0x3ff, sign = h & 0x8000 ? -1 : 1;
+    return sign * (e === 0 ? f * 2 ** -24 : (1 + f / 1024) * 2 ** (e - 15)); // finite: decode checked
+  }
+
+  /** The score of weight i (row-major). */
+  at(i: number): number {
+    const { cols, actNormSq } = this.layer;
+    const z = this.scalars;
+    const r = Math.floor(i / cols), j = i - r * cols;
+    const w = this.weight(i);
+    const nr = Math.sqrt(this.rowSums[3 * r]!), nc = Math.sqrt(this.colSums[3 * j]!);
+    const zr = Math.abs(((nr > 0 ? w / nr : 0) - z[Z_SCALARS.meanR]!) * z[Z_SCALARS.invStdR]!);
+    const zc = Math.abs(((nc > 0 ? w / nc : 0) - z[Z_SCALARS.meanC]!) * z[Z_SCALARS.invStdC]!);
+    const alpha = z[Z_SCALARS.alpha]!;
+    const s = alpha * zr ** 3 + (1 - alpha) * zc ** 3;
+    return s === 0 || !actNormSq ? s : s * actNormSq[j]! ** this.#half;
+  }
+}
+
+/**
+ * The first row of a row-pattern mask (u32 words, LSB = lower index) whose threshold (its largest pruned score) is
+ * nonzero and below `tSafe`, and that threshold; null when there is none. A row stops at its first pruned score of
+ * at least `tSafe`, so on a layer that passes this costs about one score per row and the mask words before it.
+ * (A threshold of 0 is safe: zero scores come from zero activations, zero on both backends.)
+ */
+export function lowRowThreshold(
+  mask: Uint32Array,
+  rows: number,
+  cols: number,
+  tSafe: number,
+  score: (i: number) => number,
+): { row: number; threshold: number } | null {
+  for (let r = 0; r < rows; r++) {
+    const a = r * cols, b = a + cols;
+    let max = 0;
+    row: for (let w = Math.floor(a / 32); w * 32 < b; w++) {
+      const base = w * 32;
+      let bits = mask[w]!;
+      if (base < a) bits &= -1 << (a - base);
+      if (b - base < 32) bits &= (1 << (b - base)) - 1;
+      while (bits !== 0) {
+        const low = bits & -bits;
+        bits ^= low;
+        const s = score(base + 31 - Math.clz32(low));
+        if (s >= tSafe) {
+          max = Infinity;
+          break row;
+        }
+        if (s > max) max = s;
+      }
+    }
+    if (max > 0 && max < tSafe) return { row: r, threshold: max };
   }
   return null;
 }

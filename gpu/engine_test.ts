@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { GpuEngine, planTiles, splitActivations, sumsOutOfRange } from "./engine.ts";
+import { GpuEngine, lowRowThreshold, planTiles, splitActivations, sumsOutOfRange, zSafeThreshold } from "./engine.ts";
 import { encode } from "../prune/decode.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
+import { rng } from "../tests/_random.ts";
 
 Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
   const tiles = planTiles(1000, 300, 300 * 4 * 333);
@@ -217,6 +218,80 @@ Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares,
   const tiny = new Float32Array([3e-45, 1e-22, 5e-23]);
   assert.match(sumsOutOfRange(tiny, 10, "row", "zpruner")!, /sum of squares underflows/);
   assert.equal(sumsOutOfRange(tiny, 10, "row", "ria"), null);
+  // RIA divides by sums of |w|: from 2^126 on, a GPU that divides as x * (1 / y) flushes 1 / y to zero.
+  const big = new Float32Array([1, 1, 2 ** 126 - 2 ** 102, Infinity, 1, 2 ** 126]); // the f32 below 2^126, then 2^126
+  assert.match(sumsOutOfRange(big, 10, "column", "ria")!, /^column 1's sum of \|w\| is 2\^126 or more/);
+  assert.equal(sumsOutOfRange(big.subarray(0, 3), 10, "column", "ria"), null);
+});
+
+Deno.test({
+  name: "GpuEngine.prune(): RIA with a row sum of |w| of 2^126 or more takes the exact path, as the CPU backend",
+  ignore: !engine,
+  async fn() {
+    // 16 x 64 f32 weights 2^120 * (1 + u): row sums of |w| about 2^126.6 (a GPU that divides as x * (1 / y) flushes
+    // 1 / y to 0, and every score with it), column sums about 2^124.6. Scaled by 2^-4, every sum stays below 2^126.
+    const rand = rng(5);
+    const u = Float64Array.from({ length: 16 * 64 }, () => rand());
+    const act = Float32Array.from({ length: 64 }, (_, j) => 0.5 + (j % 5));
+    for (const [scale, exact] of [[2 ** 120, true], [2 ** 116, false]] as const) {
+      const w = Float32Array.from(u, (x) => scale * (1 + x));
+      const layer = {
+        name: "ria-big",
+        rows: 16,
+        cols: 64,
+        dtype: "f32" as const,
+        weight: encode(w, "f32"),
+        actNormSq: act,
+      };
+      for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
+        const params = { method: "ria" as const, pattern, exponent: 0.5, returnWeight: false, returnScore: false };
+        const told: string[] = [];
+        engine!.onExactPath = (name, why) => told.push(`${name}: ${why}`);
+        const before = engine!.exactFallbacks;
+        const got = (await engine!.prune(params, { ...layer, weight: layer.weight.slice() })).output;
+        engine!.onExactPath = null;
+        const want = await pruneLayer(params, { ...layer, weight: layer.weight.slice() });
+        assert.deepEqual(got.mask, want.mask, `2^${Math.log2(scale)} ${pattern.kind}`);
+        assert.equal(got.stats.pruned, want.stats.pruned);
+        assert.equal(engine!.exactFallbacks, before + (exact ? 1 : 0), `2^${Math.log2(scale)} ${pattern.kind}`);
+        if (exact) assert.match(told[0]!, /^ria-big: row \d+'s sum of \|w\| is 2\^126 or more/);
+        else assert.deepEqual(told, []);
+      }
+    }
+  },
+});
+
+Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 0 where no score can move", () => {
+  const n = 2 ** 23;
+  // [meanR, meanC, thr, invStdR, invStdC, alpha]: means 2 stds from zero, then 0 (the floor 0.25 / sqrt(n) remains).
+  const far = new Float32Array([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
+  const zero = new Float32Array([0, 0, 0, 64, 64, 0.7]);
+  // A score (α zr³ + (1 - α) zc³ with zr = zc) at the threshold needs z >= 2.3 for a shift of 20 * 2^-24 * 2.
+  assert.ok(Math.cbrt(zSafeThreshold(far, n, 1)) > 2.2 && Math.cbrt(zSafeThreshold(far, n, 1)) < 2.4);
+  assert.ok(Math.abs(zSafeThreshold(far, n, 8) / zSafeThreshold(far, n, 1) - 8) < 1e-9);
+  assert.ok(Math.cbrt(zSafeThreshold(zero, n, 1)) < 1e-4);
+  assert.equal(zSafeThreshold(far, n, 0), 0);
+  assert.equal(zSafeThreshold(new Float32Array([1, 1, 0, 0, 0, 0.7]), n, 1), 0, "zero stds: every z is 0");
+});
+
+Deno.test("lowRowThreshold() finds the first row whose largest pruned score is below the bound (mask words)", () => {
+  const rows = 4, cols = 37; // rows straddle the 32-bit mask words
+  const mask = new Uint32Array(Math.ceil((rows * cols) / 32));
+  const scores = new Map<number, number>();
+  const prune = (r: number, c: number, s: number) => {
+    const i = r * cols + c;
+    mask[i >>> 5]! |= 1 << (i & 31);
+    scores.set(i, s);
+  };
+  prune(0, 0, 1), prune(0, 36, 5); // 5 reaches 3
+  prune(1, 0, 0), prune(1, 36, 0); // only zero scores (zero activations): safe
+  prune(2, 26, 2.5), prune(2, 27, 1); // largest 2.5, below 3
+  prune(3, 0, 7);
+  const seen: number[] = [];
+  const score = (i: number) => (seen.push(i), scores.get(i)!);
+  assert.deepEqual(lowRowThreshold(mask, rows, cols, 3, score), { row: 2, threshold: 2.5 });
+  assert.deepEqual(seen, [0, 36, 37, 73, 100, 101], "pruned weights only, each row up to its first safe score");
+  assert.equal(lowRowThreshold(mask, rows, cols, 2, (i) => scores.get(i)!), null);
 });
 
 /** A layer whose f32 statistics leave float32's range in `row` (scaled by `scale`); elsewhere ordinary weights. */

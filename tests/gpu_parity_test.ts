@@ -101,6 +101,11 @@ interface Case {
   kind: "normal" | "ties" | "zeros" | "constant";
   acts: boolean;
   seed: number;
+  /**
+   * The exact CPU path may answer instead of the GPU: Z-Pruner at a low sparsity on layer or row, where the
+   * threshold may fall within the f32 z-scores' error (zSafeThreshold in gpu/engine.ts, tested on its own below).
+   */
+  exactOk?: boolean;
 }
 
 /** A random layer for a case. */
@@ -212,7 +217,8 @@ async function check(backend: Backend, c: Case, layer = makeLayer(c)): Promise<v
   const why = compare({ ...c, params }, layer, got, ref);
   assert.equal(why, null, `${JSON.stringify({ ...c, params })}: ${why}`);
   // The exact CPU path gives the oracle's answer too: without this, a layer sent there by mistake would pass.
-  assert.equal(backend.exactPathLayers, exactBefore, `${c.rows}x${c.cols} ran on the exact CPU path, not the GPU`);
+  if (c.exactOk) assert.ok(backend.exactPathLayers - exactBefore <= 1);
+  else assert.equal(backend.exactPathLayers, exactBefore, `${c.rows}x${c.cols} ran on the exact CPU path, not the GPU`);
 }
 
 const METHODS = ["zpruner", "wanda", "ria", "magnitude"] as const;
@@ -241,7 +247,10 @@ function randomCases(count: number, seed: number): Case[] {
     const method = pick(METHODS);
     // Z-scores of a constant matrix are 0/0: every backend's answer is rounding noise, so no comparison is possible.
     if (kind === "constant" && method === "zpruner") kind = "ties";
+    // Small random layers have means of 0.003-0.02 stds: at 1e-4 and 0.01 their threshold may take the exact path.
+    const exactOk = method === "zpruner" && pattern.kind !== "nm" && pattern.sparsity > 0 && pattern.sparsity < 0.05;
     cases.push({
+      exactOk,
       rows,
       cols,
       dtype: pick(DTYPES),
@@ -332,19 +341,70 @@ Deno.test({
       assert.equal(compare(c, layer, got, ref), null, what);
       assert.equal(gpu!.exactPathLayers, before + 1, `${what}: the exact path answered`);
     }
-    // All-positive weights (std/rms about 0.6) stay on the GPU and agree with the CPU.
+    // All-positive weights (std/rms about 0.6) pass this bound, but their mean, 1.3 stds from zero, may shift f32
+    // z-scores by 1.6e-6 (zSafeThreshold's bound, with NVIDIA's division): at 0.5 the threshold's z (about 0.7) is too
+    // close for the 1e-5 band and the exact path answers; at 0.95 (z about 1.9) the GPU does, and agrees with the CPU.
     const positive = new Float32Array(128 * 256).map(() => Math.abs(0.02 * normal(rand)));
-    const c: Case = { rows: 128, cols: 256, dtype: "f16", kind: "normal", acts: false, seed: 0, params: zpruner };
-    await check(gpu!, c, {
+    const absN: LayerJob = {
       name: "|N|",
       rows: 128,
       cols: 256,
       dtype: "f16",
       weight: encode(positive, "f16"),
       actNormSq: null,
-    });
+    };
+    const ref = await cpu.prune(zpruner, copyLayer(absN));
+    const before = gpu!.exactPathLayers;
+    const c: Case = { rows: 128, cols: 256, dtype: "f16", kind: "normal", acts: false, seed: 0, params: zpruner };
+    assert.equal(compare(c, absN, await gpu!.prune(zpruner, copyLayer(absN)), ref), null, "|N| at 0.5");
+    assert.equal(gpu!.exactPathLayers, before + 1, "|N| at 0.5: the exact path answered");
+    const high: PruneParams = { ...zpruner, pattern: { kind: "layer", sparsity: 0.95 } };
+    await check(gpu!, { ...c, params: high }, absN);
     // Zero-mean weights (as trained layers have) stay on the GPU: check() asserts it for the random cases too.
     await check(gpu!, { rows: 64, cols: 96, dtype: "f16", kind: "normal", acts: true, seed: 7, params: zpruner });
+  },
+});
+
+Deno.test({
+  name: "webgpu: Z-Pruner thresholds within f32 z-score error of a mean far from zero take the exact path",
+  ignore,
+  async fn() {
+    // f32 weights 1 + 0.3 N(0, 1): means 3.3 stds from zero, inside Z_SPREAD_MIN, yet at low sparsity the lowest
+    // scores are the weights nearest the mean, where f32 rounding of the norms and the mean shifts z by a large part of
+    // z itself. Without the threshold rule (zSafeThreshold in gpu/engine.ts) stock lavapipe pruned one weight outside
+    // the 1e-5 band in the layer and row patterns here (relative 2.1e-5 layer-wide, 6.8e-5 in its row). 2:4 it got
+    // right; its rule (nmSwapsLikely) is statistical, for GPUs that divide less exactly (measured with an emulation).
+    const rows = 1024, cols = 1024;
+    const rand = rng(4);
+    const vals = new Float32Array(rows * cols).map(() => 1 + 0.3 * normal(rand));
+    const layer: LayerJob = { name: "mean 1", rows, cols, dtype: "f32", weight: encode(vals, "f32"), actNormSq: null };
+    const patterns = [
+      { kind: "layer", sparsity: 0.003 },
+      { kind: "row", sparsity: 0.003 },
+      { kind: "nm", n: 2, m: 4 },
+    ] as const;
+    for (const pattern of patterns) {
+      const params: PruneParams = { method: "zpruner", pattern, exponent: 1, returnWeight: true, returnScore: true };
+      const ref = await cpu.prune(params, copyLayer(layer));
+      const before = gpu!.exactPathLayers;
+      const got = await gpu!.prune(params, copyLayer(layer));
+      const c: Case = { rows, cols, dtype: "f32", kind: "normal", acts: false, seed: 4, params };
+      assert.equal(compare(c, layer, got, ref), null, pattern.kind);
+      assert.equal(gpu!.exactPathLayers, before + 1, `${pattern.kind}: the exact path answered`);
+    }
+    // Zero-mean weights (as trained layers have; here means of 0.002 stds) at low sparsities stay on the GPU and agree
+    // with the CPU. Activations spread over 0.01-20 (exponent 1.5) lower the smallest thresholds the GPU may keep.
+    const zeroMean = [
+      [false, { kind: "layer", sparsity: 0.003 }],
+      [false, { kind: "row", sparsity: 0.01 }],
+      [true, { kind: "layer", sparsity: 0.01 }],
+      [true, { kind: "row", sparsity: 0.03 }],
+      [true, { kind: "nm", n: 2, m: 4 }],
+    ] as const;
+    for (const [acts, pattern] of zeroMean) {
+      const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: true, returnScore: true };
+      await check(gpu!, { rows, cols, dtype: "f32", kind: "normal", acts, seed: 8, params });
+    }
   },
 });
 
