@@ -140,6 +140,18 @@ function describe(info: GPUAdapterInfo): string {
   return info.description || [info.vendor, info.architecture].filter(Boolean).join(" ") || "WebGPU adapter";
 }
 
+/**
+ * Thrown by `GpuEngine.prune` instead of computing on the CPU when `exactElsewhere` is set: the layer needs the exact
+ * CPU path, and whoever called can run it where more threads are (the WebGPU worker hands it to the main thread's CPU
+ * backend). `layer` is intact.
+ */
+export class ExactPathNeeded extends Error {
+  override name = "ExactPathNeeded";
+  constructor(readonly why: string) {
+    super(`the layer needs the exact CPU path: ${why}`);
+  }
+}
+
 /** A WebGPU device with cached pipelines and pooled buffers that prunes one layer at a time. */
 export class GpuEngine {
   readonly device: GPUDevice;
@@ -151,8 +163,10 @@ export class GpuEngine {
   /** Layers computed on the CPU: f32 statistics could not match the CPU backend's (see sumsOutOfRange,
    * spreadTooSmall, zSafeThreshold), or the layer does not fit this device's storage bindings. */
   exactFallbacks = 0;
-  /** Told each layer that takes the exact CPU path, and why (the worker logs it for operators). */
+  /** Told each layer that takes the exact CPU path here, and why. */
   onExactPath: ((layer: string, why: string) => void) | null = null;
+  /** Throw `ExactPathNeeded` for such a layer rather than compute it on this thread (which has one core). */
+  exactElsewhere = false;
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
@@ -279,7 +293,7 @@ export class GpuEngine {
       const stages = profile ? await job.stageTimes() : undefined;
       return { output, stages };
     } catch (e) {
-      if (e instanceof ZpruneError) throw e;
+      if (e instanceof ZpruneError || e instanceof ExactPathNeeded) throw e;
       throw new ZpruneError("unavailable", `WebGPU failed: ${e instanceof Error ? e.message : String(e)}`, {
         cause: e,
       });
@@ -339,9 +353,13 @@ export class GpuEngine {
     rec.dispatch(k.name, pipeline, bindGroup, x, y);
   }
 
-  /** Computes `layer` with the CPU backend's exact code, in this thread; counts and reports it once answered. */
+  /**
+   * Computes `layer` with the CPU backend's exact code, in this thread (counted and reported once answered), or
+   * throws `ExactPathNeeded` with `exactElsewhere`.
+   */
   async #exact(params: PruneParams, layer: LayerJob, why: string, resident?: ResidentWeights): Promise<LayerOutput> {
     if (resident) throw new Error(`layer ${layer.name} needs the exact CPU path (${why}); not with resident weights`);
+    if (this.exactElsewhere) throw new ExactPathNeeded(why);
     const output = await pruneLayer(params, layer); // a non-finite weight throws here, and is not counted
     this.exactFallbacks++;
     this.onExactPath?.(layer.name, why);

@@ -16,16 +16,26 @@ export type FromWorker =
   | { type: "ready"; device: string; fallback: boolean }
   | { type: "none" }
   | { type: "broken"; message: string }
-  /** `exactPath`: the engine computed this layer on the exact CPU path (outside float32's range, or too large). */
-  | { type: "done"; id: number; output: LayerOutput; exactPath: boolean }
+  | { type: "done"; id: number; output: LayerOutput }
   | { type: "fail"; id: number; code: ErrorCode; message: string }
+  /** The layer needs the exact CPU path (`why`): it comes back, to be computed on the main thread's CPU backend. */
+  | { type: "exact"; id: number; why: string; layer: LayerJob }
   | { type: "lost"; message: string }
   | { type: "closed" };
 
 /** The ArrayBuffers a layer output owns outright, to transfer rather than copy. */
 export function outputTransfer(out: LayerOutput): ArrayBuffer[] {
+  return owned([out.mask, out.weight, out.score]);
+}
+
+/** The ArrayBuffers a layer job's arrays own outright (a shared buffer is shared, not transferred). */
+export function layerTransfer(layer: LayerJob): ArrayBuffer[] {
+  return owned([layer.weight, layer.actNormSq]);
+}
+
+function owned(arrays: (ArrayBufferView | null | undefined)[]): ArrayBuffer[] {
   const list: ArrayBuffer[] = [];
-  for (const a of [out.mask, out.weight, out.score]) {
+  for (const a of arrays) {
     if (a && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) {
       if (!list.includes(a.buffer)) list.push(a.buffer);
     }

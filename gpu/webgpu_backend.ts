@@ -14,6 +14,7 @@
  */
 import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pinDriver, preferVulkan } from "./driver_lifetime.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 
@@ -29,6 +30,11 @@ export interface WebGpuBackendOptions {
   jobTimeoutMs?: (elements: number) => number;
   /** Longest worker start-up (adapter, device, kernel compilation) may take; default 60 s. */
   startTimeoutMs?: number;
+  /**
+   * Computes the layers the GPU cannot answer exactly (see docs/GPU.md), on this thread's side of the worker;
+   * default: a CPU backend of its own, started with the first such layer and closed with this backend.
+   */
+  exact?: Backend;
   /**
    * Where the worker module is; default `gpu/worker.ts` beside this file. A bundled server bundles `gpu/worker.ts`
    * separately and passes its URL here (`deno compile` instead needs `--include gpu/worker.ts`).
@@ -151,6 +157,7 @@ export class WebGpuBackend implements Backend {
   #nextId = 1;
   #closed = false;
   #exactPathLayers = 0;
+  #cpu: Backend | null = null; // the exact path's, when this backend made it
   #deviceReleased = false;
   #restarts = 0;
 
@@ -189,7 +196,7 @@ export class WebGpuBackend implements Backend {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
-  /** Layers the worker computed on the exact CPU path (values outside float32's range, or too large for the device). */
+  /** Layers computed on the exact CPU path (values outside float32's range, or too large for the device). */
   get exactPathLayers(): number {
     return this.#exactPathLayers;
   }
@@ -208,6 +215,7 @@ export class WebGpuBackend implements Backend {
     if (this.#inFlight) this.#settle(this.#inFlight, err);
     this.#inFlight = null;
     clearTimeout(this.#timer);
+    await this.#cpu?.close();
     const w = this.#worker ?? await this.#starting?.catch(() => null) ?? null;
     this.#worker = null;
     if (!w) return;
@@ -235,20 +243,34 @@ export class WebGpuBackend implements Backend {
   #onMessage(w: Worker, msg: FromWorker): void {
     if (w !== this.#worker) return;
     if (msg.type === "lost") return this.#fail(w, `WebGPU device lost: ${msg.message}`);
-    if (msg.type !== "done" && msg.type !== "fail") return;
+    if (msg.type !== "done" && msg.type !== "fail" && msg.type !== "exact") return;
     const job = this.#inFlight;
     if (!job || job.id !== msg.id) return;
     clearTimeout(this.#timer);
     this.#inFlight = null;
-    if (msg.type === "done") {
-      if (msg.exactPath) this.#exactPathLayers++;
-      this.#settle(job, null, msg.output);
-    } else {
+    if (msg.type === "done") this.#settle(job, null, msg.output);
+    else if (msg.type === "exact") this.#onExact(job, msg.layer, msg.why);
+    else {
       this.#settle(job, new ZpruneError(msg.code, msg.message));
       // A device-level failure leaves the device suspect: replace the worker before the next layer.
       if (msg.code === "unavailable") this.#retire(w);
     }
     this.#pump();
+  }
+
+  /**
+   * Computes a layer the worker handed back on the exact CPU path. The GPU meanwhile goes on with the next layer
+   * (the caller's memory budget already counts this one).
+   */
+  #onExact(job: Pending, layer: LayerJob, why: string): void {
+    this.#exactPathLayers++;
+    // Slower than the GPU, so say so where operators look.
+    console.error(`zprune: layer "${layer.name}" computed on the CPU path (${why}); its answer is exact, only slower`);
+    const cpu = this.#opts.exact ?? (this.#cpu ??= createCpuBackend());
+    cpu.prune(job.params, layer, job.signal).then(
+      (out) => this.#settle(job, null, out),
+      (err) => this.#settle(job, err),
+    );
   }
 
   /** The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue. */

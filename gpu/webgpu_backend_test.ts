@@ -8,6 +8,7 @@ import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } from "./webgpu_backend.ts";
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -218,5 +219,45 @@ Deno.test({
       assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(8, 16))).mask, 128));
       assert.equal(b.exactPathLayers, 1, "an ordinary layer stays on the GPU");
     });
+  },
+});
+
+Deno.test({
+  name: "webgpu: a layer the GPU cannot answer exactly comes back to the main thread's CPU backend; the GPU goes on",
+  ignore,
+  async fn() {
+    // Z-Pruner rows scaled by 1e38: their f32 sums of squares overflow, so the engine hands the layer back.
+    const rows = 8, cols = 16;
+    const v = new Float32Array(rows * cols).map((_, i) => ((i * 7919) % 97) / 97 + 0.01);
+    for (let j = 0; j < cols; j++) v[j] = v[j]! * 1e38;
+    const params: PruneParams = { ...PARAMS, method: "zpruner", exponent: 1.5, returnScore: true };
+    const big = (): LayerJob => ({
+      name: "rows-1e38",
+      rows,
+      cols,
+      dtype: "f32",
+      weight: new Uint8Array(v.slice().buffer),
+      actNormSq: null,
+    });
+    const want = await pruneLayer(params, big());
+    const cpu = createCpuBackend({ threads: 0 });
+    const asked: string[] = [];
+    const exact = {
+      ...cpu,
+      prune: (p: PruneParams, l: LayerJob, s?: AbortSignal) => (asked.push(l.name), cpu.prune(p, l, s)),
+    };
+    try {
+      await withBackend({ exact }, async (b) => {
+        const [out, next] = await Promise.all([b.prune(params, big()), b.prune(PARAMS, ramp(8, 16))]);
+        assert.deepEqual(asked, ["rows-1e38"], "the CPU backend given computed the handed-back layer, alone");
+        assert.equal(b.exactPathLayers, 1);
+        assert.deepEqual(out.mask, want.mask);
+        assert.deepEqual(out.score, want.score);
+        assert.deepEqual(out.stats, want.stats);
+        assert.ok(firstHalfPruned(next.mask, 128), "the next layer, on the GPU, is answered as well");
+      });
+    } finally {
+      await cpu.close();
+    }
   },
 });

@@ -4,8 +4,8 @@
  * A device loss is reported (`lost`) so the main thread can replace this worker.
  */
 import { isErrorCode } from "../contract/errors.ts";
-import { GpuEngine } from "./engine.ts";
-import { type FromWorker, outputTransfer, type ToWorker } from "./protocol.ts";
+import { ExactPathNeeded, GpuEngine } from "./engine.ts";
+import { type FromWorker, layerTransfer, outputTransfer, type ToWorker } from "./protocol.ts";
 
 interface WorkerScope {
   onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
@@ -27,10 +27,9 @@ async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
     engine = await GpuEngine.create(msg.opts);
     if (!engine) return post({ type: "none" });
     const e = engine;
-    // A layer outside f32's range or too large for the device runs on the CPU inside this worker: slower, so say
-    // so where operators look.
-    e.onExactPath = (layer, why) =>
-      console.error(`zprune: layer "${layer}" computed on the CPU path (${why}); its answer is exact, only slower`);
+    // A layer the GPU cannot answer exactly goes back to the main thread, whose CPU backend has every core; this
+    // thread has one.
+    e.exactElsewhere = true;
     e.device.lost.then(() => post({ type: "lost", message: e.lost ?? "device lost" }));
     await e.warm();
     post({ type: "ready", device: e.description, fallback: e.isFallback });
@@ -43,10 +42,12 @@ async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
 async function prune(msg: Extract<ToWorker, { type: "prune" }>): Promise<void> {
   try {
     if (!engine) throw new Error("WebGPU engine not initialised");
-    const before = engine.exactFallbacks;
     const { output } = await engine.prune(msg.params, msg.layer);
-    post({ type: "done", id: msg.id, output, exactPath: engine.exactFallbacks > before }, outputTransfer(output));
+    post({ type: "done", id: msg.id, output }, outputTransfer(output));
   } catch (err) {
+    if (err instanceof ExactPathNeeded) {
+      return post({ type: "exact", id: msg.id, why: err.why, layer: msg.layer }, layerTransfer(msg.layer));
+    }
     const code = (err as { code?: unknown }).code;
     post({
       type: "fail",
