@@ -635,7 +635,7 @@ export class GpuEngine {
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
-      // compute this layer exactly, on the CPU, in this worker. Trained models' layers come near only at sparsities of
+      // compute this layer exactly, on the CPU (here, or handed back: see #exact). Trained models' layers come near only at sparsities of
       // a few percent or less (zSafeThreshold).
       return this.#exact(params, layer, outOfRange, resident);
     }
