@@ -635,8 +635,8 @@ export class GpuEngine {
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
-      // compute this layer exactly, on the CPU (here, or handed back: see #exact). Trained models' layers come near only at sparsities of
-      // a few percent or less (zSafeThreshold).
+      // compute this layer exactly, on the CPU (here, or handed back: see #exact). Trained models' layers come near
+      // only at sparsities of a few percent or less (zSafeThreshold).
       return this.#exact(params, layer, outOfRange, resident);
     }
     const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
