@@ -1,11 +1,11 @@
 /**
  * A structural check of a msgpack body that runs before anything is decoded. It walks the value headers only
- * (a `bin` or string is skipped by its length), allocates only for map keys, and refuses:
+ * (a `bin` or string is skipped by its length), allocates only for short map keys, and refuses:
  * - anything but one complete value: truncation, trailing bytes, a length that runs past the end (400);
  * - anything plain msgpack cannot carry: extension types and the reserved byte 0xc1 (400);
  * - structure no request has: nesting deeper than `maxDepth`, more than `maxValues` values, map keys that are not
- *   strings or integers, a string key twice in one map (422: decoders disagree on which one wins, so a proxy that
- *   checked the first `layers` would not have checked what runs).
+ *   strings or integers, a string key (of up to 64 bytes: any field's) twice in one map (422: decoders disagree on
+ *   which one wins, so a proxy that checked the first `layers` would not have checked what runs).
  * Decoding first and checking after is what it prevents: a decoder builds every value before a schema can count
  * them (100 MB of empty maps is 100M objects, enough to exhaust the heap), walks deep nesting by recursion, and
  * msgpackr describes trailing bytes by JSON-encoding the whole decoded value, tensor bytes included.
@@ -25,6 +25,23 @@ export interface ScanLimits {
  * values per layer, at most 4096 layers: 100K values; these leave room for fields a client adds.
  */
 export const WIRE_LIMITS: ScanLimits = { maxDepth: 32, maxValues: 1 << 20 };
+
+/** The longest map key compared with its siblings: field names are a few ASCII letters. */
+const KEY_MAX = 64;
+
+/**
+ * A key as the decoder reads it (UTF-8, an invalid sequence as U+FFFD, as msgpackr does), so keys equal here are
+ * keys the decoder would merge. ASCII, every field name, is read without the decoder.
+ */
+function keyName(bytes: Uint8Array, pos: number, length: number, utf8: TextDecoder): string {
+  let name = "";
+  for (let i = pos; i < pos + length; i++) {
+    const b = bytes[i]!;
+    if (b >= 0x80) return utf8.decode(bytes.subarray(pos, pos + length));
+    name += String.fromCharCode(b);
+  }
+  return name;
+}
 
 /** Bytes that follow each fixed-size header byte 0xc0-0xdf (nil .. map32), or -1 where the byte needs more. */
 function fixedPayload(b: number): number {
@@ -164,21 +181,20 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
         `the map key at byte ${at} is neither a string nor an integer; a request's maps are keyed by field names`,
       );
     }
-    if (key && str) {
+    // Only keys a field could have are compared: a longer one is an unknown field whatever it repeats, and reading
+    // it would cost time and memory in proportion to a key a client may make as long as the body.
+    if (key && str && skip <= KEY_MAX) {
       need(skip);
-      // The key's bytes, one character each: equal strings exactly when the bytes are equal, without decoding.
-      let raw = "";
-      for (let i = pos; i < pos + skip; i++) raw += String.fromCharCode(bytes[i]!);
+      const name = keyName(bytes, pos, skip, keyText);
       const seen = keys[depth]!;
-      if (Array.isArray(seen) ? seen.includes(raw) : seen.has(raw)) {
-        const name = JSON.stringify(keyText.decode(bytes.subarray(pos, pos + Math.min(skip, 64))));
+      if (Array.isArray(seen) ? seen.includes(name) : seen.has(name)) {
         throw new ZpruneError(
           "invalid_request",
-          `the map key ${name} at byte ${at} appears twice in its map; send each field once`,
+          `the map key ${JSON.stringify(name)} at byte ${at} appears twice in its map; send each field once`,
         );
       }
-      if (!Array.isArray(seen)) seen.add(raw);
-      else if (seen.push(raw) > 16) keys[depth] = new Set(seen); // a long list would make the scan quadratic
+      if (!Array.isArray(seen)) seen.add(name);
+      else if (seen.push(name) > 16) keys[depth] = new Set(seen); // a long list would make the scan quadratic
     }
     if (open >= 0) {
       const entries = map ? open * 2 : open;

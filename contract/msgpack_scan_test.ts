@@ -147,8 +147,24 @@ Deno.test("scanMsgpack() refuses a string key twice in one map, however it is sp
   const at = repeat.lastIndexOf(0xa2); // the header of "zz", the last key: rename it "k2"
   repeat.set([0x6b, 0x32], at + 1);
   assert.throws(() => scanMsgpack(repeat), code("invalid_request", '"k2"'));
-  // Keys that differ only past 64 characters are different keys.
-  scanMsgpack(packr.pack({ ["k".repeat(70) + "1"]: 1, ["k".repeat(70) + "2"]: 2 }));
+  // Keys the decoder reads alike are alike: invalid UTF-8 becomes U+FFFD, so "a\xff" and "a\xfe" are one key.
+  assert.throws(
+    () => scanMsgpack(new Uint8Array([0x82, 0xa2, 0x61, 0xff, 0x01, 0xa2, 0x61, 0xfe, 0x02])),
+    code("invalid_request", "appears twice"),
+  );
+  const accent = [0xa2, 0xc3, 0xa9]; // "é" in UTF-8
+  assert.throws(() => scanMsgpack(new Uint8Array([0x82, ...accent, 1, ...accent, 2])), code("invalid_request", '"é"'));
+  // A key longer than any field's is not read: a 64 MB one costs one skip, however often it repeats.
+  const L = 64e6, str32 = [0xdb, 0x03, 0xd0, 0x90, 0x00]; // a str32 header of 64,000,000 bytes
+  const long = new Uint8Array(1 + 2 * (5 + L + 1) + 1); // {key: nil, the same key: nil} and a trailing nil
+  long[0] = 0x82;
+  for (const at of [1, 1 + 5 + L + 1]) {
+    long.set(str32, at);
+    long[at + 5 + L] = 0xc0;
+  }
+  long[long.length - 1] = 0xc0;
+  assert.throws(() => scanMsgpack(long), code("bad_msgpack", "trailing"));
+  scanMsgpack(long.subarray(0, long.length - 1));
 });
 
 /** {"a": [{"x": 1, "x": 2}]}: a duplicate inside a nested map. */
