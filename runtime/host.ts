@@ -123,6 +123,8 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
 
 /** How long a failed listener waits before it listens again. */
 export const RELISTEN_MS = 1000;
+/** Listeners, failed ones included, that shutdown() still shuts down. */
+const KEPT_LISTENERS = 8;
 
 /**
  * Deno.serve, kept listening: Deno's listener stops for good when `accept` fails (EMFILE, once a flood of idle
@@ -172,6 +174,9 @@ function listenDeno(
       servers.add(server);
       server.finished.catch((err: Error) => {
         if (stopping) return;
+        // A failed listener is kept for shutdown while it may still serve the connections it had; a flood kept up
+        // for hours fails one a second, so only the latest few are kept (the process's exit closes the rest).
+        for (const old of servers) if (servers.size > KEPT_LISTENERS) servers.delete(old);
         console.error(
           `zprune: the listener on ${opts.host}:${bound} failed (${err.message}); ` +
             `listening again in ${RELISTEN_MS} ms`,
