@@ -158,6 +158,7 @@ export class WebGpuBackend implements Backend {
   #closed = false;
   #exactPathLayers = 0;
   #cpu: Backend | null = null; // the exact path's, when this backend made it
+  #handedBack = new Set<Pending>(); // layers computing on the exact path
   #deviceReleased = false;
   #restarts = 0;
 
@@ -196,7 +197,7 @@ export class WebGpuBackend implements Backend {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
-  /** Layers computed on the exact CPU path (values outside float32's range, or too large for the device). */
+  /** Layers computed on the exact CPU path (float32 could not give the CPU backend's masks, or too large). */
   get exactPathLayers(): number {
     return this.#exactPathLayers;
   }
@@ -206,7 +207,10 @@ export class WebGpuBackend implements Backend {
     return this.#deviceReleased;
   }
 
-  /** Stops the worker and releases the device; the layer in flight and those queued are answered `unavailable` now. */
+  /**
+   * Stops the worker and releases the device; the layer in flight, those on the exact path and those queued are
+   * answered `unavailable` now.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -214,6 +218,8 @@ export class WebGpuBackend implements Backend {
     for (const j of this.#queue.splice(0)) this.#settle(j, err);
     if (this.#inFlight) this.#settle(this.#inFlight, err);
     this.#inFlight = null;
+    for (const j of this.#handedBack) this.#settle(j, err);
+    this.#handedBack.clear();
     clearTimeout(this.#timer);
     await this.#cpu?.close();
     const w = this.#worker ?? await this.#starting?.catch(() => null) ?? null;
@@ -263,13 +269,22 @@ export class WebGpuBackend implements Backend {
    * (the caller's memory budget already counts this one).
    */
   #onExact(job: Pending, layer: LayerJob, why: string): void {
-    this.#exactPathLayers++;
-    // Slower than the GPU, so say so where operators look.
-    console.error(`zprune: layer "${layer.name}" computed on the CPU path (${why}); its answer is exact, only slower`);
-    const cpu = this.#opts.exact ?? (this.#cpu ??= createCpuBackend());
-    cpu.prune(job.params, layer, job.signal).then(
-      (out) => this.#settle(job, null, out),
-      (err) => this.#settle(job, err),
+    // Every layer on the pool, small ones too: inline they would hold this thread, which serves the requests.
+    const cpu = this.#opts.exact ?? (this.#cpu ??= createCpuBackend({ parallelMin: 0 }));
+    this.#handedBack.add(job);
+    Promise.resolve().then(() => cpu.prune(job.params, layer, job.signal)).then(
+      (out) => {
+        if (!this.#handedBack.delete(job)) return; // close() answered it
+        this.#exactPathLayers++;
+        // Slower than the GPU, so say so where operators look.
+        console.error(
+          `zprune: layer "${layer.name}" computed on the CPU path (${why}); its answer is exact, only slower`,
+        );
+        this.#settle(job, null, out);
+      },
+      (err) => {
+        if (this.#handedBack.delete(job)) this.#settle(job, err);
+      },
     );
   }
 

@@ -261,3 +261,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu: close() answers a layer computing on the exact path unavailable, and nothing after",
+  ignore,
+  async fn() {
+    const rows = 8, cols = 16;
+    const v = new Float32Array(rows * cols).map((_, i) => ((i * 7919) % 97) / 97 + 0.01);
+    for (let j = 0; j < cols; j++) v[j] = v[j]! * 1e38; // overflowing row sums: the exact path
+    const params: PruneParams = { ...PARAMS, method: "zpruner", exponent: 1.5 };
+    const cpu = createCpuBackend({ threads: 0 });
+    let entered!: () => void, open!: () => void;
+    const reached = new Promise<void>((r) => (entered = r));
+    const gate = new Promise<void>((r) => (open = r));
+    const exact = {
+      ...cpu,
+      prune: async (p: PruneParams, l: LayerJob, s?: AbortSignal) => {
+        entered();
+        await gate; // held until after close()
+        return await cpu.prune(p, l, s);
+      },
+    };
+    const b = (await createWebGpuBackend({ allowFallback: true, exact }))!;
+    try {
+      const weight = new Uint8Array(v.buffer);
+      const answer = b.prune(params, { name: "held", rows, cols, dtype: "f32", weight, actNormSq: null });
+      const settled = answer.then(() => "answered", (e) => e);
+      await reached;
+      await b.close();
+      const got = await Promise.race([settled, new Promise((r) => setTimeout(() => r("pending"), 5_000))]);
+      assert.ok(isUnavailable(got), `after close(): ${got}`);
+      open();
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(b.exactPathLayers, 0, "a layer answered by close() is not counted as computed");
+    } finally {
+      open();
+      await b.close();
+      await cpu.close();
+    }
+  },
+});

@@ -55,8 +55,8 @@ export interface Backend {
   /** Workers or devices discarded after a failure since the backend was created (for `/metrics`). */
   readonly restarts: number;
   /**
-   * Layers a GPU backend handed to the exact CPU path because their values leave float32's range or the layer does
-   * not fit the device (for `/metrics`; always 0 for the CPU backend, whose every layer is exact).
+   * Layers a GPU backend computed on the exact CPU path because float32 could not give the CPU backend's masks
+   * (docs/GPU.md) or the layer does not fit the device (for `/metrics`; always 0 for the CPU backend).
    */
   readonly exactPathLayers: number;
   /** Releases workers and devices. */

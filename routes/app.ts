@@ -116,8 +116,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   );
   metrics.counterOf(
     "zprune_exact_path_layers_total",
-    "Layers the WebGPU backend computed on the exact CPU path (values outside float32's range, or a layer too large " +
-      "for the device; slower, same answer).",
+    "Layers the WebGPU backend computed on the exact CPU path (where float32 cannot give the CPU backend's masks, " +
+      "or the layer is too large for the device; slower, same answer).",
     () => backend.exactPathLayers,
   );
   // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
