@@ -19,6 +19,7 @@
 import { ZpruneError } from "../contract/errors.ts";
 import type { DType } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
+import { decodeAt } from "../prune/decode.ts";
 import { maskStats } from "../prune/mask_stats.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
@@ -867,8 +868,6 @@ function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float
  */
 class HostZScores {
   readonly #view: DataView;
-  readonly #bits = new Uint32Array(1);
-  readonly #f32 = new Float32Array(this.#bits.buffer);
   readonly #half: number;
 
   constructor(
@@ -883,25 +882,12 @@ class HostZScores {
     this.#half = exponent / 2;
   }
 
-  /** Weight i of the request, decoded as the GPU decodes it. */
-  weight(i: number): number {
-    const { dtype } = this.layer;
-    if (dtype === "f32") return this.#view.getFloat32(4 * i, true);
-    const h = this.#view.getUint16(2 * i, true);
-    if (dtype === "bf16") {
-      this.#bits[0] = h << 16;
-      return this.#f32[0]!;
-    }
-    const e = (h >> 10) & 0x1f, f = h & 0x3ff, sign = h & 0x8000 ? -1 : 1;
-    return sign * (e === 0 ? f * 2 ** -24 : (1 + f / 1024) * 2 ** (e - 15)); // finite: decode checked
-  }
-
   /** The score of weight i (row-major). */
   at(i: number): number {
     const { cols, actNormSq } = this.layer;
     const z = this.scalars;
     const r = Math.floor(i / cols), j = i - r * cols;
-    const w = this.weight(i);
+    const w = decodeAt(this.#view, this.layer.dtype, i); // as the GPU decodes it (exactly)
     const nr = Math.sqrt(this.rowSums[3 * r]!), nc = Math.sqrt(this.colSums[3 * j]!);
     const zr = Math.abs(((nr > 0 ? w / nr : 0) - z[Z_SCALARS.meanR]!) * z[Z_SCALARS.invStdR]!);
     const zc = Math.abs(((nc > 0 ? w / nc : 0) - z[Z_SCALARS.meanC]!) * z[Z_SCALARS.invStdC]!);

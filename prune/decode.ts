@@ -100,6 +100,18 @@ export function decodeInto(out: Float32Array, bytes: Uint8Array, dtype: DType, s
   return bad & 0x8000 ? firstNonFinite(bytes, dtype, start, end) : -1;
 }
 
+const BITS = new Uint32Array(1);
+const BITS_AS_F32 = new Float32Array(BITS.buffer);
+
+/** Element `i` of little-endian `dtype` data viewed by `view`, as decode() reads it (for a few single elements). */
+export function decodeAt(view: DataView, dtype: DType, i: number): number {
+  if (dtype === "f32") return view.getFloat32(4 * i, true);
+  const h = view.getUint16(2 * i, true);
+  if (dtype === "f16") return F16_TABLE[h]!;
+  BITS[0] = h << 16;
+  return BITS_AS_F32[0]!;
+}
+
 /** Decodes a whole tensor into a new Float32Array; `bad` is the first non-finite index or -1. */
 export function decode(bytes: Uint8Array, dtype: DType): { values: Float32Array; bad: number } {
   const values = new Float32Array(bytes.byteLength / DTYPE_BYTES[dtype]);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { applyMaskBytes, bf16Bits, decode, encode, f16Bits, firstNonFinite } from "./decode.ts";
+import { applyMaskBytes, bf16Bits, decode, decodeAt, encode, f16Bits, firstNonFinite } from "./decode.ts";
 
 const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
 
@@ -50,4 +50,19 @@ Deno.test("f16Bits() and bf16Bits() round to nearest even and invert decode()", 
       if (Number.isFinite(values[h]!)) assert.equal(back[h], h, `${dtype} 0x${h.toString(16)}`);
     }
   }
+});
+
+Deno.test("decodeAt() reads single elements as decode() reads them, for every f16 and bf16 pattern", () => {
+  const all = new Uint16Array(65536).map((_, h) => h);
+  const bytes = new Uint8Array(all.buffer);
+  const view = new DataView(all.buffer);
+  for (const dtype of ["f16", "bf16"] as const) {
+    const { values } = decode(bytes, dtype);
+    for (let i = 0; i < 65536; i++) {
+      assert.ok(Object.is(decodeAt(view, dtype, i), values[i]), `${dtype} 0x${i.toString(16)}`);
+    }
+  }
+  const f32 = new Float32Array([0, -0, 1.5, -3e38, 1e-45, Infinity]);
+  const v32 = new DataView(f32.buffer);
+  f32.forEach((x, i) => assert.ok(Object.is(decodeAt(v32, "f32", i), x), `f32 ${x}`));
 });

@@ -46,3 +46,18 @@ Deno.test("prepareRequest names the first non-finite input by its index in the w
     return true;
   });
 });
+
+Deno.test("prepareRequest stops summing inputs when its pause throws (a deadline or a client gone)", async () => {
+  const tokens = 3000, cols = 70;
+  const values = new Float32Array(tokens * cols).fill(0.5);
+  let blocks = 0;
+  const stop = new DOMException("the deadline passed", "TimeoutError");
+  await assert.rejects(
+    prepareRequest(withInputs(values, tokens, cols), { maxLayerElements: 1 << 20 }, () => {
+      if (++blocks === 2) throw stop;
+      return undefined;
+    }),
+    (e) => e === stop,
+  );
+  assert.equal(blocks, 2, "no block summed after the throw");
+});

@@ -25,11 +25,13 @@ const CLIENT_GONE = new Set(["BadResource", "ConnectionReset", "ConnectionAborte
  * malformed chunk, say), which is the client's fault too and answered 400, not 500.
  */
 function unreadable(err: unknown): never {
-  if (err instanceof Error && CLIENT_GONE.has(err.name)) throw err; // mapped to 499 below, after the cancel
-  const why = err instanceof Error ? err.message.slice(0, 200) : String(err).slice(0, 200);
-  throw new ZpruneError("bad_msgpack", `the request body could not be read, its HTTP framing is malformed: ${why}`, {
-    cause: err,
-  });
+  // Deno's HTTP/1 parser words its refusals so; anything else (a stream already read, say) stays the server's.
+  if (!(err instanceof Error) || !/^invalid HTTP/i.test(err.message)) throw err;
+  throw new ZpruneError(
+    "bad_msgpack",
+    `the request body could not be read, its HTTP framing is malformed: ${err.message.slice(0, 200)}`,
+    { cause: err },
+  );
 }
 
 /** The bytes of request bodies held before they compute, bounded by `limit`. */
@@ -105,7 +107,7 @@ export async function readBody(
   try {
     // With a Content-Length, the buffer takes its whole size once a quarter of it has come: large bodies are
     // copied at most about half over, while a client that declares much and sends little reserves (virtual)
-    // memory only in proportion to what it sent, which the budget counts.
+    // memory of at most 16 MiB or 4 times what it sent (the budget counts what it sent).
     const declared = Number.isSafeInteger(length) && length > 0 ? length : 0;
     let out = new Uint8Array(declared ? Math.min(declared, FIRST_BUFFER_BYTES) : 64 * 1024);
     let n = 0;

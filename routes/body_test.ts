@@ -53,6 +53,9 @@ Deno.test("readBody: a body Deno's parser refuses is 400 bad_msgpack; a client g
     assert.match(e.message, /HTTP framing is malformed: invalid HTTP\/1 request/);
     return true;
   });
+  // Another stream failure is not the client's framing: it stays what it was (a 500 for the app).
+  const other = new TypeError("the stream is locked");
+  await assert.rejects(readBody(request(chunks(1, 10), null, other), MiB), (e: unknown) => e === other);
   const gone = Object.assign(new Error("connection reset"), { name: "ConnectionReset" });
   await assert.rejects(readBody(request(chunks(1, 10), 100, gone), MiB), (e: unknown) => {
     assert.ok(e instanceof ZpruneError);

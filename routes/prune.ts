@@ -146,7 +146,8 @@ export function pruneHandler(deps: PruneRouteDeps) {
     const request = parsePruneRequest(decodeMsgpack(body));
     // Summing large `inputs` takes a while: other requests and /healthz get their turns meanwhile.
     const prepTurns = loopTurns(YIELD_MS);
-    const prepared = await prepareRequest(request, { maxLayerElements: deps.maxLayerElements }, prepTurns.next)
+    const pause = () => (signal.throwIfAborted(), prepTurns.next()); // a client gone or a deadline ends the sums
+    const prepared = await prepareRequest(request, { maxLayerElements: deps.maxLayerElements }, pause)
       .finally(() => prepTurns.stop());
     const { params, layers } = prepared;
     c.set("layers", layers.length);
