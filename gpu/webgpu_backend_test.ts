@@ -222,23 +222,19 @@ Deno.test({
   },
 });
 
+/** An 8x16 f32 layer whose first row is scaled by 1e38: its f32 sum of squares overflows, so Z-Pruner goes exact. */
+function overflowingRow(name: string): LayerJob {
+  const v = new Float32Array(8 * 16).map((_, i) => ((i * 7919) % 97) / 97 + 0.01);
+  for (let j = 0; j < 16; j++) v[j] = v[j]! * 1e38;
+  return { name, rows: 8, cols: 16, dtype: "f32", weight: new Uint8Array(v.buffer), actNormSq: null };
+}
+
 Deno.test({
   name: "webgpu: a layer the GPU cannot answer exactly comes back to the main thread's CPU backend; the GPU goes on",
   ignore,
   async fn() {
-    // Z-Pruner rows scaled by 1e38: their f32 sums of squares overflow, so the engine hands the layer back.
-    const rows = 8, cols = 16;
-    const v = new Float32Array(rows * cols).map((_, i) => ((i * 7919) % 97) / 97 + 0.01);
-    for (let j = 0; j < cols; j++) v[j] = v[j]! * 1e38;
     const params: PruneParams = { ...PARAMS, method: "zpruner", exponent: 1.5, returnScore: true };
-    const big = (): LayerJob => ({
-      name: "rows-1e38",
-      rows,
-      cols,
-      dtype: "f32",
-      weight: new Uint8Array(v.slice().buffer),
-      actNormSq: null,
-    });
+    const big = () => overflowingRow("rows-1e38");
     const want = await pruneLayer(params, big());
     const cpu = createCpuBackend({ threads: 0 });
     const asked: string[] = [];
@@ -266,9 +262,6 @@ Deno.test({
   name: "webgpu: close() answers a layer computing on the exact path unavailable, and nothing after",
   ignore,
   async fn() {
-    const rows = 8, cols = 16;
-    const v = new Float32Array(rows * cols).map((_, i) => ((i * 7919) % 97) / 97 + 0.01);
-    for (let j = 0; j < cols; j++) v[j] = v[j]! * 1e38; // overflowing row sums: the exact path
     const params: PruneParams = { ...PARAMS, method: "zpruner", exponent: 1.5 };
     const cpu = createCpuBackend({ threads: 0 });
     let entered!: () => void, open!: () => void;
@@ -284,8 +277,7 @@ Deno.test({
     };
     const b = (await createWebGpuBackend({ allowFallback: true, exact }))!;
     try {
-      const weight = new Uint8Array(v.buffer);
-      const answer = b.prune(params, { name: "held", rows, cols, dtype: "f32", weight, actNormSq: null });
+      const answer = b.prune(params, overflowingRow("held"));
       const settled = answer.then(() => "answered", (e) => e);
       await reached;
       await b.close();
