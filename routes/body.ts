@@ -108,8 +108,8 @@ export async function readBody(
     // With a Content-Length, the buffer takes its whole size once a quarter of it has come: large bodies are
     // copied at most about half over, while a client that declares much and sends little reserves (virtual)
     // memory of at most 16 MiB or 4 times what it sent (the budget counts what it sent).
-    const declared = Number.isSafeInteger(length) && length > 0 ? length : 0;
-    let out = new Uint8Array(declared ? Math.min(declared, FIRST_BUFFER_BYTES) : 64 * 1024);
+    const expected = Number.isSafeInteger(length) && length > 0 ? length : 0;
+    let out = new Uint8Array(expected ? Math.min(expected, FIRST_BUFFER_BYTES) : 64 * 1024);
     let n = 0;
     for (;;) {
       const { done, value } = await Promise.race([reader.read().catch(unreadable), stopped]);
@@ -118,7 +118,7 @@ export async function readBody(
       hold?.grow(n + value.byteLength);
       if (n + value.byteLength > out.byteLength) {
         const need = n + value.byteLength;
-        const size = declared && need >= declared / 4 ? declared : Math.max(out.byteLength * 2, need);
+        const size = expected && need >= expected / 4 ? expected : Math.max(out.byteLength * 2, need);
         const grown = new Uint8Array(Math.min(limit, Math.max(size, need)));
         grown.set(out.subarray(0, n));
         out = grown;
@@ -134,10 +134,10 @@ export async function readBody(
     // half-closed client does receive the answer. Deno 2.9's stream fails without yielding the last chunk, even
     // after a complete body at times, so how much came is not known and the message does not guess.
     if (err instanceof Error && CLIENT_GONE.has(err.name)) {
-      const declared = Number.isSafeInteger(length) ? ` (${length} bytes declared)` : "";
+      const size = Number.isSafeInteger(length) ? ` (${length} bytes declared)` : "";
       throw new ZpruneError(
         "client_closed_request",
-        `the client closed the connection, or its sending side, before its body${declared} could be read`,
+        `the client closed the connection, or its sending side, before its body${size} could be read`,
         { cause: err },
       );
     }
