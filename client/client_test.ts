@@ -108,7 +108,8 @@ Deno.test("pruneLayers() retries 429 and 503, waiting as Retry-After says (secon
       if (waits.length === 3) untilDate.push(dateTarget - Date.now());
       return Promise.resolve();
     };
-    const client = new ZpruneClient({ url, token: "s3cret", backoffMs: 5, sleep });
+    // maxBackoffMs over the date's 31 s: Retry-After is honoured up to it (the cap has its own test).
+    const client = new ZpruneClient({ url, token: "s3cret", backoffMs: 5, maxBackoffMs: 60_000, sleep });
     const res = await client.pruneLayers(REQUEST);
     assert.equal(res.layers[0]!.stats.pruned, 4);
     assert.deepEqual(Array.from(res.layers[0]!.mask), [0b00001111]);
@@ -124,6 +125,57 @@ Deno.test("pruneLayers() retries 429 and 503, waiting as Retry-After says (secon
     assert.ok(date <= 31_000 + 2.5, `Retry-After date waited ${date} ms`);
   });
   assert.deepEqual(seen, ["Bearer s3cret", "Bearer s3cret", "Bearer s3cret", "Bearer s3cret"]);
+});
+
+Deno.test("pruneLayers() waits no longer than maxBackoffMs, whatever Retry-After asks", async () => {
+  const asks = ["86400", new Date(Date.now() + 10 * 365 * 86_400_000).toUTCString()];
+  await withServer((_req, attempt) => {
+    if (attempt >= asks.length) return msgpack(OK_BODY);
+    const error = { code: "busy", message: "queue full" };
+    return Response.json({ error }, { status: 429, headers: { "retry-after": asks[attempt]! } });
+  }, async (url) => {
+    const waits: number[] = [];
+    const sleep = (ms: number) => (waits.push(ms), Promise.resolve());
+    const client = new ZpruneClient({ url, backoffMs: 4, maxBackoffMs: 1_000, sleep });
+    assert.equal((await client.pruneLayers(REQUEST)).layers[0]!.stats.pruned, 4);
+    // A day, and a date ten years ahead: 1000 ms each, plus at most half a backoffMs of jitter.
+    assert.equal(waits.length, 2);
+    for (const w of waits) assert.ok(w >= 1_000 && w <= 1_002, `waited ${w} ms`);
+  });
+});
+
+Deno.test("pruneLayers(): an error answer cut short keeps its status; a malformed 200 is reported with status 200", async () => {
+  const cut = () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('{"err'));
+        setTimeout(() => c.error(new Error("server died mid-answer")), 20);
+      },
+    });
+    return new Response(body, { status: 422, headers: { "content-type": "application/json" } });
+  };
+  await withServer(cut, async (url) => {
+    await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError, `${e}`);
+      assert.deepEqual([e.code, e.status], ["invalid_request", 422]);
+      return true;
+    });
+  });
+  await withServer(() => msgpack({ layers: "none" }), async (url) => {
+    await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.equal(e.status, 200);
+      assert.match(e.message, /malformed prune response/);
+      return true;
+    });
+  });
+});
+
+Deno.test("new ZpruneClient() refuses a URL fetch cannot use, at once", () => {
+  for (const url of ["localhost:8787", "ftp://host/", "not a url", ""]) {
+    assert.throws(() => new ZpruneClient({ url }), TypeError, url);
+  }
+  assert.equal(new ZpruneClient({ url: "https://host:1/base/" }).url, "https://host:1/base");
 });
 
 Deno.test("pruneLayers() gives up after `retries` and reports the last error's code", async () => {

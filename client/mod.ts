@@ -36,7 +36,7 @@ export interface ClientOptions {
   retries?: number;
   /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
   backoffMs?: number;
-  /** Upper bound of one backoff delay in milliseconds (default 10000). */
+  /** Upper bound of one wait between tries in milliseconds, a server's Retry-After included (default 10000). */
   maxBackoffMs?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
@@ -74,7 +74,8 @@ function codeOfStatus(status: number): ErrorCode {
 
 /** Turns an error answer (JSON or msgpack `{error: {code, message}}`) into a ZpruneError. */
 async function errorOf(res: Response): Promise<ZpruneError> {
-  const bytes = new Uint8Array(await res.arrayBuffer());
+  // An error answer cut short still has its status and headers to tell what happened.
+  const bytes = await res.arrayBuffer().then((b) => new Uint8Array(b), () => new Uint8Array(0));
   const type = res.headers.get("content-type") ?? "";
   let body: unknown;
   try {
@@ -128,6 +129,14 @@ export class ZpruneClient {
   /** Creates a client; nothing is sent until the first call. */
   constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, "");
+    // A URL fetch can never use is a mistake to report now, not a failure to retry with backoff.
+    let scheme = "";
+    try {
+      scheme = new URL(this.url).protocol;
+    } catch { /* reported below */ }
+    if (scheme !== "http:" && scheme !== "https:") {
+      throw new TypeError(`${JSON.stringify(options.url)}: expected http://host:port or https://host:port`);
+    }
     this.#opts = {
       token: options.token,
       timeoutMs: options.timeoutMs ?? 120_000,
@@ -154,11 +163,16 @@ export class ZpruneClient {
     try {
       answer = decodeMsgpack(reply);
     } catch (err) {
-      throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`);
+      // The HTTP status was 200: the fault is the answer's, which the status says as it was.
+      throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`, {
+        status: 200,
+      });
     }
     const parsed = PruneResponseSchema.safeParse(answer);
     if (!parsed.success) {
-      throw new ZpruneError("internal", `malformed prune response: ${parsed.error.issues[0]?.message ?? "?"}`);
+      throw new ZpruneError("internal", `malformed prune response: ${parsed.error.issues[0]?.message ?? "?"}`, {
+        status: 200,
+      });
     }
     return parsed.data;
   }
@@ -206,8 +220,12 @@ export class ZpruneClient {
       if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
         const wait = retryAfterMs(res.headers.get("retry-after"));
         await res.body?.cancel();
-        // Honour Retry-After, plus a little jitter so that many clients do not return in lockstep.
-        await o.sleep(wait !== undefined ? wait + Math.random() * o.backoffMs * 0.5 : this.#backoff(attempt), signal);
+        // Honour Retry-After up to maxBackoffMs (a day's, or a date years ahead, must not hang the caller), plus a
+        // little jitter so that many clients do not return in lockstep.
+        const delay = wait === undefined
+          ? this.#backoff(attempt)
+          : Math.min(wait, o.maxBackoffMs) + Math.random() * o.backoffMs * 0.5;
+        await o.sleep(delay, signal);
         continue;
       }
       throw await errorOf(res);

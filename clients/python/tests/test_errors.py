@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 import msgpack
@@ -334,6 +335,72 @@ def test_answer_cut_short_is_unreachable_after_retries(stub: Tuple[str, Script])
     client.sleep = lambda s: None
     raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
     assert script.count == 3, "a connection closed mid-answer is retried like a reset"
+
+
+def test_retry_after_is_capped_by_max_backoff(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    busy = [(429, {"Content-Type": "application/json", "Retry-After": after}, _json_error("busy"))
+            for after in ("86400", "Wed, 21 Oct 2099 07:28:00 GMT", "inf")]
+    script.answers = [*busy, (200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    client = ZpruneClient(url, backoff=0.5, max_backoff=10.0)
+    waits: List[float] = []
+    client.sleep = waits.append
+    client.prune_layer(W, ACT, sparsity=0.5)
+    # A day, a date decades ahead: max_backoff each. "inf" is no usable Retry-After: the jittered backoff (0.5 * 4).
+    assert waits[:2] == [10.0, 10.0], waits
+    assert 1.5 <= waits[2] <= 2.5, waits
+
+
+def test_an_error_answer_cut_short_keeps_its_status(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    cut = {"Content-Type": "application/json", "Content-Length": "1000"}  # 5 bytes of 1000 come
+    script.answers = [(422, cut, b'{"err')]
+    raises("http_422", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert script.count == 1, "a 422 is not retried, however its body ended"
+    script.answers, script.count = [(503, cut, b'{"err'), (200, {"Content-Type": "application/msgpack"}, _ok_answer())], 0
+    client = ZpruneClient(url)
+    client.sleep = lambda s: None
+    client.prune_layer(W, ACT, sparsity=0.5)
+    assert script.count == 2, "a 503 cut short is still retried"
+
+
+def test_token_from_a_secret_file_loses_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ZpruneClient("http://127.0.0.1:1", token=" s3cret\n").token == "s3cret"
+    monkeypatch.setenv("ZPRUNE_TOKEN", "s3cret\n")
+    assert ZpruneClient("http://127.0.0.1:1").token == "s3cret"
+    monkeypatch.setenv("ZPRUNE_TOKEN", "\n")
+    assert ZpruneClient("http://127.0.0.1:1").token is None
+
+
+def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
+    # 60 bytes, one every 0.1 s: no single read waits a second, the whole answer takes 6.
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/msgpack")
+            self.send_header("Content-Length", "60")
+            self.end_headers()
+            try:
+                for _ in range(60):
+                    self.wfile.write(b"\xc0")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass  # the client gave up
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = ZpruneClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=1.0)
+        # Read to its end, the body would be 60 nils: invalid_response. Cut off at the timeout: unreachable.
+        raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # -- a second live server: token, small body limit, no queue ---------------------------------------------------

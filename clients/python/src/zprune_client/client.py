@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import math
 import os
 import random
 import time
@@ -157,7 +158,8 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf" or "nan" says nothing usable
     except ValueError:
         pass
     try:
@@ -165,6 +167,21 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _read_by(resp: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The whole body of ``resp``, or ``TimeoutError`` past ``deadline`` (the socket's own timeout bounds each read
+    only, so a server that trickles its answer would otherwise never be cut off)."""
+    chunks = []
+    while True:
+        chunk = resp.read1(1 << 20)
+        if not chunk:
+            if resp.length:  # the connection ended before the Content-Length did (read1 does not raise it)
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer did not arrive within the client's timeout")
 
 
 def _lower_keys(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
@@ -209,11 +226,11 @@ class ZpruneClient:
     Args:
         url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
-        timeout: seconds to wait for one answer.
+        timeout: seconds one attempt may take, from sending the request to the answer's last byte.
         max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
             before the whole answer came (a server restarting), is retried before it is raised.
         backoff: the first wait between retries when the server gives no ``Retry-After``; doubled each time.
-        max_backoff: the longest wait between two tries.
+        max_backoff: the longest wait between two tries, a server's ``Retry-After`` included.
 
     Example:
         >>> client = ZpruneClient("http://127.0.0.1:8787")            # doctest: +SKIP
@@ -231,7 +248,9 @@ class ZpruneClient:
         max_backoff: float = 30.0,
     ) -> None:
         self.url = _checked_url((url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).rstrip("/"))
-        self.token = token if token is not None else os.environ.get("ZPRUNE_TOKEN") or None
+        # A token read from a secret file often ends with a newline, which no header may carry (the server trims too).
+        raw = token if token is not None else os.environ.get("ZPRUNE_TOKEN")
+        self.token = (raw or "").strip() or None
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
@@ -267,10 +286,15 @@ class ZpruneClient:
         while True:
             req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
             try:
+                deadline = time.monotonic() + self.timeout
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.status, _lower_keys(resp.headers.items()), resp.read()
+                    return resp.status, _lower_keys(resp.headers.items()), _read_by(resp, deadline)
             except urllib.error.HTTPError as e:
-                err = _error_from(e.code, _lower_keys(e.headers.items()) if e.headers else {}, e.read())
+                try:
+                    raw = e.read()
+                except (http.client.HTTPException, OSError):
+                    raw = b""  # the error's body was cut short: its status and headers still say what happened
+                err = _error_from(e.code, _lower_keys(e.headers.items()) if e.headers else {}, raw)
                 e.close()
                 if e.code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise err from None
@@ -289,7 +313,7 @@ class ZpruneClient:
             # Jittered by +-25 % so that many clients do not return in lockstep, then capped: max_backoff holds.
             delay = min(self.max_backoff, self.backoff * (2**attempt) * (0.75 + 0.5 * random.random()))
             if err.retry_after is not None:
-                delay = err.retry_after
+                delay = min(self.max_backoff, err.retry_after)  # a day's Retry-After must not hang a notebook
             self.sleep(delay)
             attempt += 1
 
