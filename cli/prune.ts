@@ -283,7 +283,9 @@ if (import.meta.main) {
       if (r.out) console.log(`written      ${r.out}`);
     }
   } catch (e) {
-    console.error(`prune: ${errorChain(e)}`);
+    // A server's refusal says which code and status, for a log or a retry decision.
+    const code = e instanceof ZpruneError ? ` (${e.code}, HTTP ${e.status})` : "";
+    console.error(`prune: ${errorChain(e)}${code}`);
     Deno.exit(1);
   }
 }

@@ -1,10 +1,11 @@
 /**
  * Sequential pruning of a LLaMA checkpoint through the endpoint, the way reference.json was made (see the model
  * card): for each decoder block in order, one forward of all calibration windows through the model as pruned so far
- * collects actNormSq for the block's seven linear layers; one request prunes all seven; the masks are applied; then
- * the next block. Also perplexity over consecutive windows.
+ * collects actNormSq for the block's seven linear layers; one request prunes all seven (several, where the server's
+ * body limit needs); the masks are applied; then the next block. Also perplexity over consecutive windows.
  */
-import type { PruneResponse } from "../contract/api.ts";
+import type { PruneResponse, Timings } from "../contract/api.ts";
+import { ZpruneError } from "../contract/errors.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
 import type { Checkpoint } from "./safetensors.ts";
 import { LINEAR_NAMES, type LlamaConfig } from "./config.ts";
@@ -35,9 +36,9 @@ export interface BlockRecord {
   block: number;
   /** Forward pass collecting statistics, ms. */
   collectMs: number;
-  /** Round trip of the prune request, ms. */
+  /** Round trip of the prune request(s), ms. */
   requestMs: number;
-  /** The server's own timings. */
+  /** The server's own timings (summed over the block's requests). */
   server: PruneResponse["timings"];
   /** Applying masks and advancing the cached hidden states, ms. */
   applyMs: number;
@@ -52,6 +53,51 @@ export interface SequentialResult {
   /** Total pruned and total weights over every pruned layer. */
   pruned: number;
   total: number;
+}
+
+/** A layer of a prune request, as this module builds them. */
+interface RequestLayer {
+  name: string;
+  weight: { data: Uint8Array };
+  actNormSq: { data: Uint8Array };
+}
+
+/** Bytes of msgpack around a layer's tensors (keys, dtype, shapes), and around the request's layers: generous. */
+const LAYER_OVERHEAD = 256, REQUEST_OVERHEAD = 256;
+
+/**
+ * Splits `layers` (kept in order) into as few consecutive groups as keep each request's body within
+ * `maxBodyBytes`; throws, naming it, for a layer that alone would not fit.
+ */
+export function batchBySize<T extends RequestLayer>(layers: T[], maxBodyBytes: number): T[][] {
+  const batches: T[][] = [];
+  let current: T[] = [], bytes = REQUEST_OVERHEAD;
+  for (const l of layers) {
+    const size = l.weight.data.byteLength + l.actNormSq.data.byteLength + 3 * l.name.length + LAYER_OVERHEAD;
+    if (REQUEST_OVERHEAD + size > maxBodyBytes) {
+      throw new ZpruneError(
+        "too_large",
+        `${l.name}: about ${REQUEST_OVERHEAD + size} bytes to send, over the server's limit of ${maxBodyBytes}`,
+      );
+    }
+    if (current.length > 0 && bytes + size > maxBodyBytes) {
+      batches.push(current);
+      current = [];
+      bytes = REQUEST_OVERHEAD;
+    }
+    current.push(l);
+    bytes += size;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
+/** `e` with where it happened in front of its message, its code and status kept. */
+function located(where: string, e: unknown): Error {
+  if (e instanceof ZpruneError) {
+    return new ZpruneError(e.code, `${where}: ${e.message}`, { status: e.status, headers: e.headers, cause: e });
+  }
+  return new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }
 
 /**
@@ -70,6 +116,7 @@ export async function pruneSequential(
   onBlock?: (block: number) => void,
 ): Promise<SequentialResult> {
   const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0 };
+  const { maxBodyBytes } = (await client.info()).limits;
   await pool.calibBegin(calib, windows);
   for (let l = 0; l < cfg.nLayers; l++) {
     let t0 = performance.now();
@@ -92,17 +139,31 @@ export async function pruneSequential(
       };
     });
     t0 = performance.now();
-    const res = await client.pruneLayers({
-      method: settings.method,
-      pattern: settings.pattern,
-      sparsity: settings.sparsity,
-      options: settings.exponent !== undefined ? { exponent: settings.exponent } : undefined,
-      layers,
-    });
+    const answers: PruneResponse["layers"] = [];
+    const server: Timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
+    for (const batch of batchBySize(layers, maxBodyBytes)) {
+      let res: PruneResponse;
+      try {
+        res = await client.pruneLayers({
+          method: settings.method,
+          pattern: settings.pattern,
+          sparsity: settings.sparsity,
+          options: settings.exponent !== undefined ? { exponent: settings.exponent } : undefined,
+          layers: batch,
+        });
+      } catch (e) {
+        // Blocks before this one are pruned (in the checkpoint and the pool): say where the run stopped.
+        throw located(`block ${l} (${batch.map((x) => x.name).join(", ")})`, e);
+      }
+      answers.push(...res.layers);
+      for (const k of Object.keys(server) as (keyof Timings)[]) server[k] += res.timings[k];
+      result.backend = res.backend;
+      result.device = res.device;
+    }
     const requestMs = performance.now() - t0;
     t0 = performance.now();
     for (const [i, { name, full, t }] of tensors.entries()) {
-      const out = res.layers[i];
+      const out = answers[i];
       // The contract promises request order; check rather than trust, a wrong mask would silently corrupt the model.
       if (!out || out.name !== full || out.shape[0] !== t.shape[0] || out.shape[1] !== t.shape[1]) {
         throw new Error(`server answered ${out?.name ?? "nothing"} for ${full}`);
@@ -115,9 +176,7 @@ export async function pruneSequential(
       result.total += out.stats.total;
     }
     await pool.calibAdvance(l);
-    result.blocks.push({ block: l, collectMs, requestMs, server: res.timings, applyMs: performance.now() - t0 });
-    result.backend = res.backend;
-    result.device = res.device;
+    result.blocks.push({ block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 });
     onBlock?.(l);
   }
   return result;

@@ -5,6 +5,10 @@
 import assert from "node:assert/strict";
 import { main } from "../cli/prune.ts";
 import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU16 } from "../model/mod.ts";
+import { batchBySize } from "../model/sequential.ts";
+import { ZpruneError } from "../contract/errors.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { startServer } from "./_server.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
@@ -60,4 +64,39 @@ Deno.test("deno task prune: zpruner/layer 0.5 through the endpoint matches refer
   } finally {
     await Deno.remove(out, { recursive: true });
   }
+});
+
+Deno.test("deno task prune --server: a block over the server's body limit goes in several requests, in order", async () => {
+  // 1 MB: a block's seven f16 layers (4 x 128 KiB attention, 3 x 344 KiB MLP) take two requests each.
+  const backend = createCpuBackend();
+  const posts: string[] = [];
+  const log = (e: Record<string, unknown>) => {
+    if (e.path === "/v1/prune") posts.push(`${e.status}:${e.layers}`);
+  };
+  const server = await startServer({ backend, config: { maxBodyBytes: 1_000_000 }, log });
+  try {
+    const report = await main(["--server", server.url, "--skip-dense", "--eval-windows", "1"]);
+    assert.ok(report);
+    assert.deepEqual(posts, Array(6).fill(["200:5", "200:2"]).flat(), "two requests per block, all answered");
+    const names = Array.from({ length: 6 }, (_, b) => LINEAR_NAMES.map((n) => `model.layers.${b}.${n}.weight`));
+    assert.deepEqual(report.layers.map((l) => l.name), names.flat(), "every layer once, in order");
+    assert.equal(report.pruned, report.total / 2);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("batchBySize() keeps layers in order, each request under the limit, and names a layer that cannot fit", () => {
+  const layer = (name: string, bytes: number) => ({
+    name,
+    weight: { data: new Uint8Array(bytes) },
+    actNormSq: { data: new Uint8Array(0) },
+  });
+  const layers = [layer("a", 4000), layer("b", 4000), layer("c", 9000), layer("d", 500)];
+  // Each layer costs its bytes, 3 per name character and 256; a request 256 more.
+  const groups = batchBySize(layers, 10_000);
+  assert.deepEqual(groups.map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
+  assert.deepEqual(batchBySize(layers, 100_000).map((g) => g.length), [4]);
+  assert.throws(() => batchBySize(layers, 9_000), (e: unknown) => e instanceof ZpruneError && /^c: /.test(e.message));
 });

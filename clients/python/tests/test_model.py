@@ -17,7 +17,7 @@ from conftest import CORPUS_DIR, MODEL_DIR
 
 torch = pytest.importorskip("torch")
 
-from zprune_client import LLAMA_LINEARS, prune_model  # noqa: E402
+from zprune_client import LLAMA_LINEARS, ZpruneClient, ZpruneError, prune_model  # noqa: E402
 from zprune_client.llama import (  # noqa: E402
     calibration_windows,
     eval_windows,
@@ -132,3 +132,43 @@ def test_prune_model_keeps_whole_answers_only_when_asked(server_url: str) -> Non
             assert layer.mask.shape == tuple(weight.shape)
             assert bool((weight[torch.from_numpy(layer.mask)] == 0).all()), "the kept mask is the one applied"
 
+
+
+def test_prune_model_splits_a_block_over_the_body_limit(start_server: Any) -> None:
+    # The tiny model's block: 122,880 bytes of f32 weights; 60,000 a request takes three or so.
+    server = start_server({"ZPRUNE_MAX_BODY_BYTES": "60000"})
+    model = tiny_llama(5)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    report = prune_model(model, batches, server.url, method="magnitude", pattern="layer", sparsity=0.5,
+                         progress=False, keep_responses=True)
+    blocks = len(model.model.layers)
+    assert len(report.responses) > blocks, "some block went in several requests"
+    sent = [layer.name for result in report.responses for layer in result.layers]
+    assert sent == [f"model.layers.{b}.{n}" for b in range(blocks) for n in LLAMA_LINEARS], "each layer once, in order"
+    assert report.pruned == report.total // 2
+    # A layer that cannot fit alone is named before anything is sent for it.
+    small = start_server({"ZPRUNE_MAX_BODY_BYTES": "20000"})
+    with pytest.raises(ZpruneError) as info:
+        prune_model(tiny_llama(5), batches, small.url, method="magnitude", sparsity=0.5, progress=False)
+    assert info.value.code == "too_large" and "model.layers.0.mlp.gate_proj" in info.value.message
+
+
+def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
+    client = ZpruneClient(server_url)
+    real = client.prune_layers
+    calls = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ZpruneError("unavailable", "the backend failed", 503, retry_after=1.0)
+        return real(*args, **kwargs)
+
+    client.prune_layers = failing  # type: ignore[method-assign]
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
+    with pytest.raises(ZpruneError) as info:
+        prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, progress=False)
+    e = info.value
+    assert (e.code, e.status, e.retry_after) == ("unavailable", 503, 1.0)
+    assert e.message.startswith("block 1 (model.layers.1.self_attn.q_proj, "), e.message
+    assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1

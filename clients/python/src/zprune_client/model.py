@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .client import Layer, PruneResult, ZpruneClient
+from .client import Layer, PruneResult, ZpruneClient, ZpruneError
 from .wire import WireDType, apply_mask
 
 #: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
@@ -39,7 +39,7 @@ class ModelPruneReport:
     Attributes:
         stats: per full layer name (``model.layers.0.self_attn.q_proj``), the server's statistics.
         pruned, total: weights pruned and weights considered, over all pruned layers.
-        responses: every ``PruneResult``, one per block, when ``prune_model`` was asked to keep them
+        responses: every ``PruneResult``, one per request (a block takes one unless it exceeds the body limit), when ``prune_model`` was asked to keep them
             (``keep_responses=True``); empty otherwise, since their masks take a byte per weight (about 6.5 GB for
             a 7B model) and are already applied to the model.
     """
@@ -123,6 +123,38 @@ def _next_inputs(out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tup
     return (), {**kwargs, "hidden_states": hidden}
 
 
+#: Bytes of msgpack around a layer's tensors, and around a request's layers: generous.
+_LAYER_OVERHEAD = _REQUEST_OVERHEAD = 256
+
+
+def _wire_bytes(spec: Layer, dtype: Optional[WireDType]) -> int:
+    """About how many bytes ``spec`` takes in a request body (an over-estimate)."""
+    w = spec.weight
+    size = {"f32": 4, "f16": 2, "bf16": 2}[dtype] if dtype else int(getattr(w, "element_size", lambda: 4)())
+    act = 4 * int(spec.act_norm_sq.numel()) if spec.act_norm_sq is not None else 0
+    return int(w.numel()) * size + act + 3 * len(spec.name) + _LAYER_OVERHEAD
+
+
+def _batches(specs: List[Layer], dtype: Optional[WireDType], max_body: int) -> List[List[Layer]]:
+    """``specs`` in order, in as few consecutive groups as keep each request body within ``max_body`` bytes."""
+    groups: List[List[Layer]] = []
+    current: List[Layer] = []
+    used = _REQUEST_OVERHEAD
+    for spec in specs:
+        size = _wire_bytes(spec, dtype)
+        if _REQUEST_OVERHEAD + size > max_body:
+            raise ZpruneError("too_large", f"{spec.name}: about {_REQUEST_OVERHEAD + size} bytes to send, over the "
+                              f"server's limit of {max_body}", 413)
+        if current and used + size > max_body:
+            groups.append(current)
+            current, used = [], _REQUEST_OVERHEAD
+        current.append(spec)
+        used += size
+    if current:
+        groups.append(current)
+    return groups
+
+
 def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
     if not enabled:
         return iterable
@@ -175,7 +207,11 @@ def prune_model(
             the captured keyword arguments are dropped.
         progress: show a tqdm progress bar when tqdm is importable.
         client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
-        keep_responses: keep every block's whole answer, masks included, in ``ModelPruneReport.responses``.
+        keep_responses: keep every answer, masks included, in ``ModelPruneReport.responses`` (one per request: a
+            block whose layers exceed the server's body limit together is sent in several).
+
+    A block is sent in as few requests as the server's ``maxBodyBytes`` (``GET /v1/info``) allows. An error names
+    the block and layers it stopped at; the blocks before it are pruned already (resume with ``blocks=``).
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -192,6 +228,7 @@ def prune_model(
     order = list(range(len(decoder))) if blocks is None else list(blocks)
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
+    max_body = int(client.info()["limits"]["maxBodyBytes"])
     report = ModelPruneReport()
     was_training = bool(getattr(model, "training", False))
     model.eval()
@@ -236,17 +273,26 @@ def prune_model(
                 if name not in sums:
                     raise RuntimeError(f"{prefix}{name} saw no input during calibration")
                 specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
-            result = client.prune_layers(specs, method=method, pattern=pattern, sparsity=sparsity, exponent=exponent)
+            answered: List[Any] = []
+            for group in _batches(specs, dtype, max_body):
+                try:
+                    result = client.prune_layers(group, method=method, pattern=pattern, sparsity=sparsity,
+                                                 exponent=exponent)
+                except ZpruneError as e:
+                    where = f"block {bi} ({', '.join(s.name for s in group)})"
+                    raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
+                                      f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after) from e
+                answered.extend(result.layers)
+                if keep_responses:
+                    report.responses.append(result)
             with torch.no_grad():
-                for (_, mod), layer in zip(mods, result.layers):
+                for (_, mod), layer in zip(mods, answered):
                     apply_mask(mod.weight, layer.mask)
                     report.stats[layer.name] = layer.stats
                     report.pruned += int(layer.stats["pruned"])
                     report.total += int(layer.stats["total"])
                 if cached is not None:  # the pruned block's outputs are the next block's inputs
                     cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
-            if keep_responses:
-                report.responses.append(result)
     finally:
         model.train(was_training)
     return report
