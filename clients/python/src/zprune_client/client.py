@@ -172,7 +172,7 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
 def _read_by(resp: http.client.HTTPResponse, deadline: float) -> bytes:
     """The whole body of ``resp``, or ``TimeoutError`` past ``deadline`` (the socket's own timeout bounds each read
     only, so a server that trickles its answer would otherwise never be cut off)."""
-    chunks = []
+    chunks: List[bytes] = []
     while True:
         chunk = resp.read1(1 << 20)
         if not chunk:
