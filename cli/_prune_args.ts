@@ -57,7 +57,7 @@ output:
   --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer; the source's
                          reference.json and model card are left out, they describe the dense model)
   --report FILE.json     dense and pruned perplexity, per-layer stats, timings
-  --workers N            forward-pass workers, at least 1 (default: one per core, at most 8)
+  --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8)
 `;
 
 /** Where calibration windows come from. */
@@ -88,6 +88,9 @@ export interface PruneArgs {
 }
 
 /** The integer `raw` of `--name`, or `fallback` when absent; a RangeError naming the flag unless min <= n <= max. */
+/** The most forward-pass workers --workers may ask for: each holds a copy of the activations it computes. */
+const MAX_WORKERS = 64;
+
 function intFlag(name: string, raw: string | undefined, fallback: number, min: number, max?: number): number {
   if (raw === undefined) return fallback;
   // Decimal digits only, as for the server's environment (config.ts): Number() also takes "0x10" or "1e1".
@@ -250,7 +253,7 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     skipDense: v["skip-dense"] ?? false,
     out: v.out,
     report: v.report,
-    workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1) : undefined,
+    workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1, MAX_WORKERS) : undefined,
   };
 }
 

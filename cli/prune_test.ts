@@ -36,6 +36,7 @@ Deno.test("main() refuses numeric flags that are not integers in range, naming t
     [[...text, "--seed", String(2 ** 32)], /--seed/], // the generator keeps 32 bits: 2^32 would repeat seed 0
     [["--workers", "0"], /--workers/],
     [["--workers", "1.5"], /--workers/],
+    [["--workers", "65"], /--workers must be an integer from 1 to 64/],
     [["--workers", "1e1"], /--workers/], // Number() would read 10; the server's environment refuses it too
     [[...text, "--seed", "0x10"], /--seed/],
     [["--sparsity", "1"], /--sparsity/],

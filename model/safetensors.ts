@@ -139,19 +139,33 @@ export const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json",
  */
 export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<void> {
   await Deno.mkdir(outDir, { recursive: true });
-  const shardFiles = new Set(ckpt.shards.map((s) => s.file));
-  for await (const entry of Deno.readDir(ckpt.dir)) {
-    if (!entry.isFile || shardFiles.has(entry.name) || entry.name === "model.safetensors.index.json") continue;
-    if (SOURCE_ONLY_FILES.has(entry.name)) continue;
-    await Deno.copyFile(`${ckpt.dir}/${entry.name}`, `${outDir}/${entry.name}`);
+  // Every file goes under a temporary name first and all are renamed at the end: a run stopped while writing
+  // (minutes for a large model) leaves an existing checkpoint in outDir whole, never old and new shards mixed.
+  const written: [string, string][] = [];
+  const temp = (name: string) => {
+    const t = `${outDir}/.${name}.zprune-partial`;
+    written.push([t, `${outDir}/${name}`]);
+    return t;
+  };
+  try {
+    const shardFiles = new Set(ckpt.shards.map((s) => s.file));
+    for await (const entry of Deno.readDir(ckpt.dir)) {
+      if (!entry.isFile || shardFiles.has(entry.name) || entry.name === "model.safetensors.index.json") continue;
+      if (SOURCE_ONLY_FILES.has(entry.name)) continue;
+      await Deno.copyFile(`${ckpt.dir}/${entry.name}`, temp(entry.name));
+    }
+    for (const shard of ckpt.shards) {
+      const tensors = shard.names.map((n) => ckpt.tensors.get(n)!);
+      await Deno.writeFile(temp(shard.file), encodeSafetensors(tensors, shard.metadata));
+    }
+    if (ckpt.index) {
+      await Deno.writeTextFile(temp("model.safetensors.index.json"), JSON.stringify(ckpt.index, null, 2) + "\n");
+    }
+  } catch (e) {
+    await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
+    throw e;
   }
-  for (const shard of ckpt.shards) {
-    const tensors = shard.names.map((n) => ckpt.tensors.get(n)!);
-    await Deno.writeFile(`${outDir}/${shard.file}`, encodeSafetensors(tensors, shard.metadata));
-  }
-  if (ckpt.index) {
-    await Deno.writeTextFile(`${outDir}/model.safetensors.index.json`, JSON.stringify(ckpt.index, null, 2) + "\n");
-  }
+  for (const [t, final] of written) await Deno.rename(t, final);
 }
 
 /** Decodes raw little-endian bytes of any supported dtype (at any byte offset) into a new Float32Array. */

@@ -81,3 +81,27 @@ Deno.test("decodeToF32() decodes f16 and bf16 bit patterns, including subnormals
   // 0x7e96: exponent 253, mantissa 0x16 / 128.
   assert.deepEqual(Array.from(decodeToF32(bf16, "bf16")), [1, -2.5, 2 ** 126 * (1 + 22 / 128)]);
 });
+
+Deno.test("writeCheckpoint() stopped midway leaves the checkpoint already in outDir whole, and no partial files", async () => {
+  const ck = await loadCheckpoint(MODEL);
+  const out = await Deno.makeTempDir();
+  try {
+    await writeCheckpoint(ck, out);
+    const before = new Map<string, Uint8Array>();
+    for await (const e of Deno.readDir(out)) before.set(e.name, await Deno.readFile(`${out}/${e.name}`));
+    assert.ok(ck.shards.length >= 2, "the bundled model is sharded");
+    // Its last shard names a tensor that is not there: encoding it throws after the other shards were written.
+    const last = ck.shards.length - 1;
+    const shards = ck.shards.map((s, i) => (i === last ? { ...s, names: [...s.names, "missing.weight"] } : s));
+    const zeroed = new Map([...ck.tensors].map(([n, t]) => [n, { ...t, data: new Uint8Array(t.data.byteLength) }]));
+    await assert.rejects(writeCheckpoint({ ...ck, shards, tensors: zeroed }, out));
+    const after = new Map<string, Uint8Array>();
+    for await (const e of Deno.readDir(out)) after.set(e.name, await Deno.readFile(`${out}/${e.name}`));
+    assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort(), "no partial file left");
+    // Compared by hand: on megabytes that differ, assert's diff would take longer than the test may.
+    const same = (a: Uint8Array | undefined, b: Uint8Array) => a?.length === b.length && a.every((x, i) => x === b[i]);
+    for (const [name, bytes] of before) assert.ok(same(after.get(name), bytes), `${name} changed`);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
