@@ -56,7 +56,8 @@ evaluation, one of (default: data/corpus/test_ids.u16):
 output:
   --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer; the source's
                          reference.json and model card are left out, they describe the dense model)
-  --report FILE.json     dense and pruned perplexity, per-layer stats, timings
+  --report FILE.json     dense and pruned perplexity, per-layer stats, timings (if pruning fails: the
+                         dense perplexity and the error)
   --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8)
 `;
 

@@ -203,16 +203,35 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   if (!args.skipDense) dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));
 
   let t = performance.now();
-  const res = await pruneSequential(
-    model.ckpt,
-    model.cfg,
-    pool,
-    client,
-    { method, pattern, sparsity, exponent },
-    calib.tokens,
-    calib.windows,
-    (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
-  );
+  let res: SequentialResult;
+  try {
+    res = await pruneSequential(
+      model.ckpt,
+      model.cfg,
+      pool,
+      client,
+      { method, pattern, sparsity, exponent },
+      calib.tokens,
+      calib.windows,
+      (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
+    );
+  } catch (e) {
+    // The dense evaluation may have taken a long while: keep what was measured, and say where the run stopped.
+    if (args.report !== undefined) {
+      const failed = {
+        model: args.model,
+        server: args.server ?? "in-process",
+        method,
+        pattern,
+        sparsity,
+        evalWindows: dense?.windows,
+        densePpl: dense?.ppl,
+        error: errorChain(e),
+      };
+      await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
+    }
+    throw e;
+  }
   const pruneMs = performance.now() - t;
   const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));
 

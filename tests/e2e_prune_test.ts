@@ -8,6 +8,7 @@ import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU
 import { batchBySize } from "../model/sequential.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { startServer } from "./_server.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
@@ -99,4 +100,32 @@ Deno.test("batchBySize() keeps layers in order, each request under the limit, an
   assert.deepEqual(groups.map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
   assert.deepEqual(batchBySize(layers, 100_000).map((g) => g.length), [4]);
   assert.throws(() => batchBySize(layers, 9_000), (e: unknown) => e instanceof ZpruneError && /^c: /.test(e.message));
+});
+
+Deno.test("deno task prune: a server error mid-model names the block, and --report keeps the dense perplexity", async () => {
+  const cpu = createCpuBackend();
+  const backend = {
+    ...cpu,
+    prune: (p: PruneParams, l: LayerJob, s?: AbortSignal) =>
+      l.name.startsWith("model.layers.2.")
+        ? Promise.reject(new ZpruneError("invalid_request", `${l.name}: refused for the test`))
+        : cpu.prune(p, l, s),
+  };
+  const server = await startServer({ backend });
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      main(["--server", server.url, "--eval-windows", "1", "--report", `${dir}/report.json`]),
+      (e: unknown) =>
+        e instanceof ZpruneError && e.code === "invalid_request" && /^block 2 \(model\.layers\.2\./.test(e.message),
+    );
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+    assert.equal(report.evalWindows, 1);
+    assert.ok(report.densePpl > 1, `dense perplexity ${report.densePpl}`);
+    assert.match(report.error, /^block 2 \(model\.layers\.2\.self_attn\.q_proj.*refused for the test/);
+  } finally {
+    await server.close();
+    await cpu.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
