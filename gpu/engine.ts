@@ -617,22 +617,12 @@ export class GpuEngine {
         sumsOutOfRange(colSums, rows, "column", statsMethod);
     }
     const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
-    if (zScalars !== null) outOfRange ??= spreadTooSmall(new Float32Array(zScalars.buffer), n);
     const stateOut = new Uint32Array(back[1]!);
-    if (zScalars !== null && outOfRange === null && pattern.kind === "nm") {
-      outOfRange = nmSwapsLikely(new Float32Array(zScalars.buffer), n, pattern.n, pattern.m);
-    } else if (zScalars !== null && outOfRange === null && k > 0) {
-      // Z-Pruner's f32 z-scores near the selection threshold: see zSafeThreshold.
+    const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
+    if (zScalars !== null) {
       const z = new Float32Array(zScalars.buffer);
-      const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
-      if (pattern.kind === "layer") {
-        const t = new Float32Array(new Uint32Array([stateOut[0]!]).buffer)[0]!;
-        if (t > 0 && t < tSafe) outOfRange = thresholdTooLow("the layer", t, tSafe, z);
-      } else if (tSafe > 0) {
-        const scores = new HostZScores(layer, params.exponent, rowSums, colSums, z);
-        const low = lowRowThreshold(new Uint32Array(back[0]!), rows, cols, tSafe, (i) => scores.at(i));
-        if (low !== null) outOfRange = thresholdTooLow(`row ${low.row}`, low.threshold, tSafe, z);
-      }
+      outOfRange ??= spreadTooSmall(z, n) ??
+        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back[0]!), rowSums, colSums);
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
@@ -653,9 +643,7 @@ export class GpuEngine {
       rowSparsity: ms.rowSparsity,
       nonFinite: 0,
     };
-    if (pattern.kind === "layer" && k > 0) {
-      stats.threshold = new Float32Array(new Uint32Array([stateOut[0]!]).buffer)[0]!;
-    }
+    if (pattern.kind === "layer" && k > 0) stats.threshold = layerThreshold;
     if (method === "zpruner") {
       // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
       const small = zScalars![Z_SCALARS.small]!;
@@ -860,6 +848,35 @@ function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float
   return `${where}'s threshold score ${t.toExponential(2)} is below ${tSafe.toExponential(2)}, where float32 ` +
     `z-scores (means ${m(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!)} and ` +
     `${m(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!)} stds from zero) may leave the 1e-5 band`;
+}
+
+/**
+ * Why Z-Pruner's f32 scores may select otherwise than the CPU backend's near the selection threshold (k weights pruned
+ * per layer or row), or null:
+ * `layer` compares select_pick's threshold with zSafeThreshold, `row` scores each row's pruned weights on the host
+ * until one reaches it, N:M (no threshold read back) uses NM_SWAP_RATE.
+ */
+function zSelectionUnsafe(
+  z: Float32Array,
+  params: PruneParams,
+  layer: LayerJob,
+  k: number,
+  layerThreshold: number,
+  mask: Uint32Array,
+  rowSums: Float32Array,
+  colSums: Float32Array,
+): string | null {
+  const { rows, cols } = layer, n = rows * cols, p = params.pattern;
+  if (p.kind === "nm") return nmSwapsLikely(z, n, p.n, p.m);
+  if (k === 0) return null; // nothing pruned: no threshold to be near
+  const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
+  if (p.kind === "layer") {
+    return layerThreshold > 0 && layerThreshold < tSafe ? thresholdTooLow("the layer", layerThreshold, tSafe, z) : null;
+  }
+  if (!(tSafe > 0)) return null;
+  const scores = new HostZScores(layer, params.exponent, rowSums, colSums, z);
+  const low = lowRowThreshold(mask, rows, cols, tSafe, (i) => scores.at(i));
+  return low && thresholdTooLow(`row ${low.row}`, low.threshold, tSafe, z);
 }
 
 /**
