@@ -49,8 +49,9 @@ function holdsLargeBin(value: unknown): boolean {
 function collectPieces(value: unknown, out: Uint8Array[]): void {
   if (!holdsLargeBin(value)) {
     // Small throughout (a scalar, a stats map, a layer with a small mask): msgpackr packs it in one call, far
-    // cheaper than a piece per scalar, into the buffer it keeps between calls, so copy it out.
-    out.push(packr.pack(value).slice());
+    // cheaper than a piece per scalar. The piece is a view of msgpackr's buffer (a Buffer's slice() would not copy
+    // either); msgpackr never writes over bytes it has returned, and encodeMsgpack's concatenation copies them out.
+    out.push(packr.pack(value));
   } else if (value instanceof Uint8Array) {
     out.push(lengthHeader(value.byteLength, null, 0xc4, 0xc5, 0xc6), value);
   } else if (Array.isArray(value)) {
@@ -60,7 +61,7 @@ function collectPieces(value: unknown, out: Uint8Array[]): void {
     const entries = Object.entries(value as object);
     out.push(lengthHeader(entries.length, 0x80, null, 0xde, 0xdf));
     for (const [k, v] of entries) {
-      out.push(packr.pack(k).slice());
+      out.push(packr.pack(k));
       collectPieces(v, out);
     }
   }
@@ -69,7 +70,7 @@ function collectPieces(value: unknown, out: Uint8Array[]): void {
 /**
  * `value` as plain msgpack, in pieces whose concatenation is the message (typed arrays become `bin`, undefined
  * fields are left out). The containers that hold binaries over 1 KiB get their headers written here and those
- * binaries are views of the caller's bytes; everything else is packed by msgpackr. msgpackr keeps its buffer
+ * binaries are views of the caller's bytes; everything else is packed by msgpackr (views of its buffer). msgpackr keeps its buffer
  * between calls, grown to the largest value it ever packed: were the tensors packed there, one large answer would
  * hold that much memory for the life of the process, and every tensor would be copied twice on its way out.
  */

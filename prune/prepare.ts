@@ -13,7 +13,7 @@ import {
 } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "./backend.ts";
-import { decode } from "./decode.ts";
+import { decode, decodeInto } from "./decode.ts";
 
 /** Limits a request must respect. */
 export interface PrepareLimits {
@@ -62,11 +62,18 @@ async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): P
   const tokens = t.data.byteLength / size / cols;
   const rowsPerBlock = Math.max(1, Math.floor(INPUT_BLOCK / cols));
   const sums = new Float64Array(cols);
+  const values = new Float32Array(rowsPerBlock * cols); // one block's decoded values, reused block after block
   for (let r0 = 0; r0 < tokens; r0 += rowsPerBlock) {
-    const r1 = Math.min(tokens, r0 + rowsPerBlock);
-    const { values, bad } = decode(t.data.subarray(r0 * cols * size, r1 * cols * size), t.dtype);
+    const count = (Math.min(tokens, r0 + rowsPerBlock) - r0) * cols;
+    const bad = decodeInto(
+      values,
+      t.data.subarray(r0 * cols * size, r0 * cols * size + count * size),
+      t.dtype,
+      0,
+      count,
+    );
     if (bad >= 0) fail("non_finite", `${path}.inputs[${r0 * cols + bad}] is NaN or infinite`);
-    for (let i = 0; i < values.length; i++) sums[i % cols]! += values[i]! * values[i]!;
+    for (let i = 0; i < count; i++) sums[i % cols]! += values[i]! * values[i]!;
     const p = pause();
     if (p) await p;
   }
