@@ -69,6 +69,11 @@ function workParts(rows: number, cols: number, threads: number): number[] {
   return rowSplits(rows, cols, parts);
 }
 
+/** Rows of part i of `splits` (the row bounds of consecutive parts), or null past the last part. */
+function rowPart(splits: number[]): (i: number) => { r0: number; r1: number } | null {
+  return (i) => (i < splits.length - 1 ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
+}
+
 /** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
 export function layerK(sparsity: number, total: number): number {
   return Math.floor(sparsity * total);
@@ -132,10 +137,10 @@ export async function pruneLayerWith(
   const n = rows * cols;
   const splits = layerBlocks(rows, cols);
   const parts = splits.length - 1;
-  const range = (i: number) => (i < parts ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
+  const range = rowPart(splits);
   const work = workParts(rows, cols, exec.threads ?? 1);
   const workCount = work.length - 1;
-  const workRange = (i: number) => (i < workCount ? { r0: work[i]!, r1: work[i + 1]! } : null);
+  const workRange = rowPart(work);
 
   // Decode, check finiteness and take the row/column sums in one pass.
   // Scratch is large (W and the scores are 4 bytes a weight): it comes from the executor's free list, whose
