@@ -9,6 +9,7 @@ import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } fr
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { withPrune } from "../tests/_server.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -238,10 +239,7 @@ Deno.test({
     const want = await pruneLayer(params, big());
     const cpu = createCpuBackend({ threads: 0 });
     const asked: string[] = [];
-    const exact = {
-      ...cpu,
-      prune: (p: PruneParams, l: LayerJob, s?: AbortSignal) => (asked.push(l.name), cpu.prune(p, l, s)),
-    };
+    const exact = withPrune(cpu, (p, l, s) => (asked.push(l.name), cpu.prune(p, l, s)));
     try {
       await withBackend({ exact }, async (b) => {
         const [out, next] = await Promise.all([b.prune(params, big()), b.prune(PARAMS, ramp(8, 16))]);
@@ -267,14 +265,11 @@ Deno.test({
     let entered!: () => void, open!: () => void;
     const reached = new Promise<void>((r) => (entered = r));
     const gate = new Promise<void>((r) => (open = r));
-    const exact = {
-      ...cpu,
-      prune: async (p: PruneParams, l: LayerJob, s?: AbortSignal) => {
-        entered();
-        await gate; // held until after close()
-        return await cpu.prune(p, l, s);
-      },
-    };
+    const exact = withPrune(cpu, async (p, l, s) => {
+      entered();
+      await gate; // held until after close()
+      return await cpu.prune(p, l, s);
+    });
     const b = (await createWebGpuBackend({ allowFallback: true, exact }))!;
     try {
       const answer = b.prune(params, overflowingRow("held"));

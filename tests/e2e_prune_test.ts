@@ -8,8 +8,7 @@ import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU
 import { batchBySize } from "../model/sequential.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { startServer } from "./_server.ts";
+import { startServer, withPrune } from "./_server.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
@@ -104,13 +103,13 @@ Deno.test("batchBySize() keeps layers in order, each request under the limit, an
 
 Deno.test("deno task prune: a server error mid-model names the block, and --report keeps the dense perplexity", async () => {
   const cpu = createCpuBackend();
-  const backend = {
-    ...cpu,
-    prune: (p: PruneParams, l: LayerJob, s?: AbortSignal) =>
+  const backend = withPrune(
+    cpu,
+    (p, l, s) =>
       l.name.startsWith("model.layers.2.")
         ? Promise.reject(new ZpruneError("invalid_request", `${l.name}: refused for the test`))
         : cpu.prune(p, l, s),
-  };
+  );
   const server = await startServer({ backend });
   const dir = await Deno.makeTempDir();
   try {
