@@ -1,9 +1,20 @@
 /**
  * One `prune()`'s GPU resources and command stream (private to gpu/engine.ts): pooled buffers held until the job
- * ends, staging buffers destroyed in `finally`, error scopes around every submit, and per-stage timing.
+ * ends, staging buffers destroyed in `finally`, error scopes over all of its work, and per-stage timing.
  */
 import { ZpruneError } from "../contract/errors.ts";
 import type { BufferPool } from "./buffer_pool.ts";
+
+/**
+ * The device could not allocate what a job needed (a `GPUOutOfMemoryError`). Unlike other device errors it says
+ * nothing against the device: the engine frees its idle buffers and tries again, then takes the exact CPU path.
+ */
+export class GpuOutOfMemory extends ZpruneError {
+  override name = "GpuOutOfMemory";
+  constructor(message: string) {
+    super("unavailable", `WebGPU out-of-memory error: ${message}`);
+  }
+}
 
 /** GPU milliseconds per stage of one `prune()`, when profiling. */
 export interface StageTimes {
@@ -31,7 +42,8 @@ const COPY_DST = GPUBufferUsage.COPY_DST;
 
 /**
  * The GPU resources and command stream of one `prune()`: pooled buffers (released at the end, after the last submit
- * that used them), staging buffers (destroyed in `finally`), error scopes around every submit, and per-stage timing.
+ * that used them), staging buffers (destroyed in `finally`), error scopes over every buffer creation, write and
+ * recorded command up to each submit, and per-stage timing.
  */
 export class Job {
   readonly #device: GPUDevice;
@@ -45,6 +57,10 @@ export class Job {
   readonly #perDispatch: boolean;
   readonly #trace: ((event: string) => void) | undefined;
   #encoder: GPUCommandEncoder | null = null;
+  /** Whether the job's out-of-memory and validation scopes are pushed (at construction, again after each submit). */
+  #scoped = false;
+  /** Set once any of its scopes caught an error: its buffers may be invalid, so they are destroyed, not pooled. */
+  #failed = false;
 
   constructor(
     device: GPUDevice,
@@ -59,6 +75,9 @@ export class Job {
     this.#pool = pool;
     this.#profile = profile;
     this.#perDispatch = timestamps && perDispatch;
+    // Before any resource: a buffer the device cannot allocate fails in `createBuffer`, long before the submit that
+    // uses it, and without a scope open there its error would surface only as that submit's validation error.
+    this.#openScopes();
     this.#querySet = timestamps
       ? device.createQuerySet({
         label: "stage-timestamps",
@@ -132,25 +151,36 @@ export class Job {
     pass.end();
   }
 
-  /** Submits the open encoder inside validation and out-of-memory error scopes. */
+  #openScopes(): void {
+    this.#device.pushErrorScope("out-of-memory");
+    this.#device.pushErrorScope("validation");
+    this.#scoped = true;
+  }
+
+  /**
+   * Closes the open scopes; throws `GpuOutOfMemory` when an allocation failed (a validation error is then its
+   * consequence: a command used the buffer that could not be made), `ZpruneError("unavailable")` for any other error.
+   */
+  async #closeScopes(): Promise<void> {
+    if (!this.#scoped) return;
+    this.#scoped = false;
+    const validation = await this.#device.popErrorScope();
+    const oom = await this.#device.popErrorScope();
+    if (oom || validation) this.#failed = true;
+    if (oom) throw new GpuOutOfMemory(oom.message);
+    if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
+  }
+
+  /** Submits the open encoder; throws what the error scopes caught since the last submit (see #closeScopes). */
   async submit(): Promise<void> {
     if (!this.#encoder) return;
     const enc = this.#encoder;
     this.#encoder = null;
-    this.#device.pushErrorScope("out-of-memory");
-    this.#device.pushErrorScope("validation");
     this.#trace?.("submit");
     this.#device.queue.submit([enc.finish()]);
-    const validation = await this.#device.popErrorScope();
-    const oom = await this.#device.popErrorScope();
+    await this.#closeScopes();
     this.#trace?.("submitted");
-    const err = validation ?? oom;
-    if (err) {
-      throw new ZpruneError(
-        "unavailable",
-        `WebGPU ${validation ? "validation" : "out-of-memory"} error: ${err.message}`,
-      );
-    }
+    this.#openScopes();
   }
 
   /** Copies `buffers` (first `sizes[i]` bytes of each) to fresh staging buffers, submits, maps and returns copies. */
@@ -169,7 +199,10 @@ export class Job {
         if (bytes > 0) this.encoder.copyBufferToBuffer(b, 0, s, 0, bytes);
       });
       const oom = await this.#device.popErrorScope();
-      if (oom) throw new ZpruneError("unavailable", `WebGPU out-of-memory error: ${oom.message}`);
+      if (oom) {
+        this.#failed = true;
+        throw new GpuOutOfMemory(oom.message);
+      }
       await this.submit();
       this.#trace?.(`map ${staging.length} buffer(s)`);
       await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
@@ -200,10 +233,21 @@ export class Job {
     return { source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp", ms };
   }
 
-  /** Returns pooled buffers (every submit that used them is queued) and drops the query set. */
+  /**
+   * Returns pooled buffers (every submit that used them is queued; after an error they are destroyed instead, as
+   * one may be invalid), drops the query set and closes the job's scopes (what they caught then is moot: the job
+   * either answered already or is failing with its own error).
+   */
   finish(): void {
     this.#encoder = null;
-    this.#pool.release(...this.#held);
+    if (this.#scoped) {
+      this.#scoped = false;
+      // Popped at once (the stack is synchronous); their results are not needed.
+      this.#device.popErrorScope().catch(() => {});
+      this.#device.popErrorScope().catch(() => {});
+    }
+    if (this.#failed) this.#pool.discard(...this.#held);
+    else this.#pool.release(...this.#held);
     this.#held.length = 0;
     this.#querySet?.destroy();
   }

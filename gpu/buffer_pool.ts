@@ -76,6 +76,12 @@ export class BufferPool {
     }
   }
 
+  /** Destroys buffers taken from the pool instead of returning them (after an error they may be invalid). */
+  discard(...buffers: GPUBuffer[]): void {
+    for (const b of buffers) b.destroy();
+    this.#live -= buffers.length;
+  }
+
   /** Destroys every idle buffer. */
   clear(): void {
     for (const b of this.#idleOrder) b.destroy();

@@ -24,7 +24,7 @@ import { maskStats } from "../prune/mask_stats.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
-import { Job, type StageRecorder, type StageTimes } from "./_job.ts";
+import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 
 export type { StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
@@ -141,6 +141,13 @@ function describe(info: GPUAdapterInfo): string {
   return info.description || [info.vendor, info.architecture].filter(Boolean).join(" ") || "WebGPU adapter";
 }
 
+/** Options of `GpuEngine.prune` (see there). */
+export interface PruneOptions {
+  profile?: boolean | "wall" | "per-dispatch";
+  trace?: (event: string) => void;
+  resident?: ResidentWeights;
+}
+
 /**
  * Thrown by `GpuEngine.prune` instead of computing on the CPU when `exactElsewhere` is set: the layer needs the exact
  * CPU path, and whoever called can run it where more threads are (the WebGPU worker hands it to the main thread's CPU
@@ -162,8 +169,10 @@ export class GpuEngine {
   /** Set once the device is lost; the engine is then unusable. */
   lost: string | null = null;
   /** Layers computed on the CPU: f32 statistics could not match the CPU backend's (see sumsOutOfRange,
-   * spreadTooSmall, zSafeThreshold), or the layer does not fit this device's storage bindings. */
+   * spreadTooSmall, zSafeThreshold), or the layer does not fit this device's storage bindings or free memory. */
   exactFallbacks = 0;
+  /** GPU attempts that ran out of device memory (each is retried once with the pool emptied, then goes exact). */
+  outOfMemory = 0;
   /** Told each layer that takes the exact CPU path here, and why. */
   onExactPath: ((layer: string, why: string) => void) | null = null;
   /** Throw `ExactPathNeeded` for such a layer rather than compute it on this thread (which has one core). */
@@ -279,13 +288,43 @@ export class GpuEngine {
   async prune(
     params: PruneParams,
     layer: LayerJob,
-    opts: {
-      profile?: boolean | "wall" | "per-dispatch";
-      trace?: (event: string) => void;
-      resident?: ResidentWeights;
-    } = {},
+    opts: PruneOptions = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
+    let oom: GpuOutOfMemory;
+    try {
+      return await this.#attempt(params, layer, opts);
+    } catch (e) {
+      if (!(e instanceof GpuOutOfMemory)) throw e;
+      oom = e;
+      this.outOfMemory++;
+    }
+    // Idle buffers pooled for earlier layers' shapes may be what filled the device: free them and try again.
+    if (this.#pool.idleBytes > 0) {
+      this.#pool.clear();
+      // wgpu frees a destroyed buffer that a submit used once it has seen that submit complete, which it learns when
+      // the device is polled; this wait polls it (lavapipe freed such buffers at once; a GPU is not measured).
+      await this.device.queue.onSubmittedWorkDone();
+      try {
+        return await this.#attempt(params, layer, opts);
+      } catch (e) {
+        if (!(e instanceof GpuOutOfMemory)) throw e;
+        oom = e;
+        this.outOfMemory++;
+      }
+    }
+    // The layer does not fit in what the device has free: the exact CPU path answers it, as it does a layer over the
+    // device's binding limits, rather than a 503 that every retry of the same layer would meet again.
+    const output = await this.#exact(params, layer, `the GPU ran out of memory (${oom.message})`, opts.resident);
+    return { output };
+  }
+
+  /** One try of `prune()` on the GPU. */
+  async #attempt(
+    params: PruneParams,
+    layer: LayerJob,
+    opts: PruneOptions,
+  ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     const profile = opts.profile !== undefined && opts.profile !== false;
     const timestamps = (opts.profile === true || opts.profile === "per-dispatch") && this.#timestamps;
     const job = new Job(this.device, this.#pool, profile, timestamps, opts.trace, opts.profile === "per-dispatch");

@@ -197,7 +197,7 @@ export class WebGpuBackend implements Backend {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
   }
 
-  /** Layers computed on the exact CPU path (float32 could not give the CPU backend's masks, or too large). */
+  /** Layers computed on the exact CPU path (float32 could not give the CPU backend's masks; too large for the GPU). */
   get exactPathLayers(): number {
     return this.#exactPathLayers;
   }
