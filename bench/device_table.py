@@ -7,13 +7,16 @@ print("| shape | pattern | weights | zprune GPU ms (median) | sum of stage minim
 print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
 rows = list(map(json.loads, open(f"{out}/zprune.jsonl")))
 for r in rows:
+    if "exactPath" in r:
+        print(f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | - | exact CPU path: {r['exactPath']} | - | - | - | - |")
+        continue
     if r["timing"] == "timestamp-per-dispatch":
         continue
     t = torch.get(tuple(r["shape"]), {})
     peer = t.get("torch_row_ms" if r["pattern"] == "row" else "torch_layer_ms")
     ratio = f"{peer / r['gpuMs']:.2f}x" if peer and r["gpuMs"] else "-"
     print(f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | {r.get('weights', 'uploaded')} | {r['gpuMs']} | {r.get('gpuMsBest', '-')} | {r['requestMs']['best']} | {peer} | {ratio} |")
-detail = [r for r in rows if r["timing"] == "timestamp-per-dispatch"]
+detail = [r for r in rows if r.get("timing") == "timestamp-per-dispatch"]
 if detail:
     print()
     print("Per dispatch (each in a timed pass of its own; median ms, summed per stage.kernel):")

@@ -15,7 +15,9 @@
  *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per `stage.kernel`,
  *   for finding where a stage's time goes; the extra passes add barriers)
  * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs: `gpuMs` sums the
- * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached). Progress (adapter, each case's start) goes to stderr; results to stdout.
+ * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached). A case whose
+ * warm-up took the exact CPU path (see docs/GPU.md) prints `exactPath` (why) instead of timings. Progress (adapter,
+ * each case's start) goes to stderr; results to stdout.
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
@@ -116,7 +118,25 @@ for (const shape of values.shapes.split(",")) {
       returnScore: values["return-score"],
     };
     progress(`case ${shape} ${patternText}: warm-up`);
+    let exactPath: string | null = null;
+    engine.onExactPath = (_name, why) => exactPath = why;
     await engine.prune(params, layer, { trace }); // warm-up: pipelines, pool buffers
+    engine.onExactPath = null;
+    if (exactPath) {
+      // The CPU answered (f32 could not give its masks, or the layer does not fit): there is no GPU time to report,
+      // and resident weights cannot take that path.
+      console.log(
+        JSON.stringify({
+          device: engine.description,
+          shape: [rows, cols],
+          dtype,
+          method,
+          pattern: patternText,
+          exactPath,
+        }),
+      );
+      continue;
+    }
     // Request time: whole calls, upload to mask read-back, without profiling (which adds a sync per stage
     // where timestamps are missing).
     const requestMs: number[] = [];
