@@ -181,8 +181,12 @@ export class WebGpuBackend implements Backend {
       const job: Pending = { id: this.#nextId++, params, layer, resolve, reject, signal };
       if (signal) {
         job.onAbort = () => {
-          // Queued: drop it. In flight: the GPU finishes it, but the caller stops waiting.
-          this.#queue = this.#queue.filter((j) => j !== job);
+          // Queued: dropped now. In flight (or on the exact path): answered with the abort once the GPU (or the CPU)
+          // is through with it, not before: until then the layer still holds memory and the device, and the caller's
+          // work queue must keep counting them.
+          const i = this.#queue.indexOf(job);
+          if (i < 0) return;
+          this.#queue.splice(i, 1);
           reject(signal.reason);
         };
         signal.addEventListener("abort", job.onAbort, { once: true });
@@ -269,6 +273,7 @@ export class WebGpuBackend implements Backend {
    * (the caller's memory budget already counts this one).
    */
   #onExact(job: Pending, layer: LayerJob, why: string): void {
+    if (job.signal?.aborted) return this.#settle(job, job.signal.reason);
     // Every layer on the pool, small ones too: inline they would hold this thread, which serves the requests.
     const cpu = this.#opts.exact ?? (this.#cpu ??= createCpuBackend({ parallelMin: 0 }));
     this.#handedBack.add(job);
@@ -311,8 +316,10 @@ export class WebGpuBackend implements Backend {
     return this.#restarts;
   }
 
+  /** Answers a call: with `err`, with the abort when its caller gave up meanwhile, else with `out`. */
   #settle(job: Pending, err: unknown, out?: LayerOutput): void {
     if (job.onAbort) job.signal?.removeEventListener("abort", job.onAbort);
+    if (!err && job.signal?.aborted) err = job.signal.reason;
     if (err) job.reject(err);
     else job.resolve(out!);
   }

@@ -134,6 +134,31 @@ Deno.test({
   },
 });
 
+Deno.test("webgpu: a call aborted in flight is answered with the abort once the GPU is through, not before", async () => {
+  // The worker holds the layer until told (gpu/testdata/held_worker.ts): the test decides when the GPU finishes.
+  const workerUrl = new URL("./testdata/held_worker.ts", import.meta.url);
+  await withBackend({ workerUrl }, async (b) => {
+    const ac = new AbortController();
+    let settled: string | null = null;
+    const inFlight = b.prune(PARAMS, ramp(8, 8), ac.signal).then(
+      () => settled = "resolved",
+      (e) => settled = `rejected: ${(e as Error).message}`,
+    );
+    // Queued behind it (a rejection is kept, so that a failed assertion below does not also leave it unhandled).
+    const next = b.prune(PARAMS, ramp(4, 4)).then((o) => o.stats.total, (e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 50)); // the layer reaches the worker
+    ac.abort(new Error("client went away"));
+    await new Promise((r) => setTimeout(r, 50));
+    // Still held by the GPU: the caller (whose work queue counts its memory) is not let go yet.
+    assert.equal(settled, null);
+    b.simulateDeviceLoss(); // the held worker answers the layer now
+    await inFlight;
+    assert.equal(settled, "rejected: client went away", "an answer that came after the abort is not delivered");
+    b.simulateDeviceLoss();
+    assert.equal(await next, 16, "the queue goes on");
+  });
+});
+
 Deno.test({
   name: "webgpu: an already-aborted signal gives a rejected promise, not a throw",
   ignore,
