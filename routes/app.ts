@@ -151,7 +151,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     // /v1/prune sets Content-Length; the other answers are small JSON or text, measured by reading a clone.
     const declared = c.res.headers.get("content-length");
     const out = declared !== null ? Number(declared) : (await c.res.clone().arrayBuffer()).byteLength;
-    metrics.bytesOut.inc({}, out);
+    // Declared here so that HEAD, which Hono answers with GET's headers and no body, states GET's length (RFC 9110
+    // 9.3.2), not the 0 of its empty body.
+    if (declared === null) c.res.headers.set("content-length", String(out));
+    metrics.bytesOut.inc({}, c.req.method === "HEAD" ? 0 : out);
     deps.log?.({
       ts: new Date().toISOString(),
       id,

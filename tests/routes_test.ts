@@ -124,6 +124,35 @@ Deno.test("/metrics reads the backend's count of layers on the exact CPU path ea
   }
 });
 
+Deno.test("HEAD states the Content-Length GET would send, with no body, and counts no bytes out", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { token: "t0ken" } });
+  const auth = { authorization: "Bearer t0ken" };
+  try {
+    // An answer, an error answer (401) and the not-found answer.
+    for (const [path, headers] of [["/healthz", {}], ["/v1/info", auth], ["/v1/info", {}], ["/nope", {}]] as const) {
+      const get = await fetch(`${server.url}${path}`, { headers });
+      const length = (await get.arrayBuffer()).byteLength;
+      assert.ok(length > 0, path);
+      const head = await fetch(`${server.url}${path}`, { method: "HEAD", headers });
+      assert.equal(head.status, get.status, path);
+      assert.equal(head.headers.get("content-length"), String(length), path);
+      assert.equal((await head.arrayBuffer()).byteLength, 0, path);
+    }
+    // Each /metrics answer reports the bytes sent before it: the next one adds its own length and the HEAD's 0.
+    const metrics = async () => {
+      const bytes = new Uint8Array(await (await fetch(`${server.url}/metrics`, { headers: auth })).arrayBuffer());
+      return { total: Number(/^zprune_bytes_out_total (\d+)$/m.exec(new TextDecoder().decode(bytes))![1]), bytes };
+    };
+    const first = await metrics();
+    await (await fetch(`${server.url}/healthz`, { method: "HEAD" })).arrayBuffer();
+    assert.equal((await metrics()).total, first.total + first.bytes.byteLength);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("POST /v1/prune answers several layers in request order, with weights, scores and inputs", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend });
