@@ -118,13 +118,46 @@ for (const shape of values.shapes.split(",")) {
       returnScore: values["return-score"],
     };
     progress(`case ${shape} ${patternText}: warm-up`);
+    const requestMs: number[] = [];
+    const stageRuns: Record<string, number[]> = {};
+    let source = "";
     let exactPath: string | null = null;
-    engine.onExactPath = (_name, why) => exactPath = why;
-    await engine.prune(params, layer, { trace }); // warm-up: pipelines, pool buffers
-    engine.onExactPath = null;
+    engine.onExactPath = (_name, why) => exactPath ??= why;
+    try {
+      await engine.prune(params, layer, { trace }); // warm-up: pipelines, pool buffers
+      // Request time: whole calls, upload to mask read-back, without profiling (which adds a sync per stage
+      // where timestamps are missing).
+      for (let i = 0; i < repeat && !exactPath; i++) {
+        const t0 = performance.now();
+        await engine.prune(params, layer, { trace });
+        requestMs.push(performance.now() - t0);
+      }
+      // GPU time: profiled calls back to back; with --resident on weights uploaded once, as the torch anchor's are.
+      const resident = values.resident && !exactPath ? engine.upload(layer) : undefined;
+      try {
+        if (resident) await engine.prune(params, layer, { resident, trace });
+        for (let i = 0; i < repeat && !exactPath; i++) {
+          const { stages } = await engine.prune(params, layer, {
+            profile: values.wall ? "wall" : values["per-dispatch"] ? "per-dispatch" : true,
+            trace,
+            resident,
+          });
+          if (!stages) break; // answered on the exact path (exactPath is set)
+          source = stages.source;
+          for (const [k, v] of Object.entries(stages.ms)) (stageRuns[k] ??= []).push(v);
+        }
+      } finally {
+        resident?.destroy();
+      }
+    } catch (e) {
+      // Resident weights cannot take the exact path: the engine refuses such a run.
+      if (!(e instanceof Error && /needs the exact CPU path/.test(e.message))) throw e;
+      exactPath ??= e.message;
+    } finally {
+      engine.onExactPath = null;
+    }
     if (exactPath) {
-      // The CPU answered (f32 could not give its masks, or the layer does not fit): there is no GPU time to report,
-      // and resident weights cannot take that path.
+      // The CPU answered (f32 could not give its masks, or the layer does not fit): no GPU time to report.
       console.log(
         JSON.stringify({
           device: engine.description,
@@ -136,32 +169,6 @@ for (const shape of values.shapes.split(",")) {
         }),
       );
       continue;
-    }
-    // Request time: whole calls, upload to mask read-back, without profiling (which adds a sync per stage
-    // where timestamps are missing).
-    const requestMs: number[] = [];
-    for (let i = 0; i < repeat; i++) {
-      const t0 = performance.now();
-      await engine.prune(params, layer, { trace });
-      requestMs.push(performance.now() - t0);
-    }
-    // GPU time: profiled calls back to back; with --resident on weights uploaded once, as the torch anchor's are.
-    const resident = values.resident ? engine.upload(layer) : undefined;
-    const stageRuns: Record<string, number[]> = {};
-    let source = "";
-    try {
-      if (resident) await engine.prune(params, layer, { resident, trace });
-      for (let i = 0; i < repeat; i++) {
-        const { stages } = await engine.prune(params, layer, {
-          profile: values.wall ? "wall" : values["per-dispatch"] ? "per-dispatch" : true,
-          trace,
-          resident,
-        });
-        source = stages!.source;
-        for (const [k, v] of Object.entries(stages!.ms)) (stageRuns[k] ??= []).push(v);
-      }
-    } finally {
-      resident?.destroy();
     }
     const stageMs: Record<string, number> = {};
     let gpuMs = 0, gpuMsBest = 0;
@@ -178,7 +185,7 @@ for (const shape of values.shapes.split(",")) {
       pattern: patternText,
       repeat,
       timing: source,
-      weights: resident ? "resident" : "uploaded",
+      weights: values.resident ? "resident" : "uploaded",
       stageMs,
       gpuMs: round(gpuMs),
       gpuMsBest: round(gpuMsBest),

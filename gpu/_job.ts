@@ -188,17 +188,22 @@ export class Job {
     const staging: GPUBuffer[] = [];
     try {
       this.#device.pushErrorScope("out-of-memory");
-      buffers.forEach((b, i) => {
-        const bytes = Math.ceil(sizes[i]! / 4) * 4;
-        const s = this.#device.createBuffer({
-          label: `staging:${b.label}`,
-          size: Math.max(4, bytes),
-          usage: GPUBufferUsage.MAP_READ | COPY_DST,
+      let oom: GPUError | null;
+      try {
+        buffers.forEach((b, i) => {
+          const bytes = Math.ceil(sizes[i]! / 4) * 4;
+          const s = this.#device.createBuffer({
+            label: `staging:${b.label}`,
+            size: Math.max(4, bytes),
+            usage: GPUBufferUsage.MAP_READ | COPY_DST,
+          });
+          staging.push(s);
+          if (bytes > 0) this.encoder.copyBufferToBuffer(b, 0, s, 0, bytes);
         });
-        staging.push(s);
-        if (bytes > 0) this.encoder.copyBufferToBuffer(b, 0, s, 0, bytes);
-      });
-      const oom = await this.#device.popErrorScope();
+      } finally {
+        // Popped whatever happened above: a scope left pushed would be the one finish() pops instead of the job's.
+        oom = await this.#device.popErrorScope();
+      }
       if (oom) {
         this.#failed = true;
         throw new GpuOutOfMemory(oom.message);
@@ -234,9 +239,21 @@ export class Job {
   }
 
   /**
+   * For a job that failed with an error of its own (not one a scope caught): closes its open scopes and keeps what
+   * they caught, so that a buffer that could not be allocated before that error is destroyed by finish(), not pooled.
+   */
+  async abandon(): Promise<void> {
+    if (!this.#scoped) return;
+    this.#scoped = false;
+    const validation = await this.#device.popErrorScope();
+    const oom = await this.#device.popErrorScope();
+    if (oom || validation) this.#failed = true;
+  }
+
+  /**
    * Returns pooled buffers (every submit that used them is queued; after an error they are destroyed instead, as
-   * one may be invalid), drops the query set and closes the job's scopes (what they caught then is moot: the job
-   * either answered already or is failing with its own error).
+   * one may be invalid), drops the query set and closes the job's scopes if still open (after a job that answered:
+   * nothing but the read-back's mapping ran since its last submit, so what they caught is not needed).
    */
   finish(): void {
     this.#encoder = null;

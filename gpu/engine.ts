@@ -278,7 +278,8 @@ export class GpuEngine {
   }
 
   /**
-   * Prunes one layer. With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
+   * Prunes one layer; one call at a time per engine (a job's error scopes stay open across its awaits, and a second
+   * call's would interleave with them). With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
    * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
    * so use it only to profile); "per-dispatch" puts each dispatch in a timed pass of its own and reports
    * `stage.kernel` sums (where timestamps exist; the extra passes add barriers, so totals exceed a stage-timed run's).
@@ -333,6 +334,7 @@ export class GpuEngine {
       const stages = profile ? await job.stageTimes() : undefined;
       return { output, stages };
     } catch (e) {
+      await job.abandon();
       if (e instanceof ZpruneError || e instanceof ExactPathNeeded) throw e;
       throw new ZpruneError("unavailable", `WebGPU failed: ${e instanceof Error ? e.message : String(e)}`, {
         cause: e,

@@ -273,7 +273,7 @@ export class WebGpuBackend implements Backend {
    * (the caller's memory budget already counts this one).
    */
   #onExact(job: Pending, layer: LayerJob, why: string): void {
-    if (job.signal?.aborted) return this.#settle(job, job.signal.reason);
+    if (job.signal?.aborted) return this.#settle(job, null); // answered with the abort
     // Every layer on the pool, small ones too: inline they would hold this thread, which serves the requests.
     const cpu = this.#opts.exact ?? (this.#cpu ??= createCpuBackend({ parallelMin: 0 }));
     this.#handedBack.add(job);
@@ -316,11 +316,14 @@ export class WebGpuBackend implements Backend {
     return this.#restarts;
   }
 
-  /** Answers a call: with `err`, with the abort when its caller gave up meanwhile, else with `out`. */
+  /**
+   * Answers a call: with the abort's reason when its caller gave up meanwhile (whatever the layer's outcome: the
+   * server then reports a client that left, not a GPU failure), else with `err`, else with `out`.
+   */
   #settle(job: Pending, err: unknown, out?: LayerOutput): void {
     if (job.onAbort) job.signal?.removeEventListener("abort", job.onAbort);
-    if (!err && job.signal?.aborted) err = job.signal.reason;
-    if (err) job.reject(err);
+    if (job.signal?.aborted) job.reject(job.signal.reason);
+    else if (err) job.reject(err);
     else job.resolve(out!);
   }
 

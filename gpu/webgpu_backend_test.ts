@@ -156,6 +156,13 @@ Deno.test("webgpu: a call aborted in flight is answered with the abort once the 
     assert.equal(settled, "rejected: client went away", "an answer that came after the abort is not delivered");
     b.simulateDeviceLoss();
     assert.equal(await next, 16, "the queue goes on");
+    // Any reason is the rejection, a falsy one too (it is not mistaken for "no error").
+    const ac2 = new AbortController();
+    const zero = b.prune(PARAMS, ramp(2, 2), ac2.signal).then(() => "resolved", (e) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    ac2.abort(0);
+    b.simulateDeviceLoss();
+    assert.equal(await zero, 0);
   });
 });
 

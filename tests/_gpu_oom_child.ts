@@ -39,11 +39,17 @@ const sameMask = async (l: LayerJob, mask: Uint8Array) => {
 /** Buffers that hold the device's memory (an address-space limit bounds it); `fill` leaves about `headroom` free. */
 const hog: GPUBuffer[] = [];
 async function fill(headroom: number): Promise<void> {
-  for (let size = 2 ** 31 - 256; size >= 2 ** 20; size = Math.floor(size / 4 / 256) * 256) {
+  const device = engine!.device;
+  const largest = Math.floor(Math.min(2 ** 31, device.limits.maxBufferSize) / 256) * 256;
+  for (let size = largest; size >= 2 ** 20; size = Math.floor(size / 4 / 256) * 256) {
     for (;;) {
-      engine!.device.pushErrorScope("out-of-memory");
-      const b = engine!.device.createBuffer({ label: "hog", size, usage: GPUBufferUsage.STORAGE });
-      if (await engine!.device.popErrorScope()) {
+      device.pushErrorScope("out-of-memory");
+      device.pushErrorScope("validation");
+      const b = device.createBuffer({ label: "hog", size, usage: GPUBufferUsage.STORAGE });
+      const invalid = await device.popErrorScope();
+      const oom = await device.popErrorScope();
+      if (invalid) throw new Error(`a ${size}-byte buffer was refused: ${invalid.message}`); // never an endless loop
+      if (oom) {
         b.destroy();
         break;
       }
@@ -62,18 +68,19 @@ const counters = () => ({ oom: engine!.outOfMemory, exact: engine!.exactFallback
 // 1. Idle pooled buffers of a larger shape plus the hog fill the device; emptying the pool makes room.
 await engine.prune(params, layer("primer", 2048, 2048)); // leaves about 25 MB idle in the pool
 const mid = layer("mid", 1024, 1024); // needs about 8 MB, beside the 4-6 MB the hog leaves
+const midSent = copy(mid); // made before the fill: the few MB left are not for this process's own arrays
 await fill(4 << 20);
 const before1 = counters();
-const out1 = (await engine.prune(params, copy(mid))).output;
+const out1 = (await engine.prune(params, midSent)).output;
 const retried = { before: before1, after: counters() };
 release();
 const retriedEqual = await sameMask(mid, out1.mask);
 
 // 2. Nothing pooled is large enough to make room: the layer goes to the exact path, intact.
 const big = layer("big", 2048, 2048); // needs about 32 MB
+const sent = copy(big);
 await fill(4 << 20);
 const before2 = counters();
-const sent = copy(big);
 let handedBack: { why: string; intact: boolean } | string = "answered on the GPU";
 try {
   await engine.prune(params, sent);
@@ -90,5 +97,28 @@ const before3 = counters();
 const out3 = (await engine.prune(params, copy(big))).output;
 const recovered = { before: before3, after: counters(), equal: await sameMask(big, out3.mask) };
 
+// 4. A job that fails with an error of its own after an allocation ran out: 2:4 on 2050 columns records the stages
+// (whose buffers do not fit) before it finds the shape wrong. Its buffers must not reach the pool, or the next layer
+// of that shape would be handed a buffer that was never made.
+const odd = layer("odd", 2048, 2050);
+const oddSent = copy(odd);
+await fill(4 << 20);
+const wrongShape = await engine.prune({ ...params, pattern: { kind: "nm", n: 2, m: 4 } }, oddSent).then(
+  () => "answered",
+  (e) => `${(e as { code?: string }).code}: ${(e as Error).message}`,
+);
+release();
+const half = { ...params, pattern: { kind: "nm" as const, n: 1, m: 2 } };
+const afterWrong = await engine.prune(half, copy(odd)).then(
+  async (o) => (await pruneLayer(half, copy(odd))).mask.every((b, i) => b === o.output.mask[i]) ? "equal" : "differs",
+  (e) => `${(e as Error).message}`,
+);
+
 engine.destroy();
-console.log(JSON.stringify({ adapter: true, retried: { ...retried, equal: retriedEqual }, exact, recovered }));
+console.log(JSON.stringify({
+  adapter: true,
+  retried: { ...retried, equal: retriedEqual },
+  exact,
+  recovered,
+  poisoned: { wrongShape, afterWrong },
+}));
