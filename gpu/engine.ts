@@ -292,20 +292,16 @@ export class GpuEngine {
     opts: PruneOptions = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
-    let oom: GpuOutOfMemory;
-    try {
-      return await this.#attempt(params, layer, opts);
-    } catch (e) {
-      if (!(e instanceof GpuOutOfMemory)) throw e;
-      oom = e;
-      this.outOfMemory++;
-    }
-    // Idle buffers pooled for earlier layers' shapes may be what filled the device: free them and try again.
-    if (this.#pool.idleBytes > 0) {
-      this.#pool.clear();
-      // wgpu frees a destroyed buffer that a submit used once it has seen that submit complete, which it learns when
-      // the device is polled; this wait polls it (lavapipe freed such buffers at once; a GPU is not measured).
-      await this.device.queue.onSubmittedWorkDone();
+    let oom: GpuOutOfMemory | null = null;
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      if (oom) {
+        // Idle buffers pooled for earlier layers' shapes may be what filled the device: free them and try again.
+        if (this.#pool.idleBytes === 0) break;
+        this.#pool.clear();
+        // wgpu frees a destroyed buffer that a submit used once it has seen that submit complete, which it learns
+        // when the device is polled; this wait polls it (lavapipe freed such buffers at once; no GPU measured).
+        await this.device.queue.onSubmittedWorkDone();
+      }
       try {
         return await this.#attempt(params, layer, opts);
       } catch (e) {
@@ -316,7 +312,7 @@ export class GpuEngine {
     }
     // The layer does not fit in what the device has free: the exact CPU path answers it, as it does a layer over the
     // device's binding limits, rather than a 503 that every retry of the same layer would meet again.
-    const output = await this.#exact(params, layer, `the GPU ran out of memory (${oom.message})`, opts.resident);
+    const output = await this.#exact(params, layer, `the GPU ran out of memory (${oom!.message})`, opts.resident);
     return { output };
   }
 
