@@ -283,6 +283,10 @@ if (import.meta.main) {
       const f = (x: number | undefined) => x === undefined ? "-" : x.toFixed(4);
       console.log(`model        ${r.model}`);
       console.log(`server       ${r.server} (${r.backend}, ${r.device})`);
+      const exact = r.layers.filter((l) => l.exactPath !== undefined).length;
+      if (exact > 0) {
+        console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
+      }
       console.log(`pruning      ${r.method}/${r.pattern}${r.sparsity !== undefined ? ` at ${r.sparsity}` : ""}`);
       console.log(
         `calibration  ${r.calibration.windows} x ${r.calibration.seqlen} tokens from ${r.calibration.source}`,

@@ -163,6 +163,10 @@ export const LayerResponseSchema = z.object({
   weight: TensorSchema.optional(),
   score: TensorSchema.optional(),
   stats: LayerStatsSchema,
+  // An addition to API.md (which lets the server add fields): a client can see which layers were slow, and why.
+  exactPath: z.string().optional().describe(
+    "Present when a WebGPU server computed this layer on its exact CPU path instead (same mask, only slower): why.",
+  ),
 });
 /** One layer of a response. */
 export type LayerResponse = z.infer<typeof LayerResponseSchema>;

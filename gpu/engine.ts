@@ -401,7 +401,7 @@ export class GpuEngine {
     const output = await pruneLayer(params, layer); // a non-finite weight throws here, and is not counted
     this.exactFallbacks++;
     this.onExactPath?.(layer.name, why);
-    return output;
+    return { ...output, exactPath: why };
   }
 
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {

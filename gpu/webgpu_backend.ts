@@ -285,7 +285,7 @@ export class WebGpuBackend implements Backend {
         console.error(
           `zprune: layer "${layer.name}" computed on the CPU path (${why}); its answer is exact, only slower`,
         );
-        this.#settle(job, null, out);
+        this.#settle(job, null, { ...out, exactPath: why });
       },
       (err) => {
         if (this.#handedBack.delete(job)) this.#settle(job, err);

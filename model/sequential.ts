@@ -29,6 +29,8 @@ export interface LayerRecord {
   name: string;
   shape: [number, number];
   stats: PruneResponse["layers"][number]["stats"];
+  /** Why the server computed it on its exact CPU path instead of the GPU (absent when it did not). */
+  exactPath?: string;
 }
 
 /** One block's request as the report lists it. */
@@ -171,7 +173,12 @@ export async function pruneSequential(
       applyMask(t.data, t.dtype, out.mask);
       // The workers decoded the same checkpoint at start, so zeroing the same bits keeps them equal to it.
       await pool.maskLinear(l, name, out.mask);
-      result.layers.push({ name: full, shape: out.shape, stats: out.stats });
+      result.layers.push({
+        name: full,
+        shape: out.shape,
+        stats: out.stats,
+        ...(out.exactPath !== undefined ? { exactPath: out.exactPath } : {}),
+      });
       result.pruned += out.stats.pruned;
       result.total += out.stats.total;
     }

@@ -40,6 +40,8 @@ export interface LayerOutput {
   /** The f32 score of every weight (when `returnScore`). */
   score?: Float32Array;
   stats: LayerStats;
+  /** Why a GPU backend computed this layer on its exact CPU path instead (absent when it did not). */
+  exactPath?: string;
 }
 
 /** A compute backend. Implementations must be safe to call concurrently; each call is independent. */

@@ -107,6 +107,7 @@ function encodeResponse(
 
 function layerResponse(name: string, rows: number, cols: number, dtype: DType, out: LayerOutput): LayerResponse {
   const r: LayerResponse = { name, shape: [rows, cols], mask: out.mask, stats: out.stats };
+  if (out.exactPath !== undefined) r.exactPath = out.exactPath;
   if (out.weight) r.weight = { dtype, shape: [rows, cols], data: out.weight };
   if (out.score) {
     const s = out.score;

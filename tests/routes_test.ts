@@ -124,6 +124,35 @@ Deno.test("/metrics reads the backend's count of layers on the exact CPU path ea
   }
 });
 
+Deno.test("a layer a GPU backend computed on its exact CPU path carries exactPath (why); the others do not", async () => {
+  const inner = createCpuBackend({ threads: 0 });
+  const backend = withPrune(inner, async (p, l, s) => {
+    const out = await inner.prune(p, l, s);
+    return l.name === "slow" ? { ...out, exactPath: "a reason" } : out;
+  });
+  const server = await startServer({ backend });
+  try {
+    const rand = rng(3);
+    const layer = (name: string) => {
+      const { weight } = randomLayer(rand, { rows: 4, cols: 8, dtype: "f32" });
+      return { name, weight: { dtype: "f32", shape: [4, 8], data: weight } };
+    };
+    const res = await prune(server.url, {
+      method: "magnitude",
+      sparsity: 0.5,
+      layers: [layer("fast"), layer("slow")],
+    });
+    assert.deepEqual(res.layers.map((l) => l.exactPath), [undefined, "a reason"]);
+    assert.ok(!("exactPath" in res.layers[0]!), "absent, not nil");
+    const doc = await (await fetch(`${server.url}/openapi.json`)).json();
+    const props = doc.components.schemas.PruneResponse.properties.layers.items.properties;
+    assert.match(props.exactPath.description, /exact CPU path/);
+  } finally {
+    await server.close();
+    await inner.close();
+  }
+});
+
 Deno.test("HEAD states the Content-Length GET would send, with no body, and counts no bytes out", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend, config: { token: "t0ken" } });

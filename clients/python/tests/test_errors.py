@@ -304,6 +304,16 @@ def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
     raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
 
 
+def test_exact_path_is_read_from_the_answer(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    good = msgpack.unpackb(_ok_answer(), raw=False)
+    slow = {**good, "layers": [{**good["layers"][0], "exactPath": "the GPU ran out of memory"}]}
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, msgpack.packb(slow, use_bin_type=True)),
+                      (200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    assert prune_layers([("layer", W, ACT)], url=url, sparsity=0.5).layers[0].exact_path == "the GPU ran out of memory"
+    assert prune_layers([("layer", W, ACT)], url=url, sparsity=0.5).layers[0].exact_path is None
+
+
 def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> None:
     url, script = stub
     good = msgpack.unpackb(_ok_answer(), raw=False)

@@ -110,6 +110,7 @@ class LayerResult:
             ``alpha`` (zpruner), ``rowSparsity {min, max, mean}``, ``nonFinite``.
         weight: the pruned weights in the request's dtype (bf16 as uint16 bits), when asked for.
         score: the f32 importance score of every weight, when asked for.
+        exact_path: why a WebGPU server computed this layer on its exact CPU path (same mask, slower); else None.
     """
 
     name: str
@@ -118,6 +119,7 @@ class LayerResult:
     stats: Dict[str, Any]
     weight: Optional[NDArray[Any]] = None
     score: Optional[NDArray[np.float32]] = None
+    exact_path: Optional[str] = None
 
 
 @dataclass
@@ -452,6 +454,7 @@ def parse_prune_answer(
                     stats=dict(raw.get("stats") or {}),
                     weight=decode_tensor(raw["weight"]) if raw.get("weight") is not None else None,
                     score=decode_tensor(raw["score"]) if raw.get("score") is not None else None,
+                    exact_path=str(raw["exactPath"]) if raw.get("exactPath") is not None else None,
                 )
             )
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
