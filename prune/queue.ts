@@ -2,7 +2,9 @@
  * The bounded work queue in front of the backend. A request runs when a compute slot is free and its memory
  * estimate fits the budget beside the requests already running; otherwise it waits, first come first served.
  * At most `maxQueue` wait: past that a request is refused at once with 429 `busy` and a Retry-After, instead of
- * piling up memory. A request whose client went away (its signal aborts) leaves the queue without running.
+ * piling up memory. A request whose client went away (its signal aborts) leaves the queue without running. One that
+ * gives up while work it started is still running (a layer on the GPU) is answered at once but `keep`s that work:
+ * its slot and memory stay counted until the work has stopped.
  */
 import { ZpruneError } from "../contract/errors.ts";
 
@@ -72,9 +74,14 @@ export class WorkQueue {
 
   /**
    * Runs `fn` once admitted. `cost` is the request's memory estimate in bytes. Throws `busy` when the queue is
-   * full, `too_large` when the cost alone exceeds the budget, or the signal's reason if it aborts first.
+   * full, `too_large` when the cost alone exceeds the budget, or the signal's reason if it aborts first. Work that
+   * `fn` passes to `keep` keeps the request counted after `fn` ends, until that work settles.
    */
-  async run<T>(fn: () => Promise<T>, signal?: AbortSignal, cost = 0): Promise<T> {
+  async run<T>(
+    fn: (keep: (work: Promise<unknown>) => void) => Promise<T>,
+    signal?: AbortSignal,
+    cost = 0,
+  ): Promise<T> {
     signal?.throwIfAborted();
     if (cost > this.memoryBudget) {
       throw new ZpruneError(
@@ -110,17 +117,17 @@ export class WorkQueue {
       });
       // #wake counted this request in #running and #bytes when it let it go.
     }
+    const held: Promise<unknown>[] = [];
     try {
-      return await fn();
+      return await fn((work) => void held.push(work));
     } finally {
-      this.#running--;
-      this.#bytes -= cost;
-      this.#wake();
+      const release = () => {
+        this.#running--;
+        this.#bytes -= cost;
+        this.#wake();
+      };
+      if (held.length === 0) release();
+      else void Promise.allSettled(held).then(release);
     }
-  }
-
-  /** Resolves when nothing is running or waiting (graceful shutdown). */
-  async drained(pollMs = 20): Promise<void> {
-    while (this.#running > 0 || this.#waiting.length > 0) await new Promise((r) => setTimeout(r, pollMs));
   }
 }

@@ -68,3 +68,22 @@ Deno.test("WorkQueue holds back a request until its memory estimate fits, and re
   assert.deepEqual(order, ["a", "b", "c"]);
   assert.equal(q.bytesInUse, 0);
 });
+
+Deno.test("WorkQueue keeps a request's slot and memory after it ends while work it kept is still running", async () => {
+  const q = new WorkQueue({ concurrency: 1, maxQueue: 4, memoryBudget: 100 });
+  let finishWork!: () => void;
+  const work = new Promise<void>((r) => (finishWork = r));
+  // The request gives up (an abort, say) while its work goes on: answered at once, but still counted.
+  await assert.rejects(q.run((keep) => (keep(work), Promise.reject(new Error("deadline"))), undefined, 60), /deadline/);
+  assert.equal(q.running, 1);
+  assert.equal(q.bytesInUse, 60);
+  let ran = false;
+  const next = q.run(() => Promise.resolve(void (ran = true)), undefined, 60);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(ran, false, "the next request waits for the kept work");
+  finishWork();
+  await next;
+  assert.equal(ran, true);
+  assert.equal(q.running, 0);
+  assert.equal(q.bytesInUse, 0);
+});

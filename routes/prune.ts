@@ -49,6 +49,25 @@ function loopTurns(ms: number): { next(): Promise<void> | undefined; stop(): voi
 }
 
 /**
+ * `work`'s answer, or the signal's reason as soon as it aborts: a request past its deadline, or whose client left, is
+ * answered then, not when the backend gets through the layer in flight (a whole layer on the GPU). The backend's
+ * promise settles only once that layer's memory and device are free again, so the request `keep`s it in the work
+ * queue meanwhile.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal, keep: (work: Promise<unknown>) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      keep(work);
+      reject(signal.reason);
+    };
+    // Handled either way: a rejection after the abort is that abort, answered already.
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
  * The `pattern` label of the layer counter: "layer", "row", "N:M" written plainly for M up to 8 (2:4, 4:8...), else
  * "N:M". A client picks the pattern, so the raw string ("01:2", "1:9999"...) would let it add series without bound.
  */
@@ -157,7 +176,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
 
     let computeMs = 0;
     const outputs = await deps.queue.run(
-      async () => {
+      async (keep) => {
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
@@ -170,7 +189,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
             const pause = turns.next();
             if (pause) await pause;
             signal.throwIfAborted();
-            outs.push(await deps.backend.prune(params, layer, signal));
+            outs.push(await untilAborted(deps.backend.prune(params, layer, signal), signal, keep));
           }
         } finally {
           turns.stop();

@@ -759,6 +759,32 @@ Deno.test("503 unavailable when the deadline passes in the queue; no backend res
   }
 });
 
+Deno.test("past its deadline a request is answered at once, its slot kept until the backend lets the layer go", async () => {
+  // Whichever backend: the WebGPU one lets a layer in flight go only when the GPU is through with it.
+  const cpu = createCpuBackend({ threads: 0 });
+  const { backend, entered, open } = gated(cpu);
+  const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 4, deadlineMs: 300 } });
+  const running = async () =>
+    /^zprune_requests_in_flight (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1];
+  try {
+    const body = encodeMsgpack(request());
+    const first = postPrune(server.url, body);
+    await within(entered, "the request reaching the backend");
+    // The gate is still shut, so this answer cannot have waited for the layer.
+    await expectError(await within(first, "the answer at the deadline", 10_000), 503, "unavailable", "deadline");
+    assert.equal(await running(), "1", "the layer still holds its slot");
+    open();
+    await eventually(async () => (await running()) === "0", "the slot freed once the backend let the layer go");
+    const res = await postPrune(server.url, body);
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  } finally {
+    open();
+    await server.close();
+    await cpu.close();
+  }
+});
+
 Deno.test("a backend failure mid-request answers 503 and the next request succeeds", async () => {
   const backend = createCpuBackend({ threads: 2, parallelMin: 0 });
   const server = await startServer({ backend });
