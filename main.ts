@@ -67,8 +67,8 @@ onShutdownSignal(async (signal) => {
     console.log(`zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`);
     exit(1);
   }
-  // Every request is answered. Closing the connections could still wait on a client that keeps one open (seen with a
-  // large upload's connection under Deno), so it gets what is left of the limit, and at least 1 s.
+  // Every answer is written. Closing the connections could still wait on a client that goes on sending a body that
+  // was answered already (a 413, say), so it gets what is left of the limit, and at least 1 s.
   const left = Math.max(1_000, limitMs - (Date.now() - start));
   let timer: ReturnType<typeof setTimeout> | undefined;
   const closed = await Promise.race([

@@ -362,7 +362,11 @@ export class WebGpuBackend implements Backend {
       if (this.#inFlight || this.#closed) return;
       const job = this.#queue.shift();
       if (!job) return;
-      if (job.signal?.aborted) return this.#pump();
+      if (job.signal?.aborted) {
+        // Answered, never dropped silently: a caller may hold memory (a work-queue slot) until this call settles.
+        this.#settle(job, null);
+        return this.#pump();
+      }
       try {
         this.#send(w, job);
       } catch (err) {

@@ -128,10 +128,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     "Bytes of request bodies being read or waiting for a compute slot.",
     () => bodies.held,
   );
-  metrics.gauge("zprune_requests_in_flight", "Requests computing now.", () => queue.running);
+  // Both include a request answered early (deadline, client gone) whose layer in flight has not stopped yet.
+  metrics.gauge(
+    "zprune_requests_in_flight",
+    "Requests computing now (answered ones included while work they started still runs).",
+    () => queue.running,
+  );
   metrics.gauge(
     "zprune_memory_in_use_bytes",
-    "Estimated working memory of the requests computing now.",
+    "Estimated working memory of the requests computing now (as zprune_requests_in_flight counts them).",
     () => queue.bytesInUse,
   );
 

@@ -35,7 +35,11 @@ export function getEnv(name: string): string | undefined {
 export interface Listening {
   /** The bound port (useful with port 0). */
   port: number;
-  /** Requests being handled now, from their arrival to their answer (reading their body included). */
+  /**
+   * Requests being handled now, from their arrival until their answer's body has been handed to the runtime to the
+   * last byte (or the client left): reading the body, computing and writing the answer all count. Under Bun, until
+   * the handler returns its answer.
+   */
   readonly inFlight: number;
   /**
    * Starts draining: from now on every new request is answered `refuse(req)` at once, while those in flight go on
@@ -53,7 +57,10 @@ export interface Listening {
  * unreadable (denoland/deno#36809): a client still uploading would get an error instead of its answer. So the
  * listener stays open until the count reaches 0, and only then is the server shut down.
  */
-function drainable(fetch: Fetch): { fetch: Fetch; inFlight(): number; drain: Listening["drain"] } {
+function drainable(
+  fetch: Fetch,
+  opts: { untilWritten: boolean },
+): { fetch: Fetch; inFlight(): number; drain: Listening["drain"] } {
   let inFlight = 0;
   let refuse: Fetch | undefined;
   const idle = new Set<() => void>();
@@ -61,6 +68,12 @@ function drainable(fetch: Fetch): { fetch: Fetch; inFlight(): number; drain: Lis
     fetch: async (req) => {
       if (refuse) return refuse(req);
       inFlight++;
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        if (--inFlight === 0) { for (const done of idle) done(); }
+      };
       try {
         const res = await fetch(req);
         // The client should not send another request on this connection: it would only be refused.
@@ -69,9 +82,14 @@ function drainable(fetch: Fetch): { fetch: Fetch; inFlight(): number; drain: Lis
             res.headers.set("Connection", "close");
           } catch { /* immutable headers (a fetched Response): the client learns on its next request */ }
         }
+        // Counted until the answer is written: a drain that ended with the handler would let shutdown cut off a large
+        // answer on its way to a slow client, and exit as if it had been delivered.
+        if (opts.untilWritten) return untilWritten(res, finish);
+        finish();
         return res;
-      } finally {
-        if (--inFlight === 0) { for (const done of idle) done(); }
+      } catch (err) {
+        finish();
+        throw err;
       }
     },
     inFlight: () => inFlight,
@@ -95,9 +113,56 @@ function drainable(fetch: Fetch): { fetch: Fetch; inFlight(): number; drain: Lis
   };
 }
 
+/** The largest piece `untilWritten` passes on at once. */
+const WRITE_SLICE = 64 * 1024;
+
+/**
+ * `res` with its body passed through a stream that calls `finish` once the runtime has read its last piece, or
+ * cancelled it (the client left). Status and headers are kept as they are; only a body of declared length is passed
+ * through, since the runtime would send any other stream in chunks where it sent a known body with its length
+ * (zprune's app declares every length). Any other answer calls `finish` at once.
+ */
+function untilWritten(res: Response, finish: () => void): Response {
+  // The length first: under Deno, reading `res.body` turns a known body into a stream, sent in chunks.
+  if (!res.headers.has("content-length") || !res.body) {
+    finish();
+    return res;
+  }
+  const reader = res.body.getReader();
+  let rest: Uint8Array | null = null; // what is left of the chunk being passed on
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        if (!rest || rest.byteLength === 0) {
+          const { value, done } = await reader.read();
+          if (done) {
+            controller.close();
+            finish();
+            return;
+          }
+          rest = value;
+        }
+        // In slices: the runtime reads ahead of what the socket has taken, by a chunk or so, and one chunk can be
+        // the whole answer (a Uint8Array body), which would count it as written as soon as its writing began.
+        controller.enqueue(rest.subarray(0, WRITE_SLICE));
+        rest = rest.subarray(WRITE_SLICE);
+      } catch (err) {
+        controller.error(err);
+        finish();
+      }
+    },
+    cancel(reason) {
+      finish();
+      return reader.cancel(reason);
+    },
+  });
+  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+}
+
 /** Serves `fetch` on host:port. */
 export function listen(fetch: Fetch, opts: { port: number; host: string; maxBodyBytes: number }): Promise<Listening> {
-  const gate = drainable(fetch);
+  // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
+  const gate = drainable(fetch, { untilWritten: !!g.Deno });
   const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
     port,
     get inFlight() {

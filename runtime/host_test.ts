@@ -107,3 +107,43 @@ Deno.test("listen: drain gives up after its limit while a request is stuck, and 
     await idle.shutdown();
   }
 });
+
+Deno.test("listen: a request counts until its answer is written or its client leaves, not until its handler returns", async () => {
+  const size = 32 << 20; // far more than the socket buffers hold
+  let answered = 0;
+  const server = await listen(() => {
+    answered++;
+    return new Response(new Uint8Array(size), { headers: { "content-length": String(size) } });
+  }, OPTS);
+  const ask = async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    return conn;
+  };
+  const settle = async (want: number, what: string) => {
+    for (let i = 0; i < 500 && server.inFlight !== want; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(server.inFlight, want, what);
+  };
+  const reader = await ask();
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    // Answered, but not read: still in flight, and a drain waits for it.
+    for (let i = 0; i < 500 && answered === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(answered, 1);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(server.inFlight, 1, "an answer not yet written counts");
+    // Read to the end: no longer counted.
+    let got = 0;
+    while (got < size) got += (await reader.read(buf)) ?? Infinity;
+    await settle(0, "an answer written to the last byte does not count");
+  } finally {
+    reader.close();
+  }
+  // A client that leaves after part of its answer is not waited for.
+  const leaver = await ask();
+  await leaver.read(buf);
+  leaver.close();
+  await settle(0, "a client that left does not count");
+  assert.equal(await server.drain(refuse, 1_000), true);
+  await server.shutdown();
+});
