@@ -8,7 +8,8 @@ print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
 rows = list(map(json.loads, open(f"{out}/zprune.jsonl")))
 for r in rows:
     if "exactPath" in r:
-        print(f"| {r['shape'][0]}x{r['shape'][1]} | {r['pattern']} | - | exact CPU path: {r['exactPath']} | - | - | - | - |")
+        shape = f"{r['shape'][0]}x{r['shape'][1]}"
+        print(f"| {shape} | {r['pattern']} | - | exact CPU path: {r['exactPath']} | - | - | - | - |")
         continue
     if r["timing"] == "timestamp-per-dispatch":
         continue

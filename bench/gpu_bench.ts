@@ -22,7 +22,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { GpuEngine } from "../gpu/engine.ts";
+import { ExactPathNeeded, GpuEngine, type PruneOptions } from "../gpu/engine.ts";
 import { bf16Bits, f16Bits } from "../prune/decode.ts";
 
 /** Linear-layer shapes of 7B-70B class models: attention, MLP up/gate and down, and a wide MLP. */
@@ -122,27 +122,32 @@ for (const shape of values.shapes.split(",")) {
     const stageRuns: Record<string, number[]> = {};
     let source = "";
     let exactPath: string | null = null;
-    engine.onExactPath = (_name, why) => exactPath ??= why;
+    /** One call; notes when the exact CPU path answered it (the case then has no GPU time to report). */
+    const run = async (opts: PruneOptions) => {
+      const r = await engine.prune(params, layer, opts);
+      exactPath ??= r.output.exactPath ?? null;
+      return r;
+    };
     try {
-      await engine.prune(params, layer, { trace }); // warm-up: pipelines, pool buffers
+      await run({ trace }); // warm-up: pipelines, pool buffers
       // Request time: whole calls, upload to mask read-back, without profiling (which adds a sync per stage
       // where timestamps are missing).
       for (let i = 0; i < repeat && !exactPath; i++) {
         const t0 = performance.now();
-        await engine.prune(params, layer, { trace });
+        await run({ trace });
         requestMs.push(performance.now() - t0);
       }
       // GPU time: profiled calls back to back; with --resident on weights uploaded once, as the torch anchor's are.
       const resident = values.resident && !exactPath ? engine.upload(layer) : undefined;
       try {
-        if (resident) await engine.prune(params, layer, { resident, trace });
+        if (resident) await run({ resident, trace });
         for (let i = 0; i < repeat && !exactPath; i++) {
-          const { stages } = await engine.prune(params, layer, {
+          const { stages } = await run({
             profile: values.wall ? "wall" : values["per-dispatch"] ? "per-dispatch" : true,
             trace,
             resident,
           });
-          if (!stages) break; // answered on the exact path (exactPath is set)
+          if (!stages) break; // answered on the exact path
           source = stages.source;
           for (const [k, v] of Object.entries(stages.ms)) (stageRuns[k] ??= []).push(v);
         }
@@ -150,11 +155,8 @@ for (const shape of values.shapes.split(",")) {
         resident?.destroy();
       }
     } catch (e) {
-      // Resident weights cannot take the exact path: the engine refuses such a run.
-      if (!(e instanceof Error && /needs the exact CPU path/.test(e.message))) throw e;
-      exactPath ??= e.message;
-    } finally {
-      engine.onExactPath = null;
+      if (!(e instanceof ExactPathNeeded)) throw e; // resident weights cannot take the exact path
+      exactPath ??= e.why;
     }
     if (exactPath) {
       // The CPU answered (f32 could not give its masks, or the layer does not fit): no GPU time to report.

@@ -70,9 +70,10 @@ function collectPieces(value: unknown, out: Uint8Array[]): void {
 /**
  * `value` as plain msgpack, in pieces whose concatenation is the message (typed arrays become `bin`, undefined
  * fields are left out). The containers that hold binaries over 1 KiB get their headers written here and those
- * binaries are views of the caller's bytes; everything else is packed by msgpackr (views of its buffer). msgpackr keeps its buffer
- * between calls, grown to the largest value it ever packed: were the tensors packed there, one large answer would
- * hold that much memory for the life of the process, and every tensor would be copied twice on its way out.
+ * binaries are views of the caller's bytes; everything else is packed by msgpackr (views of its buffer). msgpackr
+ * keeps its buffer between calls, grown to the largest value it ever packed: were the tensors packed there, one large
+ * answer would hold that much memory for the life of the process, and every tensor would be copied twice on its way
+ * out.
  */
 export function msgpackPieces(value: unknown): Uint8Array[] {
   const out: Uint8Array[] = [];

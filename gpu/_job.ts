@@ -157,16 +157,22 @@ export class Job {
     this.#scoped = true;
   }
 
+  /** Pops the job's scopes if they are open, marking the job failed when they caught an error; what they caught. */
+  async #popScopes(): Promise<{ validation: GPUError | null; oom: GPUError | null }> {
+    if (!this.#scoped) return { validation: null, oom: null };
+    this.#scoped = false;
+    const validation = await this.#device.popErrorScope();
+    const oom = await this.#device.popErrorScope();
+    if (oom || validation) this.#failed = true;
+    return { validation, oom };
+  }
+
   /**
    * Closes the open scopes; throws `GpuOutOfMemory` when an allocation failed (a validation error is then its
    * consequence: a command used the buffer that could not be made), `ZpruneError("unavailable")` for any other error.
    */
   async #closeScopes(): Promise<void> {
-    if (!this.#scoped) return;
-    this.#scoped = false;
-    const validation = await this.#device.popErrorScope();
-    const oom = await this.#device.popErrorScope();
-    if (oom || validation) this.#failed = true;
+    const { validation, oom } = await this.#popScopes();
     if (oom) throw new GpuOutOfMemory(oom.message);
     if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
   }
@@ -243,11 +249,7 @@ export class Job {
    * they caught, so that a buffer that could not be allocated before that error is destroyed by finish(), not pooled.
    */
   async abandon(): Promise<void> {
-    if (!this.#scoped) return;
-    this.#scoped = false;
-    const validation = await this.#device.popErrorScope();
-    const oom = await this.#device.popErrorScope();
-    if (oom || validation) this.#failed = true;
+    await this.#popScopes();
   }
 
   /**

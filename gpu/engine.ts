@@ -149,9 +149,9 @@ export interface PruneOptions {
 }
 
 /**
- * Thrown by `GpuEngine.prune` instead of computing on the CPU when `exactElsewhere` is set: the layer needs the exact
- * CPU path, and whoever called can run it where more threads are (the WebGPU worker hands it to the main thread's CPU
- * backend). `layer` is intact.
+ * Thrown by `GpuEngine.prune` instead of computing on the CPU when `exactElsewhere` is set, or for resident weights:
+ * the layer needs the exact CPU path, and whoever called can run it where more threads are (the WebGPU worker hands
+ * it to the main thread's CPU backend). `layer` is intact.
  */
 export class ExactPathNeeded extends Error {
   override name = "ExactPathNeeded";
@@ -279,10 +279,11 @@ export class GpuEngine {
 
   /**
    * Prunes one layer; one call at a time per engine (a job's error scopes stay open across its awaits, and a second
-   * call's would interleave with them). With `profile`, also measures GPU time per stage: timestamp queries where the adapter has
-   * them (unless `profile` is "wall"), else wall time around each stage's own submit (which serialises the stages,
-   * so use it only to profile); "per-dispatch" puts each dispatch in a timed pass of its own and reports
-   * `stage.kernel` sums (where timestamps exist; the extra passes add barriers, so totals exceed a stage-timed run's).
+   * call's would interleave with them). With `profile`, also measures GPU time per stage: timestamp queries where
+   * the adapter has them (unless `profile` is "wall"), else wall time around each stage's own submit (which
+   * serialises the stages, so use it only to profile); "per-dispatch" puts each dispatch in a timed pass of its own
+   * and reports `stage.kernel` sums (where timestamps exist; the extra passes add barriers, so totals exceed a
+   * stage-timed run's).
    * `trace` is told each recorded stage, submit and read-back as it happens (debugging).
    * `resident` (from `upload()` of this layer) replaces the upload of `layer.weight`.
    */
@@ -393,11 +394,11 @@ export class GpuEngine {
 
   /**
    * Computes `layer` with the CPU backend's exact code, in this thread (counted and reported once answered), or
-   * throws `ExactPathNeeded` with `exactElsewhere`.
+   * throws `ExactPathNeeded` with `exactElsewhere` or resident weights.
    */
   async #exact(params: PruneParams, layer: LayerJob, why: string, resident?: ResidentWeights): Promise<LayerOutput> {
-    if (resident) throw new Error(`layer ${layer.name} needs the exact CPU path (${why}); not with resident weights`);
-    if (this.exactElsewhere) throw new ExactPathNeeded(why);
+    // Resident weights (the bench's) are on the GPU only: the caller reports the case instead.
+    if (resident || this.exactElsewhere) throw new ExactPathNeeded(why);
     const output = await pruneLayer(params, layer); // a non-finite weight throws here, and is not counted
     this.exactFallbacks++;
     this.onExactPath?.(layer.name, why);

@@ -39,9 +39,9 @@ class ModelPruneReport:
     Attributes:
         stats: per full layer name (``model.layers.0.self_attn.q_proj``), the server's statistics.
         pruned, total: weights pruned and weights considered, over all pruned layers.
-        responses: every ``PruneResult``, one per request (a block takes one unless it exceeds the body limit), when ``prune_model`` was asked to keep them
-            (``keep_responses=True``); empty otherwise, since their masks take a byte per weight (about 6.5 GB for
-            a 7B model) and are already applied to the model.
+        responses: every ``PruneResult``, one per request (a block takes one unless it exceeds the body limit),
+            when ``prune_model`` was asked to keep them (``keep_responses=True``); empty otherwise, since their masks
+            take a byte per weight (about 6.5 GB for a 7B model) and are already applied to the model.
     """
 
     stats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
