@@ -40,6 +40,14 @@ function errorResponse(c: Context<AppEnv>, err: unknown): Response {
   return c.json(body, e.status as 400, headers);
 }
 
+/**
+ * A client's own X-Request-Id when it is 1-128 visible ASCII characters. Anything else (spaces, Latin-1 bytes, a
+ * longer value) would make log lines ambiguous or unbounded, and a cut one would no longer match the client's.
+ */
+function clientRequestId(value: string | undefined): string | undefined {
+  return value !== undefined && /^[\x21-\x7e]{1,128}$/.test(value) ? value : undefined;
+}
+
 /** What the app is built from. Only `backend` is required; the rest default. */
 export interface AppDeps {
   backend: Backend;
@@ -145,7 +153,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Request id, metrics and the one log line per request.
   app.use("*", async function observe(c, next) {
     const start = performance.now();
-    const id = c.req.header("x-request-id")?.slice(0, 128) || crypto.randomUUID();
+    const id = clientRequestId(c.req.header("x-request-id")) ?? crypto.randomUUID();
     c.set("requestId", id);
     await next();
     c.header("x-request-id", id);

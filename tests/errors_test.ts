@@ -240,6 +240,17 @@ Deno.test("every error of the contract's table is answered with its status and c
     const unknown = await fetch(`${server.url}/v2/prune`, { headers: { "x-request-id": "probe-404" } });
     assert.equal(unknown.headers.get("x-request-id"), "probe-404");
     await expectError(unknown, 404, "not_found");
+    // A request id the log could not hold unambiguously is replaced by a fresh one, never cut or passed on.
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    for (const sent of ["a b", "x".repeat(129), "caf\u00e9", "tab\there"]) {
+      const res = await fetch(`${server.url}/healthz`, { headers: { "x-request-id": sent } });
+      await res.body?.cancel();
+      assert.match(res.headers.get("x-request-id") ?? "", uuid, JSON.stringify(sent));
+    }
+    const longest = "~!".repeat(64);
+    const kept = await fetch(`${server.url}/healthz`, { headers: { "x-request-id": longest } });
+    await kept.body?.cancel();
+    assert.equal(kept.headers.get("x-request-id"), longest);
     const unknownPacked = await fetch(`${server.url}/nope`, { headers: { accept: "application/msgpack" } });
     assert.equal(unknownPacked.status, 404);
     assert.equal(
