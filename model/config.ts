@@ -16,7 +16,16 @@ export interface LlamaConfig {
   normEps: number;
   ropeTheta: number;
   tieEmbeddings: boolean;
+  /** Mistral's attention window; the forward pass attends to whole windows, so it refuses longer ones. */
+  slidingWindow?: number;
 }
+
+/**
+ * The `model_type`s whose forward pass is exactly this one. Others reuse LLaMA's tensor names with a different
+ * computation (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their
+ * weights would load and run, silently wrong.
+ */
+export const SUPPORTED_MODEL_TYPES = ["llama", "mistral"] as const;
 
 /** The names of one decoder block's seven pruned linear layers, in request order. */
 export const LINEAR_NAMES = [
@@ -49,6 +58,16 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     }
     return v;
   };
+  const modelType = raw.model_type;
+  if (modelType !== undefined && !(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(modelType)) {
+    throw new TypeError(
+      `config.json: model_type ${JSON.stringify(modelType)} is not supported (${
+        SUPPORTED_MODEL_TYPES.join(", ")
+      } only)`,
+    );
+  }
+  // Quantized weights (GPTQ, AWQ, bitsandbytes) are stored under other tensor names and formats.
+  if (raw.quantization_config != null) throw new TypeError("config.json: quantized checkpoints are not supported");
   const dim = size("hidden_size");
   const nHeads = size("num_attention_heads");
   const nKvHeads = size("num_key_value_heads", nHeads);
@@ -62,11 +81,17 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // RoPE rotates pairs of dimensions.
   if (headDim % 2 !== 0) throw new TypeError(`config.json: head_dim ${headDim} must be even for RoPE`);
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
-  const ropeParams = raw.rope_parameters as { rope_theta?: number; rope_type?: string } | undefined;
+  type RopeFields = { rope_theta?: number; rope_type?: string; type?: string; partial_rotary_factor?: number };
+  const ropeParams = (raw.rope_parameters ?? undefined) as RopeFields | undefined;
   // rope_scaling spells it rope_type, or type in older checkpoints.
-  const scaling = raw.rope_scaling as { rope_type?: string; type?: string } | null | undefined;
-  const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type;
+  const scaling = (raw.rope_scaling ?? undefined) as RopeFields | undefined;
+  // An object without a type still asks for scaling (its factor), which transformers cannot build either.
+  const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type ??
+    (scaling === undefined ? undefined : "(none)");
   if (ropeType && ropeType !== "default") throw new TypeError(`config.json: rope_type ${ropeType} is not supported`);
+  // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
+  const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
+  if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);
   // The forward pass has no biases: a model with them would run, silently wrong.
   for (const key of ["attention_bias", "mlp_bias"]) {
     if (raw[key] === true) {
@@ -74,7 +99,14 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     }
   }
   const act = raw.hidden_act ?? "silu";
-  if (act !== "silu") throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
+  // transformers' ACT2FN maps "swish" to the same SiLU.
+  if (act !== "silu" && act !== "swish") {
+    throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
+  }
+  const window = raw.sliding_window ?? undefined;
+  if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
+    throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
+  }
   return {
     dim,
     hiddenDim: size("intermediate_size"),
@@ -86,6 +118,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     normEps: num("rms_norm_eps", 1e-6),
     ropeTheta: ropeParams?.rope_theta ?? num("rope_theta", 10000),
     tieEmbeddings: raw.tie_word_embeddings === true,
+    ...(window !== undefined ? { slidingWindow: window as number } : {}),
   };
 }
 
@@ -130,7 +163,7 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
   const { dim, hiddenDim, vocabSize } = cfg;
   const qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
   const used = new Set<string>();
-  const get = (name: string, shape: number[]): Float32Array => {
+  const take = (name: string, shape: number[]) => {
     const t = ckpt.tensors.get(name);
     if (!t) throw new TypeError(`checkpoint ${ckpt.dir} has no tensor ${name}`);
     if (t.shape.length !== shape.length || t.shape.some((n, i) => n !== shape[i])) {
@@ -140,6 +173,10 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
       );
     }
     used.add(name);
+    return t;
+  };
+  const get = (name: string, shape: number[]): Float32Array => {
+    const t = take(name, shape);
     return decodeToF32(t.data, t.dtype);
   };
   const layers: BlockWeights[] = [];
@@ -158,11 +195,12 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
     });
   }
   const embed = get("model.embed_tokens.weight", [vocabSize, dim]);
+  // Tied: transformers re-ties a stored lm_head to the embedding, but one of another shape is a different model.
   const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight", [vocabSize, dim]);
+  if (cfg.tieEmbeddings && ckpt.tensors.has("lm_head.weight")) take("lm_head.weight", [vocabSize, dim]);
   const norm = get("model.norm.weight", [dim]);
-  // Tied checkpoints may still store lm_head (a copy of the embedding); rotary tables are recomputed.
-  const unused = [...ckpt.tensors.keys()]
-    .filter((n) => !used.has(n) && !n.includes("rotary_emb") && !(cfg.tieEmbeddings && n === "lm_head.weight"));
+  // Rotary tables are recomputed.
+  const unused = [...ckpt.tensors.keys()].filter((n) => !used.has(n) && !n.includes("rotary_emb"));
   if (unused.length > 0) {
     throw new TypeError(
       `checkpoint ${ckpt.dir} holds tensors this LLaMA forward pass does not use: ${unused.slice(0, 5).join(", ")}` +

@@ -11,20 +11,55 @@ const BASE = {
   vocab_size: 100,
 };
 
-Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE types, biases", () => {
+Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE types, biases, other models", () => {
   assert.equal(parseConfig(BASE).headDim, 16);
   assert.equal(parseConfig({ ...BASE, rope_scaling: null, attention_bias: false, mlp_bias: false }).nHeads, 4);
-  const refused = [
-    { rope_scaling: { rope_type: "llama3", factor: 8 } },
-    { rope_scaling: { type: "linear", factor: 4 } }, // the older key
-    { rope_parameters: { rope_theta: 1e4, rope_type: "yarn" } },
-    { attention_bias: true },
-    { mlp_bias: true },
-    { hidden_act: "gelu" },
+  // Each of these loads LLaMA-named weights of the right shapes, so only the config tells the forward pass apart.
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [{ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_type llama3/],
+    [{ rope_scaling: { type: "linear", factor: 4 } }, /rope_type linear/], // the older key
+    [{ rope_scaling: { factor: 2 } }, /rope_type/], // scaling without a type
+    [{ rope_parameters: { rope_theta: 1e4, rope_type: "yarn" } }, /rope_type yarn/],
+    [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor 0\.5/],
+    [{ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.25 } }, /partial_rotary_factor 0\.25/],
+    [{ attention_bias: true }, /attention_bias/],
+    [{ mlp_bias: true }, /mlp_bias/],
+    [{ hidden_act: "gelu" }, /hidden_act gelu/],
+    [{ model_type: "granite", embedding_multiplier: 12 }, /model_type "granite"/],
+    [{ model_type: "smollm3", no_rope_layers: [1, 0] }, /model_type "smollm3"/],
+    [{ model_type: "gemma", hidden_act: null }, /model_type "gemma"/],
+    [{ model_type: "qwen2" }, /model_type "qwen2"/],
+    [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
+    [{ sliding_window: 0 }, /sliding_window/],
+    [{ sliding_window: "4096" }, /sliding_window/],
   ];
-  for (const extra of refused) {
-    assert.throws(() => parseConfig({ ...BASE, ...extra }), TypeError, JSON.stringify(extra));
+  for (const [extra, message] of refused) {
+    assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {
+      assert.ok(e instanceof TypeError, JSON.stringify(extra));
+      assert.match(e.message, message, JSON.stringify(extra));
+      return true;
+    });
   }
+});
+
+Deno.test("parseConfig() accepts the spellings of the same forward pass", () => {
+  const accepted: Record<string, unknown>[] = [
+    { model_type: "llama" },
+    { model_type: "mistral", sliding_window: null },
+    { hidden_act: "swish" }, // transformers' name for SiLU too
+    { hidden_act: null },
+    { partial_rotary_factor: 1 },
+    { rope_scaling: { rope_type: "default" } },
+    { rope_parameters: { rope_theta: 5e5, rope_type: "default", partial_rotary_factor: 1 } },
+    { quantization_config: null },
+  ];
+  for (const extra of accepted) {
+    const cfg = parseConfig({ ...BASE, ...extra });
+    assert.equal(cfg.headDim, 16, JSON.stringify(extra));
+    assert.equal(cfg.slidingWindow, undefined, JSON.stringify(extra));
+  }
+  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096 }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
 });
 
 Deno.test("decodeWeights() refuses a checkpoint with tensors it would ignore, such as a bias", async () => {
@@ -34,6 +69,17 @@ Deno.test("decodeWeights() refuses a checkpoint with tensors it would ignore, su
   const q = ckpt.tensors.get("model.layers.0.self_attn.q_proj.weight")!;
   ckpt.tensors.set("model.layers.0.self_attn.q_proj.bias", { ...q, shape: [q.shape[0]!] });
   assert.throws(() => decodeWeights(ckpt, cfg), /self_attn\.q_proj\.bias/);
+});
+
+Deno.test("decodeWeights() checks the shape of a stored lm_head even when the embeddings are tied", async () => {
+  const ckpt = await loadCheckpoint(MODEL);
+  const cfg = { ...parseConfig(ckpt.config), tieEmbeddings: true };
+  // The bundled model stores lm_head; tied, transformers would tie it to the embedding, as this forward pass does.
+  const weights = decodeWeights(ckpt, cfg);
+  assert.equal(weights.lmHead, weights.embed);
+  const head = ckpt.tensors.get("lm_head.weight")!;
+  ckpt.tensors.set("lm_head.weight", { ...head, shape: [head.shape[1]!, head.shape[0]!] });
+  assert.throws(() => decodeWeights(ckpt, cfg), /lm_head\.weight has shape \[256, 8192\]/);
 });
 
 Deno.test("parseConfig() refuses head counts grouped-query attention cannot split", () => {

@@ -116,6 +116,18 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
   );
 }
 
+/**
+ * Throws a RangeError when windows of `seqLen` tokens are longer than the model's sliding attention window: this
+ * forward pass attends to every earlier token of a window, which equals Mistral's only up to that length.
+ */
+export function checkSlidingWindow(cfg: LlamaConfig, seqLen: number): void {
+  if (cfg.slidingWindow === undefined || seqLen <= cfg.slidingWindow) return;
+  throw new RangeError(
+    `windows of ${seqLen} tokens are longer than the model's sliding_window of ${cfg.slidingWindow}: ` +
+      "this forward pass has no sliding-window attention (the CLI's --seqlen sets the window length)",
+  );
+}
+
 /** Holds a model's float32 weights and scratch in one arena and runs whole windows through it. */
 export class LlamaRunner {
   readonly cfg: LlamaConfig;
@@ -128,6 +140,7 @@ export class LlamaRunner {
 
   /** Copies `weights` into a fresh arena sized for windows of `seqLen` tokens and an optional cache. */
   constructor(cfg: LlamaConfig, weights: LlamaWeights, opts: RunnerOptions) {
+    checkSlidingWindow(cfg, opts.seqLen);
     this.cfg = cfg;
     const T = (this.T = opts.seqLen);
     const { dim, hiddenDim, vocabSize, headDim } = cfg;

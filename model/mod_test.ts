@@ -49,3 +49,28 @@ Deno.test("loadModel() counts the run state of the window length it is given", a
     await assert.rejects(() => loadModel(dir, { seqLen: 256 }), Deno.errors.NotFound);
   });
 });
+
+Deno.test("loadModel() refuses windows longer than a Mistral model's sliding window before reading weights", async () => {
+  const small = { ...TINYLLAMA, num_hidden_layers: 2, model_type: "mistral", sliding_window: 64 };
+  await withConfigOnly(small, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 65 }), (e: Error) => {
+      assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
+      assert.match(e.message, /65 tokens.*sliding_window of 64/);
+      return true;
+    });
+    // Up to the window, full causal attention is what the window computes: it goes on to the (missing) weights.
+    await assert.rejects(() => loadModel(dir, { seqLen: 64 }), /neither model\.safetensors nor/);
+  });
+});
+
+Deno.test("loadModel() says that only safetensors are read when a checkpoint has pytorch_model.bin", async () => {
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 2 }, async (dir) => {
+    await assert.rejects(() => loadModel(dir), (e: Error) => {
+      assert.ok(e instanceof Deno.errors.NotFound);
+      assert.doesNotMatch(e.message, /pytorch_model/);
+      return true;
+    });
+    await Deno.writeFile(`${dir}/pytorch_model.bin`, new Uint8Array(8));
+    await assert.rejects(() => loadModel(dir), /it has pytorch_model\.bin; only safetensors are read/);
+  });
+});

@@ -76,6 +76,26 @@ export async function readConfigJson(dir: string): Promise<Record<string, unknow
   return JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Record<string, unknown>;
 }
 
+/** A shard's bytes; a missing lone `model.safetensors` says what is read instead of a bare NotFound. */
+async function readShard(dir: string, file: string, lone: boolean): Promise<Uint8Array<ArrayBuffer>> {
+  try {
+    return await Deno.readFile(`${dir}/${file}`);
+  } catch (e) {
+    if (!(lone && e instanceof Deno.errors.NotFound)) throw e;
+    const others = ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt"].filter((f) => {
+      try {
+        return Deno.statSync(`${dir}/${f}`).isFile;
+      } catch {
+        return false;
+      }
+    });
+    throw new Deno.errors.NotFound(
+      `checkpoint ${dir} has neither model.safetensors nor model.safetensors.index.json` +
+        (others.length > 0 ? ` (it has ${others.join(", ")}; only safetensors are read)` : ""),
+    );
+  }
+}
+
 /**
  * Reads `config.json` and every safetensors shard of a checkpoint directory; `config`, when given, is its
  * `config.json` already read (and checked) by the caller.
@@ -94,7 +114,7 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
   const tensors = new Map<string, StoredTensor>();
   const shards: Checkpoint["shards"] = [];
   for (const file of files) {
-    const parsed = parseSafetensors(await Deno.readFile(`${dir}/${file}`), file);
+    const parsed = parseSafetensors(await readShard(dir, file, index === undefined), file);
     for (const t of parsed.tensors) tensors.set(t.name, t);
     shards.push({ file, names: parsed.tensors.map((t) => t.name), metadata: parsed.metadata });
   }

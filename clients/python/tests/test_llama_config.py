@@ -1,5 +1,6 @@
-"""``zprune_client.llama`` refuses configs it cannot run faithfully, as model/config.ts does: an activation other than
-SiLU, or biased linear layers. Running them anyway would give a silently different model."""
+"""``zprune_client.llama_config`` refuses configs the LLaMA forward pass cannot run faithfully, as model/config.ts
+does: another model type, RoPE scaling or partial RoPE, an activation other than SiLU, biased linear layers. Running
+them anyway would give a silently different model. The config checks need no torch; ``load_llama`` does."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from typing import Any, Dict
 import pytest
 
 from conftest import MODEL_DIR
-
-pytest.importorskip("torch")
-
-from zprune_client.llama import LlamaConfig, load_llama  # noqa: E402
+from zprune_client.llama_config import LlamaConfig
 
 BASE: Dict[str, Any] = {
     "hidden_size": 64,
@@ -29,6 +27,19 @@ REFUSED = [
     ({"hidden_act": "relu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
     ({"mlp_bias": True}, "mlp_bias"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_type 'llama3'"),
+    ({"rope_scaling": {"type": "linear", "factor": 4.0}}, "rope_type 'linear'"),
+    ({"rope_scaling": {"factor": 2.0}}, "rope_type"),
+    ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn"}}, "rope_type 'yarn'"),
+    ({"partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
+    ({"rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.25}}, "partial_rotary_factor 0.25"),
+    ({"model_type": "granite", "embedding_multiplier": 12.0}, "model_type 'granite'"),
+    ({"model_type": "smollm3", "no_rope_layers": [1, 0]}, "model_type 'smollm3'"),
+    ({"model_type": "gemma", "hidden_act": None}, "model_type 'gemma'"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 4}}, "quantized"),
+    ({"sliding_window": 0}, "sliding_window"),
+    ({"num_key_value_heads": 3}, "num_key_value_heads"),
+    ({"head_dim": 15}, "head_dim"),
 ]
 
 
@@ -38,13 +49,36 @@ def test_from_dict_refuses_what_the_model_does_not_implement(extra: Dict[str, An
         LlamaConfig.from_dict({**BASE, **extra})
 
 
-def test_from_dict_accepts_silu_and_explicitly_absent_biases() -> None:
+def test_from_dict_accepts_the_spellings_of_the_same_forward_pass() -> None:
     # null counts as absent, as in model/config.ts
-    for extra in ({}, {"hidden_act": None}, {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False}):
-        assert LlamaConfig.from_dict({**BASE, **extra}).head_dim == 16
+    accepted = (
+        {},
+        {"hidden_act": None},
+        {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False},
+        {"hidden_act": "swish"},
+        {"model_type": "llama", "partial_rotary_factor": 1},
+        {"model_type": "mistral", "sliding_window": None},
+        {"rope_scaling": {"rope_type": "default"}},
+        {"rope_parameters": {"rope_theta": 5e5, "rope_type": "default"}},
+        {"quantization_config": None},
+    )
+    for extra in accepted:
+        cfg = LlamaConfig.from_dict({**BASE, **extra})
+        assert (cfg.head_dim, cfg.sliding_window) == (16, None), extra
+    assert LlamaConfig.from_dict({**BASE, "rope_parameters": {"rope_theta": 5e5}}).rope_theta == 5e5
+
+
+def test_sliding_window_bounds_the_window_length() -> None:
+    cfg = LlamaConfig.from_dict({**BASE, "model_type": "mistral", "sliding_window": 64})
+    cfg.check_window(64)  # up to the window, full causal attention is what the window computes
+    with pytest.raises(ValueError, match="65 tokens.*sliding_window of 64"):
+        cfg.check_window(65)
 
 
 def test_load_llama_refuses_before_building_the_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
     # The bundled model's config with a GELU activation: its weights load (same names and shapes), which is
     # exactly why the activation has to be checked.
     config = json.loads((MODEL_DIR / "config.json").read_text())
@@ -54,3 +88,18 @@ def test_load_llama_refuses_before_building_the_model(tmp_path: Path) -> None:
         (tmp_path / f.name).symlink_to(f)
     with pytest.raises(ValueError, match="hidden_act"):
         load_llama(tmp_path)
+
+
+def test_load_llama_ties_a_stored_lm_head_to_the_embedding_as_transformers_does(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # The bundled model stores an lm_head of its own; declared tied, the embedding must win (model/config.ts agrees).
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    config["tie_word_embeddings"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for f in MODEL_DIR.glob("model*.safetensors*"):
+        (tmp_path / f.name).symlink_to(f)
+    model = load_llama(tmp_path)
+    assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+    assert not torch.equal(model.lm_head.weight, load_llama(MODEL_DIR).lm_head.weight)

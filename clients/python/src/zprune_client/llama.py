@@ -4,7 +4,8 @@ transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the sa
 a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
 q_proj`` ...), so ``prune_model`` treats both alike. It implements what the bundled ``zp-llama-9m`` uses: RMSNorm,
 RoPE in the ``rotate_half`` convention (default rope type), grouped-query attention, SiLU gated MLP, untied or tied
-``lm_head``; ``load_llama`` refuses a config that asks for anything else (another RoPE type or activation, biases).
+``lm_head``; ``load_llama`` refuses a config that asks for anything else (another model type, RoPE type or activation,
+biases; see ``llama_config``).
 Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
 
 Requires torch; the rest of ``zprune_client`` does not.
@@ -16,7 +17,6 @@ import json
 import math
 import os
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .llama_config import LlamaConfig
 from .wire import bf16_bits_to_float32
 
 if TYPE_CHECKING:
@@ -66,55 +67,6 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
         arr = arr.reshape(tuple(meta["shape"]))
         out[name] = bf16_bits_to_float32(arr) if meta["dtype"] == "BF16" else arr.astype(dt.newbyteorder("="))
     return out
-
-
-@dataclass
-class LlamaConfig:
-    """The fields of a transformers ``config.json`` this implementation uses."""
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool
-
-    @classmethod
-    def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
-        """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000.
-
-        Raises ``ValueError`` for what this model does not implement (as model/config.ts does): a RoPE type other
-        than the default, an activation other than SiLU, biased linear layers. Their weights would load all the
-        same (biases aside), and the model would run, silently different from the checkpoint's.
-        """
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-        if rope_type not in ("default", None):
-            raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only the default RoPE)")
-        for key in ("attention_bias", "mlp_bias"):
-            if cfg.get(key) is True:
-                raise ValueError(f"config.json: {key} is not supported (linear layers without bias only)")
-        act = cfg.get("hidden_act")
-        if act not in (None, "silu"):
-            raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
-        theta = (rope.get("rope_theta") if isinstance(rope, dict) else None) or cfg.get("rope_theta") or 10000.0
-        heads = int(cfg["num_attention_heads"])
-        return cls(
-            vocab_size=int(cfg["vocab_size"]),
-            hidden_size=int(cfg["hidden_size"]),
-            intermediate_size=int(cfg["intermediate_size"]),
-            num_hidden_layers=int(cfg["num_hidden_layers"]),
-            num_attention_heads=heads,
-            num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
-            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        )
 
 
 class RMSNorm(nn.Module):
@@ -217,6 +169,7 @@ class LlamaModel(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        self.cfg.check_window(input_ids.shape[1])
         x = self.embed_tokens(input_ids)
         cos, sin = self.rope(input_ids.shape[1], x.device, x.dtype)
         for layer in self.layers:
@@ -255,8 +208,13 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
         for key, arr in load_safetensors(os.path.join(model_dir, name)).items():
             # load_safetensors returns writable arrays of their own, so torch can share them without a copy.
             state[key] = torch.from_numpy(arr).to(dtype)
-    if cfg.tie_word_embeddings and "lm_head.weight" not in state:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    if cfg.tie_word_embeddings:
+        # As transformers does: a stored lm_head is re-tied to the embedding, but one of another shape is refused.
+        stored = state.get("lm_head.weight")
+        embed = state["model.embed_tokens.weight"]
+        if stored is not None and stored.shape != embed.shape:
+            raise ValueError(f"checkpoint: tied lm_head.weight has shape {list(stored.shape)}, not {list(embed.shape)}")
+        state["lm_head.weight"] = embed
     model = LlamaForCausalLM(cfg).to(dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     unexpected = [k for k in unexpected if "rotary_emb" not in k]

@@ -1,0 +1,114 @@
+"""The ``config.json`` fields a LLaMA forward pass needs, read without torch, refusing what it cannot run faithfully.
+
+Kept apart from ``llama`` (which needs torch) so that the same checks as model/config.ts run, and are tested,
+wherever the client is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+__all__ = ["LlamaConfig", "SUPPORTED_MODEL_TYPES"]
+
+#: ``model_type``s whose forward pass is exactly this one. Others reuse LLaMA's tensor names with a different
+#: computation (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their
+#: weights would load and run, silently wrong.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+
+
+def _positive_int(cfg: Dict[str, Any], key: str, fallback: Optional[int] = None) -> int:
+    value = cfg.get(key)
+    if value is None:
+        value = fallback
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"config.json: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass
+class LlamaConfig:
+    """The fields of a transformers ``config.json`` this implementation uses."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    #: Mistral's attention window; the forward pass refuses longer windows (it attends to whole windows).
+    sliding_window: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
+        """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000.
+
+        Raises ``ValueError`` for what this model does not implement (as model/config.ts does): another
+        ``model_type``, quantized weights, RoPE scaling or partial RoPE, an activation other than SiLU, biased
+        linear layers. Their weights would load all the same (biases aside), and the model would run, silently
+        different from the checkpoint's.
+        """
+        model_type = cfg.get("model_type")
+        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"config.json: model_type {model_type!r} is not supported ({', '.join(SUPPORTED_MODEL_TYPES)} only)"
+            )
+        if cfg.get("quantization_config") is not None:
+            raise ValueError("config.json: quantized checkpoints are not supported")
+        raw_params = cfg.get("rope_parameters")
+        params: Dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        scaling = cfg.get("rope_scaling")
+        rope_type = params.get("rope_type")
+        if rope_type is None and isinstance(scaling, dict):
+            # An object without a type still asks for scaling (its factor).
+            rope_type = scaling.get("rope_type", scaling.get("type", "(none)"))
+        if rope_type not in (None, "default"):
+            raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only the default RoPE)")
+        partial = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1))
+        if partial != 1:
+            raise ValueError(f"config.json: partial_rotary_factor {partial!r} is not supported (only 1)")
+        for key in ("attention_bias", "mlp_bias"):
+            if cfg.get(key) is True:
+                raise ValueError(f"config.json: {key} is not supported (linear layers without bias only)")
+        act = cfg.get("hidden_act")
+        if act not in (None, "silu", "swish"):  # transformers' ACT2FN maps "swish" to SiLU too
+            raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
+        window = cfg.get("sliding_window")
+        if window is not None:
+            window = _positive_int(cfg, "sliding_window")
+        theta = params.get("rope_theta") or cfg.get("rope_theta") or 10000.0
+        heads = _positive_int(cfg, "num_attention_heads")
+        kv_heads = _positive_int(cfg, "num_key_value_heads", heads)
+        if heads % kv_heads != 0:
+            raise ValueError(
+                f"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            )
+        hidden = _positive_int(cfg, "hidden_size")
+        head_dim = _positive_int(cfg, "head_dim", hidden // heads)
+        if head_dim % 2 != 0:
+            raise ValueError(f"config.json: head_dim {head_dim} must be even for RoPE")
+        return cls(
+            vocab_size=_positive_int(cfg, "vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=_positive_int(cfg, "intermediate_size"),
+            num_hidden_layers=_positive_int(cfg, "num_hidden_layers"),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            sliding_window=window,
+        )
+
+    def check_window(self, tokens: int) -> None:
+        """Raises ``ValueError`` when windows of ``tokens`` are longer than the sliding window (see model/llama.ts)."""
+        if self.sliding_window is not None and tokens > self.sliding_window:
+            raise ValueError(
+                f"windows of {tokens} tokens are longer than the model's sliding_window of {self.sliding_window}: "
+                "this forward pass has no sliding-window attention"
+            )
