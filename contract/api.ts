@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { ZpruneError } from "./errors.ts";
+export { ErrorResponseSchema } from "./errors.ts";
 import type { ScanLimits } from "./msgpack_scan.ts";
 
 /** Contract version served under `/v1`. */
@@ -15,12 +16,20 @@ export const METHODS = ["zpruner", "wanda", "ria", "magnitude"] as const;
 /** A pruning method. */
 export type Method = (typeof METHODS)[number];
 
-/** Tensor element types and their sizes in bytes. */
-export const DTYPE_BYTES = { f32: 4, f16: 2, bf16: 2 } as const;
+/** Tensor element types, in the order `/v1/info` lists them. */
+export const DTYPES = ["f32", "f16", "bf16"] as const;
 /** A tensor element type. */
-export type DType = keyof typeof DTYPE_BYTES;
-/** Element types, in the order `/v1/info` lists them. */
-export const DTYPES = Object.keys(DTYPE_BYTES) as DType[];
+export type DType = (typeof DTYPES)[number];
+/** Each element type's size in bytes. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, bf16: 2 };
+
+/** The backends a server computes on, as responses and `/v1/info` name them. */
+export const BACKEND_KINDS = ["webgpu", "cpu"] as const;
+/** A backend kind. */
+export type BackendKind = (typeof BACKEND_KINDS)[number];
+
+/** The pattern forms, as `/v1/info` lists them ("N:M" stands for any N:M such as "2:4"). */
+export const PATTERN_FORMS = ["layer", "row", "N:M"] as const;
 
 /** What a response may carry per layer. */
 export const RETURNS = ["mask", "weight", "score"] as const;
@@ -52,7 +61,7 @@ const bin = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: "exp
 
 /** A tensor on the wire: dtype, shape and little-endian row-major bytes. */
 export const TensorSchema = z.object({
-  dtype: z.enum(["f32", "f16", "bf16"]),
+  dtype: z.enum(DTYPES),
   shape: z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(REQUEST_BOUNDS.maxShapeDims),
   data: bin,
 });
@@ -94,7 +103,7 @@ export const PruneRequestSchema = z.object({
     exponent: z.number().finite().min(REQUEST_BOUNDS.exponent.min).max(REQUEST_BOUNDS.exponent.max).nullish(),
     dataFree: z.boolean().nullish(),
   }).nullish(),
-  return: z.array(z.enum(RETURNS)).max(3).nullish().transform((r) => r ?? ["mask"]),
+  return: z.array(z.enum(RETURNS)).max(RETURNS.length).nullish().transform((r) => r ?? ["mask"]),
   layers: z.array(LayerRequestSchema).min(1).max(REQUEST_BOUNDS.maxLayers),
 }).superRefine((req, ctx) => {
   if (req.pattern === "layer" || req.pattern === "row") {
@@ -183,7 +192,7 @@ export type Timings = z.infer<typeof TimingsSchema>;
 
 /** The body of a successful `POST /v1/prune` answer. */
 export const PruneResponseSchema = z.object({
-  backend: z.enum(["webgpu", "cpu"]),
+  backend: z.enum(BACKEND_KINDS),
   device: z.string(),
   timings: TimingsSchema,
   layers: z.array(LayerResponseSchema),
@@ -191,17 +200,12 @@ export const PruneResponseSchema = z.object({
 /** The body of a successful `POST /v1/prune` answer. */
 export type PruneResponse = z.infer<typeof PruneResponseSchema>;
 
-/** The body of an error answer. */
-export const ErrorResponseSchema = z.object({
-  error: z.object({ code: z.string(), message: z.string() }),
-});
-
 /** `GET /v1/info`. */
 export interface InfoResponse {
   name: "zprune";
   version: string;
   apiVersion: number;
-  backend: "webgpu" | "cpu";
+  backend: BackendKind;
   device: string;
   limits: {
     maxBodyBytes: number;
@@ -213,13 +217,13 @@ export interface InfoResponse {
     msgpack: ScanLimits;
   } & typeof REQUEST_BOUNDS;
   methods: readonly Method[];
-  patterns: string[];
+  patterns: readonly string[];
   dtypes: readonly DType[];
   returns: readonly ReturnKind[];
 }
 
 /** Formats a zod path as `layers[0].weight.shape`. */
-export function formatPath(path: readonly PropertyKey[]): string {
+function formatPath(path: readonly PropertyKey[]): string {
   let out = "";
   for (const p of path) out += typeof p === "number" ? `[${p}]` : (out ? "." : "") + String(p);
   return out || "(body)";

@@ -2,6 +2,7 @@
  * The contract's error codes (API.md, "Errors") and the one error type that carries them across layers.
  * Routes, validation and backends throw `ZpruneError`; the app's single `onError` maps it to a response.
  */
+import { z } from "zod";
 
 /** Every error code with its HTTP status: API.md's, and two it leaves out (404 for unknown routes, 499). */
 export const ERROR_STATUS = {
@@ -24,10 +25,21 @@ export const ERROR_STATUS = {
 /** A contract error code, e.g. `"shape_mismatch"`. */
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
+/** Every error code, for the error body's schema. */
+const ERROR_CODES = Object.keys(ERROR_STATUS) as [ErrorCode, ...ErrorCode[]];
+
 /** The JSON (or msgpack) body of every error answer. */
-export interface ErrorBody {
-  error: { code: ErrorCode; message: string };
-}
+export const ErrorResponseSchema = z.object({
+  error: z.object({ code: z.enum(ERROR_CODES), message: z.string() }),
+});
+/** The JSON (or msgpack) body of every error answer. */
+export type ErrorBody = z.infer<typeof ErrorResponseSchema>;
+
+/**
+ * The response header that repeats an error answer's code: it reaches whoever reads only headers (a proxy's log,
+ * a HEAD request, a client that cannot parse the body).
+ */
+export const ERROR_CODE_HEADER = "x-zprune-error";
 
 /** A domain error that carries the contract's code; `status` follows from the code. */
 export class ZpruneError extends Error {

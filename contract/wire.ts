@@ -100,6 +100,14 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
   }
 }
 
+/** The media types of a msgpack body: the registered one, and the older one many clients still send. */
+export const MSGPACK_MEDIA_TYPES = ["application/msgpack", "application/x-msgpack"] as const;
+
+/** Whether `type` (lower-case, without parameters) is a msgpack media type. */
+export function isMsgpackType(type: string): boolean {
+  return (MSGPACK_MEDIA_TYPES as readonly string[]).includes(type);
+}
+
 /** Concatenates byte chunks into one array. */
 export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
   let n = 0;

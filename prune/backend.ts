@@ -3,7 +3,7 @@
  * (`prune/cpu_backend.ts`) and the WebGPU backend (`gpu/webgpu_backend.ts`) both implement `Backend`, so every
  * behaviour test can run against both.
  */
-import type { DType, LayerStats, Method, Pattern } from "../contract/api.ts";
+import type { BackendKind, DType, LayerResponse, LayerStats, Method, Pattern } from "../contract/api.ts";
 
 /** Request-wide parameters, shared by every layer of one request. */
 export interface PruneParams {
@@ -46,7 +46,7 @@ export interface LayerOutput {
 
 /** A compute backend. Implementations must be safe to call concurrently; each call is independent. */
 export interface Backend {
-  readonly kind: "cpu" | "webgpu";
+  readonly kind: BackendKind;
   /** The adapter's description or the CPU's model name. */
   readonly device: string;
   /**
@@ -63,4 +63,20 @@ export interface Backend {
   readonly exactPathLayers: number;
   /** Releases workers and devices. */
   close(): Promise<void>;
+}
+
+/** The wire form of one layer's output: the mask, stats, and what the request asked to be returned. */
+export function toLayerResponse(
+  layer: { name: string; rows: number; cols: number; dtype: DType },
+  out: LayerOutput,
+): LayerResponse {
+  const { name, rows, cols, dtype } = layer;
+  const r: LayerResponse = { name, shape: [rows, cols], mask: out.mask, stats: out.stats };
+  if (out.exactPath !== undefined) r.exactPath = out.exactPath;
+  if (out.weight) r.weight = { dtype, shape: [rows, cols], data: out.weight };
+  if (out.score) {
+    const s = out.score;
+    r.score = { dtype: "f32", shape: [rows, cols], data: new Uint8Array(s.buffer, s.byteOffset, s.byteLength) };
+  }
+  return r;
 }

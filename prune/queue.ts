@@ -131,3 +131,26 @@ export class WorkQueue {
     }
   }
 }
+
+/**
+ * `work`'s answer, or the signal's reason as soon as it aborts: a request past its deadline, or whose client left, is
+ * answered then, not when the backend gets through the layer in flight (a whole layer on the GPU). The backend's
+ * promise settles only once that layer's memory and device are free again, so the request `keep`s it in the work
+ * queue meanwhile (see `WorkQueue.run`).
+ */
+export function untilAborted<T>(
+  work: Promise<T>,
+  signal: AbortSignal,
+  keep: (work: Promise<unknown>) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      keep(work);
+      reject(signal.reason);
+    };
+    // Handled either way: a rejection after the abort is that abort, answered already.
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { WorkQueue } from "./queue.ts";
+import { untilAborted, WorkQueue } from "./queue.ts";
 
 Deno.test("WorkQueue runs at most `concurrency` at once and refuses past maxQueue with busy", async () => {
   const q = new WorkQueue({ concurrency: 2, maxQueue: 1 });
@@ -86,4 +86,25 @@ Deno.test("WorkQueue keeps a request's slot and memory after it ends while work 
   assert.equal(ran, true);
   assert.equal(q.running, 0);
   assert.equal(q.bytesInUse, 0);
+});
+
+Deno.test("untilAborted() answers with the work, or with the abort at once while the work is kept", async () => {
+  const kept: Promise<unknown>[] = [];
+  const keep = (w: Promise<unknown>) => void kept.push(w);
+  assert.equal(await untilAborted(Promise.resolve(7), new AbortController().signal, keep), 7);
+  await assert.rejects(untilAborted(Promise.reject(new Error("failed")), new AbortController().signal, keep), /failed/);
+  assert.equal(kept.length, 0, "work that settled is not kept");
+
+  let finish!: (v: number) => void;
+  const work = new Promise<number>((r) => (finish = r));
+  const ctl = new AbortController();
+  const answer = untilAborted(work, ctl.signal, keep);
+  ctl.abort(new DOMException("deadline", "TimeoutError"));
+  await assert.rejects(answer, (e: DOMException) => e.name === "TimeoutError");
+  assert.deepEqual(kept, [work], "the abort answers before the work ends, and hands the work to keep");
+  finish(1); // settling later changes nothing
+
+  const late = untilAborted(new Promise<never>(() => {}), AbortSignal.abort("gone"), keep);
+  await assert.rejects(late, (e) => e === "gone");
+  assert.equal(kept.length, 2, "a signal aborted already keeps the work too");
 });

@@ -5,10 +5,18 @@
  */
 import { type Context, Hono } from "hono";
 import { cors } from "hono/cors";
-import { API_VERSION, DTYPES, type InfoResponse, METHODS, REQUEST_BOUNDS, RETURNS } from "../contract/api.ts";
+import {
+  API_VERSION,
+  DTYPES,
+  type InfoResponse,
+  METHODS,
+  PATTERN_FORMS,
+  REQUEST_BOUNDS,
+  RETURNS,
+} from "../contract/api.ts";
 import { WIRE_LIMITS } from "../contract/msgpack_scan.ts";
-import { ZpruneError } from "../contract/errors.ts";
-import { encodeMsgpack } from "../contract/wire.ts";
+import { ERROR_CODE_HEADER, ZpruneError } from "../contract/errors.ts";
+import { encodeMsgpack, isMsgpackType } from "../contract/wire.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
 import { Metrics } from "../observe/metrics.ts";
 import type { Backend } from "../prune/backend.ts";
@@ -30,7 +38,7 @@ function errorResponse(c: Context<AppEnv>, err: unknown): Response {
     e = new ZpruneError("internal", `internal error (request ${id}); the server's log has the details`);
   }
   const body = e.toBody();
-  const headers: Record<string, string> = { ...e.headers, "x-zprune-error": e.code };
+  const headers: Record<string, string> = { ...e.headers, [ERROR_CODE_HEADER]: e.code };
   if (wantsMsgpack(c.req.header("accept"))) {
     return new Response(encodeMsgpack(body), {
       status: e.status,
@@ -61,10 +69,10 @@ export interface AppDeps {
 }
 
 /** The server's version, from package.json. */
-export const VERSION: string = pkg.version;
+const VERSION: string = pkg.version;
 
 /** Maps anything thrown to the contract's error (status, code, message). */
-export function toZpruneError(err: unknown): ZpruneError {
+function toZpruneError(err: unknown): ZpruneError {
   if (err instanceof ZpruneError) return err;
   if (err instanceof DOMException && err.name === "AbortError") {
     return new ZpruneError("client_closed_request", "the client closed the connection before the answer");
@@ -95,13 +103,13 @@ export function toZpruneError(err: unknown): ZpruneError {
  * Whether an error answer should be msgpack: the Accept header names msgpack and not JSON, counting only the media
  * ranges it accepts (a q of 0 refuses one).
  */
-export function wantsMsgpack(accept: string | undefined): boolean {
+function wantsMsgpack(accept: string | undefined): boolean {
   const accepted = (accept ?? "").toLowerCase().split(",").flatMap((range) => {
     const [type = "", ...params] = range.split(";").map((x) => x.trim());
     const q = params.find((p) => /^q\s*=/.test(p));
     return q && !(Number(q.split("=")[1]) > 0) ? [] : [type];
   });
-  return accepted.some((t) => /^application\/(x-)?msgpack$/.test(t)) && !accepted.some((t) => t.includes("json"));
+  return accepted.some(isMsgpackType) && !accepted.some((t) => t.includes("json"));
 }
 
 /** Builds the app. */
@@ -178,7 +186,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       layers: c.get("layers"),
       elements: c.get("elements"),
       timings: c.get("timings"),
-      error: c.res.status >= 400 ? c.res.headers.get("x-zprune-error") ?? undefined : undefined,
+      error: c.res.status >= 400 ? c.res.headers.get(ERROR_CODE_HEADER) ?? undefined : undefined,
     });
   });
 
@@ -229,7 +237,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         ...REQUEST_BOUNDS,
       },
       methods: METHODS,
-      patterns: ["layer", "row", "N:M"],
+      patterns: PATTERN_FORMS,
       dtypes: DTYPES,
       returns: RETURNS,
     };

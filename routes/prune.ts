@@ -3,69 +3,20 @@
  * file only wires the contract's stages together and times them.
  */
 import type { Context } from "hono";
-import {
-  type DType,
-  type LayerResponse,
-  parsePruneRequest,
-  type Pattern,
-  type PruneResponse,
-  type Timings,
-} from "../contract/api.ts";
+import { parsePruneRequest, type Pattern } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
-import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
-import type { Backend, LayerOutput } from "../prune/backend.ts";
+import { encodePruneResponse } from "../contract/prune_response.ts";
+import { decodeMsgpack, isMsgpackType } from "../contract/wire.ts";
+import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backend.ts";
+import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
-import type { WorkQueue } from "../prune/queue.ts";
+import { untilAborted, type WorkQueue } from "../prune/queue.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Longest time one request may hold the event loop's thread computing layers before it lets other work run. */
 const YIELD_MS = 50;
-
-/**
- * Gives the event loop a turn when a request has held its thread for `ms`. Layers computed inline (small ones on
- * the CPU backend) never yield on their own; an answer from a worker or the GPU lets the loop run anyway, which a
- * zero timer armed after each turn notices, so those layers never wait here. `next()` answers a promise to await,
- * or undefined when no pause is due.
- */
-function loopTurns(ms: number): { next(): Promise<void> | undefined; stop(): void } {
-  let turned = false;
-  let heldSince = performance.now();
-  let timer = setTimeout(() => (turned = true), 0);
-  return {
-    next() {
-      if (turned) {
-        turned = false;
-        heldSince = performance.now();
-        timer = setTimeout(() => (turned = true), 0);
-        return undefined;
-      }
-      if (performance.now() - heldSince < ms) return undefined;
-      return new Promise((resolve) => setTimeout(resolve, 0)); // the armed timer fires first: the next call resets
-    },
-    stop: () => clearTimeout(timer),
-  };
-}
-
-/**
- * `work`'s answer, or the signal's reason as soon as it aborts: a request past its deadline, or whose client left, is
- * answered then, not when the backend gets through the layer in flight (a whole layer on the GPU). The backend's
- * promise settles only once that layer's memory and device are free again, so the request `keep`s it in the work
- * queue meanwhile.
- */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal, keep: (work: Promise<unknown>) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      keep(work);
-      reject(signal.reason);
-    };
-    // Handled either way: a rejection after the abort is that abort, answered already.
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
 
 /**
  * The `pattern` label of the layer counter: "layer", "row", "N:M" written plainly for M up to 8 (2:4, 4:8...), else
@@ -88,55 +39,8 @@ export interface PruneRouteDeps {
   deadlineMs: number;
 }
 
-const MSGPACK_TYPES = new Set(["application/msgpack", "application/x-msgpack"]);
-
-/** The longest msgpack of a `Timings` map: every value a float64 (9 bytes), the longest a number packs to. */
-const TIMINGS_MAX_BYTES = encodeMsgpack({ decodeMs: 0.1, computeMs: 0.1, encodeMs: 0.1, totalMs: 0.1 }).byteLength;
-
-/**
- * Encodes the response map straight into its body, `timings` last, so that `timings.encodeMs` can include the
- * layers' cost: the body is allocated with room for the longest timings map and cut to the one written.
- */
-function encodeResponse(
-  head: Omit<PruneResponse, "layers" | "timings">,
-  layers: LayerResponse[],
-  t: Omit<Timings, "encodeMs" | "totalMs">,
-  start: number,
-) {
-  const t0 = performance.now();
-  // A msgpack map is its header followed by key, value, key, value..., here ending with room for timings' value.
-  const body = concatBytes([
-    Uint8Array.of(0x84),
-    ...msgpackPieces("backend"),
-    ...msgpackPieces(head.backend),
-    ...msgpackPieces("device"),
-    ...msgpackPieces(head.device),
-    ...msgpackPieces("layers"),
-    ...msgpackPieces(layers),
-    ...msgpackPieces("timings"),
-    new Uint8Array(TIMINGS_MAX_BYTES),
-  ]);
-  const o = body.byteLength - TIMINGS_MAX_BYTES;
-  const encodeMs = performance.now() - t0;
-  const timings: Timings = { ...t, encodeMs, totalMs: performance.now() - start };
-  const packed = encodeMsgpack(timings);
-  body.set(packed, o);
-  return { bytes: body.subarray(0, o + packed.byteLength), timings };
-}
-
-function layerResponse(name: string, rows: number, cols: number, dtype: DType, out: LayerOutput): LayerResponse {
-  const r: LayerResponse = { name, shape: [rows, cols], mask: out.mask, stats: out.stats };
-  if (out.exactPath !== undefined) r.exactPath = out.exactPath;
-  if (out.weight) r.weight = { dtype, shape: [rows, cols], data: out.weight };
-  if (out.score) {
-    const s = out.score;
-    r.score = { dtype: "f32", shape: [rows, cols], data: new Uint8Array(s.buffer, s.byteOffset, s.byteLength) };
-  }
-  return r;
-}
-
 /** The handler of `POST /v1/prune`. */
-export function pruneHandler(deps: PruneRouteDeps) {
+export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Promise<Response> {
   return async function prune(c: Context<AppEnv>): Promise<Response> {
     const hold = deps.bodies.open();
     try {
@@ -149,7 +53,7 @@ export function pruneHandler(deps: PruneRouteDeps) {
   async function handle(c: Context<AppEnv>, hold: BodyHold): Promise<Response> {
     const start = performance.now();
     const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    if (!MSGPACK_TYPES.has(type)) {
+    if (!isMsgpackType(type)) {
       throw new ZpruneError(
         "unsupported_media_type",
         // The client's own value, cut short: an error answer must not grow with what was sent.
@@ -203,15 +107,13 @@ export function pruneHandler(deps: PruneRouteDeps) {
     );
     deps.metrics.layers.inc({ method: params.method, pattern: patternLabel(params.pattern) }, layers.length);
 
-    const responseLayers = outputs.map((o, i) => {
-      const l = layers[i]!;
-      return layerResponse(l.name, l.rows, l.cols, l.dtype, o);
-    });
-    const { bytes, timings } = encodeResponse(
-      { backend: deps.backend.kind, device: deps.backend.device },
-      responseLayers,
-      { decodeMs, computeMs },
-      start,
+    const { bytes, timings } = encodePruneResponse(
+      {
+        backend: deps.backend.kind,
+        device: deps.backend.device,
+        layers: outputs.map((o, i) => toLayerResponse(layers[i]!, o)),
+      },
+      (encodeMs) => ({ decodeMs, computeMs, encodeMs, totalMs: performance.now() - start }),
     );
     c.set("timings", timings);
     return new Response(bytes, {
