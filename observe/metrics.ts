@@ -73,7 +73,7 @@ export class Histogram {
   }
 }
 
-/** The server's metrics. `queueDepth` is read from the work queue when rendered. */
+/** The server's metrics: its own counters and histograms, plus the gauges and counters its owners register. */
 export class Metrics {
   readonly requests = new Counter("zprune_requests_total", "HTTP requests by route and status.");
   readonly latency = new Histogram(

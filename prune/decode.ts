@@ -31,14 +31,14 @@ function aligned(bytes: Uint8Array, align: number): ArrayBufferLike {
 }
 
 /** Views little-endian u16 data (f16/bf16 bits) without copying when aligned. */
-export function u16View(bytes: Uint8Array): Uint16Array {
+function u16View(bytes: Uint8Array): Uint16Array {
   const buf = aligned(bytes, 2);
   const off = buf === bytes.buffer ? bytes.byteOffset : 0;
   return new Uint16Array(buf, off, bytes.byteLength >> 1);
 }
 
 /** Views little-endian f32 data as u32 bits without copying when aligned. */
-export function u32View(bytes: Uint8Array): Uint32Array {
+function u32View(bytes: Uint8Array): Uint32Array {
   const buf = aligned(bytes, 4);
   const off = buf === bytes.buffer ? bytes.byteOffset : 0;
   return new Uint32Array(buf, off, bytes.byteLength >> 2);

@@ -32,7 +32,7 @@ export function maskStats(
 }
 
 /** Number of set bits in [start, end). */
-export function countBits(mask: Uint8Array, start: number, end: number): number {
+function countBits(mask: Uint8Array, start: number, end: number): number {
   let count = 0, i = start;
   for (; i < end && (i & 7) !== 0; i++) count += (mask[i >>> 3]! >> (i & 7)) & 1;
   for (; i + 8 <= end; i += 8) count += POPCOUNT[mask[i >>> 3]!]!;

@@ -25,7 +25,7 @@ export interface Executor {
 }
 
 /** Runs every op on this thread, in order. */
-export const inlineExecutor: Executor = {
+const inlineExecutor: Executor = {
   shared: false,
   all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]> {
     const out: T[] = [];
@@ -75,12 +75,12 @@ function rowPart(splits: number[]): (i: number) => { r0: number; r1: number } | 
 }
 
 /** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
-export function layerK(sparsity: number, total: number): number {
+function layerK(sparsity: number, total: number): number {
   return Math.floor(sparsity * total);
 }
 
 /** Row boundaries splitting `rows` into `parts`, each a multiple of whole mask bytes so parts never share one. */
-export function rowSplits(rows: number, cols: number, parts: number): number[] {
+function rowSplits(rows: number, cols: number, parts: number): number[] {
   const step = 8 / gcd(cols, 8);
   const splits = [0];
   for (let i = 1; i < parts; i++) {

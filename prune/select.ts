@@ -110,7 +110,7 @@ export function markTies(
  * Marks the k lowest keys of [start, end) given their select result, in one pass: keys below the threshold,
  * and keys equal to it while the tie quota lasts (in index order). Branch-free like `markBelow`.
  */
-export function markLowest(
+function markLowest(
   keys: Uint32Array,
   start: number,
   end: number,

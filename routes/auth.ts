@@ -5,7 +5,7 @@ import { ZpruneError } from "../contract/errors.ts";
 const encoder = new TextEncoder();
 
 /** Compares two strings in time that depends only on the expected one's length. */
-export function timingSafeEqual(expected: string, given: string): boolean {
+function timingSafeEqual(expected: string, given: string): boolean {
   const a = encoder.encode(expected), b = encoder.encode(given);
   let diff = a.length ^ b.length;
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ (b.length ? b[i % b.length]! : 0);

@@ -6,11 +6,13 @@
 import type { BackendChoice } from "../config.ts";
 import type { Backend } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { runtimeName } from "./host.ts";
 
 /** Creates the backend `choice` asks for. */
 export async function chooseBackend(choice: BackendChoice): Promise<Backend> {
   if (choice === "cpu") return createCpuBackend();
-  const hasWebGpu = typeof navigator !== "undefined" && "gpu" in navigator && "Deno" in globalThis;
+  // Deno's WebGPU only: the GPU backend runs its work in a Deno Worker.
+  const hasWebGpu = typeof navigator !== "undefined" && "gpu" in navigator && runtimeName === "deno";
   if (hasWebGpu) {
     // Loaded only here, so runtimes without WebGPU (Bun) never parse the GPU code.
     const { createWebGpuBackend } = await import("../gpu/webgpu_backend.ts");

@@ -1,6 +1,7 @@
 /**
  * The runtime seam: the few host calls the server needs (environment, listening, signals, exit), for Deno and
- * Bun. Everything else in zprune uses web-standard APIs, so this file is the only place that names a runtime.
+ * Bun. The server's request path uses web-standard APIs only; the WebGPU backend (Deno's WebGPU, gpu/) and the
+ * CLI's model code (files, workers) are Deno's and say so where they start.
  */
 
 type Fetch = (req: Request) => Response | Promise<Response>;
@@ -187,7 +188,7 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
 }
 
 /** How long a failed listener waits before it listens again. */
-export const RELISTEN_MS = 1000;
+const RELISTEN_MS = 1000;
 /** Listeners, failed ones included, that shutdown() still shuts down. */
 const KEPT_LISTENERS = 8;
 
