@@ -17,7 +17,7 @@ import {
   ropeTables,
   sumSquares,
   swiglu,
-} from "./kernels.ts";
+} from "./ops.ts";
 import { zeroMasked } from "../prune/decode.ts";
 
 /** Per-block calibration sums of x_j² for the four distinct inputs of the seven linear layers. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Arena, matmul } from "./kernels.ts";
+import { Arena, matmul } from "./ops.ts";
 import { ForwardPool, LINEAR_FIELD, LlamaRunner, loadModel, perplexity, readU16 } from "./mod.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;

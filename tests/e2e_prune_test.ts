@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { main } from "../cli/prune.ts";
 import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU16 } from "../model/mod.ts";
-import { batchBySize } from "../model/sequential.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { startServer, withPrune } from "./_server.ts";
@@ -85,20 +84,6 @@ Deno.test("deno task prune --server: a block over the server's body limit goes i
     await server.close();
     await backend.close();
   }
-});
-
-Deno.test("batchBySize() keeps layers in order, each request under the limit, and names a layer that cannot fit", () => {
-  const layer = (name: string, bytes: number) => ({
-    name,
-    weight: { data: new Uint8Array(bytes) },
-    actNormSq: { data: new Uint8Array(0) },
-  });
-  const layers = [layer("a", 4000), layer("b", 4000), layer("c", 9000), layer("d", 500)];
-  // Each layer costs its bytes, 3 per name character and 256; a request 256 more.
-  const groups = batchBySize(layers, 10_000);
-  assert.deepEqual(groups.map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
-  assert.deepEqual(batchBySize(layers, 100_000).map((g) => g.length), [4]);
-  assert.throws(() => batchBySize(layers, 9_000), (e: unknown) => e instanceof ZpruneError && /^c: /.test(e.message));
 });
 
 Deno.test("deno task prune: a server error mid-model names the block, and --report keeps the dense perplexity", async () => {
