@@ -40,6 +40,18 @@ export type Stage = (typeof STAGES)[number];
 const COPY_SRC = GPUBufferUsage.COPY_SRC;
 const COPY_DST = GPUBufferUsage.COPY_DST;
 
+/** How a `Job` times its stages and reports progress. */
+export interface JobOptions {
+  /** Measure GPU time per stage (`stageTimes()`). */
+  profile: boolean;
+  /** Time by timestamp queries (the device has them and the caller wants them), else by wall clock. */
+  timestamps: boolean;
+  /** Told each recorded stage, submit and read-back as it happens. */
+  trace?: (event: string) => void;
+  /** With timestamps, a timed pass per dispatch instead of one per stage. */
+  perDispatch?: boolean;
+}
+
 /**
  * The GPU resources and command stream of one `prune()`: pooled buffers (released at the end, after the last submit
  * that used them), staging buffers (destroyed in `finally`), error scopes over every buffer creation, write and
@@ -52,7 +64,7 @@ export class Job {
   readonly #profile: boolean;
   readonly #querySet: GPUQuerySet | null;
   readonly #wall: Partial<Record<Stage, number>> = {};
-  /** Timed passes recorded so far, in order (stages, or `stage.kernel` per dispatch); pass i owns queries 2i, 2i + 1. */
+  /** Timed passes so far, in order (stages, or `stage.kernel` per dispatch); pass i owns queries 2i and 2i + 1. */
   readonly #used: string[] = [];
   readonly #perDispatch: boolean;
   readonly #trace: ((event: string) => void) | undefined;
@@ -62,14 +74,8 @@ export class Job {
   /** Set once any of its scopes caught an error: its buffers may be invalid, so they are destroyed, not pooled. */
   #failed = false;
 
-  constructor(
-    device: GPUDevice,
-    pool: BufferPool,
-    profile: boolean,
-    timestamps: boolean,
-    trace?: (event: string) => void,
-    perDispatch = false,
-  ) {
+  constructor(device: GPUDevice, pool: BufferPool, opts: JobOptions) {
+    const { profile, timestamps, trace, perDispatch = false } = opts;
     this.#device = device;
     this.#trace = trace;
     this.#pool = pool;
@@ -183,7 +189,7 @@ export class Job {
     const enc = this.#encoder;
     this.#encoder = null;
     this.#trace?.("submit");
-    this.#device.queue.submit([enc.finish()]);
+    this.#device.queue.submit([enc.finish({ label: "prune" })]);
     await this.#closeScopes();
     this.#trace?.("submitted");
     this.#openScopes();

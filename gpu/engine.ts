@@ -325,7 +325,8 @@ export class GpuEngine {
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
     const profile = opts.profile !== undefined && opts.profile !== false;
     const timestamps = (opts.profile === true || opts.profile === "per-dispatch") && this.#timestamps;
-    const job = new Job(this.device, this.#pool, profile, timestamps, opts.trace, opts.profile === "per-dispatch");
+    const perDispatch = opts.profile === "per-dispatch";
+    const job = new Job(this.device, this.#pool, { profile, timestamps, trace: opts.trace, perDispatch });
     try {
       const output = await this.#run(job, params, layer, opts.resident);
       const stages = profile ? await job.stageTimes() : undefined;
