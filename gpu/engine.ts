@@ -10,8 +10,7 @@
  *           the whole-matrix reductions), so that no method needs the host before the final read-back
  *   score   W -> score in place
  *   select  layer: 3 radix passes + tie count/scan (idle when every tie is pruned) + mask; row: a workgroup per
- *           row; N:M: a thread per group
- *           (a workgroup per group past M = 64)
+ *           row; N:M: a thread per group (a workgroup per group past M = 64)
  *   apply   pruned weights in the request's dtype (when asked)
  * Matrices larger than the device's storage-binding limit are cut into tiles of whole rows; every kernel takes the
  * tile's global offsets as uniforms, and the global arrays (row/column statistics, mask, tie counts) span all tiles.
