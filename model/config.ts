@@ -103,7 +103,10 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (act !== "silu" && act !== "swish") {
     throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
   }
-  const window = raw.sliding_window ?? undefined;
+  // Only Mistral's attention uses the window (4096 when config.json leaves it out); LLaMA's ignores the key.
+  const window = modelType === "mistral"
+    ? ("sliding_window" in raw ? raw.sliding_window ?? undefined : 4096)
+    : undefined;
   if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
     throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
   }

@@ -30,8 +30,8 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ model_type: "gemma", hidden_act: null }, /model_type "gemma"/],
     [{ model_type: "qwen2" }, /model_type "qwen2"/],
     [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
-    [{ sliding_window: 0 }, /sliding_window/],
-    [{ sliding_window: "4096" }, /sliding_window/],
+    [{ model_type: "mistral", sliding_window: 0 }, /sliding_window/],
+    [{ model_type: "mistral", sliding_window: "4096" }, /sliding_window/],
   ];
   for (const [extra, message] of refused) {
     assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {
@@ -58,7 +58,10 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass", () => 
     assert.equal(cfg.headDim, 16, JSON.stringify(extra));
     assert.equal(cfg.slidingWindow, undefined, JSON.stringify(extra));
   }
-  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096 }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 512 }).slidingWindow, 512);
+  // transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
+  assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
 });
 

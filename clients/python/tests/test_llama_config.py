@@ -37,7 +37,7 @@ REFUSED = [
     ({"model_type": "smollm3", "no_rope_layers": [1, 0]}, "model_type 'smollm3'"),
     ({"model_type": "gemma", "hidden_act": None}, "model_type 'gemma'"),
     ({"quantization_config": {"quant_method": "gptq", "bits": 4}}, "quantized"),
-    ({"sliding_window": 0}, "sliding_window"),
+    ({"model_type": "mistral", "sliding_window": 0}, "sliding_window"),
     ({"num_key_value_heads": 3}, "num_key_value_heads"),
     ({"head_dim": 15}, "head_dim"),
 ]
@@ -73,6 +73,9 @@ def test_sliding_window_bounds_the_window_length() -> None:
     cfg.check_window(64)  # up to the window, full causal attention is what the window computes
     with pytest.raises(ValueError, match="65 tokens.*sliding_window of 64"):
         cfg.check_window(65)
+    # transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
+    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral"}).sliding_window == 4096
+    assert LlamaConfig.from_dict({**BASE, "model_type": "llama", "sliding_window": 64}).sliding_window is None
 
 
 def test_load_llama_refuses_before_building_the_model(tmp_path: Path) -> None:

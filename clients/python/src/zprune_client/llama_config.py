@@ -77,9 +77,13 @@ class LlamaConfig:
         act = cfg.get("hidden_act")
         if act not in (None, "silu", "swish"):  # transformers' ACT2FN maps "swish" to SiLU too
             raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
-        window = cfg.get("sliding_window")
-        if window is not None:
-            window = _positive_int(cfg, "sliding_window")
+        # Only Mistral's attention uses the window (4096 when config.json leaves it out); LLaMA's ignores the key.
+        window: Optional[int] = None
+        if model_type == "mistral":
+            if "sliding_window" not in cfg:
+                window = 4096
+            elif cfg["sliding_window"] is not None:
+                window = _positive_int(cfg, "sliding_window")
         theta = params.get("rope_theta") or cfg.get("rope_theta") or 10000.0
         heads = _positive_int(cfg, "num_attention_heads")
         kv_heads = _positive_int(cfg, "num_key_value_heads", heads)
