@@ -16,11 +16,12 @@
  * tile's global offsets as uniforms, and the global arrays (row/column statistics, mask, tie counts) span all tiles.
  */
 import { ZpruneError } from "../contract/errors.ts";
-import type { DType } from "../contract/api.ts";
+import { type DType, DTYPE_BYTES } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { decodeAt } from "../prune/decode.ts";
 import { maskStats } from "../prune/mask_stats.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
+import { zprunerAlpha } from "../prune/scores.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
@@ -60,7 +61,6 @@ export interface EngineOptions {
 }
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
-const DTYPE_SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2 };
 const METHOD_CODE = { magnitude: 0, wanda: 1, ria: 2, zpruner: 3 } as const;
 
 const STORAGE = GPUBufferUsage.STORAGE;
@@ -343,7 +343,7 @@ export class GpuEngine {
 
   /** Uploads a layer's raw weight bytes once, tile by tile, for `prune(..., { resident })`. */
   upload(layer: LayerJob): ResidentWeights {
-    const size = DTYPE_SIZE[layer.dtype];
+    const size = DTYPE_BYTES[layer.dtype];
     const buffers = planTiles(layer.rows, layer.cols, this.#tileBytes).map((t) => {
       const bytes = t.count * size;
       const b = this.device.createBuffer({
@@ -441,7 +441,7 @@ export class GpuEngine {
       const why = `its ${over[0]} need ${over[1]} bytes, over the device's ${limit}-byte storage bindings`;
       return this.#exact(params, layer, why, resident);
     }
-    const size = DTYPE_SIZE[dtype];
+    const size = DTYPE_BYTES[dtype];
 
     // --- decode (+ stats): upload each tile's bytes, widen to f32, find the first non-finite weight.
     const bad = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
@@ -685,7 +685,7 @@ export class GpuEngine {
     if (method === "zpruner") {
       // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
       const small = zScalars![Z_SCALARS.small]!;
-      stats.alpha = 0.7 * (1 - 0.3 * (small / n));
+      stats.alpha = zprunerAlpha(small, n);
     }
     const output: LayerOutput = { mask: maskOut.slice(), stats };
     if (weightOut) output.weight = weightOut;
@@ -1008,7 +1008,8 @@ function emptyOutput(params: PruneParams): LayerOutput {
   };
   if (params.returnWeight) out.weight = new Uint8Array(0);
   if (params.returnScore) out.score = new Float32Array(0);
-  if (params.method === "zpruner") out.stats.alpha = 0.7;
+  // No weights, so none small: s = 0 (small / n itself would be 0 / 0).
+  if (params.method === "zpruner") out.stats.alpha = zprunerAlpha(0, 1);
   return out;
 }
 

@@ -227,6 +227,14 @@ function invStd(ss: number, mean: number, n: number): number {
 }
 
 /**
+ * Z-Pruner's mixing weight alpha = 0.7 * (1 - 0.3 * s), s = small / n the fraction of weights under the small-weight
+ * bound (API.md, Scores). The GPU engine reports it through this too, so both backends round it alike.
+ */
+export function zprunerAlpha(small: number, n: number): number {
+  return 0.7 * (1 - 0.3 * (small / n));
+}
+
+/**
  * Builds the scoring context from pass-1 sums and the pass-2 callback (which may run on several workers).
  * `pass2` receives the means and the small-weight bound and returns the combined partials.
  */
@@ -277,7 +285,7 @@ export async function buildContext(
     meanC,
     invStdR: invStd(corrected(ssR, dR, n), meanR, n),
     invStdC: invStd(corrected(ssC, dC, n), meanC, n),
-    alpha: 0.7 * (1 - 0.3 * (small / n)),
+    alpha: zprunerAlpha(small, n),
   });
   return ctx;
 }
