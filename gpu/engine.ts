@@ -291,6 +291,7 @@ export class GpuEngine {
     layer: LayerJob,
     opts: PruneOptions = {},
   ): Promise<{ output: LayerOutput; stages?: StageTimes }> {
+    if (opts.resident) this.#checkResident(layer, opts.resident);
     if (this.lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
     let oom: GpuOutOfMemory | null = null;
     for (let attempt = 1; attempt <= 2; attempt++) {
@@ -356,6 +357,23 @@ export class GpuEngine {
     });
     const { rows, cols, dtype } = layer;
     return { rows, cols, dtype, buffers, destroy: () => buffers.forEach((b) => b.destroy()) };
+  }
+
+  /**
+   * Throws a TypeError unless `resident` is `layer`'s upload on this engine: a caller's bug, so thrown before any job,
+   * whose errors would become a retryable `unavailable`.
+   */
+  #checkResident(layer: LayerJob, resident: ResidentWeights): void {
+    const { rows, cols, dtype, name } = layer;
+    // The same shape and dtype give the same tile plan on this engine; a row wider than a tile has no plan at all.
+    if (
+      resident.rows !== rows || resident.cols !== cols || resident.dtype !== dtype ||
+      (cols * 4 <= this.#tileBytes && resident.buffers.length !== planTiles(rows, cols, this.#tileBytes).length)
+    ) {
+      throw new TypeError(
+        `resident weights are ${resident.rows}x${resident.cols} ${resident.dtype}, not layer ${name}'s`,
+      );
+    }
   }
 
   /** Releases every GPU resource. */
@@ -447,13 +465,6 @@ export class GpuEngine {
     const bad = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
     this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff, 0]));
     const raw: GPUBuffer[] = [], ws: GPUBuffer[] = [];
-    if (
-      resident &&
-      (resident.rows !== rows || resident.cols !== cols || resident.dtype !== dtype ||
-        resident.buffers.length !== tiles.length)
-    ) {
-      throw new Error(`resident weights are ${resident.rows}x${resident.cols} ${resident.dtype}, not layer ${name}'s`);
-    }
     for (const t of tiles) {
       const bytes = t.count * size;
       if (resident) {
