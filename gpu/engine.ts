@@ -28,22 +28,27 @@ import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job
 
 export type { StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
-import { apply } from "./kernels/apply.ts";
-import { centred } from "./kernels/centred.ts";
-import { colReduce } from "./kernels/col_reduce.ts";
-import { colStats } from "./kernels/col_stats.ts";
-import { decode } from "./kernels/decode.ts";
-import { maskLayer } from "./kernels/mask_layer.ts";
-import { rowStats } from "./kernels/row_stats.ts";
-import { score } from "./kernels/score.ts";
-import { selectHist } from "./kernels/select_hist.ts";
-import { selectNm } from "./kernels/select_nm.ts";
-import { selectPick } from "./kernels/select_pick.ts";
-import { selectRow } from "./kernels/select_row.ts";
-import { tieCount } from "./kernels/tie_count.ts";
-import { tieScan } from "./kernels/tie_scan.ts";
-import { Z_SCALARS, Z_SCALARS_BYTES, zMeans } from "./kernels/z_means.ts";
-import { zSpread } from "./kernels/z_spread.ts";
+import {
+  apply,
+  centred,
+  colReduce,
+  colStats,
+  decode,
+  KERNELS,
+  maskLayer,
+  rowStats,
+  score,
+  selectHist,
+  selectNm,
+  selectPick,
+  selectRow,
+  tieCount,
+  tieScan,
+  Z_SCALARS,
+  Z_SCALARS_BYTES,
+  zMeans,
+  zSpread,
+} from "./kernels/mod.ts";
 
 /** How to open the engine. */
 export interface EngineOptions {
@@ -252,26 +257,7 @@ export class GpuEngine {
   /** Compiles every kernel now (so the first request does not pay for it). */
   async warm(): Promise<void> {
     this.device.pushErrorScope("validation");
-    for (
-      const k of [
-        decode,
-        rowStats,
-        colStats,
-        colReduce,
-        centred,
-        score,
-        selectHist,
-        selectPick,
-        tieCount,
-        tieScan,
-        maskLayer,
-        selectRow,
-        selectNm,
-        apply,
-        zMeans,
-        zSpread,
-      ]
-    ) this.#pipeline(k as KernelDef);
+    for (const k of KERNELS) this.#pipeline(k);
     const err = await this.device.popErrorScope();
     if (err) throw new ZpruneError("unavailable", `WebGPU kernel compilation failed: ${err.message}`);
   }

@@ -7,8 +7,7 @@ import {
   MAX_WORKGROUPS_PER_DIM,
   packUniforms,
 } from "./kernel.ts";
-import { score } from "./kernels/score.ts";
-import { decode } from "./kernels/decode.ts";
+import { decode, KERNELS, score } from "./kernels/mod.ts";
 
 Deno.test("packUniforms() lays fields out in order, 4 bytes each, padded to 16", () => {
   const buf = packUniforms(decode, { count: 7, dtype: 2, base: 0xffffffff });
@@ -77,6 +76,11 @@ Deno.test("every kernel's descriptor declares the bindings and uniforms its WGSL
     assert.deepEqual(fields.slice(0, uniforms.length), uniforms, `${name}: uniforms`);
     assert.ok(fields.slice(uniforms.length).every(([f]) => f.startsWith("_pad")), `${name}: only padding follows`);
   }
+});
+
+Deno.test("KERNELS (what warm() compiles) names every kernel file once, with its own file's descriptor", async () => {
+  assert.deepEqual(KERNELS.map((k) => k.name).sort(), KERNEL_NAMES);
+  for (const k of KERNELS) assert.equal(k, await descriptorOf(k.name), `${k.name}: not gpu/kernels/${k.name}.ts's`);
 });
 
 Deno.test("each WGSL library a kernel calls is appended once, and none it does not call", () => {
