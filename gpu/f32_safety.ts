@@ -1,0 +1,307 @@
+/**
+ * Whether the GPU's float32 arithmetic can stand in for the CPU backend's float64 on one layer, decided from what the
+ * engine reads back (row and column sums, Z-Pruner's scalars, the mask, select_pick's threshold). The contract lets
+ * the backends' masks differ only inside its 1e-5 ambiguity band (API.md, Selection); where f32 sums leave float32's
+ * range, a GPU may flush subnormals, or Z-Pruner's z-scores lose too many bits near the selection threshold, they
+ * could differ outside it. Each check says why, and the engine then answers the layer on the exact CPU path.
+ * `splitActivations` is here too: score.wgsl takes each activation as a float32 mantissa and an integer exponent, so
+ * that an activation beyond float32's range still gives a score within it.
+ */
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { decodeAt } from "../prune/decode.ts";
+import { Z_SCALARS } from "./kernels/z_means.ts";
+
+/**
+ * act_j = actNormSq_j^(exponent/2) in f64 (all ones without activations), as `score.wgsl` takes it: per column the
+ * f32 bits of m_j and the i32 e_j with act_j = m_j * 2^e_j, m_j in [1, 2] after rounding to f32 (0 and infinity
+ * keep e_j = 0). A large exponent takes act far outside f32's range where the score itself may not be.
+ */
+export function splitActivations(
+  actNormSq: Float32Array | null,
+  exponent: number,
+  cols: number,
+): Uint32Array<ArrayBuffer> {
+  const out = new Uint32Array(cols * 2);
+  const m = new Float32Array(out.buffer);
+  const e = new Int32Array(out.buffer);
+  const half = exponent / 2;
+  for (let j = 0; j < cols; j++) {
+    const a = actNormSq ? actNormSq[j]! ** half : 1;
+    if (a === 0 || !Number.isFinite(a)) {
+      m[2 * j] = a;
+      continue;
+    }
+    // log2 may land one off near a power of two (even on 1024 just below the largest double, where 2^1024 is
+    // infinite), and 2^k is not a double below 2^-1074.
+    const k0 = Math.floor(Math.log2(a));
+    let k = Math.min(Math.max(k0, -1074), 1023);
+    let f = a / 2 ** k;
+    if (f >= 2) [f, k] = [f / 2, k + 1];
+    else if (f < 1 && k > -1074) [f, k] = [f * 2, k - 1];
+    m[2 * j] = f;
+    e[2 * j + 1] = k;
+  }
+  return out;
+}
+
+/**
+ * RIA divides |w| by its row and column sums of |w| (`safe_div` in score.wgsl). WGSL bounds x / y only for |y| in
+ * [2^-126, 2^126], and GPUs that compute x * (1 / y) (NVIDIA's division) flush 1 / y to zero for y >= 2^126, so every
+ * quotient over such a sum, and the score with it, would be 0 (emulated on lavapipe in a review; lavapipe itself
+ * divides exactly). Sums below 2^-126 need subnormal weights, which decode.wgsl already flags.
+ */
+const RIA_SUM_MAX = 2 ** 126;
+
+/**
+ * Why f32 row or column sums ([sumSq, sum, sumAbs] per line of `terms` weights) cannot stand in for the CPU
+ * backend's f64 ones for `method`, or null when they can. Z-Pruner uses sumSq and sum: either overflowed, or a line
+ * with nonzero weights has a sum of squares so small that squares below 2^-126 (subnormal, or flushed to zero by the
+ * GPU) may have lost more than 2^-23 of it. RIA uses sumAbs: it overflowed, or it is RIA_SUM_MAX or more.
+ */
+export function sumsOutOfRange(
+  sums: Float32Array,
+  terms: number,
+  line: "row" | "column",
+  method: "zpruner" | "ria",
+): string | null {
+  const floor = terms * 2 ** -103;
+  for (let i = 0; i < sums.length; i += 3) {
+    const sq = sums[i]!, sum = sums[i + 1]!, abs = sums[i + 2]!;
+    if (method === "ria") {
+      if (!Number.isFinite(abs)) return `${line} ${i / 3}'s sum of |w| overflows float32`;
+      if (abs >= RIA_SUM_MAX) return `${line} ${i / 3}'s sum of |w| is 2^126 or more, beyond WGSL's division`;
+    } else if (!Number.isFinite(sq) || !Number.isFinite(sum)) {
+      return `${line} ${i / 3}'s sums overflow float32`;
+    } else if (abs > 0 && sq < floor) {
+      return `${line} ${i / 3}'s sum of squares underflows float32`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Below this std / root mean square of Wr or Wc, Z-Pruner's z-scores are beyond f32 (the CPU backend works in f64):
+ * (W / norm - mean) cancels most of its bits, the f32 mean's own rounding shifts every z alike, and a zero std
+ * (entries equal in exact arithmetic, as one row or a constant matrix) cannot be told from rounding. 1/4 is a mean
+ * about 3.9 stds from zero. Measured on lavapipe in reviews: f16 weights 1 + N(0, σ) left the contract's 1e-5 band
+ * at σ = 1e-2 (std/rms 0.01) and sat at its edge at 0.065; near-constant matrices with 0.5-1% zero or zero-mean rows
+ * (std/rms 0.07-0.15) left it too. Trained layers (mean near 0) have std/rms near 1, all-positive random ones 0.5-0.6.
+ */
+const Z_SPREAD_MIN = 1 / 4;
+
+/**
+ * Why Z-Pruner's scalars as `z_spread` left them ([meanR, meanC, thr, invStdR, invStdC, ...]) are too coarse for
+ * f32 z-scores, or null when they are not: see Z_SPREAD_MIN.
+ */
+export function spreadTooSmall(scalars: Float32Array, n: number): string | null {
+  if (n < 2) return null; // one element: z = 0 on both backends
+  const lines = [["row", Z_SCALARS.meanR, Z_SCALARS.invStdR], ["column", Z_SCALARS.meanC, Z_SCALARS.invStdC]] as const;
+  for (const [axis, meanAt, invAt] of lines) {
+    const mean = scalars[meanAt]!, inv = scalars[invAt]!;
+    const std = inv > 0 ? 1 / inv : 0;
+    const rms = Math.sqrt((std * std * (n - 1)) / n + mean * mean);
+    if (std < Z_SPREAD_MIN * rms) {
+      return `the ${axis}-normalised weights spread too little for float32 z-scores ` +
+        `(std ${std.toExponential(2)}, root mean square ${rms.toExponential(2)})`;
+    }
+  }
+  return null;
+}
+
+/** Unit roundoff of float32. */
+const EPS32 = 2 ** -24;
+/** The contract's ambiguity band (API.md, Selection): relative, between a score and its unit's threshold. */
+const BAND = 1e-5;
+/**
+ * Z-Pruner near a selection threshold: how far f32 z-scores may sit from the CPU backend's f64 ones. Model: zr =
+ * |W / ‖row‖ - meanR| * invStdR. Near a small threshold W / ‖row‖ is close to meanR, so the relative rounding of the
+ * row norm (its f32 sum of squares, the sqrt, the division) and of the f32 mean (rowSum / ‖row‖ summed over the rows,
+ * / n) each shift zr by a multiple of EPS32 * |meanR| * invStdR: alike for a whole row or the whole layer, not for
+ * every entry. zc likewise with meanC and invStdC. The rest is relative to z (1 / std, the cube, alpha, m_j of the
+ * activation). Where the mean is near 0 its absolute error is a cancelling sum's instead, about 1 / sqrt(n) std per
+ * EPS32. So |Δz| <= Z_SHIFT * EPS32 * (|mean| / std + Z_MEAN_FLOOR / sqrt(n)) per axis, and the score's relative
+ * error beyond that is at most Z_REL.
+ *
+ * Measured per weight against f64 z-scores, as max (|Δscore| - Z_REL score) / (3 EPS32 (α zr² mR + (1 - α) zc² mC)),
+ * m = |mean| / std, on f32 layers 1 + σN(0, 1), σ 0.3, 0.5, 1 (m 3.3, 2, 1), 2048x4096, 4096x4096, 1024x16384 and
+ * 16384x1024, two seeds each: lavapipe 2.6-5.0 (its row norms rounded by up to 2.2 EPS32, column norms 4.3, means
+ * 1.8, plus the division's 1); lavapipe with every division and sqrt of score, centred, z_means and z_spread off by up
+ * to ±2 ULP (NVIDIA divides as x * rcp(y); WGSL allows 2.5 ULP) 9.4-14.3. Zero-mean layers 0.02 N(0, 1), 64x96 to
+ * 16384x1024, three seeds: beyond the factor common to the whole layer, weights the shift cannot reach were off by at
+ * most 11 EPS32 relative on lavapipe (12 with it), 30 emulated (whose 1/stds add up to 23 more, alike for weights
+ * whose zr and zc mix alike); the shift beyond Z_SHIFT |mean| / std took 0.19 / sqrt(n) emulated, none on lavapipe.
+ * Z_SHIFT = 20 is 1.4 times the emulation's 14.3 (2.5 ULP is 1.25 times its 2) and 4 times lavapipe's worst.
+ */
+const Z_SHIFT = 20;
+const Z_REL = 32 * EPS32;
+const Z_MEAN_FLOOR = 0.25;
+
+/**
+ * The lowest threshold score (activation included) at which Z-Pruner's f32 scores keep the CPU backend's order outside
+ * the band, from Z-Pruner's scalars as z_spread left them and the largest finite activation act_max; 0 when any
+ * threshold does. With |Δzr| <= dR and |Δzc| <= dC, an entry whose score before its activation is s0 moves by at
+ * most s0 ((1 + x)^3 - 1) with x = K / cbrt(s0), K = cbrt(α dR³ + (1 - α) dC³) (Minkowski's inequality on the
+ * 3-norm), times 1 + Z_REL. An entry whose score is near a threshold T has s0 = T / act_j >= T / act_max. Two such
+ * entries can swap outside the band only if their errors add up to more than BAND, so T is safe when
+ * (1 + x)^3 (1 + Z_REL) <= 1 + BAND / 2 at s0 = T / act_max.
+ */
+export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
+  if (!(maxAct > 0)) return 0; // every score is 0
+  const floor = Z_MEAN_FLOOR / Math.sqrt(n);
+  // A zero 1/std means z = 0 on that axis on both backends: no shift.
+  const shift = (mean: number, inv: number) => (inv > 0 ? Z_SHIFT * EPS32 * (Math.abs(mean) * inv + floor) : 0);
+  const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
+  const dC = shift(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!);
+  const alpha = scalars[Z_SCALARS.alpha]!;
+  const k = Math.cbrt(alpha * dR ** 3 + (1 - alpha) * dC ** 3);
+  const x = Math.cbrt((1 + BAND / 2) / (1 + Z_REL)) - 1;
+  return maxAct * (k / x) ** 3;
+}
+
+/**
+ * N:M selection has a threshold per group, and the engine reads none back, so this rule is a priori and statistical
+ * (measured), not a bound. The shifts of zSafeThreshold swap two weights of a group outside the band when the group's
+ * N-th lowest |z| is small (below about m: larger, the band absorbs the shift) and its (N+1)-th lies within the shift
+ * of it: expected swaps per layer about NM_SWAP_RATE * n * m * min(1, M m)^N, m the larger |mean| / std of Wr and
+ * Wc, the last factor bounding the chance of so small a threshold. Out-of-band swaps counted per layer of f32
+ * 1 + σN(0, 1) with lavapipe's division and sqrt off by ±2 ULP, at m 10 / 6.7 / 3.3 / 2 / 1 (2048x4096, 4 seeds; 7
+ * for 1:4, 2:4 and 4:8 at m <= 3.3): 1:8 4.5 / 2 / 0.5 / 0 / 0.5, 1:4 2.5 / 1.25 / 0.43 / 0.29 / 0, 2:4 and 4:8 at
+ * most 1.75 / 0.5 / 0.14 / 0 / 0; 4096x4096 (2 seeds) 1:8 9.5 at m 10, 1.5 at 3.3 and 2: at most 6e-8 per weight per
+ * unit of m. Stock lavapipe: 2:4 and 1:8 2 each in the four 2048x4096 layers at m 10, 1:4 2 and 1:8 3 in the two
+ * 4096x4096; at m <= 3.3 one (1:8, 4096x4096) in 91 layers. NM_SWAP_RATE is twice the worst rate, and a layer goes
+ * to the exact path where it would expect 0.01 swaps: an 8192x28672 layer keeps the GPU up to m = 0.03 for 2:4 and
+ * 0.01 for 1:4 (the bundled model's trained layers have m of 1e-4 to 0.035, most below 0.01).
+ */
+const NM_SWAP_RATE = 1.2e-7;
+const NM_SWAPS_MAX = 0.01;
+
+/** Why Z-Pruner's f32 scores would likely swap weights of an N:M group outside the band, or null: see NM_SWAP_RATE. */
+function nmSwapsLikely(scalars: Float32Array, n: number, nPruned: number, m: number): string | null {
+  const mean = (meanAt: number, invAt: number) => Math.abs(scalars[meanAt]!) * scalars[invAt]!;
+  const mR = mean(Z_SCALARS.meanR, Z_SCALARS.invStdR), mC = mean(Z_SCALARS.meanC, Z_SCALARS.invStdC);
+  const mm = Math.max(mR, mC);
+  const expected = NM_SWAP_RATE * n * mm * Math.min(1, m * mm) ** nPruned;
+  if (!(expected > NM_SWAPS_MAX)) return null;
+  return `float32 z-scores (means ${mR.toPrecision(2)} and ${mC.toPrecision(2)} stds from zero) would swap about ` +
+    `${expected.toPrecision(2)} weights of its ${nPruned}:${m} groups outside the 1e-5 band`;
+}
+
+/** The largest finite act_j = actNormSq_j^(exponent/2) (1 without activations; 0 when none is finite and nonzero). */
+function maxActivation(actNormSq: Float32Array | null, exponent: number, cols: number): number {
+  if (!actNormSq) return 1;
+  let max = 0;
+  for (let j = 0; j < cols; j++) {
+    const a = actNormSq[j]! ** (exponent / 2);
+    if (a > max && a < Infinity) max = a;
+  }
+  return max;
+}
+
+/** Why a Z-Pruner layer whose threshold `t` (of `where`) is below zSafeThreshold's `tSafe` takes the exact path. */
+function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float32Array): string {
+  const m = (mean: number, inv: number) => (Math.abs(mean) * inv).toPrecision(2);
+  return `${where}'s threshold score ${t.toExponential(2)} is below ${tSafe.toExponential(2)}, where float32 ` +
+    `z-scores (means ${m(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!)} and ` +
+    `${m(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!)} stds from zero) may leave the 1e-5 band`;
+}
+
+/**
+ * Why Z-Pruner's f32 scores may select otherwise than the CPU backend's near the selection threshold (k weights pruned
+ * per layer or row), or null:
+ * `layer` compares select_pick's threshold with zSafeThreshold, `row` scores each row's pruned weights on the host
+ * until one reaches it, N:M (no threshold read back) uses NM_SWAP_RATE.
+ */
+export function zSelectionUnsafe(
+  z: Float32Array,
+  params: PruneParams,
+  layer: LayerJob,
+  k: number,
+  layerThreshold: number,
+  mask: Uint32Array,
+  rowSums: Float32Array,
+  colSums: Float32Array,
+): string | null {
+  const { rows, cols } = layer, n = rows * cols, p = params.pattern;
+  if (p.kind === "nm") return nmSwapsLikely(z, n, p.n, p.m);
+  if (k === 0) return null; // nothing pruned: no threshold to be near
+  const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
+  if (p.kind === "layer") {
+    return layerThreshold > 0 && layerThreshold < tSafe ? thresholdTooLow("the layer", layerThreshold, tSafe, z) : null;
+  }
+  if (!(tSafe > 0)) return null;
+  const scores = new HostZScores(layer, params.exponent, rowSums, colSums, z);
+  const low = lowRowThreshold(mask, rows, cols, tSafe, (i) => scores.at(i));
+  return low && thresholdTooLow(`row ${low.row}`, low.threshold, tSafe, z);
+}
+
+/**
+ * Z-Pruner's score of single weights on the host, in f64 from the GPU's f32 statistics (within a few float32
+ * roundings of the GPU's own score, plenty for a threshold compared with zSafeThreshold).
+ */
+class HostZScores {
+  readonly #view: DataView;
+  readonly #half: number;
+
+  constructor(
+    readonly layer: LayerJob,
+    exponent: number,
+    readonly rowSums: Float32Array,
+    readonly colSums: Float32Array,
+    readonly scalars: Float32Array,
+  ) {
+    const w = layer.weight;
+    this.#view = new DataView(w.buffer, w.byteOffset, w.byteLength);
+    this.#half = exponent / 2;
+  }
+
+  /** The score of weight i (row-major). */
+  at(i: number): number {
+    const { cols, actNormSq } = this.layer;
+    const z = this.scalars;
+    const r = Math.floor(i / cols), j = i - r * cols;
+    const w = decodeAt(this.#view, this.layer.dtype, i); // as the GPU decodes it (exactly)
+    const nr = Math.sqrt(this.rowSums[3 * r]!), nc = Math.sqrt(this.colSums[3 * j]!);
+    const zr = Math.abs(((nr > 0 ? w / nr : 0) - z[Z_SCALARS.meanR]!) * z[Z_SCALARS.invStdR]!);
+    const zc = Math.abs(((nc > 0 ? w / nc : 0) - z[Z_SCALARS.meanC]!) * z[Z_SCALARS.invStdC]!);
+    const alpha = z[Z_SCALARS.alpha]!;
+    const s = alpha * zr ** 3 + (1 - alpha) * zc ** 3;
+    return s === 0 || !actNormSq ? s : s * actNormSq[j]! ** this.#half;
+  }
+}
+
+/**
+ * The first row of a row-pattern mask (u32 words, LSB = lower index) whose threshold (its largest pruned score) is
+ * nonzero and below `tSafe`, and that threshold; null when there is none. A row stops at its first pruned score of
+ * at least `tSafe`, so on a layer that passes this costs about one score per row and the mask words before it.
+ * (A threshold of 0 is safe: zero scores come from zero activations, zero on both backends.)
+ */
+export function lowRowThreshold(
+  mask: Uint32Array,
+  rows: number,
+  cols: number,
+  tSafe: number,
+  score: (i: number) => number,
+): { row: number; threshold: number } | null {
+  for (let r = 0; r < rows; r++) {
+    const a = r * cols, b = a + cols;
+    let max = 0;
+    row: for (let w = Math.floor(a / 32); w * 32 < b; w++) {
+      const base = w * 32;
+      let bits = mask[w]!;
+      if (base < a) bits &= -1 << (a - base);
+      if (b - base < 32) bits &= (1 << (b - base)) - 1;
+      while (bits !== 0) {
+        const low = bits & -bits;
+        bits ^= low;
+        const s = score(base + 31 - Math.clz32(low));
+        if (s >= tSafe) {
+          max = Infinity;
+          break row;
+        }
+        if (s > max) max = s;
+      }
+    }
+    if (max > 0 && max < tSafe) return { row: r, threshold: max };
+  }
+  return null;
+}
