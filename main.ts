@@ -43,7 +43,8 @@ const shownHost = config.host === "0.0.0.0"
   ? `[${config.host}]`
   : config.host;
 console.log(
-  `zprune listening on http://${shownHost}:${server.port} backend=${backend.kind} device="${backend.device}" runtime=${runtimeName}`,
+  `zprune listening on http://${shownHost}:${server.port} backend=${backend.kind} device="${backend.device}" ` +
+    `runtime=${runtimeName}`,
 );
 
 /**

@@ -11,9 +11,9 @@
  *   adapter such as lavapipe; use small shapes there) --wall (time stages by wall clock even where timestamp queries
  *   exist) --return-weight --return-score --trace (log every stage, submit and read-back of every run to stderr, with
  *   milliseconds since start: where a run stalls; add --wall to also submit and wait for each stage on its own)
- * --resident (time the stages on weights uploaded once, back to back, as the torch anchor times its loop; request
- *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per `stage.kernel`,
- *   for finding where a stage's time goes; the extra passes add barriers)
+ *   --resident (time the stages on weights uploaded once, back to back, as the torch anchor times its loop; request
+ *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per
+ *   `stage.kernel`, for finding where a stage's time goes; the extra passes add barriers)
  * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs: `gpuMs` sums the
  * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached). A case whose
  * warm-up took the exact CPU path (see docs/GPU.md) prints `exactPath` (why) instead of timings. Progress (adapter,

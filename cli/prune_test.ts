@@ -18,7 +18,7 @@ async function refuses(args: string[], ...want: RegExp[]): Promise<void> {
   for (const re of want) assert.match(err.message, re, args.join(" "));
 }
 
-Deno.test("main() refuses numeric flags that are not integers in range, naming the flag, before reading the model", async () => {
+Deno.test("main() refuses non-integer or out-of-range numeric flags by name, before reading the model", async () => {
   const text = ["--calib-text", "calib.txt"];
   const cases: [string[], RegExp][] = [
     [["--seqlen", "0"], /--seqlen/],
@@ -68,7 +68,7 @@ Deno.test("main() refuses flags that would be ignored or that conflict, naming b
   for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
 });
 
-Deno.test("main() refuses --out and --report paths it could not write, before reading the model, creating nothing", async () => {
+Deno.test("main() refuses unwritable --out and --report paths before reading the model, creating nothing", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const file = `${dir}/file`;
@@ -119,7 +119,7 @@ main(${JSON.stringify(args)}).then(() => console.log("resolved"), (e) => console
   return { code: res.code, out };
 }
 
-Deno.test("main() closes everything it started when the forward pool cannot be created, so the process exits", async () => {
+Deno.test("main() closes all it started when the forward pool cannot be created, so the process exits", async () => {
   // 17000 windows of 256 tokens cached by one worker need 17000 * 256 * 256 * 4 bytes (4.46 GB) of arena, past
   // WebAssembly's 4 GiB, while the model itself fits: the failure comes from creating the pool.
   const dir = await Deno.makeTempDir();
@@ -149,7 +149,7 @@ Deno.test("main() refuses a model whose arena cannot fit before reading its weig
   await refuses(["--seqlen", "33000", "--skip-dense"], /4 GiB/, /--seqlen|33000/);
 });
 
-Deno.test("main() fails fast on an unreachable --server, with its URL and the cause, before reading the model", async () => {
+Deno.test("main() fails fast on an unreachable --server, with URL and cause, before reading the model", async () => {
   // Nothing listens on a port just released by a listener of our own.
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `http://127.0.0.1:${(probe.addr as Deno.NetAddr).port}`;

@@ -63,7 +63,7 @@ Deno.test("encodeRequest() sends typed arrays as bin, never as ext types", () =>
   assert.deepEqual(Array.from(new Float32Array(new Uint8Array(data).buffer)), [1.5, 2, 3]);
 });
 
-Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, even unaligned, ignoring tail bits", () => {
+Deno.test("applyMask() zeroes exactly the masked f32, f16 and bf16 elements, unaligned too, ignoring tail bits", () => {
   for (const [dtype, size] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     const backing = new Uint8Array(1 + 10 * size).fill(0x3c);
     const w = backing.subarray(1); // odd offset: no typed-array view could be made on it
@@ -78,7 +78,7 @@ Deno.test("applyMask() zeroes exactly the masked elements of f32, f16 and bf16, 
   assert.throws(() => applyMask(new Uint8Array(40), "f32", new Uint8Array(3)), RangeError);
 });
 
-Deno.test("pruneLayers() retries 429 and 503, waiting as Retry-After says (seconds or HTTP date), else backing off", async () => {
+Deno.test("pruneLayers() retries 429 and 503 after Retry-After (seconds or HTTP date), else backing off", async () => {
   const seen: string[] = [];
   let dateTarget = 0;
   await withServer((req, attempt) => {
@@ -144,7 +144,7 @@ Deno.test("pruneLayers() waits no longer than maxBackoffMs, whatever Retry-After
   });
 });
 
-Deno.test("pruneLayers(): an error answer cut short keeps its status; a malformed 200 is reported with status 200", async () => {
+Deno.test("pruneLayers(): an error answer cut short keeps its status; a malformed 200 is reported as 200", async () => {
   const cut = () => {
     const body = new ReadableStream<Uint8Array>({
       start(c) {

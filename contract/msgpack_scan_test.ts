@@ -56,7 +56,7 @@ function randomValue(r: () => number, depth: number): unknown {
   }
 }
 
-Deno.test("scanMsgpack() passes every plain value msgpackr encodes, and refuses each of its prefixes and a trailing byte", () => {
+Deno.test("scanMsgpack() passes every plain value msgpackr encodes, refusing each prefix and a trailing byte", () => {
   const r = rng(2026);
   let checkedPrefixes = 0;
   for (let i = 0; i < 200; i++) {
@@ -172,7 +172,7 @@ function dupNested(): Uint8Array {
   return new Uint8Array([0x81, 0xa1, 0x61, 0x91, 0x82, 0xa1, 0x78, 0x01, 0xa1, 0x78, 0x02]);
 }
 
-Deno.test("scanMsgpack() knows every fixed-size format's payload: complete passes, one byte short or over fails", () => {
+Deno.test("scanMsgpack() knows every fixed-size format's payload: whole passes, one byte short or over fails", () => {
   // From the msgpack spec: nil, false, true; uint8-64; int8-64; float32, float64.
   const sizes: [number, number][] = [
     [0xc0, 0],

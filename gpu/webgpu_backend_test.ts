@@ -61,7 +61,7 @@ Deno.test({
   },
 });
 
-Deno.test("createWebGpuBackend() reports a device lost while starting as a failed start, not as no adapter", async () => {
+Deno.test("createWebGpuBackend() reports a device lost while starting as a failed start, not no adapter", async () => {
   const workerUrl = new URL("./testdata/lost_at_start_worker.ts", import.meta.url);
   await assert.rejects(
     createWebGpuBackend({ allowFallback: true, workerUrl }),
@@ -134,7 +134,7 @@ Deno.test({
   },
 });
 
-Deno.test("webgpu: a call aborted in flight is answered with the abort once the GPU is through, not before", async () => {
+Deno.test("webgpu: a call aborted in flight is answered with the abort once the GPU is through", async () => {
   // The worker holds the layer until told (gpu/testdata/held_worker.ts): the test decides when the GPU finishes.
   const workerUrl = new URL("./testdata/held_worker.ts", import.meta.url);
   await withBackend({ workerUrl }, async (b) => {

@@ -21,7 +21,8 @@ function kernel(R: number, C: number): string {
     `  ;; ${R} rows of x times ${C} rows of w per step; ${R * C} f32x4 accumulators, summed across lanes at the end.`,
   );
   L.push(
-    `  (func (export "matmul_${R}x${C}") (param $out i32) (param $x i32) (param $w i32) (param $T i32) (param $n i32) (param $d i32)`,
+    `  (func (export "matmul_${R}x${C}") (param $out i32) (param $x i32) (param $w i32) ` +
+      `(param $T i32) (param $n i32) (param $d i32)`,
   );
   L.push("    " + locals.join(" "));
   L.push(`    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))`);
@@ -52,7 +53,8 @@ function kernel(R: number, C: number): string {
     L.push(`          (local.set $b${c} (v128.load (i32.add (local.get $w${c}) (local.get $i))))`);
     for (let r = 0; r < R; r++) {
       L.push(
-        `          (local.set $c${r}${c} (f32x4.add (local.get $c${r}${c}) (f32x4.mul (local.get $a${r}) (local.get $b${c}))))`,
+        `          (local.set $c${r}${c} (f32x4.add (local.get $c${r}${c}) ` +
+          `(f32x4.mul (local.get $a${r}) (local.get $b${c}))))`,
       );
     }
   }
@@ -60,14 +62,15 @@ function kernel(R: number, C: number): string {
   L.push(`          (br $iloop)))`);
   for (let r = 0; r < R; r++) {
     L.push(
-      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
+      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul ` +
+        `(i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
     );
     for (let c = 0; c < C; c++) {
       const v = `(local.get $c${r}${c})`;
       L.push(
-        `        (f32.store offset=${
-          c * 4
-        } (local.get $o) (f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) (f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
+        `        (f32.store offset=${c * 4} (local.get $o) ` +
+          `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) ` +
+          `(f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
       );
     }
   }

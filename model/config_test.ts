@@ -93,7 +93,7 @@ Deno.test("parseConfig() refuses head counts grouped-query attention cannot spli
   assert.equal(parseConfig({ ...BASE, num_key_value_heads: 2 }).nKvHeads, 2);
 });
 
-Deno.test("decodeWeights() checks every tensor's shape against config.json and names the one that differs", async () => {
+Deno.test("decodeWeights() checks every tensor's shape against config.json, naming the one that differs", async () => {
   const ckpt = await loadCheckpoint(MODEL);
   // The bundled model: dim 256, 4 heads of 64, 2 KV heads, so k_proj is (2 * 64, 256) = (128, 256).
   const wrongKv = parseConfig({ ...ckpt.config, num_key_value_heads: 4 });

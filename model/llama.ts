@@ -273,7 +273,10 @@ export class LlamaRunner {
     this.#cachedWindows = windows;
   }
 
-  /** Runs block l over every cached window: `collect` adds statistics and leaves the cache as it was; otherwise the cache advances past the block. */
+  /**
+   * Runs block l over every cached window: `collect` adds statistics and leaves the cache as it was; otherwise the
+   * cache advances past the block.
+   */
   cacheBlock(l: number, collect?: BlockStats): void {
     const dim = this.cfg.dim, T = this.T, s = this.#s;
     for (let w = 0; w < this.#cachedWindows; w++) {

@@ -50,7 +50,7 @@ Deno.test("loadModel() counts the run state of the window length it is given", a
   });
 });
 
-Deno.test("loadModel() refuses windows longer than a Mistral model's sliding window before reading weights", async () => {
+Deno.test("loadModel() refuses windows over a Mistral model's sliding window before reading weights", async () => {
   const small = { ...TINYLLAMA, num_hidden_layers: 2, model_type: "mistral", sliding_window: 64 };
   await withConfigOnly(small, async (dir) => {
     await assert.rejects(() => loadModel(dir, { seqLen: 65 }), (e: Error) => {

@@ -19,7 +19,7 @@ Deno.test("loadCheckpoint() reads sharded safetensors with their index", async (
   assert.deepEqual([cfg.nHeads, cfg.nKvHeads, cfg.headDim, cfg.ropeTheta, cfg.tieEmbeddings], [4, 2, 64, 10000, false]);
 });
 
-Deno.test("writeCheckpoint() round-trips the bundled model byte for byte, leaving out what describes the source", async () => {
+Deno.test("writeCheckpoint() round-trips the bundled model byte for byte, less what describes the source", async () => {
   const ck = await loadCheckpoint(MODEL);
   const out = await Deno.makeTempDir();
   try {
@@ -82,7 +82,7 @@ Deno.test("decodeToF32() decodes f16 and bf16 bit patterns, including subnormals
   assert.deepEqual(Array.from(decodeToF32(bf16, "bf16")), [1, -2.5, 2 ** 126 * (1 + 22 / 128)]);
 });
 
-Deno.test("writeCheckpoint() stopped midway leaves the checkpoint already in outDir whole, and no partial files", async () => {
+Deno.test("writeCheckpoint() stopped midway leaves outDir's prior checkpoint whole, and no partial files", async () => {
   const ck = await loadCheckpoint(MODEL);
   const out = await Deno.makeTempDir();
   try {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import { batchBySize } from "./sequential.ts";
 
-Deno.test("batchBySize() keeps layers in order, each request under the limit, and names a layer that cannot fit", () => {
+Deno.test("batchBySize() keeps layers in order, each request under the limit, naming a layer that cannot fit", () => {
   const layer = (name: string, bytes: number) => ({
     name,
     weight: { data: new Uint8Array(bytes) },

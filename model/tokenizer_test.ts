@@ -12,7 +12,7 @@ import {
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 
-Deno.test("tokenizeCorpus() reproduces the shipped calib_ids.u16 from calib.txt, <s> = 0 opening each document", async () => {
+Deno.test("tokenizeCorpus(calib.txt) reproduces the shipped calib_ids.u16, <s> = 0 opening each document", async () => {
   const tok = await loadTokenizer(root("models/zp-llama-9m"));
   const shipped = await readU16(root("data/corpus/calib_ids.u16"));
   const ours = tokenizeCorpus(tok, await Deno.readTextFile(root("data/corpus/calib.txt")));
@@ -55,7 +55,7 @@ const LLAMA2_TEMPLATE = "{% if messages[0]['role'] == 'system' %}{% set loop_mes
   "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}" +
   "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
 
-Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, so that chat templates accept them", async () => {
+Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, as chat templates expect", async () => {
   const tok = { ...(await loadTokenizer(root("models/zp-llama-9m"))), chatTemplate: LLAMA2_TEMPLATE };
   const sharegpt = JSON.stringify({
     conversations: [

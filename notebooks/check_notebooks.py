@@ -90,7 +90,8 @@ def main() -> int:
         failures.append(f"prune_remote_deno: no results file ({e})")
         res = {}
     checks = {
-        "every golden case agrees with its expected mask": res.get("goldenOk") is True and len(res.get("goldenNames", [])) >= 4,
+        "every golden case agrees with its expected mask": res.get("goldenOk") is True
+        and len(res.get("goldenNames", [])) >= 4,
         "2:4 keeps exactly 2 of every 4": res.get("nm", {}).get("badGroups") == 0
         and res.get("nm", {}).get("pruned") == res.get("nm", {}).get("total", -2) // 2,
     }

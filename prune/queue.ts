@@ -86,7 +86,8 @@ export class WorkQueue {
     if (cost > this.memoryBudget) {
       throw new ZpruneError(
         "too_large",
-        `the request needs about ${cost} bytes of working memory, over this server's budget of ${this.memoryBudget}; send fewer or smaller layers per request`,
+        `the request needs about ${cost} bytes of working memory, over this server's budget of ${this.memoryBudget}; ` +
+          "send fewer or smaller layers per request",
       );
     }
     if (this.#waiting.length === 0 && this.#fits(cost)) {

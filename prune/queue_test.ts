@@ -48,7 +48,7 @@ Deno.test("WorkQueue drops a waiting job whose signal aborts, without running it
   assert.equal(ran, false);
 });
 
-Deno.test("WorkQueue holds back a request until its memory estimate fits, and refuses one over the budget", async () => {
+Deno.test("WorkQueue holds back a request until its memory estimate fits, refusing one over the budget", async () => {
   const q = new WorkQueue({ concurrency: 4, maxQueue: 4, memoryBudget: 100 });
   const order: string[] = [];
   let releaseA!: () => void;

@@ -59,7 +59,7 @@ Deno.test("listen: drain serves an upload in progress to the end, refuses new re
   }
 });
 
-Deno.test("listen: drain gives up after its limit while a request is stuck, and resolves at once when idle", async () => {
+Deno.test("listen: drain gives up at its limit while a request is stuck, and resolves at once when idle", async () => {
   let release!: () => void;
   const stuck = new Promise<void>((r) => (release = r));
   let entered!: () => void;
@@ -108,7 +108,7 @@ Deno.test("listen: drain gives up after its limit while a request is stuck, and 
   }
 });
 
-Deno.test("listen: a request counts until its answer is written or its client leaves, not until its handler returns", async () => {
+Deno.test("listen: a request counts until its answer is written or its client leaves, not until handled", async () => {
   const size = 32 << 20; // far more than the socket buffers hold
   let answered = 0;
   const server = await listen(() => {

@@ -40,7 +40,9 @@ if [ $# -eq 0 ] && [ -x clients/python/run_tests.sh ]; then
   # The notebooks count as one test each way: they ran top to bottom and showed the expected figures, or not.
   if grep -q '^== notebooks exit 0' "$log/py.txt"; then passed=$((passed + 1));
   elif grep -q '^== notebooks exit' "$log/py.txt"; then failed=$((failed + 1)); fi
-  if [ "$py_status" != 0 ] && [ "${f:-0}" = 0 ] && ! grep -q '^== notebooks exit [1-9]' "$log/py.txt"; then failed=$((failed + 1)); fi
+  if [ "$py_status" != 0 ] && [ "${f:-0}" = 0 ] && ! grep -q '^== notebooks exit [1-9]' "$log/py.txt"; then
+    failed=$((failed + 1))
+  fi
 fi
 
 rm -rf "$log"

@@ -23,7 +23,7 @@ function zeros(data: Uint8Array, size: number): number {
   return z;
 }
 
-Deno.test("deno task prune: zpruner/layer 0.5 through the endpoint matches reference.json, and --out reloads pruned", async () => {
+Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; --out reloads pruned", async () => {
   const out = await Deno.makeTempDir();
   try {
     const report = await main(["--skip-dense", "--out", `${out}/ckpt`, "--report", `${out}/report.json`]);
@@ -65,7 +65,7 @@ Deno.test("deno task prune: zpruner/layer 0.5 through the endpoint matches refer
   }
 });
 
-Deno.test("deno task prune --server: a block over the server's body limit goes in several requests, in order", async () => {
+Deno.test("deno task prune --server: a block over the body limit goes in several requests, in order", async () => {
   // 1 MB: a block's seven f16 layers (4 x 128 KiB attention, 3 x 344 KiB MLP) take two requests each.
   const backend = createCpuBackend();
   const posts: string[] = [];
@@ -86,7 +86,7 @@ Deno.test("deno task prune --server: a block over the server's body limit goes i
   }
 });
 
-Deno.test("deno task prune: a server error mid-model names the block, and --report keeps the dense perplexity", async () => {
+Deno.test("deno task prune: a server error mid-model names the block; --report keeps dense perplexity", async () => {
   const cpu = createCpuBackend();
   const backend = withPrune(
     cpu,

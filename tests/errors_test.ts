@@ -393,7 +393,7 @@ Deno.test("413 too_large from Content-Length alone: answered while not a byte of
   }
 });
 
-Deno.test("413 too_large for a layer over maxLayerElements, naming the layer; a layer at the limit is pruned", async () => {
+Deno.test("413 too_large for a layer over maxLayerElements, naming it; a layer at the limit is pruned", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend, config: { maxLayerElements: 999 } });
   const magnitude = (name: string, rows: number, cols: number) => ({
@@ -429,7 +429,7 @@ Deno.test("413 too_large for a layer over maxLayerElements, naming the layer; a 
   }
 });
 
-Deno.test("500 internal for an unexpected exception: JSON, error header, counted; the server then answers exactly", async () => {
+Deno.test("500 internal for an unexpected exception: JSON, error header, counted; next answers are exact", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   let thrown = 0;
   const backend = withPrune(cpu, (params, l, signal) => {
@@ -456,7 +456,7 @@ Deno.test("500 internal for an unexpected exception: JSON, error header, counted
   }
 });
 
-Deno.test("503 with Retry-After when memory cannot be allocated, inline or in a CPU worker; the server goes on", async () => {
+Deno.test("503 with Retry-After when allocation fails, inline or in a CPU worker; the server goes on", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const pool = new CpuPool(1);
   let failures = 0;
@@ -594,7 +594,7 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
   }
 });
 
-Deno.test("429 busy while bodies not yet computing hold the memory budget; ended or aborted uploads give it back", async () => {
+Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or aborted uploads free it", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({
     backend,
@@ -682,7 +682,7 @@ Deno.test("429 busy while bodies not yet computing hold the memory budget; ended
   }
 });
 
-Deno.test("a client gone mid-upload is counted 499, never 5xx; pattern labels stay few however patterns are spelt", async () => {
+Deno.test("a client gone mid-upload counts as 499, never 5xx; pattern labels stay few however spelt", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend });
   const metrics = async () => await (await fetch(`${server.url}/metrics`)).text();
@@ -770,7 +770,7 @@ Deno.test("503 unavailable when the deadline passes in the queue; no backend res
   }
 });
 
-Deno.test("past its deadline a request is answered at once, its slot kept until the backend lets the layer go", async () => {
+Deno.test("an overdue request is answered at once, its slot kept until the backend lets the layer go", async () => {
   // Whichever backend: the WebGPU one lets a layer in flight go only when the GPU is through with it.
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
@@ -824,7 +824,7 @@ Deno.test("a backend failure mid-request answers 503 and the next request succee
   }
 });
 
-Deno.test("a request of many layers computed on the server's thread leaves /healthz and its deadline a turn", async () => {
+Deno.test("a many-layer request computed on the server's thread leaves /healthz and its deadline a turn", async () => {
   // Layers under the CPU backend's parallel threshold run inline, on the event loop's thread. Each holds the thread
   // for 50 ms of wall time (a busy loop before its real work), so that the request outlasts a 1 s deadline however
   // fast the machine, while its small body arrives well within it however loaded the machine.

@@ -640,7 +640,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "webgpu: only the arrays a method uses must fit one binding; a layer that does not fit is answered exactly on the CPU",
+    "webgpu: only the arrays a method uses must fit one binding; a layer that does not is answered exactly on the CPU",
   ignore,
   async fn() {
     // 12 bytes of column statistics per column: past (binding limit) / 12 columns Z-Pruner and RIA cannot run on a

@@ -127,11 +127,11 @@ async function disconnectMidComputation(rows: number, cols: number): Promise<voi
   }
 }
 
-Deno.test("a client that disconnects mid-computation (tiny body): the rest is dropped, the queue moves on", async () => {
+Deno.test("a client disconnecting mid-computation (tiny body): the rest is dropped, the queue moves on", async () => {
   await disconnectMidComputation(1, 4); // a body of under 300 bytes
 });
 
-Deno.test("CORS: with corsOrigins a preflight and a POST get the origin and expose Retry-After; without, no CORS headers", async () => {
+Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin and expose Retry-After", async () => {
   const origin = "https://nb.example";
   const backend = createCpuBackend({ threads: 0 });
   const on = await startServer({ backend, config: { corsOrigins: origin } });
@@ -296,7 +296,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const LISTENING = /^zprune listening on http:\/\/127\.0\.0\.1:(\d+) backend=cpu /;
 const SERVER_ENV = { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: "cpu" };
 
-Deno.test("main.ts: SIGTERM drains the request computing, then exits 0; one short JSON log line per request", async () => {
+Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSON log line per request", async () => {
   const proc = spawn([DENO, "run", "-A", "main.ts"], SERVER_ENV);
   let requests = 0;
   const req = (path: string, init?: RequestInit) => (requests++, fetch(`${url}${path}`, init));
@@ -501,11 +501,11 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
   }
 }
 
-Deno.test("main.ts: SIGTERM during an upload: the upload gets 200, new requests 503 with Retry-After, exit 0", async () => {
+Deno.test("main.ts: SIGTERM mid-upload: the upload gets 200, new ones 503 with Retry-After, exit 0", async () => {
   await uploadDuringDrain([DENO, "run", "-A", "main.ts"]);
 });
 
-Deno.test("bun main.ts: SIGTERM during an upload: the upload gets 200, new requests 503 with Retry-After, exit 0", async () => {
+Deno.test("bun main.ts: SIGTERM mid-upload: the upload gets 200, new ones 503 with Retry-After, exit 0", async () => {
   await uploadDuringDrain(["./node_modules/.bin/bun", "main.ts"]);
 });
 
@@ -616,7 +616,7 @@ Deno.test("main.ts: a second signal during a long drain exits at once with statu
   }
 });
 
-Deno.test("main.ts: an answer still being written counts in the drain, which ends at its limit with exit 1", async () => {
+Deno.test("main.ts: an answer still being written counts in the drain, which ends at its limit: exit 1", async () => {
   // Deadline 3 s: the drain's limit is 8 s. The answer (the pruned weights and scores of 2048x2048 f32, 34 MB) is more
   // than the socket buffers hold, so while this client reads none of it the server is still writing it.
   const proc = spawn([DENO, "run", "-A", "main.ts"], { ...SERVER_ENV, ZPRUNE_DEADLINE_MS: "3000" });
@@ -667,7 +667,7 @@ function dockerInstructions(): string[] {
   return out;
 }
 
-Deno.test("the Docker image's CMD serves outside Docker, and its HEALTHCHECK passes against it (and fails without it)", async () => {
+Deno.test("the image's CMD serves outside Docker; its HEALTHCHECK passes against it, fails without it", async () => {
   const ins = dockerInstructions();
   const cmdLine = ins.filter((i) => /^CMD\s/i.test(i));
   assert.equal(cmdLine.length, 1, "one CMD");

@@ -245,7 +245,7 @@ Deno.test("CPU worker pool and inline path give identical bits", async () => {
   }
 });
 
-Deno.test("the CPU backend's bits do not depend on its thread count (1024x1024 layers, past the worker threshold)", async () => {
+Deno.test("the CPU backend's bits do not depend on thread count (1024x1024: past the worker threshold)", async () => {
   // Weights over 30 binades make float sums order-sensitive: with sums split per worker, 2 workers once gave
   // another mask and other scores than 1 worker or the inline path.
   const rows = 1024, cols = 1024, n = rows * cols;

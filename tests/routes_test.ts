@@ -124,7 +124,7 @@ Deno.test("/metrics reads the backend's count of layers on the exact CPU path ea
   }
 });
 
-Deno.test("a layer a GPU backend computed on its exact CPU path carries exactPath (why); the others do not", async () => {
+Deno.test("a layer a GPU backend computed on its exact CPU path carries exactPath (why); others do not", async () => {
   const inner = createCpuBackend({ threads: 0 });
   const backend = withPrune(inner, async (p, l, s) => {
     const out = await inner.prune(p, l, s);
@@ -269,7 +269,7 @@ Deno.test("concurrent requests each get their own answer", async () => {
   }
 });
 
-Deno.test("options.exponent reaches the scores: wanda with exponent 2 scores |W| * actNormSq, not the default's", async () => {
+Deno.test("options.exponent reaches scores: wanda at exponent 2 is |W| * actNormSq, not the default's", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend });
   try {

@@ -367,7 +367,10 @@ def test_an_error_answer_cut_short_keeps_its_status(stub: Tuple[str, Script]) ->
     script.answers = [(422, cut, b'{"err')]
     raises("http_422", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
     assert script.count == 1, "a 422 is not retried, however its body ended"
-    script.answers, script.count = [(503, cut, b'{"err'), (200, {"Content-Type": "application/msgpack"}, _ok_answer())], 0
+    script.answers, script.count = [
+        (503, cut, b'{"err'),
+        (200, {"Content-Type": "application/msgpack"}, _ok_answer()),
+    ], 0
     client = ZpruneClient(url)
     client.sleep = lambda s: None
     client.prune_layer(W, ACT, sparsity=0.5)

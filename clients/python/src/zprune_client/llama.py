@@ -43,7 +43,12 @@ __all__ = [
     "perplexity",
 ]
 
-_ST_DTYPES: Dict[str, "np.dtype[Any]"] = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
+_ST_DTYPES: Dict[str, "np.dtype[Any]"] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F64": np.dtype("<f8"),
+}
 
 
 def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
