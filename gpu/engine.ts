@@ -25,8 +25,6 @@ import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
 import { splitActivations, spreadTooSmall, sumsOutOfRange, zSelectionUnsafe } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
-
-export type { StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
 import {
   apply,
@@ -49,6 +47,8 @@ import {
   zMeans,
   zSpread,
 } from "./kernels/mod.ts";
+
+export type { StageTimes } from "./_job.ts";
 
 /** How to open the engine. */
 export interface EngineOptions {
@@ -104,6 +104,42 @@ interface Tile {
   keyBlock0: number;
   /** Global index of the tile's first `centred` workgroup. */
   centredWg0: number;
+}
+
+/** What the stages of one layer share: the request, the layer, its tile plan and its whole-layer sizes. */
+interface LayerPlan {
+  readonly params: PruneParams;
+  readonly layer: LayerJob;
+  /** Elements of the layer (at least 1, below 2^32). */
+  readonly n: number;
+  /** Bytes of one raw weight in the layer's dtype. */
+  readonly size: number;
+  readonly tiles: readonly Tile[];
+  /** Blocks of 256 rows (col_stats), blocks of 8192 keys (tie_count, mask_layer), `centred` workgroups: all tiles. */
+  readonly colBlocks: number;
+  readonly keyBlocks: number;
+  readonly centredWgs: number;
+  readonly maskBytes: number;
+  /** The method when it uses row and column sums, else null (narrowed for the checks after read-back). */
+  readonly statsMethod: "zpruner" | "ria" | null;
+}
+
+/** What `#readBack` brought to the host, each part as the kernels wrote it. */
+interface ReadBack {
+  /** Bit-packed mask words (u32, LSB = lower index). */
+  readonly mask: ArrayBuffer;
+  /** Select state: select_pick's threshold score (f32) first. */
+  readonly state: ArrayBuffer;
+  /** [first non-finite index or 0xffffffff, subnormal flag]. */
+  readonly bad: ArrayBuffer;
+  /** [sumSq, sum, sumAbs] per row and per column; empty unless the method uses them. */
+  readonly rowSums: Float32Array;
+  readonly colSums: Float32Array;
+  /** Z-Pruner's scalars (Z_SCALARS), as u32 words; null for other methods. */
+  readonly zScalars: Uint32Array | null;
+  /** Pruned weights and scores, a part per tile; empty unless asked for. */
+  readonly weights: ArrayBuffer[];
+  readonly scores: ArrayBuffer[];
 }
 
 /**
@@ -411,18 +447,33 @@ export class GpuEngine {
     return { ...output, exactPath: why };
   }
 
+  /** One layer on the GPU, stage by stage as in the header, then read back and checked against f32's limits. */
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
+    if (layer.rows * layer.cols === 0) return emptyOutput(params);
+    const plan = this.#plan(params, layer);
+    if (typeof plan === "string") return this.#exact(params, layer, plan, resident);
+    const { bad, raw, ws } = await this.#decode(job, plan, resident);
+    const { rowSt, colSt } = await this.#stats(job, plan, ws);
+    const scalars = await this.#centred(job, plan, ws, rowSt, colSt);
+    await this.#score(job, plan, rowSt, colSt, scalars, ws, bad);
+    const { mask, state, k } = await this.#select(job, plan, ws);
+    const outs = await this.#apply(job, plan, raw, mask);
+    const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
+    return this.#output(plan, back, k, resident);
+  }
+
+  /**
+   * The tile plan of a layer with elements, or why it takes the exact path (it does not fit this device's storage
+   * bindings); throws `too_large` for 2^32 elements or more.
+   */
+  #plan(params: PruneParams, layer: LayerJob): LayerPlan | string {
     const { rows, cols, dtype, name } = layer;
     const n = rows * cols;
     const { method, pattern } = params;
-    if (n === 0) return emptyOutput(params);
     // Unreachable through the server (ZPRUNE_MAX_LAYER_ELEMENTS stops below 2^32); both backends index in 32 bits.
     if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
     // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
-    if (cols * 4 > this.#tileBytes) {
-      const why = `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
-      return this.#exact(params, layer, why, resident);
-    }
+    if (cols * 4 > this.#tileBytes) return `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
     const tiles = planTiles(rows, cols, this.#tileBytes);
     const last = tiles[tiles.length - 1]!;
     const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);
@@ -430,12 +481,10 @@ export class GpuEngine {
     const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
     const maskBytes = Math.ceil(n / 32) * 4;
     const limit = this.#bindingBytes;
-    // The methods that use row and column sums (the narrowed name serves the exact-path check after read-back).
     const statsMethod = method === "zpruner" || method === "ria" ? method : null;
-    const needStats = statsMethod !== null;
     // The whole-layer arrays are not tiled: each must fit one binding. Only those this method and pattern use count.
     const globals: [string, number][] = [["mask", maskBytes]];
-    if (needStats) {
+    if (statsMethod !== null) {
       globals.push(["column partials", colBlocks * cols * 12], ["row statistics", rows * 12]);
       globals.push(["column statistics", cols * 12]);
     }
@@ -443,13 +492,18 @@ export class GpuEngine {
     if (method !== "magnitude") globals.push(["activations", cols * 8]);
     if (pattern.kind === "layer") globals.push(["tie counts", keyBlocks * 4]);
     const over = globals.find(([, bytes]) => poolSize(bytes) > limit);
-    if (over) {
-      const why = `its ${over[0]} need ${over[1]} bytes, over the device's ${limit}-byte storage bindings`;
-      return this.#exact(params, layer, why, resident);
-    }
+    if (over) return `its ${over[0]} need ${over[1]} bytes, over the device's ${limit}-byte storage bindings`;
     const size = DTYPE_BYTES[dtype];
+    return { params, layer, n, size, tiles, colBlocks, keyBlocks, centredWgs, maskBytes, statsMethod };
+  }
 
-    // --- decode (+ stats): upload each tile's bytes, widen to f32, find the first non-finite weight.
+  /** decode: uploads each tile's bytes (unless resident), widens them to f32, finds the first non-finite weight. */
+  async #decode(
+    job: Job,
+    plan: LayerPlan,
+    resident?: ResidentWeights,
+  ): Promise<{ bad: GPUBuffer; raw: GPUBuffer[]; ws: GPUBuffer[] }> {
+    const { layer, tiles, size } = plan;
     const bad = job.buffer(8, STORAGE | COPY_SRC | COPY_DST, "non-finite-index");
     this.device.queue.writeBuffer(bad, 0, new Uint32Array([0xffffffff, 0]));
     const raw: GPUBuffer[] = [], ws: GPUBuffer[] = [];
@@ -468,13 +522,19 @@ export class GpuEngine {
       for (const t of tiles) {
         this.#dispatch(job, rec, decode, [raw[t.index]!, ws[t.index]!, bad], {
           count: t.count,
-          dtype: DTYPE_CODE[dtype],
+          dtype: DTYPE_CODE[layer.dtype],
           base: t.base,
         });
       }
     });
+    return { bad, raw, ws };
+  }
+
+  /** stats: row sums and 2-level column sums for the methods that use them (the unused-stats buffer for others). */
+  async #stats(job: Job, plan: LayerPlan, ws: GPUBuffer[]): Promise<{ rowSt: GPUBuffer; colSt: GPUBuffer }> {
+    const { layer: { rows, cols }, tiles, colBlocks } = plan;
     let rowSt = this.#dummyBuffer(), colSt = this.#dummyBuffer();
-    if (needStats) {
+    if (plan.statsMethod !== null) {
       rowSt = job.buffer(rows * 12, STORAGE | COPY_SRC, "row-stats");
       colSt = job.buffer(cols * 12, STORAGE | COPY_SRC, "col-stats");
       const part = job.buffer(colBlocks * cols * 12, STORAGE, "col-partials");
@@ -487,10 +547,18 @@ export class GpuEngine {
         this.#dispatch(job, rec, colReduce, [part, colSt], { cols, blocks: colBlocks });
       });
     }
-    // --- Z-Pruner's whole-matrix scalars, reduced on the GPU (z_means after the sums, z_spread after the centred
-    // pass) so that no method needs the host before the final read-back; a bad weight is reported from that read.
+    return { rowSt, colSt };
+  }
+
+  /**
+   * centred: Z-Pruner's whole-matrix scalars, reduced on the GPU (z_means after the sums, z_spread after the centred
+   * pass) so that no method needs the host before the final read-back; a bad weight is reported from that read. The
+   * unused-stats buffer for other methods.
+   */
+  async #centred(job: Job, plan: LayerPlan, ws: GPUBuffer[], rowSt: GPUBuffer, colSt: GPUBuffer): Promise<GPUBuffer> {
+    const { layer: { rows, cols }, n, tiles, centredWgs } = plan;
     let scalars = this.#dummyBuffer();
-    if (method === "zpruner") {
+    if (plan.params.method === "zpruner") {
       scalars = job.buffer(Z_SCALARS_BYTES, STORAGE | COPY_SRC, "z-scalars");
       const part = job.buffer(centredWgs * 12, STORAGE, "centred-partials");
       await job.stage("centred", (rec) => {
@@ -506,8 +574,21 @@ export class GpuEngine {
         this.#dispatch(job, rec, zSpread, [part, scalars], { count: centredWgs, n });
       });
     }
+    return scalars;
+  }
 
-    // --- scores, in place.
+  /** score: each tile's weights to their scores, in place (`ws`); flags a subnormal score in `bad`. */
+  async #score(
+    job: Job,
+    plan: LayerPlan,
+    rowSt: GPUBuffer,
+    colSt: GPUBuffer,
+    scalars: GPUBuffer,
+    ws: GPUBuffer[],
+    bad: GPUBuffer,
+  ): Promise<void> {
+    const { params, layer, tiles } = plan;
+    const { cols } = layer, { method } = params;
     let actBuf = this.#dummyBuffer(); // magnitude reads no activations
     if (method !== "magnitude") {
       actBuf = job.buffer(cols * 8, STORAGE | COPY_DST, "act");
@@ -523,8 +604,18 @@ export class GpuEngine {
         });
       }
     });
+  }
 
-    // --- selection into the bit-packed mask.
+  /**
+   * select: the bit-packed mask, and the select state (its first word select_pick's threshold, for the layer
+   * pattern); `k` is the count pruned per layer or row (0 for N:M).
+   */
+  async #select(
+    job: Job,
+    plan: LayerPlan,
+    ws: GPUBuffer[],
+  ): Promise<{ mask: GPUBuffer; state: GPUBuffer; k: number }> {
+    const { layer: { cols, name }, params: { pattern }, n, tiles, keyBlocks, maskBytes } = plan;
     const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
     const state = job.buffer(16, STORAGE | COPY_SRC | COPY_DST, "select-state");
     let k = 0;
@@ -597,10 +688,14 @@ export class GpuEngine {
         }
       }
     });
+    return { mask, state, k };
+  }
 
-    // --- pruned weights in the request's dtype.
+  /** apply (when the request wants the weights): each tile's pruned weights in the request's dtype. */
+  async #apply(job: Job, plan: LayerPlan, raw: GPUBuffer[], mask: GPUBuffer): Promise<GPUBuffer[]> {
+    const { layer: { dtype }, tiles, size } = plan;
     const outs: GPUBuffer[] = [];
-    if (params.returnWeight) {
+    if (plan.params.returnWeight) {
       for (const t of tiles) {
         outs.push(job.buffer(raw[t.index]!.size, STORAGE | COPY_SRC, `pruned-weights[${t.index}]`));
       }
@@ -616,61 +711,96 @@ export class GpuEngine {
         }
       });
     }
+    return outs;
+  }
 
-    // --- read back: mask, threshold state, bad weights, row and column sums, Z-Pruner's scalars, weights and
-    // scores per tile.
-    const wanted: GPUBuffer[] = [mask, state, bad];
+  /**
+   * Reads back in one submit what the host needs: mask, threshold state, bad weights, row and column sums, Z-Pruner's
+   * scalars, weights and scores per tile (those the method and request use).
+   */
+  async #readBack(
+    job: Job,
+    plan: LayerPlan,
+    bufs: {
+      mask: GPUBuffer;
+      state: GPUBuffer;
+      bad: GPUBuffer;
+      rowSt: GPUBuffer;
+      colSt: GPUBuffer;
+      scalars: GPUBuffer;
+      outs: GPUBuffer[];
+      ws: GPUBuffer[];
+    },
+  ): Promise<ReadBack> {
+    const { params, layer: { rows, cols }, tiles, size, maskBytes, statsMethod } = plan;
+    const wanted: GPUBuffer[] = [bufs.mask, bufs.state, bufs.bad];
     const sizes: number[] = [maskBytes, 8, 8];
-    if (needStats) {
-      wanted.push(rowSt, colSt);
+    if (statsMethod !== null) {
+      wanted.push(bufs.rowSt, bufs.colSt);
       sizes.push(rows * 12, cols * 12);
     }
-    if (method === "zpruner") {
-      wanted.push(scalars);
+    if (params.method === "zpruner") {
+      wanted.push(bufs.scalars);
       sizes.push(Z_SCALARS_BYTES);
     }
     if (params.returnWeight) {
       for (const t of tiles) {
-        wanted.push(outs[t.index]!);
+        wanted.push(bufs.outs[t.index]!);
         sizes.push(t.count * size);
       }
     }
     if (params.returnScore) {
       for (const t of tiles) {
-        wanted.push(ws[t.index]!);
+        wanted.push(bufs.ws[t.index]!);
         sizes.push(t.count * 4);
       }
     }
     const back = await job.read(wanted, sizes);
-    const badOut = new Uint32Array(back[2]!);
-    checkFinite(layer, badOut[0]!);
     let at = 3;
-    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
     let rowSums = new Float32Array(0), colSums = new Float32Array(0);
-    if (statsMethod !== null) { // the row and column sums came back
+    if (statsMethod !== null) {
       rowSums = new Float32Array(back[at++]!);
       colSums = new Float32Array(back[at++]!);
+    }
+    const zScalars = params.method === "zpruner" ? new Uint32Array(back[at++]!) : null;
+    const weights = params.returnWeight ? back.slice(at, at += tiles.length) : [];
+    const scores = params.returnScore ? back.slice(at, at += tiles.length) : [];
+    return { mask: back[0]!, state: back[1]!, bad: back[2]!, rowSums, colSums, zScalars, weights, scores };
+  }
+
+  /**
+   * The layer's answer from what came back: `non_finite` for a NaN or infinite weight; the exact path where f32
+   * could give other masks than the CPU backend's f64 (f32_safety.ts); else the mask, its statistics and what the
+   * request asked for.
+   */
+  async #output(plan: LayerPlan, back: ReadBack, k: number, resident?: ResidentWeights): Promise<LayerOutput> {
+    const { params, layer, n, size, statsMethod } = plan;
+    const { rows, cols } = layer, { method, pattern } = params;
+    const { rowSums, colSums, zScalars } = back;
+    const badOut = new Uint32Array(back.bad);
+    checkFinite(layer, badOut[0]!);
+    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
+    if (statsMethod !== null) { // the row and column sums came back
       outOfRange ??= sumsOutOfRange(rowSums, cols, "row", statsMethod) ??
         sumsOutOfRange(colSums, rows, "column", statsMethod);
     }
-    const zScalars = method === "zpruner" ? new Uint32Array(back[at++]!) : null;
-    const stateOut = new Uint32Array(back[1]!);
+    const stateOut = new Uint32Array(back.state);
     const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
     if (zScalars !== null) {
       const z = new Float32Array(zScalars.buffer);
       outOfRange ??= spreadTooSmall(z, n) ??
-        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back[0]!), rowSums, colSums);
+        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums);
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
       // compute this layer exactly, on the CPU (here, or handed back: see #exact). Trained models' layers come near
       // only at sparsities of a few percent or less (zSafeThreshold).
-      return this.#exact(params, layer, outOfRange, resident);
+      return await this.#exact(params, layer, outOfRange, resident);
     }
-    const maskOut = new Uint8Array(back[0]!, 0, Math.ceil(n / 8));
+    const maskOut = new Uint8Array(back.mask, 0, Math.ceil(n / 8));
     let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
-    if (params.returnWeight) weightOut = concat(back.slice(at, at += tiles.length), n * size);
-    if (params.returnScore) scoreOut = new Float32Array(concat(back.slice(at, at += tiles.length), n * 4).buffer);
+    if (params.returnWeight) weightOut = concat(back.weights, n * size);
+    if (params.returnScore) scoreOut = new Float32Array(concat(back.scores, n * 4).buffer);
 
     const ms = maskStats(maskOut, rows, cols);
     const stats: LayerOutput["stats"] = {
