@@ -103,7 +103,7 @@ interface Case {
   seed: number;
   /**
    * The exact CPU path may answer instead of the GPU: Z-Pruner at a low sparsity on layer or row, where the
-   * threshold may fall within the f32 z-scores' error (zSafeThreshold in gpu/engine.ts, tested on its own below).
+   * threshold may fall within the f32 z-scores' error (zSafeThreshold in gpu/f32_safety.ts, tested on its own there).
    */
   exactOk?: boolean;
 }
@@ -371,9 +371,10 @@ Deno.test({
   async fn() {
     // f32 weights 1 + 0.3 N(0, 1): means 3.3 stds from zero, inside Z_SPREAD_MIN, yet at low sparsity the lowest
     // scores are the weights nearest the mean, where f32 rounding of the norms and the mean shifts z by a large part of
-    // z itself. Without the threshold rule (zSafeThreshold in gpu/engine.ts) stock lavapipe pruned one weight outside
-    // the 1e-5 band in the layer and row patterns here (relative 2.1e-5 layer-wide, 6.8e-5 in its row). 2:4 it got
-    // right; its rule (nmSwapsLikely) is statistical, for GPUs that divide less exactly (measured with an emulation).
+    // z itself. Without the threshold rule (zSafeThreshold in gpu/f32_safety.ts) stock lavapipe pruned one weight
+    // outside the 1e-5 band in the layer and row patterns here (relative 2.1e-5 layer-wide, 6.8e-5 in its row). 2:4
+    // it got right; its rule (nmSwapsLikely) is statistical, for GPUs that divide less exactly (measured with an
+    // emulation).
     const rows = 1024, cols = 1024;
     const rand = rng(4);
     const vals = new Float32Array(rows * cols).map(() => 1 + 0.3 * normal(rand));
