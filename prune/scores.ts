@@ -88,7 +88,7 @@ export function mergeColumnSums(a: MatrixSums, b: MatrixSums): void {
 }
 
 /** 1 / x, with 0 for x = 0: the contract's "a zero norm (or sum) gives 0, never NaN". */
-export function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
+function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
   const out = new Float64Array(x.length);
   for (let i = 0; i < x.length; i++) {
     const v = sqrt ? Math.sqrt(x[i]!) : x[i]!;
