@@ -52,9 +52,9 @@ calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i6
 evaluation, one of (default: data/corpus/test_ids.u16):
   --eval-ids FILE.u16 | --eval-text FILE
   --eval-windows N|all   the first N >= 1 windows of seqlen tokens (default 64)
-  (a text file is split into documents at blank lines, each tokenized with the tokenizer's special tokens, such
-  as a leading <s>, and concatenated: how data/corpus's ids were made)
   --skip-dense           do not measure the dense model
+(--calib-text and --eval-text split the file into documents at blank lines, each tokenized with the tokenizer's
+special tokens, such as a leading <s>, and concatenated: how data/corpus's ids were made)
 output:
   --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer; the source's
                          reference.json and model card are left out, they describe the dense model)

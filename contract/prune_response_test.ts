@@ -31,7 +31,8 @@ function head(): Omit<PruneResponse, "timings"> {
   };
 }
 
-Deno.test("encodePruneResponse() writes msgpackr's bytes for the whole response, timings last", () => {
+// encodeMsgpack() is the expectation: wire_test.ts checks it against msgpackr's own encoding.
+Deno.test("encodePruneResponse() writes encodeMsgpack's bytes for the whole response, timings last", () => {
   const h = head();
   let given = -1;
   const { bytes, timings } = encodePruneResponse(h, (encodeMs) => {

@@ -222,6 +222,8 @@ export class GpuEngine {
   readonly #pool: BufferPool;
   readonly #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   readonly #tileBytes: number;
+  /** What `upload` made here: resident weights are read with this engine's tile plan, so only these can be used. */
+  readonly #uploads = new WeakSet<ResidentWeights>();
   /** The storage-binding limit in force (the device's, or less by `maxBindingBytes`). */
   readonly #bindingBytes: number;
   readonly #timestamps: boolean;
@@ -380,7 +382,9 @@ export class GpuEngine {
       return b;
     });
     const { rows, cols, dtype } = layer;
-    return { rows, cols, dtype, buffers, destroy: () => buffers.forEach((b) => b.destroy()) };
+    const resident = { rows, cols, dtype, buffers, destroy: () => buffers.forEach((b) => b.destroy()) };
+    this.#uploads.add(resident);
+    return resident;
   }
 
   /**
@@ -389,14 +393,14 @@ export class GpuEngine {
    */
   #checkResident(layer: LayerJob, resident: ResidentWeights): void {
     const { rows, cols, dtype, name } = layer;
-    // The same shape and dtype give the same tile plan on this engine; a row wider than a tile has no plan at all.
-    if (
-      resident.rows !== rows || resident.cols !== cols || resident.dtype !== dtype ||
-      (cols * 4 <= this.#tileBytes && resident.buffers.length !== planTiles(rows, cols, this.#tileBytes).length)
-    ) {
+    // The same shape and dtype give the same tile plan on this engine; another engine may split rows otherwise.
+    if (resident.rows !== rows || resident.cols !== cols || resident.dtype !== dtype) {
       throw new TypeError(
         `resident weights are ${resident.rows}x${resident.cols} ${resident.dtype}, not layer ${name}'s`,
       );
+    }
+    if (!this.#uploads.has(resident)) {
+      throw new TypeError(`resident weights for layer ${name} were not uploaded by this engine`);
     }
   }
 

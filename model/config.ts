@@ -58,7 +58,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     }
     return v;
   };
-  const modelType = raw.model_type;
+  const modelType = raw.model_type ?? undefined;
   if (modelType !== undefined && !(SUPPORTED_MODEL_TYPES as readonly unknown[]).includes(modelType)) {
     throw new TypeError(
       `config.json: model_type ${JSON.stringify(modelType)} is not supported (${

@@ -30,6 +30,8 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ model_type: "gemma", hidden_act: null }, /model_type "gemma"/],
     [{ model_type: "qwen2" }, /model_type "qwen2"/],
     [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
+    [{ rope_scaling: { rope_type: null, factor: 2 } }, /rope_type/],
+    [{ rope_scaling: "linear" }, /rope_type/],
     [{ model_type: "mistral", sliding_window: 0 }, /sliding_window/],
     [{ model_type: "mistral", sliding_window: "4096" }, /sliding_window/],
   ];
@@ -52,6 +54,8 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass", () => 
     { rope_scaling: { rope_type: "default" } },
     { rope_parameters: { rope_theta: 5e5, rope_type: "default", partial_rotary_factor: 1 } },
     { quantization_config: null },
+    // null counts as absent, as in the Python client
+    { model_type: null, partial_rotary_factor: null, rope_scaling: null, rope_parameters: null },
   ];
   for (const extra of accepted) {
     const cfg = parseConfig({ ...BASE, ...extra });
@@ -61,6 +65,7 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass", () => 
   assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 512 }).slidingWindow, 512);
   // transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
   assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096.0 }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
 });

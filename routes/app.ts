@@ -198,7 +198,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         origin: origins.includes("*") ? "*" : origins,
         allowHeaders: ["Authorization", "Content-Type", "Accept", "X-Request-Id"],
         allowMethods: ["GET", "POST", "OPTIONS"],
-        exposeHeaders: ["Retry-After", "X-Request-Id"],
+        exposeHeaders: ["Retry-After", "X-Request-Id", "X-Zprune-Error"],
         maxAge: 600,
       }),
     );

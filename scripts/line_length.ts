@@ -3,7 +3,7 @@
  * WGSL and Markdown prose. Markdown tables and lines without a space (a URL, a long literal) cannot be wrapped and
  * are let through. Exits 1 listing each long line as `file:line: length`.
  *
- *   deno run --allow-read scripts/line_length.ts [root]
+ *   deno run --allow-read --allow-run=git scripts/line_length.ts [root]
  */
 
 /** The limit, as deno.json's fmt.lineWidth. */
@@ -43,13 +43,41 @@ export function longLines(text: string, markdown: boolean): { line: number; leng
   return out;
 }
 
-/** Every checked file under `root`, relative to it. */
-async function* files(root: string, dir = ""): AsyncGenerator<string> {
-  for await (const e of Deno.readDir(`${root}/${dir}`)) {
-    const rel = `${dir}${e.name}${e.isDirectory ? "/" : ""}`;
-    if (SKIPPED.some((s) => rel === s)) continue;
-    if (e.isDirectory) yield* files(root, rel);
-    else if (e.isFile && CHECKED.some((ext) => e.name.endsWith(ext))) yield rel;
+/**
+ * The project's files under `root`, relative to it: what git tracks plus what it does not ignore (a virtual
+ * environment, a pruned checkpoint written by `--out` or a build folder are not the project's), or, outside a git
+ * checkout, every file.
+ */
+async function projectFiles(root: string): Promise<string[]> {
+  try {
+    const git = new Deno.Command("git", {
+      args: ["-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+      stdout: "piped",
+      stderr: "null",
+    });
+    const { success, stdout } = await git.output();
+    if (success) return new TextDecoder().decode(stdout).split("\0").filter((f) => f !== "");
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e; // no git at all
+  }
+  const out: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(`${root}/${dir}`)) {
+      if (e.isDirectory) await walk(`${dir}${e.name}/`);
+      else if (e.isFile) out.push(`${dir}${e.name}`);
+    }
+  };
+  await walk("");
+  return out;
+}
+
+/** The files to check under `root`, relative to it. */
+async function* files(root: string): AsyncGenerator<string> {
+  for (const f of await projectFiles(root)) {
+    if (SKIPPED.some((s) => (s.endsWith("/") ? f.startsWith(s) : f === s))) continue;
+    if (!CHECKED.some((ext) => f.endsWith(ext))) continue;
+    // Listed by git but deleted in the working tree: nothing to read.
+    if ((await Deno.stat(`${root}/${f}`).catch(() => null))?.isFile) yield f;
   }
 }
 

@@ -131,7 +131,7 @@ Deno.test("a client disconnecting mid-computation (tiny body): the rest is dropp
   await disconnectMidComputation(1, 4); // a body of under 300 bytes
 });
 
-Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin and expose Retry-After", async () => {
+Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin and the exposed headers", async () => {
   const origin = "https://nb.example";
   const backend = createCpuBackend({ threads: 0 });
   const on = await startServer({ backend, config: { corsOrigins: origin } });
@@ -163,6 +163,7 @@ Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin
     assert.equal(post.headers.get("access-control-allow-origin"), origin);
     const exposed = (post.headers.get("access-control-expose-headers") ?? "").toLowerCase().split(/\s*,\s*/);
     assert.ok(exposed.includes("retry-after"), `exposed: ${exposed}`);
+    assert.ok(exposed.includes("x-zprune-error"), `exposed: ${exposed}`);
     // Error answers (JSON and msgpack) carry the headers too, so a browser can read why it was refused.
     for (const accept of ["application/json", "application/msgpack"]) {
       const bad = await postPrune(on.url, new Uint8Array([0xc1]), { origin, accept });

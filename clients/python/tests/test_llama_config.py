@@ -37,6 +37,8 @@ REFUSED = [
     ({"model_type": "smollm3", "no_rope_layers": [1, 0]}, "model_type 'smollm3'"),
     ({"model_type": "gemma", "hidden_act": None}, "model_type 'gemma'"),
     ({"quantization_config": {"quant_method": "gptq", "bits": 4}}, "quantized"),
+    ({"rope_scaling": {"rope_type": None, "factor": 2.0}}, "rope_type"),
+    ({"rope_scaling": "linear"}, "rope_type"),
     ({"model_type": "mistral", "sliding_window": 0}, "sliding_window"),
     ({"num_key_value_heads": 3}, "num_key_value_heads"),
     ({"head_dim": 15}, "head_dim"),
@@ -61,6 +63,7 @@ def test_from_dict_accepts_the_spellings_of_the_same_forward_pass() -> None:
         {"rope_scaling": {"rope_type": "default"}},
         {"rope_parameters": {"rope_theta": 5e5, "rope_type": "default"}},
         {"quantization_config": None},
+        {"model_type": None, "partial_rotary_factor": None, "rope_scaling": None, "rope_parameters": None},
     )
     for extra in accepted:
         cfg = LlamaConfig.from_dict({**BASE, **extra})
@@ -75,6 +78,7 @@ def test_sliding_window_bounds_the_window_length() -> None:
         cfg.check_window(65)
     # transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
     assert LlamaConfig.from_dict({**BASE, "model_type": "mistral"}).sliding_window == 4096
+    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral", "sliding_window": 4096.0}).sliding_window == 4096
     assert LlamaConfig.from_dict({**BASE, "model_type": "llama", "sliding_window": 64}).sliding_window is None
 
 

@@ -21,6 +21,9 @@ def _positive_int(cfg: Dict[str, Any], key: str, fallback: Optional[int] = None)
     value = cfg.get(key)
     if value is None:
         value = fallback
+    # JSON has one number type: 4096.0 is the integer 4096, as model/config.ts reads it.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"config.json: {key} must be a positive integer, got {value!r}")
     return value
@@ -52,6 +55,7 @@ class LlamaConfig:
         linear layers. Their weights would load all the same (biases aside), and the model would run, silently
         different from the checkpoint's.
         """
+        # null counts as absent throughout, as in model/config.ts.
         model_type = cfg.get("model_type")
         if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
@@ -63,12 +67,17 @@ class LlamaConfig:
         params: Dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         scaling = cfg.get("rope_scaling")
         rope_type = params.get("rope_type")
-        if rope_type is None and isinstance(scaling, dict):
-            # An object without a type still asks for scaling (its factor).
-            rope_type = scaling.get("rope_type", scaling.get("type", "(none)"))
+        if rope_type is None and scaling is not None:
+            # An object without a type still asks for scaling (its factor); anything but an object is not a config.
+            named = [scaling.get("rope_type"), scaling.get("type")] if isinstance(scaling, dict) else []
+            rope_type = next((t for t in named if t is not None), "(none)")
         if rope_type not in (None, "default"):
             raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only the default RoPE)")
-        partial = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1))
+        partial = params.get("partial_rotary_factor")
+        if partial is None:
+            partial = cfg.get("partial_rotary_factor")
+        if partial is None:
+            partial = 1
         if partial != 1:
             raise ValueError(f"config.json: partial_rotary_factor {partial!r} is not supported (only 1)")
         for key in ("attention_bias", "mlp_bias"):
