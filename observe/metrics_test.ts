@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { Metrics } from "./metrics.ts";
+
+/** One sample line of the text format 0.0.4: name, labels, value. */
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? (\S+)$/;
+
+/** Parses an exposition strictly enough to catch what Prometheus would refuse; returns samples by series. */
+function parse(text: string): Map<string, number> {
+  assert.ok(text.endsWith("\n"), "the exposition ends with a newline");
+  const samples = new Map<string, number>();
+  const typed = new Set<string>();
+  for (const line of text.slice(0, -1).split("\n")) {
+    const meta = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
+    if (meta) {
+      if (meta[1] === "TYPE") {
+        assert.ok(!typed.has(meta[2]!), `one TYPE per metric: ${meta[2]}`);
+        assert.match(meta[3]!, /^(counter|gauge|histogram)$/);
+        typed.add(meta[2]!);
+      }
+      continue;
+    }
+    const m = SAMPLE.exec(line);
+    assert.ok(m, `not a sample line: ${JSON.stringify(line)}`);
+    const value = Number(m[4]);
+    assert.ok(!Number.isNaN(value), line);
+    const family = m[1]!.replace(/_(bucket|sum|count)$/, "");
+    assert.ok(typed.has(m[1]!) || typed.has(family), `a sample before its TYPE: ${line}`);
+    assert.ok(!samples.has(`${m[1]}${m[2] ?? ""}`), `a series twice: ${line}`);
+    samples.set(`${m[1]}${m[2] ?? ""}`, value);
+  }
+  return samples;
+}
+
+Deno.test("Metrics.render() is a valid exposition whose histograms are cumulative", () => {
+  const m = new Metrics();
+  let depth = 3;
+  m.gauge("zprune_queue_depth", "Requests waiting.", () => depth);
+  m.counterOf("zprune_backend_restarts_total", "Restarts.", () => 2);
+  m.requests.inc({ route: "/v1/prune", status: "200" });
+  m.requests.inc({ status: "200", route: "/v1/prune" }, 2); // label order does not make another series
+  m.requests.inc({ route: 'we"ird\\route\n', status: "404" });
+  m.bytesIn.inc({}, 1234);
+  for (const s of [0.001, 0.02, 0.02, 0.7, 100]) m.latency.observe(s, { route: "/v1/prune" });
+  const samples = parse(m.render());
+  assert.equal(samples.get('zprune_requests_total{route="/v1/prune",status="200"}'), 3);
+  assert.equal(samples.get("zprune_bytes_in_total"), 1234);
+  assert.equal(samples.get("zprune_queue_depth"), 3);
+  assert.equal(samples.get("zprune_backend_restarts_total"), 2);
+  // A label value cannot end the label or the line, whatever a route is called.
+  assert.equal([...samples.keys()].filter((k) => k.includes('status="404"')).length, 1);
+  const bucket = (le: string) => samples.get(`zprune_request_duration_seconds_bucket{le="${le}",route="/v1/prune"}`);
+  assert.equal(bucket("0.005"), 1);
+  assert.equal(bucket("0.025"), 3);
+  assert.equal(bucket("1"), 4);
+  assert.equal(bucket("60"), 4);
+  assert.equal(bucket("+Inf"), 5);
+  assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune"}'), 5);
+  assert.ok(Math.abs(samples.get('zprune_request_duration_seconds_sum{route="/v1/prune"}')! - 100.741) < 1e-9);
+  const les = [...samples.keys()].filter((k) => k.startsWith("zprune_request_duration_seconds_bucket"));
+  const counts = les.map((k) => samples.get(k)!);
+  assert.deepEqual(counts, [...counts].sort((a, b) => a - b), "buckets never decrease");
+  depth = 0;
+  assert.equal(parse(m.render()).get("zprune_queue_depth"), 0, "gauges are read at render time");
+});
