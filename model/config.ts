@@ -15,10 +15,28 @@ export interface LlamaConfig {
   vocabSize: number;
   normEps: number;
   ropeTheta: number;
+  /** RoPE frequency scaling (Llama 3.1's `llama3`, or `linear`); absent for the default RoPE. */
+  ropeScaling?: RopeScaling;
   tieEmbeddings: boolean;
   /** Mistral's attention window; the forward pass attends to whole windows, so it refuses longer ones. */
   slidingWindow?: number;
 }
+
+/**
+ * RoPE frequency scaling as transformers computes it at load time (modeling_rope_utils): `linear` divides every
+ * inverse frequency by `factor`; `llama3` divides the low frequencies (wavelength over `originalMaxPositions /
+ * lowFreqFactor`) by `factor`, keeps the high ones (under `originalMaxPositions / highFreqFactor`) and blends
+ * those between. Neither changes the attention scale.
+ */
+export type RopeScaling =
+  | { type: "linear"; factor: number }
+  | {
+    type: "llama3";
+    factor: number;
+    lowFreqFactor: number;
+    highFreqFactor: number;
+    originalMaxPositions: number;
+  };
 
 /**
  * The `model_type`s whose forward pass is exactly this one. Others reuse LLaMA's tensor names with a different
@@ -39,6 +57,40 @@ export const LINEAR_NAMES = [
 ] as const;
 /** One of a block's linear layers. */
 export type LinearName = (typeof LINEAR_NAMES)[number];
+
+/** The RoPE scaling `type` asks for, from the object holding its fields; throws for a type or field it cannot run. */
+function parseRopeScaling(
+  type: string | undefined,
+  fields: Record<string, unknown> | undefined,
+): RopeScaling | undefined {
+  if (type === undefined || type === "default") return undefined;
+  const field = (key: string, ok: (v: number) => boolean, what: string): number => {
+    const v = fields?.[key];
+    if (typeof v !== "number" || !ok(v)) {
+      throw new TypeError(`config.json: rope_type ${type} needs ${key}, ${what}; got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const positive = (v: number) => Number.isFinite(v) && v > 0;
+  if (type === "linear") return { type, factor: field("factor", positive, "a positive number") };
+  if (type === "llama3") {
+    const lowFreqFactor = field("low_freq_factor", positive, "a positive number");
+    return {
+      type,
+      factor: field("factor", positive, "a positive number"),
+      lowFreqFactor,
+      // Equal factors would leave no band to blend across (and divide by zero in it).
+      highFreqFactor: field("high_freq_factor", (v) => Number.isFinite(v) && v > lowFreqFactor, "over low_freq_factor"),
+      originalMaxPositions: field(
+        "original_max_position_embeddings",
+        (v) => Number.isInteger(v) && v > 0,
+        "a positive integer",
+      ),
+    };
+  }
+  // dynamic (its frequencies depend on the longest window seen so far), yarn and longrope (attention scaling).
+  throw new TypeError(`config.json: rope_type ${type} is not supported (default, linear and llama3 only)`);
+}
 
 /** Reads the hyper-parameters of a LLaMA-family `config.json`. */
 export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
@@ -81,14 +133,20 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // RoPE rotates pairs of dimensions.
   if (headDim % 2 !== 0) throw new TypeError(`config.json: head_dim ${headDim} must be even for RoPE`);
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
-  type RopeFields = { rope_theta?: number; rope_type?: string; type?: string; partial_rotary_factor?: number };
+  type RopeFields = Record<string, unknown> & {
+    rope_theta?: number;
+    rope_type?: string;
+    type?: string;
+    partial_rotary_factor?: number;
+  };
   const ropeParams = (raw.rope_parameters ?? undefined) as RopeFields | undefined;
   // rope_scaling spells it rope_type, or type in older checkpoints.
   const scaling = (raw.rope_scaling ?? undefined) as RopeFields | undefined;
   // An object without a type still asks for scaling (its factor), which transformers cannot build either.
   const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type ??
     (scaling === undefined ? undefined : "(none)");
-  if (ropeType && ropeType !== "default") throw new TypeError(`config.json: rope_type ${ropeType} is not supported`);
+  // Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling.
+  const ropeScaling = parseRopeScaling(ropeType, ropeParams?.rope_type !== undefined ? ropeParams : scaling);
   // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);
@@ -120,6 +178,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     vocabSize: size("vocab_size"),
     normEps: num("rms_norm_eps", 1e-6),
     ropeTheta: ropeParams?.rope_theta ?? num("rope_theta", 10000),
+    ...(ropeScaling ? { ropeScaling } : {}),
     tieEmbeddings: raw.tie_word_embeddings === true,
     ...(window !== undefined ? { slidingWindow: window as number } : {}),
   };

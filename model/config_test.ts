@@ -11,15 +11,29 @@ const BASE = {
   vocab_size: 100,
 };
 
+/** Llama 3.1's RoPE scaling, as its config.json spells it. */
+const LLAMA3 = {
+  rope_type: "llama3",
+  factor: 8,
+  low_freq_factor: 1,
+  high_freq_factor: 4,
+  original_max_position_embeddings: 8192,
+};
+
 Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE types, biases, other models", () => {
   assert.equal(parseConfig(BASE).headDim, 16);
   assert.equal(parseConfig({ ...BASE, rope_scaling: null, attention_bias: false, mlp_bias: false }).nHeads, 4);
   // Each of these loads LLaMA-named weights of the right shapes, so only the config tells the forward pass apart.
   const refused: [Record<string, unknown>, RegExp][] = [
-    [{ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_type llama3/],
-    [{ rope_scaling: { type: "linear", factor: 4 } }, /rope_type linear/], // the older key
+    [{ rope_scaling: { rope_type: "llama3", factor: 8 } }, /rope_type llama3 needs low_freq_factor/],
+    [{ rope_scaling: { ...LLAMA3, high_freq_factor: 1 } }, /high_freq_factor, over low_freq_factor/],
+    [{ rope_scaling: { ...LLAMA3, original_max_position_embeddings: 8192.5 } }, /original_max_position_embeddings/],
+    [{ rope_scaling: { type: "linear" } }, /rope_type linear needs factor/], // the older key
+    [{ rope_scaling: { type: "linear", factor: 0 } }, /rope_type linear needs factor/],
+    [{ rope_scaling: { type: "dynamic", factor: 2 } }, /rope_type dynamic is not supported/],
     [{ rope_scaling: { factor: 2 } }, /rope_type/], // scaling without a type
-    [{ rope_parameters: { rope_theta: 1e4, rope_type: "yarn" } }, /rope_type yarn/],
+    [{ rope_parameters: { rope_theta: 1e4, rope_type: "yarn", factor: 4 } }, /rope_type yarn/],
+    [{ rope_parameters: { rope_theta: 1e4, rope_type: "longrope" } }, /rope_type longrope/],
     [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor 0\.5/],
     [{ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.25 } }, /partial_rotary_factor 0\.25/],
     [{ attention_bias: true }, /attention_bias/],
@@ -44,7 +58,7 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
   }
 });
 
-Deno.test("parseConfig() accepts the spellings of the same forward pass", () => {
+Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoPE scaling it runs", () => {
   const accepted: Record<string, unknown>[] = [
     { model_type: "llama" },
     { model_type: "mistral", sliding_window: null },
@@ -68,6 +82,13 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass", () => 
   assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096.0 }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
+  const llama3 = { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
+  assert.deepEqual(parseConfig({ ...BASE, rope_theta: 5e5, rope_scaling: LLAMA3 }).ropeScaling, llama3);
+  assert.deepEqual(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5, ...LLAMA3 } }).ropeScaling, llama3);
+  assert.deepEqual(parseConfig({ ...BASE, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling, {
+    type: "linear",
+    factor: 2,
+  });
 });
 
 Deno.test("decodeWeights() refuses a checkpoint with tensors it would ignore, such as a bias", async () => {

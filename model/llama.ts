@@ -170,7 +170,7 @@ export class LlamaRunner {
       norm: copy(weights.norm),
       lmHead: tied ? embed : copy(weights.lmHead),
     };
-    const { cos, sin } = ropeTables(T, headDim, cfg.ropeTheta);
+    const { cos, sin } = ropeTables(T, headDim, cfg.ropeTheta, cfg.ropeScaling);
     this.#s = {
       x: arena.f32(T * dim),
       xb: arena.f32(T * dim),

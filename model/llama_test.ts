@@ -52,3 +52,17 @@ Deno.test("LlamaRunner.maskLinear() zeroes exactly the weights whose mask bits a
   assert.ok(zeroed > w.length / 3 && zeroed < w.length * 2 / 3, `${zeroed} of ${w.length}`);
   assert.throws(() => runner.maskLinear(2, "mlp.up_proj", mask.subarray(1)), RangeError);
 });
+
+Deno.test("LlamaRunner applies the config's RoPE scaling: linear x1 changes nothing, x2 the logits", async () => {
+  const m = await loadModel(root("models/zp-llama-9m"));
+  const tokens = Array.from({ length: 32 }, (_, i) => (i * 97 + 5) % m.cfg.vocabSize);
+  const logits = (cfg: typeof m.cfg) =>
+    Float32Array.from(new LlamaRunner(cfg, m.weights, { seqLen: 32 }).forward(tokens));
+  const plain = logits(m.cfg);
+  assert.deepEqual(logits({ ...m.cfg, ropeScaling: { type: "linear", factor: 1 } }), plain);
+  const stretched = logits({ ...m.cfg, ropeScaling: { type: "linear", factor: 2 } });
+  const V = m.cfg.vocabSize;
+  // Position 0 has angle 0 whatever the scaling; every later position sees other rotations.
+  assert.deepEqual(stretched.subarray(0, V), plain.subarray(0, V));
+  assert.notDeepEqual(stretched.subarray(V), plain.subarray(V));
+});

@@ -4,6 +4,7 @@
  * arrays live in one `Arena`'s memory, and a plain loop otherwise; everything else is plain TypeScript.
  */
 import { MATMUL_WASM_BASE64 } from "./_matmul_wasm.ts";
+import type { RopeScaling } from "./config.ts";
 
 type MatmulFn = (out: number, x: number, w: number, T: number, n: number, d: number) => void;
 interface WasmKernels {
@@ -89,12 +90,39 @@ export function rmsnorm(out: Float32Array, x: Float32Array, w: Float32Array, T: 
   }
 }
 
-/** cos and sin tables (T, headDim / 2) for RoPE: angle = position * theta^(-2i / headDim), in float32 like HF. */
-export function ropeTables(T: number, headDim: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+/**
+ * RoPE's inverse frequencies theta^(-2i / headDim), i < headDim / 2, with `scaling` applied, each step rounded to
+ * float32 as transformers computes them in float32 tensors.
+ */
+export function ropeInvFreq(headDim: number, theta: number, scaling?: RopeScaling): Float32Array {
+  const f = Math.fround;
+  const inv = new Float32Array(headDim / 2).map((_, i) => f(1 / f(theta ** ((2 * i) / headDim))));
+  if (scaling?.type === "linear") return inv.map((x) => f(x / f(scaling.factor)));
+  if (scaling?.type !== "llama3") return inv;
+  const { lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: orig } = scaling;
+  const factor = f(scaling.factor), lowWavelen = f(orig / low), highWavelen = f(orig / high);
+  return inv.map((x) => {
+    const wavelen = f(f(2 * Math.PI) / x);
+    if (wavelen < highWavelen) return x; // high frequencies: as trained
+    if (wavelen > lowWavelen) return f(x / factor); // low frequencies: stretched by the factor
+    // Between the two: blended, from x / factor at the low edge to x at the high edge.
+    const smooth = f(f(f(orig / wavelen) - f(low)) / f(high - low));
+    return f(f(f(f(1 - smooth) * x) / factor) + f(smooth * x));
+  });
+}
+
+/** cos and sin tables (T, headDim / 2) for RoPE: angle = position * inverse frequency, in float32 like HF. */
+export function ropeTables(
+  T: number,
+  headDim: number,
+  theta: number,
+  scaling?: RopeScaling,
+): { cos: Float32Array; sin: Float32Array } {
   const half = headDim / 2;
   const cos = new Float32Array(T * half), sin = new Float32Array(T * half);
+  const inv = ropeInvFreq(headDim, theta, scaling);
   for (let i = 0; i < half; i++) {
-    const invFreq = Math.fround(1 / Math.fround(theta ** ((2 * i) / headDim)));
+    const invFreq = inv[i]!;
     for (let t = 0; t < T; t++) {
       const a = Math.fround(t * invFreq);
       cos[t * half + i] = Math.cos(a);

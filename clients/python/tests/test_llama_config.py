@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import pytest
 
-from conftest import MODEL_DIR
+from conftest import MODEL_DIR, REPO
 from zprune_client.llama_config import LlamaConfig
 
 BASE: Dict[str, Any] = {
@@ -27,10 +27,8 @@ REFUSED = [
     ({"hidden_act": "relu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
     ({"mlp_bias": True}, "mlp_bias"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_type 'llama3'"),
-    ({"rope_scaling": {"type": "linear", "factor": 4.0}}, "rope_type 'linear'"),
     ({"rope_scaling": {"factor": 2.0}}, "rope_type"),
-    ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn"}}, "rope_type 'yarn'"),
+    ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn"}}, "rope_type yarn"),
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
     ({"rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.25}}, "partial_rotary_factor 0.25"),
     ({"model_type": "granite", "embedding_multiplier": 12.0}, "model_type 'granite'"),
@@ -110,3 +108,60 @@ def test_load_llama_ties_a_stored_lm_head_to_the_embedding_as_transformers_does(
     model = load_llama(tmp_path)
     assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
     assert not torch.equal(model.lm_head.weight, load_llama(MODEL_DIR).lm_head.weight)
+
+
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+SCALING_REFUSED = [
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs low_freq_factor"),
+    ({"rope_scaling": {**LLAMA3, "high_freq_factor": 1.0}}, "high_freq_factor, over low_freq_factor"),
+    ({"rope_scaling": {**LLAMA3, "original_max_position_embeddings": 8192.5}}, "original_max_position_embeddings"),
+    ({"rope_scaling": {"type": "linear"}}, "needs factor"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "dynamic is not supported"),
+    ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "longrope"}}, "longrope"),
+]
+
+
+@pytest.mark.parametrize("extra,message", SCALING_REFUSED)
+def test_from_dict_refuses_rope_scaling_it_cannot_run(extra: Dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LlamaConfig.from_dict({**BASE, **extra})
+
+
+def test_from_dict_reads_llama3_and_linear_scaling_from_either_place() -> None:
+    want = {
+        "type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    assert LlamaConfig.from_dict({**BASE, "rope_theta": 5e5, "rope_scaling": LLAMA3}).rope_scaling == want
+    newer = LlamaConfig.from_dict({**BASE, "rope_parameters": {"rope_theta": 5e5, **LLAMA3}})
+    assert (newer.rope_scaling, newer.rope_theta) == (want, 5e5)
+    linear = LlamaConfig.from_dict({**BASE, "rope_scaling": {"type": "linear", "factor": 2}})
+    assert linear.rope_scaling == {"type": "linear", "factor": 2.0}
+
+
+def test_rope_inv_freq_matches_transformers_snapshot() -> None:
+    """Against transformers' own numbers (tests/fixtures/rope_inv_freq.json names the source), as model/ops_test.ts."""
+    pytest.importorskip("torch")
+    from zprune_client.llama import rope_inv_freq
+
+    snap = json.loads((REPO / "tests" / "fixtures" / "rope_inv_freq.json").read_text())
+    cfg = {**BASE, "hidden_size": 4096, "num_attention_heads": 32, "rope_theta": snap["config"]["rope_theta"]}
+    cases = (({}, snap["default"]), ({"rope_scaling": snap["llama3"]["rope_scaling"]}, snap["llama3"]["inv_freq"]))
+    for extra, printed in cases:
+        got = rope_inv_freq(LlamaConfig.from_dict({**cfg, **extra})).tolist()
+        assert len(got) == len(printed)
+        for i, (g, p) in enumerate(zip(got, printed)):
+            assert abs(g - p) <= 5e-5 * p, (extra, i, g, p)
+    # linear divides every frequency by its factor
+    plain = rope_inv_freq(LlamaConfig.from_dict(cfg))
+    linear = rope_inv_freq(LlamaConfig.from_dict({**cfg, "rope_scaling": {"type": "linear", "factor": 4.0}}))
+    assert linear.tolist() == (plain / 4).tolist()

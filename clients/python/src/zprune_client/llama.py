@@ -2,10 +2,10 @@
 
 transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the safetensors shards itself and builds
 a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
-q_proj`` ...), so ``prune_model`` treats both alike. It implements what the bundled ``zp-llama-9m`` uses: RMSNorm,
-RoPE in the ``rotate_half`` convention (default rope type), grouped-query attention, SiLU gated MLP, untied or tied
-``lm_head``; ``load_llama`` refuses a config that asks for anything else (another model type, RoPE type or activation,
-biases; see ``llama_config``).
+q_proj`` ...), so ``prune_model`` treats both alike. It implements LLaMA and Mistral: RMSNorm, RoPE in the
+``rotate_half`` convention (default frequencies, or Llama 3.1's ``llama3`` or ``linear`` scaling), grouped-query
+attention, SiLU gated MLP, untied or tied ``lm_head``; ``load_llama`` refuses a config that asks for anything else
+(another model type, RoPE type or activation, biases; see ``llama_config``).
 Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
 
 Requires torch; the rest of ``zprune_client`` does not.
@@ -34,6 +34,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "LlamaConfig",
+    "rope_inv_freq",
     "LlamaForCausalLM",
     "load_safetensors",
     "load_llama",
@@ -155,6 +156,31 @@ class LlamaDecoderLayer(nn.Module):
         return x + mlp_out
 
 
+def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
+    """RoPE's float32 inverse frequencies ``[head_dim / 2]`` with the config's scaling, as transformers computes them.
+
+    ``linear`` divides them all by ``factor``; ``llama3`` divides the low frequencies (wavelength over
+    ``original_max_position_embeddings / low_freq_factor``) by ``factor``, keeps the high ones (under ``... /
+    high_freq_factor``) and blends those between.
+    """
+    hd = cfg.head_dim
+    inv_freq: torch.Tensor = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    factor = float(s["factor"])
+    if s["type"] == "linear":
+        return inv_freq / factor
+    low, high = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+    orig = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > orig / low, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    between = ~(wavelen < orig / high) & ~(wavelen > orig / low)
+    return torch.where(between, blended, scaled)
+
+
 class LlamaModel(nn.Module):
     """Embeddings, decoder blocks and the final norm (transformers' ``LlamaModel``)."""
 
@@ -166,10 +192,8 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def rope(self, t: int, device: torch.device, dtype: torch.dtype) -> "tuple[torch.Tensor, torch.Tensor]":
-        """cos and sin tables ``[t, head_dim]`` for positions 0..t-1 (HF default RoPE, computed in float32)."""
-        hd = self.cfg.head_dim
-        inv_freq = 1.0 / (self.cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float().to(device) / hd))
-        freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv_freq)
+        """cos and sin tables ``[t, head_dim]`` for positions 0..t-1 (HF's RoPE, computed in float32)."""
+        freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), rope_inv_freq(self.cfg).to(device))
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 

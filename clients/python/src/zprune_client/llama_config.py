@@ -6,6 +6,7 @@ wherever the client is installed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -29,6 +30,44 @@ def _positive_int(cfg: Dict[str, Any], key: str, fallback: Optional[int] = None)
     return value
 
 
+def _rope_scaling(rope_type: Any, fields: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The RoPE scaling ``rope_type`` asks for, read from ``fields`` (see model/config.ts parseRopeScaling)."""
+    if rope_type in (None, "default"):
+        return None
+
+    def number(key: str, ok: Any, what: str) -> float:
+        value = fields.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ValueError(f"config.json: rope_type {rope_type} needs {key}, {what}; got {value!r}")
+        return float(value)
+
+    def positive(v: float) -> bool:
+        return math.isfinite(v) and v > 0
+
+    if rope_type == "linear":
+        return {"type": "linear", "factor": number("factor", positive, "a positive number")}
+    if rope_type == "llama3":
+        low = number("low_freq_factor", positive, "a positive number")
+        return {
+            "type": "llama3",
+            "factor": number("factor", positive, "a positive number"),
+            "low_freq_factor": low,
+            # Equal factors would leave no band to blend across (and divide by zero in it).
+            "high_freq_factor": number(
+                "high_freq_factor", lambda v: math.isfinite(v) and v > low, "over low_freq_factor"
+            ),
+            "original_max_position_embeddings": int(
+                number(
+                    "original_max_position_embeddings",
+                    lambda v: float(v).is_integer() and v > 0,
+                    "a positive integer",
+                )
+            ),
+        }
+    # dynamic (its frequencies depend on the longest window seen so far), yarn and longrope (attention scaling).
+    raise ValueError(f"config.json: rope_type {rope_type} is not supported (default, linear and llama3 only)")
+
+
 @dataclass
 class LlamaConfig:
     """The fields of a transformers ``config.json`` this implementation uses."""
@@ -45,15 +84,18 @@ class LlamaConfig:
     tie_word_embeddings: bool
     #: Mistral's attention window; the forward pass refuses longer windows (it attends to whole windows).
     sliding_window: Optional[int] = None
+    #: RoPE frequency scaling: ``{"type": "linear", "factor"}`` or ``{"type": "llama3", "factor",
+    #: "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``; None for the default RoPE.
+    rope_scaling: Optional[Dict[str, Any]] = None
 
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
         """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000.
 
         Raises ``ValueError`` for what this model does not implement (as model/config.ts does): another
-        ``model_type``, quantized weights, RoPE scaling or partial RoPE, an activation other than SiLU, biased
-        linear layers. Their weights would load all the same (biases aside), and the model would run, silently
-        different from the checkpoint's.
+        ``model_type``, quantized weights, RoPE scaling other than ``linear`` and ``llama3``, partial RoPE, an
+        activation other than SiLU, biased linear layers. Their weights would load all the same (biases aside), and
+        the model would run, silently different from the checkpoint's.
         """
         # null counts as absent throughout, as in model/config.ts.
         model_type = cfg.get("model_type")
@@ -71,8 +113,9 @@ class LlamaConfig:
             # An object without a type still asks for scaling (its factor); anything but an object is not a config.
             named = [scaling.get("rope_type"), scaling.get("type")] if isinstance(scaling, dict) else []
             rope_type = next((t for t in named if t is not None), "(none)")
-        if rope_type not in (None, "default"):
-            raise ValueError(f"config.json: rope_type {rope_type!r} is not supported (only the default RoPE)")
+        # Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling.
+        fields = params if params.get("rope_type") is not None else scaling if isinstance(scaling, dict) else {}
+        rope_scaling = _rope_scaling(rope_type, fields)
         partial = params.get("partial_rotary_factor")
         if partial is None:
             partial = cfg.get("partial_rotary_factor")
@@ -116,6 +159,7 @@ class LlamaConfig:
             rope_theta=float(theta),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             sliding_window=window,
+            rope_scaling=rope_scaling,
         )
 
     def check_window(self, tokens: int) -> None:
