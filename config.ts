@@ -72,6 +72,29 @@ function token(env: Env): string {
   return t;
 }
 
+/**
+ * ZPRUNE_CORS_ORIGINS: `*`, or origins as browsers send them (`scheme://host[:port]`, no path or trailing slash). A
+ * browser's Origin header never equals anything else, so a mistyped entry would silently allow nobody.
+ */
+function corsOrigins(env: Env): string {
+  const raw = (env("ZPRUNE_CORS_ORIGINS") ?? "").trim();
+  if (raw === "" || raw === "*") return raw;
+  const origins = raw.split(",").map((o) => o.trim()).filter(Boolean);
+  for (const o of origins) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(o).origin;
+    } catch { /* not a URL: refused below */ }
+    if (origin !== o) {
+      throw new RangeError(
+        `ZPRUNE_CORS_ORIGINS must be * or a comma-separated list of origins such as https://nb.example:8888, ` +
+          `got "${raw}": "${o}" is not one` + (origin && origin !== "null" ? ` (did you mean ${origin}?)` : ""),
+      );
+    }
+  }
+  return origins.join(",");
+}
+
 /** The value of variable `name`, one of `choices`, or `fallback` when it is unset or blank. */
 function oneOf<T extends string>(env: Env, name: string, choices: readonly T[], fallback: T): T {
   const raw = env(name)?.trim();
@@ -99,7 +122,7 @@ export function loadConfig(env: Env): ServerConfig {
     memoryBudgetBytes: int(env, "ZPRUNE_MEMORY_BUDGET_BYTES", DEFAULT_CONFIG.memoryBudgetBytes, 1),
     // Timers take at most 2^31 - 1 ms; a longer one fires at once (and every request would miss its deadline).
     deadlineMs: int(env, "ZPRUNE_DEADLINE_MS", DEFAULT_CONFIG.deadlineMs, 0, 2 ** 31 - 1),
-    corsOrigins: env("ZPRUNE_CORS_ORIGINS") ?? "",
+    corsOrigins: corsOrigins(env),
     // Only 0 and 1: "false" or "off" once left logging on without a word.
     log: oneOf(env, "ZPRUNE_LOG", ["0", "1"] as const, DEFAULT_CONFIG.log ? "1" : "0") === "1",
   };

@@ -57,6 +57,11 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
     ["ZPRUNE_LOG", "false"], // anything but 0 once meant on
     ["ZPRUNE_LOG", "off"],
     ["ZPRUNE_BACKEND", "CPU"],
+    // A browser's Origin is scheme://host[:port]: none of these could ever match one, so nobody would be allowed.
+    ["ZPRUNE_CORS_ORIGINS", "not a url"],
+    ["ZPRUNE_CORS_ORIGINS", "https://nb.example/"],
+    ["ZPRUNE_CORS_ORIGINS", "https://nb.example, nb.example:8888"],
+    ["ZPRUNE_CORS_ORIGINS", "https://nb.example:443"],
   ];
   for (const [name, value] of bad) {
     assert.throws(
@@ -91,7 +96,9 @@ Deno.test("README.md's table of variables matches what loadConfig() reads and de
   for (const [name, shown] of rows) {
     const field = FIELDS[name]!;
     // Setting the variable to a valid non-default value changes exactly its field.
-    const probe = name === "ZPRUNE_BACKEND" ? "cpu" : name === "ZPRUNE_LOG" ? "0" : name === "HOST" ? "::1" : "7";
+    const probe = { ZPRUNE_BACKEND: "cpu", ZPRUNE_LOG: "0", HOST: "::1", ZPRUNE_CORS_ORIGINS: "https://a.example" }[
+      name
+    ] ?? "7";
     const set = loadConfig(from({ [name]: probe }));
     assert.deepEqual({ ...set, [field]: defaults[field] }, defaults, `${name} sets only ${field}`);
     assert.notEqual(set[field], defaults[field], `${name} is read`);
@@ -100,6 +107,13 @@ Deno.test("README.md's table of variables matches what loadConfig() reads and de
     const actual = field === "log" ? (defaults.log ? "1" : "0") : String(defaults[field]);
     assert.equal(literal, actual, `${name}'s default in README.md`);
   }
+});
+
+Deno.test("loadConfig() takes * or origins as browsers send them for ZPRUNE_CORS_ORIGINS", () => {
+  const cors = (v: string) => loadConfig(from({ ZPRUNE_CORS_ORIGINS: v })).corsOrigins;
+  assert.equal(cors(" * "), "*");
+  assert.equal(cors("https://nb.example, http://127.0.0.1:8888,"), "https://nb.example,http://127.0.0.1:8888");
+  assert.throws(() => cors("https://nb.example/lab"), /did you mean https:\/\/nb\.example\?/);
 });
 
 Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens read as their content", () => {

@@ -19,10 +19,25 @@ import {
 import { DEFAULTS } from "../cli/prune.ts";
 import { startLocalServer } from "../cli/_local_server.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: { runs: { type: "string" }, workers: { type: "string" } },
-});
+const USAGE = `usage: deno task bench:e2e [--runs N] [--workers N]
+  --runs N      best of N runs of every stage (default 1)
+  --workers N   forward-pass workers (default: one per core, at most 8)`;
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    options: { runs: { type: "string" }, workers: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
+} catch (e) {
+  console.error(`bench:e2e: ${e instanceof Error ? e.message : e}\n${USAGE}`);
+  Deno.exit(2);
+}
+const { values: v } = parsed;
+if (v.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 const runs = Number(v.runs ?? 1);
 const T = DEFAULTS.seqlen, N = DEFAULTS.evalWindows;
 const testIds = await readU16(DEFAULTS.evalIds);

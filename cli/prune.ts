@@ -127,6 +127,15 @@ async function probeServer(client: ZpruneClient): Promise<void> {
   }
 }
 
+/** `read()`'s result; its failure names the flag and file it came from (a missing file, a bad JSONL line). */
+async function fromFlag<T>(flag: string, file: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (e) {
+    throw new Error(`${flag} ${file}: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
+}
+
 /** The run's calibration windows, concatenated, and a description of their source for the report. */
 async function calibrationWindows(
   args: PruneArgs,
@@ -134,15 +143,18 @@ async function calibrationWindows(
 ): Promise<{ tokens: TokenArray; windows: number; source: string }> {
   const src = args.calibration, T = args.seqlen;
   if (src.kind === "windows") {
-    const starts = await readI64(src.starts);
+    const starts = await fromFlag("--calib-starts", src.starts, () => readI64(src.starts));
     return {
-      tokens: gatherWindows(await readU16(src.ids), starts, T),
+      tokens: gatherWindows(await fromFlag("--calib-ids", src.ids, () => readU16(src.ids)), starts, T),
       windows: starts.length,
       source: `${src.ids} at ${src.starts}`,
     };
   }
-  const tok = await tokenizer(), text = await Deno.readTextFile(src.file);
-  const ids = src.kind === "text" ? tokenizeCorpus(tok, text) : tokenizeConversations(tok, text);
+  const tok = await tokenizer();
+  const ids = await fromFlag(`--calib-${src.kind}`, src.file, async () => {
+    const text = await Deno.readTextFile(src.file);
+    return src.kind === "text" ? tokenizeCorpus(tok, text) : tokenizeConversations(tok, text);
+  });
   return {
     tokens: gatherWindows(ids, randomStarts(ids.length, src.nsamples, T, src.seed), T),
     windows: src.nsamples,
@@ -171,9 +183,14 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   let tok: ReturnType<typeof loadTokenizer> | undefined;
   const tokenizer = () => tok ??= loadTokenizer(args.model);
   const calib = await calibrationWindows(args, tokenizer);
-  const evalIds: TokenArray = args.evaluation.kind === "text"
-    ? tokenizeCorpus(await tokenizer(), await Deno.readTextFile(args.evaluation.file))
-    : await readU16(args.evaluation.file);
+  const { kind: evalKind, file: evalFile } = args.evaluation;
+  const evalIds: TokenArray = evalKind === "text"
+    ? await fromFlag(
+      "--eval-text",
+      evalFile,
+      async () => tokenizeCorpus(await tokenizer(), await Deno.readTextFile(evalFile)),
+    )
+    : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);

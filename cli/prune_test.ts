@@ -171,3 +171,20 @@ Deno.test("main() fails fast when --server refuses the token, before reading the
     await backend.close();
   }
 });
+
+Deno.test("main() names the flag and file of data it cannot read, and the line of a bad conversation", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+    const model = ["--model", bundled, "--skip-dense", "--eval-windows", "1", "--seqlen", "16"];
+    await refuses([...model, "--calib-text", `${dir}/none.txt`], /^--calib-text .*none\.txt: /, /No such file/);
+    await refuses([...model, "--eval-ids", `${dir}/none.u16`], /^--eval-ids .*none\.u16: /);
+    await Deno.writeTextFile(
+      `${dir}/chat.jsonl`,
+      '{"messages": [{"role": "user", "content": "hi"}]}\n\n{"turns": []}\n',
+    );
+    await refuses([...model, "--calib-jsonl", `${dir}/chat.jsonl`], /^--calib-jsonl .*chat\.jsonl: line 3: expected/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

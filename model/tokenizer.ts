@@ -90,7 +90,12 @@ export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32
   const parts: number[][] = [];
   for (const [i, line] of jsonl.split("\n").entries()) {
     if (!line.trim()) continue;
-    const messages = parseConversation(line);
+    let messages: ChatMessage[];
+    try {
+      messages = parseConversation(line);
+    } catch (e) {
+      throw new TypeError(`line ${i + 1}: ${e instanceof Error ? e.message : e}`, { cause: e });
+    }
     if (template) {
       let text: string;
       try {

@@ -19,16 +19,34 @@ import {
 import { DEFAULTS } from "../cli/prune.ts";
 import { startLocalServer } from "../cli/_local_server.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    server: { type: "string" },
-    token: { type: "string" },
-    quick: { type: "boolean" },
-    json: { type: "string" },
-    only: { type: "string" },
-  },
-});
+const USAGE = `usage: deno task reproduce [--quick] [--only KEY[,KEY]] [--json FILE] [--server URL [--token T]]
+  --quick            only the first 64 test windows (skips dense and zpruner/layer on the whole test set)
+  --only KEY[,KEY]   only these entries of reference.json: dense, or method/pattern such as zpruner/2:4
+  --json FILE        also write the figures as JSON
+  --server URL       prune through a running server instead of an in-process one (--token, or $ZPRUNE_TOKEN)`;
+
+let parsed;
+try {
+  parsed = parseArgs({
+    args: Deno.args,
+    options: {
+      server: { type: "string" },
+      token: { type: "string" },
+      quick: { type: "boolean" },
+      json: { type: "string" },
+      only: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+} catch (e) {
+  console.error(`reproduce: ${e instanceof Error ? e.message : e}\n${USAGE}`);
+  Deno.exit(2);
+}
+const { values: v } = parsed;
+if (v.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 const refPath = `${DEFAULTS.model}/reference.json`;
 const ref = JSON.parse(await Deno.readTextFile(refPath)) as {
   seq: number;
