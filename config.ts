@@ -73,24 +73,32 @@ function token(env: Env): string {
 }
 
 /**
- * ZPRUNE_CORS_ORIGINS: `*`, or origins as browsers send them (`scheme://host[:port]`, no path or trailing slash). A
- * browser's Origin header never equals anything else, so a mistyped entry would silently allow nobody.
+ * ZPRUNE_CORS_ORIGINS: `*`, or origins as browsers send them in the Origin header, `scheme://host[:port]` with no path,
+ * trailing slash or wildcard. CORS compares the header with each entry exactly, so an entry in any other form (a path,
+ * an uppercase host, a default port, `*.example.com`) would silently allow nobody: refused, with the form a browser
+ * sends where there is one. `null` (sandboxed frames, files) is refused too: any page can send it.
  */
 function corsOrigins(env: Env): string {
   const raw = (env("ZPRUNE_CORS_ORIGINS") ?? "").trim();
-  if (raw === "" || raw === "*") return raw;
   const origins = raw.split(",").map((o) => o.trim()).filter(Boolean);
+  if (origins.includes("*")) return "*";
   for (const o of origins) {
-    let origin: string | undefined;
-    try {
-      origin = new URL(o).origin;
-    } catch { /* not a URL: refused below */ }
-    if (origin !== o) {
+    const refuse = (why: string) => {
       throw new RangeError(
         `ZPRUNE_CORS_ORIGINS must be * or a comma-separated list of origins such as https://nb.example:8888, ` +
-          `got "${raw}": "${o}" is not one` + (origin && origin !== "null" ? ` (did you mean ${origin}?)` : ""),
+          `got "${raw}": "${o}" ${why}`,
       );
+    };
+    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#*\s]+$/.test(o)) refuse("is not scheme://host[:port]");
+    let url: URL | undefined;
+    try {
+      url = new URL(o);
+    } catch {
+      refuse("is not a URL");
     }
+    // http(s) origins are normalised by browsers (lowercase, punycode, no default port); extension and app schemes
+    // (chrome-extension://id, vscode-webview://id) have an opaque origin and are sent as written.
+    if (url!.origin !== "null" && url!.origin !== o) refuse(`is sent by browsers as ${url!.origin}`);
   }
   return origins.join(",");
 }

@@ -62,6 +62,8 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
     ["ZPRUNE_CORS_ORIGINS", "https://nb.example/"],
     ["ZPRUNE_CORS_ORIGINS", "https://nb.example, nb.example:8888"],
     ["ZPRUNE_CORS_ORIGINS", "https://nb.example:443"],
+    ["ZPRUNE_CORS_ORIGINS", "http://*.nb.example"],
+    ["ZPRUNE_CORS_ORIGINS", "null"],
   ];
   for (const [name, value] of bad) {
     assert.throws(
@@ -113,7 +115,12 @@ Deno.test("loadConfig() takes * or origins as browsers send them for ZPRUNE_CORS
   const cors = (v: string) => loadConfig(from({ ZPRUNE_CORS_ORIGINS: v })).corsOrigins;
   assert.equal(cors(" * "), "*");
   assert.equal(cors("https://nb.example, http://127.0.0.1:8888,"), "https://nb.example,http://127.0.0.1:8888");
-  assert.throws(() => cors("https://nb.example/lab"), /did you mean https:\/\/nb\.example\?/);
+  assert.equal(cors("https://nb.example,*"), "*"); // a wildcard anywhere allows every origin, as it did
+  // Extension and app origins are opaque to URL, and browsers send them as written.
+  assert.equal(cors("chrome-extension://abcdef, vscode-webview://x1"), "chrome-extension://abcdef,vscode-webview://x1");
+  assert.equal(cors("http://[::1]:8888"), "http://[::1]:8888");
+  assert.throws(() => cors("https://NB.example"), /sent by browsers as https:\/\/nb\.example$/);
+  assert.throws(() => cors("https://nb.example/lab"), /is not scheme:\/\/host\[:port\]/);
 });
 
 Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens read as their content", () => {

@@ -38,7 +38,16 @@ if (v.help) {
   console.log(USAGE);
   Deno.exit(0);
 }
-const runs = Number(v.runs ?? 1);
+/** A flag's value as a whole number of at least 1, or exit with the usage. */
+function count(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < 1) {
+    console.error(`bench:e2e: --${flag} must be a whole number of at least 1, got "${value}"\n${USAGE}`);
+    Deno.exit(2);
+  }
+  return Number(value);
+}
+const runs = count("runs", v.runs, 1);
 const T = DEFAULTS.seqlen, N = DEFAULTS.evalWindows;
 const testIds = await readU16(DEFAULTS.evalIds);
 const starts = await readI64(DEFAULTS.calibStarts);
@@ -66,7 +75,7 @@ try {
     const pool = await ForwardPool.create(m.cfg, m.weights, {
       seqLen: T,
       calibWindows: starts.length,
-      workers: v.workers ? Number(v.workers) : undefined,
+      workers: v.workers === undefined ? undefined : count("workers", v.workers, 1),
     });
     workers = pool.size;
     keep("start workers", performance.now() - t);

@@ -184,12 +184,10 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const tokenizer = () => tok ??= loadTokenizer(args.model);
   const calib = await calibrationWindows(args, tokenizer);
   const { kind: evalKind, file: evalFile } = args.evaluation;
-  const evalIds: TokenArray = evalKind === "text"
-    ? await fromFlag(
-      "--eval-text",
-      evalFile,
-      async () => tokenizeCorpus(await tokenizer(), await Deno.readTextFile(evalFile)),
-    )
+  // The tokenizer first, outside fromFlag: a broken tokenizer.json is the model's fault, not the text's.
+  const evalTok = evalKind === "text" ? await tokenizer() : undefined;
+  const evalIds: TokenArray = evalTok
+    ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
     : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {

@@ -184,6 +184,15 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
       '{"messages": [{"role": "user", "content": "hi"}]}\n\n{"turns": []}\n',
     );
     await refuses([...model, "--calib-jsonl", `${dir}/chat.jsonl`], /^--calib-jsonl .*chat\.jsonl: line 3: expected/);
+    // A broken tokenizer.json is the model's fault: named as such, not blamed on the text being tokenized.
+    const broken = `${dir}/model`;
+    await Deno.mkdir(broken);
+    for await (const e of Deno.readDir(bundled)) await Deno.symlink(`${bundled}/${e.name}`, `${broken}/${e.name}`);
+    await Deno.remove(`${broken}/tokenizer.json`);
+    await Deno.writeTextFile(`${broken}/tokenizer.json`, "{oops");
+    await Deno.writeTextFile(`${dir}/eval.txt`, "some text\n");
+    const evalText = ["--model", broken, "--skip-dense", "--eval-text", `${dir}/eval.txt`, "--seqlen", "16"];
+    await refuses(evalText, /^\/.*\/model\/tokenizer\.json: /);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

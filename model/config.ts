@@ -146,7 +146,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type ??
     (scaling === undefined ? undefined : "(none)");
   // Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling.
-  const ropeScaling = parseRopeScaling(ropeType, ropeParams?.rope_type !== undefined ? ropeParams : scaling);
+  const ropeScaling = parseRopeScaling(ropeType, ropeParams?.rope_type != null ? ropeParams : scaling);
   // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);

@@ -85,6 +85,9 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
   const llama3 = { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
   assert.deepEqual(parseConfig({ ...BASE, rope_theta: 5e5, rope_scaling: LLAMA3 }).ropeScaling, llama3);
   assert.deepEqual(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5, ...LLAMA3 } }).ropeScaling, llama3);
+  // A null rope_type in rope_parameters is absent: the type and its fields come from rope_scaling (as in Python).
+  const nullType = { ...BASE, rope_parameters: { rope_type: null, rope_theta: 5e5 }, rope_scaling: LLAMA3 };
+  assert.deepEqual(parseConfig(nullType).ropeScaling, llama3);
   assert.deepEqual(parseConfig({ ...BASE, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling, {
     type: "linear",
     factor: 2,

@@ -20,7 +20,14 @@ export interface ModelTokenizer {
 
 /** Reads `tokenizer.json` and `tokenizer_config.json` of a checkpoint directory. */
 export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
-  const json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+  } catch (e) {
+    // Deno's NotFound names the path already; a JSON error does not.
+    if (e instanceof SyntaxError) throw new SyntaxError(`${dir}/tokenizer.json: ${e.message}`, { cause: e });
+    throw e;
+  }
   let config: Record<string, unknown> = {};
   try {
     config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));

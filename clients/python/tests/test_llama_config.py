@@ -1,6 +1,7 @@
 """``zprune_client.llama_config`` refuses configs the LLaMA forward pass cannot run faithfully, as model/config.ts
-does: another model type, RoPE scaling or partial RoPE, an activation other than SiLU, biased linear layers. Running
-them anyway would give a silently different model. The config checks need no torch; ``load_llama`` does."""
+does: another model type, RoPE scaling other than llama3 and linear, partial RoPE, an activation other than SiLU,
+biased linear layers. Running them anyway would give a silently different model. The config checks need no torch;
+``load_llama`` and the RoPE frequencies do."""
 
 from __future__ import annotations
 
@@ -144,6 +145,8 @@ def test_from_dict_reads_llama3_and_linear_scaling_from_either_place() -> None:
     assert LlamaConfig.from_dict({**BASE, "rope_theta": 5e5, "rope_scaling": LLAMA3}).rope_scaling == want
     newer = LlamaConfig.from_dict({**BASE, "rope_parameters": {"rope_theta": 5e5, **LLAMA3}})
     assert (newer.rope_scaling, newer.rope_theta) == (want, 5e5)
+    null_type = {**BASE, "rope_parameters": {"rope_type": None, "rope_theta": 5e5}, "rope_scaling": LLAMA3}
+    assert LlamaConfig.from_dict(null_type).rope_scaling == want
     linear = LlamaConfig.from_dict({**BASE, "rope_scaling": {"type": "linear", "factor": 2}})
     assert linear.rope_scaling == {"type": "linear", "factor": 2.0}
 
