@@ -168,3 +168,20 @@ def test_rope_inv_freq_matches_transformers_snapshot() -> None:
     plain = rope_inv_freq(LlamaConfig.from_dict(cfg))
     linear = rope_inv_freq(LlamaConfig.from_dict({**cfg, "rope_scaling": {"type": "linear", "factor": 4.0}}))
     assert linear.tolist() == (plain / 4).tolist()
+
+
+def test_forward_applies_the_configs_rope_scaling() -> None:
+    """linear x1 changes nothing, x2 changes every position but the first (angle 0), as model/llama_test.ts checks."""
+    torch = pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    model = load_llama(MODEL_DIR)
+    ids = torch.tensor([[(i * 97 + 5) % model.config.vocab_size for i in range(32)]])
+    with torch.no_grad():
+        plain = model(ids)
+        model.config.rope_scaling = {"type": "linear", "factor": 1.0}
+        assert torch.equal(model(ids), plain)
+        model.config.rope_scaling = {"type": "linear", "factor": 2.0}
+        stretched = model(ids)
+    assert torch.equal(stretched[:, 0], plain[:, 0])
+    assert not torch.equal(stretched[:, 1:], plain[:, 1:])
