@@ -1,7 +1,7 @@
 /**
  * The runtime seam's drain, in process under Deno: requests in flight when it starts (an upload included) are
  * served to the end while new ones get the refusal, and the drain gives up after its limit. main.ts's signals and
- * exit codes are tested with a real process in tests/listener_test.ts.
+ * exit codes are tested with a real process in tests/main_process_test.ts.
  */
 import assert from "node:assert/strict";
 import { listen } from "./host.ts";

@@ -1,5 +1,11 @@
-/** Test helpers: a real listener on a free loopback port serving `createApp`, and the golden fixtures. */
+/**
+ * Test helpers: a real listener on a free loopback port serving `createApp`, the golden fixtures, and small helpers
+ * the listener tests share (random layers, raw writes, mask and metrics reads).
+ */
+import assert from "node:assert/strict";
+import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
+import { rng } from "./_random.ts";
 import { type AppDeps, createApp } from "../routes/app.ts";
 import type { Backend } from "../prune/backend.ts";
 
@@ -94,4 +100,48 @@ export function withPrune(inner: Backend, prune: Backend["prune"]): Backend {
     prune,
     close: () => inner.close(),
   };
+}
+
+/** A random f32 layer with activations, as a request layer. */
+export function f32Layer(name: string, rows: number, cols: number, seed: number) {
+  const rand = rng(seed);
+  const w = new Float32Array(rows * cols);
+  for (let i = 0; i < w.length; i++) w[i] = (rand() * 2 - 1) * 0.05;
+  const a = new Float32Array(cols);
+  for (let i = 0; i < cols; i++) a[i] = rand() * 10 + 0.01;
+  return {
+    name,
+    weight: { dtype: "f32", shape: [rows, cols], data: new Uint8Array(w.buffer) },
+    actNormSq: { dtype: "f32", shape: [cols], data: new Uint8Array(a.buffer) },
+  };
+}
+
+/** The number of set bits among the first `n` of a packed mask. */
+export function popcount(mask: Uint8Array, n: number): number {
+  let c = 0;
+  for (let i = 0; i < n; i++) c += (mask[i >> 3]! >> (i & 7)) & 1;
+  return c;
+}
+
+/** Posts golden case `name` to `url` and asserts its answer is exactly the golden mask. */
+export async function assertGoldenExact(url: string, name = "zpruner-layer-f16"): Promise<void> {
+  const g = goldenCase(name);
+  const res = await postPrune(url, g.request);
+  assert.equal(res.status, 200, name);
+  const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+  assert.equal(body.layers[0]!.name, g.expected.name);
+  assert.deepEqual(goldenProblems(body.layers[0]!.mask, g.expected), [], name);
+}
+
+/** Writes all of `bytes` to a raw connection. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
+}
+
+/** The value of an unlabelled gauge in Prometheus text. */
+export async function gauge(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+  assert.ok(m, `${name} in /metrics`);
+  return Number(m[1]);
 }
