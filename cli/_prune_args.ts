@@ -90,10 +90,10 @@ export interface PruneArgs {
   workers?: number;
 }
 
-/** The integer `raw` of `--name`, or `fallback` when absent; a RangeError naming the flag unless min <= n <= max. */
 /** The most forward-pass workers --workers may ask for: each holds a copy of the activations it computes. */
 const MAX_WORKERS = 64;
 
+/** The integer `raw` of `--name`, or `fallback` when absent; a RangeError naming the flag unless min <= n <= max. */
 function intFlag(name: string, raw: string | undefined, fallback: number, min: number, max?: number): number {
   if (raw === undefined) return fallback;
   // Decimal digits only, as for the server's environment (config.ts): Number() also takes "0x10" or "1e1".

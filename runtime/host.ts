@@ -163,7 +163,7 @@ function untilWritten(res: Response, finish: () => void): Response {
 /** Serves `fetch` on host:port. */
 export function listen(fetch: Fetch, opts: { port: number; host: string; maxBodyBytes: number }): Promise<Listening> {
   // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
-  const gate = drainable(fetch, { untilWritten: !!g.Deno });
+  const gate = drainable(fetch, { untilWritten: runtimeName === "deno" });
   const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
     port,
     get inFlight() {
