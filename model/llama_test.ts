@@ -40,7 +40,7 @@ Deno.test("LlamaRunner.maskLinear() zeroes exactly the weights whose mask bits a
   const w = runner.w.layers[2]![LINEAR_FIELD["mlp.up_proj"]];
   const before = Float32Array.from(w);
   // Lowest bit first within each byte; a pattern that differs from byte to byte. (Tail bits past the element count
-  // are covered by client/client_test.ts: maskLinear and applyMask share zeroMasked.)
+  // are covered by client/mod_test.ts: maskLinear and applyMask share zeroMasked.)
   const mask = Uint8Array.from({ length: Math.ceil(w.length / 8) }, (_, b) => (b * 37 + 11) & 0xff);
   runner.maskLinear(2, "mlp.up_proj", mask);
   let zeroed = 0;

@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { createApp } from "../routes/app.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { decodeMsgpack, ZpruneClient, ZpruneError } from "./mod.ts";
+import { decodeMsgpack, ZpruneClient, ZpruneError } from "../client/mod.ts";
 import type { PruneRequestInput } from "../contract/api.ts";
 
-const GOLDEN = new URL("../tests/fixtures/golden/", import.meta.url).pathname;
+const GOLDEN = new URL("./fixtures/golden/", import.meta.url).pathname;
 
 async function withApp(token: string, fn: (url: string) => Promise<void>): Promise<void> {
   const backend = createCpuBackend({ threads: 1 });
