@@ -101,6 +101,26 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
   }
 });
 
+Deno.test("`deno task prune` refuses --out and --report under /proc or /sys with advice, not --allow-all", async () => {
+  // Under the task's own permissions (read from deno.json), Deno refuses these paths with "run again with the
+  // --allow-all flag"; the CLI says to choose another path instead. Tests run with -A, so this needs a child.
+  const task: string = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks.prune;
+  const [, ...taskArgs] = task.split(" ");
+  for (const [flag, path] of [["--out", "/proc/zprune-out"], ["--report", "/sys/zprune.json"]] as const) {
+    const res = await new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs, ...NO_MODEL, flag, path],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const err = new TextDecoder().decode(res.stderr);
+    assert.equal(res.code, 1, err);
+    assert.match(err, new RegExp(`${flag} ${path}: .*system paths.*choose another path`));
+    assert.doesNotMatch(err, /allow-all/);
+  }
+});
+
 /**
  * Runs main(args) in a fresh Deno process that must exit by itself: anything main() leaves open (a server, a
  * worker, a timer) keeps that process alive until `timeoutMs` kills it. Returns what main() did and the exit.
