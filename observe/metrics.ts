@@ -75,7 +75,10 @@ export class Histogram {
 
 /** The server's metrics: its own counters and histograms, plus the gauges and counters its owners register. */
 export class Metrics {
-  readonly requests = new Counter("zprune_requests_total", "HTTP requests by route and status.");
+  readonly requests = new Counter(
+    "zprune_requests_total",
+    'HTTP requests by route ("unmatched" where no route serves the path) and status.',
+  );
   readonly latency = new Histogram(
     "zprune_request_duration_seconds",
     "Request latency by route.",

@@ -157,6 +157,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   );
 
   const app = new Hono<AppEnv>();
+  // API.md's "requests by route and status": a request is counted under its route's path whoever answered it (auth's
+  // 401, the drain's 503, a CORS preflight), so only a path no route serves is "unmatched", which also keeps the
+  // label's values few. Read on first use, once every route below is registered.
+  let routePaths: ReadonlySet<string> | undefined;
+  const routeLabel = (path: string): string => {
+    routePaths ??= new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => r.path));
+    return routePaths.has(path) ? path : "unmatched";
+  };
 
   // Request id, metrics and the one log line per request.
   app.use("*", async function observe(c, next) {
@@ -165,7 +173,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set("requestId", id);
     await next();
     c.header("x-request-id", id);
-    const route = c.get("unmatched") ? "unmatched" : c.req.routePath;
+    const route = routeLabel(c.req.path);
     const seconds = (performance.now() - start) / 1000;
     metrics.requests.inc({ route, status: String(c.res.status) });
     metrics.latency.observe(seconds, { route });
@@ -267,10 +275,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   // Answered, not thrown: Hono runs the not-found handler outside the middleware chain's error handling, so a
   // throw here skipped the request's metrics, log line and request id.
-  app.notFound((c) => {
-    c.set("unmatched", true);
-    return errorResponse(c, new ZpruneError("not_found", "no such route; see GET /openapi.json"));
-  });
+  app.notFound((c) => errorResponse(c, new ZpruneError("not_found", "no such route; see GET /openapi.json")));
 
   app.onError((err, c) => errorResponse(c, err));
 

@@ -8,7 +8,5 @@ export interface AppEnv {
     layers?: number;
     elements?: number;
     timings?: Timings;
-    /** Set when no route matched, so that metrics label the request "unmatched". */
-    unmatched?: boolean;
   };
 }

@@ -103,6 +103,52 @@ Deno.test("/openapi.json lists the 401 and 503 each route answers, as the app an
   }
 });
 
+Deno.test("/metrics counts each request under its route, also when auth, the drain or CORS answered it", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  let draining = false;
+  const app = createApp({
+    backend,
+    config: { token: "t", log: false, corsOrigins: "https://nb.example" },
+    draining: () => draining,
+  });
+  const ask = async (path: string, init: RequestInit = {}) => {
+    const res = await app.request(path, init);
+    await res.body?.cancel();
+    return res.status;
+  };
+  try {
+    assert.equal(await ask("/v1/prune", { method: "POST" }), 401);
+    assert.equal(await ask("/v1/info"), 401);
+    assert.equal(await ask("/metrics"), 401);
+    const preflight = {
+      method: "OPTIONS",
+      headers: { origin: "https://nb.example", "access-control-request-method": "POST" },
+    };
+    assert.equal(await ask("/v1/prune", preflight), 204);
+    assert.equal(await ask("/v1/info/"), 401); // auth guards /v1/*, but no route serves this path
+    assert.equal(await ask("/nope"), 404);
+    draining = true;
+    assert.equal(await ask("/healthz"), 503);
+    draining = false;
+    const text = await (await app.request("/metrics", { headers: { authorization: "Bearer t" } })).text();
+    const counts = Object.fromEntries(
+      [...text.matchAll(/^zprune_requests_total\{route="([^"]+)",status="(\d+)"\} (\d+)$/gm)]
+        .map(([, route, status, n]) => [`${route} ${status}`, Number(n)]),
+    );
+    assert.deepEqual(counts, {
+      "/v1/prune 401": 1,
+      "/v1/info 401": 1,
+      "/metrics 401": 1,
+      "/v1/prune 204": 1,
+      "unmatched 401": 1,
+      "unmatched 404": 1,
+      "/healthz 503": 1,
+    });
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics reads the backend's count of layers on the exact CPU path each time it renders", async () => {
   const inner = createCpuBackend({ threads: 0 });
   let exact = 0;
