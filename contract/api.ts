@@ -6,7 +6,6 @@
 import { z } from "zod";
 import { ZpruneError } from "./errors.ts";
 export { ErrorResponseSchema } from "./errors.ts";
-import type { ScanLimits } from "./msgpack_scan.ts";
 
 /** Contract version served under `/v1`. */
 export const API_VERSION = 1;
@@ -59,14 +58,35 @@ export const REQUEST_BOUNDS = {
 const bin = z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: "expected binary data (msgpack bin)" })
   .describe("msgpack bin: little-endian, row-major bytes");
 
+/** A tensor's shape on the wire: any rank up to `maxShapeDims`, each size an integer >= 0. */
+const ShapeSchema = z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(
+  REQUEST_BOUNDS.maxShapeDims,
+);
+
 /** A tensor on the wire: dtype, shape and little-endian row-major bytes. */
 export const TensorSchema = z.object({
   dtype: z.enum(DTYPES),
-  shape: z.array(z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)).max(REQUEST_BOUNDS.maxShapeDims),
+  shape: ShapeSchema,
   data: bin,
 });
 /** A tensor on the wire. */
 export type Tensor = z.infer<typeof TensorSchema>;
+
+/**
+ * A request tensor with the dtypes and the shape a layer's field takes. prepare.ts checks these per layer (its
+ * messages name the expected shape, and a shape the bytes do not fill is `shape_mismatch`, as API.md orders); here
+ * they are only the OpenAPI document's, so that a client validating against it refuses what the server refuses.
+ */
+function layerTensor(doc: { dtypes: readonly DType[]; minSizes: readonly number[]; description: string }) {
+  return TensorSchema.extend({
+    dtype: TensorSchema.shape.dtype.meta({ enum: [...doc.dtypes] }),
+    shape: ShapeSchema.meta({
+      minItems: doc.minSizes.length,
+      maxItems: doc.minSizes.length,
+      prefixItems: doc.minSizes.map((minimum) => ({ type: "integer", minimum, maximum: Number.MAX_SAFE_INTEGER })),
+    }),
+  }).describe(doc.description);
+}
 
 /** The pattern grammar: `layer`, `row` or `N:M`, N and M of at most four digits (`REQUEST_BOUNDS.maxM`). */
 const PATTERN_RE = /^(layer|row|([0-9]{1,4}):([0-9]{1,4}))$/;
@@ -74,10 +94,14 @@ const PATTERN_RE = /^(layer|row|([0-9]{1,4}):([0-9]{1,4}))$/;
 /** One layer of a request. `null` (msgpack nil) counts as absent. */
 export const LayerRequestSchema = z.object({
   name: z.string().max(REQUEST_BOUNDS.maxNameLength),
-  // What prepare.ts checks beyond the tensor schema, said here so that the OpenAPI document shows it.
-  weight: TensorSchema.describe("shape [rows, cols], both at least 1"),
-  actNormSq: TensorSchema.nullish().describe("f32, shape [cols], entries finite and >= 0; not with inputs"),
-  inputs: TensorSchema.nullish().describe("shape [tokens, cols]; not with actNormSq"),
+  weight: layerTensor({ dtypes: DTYPES, minSizes: [1, 1], description: "shape [rows, cols], both at least 1" }),
+  actNormSq: layerTensor({
+    dtypes: ["f32"],
+    minSizes: [1],
+    description: "f32, shape [cols], entries finite and >= 0; not with inputs",
+  }).nullish(),
+  inputs: layerTensor({ dtypes: DTYPES, minSizes: [0, 1], description: "shape [tokens, cols]; not with actNormSq" })
+    .nullish(),
 });
 /** One layer of a request. */
 export type LayerRequest = z.infer<typeof LayerRequestSchema>;
@@ -87,25 +111,42 @@ const SPARSITY_BOUNDS = { minimum: 0, exclusiveMaximum: 1 } as const;
 /** `sparsity` where it counts: "layer" and "row". */
 const SparsitySchema = z.number().min(SPARSITY_BOUNDS.minimum).lt(SPARSITY_BOUNDS.exclusiveMaximum);
 
+/**
+ * The OpenAPI document's statement of "required for "layer" and "row"; ignored for N:M": where the pattern is one of
+ * those two (or absent or nil, which means "layer"), `sparsity` must be there and in range; for N:M anything goes.
+ */
+const SPARSITY_RULE = {
+  if: { properties: { pattern: { enum: ["layer", "row", null] } } },
+  then: { required: ["sparsity"], properties: { sparsity: { type: "number", ...SPARSITY_BOUNDS } } },
+};
+
 /** The body of `POST /v1/prune`. */
 export const PruneRequestSchema = z.object({
-  method: z.enum(METHODS).nullish().transform((m) => m ?? "zpruner"),
+  method: z.enum(METHODS).nullish().meta({ default: "zpruner" }).transform((m) => m ?? "zpruner"),
   pattern: z.string().regex(PATTERN_RE, 'expected "layer", "row" or "N:M" such as "2:4"').nullish()
+    .meta({ default: "layer", description: '"layer", "row" or "N:M" with 0 < N < M, such as "2:4"' })
     .transform((p) => p ?? "layer"),
-  // API.md: "required for "layer" and "row"; ignored for N:M", so it is checked (below) only for those two; the
-  // metadata documents it as the number it must be there.
+  // API.md: "required for "layer" and "row"; ignored for N:M", so it is checked (below) only for those two, and
+  // the document states that rule on the whole body (SPARSITY_RULE).
   sparsity: z.unknown().optional().meta({
-    type: ["number", "null"],
-    ...SPARSITY_BOUNDS,
-    description: 'required for "layer" and "row"; ignored for N:M',
+    description: 'a number, 0 <= sparsity < 1: required for "layer" and "row"; ignored for N:M',
   }),
   options: z.object({
-    exponent: z.number().finite().min(REQUEST_BOUNDS.exponent.min).max(REQUEST_BOUNDS.exponent.max).nullish(),
-    dataFree: z.boolean().nullish(),
+    exponent: z.number().finite().min(REQUEST_BOUNDS.exponent.min).max(REQUEST_BOUNDS.exponent.max).nullish()
+      .meta({
+        description: `activation exponent; default ${
+          METHODS.filter((m) => NEEDS_ACTIVATIONS[m]).map((m) => `${DEFAULT_EXPONENT[m]} for ${m}`).join(", ")
+        } (magnitude uses none)`,
+      }),
+    dataFree: z.boolean().nullish().meta({
+      default: false,
+      description: "true lets a method that wants activations run without them",
+    }),
   }).nullish(),
-  return: z.array(z.enum(RETURNS)).max(RETURNS.length).nullish().transform((r) => r ?? ["mask"]),
+  return: z.array(z.enum(RETURNS)).max(RETURNS.length).nullish().meta({ default: ["mask"] })
+    .transform((r) => r ?? ["mask"]),
   layers: z.array(LayerRequestSchema).min(1).max(REQUEST_BOUNDS.maxLayers),
-}).superRefine((req, ctx) => {
+}).meta(SPARSITY_RULE).superRefine((req, ctx) => {
   if (req.pattern === "layer" || req.pattern === "row") {
     if (req.sparsity === undefined || req.sparsity === null) {
       ctx.addIssue({ code: "custom", path: ["sparsity"], message: `required for pattern "${req.pattern}"` });
@@ -200,27 +241,43 @@ export const PruneResponseSchema = z.object({
 /** The body of a successful `POST /v1/prune` answer. */
 export type PruneResponse = z.infer<typeof PruneResponseSchema>;
 
+/** `GET /healthz`. */
+export const HealthResponseSchema = z.object({ status: z.literal("ok"), backend: z.enum(BACKEND_KINDS) });
+/** `GET /healthz`. */
+export type HealthResponse = z.infer<typeof HealthResponseSchema>;
+
+const count = z.number().int().nonnegative();
+
 /** `GET /v1/info`. */
-export interface InfoResponse {
-  name: "zprune";
-  version: string;
-  apiVersion: number;
-  backend: BackendKind;
-  device: string;
-  limits: {
-    maxBodyBytes: number;
-    maxLayerElements: number;
-    maxQueue: number;
-    /** Estimated working memory the computing requests may hold together (413 for a request that alone needs more). */
-    memoryBudgetBytes: number;
-    /** The msgpack body's bounds, checked before decoding. */
-    msgpack: ScanLimits;
-  } & typeof REQUEST_BOUNDS;
-  methods: readonly Method[];
-  patterns: readonly string[];
-  dtypes: readonly DType[];
-  returns: readonly ReturnKind[];
-}
+export const InfoResponseSchema = z.object({
+  name: z.literal("zprune"),
+  version: z.string(),
+  apiVersion: z.number().int(),
+  backend: z.enum(BACKEND_KINDS),
+  device: z.string(),
+  limits: z.object({
+    maxBodyBytes: count,
+    maxLayerElements: count,
+    maxQueue: count,
+    memoryBudgetBytes: count.describe(
+      "estimated working memory the computing requests may hold together (413 for a request that alone needs more)",
+    ),
+    msgpack: z.object({ maxDepth: count, maxValues: count }).describe(
+      "the msgpack body's bounds, checked before decoding",
+    ),
+    maxLayers: count,
+    maxNameLength: count,
+    maxM: count,
+    exponent: z.object({ min: z.number(), max: z.number() }),
+    maxShapeDims: count,
+  }),
+  methods: z.array(z.enum(METHODS)).readonly(),
+  patterns: z.array(z.string()).readonly(),
+  dtypes: z.array(z.enum(DTYPES)).readonly(),
+  returns: z.array(z.enum(RETURNS)).readonly(),
+});
+/** `GET /v1/info`. */
+export type InfoResponse = z.infer<typeof InfoResponseSchema>;
 
 /** Formats a zod path as `layers[0].weight.shape`. */
 function formatPath(path: readonly PropertyKey[]): string {

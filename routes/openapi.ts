@@ -1,6 +1,12 @@
 /** The OpenAPI 3.1 description of the server's routes, built from the contract's zod schemas. */
 import { z } from "zod";
-import { ErrorResponseSchema, PruneRequestSchema, PruneResponseSchema } from "../contract/api.ts";
+import {
+  ErrorResponseSchema,
+  HealthResponseSchema,
+  InfoResponseSchema,
+  PruneRequestSchema,
+  PruneResponseSchema,
+} from "../contract/api.ts";
 import { ERROR_STATUS, type ErrorCode } from "../contract/errors.ts";
 
 /** The JSON Schema of `schema`. zod writes `additionalProperties: false` on output objects; API.md lets the server
@@ -30,21 +36,27 @@ for (const [code, status] of Object.entries(ERROR_STATUS) as [ErrorCode, number]
     codesByStatus.set(status, [...codesByStatus.get(status) ?? [], CODE_NOTES[code] ?? code]);
   }
 }
+/** The header a 429 or 503 answer carries: when to try again, in seconds. */
+const retryAfter = {
+  "Retry-After": { description: "seconds to wait before trying again", schema: { type: "string" } },
+};
+const errorContent = (types: string[]) =>
+  Object.fromEntries(types.map((t) => [t, { schema: { $ref: "#/components/schemas/Error" } }]));
 const errorResponses = Object.fromEntries(
   [...codesByStatus].map(([status, labels]) => [String(status), {
     description: `Error: ${labels.join(", ")}`,
-    content: {
-      "application/json": { schema: { $ref: "#/components/schemas/Error" } },
-      "application/msgpack": { schema: { $ref: "#/components/schemas/Error" } },
-    },
+    ...(status === 429 || status === 503 ? { headers: retryAfter } : {}),
+    content: errorContent(["application/json", "application/msgpack"]),
   }]),
 );
 
 /** Every route's answer while the server shuts down (routes/app.ts, refuseWhileDraining). */
 const draining = {
   description: "Shutting down: unavailable, with Retry-After and Connection: close",
-  content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+  headers: retryAfter,
+  content: errorContent(["application/json", "application/msgpack"]),
 };
+const jsonOf = (ref: string) => ({ "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } });
 
 /** Builds the document served at `GET /openapi.json`. */
 export function openApiDocument(version: string): Record<string, unknown> {
@@ -61,6 +73,8 @@ export function openApiDocument(version: string): Record<string, unknown> {
         PruneRequest: json(PruneRequestSchema, "input"),
         PruneResponse: json(PruneResponseSchema, "output"),
         Error: json(ErrorResponseSchema, "output"),
+        Health: json(HealthResponseSchema, "output"),
+        Info: json(InfoResponseSchema, "output"),
       },
     },
     paths: {
@@ -87,7 +101,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       "/healthz": {
         get: {
           summary: "Liveness",
-          responses: { "200": { description: '{"status": "ok", "backend": ...}' }, "503": draining },
+          responses: { "200": { description: "Alive", content: jsonOf("Health") }, "503": draining },
         },
       },
       "/v1/info": {
@@ -95,7 +109,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           summary: "Version, backend, device, limits, methods, patterns, dtypes",
           security: [{ bearer: [] }, {}],
           responses: {
-            "200": { description: "Server information (JSON)" },
+            "200": { description: "Server information", content: jsonOf("Info") },
             "401": errorResponses["401"],
             "503": draining,
           },

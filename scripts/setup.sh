@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mesa-vulkan-drivers python3-numpy python3-msgpack python3-pytest python3-torch python3-tqdm
-  python3-matplotlib python3-ipykernel python3-nbconvert jupyter-nbconvert python3-mypy)
+packages=(mesa-vulkan-drivers python3-numpy python3-msgpack python3-pytest python3-jsonschema python3-torch
+  python3-tqdm python3-matplotlib python3-ipykernel python3-nbconvert jupyter-nbconvert python3-mypy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -94,10 +94,14 @@ Deno.test("/openapi.json lists the 401 and 503 each route answers, as the app an
       assert.equal(closing.status, 503, `${method} ${path} while draining`);
       assert.ok(listed.includes("503"), `${method} ${path}: 503 not listed`);
     }
-    // What prepare.ts refuses beyond the tensor schema is said on the fields.
+    // What prepare.ts refuses beyond the tensor schema is stated on the fields, in words and as schema
+    // (clients/python/tests/test_openapi.py checks the whole document against the server with a validator).
     const layer = doc.components.schemas.PruneRequest.properties.layers.items.properties;
-    assert.match(layer.actNormSq.description, /f32/);
+    const actNormSq = layer.actNormSq.anyOf.find((s: { type: string }) => s.type === "object");
+    assert.match(actNormSq.description, /f32/);
+    assert.deepEqual(actNormSq.properties.dtype.enum, ["f32"]);
     assert.match(layer.weight.description, /\[rows, cols\]/);
+    assert.deepEqual([layer.weight.properties.shape.minItems, layer.weight.properties.shape.maxItems], [2, 2]);
   } finally {
     await backend.close();
   }
