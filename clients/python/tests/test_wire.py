@@ -1,4 +1,5 @@
-"""Wire helpers without a server: bf16 bits in either byte order, and apply_mask on numpy and torch."""
+"""Wire helpers without a server: bf16 bits in either byte order, finite values that a narrower dtype would make
+infinite, and apply_mask on numpy and torch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from zprune_client import apply_mask, bf16_bits_to_float32, float32_to_bf16_bits
-from zprune_client.wire import encode_tensor
+from zprune_client.client import Layer
+from zprune_client.wire import encode_tensor, to_numpy
 
 
 def test_bf16_bits_in_either_byte_order_are_sent_little_endian() -> None:
@@ -64,3 +66,28 @@ def test_apply_mask_torch_parameters_and_awkward_masks() -> None:
 def test_bf16_bits_to_float32_refuses_other_data() -> None:
     with pytest.raises(TypeError):
         bf16_bits_to_float32(np.ones(4, np.float32))
+
+
+# The smallest magnitudes that round to infinity (round to nearest, ties to even: each format's largest finite value
+# has an odd significand, so the halfway point rounds up): f16 65504 + 16, bf16 0x7F7F8000 as float32, and float32
+# 2^128 - 2^103 from float64.
+OVERFLOW = {
+    "f16": (np.float32, 65520.0),
+    "bf16": (np.float32, float(np.uint32(0x7F7F8000).view(np.float32))),
+    "f32": (np.float64, 2.0**128 - 2.0**103),
+}
+
+
+@pytest.mark.parametrize("wire", sorted(OVERFLOW))
+def test_finite_values_that_would_become_infinite_are_refused_by_name(wire: str) -> None:
+    src_type, edge = OVERFLOW[wire]
+    below = np.nextafter(src_type(edge), src_type(0))
+    fits = np.array([[1.0, -below], [below, np.inf]], dtype=src_type)  # an infinity sent as such is the server's call
+    arr, sent = to_numpy(fits, wire)
+    assert sent == wire
+    over = fits.copy()
+    over[1, 0] = -edge
+    with pytest.raises(ValueError, match=r"1 finite values are beyond the range of " + wire + r".*index \[1, 0\]"):
+        to_numpy(over, wire)
+    with pytest.raises(ValueError, match=r"layer 'q', inputs: "):
+        Layer("q", np.ones((2, 2), np.float32), inputs=over, dtype=None if wire == "f32" else wire).to_wire()

@@ -89,13 +89,20 @@ class Layer:
     dtype: Optional[WireDType] = None
 
     def to_wire(self) -> Dict[str, Any]:
-        """The layer's wire map."""
-        out: Dict[str, Any] = {"name": self.name, "weight": encode_tensor(self.weight, self.dtype)}
+        """The layer's wire map. Raises ``ValueError`` naming the layer and field where a finite value would be sent
+        as infinity (beyond the range of the dtype it is sent in)."""
+        out: Dict[str, Any] = {"name": self.name, "weight": self._encode("weight", self.weight, self.dtype)}
         if self.act_norm_sq is not None:
-            out["actNormSq"] = encode_tensor(self.act_norm_sq, "f32")
+            out["actNormSq"] = self._encode("act_norm_sq", self.act_norm_sq, "f32")
         if self.inputs is not None:
-            out["inputs"] = encode_tensor(self.inputs, self.dtype)
+            out["inputs"] = self._encode("inputs", self.inputs, self.dtype)
         return out
+
+    def _encode(self, field: str, x: ArrayLike, dtype: Optional[WireDType]) -> Dict[str, Any]:
+        try:
+            return encode_tensor(x, dtype)
+        except ValueError as e:
+            raise ValueError(f"layer {self.name!r}, {field}: {e}") from e
 
 
 @dataclass

@@ -104,19 +104,42 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
     else:
         arr = np.asarray(x)
     kind = arr.dtype.kind
+    if kind == "f":
+        out, wire = _float_to_wire(arr, dtype)
+        _refuse_overflow(arr, out, wire)
+        return out, wire
     if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
         # Little-endian first (a no-op for a little-endian array; a big-endian one holds the same bits in the other
         # byte order), then the int16/uint16 view of those bytes.
         return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).view("<u2"), "bf16"
-    if kind == "f":
-        if dtype is None:
-            dtype = "f16" if arr.dtype.itemsize == 2 else "f32"
-        if dtype == "bf16":
-            return np.ascontiguousarray(float32_to_bf16_bits(arr.astype(np.float32)), dtype="<u2"), "bf16"
-        return np.ascontiguousarray(arr, dtype=_NUMPY_LE[dtype]), dtype
     if kind in "iu" and arr.dtype.itemsize == 2:
         raise TypeError('a 16-bit integer array is taken as raw bfloat16 bits only with dtype="bf16"')
     raise TypeError(f"expected float32, float16 or bfloat16 data, got {arr.dtype}")
+
+
+def _float_to_wire(arr: NDArray[Any], dtype: Optional[WireDType]) -> Tuple[NDArray[Any], WireDType]:
+    """A float array in its wire dtype: ``dtype``, else f16 for 16-bit floats and f32 for the rest."""
+    wire: WireDType = dtype if dtype is not None else ("f16" if arr.dtype.itemsize == 2 else "f32")
+    with np.errstate(over="ignore"):  # an overflow is refused by _refuse_overflow, with the values named
+        if wire == "bf16":
+            return np.ascontiguousarray(float32_to_bf16_bits(arr.astype(np.float32)), dtype="<u2"), "bf16"
+        return np.ascontiguousarray(arr, dtype=_NUMPY_LE[wire]), wire
+
+
+def _refuse_overflow(src: NDArray[Any], out: NDArray[Any], wire: WireDType) -> None:
+    """Raises ``ValueError`` where converting ``src`` to ``wire`` made a finite value infinite: the server would
+    refuse the request as ``non_finite`` and point at data that was finite on this side."""
+    if src.dtype.itemsize <= DTYPE_BYTES[wire]:
+        return  # no narrowing (f16 into f32 or bf16, f32 into f32): every finite value stays finite
+    inf = (out.view(np.uint16) & 0x7FFF) == 0x7F80 if wire == "bf16" else np.isinf(out)
+    bad = inf & np.isfinite(src)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        fix = "the wire carries at most f32" if wire == "f32" else "leave dtype unset to send them as f32"
+        raise ValueError(
+            f"{int(bad.sum())} finite values are beyond the range of {wire} (the first, {float(src[at])!r}, at index "
+            f"{list(at)}) and would be sent as infinity; {fix}"
+        )
 
 
 def _torch_int16(t: Any) -> Any:
