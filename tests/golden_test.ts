@@ -37,3 +37,13 @@ for (const [label, options] of [["inline", { threads: 0 }], ["worker pool", { th
     }
   });
 }
+
+Deno.test("docs/API.md's golden/ beside it holds the golden cases these tests run", () => {
+  // API.md: "Examples of every request and the exact expected answers are in `golden/` beside this file."
+  const api = Deno.readTextFileSync(new URL("../docs/API.md", import.meta.url));
+  assert.match(api, /are in `golden\/` beside this file/);
+  const names = (dir: string) => [...Deno.readDirSync(new URL(dir, import.meta.url))].map((e) => e.name).sort();
+  const beside = names("../docs/golden/");
+  assert.deepEqual(beside, names("./fixtures/golden/"));
+  assert.equal(beside.filter((n) => n.endsWith(".request.msgpack")).length, goldenCases().length);
+});
