@@ -197,17 +197,33 @@ Deno.test("pruneLayers() gives up after `retries` and reports the last error's c
 });
 
 Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError without retrying", async () => {
+  let calls = 0;
   await withServer(
-    (_req, attempt) =>
-      attempt === 0
-        ? Response.json({ error: { code: "shape_mismatch", message: "layers[0].weight: 31 bytes" } }, { status: 422 })
-        : msgpack({ error: { code: "unauthorized", message: "missing token" } }, 401),
+    (_req, attempt) => {
+      calls++;
+      if (attempt === 0) {
+        return Response.json({ error: { code: "shape_mismatch", message: "layers[0].weight: 31 bytes" } }, {
+          status: 422,
+        });
+      }
+      // A request that computed past the server's deadline would take as long again: not retried either.
+      if (attempt === 2) {
+        return Response.json({ error: { code: "deadline_exceeded", message: "took too long" } }, { status: 504 });
+      }
+      return msgpack({ error: { code: "unauthorized", message: "missing token" } }, 401);
+    },
     async (url) => {
       const client = new ZpruneClient({ url, backoffMs: 1 });
       await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "shape_mismatch", status: 422 });
       await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "unauthorized", status: 401 });
+      await assert.rejects(client.pruneLayers(REQUEST), {
+        name: "ZpruneError",
+        code: "deadline_exceeded",
+        status: 504,
+      });
     },
   );
+  assert.equal(calls, 3);
 });
 
 Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {

@@ -155,3 +155,8 @@ export function untilAborted<T>(
     else signal.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/** Whether `e` is the reason `AbortSignal.timeout` aborts with: a request's deadline passed. */
+export function isDeadline(e: unknown): boolean {
+  return e instanceof DOMException && e.name === "TimeoutError";
+}

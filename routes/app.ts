@@ -20,7 +20,7 @@ import { encodeMsgpack, isMsgpackType } from "../contract/wire.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "../config.ts";
 import { Metrics } from "../observe/metrics.ts";
 import type { Backend } from "../prune/backend.ts";
-import { WorkQueue } from "../prune/queue.ts";
+import { isDeadline, WorkQueue } from "../prune/queue.ts";
 import { bearerAuth } from "./auth.ts";
 import { BodyBudget } from "./body.ts";
 import type { AppEnv } from "./env.ts";
@@ -77,13 +77,14 @@ function toZpruneError(err: unknown): ZpruneError {
   if (err instanceof DOMException && err.name === "AbortError") {
     return new ZpruneError("client_closed_request", "the client closed the connection before the answer");
   }
-  if (err instanceof DOMException && err.name === "TimeoutError") {
+  // Computing past the deadline is deadline_exceeded (routes/prune.ts); before that, the body was slow to arrive or
+  // the request waited for a compute slot, which a retry may not meet.
+  if (isDeadline(err)) {
     return new ZpruneError(
       "unavailable",
-      "the request did not finish within the server's deadline; retry, or send fewer layers",
-      {
-        headers: { "Retry-After": "1" },
-      },
+      "the server's deadline passed before this request could compute (its body arrived slowly, or it waited for " +
+        "a compute slot behind other requests); retry shortly",
+      { headers: { "Retry-After": "1" } },
     );
   }
   // Memory the host could not give just now (V8's words when an ArrayBuffer cannot be allocated, here or in a CPU

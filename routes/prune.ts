@@ -10,7 +10,7 @@ import { decodeMsgpack, isMsgpackType } from "../contract/wire.ts";
 import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backend.ts";
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
-import { untilAborted, type WorkQueue } from "../prune/queue.ts";
+import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
@@ -79,8 +79,10 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const decodeMs = performance.now() - start;
 
     let computeMs = 0;
+    let computing = false;
     const outputs = await deps.queue.run(
       async (keep) => {
+        computing = true;
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
@@ -104,7 +106,19 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       },
       signal,
       estimateBytes(prepared, body.byteLength),
-    );
+    ).catch((e) => {
+      // Before computing (the body, the queue) the deadline is the server's load: 503, retry (app.ts). Past it while
+      // computing, the request itself is too large for this deadline.
+      if (computing && isDeadline(e)) {
+        throw new ZpruneError(
+          "deadline_exceeded",
+          `computing this request's ${layers.length} layer(s) took longer than the server's deadline of ` +
+            `${deps.deadlineMs} ms; send fewer or smaller layers per request (the same request would take as long)`,
+          { cause: e },
+        );
+      }
+      throw e;
+    });
     deps.metrics.layers.inc({ method: params.method, pattern: patternLabel(params.pattern) }, layers.length);
 
     const { bytes, timings } = encodePruneResponse(

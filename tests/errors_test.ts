@@ -748,7 +748,7 @@ Deno.test("a client that half-closes mid-body receives the 499, naming the lengt
   }
 });
 
-Deno.test("503 unavailable when the deadline passes in the queue; no backend restart is counted", async () => {
+Deno.test("deadline: 503 to retry when it passes in the queue, 504 when computing; no backend restart", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
   const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 4, deadlineMs: 300 } });
@@ -757,12 +757,16 @@ Deno.test("503 unavailable when the deadline passes in the queue; no backend res
     const first = postPrune(server.url, body); // computes (held at the gate past its deadline)
     await within(entered, "the first request reaching the backend");
     const second = await postPrune(server.url, body); // waits in the queue until its deadline
+    assert.equal(second.headers.get("retry-after"), "1");
     await expectError(second, 503, "unavailable", "deadline");
+    // The same request again would compute as long: no Retry-After, and a status the clients do not retry.
+    const overdue = await first;
+    assert.equal(overdue.headers.get("retry-after"), null);
+    await expectError(overdue, 504, "deadline_exceeded", "deadline of 300 ms");
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(metrics, /^# TYPE zprune_backend_restarts_total counter$/m);
     assert.match(metrics, /^zprune_backend_restarts_total 0$/m);
     open();
-    await (await first).body?.cancel();
   } finally {
     open();
     await server.close();
@@ -782,7 +786,7 @@ Deno.test("an overdue request is answered at once, its slot kept until the backe
     const first = postPrune(server.url, body);
     await within(entered, "the request reaching the backend");
     // The gate is still shut, so this answer cannot have waited for the layer.
-    await expectError(await within(first, "the answer at the deadline", 10_000), 503, "unavailable", "deadline");
+    await expectError(await within(first, "the answer at the deadline", 10_000), 504, "deadline_exceeded", "deadline");
     assert.equal(await running(), "1", "the layer still holds its slot");
     open();
     await eventually(async () => (await running()) === "0", "the slot freed once the backend let the layer go");
@@ -870,7 +874,7 @@ Deno.test("a many-layer request computed on the server's thread leaves /healthz 
         const out = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
         assert.deepEqual(out.layers.map((l) => l.name), layers.map((l) => l.name));
       } else {
-        await expectError(res, 503, "unavailable", "deadline");
+        await expectError(res, 504, "deadline_exceeded", "deadline");
       }
     } finally {
       await server.close();

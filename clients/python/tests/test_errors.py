@@ -283,10 +283,12 @@ def test_retries_give_up_with_the_error(stub: Tuple[str, Script]) -> None:
     assert err.retry_after == 0.0 and script.count == 4
 
 
-def test_no_retry_for_client_errors(stub: Tuple[str, Script]) -> None:
+@pytest.mark.parametrize("status,code", [(422, "shape_mismatch"), (504, "deadline_exceeded")])
+def test_no_retry_for_client_errors_or_a_deadline(stub: Tuple[str, Script], status: int, code: str) -> None:
+    # 504: computing the request outlasted the server's deadline, and would again.
     url, script = stub
-    script.answers = [(422, {"Content-Type": "application/json"}, _json_error("shape_mismatch"))]
-    raises("shape_mismatch", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    script.answers = [(status, {"Content-Type": "application/json"}, _json_error(code))]
+    raises(code, status, prune_layer, W, ACT, sparsity=0.5, url=url)
     assert script.count == 1
 
 
