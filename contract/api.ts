@@ -246,6 +246,7 @@ export const HealthResponseSchema = z.object({ status: z.literal("ok"), backend:
 /** `GET /healthz`. */
 export type HealthResponse = z.infer<typeof HealthResponseSchema>;
 
+/** A count or size in `/v1/info`. */
 const count = z.number().int().nonnegative();
 
 /** `GET /v1/info`. */

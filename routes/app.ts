@@ -78,7 +78,7 @@ function toZpruneError(err: unknown): ZpruneError {
     return new ZpruneError("client_closed_request", "the client closed the connection before the answer");
   }
   // Computing past the deadline is deadline_exceeded (routes/prune.ts); before that, the body was slow to arrive or
-  // the request waited for a compute slot, which a retry may not meet.
+  // the request waited for a compute slot: the server's load, which a retry may well not meet again.
   if (isDeadline(err)) {
     return new ZpruneError(
       "unavailable",
