@@ -97,6 +97,7 @@ export async function readBody(
   if (!req.body) return new Uint8Array(0);
   signal?.throwIfAborted();
   const reader = req.body.getReader();
+  let pending: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
   let stop = () => {};
   const stopped = new Promise<never>((_, reject) => {
     if (!signal) return;
@@ -112,7 +113,9 @@ export async function readBody(
     let out = new Uint8Array(expected ? Math.min(expected, FIRST_BUFFER_BYTES) : 64 * 1024);
     let n = 0;
     for (;;) {
-      const { done, value } = await Promise.race([reader.read().catch(unreadable), stopped]);
+      pending = reader.read();
+      const { done, value } = await Promise.race([pending.catch(unreadable), stopped]);
+      pending = undefined;
       if (done) break;
       if (n + value.byteLength > limit) throw tooLarge(limit);
       hold?.grow(n + value.byteLength);
@@ -128,7 +131,13 @@ export async function readBody(
     }
     return out.subarray(0, n);
   } catch (err) {
-    await reader.cancel().catch(() => {});
+    // Deno 2.9 never settles a read pending when its body stream is cancelled, and that read keeps the stream and
+    // its buffer (up to 64 KiB) alive for good: a stalled upload past its deadline leaked both. Such a stream is
+    // cancelled once its read settles instead (more bytes came, or the client left); until then it lasts as long
+    // as the connection.
+    const cancel = () => reader.cancel().catch(() => {});
+    if (pending) void pending.then(cancel, cancel);
+    else await cancel();
     // Deno reports a client that went away mid-upload as one of these: the client's doing, not a server error.
     // A close and a half-close (shutdown of the sending side only) both end the stream with an error, and the
     // half-closed client does receive the answer. Deno 2.9's stream fails without yielding the last chunk, even

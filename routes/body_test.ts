@@ -64,3 +64,43 @@ Deno.test("readBody: a body Deno's parser refuses is 400 bad_msgpack; a client g
     return true;
   });
 });
+
+Deno.test("readBody: a stalled upload stopped by its deadline leaves no body stream behind", async () => {
+  // Deno never settles a read pending when a request body stream is cancelled, and that read keeps the stream
+  // alive for good. The child serves readBody with a 200 ms deadline to clients that send 64 KiB of a 4 MiB body
+  // and stall, then close once answered; after garbage collection it counts the body streams still reachable.
+  const script = `import { readBody } from ${JSON.stringify(new URL("./body.ts", import.meta.url).href)};
+let alive = 0;
+const streams = new FinalizationRegistry(() => alive--);
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+  alive++;
+  streams.register(req.body, 0);
+  const status = await readBody(req, 8 << 20, undefined, AbortSignal.timeout(200)).then(() => 200, () => 503);
+  return new Response(null, { status });
+});
+async function stalled() {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  await conn.write(new TextEncoder().encode("POST / HTTP/1.1\\r\\nhost: x\\r\\ncontent-length: 4194304\\r\\n\\r\\n"));
+  const part = new Uint8Array(64 * 1024);
+  for (let o = 0; o < part.length;) o += await conn.write(part.subarray(o));
+  await conn.read(new Uint8Array(4096)); // the answer
+  conn.close();
+}
+await Promise.all(Array.from({ length: 20 }, stalled));
+for (let k = 0; k < 10; k++) {
+  await new Promise((r) => setTimeout(r, 100));
+  globalThis.gc();
+}
+await new Promise((r) => setTimeout(r, 200));
+console.log(JSON.stringify({ alive }));
+await server.shutdown();`;
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const out = new TextDecoder().decode(res.stdout);
+  assert.equal(res.code, 0, out + new TextDecoder().decode(res.stderr));
+  assert.deepEqual(JSON.parse(out.trim().split("\n").at(-1)!), { alive: 0 });
+});
