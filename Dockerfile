@@ -38,4 +38,4 @@ EXPOSE 8787
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["./node_modules/.bin/deno", "eval", "const r = await fetch(`http://127.0.0.1:${Deno.env.get('PORT')?.trim() || 8787}/healthz`); Deno.exit(r.ok ? 0 : 1)"]
 STOPSIGNAL SIGTERM
-CMD ["./node_modules/.bin/deno", "run", "--allow-net", "--allow-env", "--allow-read", "--allow-sys", "main.ts"]
+CMD ["./node_modules/.bin/deno", "run", "--allow-net", "--allow-env", "--allow-read", "--allow-sys", "--v8-flags=--expose-gc", "main.ts"]

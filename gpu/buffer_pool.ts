@@ -1,11 +1,17 @@
 /**
  * A free list of GPU buffers keyed by (label, size, usage). Buffers go back to the pool once the submit that used
  * them has been queued: WebGPU orders later writes and submits after it, so reuse by a later job is safe. The pool
- * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed.
+ * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed, and all of them once the pool
+ * has gone unused for `idleMs` (on a software adapter device memory is the host's; on a GPU others may want it).
  *
  * The label is part of the key because Deno ignores assignments to `GPUBuffer.label`: a reused buffer must keep a
  * truthful name for validation messages. Layers of one model repeat a few shapes, so reuse stays high.
  */
+
+import { IdleTimer } from "../runtime/idle_timer.ts";
+
+/** How long idle buffers outlive the last job that used the pool. */
+export const POOL_IDLE_MS = 30_000;
 
 /** Rounds a byte size up to the pool's granularity (256 bytes), so near-equal sizes share buffers. */
 export function poolSize(bytes: number): number {
@@ -26,10 +32,12 @@ export class BufferPool {
   #idleBytes = 0;
   /** Buffers created by this pool and not yet destroyed. */
   #live = 0;
+  readonly #idle: IdleTimer;
 
-  constructor(device: GPUDevice, maxIdleBytes: number) {
+  constructor(device: GPUDevice, maxIdleBytes: number, idleMs = POOL_IDLE_MS) {
     this.#device = device;
     this.#maxIdleBytes = maxIdleBytes;
+    this.#idle = new IdleTimer(idleMs, () => this.clear());
   }
 
   /** Bytes held idle in the pool. */
@@ -44,6 +52,7 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` bytes with exactly `usage` and `label`, reused when one is idle. */
   acquire(bytes: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    this.#idle.touch();
     const size = poolSize(bytes);
     const list = this.#free.get(key(label, usage, size));
     const reused = list?.pop();
@@ -58,6 +67,7 @@ export class BufferPool {
 
   /** Returns buffers to the pool; call after the submit that uses them has been queued. */
   release(...buffers: GPUBuffer[]): void {
+    this.#idle.touch();
     for (const b of buffers) {
       const k = key(b.label, b.usage, b.size);
       let list = this.#free.get(k);
@@ -84,6 +94,7 @@ export class BufferPool {
 
   /** Destroys every idle buffer. */
   clear(): void {
+    this.#idle.stop();
     for (const b of this.#idleOrder) b.destroy();
     this.#live -= this.#idleOrder.length;
     this.#idleOrder = [];

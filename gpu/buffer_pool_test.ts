@@ -53,3 +53,23 @@ Deno.test({
     pool.clear();
   },
 });
+
+Deno.test({
+  name: "BufferPool destroys its idle buffers once unused for idleMs",
+  ignore: !device,
+  async fn() {
+    const pool = new BufferPool(device!, 1 << 20, 100);
+    const a = pool.acquire(1000, USAGE, "idle");
+    const b = pool.acquire(1000, USAGE, "idle");
+    pool.release(a);
+    await new Promise((r) => setTimeout(r, 150));
+    // a went idle and stayed so: destroyed. b, in use all along, is not touched.
+    assert.equal(pool.idleBytes, 0);
+    assert.equal(pool.liveBuffers, 1);
+    const c = pool.acquire(1000, USAGE, "idle");
+    assert.notEqual(c, a);
+    pool.release(b, c);
+    pool.clear();
+    assert.equal(pool.liveBuffers, 0);
+  },
+});

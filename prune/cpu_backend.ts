@@ -4,6 +4,7 @@
  * pool of workers, one per core, sharing the tensors through SharedArrayBuffers.
  */
 import { cpus, totalmem } from "node:os";
+import { collectGarbage, IdleTimer } from "../runtime/idle_timer.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { CpuPool } from "./cpu_pool.ts";
 import { type Executor, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
@@ -28,38 +29,72 @@ export function cpuDescription(): string {
 /**
  * A free list of SharedArrayBuffers by exact size. First touches of fresh memory cost about 2.3 µs a page here
  * (about 40 ms for the 64 MiB of a 4096x4096 layer's scores), and an LLM's layers come in a handful of sizes,
- * so buffers are kept for the next layer of the same size, up to `maxBytes` kept in all.
+ * so buffers are kept for the next layer of the same size: at most `maxBytes` in all, the least recently used
+ * going first when a new one needs the room, and none once nothing has taken or given one for `idleMs`.
  */
 export class ScratchBuffers {
   #free = new Map<number, SharedArrayBuffer[]>();
+  /** Kept buffers, least recently given first. */
+  #order: SharedArrayBuffer[] = [];
   #kept = 0;
-  constructor(readonly maxBytes: number) {}
+  readonly #idle: IdleTimer;
+
+  constructor(readonly maxBytes: number, idleMs = SCRATCH_IDLE_MS) {
+    this.#idle = new IdleTimer(idleMs, () => {
+      this.clear();
+      collectGarbage();
+    });
+  }
 
   /** A buffer of exactly `bytes` (contents undefined). */
   take(bytes: number): SharedArrayBuffer {
-    const list = this.#free.get(bytes);
-    const b = list?.pop();
-    if (b) {
-      this.#kept -= bytes;
-      return b;
-    }
-    return new SharedArrayBuffer(bytes);
+    this.#idle.touch();
+    const b = this.#free.get(bytes)?.pop();
+    if (!b) return new SharedArrayBuffer(bytes);
+    this.#order.splice(this.#order.lastIndexOf(b), 1);
+    this.#kept -= bytes;
+    return b;
   }
 
-  /** Keeps `b` for reuse if there is room. */
+  /** Keeps `b` for reuse, making room by dropping the least recently given ones. */
   give(b: ArrayBufferLike): void {
-    if (!(b instanceof SharedArrayBuffer) || this.#kept + b.byteLength > this.maxBytes) return;
+    this.#idle.touch();
+    if (!(b instanceof SharedArrayBuffer) || b.byteLength > this.maxBytes) return;
+    while (this.#kept + b.byteLength > this.maxBytes) {
+      const old = this.#order.shift()!;
+      const list = this.#free.get(old.byteLength)!;
+      list.splice(list.indexOf(old), 1);
+      if (list.length === 0) this.#free.delete(old.byteLength);
+      this.#kept -= old.byteLength;
+    }
     const list = this.#free.get(b.byteLength) ?? [];
     list.push(b);
     this.#free.set(b.byteLength, list);
+    this.#order.push(b);
     this.#kept += b.byteLength;
+  }
+
+  /** Drops every kept buffer (for the garbage collector to return). */
+  clear(): void {
+    this.#idle.stop();
+    this.#free.clear();
+    this.#order = [];
+    this.#kept = 0;
   }
 
   /** Bytes kept for reuse. */
   get keptBytes(): number {
     return this.#kept;
   }
+
+  /** Sizes of the kept buffers, least recently given first (for tests). */
+  get keptSizes(): number[] {
+    return this.#order.map((b) => b.byteLength);
+  }
 }
+
+/** How long kept scratch buffers outlive the last layer that used them: an idle server gives the memory back. */
+export const SCRATCH_IDLE_MS = 30_000;
 
 /** Default scratch kept between layers: an eighth of the host's memory, at most 2 GiB. */
 function defaultScratchBytes(): number {
@@ -79,7 +114,10 @@ export function createPoolExecutor(
     all: (count, make) => pool.all(count, make),
     scratch: (bytes) => buffers.take(bytes),
     release: (b) => buffers.give(b),
-    close: () => pool.close(),
+    close: () => {
+      pool.close();
+      buffers.clear();
+    },
     crash: (index) => pool.crash(index),
     restarts: () => pool.restarts,
   };

@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { ScratchBuffers } from "./cpu_backend.ts";
+
+Deno.test("ScratchBuffers: a layer of the same size gets the same buffer back; other sizes get fresh ones", () => {
+  const s = new ScratchBuffers(1 << 20, 60_000);
+  const a = s.take(4096);
+  s.give(a);
+  assert.equal(s.keptBytes, 4096);
+  assert.notEqual(s.take(8192), a);
+  assert.equal(s.take(4096), a);
+  assert.equal(s.keptBytes, 0);
+  s.give(new ArrayBuffer(64)); // not shared: never kept
+  assert.equal(s.keptBytes, 0);
+  s.clear();
+});
+
+Deno.test("ScratchBuffers: changing shapes stay within maxBytes, the least recently given going first", () => {
+  // The soak audit's case: every request a new layer shape. Before, the first sizes filled the budget and stayed
+  // for good, and no later size was kept.
+  const max = 10_000;
+  const s = new ScratchBuffers(max, 60_000);
+  const given: number[] = [];
+  for (let k = 0; k < 50; k++) {
+    const bytes = 1000 + 37 * k;
+    s.give(s.take(bytes));
+    given.push(bytes);
+    assert.ok(s.keptBytes <= max, `${s.keptBytes} kept after ${k + 1} sizes`);
+    // What is kept is the longest run of the latest sizes that fits.
+    let fit = 0, sum = 0;
+    for (; fit < given.length && sum + given[given.length - 1 - fit]! <= max; fit++) {
+      sum += given[given.length - 1 - fit]!;
+    }
+    assert.deepEqual(s.keptSizes, given.slice(given.length - fit));
+  }
+  s.give(new SharedArrayBuffer(max + 1)); // larger than the whole budget: dropped, nothing evicted for it
+  assert.equal(s.keptSizes.at(-1), given.at(-1));
+  s.clear();
+});
+
+Deno.test("ScratchBuffers: an idle cache gives its buffers up after idleMs", async () => {
+  const s = new ScratchBuffers(1 << 20, 100);
+  s.give(s.take(4096));
+  s.give(s.take(8192));
+  assert.equal(s.keptBytes, 4096 + 8192);
+  await new Promise((r) => setTimeout(r, 60));
+  s.give(s.take(4096)); // use restarts the countdown
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(s.keptBytes, 4096 + 8192);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(s.keptBytes, 0);
+  assert.deepEqual(s.keptSizes, []);
+});

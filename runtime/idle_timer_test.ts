@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { IdleTimer } from "./idle_timer.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test("IdleTimer fires once, `ms` after the last touch, and not after stop()", async () => {
+  let fired = 0;
+  const t = new IdleTimer(80, () => fired++);
+  t.touch();
+  for (let i = 0; i < 4; i++) {
+    await sleep(40);
+    t.touch(); // each touch restarts the countdown: 160 ms in all, never 80 without a touch
+  }
+  assert.equal(fired, 0);
+  await sleep(200);
+  assert.equal(fired, 1);
+  t.touch();
+  t.stop();
+  await sleep(150);
+  assert.equal(fired, 1);
+});
+
+Deno.test("IdleTimer does not keep a process alive", async () => {
+  // A child touches a 60 s timer and ends its script: it must exit at once, not a minute later.
+  const url = new URL("./idle_timer.ts", import.meta.url).href;
+  const start = performance.now();
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", `import { IdleTimer } from ${JSON.stringify(url)}; new IdleTimer(60_000, () => {}).touch();`],
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  assert.equal(res.code, 0);
+  assert.ok(performance.now() - start < 20_000, "the child waited for the timer");
+});
+
+Deno.test("collectGarbage() frees dropped objects under the serve task's --expose-gc, not without", async () => {
+  const url = new URL("./idle_timer.ts", import.meta.url).href;
+  const script = `import { collectGarbage } from ${JSON.stringify(url)};
+let collected = false;
+const registry = new FinalizationRegistry(() => (collected = true));
+(() => registry.register({ dropped: true }, 0))(); // small: nothing else would make V8 collect it
+if (Deno.args[0] === "collect") collectGarbage();
+await new Promise((r) => setTimeout(r, 50));
+console.log(collected);`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  await Deno.writeTextFile(file, script);
+  const run = async (flags: string[], ...args: string[]) => {
+    const res = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...flags, file, ...args],
+      stdout: "piped",
+      signal: AbortSignal.timeout(30_000),
+    }).output();
+    assert.equal(res.code, 0);
+    return new TextDecoder().decode(res.stdout).trim();
+  };
+  assert.equal(await run(["--v8-flags=--expose-gc"], "collect"), "true");
+  assert.equal(await run(["--v8-flags=--expose-gc"]), "false", "collected without being asked: the test shows nothing");
+  assert.equal(await run([], "collect"), "false");
+  await Deno.remove(file);
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks;
+  assert.match(tasks.serve, /--v8-flags=--expose-gc /);
+});
