@@ -77,15 +77,11 @@ function toZpruneError(err: unknown): ZpruneError {
   if (err instanceof DOMException && err.name === "AbortError") {
     return new ZpruneError("client_closed_request", "the client closed the connection before the answer");
   }
-  // Computing past the deadline is deadline_exceeded (routes/prune.ts); before that, the body was slow to arrive or
-  // the request waited for a compute slot: the server's load, which a retry may well not meet again.
+  // POST /v1/prune answers its own deadline, 503 or 504 by where the time went (routes/deadline.ts).
   if (isDeadline(err)) {
-    return new ZpruneError(
-      "unavailable",
-      "the server's deadline passed before this request could compute (its body arrived slowly, or it waited for " +
-        "a compute slot behind other requests); retry shortly",
-      { headers: { "Retry-After": "1" } },
-    );
+    return new ZpruneError("unavailable", "the server's deadline passed; retry shortly", {
+      headers: { "Retry-After": "1" },
+    });
   }
   // Memory the host could not give just now (V8's words when an ArrayBuffer cannot be allocated, here or in a CPU
   // worker): the request was sound and may succeed later, so it is answered like a busy backend, not as a bug.

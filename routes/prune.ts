@@ -11,6 +11,7 @@ import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backen
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
+import { RequestClock } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
@@ -65,7 +66,24 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const signals = [c.req.raw.signal];
     if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
     const signal = AbortSignal.any(signals);
+    const clock = new RequestClock(start);
+    try {
+      return await compute(c, hold, signal, clock, start);
+    } catch (e) {
+      throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0) : e;
+    }
+  }
+
+  /** Reads, validates and computes the request, telling `clock` whether it waits or works. */
+  async function compute(
+    c: Context<AppEnv>,
+    hold: BodyHold,
+    signal: AbortSignal,
+    clock: RequestClock,
+    start: number,
+  ): Promise<Response> {
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
+    clock.phase(true);
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
     // Summing large `inputs` takes a while: other requests and /healthz get their turns meanwhile.
@@ -74,15 +92,15 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const prepared = await prepareRequest(request, { maxLayerElements: deps.maxLayerElements }, pause)
       .finally(() => prepTurns.stop());
     const { params, layers } = prepared;
+    clock.phase(false);
     c.set("layers", layers.length);
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
     const decodeMs = performance.now() - start;
 
     let computeMs = 0;
-    let computing = false;
     const outputs = await deps.queue.run(
       async (keep) => {
-        computing = true;
+        clock.phase(true);
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
@@ -106,19 +124,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       },
       signal,
       estimateBytes(prepared, body.byteLength),
-    ).catch((e) => {
-      // Before computing (the body, the queue) the deadline is the server's load: 503, retry (app.ts). Past it while
-      // computing, the request itself is too large for this deadline.
-      if (computing && isDeadline(e)) {
-        throw new ZpruneError(
-          "deadline_exceeded",
-          `computing this request's ${layers.length} layer(s) took longer than the server's deadline of ` +
-            `${deps.deadlineMs} ms; send fewer or smaller layers per request (the same request would take as long)`,
-          { cause: e },
-        );
-      }
-      throw e;
-    });
+    );
     deps.metrics.layers.inc({ method: params.method, pattern: patternLabel(params.pattern) }, layers.length);
 
     const { bytes, timings } = encodePruneResponse(

@@ -774,6 +774,30 @@ Deno.test("deadline: 503 to retry when it passes in the queue, 504 when computin
   }
 });
 
+Deno.test("a deadline met after waiting behind another request is a 503 to retry, even mid-compute", async () => {
+  // Each layer takes 700 ms of wall time, one request computes at a time, the deadline is 1 s: the second request
+  // waits about 700 ms for the first and computes about 300 ms when its deadline passes. That is the server's load,
+  // not a request too large for the deadline.
+  const cpu = createCpuBackend({ threads: 0 });
+  const backend = withPrune(cpu, async (params: PruneParams, l: LayerJob, signal?: AbortSignal) => {
+    await new Promise((r) => setTimeout(r, 700));
+    return cpu.prune(params, l, signal);
+  });
+  const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 4, deadlineMs: 1000 } });
+  try {
+    const body = encodeMsgpack(request());
+    const [first, second] = await Promise.all([postPrune(server.url, body), postPrune(server.url, body)]);
+    await first.body?.cancel();
+    assert.equal(second.headers.get("retry-after"), "1");
+    const message = await expectError(second, 503, "unavailable", "deadline of 1000 ms");
+    const [, waited, worked] = /after (\d+) ms of waiting .* and (\d+) ms of this request's own work/.exec(message)!;
+    assert.ok(Number(waited) > Number(worked), message);
+  } finally {
+    await server.close();
+    await cpu.close();
+  }
+});
+
 Deno.test("an overdue request is answered at once, its slot kept until the backend lets the layer go", async () => {
   // Whichever backend: the WebGPU one lets a layer in flight go only when the GPU is through with it.
   const cpu = createCpuBackend({ threads: 0 });

@@ -1,0 +1,48 @@
+/**
+ * Where a request's time went, so that a deadline's answer says whether retrying can help. Time waiting (for the
+ * body to arrive, for a compute slot) depends on the server's load: 503 `unavailable`, retry. Time on the request's
+ * own work (summing `inputs`, computing its layers) would be spent again: once that was at least half the deadline,
+ * 504 `deadline_exceeded`, which clients do not retry.
+ */
+import { ZpruneError } from "../contract/errors.ts";
+
+/** A request's time, split into waiting and its own work. */
+export class RequestClock {
+  #mark: number;
+  #working = false;
+  waitingMs = 0;
+  workingMs = 0;
+
+  constructor(start = performance.now(), readonly now: () => number = () => performance.now()) {
+    this.#mark = start;
+  }
+
+  /** From now on the request waits (false) or works (true). */
+  phase(working: boolean): void {
+    const t = this.now();
+    if (this.#working) this.workingMs += t - this.#mark;
+    else this.waitingMs += t - this.#mark;
+    this.#mark = t;
+    this.#working = working;
+  }
+
+  /** The answer for a request whose deadline of `deadlineMs` passed now, of `layers` layers (0: not known yet). */
+  deadlineError(deadlineMs: number, layers: number): ZpruneError {
+    this.phase(false);
+    const waited = Math.round(this.waitingMs), worked = Math.round(this.workingMs);
+    if (this.workingMs >= deadlineMs / 2) {
+      return new ZpruneError(
+        "deadline_exceeded",
+        `the server's deadline of ${deadlineMs} ms passed after ${worked} ms of this request's own work (summing ` +
+          `inputs, computing${layers ? ` ${layers} layer(s)` : ""}) and ${waited} ms of waiting; the same request ` +
+          "would likely miss it again: send fewer or smaller layers per request",
+      );
+    }
+    return new ZpruneError(
+      "unavailable",
+      `the server's deadline of ${deadlineMs} ms passed after ${waited} ms of waiting (for the body to arrive, for ` +
+        `a compute slot behind other requests) and ${worked} ms of this request's own work; retry shortly`,
+      { headers: { "Retry-After": "1" } },
+    );
+  }
+}
