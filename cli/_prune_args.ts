@@ -276,10 +276,10 @@ async function naming(flag: string, raw: string, check: () => Promise<void>): Pr
   try {
     await check();
   } catch (e) {
-    // Deno's own hint for these paths ("run again with the --allow-all flag") would have the user widen the CLI's
-    // permissions to write into /proc, /sys or /dev; the useful advice is another path, so that error is not kept
-    // as the cause (the CLI prints causes).
-    if (e instanceof Deno.errors.NotCapable) {
+    // Deno's own hint for its system paths ("run again with the --allow-all flag") would have the user widen the
+    // CLI's permissions to write into /proc, /sys or /dev; the useful advice is another path, so that error is not
+    // kept as the cause (the CLI prints causes). Elsewhere its hint is right (the CLI run without --allow-write).
+    if (e instanceof Deno.errors.NotCapable && /^\/(proc|sys|dev)(\/|$)/.test(resolve(raw))) {
       throw new TypeError(
         `--${flag} ${raw}: Deno refuses to write to system paths such as /proc, /sys and /dev; ` +
           "choose another path",

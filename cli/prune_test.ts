@@ -119,6 +119,14 @@ Deno.test("`deno task prune` refuses --out and --report under /proc or /sys with
     assert.match(err, new RegExp(`${flag} ${path}: .*system paths.*choose another path`));
     assert.doesNotMatch(err, /allow-all/);
   }
+  // Elsewhere, Deno's refusal is the right advice: the CLI run without --allow-write.
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: [...taskArgs.filter((a) => a !== "--allow-write"), ...NO_MODEL, "--report", "/tmp/zprune-report.json"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.match(new TextDecoder().decode(res.stderr), /--report \/tmp\/zprune-report.json: .*--allow-write/);
 });
 
 /**

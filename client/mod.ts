@@ -66,9 +66,13 @@ export function applyMask(weightBytes: Uint8Array, dtype: DType, mask: Uint8Arra
   return zeroMasked(weightBytes, dtype, mask);
 }
 
-/** The code of an HTTP status when the body names none we know. */
+/**
+ * The code of an HTTP status when the body names none we know. A 504 without the server's body is a proxy's gateway
+ * timeout, not the server's `deadline_exceeded`: that code only counts when the body says it.
+ */
 function codeOfStatus(status: number): ErrorCode {
-  const hit = (Object.entries(ERROR_STATUS) as [ErrorCode, number][]).find(([, s]) => s === status);
+  const hit = (Object.entries(ERROR_STATUS) as [ErrorCode, number][])
+    .find(([code, s]) => s === status && code !== "deadline_exceeded");
   return hit?.[0] ?? "internal";
 }
 
@@ -91,8 +95,8 @@ async function errorOf(res: Response): Promise<ZpruneError> {
   const message = typeof err?.message === "string"
     ? err.message
     : `HTTP ${res.status}: ${new TextDecoder().decode(bytes.subarray(0, 200))}`;
-  // The answer's own status: a proxy's 502 or 504 has no code of the contract, but its status still says what
-  // happened.
+  // The answer's own status: a proxy's 502 or 504 has no code of the contract ("internal" here), but its status
+  // still says what happened.
   return new ZpruneError(code, message, { headers, status: res.status });
 }
 
