@@ -102,6 +102,12 @@ export const LayerRequestSchema = z.object({
   }).nullish(),
   inputs: layerTensor({ dtypes: DTYPES, minSizes: [0, 1], description: "shape [tokens, cols]; not with actNormSq" })
     .nullish(),
+}).meta({
+  // For the OpenAPI document, as prepare.ts refuses it: not both actNormSq and inputs (nil counts as absent).
+  not: {
+    required: ["actNormSq", "inputs"],
+    properties: { actNormSq: { type: "object" }, inputs: { type: "object" } },
+  },
 });
 /** One layer of a request. */
 export type LayerRequest = z.infer<typeof LayerRequestSchema>;

@@ -68,6 +68,7 @@ ACCEPTED: Dict[str, Dict[str, Any]] = {
     "N:M ignores an out-of-range sparsity": {"pattern": "2:4", "sparsity": 7, "layers": [LAYER]},
     "N:M ignores a sparsity of another type": {"pattern": "4:8", "sparsity": "x", "layers": [LAYER]},
     "inputs of no tokens": {"sparsity": 0.5, "layers": [with_layer(actNormSq=None, inputs=tensor(W[:0]))]},
+    "inputs with a nil actNormSq": {"sparsity": 0.5, "layers": [with_layer(actNormSq=None, inputs=tensor(W))]},
     "f16 inputs": {"sparsity": 0.5, "layers": [with_layer(actNormSq=None, inputs=tensor(W, "f16"))]},
     "every return": {"sparsity": 0.5, "return": ["mask", "weight", "score"], "layers": [LAYER]},
     "data-free magnitude": {"method": "magnitude", "sparsity": 0.5, "layers": [with_layer(actNormSq=None)]},
@@ -102,6 +103,7 @@ REFUSED: Dict[str, Dict[str, Any]] = {
     },
     "unknown dtype": {"sparsity": 0.5, "layers": [with_layer(weight={**tensor(W), "dtype": "f64"})]},
     "layer without a name": {"sparsity": 0.5, "layers": [{"weight": tensor(W), "actNormSq": tensor(ACT)}]},
+    "actNormSq and inputs": {"sparsity": 0.5, "layers": [with_layer(inputs=tensor(W))]},
 }
 
 
@@ -146,23 +148,43 @@ def defaults(schema: Dict[str, Any]) -> List[Tuple[List[str], Any]]:
     return out
 
 
+def outcome(url: str, body: Dict[str, Any]) -> Any:
+    """What the server makes of ``body``: its error code, or each layer's fields other than timings."""
+    status, answer = post(url, body)
+    if status != 200:
+        return (status, answer["error"]["code"])
+    return [(sorted(layer), layer["mask"], layer["stats"]) for layer in answer["layers"]]
+
+
+# For each documented default: a body in which the field matters, and another value that changes the outcome (so
+# that a wrong default would show).
+DEFAULT_CASES: Dict[str, Tuple[Dict[str, Any], Any]] = {
+    "method": ({"sparsity": 0.5, "layers": [LAYER]}, "magnitude"),
+    "pattern": ({"sparsity": 0.5, "layers": [LAYER]}, "row"),
+    "return": ({"sparsity": 0.5, "layers": [LAYER]}, ["mask", "score"]),
+    # Without activations: zpruner needs them unless dataFree is true.
+    "options.dataFree": ({"sparsity": 0.5, "options": {}, "layers": [with_layer(actNormSq=None)]}, True),
+}
+
+
 def test_documented_defaults_are_what_the_server_does(server_url: str, doc: Dict[str, Any]) -> None:
-    found = defaults(doc["components"]["schemas"]["PruneRequest"])
-    assert {".".join(p) for p, _ in found} == {"method", "pattern", "return", "options.dataFree"}
-    base = {"sparsity": 0.5, "options": {}, "layers": [LAYER]}
-    status, without = post(server_url, base)
-    assert status == 200, without
-    for path, value in found:
-        explicit = {**base, "options": dict(base["options"])}  # the one nested map a default sits in
-        target = explicit
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-        status, answer = post(server_url, explicit)
-        assert status == 200, answer
-        for a, b in zip(answer["layers"], without["layers"]):
-            assert a.keys() == b.keys(), path
-            assert a["mask"] == b["mask"] and a["stats"] == b["stats"], path
+    found = dict((".".join(p), d) for p, d in defaults(doc["components"]["schemas"]["PruneRequest"]))
+    assert set(found) == set(DEFAULT_CASES)
+    for name, default in found.items():
+        base, other = DEFAULT_CASES[name]
+
+        def with_value(value: Any) -> Dict[str, Any]:
+            body = {**base, "options": dict(base.get("options", {}))}  # the one nested map a default sits in
+            *parents, key = name.split(".")
+            target = body
+            for p in parents:
+                target = target[p]
+            target[key] = value
+            return body
+
+        omitted = outcome(server_url, base)
+        assert outcome(server_url, with_value(default)) == omitted, name
+        assert outcome(server_url, with_value(other)) != omitted, f"{name}: {other!r} changes nothing here"
 
 
 def test_exponent_defaults_in_the_document_are_the_servers(server_url: str, doc: Dict[str, Any]) -> None:
