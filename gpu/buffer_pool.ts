@@ -1,8 +1,8 @@
 /**
  * A free list of GPU buffers keyed by (label, size, usage). Buffers go back to the pool once the submit that used
  * them has been queued: WebGPU orders later writes and submits after it, so reuse by a later job is safe. The pool
- * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed, and all of them once the pool
- * has gone unused for `idleMs` (on a software adapter device memory is the host's; on a GPU others may want it).
+ * keeps at most `maxIdleBytes` idle; beyond that the oldest idle buffers are destroyed, and all of them once no buffer
+ * has been in use for `idleMs` (on a software adapter device memory is the host's; on a GPU others may want it).
  *
  * The label is part of the key because Deno ignores assignments to `GPUBuffer.label`: a reused buffer must keep a
  * truthful name for validation messages. Layers of one model repeat a few shapes, so reuse stays high.
@@ -37,7 +37,9 @@ export class BufferPool {
   constructor(device: GPUDevice, maxIdleBytes: number, idleMs = POOL_IDLE_MS) {
     this.#device = device;
     this.#maxIdleBytes = maxIdleBytes;
-    this.#idle = new IdleTimer(idleMs, () => this.clear());
+    // Idle means no buffer in use: a job longer than idleMs is still one (the engine's out-of-memory retry reads
+    // the idle bytes mid-job).
+    this.#idle = new IdleTimer(idleMs, () => this.#live > this.#idleOrder.length ? this.#idle.touch() : this.clear());
   }
 
   /** Bytes held idle in the pool. */
@@ -88,6 +90,7 @@ export class BufferPool {
 
   /** Destroys buffers taken from the pool instead of returning them (after an error they may be invalid). */
   discard(...buffers: GPUBuffer[]): void {
+    this.#idle.touch();
     for (const b of buffers) b.destroy();
     this.#live -= buffers.length;
   }

@@ -55,21 +55,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "BufferPool destroys its idle buffers once unused for idleMs",
+  name: "BufferPool destroys its idle buffers once none has been in use for idleMs",
   ignore: !device,
   async fn() {
     const pool = new BufferPool(device!, 1 << 20, 100);
     const a = pool.acquire(1000, USAGE, "idle");
     const b = pool.acquire(1000, USAGE, "idle");
     pool.release(a);
-    await new Promise((r) => setTimeout(r, 150));
-    // a went idle and stayed so: destroyed. b, in use all along, is not touched.
+    await new Promise((r) => setTimeout(r, 400));
+    // b stayed in use, as in a job longer than idleMs: the pool is not idle, and a is kept.
+    assert.equal(pool.idleBytes, a.size);
+    pool.release(b);
+    await new Promise((r) => setTimeout(r, 400));
     assert.equal(pool.idleBytes, 0);
-    assert.equal(pool.liveBuffers, 1);
-    const c = pool.acquire(1000, USAGE, "idle");
-    assert.notEqual(c, a);
-    pool.release(b, c);
-    pool.clear();
     assert.equal(pool.liveBuffers, 0);
+    const c = pool.acquire(1000, USAGE, "idle");
+    assert.ok(c !== a && c !== b, "a destroyed buffer is not handed out again");
+    pool.release(c);
+    pool.clear();
   },
 });

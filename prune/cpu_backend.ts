@@ -37,13 +37,27 @@ export class ScratchBuffers {
   /** Kept buffers, least recently given first. */
   #order: SharedArrayBuffer[] = [];
   #kept = 0;
+  /** Layers computing now: the idle timer lets the buffers go only when there are none. */
+  #active = 0;
   readonly #idle: IdleTimer;
 
   constructor(readonly maxBytes: number, idleMs = SCRATCH_IDLE_MS) {
     this.#idle = new IdleTimer(idleMs, () => {
+      if (this.#active > 0) return this.#idle.touch(); // a layer longer than idleMs: not idle
       this.clear();
       collectGarbage();
     });
+  }
+
+  /** Runs `layer`, a layer's computation: the buffers are not idle meanwhile, however long it takes. */
+  async during<T>(layer: () => Promise<T>): Promise<T> {
+    this.#active++;
+    try {
+      return await layer();
+    } finally {
+      this.#active--;
+      this.#idle.touch();
+    }
   }
 
   /** A buffer of exactly `bytes` (contents undefined). */
@@ -105,7 +119,13 @@ function defaultScratchBytes(): number {
 export function createPoolExecutor(
   threads: number,
   scratchBytes = defaultScratchBytes(),
-): Executor & { close(): void; crash(index: number): void; restarts(): number } {
+): Executor & {
+  close(): void;
+  crash(index: number): void;
+  restarts(): number;
+  /** Runs a layer's computation, during which the kept buffers are not idle. */
+  during<T>(layer: () => Promise<T>): Promise<T>;
+} {
   const pool = new CpuPool(threads);
   const buffers = new ScratchBuffers(scratchBytes);
   return {
@@ -114,6 +134,7 @@ export function createPoolExecutor(
     all: (count, make) => pool.all(count, make),
     scratch: (bytes) => buffers.take(bytes),
     release: (b) => buffers.give(b),
+    during: (layer) => buffers.during(layer),
     close: () => {
       pool.close();
       buffers.clear();
@@ -135,7 +156,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const parallelMin = options.parallelMin ?? 1 << 18;
   let exec: ReturnType<typeof createPoolExecutor> | null = null;
   // Workers start with the first large layer: a server that only sees small ones never spawns them.
-  const executor = (): Executor => (exec ??= createPoolExecutor(threads, options.scratchBytes));
+  const executor = () => (exec ??= createPoolExecutor(threads, options.scratchBytes));
   let closedRestarts = 0; // restarts of pools already closed, so the count never goes down
 
   return {
@@ -144,7 +165,8 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     exactPathLayers: 0,
     prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput> {
       if (threads === 0 || layer.rows * layer.cols < parallelMin) return pruneLayer(params, layer);
-      return pruneLayerWith(executor(), params, layer, signal);
+      const exec = executor();
+      return exec.during(() => pruneLayerWith(exec, params, layer, signal));
     },
     crashWorker(index = 0): void {
       exec?.crash(index);

@@ -37,16 +37,20 @@ Deno.test("ScratchBuffers: changing shapes stay within maxBytes, the least recen
   s.clear();
 });
 
-Deno.test("ScratchBuffers: an idle cache gives its buffers up after idleMs", async () => {
-  const s = new ScratchBuffers(1 << 20, 100);
+Deno.test("ScratchBuffers: an idle cache gives its buffers up after idleMs, not while a layer computes", async () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const s = new ScratchBuffers(1 << 20, 600);
   s.give(s.take(4096));
   s.give(s.take(8192));
   assert.equal(s.keptBytes, 4096 + 8192);
-  await new Promise((r) => setTimeout(r, 60));
-  s.give(s.take(4096)); // use restarts the countdown
-  await new Promise((r) => setTimeout(r, 60));
+  // A layer longer than idleMs: the kept buffers stay, though nothing was taken or given meanwhile.
+  await s.during(() => sleep(1500));
   assert.equal(s.keptBytes, 4096 + 8192);
-  await new Promise((r) => setTimeout(r, 150));
+  await sleep(100);
+  s.give(s.take(4096)); // use restarts the countdown
+  await sleep(100);
+  assert.equal(s.keptBytes, 4096 + 8192);
+  await sleep(1500);
   assert.equal(s.keptBytes, 0);
   assert.deepEqual(s.keptSizes, []);
 });
