@@ -87,7 +87,21 @@ def test_finite_values_that_would_become_infinite_are_refused_by_name(wire: str)
     assert sent == wire
     over = fits.copy()
     over[1, 0] = -edge
-    with pytest.raises(ValueError, match=r"1 finite values are beyond the range of " + wire + r".*index \[1, 0\]"):
+    with pytest.raises(ValueError, match=r"1 finite value is beyond the range of " + wire + r".*index \[1, 0\]"):
         to_numpy(over, wire)
     with pytest.raises(ValueError, match=r"layer 'q', inputs: "):
         Layer("q", np.ones((2, 2), np.float32), inputs=over, dtype=None if wire == "f32" else wire).to_wire()
+
+
+def test_overflow_advice_names_a_dtype_that_holds_the_values_or_none() -> None:
+    import torch
+
+    big = np.full((2, 2), 1e5, np.float32)
+    with pytest.raises(ValueError, match="leave dtype unset to send them as f32"):
+        to_numpy(big, "f16")
+    with pytest.raises(ValueError, match="leave dtype unset to send them as bf16"):
+        to_numpy(torch.full((2, 2), 1e5, dtype=torch.bfloat16), "f16")  # unset, a bf16 tensor goes out as bf16
+    with pytest.raises(ValueError, match=r"no dtype on the wire holds them \(f32 is the widest\)"):
+        to_numpy(np.full((2, 2), 1e39), "f16")
+    with pytest.raises(ValueError, match="2 finite values are"):
+        to_numpy(np.array([1e39, -1e39, 1.0]), None)

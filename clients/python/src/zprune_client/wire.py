@@ -98,15 +98,17 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
             bits = t.view(_torch_int16(t)).numpy().view(np.uint16)
             if dtype in (None, "bf16"):
                 return np.ascontiguousarray(bits, dtype="<u2"), "bf16"
-            arr: NDArray[Any] = bf16_bits_to_float32(bits)
-        else:
-            arr = t.numpy()
+            wide = bf16_bits_to_float32(bits)
+            out, wire = _float_to_wire(wide, dtype)
+            _refuse_overflow(wide, out, wire, own="bf16")
+            return out, wire
+        arr: NDArray[Any] = t.numpy()
     else:
         arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f":
         out, wire = _float_to_wire(arr, dtype)
-        _refuse_overflow(arr, out, wire)
+        _refuse_overflow(arr, out, wire, own=_own_dtype(arr))
         return out, wire
     if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
         # Little-endian first (a no-op for a little-endian array; a big-endian one holds the same bits in the other
@@ -117,29 +119,43 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
     raise TypeError(f"expected float32, float16 or bfloat16 data, got {arr.dtype}")
 
 
+def _own_dtype(arr: NDArray[Any]) -> WireDType:
+    """The wire dtype of a numpy float array when none is forced: f16 for 16-bit floats, f32 for the rest."""
+    return "f16" if arr.dtype.itemsize == 2 else "f32"
+
+
 def _float_to_wire(arr: NDArray[Any], dtype: Optional[WireDType]) -> Tuple[NDArray[Any], WireDType]:
-    """A float array in its wire dtype: ``dtype``, else f16 for 16-bit floats and f32 for the rest."""
-    wire: WireDType = dtype if dtype is not None else ("f16" if arr.dtype.itemsize == 2 else "f32")
+    """A float array in its wire dtype: ``dtype``, else its own (``_own_dtype``)."""
+    wire: WireDType = dtype if dtype is not None else _own_dtype(arr)
     with np.errstate(over="ignore"):  # an overflow is refused by _refuse_overflow, with the values named
         if wire == "bf16":
             return np.ascontiguousarray(float32_to_bf16_bits(arr.astype(np.float32)), dtype="<u2"), "bf16"
         return np.ascontiguousarray(arr, dtype=_NUMPY_LE[wire]), wire
 
 
-def _refuse_overflow(src: NDArray[Any], out: NDArray[Any], wire: WireDType) -> None:
+def _refuse_overflow(src: NDArray[Any], out: NDArray[Any], wire: WireDType, own: WireDType) -> None:
     """Raises ``ValueError`` where converting ``src`` to ``wire`` made a finite value infinite: the server would
-    refuse the request as ``non_finite`` and point at data that was finite on this side."""
+    refuse the request as ``non_finite`` and point at data that was finite on this side. ``own`` is the dtype
+    ``src`` goes out in when ``dtype`` is left unset, which the message suggests where it holds the values."""
     if src.dtype.itemsize <= DTYPE_BYTES[wire]:
         return  # no narrowing (f16 into f32 or bf16, f32 into f32): every finite value stays finite
     inf = (out.view(np.uint16) & 0x7FFF) == 0x7F80 if wire == "bf16" else np.isinf(out)
     bad = inf & np.isfinite(src)
-    if bad.any():
-        at = tuple(int(i) for i in np.argwhere(bad)[0])
-        fix = "the wire carries at most f32" if wire == "f32" else "leave dtype unset to send them as f32"
-        raise ValueError(
-            f"{int(bad.sum())} finite values are beyond the range of {wire} (the first, {float(src[at])!r}, at index "
-            f"{list(at)}) and would be sent as infinity; {fix}"
-        )
+    if not bad.any():
+        return
+    at = tuple(int(i) for i in np.argwhere(bad)[0])
+    count = int(bad.sum())
+    with np.errstate(over="ignore"):
+        own_holds = own != wire and bool(np.isfinite(src[bad].astype(np.float32)).all())  # bf16's range is f32's
+    fix = (
+        f"leave dtype unset to send them as {own}"
+        if own_holds
+        else "no dtype on the wire holds them (f32 is the widest): scale them down"
+    )
+    raise ValueError(
+        f"{count} finite value{' is' if count == 1 else 's are'} beyond the range of {wire} (the first, "
+        f"{float(src[at])!r}, at index {list(at)}) and would be sent as infinity; {fix}"
+    )
 
 
 def _torch_int16(t: Any) -> Any:
