@@ -23,8 +23,9 @@ export const ERROR_STATUS = {
   client_closed_request: 499,
   internal: 500,
   unavailable: 503,
-  // Past the deadline after the request's own work took half of it or more (routes/deadline.ts): the same request
-  // would likely miss it again, so unlike 503 it says "do not retry as is" (clients retry 429 and 503 only).
+  // Past the deadline after the request's own work, with no other request alongside, took half of it or more
+  // (routes/deadline.ts): the same request would likely miss it again, so unlike 503 it says "do not retry as is"
+  // (clients retry 429 and 503 only).
   deadline_exceeded: 504,
 } as const;
 

@@ -34,6 +34,8 @@ export class WorkQueue {
   #running = 0;
   #bytes = 0;
   #waiting: Waiter[] = [];
+  /** Requests that started computing while another was: see `alone()`. */
+  #crowdedStarts = 0;
 
   constructor(options: WorkQueueOptions) {
     this.concurrency = Math.max(1, options.concurrency);
@@ -52,6 +54,22 @@ export class WorkQueue {
     return this.#running;
   }
 
+  /**
+   * For a request that starts computing now: a probe that later tells whether it has computed alone all along (no
+   * other request computing when it started, none started since), so that its time was its own work's.
+   */
+  alone(): () => boolean {
+    const solo = this.#running <= 1, at = this.#crowdedStarts;
+    return () => solo && this.#crowdedStarts === at;
+  }
+
+  /** Counts a request starting to compute. */
+  #start(cost: number): void {
+    this.#running++;
+    this.#bytes += cost;
+    if (this.#running > 1) this.#crowdedStarts++;
+  }
+
   /** Bytes the running requests are estimated to hold. */
   get bytesInUse(): number {
     return this.#bytes;
@@ -66,8 +84,7 @@ export class WorkQueue {
   #wake(): void {
     while (this.#waiting.length > 0 && this.#fits(this.#waiting[0]!.cost)) {
       const w = this.#waiting.shift()!;
-      this.#running++;
-      this.#bytes += w.cost;
+      this.#start(w.cost);
       w.go();
     }
   }
@@ -91,8 +108,7 @@ export class WorkQueue {
       );
     }
     if (this.#waiting.length === 0 && this.#fits(cost)) {
-      this.#running++;
-      this.#bytes += cost;
+      this.#start(cost);
     } else {
       if (this.#waiting.length >= this.maxQueue) {
         throw new ZpruneError("busy", `the work queue is full (${this.maxQueue} waiting); retry later`, {

@@ -108,3 +108,33 @@ Deno.test("untilAborted() answers with the work, or with the abort at once while
   await assert.rejects(late, (e) => e === "gone");
   assert.equal(kept.length, 2, "a signal aborted already keeps the work too");
 });
+
+Deno.test("WorkQueue.alone(): true only for a request that computed with no other computing at any time", async () => {
+  const q = new WorkQueue({ concurrency: 2, maxQueue: 4 });
+  const gate = () => {
+    let open!: () => void;
+    return { wait: new Promise<void>((r) => (open = r)), open: () => open() };
+  };
+  const probes: Record<string, () => boolean> = {};
+  const job = (name: string, g: { wait: Promise<void> }) =>
+    q.run(async () => {
+      probes[name] = q.alone();
+      await g.wait;
+    });
+  const ga = gate(), gb = gate(), gc = gate();
+  const a = job("a", ga);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(probes.a!(), true, "a alone so far");
+  const b = job("b", gb); // starts beside a
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(probes.a!(), false, "b started while a computed");
+  assert.equal(probes.b!(), false, "a was computing when b started");
+  ga.open();
+  gb.open();
+  await Promise.all([a, b]);
+  const c = job("c", gc); // alone from start to end
+  await new Promise((r) => setTimeout(r, 5));
+  gc.open();
+  await c;
+  assert.equal(probes.c!(), true);
+});

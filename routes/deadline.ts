@@ -1,8 +1,9 @@
 /**
  * Where a request's time went, so that a deadline's answer says whether retrying can help. Time waiting (for the
  * body to arrive, for a compute slot) depends on the server's load: 503 `unavailable`, retry. Time on the request's
- * own work (summing `inputs`, computing its layers) would be spent again: once that was at least half the deadline,
- * 504 `deadline_exceeded`, which clients do not retry.
+ * own work (decoding and checking it, summing `inputs`, computing its layers) would be spent again: once that was at
+ * least half the deadline, computed with no other request alongside, 504 `deadline_exceeded`, which clients do not
+ * retry.
  */
 import { ZpruneError } from "../contract/errors.ts";
 
@@ -26,22 +27,28 @@ export class RequestClock {
     this.#working = working;
   }
 
-  /** The answer for a request whose deadline of `deadlineMs` passed now, of `layers` layers (0: not known yet). */
-  deadlineError(deadlineMs: number, layers: number): ZpruneError {
+  /**
+   * The answer for a request of `layers` layers (0: not known yet) whose deadline of `deadlineMs` passed now.
+   * `alone`: whether it computed with no other request computing (WorkQueue.alone); if not, its computing time
+   * was shared, and a retry may well fit.
+   */
+  deadlineError(deadlineMs: number, layers: number, alone: boolean): ZpruneError {
     this.phase(false);
     const waited = Math.round(this.waitingMs), worked = Math.round(this.workingMs);
-    if (this.workingMs >= deadlineMs / 2) {
+    const what = `this request's own work (decoding, checking${layers ? `, ${layers} layer(s)` : ""})`;
+    if (alone && this.workingMs >= deadlineMs / 2) {
       return new ZpruneError(
         "deadline_exceeded",
-        `the server's deadline of ${deadlineMs} ms passed after ${worked} ms of this request's own work (summing ` +
-          `inputs, computing${layers ? ` ${layers} layer(s)` : ""}) and ${waited} ms of waiting; the same request ` +
-          "would likely miss it again: send fewer or smaller layers per request",
+        `the server's deadline of ${deadlineMs} ms passed after ${worked} ms of ${what}, computed with no other ` +
+          `request, and ${waited} ms of waiting; the same request would likely miss it again: send fewer or ` +
+          "smaller layers per request",
       );
     }
     return new ZpruneError(
       "unavailable",
       `the server's deadline of ${deadlineMs} ms passed after ${waited} ms of waiting (for the body to arrive, for ` +
-        `a compute slot behind other requests) and ${worked} ms of this request's own work; retry shortly`,
+        `a compute slot behind other requests) and ${worked} ms of ${what}` +
+        `${alone ? "" : ", computed alongside other requests"}; retry shortly`,
       { headers: { "Retry-After": "1" } },
     );
   }

@@ -67,10 +67,11 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
     const signal = AbortSignal.any(signals);
     const clock = new RequestClock(start);
+    let alone = () => true; // until it computes, its own work (decoding, checking) is on its own anyway
     try {
-      return await compute(c, hold, signal, clock, start);
+      return await compute(c, hold, signal, clock, start, (probe) => (alone = probe));
     } catch (e) {
-      throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0) : e;
+      throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0, alone()) : e;
     }
   }
 
@@ -81,6 +82,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     signal: AbortSignal,
     clock: RequestClock,
     start: number,
+    computing: (alone: () => boolean) => void,
   ): Promise<Response> {
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
     clock.phase(true);
@@ -101,6 +103,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const outputs = await deps.queue.run(
       async (keep) => {
         clock.phase(true);
+        computing(deps.queue.alone());
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];

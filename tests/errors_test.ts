@@ -798,6 +798,32 @@ Deno.test("a deadline met after waiting behind another request is a 503 to retry
   }
 });
 
+Deno.test("a deadline met computing beside another request is a 503 to retry: the time was shared", async () => {
+  // The review's case: the default two compute slots, a backend that runs one 300 ms layer at a time, requests of
+  // two layers, a 1 s deadline. Alone a request takes about 600 ms; the second of two sent together misses the
+  // deadline, having spent it all admitted, but most of it waiting for the first's layers.
+  const cpu = createCpuBackend({ threads: 0 });
+  let chain = Promise.resolve();
+  const backend = withPrune(cpu, (params: PruneParams, l: LayerJob, signal?: AbortSignal) => {
+    const turn = chain.then(() => new Promise((r) => setTimeout(r, 300))).then(() => cpu.prune(params, l, signal));
+    chain = turn.then(() => {}, () => {});
+    return turn;
+  });
+  const server = await startServer({ backend, config: { concurrency: 2, maxQueue: 4, deadlineMs: 1000 } });
+  try {
+    const body = encodeMsgpack(request({ layers: [layer({ name: "a" }), layer({ name: "b" })] }));
+    const answers = await Promise.all([postPrune(server.url, body), postPrune(server.url, body)]);
+    const late = answers.find((r) => r.status !== 200);
+    for (const r of answers) if (r !== late) await r.body?.cancel();
+    assert.ok(late, "one of the two misses the deadline");
+    assert.equal(late.headers.get("retry-after"), "1");
+    await expectError(late, 503, "unavailable", "computed alongside other requests");
+  } finally {
+    await server.close();
+    await cpu.close();
+  }
+});
+
 Deno.test("an overdue request is answered at once, its slot kept until the backend lets the layer go", async () => {
   // Whichever backend: the WebGPU one lets a layer in flight go only when the GPU is through with it.
   const cpu = createCpuBackend({ threads: 0 });
