@@ -24,7 +24,7 @@ Deno.test({
   ignore: !software,
   async fn() {
     const out = await new Deno.Command("bash", {
-      args: ["-c", `ulimit -v ${ADDRESS_SPACE_KIB} && exec "$0" run -A "$1"`, DENO, CHILD],
+      args: ["-c", `ulimit -v ${ADDRESS_SPACE_KIB} && exec "$0" run -A --v8-flags=--expose-gc "$1"`, DENO, CHILD],
       stdout: "piped",
       stderr: "piped",
     }).output();
