@@ -13,8 +13,13 @@ export class RequestClock {
   #working = false;
   waitingMs = 0;
   workingMs = 0;
+  /**
+   * Whether the request has computed with no other request computing: set to WorkQueue.alone()'s probe once it
+   * computes. Before that, its own work (decoding, checking) was its own anyway.
+   */
+  alone: () => boolean = () => true;
 
-  constructor(start = performance.now(), readonly now: () => number = () => performance.now()) {
+  constructor(readonly start = performance.now(), readonly now: () => number = () => performance.now()) {
     this.#mark = start;
   }
 
@@ -28,12 +33,12 @@ export class RequestClock {
   }
 
   /**
-   * The answer for a request of `layers` layers (0: not known yet) whose deadline of `deadlineMs` passed now.
-   * `alone`: whether it computed with no other request computing (WorkQueue.alone); if not, its computing time
-   * was shared, and a retry may well fit.
+   * The answer for a request of `layers` layers (0: not known yet) whose deadline of `deadlineMs` passed now. Where
+   * it computed alongside other requests, its computing time was shared, and a retry may well fit.
    */
-  deadlineError(deadlineMs: number, layers: number, alone: boolean): ZpruneError {
+  deadlineError(deadlineMs: number, layers: number): ZpruneError {
     this.phase(false);
+    const alone = this.alone();
     const waited = Math.round(this.waitingMs), worked = Math.round(this.workingMs);
     const what = `this request's own work (decoding, checking${layers ? `, ${layers} layer(s)` : ""})`;
     if (alone && this.workingMs >= deadlineMs / 2) {

@@ -33,8 +33,9 @@ Deno.test("RequestClock: 504 when own work, done alone, took half the deadline o
     const { c, at } = clock();
     at(waited);
     c.phase(true);
+    c.alone = () => alone;
     at(waited + worked);
-    const e = c.deadlineError(1000, 3, alone);
+    const e = c.deadlineError(1000, 3);
     const what = `${waited} ms waiting, ${worked} ms working, alone ${alone}`;
     assert.equal(e.code, code, what);
     assert.equal(e.status, code === "unavailable" ? 503 : 504);

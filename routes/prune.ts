@@ -67,11 +67,10 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
     const signal = AbortSignal.any(signals);
     const clock = new RequestClock(start);
-    let alone = () => true; // until it computes, its own work (decoding, checking) is on its own anyway
     try {
-      return await compute(c, hold, signal, clock, start, (probe) => (alone = probe));
+      return await compute(c, hold, signal, clock);
     } catch (e) {
-      throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0, alone()) : e;
+      throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0) : e;
     }
   }
 
@@ -81,9 +80,8 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     hold: BodyHold,
     signal: AbortSignal,
     clock: RequestClock,
-    start: number,
-    computing: (alone: () => boolean) => void,
   ): Promise<Response> {
+    const { start } = clock;
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
     clock.phase(true);
     deps.metrics.bytesIn.inc({}, body.byteLength);
@@ -103,7 +101,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const outputs = await deps.queue.run(
       async (keep) => {
         clock.phase(true);
-        computing(deps.queue.alone());
+        clock.alone = deps.queue.alone();
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         const outs: LayerOutput[] = [];
