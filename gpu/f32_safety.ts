@@ -17,7 +17,7 @@ import { Z_SCALARS } from "./kernels/z_means.ts";
  * keep e_j = 0). A large exponent takes act far outside f32's range where the score itself may not be.
  */
 export function splitActivations(
-  actNormSq: Float32Array | null,
+  actNormSq: Float32Array | Float64Array | null,
   exponent: number,
   cols: number,
 ): Uint32Array<ArrayBuffer> {
@@ -187,7 +187,7 @@ function nmSwapsLikely(scalars: Float32Array, n: number, nPruned: number, m: num
 }
 
 /** The largest finite act_j = actNormSq_j^(exponent/2) (1 without activations; 0 when none is finite and nonzero). */
-function maxActivation(actNormSq: Float32Array | null, exponent: number, cols: number): number {
+function maxActivation(actNormSq: Float32Array | Float64Array | null, exponent: number, cols: number): number {
   if (!actNormSq) return 1;
   let max = 0;
   for (let j = 0; j < cols; j++) {

@@ -105,7 +105,7 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
  */
 function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[] } {
   const transfer: ArrayBuffer[] = [];
-  const own = <T extends Uint8Array | Float32Array>(a: T): T => {
+  const own = <T extends Uint8Array | Float32Array | Float64Array>(a: T): T => {
     if (typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer) return a;
     const whole = a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
     const b = whole ? a : a.slice() as T;

@@ -27,8 +27,12 @@ export interface LayerJob {
   dtype: DType;
   /** Raw little-endian row-major bytes, `rows * cols * size(dtype)` long; may be unaligned. Not yet checked for NaN. */
   weight: Uint8Array;
-  /** Per input feature: sum of x_j^2 over calibration tokens / sequences; `null` means no activations (all ones). */
-  actNormSq: Float32Array | null;
+  /**
+   * Per input feature: sum of x_j^2 over calibration tokens / sequences; `null` means no activations (all ones).
+   * float32 as the wire carries it, or the float64 sums the server took of `inputs`: rounded to float32, the squares
+   * of tiny inputs would vanish, and those of huge ones overflow, where act_j and the scores are well in range.
+   */
+  actNormSq: Float32Array | Float64Array | null;
 }
 
 /** What a backend answers for one layer. */

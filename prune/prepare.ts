@@ -54,10 +54,12 @@ export type Pause = () => Promise<void> | undefined;
 const INPUT_BLOCK = 1 << 16;
 
 /**
- * Column sums of squares of `inputs` data ([tokens, cols] of `dtype`) in float64, as float32: a block of rows at a
- * time, so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed.
+ * Column sums of squares of `inputs` data ([tokens, cols] of `dtype`) in float64, kept so: a block of rows at a time,
+ * so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed. They stay
+ * finite (at most 2^32 squares of float32 values) and are not rounded to float32, whose range the sums of tiny or
+ * huge inputs leave while act_j = sum^(exponent/2) and the scores stay within it.
  */
-async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): Promise<Float32Array> {
+async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): Promise<Float64Array> {
   const size = DTYPE_BYTES[t.dtype];
   const tokens = t.data.byteLength / size / cols;
   const rowsPerBlock = Math.max(1, Math.floor(INPUT_BLOCK / cols));
@@ -77,19 +79,16 @@ async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): P
     const p = pause();
     if (p) await p;
   }
-  const out = Float32Array.from(sums);
-  const inf = out.findIndex((v) => !Number.isFinite(v));
-  if (inf >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${inf} overflows float32`);
-  return out;
+  return sums;
 }
 
-/** actNormSq (f32, [cols], finite, >= 0) from the request, or the column sums of squares of `inputs`. */
+/** actNormSq (f32, [cols], finite, >= 0) from the request, or the column sums of squares of `inputs` (f64). */
 async function activations(
   layer: PruneRequest["layers"][number],
   cols: number,
   path: string,
   pause: Pause,
-): Promise<Float32Array | null> {
+): Promise<Float32Array | Float64Array | null> {
   const { actNormSq, inputs } = layer;
   if (actNormSq && inputs) fail("invalid_request", `${path}: give actNormSq or inputs, not both`);
   if (actNormSq) {

@@ -29,9 +29,32 @@ Deno.test("prepareRequest sums inputs per column in float64 a block at a time, p
   for (let c = 0; c < cols; c++) {
     let want = 0;
     for (let t = 0; t < tokens; t++) want += values[t * cols + c]! ** 2;
-    assert.equal(prepared.layers[0]!.actNormSq![c], Math.fround(want), `column ${c}`);
+    assert.equal(prepared.layers[0]!.actNormSq![c], want, `column ${c}`);
   }
   assert.ok(pauses >= 4, `${pauses} pauses`);
+});
+
+Deno.test("prepareRequest keeps sums of inputs that float32 cannot hold: tiny, huge, subnormal", async () => {
+  const cols = 4;
+  // Per column: 1e-25 (squares 1e-50, zero in float32), 3e38 (squares past float32's largest), 1e-20 (squares
+  // 1e-40, a float32 subnormal that would keep a few bits), and 1.
+  const column = [1e-25, 3e38, 1e-20, 1];
+  const tokens = 3;
+  const values = new Float32Array(tokens * cols).map((_, i) => column[i % cols]!);
+  const req = parsePruneRequest({
+    method: "wanda",
+    sparsity: 0.5,
+    layers: [{
+      name: "l",
+      weight: { dtype: "f32", shape: [2, cols], data: encode(new Float32Array(2 * cols).fill(1), "f32") },
+      inputs: { dtype: "f32", shape: [tokens, cols], data: encode(values, "f32") },
+    }],
+  });
+  const sums = (await prepareRequest(req, { maxLayerElements: 1 << 20 })).layers[0]!.actNormSq!;
+  for (let c = 0; c < cols; c++) {
+    const v = Math.fround(column[c]!); // the value as float32 carries it
+    assert.equal(sums[c], v * v + v * v + v * v, `column ${c}`);
+  }
 });
 
 Deno.test("prepareRequest names the first non-finite input by its index in the whole tensor", async () => {

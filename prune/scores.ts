@@ -192,7 +192,10 @@ function times(s: number, act: number): number {
 }
 
 /** act_j = actNormSq_j^(exponent/2) in float64; null stays null (all ones). */
-export function activationWeights(actNormSq: Float32Array | null, exponent: number): Float64Array | null {
+export function activationWeights(
+  actNormSq: Float32Array | Float64Array | null,
+  exponent: number,
+): Float64Array | null {
   if (!actNormSq) return null;
   const out = new Float64Array(actNormSq.length);
   const half = exponent / 2;

@@ -640,6 +640,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: float64 activation sums below float32's range (from tiny inputs) give the CPU's masks and scores",
+  ignore,
+  async fn() {
+    // The server keeps the sums of squares of `inputs` in float64 (prune/prepare.ts): 1e-44 to 1e-42 would be zero or
+    // subnormal in float32, while act_j = sum^(exponent/2) at the default exponents is in range.
+    for (const method of ["wanda", "ria", "zpruner"] as const) {
+      for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.3 }] as const) {
+        const rand = rng(78);
+        const rows = 24, cols = 40;
+        const v = new Float32Array(rows * cols).map(() => normal(rand) * 0.02);
+        const act = new Float64Array(cols).map(() => 1e-44 * (1 + 99 * rand()));
+        const layer: LayerJob = {
+          name: "tiny-act",
+          rows,
+          cols,
+          dtype: "f32",
+          weight: encode(v, "f32"),
+          actNormSq: act,
+        };
+        const exponent = DEFAULT_EXPONENT[method];
+        const c: Case = {
+          rows,
+          cols,
+          dtype: "f32",
+          kind: "normal",
+          acts: true,
+          seed: 78,
+          params: { method, pattern, exponent, returnWeight: true, returnScore: true },
+        };
+        const ref = await cpu.prune(c.params, copyLayer(layer));
+        assert.ok(ref.score!.some((x) => x > 0), "the CPU's scores are not all zero");
+        const got = await gpu!.prune(c.params, copyLayer(layer));
+        const why = compare(c, layer, got, ref);
+        assert.equal(why, null, `${method} ${pattern.kind}: ${why}`);
+      }
+    }
+  },
+});
+
+Deno.test({
   name:
     "webgpu: only the arrays a method uses must fit one binding; a layer that does not is answered exactly on the CPU",
   ignore,

@@ -10,6 +10,7 @@ import { createApp } from "../routes/app.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
+import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 
 async function prune(url: string, body: unknown): Promise<PruneResponse> {
   const res = await postPrune(url, encodeMsgpack(body));
@@ -275,7 +276,7 @@ Deno.test("POST /v1/prune answers several layers in request order, with weights,
       exponent: 1,
       returnWeight: true,
       returnScore: true,
-    }, { name: "second", rows: 3, cols: 12, dtype: "f16", weight: b.weight, actNormSq: Float32Array.from(sums) });
+    }, { name: "second", rows: 3, cols: 12, dtype: "f16", weight: b.weight, actNormSq: sums });
     for (const [got, want, rows] of [[body.layers[0]!, expectA, 5], [body.layers[1]!, expectB, 3]] as const) {
       assert.deepEqual(got.mask, want.mask);
       assert.equal(got.stats.pruned, rows * 3);
@@ -290,6 +291,47 @@ Deno.test("POST /v1/prune answers several layers in request order, with weights,
     const w0 = new Uint16Array(b.weight.buffer)[0]!;
     const f16 = (h: number) => (h & 0x8000 ? -1 : 1) * 2 ** (((h >> 10) & 31) - 15) * (1 + (h & 1023) / 1024);
     assert.ok(Math.abs(s[0]! - Math.abs(f16(w0)) * Math.sqrt(sums[0]!)) < 1e-6 * s[0]! + 1e-12);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("inputs whose sums of squares leave float32's range prune as the oracle does, for every method", async () => {
+  // Column sums of 1e-50 (zero in float32) or past float32's largest, while act_j and the scores are in range:
+  // once these were rounded to float32, tiny inputs scored every weight 0 and huge ones were refused.
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend });
+  try {
+    const rand = rng(7);
+    const rows = 6, cols = 16, tokens = 5;
+    for (const scale of [1e-25, 1e-20, 1e19]) {
+      const weight = new Float32Array(rows * cols).map(() => rand() - 0.5);
+      // Columns of very different activations, so that they, not the weights alone, decide the mask.
+      const x = new Float32Array(tokens * cols).map((_, i) => scale * (1 + (i % cols)) * (0.5 + rand()));
+      const inputs = oracleDecode(new Uint8Array(x.buffer), "f32");
+      const actNormSq = Array.from({ length: cols }, (_, j) => {
+        let s = 0;
+        for (let t = 0; t < tokens; t++) s += inputs[t * cols + j]! ** 2;
+        return s;
+      });
+      for (const method of ["magnitude", "wanda", "ria", "zpruner"] as const) {
+        const body = await prune(server.url, {
+          method,
+          sparsity: 0.5,
+          layers: [{
+            name: "l",
+            weight: { dtype: "f32", shape: [rows, cols], data: new Uint8Array(weight.buffer) },
+            inputs: { dtype: "f32", shape: [tokens, cols], data: new Uint8Array(x.buffer) },
+          }],
+        });
+        const exponent = { magnitude: 1, wanda: 1, ria: 0.5, zpruner: 1.5 }[method];
+        const w = oracleDecode(new Uint8Array(weight.buffer), "f32");
+        const { scores } = oracleScores(method, w, rows, cols, method === "magnitude" ? null : actNormSq, exponent);
+        const sel = oracleSelect(scores, rows, cols, { kind: "layer", sparsity: 0.5 });
+        assert.deepEqual(compareWithOracle(body.layers[0]!.mask, scores, sel), [], `${method}, inputs ${scale}`);
+      }
+    }
   } finally {
     await server.close();
     await backend.close();
