@@ -14,9 +14,14 @@ function labelKey(labels: Labels): string {
 /** A monotonically increasing counter per label set. */
 export class Counter {
   #values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
-  /** Adds `by` (default 1) to the series with `labels`. */
+  /** `labelNames`: the labels every series has; none for a single unlabelled series. */
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
+  /** Adds `by` (default 1) to the series with `labels`, which name exactly the counter's `labelNames`. */
   inc(labels: Labels = {}, by = 1): void {
+    const names = Object.keys(labels).sort();
+    if (names.join() !== [...this.labelNames].sort().join()) {
+      throw new Error(`${this.name} takes labels ${this.labelNames.join(", ") || "none"}, got ${names.join(", ")}`);
+    }
     const k = labelKey(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
@@ -26,7 +31,9 @@ export class Counter {
   }
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    if (this.#values.size === 0) lines.push(`${this.name} 0`);
+    // An unlabelled counter starts at 0. A labelled family has no series until its first sample: a `0` without labels
+    // would be a series that vanishes at that sample, which scrapers read as a reset.
+    if (this.#values.size === 0 && this.labelNames.length === 0) lines.push(`${this.name} 0`);
     for (const [k, v] of this.#values) lines.push(`${this.name}${k} ${v}`);
     return lines.join("\n");
   }
@@ -78,16 +85,20 @@ export class Metrics {
   readonly requests = new Counter(
     "zprune_requests_total",
     'HTTP requests by route ("unmatched" where no route serves the path) and status.',
+    ["route", "status"],
   );
   readonly latency = new Histogram(
     "zprune_request_duration_seconds",
     "Request latency by route.",
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
   );
-  readonly bytesIn = new Counter("zprune_bytes_in_total", "Request body bytes received.");
+  readonly bytesIn = new Counter(
+    "zprune_bytes_in_total",
+    "Request body bytes read whole (a body refused or abandoned part way adds nothing).",
+  );
   readonly bytesOut = new Counter("zprune_bytes_out_total", "Response body bytes sent.");
   readonly computeSeconds = new Counter("zprune_compute_seconds_total", "Seconds spent in the compute backend.");
-  readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.");
+  readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.", ["method", "pattern"]);
   #observed: Observed[] = [];
 
   /** Adds a gauge read at render time (queue depth, in-flight requests). */

@@ -62,3 +62,24 @@ Deno.test("Metrics.render() is a valid exposition whose histograms are cumulativ
   depth = 0;
   assert.equal(parse(m.render()).get("zprune_queue_depth"), 0, "gauges are read at render time");
 });
+
+Deno.test("Metrics: no series vanishes between scrapes; a labelled family waits for its first sample", () => {
+  const m = new Metrics();
+  const before = parse(m.render());
+  // Unlabelled counters start at 0; labelled families have no series yet (an unlabelled 0 would vanish later).
+  assert.equal(before.get("zprune_bytes_in_total"), 0);
+  assert.equal([...before.keys()].filter((k) => k.startsWith("zprune_requests_total")).length, 0);
+  assert.equal([...before.keys()].filter((k) => k.startsWith("zprune_layers_total")).length, 0);
+  m.requests.inc({ route: "/healthz", status: "200" });
+  m.layers.inc({ method: "wanda", pattern: "row" }, 3);
+  m.bytesIn.inc({}, 10);
+  const after = parse(m.render());
+  for (const [series, value] of before) {
+    assert.ok(after.has(series), `${series} vanished`);
+    assert.ok(after.get(series)! >= value, `${series} went down`);
+  }
+  assert.equal(after.get('zprune_layers_total{method="wanda",pattern="row"}'), 3);
+  // A sample under other labels than the family's would be a series of another shape.
+  assert.throws(() => m.requests.inc({ route: "/healthz" }), /takes labels route, status/);
+  assert.throws(() => m.bytesIn.inc({ route: "/x" }), /takes labels none/);
+});
