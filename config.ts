@@ -1,5 +1,5 @@
 /** Server configuration from environment variables, with the defaults README.md documents. */
-import { totalmem } from "node:os";
+import { memoryLimitBytes } from "./runtime/host_limits.ts";
 
 /** Which compute backend to use. */
 export type BackendChoice = "auto" | "webgpu" | "cpu";
@@ -37,7 +37,7 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxLayerElements: 2 ** 28,
   concurrency: 2,
   maxQueue: 64,
-  memoryBudgetBytes: Math.floor(totalmem() / 2),
+  memoryBudgetBytes: Math.floor(memoryLimitBytes() / 2),
   deadlineMs: 600_000,
   corsOrigins: "",
   log: true,

@@ -3,7 +3,8 @@
  * thread (a few milliseconds, cheaper than a round trip to a worker); large ones are split by rows across a
  * pool of workers, one per core, sharing the tensors through SharedArrayBuffers.
  */
-import { cpus, totalmem } from "node:os";
+import { cpus } from "node:os";
+import { cpuLimit, memoryLimitBytes } from "../runtime/host_limits.ts";
 import { collectGarbage, IdleTimer } from "../runtime/idle_timer.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { CpuPool } from "./cpu_pool.ts";
@@ -11,7 +12,7 @@ import { type Executor, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
 
 /** Options of `createCpuBackend`. */
 export interface CpuBackendOptions {
-  /** Worker threads (default: one per core; 0 runs everything on the calling thread). */
+  /** Worker threads (default: one per core this process may use; 0 runs everything on the calling thread). */
   threads?: number;
   /** Layers with fewer elements run on the calling thread (default 2^18). */
   parallelMin?: number;
@@ -110,9 +111,9 @@ export class ScratchBuffers {
 /** How long kept scratch buffers outlive the last layer that used them: an idle server gives the memory back. */
 export const SCRATCH_IDLE_MS = 30_000;
 
-/** Default scratch kept between layers: an eighth of the host's memory, at most 2 GiB. */
+/** Default scratch kept between layers: an eighth of the host's memory (or its container's), at most 2 GiB. */
 function defaultScratchBytes(): number {
-  return Math.min(2 * 1024 ** 3, Math.floor(totalmem() / 8));
+  return Math.min(2 * 1024 ** 3, Math.floor(memoryLimitBytes() / 8));
 }
 
 /** A worker-pool executor of `threads` workers, for benchmarks that time stages; close it when done. */
@@ -152,7 +153,7 @@ export interface CpuBackend extends Backend {
 
 /** Creates the CPU backend. */
 export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
-  const threads = options.threads ?? Math.max(1, navigator.hardwareConcurrency || cpus().length || 1);
+  const threads = options.threads ?? cpuLimit();
   const parallelMin = options.parallelMin ?? 1 << 18;
   let exec: ReturnType<typeof createPoolExecutor> | null = null;
   // Workers start with the first large layer: a server that only sees small ones never spawns them.

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { cpuLimit, memoryLimitBytes, type ReadText } from "./host_limits.ts";
+
+/** A filesystem of the given files; every other path is missing. */
+const files = (map: Record<string, string>): ReadText => (path) => map[path] ?? null;
+
+const GiB = 1024 ** 3;
+
+Deno.test("memoryLimitBytes: the host's memory, or a lower cgroup v1 or v2 limit, own group or mount root", () => {
+  assert.equal(memoryLimitBytes(files({}), 64 * GiB), 64 * GiB);
+  // A container (cgroup v2, its own namespace): the root of the mount is its group.
+  const v2 = { "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/memory.max": "4294967296\n" };
+  assert.equal(memoryLimitBytes(files(v2), 64 * GiB), 4 * GiB);
+  assert.equal(memoryLimitBytes(files({ ...v2, "/sys/fs/cgroup/memory.max": "max\n" }), 64 * GiB), 64 * GiB);
+  // A host (v2): the process's own group, named in /proc/self/cgroup.
+  const host = { "/proc/self/cgroup": "0::/system.slice/zprune.service\n" };
+  const own = { ...host, "/sys/fs/cgroup/system.slice/zprune.service/memory.max": String(2 * GiB) };
+  assert.equal(memoryLimitBytes(files(own), 64 * GiB), 2 * GiB);
+  // cgroup v1, as this project's CI machine has it: no limit is 2^63 rounded down to a page.
+  const v1 = {
+    "/proc/self/cgroup": "4:memory:/process_api/abc\n3:cpuset:/\n",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+    "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes": "9223372036854771712\n",
+  };
+  assert.equal(memoryLimitBytes(files(v1), 24 * GiB), 24 * GiB);
+  const v1Limited = { ...v1, "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes": String(8 * GiB) };
+  assert.equal(memoryLimitBytes(files(v1Limited), 24 * GiB), 8 * GiB);
+  // A limit above the machine's memory changes nothing; garbage is ignored.
+  assert.equal(memoryLimitBytes(files({ "/sys/fs/cgroup/memory.max": String(128 * GiB) }), 64 * GiB), 64 * GiB);
+  assert.equal(memoryLimitBytes(files({ "/sys/fs/cgroup/memory.max": "lots" }), 64 * GiB), 64 * GiB);
+});
+
+Deno.test("cpuLimit: the host's cores, or a cgroup's CPU quota rounded up, at least 1", () => {
+  assert.equal(cpuLimit(files({}), 64), 64);
+  assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": "200000 100000\n" }), 64), 2);
+  assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": "150000 100000\n" }), 64), 2);
+  assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": "10000 100000\n" }), 64), 1);
+  assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": "max 100000\n" }), 64), 64);
+  assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": "800000 100000\n" }), 4), 4);
+  const v1 = { "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "300000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n" };
+  assert.equal(cpuLimit(files(v1), 64), 3);
+  assert.equal(cpuLimit(files({ ...v1, "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n" }), 64), 64);
+});
+
+Deno.test("memoryLimitBytes and cpuLimit on this machine: within the host's figures", () => {
+  const mem = memoryLimitBytes();
+  assert.ok(mem > 0 && mem <= Deno.systemMemoryInfo().total, `${mem}`);
+  const cores = cpuLimit();
+  assert.ok(cores >= 1 && cores <= navigator.hardwareConcurrency, `${cores}`);
+});
