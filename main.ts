@@ -1,17 +1,18 @@
 /**
- * zprune's entry point: configuration from the environment, the backend, the app, one startup line, and a
- * graceful shutdown on SIGINT or SIGTERM: new requests are answered 503 while those in flight (uploads included)
- * finish, for at most the request deadline and a margin; then the server closes, the backend is released, and the
- * process exits 0. A second signal, or the drain outliving its limit, exits at once with status 1.
+ * zprune's entry point: configuration from the environment, the backend, the app, one startup line on stderr (stdout
+ * is the JSON request log's alone), and a graceful shutdown on SIGINT or SIGTERM: new requests are answered 503
+ * while those in flight (uploads included) finish, for at most the request deadline and a margin; then the server
+ * closes, the backend is released, and the process exits 0. A second signal, or the drain outliving its limit, exits
+ * at once with status 1.
  *
- *   deno task serve        # or: bun main.ts  (CPU backend)
+ *   deno task serve        # or: bun --no-env-file main.ts  (CPU backend; Bun would read a .env file otherwise)
  */
 import { loadConfig } from "./config.ts";
 import { Metrics } from "./observe/metrics.ts";
 import { WorkQueue } from "./prune/queue.ts";
 import { createApp } from "./routes/app.ts";
 import { chooseBackend } from "./runtime/choose_backend.ts";
-import { exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/host.ts";
+import { args, exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/host.ts";
 
 /** Runs a startup step; a failure ends the process with one line saying what failed, not a stack trace. */
 async function startup<T>(what: string, step: () => T | Promise<T>): Promise<T> {
@@ -23,30 +24,6 @@ async function startup<T>(what: string, step: () => T | Promise<T>): Promise<T> 
   }
 }
 
-const config = await startup("bad configuration", () => loadConfig(getEnv));
-const backend = await startup(`no ${config.backend} backend`, () => chooseBackend(config.backend));
-const queue = new WorkQueue({
-  concurrency: config.concurrency,
-  maxQueue: config.maxQueue,
-  memoryBudget: config.memoryBudgetBytes,
-});
-const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
-let draining = false;
-const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
-const server = await startup(
-  `cannot listen on ${config.host}:${config.port}`,
-  () => listen(app.fetch, { port: config.port, host: config.host, maxBodyBytes: config.maxBodyBytes }),
-);
-const shownHost = config.host === "0.0.0.0"
-  ? "127.0.0.1"
-  : config.host.includes(":")
-  ? `[${config.host}]`
-  : config.host;
-console.log(
-  `zprune listening on http://${shownHost}:${server.port} backend=${backend.kind} device="${backend.device}" ` +
-    `runtime=${runtimeName}`,
-);
-
 /**
  * The drain's limit past the request deadline: a request in flight ends by its deadline (503 at the latest), and
  * this is the time to answer it.
@@ -55,17 +32,67 @@ const DRAIN_MARGIN_MS = 5_000;
 /** The drain's limit without a deadline (ZPRUNE_DEADLINE_MS=0): the default deadline's ten minutes. */
 const DRAIN_CAP_MS = 600_000;
 
-onShutdownSignal(async (signal) => {
+// Registered first: a process without handlers (the container's PID 1, say) would ignore SIGTERM while the
+// backend starts. Before the server listens there is nothing to drain.
+let shutdown = (_signal: string): void | Promise<void> => exit(0);
+let inFlight = () => 0;
+onShutdownSignal((signal) => shutdown(signal), (signal) => {
+  console.error(`zprune: ${signal} again, exiting at once with ${inFlight()} request(s) unfinished; exit 1`);
+  exit(1);
+});
+
+if (args.length > 0) {
+  console.error(
+    `zprune: main.ts takes no arguments (got ${args.join(" ")}); it is configured by environment variables`,
+  );
+  exit(2);
+}
+const config = await startup("bad configuration", () => loadConfig(getEnv));
+const backend = await startup(`no ${config.backend} backend`, () => chooseBackend(config.backend));
+const queue = new WorkQueue({
+  concurrency: config.concurrency,
+  maxQueue: config.maxQueue,
+  memoryBudget: config.memoryBudgetBytes,
+});
+// stdout carries the request log alone, one JSON object per line; everything else goes to stderr.
+const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
+let draining = false;
+const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
+shutdown = async () => {
+  await backend.close();
+  exit(0);
+};
+const server = await startup(
+  `cannot listen on ${config.host}:${config.port}`,
+  () => listen(app.fetch, { port: config.port, host: config.host }),
+);
+inFlight = () => server.inFlight;
+shutdown = drainAndExit;
+console.error(
+  `zprune listening on http://${urlHost(config.host)}:${server.port} backend=${backend.kind} ` +
+    `device="${backend.device}" runtime=${runtimeName} auth=${config.token ? "on" : "off"}`,
+);
+
+/** The host as a URL writes it: `0.0.0.0` as an address to try it on, an IPv6 address in brackets. */
+function urlHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+/** Drains the requests in flight, closes the server and the backend, and exits (1 past the drain's limit). */
+async function drainAndExit(signal: string): Promise<void> {
   const limitMs = config.deadlineMs > 0 ? config.deadlineMs + DRAIN_MARGIN_MS : DRAIN_CAP_MS;
   const start = Date.now();
-  console.log(
+  console.error(
     `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +
       "a second signal exits at once",
   );
   // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/host.ts).
   draining = true; // new requests: 503 from the app
   if (!await server.drain(app.fetch, limitMs)) {
-    console.log(`zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`);
+    console.error(
+      `zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`,
+    );
     exit(1);
   }
   // Every answer is written. Closing the connections could still wait on a client that goes on sending a body that
@@ -78,14 +105,11 @@ onShutdownSignal(async (signal) => {
   ]);
   clearTimeout(timer);
   if (!closed) {
-    console.log(
+    console.error(
       `zprune: connections still open after ${(left / 1000).toFixed(1)} s; every request was answered; exit 0`,
     );
   }
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();
   exit(0);
-}, (signal) => {
-  console.log(`zprune: ${signal} again, exiting at once with ${server.inFlight} request(s) unfinished; exit 1`);
-  exit(1);
-});
+}

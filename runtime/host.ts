@@ -9,14 +9,21 @@ type Fetch = (req: Request) => Response | Promise<Response>;
 interface BunServer {
   port: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
+  /** Sets the idle timeout of the connection carrying `req`, in seconds (0: none), until set again. */
+  timeout(req: Request, seconds: number): void;
 }
 interface BunGlobal {
-  serve(
-    opts: { port: number; hostname: string; fetch: Fetch; maxRequestBodySize?: number; idleTimeout?: number },
-  ): BunServer;
+  serve(opts: {
+    port: number;
+    hostname: string;
+    fetch: (req: Request, server: BunServer) => Response | Promise<Response>;
+    maxRequestBodySize?: number;
+    idleTimeout?: number;
+  }): BunServer;
 }
 interface ProcessGlobal {
   env: Record<string, string | undefined>;
+  argv: string[];
   on(signal: string, cb: () => void): void;
   exit(code?: number): never;
 }
@@ -31,6 +38,9 @@ export function getEnv(name: string): string | undefined {
   if (g.Deno) return g.Deno.env.get(name);
   return g.process?.env[name];
 }
+
+/** The arguments the script was started with (after the script's name). */
+export const args: readonly string[] = g.Deno ? g.Deno.args : g.process?.argv.slice(2) ?? [];
 
 /** A listening server. */
 export interface Listening {
@@ -160,8 +170,24 @@ function untilWritten(res: Response, finish: () => void): Response {
   return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
-/** Serves `fetch` on host:port. */
-export function listen(fetch: Fetch, opts: { port: number; host: string; maxBodyBytes: number }): Promise<Listening> {
+/** Bun's idle timeout for keep-alive connections between requests, in seconds: its largest. */
+const BUN_IDLE_SECONDS = 255;
+
+/** Sets a Bun connection's idle timeout; a request whose connection has closed has none to set. */
+function setIdle(server: BunServer, req: Request, seconds: number): void {
+  try {
+    server.timeout(req, seconds);
+  } catch { /* the connection is gone */ }
+}
+
+/**
+ * Serves `fetch` on host:port. `bunIdleSeconds` (tests only) replaces the idle timeout of a Bun server's connections
+ * between requests.
+ */
+export function listen(
+  fetch: Fetch,
+  opts: { port: number; host: string; bunIdleSeconds?: number },
+): Promise<Listening> {
   // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
   const gate = drainable(fetch, { untilWritten: runtimeName === "deno" });
   const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
@@ -174,13 +200,26 @@ export function listen(fetch: Fetch, opts: { port: number; host: string; maxBody
   });
   if (g.Deno) return listenDeno(g.Deno, gate.fetch, opts, listening);
   if (g.Bun) {
-    // Bun refuses bodies over 128 MiB unless told otherwise; our own limit is enforced in routes/body.ts.
+    const idle = opts.bunIdleSeconds ?? BUN_IDLE_SECONDS;
     const server = g.Bun.serve({
       port: opts.port,
       hostname: opts.host,
-      fetch: gate.fetch,
-      maxRequestBodySize: opts.maxBodyBytes + 1,
-      idleTimeout: 255,
+      // Bun answers a body over this limit itself, with a bare 413 before the app sees the request, or by failing
+      // the body stream mid-read; routes/body.ts enforces our own limit, with the contract's error, from the
+      // Content-Length or while streaming, and Bun buffers none of a body the handler does not read.
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+      idleTimeout: idle,
+      fetch: async (req, bun) => {
+        // Bun's idle timeout also runs while a handler computes, and cuts the connection of a request that takes
+        // longer (at most 255 s) than ZPRUNE_DEADLINE_MS allows: none while it is handled; the deadline bounds it.
+        // Then back to the server's own, which closes idle keep-alive connections.
+        setIdle(bun, req, 0);
+        try {
+          return await gate.fetch(req);
+        } finally {
+          setIdle(bun, req, idle);
+        }
+      },
     });
     return Promise.resolve(listening(server.port, async () => await server.stop(false)));
   }

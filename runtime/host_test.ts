@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { listen } from "./host.ts";
 
-const OPTS = { port: 0, host: "127.0.0.1", maxBodyBytes: 1 << 20 };
+const OPTS = { port: 0, host: "127.0.0.1" };
 const refuse = () => new Response("draining", { status: 503, headers: { "Retry-After": "1" } });
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {

@@ -1,6 +1,6 @@
 /**
- * The same app under Bun (CPU backend; Bun has no WebGPU): start `bun main.ts` as a real process and check
- * golden answers, including one large enough to use the worker pool.
+ * The same app under Bun (CPU backend; Bun has no WebGPU): start `bun --no-env-file main.ts` as a real process and
+ * check golden answers, including one large enough to use the worker pool, the body limit, and Bun's idle timeout.
  */
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
@@ -13,14 +13,14 @@ Deno.test({
   name: "bun main.ts serves golden answers exactly (CPU backend)",
   async fn() {
     const child = new Deno.Command(bun, {
-      args: ["main.ts"],
+      args: ["--no-env-file", "main.ts"],
       cwd: root.pathname,
-      env: { ZPRUNE_BACKEND: "cpu", PORT: "0", HOST: "127.0.0.1", ZPRUNE_LOG: "0" },
-      stdout: "piped",
-      stderr: "inherit",
+      env: { ZPRUNE_BACKEND: "cpu", PORT: "0", HOST: "127.0.0.1", ZPRUNE_LOG: "0", ZPRUNE_MAX_BODY_BYTES: "4000000" },
+      stdout: "inherit",
+      stderr: "piped",
     }).spawn();
     try {
-      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
       let text = "";
       const deadline = Date.now() + 30_000;
       let m: RegExpExecArray | null = null;
@@ -34,7 +34,7 @@ Deno.test({
       assert.equal(m[3], "bun");
       const url = m[1]!;
       reader.releaseLock();
-      child.stdout.cancel().catch(() => {});
+      child.stderr.cancel().catch(() => {});
       for (const name of ["zpruner-layer-f32-512x1536", "zpruner-2of4-f16", "wanda-row-bf16"]) {
         const g = goldenCase(name);
         const res = await postPrune(url, g.request);
@@ -45,8 +45,75 @@ Deno.test({
       const bad = await postPrune(url, new Uint8Array([0x81]));
       assert.equal(bad.status, 400);
       assert.equal((await bad.json()).error.code, "bad_msgpack");
+      // Over ZPRUNE_MAX_BODY_BYTES: the contract's 413, from the app, whether the length is announced or streamed
+      // (Bun's own limit once answered a bare 413 or failed the stream, which the app counted as a 500).
+      const big = new Uint8Array(5_000_000);
+      const streamed = () =>
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            for (let o = 0; o < big.length; o += 1 << 20) c.enqueue(big.subarray(o, o + (1 << 20)));
+            c.close();
+          },
+        });
+      for (const body of [big, streamed()]) {
+        const res = await fetch(`${url}/v1/prune`, {
+          method: "POST",
+          headers: { "content-type": "application/msgpack" },
+          body,
+        });
+        assert.equal(res.status, 413);
+        assert.equal(res.headers.get("x-zprune-error"), "too_large");
+        assert.equal((await res.json()).error.code, "too_large");
+      }
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      assert.match(metrics, /^zprune_requests_total\{route="\/v1\/prune",status="413"\} 2$/m);
+      assert.doesNotMatch(metrics, /status="500"/);
     } finally {
       child.kill("SIGTERM");
+      await child.status;
+    }
+  },
+});
+
+Deno.test({
+  name: "Bun: a request computing past the idle timeout keeps its connection; an idle one is closed after it",
+  async fn() {
+    const child = new Deno.Command(bun, {
+      args: ["--no-env-file", "tests/_bun_idle_child.ts"],
+      cwd: root.pathname,
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    let conn: Deno.Conn | undefined;
+    try {
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const port = Number((await reader.read()).value?.trim());
+      assert.ok(port > 0, "the child's port");
+      reader.releaseLock();
+      child.stdout.cancel().catch(() => {});
+      conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      // The handler takes 5 s, well past the 1 s idle timeout: Bun cut such a connection after 2-4 s (and a real
+      // server's after 255-510 s), as it counts a handler's computing as idle time.
+      await conn.write(new TextEncoder().encode("GET /?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n"));
+      const buf = new Uint8Array(4096);
+      let text = "";
+      while (!text.endsWith("done")) {
+        const n = await conn.read(buf);
+        assert.ok(n !== null, `the connection closed before the answer: ${JSON.stringify(text)}`);
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      // The answer is out: the connection is idle and the server's timeout applies again.
+      const t0 = Date.now();
+      const closed = await Promise.race([
+        conn.read(buf).then((n) => n === null).catch(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), 10_000)),
+      ]);
+      assert.ok(closed, "an idle keep-alive connection is closed by the server's idle timeout");
+      assert.ok(Date.now() - t0 < 10_000);
+    } finally {
+      conn?.close();
+      child.kill("SIGKILL");
       await child.status;
     }
   },

@@ -11,12 +11,14 @@ import { assertGoldenExact, f32Layer, gauge, goldenCase, popcount, postPrune, wr
 const ROOT = new URL("../", import.meta.url);
 const DENO = new URL("node_modules/.bin/deno", ROOT).pathname;
 
-/** A server process: its stdout lines as they come, and their waiters. */
+/** A server process: its output lines as they come, and their waiters. */
 interface Proc {
   child: Deno.ChildProcess;
+  /** stdout's lines: the request log. */
   lines: string[];
-  /** Resolves with the first line (from the start) matching `re`; rejects after `ms` or when stdout ends. */
+  /** Resolves with the first line of stdout or stderr matching `re`; rejects after `ms` or when both have ended. */
   waitLine(re: RegExp, ms: number): Promise<RegExpExecArray>;
+  /** stderr so far: the startup line, drain messages, errors. */
   stderr(): string;
   status: Promise<Deno.CommandStatus>;
 }
@@ -33,12 +35,13 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
     stderr: "piped",
   }).spawn();
   const lines: string[] = [];
+  const errLines: string[] = [];
   const waiters = new Set<{ re: RegExp; resolve: (m: RegExpExecArray) => void; reject: (e: Error) => void }>();
-  let ended = false;
+  let open = 2;
   let errText = "";
   const check = () => {
     for (const w of waiters) {
-      for (const l of lines) {
+      for (const l of [...errLines, ...lines]) {
         const m = w.re.exec(l);
         if (m) {
           waiters.delete(w);
@@ -46,30 +49,30 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
           break;
         }
       }
-      if (ended && waiters.has(w)) {
+      if (open === 0 && waiters.has(w)) {
         waiters.delete(w);
-        w.reject(new Error(`stdout ended without ${w.re}; stderr: ${errText.slice(-2000)}`));
+        w.reject(new Error(`output ended without ${w.re}; stderr: ${errText.slice(-2000)}`));
       }
     }
   };
-  (async () => {
+  const collect = async (stream: ReadableStream<Uint8Array>, into: string[], onText = (_: string) => {}) => {
     let buf = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      onText(chunk);
       buf += chunk;
       let nl;
       while ((nl = buf.indexOf("\n")) >= 0) {
-        lines.push(buf.slice(0, nl));
+        into.push(buf.slice(0, nl));
         buf = buf.slice(nl + 1);
       }
       check();
     }
-    if (buf) lines.push(buf);
-    ended = true;
+    if (buf) into.push(buf);
+    open--;
     check();
-  })();
-  (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) errText += chunk;
-  })();
+  };
+  collect(child.stdout, lines);
+  collect(child.stderr, errLines, (t) => errText += t);
   return {
     child,
     lines,
@@ -79,7 +82,11 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
       return new Promise((resolve, reject) => {
         const t = setTimeout(() => {
           waiters.delete(w);
-          reject(new Error(`no line matching ${re} within ${ms} ms; stdout: ${lines.join("\n").slice(-2000)}`));
+          reject(
+            new Error(
+              `no line matching ${re} within ${ms} ms; output: ${[...errLines, ...lines].join("\n").slice(-2000)}`,
+            ),
+          );
         }, ms);
         const w = {
           re,
@@ -170,10 +177,12 @@ Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSO
     const status = await within(proc.status, 10_000, "exit after SIGTERM");
     assert.equal(status.code, 0, proc.stderr());
 
-    // One JSON line per request, and nothing else but the startup and draining lines.
+    // stdout: one JSON line per request and nothing else; the startup and draining lines went to stderr.
     const json = proc.lines.filter((x) => x.startsWith("{"));
     const other = proc.lines.filter((x) => !x.startsWith("{") && x.trim() !== "");
-    assert.equal(other.length, 2, other.join("\n"));
+    assert.deepEqual(other, []);
+    assert.match(proc.stderr(), /^zprune listening on /m);
+    assert.match(proc.stderr(), /^zprune: SIGTERM, draining 1 request/m);
     assert.equal(json.length, requests, `${json.length} log lines for ${requests} requests`);
     const entries = json.map((x) => JSON.parse(x) as Record<string, unknown>);
     const byId = (id: string) => {
@@ -324,7 +333,7 @@ Deno.test("main.ts: SIGTERM mid-upload: the upload gets 200, new ones 503 with R
 });
 
 Deno.test("bun main.ts: SIGTERM mid-upload: the upload gets 200, new ones 503 with Retry-After, exit 0", async () => {
-  await uploadDuringDrain(["./node_modules/.bin/bun", "main.ts"]);
+  await uploadDuringDrain(["./node_modules/.bin/bun", "--no-env-file", "main.ts"]);
 });
 
 Deno.test("main.ts: a flood of idle connections that exhausts file descriptors does not end the server", async () => {
@@ -393,11 +402,42 @@ Deno.test("main.ts: a startup failure is one line naming its cause and exit 1, n
   }
 });
 
+Deno.test("main.ts: arguments are refused with one line and exit 2 (configuration is by environment)", async () => {
+  for (const cmd of [[DENO, "run", "-A", "main.ts", "--help"], ["./node_modules/.bin/bun", "main.ts", "--port=1"]]) {
+    const proc = spawn(cmd, SERVER_ENV);
+    const status = await within(proc.status, 60_000, `${cmd.join(" ")} exits`);
+    assert.equal(status.code, 2, proc.stderr());
+    assert.match(
+      proc.stderr().trim(),
+      /^zprune: main\.ts takes no arguments \(got --\S+\); it is configured by environment/,
+    );
+    assert.deepEqual(proc.lines, []);
+  }
+});
+
+Deno.test("main.ts: SIGTERM as soon as the startup line is out drains and exits 0 (Deno and Bun)", async () => {
+  // The startup line is the cue that supervisors and tests wait for; the handlers must be in place before it.
+  for (const cmd of [[DENO, "run", "-A", "main.ts"], ["./node_modules/.bin/bun", "--no-env-file", "main.ts"]]) {
+    for (let i = 0; i < 3; i++) {
+      const proc = spawn(cmd, SERVER_ENV);
+      try {
+        await proc.waitLine(LISTENING, 30_000);
+        proc.child.kill("SIGTERM");
+        const status = await within(proc.status, 30_000, "exit after SIGTERM");
+        assert.equal(status.code, 0, `${cmd[0]} run ${i}: ${proc.stderr()}`);
+        assert.match(proc.stderr(), /^zprune: SIGTERM, draining 0 request/m);
+      } finally {
+        await stop(proc);
+      }
+    }
+  }
+});
+
 Deno.test("main.ts: a second signal during a long drain exits at once with status 1 (Deno and Bun)", async () => {
   const runs = [
     [[DENO, "run", "-A", "main.ts"], "SIGTERM", "SIGINT"],
     [[DENO, "run", "-A", "main.ts"], "SIGINT", "SIGINT"],
-    [["./node_modules/.bin/bun", "main.ts"], "SIGTERM", "SIGTERM"],
+    [["./node_modules/.bin/bun", "--no-env-file", "main.ts"], "SIGTERM", "SIGTERM"],
   ] as const;
   for (const [cmd, first, second] of runs) {
     const proc = spawn([...cmd], SERVER_ENV);
