@@ -23,7 +23,20 @@ import { pruneLayer } from "../prune/prune_layer.ts";
 import { zprunerAlpha } from "../prune/scores.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
-import { splitActivations, spreadTooSmall, sumsOutOfRange, zSelectionUnsafe } from "./f32_safety.ts";
+import {
+  activationCubeRoots,
+  ALPHA_CAP,
+  ALPHA_REL,
+  alphaUnsettled,
+  EPS32,
+  splitActivations,
+  spreadTooSmall,
+  sumsOutOfRange,
+  Z_MEAN_FLOOR,
+  Z_REL,
+  Z_SHIFT,
+  zSelectionUnsafe,
+} from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
 import {
@@ -76,6 +89,8 @@ const COPY_DST = GPUBufferUsage.COPY_DST;
 const COL_BLOCK_ROWS = 256;
 const KEY_BLOCK = 8192;
 const CENTRED_BLOCK = 16384;
+/** Bytes of one `centred` workgroup's partials: two f32 sums of squares, the small and near counts. */
+const CENTRED_PART_BYTES = 16;
 /**
  * Digits of the layer-wide radix select, most significant first: [shift, width]. Three passes over the 32-bit keys
  * (one full read fewer than four 8-bit digits); 2^11 bins is what two histogram copies fit in 16 KiB of workgroup
@@ -460,7 +475,7 @@ export class GpuEngine {
     const { rowSt, colSt } = await this.#stats(job, plan, ws);
     const scalars = await this.#centred(job, plan, ws, rowSt, colSt);
     await this.#score(job, plan, rowSt, colSt, scalars, ws, bad);
-    const { mask, state, k } = await this.#select(job, plan, ws);
+    const { mask, state, k } = await this.#select(job, plan, ws, scalars);
     const outs = await this.#apply(job, plan, raw, mask);
     const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
     return this.#output(plan, back, k, resident);
@@ -492,7 +507,7 @@ export class GpuEngine {
       globals.push(["column partials", colBlocks * cols * 12], ["row statistics", rows * 12]);
       globals.push(["column statistics", cols * 12]);
     }
-    if (method === "zpruner") globals.push(["centred partials", centredWgs * 12]);
+    if (method === "zpruner") globals.push(["centred partials", centredWgs * CENTRED_PART_BYTES]);
     if (method !== "magnitude") globals.push(["activations", cols * 8]);
     if (pattern.kind === "layer") globals.push(["tie counts", keyBlocks * 4]);
     const over = globals.find(([, bytes]) => poolSize(bytes) > limit);
@@ -564,7 +579,7 @@ export class GpuEngine {
     let scalars = this.#dummyBuffer();
     if (plan.params.method === "zpruner") {
       scalars = job.buffer(Z_SCALARS_BYTES, STORAGE | COPY_SRC, "z-scalars");
-      const part = job.buffer(centredWgs * 12, STORAGE, "centred-partials");
+      const part = job.buffer(centredWgs * CENTRED_PART_BYTES, STORAGE, "centred-partials");
       await job.stage("centred", (rec) => {
         this.#dispatch(job, rec, zMeans, [rowSt, colSt, scalars], { rows, cols, n });
         for (const t of tiles) {
@@ -575,7 +590,15 @@ export class GpuEngine {
             wg0: t.centredWg0,
           });
         }
-        this.#dispatch(job, rec, zSpread, [part, scalars], { count: centredWgs, n });
+        this.#dispatch(job, rec, zSpread, [part, scalars], {
+          count: centredWgs,
+          n,
+          shift: Z_SHIFT * EPS32,
+          floor: Z_MEAN_FLOOR / Math.sqrt(n),
+          z_rel: Z_REL,
+          alpha_rel: ALPHA_REL,
+          alpha_cap: ALPHA_CAP,
+        });
       });
     }
     return scalars;
@@ -612,12 +635,14 @@ export class GpuEngine {
 
   /**
    * select: the bit-packed mask, and the select state (its first word select_pick's threshold, for the layer
-   * pattern); `k` is the count pruned per layer or row (0 for N:M).
+   * pattern; its second select_nm's count of unsafe groups, for Z-Pruner's N:M); `k` is the count pruned per layer or
+   * row (0 for N:M).
    */
   async #select(
     job: Job,
     plan: LayerPlan,
     ws: GPUBuffer[],
+    scalars: GPUBuffer,
   ): Promise<{ mask: GPUBuffer; state: GPUBuffer; k: number }> {
     const { layer: { cols, name }, params: { pattern }, n, tiles, keyBlocks, maskBytes } = plan;
     const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
@@ -636,6 +661,14 @@ export class GpuEngine {
       enc.clearBuffer(hist, 0, hist.size);
       this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k, 0, 0]));
       ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
+    }
+    // select_nm's check (Z-Pruner): its unsafe-group count, and the cube roots of the activations it bounds by.
+    const nmCheck = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M && plan.params.method === "zpruner";
+    let cbrtAct = this.#dummyBuffer();
+    if (pattern.kind === "nm") this.device.queue.writeBuffer(state, 0, new Uint32Array(4));
+    if (nmCheck) {
+      cbrtAct = job.buffer(cols * 4, STORAGE | COPY_DST, "act-cube-roots");
+      this.device.queue.writeBuffer(cbrtAct, 0, activationCubeRoots(plan.layer.actNormSq, plan.params.exponent, cols));
     }
     await job.stage("select", (rec) => {
       if (pattern.kind === "layer") {
@@ -683,11 +716,13 @@ export class GpuEngine {
         }
       } else {
         for (const t of tiles) {
-          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask], {
+          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask, scalars, cbrtAct, state], {
             groups: t.count / pattern.m,
             m: pattern.m,
             n: pattern.n,
             base: t.base,
+            cols,
+            check: nmCheck ? 1 : 0,
           });
         }
       }
@@ -792,8 +827,9 @@ export class GpuEngine {
     const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
     if (zScalars !== null) {
       const z = new Float32Array(zScalars.buffer);
-      outOfRange ??= spreadTooSmall(z, n) ??
-        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums);
+      const nmUnsafe = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M ? stateOut[1]! : null;
+      outOfRange ??= spreadTooSmall(z, n) ?? alphaUnsettled(z, layer) ??
+        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:

@@ -8,7 +8,9 @@
  * that an activation beyond float32's range still gives a score within it.
  */
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { decodeAt } from "../prune/decode.ts";
+import { DTYPE_BYTES } from "../contract/api.ts";
+import { decodeAt, decodeInto } from "../prune/decode.ts";
+import { smallWeightBound } from "../prune/scores.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
 
 /**
@@ -41,6 +43,21 @@ export function splitActivations(
     m[2 * j] = f;
     e[2 * j + 1] = k;
   }
+  return out;
+}
+
+/**
+ * cbrt(act_j) = actNormSq_j^(exponent/6) in f64 (1 without activations) as f32, for select_nm.wgsl's bound: an
+ * entry's score error scales with the cube root of its activation. Past f32's range it is infinity, and the groups
+ * with it are counted unsafe.
+ */
+export function activationCubeRoots(
+  actNormSq: Float32Array | Float64Array | null,
+  exponent: number,
+  cols: number,
+): Float32Array<ArrayBuffer> {
+  const out = new Float32Array(cols);
+  for (let j = 0; j < cols; j++) out[j] = actNormSq ? actNormSq[j]! ** (exponent / 6) : 1;
   return out;
 }
 
@@ -109,7 +126,7 @@ export function spreadTooSmall(scalars: Float32Array, n: number): string | null 
 }
 
 /** Unit roundoff of float32. */
-const EPS32 = 2 ** -24;
+export const EPS32 = 2 ** -24;
 /** The contract's ambiguity band (API.md, Selection): relative, between a score and its unit's threshold. */
 const BAND = 1e-5;
 /**
@@ -132,9 +149,83 @@ const BAND = 1e-5;
  * whose zr and zc mix alike); the shift beyond Z_SHIFT |mean| / std took 0.19 / sqrt(n) emulated, none on lavapipe.
  * Z_SHIFT = 20 is 1.4 times the emulation's 14.3 (2.5 ULP is 1.25 times its 2) and 4 times lavapipe's worst.
  */
-const Z_SHIFT = 20;
-const Z_REL = 32 * EPS32;
-const Z_MEAN_FLOOR = 0.25;
+export const Z_SHIFT = 20;
+export const Z_REL = 32 * EPS32;
+export const Z_MEAN_FLOOR = 0.25;
+/**
+ * A score's relative change per unit change of s (the small-weight fraction): alpha = 0.7 (1 - 0.3 s) moves by
+ * 0.21 per unit, and a score alpha a + (1 - alpha) b by |a - b| per unit of alpha, at most itself over min(alpha,
+ * 1 - alpha) >= 0.3. Each weight within thr_err of the f32 small-weight bound (`near`, centred.wgsl) may move s by
+ * 1 / n.
+ */
+export const ALPHA_REL = 0.21 / 0.3;
+
+/** Weights within thr_err of the f32 small-weight bound, as centred.wgsl counted them (0 where not read back). */
+function nearCount(scalars: Float32Array): number {
+  if (scalars.length <= Z_SCALARS.near) return 0;
+  return new Uint32Array(scalars.buffer, scalars.byteOffset, scalars.length)[Z_SCALARS.near]!;
+}
+
+/**
+ * The most that weights at the small-weight bound may add to the scores' relative error and stay in the budget (an
+ * eighth of the band's half): past it, the host counts them exactly (alphaUnsettled). For trained layers of 4096x4096
+ * or more, a few to a few hundred weights lie within z_means's bound, about 1e-7 relative.
+ */
+export const ALPHA_CAP = BAND / 16;
+
+/** What `near` weights may do to a score, relatively: ALPHA_REL · near / n. */
+function alphaRel(scalars: Float32Array, n: number): number {
+  return ALPHA_REL * nearCount(scalars) / n;
+}
+
+/** The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: Z_REL, and what `near` weights may do. */
+function relError(scalars: Float32Array, n: number): number {
+  const ra = alphaRel(scalars, n);
+  return Z_REL + (ra <= ALPHA_CAP ? ra : 0);
+}
+
+/**
+ * Why the GPU's alpha may not be the CPU backend's, or null: where the weights within z_means's bound of the f32
+ * small-weight bound could move the scores by more than ALPHA_CAP, the host counts the small weights as the CPU
+ * backend does (two passes over the weights) and compares.
+ */
+export function alphaUnsettled(scalars: Float32Array, layer: LayerJob): string | null {
+  const n = layer.rows * layer.cols;
+  if (alphaRel(scalars, n) <= ALPHA_CAP) return null;
+  const gpu = new Uint32Array(scalars.buffer, scalars.byteOffset, scalars.length)[Z_SCALARS.small]!;
+  const exact = exactSmallCount(layer);
+  if (exact === gpu) return null;
+  return `${gpu} weights lie below the float32 small-weight bound 0.1 mean|W|, ${exact} below the exact one: ` +
+    "alpha differs";
+}
+
+/**
+ * The CPU backend's small-weight count, bit for bit: the f64 sum of each row's |W| in column order, added in row
+ * order (prune/scores.ts), smallWeightBound of it, and the weights with |W| below that.
+ */
+export function exactSmallCount(layer: LayerJob): number {
+  const { rows, cols, dtype, weight } = layer;
+  const size = DTYPE_BYTES[dtype];
+  const row = new Float32Array(cols);
+  const eachRow = (f: (w: Float32Array) => void) => {
+    for (let r = 0; r < rows; r++) {
+      decodeInto(row, weight.subarray(r * cols * size, (r + 1) * cols * size), dtype, 0, cols);
+      f(row);
+    }
+  };
+  let absSum = 0;
+  eachRow((w) => {
+    let ra = 0;
+    for (let c = 0; c < cols; c++) ra += Math.abs(w[c]!);
+    absSum += ra;
+  });
+  const bound = smallWeightBound(absSum, rows * cols);
+  let small = 0;
+  eachRow((w) => {
+    for (let c = 0; c < cols; c++) small += Math.abs(w[c]!) < bound ? 1 : 0;
+  });
+  return small;
+}
 
 /**
  * The lowest threshold score (activation included) at which Z-Pruner's f32 scores keep the CPU backend's order outside
@@ -143,7 +234,8 @@ const Z_MEAN_FLOOR = 0.25;
  * most s0 ((1 + x)^3 - 1) with x = K / cbrt(s0), K = cbrt(α dR³ + (1 - α) dC³) (Minkowski's inequality on the
  * 3-norm), times 1 + Z_REL. An entry whose score is near a threshold T has s0 = T / act_j >= T / act_max. Two such
  * entries can swap outside the band only if their errors add up to more than BAND, so T is safe when
- * (1 + x)^3 (1 + Z_REL) <= 1 + BAND / 2 at s0 = T / act_max.
+ * (1 + x)^3 (1 + rel) <= 1 + BAND / 2 at s0 = T / act_max, rel = Z_REL plus what weights at the small-weight bound may
+ * do to alpha (relError).
  */
 export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
@@ -154,36 +246,8 @@ export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number)
   const dC = shift(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!);
   const alpha = scalars[Z_SCALARS.alpha]!;
   const k = Math.cbrt(alpha * dR ** 3 + (1 - alpha) * dC ** 3);
-  const x = Math.cbrt((1 + BAND / 2) / (1 + Z_REL)) - 1;
+  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1; // relError <= Z_REL + ALPHA_CAP: x > 0
   return maxAct * (k / x) ** 3;
-}
-
-/**
- * N:M selection has a threshold per group, and the engine reads none back, so this rule is a priori and statistical
- * (measured), not a bound. The shifts of zSafeThreshold swap two weights of a group outside the band when the group's
- * N-th lowest |z| is small (below about m: larger, the band absorbs the shift) and its (N+1)-th lies within the shift
- * of it: expected swaps per layer about NM_SWAP_RATE * n * m * min(1, M m)^N, m the larger |mean| / std of Wr and
- * Wc, the last factor bounding the chance of so small a threshold. Out-of-band swaps counted per layer of f32
- * 1 + σN(0, 1) with lavapipe's division and sqrt off by ±2 ULP, at m 10 / 6.7 / 3.3 / 2 / 1 (2048x4096, 4 seeds; 7
- * for 1:4, 2:4 and 4:8 at m <= 3.3): 1:8 4.5 / 2 / 0.5 / 0 / 0.5, 1:4 2.5 / 1.25 / 0.43 / 0.29 / 0, 2:4 and 4:8 at
- * most 1.75 / 0.5 / 0.14 / 0 / 0; 4096x4096 (2 seeds) 1:8 9.5 at m 10, 1.5 at 3.3 and 2: at most 6e-8 per weight per
- * unit of m. Stock lavapipe: 2:4 and 1:8 2 each in the four 2048x4096 layers at m 10, 1:4 2 and 1:8 3 in the two
- * 4096x4096; at m <= 3.3 one (1:8, 4096x4096) in 91 layers. NM_SWAP_RATE is twice the worst rate, and a layer goes
- * to the exact path where it would expect 0.01 swaps: an 8192x28672 layer keeps the GPU up to m = 0.03 for 2:4 and
- * 0.01 for 1:4 (the bundled model's trained layers have m of 1e-4 to 0.035, most below 0.01).
- */
-const NM_SWAP_RATE = 1.2e-7;
-const NM_SWAPS_MAX = 0.01;
-
-/** Why Z-Pruner's f32 scores would likely swap weights of an N:M group outside the band, or null: see NM_SWAP_RATE. */
-function nmSwapsLikely(scalars: Float32Array, n: number, nPruned: number, m: number): string | null {
-  const mean = (meanAt: number, invAt: number) => Math.abs(scalars[meanAt]!) * scalars[invAt]!;
-  const mR = mean(Z_SCALARS.meanR, Z_SCALARS.invStdR), mC = mean(Z_SCALARS.meanC, Z_SCALARS.invStdC);
-  const mm = Math.max(mR, mC);
-  const expected = NM_SWAP_RATE * n * mm * Math.min(1, m * mm) ** nPruned;
-  if (!(expected > NM_SWAPS_MAX)) return null;
-  return `float32 z-scores (means ${mR.toPrecision(2)} and ${mC.toPrecision(2)} stds from zero) would swap about ` +
-    `${expected.toPrecision(2)} weights of its ${nPruned}:${m} groups outside the 1e-5 band`;
 }
 
 /** The largest finite act_j = actNormSq_j^(exponent/2) (1 without activations; 0 when none is finite and nonzero). */
@@ -198,18 +262,17 @@ function maxActivation(actNormSq: Float32Array | Float64Array | null, exponent: 
 }
 
 /** Why a Z-Pruner layer whose threshold `t` (of `where`) is below zSafeThreshold's `tSafe` takes the exact path. */
-function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float32Array): string {
-  const m = (mean: number, inv: number) => (Math.abs(mean) * inv).toPrecision(2);
+function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float32Array, n: number): string {
   return `${where}'s threshold score ${t.toExponential(2)} is below ${tSafe.toExponential(2)}, where float32 ` +
-    `z-scores (means ${m(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!)} and ` +
-    `${m(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!)} stds from zero) may leave the 1e-5 band`;
+    `z-scores (${nearNote(scalars, n)}) may leave the 1e-5 band`;
 }
 
 /**
  * Why Z-Pruner's f32 scores may select otherwise than the CPU backend's near the selection threshold (k weights pruned
  * per layer or row), or null:
  * `layer` compares select_pick's threshold with zSafeThreshold, `row` scores each row's pruned weights on the host
- * until one reaches it, N:M (no threshold read back) uses NM_SWAP_RATE.
+ * until one reaches it; N:M with M <= 64 has select_nm.wgsl count its unsafe groups (`nmUnsafe`), larger M (selected
+ * by select_row.wgsl) is checked as `row` with a group for a row.
  */
 export function zSelectionUnsafe(
   z: Float32Array,
@@ -220,18 +283,37 @@ export function zSelectionUnsafe(
   mask: Uint32Array,
   rowSums: Float32Array,
   colSums: Float32Array,
+  nmUnsafe: number | null,
 ): string | null {
   const { rows, cols } = layer, n = rows * cols, p = params.pattern;
-  if (p.kind === "nm") return nmSwapsLikely(z, n, p.n, p.m);
-  if (k === 0) return null; // nothing pruned: no threshold to be near
+  if (p.kind === "nm" && nmUnsafe !== null) {
+    if (nmUnsafe === 0) return null;
+    return `${nmUnsafe} of its ${p.n}:${p.m} groups have entries whose float32 z-scores may order them otherwise ` +
+      `than exact ones, outside the 1e-5 band (${nearNote(z, n)})`;
+  }
+  if (k === 0 && p.kind !== "nm") return null; // nothing pruned: no threshold to be near
   const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
   if (p.kind === "layer") {
-    return layerThreshold > 0 && layerThreshold < tSafe ? thresholdTooLow("the layer", layerThreshold, tSafe, z) : null;
+    return layerThreshold > 0 && layerThreshold < tSafe
+      ? thresholdTooLow("the layer", layerThreshold, tSafe, z, n)
+      : null;
   }
   if (!(tSafe > 0)) return null;
   const scores = new HostZScores(layer, params.exponent, rowSums, colSums, z);
-  const low = lowRowThreshold(mask, rows, cols, tSafe, (i) => scores.at(i));
-  return low && thresholdTooLow(`row ${low.row}`, low.threshold, tSafe, z);
+  // N:M selected per row of M (M > 64): group g is row g of a [n / M, M] matrix, in the same row-major order.
+  const [lines, width, what] = p.kind === "nm" ? [n / p.m, p.m, "group"] : [rows, cols, "row"];
+  const low = lowRowThreshold(mask, lines, width, tSafe, (i) => scores.at(i));
+  return low && thresholdTooLow(`${what} ${low.row}`, low.threshold, tSafe, z, n);
+}
+
+/** How far the means are from zero, and how many weights sit at the small-weight bound: what drives the error. */
+function nearNote(z: Float32Array, n: number): string {
+  const m = (mean: number, inv: number) => (Math.abs(mean) * inv).toPrecision(2);
+  const near = nearCount(z);
+  return `means ${m(z[Z_SCALARS.meanR]!, z[Z_SCALARS.invStdR]!)} and ${
+    m(z[Z_SCALARS.meanC]!, z[Z_SCALARS.invStdC]!)
+  } ` +
+    `stds from zero${near > 0 ? `, ${near} of ${n} weights at 0.1 mean|W|` : ""}`;
 }
 
 /**

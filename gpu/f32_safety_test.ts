@@ -1,5 +1,20 @@
 import assert from "node:assert/strict";
-import { lowRowThreshold, splitActivations, sumsOutOfRange, zSafeThreshold } from "./f32_safety.ts";
+import type { DType } from "../contract/api.ts";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { encode } from "../prune/decode.ts";
+import { zprunerAlpha } from "../prune/scores.ts";
+import { rng } from "../tests/_random.ts";
+import {
+  ALPHA_CAP,
+  ALPHA_REL,
+  alphaUnsettled,
+  exactSmallCount,
+  lowRowThreshold,
+  splitActivations,
+  sumsOutOfRange,
+  zSafeThreshold,
+} from "./f32_safety.ts";
+import { Z_SCALARS } from "./kernels/z_means.ts";
 
 Deno.test("splitActivations() gives act = m * 2^e, m in [1, 2] to float32 precision, beyond float32's range", () => {
   const exponent = 64; // act = actNormSq^32
@@ -61,6 +76,66 @@ Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 
   assert.ok(Math.cbrt(zSafeThreshold(zero, n, 1)) < 1e-4);
   assert.equal(zSafeThreshold(far, n, 0), 0);
   assert.equal(zSafeThreshold(new Float32Array([1, 1, 0, 0, 0, 0.7]), n, 1), 0, "zero stds: every z is 0");
+});
+
+Deno.test("zSafeThreshold() counts weights at the small-weight bound within ALPHA_CAP, and no more", () => {
+  const n = 2 ** 23;
+  const scalars = (near: number) => {
+    const z = new Float32Array(11);
+    z.set([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
+    new Uint32Array(z.buffer)[Z_SCALARS.near] = near;
+    return z;
+  };
+  const t0 = zSafeThreshold(scalars(0), n, 1);
+  const capped = Math.floor((ALPHA_CAP * n) / ALPHA_REL);
+  assert.ok(zSafeThreshold(scalars(capped), n, 1) > t0 * 1.3, "near weights take part of the band");
+  // Past the cap the host counts them exactly instead (alphaUnsettled), and the bound is the plain one again.
+  assert.equal(zSafeThreshold(scalars(capped + 1), n, 1), t0);
+});
+
+Deno.test("exactSmallCount() is the CPU backend's count, bit for bit: its alpha for every dtype", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  try {
+    const rand = rng(0x5a11);
+    for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
+      for (const [rows, cols] of [[1, 1], [3, 7], [37, 129], [200, 64]] as const) {
+        // Many weights of a few magnitudes, so that some sit at 0.1 mean|W| or near it.
+        const w = new Float32Array(rows * cols).map(() => (rand() < 0.3 ? 0.05 : rand() < 0.5 ? 1 : rand() - 0.5));
+        const layer = { name: "l", rows, cols, dtype, weight: encode(w, dtype), actNormSq: null };
+        const out = await cpu.prune(
+          {
+            method: "zpruner",
+            pattern: { kind: "row", sparsity: 0.5 },
+            exponent: 1.5,
+            returnWeight: false,
+            returnScore: false,
+          },
+          layer,
+        );
+        assert.equal(zprunerAlpha(exactSmallCount(layer), rows * cols), out.stats.alpha, `${dtype} ${rows}x${cols}`);
+      }
+    }
+  } finally {
+    await cpu.close();
+  }
+});
+
+Deno.test("alphaUnsettled() trusts the GPU's count below the cap, else compares it with the exact one", () => {
+  const rows = 4, cols = 8, n = rows * cols;
+  // Weights 0.1 and 1: mean|W| 0.55 at half and half, bound 0.055, so the 16 weights of 0.1 are not small.
+  const w = new Float32Array(n).map((_, i) => (i % 2 ? 0.1 : 1));
+  const layer = { name: "l", rows, cols, dtype: "f32" as const, weight: encode(w, "f32"), actNormSq: null };
+  assert.equal(exactSmallCount(layer), 0);
+  const z = (small: number, near: number) => {
+    const s = new Float32Array(11);
+    const u = new Uint32Array(s.buffer);
+    u[Z_SCALARS.small] = small;
+    u[Z_SCALARS.near] = near;
+    return s;
+  };
+  assert.equal(alphaUnsettled(z(16, 0), layer), null, "no weight near the bound: the GPU's count stands");
+  assert.equal(alphaUnsettled(z(0, 16), layer), null, "near, but the exact count agrees");
+  assert.match(alphaUnsettled(z(16, 16), layer)!, /^16 weights lie below the float32 .*, 0 below the exact one/);
 });
 
 Deno.test("lowRowThreshold() finds the first row whose largest pruned score is below the bound (mask words)", () => {

@@ -1,17 +1,19 @@
 // centred: second statistics pass of Z-Pruner: centred sums of squares of Wr = W/‖row‖ and Wc = W/‖col‖ (a
-// two-pass variance, so a matrix whose normalised entries are all equal gets a std of 0, as numpy does) and the
-// number of weights with |W| < 0.1 * mean|W| (for alpha).
+// two-pass variance, so a matrix whose normalised entries are all equal gets a std of 0, as numpy does), the
+// number of weights with |W| < 0.1 * mean|W| (for alpha), and of those with |W| within z_means's bound of it.
 //
 // Bindings: 0 w: array<f32> (read; one row-tile), 1 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per global
 //   row), 2 col_stats: array<f32> (read; the same per column), 3 scalars: array<f32> (read; [0] mean_r, [1] mean_c,
-//   [2] thr from z_means.wgsl), 4 part: array<u32> (write; 3 per global workgroup: [f32 bits of Σ(Wr-mean_r)²,
-//   f32 bits of Σ(Wc-mean_c)², small count]), 5 params (uniform).
+//   [2] thr, [7] thr_err from z_means.wgsl), 4 part: array<u32> (write; 4 per global workgroup: [f32 bits of
+//   Σ(Wr-mean_r)², f32 bits of Σ(Wc-mean_c)², small count, near count]), 5 params (uniform).
 // Thread: 64 elements of a block of 16384, strided by 256. Dispatch: ceil(count / 16384) workgroups of 256,
 //   flattened over x and y.
 // Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then z_spread.wgsl
 //   adds the per-workgroup partials (at most 14336 of them for 8192 x 28672). The count is exact for the f32
-//   threshold thr, which z_means.wgsl forms from f32 sums (the CPU backend compares in f64: a weight within that
-//   sum's error, about 1e-6 relative, of 0.1 * mean|W| may count differently, changing alpha by 0.21 / n).
+//   threshold thr, which z_means.wgsl forms from f32 sums; the CPU backend compares with its f64 one, so only a weight
+//   with ||W| - thr| <= thr_err may count otherwise there: those are the near count. Each moves alpha by at most
+//   0.21 / n, which the host adds to the scores' error (gpu/f32_safety.ts); many equal weights at the threshold (a
+//   crafted layer) send the layer to the exact path.
 
 struct Params {
   count: u32, // elements in this tile
@@ -30,6 +32,7 @@ struct Params {
 var<workgroup> ss_r: array<f32, 256>;
 var<workgroup> ss_c: array<f32, 256>;
 var<workgroup> small: array<u32, 256>;
+var<workgroup> near: array<u32, 256>;
 
 // x / d, or 0 when d is 0 (a zero norm gives 0, never NaN).
 fn safe_div(x: f32, d: f32) -> f32 {
@@ -45,9 +48,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let mean_r = scalars[0];
   let mean_c = scalars[1];
   let thr = scalars[2];
+  let thr_err = scalars[7];
   var a = 0.0;
   var b = 0.0;
   var c = 0u;
+  var d = 0u;
   for (var i = 0u; i < 64u; i++) {
     let e = block * 16384u + i * 256u + t;
     if (e < p.count) {
@@ -59,23 +64,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       a += dr * dr;
       b += dc * dc;
       if (abs(v) < thr) { c++; }
+      if (abs(abs(v) - thr) <= thr_err) { d++; }
     }
   }
   ss_r[t] = a;
   ss_c[t] = b;
   small[t] = c;
+  near[t] = d;
   for (var off = 128u; off > 0u; off >>= 1u) {
     workgroupBarrier();
     if (t < off) {
       ss_r[t] += ss_r[t + off];
       ss_c[t] += ss_c[t + off];
       small[t] += small[t + off];
+      near[t] += near[t + off];
     }
   }
   if (t == 0u) {
-    let o = (p.wg0 + block) * 3u;
+    let o = (p.wg0 + block) * 4u;
     part[o] = bitcast<u32>(ss_r[0]);
     part[o + 1u] = bitcast<u32>(ss_c[0]);
     part[o + 2u] = small[0];
+    part[o + 3u] = near[0];
   }
 }

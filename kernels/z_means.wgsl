@@ -3,11 +3,16 @@
 // 0.1 · mean|W| = 0.1 · (1/n) Σ_r rowSumAbs_r.
 //
 // Bindings: 0 row_stats: array<f32> (read; [sumSq, sum, sumAbs] per row), 1 col_stats: array<f32> (read; the same
-//   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr; the layout is
-//   gpu/kernels/z_means.ts's), 3 params (uniform).
+//   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr, [7] thr_err; the layout
+//   is gpu/kernels/z_means.ts's), 3 params (uniform).
 // Thread: a strided slice of the rows and of the columns. Dispatch: exactly one workgroup of 256.
 // Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in order, then an 8-level tree: at most
 //   ~120 rounding steps for 28672 rows. A zero norm contributes 0 (never NaN). n is rounded to f32 (relative 6e-8).
+//   thr_err bounds |thr - 0.1 · mean|W|| (the exact value, which the CPU backend's f64 approaches to 1e-15): each row's
+//   sum of |W| is off by at most (ceil(cols/256) + 8) roundings of 2^-24 (row_stats.wgsl; positive terms, so relative
+//   to the sum), their sum here by (ceil(rows/256) + 8) more, n, the division (WGSL: 2.5 ULP) and the 0.1 by about 8;
+//   doubled. A weight whose |W| lies within thr_err of thr may be counted otherwise by the CPU (centred.wgsl counts
+//   those too, and the host bounds what that does to alpha and the scores).
 
 struct Params {
   rows: u32,
@@ -57,6 +62,9 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let n = f32(p.n);
     scalars[0] = sum_r[0] / n;
     scalars[1] = sum_c[0] / n;
-    scalars[2] = 0.1 * (sum_abs[0] / n);
+    let thr = 0.1 * (sum_abs[0] / n);
+    scalars[2] = thr;
+    let steps = f32((p.cols + 255u) / 256u + (p.rows + 255u) / 256u + 24u);
+    scalars[7] = thr * (2.0 * steps * 5.9604645e-8); // 2^-24
   }
 }

@@ -97,6 +97,14 @@ function safeInverse(x: Float64Array, sqrt: boolean): Float64Array {
   return out;
 }
 
+/**
+ * Z-Pruner's small-weight bound 0.1 · mean|W| from the sum of the rows' f64 sums of |W| (each in column order, added
+ * in row order). The GPU engine forms it so too when it must count the small weights as this backend does.
+ */
+export function smallWeightBound(absSum: number, n: number): number {
+  return 0.1 * (absSum / n);
+}
+
 /** Pass 2's partials: centred sums of squares of Wr and Wc, the centred sums themselves, the small-weight count. */
 export interface CentredSums {
   ssR: number;
@@ -280,7 +288,7 @@ export async function buildContext(
   }
   for (let c = 0; c < cols; c++) sumC += s.colSum[c]! * invCol[c]!;
   const meanR = sumR / n, meanC = sumC / n;
-  const { ssR, ssC, dR, dC, small } = await pass2(invRow, invCol, meanR, meanC, 0.1 * (absSum / n));
+  const { ssR, ssC, dR, dC, small } = await pass2(invRow, invCol, meanR, meanC, smallWeightBound(absSum, n));
   Object.assign(ctx, {
     invRow,
     invCol,

@@ -1,8 +1,8 @@
-/** Descriptor of `kernels/centred.wgsl`: centred sums of squares of Wr and Wc and the small-weight count. */
+/** Descriptor of `kernels/centred.wgsl`: centred sums of squares of Wr and Wc and the small and near-bound counts. */
 import source from "../../kernels/centred.wgsl" with { type: "text" };
 import { defineKernel } from "../kernel.ts";
 
-/** Centred sums of squares of Wr and Wc and the small-weight count, per workgroup of 16384 elements. */
+/** Centred sums of squares of Wr and Wc and the small and near-bound counts, per workgroup of 16384 elements. */
 export const centred = defineKernel({
   name: "centred",
   source,

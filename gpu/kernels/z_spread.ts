@@ -1,12 +1,23 @@
-/** Descriptor of `kernels/z_spread.wgsl`: Z-Pruner's 1/std of Wr and Wc, small-weight count and alpha, on the GPU. */
+/**
+ * Descriptor of `kernels/z_spread.wgsl`: Z-Pruner's 1/std of Wr and Wc, small-weight count, alpha and the z-scores'
+ * error bound, on the GPU.
+ */
 import source from "../../kernels/z_spread.wgsl" with { type: "text" };
 import { defineKernel } from "../kernel.ts";
 
-/** Z-Pruner's 1/std of Wr and Wc, small-weight count and alpha, from the centred partials. */
+/** Z-Pruner's 1/std of Wr and Wc, small-weight count, alpha and error bound, from the centred partials. */
 export const zSpread = defineKernel({
   name: "z_spread",
   source,
   bindings: ["read", "rw", "uniform"],
-  uniforms: [["count", "u32"], ["n", "u32"]],
+  uniforms: [
+    ["count", "u32"],
+    ["n", "u32"],
+    ["shift", "f32"],
+    ["floor", "f32"],
+    ["z_rel", "f32"],
+    ["alpha_rel", "f32"],
+    ["alpha_cap", "f32"],
+  ],
   workgroups: () => 1,
 });
