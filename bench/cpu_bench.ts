@@ -15,15 +15,36 @@ import { createPoolExecutor } from "../prune/cpu_backend.ts";
 import { f16Bits } from "../prune/decode.ts";
 import { pruneLayerWith, type StageTimes } from "../prune/prune_layer.ts";
 
-const args = [...Deno.args];
-let repeat = 3;
-if (args[0] === "--repeat") {
-  repeat = Number(args[1]);
-  args.splice(0, 2);
+const USAGE = "usage: deno task bench [--repeat N] [ROWSxCOLS ...]   (default 4096x4096 11008x4096, best of 3)";
+
+/** The run's settings from the command line; a bad one ends the process with the usage, not a peer's traceback. */
+function parseArgs(args: string[]): { repeat: number; shapes: [number, number][] } {
+  let repeat = 3;
+  const shapes: [number, number][] = [];
+  const fail = (why: string): never => {
+    console.error(`cpu_bench: ${why}\n${USAGE}`);
+    Deno.exit(2);
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--help" || a === "-h") {
+      console.log(USAGE);
+      Deno.exit(0);
+    } else if (a === "--repeat") {
+      repeat = /^\d+$/.test(args[i + 1] ?? "") ? Number(args[++i]) : fail(`--repeat needs a count, got ${args[i + 1]}`);
+      if (repeat < 1) fail("--repeat must be at least 1");
+    } else if (/^\d+x\d+$/.test(a)) {
+      const [rows, cols] = a.split("x").map(Number) as [number, number];
+      if (rows < 1 || cols < 1) fail(`${a}: rows and columns must be at least 1`);
+      shapes.push([rows, cols]);
+    } else {
+      fail(`unknown argument ${a}`);
+    }
+  }
+  return { repeat, shapes: shapes.length ? shapes : [[4096, 4096], [11008, 4096]] };
 }
-const shapes = (args.length ? args : ["4096x4096", "11008x4096"]).map((s) =>
-  s.split("x").map(Number) as [number, number]
-);
+
+const { repeat, shapes } = parseArgs(Deno.args);
 
 /** Gaussian(0, 1) by Box-Muller from a seeded LCG: the same distribution as the peer's data. */
 function gaussian(seed: number): () => number {

@@ -4,7 +4,8 @@
  * of the mask), best and median of `--repeat` runs after one warm-up. Prints one JSON line per case.
  *
  * Runs the engine in-process (no worker), so it also works as a single-file bundle on a GPU machine:
- *   deno bundle bench/gpu_bench.ts -o gpu_bench.js && deno run -A gpu_bench.js --shapes 4096x4096
+ *   ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js
+ *   ./node_modules/.bin/deno run -A .gpu-bundle/gpu-bench.js --shapes 4096x4096
  *
  * Flags: --shapes 4096x4096,4096x11008 (default: the five LLM shapes below) --patterns layer,row,2:4
  *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software

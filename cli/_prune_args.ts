@@ -84,6 +84,8 @@ export interface PruneArgs {
   evaluation: { kind: "ids" | "text"; file: string };
   /** Infinity for "all". */
   evalWindows: number;
+  /** Whether --eval-windows was given: then a test set with fewer windows is refused, not evaluated whole. */
+  evalWindowsGiven: boolean;
   skipDense: boolean;
   out?: string;
   report?: string;
@@ -237,9 +239,11 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
   const evaluation = v["eval-text"] !== undefined
     ? { kind: "text" as const, file: v["eval-text"] }
     : { kind: "ids" as const, file: v["eval-ids"] ?? DEFAULTS.evalIds };
-  const evalWindows = v["eval-windows"] === "all"
-    ? Infinity
-    : intFlag("eval-windows", v["eval-windows"], DEFAULTS.evalWindows, 1);
+  const rawWindows = v["eval-windows"]?.trim();
+  if (rawWindows !== undefined && rawWindows !== "all" && !/^\d+$/.test(rawWindows)) {
+    throw new RangeError(`--eval-windows must be an integer of at least 1, or all, got "${v["eval-windows"]}"`);
+  }
+  const evalWindows = rawWindows === "all" ? Infinity : intFlag("eval-windows", rawWindows, DEFAULTS.evalWindows, 1);
 
   return {
     model: v.model ?? DEFAULTS.model,
@@ -253,6 +257,7 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     calibration,
     evaluation,
     evalWindows,
+    evalWindowsGiven: rawWindows !== undefined,
     skipDense: v["skip-dense"] ?? false,
     out: v.out,
     report: v.report,

@@ -193,6 +193,12 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);
   }
+  if (args.evalWindowsGiven && args.evalWindows !== Infinity && args.evalWindows > evalTotal) {
+    throw new RangeError(
+      `--eval-windows ${args.evalWindows}: ${args.evaluation.file} holds ${evalTotal} windows of ${seqlen} tokens ` +
+        "(--eval-windows all evaluates them all)",
+    );
+  }
   const loadMs = performance.now() - t0;
   const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
     args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds &&

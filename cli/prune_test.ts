@@ -27,7 +27,7 @@ Deno.test("main() refuses non-integer or out-of-range numeric flags by name, bef
     [["--seqlen", "1e3x"], /--seqlen/],
     [["--eval-windows", "1.5"], /--eval-windows/],
     [["--eval-windows", "0"], /--eval-windows/],
-    [["--eval-windows", "some"], /--eval-windows/],
+    [["--eval-windows", "some"], /--eval-windows must be an integer of at least 1, or all/],
     [[...text, "--nsamples", "2.5"], /--nsamples/],
     [[...text, "--nsamples=-1"], /--nsamples/],
     [[...text, "--nsamples", "0"], /--nsamples/],
@@ -207,6 +207,18 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     const model = ["--model", bundled, "--skip-dense", "--eval-windows", "1", "--seqlen", "16"];
     await refuses([...model, "--calib-text", `${dir}/none.txt`], /^--calib-text .*none\.txt: /, /No such file/);
     await refuses([...model, "--eval-ids", `${dir}/none.u16`], /^--eval-ids .*none\.u16: /);
+    // More windows than the test set holds: refused, not evaluated whole under the asked-for count.
+    await Deno.writeFile(`${dir}/four.u16`, new Uint8Array(4 * 16 * 2 + 6));
+    await refuses(
+      [
+        ...model.filter((a) => a !== "--eval-windows" && a !== "1"),
+        "--eval-windows",
+        "5",
+        "--eval-ids",
+        `${dir}/four.u16`,
+      ],
+      /^--eval-windows 5: .*four\.u16 holds 4 windows of 16 tokens/,
+    );
     await Deno.writeTextFile(
       `${dir}/chat.jsonl`,
       '{"messages": [{"role": "user", "content": "hi"}]}\n\n{"turns": []}\n',

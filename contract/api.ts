@@ -129,7 +129,10 @@ const SPARSITY_RULE = {
 /** The body of `POST /v1/prune`. */
 export const PruneRequestSchema = z.object({
   method: z.enum(METHODS).nullish().meta({ default: "zpruner" }).transform((m) => m ?? "zpruner"),
-  pattern: z.string().regex(PATTERN_RE, 'expected "layer", "row" or "N:M" such as "2:4"').nullish()
+  pattern: z.string().regex(
+    PATTERN_RE,
+    `expected "layer", "row" or "N:M" such as "2:4" (M at most ${REQUEST_BOUNDS.maxM})`,
+  ).nullish()
     .meta({ default: "layer", description: '"layer", "row" or "N:M" with 0 < N < M, such as "2:4"' })
     .transform((p) => p ?? "layer"),
   // API.md: "required for "layer" and "row"; ignored for N:M", so it is checked (below) only for those two, and

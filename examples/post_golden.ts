@@ -1,7 +1,7 @@
 /**
  * Posts a golden request to a running zprune server and prints what came back.
  *
- *   deno run -A examples/post_golden.ts [URL] [FIXTURE]
+ *   ./node_modules/.bin/deno run -A examples/post_golden.ts [URL] [FIXTURE]
  *   (defaults: http://127.0.0.1:8787 and tests/fixtures/golden/zpruner-layer-f16.request.msgpack)
  */
 import type { PruneResponse } from "../contract/api.ts";

@@ -39,9 +39,11 @@ function checkBytes(t: Tensor, path: string): number {
   const count = t.shape.reduce((a, b) => a * b, 1);
   const want = count * DTYPE_BYTES[t.dtype];
   if (t.data.byteLength !== want) {
+    // Exactly, however large: a shape of huge sizes would print as 1.8e19 or with float digits otherwise.
+    const exact = t.shape.reduce((a, b) => a * BigInt(b), BigInt(DTYPE_BYTES[t.dtype]));
     fail(
       "shape_mismatch",
-      `${path}.data: ${t.data.byteLength} bytes, but shape [${t.shape.join(", ")}] of ${t.dtype} needs ${want}`,
+      `${path}.data: ${t.data.byteLength} bytes, but shape [${t.shape.join(", ")}] of ${t.dtype} needs ${exact}`,
     );
   }
   return count;

@@ -55,6 +55,16 @@ const ref = JSON.parse(await Deno.readTextFile(refPath)) as {
   dense_ppl: [number, number];
   ppl: Record<string, [number, number]>;
 };
+// Refused before the long run starts, as the prune CLI refuses them: a key the reference does not have would print an
+// empty table, and a token without a server would be sent nowhere.
+const refuse = (why: string): never => {
+  console.error(`reproduce: ${why}\n${USAGE}`);
+  Deno.exit(2);
+};
+const known = ["dense", ...Object.keys(ref.ppl)];
+const unknown = v.only?.split(",").map((k) => k.trim()).filter((k) => !known.includes(k)) ?? [];
+if (unknown.length) refuse(`--only: ${unknown.join(", ")} not in reference.json (it has ${known.join(", ")})`);
+if (v.token !== undefined && v.server === undefined) refuse("--token needs --server (the in-process server has none)");
 const T = ref.seq, N = ref.eval_windows;
 const testIds = await readU16(DEFAULTS.evalIds);
 const starts = await readI64(DEFAULTS.calibStarts);
@@ -92,7 +102,8 @@ console.log(`| method/pattern   | ${head.join(" | ")} |`);
 console.log("| ---------------- | -------: | -------: | -------: | -------: | -------: | -------: |");
 
 try {
-  const keys = ["dense", ...Object.keys(ref.ppl)].filter((k) => v.only === undefined || v.only.split(",").includes(k));
+  const only = v.only?.split(",").map((k) => k.trim());
+  const keys = known.filter((k) => only === undefined || only.includes(k));
   for (const key of keys) {
     const full = !v.quick && (key === "dense" || key === "zpruner/layer");
     const m = await loadModel(DEFAULTS.model);
