@@ -475,7 +475,7 @@ export class GpuEngine {
     const { rowSt, colSt } = await this.#stats(job, plan, ws);
     const scalars = await this.#centred(job, plan, ws, rowSt, colSt);
     await this.#score(job, plan, rowSt, colSt, scalars, ws, bad);
-    const { mask, state, k } = await this.#select(job, plan, ws, scalars);
+    const { mask, state, k } = await this.#select(job, plan, ws, raw, scalars);
     const outs = await this.#apply(job, plan, raw, mask);
     const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
     return this.#output(plan, back, k, resident);
@@ -642,6 +642,7 @@ export class GpuEngine {
     job: Job,
     plan: LayerPlan,
     ws: GPUBuffer[],
+    raw: GPUBuffer[],
     scalars: GPUBuffer,
   ): Promise<{ mask: GPUBuffer; state: GPUBuffer; k: number }> {
     const { layer: { cols, name }, params: { pattern }, n, tiles, keyBlocks, maskBytes } = plan;
@@ -716,13 +717,14 @@ export class GpuEngine {
         }
       } else {
         for (const t of tiles) {
-          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask, scalars, cbrtAct, state], {
+          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask, scalars, cbrtAct, raw[t.index]!, state], {
             groups: t.count / pattern.m,
             m: pattern.m,
             n: pattern.n,
             base: t.base,
             cols,
             check: nmCheck ? 1 : 0,
+            dtype: DTYPE_CODE[plan.layer.dtype],
           });
         }
       }

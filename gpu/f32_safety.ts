@@ -168,31 +168,38 @@ function nearCount(scalars: Float32Array): number {
 
 /**
  * The most that weights at the small-weight bound may add to the scores' relative error and stay in the budget (an
- * eighth of the band's half): past it, the host counts them exactly (alphaUnsettled). For trained layers of 4096x4096
- * or more, a few to a few hundred weights lie within z_means's bound, about 1e-7 relative.
+ * eighth of the band): past it, the host counts them exactly (alphaUnsettled). z_means's bound on the f32 threshold is
+ * a worst case, about 2·(ceil(cols/2048) + ceil(rows/2048) + 42)·2^-24 relative, so continuous f32 weights put a few
+ * per million of a layer within it (6.6e-7 of its score for a 8192x28672 layer, estimated), and f16 or bf16 ones
+ * sometimes a whole grid value, which exceeds any cap.
  */
-export const ALPHA_CAP = BAND / 16;
+export const ALPHA_CAP = BAND / 8;
 
-/** What `near` weights may do to a score, relatively: ALPHA_REL · near / n. */
+/** What `near` weights may do to a score, relatively: ALPHA_REL · near / n, in f32 as z_spread.wgsl forms it. */
 function alphaRel(scalars: Float32Array, n: number): number {
-  return ALPHA_REL * nearCount(scalars) / n;
+  const f = Math.fround;
+  return f(f(ALPHA_REL) * f(f(nearCount(scalars)) / f(n)));
+}
+
+/** Whether the near weights' share of the error stays within ALPHA_CAP, compared as z_spread.wgsl compares it. */
+function alphaCapped(scalars: Float32Array, n: number): boolean {
+  return alphaRel(scalars, n) <= Math.fround(ALPHA_CAP);
 }
 
 /** The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: Z_REL, and what `near` weights may do. */
 function relError(scalars: Float32Array, n: number): number {
-  const ra = alphaRel(scalars, n);
-  return Z_REL + (ra <= ALPHA_CAP ? ra : 0);
+  return Z_REL + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
 }
 
 /**
  * Why the GPU's alpha may not be the CPU backend's, or null: where the weights within z_means's bound of the f32
  * small-weight bound could move the scores by more than ALPHA_CAP, the host counts the small weights as the CPU
- * backend does (two passes over the weights) and compares.
+ * backend does and compares.
  */
 export function alphaUnsettled(scalars: Float32Array, layer: LayerJob): string | null {
-  const n = layer.rows * layer.cols;
-  if (alphaRel(scalars, n) <= ALPHA_CAP) return null;
-  const gpu = new Uint32Array(scalars.buffer, scalars.byteOffset, scalars.length)[Z_SCALARS.small]!;
+  if (alphaCapped(scalars, layer.rows * layer.cols)) return null;
+  const bits = new Uint32Array(scalars.buffer, scalars.byteOffset, scalars.length);
+  const gpu = bits[Z_SCALARS.small]!;
   const exact = exactSmallCount(layer);
   if (exact === gpu) return null;
   return `${gpu} weights lie below the float32 small-weight bound 0.1 mean|W|, ${exact} below the exact one: ` +
@@ -201,7 +208,8 @@ export function alphaUnsettled(scalars: Float32Array, layer: LayerJob): string |
 
 /**
  * The CPU backend's small-weight count, bit for bit: the f64 sum of each row's |W| in column order, added in row
- * order (prune/scores.ts), smallWeightBound of it, and the weights with |W| below that.
+ * order (prune/scores.ts), smallWeightBound of it, and the weights with |W| below that. Two passes over the weights
+ * (one pass that keeps the weights near the f32 bound to place them afterwards was no faster here).
  */
 export function exactSmallCount(layer: LayerJob): number {
   const { rows, cols, dtype, weight } = layer;

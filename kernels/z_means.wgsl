@@ -6,13 +6,14 @@
 //   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr, [7] thr_err; the layout
 //   is gpu/kernels/z_means.ts's), 3 params (uniform).
 // Thread: a strided slice of the rows and of the columns. Dispatch: exactly one workgroup of 256.
-// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in order, then an 8-level tree: at most
-//   ~120 rounding steps for 28672 rows. A zero norm contributes 0 (never NaN). n is rounded to f32 (relative 6e-8).
+// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in blocks of 8 in order (as
+//   row_stats.wgsl), then an 8-level tree: at most ceil(rows/2048) + 17 rounding steps. A zero norm contributes 0
+//   (never NaN). n is rounded to f32 (relative 6e-8).
 //   thr_err bounds |thr - 0.1 · mean|W|| (the exact value, which the CPU backend's f64 approaches to 1e-15): each row's
-//   sum of |W| is off by at most (ceil(cols/256) + 8) roundings of 2^-24 (row_stats.wgsl; positive terms, so relative
-//   to the sum), their sum here by (ceil(rows/256) + 8) more, n, the division (WGSL: 2.5 ULP) and the 0.1 by about 8;
-//   doubled. A weight whose |W| lies within thr_err of thr may be counted otherwise by the CPU (centred.wgsl counts
-//   those too, and the host bounds what that does to alpha and the scores).
+//   sum of |W| is off by at most (ceil(cols/2048) + 17) roundings of 2^-24 (row_stats.wgsl; positive terms, so
+//   relative to the sum), their sum here by (ceil(rows/2048) + 17) more, n, the division (WGSL: 2.5 ULP) and the 0.1
+//   by at most 8; doubled. A weight whose |W| lies within thr_err of thr may be counted otherwise by the CPU
+//   (centred.wgsl counts those too, and the host bounds what that does to alpha and the scores).
 
 struct Params {
   rows: u32,
@@ -40,13 +41,32 @@ fn main(@builtin(local_invocation_index) t: u32) {
   var a = 0.0;
   var b = 0.0;
   var c = 0.0;
+  var block = vec2f(0.0);
+  var terms = 0u;
   for (var r = t; r < p.rows; r += 256u) {
-    a += normalised(row_stats[r * 3u + 1u], row_stats[r * 3u]);
-    c += row_stats[r * 3u + 2u];
+    block += vec2f(normalised(row_stats[r * 3u + 1u], row_stats[r * 3u]), row_stats[r * 3u + 2u]);
+    terms++;
+    if (terms == 8u) {
+      a += block.x;
+      c += block.y;
+      block = vec2f(0.0);
+      terms = 0u;
+    }
   }
+  a += block.x;
+  c += block.y;
+  var bc = 0.0;
+  terms = 0u;
   for (var j = t; j < p.cols; j += 256u) {
-    b += normalised(col_stats[j * 3u + 1u], col_stats[j * 3u]);
+    bc += normalised(col_stats[j * 3u + 1u], col_stats[j * 3u]);
+    terms++;
+    if (terms == 8u) {
+      b += bc;
+      bc = 0.0;
+      terms = 0u;
+    }
   }
+  b += bc;
   sum_r[t] = a;
   sum_c[t] = b;
   sum_abs[t] = c;
@@ -64,7 +84,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     scalars[1] = sum_c[0] / n;
     let thr = 0.1 * (sum_abs[0] / n);
     scalars[2] = thr;
-    let steps = f32((p.cols + 255u) / 256u + (p.rows + 255u) / 256u + 24u);
+    let steps = f32((p.cols + 2047u) / 2048u + (p.rows + 2047u) / 2048u + 42u);
     scalars[7] = thr * (2.0 * steps * 5.9604645e-8); // 2^-24
   }
 }

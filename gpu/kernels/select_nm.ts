@@ -9,7 +9,15 @@ import { defineKernel } from "../kernel.ts";
 export const selectNm = defineKernel({
   name: "select_nm",
   source,
-  bindings: ["read", "rw", "read", "read", "rw", "uniform"],
-  uniforms: [["groups", "u32"], ["m", "u32"], ["n", "u32"], ["base", "u32"], ["cols", "u32"], ["check", "u32"]],
+  bindings: ["read", "rw", "read", "read", "read", "rw", "uniform"],
+  uniforms: [
+    ["groups", "u32"],
+    ["m", "u32"],
+    ["n", "u32"],
+    ["base", "u32"],
+    ["cols", "u32"],
+    ["check", "u32"],
+    ["dtype", "u32"],
+  ],
   workgroups: (u) => Math.ceil(u.groups / 256),
 });
