@@ -34,7 +34,10 @@ const DRAIN_CAP_MS = 600_000;
 
 // Registered first: a process without handlers (the container's PID 1, say) would ignore SIGTERM while the
 // backend starts. Before the server listens there is nothing to drain.
-let shutdown = (_signal: string): void | Promise<void> => exit(0);
+let shutdown = (signal: string): void | Promise<void> => {
+  console.error(`zprune: ${signal} before listening; exit 0`);
+  exit(0);
+};
 let inFlight = () => 0;
 onShutdownSignal((signal) => shutdown(signal), (signal) => {
   console.error(`zprune: ${signal} again, exiting at once with ${inFlight()} request(s) unfinished; exit 1`);
@@ -58,7 +61,8 @@ const queue = new WorkQueue({
 const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
 let draining = false;
 const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
-shutdown = async () => {
+shutdown = async (signal) => {
+  console.error(`zprune: ${signal} before listening; exit 0`);
   await backend.close();
   exit(0);
 };
@@ -73,9 +77,10 @@ console.error(
     `device="${backend.device}" runtime=${runtimeName} auth=${config.token ? "on" : "off"}`,
 );
 
-/** The host as a URL writes it: `0.0.0.0` as an address to try it on, an IPv6 address in brackets. */
+/** The host as a URL writes it: an unspecified address as a loopback one to try it on, IPv6 in brackets. */
 function urlHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::" || host === "[::]") return "[::1]";
   return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 

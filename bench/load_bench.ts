@@ -108,10 +108,10 @@ async function startServer(): Promise<{ url: string; pid: number; child: Deno.Ch
     args: ["run", "-A", "main.ts"],
     cwd: ROOT.pathname,
     env: { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: BACKEND, ZPRUNE_LOG: "0", ZPRUNE_TOKEN: "" },
-    stdout: "piped",
-    stderr: "inherit",
+    stdout: "inherit", // the request log, off here
+    stderr: "piped", // the startup line
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   const deadline = Date.now() + 60_000;
   let m: RegExpExecArray | null = null;
@@ -121,9 +121,10 @@ async function startServer(): Promise<{ url: string; pid: number; child: Deno.Ch
     text += value;
   }
   if (!m) throw new Error(`the server did not start: ${text}`);
-  // Keep draining stdout so the child never blocks on a full pipe.
+  // Pass the rest of stderr on (drain messages, errors), so the child never blocks on a full pipe.
   (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
+    const enc = new TextEncoder();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) Deno.stderr.writeSync(enc.encode(r.value));
   })();
   return {
     url: m[1]!,

@@ -57,9 +57,10 @@ const INPUT_BLOCK = 1 << 16;
 
 /**
  * Column sums of squares of `inputs` data ([tokens, cols] of `dtype`) in float64, kept so: a block of rows at a time,
- * so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed. They stay
- * finite (at most 2^32 squares of float32 values) and are not rounded to float32, whose range the sums of tiny or
- * huge inputs leave while act_j = sum^(exponent/2) and the scores stay within it.
+ * so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed. Not rounded
+ * to float32: the squares of tiny inputs (1e-25) would vanish there while their act_j and scores are well in range.
+ * A sum past float32's largest is refused, as an actNormSq that large could not be sent: its act_j times a weight
+ * overflows float32 scores at the default exponents.
  */
 async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): Promise<Float64Array> {
   const size = DTYPE_BYTES[t.dtype];
@@ -81,8 +82,13 @@ async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): P
     const p = pause();
     if (p) await p;
   }
+  const over = sums.findIndex((v) => v > F32_MAX);
+  if (over >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${over} overflows float32`);
   return sums;
 }
+
+/** The largest finite float32. */
+const F32_MAX = 3.4028234663852886e38;
 
 /** actNormSq (f32, [cols], finite, >= 0) from the request, or the column sums of squares of `inputs` (f64). */
 async function activations(

@@ -34,11 +34,11 @@ Deno.test("prepareRequest sums inputs per column in float64 a block at a time, p
   assert.ok(pauses >= 4, `${pauses} pauses`);
 });
 
-Deno.test("prepareRequest keeps sums of inputs that float32 cannot hold: tiny, huge, subnormal", async () => {
+Deno.test("prepareRequest keeps sums of inputs below float32's range; refuses them past it", async () => {
   const cols = 4;
-  // Per column: 1e-25 (squares 1e-50, zero in float32), 3e38 (squares past float32's largest), 1e-20 (squares
+  // Per column: 1e-25 (squares 1e-50, zero in float32), 1e19 (sums of 3e38, just within it), 1e-20 (squares
   // 1e-40, a float32 subnormal that would keep a few bits), and 1.
-  const column = [1e-25, 3e38, 1e-20, 1];
+  const column = [1e-25, 1e19, 1e-20, 1];
   const tokens = 3;
   const values = new Float32Array(tokens * cols).map((_, i) => column[i % cols]!);
   const req = parsePruneRequest({
@@ -55,6 +55,21 @@ Deno.test("prepareRequest keeps sums of inputs that float32 cannot hold: tiny, h
     const v = Math.fround(column[c]!); // the value as float32 carries it
     assert.equal(sums[c], v * v + v * v + v * v, `column ${c}`);
   }
+  // Squares past float32's largest: refused, as an actNormSq of that size could not be sent.
+  const huge = parsePruneRequest({
+    method: "wanda",
+    sparsity: 0.5,
+    layers: [{
+      name: "l",
+      weight: { dtype: "f32", shape: [2, 2], data: encode(new Float32Array(4).fill(1), "f32") },
+      inputs: { dtype: "f32", shape: [2, 2], data: encode(new Float32Array([1, 3e19, 1, 1]), "f32") },
+    }],
+  });
+  await assert.rejects(prepareRequest(huge, { maxLayerElements: 1 << 20 }), (e) => {
+    assert.ok(e instanceof ZpruneError && e.code === "non_finite");
+    assert.match(e.message, /inputs: the sum of squares of column 1 overflows float32$/);
+    return true;
+  });
 });
 
 Deno.test("prepareRequest names the first non-finite input by its index in the whole tensor", async () => {

@@ -23,17 +23,27 @@ const UNLIMITED = 2 ** 62;
 
 /**
  * The directories that may hold this process's limits, for `controller` ("memory", "cpu"): its own group's as
- * /proc/self/cgroup names it (on a host), and the mount's root (in a container, whose root is its own group).
+ * /proc/self/cgroup names it (on a host) and every group above it (a limit on a parent, as systemd's slices set,
+ * binds its children too), and the mount's root (in a container, whose root is its own group).
  */
 function groupDirs(read: ReadText, controller: string): string[] {
-  const dirs: string[] = [];
+  const dirs = new Set<string>();
   for (const line of (read("/proc/self/cgroup") ?? "").split("\n")) {
-    const [, controllers, path] = line.split(":");
-    if (path === undefined || !path.startsWith("/")) continue;
-    if (controllers === "") dirs.push(`/sys/fs/cgroup${path}`); // v2
-    else if (controllers!.split(",").includes(controller)) dirs.push(`/sys/fs/cgroup/${controller}${path}`); // v1
+    // "id:controllers:path", where the path may itself hold colons.
+    const first = line.indexOf(":"), second = line.indexOf(":", first + 1);
+    if (first < 0 || second < 0) continue;
+    const controllers = line.slice(first + 1, second), path = line.slice(second + 1);
+    if (!path.startsWith("/")) continue;
+    const root = controllers === ""
+      ? "/sys/fs/cgroup" // v2
+      : controllers.split(",").includes(controller)
+      ? `/sys/fs/cgroup/${controller}` // v1
+      : null;
+    if (root === null) continue;
+    const parts = path.split("/").filter(Boolean);
+    for (let k = parts.length; k > 0; k--) dirs.add(`${root}/${parts.slice(0, k).join("/")}`);
   }
-  return [...dirs, "/sys/fs/cgroup", `/sys/fs/cgroup/${controller}`].map((d) => d.replace(/\/+$/, ""));
+  return [...dirs, "/sys/fs/cgroup", `/sys/fs/cgroup/${controller}`];
 }
 
 /** The host's memory in bytes, or its control group's limit where that is lower. */

@@ -16,6 +16,16 @@ Deno.test("memoryLimitBytes: the host's memory, or a lower cgroup v1 or v2 limit
   const host = { "/proc/self/cgroup": "0::/system.slice/zprune.service\n" };
   const own = { ...host, "/sys/fs/cgroup/system.slice/zprune.service/memory.max": String(2 * GiB) };
   assert.equal(memoryLimitBytes(files(own), 64 * GiB), 2 * GiB);
+  // A limit on a parent group (a systemd slice) binds the service below it, whose own file says max.
+  const parent = {
+    ...host,
+    "/sys/fs/cgroup/system.slice/zprune.service/memory.max": "max\n",
+    "/sys/fs/cgroup/system.slice/memory.max": String(3 * GiB),
+  };
+  assert.equal(memoryLimitBytes(files(parent), 64 * GiB), 3 * GiB);
+  // A path may hold colons.
+  const colon = { "/proc/self/cgroup": "0::/a:b/c\n", "/sys/fs/cgroup/a:b/c/memory.max": String(GiB) };
+  assert.equal(memoryLimitBytes(files(colon), 64 * GiB), GiB);
   // cgroup v1, as this project's CI machine has it: no limit is 2^63 rounded down to a page.
   const v1 = {
     "/proc/self/cgroup": "4:memory:/process_api/abc\n3:cpuset:/\n",

@@ -76,6 +76,8 @@ function withBits(bytes: Uint8Array, dtype: "f32" | "f16" | "bf16", i: number, b
   return out;
 }
 
+const f32Bytes = (xs: ArrayLike<number>) => new Uint8Array(new Float32Array(xs).buffer);
+
 // ---- case generators -------------------------------------------------------------------------------------------
 
 function randomBytes(rand: () => number, count: number): Case[] {
@@ -436,6 +438,15 @@ function nonFinite(): Case[] {
       });
     }
   }
+  // Finite inputs whose squares overflow float32.
+  cases.push({
+    label: "inputs whose sum of squares overflows float32",
+    body: editedLayer((l) => {
+      delete l.actNormSq;
+      l.inputs = { dtype: "f32", shape: [2, 16], data: f32Bytes(new Array(32).fill(3e38)) };
+    }),
+    codes: nonFiniteCode,
+  });
   // Non-finite and out-of-range numbers in the scalar fields.
   for (const v of [NaN, Infinity, -Infinity, -0.1, 1, 1.5, 2 ** 64]) {
     cases.push({
