@@ -4,8 +4,8 @@
 //   [sumSq, sum, sumAbs]), 2 params (uniform).
 // Thread: a strided slice (j = t, t+256, ...) of one row. Dispatch: one workgroup of 256 per row of the tile,
 //   flattened over x and y.
-// Numerics: f32. Each thread sums its terms (at most ceil(cols/256), 112 for cols = 28672) in blocks of 8 in order,
-//   adding each block's sum to its total, then an 8-level tree in workgroup memory: a sum of positive terms is off by
+// Numerics: f32. Each thread sums its terms (at most ceil(cols/256), 112 for cols = 28672) in blocks of 8
+//   (lib/block_sum.wgsl), then an 8-level tree in workgroup memory: a sum of positive terms is off by
 //   at most (ceil(cols/2048) + 17) roundings of 2^-24 relative (23 for cols = 28672, against 121 for one running sum),
 //   which z_means.wgsl's bound on the small-weight threshold counts on.
 
@@ -30,29 +30,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let r = wid.x + wid.y * nwg.x;
   if (r >= p.rows) { return; } // uniform: the whole workgroup leaves
   let start = r * p.cols;
-  var a = 0.0;
-  var b = 0.0;
-  var c = 0.0;
-  var block = vec3f(0.0);
-  var terms = 0u;
+  var s = BlockSum();
   for (var j = t; j < p.cols; j += 256u) {
     let v = w[start + j];
-    block += vec3f(v * v, v, abs(v));
-    terms++;
-    if (terms == 8u) {
-      a += block.x;
-      b += block.y;
-      c += block.z;
-      block = vec3f(0.0);
-      terms = 0u;
-    }
+    block_add(&s, vec4f(v * v, v, abs(v), 0.0));
   }
-  a += block.x;
-  b += block.y;
-  c += block.z;
-  sq[t] = a;
-  sm[t] = b;
-  ab[t] = c;
+  let sums = block_total(&s);
+  sq[t] = sums.x;
+  sm[t] = sums.y;
+  ab[t] = sums.z;
   for (var off = 128u; off > 0u; off >>= 1u) {
     workgroupBarrier();
     if (t < off) {

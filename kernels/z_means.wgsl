@@ -6,8 +6,8 @@
 //   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr, [7] thr_err; the layout
 //   is gpu/kernels/z_means.ts's), 3 params (uniform).
 // Thread: a strided slice of the rows and of the columns. Dispatch: exactly one workgroup of 256.
-// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in blocks of 8 in order (as
-//   row_stats.wgsl), then an 8-level tree: at most ceil(rows/2048) + 17 rounding steps. A zero norm contributes 0
+// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in blocks of 8 (lib/block_sum.wgsl),
+//   then an 8-level tree: at most ceil(rows/2048) + 17 rounding steps. A zero norm contributes 0
 //   (never NaN). n is rounded to f32 (relative 6e-8).
 //   thr_err bounds |thr - 0.1 · mean|W|| (the exact value, which the CPU backend's f64 approaches to 1e-15): each row's
 //   sum of |W| is off by at most (ceil(cols/2048) + 17) roundings of 2^-24 (row_stats.wgsl; positive terms, so
@@ -38,35 +38,18 @@ fn normalised(sum: f32, sq: f32) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
-  var a = 0.0;
-  var b = 0.0;
-  var c = 0.0;
-  var block = vec2f(0.0);
-  var terms = 0u;
+  var rs = BlockSum();
   for (var r = t; r < p.rows; r += 256u) {
-    block += vec2f(normalised(row_stats[r * 3u + 1u], row_stats[r * 3u]), row_stats[r * 3u + 2u]);
-    terms++;
-    if (terms == 8u) {
-      a += block.x;
-      c += block.y;
-      block = vec2f(0.0);
-      terms = 0u;
-    }
+    block_add(&rs, vec4f(normalised(row_stats[r * 3u + 1u], row_stats[r * 3u]), row_stats[r * 3u + 2u], 0.0, 0.0));
   }
-  a += block.x;
-  c += block.y;
-  var bc = 0.0;
-  terms = 0u;
+  var cs = BlockSum();
   for (var j = t; j < p.cols; j += 256u) {
-    bc += normalised(col_stats[j * 3u + 1u], col_stats[j * 3u]);
-    terms++;
-    if (terms == 8u) {
-      b += bc;
-      bc = 0.0;
-      terms = 0u;
-    }
+    block_add(&cs, vec4f(normalised(col_stats[j * 3u + 1u], col_stats[j * 3u]), 0.0, 0.0, 0.0));
   }
-  b += bc;
+  let row_sums = block_total(&rs);
+  let a = row_sums.x;
+  let c = row_sums.y;
+  let b = block_total(&cs).x;
   sum_r[t] = a;
   sum_c[t] = b;
   sum_abs[t] = c;
