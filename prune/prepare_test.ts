@@ -4,15 +4,15 @@ import { ZpruneError } from "../contract/errors.ts";
 import { encode } from "./decode.ts";
 import { prepareRequest } from "./prepare.ts";
 
-/** A wanda request of one [2, cols] layer whose activations are `inputs` ([tokens, cols] f16 from `values`). */
-function withInputs(values: Float32Array, tokens: number, cols: number) {
+/** A wanda request of one [2, cols] layer whose activations are `inputs` ([tokens, cols] of `dtype` from `values`). */
+function withInputs(values: Float32Array, tokens: number, cols: number, dtype: "f16" | "f32" = "f16") {
   return parsePruneRequest({
     method: "wanda",
     sparsity: 0.5,
     layers: [{
       name: "l",
       weight: { dtype: "f32", shape: [2, cols], data: encode(new Float32Array(2 * cols).fill(1), "f32") },
-      inputs: { dtype: "f16", shape: [tokens, cols], data: encode(values, "f16") },
+      inputs: { dtype, shape: [tokens, cols], data: encode(values, dtype) },
     }],
   });
 }
@@ -41,30 +41,14 @@ Deno.test("prepareRequest keeps sums of inputs below float32's range; refuses th
   const column = [1e-25, 1e19, 1e-20, 1];
   const tokens = 3;
   const values = new Float32Array(tokens * cols).map((_, i) => column[i % cols]!);
-  const req = parsePruneRequest({
-    method: "wanda",
-    sparsity: 0.5,
-    layers: [{
-      name: "l",
-      weight: { dtype: "f32", shape: [2, cols], data: encode(new Float32Array(2 * cols).fill(1), "f32") },
-      inputs: { dtype: "f32", shape: [tokens, cols], data: encode(values, "f32") },
-    }],
-  });
+  const req = withInputs(values, tokens, cols, "f32");
   const sums = (await prepareRequest(req, { maxLayerElements: 1 << 20 })).layers[0]!.actNormSq!;
   for (let c = 0; c < cols; c++) {
     const v = Math.fround(column[c]!); // the value as float32 carries it
     assert.equal(sums[c], v * v + v * v + v * v, `column ${c}`);
   }
   // Squares past float32's largest: refused, as an actNormSq of that size could not be sent.
-  const huge = parsePruneRequest({
-    method: "wanda",
-    sparsity: 0.5,
-    layers: [{
-      name: "l",
-      weight: { dtype: "f32", shape: [2, 2], data: encode(new Float32Array(4).fill(1), "f32") },
-      inputs: { dtype: "f32", shape: [2, 2], data: encode(new Float32Array([1, 3e19, 1, 1]), "f32") },
-    }],
-  });
+  const huge = withInputs(new Float32Array([1, 3e19, 1, 1]), 2, 2, "f32");
   await assert.rejects(prepareRequest(huge, { maxLayerElements: 1 << 20 }), (e) => {
     assert.ok(e instanceof ZpruneError && e.code === "non_finite");
     assert.match(e.message, /inputs: the sum of squares of column 1 overflows float32$/);
