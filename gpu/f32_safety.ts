@@ -247,15 +247,26 @@ export function exactSmallCount(layer: LayerJob): number {
  */
 export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
+  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1; // relError <= Z_REL + ALPHA_CAP: x > 0
+  return maxAct * (zShift(scalars, n) / x) ** 3;
+}
+
+/**
+ * K = cbrt(α dR³ + (1 − α) dC³), the z-scores' shift in cube-root terms (zSafeThreshold), and the relative error
+ * beyond it: what z_spread.wgsl forms for select_nm.wgsl, which gpu/f32_safety_test.ts compares with it.
+ */
+export function zErrorModel(scalars: Float32Array, n: number): { k: number; rel: number } {
+  return { k: zShift(scalars, n), rel: relError(scalars, n) };
+}
+
+function zShift(scalars: Float32Array, n: number): number {
   const floor = Z_MEAN_FLOOR / Math.sqrt(n);
   // A zero 1/std means z = 0 on that axis on both backends: no shift.
   const shift = (mean: number, inv: number) => (inv > 0 ? Z_SHIFT * EPS32 * (Math.abs(mean) * inv + floor) : 0);
   const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
   const dC = shift(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!);
   const alpha = scalars[Z_SCALARS.alpha]!;
-  const k = Math.cbrt(alpha * dR ** 3 + (1 - alpha) * dC ** 3);
-  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1; // relError <= Z_REL + ALPHA_CAP: x > 0
-  return maxAct * (k / x) ** 3;
+  return Math.cbrt(alpha * dR ** 3 + (1 - alpha) * dC ** 3);
 }
 
 /** The largest finite act_j = actNormSq_j^(exponent/2) (1 without activations; 0 when none is finite and nonzero). */

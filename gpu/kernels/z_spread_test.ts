@@ -1,0 +1,102 @@
+/**
+ * z_spread.wgsl against the host's error model (gpu/f32_safety.ts): the k and rel that select_nm.wgsl checks its
+ * groups with must be what zSafeThreshold uses for layer and row, or the two patterns would trust f32 differently.
+ */
+import assert from "node:assert/strict";
+import { GpuEngine } from "../engine.ts";
+import { ALPHA_CAP, ALPHA_REL, EPS32, Z_MEAN_FLOOR, Z_REL, Z_SHIFT, zErrorModel } from "../f32_safety.ts";
+import { kernelCode, packUniforms } from "../kernel.ts";
+import { Z_SCALARS, Z_SCALARS_BYTES } from "./z_means.ts";
+import { zSpread } from "./z_spread.ts";
+
+const engine = await GpuEngine.create({ allowFallback: true });
+globalThis.addEventListener("unload", () => engine?.destroy());
+
+/** Runs z_spread on one partial ([Σ(Wr − mean)², Σ(Wc − mean)², small, near]) with the given means; its scalars. */
+async function zSpreadOf(
+  device: GPUDevice,
+  n: number,
+  part: [number, number, number, number],
+  means: [number, number],
+): Promise<Float32Array> {
+  const usage = GPUBufferUsage;
+  const words = new Uint32Array(4);
+  new Float32Array(words.buffer, 0, 2).set(part.slice(0, 2));
+  words[2] = part[2];
+  words[3] = part[3];
+  const partBuf = device.createBuffer({ label: "test-part", size: 16, usage: usage.STORAGE | usage.COPY_DST });
+  device.queue.writeBuffer(partBuf, 0, words);
+  const scalars = device.createBuffer({
+    label: "test-scalars",
+    size: Z_SCALARS_BYTES,
+    usage: usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
+  });
+  device.queue.writeBuffer(scalars, 0, new Float32Array(means));
+  const uniforms = packUniforms(zSpread, {
+    count: 1,
+    n,
+    shift: Z_SHIFT * EPS32,
+    floor: Z_MEAN_FLOOR / Math.sqrt(n),
+    z_rel: Z_REL,
+    alpha_rel: ALPHA_REL,
+    alpha_cap: ALPHA_CAP,
+  });
+  const uni = device.createBuffer({
+    label: "test-uniforms",
+    size: uniforms.byteLength,
+    usage: usage.UNIFORM | usage.COPY_DST,
+  });
+  device.queue.writeBuffer(uni, 0, uniforms);
+  const module = device.createShaderModule({ label: "z_spread", code: kernelCode(zSpread) });
+  const pipeline = device.createComputePipeline({ label: "z_spread", layout: "auto", compute: { module } });
+  const group = device.createBindGroup({
+    label: "z_spread-test",
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [partBuf, scalars, uni].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const read = device.createBuffer({
+    label: "test-read",
+    size: Z_SCALARS_BYTES,
+    usage: usage.MAP_READ | usage.COPY_DST,
+  });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(1);
+  pass.end();
+  enc.copyBufferToBuffer(scalars, 0, read, 0, Z_SCALARS_BYTES);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(read.getMappedRange().slice(0));
+  read.unmap();
+  for (const b of [partBuf, scalars, uni, read]) b.destroy();
+  return out;
+}
+
+Deno.test({
+  name: "z_spread.wgsl forms the error model's k and rel as the host's zSafeThreshold does",
+  ignore: !engine,
+  async fn() {
+    const n = 4096 * 1024;
+    // Means near and far from zero, a zero std on one axis, and near counts below and above the cap.
+    const capNear = Math.floor((ALPHA_CAP * n) / ALPHA_REL);
+    const cases: [string, [number, number, number, number], [number, number]][] = [
+      ["zero-mean", [0.9 * n, 1.1 * n, n / 10, 0], [1e-4, -2e-4]],
+      ["mean far from zero", [0.01 * n, 0.02 * n, n / 3, 0], [0.3, 0.25]],
+      ["zero row-std", [0, 0.5 * n, 0, 0], [0.1, 0.001]],
+      ["near under the cap", [0.5 * n, 0.5 * n, n / 5, capNear], [0.01, 0.01]],
+      ["near over the cap", [0.5 * n, 0.5 * n, n / 5, capNear + 50], [0.01, 0.01]],
+    ];
+    for (const [what, part, means] of cases) {
+      const z = await zSpreadOf(engine!.device, n, part, means);
+      const want = zErrorModel(z, n); // the host's model, from the scalars the GPU formed
+      const k = z[Z_SCALARS.k]!, rel = z[Z_SCALARS.rel]!;
+      assert.ok(Math.abs(k - want.k) <= 1e-5 * want.k, `${what}: k ${k} against ${want.k}`);
+      assert.ok(Math.abs(rel - want.rel) <= 1e-6 * want.rel, `${what}: rel ${rel} against ${want.rel}`);
+      assert.equal(new Uint32Array(z.buffer)[Z_SCALARS.near], part[3], `${what}: near`);
+      if (what === "near over the cap") assert.ok(Math.abs(rel - Z_REL) <= 1e-6 * Z_REL, "over the cap: Z_REL alone");
+      if (what === "near under the cap") assert.ok(rel > Z_REL * 1.2, "under the cap: the near weights' share");
+    }
+  },
+});
