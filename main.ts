@@ -33,9 +33,11 @@ const DRAIN_MARGIN_MS = 5_000;
 const DRAIN_CAP_MS = 600_000;
 
 // Registered first: a process without handlers (the container's PID 1, say) would ignore SIGTERM while the
-// backend starts. Before the server listens there is nothing to drain.
-let shutdown = (signal: string): void | Promise<void> => {
+// backend starts. Before the server listens there is nothing to drain, only a backend to release once there is one.
+let release = (): void | Promise<void> => {};
+let shutdown = async (signal: string): Promise<void> => {
   console.error(`zprune: ${signal} before listening; exit 0`);
+  await release();
   exit(0);
 };
 let inFlight = () => 0;
@@ -61,11 +63,7 @@ const queue = new WorkQueue({
 const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
 let draining = false;
 const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
-shutdown = async (signal) => {
-  console.error(`zprune: ${signal} before listening; exit 0`);
-  await backend.close();
-  exit(0);
-};
+release = () => backend.close();
 const server = await startup(
   `cannot listen on ${config.host}:${config.port}`,
   () => listen(app.fetch, { port: config.port, host: config.host }),

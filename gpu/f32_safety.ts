@@ -253,7 +253,7 @@ export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number)
 
 /**
  * K = cbrt(α dR³ + (1 − α) dC³), the z-scores' shift in cube-root terms (zSafeThreshold), and the relative error
- * beyond it: what z_spread.wgsl forms for select_nm.wgsl, which gpu/f32_safety_test.ts compares with it.
+ * beyond it: what z_spread.wgsl forms for select_nm.wgsl, which gpu/kernels/z_spread_test.ts compares with it.
  */
 export function zErrorModel(scalars: Float32Array, n: number): { k: number; rel: number } {
   return { k: zShift(scalars, n), rel: relError(scalars, n) };

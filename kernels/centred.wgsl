@@ -12,8 +12,8 @@
 //   adds the per-workgroup partials (at most 14336 of them for 8192 x 28672). The count is exact for the f32
 //   threshold thr, which z_means.wgsl forms from f32 sums; the CPU backend compares with its f64 one, so only a weight
 //   with ||W| - thr| <= thr_err may count otherwise there: those are the near count. Each moves alpha by at most
-//   0.21 / n, which the host adds to the scores' error (gpu/f32_safety.ts); many equal weights at the threshold (a
-//   crafted layer) send the layer to the exact path.
+//   0.21 / n; up to ALPHA_CAP that joins the scores' error, past it the host counts the small weights as the CPU
+//   does and takes the exact path if the counts differ (gpu/f32_safety.ts).
 
 struct Params {
   count: u32, // elements in this tile

@@ -6,7 +6,7 @@
 //   flattened over x and y.
 // Numerics: f32. Each thread sums its terms (at most ceil(cols/256), 112 for cols = 28672) in blocks of 8
 //   (lib/block_sum.wgsl), then an 8-level tree in workgroup memory: a sum of positive terms is off by
-//   at most (ceil(cols/2048) + 17) roundings of 2^-24 relative (23 for cols = 28672, against 121 for one running sum),
+//   at most (ceil(cols/2048) + 17) roundings of 2^-24 relative (31 for cols = 28672, against 121 for one running sum),
 //   which z_means.wgsl's bound on the small-weight threshold counts on.
 
 struct Params {

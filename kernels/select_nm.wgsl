@@ -95,7 +95,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     // Largest upper bound of a pruned entry, and smallest lower bound of a kept one, for nonzero and zero weights.
     var hi = vec2f(0.0, 0.0);
     var lo = vec2f(3.4028235e38, 3.4028235e38);
-    let k = select(0.0, scalars[9], p.check == 1u);
+    var k = 0.0;
+    if (p.check == 1u) { k = scalars[9]; } // other methods bind a stand-in buffer here
     for (var j = 0u; j < p.m; j++) {
       let kj = keys[start + j];
       var rank = 0u;

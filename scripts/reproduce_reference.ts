@@ -62,7 +62,8 @@ const refuse = (why: string): never => {
   Deno.exit(2);
 };
 const known = ["dense", ...Object.keys(ref.ppl)];
-const unknown = v.only?.split(",").map((k) => k.trim()).filter((k) => !known.includes(k)) ?? [];
+const only = v.only?.split(",").map((k) => k.trim());
+const unknown = only?.filter((k) => !known.includes(k)) ?? [];
 if (unknown.length) refuse(`--only: ${unknown.join(", ")} not in reference.json (it has ${known.join(", ")})`);
 if (v.token !== undefined && v.server === undefined) refuse("--token needs --server (the in-process server has none)");
 const T = ref.seq, N = ref.eval_windows;
@@ -102,7 +103,6 @@ console.log(`| method/pattern   | ${head.join(" | ")} |`);
 console.log("| ---------------- | -------: | -------: | -------: | -------: | -------: | -------: |");
 
 try {
-  const only = v.only?.split(",").map((k) => k.trim());
   const keys = known.filter((k) => only === undefined || only.includes(k));
   for (const key of keys) {
     const full = !v.quick && (key === "dense" || key === "zpruner/layer");
