@@ -222,12 +222,34 @@ export class Job {
       }
       await this.submit();
       this.#trace?.(`map ${staging.length} buffer(s)`);
-      await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+      await this.#map(staging);
       this.#trace?.("mapped");
       return staging.map((s, i) => s.getMappedRange(0, Math.max(4, Math.ceil(sizes[i]! / 4) * 4)).slice(0, sizes[i]!));
     } finally {
       for (const s of staging) s.destroy();
     }
+  }
+
+  /**
+   * Maps the staging buffers for reading; a rejected map throws `unavailable` with its cause. Deno rejects every
+   * failed map with "validation error occurred", so the cause is looked for: a validation error the job's scopes
+   * caught, else a lost device (lavapipe lost its device under an address-space limit after every allocation had
+   * succeeded, and the loss showed only once the queue was polled), else the rejection as it came.
+   */
+  async #map(staging: GPUBuffer[]): Promise<void> {
+    const maps = await Promise.allSettled(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+    const failed = maps.find((m): m is PromiseRejectedResult => m.status === "rejected");
+    if (!failed) return;
+    this.#failed = true;
+    const { validation, oom } = await this.#popScopes();
+    if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
+    if (oom) throw new GpuOutOfMemory(oom.message);
+    await this.#device.queue.onSubmittedWorkDone();
+    // Already resolved if the poll above found the device lost; the marker wins otherwise.
+    const lost = await Promise.race([this.#device.lost, Promise.resolve(null)]);
+    if (lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${lost.message || lost.reason}`);
+    const why = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
+    throw new ZpruneError("unavailable", `WebGPU could not map the read-back: ${why}`);
   }
 
   /** GPU milliseconds per stage that ran. */

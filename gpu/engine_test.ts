@@ -287,3 +287,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "GpuEngine.prune(): a device lost before the read-back's map is named as lost (the server replaces it)",
+  ignore: !engine,
+  async fn() {
+    // An engine of its own: this one's device is destroyed.
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    try {
+      const layer = {
+        name: "gone",
+        rows: 16,
+        cols: 32,
+        dtype: "f32" as const,
+        weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => Math.cos(i)).buffer),
+        actNormSq: null,
+      };
+      const params = {
+        method: "magnitude" as const,
+        pattern: { kind: "layer" as const, sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: false,
+        returnScore: false,
+      };
+      // Deno rejects the map as "validation error occurred", whatever the cause; the loss must be what the error says.
+      const trace = (event: string) => event.startsWith("map ") && own.device.destroy();
+      await assert.rejects(own.prune(params, layer, { trace }), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError);
+        assert.equal(e.code, "unavailable");
+        assert.match(e.message, /^WebGPU device lost: /);
+        return true;
+      });
+      assert.notEqual(own.lost, null);
+    } finally {
+      own.destroy();
+    }
+  },
+});
