@@ -3,13 +3,15 @@
 #   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table, and a per-dispatch
 #      breakdown of two shapes;
 #   2. the WebGPU parity tests (goldens and random layers against the CPU backend) on that GPU (NO_PARITY=1 skips);
-#   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1).
+#   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
+#   4. tests/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
 #   npm ci && ../shared/tools/device-prep.sh \
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
 #     && tar -cJf .gpu-bundle/nm.tar.xz node_modules/{msgpackr,zod,hono,@huggingface}
 # then run, carrying .gpu-bundle:  bash bench/device_run.sh
-# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, stderr.log.
+# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, full_shape.jsonl,
+# stderr.log.
 set -uo pipefail
 # DRY_RUN=1 rehearses the script here (lavapipe, small shapes): it leaves this machine's libraries alone.
 if [ -z "${DRY_RUN:-}" ]; then
@@ -59,20 +61,23 @@ done
 python3 bench/device_table.py "$OUT" > "$OUT/table.md" 2>> "$log"
 cat "$OUT/table.md"
 
-# 2. Parity on this GPU: the same test files CI runs on lavapipe (skipped with NO_PARITY=1).
-[ -n "${NO_PARITY:-}" ] && exit 0
-echo "== parity $(date -u +%T)" >> "$log"
+# The source runs below need the dependencies (node_modules is too large to travel whole).
 tar -xJf .gpu-bundle/nm.tar.xz
-timeout 120 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
-echo "parity exit $?" >> "$OUT/parity.log"
-tail -3 "$OUT/parity.log"
+
+# 2. Parity on this GPU: the same test files CI runs on lavapipe (skipped with NO_PARITY=1).
+if [ -z "${NO_PARITY:-}" ]; then
+  echo "== parity $(date -u +%T)" >> "$log"
+  timeout 120 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
+  echo "parity exit $?" >> "$OUT/parity.log"
+  tail -3 "$OUT/parity.log"
+fi
 
 # 3. End to end: the CLI prunes the bundled model through a server on the WebGPU backend.
-[ -n "${NO_E2E:-}" ] && exit 0
-echo "== e2e $(date -u +%T)" >> "$log"
-ZPRUNE_BACKEND=webgpu PORT=8787 ZPRUNE_LOG=0 /tmp/deno run -A main.ts >> "$log" 2>&1 &
-server=$!
-python3 - >> "$OUT/e2e.log" 2>&1 <<'PY'
+if [ -z "${NO_E2E:-}" ]; then
+  echo "== e2e $(date -u +%T)" >> "$log"
+  ZPRUNE_BACKEND=webgpu PORT=8787 ZPRUNE_LOG=0 /tmp/deno run -A main.ts >> "$log" 2>&1 &
+  server=$!
+  python3 - >> "$OUT/e2e.log" 2>&1 <<'PY'
 import time, urllib.request
 for _ in range(120):
     try:
@@ -80,8 +85,19 @@ for _ in range(120):
     except OSError:
         time.sleep(0.5)
 PY
-timeout 100 /tmp/deno run -A cli/prune.ts --server http://127.0.0.1:8787 >> "$OUT/e2e.log" 2>&1
-echo "e2e exit $?" >> "$OUT/e2e.log"
-kill "$server" 2>/dev/null
-tail -12 "$OUT/e2e.log"
+  timeout 100 /tmp/deno run -A cli/prune.ts --server http://127.0.0.1:8787 >> "$OUT/e2e.log" 2>&1
+  echo "e2e exit $?" >> "$OUT/e2e.log"
+  kill "$server" 2>/dev/null
+  tail -12 "$OUT/e2e.log"
+fi
+
+# 4. The largest shape's masks on this GPU against the CPU backend (Z-Pruner layer, row and 2:4; NO_FULL=1 skips;
+# FULL_SHAPES picks others): tiling, dispatch limits and 32-bit indexing at full size.
+if [ -z "${NO_FULL:-}" ]; then
+  echo "== full shape $(date -u +%T)" >> "$log"
+  timeout 150 /tmp/deno run -A --no-check tests/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
+    ${DRY_RUN:+--fallback} > "$OUT/full_shape.jsonl" 2>> "$log"
+  echo "full shape exit $?" >> "$log"
+  cat "$OUT/full_shape.jsonl"
+fi
 echo "== done $(date -u +%T)" >> "$log"

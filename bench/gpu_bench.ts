@@ -22,9 +22,9 @@
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../contract/api.ts";
-import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import type { PruneParams } from "../prune/backend.ts";
 import { ExactPathNeeded, GpuEngine, type PruneOptions } from "../gpu/engine.ts";
-import { bf16Bits, f16Bits } from "../prune/decode.ts";
+import { llmLayer } from "./llm_layer.ts";
 
 /** Linear-layer shapes of 7B-70B class models: attention, MLP up/gate and down, and a wide MLP. */
 const DEFAULT_SHAPES = ["4096x4096", "4096x11008", "11008x4096", "14336x4096", "8192x28672"];
@@ -47,41 +47,6 @@ const { values } = parseArgs({
     "per-dispatch": { type: "boolean", default: false },
   },
 });
-
-/** A random rows x cols layer of N(0, 0.02²) weights in `dtype`, and positive activations. */
-function makeLayer(rows: number, cols: number, dtype: DType): LayerJob {
-  // Draw from a table of 65536 normal samples indexed by a xorshift PRNG: fast enough for 235M weights.
-  let s = 0x9e3779b9;
-  const next = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-  const table = new Float32Array(65536);
-  for (let i = 0; i < table.length; i++) {
-    const u1 = (next() + 1) / 4294967297, u2 = next() / 4294967296;
-    table[i] = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2) * 0.02;
-  }
-  const n = rows * cols;
-  let weight: Uint8Array;
-  if (dtype === "f32") {
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) v[i] = table[next() & 0xffff]!;
-    weight = new Uint8Array(v.buffer);
-  } else {
-    const bits = new Uint16Array(65536);
-    for (let i = 0; i < 65536; i++) {
-      bits[i] = dtype === "f16" ? f16Bits(table[i]!) : bf16Bits(table[i]!);
-    }
-    const v = new Uint16Array(n);
-    for (let i = 0; i < n; i++) v[i] = bits[next() & 0xffff]!;
-    weight = new Uint8Array(v.buffer);
-  }
-  const act = new Float32Array(cols);
-  for (let j = 0; j < cols; j++) act[j] = 0.5 + (next() / 4294967296) * 4;
-  return { name: `${rows}x${cols}`, rows, cols, dtype, weight, actNormSq: act };
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -108,7 +73,7 @@ const repeat = Math.max(1, Number(values.repeat));
 
 for (const shape of values.shapes.split(",")) {
   const [rows, cols] = shape.split("x").map(Number) as [number, number];
-  const layer = makeLayer(rows, cols, dtype);
+  const layer = llmLayer(rows, cols, dtype);
   progress(`layer ${shape} ${dtype} made`);
   for (const patternText of values.patterns.split(",")) {
     const params: PruneParams = {

@@ -11,6 +11,7 @@ import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backe
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
 import { rng } from "./_random.ts";
+import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../prune/decode.ts";
 
 const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
@@ -54,11 +55,6 @@ function fromRequest(bytes: Uint8Array): { params: PruneParams; layer: LayerJob 
     },
     layer: { name: l.name, rows, cols, dtype: l.weight.dtype, weight: l.weight.data.slice(), actNormSq: act },
   };
-}
-
-/** Bit i of a packed mask. */
-function bit(mask: Uint8Array, i: number): number {
-  return (mask[i >>> 3]! >> (i & 7)) & 1;
 }
 
 /** A copy of a layer (the backend takes ownership of the arrays it is given). */
@@ -139,24 +135,6 @@ function makeLayer(c: Case): LayerJob {
   };
 }
 
-/**
- * Entries whose CPU score lies within relative 1e-5 of the threshold of its selection unit (the layer, its row or
- * its group): the contract's ambiguity band, where either order is acceptable.
- */
-function ambiguous(c: Case, ref: LayerOutput): Uint8Array {
-  const s = ref.score!;
-  const n = c.rows * c.cols;
-  const unit = c.params.pattern.kind === "layer" ? n : c.params.pattern.kind === "row" ? c.cols : c.params.pattern.m;
-  const out = new Uint8Array(n);
-  for (let u0 = 0; u0 < n; u0 += unit) {
-    let thr = -1;
-    for (let i = u0; i < u0 + unit; i++) if (bit(ref.mask, i) && s[i]! > thr) thr = s[i]!;
-    if (thr < 0) continue;
-    for (let i = u0; i < u0 + unit; i++) if (Math.abs(s[i]! - thr) <= 1e-5 * thr) out[i] = 1;
-  }
-  return out;
-}
-
 /** Compares a GPU answer with the CPU's; returns a description of the first difference, or null. */
 function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): string | null {
   const n = c.rows * c.cols;
@@ -165,12 +143,14 @@ function compare(c: Case, layer: LayerJob, got: LayerOutput, ref: LayerOutput): 
   // Scores that both backends compute exactly (|W| of representable values) must give identical masks, which
   // checks the tie-break by index bit for bit; otherwise only outside the ambiguity band.
   const exact = c.params.method === "magnitude" || (c.params.method === "wanda" && !c.acts);
-  const amb = exact ? new Uint8Array(n) : ambiguous(c, ref);
-  for (let i = 0; i < n; i++) {
-    if (!amb[i] && bit(got.mask, i) !== bit(ref.mask, i)) {
-      return `mask differs at ${i} (row ${Math.floor(i / c.cols)}): gpu ${bit(got.mask, i)} cpu ${bit(ref.mask, i)}, ` +
-        `cpu score ${ref.score![i]} gpu score ${got.score![i]} threshold ${ref.stats.threshold}`;
-    }
+  const p = c.params.pattern;
+  const unit = p.kind === "layer" ? n : p.kind === "row" ? c.cols : p.m;
+  const d = bandDifferences(got.mask, ref.mask, ref.score!, unit);
+  let i = d.firstOutside;
+  if (exact) { for (i = 0; i < n && bit(got.mask, i) === bit(ref.mask, i); i++); }
+  if (i >= 0 && i < n) {
+    return `mask differs at ${i} (row ${Math.floor(i / c.cols)}): gpu ${bit(got.mask, i)} cpu ${bit(ref.mask, i)}, ` +
+      `cpu score ${ref.score![i]} gpu score ${got.score![i]} threshold ${ref.stats.threshold}`;
   }
   // Scores agree to float32 accuracy (relative to the largest score, since z-scores near 0 cancel).
   let max = 0;
