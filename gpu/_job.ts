@@ -29,6 +29,9 @@ export interface StageRecorder {
   dispatch(kernel: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, x: number, y: number): void;
 }
 
+/** How long a failed read-back waits for the queue to tell whether the device was lost. */
+const LOSS_POLL_MS = 2000;
+
 /** Timestamp queries per-dispatch profiling can hold (passes beyond 256 in one job run untimed). */
 const DETAIL_QUERIES = 512;
 
@@ -232,9 +235,8 @@ export class Job {
 
   /**
    * Maps the staging buffers for reading; a rejected map throws `unavailable` with its cause. Deno rejects every
-   * failed map with "validation error occurred", so the cause is looked for: a validation error the job's scopes
-   * caught, else a lost device (lavapipe lost its device under an address-space limit after every allocation had
-   * succeeded, and the loss showed only once the queue was polled), else the rejection as it came.
+   * failed map with "validation error occurred", so the cause is looked for: a lost device first (it explains any
+   * other error), then an out-of-memory or validation error the job's scopes caught, else the rejection as it came.
    */
   async #map(staging: GPUBuffer[]): Promise<void> {
     const maps = await Promise.allSettled(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
@@ -242,14 +244,31 @@ export class Job {
     if (!failed) return;
     this.#failed = true;
     const { validation, oom } = await this.#popScopes();
-    if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
-    if (oom) throw new GpuOutOfMemory(oom.message);
-    await this.#device.queue.onSubmittedWorkDone();
-    // Already resolved if the poll above found the device lost; the marker wins otherwise.
-    const lost = await Promise.race([this.#device.lost, Promise.resolve(null)]);
+    const lost = await this.#lostAfterPoll();
     if (lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${lost.message || lost.reason}`);
+    if (oom) throw new GpuOutOfMemory(oom.message);
+    if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
     const why = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
     throw new ZpruneError("unavailable", `WebGPU could not map the read-back: ${why}`);
+  }
+
+  /**
+   * The device's loss, if polling the queue reveals one, else null. On lavapipe, under an address-space limit, a
+   * device was lost after every allocation had succeeded; `lost` resolved only after the queue was polled and a turn
+   * of the event loop had passed (the same after `destroy()`). The poll is bounded: a broken device that never
+   * answers it must not hold the request (the backend's watchdog would end it, but only after a minute).
+   */
+  async #lostAfterPoll(): Promise<GPUDeviceLostInfo | null> {
+    const lost = this.#device.lost.then((info) => info);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, LOSS_POLL_MS);
+    });
+    await Promise.race([this.#device.queue.onSubmittedWorkDone().catch(() => {}), limit, lost]);
+    clearTimeout(timer);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    // Listed first, `lost` wins the race if it has resolved by now.
+    return await Promise.race([lost, Promise.resolve(null)]);
   }
 
   /** GPU milliseconds per stage that ran. */

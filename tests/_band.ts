@@ -16,7 +16,10 @@ export interface BandDifferences {
   outside: number;
   /** The first entry outside the band, or -1. */
   firstOutside: number;
-  /** The largest |score − threshold| / threshold among the differing entries (0 when none differ). */
+  /**
+   * The largest |score − threshold| / threshold among the differing entries: 0 when none differ, Infinity for one in a
+   * unit the reference pruned nothing of, or beside a zero threshold.
+   */
   worst: number;
 }
 
@@ -27,6 +30,7 @@ export interface BandDifferences {
 export function bandDifferences(got: Uint8Array, ref: Uint8Array, score: ArrayLike<number>, unit: number) {
   const out: BandDifferences = { differing: 0, outside: 0, firstOutside: -1, worst: 0 };
   const n = score.length;
+  if (!(unit >= 1)) throw new RangeError(`unit must be at least 1, not ${unit}`);
   for (let u0 = 0; u0 < n; u0 += unit) {
     const end = Math.min(n, u0 + unit);
     let differs = false;
@@ -39,7 +43,7 @@ export function bandDifferences(got: Uint8Array, ref: Uint8Array, score: ArrayLi
       out.differing++;
       // No pruned entry in the reference unit: nothing is ambiguous there. A zero threshold's band is zero alone.
       const gap = thr < 0 ? Infinity : Math.abs(score[i]! - thr);
-      out.worst = Math.max(out.worst, gap === 0 ? 0 : gap / thr);
+      out.worst = Math.max(out.worst, gap === 0 ? 0 : thr > 0 ? gap / thr : Infinity);
       if (!(gap <= 1e-5 * thr)) {
         out.outside++;
         if (out.firstOutside < 0) out.firstOutside = i;

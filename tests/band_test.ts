@@ -36,5 +36,10 @@ Deno.test("bandDifferences(): a zero threshold's band holds only zero; a unit wi
   // Reference prunes entry 0 (threshold 0). Swapping 0 and 1 (both 0) is allowed; pruning 2 (1e-30) is not.
   assert.equal(bandDifferences(mask(4, [1]), mask(4, [0]), score, 4).outside, 0);
   assert.equal(bandDifferences(mask(4, [2]), mask(4, [0]), score, 4).outside, 1);
-  assert.equal(bandDifferences(mask(4, [3]), mask(4, []), score, 4).outside, 1);
+  const none = bandDifferences(mask(4, [3]), mask(4, []), score, 4);
+  assert.equal(none.outside, 1);
+  assert.equal(none.worst, Infinity);
+  assert.equal(bandDifferences(mask(4, [2]), mask(4, [0]), score, 4).worst, Infinity);
+  // A unit of 0 entries would never advance.
+  assert.throws(() => bandDifferences(mask(4, []), mask(4, []), score, 0), RangeError);
 });
