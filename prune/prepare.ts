@@ -59,10 +59,16 @@ const INPUT_BLOCK = 1 << 16;
  * Column sums of squares of `inputs` data ([tokens, cols] of `dtype`) in float64, kept so: a block of rows at a time,
  * so a large tensor is never decoded whole and the event loop gets its turns (`pause`) while it is summed. Not rounded
  * to float32: the squares of tiny inputs (1e-25) would vanish there while their act_j and scores are well in range.
- * A sum past float32's largest is refused, as an actNormSq that large could not be sent: its act_j times a weight
- * overflows float32 scores at the default exponents.
+ * A sum past float32's largest is refused when `scored` (the method's scores use it), as an actNormSq that large could
+ * not be sent: its act_j times a weight overflows float32 scores at the default exponents. Magnitude ignores it.
  */
-async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): Promise<Float64Array> {
+async function inputSums(
+  t: Tensor,
+  cols: number,
+  path: string,
+  pause: Pause,
+  scored: boolean,
+): Promise<Float64Array> {
   const size = DTYPE_BYTES[t.dtype];
   const tokens = t.data.byteLength / size / cols;
   const rowsPerBlock = Math.max(1, Math.floor(INPUT_BLOCK / cols));
@@ -82,7 +88,7 @@ async function inputSums(t: Tensor, cols: number, path: string, pause: Pause): P
     const p = pause();
     if (p) await p;
   }
-  const over = sums.findIndex((v) => v > F32_MAX);
+  const over = scored ? sums.findIndex((v) => v > F32_MAX) : -1;
   if (over >= 0) fail("non_finite", `${path}.inputs: the sum of squares of column ${over} overflows float32`);
   return sums;
 }
@@ -96,6 +102,7 @@ async function activations(
   cols: number,
   path: string,
   pause: Pause,
+  scored: boolean,
 ): Promise<Float32Array | Float64Array | null> {
   const { actNormSq, inputs } = layer;
   if (actNormSq && inputs) fail("invalid_request", `${path}: give actNormSq or inputs, not both`);
@@ -122,7 +129,7 @@ async function activations(
     }
     checkBytes(inputs, `${path}.inputs`);
     // Sum of squares per input feature; the inputs count as one calibration sequence.
-    return await inputSums(inputs, cols, path, pause);
+    return await inputSums(inputs, cols, path, pause, scored);
   }
   return null;
 }
@@ -184,8 +191,12 @@ export async function prepareRequest(
         `${path}.weight.shape: ${cols} columns is not a multiple of M = ${pattern.m} for "${req.pattern}"`,
       );
     }
-    const actNormSq = await activations(layer, cols, path, pause);
-    if (!actNormSq && NEEDS_ACTIVATIONS[req.method] && !dataFree) {
+    // Activations are checked for every method (API.md refuses NaN and infinity in them), but only the methods that
+    // score with them get them: magnitude's scores are |W| alone.
+    const scored = NEEDS_ACTIVATIONS[req.method];
+    const checked = await activations(layer, cols, path, pause, scored);
+    const actNormSq = scored ? checked : null;
+    if (!actNormSq && scored && !dataFree) {
       fail(
         "activations_required",
         `${path}: method "${req.method}" needs actNormSq or inputs; send them, or set options.dataFree to true`,

@@ -4,10 +4,16 @@ import { ZpruneError } from "../contract/errors.ts";
 import { encode } from "./decode.ts";
 import { prepareRequest } from "./prepare.ts";
 
-/** A wanda request of one [2, cols] layer whose activations are `inputs` ([tokens, cols] of `dtype` from `values`). */
-function withInputs(values: Float32Array, tokens: number, cols: number, dtype: "f16" | "f32" = "f16") {
+/** A request (wanda by default) of one [2, cols] layer whose activations are `inputs` ([tokens, cols] of `dtype`). */
+function withInputs(
+  values: Float32Array,
+  tokens: number,
+  cols: number,
+  dtype: "f16" | "f32" = "f16",
+  method: "wanda" | "magnitude" = "wanda",
+) {
   return parsePruneRequest({
-    method: "wanda",
+    method,
     sparsity: 0.5,
     layers: [{
       name: "l",
@@ -54,6 +60,22 @@ Deno.test("prepareRequest keeps sums of inputs below float32's range; refuses th
     assert.match(e.message, /inputs: the sum of squares of column 1 overflows float32$/);
     return true;
   });
+});
+
+Deno.test("prepareRequest: magnitude (|W| alone) takes inputs of any finite size, and drops them", async () => {
+  const limits = { maxLayerElements: 1 << 20 };
+  // The wanda request of the test above is refused for these; magnitude's scores do not use them.
+  const huge = await prepareRequest(withInputs(new Float32Array([1, 3e19, 1, 1]), 2, 2, "f32", "magnitude"), limits);
+  assert.equal(huge.layers[0]!.actNormSq, null);
+  const plain = await prepareRequest(withInputs(new Float32Array([1, 2, 3, 4]), 2, 2, "f32", "magnitude"), limits);
+  assert.equal(plain.layers[0]!.actNormSq, null);
+  // Still checked: a NaN or an infinity in them is refused, as API.md says for any activations.
+  for (const bad of [NaN, Infinity]) {
+    await assert.rejects(
+      prepareRequest(withInputs(new Float32Array([1, bad, 1, 1]), 2, 2, "f32", "magnitude"), limits),
+      (e) => e instanceof ZpruneError && e.code === "non_finite" && /inputs\[1\] is NaN or infinite$/.test(e.message),
+    );
+  }
 });
 
 Deno.test("prepareRequest names the first non-finite input by its index in the whole tensor", async () => {
