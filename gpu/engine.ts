@@ -31,10 +31,10 @@ import {
   EPS32,
   splitActivations,
   spreadTooSmall,
+  sumsBeyondModel,
   sumsOutOfRange,
   Z_MEAN_FLOOR,
-  Z_REL,
-  Z_SHIFT,
+  zModel,
   zSelectionUnsafe,
 } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
@@ -493,6 +493,8 @@ export class GpuEngine {
     if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
     // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
     if (cols * 4 > this.#tileBytes) return `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
+    const beyond = sumsBeyondModel(method, rows, cols);
+    if (beyond) return beyond;
     const tiles = planTiles(rows, cols, this.#tileBytes);
     const last = tiles[tiles.length - 1]!;
     const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);
@@ -593,9 +595,9 @@ export class GpuEngine {
         this.#dispatch(job, rec, zSpread, [part, scalars], {
           count: centredWgs,
           n,
-          shift: Z_SHIFT * EPS32,
+          shift: zModel(rows, cols).shift * EPS32,
           floor: Z_MEAN_FLOOR / Math.sqrt(n),
-          z_rel: Z_REL,
+          z_rel: zModel(rows, cols).rel,
           alpha_rel: ALPHA_REL,
           alpha_cap: ALPHA_CAP,
         });

@@ -324,3 +324,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "GpuEngine.prune(): rows past the error model's fitted sums take the exact path, Z-Pruner and RIA",
+  ignore: !engine,
+  async fn() {
+    // 2 x 262,144: a review crafted such rows whose f32 sums of squares were off by ±97 roundings, and Z-Pruner's
+    // layer mask left the band. Any values will do here: the shape alone decides, before any GPU work.
+    const rows = 2, cols = 262144;
+    const v = new Float32Array(rows * cols).map((_, i) => Math.sin(i * 0.37) * 0.02);
+    const layer = {
+      name: "wide",
+      rows,
+      cols,
+      dtype: "f32" as const,
+      weight: new Uint8Array(v.buffer),
+      actNormSq: null,
+    };
+    for (const method of ["zpruner", "ria"] as const) {
+      const params = {
+        method,
+        pattern: { kind: "layer" as const, sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: false,
+        returnScore: false,
+      };
+      const { output } = await engine!.prune(params, { ...layer, weight: layer.weight.slice() });
+      const why = new RegExp(`row sums may be off by 145 roundings.*: ${method} masks could leave`);
+      assert.match(output.exactPath ?? "(answered on the GPU)", why);
+      const ref = await pruneLayer(params, { ...layer, weight: layer.weight.slice() });
+      assert.deepEqual(output.mask, ref.mask);
+    }
+  },
+});

@@ -152,6 +152,66 @@ const BAND = 1e-5;
 export const Z_SHIFT = 20;
 export const Z_REL = 32 * EPS32;
 export const Z_MEAN_FLOOR = 0.25;
+
+/**
+ * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most:
+ * row_stats.wgsl's blocked chains and tree, ceil(cols/2048) + 17; col_stats.wgsl's and col_reduce.wgsl's,
+ * 26 + ceil(rows/2048).
+ */
+export function sumChain(rows: number, cols: number): { row: number; col: number } {
+  return { row: Math.ceil(cols / 2048) + 17, col: 26 + Math.ceil(rows / 2048) };
+}
+
+/**
+ * The longest chain of roundings behind the sums of the layers Z_SHIFT and Z_REL were fitted on: 1024x16384's row
+ * sums, each one running sum of 64 terms and an 8-level tree, 73 (its columns' chains, 130, were longer then).
+ */
+const FITTED_CHAIN = 73;
+
+/**
+ * Roundings beyond FITTED_CHAIN that a row or column sum of a rows x cols layer may take (0 for every shape up to
+ * 96,256 rows and 114,688 columns). The fit saw typical rounding only, so past its chains the worst case is added: an
+ * adversarial review (2026-11-29) biased whole rows' sums of squares by 97 to 337 roundings at 262,144 to 2,097,152
+ * columns, and Z-Pruner (layer, 2:4) and RIA masks left the band on the GPU, with no check noticing.
+ */
+export function sumExcess(rows: number, cols: number): number {
+  const { row, col } = sumChain(rows, cols);
+  return Math.max(0, row - FITTED_CHAIN, col - FITTED_CHAIN);
+}
+
+/**
+ * Z-Pruner's error model for a rows x cols layer: Z_SHIFT and Z_REL, widened by sumExcess's e roundings. A sum of
+ * squares e roundings further off moves its norm, and every z of its line, by e/2 relative: a cube moves by 1.5 e. The
+ * line sums of W behind the means take the same chains, so the shift per |mean| / std grows by e.
+ */
+export function zModel(rows: number, cols: number): { shift: number; rel: number } {
+  const e = sumExcess(rows, cols);
+  return { shift: Z_SHIFT + e, rel: Z_REL + 1.5 * e * EPS32 };
+}
+
+/**
+ * RIA's f32 score error beyond its sums', relative: two divisions (2.5 ULP each, as WGSL allows), their sum and the
+ * activation's factor (9 roundings), with margin.
+ */
+const RIA_REL = 16 * EPS32;
+
+/**
+ * Why a rows x cols layer's f32 sums cannot give `method`'s masks within the band, whatever its values, or null.
+ * Z-Pruner: zModel's relative error alone reaches half the band (then no threshold passes zSafeThreshold). RIA (no
+ * fitted part: a worst case): a score (|W| / its column's sum + |W| / its row's, times act) is off by at most its sums'
+ * chains plus RIA_REL, which must stay within half the band, so rows of up to 102,400 columns and columns of up to
+ * 83,968 rows. Known from the shape alone, so the engine checks it before any GPU work.
+ */
+export function sumsBeyondModel(method: PruneParams["method"], rows: number, cols: number): string | null {
+  const { row, col } = sumChain(rows, cols);
+  const chain = Math.max(row, col);
+  const rel = method === "zpruner" ? zModel(rows, cols).rel : method === "ria" ? RIA_REL + chain * EPS32 : 0;
+  if (rel < BAND / 2) return null;
+  const e = sumExcess(rows, cols);
+  const fitted = method === "zpruner" ? `, ${e} beyond what the error model was fitted on` : "";
+  return `a ${rows}x${cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ${chain} roundings` +
+    `${fitted}: ${method} masks could leave the 1e-5 band`;
+}
 /**
  * A score's relative change per unit change of s (the small-weight fraction): alpha = 0.7 (1 - 0.3 s) moves by
  * 0.21 per unit, and a score alpha a + (1 - alpha) b by |a - b| per unit of alpha, at most itself over min(alpha,
@@ -186,9 +246,18 @@ function alphaCapped(scalars: Float32Array, n: number): boolean {
   return alphaRel(scalars, n) <= Math.fround(ALPHA_CAP);
 }
 
-/** The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: Z_REL, and what `near` weights may do. */
-function relError(scalars: Float32Array, n: number): number {
-  return Z_REL + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
+/**
+ * The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: zModel's, and what `near` weights may do.
+ */
+function relError(scalars: Float32Array, layer: Shape): number {
+  const n = layer.rows * layer.cols;
+  return zModel(layer.rows, layer.cols).rel + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
+}
+
+/** A layer's shape, all the error model needs of it. */
+export interface Shape {
+  rows: number;
+  cols: number;
 }
 
 /**
@@ -245,24 +314,27 @@ export function exactSmallCount(layer: LayerJob): number {
  * (1 + x)^3 (1 + rel) <= 1 + BAND / 2 at s0 = T / act_max, rel = Z_REL plus what weights at the small-weight bound may
  * do to alpha (relError).
  */
-export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
+export function zSafeThreshold(scalars: Float32Array, layer: Shape, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
-  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1; // relError <= Z_REL + ALPHA_CAP: x > 0
-  return maxAct * (zShift(scalars, n) / x) ** 3;
+  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, layer))) - 1;
+  // The relative error alone takes half the band (a shape far past the fitted ones): no threshold is safe.
+  if (!(x > 0)) return Infinity;
+  return maxAct * (zShift(scalars, layer) / x) ** 3;
 }
 
 /**
  * K = cbrt(α dR³ + (1 − α) dC³), the z-scores' shift in cube-root terms (zSafeThreshold), and the relative error
  * beyond it: what z_spread.wgsl forms for select_nm.wgsl, which gpu/kernels/z_spread_test.ts compares with it.
  */
-export function zErrorModel(scalars: Float32Array, n: number): { k: number; rel: number } {
-  return { k: zShift(scalars, n), rel: relError(scalars, n) };
+export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; rel: number } {
+  return { k: zShift(scalars, layer), rel: relError(scalars, layer) };
 }
 
-function zShift(scalars: Float32Array, n: number): number {
-  const floor = Z_MEAN_FLOOR / Math.sqrt(n);
+function zShift(scalars: Float32Array, layer: Shape): number {
+  const floor = Z_MEAN_FLOOR / Math.sqrt(layer.rows * layer.cols);
+  const factor = zModel(layer.rows, layer.cols).shift * EPS32;
   // A zero 1/std means z = 0 on that axis on both backends: no shift.
-  const shift = (mean: number, inv: number) => (inv > 0 ? Z_SHIFT * EPS32 * (Math.abs(mean) * inv + floor) : 0);
+  const shift = (mean: number, inv: number) => (inv > 0 ? factor * (Math.abs(mean) * inv + floor) : 0);
   const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
   const dC = shift(scalars[Z_SCALARS.meanC]!, scalars[Z_SCALARS.invStdC]!);
   const alpha = scalars[Z_SCALARS.alpha]!;
@@ -311,7 +383,7 @@ export function zSelectionUnsafe(
       `than exact ones, outside the 1e-5 band (${nearNote(z, n)})`;
   }
   if (k === 0 && p.kind !== "nm") return null; // nothing pruned: no threshold to be near
-  const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
+  const tSafe = zSafeThreshold(z, layer, maxActivation(layer.actNormSq, params.exponent, cols));
   if (p.kind === "layer") {
     return layerThreshold > 0 && layerThreshold < tSafe
       ? thresholdTooLow("the layer", layerThreshold, tSafe, z, n)

@@ -8,10 +8,17 @@ import {
   ALPHA_CAP,
   ALPHA_REL,
   alphaUnsettled,
+  EPS32,
   exactSmallCount,
   lowRowThreshold,
   splitActivations,
+  sumChain,
+  sumExcess,
+  sumsBeyondModel,
   sumsOutOfRange,
+  Z_REL,
+  Z_SHIFT,
+  zModel,
   zSafeThreshold,
 } from "./f32_safety.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
@@ -66,7 +73,7 @@ Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares,
 });
 
 Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 0 where no score can move", () => {
-  const n = 2 ** 23;
+  const n = { rows: 2048, cols: 4096 };
   // [meanR, meanC, thr, invStdR, invStdC, alpha]: means 2 stds from zero, then 0 (the floor 0.25 / sqrt(n) remains).
   const far = new Float32Array([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
   const zero = new Float32Array([0, 0, 0, 64, 64, 0.7]);
@@ -79,18 +86,18 @@ Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 
 });
 
 Deno.test("zSafeThreshold() counts weights at the small-weight bound within ALPHA_CAP, and no more", () => {
-  const n = 2 ** 23;
+  const shape = { rows: 2048, cols: 4096 }, n = shape.rows * shape.cols;
   const scalars = (near: number) => {
     const z = new Float32Array(11);
     z.set([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
     new Uint32Array(z.buffer)[Z_SCALARS.near] = near;
     return z;
   };
-  const t0 = zSafeThreshold(scalars(0), n, 1);
+  const t0 = zSafeThreshold(scalars(0), shape, 1);
   const capped = Math.floor((ALPHA_CAP * n) / ALPHA_REL);
-  assert.ok(zSafeThreshold(scalars(capped), n, 1) > t0 * 1.3, "near weights take part of the band");
+  assert.ok(zSafeThreshold(scalars(capped), shape, 1) > t0 * 1.3, "near weights take part of the band");
   // Past the cap the host counts them exactly instead (alphaUnsettled), and the bound is the plain one again.
-  assert.equal(zSafeThreshold(scalars(capped + 1), n, 1), t0);
+  assert.equal(zSafeThreshold(scalars(capped + 1), shape, 1), t0);
 });
 
 Deno.test("exactSmallCount() is the CPU backend's count, bit for bit: its alpha for every dtype", async () => {
@@ -156,4 +163,48 @@ Deno.test("lowRowThreshold() finds the first row whose largest pruned score is b
   assert.deepEqual(lowRowThreshold(mask, rows, cols, 3, score), { row: 2, threshold: 2.5 });
   assert.deepEqual(seen, [0, 36, 37, 73, 100, 101], "pruned weights only, each row up to its first safe score");
   assert.equal(lowRowThreshold(mask, rows, cols, 2, (i) => scores.get(i)!), null);
+});
+
+Deno.test("sumExcess() is 0 for LLM shapes and grows past the fitted chains; the model widens with it", () => {
+  // The chains the kernels' headers state (row_stats.wgsl; col_stats.wgsl with col_reduce.wgsl).
+  assert.deepEqual(sumChain(8192, 28672), { row: 31, col: 30 });
+  assert.deepEqual(sumChain(28672, 8192), { row: 21, col: 40 });
+  // Every benchmark shape and a 70B model's up projection: inside the fitted chains. A 128K-vocabulary head is not.
+  for (const [rows, cols] of [[4096, 4096], [4096, 11008], [14336, 4096], [8192, 28672], [28672, 8192]] as const) {
+    assert.equal(sumExcess(rows, cols), 0, `${rows}x${cols}`);
+  }
+  assert.equal(sumExcess(128256, 4096), 26 + 63 - 73);
+  assert.equal(sumExcess(2, 114688), 0);
+  assert.equal(sumExcess(2, 114689), 1);
+  // 262,144 columns, where a review's crafted rows left the band: 128 + 17 roundings, 72 past the fit.
+  assert.equal(sumExcess(2, 262144), 72);
+  assert.deepEqual(zModel(4096, 4096), { shift: Z_SHIFT, rel: Z_REL });
+  assert.deepEqual(zModel(2, 262144), { shift: Z_SHIFT + 72, rel: Z_REL + 108 * EPS32 });
+});
+
+Deno.test("sumsBeyondModel() sends a layer to the exact path when its sums alone could leave the band", () => {
+  // Z-Pruner: Z_REL + 1.5 e roundings reach half the band (84 roundings) at e = 35.
+  assert.equal(sumsBeyondModel("zpruner", 2, 2048 * (56 + 34)), null);
+  assert.match(
+    sumsBeyondModel("zpruner", 2, 2048 * (56 + 35))!,
+    /^a 2x186368 layer's float32 row sums may be off by 108 /,
+  );
+  assert.match(sumsBeyondModel("zpruner", 2, 262144)!, /72 beyond what the error model was fitted on: zpruner masks/);
+  assert.match(sumsBeyondModel("zpruner", (47 + 35) * 2048, 8)!, /column sums may be off by 108 roundings/);
+  // RIA, a worst case: 16 roundings plus the longest chain reach it at a chain of 68 (51 or 42 blocks of 2048).
+  assert.equal(sumsBeyondModel("ria", 2, 2048 * 50), null);
+  assert.match(
+    sumsBeyondModel("ria", 2, 2048 * 50 + 1)!,
+    /^a 2x102401 layer's float32 row sums may be off by 68 roundings: ria masks/,
+  );
+  assert.equal(sumsBeyondModel("ria", 2048 * 41, 2), null);
+  assert.match(sumsBeyondModel("ria", 2048 * 41 + 1, 2)!, /column sums may be off by 68 roundings: ria/);
+  assert.equal(sumsBeyondModel("ria", 14336, 28672), null);
+  // Wanda and magnitude use no sums.
+  assert.equal(sumsBeyondModel("wanda", 2, 2 ** 24), null);
+  assert.equal(sumsBeyondModel("magnitude", 2, 2 ** 24), null);
+  assert.equal(sumsBeyondModel("zpruner", 8192, 28672), null);
+  // And zSafeThreshold, were such a layer's scalars ever read back, trusts no threshold.
+  const far = new Float32Array([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
+  assert.equal(zSafeThreshold(far, { rows: 2, cols: 2048 * 200 }, 1), Infinity);
 });

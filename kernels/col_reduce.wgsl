@@ -2,11 +2,11 @@
 //
 // Bindings: 0 part: array<f32> (read; 3 per (block, column)), 1 stats: array<f32> (write; 3 per column:
 //   [sumSq, sum, sumAbs]), 2 params (uniform).
-// Thread: one column, summing its `blocks` partials in block order. Dispatch: ceil(cols / 64) workgroups of 64,
-//   flattened over x and y (past 65535 workgroups the column index comes from both).
-// Numerics: f32; with the first level (64-term sums joined by a 4-way tree per block of 256 rows) at most
-//   66 + ceil(rows/256) rounding steps per column (178 for rows = 28672): for these non-negative sums a worst-case
-//   relative error of 178 * 2^-24 = 1.1e-5, typically (random rounding) about sqrt(178) * 2^-24 = 8e-7.
+// Thread: one column, summing its `blocks` partials in block order, in blocks of 8 (lib/block_sum.wgsl). Dispatch:
+//   ceil(cols / 64) workgroups of 64, flattened over x and y (past 65535 workgroups the column index comes from both).
+// Numerics: f32; with the first level (at most 18 roundings per block partial) a column's sum of positive terms is off
+//   by at most 26 + ceil(rows/2048) roundings of 2^-24 relative (40 for rows = 28672; 178 before the blocks of
+//   2026-11-29), typically (random rounding) a few. gpu/f32_safety.ts (sumChain) counts on this bound.
 
 struct Params {
   cols: u32,
@@ -24,16 +24,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let j = (wid.x + wid.y * nwg.x) * 64u + t;
   if (j >= p.cols) { return; }
-  var a = 0.0;
-  var b = 0.0;
-  var c = 0.0;
+  var s = BlockSum();
   for (var k = 0u; k < p.blocks; k++) {
     let o = (k * p.cols + j) * 3u;
-    a += part[o];
-    b += part[o + 1u];
-    c += part[o + 2u];
+    block_add(&s, vec4f(part[o], part[o + 1u], part[o + 2u], 0.0));
   }
-  stats[j * 3u] = a;
-  stats[j * 3u + 1u] = b;
-  stats[j * 3u + 2u] = c;
+  let sums = block_total(&s);
+  stats[j * 3u] = sums.x;
+  stats[j * 3u + 1u] = sums.y;
+  stats[j * 3u + 2u] = sums.z;
 }

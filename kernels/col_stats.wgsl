@@ -8,7 +8,9 @@
 //   4 threads per column busy (a thread per column gave a 4096x4096 layer 256 workgroups, under 2 per SM of an
 //   H200). Column groups stride by 64 * num_workgroups.x, so any width fits the 65535 per-dimension limit.
 // Dispatch: (min(ceil(cols / 64), 65535), ceil(rows / 256)) workgroups of 256.
-// Numerics: f32; each quarter sums at most 64 terms in row order, then (q0 + q1) + (q2 + q3).
+// Numerics: f32; each quarter sums at most 64 terms in row order in blocks of 8 (lib/block_sum.wgsl: at most 16
+//   roundings, against 63 for one running sum), then (q0 + q1) + (q2 + q3): a block partial of positive terms is off by
+//   at most 18 roundings of 2^-24 relative.
 
 struct Params {
   rows: u32, // rows in this tile
@@ -35,20 +37,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   // The loop bound is uniform across the workgroup, so the barriers inside are too.
   for (var c0 = wid.x * 64u; c0 < p.cols; c0 += nwg.x * 64u) {
     let j = c0 + lane;
-    var a = 0.0;
-    var b = 0.0;
-    var c = 0.0;
+    var s = BlockSum();
     if (j < p.cols) {
       for (var r = r0; r < r1; r++) {
         let v = w[r * p.cols + j];
-        a += v * v;
-        b += v;
-        c += abs(v);
+        block_add(&s, vec4f(v * v, v, abs(v), 0.0));
       }
     }
-    sq[t] = a;
-    sm[t] = b;
-    ab[t] = c;
+    let sums = block_total(&s);
+    sq[t] = sums.x;
+    sm[t] = sums.y;
+    ab[t] = sums.z;
     workgroupBarrier();
     if (quarter == 0u && j < p.cols) {
       let o = ((p.block0 + wid.y) * p.cols + j) * 3u;

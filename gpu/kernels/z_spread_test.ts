@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { GpuEngine } from "../engine.ts";
-import { ALPHA_CAP, ALPHA_REL, EPS32, Z_MEAN_FLOOR, Z_REL, Z_SHIFT, zErrorModel } from "../f32_safety.ts";
+import { ALPHA_CAP, ALPHA_REL, EPS32, type Shape, Z_MEAN_FLOOR, Z_REL, zErrorModel, zModel } from "../f32_safety.ts";
 import { kernelCode, packUniforms } from "../kernel.ts";
 import { Z_SCALARS, Z_SCALARS_BYTES } from "./z_means.ts";
 import { zSpread } from "./z_spread.ts";
@@ -15,10 +15,11 @@ globalThis.addEventListener("unload", () => engine?.destroy());
 /** Runs z_spread on one partial ([Σ(Wr − mean)², Σ(Wc − mean)², small, near]) with the given means; its scalars. */
 async function zSpreadOf(
   device: GPUDevice,
-  n: number,
+  shape: Shape,
   part: [number, number, number, number],
   means: [number, number],
 ): Promise<Float32Array> {
+  const n = shape.rows * shape.cols;
   const usage = GPUBufferUsage;
   const words = new Uint32Array(4);
   new Float32Array(words.buffer, 0, 2).set(part.slice(0, 2));
@@ -35,9 +36,10 @@ async function zSpreadOf(
   const uniforms = packUniforms(zSpread, {
     count: 1,
     n,
-    shift: Z_SHIFT * EPS32,
+    // As the engine dispatches it: the shape's model.
+    shift: zModel(shape.rows, shape.cols).shift * EPS32,
     floor: Z_MEAN_FLOOR / Math.sqrt(n),
-    z_rel: Z_REL,
+    z_rel: zModel(shape.rows, shape.cols).rel,
     alpha_rel: ALPHA_REL,
     alpha_cap: ALPHA_CAP,
   });
@@ -78,19 +80,23 @@ Deno.test({
   name: "z_spread.wgsl forms the error model's k and rel as the host's zSafeThreshold does",
   ignore: !engine,
   async fn() {
-    const n = 4096 * 1024;
-    // Means near and far from zero, a zero std on one axis, and near counts below and above the cap.
+    const shape = { rows: 4096, cols: 1024 }, n = shape.rows * shape.cols;
+    // Means near and far from zero, a zero std on one axis, and near counts below and above the cap; and a shape
+    // whose row sums take more roundings than the model was fitted on (its k and rel widen).
     const capNear = Math.floor((ALPHA_CAP * n) / ALPHA_REL);
-    const cases: [string, [number, number, number, number], [number, number]][] = [
-      ["zero-mean", [0.9 * n, 1.1 * n, n / 10, 0], [1e-4, -2e-4]],
-      ["mean far from zero", [0.01 * n, 0.02 * n, n / 3, 0], [0.3, 0.25]],
-      ["zero row-std", [0, 0.5 * n, 0, 0], [0.1, 0.001]],
-      ["near under the cap", [0.5 * n, 0.5 * n, n / 5, capNear], [0.01, 0.01]],
-      ["near over the cap", [0.5 * n, 0.5 * n, n / 5, capNear + 50], [0.01, 0.01]],
+    const wide = { rows: 16, cols: 262144 };
+    const cases: [string, Shape, [number, number, number, number], [number, number]][] = [
+      ["zero-mean", shape, [0.9 * n, 1.1 * n, n / 10, 0], [1e-4, -2e-4]],
+      ["mean far from zero", shape, [0.01 * n, 0.02 * n, n / 3, 0], [0.3, 0.25]],
+      ["zero row-std", shape, [0, 0.5 * n, 0, 0], [0.1, 0.001]],
+      ["near under the cap", shape, [0.5 * n, 0.5 * n, n / 5, capNear], [0.01, 0.01]],
+      ["near over the cap", shape, [0.5 * n, 0.5 * n, n / 5, capNear + 50], [0.01, 0.01]],
+      ["beyond the fitted chains", wide, [0.01 * n, 0.02 * n, n / 3, 0], [0.3, 0.25]],
     ];
-    for (const [what, part, means] of cases) {
-      const z = await zSpreadOf(engine!.device, n, part, means);
-      const want = zErrorModel(z, n); // the host's model, from the scalars the GPU formed
+    for (const [what, at, part, means] of cases) {
+      const z = await zSpreadOf(engine!.device, at, part, means);
+      const want = zErrorModel(z, at); // the host's model, from the scalars the GPU formed
+      if (at === wide) assert.ok(want.rel > Z_REL * 2, `${what}: the model widens (rel ${want.rel})`);
       const k = z[Z_SCALARS.k]!, rel = z[Z_SCALARS.rel]!;
       assert.ok(Math.abs(k - want.k) <= 1e-5 * want.k, `${what}: k ${k} against ${want.k}`);
       assert.ok(Math.abs(rel - want.rel) <= 1e-6 * want.rel, `${what}: rel ${rel} against ${want.rel}`);

@@ -1,0 +1,88 @@
+/**
+ * col_stats.wgsl and col_reduce.wgsl on their own, against float64 column sums: a row wider than 65535 groups of 64
+ * columns (col_stats strides over x, col_reduce flattens over x and y), which the engine no longer sends through them
+ * (such rows take the exact path: gpu/f32_safety.ts, sumsBeyondModel), and a block-straddling height.
+ */
+import assert from "node:assert/strict";
+import { GpuEngine } from "../engine.ts";
+import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "../kernel.ts";
+import { colReduce } from "./col_reduce.ts";
+import { colStats } from "./col_stats.ts";
+
+const engine = await GpuEngine.create({ allowFallback: true });
+globalThis.addEventListener("unload", () => engine?.destroy());
+
+/** Runs `def` over `buffers` (its uniforms appended) with workgroups as the descriptor plans them. */
+function dispatch<U extends string>(
+  device: GPUDevice,
+  enc: GPUCommandEncoder,
+  def: KernelDef<U>,
+  buffers: GPUBuffer[],
+  u: Readonly<Record<U, number>>,
+): GPUBuffer {
+  const data = packUniforms(def, u);
+  const ub = device.createBuffer({ label: `${def.name}-u`, size: data.byteLength, usage: 0x40 | 0x8 });
+  device.queue.writeBuffer(ub, 0, data);
+  const module = device.createShaderModule({ label: def.name, code: kernelCode(def as KernelDef) });
+  const pipeline = device.createComputePipeline({ label: def.name, layout: "auto", compute: { module } });
+  const group = device.createBindGroup({
+    label: def.name,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [...buffers, ub].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  const pass = enc.beginComputePass({ label: def.name });
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(...flattenWorkgroups(def.workgroups(u)));
+  pass.end();
+  return ub;
+}
+
+/** The GPU's [sumSq, sum, sumAbs] per column of a rows x cols f32 matrix. */
+async function columnSums(
+  device: GPUDevice,
+  w: Float32Array<ArrayBuffer>,
+  rows: number,
+  cols: number,
+): Promise<Float32Array> {
+  const usage = GPUBufferUsage;
+  const blocks = Math.ceil(rows / 256);
+  const weight = device.createBuffer({ label: "w", size: w.byteLength, usage: usage.STORAGE | usage.COPY_DST });
+  device.queue.writeBuffer(weight, 0, w);
+  const part = device.createBuffer({ label: "part", size: blocks * cols * 12, usage: usage.STORAGE });
+  const stats = device.createBuffer({ label: "stats", size: cols * 12, usage: usage.STORAGE | usage.COPY_SRC });
+  const read = device.createBuffer({ label: "read", size: cols * 12, usage: usage.MAP_READ | usage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  const u1 = dispatch(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
+  const u2 = dispatch(device, enc, colReduce, [part, stats], { cols, blocks });
+  enc.copyBufferToBuffer(stats, 0, read, 0, cols * 12);
+  device.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(read.getMappedRange().slice(0));
+  for (const b of [weight, part, stats, read, u1, u2]) b.destroy();
+  return out;
+}
+
+Deno.test({
+  name: "col_stats + col_reduce: column sums of a row past 65535 groups and of a 600-row matrix match float64",
+  ignore: !engine,
+  async fn() {
+    for (const [rows, cols] of [[1, 65535 * 64 + 33], [600, 70]] as const) {
+      // Multiples of 2^-8 below 1/2 (squares of 2^-16 below 1/4): every sum is exact in float64 and in float32.
+      const w = new Float32Array(rows * cols).map((_, i) => (((i * 2654435761) >>> 24) - 128) / 256);
+      const got = await columnSums(engine!.device, w, rows, cols);
+      for (let j = 0; j < cols; j++) {
+        let sq = 0, sum = 0, abs = 0;
+        for (let r = 0; r < rows; r++) {
+          const v = w[r * cols + j]!;
+          sq += v * v;
+          sum += v;
+          abs += Math.abs(v);
+        }
+        const at = `${rows}x${cols}, column ${j}`;
+        // Every partial sum of these values fits f32's 24 bits: the GPU's sums must be exact, whatever their order.
+        assert.deepEqual([got[3 * j], got[3 * j + 1], got[3 * j + 2]], [sq, sum, abs], at);
+      }
+    }
+  },
+});
