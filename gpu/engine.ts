@@ -493,11 +493,12 @@ export class GpuEngine {
     if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
     // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
     if (cols * 4 > this.#tileBytes) return `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
-    const beyond = sumsBeyondModel(method, rows, cols);
-    if (beyond) return beyond;
     const tiles = planTiles(rows, cols, this.#tileBytes);
     const last = tiles[tiles.length - 1]!;
     const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);
+    // Before any GPU work: f32 sums this long may leave the band whatever the values (f32_safety.ts).
+    const beyond = sumsBeyondModel(method, { rows, cols, colBlocks });
+    if (beyond) return beyond;
     const keyBlocks = last.keyBlock0 + Math.ceil(last.count / KEY_BLOCK);
     const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
     const maskBytes = Math.ceil(n / 32) * 4;
@@ -577,7 +578,7 @@ export class GpuEngine {
    * unused-stats buffer for other methods.
    */
   async #centred(job: Job, plan: LayerPlan, ws: GPUBuffer[], rowSt: GPUBuffer, colSt: GPUBuffer): Promise<GPUBuffer> {
-    const { layer: { rows, cols }, n, tiles, centredWgs } = plan;
+    const { layer: { rows, cols }, n, tiles, centredWgs, colBlocks } = plan;
     let scalars = this.#dummyBuffer();
     if (plan.params.method === "zpruner") {
       scalars = job.buffer(Z_SCALARS_BYTES, STORAGE | COPY_SRC, "z-scalars");
@@ -595,9 +596,9 @@ export class GpuEngine {
         this.#dispatch(job, rec, zSpread, [part, scalars], {
           count: centredWgs,
           n,
-          shift: zModel(rows, cols).shift * EPS32,
+          shift: zModel({ rows, cols, colBlocks }).shift * EPS32,
           floor: Z_MEAN_FLOOR / Math.sqrt(n),
-          z_rel: zModel(rows, cols).rel,
+          z_rel: zModel({ rows, cols, colBlocks }).rel,
           alpha_rel: ALPHA_REL,
           alpha_cap: ALPHA_CAP,
         });
@@ -831,9 +832,10 @@ export class GpuEngine {
     const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
     if (zScalars !== null) {
       const z = new Float32Array(zScalars.buffer);
+      const shaped = { ...layer, colBlocks: plan.colBlocks }; // the error model's chains follow the tile plan
       const nmUnsafe = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M ? stateOut[1]! : null;
       outOfRange ??= spreadTooSmall(z, n) ?? alphaUnsettled(z, layer) ??
-        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
+        zSelectionUnsafe(z, params, shaped, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:

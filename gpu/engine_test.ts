@@ -326,7 +326,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "GpuEngine.prune(): rows past the error model's fitted sums take the exact path, Z-Pruner and RIA",
+  name: "GpuEngine.prune(): rows past the error model's trusted sums take the exact path, Z-Pruner and RIA",
   ignore: !engine,
   async fn() {
     // 2 x 262,144: a review crafted such rows whose f32 sums of squares were off by ±97 roundings, and Z-Pruner's

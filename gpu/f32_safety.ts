@@ -154,38 +154,46 @@ export const Z_REL = 32 * EPS32;
 export const Z_MEAN_FLOOR = 0.25;
 
 /**
- * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most:
- * row_stats.wgsl's blocked chains and tree, ceil(cols/2048) + 17; col_stats.wgsl's and col_reduce.wgsl's,
- * 26 + ceil(rows/2048).
+ * A layer's shape, all the error model needs of it; `colBlocks`, the column partials col_stats.wgsl writes (the
+ * engine's tile plan: more than ceil(rows/256) where a tile ends inside a block), defaults to ceil(rows/256).
  */
-export function sumChain(rows: number, cols: number): { row: number; col: number } {
-  return { row: Math.ceil(cols / 2048) + 17, col: 26 + Math.ceil(rows / 2048) };
+export interface Shape {
+  rows: number;
+  cols: number;
+  colBlocks?: number;
 }
 
 /**
- * The longest chain of roundings behind the sums of the layers Z_SHIFT and Z_REL were fitted on: 1024x16384's row
- * sums, each one running sum of 64 terms and an 8-level tree, 73 (its columns' chains, 130, were longer then).
+ * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most
+ * (round-to-nearest, as GPUs add f32): row_stats.wgsl's blocked chains and tree, ceil(cols/2048) + 17;
+ * col_stats.wgsl's blocks (18) and col_reduce.wgsl's, 8 + ceil(colBlocks/8) (26 + ceil(rows/2048) in one tile).
  */
-const FITTED_CHAIN = 73;
-
-/**
- * Roundings beyond FITTED_CHAIN that a row or column sum of a rows x cols layer may take (0 for every shape up to
- * 96,256 rows and 114,688 columns). The fit saw typical rounding only, so past its chains the worst case is added: an
- * adversarial review (2026-11-29) biased whole rows' sums of squares by 97 to 337 roundings at 262,144 to 2,097,152
- * columns, and Z-Pruner (layer, 2:4) and RIA masks left the band on the GPU, with no check noticing.
- */
-export function sumExcess(rows: number, cols: number): number {
-  const { row, col } = sumChain(rows, cols);
-  return Math.max(0, row - FITTED_CHAIN, col - FITTED_CHAIN);
+export function sumChain(shape: Shape): { row: number; col: number } {
+  const blocks = shape.colBlocks ?? Math.ceil(shape.rows / 256);
+  return { row: Math.ceil(shape.cols / 2048) + 17, col: 26 + Math.ceil(blocks / 8) };
 }
 
 /**
- * Z-Pruner's error model for a rows x cols layer: Z_SHIFT and Z_REL, widened by sumExcess's e roundings. A sum of
- * squares e roundings further off moves its norm, and every z of its line, by e/2 relative: a cube moves by 1.5 e. The
- * line sums of W behind the means take the same chains, so the shift per |mean| / std grows by e.
+ * The chain up to which Z_REL is taken to hold an adversary's sum bias: 40, the longest of LLM layers' (a 70B model's
+ * 28672-row projections' columns). Z_REL was fitted on typical rounding; a review's crafted rows (2026-11-29) biased
+ * sums of squares by about ceil(cols/2048) + 8 roundings, which moves a score by 1.5 times that, and left the band at
+ * chains of 81 (131,072 columns, 7 bits) but not at 77 (122,880).
  */
-export function zModel(rows: number, cols: number): { shift: number; rel: number } {
-  const e = sumExcess(rows, cols);
+const TRUSTED_CHAIN = 40;
+
+/** Roundings beyond TRUSTED_CHAIN a row or column sum of `shape` may take (0 up to 47,104 columns, 28,672 rows). */
+export function sumExcess(shape: Shape): number {
+  const { row, col } = sumChain(shape);
+  return Math.max(0, row - TRUSTED_CHAIN, col - TRUSTED_CHAIN);
+}
+
+/**
+ * Z-Pruner's error model for `shape`: Z_SHIFT and Z_REL, widened by sumExcess's e roundings. A sum of squares e
+ * roundings further off moves its norm, and every z of its line, by e/2 relative: a cube moves by 1.5 e. The line sums
+ * of W behind the means take the same chains, so the shift per |mean| / std grows by e.
+ */
+export function zModel(shape: Shape): { shift: number; rel: number } {
+  const e = sumExcess(shape);
   return { shift: Z_SHIFT + e, rel: Z_REL + 1.5 * e * EPS32 };
 }
 
@@ -200,17 +208,15 @@ const RIA_REL = 16 * EPS32;
  * Z-Pruner: zModel's relative error alone reaches half the band (then no threshold passes zSafeThreshold). RIA (no
  * fitted part: a worst case): a score (|W| / its column's sum + |W| / its row's, times act) is off by at most its sums'
  * chains plus RIA_REL, which must stay within half the band, so rows of up to 102,400 columns and columns of up to
- * 83,968 rows. Known from the shape alone, so the engine checks it before any GPU work.
+ * 83,968 rows (in one tile). Known from the shape and the tile plan, so the engine checks it before any GPU work.
  */
-export function sumsBeyondModel(method: PruneParams["method"], rows: number, cols: number): string | null {
-  const { row, col } = sumChain(rows, cols);
+export function sumsBeyondModel(method: PruneParams["method"], shape: Shape): string | null {
+  const { row, col } = sumChain(shape);
   const chain = Math.max(row, col);
-  const rel = method === "zpruner" ? zModel(rows, cols).rel : method === "ria" ? RIA_REL + chain * EPS32 : 0;
+  const rel = method === "zpruner" ? zModel(shape).rel : method === "ria" ? RIA_REL + chain * EPS32 : 0;
   if (rel < BAND / 2) return null;
-  const e = sumExcess(rows, cols);
-  const fitted = method === "zpruner" ? `, ${e} beyond what the error model was fitted on` : "";
-  return `a ${rows}x${cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ${chain} roundings` +
-    `${fitted}: ${method} masks could leave the 1e-5 band`;
+  return `a ${shape.rows}x${shape.cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ` +
+    `${chain} roundings: ${method} masks could leave the 1e-5 band`;
 }
 /**
  * A score's relative change per unit change of s (the small-weight fraction): alpha = 0.7 (1 - 0.3 s) moves by
@@ -251,13 +257,7 @@ function alphaCapped(scalars: Float32Array, n: number): boolean {
  */
 function relError(scalars: Float32Array, layer: Shape): number {
   const n = layer.rows * layer.cols;
-  return zModel(layer.rows, layer.cols).rel + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
-}
-
-/** A layer's shape, all the error model needs of it. */
-export interface Shape {
-  rows: number;
-  cols: number;
+  return zModel(layer).rel + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
 }
 
 /**
@@ -332,7 +332,7 @@ export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; r
 
 function zShift(scalars: Float32Array, layer: Shape): number {
   const floor = Z_MEAN_FLOOR / Math.sqrt(layer.rows * layer.cols);
-  const factor = zModel(layer.rows, layer.cols).shift * EPS32;
+  const factor = zModel(layer).shift * EPS32;
   // A zero 1/std means z = 0 on that axis on both backends: no shift.
   const shift = (mean: number, inv: number) => (inv > 0 ? factor * (Math.abs(mean) * inv + floor) : 0);
   const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
@@ -368,7 +368,7 @@ function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float
 export function zSelectionUnsafe(
   z: Float32Array,
   params: PruneParams,
-  layer: LayerJob,
+  layer: LayerJob & Shape,
   k: number,
   layerThreshold: number,
   mask: Uint32Array,
