@@ -198,8 +198,8 @@ export function zModel(shape: Shape): { shift: number; rel: number } {
 }
 
 /**
- * RIA's f32 score error beyond its sums', relative: two divisions (2.5 ULP each, as WGSL allows), their sum and the
- * activation's factor (9 roundings), with margin.
+ * RIA's f32 score error beyond its sums', relative: two divisions (2.5 ULP, up to 5 roundings each, as WGSL allows),
+ * their sum, the activation's mantissa and the host's rounding of it: 13 roundings, counted as 16.
  */
 const RIA_REL = 16 * EPS32;
 
