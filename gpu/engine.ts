@@ -25,17 +25,13 @@ import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
 import {
   activationCubeRoots,
-  ALPHA_CAP,
-  ALPHA_REL,
   alphaUnsettled,
-  EPS32,
   splitActivations,
   spreadTooSmall,
   sumsBeyondModel,
   sumsOutOfRange,
-  Z_MEAN_FLOOR,
-  zModel,
   zSelectionUnsafe,
+  zSpreadModel,
 } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
@@ -596,11 +592,7 @@ export class GpuEngine {
         this.#dispatch(job, rec, zSpread, [part, scalars], {
           count: centredWgs,
           n,
-          shift: zModel({ rows, cols, colBlocks }).shift * EPS32,
-          floor: Z_MEAN_FLOOR / Math.sqrt(n),
-          z_rel: zModel({ rows, cols, colBlocks }).rel,
-          alpha_rel: ALPHA_REL,
-          alpha_cap: ALPHA_CAP,
+          ...zSpreadModel({ rows, cols, colBlocks }),
         });
       });
     }

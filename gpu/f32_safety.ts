@@ -218,6 +218,7 @@ export function sumsBeyondModel(method: PruneParams["method"], shape: Shape): st
   return `a ${shape.rows}x${shape.cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ` +
     `${chain} roundings: ${method} masks could leave the 1e-5 band`;
 }
+
 /**
  * A score's relative change per unit change of s (the small-weight fraction): alpha = 0.7 (1 - 0.3 s) moves by
  * 0.21 per unit, and a score alpha a + (1 - alpha) b by |a - b| per unit of alpha, at most itself over min(alpha,
@@ -330,9 +331,15 @@ export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; r
   return { k: zShift(scalars, layer), rel: relError(scalars, layer) };
 }
 
-function zShift(scalars: Float32Array, layer: Shape): number {
+/** z_spread.wgsl's error-model uniforms for `layer`: what it forms k and rel from, as zErrorModel does. */
+export function zSpreadModel(layer: Shape) {
+  const { shift, rel } = zModel(layer);
   const floor = Z_MEAN_FLOOR / Math.sqrt(layer.rows * layer.cols);
-  const factor = zModel(layer).shift * EPS32;
+  return { shift: shift * EPS32, floor, z_rel: rel, alpha_rel: ALPHA_REL, alpha_cap: ALPHA_CAP };
+}
+
+function zShift(scalars: Float32Array, layer: Shape): number {
+  const { shift: factor, floor } = zSpreadModel(layer);
   // A zero 1/std means z = 0 on that axis on both backends: no shift.
   const shift = (mean: number, inv: number) => (inv > 0 ? factor * (Math.abs(mean) * inv + floor) : 0);
   const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);

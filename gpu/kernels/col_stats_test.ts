@@ -5,38 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { GpuEngine } from "../engine.ts";
-import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "../kernel.ts";
+import { dispatchKernel, submitAndRead } from "./_run_kernel.ts";
 import { colReduce } from "./col_reduce.ts";
 import { colStats } from "./col_stats.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 globalThis.addEventListener("unload", () => engine?.destroy());
-
-/** Runs `def` over `buffers` (its uniforms appended) with workgroups as the descriptor plans them. */
-function dispatch<U extends string>(
-  device: GPUDevice,
-  enc: GPUCommandEncoder,
-  def: KernelDef<U>,
-  buffers: GPUBuffer[],
-  u: Readonly<Record<U, number>>,
-): GPUBuffer {
-  const data = packUniforms(def, u);
-  const ub = device.createBuffer({ label: `${def.name}-u`, size: data.byteLength, usage: 0x40 | 0x8 });
-  device.queue.writeBuffer(ub, 0, data);
-  const module = device.createShaderModule({ label: def.name, code: kernelCode(def as KernelDef) });
-  const pipeline = device.createComputePipeline({ label: def.name, layout: "auto", compute: { module } });
-  const group = device.createBindGroup({
-    label: def.name,
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [...buffers, ub].map((buffer, binding) => ({ binding, resource: { buffer } })),
-  });
-  const pass = enc.beginComputePass({ label: def.name });
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(...flattenWorkgroups(def.workgroups(u)));
-  pass.end();
-  return ub;
-}
 
 /** The GPU's [sumSq, sum, sumAbs] per column of a rows x cols f32 matrix. */
 async function columnSums(
@@ -51,15 +25,11 @@ async function columnSums(
   device.queue.writeBuffer(weight, 0, w);
   const part = device.createBuffer({ label: "part", size: blocks * cols * 12, usage: usage.STORAGE });
   const stats = device.createBuffer({ label: "stats", size: cols * 12, usage: usage.STORAGE | usage.COPY_SRC });
-  const read = device.createBuffer({ label: "read", size: cols * 12, usage: usage.MAP_READ | usage.COPY_DST });
   const enc = device.createCommandEncoder();
-  const u1 = dispatch(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
-  const u2 = dispatch(device, enc, colReduce, [part, stats], { cols, blocks });
-  enc.copyBufferToBuffer(stats, 0, read, 0, cols * 12);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(read.getMappedRange().slice(0));
-  for (const b of [weight, part, stats, read, u1, u2]) b.destroy();
+  const u1 = dispatchKernel(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
+  const u2 = dispatchKernel(device, enc, colReduce, [part, stats], { cols, blocks });
+  const out = new Float32Array(await submitAndRead(device, enc, stats, cols * 12));
+  for (const b of [weight, part, stats, u1, u2]) b.destroy();
   return out;
 }
 

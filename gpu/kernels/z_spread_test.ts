@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { GpuEngine } from "../engine.ts";
-import { ALPHA_CAP, ALPHA_REL, EPS32, type Shape, Z_MEAN_FLOOR, Z_REL, zErrorModel, zModel } from "../f32_safety.ts";
-import { kernelCode, packUniforms } from "../kernel.ts";
+import { ALPHA_CAP, ALPHA_REL, type Shape, Z_REL, zErrorModel, zSpreadModel } from "../f32_safety.ts";
+import { dispatchKernel, submitAndRead } from "./_run_kernel.ts";
 import { Z_SCALARS, Z_SCALARS_BYTES } from "./z_means.ts";
 import { zSpread } from "./z_spread.ts";
 
@@ -33,46 +33,11 @@ async function zSpreadOf(
     usage: usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
   });
   device.queue.writeBuffer(scalars, 0, new Float32Array(means));
-  const uniforms = packUniforms(zSpread, {
-    count: 1,
-    n,
-    // As the engine dispatches it: the shape's model.
-    shift: zModel(shape).shift * EPS32,
-    floor: Z_MEAN_FLOOR / Math.sqrt(n),
-    z_rel: zModel(shape).rel,
-    alpha_rel: ALPHA_REL,
-    alpha_cap: ALPHA_CAP,
-  });
-  const uni = device.createBuffer({
-    label: "test-uniforms",
-    size: uniforms.byteLength,
-    usage: usage.UNIFORM | usage.COPY_DST,
-  });
-  device.queue.writeBuffer(uni, 0, uniforms);
-  const module = device.createShaderModule({ label: "z_spread", code: kernelCode(zSpread) });
-  const pipeline = device.createComputePipeline({ label: "z_spread", layout: "auto", compute: { module } });
-  const group = device.createBindGroup({
-    label: "z_spread-test",
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [partBuf, scalars, uni].map((buffer, binding) => ({ binding, resource: { buffer } })),
-  });
-  const read = device.createBuffer({
-    label: "test-read",
-    size: Z_SCALARS_BYTES,
-    usage: usage.MAP_READ | usage.COPY_DST,
-  });
   const enc = device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(1);
-  pass.end();
-  enc.copyBufferToBuffer(scalars, 0, read, 0, Z_SCALARS_BYTES);
-  device.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
-  for (const b of [partBuf, scalars, uni, read]) b.destroy();
+  // As the engine dispatches it: the shape's model.
+  const uni = dispatchKernel(device, enc, zSpread, [partBuf, scalars], { count: 1, n, ...zSpreadModel(shape) });
+  const out = new Float32Array(await submitAndRead(device, enc, scalars, Z_SCALARS_BYTES));
+  for (const b of [partBuf, scalars, uni]) b.destroy();
   return out;
 }
 
