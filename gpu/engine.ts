@@ -35,6 +35,7 @@ import {
 } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
+import { uploadBytes } from "./upload_bytes.ts";
 import {
   apply,
   centred,
@@ -894,18 +895,4 @@ function concat(parts: ArrayBuffer[], total: number): Uint8Array {
     at += p.byteLength;
   }
   return out;
-}
-
-/**
- * Writes possibly unaligned bytes whose length need not be a multiple of 4: the aligned body straight from the
- * caller's view (no copy on our side), the 1-3 byte tail padded with zeros.
- */
-function uploadBytes(queue: GPUQueue, buffer: GPUBuffer, bytes: Uint8Array): void {
-  const body = bytes.byteLength & ~3;
-  if (body > 0) queue.writeBuffer(buffer, 0, bytes as Uint8Array<ArrayBuffer>, 0, body);
-  if (body < bytes.byteLength) {
-    const tail = new Uint8Array(4);
-    tail.set(bytes.subarray(body));
-    queue.writeBuffer(buffer, body, tail);
-  }
 }

@@ -32,6 +32,9 @@ struct Params {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {
   let block = wid.x + wid.y * nwg.x;
+  // A grid spread over x and y may hold a few padding workgroups past the last block: they own no `ties` slot (their
+  // keys are all past `count`, so they would write nothing, but they would read `ties` out of range).
+  if (block >= p.count / 8192u + u32(p.count % 8192u != 0u)) { return; } // uniform: per workgroup
   let thr = state[0];
   let want = state[1];
   let start = block * 8192u + t * 32u; // first key of this thread's word, tile-local
