@@ -248,9 +248,18 @@ function alphaRel(scalars: Float32Array, n: number): number {
   return f(f(ALPHA_REL) * f(f(nearCount(scalars)) / f(n)));
 }
 
-/** Whether the near weights' share of the error stays within ALPHA_CAP, compared as z_spread.wgsl compares it. */
+/**
+ * The most weights within thr_err of the small-weight bound whose share, ALPHA_REL · near / n, stays within ALPHA_CAP.
+ * An integer, passed to z_spread.wgsl, so that the GPU (whose division may be off by 2.5 ULP) and the host take the
+ * same decision at the edge.
+ */
+export function nearCap(n: number): number {
+  return Math.floor((ALPHA_CAP * n) / ALPHA_REL);
+}
+
+/** Whether the near weights' share of the error stays within ALPHA_CAP, decided as z_spread.wgsl decides it. */
 function alphaCapped(scalars: Float32Array, n: number): boolean {
-  return alphaRel(scalars, n) <= Math.fround(ALPHA_CAP);
+  return nearCount(scalars) <= nearCap(n);
 }
 
 /**
@@ -335,7 +344,7 @@ export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; r
 export function zSpreadModel(layer: Shape) {
   const { shift, rel } = zModel(layer);
   const floor = Z_MEAN_FLOOR / Math.sqrt(layer.rows * layer.cols);
-  return { shift: shift * EPS32, floor, z_rel: rel, alpha_rel: ALPHA_REL, alpha_cap: ALPHA_CAP };
+  return { shift: shift * EPS32, floor, z_rel: rel, alpha_rel: ALPHA_REL, near_cap: nearCap(layer.rows * layer.cols) };
 }
 
 function zShift(scalars: Float32Array, layer: Shape): number {

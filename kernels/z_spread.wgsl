@@ -12,8 +12,9 @@
 //   (1 − alpha) dC³) with d = shift · (|mean| · inv_std + floor) per axis (0 where inv_std is 0): an entry whose score
 //   before its activation is s0 has |Δ cbrt(s0)| <= k, beyond a relative error rel = z_rel + alpha_rel · near / n
 //   (near weights may each move alpha by 0.21 / n, a score by that over min(alpha, 1 − alpha) >= 0.3 of itself) where
-//   that term is at most alpha_cap; above it the host counts the small weights exactly, and the term is 0 if it
-//   agrees (else the layer takes the exact path).
+//   near is at most near_cap (so that term is at most ALPHA_CAP; an integer from the host, so that the GPU's
+//   approximate division cannot decide otherwise than the host at the edge); above it the host counts the small
+//   weights exactly, and the term is 0 if it agrees (else the layer takes the exact path).
 
 struct Params {
   count: u32, // partials
@@ -22,7 +23,7 @@ struct Params {
   floor: f32, // Z_MEAN_FLOOR / sqrt(n)
   z_rel: f32, // Z_REL
   alpha_rel: f32, // a score's relative change per unit change of s = small / n
-  alpha_cap: f32, // the largest alpha_rel · near / n taken into rel
+  near_cap: u32, // the most near weights whose alpha_rel · near / n is taken into rel
   _pad0: u32,
 }
 
@@ -85,6 +86,6 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let k3 = alpha * dr * dr * dr + (1.0 - alpha) * dc * dc * dc;
     scalars[9] = select(0.0, pow(k3, 1.0 / 3.0), k3 > 0.0);
     let ra = p.alpha_rel * (f32(near[0]) / f32(p.n));
-    scalars[10] = p.z_rel + select(0.0, ra, ra <= p.alpha_cap);
+    scalars[10] = p.z_rel + select(0.0, ra, near[0] <= p.near_cap);
   }
 }

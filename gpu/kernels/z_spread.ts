@@ -17,7 +17,7 @@ export const zSpread = defineKernel({
     ["floor", "f32"],
     ["z_rel", "f32"],
     ["alpha_rel", "f32"],
-    ["alpha_cap", "f32"],
+    ["near_cap", "u32"],
   ],
   workgroups: () => 1,
 });
