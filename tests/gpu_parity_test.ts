@@ -573,6 +573,24 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: more rows than one dispatch dimension holds (65,600 x 16) match the CPU",
+  ignore,
+  async fn() {
+    // Kernels with a workgroup per row (row_stats, select_row) pass 65535 workgroups here. lavapipe fits such a layer
+    // in one binding only when rows are short; on the H200 a 2 GiB binding holds 131,072 rows of 4096 f32 columns.
+    // (N:M runs a thread per group, already past 65535 workgroups in gpu/kernels/select_nm_test.ts; Wanda here, as
+    // Z-Pruner's group check may send a layer this size to the exact path.)
+    const c = { rows: 65_600, cols: 16, dtype: "f16" as const, kind: "normal" as const, acts: true, seed: 8 };
+    const rowPattern = { kind: "row", sparsity: 0.5 } as const;
+    await check(gpu!, { ...c, params: ZPRUNER_LAYER });
+    await check(gpu!, { ...c, params: { ...ZPRUNER_LAYER, pattern: rowPattern } });
+    await check(gpu!, { ...c, params: { ...ZPRUNER_LAYER, method: "ria", exponent: 0.5 } });
+    const nm = { kind: "nm", n: 2, m: 4 } as const;
+    await check(gpu!, { ...c, params: { ...ZPRUNER_LAYER, method: "wanda", exponent: 1, pattern: nm } });
+  },
+});
+
+Deno.test({
   name: "webgpu: activations outside float32's range (exponent 64) give the CPU's masks and scores",
   ignore,
   async fn() {
