@@ -147,11 +147,18 @@ const BAND = 1e-5;
  * 16384x1024, three seeds: beyond the factor common to the whole layer, weights the shift cannot reach were off by at
  * most 11 EPS32 relative on lavapipe (12 with it), 30 emulated (whose 1/stds add up to 23 more, alike for weights
  * whose zr and zc mix alike); the shift beyond Z_SHIFT |mean| / std took 0.19 / sqrt(n) emulated, none on lavapipe.
- * Z_SHIFT = 20 is 1.4 times the emulation's 14.3 (2.5 ULP is 1.25 times its 2) and 4 times lavapipe's worst.
+ * Those fitted Z_SHIFT = 20, Z_REL = 32, Z_MEAN_FLOOR = 0.25. WGSL allows more: a division of 2.5 ULP, a sqrt of about
+ * 4.5 (1 / inverseSqrt). Re-measured 2026-11-29 with the same layers and emulation at ±3 ULP per division and ±5 per
+ * sqrt (hashed per input; fixed signs measured smaller), the common factor chosen per layer: shift 23.0 (σ = 1),
+ * relative error 41.8, floor 0.49; the old constants left weights outside the model by up to 1.10 times (means far
+ * from zero) and 1.28 times (zero means). The constants are 1.4 times those: 32, 60 and 0.7 (coverage 0.68 on a
+ * re-run subset). The cost, measured on the bundled model's 42 layers through a WebGPU server: at sparsity 0.1, 0.5,
+ * row 0.5 and N:M every layer stays on the GPU as before; at layer 0.01, 41 take the exact path (8 before), at row
+ * 0.05, 32 (none before).
  */
-export const Z_SHIFT = 20;
-export const Z_REL = 32 * EPS32;
-export const Z_MEAN_FLOOR = 0.25;
+export const Z_SHIFT = 32;
+export const Z_REL = 60 * EPS32;
+export const Z_MEAN_FLOOR = 0.7;
 
 /**
  * A layer's shape, all the error model needs of it; `colBlocks`, the column partials col_stats.wgsl writes (the
@@ -164,24 +171,44 @@ export interface Shape {
 }
 
 /**
- * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most
- * (round-to-nearest, as GPUs add f32): row_stats.wgsl's blocked chains and tree, ceil(cols/2048) + 17;
- * col_stats.wgsl's blocks (18) and col_reduce.wgsl's, 8 + ceil(colBlocks/8) (26 + ceil(rows/2048) in one tile).
+ * The most roundings of 2^-24 (relative) that one invocation's lib/block_sum.wgsl sum of k positive terms takes on any
+ * term's path (round-to-nearest, as GPUs add f32; an add into a zero accumulator is exact): k - 1 up to 8 terms, 6 +
+ * ceil(k/8) up to 64 (7 in the first block, one per later block, one for the last, partial block), 14 + ceil(k/64)
+ * beyond (14 in the first group, one per later group, two for the last adds). At most 2 more than the longest path.
  */
-export function sumChain(shape: Shape): { row: number; col: number } {
-  const blocks = shape.colBlocks ?? Math.ceil(shape.rows / 256);
-  return { row: Math.ceil(shape.cols / 2048) + 17, col: 26 + Math.ceil(blocks / 8) };
+export function blockChain(k: number): number {
+  return k <= 8 ? Math.max(k - 1, 0) : k <= 64 ? 6 + Math.ceil(k / 8) : 14 + Math.ceil(k / 64);
 }
 
 /**
- * The chain up to which Z_REL is taken to hold an adversary's sum bias: 40, the longest of LLM layers' (a 70B model's
- * 28672-row projections' columns). Z_REL was fitted on typical rounding; a review's crafted rows (2026-11-29) biased
- * sums of squares by about ceil(cols/2048) + 8 roundings, which moves a score by 1.5 times that, and left the band at
- * chains of 81 (131,072 columns, 7 bits) but not at 77 (122,880).
+ * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most:
+ * row_stats.wgsl's blocks of ceil(cols/256) terms per thread and its 8-level tree, blockChain + 8; col_stats.wgsl's
+ * block partials (64 terms per quarter, then two pairwise adds: 16) and col_reduce.wgsl's blocks over them,
+ * 16 + blockChain(colBlocks).
+ */
+export function sumChain(shape: Shape): { row: number; col: number } {
+  const blocks = shape.colBlocks ?? Math.ceil(shape.rows / 256);
+  return { row: blockChain(Math.ceil(shape.cols / 256)) + 8, col: 16 + blockChain(blocks) };
+}
+
+/**
+ * The chain past which Z_SHIFT and Z_REL, fitted on typical rounding, are widened: 40, the longest of LLM layers'
+ * before the groups of blocks (a 70B model's 28672-row projections' columns; 35 since).
  */
 const TRUSTED_CHAIN = 40;
 
-/** Roundings beyond TRUSTED_CHAIN a row or column sum of `shape` may take (0 up to 47,104 columns, 28,672 rows). */
+/**
+ * The longest sum chain Z-Pruner's GPU path takes: past it, the exact path. Measured, not derived
+ * (tests/crafted_sums_test.ts, 2026-11-29): a sum crafted to round one way at nearly every step reaches all but 3-8
+ * of its chain's roundings, moving a line's scores by 1.5 times that relative; two lines crafted in opposite
+ * directions, with pinned weights 10.1-10.8 ppm apart across the threshold, had weights of a 4-line layer pruned
+ * outside the band from chains of 57 (columns) and 59 (rows), over seeds 1-5 and small-weight shares 1/16 and 1/256;
+ * none up to 56. At 48 the pinned pairs moved at most 8.7 ppm. A bias of the whole chain on both lines would move them
+ * by 0.179 ppm per rounding: 8.6 ppm at 48, 10 ppm at 56.
+ */
+export const Z_CHAIN_LIMIT = 48;
+
+/** Roundings beyond TRUSTED_CHAIN a row or column sum of `shape` may take (0 up to 294,912 columns, 163,840 rows). */
 export function sumExcess(shape: Shape): number {
   const { row, col } = sumChain(shape);
   return Math.max(0, row - TRUSTED_CHAIN, col - TRUSTED_CHAIN);
@@ -205,16 +232,18 @@ const RIA_REL = 16 * EPS32;
 
 /**
  * Why a rows x cols layer's f32 sums cannot give `method`'s masks within the band, whatever its values, or null.
- * Z-Pruner: zModel's relative error alone reaches half the band (then no threshold passes zSafeThreshold). RIA (no
- * fitted part: a worst case): a score (|W| / its column's sum + |W| / its row's, times act) is off by at most its sums'
- * chains plus RIA_REL, which must stay within half the band, so rows of up to 102,400 columns and columns of up to
- * 83,968 rows (in one tile). Known from the shape and the tile plan, so the engine checks it before any GPU work.
+ * Z-Pruner: a chain past Z_CHAIN_LIMIT (rows of up to 425,984 columns, columns of up to 294,912 rows in one tile).
+ * RIA (no fitted part: a worst case): a score (|W| / its column's sum + |W| / its row's, times act) is off by at most
+ * its sums' chains plus RIA_REL, which must stay within half the band, so rows of up to 737,280 columns and columns of
+ * up to 606,208 rows. Known from the shape and the tile plan, so the engine checks it before any GPU work.
  */
 export function sumsBeyondModel(method: PruneParams["method"], shape: Shape): string | null {
   const { row, col } = sumChain(shape);
   const chain = Math.max(row, col);
-  const rel = method === "zpruner" ? zModel(shape).rel : method === "ria" ? RIA_REL + chain * EPS32 : 0;
-  if (rel < BAND / 2) return null;
+  const beyond = method === "zpruner"
+    ? chain > Z_CHAIN_LIMIT || zModel(shape).rel >= BAND / 2
+    : method === "ria" && RIA_REL + chain * EPS32 >= BAND / 2;
+  if (!beyond) return null;
   return `a ${shape.rows}x${shape.cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ` +
     `${chain} roundings: ${method} masks could leave the 1e-5 band`;
 }

@@ -4,10 +4,11 @@
 //   [sumSq, sum, sumAbs]), 2 params (uniform).
 // Thread: a strided slice (j = t, t+256, ...) of one row. Dispatch: one workgroup of 256 per row of the tile,
 //   flattened over x and y.
-// Numerics: f32. Each thread sums its terms (at most ceil(cols/256), 112 for cols = 28672) in blocks of 8
-//   (lib/block_sum.wgsl), then an 8-level tree in workgroup memory: a sum of positive terms is off by
-//   at most (ceil(cols/2048) + 17) roundings of 2^-24 relative (31 for cols = 28672, against 121 for one running sum),
-//   which z_means.wgsl's bound on the small-weight threshold counts on.
+// Numerics: f32. Each thread sums its k = ceil(cols/256) terms (112 for cols = 28672) in blocks of 8 and groups of 8
+//   blocks (lib/block_sum.wgsl), then an 8-level tree in workgroup memory: a sum of positive terms is off by at most
+//   blockChain(k) + 9 roundings of 2^-24 relative (gpu/f32_safety.ts: ceil(cols/2048) + 17 up to 16,384 columns,
+//   24 + ceil(cols/16384) beyond; 26 for cols = 28672, against 121 for one running sum). z_means.wgsl's bound on the
+//   small-weight threshold takes ceil(cols/2048) + 17, never less.
 
 struct Params {
   rows: u32, // rows in this tile

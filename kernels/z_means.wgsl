@@ -6,9 +6,9 @@
 //   per column), 2 scalars: array<f32> (read_write; writes [0] mean_r, [1] mean_c, [2] thr, [7] thr_err; the layout
 //   is gpu/kernels/z_means.ts's), 3 params (uniform).
 // Thread: a strided slice of the rows and of the columns. Dispatch: exactly one workgroup of 256.
-// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in blocks of 8 (lib/block_sum.wgsl),
-//   then an 8-level tree: at most ceil(rows/2048) + 17 rounding steps. A zero norm contributes 0
-//   (never NaN). n is rounded to f32 (relative 6e-8).
+// Numerics: f32. Each thread adds at most ceil(rows/256) (or cols/256) terms in blocks of 8 and groups of 8 blocks
+//   (lib/block_sum.wgsl), then an 8-level tree: at most ceil(rows/2048) + 17 rounding steps (fewer past 16,384
+//   rows). A zero norm contributes 0 (never NaN). n is rounded to f32 (relative 6e-8).
 //   thr_err bounds |thr - 0.1 · mean|W|| (the exact value, which the CPU backend's f64 approaches to 1e-15): each row's
 //   sum of |W| is off by at most (ceil(cols/2048) + 17) roundings of 2^-24 (row_stats.wgsl; positive terms, so
 //   relative to the sum), their sum here by (ceil(rows/2048) + 17) more, n, the division (WGSL: 2.5 ULP) and the 0.1
