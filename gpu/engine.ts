@@ -168,10 +168,15 @@ export interface ResidentWeights {
   destroy(): void;
 }
 
-/** Cuts rows x cols into tiles of whole rows, each at most `tileBytes` as f32. */
+/**
+ * Cuts rows x cols into tiles of whole rows, each at most `tileBytes` as f32, and whole blocks of 256 rows where a
+ * tile holds one.
+ */
 export function planTiles(rows: number, cols: number, tileBytes: number): Tile[] {
-  // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535.
-  const perTile = Math.min(Math.floor(tileBytes / (cols * 4)), 65535 * COL_BLOCK_ROWS);
+  // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535. A tile ending inside a block of 256 rows would
+  // add a column partial, and a rounding to every column's chain (f32_safety.ts, sumChain).
+  const fit = Math.min(Math.floor(tileBytes / (cols * 4)), 65535 * COL_BLOCK_ROWS);
+  const perTile = fit >= COL_BLOCK_ROWS ? fit - (fit % COL_BLOCK_ROWS) : fit;
   if (perTile < 1 && rows > 0) {
     throw new RangeError(`a row of ${cols} f32 values does not fit a ${tileBytes}-byte tile`);
   }

@@ -174,7 +174,7 @@ export interface Shape {
  * The most roundings of 2^-24 (relative) that one invocation's lib/block_sum.wgsl sum of k positive terms takes on any
  * term's path (round-to-nearest, as GPUs add f32; an add into a zero accumulator is exact): k - 1 up to 8 terms, 6 +
  * ceil(k/8) up to 64 (7 in the first block, one per later block, one for the last, partial block), 14 + ceil(k/64)
- * beyond (14 in the first group, one per later group, two for the last adds). At most 2 more than the longest path.
+ * beyond (14 in the first group, one per later group, two for the last adds). At most 1 more than the longest path.
  */
 export function blockChain(k: number): number {
   return k <= 8 ? Math.max(k - 1, 0) : k <= 64 ? 6 + Math.ceil(k / 8) : 14 + Math.ceil(k / 64);
@@ -184,7 +184,8 @@ export function blockChain(k: number): number {
  * Roundings of 2^-24 (relative) by which a row's and a column's f32 sums of positive terms may be off at most:
  * row_stats.wgsl's blocks of ceil(cols/256) terms per thread and its 8-level tree, blockChain + 8; col_stats.wgsl's
  * block partials (64 terms per quarter, then two pairwise adds: 16) and col_reduce.wgsl's blocks over them,
- * 16 + blockChain(colBlocks).
+ * 16 + blockChain(colBlocks). Relative to the sum of the terms as the kernels form them: a sum of squares is one
+ * rounding further from the exact one (each square is rounded once), which Z_CHAIN_LIMIT's measurement includes.
  */
 export function sumChain(shape: Shape): { row: number; col: number } {
   const blocks = shape.colBlocks ?? Math.ceil(shape.rows / 256);
@@ -193,18 +194,20 @@ export function sumChain(shape: Shape): { row: number; col: number } {
 
 /**
  * The chain past which Z_SHIFT and Z_REL, fitted on typical rounding, are widened: 40, the longest of LLM layers'
- * before the groups of blocks (a 70B model's 28672-row projections' columns; 35 since).
+ * before the groups of blocks (a 70B model's 28672-row projections' columns; 32 since).
  */
 const TRUSTED_CHAIN = 40;
 
 /**
  * The longest sum chain Z-Pruner's GPU path takes: past it, the exact path. Measured, not derived
- * (tests/crafted_sums_test.ts, 2026-11-29): a sum crafted to round one way at nearly every step reaches all but 3-8
- * of its chain's roundings, moving a line's scores by 1.5 times that relative; two lines crafted in opposite
- * directions, with pinned weights 10.1-10.8 ppm apart across the threshold, had weights of a 4-line layer pruned
- * outside the band from chains of 57 (columns) and 59 (rows), over seeds 1-5 and small-weight shares 1/16 and 1/256;
- * none up to 56. At 48 the pinned pairs moved at most 8.7 ppm. A bias of the whole chain on both lines would move them
- * by 0.179 ppm per rounding: 8.6 ppm at 48, 10 ppm at 56.
+ * (tests/crafted_sums_test.ts, 2026-11-29, on lavapipe): a sum crafted to round one way at nearly every step reaches
+ * all but 1.4-7.8 of its chain's roundings up to the limits, moving a line's scores by 1.5 times that relative; two
+ * lines crafted in opposite directions, with pinned weights 10.1-10.8 ppm apart across the threshold, had weights of a
+ * 4-line layer pruned outside the band from chains of 57 (columns) and 59 (rows), over seeds 1-5 and small-weight
+ * shares 1/16 and 1/256; none up to 56. At 48 the pinned pairs moved at most 8.7 ppm. A bias of the whole chain on
+ * both lines would move them by 0.179 ppm per rounding: 8.6 ppm at 48, 10 ppm at 56. lavapipe divides and takes square
+ * roots almost exactly: a GPU whose division and sqrt are as inexact as WGSL allows moves scores by up to 41.8 2^-24
+ * more (Z_REL's measurement), which crafted sums leave no room for, at this limit or at the chains of LLM layers.
  */
 export const Z_CHAIN_LIMIT = 48;
 

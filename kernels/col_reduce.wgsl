@@ -5,10 +5,10 @@
 // Thread: one column, summing its `blocks` partials in block order, in blocks of 8 and groups of 8 blocks
 //   (lib/block_sum.wgsl). Dispatch: ceil(cols / 64) workgroups of 64, flattened over x and y (past 65535 workgroups the
 //   column index comes from both).
-// Numerics: f32; with the first level (at most 18 roundings per block partial) a column's sum of positive terms is off
-//   by at most 18 + blockChain(blocks) roundings of 2^-24 relative (gpu/f32_safety.ts: 26 + ceil(rows/2048) up to
-//   16,384 rows, 33 + ceil(rows/16384) beyond; 35 for rows = 28672, 178 before the blocks of 2026-11-29), typically
-//   (random rounding) a few. gpu/f32_safety.ts (sumChain) counts on this bound.
+// Numerics: f32; with the first level (at most 16 roundings per block partial) a column's sum of positive terms is off
+//   by at most 16 + blockChain(blocks) roundings of 2^-24 relative (gpu/f32_safety.ts: 22 + ceil(rows/2048) up to
+//   16,384 rows, 30 + ceil(rows/16384) beyond; 32 for rows = 28672, 178 before the blocks of 2026-11-29; one more for a
+//   sum of squares), typically (random rounding) a few. gpu/f32_safety.ts (sumChain) counts on this bound.
 
 struct Params {
   cols: u32,

@@ -8,9 +8,9 @@
 //   4 threads per column busy (a thread per column gave a 4096x4096 layer 256 workgroups, under 2 per SM of an
 //   H200). Column groups stride by 64 * num_workgroups.x, so any width fits the 65535 per-dimension limit.
 // Dispatch: (min(ceil(cols / 64), 65535), ceil(rows / 256)) workgroups of 256.
-// Numerics: f32; each quarter sums at most 64 terms in row order in blocks of 8 (lib/block_sum.wgsl: at most 16
+// Numerics: f32; each quarter sums at most 64 terms in row order in blocks of 8 (lib/block_sum.wgsl: at most 14
 //   roundings, against 63 for one running sum), then (q0 + q1) + (q2 + q3): a block partial of positive terms is off by
-//   at most 18 roundings of 2^-24 relative.
+//   at most 16 roundings of 2^-24 relative.
 
 struct Params {
   rows: u32, // rows in this tile

@@ -6,9 +6,9 @@
 //   flattened over x and y.
 // Numerics: f32. Each thread sums its k = ceil(cols/256) terms (112 for cols = 28672) in blocks of 8 and groups of 8
 //   blocks (lib/block_sum.wgsl), then an 8-level tree in workgroup memory: a sum of positive terms is off by at most
-//   blockChain(k) + 9 roundings of 2^-24 relative (gpu/f32_safety.ts: ceil(cols/2048) + 17 up to 16,384 columns,
-//   24 + ceil(cols/16384) beyond; 26 for cols = 28672, against 121 for one running sum). z_means.wgsl's bound on the
-//   small-weight threshold takes ceil(cols/2048) + 17, never less.
+//   blockChain(k) + 8 roundings of 2^-24 relative (gpu/f32_safety.ts: 14 + ceil(cols/2048) up to 16,384 columns,
+//   22 + ceil(cols/16384) beyond; 24 for cols = 28672, against 119 for one running sum; one more for a sum of squares,
+//   each square rounded once). z_means.wgsl's bound on the small-weight threshold takes ceil(cols/2048) + 17, more.
 
 struct Params {
   rows: u32, // rows in this tile

@@ -78,8 +78,23 @@ function randomMatrix(n: number, seed: number): Float32Array<ArrayBuffer> {
   return Float32Array.from({ length: n }, () => (rand() - 0.5) * (rand() < 0.1 ? 30 : 1));
 }
 
+/**
+ * The kernels' [sumSq, sum, sumAbs] against the emulation's: bit for bit on a fallback adapter (lavapipe, whose
+ * arithmetic is the one emulated). A GPU may fuse v * v into the addition (an FMA, which Vulkan allows), so elsewhere
+ * the positive sums must agree within both sides' bound, 2 (chain + 1) roundings, and the crafting is not exact there.
+ */
+function assertEmulated(got: Float32Array, want: Float32Array, chain: number, what: string): void {
+  if (engine!.isFallback) return assert.deepEqual(got, want, what);
+  for (let i = 0; i < got.length; i += 3) {
+    for (const k of [i, i + 2]) {
+      const off = Math.abs(got[k]! - want[k]!) / (Math.abs(want[k]!) * 2 ** -24);
+      assert.ok(off <= 2 * (chain + 1), `${what}: sum ${k} off by ${off} roundings, past 2 (${chain} + 1)`);
+    }
+  }
+}
+
 Deno.test({
-  name: "crafted sums: the host emulation is row_stats.wgsl's arithmetic, bit for bit",
+  name: "crafted sums: the host emulation is row_stats.wgsl's arithmetic (bit for bit on lavapipe)",
   ignore: !engine,
   async fn() {
     // Crafted rows as wide as Z-Pruner's widest crafted on the GPU below (4 x 424,192: 1657 terms a thread, 25 groups
@@ -90,18 +105,21 @@ Deno.test({
     const w = new Float32Array(4 * cols);
     lines.forEach((line, r) => w.set(line.values, r * cols));
     const got = await gpuRowStats(w, 4, cols);
-    assert.deepEqual(got, emulateRowStats(w, 4, cols));
+    const chain = (c: number) => sumChain({ rows: 1, cols: c }).row;
+    assertEmulated(got, emulateRowStats(w, 4, cols), chain(cols), "crafted rows");
     // The crafter measured its bias on the same emulation.
-    lines.forEach((line, r) => assert.equal(got[3 * r + (FOUR[r]!.kind === "sq" ? 0 : 2)], line.f32));
+    if (engine!.isFallback) {
+      lines.forEach((line, r) => assert.equal(got[3 * r + (FOUR[r]!.kind === "sq" ? 0 : 2)], line.f32));
+    }
     for (const [rows, c] of [[3, 5001], [2, 70000], [1, 300017]] as const) {
       const v = randomMatrix(rows * c, c);
-      assert.deepEqual(await gpuRowStats(v, rows, c), emulateRowStats(v, rows, c), `${rows}x${c}`);
+      assertEmulated(await gpuRowStats(v, rows, c), emulateRowStats(v, rows, c), chain(c), `${rows}x${c}`);
     }
   },
 });
 
 Deno.test({
-  name: "crafted sums: the host emulation is col_stats.wgsl + col_reduce.wgsl's arithmetic, bit for bit",
+  name: "crafted sums: the host emulation is col_stats.wgsl + col_reduce.wgsl's arithmetic (bit for bit on lavapipe)",
   ignore: !engine,
   async fn() {
     // Crafted columns as tall as Z-Pruner's tallest crafted on the GPU below (293,120 rows: 1145 block partials, 17
@@ -112,11 +130,14 @@ Deno.test({
     const w = new Float32Array(rows * 4);
     lines.forEach((line, j) => line.values.forEach((v, r) => (w[r * 4 + j] = v)));
     const got = await gpuColStats(w, rows, 4);
-    assert.deepEqual(got, emulateColStats(w, rows, 4));
-    lines.forEach((line, j) => assert.equal(got[3 * j + (FOUR[j]!.kind === "sq" ? 0 : 2)], line.f32));
+    const chain = (r: number) => sumChain({ rows: r, cols: 1 }).col;
+    assertEmulated(got, emulateColStats(w, rows, 4), chain(rows), "crafted columns");
+    if (engine!.isFallback) {
+      lines.forEach((line, j) => assert.equal(got[3 * j + (FOUR[j]!.kind === "sq" ? 0 : 2)], line.f32));
+    }
     for (const [r, cols] of [[5000, 3], [600, 70], [70000, 2], [200000, 3]] as const) {
       const v = randomMatrix(r * cols, r);
-      assert.deepEqual(await gpuColStats(v, r, cols), emulateColStats(v, r, cols), `${r}x${cols}`);
+      assertEmulated(await gpuColStats(v, r, cols), emulateColStats(v, r, cols), chain(r), `${r}x${cols}`);
     }
   },
 });
@@ -140,7 +161,8 @@ Deno.test("crafted sums: within sumChain's bound, and reaching all but a few of 
       const line = axis === "row" ? craftRow(n, { ...o, seed: 31 + i }) : craftColumn(n, { ...o, seed: 31 + i });
       const at = `${axis} of ${n}, ${o.kind} ${o.dir > 0 ? "up" : "down"}: ${line.roundings.toFixed(2)} roundings`;
       const bias = o.dir * line.roundings;
-      assert.ok(bias <= chain, `${at}, past sumChain's ${chain}`);
+      // Against the exact sum: a sum of squares also carries each square's rounding (sumChain's doc).
+      assert.ok(bias <= chain + (o.kind === "sq" ? 1 : 0), `${at}, past sumChain's ${chain}`);
       assert.ok(bias >= 0.9 * chain - 7, `${at}, far short of sumChain's ${chain}: the crafting or the bound changed`);
     }
   }

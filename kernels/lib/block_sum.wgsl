@@ -5,9 +5,10 @@
 // Call: `block_add(&s, v)` for each term v (up to four sums at once, one per component), then `block_total(&s)`.
 // Numerics: each block's eight terms in order, each block's sum added to its group's, each group of 8 blocks added to
 //   the total, then (total + group) + block. A sum of k positive terms is off by at most blockChain(k) roundings of
-//   2^-24 relative (gpu/f32_safety.ts): 8 + ceil(k/8) up to 64 terms (the group is then never added to a nonzero
-//   total), 15 + ceil(k/64) beyond (7 in the block, 7 in the group, a rounding per later group, the last two adds),
-//   against k - 1 for one running sum. Up to 64 terms the order, and so every bit, is that of blocks of 8 alone.
+//   2^-24 relative (gpu/f32_safety.ts; an add into a zero accumulator is exact): k - 1 up to 8 terms, 6 + ceil(k/8) up
+//   to 64 (7 in the first block, one per later block, one for a last partial block), 14 + ceil(k/64) beyond (14 in
+//   the first group, one per later group, the last two adds), against k - 1 for one running sum. Up to 64 terms the
+//   order, and so every bit, is that of blocks of 8 alone.
 //   row_stats.wgsl, col_stats.wgsl, col_reduce.wgsl and z_means.wgsl sum so; gpu/f32_safety.ts's chain lengths
 //   (sumChain) and z_means.wgsl's bound on the small-weight threshold count on it.
 
