@@ -2,7 +2,8 @@
 # The prepared GPU-machine run (the `device` tool), in one invocation:
 #   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table, and a per-dispatch
 #      breakdown of two shapes;
-#   2. the WebGPU parity tests (goldens and random layers against the CPU backend) on that GPU (NO_PARITY=1 skips);
+#   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU (NO_PARITY=1
+#      skips);
 #   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
 #   4. tests/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
@@ -70,7 +71,9 @@ fi
 # 2. Parity on this GPU: the same test files CI runs on lavapipe (skipped with NO_PARITY=1).
 if [ -z "${NO_PARITY:-}" ]; then
   echo "== parity $(date -u +%T)" >> "$log"
-  timeout 120 /tmp/deno test -A --no-check tests/gpu_parity_test.ts gpu/ > "$OUT/parity.log" 2>&1
+  # With the crafted-sum tests: on lavapipe only, their layers were checked with nearly exact division and sqrt.
+  timeout 150 /tmp/deno test -A --no-check tests/gpu_parity_test.ts tests/crafted_sums_test.ts gpu/ \
+    > "$OUT/parity.log" 2>&1
   echo "parity exit $?" >> "$OUT/parity.log"
   tail -3 "$OUT/parity.log"
 fi
