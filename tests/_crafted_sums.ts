@@ -19,6 +19,7 @@
  * that fuses it into the addition (an FMA, which Vulkan allows) rounds once less per term: bit for bit is lavapipe's
  * arithmetic, and the bound holds either way.
  */
+import { rng } from "./_random.ts";
 
 const fr = Math.fround;
 
@@ -350,18 +351,6 @@ export interface CraftOptions {
   exponent?: number;
 }
 
-/** mulberry32: deterministic jitter, independent of the test helpers' generators. */
-function jitter(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Nominal magnitudes of a line of `terms` with one big term per `bigs`: where crafting starts from. */
 function nominal(kind: Term, terms: number, bigs: number, o: CraftOptions) {
   const share = o.smallShare ?? 1 / 16, e = o.exponent ?? -2;
@@ -370,7 +359,7 @@ function nominal(kind: Term, terms: number, bigs: number, o: CraftOptions) {
   const bigTerm = 2 ** e * (1 + 2 ** -12);
   // The small terms of one big term's sum add up to `share` of it.
   const small = weightFor(kind, (share * bigTerm * bigs) / (terms - bigs));
-  const rand = jitter(o.seed);
+  const rand = rng(o.seed);
   // Tuning moves a term by up to half an ulp of the big sums it rounds in (a row's last term, which the tree stage
   // moves too, by up to LEAF_SPAN + 1/2). A term smaller than 512 times that would move by over 1/512 of itself (a
   // column's small terms, 1/16 of one big term shared by 100,000 rows, would move by several percent and land anywhere

@@ -13,10 +13,7 @@
 import assert from "node:assert/strict";
 import { GpuEngine } from "../gpu/engine.ts";
 import { type Shape, sumChain, sumsBeyondModel } from "../gpu/f32_safety.ts";
-import { dispatchKernel, submitAndRead } from "../gpu/kernels/_run_kernel.ts";
-import { colReduce } from "../gpu/kernels/col_reduce.ts";
-import { colStats } from "../gpu/kernels/col_stats.ts";
-import { rowStats } from "../gpu/kernels/row_stats.ts";
+import { columnSums, rowSums } from "../gpu/kernels/_run_kernel.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { bandDifferences, maskBit } from "./_band.ts";
@@ -33,36 +30,13 @@ import { rng } from "./_random.ts";
 const engine = await GpuEngine.create({ allowFallback: true });
 globalThis.addEventListener("unload", () => engine?.destroy());
 
-const usage = GPUBufferUsage;
-
-/** row_stats.wgsl's [sumSq, sum, sumAbs] per row of a rows x cols f32 matrix, on the adapter. */
-async function gpuRowStats(w: Float32Array<ArrayBuffer>, rows: number, cols: number): Promise<Float32Array> {
-  const device = engine!.device;
-  const weight = device.createBuffer({ label: "w", size: w.byteLength, usage: usage.STORAGE | usage.COPY_DST });
-  device.queue.writeBuffer(weight, 0, w);
-  const stats = device.createBuffer({ label: "stats", size: rows * 12, usage: usage.STORAGE | usage.COPY_SRC });
-  const enc = device.createCommandEncoder();
-  const u = dispatchKernel(device, enc, rowStats, [weight, stats], { rows, cols, row0: 0 });
-  const out = new Float32Array(await submitAndRead(device, enc, stats, rows * 12));
-  for (const b of [weight, stats, u]) b.destroy();
-  return out;
-}
+/** row_stats.wgsl's [sumSq, sum, sumAbs] per row, on the adapter. */
+const gpuRowStats = (w: Float32Array<ArrayBuffer>, rows: number, cols: number) =>
+  rowSums(engine!.device, w, rows, cols);
 
 /** col_stats.wgsl then col_reduce.wgsl: [sumSq, sum, sumAbs] per column, on the adapter (one tile). */
-async function gpuColStats(w: Float32Array<ArrayBuffer>, rows: number, cols: number): Promise<Float32Array> {
-  const device = engine!.device;
-  const blocks = Math.ceil(rows / 256);
-  const weight = device.createBuffer({ label: "w", size: w.byteLength, usage: usage.STORAGE | usage.COPY_DST });
-  device.queue.writeBuffer(weight, 0, w);
-  const part = device.createBuffer({ label: "part", size: blocks * cols * 12, usage: usage.STORAGE });
-  const stats = device.createBuffer({ label: "stats", size: cols * 12, usage: usage.STORAGE | usage.COPY_SRC });
-  const enc = device.createCommandEncoder();
-  const u1 = dispatchKernel(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
-  const u2 = dispatchKernel(device, enc, colReduce, [part, stats], { cols, blocks });
-  const out = new Float32Array(await submitAndRead(device, enc, stats, cols * 12));
-  for (const b of [weight, part, stats, u1, u2]) b.destroy();
-  return out;
-}
+const gpuColStats = (w: Float32Array<ArrayBuffer>, rows: number, cols: number) =>
+  columnSums(engine!.device, w, rows, cols);
 
 /** The four ways a line is crafted: sums of squares and of |w|, biased up and down. */
 const FOUR: Pick<CraftOptions, "kind" | "dir">[] = [

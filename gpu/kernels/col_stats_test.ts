@@ -5,33 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { GpuEngine } from "../engine.ts";
-import { dispatchKernel, submitAndRead } from "./_run_kernel.ts";
-import { colReduce } from "./col_reduce.ts";
-import { colStats } from "./col_stats.ts";
+import { columnSums } from "./_run_kernel.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 globalThis.addEventListener("unload", () => engine?.destroy());
-
-/** The GPU's [sumSq, sum, sumAbs] per column of a rows x cols f32 matrix. */
-async function columnSums(
-  device: GPUDevice,
-  w: Float32Array<ArrayBuffer>,
-  rows: number,
-  cols: number,
-): Promise<Float32Array> {
-  const usage = GPUBufferUsage;
-  const blocks = Math.ceil(rows / 256);
-  const weight = device.createBuffer({ label: "w", size: w.byteLength, usage: usage.STORAGE | usage.COPY_DST });
-  device.queue.writeBuffer(weight, 0, w);
-  const part = device.createBuffer({ label: "part", size: blocks * cols * 12, usage: usage.STORAGE });
-  const stats = device.createBuffer({ label: "stats", size: cols * 12, usage: usage.STORAGE | usage.COPY_SRC });
-  const enc = device.createCommandEncoder();
-  const u1 = dispatchKernel(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
-  const u2 = dispatchKernel(device, enc, colReduce, [part, stats], { cols, blocks });
-  const out = new Float32Array(await submitAndRead(device, enc, stats, cols * 12));
-  for (const b of [weight, part, stats, u1, u2]) b.destroy();
-  return out;
-}
 
 Deno.test({
   name: "col_stats + col_reduce: column sums of a row past 65535 groups and of a 600-row matrix match float64",
