@@ -193,39 +193,19 @@ export function sumChain(shape: Shape): { row: number; col: number } {
 }
 
 /**
- * The chain past which Z_SHIFT and Z_REL, fitted on typical rounding, are widened: 40, the longest of LLM layers'
- * before the groups of blocks (a 70B model's 28672-row projections' columns; 32 since).
+ * The longest sum chain Z-Pruner's GPU path takes: past it, the exact path (rows wider than 294,912 columns, columns
+ * longer than 163,840 rows; every LLM layer and a 128K-vocabulary head are within it). Measured, not derived
+ * (tests/crafted_sums_test.ts and a review's probes, 2026-11-29, lavapipe): a sum crafted to round one way at nearly
+ * every step reaches all but 1.4-7.8 of its chain's roundings, moving a line's scores by 1.5 times that relative. Two
+ * lines crafted in opposite directions, with pinned weights 10.1-10.8 ppm apart across the threshold, over seeds and
+ * small-weight shares 1/16 and 1/256, had weights of a 4-line layer pruned outside the band:
+ * - with lavapipe's nearly exact division and sqrt, from chains of 57 (columns) and 59 (rows);
+ * - with every division and sqrt emulated up to 3 and 5 ULP off (WGSL's worst), hashed per input, at 48 (1 seed of 20);
+ * - with those errors set against the two lines (up where the other is down: an attack that knows the GPU), from 44.
+ * At 40 none did: pinned pairs moved at most 9.99 ppm in the last setting, 8.8 in the hashed one.
+ * Z_SHIFT and Z_REL are fitted on layers whose sums take up to 73 roundings at random; past this limit no shape runs.
  */
-const TRUSTED_CHAIN = 40;
-
-/**
- * The longest sum chain Z-Pruner's GPU path takes: past it, the exact path. Measured, not derived
- * (tests/crafted_sums_test.ts, 2026-11-29, on lavapipe): a sum crafted to round one way at nearly every step reaches
- * all but 1.4-7.8 of its chain's roundings up to the limits, moving a line's scores by 1.5 times that relative; two
- * lines crafted in opposite directions, with pinned weights 10.1-10.8 ppm apart across the threshold, had weights of a
- * 4-line layer pruned outside the band from chains of 57 (columns) and 59 (rows), over seeds 1-5 and small-weight
- * shares 1/16 and 1/256; none up to 56. At 48 the pinned pairs moved at most 8.7 ppm. A bias of the whole chain on
- * both lines would move them by 0.179 ppm per rounding: 8.6 ppm at 48, 10 ppm at 56. lavapipe divides and takes square
- * roots almost exactly: a GPU whose division and sqrt are as inexact as WGSL allows moves scores by up to 41.8 2^-24
- * more (Z_REL's measurement), which crafted sums leave no room for, at this limit or at the chains of LLM layers.
- */
-export const Z_CHAIN_LIMIT = 48;
-
-/** Roundings beyond TRUSTED_CHAIN a row or column sum of `shape` may take (0 up to 294,912 columns, 163,840 rows). */
-export function sumExcess(shape: Shape): number {
-  const { row, col } = sumChain(shape);
-  return Math.max(0, row - TRUSTED_CHAIN, col - TRUSTED_CHAIN);
-}
-
-/**
- * Z-Pruner's error model for `shape`: Z_SHIFT and Z_REL, widened by sumExcess's e roundings. A sum of squares e
- * roundings further off moves its norm, and every z of its line, by e/2 relative: a cube moves by 1.5 e. The line sums
- * of W behind the means take the same chains, so the shift per |mean| / std grows by e.
- */
-export function zModel(shape: Shape): { shift: number; rel: number } {
-  const e = sumExcess(shape);
-  return { shift: Z_SHIFT + e, rel: Z_REL + 1.5 * e * EPS32 };
-}
+export const Z_CHAIN_LIMIT = 40;
 
 /**
  * RIA's f32 score error beyond its sums', relative: two divisions (2.5 ULP, up to 5 roundings each, as WGSL allows),
@@ -235,7 +215,7 @@ const RIA_REL = 16 * EPS32;
 
 /**
  * Why a rows x cols layer's f32 sums cannot give `method`'s masks within the band, whatever its values, or null.
- * Z-Pruner: a chain past Z_CHAIN_LIMIT (rows of up to 425,984 columns, columns of up to 294,912 rows in one tile).
+ * Z-Pruner: a chain past Z_CHAIN_LIMIT (rows of up to 294,912 columns, columns of up to 163,840 rows in one tile).
  * RIA (no fitted part: a worst case): a score (|W| / its column's sum + |W| / its row's, times act) is off by at most
  * its sums' chains plus RIA_REL, which must stay within half the band, so rows of up to 737,280 columns and columns of
  * up to 606,208 rows. Known from the shape and the tile plan, so the engine checks it before any GPU work.
@@ -243,9 +223,7 @@ const RIA_REL = 16 * EPS32;
 export function sumsBeyondModel(method: PruneParams["method"], shape: Shape): string | null {
   const { row, col } = sumChain(shape);
   const chain = Math.max(row, col);
-  const beyond = method === "zpruner"
-    ? chain > Z_CHAIN_LIMIT || zModel(shape).rel >= BAND / 2
-    : method === "ria" && RIA_REL + chain * EPS32 >= BAND / 2;
+  const beyond = method === "zpruner" ? chain > Z_CHAIN_LIMIT : method === "ria" && RIA_REL + chain * EPS32 >= BAND / 2;
   if (!beyond) return null;
   return `a ${shape.rows}x${shape.cols} layer's float32 ${row >= col ? "row" : "column"} sums may be off by ` +
     `${chain} roundings: ${method} masks could leave the 1e-5 band`;
@@ -295,11 +273,11 @@ function alphaCapped(scalars: Float32Array, n: number): boolean {
 }
 
 /**
- * The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: zModel's, and what `near` weights may do.
+ * The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: Z_REL, and what `near` weights may do.
  */
 function relError(scalars: Float32Array, layer: Shape): number {
   const n = layer.rows * layer.cols;
-  return zModel(layer).rel + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
+  return Z_REL + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
 }
 
 /**
@@ -359,7 +337,7 @@ export function exactSmallCount(layer: LayerJob): number {
 export function zSafeThreshold(scalars: Float32Array, layer: Shape, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
   const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, layer))) - 1;
-  // The relative error alone takes half the band (a shape far past the fitted ones): no threshold is safe.
+  // The relative error alone takes half the band: no threshold is safe (not with today's constants: 60 + 21 roundings).
   if (!(x > 0)) return Infinity;
   return maxAct * (zShift(scalars, layer) / x) ** 3;
 }
@@ -374,9 +352,14 @@ export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; r
 
 /** z_spread.wgsl's error-model uniforms for `layer`: what it forms k and rel from, as zErrorModel does. */
 export function zSpreadModel(layer: Shape) {
-  const { shift, rel } = zModel(layer);
-  const floor = Z_MEAN_FLOOR / Math.sqrt(layer.rows * layer.cols);
-  return { shift: shift * EPS32, floor, z_rel: rel, alpha_rel: ALPHA_REL, near_cap: nearCap(layer.rows * layer.cols) };
+  const n = layer.rows * layer.cols;
+  return {
+    shift: Z_SHIFT * EPS32,
+    floor: Z_MEAN_FLOOR / Math.sqrt(n),
+    z_rel: Z_REL,
+    alpha_rel: ALPHA_REL,
+    near_cap: nearCap(n),
+  };
 }
 
 function zShift(scalars: Float32Array, layer: Shape): number {
