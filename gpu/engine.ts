@@ -580,7 +580,7 @@ export class GpuEngine {
    * unused-stats buffer for other methods.
    */
   async #centred(job: Job, plan: LayerPlan, ws: GPUBuffer[], rowSt: GPUBuffer, colSt: GPUBuffer): Promise<GPUBuffer> {
-    const { layer: { rows, cols }, n, tiles, centredWgs, colBlocks } = plan;
+    const { layer: { rows, cols }, n, tiles, centredWgs } = plan;
     let scalars = this.#dummyBuffer();
     if (plan.params.method === "zpruner") {
       scalars = job.buffer(Z_SCALARS_BYTES, STORAGE | COPY_SRC, "z-scalars");
@@ -598,7 +598,7 @@ export class GpuEngine {
         this.#dispatch(job, rec, zSpread, [part, scalars], {
           count: centredWgs,
           n,
-          ...zSpreadModel({ rows, cols, colBlocks }),
+          ...zSpreadModel(n),
         });
       });
     }
@@ -830,10 +830,9 @@ export class GpuEngine {
     const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
     if (zScalars !== null) {
       const z = new Float32Array(zScalars.buffer);
-      const shaped = { ...layer, colBlocks: plan.colBlocks }; // the error model's chains follow the tile plan
       const nmUnsafe = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M ? stateOut[1]! : null;
       outOfRange ??= spreadTooSmall(z, n) ?? alphaUnsettled(z, layer) ??
-        zSelectionUnsafe(z, params, shaped, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
+        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
     }
     if (outOfRange !== null) {
       // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:

@@ -161,8 +161,8 @@ export const Z_REL = 60 * EPS32;
 export const Z_MEAN_FLOOR = 0.7;
 
 /**
- * A layer's shape, all the error model needs of it; `colBlocks`, the column partials col_stats.wgsl writes (the
- * engine's tile plan: more than ceil(rows/256) where a tile ends inside a block), defaults to ceil(rows/256).
+ * A layer's shape, all the sums' chains need of it; `colBlocks`, the column partials col_stats.wgsl writes (the
+ * engine's tile plan: more than ceil(rows/256) where tiles hold fewer than 256 rows), defaults to ceil(rows/256).
  */
 export interface Shape {
   rows: number;
@@ -275,8 +275,7 @@ function alphaCapped(scalars: Float32Array, n: number): boolean {
 /**
  * The relative error of Z-Pruner's f32 scores beyond the z-scores' shift: Z_REL, and what `near` weights may do.
  */
-function relError(scalars: Float32Array, layer: Shape): number {
-  const n = layer.rows * layer.cols;
+function relError(scalars: Float32Array, n: number): number {
   return Z_REL + (alphaCapped(scalars, n) ? alphaRel(scalars, n) : 0);
 }
 
@@ -334,25 +333,23 @@ export function exactSmallCount(layer: LayerJob): number {
  * (1 + x)^3 (1 + rel) <= 1 + BAND / 2 at s0 = T / act_max, rel = Z_REL plus what weights at the small-weight bound may
  * do to alpha (relError).
  */
-export function zSafeThreshold(scalars: Float32Array, layer: Shape, maxAct: number): number {
+export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
-  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, layer))) - 1;
-  // The relative error alone takes half the band: no threshold is safe (not with today's constants: 60 + 21 roundings).
-  if (!(x > 0)) return Infinity;
-  return maxAct * (zShift(scalars, layer) / x) ** 3;
+  // relError <= Z_REL + ALPHA_CAP, 60 + 21 roundings, under half the band's 84: x > 0.
+  const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1;
+  return maxAct * (zShift(scalars, n) / x) ** 3;
 }
 
 /**
  * K = cbrt(α dR³ + (1 − α) dC³), the z-scores' shift in cube-root terms (zSafeThreshold), and the relative error
  * beyond it: what z_spread.wgsl forms for select_nm.wgsl, which gpu/kernels/z_spread_test.ts compares with it.
  */
-export function zErrorModel(scalars: Float32Array, layer: Shape): { k: number; rel: number } {
-  return { k: zShift(scalars, layer), rel: relError(scalars, layer) };
+export function zErrorModel(scalars: Float32Array, n: number): { k: number; rel: number } {
+  return { k: zShift(scalars, n), rel: relError(scalars, n) };
 }
 
-/** z_spread.wgsl's error-model uniforms for `layer`: what it forms k and rel from, as zErrorModel does. */
-export function zSpreadModel(layer: Shape) {
-  const n = layer.rows * layer.cols;
+/** z_spread.wgsl's error-model uniforms for a layer of n weights: what it forms k and rel from, as zErrorModel does. */
+export function zSpreadModel(n: number) {
   return {
     shift: Z_SHIFT * EPS32,
     floor: Z_MEAN_FLOOR / Math.sqrt(n),
@@ -362,8 +359,8 @@ export function zSpreadModel(layer: Shape) {
   };
 }
 
-function zShift(scalars: Float32Array, layer: Shape): number {
-  const { shift: factor, floor } = zSpreadModel(layer);
+function zShift(scalars: Float32Array, n: number): number {
+  const { shift: factor, floor } = zSpreadModel(n);
   // A zero 1/std means z = 0 on that axis on both backends: no shift.
   const shift = (mean: number, inv: number) => (inv > 0 ? factor * (Math.abs(mean) * inv + floor) : 0);
   const dR = shift(scalars[Z_SCALARS.meanR]!, scalars[Z_SCALARS.invStdR]!);
@@ -399,7 +396,7 @@ function thresholdTooLow(where: string, t: number, tSafe: number, scalars: Float
 export function zSelectionUnsafe(
   z: Float32Array,
   params: PruneParams,
-  layer: LayerJob & Shape,
+  layer: LayerJob,
   k: number,
   layerThreshold: number,
   mask: Uint32Array,
@@ -414,7 +411,7 @@ export function zSelectionUnsafe(
       `than exact ones, outside the 1e-5 band (${nearNote(z, n)})`;
   }
   if (k === 0 && p.kind !== "nm") return null; // nothing pruned: no threshold to be near
-  const tSafe = zSafeThreshold(z, layer, maxActivation(layer.actNormSq, params.exponent, cols));
+  const tSafe = zSafeThreshold(z, n, maxActivation(layer.actNormSq, params.exponent, cols));
   if (p.kind === "layer") {
     return layerThreshold > 0 && layerThreshold < tSafe
       ? thresholdTooLow("the layer", layerThreshold, tSafe, z, n)

@@ -70,7 +70,7 @@ Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares,
 });
 
 Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 0 where no score can move", () => {
-  const n = { rows: 2048, cols: 4096 };
+  const n = 2048 * 4096;
   // [meanR, meanC, thr, invStdR, invStdC, alpha]: means 2 stds from zero, then 0 (the floor 0.7 / sqrt(n) remains).
   const far = new Float32Array([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
   const zero = new Float32Array([0, 0, 0, 64, 64, 0.7]);
@@ -86,18 +86,18 @@ Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 
 });
 
 Deno.test("zSafeThreshold() counts weights at the small-weight bound within ALPHA_CAP, and no more", () => {
-  const shape = { rows: 2048, cols: 4096 }, n = shape.rows * shape.cols;
+  const n = 2048 * 4096;
   const scalars = (near: number) => {
     const z = new Float32Array(11);
     z.set([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
     new Uint32Array(z.buffer)[Z_SCALARS.near] = near;
     return z;
   };
-  const t0 = zSafeThreshold(scalars(0), shape, 1);
+  const t0 = zSafeThreshold(scalars(0), n, 1);
   const capped = Math.floor((ALPHA_CAP * n) / ALPHA_REL);
-  assert.ok(zSafeThreshold(scalars(capped), shape, 1) > t0 * 1.3, "near weights take part of the band");
+  assert.ok(zSafeThreshold(scalars(capped), n, 1) > t0 * 1.3, "near weights take part of the band");
   // Past the cap the host counts them exactly instead (alphaUnsettled), and the bound is the plain one again.
-  assert.equal(zSafeThreshold(scalars(capped + 1), shape, 1), t0);
+  assert.equal(zSafeThreshold(scalars(capped + 1), n, 1), t0);
 });
 
 Deno.test("exactSmallCount() is the CPU backend's count, bit for bit: its alpha for every dtype", async () => {
