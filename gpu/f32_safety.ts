@@ -132,7 +132,7 @@ const BAND = 1e-5;
 /**
  * Z-Pruner near a selection threshold: how far f32 z-scores may sit from the CPU backend's f64 ones. Model: zr =
  * |W / ‖row‖ - meanR| * invStdR. Near a small threshold W / ‖row‖ is close to meanR, so the relative rounding of the
- * row norm (its f32 sum of squares, the sqrt, the division) and of the f32 mean (rowSum / ‖row‖ summed over the rows,
+ * row norm (its f32 sum of squares, inverseSqrt, the product) and of the f32 mean (rowSum / ‖row‖ summed over the rows,
  * / n) each shift zr by a multiple of EPS32 * |meanR| * invStdR: alike for a whole row or the whole layer, not for
  * every entry. zc likewise with meanC and invStdC. The rest is relative to z (1 / std, the cube, alpha, m_j of the
  * activation). Where the mean is near 0 its absolute error is a cancelling sum's instead, about 1 / sqrt(n) std per
@@ -140,25 +140,24 @@ const BAND = 1e-5;
  * error beyond that is at most Z_REL.
  *
  * Measured per weight against f64 z-scores, as max (|Δscore| - Z_REL score) / (3 EPS32 (α zr² mR + (1 - α) zc² mC)),
- * m = |mean| / std, on f32 layers 1 + σN(0, 1), σ 0.3, 0.5, 1 (m 3.3, 2, 1), 2048x4096, 4096x4096, 1024x16384 and
- * 16384x1024, two seeds each: lavapipe 2.6-5.0 (its row norms rounded by up to 2.2 EPS32, column norms 4.3, means
- * 1.8, plus the division's 1); lavapipe with every division and sqrt of score, centred, z_means and z_spread off by up
- * to ±2 ULP (NVIDIA divides as x * rcp(y); WGSL allows 2.5 ULP) 9.4-14.3. Zero-mean layers 0.02 N(0, 1), 64x96 to
- * 16384x1024, three seeds: beyond the factor common to the whole layer, weights the shift cannot reach were off by at
- * most 11 EPS32 relative on lavapipe (12 with it), 30 emulated (whose 1/stds add up to 23 more, alike for weights
- * whose zr and zc mix alike); the shift beyond Z_SHIFT |mean| / std took 0.19 / sqrt(n) emulated, none on lavapipe.
- * Those fitted Z_SHIFT = 20, Z_REL = 32, Z_MEAN_FLOOR = 0.25. WGSL allows more: a division of 2.5 ULP, a sqrt of about
- * 4.5 (1 / inverseSqrt). Re-measured 2026-11-29 with the same layers and emulation at ±3 ULP per division and ±5 per
- * sqrt (hashed per input; fixed signs measured smaller), the common factor chosen per layer: shift 23.0 (σ = 1),
- * relative error 41.8, floor 0.49; the old constants left weights outside the model by up to 1.10 times (means far
- * from zero) and 1.28 times (zero means). The constants are 1.4 times those: 32, 60 and 0.7 (coverage 0.68 on a
- * re-run subset). The cost, measured on the bundled model's 42 layers through a WebGPU server: at sparsity 0.1, 0.5,
- * row 0.5 and N:M every layer stays on the GPU as before; at layer 0.01, 41 take the exact path (8 before), at row
- * 0.05, 32 (none before).
+ * m = |mean| / std, on f32 layers 1 + σN(0, 1), σ 0.3, 0.5, 1 (m 3.3, 2, 1), 2048x4096 and 16384x1024, two seeds
+ * each; and on zero-mean layers 0.02 N(0, 1), 64x96 to 16384x1024, three seeds, as the relative error of the weights
+ * the shift cannot reach and the floor the rest need. The factor common to the whole layer (the 1/stds' rounding) is
+ * taken out: it cannot change an order. The kernels normalise as W * inverseSqrt(Σw²), which WGSL allows 2 ULP (W /
+ * sqrt(Σw²) adds a 2.5 ULP division to sqrt's 1.0 / inverseSqrt). 2026-11-29 on lavapipe (shift, relative, floor):
+ * its own arithmetic 4.3, 11.3, 0.006; every division off by up to ±3 ULP and every inverseSqrt by ±2 (±3), hashed
+ * per input, WGSL's least accurate: 10.0 (12.0), 18.2 (22.0), 0.067 (0.027). Z_SHIFT and Z_REL are 1.4 times the
+ * worst of those, 17 and 31. The floors were measured beside a relative term of 60; beside 31 a floor of 0.1 left a
+ * zero-mean layer (4096x1024, means 1e-4 stds from zero) outside the model by 1.43 times, so the floor is 0.5. Re-run
+ * with 17, 31 and 0.5, the zero-mean layers stayed within 0.585 of the model (0.707 at ±3), the shifted ones within
+ * 0.714 (at ±3, floor 0.1; a larger floor only widens the model). (With W / sqrt and the same emulation, ±5 ULP for
+ * sqrt, the layers needed 23.0, 41.8 and 0.49, and the constants were 32, 60 and 0.7.) On the bundled model's 42
+ * layers through a WebGPU server, layer sparsity 0.01 sends 8 to the exact path (41 with the old form and constants),
+ * row 0.05 none (32), layer 0.003 35 (42), row 0.01 40 (42); 0.1, 0.5, row 0.5 and N:M none, as before.
  */
-export const Z_SHIFT = 32;
-export const Z_REL = 60 * EPS32;
-export const Z_MEAN_FLOOR = 0.7;
+export const Z_SHIFT = 17;
+export const Z_REL = 31 * EPS32;
+export const Z_MEAN_FLOOR = 0.5;
 
 /**
  * A layer's shape, all the sums' chains need of it; `colBlocks`, the column partials col_stats.wgsl writes (the
@@ -202,7 +201,10 @@ export function sumChain(shape: Shape): { row: number; col: number } {
  * - with lavapipe's nearly exact division and sqrt, from chains of 57 (columns) and 59 (rows);
  * - with every division and sqrt emulated up to 3 and 5 ULP off (WGSL's worst), hashed per input, at 48 (1 seed of 20);
  * - with those errors set against the two lines (up where the other is down: an attack that knows the GPU), from 44.
- * At 40 none did: pinned pairs moved at most 9.99 ppm in the last setting, 8.8 in the hashed one.
+ * At 40 none did: pinned pairs moved at most 9.99 ppm in the last setting, 8.8 in the hashed one. Those probes ran
+ * the kernels' earlier W / sqrt(Σw²) with sqrt emulated 5 ULP off; with W * inverseSqrt(Σw²) emulated 2 ULP off (and
+ * divisions 3), the same probes moved pinned pairs at most 7.98 ppm at chain 40 against the GPU, 7.31 hashed, and
+ * none left the band up to 48 (9.26 ppm). The limit stays at 40.
  * Z_SHIFT and Z_REL are fitted on layers whose sums take up to 73 roundings at random; past this limit no shape runs.
  */
 export const Z_CHAIN_LIMIT = 40;
@@ -335,7 +337,7 @@ export function exactSmallCount(layer: LayerJob): number {
  */
 export function zSafeThreshold(scalars: Float32Array, n: number, maxAct: number): number {
   if (!(maxAct > 0)) return 0; // every score is 0
-  // relError <= Z_REL + ALPHA_CAP, 60 + 21 roundings, under half the band's 84: x > 0.
+  // relError <= Z_REL + ALPHA_CAP, 31 + 21 roundings, under half the band's 84: x > 0.
   const x = Math.cbrt((1 + BAND / 2) / (1 + relError(scalars, n))) - 1;
   return maxAct * (zShift(scalars, n) / x) ** 3;
 }

@@ -71,16 +71,17 @@ Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares,
 
 Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 0 where no score can move", () => {
   const n = 2048 * 4096;
-  // [meanR, meanC, thr, invStdR, invStdC, alpha]: means 2 stds from zero, then 0 (the floor 0.7 / sqrt(n) remains).
+  // [meanR, meanC, thr, invStdR, invStdC, alpha]: means 2 stds from zero, then 0 (the floor 0.5 / sqrt(n) remains).
   const far = new Float32Array([2 / 64, 2 / 64, 0, 64, 64, 0.7]);
   const zero = new Float32Array([0, 0, 0, 64, 64, 0.7]);
-  // A score (α zr³ + (1 - α) zc³ with zr = zc) at the threshold needs z >= 8.0: a shift of 32 * 2^-24 * 2 (3.8e-6)
-  // must stay within what the band leaves after rel = 60 * 2^-24 (3.6e-6), (1 + 5e-6) / (1 + 3.6e-6) = 1 + 3 * 4.7e-7.
-  assert.ok(Math.cbrt(zSafeThreshold(far, n, 1)) > 7.9 && Math.cbrt(zSafeThreshold(far, n, 1)) < 8.2);
+  // A score (α zr³ + (1 - α) zc³ with zr = zc) at the threshold needs z >= 1.93: a shift of 17 * 2^-24 * 2
+  // (2.03e-6) must stay within what the band leaves after rel = 31 * 2^-24 (1.85e-6):
+  // (1 + 5e-6) / (1 + 1.85e-6) = 1 + 3 * 1.05e-6.
+  assert.ok(Math.cbrt(zSafeThreshold(far, n, 1)) > 1.9 && Math.cbrt(zSafeThreshold(far, n, 1)) < 1.96);
   assert.ok(Math.abs(zSafeThreshold(far, n, 8) / zSafeThreshold(far, n, 1) - 8) < 1e-9);
-  // Zero means: only the floor's shift, 32 * 2^-24 * 0.7 / sqrt(n) = 4.6e-10, so z >= 0.001.
+  // Zero means: only the floor's shift, 17 * 2^-24 * 0.5 / sqrt(n) = 1.75e-10, so z >= 1.66e-4.
   const zZero = Math.cbrt(zSafeThreshold(zero, n, 1));
-  assert.ok(zZero > 0.0009 && zZero < 0.0011, `z ${zZero}`);
+  assert.ok(zZero > 1.6e-4 && zZero < 1.7e-4, `z ${zZero}`);
   assert.equal(zSafeThreshold(far, n, 0), 0);
   assert.equal(zSafeThreshold(new Float32Array([1, 1, 0, 0, 0, 0.7]), n, 1), 0, "zero stds: every z is 0");
 });

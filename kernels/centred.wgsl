@@ -34,9 +34,9 @@ var<workgroup> ss_c: array<f32, 256>;
 var<workgroup> small: array<u32, 256>;
 var<workgroup> near: array<u32, 256>;
 
-// x / d, or 0 when d is 0 (a zero norm gives 0, never NaN).
-fn safe_div(x: f32, d: f32) -> f32 {
-  return select(0.0, x / d, d != 0.0);
+// v / sqrt(sq) as score.wgsl forms it, or 0 for a zero norm (never NaN).
+fn normalised(v: f32, sq: f32) -> f32 {
+  return select(0.0, v * inverseSqrt(sq), sq >= 1.17549435e-38); // 2^-126
 }
 
 @compute @workgroup_size(256)
@@ -59,8 +59,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let v = w[e];
       let r = p.row0 + e / p.cols;
       let j = e % p.cols;
-      let dr = safe_div(v, sqrt(row_stats[r * 3u])) - mean_r;
-      let dc = safe_div(v, sqrt(col_stats[j * 3u])) - mean_c;
+      let dr = normalised(v, row_stats[r * 3u]) - mean_r;
+      let dc = normalised(v, col_stats[j * 3u]) - mean_c;
       a += dr * dr;
       b += dc * dc;
       if (abs(v) < thr) { c++; }

@@ -31,9 +31,9 @@ var<workgroup> sum_r: array<f32, 256>;
 var<workgroup> sum_c: array<f32, 256>;
 var<workgroup> sum_abs: array<f32, 256>;
 
-// sum / sqrt(sq), or 0 for a zero norm.
+// sum / sqrt(sq) as score.wgsl forms it (sum * inverseSqrt(sq)), or 0 for a zero norm.
 fn normalised(sum: f32, sq: f32) -> f32 {
-  return select(0.0, sum / sqrt(sq), sq > 0.0);
+  return select(0.0, sum * inverseSqrt(sq), sq >= 1.17549435e-38); // 2^-126
 }
 
 @compute @workgroup_size(256)
