@@ -2,8 +2,8 @@
 # The prepared GPU-machine run (the `device` tool), in one invocation:
 #   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table, and a per-dispatch
 #      breakdown of two shapes;
-#   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU (NO_PARITY=1
-#      skips);
+#   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU, and its
+#      Z-Pruner scores against the f32 error model (bench/z_error_fit.ts --quick) (NO_PARITY=1 skips both);
 #   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
 #   4. tests/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
@@ -11,8 +11,8 @@
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
 #     && tar -cJf .gpu-bundle/nm.tar.xz node_modules/{msgpackr,zod,hono,@huggingface}
 # then run, carrying .gpu-bundle:  bash bench/device_run.sh
-# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, e2e.log, full_shape.jsonl,
-# stderr.log.
+# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, z_error.jsonl, e2e.log,
+# full_shape.jsonl, stderr.log.
 set -uo pipefail
 # DRY_RUN=1 rehearses the script here (lavapipe, small shapes): it leaves this machine's libraries alone.
 if [ -z "${DRY_RUN:-}" ]; then
@@ -76,6 +76,12 @@ if [ -z "${NO_PARITY:-}" ]; then
     > "$OUT/parity.log" 2>&1
   echo "parity exit $?" >> "$OUT/parity.log"
   tail -3 "$OUT/parity.log"
+  # This GPU's own division and inverseSqrt against the Z-Pruner error model, which was fitted by emulating WGSL's
+  # least accurate arithmetic on lavapipe: cover < 1 means every weight within the model (bench/z_error_fit.ts).
+  echo "== z error fit $(date -u +%T)" >> "$log"
+  timeout 60 /tmp/deno run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback} > "$OUT/z_error.jsonl" \
+    2>> "$log"
+  tail -1 "$OUT/z_error.jsonl"
 fi
 
 # 3. End to end: the CLI prunes the bundled model through a server on the WebGPU backend.

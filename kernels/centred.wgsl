@@ -34,11 +34,6 @@ var<workgroup> ss_c: array<f32, 256>;
 var<workgroup> small: array<u32, 256>;
 var<workgroup> near: array<u32, 256>;
 
-// v / sqrt(sq) as score.wgsl forms it, or 0 for a zero norm (never NaN).
-fn normalised(v: f32, sq: f32) -> f32 {
-  return select(0.0, v * inverseSqrt(sq), sq >= 1.17549435e-38); // 2^-126
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) t: u32) {

@@ -8,11 +8,11 @@
 //   score out), 5 flags: array<atomic<u32>, 2> (read_write; decode.wgsl's `bad`: [1] is set to 1 when the layer needs
 //   the host's exact path), 6 params (uniform).
 // Thread: one element. Dispatch: ceil(count / 256) workgroups of 256, flattened over x and y.
-// Numerics: f32 per element from f32 norms; W / norm as W * inverseSqrt(sum of squares) (see normalised()). act is
-//   split because with a large exponent (up to 64) it can leave f32's range while the score does not: see times().
-//   The whole-matrix scalars (means, 1/std, alpha) are f32, reduced on the GPU from the f32 partial sums. Scores are
-//   non-negative; they are stored with -0 folded to +0 so that the selection kernels may order them as u32 bit
-//   patterns. WGSL lets a GPU flush subnormals to zero, and even where it keeps them they carry fewer bits. So
+// Numerics: f32 per element from f32 norms; W / norm as W * inverseSqrt(sum of squares) (lib/normalised.wgsl).
+//   act is split because with a large exponent (up to 64) it can leave f32's range while the score does not: see
+//   times(). The whole-matrix scalars (means, 1/std, alpha) are f32, reduced on the GPU from the f32 partial sums.
+//   Scores are non-negative; they are stored with -0 folded to +0 so that the selection kernels may order them as u32
+//   bit patterns. WGSL lets a GPU flush subnormals to zero, and even where it keeps them they carry fewer bits. So
 //   flags[1] is set, and the host computes the layer on the CPU instead (no trained model's layer comes near), when
 //   for a nonzero weight the score before the activation is below 2^-100 and has a subnormal term (one of RIA's
 //   quotients; the cube of a nonzero Z-Pruner z-score below 2^-41, times alpha or 1 - alpha); or when a nonzero score
@@ -41,15 +41,6 @@ const SUM_FLOOR: f32 = 7.88860905e-31; // 2^-100
 // x / d, or 0 when d is 0 (a zero norm or sum gives 0, never NaN).
 fn safe_div(x: f32, d: f32) -> f32 {
   return select(0.0, x / d, d != 0.0);
-}
-
-// v / sqrt(sq) as v * inverseSqrt(sq), or 0 for a zero norm. WGSL allows inverseSqrt 2 ULP, while v / sqrt(sq) may
-// be off by 2.5 ULP for the division on top of sqrt's 1.0 / inverseSqrt (4.5): the z-scores' error model
-// (gpu/f32_safety.ts, Z_REL) is measured with this form.
-// A sum below 2^-126 gives 0 too, as inverseSqrt may flush it and answer infinity: the host sends a layer with such a
-// line (nonzero weights) to the exact path (gpu/engine.ts).
-fn normalised(v: f32, sq: f32) -> f32 {
-  return select(0.0, v * inverseSqrt(sq), sq >= MIN_NORMAL);
 }
 
 // 2^k as f32, for -126 <= k <= 127 (exact).

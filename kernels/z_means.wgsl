@@ -31,11 +31,6 @@ var<workgroup> sum_r: array<f32, 256>;
 var<workgroup> sum_c: array<f32, 256>;
 var<workgroup> sum_abs: array<f32, 256>;
 
-// sum / sqrt(sq) as score.wgsl forms it (sum * inverseSqrt(sq)), or 0 for a zero norm.
-fn normalised(sum: f32, sq: f32) -> f32 {
-  return select(0.0, sum * inverseSqrt(sq), sq >= 1.17549435e-38); // 2^-126
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
   var rs = BlockSum();

@@ -1,6 +1,7 @@
 /** Descriptor of `kernels/z_means.wgsl`: Z-Pruner's means of Wr and Wc and its small-weight bound, on the GPU. */
 import source from "../../kernels/z_means.wgsl" with { type: "text" };
 import blockSum from "../../kernels/lib/block_sum.wgsl" with { type: "text" };
+import normalised from "../../kernels/lib/normalised.wgsl" with { type: "text" };
 import { defineKernel } from "../kernel.ts";
 
 /**
@@ -28,7 +29,7 @@ export const Z_SCALARS_BYTES = 48;
 export const zMeans = defineKernel({
   name: "z_means",
   source,
-  libs: [blockSum],
+  libs: [blockSum, normalised],
   bindings: ["read", "read", "rw", "uniform"],
   uniforms: [["rows", "u32"], ["cols", "u32"], ["n", "u32"]],
   workgroups: () => 1,

@@ -1,0 +1,189 @@
+/**
+ * How far this adapter's Z-Pruner scores sit from float64, in the terms of gpu/f32_safety.ts's error model: the
+ * measurement behind Z_SHIFT, Z_REL and Z_MEAN_FLOOR, run on whatever GPU the engine finds (lavapipe here; a real GPU
+ * in bench/device_run.sh), with the model's constants as they are.
+ *
+ *   deno run -A bench/z_error_fit.ts [--quick] [--fallback]
+ *
+ * Layers: f32 1 + σN(0, 1) (σ 0.3, 0.5, 1: means 3.3, 2 and 1 stds from zero, where the shift term binds) and zero-mean
+ * 0.02·N(0, 1) (as trained layers are, where the relative term and the floor bind). Per layer, one JSON line:
+ * - `cover`: max over weights of |Δ - c·s| / B, B = α((zr + dR)³ - zr³) + (1 - α)((zc + dC)³ - zc³) + Z_REL·s, dR =
+ *   Z_SHIFT·2⁻²⁴·(|meanR|/stdR + Z_MEAN_FLOOR/√n) (dC likewise), Δ the GPU's score less the f64 one, c the factor
+ *   common to the whole layer that fits best (it cannot change an order). Above 1: a weight outside the model.
+ * - `relMid` (zero-mean layers): half the spread of Δ/s, in 2⁻²⁴, over the weights the shift term cannot reach.
+ * The last line sums up the worst of each. The f64 scores are computed here, independently of the CPU backend.
+ */
+import { GpuEngine } from "../gpu/engine.ts";
+import { EPS32, Z_MEAN_FLOOR, Z_REL, Z_SHIFT } from "../gpu/f32_safety.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { rng } from "../tests/_random.ts";
+
+interface Case {
+  kind: "shift" | "zero";
+  rows: number;
+  cols: number;
+  seed: number;
+  sigma: number;
+}
+
+/** The layers: the fit's own set, or a few small ones with --quick. */
+function cases(quick: boolean): Case[] {
+  const out: Case[] = [];
+  const shift = quick ? [[512, 1024]] : [[2048, 4096], [16384, 1024]];
+  const zero = quick ? [[64, 96], [1024, 1024]] : [[64, 96], [256, 384], [1024, 1024], [4096, 1024], [16384, 1024]];
+  for (const [rows, cols] of shift) {
+    for (const seed of quick ? [1] : [1, 2]) {
+      for (const sigma of [0.3, 0.5, 1]) out.push({ kind: "shift", rows: rows!, cols: cols!, seed, sigma });
+    }
+  }
+  for (const [rows, cols] of zero) {
+    for (const seed of quick ? [1, 2] : [1, 2, 3]) {
+      out.push({ kind: "zero", rows: rows!, cols: cols!, seed, sigma: 0.02 });
+    }
+  }
+  return out;
+}
+
+/** The case's f32 weights (Box-Muller over the tests' seeded generator). */
+function weights(c: Case): Float32Array {
+  const rand = rng(c.seed * 7919 + c.rows * 31 + c.cols);
+  const w = new Float32Array(c.rows * c.cols);
+  const offset = c.kind === "shift" ? 1 : 0;
+  for (let i = 0; i < w.length; i++) {
+    const u = rand() || 1e-12;
+    w[i] = offset + c.sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+  }
+  return w;
+}
+
+/** API.md's z-scores in float64: |zr|, |zc|, alpha, and |mean| / std per axis. */
+function reference(w: Float32Array, rows: number, cols: number) {
+  const n = rows * cols;
+  const rowSq = new Float64Array(rows), colSq = new Float64Array(cols);
+  let absSum = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = w[r * cols + c]!;
+      rowSq[r] = rowSq[r]! + v * v;
+      colSq[c] = colSq[c]! + v * v;
+      absSum += Math.abs(v);
+    }
+  }
+  const inv = (x: Float64Array) => x.map((s) => (s > 0 ? 1 / Math.sqrt(s) : 0));
+  const ir = inv(rowSq), ic = inv(colSq);
+  const wr = (i: number) => w[i]! * ir[Math.floor(i / cols)]!;
+  const wc = (i: number) => w[i]! * ic[i % cols]!;
+  let sR = 0, sC = 0, small = 0;
+  const bound = 0.1 * (absSum / n);
+  for (let i = 0; i < n; i++) {
+    sR += wr(i);
+    sC += wc(i);
+    if (Math.abs(w[i]!) < bound) small++;
+  }
+  const meanR = sR / n, meanC = sC / n;
+  let qR = 0, qC = 0;
+  for (let i = 0; i < n; i++) {
+    qR += (wr(i) - meanR) ** 2;
+    qC += (wc(i) - meanC) ** 2;
+  }
+  const stdR = Math.sqrt(qR / (n - 1)), stdC = Math.sqrt(qC / (n - 1));
+  const zr = new Float64Array(n), zc = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    zr[i] = Math.abs((wr(i) - meanR) / stdR);
+    zc[i] = Math.abs((wc(i) - meanC) / stdC);
+  }
+  return { zr, zc, alpha: 0.7 * (1 - 0.3 * (small / n)), mR: Math.abs(meanR) / stdR, mC: Math.abs(meanC) / stdC };
+}
+
+/** The least over c of max_i |d_i - c·s_i| / b_i (a convex function of c): ternary search over ±200·2⁻²⁴. */
+function bestCover(d: Float64Array, s: Float64Array, b: Float64Array): { cover: number; c: number } {
+  const at = (c: number) => {
+    let m = 0;
+    for (let i = 0; i < d.length; i++) {
+      if (b[i]! > 0) m = Math.max(m, Math.abs(d[i]! - c * s[i]!) / b[i]!);
+    }
+    return m;
+  };
+  let lo = -200 * EPS32, hi = 200 * EPS32;
+  for (let it = 0; it < 60; it++) {
+    const m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
+    if (at(m1) <= at(m2)) hi = m2;
+    else lo = m1;
+  }
+  const c = (lo + hi) / 2;
+  return { cover: at(c), c };
+}
+
+/** One layer through the engine, against float64. */
+async function measure(engine: GpuEngine, c: Case) {
+  const { rows, cols } = c;
+  const n = rows * cols;
+  const w = weights(c);
+  const params: PruneParams = {
+    method: "zpruner",
+    pattern: { kind: "layer", sparsity: 0 },
+    exponent: 1.5,
+    returnWeight: false,
+    returnScore: true,
+  };
+  const layer: LayerJob = {
+    name: "fit",
+    rows,
+    cols,
+    dtype: "f32",
+    weight: new Uint8Array(w.slice().buffer),
+    actNormSq: null,
+  };
+  const { output } = await engine.prune(params, layer);
+  const gpu = output.score!;
+  const { zr, zc, alpha, mR, mC } = reference(w, rows, cols);
+  const dR = Z_SHIFT * EPS32 * (mR + Z_MEAN_FLOOR / Math.sqrt(n));
+  const dC = Z_SHIFT * EPS32 * (mC + Z_MEAN_FLOOR / Math.sqrt(n));
+  const s = new Float64Array(n), d = new Float64Array(n), b = new Float64Array(n);
+  let lo = Infinity, hi = -Infinity; // Δ/s over the weights the shift term cannot reach
+  for (let i = 0; i < n; i++) {
+    const r = zr[i]!, q = zc[i]!;
+    s[i] = alpha * r ** 3 + (1 - alpha) * q ** 3;
+    d[i] = gpu[i]! - s[i]!;
+    const shift = alpha * ((r + dR) ** 3 - r ** 3) + (1 - alpha) * ((q + dC) ** 3 - q ** 3);
+    b[i] = shift + Z_REL * s[i]!;
+    if (s[i]! > 0 && shift < EPS32 * s[i]!) {
+      lo = Math.min(lo, d[i]! / s[i]!);
+      hi = Math.max(hi, d[i]! / s[i]!);
+    }
+  }
+  const { cover, c: common } = bestCover(d, s, b);
+  return {
+    ...c,
+    mR: +mR.toPrecision(3),
+    mC: +mC.toPrecision(3),
+    cover: +cover.toFixed(3),
+    common: +(common / EPS32).toFixed(1),
+    relMid: c.kind === "zero" && hi >= lo ? +((hi - lo) / 2 / EPS32).toFixed(1) : null,
+  };
+}
+
+if (import.meta.main) {
+  const quick = Deno.args.includes("--quick");
+  const engine = await GpuEngine.create({ allowFallback: Deno.args.includes("--fallback") });
+  if (!engine) {
+    console.error("z_error_fit: no WebGPU adapter (pass --fallback to accept a software one)");
+    Deno.exit(1);
+  }
+  engine.exactElsewhere = true; // an exact-path layer throws: its scores would be the CPU's, not this GPU's
+  let worstCover = 0, worstRel = 0;
+  for (const c of cases(quick)) {
+    const line = await measure(engine, c);
+    worstCover = Math.max(worstCover, line.cover);
+    worstRel = Math.max(worstRel, line.relMid ?? 0);
+    console.log(JSON.stringify(line));
+  }
+  console.log(JSON.stringify({
+    summary: true,
+    adapter: engine.description,
+    constants: { Z_SHIFT, Z_REL: Z_REL / EPS32, Z_MEAN_FLOOR },
+    worstCover,
+    worstRelMid: worstRel,
+  }));
+  engine.destroy();
+}
