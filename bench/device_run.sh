@@ -81,6 +81,7 @@ if [ -z "${NO_PARITY:-}" ]; then
   echo "== z error fit $(date -u +%T)" >> "$log"
   timeout 60 /tmp/deno run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback} > "$OUT/z_error.jsonl" \
     2>> "$log"
+  echo "z error fit exit $?" >> "$log"
   tail -1 "$OUT/z_error.jsonl"
 fi
 

@@ -7,9 +7,11 @@
  *
  * Layers: f32 1 + σN(0, 1) (σ 0.3, 0.5, 1: means 3.3, 2 and 1 stds from zero, where the shift term binds) and zero-mean
  * 0.02·N(0, 1) (as trained layers are, where the relative term and the floor bind). Per layer, one JSON line:
- * - `cover`: max over weights of |Δ - c·s| / B, B = α((zr + dR)³ - zr³) + (1 - α)((zc + dC)³ - zc³) + Z_REL·s, dR =
- *   Z_SHIFT·2⁻²⁴·(|meanR|/stdR + Z_MEAN_FLOOR/√n) (dC likewise), Δ the GPU's score less the f64 one, c the factor
- *   common to the whole layer that fits best (it cannot change an order). Above 1: a weight outside the model.
+ * - `cover`: max over weights of r / B⁺ where r = Δ - c·s >= 0, and -r / B⁻ where it is negative; B⁺ = α((zr + dR)³ -
+ *   zr³) + (1 - α)((zc + dC)³ - zc³) + Z_REL·s and B⁻ = α(zr³ - max(zr - dR, 0)³) + (1 - α)(...) + Z_REL·s (the
+ *   bounds select_nm.wgsl checks), dR = Z_SHIFT·2⁻²⁴·(|meanR|/stdR + Z_MEAN_FLOOR/√n) (dC likewise), Δ the GPU's
+ *   score less the f64 one, c the factor common to the whole layer that fits best (it cannot change an order). Above
+ *   1: a weight outside the model.
  * - `relMid` (zero-mean layers): half the spread of Δ/s, in 2⁻²⁴, over the weights the shift term cannot reach.
  * The last line sums up the worst of each. The f64 scores are computed here, independently of the CPU backend.
  */
@@ -95,22 +97,28 @@ function reference(w: Float32Array, rows: number, cols: number) {
   return { zr, zc, alpha: 0.7 * (1 - 0.3 * (small / n)), mR: Math.abs(meanR) / stdR, mC: Math.abs(meanC) / stdC };
 }
 
-/** The least over c of max_i |d_i - c·s_i| / b_i (a convex function of c): ternary search over ±200·2⁻²⁴. */
-function bestCover(d: Float64Array, s: Float64Array, b: Float64Array): { cover: number; c: number } {
+/**
+ * The least over c of max_i of (d_i - c·s_i) / up_i where that is >= 0, else (c·s_i - d_i) / lo_i: each term is convex
+ * in c (the larger of two linear functions), and so is their max. Ternary search over ±200·2⁻²⁴.
+ */
+function bestCover(d: Float64Array, s: Float64Array, up: Float64Array, lo: Float64Array): { cover: number; c: number } {
   const at = (c: number) => {
     let m = 0;
     for (let i = 0; i < d.length; i++) {
-      if (b[i]! > 0) m = Math.max(m, Math.abs(d[i]! - c * s[i]!) / b[i]!);
+      const r = d[i]! - c * s[i]!;
+      const b = r >= 0 ? up[i]! : lo[i]!;
+      if (b > 0) m = Math.max(m, Math.abs(r) / b);
+      else if (r !== 0) m = Infinity; // a score of 0 (z = 0 on both axes) must come out 0
     }
     return m;
   };
-  let lo = -200 * EPS32, hi = 200 * EPS32;
+  let a = -200 * EPS32, b = 200 * EPS32;
   for (let it = 0; it < 60; it++) {
-    const m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
-    if (at(m1) <= at(m2)) hi = m2;
-    else lo = m1;
+    const m1 = a + (b - a) / 3, m2 = b - (b - a) / 3;
+    if (at(m1) <= at(m2)) b = m2;
+    else a = m1;
   }
-  const c = (lo + hi) / 2;
+  const c = (a + b) / 2;
   return { cover: at(c), c };
 }
 
@@ -139,27 +147,29 @@ async function measure(engine: GpuEngine, c: Case) {
   const { zr, zc, alpha, mR, mC } = reference(w, rows, cols);
   const dR = Z_SHIFT * EPS32 * (mR + Z_MEAN_FLOOR / Math.sqrt(n));
   const dC = Z_SHIFT * EPS32 * (mC + Z_MEAN_FLOOR / Math.sqrt(n));
-  const s = new Float64Array(n), d = new Float64Array(n), b = new Float64Array(n);
-  let lo = Infinity, hi = -Infinity; // Δ/s over the weights the shift term cannot reach
+  const s = new Float64Array(n), d = new Float64Array(n), up = new Float64Array(n), lo = new Float64Array(n);
+  let relLo = Infinity, relHi = -Infinity; // Δ/s over the weights the shift term cannot reach
   for (let i = 0; i < n; i++) {
     const r = zr[i]!, q = zc[i]!;
     s[i] = alpha * r ** 3 + (1 - alpha) * q ** 3;
     d[i] = gpu[i]! - s[i]!;
     const shift = alpha * ((r + dR) ** 3 - r ** 3) + (1 - alpha) * ((q + dC) ** 3 - q ** 3);
-    b[i] = shift + Z_REL * s[i]!;
+    up[i] = shift + Z_REL * s[i]!;
+    lo[i] = alpha * (r ** 3 - Math.max(r - dR, 0) ** 3) + (1 - alpha) * (q ** 3 - Math.max(q - dC, 0) ** 3) +
+      Z_REL * s[i]!;
     if (s[i]! > 0 && shift < EPS32 * s[i]!) {
-      lo = Math.min(lo, d[i]! / s[i]!);
-      hi = Math.max(hi, d[i]! / s[i]!);
+      relLo = Math.min(relLo, d[i]! / s[i]!);
+      relHi = Math.max(relHi, d[i]! / s[i]!);
     }
   }
-  const { cover, c: common } = bestCover(d, s, b);
+  const { cover, c: common } = bestCover(d, s, up, lo);
   return {
     ...c,
     mR: +mR.toPrecision(3),
     mC: +mC.toPrecision(3),
     cover: +cover.toFixed(3),
     common: +(common / EPS32).toFixed(1),
-    relMid: c.kind === "zero" && hi >= lo ? +((hi - lo) / 2 / EPS32).toFixed(1) : null,
+    relMid: c.kind === "zero" && relHi >= relLo ? +((relHi - relLo) / 2 / EPS32).toFixed(1) : null,
   };
 }
 

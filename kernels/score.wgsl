@@ -38,7 +38,7 @@ const MIN_NORMAL: f32 = 1.17549435e-38; // 2^-126
 const Z_FLOOR: f32 = 4.54747351e-13; // 2^-41
 const SUM_FLOOR: f32 = 7.88860905e-31; // 2^-100
 
-// x / d, or 0 when d is 0 (a zero norm or sum gives 0, never NaN).
+// x / d, or 0 when d is 0 (RIA: a zero sum gives 0, never NaN).
 fn safe_div(x: f32, d: f32) -> f32 {
   return select(0.0, x / d, d != 0.0);
 }

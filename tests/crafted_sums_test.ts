@@ -285,9 +285,12 @@ const copy = (l: LayerJob): LayerJob => ({ ...l, weight: l.weight.slice() });
  * and 59 (rows, 1/256), and at none up to 56. With every division and sqrt of the Z-Pruner kernels emulated up to 3
  * and 5 ULP off (WGSL's worst; a review's probe, seeds 1-20), one seed left it at 48 (columns, 1/16: 10.32 ppm), and
  * with those errors set in opposite directions on the two lines, from 44; at 40 none did (9.99 ppm at most). Hence
- * Z_CHAIN_LIMIT = 40. RIA, whose scores move by the bias once, not 1.5 times: 7.0-7.9 ppm at its edges (chains of 67)
- * and 7.1-7.9 at 68 (its cut-off lifted to probe), all within the band, in every setting above. With this file's seeds
- * and exact arithmetic, Z_CHAIN_LIMIT raised to 57-60 fails the columns' test below, to 62 the rows' too.
+ * Z_CHAIN_LIMIT = 40. (The table and those probes ran the kernels' earlier W / sqrt(Σw²). With W * inverseSqrt(Σw²),
+ * inverseSqrt emulated 2 ULP off against the two lines and divisions 3, pinned pairs moved at most 7.98 ppm at chain
+ * 40, and none left the band up to 48: the limit stands with more room.) RIA, whose scores move by the bias once, not
+ * 1.5 times: 7.0-7.9 ppm at its edges (chains of 67) and 7.1-7.9 at 68 (its cut-off lifted to probe), all within the
+ * band, in every setting above. With this file's seeds and exact arithmetic, Z_CHAIN_LIMIT raised to 57-60 fails the
+ * columns' test below, to 62 the rows' too.
  */
 const ATTACKS = [["zpruner", "row"], ["zpruner", "column"], ["ria", "row"], ["ria", "column"]] as const;
 
