@@ -18,7 +18,7 @@
 import { GpuEngine } from "../gpu/engine.ts";
 import { EPS32, Z_MEAN_FLOOR, Z_REL, Z_SHIFT } from "../gpu/f32_safety.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { rng } from "../tests/_random.ts";
+import { normal, rng } from "../tests/_random.ts";
 
 interface Case {
   kind: "shift" | "zero";
@@ -46,16 +46,11 @@ function cases(quick: boolean): Case[] {
   return out;
 }
 
-/** The case's f32 weights (Box-Muller over the tests' seeded generator). */
+/** The case's f32 weights, from the tests' seeded generator. */
 function weights(c: Case): Float32Array {
   const rand = rng(c.seed * 7919 + c.rows * 31 + c.cols);
-  const w = new Float32Array(c.rows * c.cols);
   const offset = c.kind === "shift" ? 1 : 0;
-  for (let i = 0; i < w.length; i++) {
-    const u = rand() || 1e-12;
-    w[i] = offset + c.sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
-  }
-  return w;
+  return new Float32Array(c.rows * c.cols).map(() => offset + c.sigma * normal(rand));
 }
 
 /** API.md's z-scores in float64: |zr|, |zc|, alpha, and |mean| / std per axis. */

@@ -6,6 +6,11 @@ import { encode } from "../prune/decode.ts";
 /** mulberry32, the seeded generator model/ uses for calibration windows: one implementation for both. */
 export const rng: (seed: number) => () => number = seededRandom;
 
+/** A standard normal draw from a uniform generator (Box-Muller; a draw of 0 is taken as 1e-12). */
+export function normal(rand: () => number): number {
+  return Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
+}
+
 /** Options for a random layer. */
 export interface RandomLayerOptions {
   rows: number;

@@ -71,9 +71,9 @@ Deno.test({
   name: "crafted sums: the host emulation is row_stats.wgsl's arithmetic (bit for bit on lavapipe)",
   ignore: !engine,
   async fn() {
-    // Crafted rows as wide as the widest Z-Pruner took on the GPU at a limit of 48 (4 x 424,192: 1657 terms a thread,
-    // 25 groups of 8 blocks, then 7 blocks and a term, so every addition of lib/block_sum.wgsl's order has two nonzero
-    // sides), and random ragged ones (threads with one term fewer, groups and blocks cut short).
+    // Crafted rows at chain 48, past Z_CHAIN_LIMIT (4 x 424,192, as probed: 1657 terms a thread, 25 groups of 8
+    // blocks, then 7 blocks and a term, so every addition of lib/block_sum.wgsl's order has two nonzero sides), and
+    // random ragged ones (threads with one term fewer, groups and blocks cut short).
     const cols = 424192;
     const lines = FOUR.map((o, i) => craftRow(cols, { ...o, seed: 11 + i }));
     const w = new Float32Array(4 * cols);
@@ -96,9 +96,9 @@ Deno.test({
   name: "crafted sums: the host emulation is col_stats.wgsl + col_reduce.wgsl's arithmetic (bit for bit on lavapipe)",
   ignore: !engine,
   async fn() {
-    // Crafted columns as tall as the tallest Z-Pruner took on the GPU at a limit of 48 (293,120 rows: 1145 block
-    // partials, 17 groups of 8 blocks of 8, then 7 blocks and a partial), and random ragged ones (a block of 256 rows
-    // cut short, empty quarters, groups and blocks of partials cut short).
+    // Crafted columns at chain 48, past Z_CHAIN_LIMIT (293,120 rows, as probed: 1145 block partials, 17 groups of 8
+    // blocks of 8, then 7 blocks and a partial), and random ragged ones (a block of 256 rows cut short, empty
+    // quarters, groups and blocks of partials cut short).
     const rows = 293120;
     const lines = FOUR.map((o, i) => craftColumn(rows, { ...o, seed: 21 + i }));
     const w = new Float32Array(rows * 4);

@@ -10,7 +10,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
-import { rng } from "./_random.ts";
+import { normal, rng } from "./_random.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../prune/decode.ts";
 
@@ -33,11 +33,6 @@ globalThis.addEventListener("unload", () => {
   tiled?.close();
   small?.close();
 });
-
-/** Standard normal from a uniform PRNG (Box-Muller). */
-function normal(rand: () => number): number {
-  return Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
-}
 
 /** Turns a golden request into backend parameters and its single layer, as the route would. */
 function fromRequest(bytes: Uint8Array): { params: PruneParams; layer: LayerJob } {
