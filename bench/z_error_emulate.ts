@@ -4,6 +4,10 @@
  * takes inverseSqrt nearly exactly).
  *
  *   deno run -A bench/z_error_emulate.ts --div 3 --rsqrt 2 [--quick] [--fallback]
+ *   deno run -A bench/z_error_emulate.ts --div 3 --rsqrt 2 --test tests/crafted_sums_test.ts ...
+ *
+ * With `--test`, the files named run under `deno test` instead, on the same emulated kernels (tests that hold on any
+ * adapter: the crafted sums' band at the longest chains, say).
  *
  * WGSL allows x / y 2.5 ULP and inverseSqrt 2 ULP. Each float division and inverseSqrt that Z-Pruner's scores, its z
  * statistics and its error bound's relative term depend on is moved by whole ULPs of its own result after the adapter
@@ -150,6 +154,7 @@ if (import.meta.main) {
       rsqrt: { type: "string", default: "2" },
       quick: { type: "boolean", default: false },
       fallback: { type: "boolean", default: false },
+      test: { type: "string", multiple: true },
     },
   });
   const div = parseSetting("--div", values.div), rsqrt = parseSetting("--rsqrt", values.rsqrt);
@@ -173,9 +178,12 @@ if (import.meta.main) {
     }
     await Deno.writeTextFile(`${dir}/import_map.json`, JSON.stringify({ imports }));
     console.log(JSON.stringify({ emulation: { div: values.div, rsqrt: values.rsqrt } }));
-    const args = ["run", "-A", `--import-map=${dir}/import_map.json`, new URL("z_error_fit.ts", import.meta.url).href];
-    if (values.quick) args.push("--quick");
-    if (values.fallback) args.push("--fallback");
+    const map = `--import-map=${dir}/import_map.json`;
+    const args = values.test
+      ? ["test", "-A", map, ...values.test]
+      : ["run", "-A", map, new URL("z_error_fit.ts", import.meta.url).href];
+    if (!values.test && values.quick) args.push("--quick");
+    if (!values.test && values.fallback) args.push("--fallback");
     const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
     Deno.exitCode = code;
   } finally {

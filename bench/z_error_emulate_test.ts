@@ -134,3 +134,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test("z_error_emulate: --test runs the files named on the emulated kernels, through the import map", async () => {
+  // A test file that passes only where the descriptors compile emulated kernels: run alone it fails, run by the tool
+  // it passes, so the tool's import map reaches every descriptor the engine loads.
+  const dir = await Deno.makeTempDir({ prefix: "zprune-emulate-test-" });
+  try {
+    const file = `${dir}/emulated_test.ts`;
+    const at = (path: string) => new URL(path, import.meta.url).href;
+    await Deno.writeTextFile(
+      file,
+      `import { type KernelDef, kernelCode } from "${at("../gpu/kernel.ts")}";
+import { score } from "${at("../gpu/kernels/score.ts")}";
+import { zMeans } from "${at("../gpu/kernels/z_means.ts")}";
+import { zSpread } from "${at("../gpu/kernels/z_spread.ts")}";
+const calls: [unknown, string][] = [
+  [score, "emu_rsqrt(sq)"],
+  [zMeans, "emu_div(sum_r[0], n)"],
+  [zSpread, "emu_rsqrt(emu_div("],
+];
+Deno.test("emulated", () => {
+  for (const [def, call] of calls) {
+    const code = kernelCode(def as KernelDef);
+    if (!code.includes(call)) throw new Error((def as KernelDef).name + " is not emulated");
+  }
+});
+`,
+    );
+    const run = async (args: string[]) => {
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args }).output();
+      return { code, text: new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr) };
+    };
+    const alone = await run(["test", "-A", file]);
+    assert.notEqual(alone.code, 0, "run alone, the kernels are the repository's");
+    assert.match(alone.text, /score is not emulated/);
+    const tool = new URL("z_error_emulate.ts", import.meta.url).href;
+    const emulated = await run(["run", "-A", tool, "--div=+3", "--rsqrt=-2", "--test", file]);
+    assert.equal(emulated.code, 0, `run by the tool: ${emulated.text.slice(-2000)}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

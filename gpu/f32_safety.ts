@@ -208,7 +208,8 @@ export function sumChain(shape: Shape): { row: number; col: number } {
  * At 40 none did: pinned pairs moved at most 9.99 ppm in the last setting, 8.8 in the hashed one. Those probes ran
  * the kernels' earlier W / sqrt(Σw²) with sqrt emulated 5 ULP off; with W * inverseSqrt(Σw²) emulated 2 ULP off (and
  * divisions 3), the same probes moved pinned pairs at most 7.98 ppm at chain 40 against the GPU, 7.31 hashed, and
- * none left the band up to 48 (9.26 ppm). The limit stays at 40.
+ * none left the band up to 48 (9.26 ppm). The limit stays at 40. tests/crafted_sums_test.ts on kernels emulated by
+ * bench/z_error_emulate.ts --test (hashed ±3 and ±2 or ±3, and fixed signs at ±3 and ±2) passed, 2026-11-29.
  * Z_SHIFT and Z_REL are fitted on layers whose sums take up to 73 roundings at random; past this limit no shape runs.
  */
 export const Z_CHAIN_LIMIT = 40;
