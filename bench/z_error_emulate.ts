@@ -147,16 +147,20 @@ export function emulate(file: string, source: string, extra: string): string {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: Deno.args,
     options: {
       div: { type: "string", default: "3" },
       rsqrt: { type: "string", default: "2" },
       quick: { type: "boolean", default: false },
       fallback: { type: "boolean", default: false },
-      test: { type: "string", multiple: true },
+      test: { type: "boolean", default: false },
     },
+    allowPositionals: true,
   });
+  if (values.test !== positionals.length > 0) {
+    throw new Error("--test takes the test files after it, and files are taken only with --test");
+  }
   const div = parseSetting("--div", values.div), rsqrt = parseSetting("--rsqrt", values.rsqrt);
   const extra = helpers(div, rsqrt);
   const dir = await Deno.makeTempDir({ prefix: "zprune-emulate-" });
@@ -180,7 +184,7 @@ if (import.meta.main) {
     console.log(JSON.stringify({ emulation: { div: values.div, rsqrt: values.rsqrt } }));
     const map = `--import-map=${dir}/import_map.json`;
     const args = values.test
-      ? ["test", "-A", map, ...values.test]
+      ? ["test", "-A", map, ...positionals]
       : ["run", "-A", map, new URL("z_error_fit.ts", import.meta.url).href];
     if (!values.test && values.quick) args.push("--quick");
     if (!values.test && values.fallback) args.push("--fallback");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: Deno's tests (CPU, WebGPU on any adapter, Bun, end to end), then the Python client's
-# pytest suite and notebooks against a live server. Ends with one line "N passed, N failed".
+# The whole test suite: Deno's tests (CPU, WebGPU on any adapter, Bun, end to end), the WebGPU parity tests again on
+# emulated arithmetic, then the Python client's pytest suite and notebooks against a live server. Ends with one line
+# "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NO_COLOR=1
@@ -27,6 +28,19 @@ f=$(sed -E 's/.*\| ([0-9]+) failed.*/\1/' <<<"$summary")
 passed=$((passed + ${p:-0}))
 failed=$((failed + ${f:-0}))
 if [ "$deno_status" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); echo "deno test exited $deno_status"; fi
+
+# The GPU parity, golden and crafted-sum tests once more, on kernels whose float divisions and inverseSqrts are moved by
+# up to 3 and 2 ULPs, hashed per input (WGSL's least accurate arithmetic, which lavapipe's is not; see
+# bench/z_error_emulate.ts): the f32 error model must hold there too. One test, full suite only.
+if [ $# -eq 0 ]; then
+  what="emulated WGSL arithmetic (parity, golden, crafted sums)"
+  if "$deno_bin" run -A bench/z_error_emulate.ts --div=3 --rsqrt=2 --test tests/gpu_parity_test.ts \
+    tests/golden_test.ts tests/crafted_sums_test.ts > "$log/emulated.txt" 2>&1; then
+    passed=$((passed + 1)); echo "$what: ok"
+  else
+    failed=$((failed + 1)); tail -60 "$log/emulated.txt"; echo "$what: FAILED"
+  fi
+fi
 
 # Python client and notebooks (only for the full suite, not when Deno test filters were given).
 if [ $# -eq 0 ] && [ -x clients/python/run_tests.sh ]; then
