@@ -20,8 +20,8 @@
  * the path divide only integers, or for other methods; z_spread's cube root of the bound's k (pow) is not emulated.
  * Every kernel on the path is scanned: a float division, inverseSqrt, sqrt or pow that is neither emulated nor listed
  * as kept stops the run with the line named, as does a site or kept operation that is gone. The emulated copies go to a
- * temporary directory, and an import map points the kernels' descriptors at them for one run of z_error_fit.ts;
- * nothing in the repository changes.
+ * temporary directory, and an import map points the kernels' descriptors at them for one run of z_error_fit.ts (or
+ * of the test files); nothing in the repository changes.
  */
 import { parseArgs } from "node:util";
 
@@ -161,6 +161,9 @@ if (import.meta.main) {
   if (values.test !== positionals.length > 0) {
     throw new Error("--test takes the test files after it, and files are taken only with --test");
   }
+  if (values.test && (values.quick || values.fallback)) {
+    throw new Error("--quick and --fallback are the fit's, not --test's");
+  }
   const div = parseSetting("--div", values.div), rsqrt = parseSetting("--rsqrt", values.rsqrt);
   const extra = helpers(div, rsqrt);
   const dir = await Deno.makeTempDir({ prefix: "zprune-emulate-" });
@@ -186,8 +189,8 @@ if (import.meta.main) {
     const args = values.test
       ? ["test", "-A", map, ...positionals]
       : ["run", "-A", map, new URL("z_error_fit.ts", import.meta.url).href];
-    if (!values.test && values.quick) args.push("--quick");
-    if (!values.test && values.fallback) args.push("--fallback");
+    if (values.quick) args.push("--quick");
+    if (values.fallback) args.push("--fallback");
     const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
     Deno.exitCode = code;
   } finally {
