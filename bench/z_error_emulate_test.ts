@@ -152,6 +152,8 @@ const calls: [unknown, string][] = [
   [score, "emu_rsqrt(sq)"],
   [zMeans, "emu_div(sum_r[0], n)"],
   [zSpread, "emu_rsqrt(emu_div("],
+  [zSpread, "* 0x27D4EB2Fu), 3, 1));"], // --div=+3
+  [zSpread, "^ 0x5bd1e995u, 2, -1));"], // --rsqrt=-2
 ];
 Deno.test("emulated", () => {
   for (const [def, call] of calls) {

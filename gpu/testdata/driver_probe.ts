@@ -28,7 +28,7 @@ function workerThreads(): string[] {
     } catch (err) {
       // The thread ended between listing and reading: exactly what the wait below looks for. Linux answers ENOENT, or
       // for a thread that is exiting ESRCH, which Deno 2.9 throws as a plain Error with no code (seen in CI).
-      const gone = err instanceof Deno.errors.NotFound || /\(os error 3\)/.test(String(err));
+      const gone = err instanceof Deno.errors.NotFound || /No such process \(os error 3\)/.test(String(err));
       if (!gone) throw err;
     }
   }
