@@ -146,9 +146,13 @@ export function emulate(file: string, source: string, extra: string): string {
   return HELPERS_IN.has(file) ? out + extra : out;
 }
 
-if (import.meta.main) {
+/**
+ * The command line: the settings, and `deno test`'s arguments (files, then any flags given after `--`) or the fit's.
+ * `--test` needs a file: without one `deno test` would run every test under the working directory on these kernels.
+ */
+export function parseCommand(args: string[]) {
   const { values, positionals } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       div: { type: "string", default: "3" },
       rsqrt: { type: "string", default: "2" },
@@ -158,13 +162,26 @@ if (import.meta.main) {
     },
     allowPositionals: true,
   });
-  if (values.test !== positionals.length > 0) {
+  const files = positionals.filter((p) => !p.startsWith("-"));
+  if (values.test !== files.length > 0 || (!values.test && positionals.length > 0)) {
     throw new Error("--test takes the test files after it, and files are taken only with --test");
   }
   if (values.test && (values.quick || values.fallback)) {
     throw new Error("--quick and --fallback are the fit's, not --test's");
   }
-  const div = parseSetting("--div", values.div), rsqrt = parseSetting("--rsqrt", values.rsqrt);
+  const fit = [...(values.quick ? ["--quick"] : []), ...(values.fallback ? ["--fallback"] : [])];
+  return {
+    div: parseSetting("--div", values.div),
+    rsqrt: parseSetting("--rsqrt", values.rsqrt),
+    names: { div: values.div, rsqrt: values.rsqrt },
+    test: values.test ? positionals : null,
+    fit,
+  };
+}
+
+if (import.meta.main) {
+  const command = parseCommand(Deno.args);
+  const { div, rsqrt } = command;
   const extra = helpers(div, rsqrt);
   const dir = await Deno.makeTempDir({ prefix: "zprune-emulate-" });
   // Interrupted, the run still removes its copies (the child gets the signal too).
@@ -184,13 +201,11 @@ if (import.meta.main) {
       imports[from.href] = new URL(`file://${to}`).href;
     }
     await Deno.writeTextFile(`${dir}/import_map.json`, JSON.stringify({ imports }));
-    console.log(JSON.stringify({ emulation: { div: values.div, rsqrt: values.rsqrt } }));
+    console.log(JSON.stringify({ emulation: command.names }));
     const map = `--import-map=${dir}/import_map.json`;
-    const args = values.test
-      ? ["test", "-A", map, ...positionals]
-      : ["run", "-A", map, new URL("z_error_fit.ts", import.meta.url).href];
-    if (values.quick) args.push("--quick");
-    if (values.fallback) args.push("--fallback");
+    const args = command.test
+      ? ["test", "-A", map, ...command.test]
+      : ["run", "-A", map, new URL("z_error_fit.ts", import.meta.url).href, ...command.fit];
     const { code } = await new Deno.Command(Deno.execPath(), { args, stdout: "inherit", stderr: "inherit" }).output();
     Deno.exitCode = code;
   } finally {

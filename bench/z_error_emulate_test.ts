@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { GpuEngine } from "../gpu/engine.ts";
 import { defineKernel } from "../gpu/kernel.ts";
 import { dispatchKernel, submitAndRead } from "../gpu/kernels/_run_kernel.ts";
-import { emulate, helpers, parseSetting, PATH_KERNELS, type Setting } from "./z_error_emulate.ts";
+import { emulate, helpers, parseCommand, parseSetting, PATH_KERNELS, type Setting } from "./z_error_emulate.ts";
 
 const kernel = (file: string) => Deno.readTextFile(new URL(`../kernels/${file}`, import.meta.url));
 
@@ -50,6 +50,19 @@ Deno.test("z_error_emulate: --div and --rsqrt take 3, +3 or -3", () => {
   for (const bad of ["", "x", "3.5", "+-3", "100"]) {
     assert.throws(() => parseSetting("--div", bad), { message: /--div takes a count of ULPs/ });
   }
+});
+
+Deno.test("z_error_emulate: --test needs a file, and files and test flags go only with --test", () => {
+  const ok = parseCommand(["--div", "+3", "--test", "tests/a_test.ts", "--", "--filter=x"]);
+  assert.deepEqual(ok.test, ["tests/a_test.ts", "--filter=x"]);
+  assert.deepEqual(ok.div, { amp: 3, sign: 1 });
+  assert.deepEqual(parseCommand(["--quick", "--fallback"]).fit, ["--quick", "--fallback"]);
+  assert.equal(parseCommand([]).test, null);
+  const misuse = /--test takes the test files after it/;
+  for (const args of [["--test"], ["--test", "--", "--filter=x"], ["tests/a_test.ts"], ["--", "--filter=x"]]) {
+    assert.throws(() => parseCommand(args), { message: misuse }, args.join(" "));
+  }
+  assert.throws(() => parseCommand(["--test", "a_test.ts", "--quick"]), { message: /the fit's, not --test's/ });
 });
 
 const engine = await GpuEngine.create({ allowFallback: true });

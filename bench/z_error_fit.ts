@@ -13,6 +13,9 @@
  *   score less the f64 one, c the factor common to the whole layer that fits best (it cannot change an order). Above
  *   1: a weight outside the model.
  * - `relMid` (zero-mean layers): half the spread of Δ/s, in 2⁻²⁴, over the weights the shift term cannot reach.
+ * - `fit`: each constant's least value that keeps every weight inside with the other two as they are (and c the best
+ *   for it): `shift` (Z_SHIFT), `rel` (Z_REL, in 2⁻²⁴) and, for zero-mean layers, `floor` (Z_MEAN_FLOOR). A constant
+ *   over its fit is the room it has left; the fits do not add up, as each takes the others' room.
  * The last line sums up the worst of each. The f64 scores are computed here, independently of the CPU backend.
  */
 import { GpuEngine } from "../gpu/engine.ts";
@@ -20,7 +23,7 @@ import { EPS32, Z_MEAN_FLOOR, Z_REL, Z_SHIFT } from "../gpu/f32_safety.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { normal, rng } from "../tests/_random.ts";
 
-interface Case {
+export interface Case {
   kind: "shift" | "zero";
   rows: number;
   cols: number;
@@ -47,14 +50,14 @@ function cases(quick: boolean): Case[] {
 }
 
 /** The case's f32 weights, from the tests' seeded generator. */
-function weights(c: Case): Float32Array {
+export function weights(c: Case): Float32Array {
   const rand = rng(c.seed * 7919 + c.rows * 31 + c.cols);
   const offset = c.kind === "shift" ? 1 : 0;
   return new Float32Array(c.rows * c.cols).map(() => offset + c.sigma * normal(rand));
 }
 
-/** API.md's z-scores in float64: |zr|, |zc|, alpha, and |mean| / std per axis. */
-function reference(w: Float32Array, rows: number, cols: number) {
+/** API.md's z-scores in float64 (exported for the fit's test): |zr|, |zc|, alpha, and |mean| / std per axis. */
+export function reference(w: Float32Array, rows: number, cols: number) {
   const n = rows * cols;
   const rowSq = new Float64Array(rows), colSq = new Float64Array(cols);
   let absSum = 0;
@@ -117,10 +120,28 @@ function bestCover(d: Float64Array, s: Float64Array, up: Float64Array, lo: Float
   return { cover: at(c), c };
 }
 
+/**
+ * The least v >= 0 for which `inside(v)` holds, given that it holds for every larger v, to 1e-4 of itself; Infinity
+ * past 1000.
+ */
+function least(inside: (v: number) => boolean): number {
+  if (inside(0)) return 0;
+  let a = 0, b = 1;
+  for (; !inside(b); b *= 2) {
+    if (b > 1000) return Infinity;
+    a = b;
+  }
+  while (b - a > 1e-4 * b) {
+    const m = (a + b) / 2;
+    if (inside(m)) b = m;
+    else a = m;
+  }
+  return b;
+}
+
 /** One layer through the engine, against float64. */
 async function measure(engine: GpuEngine, c: Case) {
   const { rows, cols } = c;
-  const n = rows * cols;
   const w = weights(c);
   const params: PruneParams = {
     method: "zpruner",
@@ -138,33 +159,70 @@ async function measure(engine: GpuEngine, c: Case) {
     actNormSq: null,
   };
   const { output } = await engine.prune(params, layer);
-  const gpu = output.score!;
+  return { ...c, ...compare(w, rows, cols, c.kind, output.score!) };
+}
+
+/** A layer's f32 scores (from a GPU) against float64: cover, the common factor, relMid and each constant's fit. */
+export function compare(w: Float32Array, rows: number, cols: number, kind: Case["kind"], gpu: Float32Array) {
+  const n = rows * cols;
   const { zr, zc, alpha, mR, mC } = reference(w, rows, cols);
-  const dR = Z_SHIFT * EPS32 * (mR + Z_MEAN_FLOOR / Math.sqrt(n));
-  const dC = Z_SHIFT * EPS32 * (mC + Z_MEAN_FLOOR / Math.sqrt(n));
+  /** The model's shift of z per axis, for a shift constant and a floor. */
+  const shifts = (shift: number, floor: number) =>
+    [mR, mC].map((m) => shift * EPS32 * (m + floor / Math.sqrt(n))) as [number, number];
+  /** Weight i's room above (dir 1) or below (-1) its f64 score, beyond the relative term. */
+  const room = (i: number, dir: number, [dR, dC]: [number, number]) => {
+    const r = zr[i]!, q = zc[i]!;
+    return dir > 0
+      ? alpha * ((r + dR) ** 3 - r ** 3) + (1 - alpha) * ((q + dC) ** 3 - q ** 3)
+      : alpha * (r ** 3 - Math.max(r - dR, 0) ** 3) + (1 - alpha) * (q ** 3 - Math.max(q - dC, 0) ** 3);
+  };
+  const model = shifts(Z_SHIFT, Z_MEAN_FLOOR);
   const s = new Float64Array(n), d = new Float64Array(n), up = new Float64Array(n), lo = new Float64Array(n);
   let relLo = Infinity, relHi = -Infinity; // Δ/s over the weights the shift term cannot reach
   for (let i = 0; i < n; i++) {
     const r = zr[i]!, q = zc[i]!;
     s[i] = alpha * r ** 3 + (1 - alpha) * q ** 3;
     d[i] = gpu[i]! - s[i]!;
-    const shift = alpha * ((r + dR) ** 3 - r ** 3) + (1 - alpha) * ((q + dC) ** 3 - q ** 3);
-    up[i] = shift + Z_REL * s[i]!;
-    lo[i] = alpha * (r ** 3 - Math.max(r - dR, 0) ** 3) + (1 - alpha) * (q ** 3 - Math.max(q - dC, 0) ** 3) +
-      Z_REL * s[i]!;
-    if (s[i]! > 0 && shift < EPS32 * s[i]!) {
+    up[i] = room(i, 1, model) + Z_REL * s[i]!;
+    lo[i] = room(i, -1, model) + Z_REL * s[i]!;
+    if (s[i]! > 0 && up[i]! - Z_REL * s[i]! < EPS32 * s[i]!) {
       relLo = Math.min(relLo, d[i]! / s[i]!);
       relHi = Math.max(relHi, d[i]! / s[i]!);
     }
   }
   const { cover, c: common } = bestCover(d, s, up, lo);
+  // Each constant's least value with the other two as they are, for the best common factor at that value: the room
+  // each one has left. Weight i allows the factor an interval, (d - up) / s <= c <= (d + lo) / s, so a value fits when
+  // the intervals meet. The relative term adds rel to both ends' widths: closed form. The shift and floor: bisection.
+  const span = (shift: [number, number], rel: number): [number, number] => {
+    let from = -Infinity, to = Infinity;
+    for (let i = 0; i < n; i++) {
+      const above = room(i, 1, shift) + rel * s[i]!, below = room(i, -1, shift) + rel * s[i]!;
+      if (s[i]! > 0) {
+        from = Math.max(from, (d[i]! - above) / s[i]!);
+        to = Math.min(to, (d[i]! + below) / s[i]!);
+      } else if (d[i]! > above || -d[i]! > below) return [Infinity, -Infinity]; // no factor moves a zero score
+    }
+    return [from, to];
+  };
+  const meets = ([from, to]: [number, number]) => from <= to;
+  const [from, to] = span(model, 0);
+  const rel = from === Infinity ? Infinity : Math.max(0, (from - to) / 2);
+  const shift = least((k) => meets(span(shifts(k, Z_MEAN_FLOOR), Z_REL)));
+  const floor = kind === "zero" ? least((f) => meets(span(shifts(Z_SHIFT, f), Z_REL))) : 0;
+  // JSON has no Infinity: a constant that would have to pass 1000 (or a nonzero error on a zero score) reads so.
+  const fixed = (v: number, digits: number) => (Number.isFinite(v) ? +v.toFixed(digits) : "Infinity");
   return {
-    ...c,
     mR: +mR.toPrecision(3),
     mC: +mC.toPrecision(3),
     cover: +cover.toFixed(3),
     common: +(common / EPS32).toFixed(1),
-    relMid: c.kind === "zero" && relHi >= relLo ? +((relHi - relLo) / 2 / EPS32).toFixed(1) : null,
+    relMid: kind === "zero" && relHi >= relLo ? +((relHi - relLo) / 2 / EPS32).toFixed(1) : null,
+    fit: {
+      shift: fixed(shift, 2),
+      rel: fixed(rel / EPS32, 2),
+      ...(kind === "zero" ? { floor: fixed(floor, 4) } : {}),
+    },
   };
 }
 
@@ -177,10 +235,14 @@ if (import.meta.main) {
   }
   engine.exactElsewhere = true; // an exact-path layer throws: its scores would be the CPU's, not this GPU's
   let worstCover = 0, worstRel = 0;
+  const worstFit = { shift: 0, rel: 0, floor: 0 };
   for (const c of cases(quick)) {
     const line = await measure(engine, c);
     worstCover = Math.max(worstCover, line.cover);
     worstRel = Math.max(worstRel, line.relMid ?? 0);
+    for (const [k, v] of Object.entries(line.fit) as [keyof typeof worstFit, number | string][]) {
+      worstFit[k] = Math.max(worstFit[k], typeof v === "number" ? v : Infinity);
+    }
     console.log(JSON.stringify(line));
   }
   console.log(JSON.stringify({
@@ -189,6 +251,7 @@ if (import.meta.main) {
     constants: { Z_SHIFT, Z_REL: Z_REL / EPS32, Z_MEAN_FLOOR },
     worstCover,
     worstRelMid: worstRel,
+    worstFit: Object.fromEntries(Object.entries(worstFit).map(([k, v]) => [k, Number.isFinite(v) ? v : "Infinity"])),
   }));
   engine.destroy();
 }
