@@ -4,7 +4,7 @@
  * takes inverseSqrt nearly exactly).
  *
  *   deno run -A bench/z_error_emulate.ts --div 3 --rsqrt 2 [--quick] [--fallback]
- *   deno run -A bench/z_error_emulate.ts --div 3 --rsqrt 2 --test tests/crafted_sums_test.ts ...
+ *   deno run -A bench/z_error_emulate.ts --div 3 --rsqrt 2 --test tests/crafted_sums_test.ts ... [-- deno test flags]
  *
  * With `--test`, the files named run under `deno test` instead, on the same emulated kernels (tests that hold on any
  * adapter: the crafted sums' band at the longest chains, say).
@@ -151,8 +151,10 @@ export function emulate(file: string, source: string, extra: string): string {
  * `--test` needs a file: without one `deno test` would run every test under the working directory on these kernels.
  */
 export function parseCommand(args: string[]) {
+  // deno test's own flags go after `--`: only what comes before it can name a file.
+  const cut = args.includes("--") ? args.indexOf("--") : args.length;
   const { values, positionals } = parseArgs({
-    args,
+    args: args.slice(0, cut),
     options: {
       div: { type: "string", default: "3" },
       rsqrt: { type: "string", default: "2" },
@@ -162,8 +164,8 @@ export function parseCommand(args: string[]) {
     },
     allowPositionals: true,
   });
-  const files = positionals.filter((p) => !p.startsWith("-"));
-  if (values.test !== files.length > 0 || (!values.test && positionals.length > 0)) {
+  const passed = args.slice(cut + 1);
+  if (values.test !== positionals.length > 0 || (!values.test && passed.length > 0)) {
     throw new Error("--test takes the test files after it, and files are taken only with --test");
   }
   if (values.test && (values.quick || values.fallback)) {
@@ -174,7 +176,7 @@ export function parseCommand(args: string[]) {
     div: parseSetting("--div", values.div),
     rsqrt: parseSetting("--rsqrt", values.rsqrt),
     names: { div: values.div, rsqrt: values.rsqrt },
-    test: values.test ? positionals : null,
+    test: values.test ? [...positionals, ...passed] : null,
     fit,
   };
 }

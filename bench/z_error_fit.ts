@@ -96,8 +96,14 @@ export function reference(w: Float32Array, rows: number, cols: number) {
 }
 
 /**
+ * How far the common factor may go, for the cover and the fits alike: far past any rounding's (tens of 2⁻²⁴), and
+ * nowhere near 1 + c <= 0, which would flatten or reverse the scores' order.
+ */
+const WINDOW = 200 * EPS32;
+
+/**
  * The least over c of max_i of (d_i - c·s_i) / up_i where that is >= 0, else (c·s_i - d_i) / lo_i: each term is convex
- * in c (the larger of two linear functions), and so is their max. Ternary search over ±200·2⁻²⁴.
+ * in c (the larger of two linear functions), and so is their max. Ternary search over the window.
  */
 function bestCover(d: Float64Array, s: Float64Array, up: Float64Array, lo: Float64Array): { cover: number; c: number } {
   const at = (c: number) => {
@@ -110,7 +116,7 @@ function bestCover(d: Float64Array, s: Float64Array, up: Float64Array, lo: Float
     }
     return m;
   };
-  let a = -200 * EPS32, b = 200 * EPS32;
+  let a = -WINDOW, b = WINDOW;
   for (let it = 0; it < 60; it++) {
     const m1 = a + (b - a) / 3, m2 = b - (b - a) / 3;
     if (at(m1) <= at(m2)) b = m2;
@@ -122,13 +128,13 @@ function bestCover(d: Float64Array, s: Float64Array, up: Float64Array, lo: Float
 
 /**
  * The least v >= 0 for which `inside(v)` holds, given that it holds for every larger v, to 1e-4 of itself; Infinity
- * past 1000.
+ * past 1024.
  */
 function least(inside: (v: number) => boolean): number {
   if (inside(0)) return 0;
   let a = 0, b = 1;
   for (; !inside(b); b *= 2) {
-    if (b > 1000) return Infinity;
+    if (b >= 1024) return Infinity;
     a = b;
   }
   while (b - a > 1e-4 * b) {
@@ -159,13 +165,16 @@ async function measure(engine: GpuEngine, c: Case) {
     actNormSq: null,
   };
   const { output } = await engine.prune(params, layer);
-  return { ...c, ...compare(w, rows, cols, c.kind, output.score!) };
+  return { ...c, ...compare(reference(w, rows, cols), c.kind, output.score!) };
 }
 
+/** float64 z-scores' pieces, as `reference` gives them. */
+export type Reference = ReturnType<typeof reference>;
+
 /** A layer's f32 scores (from a GPU) against float64: cover, the common factor, relMid and each constant's fit. */
-export function compare(w: Float32Array, rows: number, cols: number, kind: Case["kind"], gpu: Float32Array) {
-  const n = rows * cols;
-  const { zr, zc, alpha, mR, mC } = reference(w, rows, cols);
+export function compare(ref: Reference, kind: Case["kind"], gpu: Float32Array) {
+  const { zr, zc, alpha, mR, mC } = ref;
+  const n = zr.length;
   /** The model's shift of z per axis, for a shift constant and a floor. */
   const shifts = (shift: number, floor: number) =>
     [mR, mC].map((m) => shift * EPS32 * (m + floor / Math.sqrt(n))) as [number, number];
@@ -193,7 +202,9 @@ export function compare(w: Float32Array, rows: number, cols: number, kind: Case[
   const { cover, c: common } = bestCover(d, s, up, lo);
   // Each constant's least value with the other two as they are, for the best common factor at that value: the room
   // each one has left. Weight i allows the factor an interval, (d - up) / s <= c <= (d + lo) / s, so a value fits when
-  // the intervals meet. The relative term adds rel to both ends' widths: closed form. The shift and floor: bisection.
+  // the intervals meet within the window. The relative term widens every interval, not the window, by rel on each
+  // side: closed form.
+  // The shift and floor: bisection.
   const span = (shift: [number, number], rel: number): [number, number] => {
     let from = -Infinity, to = Infinity;
     for (let i = 0; i < n; i++) {
@@ -205,13 +216,13 @@ export function compare(w: Float32Array, rows: number, cols: number, kind: Case[
     }
     return [from, to];
   };
-  const meets = ([from, to]: [number, number]) => from <= to;
+  const meets = ([from, to]: [number, number]) => from <= to && from <= WINDOW && to >= -WINDOW;
   const [from, to] = span(model, 0);
-  const rel = from === Infinity ? Infinity : Math.max(0, (from - to) / 2);
+  const rel = Math.max(0, (from - to) / 2, from - WINDOW, -WINDOW - to); // NaN from a NaN score
   const shift = least((k) => meets(span(shifts(k, Z_MEAN_FLOOR), Z_REL)));
   const floor = kind === "zero" ? least((f) => meets(span(shifts(Z_SHIFT, f), Z_REL))) : 0;
-  // JSON has no Infinity: a constant that would have to pass 1000 (or a nonzero error on a zero score) reads so.
-  const fixed = (v: number, digits: number) => (Number.isFinite(v) ? +v.toFixed(digits) : "Infinity");
+  // JSON has neither: a constant that would have to pass 1024 (or a nonzero error on a zero score) reads "Infinity".
+  const fixed = (v: number, digits: number) => (Number.isFinite(v) ? +v.toFixed(digits) : String(v));
   return {
     mR: +mR.toPrecision(3),
     mC: +mC.toPrecision(3),
@@ -241,7 +252,7 @@ if (import.meta.main) {
     worstCover = Math.max(worstCover, line.cover);
     worstRel = Math.max(worstRel, line.relMid ?? 0);
     for (const [k, v] of Object.entries(line.fit) as [keyof typeof worstFit, number | string][]) {
-      worstFit[k] = Math.max(worstFit[k], typeof v === "number" ? v : Infinity);
+      worstFit[k] = Math.max(worstFit[k], Number(v)); // "Infinity" and "NaN" back to numbers
     }
     console.log(JSON.stringify(line));
   }
@@ -251,7 +262,7 @@ if (import.meta.main) {
     constants: { Z_SHIFT, Z_REL: Z_REL / EPS32, Z_MEAN_FLOOR },
     worstCover,
     worstRelMid: worstRel,
-    worstFit: Object.fromEntries(Object.entries(worstFit).map(([k, v]) => [k, Number.isFinite(v) ? v : "Infinity"])),
+    worstFit: Object.fromEntries(Object.entries(worstFit).map(([k, v]) => [k, Number.isFinite(v) ? v : String(v)])),
   }));
   engine.destroy();
 }
