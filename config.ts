@@ -89,7 +89,11 @@ function corsOrigins(env: Env): string {
           `got "${raw}": "${o}" ${why}`,
       );
     };
-    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#*\s]+$/.test(o)) refuse("is not scheme://host[:port]");
+    if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#*\s]+$/.test(o)) {
+      // A page's address (a path, a trailing slash, an uppercase scheme): name the origin its browser sends.
+      const sent = URL.canParse(o) ? new URL(o).origin : "null";
+      refuse(`is not scheme://host[:port]${sent !== "null" && !sent.includes("*") ? `; browsers send ${sent}` : ""}`);
+    }
     let url: URL | undefined;
     try {
       url = new URL(o);

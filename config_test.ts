@@ -120,7 +120,16 @@ Deno.test("loadConfig() takes * or origins as browsers send them for ZPRUNE_CORS
   assert.equal(cors("chrome-extension://abcdef, vscode-webview://x1"), "chrome-extension://abcdef,vscode-webview://x1");
   assert.equal(cors("http://[::1]:8888"), "http://[::1]:8888");
   assert.throws(() => cors("https://NB.example"), /sent by browsers as https:\/\/nb\.example$/);
-  assert.throws(() => cors("https://nb.example/lab"), /is not scheme:\/\/host\[:port\]/);
+  assert.throws(
+    () => cors("https://nb.example/lab"),
+    /"https:\/\/nb\.example\/lab" is not scheme:\/\/host\[:port\]; browsers send https:\/\/nb\.example$/,
+  );
+  assert.throws(() => cors("http://nb.example:80/"), /; browsers send http:\/\/nb\.example$/);
+  assert.throws(() => cors("HTTPS://nb.example"), /; browsers send https:\/\/nb\.example$/);
+  // No origin to suggest: not a URL, or a wildcard.
+  for (const bad of ["nb.example:8888", "https://*.nb.example/"]) {
+    assert.throws(() => cors(bad), (e: Error) => /is not scheme:\/\/host\[:port\]$/.test(e.message), bad);
+  }
 });
 
 Deno.test("loadConfig() trims values: blank is unset, padded numbers and tokens read as their content", () => {
