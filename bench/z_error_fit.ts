@@ -203,8 +203,7 @@ export function compare(ref: Reference, kind: Case["kind"], gpu: Float32Array) {
   // Each constant's least value with the other two as they are, for the best common factor at that value: the room
   // each one has left. Weight i allows the factor an interval, (d - up) / s <= c <= (d + lo) / s, so a value fits when
   // the intervals meet within the window. The relative term widens every interval, not the window, by rel on each
-  // side: closed form.
-  // The shift and floor: bisection.
+  // side: closed form. The shift and floor: bisection.
   const span = (shift: [number, number], rel: number): [number, number] => {
     let from = -Infinity, to = Infinity;
     for (let i = 0; i < n; i++) {
