@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { RequestClock } from "./deadline.ts";
+import { isDeadline } from "../prune/queue.ts";
+import { RequestClock, startDeadline } from "./deadline.ts";
 
 /** A clock whose time is set by hand. */
 function clock() {
@@ -44,4 +45,17 @@ Deno.test("RequestClock: 504 when own work, done alone, took half the deadline o
     assert.match(e.message, new RegExp(`${waited} ms of waiting`), what);
     assert.equal(/alongside other requests/.test(e.message), !alone, what);
   }
+});
+
+Deno.test("startDeadline: aborts with a TimeoutError once its time passed; clear() ends the timer", async () => {
+  const passing = startDeadline(20);
+  const reason = await new Promise((resolve) =>
+    passing.signal.addEventListener("abort", () => resolve(passing.signal.reason))
+  );
+  assert.ok(isDeadline(reason), String(reason));
+  const cleared = startDeadline(20);
+  cleared.clear();
+  await new Promise((r) => setTimeout(r, 60));
+  // Also the test sanitizer's check: a timer still pending at the test's end fails it.
+  assert.equal(cleared.signal.aborted, false);
 });

@@ -11,7 +11,7 @@ import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backen
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
-import { RequestClock } from "./deadline.ts";
+import { RequestClock, startDeadline } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
@@ -63,14 +63,16 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       );
     }
     // The deadline runs from the request's start: a body that takes too long to arrive ends with it too.
-    const signals = [c.req.raw.signal];
-    if (deps.deadlineMs > 0) signals.push(AbortSignal.timeout(deps.deadlineMs));
-    const signal = AbortSignal.any(signals);
+    const deadline = deps.deadlineMs > 0 ? startDeadline(deps.deadlineMs) : undefined;
+    const signal = AbortSignal.any(deadline ? [c.req.raw.signal, deadline.signal] : [c.req.raw.signal]);
     const clock = new RequestClock(start);
     try {
       return await compute(c, hold, signal, clock);
     } catch (e) {
       throw isDeadline(e) ? clock.deadlineError(deps.deadlineMs, c.get("layers") ?? 0) : e;
+    } finally {
+      // Work the request leaves behind (a layer in flight past an abort) is kept by the queue, not by this timer.
+      deadline?.clear();
     }
   }
 
