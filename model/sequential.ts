@@ -2,10 +2,12 @@
  * Sequential pruning of a LLaMA checkpoint through the endpoint, the way reference.json was made (see the model
  * card): for each decoder block in order, one forward of all calibration windows through the model as pruned so far
  * collects actNormSq for the block's seven linear layers; one request prunes all seven (several, where the server's
- * body limit needs); the masks are applied; then the next block. Also perplexity over consecutive windows.
+ * body limit or memory budget needs); the masks are applied; then the next block. Also perplexity over consecutive
+ * windows.
  */
-import type { PruneResponse, Timings } from "../contract/api.ts";
+import type { DType, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
+import { workingMemoryBytes } from "../contract/working_memory.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
 import type { Checkpoint } from "./safetensors.ts";
 import { LINEAR_NAMES, type LlamaConfig } from "./config.ts";
@@ -60,29 +62,60 @@ export interface SequentialResult {
 /** A layer of a prune request, as this module builds them. */
 interface RequestLayer {
   name: string;
-  weight: { data: Uint8Array };
+  weight: { dtype: DType; shape: readonly number[]; data: Uint8Array };
   actNormSq: { data: Uint8Array };
+}
+
+/** The server's limits (`GET /v1/info`) each request must keep within. */
+export interface RequestLimits {
+  maxBodyBytes: number;
+  memoryBudgetBytes: number;
 }
 
 /** Bytes of msgpack around a layer's tensors (keys, dtype, shapes), and around the request's layers: generous. */
 const LAYER_OVERHEAD = 256, REQUEST_OVERHEAD = 256;
 
+/** About how many bytes `l` takes in a request body (an over-estimate). */
+function bodyBytes(l: RequestLayer): number {
+  return l.weight.data.byteLength + l.actNormSq.data.byteLength + 3 * l.name.length + LAYER_OVERHEAD;
+}
+
+/** The server's working-memory estimate for `layers` sent in a body of `body` bytes (masks only back). */
+function workingBytes(layers: readonly RequestLayer[], body: number): number {
+  return workingMemoryBytes(
+    layers.map((l) => ({ rows: l.weight.shape[0]!, cols: l.weight.shape[1]!, dtype: l.weight.dtype })),
+    body,
+  );
+}
+
 /**
- * Splits `layers` (kept in order) into as few consecutive groups as keep each request's body within
- * `maxBodyBytes`; throws, naming it, for a layer that alone would not fit.
+ * Splits `layers` (kept in order) into as few consecutive groups as keep each request's body within `maxBodyBytes`
+ * and its working memory, as the server estimates it, within `memoryBudgetBytes`; throws, naming it, for a layer
+ * that alone would not fit.
  */
-export function batchBySize<T extends RequestLayer>(layers: T[], maxBodyBytes: number): T[][] {
+export function batchBySize<T extends RequestLayer>(layers: T[], limits: RequestLimits): T[][] {
   const batches: T[][] = [];
   let current: T[] = [], bytes = REQUEST_OVERHEAD;
   for (const l of layers) {
-    const size = l.weight.data.byteLength + l.actNormSq.data.byteLength + 3 * l.name.length + LAYER_OVERHEAD;
-    if (REQUEST_OVERHEAD + size > maxBodyBytes) {
+    const size = bodyBytes(l);
+    if (REQUEST_OVERHEAD + size > limits.maxBodyBytes) {
       throw new ZpruneError(
         "too_large",
-        `${l.name}: about ${REQUEST_OVERHEAD + size} bytes to send, over the server's limit of ${maxBodyBytes}`,
+        `${l.name}: about ${REQUEST_OVERHEAD + size} bytes to send, over the server's limit of ${limits.maxBodyBytes}`,
       );
     }
-    if (current.length > 0 && bytes + size > maxBodyBytes) {
+    const alone = workingBytes([l], REQUEST_OVERHEAD + size);
+    if (alone > limits.memoryBudgetBytes) {
+      throw new ZpruneError(
+        "too_large",
+        `${l.name}: about ${alone} bytes of working memory on the server, over its budget of ` +
+          `${limits.memoryBudgetBytes}`,
+      );
+    }
+    if (
+      current.length > 0 &&
+      (bytes + size > limits.maxBodyBytes || workingBytes([...current, l], bytes + size) > limits.memoryBudgetBytes)
+    ) {
       batches.push(current);
       current = [];
       bytes = REQUEST_OVERHEAD;
@@ -118,7 +151,7 @@ export async function pruneSequential(
   onBlock?: (block: number) => void,
 ): Promise<SequentialResult> {
   const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0 };
-  const { maxBodyBytes } = (await client.info()).limits;
+  const { limits } = await client.info();
   await pool.calibBegin(calib, windows);
   for (let l = 0; l < cfg.nLayers; l++) {
     let t0 = performance.now();
@@ -143,7 +176,7 @@ export async function pruneSequential(
     t0 = performance.now();
     const answers: PruneResponse["layers"] = [];
     const server: Timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
-    for (const batch of batchBySize(layers, maxBodyBytes)) {
+    for (const batch of batchBySize(layers, limits)) {
       let res: PruneResponse;
       try {
         res = await client.pruneLayers({

@@ -12,6 +12,7 @@ import {
   type Tensor,
 } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
+import { workingMemoryBytes } from "../contract/working_memory.ts";
 import type { LayerJob, PruneParams } from "./backend.ts";
 import { decode, decodeInto } from "./decode.ts";
 
@@ -134,20 +135,9 @@ async function activations(
   return null;
 }
 
-/**
- * Working memory a prepared request needs at its peak, in bytes: the body it arrived in, the largest layer's
- * scratch (decoded weights and scores in f32, a shared copy of its bytes, the mask), and what accumulates for
- * the answer (masks, returned weights and scores) and is copied once more when encoded.
- */
+/** Working memory a prepared request needs at its peak, in bytes: the contract's `workingMemoryBytes`. */
 export function estimateBytes(req: PreparedRequest, bodyBytes: number): number {
-  let scratch = 0, kept = 0;
-  for (const l of req.layers) {
-    const n = l.rows * l.cols;
-    const size = DTYPE_BYTES[l.dtype];
-    scratch = Math.max(scratch, n * (8 + size) + n / 8);
-    kept += n / 8 + (req.params.returnScore ? 4 * n : 0) + (req.params.returnWeight ? size * n : 0);
-  }
-  return Math.ceil(bodyBytes + scratch + 2 * kept);
+  return workingMemoryBytes(req.layers, bodyBytes, { weight: req.params.returnWeight, score: req.params.returnScore });
 }
 
 /**

@@ -86,6 +86,30 @@ Deno.test("deno task prune --server: a block over the body limit goes in several
   }
 });
 
+Deno.test("deno task prune --server: a block over the memory budget goes in requests the server admits", async () => {
+  // The server reckons (contract/working_memory.ts) a request's body, plus its largest layer's scratch (10.125 bytes a
+  // weight for f16), plus twice its masks. A block's four attention layers (196,608 weights, the largest 65,536) need
+  // about 1.1 MB together; each MLP layer (196,608 weights) 2.4 MB alone, and 2.9 MB with any other layer; the whole
+  // block 3.8 MB. Under a budget of 2.8 MB each block takes four requests: attention, then the MLP's three alone.
+  const backend = createCpuBackend();
+  const posts: string[] = [];
+  const log = (e: Record<string, unknown>) => {
+    if (e.path === "/v1/prune") posts.push(`${e.status}:${e.layers}`);
+  };
+  const server = await startServer({ backend, config: { memoryBudgetBytes: 2_800_000 }, log });
+  try {
+    const report = await main(["--server", server.url, "--skip-dense", "--eval-windows", "1"]);
+    assert.ok(report);
+    assert.deepEqual(posts, Array(6).fill(["200:4", "200:1", "200:1", "200:1"]).flat(), "four requests a block");
+    const names = Array.from({ length: 6 }, (_, b) => LINEAR_NAMES.map((n) => `model.layers.${b}.${n}.weight`));
+    assert.deepEqual(report.layers.map((l) => l.name), names.flat(), "every layer once, in order");
+    assert.equal(report.pruned, report.total / 2);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("deno task prune: a server error mid-model names the block; --report keeps dense perplexity", async () => {
   const cpu = createCpuBackend();
   const backend = withPrune(

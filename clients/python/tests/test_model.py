@@ -8,6 +8,7 @@ the first 64 non-overlapping 256-token windows of ``test_ids.u16``; float32 arit
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict
 
 import numpy as np
@@ -17,7 +18,7 @@ from conftest import CORPUS_DIR, MODEL_DIR
 
 torch = pytest.importorskip("torch")
 
-from zprune_client import LLAMA_LINEARS, ZpruneClient, ZpruneError, prune_model  # noqa: E402
+from zprune_client import LLAMA_LINEARS, Layer, ZpruneClient, ZpruneError, prune_model  # noqa: E402
 from zprune_client.llama import (  # noqa: E402
     calibration_windows,
     eval_windows,
@@ -25,6 +26,8 @@ from zprune_client.llama import (  # noqa: E402
     perplexity,
     read_tokens,
 )
+from zprune_client.model import _working_bytes  # noqa: E402
+from zprune_client.wire import encode_request  # noqa: E402
 
 SEQ = 256
 WINDOWS = 64
@@ -151,6 +154,37 @@ def test_prune_model_splits_a_block_over_the_body_limit(start_server: Any) -> No
     with pytest.raises(ZpruneError) as info:
         prune_model(tiny_llama(5), batches, small.url, method="magnitude", sparsity=0.5, progress=False)
     assert info.value.code == "too_large" and "model.layers.0.mlp.gate_proj" in info.value.message
+
+
+def test_prune_model_splits_a_block_over_the_memory_budget(start_server: Any) -> None:
+    # The tiny model's block in f32: q and o 4,096 weights, k and v 2,048, each MLP layer 6,144. The server reckons
+    # body + the largest layer's scratch (12.125 bytes a weight for f32) + twice the masks: the attention layers about
+    # 104 KB together, an MLP layer 101 KB alone, two 128 KB, the whole block 211 KB. Under 150,000 bytes a block
+    # takes three requests: attention, gate and up, down.
+    server = start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"})
+    model = tiny_llama(6)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
+    report = prune_model(model, batches, server.url, method="magnitude", pattern="layer", sparsity=0.5,
+                         progress=False, keep_responses=True)
+    blocks = len(model.model.layers)
+    assert [len(r.layers) for r in report.responses] == [4, 2, 1] * blocks
+    sent = [layer.name for result in report.responses for layer in result.layers]
+    assert sent == [f"model.layers.{b}.{n}" for b in range(blocks) for n in LLAMA_LINEARS], "each layer once, in order"
+    assert report.pruned == report.total // 2
+    # The client's arithmetic is the server's: the working memory a 413 names for a whole block, to the byte.
+    specs = [Layer(f"b0.{n}", model.model.layers[0].get_submodule(n).weight.detach(), None) for n in LLAMA_LINEARS]
+    body = {"method": "magnitude", "sparsity": 0.5, "layers": [s.to_wire() for s in specs]}
+    with pytest.raises(ZpruneError) as info:
+        ZpruneClient(server.url).prune_raw(body)
+    needed = re.search(r"needs about (\d+) bytes of working memory", info.value.message)
+    assert info.value.code == "too_large" and needed, info.value.message
+    assert int(needed.group(1)) == _working_bytes(specs, None, len(encode_request(body)))
+    # A layer that cannot fit alone is named before anything is sent for it.
+    small = start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "90000"})
+    with pytest.raises(ZpruneError) as info:
+        prune_model(tiny_llama(6), batches, small.url, method="magnitude", sparsity=0.5, progress=False)
+    assert info.value.code == "too_large" and "model.layers.0.mlp.gate_proj" in info.value.message
+    assert "working memory" in info.value.message
 
 
 def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:

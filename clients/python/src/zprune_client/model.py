@@ -12,6 +12,7 @@ weights set to zero); then the next block. This is the procedure of SparseGPT, W
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -127,16 +128,39 @@ def _next_inputs(out: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tup
 _LAYER_OVERHEAD = _REQUEST_OVERHEAD = 256
 
 
+def _element_bytes(spec: Layer, dtype: Optional[WireDType]) -> int:
+    """Bytes a weight takes on the wire: its ``dtype``'s, else 2 for a 16-bit tensor and 4 for any other (a float64
+    weight is sent as f32)."""
+    if dtype:
+        return {"f32": 4, "f16": 2, "bf16": 2}[dtype]
+    return 2 if int(getattr(spec.weight, "element_size", lambda: 4)()) == 2 else 4
+
+
 def _wire_bytes(spec: Layer, dtype: Optional[WireDType]) -> int:
     """About how many bytes ``spec`` takes in a request body (an over-estimate)."""
-    w = spec.weight
-    size = {"f32": 4, "f16": 2, "bf16": 2}[dtype] if dtype else int(getattr(w, "element_size", lambda: 4)())
     act = 4 * int(spec.act_norm_sq.numel()) if spec.act_norm_sq is not None else 0
-    return int(w.numel()) * size + act + 3 * len(spec.name) + _LAYER_OVERHEAD
+    return int(spec.weight.numel()) * _element_bytes(spec, dtype) + act + 3 * len(spec.name) + _LAYER_OVERHEAD
 
 
-def _batches(specs: List[Layer], dtype: Optional[WireDType], max_body: int) -> List[List[Layer]]:
-    """``specs`` in order, in as few consecutive groups as keep each request body within ``max_body`` bytes."""
+def _working_bytes(specs: Sequence[Layer], dtype: Optional[WireDType], body: int) -> int:
+    """The server's estimate of the working memory a request of ``specs`` (masks only back) in a body of ``body``
+    bytes needs, which it holds against ``memoryBudgetBytes``: the body, the largest layer's scratch (f32 weights and
+    scores, a copy of its bytes, the mask) and twice the masks. The same arithmetic as the server's
+    ``contract/working_memory.ts``."""
+    scratch = 0.0
+    masks = 0.0
+    for spec in specs:
+        n = int(spec.weight.numel())
+        scratch = max(scratch, n * (8 + _element_bytes(spec, dtype)) + n / 8)
+        masks += n / 8
+    return math.ceil(body + scratch + 2 * masks)
+
+
+def _batches(
+    specs: List[Layer], dtype: Optional[WireDType], max_body: int, budget: Optional[int] = None
+) -> List[List[Layer]]:
+    """``specs`` in order, in as few consecutive groups as keep each request body within ``max_body`` bytes and its
+    working memory on the server within ``budget`` (``memoryBudgetBytes``; None: no budget)."""
     groups: List[List[Layer]] = []
     current: List[Layer] = []
     used = _REQUEST_OVERHEAD
@@ -145,7 +169,12 @@ def _batches(specs: List[Layer], dtype: Optional[WireDType], max_body: int) -> L
         if _REQUEST_OVERHEAD + size > max_body:
             raise ZpruneError("too_large", f"{spec.name}: about {_REQUEST_OVERHEAD + size} bytes to send, over the "
                               f"server's limit of {max_body}", 413)
-        if current and used + size > max_body:
+        alone = _working_bytes([spec], dtype, _REQUEST_OVERHEAD + size)
+        if budget is not None and alone > budget:
+            raise ZpruneError("too_large", f"{spec.name}: about {alone} bytes of working memory on the server, over "
+                              f"its budget of {budget}", 413)
+        over_budget = budget is not None and _working_bytes([*current, spec], dtype, used + size) > budget
+        if current and (used + size > max_body or over_budget):
             groups.append(current)
             current, used = [], _REQUEST_OVERHEAD
         current.append(spec)
@@ -210,8 +239,9 @@ def prune_model(
         keep_responses: keep every answer, masks included, in ``ModelPruneReport.responses`` (one per request: a
             block whose layers exceed the server's body limit together is sent in several).
 
-    A block is sent in as few requests as the server's ``maxBodyBytes`` (``GET /v1/info``) allows. An error names
-    the block and layers it stopped at; the blocks before it are pruned already (resume with ``blocks=``).
+    A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
+    allow. An error names the block and layers it stopped at; the blocks before it are pruned already (resume with
+    ``blocks=``).
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -228,7 +258,9 @@ def prune_model(
     order = list(range(len(decoder))) if blocks is None else list(blocks)
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
-    max_body = int(client.info()["limits"]["maxBodyBytes"])
+    limits = client.info()["limits"]
+    max_body = int(limits["maxBodyBytes"])
+    budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
     report = ModelPruneReport()
     was_training = bool(getattr(model, "training", False))
     model.eval()
@@ -274,7 +306,7 @@ def prune_model(
                     raise RuntimeError(f"{prefix}{name} saw no input during calibration")
                 specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
             answered: List[Any] = []
-            for group in _batches(specs, dtype, max_body):
+            for group in _batches(specs, dtype, max_body, budget):
                 try:
                     result = client.prune_layers(group, method=method, pattern=pattern, sparsity=sparsity,
                                                  exponent=exponent)
