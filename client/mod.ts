@@ -224,11 +224,12 @@ export class ZpruneClient {
       if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
         const wait = retryAfterMs(res.headers.get("retry-after"));
         await res.body?.cancel();
-        // Honour Retry-After up to maxBackoffMs (a day's, or a date years ahead, must not hang the caller), plus a
-        // little jitter so that many clients do not return in lockstep.
+        // Retry-After is the least wait, plus a little jitter so that many clients do not return in lockstep; the
+        // doubling backoff still applies (zprune says 1 s however long it stays busy: the growth is the client's).
+        // Capped at maxBackoffMs: a day's Retry-After, or a date years ahead, must not hang the caller.
         const delay = wait === undefined
           ? this.#backoff(attempt)
-          : Math.min(wait, o.maxBackoffMs) + Math.random() * o.backoffMs * 0.5;
+          : Math.min(o.maxBackoffMs, Math.max(wait + Math.random() * o.backoffMs * 0.5, this.#backoff(attempt)));
         await o.sleep(delay, signal);
         continue;
       }

@@ -255,7 +255,7 @@ def test_retries_busy_then_succeeds(stub: Tuple[str, Script]) -> None:
     client.sleep = waits.append
     mask, stats = client.prune_layer(W, ACT, sparsity=0.5)
     assert script.count == 3 and mask.shape == W.shape and stats["total"] == W.size
-    assert waits[0] == 2.0, "Retry-After is honoured"
+    assert 2.0 <= waits[0] <= 2.5, "Retry-After is honoured, stretched by at most 25 %"
     assert 0.25 * 0.75 <= waits[1] <= 0.5 * 1.25, "exponential backoff without Retry-After"
 
 
@@ -272,6 +272,24 @@ def test_backoff_never_waits_past_max_backoff(stub: Tuple[str, Script], monkeypa
     # 1, 2, 4, 8, ... each stretched by almost 25 %, then capped at 2.
     assert waits[0] == pytest.approx(1.2495)
     assert waits[1:] == [2.0] * 5, waits
+
+
+@pytest.mark.parametrize("jitter,waits", [(0.0, [1.0, 1.0, 1.5, 3.0]), (0.999, [1.24975, 1.24975, 2.499, 4.998])])
+def test_backoff_grows_past_a_retry_after_that_stays_the_same(
+    stub: Tuple[str, Script], monkeypatch: pytest.MonkeyPatch, jitter: float, waits: List[float]
+) -> None:
+    # zprune answers busy with Retry-After: 1 however long it stays busy: the client's doubling must still spread
+    # its retries out. Backoff 0.5 s: 0.5, 1, 2, 4 jittered to 0.75-1.25 of themselves, each at least 1 s stretched by
+    # the same jitter's 0-25 %.
+    url, script = stub
+    monkeypatch.setattr(client_module.random, "random", lambda: jitter)
+    busy = (429, {"Content-Type": "application/json", "Retry-After": "1"}, _json_error("busy"))
+    script.answers = [busy] * 4 + [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    client = ZpruneClient(url, backoff=0.5)
+    got: List[float] = []
+    client.sleep = got.append
+    client.prune_layer(W, ACT, sparsity=0.5)
+    assert got == pytest.approx(waits), got
 
 
 def test_retries_give_up_with_the_error(stub: Tuple[str, Script]) -> None:
@@ -319,6 +337,10 @@ def test_exact_path_is_read_from_the_answer(stub: Tuple[str, Script]) -> None:
 def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> None:
     url, script = stub
     good = msgpack.unpackb(_ok_answer(), raw=False)
+    stats = good["layers"][0]["stats"]
+
+    def tensor(a: Any) -> Dict[str, Any]:
+        return {"dtype": "f32", "shape": list(a.shape), "data": np.ascontiguousarray(a, "<f4").tobytes()}
 
     def layer_with(**changes: Any) -> bytes:
         layer = {**good["layers"][0], **changes}
@@ -330,6 +352,13 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         "no mask": layer_with(mask=None),
         "a shape that is not numbers": layer_with(shape=["x", "y"]),
         "a returned weight of the wrong size": layer_with(weight={"dtype": "f32", "shape": [4, 8], "data": b"\0" * 4}),
+        # Whole tensors, right in themselves, but not of the layer's shape.
+        "a returned weight of another shape": layer_with(weight=tensor(W.T)),
+        "a score of another shape": layer_with(score=tensor(np.zeros((1, W.size), np.float32))),
+        "no stats": layer_with(stats=None),
+        "stats without pruned": layer_with(stats={k: v for k, v in stats.items() if k != "pruned"}),
+        "a total that is not an integer": layer_with(stats={**stats, "total": float(W.size) + 0.5}),
+        "a pruned count that is a string": layer_with(stats={**stats, "pruned": "0"}),
         "not msgpack": b"\xc1",
         "truncated msgpack": _ok_answer()[:-3],
     }
@@ -361,6 +390,25 @@ def test_retry_after_is_capped_by_max_backoff(stub: Tuple[str, Script]) -> None:
     # A day, a date decades ahead: max_backoff each. "inf" is no usable Retry-After: the jittered backoff (0.5 * 4).
     assert waits[:2] == [10.0, 10.0], waits
     assert 1.5 <= waits[2] <= 2.5, waits
+
+
+def test_an_error_answer_cut_short_takes_its_code_from_the_header(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    cut = {"Content-Type": "application/json", "Content-Length": "1000"}  # 5 bytes of 1000 come
+    script.answers = [(422, {**cut, "X-Zprune-Error": "shape_mismatch"}, b'{"err')]
+    raises("shape_mismatch", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    # Not a code: a proxy's own header, say. The status stands in.
+    script.answers = [(422, {**cut, "X-Zprune-Error": "Bad <thing>"}, b'{"err')]
+    raises("http_422", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+
+
+def test_zprune_error_pickles_with_every_attribute() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ZpruneError("busy", "the queue is full", 429, retry_after=1.5)))
+    assert (type(err), err.code, err.message, err.status, err.retry_after) == (
+        ZpruneError, "busy", "the queue is full", 429, 1.5)
+    assert str(err) == "busy (429): the queue is full"
 
 
 def test_an_error_answer_cut_short_keeps_its_status(stub: Tuple[str, Script]) -> None:
@@ -514,3 +562,8 @@ def test_malformed_url_is_refused_at_once() -> None:
         with pytest.raises(http.client.InvalidURL):
             prune_layer(W, ACT, sparsity=0.5, url=url)
     assert ZpruneClient("https://example.invalid/zprune/").url == "https://example.invalid/zprune"
+    # A URL read from a file ends with a newline: dropped, as around the token. Inside, whitespace is no URL.
+    assert ZpruneClient(" http://127.0.0.1:8787/\n").url == "http://127.0.0.1:8787"
+    for url in ["http://exa mple.invalid:8787", "http://example.invalid/\npath", "http://example.invalid\x00"]:
+        with pytest.raises(http.client.InvalidURL):
+            ZpruneClient(url)

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import random
+import re
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -64,8 +66,8 @@ class ZpruneError(Exception):
         self.status = status
         self.retry_after = retry_after
 
-    def __reduce__(self) -> Any:  # keep pickling (e.g. across processes) working with keyword-free args
-        return (type(self), (self.code, self.message, self.status))
+    def __reduce__(self) -> Any:  # keep pickling (e.g. across processes) working: retry_after is keyword-only
+        return (type(self), (self.code, self.message, self.status), {"retry_after": self.retry_after})
 
 
 @dataclass
@@ -198,6 +200,10 @@ def _lower_keys(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
     return {k.lower(): v for k, v in items}
 
 
+#: What an error code in ``X-Zprune-Error`` looks like (the contract's codes are snake_case).
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneError:
     retry = _retry_after(headers.get("retry-after"))
     ctype = (headers.get("content-type") or "").lower()
@@ -210,7 +216,10 @@ def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneE
         err = parsed["error"]
         return ZpruneError(str(err.get("code", "unknown")), str(err.get("message", "")), status, retry_after=retry)
     text = body[:200].decode("utf-8", "replace")
-    return ZpruneError(f"http_{status}", text or f"HTTP {status} with no error body", status, retry_after=retry)
+    # The server names the code in a header too: a body cut short (or eaten by a proxy) still says what happened.
+    named = (headers.get("x-zprune-error") or "").strip()
+    code = named if _ERROR_CODE.fullmatch(named) else f"http_{status}"
+    return ZpruneError(code, text or f"HTTP {status} with no error body", status, retry_after=retry)
 
 
 def _checked_url(url: str) -> str:
@@ -219,6 +228,8 @@ def _checked_url(url: str) -> str:
     urllib would take ``127.0.0.1:8787`` (no scheme) for an unknown scheme and ``ftp://...`` for an FTP transfer
     that waits out the whole timeout: both are mistyped server URLs, not network failures worth retrying.
     """
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise http.client.InvalidURL(f"{url!r}: a URL has no spaces or control characters")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # raises ValueError for a port that is not a number in range
@@ -238,7 +249,8 @@ class ZpruneClient:
         timeout: seconds one attempt may take, from sending the request to the answer's last byte.
         max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
             before the whole answer came (a server restarting), is retried before it is raised.
-        backoff: the first wait between retries when the server gives no ``Retry-After``; doubled each time.
+        backoff: the first wait between retries, doubled each time (jittered by +-25 %); a server's ``Retry-After``
+            is the least wait.
         max_backoff: the longest wait between two tries, a server's ``Retry-After`` included.
 
     Example:
@@ -256,7 +268,8 @@ class ZpruneClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
     ) -> None:
-        self.url = _checked_url((url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).rstrip("/"))
+        # Surrounding whitespace (a URL read from a file ends with a newline) is dropped, as the token's is.
+        self.url = _checked_url((url or os.environ.get("ZPRUNE_URL") or DEFAULT_URL).strip().rstrip("/"))
         # A token read from a secret file often ends with a newline, which no header may carry (the server trims too).
         raw = token if token is not None else os.environ.get("ZPRUNE_TOKEN")
         self.token = (raw or "").strip() or None
@@ -309,7 +322,9 @@ class ZpruneClient:
                     raise err from None
             except http.client.InvalidURL:
                 raise  # a mistyped URL: no network failure, and no retry will mend it
-            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as e:
+            # socket.timeout: a read timeout before Python 3.10, where it is not yet TimeoutError.
+            except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout,
+                    http.client.HTTPException) as e:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
                 err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason!r}", 0)
                 # A refused or reset connection, or one closed before the whole answer came (IncompleteRead), is
@@ -319,10 +334,14 @@ class ZpruneClient:
                 retry = isinstance(reason, (ConnectionError, http.client.IncompleteRead))
                 if not retry or attempt >= self.max_retries:
                     raise err from e
-            # Jittered by +-25 % so that many clients do not return in lockstep, then capped: max_backoff holds.
-            delay = min(self.max_backoff, self.backoff * (2**attempt) * (0.75 + 0.5 * random.random()))
+            # Doubling from `backoff`, jittered by +-25 % so that many clients do not return in lockstep. A server's
+            # Retry-After is the least wait (zprune's says 1 s however long it stays busy: the growth is the
+            # client's), stretched by up to 25 % for the same reason. Then capped: max_backoff holds, and a day's
+            # Retry-After must not hang a notebook.
+            delay = self.backoff * (2**attempt) * (0.75 + 0.5 * random.random())
             if err.retry_after is not None:
-                delay = min(self.max_backoff, err.retry_after)  # a day's Retry-After must not hang a notebook
+                delay = max(delay, err.retry_after * (1 + 0.25 * random.random()))
+            delay = min(self.max_backoff, delay)
             self.sleep(delay)
             attempt += 1
 
@@ -453,14 +472,23 @@ def parse_prune_answer(
                     f"{list(expected[i][1])}",
                     200,
                 )
+            mask = unpack_mask(raw["mask"], shape)
+            stats = dict(raw["stats"])
+            for key in ("pruned", "total"):  # what every caller counts with (prune_model sums them)
+                if isinstance(stats.get(key), bool) or not isinstance(stats.get(key), int):
+                    raise ValueError(f"stats.{key} is {stats.get(key)!r}, not an integer")
+            tensors = {k: decode_tensor(raw[k]) if raw.get(k) is not None else None for k in ("weight", "score")}
+            for k, t in tensors.items():
+                if t is not None and t.shape != shape:
+                    raise ValueError(f"{k} has shape {list(t.shape)}, the layer {list(shape)}")
             layers.append(
                 LayerResult(
                     name=raw["name"],
                     shape=(shape[0], shape[1]),
-                    mask=unpack_mask(raw["mask"], shape),
-                    stats=dict(raw.get("stats") or {}),
-                    weight=decode_tensor(raw["weight"]) if raw.get("weight") is not None else None,
-                    score=decode_tensor(raw["score"]) if raw.get("score") is not None else None,
+                    mask=mask,
+                    stats=stats,
+                    weight=tensors["weight"],
+                    score=tensors["score"],
                     exact_path=str(raw["exactPath"]) if raw.get("exactPath") is not None else None,
                 )
             )
