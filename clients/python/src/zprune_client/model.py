@@ -237,7 +237,7 @@ def prune_model(
         progress: show a tqdm progress bar when tqdm is importable.
         client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
         keep_responses: keep every answer, masks included, in ``ModelPruneReport.responses`` (one per request: a
-            block whose layers exceed the server's body limit together is sent in several).
+            block whose layers exceed the server's body limit or memory budget together is sent in several).
 
     A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
     allow. An error names the block and layers it stopped at; the blocks before it are pruned already (resume with
