@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { main } from "../cli/prune.ts";
 import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU16 } from "../model/mod.ts";
 import { ZpruneError } from "../contract/errors.ts";
+import type { ServerConfig } from "../config.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { startServer, withPrune } from "./_server.ts";
 
@@ -65,25 +66,34 @@ Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; 
   }
 });
 
-Deno.test("deno task prune --server: a block over the body limit goes in several requests, in order", async () => {
-  // 1 MB: a block's seven f16 layers (4 x 128 KiB attention, 3 x 344 KiB MLP) take two requests each.
+/**
+ * `deno task prune --server` (dense skipped, one evaluation window) against a CPU server with `config`: checks that
+ * every layer was pruned once, in order, at 0.5, and returns each `POST /v1/prune`'s `status:layers`.
+ */
+async function postsOfLimitedServer(config: Partial<ServerConfig>): Promise<string[]> {
   const backend = createCpuBackend();
   const posts: string[] = [];
   const log = (e: Record<string, unknown>) => {
     if (e.path === "/v1/prune") posts.push(`${e.status}:${e.layers}`);
   };
-  const server = await startServer({ backend, config: { maxBodyBytes: 1_000_000 }, log });
+  const server = await startServer({ backend, config, log });
   try {
     const report = await main(["--server", server.url, "--skip-dense", "--eval-windows", "1"]);
     assert.ok(report);
-    assert.deepEqual(posts, Array(6).fill(["200:5", "200:2"]).flat(), "two requests per block, all answered");
     const names = Array.from({ length: 6 }, (_, b) => LINEAR_NAMES.map((n) => `model.layers.${b}.${n}.weight`));
     assert.deepEqual(report.layers.map((l) => l.name), names.flat(), "every layer once, in order");
     assert.equal(report.pruned, report.total / 2);
+    return posts;
   } finally {
     await server.close();
     await backend.close();
   }
+}
+
+Deno.test("deno task prune --server: a block over the body limit goes in several requests, in order", async () => {
+  // 1 MB: a block's seven f16 layers (4 x 128 KiB attention, 3 x 344 KiB MLP) take two requests each.
+  const posts = await postsOfLimitedServer({ maxBodyBytes: 1_000_000 });
+  assert.deepEqual(posts, Array(6).fill(["200:5", "200:2"]).flat(), "two requests per block, all answered");
 });
 
 Deno.test("deno task prune --server: a block over the memory budget goes in requests the server admits", async () => {
@@ -91,23 +101,8 @@ Deno.test("deno task prune --server: a block over the memory budget goes in requ
   // weight for f16), plus twice its masks. A block's four attention layers (196,608 weights, the largest 65,536) need
   // about 1.1 MB together; each MLP layer (196,608 weights) 2.4 MB alone, and 2.9 MB with any other layer; the whole
   // block 3.8 MB. Under a budget of 2.8 MB each block takes four requests: attention, then the MLP's three alone.
-  const backend = createCpuBackend();
-  const posts: string[] = [];
-  const log = (e: Record<string, unknown>) => {
-    if (e.path === "/v1/prune") posts.push(`${e.status}:${e.layers}`);
-  };
-  const server = await startServer({ backend, config: { memoryBudgetBytes: 2_800_000 }, log });
-  try {
-    const report = await main(["--server", server.url, "--skip-dense", "--eval-windows", "1"]);
-    assert.ok(report);
-    assert.deepEqual(posts, Array(6).fill(["200:4", "200:1", "200:1", "200:1"]).flat(), "four requests a block");
-    const names = Array.from({ length: 6 }, (_, b) => LINEAR_NAMES.map((n) => `model.layers.${b}.${n}.weight`));
-    assert.deepEqual(report.layers.map((l) => l.name), names.flat(), "every layer once, in order");
-    assert.equal(report.pruned, report.total / 2);
-  } finally {
-    await server.close();
-    await backend.close();
-  }
+  const posts = await postsOfLimitedServer({ memoryBudgetBytes: 2_800_000 });
+  assert.deepEqual(posts, Array(6).fill(["200:4", "200:1", "200:1", "200:1"]).flat(), "four requests a block");
 });
 
 Deno.test("deno task prune: a server error mid-model names the block; --report keeps dense perplexity", async () => {

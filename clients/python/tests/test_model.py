@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -137,23 +137,38 @@ def test_prune_model_keeps_whole_answers_only_when_asked(server_url: str) -> Non
 
 
 
-def test_prune_model_splits_a_block_over_the_body_limit(start_server: Any) -> None:
-    # The tiny model's block: 122,880 bytes of f32 weights; 60,000 a request takes three or so.
-    server = start_server({"ZPRUNE_MAX_BODY_BYTES": "60000"})
-    model = tiny_llama(5)
-    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+def _prune_through_limited_server(start_server: Any, env: Dict[str, str], seed: int) -> List[int]:
+    """``prune_model`` on a tiny model at 0.5 through a server started with ``env``: checks that every layer was
+    pruned once, in order, at 0.5, and returns how many layers each request carried."""
+    server = start_server(env)
+    model = tiny_llama(seed)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(seed))]
     report = prune_model(model, batches, server.url, method="magnitude", pattern="layer", sparsity=0.5,
                          progress=False, keep_responses=True)
     blocks = len(model.model.layers)
-    assert len(report.responses) > blocks, "some block went in several requests"
     sent = [layer.name for result in report.responses for layer in result.layers]
     assert sent == [f"model.layers.{b}.{n}" for b in range(blocks) for n in LLAMA_LINEARS], "each layer once, in order"
     assert report.pruned == report.total // 2
-    # A layer that cannot fit alone is named before anything is sent for it.
-    small = start_server({"ZPRUNE_MAX_BODY_BYTES": "20000"})
+    return [len(r.layers) for r in report.responses]
+
+
+def _first_unfit_layer(start_server: Any, env: Dict[str, str]) -> str:
+    """The message of ``prune_model``'s 413 through a server started with ``env``, where a layer cannot fit alone (it
+    is raised before anything is sent for that layer: no request of the block is made)."""
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(0))]
     with pytest.raises(ZpruneError) as info:
-        prune_model(tiny_llama(5), batches, small.url, method="magnitude", sparsity=0.5, progress=False)
-    assert info.value.code == "too_large" and "model.layers.0.mlp.gate_proj" in info.value.message
+        prune_model(tiny_llama(0), batches, start_server(env).url, method="magnitude", sparsity=0.5, progress=False)
+    assert info.value.code == "too_large", info.value
+    return info.value.message
+
+
+def test_prune_model_splits_a_block_over_the_body_limit(start_server: Any) -> None:
+    # The tiny model's block: 122,880 bytes of f32 weights; 60,000 a request takes three or so.
+    per_request = _prune_through_limited_server(start_server, {"ZPRUNE_MAX_BODY_BYTES": "60000"}, 5)
+    assert len(per_request) > 3, "some block went in several requests"
+    # A layer that cannot fit alone is named before anything is sent for it.
+    message = _first_unfit_layer(start_server, {"ZPRUNE_MAX_BODY_BYTES": "20000"})
+    assert "model.layers.0.mlp.gate_proj" in message and "to send" in message
 
 
 def test_prune_model_splits_a_block_over_the_memory_budget(start_server: Any) -> None:
@@ -161,30 +176,19 @@ def test_prune_model_splits_a_block_over_the_memory_budget(start_server: Any) ->
     # body + the largest layer's scratch (12.125 bytes a weight for f32) + twice the masks: the attention layers about
     # 104 KB together, an MLP layer 101 KB alone, two 128 KB, the whole block 211 KB. Under 150,000 bytes a block
     # takes three requests: attention, gate and up, down.
-    server = start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"})
-    model = tiny_llama(6)
-    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
-    report = prune_model(model, batches, server.url, method="magnitude", pattern="layer", sparsity=0.5,
-                         progress=False, keep_responses=True)
-    blocks = len(model.model.layers)
-    assert [len(r.layers) for r in report.responses] == [4, 2, 1] * blocks
-    sent = [layer.name for result in report.responses for layer in result.layers]
-    assert sent == [f"model.layers.{b}.{n}" for b in range(blocks) for n in LLAMA_LINEARS], "each layer once, in order"
-    assert report.pruned == report.total // 2
+    per_request = _prune_through_limited_server(start_server, {"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"}, 6)
+    assert per_request == [4, 2, 1] * 3
+    message = _first_unfit_layer(start_server, {"ZPRUNE_MEMORY_BUDGET_BYTES": "90000"})
+    assert "model.layers.0.mlp.gate_proj" in message and "working memory" in message
     # The client's arithmetic is the server's: the working memory a 413 names for a whole block, to the byte.
+    model = tiny_llama(6)
     specs = [Layer(f"b0.{n}", model.model.layers[0].get_submodule(n).weight.detach(), None) for n in LLAMA_LINEARS]
     body = {"method": "magnitude", "sparsity": 0.5, "layers": [s.to_wire() for s in specs]}
     with pytest.raises(ZpruneError) as info:
-        ZpruneClient(server.url).prune_raw(body)
+        ZpruneClient(start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"}).url).prune_raw(body)
     needed = re.search(r"needs about (\d+) bytes of working memory", info.value.message)
     assert info.value.code == "too_large" and needed, info.value.message
     assert int(needed.group(1)) == _working_bytes(specs, None, len(encode_request(body)))
-    # A layer that cannot fit alone is named before anything is sent for it.
-    small = start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "90000"})
-    with pytest.raises(ZpruneError) as info:
-        prune_model(tiny_llama(6), batches, small.url, method="magnitude", sparsity=0.5, progress=False)
-    assert info.value.code == "too_large" and "model.layers.0.mlp.gate_proj" in info.value.message
-    assert "working memory" in info.value.message
 
 
 def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
