@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
 import { type Method, PruneRequestSchema } from "../contract/api.ts";
+import { checkpointWeightFiles, isWeightFile } from "../model/safetensors.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -53,11 +54,13 @@ evaluation, one of (default: data/corpus/test_ids.u16):
   --eval-ids FILE.u16 | --eval-text FILE
   --eval-windows N|all   the first N >= 1 windows of seqlen tokens (default 64)
   --skip-dense           do not measure the dense model
-(--calib-text and --eval-text split the file into documents at blank lines, each tokenized with the tokenizer's
-special tokens, such as a leading <s>, and concatenated: how data/corpus's ids were made)
+(--calib-text and --eval-text split the file into documents at blank lines, two line breaks in a row with CRLF read
+as one, each tokenized with the tokenizer's special tokens, such as a leading <s>, and concatenated: how
+data/corpus's ids were made)
 output:
   --out DIR              write the pruned checkpoint (same shards, dtype, config and tokenizer; the source's
-                         reference.json and model card are left out, they describe the dense model)
+                         reference.json and model card are left out, they describe the dense model, and so
+                         are weights in other formats); refused if DIR holds weights the run would not overwrite
   --report FILE.json     dense and pruned perplexity, per-layer stats, timings (if pruning fails: the
                          dense perplexity and the error)
   --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8)
@@ -302,6 +305,17 @@ async function checkOut(raw: string, model: string): Promise<void> {
     if (!info.isDirectory) throw new Error("it exists and is not a directory");
     if (await realPathOrNull(out) === await realPathOrNull(model)) {
       throw new Error("it is the model's own directory (--model): its shards would be overwritten");
+    }
+    // Weights of an earlier run in another layout (or another format) would stay beside the pruned shards, and a
+    // loader may take them first: transformers reads model.safetensors before an index.
+    const writes = new Set(await checkpointWeightFiles(model).catch(() => []));
+    const stale: string[] = [];
+    for await (const e of Deno.readDir(out)) if (isWeightFile(e.name) && !writes.has(e.name)) stale.push(e.name);
+    if (stale.length > 0) {
+      throw new Error(
+        `it holds ${stale.sort().join(", ")}, which this run would not overwrite: a loader could take them for ` +
+          "the pruned weights; remove them or choose another directory",
+      );
     }
     await Deno.remove(await Deno.makeTempFile({ dir: out, prefix: ".zprune-probe-" }));
     return;

@@ -59,6 +59,8 @@ export interface PruneReport {
     totalMs: number;
   };
   out?: string;
+  /** Weight files of other formats in the model's directory, not copied to --out (they hold the dense weights). */
+  outLeftOut?: string[];
   /** The matching figures of the model's reference.json, when the run reproduces how they were made. */
   reference?: { densePpl: number; prunedPpl?: number };
 }
@@ -256,10 +258,10 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const pruneMs = performance.now() - t;
   const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));
 
-  let writeMs: number | undefined;
+  let writeMs: number | undefined, outLeftOut: string[] | undefined;
   if (args.out !== undefined) {
     t = performance.now();
-    await writeCheckpoint(model.ckpt, args.out);
+    outLeftOut = await writeCheckpoint(model.ckpt, args.out);
     writeMs = performance.now() - t;
   }
   const report: PruneReport = {
@@ -289,6 +291,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
       totalMs: performance.now() - t0,
     },
     out: args.out,
+    outLeftOut,
     reference: isDefaultData
       ? await referenceFor(args.model, `${method}/${pattern}`, sparsity, pruned.windows, evalTotal)
       : undefined,
@@ -325,6 +328,7 @@ if (import.meta.main) {
         );
       }
       if (r.out) console.log(`written      ${r.out}`);
+      if (r.outLeftOut?.length) console.log(`             not copied (dense weights): ${r.outLeftOut.join(", ")}`);
     }
   } catch (e) {
     // A server's refusal says which code and status, for a log or a retry decision.

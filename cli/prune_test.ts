@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { main } from "./prune.ts";
+import { checkOutputs, parsePruneArgs } from "./_prune_args.ts";
 import { startServer } from "../tests/_server.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 
@@ -98,6 +99,30 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
     assert.equal(await Deno.readTextFile(file), "x");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() refuses an --out holding weights the run would not overwrite, before reading the model", async () => {
+  const out = await Deno.makeTempDir();
+  const bundled = ["--model", new URL("../models/zp-llama-9m", import.meta.url).pathname];
+  try {
+    // An earlier single-file run, or another format: a loader could take either for the pruned (sharded) model.
+    for (const stale of ["model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json"]) {
+      await Deno.writeFile(`${out}/${stale}`, new Uint8Array(8));
+      await refuses(
+        [...bundled, "--out", out],
+        /--out/,
+        new RegExp(stale.replaceAll(".", "\\.")),
+      );
+      await Deno.remove(`${out}/${stale}`);
+    }
+    // The files the run writes itself (a rerun into the same directory), and others, pass the check.
+    for (const own of ["model-00001-of-00003.safetensors", "model.safetensors.index.json", "notes.txt"]) {
+      await Deno.writeFile(`${out}/${own}`, new Uint8Array(8));
+    }
+    await checkOutputs(parsePruneArgs([...bundled, "--out", out])!);
+  } finally {
+    await Deno.remove(out, { recursive: true });
   }
 });
 

@@ -9,6 +9,7 @@
  */
 import { type DType, DTYPE_BYTES } from "../contract/api.ts";
 import { decode } from "../prune/decode.ts";
+import { readJsonFile } from "./json_file.ts";
 
 /** safetensors dtype names we decode, mapped to the contract's dtypes. */
 const ST_DTYPES: Record<string, DType> = { F32: "f32", F16: "f16", BF16: "bf16" };
@@ -47,7 +48,12 @@ export function parseSafetensors(
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
   if (8 + headerLen > bytes.byteLength) throw new RangeError(`${shard}: header length ${headerLen} exceeds the file`);
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen))) as Record<string, unknown>;
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (e) {
+    throw new SyntaxError(`${shard}: its header is not JSON: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
   const base = 8 + headerLen;
   const tensors: StoredTensor[] = [];
   let metadata: Record<string, string> | undefined;
@@ -73,7 +79,7 @@ export function parseSafetensors(
 
 /** Reads a checkpoint directory's `config.json`. */
 export async function readConfigJson(dir: string): Promise<Record<string, unknown>> {
-  return JSON.parse(await Deno.readTextFile(`${dir}/config.json`)) as Record<string, unknown>;
+  return await readJsonFile(`${dir}/config.json`) as Record<string, unknown>;
 }
 
 /** A shard's bytes; a missing lone `model.safetensors` says what is read instead of a bare NotFound. */
@@ -96,21 +102,43 @@ async function readShard(dir: string, file: string, lone: boolean): Promise<Uint
   }
 }
 
+/** A sharded checkpoint's index of which shard holds each tensor. */
+const INDEX_FILE = "model.safetensors.index.json";
+
+/** The safetensors files a checkpoint directory's weights are in: those its index lists, else `model.safetensors`. */
+async function shardFiles(dir: string): Promise<{ files: string[]; index?: Checkpoint["index"] }> {
+  try {
+    const index = await readJsonFile(`${dir}/${INDEX_FILE}`) as Checkpoint["index"];
+    return { files: [...new Set(Object.values(index!.weight_map))].sort(), index };
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    return { files: ["model.safetensors"] };
+  }
+}
+
+/** The files `writeCheckpoint` writes for the checkpoint in `dir`: its shards, and its index when it has one. */
+export async function checkpointWeightFiles(dir: string): Promise<string[]> {
+  const { files, index } = await shardFiles(dir);
+  return index ? [...files, INDEX_FILE] : files;
+}
+
+/**
+ * Whether a file name is one of the weight formats a checkpoint directory may hold besides the safetensors read
+ * (PyTorch, TensorFlow, Flax, GGUF, ONNX; their indexes too). `writeCheckpoint` does not copy them: they hold the
+ * dense weights, and a loader may take them before the pruned shards (transformers reads `model.safetensors` before
+ * an index, for one).
+ */
+export function isWeightFile(name: string): boolean {
+  return /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx)(\.index\.json)?$/i.test(name);
+}
+
 /**
  * Reads `config.json` and every safetensors shard of a checkpoint directory; `config`, when given, is its
  * `config.json` already read (and checked) by the caller.
  */
 export async function loadCheckpoint(dir: string, config?: Record<string, unknown>): Promise<Checkpoint> {
   config ??= await readConfigJson(dir);
-  let files: string[];
-  let index: Checkpoint["index"];
-  try {
-    index = JSON.parse(await Deno.readTextFile(`${dir}/model.safetensors.index.json`));
-    files = [...new Set(Object.values(index!.weight_map))].sort();
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    files = ["model.safetensors"];
-  }
+  const { files, index } = await shardFiles(dir);
   const tensors = new Map<string, StoredTensor>();
   const shards: Checkpoint["shards"] = [];
   for (const file of files) {
@@ -154,10 +182,11 @@ export const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json",
 
 /**
  * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when
- * sharded), and every other file of the source directory (config, tokenizer, generation config) copied, except
- * `SOURCE_ONLY_FILES`.
+ * sharded), and every other file of the source directory (config, tokenizer, generation config; a symbolic link, as
+ * in Hugging Face's cache, copied as the file it points to) except `SOURCE_ONLY_FILES` and weight files in other
+ * formats (`isWeightFile`). Returns the names of those weight files, left out.
  */
-export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<void> {
+export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<string[]> {
   await Deno.mkdir(outDir, { recursive: true });
   // Every file goes under a temporary name first and all are renamed at the end: a run stopped while writing
   // (minutes for a large model) leaves an existing checkpoint in outDir whole, never old and new shards mixed.
@@ -167,25 +196,30 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise
     written.push([t, `${outDir}/${name}`]);
     return t;
   };
+  const leftOut: string[] = [];
   try {
-    const shardFiles = new Set(ckpt.shards.map((s) => s.file));
+    const shards = new Set(ckpt.shards.map((s) => s.file));
     for await (const entry of Deno.readDir(ckpt.dir)) {
-      if (!entry.isFile || shardFiles.has(entry.name) || entry.name === "model.safetensors.index.json") continue;
-      if (SOURCE_ONLY_FILES.has(entry.name)) continue;
-      await Deno.copyFile(`${ckpt.dir}/${entry.name}`, temp(entry.name));
+      if (shards.has(entry.name) || entry.name === INDEX_FILE || SOURCE_ONLY_FILES.has(entry.name)) continue;
+      const path = `${ckpt.dir}/${entry.name}`;
+      if (!(entry.isFile || (entry.isSymlink && (await Deno.stat(path).catch(() => null))?.isFile))) continue;
+      if (isWeightFile(entry.name)) {
+        leftOut.push(entry.name);
+        continue;
+      }
+      await Deno.copyFile(path, temp(entry.name));
     }
     for (const shard of ckpt.shards) {
       const tensors = shard.names.map((n) => ckpt.tensors.get(n)!);
       await Deno.writeFile(temp(shard.file), encodeSafetensors(tensors, shard.metadata));
     }
-    if (ckpt.index) {
-      await Deno.writeTextFile(temp("model.safetensors.index.json"), JSON.stringify(ckpt.index, null, 2) + "\n");
-    }
+    if (ckpt.index) await Deno.writeTextFile(temp(INDEX_FILE), JSON.stringify(ckpt.index, null, 2) + "\n");
   } catch (e) {
     await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
     throw e;
   }
   for (const [t, final] of written) await Deno.rename(t, final);
+  return leftOut.sort();
 }
 
 /** Decodes raw little-endian bytes of any supported dtype (at any byte offset) into a new Float32Array. */

@@ -45,6 +45,65 @@ Deno.test("writeCheckpoint() round-trips the bundled model byte for byte, less w
   }
 });
 
+Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights in other formats stay out", async () => {
+  // Hugging Face's cache: snapshots/<rev>/ holds symbolic links into ../blobs/. Beside the shards, a dense copy in
+  // other formats, as repositories converted by Hugging Face's bot ship.
+  const root = await Deno.makeTempDir(), out = await Deno.makeTempDir();
+  try {
+    const blobs = `${root}/blobs`, snap = `${root}/snapshots/rev`;
+    await Deno.mkdir(blobs);
+    await Deno.mkdir(snap, { recursive: true });
+    const link = async (name: string, bytes: Uint8Array) => {
+      await Deno.writeFile(`${blobs}/${name}.blob`, bytes);
+      await Deno.symlink(`../../blobs/${name}.blob`, `${snap}/${name}`);
+    };
+    const source = [...Deno.readDirSync(MODEL)].map((e) => e.name).filter((n) =>
+      !["reference.json", "MODEL_CARD.md"].includes(n)
+    );
+    for (const name of source) await link(name, await Deno.readFile(`${MODEL}/${name}`));
+    const dense = ["model.safetensors", "pytorch_model.bin", "consolidated.00.pth"];
+    for (const name of dense) await link(name, new Uint8Array(16));
+    const ck = await loadCheckpoint(snap);
+    assert.deepEqual(await writeCheckpoint(ck, out), dense.sort());
+    const written = [...Deno.readDirSync(out)];
+    assert.deepEqual(written.map((e) => e.name).sort(), source.sort());
+    assert.ok(written.every((e) => e.isFile), "files, not links");
+    for (const name of source.filter((n) => !n.endsWith(".safetensors"))) {
+      assert.deepEqual(await Deno.readFile(`${out}/${name}`), await Deno.readFile(`${MODEL}/${name}`), name);
+    }
+    const again = await loadCheckpoint(out);
+    assert.deepEqual([...again.tensors.keys()].sort(), [...ck.tensors.keys()].sort());
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint() names the file whose JSON is broken: config, index, a shard's header", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const header = new TextEncoder().encode('{"x": ');
+    const shard = new Uint8Array(8 + header.length);
+    new DataView(shard.buffer).setBigUint64(0, BigInt(header.length), true);
+    shard.set(header, 8);
+    const cases: [string, string, Uint8Array | string, RegExp][] = [
+      ["config.json", "config.json", "{bad", /config\.json: /],
+      ["index", "model.safetensors.index.json", '{"weight_map": ', /model\.safetensors\.index\.json: /],
+      ["header", "model.safetensors", shard, /model\.safetensors: its header is not JSON/],
+    ];
+    for (const [what, file, bytes, want] of cases) {
+      for (const e of Deno.readDirSync(dir)) Deno.removeSync(`${dir}/${e.name}`);
+      if (file !== "config.json") await Deno.writeTextFile(`${dir}/config.json`, "{}");
+      await (typeof bytes === "string"
+        ? Deno.writeTextFile(`${dir}/${file}`, bytes)
+        : Deno.writeFile(`${dir}/${file}`, bytes));
+      await assert.rejects(loadCheckpoint(dir), (e: Error) => e instanceof SyntaxError && want.test(e.message), what);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("writeCheckpoint() keeps a single-file checkpoint single-file", async () => {
   const ck = await loadCheckpoint(MODEL);
   const dir = await Deno.makeTempDir(), out = await Deno.makeTempDir();

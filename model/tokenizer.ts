@@ -5,6 +5,7 @@
  */
 import { Tokenizer } from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
+import { readJsonFile } from "./json_file.ts";
 
 /** Token ids; u16 files decode to Uint16Array, tokenizer output to Int32Array. */
 export type TokenArray = Uint16Array | Int32Array;
@@ -20,17 +21,10 @@ export interface ModelTokenizer {
 
 /** Reads `tokenizer.json` and `tokenizer_config.json` of a checkpoint directory. */
 export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
-  } catch (e) {
-    // Deno's NotFound names the path already; a JSON error does not.
-    if (e instanceof SyntaxError) throw new SyntaxError(`${dir}/tokenizer.json: ${e.message}`, { cause: e });
-    throw e;
-  }
+  const json = await readJsonFile(`${dir}/tokenizer.json`) as Record<string, unknown>;
   let config: Record<string, unknown> = {};
   try {
-    config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+    config = await readJsonFile(`${dir}/tokenizer_config.json`) as Record<string, unknown>;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
@@ -43,9 +37,13 @@ export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
   };
 }
 
-/** Splits a corpus into documents at blank lines, the way the shipped `*_ids.u16` files were made. */
+/**
+ * Splits a corpus into documents at blank lines (two line breaks in a row), the way the shipped `*_ids.u16` files
+ * were made. Windows line breaks (CRLF) count as one: left as they were, a CRLF file would be one document with a
+ * carriage return tokenized at every line's end.
+ */
 export function splitDocuments(text: string): string[] {
-  return text.split("\n\n").filter((d) => d.length > 0);
+  return text.replaceAll("\r\n", "\n").split("\n\n").filter((d) => d.length > 0);
 }
 
 /** Tokenizes a corpus document by document, each with the tokenizer's special tokens (`<s>` first), concatenated. */

@@ -23,6 +23,14 @@ Deno.test("tokenizeCorpus(calib.txt) reproduces the shipped calib_ids.u16, <s> =
   assert.equal(ours.filter((id) => id === 0).length, 1409); // one <s> per document
 });
 
+Deno.test("tokenizeCorpus() reads a CRLF file as its LF twin: the same documents, no carriage returns", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  const text = (await Deno.readTextFile(root("data/corpus/test.txt"))).slice(0, 20_000);
+  const lf = tokenizeCorpus(tok, text);
+  assert.ok(lf.filter((id) => id === 0).length > 5, "several documents in the sample");
+  assert.deepEqual(tokenizeCorpus(tok, text.replaceAll("\n", "\r\n")), lf);
+});
+
 Deno.test("tokenizeConversations() renders JSONL conversations with the chat template when there is one", async () => {
   const tok = await loadTokenizer(root("models/zp-llama-9m"));
   const jsonl = '{"messages":[{"role":"user","content":"Call me Ishmael."},{"role":"assistant","content":"Aye."}]}\n';

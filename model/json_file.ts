@@ -1,0 +1,11 @@
+/** Reading the JSON files of a checkpoint directory. */
+
+/** A JSON file's value; a syntax error names the file (Deno's NotFound and permission errors name it already). */
+export async function readJsonFile(path: string): Promise<unknown> {
+  const text = await Deno.readTextFile(path);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SyntaxError(`${path}: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
+}
