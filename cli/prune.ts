@@ -5,8 +5,10 @@
  *
  * Run `deno task prune --help` for the flags.
  */
+import type { InfoResponse } from "../contract/api.ts";
 import { ZpruneClient, ZpruneError } from "../client/mod.ts";
 import {
+  checkModelFits,
   ForwardPool,
   gatherWindows,
   loadModel,
@@ -116,9 +118,9 @@ function errorChain(e: unknown): string {
  * Asks the server for GET /v1/info, which needs the token, so that a wrong URL or token fails before any work
  * rather than after the dense evaluation. Throws naming the URL and the cause.
  */
-async function probeServer(client: ZpruneClient): Promise<void> {
+async function probeServer(client: ZpruneClient): Promise<InfoResponse> {
   try {
-    await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+    return await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   } catch (e) {
     const why = e instanceof ZpruneError
       ? `${e.code} (HTTP ${e.status}): ${e.message}`
@@ -130,7 +132,7 @@ async function probeServer(client: ZpruneClient): Promise<void> {
 }
 
 /** `read()`'s result; its failure names the flag and file it came from (a missing file, a bad JSONL line). */
-async function fromFlag<T>(flag: string, file: string, read: () => Promise<T>): Promise<T> {
+async function fromFlag<T>(flag: string, file: string, read: () => T | Promise<T>): Promise<T> {
   try {
     return await read();
   } catch (e) {
@@ -145,23 +147,73 @@ async function calibrationWindows(
 ): Promise<{ tokens: TokenArray; windows: number; source: string }> {
   const src = args.calibration, T = args.seqlen;
   if (src.kind === "windows") {
-    const starts = await fromFlag("--calib-starts", src.starts, () => readI64(src.starts));
+    const starts = await fromFlag("--calib-starts", src.starts, async () => {
+      const s = await readI64(src.starts);
+      if (s.length === 0) throw new RangeError("it holds no window starts");
+      return s;
+    });
+    const ids = await fromFlag("--calib-ids", src.ids, () => readU16(src.ids));
     return {
-      tokens: gatherWindows(await fromFlag("--calib-ids", src.ids, () => readU16(src.ids)), starts, T),
+      tokens: await fromFlag("--calib-starts", src.starts, () => gatherWindows(ids, starts, T)),
       windows: starts.length,
       source: `${src.ids} at ${src.starts}`,
     };
   }
   const tok = await tokenizer();
-  const ids = await fromFlag(`--calib-${src.kind}`, src.file, async () => {
+  const flag = `--calib-${src.kind}`;
+  const ids = await fromFlag(flag, src.file, async () => {
     const text = await Deno.readTextFile(src.file);
     return src.kind === "text" ? tokenizeCorpus(tok, text) : tokenizeConversations(tok, text);
   });
   return {
-    tokens: gatherWindows(ids, randomStarts(ids.length, src.nsamples, T, src.seed), T),
+    tokens: await fromFlag(
+      flag,
+      src.file,
+      () => gatherWindows(ids, randomStarts(ids.length, src.nsamples, T, src.seed), T),
+    ),
     windows: src.nsamples,
     source: `${src.file} (${ids.length} tokens, seed ${src.seed})`,
   };
+}
+
+/** Whether two checkpoint directories have the same `tokenizer.json`, byte for byte (false where one has none). */
+async function sameTokenizer(a: string, b: string): Promise<boolean> {
+  const read = (dir: string) => Deno.readFile(`${dir}/tokenizer.json`).catch(() => undefined);
+  const [x, y] = await Promise.all([read(a), read(b)]);
+  return x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+/**
+ * Refuses the default calibration or evaluation data for a model whose tokenizer is not the bundled model's: they
+ * are token ids of that tokenizer, and another model would still give a perplexity, a meaningless one.
+ */
+async function checkDefaultIds(args: PruneArgs): Promise<void> {
+  const defaults = [
+    args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds ? "calibration" : "",
+    args.evaluation.kind === "ids" && args.evaluation.file === DEFAULTS.evalIds ? "evaluation" : "",
+  ].filter((d) => d !== "");
+  if (defaults.length === 0 || await sameTokenizer(args.model, DEFAULTS.model)) return;
+  throw new TypeError(
+    `--model ${args.model}: the default ${defaults.join(" and ")} data are token ids of the bundled ` +
+      "zp-llama-9m's tokenizer, and this model's tokenizer.json is another one (or missing): give " +
+      [
+        defaults.includes("calibration")
+          ? "--calib-text FILE (or --calib-jsonl, or --calib-ids with --calib-starts)"
+          : "",
+        defaults.includes("evaluation") ? "--eval-text FILE (or --eval-ids)" : "",
+      ].filter((f) => f !== "").join(" and "),
+  );
+}
+
+/** Throws naming `flag` and `file` when a token id of `ids` is outside the model's vocabulary of `vocab`. */
+function checkVocabulary(ids: TokenArray, vocab: number, flag: string, file: string): void {
+  const at = ids.findIndex((id) => id >= vocab);
+  if (at >= 0) {
+    throw new RangeError(
+      `${flag} ${file}: token id ${ids[at]} (token ${at}) is outside the model's vocabulary of ${vocab}: ids made ` +
+        "with another tokenizer?",
+    );
+  }
 }
 
 /** Runs the CLI with `args`; returns the report (also written to --report when given), undefined for --help. */
@@ -179,18 +231,23 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const remote = args.server !== undefined
     ? new ZpruneClient({ url: args.server, token: args.token ?? Deno.env.get("ZPRUNE_TOKEN") })
     : undefined;
-  if (remote) await probeServer(remote);
+  const remoteInfo = remote ? await probeServer(remote) : undefined;
+  await checkDefaultIds(args);
 
   const model = await loadModel(args.model, { seqLen: seqlen });
   let tok: ReturnType<typeof loadTokenizer> | undefined;
   const tokenizer = () => tok ??= loadTokenizer(args.model);
   const calib = await calibrationWindows(args, tokenizer);
+  const calibFlag = args.calibration.kind === "windows" ? "--calib-ids" : `--calib-${args.calibration.kind}`;
+  const calibFile = args.calibration.kind === "windows" ? args.calibration.ids : args.calibration.file;
+  checkVocabulary(calib.tokens, model.cfg.vocabSize, calibFlag, calibFile);
   const { kind: evalKind, file: evalFile } = args.evaluation;
   // The tokenizer first, outside fromFlag: a broken tokenizer.json is the model's fault, not the text's.
   const evalTok = evalKind === "text" ? await tokenizer() : undefined;
   const evalIds: TokenArray = evalTok
     ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
     : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
+  checkVocabulary(evalIds, model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);
@@ -209,18 +266,25 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
 
   // Whatever fails from here on, every worker and server started is closed, so that the process can exit.
   await using resources = new AsyncDisposableStack();
-  const pool = await ForwardPool.create(model.cfg, model.weights, {
-    seqLen: seqlen,
-    calibWindows: calib.windows,
-    workers: args.workers,
-  });
-  resources.defer(() => pool.close());
   let client = remote;
   if (!client) {
     const local = await startLocalServer();
     resources.defer(() => local.close());
     client = new ZpruneClient({ url: local.url });
   }
+  // A layer the server would refuse is better named now than after the dense evaluation (minutes to hours).
+  try {
+    checkModelFits(model.ckpt, model.cfg, (remoteInfo ?? await client.info()).limits, pattern);
+  } catch (e) {
+    const against = remote ? `--server ${remote.url}` : "the in-process server";
+    throw new RangeError(`the model against ${against}: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
+  const pool = await ForwardPool.create(model.cfg, model.weights, {
+    seqLen: seqlen,
+    calibWindows: calib.windows,
+    workers: args.workers,
+  });
+  resources.defer(() => pool.close());
 
   let dense: PerplexityResult | undefined;
   if (!args.skipDense) dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));

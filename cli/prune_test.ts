@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { main } from "./prune.ts";
 import { checkOutputs, parsePruneArgs } from "./_prune_args.ts";
-import { startServer } from "../tests/_server.ts";
+import { startServer, withPrune } from "../tests/_server.ts";
+import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 
 // A model directory that does not exist: a run refused for its flags must say so before it reads the model.
@@ -182,16 +183,96 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
     assert.match(out, /rejected: .*4 GiB/);
     assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
 
-    // A failure once both the pool and the in-process server run: token ids past the vocabulary (8192) fail the
-    // first calibration forward pass.
-    await Deno.writeFile(`${dir}/ids.u16`, new Uint8Array(2 * 16).fill(0xff));
-    await Deno.writeFile(`${dir}/one.i64`, new Uint8Array(8));
-    const late = await mainInChild([
-      ...["--calib-ids", `${dir}/ids.u16`, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16"],
-      ...["--workers", "1", "--skip-dense"],
-    ]);
-    assert.match(late.out, /rejected: .*token id 65535 outside the vocabulary/);
-    assert.equal(late.code, 0, `the process did not exit by itself:\n${late.out}`);
+    // A failure once the pool runs: a --server whose prune answers an error for the first block.
+    const cpu = createCpuBackend({ threads: 1 });
+    const refusing = withPrune(cpu, () => Promise.reject(new ZpruneError("invalid_request", "refused for the test")));
+    const server = await startServer({ backend: refusing });
+    try {
+      await Deno.writeFile(`${dir}/one.i64`, new Uint8Array(8));
+      const late = await mainInChild([
+        ...["--server", server.url, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16"],
+        ...["--workers", "1", "--skip-dense"],
+      ]);
+      assert.match(late.out, /rejected: block 0 .*refused for the test/);
+      assert.equal(late.code, 0, `the process did not exit by itself:\n${late.out}`);
+    } finally {
+      await server.close();
+      await cpu.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() names, before the dense evaluation, layers a server would refuse, data it cannot use", async () => {
+  const dir = await Deno.makeTempDir();
+  const backend = createCpuBackend({ threads: 1 });
+  const posts: number[] = [];
+  const log = (e: Record<string, unknown>) => void (e.path === "/v1/prune" && posts.push(e.status as number));
+  const small = await startServer({ backend, config: { maxBodyBytes: 300_000 }, log });
+  const narrow = await startServer({ backend, config: { maxLayerElements: 100_000 }, log });
+  try {
+    const report = `${dir}/report.json`;
+    await Deno.writeFile(`${dir}/empty.i64`, new Uint8Array(0));
+    const far = new Uint8Array(8);
+    new DataView(far.buffer).setBigInt64(0, 1_000_000_000n, true);
+    await Deno.writeFile(`${dir}/far.i64`, far);
+    await Deno.writeTextFile(`${dir}/short.txt`, "Call me Ishmael.");
+    const ids = new Uint16Array(300).fill(5);
+    ids[123] = 9000; // the bundled model's vocabulary has 8192 ids
+    await Deno.writeFile(`${dir}/ids.u16`, new Uint8Array(ids.buffer));
+    const cases: [string[], RegExp[]][] = [
+      [["--pattern", "3:7"], [/in-process server/, /q_proj\.weight: its 256 columns are not a multiple of M = 7/]],
+      [["--server", small.url], [/--server http/, /mlp\.gate_proj\.weight: about \d+ bytes to send.* 300000/]],
+      [["--server", narrow.url], [/mlp\.gate_proj\.weight: 768 x 256 weights, over the server's largest layer/]],
+      [["--calib-starts", `${dir}/empty.i64`], [/--calib-starts .*empty\.i64: it holds no window starts/]],
+      [["--calib-starts", `${dir}/far.i64`], [/--calib-starts .*far\.i64: window start 1000000000 leaves/]],
+      [["--calib-text", `${dir}/short.txt`], [/--calib-text .*short\.txt: \d+ tokens are fewer than one window/]],
+      [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16"], [/--eval-ids .*ids\.u16: token id 9000 \(token 123\)/]],
+    ];
+    for (const [args, want] of cases) {
+      await refuses([...args, "--report", report], ...want);
+      // A failure while pruning writes the report, with the dense perplexity measured before it: none came.
+      assert.ok(!(await Deno.stat(report).then(() => true, () => false)), `${args.join(" ")}: a report was written`);
+    }
+    assert.deepEqual(posts, [], "no prune request was sent");
+  } finally {
+    await small.close();
+    await narrow.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() refuses the bundled token ids for a model with another tokenizer unless data are given", async () => {
+  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    // The bundled model's files, linked, with another tokenizer.json (one merge fewer).
+    const other = `${dir}/other`, copy = `${dir}/copy`;
+    for (const d of [other, copy]) {
+      await Deno.mkdir(d);
+      for (const e of Deno.readDirSync(bundled)) await Deno.symlink(`${bundled}/${e.name}`, `${d}/${e.name}`);
+    }
+    const tok = JSON.parse(await Deno.readTextFile(`${bundled}/tokenizer.json`));
+    tok.model.merges.pop();
+    await Deno.remove(`${other}/tokenizer.json`);
+    await Deno.writeTextFile(`${other}/tokenizer.json`, JSON.stringify(tok));
+    await Deno.writeTextFile(`${dir}/short.txt`, "Call me Ishmael.");
+    await refuses(["--model", other], /--model .*other: the default calibration and evaluation data/, /--calib-text/);
+    await refuses(
+      ["--model", other, "--calib-text", `${dir}/short.txt`],
+      /default evaluation data/,
+      /--eval-text FILE/,
+    );
+    // Data of its own pass the check: the run stops later, on the short calibration text.
+    await refuses(
+      ["--model", other, "--calib-text", `${dir}/short.txt`, "--eval-text", `${dir}/short.txt`],
+      /--calib-text .*fewer than one window/,
+    );
+    // The same tokenizer (a copy of the bundled model, as --out writes one) takes the default data: the run stops
+    // later, on an --eval-windows past the test set.
+    await refuses(["--model", copy, "--eval-windows", "100000"], /--eval-windows 100000: .* holds \d+ windows/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -256,8 +337,8 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     await Deno.remove(`${broken}/tokenizer.json`);
     await Deno.writeTextFile(`${broken}/tokenizer.json`, "{oops");
     await Deno.writeTextFile(`${dir}/eval.txt`, "some text\n");
-    const evalText = ["--model", broken, "--skip-dense", "--eval-text", `${dir}/eval.txt`, "--seqlen", "16"];
-    await refuses(evalText, /^\/.*\/model\/tokenizer\.json: /);
+    const texts = ["--calib-text", `${dir}/eval.txt`, "--eval-text", `${dir}/eval.txt`];
+    await refuses(["--model", broken, "--skip-dense", ...texts, "--seqlen", "16"], /^\/.*\/model\/tokenizer\.json: /);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -9,8 +9,8 @@ import type { DType, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
-import type { Checkpoint } from "./safetensors.ts";
-import { LINEAR_NAMES, type LlamaConfig } from "./config.ts";
+import type { Checkpoint, StoredTensor } from "./safetensors.ts";
+import { LINEAR_NAMES, type LinearName, type LlamaConfig } from "./config.ts";
 import { STATS_OF } from "./llama.ts";
 import type { ForwardPool } from "./pool.ts";
 import type { TokenArray } from "./tokenizer.ts";
@@ -135,6 +135,49 @@ function located(where: string, e: unknown): Error {
   return new Error(`${where}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }
 
+/** The linear weights of decoder block `l`, in LINEAR_NAMES order. */
+function blockLinears(ckpt: Checkpoint, l: number): { name: LinearName; full: string; t: StoredTensor }[] {
+  return LINEAR_NAMES.map((name) => {
+    const full = `model.layers.${l}.${name}.weight`;
+    const t = ckpt.tensors.get(full);
+    if (!t || t.shape.length !== 2) throw new TypeError(`checkpoint has no 2-d tensor ${full}`);
+    return { name, full, t };
+  });
+}
+
+/**
+ * Checks, before any work, that a server with `limits` takes every linear layer of the model under `pattern`: each
+ * within its body limit, memory budget and largest layer alone (requests are split by the first two), its columns a
+ * multiple of M for "N:M". Throws a RangeError naming the first layer that would be refused and why.
+ */
+export function checkModelFits(
+  ckpt: Checkpoint,
+  cfg: LlamaConfig,
+  limits: RequestLimits & { maxLayerElements: number },
+  pattern: string,
+): void {
+  const m = Number(/^\d+:(\d+)$/.exec(pattern)?.[1] ?? 0);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const layers = blockLinears(ckpt, l).map(({ full, t }) => {
+      const [rows, cols] = t.shape as [number, number];
+      if (m > 0 && cols % m !== 0) {
+        throw new RangeError(`${full}: its ${cols} columns are not a multiple of M = ${m} (pattern ${pattern})`);
+      }
+      if (rows * cols > limits.maxLayerElements) {
+        throw new RangeError(
+          `${full}: ${rows} x ${cols} weights, over the server's largest layer of ${limits.maxLayerElements}`,
+        );
+      }
+      return { name: full, weight: t, actNormSq: { data: new Uint8Array(4 * cols) } };
+    });
+    try {
+      batchBySize(layers, limits);
+    } catch (e) {
+      throw e instanceof ZpruneError ? new RangeError(e.message, { cause: e }) : e;
+    }
+  }
+}
+
 /**
  * Prunes every decoder block of `ckpt` in order, editing its tensors in place (so `writeCheckpoint` then writes the
  * pruned model) and the pool's weights alike. `calib` holds `windows` windows of `pool.seqLen` tokens. The pool must
@@ -157,12 +200,7 @@ export async function pruneSequential(
     let t0 = performance.now();
     const stats = await pool.calibCollect(l);
     const collectMs = performance.now() - t0;
-    const tensors = LINEAR_NAMES.map((name) => {
-      const full = `model.layers.${l}.${name}.weight`;
-      const t = ckpt.tensors.get(full);
-      if (!t || t.shape.length !== 2) throw new TypeError(`checkpoint has no 2-d tensor ${full}`);
-      return { name, full, t };
-    });
+    const tensors = blockLinears(ckpt, l);
     // actNormSq = sum over calibration tokens of x_j² / number of calibration sequences, sent as f32.
     const layers = tensors.map(({ name, full, t }) => {
       const sums = stats[STATS_OF[name]];
