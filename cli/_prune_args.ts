@@ -111,11 +111,12 @@ function intFlag(name: string, raw: string | undefined, fallback: number, min: n
   return n;
 }
 
-/** The finite number `raw` of `--name`, or undefined when absent. */
+/** The finite decimal number `raw` of `--name`, or undefined when absent. */
 function numFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(n)) throw new RangeError(`--${name} expects a number, got "${raw}"`);
+  // Decimal notation only: Number() also reads "0x0", "0b1" and "Infinity".
+  const n = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(raw) ? Number(raw) : NaN;
+  if (!Number.isFinite(n)) throw new RangeError(`--${name} expects a decimal number, got "${raw}"`);
   return n;
 }
 

@@ -44,6 +44,8 @@ Deno.test("main() refuses non-integer or out-of-range numeric flags by name, bef
     [["--sparsity", "1"], /--sparsity/],
     [["--sparsity", "-0.1"], /--sparsity/],
     [["--sparsity", "NaN"], /--sparsity/],
+    [["--sparsity", "0x0"], /--sparsity expects a decimal number/], // Number() reads hexadecimal
+    [["--exponent", "0b1"], /--exponent expects a decimal number/],
     [["--exponent", "-1"], /--exponent/],
     [["--pattern", "4:2"], /--pattern/],
     [["--pattern", "blocks"], /--pattern/],
