@@ -309,10 +309,15 @@ async function checkOut(raw: string, model: string): Promise<void> {
       throw new Error("it is the model's own directory (--model): its shards would be overwritten");
     }
     // Weights of an earlier run in another layout (or another format) would stay beside the pruned shards, and a
-    // loader may take them first: transformers reads model.safetensors before an index.
-    const writes = new Set(await checkpointWeightFiles(model).catch(() => []));
+    // loader may take them first: transformers reads model.safetensors before an index. (A model whose index cannot
+    // be read is the model loader's to report, naming the index, not --out's.)
+    const writes = await checkpointWeightFiles(model).catch(() => undefined);
     const stale: string[] = [];
-    for await (const e of Deno.readDir(out)) if (isWeightFile(e.name) && !writes.has(e.name)) stale.push(e.name);
+    if (writes) {
+      for await (const e of Deno.readDir(out)) {
+        if (isWeightFile(e.name) && !writes.includes(e.name)) stale.push(e.name);
+      }
+    }
     if (stale.length > 0) {
       throw new Error(
         `it holds ${stale.sort().join(", ")}, which this run would not overwrite: a loader could take them for ` +

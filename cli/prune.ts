@@ -5,6 +5,7 @@
  *
  * Run `deno task prune --help` for the flags.
  */
+import { resolve } from "node:path";
 import type { InfoResponse } from "../contract/api.ts";
 import { ZpruneClient, ZpruneError } from "../client/mod.ts";
 import {
@@ -154,7 +155,12 @@ async function calibrationWindows(
     });
     const ids = await fromFlag("--calib-ids", src.ids, () => readU16(src.ids));
     return {
-      tokens: await fromFlag("--calib-starts", src.starts, () => gatherWindows(ids, starts, T)),
+      // A start past the ids is either file's fault: both are named.
+      tokens: await fromFlag(
+        "--calib-starts",
+        `${src.starts} (with --calib-ids ${src.ids})`,
+        () => gatherWindows(ids, starts, T),
+      ),
       windows: starts.length,
       source: `${src.ids} at ${src.starts}`,
     };
@@ -176,26 +182,47 @@ async function calibrationWindows(
   };
 }
 
-/** Whether two checkpoint directories have the same `tokenizer.json`, byte for byte (false where one has none). */
-async function sameTokenizer(a: string, b: string): Promise<boolean> {
-  const read = (dir: string) => Deno.readFile(`${dir}/tokenizer.json`).catch(() => undefined);
-  const [x, y] = await Promise.all([read(a), read(b)]);
-  return x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+/** `v` as JSON with every object's keys sorted: equal for equal values, however they were written. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    const entries = Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The parts of a `tokenizer.json` that decide which ids a text gets, canonical; undefined where there is none. */
+async function tokenizerIdentity(dir: string): Promise<string | undefined> {
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+  } catch {
+    return undefined; // missing or unreadable: nothing to compare (a run that tokenizes text reports it)
+  }
+  const { model, added_tokens, normalizer, pre_tokenizer, post_processor } = json;
+  return canonical({ model, added_tokens, normalizer, pre_tokenizer, post_processor });
 }
 
 /**
  * Refuses the default calibration or evaluation data for a model whose tokenizer is not the bundled model's: they
- * are token ids of that tokenizer, and another model would still give a perplexity, a meaningless one.
+ * are token ids of that tokenizer, and another model would still give a perplexity, a meaningless one. Tokenizers
+ * are compared by what decides the ids (vocabulary, merges, added tokens, normalisation, pre- and post-processing),
+ * not by how their file is written. A model directory without config.json is left to the model loader's error.
  */
 async function checkDefaultIds(args: PruneArgs): Promise<void> {
   const defaults = [
-    args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds ? "calibration" : "",
-    args.evaluation.kind === "ids" && args.evaluation.file === DEFAULTS.evalIds ? "evaluation" : "",
+    args.calibration.kind === "windows" && resolve(args.calibration.ids) === DEFAULTS.calibIds ? "calibration" : "",
+    args.evaluation.kind === "ids" && resolve(args.evaluation.file) === DEFAULTS.evalIds ? "evaluation" : "",
   ].filter((d) => d !== "");
-  if (defaults.length === 0 || await sameTokenizer(args.model, DEFAULTS.model)) return;
+  if (defaults.length === 0 || !(await Deno.stat(`${args.model}/config.json`).then(() => true, () => false))) return;
+  const [ours, bundled] = await Promise.all([tokenizerIdentity(args.model), tokenizerIdentity(DEFAULTS.model)]);
+  if (ours !== undefined && ours === bundled) return;
   throw new TypeError(
     `--model ${args.model}: the default ${defaults.join(" and ")} data are token ids of the bundled ` +
-      "zp-llama-9m's tokenizer, and this model's tokenizer.json is another one (or missing): give " +
+      `zp-llama-9m's tokenizer, and this model's ${
+        ours === undefined ? "has no tokenizer.json to compare with it" : "tokenizer.json is another one"
+      }: give ` +
       [
         defaults.includes("calibration")
           ? "--calib-text FILE (or --calib-jsonl, or --calib-ids with --calib-starts)"
@@ -247,7 +274,6 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const evalIds: TokenArray = evalTok
     ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
     : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
-  checkVocabulary(evalIds, model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);
@@ -258,6 +284,9 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
         "(--eval-windows all evaluates them all)",
     );
   }
+  // Only the windows evaluated: what lies past them is never read.
+  const evaluated = Math.min(args.evalWindows, evalTotal) * seqlen;
+  checkVocabulary(evalIds.subarray(0, evaluated), model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
   const loadMs = performance.now() - t0;
   const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
     args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds &&

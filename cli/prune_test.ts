@@ -4,6 +4,7 @@
  * reference run end to end) is tests/e2e_prune_test.ts.
  */
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import { main } from "./prune.ts";
 import { checkOutputs, parsePruneArgs } from "./_prune_args.ts";
 import { startServer, withPrune } from "../tests/_server.ts";
@@ -185,7 +186,8 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
     assert.match(out, /rejected: .*4 GiB/);
     assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
 
-    // A failure once the pool runs: a --server whose prune answers an error for the first block.
+    // A failure once the pool runs: a --server whose prune answers an error for the first block. (The case above
+    // fails with the in-process server already running, which it closes; this one closes the pool.)
     const cpu = createCpuBackend({ threads: 1 });
     const refusing = withPrune(cpu, () => Promise.reject(new ZpruneError("invalid_request", "refused for the test")));
     const server = await startServer({ backend: refusing });
@@ -206,7 +208,9 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
   }
 });
 
-Deno.test("main() names, before the dense evaluation, layers a server would refuse, data it cannot use", async () => {
+Deno.test("main() names, before any prune request, layers a server would refuse and data it cannot use", async () => {
+  // (cli/prune.ts runs these checks before the dense evaluation; what a test sees is that no report, which a failure
+  // while pruning writes, and no prune request came.)
   const dir = await Deno.makeTempDir();
   const backend = createCpuBackend({ threads: 1 });
   const posts: number[] = [];
@@ -228,9 +232,11 @@ Deno.test("main() names, before the dense evaluation, layers a server would refu
       [["--server", small.url], [/--server http/, /mlp\.gate_proj\.weight: about \d+ bytes to send.* 300000/]],
       [["--server", narrow.url], [/mlp\.gate_proj\.weight: 768 x 256 weights, over the server's largest layer/]],
       [["--calib-starts", `${dir}/empty.i64`], [/--calib-starts .*empty\.i64: it holds no window starts/]],
-      [["--calib-starts", `${dir}/far.i64`], [/--calib-starts .*far\.i64: window start 1000000000 leaves/]],
+      [["--calib-starts", `${dir}/far.i64`], [/--calib-starts .*far\.i64 \(with --calib-ids .*\): window start 10+ /]],
       [["--calib-text", `${dir}/short.txt`], [/--calib-text .*short\.txt: \d+ tokens are fewer than one window/]],
       [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16"], [/--eval-ids .*ids\.u16: token id 9000 \(token 123\)/]],
+      // Past the windows evaluated, an id is never read: the run goes on, to stop on the pattern.
+      [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16", "--eval-windows", "7", "--pattern", "3:7"], [/M = 7/]],
     ];
     for (const [args, want] of cases) {
       await refuses([...args, "--report", report], ...want);
@@ -262,6 +268,12 @@ Deno.test("main() refuses the bundled token ids for a model with another tokeniz
     await Deno.writeTextFile(`${other}/tokenizer.json`, JSON.stringify(tok));
     await Deno.writeTextFile(`${dir}/short.txt`, "Call me Ishmael.");
     await refuses(["--model", other], /--model .*other: the default calibration and evaluation data/, /--calib-text/);
+    // The default files named, by any path, are still the default data.
+    const evalIds = relative(Deno.cwd(), new URL("../data/corpus/test_ids.u16", import.meta.url).pathname);
+    await refuses(
+      ["--model", other, "--calib-text", `${dir}/short.txt`, "--eval-ids", evalIds],
+      /default evaluation data/,
+    );
     await refuses(
       ["--model", other, "--calib-text", `${dir}/short.txt`],
       /default evaluation data/,
@@ -272,9 +284,19 @@ Deno.test("main() refuses the bundled token ids for a model with another tokeniz
       ["--model", other, "--calib-text", `${dir}/short.txt`, "--eval-text", `${dir}/short.txt`],
       /--calib-text .*fewer than one window/,
     );
-    // The same tokenizer (a copy of the bundled model, as --out writes one) takes the default data: the run stops
-    // later, on an --eval-windows past the test set.
+    // The same tokenizer (a copy of the bundled model, as --out writes one; or its file written again, other
+    // formatting and key order) takes the default data: the run stops later, on an --eval-windows past the test set.
     await refuses(["--model", copy, "--eval-windows", "100000"], /--eval-windows 100000: .* holds \d+ windows/);
+    const rewritten = Object.fromEntries(
+      Object.entries(JSON.parse(await Deno.readTextFile(`${bundled}/tokenizer.json`))).reverse(),
+    );
+    await Deno.remove(`${copy}/tokenizer.json`);
+    await Deno.writeTextFile(`${copy}/tokenizer.json`, JSON.stringify(rewritten, null, 1));
+    await refuses(["--model", copy, "--eval-windows", "100000"], /--eval-windows 100000: .* holds \d+ windows/);
+    // No tokenizer.json: nothing to compare; no config.json either: a mistyped --model, the loader's error.
+    await Deno.remove(`${copy}/tokenizer.json`);
+    await refuses(["--model", copy], /has no tokenizer\.json to compare/);
+    await refuses(["--model", `${dir}/typo`], /typo\/config\.json/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

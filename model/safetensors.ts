@@ -123,13 +123,16 @@ export async function checkpointWeightFiles(dir: string): Promise<string[]> {
 }
 
 /**
- * Whether a file name is one of the weight formats a checkpoint directory may hold besides the safetensors read
- * (PyTorch, TensorFlow, Flax, GGUF, ONNX; their indexes too). `writeCheckpoint` does not copy them: they hold the
- * dense weights, and a loader may take them before the pruned shards (transformers reads `model.safetensors` before
- * an index, for one).
+ * Whether a file holds a model's weights, in the safetensors read or another format: any safetensors, GGUF or ONNX
+ * file, and the weights transformers and Meta's releases write in PyTorch, TensorFlow and Flax formats
+ * (`pytorch_model*.bin`, `model*.pt`, `tf_model*.h5`, `flax_model*.msgpack`, `consolidated*.pth`), their indexes too.
+ * Not a training run's other files (`training_args.bin`, `optimizer.pt`, `rng_state.pth`). `writeCheckpoint` does not
+ * copy weights it did not write: they are the dense ones, and a loader may take them before the pruned shards
+ * (transformers reads `model.safetensors` before an index, for one).
  */
 export function isWeightFile(name: string): boolean {
-  return /\.(safetensors|bin|pt|pth|ckpt|h5|msgpack|gguf|onnx)(\.index\.json)?$/i.test(name);
+  return /\.(safetensors|gguf|onnx)(\.index\.json)?$/i.test(name) ||
+    /^(pytorch_model|model|tf_model|flax_model|consolidated)\b.*\.(bin|pt|pth|h5|msgpack)(\.index\.json)?$/i.test(name);
 }
 
 /**

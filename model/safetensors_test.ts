@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeToF32, loadCheckpoint, writeCheckpoint } from "./safetensors.ts";
+import { decodeToF32, isWeightFile, loadCheckpoint, writeCheckpoint } from "./safetensors.ts";
 import { parseConfig } from "./config.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
@@ -43,6 +43,38 @@ Deno.test("writeCheckpoint() round-trips the bundled model byte for byte, less w
   } finally {
     await Deno.remove(out, { recursive: true });
   }
+});
+
+Deno.test("isWeightFile() knows weight files in every format, not a training run's other files", () => {
+  const weights = [
+    "model.safetensors",
+    "model-00001-of-00002.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model-00001-of-00003.bin",
+    "pytorch_model.bin.index.json",
+    "model.pt",
+    "tf_model.h5",
+    "flax_model.msgpack",
+    "consolidated.00.pth",
+    "model-q4_k_m.gguf",
+    "model.onnx",
+  ];
+  const others = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "generation_config.json",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state.pth",
+    "trainer_state.json",
+    "params.json",
+  ];
+  assert.deepEqual(weights.filter((n) => !isWeightFile(n)), []);
+  assert.deepEqual(others.filter((n) => isWeightFile(n)), []);
 });
 
 Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights in other formats stay out", async () => {
