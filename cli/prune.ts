@@ -288,10 +288,11 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const evaluated = Math.min(args.evalWindows, evalTotal) * seqlen;
   checkVocabulary(evalIds.subarray(0, evaluated), model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
   const loadMs = performance.now() - t0;
+  // The default files however their paths are spelled (relative, say).
   const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
-    args.calibration.kind === "windows" && args.calibration.ids === DEFAULTS.calibIds &&
-    args.calibration.starts === DEFAULTS.calibStarts && args.evaluation.kind === "ids" &&
-    args.evaluation.file === DEFAULTS.evalIds;
+    args.calibration.kind === "windows" && resolve(args.calibration.ids) === DEFAULTS.calibIds &&
+    resolve(args.calibration.starts) === DEFAULTS.calibStarts && args.evaluation.kind === "ids" &&
+    resolve(args.evaluation.file) === DEFAULTS.evalIds;
 
   // Whatever fails from here on, every worker and server started is closed, so that the process can exit.
   await using resources = new AsyncDisposableStack();

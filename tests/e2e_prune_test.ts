@@ -3,6 +3,7 @@
  * server, CPU backend) exactly as reference.json was made, and the written checkpoint reloads pruned.
  */
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import { main } from "../cli/prune.ts";
 import { ForwardPool, LINEAR_NAMES, loadCheckpoint, loadModel, perplexity, readU16 } from "../model/mod.ts";
 import { ZpruneError } from "../contract/errors.ts";
@@ -27,9 +28,14 @@ function zeros(data: Uint8Array, size: number): number {
 Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; --out reloads pruned", async () => {
   const out = await Deno.makeTempDir();
   try {
-    const report = await main(["--skip-dense", "--out", `${out}/ckpt`, "--report", `${out}/report.json`]);
+    // The default evaluation ids named by a relative path are still the reference's data.
+    const evalIds = relative(Deno.cwd(), root("data/corpus/test_ids.u16"));
+    const report = await main(
+      ["--skip-dense", "--eval-ids", evalIds, "--out", `${out}/ckpt`, "--report", `${out}/report.json`],
+    );
     assert.ok(report);
     const want = REFERENCE.ppl["zpruner/layer"][1] as number; // 80.873 on the first 64 windows
+    assert.equal(report.reference?.prunedPpl, want);
     assert.equal(report.evalWindows, 64);
     assert.ok(Math.abs(report.prunedPpl / want - 1) < 0.005, `pruned ppl ${report.prunedPpl} vs reference ${want}`);
     assert.equal(report.layers.length, 6 * 7);
