@@ -182,6 +182,14 @@ async function calibrationWindows(
   };
 }
 
+/** Which of the run's data are the bundled token ids, however their paths are spelled (relative, say). */
+function bundledIds(args: PruneArgs): { calibration: boolean; evaluation: boolean } {
+  return {
+    calibration: args.calibration.kind === "windows" && resolve(args.calibration.ids) === DEFAULTS.calibIds,
+    evaluation: args.evaluation.kind === "ids" && resolve(args.evaluation.file) === DEFAULTS.evalIds,
+  };
+}
+
 /** `v` as JSON with every object's keys sorted: equal for equal values, however they were written. */
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
@@ -211,13 +219,12 @@ async function tokenizerIdentity(dir: string): Promise<string | undefined> {
  * not by how their file is written. A model directory without config.json is left to the model loader's error.
  */
 async function checkDefaultIds(args: PruneArgs): Promise<void> {
-  const defaults = [
-    args.calibration.kind === "windows" && resolve(args.calibration.ids) === DEFAULTS.calibIds ? "calibration" : "",
-    args.evaluation.kind === "ids" && resolve(args.evaluation.file) === DEFAULTS.evalIds ? "evaluation" : "",
-  ].filter((d) => d !== "");
+  const bundled = bundledIds(args);
+  const defaults = [bundled.calibration ? "calibration" : "", bundled.evaluation ? "evaluation" : ""]
+    .filter((d) => d !== "");
   if (defaults.length === 0 || !(await Deno.stat(`${args.model}/config.json`).then(() => true, () => false))) return;
-  const [ours, bundled] = await Promise.all([tokenizerIdentity(args.model), tokenizerIdentity(DEFAULTS.model)]);
-  if (ours !== undefined && ours === bundled) return;
+  const [ours, theirs] = await Promise.all([tokenizerIdentity(args.model), tokenizerIdentity(DEFAULTS.model)]);
+  if (ours !== undefined && ours === theirs) return;
   throw new TypeError(
     `--model ${args.model}: the default ${defaults.join(" and ")} data are token ids of the bundled ` +
       `zp-llama-9m's tokenizer, and this model's ${
@@ -288,11 +295,10 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const evaluated = Math.min(args.evalWindows, evalTotal) * seqlen;
   checkVocabulary(evalIds.subarray(0, evaluated), model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
   const loadMs = performance.now() - t0;
-  // The default files however their paths are spelled (relative, say).
-  const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined &&
-    args.calibration.kind === "windows" && resolve(args.calibration.ids) === DEFAULTS.calibIds &&
-    resolve(args.calibration.starts) === DEFAULTS.calibStarts && args.evaluation.kind === "ids" &&
-    resolve(args.evaluation.file) === DEFAULTS.evalIds;
+  const bundled = bundledIds(args);
+  const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined && bundled.calibration &&
+    bundled.evaluation && args.calibration.kind === "windows" &&
+    resolve(args.calibration.starts) === DEFAULTS.calibStarts;
 
   // Whatever fails from here on, every worker and server started is closed, so that the process can exit.
   await using resources = new AsyncDisposableStack();
