@@ -64,7 +64,8 @@ output:
                          are weights in other formats); refused if DIR holds weights the run would not overwrite
   --report FILE.json     dense and pruned perplexity, per-layer stats, timings (if pruning fails: the
                          dense perplexity and the error)
-  --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8)
+  --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8, and no more than
+                         the available memory holds; each holds the model's float32 weights)
 `;
 
 /** Where calibration windows come from. */

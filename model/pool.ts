@@ -3,7 +3,8 @@
  * for sequential pruning each worker caches the hidden states of its share of the calibration windows.
  */
 import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { type BlockStats, checkArenaFits, emptyStats } from "./llama.ts";
+import { type BlockStats, checkArenaFits, emptyStats, runnerArenaSize } from "./llama.ts";
+import { memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
 import type { TokenArray } from "./tokenizer.ts";
 
@@ -44,10 +45,29 @@ class Slot {
 export interface PoolOptions {
   /** Window length in tokens. */
   seqLen: number;
-  /** Number of workers; default: the number of CPU cores, at most 8. */
+  /** Number of workers; default: the number of CPU cores, at most 8, and no more than the memory holds. */
   workers?: number;
   /** Calibration windows the pool must be able to cache (split between the workers). */
   calibWindows?: number;
+  /** Memory the workers may take, in bytes; default: `memoryForWorkers()`. */
+  memoryBytes?: number;
+}
+
+/**
+ * Host memory a forward worker takes besides its arena and the copy of the weights it is sent: its own runtime.
+ * Measured 2026-11-30 (deno task prune on the bundled model, peak RSS): 392 MB with one worker, 765 MB with four.
+ * Of the 373 MB more, the arenas make 143 (four of 52 MB against one of 65: the calibration cache is split) and three
+ * more copies of the weights 107, which leaves about 41 MB of runtime a worker.
+ */
+const WORKER_RUNTIME_BYTES = 48 * 2 ** 20;
+
+/** The memory workers may take: what the host has available now, within this process's control group's limit. */
+export function memoryForWorkers(): number {
+  try {
+    return Math.min(Deno.systemMemoryInfo().available, memoryLimitBytes() - Deno.memoryUsage().rss);
+  } catch {
+    return Infinity; // no --allow-sys: nothing to go by
+  }
 }
 
 /** A pool of forward-pass workers holding the same model. */
@@ -65,13 +85,32 @@ export class ForwardPool {
 
   /** Starts the workers and copies the weights into each; throws before starting any if their arena cannot fit. */
   static async create(cfg: LlamaConfig, weights: LlamaWeights, opts: PoolOptions): Promise<ForwardPool> {
-    const n = Math.max(1, opts.workers ?? Math.min(8, navigator.hardwareConcurrency || 1));
-    const cacheTokens = Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
+    const cacheFor = (n: number) => Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
+    // Each worker holds its arena, and while it starts the weights it is sent too (all start together).
+    const needs = (n: number) => {
+      const size = runnerArenaSize(cfg, { seqLen: opts.seqLen, cacheTokens: cacheFor(n) });
+      return n * (size.total + size.weights + WORKER_RUNTIME_BYTES);
+    };
+    const memory = opts.memoryBytes ?? memoryForWorkers();
+    const fitting = (most: number) => {
+      let n = Math.max(1, most);
+      while (n > 1 && needs(n) > memory) n--;
+      return n;
+    };
+    const n = opts.workers === undefined ? fitting(Math.min(8, navigator.hardwareConcurrency || 1)) : opts.workers;
+    const cacheTokens = cacheFor(n);
     checkArenaFits(
       cfg,
       { seqLen: opts.seqLen, cacheTokens },
       n === 1 ? "the forward worker" : `each of the ${n} forward workers`,
     );
+    if (n > 1 && needs(n) > memory) {
+      const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+      throw new RangeError(
+        `${n} forward workers (--workers) need about ${gib(needs(n))} of memory (each its arena, the weights it is ` +
+          `sent while it starts, and its runtime), more than the ${gib(memory)} available; ${fitting(n)} would fit`,
+      );
+    }
     const slots = Array.from({ length: n }, () => new Slot());
     const pool = new ForwardPool(cfg, slots, opts.seqLen);
     try {

@@ -1,0 +1,36 @@
+import assert from "node:assert/strict";
+import { ForwardPool, loadModel, runnerArenaSize } from "./mod.ts";
+
+const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+
+Deno.test("ForwardPool.create() starts no more workers than memory holds, and names how many would fit", async () => {
+  const m = await loadModel(MODEL);
+  const opts = { seqLen: 256, calibWindows: 64 };
+  // What n workers hold as they start, by the pool's own account: each its arena (the calibration cache split n
+  // ways), the weights it is sent, and its runtime (48 MiB). Two fit within `two`, three do not.
+  const needs = (n: number) => {
+    const size = runnerArenaSize(m.cfg, { seqLen: 256, cacheTokens: Math.ceil(64 / n) * 256 });
+    return n * (size.total + size.weights + 48 * 2 ** 20);
+  };
+  const two = needs(2) + 1;
+  assert.ok(needs(3) > two);
+  await assert.rejects(
+    ForwardPool.create(m.cfg, m.weights, { ...opts, workers: 4, memoryBytes: two }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /^4 forward workers \(--workers\) need about .* available; 2 would fit$/.test(e.message),
+  );
+  // Asked for by default: as many as the cores give and the memory holds.
+  const cores = Math.min(8, navigator.hardwareConcurrency || 1);
+  for (const [memoryBytes, want] of [[two, Math.min(2, cores)], [1, 1]] as const) {
+    const pool = await ForwardPool.create(m.cfg, m.weights, { ...opts, memoryBytes });
+    try {
+      assert.equal(pool.size, want, `memory ${memoryBytes}`);
+    } finally {
+      pool.close();
+    }
+  }
+  // One worker asked for is started whatever the memory says: there is nothing smaller to try.
+  const one = await ForwardPool.create(m.cfg, m.weights, { ...opts, workers: 1, memoryBytes: 1 });
+  one.close();
+});
