@@ -63,7 +63,8 @@ export interface SequentialResult {
 interface RequestLayer {
   name: string;
   weight: { dtype: DType; shape: readonly number[]; data: Uint8Array };
-  actNormSq: { data: Uint8Array };
+  // Only its size counts here: checkModelFits passes one for a layer whose activations are not collected yet.
+  actNormSq: { data: { readonly byteLength: number } };
 }
 
 /** The server's limits (`GET /v1/info`) each request must keep within. */
@@ -168,7 +169,7 @@ export function checkModelFits(
           `${full}: ${rows} x ${cols} weights, over the server's largest layer of ${limits.maxLayerElements}`,
         );
       }
-      return { name: full, weight: t, actNormSq: { data: new Uint8Array(4 * cols) } };
+      return { name: full, weight: t, actNormSq: { data: { byteLength: 4 * cols } } };
     });
     try {
       batchBySize(layers, limits);
