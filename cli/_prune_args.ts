@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
-import { type Method, PruneRequestSchema } from "../contract/api.ts";
+import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
 import { checkpointWeightFiles, isWeightFile } from "../model/safetensors.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
@@ -119,6 +119,15 @@ function numFlag(name: string, raw: string | undefined): number | undefined {
   const n = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(raw) ? Number(raw) : NaN;
   if (!Number.isFinite(n)) throw new RangeError(`--${name} expects a decimal number, got "${raw}"`);
   return n;
+}
+
+/**
+ * A checked pattern as the reference and the report spell it: N:M without leading zeros ("02:04" is "2:4", the same
+ * request to the server, but would find no reference perplexity under its own spelling).
+ */
+function canonicalPattern(pattern: string): string {
+  const p = parsePattern(pattern, undefined);
+  return p.kind === "nm" ? `${p.n}:${p.m}` : p.kind;
 }
 
 /**
@@ -256,7 +265,7 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     server: v.server,
     token: v.token,
     method: method as Method,
-    pattern,
+    pattern: canonicalPattern(pattern),
     sparsity,
     exponent,
     seqlen,

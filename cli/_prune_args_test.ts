@@ -50,6 +50,11 @@ Deno.test("parsePruneArgs() takes N:M without a sparsity, 'all' windows, and the
     ["2:4", undefined, "wanda", 0, Infinity, 2, 1, { kind: "text", file: "t.txt" }],
   );
   assert.equal(parsePruneArgs(["--sparsity", "0"])!.sparsity, 0);
+  // N:M as the reference and report spell it, whatever zeros lead its numbers.
+  for (const raw of ["02:04", "0002:4", "2:0004"]) {
+    assert.equal(parsePruneArgs(["--pattern", raw])!.pattern, "2:4", raw);
+  }
+  assert.equal(parsePruneArgs(["--pattern", "row"])!.pattern, "row");
   // Decimal notation in all its forms (hexadecimal and the like are refused: cli/prune_test.ts).
   for (const [raw, value] of [[".25", 0.25], ["5e-1", 0.5], [" 0.75 ", 0.75], ["+0.1", 0.1]] as const) {
     assert.equal(parsePruneArgs(["--sparsity", raw])!.sparsity, value, raw);
