@@ -24,13 +24,20 @@ import { zeroMasked } from "../prune/decode.ts";
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };
 
+/**
+ * An attempt's time limit by default: past the server's default deadline (600 s, `ZPRUNE_DEADLINE_MS`), so that a
+ * request the server is still working on gets the server's own answer (503 to retry, or 504, naming where the time
+ * went) rather than a client timeout that cannot tell a slow layer from a hung server.
+ */
+export const DEFAULT_TIMEOUT_MS = 660_000;
+
 /** Options of a client. */
 export interface ClientOptions {
   /** Base URL of the server, e.g. `http://127.0.0.1:8787`. */
   url: string;
   /** Sent as `Authorization: Bearer <token>` when set. */
   token?: string;
-  /** Per-attempt time limit in milliseconds (default 120000). */
+  /** Per-attempt time limit in milliseconds (default `DEFAULT_TIMEOUT_MS`, 660000). */
   timeoutMs?: number;
   /** Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer (default 4). */
   retries?: number;
@@ -143,7 +150,7 @@ export class ZpruneClient {
     }
     this.#opts = {
       token: options.token,
-      timeoutMs: options.timeoutMs ?? 120_000,
+      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       retries: options.retries ?? 4,
       backoffMs: options.backoffMs ?? 200,
       maxBackoffMs: options.maxBackoffMs ?? 10_000,

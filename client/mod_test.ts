@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
-import { applyMask, decodeMsgpack, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
+import { applyMask, decodeMsgpack, DEFAULT_TIMEOUT_MS, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
 import type { PruneResponse } from "../contract/api.ts";
+import { DEFAULT_CONFIG } from "../config.ts";
 
 const OK_BODY: PruneResponse = {
   backend: "cpu",
@@ -76,6 +77,11 @@ Deno.test("applyMask() zeroes exactly the masked f32, f16 and bf16 elements, una
     }
   }
   assert.throws(() => applyMask(new Uint8Array(40), "f32", new Uint8Array(3)), RangeError);
+});
+
+Deno.test("the default timeout outlasts the server's default deadline, so the server's own answer comes first", () => {
+  // Both bound the same request; the server's clock starts later (after the connection), hence a margin.
+  assert.ok(DEFAULT_TIMEOUT_MS >= DEFAULT_CONFIG.deadlineMs + 30_000, `${DEFAULT_TIMEOUT_MS}`);
 });
 
 Deno.test("pruneLayers() retries 429 and 503 after Retry-After (seconds or HTTP date), else backing off", async () => {

@@ -4,7 +4,9 @@ API.md); 429 and 503 are retried honouring ``Retry-After``."""
 from __future__ import annotations
 
 import http.server
+import inspect
 import json
+import re
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Tuple
@@ -13,8 +15,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from zprune_client import ZpruneClient, ZpruneError, prune_layer, prune_layers
+from zprune_client import DEFAULT_TIMEOUT, ZpruneClient, ZpruneError, prune_layer, prune_layers
 from zprune_client import client as client_module
+
+from conftest import REPO
 
 RNG = np.random.default_rng(7)
 W = RNG.standard_normal((8, 16)).astype(np.float32)
@@ -567,3 +571,16 @@ def test_malformed_url_is_refused_at_once() -> None:
     for url in ["http://exa mple.invalid:8787", "http://example.invalid/\npath", "http://example.invalid\x00"]:
         with pytest.raises(http.client.InvalidURL):
             ZpruneClient(url)
+
+
+def test_default_timeout_outlasts_the_servers_default_deadline() -> None:
+    # The server's default, read from its own configuration: a client timeout under it would cut off a slow request
+    # that the server is still working on, before the server's own 503 or 504 could say where the time went.
+    config = (REPO / "config.ts").read_text(encoding="utf-8")
+    match = re.search(r"^\s*deadlineMs: ([\d_]+),", config, re.M)
+    assert match, "config.ts names the default deadline"
+    deadline_s = int(match.group(1).replace("_", "")) / 1000
+    assert DEFAULT_TIMEOUT >= deadline_s + 30, (DEFAULT_TIMEOUT, deadline_s)
+    for fn in (ZpruneClient.__init__, prune_layer, prune_layers):
+        assert inspect.signature(fn).parameters["timeout"].default == DEFAULT_TIMEOUT, fn.__name__
+    assert ZpruneClient("http://127.0.0.1:1").timeout == DEFAULT_TIMEOUT

@@ -14,6 +14,7 @@ transformers. Every server error is raised as ``ZpruneError(code, message, statu
 __version__ = "0.1.0"
 
 from .client import (  # noqa: E402  (the version must exist before client imports it)
+    DEFAULT_TIMEOUT,
     DEFAULT_URL,
     Layer,
     LayerResult,
@@ -28,6 +29,7 @@ from .wire import apply_mask, bf16_bits_to_float32, float32_to_bf16_bits, pack_m
 
 __all__ = [
     "__version__",
+    "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "Layer",
     "LayerResult",

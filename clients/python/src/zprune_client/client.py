@@ -33,10 +33,16 @@ if TYPE_CHECKING:
 #: Where the client looks when no ``url`` is given: ``$ZPRUNE_URL``, else this.
 DEFAULT_URL = "http://127.0.0.1:8787"
 
+#: Seconds one attempt may take by default: past the server's default deadline (600 s, ``ZPRUNE_DEADLINE_MS``), so
+#: that a request the server is still working on gets the server's own answer (503 to retry or 504, naming where the
+#: time went) rather than a client timeout that cannot tell a slow layer from a hung server.
+DEFAULT_TIMEOUT = 660.0
+
 #: HTTP statuses that are retried.
 RETRY_STATUSES = (429, 503)
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
     "ZpruneError",
     "Layer",
@@ -263,7 +269,7 @@ class ZpruneClient:
         url: Optional[str] = None,
         token: Optional[str] = None,
         *,
-        timeout: float = 300.0,
+        timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = 5,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -508,7 +514,7 @@ def prune_layers(
     *,
     url: Optional[str] = None,
     token: Optional[str] = None,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT,
     max_retries: int = 5,
     **kwargs: Any,
 ) -> PruneResult:
@@ -526,7 +532,7 @@ def prune_layer(
     sparsity: Optional[float] = None,
     url: Optional[str] = None,
     token: Optional[str] = None,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT,
     max_retries: int = 5,
     **kwargs: Any,
 ) -> Tuple[NDArray[np.bool_], Dict[str, Any]]:
