@@ -6,7 +6,7 @@ import { z } from "zod";
 
 /**
  * Every error code with its HTTP status: API.md's, and those it leaves out (404 for unknown routes, 499, 500, and
- * 504 for a request whose own work outlasted the server's deadline).
+ * 504 for a request whose own time outlasted the server's deadline).
  */
 export const ERROR_STATUS = {
   bad_msgpack: 400,
@@ -23,9 +23,9 @@ export const ERROR_STATUS = {
   client_closed_request: 499,
   internal: 500,
   unavailable: 503,
-  // Past the deadline after the request's own work, with no other request alongside, took half of it or more
-  // (routes/deadline.ts): the same request would likely miss it again, so unlike 503 it says "do not retry as is"
-  // (clients retry 429 and 503 only).
+  // Past the deadline after the request's own time (its body's arrival with no other request at the server, its
+  // work with none computing alongside) took half of it or more (routes/deadline.ts): the same request would likely
+  // miss it again, so unlike 503 it says "do not retry as is" (clients retry 429 and 503 only).
   deadline_exceeded: 504,
 } as const;
 

@@ -11,7 +11,7 @@ import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backen
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
-import { RequestClock, startDeadline } from "./deadline.ts";
+import { Presence, RequestClock, startDeadline } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
@@ -42,16 +42,19 @@ export interface PruneRouteDeps {
 
 /** The handler of `POST /v1/prune`. */
 export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Promise<Response> {
+  const presence = new Presence();
   return async function prune(c: Context<AppEnv>): Promise<Response> {
     const hold = deps.bodies.open();
+    const here = presence.enter();
     try {
-      return await handle(c, hold);
+      return await handle(c, hold, here.alone);
     } finally {
+      here.leave();
       hold.release();
     }
   };
 
-  async function handle(c: Context<AppEnv>, hold: BodyHold): Promise<Response> {
+  async function handle(c: Context<AppEnv>, hold: BodyHold, arrivingAlone: () => boolean): Promise<Response> {
     const start = performance.now();
     const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (!isMsgpackType(type)) {
@@ -66,6 +69,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const deadline = deps.deadlineMs > 0 ? startDeadline(deps.deadlineMs) : undefined;
     const signal = AbortSignal.any(deadline ? [c.req.raw.signal, deadline.signal] : [c.req.raw.signal]);
     const clock = new RequestClock(start);
+    clock.arrivingAlone = arrivingAlone;
     try {
       return await compute(c, hold, signal, clock);
     } catch (e) {
@@ -85,7 +89,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
   ): Promise<Response> {
     const { start } = clock;
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
-    clock.phase(true);
+    clock.phase("working");
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
     // Summing large `inputs` takes a while: other requests and /healthz get their turns meanwhile.
@@ -94,7 +98,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const prepared = await prepareRequest(request, { maxLayerElements: deps.maxLayerElements }, pause)
       .finally(() => prepTurns.stop());
     const { params, layers } = prepared;
-    clock.phase(false);
+    clock.phase("waiting");
     c.set("layers", layers.length);
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
     const decodeMs = performance.now() - start;
@@ -102,7 +106,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     let computeMs = 0;
     const outputs = await deps.queue.run(
       async (keep) => {
-        clock.phase(true);
+        clock.phase("working");
         clock.alone = deps.queue.alone();
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();

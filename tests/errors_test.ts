@@ -724,6 +724,44 @@ Deno.test("a client gone mid-upload counts as 499, never 5xx; pattern labels sta
   }
 });
 
+Deno.test("a deadline met mid-body: 504 with the server to itself, 503 to retry beside another request", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const server = await startServer({ backend, config: { deadlineMs: 400 } });
+  const port = Number(new URL(server.url).port);
+  const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 100\r\n\r\n";
+  /** Opens an upload that sends 10 of its 100 bytes and stalls. */
+  const stalled = async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode(head));
+    await conn.write(new Uint8Array(10).fill(0x81));
+    return conn;
+  };
+  const answerOf = async (conn: Deno.Conn) => {
+    const answer = await readAnswer(conn, "the answer to a stalled upload");
+    return { status: Number(answer.head.split(" ")[1]), ...(JSON.parse(answer.body) as ErrorBody).error };
+  };
+  const conns: Deno.Conn[] = [];
+  try {
+    // Alone: the same body would come as slowly again, so retrying cannot help.
+    conns.push(await stalled());
+    const alone = await answerOf(conns[0]!);
+    assert.deepEqual([alone.status, alone.code], [504, "deadline_exceeded"], alone.message);
+    assert.match(alone.message, /ms for its body to arrive with no other request at the server/);
+    // Two at once: each shared the server (and perhaps the link) with the other.
+    conns.push(await stalled(), await stalled());
+    for (const conn of conns.slice(1)) {
+      const shared = await answerOf(conn);
+      assert.deepEqual([shared.status, shared.code], [503, "unavailable"], shared.message);
+      assert.match(shared.message, /ms for its body to arrive while other requests were at the server/);
+    }
+    await assertStillHealthy(server);
+  } finally {
+    for (const conn of conns) conn.close();
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("a client that half-closes mid-body receives the 499, naming the length it declared", async () => {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend });
