@@ -1,5 +1,6 @@
 /**
- * A TypeScript client for the zprune endpoint over plain `fetch` (Deno, Bun, Node 18+, browsers).
+ * A TypeScript client for the zprune endpoint over plain `fetch`. Deno and Bun import it as it is; elsewhere it needs
+ * a bundler or TypeScript loader (with `zod` and `msgpackr`), and `AbortSignal.any` for calls given a signal.
  *
  * @example
  * ```ts
@@ -11,14 +12,18 @@
 import {
   type DType,
   DTYPE_BYTES,
+  type HealthResponse,
+  HealthResponseSchema,
   type InfoResponse,
+  InfoResponseSchema,
   type PruneRequestInput,
   type PruneResponse,
   PruneResponseSchema,
   type Tensor,
 } from "../contract/api.ts";
-import { ERROR_STATUS, type ErrorCode, isErrorCode, ZpruneError } from "../contract/errors.ts";
+import { type AnyErrorCode, ERROR_STATUS, type ErrorCode, ZpruneError } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import type { z } from "zod";
 import { zeroMasked } from "../prune/decode.ts";
 
 export { ZpruneError };
@@ -37,13 +42,19 @@ export interface ClientOptions {
   url: string;
   /** Sent as `Authorization: Bearer <token>` when set. */
   token?: string;
-  /** Per-attempt time limit in milliseconds (default `DEFAULT_TIMEOUT_MS`, 660000). */
+  /**
+   * Per-attempt time limit in milliseconds, upload and download included: 1 to 2^31 - 1 (a timer's range), or
+   * `Infinity` for none (default `DEFAULT_TIMEOUT_MS`, 660000).
+   */
   timeoutMs?: number;
   /** Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer (default 4). */
   retries?: number;
   /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
   backoffMs?: number;
-  /** Upper bound of one wait between tries in milliseconds, a server's Retry-After included (default 10000). */
+  /**
+   * Upper bound of one wait between tries in milliseconds, a server's Retry-After included, up to 2^31 - 1 (default
+   * 10000).
+   */
   maxBackoffMs?: number;
   /** The fetch to use (default: the global one). */
   fetch?: typeof fetch;
@@ -58,9 +69,12 @@ export function encodeRequest(request: PruneRequestInput): Uint8Array<ArrayBuffe
 
 export { decodeMsgpack };
 
-/** Builds a wire tensor from any typed array (its bytes are sent as they are, little-endian). */
-export function tensor(dtype: DType, shape: number[], data: ArrayBufferView<ArrayBuffer>): Tensor {
-  return { dtype, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+/**
+ * Builds a wire tensor from any typed array or DataView, a view into a larger buffer included: only its own bytes
+ * are sent, as they are (little-endian).
+ */
+export function tensor(dtype: DType, shape: readonly number[], data: ArrayBufferView): Tensor {
+  return { dtype, shape: [...shape], data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
 /**
@@ -83,10 +97,19 @@ function codeOfStatus(status: number): ErrorCode {
   return hit?.[0] ?? "internal";
 }
 
-/** Turns an error answer (JSON or msgpack `{error: {code, message}}`) into a ZpruneError. */
-async function errorOf(res: Response): Promise<ZpruneError> {
+/** The shape of an error code (as the Python client checks it): a server's code it does not know yet is kept. */
+const CODE_SHAPE = /^[a-z][a-z0-9_]{0,63}$/;
+
+/**
+ * Turns an error answer (JSON or msgpack `{error: {code, message}}`) into a ZpruneError; throws `signal`'s reason
+ * if it aborts (a timeout, the caller's abort) while the body downloads.
+ */
+async function errorOf(res: Response, signal: AbortSignal): Promise<ZpruneError> {
   // An error answer cut short still has its status and headers to tell what happened.
-  const bytes = await res.arrayBuffer().then((b) => new Uint8Array(b), () => new Uint8Array(0));
+  const bytes = await res.arrayBuffer().then((b) => new Uint8Array(b), () => {
+    if (signal.aborted) throw signal.reason;
+    return new Uint8Array(0);
+  });
   const type = res.headers.get("content-type") ?? "";
   let body: unknown;
   try {
@@ -98,7 +121,9 @@ async function errorOf(res: Response): Promise<ZpruneError> {
   const headers: Record<string, string> = {};
   const retryAfter = res.headers.get("retry-after");
   if (retryAfter !== null) headers["Retry-After"] = retryAfter;
-  const code = isErrorCode(err?.code) ? err.code : codeOfStatus(res.status);
+  const code: AnyErrorCode = typeof err?.code === "string" && CODE_SHAPE.test(err.code)
+    ? err.code
+    : codeOfStatus(res.status);
   const message = typeof err?.message === "string"
     ? err.message
     : `HTTP ${res.status}: ${new TextDecoder().decode(bytes.subarray(0, 200))}`;
@@ -116,6 +141,9 @@ function retryAfterMs(value: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/** The largest delay a timer takes: past it, it fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Sleeps `ms`, or rejects as soon as `signal` aborts. */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -127,9 +155,87 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
-    }, ms);
+    }, Math.min(ms, MAX_TIMER_MS));
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/** Whether two shapes are the same. */
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, k) => d === b[k]);
+}
+
+/**
+ * Checks that `res` answers `request`: its layers, in order, by name and shape, with masks of their length and
+ * returned tensors of the layer's shape and their bytes; else `invalid_response`.
+ */
+function checkLayers(request: PruneRequestInput, res: PruneResponse, status: number): void {
+  const asked = request.layers;
+  if (res.layers.length !== asked.length) {
+    throw invalidResponse(`${res.layers.length} layer(s) answered for the ${asked.length} sent`, status);
+  }
+  res.layers.forEach((layer, i) => {
+    const want = asked[i]!, shape = want.weight.shape;
+    const where = `layer ${i} (${JSON.stringify(layer.name)})`;
+    if (layer.name !== want.name || !sameShape(layer.shape, shape)) {
+      throw invalidResponse(
+        `${where} answered as ${JSON.stringify(layer.shape)}, sent as ${JSON.stringify(want.name)} ` +
+          JSON.stringify(shape),
+        status,
+      );
+    }
+    const count = layer.shape.reduce((a, d) => a * d, 1);
+    if (layer.mask.byteLength !== Math.ceil(count / 8)) {
+      throw invalidResponse(`${where}: a mask of ${layer.mask.byteLength} bytes for ${count} weights`, status);
+    }
+    for (const [key, t] of [["weight", layer.weight], ["score", layer.score]] as const) {
+      if (t && (!sameShape(t.shape, shape) || t.data.byteLength !== count * DTYPE_BYTES[t.dtype])) {
+        throw invalidResponse(
+          `${where}: the returned ${key} is ${t.dtype} ${JSON.stringify(t.shape)} in ${t.data.byteLength} bytes`,
+          status,
+        );
+      }
+    }
+  });
+}
+
+/** The error for an answer that breaks the contract (`status`: the HTTP status it came with). */
+function invalidResponse(message: string, status: number): ZpruneError {
+  return new ZpruneError("invalid_response", message, { status });
+}
+
+/**
+ * `answer` itself once it passes `schema` (the schema's output would drop fields a newer server adds), or
+ * `invalid_response` naming the first problem and where.
+ */
+function parseAnswer<T>(schema: z.ZodType<T>, answer: unknown, path: string, status: number): T {
+  const parsed = schema.safeParse(answer);
+  if (parsed.success) return answer as T;
+  const issue = parsed.error.issues[0];
+  throw invalidResponse(
+    `${path} answered out of contract: ${issue ? `${issue.path.join(".") || "(root)"}: ${issue.message}` : "?"}`,
+    status,
+  );
+}
+
+/**
+ * A signal that aborts with a `TimeoutError` after `ms` (never for `Infinity`), as `AbortSignal.timeout` does, but
+ * whose timer `clear()` ends: `AbortSignal.timeout`'s would hold each call's signals for the whole timeout (eleven
+ * minutes by default) after it returned.
+ */
+function attemptTimeout(ms: number): { signal: AbortSignal; clear(): void } {
+  const ctl = new AbortController();
+  if (ms === Infinity) return { signal: ctl.signal, clear: () => {} };
+  const timer = setTimeout(() => ctl.abort(new DOMException(`no answer within ${ms} ms`, "TimeoutError")), ms);
+  return { signal: ctl.signal, clear: () => clearTimeout(timer) };
+}
+
+/** Checks a numeric option: a number within [min, max] (Infinity only where `max` is). */
+function checkedOption(name: string, value: number, min: number, max: number): number {
+  if (typeof value !== "number" || Number.isNaN(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be a number from ${min} to ${max}, got ${value}`);
+  }
+  return value;
 }
 
 /** A client of one zprune server. */
@@ -140,68 +246,80 @@ export class ZpruneClient {
   /** Creates a client; nothing is sent until the first call. */
   constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, "");
-    // A URL fetch can never use is a mistake to report now, not a failure to retry with backoff.
-    let scheme = "";
+    // A URL fetch can never use is a mistake to report now, not a failure to retry with backoff. Paths are appended
+    // to the base as text: a query or fragment would swallow them, and credentials in it would go out as Basic
+    // auth beside the token.
+    let url: URL | undefined;
     try {
-      scheme = new URL(this.url).protocol;
+      url = new URL(this.url);
     } catch { /* reported below */ }
-    if (scheme !== "http:" && scheme !== "https:") {
+    if (url?.protocol !== "http:" && url?.protocol !== "https:") {
       throw new TypeError(`${JSON.stringify(options.url)}: expected http://host:port or https://host:port`);
+    }
+    if (url.search || url.hash || url.username || url.password || /[?#]/.test(this.url)) {
+      throw new TypeError(
+        `${JSON.stringify(options.url)}: the base URL takes no query, fragment or user:password (give a token)`,
+      );
     }
     this.#opts = {
       token: options.token,
-      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      retries: options.retries ?? 4,
-      backoffMs: options.backoffMs ?? 200,
-      maxBackoffMs: options.maxBackoffMs ?? 10_000,
+      timeoutMs: options.timeoutMs === Infinity
+        ? Infinity
+        : checkedOption("timeoutMs", options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1, MAX_TIMER_MS),
+      retries: checkedOption("retries", options.retries ?? 4, 0, Number.MAX_SAFE_INTEGER),
+      backoffMs: checkedOption("backoffMs", options.backoffMs ?? 200, 0, MAX_TIMER_MS),
+      maxBackoffMs: checkedOption("maxBackoffMs", options.maxBackoffMs ?? 10_000, 0, MAX_TIMER_MS),
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
       sleep: options.sleep ?? sleep,
     };
   }
 
   /**
-   * Prunes the request's layers (`POST /v1/prune`). Typed arrays anywhere in the request are sent as `bin`.
-   * Throws `ZpruneError` with the server's code, or the abort reason (a `TimeoutError` after `timeoutMs`).
+   * Prunes the request's layers (`POST /v1/prune`). Tensors' `data` are bytes: `tensor()` makes them from any typed
+   * array. Throws `ZpruneError` with the server's code, `invalid_response` for an answer that breaks the contract
+   * (layers not the request's in number, order, names and shapes, or a mask of another length), or the abort
+   * reason (a `TimeoutError` after `timeoutMs`). Fields a newer server adds are kept in the answer.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
     const body = encodeRequest(request);
-    const reply = await this.#send("/v1/prune", {
+    const { bytes, status } = await this.#send("/v1/prune", {
       method: "POST",
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
       body,
     }, options.signal);
     let answer: unknown;
     try {
-      answer = decodeMsgpack(reply);
+      answer = decodeMsgpack(bytes);
     } catch (err) {
-      // The HTTP status was 200: the fault is the answer's, which the status says as it was.
-      throw new ZpruneError("internal", `the server's answer is not plain msgpack: ${(err as Error).message}`, {
-        status: 200,
-      });
+      throw invalidResponse(`the answer is not plain msgpack: ${(err as Error).message}`, status);
     }
-    const parsed = PruneResponseSchema.safeParse(answer);
-    if (!parsed.success) {
-      throw new ZpruneError("internal", `malformed prune response: ${parsed.error.issues[0]?.message ?? "?"}`, {
-        status: 200,
-      });
-    }
-    return parsed.data;
+    const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);
+    checkLayers(request, res, status);
+    return res;
   }
 
   /** `GET /v1/info`: version, backend, device and limits. */
-  info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
-    return this.#getJson("/v1/info", options.signal);
+  async info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
+    return parseAnswer(InfoResponseSchema, await this.#getJson("/v1/info", options.signal), "/v1/info", 200);
   }
 
   /** `GET /healthz`. */
-  health(options: { signal?: AbortSignal } = {}): Promise<{ status: string; backend: string }> {
-    return this.#getJson("/healthz", options.signal);
+  async health(options: { signal?: AbortSignal } = {}): Promise<HealthResponse> {
+    return parseAnswer(HealthResponseSchema, await this.#getJson("/healthz", options.signal), "/healthz", 200);
   }
 
-  /** A GET whose 2xx answer is JSON. */
-  async #getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
-    const body = await this.#send(path, { method: "GET", headers: { accept: "application/json" } }, signal);
-    return JSON.parse(new TextDecoder().decode(body)) as T;
+  /** A GET whose 2xx answer is JSON, parsed. */
+  async #getJson(path: string, signal?: AbortSignal): Promise<unknown> {
+    const { bytes, status } = await this.#send(
+      path,
+      { method: "GET", headers: { accept: "application/json" } },
+      signal,
+    );
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      throw invalidResponse(`${path} answered something other than JSON: ${(err as Error).message}`, status);
+    }
   }
 
   /**
@@ -209,38 +327,57 @@ export class ZpruneClient {
    * throws. The body is read inside the attempt, so a connection lost mid-answer is retried like a refused one,
    * and an abort or timeout while it downloads throws its own reason.
    */
-  async #send(path: string, init: RequestInit, signal?: AbortSignal): Promise<Uint8Array> {
+  async #send(
+    path: string,
+    init: RequestInit,
+    signal?: AbortSignal,
+  ): Promise<{ bytes: Uint8Array; status: number }> {
     const o = this.#opts;
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
     for (let attempt = 0;; attempt++) {
-      const timeout = AbortSignal.timeout(o.timeoutMs);
-      const attemptSignal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      const timeout = attemptTimeout(o.timeoutMs);
+      const attemptSignal = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
       let res: Response;
       try {
-        res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal });
-        if (res.ok) return new Uint8Array(await res.arrayBuffer());
+        // Not followed: a redirected POST comes back as a GET without its body, then reads as a wrong route.
+        res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal, redirect: "manual" });
+        if (res.ok) return { bytes: new Uint8Array(await res.arrayBuffer()), status: res.status };
+        if ((res.status >= 300 && res.status < 400) || res.type === "opaqueredirect") {
+          await res.body?.cancel();
+          const to = res.headers.get("location");
+          throw new ZpruneError(
+            "invalid_response",
+            `${path} was redirected${to ? ` to ${to}` : ""} (HTTP ${res.status}): give the server's own URL as \`url\``,
+            { status: res.status },
+          );
+        }
+        if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
+          const wait = retryAfterMs(res.headers.get("retry-after"));
+          await res.body?.cancel();
+          // Retry-After is the least wait, plus a little jitter so that many clients do not return in lockstep;
+          // the doubling backoff still applies (zprune says 1 s however long it stays busy: the growth is the
+          // client's). Capped at maxBackoffMs: a day's Retry-After, or a date years ahead, must not hang the caller.
+          const delay = wait === undefined
+            ? this.#backoff(attempt)
+            : Math.min(o.maxBackoffMs, Math.max(wait + Math.random() * o.backoffMs * 0.5, this.#backoff(attempt)));
+          timeout.clear();
+          await o.sleep(delay, signal);
+          continue;
+        }
+        throw await errorOf(res, attemptSignal);
       } catch (err) {
+        if (err instanceof ZpruneError) throw err;
         if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
         // A refused or reset connection, before or during the answer: the server may be restarting, so it is
         // worth another try.
         if (attempt >= o.retries) throw err;
+        timeout.clear();
         await o.sleep(this.#backoff(attempt), signal);
         continue;
+      } finally {
+        timeout.clear();
       }
-      if ((res.status === 429 || res.status === 503) && attempt < o.retries) {
-        const wait = retryAfterMs(res.headers.get("retry-after"));
-        await res.body?.cancel();
-        // Retry-After is the least wait, plus a little jitter so that many clients do not return in lockstep; the
-        // doubling backoff still applies (zprune says 1 s however long it stays busy: the growth is the client's).
-        // Capped at maxBackoffMs: a day's Retry-After, or a date years ahead, must not hang the caller.
-        const delay = wait === undefined
-          ? this.#backoff(attempt)
-          : Math.min(o.maxBackoffMs, Math.max(wait + Math.random() * o.backoffMs * 0.5, this.#backoff(attempt)));
-        await o.sleep(delay, signal);
-        continue;
-      }
-      throw await errorOf(res);
     }
   }
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
 import { applyMask, decodeMsgpack, DEFAULT_TIMEOUT_MS, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
-import type { PruneResponse } from "../contract/api.ts";
+import type { PruneRequestInput, PruneResponse } from "../contract/api.ts";
 import { DEFAULT_CONFIG } from "../config.ts";
 
 const OK_BODY: PruneResponse = {
@@ -191,16 +191,153 @@ Deno.test("pruneLayers(): an error answer cut short keeps its status; a malforme
   await withServer(() => msgpack({ layers: "none" }), async (url) => {
     await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
       assert.ok(e instanceof ZpruneError);
-      assert.equal(e.status, 200);
-      assert.match(e.message, /malformed prune response/);
+      assert.deepEqual([e.code, e.status], ["invalid_response", 200]);
+      assert.match(e.message, /\/v1\/prune answered out of contract: /);
       return true;
     });
+  });
+});
+
+/** Asserts that `p` rejects with `invalid_response` and a message matching `message`. */
+async function rejectsInvalid(p: Promise<unknown>, message: RegExp, status = 200): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof ZpruneError, `${e}`);
+    assert.deepEqual([e.code, e.status], ["invalid_response", status], e.message);
+    assert.match(e.message, message);
+    return true;
+  });
+}
+
+Deno.test("pruneLayers(): an answer not of the request's layers is invalid_response; added fields kept", async () => {
+  const two: PruneRequestInput = { ...REQUEST, layers: [REQUEST.layers[0]!, { ...REQUEST.layers[0]!, name: "l1" }] };
+  const answered = (over: Record<string, unknown>) =>
+    msgpack({ ...OK_BODY, layers: [{ ...OK_BODY.layers[0], ...over }] });
+  const cases: [Response, PruneRequestInput, RegExp][] = [
+    [msgpack(OK_BODY), two, /1 layer\(s\) answered for the 2 sent/],
+    [answered({ name: "other" }), REQUEST, /layer 0 \("other"\) answered as \[1,8\], sent as "l0" \[1,8\]/],
+    [answered({ shape: [2, 4] }), REQUEST, /answered as \[2,4\], sent as "l0" \[1,8\]/],
+    [answered({ mask: new Uint8Array(2) }), REQUEST, /a mask of 2 bytes for 8 weights/],
+    [
+      answered({ weight: { dtype: "f32", shape: [1, 8], data: new Uint8Array(16) } }),
+      REQUEST,
+      /the returned weight is f32 \[1,8\] in 16 bytes/,
+    ],
+    [
+      answered({ score: { dtype: "f32", shape: [8, 1], data: new Uint8Array(32) } }),
+      REQUEST,
+      /the returned score is f32 \[8,1\]/,
+    ],
+  ];
+  for (const [answer, request, message] of cases) {
+    await withServer(() => answer.clone(), async (url) => {
+      await rejectsInvalid(new ZpruneClient({ url, retries: 0 }).pruneLayers(request), message);
+    });
+  }
+  // API.md lets the server add fields: they reach the caller.
+  const newer = { ...OK_BODY, requestId: "r1", layers: [{ ...OK_BODY.layers[0], newField: 7 }] };
+  await withServer(() => msgpack(newer), async (url) => {
+    const res = await new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST);
+    assert.equal((res as unknown as { requestId: string }).requestId, "r1");
+    assert.equal((res.layers[0] as unknown as { newField: number }).newField, 7);
+  });
+});
+
+Deno.test("info() and health(): a non-JSON or out-of-contract answer is invalid_response", async () => {
+  await withServer(
+    () => new Response("<html>login</html>", { headers: { "content-type": "text/html" } }),
+    async (url) => {
+      const client = new ZpruneClient({ url, retries: 0 });
+      await rejectsInvalid(client.info(), /\/v1\/info answered something other than JSON/);
+      await rejectsInvalid(client.health(), /\/healthz answered something other than JSON/);
+    },
+  );
+  await withServer(() => Response.json({ status: "ok" }), async (url) => {
+    const client = new ZpruneClient({ url, retries: 0 });
+    await rejectsInvalid(client.health(), /\/healthz answered out of contract: backend: /);
+    await rejectsInvalid(client.info(), /\/v1\/info answered out of contract: /);
+  });
+});
+
+Deno.test("pruneLayers(): a code the client does not know is kept as the server sent it", async () => {
+  const cases = [
+    [{ error: { code: "layer_too_big", message: "m" } }, 422, "layer_too_big"],
+    [{ error: { code: "quota_exceeded", message: "m" } }, 403, "quota_exceeded"],
+    // Not a code's shape: the status's code stands in.
+    [{ error: { code: "Not A Code!", message: "m" } }, 422, "invalid_request"],
+    [{ error: { code: 7, message: "m" } }, 413, "too_large"],
+  ] as const;
+  for (const [body, status, code] of cases) {
+    await withServer(() => Response.json(body, { status }), async (url) => {
+      await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError, `${e}`);
+        assert.deepEqual([e.code, e.status], [code, status]);
+        return true;
+      });
+    });
+  }
+});
+
+Deno.test("pruneLayers(): a redirect is not followed (a POST would come back a GET) but reported", async () => {
+  const seen: string[] = [];
+  await withServer((req) => {
+    seen.push(`${req.method} ${new URL(req.url).pathname}`);
+    return new Response(null, { status: 302, headers: { location: "/moved/v1/prune" } });
+  }, async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 2 }).pruneLayers(REQUEST),
+      /\/v1\/prune was redirected to \/moved\/v1\/prune \(HTTP 302\): give the server's own URL/,
+      302,
+    );
+  });
+  assert.deepEqual(seen, ["POST /v1/prune"]);
+});
+
+Deno.test("pruneLayers(): a timeout or abort while an error answer downloads throws its own reason", async () => {
+  const stalledError = () =>
+    new Response(
+      new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(new TextEncoder().encode('{"error": ')) }),
+      { status: 422, headers: { "content-type": "application/json" } },
+    );
+  await withServer(stalledError, async (url) => {
+    const client = new ZpruneClient({ url, timeoutMs: 200, retries: 0 });
+    await assert.rejects(client.pruneLayers(REQUEST), { name: "TimeoutError" });
+    const ac = new AbortController();
+    const pending = new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST, { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error("user stop")), 50);
+    await assert.rejects(pending, { message: "user stop" });
+  });
+});
+
+Deno.test("new ZpruneClient() refuses option values a timer cannot keep; Infinity means no timeout", async () => {
+  for (
+    const [key, value] of [
+      ["timeoutMs", 0],
+      ["timeoutMs", -1],
+      ["timeoutMs", 2 ** 31],
+      ["timeoutMs", NaN],
+      ["retries", -1],
+      ["backoffMs", Infinity],
+      ["maxBackoffMs", 2 ** 31],
+    ] as const
+  ) {
+    assert.throws(() => new ZpruneClient({ url: "http://h:1", [key]: value }), RangeError, `${key} ${value}`);
+  }
+  await withServer(async () => {
+    await new Promise((r) => setTimeout(r, 50));
+    return msgpack(OK_BODY);
+  }, async (url) => {
+    const res = await new ZpruneClient({ url, timeoutMs: Infinity, retries: 0 }).pruneLayers(REQUEST);
+    assert.equal(res.layers[0]!.stats.pruned, 4);
   });
 });
 
 Deno.test("new ZpruneClient() refuses a URL fetch cannot use, at once", () => {
   for (const url of ["localhost:8787", "ftp://host/", "not a url", ""]) {
     assert.throws(() => new ZpruneClient({ url }), TypeError, url);
+  }
+  // The paths are appended to the base: a query or fragment would swallow them; credentials would go as Basic auth.
+  for (const url of ["http://h/prefix?k=v", "http://h/#frag", "http://h/?", "http://user:pw@h/", "http://u@h:1"]) {
+    assert.throws(() => new ZpruneClient({ url }), /takes no query, fragment or user:password/, url);
   }
   assert.equal(new ZpruneClient({ url: "https://host:1/base/" }).url, "https://host:1/base");
 });

@@ -45,7 +45,7 @@ export const ErrorResponseSchema = z.object({
 });
 /** The JSON (or msgpack) body of every error answer this server writes. */
 export interface ErrorBody {
-  error: { code: ErrorCode; message: string };
+  error: { code: AnyErrorCode; message: string };
 }
 
 /**
@@ -54,23 +54,29 @@ export interface ErrorBody {
  */
 export const ERROR_CODE_HEADER = "x-zprune-error";
 
+/**
+ * The code a `ZpruneError` carries: one of this server's, or (in a client) another a newer server answered with or
+ * the client's own `invalid_response` for an answer that breaks the contract.
+ */
+export type AnyErrorCode = ErrorCode | (string & Record<never, never>);
+
 /** A domain error that carries the contract's code; `status` follows from the code. */
 export class ZpruneError extends Error {
   override name = "ZpruneError";
-  readonly code: ErrorCode;
+  readonly code: AnyErrorCode;
   readonly status: number;
   /** Extra response headers, e.g. `Retry-After` for `busy`. */
   readonly headers: Record<string, string>;
 
   constructor(
-    code: ErrorCode,
+    code: AnyErrorCode,
     message: string,
     options: { cause?: unknown; headers?: Record<string, string>; status?: number } = {},
   ) {
     super(message, { cause: options.cause });
     this.code = code;
     // The contract's status for the code; a client may record the status an answer really had.
-    this.status = options.status ?? ERROR_STATUS[code];
+    this.status = options.status ?? (isErrorCode(code) ? ERROR_STATUS[code] : 500);
     this.headers = options.headers ?? {};
   }
 

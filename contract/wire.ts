@@ -32,6 +32,10 @@ const REFERENCED_BIN_BYTES = 1024;
 
 /** The header of a msgpack container or bin of `n` entries or bytes: the shortest of its fix, 8-, 16-, 32-bit forms. */
 function lengthHeader(n: number, fix: number | null, c8: number | null, c16: number, c32: number): Uint8Array {
+  // The widest form counts to 2^32 - 1: past it the length would wrap and declare a few bytes of a huge value.
+  if (n > 0xffffffff) {
+    throw new RangeError(`msgpack cannot carry ${n} bytes or entries in one value (at most 2^32 - 1)`);
+  }
   if (fix !== null && n < 16) return Uint8Array.of(fix | n);
   if (c8 !== null && n < 0x100) return Uint8Array.of(c8, n);
   if (n < 0x10000) return Uint8Array.of(c16, n >>> 8, n & 0xff);

@@ -113,3 +113,18 @@ Deno.test("decodeMsgpack() refuses bundled strings and ext-typed map keys, which
   for (const k of keys) assert.throws(() => decodeMsgpack(k), isBad, `${k}`);
   assert.deepEqual(decodeMsgpack(encodeMsgpack(sample)), sample);
 });
+
+Deno.test("encodeMsgpack() refuses a bin longer than msgpack's 32-bit length can declare", () => {
+  // A view that reports 2^32 + 5 bytes, as a 4 GiB tensor would, without allocating one: the header would wrap
+  // to declare 5 bytes.
+  class Huge extends Uint8Array {
+    override get byteLength(): number {
+      return 2 ** 32 + 5;
+    }
+  }
+  assert.throws(() => encodeMsgpack({ data: new Huge(2048) }), RangeError);
+  assert.throws(() => encodeMsgpack({ data: new Huge(2048) }), /msgpack cannot carry 4294967301 bytes/);
+  // Up to the limit the header is the 32-bit one, big-endian.
+  const pieces = encodeMsgpack({ data: new Uint8Array(70_000) });
+  assert.deepEqual([...pieces.subarray(6, 11)], [0xc6, 0x00, 0x01, 0x11, 0x70]);
+});
