@@ -314,6 +314,16 @@ def test_no_retry_for_client_errors_or_a_deadline(stub: Tuple[str, Script], stat
     assert script.count == 1
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_raised_not_followed(stub: Tuple[str, Script], status: int) -> None:
+    # urllib follows a POST's 301-303 as a GET without the body: the server at the new URL would answer 404.
+    url, script = stub
+    script.answers = [(status, {"Location": "/moved/v1/prune"}, b"")]
+    err = raises("invalid_response", status, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert "/v1/prune was redirected to /moved/v1/prune" in err.message, err.message
+    assert script.count == 1
+
+
 def test_msgpack_error_body(stub: Tuple[str, Script]) -> None:
     url, script = stub
     body = msgpack.packb({"error": {"code": "too_large", "message": "body over 1 byte"}}, use_bin_type=True)

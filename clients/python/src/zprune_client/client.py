@@ -41,6 +41,18 @@ DEFAULT_TIMEOUT = 660.0
 #: HTTP statuses that are retried.
 RETRY_STATUSES = (429, 503)
 
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Leaves a 3xx answer as it is: urllib would follow a POST's 301-303 as a GET without the body, which then
+    reads as the wrong route (404) instead of a server at another URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+#: The default handlers (proxies from the environment included), redirects aside.
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_URL",
@@ -315,9 +327,18 @@ class ZpruneClient:
             req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
             try:
                 deadline = time.monotonic() + self.timeout
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with _OPENER.open(req, timeout=self.timeout) as resp:
                     return resp.status, _lower_keys(resp.headers.items()), _read_by(resp, deadline)
             except urllib.error.HTTPError as e:
+                if 300 <= e.code < 400:
+                    location = e.headers.get("Location") if e.headers else None
+                    e.close()
+                    raise ZpruneError(
+                        "invalid_response",
+                        f"{path} was redirected{f' to {location}' if location else ''} (HTTP {e.code}): give the "
+                        "server's own URL as url",
+                        e.code,
+                    ) from None
                 try:
                     raw = e.read()
                 except (http.client.HTTPException, OSError):
