@@ -208,6 +208,41 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
   }
 });
 
+Deno.test("main() closes the in-process server and the pool when a block is refused: the process exits", async () => {
+  // Both running at once: a checkpoint whose q_proj holds a NaN passes every check made before the run (they read
+  // shapes, not values), then the in-process server refuses block 0 as non_finite once the pool computes.
+  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const e of Deno.readDirSync(bundled)) await Deno.copyFile(`${bundled}/${e.name}`, `${dir}/${e.name}`);
+    const name = "model.layers.0.self_attn.q_proj.weight";
+    const index = JSON.parse(await Deno.readTextFile(`${dir}/model.safetensors.index.json`));
+    const shard = `${dir}/${index.weight_map[name]}`;
+    const bytes = await Deno.readFile(shard);
+    const view = new DataView(bytes.buffer);
+    const headerBytes = Number(view.getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerBytes)));
+    const { dtype, data_offsets: [from] } = header[name];
+    assert.ok(["F32", "F16", "BF16"].includes(dtype), dtype);
+    // The weight at (0, 2), a quiet NaN in the tensor's dtype.
+    if (dtype === "F32") view.setUint32(8 + headerBytes + from + 2 * 4, 0x7fc00000, true);
+    else view.setUint16(8 + headerBytes + from + 2 * 2, dtype === "BF16" ? 0x7fc0 : 0x7e00, true);
+    await Deno.writeFile(shard, bytes);
+    await Deno.writeFile(`${dir}/one.i64`, new Uint8Array(8));
+    const { code, out } = await mainInChild([
+      ...["--model", dir, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16", "--workers", "2", "--skip-dense"],
+    ]);
+    // The NaN spreads through attention: o_proj's inputs are the first non-finite values the server meets.
+    assert.match(
+      out,
+      /rejected: block 0, model\.layers\.0\.self_attn\.o_proj\.weight: layers\[3\]\.actNormSq\[0\] is NaN or infinite/,
+    );
+    assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main() names, before any prune request, layers a server would refuse and data it cannot use", async () => {
   // (cli/prune.ts runs these checks before the dense evaluation; what a test sees is that no report, which a failure
   // while pruning writes, and no prune request came.)

@@ -210,3 +210,17 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     assert (e.code, e.status, e.retry_after) == ("unavailable", 503, 1.0)
     assert e.message.startswith("block 1 (model.layers.1.self_attn.q_proj, "), e.message
     assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1
+
+
+def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -> None:
+    # A NaN weight in block 1's q_proj makes the attention's output NaN: o_proj's activations are the first
+    # non-finite values the server meets, and its message names them by field path ("layers[3]...").
+    model = tiny_llama(7)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.q_proj.weight[0, 2] = float("nan")
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(7))]
+    with pytest.raises(ZpruneError) as info:
+        prune_model(model, batches, server_url, method="wanda", sparsity=0.5, progress=False)
+    e = info.value
+    assert (e.code, e.status) == ("non_finite", 422), e.message
+    assert e.message.startswith("block 1, model.layers.1.self_attn.o_proj: layers[3].act"), e.message

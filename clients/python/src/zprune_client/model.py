@@ -13,6 +13,7 @@ weights set to zero); then the next block. This is the procedure of SparseGPT, W
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -311,7 +312,10 @@ def prune_model(
                     result = client.prune_layers(group, method=method, pattern=pattern, sparsity=sparsity,
                                                  exponent=exponent)
                 except ZpruneError as e:
-                    where = f"block {bi} ({', '.join(s.name for s in group)})"
+                    # A message about one layer names it by its field path in the request ("layers[3]..."): name it.
+                    at = re.match(r"layers\[(\d+)\]", e.message)
+                    one = group[int(at.group(1))] if at and int(at.group(1)) < len(group) else None
+                    where = f"block {bi}, {one.name}" if one else f"block {bi} ({', '.join(s.name for s in group)})"
                     raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
                                       f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after) from e
                 answered.extend(result.layers)
