@@ -310,10 +310,11 @@ console.log("\n" + table);
 if (WRITE_DOC) {
   const section = `## Load
 
-\`deno run -A bench/load_bench.ts\`: \`main.ts\` as a subprocess on the CPU backend with its default settings
-(\`ZPRUNE_CONCURRENCY=2\`, one worker per core; request log off), ${CLIENTS} concurrent clients x ${PER_CLIENT} requests
-over loopback. The requests are drawn at random (seeded) from ${specs.length} distinct ones: one or two layers of 64x256
-to 1024x1024 (mean ${
+\`./node_modules/.bin/deno run -A bench/load_bench.ts\` (it rewrites this section with its results; \`--no-doc\`
+prints them only): \`main.ts\` as a subprocess on the CPU backend with its default settings
+(\`ZPRUNE_CONCURRENCY=2\`, one worker per core; request log off), ${CLIENTS} concurrent clients x ${PER_CLIENT}
+requests over loopback. The requests are drawn at random (seeded) from ${specs.length} distinct ones: one or two layers
+of 64x256 to 1024x1024 (mean ${
     (meanElements / 1e6).toFixed(2)
   } M elements per request), every method, \`layer\`/\`row\`/\`2:4\`/\`4:8\`,
 f32/f16/bf16. Every answer is compared with its own request's expected mask (from \`pruneLayer\`, the inline CPU path,

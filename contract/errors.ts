@@ -19,7 +19,8 @@ export const ERROR_STATUS = {
   non_finite: 422,
   activations_required: 422,
   busy: 429,
-  // The client went away before its answer; logged and counted, never received.
+  // The client went away before its answer; logged and counted. Only a client that closed just its sending side
+  // mid-body receives it.
   client_closed_request: 499,
   internal: 500,
   unavailable: 503,

@@ -21,12 +21,14 @@ const json = (schema: z.ZodType, io: "input" | "output") =>
     },
   });
 
-/** Codes `POST /v1/prune` never answers: an unknown route, and a client gone before its answer. */
-const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found", "client_closed_request"]);
+/** Codes `POST /v1/prune` never answers: an unknown route. */
+const NOT_FROM_PRUNE: ReadonlySet<ErrorCode> = new Set(["not_found"]);
 /** What a client should know beyond the code. */
 const CODE_NOTES: Partial<Record<ErrorCode, string>> = {
   busy: "busy (see Retry-After)",
   unauthorized: "unauthorized (with WWW-Authenticate: Bearer)",
+  // A client that closed its connection whole never reads it.
+  client_closed_request: "client_closed_request (received only by a client that closed just its sending side mid-body)",
 };
 
 /** The codes `POST /v1/prune` answers, by status, from the contract's code table (contract/errors.ts). */

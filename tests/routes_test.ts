@@ -47,6 +47,8 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
       assert.match(responses[status]?.description ?? "", new RegExp(`\\b${code}\\b`), `${status} ${code}`);
     }
     assert.ok(!JSON.stringify(responses).includes("not_found"), "/v1/prune never answers not_found");
+    // A client that half-closes mid-body does receive its 499 (tests/errors_test.ts): the document lists it.
+    assert.match(responses["499"]?.description ?? "", /client_closed_request/);
     assert.match(responses["429"].description, /Retry-After/);
     // API.md: "The server may add fields": no schema in the document may forbid them.
     assert.ok(!JSON.stringify(doc).includes('"additionalProperties":false'), "a schema forbids added fields");

@@ -480,6 +480,35 @@ def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
         httpd.server_close()
 
 
+def test_an_answer_complete_past_the_timeout_is_kept() -> None:
+    # Headers after 0.7 s, the whole body 0.7 s later: no wait reaches the 1 s timeout, the answer ends after it.
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = _ok_answer()
+            time.sleep(0.7)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/msgpack")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(0.7)
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = ZpruneClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=1.0)
+        mask, stats = client.prune_layer(W, ACT, sparsity=0.5)
+        assert mask.shape == W.shape and stats["total"] == W.size
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # -- a second live server: token, small body limit, no queue ---------------------------------------------------
 
 TOKEN = "s3cret-token"

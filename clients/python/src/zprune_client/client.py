@@ -209,7 +209,8 @@ def _read_by(resp: http.client.HTTPResponse, deadline: float) -> bytes:
                 raise http.client.IncompleteRead(b"".join(chunks), resp.length)
             return b"".join(chunks)
         chunks.append(chunk)
-        if time.monotonic() > deadline:
+        # Cut off only an answer still coming: one whose last byte is here is kept, however late.
+        if time.monotonic() > deadline and (resp.length is None or resp.length > 0):
             raise TimeoutError("the answer did not arrive within the client's timeout")
 
 
@@ -264,7 +265,9 @@ class ZpruneClient:
     Args:
         url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
-        timeout: seconds one attempt may take, from sending the request to the answer's last byte.
+        timeout: seconds one attempt may wait: for the connection, for each send, for the answer to begin; and an
+            answer still arriving ``timeout`` seconds after sending is cut off. (A slow upload and a slow answer
+            can so add up to more.)
         max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
             before the whole answer came (a server restarting), is retried before it is raised.
         backoff: the first wait between retries, doubled each time (jittered by +-25 %); a server's ``Retry-After``
