@@ -821,7 +821,7 @@ export class GpuEngine {
     const { rowSums, colSums, zScalars } = back;
     const badOut = new Uint32Array(back.bad);
     checkFinite(layer, badOut[0]!);
-    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score" : null;
+    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score, or a score past float32's range" : null;
     if (statsMethod !== null) { // the row and column sums came back
       outOfRange ??= sumsOutOfRange(rowSums, cols, "row", statsMethod) ??
         sumsOutOfRange(colSums, rows, "column", statsMethod);

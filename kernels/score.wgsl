@@ -17,7 +17,8 @@
 //   for a nonzero weight the score before the activation is below 2^-100 and has a subnormal term (one of RIA's
 //   quotients; the cube of a nonzero Z-Pruner z-score below 2^-41, times alpha or 1 - alpha); or when a nonzero score
 //   before the activation meets a nonzero activation and the score falls below 2^-126. (A subnormal term beside a sum
-//   of at least 2^-100 moves it by under 2^-26.)
+//   of at least 2^-100 moves it by under 2^-26.) flags[1] is set too for a score past f32's range (every such score
+//   would be infinity and tie): the CPU path refuses the layer as non_finite.
 
 struct Params {
   count: u32, // elements in this tile
@@ -63,6 +64,9 @@ fn times(s: f32, j: u32) -> f32 {
   }
   var x = (y * 0.5) * bitcast<f32>(act[2u * j]);
   k = clamp(k, -378, 378);
+  // x * 2^k is exact up to 2^128 and infinite from there: x in [2^ex, 2^(ex + 1)) gets there when ex + k >= 128
+  // (ex 128 for an infinite activation). Flagged before it happens: WGSL leaves an overflowed result unspecified.
+  if (x != 0.0 && i32((bitcast<u32>(x) >> 23u) & 0xffu) - 127 + k >= 128) { atomicOr(&flags[1], 1u); }
   for (var i = 0; i < 3; i++) {
     let step = clamp(k, -126, 127);
     x *= pow2(step);

@@ -38,6 +38,12 @@ export type CpuOp =
   | { op: "rows"; keys: Uint32Array; cols: number; k: number; mask: Uint8Array; r0: number; r1: number }
   | { op: "nm"; keys: Uint32Array; cols: number; n: number; m: number; mask: Uint8Array; r0: number; r1: number };
 
+/** Result of `score`: the first score past float32's range (or -1), and the histogram when asked for. */
+export interface ScoreResult {
+  over: number;
+  hist: Uint32Array | null;
+}
+
 /** Result of `decodeSums`: the first non-finite index (or -1) and the partial sums of its row range. */
 export interface DecodeSumsResult extends MatrixSums {
   bad: number;
@@ -68,11 +74,11 @@ export function runOp(o: CpuOp): unknown {
     case "centred":
       return centredSums(o.W, o.cols, o.r0, o.r1, o.invRow, o.invCol, o.meanR, o.meanC, o.smallBelow);
     case "score": {
-      scoreRows(o.W, o.ctx, o.r0, o.r1, o.out);
-      if (!o.hist) return null;
+      const over = scoreRows(o.W, o.ctx, o.r0, o.r1, o.out);
+      if (!o.hist || over >= 0) return { over, hist: null } satisfies ScoreResult;
       // The top-16-bit histogram of the scores just written, while they are still warm in cache.
       const keys = new Uint32Array(o.out.buffer, o.out.byteOffset, o.out.length);
-      return histogramHigh(keys, o.r0 * o.ctx.cols, o.r1 * o.ctx.cols);
+      return { over, hist: histogramHigh(keys, o.r0 * o.ctx.cols, o.r1 * o.ctx.cols) } satisfies ScoreResult;
     }
     case "histLow":
       return histogramLow(o.keys, o.e0, o.e1, o.top);

@@ -5,7 +5,7 @@
  */
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
-import { type CpuOp, type DecodeSumsResult, runOp } from "./cpu_ops.ts";
+import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "./decode.ts";
 import { maskStats } from "./mask_stats.ts";
 import { activationWeights, buildContext, type CentredSums, mergeColumnSums, newSums } from "./scores.ts";
@@ -115,6 +115,22 @@ function nonFinite(layer: LayerJob, i: number): ZpruneError {
   );
 }
 
+/**
+ * The `non_finite` error for a score past float32's range: every such score would be stored as infinity and tie, so
+ * the order the contract asks for among them is lost (as with an infinite activation, which the contract refuses).
+ * Only the activation factor can take a score there: |w| is a float32, and the z-scores and RIA's quotients are
+ * bounded.
+ */
+function scoreOverflow(layer: LayerJob, i: number, exponent: number): ZpruneError {
+  const r = Math.floor(i / layer.cols), c = i % layer.cols;
+  return new ZpruneError(
+    "non_finite",
+    `layer "${layer.name}": the score of weight[${i}] (row ${r}, column ${c}) overflows float32 with its ` +
+      `activation factor actNormSq[${c}]^(${exponent}/2); scale the activations (or weights) down, or lower ` +
+      "options.exponent",
+  );
+}
+
 /** Milliseconds per stage of one layer, for benchmarks: decode (with the sums pass), score, select, stats. */
 export type StageTimes = Record<"decode" | "score" | "select" | "stats", number>;
 
@@ -192,10 +208,13 @@ export async function pruneLayerWith(
     signal?.throwIfAborted();
     const score = new Float32Array(take(n * 4), 0, n);
     const wantHist = pattern.kind === "layer";
-    const hists = await exec.all<Uint32Array | null>(workCount, (i) => {
+    const scored = await exec.all<ScoreResult>(workCount, (i) => {
       const r = workRange(i);
       return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
     });
+    const over = scored.map((p) => p.over).filter((i) => i >= 0);
+    if (over.length) throw scoreOverflow(layer, Math.min(...over), params.exponent);
+    const hists = scored.map((p) => p.hist);
     signal?.throwIfAborted();
     lap("score");
 

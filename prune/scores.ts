@@ -164,21 +164,39 @@ export interface ScoreContext {
   alpha: number;
 }
 
-/** Pass 3 over rows [r0, r1): writes the float32 score of every weight into `out`. */
-export function scoreRows(W: Float32Array, ctx: ScoreContext, r0: number, r1: number, out: Float32Array): void {
+/**
+ * The smallest float64 that rounds to infinity in float32 (2^128 - 2^103, halfway past the largest float32, which
+ * rounds up: its last bit is odd).
+ */
+export const F32_OVERFLOW = 3.4028235677973366e38;
+
+/**
+ * Pass 3 over rows [r0, r1): writes the float32 score of every weight into `out`. Returns the index of the first
+ * score past float32's range (it would be stored as infinity, and every such score tie), or -1.
+ */
+export function scoreRows(W: Float32Array, ctx: ScoreContext, r0: number, r1: number, out: Float32Array): number {
   const { cols, act, method } = ctx;
+  // The largest score before rounding (magnitude's |w| is a float32 already): one compare per row, not per weight.
+  let overRow = -1;
   for (let r = r0; r < r1; r++) {
     const base = r * cols;
+    let rowTop = 0;
     if (method === "magnitude") {
       for (let c = 0; c < cols; c++) out[base + c] = Math.abs(W[base + c]!);
     } else if (method === "wanda") {
-      for (let c = 0; c < cols; c++) out[base + c] = times(Math.abs(W[base + c]!), act ? act[c]! : 1);
+      for (let c = 0; c < cols; c++) {
+        const s = times(Math.abs(W[base + c]!), act ? act[c]! : 1);
+        out[base + c] = s;
+        rowTop = s > rowTop ? s : rowTop;
+      }
     } else if (method === "ria") {
       const ira = ctx.invRowAbs![r]!;
       const ica = ctx.invColAbs!;
       for (let c = 0; c < cols; c++) {
         const a = Math.abs(W[base + c]!);
-        out[base + c] = times(a * ica[c]! + a * ira, act ? act[c]! : 1);
+        const s = times(a * ica[c]! + a * ira, act ? act[c]! : 1);
+        out[base + c] = s;
+        rowTop = s > rowTop ? s : rowTop;
       }
     } else {
       const { invCol, meanR, meanC, invStdR, invStdC, alpha } = ctx;
@@ -188,10 +206,16 @@ export function scoreRows(W: Float32Array, ctx: ScoreContext, r0: number, r1: nu
         const w = W[base + c]!;
         const zr = Math.abs((w * ir - meanR) * invStdR);
         const zc = Math.abs((w * invCol[c]! - meanC) * invStdC);
-        out[base + c] = times(alpha * zr * zr * zr + beta * zc * zc * zc, act ? act[c]! : 1);
+        const s = times(alpha * zr * zr * zr + beta * zc * zc * zc, act ? act[c]! : 1);
+        out[base + c] = s;
+        rowTop = s > rowTop ? s : rowTop;
       }
     }
+    if (rowTop >= F32_OVERFLOW && overRow < 0) overRow = r;
   }
+  if (overRow < 0) return -1;
+  const from = overRow * cols;
+  return from + out.subarray(from, from + cols).indexOf(Infinity);
 }
 
 /** s * act, where 0 * infinity (an activation that overflowed float64) counts as 0, never NaN. */

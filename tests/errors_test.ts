@@ -225,6 +225,49 @@ Deno.test("every error of the contract's table is answered with its status and c
       "non_finite",
       "actNormSq[1]",
     );
+    // Scores past float32's range would all be infinity and tie, losing the order the contract asks for: refused
+    // like an infinite activation, naming the first such weight. Wanda's |w| * actNormSq^(1/2): 4e30 * 1e19 at
+    // weight[3].
+    const huge = f32([1e30, -2e30, 3e30, -4e30, 5e30, -6e30, 7e30, -8e30]);
+    const overflow = await expectError(
+      await post(
+        request({
+          method: "wanda",
+          layers: [layer({
+            weight: { dtype: "f32", shape: [2, 4], data: huge },
+            actNormSq: { dtype: "f32", shape: [4], data: f32([1, 1, 1, 1e38]) },
+          })],
+        }),
+      ),
+      422,
+      "non_finite",
+      "weight[3] (row 0, column 3) overflows float32",
+    );
+    assert.match(overflow, /actNormSq\[3\]\^\(1\/2\)/);
+    // Z-Pruner at the largest exponent: act = 100^32 for every column, far past float32, and so every score.
+    await expectError(
+      await post(
+        request({
+          options: { exponent: 64 },
+          layers: [layer({ actNormSq: { dtype: "f32", shape: [4], data: f32([100, 100, 100, 100]) } })],
+        }),
+      ),
+      422,
+      "non_finite",
+      "weight[0] (row 0, column 0) overflows float32",
+    );
+    // Just inside: the largest score, 8e30 * 1e15^(1/2) = 2.5e38, is finite, and the layer is pruned.
+    const inside = await post(
+      request({
+        method: "wanda",
+        layers: [layer({
+          weight: { dtype: "f32", shape: [2, 4], data: huge },
+          actNormSq: { dtype: "f32", shape: [4], data: f32([1, 1, 1, 1e15]) },
+        })],
+      }),
+    );
+    assert.equal(inside.status, 200, await inside.clone().text());
+    await inside.body?.cancel();
     // 422 activations_required, and dataFree lifts it.
     await expectError(
       await post(request({ layers: [layer({ actNormSq: undefined })] })),
