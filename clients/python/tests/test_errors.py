@@ -3,13 +3,14 @@ API.md); 429 and 503 are retried honouring ``Retry-After``."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import inspect
 import json
 import re
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import msgpack
 import numpy as np
@@ -449,22 +450,14 @@ def test_token_from_a_secret_file_loses_its_newline(monkeypatch: pytest.MonkeyPa
     assert ZpruneClient("http://127.0.0.1:1").token is None
 
 
-def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
-    # 60 bytes, one every 0.1 s: no single read waits a second, the whole answer takes 6.
+@contextlib.contextmanager
+def _serving(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """Answers each POST, once its body is read, with ``answer(handler)``; yields the server's URL."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/msgpack")
-            self.send_header("Content-Length", "60")
-            self.end_headers()
-            try:
-                for _ in range(60):
-                    self.wfile.write(b"\xc0")
-                    self.wfile.flush()
-                    time.sleep(0.1)
-            except OSError:
-                pass  # the client gave up
+            answer(self)
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -472,41 +465,49 @@ def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        client = ZpruneClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=1.0)
-        # Read to its end, the body would be 60 nils: invalid_response. Cut off at the timeout: unreachable.
-        raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
+    # 60 bytes, one every 0.1 s: no single read waits a second, the whole answer takes 6.
+    def trickle(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/msgpack")
+        h.send_header("Content-Length", "60")
+        h.end_headers()
+        try:
+            for _ in range(60):
+                h.wfile.write(b"\xc0")
+                h.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up
+
+    with _serving(trickle) as url:
+        client = ZpruneClient(url, timeout=1.0)
+        # Read to its end, the body would be 60 nils: invalid_response. Cut off at the timeout: unreachable.
+        raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
 
 
 def test_an_answer_complete_past_the_timeout_is_kept() -> None:
     # Headers after 0.7 s, the whole body 0.7 s later: no wait reaches the 1 s timeout, the answer ends after it.
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = _ok_answer()
-            time.sleep(0.7)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/msgpack")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.flush()
-            time.sleep(0.7)
-            self.wfile.write(body)
+    def late(h: http.server.BaseHTTPRequestHandler) -> None:
+        body = _ok_answer()
+        time.sleep(0.7)
+        h.send_response(200)
+        h.send_header("Content-Type", "application/msgpack")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.flush()
+        time.sleep(0.7)
+        h.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        client = ZpruneClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=1.0)
-        mask, stats = client.prune_layer(W, ACT, sparsity=0.5)
+    with _serving(late) as url:
+        mask, stats = ZpruneClient(url, timeout=1.0).prune_layer(W, ACT, sparsity=0.5)
         assert mask.shape == W.shape and stats["total"] == W.size
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 # -- a second live server: token, small body limit, no queue ---------------------------------------------------
