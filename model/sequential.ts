@@ -230,7 +230,7 @@ export async function pruneSequential(
         // about one layer names it by its field path in the request ("layers[3].actNormSq[0] ..."): name it.
         const at = e instanceof Error ? /^layers\[(\d+)\]/.exec(e.message) : null;
         const one = at ? batch[Number(at[1])] : undefined;
-        throw located(`block ${l}, ${one ? one.name : `(${batch.map((x) => x.name).join(", ")})`}`, e);
+        throw located(one ? `block ${l}, ${one.name}` : `block ${l} (${batch.map((x) => x.name).join(", ")})`, e);
       }
       answers.push(...res.layers);
       for (const k of Object.keys(server) as (keyof Timings)[]) server[k] += res.timings[k];
