@@ -62,13 +62,23 @@ const queue = new WorkQueue({
 // stdout carries the request log alone, one JSON object per line; everything else goes to stderr.
 const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
 let draining = false;
-const app = createApp({ backend, config, queue, metrics: new Metrics(), log, draining: () => draining });
+let answerBytes = () => 0;
+const app = createApp({
+  backend,
+  config,
+  queue,
+  metrics: new Metrics(),
+  log,
+  draining: () => draining,
+  answerBytes: () => answerBytes(),
+});
 release = () => backend.close();
 const server = await startup(
   `cannot listen on ${config.host}:${config.port}`,
   () => listen(app.fetch, { port: config.port, host: config.host }),
 );
 inFlight = () => server.inFlight;
+answerBytes = () => server.answerBytes;
 shutdown = drainAndExit;
 console.error(
   `zprune listening on http://${urlHost(config.host)}:${server.port} backend=${backend.kind} ` +

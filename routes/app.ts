@@ -66,6 +66,11 @@ export interface AppDeps {
   log?: (entry: Record<string, unknown>) => void;
   /** True once the server is draining for shutdown: every new request is then answered 503 (main.ts). */
   draining?: () => boolean;
+  /**
+   * Bytes of answers handed to the runtime that slow clients have yet to read (`Listening.answerBytes`): they count
+   * with waiting bodies against the memory budget, so that clients which do not read cannot pile answers up.
+   */
+  answerBytes?: () => number;
 }
 
 /** The server's version, from package.json. */
@@ -135,7 +140,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   );
   // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
   // within about twice the budget, however many clients upload at once.
-  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds);
+  const answerBytes = deps.answerBytes ?? (() => 0);
+  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds, answerBytes);
+  metrics.gauge(
+    "zprune_answer_bytes_pending",
+    "Bytes of answers over 64 KiB that their clients have yet to read (counted with waiting bodies).",
+    answerBytes,
+  );
   metrics.gauge(
     "zprune_body_bytes_held",
     "Bytes of request bodies being read or waiting for a compute slot.",

@@ -21,6 +21,15 @@ export const FIRST_BUFFER_BYTES = 16 * 1024 * 1024;
 const CLIENT_GONE = new Set(["BadResource", "ConnectionReset", "ConnectionAborted", "UnexpectedEof"]);
 
 /**
+ * Whether a body stream's failure is its client leaving. Deno 2.9 reports a reset (RST) mid-body as an `Http` error,
+ * "unexpected EOF while reading HTTP/1 body", where a close (FIN) gives one of CLIENT_GONE's names.
+ */
+function clientGone(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return CLIENT_GONE.has(err.name) || (err.name === "Http" && /unexpected EOF/i.test(err.message));
+}
+
+/**
  * The error for a body stream that failed: the client's leaving (499), or else a body Deno's parser refused (a
  * malformed chunk, say), which is the client's fault too and answered 400, not 500.
  */
@@ -34,12 +43,22 @@ function unreadable(err: unknown): never {
   );
 }
 
-/** The bytes of request bodies held before they compute, bounded by `limit`. */
+/**
+ * The bytes of request bodies held before they compute, bounded by `limit` together with bytes held elsewhere
+ * outside the compute budget (answers still being written to slow clients).
+ */
 export class BodyBudget {
   #held = 0;
 
-  /** `limit`: bytes all held bodies may take together; `retryAfterSeconds`: what a refused client is told. */
-  constructor(readonly limit: number, readonly retryAfterSeconds = 1) {}
+  /**
+   * `limit`: bytes all held bodies may take together; `retryAfterSeconds`: what a refused client is told;
+   * `heldElsewhere`: bytes counted against the same limit (answers being written).
+   */
+  constructor(
+    readonly limit: number,
+    readonly retryAfterSeconds = 1,
+    readonly heldElsewhere: () => number = () => 0,
+  ) {}
 
   /** Bytes held now. */
   get held(): number {
@@ -53,11 +72,12 @@ export class BodyBudget {
       grow: (bytes: number) => {
         if (bytes <= mine) return;
         // A lone body may always be read (the queue then judges it), as a lone request may always run.
-        if (this.#held - mine > 0 && this.#held + (bytes - mine) > this.limit) {
+        const others = this.#held - mine, answers = this.heldElsewhere();
+        if (others + answers > 0 && others + answers + bytes > this.limit) {
           throw new ZpruneError(
             "busy",
-            `request bodies waiting for this server already hold ${this.#held - mine} of ${this.limit} bytes; ` +
-              "retry later",
+            `request bodies waiting for this server${answers ? " and answers its clients have yet to read" : ""} ` +
+              `already hold ${others + answers} of ${this.limit} bytes; retry later`,
             { headers: { "Retry-After": String(this.retryAfterSeconds) } },
           );
         }
@@ -142,7 +162,7 @@ export async function readBody(
     // A close and a half-close (shutdown of the sending side only) both end the stream with an error, and the
     // half-closed client does receive the answer. Deno 2.9's stream fails without yielding the last chunk, even
     // after a complete body at times, so how much came is not known and the message does not guess.
-    if (err instanceof Error && CLIENT_GONE.has(err.name)) {
+    if (clientGone(err)) {
       const size = Number.isSafeInteger(length) ? ` (${length} bytes declared)` : "";
       throw new ZpruneError(
         "client_closed_request",

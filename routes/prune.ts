@@ -65,6 +65,15 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
           "send the body as application/msgpack",
       );
     }
+    // A coded body would be read as msgpack with the coding's bytes in it; zprune decompresses nothing.
+    const coding = (c.req.header("content-encoding") ?? "").trim().toLowerCase();
+    if (coding !== "" && coding !== "identity") {
+      throw new ZpruneError(
+        "unsupported_media_type",
+        `Content-Encoding "${coding.length > 100 ? `${coding.slice(0, 100)}...` : coding}" is not accepted; send ` +
+          "the body uncompressed",
+      );
+    }
     // The deadline runs from the request's start: a body that takes too long to arrive ends with it too.
     const deadline = deps.deadlineMs > 0 ? startDeadline(deps.deadlineMs) : undefined;
     const signal = AbortSignal.any(deadline ? [c.req.raw.signal, deadline.signal] : [c.req.raw.signal]);

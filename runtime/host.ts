@@ -53,6 +53,11 @@ export interface Listening {
    */
   readonly inFlight: number;
   /**
+   * Bytes of answers handed to the runtime but not yet written to the last byte (slow clients' answers, held in
+   * memory meanwhile). Answers of up to 64 KiB, and all under Bun, are not counted.
+   */
+  readonly answerBytes: number;
+  /**
    * Starts draining: from now on every new request is answered `refuse(req)` at once, while those in flight go on
    * (their answers say `Connection: close`). Resolves true once none is in flight, or false after `limitMs` with
    * some still there. Call it before `shutdown`.
@@ -70,9 +75,10 @@ export interface Listening {
  */
 function drainable(
   fetch: Fetch,
-  opts: { untilWritten: boolean },
-): { fetch: Fetch; inFlight(): number; drain: Listening["drain"] } {
+  opts: { untilWritten: boolean; writeStallMs: number },
+): { fetch: Fetch; inFlight(): number; answerBytes(): number; drain: Listening["drain"] } {
   let inFlight = 0;
+  let answerBytes = 0;
   let refuse: Fetch | undefined;
   const idle = new Set<() => void>();
   return {
@@ -95,15 +101,26 @@ function drainable(
         }
         // Counted until the answer is written: a drain that ended with the handler would let shutdown cut off a large
         // answer on its way to a slow client, and exit as if it had been delivered.
-        if (opts.untilWritten) return untilWritten(res, finish);
-        finish();
-        return res;
+        const length = Number(res.headers.get("content-length"));
+        // A small answer is handed over whole: written at once, and Deno 2.9 stops writing a streamed body at the
+        // client's EOF, so a client that shut its sending side after its request would get the headers alone.
+        // (The length is read first: under Deno, touching `res.body` turns a known body into a stream, sent in chunks.)
+        if (!opts.untilWritten || !(length > WRITE_SLICE) || !res.body) {
+          finish();
+          return res;
+        }
+        answerBytes += length;
+        return untilWritten(res, () => {
+          if (!finished) answerBytes -= length;
+          finish();
+        }, opts.writeStallMs);
       } catch (err) {
         finish();
         throw err;
       }
     },
     inFlight: () => inFlight,
+    answerBytes: () => answerBytes,
     drain(refuseWith, limitMs) {
       refuse = refuseWith;
       if (inFlight === 0) return Promise.resolve(true);
@@ -124,34 +141,56 @@ function drainable(
   };
 }
 
-/** The largest piece `untilWritten` passes on at once. */
+/** The largest piece `untilWritten` passes on at once, and the largest answer handed over whole. */
 const WRITE_SLICE = 64 * 1024;
 
+/** How long an answer may wait for its client to take the next piece before its connection is dropped. */
+export const WRITE_STALL_MS = 60_000;
+
 /**
- * `res` with its body passed through a stream that calls `finish` once the runtime has read its last piece, or
- * cancelled it (the client left). Status and headers are kept as they are; only a body of declared length is passed
- * through, since the runtime would send any other stream in chunks where it sent a known body with its length
- * (zprune's app declares every length). Any other answer calls `finish` at once.
+ * `res` (whose body has a declared length) with its body passed through a stream that calls `finish` once the
+ * runtime has read its last piece, or cancelled it (the client left), or after `stallMs` without the runtime asking
+ * for the next piece (a client that stopped reading: the answer is dropped, and its memory with it). Status and
+ * headers are kept as they are.
  */
-function untilWritten(res: Response, finish: () => void): Response {
-  // The length first: under Deno, reading `res.body` turns a known body into a stream, sent in chunks.
-  if (!res.headers.has("content-length") || !res.body) {
-    finish();
-    return res;
-  }
-  const reader = res.body.getReader();
+function untilWritten(res: Response, finish: () => void, stallMs: number): Response {
+  const reader = res.body!.getReader();
   let rest: Uint8Array | null = null; // what is left of the chunk being passed on
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let rearm = () => {};
+  const done = () => {
+    clearTimeout(timer);
+    finish();
+  };
   const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      // Armed until the first piece is asked for, then again after each: a handler's answer that the runtime never
+      // reads (its client gone before it was ready) is let go as well.
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          // Deno logs the error that ends a body: one line, no stack, since nothing failed here.
+          const stalled = new Error(`zprune: dropped an answer its client took no part of for ${stallMs} ms`);
+          stalled.stack = stalled.message;
+          controller.error(stalled);
+          reader.cancel().catch(() => {});
+          done();
+        }, stallMs);
+      };
+      arm();
+      rearm = arm;
+    },
     async pull(controller) {
+      rearm();
       try {
         if (!rest || rest.byteLength === 0) {
-          const { value, done } = await reader.read();
-          if (done) {
+          const next = await reader.read();
+          if (next.done) {
             controller.close();
-            finish();
+            done();
             return;
           }
-          rest = value;
+          rest = next.value;
         }
         // In slices: the runtime reads ahead of what the socket has taken, by a chunk or so, and one chunk can be
         // the whole answer (a Uint8Array body), which would count it as written as soon as its writing began.
@@ -159,11 +198,11 @@ function untilWritten(res: Response, finish: () => void): Response {
         rest = rest.subarray(WRITE_SLICE);
       } catch (err) {
         controller.error(err);
-        finish();
+        done();
       }
     },
     cancel(reason) {
-      finish();
+      done();
       return reader.cancel(reason);
     },
   });
@@ -182,18 +221,24 @@ function setIdle(server: BunServer, req: Request, seconds: number): void {
 
 /**
  * Serves `fetch` on host:port. `bunIdleSeconds` (tests only) replaces the idle timeout of a Bun server's connections
- * between requests.
+ * between requests; `writeStallMs` (tests only) replaces WRITE_STALL_MS.
  */
 export function listen(
   fetch: Fetch,
-  opts: { port: number; host: string; bunIdleSeconds?: number },
+  opts: { port: number; host: string; bunIdleSeconds?: number; writeStallMs?: number },
 ): Promise<Listening> {
   // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
-  const gate = drainable(fetch, { untilWritten: runtimeName === "deno" });
+  const gate = drainable(fetch, {
+    untilWritten: runtimeName === "deno",
+    writeStallMs: opts.writeStallMs ?? WRITE_STALL_MS,
+  });
   const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
     port,
     get inFlight() {
       return gate.inFlight();
+    },
+    get answerBytes() {
+      return gate.answerBytes();
     },
     drain: gate.drain,
     shutdown,

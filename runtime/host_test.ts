@@ -132,10 +132,12 @@ Deno.test("listen: a request counts until its answer is written or its client le
     assert.equal(answered, 1);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(server.inFlight, 1, "an answer not yet written counts");
+    assert.equal(server.answerBytes, size, "and so do its bytes");
     // Read to the end: no longer counted.
     let got = 0;
     while (got < size) got += (await reader.read(buf)) ?? Infinity;
     await settle(0, "an answer written to the last byte does not count");
+    assert.equal(server.answerBytes, 0);
   } finally {
     reader.close();
   }
@@ -146,4 +148,45 @@ Deno.test("listen: a request counts until its answer is written or its client le
   await settle(0, "a client that left does not count");
   assert.equal(await server.drain(refuse, 1_000), true);
   await server.shutdown();
+});
+
+Deno.test("listen: a client that stops reading is dropped after writeStallMs, its answer let go", async () => {
+  const size = 32 << 20;
+  const server = await listen(
+    () => new Response(new Uint8Array(size), { headers: { "content-length": String(size) } }),
+    { ...OPTS, writeStallMs: 300 },
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    for (let i = 0; i < 500 && server.answerBytes === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(server.answerBytes, size, "held while the client does not read");
+    for (let i = 0; i < 500 && server.inFlight !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual([server.inFlight, server.answerBytes], [0, 0], "let go once it stalled");
+    // The connection ends short of the answer (closed or reset): reading on gets fewer bytes than were promised.
+    let got = 0;
+    const buf = new Uint8Array(1 << 20);
+    try {
+      for (let n; (n = await conn.read(buf)) !== null;) got += n;
+    } catch { /* reset */ }
+    assert.ok(got < size, `${got} of ${size} bytes`);
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("listen: a small answer reaches a client that shut its sending side after its request", async () => {
+  const server = await listen(() => new Response("x".repeat(1000)), OPTS);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    await conn.closeWrite();
+    const answer = await readAll(conn);
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.ok(answer.endsWith("x".repeat(1000)), `the body came whole: ${answer.length} characters in all`);
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
 });

@@ -9,7 +9,18 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { Backend, LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { CpuPool } from "../prune/cpu_pool.ts";
-import { goldenCase, goldenProblems, postPrune, startServer, type TestServer, withPrune } from "./_server.ts";
+import {
+  f32Layer,
+  goldenCase,
+  goldenProblems,
+  postPrune,
+  startServer,
+  type TestServer,
+  withPrune,
+  writeAll,
+} from "./_server.ts";
+import { createApp } from "../routes/app.ts";
+import { listen } from "../runtime/host.ts";
 import { rng } from "./_random.ts";
 
 type ErrorBody = { error: { code: string; message: string } };
@@ -137,6 +148,14 @@ Deno.test("every error of the contract's table is answered with its status and c
     await expectError(untyped, 415, "unsupported_media_type");
     // x-msgpack is accepted too.
     assert.equal((await postPrune(server.url, good, { "content-type": "application/x-msgpack" })).status, 200);
+    // A compressed body (RFC 9110 allows 415 for a content coding not supported): not read as msgpack, where it
+    // would fail as trailing bytes, nor a plain body labelled compressed taken as it is.
+    for (const coding of ["gzip", "br", "identity, gzip"]) {
+      const res = await postPrune(server.url, good, { "content-encoding": coding });
+      const message = await expectError(res, 415, "unsupported_media_type", `Content-Encoding "${coding}"`);
+      assert.match(message, /uncompressed/);
+    }
+    assert.equal((await postPrune(server.url, good, { "content-encoding": "identity" })).status, 200);
     // 422 invalid_request: the message names the field path.
     await expectError(await post({ method: "zpruner" }), 422, "invalid_request", "layers");
     await expectError(await post(request({ sparsity: undefined })), 422, "invalid_request", "sparsity");
@@ -633,6 +652,48 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
   } finally {
     open();
     await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("429 busy while answers clients do not read hold the budget; a stalled answer is let go", async () => {
+  // As main.ts wires it: the listener's count of answers not yet written counts against the budget with bodies.
+  const backend = createCpuBackend({ threads: 0 });
+  let answerBytes = () => 0;
+  // A 1024x1024 f32 layer needs about 34 MB to compute (admitted alone), and its answer with weights and scores
+  // back is about 8.5 MB: four such answers left unread hold about 34 MB of the 36 MB budget.
+  const app = createApp({ backend, config: { memoryBudgetBytes: 36_000_000 }, answerBytes: () => answerBytes() });
+  const listening = await listen(app.fetch, { port: 0, host: "127.0.0.1", writeStallMs: 5_000 });
+  answerBytes = () => listening.answerBytes;
+  const url = `http://127.0.0.1:${listening.port}`;
+  const pending = async () =>
+    Number(/^zprune_answer_bytes_pending (\d+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
+  const body = encodeMsgpack({
+    sparsity: 0.5,
+    return: ["mask", "weight", "score"],
+    layers: [f32Layer("unread", 1024, 1024, 4)],
+  });
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 1; i <= 4; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: listening.port });
+      conns.push(conn);
+      const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+        `Content-Length: ${body.byteLength}\r\n\r\n`;
+      await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...body]));
+      await eventually(async () => (await pending()) > i * 8_000_000, `unread answer ${i} counted`);
+    }
+    const refused = await postPrune(url, body);
+    assert.equal(refused.headers.get("retry-after"), "1");
+    await expectError(refused, 429, "busy", "answers its clients have yet to read");
+    // Past writeStallMs without their clients taking a piece, the answers are dropped and the budget freed.
+    await eventually(async () => (await pending()) === 0, "the stalled answers let go");
+    const ok = await postPrune(url, body);
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  } finally {
+    for (const conn of conns) conn.close();
+    await listening.shutdown();
     await backend.close();
   }
 });
