@@ -47,7 +47,10 @@ export interface ClientOptions {
    * `Infinity` for none (default `DEFAULT_TIMEOUT_MS`, 660000).
    */
   timeoutMs?: number;
-  /** Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer (default 4). */
+  /**
+   * Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer: an integer, or Infinity
+   * (default 4).
+   */
   retries?: number;
   /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
   backoffMs?: number;
@@ -230,10 +233,12 @@ function attemptTimeout(ms: number): { signal: AbortSignal; clear(): void } {
   return { signal: ctl.signal, clear: () => clearTimeout(timer) };
 }
 
-/** Checks a numeric option: a number within [min, max] (Infinity only where `max` is). */
-function checkedOption(name: string, value: number, min: number, max: number): number {
-  if (typeof value !== "number" || Number.isNaN(value) || value < min || value > max) {
-    throw new RangeError(`${name} must be a number from ${min} to ${max}, got ${value}`);
+/** Checks a numeric option: a number within [min, max] (Infinity only where `max` is), an integer if `whole`. */
+function checkedOption(name: string, value: number, min: number, max: number, whole = false): number {
+  const ok = typeof value === "number" && value >= min && value <= max &&
+    (!whole || Number.isInteger(value) || value === Infinity);
+  if (!ok) {
+    throw new RangeError(`${name} must be ${whole ? "an integer" : "a number"} from ${min} to ${max}, got ${value}`);
   }
   return value;
 }
@@ -266,7 +271,7 @@ export class ZpruneClient {
       timeoutMs: options.timeoutMs === Infinity
         ? Infinity
         : checkedOption("timeoutMs", options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1, MAX_TIMER_MS),
-      retries: checkedOption("retries", options.retries ?? 4, 0, Number.MAX_SAFE_INTEGER),
+      retries: checkedOption("retries", options.retries ?? 4, 0, Infinity, true),
       backoffMs: checkedOption("backoffMs", options.backoffMs ?? 200, 0, MAX_TIMER_MS),
       maxBackoffMs: checkedOption("maxBackoffMs", options.maxBackoffMs ?? 10_000, 0, MAX_TIMER_MS),
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
@@ -340,7 +345,8 @@ export class ZpruneClient {
       const attemptSignal = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
       let res: Response;
       try {
-        // Not followed: a redirected POST comes back as a GET without its body, then reads as a wrong route.
+        // Not followed: a POST answered 301-303 comes back as a GET without its body, then reads as a wrong route,
+        // and one answered 307 or 308 would send every body twice. The error names the URL to give instead.
         res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal, redirect: "manual" });
         if (res.ok) return { bytes: new Uint8Array(await res.arrayBuffer()), status: res.status };
         if ((res.status >= 300 && res.status < 400) || res.type === "opaqueredirect") {

@@ -308,7 +308,7 @@ Deno.test("pruneLayers(): a timeout or abort while an error answer downloads thr
   });
 });
 
-Deno.test("new ZpruneClient() refuses option values a timer cannot keep; Infinity means no timeout", async () => {
+Deno.test("new ZpruneClient() refuses values a timer cannot keep; Infinity: no timeout, no retry limit", async () => {
   for (
     const [key, value] of [
       ["timeoutMs", 0],
@@ -316,6 +316,7 @@ Deno.test("new ZpruneClient() refuses option values a timer cannot keep; Infinit
       ["timeoutMs", 2 ** 31],
       ["timeoutMs", NaN],
       ["retries", -1],
+      ["retries", 2.5],
       ["backoffMs", Infinity],
       ["maxBackoffMs", 2 ** 31],
     ] as const
@@ -326,7 +327,7 @@ Deno.test("new ZpruneClient() refuses option values a timer cannot keep; Infinit
     await new Promise((r) => setTimeout(r, 50));
     return msgpack(OK_BODY);
   }, async (url) => {
-    const res = await new ZpruneClient({ url, timeoutMs: Infinity, retries: 0 }).pruneLayers(REQUEST);
+    const res = await new ZpruneClient({ url, timeoutMs: Infinity, retries: Infinity }).pruneLayers(REQUEST);
     assert.equal(res.layers[0]!.stats.pruned, 4);
   });
 });

@@ -17,8 +17,9 @@
 //   for a nonzero weight the score before the activation is below 2^-100 and has a subnormal term (one of RIA's
 //   quotients; the cube of a nonzero Z-Pruner z-score below 2^-41, times alpha or 1 - alpha); or when a nonzero score
 //   before the activation meets a nonzero activation and the score falls below 2^-126. (A subnormal term beside a sum
-//   of at least 2^-100 moves it by under 2^-26.) flags[1] is set too for a score past f32's range (every such score
-//   would be infinity and tie): the CPU path refuses the layer as non_finite.
+//   of at least 2^-100 moves it by under 2^-26.) flags[1] is set too for a score of 2^127 or more (past 2^128 every
+//   such score would be infinity and tie): the CPU path then decides, and refuses a layer whose f64 scores overflow
+//   float32 as non_finite.
 
 struct Params {
   count: u32, // elements in this tile
@@ -64,9 +65,12 @@ fn times(s: f32, j: u32) -> f32 {
   }
   var x = (y * 0.5) * bitcast<f32>(act[2u * j]);
   k = clamp(k, -378, 378);
-  // x * 2^k is exact up to 2^128 and infinite from there: x in [2^ex, 2^(ex + 1)) gets there when ex + k >= 128
-  // (ex 128 for an infinite activation). Flagged before it happens: WGSL leaves an overflowed result unspecified.
-  if (x != 0.0 && i32((bitcast<u32>(x) >> 23u) & 0xffu) - 127 + k >= 128) { atomicOr(&flags[1], 1u); }
+  // x * 2^k is exact up to 2^128 and infinite from there: x in [2^ex, 2^(ex + 1)) gets there when ex + k >= 128.
+  // Flagged from 2^127 (ex + k >= 127), where the f64 score the CPU path rounds may lie on the other side of 2^128
+  // than this f32 one, and for an infinite x (an activation past f64, whatever k is after the tiny-s scaling).
+  // Flagged before it happens: WGSL leaves an overflowed result unspecified.
+  let ex = i32((bitcast<u32>(x) >> 23u) & 0xffu);
+  if (x != 0.0 && (ex == 255 || ex - 127 + k >= 127)) { atomicOr(&flags[1], 1u); }
   for (var i = 0; i < 3; i++) {
     let step = clamp(k, -126, 127);
     x *= pow2(step);

@@ -125,9 +125,9 @@ function scoreOverflow(layer: LayerJob, i: number, exponent: number): ZpruneErro
   const r = Math.floor(i / layer.cols), c = i % layer.cols;
   return new ZpruneError(
     "non_finite",
-    `layer "${layer.name}": the score of weight[${i}] (row ${r}, column ${c}) overflows float32 with its ` +
-      `activation factor actNormSq[${c}]^(${exponent}/2); scale the activations (or weights) down, or lower ` +
-      "options.exponent",
+    `layer "${layer.name}": the score of weight[${i}] (row ${r}, column ${c}) overflows float32 with column ${c}'s ` +
+      `activation factor (its sum of squared activations to the power ${exponent}/2); scale the activations (or ` +
+      "weights) down, or lower options.exponent",
   );
 }
 

@@ -278,6 +278,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       maxBodyBytes: config.maxBodyBytes,
       maxLayerElements: config.maxLayerElements,
       deadlineMs: config.deadlineMs,
+      answersPending: answerBytes,
     }),
   );
 

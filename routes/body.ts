@@ -71,7 +71,8 @@ export class BodyBudget {
     return {
       grow: (bytes: number) => {
         if (bytes <= mine) return;
-        // A lone body may always be read (the queue then judges it), as a lone request may always run.
+        // A lone body may be read (the queue then judges it), as a lone request may run, unless answers its clients
+        // have yet to read fill the budget: new work waits for them.
         const others = this.#held - mine, answers = this.heldElsewhere();
         if (others + answers > 0 && others + answers + bytes > this.limit) {
           throw new ZpruneError(

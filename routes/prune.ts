@@ -38,6 +38,8 @@ export interface PruneRouteDeps {
   maxBodyBytes: number;
   maxLayerElements: number;
   deadlineMs: number;
+  /** Bytes of answers their clients have yet to read (AppDeps.answerBytes): downloads that may share a link. */
+  answersPending: () => number;
 }
 
 /** The handler of `POST /v1/prune`. */
@@ -46,8 +48,10 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
   return async function prune(c: Context<AppEnv>): Promise<Response> {
     const hold = deps.bodies.open();
     const here = presence.enter();
+    // Alone while its body arrives: no other request at the server, nor an answer still going out to a client.
+    const quiet = deps.answersPending() === 0;
     try {
-      return await handle(c, hold, here.alone);
+      return await handle(c, hold, () => quiet && here.alone() && deps.answersPending() === 0);
     } finally {
       here.leave();
       hold.release();

@@ -109,11 +109,12 @@ function drainable(
           finish();
           return res;
         }
-        answerBytes += length;
-        return untilWritten(res, () => {
+        const tracked = untilWritten(res, () => {
           if (!finished) answerBytes -= length;
           finish();
         }, opts.writeStallMs);
+        answerBytes += length; // after: a body untilWritten could not take is not counted, never to be let go
+        return tracked;
       } catch (err) {
         finish();
         throw err;

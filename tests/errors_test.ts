@@ -262,7 +262,7 @@ Deno.test("every error of the contract's table is answered with its status and c
       "non_finite",
       "weight[3] (row 0, column 3) overflows float32",
     );
-    assert.match(overflow, /actNormSq\[3\]\^\(1\/2\)/);
+    assert.match(overflow, /column 3's activation factor \(its sum of squared activations to the power 1\/2\)/);
     // Z-Pruner at the largest exponent: act = 100^32 for every column, far past float32, and so every score.
     await expectError(
       await post(
@@ -656,14 +656,18 @@ Deno.test("429 busy with Retry-After when the work queue is full", async () => {
   }
 });
 
-Deno.test("429 busy while answers clients do not read hold the budget; a stalled answer is let go", async () => {
+Deno.test("answers clients do not read hold the budget (429) and make an upload's time shared (503)", async () => {
   // As main.ts wires it: the listener's count of answers not yet written counts against the budget with bodies.
   const backend = createCpuBackend({ threads: 0 });
   let answerBytes = () => 0;
-  // A 1024x1024 f32 layer needs about 34 MB to compute (admitted alone), and its answer with weights and scores
-  // back is about 8.5 MB: four such answers left unread hold about 34 MB of the 36 MB budget.
-  const app = createApp({ backend, config: { memoryBudgetBytes: 36_000_000 }, answerBytes: () => answerBytes() });
-  const listening = await listen(app.fetch, { port: 0, host: "127.0.0.1", writeStallMs: 5_000 });
+  // A 2048x1024 f32 layer needs about 68 MB to compute (admitted alone), and its answer with weights and scores
+  // back is about 17 MB, more than loopback's socket buffers take: four left unread hold 68 of the 72 MB budget.
+  const app = createApp({
+    backend,
+    config: { memoryBudgetBytes: 72_000_000, deadlineMs: 5_000 },
+    answerBytes: () => answerBytes(),
+  });
+  const listening = await listen(app.fetch, { port: 0, host: "127.0.0.1" });
   answerBytes = () => listening.answerBytes;
   const url = `http://127.0.0.1:${listening.port}`;
   const pending = async () =>
@@ -671,23 +675,35 @@ Deno.test("429 busy while answers clients do not read hold the budget; a stalled
   const body = encodeMsgpack({
     sparsity: 0.5,
     return: ["mask", "weight", "score"],
-    layers: [f32Layer("unread", 1024, 1024, 4)],
+    layers: [f32Layer("unread", 2048, 1024, 4)],
   });
+  const post = (declared: number) =>
+    new TextEncoder().encode(
+      "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+        `Content-Length: ${declared}\r\n\r\n`,
+    );
   const conns: Deno.Conn[] = [];
   try {
     for (let i = 1; i <= 4; i++) {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: listening.port });
       conns.push(conn);
-      const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
-        `Content-Length: ${body.byteLength}\r\n\r\n`;
-      await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...body]));
-      await eventually(async () => (await pending()) > i * 8_000_000, `unread answer ${i} counted`);
+      await writeAll(conn, new Uint8Array([...post(body.byteLength), ...body]));
+      await eventually(async () => (await pending()) > i * 16_000_000, `unread answer ${i} counted`);
     }
     const refused = await postPrune(url, body);
     assert.equal(refused.headers.get("retry-after"), "1");
     await expectError(refused, 429, "busy", "answers its clients have yet to read");
-    // Past writeStallMs without their clients taking a piece, the answers are dropped and the budget freed.
-    await eventually(async () => (await pending()) === 0, "the stalled answers let go");
+    // An upload that stalls while those answers go out (on the same link, as far as the server knows) has not had
+    // the server to itself: its deadline is a 503 to retry, not a 504.
+    const stalled = await Deno.connect({ hostname: "127.0.0.1", port: listening.port });
+    conns.push(stalled);
+    await writeAll(stalled, new Uint8Array([...post(100), 0x81]));
+    const answer = await readAnswer(stalled, "the stalled upload's answer");
+    assert.match(answer.head, /^HTTP\/1\.1 503 /, answer.head);
+    assert.match(answer.body, /for its body to arrive while other requests were at the server/, answer.body);
+    // Clients that leave let their answers go, and the budget with them.
+    for (const conn of conns.splice(0)) conn.close();
+    await eventually(async () => (await pending()) === 0, "the unread answers let go");
     const ok = await postPrune(url, body);
     assert.equal(ok.status, 200);
     await ok.body?.cancel();

@@ -650,6 +650,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: an activation past float64's range refuses the layer as the CPU does, tiny weights included",
+  ignore,
+  async fn() {
+    // actNormSq 1e10 at exponent 64 is 1e320 for column 3: infinity even in f64, sent as m = infinity, e = 0. Its
+    // weights are all about 1e-35, below the 1e-30 at which score.wgsl scales a score up by 2^64 (k falls to -63):
+    // every score of the column is infinite all the same, and both backends refuse the layer.
+    const rows = 6, cols = 8, rand = rng(5);
+    const v = new Float32Array(rows * cols).map((_, i) => normal(rand) * (i % cols === 3 ? 1e-35 : 1));
+    const act = new Float32Array(cols).fill(1);
+    act[3] = 1e10;
+    const layer: LayerJob = { name: "inf-act", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: act };
+    for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.5 }] as const) {
+      const params: PruneParams = { method: "wanda", pattern, exponent: 64, returnWeight: false, returnScore: true };
+      const ref = await cpu.prune(params, copyLayer(layer)).catch((e: unknown) => e as Error);
+      const got = await gpu!.prune(params, copyLayer(layer)).catch((e: unknown) => e as Error);
+      assert.ok(ref instanceof ZpruneError && ref.code === "non_finite", `${pattern.kind}: ${ref}`);
+      assert.match(ref.message, /weight\[3\] \(row 0, column 3\) overflows float32/);
+      assert.ok(got instanceof ZpruneError, `${pattern.kind}: the GPU answered where the CPU refused`);
+      assert.deepEqual([got.code, got.message], [ref.code, ref.message]);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: an N:M group whose f32 z-scores swap two weights outside the band takes the exact path",
   ignore,
   async fn() {
