@@ -37,7 +37,9 @@ export const DEFAULT_CONFIG: ServerConfig = {
   maxLayerElements: 2 ** 28,
   concurrency: 2,
   maxQueue: 64,
-  memoryBudgetBytes: Math.floor(memoryLimitBytes() / 2),
+  // A third: waiting bodies (and unread answers) and computing requests each take up to the budget, and the
+  // computing ones somewhat more than estimated (README, "Configuration"): measured up to 2.6 times it together.
+  memoryBudgetBytes: Math.floor(memoryLimitBytes() / 3),
   deadlineMs: 600_000,
   corsOrigins: "",
   log: true,

@@ -14,6 +14,21 @@ Deno.test("ScratchBuffers: a layer of the same size gets the same buffer back; o
   s.clear();
 });
 
+Deno.test("ScratchBuffers: a smaller layer reuses a kept buffer up to twice its size, no larger", () => {
+  const s = new ScratchBuffers(1 << 20, 60_000);
+  const big = s.take(8192), mid = s.take(6000);
+  s.give(big);
+  s.give(mid);
+  assert.equal(s.take(5000), mid, "the smallest that holds it");
+  assert.equal(s.take(4096), big, "twice the size at most");
+  s.give(big);
+  assert.notEqual(s.take(4095), big, "past twice: a fresh one, the big one kept for a big layer");
+  assert.equal(s.keptBytes, 8192);
+  assert.equal(s.take(8192), big);
+  assert.equal(s.keptBytes, 0);
+  s.clear();
+});
+
 Deno.test("ScratchBuffers: changing shapes stay within maxBytes, the least recently given going first", () => {
   // The soak audit's case: every request a new layer shape. Before, the first sizes filled the budget and stayed
   // for good, and no later size was kept.

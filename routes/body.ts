@@ -119,13 +119,12 @@ export async function readBody(
   signal?.throwIfAborted();
   const reader = req.body.getReader();
   let pending: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
-  let stop = () => {};
-  const stopped = new Promise<never>((_, reject) => {
-    if (!signal) return;
-    stop = () => reject(signal.reason);
-    signal.addEventListener("abort", stop, { once: true });
-  });
-  stopped.catch(() => {}); // observed by the race below, or not at all
+  // Each read waits on a promise of its own, which an abort rejects. (Racing every read against one promise that
+  // never settles kept each read's result, its chunk, reachable from that promise until the body was read: the
+  // whole body twice, measured in an audit as +542 MiB for a 256 MiB body.)
+  let rejectRead: ((reason: unknown) => void) | undefined;
+  const stop = () => rejectRead?.(signal!.reason);
+  signal?.addEventListener("abort", stop, { once: true });
   try {
     // With a Content-Length, the buffer takes its whole size once a quarter of it has come: large bodies are
     // copied at most about half over, while a client that declares much and sends little reserves (virtual)
@@ -134,8 +133,19 @@ export async function readBody(
     let out = new Uint8Array(expected ? Math.min(expected, FIRST_BUFFER_BYTES) : 64 * 1024);
     let n = 0;
     for (;;) {
-      pending = reader.read();
-      const { done, value } = await Promise.race([pending.catch(unreadable), stopped]);
+      signal?.throwIfAborted();
+      const read = pending = reader.read();
+      const { done, value } = await new Promise<ReadableStreamReadResult<Uint8Array>>((resolve, reject) => {
+        rejectRead = reject;
+        read.then(resolve, (err) => {
+          try {
+            unreadable(err);
+          } catch (e) {
+            reject(e);
+          }
+        });
+      });
+      rejectRead = undefined;
       pending = undefined;
       if (done) break;
       if (n + value.byteLength > limit) throw tooLarge(limit);

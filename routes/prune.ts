@@ -13,6 +13,7 @@ import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
 import { Presence, RequestClock, startDeadline } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
+import { answerBody } from "./answer_body.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -147,7 +148,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     );
     deps.metrics.layers.inc({ method: params.method, pattern: patternLabel(params.pattern) }, layers.length);
 
-    const { bytes, timings } = encodePruneResponse(
+    const { pieces, byteLength, timings } = encodePruneResponse(
       {
         backend: deps.backend.kind,
         device: deps.backend.device,
@@ -156,9 +157,9 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       (encodeMs) => ({ decodeMs, computeMs, encodeMs, totalMs: performance.now() - start }),
     );
     c.set("timings", timings);
-    return new Response(bytes, {
+    return new Response(answerBody(pieces, byteLength), {
       status: 200,
-      headers: { "content-type": "application/msgpack", "content-length": String(bytes.byteLength) },
+      headers: { "content-type": "application/msgpack", "content-length": String(byteLength) },
     });
   }
 }

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { concatBytes } from "../contract/wire.ts";
+import { answerBody, WHOLE_ANSWER_BYTES } from "./answer_body.ts";
+
+/** `n` bytes counting up from `seed`. */
+const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i + seed) & 255);
+
+Deno.test("answerBody: a small answer is one array of its pieces joined", () => {
+  const pieces = [bytes(3, 1), bytes(1000, 2), bytes(10, 3)];
+  const body = answerBody([...pieces], 1013);
+  assert.ok(body instanceof Uint8Array);
+  assert.deepEqual(body, concatBytes(pieces));
+});
+
+Deno.test("answerBody: a large answer streams its pieces, large ones as they are, small ones in runs", async () => {
+  // Headers and stats (a few bytes), small masks (16 KiB), and tensors past 64 KiB, interleaved.
+  const pieces: Uint8Array[] = [];
+  for (let k = 0; k < 6; k++) pieces.push(bytes(5, k), bytes(16 * 1024, k), bytes(3, k), bytes(200_000 + k, k));
+  const expected = concatBytes(pieces);
+  const large = pieces.filter((p) => p.byteLength >= 64 * 1024);
+  const given = [...pieces];
+  const body = answerBody(given, expected.byteLength);
+  assert.ok(expected.byteLength > WHOLE_ANSWER_BYTES && body instanceof ReadableStream);
+  const chunks: Uint8Array[] = [];
+  for await (const c of body as ReadableStream<Uint8Array>) chunks.push(c);
+  assert.deepEqual(concatBytes(chunks), expected);
+  // The tensors went out as the very arrays given (no copy); runs of small pieces stayed within 64 KiB.
+  for (const t of large) assert.ok(chunks.includes(t), "a large piece by reference");
+  for (const c of chunks) if (!large.includes(c)) assert.ok(c.byteLength <= 64 * 1024, `${c.byteLength}`);
+  assert.ok(chunks.length < pieces.length, "small pieces joined");
+  assert.ok(given.every((p) => p.byteLength === 0), "each piece let go once written");
+});
