@@ -7,6 +7,7 @@
  * piece is let go once it is written.
  */
 import { concatBytes } from "../contract/wire.ts";
+import { streamsKeepLength } from "../runtime/host.ts";
 
 /** Answers up to this size are one array (runtime/host.ts hands those over whole); larger ones stream. */
 export const WHOLE_ANSWER_BYTES = 64 * 1024;
@@ -16,9 +17,16 @@ const RUN_BYTES = 64 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
-/** The body for `pieces` of `byteLength` bytes in all; takes the pieces (a stream empties the array as it goes). */
-export function answerBody(pieces: Uint8Array[], byteLength: number): Uint8Array<ArrayBuffer> | ReadableStream {
-  if (byteLength <= WHOLE_ANSWER_BYTES) return concatBytes(pieces);
+/**
+ * The body for `pieces` of `byteLength` bytes in all; takes the pieces (a stream empties the array as it goes).
+ * `stream` false (under Bun, which would send a stream without its length) joins them whatever the size.
+ */
+export function answerBody(
+  pieces: Uint8Array[],
+  byteLength: number,
+  stream = streamsKeepLength,
+): Uint8Array<ArrayBuffer> | ReadableStream {
+  if (byteLength <= WHOLE_ANSWER_BYTES || !stream) return concatBytes(pieces);
   let i = 0;
   return new ReadableStream<Uint8Array>({
     pull(controller) {

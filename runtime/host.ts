@@ -33,6 +33,12 @@ const g = globalThis as unknown as { Deno?: typeof Deno; Bun?: BunGlobal; proces
 /** Which runtime runs this process. */
 export const runtimeName: "deno" | "bun" | "other" = g.Deno ? "deno" : g.Bun ? "bun" : "other";
 
+/**
+ * Whether a streamed answer with a Content-Length goes out with that length (Deno). Bun sends any stream in chunks
+ * instead, dropping the length, so there an answer whose length the client should see is sent as one array.
+ */
+export const streamsKeepLength: boolean = runtimeName === "deno";
+
 /** Reads an environment variable. */
 export function getEnv(name: string): string | undefined {
   if (g.Deno) return g.Deno.env.get(name);
@@ -230,7 +236,7 @@ export function listen(
 ): Promise<Listening> {
   // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
   const gate = drainable(fetch, {
-    untilWritten: runtimeName === "deno",
+    untilWritten: streamsKeepLength,
     writeStallMs: opts.writeStallMs ?? WRITE_STALL_MS,
   });
   const listening = (port: number, shutdown: () => Promise<void>): Listening => ({
