@@ -69,6 +69,19 @@ Deno.test("readBody: a body Deno's parser refuses is 400 bad_msgpack; a client g
   }
 });
 
+/** Runs `script` in a child Deno with the garbage collector exposed; the last line it prints, parsed as JSON. */
+async function lastJsonLine(script: string): Promise<unknown> {
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const out = new TextDecoder().decode(res.stdout);
+  assert.equal(res.code, 0, out + new TextDecoder().decode(res.stderr));
+  return JSON.parse(out.trim().split("\n").at(-1)!);
+}
+
 Deno.test("readBody: a stalled upload stopped by its deadline leaves no body stream behind", async () => {
   // Deno never settles a read pending when a request body stream is cancelled, and that read keeps the stream
   // alive for good. The child serves readBody with a 200 ms deadline to clients that send 64 KiB of a 4 MiB body
@@ -98,15 +111,7 @@ for (let k = 0; k < 10; k++) {
 await new Promise((r) => setTimeout(r, 200));
 console.log(JSON.stringify({ alive }));
 await server.shutdown();`;
-  const res = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--v8-flags=--expose-gc", script],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const out = new TextDecoder().decode(res.stdout);
-  assert.equal(res.code, 0, out + new TextDecoder().decode(res.stderr));
-  assert.deepEqual(JSON.parse(out.trim().split("\n").at(-1)!), { alive: 0 });
+  assert.deepEqual(await lastJsonLine(script), { alive: 0 });
 });
 
 Deno.test("readBody: chunks already copied are not kept while the rest of the body arrives", async () => {
@@ -139,15 +144,7 @@ console.log(JSON.stringify({ sent, alive }));
 abort.abort();
 release();
 await reading;`;
-  const res = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--v8-flags=--expose-gc", script],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const out = new TextDecoder().decode(res.stdout);
-  assert.equal(res.code, 0, out + new TextDecoder().decode(res.stderr));
-  const { sent, alive } = JSON.parse(out.trim().split("\n").at(-1)!);
+  const { sent, alive } = await lastJsonLine(script) as { sent: number; alive: number };
   assert.equal(sent, 32);
   assert.ok(alive <= 2, `${alive} of 32 chunks still reachable`);
 });
