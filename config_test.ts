@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { DEFAULT_CONFIG, loadConfig, type ServerConfig } from "./config.ts";
+import { memoryLimitBytes } from "./runtime/host_limits.ts";
 
 const from = (vars: Record<string, string>) => (name: string) => vars[name];
 
 Deno.test("loadConfig() gives the defaults for unset and empty variables", () => {
   assert.deepEqual(loadConfig(from({})), DEFAULT_CONFIG);
+  // README.md's "a third of the host memory" (the host: the machine, or its cgroup's lower limit).
+  assert.equal(DEFAULT_CONFIG.memoryBudgetBytes, Math.floor(memoryLimitBytes() / 3));
   assert.deepEqual(loadConfig(from({ PORT: "", ZPRUNE_MAX_QUEUE: "", ZPRUNE_BACKEND: "" })), DEFAULT_CONFIG);
 });
 
@@ -105,7 +108,7 @@ Deno.test("README.md's table of variables matches what loadConfig() reads and de
     assert.deepEqual({ ...set, [field]: defaults[field] }, defaults, `${name} sets only ${field}`);
     assert.notEqual(set[field], defaults[field], `${name} is read`);
     const literal = /^`(.*)`$/.exec(shown)?.[1];
-    if (literal === undefined) continue; // "(none)" or "half the host memory": checked by the defaults test
+    if (literal === undefined) continue; // "(none)" or "a third of the host memory": checked by the defaults test
     const actual = field === "log" ? (defaults.log ? "1" : "0") : String(defaults[field]);
     assert.equal(literal, actual, `${name}'s default in README.md`);
   }

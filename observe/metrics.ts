@@ -96,7 +96,10 @@ export class Metrics {
     "zprune_bytes_in_total",
     "Request body bytes read whole (a body refused or abandoned part way adds nothing).",
   );
-  readonly bytesOut = new Counter("zprune_bytes_out_total", "Response body bytes sent.");
+  readonly bytesOut = new Counter(
+    "zprune_bytes_out_total",
+    "Response body bytes answered (a client that leaves or stops reading may not receive them all).",
+  );
   readonly computeSeconds = new Counter("zprune_compute_seconds_total", "Seconds spent in the compute backend.");
   readonly layers = new Counter("zprune_layers_total", "Layers pruned, by method and pattern.", ["method", "pattern"]);
   #observed: Observed[] = [];

@@ -71,9 +71,17 @@ export class BodyBudget {
     return {
       grow: (bytes: number) => {
         if (bytes <= mine) return;
-        // A lone body may be read (the queue then judges it), as a lone request may run, unless answers its clients
-        // have yet to read fill the budget: new work waits for them.
+        // A lone body may be read (the queue then judges it), as a lone request may run. Beside other bodies or
+        // answers its clients have yet to read, it must fit the budget with them: else it waits (429), or, being
+        // larger than the whole budget, never fits and is refused as the queue would refuse it (413).
         const others = this.#held - mine, answers = this.heldElsewhere();
+        if (others + answers > 0 && bytes > this.limit) {
+          throw new ZpruneError(
+            "too_large",
+            `the body passes this server's memory budget of ${this.limit} bytes by itself (${bytes} bytes so ` +
+              "far); send fewer or smaller layers per request",
+          );
+        }
         if (others + answers > 0 && others + answers + bytes > this.limit) {
           throw new ZpruneError(
             "busy",

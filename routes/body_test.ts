@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { FIRST_BUFFER_BYTES, readBody } from "./body.ts";
+import { BodyBudget, FIRST_BUFFER_BYTES, readBody } from "./body.ts";
 
 const MiB = 1024 * 1024;
 
@@ -147,4 +147,21 @@ await reading;`;
   const { sent, alive } = await lastJsonLine(script) as { sent: number; alive: number };
   assert.equal(sent, 32);
   assert.ok(alive <= 2, `${alive} of 32 chunks still reachable`);
+});
+
+Deno.test("BodyBudget: unread answers count with bodies; a body past the whole budget beside them is 413", () => {
+  let answers = 500;
+  const budget = new BodyBudget(1000, 1, () => answers);
+  const a = budget.open();
+  a.grow(400); // 500 answers + 400 fit the 1000
+  const refused = (grow: () => void, code: string, status: number) =>
+    assert.throws(grow, (e: unknown) => e instanceof ZpruneError && e.code === code && e.status === status);
+  refused(() => a.grow(600), "busy", 429); // would take 1100: waits for the answers
+  refused(() => budget.open().grow(1001), "too_large", 413); // never fits, whatever is let go
+  a.release();
+  answers = 0;
+  const lone = budget.open();
+  lone.grow(5000); // alone, it is read: the queue judges it
+  assert.equal(budget.held, 5000);
+  lone.release();
 });

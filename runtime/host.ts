@@ -176,8 +176,12 @@ function untilWritten(res: Response, finish: () => void, stallMs: number): Respo
       const arm = () => {
         clearTimeout(timer);
         timer = setTimeout(() => {
-          // Deno logs the error that ends a body: one line, no stack, since nothing failed here.
-          const stalled = new Error(`zprune: dropped an answer its client took no part of for ${stallMs} ms`);
+          // Deno logs the error that ends a body: one line, no stack, since nothing failed here. The request id
+          // matches it to the request's log line (which says 200: the answer was given, not delivered).
+          const id = res.headers.get("x-request-id");
+          const stalled = new Error(
+            `zprune: dropped the answer to request ${id ?? "(no id)"}: its client took no part of it for ${stallMs} ms`,
+          );
           stalled.stack = stalled.message;
           controller.error(stalled);
           reader.cancel().catch(() => {});
