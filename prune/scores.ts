@@ -176,7 +176,8 @@ export const F32_OVERFLOW = 3.4028235677973366e38;
  */
 export function scoreRows(W: Float32Array, ctx: ScoreContext, r0: number, r1: number, out: Float32Array): number {
   const { cols, act, method } = ctx;
-  // The largest score before rounding (magnitude's |w| is a float32 already): one compare per row, not per weight.
+  // Each row's largest score before rounding (a running maximum, in registers), checked once per row against the
+  // overflow: no second pass over the scores (magnitude's |w| is a float32 already and cannot overflow).
   let overRow = -1;
   for (let r = r0; r < r1; r++) {
     const base = r * cols;

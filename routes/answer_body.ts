@@ -7,10 +7,7 @@
  * piece is let go once it is written.
  */
 import { concatBytes } from "../contract/wire.ts";
-import { streamsKeepLength } from "../runtime/host.ts";
-
-/** Answers up to this size are one array (runtime/host.ts hands those over whole); larger ones stream. */
-export const WHOLE_ANSWER_BYTES = 64 * 1024;
+import { streamsKeepLength, WHOLE_ANSWER_BYTES } from "../runtime/host.ts";
 
 /** The largest run of small pieces joined into one chunk of the stream. */
 const RUN_BYTES = 64 * 1024;
@@ -26,6 +23,7 @@ export function answerBody(
   byteLength: number,
   stream = streamsKeepLength,
 ): Uint8Array<ArrayBuffer> | ReadableStream {
+  // Up to the size the listener hands over whole, one array; larger ones stream.
   if (byteLength <= WHOLE_ANSWER_BYTES || !stream) return concatBytes(pieces);
   let i = 0;
   return new ReadableStream<Uint8Array>({

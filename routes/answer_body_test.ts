@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { concatBytes } from "../contract/wire.ts";
-import { answerBody, WHOLE_ANSWER_BYTES } from "./answer_body.ts";
+import { WHOLE_ANSWER_BYTES } from "../runtime/host.ts";
+import { answerBody } from "./answer_body.ts";
 
 /** `n` bytes counting up from `seed`. */
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i + seed) & 255);

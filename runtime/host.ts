@@ -151,6 +151,9 @@ function drainable(
 /** The largest piece `untilWritten` passes on at once, and the largest answer handed over whole. */
 const WRITE_SLICE = 64 * 1024;
 
+/** Answers up to this size are handed to the runtime whole, not tracked until written (routes/answer_body.ts). */
+export const WHOLE_ANSWER_BYTES = WRITE_SLICE;
+
 /** How long an answer may wait for its client to take the next piece before its connection is dropped. */
 export const WRITE_STALL_MS = 60_000;
 
