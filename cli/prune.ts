@@ -8,6 +8,7 @@
 import { resolve } from "node:path";
 import type { InfoResponse } from "../contract/api.ts";
 import { ZpruneClient, ZpruneError } from "../client/mod.ts";
+import { errorChain } from "../contract/errors.ts";
 import {
   checkModelFits,
   ForwardPool,
@@ -101,20 +102,6 @@ function progress(): (label: string, done: number, total: number) => void {
   };
 }
 
-/** An error's message followed by those of its causes (a failed fetch says why only in its cause). */
-function errorChain(e: unknown): string {
-  let text = e instanceof Error ? e.message : String(e);
-  for (
-    let c = e instanceof Error ? e.cause : undefined;
-    c !== undefined;
-    c = c instanceof Error ? c.cause : undefined
-  ) {
-    const m = c instanceof Error ? c.message : String(c);
-    if (!text.includes(m)) text += `: ${m}`;
-  }
-  return text;
-}
-
 /**
  * Asks the server for GET /v1/info, which needs the token, so that a wrong URL or token fails before any work
  * rather than after the dense evaluation. Throws naming the URL and the cause.
@@ -124,7 +111,7 @@ async function probeServer(client: ZpruneClient): Promise<InfoResponse> {
     return await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   } catch (e) {
     const why = e instanceof ZpruneError
-      ? `${e.code} (HTTP ${e.status}): ${e.message}`
+      ? `${e.code}${e.status ? ` (HTTP ${e.status})` : ""}: ${e.message}`
       : e instanceof DOMException && e.name === "TimeoutError"
       ? `no answer within ${PROBE_TIMEOUT_MS / 1000} s`
       : errorChain(e);
@@ -432,7 +419,7 @@ if (import.meta.main) {
     }
   } catch (e) {
     // A server's refusal says which code and status, for a log or a retry decision.
-    const code = e instanceof ZpruneError ? ` (${e.code}, HTTP ${e.status})` : "";
+    const code = e instanceof ZpruneError ? ` (${e.code}${e.status ? `, HTTP ${e.status}` : ""})` : "";
     console.error(`prune: ${errorChain(e)}${code}`);
     Deno.exit(1);
   }

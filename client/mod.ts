@@ -21,7 +21,7 @@ import {
   PruneResponseSchema,
   type Tensor,
 } from "../contract/api.ts";
-import { type AnyErrorCode, ERROR_STATUS, type ErrorCode, ZpruneError } from "../contract/errors.ts";
+import { type AnyErrorCode, ERROR_STATUS, errorChain, type ErrorCode, ZpruneError } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { z } from "zod";
 import { zeroMasked } from "../prune/decode.ts";
@@ -221,6 +221,11 @@ function parseAnswer<T>(schema: z.ZodType<T>, answer: unknown, path: string, sta
   );
 }
 
+/** `unreachable` (status 0: no HTTP answer) for a fetch that failed, quoting its error and that error's causes. */
+function unreachable(url: string, err: unknown): ZpruneError {
+  return new ZpruneError("unreachable", `cannot reach ${url}: ${errorChain(err)}`, { cause: err, status: 0 });
+}
+
 /**
  * A signal that aborts with a `TimeoutError` after `ms` (never for `Infinity`), as `AbortSignal.timeout` does, but
  * whose timer `clear()` ends: `AbortSignal.timeout`'s would hold each call's signals for the whole timeout (eleven
@@ -282,8 +287,9 @@ export class ZpruneClient {
   /**
    * Prunes the request's layers (`POST /v1/prune`). Tensors' `data` are bytes: `tensor()` makes them from any typed
    * array. Throws `ZpruneError` with the server's code, `invalid_response` for an answer that breaks the contract
-   * (layers not the request's in number, order, names and shapes, or a mask of another length), or the abort
-   * reason (a `TimeoutError` after `timeoutMs`). Fields a newer server adds are kept in the answer.
+   * (layers not the request's in number, order, names and shapes, or a mask of another length), `unreachable` for a
+   * connection that failed every try, or the abort reason (a `TimeoutError` after `timeoutMs`). Fields a newer
+   * server adds are kept in the answer.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
     const body = encodeRequest(request);
@@ -376,8 +382,9 @@ export class ZpruneClient {
         if (err instanceof ZpruneError) throw err;
         if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
         // A refused or reset connection, before or during the answer: the server may be restarting, so it is
-        // worth another try.
-        if (attempt >= o.retries) throw err;
+        // worth another try. Once the tries are spent it is `unreachable`, as in the Python client; fetch's own
+        // error, whose cause says why ("Connection refused"), is kept as the cause and quoted.
+        if (attempt >= o.retries) throw unreachable(this.url, err);
         timeout.clear();
         await o.sleep(this.#backoff(attempt), signal);
         continue;

@@ -361,6 +361,26 @@ Deno.test("pruneLayers() gives up after `retries` and reports the last error's c
   assert.equal(calls, 3);
 });
 
+Deno.test("pruneLayers(): a refused connection is retried, then thrown as unreachable with fetch's cause", async () => {
+  // Nothing listens on a port just released by a listener of our own.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `http://127.0.0.1:${(probe.addr as Deno.NetAddr).port}`;
+  probe.close();
+  let calls = 0;
+  const counted: typeof fetch = (input, init) => (calls++, fetch(input, init));
+  const client = new ZpruneClient({ url, retries: 2, backoffMs: 1, fetch: counted });
+  await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+    assert.ok(e instanceof ZpruneError);
+    assert.equal(e.code, "unreachable");
+    assert.equal(e.status, 0);
+    assert.ok(e.cause instanceof TypeError, String(e.cause));
+    assert.ok(e.message.startsWith(`cannot reach ${url}: `), e.message);
+    assert.match(e.message, /refused/i);
+    return true;
+  });
+  assert.equal(calls, 3);
+});
+
 Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError without retrying", async () => {
   let calls = 0;
   await withServer(

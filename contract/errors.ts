@@ -91,3 +91,17 @@ export class ZpruneError extends Error {
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === "string" && Object.hasOwn(ERROR_STATUS, code);
 }
+
+/** An error's message followed by those of its causes that it does not already quote (fetch says why in a cause). */
+export function errorChain(e: unknown): string {
+  let text = e instanceof Error ? e.message : String(e);
+  for (
+    let c = e instanceof Error ? e.cause : undefined;
+    c !== undefined;
+    c = c instanceof Error ? c.cause : undefined
+  ) {
+    const m = c instanceof Error ? c.message : String(c);
+    if (!text.includes(m)) text += `: ${m}`;
+  }
+  return text;
+}
