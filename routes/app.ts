@@ -28,8 +28,11 @@ import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
 import pkg from "../package.json" with { type: "json" };
 
-/** The contract's error answer for `err`: JSON, or msgpack when the client asks for it. */
-function errorResponse(c: Context<AppEnv>, err: unknown): Response {
+/**
+ * The contract's error answer for `err`: JSON, or msgpack when the client asks for it. A 429 or 503 says when to
+ * try again: its own Retry-After, else `retryAfterSeconds` (a backend's `unavailable` carries none of its own).
+ */
+function errorResponse(c: Context<AppEnv>, err: unknown, retryAfterSeconds: number): Response {
   let e = toZpruneError(err);
   if (e.code === "internal") {
     // The cause goes to the log, not to the client: its message may name files, hosts or other internals.
@@ -39,6 +42,9 @@ function errorResponse(c: Context<AppEnv>, err: unknown): Response {
   }
   const body = e.toBody();
   const headers: Record<string, string> = { ...e.headers, [ERROR_CODE_HEADER]: e.code };
+  if ((e.status === 429 || e.status === 503) && !Object.keys(headers).some((k) => k.toLowerCase() === "retry-after")) {
+    headers["Retry-After"] = String(retryAfterSeconds);
+  }
   if (wantsMsgpack(c.req.header("accept"))) {
     return new Response(encodeMsgpack(body), {
       status: e.status,
@@ -84,9 +90,7 @@ function toZpruneError(err: unknown): ZpruneError {
   }
   // POST /v1/prune answers its own deadline, 503 or 504 by where the time went (routes/deadline.ts).
   if (isDeadline(err)) {
-    return new ZpruneError("unavailable", "the server's deadline passed; retry shortly", {
-      headers: { "Retry-After": "1" },
-    });
+    return new ZpruneError("unavailable", "the server's deadline passed; retry shortly");
   }
   // Memory the host could not give just now (V8's words when an ArrayBuffer cannot be allocated, here or in a CPU
   // worker): the request was sound and may succeed later, so it is answered like a busy backend, not as a bug.
@@ -94,7 +98,7 @@ function toZpruneError(err: unknown): ZpruneError {
     return new ZpruneError(
       "unavailable",
       "the server could not allocate the memory for this request just now; retry shortly, or send smaller layers",
-      { headers: { "Retry-After": "1" }, cause: err },
+      { cause: err },
     );
   }
   const message = err instanceof Error ? err.message : String(err);
@@ -124,6 +128,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       maxQueue: config.maxQueue,
       memoryBudget: config.memoryBudgetBytes,
     });
+  // Every 429 and 503 tells the client when to return, and all say the same.
+  const retryAfter = queue.retryAfterSeconds;
   const { backend } = deps;
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
   // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
@@ -225,7 +231,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use("*", async function refuseWhileDraining(_c, next) {
     if (deps.draining?.()) {
       throw new ZpruneError("unavailable", "the server is shutting down; retry shortly", {
-        headers: { "Retry-After": "1", Connection: "close" },
+        headers: { Connection: "close" },
       });
     }
     await next();
@@ -284,9 +290,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   // Answered, not thrown: Hono runs the not-found handler outside the middleware chain's error handling, so a
   // throw here skipped the request's metrics, log line and request id.
-  app.notFound((c) => errorResponse(c, new ZpruneError("not_found", "no such route; see GET /openapi.json")));
+  app.notFound((c) =>
+    errorResponse(c, new ZpruneError("not_found", "no such route; see GET /openapi.json"), retryAfter)
+  );
 
-  app.onError((err, c) => errorResponse(c, err));
+  app.onError((err, c) => errorResponse(c, err, retryAfter));
 
   return app;
 }

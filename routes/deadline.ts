@@ -111,12 +111,10 @@ export class RequestClock {
           "again: send fewer or smaller layers per request",
       );
     }
+    // The app's error answer adds the server's Retry-After, as to every 503.
     return new ZpruneError(
       "unavailable",
       `the server's deadline of ${deadlineMs} ms passed after ${spent}; retry shortly`,
-      {
-        headers: { "Retry-After": "1" },
-      },
     );
   }
 }

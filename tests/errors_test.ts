@@ -518,25 +518,28 @@ Deno.test("500 internal for an unexpected exception: JSON, error header, counted
   }
 });
 
-Deno.test("503 with Retry-After when allocation fails, inline or in a CPU worker; the server goes on", async () => {
+Deno.test("503 with Retry-After when allocation fails or a CPU worker crashes; the server goes on", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const pool = new CpuPool(1);
   let failures = 0;
+  const small = { op: "rows", keys: new Uint32Array(4), cols: 4, k: 1, mask: new Uint8Array(1), r0: 0, r1: 1 };
   const backend = withPrune(cpu, (params, l, signal) => {
     // An ArrayBuffer V8 cannot allocate, first on this thread, then in a worker (a row of scratch for 2^33 columns).
     if (failures === 0) return failures++, new ArrayBuffer(2 ** 45) as never;
     const huge = { op: "rows", keys: new Uint32Array(0), cols: 2 ** 33, k: 1, mask: new Uint8Array(0), r0: 0, r1: 0 };
     if (failures === 1) return failures++, pool.run(0, huge as never);
+    // A worker that dies under its task: the pool's own `unavailable`, which names no Retry-After of its own.
+    if (failures === 2) return failures++, pool.crash(0), pool.run(0, small as never);
     return cpu.prune(params, l, signal);
   });
   const server = await startServer({ backend });
   try {
-    for (const where of ["inline", "in a worker"]) {
+    for (const [where, says] of [["inline", "allocate"], ["in a worker", "allocate"], ["crashed", "restarted"]]) {
       const res = await postPrune(server.url, encodeMsgpack(request()));
       assert.equal(res.headers.get("retry-after"), "1", where);
-      await expectError(res, 503, "unavailable", "allocate");
+      await expectError(res, 503, "unavailable", says);
     }
-    assert.equal(failures, 2);
+    assert.equal(failures, 3);
     await assertStillHealthy(server);
   } finally {
     await server.close();
