@@ -12,7 +12,7 @@
 import type { Pattern } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createPoolExecutor } from "../prune/cpu_backend.ts";
-import { f16Bits } from "../prune/decode.ts";
+import { f16Bits } from "../contract/dtype_codec.ts";
 import { pruneLayerWith, type StageTimes } from "../prune/prune_layer.ts";
 
 const USAGE = "usage: deno task bench [--repeat N] [ROWSxCOLS ...]   (default 4096x4096 11008x4096, best of 3)";

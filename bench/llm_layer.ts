@@ -4,7 +4,7 @@
  */
 import type { DType } from "../contract/api.ts";
 import type { LayerJob } from "../prune/backend.ts";
-import { bf16Bits, f16Bits } from "../prune/decode.ts";
+import { bf16Bits, f16Bits } from "../contract/dtype_codec.ts";
 
 /** A random rows x cols layer of N(0, 0.02²) weights in `dtype`, and positive activations. */
 export function llmLayer(rows: number, cols: number, dtype: DType): LayerJob {

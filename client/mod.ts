@@ -24,7 +24,7 @@ import {
 import { type AnyErrorCode, ERROR_STATUS, errorChain, type ErrorCode, ZpruneError } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { z } from "zod";
-import { zeroMasked } from "../prune/decode.ts";
+import { zeroMasked } from "../contract/dtype_codec.ts";
 
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };

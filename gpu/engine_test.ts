@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import { GpuEngine, planTiles } from "./engine.ts";
-import { encode } from "../prune/decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { rng } from "../tests/_random.ts";
 

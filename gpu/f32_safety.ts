@@ -9,7 +9,7 @@
  */
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { DTYPE_BYTES } from "../contract/api.ts";
-import { decodeAt, decodeInto } from "../prune/decode.ts";
+import { decodeAt, decodeInto } from "../contract/dtype_codec.ts";
 import { smallWeightBound } from "../prune/scores.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
 

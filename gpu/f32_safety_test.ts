@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { DType } from "../contract/api.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { encode } from "../prune/decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 import { zprunerAlpha } from "../prune/scores.ts";
 import { rng } from "../tests/_random.ts";
 import {

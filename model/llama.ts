@@ -18,7 +18,7 @@ import {
   sumSquares,
   swiglu,
 } from "./ops.ts";
-import { zeroMasked } from "../prune/decode.ts";
+import { zeroMasked } from "../contract/dtype_codec.ts";
 
 /** Per-block calibration sums of x_j² for the four distinct inputs of the seven linear layers. */
 export interface BlockStats {

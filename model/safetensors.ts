@@ -8,7 +8,7 @@
  * relative to the end of the header.
  */
 import { type DType, DTYPE_BYTES } from "../contract/api.ts";
-import { decode } from "../prune/decode.ts";
+import { decode } from "../contract/dtype_codec.ts";
 import { readJsonFile } from "./json_file.ts";
 
 /** safetensors dtype names we decode, mapped to the contract's dtypes. */

@@ -3,7 +3,7 @@
  * same function runs on the main thread or on any worker. `runOp` is the one dispatcher both sides use.
  */
 import type { DType, Method } from "../contract/api.ts";
-import { decodeInto } from "./decode.ts";
+import { decodeInto } from "../contract/dtype_codec.ts";
 import { accumulateSums, centredSums, type MatrixSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
 import { histogramHigh, histogramLow, markBelow, markTies, selectNM, selectRows } from "./select.ts";
 

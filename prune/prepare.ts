@@ -14,7 +14,7 @@ import {
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
 import type { LayerJob, PruneParams } from "./backend.ts";
-import { decode, decodeInto } from "./decode.ts";
+import { decode, decodeInto } from "../contract/dtype_codec.ts";
 
 /** Limits a request must respect. */
 export interface PrepareLimits {

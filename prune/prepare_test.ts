@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parsePruneRequest } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
-import { encode } from "./decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 import { prepareRequest } from "./prepare.ts";
 
 /** A request (wanda by default) of one [2, cols] layer whose activations are `inputs` ([tokens, cols] of `dtype`). */

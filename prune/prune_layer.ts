@@ -6,7 +6,7 @@
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
-import { applyMaskBytes } from "./decode.ts";
+import { applyMaskBytes } from "../contract/dtype_codec.ts";
 import { maskStats } from "./mask_stats.ts";
 import { activationWeights, buildContext, type CentredSums, mergeColumnSums, newSums } from "./scores.ts";
 

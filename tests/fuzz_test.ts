@@ -10,7 +10,7 @@ import type { PruneResponse } from "../contract/api.ts";
 import { ERROR_STATUS } from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { encode } from "../prune/decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 import { rng } from "./_random.ts";
 import { goldenCase, goldenProblems, postPrune, startServer } from "./_server.ts";
 

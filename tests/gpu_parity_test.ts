@@ -12,7 +12,7 @@ import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
 import { normal, rng } from "./_random.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
-import { encode } from "../prune/decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 
 const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
 

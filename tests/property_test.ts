@@ -9,7 +9,7 @@ import { DEFAULT_EXPONENT } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { encode } from "../prune/decode.ts";
+import { encode } from "../contract/dtype_codec.ts";
 import { bit, compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 import { randomLayer, rng } from "./_random.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { applyMaskBytes, bf16Bits, decode, decodeAt, encode, f16Bits, firstNonFinite } from "./decode.ts";
+import { applyMaskBytes, bf16Bits, decode, decodeAt, encode, f16Bits, firstNonFinite } from "./dtype_codec.ts";
 
 const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
 

@@ -1,9 +1,11 @@
 /**
- * Decoding of little-endian tensor bytes (f32, f16, bf16) into float32, and the reverse for returned weights.
- * Every f16 and bf16 value is exactly representable in float32, so decoding loses nothing.
+ * The wire's dtypes as bytes: decoding little-endian tensor bytes (f32, f16, bf16) into float32, encoding (for
+ * tests and benches), and a mask applied to a tensor's bytes in its own dtype. Part of the contract, so the
+ * client, the model code and both backends share it. Every f16 and bf16 value is exactly representable in
+ * float32, so decoding loses nothing.
  */
-import type { DType } from "../contract/api.ts";
-import { DTYPE_BYTES } from "../contract/api.ts";
+import type { DType } from "./api.ts";
+import { DTYPE_BYTES } from "./api.ts";
 
 /** f16 bit pattern -> value, built once: a table lookup is the fastest exact decode in JavaScript. */
 const F16_TABLE: Float32Array = (() => {
