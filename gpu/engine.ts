@@ -18,8 +18,8 @@
 import { ZpruneError } from "../contract/errors.ts";
 import { type DType, DTYPE_BYTES } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
-import { maskStats } from "../prune/mask_stats.ts";
-import { pruneLayer } from "../prune/prune_layer.ts";
+import { layerStats } from "../prune/mask_stats.ts";
+import { nonFiniteWeight, patternK, pruneLayer } from "../prune/prune_layer.ts";
 import { zprunerAlpha } from "../prune/scores.ts";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
@@ -646,13 +646,11 @@ export class GpuEngine {
     raw: GPUBuffer[],
     scalars: GPUBuffer,
   ): Promise<{ mask: GPUBuffer; state: GPUBuffer; k: number }> {
-    const { layer: { cols, name }, params: { pattern }, n, tiles, keyBlocks, maskBytes } = plan;
+    const { layer: { rows, cols, name }, params: { pattern }, tiles, keyBlocks, maskBytes } = plan;
     const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
     const state = job.buffer(16, STORAGE | COPY_SRC | COPY_DST, "select-state");
-    let k = 0;
-    if (pattern.kind === "layer") k = Math.floor(pattern.sparsity * n);
-    else if (pattern.kind === "row") k = Math.floor(pattern.sparsity * cols);
-    else if (cols % pattern.m !== 0) {
+    const k = patternK(pattern, rows, cols);
+    if (pattern.kind === "nm" && cols % pattern.m !== 0) {
       throw new ZpruneError("shape_mismatch", `layer ${name}: cols ${cols} is not a multiple of M = ${pattern.m}`);
     }
     const enc = job.encoder;
@@ -845,14 +843,7 @@ export class GpuEngine {
     if (params.returnWeight) weightOut = concat(back.weights, n * size);
     if (params.returnScore) scoreOut = new Float32Array(concat(back.scores, n * 4).buffer);
 
-    const ms = maskStats(maskOut, rows, cols);
-    const stats: LayerOutput["stats"] = {
-      pruned: ms.pruned,
-      total: n,
-      sparsity: ms.pruned / n,
-      rowSparsity: ms.rowSparsity,
-      nonFinite: 0,
-    };
+    const stats = layerStats(maskOut, rows, cols);
     if (pattern.kind === "layer" && k > 0) stats.threshold = layerThreshold;
     if (method === "zpruner") {
       // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
@@ -868,21 +859,13 @@ export class GpuEngine {
 
 /** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */
 function checkFinite(layer: LayerJob, first: number): void {
-  if (first === 0xffffffff) return;
-  // Same wording as the CPU backend (prune/prune_layer.ts), so both answer a bad request alike.
-  const r = Math.floor(first / layer.cols), c = first % layer.cols;
-  throw new ZpruneError(
-    "non_finite",
-    `layer "${layer.name}": weight[${first}] (row ${r}, column ${c}) is NaN or infinite; replace it before pruning`,
-  );
+  // The CPU backend's error, so both answer a bad request alike.
+  if (first !== 0xffffffff) throw nonFiniteWeight(layer, first);
 }
 
 /** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
 function emptyOutput(params: PruneParams): LayerOutput {
-  const out: LayerOutput = {
-    mask: new Uint8Array(0),
-    stats: { pruned: 0, total: 0, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 },
-  };
+  const out: LayerOutput = { mask: new Uint8Array(0), stats: layerStats(new Uint8Array(0), 0, 0) };
   if (params.returnWeight) out.weight = new Uint8Array(0);
   if (params.returnScore) out.score = new Float32Array(0);
   // No weights, so none small: s = 0 (small / n itself would be 0 / 0).

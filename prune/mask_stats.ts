@@ -1,4 +1,5 @@
 /** Statistics of a bit-packed mask: how many are pruned, overall and per row (API.md, `stats`). */
+import type { LayerStats } from "../contract/api.ts";
 
 /** Bits set in each byte value. */
 const POPCOUNT: Uint8Array = (() => {
@@ -29,6 +30,16 @@ export function maskStats(
       mean: total ? pruned / total : 0,
     },
   };
+}
+
+/**
+ * A layer's `stats` from its mask, as both backends answer them (threshold and alpha are the caller's to add).
+ * `nonFinite` is 0: a layer with a NaN or infinite weight is refused, not pruned.
+ */
+export function layerStats(mask: Uint8Array, rows: number, cols: number): LayerStats {
+  const { pruned, rowSparsity } = maskStats(mask, rows, cols);
+  const total = rows * cols;
+  return { pruned, total, sparsity: total ? pruned / total : 0, rowSparsity, nonFinite: 0 };
 }
 
 /** Number of set bits in [start, end). */

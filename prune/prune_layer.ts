@@ -4,10 +4,11 @@
  * (the oracle the WebGPU parity tests use, and the path for small layers) or spread over the worker pool.
  */
 import { ZpruneError } from "../contract/errors.ts";
+import type { Pattern } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "../contract/dtype_codec.ts";
-import { maskStats } from "./mask_stats.ts";
+import { layerStats } from "./mask_stats.ts";
 import { activationWeights, buildContext, type CentredSums, mergeColumnSums, newSums } from "./scores.ts";
 
 /** Runs `CpuOp`s, in parallel where it can, and collects the results in their order. */
@@ -74,9 +75,14 @@ function rowPart(splits: number[]): (i: number) => { r0: number; r1: number } | 
   return (i) => (i < splits.length - 1 ? { r0: splits[i]!, r1: splits[i + 1]! } : null);
 }
 
-/** k for "layer": floor(sparsity * total), with the product taken as the golden files do (total first). */
-function layerK(sparsity: number, total: number): number {
-  return Math.floor(sparsity * total);
+/**
+ * How many weights a "layer" pattern prunes in all, or a "row" pattern in each row: floor(sparsity * count), the
+ * product taken as the golden files do. 0 for N:M, whose n per group needs no count. Both backends use it.
+ */
+export function patternK(pattern: Pattern, rows: number, cols: number): number {
+  if (pattern.kind === "layer") return Math.floor(pattern.sparsity * (rows * cols));
+  if (pattern.kind === "row") return Math.floor(pattern.sparsity * cols);
+  return 0;
 }
 
 /** Row boundaries splitting `rows` into `parts`, each a multiple of whole mask bytes so parts never share one. */
@@ -106,8 +112,8 @@ function scratch(exec: Executor, bytes: number): ArrayBufferLike {
   return exec.scratch?.(bytes) ?? alloc(bytes, exec.shared);
 }
 
-/** Throws `non_finite` naming the layer, the first bad index and its row and column. */
-function nonFinite(layer: LayerJob, i: number): ZpruneError {
+/** The `non_finite` error naming the layer, its first NaN or infinite weight `i`, and its row and column. */
+export function nonFiniteWeight(layer: LayerJob, i: number): ZpruneError {
   const r = Math.floor(i / layer.cols), c = i % layer.cols;
   return new ZpruneError(
     "non_finite",
@@ -179,7 +185,7 @@ export async function pruneLayerWith(
       return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
     });
     const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
-    if (bad.length) throw nonFinite(layer, Math.min(...bad));
+    if (bad.length) throw nonFiniteWeight(layer, Math.min(...bad));
     signal?.throwIfAborted();
     lap("decode");
     const sums = newSums(rows, cols);
@@ -226,13 +232,13 @@ export async function pruneLayerWith(
       thresholdKey = await selectLayerWith(
         exec,
         keys,
-        layerK(pattern.sparsity, n),
+        patternK(pattern, rows, cols),
         hists as Uint32Array[],
         mask,
         work.map((r) => r * cols),
       );
     } else if (pattern.kind === "row") {
-      const k = Math.floor(pattern.sparsity * cols);
+      const k = patternK(pattern, rows, cols);
       if (k > 0) {
         await exec.all(workCount, (i) => {
           const r = workRange(i);
@@ -250,11 +256,7 @@ export async function pruneLayerWith(
     lap("select");
     const ownMask = exec.shared ? mask.slice() : mask;
     const ownScore = params.returnScore && (exec.shared || exec.scratch) ? score.slice() : score;
-    const { pruned, rowSparsity } = maskStats(ownMask, rows, cols);
-    const out: LayerOutput = {
-      mask: ownMask,
-      stats: { pruned, total: n, sparsity: n ? pruned / n : 0, rowSparsity, nonFinite: 0 },
-    };
+    const out: LayerOutput = { mask: ownMask, stats: layerStats(ownMask, rows, cols) };
     if (thresholdKey >= 0) out.stats.threshold = new Float32Array(new Uint32Array([thresholdKey]).buffer)[0]!;
     if (method === "zpruner") out.stats.alpha = ctx.alpha;
     if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
