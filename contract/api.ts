@@ -35,6 +35,12 @@ export const RETURNS = ["mask", "weight", "score"] as const;
 /** One entry of a request's `return`. */
 export type ReturnKind = (typeof RETURNS)[number];
 
+/**
+ * API.md, Selection: where a score is within this relative distance of its selection unit's threshold, float32
+ * cannot settle its order, and either side is acceptable (the golden files mark such entries `ambiguous`).
+ */
+export const AMBIGUITY_BAND = 1e-5;
+
 /** The activation exponent each method uses when the request gives none (API.md, Scores). */
 export const DEFAULT_EXPONENT: Record<Method, number> = { zpruner: 1.5, wanda: 1, ria: 0.5, magnitude: 1 };
 

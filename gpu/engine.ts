@@ -93,9 +93,9 @@ const CENTRED_PART_BYTES = 16;
  * (one full read fewer than four 8-bit digits); 2^11 bins is what two histogram copies fit in 16 KiB of workgroup
  * storage. Must match MAX_BINS in select_hist.wgsl and select_pick.wgsl.
  */
-const LAYER_DIGITS: readonly (readonly [shift: number, bits: number])[] = [[21, 11], [10, 11], [0, 10]];
+export const LAYER_DIGITS: readonly (readonly [shift: number, bits: number])[] = [[21, 11], [10, 11], [0, 10]];
 /** Histogram bins per pass in the global histogram buffer (the widest digit). */
-const HIST_BINS = 2048;
+export const HIST_BINS = 2048;
 
 /**
  * Largest M that select_nm ranks with a thread per group; larger groups go through select_row (the request schema

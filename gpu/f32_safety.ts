@@ -8,7 +8,7 @@
  * that an activation beyond float32's range still gives a score within it.
  */
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { DTYPE_BYTES } from "../contract/api.ts";
+import { AMBIGUITY_BAND, DTYPE_BYTES } from "../contract/api.ts";
 import { decodeAt, decodeInto } from "../contract/dtype_codec.ts";
 import { smallWeightBound } from "../prune/scores.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
@@ -128,7 +128,7 @@ export function spreadTooSmall(scalars: Float32Array, n: number): string | null 
 /** Unit roundoff of float32. */
 export const EPS32 = 2 ** -24;
 /** The contract's ambiguity band (API.md, Selection): relative, between a score and its unit's threshold. */
-const BAND = 1e-5;
+const BAND = AMBIGUITY_BAND;
 /**
  * Z-Pruner near a selection threshold: how far f32 z-scores may sit from the CPU backend's f64 ones. Model: zr =
  * |W / ‖row‖ - meanR| * invStdR. Near a small threshold W / ‖row‖ is close to meanR, so the relative rounding of the

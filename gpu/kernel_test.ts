@@ -7,7 +7,9 @@ import {
   MAX_WORKGROUPS_PER_DIM,
   packUniforms,
 } from "./kernel.ts";
-import { decode, KERNELS, score } from "./kernels/mod.ts";
+import { decode, KERNELS, score, selectHist, selectNm, selectPick, selectRow } from "./kernels/mod.ts";
+import { HIST_BINS, LAYER_DIGITS } from "./engine.ts";
+import { AMBIGUITY_BAND } from "../contract/api.ts";
 
 Deno.test("packUniforms() lays fields out in order, 4 bytes each, padded to 16", () => {
   const buf = packUniforms(decode, { count: 7, dtype: 2, base: 0xffffffff });
@@ -105,4 +107,22 @@ Deno.test("each WGSL library a kernel calls is appended once, and none it does n
       }
     }
   })).then(() => undefined);
+});
+
+/** The value of `const NAME: T = V;` in a kernel's WGSL. */
+function wgslConst(def: KernelDef, name: string): number {
+  const m = def.source.match(new RegExp(`^const ${name}: (?:f32|u32) = ([0-9.e+-]+)u?;`, "m"));
+  assert.ok(m, `${def.name}.wgsl declares const ${name}`);
+  return Number(m[1]);
+}
+
+Deno.test("constants WGSL repeats from the host and the contract have the host's values", () => {
+  // The N:M kernel's safety test takes half the contract's band.
+  assert.equal(wgslConst(selectNm, "HALF_BAND"), AMBIGUITY_BAND / 2);
+  // The histogram kernels size their workgroup storage for the widest digit the host asks for.
+  const widest = 2 ** Math.max(...LAYER_DIGITS.map(([, bits]) => bits));
+  assert.equal(HIST_BINS, widest);
+  for (const [def, name] of [[selectHist, "MAX_BINS"], [selectPick, "MAX_BINS"], [selectRow, "BINS"]] as const) {
+    assert.equal(wgslConst(def, name), widest, `${def.name}.wgsl ${name}`);
+  }
 });

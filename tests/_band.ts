@@ -2,6 +2,7 @@
  * How a mask differs from the CPU backend's within API.md's ambiguity band: entries whose score lies within relative
  * 1e-5 of their selection unit's threshold (the layer, a row or an N:M group) may fall either way; no other may.
  */
+import { AMBIGUITY_BAND } from "../contract/api.ts";
 
 /** Bit i of a packed mask (LSB first). */
 export function maskBit(mask: Uint8Array, i: number): number {
@@ -44,7 +45,7 @@ export function bandDifferences(got: Uint8Array, ref: Uint8Array, score: ArrayLi
       // No pruned entry in the reference unit: nothing is ambiguous there. A zero threshold's band is zero alone.
       const gap = thr < 0 ? Infinity : Math.abs(score[i]! - thr);
       out.worst = Math.max(out.worst, gap === 0 ? 0 : thr > 0 ? gap / thr : Infinity);
-      if (!(gap <= 1e-5 * thr)) {
+      if (!(gap <= AMBIGUITY_BAND * thr)) {
         out.outside++;
         if (out.firstOutside < 0) out.firstOutside = i;
       }

@@ -1,8 +1,9 @@
 /**
  * The slow, obvious oracle of API.md: scores straight from the definitions in float64 (no algebraic
  * shortcuts), selection by sorting (score, index) pairs. Independent of prune/ on purpose: it shares no code
- * with the backends it checks.
+ * with the backends it checks (the contract's one constant for its ambiguity band aside).
  */
+import { AMBIGUITY_BAND } from "../contract/api.ts";
 
 /** f16 bits -> number, from the IEEE 754 definition. */
 export function f16ToNumber(h: number): number {
@@ -151,7 +152,7 @@ export function compareWithOracle(
       theirs += b ? 1 : 0;
       if (a !== b) {
         const s = scores[i]!, t = g.threshold;
-        if (Math.abs(s - t) > 1e-5 * Math.max(Math.abs(t), 1e-30)) {
+        if (!(Math.abs(s - t) <= AMBIGUITY_BAND * Math.abs(t))) {
           problems.push(`index ${i}: ours ${a}, oracle ${b}, score ${s} vs threshold ${t}`);
         }
       }
