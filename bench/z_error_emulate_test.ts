@@ -112,7 +112,7 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
     size: xs.byteLength * 4,
     usage: usage.STORAGE | usage.COPY_SRC,
   });
-  const enc = device.createCommandEncoder();
+  const enc = device.createCommandEncoder({ label: "emu" });
   const uni = dispatchKernel(device, enc, def, [inBuf, outBuf], { count: xs.length });
   const out = new Int32Array(await submitAndRead(device, enc, outBuf, xs.byteLength * 4));
   for (const b of [inBuf, outBuf, uni]) b.destroy();

@@ -8,7 +8,7 @@
 export type BindingKind = "read" | "rw" | "uniform";
 
 /** A uniform field: its name and WGSL scalar type. Fields are laid out in order, 4 bytes each. */
-export type UniformField = readonly [name: string, type: "u32" | "f32"];
+export type UniformField<U extends string = string> = readonly [name: U, type: "u32" | "f32"];
 
 /** Workgroups to dispatch: a count (flattened by the runner over x and y) or an explicit [x, y]. */
 export type Workgroups = number | readonly [number, number];
@@ -23,7 +23,7 @@ export interface KernelDef<U extends string = string> {
   readonly libs?: readonly string[];
   readonly bindings: readonly BindingKind[];
   /** The `Params` struct of the kernel, field by field (padded by the runner to a multiple of 16 bytes). */
-  readonly uniforms: readonly (readonly [U, "u32" | "f32"])[];
+  readonly uniforms: readonly UniformField<U>[];
   /** Workgroups for the given uniforms. */
   readonly workgroups: (u: Readonly<Record<U, number>>) => Workgroups;
 }

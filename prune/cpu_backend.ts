@@ -126,7 +126,7 @@ function defaultScratchBytes(): number {
   return Math.min(2 * 1024 ** 3, Math.floor(memoryLimitBytes() / 8));
 }
 
-/** A worker-pool executor of `threads` workers, for benchmarks that time stages; close it when done. */
+/** A worker-pool executor of `threads` workers (the CPU backend's own, and benchmarks'); close it when done. */
 export function createPoolExecutor(
   threads: number,
   scratchBytes = defaultScratchBytes(),

@@ -8,6 +8,7 @@ import {
   PruneResponseSchema,
 } from "../contract/api.ts";
 import { ERROR_STATUS, type ErrorCode } from "../contract/errors.ts";
+import { MSGPACK_MEDIA_TYPES } from "../contract/wire.ts";
 
 /** The JSON Schema of `schema`. zod writes `additionalProperties: false` on output objects; API.md lets the server
  * add fields to its answers, so a client validating against this document must not refuse them. */
@@ -86,10 +87,10 @@ export function openApiDocument(version: string): Record<string, unknown> {
           security: [{ bearer: [] }, {}],
           requestBody: {
             required: true,
-            content: {
-              "application/msgpack": { schema: { $ref: "#/components/schemas/PruneRequest" } },
-              "application/x-msgpack": { schema: { $ref: "#/components/schemas/PruneRequest" } },
-            },
+            // Every type the route reads a body as (contract/wire.ts).
+            content: Object.fromEntries(
+              MSGPACK_MEDIA_TYPES.map((t) => [t, { schema: { $ref: "#/components/schemas/PruneRequest" } }]),
+            ),
           },
           responses: {
             "200": {

@@ -501,7 +501,9 @@ Deno.test("main.ts: an answer still being written counts in the drain, which end
     const status = await within(proc.status, 30_000, "exit after SIGTERM");
     const ms = Date.now() - t0;
     assert.equal(status.code, 1, proc.stderr());
-    assert.ok(ms >= 7_500 && ms < 8_000 + 3_000, `exited ${ms} ms after SIGTERM; the limit is 8 s`);
+    // Not before the limit; and at it, not when the stalled answer is dropped (60 s): the log line says which ended
+    // the drain, so no upper bound on a noisy machine's clock is needed.
+    assert.ok(ms >= 7_500, `exited ${ms} ms after SIGTERM; the limit is 8 s`);
     await proc.waitLine(/^zprune: drain limit of 8 s reached, 1 request\(s\) unfinished; exit 1$/, 1_000);
   } finally {
     await stop(proc, conn);

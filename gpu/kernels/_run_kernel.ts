@@ -66,7 +66,7 @@ export async function rowSums(
 ): Promise<Float32Array> {
   const weight = uploaded(device, w);
   const stats = statsBuffer(device, rows);
-  const enc = device.createCommandEncoder();
+  const enc = device.createCommandEncoder({ label: "test-row-sums" });
   const u = dispatchKernel(device, enc, rowStats, [weight, stats], { rows, cols, row0: 0 });
   const out = new Float32Array(await submitAndRead(device, enc, stats, rows * 12));
   for (const b of [weight, stats, u]) b.destroy();
@@ -84,7 +84,7 @@ export async function columnSums(
   const weight = uploaded(device, w);
   const part = device.createBuffer({ label: "part", size: blocks * cols * 12, usage: GPUBufferUsage.STORAGE });
   const stats = statsBuffer(device, cols);
-  const enc = device.createCommandEncoder();
+  const enc = device.createCommandEncoder({ label: "test-column-sums" });
   const u1 = dispatchKernel(device, enc, colStats, [weight, part], { rows, cols, block0: 0 });
   const u2 = dispatchKernel(device, enc, colReduce, [part, stats], { cols, blocks });
   const out = new Float32Array(await submitAndRead(device, enc, stats, cols * 12));

@@ -24,7 +24,7 @@ async function selectOnGpu(keys: Uint32Array<ArrayBuffer>, m: number, n: number,
   // Z-Pruner's check is off (check 0): its three inputs are never read, the flags never written.
   const unused = device.createBuffer({ label: "unused", size: 256, usage: usage.STORAGE });
   const flags = device.createBuffer({ label: "flags", size: 256, usage: usage.STORAGE });
-  const enc = device.createCommandEncoder();
+  const enc = device.createCommandEncoder({ label: "test-select-nm" });
   const u = { groups, m, n, base, cols: m * 4, check: 0, dtype: 0 };
   const ub = dispatchKernel(device, enc, selectNm, [kb, mask, unused, unused, unused, flags], u);
   const out = new Uint32Array(await submitAndRead(device, enc, mask, words * 4));

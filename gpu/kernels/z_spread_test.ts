@@ -35,7 +35,7 @@ async function zSpreadOf(
     usage: usage.STORAGE | usage.COPY_DST | usage.COPY_SRC,
   });
   device.queue.writeBuffer(scalars, 0, new Float32Array(means));
-  const enc = device.createCommandEncoder();
+  const enc = device.createCommandEncoder({ label: "test-z-spread" });
   // As the engine dispatches it.
   const uni = dispatchKernel(device, enc, zSpread, [partBuf, scalars], { count: 1, n, ...zSpreadModel(n) });
   const out = new Float32Array(await submitAndRead(device, enc, scalars, Z_SCALARS_BYTES));
