@@ -7,10 +7,11 @@ import { parsePruneRequest, type Pattern } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { encodePruneResponse } from "../contract/prune_response.ts";
 import { decodeMsgpack, isMsgpackType } from "../contract/wire.ts";
-import { type Backend, type LayerOutput, toLayerResponse } from "../prune/backend.ts";
+import { type Backend, toLayerResponse } from "../prune/backend.ts";
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
-import { isDeadline, untilAborted, type WorkQueue } from "../prune/queue.ts";
+import { isDeadline, type WorkQueue } from "../prune/queue.ts";
+import { runLayers } from "../prune/run_layers.ts";
 import { Presence, RequestClock, startDeadline } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { answerBody } from "./answer_body.ts";
@@ -124,24 +125,12 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
         clock.alone = deps.queue.alone();
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
-        const outs: LayerOutput[] = [];
-        const turns = loopTurns(YIELD_MS);
         try {
-          // Layers run one after another: each may use the whole machine, and memory stays one layer deep.
-          for (const layer of layers) {
-            // Awaiting a layer computed inline yields only to microtasks: a request of many small layers lets
-            // other requests, /healthz and its own deadline's timer run at least every YIELD_MS.
-            const pause = turns.next();
-            if (pause) await pause;
-            signal.throwIfAborted();
-            outs.push(await untilAborted(deps.backend.prune(params, layer, signal), signal, keep));
-          }
+          return await runLayers(deps.backend, params, layers, signal, keep, YIELD_MS);
         } finally {
-          turns.stop();
           computeMs = performance.now() - t0;
           deps.metrics.computeSeconds.inc({}, computeMs / 1000);
         }
-        return outs;
       },
       signal,
       estimateBytes(prepared, body.byteLength),
