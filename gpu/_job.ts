@@ -36,7 +36,7 @@ const LOSS_POLL_MS = 2000;
 const DETAIL_QUERIES = 512;
 
 /** Stage names, in order; also the compute pass labels and timestamp slots. */
-export const STAGES = ["decode", "stats", "centred", "score", "select", "apply"] as const;
+const STAGES = ["decode", "stats", "centred", "score", "select", "apply"] as const;
 /** A stage name. */
 export type Stage = (typeof STAGES)[number];
 

@@ -11,7 +11,7 @@
 import { IdleTimer } from "../runtime/idle_timer.ts";
 
 /** How long idle buffers outlive the last job that used the pool. */
-export const POOL_IDLE_MS = 30_000;
+const POOL_IDLE_MS = 30_000;
 
 /** Rounds a byte size up to the pool's granularity (256 bytes), so near-equal sizes share buffers. */
 export function poolSize(bytes: number): number {

@@ -271,7 +271,7 @@ function alphaRel(scalars: Float32Array, n: number): number {
  * An integer, passed to z_spread.wgsl, so that the GPU (whose division may be off by 2.5 ULP) and the host take the
  * same decision at the edge.
  */
-export function nearCap(n: number): number {
+function nearCap(n: number): number {
   return Math.floor((ALPHA_CAP * n) / ALPHA_REL);
 }
 

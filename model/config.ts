@@ -43,7 +43,7 @@ export type RopeScaling =
  * computation (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their
  * weights would load and run, silently wrong.
  */
-export const SUPPORTED_MODEL_TYPES = ["llama", "mistral"] as const;
+const SUPPORTED_MODEL_TYPES = ["llama", "mistral"] as const;
 
 /** The names of one decoder block's seven pruned linear layers, in request order. */
 export const LINEAR_NAMES = [

@@ -62,7 +62,7 @@ export interface PoolOptions {
 const WORKER_RUNTIME_BYTES = 48 * 2 ** 20;
 
 /** The memory workers may take: what the host has available now, within this process's control group's limit. */
-export function memoryForWorkers(): number {
+function memoryForWorkers(): number {
   try {
     return Math.min(Deno.systemMemoryInfo().available, memoryLimitBytes() - Deno.memoryUsage().rss);
   } catch {

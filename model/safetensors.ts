@@ -40,7 +40,7 @@ export interface Checkpoint {
 }
 
 /** Parses one safetensors file's bytes into tensors (views, no copies). */
-export function parseSafetensors(
+function parseSafetensors(
   bytes: Uint8Array<ArrayBuffer>,
   shard: string,
 ): { tensors: StoredTensor[]; metadata?: Record<string, string> } {
@@ -153,7 +153,7 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
 }
 
 /** Serialises tensors into one safetensors file, in the given order, with 8-byte aligned data. */
-export function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<string, string>): Uint8Array {
+function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<string, string>): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -181,7 +181,7 @@ export function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<str
  * perplexities (`reference.json`) and the model card (`MODEL_CARD.md`, or `README.md` on the Hugging Face Hub).
  * Copied next to edited (pruned) weights they would pass for the new model's, so `writeCheckpoint` leaves them out.
  */
-export const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
+const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
 
 /**
  * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when

@@ -42,7 +42,7 @@ export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
  * were made. Windows line breaks (CRLF) count as one: left as they were, a CRLF file would be one document with a
  * carriage return tokenized at every line's end.
  */
-export function splitDocuments(text: string): string[] {
+function splitDocuments(text: string): string[] {
   return text.replaceAll("\r\n", "\n").split("\n\n").filter((d) => d.length > 0);
 }
 

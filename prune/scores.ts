@@ -168,7 +168,7 @@ export interface ScoreContext {
  * The smallest float64 that rounds to infinity in float32 (2^128 - 2^103, halfway past the largest float32, which
  * rounds up: its last bit is odd).
  */
-export const F32_OVERFLOW = 3.4028235677973366e38;
+const F32_OVERFLOW = 3.4028235677973366e38;
 
 /**
  * Pass 3 over rows [r0, r1): writes the float32 score of every weight into `out`. Returns the index of the first

@@ -155,7 +155,7 @@ const WRITE_SLICE = 64 * 1024;
 export const WHOLE_ANSWER_BYTES = WRITE_SLICE;
 
 /** How long an answer may wait for its client to take the next piece before its connection is dropped. */
-export const WRITE_STALL_MS = 60_000;
+const WRITE_STALL_MS = 60_000;
 
 /**
  * `res` (whose body has a declared length) with its body passed through a stream that calls `finish` once the

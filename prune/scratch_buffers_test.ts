@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ScratchBuffers } from "./cpu_backend.ts";
+import { ScratchBuffers } from "./scratch_buffers.ts";
 
 Deno.test("ScratchBuffers: a layer of the same size gets the same buffer back; other sizes get fresh ones", () => {
   const s = new ScratchBuffers(1 << 20, 60_000);
