@@ -24,6 +24,7 @@ import { isDeadline, WorkQueue } from "../prune/queue.ts";
 import { bearerAuth } from "./auth.ts";
 import { BodyBudget } from "./body.ts";
 import type { AppEnv } from "./env.ts";
+import { observeRequests } from "./observe_requests.ts";
 import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
 import pkg from "../package.json" with { type: "json" };
@@ -52,14 +53,6 @@ function errorResponse(c: Context<AppEnv>, err: unknown, retryAfterSeconds: numb
     });
   }
   return c.json(body, e.status as 400, headers);
-}
-
-/**
- * A client's own X-Request-Id when it is 1-128 visible ASCII characters. Anything else (spaces, Latin-1 bytes, a
- * longer value) would make log lines ambiguous or unbounded, and a cut one would no longer match the client's.
- */
-function clientRequestId(value: string | undefined): string | undefined {
-  return value !== undefined && /^[\x21-\x7e]{1,128}$/.test(value) ? value : undefined;
 }
 
 /** What the app is built from. Only `backend` is required; the rest default. */
@@ -118,19 +111,14 @@ function wantsMsgpack(accept: string | undefined): boolean {
   return accepted.some(isMsgpackType) && !accepted.some((t) => t.includes("json"));
 }
 
-/** Builds the app. */
-export function createApp(deps: AppDeps): Hono<AppEnv> {
-  const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
-  const metrics = deps.metrics ?? new Metrics();
-  const queue = deps.queue ??
-    new WorkQueue({
-      concurrency: config.concurrency,
-      maxQueue: config.maxQueue,
-      memoryBudget: config.memoryBudgetBytes,
-    });
-  // Every 429 and 503 tells the client when to return, and all say the same.
-  const retryAfter = queue.retryAfterSeconds;
-  const { backend } = deps;
+/** The server's gauges and backend counters, read from their sources whenever /metrics is scraped. */
+function registerGauges(
+  metrics: Metrics,
+  backend: Backend,
+  queue: WorkQueue,
+  bodies: BodyBudget,
+  answerBytes: () => number,
+): void {
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
   // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
   metrics.counterOf(
@@ -144,10 +132,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       "or the layer is too large for the device; slower, same answer).",
     () => backend.exactPathLayers,
   );
-  // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
-  // within about twice the budget, however many clients upload at once (measured up to 2.6 times: README).
-  const answerBytes = deps.answerBytes ?? (() => 0);
-  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds, answerBytes);
   metrics.gauge(
     "zprune_answer_bytes_pending",
     "Bytes of answers over 64 KiB that their clients have yet to read (counted with waiting bodies).",
@@ -169,6 +153,26 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     "Estimated working memory of the requests computing now (as zprune_requests_in_flight counts them).",
     () => queue.bytesInUse,
   );
+}
+
+/** Builds the app. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
+  const metrics = deps.metrics ?? new Metrics();
+  const queue = deps.queue ??
+    new WorkQueue({
+      concurrency: config.concurrency,
+      maxQueue: config.maxQueue,
+      memoryBudget: config.memoryBudgetBytes,
+    });
+  // Every 429 and 503 tells the client when to return, and all say the same.
+  const retryAfter = queue.retryAfterSeconds;
+  const { backend } = deps;
+  // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
+  // within about twice the budget, however many clients upload at once (measured up to 2.6 times: README).
+  const answerBytes = deps.answerBytes ?? (() => 0);
+  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds, answerBytes);
+  registerGauges(metrics, backend, queue, bodies, answerBytes);
 
   const app = new Hono<AppEnv>();
   // API.md's "requests by route and status": a request is counted under its route's path whoever answered it (auth's
@@ -181,36 +185,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   };
 
   // Request id, metrics and the one log line per request.
-  app.use("*", async function observe(c, next) {
-    const start = performance.now();
-    const id = clientRequestId(c.req.header("x-request-id")) ?? crypto.randomUUID();
-    c.set("requestId", id);
-    await next();
-    c.header("x-request-id", id);
-    const route = routeLabel(c.req.path);
-    const seconds = (performance.now() - start) / 1000;
-    metrics.requests.inc({ route, status: String(c.res.status) });
-    metrics.latency.observe(seconds, { route });
-    // /v1/prune sets Content-Length; the other answers are small JSON or text, measured by reading a clone.
-    const declared = c.res.headers.get("content-length");
-    const out = declared !== null ? Number(declared) : (await c.res.clone().arrayBuffer()).byteLength;
-    // Declared here so that HEAD, which Hono answers with GET's headers and no body, states GET's length (RFC 9110
-    // 9.3.2), not the 0 of its empty body.
-    if (declared === null) c.res.headers.set("content-length", String(out));
-    metrics.bytesOut.inc({}, c.req.method === "HEAD" ? 0 : out);
-    deps.log?.({
-      ts: new Date().toISOString(),
-      id,
-      method: c.req.method,
-      path: c.req.path.length > 256 ? `${c.req.path.slice(0, 256)}...` : c.req.path, // one line stays short
-      status: c.res.status,
-      ms: Math.round(seconds * 1e5) / 100,
-      layers: c.get("layers"),
-      elements: c.get("elements"),
-      timings: c.get("timings"),
-      error: c.res.status >= 400 ? c.res.headers.get(ERROR_CODE_HEADER) ?? undefined : undefined,
-    });
-  });
+  app.use("*", observeRequests(metrics, routeLabel, deps.log));
 
   if (config.corsOrigins) {
     const origins = config.corsOrigins.split(",").map((o) => o.trim()).filter(Boolean);

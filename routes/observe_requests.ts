@@ -1,0 +1,57 @@
+/**
+ * Every request's id, metrics and one log line, as Hono middleware. The id is the client's X-Request-Id when usable,
+ * else a fresh UUID, and is echoed in the answer's headers and in error messages that point at the log.
+ */
+import type { MiddlewareHandler } from "hono";
+import { ERROR_CODE_HEADER } from "../contract/errors.ts";
+import type { Metrics } from "../observe/metrics.ts";
+import type { AppEnv } from "./env.ts";
+
+/**
+ * A client's own X-Request-Id when it is 1-128 visible ASCII characters. Anything else (spaces, Latin-1 bytes, a
+ * longer value) would make log lines ambiguous or unbounded, and a cut one would no longer match the client's.
+ */
+function clientRequestId(value: string | undefined): string | undefined {
+  return value !== undefined && /^[\x21-\x7e]{1,128}$/.test(value) ? value : undefined;
+}
+
+/**
+ * The middleware: counts each request under `routeLabel(path)` by status, observes its latency and bytes out, and
+ * hands `log` one structured entry (never tensor data).
+ */
+export function observeRequests(
+  metrics: Metrics,
+  routeLabel: (path: string) => string,
+  log: ((entry: Record<string, unknown>) => void) | undefined,
+): MiddlewareHandler<AppEnv> {
+  return async function observe(c, next) {
+    const start = performance.now();
+    const id = clientRequestId(c.req.header("x-request-id")) ?? crypto.randomUUID();
+    c.set("requestId", id);
+    await next();
+    c.header("x-request-id", id);
+    const route = routeLabel(c.req.path);
+    const seconds = (performance.now() - start) / 1000;
+    metrics.requests.inc({ route, status: String(c.res.status) });
+    metrics.latency.observe(seconds, { route });
+    // /v1/prune sets Content-Length; the other answers are small JSON or text, measured by reading a clone.
+    const declared = c.res.headers.get("content-length");
+    const out = declared !== null ? Number(declared) : (await c.res.clone().arrayBuffer()).byteLength;
+    // Declared here so that HEAD, which Hono answers with GET's headers and no body, states GET's length (RFC 9110
+    // 9.3.2), not the 0 of its empty body.
+    if (declared === null) c.res.headers.set("content-length", String(out));
+    metrics.bytesOut.inc({}, c.req.method === "HEAD" ? 0 : out);
+    log?.({
+      ts: new Date().toISOString(),
+      id,
+      method: c.req.method,
+      path: c.req.path.length > 256 ? `${c.req.path.slice(0, 256)}...` : c.req.path, // one line stays short
+      status: c.res.status,
+      ms: Math.round(seconds * 1e5) / 100,
+      layers: c.get("layers"),
+      elements: c.get("elements"),
+      timings: c.get("timings"),
+      error: c.res.status >= 400 ? c.res.headers.get(ERROR_CODE_HEADER) ?? undefined : undefined,
+    });
+  };
+}
