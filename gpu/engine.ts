@@ -716,7 +716,7 @@ export class GpuEngine {
         }
       } else {
         for (const t of tiles) {
-          this.#dispatch(job, rec, selectNm, [ws[t.index]!, mask, scalars, cbrtAct, raw[t.index]!, state], {
+          this.#dispatch(job, rec, selectNm, [ws[t.index]!, scalars, cbrtAct, raw[t.index]!, mask, state], {
             groups: t.count / pattern.m,
             m: pattern.m,
             n: pattern.n,

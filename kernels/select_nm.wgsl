@@ -1,11 +1,11 @@
 // select_nm: N:M selection: in every group of M consecutive columns, the N lowest keys are pruned (ties by index).
 //
 // Bindings: 0 keys: array<u32> (read; one row-tile of scores as u32 bit patterns, see select_hist.wgsl),
-//   1 mask: array<atomic<u32>> (read_write; global bit-packed mask, zeroed by the host), 2 scalars: array<f32> (read;
-//   Z-Pruner's [9] k and [10] rel from z_spread.wgsl), 3 cbrt_act: array<f32> (read; per column, the cube root of
-//   act_j, from the host), 4 raw: array<u32> (read; the tile's weights as uploaded, to tell zero weights), 5 flags:
-//   array<atomic<u32>> (read_write; [1] counts the groups checked unsafe, zeroed by the host), 6 params (uniform).
-//   Bindings 2, 3 and 4 are read only when `check` is 1 (Z-Pruner).
+//   1 scalars: array<f32> (read; Z-Pruner's [9] k and [10] rel from z_spread.wgsl), 2 cbrt_act: array<f32> (read;
+//   per column, the cube root of act_j, from the host), 3 raw: array<u32> (read; the tile's weights as uploaded, to
+//   tell zero weights), 4 mask: array<atomic<u32>> (read_write; global bit-packed mask, zeroed by the host),
+//   5 flags: array<atomic<u32>> (read_write; [1] counts the groups checked unsafe, zeroed by the host), 6 params
+//   (uniform). Bindings 1, 2 and 3 are read only when `check` is 1 (Z-Pruner).
 // Thread: one group. Since cols is a multiple of M, group g of the tile covers keys [g*M, g*M+M) in row-major
 //   order, so neighbouring threads read neighbouring bytes. A key is pruned when fewer than N keys of its group
 //   come before it in (key, index) order.
@@ -37,10 +37,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> keys: array<u32>;
-@group(0) @binding(1) var<storage, read_write> mask: array<atomic<u32>>;
-@group(0) @binding(2) var<storage, read> scalars: array<f32>;
-@group(0) @binding(3) var<storage, read> cbrt_act: array<f32>;
-@group(0) @binding(4) var<storage, read> raw: array<u32>;
+@group(0) @binding(1) var<storage, read> scalars: array<f32>;
+@group(0) @binding(2) var<storage, read> cbrt_act: array<f32>;
+@group(0) @binding(3) var<storage, read> raw: array<u32>;
+@group(0) @binding(4) var<storage, read_write> mask: array<atomic<u32>>;
 @group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>>;
 @group(0) @binding(6) var<uniform> p: Params;
 

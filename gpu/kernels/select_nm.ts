@@ -9,7 +9,7 @@ import { defineKernel } from "../kernel.ts";
 export const selectNm = defineKernel({
   name: "select_nm",
   source,
-  bindings: ["read", "rw", "read", "read", "read", "rw", "uniform"],
+  bindings: ["read", "read", "read", "read", "rw", "rw", "uniform"],
   uniforms: [
     ["groups", "u32"],
     ["m", "u32"],

@@ -26,7 +26,7 @@ async function selectOnGpu(keys: Uint32Array<ArrayBuffer>, m: number, n: number,
   const flags = device.createBuffer({ label: "flags", size: 256, usage: usage.STORAGE });
   const enc = device.createCommandEncoder({ label: "test-select-nm" });
   const u = { groups, m, n, base, cols: m * 4, check: 0, dtype: 0 };
-  const ub = dispatchKernel(device, enc, selectNm, [kb, mask, unused, unused, unused, flags], u);
+  const ub = dispatchKernel(device, enc, selectNm, [kb, unused, unused, unused, mask, flags], u);
   const out = new Uint32Array(await submitAndRead(device, enc, mask, words * 4));
   for (const b of [kb, mask, unused, flags, ub]) b.destroy();
   return out;
