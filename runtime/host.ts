@@ -7,7 +7,9 @@
 type Fetch = (req: Request) => Response | Promise<Response>;
 
 interface BunServer {
-  port: number;
+  readonly port: number;
+  /** Requests whose answers are not yet written to the last byte (or whose clients left). */
+  readonly pendingRequests: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   /** Sets the idle timeout of the connection carrying `req`, in seconds (0: none), until set again. */
   timeout(req: Request, seconds: number): void;
@@ -55,7 +57,7 @@ export interface Listening {
   /**
    * Requests being handled now, from their arrival until their answer's body has been handed to the runtime to the
    * last byte (or the client left): reading the body, computing and writing the answer all count. Under Bun, until
-   * the handler returns its answer.
+   * Bun has written it to the last byte (its `pendingRequests`).
    */
   readonly inFlight: number;
   /**
@@ -226,6 +228,15 @@ function untilWritten(res: Response, finish: () => void, stallMs: number): Respo
 /** Bun's idle timeout for keep-alive connections between requests, in seconds: its largest. */
 const BUN_IDLE_SECONDS = 255;
 
+/**
+ * `req` with an absolute URL. Bun gives a request without a Host header (HTTP/1.0 allows that, and some health
+ * checkers send none) its bare path as its URL, which Hono reads as another path: every route answered 404. Body,
+ * headers and the abort signal carry over to the copy.
+ */
+function withAbsoluteUrl(req: Request, port: number): Request {
+  return req.url.startsWith("/") ? new Request(`http://localhost:${port}${req.url}`, req) : req;
+}
+
 /** Sets a Bun connection's idle timeout; a request whose connection has closed has none to set. */
 function setIdle(server: BunServer, req: Request, seconds: number): void {
   try {
@@ -241,7 +252,8 @@ export function listen(
   fetch: Fetch,
   opts: { port: number; host: string; bunIdleSeconds?: number; writeStallMs?: number },
 ): Promise<Listening> {
-  // Bun sends a stream in chunks even with a Content-Length, so there an answer counts until its handler returns.
+  // Bun sends a stream in chunks even with a Content-Length, so there the gate counts an answer until its handler
+  // returns, and Bun's own count (below) until it is written.
   const gate = drainable(fetch, {
     untilWritten: streamsKeepLength,
     writeStallMs: opts.writeStallMs ?? WRITE_STALL_MS,
@@ -274,13 +286,34 @@ export function listen(
         // Then back to the server's own, which closes idle keep-alive connections.
         setIdle(bun, req, 0);
         try {
-          return await gate.fetch(req);
+          return await gate.fetch(withAbsoluteUrl(req, bun.port));
         } finally {
           setIdle(bun, req, idle);
         }
       },
     });
-    return Promise.resolve(listening(server.port, async () => await server.stop(false)));
+    // The gate counts a request until its handler returns; Bun's own count, until its answer is written to the last
+    // byte (or its client left). The drain waits for both, as Deno's does: else the exit cut off a large answer on
+    // its way to a slow client, and said that every request was answered.
+    return Promise.resolve({
+      port: server.port,
+      get inFlight() {
+        return Math.max(gate.inFlight(), server.pendingRequests);
+      },
+      get answerBytes() {
+        return gate.answerBytes();
+      },
+      async drain(refuse, limitMs) {
+        const start = Date.now();
+        if (!await gate.drain(refuse, limitMs)) return false;
+        while (server.pendingRequests > 0) {
+          if (Date.now() - start >= limitMs) return false;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return true;
+      },
+      shutdown: async () => await server.stop(false),
+    });
   }
   return Promise.reject(new Error("zprune serves under Deno or Bun"));
 }

@@ -42,6 +42,26 @@ Deno.test({
         const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
         assert.deepEqual(goldenProblems(body.layers[0]!.mask, g.expected), [], name);
       }
+      // HTTP/1.0 without a Host header (load balancers' health checks): Bun gives such a request its bare path as
+      // its URL, which the router once read as another path, answering every route 404.
+      for (
+        const [req, status] of [["GET /healthz HTTP/1.0\r\n\r\n", "200"], [
+          "GET /nope HTTP/1.0\r\n\r\n",
+          "404",
+        ]] as const
+      ) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
+        try {
+          await conn.write(new TextEncoder().encode(req));
+          const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+          assert.match(text, new RegExp(`^HTTP/1\\.[01] ${status} `), `${req.trim()}: ${text}`);
+          if (status === "200") assert.match(text, /\{"status":"ok","backend":"cpu"\}$/);
+        } finally {
+          try {
+            conn.close();
+          } catch { /* closed by the server after an HTTP/1.0 answer */ }
+        }
+      }
       const bad = await postPrune(url, new Uint8Array([0x81]));
       assert.equal(bad.status, 400);
       assert.equal((await bad.json()).error.code, "bad_msgpack");
