@@ -381,6 +381,24 @@ Deno.test("pruneLayers(): a refused connection is retried, then thrown as unreac
   assert.equal(calls, 3);
 });
 
+Deno.test("pruneLayers(): only fetch's network TypeError becomes unreachable; a looping cause chain ends", async () => {
+  const url = "http://127.0.0.1:9";
+  // Anything else a custom fetch throws is retried, then thrown as it is: it is not a network failure.
+  const memory = new RangeError("Array buffer allocation failed");
+  const failing = new ZpruneClient({ url, retries: 1, backoffMs: 1, fetch: () => Promise.reject(memory) });
+  await assert.rejects(failing.pruneLayers(REQUEST), (e: unknown) => e === memory);
+  // a.cause = b, b.cause = a: each message is quoted once, and the call returns.
+  const a = new TypeError("fetch failed"), b = new Error("loop");
+  a.cause = b;
+  b.cause = a;
+  const looping = new ZpruneClient({ url, retries: 0, fetch: () => Promise.reject(a) });
+  await assert.rejects(looping.health(), (e: unknown) => {
+    assert.ok(e instanceof ZpruneError);
+    assert.equal(e.message, `cannot reach ${url}: fetch failed: loop`);
+    return true;
+  });
+});
+
 Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError without retrying", async () => {
   let calls = 0;
   await withServer(

@@ -56,8 +56,8 @@ export interface ErrorBody {
 export const ERROR_CODE_HEADER = "x-zprune-error";
 
 /**
- * The code a `ZpruneError` carries: one of this server's, or (in a client) another a newer server answered with or
- * the client's own `invalid_response` for an answer that breaks the contract.
+ * The code a `ZpruneError` carries: one of this server's, or (in a client) another a newer server answered with, or
+ * the client's own: `invalid_response` for an answer that breaks the contract, `unreachable` for no answer at all.
  */
 export type AnyErrorCode = ErrorCode | (string & Record<never, never>);
 
@@ -95,11 +95,14 @@ export function isErrorCode(code: unknown): code is ErrorCode {
 /** An error's message followed by those of its causes that it does not already quote (fetch says why in a cause). */
 export function errorChain(e: unknown): string {
   let text = e instanceof Error ? e.message : String(e);
+  // A chain may loop back (a.cause = b, b.cause = a); each error is quoted once.
+  const seen = new Set<unknown>([e]);
   for (
     let c = e instanceof Error ? e.cause : undefined;
-    c !== undefined;
+    c !== undefined && !seen.has(c);
     c = c instanceof Error ? c.cause : undefined
   ) {
+    seen.add(c);
     const m = c instanceof Error ? c.message : String(c);
     if (!text.includes(m)) text += `: ${m}`;
   }

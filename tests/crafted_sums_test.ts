@@ -17,6 +17,7 @@ import { columnSums, rowSums } from "../gpu/kernels/_run_kernel.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { bandDifferences, maskBit } from "./_band.ts";
+import { AMBIGUITY_BAND } from "../contract/api.ts";
 import {
   craftColumn,
   type CraftedLine,
@@ -308,7 +309,7 @@ for (const [c, [method, axis]] of ATTACKS.entries()) {
       // most of them outside the band above it.
       for (const i of a.down) assert.equal(maskBit(ref.mask, i), 1);
       for (const i of a.up) assert.equal(maskBit(ref.mask, i), 0);
-      const outside = a.up.filter((i) => s[i]! / thr - 1 > 1e-5);
+      const outside = a.up.filter((i) => s[i]! / thr - 1 > AMBIGUITY_BAND);
       assert.ok(outside.length >= 6, `only ${outside.length} pinned scores lie outside the band`);
       const { output } = await engine!.prune(a.params, copy(a.layer));
       const where = `${a.layer.rows}x${a.layer.cols}, biases ${
