@@ -10,6 +10,7 @@ export * from "./config.ts";
 export * from "./llama.ts";
 export * from "./pool.ts";
 export * from "./tokenizer.ts";
+export * from "./windows.ts";
 export * from "./sequential.ts";
 
 /** A checkpoint with its parsed config and float32 weights. */

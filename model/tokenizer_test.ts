@@ -1,14 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  gatherWindows,
-  loadTokenizer,
-  parseConversation,
-  randomStarts,
-  readI64,
-  readU16,
-  tokenizeConversations,
-  tokenizeCorpus,
-} from "./tokenizer.ts";
+import { loadTokenizer, parseConversation, tokenizeConversations, tokenizeCorpus } from "./tokenizer.ts";
+import { readU16 } from "./windows.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 
@@ -84,17 +76,4 @@ Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, 
   // A template's raise_exception() reaches the caller as an error that names the template and the line.
   const bad = '{"conversations":[{"from":"gpt","value":"Aye."}]}';
   assert.throws(() => tokenizeConversations(tok, bad), /chat template failed on line 1: .*must alternate/);
-});
-
-Deno.test("gatherWindows() takes the reference's calibration windows; randomStarts() is seeded", async () => {
-  const ids = await readU16(root("data/corpus/calib_ids.u16"));
-  const starts = await readI64(root("data/corpus/calib_starts_seed0.i64"));
-  assert.equal(starts.length, 64);
-  assert.equal(starts[0], 93824); // first int64 of the file
-  const w = gatherWindows(ids, starts, 256);
-  assert.equal(w.length, 64 * 256);
-  assert.deepEqual(Array.from(w.subarray(256, 512)), Array.from(ids.subarray(starts[1]!, starts[1]! + 256)));
-  assert.deepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 7));
-  assert.notDeepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 8));
-  assert.ok(randomStarts(300, 100, 256, 1).every((s) => s >= 0 && s <= 44));
 });

@@ -1,6 +1,6 @@
 /** Seeded random layers for property tests: any dtype, optional exact ties and zero rows and columns. */
 import type { DType } from "../contract/api.ts";
-import { seededRandom } from "../model/tokenizer.ts";
+import { seededRandom } from "../model/windows.ts";
 import { encode } from "../contract/dtype_codec.ts";
 
 /** mulberry32, the seeded generator model/ uses for calibration windows: one implementation for both. */
