@@ -7,7 +7,8 @@
  * piece is let go once it is written.
  */
 import { concatBytes } from "../contract/wire.ts";
-import { streamsKeepLength, WHOLE_ANSWER_BYTES } from "../runtime/host.ts";
+import { WHOLE_ANSWER_BYTES } from "../runtime/drain.ts";
+import { streamsKeepLength } from "../runtime/host.ts";
 
 /** The largest run of small pieces joined into one chunk of the stream. */
 const RUN_BYTES = 64 * 1024;

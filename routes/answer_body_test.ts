@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { concatBytes } from "../contract/wire.ts";
-import { WHOLE_ANSWER_BYTES } from "../runtime/host.ts";
+import { WHOLE_ANSWER_BYTES } from "../runtime/drain.ts";
 import { answerBody } from "./answer_body.ts";
 
 /** `n` bytes counting up from `seed`. */

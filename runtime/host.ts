@@ -3,8 +3,7 @@
  * Bun. The server's request path uses web-standard APIs only; the WebGPU backend (Deno's WebGPU, gpu/) and the
  * CLI's model code (files, workers) are Deno's and say so where they start.
  */
-
-type Fetch = (req: Request) => Response | Promise<Response>;
+import { type Drain, drainable, type Fetch, WRITE_STALL_MS } from "./drain.ts";
 
 interface BunServer {
   readonly port: number;
@@ -70,159 +69,9 @@ export interface Listening {
    * (their answers say `Connection: close`). Resolves true once none is in flight, or false after `limitMs` with
    * some still there. Call it before `shutdown`.
    */
-  drain(refuse: Fetch, limitMs: number): Promise<boolean>;
+  drain: Drain;
   /** Stops accepting connections and resolves when in-flight requests have finished. */
   shutdown(): Promise<void>;
-}
-
-/**
- * `fetch` with a count of the requests in flight and a switch that refuses new ones. Draining happens here, in
- * front of the runtime's server, because Deno 2.9's `shutdown()` makes the body of every request in flight
- * unreadable (denoland/deno#36809): a client still uploading would get an error instead of its answer. So the
- * listener stays open until the count reaches 0, and only then is the server shut down.
- */
-function drainable(
-  fetch: Fetch,
-  opts: { untilWritten: boolean; writeStallMs: number },
-): { fetch: Fetch; inFlight(): number; answerBytes(): number; drain: Listening["drain"] } {
-  let inFlight = 0;
-  let answerBytes = 0;
-  let refuse: Fetch | undefined;
-  const idle = new Set<() => void>();
-  return {
-    fetch: async (req) => {
-      if (refuse) return refuse(req);
-      inFlight++;
-      let finished = false;
-      const finish = () => {
-        if (finished) return;
-        finished = true;
-        if (--inFlight === 0) { for (const done of idle) done(); }
-      };
-      try {
-        const res = await fetch(req);
-        // The client should not send another request on this connection: it would only be refused.
-        if (refuse) {
-          try {
-            res.headers.set("Connection", "close");
-          } catch { /* immutable headers (a fetched Response): the client learns on its next request */ }
-        }
-        // Counted until the answer is written: a drain that ended with the handler would let shutdown cut off a large
-        // answer on its way to a slow client, and exit as if it had been delivered.
-        const length = Number(res.headers.get("content-length"));
-        // A small answer is handed over whole: written at once, and Deno 2.9 stops writing a streamed body at the
-        // client's EOF, so a client that shut its sending side after its request would get the headers alone.
-        // (The length is read first: under Deno, touching `res.body` turns a known body into a stream, sent in chunks.)
-        if (!opts.untilWritten || !(length > WRITE_SLICE) || !res.body) {
-          finish();
-          return res;
-        }
-        const tracked = untilWritten(res, () => {
-          if (!finished) answerBytes -= length;
-          finish();
-        }, opts.writeStallMs);
-        answerBytes += length; // after: a body untilWritten could not take is not counted, never to be let go
-        return tracked;
-      } catch (err) {
-        finish();
-        throw err;
-      }
-    },
-    inFlight: () => inFlight,
-    answerBytes: () => answerBytes,
-    drain(refuseWith, limitMs) {
-      refuse = refuseWith;
-      if (inFlight === 0) return Promise.resolve(true);
-      return new Promise((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          idle.delete(done);
-          resolve(true);
-        };
-        // setTimeout fires at once past 2^31-1 ms (about 24.8 days), so a longer limit waits that long instead.
-        const timer = setTimeout(() => {
-          idle.delete(done);
-          resolve(false);
-        }, Math.min(limitMs, 2 ** 31 - 1));
-        idle.add(done);
-      });
-    },
-  };
-}
-
-/** The largest piece `untilWritten` passes on at once, and the largest answer handed over whole. */
-const WRITE_SLICE = 64 * 1024;
-
-/** Answers up to this size are handed to the runtime whole, not tracked until written (routes/answer_body.ts). */
-export const WHOLE_ANSWER_BYTES = WRITE_SLICE;
-
-/** How long an answer may wait for its client to take the next piece before its connection is dropped. */
-const WRITE_STALL_MS = 60_000;
-
-/**
- * `res` (whose body has a declared length) with its body passed through a stream that calls `finish` once the
- * runtime has read its last piece, or cancelled it (the client left), or after `stallMs` without the runtime asking
- * for the next piece (a client that stopped reading: the answer is dropped, and its memory with it). Status and
- * headers are kept as they are.
- */
-function untilWritten(res: Response, finish: () => void, stallMs: number): Response {
-  const reader = res.body!.getReader();
-  let rest: Uint8Array | null = null; // what is left of the chunk being passed on
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let rearm = () => {};
-  const done = () => {
-    clearTimeout(timer);
-    finish();
-  };
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      // Armed until the first piece is asked for, then again after each: a handler's answer that the runtime never
-      // reads (its client gone before it was ready) is let go as well.
-      const arm = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          // Deno logs the error that ends a body: one line, no stack, since nothing failed here. The request id
-          // matches it to the request's log line (which says 200: the answer was given, not delivered).
-          const id = res.headers.get("x-request-id");
-          const stalled = new Error(
-            `zprune: dropped the answer to request ${id ?? "(no id)"}: its client took no part of it for ${stallMs} ms`,
-          );
-          stalled.stack = stalled.message;
-          controller.error(stalled);
-          reader.cancel().catch(() => {});
-          done();
-        }, stallMs);
-      };
-      arm();
-      rearm = arm;
-    },
-    async pull(controller) {
-      rearm();
-      try {
-        if (!rest || rest.byteLength === 0) {
-          const next = await reader.read();
-          if (next.done) {
-            controller.close();
-            done();
-            return;
-          }
-          rest = next.value;
-        }
-        // In slices: the runtime reads ahead of what the socket has taken, by a chunk or so, and one chunk can be
-        // the whole answer (a Uint8Array body), which would count it as written as soon as its writing began.
-        controller.enqueue(rest.subarray(0, WRITE_SLICE));
-        rest = rest.subarray(WRITE_SLICE);
-      } catch (err) {
-        controller.error(err);
-        done();
-      }
-    },
-    cancel(reason) {
-      done();
-      return reader.cancel(reason);
-    },
-  });
-  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
 /** Bun's idle timeout for keep-alive connections between requests, in seconds: its largest. */
