@@ -8,7 +8,7 @@
  * truthful name for validation messages. Layers of one model repeat a few shapes, so reuse stays high.
  */
 
-import { IdleTimer } from "../runtime/idle_timer.ts";
+import { IdleTimer, type Timers } from "../runtime/idle_timer.ts";
 
 /** How long idle buffers outlive the last job that used the pool. */
 const POOL_IDLE_MS = 30_000;
@@ -34,12 +34,16 @@ export class BufferPool {
   #live = 0;
   readonly #idle: IdleTimer;
 
-  constructor(device: GPUDevice, maxIdleBytes: number, idleMs = POOL_IDLE_MS) {
+  constructor(device: GPUDevice, maxIdleBytes: number, idleMs = POOL_IDLE_MS, timers?: Timers) {
     this.#device = device;
     this.#maxIdleBytes = maxIdleBytes;
     // Idle means no buffer in use: a job longer than idleMs is still one (the engine's out-of-memory retry reads
     // the idle bytes mid-job).
-    this.#idle = new IdleTimer(idleMs, () => this.#live > this.#idleOrder.length ? this.#idle.touch() : this.clear());
+    this.#idle = new IdleTimer(
+      idleMs,
+      () => this.#live > this.#idleOrder.length ? this.#idle.touch() : this.clear(),
+      timers,
+    );
   }
 
   /** Bytes held idle in the pool. */

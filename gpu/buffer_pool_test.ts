@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { BufferPool, poolSize } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
+import { ManualTimers } from "../tests/_manual_timers.ts";
 
 preferVulkan();
 const adapter = await navigator.gpu?.requestAdapter();
@@ -57,16 +58,19 @@ Deno.test({
 Deno.test({
   name: "BufferPool destroys its idle buffers once none has been in use for idleMs",
   ignore: !device,
-  async fn() {
-    const pool = new BufferPool(device!, 1 << 20, 100);
+  fn() {
+    const clock = new ManualTimers();
+    const pool = new BufferPool(device!, 1 << 20, 100, clock);
     const a = pool.acquire(1000, USAGE, "idle");
     const b = pool.acquire(1000, USAGE, "idle");
     pool.release(a);
-    await new Promise((r) => setTimeout(r, 400));
+    clock.advance(400);
     // b stayed in use, as in a job longer than idleMs: the pool is not idle, and a is kept.
     assert.equal(pool.idleBytes, a.size);
     pool.release(b);
-    await new Promise((r) => setTimeout(r, 400));
+    clock.advance(99);
+    assert.equal(pool.idleBytes, a.size + b.size);
+    clock.advance(1);
     assert.equal(pool.idleBytes, 0);
     assert.equal(pool.liveBuffers, 0);
     const c = pool.acquire(1000, USAGE, "idle");

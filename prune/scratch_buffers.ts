@@ -1,5 +1,5 @@
 /** Scratch memory the CPU backend keeps between layers, so that a layer does not first-touch fresh pages. */
-import { collectGarbage, IdleTimer } from "../runtime/idle_timer.ts";
+import { collectGarbage, IdleTimer, type Timers } from "../runtime/idle_timer.ts";
 
 /** How long kept scratch buffers outlive the last layer that used them: an idle server gives the memory back. */
 const SCRATCH_IDLE_MS = 30_000;
@@ -23,12 +23,12 @@ export class ScratchBuffers {
   #active = 0;
   readonly #idle: IdleTimer;
 
-  constructor(readonly maxBytes: number, idleMs = SCRATCH_IDLE_MS) {
+  constructor(readonly maxBytes: number, idleMs = SCRATCH_IDLE_MS, timers?: Timers) {
     this.#idle = new IdleTimer(idleMs, () => {
       if (this.#active > 0) return this.#idle.touch(); // a layer longer than idleMs: not idle
       this.clear();
       collectGarbage();
-    });
+    }, timers);
   }
 
   /** Runs `layer`, a layer's computation: the buffers are not idle meanwhile, however long it takes. */

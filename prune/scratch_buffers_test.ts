@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ScratchBuffers } from "./scratch_buffers.ts";
+import { ManualTimers } from "../tests/_manual_timers.ts";
 
 Deno.test("ScratchBuffers: a layer of the same size gets the same buffer back; other sizes get fresh ones", () => {
   const s = new ScratchBuffers(1 << 20, 60_000);
@@ -53,19 +54,23 @@ Deno.test("ScratchBuffers: changing shapes stay within maxBytes, the least recen
 });
 
 Deno.test("ScratchBuffers: an idle cache gives its buffers up after idleMs, not while a layer computes", async () => {
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  const s = new ScratchBuffers(1 << 20, 600);
+  const clock = new ManualTimers();
+  const s = new ScratchBuffers(1 << 20, 600, clock);
   s.give(s.take(4096));
   s.give(s.take(8192));
   assert.equal(s.keptBytes, 4096 + 8192);
   // A layer longer than idleMs: the kept buffers stay, though nothing was taken or given meanwhile.
-  await s.during(() => sleep(1500));
+  let finish!: () => void;
+  const layer = s.during(() => new Promise<void>((r) => (finish = r)));
+  clock.advance(1500);
   assert.equal(s.keptBytes, 4096 + 8192);
-  await sleep(100);
+  finish();
+  await layer;
+  clock.advance(100);
   s.give(s.take(4096)); // use restarts the countdown
-  await sleep(100);
+  clock.advance(599);
   assert.equal(s.keptBytes, 4096 + 8192);
-  await sleep(1500);
+  clock.advance(1);
   assert.equal(s.keptBytes, 0);
   assert.deepEqual(s.keptSizes, []);
 });

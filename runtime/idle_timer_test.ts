@@ -1,23 +1,34 @@
 import assert from "node:assert/strict";
 import { IdleTimer } from "./idle_timer.ts";
+import { ManualTimers } from "../tests/_manual_timers.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-Deno.test("IdleTimer fires once, `ms` after the last touch, and not after stop()", async () => {
+Deno.test("IdleTimer fires once, `ms` after the last touch, and not after stop()", () => {
+  const clock = new ManualTimers();
   let fired = 0;
-  const t = new IdleTimer(500, () => fired++);
+  const t = new IdleTimer(500, () => fired++, clock);
   t.touch();
   for (let i = 0; i < 4; i++) {
-    await sleep(150);
+    clock.advance(150);
     t.touch(); // each touch restarts the countdown: 600 ms in all, more than 500 without a touch
   }
+  clock.advance(499);
   assert.equal(fired, 0);
-  await sleep(1000);
+  clock.advance(1);
   assert.equal(fired, 1);
+  clock.advance(5000);
+  assert.equal(fired, 1, "once, not again");
   t.touch();
   t.stop();
-  await sleep(800);
+  assert.equal(clock.pending, 0);
+  clock.advance(5000);
   assert.equal(fired, 1);
+});
+
+Deno.test("IdleTimer on the host's timers fires", async () => {
+  // Unref'd, the idle timer alone would let the test's event loop end first: a plain timer keeps it going meanwhile.
+  const keep = setTimeout(() => {}, 30_000);
+  await new Promise<void>((resolve) => new IdleTimer(10, resolve).touch());
+  clearTimeout(keep);
 });
 
 Deno.test("IdleTimer does not keep a process alive", async () => {

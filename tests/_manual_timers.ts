@@ -1,0 +1,46 @@
+/**
+ * A clock for tests of idle timers: time moves only when the test says, so a loaded machine cannot fire a countdown
+ * early or late. `IdleTimer`, `ScratchBuffers` and `BufferPool` take it in place of the host's timers.
+ */
+import type { Timers } from "../runtime/idle_timer.ts";
+
+/** Timers on a clock that `advance(ms)` moves, firing what falls due in order. */
+export class ManualTimers implements Timers {
+  #now = 0;
+  #next = 0;
+  #due = new Map<number, { at: number; fire: () => void }>();
+
+  /** Milliseconds advanced so far. */
+  get now(): number {
+    return this.#now;
+  }
+
+  /** Timers set and not yet fired or cleared. */
+  get pending(): number {
+    return this.#due.size;
+  }
+
+  set(fire: () => void, ms: number): number {
+    const id = this.#next++;
+    this.#due.set(id, { at: this.#now + ms, fire });
+    return id;
+  }
+
+  clear(handle: unknown): void {
+    this.#due.delete(handle as number);
+  }
+
+  /** Moves the clock `ms` on, firing each timer due by then at its own time, earliest first (set order on ties). */
+  advance(ms: number): void {
+    const end = this.#now + ms;
+    for (;;) {
+      let first: [number, { at: number; fire: () => void }] | undefined;
+      for (const e of this.#due) if (e[1].at <= end && (!first || e[1].at < first[1].at)) first = e;
+      if (!first) break;
+      this.#due.delete(first[0]);
+      this.#now = first[1].at;
+      first[1].fire();
+    }
+    this.#now = end;
+  }
+}
