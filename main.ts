@@ -124,5 +124,10 @@ async function drainAndExit(signal: string): Promise<void> {
   }
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();
+  if (closed) {
+    console.error(
+      `zprune: drained in ${((Date.now() - start) / 1000).toFixed(1)} s; every request was answered; exit 0`,
+    );
+  }
   exit(0);
 }

@@ -203,8 +203,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   // While the server drains for shutdown, requests already in flight finish and new ones are told to go elsewhere,
   // through the same error path as any other answer (logged, counted, msgpack or JSON, CORS headers).
-  app.use("*", async function refuseWhileDraining(_c, next) {
-    if (deps.draining?.()) {
+  // GET /metrics is still answered: a draining server's last counts can be scraped, and it is quick.
+  app.use("*", async function refuseWhileDraining(c, next) {
+    if (deps.draining?.() && !(c.req.path === "/metrics" && (c.req.method === "GET" || c.req.method === "HEAD"))) {
       throw new ZpruneError("unavailable", "the server is shutting down; retry shortly", {
         headers: { Connection: "close" },
       });

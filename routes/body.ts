@@ -69,17 +69,19 @@ export class BodyBudget {
   open(): BodyHold {
     let mine = 0;
     return {
-      grow: (bytes: number) => {
+      grow: (bytes: number, declared = 0) => {
         if (bytes <= mine) return;
         // A lone body may be read (the queue then judges it), as a lone request may run. Beside other bodies or
         // answers its clients have yet to read, it must fit the budget with them: else it waits (429), or, being
-        // larger than the whole budget, never fits and is refused as the queue would refuse it (413).
+        // larger than the whole budget, never fits and is refused as the queue would refuse it (413). Its declared
+        // length says so from its first bytes: else the 429 would come first, and a client would retry in vain.
         const others = this.#held - mine, answers = this.heldElsewhere();
-        if (others + answers > 0 && bytes > this.limit) {
+        if (others + answers > 0 && Math.max(bytes, declared) > this.limit) {
+          const size = declared > bytes ? `${declared} bytes declared` : `${bytes} bytes so far`;
           throw new ZpruneError(
             "too_large",
-            `the body passes this server's memory budget of ${this.limit} bytes by itself (${bytes} bytes so ` +
-              "far); send fewer or smaller layers per request",
+            `the body passes this server's memory budget of ${this.limit} bytes by itself (${size}); send fewer or ` +
+              "smaller layers per request",
           );
         }
         if (others + answers > 0 && others + answers + bytes > this.limit) {
@@ -103,8 +105,11 @@ export class BodyBudget {
 
 /** One body's share of a BodyBudget. */
 export interface BodyHold {
-  /** Raises the hold to `bytes`; throws `busy` when the budget cannot take it. */
-  grow(bytes: number): void;
+  /**
+   * Raises the hold to `bytes` of a body `declared` long (0: unknown); throws `busy` when the budget cannot take it
+   * now, `too_large` when it never could beside others.
+   */
+  grow(bytes: number, declared?: number): void;
   /** Gives the whole hold back; safe to call more than once. */
   release(): void;
 }
@@ -157,7 +162,7 @@ export async function readBody(
       pending = undefined;
       if (done) break;
       if (n + value.byteLength > limit) throw tooLarge(limit);
-      hold?.grow(n + value.byteLength);
+      hold?.grow(n + value.byteLength, expected);
       if (n + value.byteLength > out.byteLength) {
         const need = n + value.byteLength;
         const size = expected && need >= expected / 4 ? expected : Math.max(out.byteLength * 2, need);

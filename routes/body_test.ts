@@ -158,6 +158,11 @@ Deno.test("BodyBudget: unread answers count with bodies; a body past the whole b
     assert.throws(grow, (e: unknown) => e instanceof ZpruneError && e.code === code && e.status === status);
   refused(() => a.grow(600), "busy", 429); // would take 1100: waits for the answers
   refused(() => budget.open().grow(1001), "too_large", 413); // never fits, whatever is let go
+  // Declared past the budget: 413 from its first bytes, not a 429 that a client would retry in vain.
+  refused(() => budget.open().grow(10, 1001), "too_large", 413);
+  const small = budget.open();
+  small.grow(10, 600); // declared within the budget: judged by what has come (500 + 400 + 10 fit)
+  small.release();
   a.release();
   answers = 0;
   const lone = budget.open();

@@ -16,6 +16,16 @@ function clientRequestId(value: string | undefined): string | undefined {
 }
 
 /**
+ * `text` past `max` UTF-16 units: its first `max` and "...", not splitting a surrogate pair (half of one is not
+ * UTF-8, and a log reader may refuse the line).
+ */
+export function cut(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]!) ? max - 1 : max;
+  return `${text.slice(0, end)}...`;
+}
+
+/**
  * The middleware: counts each request under `routeLabel(path)` by status, observes its latency and bytes out, and
  * hands `log` one structured entry (never tensor data).
  */
@@ -44,8 +54,8 @@ export function observeRequests(
     log?.({
       ts: new Date().toISOString(),
       id,
-      method: c.req.method,
-      path: c.req.path.length > 256 ? `${c.req.path.slice(0, 256)}...` : c.req.path, // one line stays short
+      method: cut(c.req.method, 16), // a client may send any token as its method
+      path: cut(c.req.path, 256), // one line stays short
       status: c.res.status,
       ms: Math.round(seconds * 1e5) / 100,
       layers: c.get("layers"),

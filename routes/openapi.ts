@@ -120,12 +120,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
       "/metrics": {
         get: {
-          summary: "Prometheus metrics (text format 0.0.4)",
+          summary: "Prometheus metrics (text format 0.0.4); still answered while the server drains",
           security: [{ bearer: [] }, {}],
           responses: {
             "200": { description: "Metrics", content: { "text/plain": {} } },
             "401": errorResponses["401"],
-            "503": draining,
           },
         },
       },

@@ -292,6 +292,10 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
       assert.equal(e.error.code, "unavailable");
       assert.match(e.error.message, /shutting down/);
     }
+    // The last counts can still be scraped, the refusals above among them.
+    const scrape = await fetch(`${url}/metrics`);
+    assert.equal(scrape.status, 200);
+    assert.match(await scrape.text(), /^zprune_requests_total\{route="\/healthz",status="503"\} 1$/m);
     // Seen on a raw connection: the refusal asks the client to close it.
     const raw = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
     try {
