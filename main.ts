@@ -1,9 +1,9 @@
 /**
  * zprune's entry point: configuration from the environment, the backend, the app, one startup line on stderr (stdout
  * is the JSON request log's alone), and a graceful shutdown on SIGINT or SIGTERM: new requests are answered 503
- * while those in flight (uploads included) finish, for at most the request deadline and a margin; then the server
- * closes, the backend is released, and the process exits 0. A second signal, or the drain outliving its limit, exits
- * at once with status 1.
+ * (but GET /metrics) while those in flight (uploads included) finish, for at most the request deadline and a
+ * margin; then the server closes, the backend is released, and the process exits 0. A second signal, or the drain
+ * outliving its limit, exits at once with status 1.
  *
  *   deno task serve        # or: bun --no-env-file main.ts  (CPU backend; Bun would read a .env file otherwise)
  */
@@ -100,8 +100,8 @@ async function drainAndExit(signal: string): Promise<void> {
     `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +
       "a second signal exits at once",
   );
-  // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/host.ts).
-  draining = true; // new requests: 503 from the app
+  // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/drain.ts).
+  draining = true; // new requests: 503 from the app (GET /metrics aside)
   if (!await server.drain(app.fetch, limitMs)) {
     console.error(
       `zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`,
@@ -117,17 +117,13 @@ async function drainAndExit(signal: string): Promise<void> {
     new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), left)),
   ]);
   clearTimeout(timer);
-  if (!closed) {
-    console.error(
-      `zprune: connections still open after ${(left / 1000).toFixed(1)} s; every request was answered; exit 0`,
-    );
-  }
+  // Said before the backend closes (the WebGPU one may wait on its worker), so that a failing close loses no line.
+  console.error(
+    closed
+      ? `zprune: drained in ${((Date.now() - start) / 1000).toFixed(1)} s; every request was answered; exit 0`
+      : `zprune: connections still open after ${(left / 1000).toFixed(1)} s; every request was answered; exit 0`,
+  );
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();
-  if (closed) {
-    console.error(
-      `zprune: drained in ${((Date.now() - start) / 1000).toFixed(1)} s; every request was answered; exit 0`,
-    );
-  }
   exit(0);
 }

@@ -53,6 +53,7 @@ Deno.test("Metrics.render() is a valid exposition whose histograms are cumulativ
   assert.equal(bucket("0.025"), 3);
   assert.equal(bucket("1"), 4);
   assert.equal(bucket("60"), 4);
+  assert.equal(bucket("120"), 5); // 100 s: under the default deadline, in a bucket of its own
   assert.equal(bucket("+Inf"), 5);
   assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune"}'), 5);
   assert.ok(Math.abs(samples.get('zprune_request_duration_seconds_sum{route="/v1/prune"}')! - 100.741) < 1e-9);

@@ -63,7 +63,7 @@ export interface AppDeps {
   queue?: WorkQueue;
   /** Receives one structured entry per request (never tensor data); default: none. */
   log?: (entry: Record<string, unknown>) => void;
-  /** True once the server is draining for shutdown: every new request is then answered 503 (main.ts). */
+  /** True once the server is draining for shutdown: every new request but GET /metrics is then 503 (main.ts). */
   draining?: () => boolean;
   /**
    * Bytes of answers handed to the runtime that slow clients have yet to read (`Listening.answerBytes`): they count

@@ -149,6 +149,17 @@ await reading;`;
   assert.ok(alive <= 2, `${alive} of 32 chunks still reachable`);
 });
 
+Deno.test("readBody: a body declared past the budget beside another is 413 from its first chunk", async () => {
+  const budget = new BodyBudget(1000);
+  const other = budget.open();
+  other.grow(10);
+  await assert.rejects(
+    readBody(request([new Uint8Array(5)], 2000), 1 << 20, budget.open()),
+    (e: unknown) => e instanceof ZpruneError && e.code === "too_large" && /2000 bytes declared/.test(e.message),
+  );
+  other.release();
+});
+
 Deno.test("BodyBudget: unread answers count with bodies; a body past the whole budget beside them is 413", () => {
   let answers = 500;
   const budget = new BodyBudget(1000, 1, () => answers);

@@ -16,8 +16,8 @@ function clientRequestId(value: string | undefined): string | undefined {
 }
 
 /**
- * `text` past `max` UTF-16 units: its first `max` and "...", not splitting a surrogate pair (half of one is not
- * UTF-8, and a log reader may refuse the line).
+ * `text` past `max` UTF-16 units: its first `max` and "...", not splitting a surrogate pair: JSON.stringify would
+ * write the half as `\ud83d`, which some JSON readers refuse (Python's, once the text is encoded as UTF-8).
  */
 export function cut(text: string, max: number): string {
   if (text.length <= max) return text;

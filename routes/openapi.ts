@@ -53,7 +53,7 @@ const errorResponses = Object.fromEntries(
   }]),
 );
 
-/** Every route's answer while the server shuts down (routes/app.ts, refuseWhileDraining). */
+/** Every route's answer while the server shuts down but GET /metrics's (routes/app.ts, refuseWhileDraining). */
 const draining = {
   description: "Shutting down: unavailable, with Retry-After and Connection: close",
   headers: retryAfter,

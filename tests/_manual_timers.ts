@@ -22,7 +22,9 @@ export class ManualTimers implements Timers {
 
   set(fire: () => void, ms: number): number {
     const id = this.#next++;
-    this.#due.set(id, { at: this.#now + ms, fire });
+    // As setTimeout: a negative, NaN or 0 delay is the least one. (1 here: a timer that sets itself again at once
+    // would otherwise fire forever within one advance.)
+    this.#due.set(id, { at: this.#now + (ms >= 1 ? ms : 1), fire });
     return id;
   }
 

@@ -322,6 +322,7 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
 
     const status = await within(proc.status, 10_000, "exit after the drain");
     assert.equal(status.code, 0, proc.stderr());
+    assert.match(proc.stderr(), /^zprune: drained in \d+\.\d s; every request was answered; exit 0$/m);
     const entries = proc.lines.filter((x) => x.startsWith("{")).map((x) => JSON.parse(x) as Record<string, unknown>);
     const status503 = entries.filter((e) => String(e.id).startsWith("drain-") && e.status === 503).map((e) => e.id);
     assert.deepEqual(status503.sort(), ["drain-health", "drain-prune"], "one log line per refused request");
