@@ -30,6 +30,7 @@ import {
   spreadTooSmall,
   sumsBeyondModel,
   sumsOutOfRange,
+  zeroWeightsUnsettled,
   zSelectionUnsafe,
   zSpreadModel,
 } from "./f32_safety.ts";
@@ -830,6 +831,7 @@ export class GpuEngine {
       const z = new Float32Array(zScalars.buffer);
       const nmUnsafe = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M ? stateOut[1]! : null;
       outOfRange ??= spreadTooSmall(z, n) ?? alphaUnsettled(z, layer) ??
+        zeroWeightsUnsettled(z, layer, rowSums, colSums, { rows, cols, colBlocks: plan.colBlocks }) ??
         zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
     }
     if (outOfRange !== null) {

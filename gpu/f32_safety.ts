@@ -303,6 +303,58 @@ export function alphaUnsettled(scalars: Float32Array, layer: LayerJob): string |
 }
 
 /**
+ * Why Z-Pruner's zero weights may score 0 on one backend and not on the other, or null. Every zero weight scores s0 ·
+ * act_j, s0 = α (|meanR| invStdR)³ + (1 - α) (|meanC| invStdC)³ the same for all of them: where s0 > 0 they are ordered
+ * by act_j, where s0 = 0 by index (API.md's ties). Both means can be 0 only where the weights cancel (never in a
+ * trained layer); there the GPU's f32 sums may reach 0 where exact ones do not, or the reverse, whatever the fitted
+ * error model says (it assumes roundings that do not all go one way). So where both f32 means lie within a worst-case
+ * bound of 0 and the layer holds a zero weight, its zero weights' order is unsettled. The bound: a line's f32 sum is
+ * off by at most its chain of roundings times the sum of its |W|, however the terms cancel; over the row-normalised
+ * lines that is Σ (Σ|W| / ‖line‖), and z_means's sum of the lines adds its own chain; doubled for the norms and the
+ * divisions. The bundled model's layers, and random zero-mean ones, have a mean 44 times its bound or more from 0
+ * (docs/GPU.md).
+ */
+export function zeroWeightsUnsettled(
+  scalars: Float32Array,
+  layer: LayerJob,
+  rowSums: Float32Array,
+  colSums: Float32Array,
+  shape: Shape,
+): string | null {
+  const n = layer.rows * layer.cols;
+  const chains = sumChain(shape);
+  const nearZero = (mean: number, sums: Float32Array, lines: number, chain: number) => {
+    let spread = 0;
+    for (let i = 0; i < lines; i++) {
+      const sq = sums[3 * i]!;
+      if (sq > 0) spread += sums[3 * i + 2]! / Math.sqrt(sq);
+    }
+    const roundings = chain + blockChain(Math.ceil(lines / 256)) + 8 + 8;
+    // Strictly: with no weight but zeros on any line (a bound of 0) the means are exactly 0 on both backends.
+    return Math.abs(mean) < (2 * roundings * EPS32 * spread) / n;
+  };
+  if (!nearZero(scalars[Z_SCALARS.meanR]!, rowSums, layer.rows, chains.row)) return null;
+  if (!nearZero(scalars[Z_SCALARS.meanC]!, colSums, layer.cols, chains.col)) return null;
+  const zero = firstZeroWeight(layer);
+  if (zero < 0) return null;
+  return `its means lie within float32's rounding of 0 (weights that cancel) and weight[${zero}] is 0: whether zero ` +
+    "weights score 0, and so their order, may differ from exact scores";
+}
+
+/** The index of the layer's first weight equal to 0 (either sign), or -1; read from its bytes, little-endian. */
+export function firstZeroWeight(layer: LayerJob): number {
+  const b = layer.weight, size = DTYPE_BYTES[layer.dtype], n = layer.rows * layer.cols;
+  for (let i = 0, o = 0; i < n; i++, o += size) {
+    // All bits but the sign (the last byte's top bit) clear.
+    const zero = size === 4
+      ? (b[o]! | b[o + 1]! | b[o + 2]! | (b[o + 3]! & 0x7f)) === 0
+      : (b[o]! | (b[o + 1]! & 0x7f)) === 0;
+    if (zero) return i;
+  }
+  return -1;
+}
+
+/**
  * The CPU backend's small-weight count, bit for bit: the f64 sum of each row's |W| in column order, added in row
  * order (prune/scores.ts), smallWeightBound of it, and the weights with |W| below that. Two passes over the weights
  * (one pass that keeps the weights near the f32 bound to place them afterwards was no faster here).

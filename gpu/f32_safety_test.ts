@@ -10,12 +10,14 @@ import {
   alphaUnsettled,
   blockChain,
   exactSmallCount,
+  firstZeroWeight,
   lowRowThreshold,
   splitActivations,
   sumChain,
   sumsBeyondModel,
   sumsOutOfRange,
   Z_CHAIN_LIMIT,
+  zeroWeightsUnsettled,
   zSafeThreshold,
 } from "./f32_safety.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
@@ -231,4 +233,80 @@ Deno.test("sumsBeyondModel() sends a layer to the exact path when its sums alone
   assert.equal(sumsBeyondModel("wanda", { rows: 2, cols: 2 ** 24 }), null);
   assert.equal(sumsBeyondModel("magnitude", { rows: 2, cols: 2 ** 24 }), null);
   assert.equal(sumsBeyondModel("zpruner", { rows: 8192, cols: 28672 }), null);
+});
+
+/** [sumSq, sum, sumAbs] per row and per column of a rows x cols matrix, in f64, and the two means of Z-Pruner. */
+function lineSums(w: number[][]): { rowSums: Float32Array; colSums: Float32Array; meanR: number; meanC: number } {
+  const rows = w.length, cols = w[0]!.length, n = rows * cols;
+  const rowSums = new Float32Array(rows * 3), colSums = new Float32Array(cols * 3);
+  let meanR = 0, meanC = 0;
+  for (let r = 0; r < rows; r++) {
+    const line = w[r]!;
+    rowSums.set([
+      line.reduce((a, x) => a + x * x, 0),
+      line.reduce((a, x) => a + x, 0),
+      line.reduce((a, x) => a + Math.abs(x), 0),
+    ], 3 * r);
+    if (rowSums[3 * r]! > 0) meanR += rowSums[3 * r + 1]! / Math.sqrt(rowSums[3 * r]!) / n;
+  }
+  for (let c = 0; c < cols; c++) {
+    const line = w.map((row) => row[c]!);
+    colSums.set([
+      line.reduce((a, x) => a + x * x, 0),
+      line.reduce((a, x) => a + x, 0),
+      line.reduce((a, x) => a + Math.abs(x), 0),
+    ], 3 * c);
+    if (colSums[3 * c]! > 0) meanC += colSums[3 * c + 1]! / Math.sqrt(colSums[3 * c]!) / n;
+  }
+  return { rowSums, colSums, meanR, meanC };
+}
+
+Deno.test("firstZeroWeight() finds +0 and -0 in every dtype, and takes no subnormal for 0", () => {
+  for (const dtype of ["f32", "f16", "bf16"] as const) {
+    const layer = (values: number[]) => ({
+      name: "z",
+      rows: 1,
+      cols: values.length,
+      dtype,
+      weight: encode(values, dtype),
+      actNormSq: null,
+    });
+    assert.equal(firstZeroWeight(layer([1, -2, 0, 0])), 2, dtype);
+    assert.equal(firstZeroWeight(layer([1, -0, 3])), 1, dtype);
+    // The smallest subnormal of each dtype, either sign: not zero.
+    const tiny = { f32: 2 ** -149, f16: 2 ** -24, bf16: 2 ** -133 }[dtype];
+    assert.equal(firstZeroWeight(layer([tiny, -tiny, 5])), -1, dtype);
+  }
+});
+
+Deno.test("zeroWeightsUnsettled() flags zero weights only where both means may be 0 in float32", () => {
+  const B = 2 ** 24;
+  const check = (w: number[][], means?: [number, number]) => {
+    const { rowSums, colSums, meanR, meanC } = lineSums(w);
+    const z = new Float32Array(11);
+    [z[Z_SCALARS.meanR], z[Z_SCALARS.meanC]] = means ?? [meanR, meanC];
+    const layer = {
+      name: "z",
+      rows: w.length,
+      cols: w[0]!.length,
+      dtype: "f32" as const,
+      weight: encode(w.flat(), "f32"),
+      actNormSq: null,
+    };
+    return zeroWeightsUnsettled(z, layer, rowSums, colSums, { rows: layer.rows, cols: layer.cols });
+  };
+  const cancelling = [[B, -B, 1, 0], [-B, B, 0, 1], [-B, -B, B, B], [B, B, -B, -B]];
+  // The GPU's f32 means are exactly 0 here; the exact ones are about 5e-9, far inside the bound.
+  assert.match(check(cancelling, [0, 0]) ?? "", /weight\[3\] is 0/);
+  assert.match(check(cancelling) ?? "", /within float32's rounding of 0/);
+  // No zero weight: nothing scores s0 alone.
+  assert.equal(check(cancelling.map((row) => row.map((x) => x || 2))), null);
+  // One mean far from 0: s0 > 0 on both backends, whatever the other does.
+  assert.equal(check(cancelling, [0.01, 0]), null);
+  assert.equal(check(cancelling, [0, -0.01]), null);
+  // A layer of ordinary weights with a zero: its means are far outside the bound.
+  const g = rng(3);
+  const plain = Array.from({ length: 64 }, () => Array.from({ length: 64 }, () => g() - 0.5));
+  plain[5]![7] = 0;
+  assert.equal(check(plain), null);
 });

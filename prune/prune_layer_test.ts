@@ -1,0 +1,23 @@
+import assert from "node:assert/strict";
+import { createCpuBackend } from "./cpu_backend.ts";
+import { patternK } from "./prune_layer.ts";
+
+Deno.test("patternK(): floor(sparsity x count) per layer or row, 0 for N:M; sparsity past [0, 1] refused", () => {
+  assert.equal(patternK({ kind: "layer", sparsity: 0.5 }, 3, 5), 7);
+  assert.equal(patternK({ kind: "row", sparsity: 0.5 }, 3, 5), 2);
+  assert.equal(patternK({ kind: "layer", sparsity: 1 }, 3, 5), 15);
+  assert.equal(patternK({ kind: "nm", n: 2, m: 4 }, 3, 8), 0);
+  for (const sparsity of [1.5, -0.1, NaN]) {
+    assert.throws(() => patternK({ kind: "layer", sparsity }, 3, 5), RangeError, String(sparsity));
+    assert.throws(() => patternK({ kind: "row", sparsity }, 3, 5), RangeError, String(sparsity));
+  }
+});
+
+Deno.test("the CPU backend refuses a sparsity past 1 passed to it directly, not selecting forever", async () => {
+  // The route never passes one (the contract's schema stops it); a direct caller gets an error, not a hang.
+  const cpu = createCpuBackend({ threads: 0 });
+  const layer = { name: "x", rows: 2, cols: 2, dtype: "f32" as const, weight: new Uint8Array(16), actNormSq: null };
+  const params = { method: "magnitude" as const, exponent: 1, returnWeight: false, returnScore: false };
+  await assert.rejects(cpu.prune({ ...params, pattern: { kind: "layer", sparsity: 2 } }, layer), RangeError);
+  await cpu.close();
+});
