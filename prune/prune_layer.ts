@@ -80,13 +80,13 @@ function rowPart(splits: number[]): (i: number) => { r0: number; r1: number } | 
  * product taken as the golden files do. 0 for N:M, whose n per group needs no count. Both backends use it.
  */
 export function patternK(pattern: Pattern, rows: number, cols: number): number {
-  // The contract keeps sparsity below 1; past 1 the selection would look for more weights than there are.
-  if (pattern.kind !== "nm" && !(pattern.sparsity >= 0 && pattern.sparsity <= 1)) {
-    throw new RangeError(`sparsity ${pattern.sparsity} is outside [0, 1]`);
-  }
-  if (pattern.kind === "layer") return Math.floor(pattern.sparsity * (rows * cols));
-  if (pattern.kind === "row") return Math.floor(pattern.sparsity * cols);
-  return 0;
+  if (pattern.kind === "nm") return 0;
+  const count = pattern.kind === "layer" ? rows * cols : cols;
+  const k = Math.floor(pattern.sparsity * count);
+  // The contract keeps sparsity below 1; a k past the count (or none at all) would have the selection look for
+  // weights that are not there.
+  if (!(k >= 0 && k <= count)) throw new RangeError(`sparsity ${pattern.sparsity} prunes ${k} of ${count} weights`);
+  return k;
 }
 
 /** Row boundaries splitting `rows` into `parts`, each a multiple of whole mask bytes so parts never share one. */

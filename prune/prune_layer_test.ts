@@ -2,12 +2,13 @@ import assert from "node:assert/strict";
 import { createCpuBackend } from "./cpu_backend.ts";
 import { patternK } from "./prune_layer.ts";
 
-Deno.test("patternK(): floor(sparsity x count) per layer or row, 0 for N:M; sparsity past [0, 1] refused", () => {
+Deno.test("patternK(): floor(sparsity x count) per layer or row, 0 for N:M; more than the count refused", () => {
   assert.equal(patternK({ kind: "layer", sparsity: 0.5 }, 3, 5), 7);
   assert.equal(patternK({ kind: "row", sparsity: 0.5 }, 3, 5), 2);
   assert.equal(patternK({ kind: "layer", sparsity: 1 }, 3, 5), 15);
+  assert.equal(patternK({ kind: "row", sparsity: 1.5 }, 3, 1), 1); // floor(1.5) of one weight: all of it
   assert.equal(patternK({ kind: "nm", n: 2, m: 4 }, 3, 8), 0);
-  for (const sparsity of [1.5, -0.1, NaN]) {
+  for (const sparsity of [2, -0.1, NaN]) {
     assert.throws(() => patternK({ kind: "layer", sparsity }, 3, 5), RangeError, String(sparsity));
     assert.throws(() => patternK({ kind: "row", sparsity }, 3, 5), RangeError, String(sparsity));
   }
