@@ -333,12 +333,61 @@ export function zeroWeightsUnsettled(
     // Strictly: with no weight but zeros on any line (a bound of 0) the means are exactly 0 on both backends.
     return Math.abs(mean) < (2 * roundings * EPS32 * spread) / n;
   };
-  if (!nearZero(scalars[Z_SCALARS.meanR]!, rowSums, layer.rows, chains.row)) return null;
-  if (!nearZero(scalars[Z_SCALARS.meanC]!, colSums, layer.cols, chains.col)) return null;
+  const meanR = scalars[Z_SCALARS.meanR]!, meanC = scalars[Z_SCALARS.meanC]!;
+  if (!nearZero(meanR, rowSums, layer.rows, chains.row) || !nearZero(meanC, colSums, layer.cols, chains.col)) {
+    return null;
+  }
   const zero = firstZeroWeight(layer);
   if (zero < 0) return null;
+  // Settled where s0 > 0 on both backends: the GPU's f32 means are not both 0, and the exact ones (f64 on the host,
+  // one pass over the weights) both lie beyond f64's rounding of 0. A large zero-mean layer with zeros (one pruned
+  // before, say) may have both f32 means inside the worst-case bound; it stays on the GPU this way.
+  const exact = hostMeans(layer);
+  if ((meanR !== 0 || meanC !== 0) && (exact.r.zeroFree || exact.c.zeroFree)) return null;
   return `its means lie within float32's rounding of 0 (weights that cancel) and weight[${zero}] is 0: whether zero ` +
     "weights score 0, and so their order, may differ from exact scores";
+}
+
+/**
+ * The means of the row- and column-normalised weights in f64, each with whether it lies beyond f64's rounding of 0
+ * (a bound like zeroWeightsUnsettled's, in 2^-53 and with a chain as long as the line or the lines: so far beyond the
+ * CPU backend's own rounding that its mean is not 0 either).
+ */
+export function hostMeans(layer: LayerJob): { r: HostMean; c: HostMean } {
+  const { rows, cols, dtype, weight } = layer;
+  const size = DTYPE_BYTES[dtype], n = rows * cols;
+  const row = new Float32Array(cols);
+  const colSum = new Float64Array(cols), colSq = new Float64Array(cols), colAbs = new Float64Array(cols);
+  let sumR = 0, spreadR = 0;
+  for (let r = 0; r < rows; r++) {
+    decodeInto(row, weight.subarray(r * cols * size, (r + 1) * cols * size), dtype, 0, cols);
+    let s = 0, sq = 0, abs = 0;
+    for (let c = 0; c < cols; c++) {
+      const w = row[c]!;
+      s += w;
+      sq += w * w;
+      abs += Math.abs(w);
+      colSum[c]! += w;
+      colSq[c]! += w * w;
+      colAbs[c]! += Math.abs(w);
+    }
+    if (sq > 0) (sumR += s / Math.sqrt(sq)), (spreadR += abs / Math.sqrt(sq));
+  }
+  let sumC = 0, spreadC = 0;
+  for (let c = 0; c < cols; c++) {
+    if (colSq[c]! > 0) (sumC += colSum[c]! / Math.sqrt(colSq[c]!)), (spreadC += colAbs[c]! / Math.sqrt(colSq[c]!));
+  }
+  const mean = (sum: number, spread: number): HostMean => ({
+    mean: sum / n,
+    zeroFree: Math.abs(sum) > 4 * (rows + cols + 16) * 2 ** -53 * spread,
+  });
+  return { r: mean(sumR, spreadR), c: mean(sumC, spreadC) };
+}
+
+/** A mean of hostMeans, and whether it is certainly not 0. */
+export interface HostMean {
+  mean: number;
+  zeroFree: boolean;
 }
 
 /** The index of the layer's first weight equal to 0 (either sign), or -1; read from its bytes, little-endian. */
@@ -534,7 +583,8 @@ class HostZScores {
  * The first row of a row-pattern mask (u32 words, LSB = lower index) whose threshold (its largest pruned score) is
  * nonzero and below `tSafe`, and that threshold; null when there is none. A row stops at its first pruned score of
  * at least `tSafe`, so on a layer that passes this costs about one score per row and the mask words before it.
- * (A threshold of 0 is safe: zero scores come from zero activations, zero on both backends.)
+ * (A threshold of 0 is safe: zero scores come from zero activations, zero on both backends, or from means that are 0,
+ * which zeroWeightsUnsettled has checked; score.wgsl flags a score that underflows.)
  */
 export function lowRowThreshold(
   mask: Uint32Array,

@@ -296,17 +296,25 @@ Deno.test("zeroWeightsUnsettled() flags zero weights only where both means may b
     return zeroWeightsUnsettled(z, layer, rowSums, colSums, { rows: layer.rows, cols: layer.cols });
   };
   const cancelling = [[B, -B, 1, 0], [-B, B, 0, 1], [-B, -B, B, B], [B, B, -B, -B]];
-  // The GPU's f32 means are exactly 0 here; the exact ones are about 5e-9, far inside the bound.
+  // The GPU's f32 means are exactly 0 here; the exact ones are about 5e-9, far inside the bound: s0 = 0 on the GPU
+  // alone.
   assert.match(check(cancelling, [0, 0]) ?? "", /weight\[3\] is 0/);
-  assert.match(check(cancelling) ?? "", /within float32's rounding of 0/);
+  // Both means inside the bound but not 0, and the exact ones not 0 either: s0 > 0 on both backends.
+  assert.equal(check(cancelling), null);
+  // Exact sums all 0 (the CPU's s0 is 0) while the GPU's f32 column sum is not: s0 > 0 on the GPU alone.
+  const balanced = [[0, 0, -B, B], [-1, 0, 0, 1], [1, -1, B, -B], [0, 1, 0, -1]];
+  assert.match(check(balanced, [0, 1e-9]) ?? "", /weight\[0\] is 0/);
   // No zero weight: nothing scores s0 alone.
-  assert.equal(check(cancelling.map((row) => row.map((x) => x || 2))), null);
+  assert.equal(check(cancelling.map((row) => row.map((x) => x || 2)), [0, 0]), null);
   // One mean far from 0: s0 > 0 on both backends, whatever the other does.
   assert.equal(check(cancelling, [0.01, 0]), null);
   assert.equal(check(cancelling, [0, -0.01]), null);
-  // A layer of ordinary weights with a zero: its means are far outside the bound.
+  // A layer of ordinary weights with a zero: its means are far outside the bound; and were the GPU's means inside it
+  // (a large zero-mean layer's may be), its exact means settle it unless the GPU's are both 0.
   const g = rng(3);
   const plain = Array.from({ length: 64 }, () => Array.from({ length: 64 }, () => g() - 0.5));
   plain[5]![7] = 0;
   assert.equal(check(plain), null);
+  assert.equal(check(plain, [1e-12, -1e-12]), null);
+  assert.match(check(plain, [0, 0]) ?? "", /weight\[327\] is 0/);
 });

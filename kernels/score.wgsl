@@ -14,7 +14,8 @@
 //   Scores are non-negative; they are stored with -0 folded to +0 so that the selection kernels may order them as u32
 //   bit patterns. WGSL lets a GPU flush subnormals to zero, and even where it keeps them they carry fewer bits. So
 //   flags[1] is set, and the host computes the layer on the CPU instead (no trained model's layer comes near), when
-//   for a nonzero weight the score before the activation is below 2^-100 and has a subnormal term (one of RIA's
+//   for a nonzero weight (or any weight, for Z-Pruner: a zero weight scores from the means alone) the score before
+//   the activation is below 2^-100 and has a subnormal term (one of RIA's
 //   quotients; the cube of a nonzero Z-Pruner z-score below 2^-41, times alpha or 1 - alpha); or when a nonzero score
 //   before the activation meets a nonzero activation and the score falls below 2^-126. (A subnormal term beside a sum
 //   of at least 2^-100 moves it by under 2^-26.) flags[1] is set too for a score of 2^127 or more (past 2^128 every
@@ -111,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     s = times(inner, j);
   }
   // Magnitude's score is the weight itself (decode flags subnormal weights).
-  if (p.method != 0u && a != 0.0) {
+  if (p.method != 0u && (a != 0.0 || p.method == 3u)) {
     let act_nonzero = bitcast<f32>(act[2u * j]) != 0.0;
     if (tiny || (inner != 0.0 && act_nonzero && s < MIN_NORMAL)) { atomicOr(&flags[1], 1u); }
   }

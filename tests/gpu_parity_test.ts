@@ -974,6 +974,40 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "webgpu: Z-Pruner zero weights whose scores fall near float32's smallest subnormal take the exact path",
+  ignore,
+  async fn() {
+    // From a review: every zero weight scores s0 · act_j; with act_j tuned so that it lands near 2^-150 the CPU's f64
+    // product rounds to 2^-149 or 0 in f32 where the GPU's f32 one may round the other way. The means lie far from 0
+    // (zeroWeightsUnsettled does not apply): score.wgsl's underflow flag has to see zero weights too.
+    const P = 32, Q = 8, rows = 4, cols = 2 * P + Q, n = rows * cols;
+    const rand = rng(1);
+    const w = new Float32Array(n);
+    for (let r = 0; r < rows; r++) for (let j = 2 * P; j < cols; j++) w[r * cols + j] = 0.3 + (rand() - 0.3) * 2;
+    const layer = (act: Float64Array): LayerJob => ({
+      name: "subnormal zeros",
+      rows,
+      cols,
+      dtype: "f32",
+      weight: encode(w, "f32"),
+      actNormSq: act,
+    });
+    const probe = new Float64Array(cols).fill(1);
+    for (let j = 1; j < 2 * P; j += 2) probe[j] = 0; // odd zero columns score 0 on both backends
+    for (const pattern of [{ kind: "layer", sparsity: (rows * P) / n }, { kind: "nm", n: 1, m: 2 }] as const) {
+      const params: PruneParams = { method: "zpruner", pattern, exponent: 2, returnWeight: false, returnScore: true };
+      const s0 = (await cpu.prune(params, layer(probe.slice()))).score![0]!; // a zero weight's score at act 1
+      const act = probe.slice();
+      for (let i = 0; i < P; i++) act[2 * i] = (2 ** -150 / s0) * (1 + (i - P / 2) * 5e-8);
+      const ref = await cpu.prune(params, layer(act.slice()));
+      const got = await gpu!.prune(params, layer(act.slice()));
+      assert.deepEqual(got.mask, ref.mask, pattern.kind);
+      assert.match(got.exactPath ?? "", /subnormal/, pattern.kind);
+    }
+  },
+});
+
 // Last in the module: the backends are closed here, awaited, so that each worker destroys its device before the
 // runtime exits (the unload handler above cannot wait, and covers only runs that filter this test out).
 Deno.test({
