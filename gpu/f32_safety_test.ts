@@ -237,28 +237,19 @@ Deno.test("sumsBeyondModel() sends a layer to the exact path when its sums alone
 
 /** [sumSq, sum, sumAbs] per row and per column of a rows x cols matrix, in f64, and the two means of Z-Pruner. */
 function lineSums(w: number[][]): { rowSums: Float32Array; colSums: Float32Array; meanR: number; meanC: number } {
-  const rows = w.length, cols = w[0]!.length, n = rows * cols;
-  const rowSums = new Float32Array(rows * 3), colSums = new Float32Array(cols * 3);
-  let meanR = 0, meanC = 0;
-  for (let r = 0; r < rows; r++) {
-    const line = w[r]!;
-    rowSums.set([
-      line.reduce((a, x) => a + x * x, 0),
-      line.reduce((a, x) => a + x, 0),
-      line.reduce((a, x) => a + Math.abs(x), 0),
-    ], 3 * r);
-    if (rowSums[3 * r]! > 0) meanR += rowSums[3 * r + 1]! / Math.sqrt(rowSums[3 * r]!) / n;
-  }
-  for (let c = 0; c < cols; c++) {
-    const line = w.map((row) => row[c]!);
-    colSums.set([
-      line.reduce((a, x) => a + x * x, 0),
-      line.reduce((a, x) => a + x, 0),
-      line.reduce((a, x) => a + Math.abs(x), 0),
-    ], 3 * c);
-    if (colSums[3 * c]! > 0) meanC += colSums[3 * c + 1]! / Math.sqrt(colSums[3 * c]!) / n;
-  }
-  return { rowSums, colSums, meanR, meanC };
+  const n = w.length * w[0]!.length;
+  const lines = (all: number[][]) => {
+    const sums = new Float32Array(all.length * 3);
+    let mean = 0;
+    all.forEach((line, i) => {
+      const sq = line.reduce((a, x) => a + x * x, 0), sum = line.reduce((a, x) => a + x, 0);
+      sums.set([sq, sum, line.reduce((a, x) => a + Math.abs(x), 0)], 3 * i);
+      if (sq > 0) mean += sum / Math.sqrt(sq) / n;
+    });
+    return { sums, mean };
+  };
+  const r = lines(w), c = lines(w[0]!.map((_, j) => w.map((row) => row[j]!)));
+  return { rowSums: r.sums, colSums: c.sums, meanR: r.mean, meanC: c.mean };
 }
 
 Deno.test("firstZeroWeight() finds +0 and -0 in every dtype, and takes no subnormal for 0", () => {
