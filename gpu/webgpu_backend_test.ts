@@ -180,6 +180,22 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: a sparsity past 1 from a direct caller is invalid_request, as on the CPU; the worker stays",
+  ignore,
+  async fn() {
+    await withBackend({}, async (b) => {
+      const pattern = { kind: "layer", sparsity: 2 } as const;
+      await assert.rejects(
+        b.prune({ ...PARAMS, pattern }, ramp(8, 8)),
+        (e) => e instanceof ZpruneError && e.code === "invalid_request" && /prunes 128 of 64/.test(e.message),
+      );
+      assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(8, 8))).mask, 64));
+      assert.equal(b.restarts, 0, "the worker was not replaced");
+    });
+  },
+});
+
+Deno.test({
   name: "webgpu: a layer whose buffer an earlier call took is refused at once; the queue carries on on the same worker",
   ignore,
   async fn() {

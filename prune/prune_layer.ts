@@ -84,8 +84,11 @@ export function patternK(pattern: Pattern, rows: number, cols: number): number {
   const count = pattern.kind === "layer" ? rows * cols : cols;
   const k = Math.floor(pattern.sparsity * count);
   // The contract keeps sparsity below 1; a k past the count (or none at all) would have the selection look for
-  // weights that are not there.
-  if (!(k >= 0 && k <= count)) throw new RangeError(`sparsity ${pattern.sparsity} prunes ${k} of ${count} weights`);
+  // weights that are not there. Only a direct caller can pass one; both backends answer it alike (the GPU's worker
+  // passes a contract code on, and stays).
+  if (!(k >= 0 && k <= count)) {
+    throw new ZpruneError("invalid_request", `sparsity ${pattern.sparsity} prunes ${k} of ${count} weights`);
+  }
   return k;
 }
 
