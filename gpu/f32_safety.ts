@@ -308,7 +308,8 @@ export function alphaUnsettled(scalars: Float32Array, layer: LayerJob): string |
  * by act_j, where s0 = 0 by index (API.md's ties). Both means can be 0 only where the weights cancel (never in a
  * trained layer); there the GPU's f32 sums may reach 0 where exact ones do not, or the reverse, whatever the fitted
  * error model says (it assumes roundings that do not all go one way). So where both f32 means lie within a worst-case
- * bound of 0 and the layer holds a zero weight, its zero weights' order is unsettled. The bound: a line's f32 sum is
+ * bound of 0 and the layer holds a zero weight, the host looks at the exact means: the order is unsettled unless s0
+ * is above 0 on both backends (score.wgsl flags an s0 · act_j that underflows). The bound: a line's f32 sum is
  * off by at most its chain of roundings times the sum of its |W|, however the terms cancel; over the row-normalised
  * lines that is Σ (Σ|W| / ‖line‖), and z_means's sum of the lines adds its own chain; doubled for the norms and the
  * divisions. The bundled model's layers, and random zero-mean ones, have a mean 44 times its bound or more from 0
@@ -342,20 +343,19 @@ export function zeroWeightsUnsettled(
   // Settled where s0 > 0 on both backends: the GPU's f32 means are not both 0, and the exact ones (f64 on the host,
   // one pass over the weights) both lie beyond f64's rounding of 0. A large zero-mean layer with zeros (one pruned
   // before, say) may have both f32 means inside the worst-case bound; it stays on the GPU this way.
-  const exact = hostMeans(layer);
-  if ((meanR !== 0 || meanC !== 0) && (exact.r.zeroFree || exact.c.zeroFree)) return null;
+  if ((meanR !== 0 || meanC !== 0) && exactMeanNotZero(layer)) return null;
   return `its means lie within float32's rounding of 0 (weights that cancel) and weight[${zero}] is 0: whether zero ` +
     "weights score 0, and so their order, may differ from exact scores";
 }
 
 /**
- * The means of the row- and column-normalised weights in f64, each with whether it lies beyond f64's rounding of 0
- * (a bound like zeroWeightsUnsettled's, in 2^-53 and with a chain as long as the line or the lines: so far beyond the
- * CPU backend's own rounding that its mean is not 0 either).
+ * Whether an exact mean of the row- or column-normalised weights (f64, one pass over the weights) lies beyond f64's
+ * rounding of 0: a bound like zeroWeightsUnsettled's, in 2^-53 with a chain as long as a line or the lines, so far
+ * beyond the CPU backend's own rounding that its mean is not 0 either, and its zero weights score above 0.
  */
-export function hostMeans(layer: LayerJob): { r: HostMean; c: HostMean } {
+function exactMeanNotZero(layer: LayerJob): boolean {
   const { rows, cols, dtype, weight } = layer;
-  const size = DTYPE_BYTES[dtype], n = rows * cols;
+  const size = DTYPE_BYTES[dtype];
   const row = new Float32Array(cols);
   const colSum = new Float64Array(cols), colSq = new Float64Array(cols), colAbs = new Float64Array(cols);
   let sumR = 0, spreadR = 0;
@@ -377,17 +377,8 @@ export function hostMeans(layer: LayerJob): { r: HostMean; c: HostMean } {
   for (let c = 0; c < cols; c++) {
     if (colSq[c]! > 0) (sumC += colSum[c]! / Math.sqrt(colSq[c]!)), (spreadC += colAbs[c]! / Math.sqrt(colSq[c]!));
   }
-  const mean = (sum: number, spread: number): HostMean => ({
-    mean: sum / n,
-    zeroFree: Math.abs(sum) > 4 * (rows + cols + 16) * 2 ** -53 * spread,
-  });
-  return { r: mean(sumR, spreadR), c: mean(sumC, spreadC) };
-}
-
-/** A mean of hostMeans, and whether it is certainly not 0. */
-export interface HostMean {
-  mean: number;
-  zeroFree: boolean;
+  const beyond = (sum: number, spread: number) => Math.abs(sum) > 4 * (rows + cols + 16) * 2 ** -53 * spread;
+  return beyond(sumR, spreadR) || beyond(sumC, spreadC);
 }
 
 /** The index of the layer's first weight equal to 0 (either sign), or -1; read from its bytes, little-endian. */
