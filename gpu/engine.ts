@@ -14,28 +14,20 @@
  *   apply   pruned weights in the request's dtype (when asked)
  * Matrices larger than the device's storage-binding limit are cut into tiles of whole rows; every kernel takes the
  * tile's global offsets as uniforms, and the global arrays (row/column statistics, mask, tie counts) span all tiles.
+ * The plan (tiles, sizes, or why the layer takes the exact path) is `layer_plan.ts`; the host's answer from the
+ * read-back, with its f32 checks, is `layer_answer.ts`. This module records and submits the GPU work between them.
  */
 import { ZpruneError } from "../contract/errors.ts";
 import { type DType, DTYPE_BYTES } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
-import { layerStats } from "../prune/mask_stats.ts";
-import { nonFiniteWeight, patternK, pruneLayer } from "../prune/prune_layer.ts";
-import { zprunerAlpha } from "../prune/scores.ts";
-import { BufferPool, poolSize } from "./buffer_pool.ts";
+import { patternK, pruneLayer } from "../prune/prune_layer.ts";
+import { BufferPool } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
-import {
-  activationCubeRoots,
-  alphaUnsettled,
-  splitActivations,
-  spreadTooSmall,
-  sumsBeyondModel,
-  sumsOutOfRange,
-  zeroWeightsUnsettled,
-  zSelectionUnsafe,
-  zSpreadModel,
-} from "./f32_safety.ts";
+import { activationCubeRoots, splitActivations, zSpreadModel } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
+import { emptyOutput, layerAnswer, type ReadBack } from "./layer_answer.ts";
+import { CENTRED_PART_BYTES, type LayerPlan, planLayer, planTiles, type Tile } from "./layer_plan.ts";
 import { uploadBytes } from "./upload_bytes.ts";
 import {
   apply,
@@ -53,7 +45,6 @@ import {
   selectRow,
   tieCount,
   tieScan,
-  Z_SCALARS,
   Z_SCALARS_BYTES,
   zMeans,
   zSpread,
@@ -83,12 +74,6 @@ const STORAGE = GPUBufferUsage.STORAGE;
 const COPY_SRC = GPUBufferUsage.COPY_SRC;
 const COPY_DST = GPUBufferUsage.COPY_DST;
 
-/** Rows per block of `col_stats.wgsl`; keys per block of `tie_count`/`mask_layer`. */
-const COL_BLOCK_ROWS = 256;
-const KEY_BLOCK = 8192;
-const CENTRED_BLOCK = 16384;
-/** Bytes of one `centred` workgroup's partials: two f32 sums of squares, the small and near counts. */
-const CENTRED_PART_BYTES = 16;
 /**
  * Digits of the layer-wide radix select, most significant first: [shift, width]. Three passes over the 32-bit keys
  * (one full read fewer than four 8-bit digits); 2^11 bins is what two histogram copies fit in 16 KiB of workgroup
@@ -97,63 +82,6 @@ const CENTRED_PART_BYTES = 16;
 export const LAYER_DIGITS: readonly (readonly [shift: number, bits: number])[] = [[21, 11], [10, 11], [0, 10]];
 /** Histogram bins per pass in the global histogram buffer (the widest digit). */
 export const HIST_BINS = 2048;
-
-/**
- * Largest M that select_nm ranks with a thread per group; larger groups go through select_row (the request schema
- * allows M up to 9999).
- */
-const NM_THREAD_MAX_M = 64;
-
-/** One row-tile of a layer: rows [row0, row0 + rows), elements [base, base + count). */
-interface Tile {
-  index: number;
-  row0: number;
-  rows: number;
-  base: number;
-  count: number;
-  /** Global index of the tile's first block of 256 rows (col_stats). */
-  colBlock0: number;
-  /** Global index of the tile's first block of 8192 keys (tie_count, mask_layer). */
-  keyBlock0: number;
-  /** Global index of the tile's first `centred` workgroup. */
-  centredWg0: number;
-}
-
-/** What the stages of one layer share: the request, the layer, its tile plan and its whole-layer sizes. */
-interface LayerPlan {
-  readonly params: PruneParams;
-  readonly layer: LayerJob;
-  /** Elements of the layer (at least 1, below 2^32). */
-  readonly n: number;
-  /** Bytes of one raw weight in the layer's dtype. */
-  readonly size: number;
-  readonly tiles: readonly Tile[];
-  /** Blocks of 256 rows (col_stats), blocks of 8192 keys (tie_count, mask_layer), `centred` workgroups: all tiles. */
-  readonly colBlocks: number;
-  readonly keyBlocks: number;
-  readonly centredWgs: number;
-  readonly maskBytes: number;
-  /** The method when it uses row and column sums, else null (narrowed for the checks after read-back). */
-  readonly statsMethod: "zpruner" | "ria" | null;
-}
-
-/** What `#readBack` brought to the host, each part as the kernels wrote it. */
-interface ReadBack {
-  /** Bit-packed mask words (u32, LSB = lower index). */
-  readonly mask: ArrayBuffer;
-  /** Select state: select_pick's threshold score (f32) first. */
-  readonly state: ArrayBuffer;
-  /** [first non-finite index or 0xffffffff, subnormal flag]. */
-  readonly bad: ArrayBuffer;
-  /** [sumSq, sum, sumAbs] per row and per column; empty unless the method uses them. */
-  readonly rowSums: Float32Array;
-  readonly colSums: Float32Array;
-  /** Z-Pruner's scalars (Z_SCALARS), as u32 words; null for other methods. */
-  readonly zScalars: Uint32Array | null;
-  /** Pruned weights and scores, a part per tile; empty unless asked for. */
-  readonly weights: ArrayBuffer[];
-  readonly scores: ArrayBuffer[];
-}
 
 /**
  * A layer's raw weight bytes kept on the GPU (`GpuEngine.upload`), for timing the stages on resident weights as the
@@ -167,31 +95,6 @@ export interface ResidentWeights {
   readonly buffers: readonly GPUBuffer[];
   /** Frees the buffers. */
   destroy(): void;
-}
-
-/**
- * Cuts rows x cols into tiles of whole rows, each at most `tileBytes` as f32, and whole blocks of 256 rows where a
- * tile holds one.
- */
-export function planTiles(rows: number, cols: number, tileBytes: number): Tile[] {
-  // col_stats dispatches ceil(rows/256) workgroups on y, at most 65535. A tile ending inside a block of 256 rows would
-  // add a column partial, and a rounding to every column's chain (f32_safety.ts, sumChain).
-  const fit = Math.min(Math.floor(tileBytes / (cols * 4)), 65535 * COL_BLOCK_ROWS);
-  const perTile = fit >= COL_BLOCK_ROWS ? fit - (fit % COL_BLOCK_ROWS) : fit;
-  if (perTile < 1 && rows > 0) {
-    throw new RangeError(`a row of ${cols} f32 values does not fit a ${tileBytes}-byte tile`);
-  }
-  const tiles: Tile[] = [];
-  let colBlock0 = 0, keyBlock0 = 0, centredWg0 = 0;
-  for (let row0 = 0; row0 < rows; row0 += perTile) {
-    const r = Math.min(perTile, rows - row0);
-    const count = r * cols;
-    tiles.push({ index: tiles.length, row0, rows: r, base: row0 * cols, count, colBlock0, keyBlock0, centredWg0 });
-    colBlock0 += Math.ceil(r / COL_BLOCK_ROWS);
-    keyBlock0 += Math.ceil(count / KEY_BLOCK);
-    centredWg0 += Math.ceil(count / CENTRED_BLOCK);
-  }
-  return tiles;
 }
 
 /** Adapter description for responses: the driver's description, else vendor and architecture. */
@@ -472,7 +375,7 @@ export class GpuEngine {
   /** One layer on the GPU, stage by stage as in the header, then read back and checked against f32's limits. */
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
     if (layer.rows * layer.cols === 0) return emptyOutput(params);
-    const plan = this.#plan(params, layer);
+    const plan = planLayer(params, layer, { tileBytes: this.#tileBytes, bindingBytes: this.#bindingBytes });
     if (typeof plan === "string") return this.#exact(params, layer, plan, resident);
     const { bad, raw, ws } = await this.#decode(job, plan, resident);
     const { rowSt, colSt } = await this.#stats(job, plan, ws);
@@ -481,45 +384,10 @@ export class GpuEngine {
     const { mask, state, k } = await this.#select(job, plan, ws, raw, scalars);
     const outs = await this.#apply(job, plan, raw, mask);
     const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
-    return this.#output(plan, back, k, resident);
-  }
-
-  /**
-   * The tile plan of a layer with elements, or why it takes the exact path (it does not fit this device's storage
-   * bindings); throws `too_large` for 2^32 elements or more.
-   */
-  #plan(params: PruneParams, layer: LayerJob): LayerPlan | string {
-    const { rows, cols, dtype, name } = layer;
-    const n = rows * cols;
-    const { method, pattern } = params;
-    // Unreachable through the server (ZPRUNE_MAX_LAYER_ELEMENTS stops below 2^32); both backends index in 32 bits.
-    if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
-    // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
-    if (cols * 4 > this.#tileBytes) return `a row of ${cols} columns, over the device's ${this.#tileBytes}-byte tiles`;
-    const tiles = planTiles(rows, cols, this.#tileBytes);
-    const last = tiles[tiles.length - 1]!;
-    const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);
-    // Before any GPU work: f32 sums this long may leave the band whatever the values (f32_safety.ts).
-    const beyond = sumsBeyondModel(method, { rows, cols, colBlocks });
-    if (beyond) return beyond;
-    const keyBlocks = last.keyBlock0 + Math.ceil(last.count / KEY_BLOCK);
-    const centredWgs = last.centredWg0 + Math.ceil(last.count / CENTRED_BLOCK);
-    const maskBytes = Math.ceil(n / 32) * 4;
-    const limit = this.#bindingBytes;
-    const statsMethod = method === "zpruner" || method === "ria" ? method : null;
-    // The whole-layer arrays are not tiled: each must fit one binding. Only those this method and pattern use count.
-    const globals: [string, number][] = [["mask", maskBytes]];
-    if (statsMethod !== null) {
-      globals.push(["column partials", colBlocks * cols * 12], ["row statistics", rows * 12]);
-      globals.push(["column statistics", cols * 12]);
-    }
-    if (method === "zpruner") globals.push(["centred partials", centredWgs * CENTRED_PART_BYTES]);
-    if (method !== "magnitude") globals.push(["activations", cols * 8]);
-    if (pattern.kind === "layer") globals.push(["tie counts", keyBlocks * 4]);
-    const over = globals.find(([, bytes]) => poolSize(bytes) > limit);
-    if (over) return `its ${over[0]} need ${over[1]} bytes, over the device's ${limit}-byte storage bindings`;
-    const size = DTYPE_BYTES[dtype];
-    return { params, layer, n, size, tiles, colBlocks, keyBlocks, centredWgs, maskBytes, statsMethod };
+    const answer = layerAnswer(plan, back, k);
+    // A string: f32 statistics (or a GPU's flush of subnormals) could give other masks than the CPU backend's f64
+    // ones, so the layer is computed exactly, on the CPU (here, or handed back: see #exact).
+    return typeof answer === "string" ? this.#exact(params, layer, answer, resident) : answer;
   }
 
   /** decode: uploads each tile's bytes (unless resident), widens them to f32, finds the first non-finite weight. */
@@ -647,89 +515,130 @@ export class GpuEngine {
     raw: GPUBuffer[],
     scalars: GPUBuffer,
   ): Promise<{ mask: GPUBuffer; state: GPUBuffer; k: number }> {
-    const { layer: { rows, cols, name }, params: { pattern }, tiles, keyBlocks, maskBytes } = plan;
+    const { layer: { rows, cols, name }, params: { pattern }, maskBytes } = plan;
     const mask = job.buffer(maskBytes, STORAGE | COPY_SRC | COPY_DST, "mask");
     const state = job.buffer(16, STORAGE | COPY_SRC | COPY_DST, "select-state");
     const k = patternK(pattern, rows, cols);
     if (pattern.kind === "nm" && cols % pattern.m !== 0) {
       throw new ZpruneError("shape_mismatch", `layer ${name}: cols ${cols} is not a multiple of M = ${pattern.m}`);
     }
-    const enc = job.encoder;
-    enc.clearBuffer(mask, 0, mask.size);
-    let hist: GPUBuffer | null = null, ties: GPUBuffer | null = null;
-    if (pattern.kind === "layer" && k > 0) {
-      hist = job.buffer(LAYER_DIGITS.length * HIST_BINS * 4, STORAGE | COPY_DST, "select-histograms");
-      enc.clearBuffer(hist, 0, hist.size);
-      this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k, 0, 0]));
-      ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
+    job.encoder.clearBuffer(mask, 0, mask.size);
+    let record: ((rec: StageRecorder) => void) | null = null; // null: nothing to prune (k = 0), an empty stage
+    if (pattern.kind === "layer") {
+      if (k > 0) record = this.#selectLayer(job, plan, ws, mask, state, k);
+    } else if (pattern.kind === "row") {
+      if (k > 0) record = (rec) => this.#selectRows(job, rec, plan.tiles, ws, mask, cols, k);
+    } else if (!plan.nmThread) {
+      // A group of M consecutive keys is a row of M columns: per-row selection of the N lowest, a workgroup each,
+      // instead of one thread ranking M keys against M (M^2 work in one thread).
+      const { m, n } = pattern;
+      const groups = plan.tiles.map((t) => ({ ...t, rows: t.count / m }));
+      record = (rec) => this.#selectRows(job, rec, groups, ws, mask, m, n);
+    } else {
+      record = this.#selectNm(job, plan, ws, raw, scalars, mask, state);
     }
-    // select_nm's check (Z-Pruner): its unsafe-group count, and the cube roots of the activations it bounds by.
-    const nmCheck = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M && plan.params.method === "zpruner";
-    let cbrtAct = this.#dummyBuffer();
-    if (pattern.kind === "nm") this.device.queue.writeBuffer(state, 0, new Uint32Array(4));
-    if (nmCheck) {
-      cbrtAct = job.buffer(cols * 4, STORAGE | COPY_DST, "act-cube-roots");
-      this.device.queue.writeBuffer(cbrtAct, 0, activationCubeRoots(plan.layer.actNormSq, plan.params.exponent, cols));
-    }
-    await job.stage("select", (rec) => {
-      if (pattern.kind === "layer") {
-        if (k === 0) return;
-        LAYER_DIGITS.forEach(([shift, bits], p) => {
-          const bins = 1 << bits;
-          const hiMask = shift + bits >= 32 ? 0 : (~((1 << (shift + bits)) - 1)) >>> 0;
-          for (const t of tiles) {
-            this.#dispatch(job, rec, selectHist, [ws[t.index]!, state, hist!], {
-              count: t.count,
-              shift,
-              hi_mask: hiMask,
-              pass_index: p,
-              bins,
-            });
-          }
-          this.#dispatch(job, rec, selectPick, [hist!, state], { pass_index: p, shift, bins });
-        });
-        for (const t of tiles) {
-          this.#dispatch(job, rec, tieCount, [ws[t.index]!, state, ties!], { count: t.count, block0: t.keyBlock0 });
-        }
-        this.#dispatch(job, rec, tieScan, [ties!, state], { blocks: keyBlocks });
-        for (const t of tiles) {
-          this.#dispatch(job, rec, maskLayer, [ws[t.index]!, state, ties!, mask], {
-            count: t.count,
-            base: t.base,
-            block0: t.keyBlock0,
-          });
-        }
-      } else if (pattern.kind === "row") {
-        if (k === 0) return;
-        for (const t of tiles) {
-          this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
-        }
-      } else if (pattern.m > NM_THREAD_MAX_M) {
-        // A group of M consecutive keys is a row of M columns: per-row selection of the N lowest, a workgroup each,
-        // instead of one thread ranking M keys against M (M^2 work in one thread).
-        for (const t of tiles) {
-          this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], {
-            rows: t.count / pattern.m,
-            cols: pattern.m,
-            base: t.base,
-            k: pattern.n,
-          });
-        }
-      } else {
-        for (const t of tiles) {
-          this.#dispatch(job, rec, selectNm, [ws[t.index]!, scalars, cbrtAct, raw[t.index]!, mask, state], {
-            groups: t.count / pattern.m,
-            m: pattern.m,
-            n: pattern.n,
-            base: t.base,
-            cols,
-            check: nmCheck ? 1 : 0,
-            dtype: DTYPE_CODE[plan.layer.dtype],
-          });
-        }
-      }
-    });
+    await job.stage("select", (rec) => record?.(rec));
     return { mask, state, k };
+  }
+
+  /**
+   * Prepares the layer pattern's select and returns its recording: three radix passes over the score bits find the
+   * k-th lowest key (select_pick writes it to `state`), then ties at that key are counted per block and scanned so that
+   * the lowest indices among them are pruned, and mask_layer writes the mask.
+   */
+  #selectLayer(
+    job: Job,
+    plan: LayerPlan,
+    ws: GPUBuffer[],
+    mask: GPUBuffer,
+    state: GPUBuffer,
+    k: number,
+  ): (rec: StageRecorder) => void {
+    const { tiles, keyBlocks } = plan;
+    const hist = job.buffer(LAYER_DIGITS.length * HIST_BINS * 4, STORAGE | COPY_DST, "select-histograms");
+    job.encoder.clearBuffer(hist, 0, hist.size);
+    this.device.queue.writeBuffer(state, 0, new Uint32Array([0, k, 0, 0]));
+    const ties = job.buffer(keyBlocks * 4, STORAGE, "tie-counts");
+    return (rec) => {
+      LAYER_DIGITS.forEach(([shift, bits], p) => {
+        const bins = 1 << bits;
+        const hiMask = shift + bits >= 32 ? 0 : (~((1 << (shift + bits)) - 1)) >>> 0;
+        for (const t of tiles) {
+          this.#dispatch(job, rec, selectHist, [ws[t.index]!, state, hist], {
+            count: t.count,
+            shift,
+            hi_mask: hiMask,
+            pass_index: p,
+            bins,
+          });
+        }
+        this.#dispatch(job, rec, selectPick, [hist, state], { pass_index: p, shift, bins });
+      });
+      for (const t of tiles) {
+        this.#dispatch(job, rec, tieCount, [ws[t.index]!, state, ties], { count: t.count, block0: t.keyBlock0 });
+      }
+      this.#dispatch(job, rec, tieScan, [ties, state], { blocks: keyBlocks });
+      for (const t of tiles) {
+        this.#dispatch(job, rec, maskLayer, [ws[t.index]!, state, ties, mask], {
+          count: t.count,
+          base: t.base,
+          block0: t.keyBlock0,
+        });
+      }
+    };
+  }
+
+  /** Records select_row over each tile's `rows` rows of `cols` keys: the `k` lowest of each row, a workgroup each. */
+  #selectRows(
+    job: Job,
+    rec: StageRecorder,
+    tiles: readonly Pick<Tile, "index" | "rows" | "base">[],
+    ws: GPUBuffer[],
+    mask: GPUBuffer,
+    cols: number,
+    k: number,
+  ): void {
+    for (const t of tiles) {
+      this.#dispatch(job, rec, selectRow, [ws[t.index]!, mask], { rows: t.rows, cols, base: t.base, k });
+    }
+  }
+
+  /**
+   * Prepares N:M up to NM_THREAD_MAX_M and returns its recording: select_nm ranks each group's keys in one thread; for
+   * Z-Pruner it also counts the groups whose choice f32 scores could have changed (the cube roots of the activations
+   * bound the error).
+   */
+  #selectNm(
+    job: Job,
+    plan: LayerPlan,
+    ws: GPUBuffer[],
+    raw: GPUBuffer[],
+    scalars: GPUBuffer,
+    mask: GPUBuffer,
+    state: GPUBuffer,
+  ): (rec: StageRecorder) => void {
+    const { layer: { cols, dtype, actNormSq }, params: { pattern, method, exponent }, tiles } = plan;
+    if (pattern.kind !== "nm") throw new TypeError("select_nm runs for the N:M pattern only");
+    const check = method === "zpruner";
+    this.device.queue.writeBuffer(state, 0, new Uint32Array(4));
+    let cbrtAct = this.#dummyBuffer();
+    if (check) {
+      cbrtAct = job.buffer(cols * 4, STORAGE | COPY_DST, "act-cube-roots");
+      this.device.queue.writeBuffer(cbrtAct, 0, activationCubeRoots(actNormSq, exponent, cols));
+    }
+    return (rec) => {
+      for (const t of tiles) {
+        this.#dispatch(job, rec, selectNm, [ws[t.index]!, scalars, cbrtAct, raw[t.index]!, mask, state], {
+          groups: t.count / pattern.m,
+          m: pattern.m,
+          n: pattern.n,
+          base: t.base,
+          cols,
+          check: check ? 1 : 0,
+          dtype: DTYPE_CODE[dtype],
+        });
+      }
+    };
   }
 
   /** apply (when the request wants the weights): each tile's pruned weights in the request's dtype. */
@@ -808,80 +717,4 @@ export class GpuEngine {
     const scores = params.returnScore ? back.slice(at, at += tiles.length) : [];
     return { mask: back[0]!, state: back[1]!, bad: back[2]!, rowSums, colSums, zScalars, weights, scores };
   }
-
-  /**
-   * The layer's answer from what came back: `non_finite` for a NaN or infinite weight; the exact path where f32
-   * could give other masks than the CPU backend's f64 (f32_safety.ts); else the mask, its statistics and what the
-   * request asked for.
-   */
-  async #output(plan: LayerPlan, back: ReadBack, k: number, resident?: ResidentWeights): Promise<LayerOutput> {
-    const { params, layer, n, size, statsMethod } = plan;
-    const { rows, cols } = layer, { method, pattern } = params;
-    const { rowSums, colSums, zScalars } = back;
-    const badOut = new Uint32Array(back.bad);
-    checkFinite(layer, badOut[0]!);
-    let outOfRange = badOut[1] !== 0 ? "a subnormal weight or score, or a score past float32's range" : null;
-    if (statsMethod !== null) { // the row and column sums came back
-      outOfRange ??= sumsOutOfRange(rowSums, cols, "row", statsMethod) ??
-        sumsOutOfRange(colSums, rows, "column", statsMethod);
-    }
-    const stateOut = new Uint32Array(back.state);
-    const layerThreshold = new Float32Array(stateOut.buffer, 0, 1)[0]!; // select_pick's, for the layer pattern
-    if (zScalars !== null) {
-      const z = new Float32Array(zScalars.buffer);
-      const nmUnsafe = pattern.kind === "nm" && pattern.m <= NM_THREAD_MAX_M ? stateOut[1]! : null;
-      outOfRange ??= spreadTooSmall(z, n) ?? alphaUnsettled(z, layer) ??
-        zeroWeightsUnsettled(z, layer, rowSums, colSums, { rows, cols, colBlocks: plan.colBlocks }) ??
-        zSelectionUnsafe(z, params, layer, k, layerThreshold, new Uint32Array(back.mask), rowSums, colSums, nmUnsafe);
-    }
-    if (outOfRange !== null) {
-      // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones:
-      // compute this layer exactly, on the CPU (here, or handed back: see #exact). Trained models' layers come near
-      // only at sparsities of a few percent or less (zSafeThreshold).
-      return await this.#exact(params, layer, outOfRange, resident);
-    }
-    const maskOut = new Uint8Array(back.mask, 0, Math.ceil(n / 8));
-    let weightOut: Uint8Array | undefined, scoreOut: Float32Array | undefined;
-    if (params.returnWeight) weightOut = concat(back.weights, n * size);
-    if (params.returnScore) scoreOut = new Float32Array(concat(back.scores, n * 4).buffer);
-
-    const stats = layerStats(maskOut, rows, cols);
-    if (pattern.kind === "layer" && k > 0) stats.threshold = layerThreshold;
-    if (method === "zpruner") {
-      // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
-      const small = zScalars![Z_SCALARS.small]!;
-      stats.alpha = zprunerAlpha(small, n);
-    }
-    const output: LayerOutput = { mask: maskOut.slice(), stats };
-    if (weightOut) output.weight = weightOut;
-    if (scoreOut) output.score = scoreOut;
-    return output;
-  }
-}
-
-/** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */
-function checkFinite(layer: LayerJob, first: number): void {
-  // The CPU backend's error, so both answer a bad request alike.
-  if (first !== 0xffffffff) throw nonFiniteWeight(layer, first);
-}
-
-/** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
-function emptyOutput(params: PruneParams): LayerOutput {
-  const out: LayerOutput = { mask: new Uint8Array(0), stats: layerStats(new Uint8Array(0), 0, 0) };
-  if (params.returnWeight) out.weight = new Uint8Array(0);
-  if (params.returnScore) out.score = new Float32Array(0);
-  // No weights, so none small: s = 0 (small / n itself would be 0 / 0).
-  if (params.method === "zpruner") out.stats.alpha = zprunerAlpha(0, 1);
-  return out;
-}
-
-/** Joins byte chunks into one array of `total` bytes. */
-function concat(parts: ArrayBuffer[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(new Uint8Array(p), at);
-    at += p.byteLength;
-  }
-  return out;
 }

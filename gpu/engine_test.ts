@@ -1,34 +1,9 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { GpuEngine, planTiles } from "./engine.ts";
+import { GpuEngine } from "./engine.ts";
 import { encode } from "../contract/dtype_codec.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { rng } from "../tests/_random.ts";
-
-Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
-  // 333 rows fit; whole blocks of 256 are taken.
-  const tiles = planTiles(1000, 300, 300 * 4 * 333);
-  assert.deepEqual(tiles.map((t) => t.rows), [256, 256, 256, 232]);
-  assert.deepEqual(tiles.map((t) => t.row0), [0, 256, 512, 768]);
-  assert.deepEqual(tiles.map((t) => t.base), [0, 76800, 153600, 230400]);
-  assert.deepEqual(tiles.map((t) => t.colBlock0), [0, 1, 2, 3]);
-  assert.deepEqual(tiles.map((t) => t.keyBlock0), [0, 10, 20, 30]);
-  // Under 256 rows per tile, blocks of 256 rows and of 8192 keys restart at each tile; numbering is cumulative.
-  const narrow = planTiles(1000, 300, 300 * 4 * 100);
-  assert.deepEqual(narrow.map((t) => t.rows), Array(10).fill(100));
-  assert.deepEqual(narrow.map((t) => t.colBlock0), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.deepEqual(narrow.map((t) => t.keyBlock0), [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]);
-  assert.equal(planTiles(8192, 28672, 2 ** 27).length, 8);
-  assert.equal(planTiles(7, 5, 1 << 20).length, 1);
-  // Where a tile holds 256 rows or more, it holds whole blocks: 5461 rows of 6144 f32 fit 128 MiB, 5376 are taken, so
-  // the column partials are ceil(rows/256), as if untiled.
-  const big = planTiles(6144, 6144, 2 ** 27);
-  assert.deepEqual(big.map((t) => t.rows), [5376, 768]);
-  assert.deepEqual(big.map((t) => t.colBlock0), [0, 21]);
-  // A row wider than a tile cannot be cut: refused, never an endless plan.
-  assert.throws(() => planTiles(2, 300, 1024), RangeError);
-  assert.deepEqual(planTiles(0, 300, 1024), []);
-});
 
 const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.

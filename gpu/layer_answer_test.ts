@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { ZpruneError } from "../contract/errors.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { emptyOutput, layerAnswer, type ReadBack } from "./layer_answer.ts";
+import { type LayerPlan, planLayer } from "./layer_plan.ts";
+
+const roomy = { tileBytes: 2 ** 27, bindingBytes: 2 ** 27 };
+
+function plan(method: PruneParams["method"], pattern: PruneParams["pattern"], extra: Partial<PruneParams> = {}) {
+  const layer: LayerJob = { name: "q", rows: 3, cols: 5, dtype: "f16", weight: new Uint8Array(30), actNormSq: null };
+  const params = { method, pattern, exponent: 1, returnWeight: false, returnScore: false, ...extra };
+  return planLayer(params, layer, roomy) as LayerPlan;
+}
+
+/** What the kernels would read back for a 3x5 layer: every even index pruned, select_pick's threshold 1.5. */
+function back(extra: Partial<ReadBack> = {}): ReadBack {
+  const state = new ArrayBuffer(16);
+  new Float32Array(state)[0] = 1.5;
+  return {
+    mask: new Uint32Array([0b101010101010101]).buffer,
+    state,
+    bad: new Uint32Array([0xffffffff, 0]).buffer,
+    rowSums: new Float32Array(0),
+    colSums: new Float32Array(0),
+    zScalars: null,
+    weights: [],
+    scores: [],
+    ...extra,
+  };
+}
+
+Deno.test("layerAnswer() gives the mask's bytes, its statistics and the layer pattern's threshold", () => {
+  const out = layerAnswer(plan("magnitude", { kind: "layer", sparsity: 0.5 }), back(), 8);
+  assert.ok(typeof out === "object");
+  // Bits 0, 2, ..., 14: rows of 5 hold 3, 2 and 3 of them.
+  assert.deepEqual([...out.mask], [0x55, 0x55]);
+  assert.deepEqual(out.stats, {
+    pruned: 8,
+    total: 15,
+    sparsity: 8 / 15,
+    rowSparsity: { min: 2 / 5, max: 3 / 5, mean: 8 / 15 },
+    nonFinite: 0,
+    threshold: 1.5,
+  });
+  assert.equal(out.weight, undefined);
+  assert.equal(out.score, undefined);
+  // The row pattern has no layer threshold; neither has a layer pattern that prunes nothing (k = 0).
+  const row = layerAnswer(plan("wanda", { kind: "row", sparsity: 0.5 }), back(), 2);
+  assert.ok(typeof row === "object" && !("threshold" in row.stats));
+  const none = layerAnswer(plan("magnitude", { kind: "layer", sparsity: 0 }), back(), 0);
+  assert.ok(typeof none === "object" && !("threshold" in none.stats));
+});
+
+Deno.test("layerAnswer() joins each tile's weights and scores in order", () => {
+  const p = plan("magnitude", { kind: "layer", sparsity: 0.5 }, { returnWeight: true, returnScore: true });
+  const w = Uint8Array.from({ length: 30 }, (_, i) => i);
+  const s = Float32Array.from({ length: 15 }, (_, i) => i / 4);
+  const out = layerAnswer(p, back({ weights: [w.slice(0, 10).buffer, w.slice(10).buffer], scores: [s.buffer] }), 8);
+  assert.ok(typeof out === "object");
+  assert.deepEqual([...out.weight!], [...w]);
+  assert.deepEqual([...out.score!], [...s]);
+});
+
+Deno.test("layerAnswer() refuses a non-finite weight by its index, as the CPU backend does", () => {
+  assert.throws(
+    () =>
+      layerAnswer(plan("magnitude", { kind: "row", sparsity: 0.5 }), back({ bad: new Uint32Array([7, 0]).buffer }), 2),
+    (e: unknown) => e instanceof ZpruneError && e.code === "non_finite" && /row 1, column 2/.test(e.message),
+  );
+});
+
+Deno.test("layerAnswer() sends a layer to the exact path where f32 could differ from f64", () => {
+  const magnitude = plan("magnitude", { kind: "row", sparsity: 0.5 });
+  const flagged = layerAnswer(magnitude, back({ bad: new Uint32Array([0xffffffff, 1]).buffer }), 2);
+  assert.match(flagged as string, /subnormal/);
+  // RIA divides by row and column sums of |w|: one that overflowed float32 cannot stand in for the f64 one.
+  const ria = plan("ria", { kind: "row", sparsity: 0.5 });
+  const sums = (rows: number[]) => new Float32Array(rows.flatMap((abs) => [1, 1, abs]));
+  const over = layerAnswer(ria, back({ rowSums: sums([1, Infinity, 1]), colSums: sums([1, 1, 1, 1, 1]) }), 2);
+  assert.match(over as string, /^row 1's sum of \|w\| overflows float32$/);
+  const fine = layerAnswer(ria, back({ rowSums: sums([1, 2, 1]), colSums: sums([1, 1, 1, 1, 1]) }), 2);
+  assert.equal(typeof fine, "object");
+});
+
+Deno.test("emptyOutput() answers a layer without elements: nothing pruned, alpha from no small weights", () => {
+  const params = (method: PruneParams["method"]): PruneParams => ({
+    method,
+    pattern: { kind: "layer", sparsity: 0.5 },
+    exponent: 1,
+    returnWeight: true,
+    returnScore: true,
+  });
+  const out = emptyOutput(params("zpruner"));
+  assert.equal(out.mask.length, 0);
+  assert.equal(out.weight!.length, 0);
+  assert.equal(out.score!.length, 0);
+  assert.deepEqual({ ...out.stats }, {
+    pruned: 0,
+    total: 0,
+    sparsity: 0,
+    rowSparsity: { min: 0, max: 0, mean: 0 },
+    nonFinite: 0,
+    alpha: 0.7, // 0.7 (1 - 0.3 s) with s = 0
+  });
+  assert.ok(!("alpha" in emptyOutput(params("wanda")).stats));
+});

@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { ZpruneError } from "../contract/errors.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { type LayerPlan, planLayer, planTiles } from "./layer_plan.ts";
+
+Deno.test("planTiles() cuts whole rows within the byte budget and numbers blocks globally", () => {
+  // 333 rows fit; whole blocks of 256 are taken.
+  const tiles = planTiles(1000, 300, 300 * 4 * 333);
+  assert.deepEqual(tiles.map((t) => t.rows), [256, 256, 256, 232]);
+  assert.deepEqual(tiles.map((t) => t.row0), [0, 256, 512, 768]);
+  assert.deepEqual(tiles.map((t) => t.base), [0, 76800, 153600, 230400]);
+  assert.deepEqual(tiles.map((t) => t.colBlock0), [0, 1, 2, 3]);
+  assert.deepEqual(tiles.map((t) => t.keyBlock0), [0, 10, 20, 30]);
+  // Under 256 rows per tile, blocks of 256 rows and of 8192 keys restart at each tile; numbering is cumulative.
+  const narrow = planTiles(1000, 300, 300 * 4 * 100);
+  assert.deepEqual(narrow.map((t) => t.rows), Array(10).fill(100));
+  assert.deepEqual(narrow.map((t) => t.colBlock0), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(narrow.map((t) => t.keyBlock0), [0, 4, 8, 12, 16, 20, 24, 28, 32, 36]);
+  assert.equal(planTiles(8192, 28672, 2 ** 27).length, 8);
+  assert.equal(planTiles(7, 5, 1 << 20).length, 1);
+  // Where a tile holds 256 rows or more, it holds whole blocks: 5461 rows of 6144 f32 fit 128 MiB, 5376 are taken, so
+  // the column partials are ceil(rows/256), as if untiled.
+  const big = planTiles(6144, 6144, 2 ** 27);
+  assert.deepEqual(big.map((t) => t.rows), [5376, 768]);
+  assert.deepEqual(big.map((t) => t.colBlock0), [0, 21]);
+  // A row wider than a tile cannot be cut: refused, never an endless plan.
+  assert.throws(() => planTiles(2, 300, 1024), RangeError);
+  assert.deepEqual(planTiles(0, 300, 1024), []);
+});
+
+/** A layer of this shape; planLayer reads no weight bytes, so none are given. */
+function layer(rows: number, cols: number): LayerJob {
+  return { name: "l", rows, cols, dtype: "f16", weight: new Uint8Array(0), actNormSq: null };
+}
+
+function params(method: PruneParams["method"], pattern: PruneParams["pattern"]): PruneParams {
+  return { method, pattern, exponent: 1, returnWeight: false, returnScore: false };
+}
+
+const LAYER = { kind: "layer", sparsity: 0.5 } as const;
+const roomy = { tileBytes: 2 ** 27, bindingBytes: 2 ** 27 };
+
+Deno.test("planLayer() sizes the whole-layer arrays over all tiles", () => {
+  const plan = planLayer(params("zpruner", LAYER), layer(1000, 300), {
+    tileBytes: 300 * 4 * 333,
+    bindingBytes: 2 ** 27,
+  });
+  assert.equal(typeof plan, "object");
+  const p = plan as LayerPlan;
+  assert.equal(p.n, 300_000);
+  assert.equal(p.size, 2); // f16
+  assert.equal(p.tiles.length, 4); // rows 256, 256, 256, 232
+  assert.equal(p.colBlocks, 4);
+  // Blocks restart at each tile: 76,800 keys are 10 blocks of 8192 (three tiles), 69,600 are 9.
+  assert.equal(p.keyBlocks, 3 * 10 + 9);
+  // centred workgroups of 16,384 elements: 5 per tile.
+  assert.equal(p.centredWgs, 4 * 5);
+  assert.equal(p.maskBytes, Math.ceil(300_000 / 32) * 4);
+  assert.equal(p.statsMethod, "zpruner");
+  assert.equal(p.nmThread, false);
+});
+
+Deno.test("planLayer() names the statistics methods and the N:M patterns select_nm ranks", () => {
+  const kinds = (method: PruneParams["method"], pattern: PruneParams["pattern"]) => {
+    const p = planLayer(params(method, pattern), layer(8, 128), roomy) as LayerPlan;
+    return [p.statsMethod, p.nmThread];
+  };
+  assert.deepEqual(kinds("ria", LAYER), ["ria", false]);
+  assert.deepEqual(kinds("wanda", { kind: "row", sparsity: 0.5 }), [null, false]);
+  assert.deepEqual(kinds("magnitude", { kind: "nm", n: 32, m: 64 }), [null, true]);
+  assert.deepEqual(kinds("zpruner", { kind: "nm", n: 2, m: 4 }), ["zpruner", true]);
+  assert.deepEqual(kinds("zpruner", { kind: "nm", n: 64, m: 128 }), ["zpruner", false]);
+});
+
+Deno.test("planLayer() sends a layer the device cannot hold to the exact path, saying why", () => {
+  // A row wider than a tile.
+  const wide = planLayer(params("magnitude", LAYER), layer(2, 300), { tileBytes: 1024, bindingBytes: 2 ** 27 });
+  assert.match(wide as string, /^a row of 300 columns, over the device's 1024-byte tiles$/);
+  // A mask of 33 x 256 bits (1056 bytes) over a 1024-byte binding, though each 256-column row fits a tile.
+  const small = { tileBytes: 1024, bindingBytes: 1024 };
+  assert.match(planLayer(params("magnitude", LAYER), layer(33, 256), small) as string, /^its mask need 1056 bytes/);
+  assert.equal(typeof planLayer(params("magnitude", LAYER), layer(32, 256), small), "object");
+  // Activations (8 bytes a column) count only for methods that read them.
+  const acts = { tileBytes: 2048, bindingBytes: 2048 };
+  assert.match(
+    planLayer(params("wanda", { kind: "row", sparsity: 0.5 }), layer(1, 512), acts) as string,
+    /activations/,
+  );
+  assert.equal(typeof planLayer(params("magnitude", { kind: "row", sparsity: 0.5 }), layer(1, 512), acts), "object");
+  // Z-Pruner's column sums over 200,000 rows are longer chains than its f32 error model covers; magnitude has none.
+  assert.match(planLayer(params("zpruner", LAYER), layer(200_000, 4), roomy) as string, /roundings/);
+  assert.equal(typeof planLayer(params("magnitude", LAYER), layer(200_000, 4), roomy), "object");
+});
+
+Deno.test("planLayer() refuses 2^32 elements or more as too_large", () => {
+  assert.throws(
+    () => planLayer(params("magnitude", LAYER), layer(65536, 65536), roomy),
+    (e: unknown) => e instanceof ZpruneError && e.code === "too_large",
+  );
+});
