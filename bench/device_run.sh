@@ -5,7 +5,7 @@
 #   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU, and its
 #      Z-Pruner scores against the f32 error model (bench/z_error_fit.ts --quick) (NO_PARITY=1 skips both);
 #   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
-#   4. tests/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
+#   4. bench/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
 #   npm ci && ../shared/tools/device-prep.sh \
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
@@ -108,7 +108,7 @@ fi
 # FULL_SHAPES picks others): tiling, dispatch limits and 32-bit indexing at full size.
 if [ -z "${NO_FULL:-}" ]; then
   echo "== full shape $(date -u +%T)" >> "$log"
-  timeout 150 /tmp/deno run -A --no-check tests/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
+  timeout 150 /tmp/deno run -A --no-check bench/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
     ${DRY_RUN:+--fallback} > "$OUT/full_shape.jsonl" 2>> "$log"
   echo "full shape exit $?" >> "$log"
   cat "$OUT/full_shape.jsonl"

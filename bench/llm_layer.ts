@@ -1,6 +1,6 @@
 /**
  * The benchmarks' layers: N(0, 0.02²) weights, as trained LLM layers roughly are, made fast enough for 235M elements.
- * Shared by bench/gpu_bench.ts and tests/full_shape_parity.ts, so that the correctness check runs on the same data.
+ * Shared by bench/gpu_bench.ts and bench/full_shape_parity.ts, so that the correctness check runs on the same data.
  */
 import type { DType } from "../contract/api.ts";
 import type { LayerJob } from "../prune/backend.ts";

@@ -3,7 +3,7 @@
  * elements: tiling, dispatch limits and 32-bit indexing at scale), on the benchmark's data (bench/llm_layer.ts). Too
  * slow for CI on lavapipe (about 30 s of GPU work per case there), so it is run by hand and by bench/device_run.sh:
  *
- *   ./node_modules/.bin/deno run -A tests/full_shape_parity.ts --fallback
+ *   ./node_modules/.bin/deno run -A bench/full_shape_parity.ts --fallback
  *
  * Flags: --shapes 8192x28672,4096x4096 --patterns layer,row,2:4 --methods zpruner,wanda,ria,magnitude --dtype f16
  *   --sparsity 0.5 --fallback (accept a software adapter such as lavapipe).
@@ -17,8 +17,8 @@ import { DEFAULT_EXPONENT, type DType, type Method, parsePattern } from "../cont
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { GpuEngine } from "../gpu/engine.ts";
-import { llmLayer } from "../bench/llm_layer.ts";
-import { bandDifferences } from "./_band.ts";
+import { llmLayer } from "./llm_layer.ts";
+import { bandDifferences } from "../tests/_band.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
