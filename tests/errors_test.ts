@@ -119,12 +119,30 @@ async function assertStillHealthy(server: TestServer): Promise<void> {
   assert.deepEqual(goldenProblems(body.layers[0]!.mask, g.expected), []);
 }
 
-Deno.test("every error of the contract's table is answered with its status and code", async () => {
+/**
+ * Runs `fn` against a server on the CPU backend with a 64 KiB body limit (`post` sends msgpack to /v1/prune), then
+ * checks that the errors left it healthy.
+ */
+async function withErrorServer(
+  fn: (
+    server: TestServer,
+    post: (body: unknown, headers?: Record<string, string>) => Promise<Response>,
+  ) => Promise<void>,
+): Promise<void> {
   const backend = createCpuBackend({ threads: 0 });
   const server = await startServer({ backend, config: { maxBodyBytes: 64 * 1024 } });
   const post = (body: unknown, headers?: Record<string, string>) => postPrune(server.url, encodeMsgpack(body), headers);
   try {
-    // 400 bad_msgpack: garbage, truncation, trailing bytes, empty.
+    await fn(server, post);
+    await assertStillHealthy(server);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+}
+
+Deno.test("400 bad_msgpack: garbage, truncation, trailing bytes, an empty body, records and bundled strings", () =>
+  withErrorServer(async (server) => {
     await expectError(await postPrune(server.url, new Uint8Array([0xc1, 0x00])), 400, "bad_msgpack");
     const good = encodeMsgpack(request());
     await expectError(await postPrune(server.url, good.subarray(0, good.length - 3)), 400, "bad_msgpack");
@@ -135,6 +153,11 @@ Deno.test("every error of the contract's table is answered with its status and c
       const packed = new Packr(options).pack(request());
       await expectError(await postPrune(server.url, packed), 400, "bad_msgpack", "extension");
     }
+  }));
+
+Deno.test("413 too_large from Content-Length; 415 for other media types and for content codings", () =>
+  withErrorServer(async (server) => {
+    const good = encodeMsgpack(request());
     // 413 too_large, from Content-Length before reading.
     await expectError(await postPrune(server.url, new Uint8Array(65 * 1024)), 413, "too_large");
     // 415 unsupported_media_type.
@@ -156,7 +179,10 @@ Deno.test("every error of the contract's table is answered with its status and c
       assert.match(message, /uncompressed/);
     }
     assert.equal((await postPrune(server.url, good, { "content-encoding": "identity" })).status, 200);
-    // 422 invalid_request: the message names the field path.
+  }));
+
+Deno.test("422 invalid_request names the field path; N:M ignores sparsity", () =>
+  withErrorServer(async (_server, post) => {
     await expectError(await post({ method: "zpruner" }), 422, "invalid_request", "layers");
     await expectError(await post(request({ sparsity: undefined })), 422, "invalid_request", "sparsity");
     await expectError(await post(request({ sparsity: 1 })), 422, "invalid_request", "sparsity");
@@ -193,6 +219,10 @@ Deno.test("every error of the contract's table is answered with its status and c
       "invalid_request",
       "actNormSq[1]",
     );
+  }));
+
+Deno.test("422 shape_mismatch and non_finite name the layer, the field and the first index", () =>
+  withErrorServer(async (_server, post) => {
     // 422 shape_mismatch: data length, actNormSq length, cols not a multiple of M.
     await expectError(
       await post(
@@ -244,6 +274,10 @@ Deno.test("every error of the contract's table is answered with its status and c
       "non_finite",
       "actNormSq[1]",
     );
+  }));
+
+Deno.test("422 non_finite for scores past float32's range; just inside, the layer is pruned", () =>
+  withErrorServer(async (_server, post) => {
     // Scores past float32's range would all be infinity and tie, losing the order the contract asks for: refused
     // like an infinite activation, naming the first such weight. Wanda's |w| * actNormSq^(1/2): 4e30 * 1e19 at
     // weight[3].
@@ -287,7 +321,10 @@ Deno.test("every error of the contract's table is answered with its status and c
     );
     assert.equal(inside.status, 200, await inside.clone().text());
     await inside.body?.cancel();
-    // 422 activations_required, and dataFree lifts it.
+  }));
+
+Deno.test("422 activations_required, unless dataFree", () =>
+  withErrorServer(async (_server, post) => {
     await expectError(
       await post(request({ layers: [layer({ actNormSq: undefined })] })),
       422,
@@ -298,6 +335,10 @@ Deno.test("every error of the contract's table is answered with its status and c
       (await post(request({ options: { dataFree: true }, layers: [layer({ actNormSq: undefined })] }))).status,
       200,
     );
+  }));
+
+Deno.test("404 not_found for unknown routes, with request ids and metrics like any other answer", () =>
+  withErrorServer(async (server) => {
     // Unknown route: answered like any other request (request id, metrics), labelled "unmatched".
     const unknown = await fetch(`${server.url}/v2/prune`, { headers: { "x-request-id": "probe-404" } });
     assert.equal(unknown.headers.get("x-request-id"), "probe-404");
@@ -321,19 +362,7 @@ Deno.test("every error of the contract's table is answered with its status and c
     );
     const metricsText = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(metricsText, /^zprune_requests_total\{route="unmatched",status="404"\} 2$/m);
-    // Errors in msgpack when Accept names msgpack and not JSON.
-    const packed = await postPrune(server.url, new Uint8Array([0xc1]), { accept: "application/msgpack" });
-    assert.equal(packed.headers.get("content-type"), "application/msgpack");
-    assert.deepEqual(
-      (decodeMsgpack(new Uint8Array(await packed.arrayBuffer())) as { error: { code: string } }).error.code,
-      "bad_msgpack",
-    );
-    await assertStillHealthy(server);
-  } finally {
-    await server.close();
-    await backend.close();
-  }
-});
+  }));
 
 Deno.test("the request bounds /v1/info lists are the ones enforced, at the bound and one past it", async () => {
   const backend = createCpuBackend({ threads: 0 });
