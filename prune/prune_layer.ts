@@ -9,7 +9,15 @@ import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "../contract/dtype_codec.ts";
 import { layerStats } from "./mask_stats.ts";
-import { activationWeights, buildContext, type CentredSums, mergeColumnSums, newSums } from "./scores.ts";
+import {
+  activationWeights,
+  buildContext,
+  type CentredSums,
+  type MatrixSums,
+  mergeColumnSums,
+  newSums,
+  type ScoreContext,
+} from "./scores.ts";
 
 /** Runs `CpuOp`s, in parallel where it can, and collects the results in their order. */
 export interface Executor {
@@ -162,16 +170,8 @@ export async function pruneLayerWith(
     t = now;
   };
   const { rows, cols, dtype } = layer;
-  const { method, pattern } = params;
   const n = rows * cols;
-  const splits = layerBlocks(rows, cols);
-  const parts = splits.length - 1;
-  const range = rowPart(splits);
-  const work = workParts(rows, cols, exec.threads ?? 1);
-  const workCount = work.length - 1;
-  const workRange = rowPart(work);
-
-  // Decode, check finiteness and take the row/column sums in one pass.
+  const parts = layerParts(rows, cols, exec.threads ?? 1);
   // Scratch is large (W and the scores are 4 bytes a weight): it comes from the executor's free list, whose
   // pages are already mapped, and goes back at the end; nothing returned to the caller points into it.
   const buffers: ArrayBufferLike[] = [];
@@ -187,85 +187,22 @@ export async function pruneLayerWith(
       raw.set(layer.weight);
     }
     const W = new Float32Array(take(n * 4), 0, n);
-    const partials = await exec.all<DecodeSumsResult>(parts, (i) => {
-      const r = range(i);
-      return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
-    });
-    const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
-    if (bad.length) throw nonFiniteWeight(layer, Math.min(...bad));
+    const sums = await decodeSums(exec, parts, params.method, layer, raw, W);
     signal?.throwIfAborted();
     lap("decode");
-    const sums = newSums(rows, cols);
-    partials.forEach((p, i) => {
-      sums.rowSum.set(p.rowSum, splits[i]);
-      sums.rowSumSq.set(p.rowSumSq, splits[i]);
-      sums.rowAbs.set(p.rowAbs, splits[i]);
-      mergeColumnSums(sums, p);
-    });
-
-    // Statistics and scores.
-    const act = activationWeights(layer.actNormSq, params.exponent);
-    const ctx = await buildContext(method, rows, cols, sums, act, async (invRow, invCol, meanR, meanC, smallBelow) => {
-      const rs = await exec.all<CentredSums>(parts, (i) => {
-        const r = range(i);
-        return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
-      });
-      return rs.reduce((a, b) => ({
-        ssR: a.ssR + b.ssR,
-        ssC: a.ssC + b.ssC,
-        dR: a.dR + b.dR,
-        dC: a.dC + b.dC,
-        small: a.small + b.small,
-      }));
-    });
-    signal?.throwIfAborted();
     const score = new Float32Array(take(n * 4), 0, n);
-    const wantHist = pattern.kind === "layer";
-    const scored = await exec.all<ScoreResult>(workCount, (i) => {
-      const r = workRange(i);
-      return r && { op: "score", W, ctx, out: score, hist: wantHist, ...r };
-    });
-    const over = scored.map((p) => p.over).filter((i) => i >= 0);
-    if (over.length) throw scoreOverflow(layer, Math.min(...over), params.exponent);
-    const hists = scored.map((p) => p.hist);
+    const { ctx, hists } = await scoreLayer(exec, parts, params, layer, W, sums, score, signal);
     signal?.throwIfAborted();
     lap("score");
-
-    // Selection.
     const keys = new Uint32Array(score.buffer, score.byteOffset, n);
     const mask = new Uint8Array(alloc(Math.ceil(n / 8), exec.shared));
-    let thresholdKey = -1;
-    if (pattern.kind === "layer") {
-      thresholdKey = await selectLayerWith(
-        exec,
-        keys,
-        patternK(pattern, rows, cols),
-        hists as Uint32Array[],
-        mask,
-        work.map((r) => r * cols),
-      );
-    } else if (pattern.kind === "row") {
-      const k = patternK(pattern, rows, cols);
-      if (k > 0) {
-        await exec.all(workCount, (i) => {
-          const r = workRange(i);
-          return r && { op: "rows", keys, cols, k, mask, ...r };
-        });
-      }
-    } else {
-      const { n: pn, m } = pattern;
-      await exec.all(workCount, (i) => {
-        const r = workRange(i);
-        return r && { op: "nm", keys, cols, n: pn, m, mask, ...r };
-      });
-    }
-
+    const thresholdKey = await selectMask(exec, parts, params.pattern, layer, keys, hists, mask);
     lap("select");
     const ownMask = exec.shared ? mask.slice() : mask;
     const ownScore = params.returnScore && (exec.shared || exec.scratch) ? score.slice() : score;
     const out: LayerOutput = { mask: ownMask, stats: layerStats(ownMask, rows, cols) };
     if (thresholdKey >= 0) out.stats.threshold = new Float32Array(new Uint32Array([thresholdKey]).buffer)[0]!;
-    if (method === "zpruner") out.stats.alpha = ctx.alpha;
+    if (params.method === "zpruner") out.stats.alpha = ctx.alpha;
     if (params.returnWeight) out.weight = applyMaskBytes(layer.weight, dtype, ownMask);
     if (params.returnScore) out.score = ownScore;
     lap("stats");
@@ -278,6 +215,145 @@ export async function pruneLayerWith(
   } finally {
     for (const b of buffers) exec.release?.(b);
   }
+}
+
+/**
+ * How a layer's rows are split among an executor's ops: `blocks` for the decode and centred passes (fixed by the
+ * shape, so that sums add in the same order on any executor), `work` for scoring and selection (by its threads).
+ */
+interface LayerParts {
+  readonly blocks: number;
+  /** Row bounds of the blocks (blocks + 1 of them). */
+  readonly blockSplits: number[];
+  readonly block: (i: number) => { r0: number; r1: number } | null;
+  readonly work: number;
+  /** Row bounds of the work parts (work + 1 of them). */
+  readonly workSplits: number[];
+  readonly workPart: (i: number) => { r0: number; r1: number } | null;
+}
+
+/** The row splits of a rows x cols layer for an executor of `threads`. */
+function layerParts(rows: number, cols: number, threads: number): LayerParts {
+  const blockSplits = layerBlocks(rows, cols);
+  const workSplits = workParts(rows, cols, threads);
+  return {
+    blocks: blockSplits.length - 1,
+    block: rowPart(blockSplits),
+    blockSplits,
+    work: workSplits.length - 1,
+    workPart: rowPart(workSplits),
+    workSplits,
+  };
+}
+
+/**
+ * Decode into `W`, check finiteness and take the row and column sums the method uses, in one pass; throws
+ * `non_finite` naming the first NaN or infinite weight.
+ */
+async function decodeSums(
+  exec: Executor,
+  parts: LayerParts,
+  method: PruneParams["method"],
+  layer: LayerJob,
+  raw: Uint8Array,
+  W: Float32Array,
+): Promise<MatrixSums> {
+  const { rows, cols, dtype } = layer;
+  const partials = await exec.all<DecodeSumsResult>(parts.blocks, (i) => {
+    const r = parts.block(i);
+    return r && { op: "decodeSums", raw, dtype, W, method, cols, ...r };
+  });
+  const bad = partials.map((p) => p.bad).filter((b) => b >= 0);
+  if (bad.length) throw nonFiniteWeight(layer, Math.min(...bad));
+  const sums = newSums(rows, cols);
+  partials.forEach((p, i) => {
+    const at = parts.blockSplits[i];
+    sums.rowSum.set(p.rowSum, at);
+    sums.rowSumSq.set(p.rowSumSq, at);
+    sums.rowAbs.set(p.rowAbs, at);
+    mergeColumnSums(sums, p);
+  });
+  return sums;
+}
+
+/**
+ * The method's statistics (Z-Pruner's centred pass included) and every weight's score into `score`, with each work
+ * part's histogram of key tops for the layer pattern; throws `non_finite` for the first score past float32.
+ */
+async function scoreLayer(
+  exec: Executor,
+  parts: LayerParts,
+  params: PruneParams,
+  layer: LayerJob,
+  W: Float32Array,
+  sums: MatrixSums,
+  score: Float32Array,
+  signal?: AbortSignal,
+): Promise<{ ctx: ScoreContext; hists: (Uint32Array | null)[] }> {
+  const { rows, cols } = layer;
+  const act = activationWeights(layer.actNormSq, params.exponent);
+  const ctx = await buildContext(
+    params.method,
+    rows,
+    cols,
+    sums,
+    act,
+    async (invRow, invCol, meanR, meanC, smallBelow) => {
+      const rs = await exec.all<CentredSums>(parts.blocks, (i) => {
+        const r = parts.block(i);
+        return r && { op: "centred", W, cols, invRow, invCol, meanR, meanC, smallBelow, ...r };
+      });
+      return rs.reduce((a, b) => ({
+        ssR: a.ssR + b.ssR,
+        ssC: a.ssC + b.ssC,
+        dR: a.dR + b.dR,
+        dC: a.dC + b.dC,
+        small: a.small + b.small,
+      }));
+    },
+  );
+  signal?.throwIfAborted();
+  const hist = params.pattern.kind === "layer";
+  const scored = await exec.all<ScoreResult>(parts.work, (i) => {
+    const r = parts.workPart(i);
+    return r && { op: "score", W, ctx, out: score, hist, ...r };
+  });
+  const over = scored.map((p) => p.over).filter((i) => i >= 0);
+  if (over.length) throw scoreOverflow(layer, Math.min(...over), params.exponent);
+  return { ctx, hists: scored.map((p) => p.hist) };
+}
+
+/** Marks the pruned weights in `mask` for the pattern; answers the layer pattern's threshold key, else -1. */
+async function selectMask(
+  exec: Executor,
+  parts: LayerParts,
+  pattern: Pattern,
+  layer: LayerJob,
+  keys: Uint32Array,
+  hists: (Uint32Array | null)[],
+  mask: Uint8Array,
+): Promise<number> {
+  const { rows, cols } = layer;
+  if (pattern.kind === "layer") {
+    const bounds = parts.workSplits.map((r) => r * cols);
+    return await selectLayerWith(exec, keys, patternK(pattern, rows, cols), hists as Uint32Array[], mask, bounds);
+  }
+  if (pattern.kind === "row") {
+    const k = patternK(pattern, rows, cols);
+    if (k > 0) {
+      await exec.all(parts.work, (i) => {
+        const r = parts.workPart(i);
+        return r && { op: "rows", keys, cols, k, mask, ...r };
+      });
+    }
+  } else {
+    const { n, m } = pattern;
+    await exec.all(parts.work, (i) => {
+      const r = parts.workPart(i);
+      return r && { op: "nm", keys, cols, n, m, mask, ...r };
+    });
+  }
+  return -1;
 }
 
 /**
