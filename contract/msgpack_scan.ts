@@ -69,6 +69,116 @@ function fixedPayload(b: number): number {
   }
 }
 
+/** One value's header: its kind, the payload bytes that follow it, and the entries of a container it opens. */
+interface Header {
+  /** Where the payload starts (after the header's length bytes). */
+  end: number;
+  /** Payload bytes to skip (a string's, a bin's, a number's). */
+  skip: number;
+  /** Entries of the array or map this header opens, or -1. */
+  open: number;
+  map: boolean;
+  str: boolean;
+  int: boolean;
+}
+
+/** The error for a body that is not one complete value. */
+function incomplete(why: string): ZpruneError {
+  return new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`);
+}
+
+/** Throws `incomplete` unless `k` bytes from `pos` lie within the body. */
+function need(bytes: Uint8Array, pos: number, k: number): void {
+  if (pos + k > bytes.byteLength) throw incomplete(`it ends inside a value at byte ${pos}`);
+}
+
+/** Reads the header at `at` (its first byte is there); refuses the reserved byte and extension types. */
+function readHeader(bytes: Uint8Array, view: DataView, at: number): Header {
+  need(bytes, at, 1);
+  const b = bytes[at]!;
+  const h: Header = { end: at + 1, skip: 0, open: -1, map: false, str: false, int: false };
+  if (b <= 0x7f || b >= 0xe0) {
+    h.int = true; // positive or negative fixint
+  } else if (b <= 0x8f) {
+    h.open = b & 0x0f;
+    h.map = true;
+  } else if (b <= 0x9f) {
+    h.open = b & 0x0f;
+  } else if (b <= 0xbf) {
+    h.skip = b & 0x1f;
+    h.str = true;
+  } else if (fixedPayload(b) >= 0) {
+    h.skip = fixedPayload(b);
+    h.int = b >= 0xcc && b <= 0xd3; // uint8..uint64, int8..int64
+  } else if (b === 0xc4 || b === 0xc5 || b === 0xc6 || b === 0xd9 || b === 0xda || b === 0xdb) {
+    // bin8/16/32 and str8/16/32: a length of 1, 2 or 4 bytes.
+    const width = b <= 0xc6 ? 1 << (b - 0xc4) : 1 << (b - 0xd9);
+    need(bytes, h.end, width);
+    h.skip = width === 1 ? bytes[h.end]! : width === 2 ? view.getUint16(h.end) : view.getUint32(h.end);
+    h.end += width;
+    h.str = b >= 0xd9;
+  } else if (b >= 0xdc && b <= 0xdf) {
+    // array16, array32, map16, map32.
+    const width = b === 0xdc || b === 0xde ? 2 : 4;
+    need(bytes, h.end, width);
+    h.open = width === 2 ? view.getUint16(h.end) : view.getUint32(h.end);
+    h.end += width;
+    h.map = b >= 0xde;
+  } else if (b === 0xc1) {
+    throw new ZpruneError(
+      "bad_msgpack",
+      `the reserved byte 0xc1 at byte ${at} is not msgpack; only plain msgpack types are accepted`,
+    );
+  } else {
+    // ext8/16/32 (0xc7-0xc9) and fixext (0xd4-0xd8)
+    const type = b <= 0xc9 ? bytes[h.end + (1 << (b - 0xc7))] : bytes[h.end];
+    const which = type === undefined ? "" : ` 0x${type.toString(16).padStart(2, "0")}`;
+    throw new ZpruneError(
+      "bad_msgpack",
+      `an extension type${which} at byte ${at}: only plain msgpack types are accepted (no extension types)`,
+    );
+  }
+  return h;
+}
+
+/** The string keys of each open map so far, to refuse a key given twice in one map. */
+class MapKeys {
+  // A short list per map (a request's maps hold a few), a Set past 16: a long list would make the scan quadratic.
+  readonly #keys: (string[] | Set<string>)[] = [];
+  readonly #utf8 = new TextDecoder();
+
+  /** A map opens at `depth`, with no keys yet. */
+  open(depth: number): void {
+    this.#keys[depth] = [];
+  }
+
+  /** Checks the key at `at` (header `h`) of the map at `depth`. */
+  check(bytes: Uint8Array, at: number, h: Header, depth: number): void {
+    // msgpackr makes string and integer keys into property names (an integer key is then an unknown field, ignored
+    // as any other); a container, bin, float, boolean or nil key has no such reading.
+    if (!h.str && !h.int) {
+      throw new ZpruneError(
+        "invalid_request",
+        `the map key at byte ${at} is neither a string nor an integer; a request's maps are keyed by field names`,
+      );
+    }
+    // Only keys a field could have are compared: a longer one is an unknown field whatever it repeats, and reading
+    // it would cost time and memory in proportion to a key a client may make as long as the body.
+    if (!h.str || h.skip > KEY_MAX) return;
+    need(bytes, h.end, h.skip);
+    const name = keyName(bytes, h.end, h.skip, this.#utf8);
+    const seen = this.#keys[depth]!;
+    if (Array.isArray(seen) ? seen.includes(name) : seen.has(name)) {
+      throw new ZpruneError(
+        "invalid_request",
+        `the map key ${JSON.stringify(name)} at byte ${at} appears twice in its map; send each field once`,
+      );
+    }
+    if (!Array.isArray(seen)) seen.add(name);
+    else if (seen.push(name) > 16) this.#keys[depth] = new Set(seen);
+  }
+}
+
 /** Throws the contract's error unless `bytes` is exactly one complete plain msgpack value within `limits`. */
 export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS): void {
   const n = bytes.byteLength;
@@ -76,18 +186,11 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
   // Per open container: values still to read, and whether it is a map (its even-numbered values are keys).
   const left = new Float64Array(limits.maxDepth + 1);
   const isMap = new Uint8Array(limits.maxDepth + 1);
-  // Per open map, its string keys so far: a short list (a request's maps hold a few), a Set past 16.
-  const keys: (string[] | Set<string>)[] = [];
-  const keyText = new TextDecoder();
+  const keys = new MapKeys();
   let depth = 0;
   left[0] = 1; // the body: one value
   let pos = 0;
   let values = 0;
-  const incomplete = (why: string) =>
-    new ZpruneError("bad_msgpack", `the body is not one complete msgpack value (${why})`);
-  const need = (k: number) => {
-    if (pos + k > n) throw incomplete(`it ends inside a value at byte ${pos}`);
-  };
   for (;;) {
     while (depth > 0 && left[depth] === 0) depth--;
     if (depth === 0 && left[0] === 0) break;
@@ -100,125 +203,34 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
           "each a few fields with its tensors as bin",
       );
     }
-    need(1);
     const at = pos;
-    const b = bytes[pos++]!;
-    let skip = 0; // payload bytes after the header
-    let open = -1; // entries of a container this header opens, or -1
-    let map = false;
-    let str = false;
-    let int = false;
-    if (b <= 0x7f || b >= 0xe0) {
-      int = true; // positive or negative fixint
-    } else if (b <= 0x8f) {
-      open = b & 0x0f;
-      map = true;
-    } else if (b <= 0x9f) {
-      open = b & 0x0f;
-    } else if (b <= 0xbf) {
-      skip = b & 0x1f;
-      str = true;
-    } else if ((skip = fixedPayload(b)) >= 0) {
-      int = b >= 0xcc && b <= 0xd3; // uint8..uint64, int8..int64
-    } else {
-      skip = 0;
-      switch (b) {
-        case 0xc4: // bin8
-        case 0xd9: // str8
-          need(1);
-          skip = bytes[pos++]!;
-          str = b === 0xd9;
-          break;
-        case 0xc5:
-        case 0xda:
-          need(2);
-          skip = view.getUint16(pos);
-          pos += 2;
-          str = b === 0xda;
-          break;
-        case 0xc6:
-        case 0xdb:
-          need(4);
-          skip = view.getUint32(pos);
-          pos += 4;
-          str = b === 0xdb;
-          break;
-        case 0xdc: // array16
-        case 0xde: // map16
-          need(2);
-          open = view.getUint16(pos);
-          pos += 2;
-          map = b === 0xde;
-          break;
-        case 0xdd:
-        case 0xdf:
-          need(4);
-          open = view.getUint32(pos);
-          pos += 4;
-          map = b === 0xdf;
-          break;
-        case 0xc1:
-          throw new ZpruneError(
-            "bad_msgpack",
-            `the reserved byte 0xc1 at byte ${at} is not msgpack; only plain msgpack types are accepted`,
-          );
-        default: {
-          // ext8/16/32 (0xc7-0xc9) and fixext (0xd4-0xd8)
-          const type = b <= 0xc9 ? bytes[pos + (1 << (b - 0xc7))] : bytes[pos];
-          const which = type === undefined ? "" : ` 0x${type.toString(16).padStart(2, "0")}`;
-          throw new ZpruneError(
-            "bad_msgpack",
-            `an extension type${which} at byte ${at}: only plain msgpack types are accepted (no extension types)`,
-          );
-        }
-      }
+    const h = readHeader(bytes, view, at);
+    pos = h.end;
+    if (key) keys.check(bytes, at, h, depth);
+    if (h.open < 0) {
+      need(bytes, pos, h.skip);
+      pos += h.skip;
+      continue;
     }
-    // msgpackr makes string and integer keys into property names (an integer key is then an unknown field, ignored
-    // as any other); a container, bin, float, boolean or nil key has no such reading.
-    if (key && !str && !int) {
+    const entries = h.map ? h.open * 2 : h.open;
+    // Every value takes at least one byte: a count the rest of the body cannot hold is a truncated body, and
+    // is refused before anything waits on it.
+    if (entries > n - pos) {
+      const kind = h.map ? "map" : "array";
+      throw incomplete(`a ${kind} at byte ${at} declares ${h.open} entries; ${n - pos} bytes follow`);
+    }
+    // The open container's own level: `depth` counts the containers this value sits in.
+    if (depth === limits.maxDepth) {
       throw new ZpruneError(
         "invalid_request",
-        `the map key at byte ${at} is neither a string nor an integer; a request's maps are keyed by field names`,
+        `the body nests containers deeper than ${limits.maxDepth} levels; a request needs 5`,
       );
     }
-    // Only keys a field could have are compared: a longer one is an unknown field whatever it repeats, and reading
-    // it would cost time and memory in proportion to a key a client may make as long as the body.
-    if (key && str && skip <= KEY_MAX) {
-      need(skip);
-      const name = keyName(bytes, pos, skip, keyText);
-      const seen = keys[depth]!;
-      if (Array.isArray(seen) ? seen.includes(name) : seen.has(name)) {
-        throw new ZpruneError(
-          "invalid_request",
-          `the map key ${JSON.stringify(name)} at byte ${at} appears twice in its map; send each field once`,
-        );
-      }
-      if (!Array.isArray(seen)) seen.add(name);
-      else if (seen.push(name) > 16) keys[depth] = new Set(seen); // a long list would make the scan quadratic
-    }
-    if (open >= 0) {
-      const entries = map ? open * 2 : open;
-      // Every value takes at least one byte: a count the rest of the body cannot hold is a truncated body, and
-      // is refused before anything waits on it.
-      if (entries > n - pos) {
-        throw incomplete(`a ${map ? "map" : "array"} at byte ${at} declares ${open} entries; ${n - pos} bytes follow`);
-      }
-      // The open container's own level: `depth` counts the containers this value sits in.
-      if (depth === limits.maxDepth) {
-        throw new ZpruneError(
-          "invalid_request",
-          `the body nests containers deeper than ${limits.maxDepth} levels; a request needs 5`,
-        );
-      }
-      if (entries > 0) {
-        depth++;
-        left[depth] = entries;
-        isMap[depth] = map ? 1 : 0;
-        if (map) keys[depth] = [];
-      }
-    } else {
-      need(skip);
-      pos += skip;
+    if (entries > 0) {
+      depth++;
+      left[depth] = entries;
+      isMap[depth] = h.map ? 1 : 0;
+      if (h.map) keys.open(depth);
     }
   }
   if (pos < n) throw incomplete(`${n - pos} trailing byte${n - pos === 1 ? "" : "s"} after the first value`);
