@@ -237,6 +237,94 @@ function checkVocabulary(ids: TokenArray, vocab: number, flag: string, file: str
   }
 }
 
+/**
+ * The evaluation's token ids and how many whole windows of --seqlen they hold; refuses too few tokens, more
+ * --eval-windows than there are, and ids past the vocabulary in the windows evaluated.
+ */
+async function evaluationIds(
+  args: PruneArgs,
+  tokenizer: () => ReturnType<typeof loadTokenizer>,
+  vocabSize: number,
+): Promise<{ evalIds: TokenArray; evalTotal: number }> {
+  const { seqlen } = args;
+  const { kind: evalKind, file: evalFile } = args.evaluation;
+  // The tokenizer first, outside fromFlag: a broken tokenizer.json is the model's fault, not the text's.
+  const evalTok = evalKind === "text" ? await tokenizer() : undefined;
+  const evalIds: TokenArray = evalTok
+    ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
+    : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
+  const evalTotal = Math.floor(evalIds.length / seqlen);
+  if (evalTotal < 1) {
+    throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${evalFile}`);
+  }
+  if (args.evalWindowsGiven && args.evalWindows !== Infinity && args.evalWindows > evalTotal) {
+    throw new RangeError(
+      `--eval-windows ${args.evalWindows}: ${evalFile} holds ${evalTotal} windows of ${seqlen} tokens ` +
+        "(--eval-windows all evaluates them all)",
+    );
+  }
+  // Only the windows evaluated: what lies past them is never read.
+  const evaluated = Math.min(args.evalWindows, evalTotal) * seqlen;
+  checkVocabulary(evalIds.subarray(0, evaluated), vocabSize, `--eval-${evalKind}`, evalFile);
+  return { evalIds, evalTotal };
+}
+
+/** A client of an in-process server started for this run, closed with `resources`. */
+async function localClient(resources: AsyncDisposableStack): Promise<ZpruneClient> {
+  const local = await startLocalServer();
+  resources.defer(() => local.close());
+  return new ZpruneClient({ url: local.url });
+}
+
+/**
+ * Writes what was measured before pruning failed to --report (the dense evaluation may have taken a long while),
+ * with where the run stopped; a report that cannot be written does not hide the error.
+ */
+async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefined, e: unknown): Promise<void> {
+  if (args.report === undefined) return;
+  const { method, pattern, sparsity } = args;
+  const failed = {
+    model: args.model,
+    server: args.server ?? "in-process",
+    method,
+    pattern,
+    sparsity,
+    evalWindows: dense?.windows,
+    densePpl: dense?.ppl,
+    error: errorChain(e),
+  };
+  await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
+}
+
+/** Prints a finished run's summary (the --report file has the whole of it). */
+function printReport(r: PruneReport): void {
+  const f = (x: number | undefined) => x === undefined ? "-" : x.toFixed(4);
+  console.log(`model        ${r.model}`);
+  console.log(`server       ${r.server} (${r.backend}, ${r.device})`);
+  const exact = r.layers.filter((l) => l.exactPath !== undefined).length;
+  if (exact > 0) {
+    console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
+  }
+  console.log(`pruning      ${r.method}/${r.pattern}${r.sparsity !== undefined ? ` at ${r.sparsity}` : ""}`);
+  console.log(
+    `calibration  ${r.calibration.windows} x ${r.calibration.seqlen} tokens from ${r.calibration.source}`,
+  );
+  console.log(
+    `sparsity     ${r.pruned} / ${r.total} = ${r.achievedSparsity.toFixed(4)} over ${r.layers.length} layers`,
+  );
+  console.log(`perplexity   dense ${f(r.densePpl)}  pruned ${f(r.prunedPpl)}  (${r.evalWindows} windows)`);
+  console.log(
+    `time         ${(r.timings.totalMs / 1000).toFixed(1)} s (pruning ${(r.timings.pruneMs / 1000).toFixed(1)} s)`,
+  );
+  if (r.reference) {
+    console.log(
+      `reference    dense ${f(r.reference.densePpl)}  pruned ${f(r.reference.prunedPpl)}  (reference.json)`,
+    );
+  }
+  if (r.out) console.log(`written      ${r.out}`);
+  if (r.outLeftOut?.length) console.log(`             not copied (dense weights): ${r.outLeftOut.join(", ")}`);
+}
+
 /** Runs the CLI with `args`; returns the report (also written to --report when given), undefined for --help. */
 export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const args = parsePruneArgs(argv);
@@ -262,25 +350,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const calibFlag = args.calibration.kind === "windows" ? "--calib-ids" : `--calib-${args.calibration.kind}`;
   const calibFile = args.calibration.kind === "windows" ? args.calibration.ids : args.calibration.file;
   checkVocabulary(calib.tokens, model.cfg.vocabSize, calibFlag, calibFile);
-  const { kind: evalKind, file: evalFile } = args.evaluation;
-  // The tokenizer first, outside fromFlag: a broken tokenizer.json is the model's fault, not the text's.
-  const evalTok = evalKind === "text" ? await tokenizer() : undefined;
-  const evalIds: TokenArray = evalTok
-    ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
-    : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
-  const evalTotal = Math.floor(evalIds.length / seqlen);
-  if (evalTotal < 1) {
-    throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${args.evaluation.file}`);
-  }
-  if (args.evalWindowsGiven && args.evalWindows !== Infinity && args.evalWindows > evalTotal) {
-    throw new RangeError(
-      `--eval-windows ${args.evalWindows}: ${args.evaluation.file} holds ${evalTotal} windows of ${seqlen} tokens ` +
-        "(--eval-windows all evaluates them all)",
-    );
-  }
-  // Only the windows evaluated: what lies past them is never read.
-  const evaluated = Math.min(args.evalWindows, evalTotal) * seqlen;
-  checkVocabulary(evalIds.subarray(0, evaluated), model.cfg.vocabSize, `--eval-${evalKind}`, evalFile);
+  const { evalIds, evalTotal } = await evaluationIds(args, tokenizer, model.cfg.vocabSize);
   const loadMs = performance.now() - t0;
   const bundled = bundledIds(args);
   const isDefaultData = seqlen === DEFAULTS.seqlen && exponent === undefined && bundled.calibration &&
@@ -289,12 +359,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
 
   // Whatever fails from here on, every worker and server started is closed, so that the process can exit.
   await using resources = new AsyncDisposableStack();
-  let client = remote;
-  if (!client) {
-    const local = await startLocalServer();
-    resources.defer(() => local.close());
-    client = new ZpruneClient({ url: local.url });
-  }
+  const client = remote ?? await localClient(resources);
   // A layer the server would refuse is better named now than after the dense evaluation (minutes to hours).
   try {
     checkModelFits(model.ckpt, model.cfg, (remoteInfo ?? await client.info()).limits, pattern);
@@ -326,20 +391,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
       (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
     );
   } catch (e) {
-    // The dense evaluation may have taken a long while: keep what was measured, and say where the run stopped.
-    if (args.report !== undefined) {
-      const failed = {
-        model: args.model,
-        server: args.server ?? "in-process",
-        method,
-        pattern,
-        sparsity,
-        evalWindows: dense?.windows,
-        densePpl: dense?.ppl,
-        error: errorChain(e),
-      };
-      await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
-    }
+    await reportFailure(args, dense, e);
     throw e;
   }
   const pruneMs = performance.now() - t;
@@ -390,33 +442,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
 if (import.meta.main) {
   try {
     const r = await main(Deno.args);
-    if (r) {
-      const f = (x: number | undefined) => x === undefined ? "-" : x.toFixed(4);
-      console.log(`model        ${r.model}`);
-      console.log(`server       ${r.server} (${r.backend}, ${r.device})`);
-      const exact = r.layers.filter((l) => l.exactPath !== undefined).length;
-      if (exact > 0) {
-        console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
-      }
-      console.log(`pruning      ${r.method}/${r.pattern}${r.sparsity !== undefined ? ` at ${r.sparsity}` : ""}`);
-      console.log(
-        `calibration  ${r.calibration.windows} x ${r.calibration.seqlen} tokens from ${r.calibration.source}`,
-      );
-      console.log(
-        `sparsity     ${r.pruned} / ${r.total} = ${r.achievedSparsity.toFixed(4)} over ${r.layers.length} layers`,
-      );
-      console.log(`perplexity   dense ${f(r.densePpl)}  pruned ${f(r.prunedPpl)}  (${r.evalWindows} windows)`);
-      console.log(
-        `time         ${(r.timings.totalMs / 1000).toFixed(1)} s (pruning ${(r.timings.pruneMs / 1000).toFixed(1)} s)`,
-      );
-      if (r.reference) {
-        console.log(
-          `reference    dense ${f(r.reference.densePpl)}  pruned ${f(r.reference.prunedPpl)}  (reference.json)`,
-        );
-      }
-      if (r.out) console.log(`written      ${r.out}`);
-      if (r.outLeftOut?.length) console.log(`             not copied (dense weights): ${r.outLeftOut.join(", ")}`);
-    }
+    if (r) printReport(r);
   } catch (e) {
     // A server's refusal says which code and status, for a log or a retry decision.
     const code = e instanceof ZpruneError ? ` (${e.code}${e.status ? `, HTTP ${e.status}` : ""})` : "";
