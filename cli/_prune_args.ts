@@ -151,43 +151,49 @@ function checkSettings(s: { method: string; pattern: string; sparsity?: number; 
   throw new RangeError(`--${flag} ${value}: ${issue.message}`);
 }
 
+/** The CLI's flags, each a string checked here (parseArgs only splits them). */
+const OPTIONS = {
+  model: { type: "string" },
+  server: { type: "string" },
+  token: { type: "string" },
+  method: { type: "string" },
+  pattern: { type: "string" },
+  sparsity: { type: "string" },
+  exponent: { type: "string" },
+  "calib-ids": { type: "string" },
+  "calib-starts": { type: "string" },
+  "calib-text": { type: "string" },
+  "calib-jsonl": { type: "string" },
+  nsamples: { type: "string" },
+  seqlen: { type: "string" },
+  seed: { type: "string" },
+  "eval-ids": { type: "string" },
+  "eval-text": { type: "string" },
+  "eval-windows": { type: "string" },
+  "skip-dense": { type: "boolean" },
+  out: { type: "string" },
+  report: { type: "string" },
+  workers: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The flags as given, unchecked; unknown flags throw. */
+function parseFlags(args: string[]) {
+  return parseArgs({ args, options: OPTIONS, strict: true }).values;
+}
+
+type Flags = ReturnType<typeof parseFlags>;
+
+/** Throws unless at most one of `flags` is given. */
+function oneOf(v: Flags, ...flags: (keyof Flags)[]): void {
+  const given = flags.filter((f) => v[f] !== undefined);
+  if (given.length > 1) throw new TypeError(`--${given[0]} and --${given[1]} are alternatives: give one`);
+}
+
 /** Parses and checks the CLI's flags; undefined for `--help`. Throws TypeError/RangeError naming the flag. */
 export function parsePruneArgs(args: string[]): PruneArgs | undefined {
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      model: { type: "string" },
-      server: { type: "string" },
-      token: { type: "string" },
-      method: { type: "string" },
-      pattern: { type: "string" },
-      sparsity: { type: "string" },
-      exponent: { type: "string" },
-      "calib-ids": { type: "string" },
-      "calib-starts": { type: "string" },
-      "calib-text": { type: "string" },
-      "calib-jsonl": { type: "string" },
-      nsamples: { type: "string" },
-      seqlen: { type: "string" },
-      seed: { type: "string" },
-      "eval-ids": { type: "string" },
-      "eval-text": { type: "string" },
-      "eval-windows": { type: "string" },
-      "skip-dense": { type: "boolean" },
-      out: { type: "string" },
-      report: { type: "string" },
-      workers: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
+  const v = parseFlags(args);
   if (v.help) return undefined;
-  /** Throws unless at most one of `flags` is given. */
-  const oneOf = (...flags: (keyof typeof v)[]) => {
-    const given = flags.filter((f) => v[f] !== undefined);
-    if (given.length > 1) throw new TypeError(`--${given[0]} and --${given[1]} are alternatives: give one`);
-  };
-
   if (v.server !== undefined && !/^https?:\/\/./.test(v.server)) {
     throw new TypeError(`--server must be an http:// or https:// URL, got "${v.server}"`);
   }
@@ -195,10 +201,30 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
   if (v.token !== undefined && v.server === undefined) {
     throw new TypeError("--token is for --server; the in-process server needs none");
   }
-
   // One window predicts seqlen - 1 tokens: at least one prediction, or the perplexity is exp(0 / 0).
   const seqlen = intFlag("seqlen", v.seqlen, DEFAULTS.seqlen, 2);
+  const pruning = pruningFlags(v);
+  const calibration = calibrationFlags(v);
+  const { evaluation, evalWindows, rawWindows } = evaluationFlags(v);
+  return {
+    model: v.model ?? DEFAULTS.model,
+    server: v.server,
+    token: v.token,
+    ...pruning,
+    seqlen,
+    calibration,
+    evaluation,
+    evalWindows,
+    evalWindowsGiven: rawWindows !== undefined,
+    skipDense: v["skip-dense"] ?? false,
+    out: v.out,
+    report: v.report,
+    workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1, MAX_WORKERS) : undefined,
+  };
+}
 
+/** --method, --pattern, --sparsity and --exponent, checked together as the server would. */
+function pruningFlags(v: Flags): Pick<PruneArgs, "method" | "pattern" | "sparsity" | "exponent"> {
   const method = v.method ?? DEFAULTS.method;
   const pattern = v.pattern ?? DEFAULTS.pattern;
   const perLayer = pattern === "layer" || pattern === "row";
@@ -213,44 +239,51 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
   if (method === "magnitude" && exponent !== undefined) {
     throw new TypeError("--exponent weights activations, which --method magnitude does not use");
   }
+  return { method: method as Method, pattern: canonicalPattern(pattern), sparsity, exponent };
+}
 
-  oneOf("calib-text", "calib-jsonl", "calib-ids");
+/** The calibration source: windows drawn from --calib-text or --calib-jsonl, or fixed token-id windows. */
+function calibrationFlags(v: Flags): CalibrationSource {
+  oneOf(v, "calib-text", "calib-jsonl", "calib-ids");
   const sampledFile = v["calib-text"] ?? v["calib-jsonl"];
-  let calibration: CalibrationSource;
   if (sampledFile !== undefined) {
     const flag = v["calib-text"] !== undefined ? "calib-text" : "calib-jsonl";
     if (v["calib-starts"] !== undefined) {
       throw new TypeError(`--calib-starts applies to token ids (--calib-ids); --${flag} draws its windows at random`);
     }
-    calibration = {
+    return {
       kind: flag === "calib-text" ? "text" : "jsonl",
       file: sampledFile,
       nsamples: intFlag("nsamples", v.nsamples, DEFAULTS.nsamples, 1),
       // seededRandom keeps 32 bits of the seed: larger ones would repeat smaller ones.
       seed: intFlag("seed", v.seed, 0, 0, 2 ** 32 - 1),
     };
-  } else {
-    // Fixed windows: --nsamples and --seed would change nothing.
-    for (const f of ["nsamples", "seed"] as const) {
-      if (v[f] !== undefined) {
-        throw new TypeError(
-          `--${f} applies to --calib-text and --calib-jsonl; ` +
-            `${v["calib-ids"] !== undefined ? "--calib-ids" : "the default calibration"} takes its windows ` +
-            "from --calib-starts",
-        );
-      }
-    }
-    if (v["calib-ids"] !== undefined && v["calib-starts"] === undefined) {
-      throw new TypeError("--calib-ids needs --calib-starts (the int64 window starts)");
-    }
-    calibration = {
-      kind: "windows",
-      ids: v["calib-ids"] ?? DEFAULTS.calibIds,
-      starts: v["calib-starts"] ?? DEFAULTS.calibStarts,
-    };
   }
+  // Fixed windows: --nsamples and --seed would change nothing.
+  for (const f of ["nsamples", "seed"] as const) {
+    if (v[f] !== undefined) {
+      throw new TypeError(
+        `--${f} applies to --calib-text and --calib-jsonl; ` +
+          `${v["calib-ids"] !== undefined ? "--calib-ids" : "the default calibration"} takes its windows ` +
+          "from --calib-starts",
+      );
+    }
+  }
+  if (v["calib-ids"] !== undefined && v["calib-starts"] === undefined) {
+    throw new TypeError("--calib-ids needs --calib-starts (the int64 window starts)");
+  }
+  return {
+    kind: "windows",
+    ids: v["calib-ids"] ?? DEFAULTS.calibIds,
+    starts: v["calib-starts"] ?? DEFAULTS.calibStarts,
+  };
+}
 
-  oneOf("eval-ids", "eval-text");
+/** The evaluation data (--eval-text or --eval-ids) and --eval-windows: a count, or all (Infinity). */
+function evaluationFlags(
+  v: Flags,
+): { evaluation: PruneArgs["evaluation"]; evalWindows: number; rawWindows: string | undefined } {
+  oneOf(v, "eval-ids", "eval-text");
   const evaluation = v["eval-text"] !== undefined
     ? { kind: "text" as const, file: v["eval-text"] }
     : { kind: "ids" as const, file: v["eval-ids"] ?? DEFAULTS.evalIds };
@@ -259,25 +292,7 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     throw new RangeError(`--eval-windows must be an integer of at least 1, or all, got "${v["eval-windows"]}"`);
   }
   const evalWindows = rawWindows === "all" ? Infinity : intFlag("eval-windows", rawWindows, DEFAULTS.evalWindows, 1);
-
-  return {
-    model: v.model ?? DEFAULTS.model,
-    server: v.server,
-    token: v.token,
-    method: method as Method,
-    pattern: canonicalPattern(pattern),
-    sparsity,
-    exponent,
-    seqlen,
-    calibration,
-    evaluation,
-    evalWindows,
-    evalWindowsGiven: rawWindows !== undefined,
-    skipDense: v["skip-dense"] ?? false,
-    out: v.out,
-    report: v.report,
-    workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1, MAX_WORKERS) : undefined,
-  };
+  return { evaluation, evalWindows, rawWindows };
 }
 
 /**
