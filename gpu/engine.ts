@@ -577,7 +577,7 @@ export class GpuEngine {
       for (const t of tiles) {
         this.#dispatch(job, rec, tieCount, [ws[t.index]!, state, ties], { count: t.count, block0: t.keyBlock0 });
       }
-      this.#dispatch(job, rec, tieScan, [ties, state], { blocks: keyBlocks });
+      this.#dispatch(job, rec, tieScan, [state, ties], { blocks: keyBlocks });
       for (const t of tiles) {
         this.#dispatch(job, rec, maskLayer, [ws[t.index]!, state, ties, mask], {
           count: t.count,

@@ -70,6 +70,11 @@ Deno.test("every kernel's descriptor declares the bindings and uniforms its WGSL
     const bindings = [...code.matchAll(/@group\(0\) @binding\((\d+)\) var<([^>]+)>/g)];
     assert.deepEqual(bindings.map((m) => Number(m[1])), bindings.map((_, i) => i), `${name}: binding numbers`);
     assert.deepEqual(bindings.map((m) => kind[m[2] as keyof typeof kind]), [...def.bindings], `${name}: bindings`);
+    // Inputs (read) before outputs (read_write, in-place ones included), the uniform block last: kernel.ts's order.
+    const rank = { read: 0, rw: 1, uniform: 2 } as const;
+    const ranks = def.bindings.map((b) => rank[b]);
+    assert.deepEqual(ranks, [...ranks].sort(), `${name}: inputs, then outputs, then uniforms`);
+    assert.equal(ranks.filter((r) => r === 2).length, 1, `${name}: one uniform block`);
     // Uniforms: the fields of `struct Params` in order, then only padding (`_pad...`): packUniforms packs the
     // descriptor's fields without gaps, so a pad between two fields would shift every later one.
     const struct = code.match(/struct Params \{([^}]*)\}/)?.[1] ?? "";

@@ -1,7 +1,7 @@
 // tie_scan: exclusive prefix sum, in place, of the per-block tie counts of tie_count.wgsl, so that each block
 // knows how many keys equal to T come before it in row-major order.
 //
-// Bindings: 0 ties: array<u32> (read_write), 1 state: array<u32> (read; [T, want, matching]), 2 params (uniform).
+// Bindings: 0 state: array<u32> (read; [T, want, matching]), 1 ties: array<u32> (read_write), 2 params (uniform).
 // Returns at once when every tie is pruned (want == matching): tie_count then wrote nothing to `ties`.
 // Thread: a contiguous run of ceil(blocks / 256) counts. Dispatch: exactly one workgroup of 256.
 // Numerics: exact (u32).
@@ -14,8 +14,8 @@ struct Params {
   _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> ties: array<u32>;
-@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(0) var<storage, read> state: array<u32>;
+@group(0) @binding(1) var<storage, read_write> ties: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
 @compute @workgroup_size(256)

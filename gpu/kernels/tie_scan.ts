@@ -8,7 +8,7 @@ export const tieScan = defineKernel({
   name: "tie_scan",
   source,
   libs: [scan256],
-  bindings: ["rw", "read", "uniform"],
+  bindings: ["read", "rw", "uniform"],
   uniforms: [["blocks", "u32"]],
   workgroups: () => 1,
 });
