@@ -6,9 +6,23 @@
 
 type Labels = Record<string, string>;
 
+/** A label value as the text format writes it: backslash, double quote and line feed escaped. */
+function escapeLabel(value: string): string {
+  return value.replace(/[\\"\n]/g, (ch) => (ch === "\n" ? "\\n" : `\\${ch}`));
+}
+
+/** The series' `{name="value",...}` in sorted label order, so that the order given never makes another series. */
 function labelKey(labels: Labels): string {
-  const parts = Object.keys(labels).sort().map((k) => `${k}="${String(labels[k]).replace(/["\\\n]/g, "_")}"`);
+  const parts = Object.keys(labels).sort().map((k) => `${k}="${escapeLabel(String(labels[k]))}"`);
   return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+/** Throws unless `labels` names exactly `labelNames`: a sample under other labels is a series of another shape. */
+function checkLabels(metric: string, labelNames: readonly string[], labels: Labels): void {
+  const names = Object.keys(labels).sort();
+  if (names.join() !== [...labelNames].sort().join()) {
+    throw new Error(`${metric} takes labels ${labelNames.join(", ") || "none"}, got ${names.join(", ")}`);
+  }
 }
 
 /** A monotonically increasing counter per label set. */
@@ -18,10 +32,7 @@ export class Counter {
   constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
   /** Adds `by` (default 1) to the series with `labels`, which name exactly the counter's `labelNames`. */
   inc(labels: Labels = {}, by = 1): void {
-    const names = Object.keys(labels).sort();
-    if (names.join() !== [...this.labelNames].sort().join()) {
-      throw new Error(`${this.name} takes labels ${this.labelNames.join(", ") || "none"}, got ${names.join(", ")}`);
-    }
+    checkLabels(this.name, this.labelNames, labels);
     const k = labelKey(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
@@ -56,9 +67,16 @@ export class Observed {
 /** A cumulative histogram with fixed bucket bounds, per label set. */
 export class Histogram {
   #series = new Map<string, { counts: number[]; sum: number; count: number; labels: Labels }>();
-  constructor(readonly name: string, readonly help: string, readonly bounds: number[]) {}
-  /** Records one observation. */
+  /** `labelNames`: the labels every series has (as Counter's). */
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly bounds: number[],
+    readonly labelNames: readonly string[] = [],
+  ) {}
+  /** Records one observation in the series with `labels`, which name exactly the histogram's `labelNames`. */
   observe(value: number, labels: Labels = {}): void {
+    checkLabels(this.name, this.labelNames, labels);
     const k = labelKey(labels);
     let s = this.#series.get(k);
     if (!s) this.#series.set(k, s = { counts: this.bounds.map(() => 0), sum: 0, count: 0, labels });
@@ -89,9 +107,10 @@ export class Metrics {
   );
   readonly latency = new Histogram(
     "zprune_request_duration_seconds",
-    "Request latency by route.",
+    "Request latency by route and status (a quick refusal is not averaged with a slow prune).",
     // Up to the default deadline (600 s): a slow prune lands in a bucket of its own, not in +Inf alone.
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+    ["route", "status"],
   );
   readonly bytesIn = new Counter(
     "zprune_bytes_in_total",

@@ -40,24 +40,36 @@ Deno.test("Metrics.render() is a valid exposition whose histograms are cumulativ
   m.requests.inc({ status: "200", route: "/v1/prune" }, 2); // label order does not make another series
   m.requests.inc({ route: 'we"ird\\route\n', status: "404" });
   m.bytesIn.inc({}, 1234);
-  for (const s of [0.001, 0.02, 0.02, 0.7, 100]) m.latency.observe(s, { route: "/v1/prune" });
+  for (const s of [0.001, 0.02, 0.02, 0.7, 100]) m.latency.observe(s, { route: "/v1/prune", status: "200" });
+  m.latency.observe(0.002, { status: "422", route: "/v1/prune" }); // a refusal: a series of its own
   const samples = parse(m.render());
   assert.equal(samples.get('zprune_requests_total{route="/v1/prune",status="200"}'), 3);
   assert.equal(samples.get("zprune_bytes_in_total"), 1234);
   assert.equal(samples.get("zprune_queue_depth"), 3);
   assert.equal(samples.get("zprune_backend_restarts_total"), 2);
-  // A label value cannot end the label or the line, whatever a route is called.
-  assert.equal([...samples.keys()].filter((k) => k.includes('status="404"')).length, 1);
-  const bucket = (le: string) => samples.get(`zprune_request_duration_seconds_bucket{le="${le}",route="/v1/prune"}`);
+  // A label value cannot end the label or the line, whatever a route is called; escaped, it reads back as sent.
+  const odd = [...samples.keys()].filter((k) => k.includes('status="404"'));
+  assert.equal(odd.length, 1);
+  const route = /route="((?:[^"\\]|\\.)*)"/.exec(odd[0]!)![1]!;
+  const unescaped = route.replace(/\\(.)/g, (_, ch: string) => (ch === "n" ? "\n" : ch));
+  assert.equal(unescaped, 'we"ird\\route\n');
+  const series = (le: string) => `{le="${le}",route="/v1/prune",status="200"}`;
+  const bucket = (le: string) => samples.get(`zprune_request_duration_seconds_bucket${series(le)}`);
   assert.equal(bucket("0.005"), 1);
   assert.equal(bucket("0.025"), 3);
   assert.equal(bucket("1"), 4);
   assert.equal(bucket("60"), 4);
   assert.equal(bucket("120"), 5); // 100 s: under the default deadline, in a bucket of its own
   assert.equal(bucket("+Inf"), 5);
-  assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune"}'), 5);
-  assert.ok(Math.abs(samples.get('zprune_request_duration_seconds_sum{route="/v1/prune"}')! - 100.741) < 1e-9);
-  const les = [...samples.keys()].filter((k) => k.startsWith("zprune_request_duration_seconds_bucket"));
+  assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune",status="200"}'), 5);
+  const sum = samples.get('zprune_request_duration_seconds_sum{route="/v1/prune",status="200"}')!;
+  assert.ok(Math.abs(sum - 100.741) < 1e-9);
+  assert.equal(samples.get('zprune_request_duration_seconds_bucket{le="0.005",route="/v1/prune",status="422"}'), 1);
+  assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune",status="422"}'), 1);
+  const les = [...samples.keys()].filter((k) =>
+    k.startsWith("zprune_request_duration_seconds_bucket{") &&
+    k.endsWith('status="200"}')
+  );
   const counts = les.map((k) => samples.get(k)!);
   assert.deepEqual(counts, [...counts].sort((a, b) => a - b), "buckets never decrease");
   depth = 0;
@@ -83,4 +95,5 @@ Deno.test("Metrics: no series vanishes between scrapes; a labelled family waits 
   // A sample under other labels than the family's would be a series of another shape.
   assert.throws(() => m.requests.inc({ route: "/healthz" }), /takes labels route, status/);
   assert.throws(() => m.bytesIn.inc({ route: "/x" }), /takes labels none/);
+  assert.throws(() => m.latency.observe(1, { route: "/healthz" }), /takes labels route, status/);
 });

@@ -42,8 +42,9 @@ export function observeRequests(
     c.header("x-request-id", id);
     const route = routeLabel(c.req.path);
     const seconds = (performance.now() - start) / 1000;
-    metrics.requests.inc({ route, status: String(c.res.status) });
-    metrics.latency.observe(seconds, { route });
+    const status = String(c.res.status);
+    metrics.requests.inc({ route, status });
+    metrics.latency.observe(seconds, { route, status });
     // /v1/prune sets Content-Length; the other answers are small JSON or text, measured by reading a clone.
     const declared = c.res.headers.get("content-length");
     const out = declared !== null ? Number(declared) : (await c.res.clone().arrayBuffer()).byteLength;

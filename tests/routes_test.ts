@@ -61,7 +61,7 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     const text = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(text, /^# TYPE zprune_requests_total counter$/m);
     assert.match(text, /^zprune_requests_total\{route="\/v1\/prune",status="200"\} 1$/m);
-    assert.match(text, /^zprune_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/prune"\} 1$/m);
+    assert.match(text, /^zprune_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/prune",status="200"\} 1$/m);
     assert.match(text, new RegExp(`^zprune_bytes_in_total ${g.request.byteLength}$`, "m"));
     assert.match(text, /^zprune_bytes_out_total [1-9][0-9]*$/m);
     assert.match(text, /^zprune_compute_seconds_total [0-9.e-]+$/m);
