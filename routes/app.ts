@@ -25,6 +25,7 @@ import { bearerAuth } from "./auth.ts";
 import { BodyBudget } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 import { observeRequests } from "./observe_requests.ts";
+import { isAllocationFailure } from "../runtime/out_of_memory.ts";
 import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
 import pkg from "../package.json" with { type: "json" };
@@ -85,9 +86,9 @@ function toZpruneError(err: unknown): ZpruneError {
   if (isDeadline(err)) {
     return new ZpruneError("unavailable", "the server's deadline passed; retry shortly");
   }
-  // Memory the host could not give just now (V8's words when an ArrayBuffer cannot be allocated, here or in a CPU
-  // worker): the request was sound and may succeed later, so it is answered like a busy backend, not as a bug.
-  if (err instanceof RangeError && err.message.includes("allocation failed")) {
+  // Memory the host could not give just now (here or in a CPU worker): the request was sound and may succeed later,
+  // so it is answered like a busy backend, not as a bug.
+  if (isAllocationFailure(err)) {
     return new ZpruneError(
       "unavailable",
       "the server could not allocate the memory for this request just now; retry shortly, or send smaller layers",
