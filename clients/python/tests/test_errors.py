@@ -414,7 +414,60 @@ def test_an_error_answer_cut_short_takes_its_code_from_the_header(stub: Tuple[st
     raises("shape_mismatch", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
     # Not a code: a proxy's own header, say. The status stands in.
     script.answers = [(422, {**cut, "X-Zprune-Error": "Bad <thing>"}, b'{"err')]
-    raises("http_422", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    raises("invalid_request", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+
+
+HTML = {"Content-Type": "text/html"}
+TEXT = {"Content-Type": "text/plain"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("status,headers,body,code", [
+    # Proxies' own answers: the contract's code for the status (API.md's table).
+    (413, HTML, b"<html><h1>413 Request Entity Too Large</h1></html>", "too_large"),
+    (429, TEXT, b"Too Many Requests", "busy"),
+    (503, HTML, b"<html>Service Temporarily Unavailable</html>", "unavailable"),
+    (401, TEXT, b"Unauthorized", "unauthorized"),
+    (404, HTML, b"<html>Not Found</html>", "not_found"),
+    # Bodies that are not zprune's error, or whose code is not a code: the status decides.
+    (422, JSON, json.dumps({"error": {"code": "Some Code!", "message": "m"}}).encode(), "invalid_request"),
+    (415, JSON, json.dumps({"error": {"code": "7", "message": "m"}}).encode(), "unsupported_media_type"),
+    (400, JSON, json.dumps({"error": {"message": "no code at all"}}).encode(), "bad_msgpack"),
+    (400, JSON, json.dumps({"error": {"code": 400, "message": "a number"}}).encode(), "bad_msgpack"),
+    (500, JSON, json.dumps({"error": "something broke"}).encode(), "internal"),
+    (413, JSON, b'{"error": {"code": "too_la', "too_large"),
+    # A code of the right shape that this client does not know yet is kept: a newer server's.
+    (422, JSON, json.dumps({"error": {"code": "some_new_code", "message": "m"}}).encode(), "some_new_code"),
+    # No code of the contract for the status: a proxy's 502, a gateway timeout (not zprune's deadline_exceeded).
+    (502, HTML, b"<html>502 Bad Gateway</html>", "http_502"),
+    (504, HTML, b"<html>504 Gateway Time-out</html>", "http_504"),
+    (418, TEXT, b"I'm a teapot", "http_418"),
+])
+def test_an_answer_that_names_no_code_takes_its_status_code(
+    stub: Tuple[str, Script], status: int, headers: Dict[str, str], body: bytes, code: str
+) -> None:
+    url, script = stub
+    script.answers = [(status, headers, body)]
+    client = ZpruneClient(url, max_retries=2)
+    waits: List[float] = []
+    client.sleep = waits.append
+    err = raises(code, status, client.prune_layer, W, ACT, sparsity=0.5)
+    assert script.count == (3 if status in (429, 503) else 1) and len(waits) == script.count - 1
+    if "error" not in body.decode(errors="replace"):
+        assert err.message == body.decode(), "the proxy's own words"
+
+
+def test_codes_of_statuses_are_the_typescript_clients() -> None:
+    # client/mod.ts's codeOfStatus: the first code with the status in ERROR_STATUS's order, deadline_exceeded aside.
+    source = (REPO / "contract" / "errors.ts").read_text(encoding="utf-8")
+    table = re.search(r"export const ERROR_STATUS = \{(.*?)\} as const;", source, re.S)
+    assert table, "contract/errors.ts defines ERROR_STATUS"
+    expected: Dict[int, str] = {}
+    for code, status in re.findall(r"^\s*([a-z_]+): (\d{3}),", table.group(1), re.M):
+        if code != "deadline_exceeded":
+            expected.setdefault(int(status), code)
+    assert len(expected) >= 10 and expected[422] == "invalid_request"
+    assert client_module._CODE_OF_STATUS == expected
 
 
 def test_zprune_error_pickles_with_every_attribute() -> None:
@@ -430,7 +483,7 @@ def test_an_error_answer_cut_short_keeps_its_status(stub: Tuple[str, Script]) ->
     url, script = stub
     cut = {"Content-Type": "application/json", "Content-Length": "1000"}  # 5 bytes of 1000 come
     script.answers = [(422, cut, b'{"err')]
-    raises("http_422", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+    raises("invalid_request", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
     assert script.count == 1, "a 422 is not retried, however its body ended"
     script.answers, script.count = [
         (503, cut, b'{"err'),

@@ -219,26 +219,53 @@ def _lower_keys(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
     return {k.lower(): v for k, v in items}
 
 
-#: What an error code in ``X-Zprune-Error`` looks like (the contract's codes are snake_case).
+#: What an error code looks like (the contract's codes are snake_case), in a body or in ``X-Zprune-Error``.
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+#: The code of an error answer that names none (a proxy's page, a body cut short): the first of the contract's codes
+#: with its status, as the TypeScript client picks it (codeOfStatus over ERROR_STATUS in contract/errors.ts). Not
+#: 504: without the server's body it is a proxy's gateway timeout, not zprune's deadline_exceeded.
+_CODE_OF_STATUS = {
+    400: "bad_msgpack",
+    401: "unauthorized",
+    404: "not_found",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "busy",
+    499: "client_closed_request",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+def _error_map(content_type: str, body: bytes) -> Mapping[str, Any]:
+    """The ``error`` map of a zprune error body (JSON or msgpack), or an empty map for any other body."""
+    try:
+        parsed = decode_body(body) if "msgpack" in content_type else json.loads(body.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - an unparsable body (a proxy's page, a body cut short) names no error
+        return {}
+    err = parsed.get("error") if isinstance(parsed, Mapping) else None
+    return err if isinstance(err, Mapping) else {}
+
+
+def _error_code(status: int, in_body: Any, in_header: Optional[str]) -> str:
+    """The body's code where it looks like one, else the ``X-Zprune-Error`` header's, else the status's."""
+    # The header repeats the code: a body cut short (or eaten by a proxy) still says what happened.
+    for code in (in_body, (in_header or "").strip()):
+        if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+            return code
+    return _CODE_OF_STATUS.get(status, f"http_{status}")
 
 
 def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneError:
-    retry = _retry_after(headers.get("retry-after"))
-    ctype = (headers.get("content-type") or "").lower()
-    parsed: Any = None
-    try:
-        parsed = decode_body(body) if "msgpack" in ctype else json.loads(body.decode("utf-8"))
-    except Exception:  # noqa: BLE001 - any unparsable body falls through to the generic error below
-        parsed = None
-    if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), Mapping):
-        err = parsed["error"]
-        return ZpruneError(str(err.get("code", "unknown")), str(err.get("message", "")), status, retry_after=retry)
-    text = body[:200].decode("utf-8", "replace")
-    # The server names the code in a header too: a body cut short (or eaten by a proxy) still says what happened.
-    named = (headers.get("x-zprune-error") or "").strip()
-    code = named if _ERROR_CODE.fullmatch(named) else f"http_{status}"
-    return ZpruneError(code, text or f"HTTP {status} with no error body", status, retry_after=retry)
+    """The ``ZpruneError`` of an error answer: its code, the server's message (else the body's start), its status."""
+    err = _error_map((headers.get("content-type") or "").lower(), body)
+    code = _error_code(status, err.get("code"), headers.get("x-zprune-error"))
+    message = err.get("message")
+    if not isinstance(message, str):
+        message = body[:200].decode("utf-8", "replace") or f"HTTP {status} with no error body"
+    return ZpruneError(code, message, status, retry_after=_retry_after(headers.get("retry-after")))
 
 
 def _checked_url(url: str) -> str:
