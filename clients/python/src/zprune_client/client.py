@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 
 from . import __version__
+from ._early_answer import HTTPHandler, HTTPSHandler
 from .wire import ArrayLike, WireDType, decode_body, decode_tensor, encode_request, encode_tensor, unpack_mask
 
 if TYPE_CHECKING:
@@ -50,8 +51,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-#: The default handlers (proxies from the environment included), redirects aside.
-_OPENER = urllib.request.build_opener(_NoRedirect)
+#: The default handlers (proxies from the environment included), redirects aside, and connections that read an answer
+#: that comes before the whole body is sent (a proxy's 413) rather than fail on the reset that follows it.
+_OPENER = urllib.request.build_opener(_NoRedirect, HTTPHandler, HTTPSHandler)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
