@@ -224,3 +224,48 @@ def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -
     e = info.value
     assert (e.code, e.status) == ("non_finite", 422), e.message
     assert e.message.startswith("block 1, model.layers.1.self_attn.o_proj: layers[3].act"), e.message
+
+
+class _Toy(torch.nn.Module):
+    """Decoder blocks ``model.layers[i]`` of ``up`` then ``down`` linears, of the given (hidden, inner) sizes."""
+
+    def __init__(self, sizes: List[Any]) -> None:
+        super().__init__()
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList()
+        for hidden, inner in sizes:
+            block = torch.nn.Module()
+            block.up = torch.nn.Linear(hidden, inner, bias=False)  # weight [inner, hidden]
+            block.down = torch.nn.Linear(inner, 8, bias=False)  # weight [8, inner]
+            self.model.layers.append(block)
+
+    def forward(self, x: Any) -> Any:
+        for block in self.model.layers:
+            x = block.down(torch.relu(block.up(x)))
+        return x
+
+
+@pytest.mark.parametrize("inner,pattern,env,code,words", [
+    # Block 1's down has 30 columns: no multiple of M = 4.
+    (30, "2:4", None, "shape_mismatch", "block 1, model.layers.1.down: its 30 columns are not a multiple of M = 4"),
+    # Block 1's up has 200 x 8 weights, over the server's largest layer of 1,000.
+    (200, "layer", {"ZPRUNE_MAX_LAYER_ELEMENTS": "1000"}, "too_large", "block 1, model.layers.1.up: 200 x 8 weights"),
+    # 100 x 8 f32 weights are 3,200 bytes, over a body limit of 3,000 that each layer of block 0 fits in.
+    (100, "layer", {"ZPRUNE_MAX_BODY_BYTES": "3000"}, "too_large", "block 1, model.layers.1.up: about"),
+    # Block 1's up alone needs more working memory than the budget; block 0's layers fit it.
+    (100, "layer", {"ZPRUNE_MEMORY_BUDGET_BYTES": "12000"}, "too_large", "block 1, model.layers.1.up: about"),
+])
+def test_prune_model_refuses_a_model_the_server_would_before_pruning_any_block(
+    server_url: str, start_server: Any, inner: int, pattern: str, env: Any, code: str, words: str
+) -> None:
+    model = _Toy([(8, 16), (8, inner)])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batches = [torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(8))]
+    url = start_server(env).url if env else server_url
+    with pytest.raises(ZpruneError) as info:
+        prune_model(model, batches, url, method="magnitude", pattern=pattern, sparsity=0.5, linears=("up", "down"),
+                    progress=False)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), f"{n} changed: {info.value.message}"
+    assert info.value.code == code and info.value.message.startswith(words), info.value.message
+    assert "no block was pruned" in info.value.message

@@ -185,6 +185,51 @@ def _batches(
     return groups
 
 
+def _nm_group(pattern: str) -> int:
+    """M of an ``"N:M"`` pattern (each row's groups of M columns), 0 for ``"layer"`` and ``"row"``."""
+    nm = re.fullmatch(r"\d+:(\d+)", pattern)
+    return int(nm.group(1)) if nm else 0
+
+
+def _check_layer_shape(name: str, weight: Any, pattern: str, max_elements: Optional[int]) -> None:
+    """Raises the ``ZpruneError`` the server would answer for a weight of this shape: columns not a multiple of
+    ``pattern``'s M (``shape_mismatch``), more than ``max_elements`` weights (``too_large``)."""
+    rows, cols = (int(d) for d in weight.shape)
+    m = _nm_group(pattern)
+    if m and cols % m:
+        raise ZpruneError("shape_mismatch", f"{name}: its {cols} columns are not a multiple of M = {m} (pattern "
+                          f"{pattern})", 422)
+    if max_elements is not None and rows * cols > max_elements:
+        raise ZpruneError("too_large", f"{name}: {rows} x {cols} weights, over the server's largest layer of "
+                          f"{max_elements}", 413)
+
+
+def _check_model_fits(
+    decoder: Any, order: Sequence[int], linears: Sequence[str], pattern: str, dtype: Optional[WireDType],
+    limits: Mapping[str, Any],
+) -> None:
+    """Raises, before any block is pruned, for a layer of ``order``'s blocks that the server (``limits`` from
+    ``/v1/info``) would refuse whatever its activations: the error it would answer, naming the block and layer. As
+    the Deno CLI's ``checkModelFits``: a refusal found at block 5 would leave blocks 0-4 pruned, and resuming cannot
+    mend a layer's shape."""
+    import torch
+
+    max_elements = int(limits["maxLayerElements"]) if limits.get("maxLayerElements") is not None else None
+    budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
+    for bi in order:
+        specs = []
+        try:
+            for name in linears:
+                weight = decoder[bi].get_submodule(name).weight.detach()
+                full = f"model.layers.{bi}.{name}"
+                _check_layer_shape(full, weight, pattern, max_elements)
+                # Only the activations' size counts here: they are collected later, block by block.
+                specs.append(Layer(full, weight, torch.empty(int(weight.shape[1])), None, dtype))
+            _batches(specs, dtype, int(limits["maxBodyBytes"]), budget)
+        except ZpruneError as e:
+            raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
+
+
 def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
     if not enabled:
         return iterable
@@ -241,8 +286,10 @@ def prune_model(
             block whose layers exceed the server's body limit or memory budget together is sent in several).
 
     A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
-    allow. An error names the block and layers it stopped at; the blocks before it are pruned already (resume with
-    ``blocks=``).
+    allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over its
+    ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
+    before any block is pruned. Any other error names the block and layers it stopped at; the blocks before it are
+    pruned already (resume with ``blocks=``).
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -260,6 +307,7 @@ def prune_model(
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
     limits = client.info()["limits"]
+    _check_model_fits(decoder, order, linears, pattern, dtype, limits)
     max_body = int(limits["maxBodyBytes"])
     budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
     report = ModelPruneReport()
