@@ -666,6 +666,27 @@ def test_malformed_url_is_refused_at_once() -> None:
             ZpruneClient(url)
 
 
+@pytest.mark.parametrize("url", [
+    # Paths are appended to the base URL as text: a query or fragment would swallow them (a 404, or the wrong route).
+    "http://127.0.0.1:8787/?x=1", "http://127.0.0.1:8787/zprune?token=abc", "http://127.0.0.1:8787/?",
+    "http://127.0.0.1:8787#top", "http://127.0.0.1:8787/#",
+    # Credentials would go out as Basic auth beside the token; give the token as token=.
+    "http://user:s3cretpw@127.0.0.1:8787", "https://user@example.invalid/zprune", "http://:s3cretpw@127.0.0.1:8787",
+    # Another refusal first (a bad port, a space, no scheme) must not quote the password either.
+    "http://user:s3cretpw@127.0.0.1:87x", "http://user:s3cret pw@127.0.0.1:8787", "user:s3cretpw@127.0.0.1:8787",
+])
+def test_a_base_url_with_a_query_fragment_or_credentials_is_refused(url: str) -> None:
+    import http.client
+
+    for make in (lambda: ZpruneClient(url), lambda: prune_layer(W, ACT, sparsity=0.5, url=url)):
+        with pytest.raises(ValueError) as info:
+            make()
+        assert isinstance(info.value, http.client.InvalidURL), "the client's other URL errors are InvalidURL"
+        assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value.args), info.value
+    if "s3cret" in url:
+        assert "***@" in str(info.value), info.value
+
+
 def test_default_timeout_outlasts_the_servers_default_deadline() -> None:
     # The server's default, read from its own configuration: a client timeout under it would cut off a slow request
     # that the server is still working on, before the server's own 503 or 504 could say where the time went.

@@ -270,21 +270,41 @@ def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneE
     return ZpruneError(code, message, status, retry_after=_retry_after(headers.get("retry-after")))
 
 
+class _UnusableURL(http.client.InvalidURL, ValueError):
+    """A base URL the client cannot use: ``http.client.InvalidURL`` as always, and a ``ValueError`` as the TypeScript
+    client's ``TypeError`` is one of its kind."""
+
+
+#: A URL's ``user:password@``, with or without a scheme before it.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
+
+
+def _shown(url: str) -> str:
+    """``url`` quoted for an error message, any ``user:password@`` in it masked: a password is never echoed."""
+    return repr(_USERINFO.sub(lambda m: f"{m.group(1) or ''}***@", url, count=1))
+
+
 def _checked_url(url: str) -> str:
-    """``url`` if it is ``http(s)://host[:port][/path]``, else ``http.client.InvalidURL`` at once.
+    """``url`` if it is ``http(s)://host[:port][/path]``, else ``http.client.InvalidURL`` (a ``ValueError``) at once.
 
     urllib would take ``127.0.0.1:8787`` (no scheme) for an unknown scheme and ``ftp://...`` for an FTP transfer
-    that waits out the whole timeout: both are mistyped server URLs, not network failures worth retrying.
+    that waits out the whole timeout: both are mistyped server URLs, not network failures worth retrying. Paths are
+    appended to the base as text, so a query or fragment would swallow them (a misleading 404), and a
+    ``user:password@`` would go out as Basic auth beside the token: refused too, as the TypeScript client does.
     """
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise http.client.InvalidURL(f"{url!r}: a URL has no spaces or control characters")
+        raise _UnusableURL(f"{_shown(url)}: a URL has no spaces or control characters")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # raises ValueError for a port that is not a number in range
     except ValueError as e:
-        raise http.client.InvalidURL(f"{url!r}: {e}") from None
+        raise _UnusableURL(f"{_shown(url)}: {e}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise http.client.InvalidURL(f"{url!r}: expected http://host:port or https://host:port")
+        raise _UnusableURL(f"{_shown(url)}: expected http://host:port or https://host:port")
+    if "@" in parts.netloc:
+        raise _UnusableURL(f"{_shown(url)}: the base URL takes no user:password@ (give a token)")
+    if "?" in url or "#" in url:
+        raise _UnusableURL(f"{_shown(url)}: the base URL takes no query or fragment (paths are appended to it)")
     return url
 
 
@@ -292,7 +312,8 @@ class ZpruneClient:
     """A connection-less client for one zprune server.
 
     Args:
-        url: the server's base URL; defaults to ``$ZPRUNE_URL`` or ``http://127.0.0.1:8787``.
+        url: the server's base URL, without query, fragment or ``user:password@``; defaults to ``$ZPRUNE_URL`` or
+            ``http://127.0.0.1:8787``. One the client cannot use raises ``http.client.InvalidURL`` (a ``ValueError``).
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
         timeout: seconds one attempt may wait: for the connection, for each send, for the answer to begin; and an
             answer still arriving ``timeout`` seconds after sending is cut off. (A slow upload and a slow answer
@@ -344,7 +365,8 @@ class ZpruneClient:
 
         Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
         reached (after the retries, for a refused, reset or cut-short connection; at once for a timeout, an unknown
-        host or a peer that does not answer HTTP). A malformed URL raises ``http.client.InvalidURL`` at once.
+        host or a peer that does not answer HTTP). A malformed URL raises ``http.client.InvalidURL`` (a ``ValueError``)
+        at once.
         """
         headers = {
             "Accept": "application/msgpack, application/json",
