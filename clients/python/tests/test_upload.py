@@ -9,6 +9,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from zprune_client import ZpruneClient, ZpruneError
+from zprune_client._early_answer import HTTPSHandler
 
 #: What nginx answers past client_max_body_size, body and all.
 NGINX_413 = (b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center>"
@@ -36,8 +38,7 @@ class Record:
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made with the openssl command."""
-    if not shutil.which("openssl"):
-        pytest.skip("no openssl command to make a test certificate")
+    assert shutil.which("openssl"), "the openssl command makes the test certificate (scripts/setup.sh installs it)"
     where = tmp_path_factory.mktemp("tls")
     cert, key = where / "cert.pem", where / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -173,3 +174,19 @@ def test_a_tls_upload_of_many_chunks_is_answered(tls_files: Dict[str, Path], mon
     with serving(echo_length, tls_files) as url:
         status, _, answer = ZpruneClient(url, timeout=30).request("POST", "/v1/prune", body)
     assert (status, answer) == (200, str(len(body)).encode()) and got == [body]
+
+
+def test_the_https_handler_uses_the_tls_context_it_is_given(tls_files: Dict[str, Path]) -> None:
+    # urllib's own handler passes its context to the connection; one that dropped it would verify against the system's
+    # certificates, which do not hold this self-signed one.
+    trusting = ssl.create_default_context(cafile=str(tls_files["cert"]))
+
+    def ok(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.rfile.read(int(h.headers["Content-Length"]))
+        h.send_response(204)
+        h.end_headers()
+
+    with serving(ok, tls_files) as url:
+        opener = urllib.request.build_opener(HTTPSHandler(context=trusting))
+        with opener.open(urllib.request.Request(url, data=b"x" * 10, method="POST"), timeout=30) as res:
+            assert res.status == 204

@@ -142,9 +142,10 @@ class HTTPHandler(urllib.request.HTTPHandler):
 
 
 class HTTPSHandler(urllib.request.HTTPSHandler):
-    """urllib's handler for ``https://`` (default TLS context), with connections that notice an early answer."""
+    """urllib's handler for ``https://``, with connections that notice an early answer."""
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        """Opens ``req`` as urllib does, on an ``_EarlyAnswerHTTPSConnection``."""
+        """Opens ``req`` as urllib does, with the handler's TLS context, on an ``_EarlyAnswerHTTPSConnection``."""
         # typeshed's protocol for the class takes `timeout` third, HTTPSConnection `key_file`: urllib passes keywords.
-        return self.do_open(_EarlyAnswerHTTPSConnection, req)  # type: ignore[arg-type]
+        context = getattr(self, "_context", None)
+        return self.do_open(_EarlyAnswerHTTPSConnection, req, context=context)  # type: ignore[arg-type]
