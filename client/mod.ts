@@ -21,7 +21,14 @@ import {
   PruneResponseSchema,
   type Tensor,
 } from "../contract/api.ts";
-import { type AnyErrorCode, ERROR_STATUS, errorChain, type ErrorCode, ZpruneError } from "../contract/errors.ts";
+import {
+  type AnyErrorCode,
+  ERROR_CODE_HEADER,
+  ERROR_STATUS,
+  errorChain,
+  type ErrorCode,
+  ZpruneError,
+} from "../contract/errors.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import type { z } from "zod";
 import { zeroMasked } from "../contract/dtype_codec.ts";
@@ -91,13 +98,14 @@ export function applyMask(weightBytes: Uint8Array, dtype: DType, mask: Uint8Arra
 }
 
 /**
- * The code of an HTTP status when the body names none we know. A 504 without the server's body is a proxy's gateway
- * timeout, not the server's `deadline_exceeded`: that code only counts when the body says it.
+ * The code of an HTTP status when neither the body nor the X-Zprune-Error header names one: the contract's first code
+ * with that status, else `http_<status>` (as the Python client answers). A 504 without the server's body is a proxy's
+ * gateway timeout, not the server's `deadline_exceeded`: that code only counts when the server says it.
  */
-function codeOfStatus(status: number): ErrorCode {
+function codeOfStatus(status: number): AnyErrorCode {
   const hit = (Object.entries(ERROR_STATUS) as [ErrorCode, number][])
     .find(([code, s]) => s === status && code !== "deadline_exceeded");
-  return hit?.[0] ?? "internal";
+  return hit?.[0] ?? `http_${status}`;
 }
 
 /** The shape of an error code (as the Python client checks it): a server's code it does not know yet is kept. */
@@ -124,13 +132,14 @@ async function errorOf(res: Response, signal: AbortSignal): Promise<ZpruneError>
   const headers: Record<string, string> = {};
   const retryAfter = res.headers.get("retry-after");
   if (retryAfter !== null) headers["Retry-After"] = retryAfter;
-  const code: AnyErrorCode = typeof err?.code === "string" && CODE_SHAPE.test(err.code)
-    ? err.code
-    : codeOfStatus(res.status);
+  // The header repeats the server's code: an answer whose body was cut short (or replaced by a proxy) still says it.
+  const named = [err?.code, res.headers.get(ERROR_CODE_HEADER)?.trim()]
+    .find((c): c is string => typeof c === "string" && CODE_SHAPE.test(c));
+  const code: AnyErrorCode = named ?? codeOfStatus(res.status);
   const message = typeof err?.message === "string"
     ? err.message
     : `HTTP ${res.status}: ${new TextDecoder().decode(bytes.subarray(0, 200))}`;
-  // The answer's own status: a proxy's 502 or 504 has no code of the contract ("internal" here), but its status
+  // The answer's own status: a proxy's 502 or 504 has no code of the contract (http_502 here), but its status
   // still says what happened.
   return new ZpruneError(code, message, { headers, status: res.status });
 }

@@ -8,6 +8,7 @@ import { Packr } from "msgpackr";
 import { applyMask, decodeMsgpack, DEFAULT_TIMEOUT_MS, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
 import type { PruneRequestInput, PruneResponse } from "../contract/api.ts";
 import { DEFAULT_CONFIG } from "../config.ts";
+import { ERROR_CODE_HEADER } from "../contract/errors.ts";
 
 const OK_BODY: PruneResponse = {
   backend: "cpu",
@@ -185,6 +186,19 @@ Deno.test("pruneLayers(): an error answer cut short keeps its status; a malforme
     await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
       assert.ok(e instanceof ZpruneError, `${e}`);
       assert.deepEqual([e.code, e.status], ["invalid_request", 422]);
+      return true;
+    });
+  });
+  // Cut short where the server named its code in X-Zprune-Error too: the header's code, not the status's first.
+  const named = () => {
+    const res = cut();
+    res.headers.set(ERROR_CODE_HEADER, "shape_mismatch");
+    return res;
+  };
+  await withServer(named, async (url) => {
+    await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError, `${e}`);
+      assert.deepEqual([e.code, e.status], ["shape_mismatch", 422]);
       return true;
     });
   });
@@ -493,8 +507,8 @@ Deno.test("pruneLayers(): a connection lost mid-answer is retried; a proxy's 502
       await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
         assert.ok(e instanceof ZpruneError);
         assert.equal(e.status, status);
-        // Not the server's deadline_exceeded: that code is the server's body's to say.
-        assert.equal(e.code, "internal");
+        // Not the server's deadline_exceeded: that code is the server's to say. Nor internal: no server bug is known.
+        assert.equal(e.code, `http_${status}`);
         assert.match(e.message, new RegExp(`HTTP ${status}: <html>${text}`));
         return true;
       });
