@@ -241,6 +241,83 @@ def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[in
     return bar
 
 
+def _input_sums(
+    model: Any,
+    block: Any,
+    mods: Sequence[Tuple[str, Any]],
+    batches: List[Any],
+    run: Callable[[Any, Any], Any],
+    cached: Optional[List[Tuple[Tuple[Any, ...], Dict[str, Any]]]],
+    stop_early: bool,
+) -> Dict[str, Any]:
+    """Each linear's sum of squared inputs per column over the calibration tokens, from one pass that reaches ``block``.
+
+    With ``cached`` block inputs, only the block runs; else the whole model, stopped after the block if ``stop_early``.
+    """
+    import torch
+
+    sums: Dict[str, Any] = {}
+    handles = []
+
+    def make_hook(key: str) -> Callable[..., None]:
+        def hook(_mod: Any, args: Any, _out: Any) -> None:
+            x = args[0].detach()
+            sq = x.reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
+            sums[key] = sq if key not in sums else sums[key] + sq
+
+        return hook
+
+    def stop(_mod: Any, _args: Any, _out: Any) -> None:
+        raise _StopForward()
+
+    try:
+        for name, mod in mods:
+            handles.append(mod.register_forward_hook(make_hook(name)))
+        with torch.no_grad():
+            if cached is not None:
+                for args, kwargs in cached:
+                    block(*args, **kwargs)
+            else:
+                if stop_early:
+                    handles.append(block.register_forward_hook(stop))
+                _run_until_stopped(model, batches, run)
+    finally:
+        for h in handles:
+            h.remove()
+    return sums
+
+
+def _send_block(
+    client: ZpruneClient,
+    bi: int,
+    specs: List[Layer],
+    dtype: Optional[WireDType],
+    settings: Dict[str, Any],
+    limits: Tuple[int, Optional[int]],
+    keep: Optional[ModelPruneReport],
+) -> List[Any]:
+    """The server's answers to block ``bi``'s layers, sent in as few requests as ``limits`` (body, budget) allow.
+
+    Answers are kept in ``keep.responses`` when given. An error names the block and, where the server's message points
+    at one, the layer, and says where to resume.
+    """
+    answered: List[Any] = []
+    for group in _batches(specs, dtype, *limits):
+        try:
+            result = client.prune_layers(group, **settings)
+        except ZpruneError as e:
+            # A message about one layer names it by its field path in the request ("layers[3]..."): name it.
+            at = re.match(r"layers\[(\d+)\]", e.message)
+            one = group[int(at.group(1))] if at and int(at.group(1)) < len(group) else None
+            where = f"block {bi}, {one.name}" if one else f"block {bi} ({', '.join(s.name for s in group)})"
+            raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
+                              f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after) from e
+        answered.extend(result.layers)
+        if keep is not None:
+            keep.responses.append(result)
+    return answered
+
+
 def prune_model(
     model: Any,
     calibration_batches: Iterable[Any],
@@ -318,57 +395,18 @@ def prune_model(
         for bi in _progress(order, len(order), progress):
             block = decoder[bi]
             mods = [(name, block.get_submodule(name)) for name in linears]
-            sums: Dict[str, Any] = {}
-            handles = []
-
-            def make_hook(key: str) -> Callable[..., None]:
-                def hook(_mod: Any, args: Any, _out: Any) -> None:
-                    x = args[0].detach()
-                    sq = x.reshape(-1, x.shape[-1]).to(torch.float32).pow(2).sum(dim=0)
-                    sums[key] = sq if key not in sums else sums[key] + sq
-
-                return hook
-
-            def stop(_mod: Any, _args: Any, _out: Any) -> None:
-                raise _StopForward()
-
             if cache_inputs and cached is None:
                 cached = _capture_inputs(model, block, batches, run)
-            try:
-                for name, mod in mods:
-                    handles.append(mod.register_forward_hook(make_hook(name)))
-                with torch.no_grad():
-                    if cached is not None:
-                        for args, kwargs in cached:
-                            block(*args, **kwargs)
-                    else:
-                        if stop_early:
-                            handles.append(block.register_forward_hook(stop))
-                        _run_until_stopped(model, batches, run)
-            finally:
-                for h in handles:
-                    h.remove()
+            sums = _input_sums(model, block, mods, batches, run, cached, stop_early)
             prefix = f"model.layers.{bi}."
             specs = []
             for name, mod in mods:
                 if name not in sums:
                     raise RuntimeError(f"{prefix}{name} saw no input during calibration")
                 specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
-            answered: List[Any] = []
-            for group in _batches(specs, dtype, max_body, budget):
-                try:
-                    result = client.prune_layers(group, method=method, pattern=pattern, sparsity=sparsity,
-                                                 exponent=exponent)
-                except ZpruneError as e:
-                    # A message about one layer names it by its field path in the request ("layers[3]..."): name it.
-                    at = re.match(r"layers\[(\d+)\]", e.message)
-                    one = group[int(at.group(1))] if at and int(at.group(1)) < len(group) else None
-                    where = f"block {bi}, {one.name}" if one else f"block {bi} ({', '.join(s.name for s in group)})"
-                    raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
-                                      f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after) from e
-                answered.extend(result.layers)
-                if keep_responses:
-                    report.responses.append(result)
+            settings = {"method": method, "pattern": pattern, "sparsity": sparsity, "exponent": exponent}
+            keep = report if keep_responses else None
+            answered = _send_block(client, bi, specs, dtype, settings, (max_body, budget), keep)
             with torch.no_grad():
                 for (_, mod), layer in zip(mods, answered):
                     apply_mask(mod.weight, layer.mask)
