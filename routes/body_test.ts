@@ -181,3 +181,25 @@ Deno.test("BodyBudget: unread answers count with bodies; a body past the whole b
   assert.equal(budget.held, 5000);
   lone.release();
 });
+
+Deno.test("readBody: a body of exactly the limit is read, declared or streamed; one byte more is 413", async () => {
+  // API.md: 413 when the body "exceeds" the limit, so a body at it is read. 3 chunks of 1000 bytes, limit 3000.
+  const want = new Uint8Array(3000).map((_, j) => j % 251);
+  assert.deepEqual(await readBody(request(chunks(3, 1000), 3000), 3000), want, "with Content-Length");
+  assert.deepEqual(await readBody(request(chunks(3, 1000), null), 3000), want, "streamed, no Content-Length");
+  const tooLarge = (e: unknown) => e instanceof ZpruneError && e.code === "too_large" && e.status === 413;
+  await assert.rejects(readBody(request(chunks(3, 1000), 3000), 2999), tooLarge, "declared one over");
+  await assert.rejects(readBody(request(chunks(3, 1000), null), 2999), tooLarge, "streamed one over");
+});
+
+Deno.test("BodyBudget: a body that fills the budget exactly beside unread answers fits; one byte more is busy", () => {
+  const budget = new BodyBudget(1000, 1, () => 500);
+  const hold = budget.open();
+  hold.grow(500); // 500 answers + 500 = the 1000 budget: fits
+  assert.equal(budget.held, 500);
+  assert.throws(
+    () => budget.open().grow(1),
+    (e: unknown) => e instanceof ZpruneError && e.code === "busy" && e.status === 429,
+  );
+  hold.release();
+});

@@ -432,3 +432,29 @@ Deno.test("options.exponent reaches scores: wanda at exponent 2 is |W| * actNorm
     await backend.close();
   }
 });
+
+Deno.test("POST /v1/prune takes its media type in any case (RFC 9110 section 8.3.1)", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const app = createApp({ backend, config: { log: false } });
+  try {
+    const body = encodeMsgpack({
+      method: "magnitude",
+      sparsity: 0.5,
+      layers: [{
+        name: "l",
+        weight: { dtype: "f32", shape: [1, 2], data: new Uint8Array(new Float32Array([2, 1]).buffer) },
+      }],
+    });
+    for (const type of ["Application/MsgPack", "APPLICATION/X-MSGPACK; Charset=binary"]) {
+      const res = await app.request("/v1/prune", { method: "POST", headers: { "content-type": type }, body });
+      assert.equal(res.status, 200, `${type}: ${await res.clone().text()}`);
+      // |W| = [2, 1]: the 1 at index 1 is pruned.
+      assert.deepEqual(
+        (decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse).layers[0]!.mask,
+        new Uint8Array([0b10]),
+      );
+    }
+  } finally {
+    await backend.close();
+  }
+});
