@@ -23,6 +23,13 @@ Deno.test("decode() and firstNonFinite() report the first NaN or infinity", () =
   assert.equal(firstNonFinite(u16([0x7bff, 0xfbff]), "f16"), -1, "the largest finite f16 values are finite");
 });
 
+Deno.test("firstNonFinite() tells bf16's largest finite value from infinity by the whole exponent", () => {
+  // 0x7f7f is 3.39e38 (exponent 0xfe), 0x7f80 is +infinity (exponent 0xff): only the eight exponent bits 0x7f80
+  // all set mean NaN or infinity; 0x7f00 would take 0x7f7f for one.
+  assert.equal(firstNonFinite(u16([0x7f7f, 0x7f80]), "bf16"), 1);
+  assert.equal(decode(u16([0x7f7f, 0xff7f, 0x7f80]), "bf16").bad, 2);
+});
+
 Deno.test("applyMaskBytes() zeroes exactly the masked elements of a copy", () => {
   const w = u16([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   const out = applyMaskBytes(w, "f16", new Uint8Array([0b10000101, 0b1]));

@@ -3,6 +3,7 @@ import { parsePruneRequest } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { encode } from "../contract/dtype_codec.ts";
 import { prepareRequest } from "./prepare.ts";
+import { pruneLayer } from "./prune_layer.ts";
 
 /** A request (wanda by default) of one [2, cols] layer whose activations are `inputs` ([tokens, cols] of `dtype`). */
 function withInputs(
@@ -104,4 +105,43 @@ Deno.test("prepareRequest stops summing inputs when its pause throws (a deadline
     (e) => e === stop,
   );
   assert.equal(blocks, 2, "no block summed after the throw");
+});
+
+/** A request of one [1, 4] f32 layer with `actNormSq`. */
+function withActNormSq(actNormSq: number[], method = "wanda", options?: Record<string, unknown>) {
+  return parsePruneRequest({
+    method,
+    sparsity: 0.5,
+    ...(options ? { options } : {}),
+    layers: [{
+      name: "l",
+      weight: { dtype: "f32", shape: [1, 4], data: encode(new Float32Array([1, 2, 3, 4]), "f32") },
+      actNormSq: { dtype: "f32", shape: [4], data: encode(new Float32Array(actNormSq), "f32") },
+    }],
+  });
+}
+
+Deno.test("prepareRequest refuses any negative actNormSq entry, however small, and takes -0", async () => {
+  const limits = { maxLayerElements: 1 << 20 };
+  await assert.rejects(prepareRequest(withActNormSq([1, -0.5, 3, 4]), limits), (e) => {
+    assert.ok(e instanceof ZpruneError && e.code === "invalid_request", String(e));
+    assert.match(e.message, /^layers\[0\]\.actNormSq\[1\] is negative \(-0\.5\)/);
+    return true;
+  });
+  // -0 is a sum of squares (of nothing, or of zeros): a valid entry.
+  const zero = await prepareRequest(withActNormSq([-0, 1, 1, 1]), limits);
+  assert.ok(Object.is(zero.layers[0]!.actNormSq![0], -0));
+});
+
+Deno.test("prepareRequest keeps options.exponent 0 (act all ones): wanda then prunes as magnitude", async () => {
+  const limits = { maxLayerElements: 1 << 20 };
+  // |W| = [1, 2, 3, 4]; actNormSq [100, 1, 1, 0.04]. At exponent 0, act = 1 and the two smallest |W| (indices 0, 1)
+  // go; at wanda's default exponent 1, the scores are [10, 2, 3, 0.8] and indices 1 and 3 go.
+  const act = [100, 1, 1, 0.04];
+  const zero = await prepareRequest(withActNormSq(act, "wanda", { exponent: 0 }), limits);
+  assert.equal(zero.params.exponent, 0);
+  assert.deepEqual((await pruneLayer(zero.params, zero.layers[0]!)).mask, new Uint8Array([0b0011]));
+  const plain = await prepareRequest(withActNormSq(act), limits);
+  assert.equal(plain.params.exponent, 1);
+  assert.deepEqual((await pruneLayer(plain.params, plain.layers[0]!)).mask, new Uint8Array([0b1010]));
 });
