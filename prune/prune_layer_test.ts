@@ -26,3 +26,71 @@ Deno.test("the CPU backend refuses a sparsity past 1 passed to it directly, not 
   await assert.rejects(cpu.prune({ ...params, pattern: { kind: "layer", sparsity: 2 } }, layer), invalid);
   await cpu.close();
 });
+
+/** A LayerJob of f32 `values` shaped [rows, cols], without activations. */
+function f32Layer(rows: number, cols: number, values: Float32Array, name = "w") {
+  return { name, rows, cols, dtype: "f32" as const, weight: new Uint8Array(values.buffer), actNormSq: null };
+}
+
+const magnitudeLayer = { method: "magnitude" as const, exponent: 1, returnWeight: false, returnScore: false };
+
+Deno.test("a layer pattern of all-tied scores split over workers prunes the lowest indices first", async () => {
+  // 512 x 1024 = 2^19 equal weights: the workers score and select it in parts (2 per thread, 4 here), each counting
+  // its own ties. API.md: of equal scores the lower index goes first, so k = 0.25 * 2^19 = 131072 pruned are bits
+  // 0..131071, all within the first part, whose ties must be handed out before any later part's.
+  const rows = 512, cols = 1024, k = 131072;
+  const cpu = createCpuBackend({ threads: 2, parallelMin: 0 });
+  try {
+    const out = await cpu.prune(
+      { ...magnitudeLayer, pattern: { kind: "layer", sparsity: 0.25 } },
+      f32Layer(rows, cols, new Float32Array(rows * cols).fill(1)),
+    );
+    assert.equal(out.stats.pruned, k);
+    assert.ok(out.mask.subarray(0, k / 8).every((b) => b === 0xff), "bits 0..131071 set");
+    assert.ok(out.mask.subarray(k / 8).every((b) => b === 0), "bits from 131072 on clear");
+  } finally {
+    await cpu.close();
+  }
+});
+
+/** The message of the non_finite error that pruning `layer` (magnitude, half of it) on this thread gives. */
+async function nonFiniteMessage(layer: ReturnType<typeof f32Layer>): Promise<string> {
+  const cpu = createCpuBackend({ threads: 0 });
+  try {
+    await cpu.prune({ ...magnitudeLayer, pattern: { kind: "layer", sparsity: 0.5 } }, layer);
+  } catch (e) {
+    assert.ok(e instanceof ZpruneError && e.code === "non_finite", String(e));
+    return e.message;
+  } finally {
+    await cpu.close();
+  }
+  assert.fail("a layer with a non-finite weight was pruned");
+}
+
+Deno.test("a non-finite weight is named by its index, then its row and its column", async () => {
+  // 2 x 4, NaN at index 6: row floor(6 / 4) = 1, column 6 % 4 = 2.
+  const w = new Float32Array(8).fill(1);
+  w[6] = NaN;
+  assert.match(await nonFiniteMessage(f32Layer(2, 4, w, "l")), /weight\[6\] \(row 1, column 2\)/);
+});
+
+Deno.test("of non-finite weights in several decode blocks, the first in the layer is named", async () => {
+  // 512 x 512 = 2^18 elements decode in two blocks of rows, each reporting its own first bad index: 10 in the
+  // first, the last element in the second. The layer's first is 10 (row 0, column 10).
+  const w = new Float32Array(512 * 512).fill(1);
+  w[10] = NaN;
+  w[512 * 512 - 1] = NaN;
+  assert.match(await nonFiniteMessage(f32Layer(512, 512, w)), /weight\[10\] \(row 0, column 10\)/);
+});
+
+Deno.test("stats.alpha is reported for zpruner only (API.md: zpruner's mixing weight)", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  const layer = f32Layer(2, 2, new Float32Array([1, -2, 3, -4]));
+  for (const method of ["magnitude", "wanda", "ria", "zpruner"] as const) {
+    const out = await cpu.prune({ ...magnitudeLayer, method, pattern: { kind: "layer", sparsity: 0.5 } }, layer);
+    // No small weights (0.1 * mean|W| = 0.25, every |W| is above it): alpha = 0.7 * (1 - 0.3 * 0) = 0.7.
+    if (method === "zpruner") assert.equal(out.stats.alpha, 0.7);
+    else assert.ok(!("alpha" in out.stats), `${method}: ${JSON.stringify(out.stats)}`);
+  }
+  await cpu.close();
+});
