@@ -47,6 +47,16 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     return {"cert": cert, "key": key}
 
 
+@pytest.fixture(params=[False, True], ids=["http", "https"])
+def maybe_tls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Optional[Dict[str, Path]]:
+    """None (plain HTTP), then the certificate files of a TLS stub, which the client trusts through SSL_CERT_FILE."""
+    if not request.param:
+        return None
+    files: Dict[str, Path] = request.getfixturevalue("tls_files")
+    monkeypatch.setenv("SSL_CERT_FILE", str(files["cert"]))
+    return files
+
+
 @contextlib.contextmanager
 def serving(answer: Any, tls: Optional[Dict[str, Path]] = None) -> Iterator[str]:
     """Calls ``answer(handler)`` for each POST with its body unread; yields the URL (https with ``tls``)."""
@@ -103,14 +113,9 @@ def no_sleep(client: ZpruneClient) -> List[float]:
     return waits
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
-def test_an_early_413_that_resets_the_upload_is_too_large(
-    tls: bool, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_early_413_that_resets_the_upload_is_too_large(maybe_tls: Optional[Dict[str, Path]]) -> None:
     # As nginx past client_max_body_size: the answer, then the connection closed with the body unread (a reset).
-    files = request.getfixturevalue("tls_files") if tls else None
-    if files:
-        monkeypatch.setenv("SSL_CERT_FILE", str(files["cert"]))
+    files = maybe_tls
     seen = Record()
 
     def refuse(h: http.server.BaseHTTPRequestHandler) -> None:
@@ -129,14 +134,9 @@ def test_an_early_413_that_resets_the_upload_is_too_large(
     assert seen.requests == 1 and waits == [], "a 413 is not retried: the body went out once"
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
-def test_an_early_answer_stops_the_upload(
-    tls: bool, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_early_answer_stops_the_upload(maybe_tls: Optional[Dict[str, Path]]) -> None:
     # A server that answers at once, then reads on: the client stops sending once the answer is there.
-    files = request.getfixturevalue("tls_files") if tls else None
-    if files:
-        monkeypatch.setenv("SSL_CERT_FILE", str(files["cert"]))
+    files = maybe_tls
     seen = Record()
 
     def refuse_and_read_on(h: http.server.BaseHTTPRequestHandler) -> None:
