@@ -6,7 +6,7 @@
  * Run `deno task prune --help` for the flags.
  */
 import { resolve } from "node:path";
-import type { InfoResponse } from "../contract/api.ts";
+import { DEFAULT_EXPONENT, type InfoResponse } from "../contract/api.ts";
 import { ZpruneClient, ZpruneError } from "../client/mod.ts";
 import { errorChain } from "../contract/errors.ts";
 import {
@@ -44,13 +44,18 @@ export interface PruneReport {
   method: string;
   pattern: string;
   sparsity?: number;
+  /** The activation exponent the server used: --exponent, or the method's default; absent for magnitude. */
+  exponent?: number;
   calibration: { source: string; windows: number; seqlen: number };
   evaluation: { source: string };
   evalWindows: number;
   densePpl?: number;
   prunedPpl: number;
+  /** Weights the server pruned, weights in the pruned layers, and weights at zero in them once masked. */
   pruned: number;
   total: number;
+  zeros: number;
+  /** zeros / total: the sparsity of the pruned layers as written, zeros they had before included. */
   achievedSparsity: number;
   layers: SequentialResult["layers"];
   blocks: SequentialResult["blocks"];
@@ -289,11 +294,17 @@ async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefine
     method,
     pattern,
     sparsity,
+    exponent: usedExponent(args),
     evalWindows: dense?.windows,
     densePpl: dense?.ppl,
     error: errorChain(e),
   };
   await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
+}
+
+/** The activation exponent the server uses for this run: --exponent or the method's default; none for magnitude. */
+function usedExponent(args: PruneArgs): number | undefined {
+  return args.method === "magnitude" ? undefined : args.exponent ?? DEFAULT_EXPONENT[args.method];
 }
 
 /** Prints a finished run's summary (the --report file has the whole of it). */
@@ -305,13 +316,19 @@ function printReport(r: PruneReport): void {
   if (exact > 0) {
     console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
   }
-  console.log(`pruning      ${r.method}/${r.pattern}${r.sparsity !== undefined ? ` at ${r.sparsity}` : ""}`);
+  const at = r.sparsity !== undefined ? ` at ${r.sparsity}` : "";
+  console.log(
+    `pruning      ${r.method}/${r.pattern}${at}${r.exponent !== undefined ? `, exponent ${r.exponent}` : ""}`,
+  );
   console.log(
     `calibration  ${r.calibration.windows} x ${r.calibration.seqlen} tokens from ${r.calibration.source}`,
   );
   console.log(
-    `sparsity     ${r.pruned} / ${r.total} = ${r.achievedSparsity.toFixed(4)} over ${r.layers.length} layers`,
+    `sparsity     ${r.zeros} / ${r.total} = ${r.achievedSparsity.toFixed(4)} zero over ${r.layers.length} layers`,
   );
+  if (r.zeros !== r.pruned) {
+    console.log(`             ${r.pruned} pruned by this run, ${r.zeros - r.pruned} zero before`);
+  }
   console.log(`perplexity   dense ${f(r.densePpl)}  pruned ${f(r.prunedPpl)}  (${r.evalWindows} windows)`);
   console.log(
     `time         ${(r.timings.totalMs / 1000).toFixed(1)} s (pruning ${(r.timings.pruneMs / 1000).toFixed(1)} s)`,
@@ -411,6 +428,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     method,
     pattern,
     sparsity,
+    exponent: usedExponent(args),
     calibration: { source: calib.source, windows: calib.windows, seqlen },
     evaluation: { source: args.evaluation.file },
     evalWindows: pruned.windows,
@@ -418,7 +436,8 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     prunedPpl: pruned.ppl,
     pruned: res.pruned,
     total: res.total,
-    achievedSparsity: res.pruned / res.total,
+    zeros: res.zeros,
+    achievedSparsity: res.zeros / res.total,
     layers: res.layers,
     blocks: res.blocks,
     timings: {

@@ -196,3 +196,18 @@ export function zeroMasked(bytes: Uint8Array, dtype: DType, mask: Uint8Array): n
   }
   return zeroed;
 }
+
+/** How many elements of `bytes` (row-major `dtype`, little-endian) are zero, +0 or -0. */
+export function countZeros(bytes: Uint8Array, dtype: DType): number {
+  const size = DTYPE_BYTES[dtype];
+  const n = Math.floor(bytes.byteLength / size);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, n * size);
+  // All bits but the sign clear: +0 or -0 in f32, f16 and bf16 alike.
+  const magnitude = size === 4 ? 0x7fffffff : 0x7fff;
+  let zeros = 0;
+  for (let i = 0; i < n; i++) {
+    const bits = size === 4 ? view.getUint32(i * 4, true) : view.getUint16(i * 2, true);
+    if ((bits & magnitude) === 0) zeros++;
+  }
+  return zeros;
+}

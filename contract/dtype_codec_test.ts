@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { applyMaskBytes, bf16Bits, decode, decodeAt, encode, f16Bits, firstNonFinite } from "./dtype_codec.ts";
+import {
+  applyMaskBytes,
+  bf16Bits,
+  countZeros,
+  decode,
+  decodeAt,
+  encode,
+  f16Bits,
+  firstNonFinite,
+} from "./dtype_codec.ts";
 
 const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
 
@@ -72,4 +81,16 @@ Deno.test("decodeAt() reads single elements as decode() reads them, for every f1
   const f32 = new Float32Array([0, -0, 1.5, -3e38, 1e-45, Infinity]);
   const v32 = new DataView(f32.buffer);
   f32.forEach((x, i) => assert.ok(Object.is(decodeAt(v32, "f32", i), x), `f32 ${x}`));
+});
+
+Deno.test("countZeros() counts +0 and -0 in every dtype, and nothing else (subnormals, NaN), unaligned too", () => {
+  // f16: +0, -0, the smallest subnormal, NaN, 1; bf16 the same patterns; f32 +0, -0, 2^-149, NaN.
+  const u16 = (xs: number[]) => new Uint8Array(new Uint16Array(xs).buffer);
+  assert.equal(countZeros(u16([0x0000, 0x8000, 0x0001, 0x7e00, 0x3c00]), "f16"), 2);
+  assert.equal(countZeros(u16([0x0000, 0x8000, 0x0001, 0x7fc0, 0x3f80]), "bf16"), 2);
+  const f32 = new Uint8Array(new Float32Array([0, -0, 2 ** -149, NaN]).buffer);
+  assert.equal(countZeros(f32, "f32"), 2);
+  const unaligned = new Uint8Array(f32.length + 1);
+  unaligned.set(f32, 1);
+  assert.equal(countZeros(unaligned.subarray(1), "f32"), 2);
 });

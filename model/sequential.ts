@@ -8,6 +8,7 @@
 import type { DType, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
+import { countZeros } from "../contract/dtype_codec.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
 import type { Checkpoint, StoredTensor } from "./safetensors.ts";
 import { LINEAR_NAMES, type LinearName, type LlamaConfig } from "./config.ts";
@@ -31,6 +32,8 @@ export interface LayerRecord {
   name: string;
   shape: [number, number];
   stats: PruneResponse["layers"][number]["stats"];
+  /** Weights at zero once the mask is applied: the pruned ones, and any zero the mask left (a model pruned before). */
+  zeros: number;
   /** Why the server computed it on its exact CPU path instead of the GPU (absent when it did not). */
   exactPath?: string;
 }
@@ -54,9 +57,10 @@ export interface SequentialResult {
   blocks: BlockRecord[];
   backend: string;
   device: string;
-  /** Total pruned and total weights over every pruned layer. */
+  /** Total pruned, total weights and weights at zero once masked, over every pruned layer. */
   pruned: number;
   total: number;
+  zeros: number;
 }
 
 /** A layer of a prune request, as this module builds them. */
@@ -194,7 +198,7 @@ export async function pruneSequential(
   windows: number,
   onBlock?: (block: number) => void,
 ): Promise<SequentialResult> {
-  const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0 };
+  const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0, zeros: 0 };
   const { limits } = await client.info();
   await pool.calibBegin(calib, windows);
   for (let l = 0; l < cfg.nLayers; l++) {
@@ -248,14 +252,18 @@ export async function pruneSequential(
       applyMask(t.data, t.dtype, out.mask);
       // The workers decoded the same checkpoint at start, so zeroing the same bits keeps them equal to it.
       await pool.maskLinear(l, name, out.mask);
+      // What the written weights will hold: more than the server pruned where the layer had zeros already.
+      const zeros = countZeros(t.data, t.dtype);
       result.layers.push({
         name: full,
         shape: out.shape,
         stats: out.stats,
+        zeros,
         ...(out.exactPath !== undefined ? { exactPath: out.exactPath } : {}),
       });
       result.pruned += out.stats.pruned;
       result.total += out.stats.total;
+      result.zeros += zeros;
     }
     await pool.calibAdvance(l);
     result.blocks.push({ block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 });

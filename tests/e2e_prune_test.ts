@@ -40,6 +40,7 @@ Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; 
     assert.ok(Math.abs(report.prunedPpl / want - 1) < 0.005, `pruned ppl ${report.prunedPpl} vs reference ${want}`);
     assert.equal(report.layers.length, 6 * 7);
     assert.equal(report.pruned, report.total / 2);
+    assert.equal(report.exponent, 1.5); // Z-Pruner's default, which the server used
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${out}/report.json`)).prunedPpl, report.prunedPpl);
 
     // The checkpoint on disk: each linear layer carries at least the reported zeros (plus any it had before),
@@ -53,8 +54,11 @@ Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; 
       assert.equal(a.dtype, "f16");
       const za = zeros(a.data, 2), zb = zeros(b.data, 2);
       assert.ok(za >= layer.stats.pruned && za <= layer.stats.pruned + zb, `${layer.name}: ${za} zeros`);
+      assert.equal(layer.zeros, za, `${layer.name}: the report's zeros are the written ones`);
       pruned.add(layer.name);
     }
+    assert.equal(report.zeros, report.layers.reduce((a, l) => a + l.zeros, 0));
+    assert.equal(report.achievedSparsity, report.zeros / report.total);
     assert.equal(pruned.size, 6 * LINEAR_NAMES.length);
     for (const [name, b] of before.tensors) {
       if (!pruned.has(name)) assert.deepEqual(after.tensors.get(name)!.data, b.data, `${name} changed`);
@@ -67,6 +71,37 @@ Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; 
     } finally {
       pool.close();
     }
+
+    // Pruned again, 2:4 with another method: the half pruned before is zero, and the layers as written hold more zeros
+    // than this run's masks. The report's sparsity is that of the written weights, not the masks'.
+    const again = await main([
+      "--model",
+      `${out}/ckpt`,
+      "--method",
+      "wanda",
+      "--exponent",
+      "2",
+      "--pattern",
+      "2:4",
+      "--skip-dense",
+      "--eval-windows",
+      "1",
+      "--out",
+      `${out}/again`,
+    ]);
+    assert.ok(again);
+    assert.equal(again.exponent, 2);
+    assert.equal(again.pruned, again.total / 2);
+    const twice = await loadCheckpoint(`${out}/again`);
+    let written = 0;
+    for (const layer of again.layers) {
+      const z = zeros(twice.tensors.get(layer.name)!.data, 2);
+      assert.equal(layer.zeros, z, layer.name);
+      written += z;
+    }
+    assert.equal(again.zeros, written);
+    assert.ok(again.zeros > again.pruned, `${again.zeros} zeros for ${again.pruned} pruned`);
+    assert.equal(again.achievedSparsity, written / again.total);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
