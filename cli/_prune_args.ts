@@ -177,9 +177,15 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-/** The flags as given, unchecked; unknown flags throw. */
+/** The flags as given, checked only for being there and not empty; unknown flags throw. */
 function parseFlags(args: string[]) {
-  return parseArgs({ args, options: OPTIONS, strict: true }).values;
+  const { values } = parseArgs({ args, options: OPTIONS, strict: true });
+  // An empty value (`--out ""`, a shell variable that was not set) names nothing: refused now, rather than read as the
+  // current directory by one check and as no path by the write after the whole run.
+  for (const [flag, value] of Object.entries(values)) {
+    if (typeof value === "string" && value.trim() === "") throw new TypeError(`--${flag} needs a value, got ""`);
+  }
+  return values;
 }
 
 type Flags = ReturnType<typeof parseFlags>;

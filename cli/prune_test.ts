@@ -51,8 +51,14 @@ Deno.test("main() refuses non-integer or out-of-range numeric flags by name, bef
     [["--pattern", "4:2"], /--pattern/],
     [["--pattern", "blocks"], /--pattern/],
     [["--method", "sparsegpt"], /--method/],
+    // An empty value names no file, directory or setting.
+    [["--out", ""], /--out needs a value/],
+    [["--report", " "], /--report needs a value/],
+    [["--calib-text", ""], /--calib-text needs a value/],
+    [["--sparsity", ""], /--sparsity needs a value/],
   ];
   for (const [args, flag] of cases) await refuses([...NO_MODEL, ...args], flag);
+  await refuses(["--model", ""], /--model needs a value/);
 });
 
 Deno.test("main() refuses flags that would be ignored or that conflict, naming both", async () => {
