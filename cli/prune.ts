@@ -21,6 +21,7 @@ import {
   randomStarts,
   readI64,
   readU16,
+  readUtf8Text,
   type SequentialResult,
   type TokenArray,
   tokenizeConversations,
@@ -160,7 +161,7 @@ async function calibrationWindows(
   const tok = await tokenizer();
   const flag = `--calib-${src.kind}`;
   const ids = await fromFlag(flag, src.file, async () => {
-    const text = await Deno.readTextFile(src.file);
+    const text = await readUtf8Text(src.file);
     return src.kind === "text" ? tokenizeCorpus(tok, text) : tokenizeConversations(tok, text);
   });
   return {
@@ -256,7 +257,7 @@ async function evaluationIds(
   // The tokenizer first, outside fromFlag: a broken tokenizer.json is the model's fault, not the text's.
   const evalTok = evalKind === "text" ? await tokenizer() : undefined;
   const evalIds: TokenArray = evalTok
-    ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await Deno.readTextFile(evalFile)))
+    ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await readUtf8Text(evalFile)))
     : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {

@@ -395,6 +395,15 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
       '{"messages": [{"role": "user", "content": "hi"}]}\n\n{"turns": []}\n',
     );
     await refuses([...model, "--calib-jsonl", `${dir}/chat.jsonl`], /^--calib-jsonl .*chat\.jsonl: line 3: expected/);
+    // Text that is not UTF-8 (Latin-1's "café") is refused, naming the flag; a byte order mark is not a character.
+    await Deno.writeFile(`${dir}/latin1.txt`, new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x0a]));
+    await refuses([...model, "--eval-text", `${dir}/latin1.txt`], /^--eval-text .*latin1\.txt: .* is not UTF-8 text/);
+    await Deno.writeFile(
+      `${dir}/bom.jsonl`,
+      new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode('{"turns": []}')]),
+    );
+    // Past the BOM, the first line is read as JSON: refused for what it holds, not as "Unexpected token".
+    await refuses([...model, "--calib-jsonl", `${dir}/bom.jsonl`], /^--calib-jsonl .*bom\.jsonl: line 1: expected/);
     // A broken tokenizer.json is the model's fault: named as such, not blamed on the text being tokenized.
     const broken = `${dir}/model`;
     await Deno.mkdir(broken);

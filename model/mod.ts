@@ -11,6 +11,7 @@ export * from "./llama.ts";
 export * from "./pool.ts";
 export * from "./tokenizer.ts";
 export * from "./windows.ts";
+export * from "./text_file.ts";
 export * from "./sequential.ts";
 
 /** A checkpoint with its parsed config and float32 weights. */
