@@ -147,13 +147,17 @@ async function calibrationWindows(
       return s;
     });
     const ids = await fromFlag("--calib-ids", src.ids, () => readU16(src.ids));
+    // The bundled starts were drawn for the default windows: longer ones may run past the ids, which is neither
+    // file's fault. Otherwise a start past the ids is either file's fault: both are named.
+    const bundled = resolve(src.starts) === DEFAULTS.calibStarts && resolve(src.ids) === DEFAULTS.calibIds;
+    const [flag, files] = bundled
+      ? [
+        "the default calibration",
+        `(windows drawn for --seqlen ${DEFAULTS.seqlen}; for --seqlen ${T}, give --calib-text)`,
+      ]
+      : ["--calib-starts", `${src.starts} (with --calib-ids ${src.ids})`];
     return {
-      // A start past the ids is either file's fault: both are named.
-      tokens: await fromFlag(
-        "--calib-starts",
-        `${src.starts} (with --calib-ids ${src.ids})`,
-        () => gatherWindows(ids, starts, T),
-      ),
+      tokens: await fromFlag(flag, files, () => gatherWindows(ids, starts, T)),
       windows: starts.length,
       source: `${src.ids} at ${src.starts}`,
     };

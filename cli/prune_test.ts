@@ -378,6 +378,13 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     const model = ["--model", bundled, "--skip-dense", "--eval-windows", "1", "--seqlen", "16"];
     await refuses([...model, "--calib-text", `${dir}/none.txt`], /^--calib-text .*none\.txt: /, /No such file/);
     await refuses([...model, "--eval-ids", `${dir}/none.u16`], /^--eval-ids .*none\.u16: /);
+    // The bundled window starts fit windows of 256 tokens: far longer ones run past the ids, and the message says why
+    // rather than blame --calib-starts, which was not given.
+    const long = model.filter((a) => a !== "--seqlen" && a !== "16");
+    await refuses(
+      [...long, "--seqlen", "1024"],
+      /^the default calibration \(windows drawn for --seqlen 256; for --seqlen 1024, give --calib-text\): window start/,
+    );
     // More windows than the test set holds: refused, not evaluated whole under the asked-for count.
     await Deno.writeFile(`${dir}/four.u16`, new Uint8Array(4 * 16 * 2 + 6));
     await refuses(
