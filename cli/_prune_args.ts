@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { dirname, resolve } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
 import { checkpointWeightFiles, isWeightFile } from "../model/safetensors.ts";
 
@@ -309,7 +309,27 @@ function evaluationFlags(
  */
 export async function checkOutputs(args: PruneArgs): Promise<void> {
   if (args.out !== undefined) await naming("out", args.out, () => checkOut(args.out!, args.model));
-  if (args.report !== undefined) await naming("report", args.report, () => checkReport(args.report!));
+  if (args.report !== undefined) {
+    await naming("report", args.report, () => checkReport(args.report!, args.model, args.out));
+  }
+}
+
+/**
+ * Files a loader of a Hugging Face checkpoint reads beside the weights (config, tokenizer, chat template): one left in
+ * --out from another model would be taken for the pruned model's.
+ */
+const LOADER_FILE =
+  /^(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens|chat_template|vocab|merges)\.[a-z]+$/i;
+
+/** The names of the regular files (or links to them) directly in `dir`; empty where it cannot be read. */
+async function fileNames(dir: string): Promise<Set<string>> {
+  const names = new Set<string>();
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.isFile || e.isSymlink) names.add(e.name);
+  } catch {
+    // An unreadable model directory is the model loader's to report, naming what it could not read.
+  }
+  return names;
 }
 
 /** Runs `check`; any error it throws is rethrown as a TypeError naming --flag and its value. */
@@ -343,16 +363,17 @@ async function checkOut(raw: string, model: string): Promise<void> {
     // loader may take them first: transformers reads model.safetensors before an index. (A model whose index cannot
     // be read is the model loader's to report, naming the index, not --out's.)
     const writes = await checkpointWeightFiles(model).catch(() => undefined);
+    const modelFiles = await fileNames(model);
     const stale: string[] = [];
-    if (writes) {
-      for await (const e of Deno.readDir(out)) {
-        if (isWeightFile(e.name) && !writes.includes(e.name)) stale.push(e.name);
-      }
+    for await (const e of Deno.readDir(out)) {
+      if (writes && isWeightFile(e.name) && !writes.includes(e.name)) stale.push(e.name);
+      // A tokenizer or config file of another model (tokenizer.model beside this one's tokenizer.json, say).
+      if (modelFiles.size > 0 && LOADER_FILE.test(e.name) && !modelFiles.has(e.name)) stale.push(e.name);
     }
     if (stale.length > 0) {
       throw new Error(
         `it holds ${stale.sort().join(", ")}, which this run would not overwrite: a loader could take them for ` +
-          "the pruned weights; remove them or choose another directory",
+          "the pruned model's; remove them or choose another directory",
       );
     }
     await Deno.remove(await Deno.makeTempFile({ dir: out, prefix: ".zprune-probe-" }));
@@ -365,9 +386,20 @@ async function checkOut(raw: string, model: string): Promise<void> {
   for (const p of created) await Deno.remove(p);
 }
 
-/** --report: written whole at the end of the run. */
-async function checkReport(raw: string): Promise<void> {
+/** --report: written whole at the end of the run, so not over a file of the model or of the pruned checkpoint. */
+async function checkReport(raw: string, model: string, out: string | undefined): Promise<void> {
   const path = resolve(raw);
+  const where = await realPathOrNull(dirname(path));
+  const name = basename(path);
+  if (where !== null && where === await realPathOrNull(model) && (await fileNames(model)).has(name)) {
+    throw new Error(`it is the model's own ${name} (--model)`);
+  }
+  // The checkpoint holds the model's files under the same names (writeCheckpoint), and is written before the report.
+  if (
+    out !== undefined && where !== null && where === await realPathOrNull(out) && (await fileNames(model)).has(name)
+  ) {
+    throw new Error(`it is the pruned checkpoint's ${name}, which --out writes`);
+  }
   const info = await statOrNull(path);
   if (info?.isDirectory) throw new Error("it is a directory");
   if (info) {

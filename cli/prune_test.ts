@@ -116,8 +116,10 @@ Deno.test("main() refuses an --out holding weights the run would not overwrite, 
   const out = await Deno.makeTempDir();
   const bundled = ["--model", new URL("../models/zp-llama-9m", import.meta.url).pathname];
   try {
-    // An earlier single-file run, or another format: a loader could take either for the pruned (sharded) model.
-    for (const stale of ["model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json"]) {
+    // An earlier single-file run, or another format: a loader could take either for the pruned (sharded) model. A
+    // tokenizer or chat template this model has not: a loader would take it for the pruned model's.
+    const others = ["tokenizer.model", "special_tokens_map.json", "chat_template.json"];
+    for (const stale of ["model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json", ...others]) {
       await Deno.writeFile(`${out}/${stale}`, new Uint8Array(8));
       await refuses(
         [...bundled, "--out", out],
@@ -127,10 +129,18 @@ Deno.test("main() refuses an --out holding weights the run would not overwrite, 
       await Deno.remove(`${out}/${stale}`);
     }
     // The files the run writes itself (a rerun into the same directory), and others, pass the check.
-    for (const own of ["model-00001-of-00003.safetensors", "model.safetensors.index.json", "notes.txt"]) {
-      await Deno.writeFile(`${out}/${own}`, new Uint8Array(8));
-    }
-    await checkOutputs(parsePruneArgs([...bundled, "--out", out])!);
+    const own = ["model-00001-of-00003.safetensors", "model.safetensors.index.json", "tokenizer.json", "config.json"];
+    for (const name of [...own, "notes.txt", "report.json"]) await Deno.writeFile(`${out}/${name}`, new Uint8Array(8));
+    await checkOutputs(parsePruneArgs([...bundled, "--out", out, "--report", `${out}/report.json`])!);
+    // A report over a file of the checkpoint, or of the model, would replace it (the report is written last).
+    await refuses(
+      [...bundled, "--out", out, "--report", `${out}/config.json`],
+      /--report .*: it is the pruned checkpoint's config\.json/,
+    );
+    await refuses(
+      [...bundled, "--report", `${bundled[1]}/tokenizer.json`],
+      /--report .*: it is the model's own tokenizer\.json/,
+    );
   } finally {
     await Deno.remove(out, { recursive: true });
   }
