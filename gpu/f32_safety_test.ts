@@ -13,12 +13,14 @@ import {
   firstZeroWeight,
   lowRowThreshold,
   splitActivations,
+  spreadTooSmall,
   sumChain,
   sumsBeyondModel,
   sumsOutOfRange,
   Z_CHAIN_LIMIT,
   zeroWeightsUnsettled,
   zSafeThreshold,
+  zSelectionUnsafe,
 } from "./f32_safety.ts";
 import { Z_SCALARS } from "./kernels/z_means.ts";
 
@@ -69,6 +71,59 @@ Deno.test("sumsOutOfRange() flags overflowed sums and vanishing sums of squares,
   const big = new Float32Array([1, 1, 2 ** 126 - 2 ** 102, Infinity, 1, 2 ** 126]); // the f32 below 2^126, then 2^126
   assert.match(sumsOutOfRange(big, 10, "column", "ria")!, /^column 1's sum of \|w\| is 2\^126 or more/);
   assert.equal(sumsOutOfRange(big.subarray(0, 3), 10, "column", "ria"), null);
+  // The floor: each of `terms` squares below 2^-126 may lose up to 2^-126 (subnormal or flushed), so a sum under
+  // terms * 2^-126 / 2^-23 = terms * 2^-103 may be off by more than 2^-23 of itself. Either side of it, for 100 terms:
+  const floor = 100 * 2 ** -103;
+  assert.match(sumsOutOfRange(new Float32Array([0.9 * floor, 1e-15, 1e-14]), 100, "row", "zpruner")!, /underflows/);
+  assert.equal(sumsOutOfRange(new Float32Array([1.1 * floor, 1e-15, 1e-14]), 100, "row", "zpruner"), null);
+});
+
+Deno.test("spreadTooSmall() refuses either axis whose std is under a quarter of its root mean square", () => {
+  // n large: rms = sqrt(std^2 (n - 1) / n + mean^2) ~ sqrt(std^2 + mean^2) = 1 for these pairs.
+  const n = 1e6;
+  const scalars = (row: [mean: number, std: number], col: [mean: number, std: number]) => {
+    const z = new Float32Array(11);
+    [z[Z_SCALARS.meanR], z[Z_SCALARS.invStdR]] = [row[0], 1 / row[1]];
+    [z[Z_SCALARS.meanC], z[Z_SCALARS.invStdC]] = [col[0], 1 / col[1]];
+    return z;
+  };
+  const spread = (std: number): [number, number] => [Math.sqrt(1 - std * std), std];
+  assert.equal(spreadTooSmall(scalars(spread(0.3), spread(0.3)), n), null);
+  assert.match(spreadTooSmall(scalars(spread(0.2), spread(0.3)), n)!, /^the row-normalised weights spread too little/);
+  assert.match(spreadTooSmall(scalars(spread(0.3), spread(0.2)), n)!, /^the column-normalised weights/);
+  // A zero mean is all spread: never refused.
+  assert.equal(spreadTooSmall(scalars([0, 1e-3], [0, 1e-3]), n), null);
+});
+
+Deno.test("zSelectionUnsafe() takes the exact path for a layer threshold below zSafeThreshold, not above it", () => {
+  const rows = 8, cols = 8, n = rows * cols;
+  const z = new Float32Array(11);
+  [z[Z_SCALARS.meanR], z[Z_SCALARS.meanC], z[Z_SCALARS.invStdR], z[Z_SCALARS.invStdC]] = [0.5, 0.5, 2, 2];
+  z[Z_SCALARS.alpha] = 0.7;
+  const tSafe = zSafeThreshold(z, n, 1); // no activations: the largest is 1
+  assert.ok(tSafe > 0);
+  const layer = { name: "t", rows, cols, dtype: "f32" as const, weight: new Uint8Array(n * 4), actNormSq: null };
+  const params = {
+    method: "zpruner" as const,
+    pattern: { kind: "layer" as const, sparsity: 0.5 },
+    exponent: 1.5,
+    returnWeight: false,
+    returnScore: false,
+  };
+  const unsafe = (threshold: number) =>
+    zSelectionUnsafe(
+      z,
+      params,
+      layer,
+      n / 2,
+      threshold,
+      new Uint32Array(2),
+      new Float32Array(0),
+      new Float32Array(0),
+      null,
+    );
+  assert.match(unsafe(0.75 * tSafe)!, /^the layer's threshold score .* is below/);
+  assert.equal(unsafe(1.25 * tSafe), null);
 });
 
 Deno.test("zSafeThreshold() grows with |mean| / std and the largest activation; 0 where no score can move", () => {
@@ -308,4 +363,13 @@ Deno.test("zeroWeightsUnsettled() flags zero weights only where both means may b
   assert.equal(check(plain), null);
   assert.equal(check(plain, [1e-12, -1e-12]), null);
   assert.match(check(plain, [0, 0]) ?? "", /weight\[327\] is 0/);
+
+  // The bound itself, on the balanced layer (exact means 0, so only the f32 means decide): the column mean's, as
+  // docs/GPU.md states it, 2 * roundings * 2^-24 * spread / n with spread = sum over columns of |col|_1 / |col|_2 and
+  // roundings = col_stats's 16 + col_reduce's blocks over one block of rows (0) + z_means's 8 + 8 = 32.
+  const columns = balanced[0]!.map((_, j) => balanced.map((row) => row[j]!));
+  const spread = columns.reduce((a, c) => a + c.reduce((s, x) => s + Math.abs(x), 0) / Math.hypot(...c), 0);
+  const bound = (2 * 32 * 2 ** -24 * spread) / 16;
+  assert.match(check(balanced, [0, 0.5 * bound]) ?? "", /weight\[0\] is 0/);
+  assert.equal(check(balanced, [0, 2 * bound]), null);
 });

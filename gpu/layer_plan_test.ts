@@ -87,6 +87,10 @@ Deno.test("planLayer() sends a layer the device cannot hold to the exact path, s
     /activations/,
   );
   assert.equal(typeof planLayer(params("magnitude", { kind: "row", sparsity: 0.5 }), layer(1, 512), acts), "object");
+  // RIA's column partials, one per block of rows per tile: 8 rows of 60,000 columns in 1 MiB tiles are 2 tiles of 4
+  // rows, so 2 x 60,000 x 12 bytes = 1.44 MB, over a 1 MiB binding, where every other array fits.
+  const mib = { tileBytes: 2 ** 20, bindingBytes: 2 ** 20 };
+  assert.match(planLayer(params("ria", LAYER), layer(8, 60_000), mib) as string, /^its column partials need 1440000/);
   // Z-Pruner's column sums over 200,000 rows are longer chains than its f32 error model covers; magnitude has none.
   assert.match(planLayer(params("zpruner", LAYER), layer(200_000, 4), roomy) as string, /roundings/);
   assert.equal(typeof planLayer(params("magnitude", LAYER), layer(200_000, 4), roomy), "object");
