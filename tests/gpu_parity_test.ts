@@ -10,6 +10,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
+import { planTiles } from "../gpu/layer_plan.ts";
 import { normal, rng } from "./_random.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../contract/dtype_codec.ts";
@@ -515,6 +516,34 @@ Deno.test({
       // The backend keeps working after a refused layer.
       const ok = await gpu!.prune(c.params, makeLayer(c));
       assert.equal(ok.stats.pruned, 1000);
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: a NaN past the first row-tile is refused with its index in the layer, not in its tile",
+  ignore,
+  async fn() {
+    // 40 x 1000 f32 on 64 KiB tiles: 16 rows a tile, so weight[30000] (row 30) is element 14000 of the second tile;
+    // decode.wgsl must add the tile's base to the index it reports.
+    const rows = 40, cols = 1000, rand = rng(30);
+    assert.equal(planTiles(rows, cols, 64 * 1024)[1]!.base, 16000, "the tile plan this test assumes");
+    const v = new Float32Array(rows * cols).map(() => normal(rand));
+    v[30000] = NaN;
+    const layer: LayerJob = { name: "nan-tile", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: null };
+    const params: PruneParams = {
+      method: "magnitude",
+      pattern: { kind: "layer", sparsity: 0.5 },
+      exponent: 1,
+      returnWeight: false,
+      returnScore: false,
+    };
+    for (const [what, backend] of [["64 KiB tiles", tiled!], ["one tile", gpu!], ["cpu", cpu]] as const) {
+      await assert.rejects(backend.prune(params, copyLayer(layer)), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError && e.code === "non_finite", `${what}: ${e}`);
+        assert.match(e.message, /weight\[30000\] \(row 30, column 0\) is NaN or infinite/, what);
+        return true;
+      });
     }
   },
 });
