@@ -1037,6 +1037,92 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "webgpu: a Z-Pruner column whose f32 sums overflow, in rows that do not, takes the exact path, as the CPU",
+  ignore,
+  async fn() {
+    // 1024 x 8 f32, column 0 of 1e18 (1 + u): its sum of squares (about 1e39) overflows f32 while each row's (about
+    // 1e36) does not, so only the column sums show it (the other overflow cases scale a row). Without that check
+    // lavapipe answered on the GPU, 506 of 8192 mask bits from the CPU's.
+    const rows = 1024, cols = 8, rand = rng(31);
+    const v = new Float32Array(rows * cols).map((_, i) => (i % cols === 0 ? 1e18 * (1 + 0.01 * rand()) : normal(rand)));
+    const layer: LayerJob = { name: "big column", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: null };
+    const params: PruneParams = {
+      method: "zpruner",
+      pattern: { kind: "layer", sparsity: 0.5 },
+      exponent: 1.5,
+      returnWeight: false,
+      returnScore: false,
+    };
+    const ref = await cpu.prune(params, copyLayer(layer));
+    const got = await gpu!.prune(params, copyLayer(layer));
+    assert.match(got.exactPath ?? "(answered on the GPU)", /^column 0's sums overflow float32/);
+    assert.deepEqual(got.mask, ref.mask);
+  },
+});
+
+Deno.test({
+  name: "webgpu: Z-Pruner N:M groups past select_nm (M > 64) are checked one group at a time, not a row",
+  ignore,
+  async fn() {
+    // 32 x 256 zero-mean f32 at 64:128: actNormSq 1e-18 on columns 0-127 puts every score of group 0 (of each row)
+    // about 3e-14 times the others, below the lowest threshold f32 z-scores resolve within the band (zSafeThreshold),
+    // while group 1's thresholds lie far above it. Checked a row at a time, each row's scan would stop at group 1's
+    // first pruned score and pass (lavapipe's masks then agreed with the CPU's: the path is what this test pins).
+    const rows = 32, cols = 256, rand = rng(32);
+    const v = new Float32Array(rows * cols).map(() => normal(rand));
+    const act = new Float32Array(cols).map((_, j) => (j < 128 ? 1e-18 : 1));
+    const layer: LayerJob = { name: "tiny group", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: act };
+    const params: PruneParams = {
+      method: "zpruner",
+      pattern: { kind: "nm", n: 64, m: 128 },
+      exponent: 1.5,
+      returnWeight: true,
+      returnScore: true,
+    };
+    const ref = await cpu.prune(params, copyLayer(layer));
+    const got = await gpu!.prune(params, copyLayer(layer));
+    assert.match(
+      got.exactPath ?? "(answered on the GPU)",
+      /^group 0's threshold score \S+ is below \S+, where float32/,
+    );
+    const c: Case = { rows, cols, dtype: "f32", kind: "normal", acts: true, seed: 32, params };
+    assert.equal(compare(c, layer, got, ref), null);
+  },
+});
+
+Deno.test({
+  name: "webgpu: Z-Pruner z-scores below 2^-41 whose cubes vanish take the exact path (score.wgsl's tiny flag)",
+  ignore,
+  async fn() {
+    // Rows and columns that cancel (means 0) with weights of 1e-20 and 2e-20 beside ±1: their z-scores, about 1e-20
+    // on both axes (below 2^-41), cube through float32's subnormals, which a GPU may flush where the CPU's f64 keeps
+    // them, so score.wgsl flags the layer. Here the cubes vanish on both backends (the CPU stores its scores as f32),
+    // and lavapipe keeps subnormals anyway: the GPU's mask would match, so the path is what this test pins.
+    const t = 2e-20, u = 1e-20;
+    const w = [[t, -t, 1, -1], [-t, t, -1, 1], [1, -1, u, -u], [-1, 1, -u, u]];
+    const layer: LayerJob = {
+      name: "tiny z",
+      rows: 4,
+      cols: 4,
+      dtype: "f32",
+      weight: encode(w.flat(), "f32"),
+      actNormSq: null,
+    };
+    const params: PruneParams = {
+      method: "zpruner",
+      pattern: { kind: "layer", sparsity: 1 / 16 },
+      exponent: 1.5,
+      returnWeight: false,
+      returnScore: false,
+    };
+    const ref = await cpu.prune(params, copyLayer(layer));
+    const got = await gpu!.prune(params, copyLayer(layer));
+    assert.equal(got.exactPath, "a subnormal weight or score, or a score past float32's range");
+    assert.deepEqual(got.mask, ref.mask);
+  },
+});
+
 // Last in the module: the backends are closed here, awaited, so that each worker destroys its device before the
 // runtime exits (the unload handler above cannot wait, and covers only runs that filter this test out).
 Deno.test({
