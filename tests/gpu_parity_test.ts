@@ -703,6 +703,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: a Wanda score that float32 rounds to infinity only in exact arithmetic is refused, as by the CPU",
+  ignore,
+  async fn() {
+    // Exponent 4: act = actNormSq² exactly in f64, here (11863287 · 2^40)² = 2^127 (1 + 5.37 · 2^-23), beside the
+    // weight 2 - 11 · 2^-23. Their product, 2^128 (1 - 1.55e-8), lies past 2^128 - 2^103 (halfway above the largest
+    // float32), so the CPU's f64 score rounds to infinity and it refuses the layer. score.wgsl rounds twice: act's
+    // mantissa to f32 (1 + 5 · 2^-23, down), then the product, down to the largest float32, finite. Only its flag
+    // from 2^127, not 2^128, sends the layer to the exact path, which refuses it.
+    const rows = 4, cols = 8, rand = rng(33);
+    const v = new Float32Array(rows * cols).map(() => 0.5 * normal(rand));
+    v[cols + 3] = 2 - 11 * 2 ** -23;
+    const act = new Float32Array(cols).fill(1);
+    act[3] = 11863287 * 2 ** 40;
+    // The construction, in f64: the exact score rounds to infinity in f32, the GPU's two roundings stay finite.
+    const w = v[cols + 3]!, a = act[3]! ** 2, f = Math.fround;
+    assert.equal(f(w * a), Infinity);
+    assert.ok(f(f((w / 2) * f(a / 2 ** 127)) * 2 ** 128) < Infinity);
+    const layer: LayerJob = { name: "edge", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: act };
+    for (const pattern of [{ kind: "layer", sparsity: 0.5 }, { kind: "row", sparsity: 0.5 }] as const) {
+      const params: PruneParams = { method: "wanda", pattern, exponent: 4, returnWeight: false, returnScore: false };
+      const ref = await cpu.prune(params, copyLayer(layer)).catch((e: unknown) => e as Error);
+      const got = await gpu!.prune(params, copyLayer(layer)).catch((e: unknown) => e as Error);
+      assert.ok(ref instanceof ZpruneError && ref.code === "non_finite", `${pattern.kind}: ${ref}`);
+      assert.match(ref.message, /weight\[11\] \(row 1, column 3\) overflows float32/);
+      assert.ok(got instanceof ZpruneError, `${pattern.kind}: the GPU answered where the CPU refused`);
+      assert.deepEqual([got.code, got.message], [ref.code, ref.message]);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: an N:M group whose f32 z-scores swap two weights outside the band takes the exact path",
   ignore,
   async fn() {
