@@ -180,6 +180,7 @@ const OPTIONS = {
 /** The flags as given, checked only for being there and not empty; unknown flags throw. */
 function parseFlags(args: string[]) {
   const { values } = parseArgs({ args, options: OPTIONS, strict: true });
+  if (values.help) return values; // --help prints the help, whatever else is given
   // An empty value (`--out ""`, a shell variable that was not set) names nothing: refused now, rather than read as the
   // current directory by one check and as no path by the write after the whole run.
   for (const [flag, value] of Object.entries(values)) {
@@ -391,14 +392,12 @@ async function checkReport(raw: string, model: string, out: string | undefined):
   const path = resolve(raw);
   const where = await realPathOrNull(dirname(path));
   const name = basename(path);
-  if (where !== null && where === await realPathOrNull(model) && (await fileNames(model)).has(name)) {
-    throw new Error(`it is the model's own ${name} (--model)`);
-  }
   // The checkpoint holds the model's files under the same names (writeCheckpoint), and is written before the report.
-  if (
-    out !== undefined && where !== null && where === await realPathOrNull(out) && (await fileNames(model)).has(name)
-  ) {
-    throw new Error(`it is the pruned checkpoint's ${name}, which --out writes`);
+  if (where !== null && (await fileNames(model)).has(name)) {
+    if (where === await realPathOrNull(model)) throw new Error(`it is the model's own ${name} (--model)`);
+    if (out !== undefined && where === await realPathOrNull(out)) {
+      throw new Error(`it is the pruned checkpoint's ${name}, which --out writes`);
+    }
   }
   const info = await statOrNull(path);
   if (info?.isDirectory) throw new Error("it is a directory");

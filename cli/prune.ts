@@ -20,6 +20,7 @@ import {
   pruneSequential,
   randomStarts,
   readI64,
+  readJsonFile,
   readU16,
   readUtf8Text,
   type SequentialResult,
@@ -88,7 +89,7 @@ async function referenceFor(
 ): Promise<PruneReport["reference"]> {
   let ref: { sparsity: number; eval_windows: number; dense_ppl: number[]; ppl: Record<string, number[]> };
   try {
-    ref = JSON.parse(await Deno.readTextFile(`${modelDir}/reference.json`));
+    ref = await readJsonFile(`${modelDir}/reference.json`) as typeof ref;
   } catch {
     return undefined;
   }
@@ -201,7 +202,7 @@ function canonical(v: unknown): string {
 async function tokenizerIdentity(dir: string): Promise<string | undefined> {
   let json: Record<string, unknown>;
   try {
-    json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
+    json = await readJsonFile(`${dir}/tokenizer.json`) as Record<string, unknown>;
   } catch {
     return undefined; // missing or unreadable: nothing to compare (a run that tokenizes text reports it)
   }

@@ -59,6 +59,8 @@ Deno.test("main() refuses non-integer or out-of-range numeric flags by name, bef
   ];
   for (const [args, flag] of cases) await refuses([...NO_MODEL, ...args], flag);
   await refuses(["--model", ""], /--model needs a value/);
+  // --help prints the help whatever else is given, an empty value included.
+  assert.equal(await main(["--help", "--out", ""]), undefined);
 });
 
 Deno.test("main() refuses flags that would be ignored or that conflict, naming both", async () => {

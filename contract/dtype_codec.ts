@@ -201,13 +201,14 @@ export function zeroMasked(bytes: Uint8Array, dtype: DType, mask: Uint8Array): n
 export function countZeros(bytes: Uint8Array, dtype: DType): number {
   const size = DTYPE_BYTES[dtype];
   const n = Math.floor(bytes.byteLength / size);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, n * size);
+  // Aligned bytes (a checkpoint's tensors, as a rule) are read through a typed view, as zeroMasked does; others copied.
+  const own = bytes.byteOffset % size === 0 ? bytes : bytes.slice(0, n * size);
+  const el = size === 4
+    ? new Uint32Array(own.buffer, own.byteOffset, n)
+    : new Uint16Array(own.buffer, own.byteOffset, n);
   // All bits but the sign clear: +0 or -0 in f32, f16 and bf16 alike.
   const magnitude = size === 4 ? 0x7fffffff : 0x7fff;
   let zeros = 0;
-  for (let i = 0; i < n; i++) {
-    const bits = size === 4 ? view.getUint32(i * 4, true) : view.getUint16(i * 2, true);
-    if ((bits & magnitude) === 0) zeros++;
-  }
+  for (let i = 0; i < n; i++) if ((el[i]! & magnitude) === 0) zeros++;
   return zeros;
 }

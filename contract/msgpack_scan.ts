@@ -92,11 +92,18 @@ function need(bytes: Uint8Array, pos: number, k: number): void {
   if (pos + k > bytes.byteLength) throw incomplete(`it ends inside a value at byte ${pos}`);
 }
 
-/** Reads the header at `at` (its first byte is there); refuses the reserved byte and extension types. */
-function readHeader(bytes: Uint8Array, view: DataView, at: number): Header {
+/**
+ * Reads the header at `at` (its first byte is there) into `h`, one object for the whole scan (a hostile body may hold
+ * a million one-byte values); refuses the reserved byte and extension types.
+ */
+function readHeader(bytes: Uint8Array, view: DataView, at: number, h: Header): void {
   need(bytes, at, 1);
   const b = bytes[at]!;
-  const h: Header = { end: at + 1, skip: 0, open: -1, map: false, str: false, int: false };
+  h.end = at + 1;
+  h.skip = 0;
+  h.open = -1;
+  h.map = h.str = h.int = false;
+  const fixed = fixedPayload(b);
   if (b <= 0x7f || b >= 0xe0) {
     h.int = true; // positive or negative fixint
   } else if (b <= 0x8f) {
@@ -107,8 +114,8 @@ function readHeader(bytes: Uint8Array, view: DataView, at: number): Header {
   } else if (b <= 0xbf) {
     h.skip = b & 0x1f;
     h.str = true;
-  } else if (fixedPayload(b) >= 0) {
-    h.skip = fixedPayload(b);
+  } else if (fixed >= 0) {
+    h.skip = fixed;
     h.int = b >= 0xcc && b <= 0xd3; // uint8..uint64, int8..int64
   } else if (b === 0xc4 || b === 0xc5 || b === 0xc6 || b === 0xd9 || b === 0xda || b === 0xdb) {
     // bin8/16/32 and str8/16/32: a length of 1, 2 or 4 bytes.
@@ -138,7 +145,6 @@ function readHeader(bytes: Uint8Array, view: DataView, at: number): Header {
       `an extension type${which} at byte ${at}: only plain msgpack types are accepted (no extension types)`,
     );
   }
-  return h;
 }
 
 /** The string keys of each open map so far, to refuse a key given twice in one map. */
@@ -191,6 +197,7 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
   left[0] = 1; // the body: one value
   let pos = 0;
   let values = 0;
+  const h: Header = { end: 0, skip: 0, open: -1, map: false, str: false, int: false };
   for (;;) {
     while (depth > 0 && left[depth] === 0) depth--;
     if (depth === 0 && left[0] === 0) break;
@@ -204,7 +211,7 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
       );
     }
     const at = pos;
-    const h = readHeader(bytes, view, at);
+    readHeader(bytes, view, at, h);
     pos = h.end;
     if (key) keys.check(bytes, at, h, depth);
     if (h.open < 0) {

@@ -535,7 +535,7 @@ export class GpuEngine {
       const groups = plan.tiles.map((t) => ({ ...t, rows: t.count / m }));
       record = (rec) => this.#selectRows(job, rec, groups, ws, mask, m, n);
     } else {
-      record = this.#selectNm(job, plan, ws, raw, scalars, mask, state);
+      record = this.#selectNm(job, plan, pattern, ws, raw, scalars, mask, state);
     }
     await job.stage("select", (rec) => record?.(rec));
     return { mask, state, k };
@@ -611,14 +611,14 @@ export class GpuEngine {
   #selectNm(
     job: Job,
     plan: LayerPlan,
+    pattern: { n: number; m: number },
     ws: GPUBuffer[],
     raw: GPUBuffer[],
     scalars: GPUBuffer,
     mask: GPUBuffer,
     state: GPUBuffer,
   ): (rec: StageRecorder) => void {
-    const { layer: { cols, dtype, actNormSq }, params: { pattern, method, exponent }, tiles } = plan;
-    if (pattern.kind !== "nm") throw new TypeError("select_nm runs for the N:M pattern only");
+    const { layer: { cols, dtype, actNormSq }, params: { method, exponent }, tiles } = plan;
     const check = method === "zpruner";
     this.device.queue.writeBuffer(state, 0, new Uint32Array(4));
     let cbrtAct = this.#dummyBuffer();

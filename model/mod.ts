@@ -12,6 +12,7 @@ export * from "./pool.ts";
 export * from "./tokenizer.ts";
 export * from "./windows.ts";
 export * from "./text_file.ts";
+export * from "./json_file.ts";
 export * from "./sequential.ts";
 
 /** A checkpoint with its parsed config and float32 weights. */

@@ -11,29 +11,31 @@ function escapeLabel(value: string): string {
   return value.replace(/[\\"\n]/g, (ch) => (ch === "\n" ? "\\n" : `\\${ch}`));
 }
 
-/** The series' `{name="value",...}` in sorted label order, so that the order given never makes another series. */
-function labelKey(labels: Labels): string {
-  const parts = Object.keys(labels).sort().map((k) => `${k}="${escapeLabel(String(labels[k]))}"`);
-  return parts.length ? `{${parts.join(",")}}` : "";
-}
-
-/** Throws unless `labels` names exactly `labelNames`: a sample under other labels is a series of another shape. */
-function checkLabels(metric: string, labelNames: readonly string[], labels: Labels): void {
+/**
+ * The series' `{name="value",...}` in sorted label order, so that the order given never makes another series. With
+ * `metric` and its sorted label names `expected` (joined by commas), throws unless `labels` names exactly those: a
+ * sample under other labels would be a series of another shape.
+ */
+function labelKey(labels: Labels, metric?: string, expected?: string): string {
   const names = Object.keys(labels).sort();
-  if (names.join() !== [...labelNames].sort().join()) {
-    throw new Error(`${metric} takes labels ${labelNames.join(", ") || "none"}, got ${names.join(", ")}`);
+  if (metric !== undefined && names.join() !== expected) {
+    throw new Error(`${metric} takes labels ${expected?.replaceAll(",", ", ") || "none"}, got ${names.join(", ")}`);
   }
+  const parts = names.map((k) => `${k}="${escapeLabel(String(labels[k]))}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
 }
 
 /** A monotonically increasing counter per label set. */
 export class Counter {
   #values = new Map<string, number>();
+  readonly #expected: string;
   /** `labelNames`: the labels every series has; none for a single unlabelled series. */
-  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {}
+  constructor(readonly name: string, readonly help: string, readonly labelNames: readonly string[] = []) {
+    this.#expected = [...labelNames].sort().join();
+  }
   /** Adds `by` (default 1) to the series with `labels`, which name exactly the counter's `labelNames`. */
   inc(labels: Labels = {}, by = 1): void {
-    checkLabels(this.name, this.labelNames, labels);
-    const k = labelKey(labels);
+    const k = labelKey(labels, this.name, this.#expected);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
   /** The current value of a series. */
@@ -67,17 +69,19 @@ export class Observed {
 /** A cumulative histogram with fixed bucket bounds, per label set. */
 export class Histogram {
   #series = new Map<string, { counts: number[]; sum: number; count: number; labels: Labels }>();
+  readonly #expected: string;
   /** `labelNames`: the labels every series has (as Counter's). */
   constructor(
     readonly name: string,
     readonly help: string,
     readonly bounds: number[],
     readonly labelNames: readonly string[] = [],
-  ) {}
+  ) {
+    this.#expected = [...labelNames].sort().join();
+  }
   /** Records one observation in the series with `labels`, which name exactly the histogram's `labelNames`. */
   observe(value: number, labels: Labels = {}): void {
-    checkLabels(this.name, this.labelNames, labels);
-    const k = labelKey(labels);
+    const k = labelKey(labels, this.name, this.#expected);
     let s = this.#series.get(k);
     if (!s) this.#series.set(k, s = { counts: this.bounds.map(() => 0), sum: 0, count: 0, labels });
     for (let i = 0; i < this.bounds.length; i++) if (value <= this.bounds[i]!) s.counts[i]!++;

@@ -86,11 +86,14 @@ Deno.test("of non-finite weights in several decode blocks, the first in the laye
 Deno.test("stats.alpha is reported for zpruner only (API.md: zpruner's mixing weight)", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const layer = f32Layer(2, 2, new Float32Array([1, -2, 3, -4]));
-  for (const method of ["magnitude", "wanda", "ria", "zpruner"] as const) {
-    const out = await cpu.prune({ ...magnitudeLayer, method, pattern: { kind: "layer", sparsity: 0.5 } }, layer);
-    // No small weights (0.1 * mean|W| = 0.25, every |W| is above it): alpha = 0.7 * (1 - 0.3 * 0) = 0.7.
-    if (method === "zpruner") assert.equal(out.stats.alpha, 0.7);
-    else assert.ok(!("alpha" in out.stats), `${method}: ${JSON.stringify(out.stats)}`);
+  try {
+    for (const method of ["magnitude", "wanda", "ria", "zpruner"] as const) {
+      const out = await cpu.prune({ ...magnitudeLayer, method, pattern: { kind: "layer", sparsity: 0.5 } }, layer);
+      // No small weights (0.1 * mean|W| = 0.25, every |W| is above it): alpha = 0.7 * (1 - 0.3 * 0) = 0.7.
+      if (method === "zpruner") assert.equal(out.stats.alpha, 0.7);
+      else assert.ok(!("alpha" in out.stats), `${method}: ${JSON.stringify(out.stats)}`);
+    }
+  } finally {
+    await cpu.close();
   }
-  await cpu.close();
 });
