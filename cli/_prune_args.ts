@@ -41,7 +41,8 @@ would make ineffective is an error.
   --pattern P            layer | row | N:M with 0 < N < M (default layer)
   --sparsity S           0 <= S < 1, for layer and row only (default 0.5)
   --exponent E           activation exponent, 0 to 64, not for magnitude (default: the method's)
-  --seqlen L             tokens per window, at least 2, for calibration and evaluation (default 256)
+  --seqlen L             tokens per window, at least 2 and at most the model's max_position_embeddings, for
+                         calibration and evaluation (default 256)
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json;
 the default ids, for calibration and evaluation, are the bundled tokenizer's: another model's needs data given):
   --calib-starts FILE.i64 [--calib-ids FILE.u16]

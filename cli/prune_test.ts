@@ -360,6 +360,12 @@ Deno.test("main() refuses a model whose arena cannot fit before reading its weig
   await refuses(["--seqlen", "33000", "--skip-dense"], /4 GiB/, /--seqlen|33000/);
 });
 
+Deno.test("main() refuses windows past the model's max_position_embeddings, naming both", async () => {
+  // The bundled model was trained on 1024 positions (its config.json); 1024 itself passes this check and fails on
+  // the default calibration's window starts instead (another test).
+  await refuses(["--seqlen", "1025", "--skip-dense"], /1025 tokens .*max_position_embeddings of 1024/, /--seqlen/);
+});
+
 Deno.test("main() fails fast on an unreachable --server, with URL and cause, before reading the model", async () => {
   // Nothing listens on a port just released by a listener of our own.
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -20,6 +20,8 @@ export interface LlamaConfig {
   tieEmbeddings: boolean;
   /** Mistral's attention window; the forward pass attends to whole windows, so it refuses longer ones. */
   slidingWindow?: number;
+  /** `max_position_embeddings`: the longest window the model was trained on; longer ones are refused. */
+  maxPositions?: number;
 }
 
 /**
@@ -168,6 +170,10 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
     throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
   }
+  const maxPositions = raw.max_position_embeddings ?? undefined;
+  if (maxPositions !== undefined && !(Number.isInteger(maxPositions) && (maxPositions as number) > 0)) {
+    throw new TypeError(`config.json: max_position_embeddings must be a positive integer, got ${maxPositions}`);
+  }
   return {
     dim,
     hiddenDim: size("intermediate_size"),
@@ -181,6 +187,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     ...(ropeScaling ? { ropeScaling } : {}),
     tieEmbeddings: raw.tie_word_embeddings === true,
     ...(window !== undefined ? { slidingWindow: window as number } : {}),
+    ...(maxPositions !== undefined ? { maxPositions: maxPositions as number } : {}),
   };
 }
 

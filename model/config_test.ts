@@ -48,6 +48,8 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ rope_scaling: "linear" }, /rope_type/],
     [{ model_type: "mistral", sliding_window: 0 }, /sliding_window/],
     [{ model_type: "mistral", sliding_window: "4096" }, /sliding_window/],
+    [{ max_position_embeddings: 0 }, /max_position_embeddings must be/],
+    [{ max_position_embeddings: 2048.5 }, /max_position_embeddings must be/],
   ];
   for (const [extra, message] of refused) {
     assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {
@@ -81,6 +83,8 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
   assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096.0 }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
+  assert.equal(parseConfig({ ...BASE, max_position_embeddings: 2048 }).maxPositions, 2048);
+  assert.equal(parseConfig({ ...BASE, max_position_embeddings: null }).maxPositions, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
   const llama3 = { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
   assert.deepEqual(parseConfig({ ...BASE, rope_theta: 5e5, rope_scaling: LLAMA3 }).ropeScaling, llama3);

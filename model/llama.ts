@@ -117,15 +117,25 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
 }
 
 /**
- * Throws a RangeError when windows of `seqLen` tokens are longer than the model's sliding attention window: this
- * forward pass attends to every earlier token of a window, which equals Mistral's only up to that length.
+ * Throws a RangeError when windows of `seqLen` tokens are longer than the model's sliding attention window (this
+ * forward pass attends to every earlier token of a window, which equals Mistral's only up to that length) or than
+ * its `max_position_embeddings` (positions it was never trained on: its activations there would calibrate the
+ * pruning, and its perplexity there measure it, on inputs the model is not used with).
  */
-export function checkSlidingWindow(cfg: LlamaConfig, seqLen: number): void {
-  if (cfg.slidingWindow === undefined || seqLen <= cfg.slidingWindow) return;
-  throw new RangeError(
-    `windows of ${seqLen} tokens are longer than the model's sliding_window of ${cfg.slidingWindow}: ` +
-      "this forward pass has no sliding-window attention (the CLI's --seqlen sets the window length)",
-  );
+export function checkWindowLength(cfg: LlamaConfig, seqLen: number): void {
+  const flag = "(the CLI's --seqlen sets the window length)";
+  if (cfg.slidingWindow !== undefined && seqLen > cfg.slidingWindow) {
+    throw new RangeError(
+      `windows of ${seqLen} tokens are longer than the model's sliding_window of ${cfg.slidingWindow}: ` +
+        `this forward pass has no sliding-window attention ${flag}`,
+    );
+  }
+  if (cfg.maxPositions !== undefined && seqLen > cfg.maxPositions) {
+    throw new RangeError(
+      `windows of ${seqLen} tokens are longer than the model's max_position_embeddings of ${cfg.maxPositions}: ` +
+        `it was not trained on positions past it ${flag}`,
+    );
+  }
 }
 
 /** Holds a model's float32 weights and scratch in one arena and runs whole windows through it. */
@@ -140,7 +150,7 @@ export class LlamaRunner {
 
   /** Copies `weights` into a fresh arena sized for windows of `seqLen` tokens and an optional cache. */
   constructor(cfg: LlamaConfig, weights: LlamaWeights, opts: RunnerOptions) {
-    checkSlidingWindow(cfg, opts.seqLen);
+    checkWindowLength(cfg, opts.seqLen);
     this.cfg = cfg;
     const T = (this.T = opts.seqLen);
     const { dim, hiddenDim, vocabSize, headDim } = cfg;

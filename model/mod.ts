@@ -3,7 +3,7 @@
  */
 import { type Checkpoint, loadCheckpoint, readConfigJson } from "./safetensors.ts";
 import { decodeWeights, type LlamaConfig, type LlamaWeights, parseConfig } from "./config.ts";
-import { checkArenaFits, checkSlidingWindow } from "./llama.ts";
+import { checkArenaFits, checkWindowLength } from "./llama.ts";
 
 export * from "./safetensors.ts";
 export * from "./config.ts";
@@ -24,15 +24,15 @@ export interface LoadedModel {
 
 /**
  * Reads a checkpoint directory and decodes its weights to float32. Refuses, before reading any weights, a model
- * whose forward pass cannot fit WebAssembly's 4 GiB memory or its sliding window (with windows of `opts.seqLen`
- * tokens when given).
+ * whose forward pass cannot fit WebAssembly's 4 GiB memory, or whose sliding window or `max_position_embeddings`
+ * windows of `opts.seqLen` tokens (when given) exceed.
  */
 export async function loadModel(dir: string, opts: { seqLen?: number } = {}): Promise<LoadedModel> {
   const config = await readConfigJson(dir);
   const cfg = parseConfig(config);
   // Shards of a model this large take minutes to read, only to fail when the workers start.
   checkArenaFits(cfg, { seqLen: opts.seqLen ?? 0 }, `model ${dir}`);
-  checkSlidingWindow(cfg, opts.seqLen ?? 0);
+  checkWindowLength(cfg, opts.seqLen ?? 0);
   const ckpt = await loadCheckpoint(dir, config);
   return { ckpt, cfg, weights: decodeWeights(ckpt, cfg) };
 }

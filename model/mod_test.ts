@@ -63,6 +63,18 @@ Deno.test("loadModel() refuses windows over a Mistral model's sliding window bef
   });
 });
 
+Deno.test("loadModel() refuses windows past max_position_embeddings before reading weights", async () => {
+  const small = { ...TINYLLAMA, num_hidden_layers: 2, max_position_embeddings: 128 };
+  await withConfigOnly(small, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 129 }), (e: Error) => {
+      assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
+      assert.match(e.message, /129 tokens.*max_position_embeddings of 128.*--seqlen/);
+      return true;
+    });
+    await assert.rejects(() => loadModel(dir, { seqLen: 128 }), /neither model\.safetensors nor/);
+  });
+});
+
 Deno.test("loadModel() says that only safetensors are read when a checkpoint has pytorch_model.bin", async () => {
   await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 2 }, async (dir) => {
     await assert.rejects(() => loadModel(dir), (e: Error) => {

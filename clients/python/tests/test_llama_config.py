@@ -81,6 +81,17 @@ def test_sliding_window_bounds_the_window_length() -> None:
     assert LlamaConfig.from_dict({**BASE, "model_type": "llama", "sliding_window": 64}).sliding_window is None
 
 
+def test_max_position_embeddings_bounds_the_window_length() -> None:
+    cfg = LlamaConfig.from_dict({**BASE, "max_position_embeddings": 128})
+    cfg.check_window(128)
+    with pytest.raises(ValueError, match="129 tokens.*max_position_embeddings of 128"):
+        cfg.check_window(129)
+    LlamaConfig.from_dict({**BASE, "max_position_embeddings": None}).check_window(1 << 20)
+    for bad in (0, 2048.5, "2048"):
+        with pytest.raises(ValueError, match="max_position_embeddings must be a positive integer"):
+            LlamaConfig.from_dict({**BASE, "max_position_embeddings": bad})
+
+
 def test_load_llama_refuses_before_building_the_model(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from zprune_client.llama import load_llama

@@ -84,6 +84,8 @@ class LlamaConfig:
     tie_word_embeddings: bool
     #: Mistral's attention window; the forward pass refuses longer windows (it attends to whole windows).
     sliding_window: Optional[int] = None
+    #: The longest window the model was trained on; the forward pass refuses longer ones (as model/llama.ts does).
+    max_position_embeddings: Optional[int] = None
     #: RoPE frequency scaling: ``{"type": "linear", "factor"}`` or ``{"type": "llama3", "factor",
     #: "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``; None for the default RoPE.
     rope_scaling: Optional[Dict[str, Any]] = None
@@ -136,6 +138,9 @@ class LlamaConfig:
                 window = 4096
             elif cfg["sliding_window"] is not None:
                 window = _positive_int(cfg, "sliding_window")
+        max_positions = None
+        if cfg.get("max_position_embeddings") is not None:
+            max_positions = _positive_int(cfg, "max_position_embeddings")
         theta = params.get("rope_theta") or cfg.get("rope_theta") or 10000.0
         heads = _positive_int(cfg, "num_attention_heads")
         kv_heads = _positive_int(cfg, "num_key_value_heads", heads)
@@ -159,13 +164,21 @@ class LlamaConfig:
             rope_theta=float(theta),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             sliding_window=window,
+            max_position_embeddings=max_positions,
             rope_scaling=rope_scaling,
         )
 
     def check_window(self, tokens: int) -> None:
-        """Raises ``ValueError`` when windows of ``tokens`` are longer than the sliding window (see model/llama.ts)."""
+        """Raises ``ValueError`` when windows of ``tokens`` are longer than the sliding window or than
+        ``max_position_embeddings`` (positions the model was not trained on; see model/llama.ts)."""
         if self.sliding_window is not None and tokens > self.sliding_window:
             raise ValueError(
                 f"windows of {tokens} tokens are longer than the model's sliding_window of {self.sliding_window}: "
                 "this forward pass has no sliding-window attention"
+            )
+        limit = self.max_position_embeddings
+        if limit is not None and tokens > limit:
+            raise ValueError(
+                f"windows of {tokens} tokens are longer than the model's max_position_embeddings of {limit}: "
+                "it was not trained on positions past it"
             )
