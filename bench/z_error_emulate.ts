@@ -38,6 +38,7 @@ const PATH: Record<string, { sites: [string, string][]; keep: string[] }> = {
   "col_stats.wgsl": { sites: [], keep: [] },
   "col_reduce.wgsl": { sites: [], keep: [] },
   "lib/block_sum.wgsl": { sites: [], keep: [] },
+  "lib/spread_tree.wgsl": { sites: [], keep: [] },
   "lib/normalised.wgsl": { sites: [["v * inverseSqrt(sq)", "v * emu_rsqrt(sq)"]], keep: [] },
   "z_means.wgsl": {
     sites: [

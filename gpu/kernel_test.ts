@@ -92,7 +92,13 @@ Deno.test("KERNELS (what warm() compiles) names every kernel file once, with its
 
 Deno.test("each WGSL library a kernel calls is appended once, and none it does not call", () => {
   const libs = [...Deno.readDirSync(new URL("../kernels/lib/", import.meta.url))].map((e) => e.name).sort();
-  assert.deepEqual(libs, ["block_sum.wgsl", "lowest_set_bits.wgsl", "normalised.wgsl", "scan_256.wgsl"]);
+  assert.deepEqual(libs, [
+    "block_sum.wgsl",
+    "lowest_set_bits.wgsl",
+    "normalised.wgsl",
+    "scan_256.wgsl",
+    "spread_tree.wgsl",
+  ]);
   const fnsOf = (wgsl: string) => [...wgsl.matchAll(/^fn (\w+)\(/gm)].map((m) => m[1]!);
   return Promise.all(KERNEL_NAMES.map(async (name) => {
     const def = await descriptorOf(name);

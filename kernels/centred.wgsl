@@ -8,8 +8,9 @@
 //   Σ(Wr-mean_r)², f32 bits of Σ(Wc-mean_c)², small count, near count]), 5 params (uniform).
 // Thread: 64 elements of a block of 16384, strided by 256. Dispatch: ceil(count / 16384) workgroups of 256,
 //   flattened over x and y.
-// Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup, then z_spread.wgsl
-//   adds the per-workgroup partials (at most 14336 of them for 8192 x 28672). The count is exact for the f32
+// Numerics: a 3-level tree: 64 sequential f32 adds per thread, an 8-level f32 tree per workgroup
+//   (lib/spread_tree.wgsl), then z_spread.wgsl adds the per-workgroup partials (at most 14336 of them for
+//   8192 x 28672). The count is exact for the f32
 //   threshold thr, which z_means.wgsl forms from f32 sums; the CPU backend compares with its f64 one, so only a weight
 //   with ||W| - thr| <= thr_err may count otherwise there: those are the near count. Each moves alpha by at most
 //   0.21 / n; up to ALPHA_CAP that joins the scores' error, past it the host counts the small weights as the CPU
@@ -28,11 +29,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> scalars: array<f32>;
 @group(0) @binding(4) var<storage, read_write> part: array<u32>;
 @group(0) @binding(5) var<uniform> p: Params;
-
-var<workgroup> ss_r: array<f32, 256>;
-var<workgroup> ss_c: array<f32, 256>;
-var<workgroup> small: array<u32, 256>;
-var<workgroup> near: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -62,19 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       if (abs(abs(v) - thr) <= thr_err) { d++; }
     }
   }
-  ss_r[t] = a;
-  ss_c[t] = b;
-  small[t] = c;
-  near[t] = d;
-  for (var off = 128u; off > 0u; off >>= 1u) {
-    workgroupBarrier();
-    if (t < off) {
-      ss_r[t] += ss_r[t + off];
-      ss_c[t] += ss_c[t + off];
-      small[t] += small[t + off];
-      near[t] += near[t + off];
-    }
-  }
+  spread_tree(t, vec2f(a, b), vec2u(c, d));
   if (t == 0u) {
     let o = (p.wg0 + block) * 4u;
     part[o] = bitcast<u32>(ss_r[0]);

@@ -7,7 +7,8 @@
 //   count, near count), 1 scalars: array<f32> (read_write; reads [0] mean_r, [1] mean_c; writes [3] inv_std_r,
 //   [4] inv_std_c, [5] alpha, [6] small and [8] near as u32 bits, [9] k, [10] rel), 2 params (uniform).
 // Thread: a strided slice of the partials. Dispatch: exactly one workgroup of 256.
-// Numerics: f32 for the sums of squares (at most ceil(partials/256) + 8 rounding steps, 64 for 14,336 partials),
+// Numerics: f32 for the sums of squares (at most ceil(partials/256) + 8 rounding steps, 64 for 14,336 partials;
+//   the 8 are lib/spread_tree.wgsl's),
 //   exact u32 for the counts. The host recomputes alpha in f64 from the count for the response. k = cbrt(alpha dR³ +
 //   (1 − alpha) dC³) with d = shift · (|mean| · inv_std + floor) per axis (0 where inv_std is 0): an entry whose score
 //   before its activation is s0 has |Δ cbrt(s0)| <= k, beyond a relative error rel = z_rel + alpha_rel · near / n
@@ -30,11 +31,6 @@ struct Params {
 @group(0) @binding(0) var<storage, read> part: array<u32>;
 @group(0) @binding(1) var<storage, read_write> scalars: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
-
-var<workgroup> ss_r: array<f32, 256>;
-var<workgroup> ss_c: array<f32, 256>;
-var<workgroup> small: array<u32, 256>;
-var<workgroup> near: array<u32, 256>;
 
 // 1 / sqrt(ss / (n - 1)), or 0 when that std is 0 or n = 1. inverseSqrt (2 ULP) rather than 1.0 / sqrt (a 2.5 ULP
 // division on top of sqrt's 1.0 / inverseSqrt).
@@ -60,19 +56,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     c += part[i * 4u + 2u];
     d += part[i * 4u + 3u];
   }
-  ss_r[t] = a;
-  ss_c[t] = b;
-  small[t] = c;
-  near[t] = d;
-  for (var off = 128u; off > 0u; off >>= 1u) {
-    workgroupBarrier();
-    if (t < off) {
-      ss_r[t] += ss_r[t + off];
-      ss_c[t] += ss_c[t + off];
-      small[t] += small[t + off];
-      near[t] += near[t + off];
-    }
-  }
+  spread_tree(t, vec2f(a, b), vec2u(c, d));
   if (t == 0u) {
     let inv_r = inv_std(ss_r[0], p.n);
     let inv_c = inv_std(ss_c[0], p.n);

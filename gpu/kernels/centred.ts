@@ -1,13 +1,14 @@
 /** Descriptor of `kernels/centred.wgsl`: centred sums of squares of Wr and Wc and the small and near-bound counts. */
 import source from "../../kernels/centred.wgsl" with { type: "text" };
 import normalised from "../../kernels/lib/normalised.wgsl" with { type: "text" };
+import spreadTree from "../../kernels/lib/spread_tree.wgsl" with { type: "text" };
 import { defineKernel } from "../kernel.ts";
 
 /** Centred sums of squares of Wr and Wc and the small and near-bound counts, per workgroup of 16384 elements. */
 export const centred = defineKernel({
   name: "centred",
   source,
-  libs: [normalised],
+  libs: [normalised, spreadTree],
   bindings: ["read", "read", "read", "read", "rw", "uniform"],
   uniforms: [["count", "u32"], ["cols", "u32"], ["row0", "u32"], ["wg0", "u32"]],
   workgroups: (u) => Math.ceil(u.count / 16384),
