@@ -32,8 +32,9 @@ COPY observe ./observe
 COPY gpu ./gpu
 COPY kernels ./kernels
 USER zprune
-# Compile once at build time, so the first request does not pay for it.
-RUN ./node_modules/.bin/deno cache main.ts gpu/webgpu_backend.ts
+# Compile once at build time, so the first request does not pay for it: the worker entry modules too, which no import
+# names (the CPU backend starts its workers with the first large layer, the WebGPU one its worker at startup).
+RUN ./node_modules/.bin/deno cache main.ts gpu/webgpu_backend.ts gpu/worker.ts prune/cpu_worker.ts
 EXPOSE 8787
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["./node_modules/.bin/deno", "eval", "const r = await fetch(`http://127.0.0.1:${Deno.env.get('PORT')?.trim() || 8787}/healthz`); Deno.exit(r.ok ? 0 : 1)"]

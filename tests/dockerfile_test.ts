@@ -1,7 +1,8 @@
 /**
  * The Dockerfile: clean under a linter (dockerfile-utils, a devDependency), and what the image must have — a
  * non-root USER, a HEALTHCHECK on /healthz, the NVIDIA `graphics` capability and libvulkan1 for WebGPU, and
- * COPY sources that exist and that .dockerignore does not exclude, covering every local module the server loads.
+ * COPY sources that exist and that .dockerignore does not exclude, covering every local module the server loads, and a
+ * build-time `deno cache` that compiles the workers' entry modules too.
  */
 import assert from "node:assert/strict";
 
@@ -190,4 +191,32 @@ Deno.test("Dockerfile: every local module main.ts and the WebGPU backend load is
       assert.equal(ignored(rel), false, `${rel} (loaded by ${entry}) is excluded by .dockerignore`);
     }
   }
+});
+
+Deno.test("Dockerfile: the build-time deno cache covers main.ts and every worker entry module", async () => {
+  const cache = final.find((i) => i.op === "RUN" && /\bdeno cache\b/.test(i.args));
+  assert.ok(cache, "a RUN ... deno cache in the final stage");
+  const cached = new Set(cache.args.split(/\bdeno cache\b/)[1]!.trim().split(" ").filter((w) => !w.startsWith("-")));
+  assert.ok(cached.has("main.ts"), `deno cache ${[...cached]}`);
+  // A worker's entry module is named by no import, so no other module's graph brings it in: one left out is compiled
+  // when its worker first starts (the CPU backend's with the first large layer, so by a request).
+  const root = new URL(".", ROOT).href;
+  const local = new Set<string>();
+  for (const entry of ["main.ts", "gpu/webgpu_backend.ts"]) {
+    const out = await new Deno.Command(DENO, { args: ["info", "--json", entry], cwd: ROOT.pathname, stdout: "piped" })
+      .output();
+    assert.equal(out.code, 0, `deno info ${entry}`);
+    const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as { modules: Array<{ specifier: string }> };
+    for (const m of graph.modules) if (m.specifier.startsWith(root)) local.add(m.specifier.slice(root.length));
+  }
+  const workers: string[] = [];
+  for (const rel of [...local].filter((x) => !x.startsWith("node_modules/") && x.endsWith(".ts"))) {
+    const text = Deno.readTextFileSync(new URL(rel, ROOT));
+    if (!/new Worker\(/.test(text)) continue;
+    for (const m of text.matchAll(/new URL\("(\.\/[^"]+\.ts)", import\.meta\.url\)/g)) {
+      workers.push(new URL(m[1]!, new URL(rel, ROOT)).href.slice(root.length));
+    }
+  }
+  assert.ok(workers.length >= 2, `worker entry modules found: ${workers}`);
+  for (const w of workers) assert.ok(cached.has(w), `${w} (a worker's entry module) is not in deno cache`);
 });
