@@ -30,12 +30,23 @@ function clientGone(err: unknown): boolean {
 }
 
 /**
+ * Whether a body stream's failure is Deno's parser refusing the client's framing: a malformed HTTP/1 chunk
+ * ("invalid HTTP/1 request: ..."), or an HTTP/2 (h2c) stream whose DATA frames break the protocol (fewer or more bytes
+ * than its content-length, or past its flow-control window), which Deno 2.9 reports as an `Http` error, "error reading
+ * a body from connection", and answers by resetting the stream.
+ */
+function malformedFraming(err: Error): boolean {
+  return /^invalid HTTP/i.test(err.message) ||
+    (err.name === "Http" && /^error reading a body from connection/i.test(err.message));
+}
+
+/**
  * The error for a body stream that failed: the client's leaving (499), or else a body Deno's parser refused (a
  * malformed chunk, say), which is the client's fault too and answered 400, not 500.
  */
 function unreadable(err: unknown): never {
-  // Deno's HTTP/1 parser words its refusals so; anything else (a stream already read, say) stays the server's.
-  if (!(err instanceof Error) || !/^invalid HTTP/i.test(err.message)) throw err;
+  // Deno's parsers word their refusals so; anything else (a stream already read, say) stays the server's.
+  if (!(err instanceof Error) || !malformedFraming(err)) throw err;
   throw new ZpruneError(
     "bad_msgpack",
     `the request body could not be read, its HTTP framing is malformed: ${err.message.slice(0, 200)}`,

@@ -938,6 +938,73 @@ Deno.test("a client that half-closes mid-body receives the 499, naming the lengt
   }
 });
 
+/** An HTTP/2 frame: type, flags, stream and payload after the 9-byte header (RFC 9113 section 4.1). */
+function h2Frame(type: number, flags: number, stream: number, payload: Uint8Array): Uint8Array {
+  const f = new Uint8Array(9 + payload.length);
+  const view = new DataView(f.buffer);
+  view.setUint32(0, payload.length << 8);
+  view.setUint8(3, type);
+  view.setUint8(4, flags);
+  view.setUint32(5, stream);
+  f.set(payload, 9);
+  return f;
+}
+
+/** A HEADERS frame (END_HEADERS) of `fields` as HPACK literals without indexing (RFC 7541 section 6.2.2). */
+function h2Headers(stream: number, fields: [string, string][]): Uint8Array {
+  const enc = new TextEncoder();
+  const block = fields.flatMap(([k, v]) => [0, k.length, ...enc.encode(k), v.length, ...enc.encode(v)]);
+  return h2Frame(1, 0x4, stream, new Uint8Array(block));
+}
+
+Deno.test("an HTTP/2 body of another length than its content-length is 400 bad_msgpack, never a 500", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const logged: Record<string, unknown>[] = [];
+  const server = await startServer({ backend, log: (e) => logged.push(e) });
+  const port = Number(new URL(server.url).port);
+  const head: [string, string][] = [
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", "/v1/prune"],
+    [":authority", "x"],
+    ["content-type", "application/msgpack"],
+  ];
+  const preface = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  const settings = h2Frame(4, 0, 0, new Uint8Array(0));
+  // Deno serves h2c to a client that starts with the preface. Its stream's body fails once the DATA frames disagree
+  // with content-length: one byte and END_STREAM where it says 100, or five bytes where it says 1.
+  const body = (declared: number, bytes: number): [string, Uint8Array[]] => [
+    `${bytes} byte(s) of ${declared} declared`,
+    [h2Headers(1, [...head, ["content-length", String(declared)]]), h2Frame(0, 1, 1, new Uint8Array(bytes).fill(0xc0))],
+  ];
+  const cases = [body(100, 1), body(1, 5)];
+  try {
+    for (const [what, [headers, ...rest]] of cases) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await writeAll(conn, preface);
+        await writeAll(conn, settings);
+        await writeAll(conn, headers!);
+        const n = logged.length;
+        await new Promise((r) => setTimeout(r, 100)); // the handler reads the body before the bad frames come
+        for (const frame of rest) await writeAll(conn, frame).catch(() => {}); // the server may reset first
+        await eventually(() => Promise.resolve(logged.length > n), `${what}: the request logged`, 5_000);
+        assert.deepEqual([logged[n]!.status, logged[n]!.error], [400, "bad_msgpack"], what);
+      } finally {
+        conn.close();
+      }
+    }
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(text, /zprune_requests_total\{route="\/v1\/prune",status="400"\} 2/);
+    assert.doesNotMatch(text, /status="5\d\d"/);
+    const health = await fetch(`${server.url}/healthz`);
+    assert.deepEqual([health.status, await health.json()], [200, { status: "ok", backend: "cpu" }]);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("deadline: 503 to retry when it passes in the queue, 504 when computing; no backend restart", async () => {
   const cpu = createCpuBackend({ threads: 0 });
   const { backend, entered, open } = gated(cpu);
