@@ -264,7 +264,9 @@ export class ZpruneClient {
 
   /** Creates a client; nothing is sent until the first call. */
   constructor(options: ClientOptions) {
-    this.url = options.url.replace(/\/+$/, "");
+    // Surrounding whitespace (a URL read from a file ends with a newline) is dropped, as the Python client drops it:
+    // new URL() would ignore it, but the paths appended after it would not be read as part of the URL.
+    this.url = options.url.trim().replace(/\/+$/, "");
     // A URL fetch can never use is a mistake to report now, not a failure to retry with backoff. Paths are appended
     // to the base as text: a query or fragment would swallow them, and credentials in it would go out as Basic
     // auth beside the token.

@@ -357,6 +357,23 @@ Deno.test("new ZpruneClient() refuses a URL fetch cannot use, at once", () => {
   assert.equal(new ZpruneClient({ url: "https://host:1/base/" }).url, "https://host:1/base");
 });
 
+Deno.test("new ZpruneClient() drops a URL's surrounding whitespace, as the Python client does", async () => {
+  // A URL read from a file or an environment variable often ends with a newline or a space. new URL() ignores
+  // them, but appended to as text they would put the path after them: "h:1 /healthz" is no URL (retried as a
+  // network failure, then unreachable), "h:1/\n/healthz" is "h:1//healthz" (a 404).
+  const paths: string[] = [];
+  const recording: typeof fetch = (input) => {
+    paths.push(String(input));
+    return Promise.resolve(Response.json({ status: "ok", backend: "cpu" }));
+  };
+  for (const url of ["http://127.0.0.1:9 ", "http://127.0.0.1:9/\n", " http://127.0.0.1:9/ \t"]) {
+    const client = new ZpruneClient({ url, retries: 0, fetch: recording });
+    assert.equal(client.url, "http://127.0.0.1:9", JSON.stringify(url));
+    assert.deepEqual(await client.health(), { status: "ok", backend: "cpu" }, JSON.stringify(url));
+  }
+  assert.deepEqual(paths, Array(3).fill("http://127.0.0.1:9/healthz"));
+});
+
 Deno.test("pruneLayers() gives up after `retries` and reports the last error's code", async () => {
   let calls = 0;
   await withServer(() => {
