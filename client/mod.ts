@@ -29,7 +29,7 @@ import {
   type ErrorCode,
   ZpruneError,
 } from "../contract/errors.ts";
-import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
 import type { z } from "zod";
 import { zeroMasked } from "../contract/dtype_codec.ts";
 
@@ -78,6 +78,39 @@ export function encodeRequest(request: PruneRequestInput): Uint8Array<ArrayBuffe
 }
 
 export { decodeMsgpack };
+
+/** Pieces of a request body up to this size are joined into one part of its Blob; larger ones are cut to it. */
+const BODY_PART_BYTES = 1 << 20;
+
+/**
+ * The bytes of `encodeRequest(request)` as a Blob, which `pruneLayers` sends. A Uint8Array body would be one copy of
+ * every tensor, and fetch copies such a body again as it sends it (Deno's three times, at the peak: five times the
+ * weights held for a large layer, theirs included). A Blob is made of the tensors' own bytes in a single copy, streamed
+ * from part by part, and sent again as it is on a retry. Parts of at most `BODY_PART_BYTES`: Deno reads a Blob part
+ * whole as it sends it.
+ */
+function requestBlob(request: PruneRequestInput): Blob {
+  const parts: Uint8Array<ArrayBuffer>[] = [];
+  let small: Uint8Array[] = [];
+  const join = () => {
+    if (small.length > 0) parts.push(concatBytes(small));
+    small = [];
+  };
+  for (const piece of msgpackPieces(request)) {
+    if (piece.byteLength <= BODY_PART_BYTES / 16) {
+      small.push(piece); // headers and small values: msgpackr's few bytes each
+      continue;
+    }
+    join();
+    for (let at = 0; at < piece.byteLength; at += BODY_PART_BYTES) {
+      const part = piece.subarray(at, at + BODY_PART_BYTES);
+      // A view of a SharedArrayBuffer is no BlobPart: its bytes are copied (slice() makes an ArrayBuffer of its own).
+      parts.push(part.buffer instanceof ArrayBuffer ? part as Uint8Array<ArrayBuffer> : part.slice());
+    }
+  }
+  join();
+  return new Blob(parts);
+}
 
 /**
  * Builds a wire tensor from any typed array or DataView, a view into a larger buffer included: only its own bytes
@@ -303,7 +336,7 @@ export class ZpruneClient {
    * server adds are kept in the answer.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
-    const body = encodeRequest(request);
+    const body = requestBlob(request);
     const { bytes, status } = await this.#send("/v1/prune", {
       method: "POST",
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
