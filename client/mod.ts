@@ -290,6 +290,9 @@ function checkedOption(name: string, value: number, min: number, max: number, wh
   return value;
 }
 
+/** A UTF-16 surrogate not part of a pair (with the `u` flag, a pair is one code point, not matched). */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /** A client of one zprune server. */
 export class ZpruneClient {
   readonly url: string;
@@ -333,9 +336,19 @@ export class ZpruneClient {
    * array. Throws `ZpruneError` with the server's code, `invalid_response` for an answer that breaks the contract
    * (layers not the request's in number, order, names and shapes, or a mask of another length), `unreachable` for a
    * connection that failed every try, or the abort reason (a `TimeoutError` after `timeoutMs`). Fields a newer
-   * server adds are kept in the answer.
+   * server adds are kept in the answer. A layer name with a lone surrogate, which UTF-8 cannot carry, is a
+   * `TypeError` before anything is sent.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
+    // Names travel as UTF-8, which has no lone surrogate (msgpackr writes U+FFFD): the server would answer another
+    // name than this one, after pruning the whole request.
+    (Array.isArray(request.layers) ? request.layers : []).forEach((layer, i) => {
+      if (typeof layer?.name === "string" && LONE_SURROGATE.test(layer.name)) {
+        throw new TypeError(
+          `layers[${i}].name ${JSON.stringify(layer.name)} holds a lone surrogate, which UTF-8 cannot carry`,
+        );
+      }
+    });
     const body = requestBlob(request);
     const { bytes, status } = await this.#send("/v1/prune", {
       method: "POST",

@@ -256,6 +256,27 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
   });
 });
 
+Deno.test("pruneLayers() refuses a layer name UTF-8 cannot carry before sending it", async () => {
+  // A lone surrogate travels as U+FFFD: the server would prune the layer, then answer a name other than the one
+  // sent, which read as an answer out of contract (invalid_response) after all the work was done.
+  let calls = 0;
+  const counting: typeof fetch = () => (calls++, Promise.resolve(msgpack(OK_BODY)));
+  const client = new ZpruneClient({ url: "http://127.0.0.1:9", retries: 0, fetch: counting });
+  for (const name of ["\ud800", "a\udc00b", "\ude00\ud83d"]) {
+    const layers = [REQUEST.layers[0]!, { ...REQUEST.layers[0]!, name }];
+    await assert.rejects(client.pruneLayers({ ...REQUEST, layers }), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.match(e.message, /^layers\[1\]\.name .* lone surrogate/);
+      return true;
+    });
+  }
+  assert.equal(calls, 0);
+  // Pairs are characters like any other.
+  const layers = [{ ...REQUEST.layers[0]!, name: "l0" }];
+  assert.equal((await client.pruneLayers({ ...REQUEST, layers })).layers[0]!.name, "l0");
+  await assert.rejects(client.pruneLayers({ ...REQUEST, layers: [{ ...layers[0]!, name: "é😀" }] }), /"é😀"/);
+});
+
 Deno.test("info() and health(): a non-JSON or out-of-contract answer is invalid_response", async () => {
   await withServer(
     () => new Response("<html>login</html>", { headers: { "content-type": "text/html" } }),
