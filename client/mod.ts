@@ -31,7 +31,7 @@ import {
 } from "../contract/errors.ts";
 import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
 import type { z } from "zod";
-import { zeroMasked } from "../contract/dtype_codec.ts";
+import { decode, zeroMasked } from "../contract/dtype_codec.ts";
 
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };
@@ -118,6 +118,17 @@ function requestBlob(request: PruneRequestInput): Blob {
  */
 export function tensor(dtype: DType, shape: readonly number[], data: ArrayBufferView): Tensor {
   return { dtype, shape: [...shape], data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/**
+ * The values of a tensor (an answer's `weight` or `score`, or any wire tensor) as a new Float32Array, row-major:
+ * f16 and bf16 widened exactly. An answer's tensors are views into its body at any byte offset, so a Float32Array
+ * over their buffer may not be possible; this copies.
+ */
+export function tensorValues(t: Tensor): Float32Array {
+  const n = t.data.byteLength / DTYPE_BYTES[t.dtype];
+  if (!Number.isInteger(n)) throw new RangeError(`${t.data.byteLength} bytes is not a whole number of ${t.dtype}`);
+  return decode(t.data, t.dtype).values;
 }
 
 /**

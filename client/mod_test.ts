@@ -5,7 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
-import { applyMask, decodeMsgpack, DEFAULT_TIMEOUT_MS, encodeRequest, ZpruneClient, ZpruneError } from "./mod.ts";
+import {
+  applyMask,
+  decodeMsgpack,
+  DEFAULT_TIMEOUT_MS,
+  encodeRequest,
+  tensorValues,
+  ZpruneClient,
+  ZpruneError,
+} from "./mod.ts";
 import type { PruneRequestInput, PruneResponse } from "../contract/api.ts";
 import { DEFAULT_CONFIG } from "../config.ts";
 import { ERROR_CODE_HEADER } from "../contract/errors.ts";
@@ -78,6 +86,30 @@ Deno.test("applyMask() zeroes exactly the masked f32, f16 and bf16 elements, una
     }
   }
   assert.throws(() => applyMask(new Uint8Array(40), "f32", new Uint8Array(3)), RangeError);
+});
+
+Deno.test("tensorValues() reads f32, f16 and bf16 tensors at any byte offset, exactly", () => {
+  // Bit patterns with known values: 1, -2, the largest finite f16 and its smallest subnormal (2^-24); for bf16 1, -3
+  // and its smallest subnormal (2^-133).
+  const halves = {
+    f16: [[0x3c00, 1], [0xc000, -2], [0x7bff, 65504], [0x0001, 2 ** -24]],
+    bf16: [[0x3f80, 1], [0xc040, -3], [0x0001, 2 ** -133]],
+  } as const;
+  for (const [dtype, cases] of Object.entries(halves) as [("f16" | "bf16"), readonly (readonly [number, number])[]][]) {
+    const buf = new Uint8Array(1 + 2 * cases.length);
+    const view = new DataView(buf.buffer);
+    cases.forEach(([bits], i) => view.setUint16(1 + 2 * i, bits, true));
+    const data = buf.subarray(1); // odd offset: no Uint16Array could view it
+    assert.deepEqual([...tensorValues({ dtype, shape: [cases.length], data })], cases.map(([, v]) => v), dtype);
+  }
+  const buf = new Uint8Array(3 + 8);
+  new DataView(buf.buffer).setFloat32(3, -0.1, true);
+  new DataView(buf.buffer).setFloat32(7, 3e38, true);
+  assert.deepEqual([...tensorValues({ dtype: "f32", shape: [2], data: buf.subarray(3) })], [
+    Math.fround(-0.1),
+    Math.fround(3e38),
+  ]);
+  assert.throws(() => tensorValues({ dtype: "f16", shape: [1], data: new Uint8Array(3) }), RangeError);
 });
 
 Deno.test("the default timeout outlasts the server's default deadline, so the server's own answer comes first", () => {
