@@ -351,6 +351,8 @@ export class ZpruneClient {
    * `TypeError` before anything is sent.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
+    // Aborted already: not worth a copy of every tensor into the body first.
+    options.signal?.throwIfAborted();
     // Names travel as UTF-8, which has no lone surrogate (msgpackr writes U+FFFD): the server would answer another
     // name than this one, after pruning the whole request.
     (Array.isArray(request.layers) ? request.layers : []).forEach((layer, i) => {

@@ -513,6 +513,25 @@ Deno.test("pruneLayers() maps JSON and msgpack error bodies to ZpruneError witho
   assert.equal(calls, 3);
 });
 
+Deno.test("pruneLayers() with a signal aborted already throws its reason before reading the layers", async () => {
+  let fetched = 0;
+  const client = new ZpruneClient({
+    url: "http://127.0.0.1:9",
+    retries: 0,
+    fetch: () => (fetched++, Promise.reject(new Error("fetched"))),
+  });
+  const layer = {
+    name: "w",
+    get weight(): never {
+      throw new Error("the body was built");
+    },
+  };
+  const reason = new Error("stopped before");
+  const request = { ...REQUEST, layers: [layer] } as unknown as PruneRequestInput;
+  await assert.rejects(client.pruneLayers(request, { signal: AbortSignal.abort(reason) }), (e) => e === reason);
+  assert.equal(fetched, 0);
+});
+
 Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));
