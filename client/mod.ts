@@ -244,10 +244,17 @@ function checkLayers(request: PruneRequestInput, res: PruneResponse, status: num
     if (layer.mask.byteLength !== Math.ceil(count / 8)) {
       throw invalidResponse(`${where}: a mask of ${layer.mask.byteLength} bytes for ${count} weights`, status);
     }
-    for (const [key, t] of [["weight", layer.weight], ["score", layer.score]] as const) {
-      if (t && (!sameShape(t.shape, shape) || t.data.byteLength !== count * DTYPE_BYTES[t.dtype])) {
+    // The weights come back in the request's dtype, the scores in f32; each when `return` asks for it.
+    const returned = [["weight", layer.weight, want.weight.dtype], ["score", layer.score, "f32"]] as const;
+    for (const [key, t, dtype] of returned) {
+      if (!t) {
+        if (request.return?.includes(key)) throw invalidResponse(`${where}: no ${key}, which return asked for`, status);
+        continue;
+      }
+      if (t.dtype !== dtype || !sameShape(t.shape, shape) || t.data.byteLength !== count * DTYPE_BYTES[t.dtype]) {
         throw invalidResponse(
-          `${where}: the returned ${key} is ${t.dtype} ${JSON.stringify(t.shape)} in ${t.data.byteLength} bytes`,
+          `${where}: the returned ${key} is ${t.dtype} ${JSON.stringify(t.shape)} in ${t.data.byteLength} bytes ` +
+            `(${dtype} ${JSON.stringify(shape)} expected)`,
           status,
         );
       }

@@ -273,6 +273,19 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
       REQUEST,
       /the returned score is f32 \[8,1\]/,
     ],
+    // Sizes that agree with their dtype, in a dtype the contract does not answer: f32 weights sent, scores f32.
+    [
+      answered({ weight: { dtype: "f16", shape: [1, 8], data: new Uint8Array(16) } }),
+      REQUEST,
+      /the returned weight is f16 \[1,8\] in 16 bytes \(f32 \[1,8\] expected\)/,
+    ],
+    [
+      answered({ score: { dtype: "bf16", shape: [1, 8], data: new Uint8Array(16) } }),
+      REQUEST,
+      /the returned score is bf16 .*\(f32 \[1,8\] expected\)/,
+    ],
+    [msgpack(OK_BODY), { ...REQUEST, return: ["mask", "score"] }, /layer 0 \("l0"\): no score, which return asked/],
+    [msgpack(OK_BODY), { ...REQUEST, return: ["weight"] }, /no weight, which return asked for/],
   ];
   for (const [answer, request, message] of cases) {
     await withServer(() => answer.clone(), async (url) => {

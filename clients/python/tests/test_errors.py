@@ -383,6 +383,30 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         assert err.message, what
 
 
+def test_answers_without_the_asked_tensors_or_in_another_dtype_are_invalid(stub: Tuple[str, Script]) -> None:
+    # As the TypeScript client checks: each tensor return asks for, weights in the request's dtype, scores in f32.
+    url, script = stub
+    good = msgpack.unpackb(_ok_answer(), raw=False)
+
+    def half(a: Any) -> Dict[str, Any]:  # right in size and shape, in f16
+        return {"dtype": "f16", "shape": list(a.shape), "data": np.ascontiguousarray(a, "<f2").tobytes()}
+
+    def answer(**extra: Any) -> bytes:
+        return bytes(msgpack.packb({**good, "layers": [{**good["layers"][0], **extra}]}, use_bin_type=True))
+
+    cases = [
+        (("mask", "score"), answer(), "no score, which return asked for"),
+        (("weight",), answer(), "no weight, which return asked for"),
+        (("mask", "weight"), answer(weight=half(W)), "weight is f16, not f32"),
+        (("mask", "score"), answer(score=half(W)), "score is f16, not f32"),
+    ]
+    for returns, body, message in cases:
+        script.answers = [(200, {"Content-Type": "application/msgpack"}, body)]
+        err = raises("invalid_response", 200, ZpruneClient(url).prune_layers, [("layer", W, ACT)], sparsity=0.5,
+                     returns=returns)
+        assert message in err.message, (returns, err.message)
+
+
 def test_answer_cut_short_is_unreachable_after_retries(stub: Tuple[str, Script]) -> None:
     url, script = stub
     body = _ok_answer()

@@ -501,7 +501,8 @@ class ZpruneClient:
             body["return"] = list(returns)
         answer = self.prune_raw(body)
         expected = [(layer["name"], tuple(layer["weight"]["shape"])) for layer in body["layers"]]
-        return parse_prune_answer(answer, expected)
+        dtypes = [layer["weight"]["dtype"] for layer in body["layers"]]
+        return parse_prune_answer(answer, expected, returns=returns, dtypes=dtypes)
 
     def prune_layer(
         self,
@@ -532,12 +533,18 @@ class ZpruneClient:
 
 
 def parse_prune_answer(
-    answer: Mapping[str, Any], expected: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None
+    answer: Mapping[str, Any],
+    expected: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None,
+    *,
+    returns: Sequence[str] = (),
+    dtypes: Optional[Sequence[str]] = None,
 ) -> PruneResult:
     """Turns a decoded answer map into a ``PruneResult``, unpacking masks and tensors.
 
     With ``expected`` (the request's ``(name, shape)`` per layer), checks that the answer has the same layers in
-    the same order; a mismatch raises ``ZpruneError("invalid_response")``.
+    the same order; with ``returns`` (the request's ``return``), that each layer has the tensors it asked for; with
+    ``dtypes`` (the request's weight dtype per layer), that returned weights come in it. A score is always f32. A
+    mismatch raises ``ZpruneError("invalid_response")``, as the TypeScript client does.
     """
     raw_layers = answer.get("layers") or []
     if expected is not None and len(raw_layers) != len(expected):
@@ -558,6 +565,14 @@ def parse_prune_answer(
             for key in ("pruned", "total"):  # what every caller counts with (prune_model sums them)
                 if isinstance(stats.get(key), bool) or not isinstance(stats.get(key), int):
                     raise ValueError(f"stats.{key} is {stats.get(key)!r}, not an integer")
+            # The weights come back in the request's dtype, the scores in f32; each when `return` asks for it.
+            want_dtype = {"weight": dtypes[i] if dtypes is not None else None, "score": "f32"}
+            for k in ("weight", "score"):
+                if raw.get(k) is None:
+                    if k in returns:
+                        raise ValueError(f"no {k}, which return asked for")
+                elif want_dtype[k] is not None and raw[k]["dtype"] != want_dtype[k]:
+                    raise ValueError(f"{k} is {raw[k]['dtype']}, not {want_dtype[k]}")
             tensors = {k: decode_tensor(raw[k]) if raw.get(k) is not None else None for k in ("weight", "score")}
             for k, t in tensors.items():
                 if t is not None and t.shape != shape:
