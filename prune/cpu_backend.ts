@@ -16,8 +16,6 @@ export interface CpuBackendOptions {
   threads?: number;
   /** Layers with fewer elements run on the calling thread (default 2^18). */
   parallelMin?: number;
-  /** Scratch memory kept between layers for reuse (default: an eighth of the host's memory, at most 2 GiB). */
-  scratchBytes?: number;
 }
 
 /** The CPU's model name, as `/v1/info` and every response report it. */
@@ -27,16 +25,13 @@ function cpuDescription(): string {
   return `${model} (${list.length} cores)`;
 }
 
-/** Default scratch kept between layers: an eighth of the host's memory (or its container's), at most 2 GiB. */
-function defaultScratchBytes(): number {
+/** Scratch kept between layers for reuse: an eighth of the host's memory (or its container's), at most 2 GiB. */
+function scratchBytes(): number {
   return Math.min(2 * 1024 ** 3, Math.floor(memoryLimitBytes() / 8));
 }
 
 /** A worker-pool executor of `threads` workers (the CPU backend's own, and benchmarks'); close it when done. */
-export function createPoolExecutor(
-  threads: number,
-  scratchBytes = defaultScratchBytes(),
-): Executor & {
+export function createPoolExecutor(threads: number): Executor & {
   close(): void;
   crash(index: number): void;
   restarts(): number;
@@ -44,7 +39,7 @@ export function createPoolExecutor(
   during<T>(layer: () => Promise<T>): Promise<T>;
 } {
   const pool = new CpuPool(threads);
-  const buffers = new ScratchBuffers(scratchBytes);
+  const buffers = new ScratchBuffers(scratchBytes());
   return {
     shared: true,
     threads: pool.size,
@@ -73,7 +68,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const parallelMin = options.parallelMin ?? 1 << 18;
   let exec: ReturnType<typeof createPoolExecutor> | null = null;
   // Workers start with the first large layer: a server that only sees small ones never spawns them.
-  const executor = () => (exec ??= createPoolExecutor(threads, options.scratchBytes));
+  const executor = () => (exec ??= createPoolExecutor(threads));
   let closedRestarts = 0; // restarts of pools already closed, so the count never goes down
 
   return {
