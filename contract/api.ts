@@ -32,8 +32,6 @@ export const PATTERN_FORMS = ["layer", "row", "N:M"] as const;
 
 /** What a response may carry per layer. */
 export const RETURNS = ["mask", "weight", "score"] as const;
-/** One entry of a request's `return`. */
-export type ReturnKind = (typeof RETURNS)[number];
 
 /**
  * API.md, Selection: where a score is within this relative distance of its selection unit's threshold, float32
@@ -115,8 +113,6 @@ export const LayerRequestSchema = z.object({
     properties: { actNormSq: { type: "object" }, inputs: { type: "object" } },
   },
 });
-/** One layer of a request. */
-export type LayerRequest = z.infer<typeof LayerRequestSchema>;
 
 /** The bounds of `sparsity`, for its schema and for its OpenAPI metadata alike. */
 const SPARSITY_BOUNDS = { minimum: 0, exclusiveMaximum: 1 } as const;
