@@ -9,7 +9,7 @@ const POPCOUNT: Uint8Array = (() => {
 })();
 
 /** Pruned counts and row sparsity of a rows x cols mask (bit i row-major, LSB first, 1 = pruned). */
-export function maskStats(
+function maskStats(
   mask: Uint8Array,
   rows: number,
   cols: number,
