@@ -47,30 +47,28 @@ export class Arena {
 export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, T: number, n: number, d: number): void {
   const k = KERNELS.get(out.buffer);
   if (k === undefined || x.buffer !== out.buffer || w.buffer !== out.buffer || n % 4 !== 0) {
-    matmulRange(out, x, w, 0, T, 0, d, n, d);
+    matmulColumns(out, x, w, T, n, d, 0);
     return;
   }
   const T3 = T - (T % 3), d4 = d - (d % 4);
   k.mm3x4(out.byteOffset, x.byteOffset, w.byteOffset, T, n, d);
   if (T3 < T) k.mm1x4(out.byteOffset + T3 * d * 4, x.byteOffset + T3 * n * 4, w.byteOffset, T - T3, n, d);
-  if (d4 < d) matmulRange(out, x, w, 0, T, d4, d, n, d);
+  if (d4 < d) matmulColumns(out, x, w, T, n, d, d4);
 }
 
-/** The plain-loop matmul over rows [t0, t1) and columns [j0, j1) of out. */
-function matmulRange(
+/** The plain-loop matmul over columns [j0, d) of out (every row). */
+function matmulColumns(
   out: Float32Array,
   x: Float32Array,
   w: Float32Array,
-  t0: number,
-  t1: number,
-  j0: number,
-  j1: number,
+  T: number,
   n: number,
   d: number,
+  j0: number,
 ): void {
-  for (let t = t0; t < t1; t++) {
+  for (let t = 0; t < T; t++) {
     const xo = t * n;
-    for (let j = j0; j < j1; j++) {
+    for (let j = j0; j < d; j++) {
       const wo = j * n;
       let s = 0;
       for (let i = 0; i < n; i++) s += x[xo + i]! * w[wo + i]!;
