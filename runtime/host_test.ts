@@ -4,14 +4,11 @@
  * exit codes are tested with a real process in tests/main_process_test.ts.
  */
 import assert from "node:assert/strict";
+import { writeAll } from "../tests/_server.ts";
 import { listen } from "./host.ts";
 
 const OPTS = { port: 0, host: "127.0.0.1" };
 const refuse = () => new Response("draining", { status: 503, headers: { "Retry-After": "1" } });
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
-}
 
 /** Everything `conn` sends until it closes, as text. */
 async function readAll(conn: Deno.Conn): Promise<string> {
