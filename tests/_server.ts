@@ -133,6 +133,22 @@ export async function assertGoldenExact(url: string, name = "zpruner-layer-f16")
   assert.deepEqual(goldenProblems(body.layers[0]!.mask, g.expected), [], name);
 }
 
+/**
+ * `p`, or a failure saying what never came if it has not settled within `ms`. A bound against hanging forever
+ * when the server behaves otherwise than the test expects, generous enough never to judge speed.
+ */
+export async function within<T>(p: Promise<T>, what: string, ms = 60_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s, giving up`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Writes all of `bytes` to a raw connection. */
 export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));

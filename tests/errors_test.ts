@@ -16,6 +16,7 @@ import {
   postPrune,
   startServer,
   type TestServer,
+  within,
   withPrune,
   writeAll,
 } from "./_server.ts";
@@ -49,22 +50,6 @@ async function expectError(res: Response, status: number, code: string, messageI
     assert.ok(body.error.message.includes(messageIncludes), `"${body.error.message}" names "${messageIncludes}"`);
   }
   return body.error.message;
-}
-
-/**
- * `p`, or a failure saying what never came if it has not settled within `ms`. A bound against hanging forever
- * when the server behaves otherwise than the test expects, generous enough never to judge speed.
- */
-async function within<T>(p: Promise<T>, what: string, ms = 60_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s, giving up`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Polls `ok` until it holds; fails saying what never happened after `ms` (a bound, not a speed check). */

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
-import { assertGoldenExact, f32Layer, gauge, goldenCase, popcount, postPrune, writeAll } from "./_server.ts";
+import { assertGoldenExact, f32Layer, gauge, goldenCase, popcount, postPrune, within, writeAll } from "./_server.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DENO = new URL("node_modules/.bin/deno", ROOT).pathname;
@@ -109,15 +109,6 @@ async function stop(proc: Proc, conn?: Deno.Conn): Promise<void> {
   await proc.status;
 }
 
-/** Resolves `p`, or rejects after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(t)),
-    new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms))),
-  ]);
-}
-
 const LISTENING = /^zprune listening on http:\/\/127\.0\.0\.1:(\d+) backend=cpu /;
 const SERVER_ENV = { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: "cpu" };
 
@@ -165,7 +156,7 @@ Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSO
     // the tests below: this one's end is the computation's).
 
     // The request in flight is still answered, completely.
-    const res = await within(pending, 60_000, "the drained request");
+    const res = await within(pending, "the drained request", 60_000);
     assert.equal(res.status, 200);
     const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
     const l = body.layers[0]!;
@@ -174,7 +165,7 @@ Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSO
     assert.equal(l.stats.pruned, Math.floor(0.5 * rows * cols));
     assert.equal(popcount(l.mask, rows * cols), l.stats.pruned);
 
-    const status = await within(proc.status, 10_000, "exit after SIGTERM");
+    const status = await within(proc.status, "exit after SIGTERM", 10_000);
     assert.equal(status.code, 0, proc.stderr());
 
     // stdout: one JSON line per request and nothing else; the startup and draining lines went to stderr.
@@ -312,7 +303,7 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
       await writeAll(conn, upload.rest.subarray(o, o + 512 * 1024));
       await new Promise((r) => setTimeout(r, 50));
     }
-    const answer = await within(readAnswer(conn), 30_000, "the upload's answer");
+    const answer = await within(readAnswer(conn), "the upload's answer", 30_000);
     assert.equal(answer.status, 200, new TextDecoder().decode(answer.body.subarray(0, 300)));
     assert.equal(answer.headers.get("connection"), "close");
     const l = (decodeMsgpack(answer.body) as PruneResponse).layers[0]!;
@@ -320,7 +311,7 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
     assert.equal(l.stats.pruned, Math.floor(0.5 * rows * cols));
     assert.equal(popcount(l.mask, rows * cols), l.stats.pruned);
 
-    const status = await within(proc.status, 10_000, "exit after the drain");
+    const status = await within(proc.status, "exit after the drain", 10_000);
     assert.equal(status.code, 0, proc.stderr());
     assert.match(proc.stderr(), /^zprune: drained in \d+\.\d s; every request was answered; exit 0$/m);
     const entries = proc.lines.filter((x) => x.startsWith("{")).map((x) => JSON.parse(x) as Record<string, unknown>);
@@ -363,7 +354,7 @@ Deno.test("main.ts: a flood of idle connections that exhausts file descriptors d
     assert.match(proc.stderr(), /zprune: the listener on 127\.0\.0\.1:\d+ failed \(.*Too many open files/);
     // A connection accepted before the failure is still served.
     await writeAll(conns[0]!, new TextEncoder().encode("1\r\nConnection: close\r\n\r\n"));
-    assert.equal((await within(readAnswer(conns[0]!), 10_000, "the first connection's answer")).status, 200);
+    assert.equal((await within(readAnswer(conns[0]!), "the first connection's answer", 10_000)).status, 200);
     for (const c of conns.splice(0)) c.close();
     while (!/listening on 127\.0\.0\.1:\d+ again/.test(proc.stderr()) && Date.now() < deadline + 10_000) {
       await new Promise((r) => setTimeout(r, 20));
@@ -372,7 +363,7 @@ Deno.test("main.ts: a flood of idle connections that exhausts file descriptors d
     assert.equal(res.status, 200, await res.text());
     assert.doesNotMatch(proc.stderr(), /Uncaught/);
     proc.child.kill("SIGTERM");
-    assert.equal((await within(proc.status, 10_000, "exit after SIGTERM")).code, 0, proc.stderr());
+    assert.equal((await within(proc.status, "exit after SIGTERM", 10_000)).code, 0, proc.stderr());
   } finally {
     for (const c of conns) c.close();
     await stop(proc);
@@ -410,7 +401,7 @@ Deno.test("main.ts: a startup failure is one line naming its cause and exit 1, n
 Deno.test("main.ts: arguments are refused with one line and exit 2 (configuration is by environment)", async () => {
   for (const cmd of [[DENO, "run", "-A", "main.ts", "--help"], ["./node_modules/.bin/bun", "main.ts", "--port=1"]]) {
     const proc = spawn(cmd, SERVER_ENV);
-    const status = await within(proc.status, 60_000, `${cmd.join(" ")} exits`);
+    const status = await within(proc.status, `${cmd.join(" ")} exits`, 60_000);
     assert.equal(status.code, 2, proc.stderr());
     assert.match(
       proc.stderr().trim(),
@@ -428,7 +419,7 @@ Deno.test("main.ts: SIGTERM as soon as the startup line is out drains and exits 
       try {
         await proc.waitLine(LISTENING, 30_000);
         proc.child.kill("SIGTERM");
-        const status = await within(proc.status, 30_000, "exit after SIGTERM");
+        const status = await within(proc.status, "exit after SIGTERM", 30_000);
         assert.equal(status.code, 0, `${cmd[0]} run ${i}: ${proc.stderr()}`);
         assert.match(proc.stderr(), /^zprune: SIGTERM, draining 0 request/m);
       } finally {
@@ -468,8 +459,8 @@ Deno.test("main.ts: a second signal during a long drain exits at once with statu
       // signal's; the bound just turns a hang into a failure.
       const status = await within(
         proc.status,
-        60_000,
         `exit after a second signal, long before the 605 s drain limit (${cmd[0]}: ${first}, ${second})`,
+        60_000,
       );
       assert.equal(status.code, 1, proc.stderr());
       await proc.waitLine(new RegExp(`^zprune: ${second} again, exiting at once with 1 request`), 1_000);
@@ -510,7 +501,7 @@ async function answerStillBeingWritten(cmd: string[]): Promise<void> {
     const t0 = Date.now();
     proc.child.kill("SIGTERM");
     await proc.waitLine(/^zprune: SIGTERM, draining 1 request\(s\) for at most 8 s/, 5_000);
-    const status = await within(proc.status, 30_000, "exit after SIGTERM");
+    const status = await within(proc.status, "exit after SIGTERM", 30_000);
     const ms = Date.now() - t0;
     assert.equal(status.code, 1, proc.stderr());
     // Not before the limit; and at it, not when the stalled answer is dropped (60 s): the log line says which ended
@@ -575,7 +566,7 @@ Deno.test("the image's CMD serves outside Docker; its HEALTHCHECK passes against
     l.close();
     assert.notEqual(await health(free), 0, "HEALTHCHECK with no server");
     proc.child.kill("SIGTERM");
-    const status = await within(proc.status, 10_000, "exit after SIGTERM");
+    const status = await within(proc.status, "exit after SIGTERM", 10_000);
     assert.equal(status.code, 0, proc.stderr());
   } finally {
     await stop(proc);
