@@ -6,7 +6,7 @@ export interface Timers {
 }
 
 /** The host's timers, unref'd: they never keep a process alive. */
-export const HOST_TIMERS: Timers = {
+const HOST_TIMERS: Timers = {
   set(fire, ms) {
     const t = setTimeout(fire, ms);
     // Deno's timers are numbers, unref'd through Deno.unrefTimer; Bun's and Node's are objects with unref().
