@@ -6,7 +6,7 @@
 import { AMBIGUITY_BAND } from "../contract/api.ts";
 
 /** f16 bits -> number, from the IEEE 754 definition. */
-export function f16ToNumber(h: number): number {
+function f16ToNumber(h: number): number {
   const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, f = h & 1023;
   if (e === 0) return s * f * 2 ** -24;
   if (e === 31) return f ? NaN : s * Infinity;
@@ -14,7 +14,7 @@ export function f16ToNumber(h: number): number {
 }
 
 /** bf16 bits -> number. */
-export function bf16ToNumber(h: number): number {
+function bf16ToNumber(h: number): number {
   const b = new DataView(new ArrayBuffer(4));
   b.setUint32(0, h << 16);
   return b.getFloat32(0);
