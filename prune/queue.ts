@@ -16,8 +16,6 @@ export interface WorkQueueOptions {
   maxQueue: number;
   /** Bytes that running requests may hold together (their estimates); Infinity for no budget. */
   memoryBudget?: number;
-  /** Seconds a refused client is told to wait. */
-  retryAfterSeconds?: number;
 }
 
 interface Waiter {
@@ -30,7 +28,8 @@ export class WorkQueue {
   readonly concurrency: number;
   readonly maxQueue: number;
   readonly memoryBudget: number;
-  readonly retryAfterSeconds: number;
+  /** Seconds a refused client is told to wait. */
+  readonly retryAfterSeconds = 1;
   #running = 0;
   #bytes = 0;
   #waiting: Waiter[] = [];
@@ -41,7 +40,6 @@ export class WorkQueue {
     this.concurrency = Math.max(1, options.concurrency);
     this.maxQueue = Math.max(0, options.maxQueue);
     this.memoryBudget = options.memoryBudget ?? Infinity;
-    this.retryAfterSeconds = options.retryAfterSeconds ?? 1;
   }
 
   /** Requests waiting for a slot. */
