@@ -176,6 +176,9 @@ async function errorOf(res: Response, signal: AbortSignal): Promise<ZpruneError>
   const headers: Record<string, string> = {};
   const retryAfter = res.headers.get("retry-after");
   if (retryAfter !== null) headers["Retry-After"] = retryAfter;
+  // The id the server logged the request under: what to quote when asking its operator about the error.
+  const requestId = res.headers.get("x-request-id");
+  if (requestId !== null) headers["X-Request-Id"] = requestId;
   // The header repeats the server's code: an answer whose body was cut short (or replaced by a proxy) still says it.
   const named = [err?.code, res.headers.get(ERROR_CODE_HEADER)?.trim()]
     .find((c): c is string => typeof c === "string" && CODE_SHAPE.test(c));

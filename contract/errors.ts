@@ -66,7 +66,7 @@ export class ZpruneError extends Error {
   override name = "ZpruneError";
   readonly code: AnyErrorCode;
   readonly status: number;
-  /** Extra response headers, e.g. `Retry-After` for `busy`. */
+  /** Extra response headers, e.g. `Retry-After` for `busy`; a client's errors also keep the answer's `X-Request-Id`. */
   readonly headers: Record<string, string>;
 
   constructor(

@@ -68,6 +68,8 @@ Deno.test("pruneLayers() surfaces the real app's auth and validation errors as Z
       assert.ok(e instanceof ZpruneError);
       assert.deepEqual([e.code, e.status], ["shape_mismatch", 422]);
       assert.match(e.message, /layers\[0\]\.weight/);
+      // The id the server logged the request under (a fresh UUID: the client sends none).
+      assert.match(e.headers["X-Request-Id"] ?? "", /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/);
       return true;
     });
   });

@@ -36,7 +36,9 @@ def raises(code: str, status: int, fn: Any, *args: Any, **kwargs: Any) -> Zprune
 
 
 def test_shape_mismatch_act_length(server_url: str) -> None:
-    raises("shape_mismatch", 422, prune_layer, W, ACT[:10], sparsity=0.5, url=server_url)
+    err = raises("shape_mismatch", 422, prune_layer, W, ACT[:10], sparsity=0.5, url=server_url)
+    # The id the server logged the request under (a fresh UUID: the client sends none).
+    assert err.request_id is not None and re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", err.request_id)
 
 
 def test_shape_mismatch_nm_columns(server_url: str) -> None:
@@ -497,9 +499,9 @@ def test_codes_of_statuses_are_the_typescript_clients() -> None:
 def test_zprune_error_pickles_with_every_attribute() -> None:
     import pickle
 
-    err = pickle.loads(pickle.dumps(ZpruneError("busy", "the queue is full", 429, retry_after=1.5)))
-    assert (type(err), err.code, err.message, err.status, err.retry_after) == (
-        ZpruneError, "busy", "the queue is full", 429, 1.5)
+    err = pickle.loads(pickle.dumps(ZpruneError("busy", "the queue is full", 429, retry_after=1.5, request_id="r7")))
+    assert (type(err), err.code, err.message, err.status, err.retry_after, err.request_id) == (
+        ZpruneError, "busy", "the queue is full", 429, 1.5, "r7")
     assert str(err) == "busy (429): the queue is full"
 
 

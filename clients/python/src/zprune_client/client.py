@@ -77,17 +77,28 @@ class ZpruneError(Exception):
         message: the server's explanation.
         status: the HTTP status (0 when there was no answer).
         retry_after: seconds from the ``Retry-After`` header, when there was one.
+        request_id: the answer's ``X-Request-Id``, under which the server logged the request, when there was one.
     """
 
-    def __init__(self, code: str, message: str, status: int, *, retry_after: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int,
+        *,
+        retry_after: Optional[float] = None,
+        request_id: Optional[str] = None,
+    ) -> None:
         super().__init__(f"{code} ({status}): {message}")
         self.code = code
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.request_id = request_id
 
-    def __reduce__(self) -> Any:  # keep pickling (e.g. across processes) working: retry_after is keyword-only
-        return (type(self), (self.code, self.message, self.status), {"retry_after": self.retry_after})
+    def __reduce__(self) -> Any:  # keep pickling (e.g. across processes) working: the keyword-only attributes too
+        state = {"retry_after": self.retry_after, "request_id": self.request_id}
+        return (type(self), (self.code, self.message, self.status), state)
 
 
 @dataclass
@@ -267,7 +278,8 @@ def _error_from(status: int, headers: Mapping[str, str], body: bytes) -> ZpruneE
     message = err.get("message")
     if not isinstance(message, str):
         message = body[:200].decode("utf-8", "replace") or f"HTTP {status} with no error body"
-    return ZpruneError(code, message, status, retry_after=_retry_after(headers.get("retry-after")))
+    retry_after = _retry_after(headers.get("retry-after"))
+    return ZpruneError(code, message, status, retry_after=retry_after, request_id=headers.get("x-request-id"))
 
 
 class _UnusableURL(http.client.InvalidURL, ValueError):
