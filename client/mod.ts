@@ -464,8 +464,10 @@ export class ZpruneClient {
         // A refused or reset connection, before or during the answer: the server may be restarting, so it is
         // worth another try. Once the tries are spent it is `unreachable`, as in the Python client: fetch's own
         // error (a TypeError in Deno, Bun, Node and browsers), whose cause says why ("Connection refused"), is kept
-        // as the cause and quoted. Anything else (a custom fetch's bug, memory) is thrown as it is.
-        if (attempt >= o.retries) throw err instanceof TypeError ? unreachable(this.url, err) : err;
+        // as the cause and quoted. Anything else (a custom fetch's bug, memory) is thrown at once, as it is: another
+        // try would meet it again.
+        if (!(err instanceof TypeError)) throw err;
+        if (attempt >= o.retries) throw unreachable(this.url, err);
         timeout.clear();
         await o.sleep(this.#backoff(attempt), signal);
         continue;

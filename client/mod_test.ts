@@ -545,6 +545,29 @@ Deno.test("pruneLayers() with a signal aborted already throws its reason before 
   assert.equal(fetched, 0);
 });
 
+Deno.test("pruneLayers(): a custom fetch's own error is thrown at once, not retried as a lost connection", async () => {
+  let calls = 0;
+  const bug = new RangeError("a bug in the caller's fetch");
+  const client = new ZpruneClient({
+    url: "http://127.0.0.1:9",
+    retries: 3,
+    sleep: () => Promise.resolve(),
+    fetch: () => (calls++, Promise.reject(bug)),
+  });
+  await assert.rejects(client.pruneLayers(REQUEST), (e) => e === bug);
+  assert.equal(calls, 1);
+  // fetch's own TypeError (a refused connection) is retried, then unreachable.
+  calls = 0;
+  const refused = new ZpruneClient({
+    url: "http://127.0.0.1:9",
+    retries: 3,
+    sleep: () => Promise.resolve(),
+    fetch: () => (calls++, Promise.reject(new TypeError("Connection refused"))),
+  });
+  await assert.rejects(refused.pruneLayers(REQUEST), { name: "ZpruneError", code: "unreachable" });
+  assert.equal(calls, 4);
+});
+
 Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));
