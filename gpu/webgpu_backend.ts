@@ -360,6 +360,14 @@ export class WebGpuBackend implements Backend {
     if (this.#inFlight || this.#closed || this.#queue.length === 0 || this.#starting) return;
     this.#ensureWorker().then((w) => {
       if (this.#inFlight || this.#closed) return;
+      if (w !== this.#worker) {
+        // A fresh worker whose device was lost (or that crashed) right after it said ready: #fail retired it while its
+        // start was still settling, and pumped nothing. Posted to, it would answer nothing, and its watchdog, which
+        // ignores a retired worker, would never fire. A failed start, as a loss during warm-up is.
+        return this.#failQueue(
+          new ZpruneError("unavailable", "WebGPU backend cannot restart: its device was lost as it started"),
+        );
+      }
       const job = this.#queue.shift();
       if (!job) return;
       if (job.signal?.aborted) {
@@ -376,9 +384,12 @@ export class WebGpuBackend implements Backend {
         return this.#pump();
       }
     }, (err) => {
-      // No device could be opened: answer everything queued now rather than letting it wait.
-      const e = new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`);
-      for (const j of this.#queue.splice(0)) this.#settle(j, e);
+      this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
     });
+  }
+
+  /** No device could be opened: answers everything queued now rather than letting it wait. */
+  #failQueue(err: ZpruneError): void {
+    for (const j of this.#queue.splice(0)) this.#settle(j, err);
   }
 }

@@ -69,6 +69,23 @@ Deno.test("createWebGpuBackend() reports a device lost while starting as a faile
   );
 });
 
+Deno.test("webgpu: a device lost right after a restart answers the queue unavailable, never holds it", async () => {
+  // Every worker of this stand-in says ready and then, at once, that its device is lost: the second message arrives
+  // while the restart's promise chain is still settling, after the worker was installed and before the queue's next
+  // layer is posted.
+  const workerUrl = new URL("./testdata/lost_after_ready_worker.ts", import.meta.url);
+  await withBackend({ workerUrl }, async (b) => {
+    b.simulateDeviceLoss(); // the first worker too, if its own loss did not retire it already
+    await new Promise((r) => setTimeout(r, 50));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const pending = new Promise((r) => timer = setTimeout(() => r("pending"), 5_000));
+    const calls = [0, 1, 2].map((i) => b.prune(PARAMS, ramp(4, 4 + i)).then(() => "answered", (e) => e));
+    const answers = await Promise.all(calls.map((c) => Promise.race([c, pending])));
+    clearTimeout(timer);
+    for (const a of answers) assert.ok(a === "answered" || isUnavailable(a), `after a restart: ${answers.map(String)}`);
+  });
+});
+
 Deno.test({
   name: "webgpu: reports kind and the adapter's description",
   ignore,
