@@ -147,7 +147,7 @@ export async function createWebGpuBackend(opts: WebGpuBackendOptions): Promise<W
 /** The main-thread half of the WebGPU backend. */
 export class WebGpuBackend implements Backend {
   readonly kind = "webgpu" as const;
-  readonly device: string;
+  #device: string;
   readonly #opts: WebGpuBackendOptions;
   #worker: Worker | null;
   #starting: Promise<Worker> | null = null;
@@ -163,7 +163,7 @@ export class WebGpuBackend implements Backend {
   #restarts = 0;
 
   constructor(first: Started, opts: WebGpuBackendOptions) {
-    this.device = first.device;
+    this.#device = first.device;
     this.#opts = opts;
     this.#worker = first.worker;
     this.#attach(first.worker);
@@ -194,6 +194,14 @@ export class WebGpuBackend implements Backend {
       this.#queue.push(job);
       this.#pump();
     });
+  }
+
+  /**
+   * The description of the adapter the latest worker opened: a worker started after a failure may open another one
+   * (a software adapter where the GPU it replaces is gone), and answers must name the device that computed them.
+   */
+  get device(): string {
+    return this.#device;
   }
 
   /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
@@ -337,6 +345,7 @@ export class WebGpuBackend implements Backend {
         throw new Error("closed");
       }
       this.#worker = s.worker;
+      this.#device = s.device;
       this.#attach(s.worker);
       return s.worker;
     }).finally(() => {

@@ -86,6 +86,23 @@ Deno.test("webgpu: a device lost right after a restart answers the queue unavail
   });
 });
 
+Deno.test("webgpu: after a restart, device names the adapter the new worker opened", async () => {
+  // Each start of this stand-in names another device, as a restart may open another adapter (a software one where
+  // the GPU is gone): answers and /v1/info must not go on naming the first.
+  const workerUrl = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
+  await withBackend({ workerUrl }, async (b) => {
+    const first = b.device;
+    await b.prune(PARAMS, ramp(4, 4));
+    assert.equal(b.device, first, "the same worker, the same device");
+    b.simulateDeviceLoss();
+    await new Promise((r) => setTimeout(r, 50));
+    await b.prune(PARAMS, ramp(4, 4));
+    assert.equal(b.restarts, 1);
+    assert.match(b.device, /^stand-in /);
+    assert.notEqual(b.device, first, "the restarted worker's device");
+  });
+});
+
 Deno.test({
   name: "webgpu: reports kind and the adapter's description",
   ignore,

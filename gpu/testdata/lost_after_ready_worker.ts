@@ -1,6 +1,7 @@
 /**
  * A stand-in for gpu/worker.ts whose device is lost right after it starts: it answers `init` with `ready` and at once
- * with `lost`. A layer that reaches it is answered (an empty mask), and so is `lose-device` (with `lost`).
+ * with `lost` (unless its URL ends in `?stays`). A layer that reaches it is answered (an empty mask), and so is
+ * `lose-device` (with `lost`). Each start names another device.
  */
 import type { FromWorker, ToWorker } from "../protocol.ts";
 
@@ -11,8 +12,8 @@ const scope = self as unknown as {
 scope.onmessage = (e) => {
   const msg = e.data;
   if (msg.type === "init") {
-    scope.postMessage({ type: "ready", device: "lost after ready", fallback: true });
-    scope.postMessage({ type: "lost", message: "lost right after start" });
+    scope.postMessage({ type: "ready", device: `stand-in ${crypto.randomUUID()}`, fallback: true });
+    if (!import.meta.url.endsWith("?stays")) scope.postMessage({ type: "lost", message: "lost right after start" });
   } else if (msg.type === "prune") {
     const { rows, cols } = msg.layer;
     const n = rows * cols;
