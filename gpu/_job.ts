@@ -160,30 +160,36 @@ export class Job {
     pass.end();
   }
 
+  // Internal errors too: the driver failed an operation for its own reasons, so what the job computed cannot be
+  // trusted; uncaught, it would only be an event, and the job would answer.
   #openScopes(): void {
+    this.#device.pushErrorScope("internal");
     this.#device.pushErrorScope("out-of-memory");
     this.#device.pushErrorScope("validation");
     this.#scoped = true;
   }
 
   /** Pops the job's scopes if they are open, marking the job failed when they caught an error; what they caught. */
-  async #popScopes(): Promise<{ validation: GPUError | null; oom: GPUError | null }> {
-    if (!this.#scoped) return { validation: null, oom: null };
+  async #popScopes(): Promise<{ validation: GPUError | null; oom: GPUError | null; internal: GPUError | null }> {
+    if (!this.#scoped) return { validation: null, oom: null, internal: null };
     this.#scoped = false;
     const validation = await this.#device.popErrorScope();
     const oom = await this.#device.popErrorScope();
-    if (oom || validation) this.#failed = true;
-    return { validation, oom };
+    const internal = await this.#device.popErrorScope();
+    if (oom || validation || internal) this.#failed = true;
+    return { validation, oom, internal };
   }
 
   /**
    * Closes the open scopes; throws `GpuOutOfMemory` when an allocation failed (a validation error is then its
-   * consequence: a command used the buffer that could not be made), `ZpruneError("unavailable")` for any other error.
+   * consequence: a command used the buffer that could not be made), `ZpruneError("unavailable")` for any other error
+   * (validation, or the driver's internal one).
    */
   async #closeScopes(): Promise<void> {
-    const { validation, oom } = await this.#popScopes();
+    const { validation, oom, internal } = await this.#popScopes();
     if (oom) throw new GpuOutOfMemory(oom.message);
     if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
+    if (internal) throw new ZpruneError("unavailable", `WebGPU internal error: ${internal.message}`);
   }
 
   /** Submits the open encoder; throws what the error scopes caught since the last submit (see #closeScopes). */
@@ -243,11 +249,12 @@ export class Job {
     const failed = maps.find((m): m is PromiseRejectedResult => m.status === "rejected");
     if (!failed) return;
     this.#failed = true;
-    const { validation, oom } = await this.#popScopes();
+    const { validation, oom, internal } = await this.#popScopes();
     const lost = await this.#lostAfterPoll();
     if (lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${lost.message || lost.reason}`);
     if (oom) throw new GpuOutOfMemory(oom.message);
     if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
+    if (internal) throw new ZpruneError("unavailable", `WebGPU internal error: ${internal.message}`);
     const why = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
     throw new ZpruneError("unavailable", `WebGPU could not map the read-back: ${why}`);
   }
@@ -309,8 +316,7 @@ export class Job {
     if (this.#scoped) {
       this.#scoped = false;
       // Popped at once (the stack is synchronous); their results are not needed.
-      this.#device.popErrorScope().catch(() => {});
-      this.#device.popErrorScope().catch(() => {});
+      for (let i = 0; i < 3; i++) this.#device.popErrorScope().catch(() => {});
     }
     if (this.#failed) this.#pool.discard(...this.#held);
     else this.#pool.release(...this.#held);

@@ -217,9 +217,13 @@ export class GpuEngine {
 
   /** Compiles every kernel now (so the first request does not pay for it). */
   async warm(): Promise<void> {
+    // A pipeline the driver fails to build is an internal error (invalid WGSL a validation one): caught here, the
+    // backend fails to start (auto then serves on the CPU) instead of failing every later job on it.
+    this.device.pushErrorScope("internal");
     this.device.pushErrorScope("validation");
     for (const k of KERNELS) this.#pipeline(k);
-    const err = await this.device.popErrorScope();
+    const validation = await this.device.popErrorScope();
+    const err = (await this.device.popErrorScope()) ?? validation;
     if (err) throw new ZpruneError("unavailable", `WebGPU kernel compilation failed: ${err.message}`);
   }
 

@@ -311,6 +311,63 @@ Deno.test({
 });
 
 Deno.test({
+  name: "GpuEngine.prune(): an internal error of the driver during a job is unavailable, never an answer",
+  ignore: !engine,
+  async fn() {
+    // An engine of its own: its device's error scopes are wrapped so that the first "internal" scope a job pops
+    // reports an error (a driver's own failure cannot be provoked on purpose), the others what they caught.
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    try {
+      const device = own.device as unknown as {
+        pushErrorScope(f: GPUErrorFilter): void;
+        popErrorScope(): Promise<GPUError | null>;
+      };
+      const push = device.pushErrorScope.bind(device), pop = device.popErrorScope.bind(device);
+      const filters: GPUErrorFilter[] = [];
+      let injected = 0;
+      device.pushErrorScope = (f) => (filters.push(f), push(f));
+      device.popErrorScope = async () => {
+        const f = filters.pop(), caught = await pop();
+        if (f !== "internal" || injected++ > 0) return caught;
+        return { message: "injected driver failure" } as GPUError;
+      };
+      const layer = {
+        name: "internal",
+        rows: 16,
+        cols: 32,
+        dtype: "f32" as const,
+        weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => Math.sin(i)).buffer),
+        actNormSq: null,
+      };
+      const params = {
+        method: "magnitude" as const,
+        pattern: { kind: "layer" as const, sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: false,
+        returnScore: false,
+      };
+      await assert.rejects(own.prune(params, layer), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError, String(e));
+        assert.equal(e.code, "unavailable");
+        assert.match(e.message, /^WebGPU internal error: injected driver failure/);
+        return true;
+      });
+      assert.equal(injected, 1);
+      assert.equal(filters.length, 0, `scopes left open: ${filters}`);
+      // The next job (no error injected) answers as the CPU backend does.
+      const { output } = await own.prune(params, layer);
+      assert.deepEqual(output.mask, (await pruneLayer(params, layer)).mask);
+      // warm() (the start of a backend) refuses a device whose driver fails building a pipeline, leaving no scope.
+      injected = 0;
+      await assert.rejects(own.warm(), /^ZpruneError: WebGPU kernel compilation failed: injected driver failure/);
+      assert.equal(filters.length, 0, `scopes left open: ${filters}`);
+    } finally {
+      own.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "GpuEngine.prune(): rows past the error model's trusted sums take the exact path, Z-Pruner and RIA",
   ignore: !engine,
   async fn() {
