@@ -63,9 +63,10 @@ export interface EngineOptions {
    * meet the limits of a small device on any adapter.
    */
   maxBindingBytes?: number;
-  /** Idle bytes the buffer pool may keep (default 2 GiB). */
-  poolBytes?: number;
 }
+
+/** Idle bytes the buffer pool may keep: enough for the largest layers' buffers to be reused. */
+const POOL_BYTES = 2 ** 31;
 
 const DTYPE_CODE: Record<DType, number> = { f32: 0, f16: 1, bf16: 2 };
 const METHOD_CODE = { magnitude: 0, wanda: 1, ria: 2, zpruner: 3 } as const;
@@ -154,7 +155,7 @@ export class GpuEngine {
     this.device = device;
     this.description = describe(info);
     this.isFallback = fallback;
-    this.#pool = new BufferPool(device, opts.poolBytes ?? 2 ** 31);
+    this.#pool = new BufferPool(device, POOL_BYTES);
     this.#bindingBytes = Math.min(device.limits.maxStorageBufferBindingSize, opts.maxBindingBytes ?? Infinity);
     const limit = Math.min(this.#bindingBytes, device.limits.maxBufferSize);
     this.#tileBytes = Math.floor(Math.min(limit, opts.maxTileBytes ?? Infinity) / 256) * 256;

@@ -28,8 +28,6 @@ export interface WebGpuBackendOptions {
   maxBindingBytes?: number;
   /** Longest a layer may run on the GPU before the worker is replaced; default 60 s + 1 s per 4M elements. */
   jobTimeoutMs?: (elements: number) => number;
-  /** Longest worker start-up (adapter, device, kernel compilation) may take; default 60 s. */
-  startTimeoutMs?: number;
   /**
    * Computes the layers the GPU cannot answer exactly (see docs/GPU.md), on this thread's side of the worker;
    * default: a CPU backend of its own, started with the first such layer and closed with this backend.
@@ -58,11 +56,13 @@ interface Started {
   device: string;
 }
 
+/** Longest a worker's start-up (adapter, device, kernel compilation) may take. */
+const START_TIMEOUT_MS = 60_000;
+
 /** Spawns a worker, opens its device; null when there is no (acceptable) adapter; throws when the device fails. */
 async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> {
   const url = opts.workerUrl ?? new URL("./worker.ts", import.meta.url);
   const worker = new Worker(String(url), { type: "module", name: "zprune-webgpu" });
-  const timeoutMs = opts.startTimeoutMs ?? 60_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const reply = await new Promise<FromWorker>((resolve, reject) => {
@@ -71,7 +71,10 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
         e.preventDefault();
         reject(new Error(e.message));
       };
-      timer = setTimeout(() => reject(new Error(`WebGPU worker did not start within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`WebGPU worker did not start within ${START_TIMEOUT_MS} ms`)),
+        START_TIMEOUT_MS,
+      );
       const msg: ToWorker = {
         type: "init",
         opts: {
