@@ -164,6 +164,8 @@ export class WebGpuBackend implements Backend {
   #handedBack = new Set<Pending>(); // layers computing on the exact path
   #deviceReleased = false;
   #restarts = 0;
+  /** Why the last restart failed, until a worker starts (see Backend.unavailable). */
+  #startFailure: string | null = null;
 
   constructor(first: Started, opts: WebGpuBackendOptions) {
     this.#device = first.device;
@@ -205,6 +207,11 @@ export class WebGpuBackend implements Backend {
    */
   get device(): string {
     return this.#device;
+  }
+
+  /** Why the last restart failed, while no worker has started since; null otherwise. */
+  get unavailable(): string | null {
+    return this.#startFailure;
   }
 
   /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
@@ -349,6 +356,7 @@ export class WebGpuBackend implements Backend {
       }
       this.#worker = s.worker;
       this.#device = s.device;
+      this.#startFailure = null;
       this.#attach(s.worker);
       return s.worker;
     }).finally(() => {
@@ -402,6 +410,7 @@ export class WebGpuBackend implements Backend {
 
   /** No device could be opened: answers everything queued now rather than letting it wait. */
   #failQueue(err: ZpruneError): void {
+    this.#startFailure = err.message;
     for (const j of this.#queue.splice(0)) this.#settle(j, err);
   }
 }

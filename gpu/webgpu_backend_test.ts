@@ -86,6 +86,24 @@ Deno.test("webgpu: a device lost right after a restart answers the queue unavail
   });
 });
 
+Deno.test("webgpu: unavailable names a failed restart until a worker starts again", async () => {
+  // The stand-in's workers are lost as soon as they start: restarts fail, and the backend says why (the server's
+  // /healthz answers 503 with it). Its `?stays` variant starts for good: the next layer restarts the backend.
+  const opts = { allowFallback: true, workerUrl: new URL("./testdata/lost_after_ready_worker.ts", import.meta.url) };
+  const b = (await createWebGpuBackend(opts))!;
+  try {
+    b.simulateDeviceLoss();
+    await new Promise((r) => setTimeout(r, 50));
+    await assert.rejects(b.prune(PARAMS, ramp(4, 4)), isUnavailable);
+    assert.match(b.unavailable ?? "", /cannot restart: its device was lost as it started/);
+    opts.workerUrl = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
+    await b.prune(PARAMS, ramp(4, 4));
+    assert.equal(b.unavailable, null);
+  } finally {
+    await b.close();
+  }
+});
+
 Deno.test("webgpu: after a restart, device names the adapter the new worker opened", async () => {
   // Each start of this stand-in names another device, as a restart may open another adapter (a software one where
   // the GPU is gone): answers and /v1/info must not go on naming the first.

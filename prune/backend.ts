@@ -65,6 +65,11 @@ export interface Backend {
    * (docs/GPU.md) or the layer does not fit the device (for `/metrics`; always 0 for the CPU backend).
    */
   readonly exactPathLayers: number;
+  /**
+   * Why the backend cannot compute now: its last restart after a failure failed too (a GPU that is gone), so every
+   * layer is answered 503 until a later one restarts it. Null or absent while it can compute, or will try to.
+   */
+  readonly unavailable?: string | null;
   /** Releases workers and devices. */
   close(): Promise<void>;
 }

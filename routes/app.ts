@@ -218,7 +218,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use("/v1/*", auth);
   app.use("/metrics", auth);
 
-  app.get("/healthz", (c) => c.json({ status: "ok", backend: backend.kind }));
+  app.get("/healthz", (c) => {
+    // A backend that failed and could not restart answers every layer 503: a health check must say so, so that an
+    // orchestrator replaces the server (whose `auto` start then picks what the host still has).
+    const why = backend.unavailable;
+    if (why) throw new ZpruneError("unavailable", `the ${backend.kind} backend cannot compute: ${why}`);
+    return c.json({ status: "ok", backend: backend.kind });
+  });
 
   app.get("/v1/info", (c) => {
     const info: InfoResponse = {

@@ -183,6 +183,33 @@ Deno.test("/metrics reads the backend's count of layers on the exact CPU path ea
   }
 });
 
+Deno.test("/healthz is 503 unavailable while the backend says it cannot compute, 200 once it can", async () => {
+  const inner = createCpuBackend({ threads: 0 });
+  let why: string | null = "no WebGPU adapter is available any more";
+  const backend = {
+    ...withPrune(inner, (p, l, s) => inner.prune(p, l, s)),
+    get unavailable() {
+      return why;
+    },
+  };
+  const server = await startServer({ backend });
+  try {
+    const down = await fetch(`${server.url}/healthz`);
+    assert.equal(down.status, 503);
+    assert.equal(down.headers.get("x-zprune-error"), "unavailable");
+    assert.ok(down.headers.get("retry-after"), "Retry-After");
+    const body = await down.json();
+    assert.equal(body.error.code, "unavailable");
+    assert.match(body.error.message, /cpu backend cannot compute: no WebGPU adapter is available any more/);
+    why = null;
+    const up = await fetch(`${server.url}/healthz`);
+    assert.deepEqual([up.status, await up.json()], [200, { status: "ok", backend: "cpu" }]);
+  } finally {
+    await server.close();
+    await inner.close();
+  }
+});
+
 Deno.test("a layer a GPU backend computed on its exact CPU path carries exactPath (why); others do not", async () => {
   const inner = createCpuBackend({ threads: 0 });
   const backend = withPrune(inner, async (p, l, s) => {
