@@ -104,7 +104,14 @@ export function openApiDocument(version: string): Record<string, unknown> {
       "/healthz": {
         get: {
           summary: "Liveness",
-          responses: { "200": { description: "Alive", content: jsonOf("Health") }, "503": draining },
+          responses: {
+            "200": { description: "Alive", content: jsonOf("Health") },
+            "503": {
+              ...draining,
+              description: "Shutting down (as for every route), or the backend failed and could not restart: " +
+                "unavailable, with Retry-After",
+            },
+          },
         },
       },
       "/v1/info": {
