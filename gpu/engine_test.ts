@@ -273,6 +273,26 @@ Deno.test({
   },
 });
 
+/** A 16x32 f32 layer of `value(i)` and magnitude at 0.5, for the tests that break an engine of their own. */
+function smallMagnitudeLayer(name: string, value: (i: number) => number) {
+  const layer = {
+    name,
+    rows: 16,
+    cols: 32,
+    dtype: "f32" as const,
+    weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => value(i)).buffer),
+    actNormSq: null,
+  };
+  const params = {
+    method: "magnitude" as const,
+    pattern: { kind: "layer" as const, sparsity: 0.5 },
+    exponent: 1,
+    returnWeight: false,
+    returnScore: false,
+  };
+  return { layer, params };
+}
+
 Deno.test({
   name: "GpuEngine.prune(): a device lost before the read-back's map is named as lost (the server replaces it)",
   ignore: !engine,
@@ -280,21 +300,7 @@ Deno.test({
     // An engine of its own: this one's device is destroyed.
     const own = (await GpuEngine.create({ allowFallback: true }))!;
     try {
-      const layer = {
-        name: "gone",
-        rows: 16,
-        cols: 32,
-        dtype: "f32" as const,
-        weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => Math.cos(i)).buffer),
-        actNormSq: null,
-      };
-      const params = {
-        method: "magnitude" as const,
-        pattern: { kind: "layer" as const, sparsity: 0.5 },
-        exponent: 1,
-        returnWeight: false,
-        returnScore: false,
-      };
+      const { layer, params } = smallMagnitudeLayer("gone", Math.cos);
       // Deno rejects the map as "validation error occurred", whatever the cause; the loss must be what the error says.
       const trace = (event: string) => event.startsWith("map ") && own.device.destroy();
       await assert.rejects(own.prune(params, layer, { trace }), (e: unknown) => {
@@ -331,21 +337,7 @@ Deno.test({
         if (f !== "internal" || injected++ > 0) return caught;
         return { message: "injected driver failure" } as GPUError;
       };
-      const layer = {
-        name: "internal",
-        rows: 16,
-        cols: 32,
-        dtype: "f32" as const,
-        weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => Math.sin(i)).buffer),
-        actNormSq: null,
-      };
-      const params = {
-        method: "magnitude" as const,
-        pattern: { kind: "layer" as const, sparsity: 0.5 },
-        exponent: 1,
-        returnWeight: false,
-        returnScore: false,
-      };
+      const { layer, params } = smallMagnitudeLayer("internal", Math.sin);
       await assert.rejects(own.prune(params, layer), (e: unknown) => {
         assert.ok(e instanceof ZpruneError, String(e));
         assert.equal(e.code, "unavailable");

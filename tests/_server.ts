@@ -161,3 +161,21 @@ export async function gauge(url: string, name: string): Promise<number> {
   assert.ok(m, `${name} in /metrics`);
   return Number(m[1]);
 }
+
+/**
+ * Runs the Deno script `module` with `args` (under `-A` and any `flags`) in a child process of its own, so that its
+ * memory is measured alone, and returns the JSON of the last line it prints; throws with its output unless it exits 0.
+ */
+export async function childJson<T>(module: URL, args: string[], flags: string[] = []): Promise<T> {
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...flags, module.pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  const out = new TextDecoder().decode(res.stdout);
+  if (res.code !== 0) {
+    throw new Error(`${module.pathname} exited ${res.code}: ${out}${new TextDecoder().decode(res.stderr)}`);
+  }
+  return JSON.parse(out.trim().split("\n").at(-1)!) as T;
+}

@@ -8,7 +8,7 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createApp } from "../routes/app.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
+import { childJson, goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
 import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 
@@ -400,21 +400,11 @@ Deno.test("an answered request leaves nothing behind: the heap stays flat over 3
   // Until 2026-11-30 each request's AbortSignal.timeout kept its timer, and with it the request's signals, for the
   // whole deadline (ten minutes by default): about 615-680 bytes a request after full collections, in this child.
   // Answered requests now measure 1-30 bytes each (warm-up residue, sometimes below zero).
-  const res = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--v8-flags=--expose-gc",
-      new URL("./_request_heap_child.ts", import.meta.url).pathname,
-      "3000",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).output();
-  const out = new TextDecoder().decode(res.stdout);
-  assert.equal(res.code, 0, out + new TextDecoder().decode(res.stderr));
-  const { bytesPerRequest } = JSON.parse(out.trim().split("\n").at(-1)!);
+  const { bytesPerRequest } = await childJson<{ bytesPerRequest: number }>(
+    new URL("./_request_heap_child.ts", import.meta.url),
+    ["3000"],
+    ["--v8-flags=--expose-gc"],
+  );
   assert.ok(bytesPerRequest < 200, `the heap grew by ${bytesPerRequest} bytes per answered request`);
 });
 
