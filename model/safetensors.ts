@@ -39,42 +39,87 @@ export interface Checkpoint {
   index?: { metadata?: Record<string, unknown>; weight_map: Record<string, string> };
 }
 
-/** Parses one safetensors file's bytes into tensors (views, no copies). */
+/** Whether `v` is a JSON object (not null, not an array). */
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Whether `v` is an array of `length` (any length when absent) non-negative integers. */
+function isCounts(v: unknown, length?: number): v is number[] {
+  return Array.isArray(v) && (length === undefined || v.length === length) &&
+    v.every((x) => Number.isSafeInteger(x) && x >= 0);
+}
+
+/**
+ * Parses one safetensors file's bytes into tensors (views, no copies); `path` names the file in errors. Checks the
+ * header as the format's reference reader does: a JSON object whose `__metadata__` maps strings to strings, and
+ * whose tensors have a known dtype, a shape of non-negative integers and offsets that hold exactly its bytes, the
+ * tensors tiling the data without gaps or overlaps. A tensor whose offsets reached into the header or another
+ * tensor would load and run on the wrong bytes, and pruning one of two overlapping tensors would edit the other.
+ */
 function parseSafetensors(
   bytes: Uint8Array<ArrayBuffer>,
   shard: string,
+  path: string,
 ): { tensors: StoredTensor[]; metadata?: Record<string, string> } {
-  if (bytes.byteLength < 8) throw new RangeError(`${shard}: too short for a safetensors header`);
+  if (bytes.byteLength < 8) throw new RangeError(`${path}: too short for a safetensors header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
-  if (8 + headerLen > bytes.byteLength) throw new RangeError(`${shard}: header length ${headerLen} exceeds the file`);
-  let header: Record<string, unknown>;
+  if (8 + headerLen > bytes.byteLength) throw new RangeError(`${path}: header length ${headerLen} exceeds the file`);
+  let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
   } catch (e) {
-    throw new SyntaxError(`${shard}: its header is not JSON: ${e instanceof Error ? e.message : e}`, { cause: e });
+    throw new SyntaxError(`${path}: its header is not JSON: ${e instanceof Error ? e.message : e}`, { cause: e });
   }
-  const base = 8 + headerLen;
-  const tensors: StoredTensor[] = [];
+  if (!isObject(header)) throw new TypeError(`${path}: its header is not a JSON object`);
+  const base = 8 + headerLen, dataLen = bytes.byteLength - base;
+  const entries: { t: StoredTensor; begin: number; end: number }[] = [];
   let metadata: Record<string, string> | undefined;
   for (const [name, entry] of Object.entries(header)) {
     if (name === "__metadata__") {
-      metadata = entry as Record<string, string>;
+      if (entry !== null && !(isObject(entry) && Object.values(entry).every((v) => typeof v === "string"))) {
+        throw new TypeError(`${path}: its __metadata__ is not an object of strings`);
+      }
+      metadata = (entry ?? undefined) as Record<string, string> | undefined;
       continue;
     }
-    const e = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    const dtype = ST_DTYPES[e.dtype];
-    if (!dtype) throw new TypeError(`${shard}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
-    const [begin, end] = e.data_offsets;
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== n * DTYPE_BYTES[dtype] || base + end > bytes.byteLength) {
-      throw new RangeError(`${shard}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
+    const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
+    if (!dtype) throw new TypeError(`${path}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
+    if (!isCounts(e.shape)) {
+      throw new TypeError(`${path}: tensor ${name} has shape ${JSON.stringify(e.shape)}, not a list of sizes`);
     }
-    tensors.push({ name, dtype, shape: e.shape, data: bytes.subarray(base + begin, base + end), shard });
+    if (!isCounts(e.data_offsets, 2)) {
+      throw new TypeError(
+        `${path}: tensor ${name} has data_offsets ${JSON.stringify(e.data_offsets)}, not [begin, end] in bytes`,
+      );
+    }
+    const [begin, end] = e.data_offsets as [number, number];
+    const n = e.shape.reduce((a, b) => a * b, 1);
+    if (end - begin !== n * DTYPE_BYTES[dtype] || end > dataLen) {
+      throw new RangeError(`${path}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
+    }
+    entries.push({
+      t: { name, dtype, shape: e.shape, data: bytes.subarray(base + begin, base + end), shard },
+      begin,
+      end,
+    });
   }
   // Stored order is data order; the JSON key order may differ, so sort by offset.
-  tensors.sort((a, b) => a.data.byteOffset - b.data.byteOffset);
-  return { tensors, metadata };
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  for (const { t, begin, end } of entries) {
+    if (begin !== at) {
+      throw new RangeError(
+        `${path}: tensor ${t.name} starts at byte ${begin} of the data, not ${at}: tensors must follow each other ` +
+          `without gaps or overlaps`,
+      );
+    }
+    at = end;
+  }
+  if (at !== dataLen) throw new RangeError(`${path}: ${dataLen - at} bytes of data follow the last tensor`);
+  return { tensors: entries.map((x) => x.t), metadata };
 }
 
 /** Reads a checkpoint directory's `config.json`. */
@@ -145,7 +190,7 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
   const tensors = new Map<string, StoredTensor>();
   const shards: Checkpoint["shards"] = [];
   for (const file of files) {
-    const parsed = parseSafetensors(await readShard(dir, file, index === undefined), file);
+    const parsed = parseSafetensors(await readShard(dir, file, index === undefined), file, `${dir}/${file}`);
     for (const t of parsed.tensors) tensors.set(t.name, t);
     shards.push({ file, names: parsed.tensors.map((t) => t.name), metadata: parsed.metadata });
   }

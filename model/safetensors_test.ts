@@ -196,3 +196,53 @@ Deno.test("writeCheckpoint() stopped midway leaves outDir's prior checkpoint who
     await Deno.remove(out, { recursive: true });
   }
 });
+
+/** A safetensors file of `header` (JSON, or raw text) and `dataLen` bytes of data, each byte its index. */
+function safetensorsBytes(header: unknown, dataLen: number): Uint8Array {
+  const json = new TextEncoder().encode(typeof header === "string" ? header : JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + dataLen);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  for (let i = 0; i < dataLen; i++) out[8 + json.length + i] = i;
+  return out;
+}
+
+Deno.test("loadCheckpoint() refuses a shard header that would read other bytes than its tensors'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const f32 = (shape: unknown, data_offsets: unknown) => ({ dtype: "F32", shape, data_offsets });
+    const cases: [string, unknown, number, RegExp][] = [
+      // Both read bytes 0..8: pruning one would edit the other.
+      ["overlap", { a: f32([2], [0, 8]), b: f32([2], [0, 8]) }, 8, /tensor b starts at byte 0 of the data, not 8/],
+      // A negative offset reached back into the header.
+      ["negative offset", { a: f32([2], [-8, 0]) }, 0, /tensor a has data_offsets \[-8,0\]/],
+      ["string offsets", { a: f32([2], ["0", "8"]) }, 8, /tensor a has data_offsets \["0","8"\]/],
+      ["negative dims", { a: f32([-1, -2], [0, 8]) }, 8, /tensor a has shape \[-1,-2\], not a list of sizes/],
+      ["fractional dims", { a: f32([0.5, 4], [0, 8]) }, 8, /tensor a has shape \[0.5,4\]/],
+      ["no shape", { a: { dtype: "F32", data_offsets: [0, 8] } }, 8, /tensor a has shape undefined/],
+      ["gap", { a: f32([2], [0, 8]), b: f32([2], [16, 24]) }, 24, /tensor b starts at byte 16 of the data, not 8/],
+      ["trailing bytes", { a: f32([2], [0, 8]) }, 12, /4 bytes of data follow the last tensor/],
+      ["header null", "null", 0, /its header is not a JSON object/],
+      ["header array", "[1]", 0, /its header is not a JSON object/],
+      // Written back as it is, it would make a file other readers refuse.
+      ["metadata", { __metadata__: { a: 1 }, a: f32([2], [0, 8]) }, 8, /its __metadata__ is not an object of strings/],
+    ];
+    for (const [what, header, dataLen, want] of cases) {
+      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, dataLen));
+      await assert.rejects(
+        loadCheckpoint(dir),
+        (e: Error) => e.message.startsWith(`${dir}/model.safetensors: `) && want.test(e.message),
+        what,
+      );
+    }
+    // Out of key order, and a zero-size tensor between two others, are fine.
+    const header = { __metadata__: { format: "pt" }, b: f32([1], [8, 12]), e: f32([0], [8, 8]), a: f32([2], [0, 8]) };
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, 12));
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(ck.shards[0]!.names, ["a", "e", "b"]);
+    assert.deepEqual([...ck.tensors.get("b")!.data], [8, 9, 10, 11]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
