@@ -152,13 +152,27 @@ const INDEX_FILE = "model.safetensors.index.json";
 
 /** The safetensors files a checkpoint directory's weights are in: those its index lists, else `model.safetensors`. */
 async function shardFiles(dir: string): Promise<{ files: string[]; index?: Checkpoint["index"] }> {
+  let index: unknown;
   try {
-    const index = await readJsonFile(`${dir}/${INDEX_FILE}`) as Checkpoint["index"];
-    return { files: [...new Set(Object.values(index!.weight_map))].sort(), index };
+    index = await readJsonFile(`${dir}/${INDEX_FILE}`);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
     return { files: ["model.safetensors"] };
   }
+  const weightMap = isObject(index) ? index.weight_map : undefined;
+  if (!isObject(weightMap)) throw new TypeError(`${dir}/${INDEX_FILE}: it has no weight_map object`);
+  for (const [name, file] of Object.entries(weightMap)) {
+    // Shards are files of the checkpoint directory, read from it and written under the same name into --out: a
+    // path (`../x`, `./x`, `sub/x`) would read outside the one and write outside the other.
+    if (typeof file !== "string" || !/^[^/\\]+$/.test(file) || file === "." || file === "..") {
+      throw new TypeError(
+        `${dir}/${INDEX_FILE}: weight_map gives ${name} the shard ${JSON.stringify(file)}, not a file name in ` +
+          "the checkpoint directory",
+      );
+    }
+  }
+  const files = [...new Set(Object.values(weightMap as Record<string, string>))].sort();
+  return { files, index: index as Checkpoint["index"] };
 }
 
 /** The files `writeCheckpoint` writes for the checkpoint in `dir`: its shards, and its index when it has one. */
@@ -191,7 +205,12 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
   const shards: Checkpoint["shards"] = [];
   for (const file of files) {
     const parsed = parseSafetensors(await readShard(dir, file, index === undefined), file, `${dir}/${file}`);
-    for (const t of parsed.tensors) tensors.set(t.name, t);
+    for (const t of parsed.tensors) {
+      // Which copy a loader takes is up to its shard order; and both would be written back with the one kept here.
+      const other = tensors.get(t.name);
+      if (other) throw new TypeError(`checkpoint ${dir}: tensor ${t.name} is in both ${other.shard} and ${file}`);
+      tensors.set(t.name, t);
+    }
     shards.push({ file, names: parsed.tensors.map((t) => t.name), metadata: parsed.metadata });
   }
   return { dir, config, tensors, shards, index };

@@ -246,3 +246,51 @@ Deno.test("loadCheckpoint() refuses a shard header that would read other bytes t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadCheckpoint() refuses index shards that are paths, read and written outside the folders", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = `${root}/model`, out = `${root}/a/out`;
+  try {
+    await Deno.mkdir(dir);
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const shard = safetensorsBytes({ x: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, 8);
+    await Deno.writeFile(`${root}/shard.safetensors`, shard);
+    await Deno.writeFile(`${dir}/shard.safetensors`, shard);
+    const index = (file: unknown) => JSON.stringify({ weight_map: { x: file } });
+    // `./../x` was read from beside the model, and its temporary file written beside --out's parent.
+    for (const file of ["../shard.safetensors", "./../shard.safetensors", "./shard.safetensors", `${dir}/x`, 5]) {
+      await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, index(file));
+      await assert.rejects(
+        loadCheckpoint(dir),
+        (e: Error) =>
+          e.message.startsWith(`${dir}/model.safetensors.index.json: weight_map gives x the shard `) &&
+          e.message.endsWith("not a file name in the checkpoint directory"),
+        String(file),
+      );
+    }
+    for (const bad of ["null", "[]", "{}", '{"weight_map": ["shard.safetensors"]}']) {
+      await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, bad);
+      await assert.rejects(loadCheckpoint(dir), /model\.safetensors\.index\.json: it has no weight_map object/, bad);
+    }
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, index("shard.safetensors"));
+    await writeCheckpoint(await loadCheckpoint(dir), out);
+    assert.deepEqual([...Deno.readDirSync(`${root}/a`)].map((e) => e.name), ["out"]);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint() refuses a tensor stored in two shards", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const x = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
+    await Deno.writeFile(`${dir}/a.safetensors`, safetensorsBytes({ x }, 8));
+    await Deno.writeFile(`${dir}/b.safetensors`, safetensorsBytes({ x, y: { ...x, data_offsets: [8, 16] } }, 16));
+    const weight_map = { x: "a.safetensors", y: "b.safetensors" };
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
+    await assert.rejects(loadCheckpoint(dir), /tensor x is in both a\.safetensors and b\.safetensors/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
