@@ -142,6 +142,9 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     partial_rotary_factor?: number;
   };
   const ropeParams = (raw.rope_parameters ?? undefined) as RopeFields | undefined;
+  if (ropeParams !== undefined && (typeof ropeParams !== "object" || Array.isArray(ropeParams))) {
+    throw new TypeError(`config.json: rope_parameters must be an object, got ${JSON.stringify(ropeParams)}`);
+  }
   // rope_scaling spells it rope_type, or type in older checkpoints.
   const scaling = (raw.rope_scaling ?? undefined) as RopeFields | undefined;
   // An object without a type still asks for scaling (its factor), which transformers cannot build either.
@@ -174,6 +177,16 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (maxPositions !== undefined && !(Number.isInteger(maxPositions) && (maxPositions as number) > 0)) {
     throw new TypeError(`config.json: max_position_embeddings must be a positive integer, got ${maxPositions}`);
   }
+  // A zero, negative or string theta gives NaN rotations, a negative epsilon NaN norms: the run would fail only at
+  // the server, on NaN activations, or measure a NaN perplexity.
+  const ropeTheta = ropeParams?.rope_theta ?? num("rope_theta", 10000);
+  if (!(typeof ropeTheta === "number" && Number.isFinite(ropeTheta) && ropeTheta > 0)) {
+    throw new TypeError(`config.json: rope_theta must be a positive number, got ${JSON.stringify(ropeTheta)}`);
+  }
+  const normEps = num("rms_norm_eps", 1e-6);
+  if (!(Number.isFinite(normEps) && normEps >= 0)) {
+    throw new TypeError(`config.json: rms_norm_eps must be a number of at least 0, got ${normEps}`);
+  }
   return {
     dim,
     hiddenDim: size("intermediate_size"),
@@ -182,8 +195,8 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     nKvHeads,
     headDim,
     vocabSize: size("vocab_size"),
-    normEps: num("rms_norm_eps", 1e-6),
-    ropeTheta: ropeParams?.rope_theta ?? num("rope_theta", 10000),
+    normEps,
+    ropeTheta,
     ...(ropeScaling ? { ropeScaling } : {}),
     tieEmbeddings: raw.tie_word_embeddings === true,
     ...(window !== undefined ? { slidingWindow: window as number } : {}),

@@ -50,6 +50,12 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ model_type: "mistral", sliding_window: "4096" }, /sliding_window/],
     [{ max_position_embeddings: 0 }, /max_position_embeddings must be/],
     [{ max_position_embeddings: 2048.5 }, /max_position_embeddings must be/],
+    // Each ran to NaN activations, refused only by the server after the dense evaluation.
+    [{ rope_theta: -1 }, /rope_theta must be a positive number, got -1/],
+    [{ rope_parameters: { rope_type: "default", rope_theta: "1e4" } }, /rope_theta must be a positive number/],
+    [{ rope_parameters: { rope_type: "default", rope_theta: 0 } }, /rope_theta must be a positive number/],
+    [{ rms_norm_eps: -1e-5 }, /rms_norm_eps must be a number of at least 0/],
+    [{ rope_parameters: "default" }, /rope_parameters must be an object/],
   ];
   for (const [extra, message] of refused) {
     assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {

@@ -86,3 +86,15 @@ Deno.test("loadModel() says that only safetensors are read when a checkpoint has
     await assert.rejects(() => loadModel(dir), /it has pytorch_model\.bin; only safetensors are read/);
   });
 });
+
+Deno.test("loadModel() names config.json when it holds no JSON object", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const text of ["null", "[]", '"llama"']) {
+      await Deno.writeTextFile(`${dir}/config.json`, text);
+      await assert.rejects(() => loadModel(dir), new TypeError(`${dir}/config.json: it is not a JSON object`), text);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

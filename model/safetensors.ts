@@ -124,7 +124,9 @@ function parseSafetensors(
 
 /** Reads a checkpoint directory's `config.json`. */
 export async function readConfigJson(dir: string): Promise<Record<string, unknown>> {
-  return await readJsonFile(`${dir}/config.json`) as Record<string, unknown>;
+  const config = await readJsonFile(`${dir}/config.json`);
+  if (!isObject(config)) throw new TypeError(`${dir}/config.json: it is not a JSON object`);
+  return config;
 }
 
 /** A shard's bytes; a missing lone `model.safetensors` says what is read instead of a bare NotFound. */
