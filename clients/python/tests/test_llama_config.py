@@ -41,6 +41,12 @@ REFUSED = [
     ({"model_type": "mistral", "sliding_window": 0}, "sliding_window"),
     ({"num_key_value_heads": 3}, "num_key_value_heads"),
     ({"head_dim": 15}, "head_dim"),
+    # NaN rotations or norms; a theta of 0 was silently taken for 10000.
+    ({"rope_theta": 0}, "rope_theta must be a positive number"),
+    ({"rope_theta": -1.0}, "rope_theta must be a positive number"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": "1e4"}}, "rope_theta must be a positive number"),
+    ({"rms_norm_eps": -1e-5}, "rms_norm_eps must be a number of at least 0"),
+    ({"rope_parameters": "default"}, "rope_parameters must be an object"),
 ]
 
 

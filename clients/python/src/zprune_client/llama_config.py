@@ -108,6 +108,8 @@ class LlamaConfig:
         if cfg.get("quantization_config") is not None:
             raise ValueError("config.json: quantized checkpoints are not supported")
         raw_params = cfg.get("rope_parameters")
+        if raw_params is not None and not isinstance(raw_params, dict):
+            raise ValueError(f"config.json: rope_parameters must be an object, got {raw_params!r}")
         params: Dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         scaling = cfg.get("rope_scaling")
         rope_type = params.get("rope_type")
@@ -141,7 +143,20 @@ class LlamaConfig:
         max_positions = None
         if cfg.get("max_position_embeddings") is not None:
             max_positions = _positive_int(cfg, "max_position_embeddings")
-        theta = params.get("rope_theta") or cfg.get("rope_theta") or 10000.0
+        # null counts as absent, 0 does not (it was taken for 10000): a theta of 0, under 0 or not a number gives NaN
+        # rotations, a negative epsilon NaN norms, as model/config.ts refuses them.
+        theta = params.get("rope_theta")
+        if theta is None:
+            theta = cfg.get("rope_theta")
+        if theta is None:
+            theta = 10000.0
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not (0 < theta < math.inf):
+            raise ValueError(f"config.json: rope_theta must be a positive number, got {theta!r}")
+        eps = cfg.get("rms_norm_eps")
+        if eps is None:
+            eps = 1e-6
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 <= eps < math.inf):
+            raise ValueError(f"config.json: rms_norm_eps must be a number of at least 0, got {eps!r}")
         heads = _positive_int(cfg, "num_attention_heads")
         kv_heads = _positive_int(cfg, "num_key_value_heads", heads)
         if heads % kv_heads != 0:
@@ -160,7 +175,7 @@ class LlamaConfig:
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
-            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            rms_norm_eps=float(eps),
             rope_theta=float(theta),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             sliding_window=window,
