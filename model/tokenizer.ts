@@ -28,9 +28,19 @@ export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new TypeError(`${dir}/tokenizer_config.json: it is not a JSON object`);
+  }
+  // The library's own errors ("Tokenizer must contain a \"model\" property") name no file.
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = new Tokenizer(json, config);
+  } catch (e) {
+    throw new TypeError(`${dir}/tokenizer.json: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
   const name = (v: unknown) => typeof v === "string" ? v : (v as { content?: string } | undefined)?.content;
   return {
-    tokenizer: new Tokenizer(json, config),
+    tokenizer,
     chatTemplate: typeof config.chat_template === "string" ? config.chat_template : undefined,
     bosToken: name(config.bos_token),
     eosToken: name(config.eos_token),

@@ -77,3 +77,31 @@ Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, 
   const bad = '{"conversations":[{"from":"gpt","value":"Aye."}]}';
   assert.throws(() => tokenizeConversations(tok, bad), /chat template failed on line 1: .*must alternate/);
 });
+
+Deno.test("loadTokenizer() names tokenizer.json or tokenizer_config.json when they make no tokenizer", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cases: [string, string, string, RegExp][] = [
+      ["null", "{}", "tokenizer.json", /must be a valid object/],
+      ["{}", "{}", "tokenizer.json", /must contain a "model" property/],
+      ['{"model": {"type": "BPE", "vocab": {}, "merges": []}}', "{}", "tokenizer.json", /decoder/],
+      [
+        await Deno.readTextFile(root("models/zp-llama-9m/tokenizer.json")),
+        "null",
+        "tokenizer_config.json",
+        /it is not a JSON object/,
+      ],
+    ];
+    for (const [tokenizer, config, file, want] of cases) {
+      await Deno.writeTextFile(`${dir}/tokenizer.json`, tokenizer);
+      await Deno.writeTextFile(`${dir}/tokenizer_config.json`, config);
+      await assert.rejects(
+        loadTokenizer(dir),
+        (e: Error) => e.message.startsWith(`${dir}/${file}: `) && want.test(e.message),
+        `${file}: ${tokenizer.slice(0, 40)} / ${config}`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
