@@ -6,9 +6,12 @@ biased linear layers. Running them anyway would give a silently different model.
 from __future__ import annotations
 
 import json
+import re
+import struct
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy as np
 import pytest
 
 from conftest import MODEL_DIR, REPO
@@ -202,3 +205,40 @@ def test_forward_applies_the_configs_rope_scaling() -> None:
         stretched = model(ids)
     assert torch.equal(stretched[:, 0], plain[:, 0])
     assert not torch.equal(stretched[:, 1:], plain[:, 1:])
+
+
+def _safetensors(header: Any, data_len: int) -> bytes:
+    raw = header.encode() if isinstance(header, str) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + bytes(range(data_len))
+
+
+def _f32(shape: Any, offsets: Any) -> Dict[str, Any]:
+    return {"dtype": "F32", "shape": shape, "data_offsets": offsets}
+
+
+SAFETENSORS_REFUSED = [
+    # Both read bytes 0..8, and a negative dimension was inferred by numpy's reshape.
+    ({"a": _f32([2], [0, 8]), "b": _f32([2], [0, 8])}, 8, "tensor b starts at byte 0 of the data, not 8"),
+    ({"a": _f32([-1, 2], [0, 8])}, 8, "has shape"),
+    ({"a": _f32([2], [0, 8]), "b": _f32([2], [16, 24])}, 24, "tensor b starts at byte 16 of the data, not 8"),
+    ({"a": _f32([2], [0, 8])}, 12, "4 bytes of data follow the last tensor"),
+    ({"a": _f32([2], ["0", "8"])}, 8, "has data_offsets"),
+    ({"__metadata__": {"a": 1}, "a": _f32([2], [0, 8])}, 8, "__metadata__ is not an object of strings"),
+    ("null", 0, "its header is not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("header,data_len,message", SAFETENSORS_REFUSED)
+def test_load_safetensors_refuses_headers_that_read_other_bytes(
+    tmp_path: Path, header: Any, data_len: int, message: str
+) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_safetensors
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_safetensors(header, data_len))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(message)):
+        load_safetensors(path)
+    # Out of key order and with a zero-size tensor, a file that tiles its data loads.
+    path.write_bytes(_safetensors({"b": _f32([1], [8, 12]), "e": _f32([0], [8, 8]), "a": _f32([2], [0, 8])}, 12))
+    assert load_safetensors(path)["b"].view(np.uint8).tolist() == [8, 9, 10, 11]

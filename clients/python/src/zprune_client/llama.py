@@ -55,23 +55,65 @@ _ST_DTYPES: Dict[str, "np.dtype[Any]"] = {
 def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
     """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
 
-    F32, F16 and F64 keep their types; BF16 is widened to float32.
+    F32, F16 and F64 keep their types; BF16 is widened to float32. Raises ``ValueError`` naming the file for a
+    header the format's reference reader refuses (as model/safetensors.ts does): not a JSON object, a
+    ``__metadata__`` not of strings, a shape not of non-negative integers, offsets that do not hold exactly a
+    tensor's bytes, or tensors that do not tile the data (gaps, overlaps, trailing bytes), which would read other
+    bytes than the tensor's.
     """
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n).decode("utf-8"))
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        raw = f.read(n)
+        if len(raw) < n:
+            raise ValueError(f"{path}: header length {n} exceeds the file")
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: its header is not JSON: {e}") from e
         data = f.read()
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: its header is not a JSON object")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError(f"{path}: its __metadata__ is not an object of strings")
+
+    def counts(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+
     out: Dict[str, NDArray[Any]] = {}
+    spans = []
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        dt = _ST_DTYPES.get(meta["dtype"])
+        meta = meta if isinstance(meta, dict) else {}
+        dt = _ST_DTYPES.get(meta.get("dtype"))
         if dt is None:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta['dtype']}")
-        start, end = meta["data_offsets"]
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta.get('dtype')}")
+        shape, offsets = meta.get("shape"), meta.get("data_offsets")
+        if not counts(shape):
+            raise ValueError(f"{path}: tensor {name} has shape {shape!r}, not a list of sizes")
+        if not (counts(offsets) and len(offsets) == 2):
+            raise ValueError(f"{path}: tensor {name} has data_offsets {offsets!r}, not [begin, end] in bytes")
+        start, end = offsets
+        if end - start != math.prod(shape) * dt.itemsize or end > len(data):
+            raise ValueError(f"{path}: tensor {name} offsets [{start}, {end}] disagree with shape or file size")
+        spans.append((start, end, name))
         arr = np.frombuffer(data, dtype=dt, count=(end - start) // dt.itemsize, offset=start)
-        arr = arr.reshape(tuple(meta["shape"]))
+        arr = arr.reshape(tuple(shape))
         out[name] = bf16_bits_to_float32(arr) if meta["dtype"] == "BF16" else arr.astype(dt.newbyteorder("="))
+    at = 0
+    for start, end, name in sorted(spans):
+        if start != at:
+            raise ValueError(
+                f"{path}: tensor {name} starts at byte {start} of the data, not {at}: tensors must follow each other "
+                "without gaps or overlaps"
+            )
+        at = end
+    if at != len(data):
+        raise ValueError(f"{path}: {len(data) - at} bytes of data follow the last tensor")
     return out
 
 
