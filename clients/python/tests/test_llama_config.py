@@ -131,6 +131,26 @@ def test_load_llama_ties_a_stored_lm_head_to_the_embedding_as_transformers_does(
     assert not torch.equal(model.lm_head.weight, load_llama(MODEL_DIR).lm_head.weight)
 
 
+def test_load_llama_refuses_a_tensor_stored_in_two_shards(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # The bundled checkpoint's shards, and one more holding a second model.norm.weight (which one would win is up to
+    # the shard order): refused, naming both shards, as model/safetensors.ts does.
+    (tmp_path / "config.json").symlink_to(MODEL_DIR / "config.json")
+    for f in MODEL_DIR.glob("model-*.safetensors"):
+        (tmp_path / f.name).symlink_to(f)
+    dim = json.loads((MODEL_DIR / "config.json").read_text())["hidden_size"]
+    header = json.dumps({"model.norm.weight": {"dtype": "F32", "shape": [dim], "data_offsets": [0, 4 * dim]}}).encode()
+    (tmp_path / "extra.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4 * dim))
+    index = json.loads((MODEL_DIR / "model.safetensors.index.json").read_text())
+    index["weight_map"]["extra.copy"] = "extra.safetensors"
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    both = r"model\.norm\.weight is in both extra\.safetensors and model-\d+-of-\d+\.safetensors"
+    with pytest.raises(ValueError, match=both):
+        load_llama(tmp_path)
+
+
 LLAMA3 = {
     "rope_type": "llama3",
     "factor": 8.0,

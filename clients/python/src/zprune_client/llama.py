@@ -275,8 +275,13 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     else:
         files = ["model.safetensors"]
     state: Dict[str, torch.Tensor] = {}
+    shard_of: Dict[str, str] = {}
     for name in files:
         for key, arr in load_safetensors(os.path.join(model_dir, name)).items():
+            # Which copy would win is up to the shard order (model/safetensors.ts refuses it too).
+            if key in shard_of:
+                raise ValueError(f"checkpoint {model_dir}: tensor {key} is in both {shard_of[key]} and {name}")
+            shard_of[key] = name
             # load_safetensors returns writable arrays of their own, so torch can share them without a copy.
             state[key] = torch.from_numpy(arr).to(dtype)
     if cfg.tie_word_embeddings:
