@@ -53,6 +53,16 @@ async function withBackend(
 
 const isUnavailable = (e: unknown) => e instanceof ZpruneError && e.code === "unavailable";
 
+Deno.test("docs/GPU.md lists exactly the options WebGpuBackendOptions has", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/GPU.md", import.meta.url));
+  const paragraph = /^Options: [\s\S]*?(?=\n\n)/m.exec(doc)?.[0] ?? "";
+  const named = [...paragraph.matchAll(/`([a-z]\w*)(?:\(\w*\))?`/g)].map((m) => m[1]!).filter((w) => w !== "true");
+  const source = await Deno.readTextFile(new URL("./webgpu_backend.ts", import.meta.url));
+  const body = /export interface WebGpuBackendOptions \{([\s\S]*?)\n\}/.exec(source)![1]!;
+  const fields = [...body.matchAll(/^ {2}(\w+)\??:/gm)].map((m) => m[1]!);
+  assert.deepEqual([...new Set(named)].sort(), fields.sort());
+});
+
 Deno.test({
   name: "createWebGpuBackend() refuses a fallback adapter unless allowed",
   ignore: !isFallback,
