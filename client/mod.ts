@@ -225,8 +225,9 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /**
- * Checks that `res` answers `request`: its layers, in order, by name and shape, with masks of their length and
- * returned tensors of the layer's shape and their bytes; else `invalid_response`.
+ * Checks that `res` answers `request`: its layers, in order, by name and shape, with masks of their length, the
+ * tensors `return` asked for, and returned tensors of the layer's shape and their bytes (weights in the request's
+ * dtype, scores in f32); else `invalid_response`.
  */
 function checkLayers(request: PruneRequestInput, res: PruneResponse, status: number): void {
   const asked = request.layers;
@@ -355,10 +356,11 @@ export class ZpruneClient {
   /**
    * Prunes the request's layers (`POST /v1/prune`). Tensors' `data` are bytes: `tensor()` makes them from any typed
    * array. Throws `ZpruneError` with the server's code, `invalid_response` for an answer that breaks the contract
-   * (layers not the request's in number, order, names and shapes, or a mask of another length), `unreachable` for a
-   * connection that failed every try, or the abort reason (a `TimeoutError` after `timeoutMs`). Fields a newer
-   * server adds are kept in the answer. A layer name with a lone surrogate, which UTF-8 cannot carry, is a
-   * `TypeError` before anything is sent.
+   * (layers not the request's in number, order, names and shapes, a mask or returned tensor of another size, a
+   * returned weight not in the request's dtype or score not in f32, or a tensor `return` asked for missing),
+   * `unreachable` for a connection that failed every try, or the abort reason (a `TimeoutError` after `timeoutMs`,
+   * or the signal's reason at once when it is aborted already). Fields a newer server adds are kept in the answer.
+   * A layer name with a lone surrogate, which UTF-8 cannot carry, is a `TypeError` before anything is sent.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
     // Aborted already: not worth a copy of every tensor into the body first.
