@@ -214,6 +214,17 @@ export class WebGpuBackend implements Backend {
     return this.#startFailure;
   }
 
+  /**
+   * After a failed restart, tries another start (one at a time) without waiting for a layer to ask: a server a
+   * health check took out of rotation gets no layers, and must still be seen to recover. A no-op otherwise.
+   */
+  recover(): void {
+    if (this.#startFailure === null || this.#worker || this.#starting || this.#closed) return;
+    this.#ensureWorker().then(() => this.#pump(), (err) => {
+      this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
+    });
+  }
+
   /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
   simulateDeviceLoss(): void {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);

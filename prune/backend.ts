@@ -70,6 +70,8 @@ export interface Backend {
    * layer is answered 503 until a later one restarts it. Null or absent while it can compute, or will try to.
    */
   readonly unavailable?: string | null;
+  /** While `unavailable`, tries to restart in the background (a health check asks; no layer may come to). */
+  recover?(): void;
   /** Releases workers and devices. */
   close(): Promise<void>;
 }

@@ -222,7 +222,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     // A backend that failed and could not restart answers every layer 503: a health check must say so, so that an
     // orchestrator replaces the server (whose `auto` start then picks what the host still has).
     const why = backend.unavailable;
-    if (why) throw new ZpruneError("unavailable", `the ${backend.kind} backend cannot compute: ${why}`);
+    if (why) {
+      // Out of rotation, the server gets no layer to restart the backend with: the check itself starts a retry,
+      // whose outcome the next check sees.
+      backend.recover?.();
+      throw new ZpruneError("unavailable", `the ${backend.kind} backend cannot compute: ${why}`);
+    }
     return c.json({ status: "ok", backend: backend.kind });
   });
 

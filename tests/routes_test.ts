@@ -185,12 +185,13 @@ Deno.test("/metrics reads the backend's count of layers on the exact CPU path ea
 
 Deno.test("/healthz is 503 unavailable while the backend says it cannot compute, 200 once it can", async () => {
   const inner = createCpuBackend({ threads: 0 });
-  let why: string | null = "no WebGPU adapter is available any more";
+  let why: string | null = "no WebGPU adapter is available any more", recovers = 0;
   const backend = {
     ...withPrune(inner, (p, l, s) => inner.prune(p, l, s)),
     get unavailable() {
       return why;
     },
+    recover: () => void recovers++,
   };
   const server = await startServer({ backend });
   try {
@@ -201,9 +202,11 @@ Deno.test("/healthz is 503 unavailable while the backend says it cannot compute,
     const body = await down.json();
     assert.equal(body.error.code, "unavailable");
     assert.match(body.error.message, /cpu backend cannot compute: no WebGPU adapter is available any more/);
+    assert.equal(recovers, 1, "the failing check asked the backend to retry (no layer may come to restart it)");
     why = null;
     const up = await fetch(`${server.url}/healthz`);
     assert.deepEqual([up.status, await up.json()], [200, { status: "ok", backend: "cpu" }]);
+    assert.equal(recovers, 1, "a healthy backend is left alone");
   } finally {
     await server.close();
     await inner.close();
