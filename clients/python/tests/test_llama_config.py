@@ -151,6 +151,19 @@ def test_load_llama_refuses_a_tensor_stored_in_two_shards(tmp_path: Path) -> Non
         load_llama(tmp_path)
 
 
+def test_load_llama_refuses_an_index_shard_name_that_is_a_path(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    (tmp_path / "config.json").symlink_to(MODEL_DIR / "config.json")
+    index = json.loads((MODEL_DIR / "model.safetensors.index.json").read_text())
+    for shard in ("../model-00001-of-00003.safetensors", "sub/x.safetensors", ".."):
+        index["weight_map"]["model.norm.weight"] = shard
+        (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(ValueError, match="not a file name in"):
+            load_llama(tmp_path)
+
+
 LLAMA3 = {
     "rope_type": "llama3",
     "factor": 8.0,

@@ -272,6 +272,10 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     if os.path.exists(index):
         with open(index, encoding="utf-8") as f:
             files = sorted(set(json.load(f)["weight_map"].values()))
+        for name in files:
+            # Shards are files of the checkpoint directory (model/safetensors.ts refuses a path too).
+            if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name or not name:
+                raise ValueError(f"{index}: weight_map names the shard {name!r}, not a file name in {model_dir}")
     else:
         files = ["model.safetensors"]
     state: Dict[str, torch.Tensor] = {}
