@@ -310,9 +310,12 @@ export class WebGpuBackend implements Backend {
       (out) => {
         if (!this.#handedBack.delete(job)) return; // close() answered it
         this.#exactPathLayers++;
-        // Slower than the GPU, so say so where operators look.
+        // Slower than the GPU, so say so where operators look. The name is the client's (line breaks and quotes
+        // included): quoted as JSON, so that it cannot end the line and forge another.
         console.error(
-          `zprune: layer "${layer.name}" computed on the CPU path (${why}); its answer is exact, only slower`,
+          `zprune: layer ${
+            JSON.stringify(layer.name)
+          } computed on the CPU path (${why}); its answer is exact, only slower`,
         );
         this.#settle(job, null, { ...out, exactPath: why });
       },

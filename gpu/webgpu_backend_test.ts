@@ -415,3 +415,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "webgpu: the stderr line for a layer on the exact path quotes its name, so a client cannot split or forge lines",
+  ignore,
+  async fn() {
+    const params: PruneParams = { ...PARAMS, method: "zpruner", exponent: 1.5 };
+    // A layer name is the client's: any string of up to 1024 characters, line breaks and quotes included.
+    const name = 'q"\nzprune: drained in 0.0 s; every request was answered; exit 0\r\n';
+    const lines: string[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
+    try {
+      await withBackend({}, async (b) => {
+        const out = await b.prune(params, overflowingRow(name));
+        assert.equal(typeof out.exactPath, "string");
+      });
+    } finally {
+      console.error = original;
+    }
+    const said = lines.filter((l) => l.includes("computed on the CPU path"));
+    assert.equal(said.length, 1, lines.join("\n"));
+    assert.doesNotMatch(said[0]!, /[\r\n]/, "one line on stderr, whatever the layer's name");
+    assert.ok(said[0]!.includes(JSON.stringify(name)), said[0]);
+  },
+});
