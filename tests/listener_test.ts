@@ -156,3 +156,41 @@ Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin
     await backend.close();
   }
 });
+
+Deno.test("a malformed chunk: 400 and one log line after the headers, dropped unseen with them (README)", async () => {
+  const logged: Record<string, unknown>[] = [];
+  const server = await startServer({ backend: createCpuBackend({ threads: 0 }), log: (e) => logged.push(e) });
+  const port = Number(new URL(server.url).port);
+  const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
+    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+  /** Sends `parts` (a pause between them) and returns what the server answers before it closes. */
+  const exchange = async (...parts: string[]): Promise<string> => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      for (const [i, part] of parts.entries()) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 200));
+        await writeAll(conn, new TextEncoder().encode(part));
+      }
+      let text = "";
+      const buf = new Uint8Array(4096);
+      const until = Date.now() + 3000;
+      for (let n; Date.now() < until && (n = await conn.read(buf)) !== null;) {
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      return text;
+    } finally {
+      conn.close();
+    }
+  };
+  try {
+    const apart = await exchange(head, "zz\r\nabc\r\n0\r\n\r\n");
+    assert.match(apart, /^HTTP\/1\.1 400 [^]*x-zprune-error: bad_msgpack/i);
+    assert.deepEqual(logged.map((e) => [e.status, e.error]), [[400, "bad_msgpack"]]);
+    // Deno's parser refuses the chunk before the app sees the request: no answer, no log line.
+    const together = await exchange(head + "zz\r\nabc\r\n0\r\n\r\n");
+    assert.equal(together, "");
+    assert.equal(logged.length, 1);
+  } finally {
+    await server.close();
+  }
+});
