@@ -58,18 +58,11 @@ export function runOp(o: CpuOp): unknown {
   switch (o.op) {
     case "decodeSums": {
       const bad = decodeInto(o.W, o.raw, o.dtype, o.r0 * o.cols, o.r1 * o.cols);
-      const s = newSums(o.r1, o.cols);
+      // The block's rows only (rows r0..r1 at 0..r1-r0): sized by r1, the blocks of a tall layer allocated about 16
+      // times its rows' sums between them.
+      const s = newSums(o.r1 - o.r0, o.cols, o.method);
       if (bad < 0) accumulateSums(o.method, o.W, o.cols, o.r0, o.r1, s);
-      const rows = (a: Float64Array) => a.slice(o.r0, o.r1);
-      return {
-        bad,
-        rowSum: rows(s.rowSum),
-        rowSumSq: rows(s.rowSumSq),
-        rowAbs: rows(s.rowAbs),
-        colSum: s.colSum,
-        colSumSq: s.colSumSq,
-        colAbs: s.colAbs,
-      } satisfies DecodeSumsResult;
+      return { bad, ...s } satisfies DecodeSumsResult;
     }
     case "centred":
       return centredSums(o.W, o.cols, o.r0, o.r1, o.invRow, o.invCol, o.meanR, o.meanC, o.smallBelow);

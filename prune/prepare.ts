@@ -137,7 +137,8 @@ async function activations(
 
 /** Working memory a prepared request needs at its peak, in bytes: the contract's `workingMemoryBytes`. */
 export function estimateBytes(req: PreparedRequest, bodyBytes: number): number {
-  return workingMemoryBytes(req.layers, bodyBytes, { weight: req.params.returnWeight, score: req.params.returnScore });
+  const { returnWeight: weight, returnScore: score, method } = req.params;
+  return workingMemoryBytes(req.layers, bodyBytes, { weight, score, method });
 }
 
 /**

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createCpuBackend } from "./cpu_backend.ts";
 import { patternK } from "./prune_layer.ts";
 import { ZpruneError } from "../contract/errors.ts";
+import { childJson } from "../tests/_server.ts";
 
 const invalid = (e: unknown) => e instanceof ZpruneError && e.code === "invalid_request";
 
@@ -96,4 +97,31 @@ Deno.test("stats.alpha is reported for zpruner only (API.md: zpruner's mixing we
   } finally {
     await cpu.close();
   }
+});
+
+Deno.test({
+  name: "a very tall or very wide layer on the worker pool stays within the server's estimate of its memory",
+  ignore: Deno.build.os !== "linux", // the child reads /proc/self/status
+  async fn() {
+    // Measured in an audit before the fix, as growth / estimate: 16Mx4 zpruner 3.0, 32x2M zpruner 3.0, 1x64M
+    // magnitude row 5.4 (per-block row sums sized from row 0, every method's unused sums, per-task vector copies).
+    for (
+      const args of [["zpruner", "layer", 4 << 20, 4], ["zpruner", "layer", 16, 1 << 20], [
+        "magnitude",
+        "row",
+        1,
+        16 << 20,
+      ]]
+    ) {
+      const r = await childJson<{ name: string; growth: number; estimate: number }>(
+        new URL("../tests/_layer_peak_child.ts", import.meta.url),
+        args.map(String),
+        ["--v8-flags=--expose-gc"],
+      );
+      assert.ok(
+        r.growth <= r.estimate,
+        `${r.name}: grew ${(r.growth / 2 ** 20).toFixed(0)} MiB, estimated ${(r.estimate / 2 ** 20).toFixed(0)} MiB`,
+      );
+    }
+  },
 });
