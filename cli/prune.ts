@@ -385,7 +385,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const client = remote ?? await localClient(resources);
   // A layer the server would refuse is better named now than after the dense evaluation (minutes to hours).
   try {
-    checkModelFits(model.ckpt, model.cfg, (remoteInfo ?? await client.info()).limits, pattern);
+    checkModelFits(model.ckpt, model.cfg, (remoteInfo ?? await client.info()).limits, pattern, method);
   } catch (e) {
     const against = remote ? `--server ${remote.url}` : "the in-process server";
     throw new RangeError(`the model against ${against}: ${e instanceof Error ? e.message : e}`, { cause: e });

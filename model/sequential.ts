@@ -5,7 +5,7 @@
  * body limit or memory budget needs); the masks are applied; then the next block. Also perplexity over consecutive
  * windows.
  */
-import type { DType, PruneResponse, Timings } from "../contract/api.ts";
+import type { DType, Method, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
 import { countZeros } from "../contract/dtype_codec.ts";
@@ -86,10 +86,11 @@ function bodyBytes(l: RequestLayer): number {
 }
 
 /** The server's working-memory estimate for `layers` sent in a body of `body` bytes (masks only back). */
-function workingBytes(layers: readonly RequestLayer[], body: number): number {
+function workingBytes(layers: readonly RequestLayer[], body: number, method?: Method): number {
   return workingMemoryBytes(
     layers.map((l) => ({ rows: l.weight.shape[0]!, cols: l.weight.shape[1]!, dtype: l.weight.dtype })),
     body,
+    { method },
   );
 }
 
@@ -98,7 +99,7 @@ function workingBytes(layers: readonly RequestLayer[], body: number): number {
  * and its working memory, as the server estimates it, within `memoryBudgetBytes`; throws, naming it, for a layer
  * that alone would not fit.
  */
-export function batchBySize<T extends RequestLayer>(layers: T[], limits: RequestLimits): T[][] {
+export function batchBySize<T extends RequestLayer>(layers: T[], limits: RequestLimits, method?: Method): T[][] {
   const batches: T[][] = [];
   let current: T[] = [], bytes = REQUEST_OVERHEAD;
   for (const l of layers) {
@@ -109,7 +110,7 @@ export function batchBySize<T extends RequestLayer>(layers: T[], limits: Request
         `${l.name}: about ${REQUEST_OVERHEAD + size} bytes to send, over the server's limit of ${limits.maxBodyBytes}`,
       );
     }
-    const alone = workingBytes([l], REQUEST_OVERHEAD + size);
+    const alone = workingBytes([l], REQUEST_OVERHEAD + size, method);
     if (alone > limits.memoryBudgetBytes) {
       throw new ZpruneError(
         "too_large",
@@ -119,7 +120,8 @@ export function batchBySize<T extends RequestLayer>(layers: T[], limits: Request
     }
     if (
       current.length > 0 &&
-      (bytes + size > limits.maxBodyBytes || workingBytes([...current, l], bytes + size) > limits.memoryBudgetBytes)
+      (bytes + size > limits.maxBodyBytes ||
+        workingBytes([...current, l], bytes + size, method) > limits.memoryBudgetBytes)
     ) {
       batches.push(current);
       current = [];
@@ -151,15 +153,17 @@ function blockLinears(ckpt: Checkpoint, l: number): { name: LinearName; full: st
 }
 
 /**
- * Checks, before any work, that a server with `limits` takes every linear layer of the model under `pattern`: each
- * within its body limit, memory budget and largest layer alone (requests are split by the first two), its columns a
- * multiple of M for "N:M". Throws a RangeError naming the first layer that would be refused and why.
+ * Checks, before any work, that a server with `limits` takes every linear layer of the model under `pattern` and
+ * `method` (whose working memory differs a little): each within its body limit, memory budget and largest layer alone
+ * (requests are split by the first two), its columns a multiple of M for "N:M". Throws a RangeError naming the first
+ * layer that would be refused and why.
  */
 export function checkModelFits(
   ckpt: Checkpoint,
   cfg: LlamaConfig,
   limits: RequestLimits & { maxLayerElements: number },
   pattern: string,
+  method?: Method,
 ): void {
   const m = Number(/^\d+:(\d+)$/.exec(pattern)?.[1] ?? 0);
   for (let l = 0; l < cfg.nLayers; l++) {
@@ -176,7 +180,7 @@ export function checkModelFits(
       return { name: full, weight: t, actNormSq: { data: { byteLength: 4 * cols } } };
     });
     try {
-      batchBySize(layers, limits);
+      batchBySize(layers, limits, method);
     } catch (e) {
       throw e instanceof ZpruneError ? new RangeError(e.message, { cause: e }) : e;
     }
@@ -219,7 +223,7 @@ export async function pruneSequential(
     t0 = performance.now();
     const answers: PruneResponse["layers"] = [];
     const server: Timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
-    for (const batch of batchBySize(layers, limits)) {
+    for (const batch of batchBySize(layers, limits, settings.method)) {
       let res: PruneResponse;
       try {
         res = await client.pruneLayers({

@@ -22,9 +22,9 @@ Deno.test("batchBySize() keeps layers in order, each request under the body limi
 
 Deno.test("batchBySize() keeps each request within the server's memory budget, as the server reckons it", () => {
   // f32 layers of n weights: body n * 4 + 3 + 256 (+ 256 a request); the server's estimate adds the largest layer's
-  // scratch, 12.125 n and its row and column vectors (48,000 bytes at 100 x 100 for zpruner: 100 rows of 112, 100
-  // columns of 96 and 4 x 64 of row-selection scratch), and 2 * n / 8 for the masks of all of them
-  // (contract/working_memory.ts).
+  // scratch, 12.125 n and its row and column vectors (48,000 bytes at 100 x 100 for zpruner: 112 bytes a row, 112 a
+  // column and 4 x 64 of row-selection scratch a column), and 2 * n / 8 for the masks of all of them
+  // (contract/working_memory.ts). Magnitude's vectors are 8 + 4 x 64 bytes a column only: 26,400.
   const layer = (name: string, n: number) => ({
     name,
     weight: { dtype: "f32" as const, shape: [n / 100, 100], data: new Uint8Array(4 * n) },
@@ -44,4 +44,9 @@ Deno.test("batchBySize() keeps each request within the server's memory budget, a
     (e: unknown) =>
       e instanceof ZpruneError && e.code === "too_large" && /^a: about 212265 bytes of working/.test(e.message),
   );
+  // The method given is the one reckoned with (absent: zpruner's, the costliest).
+  const magnitude = (memoryBudgetBytes: number) =>
+    batchBySize(layers, { maxBodyBytes: 1e12, memoryBudgetBytes }, "magnitude");
+  assert.deepEqual(magnitude(reckoned(1) - 48_000 + 26_400).map((g) => g.length), [1, 1, 1, 1, 1]);
+  assert.throws(() => magnitude(reckoned(1) - 48_000 + 26_400 - 1), /: a: about 190665 bytes of working/);
 });

@@ -183,12 +183,15 @@ def test_prune_model_splits_a_block_over_the_memory_budget(start_server: Any) ->
     # The client's arithmetic is the server's: the working memory a 413 names for a whole block, to the byte.
     model = tiny_llama(6)
     specs = [Layer(f"b0.{n}", model.model.layers[0].get_submodule(n).weight.detach(), None) for n in LLAMA_LINEARS]
-    body = {"method": "magnitude", "sparsity": 0.5, "layers": [s.to_wire() for s in specs]}
-    with pytest.raises(ZpruneError) as info:
-        ZpruneClient(start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"}).url).prune_raw(body)
-    needed = re.search(r"needs about (\d+) bytes of working memory", info.value.message)
-    assert info.value.code == "too_large" and needed, info.value.message
-    assert int(needed.group(1)) == _working_bytes(specs, None, len(encode_request(body)))
+    client = ZpruneClient(start_server({"ZPRUNE_MEMORY_BUDGET_BYTES": "150000"}).url)
+    for method in ("magnitude", "wanda", "ria", "zpruner"):  # each method's row and column vectors differ
+        body = {"method": method, "sparsity": 0.5, "options": {"dataFree": True},
+                "layers": [s.to_wire() for s in specs]}
+        with pytest.raises(ZpruneError) as info:
+            client.prune_raw(body)
+        needed = re.search(r"needs about (\d+) bytes of working memory", info.value.message)
+        assert info.value.code == "too_large" and needed, info.value.message
+        assert int(needed.group(1)) == _working_bytes(specs, None, len(encode_request(body)), method), method
 
 
 def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:

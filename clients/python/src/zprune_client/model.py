@@ -143,25 +143,47 @@ def _wire_bytes(spec: Layer, dtype: Optional[WireDType]) -> int:
     return int(spec.weight.numel()) * _element_bytes(spec, dtype) + act + 3 * len(spec.name) + _LAYER_OVERHEAD
 
 
-def _working_bytes(specs: Sequence[Layer], dtype: Optional[WireDType], body: int) -> int:
-    """The server's estimate of the working memory a request of ``specs`` (masks only back) in a body of ``body``
-    bytes needs, which it holds against ``memoryBudgetBytes``: the body, the largest layer's scratch (f32 weights and
-    scores, a copy of its bytes, the mask) and twice the masks. The same arithmetic as the server's
-    ``contract/working_memory.ts``."""
+#: The CPU backend's most row blocks and fewest elements a block, and most selection parts (contract/working_memory.ts).
+_MAX_BLOCKS, _BLOCK_MIN_ELEMENTS, _MAX_WORK_PARTS = 32, 1 << 17, 64
+
+
+def _layer_vector_bytes(rows: int, cols: int, method: str) -> int:
+    """The server's count of a layer's per-row and per-column float64 vectors at its peak (``layerVectorBytes`` in
+    ``contract/working_memory.ts``: the row blocks' partial sums, merged sums, inverses, activations, row scratch)."""
+    blocks = max(1, min(_MAX_BLOCKS, rows, (rows * cols) // _BLOCK_MIN_ELEMENTS))
+    per_row = 4 * 24 + 16 if method == "zpruner" else 4 * 8 + 16 if method == "ria" else 0
+    if method == "magnitude":
+        per_col = 8
+    else:
+        per_col = 32 + (48 * blocks + 32 if method == "zpruner" else 24 * blocks + 16 if method == "ria" else 0)
+    return rows * per_row + cols * (per_col + 4 * min(rows, _MAX_WORK_PARTS))
+
+
+def _working_bytes(specs: Sequence[Layer], dtype: Optional[WireDType], body: int, method: str = "zpruner") -> int:
+    """The server's estimate of the working memory a request of ``specs`` (masks only back, pruned by ``method``) in
+    a body of ``body`` bytes needs, which it holds against ``memoryBudgetBytes``: the body, the largest layer's scratch
+    (f32 weights and scores, a copy of its bytes, the mask, its row and column vectors) and twice the masks. The same
+    arithmetic as the server's ``contract/working_memory.ts``."""
     scratch = 0.0
     masks = 0.0
     for spec in specs:
         n = int(spec.weight.numel())
-        scratch = max(scratch, n * (8 + _element_bytes(spec, dtype)) + n / 8)
+        rows, cols = int(spec.weight.shape[0]), int(spec.weight.shape[1])
+        vectors = _layer_vector_bytes(rows, cols, method)
+        scratch = max(scratch, n * (8 + _element_bytes(spec, dtype)) + n / 8 + vectors)
         masks += n / 8
     return math.ceil(body + scratch + 2 * masks)
 
 
 def _batches(
-    specs: List[Layer], dtype: Optional[WireDType], max_body: int, budget: Optional[int] = None
+    specs: List[Layer],
+    dtype: Optional[WireDType],
+    max_body: int,
+    budget: Optional[int] = None,
+    method: str = "zpruner",
 ) -> List[List[Layer]]:
     """``specs`` in order, in as few consecutive groups as keep each request body within ``max_body`` bytes and its
-    working memory on the server within ``budget`` (``memoryBudgetBytes``; None: no budget)."""
+    working memory on the server (pruned by ``method``) within ``budget`` (``memoryBudgetBytes``; None: no budget)."""
     groups: List[List[Layer]] = []
     current: List[Layer] = []
     used = _REQUEST_OVERHEAD
@@ -170,11 +192,11 @@ def _batches(
         if _REQUEST_OVERHEAD + size > max_body:
             raise ZpruneError("too_large", f"{spec.name}: about {_REQUEST_OVERHEAD + size} bytes to send, over the "
                               f"server's limit of {max_body}", 413)
-        alone = _working_bytes([spec], dtype, _REQUEST_OVERHEAD + size)
+        alone = _working_bytes([spec], dtype, _REQUEST_OVERHEAD + size, method)
         if budget is not None and alone > budget:
             raise ZpruneError("too_large", f"{spec.name}: about {alone} bytes of working memory on the server, over "
                               f"its budget of {budget}", 413)
-        over_budget = budget is not None and _working_bytes([*current, spec], dtype, used + size) > budget
+        over_budget = budget is not None and _working_bytes([*current, spec], dtype, used + size, method) > budget
         if current and (used + size > max_body or over_budget):
             groups.append(current)
             current, used = [], _REQUEST_OVERHEAD
@@ -206,7 +228,7 @@ def _check_layer_shape(name: str, weight: Any, pattern: str, max_elements: Optio
 
 def _check_model_fits(
     decoder: Any, order: Sequence[int], linears: Sequence[str], pattern: str, dtype: Optional[WireDType],
-    limits: Mapping[str, Any],
+    limits: Mapping[str, Any], method: str = "zpruner",
 ) -> None:
     """Raises, before any block is pruned, for a layer of ``order``'s blocks that the server (``limits`` from
     ``/v1/info``) would refuse whatever its activations: the error it would answer, naming the block and layer. As
@@ -225,7 +247,7 @@ def _check_model_fits(
                 _check_layer_shape(full, weight, pattern, max_elements)
                 # Only the activations' size counts here: they are collected later, block by block.
                 specs.append(Layer(full, weight, torch.empty(int(weight.shape[1])), None, dtype))
-            _batches(specs, dtype, int(limits["maxBodyBytes"]), budget)
+            _batches(specs, dtype, int(limits["maxBodyBytes"]), budget, method)
         except ZpruneError as e:
             raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
 
@@ -302,7 +324,7 @@ def _send_block(
     at one, the layer, and says where to resume.
     """
     answered: List[Any] = []
-    for group in _batches(specs, dtype, *limits):
+    for group in _batches(specs, dtype, *limits, settings["method"]):
         try:
             result = client.prune_layers(group, **settings)
         except ZpruneError as e:
@@ -384,7 +406,7 @@ def prune_model(
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
     limits = client.info()["limits"]
-    _check_model_fits(decoder, order, linears, pattern, dtype, limits)
+    _check_model_fits(decoder, order, linears, pattern, dtype, limits, method)
     max_body = int(limits["maxBodyBytes"])
     budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
     report = ModelPruneReport()
