@@ -59,6 +59,13 @@ interface Started {
 /** Longest a worker's start-up (adapter, device, kernel compilation) may take. */
 const START_TIMEOUT_MS = 60_000;
 
+/**
+ * Fewest milliseconds between two starts `recover()` begins: each is a fresh worker (an isolate, the engine's modules,
+ * an adapter request), and /healthz, which calls it, needs no token; a flood of checks would otherwise start one after
+ * another without pause (about 80 a second with a stand-in worker).
+ */
+export const RECOVER_INTERVAL_MS = 1_000;
+
 /** Spawns a worker, opens its device; null when there is no (acceptable) adapter; throws when the device fails. */
 async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> {
   const url = opts.workerUrl ?? new URL("./worker.ts", import.meta.url);
@@ -166,6 +173,8 @@ export class WebGpuBackend implements Backend {
   #restarts = 0;
   /** Why the last restart failed, until a worker starts (see Backend.unavailable). */
   #startFailure: string | null = null;
+  /** When `recover()` last began a start (performance.now()), to space them by RECOVER_INTERVAL_MS. */
+  #lastRecover = -Infinity;
 
   constructor(first: Started, opts: WebGpuBackendOptions) {
     this.#device = first.device;
@@ -216,10 +225,14 @@ export class WebGpuBackend implements Backend {
 
   /**
    * After a failed restart, tries another start (one at a time) without waiting for a layer to ask: a server a
-   * health check took out of rotation gets no layers, and must still be seen to recover. A no-op otherwise.
+   * health check took out of rotation gets no layers, and must still be seen to recover. A no-op otherwise, and
+   * within RECOVER_INTERVAL_MS of the last start it began.
    */
   recover(): void {
     if (this.#startFailure === null || this.#worker || this.#starting || this.#closed) return;
+    const now = performance.now();
+    if (now - this.#lastRecover < RECOVER_INTERVAL_MS) return;
+    this.#lastRecover = now;
     this.#ensureWorker().then(() => this.#pump(), (err) => {
       this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
     });

@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } from "./webgpu_backend.ts";
+import {
+  createWebGpuBackend,
+  RECOVER_INTERVAL_MS,
+  type WebGpuBackend,
+  type WebGpuBackendOptions,
+} from "./webgpu_backend.ts";
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
@@ -120,6 +125,45 @@ Deno.test("webgpu: unavailable names a failed restart until a worker starts agai
     assert.equal(b.unavailable, null);
     await b.prune(PARAMS, ramp(4, 4)); // answered by the worker recover() started
   } finally {
+    await b.close();
+  }
+});
+
+Deno.test("webgpu: a flood of recover() calls (a /healthz flood) starts at most one worker per interval", async () => {
+  const stays = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
+  const opts = { allowFallback: true, workerUrl: stays };
+  const b = (await createWebGpuBackend(opts))!;
+  const Original = globalThis.Worker;
+  let starts = 0;
+  globalThis.Worker = class extends Original {
+    constructor(url: string | URL, options?: WorkerOptions) {
+      super(url, options);
+      starts++;
+    }
+  };
+  try {
+    b.simulateDeviceLoss();
+    await new Promise((r) => setTimeout(r, 50));
+    // lost_at_start_worker.ts as plain JavaScript: a TypeScript worker is type-checked at each start under `deno
+    // test`, which would space the starts by itself.
+    const lost = 'self.onmessage = () => self.postMessage({ type: "lost", message: "lost in warm-up" });';
+    const blob = URL.createObjectURL(new Blob([lost], { type: "application/javascript" }));
+    opts.workerUrl = new URL(blob);
+    await assert.rejects(b.prune(PARAMS, ramp(4, 4)), isUnavailable);
+    assert.ok(b.unavailable);
+    starts = 0;
+    // Every failed check calls recover(); a failed start of this stand-in takes a few ms, so without spacing the
+    // flood would start a worker after every one (about 80 a second).
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1.5 * RECOVER_INTERVAL_MS) {
+      b.recover();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.ok(starts >= 1 && starts <= 2, `${starts} workers started in ${1.5 * RECOVER_INTERVAL_MS} ms`);
+    assert.ok(b.unavailable, "the stand-in still fails");
+    URL.revokeObjectURL(blob);
+  } finally {
+    globalThis.Worker = Original;
     await b.close();
   }
 });
