@@ -157,7 +157,8 @@ def test_load_llama_refuses_an_index_shard_name_that_is_a_path(tmp_path: Path) -
 
     (tmp_path / "config.json").symlink_to(MODEL_DIR / "config.json")
     index = json.loads((MODEL_DIR / "model.safetensors.index.json").read_text())
-    for shard in ("../model-00001-of-00003.safetensors", "sub/x.safetensors", ".."):
+    # A null or a number beside the other (string) shard names is named too, not a TypeError from sorting them.
+    for shard in ("../model-00001-of-00003.safetensors", "sub/x.safetensors", "..", None, 3, ""):
         index["weight_map"]["model.norm.weight"] = shard
         (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
         with pytest.raises(ValueError, match="not a file name in"):

@@ -271,11 +271,13 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index, encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-        for name in files:
-            # Shards are files of the checkpoint directory (model/safetensors.ts refuses a path too).
+            shards = list(json.load(f)["weight_map"].values())
+        for name in shards:
+            # Shards are files of the checkpoint directory (model/safetensors.ts refuses a path too). Checked before
+            # sorting: a null or a number beside a string would fail the sort with a TypeError naming neither.
             if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name or not name:
                 raise ValueError(f"{index}: weight_map names the shard {name!r}, not a file name in {model_dir}")
+        files = sorted(set(shards))
     else:
         files = ["model.safetensors"]
     state: Dict[str, torch.Tensor] = {}
