@@ -28,10 +28,10 @@ const MAX_WORK_PARTS = 64;
 /**
  * Bytes of a layer's float64 vectors (per row and per column) at its peak: each row block's partial sums, as a worker
  * makes them, in transit and as received (until merged), the merged sums, their inverses and shared copies, the
- * activations, and a row pattern's per-part scratch. Negligible for a square layer (about 5 MiB at 4096x4096), the
- * largest part of a very wide or very tall one, which the scratch alone undercounted (measured in an audit, f32
- * Z-Pruner layers, with the allocations already trimmed: 32 x 2M grew the server by 2785 MiB, 16M x 4 by 2532 MiB,
- * against 1056 and 1048 MiB estimated without this).
+ * activations, and a row pattern's per-part scratch. Negligible for a square layer (about 8 MiB at 4096x4096 for
+ * zpruner, 1 MiB for magnitude), the largest part of a very wide or very tall one, which the scratch alone
+ * undercounted (measured in an audit, f32 Z-Pruner layers, with the allocations already trimmed: 32 x 2M grew the
+ * server by 2785 MiB, 16M x 4 by 2532 MiB, against 1056 and 1048 MiB estimated without this).
  */
 export function layerVectorBytes(rows: number, cols: number, method: Method = "zpruner"): number {
   const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
