@@ -101,7 +101,18 @@ export function parseConversation(line: string): ChatMessage[] {
  * forming one document each.
  */
 export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32Array {
-  const template = tok.chatTemplate ? new Template(tok.chatTemplate) : undefined;
+  let template: Template | undefined;
+  try {
+    template = tok.chatTemplate ? new Template(tok.chatTemplate) : undefined;
+  } catch (e) {
+    // The model's file is at fault, not the conversations: say so (a caller names the data file around this).
+    throw new TypeError(
+      `the model's chat template (tokenizer_config.json's chat_template) does not parse: ${
+        e instanceof Error ? e.message : e
+      }`,
+      { cause: e },
+    );
+  }
   const parts: number[][] = [];
   for (const [i, line] of jsonl.split("\n").entries()) {
     if (!line.trim()) continue;

@@ -76,6 +76,12 @@ Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, 
   // A template's raise_exception() reaches the caller as an error that names the template and the line.
   const bad = '{"conversations":[{"from":"gpt","value":"Aye."}]}';
   assert.throws(() => tokenizeConversations(tok, bad), /chat template failed on line 1: .*must alternate/);
+  // A template that does not parse is the model's file's fault, and said so before any line is read.
+  const broken = { ...tok, chatTemplate: "{% for m in messages %}{{ m.content }" };
+  assert.throws(
+    () => tokenizeConversations(broken, bad),
+    /^TypeError: the model's chat template \(tokenizer_config\.json's chat_template\) does not parse: /,
+  );
 });
 
 Deno.test("loadTokenizer() names tokenizer.json or tokenizer_config.json when they make no tokenizer", async () => {
