@@ -287,7 +287,20 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise
     await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
     throw e;
   }
-  for (const [t, final] of written) await Deno.rename(t, final);
+  for (const [i, [t, final]] of written.entries()) {
+    try {
+      await Deno.rename(t, final);
+    } catch (e) {
+      // Renames cannot be undone: those before this one stand. The temporary files after it are removed, and the
+      // error says the directory holds a mix, so that no one takes it for a checkpoint.
+      await Promise.all(written.slice(i).map(([rest]) => Deno.remove(rest).catch(() => {})));
+      throw new Error(
+        `${final}: could not be put in place (${e instanceof Error ? e.message : e}); ${i} of the ${written.length} ` +
+          `files were already, so ${outDir} now mixes old and new files: write the checkpoint again`,
+        { cause: e },
+      );
+    }
+  }
   return leftOut.sort();
 }
 

@@ -77,6 +77,26 @@ Deno.test("isWeightFile() knows weight files in every format, not a training run
   assert.deepEqual(others.filter((n) => isWeightFile(n)), []);
 });
 
+Deno.test("writeCheckpoint(): a file it cannot put in place leaves no temporary file, and it says so", async () => {
+  const ck = await loadCheckpoint(MODEL);
+  const out = await Deno.makeTempDir();
+  try {
+    // A non-empty directory where the index goes: no file can be renamed onto it. The index is written last, so
+    // every other file is in place by then.
+    await Deno.mkdir(`${out}/model.safetensors.index.json/held`, { recursive: true });
+    await assert.rejects(writeCheckpoint(ck, out), (e: unknown) => {
+      assert.ok(e instanceof Error);
+      assert.match(e.message, /model\.safetensors\.index\.json: could not be put in place \(/);
+      assert.match(e.message, /; \d+ of the \d+ files were already, so .* now mixes old and new files/);
+      return true;
+    });
+    const left = [...Deno.readDirSync(out)].map((e) => e.name).filter((n) => n.endsWith(".zprune-partial"));
+    assert.deepEqual(left, []);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
+
 Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights in other formats stay out", async () => {
   // Hugging Face's cache: snapshots/<rev>/ holds symbolic links into ../blobs/. Beside the shards, a dense copy in
   // other formats, as repositories converted by Hugging Face's bot ship.
