@@ -375,20 +375,26 @@ export class ZpruneClient {
       }
     });
     const body = requestBlob(request);
-    const { bytes, status } = await this.#send("/v1/prune", {
+    const { bytes, status, requestId } = await this.#send("/v1/prune", {
       method: "POST",
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
       body,
     }, options.signal);
-    let answer: unknown;
     try {
-      answer = decodeMsgpack(bytes);
+      let answer: unknown;
+      try {
+        answer = decodeMsgpack(bytes);
+      } catch (err) {
+        throw invalidResponse(`the answer is not plain msgpack: ${(err as Error).message}`, status);
+      }
+      const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);
+      checkLayers(request, res, status);
+      return res;
     } catch (err) {
-      throw invalidResponse(`the answer is not plain msgpack: ${(err as Error).message}`, status);
+      // An answer out of contract is worth asking the server's operator about, as an error answer is.
+      if (err instanceof ZpruneError && requestId !== null) err.headers["X-Request-Id"] = requestId;
+      throw err;
     }
-    const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);
-    checkLayers(request, res, status);
-    return res;
   }
 
   /** `GET /v1/info`: version, backend, device and limits. */
@@ -424,7 +430,7 @@ export class ZpruneClient {
     path: string,
     init: RequestInit,
     signal?: AbortSignal,
-  ): Promise<{ bytes: Uint8Array; status: number }> {
+  ): Promise<{ bytes: Uint8Array; status: number; requestId: string | null }> {
     const o = this.#opts;
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
@@ -436,7 +442,10 @@ export class ZpruneClient {
         // Not followed: a POST answered 301-303 comes back as a GET without its body, then reads as a wrong route,
         // and one answered 307 or 308 would send every body twice. The error names the URL to give instead.
         res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal, redirect: "manual" });
-        if (res.ok) return { bytes: new Uint8Array(await res.arrayBuffer()), status: res.status };
+        if (res.ok) {
+          const bytes = new Uint8Array(await res.arrayBuffer());
+          return { bytes, status: res.status, requestId: res.headers.get("x-request-id") };
+        }
         if ((res.status >= 300 && res.status < 400) || res.type === "opaqueredirect") {
           await res.body?.cancel();
           const to = res.headers.get("location");

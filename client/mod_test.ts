@@ -301,6 +301,28 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
   });
 });
 
+Deno.test("pruneLayers(): an answer out of contract keeps its X-Request-Id, as an error answer does", async () => {
+  const renamed = { ...OK_BODY, layers: [{ ...OK_BODY.layers[0], name: "other" }] };
+  await withServer(() => msgpack(renamed, 200, { "x-request-id": "req-42" }), async (url) => {
+    await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError, String(e));
+      assert.deepEqual([e.code, e.headers["X-Request-Id"]], ["invalid_response", "req-42"]);
+      return true;
+    });
+  });
+  // Not msgpack at all: the same.
+  await withServer(
+    () => new Response(new Uint8Array([0xc1]), { headers: { "x-request-id": "req-43" } }),
+    async (url) => {
+      await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError, String(e));
+        assert.deepEqual([e.code, e.headers["X-Request-Id"]], ["invalid_response", "req-43"]);
+        return true;
+      });
+    },
+  );
+});
+
 Deno.test("pruneLayers() refuses a layer name UTF-8 cannot carry before sending it", async () => {
   // A lone surrogate travels as U+FFFD: the server would prune the layer, then answer a name other than the one
   // sent, which read as an answer out of contract (invalid_response) after all the work was done.

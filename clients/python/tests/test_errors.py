@@ -337,8 +337,11 @@ def test_msgpack_error_body(stub: Tuple[str, Script]) -> None:
 
 def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
     url, script = stub
-    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
-    raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
+    script.answers = [(200, {"Content-Type": "application/msgpack", "X-Request-Id": "req-42"}, _ok_answer())]
+    err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url, name="not-layer")
+    assert err.request_id == "req-42", "an answer out of contract keeps its request id, as an error answer does"
+    script.answers = [(200, {"Content-Type": "application/msgpack", "X-Request-Id": "req-43"}, b"\xc1")]
+    assert raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url).request_id == "req-43"
 
 
 def test_exact_path_is_read_from_the_answer(stub: Tuple[str, Script]) -> None:

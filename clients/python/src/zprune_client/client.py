@@ -457,15 +457,22 @@ class ZpruneClient:
 
     def prune_raw(self, body: Union[bytes, Mapping[str, Any]]) -> Dict[str, Any]:
         """Posts a ready request (msgpack bytes, or a map to encode) and returns the decoded answer map as is."""
+        return self._prune_raw(body)[0]
+
+    def _prune_raw(self, body: Union[bytes, Mapping[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
+        """``prune_raw``'s answer and its ``X-Request-Id`` (an answer out of contract is raised with it)."""
         data = body if isinstance(body, (bytes, bytearray)) else encode_request(body)
-        _, _, answer = self.request("POST", "/v1/prune", bytes(data))
+        _, headers, answer = self.request("POST", "/v1/prune", bytes(data))
+        request_id = headers.get("x-request-id")
         try:
             decoded = decode_body(answer)
         except (ValueError, TypeError, msgpack.UnpackException) as e:
-            raise ZpruneError("invalid_response", f"the answer is not one msgpack value: {e}", 200) from e
+            raise ZpruneError("invalid_response", f"the answer is not one msgpack value: {e}", 200,
+                              request_id=request_id) from e
         if not isinstance(decoded, Mapping) or not isinstance(decoded.get("layers"), list):
-            raise ZpruneError("invalid_response", "the answer is not a map with a layers array", 200)
-        return dict(decoded)
+            raise ZpruneError("invalid_response", "the answer is not a map with a layers array", 200,
+                              request_id=request_id)
+        return dict(decoded), request_id
 
     # -- pruning ---------------------------------------------------------------------------------------------
 
@@ -511,10 +518,15 @@ class ZpruneClient:
             body["options"] = options
         if tuple(returns) != ("mask",):
             body["return"] = list(returns)
-        answer = self.prune_raw(body)
+        answer, request_id = self._prune_raw(body)
         expected = [(layer["name"], tuple(layer["weight"]["shape"])) for layer in body["layers"]]
         dtypes = [layer["weight"]["dtype"] for layer in body["layers"]]
-        return parse_prune_answer(answer, expected, returns=returns, dtypes=dtypes)
+        try:
+            return parse_prune_answer(answer, expected, returns=returns, dtypes=dtypes)
+        except ZpruneError as e:
+            # An answer out of contract is worth asking the server's operator about, as an error answer is.
+            e.request_id = e.request_id or request_id
+            raise
 
     def prune_layer(
         self,
