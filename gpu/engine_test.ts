@@ -4,6 +4,7 @@ import { GpuEngine } from "./engine.ts";
 import { encode } from "../contract/dtype_codec.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { rng } from "../tests/_random.ts";
+import { MAGNITUDE_HALF } from "../tests/_params.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.
@@ -283,14 +284,7 @@ function smallMagnitudeLayer(name: string, value: (i: number) => number) {
     weight: new Uint8Array(new Float32Array(16 * 32).map((_, i) => value(i)).buffer),
     actNormSq: null,
   };
-  const params = {
-    method: "magnitude" as const,
-    pattern: { kind: "layer" as const, sparsity: 0.5 },
-    exponent: 1,
-    returnWeight: false,
-    returnScore: false,
-  };
-  return { layer, params };
+  return { layer, params: MAGNITUDE_HALF };
 }
 
 Deno.test({

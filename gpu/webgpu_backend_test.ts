@@ -15,6 +15,7 @@ import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { withPrune } from "../tests/_server.ts";
+import { MAGNITUDE_HALF } from "../tests/_params.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -23,13 +24,7 @@ const isFallback = probe?.isFallback ?? false;
 probe?.destroy();
 const ignore = !hasAdapter;
 
-const PARAMS: PruneParams = {
-  method: "magnitude",
-  pattern: { kind: "layer", sparsity: 0.5 },
-  exponent: 1,
-  returnWeight: false,
-  returnScore: false,
-};
+const PARAMS = MAGNITUDE_HALF;
 
 /** A rows x cols f32 layer whose weight i is i + 1, so the pruned ones are the first half in row-major order. */
 function ramp(rows: number, cols: number): LayerJob {

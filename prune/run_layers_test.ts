@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
-import type { Backend, LayerJob, LayerOutput, PruneParams } from "./backend.ts";
+import type { Backend, LayerJob, LayerOutput } from "./backend.ts";
 import { runLayers } from "./run_layers.ts";
+import { MAGNITUDE_HALF } from "../tests/_params.ts";
 
-const PARAMS: PruneParams = {
-  method: "magnitude",
-  pattern: { kind: "layer", sparsity: 0.5 },
-  exponent: 1,
-  returnWeight: false,
-  returnScore: false,
-};
+const PARAMS = MAGNITUDE_HALF;
 
 /** Layers named 0..count-1 (their contents are the fake backend's business). */
 function layers(count: number): LayerJob[] {

@@ -4,9 +4,10 @@
  * engine meets real `GPUOutOfMemoryError`s. Prints one JSON line of what happened; the parent asserts on it.
  */
 import { ExactPathNeeded, GpuEngine } from "../gpu/engine.ts";
-import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import type { LayerJob } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { randomLayer, rng } from "./_random.ts";
+import { MAGNITUDE_HALF } from "./_params.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 if (!engine) {
@@ -17,13 +18,7 @@ await engine.warm();
 // As in the server's worker: a layer that needs the exact path is handed back, not computed on this thread.
 engine.exactElsewhere = true;
 
-const params: PruneParams = {
-  method: "magnitude",
-  pattern: { kind: "layer", sparsity: 0.5 },
-  exponent: 1,
-  returnWeight: false,
-  returnScore: false,
-};
+const params = MAGNITUDE_HALF;
 const rand = rng(7);
 function layer(name: string, rows: number, cols: number): LayerJob {
   // Levels that tie, so the index tie-break is part of what must match.

@@ -14,6 +14,7 @@ import { planTiles } from "../gpu/layer_plan.ts";
 import { normal, rng } from "./_random.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../contract/dtype_codec.ts";
+import { MAGNITUDE_HALF } from "./_params.ts";
 
 const GOLDEN = new URL("./fixtures/golden/", import.meta.url);
 
@@ -531,13 +532,7 @@ Deno.test({
     const v = new Float32Array(rows * cols).map(() => normal(rand));
     v[30000] = NaN;
     const layer: LayerJob = { name: "nan-tile", rows, cols, dtype: "f32", weight: encode(v, "f32"), actNormSq: null };
-    const params: PruneParams = {
-      method: "magnitude",
-      pattern: { kind: "layer", sparsity: 0.5 },
-      exponent: 1,
-      returnWeight: false,
-      returnScore: false,
-    };
+    const params = MAGNITUDE_HALF;
     for (const [what, backend] of [["64 KiB tiles", tiled!], ["one tile", gpu!], ["cpu", cpu]] as const) {
       await assert.rejects(backend.prune(params, copyLayer(layer)), (e: unknown) => {
         assert.ok(e instanceof ZpruneError && e.code === "non_finite", `${what}: ${e}`);
@@ -883,13 +878,7 @@ Deno.test({
       kind: "normal",
       acts: false,
       seed: 21,
-      params: {
-        method: "magnitude",
-        pattern: { kind: "layer", sparsity: 0.5 },
-        exponent: 1,
-        returnWeight: false,
-        returnScore: false,
-      },
+      params: MAGNITUDE_HALF,
     };
     const layer = makeLayer(c);
     const before = small!.exactPathLayers;
