@@ -66,7 +66,8 @@ output:
   --report FILE.json     dense and pruned perplexity, per-layer stats, timings (if pruning fails: the
                          dense perplexity and the error)
   --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8, and no more than
-                         the available memory holds; each holds the model's float32 weights)
+                         the available memory holds; each holds the model's float32 weights); never more
+                         than the calibration or evaluation windows, which would leave some idle
 `;
 
 /** Where calibration windows come from. */

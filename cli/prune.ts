@@ -394,6 +394,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     seqLen: seqlen,
     calibWindows: calib.windows,
     workers: args.workers,
+    mostWindows: Math.max(calib.windows, Math.min(args.evalWindows, evalTotal)),
   });
   resources.defer(() => pool.close());
 

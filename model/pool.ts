@@ -51,6 +51,8 @@ export interface PoolOptions {
   calibWindows?: number;
   /** Memory the workers may take, in bytes; default: `memoryForWorkers()`. */
   memoryBytes?: number;
+  /** The most windows one call will hand the pool: more workers than that would only sit idle, so none start. */
+  mostWindows?: number;
 }
 
 /**
@@ -97,7 +99,11 @@ export class ForwardPool {
       while (n > 1 && needs(n) > memory) n--;
       return n;
     };
-    const n = opts.workers === undefined ? fitting(Math.min(8, navigator.hardwareConcurrency || 1)) : opts.workers;
+    const most = Math.max(1, opts.mostWindows ?? Infinity);
+    const n = Math.min(
+      most,
+      opts.workers === undefined ? fitting(Math.min(8, navigator.hardwareConcurrency || 1, most)) : opts.workers,
+    );
     const cacheTokens = cacheFor(n);
     checkArenaFits(
       cfg,

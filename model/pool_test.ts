@@ -34,3 +34,15 @@ Deno.test("ForwardPool.create() starts no more workers than memory holds, and na
   const one = await ForwardPool.create(m.cfg, m.weights, { ...opts, workers: 1, memoryBytes: 1 });
   one.close();
 });
+
+Deno.test("ForwardPool.create() starts no more workers than the most windows a call hands it", async () => {
+  const m = await loadModel(MODEL);
+  for (const [workers, mostWindows, want] of [[4, 2, 2], [undefined, 1, 1], [2, 0, 1], [2, 3, 2]] as const) {
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 16, workers, mostWindows });
+    try {
+      assert.equal(pool.size, want, `workers ${workers}, windows ${mostWindows}`);
+    } finally {
+      pool.close();
+    }
+  }
+});
