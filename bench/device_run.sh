@@ -11,8 +11,10 @@
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
 #     && tar -cJf .gpu-bundle/nm.tar.xz node_modules/{msgpackr,zod,hono,@huggingface}
 # then run, carrying .gpu-bundle:  bash bench/device_run.sh
-# Results in $OUT: env.txt, clocks.csv, torch.jsonl, zprune.jsonl, table.md, parity.log, z_error.jsonl, e2e.log,
-# full_shape.jsonl, stderr.log.
+# Results in $OUT, at most 8 files (the device tool returns no more; a ninth would be left out): stderr.log (first the
+# date, nvidia-smi, Deno's version and the cores, then each step's progress), clocks.csv, torch.jsonl, zprune.jsonl,
+# parity.log, z_error.jsonl, e2e.log, full_shape.jsonl. The ratio table goes to stdout only: `python3
+# bench/device_table.py OUT` makes it again from the two .jsonl files. bench/device_run_test.ts counts the files.
 set -uo pipefail
 # DRY_RUN=1 rehearses the script here (lavapipe, small shapes): it leaves this machine's libraries alone.
 if [ -z "${DRY_RUN:-}" ]; then
@@ -25,7 +27,7 @@ export XDG_RUNTIME_DIR=/tmp DENO_NO_UPDATE_CHECK=1
 OUT=${OUT:-/tmp/zprune-device}
 mkdir -p "$OUT"
 log="$OUT/stderr.log"
-{ date -u; nvidia-smi; /tmp/deno --version; nproc; } > "$OUT/env.txt" 2>&1
+{ date -u; nvidia-smi; /tmp/deno --version; nproc; } > "$log" 2>&1
 # GPU clocks, load and power every 200 ms while everything runs: a host-bound run leaves the GPU idle most of the time,
 # and its clocks may fall between layers (see docs/PERFORMANCE.md on the 8192x28672 row and 2:4 cases).
 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv -lms 200 \
@@ -59,8 +61,7 @@ for shape in ${DETAIL_SHAPES:-4096x4096 8192x28672}; do
   timeout 90 /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns layer,row,2:4 --repeat 5 \
     --resident --per-dispatch ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || echo "-- exit $?" >> "$log"
 done
-python3 bench/device_table.py "$OUT" > "$OUT/table.md" 2>> "$log"
-cat "$OUT/table.md"
+python3 bench/device_table.py "$OUT" 2>> "$log"
 
 # The source runs below need the dependencies (node_modules is too large to travel whole). Only where none are
 # installed: a dry run keeps this machine's own.
@@ -114,3 +115,5 @@ if [ -z "${NO_FULL:-}" ]; then
   cat "$OUT/full_shape.jsonl"
 fi
 echo "== done $(date -u +%T)" >> "$log"
+files=$(find "$OUT" -type f | wc -l)
+[ "$files" -le 8 ] || echo "warning: $files files in $OUT; the device tool returns 8 at most" | tee -a "$log"
