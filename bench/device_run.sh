@@ -2,10 +2,11 @@
 # The prepared GPU-machine run (the `device` tool), in one invocation:
 #   1. the torch anchor and zprune's WebGPU bench on the same shapes, then the ratio table, and a per-dispatch
 #      breakdown of two shapes;
-#   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU, and its
-#      Z-Pruner scores against the f32 error model (bench/z_error_fit.ts --quick) (NO_PARITY=1 skips both);
-#   3. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
-#   4. bench/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1).
+#   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU;
+#   3. bench/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1);
+#   4. its Z-Pruner scores against the f32 error model (bench/z_error_fit.ts --quick) (NO_PARITY=1 skips 2 and 4);
+#   5. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1).
+# In that order of what matters most, each within what is left of DEADLINE_S (540 s; one try has 600).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
 #   npm ci && ../shared/tools/device-prep.sh \
 #     && ./node_modules/.bin/deno bundle bench/gpu_bench.ts -o .gpu-bundle/gpu-bench.js \
@@ -22,12 +23,23 @@ if [ -z "${DRY_RUN:-}" ]; then
   ldconfig
   export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
-xz -dc .gpu-bundle/deno.xz > /tmp/deno && chmod +x /tmp/deno
+# A dry run unpacks Deno to a directory of its own, not over a /tmp/deno of this machine's.
+deno=/tmp/deno; [ -z "${DRY_RUN:-}" ] || deno=$(mktemp -d)/deno
+xz -dc .gpu-bundle/deno.xz > "$deno" && chmod +x "$deno"
 export XDG_RUNTIME_DIR=/tmp DENO_NO_UPDATE_CHECK=1
 OUT=${OUT:-/tmp/zprune-device}
+# One try has 600 s: every step's timeout is cut to what is left of DEADLINE_S (from here), so a stall early on costs
+# the steps after it their time, not the whole run's results; a step with under 10 s left is skipped and says so.
+started=$SECONDS deadline=${DEADLINE_S:-540}
+# within LIMIT: prints the seconds a step may take (LIMIT, or what is left if less); fails when under 10 s are left.
+within() {
+  local left=$((deadline - (SECONDS - started)))
+  [ "$left" -ge 10 ] || return 1
+  echo $((left < $1 ? left : $1))
+}
 mkdir -p "$OUT"
 log="$OUT/stderr.log"
-{ date -u; nvidia-smi; /tmp/deno --version; nproc; } > "$log" 2>&1
+{ date -u; nvidia-smi; "$deno" --version; nproc; } > "$log" 2>&1
 # GPU clocks, load and power every 200 ms while everything runs: a host-bound run leaves the GPU idle most of the time,
 # and its clocks may fall between layers (see docs/PERFORMANCE.md on the 8192x28672 row and 2:4 cases).
 nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv -lms 200 \
@@ -38,27 +50,32 @@ trap 'kill $clocks 2>/dev/null' EXIT
 # 1. Bench: the anchor first, then zprune, on one quiet GPU.
 shapes=${SHAPES:-"4096x4096 4096x11008 11008x4096 14336x4096 8192x28672"}
 echo "== torch anchor $(date -u +%T)" >> "$log"
-PYTHONUNBUFFERED=1 timeout 60 python3 .gpu-bundle/torch_anchor.py $shapes > "$OUT/torch.jsonl" 2>> "$log"
+PYTHONUNBUFFERED=1 timeout "$(within 60)" python3 .gpu-bundle/torch_anchor.py $shapes > "$OUT/torch.jsonl" 2>> "$log"
 echo "== zprune bench $(date -u +%T)" >> "$log"
 # One process per shape, pattern and weights mode, so that a stall loses one case, not the table, and no case runs
 # after another in the same process (on the H200, 2026-11-28, the row and 2:4 runs of 8192x28672 that followed its
 # layer run in one process measured even decode, the same kernel on the same bytes, 3.65x slower). Each case is timed
 # with the weights uploaded per call and with them resident (--resident: uploaded once, profiled runs back to back,
-# as the anchor's loop runs). A case that times out ends the bench.
+# as the anchor's loop runs). A case that times out ends the bench, and skips the per-dispatch breakdown.
+stalled=
 for shape in $shapes; do
   limit=40; [ "$shape" = 8192x28672 ] && limit=70
   for pattern in layer row 2:4; do
     for mode in "" --resident; do
       echo "-- $shape $pattern ${mode:-uploaded} $(date -u +%T)" >> "$log"
-      timeout "$limit" /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns "$pattern" --repeat 5 \
-        $mode ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || { echo "-- exit $?" >> "$log"; break 3; }
+      t=$(within "$limit") || { echo "-- out of time" >> "$log"; stalled=1; break 3; }
+      timeout "$t" "$deno" run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns "$pattern" --repeat 5 \
+        $mode ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" ||
+        { echo "-- exit $?" >> "$log"; stalled=1; break 3; }
     done
   done
 done
 # Where the time goes: every dispatch in a timed pass of its own, on resident weights, smallest and largest shape.
 for shape in ${DETAIL_SHAPES:-4096x4096 8192x28672}; do
+  [ -z "$stalled" ] || { echo "-- per dispatch skipped: the bench stalled" >> "$log"; break; }
   echo "-- $shape per dispatch $(date -u +%T)" >> "$log"
-  timeout 90 /tmp/deno run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns layer,row,2:4 --repeat 5 \
+  t=$(within 90) || { echo "-- out of time" >> "$log"; break; }
+  timeout "$t" "$deno" run -A .gpu-bundle/gpu-bench.js --shapes "$shape" --patterns layer,row,2:4 --repeat 5 \
     --resident --per-dispatch ${DRY_RUN:+--fallback} >> "$OUT/zprune.jsonl" 2>> "$log" || echo "-- exit $?" >> "$log"
 done
 python3 bench/device_table.py "$OUT" 2>> "$log"
@@ -73,46 +90,58 @@ fi
 if [ -z "${NO_PARITY:-}" ]; then
   echo "== parity $(date -u +%T)" >> "$log"
   # With the crafted-sum tests: on lavapipe only, their layers were checked with nearly exact division and sqrt.
-  timeout 150 /tmp/deno test -A --no-check tests/gpu_parity_test.ts tests/crafted_sums_test.ts gpu/ \
-    > "$OUT/parity.log" 2>&1
-  echo "parity exit $?" >> "$OUT/parity.log"
-  tail -3 "$OUT/parity.log"
-  # This GPU's own division and inverseSqrt against the Z-Pruner error model, which was fitted by emulating WGSL's
-  # least accurate arithmetic on lavapipe: cover < 1 means every weight within the model (bench/z_error_fit.ts).
-  echo "== z error fit $(date -u +%T)" >> "$log"
-  timeout 60 /tmp/deno run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback} > "$OUT/z_error.jsonl" \
-    2>> "$log"
-  echo "z error fit exit $?" >> "$log"
-  tail -1 "$OUT/z_error.jsonl"
+  if t=$(within 150); then
+    timeout "$t" "$deno" test -A --no-check tests/gpu_parity_test.ts tests/crafted_sums_test.ts gpu/ \
+      > "$OUT/parity.log" 2>&1
+    echo "parity exit $?" >> "$OUT/parity.log"
+    tail -3 "$OUT/parity.log"
+  else echo "-- out of time" >> "$log"; fi
 fi
 
-# 3. End to end: the CLI prunes the bundled model through a server on the WebGPU backend.
+# 3. The largest shape's masks on this GPU against the CPU backend (Z-Pruner layer, row and 2:4; NO_FULL=1 skips;
+# FULL_SHAPES picks others): tiling, dispatch limits and 32-bit indexing at full size.
+if [ -z "${NO_FULL:-}" ]; then
+  echo "== full shape $(date -u +%T)" >> "$log"
+  if t=$(within 150); then
+    timeout "$t" "$deno" run -A --no-check bench/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
+      ${DRY_RUN:+--fallback} > "$OUT/full_shape.jsonl" 2>> "$log"
+    echo "full shape exit $?" >> "$log"
+    cat "$OUT/full_shape.jsonl"
+  else echo "-- out of time" >> "$log"; fi
+fi
+
+# 4. This GPU's own division and inverseSqrt against the Z-Pruner error model, which was fitted by emulating WGSL's
+# least accurate arithmetic on lavapipe: cover < 1 means every weight within the model (bench/z_error_fit.ts; skipped
+# with NO_PARITY=1).
+if [ -z "${NO_PARITY:-}" ]; then
+  echo "== z error fit $(date -u +%T)" >> "$log"
+  if t=$(within 60); then
+    timeout "$t" "$deno" run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback} \
+      > "$OUT/z_error.jsonl" 2>> "$log"
+    echo "z error fit exit $?" >> "$log"
+    tail -1 "$OUT/z_error.jsonl"
+  else echo "-- out of time" >> "$log"; fi
+fi
+
+# 5. End to end: the CLI prunes the bundled model through a server on the WebGPU backend (skipped with NO_E2E=1).
 if [ -z "${NO_E2E:-}" ]; then
   echo "== e2e $(date -u +%T)" >> "$log"
-  ZPRUNE_BACKEND=webgpu PORT=8787 ZPRUNE_LOG=0 /tmp/deno run -A main.ts >> "$log" 2>&1 &
-  server=$!
-  python3 - >> "$OUT/e2e.log" 2>&1 <<'PY'
+  if t=$(within 130); then
+    ZPRUNE_BACKEND=webgpu PORT=8787 ZPRUNE_LOG=0 "$deno" run -A main.ts >> "$log" 2>&1 &
+    server=$!
+    python3 - >> "$OUT/e2e.log" 2>&1 <<'PY'
 import time, urllib.request
-for _ in range(120):
+for _ in range(60):
     try:
         print(urllib.request.urlopen("http://127.0.0.1:8787/v1/info", timeout=2).read().decode()); break
     except OSError:
         time.sleep(0.5)
 PY
-  timeout 100 /tmp/deno run -A cli/prune.ts --server http://127.0.0.1:8787 >> "$OUT/e2e.log" 2>&1
-  echo "e2e exit $?" >> "$OUT/e2e.log"
-  kill "$server" 2>/dev/null
-  tail -12 "$OUT/e2e.log"
-fi
-
-# 4. The largest shape's masks on this GPU against the CPU backend (Z-Pruner layer, row and 2:4; NO_FULL=1 skips;
-# FULL_SHAPES picks others): tiling, dispatch limits and 32-bit indexing at full size.
-if [ -z "${NO_FULL:-}" ]; then
-  echo "== full shape $(date -u +%T)" >> "$log"
-  timeout 150 /tmp/deno run -A --no-check bench/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
-    ${DRY_RUN:+--fallback} > "$OUT/full_shape.jsonl" 2>> "$log"
-  echo "full shape exit $?" >> "$log"
-  cat "$OUT/full_shape.jsonl"
+    t=$(within 100) && timeout "$t" "$deno" run -A cli/prune.ts --server http://127.0.0.1:8787 >> "$OUT/e2e.log" 2>&1
+    echo "e2e exit $?" >> "$OUT/e2e.log"
+    kill "$server" 2>/dev/null
+    tail -12 "$OUT/e2e.log"
+  else echo "-- out of time" >> "$log"; fi
 fi
 echo "== done $(date -u +%T)" >> "$log"
 files=$(find "$OUT" -type f | wc -l)
