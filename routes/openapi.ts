@@ -39,16 +39,36 @@ for (const [code, status] of Object.entries(ERROR_STATUS) as [ErrorCode, number]
     codesByStatus.set(status, [...codesByStatus.get(status) ?? [], CODE_NOTES[code] ?? code]);
   }
 }
+/** The header every answer carries (routes/observe_requests.ts). */
+const requestId = {
+  "X-Request-Id": {
+    description: "the client's own X-Request-Id (1-128 visible ASCII characters), else a fresh UUID; the log's id",
+    schema: { type: "string" },
+  },
+};
+/** The headers every error answer carries: the request's id, and its code repeated (routes/app.ts). */
+const errorHeaders = {
+  ...requestId,
+  "X-Zprune-Error": { description: "the error's code, as in the body", schema: { type: "string" } },
+};
 /** The header a 429 or 503 answer carries: when to try again, in seconds. */
 const retryAfter = {
   "Retry-After": { description: "seconds to wait before trying again", schema: { type: "string" } },
+};
+/** The header a 401 answer carries (routes/auth.ts; RFC 6750 section 3). */
+const wwwAuthenticate = {
+  "WWW-Authenticate": { description: 'the scheme wanted: Bearer realm="zprune"', schema: { type: "string" } },
 };
 const errorContent = (types: string[]) =>
   Object.fromEntries(types.map((t) => [t, { schema: { $ref: "#/components/schemas/Error" } }]));
 const errorResponses = Object.fromEntries(
   [...codesByStatus].map(([status, labels]) => [String(status), {
     description: `Error: ${labels.join(", ")}`,
-    ...(status === 429 || status === 503 ? { headers: retryAfter } : {}),
+    headers: {
+      ...errorHeaders,
+      ...(status === 429 || status === 503 ? retryAfter : {}),
+      ...(status === 401 ? wwwAuthenticate : {}),
+    },
     content: errorContent(["application/json", "application/msgpack"]),
   }]),
 );
@@ -56,7 +76,7 @@ const errorResponses = Object.fromEntries(
 /** Every route's answer while the server shuts down but GET /metrics's (routes/app.ts, refuseWhileDraining). */
 const draining = {
   description: "Shutting down: unavailable, with Retry-After and Connection: close",
-  headers: retryAfter,
+  headers: { ...errorHeaders, ...retryAfter },
   content: errorContent(["application/json", "application/msgpack"]),
 };
 const jsonOf = (ref: string) => ({ "application/json": { schema: { $ref: `#/components/schemas/${ref}` } } });
@@ -95,6 +115,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           responses: {
             "200": {
               description: "Masks and statistics per layer, in request order",
+              headers: requestId,
               content: { "application/msgpack": { schema: { $ref: "#/components/schemas/PruneResponse" } } },
             },
             ...errorResponses,
@@ -105,7 +126,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
         get: {
           summary: "Liveness",
           responses: {
-            "200": { description: "Alive", content: jsonOf("Health") },
+            "200": { description: "Alive", headers: requestId, content: jsonOf("Health") },
             "503": {
               ...draining,
               description: "Shutting down (as for every route), or the backend failed and could not restart: " +
@@ -119,7 +140,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
           summary: "Version, backend, device, limits, methods, patterns, dtypes",
           security: [{ bearer: [] }, {}],
           responses: {
-            "200": { description: "Server information", content: jsonOf("Info") },
+            "200": { description: "Server information", headers: requestId, content: jsonOf("Info") },
             "401": errorResponses["401"],
             "503": draining,
           },
@@ -130,13 +151,19 @@ export function openApiDocument(version: string): Record<string, unknown> {
           summary: "Prometheus metrics (text format 0.0.4); still answered while the server drains",
           security: [{ bearer: [] }, {}],
           responses: {
-            "200": { description: "Metrics", content: { "text/plain": {} } },
+            "200": { description: "Metrics", headers: requestId, content: { "text/plain": {} } },
             "401": errorResponses["401"],
           },
         },
       },
       "/openapi.json": {
-        get: { summary: "This document", responses: { "200": { description: "OpenAPI 3.1" }, "503": draining } },
+        get: {
+          summary: "This document",
+          responses: {
+            "200": { description: "OpenAPI 3.1", headers: requestId, content: { "application/json": {} } },
+            "503": draining,
+          },
+        },
       },
     },
   };

@@ -116,6 +116,58 @@ Deno.test("/openapi.json lists the 401 and 503 each route answers, as the app an
   }
 });
 
+Deno.test("/openapi.json lists the headers and media type of each answer, as the app answers them", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  let draining = false;
+  const app = createApp({ backend, config: { token: "t", log: false }, draining: () => draining });
+  // The headers a client acts on (README, Routes): names compared case-insensitively, as HTTP does.
+  const watched = ["x-request-id", "x-zprune-error", "www-authenticate", "retry-after"];
+  const auth = { authorization: "Bearer t" };
+  const msgpack = { ...auth, "content-type": "application/msgpack" };
+  const asks: [string, string, RequestInit][] = [
+    ["/healthz", "get", {}],
+    ["/openapi.json", "get", {}],
+    ["/v1/info", "get", {}],
+    ["/v1/info", "get", { headers: auth }],
+    ["/metrics", "get", {}],
+    ["/metrics", "get", { headers: auth }],
+    ["/v1/prune", "post", { method: "POST" }],
+    ["/v1/prune", "post", { method: "POST", headers: { ...auth, "content-type": "text/plain" }, body: "x" }],
+    ["/v1/prune", "post", { method: "POST", headers: msgpack, body: new Uint8Array([0xc1]) }],
+    ["/v1/prune", "post", { method: "POST", headers: msgpack, body: encodeMsgpack({ layers: [] }) }],
+    ["/v1/prune", "post", {
+      method: "POST",
+      headers: msgpack,
+      body: encodeMsgpack({
+        method: "magnitude",
+        sparsity: 0.5,
+        layers: [{ name: "l", weight: { dtype: "f32", shape: [1, 2], data: new Uint8Array(8) } }],
+      }),
+    }],
+  ];
+  try {
+    const doc = await (await app.request("/openapi.json")).json();
+    for (const closing of [false, true]) {
+      for (const [path, method, init] of asks) {
+        draining = closing;
+        const res = await app.request(path, init);
+        draining = false;
+        await res.body?.cancel();
+        const what = `${method} ${path} ${res.status}${closing ? " while draining" : ""}`;
+        const listed = doc.paths[path][method].responses[String(res.status)];
+        assert.ok(listed, `${what}: status not listed`);
+        const type = res.headers.get("content-type")!.split(";")[0]!.trim();
+        assert.ok(type in (listed.content ?? {}), `${what}: ${type} not listed`);
+        const documented = Object.keys(listed.headers ?? {}).map((h) => h.toLowerCase());
+        const sent = watched.filter((h) => res.headers.has(h));
+        assert.deepEqual(documented.filter((h) => watched.includes(h)).sort(), sent.sort(), what);
+      }
+    }
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics counts each request under its route, also when auth, the drain or CORS answered it", async () => {
   const backend = createCpuBackend({ threads: 0 });
   let draining = false;
