@@ -222,7 +222,9 @@ export const LayerResponseSchema = z.object({
   shape: z.tuple([z.number().int(), z.number().int()]),
   mask: bin,
   weight: TensorSchema.optional(),
-  score: TensorSchema.optional(),
+  // API.md: "score?: Tensor f32". Stated for the OpenAPI document only, as layerTensor's dtypes are: the client checks
+  // the dtype itself, with a message that names what it expected.
+  score: TensorSchema.extend({ dtype: TensorSchema.shape.dtype.meta({ enum: ["f32"] }) }).optional(),
   stats: LayerStatsSchema,
   // An addition to API.md (which lets the server add fields): a client can see which layers were slow, and why.
   exactPath: z.string().optional().describe(

@@ -168,6 +168,32 @@ Deno.test("/openapi.json lists the headers and media type of each answer, as the
   }
 });
 
+Deno.test("/openapi.json takes a score in f32 only, as API.md's Response says, and answers validate", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const app = createApp({ backend, config: { log: false } });
+  try {
+    const doc = await (await app.request("/openapi.json")).json();
+    const layer = doc.components.schemas.PruneResponse.properties.layers.items.properties;
+    assert.deepEqual(layer.score.properties.dtype.enum, ["f32"]);
+    assert.deepEqual(layer.weight.properties.dtype.enum, ["f32", "f16", "bf16"], "weights come in the request's dtype");
+    // What the server answers for an f16 layer fits the document: a score in f32, the weights in f16.
+    const res = await app.request("/v1/prune", {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: encodeMsgpack({
+        method: "magnitude",
+        sparsity: 0.5,
+        return: ["weight", "score"],
+        layers: [{ name: "l", weight: { dtype: "f16", shape: [1, 2], data: new Uint8Array(4) } }],
+      }),
+    });
+    const answer = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+    assert.deepEqual([answer.layers[0]!.score!.dtype, answer.layers[0]!.weight!.dtype], ["f32", "f16"]);
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics counts each request under its route, also when auth, the drain or CORS answered it", async () => {
   const backend = createCpuBackend({ threads: 0 });
   let draining = false;
