@@ -12,6 +12,8 @@ Deno.test("patternK(): floor(sparsity x count) per layer or row, 0 for N:M; more
   assert.equal(patternK({ kind: "layer", sparsity: 1 }, 3, 5), 15);
   assert.equal(patternK({ kind: "row", sparsity: 1.5 }, 3, 1), 1); // floor(1.5) of one weight: all of it
   assert.equal(patternK({ kind: "nm", n: 2, m: 4 }, 3, 8), 0);
+  // 0.7 of 30 weights is 21: sparsity times the whole count, not (0.7 * 3) * 10, which is 20.999999999999996.
+  assert.equal(patternK({ kind: "layer", sparsity: 0.7 }, 3, 10), 21);
   for (const sparsity of [2, -0.1, NaN]) {
     for (const kind of ["layer", "row"] as const) {
       assert.throws(() => patternK({ kind, sparsity }, 3, 5), invalid, `${kind} ${sparsity}`);
