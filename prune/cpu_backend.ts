@@ -7,12 +7,12 @@ import { cpus } from "node:os";
 import { cpuLimit, memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { CpuPool } from "./cpu_pool.ts";
-import { type Executor, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
+import { type Executor, MAX_WORK_PARTS, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
 import { ScratchBuffers } from "./scratch_buffers.ts";
 
 /** Options of `createCpuBackend`. */
 export interface CpuBackendOptions {
-  /** Worker threads (default: one per core this process may use; 0 runs everything on the calling thread). */
+  /** Worker threads (default: one per core this process may use; at most 64; 0: all on the calling thread). */
   threads?: number;
   /** Layers with fewer elements run on the calling thread (default 2^18). */
   parallelMin?: number;
@@ -30,7 +30,10 @@ function scratchBytes(): number {
   return Math.min(2 * 1024 ** 3, Math.floor(memoryLimitBytes() / 8));
 }
 
-/** A worker-pool executor of `threads` workers (the CPU backend's own, and benchmarks'); close it when done. */
+/**
+ * A worker-pool executor of `threads` workers, at most MAX_WORK_PARTS (the CPU backend's own, and benchmarks'); close
+ * it when done.
+ */
 export function createPoolExecutor(threads: number): Executor & {
   close(): void;
   crash(index: number): void;
@@ -38,7 +41,9 @@ export function createPoolExecutor(threads: number): Executor & {
   /** Runs a layer's computation, during which the kept buffers are not idle. */
   during<T>(layer: () => Promise<T>): Promise<T>;
 } {
-  const pool = new CpuPool(threads);
+  // Op i of a pass runs on worker i, and no pass has more than MAX_WORK_PARTS ops: workers past that would hold their
+  // memory (about 17 MiB each, measured) without ever computing, as on a host of more than 64 cores.
+  const pool = new CpuPool(Math.min(threads, MAX_WORK_PARTS));
   const buffers = new ScratchBuffers(scratchBytes());
   return {
     shared: true,

@@ -61,8 +61,11 @@ function layerBlocks(rows: number, cols: number): number[] {
   return rowSplits(rows, cols, blocks);
 }
 
-/** Most parts a layer's scoring and selection are split into; each part of a layer-wide select answers a histogram. */
-const MAX_WORK_PARTS = 64;
+/**
+ * Most parts a layer's scoring and selection are split into; each part of a layer-wide select answers a histogram.
+ * No pass posts more ops than this, so an executor's threads past it would never be handed one.
+ */
+export const MAX_WORK_PARTS = 64;
 
 /**
  * The row parts scoring and selection run in. Unlike the sums, these passes give the same bits however the rows are
