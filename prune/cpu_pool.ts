@@ -81,6 +81,7 @@ export class CpuPool {
   /**
    * Runs the tasks `make(i)` for i < count, task i on worker i % size, and waits for all of them to settle before
    * answering, even when one fails: the others may still be writing into the request's shared buffers until then.
+   * Of several failures, a worker's death is the one thrown: its caller must not reuse the buffers that worker had.
    */
   async all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]> {
     const tasks: Promise<T>[] = [];
@@ -89,8 +90,8 @@ export class CpuPool {
       if (t) tasks.push(this.run<T>(i, t));
     }
     const settled = await Promise.allSettled(tasks);
-    const failed = settled.find((s) => s.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const reasons = settled.flatMap((s) => (s.status === "rejected" ? [s.reason as unknown] : []));
+    if (reasons.length) throw reasons.find((e) => e instanceof ZpruneError && e.code === "unavailable") ?? reasons[0];
     return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
   }
 

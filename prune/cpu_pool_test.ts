@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { CpuPool } from "./cpu_pool.ts";
+import { ZpruneError } from "../contract/errors.ts";
 
 Deno.test("CpuPool: an op's thrown error comes back with its kind, and the worker keeps serving", async () => {
   const pool = new CpuPool(1);
@@ -17,6 +18,24 @@ Deno.test("CpuPool: an op's thrown error comes back with its kind, and the worke
     await pool.run(0, { op: "rows", keys, cols: 4, k: 2, mask, r0: 0, r1: 2 });
     assert.equal(mask[0], 0b0011_1100);
     assert.equal(pool.restarts, 0);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("CpuPool.all: of a refused allocation and a worker's death in one pass, the death is thrown", async () => {
+  const pool = new CpuPool(2);
+  try {
+    // Op 0 fails on worker 0 (a row of scratch for 2^33 columns), op 1 on worker 1, which dies under it. Thrown first
+    // in order, the RangeError would have its caller reuse buffers that the dead worker may still be writing into.
+    const huge = { op: "rows", keys: new Uint32Array(0), cols: 2 ** 33, k: 1, mask: new Uint8Array(0), r0: 0, r1: 0 };
+    const small = { op: "rows", keys: new Uint32Array(4), cols: 4, k: 1, mask: new Uint8Array(1), r0: 0, r1: 1 };
+    pool.crash(1);
+    await assert.rejects(
+      pool.all(2, (i) => (i === 0 ? huge : small) as never),
+      (e: unknown) => e instanceof ZpruneError && e.code === "unavailable",
+    );
+    assert.equal(pool.restarts, 1);
   } finally {
     pool.close();
   }

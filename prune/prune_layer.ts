@@ -223,9 +223,11 @@ export async function pruneLayerWith(
     lap("stats");
     return out;
   } catch (err) {
-    // A failed layer's buffers are dropped, not reused: a worker that was killed mid-task may not have
-    // stopped writing into them yet.
-    buffers.length = 0;
+    // A layer whose worker died drops its buffers, not reusing them: killed mid-task, it may not have stopped writing
+    // into them yet. Any other failure (a non-finite weight, an abort between stages, an allocation refused) comes
+    // once every op posted has settled, so its buffers go back to be reused: dropped, each such request left a
+    // layer's scratch to the garbage collector and had the next layer allocate and first-touch it anew.
+    if (err instanceof ZpruneError && err.code === "unavailable") buffers.length = 0;
     throw err;
   } finally {
     for (const b of buffers) exec.release?.(b);

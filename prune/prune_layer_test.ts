@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createCpuBackend } from "./cpu_backend.ts";
-import { patternK } from "./prune_layer.ts";
+import { type CpuOp, runOp } from "./cpu_ops.ts";
+import { type Executor, patternK, pruneLayerWith } from "./prune_layer.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { childJson } from "../tests/_server.ts";
 
@@ -126,4 +127,53 @@ Deno.test({
       );
     }
   },
+});
+
+/**
+ * An executor sharing its arrays as the worker pool's does, running every op on this thread, that records the scratch
+ * it hands out and gets back; `fail`, when set, is what its passes reject with instead of running.
+ */
+function recordingExecutor(fail?: unknown) {
+  const taken: ArrayBufferLike[] = [], released: ArrayBufferLike[] = [];
+  const exec: Executor = {
+    shared: true,
+    threads: 2,
+    scratch: (bytes) => {
+      const b = new SharedArrayBuffer(bytes);
+      taken.push(b);
+      return b;
+    },
+    release: (b) => void released.push(b),
+    all<T>(count: number, make: (i: number) => CpuOp | null): Promise<T[]> {
+      if (fail !== undefined) return Promise.reject(fail);
+      const out: T[] = [];
+      for (let i = 0; i < count; i++) {
+        const t = make(i);
+        if (t) out.push(runOp(t) as T);
+      }
+      return Promise.resolve(out);
+    },
+  };
+  return { exec, taken, released };
+}
+
+Deno.test("a layer failing with no op left running gives its scratch back; one whose worker died, not", async () => {
+  const params = { ...magnitudeLayer, pattern: { kind: "layer" as const, sparsity: 0.5 } };
+  const w = new Float32Array(64 * 64).fill(1);
+  w[100] = NaN;
+  // A non-finite weight is found once the decode pass has settled: its buffers are free again.
+  const nan = recordingExecutor();
+  await assert.rejects(pruneLayerWith(nan.exec, params, f32Layer(64, 64, w)), /non_finite|NaN/);
+  assert.ok(nan.taken.length > 0);
+  assert.deepEqual(new Set(nan.released), new Set(nan.taken), "every buffer of the failed layer given back");
+  // So is a request that goes away between stages.
+  const gone = recordingExecutor();
+  const abort = AbortSignal.abort(new DOMException("client left", "AbortError"));
+  await assert.rejects(pruneLayerWith(gone.exec, params, f32Layer(64, 64, w.fill(1)), abort), /client left/);
+  assert.deepEqual(new Set(gone.released), new Set(gone.taken));
+  // A worker killed mid-op may still write into them: dropped.
+  const dead = recordingExecutor(new ZpruneError("unavailable", "a CPU worker failed"));
+  await assert.rejects(pruneLayerWith(dead.exec, params, f32Layer(64, 64, w)), /worker failed/);
+  assert.ok(dead.taken.length > 0);
+  assert.equal(dead.released.length, 0);
 });
