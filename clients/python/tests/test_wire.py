@@ -3,6 +3,9 @@ infinite, and apply_mask on numpy and torch."""
 
 from __future__ import annotations
 
+import tracemalloc
+from typing import Any, Tuple
+
 import numpy as np
 import pytest
 
@@ -105,3 +108,33 @@ def test_overflow_advice_names_a_dtype_that_holds_the_values_or_none() -> None:
         to_numpy(np.full((2, 2), 1e39), "f16")
     with pytest.raises(ValueError, match="2 finite values are"):
         to_numpy(np.array([1e39, -1e39, 1.0]), None)
+
+
+def _traced_peak(fn: Any) -> Tuple[Any, int]:
+    """``fn()`` and the most bytes it held at once beyond what was held before (numpy's arrays included)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_bf16_rounding_of_a_big_layer_holds_few_copies_of_it() -> None:
+    torch = pytest.importorskip("torch")
+    # Every upper half with the lower halves where rounding turns: below, at and above the halfway point, odd or even.
+    high = np.arange(1 << 16, dtype=np.uint32) << 16
+    low = np.array([0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF], np.uint32)
+    x = (high[:, None] | low[None, :]).ravel().view(np.float32)
+    x = x[~np.isnan(x)]  # NaN payloads aside; infinities kept
+    bits, peak = _traced_peak(lambda: float32_to_bf16_bits(x))
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(bits, want)
+    # Its float32 bytes once, and the bits: 64-bit temporaries held seven times the float32 bytes at once.
+    assert peak <= 1.6 * x.nbytes, f"{peak / x.nbytes:.2f} times the float32 bytes"
+    # The same sent as bf16, with the check that no finite value became infinite: no copy of the float32 first.
+    finite = x[np.isfinite(x) & (np.abs(x) < 1e38)]
+    (sent, dtype), peak = _traced_peak(lambda: to_numpy(finite, "bf16"))
+    assert dtype == "bf16" and np.array_equal(sent, float32_to_bf16_bits(finite))
+    assert peak <= 1.6 * finite.nbytes, f"{peak / finite.nbytes:.2f} times the float32 bytes"
