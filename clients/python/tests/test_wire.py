@@ -1,17 +1,18 @@
-"""Wire helpers without a server: bf16 bits in either byte order, finite values that a narrower dtype would make
-infinite, and apply_mask on numpy and torch."""
+"""Wire helpers: bf16 bits in either byte order, finite values that a narrower dtype would make infinite, apply_mask
+on numpy and torch, and the memory a request body takes."""
 
 from __future__ import annotations
 
 import tracemalloc
 from typing import Any, Tuple
 
+import msgpack
 import numpy as np
 import pytest
 
-from zprune_client import apply_mask, bf16_bits_to_float32, float32_to_bf16_bits
+from zprune_client import ZpruneClient, apply_mask, bf16_bits_to_float32, float32_to_bf16_bits
 from zprune_client.client import Layer
-from zprune_client.wire import encode_tensor, to_numpy
+from zprune_client.wire import encode_request, encode_tensor, to_numpy
 
 
 def test_bf16_bits_in_either_byte_order_are_sent_little_endian() -> None:
@@ -138,3 +139,21 @@ def test_bf16_rounding_of_a_big_layer_holds_few_copies_of_it() -> None:
     (sent, dtype), peak = _traced_peak(lambda: to_numpy(finite, "bf16"))
     assert dtype == "bf16" and np.array_equal(sent, float32_to_bf16_bits(finite))
     assert peak <= 1.6 * finite.nbytes, f"{peak / finite.nbytes:.2f} times the float32 bytes"
+
+
+def test_a_request_holds_one_copy_of_the_weights(server_url: str) -> None:
+    w = np.random.default_rng(3).standard_normal((512, 1024), dtype=np.float32)
+    client = ZpruneClient(server_url)
+    result, peak = _traced_peak(lambda: client.prune_layers([("a", w, None)], method="magnitude", sparsity=0.5))
+    assert int(result.layers[0].mask.sum()) == w.size // 2
+    # The body (w's bytes once), then the answer and its mask (a byte per weight); tobytes, msgpack's buffer and the
+    # bytes made of it held 3 copies at once.
+    assert peak <= 1.6 * w.nbytes, f"{peak / w.nbytes:.2f} times the weights' bytes"
+
+
+def test_encode_request_writes_what_msgpack_writes() -> None:
+    big = np.arange(1 << 15, dtype=np.float32)
+    body = {"method": "wanda", "sparsity": 0.25, "return": ["mask", "score"], "options": {"dataFree": True},
+            "layers": [Layer("a", big.reshape(128, 256), big[:256]).to_wire(copy=False),
+                       Layer("b", big[:12].reshape(3, 4), None).to_wire(), ("x" * 70000).encode()]}
+    assert encode_request(body) == msgpack.packb(body, use_bin_type=True)

@@ -121,19 +121,20 @@ class Layer:
     inputs: Optional[ArrayLike] = None
     dtype: Optional[WireDType] = None
 
-    def to_wire(self) -> Dict[str, Any]:
+    def to_wire(self, *, copy: bool = True) -> Dict[str, Any]:
         """The layer's wire map. Raises ``ValueError`` naming the layer and field where a finite value would be sent
-        as infinity (beyond the range of the dtype it is sent in)."""
-        out: Dict[str, Any] = {"name": self.name, "weight": self._encode("weight", self.weight, self.dtype)}
+        as infinity (beyond the range of the dtype it is sent in). With ``copy=False`` its tensors' data are views,
+        of the layer's own arrays where they need no conversion (see ``encode_tensor``)."""
+        out: Dict[str, Any] = {"name": self.name, "weight": self._encode("weight", self.weight, self.dtype, copy)}
         if self.act_norm_sq is not None:
-            out["actNormSq"] = self._encode("act_norm_sq", self.act_norm_sq, "f32")
+            out["actNormSq"] = self._encode("act_norm_sq", self.act_norm_sq, "f32", copy)
         if self.inputs is not None:
-            out["inputs"] = self._encode("inputs", self.inputs, self.dtype)
+            out["inputs"] = self._encode("inputs", self.inputs, self.dtype, copy)
         return out
 
-    def _encode(self, field: str, x: ArrayLike, dtype: Optional[WireDType]) -> Dict[str, Any]:
+    def _encode(self, field: str, x: ArrayLike, dtype: Optional[WireDType], copy: bool) -> Dict[str, Any]:
         try:
-            return encode_tensor(x, dtype)
+            return encode_tensor(x, dtype, copy=copy)
         except ValueError as e:
             raise ValueError(f"layer {self.name!r}, {field}: {e}") from e
 
@@ -505,7 +506,7 @@ class ZpruneClient:
         body: Dict[str, Any] = {
             "method": method,
             "pattern": pattern,
-            "layers": [s.to_wire() for s in specs],
+            "layers": [s.to_wire(copy=False) for s in specs],  # encoded at once: one copy of the weights, the body's
         }
         if sparsity is not None:
             body["sparsity"] = float(sparsity)

@@ -10,7 +10,7 @@ numpy has no bfloat16: a bf16 tensor is held as a ``uint16`` (or ``int16``) arra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 import sys
 
@@ -173,10 +173,15 @@ def _torch_int16(t: Any) -> Any:
     return torch.int16
 
 
-def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None) -> Dict[str, Any]:
-    """Returns the wire form ``{dtype, shape, data}`` of ``x`` (see ``to_numpy`` for the accepted inputs)."""
+def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None, *, copy: bool = True) -> Dict[str, Any]:
+    """Returns the wire form ``{dtype, shape, data}`` of ``x`` (see ``to_numpy`` for the accepted inputs).
+
+    With ``copy=False``, ``data`` is a memoryview of the bytes to send, which are ``x``'s own where they need no
+    conversion (a C-contiguous little-endian float32 array, say): encode it before ``x`` changes.
+    """
     arr, wire = to_numpy(x, dtype)
-    return {"dtype": wire, "shape": [int(s) for s in arr.shape], "data": arr.tobytes(order="C")}
+    data = arr.tobytes(order="C") if copy else arr.reshape(-1).view(np.uint8).data
+    return {"dtype": wire, "shape": [int(s) for s in arr.shape], "data": data}
 
 
 def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits") -> NDArray[Any]:
@@ -225,9 +230,38 @@ def pack_mask(mask: NDArray[Any]) -> bytes:
     return np.packbits(np.asarray(mask, dtype=bool).ravel(), bitorder="little").tobytes()
 
 
+#: Bytes from which a ``bin`` value goes into a request body as it is, rather than through msgpack's buffer.
+_JOINED_BIN = 1 << 16
+
+
 def encode_request(body: Mapping[str, Any]) -> bytes:
-    """Serialises a request map: plain msgpack, ``bin`` for bytes, no ext types."""
-    return cast(bytes, msgpack.packb(body, use_bin_type=True))
+    """Serialises a request map: plain msgpack, ``bin`` for bytes, no ext types.
+
+    The same bytes as ``msgpack.packb(body, use_bin_type=True)``, with one copy of each tensor's data in them:
+    ``packb`` copies it into its buffer and then the buffer into the bytes it returns (two more copies of a
+    layer's weights at the peak). Here large ``bin`` values are joined into the body as they are.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    pieces: List[Any] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            pieces.append(packer.pack_map_header(len(value)))
+            for k, v in value.items():
+                walk(k)
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            pieces.append(packer.pack_array_header(len(value)))
+            for v in value:
+                walk(v)
+        elif isinstance(value, (bytes, bytearray, memoryview)) and _JOINED_BIN <= memoryview(value).nbytes < 1 << 32:
+            pieces.append(b"\xc6" + memoryview(value).nbytes.to_bytes(4, "big"))  # bin 32, as packb writes it
+            pieces.append(value)
+        else:
+            pieces.append(packer.pack(value))
+
+    walk(body)
+    return b"".join(pieces)
 
 
 def decode_body(data: bytes) -> Any:
