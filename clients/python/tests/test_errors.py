@@ -379,6 +379,8 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         "stats without pruned": layer_with(stats={k: v for k, v in stats.items() if k != "pruned"}),
         "a total that is not an integer": layer_with(stats={**stats, "total": float(W.size) + 0.5}),
         "a pruned count that is a string": layer_with(stats={**stats, "pruned": "0"}),
+        "timings that are a number": bytes(msgpack.packb({**good, "timings": 5}, use_bin_type=True)),
+        "timings that are a list": bytes(msgpack.packb({**good, "timings": [1, 2]}, use_bin_type=True)),
         "not msgpack": b"\xc1",
         "truncated msgpack": _ok_answer()[:-3],
     }

@@ -616,10 +616,13 @@ def parse_prune_answer(
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
             # A missing field, a mask or tensor of the wrong length, a shape that is not two numbers...
             raise ZpruneError("invalid_response", f"layers[{i}] of the answer is malformed: {e!r}", 200) from e
+    timings = answer.get("timings") or {}
+    if not isinstance(timings, Mapping):  # dict() of a number or list raises TypeError or ValueError, not this
+        raise ZpruneError("invalid_response", f"the answer's timings are {timings!r}, not a map", 200)
     return PruneResult(
         backend=str(answer.get("backend", "")),
         device=str(answer.get("device", "")),
-        timings=dict(answer.get("timings") or {}),
+        timings=dict(timings),
         layers=layers,
     )
 
