@@ -202,7 +202,7 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     def failing(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 2:
-            raise ZpruneError("unavailable", "the backend failed", 503, retry_after=1.0)
+            raise ZpruneError("unavailable", "the backend failed", 503, retry_after=1.0, request_id="req-7")
         return real(*args, **kwargs)
 
     client.prune_layers = failing  # type: ignore[method-assign]
@@ -210,7 +210,7 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     with pytest.raises(ZpruneError) as info:
         prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, progress=False)
     e = info.value
-    assert (e.code, e.status, e.retry_after) == ("unavailable", 503, 1.0)
+    assert (e.code, e.status, e.retry_after, e.request_id) == ("unavailable", 503, 1.0, "req-7")
     assert e.message.startswith("block 1 (model.layers.1.self_attn.q_proj, "), e.message
     assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1
 
@@ -227,6 +227,8 @@ def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -
     e = info.value
     assert (e.code, e.status) == ("non_finite", 422), e.message
     assert e.message.startswith("block 1, model.layers.1.self_attn.o_proj: layers[3].act"), e.message
+    # The id the server logged the request under, as prune_layers raises it: what to quote to its operator.
+    assert e.request_id is not None and e.request_id == getattr(e.__cause__, "request_id", None)
 
 
 class _Toy(torch.nn.Module):

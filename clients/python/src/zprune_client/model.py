@@ -333,7 +333,8 @@ def _send_block(
             one = group[int(at.group(1))] if at and int(at.group(1)) < len(group) else None
             where = f"block {bi}, {one.name}" if one else f"block {bi} ({', '.join(s.name for s in group)})"
             raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
-                              f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after) from e
+                              f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after,
+                              request_id=e.request_id) from e
         answered.extend(result.layers)
         if keep is not None:
             keep.responses.append(result)
