@@ -134,6 +134,10 @@ def test_return_weight_and_score(server_url: str) -> None:
     assert np.array_equal(layer.weight, np.where(layer.mask, 0, W))
     assert layer.score is not None and layer.score.shape == W.shape
     np.testing.assert_allclose(layer.score, np.abs(W) * np.sqrt(ACT), rtol=1e-5)  # wanda: |W| * ||x||
+    # One name alone, as a str, is that one tensor (a str is also a sequence of its letters).
+    alone = prune_layers([("w", W, ACT)], url=server_url, method="wanda", sparsity=0.5, returns="score").layers[0]
+    assert alone.weight is None and alone.score is not None and np.array_equal(alone.score, layer.score)
+    assert np.array_equal(alone.mask, layer.mask)
 
 
 def test_unreachable() -> None:

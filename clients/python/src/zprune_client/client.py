@@ -497,7 +497,7 @@ class ZpruneClient:
             sparsity: fraction to prune, ``0 <= sparsity < 1``; required for ``layer`` and ``row``.
             exponent: activation exponent (defaults 1.5 zpruner, 1 wanda, 0.5 ria).
             data_free: let a method that wants activations run without them.
-            returns: any of ``"mask"``, ``"weight"``, ``"score"``.
+            returns: any of ``"mask"``, ``"weight"``, ``"score"``; one name alone is one item, not its letters.
 
         Returns:
             A ``PruneResult`` with one ``LayerResult`` per layer, in request order.
@@ -517,7 +517,9 @@ class ZpruneClient:
             options["dataFree"] = bool(data_free)
         if options:
             body["options"] = options
-        if tuple(returns) != ("mask",):
+        # A str is a Sequence[str] of its letters: ["w", "e", ...] would come back as a server error about `return`.
+        returns = (returns,) if isinstance(returns, str) else tuple(returns)
+        if returns != ("mask",):
             body["return"] = list(returns)
         answer, request_id = self._prune_raw(body)
         expected = [(layer["name"], tuple(layer["weight"]["shape"])) for layer in body["layers"]]
