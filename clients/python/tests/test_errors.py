@@ -7,6 +7,7 @@ import contextlib
 import http.server
 import inspect
 import json
+import math
 import re
 import threading
 import time
@@ -733,3 +734,14 @@ def test_default_timeout_outlasts_the_servers_default_deadline() -> None:
     for fn in (ZpruneClient.__init__, prune_layer, prune_layers):
         assert inspect.signature(fn).parameters["timeout"].default == DEFAULT_TIMEOUT, fn.__name__
     assert ZpruneClient("http://127.0.0.1:1").timeout == DEFAULT_TIMEOUT
+
+
+def test_options_out_of_range_are_refused_when_the_client_is_made(server_url: str) -> None:
+    # As the TypeScript client's RangeError: timeout 0 made every connection "unreachable" (a non-blocking socket), a
+    # negative backoff failed only at the first retry.
+    for bad in ({"timeout": 0}, {"timeout": -1}, {"timeout": float("nan")}, {"timeout": None}, {"max_retries": -1},
+                {"max_retries": 1.5}, {"backoff": -0.5}, {"max_backoff": float("inf")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ZpruneClient(server_url, **bad)  # type: ignore[arg-type]
+    # math.inf is no limit, as the TypeScript client's Infinity.
+    assert ZpruneClient(server_url, timeout=math.inf).health()["status"] == "ok"

@@ -330,7 +330,7 @@ class ZpruneClient:
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
         timeout: seconds one attempt may wait: for the connection, for each send, for the answer to begin; and an
             answer still arriving ``timeout`` seconds after sending is cut off. (A slow upload and a slow answer
-            can so add up to more.)
+            can so add up to more.) ``math.inf`` for no limit.
         max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
             before the whole answer came (a server restarting), is retried before it is raised.
         backoff: the first wait between retries, doubled each time (jittered by +-25 %); a server's ``Retry-After``
@@ -357,6 +357,16 @@ class ZpruneClient:
         # A token read from a secret file often ends with a newline, which no header may carry (the server trims too).
         raw = token if token is not None else os.environ.get("ZPRUNE_TOKEN")
         self.token = (raw or "").strip() or None
+        # Checked now, as the TypeScript client checks its options: 0 would fail every connection as "unreachable"
+        # (a non-blocking socket), infinity at the first request (OverflowError), a negative backoff at the first
+        # retry (time.sleep refuses it). NaN fails every comparison.
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds over 0 (math.inf: no limit), got {timeout!r}")
+        if not (isinstance(max_retries, int) and max_retries >= 0):
+            raise ValueError(f"max_retries must be a whole number from 0, got {max_retries!r}")
+        for option, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise ValueError(f"{option} must be a number of seconds from 0, got {value!r}")
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
@@ -394,7 +404,8 @@ class ZpruneClient:
             req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
             try:
                 deadline = time.monotonic() + self.timeout
-                with _OPENER.open(req, timeout=self.timeout) as resp:
+                # A socket takes None, not infinity, for no limit.
+                with _OPENER.open(req, timeout=None if math.isinf(self.timeout) else self.timeout) as resp:
                     return resp.status, _lower_keys(resp.headers.items()), _read_by(resp, deadline)
             except urllib.error.HTTPError as e:
                 if 300 <= e.code < 400:
