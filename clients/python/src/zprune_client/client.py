@@ -329,8 +329,8 @@ class ZpruneClient:
             ``http://127.0.0.1:8787``. One the client cannot use raises ``http.client.InvalidURL`` (a ``ValueError``).
         token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
         timeout: seconds one attempt may wait: for the connection, for each send, for the answer to begin; and an
-            answer still arriving ``timeout`` seconds after sending is cut off. (A slow upload and a slow answer
-            can so add up to more.) ``math.inf`` for no limit.
+            answer still arriving ``timeout`` seconds after the attempt began (its upload included, as the
+            TypeScript client counts) is cut off. ``math.inf`` for no limit.
         max_retries: how often a 429 (busy) or 503 (unavailable) answer, or a connection refused, reset or closed
             before the whole answer came (a server restarting), is retried before it is raised.
         backoff: the first wait between retries, doubled each time (jittered by +-25 %); a server's ``Retry-After``
