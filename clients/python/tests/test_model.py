@@ -274,3 +274,15 @@ def test_prune_model_refuses_a_model_the_server_would_before_pruning_any_block(
         assert torch.equal(p, before[n]), f"{n} changed: {info.value.message}"
     assert info.value.code == code and info.value.message.startswith(words), info.value.message
     assert "no block was pruned" in info.value.message
+
+
+def test_prune_model_takes_one_linear_named_as_a_str(server_url: str) -> None:
+    # linears="up" is that one layer (a str is also a sequence of its letters, which no block has).
+    model = _Toy([(8, 16), (8, 16)])
+    down = [b.down.weight.detach().clone() for b in model.model.layers]
+    batches = [torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(3))]
+    report = prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, linears="up", progress=False)
+    assert sorted(report.stats) == ["model.layers.0.up", "model.layers.1.up"], list(report.stats)
+    for block, before in zip(model.model.layers, down):
+        assert torch.equal(block.down.weight, before)
+        assert int((block.up.weight == 0).sum()) == 64  # half of 16 x 8

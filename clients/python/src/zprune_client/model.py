@@ -397,6 +397,8 @@ def prune_model(
     import torch
 
     run = forward or _default_forward
+    # A str is a Sequence[str] of its letters: linears="mlp.up_proj" means that one layer.
+    linears = (linears,) if isinstance(linears, str) else tuple(linears)
     batches = list(calibration_batches)
     if not batches:
         raise ValueError("prune_model needs at least one calibration batch")
