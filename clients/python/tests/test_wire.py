@@ -157,3 +157,12 @@ def test_encode_request_writes_what_msgpack_writes() -> None:
             "layers": [Layer("a", big.reshape(128, 256), big[:256]).to_wire(copy=False),
                        Layer("b", big[:12].reshape(3, 4), None).to_wire(), ("x" * 70000).encode()]}
     assert encode_request(body) == msgpack.packb(body, use_bin_type=True)
+
+
+def test_a_layer_name_utf8_cannot_carry_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"layer 'q\\ud800': its name holds a lone surrogate"):
+        Layer("q\ud800", np.ones((2, 2), np.float32)).to_wire()
+    # A pair (one code point past U+FFFF) is valid UTF-8, and travels as sent.
+    assert msgpack.unpackb(encode_request(Layer("q\U0001f600", np.ones((2, 2), np.float32)).to_wire()))["name"] == (
+        "q\U0001f600"
+    )

@@ -124,7 +124,15 @@ class Layer:
     def to_wire(self, *, copy: bool = True) -> Dict[str, Any]:
         """The layer's wire map. Raises ``ValueError`` naming the layer and field where a finite value would be sent
         as infinity (beyond the range of the dtype it is sent in). With ``copy=False`` its tensors' data are views,
-        of the layer's own arrays where they need no conversion (see ``encode_tensor``)."""
+        of the layer's own arrays where they need no conversion (see ``encode_tensor``). A name with a lone
+        surrogate, which UTF-8 cannot carry, raises ``ValueError`` too, as the TypeScript client refuses it."""
+        if isinstance(self.name, str):
+            try:
+                self.name.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"layer {self.name!r}: its name holds a lone surrogate, which UTF-8 cannot carry"
+                ) from e
         out: Dict[str, Any] = {"name": self.name, "weight": self._encode("weight", self.weight, self.dtype, copy)}
         if self.act_norm_sq is not None:
             out["actNormSq"] = self._encode("act_norm_sq", self.act_norm_sq, "f32", copy)
