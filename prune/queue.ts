@@ -35,6 +35,8 @@ export class WorkQueue {
   #waiting: Waiter[] = [];
   /** Requests that started computing while another was: see `alone()`. */
   #crowdedStarts = 0;
+  /** Requests that started computing: see `idle()`. */
+  #starts = 0;
 
   constructor(options: WorkQueueOptions) {
     this.concurrency = Math.max(1, options.concurrency);
@@ -61,8 +63,19 @@ export class WorkQueue {
     return () => solo && this.#crowdedStarts === at;
   }
 
+  /**
+   * For a request doing its own work before it computes (decoding and checking its body): a probe that later tells
+   * whether no request has computed meanwhile (none computing now, work a request left behind included; none started
+   * since). Read it before the request itself starts computing, which would count as a start.
+   */
+  idle(): () => boolean {
+    const quiet = this.#running === 0, at = this.#starts;
+    return () => quiet && this.#starts === at;
+  }
+
   /** Counts a request starting to compute. */
   #start(cost: number): void {
+    this.#starts++;
     this.#running++;
     this.#bytes += cost;
     if (this.#running > 1) this.#crowdedStarts++;

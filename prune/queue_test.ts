@@ -138,3 +138,25 @@ Deno.test("WorkQueue.alone(): true only for a request that computed with no othe
   await c;
   assert.equal(probes.c!(), true);
 });
+
+Deno.test("WorkQueue.idle(): true only where nothing computed since the probe, work left behind included", async () => {
+  const q = new WorkQueue({ concurrency: 2, maxQueue: 4 });
+  const quiet = q.idle();
+  assert.equal(quiet(), true, "nothing has computed");
+  // A request computes and ends while the probe is out: it shared the host.
+  await q.run(() => Promise.resolve());
+  assert.equal(quiet(), false, "a request started since");
+  assert.equal(q.idle()(), true, "a probe taken after it, with nothing running");
+  // A request that gave up leaves its work running: the host is not idle until that work settles.
+  let finish!: () => void;
+  const work = new Promise<void>((r) => (finish = r));
+  await assert.rejects(q.run((keep) => (keep(work), Promise.reject(new Error("deadline")))), /deadline/);
+  const beside = q.idle();
+  assert.equal(beside(), false, "work left behind was computing when the probe was taken");
+  finish();
+  await work;
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(q.running, 0);
+  assert.equal(beside(), false, "it computed for part of the probe's time");
+  assert.equal(q.idle()(), true);
+});

@@ -62,9 +62,8 @@ export class RequestClock {
   waitingMs = 0;
   workingMs = 0;
   /**
-   * Whether the request has computed alone all along (no other request computing when it started, none started
-   * since): set to WorkQueue.alone()'s probe once it computes. Before that, its own work (decoding, checking) was its
-   * own anyway.
+   * Whether the request has worked alone all along: no request computing while it decoded and checked its body
+   * (WorkQueue.idle()'s probe), and none beside it once it computes (WorkQueue.alone()'s).
    */
   alone: () => boolean = () => true;
   /**
@@ -103,7 +102,7 @@ export class RequestClock {
     const spent = `${waited} ms of waiting for a compute slot, ${arrived} ms for its body to arrive` +
       (arrivedAlone ? " with no other request at the server" : " while other requests were at the server") +
       ` and ${worked} ms of this request's own work (decoding, checking${layers ? `, ${layers} layer(s)` : ""})` +
-      (alone ? (repeat ? ", computed with no other request" : "") : ", computed alongside other requests");
+      (alone ? (repeat ? ", computed with no other request" : "") : ", decoded or computed alongside other requests");
     if (repeat) {
       return new ZpruneError(
         "deadline_exceeded",

@@ -105,6 +105,9 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const { start } = clock;
     const body = await readBody(c.req.raw, deps.maxBodyBytes, hold, signal);
     clock.phase("working");
+    // Decoding and checking share the host with any request computing meanwhile (or a layer one left behind, whose
+    // workers still run): then that time was not this request's alone.
+    clock.alone = deps.queue.idle();
     deps.metrics.bytesIn.inc({}, body.byteLength);
     const request = parsePruneRequest(decodeMsgpack(body));
     // Summing large `inputs` takes a while: other requests and /healthz get their turns meanwhile.
@@ -114,6 +117,7 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       .finally(() => prepTurns.stop());
     const { params, layers } = prepared;
     clock.phase("waiting");
+    const preparedAlone = clock.alone(); // read now: the request's own start in the queue would count
     c.set("layers", layers.length);
     c.set("elements", layers.reduce((a, l) => a + l.rows * l.cols, 0));
     const decodeMs = performance.now() - start;
@@ -122,7 +126,8 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
     const outputs = await deps.queue.run(
       async (keep) => {
         clock.phase("working");
-        clock.alone = deps.queue.alone();
+        const computing = deps.queue.alone();
+        clock.alone = () => preparedAlone && computing();
         hold.release(); // the queue's estimate counts the body from here on
         const t0 = performance.now();
         try {
