@@ -47,13 +47,14 @@ export class CpuPool {
     return slot;
   }
 
-  /** Fails a dead worker's tasks and puts a fresh worker in its place. */
+  /** Fails a dead worker's tasks and puts a fresh worker in its place (none once the pool is closed). */
   #fail(slot: Slot, why: string): void {
     const i = this.#slots.indexOf(slot);
     slot.worker.terminate();
-    for (const p of slot.pending.values()) {
-      p.reject(new ZpruneError("unavailable", `a CPU worker failed (${why}); it was restarted, retry the request`));
-    }
+    const message = this.#closed
+      ? "the CPU backend is shutting down"
+      : `a CPU worker failed (${why}); it was restarted, retry the request`;
+    for (const p of slot.pending.values()) p.reject(new ZpruneError("unavailable", message));
     slot.pending.clear();
     if (i >= 0 && !this.#closed) {
       this.#slots[i] = this.#spawn();
@@ -73,7 +74,14 @@ export class CpuPool {
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       slot.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      slot.worker.postMessage({ id, task });
+      try {
+        slot.worker.postMessage({ id, task });
+      } catch (e) {
+        // A task that cannot be cloned (a caller's mistake) fails alone; left pending, it would never settle.
+        slot.pending.delete(id);
+        reject(e);
+        return;
+      }
       if (this.#crashNext.delete(index % this.size)) this.#fail(slot, "killed by a fault drill");
     });
   }

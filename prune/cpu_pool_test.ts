@@ -40,3 +40,20 @@ Deno.test("CpuPool.all: of a refused allocation and a worker's death in one pass
     pool.close();
   }
 });
+
+Deno.test("CpuPool: a task that cannot be posted fails alone; close() fails pending ones as a shutdown", async () => {
+  const pool = new CpuPool(1);
+  // A function cannot be cloned into a worker: postMessage throws, and the task must settle with that error.
+  const unclonable = { op: "rows", keys: () => {}, cols: 4, k: 1, mask: new Uint8Array(1), r0: 0, r1: 1 };
+  await assert.rejects(pool.run(0, unclonable as never), (e: unknown) => e instanceof DOMException);
+  // close() in the same turn as the post: the worker's answer cannot have been read yet, so the task is pending.
+  const small = { op: "rows", keys: new Uint32Array(4), cols: 4, k: 1, mask: new Uint8Array(1), r0: 0, r1: 1 };
+  const pending = pool.run(0, small as never);
+  pool.close();
+  await assert.rejects(pending, (e: unknown) => {
+    assert.ok(e instanceof ZpruneError && e.code === "unavailable", String(e));
+    assert.equal(e.message, "the CPU backend is shutting down");
+    return true;
+  });
+  assert.equal(pool.restarts, 0, "a closed pool starts no worker");
+});
