@@ -211,7 +211,8 @@ def _ok_answer() -> bytes:
     mask = np.packbits(np.zeros(W.size, bool), bitorder="little").tobytes()
     stats = {"pruned": 0, "total": W.size, "sparsity": 0.0, "rowSparsity": {"min": 0, "max": 0, "mean": 0},
              "nonFinite": 0}
-    return msgpack.packb({"backend": "cpu", "device": "stub", "timings": {}, "layers": [
+    timings = {"decodeMs": 0.5, "computeMs": 1, "encodeMs": 0.25, "totalMs": 2}
+    return msgpack.packb({"backend": "cpu", "device": "stub", "timings": timings, "layers": [
         {"name": "layer", "shape": list(W.shape), "mask": mask, "stats": stats}]}, use_bin_type=True)
 
 
@@ -367,6 +368,9 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
     def tensor(a: Any) -> Dict[str, Any]:
         return {"dtype": "f32", "shape": list(a.shape), "data": np.ascontiguousarray(a, "<f4").tobytes()}
 
+    def answer_with(**changes: Any) -> bytes:
+        return bytes(msgpack.packb({k: v for k, v in {**good, **changes}.items() if v is not None}, use_bin_type=True))
+
     def layer_with(**changes: Any) -> bytes:
         layer = {**good["layers"][0], **changes}
         layer = {k: v for k, v in layer.items() if v is not None}
@@ -386,6 +390,19 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         "a pruned count that is a string": layer_with(stats={**stats, "pruned": "0"}),
         "timings that are a number": bytes(msgpack.packb({**good, "timings": 5}, use_bin_type=True)),
         "timings that are a list": bytes(msgpack.packb({**good, "timings": [1, 2]}, use_bin_type=True)),
+        # The contract's other fields, as the TypeScript client's schema checks them.
+        "timings without totalMs": answer_with(timings={k: v for k, v in good["timings"].items() if k != "totalMs"}),
+        "no timings": answer_with(timings=None),
+        "no backend": answer_with(backend=None),
+        "a backend the contract does not name": answer_with(backend="tpu"),
+        "a device that is a number": answer_with(device=3),
+        "layers that are a map": answer_with(layers={}),
+        "an answer that is a list": bytes(msgpack.packb([good], use_bin_type=True)),
+        "stats without sparsity": layer_with(stats={k: v for k, v in stats.items() if k != "sparsity"}),
+        "rowSparsity without mean": layer_with(stats={**stats, "rowSparsity": {"min": 0, "max": 0}}),
+        "a threshold that is a string": layer_with(stats={**stats, "threshold": "0.5"}),
+        "nonFinite that is not 0": layer_with(stats={**stats, "nonFinite": 1}),
+        "nonFinite false": layer_with(stats={**stats, "nonFinite": False}),
         "not msgpack": b"\xc1",
         "truncated msgpack": _ok_answer()[:-3],
     }

@@ -578,6 +578,15 @@ class ZpruneClient:
         return layer.mask, layer.stats
 
 
+#: The stage timings every answer carries, in milliseconds (API.md's Response).
+_TIMINGS = ("decodeMs", "computeMs", "encodeMs", "totalMs")
+
+
+def _is_number(v: Any) -> bool:
+    """A msgpack number (an int or float, not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def parse_prune_answer(
     answer: Mapping[str, Any],
     expected: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None,
@@ -590,9 +599,21 @@ def parse_prune_answer(
     With ``expected`` (the request's ``(name, shape)`` per layer), checks that the answer has the same layers in
     the same order; with ``returns`` (the request's ``return``), that each layer has the tensors it asked for; with
     ``dtypes`` (the request's weight dtype per layer), that returned weights come in it. A score is always f32. A
-    mismatch raises ``ZpruneError("invalid_response")``, as the TypeScript client does.
+    mismatch raises ``ZpruneError("invalid_response")``, as the TypeScript client does; so does an answer without the
+    contract's fields (``backend``, ``device``, ``timings``, each layer's ``stats``) or with one of another type.
     """
-    raw_layers = answer.get("layers") or []
+    if not isinstance(answer, Mapping):
+        raise ZpruneError("invalid_response", f"the answer is {type(answer).__name__}, not a map", 200)
+    if answer.get("backend") not in ("webgpu", "cpu"):
+        raise ZpruneError("invalid_response", f"the answer's backend is {answer.get('backend')!r}", 200)
+    if not isinstance(answer.get("device"), str):
+        raise ZpruneError("invalid_response", f"the answer's device is {answer.get('device')!r}", 200)
+    timings = answer.get("timings")
+    if not (isinstance(timings, Mapping) and all(_is_number(timings.get(k)) for k in _TIMINGS)):
+        raise ZpruneError("invalid_response", f"the answer's timings are {timings!r}, not a map of {_TIMINGS}", 200)
+    raw_layers = answer.get("layers")
+    if not isinstance(raw_layers, list):
+        raise ZpruneError("invalid_response", f"the answer's layers are {raw_layers!r}, not a list", 200)
     if expected is not None and len(raw_layers) != len(expected):
         raise ZpruneError("invalid_response", f"{len(raw_layers)} layers answered for {len(expected)} sent", 200)
     layers: List[LayerResult] = []
@@ -611,6 +632,16 @@ def parse_prune_answer(
             for key in ("pruned", "total"):  # what every caller counts with (prune_model sums them)
                 if isinstance(stats.get(key), bool) or not isinstance(stats.get(key), int):
                     raise ValueError(f"stats.{key} is {stats.get(key)!r}, not an integer")
+            # The rest of API.md's stats, as the TypeScript client's schema has them.
+            rows = stats.get("rowSparsity")
+            if not (_is_number(stats.get("sparsity")) and isinstance(rows, Mapping)
+                    and all(_is_number(rows.get(k)) for k in ("min", "max", "mean"))):
+                raise ValueError(f"stats.sparsity or stats.rowSparsity is missing or not numbers: {stats!r}")
+            for key in ("threshold", "alpha"):
+                if key in stats and not _is_number(stats[key]):
+                    raise ValueError(f"stats.{key} is {stats[key]!r}, not a number")
+            if stats.get("nonFinite") != 0 or isinstance(stats.get("nonFinite"), bool):
+                raise ValueError(f"stats.nonFinite is {stats.get('nonFinite')!r}, not 0")
             # The weights come back in the request's dtype, the scores in f32; each when `return` asks for it.
             want_dtype = {"weight": dtypes[i] if dtypes is not None else None, "score": "f32"}
             for k in ("weight", "score"):
@@ -637,12 +668,9 @@ def parse_prune_answer(
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
             # A missing field, a mask or tensor of the wrong length, a shape that is not two numbers...
             raise ZpruneError("invalid_response", f"layers[{i}] of the answer is malformed: {e!r}", 200) from e
-    timings = answer.get("timings") or {}
-    if not isinstance(timings, Mapping):  # dict() of a number or list raises TypeError or ValueError, not this
-        raise ZpruneError("invalid_response", f"the answer's timings are {timings!r}, not a map", 200)
     return PruneResult(
-        backend=str(answer.get("backend", "")),
-        device=str(answer.get("device", "")),
+        backend=answer["backend"],
+        device=answer["device"],
         timings=dict(timings),
         layers=layers,
     )
