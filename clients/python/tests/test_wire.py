@@ -29,6 +29,21 @@ def test_bf16_bits_in_either_byte_order_are_sent_little_endian() -> None:
     assert want[:2] == bytes([0x80, 0x3F])
 
 
+def test_bf16_rounding_keeps_every_nan_a_nan() -> None:
+    # Rounding adds 0x7FFF and the kept lowest bit to the float32 bits: a NaN whose low mantissa bits are set would
+    # carry into the exponent (0x7F800001 to infinity) or past 32 bits (0xFFFFFFFF to +0, 0x7FFFFFFF to -0): a
+    # weight the server prunes as zero instead of refusing it. The expectation is IEEE 754's NaN, not another
+    # implementation's: all exponent bits set, a nonzero mantissa, quiet (its top mantissa bit), the sign kept.
+    nans = np.array([0x7F800001, 0x7FBFFFFF, 0x7FC00000, 0x7FFFFFFF, 0xFF800001, 0xFFC00000, 0xFFFFFFFF], np.uint32)
+    for bits, how in ((float32_to_bf16_bits(nans.view(np.float32)), "float32_to_bf16_bits"),
+                      (to_numpy(nans.view(np.float32), "bf16")[0], "to_numpy(dtype='bf16')")):
+        got = [hex(b) for b in bits]
+        assert np.all(bits & 0x7F80 == 0x7F80) and np.all(bits & 0x7F != 0), f"{how}: {got} not all NaN"
+        assert np.all(bits & 0x40 == 0x40), f"{how}: {got} not all quiet"
+        np.testing.assert_array_equal(bits >> 15, nans >> 31, err_msg=f"{how}: signs of {got}")
+        assert np.isnan(bf16_bits_to_float32(bits)).all(), how
+
+
 def test_apply_mask_numpy() -> None:
     w = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
     mask = np.array([[True, False, False, True], [False, False, True, False]])
