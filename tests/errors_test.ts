@@ -1066,6 +1066,50 @@ Deno.test("a deadline met computing beside another request is a 503 to retry: th
   }
 });
 
+Deno.test("a deadline met after decoding beside a layer another request left behind is 503: time shared", async () => {
+  // One compute slot, a 1 s deadline. The first request's layer outlives its deadline: answered 504, its layer keeps
+  // computing and holds the slot. The second decodes its body beside that layer, waits for the slot, then computes
+  // alone until its own deadline: most of its time was computing with no other request, but its decoding was not its
+  // own (README: own work is work with no other request computing), so 503. Counting the decoding as its own, as
+  // before WorkQueue.idle(), makes it a 504 the clients would not retry.
+  const cpu = createCpuBackend({ threads: 0 });
+  let openLeft!: () => void, enterLeft!: () => void, enterSecond!: () => void;
+  const leftGate = new Promise<void>((r) => (openLeft = r));
+  const leftEntered = new Promise<void>((r) => (enterLeft = r));
+  const secondEntered = new Promise<void>((r) => (enterSecond = r));
+  const backend = withPrune(cpu, async (params: PruneParams, l: LayerJob, signal?: AbortSignal) => {
+    if (l.name === "left") {
+      enterLeft();
+      await leftGate;
+    } else {
+      enterSecond();
+      await new Promise((r) => setTimeout(r, 1500)); // past the second request's deadline
+    }
+    return cpu.prune(params, l, signal);
+  });
+  const server = await startServer({ backend, config: { concurrency: 1, maxQueue: 4, deadlineMs: 1000 } });
+  const metric = async (name: string) =>
+    new RegExp(`^${name} (\\d+)$`, "m").exec(await (await fetch(`${server.url}/metrics`)).text())?.[1];
+  try {
+    const first = postPrune(server.url, encodeMsgpack(request({ layers: [layer({ name: "left" })] })));
+    await within(leftEntered, "the first request reaching the backend");
+    await expectError(await within(first, "the first answer at its deadline"), 504, "deadline_exceeded");
+    assert.equal(await metric("zprune_requests_in_flight"), "1", "the left layer still computes");
+    const second = postPrune(server.url, encodeMsgpack(request({ layers: [layer({ name: "b" })] })));
+    await eventually(async () => (await metric("zprune_queue_depth")) === "1", "the second request decoded, waiting");
+    openLeft();
+    await within(secondEntered, "the second request computing once the left layer is through");
+    const late = await within(second, "the second answer at its deadline");
+    assert.equal(late.headers.get("retry-after"), "1");
+    await expectError(late, 503, "unavailable", "decoded or computed alongside other requests");
+    await eventually(async () => (await metric("zprune_requests_in_flight")) === "0", "the second layer let go");
+  } finally {
+    openLeft();
+    await server.close();
+    await cpu.close();
+  }
+});
+
 Deno.test("an overdue request is answered at once, its slot kept until the backend lets the layer go", async () => {
   // Whichever backend: the WebGPU one lets a layer in flight go only when the GPU is through with it.
   const cpu = createCpuBackend({ threads: 0 });
