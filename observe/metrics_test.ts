@@ -42,6 +42,8 @@ Deno.test("Metrics.render() is a valid exposition whose histograms are cumulativ
   m.bytesIn.inc({}, 1234);
   for (const s of [0.001, 0.02, 0.02, 0.7, 100]) m.latency.observe(s, { route: "/v1/prune", status: "200" });
   m.latency.observe(0.002, { status: "422", route: "/v1/prune" }); // a refusal: a series of its own
+  // On a bound exactly: the text format's `le` is "less than or equal", so the 0.25 bucket counts it.
+  m.latency.observe(0.25, { route: "/healthz", status: "503" });
   const samples = parse(m.render());
   assert.equal(samples.get('zprune_requests_total{route="/v1/prune",status="200"}'), 3);
   assert.equal(samples.get("zprune_bytes_in_total"), 1234);
@@ -66,6 +68,9 @@ Deno.test("Metrics.render() is a valid exposition whose histograms are cumulativ
   assert.ok(Math.abs(sum - 100.741) < 1e-9);
   assert.equal(samples.get('zprune_request_duration_seconds_bucket{le="0.005",route="/v1/prune",status="422"}'), 1);
   assert.equal(samples.get('zprune_request_duration_seconds_count{route="/v1/prune",status="422"}'), 1);
+  const health = (le: string) =>
+    samples.get(`zprune_request_duration_seconds_bucket{le="${le}",route="/healthz",status="503"}`);
+  assert.deepEqual([health("0.1"), health("0.25"), health("0.5")], [0, 1, 1], "a value equal to le is in that bucket");
   const les = [...samples.keys()].filter((k) =>
     k.startsWith("zprune_request_duration_seconds_bucket{") &&
     k.endsWith('status="200"}')
