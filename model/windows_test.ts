@@ -14,4 +14,8 @@ Deno.test("gatherWindows() takes the reference's calibration windows; randomStar
   assert.deepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 7));
   assert.notDeepEqual(randomStarts(1000, 5, 256, 7), randomStarts(1000, 5, 256, 8));
   assert.ok(randomStarts(300, 100, 256, 1).every((s) => s >= 0 && s <= 44));
+  // Uniform over [0, length - seqLen], both ends included: the last window ending at the last token is drawn too.
+  const drawn = new Set(randomStarts(300, 2000, 256, 3));
+  assert.deepEqual([...drawn].sort((a, b) => a - b), Array.from({ length: 45 }, (_, i) => i));
+  assert.deepEqual(randomStarts(256, 3, 256, 5), [0, 0, 0], "one window fits: it starts at 0");
 });
