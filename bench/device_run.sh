@@ -86,42 +86,35 @@ if [ -z "${NO_PARITY:-}" ] || [ -z "${NO_E2E:-}" ] || [ -z "${NO_FULL:-}" ]; the
   [ -d node_modules/hono ] || tar -xJf .gpu-bundle/nm.tar.xz
 fi
 
-# 2. Parity on this GPU: the same test files CI runs on lavapipe (skipped with NO_PARITY=1).
-if [ -z "${NO_PARITY:-}" ]; then
-  echo "== parity $(date -u +%T)" >> "$log"
-  # With the crafted-sum tests: on lavapipe only, their layers were checked with nearly exact division and sqrt.
-  if t=$(within 150); then
-    timeout "$t" "$deno" test -A --no-check tests/gpu_parity_test.ts tests/crafted_sums_test.ts gpu/ \
-      > "$OUT/parity.log" 2>&1
-    echo "parity exit $?" >> "$OUT/parity.log"
-    tail -3 "$OUT/parity.log"
-  else echo "-- out of time" >> "$log"; fi
-fi
+# step NAME LIMIT OUTFILE CMD...: runs CMD within LIMIT seconds (or what is left), its stdout to OUTFILE and its
+# stderr to the log, then logs its exit status and shows OUTFILE's last SHOW lines (default 3). STDERR=out sends
+# stderr and the exit status to OUTFILE as well (a log of its own, not JSON lines).
+step() {
+  local name=$1 limit=$2 file=$3 t status
+  shift 3
+  echo "== $name $(date -u +%T)" >> "$log"
+  t=$(within "$limit") || { echo "-- out of time" >> "$log"; return; }
+  if [ "${STDERR:-}" = out ]; then timeout "$t" "$@" > "$file" 2>&1; else timeout "$t" "$@" > "$file" 2>> "$log"; fi
+  status=$?
+  echo "$name exit $status" >> "$log"
+  [ "${STDERR:-}" != out ] || echo "$name exit $status" >> "$file"
+  tail -"${SHOW:-3}" "$file"
+}
+
+# 2. Parity on this GPU: the same test files CI runs on lavapipe, with the crafted-sum tests (on lavapipe only, their
+# layers were checked with nearly exact division and sqrt). NO_PARITY=1 skips it and step 4.
+[ -n "${NO_PARITY:-}" ] || STDERR=out step parity 150 "$OUT/parity.log" \
+  "$deno" test -A --no-check tests/gpu_parity_test.ts tests/crafted_sums_test.ts gpu/
 
 # 3. The largest shape's masks on this GPU against the CPU backend (Z-Pruner layer, row and 2:4; NO_FULL=1 skips;
 # FULL_SHAPES picks others): tiling, dispatch limits and 32-bit indexing at full size.
-if [ -z "${NO_FULL:-}" ]; then
-  echo "== full shape $(date -u +%T)" >> "$log"
-  if t=$(within 150); then
-    timeout "$t" "$deno" run -A --no-check bench/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" \
-      ${DRY_RUN:+--fallback} > "$OUT/full_shape.jsonl" 2>> "$log"
-    echo "full shape exit $?" >> "$log"
-    cat "$OUT/full_shape.jsonl"
-  else echo "-- out of time" >> "$log"; fi
-fi
+[ -n "${NO_FULL:-}" ] || SHOW=3 step "full shape" 150 "$OUT/full_shape.jsonl" \
+  "$deno" run -A --no-check bench/full_shape_parity.ts --shapes "${FULL_SHAPES:-8192x28672}" ${DRY_RUN:+--fallback}
 
 # 4. This GPU's own division and inverseSqrt against the Z-Pruner error model, which was fitted by emulating WGSL's
-# least accurate arithmetic on lavapipe: cover < 1 means every weight within the model (bench/z_error_fit.ts; skipped
-# with NO_PARITY=1).
-if [ -z "${NO_PARITY:-}" ]; then
-  echo "== z error fit $(date -u +%T)" >> "$log"
-  if t=$(within 60); then
-    timeout "$t" "$deno" run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback} \
-      > "$OUT/z_error.jsonl" 2>> "$log"
-    echo "z error fit exit $?" >> "$log"
-    tail -1 "$OUT/z_error.jsonl"
-  else echo "-- out of time" >> "$log"; fi
-fi
+# least accurate arithmetic on lavapipe: cover < 1 means every weight within the model (bench/z_error_fit.ts).
+[ -n "${NO_PARITY:-}" ] || SHOW=1 step "z error fit" 60 "$OUT/z_error.jsonl" \
+  "$deno" run -A --no-check bench/z_error_fit.ts --quick ${DRY_RUN:+--fallback}
 
 # 5. End to end: the CLI prunes the bundled model through a server on the WebGPU backend (skipped with NO_E2E=1).
 if [ -z "${NO_E2E:-}" ]; then
