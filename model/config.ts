@@ -131,7 +131,9 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
       `config.json: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`,
     );
   }
-  const headDim = size("head_dim", dim / nHeads, "hidden_size / num_attention_heads");
+  // transformers' LlamaConfig and MistralConfig: head_dim, else hidden_size // num_attention_heads (floored: q_proj is
+  // then narrower than hidden_size, as with an explicit head_dim), as the Python client reads it too.
+  const headDim = size("head_dim", Math.floor(dim / nHeads), "hidden_size // num_attention_heads");
   // RoPE rotates pairs of dimensions.
   if (headDim % 2 !== 0) throw new TypeError(`config.json: head_dim ${headDim} must be even for RoPE`);
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.

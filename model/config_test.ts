@@ -129,6 +129,12 @@ Deno.test("parseConfig() refuses head counts grouped-query attention cannot spli
   assert.throws(() => parseConfig({ ...BASE, num_attention_heads: 0 }), /num_attention_heads/);
   assert.throws(() => parseConfig({ ...BASE, num_hidden_layers: 2.5 }), /num_hidden_layers/);
   assert.throws(() => parseConfig({ ...BASE, head_dim: 15 }), /head_dim/); // RoPE rotates pairs
+  // transformers floors hidden_size / num_attention_heads when head_dim is absent (36 // 8 = 4, q_proj 32 x 36).
+  assert.equal(parseConfig({ ...BASE, hidden_size: 36, num_attention_heads: 8 }).headDim, 4);
+  assert.throws(
+    () => parseConfig({ ...BASE, hidden_size: 6, num_attention_heads: 8 }),
+    /head_dim must be a positive integer, got 0 \(hidden_size \/\/ num_attention_heads/,
+  );
   assert.equal(parseConfig({ ...BASE, num_key_value_heads: 2 }).nKvHeads, 2);
 });
 

@@ -276,3 +276,21 @@ def test_load_safetensors_refuses_headers_that_read_other_bytes(
     # Out of key order and with a zero-size tensor, a file that tiles its data loads.
     path.write_bytes(_safetensors({"b": _f32([1], [8, 12]), "e": _f32([0], [8, 8]), "a": _f32([2], [0, 8])}, 12))
     assert load_safetensors(path)["b"].view(np.uint8).tolist() == [8, 9, 10, 11]
+
+
+@pytest.mark.parametrize("name", ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded"])
+def test_load_llama_matches_transformers_on_fixture_checkpoints(name: str) -> None:
+    """Logits and perplexity of tests/fixtures/hf_llama's checkpoints, computed by a float64 torch transcription of
+    transformers' LlamaForCausalLM (make_fixtures.py there; model/hf_fixtures_test.ts checks the TypeScript forward
+    pass against the same figures)."""
+    torch = pytest.importorskip("torch")
+    from zprune_client.llama import load_llama, perplexity
+
+    folder = REPO / "tests" / "fixtures" / "hf_llama" / name
+    want = json.loads((folder / "expected.json").read_text())
+    model = load_llama(folder)
+    ids = torch.tensor(want["ids"])
+    with torch.no_grad():
+        logits = model(ids[:1])[0]
+    assert float((logits.double() - torch.tensor(want["logits"], dtype=torch.float64)).abs().max()) < 1e-4
+    assert perplexity(model, ids) == pytest.approx(want["ppl"], rel=1e-5)

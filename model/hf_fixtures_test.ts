@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { LlamaRunner, loadModel } from "./mod.ts";
+
+/**
+ * Tiny Hugging Face LLaMA checkpoints whose logits and perplexity were computed by a float64 torch transcription of
+ * transformers' LlamaForCausalLM (tests/fixtures/hf_llama/make_fixtures.py, which shares no code with model/):
+ * head_dim derived as hidden_size // num_attention_heads where they do not divide, grouped-query and one-KV-head
+ * attention, tied and untied embeddings, linear and llama3 RoPE scaling, bf16, f16 and sharded checkpoints.
+ */
+const FIXTURES = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
+
+interface Expected {
+  seqLen: number;
+  ids: number[][];
+  ppl: number;
+  logits: number[][];
+}
+
+for (const name of ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded"]) {
+  Deno.test(`LlamaRunner on ${name} matches transformers' forward pass (float64 torch reference)`, async () => {
+    const dir = FIXTURES + name;
+    const want = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;
+    const T = want.seqLen;
+    const m = await loadModel(dir, { seqLen: T });
+    const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T });
+    const V = m.cfg.vocabSize;
+    // float32 against float64 on logits of magnitude ~1-10: a few 1e-6 apart; a wrong head_dim, RoPE frequency or
+    // key/value head mapping moves them by 1e-2 and more.
+    const logits = runner.forward(want.ids[0]!);
+    let worst = 0;
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < V; j++) worst = Math.max(worst, Math.abs(logits[t * V + j]! - want.logits[t]![j]!));
+    }
+    assert.ok(worst < 1e-4, `largest logit difference ${worst}`);
+    let loss = 0;
+    for (const ids of want.ids) loss += runner.windowLoss(ids);
+    const ppl = Math.exp(loss / (want.ids.length * (T - 1)));
+    assert.ok(Math.abs(ppl / want.ppl - 1) < 1e-5, `perplexity ${ppl} vs ${want.ppl}`);
+  });
+}
