@@ -135,17 +135,24 @@ async function readShard(dir: string, file: string, lone: boolean): Promise<Uint
     return await Deno.readFile(`${dir}/${file}`);
   } catch (e) {
     if (!(lone && e instanceof Deno.errors.NotFound)) throw e;
-    const others = ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt"].filter((f) => {
-      try {
-        return Deno.statSync(`${dir}/${f}`).isFile;
-      } catch {
-        return false;
-      }
-    });
+    const others: string[] = [];
+    for (const f of ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt"]) {
+      if (await isFile(`${dir}/${f}`).catch(() => false)) others.push(f);
+    }
     throw new Deno.errors.NotFound(
       `checkpoint ${dir} has neither model.safetensors nor model.safetensors.index.json` +
         (others.length > 0 ? ` (it has ${others.join(", ")}; only safetensors are read)` : ""),
     );
+  }
+}
+
+/** Whether `path` is a file (following links), not a directory or nothing. */
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
   }
 }
 
@@ -160,6 +167,14 @@ async function shardFiles(dir: string): Promise<{ files: string[]; index?: Check
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
     return { files: ["model.safetensors"] };
+  }
+  // transformers loads a model.safetensors in preference to an index: which of the two is the model is then a guess,
+  // and pruning the other would measure and write another model than the one transformers would load.
+  if (await isFile(`${dir}/model.safetensors`)) {
+    throw new TypeError(
+      `checkpoint ${dir} has both model.safetensors and ${INDEX_FILE}: transformers would load model.safetensors ` +
+        "and ignore the index's shards; move away the one that is not the model",
+    );
   }
   const weightMap = isObject(index) ? index.weight_map : undefined;
   if (!isObject(weightMap)) throw new TypeError(`${dir}/${INDEX_FILE}: it has no weight_map object`);

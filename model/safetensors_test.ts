@@ -113,7 +113,7 @@ Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights i
       !["reference.json", "MODEL_CARD.md"].includes(n)
     );
     for (const name of source) await link(name, await Deno.readFile(`${MODEL}/${name}`));
-    const dense = ["model.safetensors", "pytorch_model.bin", "consolidated.00.pth"];
+    const dense = ["tf_model.h5", "pytorch_model.bin", "consolidated.00.pth"];
     for (const name of dense) await link(name, new Uint8Array(16));
     const ck = await loadCheckpoint(snap);
     assert.deepEqual(await writeCheckpoint(ck, out), dense.sort());
@@ -310,6 +310,24 @@ Deno.test("loadCheckpoint() refuses a tensor stored in two shards", async () => 
     const weight_map = { x: "a.safetensors", y: "b.safetensors" };
     await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
     await assert.rejects(loadCheckpoint(dir), /tensor x is in both a\.safetensors and b\.safetensors/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint() refuses model.safetensors beside an index: transformers would load the other", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const e of Deno.readDirSync(MODEL)) await Deno.copyFile(`${MODEL}/${e.name}`, `${dir}/${e.name}`);
+    assert.ok((await loadCheckpoint(dir)).tensors.size > 0, "the index alone is read");
+    await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array(16));
+    await assert.rejects(
+      loadCheckpoint(dir),
+      (e: Error) =>
+        e instanceof TypeError &&
+        e.message.includes("has both model.safetensors and model.safetensors.index.json") &&
+        e.message.includes("transformers would load model.safetensors"),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

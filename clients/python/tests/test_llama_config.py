@@ -151,6 +151,20 @@ def test_load_llama_refuses_a_tensor_stored_in_two_shards(tmp_path: Path) -> Non
         load_llama(tmp_path)
 
 
+def test_load_llama_refuses_model_safetensors_beside_an_index(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # transformers would load model.safetensors and ignore the index: which one is the model is a guess.
+    for f in MODEL_DIR.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "model.safetensors").write_bytes(bytes(16))
+    with pytest.raises(ValueError, match=r"has both model\.safetensors and model\.safetensors\.index\.json"):
+        load_llama(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    assert load_llama(tmp_path) is not None  # the index alone is read
+
+
 def test_load_llama_refuses_an_index_shard_name_that_is_a_path(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from zprune_client.llama import load_llama

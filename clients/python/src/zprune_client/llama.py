@@ -270,6 +270,12 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
         cfg = LlamaConfig.from_dict(json.load(f))
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.exists(index):
+        # transformers loads model.safetensors in preference to an index: which one is the model is a guess (the CLI's
+        # loader refuses it too).
+        if os.path.isfile(os.path.join(model_dir, "model.safetensors")):
+            raise ValueError(f"checkpoint {model_dir} has both model.safetensors and model.safetensors.index.json: "
+                             "transformers would load model.safetensors and ignore the index's shards; move away the "
+                             "one that is not the model")
         with open(index, encoding="utf-8") as f:
             shards = list(json.load(f)["weight_map"].values())
         for name in shards:
