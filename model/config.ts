@@ -147,8 +147,29 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (ropeParams !== undefined && (typeof ropeParams !== "object" || Array.isArray(ropeParams))) {
     throw new TypeError(`config.json: rope_parameters must be an object, got ${JSON.stringify(ropeParams)}`);
   }
+  // Per layer type ({full_attention: {...}, sliding_attention: {...}}, as Gemma-style configs write it): this forward
+  // pass has one RoPE for every layer, and reading the outer object's missing fields as defaults would be wrong.
+  if (ropeParams && Object.values(ropeParams).some((v) => typeof v === "object" && v !== null)) {
+    throw new TypeError("config.json: rope_parameters per layer type is not supported (one RoPE for all layers only)");
+  }
   // rope_scaling spells it rope_type, or type in older checkpoints.
   const scaling = (raw.rope_scaling ?? undefined) as RopeFields | undefined;
+  // Both, saying different things (which one a loader takes depends on the transformers version): neither is a safe
+  // guess. What one leaves out the other may give (rope_theta in one, the scaling in the other), and the same scaling
+  // written in both places, as a conversion may leave it, is that scaling.
+  if (ropeParams && scaling !== undefined) {
+    const agree = typeof scaling === "object" && !Array.isArray(scaling) &&
+      (ropeParams.rope_type == null || ropeParams.rope_type === (scaling.rope_type ?? scaling.type)) &&
+      Object.entries(scaling).every(([k, v]) =>
+        k === "type" || k === "rope_type" || ropeParams[k] == null || ropeParams[k] === v
+      );
+    if (!agree) {
+      throw new TypeError(
+        `config.json: rope_parameters ${JSON.stringify(ropeParams)} and rope_scaling ${JSON.stringify(scaling)} ` +
+          "disagree; keep the one that applies",
+      );
+    }
+  }
   // An object without a type still asks for scaling (its factor), which transformers cannot build either.
   const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type ??
     (scaling === undefined ? undefined : "(none)");

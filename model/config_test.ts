@@ -56,6 +56,11 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ rope_parameters: { rope_type: "default", rope_theta: 0 } }, /rope_theta must be a positive number/],
     [{ rms_norm_eps: -1e-5 }, /rms_norm_eps must be a number of at least 0/],
     [{ rope_parameters: "default" }, /rope_parameters must be an object/],
+    // Which a loader would take depends on the transformers version (the model audit's case: run unscaled before).
+    [{ rope_parameters: { rope_type: "default" }, rope_scaling: { type: "linear", factor: 4 } }, /disagree/],
+    [{ rope_parameters: { rope_theta: 1e4, ...LLAMA3 }, rope_scaling: { ...LLAMA3, factor: 4 } }, /disagree/],
+    // Per layer type (Gemma-style): the outer object's missing fields would be read as defaults.
+    [{ rope_parameters: { full_attention: { rope_type: "default", rope_theta: 1e6 } } }, /per layer type/],
   ];
   for (const [extra, message] of refused) {
     assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {
@@ -98,6 +103,9 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
   // A null rope_type in rope_parameters is absent: the type and its fields come from rope_scaling (as in Python).
   const nullType = { ...BASE, rope_parameters: { rope_type: null, rope_theta: 5e5 }, rope_scaling: LLAMA3 };
   assert.deepEqual(parseConfig(nullType).ropeScaling, llama3);
+  // The same scaling in both places is that scaling.
+  const twice = { ...BASE, rope_parameters: { rope_theta: 5e5, ...LLAMA3 }, rope_scaling: LLAMA3 };
+  assert.deepEqual(parseConfig(twice).ropeScaling, llama3);
   assert.deepEqual(parseConfig({ ...BASE, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling, {
     type: "linear",
     factor: 2,

@@ -193,6 +193,10 @@ SCALING_REFUSED = [
     ({"rope_scaling": {"type": "linear"}}, "needs factor"),
     ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "dynamic is not supported"),
     ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "longrope"}}, "longrope"),
+    # Which a loader would take depends on the transformers version; as model/config.ts refuses them.
+    ({"rope_parameters": {"rope_type": "default"}, "rope_scaling": {"type": "linear", "factor": 4.0}}, "disagree"),
+    ({"rope_parameters": {"rope_theta": 1e4, **LLAMA3}, "rope_scaling": {**LLAMA3, "factor": 4.0}}, "disagree"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6}}}, "per layer type"),
 ]
 
 
@@ -215,6 +219,8 @@ def test_from_dict_reads_llama3_and_linear_scaling_from_either_place() -> None:
     assert (newer.rope_scaling, newer.rope_theta) == (want, 5e5)
     null_type = {**BASE, "rope_parameters": {"rope_type": None, "rope_theta": 5e5}, "rope_scaling": LLAMA3}
     assert LlamaConfig.from_dict(null_type).rope_scaling == want
+    twice = {**BASE, "rope_parameters": {"rope_theta": 5e5, **LLAMA3}, "rope_scaling": LLAMA3}
+    assert LlamaConfig.from_dict(twice).rope_scaling == want  # the same scaling in both places is that scaling
     linear = LlamaConfig.from_dict({**BASE, "rope_scaling": {"type": "linear", "factor": 2}})
     assert linear.rope_scaling == {"type": "linear", "factor": 2.0}
 

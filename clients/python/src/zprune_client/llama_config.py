@@ -111,7 +111,23 @@ class LlamaConfig:
         if raw_params is not None and not isinstance(raw_params, dict):
             raise ValueError(f"config.json: rope_parameters must be an object, got {raw_params!r}")
         params: Dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        # As model/config.ts: one RoPE for every layer, and one place for it.
+        if any(isinstance(v, dict) for v in params.values()):
+            raise ValueError(
+                "config.json: rope_parameters per layer type is not supported (one RoPE for all layers only)"
+            )
         scaling = cfg.get("rope_scaling")
+        if raw_params is not None and scaling is not None:
+            # What one leaves out the other may give; the same scaling written in both places is that scaling.
+            agree = isinstance(scaling, dict) and (
+                params.get("rope_type") is None
+                or params.get("rope_type") == (scaling.get("rope_type") or scaling.get("type"))
+            ) and all(
+                k in ("type", "rope_type") or params.get(k) is None or params.get(k) == v for k, v in scaling.items()
+            )
+            if not agree:
+                raise ValueError(f"config.json: rope_parameters {raw_params!r} and rope_scaling {scaling!r} disagree; "
+                                 "keep the one that applies")
         rope_type = params.get("rope_type")
         if rope_type is None and scaling is not None:
             # An object without a type still asks for scaling (its factor); anything but an object is not a config.
