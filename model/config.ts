@@ -148,8 +148,10 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     throw new TypeError(`config.json: rope_parameters must be an object, got ${JSON.stringify(ropeParams)}`);
   }
   // Per layer type ({full_attention: {...}, sliding_attention: {...}}, as Gemma-style configs write it): this forward
-  // pass has one RoPE for every layer, and reading the outer object's missing fields as defaults would be wrong.
-  if (ropeParams && Object.values(ropeParams).some((v) => typeof v === "object" && v !== null)) {
+  // pass has one RoPE for every layer, and reading the outer object's missing fields as defaults would be wrong. A
+  // list (longrope's long_factor) is a field of one RoPE, not a layer type's: its rope_type is refused below by name.
+  const nested = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (ropeParams && Object.values(ropeParams).some(nested)) {
     throw new TypeError("config.json: rope_parameters per layer type is not supported (one RoPE for all layers only)");
   }
   // rope_scaling spells it rope_type, or type in older checkpoints.

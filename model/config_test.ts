@@ -34,6 +34,11 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ rope_scaling: { factor: 2 } }, /rope_type/], // scaling without a type
     [{ rope_parameters: { rope_theta: 1e4, rope_type: "yarn", factor: 4 } }, /rope_type yarn/],
     [{ rope_parameters: { rope_theta: 1e4, rope_type: "longrope" } }, /rope_type longrope/],
+    // As transformers 5 writes longrope, with its lists of factors: named by its type, not taken for RoPE per layer.
+    [
+      { rope_parameters: { rope_theta: 1e4, rope_type: "longrope", long_factor: [1, 2], short_factor: [1, 1] } },
+      /rope_type longrope is not supported/,
+    ],
     [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor 0\.5/],
     [{ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.25 } }, /partial_rotary_factor 0\.25/],
     [{ attention_bias: true }, /attention_bias/],
