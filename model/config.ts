@@ -156,9 +156,10 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   }
   // rope_scaling spells it rope_type, or type in older checkpoints.
   const scaling = (raw.rope_scaling ?? undefined) as RopeFields | undefined;
-  // Both, saying different things (which one a loader takes depends on the transformers version): neither is a safe
-  // guess. What one leaves out the other may give (rope_theta in one, the scaling in the other), and the same scaling
-  // written in both places, as a conversion may leave it, is that scaling.
+  // Both, saying different things: no transformers version writes that (5 writes rope_parameters alone, older ones
+  // rope_scaling), so a hand-edited or converted file's author meant one of them, and which is a guess (transformers
+  // would go by rope_scaling). What one leaves out the other may give (rope_theta in one, the scaling in the other),
+  // and the same scaling written in both places is that scaling.
   if (ropeParams && scaling !== undefined) {
     const agree = typeof scaling === "object" && !Array.isArray(scaling) &&
       (ropeParams.rope_type == null || ropeParams.rope_type === (scaling.rope_type ?? scaling.type)) &&

@@ -77,7 +77,7 @@ export class CpuPool {
       try {
         slot.worker.postMessage({ id, task });
       } catch (e) {
-        // A task that cannot be cloned (a caller's mistake) fails alone; left pending, it would never settle.
+        // A task that cannot be cloned (a caller's mistake) fails alone, and leaves no entry for close() to fail again.
         slot.pending.delete(id);
         reject(e);
         return;

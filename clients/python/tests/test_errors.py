@@ -757,8 +757,12 @@ def test_options_out_of_range_are_refused_when_the_client_is_made(server_url: st
     # As the TypeScript client's RangeError: timeout 0 made every connection "unreachable" (a non-blocking socket), a
     # negative backoff failed only at the first retry.
     for bad in ({"timeout": 0}, {"timeout": -1}, {"timeout": float("nan")}, {"timeout": None}, {"max_retries": -1},
-                {"max_retries": 1.5}, {"backoff": -0.5}, {"max_backoff": float("inf")}):
+                {"max_retries": 1.5}, {"backoff": -0.5}, {"max_backoff": float("inf")}, {"timeout": True},
+                {"max_retries": True}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ZpruneClient(server_url, **bad)  # type: ignore[arg-type]
     # math.inf is no limit, as the TypeScript client's Infinity.
     assert ZpruneClient(server_url, timeout=math.inf).health()["status"] == "ok"
+    # numpy's scalars are numbers too (a timeout read from an array, say).
+    client = ZpruneClient(server_url, timeout=np.float32(30), max_retries=np.int64(2), backoff=np.float64(0.1))
+    assert client.health()["status"] == "ok"

@@ -10,6 +10,7 @@ import email.utils
 import http.client
 import json
 import math
+import numbers
 import os
 import random
 import re
@@ -368,17 +369,19 @@ class ZpruneClient:
         # Checked now, as the TypeScript client checks its options: 0 would fail every connection as "unreachable"
         # (a non-blocking socket), infinity at the first request (OverflowError), a negative backoff at the first
         # retry (time.sleep refuses it). NaN fails every comparison.
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
+        # numbers.Real takes numpy's scalars too; a bool is an int to Python, never meant as seconds or a count.
+        if not (isinstance(timeout, numbers.Real) and not isinstance(timeout, bool) and timeout > 0):
             raise ValueError(f"timeout must be a number of seconds over 0 (math.inf: no limit), got {timeout!r}")
-        if not (isinstance(max_retries, int) and max_retries >= 0):
+        if not (isinstance(max_retries, numbers.Integral) and not isinstance(max_retries, bool) and max_retries >= 0):
             raise ValueError(f"max_retries must be a whole number from 0, got {max_retries!r}")
         for option, value in (("backoff", backoff), ("max_backoff", max_backoff)):
-            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < math.inf):
                 raise ValueError(f"{option} must be a number of seconds from 0, got {value!r}")
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        # As Python's own numbers: a numpy scalar would not do as a range() bound or a socket timeout.
+        self.timeout: float = float(timeout)
+        self.max_retries: int = int(max_retries)
+        self.backoff: float = float(backoff)
+        self.max_backoff: float = float(max_backoff)
         #: The sleep function between retries (replaceable in tests).
         self.sleep: Callable[[float], None] = time.sleep
 
