@@ -61,7 +61,7 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ rope_parameters: { rope_type: "default", rope_theta: 0 } }, /rope_theta must be a positive number/],
     [{ rms_norm_eps: -1e-5 }, /rms_norm_eps must be a number of at least 0/],
     [{ rope_parameters: "default" }, /rope_parameters must be an object/],
-    // Which a loader would take depends on the transformers version (the model audit's case: run unscaled before).
+    // Disagreeing: which one the file meant is a guess (the model audit's case ran unscaled before).
     [{ rope_parameters: { rope_type: "default" }, rope_scaling: { type: "linear", factor: 4 } }, /disagree/],
     [{ rope_parameters: { rope_theta: 1e4, ...LLAMA3 }, rope_scaling: { ...LLAMA3, factor: 4 } }, /disagree/],
     // Per layer type (Gemma-style): the outer object's missing fields would be read as defaults.

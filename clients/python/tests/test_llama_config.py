@@ -193,7 +193,7 @@ SCALING_REFUSED = [
     ({"rope_scaling": {"type": "linear"}}, "needs factor"),
     ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "dynamic is not supported"),
     ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "longrope"}}, "longrope"),
-    # Which a loader would take depends on the transformers version; as model/config.ts refuses them.
+    # Disagreeing: which one the file meant is a guess; as model/config.ts refuses them.
     ({"rope_parameters": {"rope_type": "default"}, "rope_scaling": {"type": "linear", "factor": 4.0}}, "disagree"),
     ({"rope_parameters": {"rope_theta": 1e4, **LLAMA3}, "rope_scaling": {**LLAMA3, "factor": 4.0}}, "disagree"),
     ({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6}}}, "per layer type"),
