@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
-import { goldenCase, goldenProblems, postPrune } from "./_server.ts";
+import { goldenCase, goldenProblems, postPrune, within, writeAll } from "./_server.ts";
 
 const root = new URL("../", import.meta.url);
 const bun = new URL("node_modules/.bin/bun", root).pathname;
@@ -85,9 +85,68 @@ Deno.test({
         assert.equal(res.headers.get("x-zprune-error"), "too_large");
         assert.equal((await res.json()).error.code, "too_large");
       }
-      const metrics = await (await fetch(`${url}/metrics`)).text();
+      // What Bun answers itself (README, "Known limitations"): a malformed chunk, both Content-Length and
+      // Transfer-Encoding, headers past 16 KiB; and a client that shuts its sending side mid-body gets no answer.
+      const port = Number(new URL(url).port);
+      const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n";
+      for (
+        const [label, bytes, status, halfClose] of [
+          ["malformed chunk", `${head}Transfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n`, "400", false],
+          [
+            "Content-Length and Transfer-Encoding",
+            `${head}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+            "400",
+            false,
+          ],
+          [
+            "headers past 16 KiB",
+            `GET /nope HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(17_000)}\r\n\r\n`,
+            "431",
+            false,
+          ],
+          ["half-closed mid-body", `${head}Content-Length: 1000\r\n\r\n${"\x90".repeat(100)}`, null, true],
+        ] as const
+      ) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          await writeAll(conn, new TextEncoder().encode(bytes));
+          if (halfClose) await conn.closeWrite();
+          const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+          if (status === null) {
+            assert.equal(text, "", `${label}: no answer`);
+            continue;
+          }
+          assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), `${label}: ${text}`);
+          const [headers = "", body = ""] = text.split("\r\n\r\n");
+          assert.doesNotMatch(headers, /x-zprune-error/i, label);
+          assert.equal(body, "", `${label}: a bare answer`);
+        } finally {
+          try {
+            conn.close();
+          } catch { /* closed by the server */ }
+        }
+      }
+      // The malformed chunk and the half-closed upload reach the app, as 499, counted once their handlers end (after
+      // Bun has closed their connections); the other two never do.
+      const counted499 = /^zprune_requests_total\{route="\/v1\/prune",status="499"\} 2$/m;
+      let metrics = "", waiting = true;
+      try {
+        await within(
+          (async () => {
+            while (waiting && !counted499.test(metrics = await (await fetch(`${url}/metrics`)).text())) {
+              await new Promise((r) => setTimeout(r, 50));
+            }
+          })(),
+          "two 499s in /metrics",
+        );
+      } finally {
+        waiting = false;
+      }
       assert.match(metrics, /^zprune_requests_total\{route="\/v1\/prune",status="413"\} 2$/m);
       assert.doesNotMatch(metrics, /status="500"/);
+      assert.match(metrics, /^zprune_requests_total\{route="\/v1\/prune",status="400"\} 1$/m);
+      assert.match(metrics, /^zprune_requests_total\{route="unmatched",status="404"\} 1$/m);
+      assert.doesNotMatch(metrics, /status="431"/);
     } finally {
       child.kill("SIGTERM");
       await child.status;
