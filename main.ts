@@ -1,9 +1,10 @@
 /**
  * zprune's entry point: configuration from the environment, the backend, the app, one startup line on stderr (stdout
  * is the JSON request log's alone), and a graceful shutdown on SIGINT or SIGTERM: new requests are answered 503
- * (but GET /metrics) while those in flight (uploads included) finish, for at most the request deadline and a
- * margin; then the server closes, the backend is released, and the process exits 0. A second signal, or the drain
- * outliving its limit, exits at once with status 1.
+ * (but GET /metrics, and CORS preflights where ZPRUNE_CORS_ORIGINS is set: its middleware answers them 204 first)
+ * while those in flight (uploads included) finish, for at most the request deadline and a margin; then the server
+ * closes, the backend is released, and the process exits 0. A second signal, or the drain outliving its limit, exits
+ * at once with status 1.
  *
  *   deno task serve        # or: bun --no-env-file main.ts  (CPU backend; Bun would read a .env file otherwise)
  */
