@@ -1,7 +1,8 @@
 /**
  * The CPU backend: exact, and the production path on hosts without a GPU. Small layers run on the calling
  * thread (a few milliseconds, cheaper than a round trip to a worker); large ones are split by rows across a
- * pool of workers, one per core, sharing the tensors through SharedArrayBuffers.
+ * pool of workers, one per core (at most 64, as no pass has more parts), sharing the tensors through
+ * SharedArrayBuffers.
  */
 import { cpus } from "node:os";
 import { cpuLimit, memoryLimitBytes } from "../runtime/host_limits.ts";
