@@ -196,7 +196,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         origin: origins.includes("*") ? "*" : origins,
         allowHeaders: ["Authorization", "Content-Type", "Accept", "X-Request-Id"],
         allowMethods: ["GET", "POST", "OPTIONS"],
-        exposeHeaders: ["Retry-After", "X-Request-Id", "X-Zprune-Error"],
+        // WWW-Authenticate too: a browser client can then tell a 401's scheme from its answer, as any other client.
+        exposeHeaders: ["Retry-After", "WWW-Authenticate", "X-Request-Id", "X-Zprune-Error"],
         maxAge: 600,
       }),
     );

@@ -127,6 +127,7 @@ Deno.test("CORS headers only with corsOrigins: preflight and POST get the origin
     const exposed = (post.headers.get("access-control-expose-headers") ?? "").toLowerCase().split(/\s*,\s*/);
     assert.ok(exposed.includes("retry-after"), `exposed: ${exposed}`);
     assert.ok(exposed.includes("x-zprune-error"), `exposed: ${exposed}`);
+    assert.ok(exposed.includes("x-request-id"), `exposed: ${exposed}`);
     // Error answers (JSON and msgpack) carry the headers too, so a browser can read why it was refused.
     for (const accept of ["application/json", "application/msgpack"]) {
       const bad = await postPrune(on.url, new Uint8Array([0xc1]), { origin, accept });

@@ -240,6 +240,22 @@ Deno.test("/metrics counts each request under its route, also when auth, the dra
   }
 });
 
+Deno.test("CORS: a 401 exposes WWW-Authenticate, so a browser client can read the scheme it asks for", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const app = createApp({ backend, config: { token: "t", log: false, corsOrigins: "https://nb.example" } });
+  try {
+    const res = await app.request("/v1/info", { headers: { origin: "https://nb.example" } });
+    await res.body?.cancel();
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get("www-authenticate") ?? "", /^Bearer\b/);
+    assert.equal(res.headers.get("access-control-allow-origin"), "https://nb.example");
+    const exposed = (res.headers.get("access-control-expose-headers") ?? "").toLowerCase().split(/\s*,\s*/);
+    assert.ok(exposed.includes("www-authenticate"), `exposed: ${exposed}`);
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics reads the backend's count of layers on the exact CPU path each time it renders", async () => {
   const inner = createCpuBackend({ threads: 0 });
   let exact = 0;
