@@ -248,6 +248,11 @@ export class WebGpuBackend implements Backend {
     return this.#exactPathLayers;
   }
 
+  /** Host memory the exact path's own CPU backend keeps between layers (one given in the options counts as its own). */
+  get keptBytes(): number {
+    return this.#cpu?.keptBytes ?? 0;
+  }
+
   /** Whether close() saw the worker confirm that it destroyed its device (it is terminated after 2 s regardless). */
   get deviceReleased(): boolean {
     return this.#deviceReleased;

@@ -66,6 +66,11 @@ export interface Backend {
    */
   readonly exactPathLayers: number;
   /**
+   * Host memory kept between layers for reuse (the CPU path's scratch buffers), given back once idle (for
+   * `/metrics`; absent counts as none).
+   */
+  readonly keptBytes?: number;
+  /**
    * Why the backend cannot compute now: its last restart after a failure failed too (a GPU that is gone), so every
    * layer is answered 503 until a later one restarts it. Null or absent while it can compute, or will try to.
    */

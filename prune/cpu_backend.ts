@@ -39,6 +39,8 @@ export function createPoolExecutor(threads: number): Executor & {
   close(): void;
   crash(index: number): void;
   restarts(): number;
+  /** Bytes of scratch kept for the next layer. */
+  keptBytes(): number;
   /** Runs a layer's computation, during which the kept buffers are not idle. */
   during<T>(layer: () => Promise<T>): Promise<T>;
 } {
@@ -59,6 +61,7 @@ export function createPoolExecutor(threads: number): Executor & {
     },
     crash: (index) => pool.crash(index),
     restarts: () => pool.restarts,
+    keptBytes: () => buffers.keptBytes,
   };
 }
 
@@ -91,6 +94,9 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     },
     get restarts(): number {
       return closedRestarts + (exec?.restarts() ?? 0);
+    },
+    get keptBytes(): number {
+      return exec?.keptBytes() ?? 0;
     },
     close(): Promise<void> {
       closedRestarts += exec?.restarts() ?? 0;

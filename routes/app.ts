@@ -133,6 +133,12 @@ function registerGauges(
       "or the layer is too large for the device; slower, same answer).",
     () => backend.exactPathLayers,
   );
+  // Up to 2 GiB that an idle server holds for 30 s after its last large layer: without it, RSS is unexplained.
+  metrics.gauge(
+    "zprune_backend_kept_bytes",
+    "Host memory the backend keeps between layers for reuse (CPU scratch buffers; given back after 30 s idle).",
+    () => backend.keptBytes ?? 0,
+  );
   metrics.gauge(
     "zprune_answer_bytes_pending",
     "Bytes of answers over 64 KiB that their clients have yet to read (counted with waiting bodies).",

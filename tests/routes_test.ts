@@ -256,6 +256,25 @@ Deno.test("CORS: a 401 exposes WWW-Authenticate, so a browser client can read th
   }
 });
 
+Deno.test("/metrics shows the scratch the CPU backend keeps between layers, and none once it lets it go", async () => {
+  const backend = createCpuBackend({ threads: 1, parallelMin: 0 }); // the worker pool's path, which keeps scratch
+  const server = await startServer({ backend });
+  const kept = async () =>
+    Number(/^zprune_backend_kept_bytes (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
+  try {
+    assert.equal(await kept(), 0);
+    const answer = await prune(server.url, decodeMsgpack(goldenCase("tiny-zpruner-layer-f32").request));
+    const [rows, cols] = answer.layers[0]!.shape;
+    // The decoded weights and the scores are 4 bytes a weight each, and both go back to the free list.
+    assert.ok(await kept() >= 8 * rows! * cols!, `kept ${await kept()} for ${rows}x${cols}`);
+    await backend.close();
+    assert.equal(await kept(), 0);
+  } finally {
+    await server.close();
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics reads the backend's count of layers on the exact CPU path each time it renders", async () => {
   const inner = createCpuBackend({ threads: 0 });
   let exact = 0;
