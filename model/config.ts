@@ -15,12 +15,15 @@ export interface LlamaConfig {
   vocabSize: number;
   normEps: number;
   ropeTheta: number;
-  /** RoPE frequency scaling (Llama 3.1's `llama3`, or `linear`); absent for the default RoPE. */
+  /** RoPE frequency scaling (Llama 3.1's `llama3`, or `linear`); absent for the default RoPE and for `dynamic`. */
   ropeScaling?: RopeScaling;
   tieEmbeddings: boolean;
   /** Mistral's attention window; the forward pass attends to whole windows, so it refuses longer ones. */
   slidingWindow?: number;
-  /** `max_position_embeddings`: the longest window the model was trained on; longer ones are refused. */
+  /**
+   * `max_position_embeddings`: the longest window the model was trained on; longer ones are refused. When config.json
+   * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32); absent only where it is null.
+   */
   maxPositions?: number;
 }
 
@@ -90,8 +93,14 @@ function parseRopeScaling(
       ),
     };
   }
-  // dynamic (its frequencies depend on the longest window seen so far), yarn and longrope (attention scaling).
-  throw new TypeError(`config.json: rope_type ${type} is not supported (default, linear and llama3 only)`);
+  // Dynamic NTK is the default RoPE for every window up to max_position_embeddings, the longest one this forward pass
+  // runs (parseConfig checks the rest): transformers still needs its factor.
+  if (type === "dynamic") {
+    field("factor", positive, "a positive number");
+    return undefined;
+  }
+  // yarn and longrope (attention scaling, and frequencies of their own).
+  throw new TypeError(`config.json: rope_type ${type} is not supported (default, linear, llama3 and dynamic only)`);
 }
 
 /** Reads the hyper-parameters of a LLaMA-family `config.json`. */
@@ -199,9 +208,29 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
     throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
   }
-  const maxPositions = raw.max_position_embeddings ?? undefined;
+  // Left out, transformers' LlamaConfig and MistralConfig take their defaults; null (which transformers 4 keeps as
+  // None, and whose default RoPE never reads it) leaves windows unbounded.
+  const maxPositions = "max_position_embeddings" in raw
+    ? raw.max_position_embeddings ?? undefined
+    : modelType === "mistral"
+    ? 4096 * 32
+    : 2048;
   if (maxPositions !== undefined && !(Number.isInteger(maxPositions) && (maxPositions as number) > 0)) {
     throw new TypeError(`config.json: max_position_embeddings must be a positive integer, got ${maxPositions}`);
+  }
+  if (ropeType === "dynamic") {
+    // transformers (modeling_rope_utils' _compute_dynamic_ntk_parameters) builds the frequencies of a window of
+    // max_position_embeddings tokens, base * 1 ** (head_dim / (head_dim - 2)) = base, and builds them again only for a
+    // window longer than that (dynamic_rope_update), which checkWindowLength refuses. original_max_position_embeddings
+    // does not enter: no transformers version reads it for dynamic. Without the length, or with a head_dim of 2 (a
+    // division by zero), transformers cannot build the RoPE at all.
+    if (maxPositions === undefined) {
+      throw new TypeError(
+        "config.json: rope_type dynamic needs max_position_embeddings, the window length up to which it is the " +
+          "default RoPE; got null",
+      );
+    }
+    if (headDim === 2) throw new TypeError("config.json: rope_type dynamic needs a head_dim over 2, got 2");
   }
   // A zero, negative or string theta gives NaN rotations, a negative epsilon NaN norms: the run would fail only at
   // the server, on NaN activations, or measure a NaN perplexity.

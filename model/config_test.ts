@@ -30,7 +30,10 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ rope_scaling: { ...LLAMA3, original_max_position_embeddings: 8192.5 } }, /original_max_position_embeddings/],
     [{ rope_scaling: { type: "linear" } }, /rope_type linear needs factor/], // the older key
     [{ rope_scaling: { type: "linear", factor: 0 } }, /rope_type linear needs factor/],
-    [{ rope_scaling: { type: "dynamic", factor: 2 } }, /rope_type dynamic is not supported/],
+    [{ rope_scaling: { type: "dynamic" } }, /rope_type dynamic needs factor/],
+    // transformers cannot build dynamic RoPE without the length it scales from, nor with a head_dim of 2.
+    [{ rope_scaling: { type: "dynamic", factor: 2 }, max_position_embeddings: null }, /dynamic needs max_position_em/],
+    [{ rope_parameters: { rope_type: "dynamic", factor: 2 }, head_dim: 2 }, /dynamic needs a head_dim over 2/],
     [{ rope_scaling: { factor: 2 } }, /rope_type/], // scaling without a type
     [{ rope_parameters: { rope_theta: 1e4, rope_type: "yarn", factor: 4 } }, /rope_type yarn/],
     [{ rope_parameters: { rope_theta: 1e4, rope_type: "longrope" } }, /rope_type longrope/],
@@ -99,7 +102,11 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
   assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096.0 }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
-  assert.equal(parseConfig({ ...BASE, max_position_embeddings: 2048 }).maxPositions, 2048);
+  assert.equal(parseConfig({ ...BASE, max_position_embeddings: 4096 }).maxPositions, 4096);
+  // Left out: transformers' LlamaConfig default, or MistralConfig's; null leaves windows unbounded.
+  assert.equal(parseConfig(BASE).maxPositions, 2048);
+  assert.equal(parseConfig({ ...BASE, model_type: "llama" }).maxPositions, 2048);
+  assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).maxPositions, 131072);
   assert.equal(parseConfig({ ...BASE, max_position_embeddings: null }).maxPositions, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
   const llama3 = { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
@@ -168,4 +175,23 @@ Deno.test("decodeWeights() checks every tensor's shape against config.json, nami
   const norm = ckpt.tensors.get("model.norm.weight")!;
   ckpt.tensors.set("model.norm.weight", { ...norm, shape: [1, norm.shape[0]!] });
   assert.throws(() => decodeWeights(ckpt, cfg), /model\.norm\.weight/);
+});
+
+Deno.test("parseConfig() runs dynamic RoPE as the default up to max_position_embeddings, as transformers does", () => {
+  // original_max_position_embeddings is not read for dynamic by any transformers version: the limit stays 4096.
+  const spellings: Record<string, unknown>[] = [
+    { rope_scaling: { type: "dynamic", factor: 2 }, max_position_embeddings: 4096 },
+    { rope_scaling: { rope_type: "dynamic", factor: 2.0 }, max_position_embeddings: 4096 },
+    {
+      rope_parameters: { rope_type: "dynamic", rope_theta: 5e5, factor: 8, original_max_position_embeddings: 512 },
+      max_position_embeddings: 4096,
+    },
+  ];
+  for (const extra of spellings) {
+    const cfg = parseConfig({ ...BASE, ...extra });
+    assert.equal(cfg.ropeScaling, undefined, JSON.stringify(extra));
+    assert.equal(cfg.maxPositions, 4096, JSON.stringify(extra));
+  }
+  // Left out, max_position_embeddings is LlamaConfig's 2048, and so is where dynamic RoPE would start to scale.
+  assert.equal(parseConfig({ ...BASE, rope_scaling: { type: "dynamic", factor: 2 } }).maxPositions, 2048);
 });

@@ -5,7 +5,8 @@ import { LlamaRunner, loadModel } from "./mod.ts";
  * Tiny Hugging Face LLaMA checkpoints whose logits and perplexity were computed by a float64 torch transcription of
  * transformers' LlamaForCausalLM (tests/fixtures/hf_llama/make_fixtures.py, which shares no code with model/):
  * head_dim derived as hidden_size // num_attention_heads where they do not divide, grouped-query and one-KV-head
- * attention, tied and untied embeddings, linear and llama3 RoPE scaling, bf16, f16 and sharded checkpoints.
+ * attention, tied and untied embeddings, linear, llama3 and dynamic RoPE scaling, f32, bf16, f16 and sharded
+ * checkpoints.
  */
 const FIXTURES = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
 
@@ -16,7 +17,9 @@ interface Expected {
   logits: number[][];
 }
 
-for (const name of ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded"]) {
+for (
+  const name of ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded", "ntk-dynamic-default-maxpos-f32"]
+) {
   Deno.test(`LlamaRunner on ${name} matches transformers' forward pass (float64 torch reference)`, async () => {
     const dir = FIXTURES + name;
     const want = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;
@@ -38,3 +41,10 @@ for (const name of ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-shard
     assert.ok(Math.abs(ppl / want.ppl - 1) < 1e-5, `perplexity ${ppl} vs ${want.ppl}`);
   });
 }
+
+Deno.test("the dynamic-RoPE fixture (no max_position_embeddings) takes windows up to LlamaConfig's 2048", async () => {
+  // Past 2048 tokens transformers would rescale the frequencies (dynamic_rope_update); up to it they are the default.
+  const dir = FIXTURES + "ntk-dynamic-default-maxpos-f32";
+  await assert.rejects(() => loadModel(dir, { seqLen: 2049 }), /2049 tokens .*max_position_embeddings of 2048/);
+  assert.equal((await loadModel(dir, { seqLen: 2048 })).cfg.maxPositions, 2048);
+});

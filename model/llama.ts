@@ -120,7 +120,8 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
  * Throws a RangeError when windows of `seqLen` tokens are longer than the model's sliding attention window (this
  * forward pass attends to every earlier token of a window, which equals Mistral's only up to that length) or than
  * its `max_position_embeddings` (positions it was never trained on: its activations there would calibrate the
- * pruning, and its perplexity there measure it, on inputs the model is not used with).
+ * pruning, and its perplexity there measure it, on inputs the model is not used with; and past which transformers'
+ * `dynamic` RoPE, run here as the default one, would rescale its frequencies).
  */
 export function checkWindowLength(cfg: LlamaConfig, seqLen: number): void {
   const flag = "(the CLI's --seqlen sets the window length)";

@@ -96,6 +96,13 @@ def test_max_position_embeddings_bounds_the_window_length() -> None:
     with pytest.raises(ValueError, match="129 tokens.*max_position_embeddings of 128"):
         cfg.check_window(129)
     LlamaConfig.from_dict({**BASE, "max_position_embeddings": None}).check_window(1 << 20)
+    # Left out: transformers' LlamaConfig default (2048), or MistralConfig's (4096 * 32).
+    default = LlamaConfig.from_dict(BASE)
+    default.check_window(2048)
+    with pytest.raises(ValueError, match="2049 tokens.*max_position_embeddings of 2048"):
+        default.check_window(2049)
+    assert LlamaConfig.from_dict({**BASE, "model_type": "llama"}).max_position_embeddings == 2048
+    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral"}).max_position_embeddings == 131072
     for bad in (0, 2048.5, "2048"):
         with pytest.raises(ValueError, match="max_position_embeddings must be a positive integer"):
             LlamaConfig.from_dict({**BASE, "max_position_embeddings": bad})
@@ -191,7 +198,10 @@ SCALING_REFUSED = [
     ({"rope_scaling": {**LLAMA3, "high_freq_factor": 1.0}}, "high_freq_factor, over low_freq_factor"),
     ({"rope_scaling": {**LLAMA3, "original_max_position_embeddings": 8192.5}}, "original_max_position_embeddings"),
     ({"rope_scaling": {"type": "linear"}}, "needs factor"),
-    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "dynamic is not supported"),
+    ({"rope_scaling": {"type": "dynamic"}}, "rope_type dynamic needs factor"),
+    # transformers cannot build dynamic RoPE without the length it scales from, nor with a head_dim of 2.
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}, "max_position_embeddings": None}, "dynamic needs max_pos"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}, "head_dim": 2}, "dynamic needs a head_dim over 2"),
     ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "longrope"}}, "longrope"),
     # Disagreeing: which one the file meant is a guess; as model/config.ts refuses them.
     ({"rope_parameters": {"rope_type": "default"}, "rope_scaling": {"type": "linear", "factor": 4.0}}, "disagree"),
@@ -223,6 +233,23 @@ def test_from_dict_reads_llama3_and_linear_scaling_from_either_place() -> None:
     assert LlamaConfig.from_dict(twice).rope_scaling == want  # the same scaling in both places is that scaling
     linear = LlamaConfig.from_dict({**BASE, "rope_scaling": {"type": "linear", "factor": 2}})
     assert linear.rope_scaling == {"type": "linear", "factor": 2.0}
+
+
+def test_from_dict_runs_dynamic_rope_as_the_default_up_to_max_position_embeddings() -> None:
+    """As model/config_test.ts: transformers' dynamic NTK RoPE is the default one up to max_position_embeddings, and
+    original_max_position_embeddings does not move that limit."""
+    spellings = [
+        {"rope_scaling": {"type": "dynamic", "factor": 2}},
+        {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+        {"rope_parameters": {"rope_type": "dynamic", "factor": 8, "original_max_position_embeddings": 512}},
+    ]
+    for extra in spellings:
+        cfg = LlamaConfig.from_dict({**BASE, **extra, "max_position_embeddings": 4096})
+        assert (cfg.rope_scaling, cfg.max_position_embeddings) == (None, 4096), extra
+        cfg.check_window(4096)
+        with pytest.raises(ValueError, match="4097 tokens"):
+            cfg.check_window(4097)
+    assert LlamaConfig.from_dict({**BASE, **spellings[0]}).max_position_embeddings == 2048
 
 
 def test_rope_inv_freq_matches_transformers_snapshot() -> None:
@@ -298,7 +325,9 @@ def test_load_safetensors_refuses_headers_that_read_other_bytes(
     assert load_safetensors(path)["b"].view(np.uint8).tolist() == [8, 9, 10, 11]
 
 
-@pytest.mark.parametrize("name", ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded"])
+@pytest.mark.parametrize(
+    "name", ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded", "ntk-dynamic-default-maxpos-f32"]
+)
 def test_load_llama_matches_transformers_on_fixture_checkpoints(name: str) -> None:
     """Logits and perplexity of tests/fixtures/hf_llama's checkpoints, computed by a float64 torch transcription of
     transformers' LlamaForCausalLM (make_fixtures.py there; model/hf_fixtures_test.ts checks the TypeScript forward

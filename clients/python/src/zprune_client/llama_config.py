@@ -64,8 +64,13 @@ def _rope_scaling(rope_type: Any, fields: Dict[str, Any]) -> Optional[Dict[str, 
                 )
             ),
         }
-    # dynamic (its frequencies depend on the longest window seen so far), yarn and longrope (attention scaling).
-    raise ValueError(f"config.json: rope_type {rope_type} is not supported (default, linear and llama3 only)")
+    if rope_type == "dynamic":
+        # The default RoPE for every window up to max_position_embeddings, the longest one the forward pass runs
+        # (from_dict checks the rest): transformers still needs its factor.
+        number("factor", positive, "a positive number")
+        return None
+    # yarn and longrope (attention scaling, and frequencies of their own).
+    raise ValueError(f"config.json: rope_type {rope_type} is not supported (default, linear, llama3 and dynamic only)")
 
 
 @dataclass
@@ -85,9 +90,11 @@ class LlamaConfig:
     #: Mistral's attention window; the forward pass refuses longer windows (it attends to whole windows).
     sliding_window: Optional[int] = None
     #: The longest window the model was trained on; the forward pass refuses longer ones (as model/llama.ts does).
+    #: ``from_dict`` gives transformers' default when config.json leaves it out, None when it is null.
     max_position_embeddings: Optional[int] = None
     #: RoPE frequency scaling: ``{"type": "linear", "factor"}`` or ``{"type": "llama3", "factor",
-    #: "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``; None for the default RoPE.
+    #: "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``; None for the default RoPE (and
+    #: ``dynamic``, the same up to ``max_position_embeddings``).
     rope_scaling: Optional[Dict[str, Any]] = None
 
     @classmethod
@@ -95,11 +102,13 @@ class LlamaConfig:
         """Reads a config map; RoPE theta from ``rope_parameters.rope_theta``, else ``rope_theta``, else 10000.
 
         Raises ``ValueError`` for what this model does not implement (as model/config.ts does): another
-        ``model_type``, quantized weights, RoPE scaling other than ``linear`` and ``llama3``, partial RoPE, an
-        activation other than SiLU, biased linear layers. Their weights would load all the same (biases aside), and
-        the model would run, silently different from the checkpoint's.
+        ``model_type``, quantized weights, RoPE scaling other than ``linear``, ``llama3`` and ``dynamic`` (which is
+        the default RoPE up to ``max_position_embeddings``), partial RoPE, an activation other than SiLU, biased
+        linear layers. Their weights would load all the same (biases aside), and the model would run, silently
+        different from the checkpoint's. ``max_position_embeddings`` left out is transformers' default (2048,
+        Mistral's 4096 * 32).
         """
-        # null counts as absent throughout, as in model/config.ts.
+        # null counts as absent throughout (max_position_embeddings aside, see below), as in model/config.ts.
         model_type = cfg.get("model_type")
         if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
@@ -156,8 +165,12 @@ class LlamaConfig:
                 window = 4096
             elif cfg["sliding_window"] is not None:
                 window = _positive_int(cfg, "sliding_window")
-        max_positions = None
-        if cfg.get("max_position_embeddings") is not None:
+        # Left out, transformers' LlamaConfig and MistralConfig take their defaults; null (which transformers 4 keeps
+        # as None, and whose default RoPE never reads it) leaves windows unbounded, as in model/config.ts.
+        max_positions: Optional[int] = None
+        if "max_position_embeddings" not in cfg:
+            max_positions = 4096 * 32 if model_type == "mistral" else 2048
+        elif cfg["max_position_embeddings"] is not None:
             max_positions = _positive_int(cfg, "max_position_embeddings")
         # null counts as absent, 0 does not (it was taken for 10000): a theta of 0, under 0 or not a number gives NaN
         # rotations, a negative epsilon NaN norms, as model/config.ts refuses them.
@@ -183,6 +196,18 @@ class LlamaConfig:
         head_dim = _positive_int(cfg, "head_dim", hidden // heads)
         if head_dim % 2 != 0:
             raise ValueError(f"config.json: head_dim {head_dim} must be even for RoPE")
+        if rope_type == "dynamic":
+            # transformers builds the frequencies of a window of max_position_embeddings tokens, base * 1 ** (head_dim
+            # / (head_dim - 2)) = base, and again only for longer windows, which check_window refuses;
+            # original_max_position_embeddings does not enter. Without the length, or with a head_dim of 2 (a division
+            # by zero), it cannot build the RoPE at all (see model/config.ts).
+            if max_positions is None:
+                raise ValueError(
+                    "config.json: rope_type dynamic needs max_position_embeddings, the window length up to which it "
+                    "is the default RoPE; got None"
+                )
+            if head_dim == 2:
+                raise ValueError("config.json: rope_type dynamic needs a head_dim over 2, got 2")
         return cls(
             vocab_size=_positive_int(cfg, "vocab_size"),
             hidden_size=hidden,
@@ -201,7 +226,8 @@ class LlamaConfig:
 
     def check_window(self, tokens: int) -> None:
         """Raises ``ValueError`` when windows of ``tokens`` are longer than the sliding window or than
-        ``max_position_embeddings`` (positions the model was not trained on; see model/llama.ts)."""
+        ``max_position_embeddings`` (positions the model was not trained on, and where ``dynamic`` RoPE would
+        rescale; see model/llama.ts)."""
         if self.sliding_window is not None and tokens > self.sliding_window:
             raise ValueError(
                 f"windows of {tokens} tokens are longer than the model's sliding_window of {self.sliding_window}: "
