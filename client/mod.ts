@@ -32,6 +32,7 @@ import {
 import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
 import type { z } from "zod";
 import { decode, zeroMasked } from "../contract/dtype_codec.ts";
+import { startTimeout } from "../contract/timeout.ts";
 
 export { ZpruneError };
 export type { PruneRequestInput, PruneResponse, Tensor };
@@ -290,18 +291,6 @@ function unreachable(url: string, err: unknown): ZpruneError {
   return new ZpruneError("unreachable", `cannot reach ${url}: ${errorChain(err)}`, { cause: err, status: 0 });
 }
 
-/**
- * A signal that aborts with a `TimeoutError` after `ms` (never for `Infinity`), as `AbortSignal.timeout` does, but
- * whose timer `clear()` ends: `AbortSignal.timeout`'s would hold each call's signals for the whole timeout (eleven
- * minutes by default) after it returned.
- */
-function attemptTimeout(ms: number): { signal: AbortSignal; clear(): void } {
-  const ctl = new AbortController();
-  if (ms === Infinity) return { signal: ctl.signal, clear: () => {} };
-  const timer = setTimeout(() => ctl.abort(new DOMException(`no answer within ${ms} ms`, "TimeoutError")), ms);
-  return { signal: ctl.signal, clear: () => clearTimeout(timer) };
-}
-
 /** Checks a numeric option: a number within [min, max] (Infinity only where `max` is), an integer if `whole`. */
 function checkedOption(name: string, value: number, min: number, max: number, whole = false): number {
   const ok = typeof value === "number" && value >= min && value <= max &&
@@ -435,7 +424,8 @@ export class ZpruneClient {
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
     for (let attempt = 0;; attempt++) {
-      const timeout = attemptTimeout(o.timeoutMs);
+      // Cleared as the attempt ends: AbortSignal.timeout's timer would hold each call's signals for the whole time.
+      const timeout = startTimeout(o.timeoutMs, `no answer within ${o.timeoutMs} ms`);
       const attemptSignal = signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal;
       let res: Response;
       try {

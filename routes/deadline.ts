@@ -8,25 +8,6 @@
  */
 import { ZpruneError } from "../contract/errors.ts";
 
-/** A request's deadline: `signal` aborts with a `TimeoutError` after the time given, until `clear()` ends it. */
-export interface Deadline {
-  readonly signal: AbortSignal;
-  /** Drops the timer: the request is answered. */
-  clear(): void;
-}
-
-/**
- * A signal that aborts after `ms` as `AbortSignal.timeout` does (a `TimeoutError` DOMException), but whose timer
- * ends with the request. `AbortSignal.timeout`'s runs for the whole deadline (ten minutes by default) and holds the
- * request's signals until then: measured 2026-11-30 (tests/_request_heap_child.ts), the heap after full collections
- * grew by 615-680 bytes for each small request answered within those ten minutes, and by under 30 with this.
- */
-export function startDeadline(ms: number): Deadline {
-  const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(new DOMException(`the deadline of ${ms} ms passed`, "TimeoutError")), ms);
-  return { signal: ctl.signal, clear: () => clearTimeout(timer) };
-}
-
 /** The `/v1/prune` requests at the server, so that one can tell whether it had the server to itself. */
 export class Presence {
   #here = 0;

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { isDeadline } from "../prune/queue.ts";
-import { Presence, RequestClock, startDeadline } from "./deadline.ts";
+import { Presence, RequestClock } from "./deadline.ts";
 
 /** A clock whose time is set by hand. */
 function clock() {
@@ -87,17 +86,4 @@ Deno.test("Presence: alone only with no other request there on arrival and none 
   const d = p.enter();
   assert.equal(d.alone(), true, "one that left before does not count");
   d.leave();
-});
-
-Deno.test("startDeadline: aborts with a TimeoutError once its time passed; clear() ends the timer", async () => {
-  const passing = startDeadline(20);
-  const reason = await new Promise((resolve) =>
-    passing.signal.addEventListener("abort", () => resolve(passing.signal.reason))
-  );
-  assert.ok(isDeadline(reason), String(reason));
-  const cleared = startDeadline(20);
-  cleared.clear();
-  await new Promise((r) => setTimeout(r, 60));
-  // Also the test sanitizer's check: a timer still pending at the test's end fails it.
-  assert.equal(cleared.signal.aborted, false);
 });

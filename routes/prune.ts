@@ -6,13 +6,14 @@ import type { Context } from "hono";
 import { parsePruneRequest, type Pattern } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { encodePruneResponse } from "../contract/prune_response.ts";
+import { startTimeout } from "../contract/timeout.ts";
 import { decodeMsgpack, isMsgpackType } from "../contract/wire.ts";
 import { type Backend, toLayerResponse } from "../prune/backend.ts";
 import { loopTurns } from "../prune/loop_turns.ts";
 import { estimateBytes, prepareRequest } from "../prune/prepare.ts";
 import { isDeadline, type WorkQueue } from "../prune/queue.ts";
 import { runLayers } from "../prune/run_layers.ts";
-import { Presence, RequestClock, startDeadline } from "./deadline.ts";
+import { Presence, RequestClock } from "./deadline.ts";
 import type { Metrics } from "../observe/metrics.ts";
 import { answerBody } from "./answer_body.ts";
 import { type BodyBudget, type BodyHold, readBody } from "./body.ts";
@@ -81,7 +82,9 @@ export function pruneHandler(deps: PruneRouteDeps): (c: Context<AppEnv>) => Prom
       );
     }
     // The deadline runs from the request's start: a body that takes too long to arrive ends with it too.
-    const deadline = deps.deadlineMs > 0 ? startDeadline(deps.deadlineMs) : undefined;
+    const deadline = deps.deadlineMs > 0
+      ? startTimeout(deps.deadlineMs, `the deadline of ${deps.deadlineMs} ms passed`)
+      : undefined;
     const signal = AbortSignal.any(deadline ? [c.req.raw.signal, deadline.signal] : [c.req.raw.signal]);
     const clock = new RequestClock(start);
     clock.arrivingAlone = arrivingAlone;
