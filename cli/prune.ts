@@ -6,8 +6,8 @@
  * Run `deno task prune --help` for the flags.
  */
 import { resolve } from "node:path";
-import { DEFAULT_EXPONENT, type InfoResponse } from "../contract/api.ts";
-import { ZpruneClient, ZpruneError } from "../client/mod.ts";
+import { DEFAULT_EXPONENT } from "../contract/api.ts";
+import { type InfoAnswer, ZpruneClient, ZpruneError } from "../client/mod.ts";
 import { errorChain } from "../contract/errors.ts";
 import {
   checkModelFits,
@@ -113,7 +113,7 @@ function progress(): (label: string, done: number, total: number) => void {
  * Asks the server for GET /v1/info, which needs the token, so that a wrong URL or token fails before any work
  * rather than after the dense evaluation. Throws naming the URL and the cause.
  */
-async function probeServer(client: ZpruneClient): Promise<InfoResponse> {
+async function probeServer(client: ZpruneClient): Promise<InfoAnswer> {
   try {
     return await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   } catch (e) {

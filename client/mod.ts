@@ -14,7 +14,6 @@ import {
   DTYPE_BYTES,
   type HealthResponse,
   HealthResponseSchema,
-  type InfoResponse,
   InfoResponseSchema,
   type PruneRequestInput,
   type PruneResponse,
@@ -30,7 +29,7 @@ import {
   ZpruneError,
 } from "../contract/errors.ts";
 import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
-import type { z } from "zod";
+import { z } from "zod";
 import { decode, zeroMasked } from "../contract/dtype_codec.ts";
 import { startTimeout } from "../contract/timeout.ts";
 
@@ -286,6 +285,22 @@ function parseAnswer<T>(schema: z.ZodType<T>, answer: unknown, path: string, sta
   );
 }
 
+/**
+ * `/v1/info` as this client takes it. Its lists of methods, patterns, dtypes and returns say what the server accepts in
+ * a request. API.md lets a newer server add, not rename, drop or reinterpret: one that accepts a new method (or
+ * pattern, dtype, return) changes nothing this client sends, so names it does not know are kept as strings; the lists
+ * and everything else are still checked. The backend stays one of the contract's: a prune answer naming another is
+ * refused (by the Python client too), so a server cannot add one within version 1.
+ */
+const InfoAnswerSchema = InfoResponseSchema.extend({
+  methods: z.array(z.string()).readonly(),
+  patterns: z.array(z.string()).readonly(),
+  dtypes: z.array(z.string()).readonly(),
+  returns: z.array(z.string()).readonly(),
+});
+/** `GET /v1/info`'s answer, whose lists may name methods, patterns, dtypes and returns this client does not know. */
+export type InfoAnswer = z.infer<typeof InfoAnswerSchema>;
+
 /** `unreachable` (status 0: no HTTP answer) for a fetch that failed, quoting its error and that error's causes. */
 function unreachable(url: string, err: unknown): ZpruneError {
   return new ZpruneError("unreachable", `cannot reach ${url}: ${errorChain(err)}`, { cause: err, status: 0 });
@@ -386,9 +401,12 @@ export class ZpruneClient {
     }
   }
 
-  /** `GET /v1/info`: version, backend, device and limits. */
-  async info(options: { signal?: AbortSignal } = {}): Promise<InfoResponse> {
-    return parseAnswer(InfoResponseSchema, await this.#getJson("/v1/info", options.signal), "/v1/info", 200);
+  /**
+   * `GET /v1/info`: version, backend, device, limits, and the methods, patterns, dtypes and returns the server accepts,
+   * those this client does not know yet included (as the Python client returns them).
+   */
+  async info(options: { signal?: AbortSignal } = {}): Promise<InfoAnswer> {
+    return parseAnswer(InfoAnswerSchema, await this.#getJson("/v1/info", options.signal), "/v1/info", 200);
   }
 
   /** `GET /healthz`. */

@@ -360,6 +360,59 @@ Deno.test("info() and health(): a non-JSON or out-of-contract answer is invalid_
   });
 });
 
+/** A `/v1/info` answer of API.md's fields, as a server of this version writes it. */
+const INFO = {
+  name: "zprune",
+  version: "0.1.0",
+  apiVersion: 1,
+  backend: "cpu",
+  device: "stub",
+  limits: {
+    maxBodyBytes: 1 << 30,
+    maxLayerElements: 1 << 28,
+    maxQueue: 64,
+    memoryBudgetBytes: 1 << 30,
+    msgpack: { maxDepth: 32, maxValues: 1 << 20 },
+    maxLayers: 4096,
+    maxNameLength: 1024,
+    maxM: 9999,
+    exponent: { min: 0, max: 64 },
+    maxShapeDims: 8,
+  },
+  methods: ["zpruner", "wanda", "ria", "magnitude"],
+  patterns: ["layer", "row", "N:M"],
+  dtypes: ["f32", "f16", "bf16"],
+  returns: ["mask", "weight", "score"],
+};
+
+Deno.test("info(): the methods, patterns, dtypes and returns a newer server adds are kept as sent", async () => {
+  // A newer server that accepts more in a request: what it lists is answered as sent, new names and fields included.
+  const newer = {
+    ...INFO,
+    methods: [...INFO.methods, "sparsegpt"],
+    patterns: [...INFO.patterns, "N:M:K"],
+    dtypes: [...INFO.dtypes, "f8e4m3"],
+    returns: [...INFO.returns, "grad"],
+    features: ["streaming"],
+  };
+  await withServer(() => Response.json(newer), async (url) => {
+    assert.deepEqual(await new ZpruneClient({ url, retries: 0 }).info(), newer);
+  });
+  // Not a list of names, a list without strings, a list or field missing, a backend the contract does not name.
+  const broken: [Record<string, unknown>, RegExp][] = [
+    [{ ...INFO, methods: "zpruner" }, /: methods: /],
+    [{ ...INFO, dtypes: ["f32", 16] }, /: dtypes\.1: /],
+    [{ ...INFO, returns: undefined }, /: returns: /],
+    [{ ...INFO, limits: { ...INFO.limits, maxQueue: -1 } }, /: limits\.maxQueue: /],
+    [{ ...INFO, backend: "tpu" }, /: backend: /],
+  ];
+  for (const [body, message] of broken) {
+    await withServer(() => Response.json(body), async (url) => {
+      await rejectsInvalid(new ZpruneClient({ url, retries: 0 }).info(), message);
+    });
+  }
+});
+
 Deno.test("pruneLayers(): a code the client does not know is kept as the server sent it", async () => {
   const cases = [
     [{ error: { code: "layer_too_big", message: "m" } }, 422, "layer_too_big"],
