@@ -55,8 +55,8 @@ export interface ClientOptions {
    */
   timeoutMs?: number;
   /**
-   * Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer: an integer, or Infinity
-   * (default 4).
+   * Retries after a 429 or 503 answer, or a connection refused, reset or lost mid-answer (no other failure: an
+   * unknown host or a certificate refused fails at once): an integer, or Infinity (default 4).
    */
   retries?: number;
   /** First backoff delay in milliseconds, doubled each retry, with full jitter (default 200). */
@@ -301,6 +301,50 @@ const InfoAnswerSchema = InfoResponseSchema.extend({
 /** `GET /v1/info`'s answer, whose lists may name methods, patterns, dtypes and returns this client does not know. */
 export type InfoAnswer = z.infer<typeof InfoAnswerSchema>;
 
+/**
+ * Error codes of a connection refused, reset, aborted or closed before the whole answer came, as Node (`ECONN*`,
+ * undici's `UND_ERR_SOCKET`) and Bun (older ones: `ConnectionRefused`, `ConnectionClosed`) name them.
+ */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "UND_ERR_SOCKET",
+  "ConnectionRefused",
+  "ConnectionClosed",
+]);
+
+/**
+ * The same in an error's message, which is all Deno gives ("tcp connect error: Connection refused (os error 111)",
+ * "connection closed before message completed", "error reading a body from connection"; Windows says "actively
+ * refused" and "forcibly closed").
+ */
+const TRANSIENT_MESSAGE =
+  /connection (refused|reset|closed|abort)|actively refused|forcibly closed|broken pipe|error reading a body/i;
+
+/**
+ * Whether fetch's error, or one of its causes, is a connection refused, reset, aborted or lost mid-answer: what a
+ * server restarting looks like, worth another try, as the Python client retries its ConnectionError and IncompleteRead.
+ * Nothing else is: an unknown host, a certificate refused, a peer that does not speak HTTP would fail the same way
+ * again, and a connect timeout has already waited; nor is a browser's bare "Failed to fetch", which says nothing.
+ */
+function isTransient(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  const queue = [err];
+  // A cause chain may loop back; Node gives an AggregateError of each address it tried.
+  while (queue.length > 0) {
+    const e = queue.shift();
+    if (seen.has(e) || typeof e !== "object" || e === null) continue;
+    seen.add(e);
+    const { code, message, cause, errors } = e as Record<string, unknown>;
+    if (typeof code === "string" && TRANSIENT_CODES.has(code)) return true;
+    if (typeof message === "string" && TRANSIENT_MESSAGE.test(message)) return true;
+    queue.push(cause, ...(Array.isArray(errors) ? errors : []));
+  }
+  return false;
+}
+
 /** `unreachable` (status 0: no HTTP answer) for a fetch that failed, quoting its error and that error's causes. */
 function unreachable(url: string, err: unknown): ZpruneError {
   return new ZpruneError("unreachable", `cannot reach ${url}: ${errorChain(err)}`, { cause: err, status: 0 });
@@ -362,8 +406,10 @@ export class ZpruneClient {
    * array. Throws `ZpruneError` with the server's code, `invalid_response` for an answer that breaks the contract
    * (layers not the request's in number, order, names and shapes, a mask or returned tensor of another size, a
    * returned weight not in the request's dtype or score not in f32, or a tensor `return` asked for missing),
-   * `unreachable` for a connection that failed every try, or the abort reason (a `TimeoutError` after `timeoutMs`,
-   * or the signal's reason at once when it is aborted already). Fields a newer server adds are kept in the answer.
+   * `unreachable` when no answer came (after every try for a connection refused, reset or lost mid-answer; at once
+   * for an unknown host, a certificate refused or a peer that does not speak HTTP), or the abort reason (a
+   * `TimeoutError` after `timeoutMs`, or the signal's reason at once when it is aborted already). Fields a newer server
+   * adds are kept in the answer.
    * A layer name with a lone surrogate, which UTF-8 cannot carry, is a `TypeError` before anything is sent.
    */
   async pruneLayers(request: PruneRequestInput, options: { signal?: AbortSignal } = {}): Promise<PruneResponse> {
@@ -480,13 +526,13 @@ export class ZpruneClient {
       } catch (err) {
         if (err instanceof ZpruneError) throw err;
         if (attemptSignal.aborted) throw attemptSignal.reason ?? err;
-        // A refused or reset connection, before or during the answer: the server may be restarting, so it is
-        // worth another try. Once the tries are spent it is `unreachable`, as in the Python client: fetch's own
-        // error (a TypeError in Deno, Bun, Node and browsers), whose cause says why ("Connection refused"), is kept
-        // as the cause and quoted. Anything else (a custom fetch's bug, memory) is thrown at once, as it is: another
-        // try would meet it again.
+        // fetch fails with a TypeError (in Deno, Bun, Node and browsers) whose causes say why: `unreachable`, as in
+        // the Python client, with that error kept as its cause and quoted. Anything else (a custom fetch's bug,
+        // memory) is thrown at once, as it is: another try would meet it again.
         if (!(err instanceof TypeError)) throw err;
-        if (attempt >= o.retries) throw unreachable(this.url, err);
+        // Only a connection refused, reset or lost mid-answer is retried: the server may be restarting. An unknown
+        // host or a certificate refused is `unreachable` at once.
+        if (!isTransient(err) || attempt >= o.retries) throw unreachable(this.url, err);
         timeout.clear();
         await o.sleep(this.#backoff(attempt), signal);
         continue;

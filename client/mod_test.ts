@@ -643,6 +643,107 @@ Deno.test("pruneLayers(): a custom fetch's own error is thrown at once, not retr
   assert.equal(calls, 4);
 });
 
+/** A client whose every fetch fails with `error`, and the number of tries it made. */
+function failingClient(error: unknown, retries = 2): { client: ZpruneClient; calls: () => number } {
+  let calls = 0;
+  const client = new ZpruneClient({
+    url: "http://127.0.0.1:9",
+    retries,
+    sleep: () => Promise.resolve(),
+    fetch: () => (calls++, Promise.reject(error)),
+  });
+  return { client, calls: () => calls };
+}
+
+/** An error with a `code`, as Node's and Bun's network errors carry one. */
+const coded = <E extends Error>(e: E, code: string): E => Object.assign(e, { code });
+/** fetch's error in Deno: its cause's message says why. */
+const inDeno = (why: string) => new TypeError("fetch failed", { cause: new Error(why) });
+/** fetch's error in Node (undici): its cause's code says why. */
+const inNode = (why: string, code: string) => new TypeError("fetch failed", { cause: coded(new Error(why), code) });
+/** Node's error for a connection refused at `address`. */
+const refusedAt = (address: string) => coded(new Error(`connect ECONNREFUSED ${address}`), "ECONNREFUSED");
+/** fetch's error in Bun: its own code says why. */
+const inBun = (why: string, code: string) => coded(new TypeError(why), code);
+
+Deno.test("pruneLayers(): only a connection refused, reset or lost mid-answer is retried, in any runtime", async () => {
+  // As each runtime's fetch fails (seen in Deno 2.9, Bun 1 and Node 20): a restarting server, worth another try ...
+  const transient: [string, unknown][] = [
+    ["Deno, refused", inDeno("client error (Connect): tcp connect error: Connection refused (os error 111)")],
+    ["Deno, reset", inDeno("client error (Connect): tcp connect error: Connection reset by peer (os error 104)")],
+    ["Deno, closed", inDeno("client error (SendRequest): connection closed before message completed")],
+    ["Deno, mid-answer", new TypeError("error reading a body from connection")],
+    ["Node, refused", inNode("connect ECONNREFUSED 127.0.0.1:9", "ECONNREFUSED")],
+    // Node's happy eyeballs: one error per address, in an AggregateError.
+    ["Node, each refused", new TypeError("fetch failed", { cause: new AggregateError([refusedAt("::1:9")]) })],
+    [
+      "Node, mid-answer",
+      new TypeError("terminated", { cause: coded(new Error("other side closed"), "UND_ERR_SOCKET") }),
+    ],
+    ["Bun, refused", inBun("Unable to connect. Is the computer able to access the url?", "ECONNREFUSED")],
+    ["Bun, reset", inBun("The socket connection was closed unexpectedly", "ECONNRESET")],
+  ];
+  // ... and what another try would meet again: an unknown host, a certificate refused, a peer that does not speak
+  // HTTP, a connect timeout that already waited, a browser's error that says nothing.
+  const lasting: [string, unknown][] = [
+    ["Deno, unknown host", inDeno("dns error: failed to lookup address information: Name or service not known")],
+    ["Deno, certificate", inDeno("client error (Connect): invalid peer certificate: UnknownIssuer")],
+    ["Deno, TLS to plain HTTP", inDeno("client error (Connect): tls handshake eof")],
+    ["Deno, not HTTP", inDeno("client error (SendRequest): invalid HTTP version parsed")],
+    ["Deno, connect timeout", inDeno("tcp connect error: Connection timed out (os error 110)")],
+    ["Node, unknown host", inNode("getaddrinfo ENOTFOUND h.invalid", "ENOTFOUND")],
+    ["Node, certificate", inNode("self-signed certificate", "DEPTH_ZERO_SELF_SIGNED_CERT")],
+    ["Node, connect timeout", inNode("Connect Timeout Error", "UND_ERR_CONNECT_TIMEOUT")],
+    ["Bun, unknown host", inBun("getaddrinfo ENOTFOUND h.invalid", "ENOTFOUND")],
+    ["Bun, certificate", inBun("unable to verify the first certificate", "UNABLE_TO_VERIFY_LEAF_SIGNATURE")],
+    ["Bun, not HTTP", inBun("Malformed_HTTP_Response fetching", "Malformed_HTTP_Response")],
+    ["a browser", new TypeError("Failed to fetch")],
+  ];
+  for (const [cases, tries] of [[transient, 3], [lasting, 1]] as const) {
+    for (const [what, error] of cases) {
+      const { client, calls } = failingClient(error);
+      await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError, `${what}: ${e}`);
+        assert.deepEqual([e.code, e.status, e.cause], ["unreachable", 0, error], what);
+        return true;
+      });
+      assert.equal(calls(), tries, what);
+    }
+  }
+});
+
+Deno.test("pruneLayers(): an unknown host or a certificate refused is unreachable at once, not retried", async () => {
+  let calls = 0;
+  const counted: typeof fetch = (input, init) => (calls++, fetch(input, init));
+  const fails = async (url: string, message: RegExp) => {
+    calls = 0;
+    const client = new ZpruneClient({ url, retries: 2, backoffMs: 1, timeoutMs: 30_000, fetch: counted });
+    await assert.rejects(client.health(), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError, String(e));
+      assert.equal(e.code, "unreachable");
+      assert.match(e.message, message);
+      return true;
+    });
+    assert.equal(calls, 1, url);
+  };
+  // .invalid never resolves (RFC 6761), with or without a resolver.
+  await fails("http://zprune.invalid:8787", /dns|lookup|resolve|ENOTFOUND/i);
+  // A certificate no authority signed (tests/fixtures/tls, made by `openssl req -x509` for localhost and 127.0.0.1).
+  const tls = new URL("../tests/fixtures/tls/", import.meta.url);
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    cert: await Deno.readTextFile(new URL("self_signed.crt", tls)),
+    key: await Deno.readTextFile(new URL("self_signed.key", tls)),
+  }, () => Response.json({ status: "ok", backend: "cpu" }));
+  try {
+    await fails(`https://127.0.0.1:${server.addr.port}`, /certificate/i);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("pruneLayers() aborts a slow request after timeoutMs", async () => {
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));

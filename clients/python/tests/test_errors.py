@@ -161,6 +161,29 @@ def test_unknown_host_is_not_retried() -> None:
     assert waits == []
 
 
+def test_refused_certificate_is_not_retried() -> None:
+    # A certificate no authority signed fails the same way on every try: unreachable at once, as the TypeScript client
+    # answers it (tests/fixtures/tls holds a self-signed one for 127.0.0.1).
+    import ssl
+
+    tls = REPO / "tests" / "fixtures" / "tls"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "self_signed.crt", tls / "self_signed.key")
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = ZpruneClient(f"https://127.0.0.1:{httpd.server_address[1]}", max_retries=3)
+        waits: List[float] = []
+        client.sleep = waits.append
+        err = raises("unreachable", 0, client.health)
+        assert "CERTIFICATE_VERIFY_FAILED" in err.message, err.message
+        assert waits == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_refused_connection_retried_until_the_server_is_up() -> None:
     from conftest import free_port
 
