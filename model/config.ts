@@ -133,11 +133,14 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (raw.quantization_config != null) throw new TypeError("config.json: quantized checkpoints are not supported");
   const dim = size("hidden_size");
   const nHeads = size("num_attention_heads");
-  const nKvHeads = size("num_key_value_heads", nHeads);
+  // Left out, MistralConfig takes 8 and LlamaConfig num_attention_heads; null is num_attention_heads in both.
+  const mistralKv = modelType === "mistral" && !("num_key_value_heads" in raw);
+  const nKvHeads = size("num_key_value_heads", mistralKv ? 8 : nHeads);
   // Grouped-query attention gives each KV head the same number of query heads.
   if (nHeads % nKvHeads !== 0) {
     throw new TypeError(
-      `config.json: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`,
+      `config.json: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}` +
+        (mistralKv ? " (MistralConfig's default, as num_key_value_heads is absent)" : ""),
     );
   }
   // transformers' LlamaConfig and MistralConfig: head_dim, else hidden_size // num_attention_heads (floored: q_proj is

@@ -11,6 +11,9 @@ const BASE = {
   vocab_size: 100,
 };
 
+/** A Mistral config over BASE: its KV heads given, as MistralConfig's default of 8 does not divide BASE's 4 heads. */
+const MISTRAL = { model_type: "mistral", num_key_value_heads: 4 };
+
 /** Llama 3.1's RoPE scaling, as its config.json spells it. */
 const LLAMA3 = {
   rope_type: "llama3",
@@ -54,8 +57,8 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
     [{ rope_scaling: { rope_type: null, factor: 2 } }, /rope_type/],
     [{ rope_scaling: "linear" }, /rope_type/],
-    [{ model_type: "mistral", sliding_window: 0 }, /sliding_window/],
-    [{ model_type: "mistral", sliding_window: "4096" }, /sliding_window/],
+    [{ ...MISTRAL, sliding_window: 0 }, /sliding_window/],
+    [{ ...MISTRAL, sliding_window: "4096" }, /sliding_window/],
     [{ max_position_embeddings: 0 }, /max_position_embeddings must be/],
     [{ max_position_embeddings: 2048.5 }, /max_position_embeddings must be/],
     // Each ran to NaN activations, refused only by the server after the dense evaluation.
@@ -82,7 +85,7 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
 Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoPE scaling it runs", () => {
   const accepted: Record<string, unknown>[] = [
     { model_type: "llama" },
-    { model_type: "mistral", sliding_window: null },
+    { ...MISTRAL, sliding_window: null },
     { hidden_act: "swish" }, // transformers' name for SiLU too
     { hidden_act: null },
     { partial_rotary_factor: 1 },
@@ -97,16 +100,26 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
     assert.equal(cfg.headDim, 16, JSON.stringify(extra));
     assert.equal(cfg.slidingWindow, undefined, JSON.stringify(extra));
   }
-  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 512 }).slidingWindow, 512);
+  assert.equal(parseConfig({ ...BASE, ...MISTRAL, sliding_window: 512 }).slidingWindow, 512);
   // transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
-  assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).slidingWindow, 4096);
-  assert.equal(parseConfig({ ...BASE, model_type: "mistral", sliding_window: 4096.0 }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, ...MISTRAL }).slidingWindow, 4096);
+  assert.equal(parseConfig({ ...BASE, ...MISTRAL, sliding_window: 4096.0 }).slidingWindow, 4096);
   assert.equal(parseConfig({ ...BASE, model_type: "llama", sliding_window: 512 }).slidingWindow, undefined);
   assert.equal(parseConfig({ ...BASE, max_position_embeddings: 4096 }).maxPositions, 4096);
   // Left out: transformers' LlamaConfig default, or MistralConfig's; null leaves windows unbounded.
   assert.equal(parseConfig(BASE).maxPositions, 2048);
   assert.equal(parseConfig({ ...BASE, model_type: "llama" }).maxPositions, 2048);
-  assert.equal(parseConfig({ ...BASE, model_type: "mistral" }).maxPositions, 131072);
+  assert.equal(parseConfig({ ...BASE, ...MISTRAL }).maxPositions, 131072);
+  // num_key_value_heads left out: MistralConfig's 8, LlamaConfig's num_attention_heads; null: num_attention_heads.
+  const heads32 = { ...BASE, hidden_size: 256, num_attention_heads: 32 };
+  assert.equal(parseConfig({ ...heads32, model_type: "mistral" }).nKvHeads, 8);
+  assert.equal(parseConfig({ ...heads32, model_type: "mistral", num_key_value_heads: null }).nKvHeads, 32);
+  assert.equal(parseConfig({ ...heads32, model_type: "llama" }).nKvHeads, 32);
+  assert.equal(parseConfig(heads32).nKvHeads, 32);
+  assert.throws(
+    () => parseConfig({ ...BASE, model_type: "mistral" }),
+    /num_attention_heads 4 is not a multiple of num_key_value_heads 8 \(MistralConfig's default/,
+  );
   assert.equal(parseConfig({ ...BASE, max_position_embeddings: null }).maxPositions, undefined);
   assert.equal(parseConfig({ ...BASE, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
   const llama3 = { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };

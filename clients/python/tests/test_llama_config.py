@@ -24,6 +24,8 @@ BASE: Dict[str, Any] = {
     "num_hidden_layers": 2,
     "vocab_size": 100,
 }
+#: A Mistral config over BASE: its KV heads given, as MistralConfig's default of 8 does not divide BASE's 4 heads.
+MISTRAL: Dict[str, Any] = {"model_type": "mistral", "num_key_value_heads": 4}
 
 REFUSED = [
     ({"hidden_act": "gelu_pytorch_tanh"}, "hidden_act"),
@@ -41,7 +43,7 @@ REFUSED = [
     ({"quantization_config": {"quant_method": "gptq", "bits": 4}}, "quantized"),
     ({"rope_scaling": {"rope_type": None, "factor": 2.0}}, "rope_type"),
     ({"rope_scaling": "linear"}, "rope_type"),
-    ({"model_type": "mistral", "sliding_window": 0}, "sliding_window"),
+    ({**MISTRAL, "sliding_window": 0}, "sliding_window"),
     ({"num_key_value_heads": 3}, "num_key_value_heads"),
     ({"head_dim": 15}, "head_dim"),
     # NaN rotations or norms; a theta of 0 was silently taken for 10000.
@@ -67,7 +69,7 @@ def test_from_dict_accepts_the_spellings_of_the_same_forward_pass() -> None:
         {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False},
         {"hidden_act": "swish"},
         {"model_type": "llama", "partial_rotary_factor": 1},
-        {"model_type": "mistral", "sliding_window": None},
+        {**MISTRAL, "sliding_window": None},
         {"rope_scaling": {"rope_type": "default"}},
         {"rope_parameters": {"rope_theta": 5e5, "rope_type": "default"}},
         {"quantization_config": None},
@@ -80,13 +82,13 @@ def test_from_dict_accepts_the_spellings_of_the_same_forward_pass() -> None:
 
 
 def test_sliding_window_bounds_the_window_length() -> None:
-    cfg = LlamaConfig.from_dict({**BASE, "model_type": "mistral", "sliding_window": 64})
+    cfg = LlamaConfig.from_dict({**BASE, **MISTRAL, "sliding_window": 64})
     cfg.check_window(64)  # up to the window, full causal attention is what the window computes
     with pytest.raises(ValueError, match="65 tokens.*sliding_window of 64"):
         cfg.check_window(65)
     # transformers' MistralConfig defaults the window to 4096; LlamaConfig has none, whatever the file says.
-    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral"}).sliding_window == 4096
-    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral", "sliding_window": 4096.0}).sliding_window == 4096
+    assert LlamaConfig.from_dict({**BASE, **MISTRAL}).sliding_window == 4096
+    assert LlamaConfig.from_dict({**BASE, **MISTRAL, "sliding_window": 4096.0}).sliding_window == 4096
     assert LlamaConfig.from_dict({**BASE, "model_type": "llama", "sliding_window": 64}).sliding_window is None
 
 
@@ -102,7 +104,7 @@ def test_max_position_embeddings_bounds_the_window_length() -> None:
     with pytest.raises(ValueError, match="2049 tokens.*max_position_embeddings of 2048"):
         default.check_window(2049)
     assert LlamaConfig.from_dict({**BASE, "model_type": "llama"}).max_position_embeddings == 2048
-    assert LlamaConfig.from_dict({**BASE, "model_type": "mistral"}).max_position_embeddings == 131072
+    assert LlamaConfig.from_dict({**BASE, **MISTRAL}).max_position_embeddings == 131072
     for bad in (0, 2048.5, "2048"):
         with pytest.raises(ValueError, match="max_position_embeddings must be a positive integer"):
             LlamaConfig.from_dict({**BASE, "max_position_embeddings": bad})
@@ -343,3 +345,15 @@ def test_load_llama_matches_transformers_on_fixture_checkpoints(name: str) -> No
         logits = model(ids[:1])[0]
     assert float((logits.double() - torch.tensor(want["logits"], dtype=torch.float64)).abs().max()) < 1e-4
     assert perplexity(model, ids) == pytest.approx(want["ppl"], rel=1e-5)
+
+
+def test_num_key_value_heads_defaults_as_in_transformers() -> None:
+    # Left out: MistralConfig's 8, LlamaConfig's num_attention_heads; null: num_attention_heads in both.
+    heads32 = {**BASE, "hidden_size": 256, "num_attention_heads": 32}
+    assert LlamaConfig.from_dict({**heads32, "model_type": "mistral"}).num_key_value_heads == 8
+    null = LlamaConfig.from_dict({**heads32, "model_type": "mistral", "num_key_value_heads": None})
+    assert null.num_key_value_heads == 32
+    assert LlamaConfig.from_dict({**heads32, "model_type": "llama"}).num_key_value_heads == 32
+    assert LlamaConfig.from_dict(heads32).num_key_value_heads == 32
+    with pytest.raises(ValueError, match=r"not a multiple of num_key_value_heads 8 \(MistralConfig's default"):
+        LlamaConfig.from_dict({**BASE, "model_type": "mistral"})

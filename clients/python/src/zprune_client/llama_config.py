@@ -187,10 +187,13 @@ class LlamaConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 <= eps < math.inf):
             raise ValueError(f"config.json: rms_norm_eps must be a number of at least 0, got {eps!r}")
         heads = _positive_int(cfg, "num_attention_heads")
-        kv_heads = _positive_int(cfg, "num_key_value_heads", heads)
+        # Left out, MistralConfig takes 8 and LlamaConfig num_attention_heads; null is num_attention_heads in both.
+        mistral_kv = model_type == "mistral" and "num_key_value_heads" not in cfg
+        kv_heads = _positive_int(cfg, "num_key_value_heads", 8 if mistral_kv else heads)
         if heads % kv_heads != 0:
             raise ValueError(
                 f"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+                + (" (MistralConfig's default, as num_key_value_heads is absent)" if mistral_kv else "")
             )
         hidden = _positive_int(cfg, "hidden_size")
         head_dim = _positive_int(cfg, "head_dim", hidden // heads)
