@@ -7,13 +7,17 @@ import { colReduce } from "./col_reduce.ts";
 import { colStats } from "./col_stats.ts";
 import { rowStats } from "./row_stats.ts";
 
-/** Records `def` over `buffers` (uniforms appended) into `enc`; returns the uniform buffer, for the caller to free. */
+/**
+ * Records `def` over `buffers` (uniforms appended) into `enc`, on its descriptor's grid or on `grid` (a test's larger
+ * one); returns the uniform buffer, for the caller to free.
+ */
 export function dispatchKernel<U extends string>(
   device: GPUDevice,
   enc: GPUCommandEncoder,
   def: KernelDef<U>,
   buffers: GPUBuffer[],
   u: Readonly<Record<U, number>>,
+  grid?: readonly [number, number],
 ): GPUBuffer {
   const data = packUniforms(def, u);
   const ub = device.createBuffer({
@@ -32,7 +36,7 @@ export function dispatchKernel<U extends string>(
   const pass = enc.beginComputePass({ label: def.name });
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(...flattenWorkgroups(def.workgroups(u)));
+  pass.dispatchWorkgroups(...(grid ?? flattenWorkgroups(def.workgroups(u))));
   pass.end();
   return ub;
 }
