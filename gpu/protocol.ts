@@ -5,11 +5,18 @@ import type { EngineOptions } from "./engine.ts";
 
 /** Main thread to worker. */
 export type ToWorker =
-  | { type: "init"; opts: EngineOptions }
+  /**
+   * `lifeline` is one end of a channel whose other end the main thread watches: the worker holds it for as long as it
+   * runs, so that its thread ending (`self.close()`, an uncaught error) closes the channel, which Deno's Worker, having
+   * no exit event, would not tell.
+   */
+  | { type: "init"; opts: EngineOptions; lifeline: MessagePort }
   | { type: "prune"; id: number; params: PruneParams; layer: LayerJob }
   | { type: "close" }
   /** Destroys the device now (a real device loss, for tests of the recovery path). */
-  | { type: "lose-device" };
+  | { type: "lose-device" }
+  /** Ends the worker's thread now, with no error and no answer (as `self.close()` would), for tests. */
+  | { type: "exit" };
 
 /** Worker to main thread. */
 export type FromWorker =

@@ -4,7 +4,7 @@
  * Calls to `prune()` are queued here and handed to the worker one at a time, so when the device fails only the
  * layer in flight is answered `unavailable`; the worker is then replaced by a fresh one (new device) before the
  * next layer, and nothing queued is lost. A watchdog bounds every layer's time on the GPU, so a hung driver cannot
- * hang a request either.
+ * hang a request either, and a lifeline (`lifelineChannel`) tells at once of a worker that ended with no error.
  *
  * @example
  * const gpu = await createWebGpuBackend({ allowFallback: false });
@@ -17,6 +17,7 @@ import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backe
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pinDriver, preferVulkan } from "./driver_lifetime.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
+import { MessageChannel as NodeMessageChannel, type MessagePort as NodeMessagePort } from "node:worker_threads";
 
 /** Options of `createWebGpuBackend`. */
 export interface WebGpuBackendOptions {
@@ -50,10 +51,21 @@ interface Pending {
   onAbort?: () => void;
 }
 
-/** A started worker and its device description. */
+/** What a started worker did after it said ready and before the backend took it over, in order (see `Started`). */
+type Early = { kind: "message"; msg: FromWorker } | { kind: "error"; message: string } | { kind: "exit" };
+
+/** A started worker, its device description and its lifeline (see `ToWorker`'s init). */
 interface Started {
   worker: Worker;
   device: string;
+  lifeline: NodeMessagePort;
+  /**
+   * Messages, errors and its exit that came between "ready" and the backend's own handlers (a promise chain runs in
+   * between, and Deno delivers a worker's messages between its steps): kept for the backend to act on, not lost.
+   */
+  early: Early[];
+  /** Removes the start's listener from `lifeline`. */
+  detach: () => void;
 }
 
 /** Longest a worker's start-up (adapter, device, kernel compilation) may take. */
@@ -66,11 +78,29 @@ const START_TIMEOUT_MS = 60_000;
  */
 export const RECOVER_INTERVAL_MS = 1_000;
 
+/**
+ * A channel whose end `lifeline` the main thread keeps, and whose other end the worker holds while it runs. Deno's
+ * Worker has no exit event (the web's has none: whatwg/html#5869; denoland/deno#14327 was declined for that reason),
+ * and a worker that ends without an uncaught error (`self.close()`, `Deno.exit()` in it) fires none, while messages
+ * posted to it are dropped without a word. Node's MessagePort emits "close" once either end is gone, which Deno's
+ * node:worker_threads does when the worker's thread ends and its end with it (the web MessagePort's close event,
+ * denoland/deno#21964, is not in Deno 2.9). Unref'd: it must not keep the process alive.
+ */
+function lifelineChannel(): { lifeline: NodeMessagePort; workerEnd: MessagePort } {
+  const { port1, port2 } = new NodeMessageChannel();
+  port1.start(); // the close event comes from the port's receive loop, which start() begins
+  port1.unref();
+  return { lifeline: port1, workerEnd: port2 as unknown as MessagePort };
+}
+
 /** Spawns a worker, opens its device; null when there is no (acceptable) adapter; throws when the device fails. */
 async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> {
   const url = opts.workerUrl ?? new URL("./worker.ts", import.meta.url);
   const worker = new Worker(String(url), { type: "module", name: "zprune-webgpu" });
+  const { lifeline, workerEnd } = lifelineChannel();
+  const early: Early[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let exited: (() => void) | undefined;
   try {
     const reply = await new Promise<FromWorker>((resolve, reject) => {
       worker.onmessage = (e: MessageEvent<FromWorker>) => resolve(e.data);
@@ -78,6 +108,8 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
         e.preventDefault();
         reject(new Error(e.message));
       };
+      exited = () => reject(new Error("the WebGPU worker exited while it started"));
+      lifeline.on("close", exited);
       timer = setTimeout(
         () => reject(new Error(`WebGPU worker did not start within ${START_TIMEOUT_MS} ms`)),
         START_TIMEOUT_MS,
@@ -89,18 +121,32 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
           maxTileBytes: opts.maxTileBytes,
           maxBindingBytes: opts.maxBindingBytes,
         },
+        lifeline: workerEnd,
       };
-      worker.postMessage(msg);
+      worker.postMessage(msg, [workerEnd]);
     });
-    if (reply.type === "ready") return { worker, device: reply.device };
+    if (reply.type === "ready") {
+      // Until the backend's handlers replace these, what the worker says or does is kept, in order.
+      worker.onmessage = (e: MessageEvent<FromWorker>) => void early.push({ kind: "message", msg: e.data });
+      worker.onerror = (e) => {
+        e.preventDefault();
+        early.push({ kind: "error", message: e.message });
+      };
+      const onExit = () => void early.push({ kind: "exit" });
+      lifeline.off("close", exited!);
+      lifeline.on("close", onExit);
+      return { worker, device: reply.device, lifeline, early, detach: () => lifeline.off("close", onExit) };
+    }
     // A device lost while the kernels compile is a failed start, not "no adapter" (which `auto` answers silently).
     if (reply.type === "broken" || reply.type === "lost") {
       throw new ZpruneError("unavailable", `WebGPU backend failed to start: ${reply.message}`);
     }
     if (reply.type !== "none") throw new Error(`WebGPU worker answered ${reply.type} before it started`);
+    lifeline.close();
     worker.terminate();
     return null;
   } catch (err) {
+    lifeline.close();
     worker.terminate();
     throw err;
   } finally {
@@ -159,8 +205,19 @@ export class WebGpuBackend implements Backend {
   readonly kind = "webgpu" as const;
   #device: string;
   readonly #opts: WebGpuBackendOptions;
-  #worker: Worker | null;
-  #starting: Promise<Worker> | null = null;
+  #worker: Worker | null = null;
+  /** The current worker's lifeline (see `lifelineChannel`). */
+  #lifeline: NodeMessagePort | null = null;
+  /**
+   * Whether the current worker has answered a layer, or is the first one (no failure came before it). A replacement
+   * that fails before it answers one is a failed start, as one that fails while it starts: the queue is answered at
+   * once rather than one layer per fresh worker, on a device that is likely gone.
+   */
+  #proven = false;
+  /** Why the last worker was retired, while no other has replaced it (see `unavailable`). */
+  #lostWhy = "";
+  /** A start in progress; it never rejects (a failure answers the queue). */
+  #starting: Promise<void> | null = null;
   #queue: Pending[] = [];
   #inFlight: Pending | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -179,8 +236,7 @@ export class WebGpuBackend implements Backend {
   constructor(first: Started, opts: WebGpuBackendOptions) {
     this.#device = first.device;
     this.#opts = opts;
-    this.#worker = first.worker;
-    this.#attach(first.worker);
+    this.#adopt(first, true);
   }
 
   /**
@@ -218,29 +274,41 @@ export class WebGpuBackend implements Backend {
     return this.#device;
   }
 
-  /** Why the last restart failed, while no worker has started since; null otherwise. */
+  /**
+   * Why no layer can be computed now, null while a worker (with its device) is ready: from the moment a device or
+   * worker is found lost until a fresh worker has started (the last restart's failure, while that is why), and once
+   * closed. A layer that comes meanwhile waits for the restart, or is answered 503 if it fails.
+   */
   get unavailable(): string | null {
-    return this.#startFailure;
+    if (this.#closed) return "the WebGPU backend is closed";
+    if (this.#worker) return null;
+    if (this.#startFailure !== null) return this.#startFailure;
+    return this.#starting
+      ? `${this.#lostWhy}; a fresh worker is starting`
+      : `${this.#lostWhy}; a fresh worker starts with the next layer`;
   }
 
   /**
-   * After a failed restart, tries another start (one at a time) without waiting for a layer to ask: a server a
-   * health check took out of rotation gets no layers, and must still be seen to recover. A no-op otherwise, and
-   * within RECOVER_INTERVAL_MS of the last start it began.
+   * While no worker is ready (a device lost, a restart that failed), starts one (one at a time) without waiting for a
+   * layer to ask: a server a health check took out of rotation gets no layers, and must still be seen to recover. A
+   * no-op otherwise, and within RECOVER_INTERVAL_MS of the last start it began.
    */
   recover(): void {
-    if (this.#startFailure === null || this.#worker || this.#starting || this.#closed) return;
+    if (this.#worker || this.#starting || this.#closed) return;
     const now = performance.now();
     if (now - this.#lastRecover < RECOVER_INTERVAL_MS) return;
     this.#lastRecover = now;
-    this.#ensureWorker().then(() => this.#pump(), (err) => {
-      this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
-    });
+    this.#restart();
   }
 
   /** Destroys the current device (a real device loss) to exercise recovery; for tests only. */
   simulateDeviceLoss(): void {
     this.#worker?.postMessage({ type: "lose-device" } satisfies ToWorker);
+  }
+
+  /** Ends the current worker's thread with no error event (as `self.close()` in it would); for tests only. */
+  simulateWorkerExit(): void {
+    this.#worker?.postMessage({ type: "exit" } satisfies ToWorker);
   }
 
   /** Layers computed on the exact CPU path (float32 could not give the CPU backend's masks; too large for the GPU). */
@@ -273,8 +341,11 @@ export class WebGpuBackend implements Backend {
     this.#handedBack.clear();
     clearTimeout(this.#timer);
     await this.#cpu?.close();
-    const w = this.#worker ?? await this.#starting?.catch(() => null) ?? null;
-    this.#worker = null;
+    await this.#starting; // a worker that starts now is terminated as it comes (#restart)
+    const w = this.#worker;
+    const lifeline = this.#lifeline;
+    this.#worker = null; // its lifeline closing (the worker ends itself below) is then no failure
+    this.#lifeline = null;
     if (!w) return;
     this.#deviceReleased = await new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), 2000);
@@ -287,14 +358,37 @@ export class WebGpuBackend implements Backend {
       w.postMessage({ type: "close" } satisfies ToWorker);
     });
     w.terminate();
+    lifeline?.close();
   }
 
-  #attach(w: Worker): void {
+  /**
+   * Makes a started worker the current one: the backend's handlers replace the start's, and what the worker did in
+   * between (`Started.early`) is acted on now, in order. `proven`: see `#proven`.
+   */
+  #adopt(s: Started, proven: boolean): void {
+    const w = s.worker;
+    this.#worker = w;
+    this.#lifeline = s.lifeline;
+    this.#proven = proven;
+    this.#device = s.device;
+    this.#startFailure = null;
     w.onmessage = (e: MessageEvent<FromWorker>) => this.#onMessage(w, e.data);
     w.onerror = (e) => {
       e.preventDefault();
       this.#fail(w, `WebGPU worker crashed: ${e.message}`);
     };
+    // A turn later: messages the worker posted before it ended may still be on their way, and an answer among them is
+    // then delivered rather than failed. A worker the backend let go itself (retired, closed) is no news.
+    const exited = () => {
+      if (w === this.#worker) setTimeout(() => this.#fail(w, "WebGPU worker exited"), 0);
+    };
+    s.detach();
+    s.lifeline.once("close", exited);
+    for (const e of s.early.splice(0)) {
+      if (e.kind === "message") this.#onMessage(w, e.msg);
+      else if (e.kind === "error") this.#fail(w, `WebGPU worker crashed: ${e.message}`);
+      else exited();
+    }
   }
 
   #onMessage(w: Worker, msg: FromWorker): void {
@@ -305,12 +399,13 @@ export class WebGpuBackend implements Backend {
     if (!job || job.id !== msg.id) return;
     clearTimeout(this.#timer);
     this.#inFlight = null;
+    this.#proven = true;
     if (msg.type === "done") this.#settle(job, null, msg.output);
     else if (msg.type === "exact") this.#onExact(job, msg.layer, msg.why);
     else {
       this.#settle(job, new ZpruneError(msg.code, msg.message));
       // A device-level failure leaves the device suspect: replace the worker before the next layer.
-      if (msg.code === "unavailable") this.#retire(w);
+      if (msg.code === "unavailable") this.#retire(w, msg.message);
     }
     this.#pump();
   }
@@ -343,20 +438,38 @@ export class WebGpuBackend implements Backend {
     );
   }
 
-  /** The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue. */
-  #fail(w: Worker, message: string): void {
+  /**
+   * The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue; or,
+   * for a replacement that never answered a layer (see `#proven`), answer the queue too. `hung`: the watchdog's, which
+   * blames the layer, not the device.
+   */
+  #fail(w: Worker, message: string, hung = false): void {
     if (w !== this.#worker) return;
     clearTimeout(this.#timer);
     const job = this.#inFlight;
     this.#inFlight = null;
-    this.#retire(w);
+    const failedStart = !this.#proven && !hung;
+    this.#retire(w, message);
+    if (failedStart) {
+      const err = new ZpruneError(
+        "unavailable",
+        `WebGPU backend cannot restart: its fresh worker failed before it answered a layer: ${message}`,
+      );
+      if (job) this.#settle(job, err);
+      return this.#failQueue(err);
+    }
     if (job) this.#settle(job, new ZpruneError("unavailable", `${message}; the backend is restarting`));
     this.#pump();
   }
 
-  /** Drops a failed worker (and its device); the next layer starts a fresh one. */
-  #retire(w: Worker): void {
-    if (this.#worker === w) this.#worker = null;
+  /** Drops a failed worker (and its device); the next layer, or `recover()`, starts a fresh one. */
+  #retire(w: Worker, why: string): void {
+    if (this.#worker === w) {
+      this.#worker = null;
+      this.#lostWhy = why;
+      this.#lifeline?.close();
+      this.#lifeline = null;
+    }
     w.terminate();
     this.#restarts++;
   }
@@ -377,22 +490,27 @@ export class WebGpuBackend implements Backend {
     else job.resolve(out!);
   }
 
-  /** A live worker, starting a fresh one when the last was retired. */
-  #ensureWorker(): Promise<Worker> {
-    if (this.#worker) return Promise.resolve(this.#worker);
-    return this.#starting ??= startWorker(this.#opts).then((s) => {
+  /**
+   * Starts a worker when none is ready or starting. Once it is ready it is adopted and sent the queue's next layer in
+   * the same step, so that nothing the old or the new worker says can come in between; a failed start answers the
+   * queue.
+   */
+  #restart(): void {
+    if (this.#worker || this.#starting || this.#closed) return;
+    this.#starting = startWorker(this.#opts).then((s) => {
+      this.#starting = null;
       if (!s) throw new Error("no WebGPU adapter is available any more");
       if (this.#closed) {
         s.worker.terminate();
-        throw new Error("closed");
+        s.lifeline.close();
+        return;
       }
-      this.#worker = s.worker;
-      this.#device = s.device;
-      this.#startFailure = null;
-      this.#attach(s.worker);
-      return s.worker;
-    }).finally(() => {
+      this.#adopt(s, false);
+      this.#pump();
+    }).catch((err) => {
       this.#starting = null;
+      if (this.#closed) return;
+      this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
     });
   }
 
@@ -404,28 +522,23 @@ export class WebGpuBackend implements Backend {
     // Nothing that can throw after the post: a posted layer is in flight and watched.
     w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
     this.#inFlight = job;
-    this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
+    this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`, true), ms);
   }
 
-  /** Sends the next queued layer when none is in flight. */
+  /**
+   * Sends the next queued layer when none is in flight, starting a worker when none is ready. Synchronous, on the
+   * worker current now: a step between choosing the worker and posting to it would let a message (its device's
+   * loss) come in between, leaving the layer to a worker already retired.
+   */
   #pump(): void {
-    if (this.#inFlight || this.#closed || this.#queue.length === 0 || this.#starting) return;
-    this.#ensureWorker().then((w) => {
-      if (this.#inFlight || this.#closed) return;
-      if (w !== this.#worker) {
-        // A fresh worker whose device was lost (or that crashed) right after it said ready: #fail retired it while its
-        // start was still settling, and pumped nothing. Posted to, it would answer nothing, and its watchdog, which
-        // ignores a retired worker, would never fire. A failed start, as a loss during warm-up is.
-        return this.#failQueue(
-          new ZpruneError("unavailable", "WebGPU backend cannot restart: its device was lost as it started"),
-        );
-      }
-      const job = this.#queue.shift();
-      if (!job) return;
+    while (!this.#inFlight && !this.#closed && this.#queue.length > 0) {
+      const w = this.#worker;
+      if (!w) return this.#restart();
+      const job = this.#queue.shift()!;
       if (job.signal?.aborted) {
         // Answered, never dropped silently: a caller may hold memory (a work-queue slot) until this call settles.
         this.#settle(job, null);
-        return this.#pump();
+        continue;
       }
       try {
         this.#send(w, job);
@@ -433,11 +546,8 @@ export class WebGpuBackend implements Backend {
         // Not sent (a buffer an earlier call took, a copy that could not be allocated): answer this layer alone
         // and go on, rather than leave it in flight with no watchdog and every later layer behind it.
         this.#settle(job, unsendable(job.layer, err));
-        return this.#pump();
       }
-    }, (err) => {
-      this.#failQueue(new ZpruneError("unavailable", `WebGPU backend cannot restart: ${(err as Error).message}`));
-    });
+    }
   }
 
   /** No device could be opened: answers everything queued now rather than letting it wait. */

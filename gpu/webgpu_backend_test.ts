@@ -14,7 +14,8 @@ import {
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
-import { withPrune } from "../tests/_server.ts";
+import { within, withPrune } from "../tests/_server.ts";
+import { createApp } from "../routes/app.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
@@ -81,8 +82,8 @@ Deno.test("createWebGpuBackend() reports a device lost while starting as a faile
 
 Deno.test("webgpu: a device lost right after a restart answers the queue unavailable, never holds it", async () => {
   // Every worker of this stand-in says ready and then, at once, that its device is lost: the second message arrives
-  // while the restart's promise chain is still settling, after the worker was installed and before the queue's next
-  // layer is posted.
+  // while the restart's promise chain is still settling (kept until the worker is adopted), or just after its first
+  // layer was posted; either way before it answered one, a failed start.
   const workerUrl = new URL("./testdata/lost_after_ready_worker.ts", import.meta.url);
   await withBackend({ workerUrl }, async (b) => {
     b.simulateDeviceLoss(); // the first worker too, if its own loss did not retire it already
@@ -98,9 +99,7 @@ Deno.test("webgpu: a device lost right after a restart answers the queue unavail
 
 Deno.test("webgpu: unavailable names a failed restart until a worker starts again", async () => {
   // The first worker starts for good; once its device is lost, restarts fail (the stand-in's device is lost in
-  // warm-up), and the backend says why (the server's /healthz answers 503 with it). A worker that said ready and
-  // was lost at once would not do: whether its loss arrives before or after the layer is posted to it is a matter of
-  // timing, and after, it is the layer's failure (a restart that worked), not a failed start.
+  // warm-up), and the backend says why (the server's /healthz answers 503 with it).
   const stays = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
   const opts = { allowFallback: true, workerUrl: stays };
   const b = (await createWebGpuBackend(opts))!;
@@ -161,6 +160,141 @@ Deno.test("webgpu: a flood of recover() calls (a /healthz flood) starts at most 
     globalThis.Worker = Original;
     await b.close();
   }
+});
+
+/** Runs `fn` with `globalThis.Worker` recording each worker made (the backend's), and restores it however `fn` ends. */
+async function withWorkersSeen(fn: (made: Worker[]) => Promise<void>): Promise<void> {
+  const Original = globalThis.Worker;
+  const made: Worker[] = [];
+  globalThis.Worker = class extends Original {
+    constructor(url: string | URL, options?: WorkerOptions) {
+      super(url, options);
+      made.push(this);
+    }
+  };
+  try {
+    await fn(made);
+  } finally {
+    globalThis.Worker = Original;
+  }
+}
+
+Deno.test("webgpu: a worker that ends with no error event fails its layer at once and is replaced", async () => {
+  // Deno's Worker has no exit event: before the lifeline, the layer waited for the watchdog, here ten minutes.
+  const workerUrl = new URL("./testdata/exiting_worker.ts", import.meta.url);
+  await withBackend({ workerUrl, jobTimeoutMs: () => 600_000 }, async (b) => {
+    const exits = b.prune(PARAMS, { ...ramp(4, 4), name: "exit-here" }).then(() => "answered", (e) => e);
+    const got = await within(exits, "the answer to a layer whose worker ended", 20_000);
+    assert.ok(isUnavailable(got) && /WebGPU worker exited; the backend is restarting/.test(got.message), String(got));
+    assert.equal(b.restarts, 1);
+    assert.equal((await within(b.prune(PARAMS, ramp(4, 4)), "the next layer", 20_000)).stats.total, 16);
+    assert.equal(b.restarts, 1, "answered by the fresh worker");
+  });
+});
+
+Deno.test("createWebGpuBackend() fails at once when its worker ends while it starts, not after a timeout", async () => {
+  const workerUrl = new URL("./testdata/exiting_worker.ts?at-start", import.meta.url);
+  const started = createWebGpuBackend({ allowFallback: true, workerUrl }).then(() => "started", (e) => e);
+  const got = await within(started, "the failed start", 20_000);
+  assert.ok(got instanceof Error && /exited while it started/.test(got.message), String(got));
+});
+
+Deno.test({
+  name: "webgpu: a worker ended mid-layer (self.close()) is noticed at once; a fresh device answers the next layers",
+  ignore,
+  async fn() {
+    await withBackend({ jobTimeoutMs: () => 600_000 }, async (b) => {
+      const inFlight = b.prune(PARAMS, ramp(300, 301)).then((out) => out, (e) => e);
+      b.simulateWorkerExit();
+      const first = await within(inFlight, "the layer in flight on the worker that ended", 30_000);
+      // Answered before the worker ended (then with the right mask), or unavailable: never waiting for the watchdog.
+      assert.ok(isUnavailable(first) || firstHalfPruned(first.mask, 300 * 301), String(first));
+      for (let i = 0; i < 2; i++) {
+        const out = await within(b.prune(PARAMS, ramp(20, 30)), "a layer after the worker ended", 30_000);
+        assert.ok(firstHalfPruned(out.mask, 600));
+      }
+      assert.equal(b.restarts, 1);
+    });
+  },
+});
+
+Deno.test("webgpu: a loss as a layer is handed over fails that layer at most; the queue waits", async () => {
+  // Deno delivers a worker's messages between the steps of a promise chain (the restart tests above see a loss come
+  // in while a start settles), so the loss may come after prune() queued a layer and before it was posted. The
+  // message is dispatched here at that point, on the worker the backend made: the layers queued behind are not
+  // answered as if a start had failed; they wait for the fresh worker.
+  const workerUrl = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
+  await withWorkersSeen(async (made) => {
+    await withBackend({ workerUrl }, async (b) => {
+      const calls = [0, 1, 2].map((i) => b.prune(PARAMS, ramp(4, 4 + i)).then((o) => o.stats.total, (e) => e));
+      made[0]!.dispatchEvent(new MessageEvent("message", { data: { type: "lost", message: "lost on the way" } }));
+      const answers = await within(Promise.all(calls), "the answers", 20_000);
+      assert.ok(answers[0] === 16 || isUnavailable(answers[0]), `the layer in flight: ${answers[0]}`);
+      assert.deepEqual(answers.slice(1), [20, 24], `the queued layers: ${answers.slice(1).map(String)}`);
+      assert.equal(b.restarts, 1);
+      assert.equal(b.unavailable, null);
+    });
+  });
+});
+
+/** Polls `ok` every 20 ms until it holds or `ms` pass; whether it held. */
+async function eventually(ok: () => boolean | Promise<boolean>, ms = 20_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
+/** GET /healthz of a server on `backend`: its status and its error message, if any. */
+async function health(backend: WebGpuBackend): Promise<{ status: number; message?: string }> {
+  const res = await createApp({ backend, config: { log: false } }).request("/healthz");
+  const body = await res.json();
+  return { status: res.status, message: body.error?.message };
+}
+
+Deno.test("/healthz on the WebGPU backend is 503 at once when every device is gone, with no layer to try", async () => {
+  // The first worker starts for good; once its device is lost, no start gets one (the stand-in's device is lost in
+  // warm-up), as when the GPU is gone. Before, /healthz said 200 until a layer came and its restart failed.
+  const stays = new URL("./testdata/lost_after_ready_worker.ts?stays", import.meta.url);
+  const opts = { allowFallback: true, workerUrl: stays };
+  const b = (await createWebGpuBackend(opts))!;
+  try {
+    assert.equal((await health(b)).status, 200);
+    opts.workerUrl = new URL("./testdata/lost_at_start_worker.ts", import.meta.url);
+    b.simulateDeviceLoss();
+    assert.ok(await eventually(() => b.restarts === 1), "the loss was seen");
+    const lost = await health(b);
+    assert.equal(lost.status, 503);
+    assert.match(lost.message ?? "", /webgpu backend cannot compute: WebGPU device lost: lost on request/);
+    // That check began a start (no layer would), which fails: later checks say why.
+    assert.ok(await eventually(async () => /cannot restart/.test((await health(b)).message ?? "")));
+    const gone = await health(b);
+    assert.equal(gone.status, 503);
+    assert.match(gone.message ?? "", /cannot restart: WebGPU backend failed to start: lost in warm-up/);
+  } finally {
+    await b.close();
+  }
+});
+
+Deno.test({
+  name: "/healthz on the WebGPU backend is 503 from a device's loss until its fresh worker is ready, then 200",
+  ignore,
+  async fn() {
+    await withBackend({}, async (b) => {
+      assert.equal((await health(b)).status, 200);
+      b.simulateDeviceLoss();
+      assert.ok(await eventually(() => b.restarts === 1), "the loss was seen");
+      const lost = await health(b);
+      assert.equal(lost.status, 503);
+      assert.match(lost.message ?? "", /webgpu backend cannot compute: WebGPU device lost/);
+      // No layer comes: the check started a fresh worker, which a later check finds ready.
+      assert.ok(await eventually(async () => (await health(b)).status === 200), "200 again once restarted");
+      assert.equal(b.restarts, 1);
+      assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(9, 7))).mask, 63));
+    });
+  },
 });
 
 Deno.test("webgpu: after a restart, device names the adapter the new worker opened", async () => {

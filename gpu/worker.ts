@@ -15,6 +15,11 @@ interface WorkerScope {
 const scope = self as unknown as WorkerScope;
 
 let engine: GpuEngine | null = null;
+/**
+ * The main thread's lifeline (see protocol.ts), held here for the thread's life: dropped (garbage-collected), it would
+ * close as if this thread had ended.
+ */
+let lifeline: MessagePort | null = null;
 /** Jobs run strictly one after another: each waits for the previous one's promise. */
 let queue: Promise<void> = Promise.resolve();
 
@@ -60,14 +65,18 @@ async function prune(msg: Extract<ToWorker, { type: "prune" }>): Promise<void> {
 
 scope.onmessage = (e) => {
   const msg = e.data;
-  if (msg.type === "init") queue = queue.then(() => init(msg));
-  else if (msg.type === "prune") queue = queue.then(() => prune(msg));
+  if (msg.type === "init") {
+    lifeline = msg.lifeline;
+    queue = queue.then(() => init(msg));
+  } else if (msg.type === "prune") queue = queue.then(() => prune(msg));
   else if (msg.type === "lose-device") engine?.device.destroy(); // not queued: it must hit the job in flight
+  else if (msg.type === "exit") scope.close(); // not queued either
   else if (msg.type === "close") {
     queue = queue.then(() => {
       engine?.destroy();
       engine = null;
       post({ type: "closed" });
+      lifeline?.close();
       scope.close();
     });
   }

@@ -71,8 +71,9 @@ export interface Backend {
    */
   readonly keptBytes?: number;
   /**
-   * Why the backend cannot compute now: its last restart after a failure failed too (a GPU that is gone), so every
-   * layer is answered 503 until a later one restarts it. Null or absent while it can compute, or will try to.
+   * Why the backend cannot compute now: from a failure (a device or worker lost) until its restart has succeeded,
+   * and while the last restart failed too (a GPU that is gone, so every layer is answered 503 until a later one
+   * restarts it). Null or absent while it can compute.
    */
   readonly unavailable?: string | null;
   /** While `unavailable`, tries to restart in the background (a health check asks; no layer may come to). */

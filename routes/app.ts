@@ -226,8 +226,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use("/metrics", auth);
 
   app.get("/healthz", (c) => {
-    // A backend that failed and could not restart answers every layer 503: a health check must say so, so that an
-    // orchestrator replaces the server (whose `auto` start then picks what the host still has).
+    // A backend with no usable device (lost and not yet replaced, or its restart failed too) cannot answer a layer: a
+    // health check must say so, so that an orchestrator replaces the server (whose `auto` start then picks what the
+    // host still has) if it does not come back.
     const why = backend.unavailable;
     if (why) {
       // Out of rotation, the server gets no layer to restart the backend with: the check itself starts a retry,

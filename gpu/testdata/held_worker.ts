@@ -9,10 +9,14 @@ const scope = self as unknown as {
   postMessage(msg: FromWorker): void;
 };
 let held: Extract<ToWorker, { type: "prune" }> | null = null;
+/** Held for this worker's life (see protocol.ts): dropped, it would tell the backend that the worker ended. */
+let _lifeline: MessagePort | null = null;
 scope.onmessage = (e) => {
   const msg = e.data;
-  if (msg.type === "init") scope.postMessage({ type: "ready", device: "held", fallback: true });
-  else if (msg.type === "prune") held = msg;
+  if (msg.type === "init") {
+    _lifeline = msg.lifeline;
+    scope.postMessage({ type: "ready", device: "held", fallback: true });
+  } else if (msg.type === "prune") held = msg;
   else if (msg.type === "lose-device" && held) {
     const { rows, cols } = held.layer;
     const mask = new Uint8Array(Math.ceil((rows * cols) / 8));

@@ -9,9 +9,12 @@ const scope = self as unknown as {
   onmessage: (e: MessageEvent<ToWorker>) => void;
   postMessage(msg: FromWorker): void;
 };
+/** Held for this worker's life (see protocol.ts): dropped, it would tell the backend that the worker ended. */
+let _lifeline: MessagePort | null = null;
 scope.onmessage = (e) => {
   const msg = e.data;
   if (msg.type === "init") {
+    _lifeline = msg.lifeline;
     scope.postMessage({ type: "ready", device: `stand-in ${crypto.randomUUID()}`, fallback: true });
     if (!import.meta.url.endsWith("?stays")) scope.postMessage({ type: "lost", message: "lost right after start" });
   } else if (msg.type === "prune") {
