@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { f16Bits } from "../contract/dtype_codec.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
+import { pruneLayer } from "../prune/prune_layer.ts";
+import { makeLayer, maskDiffBits, numpyPeer, PATTERNS } from "./cpu_bench.ts";
+
+/** Whether python3 with NumPy is here (the bench's peer needs both). */
+const numpy = await new Deno.Command("python3", { args: ["-c", "import numpy"], stdout: "null", stderr: "null" })
+  .output().then((o) => o.success, () => false);
+
+/**
+ * A 7x64 f16 layer whose scores take 4 values, each many times: rows 0-3 repeat [a, a, a, b] and rows 4-6
+ * [c, d, d, d] along the columns, activations all 1, so a score depends only on (row < 4, column % 4). Tied groups of
+ * 192, 64, 48 and 144 keys, no union of which is 224 (half the layer): every pattern's cut falls inside a tied group.
+ */
+function tiedLayer(): LayerJob {
+  const [a, b, c, d] = [0.01, -0.03, 0.02, -0.005].map(f16Bits) as [number, number, number, number];
+  const rows = 7, cols = 64, w = new Uint16Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) w[r * cols + j] = r < 4 ? (j % 4 === 3 ? b : a) : (j % 4 === 0 ? c : d);
+  }
+  return {
+    name: "tied",
+    rows,
+    cols,
+    dtype: "f16",
+    weight: new Uint8Array(w.buffer),
+    actNormSq: new Float32Array(cols).fill(1),
+  };
+}
+
+const params = (pattern: PruneParams["pattern"]): PruneParams => ({
+  method: "zpruner",
+  pattern,
+  exponent: 1.5,
+  returnWeight: false,
+  returnScore: true,
+});
+
+Deno.test({
+  name: "the NumPy peer's masks and stats are zprune's, bit for bit, where scores tie and where they do not",
+  ignore: !numpy,
+  fn: async () => {
+    const tied = tiedLayer();
+    const layers = [tied, makeLayer(64, 256)];
+    const peer = await numpyPeer(layers, 1);
+    for (const layer of layers) {
+      const p = peer[`${layer.rows}x${layer.cols}`]!;
+      for (const [label, pattern, name] of PATTERNS) {
+        const ours = await pruneLayer(params(pattern), layer);
+        if (layer === tied) {
+          // The premise: the cut leaves some keys equal to the last pruned one unpruned, so the tie-break decides.
+          const s = ours.score!, bits = ours.mask;
+          const pruned = (i: number) => (bits[i >>> 3]! >> (i & 7)) & 1;
+          const tiedOut = [...s.keys()].some((i) =>
+            !pruned(i) && [...s.keys()].some((j) => pruned(j) && s[j] === s[i])
+          );
+          assert.ok(tiedOut, `${label}: no tie straddles the cut`);
+        }
+        assert.equal(maskDiffBits(p.masks[name]!, ours.mask), 0, `${layer.name} ${label}: masks differ`);
+        assert.equal(p.stats[name]!.pruned, ours.stats.pruned, `${layer.name} ${label}: pruned`);
+        assert.deepEqual(
+          [p.stats[name]!.rowSparsity.min, p.stats[name]!.rowSparsity.max],
+          [ours.stats.rowSparsity.min, ours.stats.rowSparsity.max],
+          `${layer.name} ${label}: row sparsity`,
+        );
+      }
+      for (const key of ["decode_ms", "score_ms", "layer_total_ms", "row_total_ms", "2of4_total_ms"]) {
+        assert.ok(Number.isFinite(p.times[key]) && p.times[key]! >= 0, key);
+      }
+    }
+  },
+});
+
+Deno.test("maskDiffBits counts the differing bits, and every bit of a missing byte", () => {
+  assert.equal(maskDiffBits(new Uint8Array([0b1011, 0xff]), new Uint8Array([0b0010, 0xff])), 2);
+  assert.equal(maskDiffBits(new Uint8Array([1]), new Uint8Array([1, 0])), 8);
+  assert.equal(maskDiffBits(new Uint8Array(0), new Uint8Array(0)), 0);
+});
