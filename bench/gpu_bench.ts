@@ -16,8 +16,11 @@
  *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per
  *   `stage.kernel`, for finding where a stage's time goes; the extra passes add barriers)
  * Per case: one warm-up, `--repeat` whole requests (request ms), then `--repeat` profiled runs: `gpuMs` sums the
- * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached). A case whose
- * warm-up took the exact CPU path (see docs/GPU.md) prints `exactPath` (why) instead of timings. Progress (adapter,
+ * per-stage medians, `gpuMsBest` the per-stage minima (a lower bound no single run need have reached), `gpuSpanMs`
+ * (with timestamps) the median span from the first pass's start to the last one's end, gaps between passes and the
+ * buffer clears recorded between them included: the figure to set beside the torch anchor's wall clock around its
+ * back-to-back loop, which counts its own gaps between kernels. A case whose warm-up took the exact CPU path (see
+ * docs/GPU.md) prints `exactPath` (why) instead of timings. Progress (adapter,
  * each case's start) goes to stderr; results to stdout.
  */
 import { parseArgs } from "node:util";
@@ -86,6 +89,7 @@ for (const shape of values.shapes.split(",")) {
     progress(`case ${shape} ${patternText}: warm-up`);
     const requestMs: number[] = [];
     const stageRuns: Record<string, number[]> = {};
+    const spans: number[] = [];
     let source = "";
     let exactPath: string | null = null;
     /** One call; notes when the exact CPU path answered it (the case then has no GPU time to report). */
@@ -115,6 +119,7 @@ for (const shape of values.shapes.split(",")) {
           });
           if (!stages) break; // answered on the exact path
           source = stages.source;
+          if (stages.spanMs !== undefined) spans.push(stages.spanMs);
           for (const [k, v] of Object.entries(stages.ms)) (stageRuns[k] ??= []).push(v);
         }
       } finally {
@@ -157,6 +162,7 @@ for (const shape of values.shapes.split(",")) {
       stageMs,
       gpuMs: round(gpuMs),
       gpuMsBest: round(gpuMsBest),
+      ...(spans.length ? { gpuSpanMs: round(median(spans)) } : {}),
       requestMs: { best: round(Math.min(...requestMs)), median: round(median(requestMs)) },
     }));
   }

@@ -21,6 +21,12 @@ export interface StageTimes {
   /** "timestamp-per-dispatch": keys are `stage.kernel`, each dispatch in a pass of its own, summed per key. */
   source: "timestamp" | "wall" | "timestamp-per-dispatch";
   ms: Record<string, number>;
+  /**
+   * With timestamps: from the first timed pass's start to the last one's end, gaps between passes and the commands
+   * recorded between them (buffer clears) included, as a back-to-back loop's wall clock would count them; the sum of
+   * `ms` leaves those out.
+   */
+  spanMs?: number;
 }
 
 /** Records a stage's dispatches: into the stage's one compute pass, or (per-dispatch profiling) a pass each. */
@@ -292,10 +298,17 @@ export class Job {
     const [data] = await this.read([resolve], [queries * 8]);
     const t = new BigUint64Array(data!);
     const ms: Record<string, number> = {};
+    let first = t[0]!, last = t[1]!;
     this.#used.forEach((s, i) => {
       ms[s] = (ms[s] ?? 0) + Number(t[i * 2 + 1]! - t[i * 2]!) / 1e6;
+      if (t[i * 2]! < first) first = t[i * 2]!;
+      if (t[i * 2 + 1]! > last) last = t[i * 2 + 1]!;
     });
-    return { source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp", ms };
+    return {
+      source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp",
+      ms,
+      spanMs: Number(last - first) / 1e6,
+    };
   }
 
   /**

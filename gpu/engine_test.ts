@@ -46,6 +46,12 @@ Deno.test({
         assert.deepEqual(Object.keys(stages!.ms), expected);
         for (const ms of Object.values(stages!.ms)) assert.ok(ms >= 0 && Number.isFinite(ms));
         if (profile === "wall") assert.equal(stages!.source, "wall");
+        // Timestamps also give the span from the first pass's start to the last one's end (what a wall clock
+        // around a back-to-back loop counts, as the torch anchor's does): at least any one stage's time.
+        if (stages!.source === "timestamp") {
+          assert.ok(Number.isFinite(stages!.spanMs), "spanMs with timestamps");
+          assert.ok(stages!.spanMs! >= Math.max(...Object.values(stages!.ms)), JSON.stringify(stages));
+        } else assert.equal(stages!.spanMs, undefined);
       }
     }
     // Per dispatch (where the adapter has timestamps): a key per stage and kernel, in recording order.
