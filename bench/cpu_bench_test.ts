@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { f16Bits } from "../contract/dtype_codec.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { makeLayer, maskDiffBits, numpyPeer, PATTERNS } from "./cpu_bench.ts";
+import { disallowedDiffs, makeLayer, maskDiffBits, numpyPeer, PATTERNS } from "./cpu_bench.ts";
 
 /** Whether python3 with NumPy is here (the bench's peer needs both). */
 const numpy = await new Deno.Command("python3", { args: ["-c", "import numpy"], stdout: "null", stderr: "null" })
@@ -76,4 +76,27 @@ Deno.test("maskDiffBits counts the differing bits, and every bit of a missing by
   assert.equal(maskDiffBits(new Uint8Array([0b1011, 0xff]), new Uint8Array([0b0010, 0xff])), 2);
   assert.equal(maskDiffBits(new Uint8Array([1]), new Uint8Array([1, 0])), 8);
   assert.equal(maskDiffBits(new Uint8Array(0), new Uint8Array(0)), 0);
+});
+
+Deno.test("disallowedDiffs: a key may change sides only against a near-equal score of its layer, row or group", () => {
+  // Two rows of four; per row (and per group of 4) zprune prunes the lowest two: keys 0, 1 and 4, 5.
+  const score = new Float32Array([1, 2, 2.00001, 3, 5, 6, 8, 7]); // 2.00001 is within 1e-5 (relative) of 2
+  const bits = (...keys: number[]) => new Uint8Array([keys.reduce((m, k) => m | (1 << k), 0)]);
+  const ours = bits(0, 1, 4, 5);
+  for (const pattern of [{ kind: "row", sparsity: 0.5 } as const, { kind: "nm", n: 2, m: 4 } as const]) {
+    assert.equal(disallowedDiffs(ours, ours, score, pattern, 4), 0);
+    assert.equal(disallowedDiffs(ours, bits(0, 2, 4, 5), score, pattern, 4), 0, pattern.kind); // 2 for 2.00001
+    assert.equal(disallowedDiffs(ours, bits(0, 1, 4, 7), score, pattern, 4), 2, pattern.kind); // 7 for 6
+    assert.equal(disallowedDiffs(ours, bits(1, 3, 4, 5), score, pattern, 4), 2, pattern.kind); // 3 for 1
+    // Near-equal across rows is no excuse: 3 (row 0) for 5 (row 1) changes both rows' counts.
+    const across = new Float32Array(score);
+    across[3] = 4.99999;
+    assert.equal(disallowedDiffs(ours, bits(0, 1, 3, 5), across, pattern, 4), 2, pattern.kind);
+  }
+  // The layer's lowest 4 are keys 0-3; 3.0 may swap with a kept 3.00002, not with 5.
+  const layer = { kind: "layer", sparsity: 0.5 } as const, oursL = bits(0, 1, 2, 3);
+  assert.equal(disallowedDiffs(oursL, bits(0, 1, 2, 4), score, layer, 4), 2);
+  const near = new Float32Array(score);
+  near[4] = 3.00002;
+  assert.equal(disallowedDiffs(oursL, bits(0, 1, 2, 4), near, layer, 4), 0);
 });
