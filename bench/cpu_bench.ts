@@ -1,10 +1,14 @@
 /**
  * CPU backend benchmark: milliseconds per stage (decode, score, select, stats) of f16 layers for the layer,
- * row and 2:4 patterns, next to the NumPy peer (bench/numpy_peer.py, derived from ../shared/tools/numpy_peer.py)
- * run in the same invocation on the same layers (the same bytes: the peer reads them from a temporary directory), and
- * the ratio of totals (peer / zprune: above 1 is faster). The peer's masks are compared with zprune's bit for bit;
- * a difference the contract does not allow (between scores further apart than float32 resolves) ends the run with
- * status 1 after the table.
+ * row and 2:4 patterns, next to two NumPy peers run in the same invocation on the same shapes, and the ratio of totals
+ * (peer / zprune: above 1 is faster):
+ * - the issue's peer, `bench/numpy_peer.py`, a copy of `../shared/tools/numpy_peer.py` (the target is set against
+ *   it). It draws its own layers, prunes every score equal to the k-th (so not the contract's masks where scores tie)
+ *   and packs one mask for all patterns; its total per pattern is decode + score + that pattern's select + pack.
+ * - the exact peer, `bench/numpy_exact_peer.py`: the contract's masks and stats, written with few temporaries, on
+ *   zprune's own bytes (read from a temporary directory). Its masks are compared with zprune's bit for bit; a
+ *   difference the contract does not allow (between scores further apart than float32 resolves) ends the run with
+ *   status 1 after the table.
  *
  *   deno task bench [--repeat N] [--workers N] [ROWSxCOLS ...]   (default 4096x4096 11008x4096, best of 3, one
  *   worker per core)
@@ -83,9 +87,49 @@ export interface PeerResult {
   stats: Record<string, { pruned: number; rowSparsity: { min: number; max: number } }>;
 }
 
+/** The environment of a NumPy peer: OpenBLAS workarounds set on some hosts slow a current NumPy's import. */
+function peerEnv(): Record<string, string> {
+  const env = { ...Deno.env.toObject() };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  return env;
+}
+
 /**
- * Runs bench/numpy_peer.py once on `layers` (f16, Z-Pruner, sparsity 0.5: its only case), reading their bytes from
- * a temporary directory and writing its masks there; results by "ROWSxCOLS".
+ * Runs bench/numpy_peer.py (the issue's peer) once on `shapes`, its own layers of them; each pattern's total (decode +
+ * score + its select + pack, each the best of `repeat`) by "ROWSxCOLS" and the peer's name for the pattern.
+ */
+export async function issuePeer(
+  shapes: [number, number][],
+  repeat: number,
+): Promise<Record<string, Record<string, number>>> {
+  const out = await new Deno.Command("python3", {
+    args: [
+      new URL("./numpy_peer.py", import.meta.url).pathname,
+      "--repeat",
+      String(repeat),
+      ...shapes.map(([r, c]) => `${r}x${c}`),
+    ],
+    env: peerEnv(),
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("numpy_peer.py failed");
+  const results: Record<string, Record<string, number>> = {};
+  for (const line of new TextDecoder().decode(out.stdout).trim().split("\n")) {
+    const t = JSON.parse(line);
+    const common = t.decode_ms + t.score_ms + t.pack_ms;
+    results[t.shape.join("x")] = Object.fromEntries(
+      PATTERNS.map(([, , p]) => [p, common + t[`select_${p}_ms`]]),
+    );
+  }
+  return results;
+}
+
+/**
+ * Runs bench/numpy_exact_peer.py once on `layers` (f16, Z-Pruner, sparsity 0.5: its only case), reading their bytes
+ * from a temporary directory and writing its masks there; results by "ROWSxCOLS".
  */
 export async function numpyPeer(layers: LayerJob[], repeat: number): Promise<Record<string, PeerResult>> {
   const dir = await Deno.makeTempDir({ prefix: "zprune-numpy-peer-" });
@@ -98,13 +142,9 @@ export async function numpyPeer(layers: LayerJob[], repeat: number): Promise<Rec
         new Uint8Array(act.buffer, act.byteOffset, act.byteLength),
       );
     }
-    const env = { ...Deno.env.toObject() };
-    // OpenBLAS workarounds set on some hosts slow a current NumPy's import: unset both for the peer alone.
-    delete env.OPENBLAS_CORETYPE;
-    delete env.OPENBLAS_L2_SIZE;
     const out = await new Deno.Command("python3", {
       args: [
-        new URL("./numpy_peer.py", import.meta.url).pathname,
+        new URL("./numpy_exact_peer.py", import.meta.url).pathname,
         "--repeat",
         String(repeat),
         "--data",
@@ -113,12 +153,12 @@ export async function numpyPeer(layers: LayerJob[], repeat: number): Promise<Rec
         dir,
         ...layers.map((l) => `${l.rows}x${l.cols}`),
       ],
-      env,
+      env: peerEnv(),
       clearEnv: true,
       stdout: "piped",
       stderr: "inherit",
     }).output();
-    if (!out.success) throw new Error("numpy_peer.py failed");
+    if (!out.success) throw new Error("numpy_exact_peer.py failed");
     const results: Record<string, PeerResult> = {};
     for (const line of new TextDecoder().decode(out.stdout).trim().split("\n")) {
       const { stats, shape, numpy: _v, threads: _t, ...times } = JSON.parse(line);
@@ -188,6 +228,7 @@ async function main(): Promise<void> {
   const { repeat, workers, shapes } = parseArgs(Deno.args);
   const layers = shapes.map(([rows, cols]) => makeLayer(rows, cols));
   const peer = await numpyPeer(layers, repeat);
+  const issue = await issuePeer(shapes, repeat);
   const exec = createPoolExecutor(workers);
   const table: string[] = [];
   let mismatches = 0;
@@ -221,6 +262,7 @@ async function main(): Promise<void> {
         mismatches += disallowed;
         const t = (stage: string) => p.times[`${stage}_${peerName}_ms`]!;
         const peerTotal = p.times[`${peerName}_total_ms`]!;
+        const issueTotal = issue[`${rows}x${cols}`]![peerName]!;
         const r = best!;
         const line = {
           shape: [rows, cols],
@@ -244,12 +286,16 @@ async function main(): Promise<void> {
           mask_diff_bits: diff,
           mask_diff_disallowed: disallowed,
           speedup: +(peerTotal / r.total).toFixed(2),
+          issue_peer_total_ms: +issueTotal.toFixed(1),
+          speedup_vs_issue_peer: +(issueTotal / r.total).toFixed(2),
         };
         console.log(JSON.stringify(line));
         table.push(
           `| ${rows}x${cols} | ${label} | ${r.decode.toFixed(0)} | ${r.score.toFixed(0)} | ${r.select.toFixed(0)} | ${
             r.stats.toFixed(0)
-          } | **${r.total.toFixed(0)}** | ${peerTotal.toFixed(0)} | ${diff} | **${line.speedup}x** |`,
+          } | **${r.total.toFixed(0)}** | ${issueTotal.toFixed(0)} | **${line.speedup_vs_issue_peer}x** | ${
+            peerTotal.toFixed(0)
+          } | ${diff} | **${line.speedup}x** |`,
         );
       }
     }
@@ -258,10 +304,10 @@ async function main(): Promise<void> {
   }
   console.log(`\nzprune on ${workers} worker${workers === 1 ? "" : "s"}, NumPy on one core; best of ${repeat}.`);
   console.log(
-    "| shape | pattern | decode | score | select | stats | zprune total ms | NumPy total ms | mask bits differing " +
-      "| speed-up |",
+    "| shape | pattern | decode | score | select | stats | zprune total ms | issue's peer ms | speed-up " +
+      "| exact peer ms | mask bits differing | speed-up |",
   );
-  console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  console.log("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   console.log(table.join("\n"));
   if (mismatches) {
     console.error(

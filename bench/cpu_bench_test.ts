@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { f16Bits } from "../contract/dtype_codec.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { disallowedDiffs, makeLayer, maskDiffBits, numpyPeer, PATTERNS } from "./cpu_bench.ts";
+import { disallowedDiffs, issuePeer, makeLayer, maskDiffBits, numpyPeer, PATTERNS } from "./cpu_bench.ts";
 
 /** Whether python3 with NumPy is here (the bench's peer needs both). */
 const numpy = await new Deno.Command("python3", { args: ["-c", "import numpy"], stdout: "null", stderr: "null" })
@@ -38,7 +38,7 @@ const params = (pattern: PruneParams["pattern"]): PruneParams => ({
 });
 
 Deno.test({
-  name: "the NumPy peer's masks and stats are zprune's, bit for bit, where scores tie and where they do not",
+  name: "the exact NumPy peer's masks and stats are zprune's, bit for bit, where scores tie and where they do not",
   ignore: !numpy,
   fn: async () => {
     const tied = tiedLayer();
@@ -68,6 +68,19 @@ Deno.test({
       for (const key of ["decode_ms", "score_ms", "layer_total_ms", "row_total_ms", "2of4_total_ms"]) {
         assert.ok(Number.isFinite(p.times[key]) && p.times[key]! >= 0, key);
       }
+    }
+  },
+});
+
+Deno.test({
+  name: "the issue's NumPy peer gives each pattern's total for every shape asked, in the order asked",
+  ignore: !numpy,
+  fn: async () => {
+    const totals = await issuePeer([[8, 16], [4, 32]], 1);
+    assert.deepEqual(Object.keys(totals), ["8x16", "4x32"]);
+    for (const t of Object.values(totals)) {
+      assert.deepEqual(Object.keys(t), PATTERNS.map(([, , p]) => p));
+      for (const v of Object.values(t)) assert.ok(Number.isFinite(v) && v > 0, String(v));
     }
   },
 });
