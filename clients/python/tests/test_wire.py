@@ -3,6 +3,7 @@ on numpy and torch, and the memory a request body takes."""
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from typing import Any, Tuple
 
@@ -172,6 +173,22 @@ def test_encode_request_writes_what_msgpack_writes() -> None:
             "layers": [Layer("a", big.reshape(128, 256), big[:256]).to_wire(copy=False),
                        Layer("b", big[:12].reshape(3, 4), None).to_wire(), ("x" * 70000).encode()]}
     assert encode_request(body) == msgpack.packb(body, use_bin_type=True)
+
+
+def test_encode_request_holds_nothing_once_it_returns() -> None:
+    # A closure that called itself was a reference cycle: it kept msgpack's Packer, and its 1 MiB buffer, until the
+    # next garbage collection.
+    gc.collect()
+    gc.disable()
+    try:
+        tracemalloc.start()
+        body = encode_request({"method": "wanda", "layers": [Layer("a", np.ones((4, 4), np.float32)).to_wire()]})
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert held <= len(body) + 4096, f"{held} bytes held for a body of {len(body)}"
+        assert gc.collect() == 0, "encode_request left cyclic garbage behind"
+    finally:
+        gc.enable()
 
 
 def test_a_layer_name_utf8_cannot_carry_is_refused_by_name() -> None:

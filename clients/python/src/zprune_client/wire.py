@@ -241,27 +241,29 @@ def encode_request(body: Mapping[str, Any]) -> bytes:
     ``packb`` copies it into its buffer and then the buffer into the bytes it returns (two more copies of a
     layer's weights at the peak). Here large ``bin`` values are joined into the body as they are.
     """
-    packer = msgpack.Packer(use_bin_type=True)
     pieces: List[Any] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            pieces.append(packer.pack_map_header(len(value)))
-            for k, v in value.items():
-                walk(k)
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            pieces.append(packer.pack_array_header(len(value)))
-            for v in value:
-                walk(v)
-        elif isinstance(value, (bytes, bytearray, memoryview)) and _JOINED_BIN <= memoryview(value).nbytes < 1 << 32:
-            pieces.append(b"\xc6" + memoryview(value).nbytes.to_bytes(4, "big"))  # bin 32, as packb writes it
-            pieces.append(value)
-        else:
-            pieces.append(packer.pack(value))
-
-    walk(body)
+    _pack_into(pieces, msgpack.Packer(use_bin_type=True), body)
     return b"".join(pieces)
+
+
+def _pack_into(pieces: List[Any], packer: Any, value: Any) -> None:
+    """Appends the msgpack pieces of ``value`` to ``pieces``. A function of the module, not a closure inside
+    ``encode_request``: a closure that calls itself is a reference cycle, which kept the Packer's 1 MiB buffer (and
+    the pieces, tensors converted for the wire included) until the next garbage collection."""
+    if isinstance(value, dict):
+        pieces.append(packer.pack_map_header(len(value)))
+        for k, v in value.items():
+            _pack_into(pieces, packer, k)
+            _pack_into(pieces, packer, v)
+    elif isinstance(value, (list, tuple)):
+        pieces.append(packer.pack_array_header(len(value)))
+        for v in value:
+            _pack_into(pieces, packer, v)
+    elif isinstance(value, (bytes, bytearray, memoryview)) and _JOINED_BIN <= memoryview(value).nbytes < 1 << 32:
+        pieces.append(b"\xc6" + memoryview(value).nbytes.to_bytes(4, "big"))  # bin 32, as packb writes it
+        pieces.append(value)
+    else:
+        pieces.append(packer.pack(value))
 
 
 def decode_body(data: bytes) -> Any:
