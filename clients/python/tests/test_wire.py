@@ -1,5 +1,5 @@
 """Wire helpers: bf16 bits in either byte order, finite values that a narrower dtype would make infinite, apply_mask
-on numpy and torch, and the memory a request body takes."""
+on numpy and torch, 0-d arrays, and the memory a request body takes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from zprune_client import ZpruneClient, apply_mask, bf16_bits_to_float32, float32_to_bf16_bits
 from zprune_client.client import Layer
-from zprune_client.wire import encode_request, encode_tensor, to_numpy
+from zprune_client.wire import decode_tensor, encode_request, encode_tensor, to_numpy
 
 
 def test_bf16_bits_in_either_byte_order_are_sent_little_endian() -> None:
@@ -198,3 +198,49 @@ def test_a_layer_name_utf8_cannot_carry_is_refused_by_name() -> None:
     assert msgpack.unpackb(encode_request(Layer("q\U0001f600", np.ones((2, 2), np.float32)).to_wire()))["name"] == (
         "q\U0001f600"
     )
+
+
+@pytest.mark.parametrize("dtype", [None, "f32", "f16", "bf16"])
+def test_a_0d_array_keeps_its_shape_of_no_dimensions(dtype: Any) -> None:
+    torch = pytest.importorskip("torch")
+    # API.md's Tensor has a shape of any rank, product(shape) elements: [] is one element, [1] is another shape.
+    # np.ascontiguousarray returns at least one dimension, which sent a 0-d array (or tensor) as [1].
+    for x in (np.array(2.5, np.float32), np.float64(2.5), np.float16(2.5), torch.tensor(2.5),
+              torch.tensor(2.5, dtype=torch.bfloat16)):
+        t = encode_tensor(x, dtype)
+        assert t["shape"] == [], (x, dtype, t["shape"])
+        back = decode_tensor(t, bf16="float32")
+        assert back.shape == () and float(back) == 2.5, (x, dtype)  # 2.5 is exact in every wire dtype
+    bits = encode_tensor(np.uint16(0x4020), "bf16")  # raw bf16 bits of 2.5
+    assert bits["shape"] == [] and bytes(bits["data"]) == bytes([0x20, 0x40])
+    assert float32_to_bf16_bits(np.float32(2.5)).shape == () and bf16_bits_to_float32(np.uint16(0x4020)).shape == ()
+
+
+def _layer_with(field: str, value: Any) -> Layer:
+    layer = Layer("q", np.ones((3, 1), np.float32))
+    setattr(layer, field, value)
+    return layer
+
+
+RANKS = [
+    ("weight", np.float32(1.0), r"weight: expected shape \[rows, cols\], got \[\]"),
+    ("weight", np.ones(3, np.float32), r"weight: expected shape \[rows, cols\], got \[3\]"),
+    ("weight", np.ones((3, 1, 1), np.float32), r"weight: expected shape \[rows, cols\], got \[3, 1, 1\]"),
+    ("act_norm_sq", np.float32(1.0), r"act_norm_sq: expected shape \[cols\], got \[\]"),
+    ("act_norm_sq", np.ones((1, 1), np.float32), r"act_norm_sq: expected shape \[cols\], got \[1, 1\]"),
+    ("inputs", np.float32(1.0), r"inputs: expected shape \[tokens, cols\], got \[\]"),
+    ("inputs", np.ones(1, np.float32), r"inputs: expected shape \[tokens, cols\], got \[1\]"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", RANKS)
+def test_a_layer_tensor_of_another_rank_than_api_md_says_is_refused_by_name(field: str, value: Any,
+                                                                            message: str) -> None:
+    # A weight of 1 column takes an actNormSq of shape [1]: a 0-d one went out as [1] and was pruned with it.
+    with pytest.raises(ValueError, match=r"layer 'q', " + message):
+        _layer_with(field, value).to_wire()
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"layer 'q', " + message):
+        _layer_with(field, torch.from_numpy(np.asarray(value))).to_wire()
+    assert _layer_with(field, np.ones({"weight": (3, 1), "act_norm_sq": (1,), "inputs": (5, 1)}[field],
+                                      np.float32)).to_wire()["name"] == "q"  # API.md's shapes go out

@@ -124,9 +124,11 @@ class Layer:
 
     def to_wire(self, *, copy: bool = True) -> Dict[str, Any]:
         """The layer's wire map. Raises ``ValueError`` naming the layer and field where a finite value would be sent
-        as infinity (beyond the range of the dtype it is sent in). With ``copy=False`` its tensors' data are views,
-        of the layer's own arrays where they need no conversion (see ``encode_tensor``). A name with a lone
-        surrogate, which UTF-8 cannot carry, raises ``ValueError`` too, as the TypeScript client refuses it."""
+        as infinity (beyond the range of the dtype it is sent in), or where a tensor has another number of dimensions
+        than API.md gives it (``weight`` [rows, cols], ``act_norm_sq`` [cols], ``inputs`` [tokens, cols]; a 0-d
+        array included). With ``copy=False`` its tensors' data are views, of the layer's own arrays where they need
+        no conversion (see ``encode_tensor``). A name with a lone surrogate, which UTF-8 cannot carry, raises
+        ``ValueError`` too, as the TypeScript client refuses it."""
         if isinstance(self.name, str):
             try:
                 self.name.encode("utf-8")
@@ -143,9 +145,19 @@ class Layer:
 
     def _encode(self, field: str, x: ArrayLike, dtype: Optional[WireDType], copy: bool) -> Dict[str, Any]:
         try:
-            return encode_tensor(x, dtype, copy=copy)
+            t = encode_tensor(x, dtype, copy=copy)
         except ValueError as e:
             raise ValueError(f"layer {self.name!r}, {field}: {e}") from e
+        # The server refuses these too (invalid_request, shape_mismatch), as it does the TypeScript client's tensors,
+        # but only once the whole body is up, and naming the wire's field rather than the caller's.
+        want = _RANKS[field]
+        if len(t["shape"]) != len(want):
+            raise ValueError(f"layer {self.name!r}, {field}: expected shape [{', '.join(want)}], got {t['shape']}")
+        return t
+
+
+#: The dimensions API.md gives each tensor of a layer, by ``Layer`` field.
+_RANKS = {"weight": ("rows", "cols"), "act_norm_sq": ("cols",), "inputs": ("tokens", "cols")}
 
 
 @dataclass

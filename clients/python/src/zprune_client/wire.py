@@ -31,6 +31,13 @@ DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
 
 _NUMPY_LE: Dict[str, "np.dtype[Any]"] = {"f32": np.dtype("<f4"), "f16": np.dtype("<f2"), "bf16": np.dtype("<u2")}
 
+
+def _contiguous(x: Any, dtype: Any) -> NDArray[Any]:
+    """``x`` as a C-contiguous array of ``dtype``, a copy only where it is not one already. Not
+    ``np.ascontiguousarray``, which returns at least one dimension: a 0-d array would be sent as shape [1], another
+    shape than its own (API.md's [] holds one element too)."""
+    return np.asarray(x, dtype=dtype, order="C")
+
 __all__ = [
     "WireDType",
     "DTYPE_BYTES",
@@ -52,7 +59,7 @@ def float32_to_bf16_bits(x: NDArray[Any]) -> NDArray[np.uint16]:
 
     NaN stays NaN (quiet). Used when a float array is sent with ``dtype="bf16"``.
     """
-    f = np.ascontiguousarray(x, dtype=np.float32)
+    f = _contiguous(x, np.float32)
     u = f.view(np.uint32)
     # In place in one uint32 array: a layer's weights take 1.5 times their float32 bytes here, not 7 (uint64
     # temporaries). No finite value or infinity carries past 32 bits (0xFF7FFFFF + 0x8000 < 2^32); a NaN may, and is
@@ -78,7 +85,7 @@ def bf16_bits_to_float32(bits: NDArray[Any]) -> NDArray[np.float32]:
     # astype converts values (so byte order is honoured and int16's sign bit is kept by the wrap), where a view
     # would reinterpret a big-endian array's bytes.
     b = (arr.astype(np.uint32) & 0xFFFF) << 16
-    return np.ascontiguousarray(b, dtype=np.uint32).view(np.float32)
+    return _contiguous(b, np.uint32).view(np.float32)
 
 
 def _is_torch(x: Any) -> bool:
@@ -105,7 +112,7 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
         if tname == "bfloat16":
             bits = t.view(_torch_int16(t)).numpy().view(np.uint16)
             if dtype in (None, "bf16"):
-                return np.ascontiguousarray(bits, dtype="<u2"), "bf16"
+                return _contiguous(bits, "<u2"), "bf16"
             wide = bf16_bits_to_float32(bits)
             out, wire = _float_to_wire(wide, dtype)
             _refuse_overflow(wide, out, wire, own="bf16")
@@ -121,7 +128,7 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
     if kind in "iu" and arr.dtype.itemsize == 2 and dtype == "bf16":
         # Little-endian first (a no-op for a little-endian array; a big-endian one holds the same bits in the other
         # byte order), then the int16/uint16 view of those bytes.
-        return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).view("<u2"), "bf16"
+        return _contiguous(arr, arr.dtype.newbyteorder("<")).view("<u2"), "bf16"
     if kind in "iu" and arr.dtype.itemsize == 2:
         raise TypeError('a 16-bit integer array is taken as raw bfloat16 bits only with dtype="bf16"')
     raise TypeError(f"expected float32, float16 or bfloat16 data, got {arr.dtype}")
@@ -138,8 +145,8 @@ def _float_to_wire(arr: NDArray[Any], dtype: Optional[WireDType]) -> Tuple[NDArr
     with np.errstate(over="ignore"):  # an overflow is refused by _refuse_overflow, with the values named
         if wire == "bf16":
             # float32_to_bf16_bits makes float32 of other data itself: a float32 array is not copied first.
-            return np.ascontiguousarray(float32_to_bf16_bits(arr), dtype="<u2"), "bf16"
-        return np.ascontiguousarray(arr, dtype=_NUMPY_LE[wire]), wire
+            return _contiguous(float32_to_bf16_bits(arr), "<u2"), "bf16"
+        return _contiguous(arr, _NUMPY_LE[wire]), wire
 
 
 def _refuse_overflow(src: NDArray[Any], out: NDArray[Any], wire: WireDType, own: WireDType) -> None:
