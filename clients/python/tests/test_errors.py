@@ -639,6 +639,33 @@ def test_an_answer_complete_past_the_timeout_is_kept() -> None:
         assert mask.shape == W.shape and stats["total"] == W.size
 
 
+@pytest.mark.parametrize("framing", ["chunked", "until closed"])
+def test_an_answer_without_a_content_length_is_read_whole(framing: str) -> None:
+    # The answer is read into a buffer of its Content-Length; without one it grows as the answer comes.
+    mask = np.arange(W.size).reshape(W.shape) % 3 == 0
+    body = msgpack.unpackb(_ok_answer(), raw=False)
+    body["layers"][0].update(mask=np.packbits(mask.ravel(), bitorder="little").tobytes(),
+                             score={"dtype": "f32", "shape": list(W.shape), "data": np.abs(W).tobytes()})
+    data = msgpack.packb(body, use_bin_type=True)
+
+    def unsized(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/msgpack")
+        if framing == "chunked":
+            h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        for at in range(0, len(data), 100):
+            piece = data[at:at + 100]
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if framing == "chunked" else piece)
+            h.wfile.flush()
+        if framing == "chunked":
+            h.wfile.write(b"0\r\n\r\n")
+
+    with _serving(unsized) as url:
+        got = ZpruneClient(url).prune_layers([("layer", W, ACT)], sparsity=0.5, returns=("mask", "score")).layers[0]
+    assert np.array_equal(got.mask, mask) and np.array_equal(got.score, np.abs(W))
+
+
 # -- a second live server: token, small body limit, no queue ---------------------------------------------------
 
 TOKEN = "s3cret-token"

@@ -172,6 +172,8 @@ class LayerResult:
             ``alpha`` (zpruner), ``rowSparsity {min, max, mean}``, ``nonFinite``.
         weight: the pruned weights in the request's dtype (bf16 as uint16 bits), when asked for.
         score: the f32 importance score of every weight, when asked for.
+            ``weight`` and ``score`` are read-only views of the bytes msgpack decoded them into, not copies of them:
+            ``np.array(layer.weight)`` (or ``torch.tensor``) for one to write to.
         exact_path: why a WebGPU server computed this layer on its exact CPU path (same mask, slower); else None.
     """
 
@@ -233,17 +235,28 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _read_by(resp: http.client.HTTPResponse, deadline: float) -> bytes:
+def _read_by(resp: http.client.HTTPResponse, deadline: float) -> bytearray:
     """The whole body of ``resp``, or ``TimeoutError`` past ``deadline`` (the socket's own timeout bounds each read
-    only, so a server that trickles its answer would otherwise never be cut off)."""
-    chunks: List[bytes] = []
+    only, so a server that trickles its answer would otherwise never be cut off).
+
+    Read into one buffer of the answer's Content-Length where it has one: chunks joined at the end would hold a
+    large answer twice.
+    """
+    length = resp.length  # None without a Content-Length (chunked, or ended by closing): the buffer grows
+    body = bytearray(length or 0)
+    at = 0
     while True:
         chunk = resp.read1(1 << 20)
         if not chunk:
             if resp.length:  # the connection ended before the Content-Length did (read1 does not raise it)
-                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
-            return b"".join(chunks)
-        chunks.append(chunk)
+                raise http.client.IncompleteRead(bytes(body[:at]), resp.length)
+            return body
+        if length is None:
+            body += chunk
+        else:
+            body[at : at + len(chunk)] = chunk  # read1 reads no further than the Content-Length
+        at += len(chunk)
+        del chunk  # not held while the next one is read
         # Cut off only an answer still coming: one whose last byte is here is kept, however late.
         if time.monotonic() > deadline and (resp.length is None or resp.length > 0):
             raise TimeoutError("the answer did not arrive within the client's timeout")
@@ -405,9 +418,10 @@ class ZpruneClient:
         path: str,
         body: Optional[bytes] = None,
         content_type: str = "application/msgpack",
-    ) -> Tuple[int, Dict[str, str], bytes]:
+    ) -> Tuple[int, Dict[str, str], bytearray]:
         """Sends one HTTP request, retrying 429, 503, and connections refused, reset or closed mid-answer; returns
-        ``(status, headers, body)`` of a 2xx answer (header names in lower case).
+        ``(status, headers, body)`` of a 2xx answer (header names in lower case; the body a ``bytearray``, read into
+        one buffer).
 
         Raises ``ZpruneError`` for any other answer, and with code ``"unreachable"`` when the server cannot be
         reached (after the retries, for a refused, reset or cut-short connection; at once for a timeout, an unknown
@@ -498,6 +512,7 @@ class ZpruneClient:
         """``prune_raw``'s answer and its ``X-Request-Id`` (an answer out of contract is raised with it)."""
         data = body if isinstance(body, (bytes, bytearray)) else encode_request(body)
         _, headers, answer = self.request("POST", "/v1/prune", bytes(data))
+        del data  # a body encoded here is not held beside the answer and what msgpack decodes from it
         request_id = headers.get("x-request-id")
         try:
             decoded = decode_body(answer)

@@ -192,24 +192,30 @@ def encode_tensor(x: ArrayLike, dtype: Optional[WireDType] = None, *, copy: bool
 
 
 def decode_tensor(t: Mapping[str, Any], bf16: Literal["bits", "float32"] = "bits") -> NDArray[Any]:
-    """Decodes a wire tensor to numpy: ``f32`` → float32, ``f16`` → float16, ``bf16`` → uint16 bits (or float32)."""
+    """Decodes a wire tensor to numpy: ``f32`` → float32, ``f16`` → float16, ``bf16`` → uint16 bits (or float32).
+
+    The array is a view of ``data`` (read-only where ``data`` is ``bytes``, as msgpack decodes ``bin``), not a copy:
+    an answer's tensors are not held twice. Copied only for ``bf16="float32"``, and where the machine's byte order is
+    not the wire's little-endian.
+    """
     dtype = t["dtype"]
     if dtype not in _NUMPY_LE:
         raise ValueError(f"unknown tensor dtype {dtype!r}")
     shape = tuple(int(s) for s in t["shape"])
-    arr = np.frombuffer(bytes(t["data"]), dtype=_NUMPY_LE[dtype]).reshape(shape)
+    arr = np.frombuffer(t["data"], dtype=_NUMPY_LE[dtype]).reshape(shape)
     if dtype == "bf16" and bf16 == "float32":
         return bf16_bits_to_float32(arr)
-    return arr.astype(arr.dtype.newbyteorder("="))
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def unpack_mask(data: bytes, shape: Sequence[int]) -> NDArray[np.bool_]:
     """Unpacks a bit-packed mask (bit i of the row-major order, LSB first; 1 = pruned) to a bool array of ``shape``."""
     n = int(np.prod(shape, dtype=np.int64))
-    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size != (n + 7) // 8:
         raise ValueError(f"mask has {raw.size} bytes, expected {(n + 7) // 8} for shape {list(shape)}")
-    return np.unpackbits(raw, count=n, bitorder="little").astype(bool).reshape(tuple(shape))
+    # unpackbits writes 0 and 1 bytes, which are numpy's False and True: viewed as bool, not copied (a byte a weight).
+    return np.unpackbits(raw, count=n, bitorder="little").view(np.bool_).reshape(tuple(shape))
 
 
 def apply_mask(weight: Any, mask: NDArray[Any]) -> int:
