@@ -243,6 +243,13 @@ Deno.test("loadCheckpoint() refuses a shard header that would read other bytes t
       ["no shape", { a: { dtype: "F32", data_offsets: [0, 8] } }, 8, /tensor a has shape undefined/],
       ["gap", { a: f32([2], [0, 8]), b: f32([2], [16, 24]) }, 24, /tensor b starts at byte 16 of the data, not 8/],
       ["trailing bytes", { a: f32([2], [0, 8]) }, 12, /4 bytes of data follow the last tensor/],
+      // F64 is no dtype of the wire or of the forward pass; the Python client refuses it with the same message.
+      [
+        "f64",
+        { a: { dtype: "F64", shape: [1], data_offsets: [0, 8] } },
+        8,
+        /tensor a has dtype F64; only F32, F16 and BF16 are read/,
+      ],
       ["header null", "null", 0, /its header is not a JSON object/],
       ["header array", "[1]", 0, /its header is not a JSON object/],
       // Written back as it is, it would make a file other readers refuse.

@@ -305,6 +305,9 @@ SAFETENSORS_REFUSED = [
     ({"a": _f32([-1, 2], [0, 8])}, 8, "has shape"),
     ({"a": _f32([2], [0, 8]), "b": _f32([2], [16, 24])}, 24, "tensor b starts at byte 16 of the data, not 8"),
     ({"a": _f32([2], [0, 8])}, 12, "4 bytes of data follow the last tensor"),
+    # model/safetensors_test.ts refuses the same file with the same message: the CLI cannot load F64 either.
+    ({"a": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}}, 8,
+     "tensor a has dtype F64; only F32, F16 and BF16 are read"),
     ({"a": _f32([2], ["0", "8"])}, 8, "has data_offsets"),
     ({"__metadata__": {"a": 1}, "a": _f32([2], [0, 8])}, 8, "__metadata__ is not an object of strings"),
     ("null", 0, "its header is not a JSON object"),

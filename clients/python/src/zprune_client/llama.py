@@ -44,19 +44,20 @@ __all__ = [
     "perplexity",
 ]
 
+#: The safetensors dtypes read, those model/safetensors.ts reads: a checkpoint the CLI refuses is refused here too.
 _ST_DTYPES: Dict[str, "np.dtype[Any]"] = {
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
-    "F64": np.dtype("<f8"),
 }
 
 
 def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
     """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
 
-    F32, F16 and F64 keep their types; BF16 is widened to float32. Raises ``ValueError`` naming the file for a
-    header the format's reference reader refuses (as model/safetensors.ts does): not a JSON object, a
+    F32 and F16 keep their types; BF16 is widened to float32. Raises ``ValueError`` naming the file for another
+    dtype (F64 included, as model/safetensors.ts refuses it), and for a header the format's reference reader
+    refuses (as model/safetensors.ts does too): not a JSON object, a
     ``__metadata__`` not of strings, a shape not of non-negative integers, offsets that do not hold exactly a
     tensor's bytes, or tensors that do not tile the data (gaps, overlaps, trailing bytes), which would read other
     bytes than the tensor's.
@@ -91,7 +92,7 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
         meta = meta if isinstance(meta, dict) else {}
         dt = _ST_DTYPES.get(meta.get("dtype"))
         if dt is None:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {meta.get('dtype')}")
+            raise ValueError(f"{path}: tensor {name} has dtype {meta.get('dtype')}; only F32, F16 and BF16 are read")
         shape, offsets = meta.get("shape"), meta.get("data_offsets")
         if not counts(shape):
             raise ValueError(f"{path}: tensor {name} has shape {shape!r}, not a list of sizes")
