@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Any, Dict
 
@@ -186,6 +187,45 @@ def test_load_llama_refuses_an_index_shard_name_that_is_a_path(tmp_path: Path) -
         (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
         with pytest.raises(ValueError, match="not a file name in"):
             load_llama(tmp_path)
+
+
+def test_load_llama_holds_one_stored_tensor_beside_the_model() -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # tracemalloc sees numpy's arrays and Python's bytes, not torch's parameters: what the loader holds besides the
+    # model. The whole checkpoint (every shard's bytes, then a float32 state dict) was held while the model was built.
+    largest = 0
+    for shard in MODEL_DIR.glob("model-*.safetensors"):
+        with open(shard, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        largest = max([largest] + [end - start for k, v in header.items() if k != "__metadata__"
+                                   for start, end in [v["data_offsets"]]])
+    tracemalloc.start()
+    try:
+        load_llama(MODEL_DIR)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2 * largest, f"{peak} bytes at the peak, the largest stored tensor {largest}"
+
+
+def test_load_llama_names_a_tensor_of_another_shape_than_the_models(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # The bundled checkpoint under a config with a wider MLP: refused, naming the first tensor that disagrees and its
+    # shard, before any tensor is read (load_state_dict raised a RuntimeError listing every mismatch).
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for f in MODEL_DIR.glob("model*.safetensors*"):
+        (tmp_path / f.name).symlink_to(f)
+    hidden, inter = config["hidden_size"], config["intermediate_size"] - 8
+    want = (rf"tensor model\.layers\.0\.mlp\.gate_proj\.weight in model-\d+-of-\d+\.safetensors has shape "
+            rf"\[{inter}, {hidden}\], the model's is \[{inter + 8}, {hidden}\]")
+    with pytest.raises(ValueError, match=want):
+        load_llama(tmp_path)
 
 
 LLAMA3 = {

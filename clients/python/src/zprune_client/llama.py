@@ -13,11 +13,12 @@ Requires torch; the rest of ``zprune_client`` does not.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import struct
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,16 +53,19 @@ _ST_DTYPES: Dict[str, "np.dtype[Any]"] = {
 }
 
 
-def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
-    """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
+class _Stored(NamedTuple):
+    """One tensor of a safetensors file, as its header describes it."""
 
-    F32 and F16 keep their types; BF16 is widened to float32. Raises ``ValueError`` naming the file for another
-    dtype (F64 included, as model/safetensors.ts refuses it), and for a header the format's reference reader
-    refuses (as model/safetensors.ts does too): not a JSON object, a
-    ``__metadata__`` not of strings, a shape not of non-negative integers, offsets that do not hold exactly a
-    tensor's bytes, or tensors that do not tile the data (gaps, overlaps, trailing bytes), which would read other
-    bytes than the tensor's.
-    """
+    name: str
+    dtype: str  # the safetensors name: F32, F16 or BF16
+    shape: Tuple[int, ...]
+    start: int  # where its bytes begin in the file
+    nbytes: int
+
+
+def _safetensors_header(path: PathLike) -> List[_Stored]:
+    """The tensors of a ``.safetensors`` file in the order of their bytes, its header checked (see
+    ``load_safetensors``) and no tensor read."""
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -74,7 +78,7 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
             header = json.loads(raw.decode("utf-8"))
         except ValueError as e:
             raise ValueError(f"{path}: its header is not JSON: {e}") from e
-        data = f.read()
+        data_len = os.fstat(f.fileno()).st_size - 8 - n
     if not isinstance(header, dict):
         raise ValueError(f"{path}: its header is not a JSON object")
     metadata = header.get("__metadata__")
@@ -84,7 +88,6 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
     def counts(v: Any) -> bool:
         return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
 
-    out: Dict[str, NDArray[Any]] = {}
     spans = []
     for name, meta in header.items():
         if name == "__metadata__":
@@ -99,22 +102,48 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
         if not (counts(offsets) and len(offsets) == 2):
             raise ValueError(f"{path}: tensor {name} has data_offsets {offsets!r}, not [begin, end] in bytes")
         start, end = offsets
-        if end - start != math.prod(shape) * dt.itemsize or end > len(data):
+        if end - start != math.prod(shape) * dt.itemsize or end > data_len:
             raise ValueError(f"{path}: tensor {name} offsets [{start}, {end}] disagree with shape or file size")
-        spans.append((start, end, name))
-        arr = np.frombuffer(data, dtype=dt, count=(end - start) // dt.itemsize, offset=start)
-        arr = arr.reshape(tuple(shape))
-        out[name] = bf16_bits_to_float32(arr) if meta["dtype"] == "BF16" else arr.astype(dt.newbyteorder("="))
+        spans.append((start, end, name, meta["dtype"], tuple(shape)))
+    spans.sort()
     at = 0
-    for start, end, name in sorted(spans):
+    for start, end, name, _, _ in spans:
         if start != at:
             raise ValueError(
                 f"{path}: tensor {name} starts at byte {start} of the data, not {at}: tensors must follow each other "
                 "without gaps or overlaps"
             )
         at = end
-    if at != len(data):
-        raise ValueError(f"{path}: {len(data) - at} bytes of data follow the last tensor")
+    if at != data_len:
+        raise ValueError(f"{path}: {data_len - at} bytes of data follow the last tensor")
+    return [_Stored(name, dtype, shape, 8 + n + start, end - start) for start, end, name, dtype, shape in spans]
+
+
+def _read_stored(f: io.BufferedReader, path: PathLike, t: _Stored) -> NDArray[Any]:
+    """The tensor ``t`` of the open file ``f``, read into an array of its own in its stored dtype (BF16 as uint16
+    bits), in the machine's byte order."""
+    arr = np.empty(t.shape, dtype=_ST_DTYPES[t.dtype])
+    f.seek(t.start)
+    if f.readinto(arr.reshape(-1).view(np.uint8).data) != t.nbytes:  # the file shrank since its header was read
+        raise ValueError(f"{path}: tensor {t.name} ends past the end of the file")
+    return arr if arr.dtype.isnative else arr.byteswap().view(arr.dtype.newbyteorder("="))
+
+
+def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
+    """Reads a ``.safetensors`` file (8-byte little-endian header length, JSON header, raw data) into numpy arrays.
+
+    F32 and F16 keep their types; BF16 is widened to float32. Raises ``ValueError`` naming the file for another
+    dtype (F64 included, as model/safetensors.ts refuses it), and for a header the format's reference reader
+    refuses (as model/safetensors.ts does too): not a JSON object, a ``__metadata__`` not of strings, a shape not of
+    non-negative integers, offsets that do not hold exactly a tensor's bytes, or tensors that do not tile the data
+    (gaps, overlaps, trailing bytes), which would read other bytes than the tensor's. Tensors are read one by one
+    into their arrays: the file's bytes are not held beside them.
+    """
+    out: Dict[str, NDArray[Any]] = {}
+    with open(path, "rb") as f:
+        for t in _safetensors_header(path):
+            arr = _read_stored(f, path, t)
+            out[t.name] = bf16_bits_to_float32(arr) if t.dtype == "BF16" else arr
     return out
 
 
@@ -266,7 +295,12 @@ class LlamaForCausalLM(nn.Module):
 
 def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     """Builds a ``LlamaForCausalLM`` from a Hugging Face checkpoint directory (``config.json`` plus
-    ``model.safetensors`` or sharded ``model.safetensors.index.json``), its weights converted to ``dtype``."""
+    ``model.safetensors`` or sharded ``model.safetensors.index.json``), its weights converted to ``dtype``.
+
+    Every shard's header is checked before the model is built, and the tensors' names and shapes against the
+    model's before any is read; then each tensor is read into its parameter, one at a time: memory holds the model
+    and one tensor, not the checkpoint beside the model.
+    """
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         cfg = LlamaConfig.from_dict(json.load(f))
     index = os.path.join(model_dir, "model.safetensors.index.json")
@@ -287,28 +321,47 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
         files = sorted(set(shards))
     else:
         files = ["model.safetensors"]
-    state: Dict[str, torch.Tensor] = {}
-    shard_of: Dict[str, str] = {}
+    stored: Dict[str, Tuple[str, _Stored]] = {}
     for name in files:
-        for key, arr in load_safetensors(os.path.join(model_dir, name)).items():
+        for t in _safetensors_header(os.path.join(model_dir, name)):
             # Which copy would win is up to the shard order (model/safetensors.ts refuses it too).
-            if key in shard_of:
-                raise ValueError(f"checkpoint {model_dir}: tensor {key} is in both {shard_of[key]} and {name}")
-            shard_of[key] = name
-            # load_safetensors returns writable arrays of their own, so torch can share them without a copy.
-            state[key] = torch.from_numpy(arr).to(dtype)
+            if t.name in stored:
+                raise ValueError(f"checkpoint {model_dir}: tensor {t.name} is in both {stored[t.name][0]} and {name}")
+            stored[t.name] = (name, t)
     if cfg.tie_word_embeddings:
         # As transformers does: a stored lm_head is re-tied to the embedding, but one of another shape is refused.
-        stored = state.get("lm_head.weight")
-        embed = state["model.embed_tokens.weight"]
-        if stored is not None and stored.shape != embed.shape:
-            raise ValueError(f"checkpoint: tied lm_head.weight has shape {list(stored.shape)}, not {list(embed.shape)}")
-        state["lm_head.weight"] = embed
+        lm_head, embed = stored.pop("lm_head.weight", None), stored.get("model.embed_tokens.weight")
+        if lm_head is not None and embed is not None and lm_head[1].shape != embed[1].shape:
+            raise ValueError(f"checkpoint: tied lm_head.weight has shape {list(lm_head[1].shape)}, not "
+                             f"{list(embed[1].shape)}")
     model = LlamaForCausalLM(cfg).to(dtype)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in unexpected if "rotary_emb" not in k]
+    params = model.state_dict()  # detached tensors on the parameters' own storage, written in place below
+    wanted = [k for k in params if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [k for k in wanted if k not in stored]
+    unexpected = [k for k in stored if k not in params and "rotary_emb" not in k]
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+    for key in wanted:
+        shard, t = stored[key]
+        if t.shape != tuple(params[key].shape):
+            raise ValueError(f"checkpoint {model_dir}: tensor {key} in {shard} has shape {list(t.shape)}, the "
+                             f"model's is {list(params[key].shape)}")
+    # Tensor by tensor, in each shard's order: memory holds the model and one tensor as stored, never the checkpoint
+    # beside the model.
+    with torch.no_grad():
+        for key in sorted(wanted, key=lambda k: (stored[k][0], stored[k][1].start)):
+            shard, t = stored[key]
+            path = os.path.join(model_dir, shard)
+            with open(path, "rb") as f:
+                arr = _read_stored(f, path, t)
+            # BF16 bits as a bf16 tensor: copy_ converts it to the model's dtype as exactly as widening to float32
+            # first did, without a float32 copy of the tensor.
+            src = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16) if t.dtype == "BF16" else (
+                torch.from_numpy(arr))
+            params[key].copy_(src)
+            del arr, src  # freed before the next tensor is read
+        if cfg.tie_word_embeddings:
+            params["lm_head.weight"].copy_(params["model.embed_tokens.weight"])
     return model.eval()
 
 
