@@ -116,6 +116,39 @@ def test_healthz_and_info(server_url: str) -> None:
     assert set(info["dtypes"]) >= {"f32", "f16", "bf16"}
 
 
+def test_info_and_health_check_the_answer_but_keep_what_a_newer_server_adds(
+    server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = ZpruneClient(server_url)
+    real = client.info()
+    answers: List[Any] = []
+    monkeypatch.setattr(client, "request", lambda method, path, body=None: (
+        200, {"content-type": "application/json"}, json.dumps(answers[-1]).encode()))
+    newer = {**real, "methods": [*real["methods"], "sparsegpt"], "dtypes": [*real["dtypes"], "fp8"], "extra": 1}
+    answers.append(newer)
+    assert client.info() == newer
+    broken: List[Dict[str, Any]] = [
+        {**real, "name": "other"}, {**real, "version": 2}, {**real, "apiVersion": True}, {**real, "backend": "tpu"},
+        {**real, "device": None}, {k: v for k, v in real.items() if k != "limits"},
+        {**real, "limits": {**real["limits"], "maxBodyBytes": -1}},
+        {**real, "limits": {**real["limits"], "msgpack": {"maxDepth": 32}}},
+        {**real, "limits": {**real["limits"], "exponent": {"min": 0, "max": "64"}}},
+        {**real, "methods": "zpruner"}, {**real, "returns": ["mask", 3]},
+    ]
+    for answer in broken:
+        answers.append(answer)
+        with pytest.raises(ZpruneError) as e:
+            client.info()
+        assert e.value.code == "invalid_response", answer
+    answers.append({"status": "ok", "backend": "cpu"})
+    assert client.health() == {"status": "ok", "backend": "cpu"}
+    for answer in ({"status": "fine", "backend": "cpu"}, {"status": "ok"}, {"status": "ok", "backend": "gpu"}):
+        answers.append(answer)
+        with pytest.raises(ZpruneError) as e:
+            client.health()
+        assert e.value.code == "invalid_response", answer
+
+
 def test_many_layers_in_request_order(server_url: str) -> None:
     layers = [(f"l{i}", RNG.standard_normal((4 + i, 8)).astype(np.float32), None) for i in range(5)]
     result = prune_layers(layers, url=server_url, method="magnitude", pattern="row", sparsity=0.25)

@@ -497,12 +497,24 @@ class ZpruneClient:
             raise ZpruneError("invalid_response", f"{path} answered neither a JSON nor a msgpack map: {e}", 200) from e
 
     def health(self) -> Dict[str, Any]:
-        """``GET /healthz``: ``{"status": "ok", "backend": ...}``."""
-        return self._get_json("/healthz")
+        """``GET /healthz``: ``{"status": "ok", "backend": ...}``; ``invalid_response`` for another answer."""
+        answer = self._get_json("/healthz")
+        if answer.get("status") != "ok" or answer.get("backend") not in _BACKENDS:
+            raise ZpruneError("invalid_response", f"/healthz answered {answer!r}, not status ok and a backend", 200)
+        return answer
 
     def info(self) -> Dict[str, Any]:
-        """``GET /v1/info``: version, backend, device, limits, methods, patterns, dtypes."""
-        return self._get_json("/v1/info")
+        """``GET /v1/info``: version, backend, device, limits, methods, patterns, dtypes and returns.
+
+        Checked as the TypeScript client checks it (``invalid_response`` where a field is missing or of another type);
+        the four lists may name methods, patterns, dtypes and returns this client does not know: a newer server may add
+        them (API.md), and they change nothing this client sends.
+        """
+        answer = self._get_json("/v1/info")
+        problem = _info_problem(answer)
+        if problem:
+            raise ZpruneError("invalid_response", f"/v1/info: {problem}", 200)
+        return answer
 
     def prune_raw(self, body: Union[bytes, Mapping[str, Any]]) -> Dict[str, Any]:
         """Posts a ready request (msgpack bytes, or a map to encode) and returns the decoded answer map as is."""
@@ -608,6 +620,48 @@ class ZpruneClient:
         return layer.mask, layer.stats
 
 
+#: The backends an answer may name (contract/api.ts's BACKEND_KINDS).
+_BACKENDS = ("webgpu", "cpu")
+
+#: ``/v1/info``'s limits that are counts (contract/api.ts's InfoResponseSchema).
+_INFO_COUNTS = ("maxBodyBytes", "maxLayerElements", "maxQueue", "memoryBudgetBytes", "maxLayers", "maxNameLength",
+                "maxM", "maxShapeDims")
+
+
+def _info_problem(info: Mapping[str, Any]) -> Optional[str]:
+    """What in a ``/v1/info`` answer breaks contract/api.ts's InfoResponseSchema (lists of any strings), or None."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if info.get("name") != "zprune":
+        return f"name is {info.get('name')!r}, not 'zprune'"
+    for key in ("version", "device"):
+        if not isinstance(info.get(key), str):
+            return f"{key} is {info.get(key)!r}, not a string"
+    if not (isinstance(info.get("apiVersion"), int) and not isinstance(info.get("apiVersion"), bool)):
+        return f"apiVersion is {info.get('apiVersion')!r}, not an integer"
+    if info.get("backend") not in _BACKENDS:
+        return f"backend is {info.get('backend')!r}"
+    limits = info.get("limits")
+    if not isinstance(limits, Mapping):
+        return f"limits is {limits!r}, not a map"
+    for key in _INFO_COUNTS:
+        if not count(limits.get(key)):
+            return f"limits.{key} is {limits.get(key)!r}, not a count"
+    msgpack_limits = limits.get("msgpack")
+    if not (isinstance(msgpack_limits, Mapping) and all(count(msgpack_limits.get(k)) for k in ("maxDepth",
+                                                                                                "maxValues"))):
+        return f"limits.msgpack is {msgpack_limits!r}, not a map of maxDepth and maxValues counts"
+    exponent = limits.get("exponent")
+    if not (isinstance(exponent, Mapping) and all(_is_number(exponent.get(k)) for k in ("min", "max"))):
+        return f"limits.exponent is {exponent!r}, not a map of min and max numbers"
+    for key in ("methods", "patterns", "dtypes", "returns"):
+        value = info.get(key)
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"{key} is {value!r}, not a list of strings"
+    return None
+
+
 #: The stage timings every answer carries, in milliseconds (API.md's Response).
 _TIMINGS = ("decodeMs", "computeMs", "encodeMs", "totalMs")
 
@@ -634,7 +688,7 @@ def parse_prune_answer(
     """
     if not isinstance(answer, Mapping):
         raise ZpruneError("invalid_response", f"the answer is {type(answer).__name__}, not a map", 200)
-    if answer.get("backend") not in ("webgpu", "cpu"):
+    if answer.get("backend") not in _BACKENDS:
         raise ZpruneError("invalid_response", f"the answer's backend is {answer.get('backend')!r}", 200)
     if not isinstance(answer.get("device"), str):
         raise ZpruneError("invalid_response", f"the answer's device is {answer.get('device')!r}", 200)
