@@ -2,7 +2,8 @@
  * Posts a golden request to a running zprune server and prints what came back.
  *
  *   ./node_modules/.bin/deno run -A examples/post_golden.ts [URL] [FIXTURE]
- *   (defaults: http://127.0.0.1:8787 and tests/fixtures/golden/zpruner-layer-f16.request.msgpack)
+ *   (defaults: $ZPRUNE_URL, else http://127.0.0.1:8787, and tests/fixtures/golden/zpruner-layer-f16.request.msgpack;
+ *   sends $ZPRUNE_TOKEN where set)
  */
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
