@@ -1,7 +1,7 @@
 """Test harness: a live zprune server started from the repository's ``main.ts`` for the whole session.
 
 ``ZPRUNE_TEST_URL`` points the tests at a server that is already running instead. The server is started with the
-CPU backend on a free port; its output goes to ``$ZPRUNE_TEST_LOG_DIR/server-<port>.log`` (default: the system
+CPU backend on a free port; its output goes to ``$ZPRUNE_TEST_LOG_DIR/zprune-server-<port>.log`` (default: the system
 temp directory) and is printed when it fails to come up.
 """
 
