@@ -210,8 +210,10 @@ export class WebGpuBackend implements Backend {
   #lifeline: NodeMessagePort | null = null;
   /**
    * Whether the current worker has answered a layer, or is the first one (no failure came before it). A replacement
-   * that fails before it answers one is a failed start, as one that fails while it starts: the queue is answered at
-   * once rather than one layer per fresh worker, on a device that is likely gone.
+   * that fails before it is handed a layer (its device lost as it said ready) is a failed start, as one that fails
+   * while it starts: the queue is answered at once rather than posted to a device that is likely gone. One that fails
+   * with a layer in flight fails that layer alone, as any worker does: the layer may be what broke it, and the other
+   * requests' layers queued behind it must not be answered 503 for it.
    */
   #proven = false;
   /** Why the last worker was retired, while no other has replaced it (see `unavailable`). */
@@ -440,20 +442,20 @@ export class WebGpuBackend implements Backend {
 
   /**
    * The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue; or,
-   * for a replacement that never answered a layer (see `#proven`), answer the queue too. `hung`: the watchdog's, which
-   * blames the layer, not the device.
+   * for a replacement that failed before it was handed a layer (see `#proven`), answer the queue too. `hung`: the
+   * watchdog's, which blames the layer, not the device.
    */
   #fail(w: Worker, message: string, hung = false): void {
     if (w !== this.#worker) return;
     clearTimeout(this.#timer);
     const job = this.#inFlight;
     this.#inFlight = null;
-    const failedStart = !this.#proven && !hung;
+    const failedStart = !this.#proven && !hung && !job;
     this.#retire(w, message);
     if (failedStart) {
       const err = new ZpruneError(
         "unavailable",
-        `WebGPU backend cannot restart: its fresh worker failed before it answered a layer: ${message}`,
+        `WebGPU backend cannot restart: its fresh worker failed before it was handed a layer: ${message}`,
       );
       if (job) this.#settle(job, err);
       return this.#failQueue(err);

@@ -192,6 +192,26 @@ Deno.test("webgpu: a worker that ends with no error event fails its layer at onc
   });
 });
 
+Deno.test("webgpu: a fresh worker ended by its first layer fails that layer alone, not the ones behind", async () => {
+  // After a restart, the first layer a fresh worker is handed ends it: the layer may be what broke it, so the other
+  // calls queued behind it are answered by the next fresh worker, not 503 as a failed start.
+  const workerUrl = new URL("./testdata/exiting_worker.ts", import.meta.url);
+  await withBackend({ workerUrl, jobTimeoutMs: () => 600_000 }, async (b) => {
+    const first = b.prune(PARAMS, { ...ramp(4, 4), name: "exit-first" }).then(() => "answered", (e) => e);
+    assert.ok(isUnavailable(await within(first, "the layer that ended the first worker", 20_000)));
+    // No worker now: these queue while a fresh one starts, the one that ends it first in line.
+    const calls = [
+      b.prune(PARAMS, { ...ramp(4, 4), name: "exit-again" }),
+      b.prune(PARAMS, ramp(4, 4)),
+      b.prune(PARAMS, ramp(2, 8)),
+    ].map((c) => c.then((out) => out, (e) => e));
+    const [again, ...rest] = await Promise.all(calls.map((c, i) => within(c, `call ${i}`, 20_000)));
+    assert.ok(isUnavailable(again) && /the backend is restarting/.test(again.message), String(again));
+    for (const out of rest) assert.equal(out.stats.total, 16, String(out));
+    assert.equal(b.restarts, 2);
+  });
+});
+
 Deno.test("createWebGpuBackend() fails at once when its worker ends while it starts, not after a timeout", async () => {
   const workerUrl = new URL("./testdata/exiting_worker.ts?at-start", import.meta.url);
   const started = createWebGpuBackend({ allowFallback: true, workerUrl }).then(() => "started", (e) => e);
