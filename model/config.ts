@@ -25,6 +25,8 @@ export interface LlamaConfig {
    * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32); absent only where it is null.
    */
   maxPositions?: number;
+  /** The config.json keys left out and taken at transformers' defaults (named in the window refusals). */
+  defaulted: readonly string[];
 }
 
 /**
@@ -259,6 +261,11 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     tieEmbeddings: raw.tie_word_embeddings === true,
     ...(window !== undefined ? { slidingWindow: window as number } : {}),
     ...(maxPositions !== undefined ? { maxPositions: maxPositions as number } : {}),
+    defaulted: [
+      ...(mistralKv ? ["num_key_value_heads"] : []),
+      ...(modelType === "mistral" && !("sliding_window" in raw) ? ["sliding_window"] : []),
+      ...(!("max_position_embeddings" in raw) ? ["max_position_embeddings"] : []),
+    ],
   };
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeWeights, parseConfig } from "./config.ts";
+import { checkWindowLength } from "./llama.ts";
 import { loadCheckpoint } from "./safetensors.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
@@ -207,4 +208,33 @@ Deno.test("parseConfig() runs dynamic RoPE as the default up to max_position_emb
   }
   // Left out, max_position_embeddings is LlamaConfig's 2048, and so is where dynamic RoPE would start to scale.
   assert.equal(parseConfig({ ...BASE, rope_scaling: { type: "dynamic", factor: 2 } }).maxPositions, 2048);
+});
+
+Deno.test("checkWindowLength() says when the limit it names is transformers' default, not config.json's", () => {
+  const base = { ...BASE, ...MISTRAL };
+  const says = /\(transformers' default: config\.json leaves (\w+) out\)/;
+  assert.throws(
+    () => checkWindowLength(parseConfig(base), 4097),
+    (e: Error) => says.exec(e.message)?.[1] === "sliding_window",
+  );
+  assert.throws(
+    () => checkWindowLength(parseConfig({ ...base, sliding_window: 4096 }), 4097),
+    (e: Error) => /sliding_window of 4096: /.test(e.message) && !says.test(e.message),
+  );
+  assert.throws(
+    () => checkWindowLength(parseConfig(BASE), 2049),
+    (e: Error) => says.exec(e.message)?.[1] === "max_position_embeddings",
+  );
+  assert.throws(
+    () => checkWindowLength(parseConfig({ ...BASE, max_position_embeddings: 2048 }), 2049),
+    (e: Error) => /max_position_embeddings of 2048: /.test(e.message) && !says.test(e.message),
+  );
+  assert.deepEqual(
+    parseConfig({ ...BASE, model_type: "mistral", hidden_size: 256, num_attention_heads: 32 }).defaulted,
+    [
+      "num_key_value_heads",
+      "sliding_window",
+      "max_position_embeddings",
+    ],
+  );
 });

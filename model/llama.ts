@@ -125,16 +125,19 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
  */
 export function checkWindowLength(cfg: LlamaConfig, seqLen: number): void {
   const flag = "(the CLI's --seqlen sets the window length)";
+  // A limit config.json does not state is transformers' default: said so, else its figure seems to come from nowhere.
+  const from = (key: string) =>
+    cfg.defaulted.includes(key) ? ` (transformers' default: config.json leaves ${key} out)` : "";
   if (cfg.slidingWindow !== undefined && seqLen > cfg.slidingWindow) {
     throw new RangeError(
-      `windows of ${seqLen} tokens are longer than the model's sliding_window of ${cfg.slidingWindow}: ` +
-        `this forward pass has no sliding-window attention ${flag}`,
+      `windows of ${seqLen} tokens are longer than the model's sliding_window of ${cfg.slidingWindow}` +
+        `${from("sliding_window")}: this forward pass has no sliding-window attention ${flag}`,
     );
   }
   if (cfg.maxPositions !== undefined && seqLen > cfg.maxPositions) {
     throw new RangeError(
-      `windows of ${seqLen} tokens are longer than the model's max_position_embeddings of ${cfg.maxPositions}: ` +
-        `it was not trained on positions past it ${flag}`,
+      `windows of ${seqLen} tokens are longer than the model's max_position_embeddings of ${cfg.maxPositions}` +
+        `${from("max_position_embeddings")}: it was not trained on positions past it ${flag}`,
     );
   }
 }

@@ -96,14 +96,20 @@ def test_sliding_window_bounds_the_window_length() -> None:
 def test_max_position_embeddings_bounds_the_window_length() -> None:
     cfg = LlamaConfig.from_dict({**BASE, "max_position_embeddings": 128})
     cfg.check_window(128)
-    with pytest.raises(ValueError, match="129 tokens.*max_position_embeddings of 128"):
+    with pytest.raises(ValueError, match="129 tokens.*max_position_embeddings of 128: it was not"):
         cfg.check_window(129)
     LlamaConfig.from_dict({**BASE, "max_position_embeddings": None}).check_window(1 << 20)
     # Left out: transformers' LlamaConfig default (2048), or MistralConfig's (4096 * 32).
     default = LlamaConfig.from_dict(BASE)
     default.check_window(2048)
-    with pytest.raises(ValueError, match="2049 tokens.*max_position_embeddings of 2048"):
+    with pytest.raises(ValueError, match=r"2049 tokens.*max_position_embeddings of 2048 \(transformers' default: "
+                       "config.json leaves max_position_embeddings out\)"):
         default.check_window(2049)
+    mistral = LlamaConfig.from_dict({**BASE, **MISTRAL})
+    with pytest.raises(ValueError, match=r"sliding_window of 4096 \(transformers' default: config.json leaves "):
+        mistral.check_window(4097)
+    with pytest.raises(ValueError, match=r"sliding_window of 4096: this forward pass"):
+        LlamaConfig.from_dict({**BASE, **MISTRAL, "sliding_window": 4096}).check_window(4097)
     assert LlamaConfig.from_dict({**BASE, "model_type": "llama"}).max_position_embeddings == 2048
     assert LlamaConfig.from_dict({**BASE, **MISTRAL}).max_position_embeddings == 131072
     for bad in (0, 2048.5, "2048"):

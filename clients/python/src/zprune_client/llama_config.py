@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["LlamaConfig", "SUPPORTED_MODEL_TYPES"]
 
@@ -96,6 +96,8 @@ class LlamaConfig:
     #: "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}``; None for the default RoPE (and
     #: ``dynamic``, the same up to ``max_position_embeddings``).
     rope_scaling: Optional[Dict[str, Any]] = None
+    #: The config.json keys left out and taken at transformers' defaults (named in the window refusals).
+    defaulted: Tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "LlamaConfig":
@@ -225,20 +227,31 @@ class LlamaConfig:
             sliding_window=window,
             max_position_embeddings=max_positions,
             rope_scaling=rope_scaling,
+            defaulted=tuple(
+                key for key, left_out in (
+                    ("num_key_value_heads", mistral_kv),
+                    ("sliding_window", model_type == "mistral" and "sliding_window" not in cfg),
+                    ("max_position_embeddings", "max_position_embeddings" not in cfg),
+                ) if left_out
+            ),
         )
 
     def check_window(self, tokens: int) -> None:
         """Raises ``ValueError`` when windows of ``tokens`` are longer than the sliding window or than
         ``max_position_embeddings`` (positions the model was not trained on, and where ``dynamic`` RoPE would
         rescale; see model/llama.ts)."""
+        def source(key: str) -> str:
+            # A limit config.json does not state is transformers' default: said so, as model/llama.ts does.
+            return f" (transformers' default: config.json leaves {key} out)" if key in self.defaulted else ""
+
         if self.sliding_window is not None and tokens > self.sliding_window:
             raise ValueError(
-                f"windows of {tokens} tokens are longer than the model's sliding_window of {self.sliding_window}: "
-                "this forward pass has no sliding-window attention"
+                f"windows of {tokens} tokens are longer than the model's sliding_window of {self.sliding_window}"
+                f"{source('sliding_window')}: this forward pass has no sliding-window attention"
             )
         limit = self.max_position_embeddings
         if limit is not None and tokens > limit:
             raise ValueError(
-                f"windows of {tokens} tokens are longer than the model's max_position_embeddings of {limit}: "
-                "it was not trained on positions past it"
+                f"windows of {tokens} tokens are longer than the model's max_position_embeddings of {limit}"
+                f"{source('max_position_embeddings')}: it was not trained on positions past it"
             )
