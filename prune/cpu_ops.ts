@@ -5,7 +5,7 @@
 import type { DType, Method } from "../contract/api.ts";
 import { decodeInto } from "../contract/dtype_codec.ts";
 import { accumulateSums, centredSums, type MatrixSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
-import { histogramHigh, histogramLow, markBelow, markTies, selectNM, selectRows } from "./select.ts";
+import { histogramHigh, histogramLow, markBelow, markGather, markTies, selectNM, selectRows } from "./select.ts";
 
 /** Every operation a worker can run, with its arguments. Arrays may be views of SharedArrayBuffers. */
 export type CpuOp =
@@ -34,6 +34,16 @@ export type CpuOp =
   | { op: "score"; W: Float32Array; ctx: ScoreContext; r0: number; r1: number; out: Float32Array; hist: boolean }
   | { op: "histLow"; keys: Uint32Array; e0: number; e1: number; top: number }
   | { op: "markBelow"; keys: Uint32Array; e0: number; e1: number; t: number; mask: Uint8Array }
+  | {
+    op: "markGather";
+    keys: Uint32Array;
+    e0: number;
+    e1: number;
+    top: number;
+    mask: Uint8Array;
+    out: Uint32Array;
+    at: number;
+  }
   | { op: "markTies"; keys: Uint32Array; e0: number; e1: number; t: number; quota: number; mask: Uint8Array }
   | { op: "rows"; keys: Uint32Array; cols: number; k: number; mask: Uint8Array; r0: number; r1: number }
   | { op: "nm"; keys: Uint32Array; cols: number; n: number; m: number; mask: Uint8Array; r0: number; r1: number };
@@ -77,6 +87,8 @@ export function runOp(o: CpuOp): unknown {
       return histogramLow(o.keys, o.e0, o.e1, o.top);
     case "markBelow":
       return markBelow(o.keys, o.e0, o.e1, o.t, o.mask);
+    case "markGather":
+      return markGather(o.keys, o.e0, o.e1, o.top, o.mask, o.out, o.at);
     case "markTies":
       markTies(o.keys, o.e0, o.e1, o.t, o.quota, o.mask);
       return null;

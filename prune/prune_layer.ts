@@ -8,6 +8,7 @@ import type { Pattern } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "../contract/dtype_codec.ts";
+import { markGathered } from "./select.ts";
 import { layerStats } from "./mask_stats.ts";
 import {
   activationWeights,
@@ -211,7 +212,7 @@ export async function pruneLayerWith(
     lap("score");
     const keys = new Uint32Array(score.buffer, score.byteOffset, n);
     const mask = new Uint8Array(alloc(Math.ceil(n / 8), exec.shared));
-    const thresholdKey = await selectMask(exec, parts, params.pattern, layer, keys, hists, mask);
+    const thresholdKey = await selectMask(exec, parts, params.pattern, layer, keys, hists, mask, take);
     lap("select");
     const ownMask = exec.shared ? mask.slice() : mask;
     const ownScore = params.returnScore && (exec.shared || exec.scratch) ? score.slice() : score;
@@ -359,11 +360,13 @@ async function selectMask(
   keys: Uint32Array,
   hists: (Uint32Array | null)[],
   mask: Uint8Array,
+  take: (bytes: number) => ArrayBufferLike,
 ): Promise<number> {
   const { rows, cols } = layer;
   if (pattern.kind === "layer") {
     const bounds = parts.workSplits.map((r) => r * cols);
-    return await selectLayerWith(exec, keys, patternK(pattern, rows, cols), hists as Uint32Array[], mask, bounds);
+    const k = patternK(pattern, rows, cols);
+    return await selectLayerWith(exec, keys, k, hists as Uint32Array[], mask, bounds, take);
   }
   if (pattern.kind === "row") {
     const k = patternK(pattern, rows, cols);
@@ -384,17 +387,30 @@ async function selectMask(
 }
 
 /**
- * Layer-wide radix select across parts: the top-16-bit histograms came with the scores; one more pass finds
- * the low 16 bits of the threshold; then every part marks keys below it and counts its ties, and the ties
- * needed are taken from the parts in index order. Returns the threshold key, or -1 when k = 0.
+ * Most keys in the threshold's top-16-bit bucket for the layer select to gather them (8 MiB of pairs), rather than
+ * take a pass over the layer for the threshold's low 16 bits and then its ties. The bench's layers hold about 0.07% of
+ * their keys there (11765 of 4096x4096); a bucket past this limit (many equal or close scores) would take that much
+ * more scratch and be finished on the calling thread, one pair at a time.
  */
-async function selectLayerWith(
+export const GATHER_MAX = 1 << 20;
+
+/**
+ * Layer-wide radix select across parts, marking the k lowest of `keys` in a zeroed `mask`: the top-16-bit histograms
+ * (one per part of `bounds`) came with the scores, and give the threshold's top bucket and how many keys lie in it.
+ * A bucket of at most `gatherMax` keys is gathered in the pass that marks every key below it, and the threshold and
+ * its ties are found among those alone. A larger one takes a pass for the low 16 bits of the threshold; then every
+ * part marks keys below it and counts its ties, and the ties needed are taken from the parts in index order. `take`
+ * gives scratch (shared where the executor's is) that the caller releases. Returns the threshold key, or -1 when k = 0.
+ */
+export async function selectLayerWith(
   exec: Executor,
   keys: Uint32Array,
   k: number,
   hists: Uint32Array[],
   mask: Uint8Array,
   bounds: number[],
+  take: (bytes: number) => ArrayBufferLike,
+  gatherMax = GATHER_MAX,
 ): Promise<number> {
   if (k <= 0) return -1;
   const parts = bounds.length - 1;
@@ -410,6 +426,19 @@ async function selectLayerWith(
     }
   };
   const top = pick(hists, k);
+  const inBucket = hists.map((h) => h[top.d]!);
+  const bucket = inBucket.reduce((a, b) => a + b, 0);
+  if (bucket <= gatherMax) {
+    // Each part writes its pairs from the count of the parts before it, so the pairs lie in index order.
+    const at = inBucket.map((_, i) => inBucket.slice(0, i).reduce((a, b) => a + b, 0));
+    // A power of two of bytes, so that layers whose buckets differ a little reuse one kept buffer.
+    const out = new Uint32Array(take(2 ** Math.ceil(Math.log2(Math.max(4096, 8 * bucket)))), 0, 2 * bucket);
+    await exec.all(parts, (i) => {
+      const r = erange(i);
+      return r && { op: "markGather", keys, top: top.d, mask, out, at: at[i]!, ...r };
+    });
+    return markGathered(out, bucket, top.d, k - top.below, mask);
+  }
   const lows = await exec.all<Uint32Array>(parts, (i) => {
     const r = erange(i);
     return r && { op: "histLow", keys, top: top.d, ...r };

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { createCpuBackend } from "./cpu_backend.ts";
+import { createCpuBackend, createPoolExecutor } from "./cpu_backend.ts";
 import { type CpuOp, runOp } from "./cpu_ops.ts";
-import { type Executor, patternK, pruneLayerWith } from "./prune_layer.ts";
+import { type Executor, patternK, pruneLayerWith, selectLayerWith } from "./prune_layer.ts";
+import { histogramHigh } from "./select.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { childJson } from "../tests/_server.ts";
 
@@ -176,4 +177,75 @@ Deno.test("a layer failing with no op left running gives its scratch back; one w
   await assert.rejects(pruneLayerWith(dead.exec, params, f32Layer(64, 64, w)), /worker failed/);
   assert.ok(dead.taken.length > 0);
   assert.equal(dead.released.length, 0);
+});
+
+/**
+ * 256 keys in three top-16-bit buckets: 0x3e00 and 0x4000 around the bucket 0x3f00, whose keys take 5 low values, so
+ * ties straddle every cut through it; they lie in every part, at a part's first and last index among others.
+ */
+function bucketKeys(shared: boolean): { keys: Uint32Array; below: number; bucket: number } {
+  const n = 256;
+  const keys = new Uint32Array(shared ? new SharedArrayBuffer(4 * n) : new ArrayBuffer(4 * n));
+  let s = 11;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    const low = (s >>> 8) % 5;
+    const inBucket = s % 3 === 0 || [0, 60, 63, 64, 127, 128, 191, 192, 255].includes(i);
+    keys[i] = (inBucket ? 0x3f000000 : s & 0x10000 ? 0x40000000 : 0x3e000000) + low;
+  }
+  const below = keys.filter((k) => k >>> 16 === 0x3e00).length;
+  return { keys, below, bucket: keys.filter((k) => k >>> 16 === 0x3f00).length };
+}
+
+/** The oracle: the k lowest of `keys` by (key, index), as a mask, and the k-th lowest key (-1 for k = 0). */
+function sortedLowest(keys: Uint32Array, k: number): { mask: Uint8Array; threshold: number } {
+  const order = Array.from(keys.keys()).sort((a, b) => keys[a]! - keys[b]! || a - b);
+  const mask = new Uint8Array(Math.ceil(keys.length / 8));
+  for (const i of order.slice(0, k)) mask[i >> 3]! |= 1 << (i & 7);
+  return { mask, threshold: k > 0 ? keys[order[k - 1]!]! : -1 };
+}
+
+Deno.test("selectLayerWith() marks the k lowest, gathering the threshold's bucket or passing over it", async () => {
+  const { keys, below, bucket } = bucketKeys(false);
+  assert.ok(below > 20 && bucket > 60 && below + bucket < 230, `buckets of ${below} and ${bucket} keys`);
+  // Parts not on byte bounds (ops here run one after another), so the loops over a byte's head and tail run too.
+  const bounds = [0, 61, 128, 195, 256];
+  const hists = bounds.slice(1).map((e, i) => histogramHigh(keys, bounds[i]!, e));
+  for (const gatherMax of [bucket, bucket - 1]) {
+    // Every k: a threshold below the bucket, at its first, every middle and its last key, and above it.
+    for (let k = 0; k <= keys.length; k++) {
+      const { exec } = recordingExecutor();
+      const ops: string[] = [];
+      const run = exec.all.bind(exec);
+      exec.all = (count, make) => run(count, (i) => (((t) => (t && ops.push(t.op), t))(make(i))));
+      const mask = new Uint8Array(new SharedArrayBuffer(32));
+      const t = await selectLayerWith(exec, keys, k, hists, mask, bounds, (b) => exec.scratch!(b), gatherMax);
+      const want = sortedLowest(keys, k);
+      assert.deepEqual(mask, want.mask, `gatherMax ${gatherMax}, k ${k}`);
+      assert.equal(t, want.threshold, `gatherMax ${gatherMax}, k ${k}`);
+      // Gathered exactly when the threshold's bucket (the middle one or another) is within the limit.
+      const size = keys.filter((key) => key >>> 16 === want.threshold >>> 16).length;
+      if (k > 0) assert.equal(ops.includes("markGather"), size <= gatherMax, `k ${k}: ${ops.join()}`);
+    }
+  }
+});
+
+Deno.test("selectLayerWith() on the worker pool gathers into shared scratch at each part's own offset", async () => {
+  const { keys, below, bucket } = bucketKeys(true);
+  const bounds = [0, 64, 128, 192, 256];
+  const hists = bounds.slice(1).map((e, i) => histogramHigh(keys, bounds[i]!, e));
+  const exec = createPoolExecutor(2);
+  try {
+    for (const gatherMax of [bucket, 0]) {
+      for (const k of [below + 1, below + 2, below + 50, below + bucket - 1, below + bucket]) {
+        const mask = new Uint8Array(new SharedArrayBuffer(32));
+        const t = await selectLayerWith(exec, keys, k, hists, mask, bounds, (b) => exec.scratch!(b), gatherMax);
+        const want = sortedLowest(keys, k);
+        assert.deepEqual(new Uint8Array(mask), want.mask, `gatherMax ${gatherMax}, k ${k}`);
+        assert.equal(t, want.threshold);
+      }
+    }
+  } finally {
+    exec.close();
+  }
 });

@@ -145,6 +145,79 @@ function markLowest(
   }
 }
 
+/**
+ * Marks in `mask` every key of [start, end) whose top 16 bits are below `top`, and copies each key whose top 16 bits
+ * equal `top` into `out` as an (index, key) pair, in index order from pair `at`; returns how many it copied. The
+ * layer select calls it when the threshold's top-16-bit bucket is small: a branch, not a branch-free compaction
+ * (which writes one slot past its last pair, into the next part's), is then almost never taken, so it predicts well.
+ * Bytes are written as in `markBelow`.
+ */
+export function markGather(
+  keys: Uint32Array,
+  start: number,
+  end: number,
+  top: number,
+  mask: Uint8Array,
+  out: Uint32Array,
+  at: number,
+): number {
+  const t = top << 16; // keys are below 2^31, so top < 2^15 and t stays a positive int
+  let m = 2 * at, i = start;
+  for (; i < end && (i & 7) !== 0; i++) {
+    const key = keys[i]!;
+    mask[i >>> 3]! |= ((key - t) >>> 31) << (i & 7);
+    if (key >>> 16 === top) {
+      out[m++] = i;
+      out[m++] = key;
+    }
+  }
+  for (; i + 8 <= end; i += 8) {
+    let byte = 0;
+    for (let b = 0; b < 8; b++) {
+      const key = keys[i + b]!;
+      byte |= ((key - t) >>> 31) << b;
+      if (key >>> 16 === top) {
+        out[m++] = i + b;
+        out[m++] = key;
+      }
+    }
+    mask[i >>> 3] = byte;
+  }
+  for (; i < end; i++) {
+    const key = keys[i]!;
+    mask[i >>> 3]! |= ((key - t) >>> 31) << (i & 7);
+    if (key >>> 16 === top) {
+      out[m++] = i;
+      out[m++] = key;
+    }
+  }
+  return m / 2 - at;
+}
+
+/**
+ * Of the `count` (index, key) pairs `markGather` copied into `pairs` (every key whose top 16 bits are `top`, in
+ * index order), marks the `need` lowest in `mask`, ties taken in index order, and returns the threshold key: the low 16
+ * bits come from one histogram of these pairs alone, not from another pass over the layer.
+ */
+export function markGathered(
+  pairs: Uint32Array,
+  count: number,
+  top: number,
+  need: number,
+  mask: Uint8Array,
+): number {
+  const hist = new Uint32Array(1 << 16);
+  for (let m = 0; m < count; m++) hist[pairs[2 * m + 1]! & 0xffff]!++;
+  let d = 0, quota = need;
+  while (hist[d]! < quota) quota -= hist[d++]!;
+  const t = ((top << 16) | d) >>> 0;
+  for (let m = 0; m < count; m++) {
+    const key = pairs[2 * m + 1]!;
+    if (key < t || (key === t && quota-- > 0)) setBit(mask, pairs[2 * m]!);
+  }
+  return t;
+}
+
 /** Histogram of the high 16 bits of keys [start, end). */
 export function histogramHigh(keys: Uint32Array, start: number, end: number): Uint32Array {
   const hist = new Uint32Array(1 << 16);
