@@ -213,22 +213,20 @@ Deno.test("parseConfig() runs dynamic RoPE as the default up to max_position_emb
 Deno.test("checkWindowLength() says when the limit it names is transformers' default, not config.json's", () => {
   const base = { ...BASE, ...MISTRAL };
   const says = /\(transformers' default: config\.json leaves (\w+) out\)/;
-  assert.throws(
-    () => checkWindowLength(parseConfig(base), 4097),
-    (e: Error) => says.exec(e.message)?.[1] === "sliding_window",
-  );
-  assert.throws(
-    () => checkWindowLength(parseConfig({ ...base, sliding_window: 4096 }), 4097),
-    (e: Error) => /sliding_window of 4096: /.test(e.message) && !says.test(e.message),
-  );
-  assert.throws(
-    () => checkWindowLength(parseConfig(BASE), 2049),
-    (e: Error) => says.exec(e.message)?.[1] === "max_position_embeddings",
-  );
-  assert.throws(
-    () => checkWindowLength(parseConfig({ ...BASE, max_position_embeddings: 2048 }), 2049),
-    (e: Error) => /max_position_embeddings of 2048: /.test(e.message) && !says.test(e.message),
-  );
+  // [config.json, window length, the key named as defaulted (or none), the limit's own words]
+  const cases: [Record<string, unknown>, number, string | undefined, RegExp][] = [
+    [base, 4097, "sliding_window", /sliding_window of 4096 /],
+    [{ ...base, sliding_window: 4096 }, 4097, undefined, /sliding_window of 4096: /],
+    [BASE, 2049, "max_position_embeddings", /max_position_embeddings of 2048 /],
+    [{ ...BASE, max_position_embeddings: 2048 }, 2049, undefined, /max_position_embeddings of 2048: /],
+  ];
+  for (const [raw, len, key, limit] of cases) {
+    assert.throws(
+      () => checkWindowLength(parseConfig(raw), len),
+      (e: Error) => limit.test(e.message) && says.exec(e.message)?.[1] === key,
+      JSON.stringify(raw),
+    );
+  }
   assert.deepEqual(
     parseConfig({ ...BASE, model_type: "mistral", hidden_size: 256, num_attention_heads: 32 }).defaulted,
     [
