@@ -74,3 +74,67 @@ Deno.test("histogramHigh() and histogramLow() count the high digit, then the low
   const lo = histogramLow(k, 1, 5, 1);
   assert.deepEqual([lo[2], lo[3], lo[0]], [1, 1, 0]);
 });
+
+/** Keys of one of several shapes: narrow (ties inside one top-11-bit bucket), scores-like floats, wide, extremes. */
+function rowKeys(n: number, seed: number, kind: number): Uint32Array {
+  let s = seed;
+  const next = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 1;
+  const out = new Uint32Array(n);
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  for (let i = 0; i < n; i++) {
+    const x = next();
+    if (kind === 0) out[i] = 0x3f000000 + (x % 3); // mostly ties, all in one bucket
+    else if (kind === 1) out[i] = 0x3c000000 + (x % 5) * 0x11 + ((x >>> 20) % 2) * 0x200000; // ties in two buckets
+    else if (kind === 2) {
+      f[0] = (x / 2 ** 31) * (1 + (i % 7)) * 0.02; // scores-like: spread over a few octaves
+      out[i] = u[0]!;
+    } else if (kind === 3) out[i] = x; // any key below 2^31
+    else out[i] = [0, 0x7f7fffff, 0x7fffffff, 0x7f800000, 1][x % 5]!; // zero, the largest keys
+  }
+  return out;
+}
+
+/** Sort-based oracle of selectRows() over rows [r0, r1). */
+function oracleRows(k: Uint32Array, cols: number, count: number, r0: number, r1: number): Set<number> {
+  const want = new Set<number>();
+  for (let r = r0; r < r1; r++) for (const i of lowest(k, r * cols, (r + 1) * cols, count)) want.add(i);
+  return want;
+}
+
+Deno.test("selectRows() matches a sort on rows of any width, k from 0 to cols, ties straddling the cut", () => {
+  const widths = [...Array.from({ length: 17 }, (_, i) => i + 1), 23, 31, 32, 33, 39, 40, 63, 64, 65, 100, 257, 1000];
+  for (const cols of widths) {
+    const rows = 11;
+    for (let kind = 0; kind < 5; kind++) {
+      const k = rowKeys(rows * cols, cols * 7 + kind + 1, kind);
+      const counts = new Set([0, 1, 2, cols >> 1, cols - 1, cols].filter((c) => c >= 0 && c <= cols));
+      for (const count of counts) {
+        const mask = new Uint8Array(Math.ceil(k.length / 8));
+        selectRows(k, cols, count, mask, 0, rows);
+        assert.deepEqual(
+          bits(mask, k.length),
+          oracleRows(k, cols, count, 0, rows),
+          `cols ${cols} kind ${kind} k ${count}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("selectRows() gives the same bits run in parts split at whole mask bytes as in one", () => {
+  for (const cols of [5, 12, 37, 96]) {
+    const rows = 40, step = 8 / [1, 2, 4, 8].filter((g) => cols % g === 0).pop()!;
+    const k = rowKeys(rows * cols, cols, 1);
+    const count = Math.floor(cols * 0.6);
+    const whole = new Uint8Array(Math.ceil(k.length / 8)), parted = new Uint8Array(whole.length);
+    selectRows(k, cols, count, whole, 0, rows);
+    const splits = [0, step, 3 * step, 4 * step, rows];
+    for (let p = 0; p + 1 < splits.length; p++) selectRows(k, cols, count, parted, splits[p]!, splits[p + 1]!);
+    assert.deepEqual(parted, whole, `cols ${cols}`);
+    assert.deepEqual(bits(whole, k.length), oracleRows(k, cols, count, 0, rows));
+    // A part alone touches only its rows' bits.
+    const one = new Uint8Array(whole.length);
+    selectRows(k, cols, count, one, step, 3 * step);
+    assert.deepEqual(bits(one, k.length), oracleRows(k, cols, count, step, 3 * step), `cols ${cols}, one part`);
+  }
+});
