@@ -29,6 +29,13 @@ Deno.test("wanda: a zero weight under an activation factor past float64 scores 0
   assert.deepEqual(Array.from(out.score!), [0, 1, 0, 2]);
 });
 
+Deno.test("ria: a zero weight under an activation factor past float64 scores 0, never NaN", async () => {
+  // As for wanda: RIA's zero column scores 0 * (1/0-sum's 0 + 1/row sum) = 0 before act_0 = infinity.
+  const out = await prune("ria", 2, 2, [0, 1, 0, 2], [1e10, 1], 64);
+  assert.deepEqual(out.mask, new Uint8Array([0b0101]));
+  assert.ok(Object.is(out.score![0], 0) && Object.is(out.score![2], 0), `scores ${out.score}`);
+});
+
 Deno.test("wanda: a score between float32's largest and the round-to-infinity bound is float32's largest", async () => {
   // act_0 = (1 + 2^-23)^(0.1 / 2) = 1 + 5.96e-9, so score[2] = F32_MAX * act_0 = F32_MAX + 0.2 * 2^103 in float64:
   // above F32_MAX, below the halfway point F32_MAX + 2^103 to the next power 2^128, so it rounds to F32_MAX. Not an
