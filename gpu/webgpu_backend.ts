@@ -442,22 +442,21 @@ export class WebGpuBackend implements Backend {
 
   /**
    * The worker (or its device) failed: answer the layer in flight, replace the worker, carry on with the queue; or,
-   * for a replacement that failed before it was handed a layer (see `#proven`), answer the queue too. `hung`: the
-   * watchdog's, which blames the layer, not the device.
+   * for a replacement that failed before it was handed a layer (see `#proven`), answer the queue too. (The watchdog's
+   * failure always has a layer in flight, so it never counts as a failed start.)
    */
-  #fail(w: Worker, message: string, hung = false): void {
+  #fail(w: Worker, message: string): void {
     if (w !== this.#worker) return;
     clearTimeout(this.#timer);
     const job = this.#inFlight;
     this.#inFlight = null;
-    const failedStart = !this.#proven && !hung && !job;
+    const failedStart = !this.#proven && !job;
     this.#retire(w, message);
     if (failedStart) {
       const err = new ZpruneError(
         "unavailable",
         `WebGPU backend cannot restart: its fresh worker failed before it was handed a layer: ${message}`,
       );
-      if (job) this.#settle(job, err);
       return this.#failQueue(err);
     }
     if (job) this.#settle(job, new ZpruneError("unavailable", `${message}; the backend is restarting`));
@@ -524,7 +523,7 @@ export class WebGpuBackend implements Backend {
     // Nothing that can throw after the post: a posted layer is in flight and watched.
     w.postMessage({ type: "prune", id: job.id, params: job.params, layer } satisfies ToWorker, transfer);
     this.#inFlight = job;
-    this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`, true), ms);
+    this.#timer = setTimeout(() => this.#fail(w, `WebGPU layer ${layer.name} took longer than ${ms} ms`), ms);
   }
 
   /**
