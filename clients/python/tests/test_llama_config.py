@@ -103,7 +103,7 @@ def test_max_position_embeddings_bounds_the_window_length() -> None:
     default = LlamaConfig.from_dict(BASE)
     default.check_window(2048)
     with pytest.raises(ValueError, match=r"2049 tokens.*max_position_embeddings of 2048 \(transformers' default: "
-                       "config.json leaves max_position_embeddings out\)"):
+                       r"config.json leaves max_position_embeddings out\)"):
         default.check_window(2049)
     mistral = LlamaConfig.from_dict({**BASE, **MISTRAL})
     with pytest.raises(ValueError, match=r"sliding_window of 4096 \(transformers' default: config.json leaves "):

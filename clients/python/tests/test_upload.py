@@ -59,11 +59,23 @@ def maybe_tls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @contextlib.contextmanager
 def serving(answer: Any, tls: Optional[Dict[str, Path]] = None) -> Iterator[str]:
-    """Calls ``answer(handler)`` for each POST with its body unread; yields the URL (https with ``tls``)."""
+    """Calls ``answer(handler)`` for each POST with its body unread; yields the URL (https with ``tls``).
+
+    On leaving, waits for every ``answer`` to return: the client can see an answer before the handler is done (an
+    early 413 while it reads on), and what the handler records must be there for the test's asserts."""
+    busy = threading.Condition()
+    running = [0]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            answer(self)
+            with busy:
+                running[0] += 1
+            try:
+                answer(self)
+            finally:
+                with busy:
+                    running[0] -= 1
+                    busy.notify_all()
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -79,8 +91,11 @@ def serving(answer: Any, tls: Optional[Dict[str, Path]] = None) -> Iterator[str]
     try:
         yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
+        with busy:
+            done = busy.wait_for(lambda: running[0] == 0, timeout=30)
         httpd.shutdown()
         httpd.server_close()
+    assert done, "a handler was still running 30 s after the client was done"
 
 
 def answer_413(h: http.server.BaseHTTPRequestHandler) -> None:
