@@ -654,22 +654,40 @@ def test_timeout_bounds_the_whole_answer_not_each_read() -> None:
         raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
 
 
-def test_an_answer_complete_past_the_timeout_is_kept() -> None:
-    # Headers after 0.7 s, the whole body 0.7 s later: no wait reaches the 1 s timeout, the answer ends after it.
+def test_an_answer_complete_past_the_timeout_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The headers before the client's deadline, the whole body after it. The deadline is passed on the client's clock
+    # (its monotonic time jumps a minute once the headers are sent) rather than by sleeping, where the stub's two
+    # sleeps had to end within the timeout of each read: no real wait comes near the 30 s timeout here.
+    class Clock:
+        """client.py's time module, whose monotonic clock the stub moves on."""
+
+        skew = 0.0
+        read_past_the_deadline = False
+
+        def monotonic(self) -> float:
+            self.read_past_the_deadline |= self.skew > 0
+            return time.monotonic() + self.skew
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+    clock = Clock()
+    monkeypatch.setattr(client_module, "time", clock)
+
     def late(h: http.server.BaseHTTPRequestHandler) -> None:
         body = _ok_answer()
-        time.sleep(0.7)
         h.send_response(200)
         h.send_header("Content-Type", "application/msgpack")
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.flush()
-        time.sleep(0.7)
+        clock.skew = 60.0
         h.wfile.write(body)
 
     with _serving(late) as url:
-        mask, stats = ZpruneClient(url, timeout=1.0).prune_layer(W, ACT, sparsity=0.5)
+        mask, stats = ZpruneClient(url, timeout=30.0).prune_layer(W, ACT, sparsity=0.5)
         assert mask.shape == W.shape and stats["total"] == W.size
+    assert clock.read_past_the_deadline, "the client looked at its clock once the body had come, past its deadline"
 
 
 @pytest.mark.parametrize("framing", ["chunked", "until closed"])
