@@ -20,7 +20,13 @@ interface Proc {
   waitLine(re: RegExp, ms: number): Promise<RegExpExecArray>;
   /** stderr so far: the startup line, drain messages, errors. */
   stderr(): string;
+  /** The exit status, as soon as the process has exited: its last output may still be on its way to `lines`. */
   status: Promise<Deno.CommandStatus>;
+  /**
+   * The exit status once the process has exited and both its outputs have been read to their end: everything it wrote
+   * is then in `lines` and `stderr()`. (The exit and the reads are separate events; `status` may come first.)
+   */
+  exited: Promise<Deno.CommandStatus>;
 }
 
 function spawn(cmd: string[], env: Record<string, string>): Proc {
@@ -71,13 +77,13 @@ function spawn(cmd: string[], env: Record<string, string>): Proc {
     open--;
     check();
   };
-  collect(child.stdout, lines);
-  collect(child.stderr, errLines, (t) => errText += t);
+  const outputs = Promise.all([collect(child.stdout, lines), collect(child.stderr, errLines, (t) => errText += t)]);
   return {
     child,
     lines,
     stderr: () => errText,
     status: child.status,
+    exited: Promise.all([child.status, outputs]).then(([status]) => status),
     waitLine(re, ms) {
       return new Promise((resolve, reject) => {
         const t = setTimeout(() => {
@@ -165,7 +171,7 @@ Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSO
     assert.equal(l.stats.pruned, Math.floor(0.5 * rows * cols));
     assert.equal(popcount(l.mask, rows * cols), l.stats.pruned);
 
-    const status = await within(proc.status, "exit after SIGTERM", 10_000);
+    const status = await within(proc.exited, "exit after SIGTERM", 10_000);
     assert.equal(status.code, 0, proc.stderr());
 
     // stdout: one JSON line per request and nothing else; the startup and draining lines went to stderr.
@@ -311,7 +317,7 @@ async function uploadDuringDrain(cmd: string[]): Promise<void> {
     assert.equal(l.stats.pruned, Math.floor(0.5 * rows * cols));
     assert.equal(popcount(l.mask, rows * cols), l.stats.pruned);
 
-    const status = await within(proc.status, "exit after the drain", 10_000);
+    const status = await within(proc.exited, "exit after the drain", 10_000);
     assert.equal(status.code, 0, proc.stderr());
     assert.match(proc.stderr(), /^zprune: drained in \d+\.\d s; every request was answered; exit 0$/m);
     const entries = proc.lines.filter((x) => x.startsWith("{")).map((x) => JSON.parse(x) as Record<string, unknown>);
@@ -363,7 +369,7 @@ Deno.test("main.ts: a flood of idle connections that exhausts file descriptors d
     assert.equal(res.status, 200, await res.text());
     assert.doesNotMatch(proc.stderr(), /Uncaught/);
     proc.child.kill("SIGTERM");
-    assert.equal((await within(proc.status, "exit after SIGTERM", 10_000)).code, 0, proc.stderr());
+    assert.equal((await within(proc.exited, "exit after SIGTERM", 10_000)).code, 0, proc.stderr());
   } finally {
     for (const c of conns) c.close();
     await stop(proc);
@@ -401,7 +407,7 @@ Deno.test("main.ts: a startup failure is one line naming its cause and exit 1, n
 Deno.test("main.ts: arguments are refused with one line and exit 2 (configuration is by environment)", async () => {
   for (const cmd of [[DENO, "run", "-A", "main.ts", "--help"], ["./node_modules/.bin/bun", "main.ts", "--port=1"]]) {
     const proc = spawn(cmd, SERVER_ENV);
-    const status = await within(proc.status, `${cmd.join(" ")} exits`, 60_000);
+    const status = await within(proc.exited, `${cmd.join(" ")} exits`, 60_000);
     assert.equal(status.code, 2, proc.stderr());
     assert.match(
       proc.stderr().trim(),
@@ -419,7 +425,7 @@ Deno.test("main.ts: SIGTERM as soon as the startup line is out drains and exits 
       try {
         await proc.waitLine(LISTENING, 30_000);
         proc.child.kill("SIGTERM");
-        const status = await within(proc.status, "exit after SIGTERM", 30_000);
+        const status = await within(proc.exited, "exit after SIGTERM", 30_000);
         assert.equal(status.code, 0, `${cmd[0]} run ${i}: ${proc.stderr()}`);
         assert.match(proc.stderr(), /^zprune: SIGTERM, draining 0 request/m);
       } finally {
@@ -458,7 +464,7 @@ Deno.test("main.ts: a second signal during a long drain exits at once with statu
       // The drain's limit is 605 s (the default deadline and its margin): an exit within 60 s can only be the second
       // signal's; the bound just turns a hang into a failure.
       const status = await within(
-        proc.status,
+        proc.exited,
         `exit after a second signal, long before the 605 s drain limit (${cmd[0]}: ${first}, ${second})`,
         60_000,
       );
@@ -501,7 +507,7 @@ async function answerStillBeingWritten(cmd: string[]): Promise<void> {
     const t0 = Date.now();
     proc.child.kill("SIGTERM");
     await proc.waitLine(/^zprune: SIGTERM, draining 1 request\(s\) for at most 8 s/, 5_000);
-    const status = await within(proc.status, "exit after SIGTERM", 30_000);
+    const status = await within(proc.exited, "exit after SIGTERM", 30_000);
     const ms = Date.now() - t0;
     assert.equal(status.code, 1, proc.stderr());
     // Not before the limit; and at it, not when the stalled answer is dropped (60 s): the log line says which ended
@@ -566,7 +572,7 @@ Deno.test("the image's CMD serves outside Docker; its HEALTHCHECK passes against
     l.close();
     assert.notEqual(await health(free), 0, "HEALTHCHECK with no server");
     proc.child.kill("SIGTERM");
-    const status = await within(proc.status, "exit after SIGTERM", 10_000);
+    const status = await within(proc.exited, "exit after SIGTERM", 10_000);
     assert.equal(status.code, 0, proc.stderr());
   } finally {
     await stop(proc);
