@@ -88,8 +88,10 @@ Deno.test("webgpu: a device lost right after a restart answers the queue unavail
   await withBackend({ workerUrl }, async (b) => {
     b.simulateDeviceLoss(); // the first worker too, if its own loss did not retire it already
     await new Promise((r) => setTimeout(r, 50));
+    // A bound against a queue held for good, not a speed check: each call may take a restart of its own, and `deno
+    // test` type-checks every worker it starts (1.5 to 2.3 s each on a loaded 2-core machine, so 6 s for the third).
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const pending = new Promise((r) => timer = setTimeout(() => r("pending"), 5_000));
+    const pending = new Promise((r) => timer = setTimeout(() => r("pending"), 60_000));
     const calls = [0, 1, 2].map((i) => b.prune(PARAMS, ramp(4, 4 + i)).then(() => "answered", (e) => e));
     const answers = await Promise.all(calls.map((c) => Promise.race([c, pending])));
     clearTimeout(timer);
