@@ -108,7 +108,8 @@ Deno.test("webgpu: unavailable names a failed restart until a worker starts agai
   try {
     assert.equal(b.unavailable, null);
     b.simulateDeviceLoss();
-    await new Promise((r) => setTimeout(r, 50));
+    // Until the loss is seen (a message from the worker): a layer sent before that goes to the lost worker instead.
+    assert.ok(await eventually(() => b.restarts === 1), "the loss was seen");
     opts.workerUrl = new URL("./testdata/lost_at_start_worker.ts", import.meta.url);
     await assert.rejects(b.prune(PARAMS, ramp(4, 4)), isUnavailable);
     assert.match(b.unavailable ?? "", /cannot restart: WebGPU backend failed to start: lost in warm-up/);
@@ -328,7 +329,8 @@ Deno.test("webgpu: after a restart, device names the adapter the new worker open
     await b.prune(PARAMS, ramp(4, 4));
     assert.equal(b.device, first, "the same worker, the same device");
     b.simulateDeviceLoss();
-    await new Promise((r) => setTimeout(r, 50));
+    // Until the loss is seen (a message from the worker): a layer sent before that goes to the lost worker instead.
+    assert.ok(await eventually(() => b.restarts === 1), "the loss was seen");
     await b.prune(PARAMS, ramp(4, 4));
     assert.equal(b.restarts, 1);
     assert.match(b.device, /^stand-in /);
