@@ -6,8 +6,11 @@ biased linear layers. Running them anyway would give a silently different model.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any, Dict
@@ -145,6 +148,62 @@ def test_load_llama_ties_a_stored_lm_head_to_the_embedding_as_transformers_does(
     model = load_llama(tmp_path)
     assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
     assert not torch.equal(model.lm_head.weight, load_llama(MODEL_DIR).lm_head.weight)
+
+
+#: What the child of the next test prints: its RSS growth over the load, in bytes, and facts about the loaded model.
+_LOAD_PEAK_CHILD = """
+import json, os, resource, sys, torch
+from zprune_client.llama import load_llama
+with open("/proc/self/statm") as f:
+    before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+model = load_llama(sys.argv[1], dtype=torch.bfloat16)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+embed = model.model.embed_tokens.weight
+print(json.dumps({"growth": peak - before, "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+                  "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+                  "embed_bits": embed[:, :4].view(torch.int16).tolist()[::4096],
+                  "head_equal": torch.equal(model.lm_head.weight, embed)}))
+"""
+
+
+def test_load_llama_in_bfloat16_holds_no_float32_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    # A checkpoint whose tied embedding is nearly all of it (131072 x 512, 128 MiB in bfloat16; the model holds it
+    # twice, as the embedding and as lm_head's copy: 256 MiB). Loaded as bfloat16, the process may grow by that model
+    # and the one tensor being read (128 MiB), not by a float32 model built first (512 MiB more).
+    vocab, hidden = 131072, 512
+    config = {**BASE, "hidden_size": hidden, "intermediate_size": 256, "num_hidden_layers": 1, "vocab_size": vocab,
+              "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    shapes = {"model.embed_tokens.weight": [vocab, hidden], "model.norm.weight": [hidden],
+              **{f"model.layers.0.{n}_layernorm.weight": [hidden] for n in ("input", "post_attention")},
+              **{f"model.layers.0.self_attn.{p}_proj.weight": [hidden, hidden] for p in "qkvo"},
+              "model.layers.0.mlp.gate_proj.weight": [256, hidden], "model.layers.0.mlp.up_proj.weight": [256, hidden],
+              "model.layers.0.mlp.down_proj.weight": [hidden, 256]}
+    header: Dict[str, Any] = {}
+    at = 0
+    for name, shape in shapes.items():
+        end = at + 2 * int(np.prod(shape))
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [at, end]}
+        at = end
+    raw = json.dumps(header).encode()
+    # bfloat16 bits of small numbers that differ row to row: row r of the embedding holds 0x3C00 + r % 256.
+    data = np.empty(at // 2, np.uint16)
+    data[: vocab * hidden] = (0x3C00 + (np.arange(vocab, dtype=np.uint16) % 256))[:, None].repeat(hidden, 1).ravel()
+    data[vocab * hidden :] = 0x3F80  # 1.0
+    with open(tmp_path / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        data.astype("<u2").tofile(f)
+    del data
+    done = subprocess.run([sys.executable, "-c", _LOAD_PEAK_CHILD, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "clients/python/src")})
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    model_bytes = 2 * (2 * vocab * hidden + 4 * hidden * hidden + 3 * 256 * hidden + 3 * hidden)
+    assert got["dtypes"] == ["torch.bfloat16"] and got["bytes"] == model_bytes
+    assert got["embed_bits"] == [[0x3C00 + r % 256] * 4 for r in range(0, vocab, 4096)] and got["head_equal"]
+    limit = model_bytes + 2 * vocab * hidden + (64 << 20)  # the model, the tensor being read, 64 MiB of slack
+    assert got["growth"] < limit, f"grew {got['growth'] >> 20} MiB loading a {model_bytes >> 20} MiB bfloat16 model"
 
 
 def test_load_llama_refuses_a_tensor_stored_in_two_shards(tmp_path: Path) -> None:

@@ -150,9 +150,9 @@ def load_safetensors(path: PathLike) -> Dict[str, NDArray[Any]]:
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x²) + eps) * weight, computed in float32."""
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, **factory: Any) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, **factory))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,13 +170,14 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class LlamaAttention(nn.Module):
     """Causal grouped-query self-attention with RoPE. Query head h reads key/value head h // (heads / kv_heads)."""
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=False)  # (heads*hd, hidden)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)  # (kv*hd, hidden)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=False)  # (kv*hd, hidden)
-        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)  # (hidden, heads*hd)
+        hidden, q_dim, kv_dim = cfg.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        self.q_proj = nn.Linear(hidden, q_dim, bias=False, **factory)  # (heads*hd, hidden)
+        self.k_proj = nn.Linear(hidden, kv_dim, bias=False, **factory)  # (kv*hd, hidden)
+        self.v_proj = nn.Linear(hidden, kv_dim, bias=False, **factory)  # (kv*hd, hidden)
+        self.o_proj = nn.Linear(q_dim, hidden, bias=False, **factory)  # (hidden, heads*hd)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -201,11 +202,11 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     """down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # (inter, hidden)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)  # (inter, hidden)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)  # (hidden, inter)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False, **factory)  # (inter, hidden)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False, **factory)  # (inter, hidden)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False, **factory)  # (hidden, inter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         down: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -215,12 +216,12 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then + mlp(norm(x))."""
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = LlamaAttention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        self.self_attn = LlamaAttention(cfg, **factory)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
+        self.mlp = LlamaMLP(cfg, **factory)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
@@ -256,12 +257,12 @@ def rope_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
 class LlamaModel(nn.Module):
     """Embeddings, decoder blocks and the final norm (transformers' ``LlamaModel``)."""
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)  # (vocab, hidden)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, **factory)  # (vocab, hidden)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg, **factory) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, **factory)
 
     def rope(self, t: int, device: torch.device, dtype: torch.dtype) -> "tuple[torch.Tensor, torch.Tensor]":
         """cos and sin tables ``[t, head_dim]`` for positions 0..t-1 (HF's RoPE, computed in float32)."""
@@ -280,13 +281,15 @@ class LlamaModel(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    """``model(input_ids [b, t]) -> logits [b, t, vocab]``, laid out like transformers' ``LlamaForCausalLM``."""
+    """``model(input_ids [b, t]) -> logits [b, t, vocab]``, laid out like transformers' ``LlamaForCausalLM``.
 
-    def __init__(self, cfg: LlamaConfig) -> None:
+    ``device`` and ``dtype`` (keywords, as torch's modules take them) go to every parameter's constructor."""
+
+    def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)  # (vocab, hidden)
+        self.model = LlamaModel(cfg, **factory)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)  # (vocab, hidden)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self.model(input_ids))
@@ -334,7 +337,10 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
         if lm_head is not None and embed is not None and lm_head[1].shape != embed[1].shape:
             raise ValueError(f"checkpoint: tied lm_head.weight has shape {list(lm_head[1].shape)}, not "
                              f"{list(embed[1].shape)}")
-    model = LlamaForCausalLM(cfg).to(dtype)
+    # Built on the meta device, then given uninitialised storage of ``dtype``: every parameter is read from the
+    # checkpoint below, so neither the random initialisation nor a float32 model beside the ``dtype`` one (twice a
+    # bfloat16 model's memory) is needed.
+    model = LlamaForCausalLM(cfg, device="meta", dtype=dtype).to_empty(device="cpu")
     params = model.state_dict()  # detached tensors on the parameters' own storage, written in place below
     wanted = [k for k in params if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
     missing = [k for k in wanted if k not in stored]
