@@ -32,15 +32,20 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${ZPRUNE_URL:-}" ]; then
-  PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  export ZPRUNE_URL="http://127.0.0.1:$PORT"
-  (cd "$REPO" && exec env -u ZPRUNE_TOKEN ZPRUNE_BACKEND=cpu PORT="$PORT" NO_COLOR=1 "$DENO" run -A main.ts) \
+  # Port 0: the kernel picks a free port at bind time, so no other process can take it between choosing and binding;
+  # the server's "zprune listening on URL" line says which.
+  (cd "$REPO" && exec env -u ZPRUNE_TOKEN ZPRUNE_BACKEND=cpu PORT=0 NO_COLOR=1 "$DENO" run -A main.ts) \
     >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   healthy=0
   for _ in $(seq 1 450); do
-    if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2)' \
-      "$ZPRUNE_URL" 2>/dev/null; then healthy=1; break; fi
+    if [ -z "${ZPRUNE_URL:-}" ]; then
+      ZPRUNE_URL="$(sed -n 's/^zprune listening on \(http:[^ ]*\) .*/\1/p' "$WORK/server.log" | head -n 1)"
+      [ -z "$ZPRUNE_URL" ] || export ZPRUNE_URL
+    fi
+    if [ -n "${ZPRUNE_URL:-}" ] &&
+      "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2)' \
+        "$ZPRUNE_URL" 2>/dev/null; then healthy=1; break; fi
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then echo "server exited:"; cat "$WORK/server.log"; exit 1; fi
     sleep 0.2
   done

@@ -1,13 +1,15 @@
 """Test harness: a live zprune server started from the repository's ``main.ts`` for the whole session.
 
 ``ZPRUNE_TEST_URL`` points the tests at a server that is already running instead. The server is started with the
-CPU backend on a free port; its output goes to ``$ZPRUNE_TEST_LOG_DIR/zprune-server-<port>.log`` (default: the system
-temp directory) and is printed when it fails to come up.
+CPU backend on port 0, so the kernel picks a free port at bind time and no other process can take it first; the port is
+read from the server's ``zprune listening on`` line. Its output goes to ``$ZPRUNE_TEST_LOG_DIR/zprune-server-*.log``
+(default: the system temp directory) and is printed when it fails to come up.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,23 +45,26 @@ def deno_command() -> List[str]:
 
 
 def free_port() -> int:
+    """A port nothing listens on now, for tests that want a refused connection (a server it starts may race for it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class Server:
-    """A ``deno run -A main.ts`` child process on a free port, killed (with its process group) on ``stop``."""
+    """A ``deno run -A main.ts`` child process on a port of its own, killed (with its process group) on ``stop``."""
+
+    LISTENING = re.compile(rb"zprune listening on (http://\S+) ")
 
     def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""  # known once the server has said where it listens (wait_ready)
         log_dir = Path(os.environ.get("ZPRUNE_TEST_LOG_DIR") or tempfile.gettempdir())
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"zprune-server-{self.port}.log"
+        fd, name = tempfile.mkstemp(prefix="zprune-server-", suffix=".log", dir=log_dir)
+        self.log_path = Path(name)
         full_env = {k: v for k, v in os.environ.items() if k != "ZPRUNE_TOKEN"}  # no ambient token
-        full_env.update(ZPRUNE_BACKEND="cpu", PORT=str(self.port), NO_COLOR="1", **(env or {}))
-        self._log = open(self.log_path, "wb")
+        full_env.update(ZPRUNE_BACKEND="cpu", PORT="0", NO_COLOR="1", **(env or {}))
+        self._log = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(
             deno_command() + ["run", "-A", "main.ts"],
             cwd=REPO,
@@ -74,15 +79,21 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
+            if not self.url:
+                found = self.LISTENING.search(self.log_path.read_bytes())
+                if found:
+                    self.url = found.group(1).decode()
+            if self.url:
+                try:
+                    with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                        if r.status == 200:
+                            return
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"zprune server did not become healthy at {self.url}; its log:\n{self.log()}")
+        where = self.url or "(it never said where it listens)"
+        raise RuntimeError(f"zprune server did not become healthy at {where}; its log:\n{self.log()}")
 
     def log(self) -> str:
         try:
