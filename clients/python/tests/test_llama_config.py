@@ -147,19 +147,28 @@ def test_load_llama_ties_a_stored_lm_head_to_the_embedding_as_transformers_does(
         (tmp_path / f.name).symlink_to(f)
     model = load_llama(tmp_path)
     assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+    # Shared, as transformers ties them, not copied: one tensor, and a change to one is the other's.
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert len(list(model.parameters())) == len(list(load_llama(MODEL_DIR).parameters())) - 1
     assert not torch.equal(model.lm_head.weight, load_llama(MODEL_DIR).lm_head.weight)
 
 
-#: What the child of the next test prints: its RSS growth over the load, in bytes, and facts about the loaded model.
+#: What the child of the next test prints: its RSS growth over the load at the peak and after it, in bytes, and facts
+#: about the loaded model.
+#: The peak is VmHWM, this process's own high-water mark: ru_maxrss would also hold the parent's peak, which Linux
+#: carries into a child across fork and exec (this test's parent holds the 128 MiB checkpoint it just wrote).
 _LOAD_PEAK_CHILD = """
-import json, os, resource, sys, torch
+import json, re, sys, torch
 from zprune_client.llama import load_llama
-with open("/proc/self/statm") as f:
-    before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def status(field):
+    with open("/proc/self/status") as f:
+        return int(re.search(field + r":\\s+(\\d+) kB", f.read()).group(1)) * 1024
+before = status("VmRSS")
 model = load_llama(sys.argv[1], dtype=torch.bfloat16)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak, held = status("VmHWM"), status("VmRSS")
 embed = model.model.embed_tokens.weight
-print(json.dumps({"growth": peak - before, "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+print(json.dumps({"growth": peak - before, "held": held - before,
+                  "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
                   "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
                   "embed_bits": embed[:, :4].view(torch.int16).tolist()[::4096],
                   "head_equal": torch.equal(model.lm_head.weight, embed)}))
@@ -168,9 +177,9 @@ print(json.dumps({"growth": peak - before, "dtypes": sorted({str(p.dtype) for p 
 
 def test_load_llama_in_bfloat16_holds_no_float32_model(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    # A checkpoint whose tied embedding is nearly all of it (131072 x 512, 128 MiB in bfloat16; the model holds it
-    # twice, as the embedding and as lm_head's copy: 256 MiB). Loaded as bfloat16, the process may grow by that model
-    # and the one tensor being read (128 MiB), not by a float32 model built first (512 MiB more).
+    # A checkpoint whose tied embedding is nearly all of it (131072 x 512, 128 MiB in bfloat16; lm_head shares it).
+    # Loaded as bfloat16, the process may grow by that model alone: not by a float32 model built first (256 MiB more),
+    # nor by a copy of the embedding for lm_head, nor by a tensor read beside its parameter (128 MiB more each).
     vocab, hidden = 131072, 512
     config = {**BASE, "hidden_size": hidden, "intermediate_size": 256, "num_hidden_layers": 1, "vocab_size": vocab,
               "tie_word_embeddings": True}
@@ -199,11 +208,13 @@ def test_load_llama_in_bfloat16_holds_no_float32_model(tmp_path: Path) -> None:
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "clients/python/src")})
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
-    model_bytes = 2 * (2 * vocab * hidden + 4 * hidden * hidden + 3 * 256 * hidden + 3 * hidden)
+    model_bytes = 2 * (vocab * hidden + 4 * hidden * hidden + 3 * 256 * hidden + 3 * hidden)  # parameters(): no lm_head
     assert got["dtypes"] == ["torch.bfloat16"] and got["bytes"] == model_bytes
     assert got["embed_bits"] == [[0x3C00 + r % 256] * 4 for r in range(0, vocab, 4096)] and got["head_equal"]
-    limit = model_bytes + 2 * vocab * hidden + (64 << 20)  # the model, the tensor being read, 64 MiB of slack
+    limit = model_bytes + (64 << 20)  # the model and 64 MiB of slack
     assert got["growth"] < limit, f"grew {got['growth'] >> 20} MiB loading a {model_bytes >> 20} MiB bfloat16 model"
+    # Once loaded, the process holds the model: the embedding once, not again as lm_head (32 MiB of slack).
+    assert got["held"] < model_bytes + (32 << 20), f"holds {got['held'] >> 20} MiB for a {model_bytes >> 20} MiB model"
 
 
 def test_load_llama_refuses_a_tensor_stored_in_two_shards(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import struct
+import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -51,6 +52,8 @@ _ST_DTYPES: Dict[str, "np.dtype[Any]"] = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
 }
+#: The torch dtype each of them is, for reading a tensor straight into a parameter of that dtype.
+_TORCH_DTYPES: Dict[str, torch.dtype] = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 class _Stored(NamedTuple):
@@ -119,10 +122,11 @@ def _safetensors_header(path: PathLike) -> List[_Stored]:
     return [_Stored(name, dtype, shape, 8 + n + start, end - start) for start, end, name, dtype, shape in spans]
 
 
-def _read_stored(f: io.BufferedReader, path: PathLike, t: _Stored) -> NDArray[Any]:
+def _read_stored(f: io.BufferedReader, path: PathLike, t: _Stored, into: Optional[NDArray[Any]] = None) -> NDArray[Any]:
     """The tensor ``t`` of the open file ``f``, read into an array of its own in its stored dtype (BF16 as uint16
-    bits), in the machine's byte order."""
-    arr = np.empty(t.shape, dtype=_ST_DTYPES[t.dtype])
+    bits), in the machine's byte order; or into ``into``, a C-contiguous array of as many bytes, as they are stored
+    (the machine's order on a little-endian machine)."""
+    arr = np.empty(t.shape, dtype=_ST_DTYPES[t.dtype]) if into is None else into
     f.seek(t.start)
     if f.readinto(arr.reshape(-1).view(np.uint8).data) != t.nbytes:  # the file shrank since its header was read
         raise ValueError(f"{path}: tensor {t.name} ends past the end of the file")
@@ -290,6 +294,13 @@ class LlamaForCausalLM(nn.Module):
         self.config = cfg
         self.model = LlamaModel(cfg, **factory)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, **factory)  # (vocab, hidden)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Makes ``lm_head`` share the embedding's parameter when the config ties them, as transformers does: one
+        tensor, not a copy of the largest one in small models."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.lm_head(self.model(input_ids))
@@ -341,6 +352,7 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     # checkpoint below, so neither the random initialisation nor a float32 model beside the ``dtype`` one (twice a
     # bfloat16 model's memory) is needed.
     model = LlamaForCausalLM(cfg, device="meta", dtype=dtype).to_empty(device="cpu")
+    model.tie_weights()  # to_empty gives each module a tensor of its own: the tie is made again
     params = model.state_dict()  # detached tensors on the parameters' own storage, written in place below
     wanted = [k for k in params if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
     missing = [k for k in wanted if k not in stored]
@@ -359,6 +371,10 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
             shard, t = stored[key]
             path = os.path.join(model_dir, shard)
             with open(path, "rb") as f:
+                if params[key].dtype == _TORCH_DTYPES[t.dtype] and sys.byteorder == "little":
+                    # Stored as the model holds it: read straight into the parameter, with no copy beside it.
+                    _read_stored(f, path, t, params[key].view(torch.uint8).numpy())
+                    continue
                 arr = _read_stored(f, path, t)
             # BF16 bits as a bf16 tensor: copy_ converts it to the model's dtype as exactly as widening to float32
             # first did, without a float32 copy of the tensor.
@@ -366,8 +382,6 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
                 torch.from_numpy(arr))
             params[key].copy_(src)
             del arr, src  # freed before the next tensor is read
-        if cfg.tie_word_embeddings:
-            params["lm_head.weight"].copy_(params["model.embed_tokens.weight"])
     return model.eval()
 
 
