@@ -2,7 +2,7 @@
  * A structural check of a msgpack body that runs before anything is decoded. It walks the value headers only
  * (a `bin` or string is skipped by its length), allocates only for short map keys, and refuses:
  * - anything but one complete value: truncation, trailing bytes, a length that runs past the end (400);
- * - anything plain msgpack cannot carry: extension types and the reserved byte 0xc1 (400);
+ * - anything plain msgpack cannot carry: extension types, the reserved byte 0xc1, a string that is not UTF-8 (400);
  * - structure no request has: nesting deeper than `maxDepth`, more than `maxValues` values, map keys that are not
  *   strings or integers, a string key (of up to 64 bytes: any field's) twice in one map (422: decoders disagree on
  *   which one wins, so a proxy that checked the first `layers` would not have checked what runs).
@@ -30,8 +30,8 @@ export const WIRE_LIMITS: ScanLimits = { maxDepth: 32, maxValues: 1 << 20 };
 const KEY_MAX = 64;
 
 /**
- * A key as the decoder reads it (UTF-8, an invalid sequence as U+FFFD, as msgpackr does), so keys equal here are
- * keys the decoder would merge. ASCII, every field name, is read without the decoder.
+ * A key (valid UTF-8: the scan checks every string first) as the decoder reads it, so keys equal here are keys the
+ * decoder would merge. ASCII, every field name, is read without the decoder.
  */
 function keyName(bytes: Uint8Array, pos: number, length: number, utf8: TextDecoder): string {
   let name = "";
@@ -41,6 +41,42 @@ function keyName(bytes: Uint8Array, pos: number, length: number, utf8: TextDecod
     name += String.fromCharCode(b);
   }
   return name;
+}
+
+/**
+ * The offset of the first byte of `bytes[pos, pos + length)` that does not continue valid UTF-8 (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), or -1 when all of it is valid. It allocates nothing: a string may be
+ * as long as the body.
+ */
+export function invalidUtf8At(bytes: Uint8Array, pos: number, length: number): number {
+  const end = pos + length;
+  let i = pos;
+  while (i < end) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // The sequence's length and the range of its second byte, which rules out overlong forms, surrogates and
+    // code points past U+10FFFF (RFC 3629, section 4); later bytes are any continuation byte.
+    let n: number, lo = 0x80, hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) n = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      n = 3;
+      if (b === 0xe0) lo = 0xa0;
+      else if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      n = 4;
+      if (b === 0xf0) lo = 0x90;
+      else if (b === 0xf4) hi = 0x8f;
+    } else return i;
+    if (i + n > end) return i;
+    const second = bytes[i + 1]!;
+    if (second < lo || second > hi) return i;
+    for (let k = 2; k < n; k++) if ((bytes[i + k]! & 0xc0) !== 0x80) return i;
+    i += n;
+  }
+  return -1;
 }
 
 /** Bytes that follow each fixed-size header byte 0xc0-0xdf (nil .. map32), or -1 where the byte needs more. */
@@ -213,6 +249,18 @@ export function scanMsgpack(bytes: Uint8Array, limits: ScanLimits = WIRE_LIMITS)
     const at = pos;
     readHeader(bytes, view, at, h);
     pos = h.end;
+    if (h.str) {
+      need(bytes, pos, h.skip);
+      // msgpack's strings are UTF-8; a decoder reads an invalid sequence as U+FFFD, so two layers' names could come
+      // back as one.
+      const bad = invalidUtf8At(bytes, pos, h.skip);
+      if (bad >= 0) {
+        throw new ZpruneError(
+          "bad_msgpack",
+          `the string at byte ${at} is not valid UTF-8 (at byte ${bad}); msgpack strings are UTF-8`,
+        );
+      }
+    }
     if (key) keys.check(bytes, at, h, depth);
     if (h.open < 0) {
       need(bytes, pos, h.skip);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Packr } from "msgpackr";
 import { ZpruneError } from "./errors.ts";
-import { scanMsgpack } from "./msgpack_scan.ts";
+import { invalidUtf8At, scanMsgpack } from "./msgpack_scan.ts";
 
 const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
 const code = (c: string, includes = "") => (e: unknown) =>
@@ -101,8 +101,8 @@ Deno.test("scanMsgpack() refuses every extension header and the reserved byte 0x
   }
   assert.throws(() => scanMsgpack(new Uint8Array([0xc1])), code("bad_msgpack", "0xc1"));
   assert.throws(() => scanMsgpack(new Uint8Array([0x91, 0xc1])), code("bad_msgpack", "0xc1"));
-  // Inside a bin or a string the same bytes are data, not headers.
-  scanMsgpack(new Uint8Array([0x92, 0xc4, 0x02, 0xc1, 0xd6, 0xa2, 0xc7, 0xc1]));
+  // Inside a bin or a string the same bytes are data, not headers (0xc7 0x80 is "ǀ" in UTF-8; 0xc1 is in none).
+  scanMsgpack(new Uint8Array([0x92, 0xc4, 0x02, 0xc1, 0xd6, 0xa2, 0xc7, 0x80]));
 });
 
 Deno.test("scanMsgpack() takes string and integer map keys only", () => {
@@ -147,14 +147,14 @@ Deno.test("scanMsgpack() refuses a string key twice in one map, however it is sp
   const at = repeat.lastIndexOf(0xa2); // the header of "zz", the last key: rename it "k2"
   repeat.set([0x6b, 0x32], at + 1);
   assert.throws(() => scanMsgpack(repeat), code("invalid_request", '"k2"'));
-  // Keys the decoder reads alike are alike: invalid UTF-8 becomes U+FFFD, so "a\xff" and "a\xfe" are one key.
+  // A decoder reads invalid UTF-8 as U+FFFD, so "a\xff" and "a\xfe" would be one key: refused as not UTF-8 first.
   assert.throws(
     () => scanMsgpack(new Uint8Array([0x82, 0xa2, 0x61, 0xff, 0x01, 0xa2, 0x61, 0xfe, 0x02])),
-    code("invalid_request", "appears twice"),
+    code("bad_msgpack", "the string at byte 1 is not valid UTF-8 (at byte 3)"),
   );
   const accent = [0xa2, 0xc3, 0xa9]; // "é" in UTF-8
   assert.throws(() => scanMsgpack(new Uint8Array([0x82, ...accent, 1, ...accent, 2])), code("invalid_request", '"é"'));
-  // A key longer than any field's is not read: a 64 MB one costs one skip, however often it repeats.
+  // A key longer than any field's is not compared: a 64 MB one costs its UTF-8 check, however often it repeats.
   const L = 64e6, str32 = [0xdb, 0x03, 0xd0, 0x90, 0x00]; // a str32 header of 64,000,000 bytes
   const long = new Uint8Array(1 + 2 * (5 + L + 1) + 1); // {key: nil, the same key: nil} and a trailing nil
   long[0] = 0x82;
@@ -249,4 +249,56 @@ Deno.test("scanMsgpack() refuses counts and lengths the rest of the body cannot 
     [0xcb, 0, 0, 0], // float64 cut short
   ];
   for (const c of cases) assert.throws(() => scanMsgpack(new Uint8Array(c)), code("bad_msgpack"), `${c}`);
+});
+
+Deno.test("invalidUtf8At() agrees with a fatal TextDecoder: all 1- and 2-byte strings, longer ones at edges", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true });
+  const valid = (b: Uint8Array) => {
+    try {
+      fatal.decode(b);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  // Where it reports a byte, what comes before is valid and what starts there is not.
+  const check = (b: Uint8Array) => {
+    const at = invalidUtf8At(b, 0, b.length);
+    assert.equal(at === -1, valid(b), `[${[...b].map((x) => x.toString(16))}]: ${at}`);
+    if (at >= 0) assert.ok(valid(b.subarray(0, at)) && !valid(b.subarray(at)), `[${[...b]}] at ${at}`);
+  };
+  for (let a = 0; a < 256; a++) {
+    check(new Uint8Array([a]));
+    for (let b = 0; b < 256; b++) check(new Uint8Array([a, b]));
+  }
+  // Every lead of 3 and 4 bytes and more, with the bytes after it at the edges of the ranges RFC 3629 allows there
+  // (0x80-0x8f, 0x90-0x9f, 0xa0-0xbf) and past them.
+  const edges = [0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff];
+  for (let a = 0xe0; a < 256; a++) {
+    for (const b of edges) {
+      for (const c of edges) {
+        check(new Uint8Array([a, b, c]));
+        for (const d of edges) check(new Uint8Array([a, b, c, d]));
+      }
+    }
+  }
+  // Text in every UTF-8 length (ASCII, Latin, CJK, emoji) is valid; one byte cut off the end is not, and a range of
+  // a larger buffer is read from its offset.
+  const text = new TextEncoder().encode("zprune: é, 剪枝, 🌲");
+  assert.equal(invalidUtf8At(text, 0, text.length), -1);
+  assert.equal(invalidUtf8At(text, 0, text.length - 1), text.length - 4);
+  assert.equal(invalidUtf8At(new Uint8Array([0xff, ...text, 0xff]), 1, text.length), -1);
+});
+
+Deno.test("scanMsgpack() refuses a string that is not UTF-8, as a key or a value, at any depth", () => {
+  // {"layers": [{"name": "AA"}]} with the name's first byte made 0xff, 0xc0 (overlong) or a surrogate's lead 0xed 0xa0.
+  const good = packr.pack({ layers: [{ name: "AAA" }] });
+  scanMsgpack(good);
+  const at = good.indexOf(0xa3, good.indexOf(0x61) + 1); // the header of "AAA" (after "name"'s letters)
+  for (const bad of [[0xff], [0xc0, 0x80], [0xed, 0xa0, 0x80]]) {
+    const body = good.slice();
+    body.set(bad, at + 1);
+    assert.throws(() => scanMsgpack(body), code("bad_msgpack", `the string at byte ${at} is not valid UTF-8`));
+  }
+  assert.throws(() => scanMsgpack(new Uint8Array([0x81, 0xa1, 0x80, 0xc0])), code("bad_msgpack", "UTF-8"));
 });

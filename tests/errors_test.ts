@@ -126,13 +126,23 @@ async function withErrorServer(
   }
 }
 
-Deno.test("400 bad_msgpack: garbage, truncation, trailing bytes, an empty body, records and bundled strings", () =>
+Deno.test("400 bad_msgpack: garbage, cut or trailing bytes, an empty body, records, bundled strings, not UTF-8", () =>
   withErrorServer(async (server) => {
     await expectError(await postPrune(server.url, new Uint8Array([0xc1, 0x00])), 400, "bad_msgpack");
     const good = encodeMsgpack(request());
     await expectError(await postPrune(server.url, good.subarray(0, good.length - 3)), 400, "bad_msgpack");
     await expectError(await postPrune(server.url, new Uint8Array([...good, 0x01])), 400, "bad_msgpack", "trailing");
     await expectError(await postPrune(server.url, new Uint8Array(0)), 400, "bad_msgpack");
+    // A layer name that is not UTF-8 ("l0" as 0xff 0x30): a decoder would answer it as "\ufffd0", another layer's name.
+    const named = encodeMsgpack(request());
+    const name = named.findIndex((b, i) => b === 0xa2 && named[i + 1] === 0x6c && named[i + 2] === 0x30);
+    named[name + 1] = 0xff;
+    await expectError(
+      await postPrune(server.url, named),
+      400,
+      "bad_msgpack",
+      `string at byte ${name} is not valid UTF-8`,
+    );
     // msgpackr's records and bundled strings decode to plain values; API.md: "no ext types, no records".
     for (const options of [{ useRecords: true }, { useRecords: false, bundleStrings: true }]) {
       const packed = new Packr(options).pack(request());
