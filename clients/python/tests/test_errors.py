@@ -255,10 +255,21 @@ def test_refused_connection_retried_until_the_server_is_up() -> None:
 
 
 def test_type_errors_before_sending() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="layer 'layer', weight: expected float32"):
         prune_layer(np.arange(12).reshape(3, 4), sparsity=0.5, url="http://127.0.0.1:9")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match='weight: a 16-bit integer array .* dtype="bf16"'):
         prune_layer(np.zeros((3, 4), np.uint16), sparsity=0.5, url="http://127.0.0.1:9")  # bf16 needs dtype="bf16"
+    # Among a request's layers, the message names the one and the field: here the second layer's activations.
+    with pytest.raises(TypeError, match="layer 'b', act_norm_sq: expected float32, float16 or bfloat16 data, got int"):
+        prune_layers([("a", W, ACT), ("b", W, np.ones(W.shape[1], np.int64))], sparsity=0.5, url="http://127.0.0.1:9")
+
+
+def test_python_lists_of_integers_are_numbers(server_url: str) -> None:
+    # The README and to_numpy: Python lists become float32; [1, 2] has no dtype that could be token ids by mistake.
+    ints = [[int(v) for v in row] for row in np.arange(1, 9).reshape(2, 4)]
+    by_list = prune_layer(ints, [1, 2, 3, 4], sparsity=0.5, url=server_url)
+    by_array = prune_layer(np.array(ints, np.float32), np.array([1, 2, 3, 4], np.float32), sparsity=0.5, url=server_url)
+    assert np.array_equal(by_list[0], by_array[0]) and by_list[1]["pruned"] == 4
 
 
 # -- retries, against a scripted stand-in server ---------------------------------------------------------------

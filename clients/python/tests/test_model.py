@@ -215,6 +215,57 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1
 
 
+def test_prune_model_client_side_errors_name_the_block_and_where_to_resume(server_url: str) -> None:
+    # A tensor the client cannot encode mid-run (here made so at block 1's request): the blocks before it are pruned.
+    client = ZpruneClient(server_url)
+    real = client.prune_layers
+    calls = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value overflows float32")
+        return real(*args, **kwargs)
+
+    client.prune_layers = failing  # type: ignore[method-assign]
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
+    with pytest.raises(ValueError, match=r"^block 1, layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value "
+                       r"overflows float32; blocks before it are pruned, resume with blocks=range\(1, ...\)$"):
+        prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, progress=False)
+
+
+def test_prune_model_refuses_weights_past_the_wire_dtype_before_pruning_any_block(server_url: str) -> None:
+    model = tiny_llama(9)
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[3, 5] = 1e6  # past float16's 65504
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(9))]
+    with pytest.raises(ValueError, match=r"^block 1, model.layers.1.mlp.up_proj, weight: .*; no block was pruned$"):
+        prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, dtype="f16", progress=False)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), f"{n} changed"
+    # The same model goes in float32 (its own dtype): nothing to overflow there.
+    report = prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, progress=False)
+    assert report.pruned == report.total // 2
+
+
+def test_prune_model_refuses_windows_without_a_batch_dimension(server_url: str) -> None:
+    windows = torch.randint(0, 97, (6, 32), generator=torch.Generator().manual_seed(4))
+    model = tiny_llama(4)
+    # The windows tensor itself iterates as 1-D rows, which the model would fail on deep in its forward pass.
+    with pytest.raises(ValueError, match=r"calibration_batches is one tensor of shape \[6, 32\], not batches of it"):
+        prune_model(model, windows, server_url, method="magnitude", sparsity=0.5, progress=False)
+    with pytest.raises(ValueError, match=r"calibration batch 1 has shape \[32\], no batch dimension"):
+        prune_model(model, [windows[:2], windows[2]], server_url, method="magnitude", sparsity=0.5, progress=False)
+    with pytest.raises(ValueError, match=r"calibration batch 0 has shape \[32\]"):
+        prune_model(model, [{"input_ids": windows[0]}], server_url, method="magnitude", sparsity=0.5, progress=False)
+    assert all(not (p == 0).any() for p in model.parameters()), "nothing was pruned"
+    # A stack of batches [k, batch, seq] iterates as batches, and is pruned.
+    report = prune_model(model, windows.reshape(3, 2, 32), server_url, method="magnitude", sparsity=0.5,
+                         progress=False)
+    assert report.pruned == report.total // 2
+
+
 def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -> None:
     # A NaN weight in block 1's q_proj makes the attention's output NaN: o_proj's activations are the first
     # non-finite values the server meets, and its message names them by field path ("layers[3]...").

@@ -146,8 +146,8 @@ class Layer:
     def _encode(self, field: str, x: ArrayLike, dtype: Optional[WireDType], copy: bool) -> Dict[str, Any]:
         try:
             t = encode_tensor(x, dtype, copy=copy)
-        except ValueError as e:
-            raise ValueError(f"layer {self.name!r}, {field}: {e}") from e
+        except (ValueError, TypeError) as e:  # which of a request's tensors, as the server's messages say
+            raise type(e)(f"layer {self.name!r}, {field}: {e}") from e
         # The server refuses these too (invalid_request, shape_mismatch), as it does the TypeScript client's tensors,
         # but only once the whole body is up, and naming the wire's field rather than the caller's.
         want = _RANKS[field]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .client import Layer, PruneResult, ZpruneClient, ZpruneError
-from .wire import WireDType, apply_mask
+from .wire import WireDType, apply_mask, to_numpy
 
 #: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
 LLAMA_LINEARS = (
@@ -76,6 +76,19 @@ def _count_sequences(batch: Any) -> int:
         batch = batch[0]
     shape = getattr(batch, "shape", None)
     return int(shape[0]) if shape is not None and len(shape) > 1 else 1
+
+
+def _check_batches(calibration_batches: Any, batches: List[Any]) -> None:
+    """Raises ``ValueError`` for a tensor of windows passed as the batches, or a batch (or a dict's ``input_ids``)
+    without a batch dimension: the model would fail deep in its forward pass, naming neither the batch nor the cause."""
+    hint = "pass a list of batches: [windows] or batches(windows, size)"
+    whole = getattr(calibration_batches, "shape", None)
+    if whole is not None and len(whole) <= 2:  # iterating it gives 1-D rows (a 3-D stack gives batches: fine)
+        raise ValueError(f"calibration_batches is one tensor of shape {list(whole)}, not batches of it; {hint}")
+    for i, batch in enumerate(batches):
+        shape = getattr(batch.get("input_ids") if isinstance(batch, Mapping) else batch, "shape", None)
+        if shape is not None and len(shape) < 2:
+            raise ValueError(f"calibration batch {i} has shape {list(shape)}, no batch dimension; {hint}")
 
 
 def _run_until_stopped(model: Any, batches: List[Any], run: Callable[[Any, Any], Any]) -> None:
@@ -245,11 +258,30 @@ def _check_model_fits(
                 weight = decoder[bi].get_submodule(name).weight.detach()
                 full = f"model.layers.{bi}.{name}"
                 _check_layer_shape(full, weight, pattern, max_elements)
+                _check_layer_range(full, weight, dtype)
                 # Only the activations' size counts here: they are collected later, block by block.
                 specs.append(Layer(full, weight, torch.empty(int(weight.shape[1])), None, dtype))
             _batches(specs, dtype, int(limits["maxBodyBytes"]), budget, method)
         except ZpruneError as e:
             raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
+        except ValueError as e:
+            raise ValueError(f"block {bi}, {e}; no block was pruned") from None
+
+
+def _check_layer_range(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
+    """Raises the ``ValueError`` encoding ``weight`` as ``dtype`` would (a value past the wire dtype's range), from
+    its two extremes: whether a value overflows grows with its magnitude, so these two decide for the whole tensor."""
+    import torch
+
+    own = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}.get(weight.dtype)
+    if (own is not None and dtype in (None, own)) or weight.numel() == 0:
+        return  # sent as it is: nothing to overflow (an empty weight is the server's to refuse)
+    wide = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+    extremes = torch.stack([wide.min(), wide.max()]).to(weight.dtype)
+    try:
+        to_numpy(extremes, dtype)
+    except ValueError as e:
+        raise ValueError(f"{name}, weight: {e}") from None
 
 
 def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
@@ -327,6 +359,8 @@ def _send_block(
     for group in _batches(specs, dtype, *limits, settings["method"]):
         try:
             result = client.prune_layers(group, **settings)
+        except (ValueError, TypeError) as e:  # a tensor the client could not encode (Layer names it)
+            raise type(e)(f"block {bi}, {e}; blocks before it are pruned, resume with blocks=range({bi}, ...)") from e
         except ZpruneError as e:
             # A message about one layer names it by its field path in the request ("layers[3]..."): name it.
             at = re.match(r"layers\[(\d+)\]", e.message)
@@ -388,8 +422,9 @@ def prune_model(
     A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
     allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over its
     ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
-    before any block is pruned. Any other error names the block and layers it stopped at; the blocks before it are
-    pruned already (resume with ``blocks=``).
+    before any block is pruned, as a weight past the range of ``dtype`` and a batch without a batch dimension raise
+    ``ValueError``. Any other error names the block and layers it stopped at; the blocks before it are pruned already
+    (resume with ``blocks=``).
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -402,6 +437,8 @@ def prune_model(
     batches = list(calibration_batches)
     if not batches:
         raise ValueError("prune_model needs at least one calibration batch")
+    if forward is None:  # a forward of the caller's own may take other batches
+        _check_batches(calibration_batches, batches)
     nseq = sum(_count_sequences(b) for b in batches)
     client = client or ZpruneClient(url, token)
     decoder = model.model.layers

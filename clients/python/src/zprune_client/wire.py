@@ -98,11 +98,12 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
     """Converts a numpy array, torch tensor or nested list to a C-contiguous little-endian array and its wire dtype.
 
     - float32 → ``f32``, float16 → ``f16``; torch bfloat16 → ``bf16`` (its raw bits, via ``.view(torch.int16)``).
-    - float64 (and Python lists) become ``f32`` unless ``dtype`` says otherwise.
+    - float64 and Python lists or tuples (of floats or integers) become ``f32`` unless ``dtype`` says otherwise.
     - A ``uint16``/``int16`` array is only accepted with ``dtype="bf16"`` and is taken as raw bfloat16 bits.
     - With an explicit ``dtype``, float data is converted to it (float32 → bf16 rounds to nearest even).
 
-    Raises ``TypeError`` for integer, boolean or complex data that cannot be a tensor.
+    Raises ``TypeError`` for an integer array or tensor (token ids, say, passed by mistake), and for boolean or complex
+    data.
     """
     if dtype is not None and dtype not in DTYPE_BYTES:
         raise ValueError(f'dtype must be "f32", "f16" or "bf16", got {dtype!r}')
@@ -120,6 +121,8 @@ def to_numpy(x: ArrayLike, dtype: Optional[WireDType] = None) -> Tuple[NDArray[A
         arr: NDArray[Any] = t.numpy()
     else:
         arr = np.asarray(x)
+        if isinstance(x, (list, tuple)) and arr.dtype.kind in "iu":
+            arr = arr.astype(np.float64)  # numbers written as [1, 2, 3]: a list has no dtype to be wrong about
     kind = arr.dtype.kind
     if kind == "f":
         out, wire = _float_to_wire(arr, dtype)
