@@ -31,6 +31,7 @@ import {
 import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
 import { z } from "zod";
 import { decode, zeroMasked } from "../contract/dtype_codec.ts";
+import { countBits } from "../contract/mask_bits.ts";
 import { startTimeout } from "../contract/timeout.ts";
 
 export { ZpruneError };
@@ -225,9 +226,9 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /**
- * Checks that `res` answers `request`: its layers, in order, by name and shape, with masks of their length, the
- * tensors `return` asked for, and returned tensors of the layer's shape and their bytes (weights in the request's
- * dtype, scores in f32); else `invalid_response`.
+ * Checks that `res` answers `request`: its layers, in order, by name and shape, with masks of their length whose 1
+ * bits the stats count, the tensors `return` asked for, and returned tensors of the layer's shape and their bytes
+ * (weights in the request's dtype, scores in f32); else `invalid_response`.
  */
 function checkLayers(request: PruneRequestInput, res: PruneResponse, status: number): void {
   const asked = request.layers;
@@ -247,6 +248,14 @@ function checkLayers(request: PruneRequestInput, res: PruneResponse, status: num
     const count = layer.shape.reduce((a, d) => a * d, 1);
     if (layer.mask.byteLength !== Math.ceil(count / 8)) {
       throw invalidResponse(`${where}: a mask of ${layer.mask.byteLength} bytes for ${count} weights`, status);
+    }
+    // API.md: pruned is the number of 1 bits in the mask, total rows * cols; callers count with them.
+    const pruned = countBits(layer.mask, 0, count);
+    if (layer.stats.pruned !== pruned || layer.stats.total !== count) {
+      throw invalidResponse(
+        `${where}: stats say ${layer.stats.pruned} of ${layer.stats.total} pruned, the mask ${pruned} of ${count}`,
+        status,
+      );
     }
     // The weights come back in the request's dtype, the scores in f32; each when `return` asks for it.
     const returned = [["weight", layer.weight, want.weight.dtype], ["score", layer.score, "f32"]] as const;

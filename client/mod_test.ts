@@ -263,6 +263,9 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
     [answered({ name: "other" }), REQUEST, /layer 0 \("other"\) answered as \[1,8\], sent as "l0" \[1,8\]/],
     [answered({ shape: [2, 4] }), REQUEST, /answered as \[2,4\], sent as "l0" \[1,8\]/],
     [answered({ mask: new Uint8Array(2) }), REQUEST, /a mask of 2 bytes for 8 weights/],
+    // The stats of another mask: API.md's pruned is the mask's 1 bits, total its weights.
+    [answered({ mask: new Uint8Array([0b00000111]) }), REQUEST, /stats say 4 of 8 pruned, the mask 3 of 8/],
+    [answered({ stats: { ...OK_BODY.layers[0]!.stats, total: 9 } }), REQUEST, /stats say 4 of 9 pruned, the mask 4/],
     [
       answered({ weight: { dtype: "f32", shape: [1, 8], data: new Uint8Array(16) } }),
       REQUEST,

@@ -1,12 +1,6 @@
 /** Statistics of a bit-packed mask: how many are pruned, overall and per row (API.md, `stats`). */
 import type { LayerStats } from "../contract/api.ts";
-
-/** Bits set in each byte value. */
-const POPCOUNT: Uint8Array = (() => {
-  const t = new Uint8Array(256);
-  for (let i = 1; i < 256; i++) t[i] = (i & 1) + t[i >> 1]!;
-  return t;
-})();
+import { countBits } from "../contract/mask_bits.ts";
 
 /** Pruned counts and row sparsity of a rows x cols mask (bit i row-major, LSB first, 1 = pruned). */
 function maskStats(
@@ -40,13 +34,4 @@ export function layerStats(mask: Uint8Array, rows: number, cols: number): LayerS
   const { pruned, rowSparsity } = maskStats(mask, rows, cols);
   const total = rows * cols;
   return { pruned, total, sparsity: total ? pruned / total : 0, rowSparsity, nonFinite: 0 };
-}
-
-/** Number of set bits in [start, end). */
-function countBits(mask: Uint8Array, start: number, end: number): number {
-  let count = 0, i = start;
-  for (; i < end && (i & 7) !== 0; i++) count += (mask[i >>> 3]! >> (i & 7)) & 1;
-  for (; i + 8 <= end; i += 8) count += POPCOUNT[mask[i >>> 3]!]!;
-  for (; i < end; i++) count += (mask[i >>> 3]! >> (i & 7)) & 1;
-  return count;
 }

@@ -455,6 +455,9 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         "stats without pruned": layer_with(stats={k: v for k, v in stats.items() if k != "pruned"}),
         "a total that is not an integer": layer_with(stats={**stats, "total": float(W.size) + 0.5}),
         "a pruned count that is a string": layer_with(stats={**stats, "pruned": "0"}),
+        # Numbers of another mask: API.md's pruned is the mask's 1 bits, total its weights.
+        "a pruned count the mask does not hold": layer_with(stats={**stats, "pruned": 3}),
+        "a total of another layer": layer_with(stats={**stats, "total": W.size + 1}),
         "timings that are a number": bytes(msgpack.packb({**good, "timings": 5}, use_bin_type=True)),
         "timings that are a list": bytes(msgpack.packb({**good, "timings": [1, 2]}, use_bin_type=True)),
         # The contract's other fields, as the TypeScript client's schema checks them.
@@ -477,6 +480,9 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         script.answers = [(200, {"Content-Type": "application/msgpack"}, body)]
         err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
         assert err.message, what
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, cases["a pruned count the mask does not hold"])]
+    err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert f"stats say 3 of {W.size} pruned, the mask 0 of {W.size}" in err.message, err.message
 
 
 def test_answers_without_the_asked_tensors_or_in_another_dtype_are_invalid(stub: Tuple[str, Script]) -> None:
@@ -708,6 +714,7 @@ def test_an_answer_without_a_content_length_is_read_whole(framing: str) -> None:
     body = msgpack.unpackb(_ok_answer(), raw=False)
     body["layers"][0].update(mask=np.packbits(mask.ravel(), bitorder="little").tobytes(),
                              score={"dtype": "f32", "shape": list(W.shape), "data": np.abs(W).tobytes()})
+    body["layers"][0]["stats"]["pruned"] = int(mask.sum())  # the mask's count, as API.md has it
     data = msgpack.packb(body, use_bin_type=True)
 
     def unsized(h: http.server.BaseHTTPRequestHandler) -> None:

@@ -716,6 +716,11 @@ def parse_prune_answer(
             for key in ("pruned", "total"):  # what every caller counts with (prune_model sums them)
                 if isinstance(stats.get(key), bool) or not isinstance(stats.get(key), int):
                     raise ValueError(f"stats.{key} is {stats.get(key)!r}, not an integer")
+            # API.md: pruned is the number of 1 bits in the mask, total rows * cols.
+            ones = int(np.count_nonzero(mask))
+            if stats["pruned"] != ones or stats["total"] != mask.size:
+                raise ValueError(f"stats say {stats['pruned']} of {stats['total']} pruned, the mask {ones} of "
+                                 f"{mask.size}")
             # The rest of API.md's stats, as the TypeScript client's schema has them.
             rows = stats.get("rowSparsity")
             if not (_is_number(stats.get("sparsity")) and isinstance(rows, Mapping)
