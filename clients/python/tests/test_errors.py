@@ -625,6 +625,8 @@ def test_token_from_a_secret_file_loses_its_newline(monkeypatch: pytest.MonkeyPa
     assert ZpruneClient("http://127.0.0.1:1", token=" s3cret\n").token == "s3cret"
     monkeypatch.setenv("ZPRUNE_TOKEN", "s3cret\n")
     assert ZpruneClient("http://127.0.0.1:1").token == "s3cret"
+    # An explicit empty token is none at all, whatever the environment holds (as documented).
+    assert ZpruneClient("http://127.0.0.1:1", token="").token is None
     monkeypatch.setenv("ZPRUNE_TOKEN", "\n")
     assert ZpruneClient("http://127.0.0.1:1").token is None
 

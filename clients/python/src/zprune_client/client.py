@@ -361,7 +361,8 @@ class ZpruneClient:
     Args:
         url: the server's base URL, without query, fragment or ``user:password@``; defaults to ``$ZPRUNE_URL`` or
             ``http://127.0.0.1:8787``. One the client cannot use raises ``http.client.InvalidURL`` (a ``ValueError``).
-        token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set.
+        token: sent as ``Authorization: Bearer <token>``; defaults to ``$ZPRUNE_TOKEN`` when set; ``""`` sends none,
+            whatever ``$ZPRUNE_TOKEN`` says.
         timeout: seconds one attempt may wait: for the connection, for each send, for the answer to begin; and an
             answer still arriving ``timeout`` seconds after the attempt began (its upload included, as the
             TypeScript client counts) is cut off. ``math.inf`` for no limit.
