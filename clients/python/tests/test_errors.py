@@ -621,6 +621,19 @@ def test_an_error_answer_cut_short_keeps_its_status(stub: Tuple[str, Script]) ->
     assert script.count == 2, "a 503 cut short is still retried"
 
 
+def test_a_proxy_set_after_import_is_used(stub: Tuple[str, Script], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client reads proxies from the environment when it is made, as it reads ZPRUNE_URL and ZPRUNE_TOKEN: a
+    # notebook that sets http_proxy after importing zprune_client is heard. The stand-in server plays the proxy for a
+    # host that does not resolve, so only a request sent through it can be answered.
+    url, script = stub
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", url)
+    mask, stats = prune_layer(W, ACT, sparsity=0.5, url="http://zprune.invalid:8787", name="layer")
+    assert script.count == 1 and mask.shape == W.shape and stats["total"] == W.size
+
+
 def test_token_from_a_secret_file_loses_its_newline(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ZpruneClient("http://127.0.0.1:1", token=" s3cret\n").token == "s3cret"
     monkeypatch.setenv("ZPRUNE_TOKEN", "s3cret\n")

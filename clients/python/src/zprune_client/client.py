@@ -52,9 +52,12 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-#: The default handlers (proxies from the environment included), redirects aside, and connections that read an answer
-#: that comes before the whole body is sent (a proxy's 413) rather than fail on the reset that follows it.
-_OPENER = urllib.request.build_opener(_NoRedirect, HTTPHandler, HTTPSHandler)
+def _opener() -> urllib.request.OpenerDirector:
+    """The default handlers (proxies from the environment as it is now included), redirects aside, and connections
+    that read an answer that comes before the whole body is sent (a proxy's 413) rather than fail on the reset that
+    follows it."""
+    return urllib.request.build_opener(_NoRedirect, HTTPHandler, HTTPSHandler)
+
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -392,6 +395,8 @@ class ZpruneClient:
         # A token read from a secret file often ends with a newline, which no header may carry (the server trims too).
         raw = token if token is not None else os.environ.get("ZPRUNE_TOKEN")
         self.token = (raw or "").strip() or None
+        # Proxies too are read from the environment when the client is made, not when the module was imported.
+        self._opener = _opener()
         # Checked now, as the TypeScript client checks its options: 0 would fail every connection as "unreachable"
         # (a non-blocking socket), infinity at the first request (OverflowError), a negative backoff at the first
         # retry (time.sleep refuses it). NaN fails every comparison.
@@ -443,7 +448,7 @@ class ZpruneClient:
             try:
                 deadline = time.monotonic() + self.timeout
                 # A socket takes None, not infinity, for no limit.
-                with _OPENER.open(req, timeout=None if math.isinf(self.timeout) else self.timeout) as resp:
+                with self._opener.open(req, timeout=None if math.isinf(self.timeout) else self.timeout) as resp:
                     return resp.status, _lower_keys(resp.headers.items()), _read_by(resp, deadline)
             except urllib.error.HTTPError as e:
                 if 300 <= e.code < 400:
