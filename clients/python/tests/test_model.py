@@ -266,18 +266,37 @@ def test_prune_model_refuses_windows_without_a_batch_dimension(server_url: str) 
     assert report.pruned == report.total // 2
 
 
-def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -> None:
-    # A NaN weight in block 1's q_proj makes the attention's output NaN: o_proj's activations are the first
-    # non-finite values the server meets, and its message names them by field path ("layers[3]...").
+def test_prune_model_names_a_nan_weight_before_pruning_any_block(server_url: str) -> None:
+    # A NaN weight in block 1's q_proj makes the attention's output NaN. The server checks a request's activations
+    # before its weights, so it would name o_proj's activations; the client finds the weight itself, up front.
     model = tiny_llama(7)
     with torch.no_grad():
-        model.model.layers[1].self_attn.q_proj.weight[0, 2] = float("nan")
+        model.model.layers[1].self_attn.q_proj.weight[1, 2] = float("nan")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(7))]
+    with pytest.raises(ZpruneError) as info:
+        prune_model(model, batches, server_url, method="wanda", sparsity=0.5, progress=False)
+    e = info.value
+    cols = model.model.layers[1].self_attn.q_proj.weight.shape[1]
+    assert (e.code, e.status) == ("non_finite", 422), e.message
+    assert e.message == (f"block 1, model.layers.1.self_attn.q_proj: weight[{cols + 2}] (row 1, column 2) is NaN or "
+                         "infinite; no block was pruned"), e.message
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) or n == "model.layers.1.self_attn.q_proj.weight", f"{n} changed"
+
+
+def test_prune_model_error_names_the_layer_a_message_is_about(server_url: str) -> None:
+    # A NaN in block 1's post-attention norm (not a pruned layer) makes the MLP's inputs NaN: gate_proj's activations
+    # are the first non-finite values the server meets, and its message names them by field path ("layers[4]...").
+    model = tiny_llama(7)
+    with torch.no_grad():
+        model.model.layers[1].post_attention_layernorm.weight[2] = float("nan")
     batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(7))]
     with pytest.raises(ZpruneError) as info:
         prune_model(model, batches, server_url, method="wanda", sparsity=0.5, progress=False)
     e = info.value
     assert (e.code, e.status) == ("non_finite", 422), e.message
-    assert e.message.startswith("block 1, model.layers.1.self_attn.o_proj: layers[3].act"), e.message
+    assert e.message.startswith("block 1, model.layers.1.mlp.gate_proj: layers[4].actNormSq[2]"), e.message
     # The id the server logged the request under, as prune_layers raises it: what to quote to its operator.
     assert e.request_id is not None and e.request_id == getattr(e.__cause__, "request_id", None)
 

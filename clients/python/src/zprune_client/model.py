@@ -258,7 +258,7 @@ def _check_model_fits(
                 weight = decoder[bi].get_submodule(name).weight.detach()
                 full = f"model.layers.{bi}.{name}"
                 _check_layer_shape(full, weight, pattern, max_elements)
-                _check_layer_range(full, weight, dtype)
+                _check_layer_values(full, weight, dtype)
                 # Only the activations' size counts here: they are collected later, block by block.
                 specs.append(Layer(full, weight, torch.empty(int(weight.shape[1])), None, dtype))
             _batches(specs, dtype, int(limits["maxBodyBytes"]), budget, method)
@@ -268,18 +268,26 @@ def _check_model_fits(
             raise ValueError(f"block {bi}, {e}; no block was pruned") from None
 
 
-def _check_layer_range(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
-    """Raises the ``ValueError`` encoding ``weight`` as ``dtype`` would (a value past the wire dtype's range), from
-    its two extremes: whether a value overflows grows with its magnitude, so these two decide for the whole tensor."""
+def _check_layer_values(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
+    """Raises what sending ``weight`` as ``dtype`` would: ``ZpruneError("non_finite")`` naming its first NaN or
+    infinity, as the server would (the server checks every layer's activations before any weight, so a NaN weight
+    would be reported as the NaN activations it causes further on); ``ValueError`` for a value past the wire dtype's
+    range. One pass for both: the extremes are NaN or infinite when any value is, and overflow grows with magnitude."""
     import torch
 
-    own = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}.get(weight.dtype)
-    if (own is not None and dtype in (None, own)) or weight.numel() == 0:
-        return  # sent as it is: nothing to overflow (an empty weight is the server's to refuse)
+    if weight.numel() == 0:
+        return  # the server's to refuse
     wide = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
-    extremes = torch.stack([wide.min(), wide.max()]).to(weight.dtype)
+    lo, hi = wide.min(), wide.max()
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        bad = torch.nonzero(~torch.isfinite(wide.reshape(-1)))[0].item()
+        row, col = divmod(int(bad), int(weight.shape[1]))
+        raise ZpruneError("non_finite", f"{name}: weight[{bad}] (row {row}, column {col}) is NaN or infinite", 422)
+    own = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}.get(weight.dtype)
+    if own is not None and dtype in (None, own):
+        return  # sent as it is: nothing to overflow
     try:
-        to_numpy(extremes, dtype)
+        to_numpy(torch.stack([lo, hi]).to(weight.dtype), dtype)
     except ValueError as e:
         raise ValueError(f"{name}, weight: {e}") from None
 
@@ -422,9 +430,9 @@ def prune_model(
     A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
     allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over its
     ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
-    before any block is pruned, as a weight past the range of ``dtype`` and a batch without a batch dimension raise
-    ``ValueError``. Any other error names the block and layers it stopped at; the blocks before it are pruned already
-    (resume with ``blocks=``).
+    before any block is pruned, as does a NaN or infinite weight (``non_finite``); a weight past the range of ``dtype``
+    and a batch without a batch dimension raise ``ValueError``. Any other error names the block and layers it stopped
+    at; the blocks before it are pruned already (resume with ``blocks=``).
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
