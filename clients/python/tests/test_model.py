@@ -194,7 +194,8 @@ def test_prune_model_splits_a_block_over_the_memory_budget(start_server: Any) ->
         assert int(needed.group(1)) == _working_bytes(specs, None, len(encode_request(body)), method), method
 
 
-def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
+def _failing_at_block_1(server_url: str, error: Exception) -> ZpruneClient:
+    """A client whose second request (block 1's, for tiny_llama's blocks of one request each) raises ``error``."""
     client = ZpruneClient(server_url)
     real = client.prune_layers
     calls = []
@@ -202,10 +203,16 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     def failing(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == 2:
-            raise ZpruneError("unavailable", "the backend failed", 503, retry_after=1.0, request_id="req-7")
+            raise error
         return real(*args, **kwargs)
 
     client.prune_layers = failing  # type: ignore[method-assign]
+    return client
+
+
+def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
+    client = _failing_at_block_1(
+        server_url, ZpruneError("unavailable", "the backend failed", 503, retry_after=1.0, request_id="req-7"))
     batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
     with pytest.raises(ZpruneError) as info:
         prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, progress=False)
@@ -217,17 +224,8 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
 
 def test_prune_model_client_side_errors_name_the_block_and_where_to_resume(server_url: str) -> None:
     # A tensor the client cannot encode mid-run (here made so at block 1's request): the blocks before it are pruned.
-    client = ZpruneClient(server_url)
-    real = client.prune_layers
-    calls = []
-
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise ValueError("layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value overflows float32")
-        return real(*args, **kwargs)
-
-    client.prune_layers = failing  # type: ignore[method-assign]
+    client = _failing_at_block_1(
+        server_url, ValueError("layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value overflows float32"))
     batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
     with pytest.raises(ValueError, match=r"^block 1, layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value "
                        r"overflows float32; blocks before it are pruned, resume with blocks=range\(1, ...\)$"):
