@@ -227,13 +227,13 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
 });
 
 Deno.test("main() closes the in-process server and the pool when a block is refused: the process exits", async () => {
-  // Both running at once: a checkpoint whose q_proj holds a NaN passes every check made before the run (they read
-  // shapes, not values), then the in-process server refuses block 0 as non_finite once the pool computes.
+  // Both running at once: a checkpoint whose first norm holds a NaN passes every check made before the run (they read
+  // the pruned layers alone), then the in-process server refuses block 0 as non_finite once the pool computes.
   const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
   const dir = await Deno.makeTempDir();
   try {
     for (const e of Deno.readDirSync(bundled)) await Deno.copyFile(`${bundled}/${e.name}`, `${dir}/${e.name}`);
-    const name = "model.layers.0.self_attn.q_proj.weight";
+    const name = "model.layers.0.input_layernorm.weight";
     const index = JSON.parse(await Deno.readTextFile(`${dir}/model.safetensors.index.json`));
     const shard = `${dir}/${index.weight_map[name]}`;
     const bytes = await Deno.readFile(shard);
@@ -242,7 +242,7 @@ Deno.test("main() closes the in-process server and the pool when a block is refu
     const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerBytes)));
     const { dtype, data_offsets: [from] } = header[name];
     assert.ok(["F32", "F16", "BF16"].includes(dtype), dtype);
-    // The weight at (0, 2), a quiet NaN in the tensor's dtype.
+    // The weight of input feature 2, a quiet NaN in the tensor's dtype.
     if (dtype === "F32") view.setUint32(8 + headerBytes + from + 2 * 4, 0x7fc00000, true);
     else view.setUint16(8 + headerBytes + from + 2 * 2, dtype === "BF16" ? 0x7fc0 : 0x7e00, true);
     await Deno.writeFile(shard, bytes);
@@ -250,10 +250,10 @@ Deno.test("main() closes the in-process server and the pool when a block is refu
     const { code, out } = await mainInChild([
       ...["--model", dir, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16", "--workers", "2", "--skip-dense"],
     ]);
-    // The NaN spreads through attention: o_proj's inputs are the first non-finite values the server meets.
+    // The norm's NaN is in feature 2 of q_proj's inputs: the first non-finite value the server meets.
     assert.match(
       out,
-      /rejected: block 0, model\.layers\.0\.self_attn\.o_proj\.weight: layers\[3\]\.actNormSq\[0\] is NaN or infinite/,
+      /rejected: block 0, model\.layers\.0\.self_attn\.q_proj\.weight: layers\[0\]\.actNormSq\[2\] is NaN or infinite/,
     );
     assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
   } finally {
@@ -300,6 +300,42 @@ Deno.test("main() names, before any prune request, layers a server would refuse 
   } finally {
     await small.close();
     await narrow.close();
+    await backend.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() names a NaN weight before any prune request, not the NaN activations it would cause", async () => {
+  // The bundled model with block 1's q_proj weight[1, 2] made NaN, in a copy of the shard that holds it.
+  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  const backend = createCpuBackend({ threads: 1 });
+  const posts: number[] = [];
+  const server = await startServer({ backend, log: (e) => void (e.path === "/v1/prune" && posts.push(1)) });
+  try {
+    const name = "model.layers.1.self_attn.q_proj.weight";
+    const index = JSON.parse(await Deno.readTextFile(`${bundled}/model.safetensors.index.json`));
+    const shard: string = index.weight_map[name];
+    for (const e of Deno.readDirSync(bundled)) {
+      if (e.name !== shard) await Deno.symlink(`${bundled}/${e.name}`, `${dir}/${e.name}`);
+    }
+    const bytes = await Deno.readFile(`${bundled}/${shard}`);
+    const view = new DataView(bytes.buffer);
+    const headerLength = Number(view.getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
+    const { dtype, shape, data_offsets: [start] } = header[name];
+    assert.equal(dtype, "F16");
+    view.setUint16(8 + headerLength + start + 2 * (shape[1] + 2), 0x7e00, true); // a quiet NaN
+    await Deno.writeFile(`${dir}/${shard}`, bytes);
+    await refuses(
+      ["--model", dir, "--server", server.url, "--skip-dense"],
+      new RegExp(
+        `${name.replaceAll(".", "\\.")}: weight\\[${shape[1] + 2}\\] \\(row 1, column 2\\) is NaN or infinite`,
+      ),
+    );
+    assert.deepEqual(posts, [], "no prune request was sent");
+  } finally {
+    await server.close();
     await backend.close();
     await Deno.remove(dir, { recursive: true });
   }

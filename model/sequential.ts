@@ -8,7 +8,7 @@
 import type { DType, Method, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
-import { countZeros } from "../contract/dtype_codec.ts";
+import { countZeros, firstNonFinite } from "../contract/dtype_codec.ts";
 import { applyMask, type ZpruneClient } from "../client/mod.ts";
 import type { Checkpoint, StoredTensor } from "./safetensors.ts";
 import { LINEAR_NAMES, type LinearName, type LlamaConfig } from "./config.ts";
@@ -155,8 +155,8 @@ function blockLinears(ckpt: Checkpoint, l: number): { name: LinearName; full: st
 /**
  * Checks, before any work, that a server with `limits` takes every linear layer of the model under `pattern` and
  * `method` (whose working memory differs a little): each within its body limit, memory budget and largest layer alone
- * (requests are split by the first two), its columns a multiple of M for "N:M". Throws a RangeError naming the first
- * layer that would be refused and why.
+ * (requests are split by the first two), its columns a multiple of M for "N:M", its weights finite. Throws a RangeError
+ * naming the first layer that would be refused and why.
  */
 export function checkModelFits(
   ckpt: Checkpoint,
@@ -176,6 +176,13 @@ export function checkModelFits(
         throw new RangeError(
           `${full}: ${rows} x ${cols} weights, over the server's largest layer of ${limits.maxLayerElements}`,
         );
+      }
+      // The server checks a request's activations before its weights: it would name the NaN activations this weight
+      // causes further on, in this block or the next, after the blocks before it were pruned.
+      const bad = firstNonFinite(t.data, t.dtype);
+      if (bad >= 0) {
+        const where = `weight[${bad}] (row ${Math.floor(bad / cols)}, column ${bad % cols})`;
+        throw new RangeError(`${full}: ${where} is NaN or infinite; the checkpoint needs mending before pruning`);
       }
       return { name: full, weight: t, actNormSq: { data: { byteLength: 4 * cols } } };
     });
