@@ -313,7 +313,30 @@ function evaluationFlags(
 export async function checkOutputs(args: PruneArgs): Promise<void> {
   if (args.out !== undefined) await naming("out", args.out, () => checkOut(args.out!, args.model));
   if (args.report !== undefined) {
-    await naming("report", args.report, () => checkReport(args.report!, args.model, args.out));
+    await naming("report", args.report, () => checkReport(args.report!, args.model, args.out, inputFiles(args)));
+  }
+}
+
+/** The data files the run reads, by flag: --report must not be written over one of them. */
+function inputFiles(args: PruneArgs): [string, string][] {
+  const c = args.calibration;
+  const calib: [string, string][] = c.kind === "windows"
+    ? [["--calib-ids", c.ids], ["--calib-starts", c.starts]]
+    : [[`--calib-${c.kind}`, c.file]];
+  return [...calib, [`--eval-${args.evaluation.kind}`, args.evaluation.file]];
+}
+
+/**
+ * `path` with symbolic links resolved as far as it exists (the rest, to be created, appended): two paths the run will
+ * write are the same place exactly when these are equal, whether or not they exist yet.
+ */
+async function placeOf(path: string): Promise<string> {
+  const rest: string[] = [];
+  for (let p = resolve(path);; p = dirname(p)) {
+    const real = await realPathOrNull(p);
+    if (real !== null) return resolve(real, ...rest.reverse());
+    if (p === dirname(p)) return resolve(path);
+    rest.push(basename(p));
   }
 }
 
@@ -389,9 +412,27 @@ async function checkOut(raw: string, model: string): Promise<void> {
   for (const p of created) await Deno.remove(p);
 }
 
-/** --report: written whole at the end of the run, so not over a file of the model or of the pruned checkpoint. */
-async function checkReport(raw: string, model: string, out: string | undefined): Promise<void> {
+/**
+ * --report: written whole at the end of the run, so not over a file of the model or of the pruned checkpoint, nor
+ * where --out makes its directory (the checkpoint is written first: the report would then fail, the run's figures
+ * lost), nor over a data file the run reads.
+ */
+async function checkReport(
+  raw: string,
+  model: string,
+  out: string | undefined,
+  inputs: [string, string][],
+): Promise<void> {
   const path = resolve(raw);
+  const place = await placeOf(path);
+  if (out !== undefined) {
+    const outPlace = await placeOf(out);
+    if (outPlace === place) throw new Error("it is the directory --out writes the pruned checkpoint into");
+    if (outPlace.startsWith(`${place}/`)) throw new Error(`--out ${out} would be made a directory under it`);
+  }
+  for (const [flag, file] of inputs) {
+    if (await placeOf(file) === place) throw new Error(`it is the file ${flag} reads`);
+  }
   const where = await realPathOrNull(dirname(path));
   const name = basename(path);
   // The checkpoint holds the model's files under the same names (writeCheckpoint), and is written before the report.

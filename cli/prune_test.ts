@@ -90,6 +90,7 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
     await Deno.mkdir(model);
     await Deno.symlink(model, `${dir}/link`);
     await Deno.symlink(`${dir}/nowhere`, `${dir}/dangling`);
+    await Deno.symlink(file, `${dir}/flink`);
     const cases: [string[], RegExp[]][] = [
       [["--out", file], [/--out/, /not a directory/]],
       [["--out", `${file}/pruned`], [/--out/, /not a directory/i]], // under a regular file: mkdir fails
@@ -99,6 +100,14 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
       [["--report", dir], [/--report/, /is a directory/]],
       [["--report", `${dir}/missing/r.json`], [/--report/, /does not exist/]],
       [["--report", `${file}/r.json`], [/--report/, /not a directory/]],
+      // Where --out makes its directory, or above it: the checkpoint would be written, then the report fail.
+      [["--out", `${dir}/x`, "--report", `${dir}/x`], [/--report .*x: it is the directory --out writes/]],
+      [["--out", `${dir}/r/sub`, "--report", `${dir}/r`], [/--report .*r: --out .*sub would be made a directory/]],
+      [["--out", `${dir}/link/sub`, "--report", `${dir}/model/sub`], [/--report .*: it is the directory --out/]],
+      // Over a data file the run reads, by any path.
+      [["--eval-text", file, "--report", file], [/--report .*file: it is the file --eval-text reads/]],
+      [["--calib-text", file, "--report", `${dir}/./file`], [/--report .*: it is the file --calib-text reads/]],
+      [["--calib-starts", `${dir}/s.i64`, "--calib-ids", `${dir}/flink`, "--report", file], [/--calib-ids reads/]],
     ];
     for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
     // Paths that can be written pass the check (the run then fails on the missing model) and are not created; an
@@ -106,7 +115,13 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
     await refuses([...NO_MODEL, "--out", `${dir}/new/pruned`, "--report", `${dir}/r.json`], /zprune-model/);
     await refuses([...NO_MODEL, "--out", model, "--report", file], /zprune-model/);
     await refuses([...NO_MODEL, "--out", `${dir}/link`, "--report", "/dev/null"], /zprune-model/);
-    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["dangling", "file", "link", "model"]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "dangling",
+      "file",
+      "flink",
+      "link",
+      "model",
+    ]);
     assert.deepEqual([...Deno.readDirSync(model)], []);
     assert.equal(await Deno.readTextFile(file), "x");
   } finally {
