@@ -181,8 +181,9 @@ const OPTIONS = {
 
 /** The flags as given, checked only for being there and not empty; unknown flags throw. */
 function parseFlags(args: string[]) {
+  // --help prints the help, whatever else is given: unknown flags included, which the strict parse refuses.
+  if (parseArgs({ args, options: OPTIONS, strict: false }).values.help === true) return { help: true as const };
   const { values } = parseArgs({ args, options: OPTIONS, strict: true });
-  if (values.help) return values; // --help prints the help, whatever else is given
   // An empty value (`--out ""`, a shell variable that was not set) names nothing: refused now, rather than read as the
   // current directory by one check and as no path by the write after the whole run.
   for (const [flag, value] of Object.entries(values)) {

@@ -304,6 +304,8 @@ async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefine
     evalWindows: dense?.windows,
     densePpl: dense?.ppl,
     error: errorChain(e),
+    // The server's code and status, as the console line gives them: what a script reading the report branches on.
+    ...(e instanceof ZpruneError ? { code: e.code, status: e.status } : {}),
   };
   await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
 }

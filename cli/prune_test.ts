@@ -61,6 +61,7 @@ Deno.test("main() refuses non-integer or out-of-range numeric flags by name, bef
   await refuses(["--model", ""], /--model needs a value/);
   // --help prints the help whatever else is given, an empty value included.
   assert.equal(await main(["--help", "--out", ""]), undefined);
+  assert.equal(await main(["--bogus", "--help"]), undefined); // an unknown flag too
 });
 
 Deno.test("main() refuses flags that would be ignored or that conflict, naming both", async () => {

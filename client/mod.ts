@@ -134,7 +134,8 @@ export function tensorValues(t: Tensor): Float32Array {
 
 /**
  * Zeroes, in place, every element of `weightBytes` (row-major, `dtype`) whose bit is set in `mask` (bit i =
- * element i, LSB first). Works on unaligned bytes of any dtype; returns the number of elements zeroed.
+ * element i, LSB first). Works on unaligned bytes of any dtype; returns the number of masked elements (those that
+ * were zero already included).
  */
 export function applyMask(weightBytes: Uint8Array, dtype: DType, mask: Uint8Array): number {
   const size = DTYPE_BYTES[dtype], n = weightBytes.byteLength / size;
@@ -396,6 +397,15 @@ export class ZpruneClient {
       throw new TypeError(
         `${JSON.stringify(options.url)}: the base URL takes no query, fragment or user:password (give a token)`,
       );
+    }
+    // A token no HTTP header can carry (a character past Latin-1, a line break inside) would fail every call with
+    // fetch's bare TypeError: refused now, naming the option without quoting the secret.
+    if (options.token !== undefined) {
+      try {
+        new Headers({ authorization: `Bearer ${options.token}` });
+      } catch {
+        throw new TypeError("token: it holds characters an HTTP header cannot carry (a bearer token is ASCII)");
+      }
     }
     this.#opts = {
       token: options.token,

@@ -501,6 +501,18 @@ Deno.test("new ZpruneClient() refuses a URL fetch cannot use, at once", () => {
   assert.equal(new ZpruneClient({ url: "https://host:1/base/" }).url, "https://host:1/base");
 });
 
+Deno.test("new ZpruneClient() refuses a token no HTTP header can carry, without quoting it", () => {
+  for (const token of ["clé-ψ-secret", "two\nlines"]) {
+    assert.throws(() => new ZpruneClient({ url: "http://h:1", token }), (e: unknown) => {
+      assert.ok(e instanceof TypeError && /^token: .*cannot carry/.test(e.message), String(e));
+      assert.ok(!e.message.includes("secret") && !e.message.includes("lines"), e.message);
+      return true;
+    });
+  }
+  // A secret file's trailing newline is dropped by the header itself, as the server would trim it.
+  new ZpruneClient({ url: "http://h:1", token: "s3cret\n" });
+});
+
 Deno.test("new ZpruneClient() drops a URL's surrounding whitespace, as the Python client does", async () => {
   // A URL read from a file or an environment variable often ends with a newline or a space. new URL() ignores
   // them, but appended to as text they would put the path after them: "h:1 /healthz" is no URL (retried as a

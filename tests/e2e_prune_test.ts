@@ -169,6 +169,7 @@ Deno.test("deno task prune: a server error mid-model names the block; --report k
     assert.equal(report.evalWindows, 1);
     assert.ok(report.densePpl > 1, `dense perplexity ${report.densePpl}`);
     assert.match(report.error, /^block 2 \(model\.layers\.2\.self_attn\.q_proj.*refused for the test/);
+    assert.deepEqual([report.code, report.status], ["invalid_request", 422], "the code and status the console gives");
   } finally {
     await server.close();
     await cpu.close();
