@@ -15,11 +15,49 @@ export interface ModelTokenizer {
   tokenizer: Tokenizer;
   /** The Jinja chat template, when the model has one. */
   chatTemplate?: string;
+  /** Where the template came from, for messages: `chat_template.jinja`, or tokenizer_config.json's field. */
+  chatTemplateSource?: string;
+  /** Names of tokenizer_config.json's templates when it lists several and none is "default" (none is then used). */
+  chatTemplateNames?: string[];
   bosToken?: string;
   eosToken?: string;
 }
 
-/** Reads `tokenizer.json` and `tokenizer_config.json` of a checkpoint directory. */
+/** The file transformers (4.47 and later) saves a chat template in, and reads in preference to the config's field. */
+const CHAT_TEMPLATE_FILE = "chat_template.jinja";
+
+/**
+ * The chat template as transformers takes it: `chat_template.jinja` when the checkpoint has one, else
+ * tokenizer_config.json's `chat_template`, a string or a list of `{name, template}` of which the one named "default"
+ * is used (with none so named, apply_chat_template refuses without a name: the names are kept to say so).
+ */
+async function chatTemplateOf(
+  dir: string,
+  field: unknown,
+): Promise<Pick<ModelTokenizer, "chatTemplate" | "chatTemplateSource" | "chatTemplateNames">> {
+  try {
+    return {
+      chatTemplate: await Deno.readTextFile(`${dir}/${CHAT_TEMPLATE_FILE}`),
+      chatTemplateSource: CHAT_TEMPLATE_FILE,
+    };
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw new TypeError(`${dir}/${CHAT_TEMPLATE_FILE}: ${e}`, { cause: e });
+  }
+  if (typeof field === "string") {
+    return { chatTemplate: field, chatTemplateSource: "tokenizer_config.json's chat_template" };
+  }
+  if (!Array.isArray(field)) return {};
+  const named = field.filter((t): t is { name: string; template: string } =>
+    typeof t?.name === "string" && typeof t?.template === "string"
+  );
+  const chosen = named.find((t) => t.name === "default");
+  if (chosen) {
+    return { chatTemplate: chosen.template, chatTemplateSource: 'tokenizer_config.json\'s chat_template "default"' };
+  }
+  return named.length > 0 ? { chatTemplateNames: named.map((t) => t.name) } : {};
+}
+
+/** Reads `tokenizer.json`, `tokenizer_config.json` and `chat_template.jinja` of a checkpoint directory. */
 export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
   const json = await readJsonFile(`${dir}/tokenizer.json`) as Record<string, unknown>;
   let config: Record<string, unknown> = {};
@@ -41,7 +79,7 @@ export async function loadTokenizer(dir: string): Promise<ModelTokenizer> {
   const name = (v: unknown) => typeof v === "string" ? v : (v as { content?: string } | undefined)?.content;
   return {
     tokenizer,
-    chatTemplate: typeof config.chat_template === "string" ? config.chat_template : undefined,
+    ...await chatTemplateOf(dir, config.chat_template),
     bosToken: name(config.bos_token),
     eosToken: name(config.eos_token),
   };
@@ -101,15 +139,21 @@ export function parseConversation(line: string): ChatMessage[] {
  * forming one document each.
  */
 export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32Array {
+  if (tok.chatTemplate === undefined && tok.chatTemplateNames) {
+    // transformers' apply_chat_template refuses this too: which template the model was tuned with is not ours to guess.
+    throw new TypeError(
+      `the model's tokenizer_config.json lists chat templates ${JSON.stringify(tok.chatTemplateNames)} and none is ` +
+        'named "default", so none is the model\'s; render the conversations with one and use --calib-text',
+    );
+  }
   let template: Template | undefined;
   try {
     template = tok.chatTemplate ? new Template(tok.chatTemplate) : undefined;
   } catch (e) {
     // The model's file is at fault, not the conversations: say so (a caller names the data file around this).
+    const source = tok.chatTemplateSource ?? "tokenizer_config.json's chat_template";
     throw new TypeError(
-      `the model's chat template (tokenizer_config.json's chat_template) does not parse: ${
-        e instanceof Error ? e.message : e
-      }`,
+      `the model's chat template (${source}) does not parse: ${e instanceof Error ? e.message : e}`,
       { cause: e },
     );
   }

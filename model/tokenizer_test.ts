@@ -84,6 +84,51 @@ Deno.test("tokenizeConversations() maps ShareGPT's human/gpt to user/assistant, 
   );
 });
 
+Deno.test("loadTokenizer() finds the chat template as transformers does: .jinja, config, 'default'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.symlink(root("models/zp-llama-9m/tokenizer.json"), `${dir}/tokenizer.json`);
+    const config = (chatTemplate: unknown) =>
+      Deno.writeTextFile(
+        `${dir}/tokenizer_config.json`,
+        JSON.stringify({ bos_token: "<s>", chat_template: chatTemplate }),
+      );
+    const jsonl = '{"messages":[{"role":"user","content":"Call me Ishmael."}]}\n';
+    // transformers 4.47 and later read chat_template.jinja in preference to the config's field.
+    await config("{{ 'inline' }}");
+    await Deno.writeTextFile(
+      `${dir}/chat_template.jinja`,
+      "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}",
+    );
+    let tok = await loadTokenizer(dir);
+    assert.equal(tok.chatTemplateSource, "chat_template.jinja");
+    const want = tok.tokenizer.encode("<s>[user]Call me Ishmael.", { add_special_tokens: false }).ids;
+    assert.deepEqual(Array.from(tokenizeConversations(tok, jsonl)), want);
+    await Deno.remove(`${dir}/chat_template.jinja`);
+    tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateSource], [
+      "{{ 'inline' }}",
+      "tokenizer_config.json's chat_template",
+    ]);
+    // A list of named templates: the one named "default".
+    await config([{ name: "tool_use", template: "T" }, { name: "default", template: "D" }]);
+    tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], ["D", undefined]);
+    // None named "default": no template is the model's, and rendering conversations says so, as transformers does.
+    await config([{ name: "tool_use", template: "T" }, { name: "rag", template: "R" }]);
+    tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], [undefined, ["tool_use", "rag"]]);
+    assert.throws(
+      () => tokenizeConversations(tok, jsonl),
+      /lists chat templates \["tool_use","rag"\] and none is named "default"/,
+    );
+    // Text calibration does not need a template: the same tokenizer still tokenizes a corpus.
+    assert.equal(tokenizeCorpus(tok, "Call me Ishmael.")[0], 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("loadTokenizer() names tokenizer.json or tokenizer_config.json when they make no tokenizer", async () => {
   const dir = await Deno.makeTempDir();
   try {
