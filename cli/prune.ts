@@ -368,7 +368,11 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const remoteInfo = remote ? await probeServer(remote) : undefined;
   await checkDefaultIds(args);
 
-  const model = await loadModel(args.model, { seqLen: seqlen });
+  // The loader names the file it could not read or use; the flag that chose the directory is named here.
+  const model = await loadModel(args.model, { seqLen: seqlen }).catch((e: unknown) => {
+    const As = e instanceof RangeError ? RangeError : TypeError;
+    throw new As(`--model ${args.model}: ${e instanceof Error ? e.message : e}`, { cause: e });
+  });
   let tok: ReturnType<typeof loadTokenizer> | undefined;
   const tokenizer = () => tok ??= loadTokenizer(args.model);
   const calib = await calibrationWindows(args, tokenizer);

@@ -111,6 +111,8 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
       [["--calib-starts", `${dir}/s.i64`, "--calib-ids", `${dir}/flink`, "--report", file], [/--calib-ids reads/]],
     ];
     for (const [args, want] of cases) await refuses([...NO_MODEL, ...args], ...want);
+    // Past the output checks, the missing model is named by its flag as well as by the file the loader wanted.
+    await refuses(NO_MODEL, /^--model \/nonexistent\/zprune-model: .*\/nonexistent\/zprune-model\/config\.json/);
     // Paths that can be written pass the check (the run then fails on the missing model) and are not created; an
     // existing report is not truncated, and /dev/null will do.
     await refuses([...NO_MODEL, "--out", `${dir}/new/pruned`, "--report", `${dir}/r.json`], /zprune-model/);
@@ -218,6 +220,9 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
     await Deno.writeFile(`${dir}/starts.i64`, new Uint8Array(17000 * 8));
     const { code, out } = await mainInChild(["--calib-starts", `${dir}/starts.i64`, "--workers", "1", "--skip-dense"]);
     assert.match(out, /rejected: .*4 GiB/);
+    // The cache is what does not fit: fewer windows would, up to what 4 GiB holds beside the model (256 floats each).
+    const fits = Number(/fewer or shorter calibration windows would fit \(at most (\d+) tokens\)/.exec(out)?.[1]);
+    assert.ok(fits > 4_100_000 && fits < 2 ** 32 / (4 * 256), `${fits} tokens:\n${out}`);
     assert.equal(code, 0, `the process did not exit by itself:\n${out}`);
 
     // A failure once the pool runs: a --server whose prune answers an error for the first block. (The case above

@@ -110,9 +110,15 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
   const parts = [`float32 weights ${gib(size.weights)}`];
   if (opts.seqLen > 0) parts.push(`run state for windows of ${opts.seqLen} tokens ${gib(size.state)}`);
   if (size.cache > 0) parts.push(`cache of ${opts.cacheTokens} calibration tokens ${gib(size.cache)}`);
+  // Where the calibration cache is what does not fit, the way out is fewer or shorter windows, not another model.
+  const fewer = size.cache > 0 && size.total - size.cache <= ARENA_MAX_BYTES
+    ? `; fewer or shorter calibration windows would fit (at most ${
+      Math.floor((ARENA_MAX_BYTES - (size.total - size.cache)) / (4 * cfg.dim))
+    } tokens)`
+    : "";
   throw new RangeError(
     `${subject} needs a ${gib(size.total)} arena (${parts.join(", ")}), more than the 4 GiB a WebAssembly ` +
-      "memory can hold (float32 weights alone fill it at about 1.07B parameters)",
+      `memory can hold (float32 weights alone fill it at about 1.07B parameters)${fewer}`,
   );
 }
 
