@@ -11,6 +11,7 @@ import { type InfoAnswer, ZpruneClient, ZpruneError } from "../client/mod.ts";
 import { errorChain } from "../contract/errors.ts";
 import {
   checkModelFits,
+  type Checkpoint,
   ForwardPool,
   gatherWindows,
   loadModel,
@@ -310,6 +311,25 @@ async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefine
   await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
 }
 
+/**
+ * Writes --out, stopping on SIGINT or SIGTERM (a checkpoint takes minutes to write for a large model) with its
+ * temporary files removed, rather than dying with them left in the directory, hidden by their leading dot.
+ */
+async function writeInterruptibly(ckpt: Checkpoint, out: string): Promise<string[]> {
+  const stop = new AbortController();
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const listeners = signals.map((s) => {
+    const on = () => stop.abort(new Error(`${s} while --out ${out} was written; its temporary files were removed`));
+    Deno.addSignalListener(s, on);
+    return on;
+  });
+  try {
+    return await writeCheckpoint(ckpt, out, stop.signal);
+  } finally {
+    signals.forEach((s, i) => Deno.removeSignalListener(s, listeners[i]!));
+  }
+}
+
 /** The activation exponent the server uses for this run: --exponent or the method's default; none for magnitude. */
 function usedExponent(args: PruneArgs): number | undefined {
   return args.method === "magnitude" ? undefined : args.exponent ?? DEFAULT_EXPONENT[args.method];
@@ -430,7 +450,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   let writeMs: number | undefined, outLeftOut: string[] | undefined;
   if (args.out !== undefined) {
     t = performance.now();
-    outLeftOut = await writeCheckpoint(model.ckpt, args.out);
+    outLeftOut = await writeInterruptibly(model.ckpt, args.out);
     writeMs = performance.now() - t;
   }
   const report: PruneReport = {

@@ -268,9 +268,10 @@ const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL
  * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when
  * sharded), and every other file of the source directory (config, tokenizer, generation config; a symbolic link, as
  * in Hugging Face's cache, copied as the file it points to) except `SOURCE_ONLY_FILES` and weight files in other
- * formats (`isWeightFile`). Returns the names of those weight files, left out.
+ * formats (`isWeightFile`). Returns the names of those weight files, left out. `signal` stops it between files and
+ * mid-shard: the temporary files are removed and an existing checkpoint in `outDir` is left whole.
  */
-export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise<string[]> {
+export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?: AbortSignal): Promise<string[]> {
   await Deno.mkdir(outDir, { recursive: true });
   // Every file goes under a temporary name first and all are renamed at the end: a run stopped while writing
   // (minutes for a large model) leaves an existing checkpoint in outDir whole, never old and new shards mixed.
@@ -291,13 +292,18 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string): Promise
         leftOut.push(entry.name);
         continue;
       }
+      signal?.throwIfAborted();
       await Deno.copyFile(path, temp(entry.name));
     }
     for (const shard of ckpt.shards) {
+      signal?.throwIfAborted();
       const tensors = shard.names.map((n) => ckpt.tensors.get(n)!);
-      await Deno.writeFile(temp(shard.file), encodeSafetensors(tensors, shard.metadata));
+      await Deno.writeFile(temp(shard.file), encodeSafetensors(tensors, shard.metadata), { signal });
     }
-    if (ckpt.index) await Deno.writeTextFile(temp(INDEX_FILE), JSON.stringify(ckpt.index, null, 2) + "\n");
+    if (ckpt.index) {
+      await Deno.writeTextFile(temp(INDEX_FILE), JSON.stringify(ckpt.index, null, 2) + "\n", { signal });
+    }
+    signal?.throwIfAborted(); // past this point only renames: quick, and not to be left half done
   } catch (e) {
     await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
     throw e;

@@ -193,7 +193,7 @@ Deno.test("decodeToF32() decodes f16 and bf16 bit patterns, including subnormals
   assert.deepEqual(Array.from(decodeToF32(bf16, "bf16")), [1, -2.5, 2 ** 126 * (1 + 22 / 128)]);
 });
 
-Deno.test("writeCheckpoint() stopped midway leaves outDir's prior checkpoint whole, and no partial files", async () => {
+Deno.test("writeCheckpoint() failing or stopped leaves a prior checkpoint whole and no partial files", async () => {
   const ck = await loadCheckpoint(MODEL);
   const out = await Deno.makeTempDir();
   try {
@@ -206,16 +206,27 @@ Deno.test("writeCheckpoint() stopped midway leaves outDir's prior checkpoint who
     const shards = ck.shards.map((s, i) => (i === last ? { ...s, names: [...s.names, "missing.weight"] } : s));
     const zeroed = new Map([...ck.tensors].map(([n, t]) => [n, { ...t, data: new Uint8Array(t.data.byteLength) }]));
     await assert.rejects(writeCheckpoint({ ...ck, shards, tensors: zeroed }, out));
-    const after = new Map<string, Uint8Array>();
-    for await (const e of Deno.readDir(out)) after.set(e.name, await Deno.readFile(`${out}/${e.name}`));
-    assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort(), "no partial file left");
-    // Compared by hand: on megabytes that differ, assert's diff would take longer than the test may.
-    const same = (a: Uint8Array | undefined, b: Uint8Array) => a?.length === b.length && a.every((x, i) => x === b[i]);
-    for (const [name, bytes] of before) assert.ok(same(after.get(name), bytes), `${name} changed`);
+    await assertUnchanged(out, before);
+    // Stopped by its signal (the CLI's SIGINT) as it starts: the same.
+    const stop = new AbortController();
+    const writing = writeCheckpoint({ ...ck, tensors: zeroed }, out, stop.signal);
+    stop.abort(new Error("stopped for the test"));
+    await assert.rejects(writing, /stopped for the test/);
+    await assertUnchanged(out, before);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
 });
+
+/** Asserts that `dir` holds exactly the files of `before`, byte for byte: no partial file left, none changed. */
+async function assertUnchanged(dir: string, before: Map<string, Uint8Array>): Promise<void> {
+  const after = new Map<string, Uint8Array>();
+  for await (const e of Deno.readDir(dir)) after.set(e.name, await Deno.readFile(`${dir}/${e.name}`));
+  assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort(), "no partial file left");
+  // Compared by hand: on megabytes that differ, assert's diff would take longer than the test may.
+  const same = (a: Uint8Array | undefined, b: Uint8Array) => a?.length === b.length && a.every((x, i) => x === b[i]);
+  for (const [name, bytes] of before) assert.ok(same(after.get(name), bytes), `${name} changed`);
+}
 
 /** A safetensors file of `header` (JSON, or raw text) and `dataLen` bytes of data, each byte its index. */
 function safetensorsBytes(header: unknown, dataLen: number): Uint8Array {
