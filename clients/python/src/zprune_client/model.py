@@ -277,19 +277,21 @@ def _check_layer_values(name: str, weight: Any, dtype: Optional[WireDType]) -> N
 
     if weight.numel() == 0:
         return  # the server's to refuse
-    wide = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
-    lo, hi = wide.min(), wide.max()
+    lo, hi = weight.min(), weight.max()  # in the weight's own dtype: no copy of it
     if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
-        bad = torch.nonzero(~torch.isfinite(wide.reshape(-1)))[0].item()
+        bad = torch.nonzero(~torch.isfinite(weight.reshape(-1)))[0].item()
         row, col = divmod(int(bad), int(weight.shape[1]))
         raise ZpruneError("non_finite", f"{name}: weight[{bad}] (row {row}, column {col}) is NaN or infinite", 422)
     own = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}.get(weight.dtype)
     if own is not None and dtype in (None, own):
         return  # sent as it is: nothing to overflow
     try:
-        to_numpy(torch.stack([lo, hi]).to(weight.dtype), dtype)
-    except ValueError as e:
-        raise ValueError(f"{name}, weight: {e}") from None
+        to_numpy(torch.stack([lo, hi]), dtype)
+    except ValueError:
+        try:
+            to_numpy(weight, dtype)  # again on the whole weight, only now: its message counts and places the values
+        except ValueError as e:
+            raise ValueError(f"{name}, weight: {e}") from None
 
 
 def _progress(iterable: Iterable[int], total: int, enabled: bool) -> Iterable[int]:
