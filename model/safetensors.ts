@@ -272,6 +272,7 @@ const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL
  * mid-shard: the temporary files are removed and an existing checkpoint in `outDir` is left whole.
  */
 export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?: AbortSignal): Promise<string[]> {
+  const existed = await Deno.stat(outDir).then(() => true, () => false);
   await Deno.mkdir(outDir, { recursive: true });
   // Every file goes under a temporary name first and all are renamed at the end: a run stopped while writing
   // (minutes for a large model) leaves an existing checkpoint in outDir whole, never old and new shards mixed.
@@ -306,6 +307,8 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?:
     signal?.throwIfAborted(); // past this point only renames: quick, and not to be left half done
   } catch (e) {
     await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
+    // A directory made for this write goes too (remove refuses it unless empty); its parents made with it stay.
+    if (!existed) await Deno.remove(outDir).catch(() => {});
     throw e;
   }
   for (const [i, [t, final]] of written.entries()) {

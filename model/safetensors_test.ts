@@ -213,6 +213,14 @@ Deno.test("writeCheckpoint() failing or stopped leaves a prior checkpoint whole 
     stop.abort(new Error("stopped for the test"));
     await assert.rejects(writing, /stopped for the test/);
     await assertUnchanged(out, before);
+    // Into a directory it made: stopped, it leaves nothing behind, the directory included.
+    const fresh = `${out}/fresh`;
+    const again = new AbortController();
+    const into = writeCheckpoint(ck, fresh, again.signal);
+    again.abort(new Error("stopped for the test"));
+    await assert.rejects(into, /stopped for the test/);
+    assert.equal(await Deno.stat(fresh).then(() => "there", () => "gone"), "gone");
+    await assertUnchanged(out, before);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
