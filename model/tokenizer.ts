@@ -17,7 +17,7 @@ export interface ModelTokenizer {
   chatTemplate?: string;
   /** Where the template came from, for messages: `chat_template.jinja`, or tokenizer_config.json's field. */
   chatTemplateSource?: string;
-  /** Names of tokenizer_config.json's templates when it lists several and none is "default" (none is then used). */
+  /** Names of the model's chat templates when none is the default (none is then used). */
   chatTemplateNames?: string[];
   bosToken?: string;
   eosToken?: string;
@@ -25,6 +25,8 @@ export interface ModelTokenizer {
 
 /** The file transformers (4.47 and later) saves a chat template in, and reads in preference to the config's field. */
 const CHAT_TEMPLATE_FILE = "chat_template.jinja";
+/** The folder of its other, named templates. */
+const ADDITIONAL_TEMPLATES = "additional_chat_templates";
 
 /**
  * The chat template as transformers takes it: `chat_template.jinja` when the checkpoint has one, else
@@ -46,15 +48,24 @@ async function chatTemplateOf(
   if (typeof field === "string") {
     return { chatTemplate: field, chatTemplateSource: "tokenizer_config.json's chat_template" };
   }
-  if (!Array.isArray(field)) return {};
-  const named = field.filter((t): t is { name: string; template: string } =>
+  const named = (Array.isArray(field) ? field : []).filter((t): t is { name: string; template: string } =>
     typeof t?.name === "string" && typeof t?.template === "string"
   );
   const chosen = named.find((t) => t.name === "default");
   if (chosen) {
     return { chatTemplate: chosen.template, chatTemplateSource: 'tokenizer_config.json\'s chat_template "default"' };
   }
-  return named.length > 0 ? { chatTemplateNames: named.map((t) => t.name) } : {};
+  // transformers also saves named templates as additional_chat_templates/NAME.jinja, the default one aside: with
+  // those alone there is no default either.
+  const names = named.map((t) => t.name);
+  try {
+    for await (const e of Deno.readDir(`${dir}/${ADDITIONAL_TEMPLATES}`)) {
+      if (e.isFile && e.name.endsWith(".jinja")) names.push(e.name.slice(0, -".jinja".length));
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw new TypeError(`${dir}/${ADDITIONAL_TEMPLATES}: ${e}`, { cause: e });
+  }
+  return names.length > 0 ? { chatTemplateNames: names.sort() } : {};
 }
 
 /** Reads `tokenizer.json`, `tokenizer_config.json` and `chat_template.jinja` of a checkpoint directory. */
@@ -142,8 +153,8 @@ export function tokenizeConversations(tok: ModelTokenizer, jsonl: string): Int32
   if (tok.chatTemplate === undefined && tok.chatTemplateNames) {
     // transformers' apply_chat_template refuses this too: which template the model was tuned with is not ours to guess.
     throw new TypeError(
-      `the model's tokenizer_config.json lists chat templates ${JSON.stringify(tok.chatTemplateNames)} and none is ` +
-        'named "default", so none is the model\'s; render the conversations with one and use --calib-text',
+      `the model has chat templates ${JSON.stringify(tok.chatTemplateNames)} and none is the default ` +
+        '(chat_template.jinja, or one named "default"); render the conversations with one and use --calib-text',
     );
   }
   let template: Template | undefined;

@@ -117,11 +117,22 @@ Deno.test("loadTokenizer() finds the chat template as transformers does: .jinja,
     // None named "default": no template is the model's, and rendering conversations says so, as transformers does.
     await config([{ name: "tool_use", template: "T" }, { name: "rag", template: "R" }]);
     tok = await loadTokenizer(dir);
-    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], [undefined, ["tool_use", "rag"]]);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], [undefined, ["rag", "tool_use"]]);
     assert.throws(
       () => tokenizeConversations(tok, jsonl),
-      /lists chat templates \["tool_use","rag"\] and none is named "default"/,
+      /chat templates \["rag","tool_use"\] and none is the default/,
     );
+    // Named templates saved as additional_chat_templates/NAME.jinja, with no default beside them: the same.
+    await config(undefined);
+    await Deno.mkdir(`${dir}/additional_chat_templates`);
+    await Deno.writeTextFile(`${dir}/additional_chat_templates/tool_use.jinja`, "T");
+    tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], [undefined, ["tool_use"]]);
+    assert.throws(() => tokenizeConversations(tok, jsonl), /chat templates \["tool_use"\] and none is the default/);
+    // With chat_template.jinja beside them, that one is the default.
+    await Deno.writeTextFile(`${dir}/chat_template.jinja`, "J");
+    tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.chatTemplate, tok.chatTemplateNames], ["J", undefined]);
     // Text calibration does not need a template: the same tokenizer still tokenizes a corpus.
     assert.equal(tokenizeCorpus(tok, "Call me Ishmael.")[0], 0);
   } finally {
