@@ -250,23 +250,10 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
 Deno.test("main() closes the in-process server and the pool when a block is refused: the process exits", async () => {
   // Both running at once: a checkpoint whose first norm holds a NaN passes every check made before the run (they read
   // the pruned layers alone), then the in-process server refuses block 0 as non_finite once the pool computes.
-  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
   const dir = await Deno.makeTempDir();
   try {
-    for (const e of Deno.readDirSync(bundled)) await Deno.copyFile(`${bundled}/${e.name}`, `${dir}/${e.name}`);
-    const name = "model.layers.0.input_layernorm.weight";
-    const index = JSON.parse(await Deno.readTextFile(`${dir}/model.safetensors.index.json`));
-    const shard = `${dir}/${index.weight_map[name]}`;
-    const bytes = await Deno.readFile(shard);
-    const view = new DataView(bytes.buffer);
-    const headerBytes = Number(view.getBigUint64(0, true));
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerBytes)));
-    const { dtype, data_offsets: [from] } = header[name];
-    assert.ok(["F32", "F16", "BF16"].includes(dtype), dtype);
-    // The weight of input feature 2, a quiet NaN in the tensor's dtype.
-    if (dtype === "F32") view.setUint32(8 + headerBytes + from + 2 * 4, 0x7fc00000, true);
-    else view.setUint16(8 + headerBytes + from + 2 * 2, dtype === "BF16" ? 0x7fc0 : 0x7e00, true);
-    await Deno.writeFile(shard, bytes);
+    // The weight of input feature 2.
+    await bundledWithNaN(dir, "model.layers.0.input_layernorm.weight", 2);
     await Deno.writeFile(`${dir}/one.i64`, new Uint8Array(8));
     const { code, out } = await mainInChild([
       ...["--model", dir, "--calib-starts", `${dir}/one.i64`, "--seqlen", "16", "--workers", "2", "--skip-dense"],
@@ -327,32 +314,17 @@ Deno.test("main() names, before any prune request, layers a server would refuse 
 });
 
 Deno.test("main() names a NaN weight before any prune request, not the NaN activations it would cause", async () => {
-  // The bundled model with block 1's q_proj weight[1, 2] made NaN, in a copy of the shard that holds it.
-  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
   const dir = await Deno.makeTempDir();
   const backend = createCpuBackend({ threads: 1 });
   const posts: number[] = [];
   const server = await startServer({ backend, log: (e) => void (e.path === "/v1/prune" && posts.push(1)) });
   try {
+    // Block 1's q_proj weight at row 1, column 2.
     const name = "model.layers.1.self_attn.q_proj.weight";
-    const index = JSON.parse(await Deno.readTextFile(`${bundled}/model.safetensors.index.json`));
-    const shard: string = index.weight_map[name];
-    for (const e of Deno.readDirSync(bundled)) {
-      if (e.name !== shard) await Deno.symlink(`${bundled}/${e.name}`, `${dir}/${e.name}`);
-    }
-    const bytes = await Deno.readFile(`${bundled}/${shard}`);
-    const view = new DataView(bytes.buffer);
-    const headerLength = Number(view.getBigUint64(0, true));
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
-    const { dtype, shape, data_offsets: [start] } = header[name];
-    assert.equal(dtype, "F16");
-    view.setUint16(8 + headerLength + start + 2 * (shape[1] + 2), 0x7e00, true); // a quiet NaN
-    await Deno.writeFile(`${dir}/${shard}`, bytes);
+    const cols = await bundledWithNaN(dir, name, (cols) => cols + 2);
     await refuses(
       ["--model", dir, "--server", server.url, "--skip-dense"],
-      new RegExp(
-        `${name.replaceAll(".", "\\.")}: weight\\[${shape[1] + 2}\\] \\(row 1, column 2\\) is NaN or infinite`,
-      ),
+      new RegExp(`${name.replaceAll(".", "\\.")}: weight\\[${cols + 2}\\] \\(row 1, column 2\\) is NaN or infinite`),
     );
     assert.deepEqual(posts, [], "no prune request was sent");
   } finally {
@@ -361,6 +333,30 @@ Deno.test("main() names a NaN weight before any prune request, not the NaN activ
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * Fills `dir` with the bundled model: links to its files, but for the shard holding tensor `name`, written with the
+ * element `at` (or `at(columns)`) of that tensor a quiet NaN in its dtype. Returns the tensor's columns.
+ */
+async function bundledWithNaN(dir: string, name: string, at: number | ((cols: number) => number)): Promise<number> {
+  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+  const index = JSON.parse(await Deno.readTextFile(`${bundled}/model.safetensors.index.json`));
+  const shard: string = index.weight_map[name];
+  for (const e of Deno.readDirSync(bundled)) {
+    if (e.name !== shard) await Deno.symlink(`${bundled}/${e.name}`, `${dir}/${e.name}`);
+  }
+  const bytes = await Deno.readFile(`${bundled}/${shard}`);
+  const view = new DataView(bytes.buffer);
+  const headerBytes = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerBytes)));
+  const { dtype, shape, data_offsets: [from] } = header[name];
+  assert.ok(["F32", "F16", "BF16"].includes(dtype), dtype);
+  const cols: number = shape.at(-1), i = typeof at === "number" ? at : at(cols);
+  if (dtype === "F32") view.setUint32(8 + headerBytes + from + 4 * i, 0x7fc00000, true);
+  else view.setUint16(8 + headerBytes + from + 2 * i, dtype === "BF16" ? 0x7fc0 : 0x7e00, true);
+  await Deno.writeFile(`${dir}/${shard}`, bytes);
+  return cols;
+}
 
 Deno.test("main() refuses the bundled token ids for a model with another tokenizer unless data are given", async () => {
   const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
