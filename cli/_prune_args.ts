@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
-import { checkpointWeightFiles, isWeightFile } from "../model/safetensors.ts";
+import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile } from "../model/safetensors.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -396,6 +396,12 @@ async function checkOut(raw: string, model: string): Promise<void> {
       if (writes && isWeightFile(e.name) && !writes.includes(e.name)) stale.push(e.name);
       // A tokenizer or config file of another model (tokenizer.model beside this one's tokenizer.json, say).
       if (modelFiles.size > 0 && LOADER_FILE.test(e.name) && !modelFiles.has(e.name)) stale.push(e.name);
+    }
+    // Named chat templates of another model would be listed as this one's (the tokenizer reads the whole folder).
+    for (const folder of modelFiles.size > 0 ? FOLDERS_KEPT : []) {
+      const ours = new Set(await filesIn(`${model}/${folder}`).catch(() => []));
+      const theirs = await filesIn(`${out}/${folder}`).catch(() => []);
+      stale.push(...theirs.filter((name) => !ours.has(name)).map((name) => `${folder}/${name}`));
     }
     if (stale.length > 0) {
       throw new Error(

@@ -148,6 +148,11 @@ Deno.test("main() refuses an --out holding weights the run would not overwrite, 
       );
       await Deno.remove(`${out}/${stale}`);
     }
+    // A named chat template this model has not: the tokenizer would list it as one of the pruned model's.
+    await Deno.mkdir(`${out}/additional_chat_templates`);
+    await Deno.writeTextFile(`${out}/additional_chat_templates/tool_use.jinja`, "T");
+    await refuses([...bundled, "--out", out], /--out .*: it holds additional_chat_templates\/tool_use\.jinja, which/);
+    await Deno.remove(`${out}/additional_chat_templates`, { recursive: true });
     // The files the run writes itself (a rerun into the same directory), and others, pass the check.
     const own = ["model-00001-of-00003.safetensors", "model.safetensors.index.json", "tokenizer.json", "config.json"];
     for (const name of [...own, "notes.txt", "report.json"]) await Deno.writeFile(`${out}/${name}`, new Uint8Array(8));

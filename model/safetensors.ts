@@ -265,11 +265,36 @@ function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<string, st
 const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
 
 /**
+ * Folders of a checkpoint whose files are copied too: transformers saves named chat templates beside the default one
+ * in `additional_chat_templates/`. Other folders are left (Meta's `original/` holds the dense weights again).
+ */
+export const FOLDERS_KEPT: readonly string[] = ["additional_chat_templates"];
+
+/**
+ * The names of the regular files directly in `dir` (a symbolic link, as in Hugging Face's cache, counted as the file
+ * it points to), sorted; none where `dir` does not exist.
+ */
+export async function filesIn(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile || (e.isSymlink && (await Deno.stat(`${dir}/${e.name}`).catch(() => null))?.isFile)) {
+        names.push(e.name);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return names.sort();
+}
+
+/**
  * Writes a checkpoint in the layout it was read with: same shard files and tensor order, the index (when
  * sharded), and every other file of the source directory (config, tokenizer, generation config; a symbolic link, as
- * in Hugging Face's cache, copied as the file it points to) except `SOURCE_ONLY_FILES` and weight files in other
- * formats (`isWeightFile`). Returns the names of those weight files, left out. `signal` stops it between files and
- * mid-shard: the temporary files are removed and an existing checkpoint in `outDir` is left whole.
+ * in Hugging Face's cache, copied as the file it points to) and of its `FOLDERS_KEPT` except `SOURCE_ONLY_FILES` and
+ * weight files in other formats (`isWeightFile`). Returns the names of those weight files, left out. `signal` stops
+ * it between files and mid-shard: the temporary files are removed and an existing checkpoint in `outDir` is left
+ * whole.
  */
 export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?: AbortSignal): Promise<string[]> {
   const existed = await Deno.stat(outDir).then(() => true, () => false);
@@ -277,24 +302,37 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?:
   // Every file goes under a temporary name first and all are renamed at the end: a run stopped while writing
   // (minutes for a large model) leaves an existing checkpoint in outDir whole, never old and new shards mixed.
   const written: [string, string][] = [];
+  // `name` may be in a folder (FOLDERS_KEPT): its temporary file is beside it there.
   const temp = (name: string) => {
-    const t = `${outDir}/.${name}.zprune-partial`;
+    const slash = name.lastIndexOf("/") + 1;
+    const t = `${outDir}/${name.slice(0, slash)}.${name.slice(slash)}.zprune-partial`;
     written.push([t, `${outDir}/${name}`]);
     return t;
   };
   const leftOut: string[] = [];
+  const madeFolders: string[] = [];
   try {
     const shards = new Set(ckpt.shards.map((s) => s.file));
-    for await (const entry of Deno.readDir(ckpt.dir)) {
-      if (shards.has(entry.name) || entry.name === INDEX_FILE || SOURCE_ONLY_FILES.has(entry.name)) continue;
-      const path = `${ckpt.dir}/${entry.name}`;
-      if (!(entry.isFile || (entry.isSymlink && (await Deno.stat(path).catch(() => null))?.isFile))) continue;
-      if (isWeightFile(entry.name)) {
-        leftOut.push(entry.name);
+    for (const entry of await filesIn(ckpt.dir)) {
+      if (shards.has(entry) || entry === INDEX_FILE || SOURCE_ONLY_FILES.has(entry)) continue;
+      if (isWeightFile(entry)) {
+        leftOut.push(entry);
         continue;
       }
       signal?.throwIfAborted();
-      await Deno.copyFile(path, temp(entry.name));
+      await Deno.copyFile(`${ckpt.dir}/${entry}`, temp(entry));
+    }
+    for (const folder of FOLDERS_KEPT) {
+      const files = await filesIn(`${ckpt.dir}/${folder}`);
+      if (files.length === 0) continue;
+      if (!(await Deno.stat(`${outDir}/${folder}`).then(() => true, () => false))) {
+        await Deno.mkdir(`${outDir}/${folder}`);
+        madeFolders.push(`${outDir}/${folder}`);
+      }
+      for (const name of files) {
+        signal?.throwIfAborted();
+        await Deno.copyFile(`${ckpt.dir}/${folder}/${name}`, temp(`${folder}/${name}`));
+      }
     }
     for (const shard of ckpt.shards) {
       signal?.throwIfAborted();
@@ -308,6 +346,7 @@ export async function writeCheckpoint(ckpt: Checkpoint, outDir: string, signal?:
   } catch (e) {
     await Promise.all(written.map(([t]) => Deno.remove(t).catch(() => {})));
     // A directory made for this write goes too (remove refuses it unless empty); its parents made with it stay.
+    for (const folder of madeFolders) await Deno.remove(folder).catch(() => {});
     if (!existed) await Deno.remove(outDir).catch(() => {});
     throw e;
   }

@@ -131,6 +131,38 @@ Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights i
   }
 });
 
+Deno.test("writeCheckpoint() keeps the named chat templates' folder, not other folders", async () => {
+  // transformers saves named templates in additional_chat_templates/; Meta's original/ holds dense weights again.
+  const src = await Deno.makeTempDir(), root = await Deno.makeTempDir();
+  try {
+    for (const e of Deno.readDirSync(MODEL)) await Deno.copyFile(`${MODEL}/${e.name}`, `${src}/${e.name}`);
+    await Deno.mkdir(`${src}/additional_chat_templates`);
+    await Deno.writeTextFile(`${src}/additional_chat_templates/tool_use.jinja`, "{{ tools }}");
+    await Deno.writeTextFile(`${root}/rag.jinja`, "{{ documents }}");
+    await Deno.symlink(`${root}/rag.jinja`, `${src}/additional_chat_templates/rag.jinja`);
+    await Deno.mkdir(`${src}/original`);
+    await Deno.writeFile(`${src}/original/consolidated.00.pth`, new Uint8Array(16));
+    const ck = await loadCheckpoint(src);
+    const out = `${root}/out`;
+    await writeCheckpoint(ck, out);
+    assert.throws(() => Deno.statSync(`${out}/original`), Deno.errors.NotFound, "original/ is not copied");
+    const kept = [...Deno.readDirSync(`${out}/additional_chat_templates`)];
+    assert.deepEqual(kept.map((e) => e.name).sort(), ["rag.jinja", "tool_use.jinja"]);
+    assert.ok(kept.every((e) => e.isFile), "files, not links");
+    assert.equal(await Deno.readTextFile(`${out}/additional_chat_templates/rag.jinja`), "{{ documents }}");
+    assert.equal(await Deno.readTextFile(`${out}/additional_chat_templates/tool_use.jinja`), "{{ tools }}");
+    // Failing into a directory it makes, after the templates were copied (shards come after them: the last names a
+    // tensor that is not there), the folder it made goes with it.
+    const last = ck.shards.length - 1;
+    const shards = ck.shards.map((s, i) => (i === last ? { ...s, names: [...s.names, "missing.weight"] } : s));
+    await assert.rejects(writeCheckpoint({ ...ck, shards }, `${root}/fresh`));
+    assert.equal(await Deno.stat(`${root}/fresh`).then(() => "there", () => "gone"), "gone");
+  } finally {
+    await Deno.remove(src, { recursive: true });
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("loadCheckpoint() names the file whose JSON is broken: config, index, a shard's header", async () => {
   const dir = await Deno.makeTempDir();
   try {
