@@ -65,6 +65,9 @@ output:
                          are weights in other formats); refused if DIR holds weights the run would not overwrite
   --report FILE.json     dense and pruned perplexity, per-layer stats, timings (if pruning fails: the
                          dense perplexity and the error)
+  --resume DIR           keep each pruned block's masks, and the dense perplexity, in DIR as the run goes; run
+                         again with the same model, calibration and settings, it continues after the last block
+                         kept (another run's progress in DIR is refused); removed when the run succeeds
   --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8, and no more than
                          the available memory holds; each holds the model's float32 weights); never more
                          than the calibration or evaluation windows, which would leave some idle
@@ -96,6 +99,8 @@ export interface PruneArgs {
   skipDense: boolean;
   out?: string;
   report?: string;
+  /** Where the run keeps its progress, and finds an earlier run's to continue. */
+  resume?: string;
   workers?: number;
 }
 
@@ -175,6 +180,7 @@ const OPTIONS = {
   "skip-dense": { type: "boolean" },
   out: { type: "string" },
   report: { type: "string" },
+  resume: { type: "string" },
   workers: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -229,6 +235,7 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
     skipDense: v["skip-dense"] ?? false,
     out: v.out,
     report: v.report,
+    resume: v.resume,
     workers: v.workers !== undefined ? intFlag("workers", v.workers, 1, 1, MAX_WORKERS) : undefined,
   };
 }
@@ -313,9 +320,31 @@ function evaluationFlags(
  */
 export async function checkOutputs(args: PruneArgs): Promise<void> {
   if (args.out !== undefined) await naming("out", args.out, () => checkOut(args.out!, args.model));
+  if (args.resume !== undefined) await naming("resume", args.resume, () => checkResume(args.resume!, args));
   if (args.report !== undefined) {
     await naming("report", args.report, () => checkReport(args.report!, args.model, args.out, inputFiles(args)));
   }
+}
+
+/**
+ * --resume: a directory, or one that can be made, apart from the model, --out and --report (the run removes its
+ * files from it when it succeeds, and writes none of them elsewhere).
+ */
+async function checkResume(raw: string, args: PruneArgs): Promise<void> {
+  const place = await placeOf(raw);
+  for (const [flag, path] of [["--model", args.model], ["--out", args.out], ["--report", args.report]] as const) {
+    if (path !== undefined && await placeOf(path) === place) throw new Error(`it is ${flag}'s ${path}: give its own`);
+  }
+  const info = await statOrNull(place);
+  if (info && !info.isDirectory) throw new Error("it exists and is not a directory");
+  if (info) {
+    await Deno.remove(await Deno.makeTempFile({ dir: place, prefix: ".zprune-probe-" }));
+    return;
+  }
+  // Made by the run itself (RunProgress), not its parents: a mistyped parent is better refused than created.
+  if (!(await statOrNull(dirname(place)))?.isDirectory) throw new Error(`${dirname(place)} is not a directory`);
+  await Deno.mkdir(place);
+  await Deno.remove(place);
 }
 
 /** The data files the run reads, by flag: --report must not be written over one of them. */

@@ -32,6 +32,7 @@ import {
 } from "../model/mod.ts";
 import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
+import { type KeptDense, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
 
 export { DEFAULTS };
 
@@ -75,7 +76,15 @@ export interface PruneReport {
   outLeftOut?: string[];
   /** The matching figures of the model's reference.json, when the run reproduces how they were made. */
   reference?: { densePpl: number; prunedPpl?: number };
+  /**
+   * Where this run continued an earlier one (--resume): how many blocks it had pruned (their records and timings are
+   * that run's) and whether the dense perplexity is that run's.
+   */
+  resumed?: { dir: string; blocks: number; densePpl: boolean };
 }
+
+/** A dense evaluation, measured by this run or kept by an earlier one (--resume). */
+type DenseResult = Pick<PerplexityResult, "ppl" | "windows" | "ms">;
 
 /**
  * The reference.json figures that this run should reproduce: only for the default calibration and evaluation data,
@@ -292,7 +301,12 @@ async function localClient(resources: AsyncDisposableStack): Promise<ZpruneClien
  * Writes what was measured before pruning failed to --report (the dense evaluation may have taken a long while),
  * with where the run stopped; a report that cannot be written does not hide the error.
  */
-async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefined, e: unknown): Promise<void> {
+async function reportFailure(
+  args: PruneArgs,
+  dense: DenseResult | undefined,
+  kept: number | undefined,
+  e: unknown,
+): Promise<void> {
   if (args.report === undefined) return;
   const { method, pattern, sparsity } = args;
   const failed = {
@@ -305,6 +319,8 @@ async function reportFailure(args: PruneArgs, dense: PerplexityResult | undefine
     evalWindows: dense?.windows,
     densePpl: dense?.ppl,
     error: errorChain(e),
+    // Blocks pruned and kept in --resume DIR, this run's and earlier ones': the next run continues after them.
+    ...(kept !== undefined ? { resume: { dir: args.resume, blocks: kept } } : {}),
     // The server's code and status, as the console line gives them: what a script reading the report branches on.
     ...(e instanceof ZpruneError ? { code: e.code, status: e.status } : {}),
   };
@@ -366,6 +382,12 @@ function printReport(r: PruneReport): void {
       `reference    dense ${f(r.reference.densePpl)}  pruned ${f(r.reference.prunedPpl)}  (reference.json)`,
     );
   }
+  if (r.resumed) {
+    console.log(
+      `resumed      ${r.resumed.blocks} block(s) pruned by an earlier run, kept in ${r.resumed.dir}` +
+        (r.resumed.densePpl ? "; its dense perplexity" : ""),
+    );
+  }
   if (r.out) console.log(`written      ${r.out}`);
   if (r.outLeftOut?.length) console.log(`             not copied (dense weights): ${r.outLeftOut.join(", ")}`);
 }
@@ -416,6 +438,12 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     const against = remote ? `--server ${remote.url}` : "the in-process server";
     throw new RangeError(`the model against ${against}: ${e instanceof Error ? e.message : e}`, { cause: e });
   }
+  // An earlier run's progress is checked before the pool starts and the dense evaluation: another run's is refused.
+  const saved = args.resume === undefined ? undefined : await fromFlag(
+    "--resume",
+    args.resume,
+    async () => RunProgress.open(args.resume!, await runIdentity(args, model.ckpt, model.cfg.nLayers, calib)),
+  );
   const pool = await ForwardPool.create(model.cfg, model.weights, {
     seqLen: seqlen,
     calibWindows: calib.windows,
@@ -424,11 +452,25 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   });
   resources.defer(() => pool.close());
 
-  let dense: PerplexityResult | undefined;
-  if (!args.skipDense) dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));
+  let dense: DenseResult | undefined, denseKept = false;
+  if (!args.skipDense) {
+    // The evaluated ids: a kept dense perplexity counts only for the same ones.
+    const windows = Math.min(args.evalWindows, evalTotal);
+    const sha256 = saved ? await tokensDigest(evalIds.subarray(0, windows * seqlen)) : "";
+    const earlier = saved?.dense;
+    if (earlier && earlier.sha256 === sha256 && earlier.windows === windows) {
+      dense = earlier;
+      denseKept = true;
+    } else {
+      dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));
+      const keep: KeptDense = { ppl: dense.ppl, windows: dense.windows, ms: dense.ms, sha256 };
+      if (saved) await fromFlag("--resume", args.resume!, () => saved.keepDense(keep));
+    }
+  }
 
   let t = performance.now();
   let res: SequentialResult;
+  let kept = saved?.done.length, finished = 0;
   try {
     res = await pruneSequential(
       model.ckpt,
@@ -438,10 +480,30 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
       { method, pattern, sparsity, exponent },
       calib.tokens,
       calib.windows,
-      (l) => bar("pruning blocks", l + 1, model.cfg.nLayers),
+      {
+        done: saved?.done,
+        keep: saved && (async (b) => {
+          await fromFlag("--resume", args.resume!, () => saved.keepBlock(b));
+          kept = b.block + 1;
+        }),
+        onBlock: (l) => {
+          finished = l + 1;
+          bar("pruning blocks", l + 1, model.cfg.nLayers);
+        },
+      },
     );
   } catch (e) {
-    await reportFailure(args, dense, e);
+    await reportFailure(args, dense, kept, e);
+    if (kept) {
+      console.error(
+        `prune: blocks 0 to ${kept - 1} of ${model.cfg.nLayers} are pruned and kept in --resume ${args.resume}: ` +
+          "the same command continues from there",
+      );
+    } else if (finished > 0 && !saved) {
+      console.error(
+        `prune: ${finished} of ${model.cfg.nLayers} blocks were pruned; with --resume DIR a run keeps them`,
+      );
+    }
     throw e;
   }
   const pruneMs = performance.now() - t;
@@ -486,9 +548,38 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     reference: isDefaultData
       ? await referenceFor(args.model, `${method}/${pattern}`, sparsity, pruned.windows, evalTotal)
       : undefined,
+    ...(saved && saved.done.length + (denseKept ? 1 : 0) > 0
+      ? { resumed: { dir: args.resume!, blocks: saved.done.length, densePpl: denseKept } }
+      : {}),
   };
   if (args.report !== undefined) await Deno.writeTextFile(args.report, JSON.stringify(report, null, 2) + "\n");
+  // Only once the checkpoint and the report are written: a run that fails writing them continues with every block.
+  await saved?.finish();
   return report;
+}
+
+/** What this run's masks depend on, for --resume to tell an earlier run's progress from another's. */
+async function runIdentity(
+  args: PruneArgs,
+  ckpt: Checkpoint,
+  blocks: number,
+  calib: { tokens: TokenArray; windows: number; source: string },
+): Promise<RunIdentity> {
+  const weights = [];
+  for (const file of new Set(ckpt.shards.map((s) => s.file))) {
+    weights.push({ file, bytes: (await Deno.stat(`${ckpt.dir}/${file}`)).size });
+  }
+  return {
+    model: await Deno.realPath(args.model),
+    weights,
+    blocks,
+    method: args.method,
+    pattern: args.pattern,
+    ...(args.sparsity !== undefined ? { sparsity: args.sparsity } : {}),
+    ...(usedExponent(args) !== undefined ? { exponent: usedExponent(args) } : {}),
+    seqlen: args.seqlen,
+    calibration: { source: calib.source, windows: calib.windows, sha256: await tokensDigest(calib.tokens) },
+  };
 }
 
 if (import.meta.main) {

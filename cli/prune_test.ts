@@ -132,6 +132,27 @@ Deno.test("main() refuses unwritable --out and --report paths before reading the
   }
 });
 
+Deno.test("main() refuses a --resume it cannot make or keep apart, before reading the model, making none", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "x");
+    await refuses([...NO_MODEL, "--resume", `${dir}/file`], /^--resume .*\/file: it exists and is not a directory$/);
+    // The run makes the directory, not its parents: a mistyped parent is refused.
+    await refuses([...NO_MODEL, "--resume", `${dir}/no/progress`], /^--resume .*: .*\/no is not a directory$/);
+    // The run removes its files from it once it succeeds: it is no other flag's path.
+    await refuses([...NO_MODEL, "--out", `${dir}/o`, "--resume", `${dir}/o`], /^--resume .*\/o: it is --out's /);
+    await refuses([...NO_MODEL, "--report", `${dir}/r`, "--resume", `${dir}/r`], /^--resume .*\/r: it is --report's /);
+    await refuses(["--model", dir, "--resume", `${dir}/.`], /^--resume .*: it is --model's /);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["file"]);
+    // A new directory, or one that exists: accepted, and the check leaves nothing in either.
+    await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", `${dir}/new`])!);
+    await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", dir])!);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["file"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main() refuses an --out holding weights the run would not overwrite, before reading the model", async () => {
   const out = await Deno.makeTempDir();
   const bundled = ["--model", new URL("../models/zp-llama-9m", import.meta.url).pathname];

@@ -63,6 +63,26 @@ export interface SequentialResult {
   zeros: number;
 }
 
+/** A block pruned already (by a run that stopped, see cli/_resume.ts): the server's answers for its layers. */
+export interface PrunedBlock {
+  block: number;
+  /** The block's seven layers in LINEAR_NAMES order, as the server answered them (masks included). */
+  layers: PruneResponse["layers"];
+  record: BlockRecord;
+  backend: string;
+  device: string;
+}
+
+/** How `pruneSequential` continues a stopped run and keeps its own progress. */
+export interface SequentialProgress {
+  /** Blocks 0, 1, ... pruned already: their masks are applied again, in order, and no request is made for them. */
+  done?: readonly PrunedBlock[];
+  /** Called with each block this run prunes, once its masks are applied and before the next block starts. */
+  keep?: (block: PrunedBlock) => Promise<void>;
+  /** Called as each block is pruned or applied again, with its index. */
+  onBlock?: (block: number) => void;
+}
+
 /** A layer of a prune request, as this module builds them. */
 interface RequestLayer {
   name: string;
@@ -198,6 +218,8 @@ export function checkModelFits(
  * Prunes every decoder block of `ckpt` in order, editing its tensors in place (so `writeCheckpoint` then writes the
  * pruned model) and the pool's weights alike. `calib` holds `windows` windows of `pool.seqLen` tokens. The pool must
  * hold `decodeWeights(ckpt)` (as `loadModel` gives both): its workers receive only the masks, not the pruned weights.
+ * `progress.done` continues a stopped run: applying its masks, in order, gives every later block the inputs the stopped
+ * run would have given it.
  */
 export async function pruneSequential(
   ckpt: Checkpoint,
@@ -207,12 +229,23 @@ export async function pruneSequential(
   settings: PruneSettings,
   calib: TokenArray,
   windows: number,
-  onBlock?: (block: number) => void,
+  progress: SequentialProgress = {},
 ): Promise<SequentialResult> {
   const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0, zeros: 0 };
-  const { limits } = await client.info();
+  const done = progress.done ?? [];
+  if (done.length > cfg.nLayers) throw new RangeError(`${done.length} blocks pruned already, of ${cfg.nLayers}`);
+  const { limits } = done.length < cfg.nLayers ? await client.info() : { limits: undefined };
   await pool.calibBegin(calib, windows);
-  for (let l = 0; l < cfg.nLayers; l++) {
+  for (const [l, block] of done.entries()) {
+    if (block.block !== l) throw new RangeError(`block ${block.block} given as the pruned block ${l}`);
+    await applyBlock(ckpt, pool, l, block.layers, result);
+    result.blocks.push(block.record);
+    result.backend = block.backend;
+    result.device = block.device;
+    await pool.calibAdvance(l);
+    progress.onBlock?.(l);
+  }
+  for (let l = done.length; l < cfg.nLayers; l++) {
     let t0 = performance.now();
     const stats = await pool.calibCollect(l);
     const collectMs = performance.now() - t0;
@@ -230,7 +263,7 @@ export async function pruneSequential(
     t0 = performance.now();
     const answers: PruneResponse["layers"] = [];
     const server: Timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
-    for (const batch of batchBySize(layers, limits, settings.method)) {
+    for (const batch of batchBySize(layers, limits!, settings.method)) {
       let res: PruneResponse;
       try {
         res = await client.pruneLayers({
@@ -254,33 +287,49 @@ export async function pruneSequential(
     }
     const requestMs = performance.now() - t0;
     t0 = performance.now();
-    for (const [i, { name, full, t }] of tensors.entries()) {
-      const out = answers[i];
-      // The contract promises request order; check rather than trust, a wrong mask would silently corrupt the model.
-      if (!out || out.name !== full || out.shape[0] !== t.shape[0] || out.shape[1] !== t.shape[1]) {
-        throw new Error(`server answered ${out?.name ?? "nothing"} for ${full}`);
-      }
-      applyMask(t.data, t.dtype, out.mask);
-      // The workers decoded the same checkpoint at start, so zeroing the same bits keeps them equal to it.
-      await pool.maskLinear(l, name, out.mask);
-      // What the written weights will hold: more than the server pruned where the layer had zeros already.
-      const zeros = countZeros(t.data, t.dtype);
-      result.layers.push({
-        name: full,
-        shape: out.shape,
-        stats: out.stats,
-        zeros,
-        ...(out.exactPath !== undefined ? { exactPath: out.exactPath } : {}),
-      });
-      result.pruned += out.stats.pruned;
-      result.total += out.stats.total;
-      result.zeros += zeros;
-    }
+    await applyBlock(ckpt, pool, l, answers, result);
+    const record = { block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 };
+    await progress.keep?.({ block: l, layers: answers, record, backend: result.backend, device: result.device });
     await pool.calibAdvance(l);
-    result.blocks.push({ block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 });
-    onBlock?.(l);
+    result.blocks.push(record);
+    progress.onBlock?.(l);
   }
   return result;
+}
+
+/**
+ * Applies the masks of block `l`'s answers (`answers`, in LINEAR_NAMES order) to the checkpoint's tensors and the
+ * pool's weights, and adds its layers to `result`.
+ */
+async function applyBlock(
+  ckpt: Checkpoint,
+  pool: ForwardPool,
+  l: number,
+  answers: PruneResponse["layers"],
+  result: SequentialResult,
+): Promise<void> {
+  for (const [i, { name, full, t }] of blockLinears(ckpt, l).entries()) {
+    const out = answers[i];
+    // The contract promises request order; check rather than trust, a wrong mask would silently corrupt the model.
+    if (!out || out.name !== full || out.shape[0] !== t.shape[0] || out.shape[1] !== t.shape[1]) {
+      throw new Error(`server answered ${out?.name ?? "nothing"} for ${full}`);
+    }
+    applyMask(t.data, t.dtype, out.mask);
+    // The workers decoded the same checkpoint at start, so zeroing the same bits keeps them equal to it.
+    await pool.maskLinear(l, name, out.mask);
+    // What the written weights will hold: more than the server pruned where the layer had zeros already.
+    const zeros = countZeros(t.data, t.dtype);
+    result.layers.push({
+      name: full,
+      shape: out.shape,
+      stats: out.stats,
+      zeros,
+      ...(out.exactPath !== undefined ? { exactPath: out.exactPath } : {}),
+    });
+    result.pruned += out.stats.pruned;
+    result.total += out.stats.total;
+    result.zeros += zeros;
+  }
 }
 
 /** Perplexity over consecutive non-overlapping windows. */

@@ -176,3 +176,70 @@ Deno.test("deno task prune: a server error mid-model names the block; --report k
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno task prune --resume: a run stopped at block 3 continues there, ending as if unstopped", async () => {
+  const cpu = createCpuBackend();
+  const asked = new Set<number>();
+  let refuse = true;
+  const backend = withPrune(cpu, (p, l, s) => {
+    const block = Number(/^model\.layers\.(\d+)\./.exec(l.name)?.[1]);
+    asked.add(block);
+    return refuse && block === 3
+      ? Promise.reject(new ZpruneError("invalid_request", `${l.name}: refused for the test`))
+      : cpu.prune(p, l, s);
+  });
+  const server = await startServer({ backend });
+  const dir = await Deno.makeTempDir();
+  const resume = `${dir}/progress`;
+  try {
+    // Four short windows: the blocks' inputs still depend on every block pruned before them.
+    const starts = new BigInt64Array([0n, 5000n, 10000n, 15000n]);
+    await Deno.writeFile(`${dir}/starts.i64`, new Uint8Array(starts.buffer));
+    const base = ["--server", server.url, "--calib-starts", `${dir}/starts.i64`, "--seqlen", "64"];
+    const flags = [...base, "--eval-windows", "2", "--workers", "1"];
+    refuse = false;
+    const whole = await main([...flags, "--out", `${dir}/whole`]);
+    assert.ok(whole);
+
+    refuse = true;
+    await assert.rejects(
+      main([...flags, "--out", `${dir}/resumed`, "--resume", resume, "--report", `${dir}/failed.json`]),
+      (e: Error) => /^block 3 \(model\.layers\.3\..*refused for the test/.test(e.message),
+    );
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/failed.json`)).resume, { dir: resume, blocks: 3 });
+    const kept = [...Deno.readDirSync(resume)].map((e) => e.name).sort();
+    assert.deepEqual(kept, [0, 1, 2].map((b) => `zprune-block-000${b}.msgpack`).concat("zprune-run.json"));
+    assert.equal(await Deno.stat(`${dir}/resumed`).then(() => "written", () => "not written"), "not written");
+
+    // Another setting would prune the later blocks differently: refused before any request, the progress kept.
+    asked.clear();
+    await assert.rejects(
+      main([...flags, "--sparsity", "0.6", "--resume", resume]),
+      (e: Error) =>
+        /^--resume .*: it holds the progress of another run: --sparsity was 0\.5, this run's is 0\.6; /
+          .test(e.message),
+    );
+    assert.deepEqual([...asked], []);
+    assert.deepEqual([...Deno.readDirSync(resume)].map((e) => e.name).sort(), kept);
+
+    refuse = false;
+    const resumed = await main([...flags, "--out", `${dir}/resumed`, "--resume", resume]);
+    assert.ok(resumed);
+    assert.deepEqual([...asked].sort(), [3, 4, 5], "requests for the blocks not kept only");
+    assert.deepEqual(resumed.resumed, { dir: resume, blocks: 3, densePpl: true });
+    assert.equal(resumed.densePpl, whole.densePpl);
+    assert.equal(resumed.prunedPpl, whole.prunedPpl);
+    const summary = (r: typeof whole) => r.layers.map((l) => ({ name: l.name, stats: l.stats, zeros: l.zeros }));
+    assert.deepEqual(summary(resumed), summary(whole));
+    assert.deepEqual([resumed.pruned, resumed.total, resumed.zeros], [whole.pruned, whole.total, whole.zeros]);
+    for (const e of Deno.readDirSync(`${dir}/whole`)) {
+      const a = await Deno.readFile(`${dir}/whole/${e.name}`), b = await Deno.readFile(`${dir}/resumed/${e.name}`);
+      assert.ok(a.length === b.length && a.every((x, i) => x === b[i]), `${e.name} differs`);
+    }
+    assert.equal(await Deno.stat(resume).then(() => "kept", () => "removed"), "removed", "the run made it");
+  } finally {
+    await server.close();
+    await cpu.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

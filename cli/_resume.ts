@@ -1,0 +1,237 @@
+/**
+ * `--resume DIR`: the masks of every block the run prunes, kept in DIR as it goes, so that a run stopped by a failure,
+ * a signal or a lost machine continues after its last pruned block when run again with the same model, calibration
+ * and settings. DIR holds `zprune-run.json` (what the masks depend on, and the dense evaluation) and one
+ * `zprune-block-NNNN.msgpack` per pruned block (its layers as the server answered them, masks included). Each file is
+ * written whole under a temporary name and then renamed: a file there is complete. A run that succeeds removes them.
+ */
+import { PruneResponseSchema } from "../contract/api.ts";
+import { countBits } from "../contract/mask_bits.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import type { BlockRecord, PrunedBlock, TokenArray } from "../model/mod.ts";
+
+/** What a run's masks depend on: a stopped run continues only with all of it unchanged. */
+export interface RunIdentity {
+  /** The model directory, its symbolic links resolved. */
+  model: string;
+  /** Its weight files and their sizes: the same model, not another written over it. */
+  weights: { file: string; bytes: number }[];
+  blocks: number;
+  method: string;
+  pattern: string;
+  sparsity?: number;
+  /** The activation exponent the server uses (--exponent or the method's default); absent for magnitude. */
+  exponent?: number;
+  seqlen: number;
+  /** The calibration windows' token ids, whatever flags chose them. */
+  calibration: { source: string; windows: number; sha256: string };
+}
+
+/** A dense evaluation kept with the run: used again when the next run evaluates the same ids. */
+export interface KeptDense {
+  ppl: number;
+  windows: number;
+  ms: number;
+  /** SHA-256 of the evaluated token ids. */
+  sha256: string;
+}
+
+/** `zprune-run.json`. */
+interface RunFile {
+  format: typeof FORMAT;
+  identity: RunIdentity;
+  /** Whether the first run made DIR: then the run that finishes removes it, if nothing else is in it. */
+  madeDir: boolean;
+  dense?: KeptDense;
+}
+
+const FORMAT = "zprune-resume/1";
+const RUN_FILE = "zprune-run.json";
+const blockFile = (l: number) => `zprune-block-${String(l).padStart(4, "0")}.msgpack`;
+const BLOCK_FILE = /^zprune-block-(\d{4,})\.msgpack$/;
+const TEMP_FILE = /^\.zprune-(run\.json|block-\d{4,}\.msgpack)\.zprune-partial$/;
+
+/** SHA-256, in hex, of token ids (as 32-bit integers: the same ids give the same digest from any array type). */
+export async function tokensDigest(ids: TokenArray): Promise<string> {
+  const bytes = new Uint8Array(Uint32Array.from(ids).buffer);
+  return [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The flag that sets each identity field, for a message saying which one differs. */
+const FLAG_OF: Record<keyof RunIdentity, string> = {
+  model: "--model",
+  weights: "--model's weight files",
+  blocks: "--model's decoder blocks",
+  method: "--method",
+  pattern: "--pattern",
+  sparsity: "--sparsity",
+  exponent: "--exponent",
+  seqlen: "--seqlen",
+  calibration: "the calibration windows",
+};
+
+/** A field's value as a message shows it. */
+function shown(key: keyof RunIdentity, v: unknown): string {
+  if (v === undefined) return "none";
+  if (key === "calibration") {
+    const c = v as RunIdentity["calibration"];
+    return `${c.windows} from ${c.source} (ids ${c.sha256.slice(0, 12)}...)`;
+  }
+  if (key === "weights") return (v as RunIdentity["weights"]).map((w) => `${w.file} (${w.bytes} bytes)`).join(", ");
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+/** A run's kept progress in `--resume DIR`: what it pruned already, and the means to keep what it prunes next. */
+export class RunProgress {
+  /** Blocks 0, 1, ... pruned by earlier runs, in order. */
+  readonly done: PrunedBlock[];
+  /** The dense evaluation an earlier run kept, if any. */
+  dense: KeptDense | undefined;
+  readonly #dir: string;
+  readonly #run: RunFile;
+
+  private constructor(dir: string, run: RunFile, done: PrunedBlock[]) {
+    this.#dir = dir;
+    this.#run = run;
+    this.done = done;
+    this.dense = run.dense;
+  }
+
+  /**
+   * Opens `dir` for a run of `identity`: the blocks an earlier run of the same identity pruned (none for a new run),
+   * `dir` made when absent. Refuses, naming what differs, another run's progress; and files that are not whole.
+   */
+  static async open(dir: string, identity: RunIdentity): Promise<RunProgress> {
+    let madeDir = false;
+    try {
+      await Deno.mkdir(dir);
+      madeDir = true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    const kept = await readRunFile(dir);
+    const blocks = await blockNumbers(dir);
+    if (kept === undefined) {
+      if (blocks.length > 0) {
+        throw new Error(`it holds ${blockFile(blocks[0]!)} but no ${RUN_FILE}: not a run's progress to continue`);
+      }
+      const run: RunFile = { format: FORMAT, identity, madeDir };
+      await writeWhole(dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(run, null, 2) + "\n"));
+      return new RunProgress(dir, run, []);
+    }
+    for (const key of Object.keys(FLAG_OF) as (keyof RunIdentity)[]) {
+      if (JSON.stringify(kept.identity[key]) !== JSON.stringify(identity[key])) {
+        throw new Error(
+          `it holds the progress of another run: ${FLAG_OF[key]} was ${shown(key, kept.identity[key])}, ` +
+            `this run's is ${shown(key, identity[key])}; give the same flags to continue it, or remove ${dir} ` +
+            "to start over",
+        );
+      }
+    }
+    const done: PrunedBlock[] = [];
+    for (const [i, l] of blocks.entries()) {
+      if (l !== i) throw new Error(`it holds ${blockFile(l)} but no ${blockFile(i)}: blocks are pruned in order`);
+      if (l >= identity.blocks) throw new Error(`it holds ${blockFile(l)}, past the model's ${identity.blocks} blocks`);
+      done.push(await readBlock(dir, l));
+    }
+    return new RunProgress(dir, kept, done);
+  }
+
+  /** Keeps the dense evaluation with the run. */
+  async keepDense(dense: KeptDense): Promise<void> {
+    this.dense = dense;
+    this.#run.dense = dense;
+    await writeWhole(this.#dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(this.#run, null, 2) + "\n"));
+  }
+
+  /** Keeps a pruned block: written whole before this returns. */
+  async keepBlock(block: PrunedBlock): Promise<void> {
+    await writeWhole(this.#dir, blockFile(block.block), encodeMsgpack({ format: FORMAT, ...block }));
+  }
+
+  /** Removes the run's files, and the directory where the first run made it and nothing else is in it. */
+  async finish(): Promise<void> {
+    const names: string[] = [];
+    // A temporary file is left where a run was killed while writing it.
+    for await (const e of Deno.readDir(this.#dir)) {
+      if (BLOCK_FILE.test(e.name) || TEMP_FILE.test(e.name)) names.push(e.name);
+    }
+    for (const name of names) await Deno.remove(`${this.#dir}/${name}`);
+    await Deno.remove(`${this.#dir}/${RUN_FILE}`);
+    if (this.#run.madeDir) await Deno.remove(this.#dir).catch(() => {}); // refused unless empty
+  }
+}
+
+/** `name` written into `dir` whole: under a temporary name first, then renamed over any earlier one. */
+async function writeWhole(dir: string, name: string, bytes: Uint8Array): Promise<void> {
+  const temp = `${dir}/.${name}.zprune-partial`;
+  try {
+    await Deno.writeFile(temp, bytes);
+    await Deno.rename(temp, `${dir}/${name}`);
+  } catch (e) {
+    await Deno.remove(temp).catch(() => {});
+    throw new Error(`${dir}/${name}: could not be written (${e instanceof Error ? e.message : e})`, { cause: e });
+  }
+}
+
+/** The run file in `dir`, or undefined where there is none. */
+async function readRunFile(dir: string): Promise<RunFile | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`${dir}/${RUN_FILE}`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  let run: RunFile;
+  try {
+    run = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`its ${RUN_FILE} is not JSON (${e instanceof Error ? e.message : e})`, { cause: e });
+  }
+  if (run?.format !== FORMAT || typeof run.identity !== "object" || run.identity === null) {
+    throw new Error(`its ${RUN_FILE} is not a ${FORMAT} file`);
+  }
+  return run;
+}
+
+/** The block numbers of the block files in `dir`, ascending. */
+async function blockNumbers(dir: string): Promise<number[]> {
+  const numbers: number[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const m = BLOCK_FILE.exec(e.name);
+    if (m && e.isFile) numbers.push(Number(m[1]));
+  }
+  return numbers.sort((a, b) => a - b);
+}
+
+/**
+ * Block `l`'s file, checked as the client checks an answer: the contract's schema for its layers, each mask as long as
+ * its layer and counting the pruned weights its stats say.
+ */
+async function readBlock(dir: string, l: number): Promise<PrunedBlock> {
+  const name = blockFile(l);
+  const fail = (why: string): never => {
+    throw new Error(`its ${name} ${why}; remove it (and the blocks after it) to prune them again`);
+  };
+  let raw: Record<string, unknown>;
+  try {
+    raw = decodeMsgpack(await Deno.readFile(`${dir}/${name}`)) as Record<string, unknown>;
+  } catch (e) {
+    return fail(`cannot be read (${e instanceof Error ? e.message : e})`);
+  }
+  if (raw?.format !== FORMAT || raw.block !== l) fail(`is not block ${l} of a ${FORMAT} run`);
+  const parsed = PruneResponseSchema.shape.layers.safeParse(raw.layers);
+  if (!parsed.success) fail(`holds layers the contract does not allow (${parsed.error.issues[0]?.message})`);
+  const layers = parsed.data!;
+  for (const layer of layers) {
+    const n = layer.shape[0] * layer.shape[1];
+    if (layer.mask.byteLength !== Math.ceil(n / 8) || countBits(layer.mask, 0, n) !== layer.stats.pruned) {
+      fail(`holds a mask for ${layer.name} that is not its stats' ${layer.stats.pruned} of ${n} weights`);
+    }
+  }
+  const record = raw.record as BlockRecord;
+  if (typeof record !== "object" || record === null || record.block !== l) fail("holds no record of its timings");
+  return { block: l, layers, record, backend: String(raw.backend), device: String(raw.device) };
+}

@@ -1,0 +1,156 @@
+/**
+ * `--resume DIR`'s files: what a run keeps is what the next run finds, and anything else (another run's progress,
+ * a gap, a mask that is not its stats') is refused rather than applied. The CLI end to end is in
+ * tests/e2e_prune_test.ts.
+ */
+import assert from "node:assert/strict";
+import { type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
+import type { PrunedBlock } from "../model/mod.ts";
+
+const IDENTITY: RunIdentity = {
+  model: "/models/m",
+  weights: [{ file: "model.safetensors", bytes: 1234 }],
+  blocks: 4,
+  method: "zpruner",
+  pattern: "layer",
+  sparsity: 0.5,
+  exponent: 1.5,
+  seqlen: 64,
+  calibration: { source: "calib.u16 at starts.i64", windows: 4, sha256: "ab".repeat(32) },
+};
+
+/** Block `l` of two 3 x 5 layers whose masks prune `pruned` weights each, chosen by `seed`. */
+function block(l: number, pruned = 7, seed = l): PrunedBlock {
+  const layers = ["q", "k"].map((name, i) => {
+    const mask = new Uint8Array(2);
+    // Steps of 7, prime to 15, visit `pruned` distinct weights.
+    for (let k = 0; k < pruned; k++) {
+      const at = (seed + i + 7 * k) % 15;
+      mask[at >> 3]! |= 1 << (at & 7);
+    }
+    const stats = {
+      pruned,
+      total: 15,
+      sparsity: pruned / 15,
+      rowSparsity: { min: 0, max: 1, mean: pruned / 15 },
+      nonFinite: 0 as const,
+    };
+    return { name: `model.layers.${l}.${name}.weight`, shape: [3, 5] as [number, number], mask, stats };
+  });
+  const server = { decodeMs: 1, computeMs: 2, encodeMs: 3, totalMs: 6 };
+  return {
+    block: l,
+    layers,
+    record: { block: l, collectMs: 10, requestMs: 20, server, applyMs: 1 },
+    backend: "cpu",
+    device: "test",
+  };
+}
+
+/** Opens `dir` for `identity` and returns the error message it is refused with. */
+async function refusal(dir: string, identity = IDENTITY): Promise<string> {
+  const e = await RunProgress.open(dir, identity).then(() => undefined, (e: unknown) => e);
+  assert.ok(e instanceof Error, "expected a refusal");
+  return e.message;
+}
+
+Deno.test("RunProgress keeps blocks and the dense perplexity for the next run, removes them when done", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = `${root}/progress`;
+  try {
+    const first = await RunProgress.open(dir, IDENTITY);
+    assert.deepEqual([first.done, first.dense], [[], undefined]);
+    const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
+    await first.keepDense(dense);
+    await first.keepBlock(block(0));
+    await first.keepBlock(block(1));
+
+    const second = await RunProgress.open(dir, structuredClone(IDENTITY));
+    assert.deepEqual(second.dense, dense);
+    assert.deepEqual(second.done, [block(0), block(1)]);
+    await second.keepBlock(block(2));
+    await Deno.writeFile(`${dir}/.zprune-block-0003.msgpack.zprune-partial`, new Uint8Array(3)); // killed mid-write
+    await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+    assert.equal((await RunProgress.open(dir, IDENTITY)).done.length, 3);
+    await second.finish();
+    // The user's own file stays, and with it the directory the first run made.
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["notes.txt"]);
+    await Deno.remove(`${dir}/notes.txt`);
+    await (await RunProgress.open(dir, IDENTITY)).finish();
+    assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name), ["progress"], "not made by that run: kept");
+    await Deno.remove(dir);
+    await (await RunProgress.open(dir, IDENTITY)).finish();
+    assert.deepEqual([...Deno.readDirSync(root)], [], "made by the run: removed");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress refuses another run's progress, naming what differs", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await (await RunProgress.open(dir, IDENTITY)).keepBlock(block(0));
+    const cases: [Partial<RunIdentity>, RegExp][] = [
+      [{ method: "wanda" }, /--method was zpruner, this run's is wanda;/],
+      [{ sparsity: 0.6 }, /--sparsity was 0\.5, this run's is 0\.6;/],
+      [{ exponent: undefined }, /--exponent was 1\.5, this run's is none;/],
+      [{ seqlen: 128 }, /--seqlen was 64, this run's is 128;/],
+      [{ model: "/models/other" }, /--model was \/models\/m, this run's is \/models\/other;/],
+      [{ weights: [{ file: "model.safetensors", bytes: 99 }] }, /--model's weight files was .*1234 bytes/],
+      [{ calibration: { ...IDENTITY.calibration, sha256: "ef".repeat(32) } }, /the calibration windows was 4 from/],
+    ];
+    for (const [change, want] of cases) {
+      const message = await refusal(dir, { ...IDENTITY, ...change });
+      assert.match(message, /^it holds the progress of another run: /);
+      assert.match(message, want);
+      assert.match(message, /give the same flags to continue it, or remove .* to start over$/);
+    }
+    assert.equal((await RunProgress.open(dir, IDENTITY)).done.length, 1, "the progress is left as it was");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress refuses block files it cannot trust: a gap, a bad mask, no run file, a torn file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const progress = await RunProgress.open(dir, IDENTITY);
+    await progress.keepBlock(block(0));
+    await progress.keepBlock(block(2));
+    assert.match(await refusal(dir), /holds zprune-block-0002\.msgpack but no zprune-block-0001\.msgpack/);
+    await Deno.remove(`${dir}/zprune-block-0002.msgpack`);
+
+    // A mask that does not count its stats' pruned weights: bits flipped on disk, or another layer's.
+    const bad = block(1);
+    bad.layers[1]!.mask[0]! ^= 1;
+    await progress.keepBlock(bad);
+    assert.match(
+      await refusal(dir),
+      /its zprune-block-0001\.msgpack holds a mask for model\.layers\.1\.k\.weight that is not its stats' 7 of 15/,
+    );
+    const torn = (await Deno.readFile(`${dir}/zprune-block-0000.msgpack`)).subarray(0, 40);
+    await Deno.writeFile(`${dir}/zprune-block-0001.msgpack`, torn);
+    assert.match(await refusal(dir), /its zprune-block-0001\.msgpack cannot be read \(.*\); remove it/);
+    await Deno.remove(`${dir}/zprune-block-0001.msgpack`);
+    await progress.keepBlock(block(4));
+    assert.match(await refusal(dir), /but no zprune-block-0001/);
+    await Deno.remove(`${dir}/zprune-block-0004.msgpack`);
+
+    await Deno.remove(`${dir}/zprune-run.json`);
+    assert.match(await refusal(dir), /holds zprune-block-0000\.msgpack but no zprune-run\.json/);
+    await Deno.writeTextFile(`${dir}/zprune-run.json`, "{not json");
+    assert.match(await refusal(dir), /its zprune-run\.json is not JSON/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tokensDigest() is SHA-256 of the ids as 32-bit integers, whatever array holds them", async () => {
+  const ids = [1, 2, 65535, 0];
+  const digest = await tokensDigest(Uint16Array.from(ids));
+  assert.equal(digest, await tokensDigest(Int32Array.from(ids)));
+  // An independent SHA-256 of the same bytes: Node's crypto.
+  const { createHash } = await import("node:crypto");
+  assert.equal(digest, createHash("sha256").update(new Uint8Array(Uint32Array.from(ids).buffer)).digest("hex"));
+  assert.notEqual(digest, await tokensDigest(Uint16Array.from([1, 2, 65535, 1])));
+});
