@@ -109,7 +109,13 @@ function wantsMsgpack(accept: string | undefined): boolean {
     const q = params.find((p) => /^q\s*=/.test(p));
     return q && !(Number(q.split("=")[1]) > 0) ? [] : [type];
   });
-  return accepted.some(isMsgpackType) && !accepted.some((t) => t.includes("json"));
+  return accepted.some(isMsgpackType) && !accepted.some(isJsonType);
+}
+
+/** Whether a media type is JSON: application/json, or a type with the +json suffix (RFC 6839) such as problem+json. */
+function isJsonType(type: string): boolean {
+  // application/json-seq (RFC 7464) and the like are other formats, however they begin.
+  return type === "application/json" || /^[^/]+\/[^/]+\+json$/.test(type);
 }
 
 /** The server's gauges and backend counters, read from their sources whenever /metrics is scraped. */

@@ -579,13 +579,21 @@ Deno.test("error answers are msgpack only when Accept names msgpack and not JSON
   try {
     // A q of 0 refuses a type; a longer name that begins like msgpack is another type.
     const jsonAccepts = ["application/msgpack, application/json", "application/json", "*/*", "application/msgpack;q=0"];
-    for (const accept of [...jsonAccepts, "application/msgpackjunk", "application/msgpack; q=0.0, text/plain"]) {
+    const alsoJson = [
+      "application/msgpack, application/problem+json",
+      "Application/JSON; charset=utf-8, application/msgpack",
+    ];
+    for (
+      const accept of [...jsonAccepts, ...alsoJson, "application/msgpackjunk", "application/msgpack; q=0.0, text/plain"]
+    ) {
       const res = await postPrune(server.url, garbage, { accept });
       assert.match(res.headers.get("content-type") ?? "", /^application\/json/, accept);
       await expectError(res, 400, "bad_msgpack");
     }
     const msgpackAccepts = ["application/x-msgpack", "application/msgpack", "application/msgpack;q=0.5, text/plain"];
-    for (const accept of [...msgpackAccepts, "application/json;q=0, application/msgpack"]) {
+    // Formats whose names begin like JSON's are not JSON: msgpack is the one named.
+    const notJson = ["application/msgpack, application/json-seq", "application/msgpack, text/jsonish"];
+    for (const accept of [...msgpackAccepts, ...notJson, "application/json;q=0, application/msgpack"]) {
       const res = await postPrune(server.url, garbage, { accept });
       assert.equal(res.status, 400, accept);
       assert.equal(res.headers.get("content-type"), "application/msgpack", accept);
