@@ -4,12 +4,12 @@
  * tests/e2e_prune_test.ts.
  */
 import assert from "node:assert/strict";
-import { type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
-import type { PrunedBlock } from "../model/mod.ts";
+import { checkpointDigest, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
+import { loadCheckpoint, type PrunedBlock } from "../model/mod.ts";
 
 const IDENTITY: RunIdentity = {
   model: "/models/m",
-  weights: [{ file: "model.safetensors", bytes: 1234 }],
+  checkpoint: "12".repeat(32),
   blocks: 4,
   method: "zpruner",
   pattern: "layer",
@@ -96,7 +96,10 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
       [{ exponent: undefined }, /--exponent was 1\.5, this run's is none;/],
       [{ seqlen: 128 }, /--seqlen was 64, this run's is 128;/],
       [{ model: "/models/other" }, /--model was \/models\/m, this run's is \/models\/other;/],
-      [{ weights: [{ file: "model.safetensors", bytes: 99 }] }, /--model's weight files was .*1234 bytes/],
+      [
+        { checkpoint: "34".repeat(32) },
+        /--model's config and weights \(SHA-256\) was 121212121212\.\.\., this run's is 3434/,
+      ],
       [{ calibration: { ...IDENTITY.calibration, sha256: "ef".repeat(32) } }, /the calibration windows was 4 from/],
     ];
     for (const [change, want] of cases) {
@@ -106,6 +109,9 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
       assert.match(message, /give the same flags to continue it, or remove .* to start over$/);
     }
     assert.equal((await RunProgress.open(dir, IDENTITY)).done.length, 1, "the progress is left as it was");
+    // The same ids from files spelled another way ("./c.txt" for "c.txt"): the same run.
+    const respelled = { ...IDENTITY, calibration: { ...IDENTITY.calibration, source: "./calib.u16 at ./starts.i64" } };
+    assert.equal((await RunProgress.open(dir, respelled)).done.length, 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -147,10 +153,26 @@ Deno.test("RunProgress refuses block files it cannot trust: a gap, a bad mask, n
 
 Deno.test("tokensDigest() is SHA-256 of the ids as 32-bit integers, whatever array holds them", async () => {
   const ids = [1, 2, 65535, 0];
-  const digest = await tokensDigest(Uint16Array.from(ids));
-  assert.equal(digest, await tokensDigest(Int32Array.from(ids)));
-  // An independent SHA-256 of the same bytes: Node's crypto.
-  const { createHash } = await import("node:crypto");
-  assert.equal(digest, createHash("sha256").update(new Uint8Array(Uint32Array.from(ids).buffer)).digest("hex"));
-  assert.notEqual(digest, await tokensDigest(Uint16Array.from([1, 2, 65535, 1])));
+  const digest = tokensDigest(Uint16Array.from(ids));
+  assert.equal(digest, tokensDigest(Int32Array.from(ids)));
+  // An independent SHA-256 of the same bytes: Web Crypto's.
+  const bytes = new Uint8Array(Uint32Array.from(ids).buffer);
+  const web = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  assert.equal(digest, [...web].map((b) => b.toString(16).padStart(2, "0")).join(""));
+  assert.notEqual(digest, tokensDigest(Uint16Array.from([1, 2, 65535, 1])));
+});
+
+Deno.test("checkpointDigest() changes with any weight or config value, not with the config's key order", async () => {
+  const ckpt = await loadCheckpoint(new URL("../models/zp-llama-9m", import.meta.url).pathname);
+  const digest = checkpointDigest(ckpt);
+  assert.match(digest, /^[0-9a-f]{64}$/);
+  const reordered = Object.fromEntries(Object.entries(ckpt.config).reverse());
+  assert.equal(checkpointDigest({ ...ckpt, config: reordered }), digest);
+  assert.notEqual(checkpointDigest({ ...ckpt, config: { ...ckpt.config, rope_theta: 20000 } }), digest);
+  // One bit of one weight, the last one stored: the model fine-tuned a little.
+  const last = [...ckpt.tensors.values()].at(-1)!;
+  last.data[last.data.length - 1]! ^= 1;
+  assert.notEqual(checkpointDigest(ckpt), digest);
+  last.data[last.data.length - 1]! ^= 1;
+  assert.equal(checkpointDigest(ckpt), digest);
 });

@@ -10,6 +10,7 @@ import { DEFAULT_EXPONENT } from "../contract/api.ts";
 import { type InfoAnswer, ZpruneClient, ZpruneError } from "../client/mod.ts";
 import { errorChain } from "../contract/errors.ts";
 import {
+  canonicalJson,
   checkModelFits,
   type Checkpoint,
   ForwardPool,
@@ -32,7 +33,7 @@ import {
 } from "../model/mod.ts";
 import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
-import { type KeptDense, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
+import { checkpointDigest, type KeptDense, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
 
 export { DEFAULTS };
 
@@ -198,16 +199,6 @@ function bundledIds(args: PruneArgs): { calibration: boolean; evaluation: boolea
   };
 }
 
-/** `v` as JSON with every object's keys sorted: equal for equal values, however they were written. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (v !== null && typeof v === "object") {
-    const entries = Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(",")}}`;
-  }
-  return JSON.stringify(v);
-}
-
 /** The parts of a `tokenizer.json` that decide which ids a text gets, canonical; undefined where there is none. */
 async function tokenizerIdentity(dir: string): Promise<string | undefined> {
   let json: Record<string, unknown>;
@@ -217,7 +208,7 @@ async function tokenizerIdentity(dir: string): Promise<string | undefined> {
     return undefined; // missing or unreadable: nothing to compare (a run that tokenizes text reports it)
   }
   const { model, added_tokens, normalizer, pre_tokenizer, post_processor } = json;
-  return canonical({ model, added_tokens, normalizer, pre_tokenizer, post_processor });
+  return canonicalJson({ model, added_tokens, normalizer, pre_tokenizer, post_processor });
 }
 
 /**
@@ -456,7 +447,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   if (!args.skipDense) {
     // The evaluated ids: a kept dense perplexity counts only for the same ones.
     const windows = Math.min(args.evalWindows, evalTotal);
-    const sha256 = saved ? await tokensDigest(evalIds.subarray(0, windows * seqlen)) : "";
+    const sha256 = saved ? tokensDigest(evalIds.subarray(0, windows * seqlen)) : "";
     const earlier = saved?.dense;
     if (earlier && earlier.sha256 === sha256 && earlier.windows === windows) {
       dense = earlier;
@@ -554,7 +545,10 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   };
   if (args.report !== undefined) await Deno.writeTextFile(args.report, JSON.stringify(report, null, 2) + "\n");
   // Only once the checkpoint and the report are written: a run that fails writing them continues with every block.
-  await saved?.finish();
+  await saved?.finish().catch((e: unknown) => {
+    // The run is done: its progress left behind costs disk, and a rerun of the same flags would only apply it all.
+    console.error(`prune: --resume ${args.resume}: its files could not be removed (${errorChain(e)})`);
+  });
   return report;
 }
 
@@ -565,20 +559,16 @@ async function runIdentity(
   blocks: number,
   calib: { tokens: TokenArray; windows: number; source: string },
 ): Promise<RunIdentity> {
-  const weights = [];
-  for (const file of new Set(ckpt.shards.map((s) => s.file))) {
-    weights.push({ file, bytes: (await Deno.stat(`${ckpt.dir}/${file}`)).size });
-  }
   return {
     model: await Deno.realPath(args.model),
-    weights,
+    checkpoint: checkpointDigest(ckpt),
     blocks,
     method: args.method,
     pattern: args.pattern,
     ...(args.sparsity !== undefined ? { sparsity: args.sparsity } : {}),
     ...(usedExponent(args) !== undefined ? { exponent: usedExponent(args) } : {}),
     seqlen: args.seqlen,
-    calibration: { source: calib.source, windows: calib.windows, sha256: await tokensDigest(calib.tokens) },
+    calibration: { source: calib.source, windows: calib.windows, sha256: tokensDigest(calib.tokens) },
   };
 }
 

@@ -10,3 +10,13 @@ export async function readJsonFile(path: string): Promise<unknown> {
     throw new SyntaxError(`${path}: ${e instanceof Error ? e.message : e}`, { cause: e });
   }
 }
+
+/** `v` as JSON with every object's keys sorted: equal for equal values, however they were written. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    const entries = Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
