@@ -125,11 +125,13 @@ export class RunProgress {
     }
     const kept = await readRunFile(dir);
     const blocks = await blockNumbers(dir);
-    if (kept === undefined) {
-      if (blocks.length > 0) {
-        throw new Error(`it holds ${blockFile(blocks[0]!)} but no ${RUN_FILE}: not a run's progress to continue`);
-      }
-      const run: RunFile = { format: FORMAT, identity, madeDir };
+    if (kept === undefined && blocks.length > 0) {
+      throw new Error(`it holds ${blockFile(blocks[0]!)} but no ${RUN_FILE}: not a run's progress to continue`);
+    }
+    // A run that kept nothing (it failed before its dense evaluation or first block ended) is no progress to guard:
+    // a rerun with mended flags starts over in the same directory.
+    if (kept === undefined || (blocks.length === 0 && kept.dense === undefined)) {
+      const run: RunFile = { format: FORMAT, identity, madeDir: madeDir || (kept?.madeDir ?? false) };
       await writeWhole(dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(run, null, 2) + "\n"));
       return new RunProgress(dir, run, []);
     }
@@ -183,7 +185,10 @@ export class RunProgress {
 async function writeWhole(dir: string, name: string, bytes: Uint8Array): Promise<void> {
   const temp = `${dir}/.${name}.zprune-partial`;
   try {
-    await Deno.writeFile(temp, bytes);
+    // On disk before the rename: after a power loss, a file under its own name is not an empty or torn one.
+    using file = await Deno.open(temp, { write: true, create: true, truncate: true });
+    for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+    await file.syncData();
     await Deno.rename(temp, `${dir}/${name}`);
   } catch (e) {
     await Deno.remove(temp).catch(() => {});

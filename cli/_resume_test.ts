@@ -89,6 +89,12 @@ Deno.test("RunProgress keeps blocks and the dense perplexity for the next run, r
 Deno.test("RunProgress refuses another run's progress, naming what differs", async () => {
   const dir = await Deno.makeTempDir();
   try {
+    // A run that kept nothing (it failed early) guards nothing: another starts over in its place.
+    await RunProgress.open(dir, { ...IDENTITY, method: "wanda" });
+    const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
+    await (await RunProgress.open(dir, IDENTITY)).keepDense(dense);
+    // A dense evaluation kept is progress (hours, on a large model): guarded.
+    assert.match(await refusal(dir, { ...IDENTITY, method: "wanda" }), /--method was zpruner, this run's is wanda/);
     await (await RunProgress.open(dir, IDENTITY)).keepBlock(block(0));
     const cases: [Partial<RunIdentity>, RegExp][] = [
       [{ method: "wanda" }, /--method was zpruner, this run's is wanda;/],

@@ -324,17 +324,31 @@ async function reportFailure(
  */
 async function writeInterruptibly(ckpt: Checkpoint, out: string): Promise<string[]> {
   const stop = new AbortController();
-  const signals = ["SIGINT", "SIGTERM"] as const;
-  const listeners = signals.map((s) => {
-    const on = () => stop.abort(new Error(`${s} while --out ${out} was written; its temporary files were removed`));
-    Deno.addSignalListener(s, on);
-    return on;
-  });
+  const removeListeners = onStopSignals((s) =>
+    stop.abort(new Error(`${s} while --out ${out} was written; its temporary files were removed`))
+  );
   try {
     return await writeCheckpoint(ckpt, out, stop.signal);
   } finally {
-    signals.forEach((s, i) => Deno.removeSignalListener(s, listeners[i]!));
+    removeListeners();
   }
+}
+
+/** What a run stopped while pruning has kept in --resume `dir`, and how to go on. */
+function keptMessage(kept: number, blocks: number, dir: string): string {
+  const which = kept === 0 ? "no block is" : kept === 1 ? "block 0 is" : `blocks 0 to ${kept - 1} are`;
+  return `${which} pruned and kept (of ${blocks}) in --resume ${dir}: the same command continues from there`;
+}
+
+/** Calls `on` at SIGINT or SIGTERM instead of the default exit; returns the function that removes the listeners. */
+function onStopSignals(on: (signal: "SIGINT" | "SIGTERM") => void): () => void {
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  const listeners = signals.map((s) => {
+    const listener = () => on(s);
+    Deno.addSignalListener(s, listener);
+    return listener;
+  });
+  return () => signals.forEach((s, i) => Deno.removeSignalListener(s, listeners[i]!));
 }
 
 /** The activation exponent the server uses for this run: --exponent or the method's default; none for magnitude. */
@@ -462,6 +476,13 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   let t = performance.now();
   let res: SequentialResult;
   let kept = saved?.done.length, finished = 0;
+  // Where blocks are kept, a signal while pruning says so before the run ends (as a failure does, below).
+  const stopListeners = saved
+    ? onStopSignals((s) => {
+      console.error(`prune: ${s} while pruning; ${keptMessage(kept!, model.cfg.nLayers, args.resume!)}`);
+      Deno.exit(s === "SIGINT" ? 130 : 143);
+    })
+    : undefined;
   try {
     res = await pruneSequential(
       model.ckpt,
@@ -485,17 +506,16 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     );
   } catch (e) {
     await reportFailure(args, dense, kept, e);
-    if (kept) {
-      console.error(
-        `prune: blocks 0 to ${kept - 1} of ${model.cfg.nLayers} are pruned and kept in --resume ${args.resume}: ` +
-          "the same command continues from there",
-      );
-    } else if (finished > 0 && !saved) {
+    if (saved) {
+      console.error(`prune: ${keptMessage(kept!, model.cfg.nLayers, args.resume!)}`);
+    } else if (finished > 0) {
       console.error(
         `prune: ${finished} of ${model.cfg.nLayers} blocks were pruned; with --resume DIR a run keeps them`,
       );
     }
     throw e;
+  } finally {
+    stopListeners?.();
   }
   const pruneMs = performance.now() - t;
   const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));

@@ -224,16 +224,21 @@ Deno.test("`deno task prune` refuses --out and --report under /proc or /sys with
  * Runs main(args) in a fresh Deno process that must exit by itself: anything main() leaves open (a server, a
  * worker, a timer) keeps that process alive until `timeoutMs` kills it. Returns what main() did and the exit.
  */
-async function mainInChild(args: string[], timeoutMs = 60_000): Promise<{ code: number; out: string }> {
+async function mainInChild(
+  args: string[],
+  timeoutMs = 60_000,
+  during?: (child: Deno.ChildProcess) => Promise<void>,
+): Promise<{ code: number; out: string }> {
   const script = `import { main } from ${JSON.stringify(new URL("./prune.ts", import.meta.url).href)};
 main(${JSON.stringify(args)}).then(() => console.log("resolved"), (e) => console.log("rejected: " + e.message));`;
-  const res = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", script],
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(timeoutMs),
-  }).output();
+  }).spawn();
+  const [res] = await Promise.all([child.output(), during?.(child)]);
   const out = new TextDecoder().decode(res.stdout) + new TextDecoder().decode(res.stderr);
   return { code: res.code, out };
 }
@@ -269,6 +274,46 @@ Deno.test("main() closes all it started when the forward pool cannot be created,
       await cpu.close();
     }
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main() --resume: SIGINT while pruning says which blocks are kept; the rest are not", async () => {
+  const cpu = createCpuBackend({ threads: 1 });
+  let arrived!: () => void, release!: () => void;
+  const atBlock2 = new Promise<void>((r) => arrived = r), released = new Promise<void>((r) => release = r);
+  // Block 2's request is held until the test ends: the signal comes while the run waits on it.
+  const backend = withPrune(cpu, async (p, l, s) => {
+    if (!l.name.startsWith("model.layers.2.")) return cpu.prune(p, l, s);
+    arrived();
+    await released;
+    throw new ZpruneError("unavailable", "released by the test");
+  });
+  const server = await startServer({ backend });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/starts.i64`, new Uint8Array(new BigInt64Array([0n, 5000n]).buffer));
+    const { code, out } = await mainInChild(
+      [
+        ...["--server", server.url, "--calib-starts", `${dir}/starts.i64`, "--seqlen", "32", "--workers", "1"],
+        ...["--skip-dense", "--eval-windows", "1", "--resume", `${dir}/progress`],
+      ],
+      60_000,
+      async (child) => {
+        if (await Promise.race([atBlock2.then(() => true), child.status.then(() => false)])) child.kill("SIGINT");
+      },
+    );
+    assert.match(
+      out,
+      /prune: SIGINT while pruning; blocks 0 to 1 are pruned and kept \(of 6\) in --resume .*\/progress: the same /,
+    );
+    assert.equal(code, 130, out);
+    const kept = [...Deno.readDirSync(`${dir}/progress`)].map((e) => e.name).filter((n) => !n.startsWith("."));
+    assert.deepEqual(kept.sort(), ["zprune-block-0000.msgpack", "zprune-block-0001.msgpack", "zprune-run.json"]);
+  } finally {
+    release();
+    await server.close();
+    await cpu.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
