@@ -197,8 +197,8 @@ export function checkModelFits(
           `${full}: ${rows} x ${cols} weights, over the server's largest layer of ${limits.maxLayerElements}`,
         );
       }
-      // The server checks a request's activations before its weights: it would name the NaN activations this weight
-      // causes further on, in this block or the next, after the blocks before it were pruned.
+      // The server would name this weight too, but only once its block is sent, after the blocks before it were pruned
+      // (minutes to hours of work on a large model).
       const bad = firstNonFinite(t.data, t.dtype);
       if (bad >= 0) {
         const where = `weight[${bad}] (row ${Math.floor(bad / cols)}, column ${bad % cols})`;

@@ -14,7 +14,8 @@ import {
 import { ZpruneError } from "../contract/errors.ts";
 import { workingMemoryBytes } from "../contract/working_memory.ts";
 import type { LayerJob, PruneParams } from "./backend.ts";
-import { decode, decodeInto } from "../contract/dtype_codec.ts";
+import { decode, decodeInto, firstNonFinite } from "../contract/dtype_codec.ts";
+import { nonFiniteWeight } from "./prune_layer.ts";
 
 /** Limits a request must respect. */
 export interface PrepareLimits {
@@ -135,6 +136,15 @@ async function activations(
   return null;
 }
 
+/** The backend's `non_finite` error for the first NaN or infinite weight of `layers`, in order; undefined if none. */
+function firstWeightError(layers: readonly LayerJob[]): ZpruneError | undefined {
+  for (const layer of layers) {
+    const bad = firstNonFinite(layer.weight, layer.dtype);
+    if (bad >= 0) return nonFiniteWeight(layer, bad);
+  }
+  return undefined;
+}
+
 /** Working memory a prepared request needs at its peak, in bytes: the contract's `workingMemoryBytes`. */
 export function estimateBytes(req: PreparedRequest, bodyBytes: number): number {
   const { returnWeight: weight, returnScore: score, method } = req.params;
@@ -185,7 +195,12 @@ export async function prepareRequest(
     // Activations are checked for every method (API.md refuses NaN and infinity in them), but only the methods that
     // score with them get them: magnitude's scores are |W| alone.
     const scored = NEEDS_ACTIVATIONS[req.method];
-    const checked = await activations(layer, cols, path, pause, scored);
+    const checked = await activations(layer, cols, path, pause, scored).catch((e: unknown) => {
+      // The backend checks each layer's weights as it computes the layer, in request order, once every layer's
+      // activations passed here: a NaN weight in an earlier layer is the request's first non-finite value, and is
+      // named rather than these activations. Scanned only on this failure: a valid request pays nothing.
+      throw e instanceof ZpruneError && e.code === "non_finite" ? firstWeightError(layers) ?? e : e;
+    });
     const actNormSq = scored ? checked : null;
     if (!actNormSq && scored && !dataFree) {
       fail(

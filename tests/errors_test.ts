@@ -269,6 +269,17 @@ Deno.test("422 shape_mismatch and non_finite name the layer, the field and the f
       "non_finite",
       "actNormSq[1]",
     );
+    // Several layers: the first non-finite value in request order is named, a weight before a later layer's
+    // activations (activations are checked before any layer is computed, weights as each is).
+    const badWeight = layer({
+      name: "early",
+      weight: { dtype: "f32", shape: [2, 4], data: f32([1, 2, 3, 4, 5, 6, NaN, 8]) },
+    });
+    const badActs = layer({ name: "late", actNormSq: { dtype: "f32", shape: [4], data: f32([1, 2, NaN, 4]) } });
+    const early = await expectError(await post(request({ layers: [layer(), badWeight, badActs] })), 422, "non_finite");
+    assert.match(early, /^layer "early": weight\[6\] \(row 1, column 2\) is NaN or infinite/);
+    const late = await expectError(await post(request({ layers: [badActs, badWeight] })), 422, "non_finite");
+    assert.match(late, /^layers\[0\]\.actNormSq\[2\] is NaN or infinite/);
   }));
 
 Deno.test("422 non_finite for scores past float32's range; just inside, the layer is pruned", () =>

@@ -270,9 +270,9 @@ def _check_model_fits(
 
 def _check_layer_values(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
     """Raises what sending ``weight`` as ``dtype`` would: ``ZpruneError("non_finite")`` naming its first NaN or
-    infinity, as the server would (the server checks every layer's activations before any weight, so a NaN weight
-    would be reported as the NaN activations it causes further on); ``ValueError`` for a value past the wire dtype's
-    range. One pass for both: the extremes are NaN or infinite when any value is, and overflow grows with magnitude."""
+    infinity, as the server would, but before any block is pruned (the server sees it only once its block is sent);
+    ``ValueError`` for a value past the wire dtype's range. One pass for both: the extremes are NaN or infinite when
+    any value is, and overflow grows with magnitude."""
     import torch
 
     if weight.numel() == 0:
