@@ -32,8 +32,9 @@ Prunes every decoder block's 7 linear layers of a LLaMA checkpoint, block by blo
 and reports dense and pruned perplexity. Flags are checked before any work starts; a flag that another one
 would make ineffective is an error.
 
-  --model DIR            checkpoint directory (default: models/zp-llama-9m); its float32 weights plus the
-                         run state must fit WebAssembly's 4 GiB memory (about 1B parameters at most)
+  --model DIR            checkpoint directory (default: models/zp-llama-9m); its weights plus the run state
+                         must fit WebAssembly's 4 GiB memory: about 1B parameters in float32, 2B in bf16 or
+                         f16 (kept as stored: bf16 always, f16 where float32 would not fit; the same results)
   --server URL           zprune server (default: an in-process server on the CPU backend); checked with
                          GET /v1/info before anything else
   --token TOKEN          bearer token for --server (default: $ZPRUNE_TOKEN); only with --server

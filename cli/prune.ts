@@ -191,6 +191,16 @@ async function calibrationWindows(
   };
 }
 
+/**
+ * How many calibration tokens the run will cache, from its flags alone (the model is not read yet): how the model's
+ * f16 weights are kept depends on it. A starts file that cannot be read counts none (its reader names it later).
+ */
+async function calibrationTokens(args: PruneArgs): Promise<number> {
+  const c = args.calibration;
+  if (c.kind !== "windows") return c.nsamples * args.seqlen;
+  return Math.floor(((await Deno.stat(c.starts).catch(() => undefined))?.size ?? 0) / 8) * args.seqlen;
+}
+
 /** Which of the run's data are the bundled token ids, however their paths are spelled (relative, say). */
 function bundledIds(args: PruneArgs): { calibration: boolean; evaluation: boolean } {
   return {
@@ -416,7 +426,9 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   await checkDefaultIds(args);
 
   // The loader names the file it could not read or use; the flag that chose the directory is named here.
-  const model = await loadModel(args.model, { seqLen: seqlen }).catch((e: unknown) => {
+  const model = await loadModel(args.model, { seqLen: seqlen, cacheTokens: await calibrationTokens(args) }).catch((
+    e: unknown,
+  ) => {
     const As = e instanceof RangeError ? RangeError : TypeError;
     throw new As(`--model ${args.model}: ${e instanceof Error ? e.message : e}`, { cause: e });
   });

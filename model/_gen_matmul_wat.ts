@@ -82,6 +82,109 @@ function kernel(R: number, C: number): string {
   return L.join("\n");
 }
 
+/** The f32x4 of the low or high four 16-bit weights of `h` (an expression of 8 halves), widened exactly. */
+function widen(kind: "bf16" | "f16", half: "low" | "high", h: string): string {
+  const u = `(i32x4.extend_${half}_i16x8_u ${h})`;
+  // bf16 is the top half of a float32.
+  if (kind === "bf16") return `(i32x4.shl ${u} (i32.const 16))`;
+  // f16: sign to bit 31; exponent and mantissa shifted into float32's places then scaled by 2^112, which rebiases the
+  // exponent (15 to 127) and makes subnormals exact too. Finite values only: infinity would read 65536 (the loader
+  // refuses non-finite 16-bit weights).
+  return `(v128.or (f32x4.mul (i32x4.shl (v128.and ${u} (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff)) ` +
+    `(i32.const 13)) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)) ` +
+    `(i32x4.shl (v128.and ${u} (v128.const i32x4 0x8000 0x8000 0x8000 0x8000)) (i32.const 16)))`;
+}
+
+/**
+ * `matmul_RxC_KIND`: the same product with 16-bit weights (bf16 or f16), widened exactly to float32 in registers. Eight
+ * elements a step, the low four then the high four into the same accumulators: the f32 kernel's two steps, so the
+ * same sums in the same order, bit for bit. n % 4 == 0; a last group of four (n % 8 == 4) is a step of its own.
+ */
+function kernel16(R: number, C: number, kind: "bf16" | "f16"): string {
+  const L: string[] = [];
+  const locals = [
+    "(local $t i32) (local $j i32) (local $i i32) (local $nb i32) (local $hb i32) (local $xb i32) (local $wb i32)",
+    "(local $o i32) (local $h v128)",
+  ];
+  for (let r = 0; r < R; r++) locals.push(`(local $x${r} i32) (local $a${r} v128)`);
+  for (let c = 0; c < C; c++) locals.push(`(local $w${c} i32) (local $b${c} v128)`);
+  for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) locals.push(`(local $c${r}${c} v128)`);
+  L.push(`  ;; ${R} rows of x times ${C} rows of ${kind} w per step, widened in registers; as matmul_${R}x${C}.`);
+  L.push(
+    `  (func (export "matmul_${R}x${C}_${kind}") (param $out i32) (param $x i32) (param $w i32) ` +
+      `(param $T i32) (param $n i32) (param $d i32)`,
+  );
+  L.push("    " + locals.join(" "));
+  L.push(`    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))`);
+  L.push(`    (local.set $hb (i32.shl (local.get $n) (i32.const 1)))`);
+  L.push(`    (local.set $t (i32.const 0))`);
+  L.push(`    (block $tend (loop $tloop`);
+  L.push(`      (br_if $tend (i32.gt_s (i32.add (local.get $t) (i32.const ${R})) (local.get $T)))`);
+  L.push(`      (local.set $xb (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $nb))))`);
+  L.push(`      (local.set $j (i32.const 0))`);
+  L.push(`      (block $jend (loop $jloop`);
+  L.push(`        (br_if $jend (i32.gt_s (i32.add (local.get $j) (i32.const ${C})) (local.get $d)))`);
+  L.push(`        (local.set $wb (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $hb))))`);
+  for (let r = 0; r < R; r++) {
+    L.push(`        (local.set $x${r} (i32.add (local.get $xb) (i32.mul (i32.const ${r}) (local.get $nb))))`);
+  }
+  for (let c = 0; c < C; c++) {
+    L.push(`        (local.set $w${c} (i32.add (local.get $wb) (i32.mul (i32.const ${c}) (local.get $hb))))`);
+  }
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C; c++) L.push(`        (local.set $c${r}${c} (v128.const i32x4 0 0 0 0))`);
+  }
+  // One group of four: x's floats at byte $i (+ xOff), w's halves at byte $i / 2 (+ wOff), widened from `half`.
+  const group = (indent: string, xOff: number, wOff: number, half: "low" | "high", load: string) => {
+    for (let r = 0; r < R; r++) {
+      L.push(`${indent}(local.set $a${r} (v128.load offset=${xOff} (i32.add (local.get $x${r}) (local.get $i))))`);
+    }
+    for (let c = 0; c < C; c++) {
+      L.push(
+        `${indent}(local.set $h (${load} offset=${wOff} (i32.add (local.get $w${c}) ` +
+          `(i32.shr_u (local.get $i) (i32.const 1)))))`,
+      );
+      L.push(`${indent}(local.set $b${c} ${widen(kind, half, "(local.get $h)")})`);
+      for (let r = 0; r < R; r++) {
+        L.push(
+          `${indent}(local.set $c${r}${c} (f32x4.add (local.get $c${r}${c}) ` +
+            `(f32x4.mul (local.get $a${r}) (local.get $b${c}))))`,
+        );
+      }
+    }
+  };
+  L.push(`        (local.set $i (i32.const 0))`);
+  L.push(`        (block $iend (loop $iloop`);
+  L.push(`          (br_if $iend (i32.gt_u (i32.add (local.get $i) (i32.const 32)) (local.get $nb)))`);
+  group("          ", 0, 0, "low", "v128.load");
+  group("          ", 16, 0, "high", "v128.load");
+  L.push(`          (local.set $i (i32.add (local.get $i) (i32.const 32)))`);
+  L.push(`          (br $iloop)))`);
+  L.push(`        (if (i32.lt_u (local.get $i) (local.get $nb)) (then`);
+  group("          ", 0, 0, "low", "v128.load64_zero");
+  L.push(`        ))`);
+  for (let r = 0; r < R; r++) {
+    L.push(
+      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul ` +
+        `(i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
+    );
+    for (let c = 0; c < C; c++) {
+      const v = `(local.get $c${r}${c})`;
+      L.push(
+        `        (f32.store offset=${c * 4} (local.get $o) ` +
+          `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) ` +
+          `(f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
+      );
+    }
+  }
+  L.push(`        (local.set $j (i32.add (local.get $j) (i32.const ${C})))`);
+  L.push(`        (br $jloop)))`);
+  L.push(`      (local.set $t (i32.add (local.get $t) (i32.const ${R})))`);
+  L.push(`      (br $tloop)))`);
+  L.push(`  )`);
+  return L.join("\n");
+}
+
 const wat = [
   ";; Generated by model/_gen_matmul_wat.ts; do not edit by hand.",
   ";; out[t, j] = sum_i x[t, i] * w[j, i]; pointers are byte offsets into the imported memory; n % 4 == 0.",
@@ -90,6 +193,10 @@ const wat = [
   '  (memory (import "env" "memory") 1 65536)',
   kernel(3, 4),
   kernel(1, 4),
+  kernel16(3, 4, "bf16"),
+  kernel16(1, 4, "bf16"),
+  kernel16(3, 4, "f16"),
+  kernel16(1, 4, "f16"),
   ")",
   "",
 ].join("\n");

@@ -3,6 +3,8 @@
  * decoded to float32 in llama2.c's layout (config, weights and run-state kept apart).
  */
 import { type Checkpoint, decodeToF32 } from "./safetensors.ts";
+import { firstNonFinite } from "../contract/dtype_codec.ts";
+import type { WeightMatrix } from "./ops.ts";
 
 /** LLaMA hyper-parameters. */
 export interface LlamaConfig {
@@ -272,22 +274,31 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
 /** One decoder block's float32 weights; shapes as torch's Linear.weight (out, in). */
 export interface BlockWeights {
   attnNorm: Float32Array; // (dim)
-  wq: Float32Array; // (nHeads * headDim, dim)
-  wk: Float32Array; // (nKvHeads * headDim, dim)
-  wv: Float32Array; // (nKvHeads * headDim, dim)
-  wo: Float32Array; // (dim, nHeads * headDim)
+  wq: WeightMatrix; // (nHeads * headDim, dim)
+  wk: WeightMatrix; // (nKvHeads * headDim, dim)
+  wv: WeightMatrix; // (nKvHeads * headDim, dim)
+  wo: WeightMatrix; // (dim, nHeads * headDim)
   ffnNorm: Float32Array; // (dim)
-  wGate: Float32Array; // (hiddenDim, dim)
-  wUp: Float32Array; // (hiddenDim, dim)
-  wDown: Float32Array; // (dim, hiddenDim)
+  wGate: WeightMatrix; // (hiddenDim, dim)
+  wUp: WeightMatrix; // (hiddenDim, dim)
+  wDown: WeightMatrix; // (dim, hiddenDim)
 }
 
-/** All float32 weights of a LLaMA model. */
+/** All weights of a LLaMA model: norms in float32; matrices in float32 or, kept as stored, 16-bit floats. */
 export interface LlamaWeights {
-  embed: Float32Array; // (vocab, dim)
+  embed: WeightMatrix; // (vocab, dim)
   layers: BlockWeights[];
   norm: Float32Array; // (dim)
-  lmHead: Float32Array; // (vocab, dim), the embedding itself when tied
+  lmHead: WeightMatrix; // (vocab, dim), the embedding itself when tied
+}
+
+/** The bytes `weights` take (each array 16-byte aligned, as an arena holds them; a tied head once). */
+export function storedWeightBytes(weights: LlamaWeights): number {
+  const bytes = (a: WeightMatrix) => Math.ceil((a instanceof Float32Array ? a : a.data).byteLength / 16) * 16;
+  let total = bytes(weights.embed) + bytes(weights.norm) +
+    (weights.lmHead === weights.embed ? 0 : bytes(weights.lmHead));
+  for (const b of weights.layers) for (const w of Object.values(b)) total += bytes(w);
+  return total;
 }
 
 /** Which BlockWeights field holds each linear layer. */
@@ -302,11 +313,12 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
 };
 
 /**
- * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights. Throws when a tensor is missing, when its
- * shape is not the one config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one
+ * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights; with `keep16`, its 16-bit matrices stay as
+ * stored, views of the checkpoint's bytes (half the memory; the same products). Throws when a tensor is missing, when
+ * its shape is not the one config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one
  * this model does not use (a bias, say): in each case the forward pass would silently compute something else.
  */
-export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights {
+export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16 = false): LlamaWeights {
   const { dim, hiddenDim, vocabSize } = cfg;
   const qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
   const used = new Set<string>();
@@ -326,24 +338,32 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig): LlamaWeights 
     const t = take(name, shape);
     return decodeToF32(t.data, t.dtype);
   };
+  // A matrix kept as stored where `keep16` and it is finite (matmul's widening reads finite values only; one with a
+  // NaN or infinity is decoded, and the forward pass computes with it as with float32 weights).
+  const matrix = (name: string, shape: number[]): WeightMatrix => {
+    const t = take(name, shape);
+    if (!keep16 || t.dtype === "f32" || firstNonFinite(t.data, t.dtype) >= 0) return decodeToF32(t.data, t.dtype);
+    const aligned = t.data.byteOffset % 2 === 0 ? t.data : t.data.slice();
+    return { dtype: t.dtype, data: new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2) };
+  };
   const layers: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({
       attnNorm: get(p + "input_layernorm.weight", [dim]),
-      wq: get(p + "self_attn.q_proj.weight", [qDim, dim]),
-      wk: get(p + "self_attn.k_proj.weight", [kvDim, dim]),
-      wv: get(p + "self_attn.v_proj.weight", [kvDim, dim]),
-      wo: get(p + "self_attn.o_proj.weight", [dim, qDim]),
+      wq: matrix(p + "self_attn.q_proj.weight", [qDim, dim]),
+      wk: matrix(p + "self_attn.k_proj.weight", [kvDim, dim]),
+      wv: matrix(p + "self_attn.v_proj.weight", [kvDim, dim]),
+      wo: matrix(p + "self_attn.o_proj.weight", [dim, qDim]),
       ffnNorm: get(p + "post_attention_layernorm.weight", [dim]),
-      wGate: get(p + "mlp.gate_proj.weight", [hiddenDim, dim]),
-      wUp: get(p + "mlp.up_proj.weight", [hiddenDim, dim]),
-      wDown: get(p + "mlp.down_proj.weight", [dim, hiddenDim]),
+      wGate: matrix(p + "mlp.gate_proj.weight", [hiddenDim, dim]),
+      wUp: matrix(p + "mlp.up_proj.weight", [hiddenDim, dim]),
+      wDown: matrix(p + "mlp.down_proj.weight", [dim, hiddenDim]),
     });
   }
-  const embed = get("model.embed_tokens.weight", [vocabSize, dim]);
+  const embed = matrix("model.embed_tokens.weight", [vocabSize, dim]);
   // Tied: transformers re-ties a stored lm_head to the embedding, but one of another shape is a different model.
-  const lmHead = cfg.tieEmbeddings ? embed : get("lm_head.weight", [vocabSize, dim]);
+  const lmHead = cfg.tieEmbeddings ? embed : matrix("lm_head.weight", [vocabSize, dim]);
   if (cfg.tieEmbeddings && ckpt.tensors.has("lm_head.weight")) take("lm_head.weight", [vocabSize, dim]);
   const norm = get("model.norm.weight", [dim]);
   // Rotary tables are recomputed.

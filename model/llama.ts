@@ -4,7 +4,7 @@
  * and can keep the hidden states of calibration windows between blocks for sequential pruning.
  */
 import type { BlockWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { LINEAR_FIELD } from "./config.ts";
+import { LINEAR_FIELD, storedWeightBytes } from "./config.ts";
 import {
   accum,
   Arena,
@@ -17,6 +17,8 @@ import {
   ropeTables,
   sumSquares,
   swiglu,
+  type WeightMatrix,
+  widenRow,
 } from "./ops.ts";
 import { zeroMasked } from "../contract/dtype_codec.ts";
 
@@ -77,7 +79,7 @@ export interface RunnerOptions {
 
 /** The bytes of a runner's arena, by what they hold. */
 export interface ArenaSize {
-  /** float32 weights (the embedding once when tied). */
+  /** Weights, float32 or 16-bit as the runner keeps them (the embedding once when tied). */
   weights: number;
   /** Scratch for one window of seqLen tokens. */
   state: number;
@@ -87,12 +89,20 @@ export interface ArenaSize {
   total: number;
 }
 
-/** The arena a `LlamaRunner` of `cfg` reserves for `opts`; `tied` when lm_head is the embedding. */
-export function runnerArenaSize(cfg: LlamaConfig, opts: RunnerOptions, tied = cfg.tieEmbeddings): ArenaSize {
+/**
+ * The arena a `LlamaRunner` of `cfg` reserves for `opts`; `tied` when lm_head is the embedding. `weightBytes`: the
+ * bytes its weights take (`storedWeightBytes`), by default those of float32 weights.
+ */
+export function runnerArenaSize(
+  cfg: LlamaConfig,
+  opts: RunnerOptions,
+  tied = cfg.tieEmbeddings,
+  weightBytes?: number,
+): ArenaSize {
   const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg, T = opts.seqLen;
   const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
   const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim;
-  const weights = 4 * (vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock);
+  const weights = weightBytes ?? 4 * (vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock);
   const state = 4 * (T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) + T * headDim);
   const cache = 4 * (opts.cacheTokens ?? 0) * dim;
   // 16 bytes of alignment slack per array.
@@ -103,11 +113,12 @@ export function runnerArenaSize(cfg: LlamaConfig, opts: RunnerOptions, tied = cf
  * Throws a RangeError when a runner's arena for `opts` would not fit WebAssembly's 4 GiB memory, before anything
  * large is read or allocated. `subject` opens the message ("model models/x", "each forward worker").
  */
-export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: string): void {
-  const size = runnerArenaSize(cfg, opts);
+export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: string, weightBytes?: number): void {
+  const size = runnerArenaSize(cfg, opts, cfg.tieEmbeddings, weightBytes);
   if (size.total <= ARENA_MAX_BYTES) return;
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-  const parts = [`float32 weights ${gib(size.weights)}`];
+  const f32 = runnerArenaSize(cfg, opts).weights;
+  const parts = [`${size.weights < f32 ? "16-bit" : "float32"} weights ${gib(size.weights)}`];
   if (opts.seqLen > 0) parts.push(`run state for windows of ${opts.seqLen} tokens ${gib(size.state)}`);
   if (size.cache > 0) parts.push(`cache of ${opts.cacheTokens} calibration tokens ${gib(size.cache)}`);
   // Where the calibration cache is what does not fit, the way out is fewer or shorter windows, not another model.
@@ -118,7 +129,7 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
     : "";
   throw new RangeError(
     `${subject} needs a ${gib(size.total)} arena (${parts.join(", ")}), more than the 4 GiB a WebAssembly ` +
-      `memory can hold (float32 weights alone fill it at about 1.07B parameters)${fewer}`,
+      `memory can hold (weights alone fill it at about 1.07B parameters in float32, 2.1B in bf16 or f16)${fewer}`,
   );
 }
 
@@ -166,29 +177,36 @@ export class LlamaRunner {
     const { dim, hiddenDim, vocabSize, headDim } = cfg;
     const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
     const tied = weights.lmHead === weights.embed;
-    const size = runnerArenaSize(cfg, opts, tied);
+    const size = runnerArenaSize(cfg, opts, tied, storedWeightBytes(weights));
     const arena = new Arena(size.total);
     const copy = (src: Float32Array): Float32Array => {
       const dst = arena.f32(src.length);
       dst.set(src);
       return dst;
     };
-    const embed = copy(weights.embed);
+    // A matrix stays in the form it came in: float32, or 16-bit floats that matmul widens as it reads them.
+    const copyMatrix = (src: WeightMatrix): WeightMatrix => {
+      if (src instanceof Float32Array) return copy(src);
+      const data = arena.u16(src.data.length);
+      data.set(src.data);
+      return { dtype: src.dtype, data };
+    };
+    const embed = copyMatrix(weights.embed);
     this.w = {
       embed,
       layers: weights.layers.map((b): BlockWeights => ({
         attnNorm: copy(b.attnNorm),
-        wq: copy(b.wq),
-        wk: copy(b.wk),
-        wv: copy(b.wv),
-        wo: copy(b.wo),
+        wq: copyMatrix(b.wq),
+        wk: copyMatrix(b.wk),
+        wv: copyMatrix(b.wv),
+        wo: copyMatrix(b.wo),
         ffnNorm: copy(b.ffnNorm),
-        wGate: copy(b.wGate),
-        wUp: copy(b.wUp),
-        wDown: copy(b.wDown),
+        wGate: copyMatrix(b.wGate),
+        wUp: copyMatrix(b.wUp),
+        wDown: copyMatrix(b.wDown),
       })),
       norm: copy(weights.norm),
-      lmHead: tied ? embed : copy(weights.lmHead),
+      lmHead: tied ? embed : copyMatrix(weights.lmHead),
     };
     const { cos, sin } = ropeTables(T, headDim, cfg.ropeTheta, cfg.ropeScaling);
     this.#s = {
@@ -216,7 +234,8 @@ export class LlamaRunner {
   /** Zeroes the weights of one linear layer whose bits are set in `mask` (the contract's bit-packed mask). */
   maskLinear(layer: number, name: LinearName, mask: Uint8Array): void {
     const w = this.w.layers[layer]![LINEAR_FIELD[name]];
-    zeroMasked(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), "f32", mask);
+    const [data, dtype] = w instanceof Float32Array ? [w, "f32" as const] : [w.data, w.dtype];
+    zeroMasked(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), dtype, mask);
   }
 
   /** Writes the token embeddings of one window into x (T, dim). */
@@ -225,7 +244,9 @@ export class LlamaRunner {
     for (let t = 0; t < this.T; t++) {
       const id = tokens[t]!;
       if (!(id >= 0 && id < vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary`);
-      x.set(this.w.embed.subarray(id * dim, id * dim + dim), t * dim);
+      const e = this.w.embed, row = x.subarray(t * dim, t * dim + dim);
+      if (e instanceof Float32Array) row.set(e.subarray(id * dim, id * dim + dim));
+      else widenRow(row, e, id * dim, dim);
     }
   }
 

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
-import { Arena, matmul } from "./ops.ts";
-import { ForwardPool, LINEAR_FIELD, LlamaRunner, loadModel, perplexity, readU16 } from "./mod.ts";
+import { Arena, matmul, widenRow } from "./ops.ts";
+import {
+  emptyStats,
+  ForwardPool,
+  LINEAR_FIELD,
+  LlamaRunner,
+  loadModel,
+  perplexity,
+  readU16,
+  storedWeightBytes,
+} from "./mod.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 const REFERENCE = JSON.parse(await Deno.readTextFile(root("models/zp-llama-9m/reference.json")));
@@ -34,23 +43,70 @@ Deno.test("perplexity() of the dense bundled model on 64 windows matches referen
   }
 });
 
-Deno.test("LlamaRunner.maskLinear() zeroes exactly the weights whose mask bits are set", async () => {
-  const m = await loadModel(root("models/zp-llama-9m"));
-  const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: 8 });
-  const w = runner.w.layers[2]![LINEAR_FIELD["mlp.up_proj"]];
-  const before = Float32Array.from(w);
-  // Lowest bit first within each byte; a pattern that differs from byte to byte. (Tail bits past the element count
-  // are covered by client/mod_test.ts: maskLinear and applyMask share zeroMasked.)
-  const mask = Uint8Array.from({ length: Math.ceil(w.length / 8) }, (_, b) => (b * 37 + 11) & 0xff);
-  runner.maskLinear(2, "mlp.up_proj", mask);
-  let zeroed = 0;
-  for (let i = 0; i < w.length; i++) {
-    const bit = (mask[i >> 3]! >> (i & 7)) & 1;
-    if (bit) zeroed++;
-    if (w[i] !== (bit ? 0 : before[i])) assert.fail(`weight ${i}: ${w[i]} (bit ${bit}, was ${before[i]})`);
+Deno.test("LlamaRunner.maskLinear() zeroes just the weights whose mask bits are set, float32 or 16-bit", async () => {
+  for (const keep16 of [false, true]) {
+    const m = await loadModel(root("models/zp-llama-9m"), { keep16 });
+    const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: 8 });
+    const w = runner.w.layers[2]![LINEAR_FIELD["mlp.up_proj"]];
+    assert.equal(w instanceof Float32Array, !keep16, "kept as asked (the bundled model is f16)");
+    const values = () => {
+      if (w instanceof Float32Array) return Float32Array.from(w);
+      const out = new Float32Array(w.data.length);
+      widenRow(out, w, 0, out.length);
+      return out;
+    };
+    const before = values();
+    // Lowest bit first within each byte; a pattern that differs from byte to byte. (Tail bits past the element count
+    // are covered by client/mod_test.ts: maskLinear and applyMask share zeroMasked.)
+    const mask = Uint8Array.from({ length: Math.ceil(before.length / 8) }, (_, b) => (b * 37 + 11) & 0xff);
+    runner.maskLinear(2, "mlp.up_proj", mask);
+    const after = values();
+    let zeroed = 0;
+    for (let i = 0; i < after.length; i++) {
+      const bit = (mask[i >> 3]! >> (i & 7)) & 1;
+      if (bit) zeroed++;
+      if (!Object.is(after[i], bit ? 0 : before[i])) {
+        assert.fail(`weight ${i}: ${after[i]} (bit ${bit}, was ${before[i]})`);
+      }
+    }
+    assert.ok(zeroed > after.length / 3 && zeroed < after.length * 2 / 3, `${zeroed} of ${after.length}`);
+    assert.throws(() => runner.maskLinear(2, "mlp.up_proj", mask.subarray(1)), RangeError);
   }
-  assert.ok(zeroed > w.length / 3 && zeroed < w.length * 2 / 3, `${zeroed} of ${w.length}`);
-  assert.throws(() => runner.maskLinear(2, "mlp.up_proj", mask.subarray(1)), RangeError);
+});
+
+Deno.test("16-bit weights as stored give float32's logits, statistics and losses, bit for bit", async () => {
+  const wide = await loadModel(root("models/zp-llama-9m"), { keep16: false });
+  const kept = await loadModel(root("models/zp-llama-9m"), { keep16: true });
+  const T = 37; // not a multiple of 3: both matmul kernels run
+  const tokens = Array.from({ length: 2 * T }, (_, i) => (i * 97 + 5) % wide.cfg.vocabSize);
+  const run = (m: typeof wide) => {
+    const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T, cacheTokens: 2 * T });
+    const logits = Float32Array.from(runner.forward(tokens.slice(0, T)));
+    runner.cacheEmbed(tokens, 2);
+    const stats = emptyStats(m.cfg);
+    runner.cacheBlock(0, stats);
+    const n = m.cfg.dim * m.cfg.hiddenDim;
+    runner.maskLinear(0, "mlp.down_proj", Uint8Array.from({ length: n / 8 }, (_, b) => (b * 29) & 0xff));
+    runner.cacheBlock(0);
+    runner.cacheBlock(1, stats);
+    return { logits, stats };
+  };
+  const a = run(wide), b = run(kept);
+  assert.deepEqual(new Uint32Array(b.logits.buffer), new Uint32Array(a.logits.buffer));
+  assert.deepEqual(b.stats, a.stats);
+  // The 16-bit arena holds the matrices in half the bytes: the point of keeping them.
+  assert.ok(storedWeightBytes(kept.weights) < 0.55 * storedWeightBytes(wide.weights));
+  // Through the worker pool (the weights cloned to each worker): the same losses, window by window.
+  const ids = await readU16(root("data/corpus/test_ids.u16"));
+  const losses = async (m: typeof wide) => {
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 64, workers: 2 });
+    try {
+      return (await perplexity(pool, ids, 4)).losses;
+    } finally {
+      pool.close();
+    }
+  };
+  assert.deepEqual(await losses(kept), await losses(wide));
 });
 
 Deno.test("LlamaRunner applies the config's RoPE scaling: linear x1 changes nothing, x2 the logits", async () => {

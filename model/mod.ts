@@ -2,8 +2,9 @@
  * Load, run, prune and write Hugging Face LLaMA-family checkpoints: the public surface of model/.
  */
 import { type Checkpoint, loadCheckpoint, readConfigJson } from "./safetensors.ts";
-import { decodeWeights, type LlamaConfig, type LlamaWeights, parseConfig } from "./config.ts";
-import { checkArenaFits, checkWindowLength } from "./llama.ts";
+import { decodeWeights, type LlamaConfig, type LlamaWeights, parseConfig, storedWeightBytes } from "./config.ts";
+import { checkArenaFits, checkWindowLength, runnerArenaSize } from "./llama.ts";
+import { ARENA_MAX_BYTES } from "./ops.ts";
 
 export * from "./safetensors.ts";
 export * from "./config.ts";
@@ -22,17 +23,46 @@ export interface LoadedModel {
   weights: LlamaWeights;
 }
 
+/** How `loadModel` keeps a checkpoint's weight matrices. */
+export interface LoadOptions {
+  /** Tokens per window the model will run (0: no check of the arena's run state or of the model's window limits). */
+  seqLen?: number;
+  /**
+   * Calibration tokens one runner may cache, when known: counted in choosing how to keep f16 weights ("auto"). (The
+   * forward pool checks the cache it splits between its workers.)
+   */
+  cacheTokens?: number;
+  /**
+   * 16-bit matrices (bf16 or f16) kept as stored rather than decoded to float32: the same products, half the memory.
+   * "auto" (the default) keeps bf16 ones, which matmul reads as fast, and f16 ones only where float32 would not fit
+   * the 4 GiB arena (their widening makes matmul about 1.7 times slower); true keeps every 16-bit one; false none.
+   */
+  keep16?: boolean | "auto";
+}
+
 /**
- * Reads a checkpoint directory and decodes its weights to float32. Refuses, before reading any weights, a model
- * whose forward pass cannot fit WebAssembly's 4 GiB memory, or whose sliding window or `max_position_embeddings`
- * windows of `opts.seqLen` tokens (when given) exceed.
+ * Reads a checkpoint directory and decodes its weights. Refuses, before reading any weights, a model whose forward
+ * pass cannot fit WebAssembly's 4 GiB memory even with 16-bit weights (float32 ones where config.json says so), or
+ * whose sliding window or `max_position_embeddings` windows of `opts.seqLen` tokens (when given) exceed; and, once
+ * read, one that does not fit as it is kept.
  */
-export async function loadModel(dir: string, opts: { seqLen?: number } = {}): Promise<LoadedModel> {
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const config = await readConfigJson(dir);
   const cfg = parseConfig(config);
-  // Shards of a model this large take minutes to read, only to fail when the workers start.
-  checkArenaFits(cfg, { seqLen: opts.seqLen ?? 0 }, `model ${dir}`);
+  const run = { seqLen: opts.seqLen ?? 0 };
+  // Shards of a model this large take minutes to read, only to fail when the workers start. The bound before reading
+  // takes the dtype config.json states, else the smallest the weights could be stored in.
+  const declared = config.torch_dtype ?? config.dtype, f32Bytes = runnerArenaSize(cfg, run).weights;
+  checkArenaFits(cfg, run, `model ${dir}`, declared === "float32" ? f32Bytes : f32Bytes / 2);
   checkWindowLength(cfg, opts.seqLen ?? 0);
   const ckpt = await loadCheckpoint(dir, config);
-  return { ckpt, cfg, weights: decodeWeights(ckpt, cfg) };
+  const mode = opts.keep16 ?? "auto";
+  const matrices = [...ckpt.tensors.values()].filter((t) => t.shape.length === 2);
+  const keep16 = mode === "auto"
+    ? matrices.every((t) => t.dtype === "bf16") ||
+      runnerArenaSize(cfg, { ...run, cacheTokens: opts.cacheTokens }).total > ARENA_MAX_BYTES
+    : mode;
+  const weights = decodeWeights(ckpt, cfg, keep16);
+  checkArenaFits(cfg, run, `model ${dir}`, storedWeightBytes(weights));
+  return { ckpt, cfg, weights };
 }

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { loadModel } from "./mod.ts";
 
-/** TinyLlama-1.1B's config.json: 1.10e9 float32 parameters, 4.40 GB, more than WebAssembly's 4 GiB (4.29e9). */
+/**
+ * TinyLlama-1.1B's config.json (less its torch_dtype): 1.10e9 parameters, 4.40 GB as float32, more than WebAssembly's
+ * 4 GiB (4.29e9), 2.20 GB as 16-bit floats.
+ */
 const TINYLLAMA = {
   architectures: ["LlamaForCausalLM"],
   hidden_size: 2048,
@@ -27,24 +30,70 @@ async function withConfigOnly(config: Record<string, unknown>, fn: (dir: string)
 
 Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before reading any weights", async () => {
   // No safetensors file exists: reaching for one would fail with NotFound instead.
-  await withConfigOnly(TINYLLAMA, async (dir) => {
-    await assert.rejects(() => loadModel(dir), (e: Error) => {
-      assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
-      assert.match(e.message, new RegExp(dir));
-      assert.match(e.message, /4 GiB/);
-      return true;
-    });
+  const refused = (dir: string, as: string) => (e: Error) => {
+    assert.ok(e instanceof RangeError, `${e.name}: ${e.message}`);
+    assert.match(e.message, new RegExp(dir));
+    assert.match(e.message, new RegExp(`needs a .* arena \\(${as} weights .*4 GiB`));
+    return true;
+  };
+  // Stored as float32 (config.json's torch_dtype says so): 4.40 GB of weights.
+  await withConfigOnly({ ...TINYLLAMA, torch_dtype: "float32" }, async (dir) => {
+    await assert.rejects(() => loadModel(dir), refused(dir, "float32"));
   });
-  // 16 layers instead of 22 (0.84e9 parameters, 3.34 GB) fit: it goes on to read the weights, which are missing.
-  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16 }, async (dir) => {
+  // As shipped, bfloat16 (2.20 GB kept as stored), or with no dtype stated (the weights may be 16-bit): it fits, and
+  // goes on to read the weights, which are missing.
+  for (const dtype of [{ torch_dtype: "bfloat16" }, { dtype: "float16" }, {}]) {
+    await withConfigOnly({ ...TINYLLAMA, ...dtype }, async (dir) => {
+      await assert.rejects(() => loadModel(dir), Deno.errors.NotFound);
+    });
+  }
+  // 48 layers (2.25e9 parameters, 4.5 GB in 16-bit) are past 4 GiB even so.
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 48 }, async (dir) => {
+    await assert.rejects(() => loadModel(dir), refused(dir, "16-bit"));
+  });
+  // 16 float32 layers instead of 22 (0.84e9 parameters, 3.34 GB) fit.
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32" }, async (dir) => {
     await assert.rejects(() => loadModel(dir), Deno.errors.NotFound);
   });
 });
 
+Deno.test("loadModel() takes Llama 3.2 1B's config (bf16): 4.88 GiB as float32, 2.58 GiB kept 16-bit", async () => {
+  const llama32 = {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: 2048,
+    intermediate_size: 8192,
+    num_attention_heads: 32,
+    num_hidden_layers: 16,
+    num_key_value_heads: 8,
+    head_dim: 64,
+    vocab_size: 128256,
+    rms_norm_eps: 1e-5,
+    rope_theta: 500000,
+    max_position_embeddings: 131072,
+    tie_word_embeddings: true,
+    rope_scaling: {
+      factor: 32,
+      high_freq_factor: 4,
+      low_freq_factor: 1,
+      original_max_position_embeddings: 8192,
+      rope_type: "llama3",
+    },
+    torch_dtype: "bfloat16",
+  };
+  // Past the checks made before reading: the weights, missing here.
+  await withConfigOnly(llama32, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 256, cacheTokens: 64 * 256 }), Deno.errors.NotFound);
+  });
+  await withConfigOnly({ ...llama32, torch_dtype: "float32" }, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 256 }), /needs a 4\.\d\d GiB arena \(float32 weights/);
+  });
+});
+
 Deno.test("loadModel() counts the run state of the window length it is given", async () => {
-  // The 16-layer model fits alone; windows of 8192 tokens add a 8192² attention matrix and 8192 x 32000 logits
+  // The 16-layer float32 model fits alone; windows of 8192 tokens add a 8192² attention matrix and 8192 x 32000 logits
   // (1.3 GB) and push it past the limit.
-  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16 }, async (dir) => {
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32" }, async (dir) => {
     await assert.rejects(() => loadModel(dir, { seqLen: 8192 }), /4 GiB.*8192|8192.*4 GiB/);
     await assert.rejects(() => loadModel(dir, { seqLen: 256 }), Deno.errors.NotFound);
   });

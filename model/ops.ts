@@ -5,12 +5,28 @@
  */
 import { MATMUL_WASM_BASE64 } from "./_matmul_wasm.ts";
 import type { RopeScaling } from "./config.ts";
+import { decodeInto } from "../contract/dtype_codec.ts";
 
 type MatmulFn = (out: number, x: number, w: number, T: number, n: number, d: number) => void;
-interface WasmKernels {
-  mm3x4: MatmulFn;
-  mm1x4: MatmulFn;
+/** The 3x4 and 1x4 kernels for one weight type. */
+type KernelPair = { mm3x4: MatmulFn; mm1x4: MatmulFn };
+type WasmKernels = Record<"f32" | HalfType, KernelPair>;
+
+/** The 16-bit float formats a weight matrix may be kept in. */
+export type HalfType = "bf16" | "f16";
+
+/**
+ * A weight matrix kept in a checkpoint's 16-bit format (half the memory of float32): `matmul` widens each weight to
+ * float32 exactly as it reads it, so products equal those of the float32 matrix, bit for bit.
+ */
+export interface HalfMatrix {
+  readonly dtype: HalfType;
+  /** The raw 16-bit values, row-major. */
+  readonly data: Uint16Array;
 }
+
+/** A weight matrix as `matmul` takes it: float32, or 16-bit floats widened as they are read. */
+export type WeightMatrix = Float32Array | HalfMatrix;
 
 /** Kernels by the ArrayBuffer of the memory they were instantiated on; lets `matmul` find them from its arrays. */
 const KERNELS = new WeakMap<ArrayBufferLike, WasmKernels>();
@@ -31,7 +47,11 @@ export class Arena {
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
     MODULE ??= new WebAssembly.Module(Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0)));
     const e = new WebAssembly.Instance(MODULE, { env: { memory: this.memory } }).exports;
-    KERNELS.set(this.memory.buffer, { mm3x4: e.matmul_3x4 as MatmulFn, mm1x4: e.matmul_1x4 as MatmulFn });
+    const pair = (suffix: string): KernelPair => ({
+      mm3x4: e[`matmul_3x4${suffix}`] as MatmulFn,
+      mm1x4: e[`matmul_1x4${suffix}`] as MatmulFn,
+    });
+    KERNELS.set(this.memory.buffer, { f32: pair(""), bf16: pair("_bf16"), f16: pair("_f16") });
   }
 
   /** A zeroed Float32Array of n elements, 16-byte aligned. */
@@ -41,40 +61,63 @@ export class Arena {
     if (this.#used > this.memory.buffer.byteLength) throw new RangeError("arena exhausted; reserve more bytes");
     return new Float32Array(this.memory.buffer, at, n);
   }
+
+  /** A zeroed Uint16Array of n elements (16-bit weights), 16-byte aligned. */
+  u16(n: number): Uint16Array {
+    const at = this.#used;
+    this.#used = at + Math.ceil((n * 2) / 16) * 16;
+    if (this.#used > this.memory.buffer.byteLength) throw new RangeError("arena exhausted; reserve more bytes");
+    return new Uint16Array(this.memory.buffer, at, n);
+  }
 }
 
-/** out (T, d) = x (T, n) · w (d, n)ᵀ; w is laid out like torch's Linear.weight. */
-export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, T: number, n: number, d: number): void {
-  const k = KERNELS.get(out.buffer);
-  if (k === undefined || x.buffer !== out.buffer || w.buffer !== out.buffer || n % 4 !== 0) {
+/** out (T, d) = x (T, n) · w (d, n)ᵀ; w is laid out like torch's Linear.weight, float32 or 16-bit (`HalfMatrix`). */
+export function matmul(out: Float32Array, x: Float32Array, w: WeightMatrix, T: number, n: number, d: number): void {
+  const half = w instanceof Float32Array ? undefined : w;
+  const wv = half ? half.data : w as Float32Array;
+  const k = KERNELS.get(out.buffer)?.[half?.dtype ?? "f32"];
+  if (k === undefined || x.buffer !== out.buffer || wv.buffer !== out.buffer || n % 4 !== 0) {
     matmulColumns(out, x, w, T, n, d, 0);
     return;
   }
   const T3 = T - (T % 3), d4 = d - (d % 4);
-  k.mm3x4(out.byteOffset, x.byteOffset, w.byteOffset, T, n, d);
-  if (T3 < T) k.mm1x4(out.byteOffset + T3 * d * 4, x.byteOffset + T3 * n * 4, w.byteOffset, T - T3, n, d);
+  k.mm3x4(out.byteOffset, x.byteOffset, wv.byteOffset, T, n, d);
+  if (T3 < T) k.mm1x4(out.byteOffset + T3 * d * 4, x.byteOffset + T3 * n * 4, wv.byteOffset, T - T3, n, d);
   if (d4 < d) matmulColumns(out, x, w, T, n, d, d4);
 }
 
-/** The plain-loop matmul over columns [j0, d) of out (every row). */
+/** The plain-loop matmul over columns [j0, d) of out (every row); a 16-bit row is widened once per use. */
 function matmulColumns(
   out: Float32Array,
   x: Float32Array,
-  w: Float32Array,
+  w: WeightMatrix,
   T: number,
   n: number,
   d: number,
   j0: number,
 ): void {
+  const row = w instanceof Float32Array ? undefined : new Float32Array(n);
   for (let t = 0; t < T; t++) {
     const xo = t * n;
     for (let j = j0; j < d; j++) {
-      const wo = j * n;
+      let wr: Float32Array, wo: number;
+      if (row) {
+        widenRow(row, w as HalfMatrix, j * n, n);
+        [wr, wo] = [row, 0];
+      } else {
+        [wr, wo] = [w as Float32Array, j * n];
+      }
       let s = 0;
-      for (let i = 0; i < n; i++) s += x[xo + i]! * w[wo + i]!;
+      for (let i = 0; i < n; i++) s += x[xo + i]! * wr[wo + i]!;
       out[t * d + j] = s;
     }
   }
+}
+
+/** Writes `n` weights of `w` from element `at` into `out` as float32 (exact: every 16-bit float is a float32). */
+export function widenRow(out: Float32Array, w: HalfMatrix, at: number, n: number): void {
+  const bytes = new Uint8Array(w.data.buffer, w.data.byteOffset + 2 * at, 2 * n);
+  decodeInto(out, bytes, w.dtype, 0, n);
 }
 
 /** out (T, n) = x / rms(x) * w, row by row (HF LlamaRMSNorm, computed in float32 or better). */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./config.ts";
-import { ropeInvFreq, ropeTables } from "./ops.ts";
+import { Arena, matmul, ropeInvFreq, ropeTables, widenRow } from "./ops.ts";
+import { decodeToF32 } from "./safetensors.ts";
 
 /** transformers' own snapshot of inverse frequencies (tests/fixtures/rope_inv_freq.json says where from). */
 const SNAPSHOT = JSON.parse(
@@ -63,5 +64,66 @@ Deno.test("ropeTables() with linear scaling turns position p into p / factor", (
   for (let p = 0; p < 16; p++) {
     assert.deepEqual(scaled.cos.subarray(4 * p * 64, (4 * p + 1) * 64), plain.cos.subarray(p * 64, (p + 1) * 64));
     assert.deepEqual(scaled.sin.subarray(4 * p * 64, (4 * p + 1) * 64), plain.sin.subarray(p * 64, (p + 1) * 64));
+  }
+});
+
+/** A seeded generator of floats in [0, 1) (mulberry32). */
+function rng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("matmul() with 16-bit weights gives the float32 matrix's products bit for bit, tails included", () => {
+  const next = rng(7);
+  for (const dtype of ["bf16", "f16"] as const) {
+    for (const [T, n, d] of [[7, 12, 10], [1, 4, 3], [3, 8, 4], [5, 36, 9], [4, 68, 5], [6, 128, 8]] as const) {
+      const arena = new Arena(1 << 20);
+      const x = arena.f32(T * n), out = arena.f32(T * d), want = arena.f32(T * d), wide = arena.f32(d * n);
+      const half = { dtype, data: arena.u16(d * n) };
+      x.forEach((_, i) => (x[i] = (next() - 0.5) * 4));
+      // Any finite 16-bit value: subnormals, zeros of both signs and the largest included.
+      const top = dtype === "f16" ? 0x7c00 : 0x7f80; // an exponent of all ones: infinity or NaN
+      for (let i = 0; i < half.data.length;) {
+        const bits = Math.floor(next() * 65536);
+        if ((bits & top) !== top) half.data[i++] = bits;
+      }
+      widenRow(wide, half, 0, d * n);
+      matmul(want, x, wide, T, n, d);
+      matmul(out, x, half, T, n, d);
+      const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+      const same = (a: Float32Array, b: Float32Array) => bits(a).every((v, i) => v === bits(b)[i]);
+      assert.ok(same(out, want), `${dtype} ${T}x${n}x${d}: the SIMD kernel`);
+      // Outside an arena: the plain loop, the same sums for its part (its own order; compared with the float32 loop).
+      const loose = new Float32Array(T * d), looseWant = new Float32Array(T * d);
+      matmul(loose, x.slice(), { dtype, data: half.data.slice() }, T, n, d);
+      matmul(looseWant, x.slice(), wide.slice(), T, n, d);
+      assert.ok(same(loose, looseWant), `${dtype} ${T}x${n}x${d}: the plain loop`);
+    }
+  }
+});
+
+Deno.test("matmul() widens every finite 16-bit weight exactly (each read alone through a one-hot input)", () => {
+  for (const dtype of ["bf16", "f16"] as const) {
+    // Row j's first weight is the bit pattern j; x = (1, 0, ..., 0) reads it out as out[j].
+    const n = 8, d = 65536;
+    const arena = new Arena(d * n * 2 + d * 4 + 1024);
+    const half = { dtype, data: arena.u16(d * n) }, x = arena.f32(n), out = arena.f32(d);
+    for (let j = 0; j < d; j++) half.data[j * n] = j;
+    x[0] = 1;
+    matmul(out, x, half, 1, n, d);
+    const want = decodeToF32(new Uint8Array(Uint16Array.from({ length: d }, (_, j) => j).buffer), dtype);
+    const mask = dtype === "f16" ? 0x7c00 : 0x7f80;
+    let checked = 0;
+    for (let j = 0; j < d; j++) {
+      if ((j & mask) === mask) continue; // infinities and NaNs: the loader refuses them
+      // 1 * w + 0 * rest: exact, and a zero weight's sign may differ (0 + -0): compared by value.
+      assert.ok(out[j] === want[j], `${dtype} 0x${j.toString(16)}: ${out[j]} vs ${want[j]}`);
+      checked++;
+    }
+    assert.equal(checked, dtype === "f16" ? 63488 : 65280);
   }
 });

@@ -2,7 +2,7 @@
  * Runs the forward pass on Workers, one `LlamaRunner` each: evaluation windows are split between them, and
  * for sequential pruning each worker caches the hidden states of its share of the calibration windows.
  */
-import type { LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
+import { type LinearName, type LlamaConfig, type LlamaWeights, storedWeightBytes } from "./config.ts";
 import { type BlockStats, checkArenaFits, emptyStats, runnerArenaSize } from "./llama.ts";
 import { memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
@@ -89,8 +89,9 @@ export class ForwardPool {
   static async create(cfg: LlamaConfig, weights: LlamaWeights, opts: PoolOptions): Promise<ForwardPool> {
     const cacheFor = (n: number) => Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
     // Each worker holds its arena, and while it starts the weights it is sent too (all start together).
+    const weightBytes = storedWeightBytes(weights);
     const needs = (n: number) => {
-      const size = runnerArenaSize(cfg, { seqLen: opts.seqLen, cacheTokens: cacheFor(n) });
+      const size = runnerArenaSize(cfg, { seqLen: opts.seqLen, cacheTokens: cacheFor(n) }, undefined, weightBytes);
       return n * (size.total + size.weights + WORKER_RUNTIME_BYTES);
     };
     const memory = opts.memoryBytes ?? memoryForWorkers();
@@ -109,6 +110,7 @@ export class ForwardPool {
       cfg,
       { seqLen: opts.seqLen, cacheTokens },
       n === 1 ? "the forward worker" : `each of the ${n} forward workers`,
+      weightBytes,
     );
     if (n > 1 && needs(n) > memory) {
       const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
