@@ -313,12 +313,13 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
 };
 
 /**
- * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights; with `keep16`, its 16-bit matrices stay as
- * stored, views of the checkpoint's bytes (half the memory; the same products). Throws when a tensor is missing, when
+ * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights; with `keep16` (true, or "bf16" for those
+ * only), its 16-bit matrices stay as stored, views of the checkpoint's bytes (half the memory; the same products; and
+ * pruning the checkpoint's tensors edits them too). Throws when a tensor is missing, when
  * its shape is not the one config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one
  * this model does not use (a bias, say): in each case the forward pass would silently compute something else.
  */
-export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16 = false): LlamaWeights {
+export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolean | "bf16" = false): LlamaWeights {
   const { dim, hiddenDim, vocabSize } = cfg;
   const qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
   const used = new Set<string>();
@@ -338,13 +339,15 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16 = false
     const t = take(name, shape);
     return decodeToF32(t.data, t.dtype);
   };
-  // A matrix kept as stored where `keep16` and it is finite (matmul's widening reads finite values only; one with a
-  // NaN or infinity is decoded, and the forward pass computes with it as with float32 weights).
+  // A matrix kept as stored where `keep16` takes its dtype and it is finite (matmul's widening reads finite values
+  // only; one with a NaN or infinity is decoded, and the forward pass computes with it as with float32 weights).
   const matrix = (name: string, shape: number[]): WeightMatrix => {
     const t = take(name, shape);
-    if (!keep16 || t.dtype === "f32" || firstNonFinite(t.data, t.dtype) >= 0) return decodeToF32(t.data, t.dtype);
+    const kept = t.dtype !== "f32" && (keep16 === true || keep16 === t.dtype);
+    if (!kept || firstNonFinite(t.data, t.dtype) >= 0) return decodeToF32(t.data, t.dtype);
     const aligned = t.data.byteOffset % 2 === 0 ? t.data : t.data.slice();
-    return { dtype: t.dtype, data: new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2) };
+    const dtype = t.dtype as "bf16" | "f16";
+    return { dtype, data: new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2) };
   };
   const layers: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {

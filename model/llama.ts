@@ -118,7 +118,8 @@ export function checkArenaFits(cfg: LlamaConfig, opts: RunnerOptions, subject: s
   if (size.total <= ARENA_MAX_BYTES) return;
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
   const f32 = runnerArenaSize(cfg, opts).weights;
-  const parts = [`${size.weights < f32 ? "16-bit" : "float32"} weights ${gib(size.weights)}`];
+  const kind = size.weights >= f32 ? "float32" : size.weights < 0.55 * f32 ? "16-bit" : "partly 16-bit";
+  const parts = [`${kind} weights ${gib(size.weights)}`];
   if (opts.seqLen > 0) parts.push(`run state for windows of ${opts.seqLen} tokens ${gib(size.state)}`);
   if (size.cache > 0) parts.push(`cache of ${opts.cacheTokens} calibration tokens ${gib(size.cache)}`);
   // Where the calibration cache is what does not fit, the way out is fewer or shorter windows, not another model.

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { Arena, matmul, widenRow } from "./ops.ts";
+import { bf16Bits } from "../contract/dtype_codec.ts";
 import {
+  decodeToF32,
+  decodeWeights,
   emptyStats,
   ForwardPool,
   LINEAR_FIELD,
@@ -107,6 +110,25 @@ Deno.test("16-bit weights as stored give float32's logits, statistics and losses
     }
   };
   assert.deepEqual(await losses(kept), await losses(wide));
+});
+
+Deno.test('decodeWeights() with keep16 "bf16" keeps bf16 matrices as stored and decodes the others', async () => {
+  const m = await loadModel(root("models/zp-llama-9m"), { keep16: false });
+  // One matrix re-encoded as bf16 (its f16 values rounded): a checkpoint of mixed dtypes.
+  const t = m.ckpt.tensors.get("model.layers.0.self_attn.q_proj.weight")!;
+  const values = decodeToF32(t.data, t.dtype);
+  const bf = new Uint16Array(values.length);
+  values.forEach((v, i) => (bf[i] = bf16Bits(v)));
+  m.ckpt.tensors.set(t.name, { ...t, dtype: "bf16", data: new Uint8Array(bf.buffer) });
+  const w = decodeWeights(m.ckpt, m.cfg, "bf16");
+  const wq = w.layers[0]!.wq;
+  assert.ok(!(wq instanceof Float32Array) && wq.dtype === "bf16" && wq.data[5] === bf[5], "the bf16 matrix is kept");
+  assert.ok(w.layers[0]!.wk instanceof Float32Array && w.embed instanceof Float32Array, "f16 ones are decoded");
+  // Both ways, the same forward pass.
+  const tokens = Array.from({ length: 16 }, (_, i) => (i * 31 + 7) % m.cfg.vocabSize);
+  const wide = decodeWeights(m.ckpt, m.cfg, false);
+  const run = (weights: typeof w) => Float32Array.from(new LlamaRunner(m.cfg, weights, { seqLen: 16 }).forward(tokens));
+  assert.deepEqual(run(w), run(wide));
 });
 
 Deno.test("LlamaRunner applies the config's RoPE scaling: linear x1 changes nothing, x2 the logits", async () => {

@@ -96,17 +96,13 @@ function matmulColumns(
   d: number,
   j0: number,
 ): void {
+  // Column by column: a 16-bit row is widened once for every token.
   const row = w instanceof Float32Array ? undefined : new Float32Array(n);
-  for (let t = 0; t < T; t++) {
-    const xo = t * n;
-    for (let j = j0; j < d; j++) {
-      let wr: Float32Array, wo: number;
-      if (row) {
-        widenRow(row, w as HalfMatrix, j * n, n);
-        [wr, wo] = [row, 0];
-      } else {
-        [wr, wo] = [w as Float32Array, j * n];
-      }
+  for (let j = j0; j < d; j++) {
+    if (row) widenRow(row, w as HalfMatrix, j * n, n);
+    const [wr, wo] = row ? [row, 0] : [w as Float32Array, j * n];
+    for (let t = 0; t < T; t++) {
+      const xo = t * n;
       let s = 0;
       for (let i = 0; i < n; i++) s += x[xo + i]! * wr[wo + i]!;
       out[t * d + j] = s;

@@ -7,6 +7,7 @@ import { type BlockStats, checkArenaFits, emptyStats, runnerArenaSize } from "./
 import { memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
 import type { TokenArray } from "./tokenizer.ts";
+import type { WeightMatrix } from "./ops.ts";
 
 type Op = WorkerRequest extends infer R ? R extends { op: infer O } ? O : never : never;
 type Payload<O extends Op> = Omit<Extract<WorkerRequest, { op: O }>, "id" | "op">;
@@ -72,6 +73,44 @@ function memoryForWorkers(): number {
   }
 }
 
+/**
+ * `weights` copied into one SharedArrayBuffer, for every worker to copy its own from: posting them as they are would
+ * clone them into each worker's message (structured clone copies a view's whole buffer: for a checkpoint's 16-bit
+ * views, whole shards), serialized on this thread worker after worker. Starting workers for 1.07 GB of float32
+ * weights took 19.0-24.4 s for two and 38.3-40.2 s for four that way, 7.9-10.0 s and 12.3-13.2 s shared (2026-12-01,
+ * 2 idle AMD EPYC cores).
+ */
+function shareWeights(weights: LlamaWeights): LlamaWeights {
+  const sab = new SharedArrayBuffer(storedWeightBytes(weights));
+  let at = 0;
+  const place = <T extends Float32Array | Uint16Array>(src: T): T => {
+    const Ctor = src.constructor as new (b: ArrayBufferLike, o: number, n: number) => T;
+    const dst = new Ctor(sab, at, src.length);
+    dst.set(src);
+    at += Math.ceil(src.byteLength / 16) * 16;
+    return dst;
+  };
+  const matrix = (m: WeightMatrix): WeightMatrix =>
+    m instanceof Float32Array ? place(m) : { dtype: m.dtype, data: place(m.data) };
+  const embed = matrix(weights.embed);
+  return {
+    embed,
+    layers: weights.layers.map((b) => ({
+      attnNorm: place(b.attnNorm),
+      wq: matrix(b.wq),
+      wk: matrix(b.wk),
+      wv: matrix(b.wv),
+      wo: matrix(b.wo),
+      ffnNorm: place(b.ffnNorm),
+      wGate: matrix(b.wGate),
+      wUp: matrix(b.wUp),
+      wDown: matrix(b.wDown),
+    })),
+    norm: place(weights.norm),
+    lmHead: weights.lmHead === weights.embed ? embed : matrix(weights.lmHead),
+  };
+}
+
 /** A pool of forward-pass workers holding the same model. */
 export class ForwardPool {
   readonly #slots: Slot[];
@@ -88,11 +127,11 @@ export class ForwardPool {
   /** Starts the workers and copies the weights into each; throws before starting any if their arena cannot fit. */
   static async create(cfg: LlamaConfig, weights: LlamaWeights, opts: PoolOptions): Promise<ForwardPool> {
     const cacheFor = (n: number) => Math.ceil((opts.calibWindows ?? 0) / n) * opts.seqLen;
-    // Each worker holds its arena, and while it starts the weights it is sent too (all start together).
     const weightBytes = storedWeightBytes(weights);
+    // Each worker holds its arena and runtime; the weights it copies its own from are shared by all (once).
     const needs = (n: number) => {
       const size = runnerArenaSize(cfg, { seqLen: opts.seqLen, cacheTokens: cacheFor(n) }, undefined, weightBytes);
-      return n * (size.total + size.weights + WORKER_RUNTIME_BYTES);
+      return n * (size.total + WORKER_RUNTIME_BYTES) + weightBytes;
     };
     const memory = opts.memoryBytes ?? memoryForWorkers();
     const fitting = (most: number) => {
@@ -115,14 +154,16 @@ export class ForwardPool {
     if (n > 1 && needs(n) > memory) {
       const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
       throw new RangeError(
-        `${n} forward workers (--workers) need about ${gib(needs(n))} of memory (each its arena, the weights it is ` +
-          `sent while it starts, and its runtime), more than the ${gib(memory)} available; ${fitting(n)} would fit`,
+        `${n} forward workers (--workers) need about ${gib(needs(n))} of memory (each its arena and its runtime, ` +
+          `and one copy of the weights they start from), more than the ${gib(memory)} available; ${fitting(n)} would ` +
+          "fit",
       );
     }
     const slots = Array.from({ length: n }, () => new Slot());
     const pool = new ForwardPool(cfg, slots, opts.seqLen);
     try {
-      await Promise.all(slots.map((s) => s.call("init", { cfg, weights, seqLen: opts.seqLen, cacheTokens })));
+      const shared = shareWeights(weights);
+      await Promise.all(slots.map((s) => s.call("init", { cfg, weights: shared, seqLen: opts.seqLen, cacheTokens })));
     } catch (e) {
       pool.close();
       throw e;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ForwardPool, loadModel, runnerArenaSize } from "./mod.ts";
+import { ForwardPool, loadModel, runnerArenaSize, storedWeightBytes } from "./mod.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
@@ -7,10 +7,12 @@ Deno.test("ForwardPool.create() starts no more workers than memory holds, and na
   const m = await loadModel(MODEL);
   const opts = { seqLen: 256, calibWindows: 64 };
   // What n workers hold as they start, by the pool's own account: each its arena (the calibration cache split n
-  // ways), the weights it is sent, and its runtime (48 MiB). Two fit within `two`, three do not.
+  // ways) and its runtime (48 MiB), and one copy of the weights they all start from. Two fit within `two`, three
+  // do not.
   const needs = (n: number) => {
-    const size = runnerArenaSize(m.cfg, { seqLen: 256, cacheTokens: Math.ceil(64 / n) * 256 });
-    return n * (size.total + size.weights + 48 * 2 ** 20);
+    const weights = storedWeightBytes(m.weights);
+    const size = runnerArenaSize(m.cfg, { seqLen: 256, cacheTokens: Math.ceil(64 / n) * 256 }, undefined, weights);
+    return n * (size.total + 48 * 2 ** 20) + weights;
   };
   const two = needs(2) + 1;
   assert.ok(needs(3) > two);
