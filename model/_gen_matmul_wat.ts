@@ -9,6 +9,32 @@
  *   npx --yes --package=wabt@1.0.39 wat2wasm model/matmul.wat -o /tmp/matmul.wasm
  *   deno run -A model/_gen_matmul_wat.ts /tmp/matmul.wasm     # also embeds it as model/_matmul_wasm.ts (base64)
  */
+/**
+ * Appends what ends both kernels' j step: each accumulator summed across its lanes into out[t + r, j + c], then the
+ * j and t loops advanced and closed.
+ */
+function storeAndClose(L: string[], R: number, C: number): void {
+  for (let r = 0; r < R; r++) {
+    L.push(
+      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul ` +
+        `(i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
+    );
+    for (let c = 0; c < C; c++) {
+      const v = `(local.get $c${r}${c})`;
+      L.push(
+        `        (f32.store offset=${c * 4} (local.get $o) ` +
+          `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) ` +
+          `(f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
+      );
+    }
+  }
+  L.push(`        (local.set $j (i32.add (local.get $j) (i32.const ${C})))`);
+  L.push(`        (br $jloop)))`);
+  L.push(`      (local.set $t (i32.add (local.get $t) (i32.const ${R})))`);
+  L.push(`      (br $tloop)))`);
+  L.push(`  )`);
+}
+
 function kernel(R: number, C: number): string {
   const L: string[] = [];
   const locals = [
@@ -60,25 +86,7 @@ function kernel(R: number, C: number): string {
   }
   L.push(`          (local.set $i (i32.add (local.get $i) (i32.const 16)))`);
   L.push(`          (br $iloop)))`);
-  for (let r = 0; r < R; r++) {
-    L.push(
-      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul ` +
-        `(i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
-    );
-    for (let c = 0; c < C; c++) {
-      const v = `(local.get $c${r}${c})`;
-      L.push(
-        `        (f32.store offset=${c * 4} (local.get $o) ` +
-          `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) ` +
-          `(f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
-      );
-    }
-  }
-  L.push(`        (local.set $j (i32.add (local.get $j) (i32.const ${C})))`);
-  L.push(`        (br $jloop)))`);
-  L.push(`      (local.set $t (i32.add (local.get $t) (i32.const ${R})))`);
-  L.push(`      (br $tloop)))`);
-  L.push(`  )`);
+  storeAndClose(L, R, C);
   return L.join("\n");
 }
 
@@ -89,7 +97,7 @@ function widen(kind: "bf16" | "f16", half: "low" | "high", h: string): string {
   if (kind === "bf16") return `(i32x4.shl ${u} (i32.const 16))`;
   // f16: sign to bit 31; exponent and mantissa shifted into float32's places then scaled by 2^112, which rebiases the
   // exponent (15 to 127) and makes subnormals exact too. Finite values only: infinity would read 65536 (the loader
-  // refuses non-finite 16-bit weights).
+  // decodes a matrix that holds one to float32 instead).
   return `(v128.or (f32x4.mul (i32x4.shl (v128.and ${u} (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff)) ` +
     `(i32.const 13)) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)) ` +
     `(i32x4.shl (v128.and ${u} (v128.const i32x4 0x8000 0x8000 0x8000 0x8000)) (i32.const 16)))`;
@@ -163,25 +171,7 @@ function kernel16(R: number, C: number, kind: "bf16" | "f16"): string {
   L.push(`        (if (i32.lt_u (local.get $i) (local.get $nb)) (then`);
   group("          ", 0, 0, "low", "v128.load64_zero");
   L.push(`        ))`);
-  for (let r = 0; r < R; r++) {
-    L.push(
-      `        (local.set $o (i32.add (local.get $out) (i32.shl (i32.add (i32.mul ` +
-        `(i32.add (local.get $t) (i32.const ${r})) (local.get $d)) (local.get $j)) (i32.const 2))))`,
-    );
-    for (let c = 0; c < C; c++) {
-      const v = `(local.get $c${r}${c})`;
-      L.push(
-        `        (f32.store offset=${c * 4} (local.get $o) ` +
-          `(f32.add (f32.add (f32x4.extract_lane 0 ${v}) (f32x4.extract_lane 1 ${v})) ` +
-          `(f32.add (f32x4.extract_lane 2 ${v}) (f32x4.extract_lane 3 ${v}))))`,
-      );
-    }
-  }
-  L.push(`        (local.set $j (i32.add (local.get $j) (i32.const ${C})))`);
-  L.push(`        (br $jloop)))`);
-  L.push(`      (local.set $t (i32.add (local.get $t) (i32.const ${R})))`);
-  L.push(`      (br $tloop)))`);
-  L.push(`  )`);
+  storeAndClose(L, R, C);
   return L.join("\n");
 }
 
