@@ -10,6 +10,30 @@
  *   deno run -A model/_gen_matmul_wat.ts /tmp/matmul.wasm     # also embeds it as model/_matmul_wasm.ts (base64)
  */
 /**
+ * Appends what opens both kernels' j step: the t and j loops, the rows' pointers (w's rows `wStride` bytes apart) and
+ * the zeroed accumulators.
+ */
+function openJStep(L: string[], R: number, C: number, wStride: "$nb" | "$hb"): void {
+  L.push(`    (local.set $t (i32.const 0))`);
+  L.push(`    (block $tend (loop $tloop`);
+  L.push(`      (br_if $tend (i32.gt_s (i32.add (local.get $t) (i32.const ${R})) (local.get $T)))`);
+  L.push(`      (local.set $xb (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $nb))))`);
+  L.push(`      (local.set $j (i32.const 0))`);
+  L.push(`      (block $jend (loop $jloop`);
+  L.push(`        (br_if $jend (i32.gt_s (i32.add (local.get $j) (i32.const ${C})) (local.get $d)))`);
+  L.push(`        (local.set $wb (i32.add (local.get $w) (i32.mul (local.get $j) (local.get ${wStride}))))`);
+  for (let r = 0; r < R; r++) {
+    L.push(`        (local.set $x${r} (i32.add (local.get $xb) (i32.mul (i32.const ${r}) (local.get $nb))))`);
+  }
+  for (let c = 0; c < C; c++) {
+    L.push(`        (local.set $w${c} (i32.add (local.get $wb) (i32.mul (i32.const ${c}) (local.get ${wStride}))))`);
+  }
+  for (let r = 0; r < R; r++) {
+    for (let c = 0; c < C; c++) L.push(`        (local.set $c${r}${c} (v128.const i32x4 0 0 0 0))`);
+  }
+}
+
+/**
  * Appends what ends both kernels' j step: each accumulator summed across its lanes into out[t + r, j + c], then the
  * j and t loops advanced and closed.
  */
@@ -52,23 +76,7 @@ function kernel(R: number, C: number): string {
   );
   L.push("    " + locals.join(" "));
   L.push(`    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))`);
-  L.push(`    (local.set $t (i32.const 0))`);
-  L.push(`    (block $tend (loop $tloop`);
-  L.push(`      (br_if $tend (i32.gt_s (i32.add (local.get $t) (i32.const ${R})) (local.get $T)))`);
-  L.push(`      (local.set $xb (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $nb))))`);
-  L.push(`      (local.set $j (i32.const 0))`);
-  L.push(`      (block $jend (loop $jloop`);
-  L.push(`        (br_if $jend (i32.gt_s (i32.add (local.get $j) (i32.const ${C})) (local.get $d)))`);
-  L.push(`        (local.set $wb (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $nb))))`);
-  for (let r = 0; r < R; r++) {
-    L.push(`        (local.set $x${r} (i32.add (local.get $xb) (i32.mul (i32.const ${r}) (local.get $nb))))`);
-  }
-  for (let c = 0; c < C; c++) {
-    L.push(`        (local.set $w${c} (i32.add (local.get $wb) (i32.mul (i32.const ${c}) (local.get $nb))))`);
-  }
-  for (let r = 0; r < R; r++) {
-    for (let c = 0; c < C; c++) L.push(`        (local.set $c${r}${c} (v128.const i32x4 0 0 0 0))`);
-  }
+  openJStep(L, R, C, "$nb");
   L.push(`        (local.set $i (i32.const 0))`);
   L.push(`        (block $iend (loop $iloop`);
   L.push(`          (br_if $iend (i32.ge_u (local.get $i) (local.get $nb)))`);
@@ -125,23 +133,7 @@ function kernel16(R: number, C: number, kind: "bf16" | "f16"): string {
   L.push("    " + locals.join(" "));
   L.push(`    (local.set $nb (i32.shl (local.get $n) (i32.const 2)))`);
   L.push(`    (local.set $hb (i32.shl (local.get $n) (i32.const 1)))`);
-  L.push(`    (local.set $t (i32.const 0))`);
-  L.push(`    (block $tend (loop $tloop`);
-  L.push(`      (br_if $tend (i32.gt_s (i32.add (local.get $t) (i32.const ${R})) (local.get $T)))`);
-  L.push(`      (local.set $xb (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $nb))))`);
-  L.push(`      (local.set $j (i32.const 0))`);
-  L.push(`      (block $jend (loop $jloop`);
-  L.push(`        (br_if $jend (i32.gt_s (i32.add (local.get $j) (i32.const ${C})) (local.get $d)))`);
-  L.push(`        (local.set $wb (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $hb))))`);
-  for (let r = 0; r < R; r++) {
-    L.push(`        (local.set $x${r} (i32.add (local.get $xb) (i32.mul (i32.const ${r}) (local.get $nb))))`);
-  }
-  for (let c = 0; c < C; c++) {
-    L.push(`        (local.set $w${c} (i32.add (local.get $wb) (i32.mul (i32.const ${c}) (local.get $hb))))`);
-  }
-  for (let r = 0; r < R; r++) {
-    for (let c = 0; c < C; c++) L.push(`        (local.set $c${r}${c} (v128.const i32x4 0 0 0 0))`);
-  }
+  openJStep(L, R, C, "$hb");
   // One group of four: x's floats at byte $i (+ xOff), w's halves at byte $i / 2 (+ wOff), widened from `half`.
   const group = (indent: string, xOff: number, wOff: number, half: "low" | "high", load: string) => {
     for (let r = 0; r < R; r++) {
