@@ -351,7 +351,7 @@ function keptMessage(kept: number, blocks: number, dir: string): string {
 }
 
 /** Calls `on` at SIGINT or SIGTERM instead of the default exit; returns the function that removes the listeners. */
-function onStopSignals(on: (signal: "SIGINT" | "SIGTERM") => void): () => void {
+function onStopSignals(on: (signal: "SIGINT" | "SIGTERM") => unknown): () => void {
   const signals = ["SIGINT", "SIGTERM"] as const;
   const listeners = signals.map((s) => {
     const listener = () => on(s);
@@ -488,9 +488,11 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   let t = performance.now();
   let res: SequentialResult;
   let kept = saved?.done.length, finished = 0;
-  // Where blocks are kept, a signal while pruning says so before the run ends (as a failure does, below).
+  // Where blocks are kept, a signal while pruning says so, and --report what was measured, before the run ends (as a
+  // failure does, below).
   const stopListeners = saved
-    ? onStopSignals((s) => {
+    ? onStopSignals(async (s) => {
+      await reportFailure(args, dense, kept, new Error(`${s} while pruning`));
       console.error(`prune: ${s} while pruning; ${keptMessage(kept!, model.cfg.nLayers, args.resume!)}`);
       Deno.exit(s === "SIGINT" ? 130 : 143);
     })

@@ -296,7 +296,7 @@ Deno.test("main() --resume: SIGINT while pruning says which blocks are kept; the
     const { code, out } = await mainInChild(
       [
         ...["--server", server.url, "--calib-starts", `${dir}/starts.i64`, "--seqlen", "32", "--workers", "1"],
-        ...["--skip-dense", "--eval-windows", "1", "--resume", `${dir}/progress`],
+        ...["--eval-windows", "1", "--resume", `${dir}/progress`, "--report", `${dir}/report.json`],
       ],
       60_000,
       async (child) => {
@@ -308,6 +308,10 @@ Deno.test("main() --resume: SIGINT while pruning says which blocks are kept; the
       /prune: SIGINT while pruning; blocks 0 to 1 are pruned and kept \(of 6\) in --resume .*\/progress: the same /,
     );
     assert.equal(code, 130, out);
+    // The report keeps what was measured (the dense perplexity) and says where the run stopped, as after a failure.
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+    assert.deepEqual([report.error, report.resume.blocks], ["SIGINT while pruning", 2]);
+    assert.ok(report.densePpl > 1, `dense perplexity ${report.densePpl}`);
     const kept = [...Deno.readDirSync(`${dir}/progress`)].map((e) => e.name).filter((n) => !n.startsWith("."));
     assert.deepEqual(kept.sort(), ["zprune-block-0000.msgpack", "zprune-block-0001.msgpack", "zprune-run.json"]);
   } finally {
