@@ -100,15 +100,15 @@ function kernel(R: number, C: number): string {
 
 /** The f32x4 of the low or high four 16-bit weights of `h` (an expression of 8 halves), widened exactly. */
 function widen(kind: "bf16" | "f16", half: "low" | "high", h: string): string {
-  const u = `(i32x4.extend_${half}_i16x8_u ${h})`;
   // bf16 is the top half of a float32.
-  if (kind === "bf16") return `(i32x4.shl ${u} (i32.const 16))`;
-  // f16: sign to bit 31; exponent and mantissa shifted into float32's places then scaled by 2^112, which rebiases the
-  // exponent (15 to 127) and makes subnormals exact too. Finite values only: infinity would read 65536 (the loader
-  // decodes a matrix that holds one to float32 instead).
-  return `(v128.or (f32x4.mul (i32x4.shl (v128.and ${u} (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff)) ` +
-    `(i32.const 13)) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112)) ` +
-    `(i32x4.shl (v128.and ${u} (v128.const i32x4 0x8000 0x8000 0x8000 0x8000)) (i32.const 16)))`;
+  if (kind === "bf16") return `(i32x4.shl (i32x4.extend_${half}_i16x8_u ${h}) (i32.const 16))`;
+  // f16, in four operations: sign-extended and shifted left 13, the sign is bit 31 (and 28-30, cleared), exponent and
+  // mantissa sit in float32's places; the multiply by 2^112 rebiases the exponent (15 to 127), keeps the sign and makes
+  // subnormals exact too. Finite values only: infinity would read 65536 (the loader decodes a matrix that holds one to
+  // float32 instead).
+  return `(f32x4.mul (v128.and (i32x4.shl (i32x4.extend_${half}_i16x8_s ${h}) (i32.const 13)) ` +
+    `(v128.const i32x4 0x8fffe000 0x8fffe000 0x8fffe000 0x8fffe000)) ` +
+    `(v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))`;
 }
 
 /**

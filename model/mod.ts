@@ -35,7 +35,7 @@ export interface LoadOptions {
   /**
    * 16-bit matrices (bf16 or f16) kept as stored rather than decoded to float32: the same products, half the memory.
    * "auto" (the default) keeps bf16 ones, which matmul reads as fast, and f16 ones only where float32 would not fit
-   * the 4 GiB arena (their widening makes matmul 1.4 to 1.8 times slower); true keeps every 16-bit one; false none.
+   * the 4 GiB arena (their widening makes matmul 1.1 to 1.4 times slower); true keeps every 16-bit one; false none.
    */
   keep16?: boolean | "auto";
 }
