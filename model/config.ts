@@ -315,9 +315,9 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
 /**
  * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights; with `keep16` (true, or "bf16" for those
  * only), its 16-bit matrices stay as stored, views of the checkpoint's bytes (half the memory; the same products; and
- * pruning the checkpoint's tensors edits them too). Throws when a tensor is missing, when
- * its shape is not the one config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one
- * this model does not use (a bias, say): in each case the forward pass would silently compute something else.
+ * pruning the checkpoint's tensors edits them too). Throws when a tensor is missing, when its shape is not the one
+ * config.json implies (a wrong num_key_value_heads, say), or when the checkpoint holds one this model does not use (a
+ * bias, say): in each case the forward pass would silently compute something else.
  */
 export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolean | "bf16" = false): LlamaWeights {
   const { dim, hiddenDim, vocabSize } = cfg;

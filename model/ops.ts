@@ -56,18 +56,20 @@ export class Arena {
 
   /** A zeroed Float32Array of n elements, 16-byte aligned. */
   f32(n: number): Float32Array {
-    const at = this.#used;
-    this.#used = at + Math.ceil((n * 4) / 16) * 16;
-    if (this.#used > this.memory.buffer.byteLength) throw new RangeError("arena exhausted; reserve more bytes");
-    return new Float32Array(this.memory.buffer, at, n);
+    return new Float32Array(this.memory.buffer, this.#take(n * 4), n);
   }
 
   /** A zeroed Uint16Array of n elements (16-bit weights), 16-byte aligned. */
   u16(n: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, this.#take(n * 2), n);
+  }
+
+  /** The offset of the next `bytes` bytes, rounded up to 16. */
+  #take(bytes: number): number {
     const at = this.#used;
-    this.#used = at + Math.ceil((n * 2) / 16) * 16;
+    this.#used = at + Math.ceil(bytes / 16) * 16;
     if (this.#used > this.memory.buffer.byteLength) throw new RangeError("arena exhausted; reserve more bytes");
-    return new Uint16Array(this.memory.buffer, at, n);
+    return at;
   }
 }
 
