@@ -6,6 +6,7 @@
  * run; also checks that the three give the same bits.
  */
 import { Arena, matmul, type WeightMatrix } from "../model/ops.ts";
+import { encode } from "../contract/dtype_codec.ts";
 
 const repeat = Number(Deno.args[Deno.args.indexOf("--repeat") + 1] ?? 7);
 if (Deno.args.includes("--repeat") && !(Number.isInteger(repeat) && repeat >= 1)) {
@@ -36,19 +37,11 @@ for (const [d, n] of SHAPES) {
   const bf = { dtype: "bf16" as const, data: arena.u16(d * n) },
     f16 = { dtype: "f16" as const, data: arena.u16(d * n) };
   x.forEach((_, i) => (x[i] = Math.sin(i)));
-  // Weights every format holds exactly (8 significant bits, small exponents), so all three multiply the same values.
-  for (let i = 0; i < w.length; i++) {
-    const v = Math.fround(((i * 2654435761) % 511 - 255) / 1024);
-    w[i] = v;
-    bf.data[i] = new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16;
-  }
-  const f16Of = (v: number) => {
-    // Exact for these values: |v| < 0.25 in steps of 1/1024, 8 bits of mantissa at most.
-    if (v === 0) return 0;
-    const sign = v < 0 ? 0x8000 : 0, a = Math.abs(v), e = Math.floor(Math.log2(a));
-    return sign | ((e + 15) << 10) | Math.round((a / 2 ** e - 1) * 1024);
-  };
-  for (let i = 0; i < w.length; i++) f16.data[i] = f16Of(w[i]!);
+  // Weights every format holds exactly (|w| < 0.25 in steps of 1/1024: 8 significant bits, normal in f16), so all
+  // three multiply the same values.
+  for (let i = 0; i < w.length; i++) w[i] = ((i * 2654435761) % 511 - 255) / 1024;
+  bf.data.set(new Uint16Array(encode(w, "bf16").buffer));
+  f16.data.set(new Uint16Array(encode(w, "f16").buffer));
   const outs = [arena.f32(T * d), arena.f32(T * d), arena.f32(T * d)];
   const ms = ([w, bf, f16] as WeightMatrix[]).map((m, k) => median(() => matmul(outs[k]!, x, m, T, n, d)));
   const bits = outs.map((o) => new Uint32Array(o.buffer, o.byteOffset, o.length));

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "./config.ts";
 import { Arena, matmul, ropeInvFreq, ropeTables, widenRow } from "./ops.ts";
 import { decodeToF32 } from "./safetensors.ts";
+import { seededRandom } from "./windows.ts";
 
 /** transformers' own snapshot of inverse frequencies (tests/fixtures/rope_inv_freq.json says where from). */
 const SNAPSHOT = JSON.parse(
@@ -67,18 +68,8 @@ Deno.test("ropeTables() with linear scaling turns position p into p / factor", (
   }
 });
 
-/** A seeded generator of floats in [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test("matmul() with 16-bit weights gives the float32 matrix's products bit for bit, tails included", () => {
-  const next = rng(7);
+  const next = seededRandom(7);
   for (const dtype of ["bf16", "f16"] as const) {
     for (const [T, n, d] of [[7, 12, 10], [1, 4, 3], [3, 8, 4], [5, 36, 9], [4, 68, 5], [6, 128, 8]] as const) {
       const arena = new Arena(1 << 20);
@@ -119,7 +110,7 @@ Deno.test("matmul() widens every finite 16-bit weight exactly (each read alone t
     const mask = dtype === "f16" ? 0x7c00 : 0x7f80;
     let checked = 0;
     for (let j = 0; j < d; j++) {
-      if ((j & mask) === mask) continue; // infinities and NaNs: the loader refuses them
+      if ((j & mask) === mask) continue; // infinities and NaNs: the loader decodes a matrix holding one to float32
       // 1 * w + 0 * rest: exact, and a zero weight's sign may differ (0 + -0): compared by value.
       assert.ok(out[j] === want[j], `${dtype} 0x${j.toString(16)}: ${out[j]} vs ${want[j]}`);
       checked++;
