@@ -380,13 +380,8 @@ const LOADER_FILE =
 
 /** The names of the regular files (or links to them) directly in `dir`; empty where it cannot be read. */
 async function fileNames(dir: string): Promise<Set<string>> {
-  const names = new Set<string>();
-  try {
-    for await (const e of Deno.readDir(dir)) if (e.isFile || e.isSymlink) names.add(e.name);
-  } catch {
-    // An unreadable model directory is the model loader's to report, naming what it could not read.
-  }
-  return names;
+  // An unreadable model directory is the model loader's to report, naming what it could not read.
+  return new Set(await filesIn(dir).catch(() => []));
 }
 
 /** Runs `check`; any error it throws is rethrown as a TypeError naming --flag and its value. */
@@ -429,7 +424,7 @@ async function checkOut(raw: string, model: string): Promise<void> {
     }
     // Named chat templates of another model would be listed as this one's (the tokenizer reads the whole folder).
     for (const folder of modelFiles.size > 0 ? FOLDERS_KEPT : []) {
-      const ours = new Set(await filesIn(`${model}/${folder}`).catch(() => []));
+      const ours = await fileNames(`${model}/${folder}`);
       const theirs = await filesIn(`${out}/${folder}`).catch(() => []);
       stale.push(...theirs.filter((name) => !ours.has(name)).map((name) => `${folder}/${name}`));
     }
