@@ -68,7 +68,8 @@ output:
                          dense perplexity and the error)
   --resume DIR           keep each pruned block's masks, and the dense perplexity, in DIR as the run goes; run
                          again with the same model, calibration and settings, it continues after the last block
-                         kept (another run's progress in DIR is refused); removed when the run succeeds
+                         kept (another run's progress in DIR, or a run still using DIR, is refused);
+                         removed when the run succeeds
   --workers N            forward-pass workers, 1 to 64 (default: one per core, at most 8, and no more than
                          the available memory holds; each holds the model's float32 weights); never more
                          than the calibration or evaluation windows, which would leave some idle

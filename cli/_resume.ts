@@ -4,6 +4,8 @@
  * and settings. DIR holds `zprune-run.json` (what the masks depend on, and the dense evaluation) and one
  * `zprune-block-NNNN.msgpack` per pruned block (its layers as the server answered them, masks included). Each file is
  * written whole under a temporary name and then renamed: a file there is complete. A run that succeeds removes them.
+ * While a run has DIR open it holds an exclusive lock on `zprune-run.lock` there, which the system drops when the
+ * process ends however it ends: a second run on the same DIR is refused rather than writing over the first's blocks.
  */
 import { PruneResponseSchema } from "../contract/api.ts";
 import { countBits } from "../contract/mask_bits.ts";
@@ -48,6 +50,7 @@ interface RunFile {
 
 const FORMAT = "zprune-resume/1";
 const RUN_FILE = "zprune-run.json";
+const LOCK_FILE = "zprune-run.lock";
 const blockFile = (l: number) => `zprune-block-${String(l).padStart(4, "0")}.msgpack`;
 const BLOCK_FILE = /^zprune-block-(\d{4,})\.msgpack$/;
 const TEMP_FILE = /^\.zprune-(run\.json|block-\d{4,}\.msgpack)\.zprune-partial$/;
@@ -95,25 +98,31 @@ function shown(key: keyof RunIdentity, v: unknown): string {
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
-/** A run's kept progress in `--resume DIR`: what it pruned already, and the means to keep what it prunes next. */
-export class RunProgress {
+/**
+ * A run's kept progress in `--resume DIR`: what it pruned already, and the means to keep what it prunes next. It holds
+ * DIR's lock until `close()` (or `finish()`).
+ */
+export class RunProgress implements Disposable {
   /** Blocks 0, 1, ... pruned by earlier runs, in order. */
   readonly done: PrunedBlock[];
   /** The dense evaluation an earlier run kept, if any. */
   dense: KeptDense | undefined;
   readonly #dir: string;
   readonly #run: RunFile;
+  readonly #lock: Deno.FsFile;
 
-  private constructor(dir: string, run: RunFile, done: PrunedBlock[]) {
+  private constructor(dir: string, run: RunFile, done: PrunedBlock[], lock: Deno.FsFile) {
     this.#dir = dir;
     this.#run = run;
     this.done = done;
     this.dense = run.dense;
+    this.#lock = lock;
   }
 
   /**
    * Opens `dir` for a run of `identity`: the blocks an earlier run of the same identity pruned (none for a new run),
-   * `dir` made when absent. Refuses, naming what differs, another run's progress; and files that are not whole.
+   * `dir` made when absent. Refuses a DIR another run has open, another run's progress (naming what differs) and files
+   * that are not whole.
    */
   static async open(dir: string, identity: RunIdentity): Promise<RunProgress> {
     let madeDir = false;
@@ -123,6 +132,16 @@ export class RunProgress {
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
     }
+    const lock = await lockDir(dir);
+    try {
+      return await RunProgress.#read(dir, identity, madeDir, lock);
+    } catch (e) {
+      lock.close();
+      throw e;
+    }
+  }
+
+  static async #read(dir: string, identity: RunIdentity, madeDir: boolean, lock: Deno.FsFile): Promise<RunProgress> {
     const kept = await readRunFile(dir);
     const blocks = await blockNumbers(dir);
     if (kept === undefined && blocks.length > 0) {
@@ -133,7 +152,7 @@ export class RunProgress {
     if (kept === undefined || (blocks.length === 0 && kept.dense === undefined)) {
       const run: RunFile = { format: FORMAT, identity, madeDir: madeDir || (kept?.madeDir ?? false) };
       await writeWhole(dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(run, null, 2) + "\n"));
-      return new RunProgress(dir, run, []);
+      return new RunProgress(dir, run, [], lock);
     }
     for (const key of Object.keys(FLAG_OF) as (keyof RunIdentity)[]) {
       // The calibration by its ids alone: its source names files as they were spelled ("./c.txt", "c.txt").
@@ -153,7 +172,7 @@ export class RunProgress {
       if (l >= identity.blocks) throw new Error(`it holds ${blockFile(l)}, past the model's ${identity.blocks} blocks`);
       done.push(await readBlock(dir, l));
     }
-    return new RunProgress(dir, kept, done);
+    return new RunProgress(dir, kept, done, lock);
   }
 
   /** Keeps the dense evaluation with the run. */
@@ -168,8 +187,9 @@ export class RunProgress {
     await writeWhole(this.#dir, blockFile(block.block), encodeMsgpack({ format: FORMAT, ...block }));
   }
 
-  /** Removes the run's files, and the directory where the first run made it and nothing else is in it. */
+  /** Removes the run's files, and the directory where the first run made it and nothing else is in it; unlocks. */
   async finish(): Promise<void> {
+    using _ = this;
     const names: string[] = [];
     // A temporary file is left where a run was killed while writing it.
     for await (const e of Deno.readDir(this.#dir)) {
@@ -177,7 +197,57 @@ export class RunProgress {
     }
     for (const name of names) await Deno.remove(`${this.#dir}/${name}`);
     await Deno.remove(`${this.#dir}/${RUN_FILE}`);
+    // Removed while still held: a run that opened the old file and locks it once this one closes sees it is gone.
+    await Deno.remove(`${this.#dir}/${LOCK_FILE}`);
     if (this.#run.madeDir) await Deno.remove(this.#dir).catch(() => {}); // refused unless empty
+  }
+
+  /** Unlocks DIR, its files kept for the next run. */
+  close(): void {
+    try {
+      this.#lock.close();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) throw e; // closed already
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Takes the exclusive lock on `dir`'s lock file (an flock the system drops when the process ends, a crash included),
+ * or refuses, naming the run that holds it. Another file put in the lock's place after a finished run removed it is
+ * locked afresh, so that two runs never both believe they hold DIR.
+ */
+async function lockDir(dir: string): Promise<Deno.FsFile> {
+  const path = `${dir}/${LOCK_FILE}`;
+  for (;;) {
+    const file = await Deno.open(path, { read: true, write: true, create: true });
+    try {
+      if (!await file.tryLock(true)) {
+        const holder = new TextDecoder().decode(await Deno.readFile(path)).trim();
+        throw new Error(
+          `another run has it open (${holder || "its lock is held"}); one run at a time per --resume DIR: wait for ` +
+            "that one to end, or give this run another DIR",
+        );
+      }
+      const [held, named] = await Promise.all([file.stat(), Deno.stat(path).catch(() => undefined)]);
+      if (named?.ino !== held.ino || named?.dev !== held.dev) {
+        file.close();
+        continue;
+      }
+      await file.truncate();
+      const holder = `pid ${Deno.pid} on ${Deno.hostname()}, since ${new Date().toISOString()}`;
+      await file.write(new TextEncoder().encode(holder + "\n"));
+      return file;
+    } catch (e) {
+      try {
+        file.close();
+      } catch { /* closed above */ }
+      throw e;
+    }
   }
 }
 

@@ -47,9 +47,15 @@ function block(l: number, pruned = 7, seed = l): PrunedBlock {
   };
 }
 
+/** Runs `use` on `dir` opened for `identity`, then closes it. */
+async function withProgress<T>(dir: string, identity: RunIdentity, use: (p: RunProgress) => T | Promise<T>) {
+  using progress = await RunProgress.open(dir, identity);
+  return await use(progress);
+}
+
 /** Opens `dir` for `identity` and returns the error message it is refused with. */
 async function refusal(dir: string, identity = IDENTITY): Promise<string> {
-  const e = await RunProgress.open(dir, identity).then(() => undefined, (e: unknown) => e);
+  const e = await RunProgress.open(dir, identity).then((p) => p.close(), (e: unknown) => e);
   assert.ok(e instanceof Error, "expected a refusal");
   return e.message;
 }
@@ -65,14 +71,17 @@ Deno.test("RunProgress keeps blocks and the dense perplexity for the next run, r
     await first.keepBlock(block(0));
     await first.keepBlock(block(1));
 
+    first.close();
     const second = await RunProgress.open(dir, structuredClone(IDENTITY));
     assert.deepEqual(second.dense, dense);
     assert.deepEqual(second.done, [block(0), block(1)]);
     await second.keepBlock(block(2));
     await Deno.writeFile(`${dir}/.zprune-block-0003.msgpack.zprune-partial`, new Uint8Array(3)); // killed mid-write
     await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
-    assert.equal((await RunProgress.open(dir, IDENTITY)).done.length, 3);
-    await second.finish();
+    second.close();
+    using third = await RunProgress.open(dir, IDENTITY);
+    assert.equal(third.done.length, 3);
+    await third.finish();
     // The user's own file stays, and with it the directory the first run made.
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["notes.txt"]);
     await Deno.remove(`${dir}/notes.txt`);
@@ -90,12 +99,12 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
   const dir = await Deno.makeTempDir();
   try {
     // A run that kept nothing (it failed early) guards nothing: another starts over in its place.
-    await RunProgress.open(dir, { ...IDENTITY, method: "wanda" });
+    (await RunProgress.open(dir, { ...IDENTITY, method: "wanda" })).close();
     const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
-    await (await RunProgress.open(dir, IDENTITY)).keepDense(dense);
+    await withProgress(dir, IDENTITY, (p) => p.keepDense(dense));
     // A dense evaluation kept is progress (hours, on a large model): guarded.
     assert.match(await refusal(dir, { ...IDENTITY, method: "wanda" }), /--method was zpruner, this run's is wanda/);
-    await (await RunProgress.open(dir, IDENTITY)).keepBlock(block(0));
+    await withProgress(dir, IDENTITY, (p) => p.keepBlock(block(0)));
     const cases: [Partial<RunIdentity>, RegExp][] = [
       [{ method: "wanda" }, /--method was zpruner, this run's is wanda;/],
       [{ sparsity: 0.6 }, /--sparsity was 0\.5, this run's is 0\.6;/],
@@ -114,10 +123,10 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
       assert.match(message, want);
       assert.match(message, /give the same flags to continue it, or remove .* to start over$/);
     }
-    assert.equal((await RunProgress.open(dir, IDENTITY)).done.length, 1, "the progress is left as it was");
+    assert.equal(await withProgress(dir, IDENTITY, (p) => p.done.length), 1, "the progress is left as it was");
     // The same ids from files spelled another way ("./c.txt" for "c.txt"): the same run.
     const respelled = { ...IDENTITY, calibration: { ...IDENTITY.calibration, source: "./calib.u16 at ./starts.i64" } };
-    assert.equal((await RunProgress.open(dir, respelled)).done.length, 1);
+    assert.equal(await withProgress(dir, respelled, (p) => p.done.length), 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -129,6 +138,7 @@ Deno.test("RunProgress refuses block files it cannot trust: a gap, a bad mask, n
     const progress = await RunProgress.open(dir, IDENTITY);
     await progress.keepBlock(block(0));
     await progress.keepBlock(block(2));
+    progress.close(); // still writable: the files it writes are checked by other opens
     assert.match(await refusal(dir), /holds zprune-block-0002\.msgpack but no zprune-block-0001\.msgpack/);
     await Deno.remove(`${dir}/zprune-block-0002.msgpack`);
 
@@ -152,6 +162,48 @@ Deno.test("RunProgress refuses block files it cannot trust: a gap, a bad mask, n
     assert.match(await refusal(dir), /holds zprune-block-0000\.msgpack but no zprune-run\.json/);
     await Deno.writeTextFile(`${dir}/zprune-run.json`, "{not json");
     assert.match(await refusal(dir), /its zprune-run\.json is not JSON/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress locks DIR: a second run is refused while one has it, not after it ends or dies", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const first = await RunProgress.open(dir, IDENTITY);
+    await first.keepBlock(block(0));
+    assert.match(
+      await refusal(dir),
+      new RegExp(`^another run has it open \\(pid ${Deno.pid} on .*, since .*\\); one run`),
+    );
+    first.close();
+    await withProgress(dir, IDENTITY, (p) => assert.equal(p.done.length, 1));
+
+    // A run killed outright (no cleanup of its own) leaves the lock to the system, which drops it with the process.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { RunProgress } from ${JSON.stringify(new URL("./_resume.ts", import.meta.url).href)};
+        const p = await RunProgress.open(${JSON.stringify(dir)}, ${JSON.stringify(IDENTITY)});
+        console.log("open", p.done.length);
+        setInterval(() => {}, 1000); // held until killed`,
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      assert.equal((await reader.read()).value?.trim(), "open 1");
+      assert.match(await refusal(dir), new RegExp(`^another run has it open \\(pid ${child.pid} on `));
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel();
+    }
+    using after = await RunProgress.open(dir, IDENTITY);
+    assert.equal(after.done.length, 1, "the killed run's DIR is open to the next");
+    await after.finish();
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "finish() removes the lock file too");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

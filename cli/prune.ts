@@ -461,6 +461,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     args.resume,
     async () => RunProgress.open(args.resume!, await runIdentity(args, model.ckpt, model.cfg.nLayers, calib)),
   );
+  if (saved) resources.use(saved); // DIR stays locked until the run ends, whichever way
   const pool = await ForwardPool.create(model.cfg, model.weights, {
     seqLen: seqlen,
     calibWindows: calib.windows,

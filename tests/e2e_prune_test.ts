@@ -208,7 +208,10 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
     );
     assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/failed.json`)).resume, { dir: resume, blocks: 3 });
     const kept = [...Deno.readDirSync(resume)].map((e) => e.name).sort();
-    assert.deepEqual(kept, [0, 1, 2].map((b) => `zprune-block-000${b}.msgpack`).concat("zprune-run.json"));
+    assert.deepEqual(
+      kept,
+      [0, 1, 2].map((b) => `zprune-block-000${b}.msgpack`).concat("zprune-run.json", "zprune-run.lock"),
+    );
     assert.equal(await Deno.stat(`${dir}/resumed`).then(() => "written", () => "not written"), "not written");
 
     // Another setting would prune the later blocks differently: refused before any request, the progress kept.
