@@ -1,7 +1,7 @@
 /**
  * Load, run, prune and write Hugging Face LLaMA-family checkpoints: the public surface of model/.
  */
-import { type Checkpoint, loadCheckpoint, readConfigJson } from "./safetensors.ts";
+import { type Checkpoint, loadCheckpoint, readConfigJson, storedShare } from "./safetensors.ts";
 import { decodeWeights, type LlamaConfig, type LlamaWeights, parseConfig, storedWeightBytes } from "./config.ts";
 import { checkArenaFits, checkWindowLength, runnerArenaSize } from "./llama.ts";
 import { ARENA_MAX_BYTES } from "./ops.ts";
@@ -42,18 +42,20 @@ export interface LoadOptions {
 
 /**
  * Reads a checkpoint directory and decodes its weights. Refuses, before reading any weights, a model whose forward
- * pass cannot fit WebAssembly's 4 GiB memory even with 16-bit weights (float32 ones where config.json says so), or
- * whose sliding window or `max_position_embeddings` windows of `opts.seqLen` tokens (when given) exceed; and, once
- * read, one that does not fit as it is kept.
+ * pass cannot fit WebAssembly's 4 GiB memory with its weights in the dtypes its shards' headers give (16-bit ones as
+ * stored), or whose sliding window or `max_position_embeddings` windows of `opts.seqLen` tokens (when given) exceed;
+ * and, once read, one that does not fit as it is kept.
  */
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const config = await readConfigJson(dir);
   const cfg = parseConfig(config);
   const run = { seqLen: opts.seqLen ?? 0 };
   // Shards of a model this large take minutes to read, only to fail when the workers start. The bound before reading
-  // takes the dtype config.json states, else the smallest the weights could be stored in.
+  // takes the dtypes the shards' headers give (16-bit matrices may be kept as stored), else the one config.json
+  // states, else the smallest the weights could be stored in.
   const declared = config.torch_dtype ?? config.dtype, f32Bytes = runnerArenaSize(cfg, run).weights;
-  checkArenaFits(cfg, run, `model ${dir}`, declared === "float32" ? f32Bytes : f32Bytes / 2);
+  const share = await storedShare(dir) ?? (declared === "float32" ? 1 : 0.5);
+  checkArenaFits(cfg, run, `model ${dir}`, f32Bytes * share);
   checkWindowLength(cfg, opts.seqLen ?? 0);
   const ckpt = await loadCheckpoint(dir, config);
   const mode = opts.keep16 ?? "auto";

@@ -57,6 +57,35 @@ Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before 
   });
 });
 
+/** A `model.safetensors` of one tensor of `dtype` whose header is whole but whose data is missing. */
+async function writeHeaderOnly(dir: string, dtype: string): Promise<void> {
+  const header = new TextEncoder().encode(JSON.stringify({ w: { dtype, shape: [4], data_offsets: [0, 16] } }));
+  const bytes = new Uint8Array(8 + header.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
+  bytes.set(header, 8);
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+}
+
+Deno.test("loadModel()'s check before reading weights takes the dtype the shards' headers give", async () => {
+  // The weights' bytes are missing: reading them fails, so a refusal naming the arena came before any were read.
+  const unread = /model\.safetensors: tensor w offsets \[0, 16\] disagree with shape or file size/;
+  // No dtype in config.json, float32 shards: 4.40 GB of weights, refused.
+  await withConfigOnly(TINYLLAMA, async (dir) => {
+    await writeHeaderOnly(dir, "F32");
+    await assert.rejects(() => loadModel(dir), /needs a 4\.\d\d GiB arena \(float32 weights 4\.\d\d GiB/);
+  });
+  // config.json says float32 where the shards hold bf16: the shards are what is loaded, 2.20 GB kept as stored.
+  await withConfigOnly({ ...TINYLLAMA, torch_dtype: "float32" }, async (dir) => {
+    await writeHeaderOnly(dir, "BF16");
+    await assert.rejects(() => loadModel(dir), unread);
+  });
+  // A header that cannot be read leaves the bound to config.json, and the loader names the damage.
+  await withConfigOnly(TINYLLAMA, async (dir) => {
+    await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0]));
+    await assert.rejects(() => loadModel(dir), /header length \d+ exceeds the file/);
+  });
+});
+
 Deno.test("loadModel() takes Llama 3.2 1B's config (bf16): 4.88 GiB as float32, 2.58 GiB kept 16-bit", async () => {
   const llama32 = {
     architectures: ["LlamaForCausalLM"],

@@ -50,6 +50,30 @@ function isCounts(v: unknown, length?: number): v is number[] {
     v.every((x) => Number.isSafeInteger(x) && x >= 0);
 }
 
+/** The header length a safetensors file's first 8 bytes give (0 where there are fewer). */
+function headerLength(bytes: Uint8Array): number {
+  if (bytes.byteLength < 8) return 0;
+  return Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+}
+
+/**
+ * The JSON header at the start of `bytes` (at least the first 8 + header length bytes of a file of `fileSize`
+ * bytes), checked to be an object that the file holds whole.
+ */
+function parseHeader(bytes: Uint8Array, path: string, fileSize: number): Record<string, unknown> {
+  if (fileSize < 8) throw new RangeError(`${path}: too short for a safetensors header`);
+  const headerLen = headerLength(bytes);
+  if (8 + headerLen > fileSize) throw new RangeError(`${path}: header length ${headerLen} exceeds the file`);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (e) {
+    throw new SyntaxError(`${path}: its header is not JSON: ${e instanceof Error ? e.message : e}`, { cause: e });
+  }
+  if (!isObject(header)) throw new TypeError(`${path}: its header is not a JSON object`);
+  return header;
+}
+
 /**
  * Parses one safetensors file's bytes into tensors (views, no copies); `path` names the file in errors. Checks the
  * header as the format's reference reader does: a JSON object whose `__metadata__` maps strings to strings, and
@@ -62,18 +86,8 @@ function parseSafetensors(
   shard: string,
   path: string,
 ): { tensors: StoredTensor[]; metadata?: Record<string, string> } {
-  if (bytes.byteLength < 8) throw new RangeError(`${path}: too short for a safetensors header`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(view.getBigUint64(0, true));
-  if (8 + headerLen > bytes.byteLength) throw new RangeError(`${path}: header length ${headerLen} exceeds the file`);
-  let header: unknown;
-  try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
-  } catch (e) {
-    throw new SyntaxError(`${path}: its header is not JSON: ${e instanceof Error ? e.message : e}`, { cause: e });
-  }
-  if (!isObject(header)) throw new TypeError(`${path}: its header is not a JSON object`);
-  const base = 8 + headerLen, dataLen = bytes.byteLength - base;
+  const header = parseHeader(bytes, path, bytes.byteLength);
+  const base = 8 + headerLength(bytes), dataLen = bytes.byteLength - base;
   const entries: { t: StoredTensor; begin: number; end: number }[] = [];
   let metadata: Record<string, string> | undefined;
   for (const [name, entry] of Object.entries(header)) {
@@ -231,6 +245,51 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
     shards.push({ file, names: parsed.tensors.map((t) => t.name), metadata: parsed.metadata });
   }
   return { dir, config, tensors, shards, index };
+}
+
+/**
+ * The bytes a checkpoint's tensors take as stored, per byte they would take as float32, read from its shards' headers
+ * alone (a few KiB each): 1 for float32 weights, 0.5 for 16-bit ones, between for a mix. Undefined where a shard or
+ * header cannot be read or names a dtype not read: `loadCheckpoint` then says what is wrong.
+ */
+export async function storedShare(dir: string): Promise<number | undefined> {
+  let stored = 0, asF32 = 0;
+  try {
+    const { files } = await shardFiles(dir);
+    for (const file of files) {
+      using f = await Deno.open(`${dir}/${file}`);
+      const size = (await f.stat()).size;
+      const head = new Uint8Array(Math.min(size, 8));
+      await readFull(f, head);
+      // safetensors' own reader refuses headers over 100 MB; a longer claim is a damaged file for the loader to name.
+      const len = headerLength(head);
+      if (len > 100_000_000 || 8 + len > size) return undefined;
+      const bytes = new Uint8Array(8 + len);
+      bytes.set(head);
+      await readFull(f, bytes.subarray(8));
+      for (const [name, entry] of Object.entries(parseHeader(bytes, `${dir}/${file}`, size))) {
+        if (name === "__metadata__") continue;
+        const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown };
+        const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
+        if (!dtype || !isCounts(e.shape)) return undefined;
+        const n = e.shape.reduce((a, b) => a * b, 1);
+        stored += n * DTYPE_BYTES[dtype];
+        asF32 += n * 4;
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return asF32 > 0 ? stored / asF32 : undefined;
+}
+
+/** Fills `buf` from `file`'s current position; throws at the end of the file. */
+async function readFull(file: Deno.FsFile, buf: Uint8Array): Promise<void> {
+  for (let at = 0; at < buf.length;) {
+    const n = await file.read(buf.subarray(at));
+    if (n === null) throw new RangeError("unexpected end of file");
+    at += n;
+  }
 }
 
 /** Serialises tensors into one safetensors file, in the given order, with 8-byte aligned data. */
