@@ -313,7 +313,12 @@ Deno.test("main() --resume: SIGINT while pruning says which blocks are kept; the
     assert.deepEqual([report.error, report.resume.blocks], ["SIGINT while pruning", 2]);
     assert.ok(report.densePpl > 1, `dense perplexity ${report.densePpl}`);
     const kept = [...Deno.readDirSync(`${dir}/progress`)].map((e) => e.name).filter((n) => !n.startsWith("."));
-    assert.deepEqual(kept.sort(), ["zprune-block-0000.msgpack", "zprune-block-0001.msgpack", "zprune-run.json"]);
+    assert.deepEqual(kept.sort(), [
+      "zprune-block-0000.msgpack",
+      "zprune-block-0001.msgpack",
+      "zprune-run.json",
+      "zprune-run.lock",
+    ]);
   } finally {
     release();
     await server.close();
