@@ -44,8 +44,14 @@ const PROBE_TIMEOUT_MS = 15_000;
 export interface PruneReport {
   model: string;
   server: string;
+  /** The backend and device that answered the last layer. */
   backend: string;
   device: string;
+  /**
+   * Where more than one backend or device answered (servers changed between the runs of --resume, or one --server
+   * balanced over several): each, in the order first seen, with how many layers it answered.
+   */
+  servedBy?: SequentialResult["servedBy"];
   method: string;
   pattern: string;
   sparsity?: number;
@@ -371,6 +377,9 @@ function printReport(r: PruneReport): void {
   const f = (x: number | undefined) => x === undefined ? "-" : x.toFixed(4);
   console.log(`model        ${r.model}`);
   console.log(`server       ${r.server} (${r.backend}, ${r.device})`);
+  for (const s of r.servedBy ?? []) {
+    console.log(`             ${s.layers} layer(s) answered by ${s.backend}, ${s.device}`);
+  }
   const exact = r.layers.filter((l) => l.exactPath !== undefined).length;
   if (exact > 0) {
     console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
@@ -546,6 +555,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     server: args.server ?? "in-process",
     backend: res.backend,
     device: res.device,
+    ...(res.servedBy.length > 1 ? { servedBy: res.servedBy } : {}),
     method,
     pattern,
     sparsity,

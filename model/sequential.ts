@@ -55,8 +55,11 @@ export interface BlockRecord {
 export interface SequentialResult {
   layers: LayerRecord[];
   blocks: BlockRecord[];
+  /** The backend and device that answered the last layer. */
   backend: string;
   device: string;
+  /** Each backend and device that answered, in the order first seen, with how many layers it answered. */
+  servedBy: { backend: string; device: string; layers: number }[];
   /** Total pruned, total weights and weights at zero once masked, over every pruned layer. */
   pruned: number;
   total: number;
@@ -231,7 +234,16 @@ export async function pruneSequential(
   windows: number,
   progress: SequentialProgress = {},
 ): Promise<SequentialResult> {
-  const result: SequentialResult = { layers: [], blocks: [], backend: "", device: "", pruned: 0, total: 0, zeros: 0 };
+  const result: SequentialResult = {
+    layers: [],
+    blocks: [],
+    backend: "",
+    device: "",
+    servedBy: [],
+    pruned: 0,
+    total: 0,
+    zeros: 0,
+  };
   const done = progress.done ?? [];
   if (done.length > cfg.nLayers) throw new RangeError(`${done.length} blocks pruned already, of ${cfg.nLayers}`);
   const { limits } = done.length < cfg.nLayers ? await client.info() : { limits: undefined };
@@ -240,8 +252,7 @@ export async function pruneSequential(
     if (block.block !== l) throw new RangeError(`block ${block.block} given as the pruned block ${l}`);
     await applyBlock(ckpt, pool, l, block.layers, result);
     result.blocks.push(block.record);
-    result.backend = block.backend;
-    result.device = block.device;
+    servedBy(result, block.backend, block.device, block.layers.length);
     await pool.calibAdvance(l);
     progress.onBlock?.(l);
   }
@@ -282,8 +293,7 @@ export async function pruneSequential(
       }
       answers.push(...res.layers);
       for (const k of Object.keys(server) as (keyof Timings)[]) server[k] += res.timings[k];
-      result.backend = res.backend;
-      result.device = res.device;
+      servedBy(result, res.backend, res.device, res.layers.length);
     }
     const requestMs = performance.now() - t0;
     t0 = performance.now();
@@ -295,6 +305,15 @@ export async function pruneSequential(
     progress.onBlock?.(l);
   }
   return result;
+}
+
+/** Counts `layers` answered by `backend` on `device`, which are now the last to have answered. */
+function servedBy(result: SequentialResult, backend: string, device: string, layers: number): void {
+  result.backend = backend;
+  result.device = device;
+  const seen = result.servedBy.find((s) => s.backend === backend && s.device === device);
+  if (seen) seen.layers += layers;
+  else result.servedBy.push({ backend, device, layers });
 }
 
 /**

@@ -225,10 +225,18 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
     assert.deepEqual([...asked], []);
     assert.deepEqual([...Deno.readDirSync(resume)].map((e) => e.name).sort(), kept);
 
+    // Resumed against another server: the report counts what each answered.
     refuse = false;
-    const resumed = await main([...flags, "--out", `${dir}/resumed`, "--resume", resume]);
+    const other = await startServer({ backend: { ...backend, device: "the other server's CPU" } });
+    const otherFlags = flags.map((f) => f === server.url ? other.url : f);
+    const resumed = await main([...otherFlags, "--out", `${dir}/resumed`, "--resume", resume]).finally(other.close);
     assert.ok(resumed);
     assert.deepEqual([...asked].sort(), [3, 4, 5], "requests for the blocks not kept only");
+    assert.deepEqual([whole.servedBy, resumed.device], [undefined, "the other server's CPU"]);
+    assert.deepEqual(resumed.servedBy, [
+      { backend: "cpu", device: cpu.device, layers: 21 },
+      { backend: "cpu", device: "the other server's CPU", layers: 21 },
+    ]);
     assert.deepEqual(resumed.resumed, { dir: resume, blocks: 3, densePpl: true });
     assert.equal(resumed.densePpl, whole.densePpl);
     assert.equal(resumed.prunedPpl, whole.prunedPpl);
