@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
 import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile } from "../model/safetensors.ts";
+import { checkNotHeld } from "./_resume.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -341,6 +342,8 @@ async function checkResume(raw: string, args: PruneArgs): Promise<void> {
   if (info && !info.isDirectory) throw new Error("it exists and is not a directory");
   if (info) {
     await Deno.remove(await Deno.makeTempFile({ dir: place, prefix: ".zprune-probe-" }));
+    // Refused now rather than once the model is read and hashed (about 1.4 s a GiB).
+    await checkNotHeld(place);
     return;
   }
   // Made by the run itself (RunProgress), not its parents: a mistyped parent is better refused than created.

@@ -4,8 +4,9 @@
  * and settings. DIR holds `zprune-run.json` (what the masks depend on, and the dense evaluation) and one
  * `zprune-block-NNNN.msgpack` per pruned block (its layers as the server answered them, masks included). Each file is
  * written whole under a temporary name and then renamed: a file there is complete. A run that succeeds removes them.
- * While a run has DIR open it holds an exclusive lock on `zprune-run.lock` there, which the system drops when the
- * process ends however it ends: a second run on the same DIR is refused rather than writing over the first's blocks.
+ * While a run has DIR open it holds an exclusive lock on DIR itself (an flock, which the system drops when the process
+ * ends however it ends), and says who it is in `zprune-run.holder`: a second run on the same DIR is refused, naming
+ * the first, rather than writing over its blocks.
  */
 import { PruneResponseSchema } from "../contract/api.ts";
 import { countBits } from "../contract/mask_bits.ts";
@@ -50,10 +51,10 @@ interface RunFile {
 
 const FORMAT = "zprune-resume/1";
 const RUN_FILE = "zprune-run.json";
-const LOCK_FILE = "zprune-run.lock";
+const HOLDER_FILE = "zprune-run.holder";
 const blockFile = (l: number) => `zprune-block-${String(l).padStart(4, "0")}.msgpack`;
 const BLOCK_FILE = /^zprune-block-(\d{4,})\.msgpack$/;
-const TEMP_FILE = /^\.zprune-(run\.json|block-\d{4,}\.msgpack)\.zprune-partial$/;
+const TEMP_FILE = /^\.zprune-(run\.json|run\.holder|block-\d{4,}\.msgpack)\.zprune-partial$/;
 
 /** SHA-256, in hex, of token ids (as 32-bit integers: the same ids give the same digest from any array type). */
 export function tokensDigest(ids: TokenArray): string {
@@ -109,9 +110,10 @@ export class RunProgress implements Disposable {
   dense: KeptDense | undefined;
   readonly #dir: string;
   readonly #run: RunFile;
-  readonly #lock: Deno.FsFile;
+  /** DIR opened and locked; undefined where its filesystem has no locks. */
+  readonly #lock: Deno.FsFile | undefined;
 
-  private constructor(dir: string, run: RunFile, done: PrunedBlock[], lock: Deno.FsFile) {
+  private constructor(dir: string, run: RunFile, done: PrunedBlock[], lock: Deno.FsFile | undefined) {
     this.#dir = dir;
     this.#run = run;
     this.done = done;
@@ -132,16 +134,26 @@ export class RunProgress implements Disposable {
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
     }
-    const lock = await lockDir(dir);
+    let lock: Deno.FsFile | undefined;
     try {
+      lock = await lockDir(dir);
+      // Only for a refusal's message: a run that cannot write it writes its progress or says why it cannot.
+      if (lock) await writeWhole(dir, HOLDER_FILE, new TextEncoder().encode(holderNote() + "\n")).catch(() => {});
       return await RunProgress.#read(dir, identity, madeDir, lock);
     } catch (e) {
-      lock.close();
+      // Made and held by this run, it holds nothing of another's; removed before another can take it.
+      if (madeDir && lock) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      lock?.close();
       throw e;
     }
   }
 
-  static async #read(dir: string, identity: RunIdentity, madeDir: boolean, lock: Deno.FsFile): Promise<RunProgress> {
+  static async #read(
+    dir: string,
+    identity: RunIdentity,
+    madeDir: boolean,
+    lock: Deno.FsFile | undefined,
+  ): Promise<RunProgress> {
     const kept = await readRunFile(dir);
     const blocks = await blockNumbers(dir);
     if (kept === undefined && blocks.length > 0) {
@@ -197,15 +209,16 @@ export class RunProgress implements Disposable {
     }
     for (const name of names) await Deno.remove(`${this.#dir}/${name}`);
     await Deno.remove(`${this.#dir}/${RUN_FILE}`);
-    // Removed while still held: a run that opened the old file and locks it once this one closes sees it is gone.
-    await Deno.remove(`${this.#dir}/${LOCK_FILE}`);
+    await Deno.remove(`${this.#dir}/${HOLDER_FILE}`).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // not written (no locks there) or removed by hand
+    });
     if (this.#run.madeDir) await Deno.remove(this.#dir).catch(() => {}); // refused unless empty
   }
 
   /** Unlocks DIR, its files kept for the next run. */
   close(): void {
     try {
-      this.#lock.close();
+      this.#lock?.close();
     } catch (e) {
       if (!(e instanceof Deno.errors.BadResource)) throw e; // closed already
     }
@@ -216,39 +229,59 @@ export class RunProgress implements Disposable {
   }
 }
 
+/** Who holds a DIR: this process. */
+function holderNote(): string {
+  return `pid ${Deno.pid} on ${Deno.hostname()}, since ${new Date().toISOString()}`;
+}
+
 /**
- * Takes the exclusive lock on `dir`'s lock file (an flock the system drops when the process ends, a crash included),
- * or refuses, naming the run that holds it. Another file put in the lock's place after a finished run removed it is
- * locked afresh, so that two runs never both believe they hold DIR.
+ * Takes the exclusive lock on `dir` (an flock on the directory itself, which the system drops when the process ends, a
+ * crash included), or refuses, naming the run that holds it. On a filesystem without locks, says so on stderr and goes
+ * on unlocked (undefined), as a run without the lock would.
  */
-async function lockDir(dir: string): Promise<Deno.FsFile> {
-  const path = `${dir}/${LOCK_FILE}`;
-  for (;;) {
-    const file = await Deno.open(path, { read: true, write: true, create: true });
-    try {
-      if (!await file.tryLock(true)) {
-        const holder = new TextDecoder().decode(await Deno.readFile(path)).trim();
-        throw new Error(
-          `another run has it open (${holder || "its lock is held"}); one run at a time per --resume DIR: wait for ` +
-            "that one to end, or give this run another DIR",
-        );
-      }
-      const [held, named] = await Promise.all([file.stat(), Deno.stat(path).catch(() => undefined)]);
-      if (named?.ino !== held.ino || named?.dev !== held.dev) {
-        file.close();
-        continue;
-      }
-      await file.truncate();
-      const holder = `pid ${Deno.pid} on ${Deno.hostname()}, since ${new Date().toISOString()}`;
-      await file.write(new TextEncoder().encode(holder + "\n"));
-      return file;
-    } catch (e) {
-      try {
-        file.close();
-      } catch { /* closed above */ }
-      throw e;
-    }
+async function lockDir(dir: string): Promise<Deno.FsFile | undefined> {
+  const file = await Deno.open(dir, { read: true });
+  let locked: boolean;
+  try {
+    locked = await file.tryLock(true);
+  } catch (e) {
+    file.close();
+    console.error(
+      `prune: --resume ${dir} cannot be locked (${e instanceof Error ? e.message : e}); make sure no other run uses it`,
+    );
+    return undefined;
   }
+  if (locked) return file;
+  file.close();
+  throw new Error(
+    `another run has it open (${await heldBy(dir)}); one run at a time per --resume DIR: wait for that one to end, ` +
+      "or give this run another DIR",
+  );
+}
+
+/** What `dir`'s holder says of itself, for a refusal. */
+async function heldBy(dir: string): Promise<string> {
+  const note = await Deno.readTextFile(`${dir}/${HOLDER_FILE}`).catch(() => "");
+  return note.trim() || "it has not said who it is yet";
+}
+
+/**
+ * Refuses, before a run reads its model, a `dir` that another run has open; leaves it unlocked. A `dir` that does not
+ * exist, or cannot be locked, passes (RunProgress.open says more).
+ */
+export async function checkNotHeld(dir: string): Promise<void> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(dir, { read: true });
+  } catch {
+    return;
+  }
+  try {
+    if (await file.tryLock(true).catch(() => true)) return;
+  } finally {
+    file.close();
+  }
+  throw new Error(`another run has it open (${await heldBy(dir)}); one run at a time per --resume DIR`);
 }
 
 /** `name` written into `dir` whole: under a temporary name first, then renamed over any earlier one. */

@@ -4,7 +4,7 @@
  * tests/e2e_prune_test.ts.
  */
 import assert from "node:assert/strict";
-import { checkpointDigest, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
+import { checkNotHeld, checkpointDigest, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
 import { loadCheckpoint, type PrunedBlock } from "../model/mod.ts";
 
 const IDENTITY: RunIdentity = {
@@ -176,7 +176,14 @@ Deno.test("RunProgress locks DIR: a second run is refused while one has it, not 
       await refusal(dir),
       new RegExp(`^another run has it open \\(pid ${Deno.pid} on .*, since .*\\); one run`),
     );
+    // The CLI's check before it reads the model, which leaves DIR as it was.
+    await assert.rejects(checkNotHeld(dir), new RegExp(`^Error: another run has it open \\(pid ${Deno.pid} `));
+    // The lock is on DIR, not on the note naming its holder: removing the note unlocks nothing.
+    await Deno.remove(`${dir}/zprune-run.holder`);
+    assert.match(await refusal(dir), /^another run has it open \(it has not said who it is yet\)/);
     first.close();
+    await checkNotHeld(dir);
+    await checkNotHeld(`${dir}/not-made`);
     await withProgress(dir, IDENTITY, (p) => assert.equal(p.done.length, 1));
 
     // A run killed outright (no cleanup of its own) leaves the lock to the system, which drops it with the process.
@@ -203,7 +210,7 @@ Deno.test("RunProgress locks DIR: a second run is refused while one has it, not 
     using after = await RunProgress.open(dir, IDENTITY);
     assert.equal(after.done.length, 1, "the killed run's DIR is open to the next");
     await after.finish();
-    assert.deepEqual([...Deno.readDirSync(dir)], [], "finish() removes the lock file too");
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "finish() removes the holder's note too");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

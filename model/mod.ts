@@ -43,8 +43,8 @@ export interface LoadOptions {
 /**
  * Reads a checkpoint directory and decodes its weights. Refuses, before reading any weights, a model whose forward
  * pass cannot fit WebAssembly's 4 GiB memory with its weights in the dtypes its shards' headers give (16-bit ones as
- * stored), or whose sliding window or `max_position_embeddings` windows of `opts.seqLen` tokens (when given) exceed;
- * and, once read, one that does not fit as it is kept.
+ * stored, unless `keep16` is false), or whose sliding window or `max_position_embeddings` windows of `opts.seqLen`
+ * tokens (when given) exceed; and, once read, one that does not fit as it is kept.
  */
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const config = await readConfigJson(dir);
@@ -54,7 +54,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   // takes the dtypes the shards' headers give (16-bit matrices may be kept as stored), else the one config.json
   // states, else the smallest the weights could be stored in.
   const declared = config.torch_dtype ?? config.dtype, f32Bytes = runnerArenaSize(cfg, run).weights;
-  const share = await storedShare(dir) ?? (declared === "float32" ? 1 : 0.5);
+  const share = opts.keep16 === false ? 1 : await storedShare(dir) ?? (declared === "float32" ? 1 : 0.5);
   checkArenaFits(cfg, run, `model ${dir}`, f32Bytes * share);
   checkWindowLength(cfg, opts.seqLen ?? 0);
   const ckpt = await loadCheckpoint(dir, config);

@@ -57,30 +57,38 @@ Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before 
   });
 });
 
-/** A `model.safetensors` of one tensor of `dtype` whose header is whole but whose data is missing. */
-async function writeHeaderOnly(dir: string, dtype: string): Promise<void> {
-  const header = new TextEncoder().encode(JSON.stringify({ w: { dtype, shape: [4], data_offsets: [0, 16] } }));
-  const bytes = new Uint8Array(8 + header.length);
+/** A `model.safetensors` of one 4-element tensor `w` of `dtype`, none of the model's. */
+async function writeOneTensor(dir: string, dtype: "F32" | "BF16"): Promise<void> {
+  const size = dtype === "F32" ? 16 : 8;
+  const header = new TextEncoder().encode(JSON.stringify({ w: { dtype, shape: [4], data_offsets: [0, size] } }));
+  const bytes = new Uint8Array(8 + header.length + size);
   new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
   bytes.set(header, 8);
   await Deno.writeFile(`${dir}/model.safetensors`, bytes);
 }
 
 Deno.test("loadModel()'s check before reading weights takes the dtype the shards' headers give", async () => {
-  // The weights' bytes are missing: reading them fails, so a refusal naming the arena came before any were read.
-  const unread = /model\.safetensors: tensor w offsets \[0, 16\] disagree with shape or file size/;
+  // Past the check, the loader finds none of the model's tensors.
+  const past = /has no tensor model\.layers\.0\.input_layernorm\.weight/;
   // No dtype in config.json, float32 shards: 4.40 GB of weights, refused.
   await withConfigOnly(TINYLLAMA, async (dir) => {
-    await writeHeaderOnly(dir, "F32");
+    await writeOneTensor(dir, "F32");
     await assert.rejects(() => loadModel(dir), /needs a 4\.\d\d GiB arena \(float32 weights 4\.\d\d GiB/);
   });
   // config.json says float32 where the shards hold bf16: the shards are what is loaded, 2.20 GB kept as stored.
   await withConfigOnly({ ...TINYLLAMA, torch_dtype: "float32" }, async (dir) => {
-    await writeHeaderOnly(dir, "BF16");
-    await assert.rejects(() => loadModel(dir), unread);
+    await writeOneTensor(dir, "BF16");
+    await assert.rejects(() => loadModel(dir), past);
+    // Unless 16-bit matrices are to be decoded: 4.40 GB of float32 again.
+    await assert.rejects(() => loadModel(dir, { keep16: false }), /arena \(float32 weights 4\.\d\d GiB/);
   });
-  // A header that cannot be read leaves the bound to config.json, and the loader names the damage.
+  // A header that cannot be trusted (here a claim of more bytes than the file holds, or a length past it) leaves the
+  // bound to config.json, and the loader names the damage rather than a model too large.
   await withConfigOnly(TINYLLAMA, async (dir) => {
+    await writeOneTensor(dir, "F32");
+    const bytes = await Deno.readFile(`${dir}/model.safetensors`);
+    await Deno.writeFile(`${dir}/model.safetensors`, bytes.subarray(0, bytes.length - 1));
+    await assert.rejects(() => loadModel(dir), /tensor w offsets \[0, 16\] disagree with shape or file size/);
     await Deno.writeFile(`${dir}/model.safetensors`, new Uint8Array([255, 255, 255, 255, 0, 0, 0, 0]));
     await assert.rejects(() => loadModel(dir), /header length \d+ exceeds the file/);
   });

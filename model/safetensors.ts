@@ -269,10 +269,12 @@ export async function storedShare(dir: string): Promise<number | undefined> {
       await readFull(f, bytes.subarray(8));
       for (const [name, entry] of Object.entries(parseHeader(bytes, `${dir}/${file}`, size))) {
         if (name === "__metadata__") continue;
-        const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown };
+        const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
         const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
-        if (!dtype || !isCounts(e.shape)) return undefined;
-        const n = e.shape.reduce((a, b) => a * b, 1);
+        if (!dtype || !isCounts(e.shape) || !isCounts(e.data_offsets, 2)) return undefined;
+        // Sizes the file does not hold are damage for the loader to name, not a model too large.
+        const n = e.shape.reduce((a, b) => a * b, 1), [begin, end] = e.data_offsets;
+        if (end! - begin! !== n * DTYPE_BYTES[dtype] || end! > size - 8 - len) return undefined;
         stored += n * DTYPE_BYTES[dtype];
         asF32 += n * 4;
       }
@@ -280,7 +282,7 @@ export async function storedShare(dir: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-  return asF32 > 0 ? stored / asF32 : undefined;
+  return asF32 > 0 && Number.isFinite(stored / asF32) ? stored / asF32 : undefined;
 }
 
 /** Fills `buf` from `file`'s current position; throws at the end of the file. */

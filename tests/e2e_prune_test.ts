@@ -210,7 +210,7 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
     const kept = [...Deno.readDirSync(resume)].map((e) => e.name).sort();
     assert.deepEqual(
       kept,
-      [0, 1, 2].map((b) => `zprune-block-000${b}.msgpack`).concat("zprune-run.json", "zprune-run.lock"),
+      [0, 1, 2].map((b) => `zprune-block-000${b}.msgpack`).concat("zprune-run.holder", "zprune-run.json"),
     );
     assert.equal(await Deno.stat(`${dir}/resumed`).then(() => "written", () => "not written"), "not written");
 
