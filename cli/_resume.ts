@@ -253,16 +253,16 @@ async function lockDir(dir: string): Promise<Deno.FsFile | undefined> {
   }
   if (locked) return file;
   file.close();
-  throw new Error(
-    `another run has it open (${await heldBy(dir)}); one run at a time per --resume DIR: wait for that one to end, ` +
-      "or give this run another DIR",
-  );
+  throw await heldError(dir);
 }
 
-/** What `dir`'s holder says of itself, for a refusal. */
-async function heldBy(dir: string): Promise<string> {
-  const note = await Deno.readTextFile(`${dir}/${HOLDER_FILE}`).catch(() => "");
-  return note.trim() || "it has not said who it is yet";
+/** The refusal of a `dir` another run holds, naming that run as its note says. */
+async function heldError(dir: string): Promise<Error> {
+  const note = (await Deno.readTextFile(`${dir}/${HOLDER_FILE}`).catch(() => "")).trim();
+  return new Error(
+    `another run has it open (${note || "it has not said who it is yet"}); one run at a time per --resume DIR: ` +
+      "wait for that one to end, or give this run another DIR",
+  );
 }
 
 /**
@@ -281,7 +281,7 @@ export async function checkNotHeld(dir: string): Promise<void> {
   } finally {
     file.close();
   }
-  throw new Error(`another run has it open (${await heldBy(dir)}); one run at a time per --resume DIR`);
+  throw await heldError(dir);
 }
 
 /** `name` written into `dir` whole: under a temporary name first, then renamed over any earlier one. */
