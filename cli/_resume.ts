@@ -8,7 +8,8 @@
  * ends however it ends), and says who it is in `zprune-run.holder`: a second run on the same DIR is refused, naming
  * the first, rather than writing over its blocks.
  */
-import { PruneResponseSchema } from "../contract/api.ts";
+import { parsePattern, PruneResponseSchema } from "../contract/api.ts";
+import { patternK } from "../prune/prune_layer.ts";
 import { countBits } from "../contract/mask_bits.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createHash } from "node:crypto";
@@ -47,9 +48,19 @@ interface RunFile {
   /** Whether the first run made DIR: then the run that finishes removes it, if nothing else is in it. */
   madeDir: boolean;
   dense?: KeptDense;
+  /** Set by a run that succeeded before it removes its files: whatever it leaves is no progress. */
+  finished?: true;
 }
 
-const FORMAT = "zprune-resume/1";
+/** `zprune-block-NNNN.msgpack`: a pruned block, and the run it belongs to. */
+interface BlockFile extends PrunedBlock {
+  format: typeof FORMAT;
+  /** `runDigest` of the run that kept it: a block copied from another run's DIR is refused. */
+  run: string;
+}
+
+// 2: blocks name their run (1 did not, and is refused as another format).
+const FORMAT = "zprune-resume/2";
 const RUN_FILE = "zprune-run.json";
 const HOLDER_FILE = "zprune-run.holder";
 const blockFile = (l: number) => `zprune-block-${String(l).padStart(4, "0")}.msgpack`;
@@ -74,6 +85,17 @@ export function checkpointDigest(ckpt: Checkpoint): string {
   }
   return hash.digest("hex");
 }
+
+/** SHA-256, in hex, of what a run's masks depend on (the calibration by its ids, not its files' spelling). */
+function runDigest(identity: RunIdentity): string {
+  const { source: _, ...calibration } = identity.calibration;
+  // Through JSON first: an absent field and one set to undefined (as the run file keeps them) are the same.
+  const plain = JSON.parse(JSON.stringify({ ...identity, calibration }));
+  return createHash("sha256").update(canonicalJson(plain)).digest("hex");
+}
+
+/** The identity fields a dense evaluation depends on: with these unchanged, it stands for any pruning settings. */
+const DENSE_KEYS: readonly (keyof RunIdentity)[] = ["model", "checkpoint", "blocks", "seqlen"];
 
 /** The flag that sets each identity field, for a message saying which one differs. */
 const FLAG_OF: Record<keyof RunIdentity, string> = {
@@ -110,12 +132,14 @@ export class RunProgress implements Disposable {
   dense: KeptDense | undefined;
   readonly #dir: string;
   readonly #run: RunFile;
+  readonly #digest: string;
   /** DIR opened and locked; undefined where its filesystem has no locks. */
   readonly #lock: Deno.FsFile | undefined;
 
   private constructor(dir: string, run: RunFile, done: PrunedBlock[], lock: Deno.FsFile | undefined) {
     this.#dir = dir;
     this.#run = run;
+    this.#digest = runDigest(run.identity);
     this.done = done;
     this.dense = run.dense;
     this.#lock = lock;
@@ -154,35 +178,47 @@ export class RunProgress implements Disposable {
     madeDir: boolean,
     lock: Deno.FsFile | undefined,
   ): Promise<RunProgress> {
-    const kept = await readRunFile(dir);
-    const blocks = await blockNumbers(dir);
+    let kept = await readRunFile(dir);
+    let blocks = await blockNumbers(dir);
+    if (kept?.finished) {
+      // A run that succeeded and was stopped while removing its files: what is left is no progress.
+      await removeBlocks(dir);
+      madeDir ||= kept.madeDir;
+      [kept, blocks] = [undefined, []];
+    }
     if (kept === undefined && blocks.length > 0) {
       throw new Error(`it holds ${blockFile(blocks[0]!)} but no ${RUN_FILE}: not a run's progress to continue`);
     }
-    // A run that kept nothing (it failed before its dense evaluation or first block ended) is no progress to guard:
-    // a rerun with mended flags starts over in the same directory.
-    if (kept === undefined || (blocks.length === 0 && kept.dense === undefined)) {
-      const run: RunFile = { format: FORMAT, identity, madeDir: madeDir || (kept?.madeDir ?? false) };
-      await writeWhole(dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(run, null, 2) + "\n"));
-      return new RunProgress(dir, run, [], lock);
-    }
-    for (const key of Object.keys(FLAG_OF) as (keyof RunIdentity)[]) {
+    // Without a block, only a kept dense evaluation is progress (hours, on a large model), and only what it depends on
+    // is guarded: a rerun with other pruning settings starts over in the same directory, reusing it.
+    const guarded = blocks.length > 0 ? Object.keys(FLAG_OF) as (keyof RunIdentity)[] : kept?.dense ? DENSE_KEYS : [];
+    for (const key of guarded) {
       // The calibration by its ids alone: its source names files as they were spelled ("./c.txt", "c.txt").
       const compared = (i: RunIdentity) =>
         key === "calibration" ? [i.calibration?.windows, i.calibration?.sha256] : i[key];
-      if (JSON.stringify(compared(kept.identity)) !== JSON.stringify(compared(identity))) {
+      if (JSON.stringify(compared(kept!.identity)) !== JSON.stringify(compared(identity))) {
         throw new Error(
-          `it holds the progress of another run: ${FLAG_OF[key]} was ${shown(key, kept.identity[key])}, ` +
+          `it holds the progress of another run: ${FLAG_OF[key]} was ${shown(key, kept!.identity[key])}, ` +
             `this run's is ${shown(key, identity[key])}; give the same flags to continue it, or remove ${dir} ` +
             "to start over",
         );
       }
     }
+    if (kept === undefined || blocks.length === 0) {
+      const run: RunFile = {
+        format: FORMAT,
+        identity,
+        madeDir: madeDir || (kept?.madeDir ?? false),
+        dense: kept?.dense,
+      };
+      await writeWhole(dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(run, null, 2) + "\n"));
+      return new RunProgress(dir, run, [], lock);
+    }
     const done: PrunedBlock[] = [];
     for (const [i, l] of blocks.entries()) {
       if (l !== i) throw new Error(`it holds ${blockFile(l)} but no ${blockFile(i)}: blocks are pruned in order`);
       if (l >= identity.blocks) throw new Error(`it holds ${blockFile(l)}, past the model's ${identity.blocks} blocks`);
-      done.push(await readBlock(dir, l));
+      done.push(await readBlock(dir, l, kept.identity));
     }
     return new RunProgress(dir, kept, done, lock);
   }
@@ -196,22 +232,22 @@ export class RunProgress implements Disposable {
 
   /** Keeps a pruned block: written whole before this returns. */
   async keepBlock(block: PrunedBlock): Promise<void> {
-    await writeWhole(this.#dir, blockFile(block.block), encodeMsgpack({ format: FORMAT, ...block }));
+    const file: BlockFile = { format: FORMAT, run: this.#digest, ...block };
+    await writeWhole(this.#dir, blockFile(block.block), encodeMsgpack(file));
   }
 
   /** Removes the run's files, and the directory where the first run made it and nothing else is in it; unlocks. */
   async finish(): Promise<void> {
     using _ = this;
-    const names: string[] = [];
-    // A temporary file is left where a run was killed while writing it.
-    for await (const e of Deno.readDir(this.#dir)) {
-      if (BLOCK_FILE.test(e.name) || TEMP_FILE.test(e.name)) names.push(e.name);
+    // Marked first: a run stopped while the files go leaves no progress that a rerun would continue or refuse.
+    this.#run.finished = true;
+    await writeWhole(this.#dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(this.#run, null, 2) + "\n"));
+    await removeBlocks(this.#dir);
+    for (const name of [HOLDER_FILE, RUN_FILE]) {
+      await Deno.remove(`${this.#dir}/${name}`).catch((e) => {
+        if (!(e instanceof Deno.errors.NotFound)) throw e; // the holder's note, say, removed by hand
+      });
     }
-    for (const name of names) await Deno.remove(`${this.#dir}/${name}`);
-    await Deno.remove(`${this.#dir}/${RUN_FILE}`);
-    await Deno.remove(`${this.#dir}/${HOLDER_FILE}`).catch((e) => {
-      if (!(e instanceof Deno.errors.NotFound)) throw e; // not written (no locks there) or removed by hand
-    });
     if (this.#run.madeDir) await Deno.remove(this.#dir).catch(() => {}); // refused unless empty
   }
 
@@ -227,6 +263,15 @@ export class RunProgress implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Removes the block files from `dir`, and the temporary files a run killed while writing one leaves. */
+async function removeBlocks(dir: string): Promise<void> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (BLOCK_FILE.test(e.name) || TEMP_FILE.test(e.name)) names.push(e.name);
+  }
+  for (const name of names) await Deno.remove(`${dir}/${name}`);
 }
 
 /** Who holds a DIR: this process. */
@@ -258,7 +303,9 @@ async function lockDir(dir: string): Promise<Deno.FsFile | undefined> {
 
 /** The refusal of a `dir` another run holds, naming that run as its note says. */
 async function heldError(dir: string): Promise<Error> {
-  const note = (await Deno.readTextFile(`${dir}/${HOLDER_FILE}`).catch(() => "")).trim();
+  // Printed as it says, less what could drive a terminal: it is a file anyone with DIR may write.
+  const note = (await Deno.readTextFile(`${dir}/${HOLDER_FILE}`).catch(() => "")).trim()
+    .replace(/[\p{Cc}\p{Cf}]/gu, "?").slice(0, 200);
   return new Error(
     `another run has it open (${note || "it has not said who it is yet"}); one run at a time per --resume DIR: ` +
       "wait for that one to end, or give this run another DIR",
@@ -331,10 +378,11 @@ async function blockNumbers(dir: string): Promise<number[]> {
 }
 
 /**
- * Block `l`'s file, checked as the client checks an answer: the contract's schema for its layers, each mask as long as
- * its layer and counting the pruned weights its stats say.
+ * Block `l`'s file, checked as the client checks an answer (the contract's schema for its layers, each mask as long as
+ * its layer and counting the pruned weights its stats say), and as belonging to the run of `identity`: kept by that
+ * run, each mask pruning as many weights as its pattern and sparsity do.
  */
-async function readBlock(dir: string, l: number): Promise<PrunedBlock> {
+async function readBlock(dir: string, l: number, identity: RunIdentity): Promise<PrunedBlock> {
   const name = blockFile(l);
   const fail = (why: string): never => {
     throw new Error(`its ${name} ${why}; remove it (and the blocks after it) to prune them again`);
@@ -346,13 +394,21 @@ async function readBlock(dir: string, l: number): Promise<PrunedBlock> {
     return fail(`cannot be read (${e instanceof Error ? e.message : e})`);
   }
   if (raw?.format !== FORMAT || raw.block !== l) fail(`is not block ${l} of a ${FORMAT} run`);
+  if (raw.run !== runDigest(identity)) fail(`was kept by another run (other settings than ${RUN_FILE}'s)`);
   const parsed = PruneResponseSchema.shape.layers.safeParse(raw.layers);
   if (!parsed.success) fail(`holds layers the contract does not allow (${parsed.error.issues[0]?.message})`);
   const layers = parsed.data!;
+  const pattern = parsePattern(identity.pattern, identity.sparsity);
   for (const layer of layers) {
-    const n = layer.shape[0] * layer.shape[1];
+    const [rows, cols] = layer.shape, n = rows * cols;
     if (layer.mask.byteLength !== Math.ceil(n / 8) || countBits(layer.mask, 0, n) !== layer.stats.pruned) {
       fail(`holds a mask for ${layer.name} that is not its stats' ${layer.stats.pruned} of ${n} weights`);
+    }
+    const k = pattern.kind === "nm" ? rows * (cols / pattern.m) * pattern.n : patternK(pattern, rows, cols);
+    const wanted = pattern.kind === "row" ? rows * k : k;
+    if (layer.stats.pruned !== wanted) {
+      const at = identity.sparsity === undefined ? "" : ` at ${identity.sparsity}`;
+      fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, not the ${wanted} of ${identity.pattern}${at}`);
     }
   }
   const record = raw.record as BlockRecord;

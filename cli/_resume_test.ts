@@ -102,8 +102,13 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
     (await RunProgress.open(dir, { ...IDENTITY, method: "wanda" })).close();
     const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
     await withProgress(dir, IDENTITY, (p) => p.keepDense(dense));
-    // A dense evaluation kept is progress (hours, on a large model): guarded.
-    assert.match(await refusal(dir, { ...IDENTITY, method: "wanda" }), /--method was zpruner, this run's is wanda/);
+    // A dense evaluation kept is progress (hours, on a large model), guarded by what it depends on: the model and the
+    // window length. Other pruning settings start over in its place, with it.
+    assert.match(await refusal(dir, { ...IDENTITY, seqlen: 128 }), /--seqlen was 64, this run's is 128;/);
+    assert.match(await refusal(dir, { ...IDENTITY, checkpoint: "34".repeat(32) }), /SHA-256\) was 121212121212/);
+    for (const other of [{ ...IDENTITY, method: "wanda" }, IDENTITY]) {
+      assert.deepEqual(await withProgress(dir, other, (p) => p.dense), dense);
+    }
     await withProgress(dir, IDENTITY, (p) => p.keepBlock(block(0)));
     const cases: [Partial<RunIdentity>, RegExp][] = [
       [{ method: "wanda" }, /--method was zpruner, this run's is wanda;/],
@@ -127,6 +132,61 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
     // The same ids from files spelled another way ("./c.txt" for "c.txt"): the same run.
     const respelled = { ...IDENTITY, calibration: { ...IDENTITY.calibration, source: "./calib.u16 at ./starts.i64" } };
     assert.equal(await withProgress(dir, respelled, (p) => p.done.length), 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress refuses blocks of another run, and masks that do not prune what the pattern does", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const [mine, theirs] = [`${root}/mine`, `${root}/theirs`];
+    await withProgress(mine, IDENTITY, (p) => p.keepBlock(block(0)));
+    await withProgress(theirs, { ...IDENTITY, sparsity: 0.6 }, (p) => p.keepBlock(block(0)));
+    // A block copied from another run's DIR, whatever its masks: refused.
+    await Deno.copyFile(`${theirs}/zprune-block-0000.msgpack`, `${mine}/zprune-block-0001.msgpack`);
+    assert.match(await refusal(mine), /its zprune-block-0001\.msgpack is not block 1/);
+    await Deno.copyFile(`${theirs}/zprune-block-0000.msgpack`, `${mine}/zprune-block-0000.msgpack`);
+    assert.match(
+      await refusal(mine),
+      /^its zprune-block-0000\.msgpack was kept by another run \(other settings than zprune-run\.json's\); remove it/,
+    );
+    // Nor can the run file be edited to fit them: the blocks are refused as the run's are no longer theirs.
+    const run = JSON.parse(await Deno.readTextFile(`${theirs}/zprune-run.json`));
+    run.identity.sparsity = 0.5;
+    await Deno.writeTextFile(`${theirs}/zprune-run.json`, JSON.stringify(run));
+    assert.match(await refusal(theirs), /zprune-block-0000\.msgpack was kept by another run/);
+
+    // A mask of the run's own, pruning 6 of 15 weights where layer 0.5 prunes floor(7.5) = 7.
+    await Deno.remove(mine, { recursive: true });
+    await withProgress(mine, IDENTITY, (p) => p.keepBlock(block(0, 6)));
+    assert.match(await refusal(mine), /prunes 6 weights of model\.layers\.0\.q\.weight, not the 7 of layer at 0\.5;/);
+    // Row 0.4: floor(0.4 * 5) = 2 a row, 6 a layer; 2:5 would be 3 * 1 * 2 = 6 as well.
+    for (const pattern of ["row", "2:5"]) {
+      const identity = { ...IDENTITY, pattern, sparsity: pattern === "row" ? 0.4 : undefined };
+      await Deno.remove(mine, { recursive: true });
+      await withProgress(mine, identity, (p) => p.keepBlock(block(0, 6)));
+      assert.equal(await withProgress(mine, identity, (p) => p.done.length), 1, pattern);
+      assert.match(await refusal(mine, { ...identity, ...{ sparsity: 0.6, pattern: "row" } }), /--sparsity|--pattern/);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress: a run stopped while removing its files after success leaves no progress behind", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await withProgress(dir, IDENTITY, async (p) => {
+      for (let l = 0; l < 4; l++) await p.keepBlock(block(l));
+    });
+    // finish() marks the run done before it removes anything: here, as if stopped with blocks 0, 1 and 3 left.
+    const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
+    await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, finished: true }));
+    await Deno.remove(`${dir}/zprune-block-0002.msgpack`);
+    using again = await RunProgress.open(dir, { ...IDENTITY, sparsity: 0.6 });
+    assert.deepEqual([again.done, again.dense], [[], undefined], "a fresh run, whatever its flags");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["zprune-run.holder", "zprune-run.json"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -341,12 +341,21 @@ async function reportFailure(
 async function writeInterruptibly(ckpt: Checkpoint, out: string): Promise<string[]> {
   const stop = new AbortController();
   const removeListeners = onStopSignals((s) =>
-    stop.abort(new Error(`${s} while --out ${out} was written; its temporary files were removed`))
+    stop.abort(new StoppedBy(s, `${s} while --out ${out} was written; its temporary files were removed`))
   );
   try {
     return await writeCheckpoint(ckpt, out, stop.signal);
   } finally {
     removeListeners();
+  }
+}
+
+/** A run ended by SIGINT or SIGTERM: the process exits 130 or 143, as a shell reports the signal. */
+class StoppedBy extends Error {
+  readonly exitCode: number;
+  constructor(signal: "SIGINT" | "SIGTERM", message: string) {
+    super(message);
+    this.exitCode = signal === "SIGINT" ? 130 : 143;
   }
 }
 
@@ -625,6 +634,6 @@ if (import.meta.main) {
     // A server's refusal says which code and status, for a log or a retry decision.
     const code = e instanceof ZpruneError ? ` (${e.code}${e.status ? `, HTTP ${e.status}` : ""})` : "";
     console.error(`prune: ${errorChain(e)}${code}`);
-    Deno.exit(1);
+    Deno.exit(e instanceof StoppedBy ? e.exitCode : 1);
   }
 }
