@@ -239,9 +239,12 @@ export class RunProgress implements Disposable {
   /** Removes the run's files, and the directory where the first run made it and nothing else is in it; unlocks. */
   async finish(): Promise<void> {
     using _ = this;
-    // Marked first: a run stopped while the files go leaves no progress that a rerun would continue or refuse.
+    // Marked first: a run stopped while the files go leaves no progress that a rerun would continue or refuse. On a
+    // full disk the mark cannot be written, and the files go anyway: the last blocks first, so that what a stop
+    // leaves is blocks 0 to j, which the same command continues.
     this.#run.finished = true;
-    await writeWhole(this.#dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(this.#run, null, 2) + "\n"));
+    await writeWhole(this.#dir, RUN_FILE, new TextEncoder().encode(JSON.stringify(this.#run, null, 2) + "\n"))
+      .catch(() => {});
     await removeBlocks(this.#dir);
     for (const name of [HOLDER_FILE, RUN_FILE]) {
       await Deno.remove(`${this.#dir}/${name}`).catch((e) => {
@@ -265,13 +268,12 @@ export class RunProgress implements Disposable {
   }
 }
 
-/** Removes the block files from `dir`, and the temporary files a run killed while writing one leaves. */
+/** Removes the temporary files a run killed while writing leaves in `dir`, then its block files, the last first. */
 async function removeBlocks(dir: string): Promise<void> {
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) {
-    if (BLOCK_FILE.test(e.name) || TEMP_FILE.test(e.name)) names.push(e.name);
-  }
-  for (const name of names) await Deno.remove(`${dir}/${name}`);
+  const temps: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (TEMP_FILE.test(e.name)) temps.push(e.name);
+  for (const name of temps) await Deno.remove(`${dir}/${name}`);
+  for (const l of (await blockNumbers(dir)).reverse()) await Deno.remove(`${dir}/${blockFile(l)}`);
 }
 
 /** Who holds a DIR: this process. */
@@ -362,7 +364,11 @@ async function readRunFile(dir: string): Promise<RunFile | undefined> {
     throw new Error(`its ${RUN_FILE} is not JSON (${e instanceof Error ? e.message : e})`, { cause: e });
   }
   if (run?.format !== FORMAT || typeof run.identity !== "object" || run.identity === null) {
-    throw new Error(`its ${RUN_FILE} is not a ${FORMAT} file`);
+    // zprune-resume/1 (blocks that do not name their run) included: remove DIR to start over.
+    throw new Error(
+      `its ${RUN_FILE} is not a ${FORMAT} file (another program's, or an earlier zprune's); remove ${dir} to ` +
+        "start over",
+    );
   }
   return run;
 }
@@ -406,7 +412,9 @@ async function readBlock(dir: string, l: number, identity: RunIdentity): Promise
     }
     const k = pattern.kind === "nm" ? rows * (cols / pattern.m) * pattern.n : patternK(pattern, rows, cols);
     const wanted = pattern.kind === "row" ? rows * k : k;
-    if (layer.stats.pruned !== wanted) {
+    // API.md's floor(sparsity * rows * cols) read left to right may differ from patternK's by one: either is taken.
+    const literal = pattern.kind === "layer" ? Math.floor(pattern.sparsity * rows * cols) : wanted;
+    if (layer.stats.pruned !== wanted && layer.stats.pruned !== literal) {
       const at = identity.sparsity === undefined ? "" : ` at ${identity.sparsity}`;
       fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, not the ${wanted} of ${identity.pattern}${at}`);
     }

@@ -19,23 +19,24 @@ const IDENTITY: RunIdentity = {
   calibration: { source: "calib.u16 at starts.i64", windows: 4, sha256: "ab".repeat(32) },
 };
 
-/** Block `l` of two 3 x 5 layers whose masks prune `pruned` weights each, chosen by `seed`. */
-function block(l: number, pruned = 7, seed = l): PrunedBlock {
+/** Block `l` of two 3 x `cols` layers whose masks prune `pruned` weights each, chosen by `seed`. */
+function block(l: number, pruned = 7, seed = l, cols = 5): PrunedBlock {
+  const total = 3 * cols;
   const layers = ["q", "k"].map((name, i) => {
-    const mask = new Uint8Array(2);
-    // Steps of 7, prime to 15, visit `pruned` distinct weights.
+    const mask = new Uint8Array(Math.ceil(total / 8));
+    // Steps of 7, prime to 15 and 30, visit `pruned` distinct weights.
     for (let k = 0; k < pruned; k++) {
-      const at = (seed + i + 7 * k) % 15;
+      const at = (seed + i + 7 * k) % total;
       mask[at >> 3]! |= 1 << (at & 7);
     }
     const stats = {
       pruned,
-      total: 15,
-      sparsity: pruned / 15,
-      rowSparsity: { min: 0, max: 1, mean: pruned / 15 },
+      total,
+      sparsity: pruned / total,
+      rowSparsity: { min: 0, max: 1, mean: pruned / total },
       nonFinite: 0 as const,
     };
-    return { name: `model.layers.${l}.${name}.weight`, shape: [3, 5] as [number, number], mask, stats };
+    return { name: `model.layers.${l}.${name}.weight`, shape: [3, cols] as [number, number], mask, stats };
   });
   const server = { decodeMs: 1, computeMs: 2, encodeMs: 3, totalMs: 6 };
   return {
@@ -161,6 +162,13 @@ Deno.test("RunProgress refuses blocks of another run, and masks that do not prun
     await Deno.remove(mine, { recursive: true });
     await withProgress(mine, IDENTITY, (p) => p.keepBlock(block(0, 6)));
     assert.match(await refusal(mine), /prunes 6 weights of model\.layers\.0\.q\.weight, not the 7 of layer at 0\.5;/);
+    // API.md's floor(sparsity * rows * cols) read left to right: 0.7 * 3 * 10 is 20.999..., 0.7 * 30 is 21. Either.
+    for (const pruned of [21, 20]) {
+      const identity = { ...IDENTITY, sparsity: 0.7 };
+      await Deno.remove(mine, { recursive: true });
+      await withProgress(mine, identity, (p) => p.keepBlock(block(0, pruned, 0, 10)));
+      assert.equal(await withProgress(mine, identity, (p) => p.done.length), 1, `${pruned}`);
+    }
     // Row 0.4: floor(0.4 * 5) = 2 a row, 6 a layer; 2:5 would be 3 * 1 * 2 = 6 as well.
     for (const pattern of ["row", "2:5"]) {
       const identity = { ...IDENTITY, pattern, sparsity: pattern === "row" ? 0.4 : undefined };
@@ -187,6 +195,11 @@ Deno.test("RunProgress: a run stopped while removing its files after success lea
     using again = await RunProgress.open(dir, { ...IDENTITY, sparsity: 0.6 });
     assert.deepEqual([again.done, again.dense], [[], undefined], "a fresh run, whatever its flags");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), ["zprune-run.holder", "zprune-run.json"]);
+    // On a full disk (here: a directory where the mark's temporary file goes) the files go all the same.
+    await again.keepBlock(block(0));
+    await Deno.mkdir(`${dir}/.zprune-run.json.zprune-partial`);
+    await again.finish();
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
