@@ -8,8 +8,7 @@
  * ends however it ends), and says who it is in `zprune-run.holder`: a second run on the same DIR is refused, naming
  * the first, rather than writing over its blocks.
  */
-import { parsePattern, PruneResponseSchema } from "../contract/api.ts";
-import { patternK } from "../prune/prune_layer.ts";
+import { parsePattern, prunedCounts, PruneResponseSchema } from "../contract/api.ts";
 import { countBits } from "../contract/mask_bits.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createHash } from "node:crypto";
@@ -410,13 +409,10 @@ async function readBlock(dir: string, l: number, identity: RunIdentity): Promise
     if (layer.mask.byteLength !== Math.ceil(n / 8) || countBits(layer.mask, 0, n) !== layer.stats.pruned) {
       fail(`holds a mask for ${layer.name} that is not its stats' ${layer.stats.pruned} of ${n} weights`);
     }
-    const k = pattern.kind === "nm" ? rows * (cols / pattern.m) * pattern.n : patternK(pattern, rows, cols);
-    const wanted = pattern.kind === "row" ? rows * k : k;
-    // API.md's floor(sparsity * rows * cols) read left to right may differ from patternK's by one: either is taken.
-    const literal = pattern.kind === "layer" ? Math.floor(pattern.sparsity * rows * cols) : wanted;
-    if (layer.stats.pruned !== wanted && layer.stats.pruned !== literal) {
+    const counts = prunedCounts(pattern, rows, cols);
+    if (!counts.includes(layer.stats.pruned)) {
       const at = identity.sparsity === undefined ? "" : ` at ${identity.sparsity}`;
-      fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, not the ${wanted} of ${identity.pattern}${at}`);
+      fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, not the ${counts[0]} of ${identity.pattern}${at}`);
     }
   }
   const record = raw.record as BlockRecord;

@@ -15,6 +15,8 @@ import {
   type HealthResponse,
   HealthResponseSchema,
   InfoResponseSchema,
+  parsePattern,
+  prunedCounts,
   type PruneRequestInput,
   type PruneResponse,
   PruneResponseSchema,
@@ -233,6 +235,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
  */
 function checkLayers(request: PruneRequestInput, res: PruneResponse, status: number): void {
   const asked = request.layers;
+  const patternName = request.pattern ?? "layer", pattern = parsePattern(patternName, request.sparsity);
   if (res.layers.length !== asked.length) {
     throw invalidResponse(`${res.layers.length} layer(s) answered for the ${asked.length} sent`, status);
   }
@@ -255,6 +258,15 @@ function checkLayers(request: PruneRequestInput, res: PruneResponse, status: num
     if (layer.stats.pruned !== pruned || layer.stats.total !== count) {
       throw invalidResponse(
         `${where}: stats say ${layer.stats.pruned} of ${layer.stats.total} pruned, the mask ${pruned} of ${count}`,
+        status,
+      );
+    }
+    // API.md: exactly so many for the pattern, whichever weights they are.
+    const counts = prunedCounts(pattern, shape[0]!, shape[1]!);
+    if (!counts.includes(pruned)) {
+      const at = pattern.kind === "nm" ? "" : ` at ${pattern.sparsity}`;
+      throw invalidResponse(
+        `${where}: ${pruned} of ${count} weights pruned, where ${patternName}${at} prunes ${counts.join(" or ")}`,
         status,
       );
     }

@@ -287,12 +287,38 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
       REQUEST,
       /the returned score is bf16 .*\(f32 \[1,8\] expected\)/,
     ],
+    // As many pruned as the mask and stats agree on, but not what the pattern prunes (API.md's Selection).
+    [msgpack(OK_BODY), { ...REQUEST, sparsity: 0.75 }, /4 of 8 weights pruned, where layer at 0\.75 prunes 6$/],
+    [msgpack(OK_BODY), { ...REQUEST, pattern: "row", sparsity: 0.25 }, /where row at 0\.25 prunes 2$/],
+    [msgpack(OK_BODY), { ...REQUEST, pattern: "1:4" }, /4 of 8 weights pruned, where 1:4 prunes 2$/],
     [msgpack(OK_BODY), { ...REQUEST, return: ["mask", "score"] }, /layer 0 \("l0"\): no score, which return asked/],
     [msgpack(OK_BODY), { ...REQUEST, return: ["weight"] }, /no weight, which return asked for/],
   ];
   for (const [answer, request, message] of cases) {
     await withServer(() => answer.clone(), async (url) => {
       await rejectsInvalid(new ZpruneClient({ url, retries: 0 }).pruneLayers(request), message);
+    });
+  }
+  // What the pattern prunes: 2:4 on 1 x 8 is 4 as well; layer 0.7 of 3 x 10 is floor(0.7 * 30) = 21, or 20 read left
+  // to right (0.7 * 3 * 10 = 20.999...), and either is taken.
+  await withServer(() => msgpack(OK_BODY), async (url) => {
+    assert.equal(
+      (await new ZpruneClient({ url }).pruneLayers({ ...REQUEST, pattern: "2:4" })).layers[0]!.stats.pruned,
+      4,
+    );
+  });
+  const wide = {
+    ...REQUEST,
+    sparsity: 0.7,
+    layers: [{ ...REQUEST.layers[0]!, weight: { ...REQUEST.layers[0]!.weight, shape: [3, 10] } }],
+  };
+  for (const pruned of [20, 21]) {
+    const mask = new Uint8Array(4);
+    for (let i = 0; i < pruned; i++) mask[i >> 3]! |= 1 << (i & 7);
+    const stats = { ...OK_BODY.layers[0]!.stats, pruned, total: 30 };
+    const layer = { ...OK_BODY.layers[0]!, shape: [3, 10], mask, stats };
+    await withServer(() => msgpack({ ...OK_BODY, layers: [layer] }), async (url) => {
+      assert.equal((await new ZpruneClient({ url }).pruneLayers(wide)).layers[0]!.stats.pruned, pruned);
     });
   }
   // API.md lets the server add fields: they reach the caller.

@@ -200,6 +200,19 @@ export function parsePattern(pattern: string, sparsity: number | null | undefine
   return { kind: "nm", n: n!, m: m! };
 }
 
+/**
+ * How many weights a pattern prunes in a rows x cols layer, by API.md's Selection: rows * floor(sparsity * cols) for
+ * "row", rows * (cols / M) * N for N:M, and for "layer" floor(sparsity * rows * cols), which may read either way: the
+ * product first (as the golden files and both backends take it) or left to right, which can be one less. Both are
+ * given (once where they agree).
+ */
+export function prunedCounts(pattern: Pattern, rows: number, cols: number): number[] {
+  if (pattern.kind === "nm") return [rows * (cols / pattern.m) * pattern.n];
+  if (pattern.kind === "row") return [rows * Math.floor(pattern.sparsity * cols)];
+  const product = Math.floor(pattern.sparsity * (rows * cols)), literal = Math.floor(pattern.sparsity * rows * cols);
+  return product === literal ? [product] : [product, literal];
+}
+
 /** Per-row sparsity summary. */
 export const RowSparsitySchema = z.object({ min: z.number(), max: z.number(), mean: z.number() });
 

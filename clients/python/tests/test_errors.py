@@ -275,9 +275,10 @@ def test_python_lists_of_integers_are_numbers(server_url: str) -> None:
 # -- retries, against a scripted stand-in server ---------------------------------------------------------------
 
 def _ok_answer() -> bytes:
-    mask = np.packbits(np.zeros(W.size, bool), bitorder="little").tobytes()
-    stats = {"pruned": 0, "total": W.size, "sparsity": 0.0, "rowSparsity": {"min": 0, "max": 0, "mean": 0},
-             "nonFinite": 0}
+    # What layer 0.5 prunes: half the weights (which half does not matter to these tests).
+    mask = np.packbits(np.arange(W.size) % 2 == 0, bitorder="little").tobytes()
+    stats = {"pruned": W.size // 2, "total": W.size, "sparsity": 0.5,
+             "rowSparsity": {"min": 0.5, "max": 0.5, "mean": 0.5}, "nonFinite": 0}
     timings = {"decodeMs": 0.5, "computeMs": 1, "encodeMs": 0.25, "totalMs": 2}
     return msgpack.packb({"backend": "cpu", "device": "stub", "timings": timings, "layers": [
         {"name": "layer", "shape": list(W.shape), "mask": mask, "stats": stats}]}, use_bin_type=True)
@@ -482,7 +483,29 @@ def test_malformed_answers_raise_invalid_response(stub: Tuple[str, Script]) -> N
         assert err.message, what
     script.answers = [(200, {"Content-Type": "application/msgpack"}, cases["a pruned count the mask does not hold"])]
     err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
-    assert f"stats say 3 of {W.size} pruned, the mask 0 of {W.size}" in err.message, err.message
+    assert f"stats say 3 of {W.size} pruned, the mask {W.size // 2} of {W.size}" in err.message, err.message
+    # The mask's own count, but not what the request's pattern prunes (API.md's Selection).
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.75, url=url)
+    assert f"{W.size // 2} of {W.size} weights pruned, where layer at 0.75 prunes 96" in err.message, err.message
+    for pattern, prunes in (("row", "where row at 0.25 prunes 32"), ("1:4", "where 1:4 prunes 32")):
+        script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+        err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.25, pattern=pattern, url=url)
+        assert prunes in err.message, err.message
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    assert int(prune_layer(W, ACT, pattern="2:4", url=url)[0].sum()) == W.size // 2  # 2:4 prunes half as well
+
+
+def test_pruned_counts_follow_api_md_selection() -> None:
+    from zprune_client.client import pruned_counts
+
+    assert pruned_counts("layer", 0.5, 8, 16) == [64]
+    # floor(0.7 * 3 * 10): 0.7 * 30 is 21.000000000000004, read left to right 20.999999999999996; both are taken.
+    assert pruned_counts("layer", 0.7, 3, 10) == [21, 20]
+    assert pruned_counts("row", 0.25, 8, 16) == [8 * 4]
+    assert pruned_counts("row", 0.01, 8, 16) == [0]
+    assert pruned_counts("2:4", None, 8, 16) == [8 * 4 * 2]
+    assert pruned_counts("3:8", 0.9, 2, 16) == [2 * 2 * 3]  # sparsity is ignored for N:M
 
 
 def test_answers_without_the_asked_tensors_or_in_another_dtype_are_invalid(stub: Tuple[str, Script]) -> None:
@@ -725,7 +748,7 @@ def test_an_answer_complete_past_the_timeout_is_kept(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("framing", ["chunked", "until closed"])
 def test_an_answer_without_a_content_length_is_read_whole(framing: str) -> None:
     # The answer is read into a buffer of its Content-Length; without one it grows as the answer comes.
-    mask = np.arange(W.size).reshape(W.shape) % 3 == 0
+    mask = np.arange(W.size).reshape(W.shape) % 4 < 2  # half, as layer 0.5 prunes
     body = msgpack.unpackb(_ok_answer(), raw=False)
     body["layers"][0].update(mask=np.packbits(mask.ravel(), bitorder="little").tobytes(),
                              score={"dtype": "f32", "shape": list(W.shape), "data": np.abs(W).tobytes()})

@@ -592,7 +592,8 @@ class ZpruneClient:
         expected = [(layer["name"], tuple(layer["weight"]["shape"])) for layer in body["layers"]]
         dtypes = [layer["weight"]["dtype"] for layer in body["layers"]]
         try:
-            return parse_prune_answer(answer, expected, returns=returns, dtypes=dtypes)
+            return parse_prune_answer(answer, expected, returns=returns, dtypes=dtypes, pattern=pattern,
+                                      sparsity=sparsity)
         except ZpruneError as e:
             # An answer out of contract is worth asking the server's operator about, as an error answer is.
             e.request_id = e.request_id or request_id
@@ -677,18 +678,37 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def pruned_counts(pattern: str, sparsity: Optional[float], rows: int, cols: int) -> List[int]:
+    """How many weights ``pattern`` prunes in a ``rows`` x ``cols`` layer, by API.md's Selection (as the TypeScript
+    client's ``prunedCounts``): ``rows * floor(sparsity * cols)`` for ``"row"``, ``rows * (cols / M) * N`` for N:M, and
+    for ``"layer"`` ``floor(sparsity * rows * cols)``, which may read either way: the product first (as the golden files
+    and both backends take it) or left to right, which can be one less. Both are given (once where they agree).
+    """
+    if pattern in ("layer", "row"):
+        s = float(sparsity or 0.0)
+        if pattern == "row":
+            return [rows * math.floor(s * cols)]
+        product, literal = math.floor(s * (rows * cols)), math.floor(s * rows * cols)
+        return [product] if product == literal else [product, literal]
+    n, m = (int(x) for x in pattern.split(":"))
+    return [rows * (cols // m) * n]
+
+
 def parse_prune_answer(
     answer: Mapping[str, Any],
     expected: Optional[Sequence[Tuple[str, Tuple[int, ...]]]] = None,
     *,
     returns: Sequence[str] = (),
     dtypes: Optional[Sequence[str]] = None,
+    pattern: Optional[str] = None,
+    sparsity: Optional[float] = None,
 ) -> PruneResult:
     """Turns a decoded answer map into a ``PruneResult``, unpacking masks and tensors.
 
     With ``expected`` (the request's ``(name, shape)`` per layer), checks that the answer has the same layers in
     the same order; with ``returns`` (the request's ``return``), that each layer has the tensors it asked for; with
-    ``dtypes`` (the request's weight dtype per layer), that returned weights come in it. A score is always f32. A
+    ``dtypes`` (the request's weight dtype per layer), that returned weights come in it; with ``pattern`` (and
+    ``sparsity``, the request's), that each mask prunes as many weights as the pattern does. A score is always f32. A
     mismatch raises ``ZpruneError("invalid_response")``, as the TypeScript client does; so does an answer without the
     contract's fields (``backend``, ``device``, ``timings``, each layer's ``stats``) or with one of another type.
     """
@@ -727,6 +747,13 @@ def parse_prune_answer(
             if stats["pruned"] != ones or stats["total"] != mask.size:
                 raise ValueError(f"stats say {stats['pruned']} of {stats['total']} pruned, the mask {ones} of "
                                  f"{mask.size}")
+            # API.md: exactly so many for the pattern, whichever weights they are.
+            if pattern is not None and len(shape) == 2:
+                counts = pruned_counts(pattern, sparsity, shape[0], shape[1])
+                if ones not in counts:
+                    at = f" at {sparsity}" if pattern in ("layer", "row") else ""
+                    raise ValueError(f"{ones} of {mask.size} weights pruned, where {pattern}{at} prunes "
+                                     f"{' or '.join(str(c) for c in counts)}")
             # The rest of API.md's stats, as the TypeScript client's schema has them.
             rows = stats.get("rowSparsity")
             if not (_is_number(stats.get("sparsity")) and isinstance(rows, Mapping)
