@@ -75,6 +75,35 @@ function parseHeader(bytes: Uint8Array, path: string, fileSize: number): Record<
 }
 
 /**
+ * One tensor's header entry, checked: a dtype read, a shape of sizes, and offsets that hold exactly its bytes within
+ * the `dataLen` bytes after the header.
+ */
+function headerEntry(
+  name: string,
+  entry: unknown,
+  path: string,
+  dataLen: number,
+): { dtype: DType; shape: number[]; begin: number; end: number } {
+  const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
+  if (!dtype) throw new TypeError(`${path}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
+  if (!isCounts(e.shape)) {
+    throw new TypeError(`${path}: tensor ${name} has shape ${JSON.stringify(e.shape)}, not a list of sizes`);
+  }
+  if (!isCounts(e.data_offsets, 2)) {
+    throw new TypeError(
+      `${path}: tensor ${name} has data_offsets ${JSON.stringify(e.data_offsets)}, not [begin, end] in bytes`,
+    );
+  }
+  const [begin, end] = e.data_offsets as [number, number];
+  const n = e.shape.reduce((a, b) => a * b, 1);
+  if (end - begin !== n * DTYPE_BYTES[dtype] || end > dataLen) {
+    throw new RangeError(`${path}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
+  }
+  return { dtype, shape: e.shape, begin, end };
+}
+
+/**
  * Parses one safetensors file's bytes into tensors (views, no copies); `path` names the file in errors. Checks the
  * header as the format's reference reader does: a JSON object whose `__metadata__` maps strings to strings, and
  * whose tensors have a known dtype, a shape of non-negative integers and offsets that hold exactly its bytes, the
@@ -98,27 +127,8 @@ function parseSafetensors(
       metadata = (entry ?? undefined) as Record<string, string> | undefined;
       continue;
     }
-    const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
-    if (!dtype) throw new TypeError(`${path}: tensor ${name} has dtype ${e.dtype}; only F32, F16 and BF16 are read`);
-    if (!isCounts(e.shape)) {
-      throw new TypeError(`${path}: tensor ${name} has shape ${JSON.stringify(e.shape)}, not a list of sizes`);
-    }
-    if (!isCounts(e.data_offsets, 2)) {
-      throw new TypeError(
-        `${path}: tensor ${name} has data_offsets ${JSON.stringify(e.data_offsets)}, not [begin, end] in bytes`,
-      );
-    }
-    const [begin, end] = e.data_offsets as [number, number];
-    const n = e.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== n * DTYPE_BYTES[dtype] || end > dataLen) {
-      throw new RangeError(`${path}: tensor ${name} offsets [${begin}, ${end}] disagree with shape or file size`);
-    }
-    entries.push({
-      t: { name, dtype, shape: e.shape, data: bytes.subarray(base + begin, base + end), shard },
-      begin,
-      end,
-    });
+    const { dtype, shape, begin, end } = headerEntry(name, entry, path, dataLen);
+    entries.push({ t: { name, dtype, shape, data: bytes.subarray(base + begin, base + end), shard }, begin, end });
   }
   // Stored order is data order; the JSON key order may differ, so sort by offset.
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -250,7 +260,7 @@ export async function loadCheckpoint(dir: string, config?: Record<string, unknow
 /**
  * The bytes a checkpoint's tensors take as stored, per byte they would take as float32, read from its shards' headers
  * alone (a few KiB each): 1 for float32 weights, 0.5 for 16-bit ones, between for a mix. Undefined where a shard or
- * header cannot be read or names a dtype not read: `loadCheckpoint` then says what is wrong.
+ * header cannot be read or `loadCheckpoint` would refuse an entry: it then says what is wrong.
  */
 export async function storedShare(dir: string): Promise<number | undefined> {
   let stored = 0, asF32 = 0;
@@ -267,22 +277,19 @@ export async function storedShare(dir: string): Promise<number | undefined> {
       const bytes = new Uint8Array(8 + len);
       bytes.set(head);
       await readFull(f, bytes.subarray(8));
-      for (const [name, entry] of Object.entries(parseHeader(bytes, `${dir}/${file}`, size))) {
+      const path = `${dir}/${file}`;
+      for (const [name, entry] of Object.entries(parseHeader(bytes, path, size))) {
         if (name === "__metadata__") continue;
-        const e = (isObject(entry) ? entry : {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-        const dtype = typeof e.dtype === "string" && Object.hasOwn(ST_DTYPES, e.dtype) ? ST_DTYPES[e.dtype] : undefined;
-        if (!dtype || !isCounts(e.shape) || !isCounts(e.data_offsets, 2)) return undefined;
-        // Sizes the file does not hold are damage for the loader to name, not a model too large.
-        const n = e.shape.reduce((a, b) => a * b, 1), [begin, end] = e.data_offsets;
-        if (end! - begin! !== n * DTYPE_BYTES[dtype] || end! > size - 8 - len) return undefined;
-        stored += n * DTYPE_BYTES[dtype];
-        asF32 += n * 4;
+        // An entry the loader would refuse (sizes the file does not hold, say) is for it to name, below.
+        const { dtype, begin, end } = headerEntry(name, entry, path, size - 8 - len);
+        stored += end - begin;
+        asF32 += (end - begin) / DTYPE_BYTES[dtype] * 4;
       }
     }
   } catch {
     return undefined;
   }
-  return asF32 > 0 && Number.isFinite(stored / asF32) ? stored / asF32 : undefined;
+  return asF32 > 0 ? stored / asF32 : undefined;
 }
 
 /** Fills `buf` from `file`'s current position; throws at the end of the file. */
