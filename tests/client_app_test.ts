@@ -74,3 +74,36 @@ Deno.test("pruneLayers() surfaces the real app's auth and validation errors as Z
     });
   });
 });
+
+Deno.test("pruneLayers() takes every answer of the real app: its count is the pattern's (random layers)", async () => {
+  // The client refuses a mask that does not prune what the pattern does (prunedCounts): the real server must never be
+  // refused, whatever the shape and sparsity, the float-rounding corners of floor(sparsity * rows * cols) included.
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const patterns = ["layer", "row", "1:2", "2:4", "3:8", "1:4"];
+  const corners = [0, 0.1, 0.29, 0.3, 0.5, 0.7, 0.9, 0.99, 1 - 2 ** -40];
+  await withApp("", async (url) => {
+    const client = new ZpruneClient({ url });
+    for (let i = 0; i < 240; i++) {
+      const rows = 1 + Math.floor(rand() * 24), cols = 8 * (1 + Math.floor(rand() * 8));
+      const pattern = patterns[i % patterns.length]!;
+      const sparsity = i % 3 === 0 ? corners[(i / 3) % corners.length]! : rand();
+      const w = Float32Array.from({ length: rows * cols }, () => rand() - 0.5);
+      const req: PruneRequestInput = {
+        method: "magnitude",
+        pattern,
+        sparsity,
+        layers: [{ name: `l${i}`, weight: { dtype: "f32", shape: [rows, cols], data: new Uint8Array(w.buffer) } }],
+      };
+      const res = await client.pruneLayers(req);
+      const got = res.layers[0]!.stats.pruned;
+      // An independent count of what API.md's Selection prunes, with the product taken first (the golden files').
+      const want = pattern === "layer"
+        ? Math.floor(sparsity * (rows * cols))
+        : pattern === "row"
+        ? rows * Math.floor(sparsity * cols)
+        : rows * (cols / Number(pattern.split(":")[1])) * Number(pattern.split(":")[0]);
+      assert.equal(got, want, `${pattern} ${sparsity} ${rows}x${cols}`);
+    }
+  });
+});
