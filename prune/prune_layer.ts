@@ -4,7 +4,7 @@
  * (the oracle the WebGPU parity tests use, and the path for small layers) or spread over the worker pool.
  */
 import { ZpruneError } from "../contract/errors.ts";
-import type { Pattern } from "../contract/api.ts";
+import { type Pattern, prunedCounts } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "../contract/dtype_codec.ts";
@@ -94,7 +94,8 @@ function rowPart(splits: number[]): (i: number) => { r0: number; r1: number } | 
 export function patternK(pattern: Pattern, rows: number, cols: number): number {
   if (pattern.kind === "nm") return 0;
   const count = pattern.kind === "layer" ? rows * cols : cols;
-  const k = Math.floor(pattern.sparsity * count);
+  // The contract's count (the product first, as the golden files take it): a "row" pattern's, of one row.
+  const k = prunedCounts(pattern, pattern.kind === "row" ? 1 : rows, cols)[0]!;
   // The contract keeps sparsity below 1; a k past the count (or none at all) would have the selection look for
   // weights that are not there. Only a direct caller can pass one; both backends answer it alike (the GPU's worker
   // passes a contract code on, and stays).
