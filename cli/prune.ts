@@ -18,7 +18,6 @@ import {
   loadModel,
   loadTokenizer,
   perplexity,
-  type PerplexityResult,
   pruneSequential,
   randomStarts,
   readI64,
@@ -33,6 +32,7 @@ import {
 } from "../model/mod.ts";
 import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
+import { keptMessage, type Measured, prunedMessage, RunStop, StoppedBy } from "./_run_stop.ts";
 import { checkpointDigest, type KeptDense, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
 
 export { DEFAULTS };
@@ -91,7 +91,7 @@ export interface PruneReport {
 }
 
 /** A dense evaluation, measured by this run or kept by an earlier one (--resume). */
-type DenseResult = Pick<PerplexityResult, "ppl" | "windows" | "ms">;
+type DenseResult = Measured;
 
 /**
  * The reference.json figures that this run should reproduce: only for the default calibration and evaluation data,
@@ -305,14 +305,15 @@ async function localClient(resources: AsyncDisposableStack): Promise<ZpruneClien
 }
 
 /**
- * Writes what was measured before pruning failed to --report (the dense evaluation may have taken a long while),
- * with where the run stopped; a report that cannot be written does not hide the error.
+ * Writes what was measured before the run failed or was stopped to --report (an evaluation may have taken a long
+ * while), with where it stopped; a report that cannot be written does not hide the error.
  */
 async function reportFailure(
   args: PruneArgs,
   dense: DenseResult | undefined,
   kept: number | undefined,
   e: unknown,
+  prunedEval?: DenseResult,
 ): Promise<void> {
   if (args.report === undefined) return;
   const { method, pattern, sparsity } = args;
@@ -323,8 +324,9 @@ async function reportFailure(
     pattern,
     sparsity,
     exponent: usedExponent(args),
-    evalWindows: dense?.windows,
+    evalWindows: dense?.windows ?? prunedEval?.windows,
     densePpl: dense?.ppl,
+    prunedPpl: prunedEval?.ppl,
     error: errorChain(e),
     // Blocks pruned and kept in --resume DIR, this run's and earlier ones': the next run continues after them.
     ...(kept !== undefined ? { resume: { dir: args.resume, blocks: kept } } : {}),
@@ -332,48 +334,6 @@ async function reportFailure(
     ...(e instanceof ZpruneError ? { code: e.code, status: e.status } : {}),
   };
   await Deno.writeTextFile(args.report, JSON.stringify(failed, null, 2) + "\n").catch(() => {});
-}
-
-/**
- * Writes --out, stopping on SIGINT or SIGTERM (a checkpoint takes minutes to write for a large model) with its
- * temporary files removed, rather than dying with them left in the directory, hidden by their leading dot.
- */
-async function writeInterruptibly(ckpt: Checkpoint, out: string): Promise<string[]> {
-  const stop = new AbortController();
-  const removeListeners = onStopSignals((s) =>
-    stop.abort(new StoppedBy(s, `${s} while --out ${out} was written; its temporary files were removed`))
-  );
-  try {
-    return await writeCheckpoint(ckpt, out, stop.signal);
-  } finally {
-    removeListeners();
-  }
-}
-
-/** A run ended by SIGINT or SIGTERM: the process exits 130 or 143, as a shell reports the signal. */
-class StoppedBy extends Error {
-  readonly exitCode: number;
-  constructor(signal: "SIGINT" | "SIGTERM", message: string) {
-    super(message);
-    this.exitCode = signal === "SIGINT" ? 130 : 143;
-  }
-}
-
-/** What a run stopped while pruning has kept in --resume `dir`, and how to go on. */
-function keptMessage(kept: number, blocks: number, dir: string): string {
-  const which = kept === 0 ? "no block is" : kept === 1 ? "block 0 is" : `blocks 0 to ${kept - 1} are`;
-  return `${which} pruned and kept (of ${blocks}) in --resume ${dir}: the same command continues from there`;
-}
-
-/** Calls `on` at SIGINT or SIGTERM instead of the default exit; returns the function that removes the listeners. */
-function onStopSignals(on: (signal: "SIGINT" | "SIGTERM") => unknown): () => void {
-  const signals = ["SIGINT", "SIGTERM"] as const;
-  const listeners = signals.map((s) => {
-    const listener = () => on(s);
-    Deno.addSignalListener(s, listener);
-    return listener;
-  });
-  return () => signals.forEach((s, i) => Deno.removeSignalListener(s, listeners[i]!));
 }
 
 /** The activation exponent the server uses for this run: --exponent or the method's default; none for magnitude. */
@@ -433,6 +393,8 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     return undefined;
   }
   await checkOutputs(args);
+  // From here on a signal ends the run with its report and a line saying what is kept (see RunStop).
+  using stop: RunStop = new RunStop(args.resume, (why) => reportFailure(args, stop.dense, stop.kept, why));
   const t0 = performance.now();
   const bar = progress();
   const { seqlen, method, pattern, sparsity, exponent } = args;
@@ -480,6 +442,10 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     async () => RunProgress.open(args.resume!, await runIdentity(args, model.ckpt, model.cfg.nLayers, calib)),
   );
   if (saved) resources.use(saved); // DIR stays locked until the run ends, whichever way
+  stop.blocks = model.cfg.nLayers;
+  stop.kept = saved?.done.length;
+  // Its workers are started for the dense evaluation, or for pruning with --skip-dense.
+  stop.phase = args.skipDense ? "pruning" : "evaluating the dense model";
   const pool = await ForwardPool.create(model.cfg, model.weights, {
     seqLen: seqlen,
     calibWindows: calib.windows,
@@ -495,10 +461,11 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     const sha256 = saved ? tokensDigest(evalIds.subarray(0, windows * seqlen)) : "";
     const earlier = saved?.dense;
     if (earlier && earlier.sha256 === sha256 && earlier.windows === windows) {
-      dense = earlier;
+      dense = stop.dense = earlier;
       denseKept = true;
     } else {
       dense = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("dense eval", d, n));
+      stop.dense = dense;
       const keep: KeptDense = { ppl: dense.ppl, windows: dense.windows, ms: dense.ms, sha256 };
       if (saved) await fromFlag("--resume", args.resume!, () => saved.keepDense(keep));
     }
@@ -506,16 +473,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
 
   let t = performance.now();
   let res: SequentialResult;
-  let kept = saved?.done.length, finished = 0;
-  // Where blocks are kept, a signal while pruning says so, and --report what was measured, before the run ends (as a
-  // failure does, below).
-  const stopListeners = saved
-    ? onStopSignals(async (s) => {
-      await reportFailure(args, dense, kept, new Error(`${s} while pruning`));
-      console.error(`prune: ${s} while pruning; ${keptMessage(kept!, model.cfg.nLayers, args.resume!)}`);
-      Deno.exit(s === "SIGINT" ? 130 : 143);
-    })
-    : undefined;
+  stop.phase = "pruning";
   try {
     res = await pruneSequential(
       model.ckpt,
@@ -529,36 +487,44 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
         done: saved?.done,
         keep: saved && (async (b) => {
           await fromFlag("--resume", args.resume!, () => saved.keepBlock(b));
-          kept = b.block + 1;
+          stop.kept = b.block + 1;
         }),
         onBlock: (l) => {
-          finished = l + 1;
+          stop.pruned = l + 1;
           bar("pruning blocks", l + 1, model.cfg.nLayers);
         },
       },
     );
   } catch (e) {
-    await reportFailure(args, dense, kept, e);
+    await reportFailure(args, dense, stop.kept, e);
     if (saved) {
-      console.error(`prune: ${keptMessage(kept!, model.cfg.nLayers, args.resume!)}`);
-    } else if (finished > 0) {
-      console.error(
-        `prune: ${finished} of ${model.cfg.nLayers} blocks were pruned; with --resume DIR a run keeps them`,
-      );
+      console.error(`prune: ${keptMessage(stop.kept!, model.cfg.nLayers, args.resume!)}`);
+    } else if (stop.pruned > 0) {
+      console.error(`prune: ${prunedMessage(stop.pruned, model.cfg.nLayers)}`);
     }
     throw e;
-  } finally {
-    stopListeners?.();
   }
   const pruneMs = performance.now() - t;
+  stop.phase = "evaluating the pruned model";
   const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));
 
   let writeMs: number | undefined, outLeftOut: string[] | undefined;
   if (args.out !== undefined) {
     t = performance.now();
-    outLeftOut = await writeInterruptibly(model.ckpt, args.out);
+    try {
+      const out = args.out;
+      outLeftOut = await stop.stoppable(
+        `--out ${out} was written`,
+        (signal) => writeCheckpoint(model.ckpt, out, signal),
+      );
+    } catch (e) {
+      // Both perplexities were measured (minutes to hours): the report keeps them.
+      await reportFailure(args, dense, stop.kept, e, pruned);
+      throw e;
+    }
     writeMs = performance.now() - t;
   }
+  stop.finishing();
   const report: PruneReport = {
     model: args.model,
     server: args.server ?? "in-process",
@@ -603,6 +569,9 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     // The run is done: its progress left behind costs disk, and a rerun of the same flags would only apply it all.
     console.error(`prune: --resume ${args.resume}: its files could not be removed (${errorChain(e)})`);
   });
+  if (stop.late) {
+    throw new StoppedBy(stop.late, `${stop.late} while the outputs were put in place; they are complete`);
+  }
   return report;
 }
 

@@ -11,6 +11,8 @@ import { startServer, withPrune } from "../tests/_server.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 
+/** The bundled model, which the runs here prune by default. */
+const MODEL_DIR = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 // A model directory that does not exist: a run refused for its flags must say so before it reads the model.
 const NO_MODEL = ["--model", "/nonexistent/zprune-model"];
 
@@ -228,11 +230,13 @@ async function mainInChild(
   args: string[],
   timeoutMs = 60_000,
   during?: (child: Deno.ChildProcess) => Promise<void>,
+  asCli = false,
 ): Promise<{ code: number; out: string }> {
   const script = `import { main } from ${JSON.stringify(new URL("./prune.ts", import.meta.url).href)};
 main(${JSON.stringify(args)}).then(() => console.log("resolved"), (e) => console.log("rejected: " + e.message));`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", script],
+    // As the command line runs it (its exit status is the test's), or main() alone.
+    args: asCli ? ["run", "-A", new URL("./prune.ts", import.meta.url).pathname, ...args] : ["eval", script],
     cwd: new URL("..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
@@ -323,6 +327,79 @@ Deno.test("main() --resume: SIGINT while pruning says which blocks are kept; the
     release();
     await server.close();
     await cpu.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Waits until `path` exists (polled every 10 ms); false where `child` ended first. */
+async function appears(path: string, child: Deno.ChildProcess): Promise<boolean> {
+  let ended = false;
+  child.status.then(() => ended = true);
+  while (!ended) {
+    if (await Deno.stat(path).then(() => true, () => false)) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return false;
+}
+
+Deno.test("main(): SIGINT while evaluating the dense model reports, says what --resume keeps, exits 130", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // 50 windows of 256 tokens: seconds of evaluation, begun just after the run file is written (RunProgress.open).
+    const { code, out } = await mainInChild(
+      ["--eval-windows", "50", "--workers", "1", "--resume", `${dir}/progress`, "--report", `${dir}/report.json`],
+      60_000,
+      async (child) => {
+        if (!await appears(`${dir}/progress/zprune-run.json`, child)) return;
+        await new Promise((r) => setTimeout(r, 300));
+        child.kill("SIGINT");
+      },
+    );
+    assert.equal(code, 130, out);
+    assert.match(
+      out,
+      /prune: SIGINT while evaluating the dense model; no block is pruned and kept \(of 6\) in --resume /,
+    );
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+    assert.deepEqual([report.error, report.resume.blocks, report.densePpl], [
+      "SIGINT while evaluating the dense model",
+      0,
+      undefined,
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main(): SIGTERM while --out is written removes its files, keeps both perplexities, exits 143", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // The bundled model with a 256 MiB file beside it, which --out copies first (a few tenths of a second).
+    const model = `${dir}/model`;
+    await Deno.mkdir(model);
+    for (const e of Deno.readDirSync(MODEL_DIR)) await Deno.symlink(`${MODEL_DIR}/${e.name}`, `${model}/${e.name}`);
+    using extra = await Deno.open(`${model}/extra.dat`, { create: true, write: true });
+    await extra.write(new Uint8Array(256 << 20).fill(7));
+    const { code, out } = await mainInChild(
+      [
+        ...["--model", model, "--eval-windows", "1", "--seqlen", "64", "--workers", "1"],
+        ...["--out", `${dir}/out`, "--report", `${dir}/report.json`],
+      ],
+      60_000,
+      async (child) => {
+        if (await appears(`${dir}/out/.extra.dat.zprune-partial`, child)) child.kill("SIGTERM");
+      },
+      true,
+    );
+    assert.equal(code, 143, out);
+    assert.match(out, /^prune: SIGTERM while --out .*\/out was written; its temporary files were removed$/m);
+    // The run made --out: it goes, with every temporary file in it.
+    assert.equal(await Deno.stat(`${dir}/out`).then(() => "there", () => "gone"), "gone");
+    const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+    assert.match(report.error, /^SIGTERM while --out /);
+    assert.ok(report.densePpl > 1 && report.prunedPpl > report.densePpl, JSON.stringify(report));
+    assert.equal(report.evalWindows, 1);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

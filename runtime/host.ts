@@ -26,6 +26,7 @@ interface ProcessGlobal {
   env: Record<string, string | undefined>;
   argv: string[];
   on(signal: string, cb: () => void): void;
+  off(signal: string, cb: () => void): void;
   exit(code?: number): never;
 }
 
@@ -241,8 +242,11 @@ function listenDeno(
  */
 const SIGNAL_ECHO_MS = 1000;
 
-/** Calls `first` on the first SIGINT or SIGTERM, `again` on every later one (an operator insisting) but its echo. */
-export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): void {
+/**
+ * Calls `first` on the first SIGINT or SIGTERM, `again` on every later one (an operator insisting) but its echo.
+ * Returns the function that removes the listeners.
+ */
+export function onShutdownSignal(first: (signal: string) => void, again: (signal: string) => void): () => void {
   let seen: { signal: string; at: number } | null = null;
   const on = (s: string) => () => {
     if (!seen) {
@@ -254,10 +258,17 @@ export function onShutdownSignal(first: (signal: string) => void, again: (signal
     if (s === seen.signal && performance.now() - seen.at < SIGNAL_ECHO_MS) return;
     again(s);
   };
-  for (const s of ["SIGINT", "SIGTERM"] as const) {
-    if (g.Deno) g.Deno.addSignalListener(s, on(s));
-    else g.process?.on(s, on(s));
+  const listeners = (["SIGINT", "SIGTERM"] as const).map((s) => [s, on(s)] as const);
+  for (const [s, listener] of listeners) {
+    if (g.Deno) g.Deno.addSignalListener(s, listener);
+    else g.process?.on(s, listener);
   }
+  return () => {
+    for (const [s, listener] of listeners) {
+      if (g.Deno) g.Deno.removeSignalListener(s, listener);
+      else g.process?.off(s, listener);
+    }
+  };
 }
 
 /** Ends the process. */
