@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { checkNotHeld, checkpointDigest, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
 import { loadCheckpoint, type PrunedBlock } from "../model/mod.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 
 const IDENTITY: RunIdentity = {
   model: "/models/m",
@@ -99,15 +100,17 @@ Deno.test("RunProgress keeps blocks and the dense perplexity for the next run, r
 Deno.test("RunProgress refuses another run's progress, naming what differs", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    // A run that kept nothing (it failed early) guards nothing: another starts over in its place.
+    // A run that kept nothing (it failed early) guards nothing: another starts over in its place, even with another
+    // window length (which a kept dense evaluation would be refused for, below).
     (await RunProgress.open(dir, { ...IDENTITY, method: "wanda" })).close();
+    (await RunProgress.open(dir, { ...IDENTITY, seqlen: 128 })).close();
     const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
     await withProgress(dir, IDENTITY, (p) => p.keepDense(dense));
     // A dense evaluation kept is progress (hours, on a large model), guarded by what it depends on: the model and the
     // window length. Other pruning settings start over in its place, with it.
     assert.match(await refusal(dir, { ...IDENTITY, seqlen: 128 }), /--seqlen was 64, this run's is 128;/);
     assert.match(await refusal(dir, { ...IDENTITY, checkpoint: "34".repeat(32) }), /SHA-256\) was 121212121212/);
-    for (const other of [{ ...IDENTITY, method: "wanda" }, IDENTITY]) {
+    for (const other of [{ ...IDENTITY, method: "wanda" }, { ...IDENTITY, sparsity: 0.6 }, IDENTITY]) {
       assert.deepEqual(await withProgress(dir, other, (p) => p.dense), dense);
     }
     await withProgress(dir, IDENTITY, (p) => p.keepBlock(block(0)));
@@ -286,6 +289,167 @@ Deno.test("RunProgress locks DIR: a second run is refused while one has it, not 
     assert.deepEqual([...Deno.readDirSync(dir)], [], "finish() removes the holder's note too");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress removes the DIR its first run made, whichever later run finishes it", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = `${root}/progress`;
+  try {
+    // A run that kept nothing, then the run that finishes: the second found DIR there, the first made it.
+    (await RunProgress.open(dir, IDENTITY)).close();
+    await (await RunProgress.open(dir, IDENTITY)).finish();
+    assert.deepEqual([...Deno.readDirSync(root)], [], "after a run that kept nothing");
+    // A finished run stopped while removing its files (marked finished, block 0 left), then a fresh run.
+    await withProgress(dir, IDENTITY, (p) => p.keepBlock(block(0)));
+    const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
+    await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, finished: true }));
+    await (await RunProgress.open(dir, IDENTITY)).finish();
+    assert.deepEqual([...Deno.readDirSync(root)], [], "after a finished run's leftovers");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress refuses edited files: a block's format, mask or record, the run file's format", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A block past the model's last (blocks 0 to 3).
+    await withProgress(dir, IDENTITY, async (p) => {
+      for (let l = 0; l <= 4; l++) await p.keepBlock(block(l));
+    });
+    assert.match(await refusal(dir), /^it holds zprune-block-0004\.msgpack, past the model's 4 blocks$/);
+    await Deno.remove(`${dir}/zprune-block-0004.msgpack`);
+    assert.equal(await withProgress(dir, IDENTITY, (p) => p.done.length), 4);
+
+    // Block 0's file rewritten with one field changed (the run's digest left as it was).
+    const path = `${dir}/zprune-block-0000.msgpack`;
+    const original = await Deno.readFile(path);
+    const edits: [string, (b: Record<string, unknown>) => void, RegExp][] = [
+      ["no format", (b) => delete b.format, /its zprune-block-0000\.msgpack is not block 0 of a zprune-resume\/2 run/],
+      ["a longer mask", (b) => {
+        const layer = (b.layers as { mask: Uint8Array }[])[0]!;
+        layer.mask = Uint8Array.from([...layer.mask, 0]); // the same bits set: only its length says
+      }, /holds a mask for model\.layers\.0\.q\.weight that is not its stats'/],
+      ["another block's record", (b) => (b.record as { block: number }).block = 1, /holds no record of its timings/],
+    ];
+    for (const [what, edit, want] of edits) {
+      const b = decodeMsgpack(original) as Record<string, unknown>;
+      edit(b);
+      await Deno.writeFile(path, encodeMsgpack(b));
+      assert.match(await refusal(dir), want, what);
+    }
+    await Deno.writeFile(path, original);
+    assert.equal(await withProgress(dir, IDENTITY, (p) => p.done.length), 4);
+
+    // A run file of the first format, whose blocks did not name their run.
+    const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
+    await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, format: "zprune-resume/1" }));
+    assert.match(
+      await refusal(dir),
+      /its zprune-run\.json is not a zprune-resume\/2 file .*; remove .* to start over$/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress: a holder's note is shown without what could drive a terminal", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    using _held = await RunProgress.open(dir, IDENTITY);
+    await Deno.writeTextFile(`${dir}/zprune-run.holder`, "pid 1\x1b[2J\u202eevil\n");
+    const message = await refusal(dir);
+    assert.match(message, /^another run has it open \(pid 1\?\[2J\?evil\); /);
+    assert.ok(!message.includes("\x1b") && !message.includes("\u202e"), JSON.stringify(message));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Runs `use` with `Deno[name]` replaced by `stub`, then puts it back. */
+async function stubbing<K extends "remove" | "rename", T>(
+  name: K,
+  stub: (real: (typeof Deno)[K]) => (typeof Deno)[K],
+  use: () => Promise<T>,
+): Promise<T> {
+  const real = Deno[name];
+  (Deno as Record<K, (typeof Deno)[K]>)[name] = stub(real);
+  try {
+    return await use();
+  } finally {
+    (Deno as Record<K, (typeof Deno)[K]>)[name] = real;
+  }
+}
+
+Deno.test("RunProgress.finish() stopped part-way leaves no progress, or blocks 0 to j if it cannot mark", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const failOn = (file: string) => (real: typeof Deno.remove): typeof Deno.remove => (path, options) =>
+      String(path).endsWith(file) ? Promise.reject(new Error(`stopped at ${file}`)) : real(path, options);
+    const keepFour = () =>
+      withProgress(dir, IDENTITY, async (p) => {
+        for (let l = 0; l < 4; l++) await p.keepBlock(block(l));
+      });
+    // Marked finished before anything goes: what is left is no progress, whatever the next run's flags.
+    await keepFour();
+    await stubbing("remove", failOn("zprune-block-0002.msgpack"), async () => {
+      using p = await RunProgress.open(dir, IDENTITY);
+      await assert.rejects(p.finish(), /stopped at zprune-block-0002/);
+    });
+    assert.deepEqual(await withProgress(dir, { ...IDENTITY, sparsity: 0.6 }, (p) => p.done), []);
+
+    // Where the mark cannot be written (a full disk; here a directory at its temporary name), the last blocks go
+    // first: a stop leaves blocks 0 to j, which the same command continues.
+    await keepFour();
+    await Deno.mkdir(`${dir}/.zprune-run.json.zprune-partial`);
+    await stubbing("remove", failOn("zprune-block-0002.msgpack"), async () => {
+      using p = await RunProgress.open(dir, IDENTITY);
+      await assert.rejects(p.finish(), /stopped at zprune-block-0002/);
+    });
+    assert.equal(await withProgress(dir, IDENTITY, (p) => p.done.length), 3);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("RunProgress: a failed write leaves the old file whole; a failed open removes the DIR it made", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = `${root}/progress`;
+  try {
+    const dense = { ppl: 12.5, windows: 2, ms: 100, sha256: "cd".repeat(32) };
+    await withProgress(dir, IDENTITY, async (p) => {
+      await p.keepDense(dense);
+      await p.keepBlock(block(0));
+    });
+    // The disk fails as the new run file is synced: the one on disk is still the last whole one.
+    const sync = Deno.FsFile.prototype.syncData;
+    Deno.FsFile.prototype.syncData = () => Promise.reject(new Error("disk failed"));
+    try {
+      await withProgress(dir, IDENTITY, async (p) => {
+        await assert.rejects(
+          p.keepDense({ ...dense, ppl: 99 }),
+          /zprune-run\.json: could not be written \(disk failed\)/,
+        );
+      });
+    } finally {
+      Deno.FsFile.prototype.syncData = sync;
+    }
+    assert.deepEqual(await withProgress(dir, IDENTITY, (p) => [p.dense, p.done.length]), [dense, 1]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "zprune-block-0000.msgpack",
+      "zprune-run.holder",
+      "zprune-run.json",
+    ]);
+    await Deno.remove(dir, { recursive: true });
+
+    // A new DIR whose run file cannot be put in place: the open fails, and the DIR it made is gone.
+    await stubbing("rename", () => () => Promise.reject(new Error("no rename")), async () => {
+      await assert.rejects(RunProgress.open(dir, IDENTITY), /could not be written \(no rename\)/);
+    });
+    assert.deepEqual([...Deno.readDirSync(root)], []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
 

@@ -58,13 +58,26 @@ Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before 
 });
 
 /** A `model.safetensors` of one 4-element tensor `w` of `dtype`, none of the model's. */
-async function writeOneTensor(dir: string, dtype: "F32" | "BF16"): Promise<void> {
-  const size = dtype === "F32" ? 16 : 8;
-  const header = new TextEncoder().encode(JSON.stringify({ w: { dtype, shape: [4], data_offsets: [0, size] } }));
+async function writeOneTensor(
+  dir: string,
+  dtype: "F32" | "BF16",
+  { file = "model.safetensors", name = "w", elements = 4, metadata }: {
+    file?: string;
+    name?: string;
+    elements?: number;
+    metadata?: Record<string, string>;
+  } = {},
+): Promise<void> {
+  const size = elements * (dtype === "F32" ? 4 : 2);
+  const entries = {
+    ...(metadata ? { __metadata__: metadata } : {}),
+    [name]: { dtype, shape: [elements], data_offsets: [0, size] },
+  };
+  const header = new TextEncoder().encode(JSON.stringify(entries));
   const bytes = new Uint8Array(8 + header.length + size);
   new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
   bytes.set(header, 8);
-  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+  await Deno.writeFile(`${dir}/${file}`, bytes);
 }
 
 Deno.test("loadModel()'s check before reading weights takes the dtype the shards' headers give", async () => {
@@ -82,6 +95,34 @@ Deno.test("loadModel()'s check before reading weights takes the dtype the shards
     // Unless 16-bit matrices are to be decoded: 4.40 GB of float32 again.
     await assert.rejects(() => loadModel(dir, { keep16: false }), /arena \(float32 weights 4\.\d\d GiB/);
   });
+  // Loaded as stored, bf16 matrices stay 16-bit, whatever the config says.
+  await withConfigOnly({ ...TINYLLAMA, torch_dtype: "float32" }, async (dir) => {
+    await writeOneTensor(dir, "BF16");
+    await assert.rejects(() => loadModel(dir, { keep16: true }), past);
+  });
+  // transformers writes `__metadata__` ({"format": "pt"}) in every shard: not a tensor, and no reason to give up.
+  await withConfigOnly(TINYLLAMA, async (dir) => {
+    await writeOneTensor(dir, "F32", { metadata: { format: "pt" } });
+    await assert.rejects(() => loadModel(dir), /needs a 4\.\d\d GiB arena/);
+  });
+  await withConfigOnly({ ...TINYLLAMA, torch_dtype: "float32" }, async (dir) => {
+    await writeOneTensor(dir, "BF16", { metadata: { format: "pt" } });
+    await assert.rejects(() => loadModel(dir), past);
+  });
+  // Every shard of an index counts: a bf16 one of 4 weights beside a float32 one of 1000 is float32 all but 0.2%,
+  // whichever comes first.
+  for (const order of [["a", "b"], ["b", "a"]]) {
+    await withConfigOnly({ ...TINYLLAMA, torch_dtype: "bfloat16" }, async (dir) => {
+      const [bf16, f32] = order.map((s) => `model-${s}.safetensors`);
+      await writeOneTensor(dir, "BF16", { file: bf16, name: "small" });
+      await writeOneTensor(dir, "F32", { file: f32, name: "large", elements: 1000 });
+      await Deno.writeTextFile(
+        `${dir}/model.safetensors.index.json`,
+        JSON.stringify({ metadata: {}, weight_map: { small: bf16, large: f32 } }),
+      );
+      await assert.rejects(() => loadModel(dir), /needs a 4\.\d\d GiB arena/, order.join());
+    });
+  }
   // A header that cannot be trusted (here a claim of more bytes than the file holds, or a length past it) leaves the
   // bound to config.json, and the loader names the damage rather than a model too large.
   await withConfigOnly(TINYLLAMA, async (dir) => {

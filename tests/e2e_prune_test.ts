@@ -202,11 +202,30 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
     assert.ok(whole);
 
     refuse = true;
-    await assert.rejects(
-      main([...flags, "--out", `${dir}/resumed`, "--resume", resume, "--report", `${dir}/failed.json`]),
-      (e: Error) => /^block 3 \(model\.layers\.3\..*refused for the test/.test(e.message),
-    );
-    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/failed.json`)).resume, { dir: resume, blocks: 3 });
+    /** `flags` with `flag` given `value` (in place of its value there, if any). */
+    const withFlag = (flag: string, value: string) => {
+      const at = flags.indexOf(flag);
+      return at < 0 ? [...flags, flag, value] : flags.with(at + 1, value);
+    };
+    /** A run stopped at block 3, with `run` as its flags; its report. */
+    const stopped = async (run = flags) => {
+      await assert.rejects(
+        main([...run, "--out", `${dir}/resumed`, "--resume", resume, "--report", `${dir}/failed.json`]),
+        (e: Error) => /^block 3 \(model\.layers\.3\..*refused for the test/.test(e.message),
+      );
+      return JSON.parse(await Deno.readTextFile(`${dir}/failed.json`));
+    };
+    // A kept dense perplexity is used again only for the same evaluated ids: not for one window of them (first run),
+    // nor for two windows of other ids (second), nor back to the first two windows (third, the test's own flags).
+    const one = await stopped(withFlag("--eval-windows", "1"));
+    const ids = await Deno.readFile(new URL("../data/corpus/test_ids.u16", import.meta.url));
+    await Deno.writeFile(`${dir}/later_ids.u16`, ids.subarray(2 * 64 * 2));
+    const later = await stopped(withFlag("--eval-ids", `${dir}/later_ids.u16`));
+    const failed = await stopped();
+    assert.deepEqual([one.evalWindows, later.evalWindows, failed.evalWindows], [1, 2, 2]);
+    assert.ok(new Set([one.densePpl, later.densePpl, whole.densePpl]).size === 3, JSON.stringify([one, later]));
+    assert.equal(failed.densePpl, whole.densePpl);
+    assert.deepEqual(failed.resume, { dir: resume, blocks: 3 });
     const kept = [...Deno.readDirSync(resume)].map((e) => e.name).sort();
     assert.deepEqual(
       kept,
@@ -216,12 +235,25 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
 
     // Another setting would prune the later blocks differently: refused before any request, the progress kept.
     asked.clear();
-    await assert.rejects(
-      main([...flags, "--sparsity", "0.6", "--resume", resume]),
-      (e: Error) =>
-        /^--resume .*: it holds the progress of another run: --sparsity was 0\.5, this run's is 0\.6; /
-          .test(e.message),
+    await Deno.writeFile(
+      `${dir}/other_starts.i64`,
+      new Uint8Array(new BigInt64Array([0n, 5000n, 10000n, 15001n]).buffer),
     );
+    const changes: [string[], RegExp][] = [
+      [withFlag("--sparsity", "0.6"), /--sparsity was 0\.5, this run's is 0\.6; /],
+      [withFlag("--exponent", "2"), /--exponent was 1\.5, this run's is 2; /],
+      [
+        withFlag("--calib-starts", `${dir}/other_starts.i64`),
+        /the calibration windows was 4 from .* \(ids [0-9a-f]{12}\.\.\.\), /,
+      ],
+    ];
+    for (const [changed, want] of changes) {
+      await assert.rejects(main([...changed, "--resume", resume]), (e: Error) => {
+        assert.match(e.message, /^--resume .*: it holds the progress of another run: /);
+        assert.match(e.message, want);
+        return true;
+      });
+    }
     assert.deepEqual([...asked], []);
     assert.deepEqual([...Deno.readDirSync(resume)].map((e) => e.name).sort(), kept);
 
