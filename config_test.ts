@@ -77,6 +77,15 @@ Deno.test("loadConfig() refuses bad values, naming the variable", () => {
   }
 });
 
+Deno.test("loadConfig() takes each bounded variable's largest value, refused one past it above", () => {
+  const c = loadConfig(from({
+    PORT: "65535",
+    ZPRUNE_MAX_LAYER_ELEMENTS: String(2 ** 32 - 1),
+    ZPRUNE_DEADLINE_MS: String(2 ** 31 - 1),
+  }));
+  assert.deepEqual([c.port, c.maxLayerElements, c.deadlineMs], [65535, 2 ** 32 - 1, 2 ** 31 - 1]);
+});
+
 /** Each variable and the field it sets. */
 const FIELDS: Record<string, keyof ServerConfig> = {
   PORT: "port",

@@ -35,3 +35,24 @@ Deno.test("answerBody: a large answer streams its pieces, large ones as they are
   assert.ok(joined instanceof Uint8Array);
   assert.deepEqual(joined, expected);
 });
+
+Deno.test("answerBody: at the boundaries, 64 KiB goes whole and a piece of 64 KiB goes out as it is", async () => {
+  // An answer of exactly WHOLE_ANSWER_BYTES (a 512x1024 layer's mask alone is 64 KiB) is one array: the listener
+  // writes it at once. One byte more streams.
+  assert.equal(WHOLE_ANSWER_BYTES, 64 * 1024);
+  assert.ok(answerBody([bytes(WHOLE_ANSWER_BYTES, 1)], WHOLE_ANSWER_BYTES) instanceof Uint8Array);
+  assert.ok(answerBody([bytes(WHOLE_ANSWER_BYTES + 1, 1)], WHOLE_ANSWER_BYTES + 1) instanceof ReadableStream);
+  // A piece of exactly 64 KiB between small ones: the stream ends, with every byte, in a few reads.
+  const pieces = [bytes(10, 1), bytes(64 * 1024, 2), bytes(10, 3)];
+  const expected = concatBytes(pieces);
+  const reader = (answerBody([...pieces], expected.byteLength) as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  for (let reads = 0;; reads++) {
+    assert.ok(reads < 10, `still streaming after ${reads} reads (${chunks.map((c) => c.byteLength)})`);
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+  }
+  assert.deepEqual(concatBytes(chunks), expected);
+  assert.ok(chunks.includes(pieces[1]!), "the 64 KiB piece by reference");
+});

@@ -174,16 +174,20 @@ Deno.test("listen: a client that stops reading is dropped after writeStallMs, it
 });
 
 Deno.test("listen: a small answer reaches a client that shut its sending side after its request", async () => {
-  const server = await listen(() => new Response("x".repeat(1000)), OPTS);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  try {
-    await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-    await conn.closeWrite();
-    const answer = await readAll(conn);
-    assert.match(answer, /^HTTP\/1\.1 200 /);
-    assert.ok(answer.endsWith("x".repeat(1000)), `the body came whole: ${answer.length} characters in all`);
-  } finally {
-    conn.close();
-    await server.shutdown();
+  // Up to 64 KiB (WHOLE_ANSWER_BYTES: a 512x1024 layer's mask alone) the answer is handed over whole.
+  for (const size of [1000, 64 * 1024]) {
+    const body = new TextEncoder().encode("x".repeat(size));
+    const server = await listen(() => new Response(body, { headers: { "content-length": String(size) } }), OPTS);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    try {
+      await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      await conn.closeWrite();
+      const answer = await readAll(conn);
+      assert.match(answer, /^HTTP\/1\.1 200 /);
+      assert.ok(answer.endsWith("\r\n\r\n" + "x".repeat(size)), `${size}: ${answer.length} characters in all`);
+    } finally {
+      conn.close();
+      await server.shutdown();
+    }
   }
 });

@@ -8,7 +8,16 @@ import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createApp } from "../routes/app.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { childJson, goldenCase, goldenCases, goldenProblems, postPrune, startServer, withPrune } from "./_server.ts";
+import {
+  childJson,
+  f32Layer,
+  goldenCase,
+  goldenCases,
+  goldenProblems,
+  postPrune,
+  startServer,
+  withPrune,
+} from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
 import { compareWithOracle, oracleDecode, oracleScores, oracleSelect } from "./_oracle.ts";
 
@@ -589,5 +598,123 @@ Deno.test("POST /v1/prune takes its media type in any case (RFC 9110 section 8.3
     }
   } finally {
     await backend.close();
+  }
+});
+
+Deno.test("/metrics counts each layer by method and pattern, and the compute seconds", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const app = createApp({ backend, config: { log: false } });
+  try {
+    const layers = [0, 1].map((i) => f32Layer(`l${i}`, 64, 64, 41 + i));
+    const res = await app.request("/v1/prune", {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: encodeMsgpack({ method: "wanda", pattern: "layer", sparsity: 0.5, layers }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    await res.arrayBuffer();
+    const text = await (await app.request("/metrics")).text();
+    assert.match(text, /^zprune_layers_total\{method="wanda",pattern="layer"\} 2$/m);
+    const seconds = Number(/^zprune_compute_seconds_total (\S+)$/m.exec(text)?.[1]);
+    assert.ok(seconds > 0 && seconds < 60, `compute seconds ${seconds}`);
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("a client gone while its layers compute is answered 499 client_closed_request, not 500", async () => {
+  const cpu = createCpuBackend({ threads: 0 });
+  let computing!: () => void;
+  const started = new Promise<void>((r) => computing = r);
+  // The backend holds the layer until the request's signal aborts, as a long layer would.
+  const backend = withPrune(cpu, (_p, _l, signal) =>
+    new Promise((_, reject) => {
+      computing();
+      signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+    }));
+  const app = createApp({ backend, config: { log: false } });
+  try {
+    const client = new AbortController();
+    const answer = app.request("/v1/prune", {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: encodeMsgpack({ method: "magnitude", sparsity: 0.5, layers: [f32Layer("l", 8, 8, 3)] }),
+      signal: client.signal,
+    });
+    await started;
+    client.abort();
+    const res = await answer;
+    assert.equal(res.status, 499);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, "client_closed_request");
+    const text = await (await app.request("/metrics")).text();
+    assert.match(text, /^zprune_requests_total\{route="\/v1\/prune",status="499"\} 1$/m);
+  } finally {
+    await cpu.close();
+  }
+});
+
+Deno.test("ZPRUNE_CORS_ORIGINS=* allows any origin; HEAD /metrics is answered while draining, as GET is", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  const app = createApp({ backend, config: { log: false, corsOrigins: "*" }, draining: () => true });
+  try {
+    const res = await app.request("/metrics", { headers: { Origin: "https://any.example" } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("access-control-allow-origin"), "*");
+    await res.body?.cancel();
+    const head = await app.request("/metrics", { method: "HEAD" });
+    assert.equal(head.status, 200);
+    const health = await app.request("/healthz", { method: "HEAD" });
+    assert.equal(health.status, 503, "every other route refuses while draining");
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("a body stops counting against the budget for waiting bodies once its request computes", async () => {
+  // Budget 100,000 bytes. A: a 64x64 f32 layer (a 16.4 kB body; about 66 kB of working memory), held in the backend.
+  // B: an 8x8 layer with 2800 tokens of raw inputs (an 89.7 kB body). Counted once, in the queue, A leaves B room to
+  // be read: B waits in the queue for A's memory. Were A's body still held as a waiting one, B would not fit beside it
+  // (16.4 + 89.7 kB) and be refused 429 busy.
+  const cpu = createCpuBackend({ threads: 0 });
+  let computing!: () => void, release!: () => void;
+  const started = new Promise<void>((r) => computing = r), released = new Promise<void>((r) => release = r);
+  const backend = withPrune(cpu, async (p, l, s) => {
+    if (l.name === "A") {
+      computing();
+      await released;
+    }
+    return cpu.prune(p, l, s);
+  });
+  const app = createApp({ backend, config: { log: false, memoryBudgetBytes: 100_000 } });
+  const post = async (body: unknown) =>
+    await app.request("/v1/prune", {
+      method: "POST",
+      headers: { "content-type": "application/msgpack" },
+      body: encodeMsgpack(body),
+    });
+  try {
+    const a = post({ method: "magnitude", sparsity: 0.5, layers: [f32Layer("A", 64, 64, 1)] });
+    await started;
+    const inputs = new Float32Array(2800 * 8).map((_, i) => Math.sin(i));
+    const b = post({
+      method: "wanda",
+      sparsity: 0.5,
+      layers: [{
+        name: "B",
+        weight: f32Layer("B", 8, 8, 2).weight,
+        inputs: { dtype: "f32", shape: [2800, 8], data: new Uint8Array(inputs.buffer) },
+      }],
+    });
+    let answeredEarly: Response | undefined;
+    b.then((res) => answeredEarly = res);
+    const queued = async () => /^zprune_queue_depth 1$/m.test(await (await app.request("/metrics")).text());
+    for (let i = 0; i < 500 && !answeredEarly && !(await queued()); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(answeredEarly?.status, undefined, `B answered before A ended: ${await answeredEarly?.text()}`);
+    assert.ok(await queued(), "B waits in the queue");
+    release();
+    assert.deepEqual([(await a).status, (await b).status], [200, 200]);
+  } finally {
+    release();
+    await cpu.close();
   }
 });
