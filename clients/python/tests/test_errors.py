@@ -923,3 +923,58 @@ def test_options_out_of_range_are_refused_when_the_client_is_made(server_url: st
     # numpy's scalars are numbers too (a timeout read from an array, say).
     client = ZpruneClient(server_url, timeout=np.float32(30), max_retries=np.int64(2), backoff=np.float64(0.1))
     assert client.health()["status"] == "ok"
+
+
+def test_a_timeout_is_not_retried() -> None:
+    # A server that answers only after the client's timeout: the client already waited that long, and each retry
+    # would wait as long again (6 x 660 s by default in a notebook).
+    requests: List[int] = []
+
+    def late(h: http.server.BaseHTTPRequestHandler) -> None:
+        requests.append(1)
+        time.sleep(0.8)
+        try:
+            h.send_response(200)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        except OSError:
+            pass  # the client gave up
+
+    with _serving(late) as url:
+        client = ZpruneClient(url, timeout=0.3, max_retries=3)
+        waits: List[float] = []
+        client.sleep = waits.append
+        raises("unreachable", 0, client.prune_layer, W, ACT, sparsity=0.5)
+    assert (len(requests), waits) == (1, [])
+
+
+def test_an_error_answer_takes_its_body_s_code_before_its_header_s(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    headers = {"Content-Type": "application/json", "X-Zprune-Error": "invalid_request"}
+    script.answers = [(422, headers, _json_error("shape_mismatch"))]
+    raises("shape_mismatch", 422, prune_layer, W, ACT, sparsity=0.5, url=url)
+
+
+def test_an_answer_with_fewer_layers_or_another_shape_is_invalid(stub: Tuple[str, Script]) -> None:
+    url, script = stub
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    err = raises("invalid_response", 200, prune_layers, [("layer", W, ACT), ("other", W, ACT)], url=url, sparsity=0.5)
+    assert "1 layers answered for 2 sent" in err.message, err.message
+    # The layer's own name, its mask's length, but the shape of its transpose.
+    good = msgpack.unpackb(_ok_answer(), raw=False)
+    transposed = {**good, "layers": [{**good["layers"][0], "shape": [W.shape[1], W.shape[0]]}]}
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, msgpack.packb(transposed, use_bin_type=True))]
+    err = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
+    assert "answered as 'layer' [16, 8], sent as 'layer' [8, 16]" in err.message, err.message
+    # A mask one byte longer than its layer's.
+    longer = {**good, "layers": [{**good["layers"][0], "mask": good["layers"][0]["mask"] + b"\0"}]}
+    script.answers = [(200, {"Content-Type": "application/msgpack"}, msgpack.packb(longer, use_bin_type=True))]
+    raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url)
+
+
+def test_sparsity_and_exponent_zero_are_sent_as_given(server_url: str) -> None:
+    # 0 is a value, not "unset": the dense baseline of a sweep, and act^0 = 1 (wanda's score is then |W|).
+    mask, stats = prune_layer(W, ACT, sparsity=0.0, url=server_url)
+    assert stats["pruned"] == 0 and not mask.any()
+    res = prune_layers([("layer", W, ACT)], url=server_url, method="wanda", sparsity=0.5, exponent=0.0, returns="score")
+    assert np.array_equal(res.layers[0].score, np.abs(W))

@@ -355,3 +355,88 @@ def test_prune_model_takes_one_linear_named_as_a_str(server_url: str) -> None:
     for block, before in zip(model.model.layers, down):
         assert torch.equal(block.down.weight, before)
         assert int((block.up.weight == 0).sum()) == 64  # half of 16 x 8
+
+
+def test_prune_model_sends_the_mean_over_sequences_of_every_batch_s_squared_inputs(server_url: str) -> None:
+    # API.md's actNormSq: per input feature, the sum over calibration tokens of x_j^2 divided by the number of
+    # calibration sequences; here two batches of 3 and 2 sequences (5) of 4 tokens.
+    model = _Toy([(8, 16), (8, 16)])
+    batches = [torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(11)),
+               torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(12))]
+    # Block 0's inputs are the batches themselves: the expectation needs no model.
+    expected = sum((b.double() ** 2).sum(dim=(0, 1)) for b in batches) / 5
+    client = ZpruneClient(server_url)
+    real, sent = client.prune_layers, {}
+
+    def recording(layers: Any, **kwargs: Any) -> Any:
+        for layer in layers:
+            sent[layer.name] = np.asarray(layer.act_norm_sq, dtype=np.float64)
+        return real(layers, **kwargs)
+
+    client.prune_layers = recording  # type: ignore[method-assign]
+    prune_model(model, batches, client=client, method="wanda", sparsity=0.5, linears=("up",), progress=False)
+    np.testing.assert_allclose(sent["model.layers.0.up"], expected.numpy(), rtol=1e-5)
+
+
+def test_prune_model_refuses_cache_inputs_for_blocks_out_of_order_and_keeps_training_mode(server_url: str) -> None:
+    model = tiny_llama(4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    for blocks in ([0, 2], [1, 0]):
+        with pytest.raises(ValueError, match="cache_inputs needs consecutive blocks in ascending order"):
+            prune_model(model, batches, server_url, method="wanda", sparsity=0.5, blocks=blocks, cache_inputs=True,
+                        progress=False)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters()), "no weight changed"
+    # Pruned in eval mode (no dropout in the calibration passes), handed back in the mode it came in.
+    model.train()
+    prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, blocks=[0], progress=False)
+    assert model.training
+
+
+class _KvBlock(torch.nn.Module):
+    """A block called as transformers calls a decoder layer, with a KV cache; it records what it is called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(8, 8, bias=False)
+        self.calls: List[Any] = []
+
+    def forward(self, x: Any, past_key_value: Any = None, use_cache: bool = False) -> Any:
+        self.calls.append((past_key_value, use_cache))
+        return (self.up(x),)
+
+
+def test_prune_model_cache_inputs_replays_blocks_without_their_kv_cache(server_url: str) -> None:
+    model = torch.nn.Module()
+    model.model = torch.nn.Module()
+    model.model.layers = torch.nn.ModuleList([_KvBlock(), _KvBlock()])
+
+    def forward(m: Any, x: Any) -> Any:
+        for block in m.model.layers:
+            x = block(x, past_key_value=["a cache"], use_cache=True)[0]
+        return x
+
+    batches = [torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(9))]
+    prune_model(model, batches, server_url, method="wanda", sparsity=0.5, linears=("up",), forward=forward,
+                cache_inputs=True, progress=False)
+    replayed = [call for block in model.model.layers for call in block.calls]
+    assert replayed and all(call == (None, False) for call in replayed), replayed
+
+
+def test_batches_keep_each_request_within_the_budget_whatever_the_order() -> None:
+    from zprune_client.model import _REQUEST_OVERHEAD, _batches, _check_layer_shape, _wire_bytes
+
+    big = Layer("big", torch.randn(64, 64), torch.rand(64))
+    small = Layer("small", torch.randn(8, 8), torch.rand(8))
+    # Room for the big layer's working memory and the small one's bytes, not for both layers' masks beside them.
+    alone = _working_bytes([big], None, _REQUEST_OVERHEAD + _wire_bytes(big, None), "wanda")
+    budget = alone + _wire_bytes(small, None)
+    for order in ([big, small], [small, big]):
+        groups = _batches(order, None, 10**9, budget, "wanda")
+        assert [[s.name for s in g] for g in groups] == [[s.name] for s in order]
+    together = _batches([big, small], None, 10**9, budget + 64, "wanda")
+    assert [[s.name for s in g] for g in together] == [["big", "small"]]
+    # The server's largest layer, inclusive.
+    _check_layer_shape("l", np.zeros((10, 10)), "layer", 100)
+    with pytest.raises(ZpruneError, match="10 x 10 weights, over the server's largest layer of 99"):
+        _check_layer_shape("l", np.zeros((10, 10)), "layer", 99)

@@ -258,3 +258,40 @@ def test_a_layer_tensor_of_another_rank_than_api_md_says_is_refused_by_name(fiel
         _layer_with(field, torch.from_numpy(np.asarray(value))).to_wire()
     assert _layer_with(field, np.ones({"weight": (3, 1), "act_norm_sq": (1,), "inputs": (5, 1)}[field],
                                       np.float32)).to_wire()["name"] == "q"  # API.md's shapes go out
+
+
+def test_encode_tensor_sends_the_array_s_own_dtype_in_row_major_order() -> None:
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert encode_tensor(a)["data"] == a.tobytes()
+    # Row-major whatever the array's memory order (a transposed view, a Fortran-ordered copy).
+    assert encode_tensor(np.asfortranarray(a))["data"] == a.tobytes()
+    assert bytes(encode_tensor(np.asfortranarray(a), copy=False)["data"]) == a.tobytes()
+    # float16 goes as f16: not widened to f32, which would double the body.
+    h = np.arange(4, dtype=np.float16).reshape(2, 2)
+    t = encode_tensor(h)
+    assert (t["dtype"], t["shape"], t["data"]) == ("f16", [2, 2], h.astype("<f2").tobytes())
+
+
+def test_a_torch_bfloat16_tensor_goes_as_bf16() -> None:
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.bfloat16)
+    t = encode_tensor(x)
+    bits = x.view(torch.int16).numpy().astype("<i2").tobytes()
+    assert (t["dtype"], t["shape"], t["data"]) == ("bf16", [2, 2], bits)
+
+
+def test_pack_mask_is_row_major_least_significant_bit_first() -> None:
+    from zprune_client import pack_mask, unpack_mask
+
+    m = np.zeros((2, 8), bool)
+    m[0, 0] = m[1, 7] = True
+    assert pack_mask(m) == b"\x01\x80"
+    assert np.array_equal(unpack_mask(b"\x01\x80", (2, 8)), m)
+
+
+def test_apply_mask_refuses_a_mask_of_another_shape_on_a_torch_tensor() -> None:
+    torch = pytest.importorskip("torch")
+    w = torch.ones(4, 8)
+    with pytest.raises(ValueError, match=r"mask of shape \[1, 8\] for a weight of shape \[4, 8\]"):
+        apply_mask(w, np.ones((1, 8), bool))
+    assert bool((w == 1).all()), "nothing zeroed"
