@@ -60,3 +60,27 @@ Deno.test("parsePruneArgs() takes N:M without a sparsity, 'all' windows, and the
     assert.equal(parsePruneArgs(["--sparsity", raw])!.sparsity, value, raw);
   }
 });
+
+Deno.test("parsePruneArgs() refuses what README's flag rules refuse, each by its own check", () => {
+  const refused: [string[], RegExp][] = [
+    [["--server", "ftp://h"], /^--server must be an http:\/\/ or https:\/\/ URL, got "ftp:\/\/h"$/],
+    [["--server", "localhost:8000"], /^--server must be an http:\/\/ or https:\/\/ URL/],
+    [["--calib-jsonl", "c.jsonl", "--calib-ids", "a.u16"], /^--calib-jsonl and --calib-ids are alternatives/],
+    // 0 is a value: magnitude would ignore it as any other.
+    [["--method", "magnitude", "--exponent", "0"], /^--exponent weights activations, which --method magnitude/],
+    // Out of the contract's range, given with "=" (a leading "-" alone is taken by parseArgs for another flag).
+    [["--exponent", "65"], /^--exponent 65: /],
+    [["--exponent=-1"], /^--exponent -1: /],
+    [["--sparsity=-0.1"], /^--sparsity -0\.1: /],
+    [["--seed=-1", "--calib-text", "c.txt"], /^--seed must be an integer from 0 to 4294967295/],
+  ];
+  for (const [args, want] of refused) {
+    assert.throws(
+      () => parsePruneArgs(args),
+      (e: unknown) => e instanceof Error && want.test(e.message),
+      args.join(" "),
+    );
+  }
+  // Padded as a value read from a file may be.
+  assert.equal(parsePruneArgs(["--eval-windows", " all "])!.evalWindows, Infinity);
+});

@@ -10,6 +10,7 @@ import { checkOutputs, parsePruneArgs } from "./_prune_args.ts";
 import { startServer, withPrune } from "../tests/_server.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { RunProgress } from "./_resume.ts";
 
 /** The bundled model, which the runs here prune by default. */
 const MODEL_DIR = new URL("../models/zp-llama-9m", import.meta.url).pathname;
@@ -150,6 +151,28 @@ Deno.test("main() refuses a --resume it cannot make or keep apart, before readin
     await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", `${dir}/new`])!);
     await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", dir])!);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["file"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("checkOutputs(): a report beside --out, a DIR another run holds, an --out of a model not there", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // "r" is not inside "r2": only a path under --out's directory is.
+    await checkOutputs(parsePruneArgs([...NO_MODEL, "--out", `${dir}/r2`, "--report", `${dir}/r`])!);
+    // A --resume DIR held by a run still going is refused before the model is read (its weights hashed: minutes).
+    const identity = { model: "m", checkpoint: "c", blocks: 1, method: "magnitude", pattern: "layer", seqlen: 8 };
+    using _held = await RunProgress.open(`${dir}/progress`, {
+      ...identity,
+      calibration: { source: "s", windows: 1, sha256: "0" },
+    });
+    await refuses([...NO_MODEL, "--resume", `${dir}/progress`], /^--resume .*\/progress: another run has it open/);
+    // With no model to compare with, an --out holding a config is not judged: the missing model is what is named.
+    await Deno.mkdir(`${dir}/out`);
+    await Deno.writeTextFile(`${dir}/out/config.json`, "{}");
+    const err = await main([...NO_MODEL, "--out", `${dir}/out`]).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof Error && /zprune-model/.test(err.message) && !/^--out/.test(err.message), String(err));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -340,7 +340,7 @@ export const FOLDERS_KEPT: readonly string[] = ["additional_chat_templates"];
 
 /**
  * The names of the regular files directly in `dir` (a symbolic link, as in Hugging Face's cache, counted as the file
- * it points to), sorted; none where `dir` does not exist.
+ * it points to), sorted; none where `dir` does not exist or is a file (a source's file named as a folder it may have).
  */
 export async function filesIn(dir: string): Promise<string[]> {
   const names: string[] = [];
@@ -351,7 +351,7 @@ export async function filesIn(dir: string): Promise<string[]> {
       }
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
   }
   return names.sort();
 }

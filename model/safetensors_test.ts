@@ -87,7 +87,8 @@ Deno.test("writeCheckpoint(): a file it cannot put in place leaves no temporary 
     await assert.rejects(writeCheckpoint(ck, out), (e: unknown) => {
       assert.ok(e instanceof Error);
       assert.match(e.message, /model\.safetensors\.index\.json: could not be put in place \(/);
-      assert.match(e.message, /; \d+ of the \d+ files were already, so .* now mixes old and new files/);
+      // The bundled model's 8 files, the index last: the 7 before it are in place.
+      assert.match(e.message, /; 7 of the 8 files were already, so .* now mixes old and new files/);
       return true;
     });
     const left = [...Deno.readDirSync(out)].map((e) => e.name).filter((n) => n.endsWith(".zprune-partial"));
@@ -128,6 +129,36 @@ Deno.test("writeCheckpoint() copies a cache snapshot's links as files; weights i
   } finally {
     await Deno.remove(root, { recursive: true });
     await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test("writeCheckpoint() leaves out a Hub card and dangling links; copies a file named as a folder", async () => {
+  const root = await Deno.makeTempDir();
+  const src = `${root}/src`;
+  try {
+    await Deno.mkdir(src);
+    const source = [...Deno.readDirSync(MODEL)].map((e) => e.name).filter((n) =>
+      !["reference.json", "MODEL_CARD.md"].includes(n)
+    );
+    for (const name of source) await Deno.symlink(`${MODEL}/${name}`, `${src}/${name}`);
+    // The Hub's model card describes the dense model; a link to nothing is no file; a file named as the templates'
+    // folder is copied as the file it is.
+    await Deno.writeTextFile(`${src}/README.md`, "# the dense model");
+    await Deno.symlink(`${root}/missing`, `${src}/x.json`);
+    await Deno.writeTextFile(`${src}/additional_chat_templates`, "not a folder");
+    const ck = await loadCheckpoint(src);
+    await writeCheckpoint(ck, `${root}/out`);
+    const written = [...Deno.readDirSync(`${root}/out`)].map((e) => e.name).sort();
+    assert.deepEqual(written, [...source, "additional_chat_templates"].sort());
+    assert.equal(await Deno.readTextFile(`${root}/out/additional_chat_templates`), "not a folder");
+    // A write that fails into an empty directory that was there before leaves the directory.
+    await Deno.mkdir(`${root}/empty`);
+    const last = ck.shards.length - 1;
+    const shards = ck.shards.map((s, i) => (i === last ? { ...s, names: [...s.names, "missing.weight"] } : s));
+    await assert.rejects(writeCheckpoint({ ...ck, shards }, `${root}/empty`));
+    assert.deepEqual([...Deno.readDirSync(`${root}/empty`)], []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });
 
