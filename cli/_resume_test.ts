@@ -62,6 +62,12 @@ async function refusal(dir: string, identity = IDENTITY): Promise<string> {
   return e.message;
 }
 
+/** Marks `dir`'s run file as `finish()` does before it removes anything: a finished run stopped part-way. */
+async function markFinished(dir: string): Promise<void> {
+  const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
+  await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, finished: true }));
+}
+
 Deno.test("RunProgress keeps blocks and the dense perplexity for the next run, removes them when done", async () => {
   const root = await Deno.makeTempDir();
   const dir = `${root}/progress`;
@@ -192,8 +198,7 @@ Deno.test("RunProgress: a run stopped while removing its files after success lea
       for (let l = 0; l < 4; l++) await p.keepBlock(block(l));
     });
     // finish() marks the run done before it removes anything: here, as if stopped with blocks 0, 1 and 3 left.
-    const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
-    await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, finished: true }));
+    await markFinished(dir);
     await Deno.remove(`${dir}/zprune-block-0002.msgpack`);
     using again = await RunProgress.open(dir, { ...IDENTITY, sparsity: 0.6 });
     assert.deepEqual([again.done, again.dense], [[], undefined], "a fresh run, whatever its flags");
@@ -302,8 +307,7 @@ Deno.test("RunProgress removes the DIR its first run made, whichever later run f
     assert.deepEqual([...Deno.readDirSync(root)], [], "after a run that kept nothing");
     // A finished run stopped while removing its files (marked finished, block 0 left), then a fresh run.
     await withProgress(dir, IDENTITY, (p) => p.keepBlock(block(0)));
-    const run = JSON.parse(await Deno.readTextFile(`${dir}/zprune-run.json`));
-    await Deno.writeTextFile(`${dir}/zprune-run.json`, JSON.stringify({ ...run, finished: true }));
+    await markFinished(dir);
     await (await RunProgress.open(dir, IDENTITY)).finish();
     assert.deepEqual([...Deno.readDirSync(root)], [], "after a finished run's leftovers");
   } finally {
