@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
-import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile } from "../model/safetensors.ts";
+import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile, SOURCE_ONLY_FILES } from "../model/safetensors.ts";
 import { checkNotHeld } from "./_resume.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
@@ -436,6 +436,24 @@ async function checkOut(raw: string, model: string): Promise<void> {
       throw new Error(
         `it holds ${stale.sort().join(", ")}, which this run would not overwrite: a loader could take them for ` +
           "the pruned model's; remove them or choose another directory",
+      );
+    }
+    // A folder where the checkpoint puts a file, or a file where it puts a folder, would fail the write at its very
+    // end, after the whole run.
+    const clashes: string[] = [];
+    const kind = async (name: string) => (await statOrNull(`${out}/${name}`))?.isDirectory;
+    for (const name of modelFiles) {
+      if (!SOURCE_ONLY_FILES.has(name) && await kind(name) === true) clashes.push(`a folder ${name}`);
+    }
+    for (const folder of FOLDERS_KEPT) {
+      if ((await fileNames(`${model}/${folder}`)).size > 0 && await kind(folder) === false) {
+        clashes.push(`a file ${folder}`);
+      }
+    }
+    if (clashes.length > 0) {
+      throw new Error(
+        `it holds ${clashes.join(", ")}, where the pruned checkpoint writes one of the other kind; remove ` +
+          `${clashes.length > 1 ? "them" : "it"} or choose another directory`,
       );
     }
     await Deno.remove(await Deno.makeTempFile({ dir: out, prefix: ".zprune-probe-" }));

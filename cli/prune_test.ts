@@ -199,6 +199,29 @@ Deno.test("main() refuses an --out holding weights the run would not overwrite, 
     await Deno.writeTextFile(`${out}/additional_chat_templates/tool_use.jinja`, "T");
     await refuses([...bundled, "--out", out], /--out .*: it holds additional_chat_templates\/tool_use\.jinja, which/);
     await Deno.remove(`${out}/additional_chat_templates`, { recursive: true });
+    // A folder where the checkpoint writes a file, and a file where it writes the templates' folder (of a model that
+    // has one): either would fail the write at its end, after the whole run.
+    await Deno.mkdir(`${out}/tokenizer.json`);
+    await refuses(
+      [...bundled, "--out", out],
+      /--out .*: it holds a folder tokenizer\.json, where the pruned checkpoint/,
+    );
+    await Deno.remove(`${out}/tokenizer.json`);
+    const templated = await Deno.makeTempDir();
+    try {
+      for (const e of Deno.readDirSync(bundled[1]!)) {
+        await Deno.symlink(`${bundled[1]}/${e.name}`, `${templated}/${e.name}`);
+      }
+      await Deno.mkdir(`${templated}/additional_chat_templates`);
+      await Deno.writeTextFile(`${templated}/additional_chat_templates/rag.jinja`, "{{ documents }}");
+      await Deno.writeTextFile(`${out}/additional_chat_templates`, "a file");
+      await refuses(["--model", templated, "--out", out], /--out .*: it holds a file additional_chat_templates, /);
+      await Deno.remove(`${out}/additional_chat_templates`);
+    } finally {
+      await Deno.remove(templated, { recursive: true });
+    }
+    // A folder named as a file the run does not write (the source's reference.json) is left to the user.
+    await Deno.mkdir(`${out}/reference.json`);
     // The files the run writes itself (a rerun into the same directory), and others, pass the check.
     const own = ["model-00001-of-00003.safetensors", "model.safetensors.index.json", "tokenizer.json", "config.json"];
     for (const name of [...own, "notes.txt", "report.json"]) await Deno.writeFile(`${out}/${name}`, new Uint8Array(8));

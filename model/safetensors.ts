@@ -330,7 +330,7 @@ function encodeSafetensors(tensors: StoredTensor[], metadata?: Record<string, st
  * perplexities (`reference.json`) and the model card (`MODEL_CARD.md`, or `README.md` on the Hugging Face Hub).
  * Copied next to edited (pruned) weights they would pass for the new model's, so `writeCheckpoint` leaves them out.
  */
-const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
+export const SOURCE_ONLY_FILES: ReadonlySet<string> = new Set(["reference.json", "MODEL_CARD.md", "README.md"]);
 
 /**
  * Folders of a checkpoint whose files are copied too: transformers saves named chat templates beside the default one
