@@ -3,6 +3,7 @@
  * with SIGTERM: the run says where it was and what it keeps, its report keeps what was measured, and the process exits
  * 130 or 143, as a shell reports the signal.
  */
+import type { PerplexityResult } from "../model/mod.ts";
 import { onShutdownSignal } from "../runtime/host.ts";
 
 /** The exit status a shell reports for a process ended by the signal. */
@@ -18,11 +19,7 @@ export class StoppedBy extends Error {
 }
 
 /** A measured perplexity, as the report keeps it. */
-export interface Measured {
-  ppl: number;
-  windows: number;
-  ms: number;
-}
+export type Measured = Pick<PerplexityResult, "ppl" | "windows" | "ms">;
 
 /**
  * Listens for SIGINT and SIGTERM while a run goes on. At the first, `report` writes what was measured (as after a

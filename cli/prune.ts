@@ -313,7 +313,7 @@ async function reportFailure(
   dense: DenseResult | undefined,
   kept: number | undefined,
   e: unknown,
-  prunedEval?: DenseResult,
+  prunedEval?: Measured,
 ): Promise<void> {
   if (args.report === undefined) return;
   const { method, pattern, sparsity } = args;
