@@ -47,7 +47,7 @@ would make ineffective is an error.
                          calibration and evaluation (default 256)
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json;
 the default ids, for calibration and evaluation, are the bundled tokenizer's: another model's needs data given):
-  --calib-starts FILE.i64 [--calib-ids FILE.u16]
+  --calib-starts FILE.i64 [--calib-ids FILE.u16|FILE.u32]
                          windows at the given int64 starts of the token ids (default ids: calib_ids.u16)
   --calib-text FILE [--nsamples N] [--seed S]
                          N (default 64) windows at random starts (seed S, 0 to 2^32-1, default 0) of the text
@@ -55,7 +55,7 @@ the default ids, for calibration and evaluation, are the bundled tokenizer's: an
                          the same over conversations, rendered with the chat template if the model has one
   (--nsamples and --seed only apply to --calib-text and --calib-jsonl)
 evaluation, one of (default: data/corpus/test_ids.u16):
-  --eval-ids FILE.u16 | --eval-text FILE
+  --eval-ids FILE.u16|FILE.u32 | --eval-text FILE
   --eval-windows N|all   the first N >= 1 windows of seqlen tokens (default 64)
   --skip-dense           do not measure the dense model
 (--calib-text and --eval-text split the file into documents at blank lines, two line breaks in a row with CRLF read

@@ -22,7 +22,7 @@ import {
   randomStarts,
   readI64,
   readJsonFile,
-  readU16,
+  readTokenIds,
   readUtf8Text,
   type SequentialResult,
   type TokenArray,
@@ -164,7 +164,7 @@ async function calibrationWindows(
       if (s.length === 0) throw new RangeError("it holds no window starts");
       return s;
     });
-    const ids = await fromFlag("--calib-ids", src.ids, () => readU16(src.ids));
+    const ids = await fromFlag("--calib-ids", src.ids, () => readTokenIds(src.ids));
     // The bundled starts were drawn for the default windows: longer ones may run past the ids, which is neither
     // file's fault. Otherwise a start past the ids is either file's fault: both are named.
     const bundled = resolve(src.starts) === DEFAULTS.calibStarts && resolve(src.ids) === DEFAULTS.calibIds;
@@ -280,7 +280,7 @@ async function evaluationIds(
   const evalTok = evalKind === "text" ? await tokenizer() : undefined;
   const evalIds: TokenArray = evalTok
     ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await readUtf8Text(evalFile)))
-    : await fromFlag("--eval-ids", evalFile, () => readU16(evalFile));
+    : await fromFlag("--eval-ids", evalFile, () => readTokenIds(evalFile));
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${evalFile}`);

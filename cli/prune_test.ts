@@ -491,6 +491,13 @@ Deno.test("main() names, before any prune request, layers a server would refuse 
     const ids = new Uint16Array(300).fill(5);
     ids[123] = 9000; // the bundled model's vocabulary has 8192 ids
     await Deno.writeFile(`${dir}/ids.u16`, new Uint8Array(ids.buffer));
+    // A .u32 file is read as uint32: 70000 is one id, past the vocabulary (as uint16 it would be two ids within it).
+    const wide = new Uint32Array(300).fill(5);
+    wide[123] = 70000;
+    await Deno.writeFile(`${dir}/ids.u32`, new Uint8Array(wide.buffer));
+    const at120 = new Uint8Array(8);
+    new DataView(at120.buffer).setBigInt64(0, 120n, true);
+    await Deno.writeFile(`${dir}/at120.i64`, at120);
     const cases: [string[], RegExp[]][] = [
       [["--pattern", "3:7"], [/in-process server/, /q_proj\.weight: its 256 columns are not a multiple of M = 7/]],
       [["--server", small.url], [/--server http/, /mlp\.gate_proj\.weight: about \d+ bytes to send.* 300000/]],
@@ -499,6 +506,11 @@ Deno.test("main() names, before any prune request, layers a server would refuse 
       [["--calib-starts", `${dir}/far.i64`], [/--calib-starts .*far\.i64 \(with --calib-ids .*\): window start 10+ /]],
       [["--calib-text", `${dir}/short.txt`], [/--calib-text .*short\.txt: \d+ tokens are fewer than one window/]],
       [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16"], [/--eval-ids .*ids\.u16: token id 9000 \(token 123\)/]],
+      [["--eval-ids", `${dir}/ids.u32`, "--seqlen", "16"], [/--eval-ids .*ids\.u32: token id 70000 \(token 123\)/]],
+      [
+        ["--calib-starts", `${dir}/at120.i64`, "--calib-ids", `${dir}/ids.u32`, "--seqlen", "16"],
+        [/--calib-ids .*ids\.u32: token id 70000 \(token 3\)/],
+      ],
       // Past the windows evaluated, an id is never read: the run goes on, to stop on the pattern.
       [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16", "--eval-windows", "7", "--pattern", "3:7"], [/M = 7/]],
     ];

@@ -1,6 +1,7 @@
 /**
  * Windows of token ids for calibration and evaluation: seeded window starts, gathering them, and the files of exact
- * ids (uint16) and window starts (int64) that the CLI's third calibration source, and the bundled corpus, use.
+ * ids (uint16, or uint32 for larger vocabularies) and window starts (int64) that the CLI's third calibration source,
+ * and the bundled corpus, use.
  */
 import type { TokenArray } from "./tokenizer.ts";
 
@@ -40,6 +41,28 @@ export async function readU16(path: string): Promise<Uint16Array> {
   const b = await Deno.readFile(path);
   if (b.byteLength % 2) throw new RangeError(`${path}: odd byte length for uint16 ids`);
   return new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2);
+}
+
+/**
+ * Reads a uint32 little-endian token file, for vocabularies past uint16's 65,536 ids (Llama 3's 128,256). Ids are
+ * held as int32, like the tokenizer's: one of 2^31 or more, past any vocabulary, is refused here, as it would wrap.
+ */
+export async function readU32(path: string): Promise<Int32Array> {
+  const b = await Deno.readFile(path);
+  if (b.byteLength % 4) throw new RangeError(`${path}: byte length is not a multiple of 4 for uint32 ids`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const ids = new Int32Array(b.byteLength / 4);
+  for (let i = 0; i < ids.length; i++) {
+    const id = v.getUint32(i * 4, true);
+    if (id >= 2 ** 31) throw new RangeError(`${path}: token id ${id} (token ${i}) is past any vocabulary`);
+    ids[i] = id;
+  }
+  return ids;
+}
+
+/** Reads a token file by its name: uint32 where it ends in `.u32`, uint16 (the bundled corpus's) otherwise. */
+export function readTokenIds(path: string): Promise<TokenArray> {
+  return /\.u32$/i.test(path) ? readU32(path) : readU16(path);
 }
 
 /** Reads an int64 little-endian file of window starts. */

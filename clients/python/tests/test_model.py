@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from typing import Any, Dict, List
 
 import numpy as np
@@ -440,3 +441,18 @@ def test_batches_keep_each_request_within_the_budget_whatever_the_order() -> Non
     _check_layer_shape("l", np.zeros((10, 10)), "layer", 100)
     with pytest.raises(ZpruneError, match="10 x 10 weights, over the server's largest layer of 99"):
         _check_layer_shape("l", np.zeros((10, 10)), "layer", 99)
+
+
+def test_read_tokens_takes_uint32_for_a_u32_name_and_uint16_otherwise(tmp_path: Any) -> None:
+    ids = [0, 1, 65535, 65536, 128255, 2**31 - 1, 300]
+    raw = struct.pack("<7I", *ids)
+    for name in ("ids.u32", "IDS.U32"):
+        (tmp_path / name).write_bytes(raw)
+        assert read_tokens(tmp_path / name).tolist() == ids
+        assert read_tokens(str(tmp_path / name)).tolist() == ids
+    # Any other name reads the same bytes as uint16, as the CLI does: each id's low half, then its high half.
+    (tmp_path / "ids.u16").write_bytes(raw)
+    assert read_tokens(tmp_path / "ids.u16").tolist() == [h for i in ids for h in (i & 0xFFFF, i >> 16)]
+    # A dtype given wins over the name.
+    assert read_tokens(tmp_path / "ids.u16", dtype="<u4").tolist() == ids
+    assert read_tokens(tmp_path / "ids.u32").dtype == np.int64

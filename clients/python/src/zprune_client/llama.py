@@ -385,8 +385,11 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
     return model.eval()
 
 
-def read_tokens(path: PathLike, dtype: str = "<u2") -> NDArray[Any]:
-    """Reads a flat binary file of token ids (uint16 little-endian by default) as int64."""
+def read_tokens(path: PathLike, dtype: Optional[str] = None) -> NDArray[Any]:
+    """Reads a flat binary file of token ids as int64: by default little-endian uint32 for a name ending in ``.u32``
+    (vocabularies past 65,536 ids), uint16 otherwise, as the CLI reads ``--calib-ids`` and ``--eval-ids``."""
+    if dtype is None:
+        dtype = "<u4" if os.fspath(path).lower().endswith(".u32") else "<u2"
     return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
 
 
