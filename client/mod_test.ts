@@ -10,6 +10,7 @@ import {
   decodeMsgpack,
   DEFAULT_TIMEOUT_MS,
   encodeRequest,
+  tensor,
   tensorValues,
   ZpruneClient,
   ZpruneError,
@@ -727,6 +728,8 @@ Deno.test("pruneLayers(): only a connection refused, reset or lost mid-answer is
     ],
     ["Bun, refused", inBun("Unable to connect. Is the computer able to access the url?", "ECONNREFUSED")],
     ["Bun, reset", inBun("The socket connection was closed unexpectedly", "ECONNRESET")],
+    ["Windows, refused", inDeno("No connection could be made because the target machine actively refused it.")],
+    ["Windows, reset", inDeno("An existing connection was forcibly closed by the remote host. (os error 10054)")],
   ];
   // ... and what another try would meet again: an unknown host, a certificate refused, a peer that does not speak
   // HTTP, a connect timeout that already waited, a browser's error that says nothing.
@@ -860,4 +863,164 @@ Deno.test("pruneLayers(): a connection lost mid-answer is retried; a proxy's 502
       });
     });
   }
+});
+
+/** Runs `fn` with Math.random() at the top of its range, so that every jittered wait is its largest. */
+async function withTopJitter(fn: () => Promise<void>): Promise<void> {
+  const random = Math.random;
+  Math.random = () => 0.999;
+  try {
+    await fn();
+  } finally {
+    Math.random = random;
+  }
+}
+
+Deno.test("pruneLayers(): the doubling backoff is capped (503 without Retry-After, refused connection)", async () => {
+  await withTopJitter(async () => {
+    const unavailable = () => Response.json({ error: { code: "unavailable", message: "restarting" } }, { status: 503 });
+    await withServer((_req, attempt) => attempt < 4 ? unavailable() : msgpack(OK_BODY), async (url) => {
+      const waits: number[] = [];
+      const sleep = (ms: number) => (waits.push(ms), Promise.resolve());
+      const client = new ZpruneClient({ url, backoffMs: 1_000, maxBackoffMs: 2_000, sleep });
+      assert.equal((await client.pruneLayers(REQUEST)).layers[0]!.stats.pruned, 4);
+      // Uniform in [0, min(2000, 1000 * 2^attempt)]: at the top, 999 ms, then the cap's 1998 ms.
+      assert.deepEqual(waits.map((w) => Math.round(w * 10) / 10), [999, 1_998, 1_998, 1_998]);
+    });
+    // A refused connection backs off the same way between its tries.
+    const waits: number[] = [];
+    const client = new ZpruneClient({
+      url: "http://127.0.0.1:9",
+      retries: 2,
+      backoffMs: 100,
+      sleep: (ms) => (waits.push(ms), Promise.resolve()),
+      fetch: () => Promise.reject(inDeno("tcp connect error: Connection refused (os error 111)")),
+    });
+    await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "unreachable" });
+    assert.deepEqual(waits.map((w) => Math.round(w * 10) / 10), [99.9, 199.8]);
+  });
+});
+
+Deno.test("new ZpruneClient(): the default backoffMs (200) and maxBackoffMs (10000) set the waits", async () => {
+  await withTopJitter(async () => {
+    const asks = [undefined, "86400"];
+    await withServer((_req, attempt) => {
+      if (attempt >= asks.length) return msgpack(OK_BODY);
+      const headers: Record<string, string> = asks[attempt] ? { "retry-after": asks[attempt]! } : {};
+      return Response.json({ error: { code: "busy", message: "queue full" } }, { status: 429, headers });
+    }, async (url) => {
+      const waits: number[] = [];
+      const client = new ZpruneClient({ url, sleep: (ms) => (waits.push(ms), Promise.resolve()) });
+      assert.equal((await client.pruneLayers(REQUEST)).layers[0]!.stats.pruned, 4);
+      assert.deepEqual(waits.map((w) => Math.round(w * 10) / 10), [199.8, 10_000]);
+    });
+  });
+});
+
+Deno.test("pruneLayers(): timeoutMs bounds the attempt, not a multiple; an abort's TypeError is its own", async () => {
+  // The answer comes after 5 x timeoutMs: it arrives only for a client whose timer runs longer than asked. Both timers
+  // run in this process, so they fire in the order of their deadlines whatever the machine's load.
+  await withServer(async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    return msgpack(OK_BODY);
+  }, async (url) => {
+    const client = new ZpruneClient({ url, timeoutMs: 100, retries: 0 });
+    await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+      assert.equal((e as Error).name, "TimeoutError");
+      assert.equal((e as Error).message, "no answer within 100 ms");
+      return true;
+    });
+  });
+  // The caller's reason is thrown as it is, a TypeError too, not taken for fetch's network error.
+  await withServer(() => stalledAnswer("stall"), async (url) => {
+    const client = new ZpruneClient({ url, retries: 2, backoffMs: 1 });
+    const ac = new AbortController();
+    const reason = new TypeError("stop");
+    const pending = client.pruneLayers(REQUEST, { signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 50);
+    await assert.rejects(pending, (e: unknown) => e === reason);
+  });
+});
+
+Deno.test("pruneLayers(): an abort during a backoff wait ends the wait at once", async () => {
+  let calls = 0;
+  await withServer(() => {
+    calls++;
+    return Response.json({ error: { code: "busy", message: "queue full" } }, {
+      status: 429,
+      headers: { "retry-after": "600" },
+    });
+  }, async (url) => {
+    // The default sleep, asked for 10 minutes: only the signal can end it in time.
+    const client = new ZpruneClient({ url, maxBackoffMs: 600_000 });
+    const ac = new AbortController();
+    const reason = new Error("user cancelled");
+    const pending = client.pruneLayers(REQUEST, { signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 100);
+    let guard: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<string>((r) => guard = setTimeout(() => r("still waiting after 60 s"), 60_000));
+    try {
+      const outcome = await Promise.race([pending.then(() => "answered", (e) => e), late]);
+      assert.equal(outcome, reason);
+    } finally {
+      clearTimeout(guard);
+    }
+  });
+  assert.equal(calls, 1, "no second try after the abort");
+});
+
+Deno.test("pruneLayers(): an error's body code beats its header; Retry-After, msgpack message kept", async () => {
+  await withServer((_req, attempt) => {
+    if (attempt === 0) {
+      return Response.json({ error: { code: "busy", message: "queue full" } }, {
+        status: 422,
+        headers: { [ERROR_CODE_HEADER]: "shape_mismatch" },
+      });
+    }
+    if (attempt === 1) return msgpack({ error: { code: "non_finite", message: "w: NaN at 3" } }, 422);
+    return Response.json({ error: { code: "busy", message: "queue full" } }, {
+      status: 429,
+      headers: { "retry-after": "7" },
+    });
+  }, async (url) => {
+    const client = new ZpruneClient({ url, retries: 0 });
+    await assert.rejects(client.pruneLayers(REQUEST), { name: "ZpruneError", code: "busy", status: 422 });
+    // application/msgpack is decoded: the message is the server's, not the body's bytes.
+    await assert.rejects(client.pruneLayers(REQUEST), { code: "non_finite", message: "w: NaN at 3" });
+    // Out of retries, a 429 is thrown with its Retry-After, for the caller to wait by.
+    await assert.rejects(client.pruneLayers(REQUEST), (e: unknown) => {
+      assert.ok(e instanceof ZpruneError);
+      assert.deepEqual([e.code, e.status, e.headers["Retry-After"]], ["busy", 429, "7"]);
+      return true;
+    });
+  });
+});
+
+Deno.test("pruneLayers() sends the bytes of a SharedArrayBuffer's view, and of a subarray only its own", async () => {
+  // 256 x 256 f32: 256 KiB, past the size whose pieces are joined, so it goes out as body parts of its own.
+  const n = 256 * 256;
+  const shared = new Float32Array(new SharedArrayBuffer(n * 4));
+  for (let i = 0; i < n; i++) shared[i] = Math.sin(i);
+  const plain = new Float32Array(shared);
+  const layer = (data: Float32Array) => ({ name: "w", weight: tensor("f32", [256, 256], data) });
+  const want = encodeRequest({ sparsity: 0.5, layers: [layer(plain)] });
+  let got: Uint8Array | undefined;
+  await withServer(async (req) => {
+    got = new Uint8Array(await req.arrayBuffer());
+    return Response.json({ error: { code: "invalid_request", message: "seen" } }, { status: 400 });
+  }, async (url) => {
+    const client = new ZpruneClient({ url, retries: 0 });
+    await assert.rejects(client.pruneLayers({ sparsity: 0.5, layers: [layer(shared)] }), { message: "seen" });
+  });
+  assert.deepEqual(got, want);
+  // A view into a larger buffer: only the view's bytes, little-endian.
+  const t = tensor("f32", [1, 2], new Float32Array([1, 2, 3, 4]).subarray(2));
+  assert.deepEqual(Array.from(t.data), Array.from(new Uint8Array(new Float32Array([3, 4]).buffer)));
+});
+
+Deno.test("applyMask() refuses bytes that are not a whole number of elements; the URL drops every trailing /", () => {
+  assert.throws(() => applyMask(new Uint8Array(3), "f16", new Uint8Array(1)), /3 bytes is not a whole number of f16/);
+  assert.throws(() => applyMask(new Uint8Array(6), "f32", new Uint8Array(1)), /6 bytes is not a whole number of f32/);
+  assert.equal(new ZpruneClient({ url: "http://127.0.0.1:9//" }).url, "http://127.0.0.1:9");
+  assert.equal(new ZpruneClient({ url: "http://127.0.0.1:9/zprune///" }).url, "http://127.0.0.1:9/zprune");
 });
