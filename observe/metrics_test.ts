@@ -102,3 +102,31 @@ Deno.test("Metrics: no series vanishes between scrapes; a labelled family waits 
   assert.throws(() => m.bytesIn.inc({ route: "/x" }), /takes labels none/);
   assert.throws(() => m.latency.observe(1, { route: "/healthz" }), /takes labels route, status/);
 });
+
+Deno.test("Metrics: each family's TYPE is its kind; +Inf counts past the last bound, 600 s is a bound", () => {
+  const m = new Metrics();
+  m.gauge("zprune_queue_depth", "Requests waiting.", () => 0);
+  m.counterOf("zprune_backend_restarts_total", "Restarts.", () => 0);
+  // A 500 s prune (under the default 600 s deadline) and one past every bound.
+  m.latency.observe(500, { route: "/v1/prune", status: "200" });
+  m.latency.observe(1000, { route: "/v1/prune", status: "200" });
+  const text = m.render();
+  const types = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((t) => [t[1]!, t[2]!]));
+  assert.deepEqual(Object.fromEntries(types), {
+    zprune_requests_total: "counter",
+    zprune_request_duration_seconds: "histogram",
+    zprune_bytes_in_total: "counter",
+    zprune_bytes_out_total: "counter",
+    zprune_compute_seconds_total: "counter",
+    zprune_layers_total: "counter",
+    zprune_queue_depth: "gauge",
+    zprune_backend_restarts_total: "counter",
+  });
+  const samples = parse(text);
+  const bucket = (le: string) =>
+    samples.get(`zprune_request_duration_seconds_bucket{le="${le}",route="/v1/prune",status="200"}`);
+  assert.deepEqual([bucket("300"), bucket("600"), bucket("+Inf")], [0, 1, 2]);
+  // A series never incremented reads 0, as it would render once it is.
+  assert.equal(m.requests.get({ route: "/v1/prune", status: "500" }), 0);
+  assert.equal(m.bytesOut.get(), 0);
+});

@@ -50,6 +50,20 @@ Deno.test("cpuLimit: the host's cores, or a cgroup's CPU quota rounded up, at le
   const v1 = { "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "300000\n", "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n" };
   assert.equal(cpuLimit(files(v1), 64), 3);
   assert.equal(cpuLimit(files({ ...v1, "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n" }), 64), 64);
+  // v1 names each hierarchy's controllers: the cpuset hierarchy's group is not the cpu controller's, though its name
+  // begins alike. Only the cpu,cpuacct line's group (here /g) is looked under /sys/fs/cgroup/cpu.
+  const pinned = {
+    "/proc/self/cgroup": "3:cpuset:/pin\n4:cpu,cpuacct:/g\n",
+    "/sys/fs/cgroup/cpu/pin/cpu.cfs_quota_us": "100000\n",
+    "/sys/fs/cgroup/cpu/pin/cpu.cfs_period_us": "100000\n",
+  };
+  assert.equal(cpuLimit(files(pinned), 64), 64);
+  const quotaOnG = {
+    ...pinned,
+    "/sys/fs/cgroup/cpu/g/cpu.cfs_quota_us": "250000\n",
+    "/sys/fs/cgroup/cpu/g/cpu.cfs_period_us": "100000\n",
+  };
+  assert.equal(cpuLimit(files(quotaOnG), 64), 3, "the cpu group's 2.5 cores rounded up, not /pin's 1");
 });
 
 Deno.test("memoryLimitBytes and cpuLimit on this machine: within the host's figures", () => {
