@@ -144,3 +144,54 @@ Deno.test("LlamaRunner applies the config's RoPE scaling: linear x1 changes noth
   assert.deepEqual(stretched.subarray(0, V), plain.subarray(0, V));
   assert.notDeepEqual(stretched.subarray(V), plain.subarray(V));
 });
+
+Deno.test("block statistics are each linear's input: doubling the weight before one quadruples it alone", async () => {
+  const m = await loadModel(root("models/zp-llama-9m"), { keep16: false });
+  const T = 16, windows = 2;
+  const tokens = Array.from({ length: windows * T }, (_, i) => (i * 89 + 3) % m.cfg.vocabSize);
+  const statsWith = (change?: { field: "attnNorm" | "wv" | "ffnNorm" | "wUp" | "wGate"; by: number }) => {
+    const layers = m.weights.layers.slice();
+    if (change) {
+      const w = layers[0]![change.field] as Float32Array;
+      layers[0] = { ...layers[0]!, [change.field]: w.map((v) => change.by * v) };
+    }
+    const runner = new LlamaRunner(m.cfg, { ...m.weights, layers }, { seqLen: T, cacheTokens: windows * T });
+    runner.cacheEmbed(tokens, windows);
+    const stats = emptyStats(m.cfg);
+    runner.cacheBlock(0, stats);
+    return stats;
+  };
+  const base = statsWith();
+  const x4 = (a: Float64Array) => a.map((v) => 4 * v);
+  // Multiplying by 2 is exact in floating point, through every product and sum up to the statistic: x4 exactly.
+  // input_layernorm's weight scales q/k/v's input; the attention output that feeds o_proj changes too (its scores do).
+  assert.deepEqual(statsWith({ field: "attnNorm", by: 2 }).attnIn, x4(base.attnIn));
+  // v_proj's weight scales the attention output (the softmax weights are unchanged), o_proj's input, only.
+  const v = statsWith({ field: "wv", by: 2 });
+  assert.deepEqual([v.attnIn, v.oIn], [base.attnIn, x4(base.oIn)]);
+  // post_attention_layernorm's weight scales gate/up's input, after the attention's statistics.
+  const ffn = statsWith({ field: "ffnNorm", by: 2 });
+  assert.deepEqual([ffn.attnIn, ffn.oIn, ffn.mlpIn], [base.attnIn, base.oIn, x4(base.mlpIn)]);
+  // up_proj's weight scales silu(gate) * up, down_proj's input.
+  const up = statsWith({ field: "wUp", by: 2 });
+  assert.deepEqual([up.attnIn, up.oIn, up.mlpIn, up.downIn], [base.attnIn, base.oIn, base.mlpIn, x4(base.downIn)]);
+  // gate_proj zeroed: silu(0) = 0, so down_proj's input is 0 whatever up_proj gives.
+  const gate = statsWith({ field: "wGate", by: 0 });
+  assert.deepEqual([gate.mlpIn, gate.downIn], [base.mlpIn, new Float64Array(m.cfg.hiddenDim)]);
+  assert.ok(base.downIn.every((s) => s > 0) && base.mlpIn.every((s) => s > 0));
+});
+
+Deno.test("LlamaRunner refuses a token id past the vocabulary and more windows than its cache holds", async () => {
+  const m = await loadModel(root("models/zp-llama-9m"));
+  const T = 8, V = m.cfg.vocabSize;
+  const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T, cacheTokens: T });
+  const ids = Array.from({ length: 2 * T }, (_, i) => i + 1);
+  runner.forward(ids.slice(0, T).map((_, i) => (i === 3 ? V - 1 : i)));
+  assert.throws(
+    () => runner.forward(ids.slice(0, T).map((_, i) => (i === 3 ? V : i))),
+    new RegExp(`token id ${V} outside`),
+  );
+  assert.throws(() => runner.forward(ids.slice(0, T).map((_, i) => (i === 3 ? -1 : i))), /token id -1 outside/);
+  runner.cacheEmbed(ids, 1);
+  assert.throws(() => runner.cacheEmbed(ids, 2), /^RangeError: cache holds fewer than 2 windows$/);
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ForwardPool, loadModel, runnerArenaSize, storedWeightBytes } from "./mod.ts";
+import { emptyStats, ForwardPool, LlamaRunner, loadModel, runnerArenaSize, storedWeightBytes } from "./mod.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
@@ -24,7 +24,9 @@ Deno.test("ForwardPool.create() starts no more workers than memory holds, and na
   );
   // Asked for by default: as many as the cores give and the memory holds.
   const cores = Math.min(8, navigator.hardwareConcurrency || 1);
-  for (const [memoryBytes, want] of [[two, Math.min(2, cores)], [1, 1]] as const) {
+  // Memory exactly what two need is enough; a byte less is not (the weights they share counted once).
+  const fits = [[two, Math.min(2, cores)], [needs(2), Math.min(2, cores)], [needs(2) - 1, 1], [1, 1]] as const;
+  for (const [memoryBytes, want] of fits) {
     const pool = await ForwardPool.create(m.cfg, m.weights, { ...opts, memoryBytes });
     try {
       assert.equal(pool.size, want, `memory ${memoryBytes}`);
@@ -43,6 +45,33 @@ Deno.test("ForwardPool.create() starts no more workers than the most windows a c
     const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 16, workers, mostWindows });
     try {
       assert.equal(pool.size, want, `workers ${workers}, windows ${mostWindows}`);
+    } finally {
+      pool.close();
+    }
+  }
+});
+
+Deno.test("ForwardPool: calibration statistics over any split of the windows sum to one runner's", async () => {
+  const m = await loadModel(MODEL);
+  const T = 16, windows = 3; // odd: the two workers hold 2 and 1
+  const tokens = Int32Array.from({ length: windows * T }, (_, i) => (i * 61 + 9) % m.cfg.vocabSize);
+  const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T, cacheTokens: windows * T });
+  runner.cacheEmbed(tokens, windows);
+  const want = emptyStats(m.cfg);
+  runner.cacheBlock(0, want);
+  for (const workers of [1, 2]) {
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers, calibWindows: windows });
+    try {
+      assert.equal(pool.size, workers);
+      await pool.calibBegin(tokens, windows);
+      const got = await pool.calibCollect(0);
+      for (const key of Object.keys(want) as (keyof typeof want)[]) {
+        // Sums over windows in another grouping: equal to float64's rounding of the order.
+        got[key].forEach((v, j) => {
+          const w = want[key][j]!;
+          assert.ok(Math.abs(v - w) <= 1e-12 * Math.abs(w), `${workers} workers, ${key}[${j}]: ${v} against ${w}`);
+        });
+      }
     } finally {
       pool.close();
     }

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { batchBySize } from "./sequential.ts";
+import type { PruneRequestInput, PruneResponse } from "../contract/api.ts";
+import type { ZpruneClient } from "../client/mod.ts";
+import { emptyStats, LlamaRunner } from "./llama.ts";
+import { LINEAR_NAMES } from "./config.ts";
+import { loadModel } from "./mod.ts";
+import { ForwardPool } from "./pool.ts";
+import { batchBySize, checkModelFits, perplexity, type PrunedBlock, pruneSequential } from "./sequential.ts";
+
+const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
 Deno.test("batchBySize() keeps layers in order, each request under the body limit, naming one that cannot fit", () => {
   const layer = (name: string, bytes: number) => ({
@@ -49,4 +57,173 @@ Deno.test("batchBySize() keeps each request within the server's memory budget, a
     batchBySize(layers, { maxBodyBytes: 1e12, memoryBudgetBytes }, "magnitude");
   assert.deepEqual(magnitude(reckoned(1) - 48_000 + 26_400).map((g) => g.length), [1, 1, 1, 1, 1]);
   assert.throws(() => magnitude(reckoned(1) - 48_000 + 26_400 - 1), /: a: about 190665 bytes of working/);
+});
+
+Deno.test("batchBySize(): a request's 256 bytes count in each group and against one layer alone, inclusively", () => {
+  const layer = (name: string, bytes: number) => ({
+    name,
+    weight: { dtype: "f16" as const, shape: [1, bytes / 2], data: new Uint8Array(bytes) },
+    actNormSq: { data: new Uint8Array(0) },
+  });
+  const limits = (maxBodyBytes: number) => ({ maxBodyBytes, memoryBudgetBytes: 1e12 });
+  // c costs 9000 + 3 + 256, d 300 + 3 + 256: with the request's 256, 10,074 bytes together, over 10,000.
+  const layers = [layer("a", 4000), layer("b", 4000), layer("c", 9000), layer("d", 300)];
+  assert.deepEqual(batchBySize(layers, limits(10_000)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
+  assert.deepEqual(batchBySize(layers, limits(10_074)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c", "d"]]);
+  // One layer alone: its 9259 bytes and the request's 256 fit a limit of exactly 9515, not one byte less.
+  assert.equal(batchBySize([layer("c", 9000)], limits(9_515)).length, 1);
+  assert.throws(
+    () => batchBySize([layer("c", 9000)], limits(9_514)),
+    (e: unknown) =>
+      e instanceof ZpruneError && e.code === "too_large" && /^c: about 9515 bytes .* 9514$/.test(e.message),
+  );
+});
+
+/**
+ * A stand-in for the server: it records each request and answers with masks that prune nothing, as `answer` shapes
+ * them, or throws what `fail` gives for a block.
+ */
+function fakeClient(opts: {
+  answer?: (layer: PruneResponse["layers"][number]) => PruneResponse["layers"][number];
+  fail?: (block: number) => Error | undefined;
+}): { client: ZpruneClient; requests: PruneRequestInput[] } {
+  const requests: PruneRequestInput[] = [];
+  const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: 1e12, maxLayerElements: 1e9 };
+  const client = {
+    info: () => Promise.resolve({ limits }),
+    pruneLayers: (req: PruneRequestInput) => {
+      requests.push(req);
+      const block = Number(/^model\.layers\.(\d+)\./.exec(req.layers[0]!.name)![1]);
+      const failure = opts.fail?.(block);
+      if (failure) return Promise.reject(failure);
+      const layers = req.layers.map((l) => {
+        const [rows, cols] = l.weight.shape as [number, number];
+        const stats = {
+          pruned: 0,
+          total: rows * cols,
+          sparsity: 0,
+          rowSparsity: { min: 0, max: 0, mean: 0 },
+          nonFinite: 0 as const,
+        };
+        const mask = new Uint8Array(Math.ceil((rows * cols) / 8));
+        const out: PruneResponse["layers"][number] = { name: l.name, shape: [rows, cols], mask, stats };
+        return opts.answer ? opts.answer(out) : out;
+      });
+      const timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
+      return Promise.resolve({ backend: "cpu", device: "fake", timings, layers } as PruneResponse);
+    },
+  };
+  return { client: client as unknown as ZpruneClient, requests };
+}
+
+Deno.test("pruneSequential() sends actNormSq as the block's summed squared inputs over the window count", async () => {
+  const m = await loadModel(MODEL);
+  const T = 16, windows = 3;
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 131 + 7) % m.cfg.vocabSize);
+  // The oracle: block 0's input statistics from a runner in this process, divided by the 3 windows, as f32.
+  const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T, cacheTokens: windows * T });
+  runner.cacheEmbed(calib, windows);
+  const stats = emptyStats(m.cfg);
+  runner.cacheBlock(0, stats);
+  const want = [stats.attnIn, stats.attnIn, stats.attnIn, stats.oIn, stats.mlpIn, stats.mlpIn, stats.downIn]
+    .map((sums) => Array.from(Float32Array.from(sums, (x) => x / windows)));
+  // The server refuses block 1 about its fourth layer: the error names that layer and the block.
+  const refusal = new ZpruneError("non_finite", "layers[3].actNormSq[0] is NaN");
+  const { client, requests } = fakeClient({ fail: (block) => block === 1 ? refusal : undefined });
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    const settings = { method: "wanda" as const, pattern: "layer", sparsity: 0.5 };
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, client, settings, calib, windows),
+      (e: unknown) =>
+        e instanceof ZpruneError && e.code === "non_finite" && e.cause === refusal &&
+        e.message === "block 1, model.layers.1.self_attn.o_proj.weight: layers[3].actNormSq[0] is NaN",
+    );
+  } finally {
+    pool.close();
+  }
+  assert.deepEqual(requests[0]!.layers.map((l) => l.name), LINEAR_NAMES.map((n) => `model.layers.0.${n}.weight`));
+  const sent = requests[0]!.layers.map((l) => {
+    const b = l.actNormSq!.data as Uint8Array;
+    return Array.from(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
+  });
+  assert.deepEqual(sent, want);
+});
+
+Deno.test("pruneSequential() refuses an answer of another shape and a kept block in another's place", async () => {
+  const m = await loadModel(MODEL);
+  const T = 16, windows = 2;
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 17 + 3) % m.cfg.vocabSize);
+  const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5 };
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    // The same name, its shape transposed (the mask would still be the right length). q_proj, square, passes: the
+    // first refused is k_proj.
+    const transposed = fakeClient({ answer: (l) => ({ ...l, shape: [l.shape[1]!, l.shape[0]!] }) });
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, transposed.client, settings, calib, windows),
+      /^Error: server answered model\.layers\.0\.self_attn\.k_proj\.weight for model\.layers\.0\.self_attn\.k_proj/,
+    );
+    const { client, requests } = fakeClient({});
+    const layers = LINEAR_NAMES.map((n) => ({ name: `model.layers.1.${n}.weight` }));
+    const record = {
+      block: 1,
+      collectMs: 0,
+      requestMs: 0,
+      server: { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 },
+      applyMs: 0,
+    };
+    const misplaced = { block: 1, layers, record, backend: "cpu", device: "fake" } as unknown as PrunedBlock;
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, client, settings, calib, windows, { done: [misplaced] }),
+      /^RangeError: block 1 given as the pruned block 0$/,
+    );
+    assert.equal(requests.length, 0);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("checkModelFits(): the largest layer is inclusive; a NaN weight is named by its row and column", async () => {
+  const m = await loadModel(MODEL);
+  const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: 1e12 };
+  // The bundled model's largest layers are the MLP's, 768 x 256 and 256 x 768.
+  checkModelFits(m.ckpt, m.cfg, { ...limits, maxLayerElements: 768 * 256 }, "layer");
+  assert.throws(
+    () => checkModelFits(m.ckpt, m.cfg, { ...limits, maxLayerElements: 768 * 256 - 1 }, "layer"),
+    /^RangeError: model\.layers\.0\.mlp\.gate_proj\.weight: 768 x 256 weights, over the server's largest layer/,
+  );
+  // gate_proj is 768 x 256 (f16): element 256 + 2 is row 1, column 2. Then the very first element.
+  const t = m.ckpt.tensors.get("model.layers.2.mlp.gate_proj.weight")!;
+  const bits = new Uint16Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 2);
+  for (const [at, where] of [[256 + 2, "row 1, column 2"], [0, "row 0, column 0"]] as const) {
+    const kept = bits[at]!;
+    bits[at] = 0x7e00; // f16 NaN
+    try {
+      assert.throws(
+        () => checkModelFits(m.ckpt, m.cfg, { ...limits, maxLayerElements: 1e9 }, "layer"),
+        new RegExp(
+          `^RangeError: model\\.layers\\.2\\.mlp\\.gate_proj\\.weight: weight\\[${at}\\] \\(${where}\\) is NaN`,
+        ),
+      );
+    } finally {
+      bits[at] = kept;
+    }
+  }
+});
+
+Deno.test("perplexity() drops a tail shorter than a window, and refuses ids that hold no window", async () => {
+  const m = await loadModel(MODEL);
+  const T = 16;
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1 });
+  try {
+    const ids = Int32Array.from({ length: 2.5 * T }, (_, i) => (i * 53 + 11) % m.cfg.vocabSize);
+    const r = await perplexity(pool, ids);
+    assert.deepEqual([r.windows, r.tokens, r.losses.length], [2, 2 * T, 2]);
+    // The same as the two whole windows alone.
+    assert.deepEqual((await perplexity(pool, ids.subarray(0, 2 * T))).losses, r.losses);
+    await assert.rejects(perplexity(pool, ids.subarray(0, T - 1)), /^RangeError: 15 tokens hold no window of 16$/);
+  } finally {
+    pool.close();
+  }
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { gatherWindows, randomStarts, readI64, readTokenIds, readU16, readU32 } from "./windows.ts";
+import { gatherWindows, randomStarts, readI64, readTokenIds, readU16, readU32, seededRandom } from "./windows.ts";
 
 const root = (p: string) => new URL(`../${p}`, import.meta.url).pathname;
 
@@ -45,6 +45,30 @@ Deno.test("readU32() reads little-endian uint32 ids past uint16; readTokenIds() 
     await assert.rejects(readTokenIds(`${dir}/ragged.u32`), /ragged\.u32: byte length is not a multiple of 4/);
     await Deno.writeFile(`${dir}/empty.u32`, new Uint8Array(0));
     assert.equal((await readTokenIds(`${dir}/empty.u32`)).length, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("seededRandom() is mulberry32, so that --seed draws the same windows in every version", () => {
+  // From a separate implementation of mulberry32 (Python, unsigned 32-bit arithmetic), seed 0 and 123456789.
+  const r = seededRandom(0);
+  assert.deepEqual([r(), r(), r()], [0.26642920868471265, 0.0003297457005828619, 0.2232720274478197]);
+  assert.deepEqual(randomStarts(100_000, 5, 256, 0), [26574, 32, 22270, 14582, 46613]);
+  assert.deepEqual(randomStarts(100_000, 3, 256, 123456789), [25713, 96829, 78332]);
+});
+
+Deno.test("gatherWindows() refuses a negative start; readU16 and readI64 refuse a file of ragged length", async () => {
+  const ids = Uint16Array.from({ length: 10 }, (_, i) => i);
+  assert.deepEqual(Array.from(gatherWindows(ids, [6], 4)), [6, 7, 8, 9]);
+  assert.throws(() => gatherWindows(ids, [-1], 4), /^RangeError: window start -1 leaves the 10 tokens$/);
+  assert.throws(() => gatherWindows(ids, [7], 4), /^RangeError: window start 7 leaves the 10 tokens$/);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/odd.u16`, new Uint8Array(3));
+    await assert.rejects(readU16(`${dir}/odd.u16`), /odd\.u16: odd byte length for uint16 ids/);
+    await Deno.writeFile(`${dir}/ragged.i64`, new Uint8Array(12));
+    await assert.rejects(readI64(`${dir}/ragged.i64`), /ragged\.i64: byte length is not a multiple of 8/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
