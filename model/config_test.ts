@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeWeights, parseConfig } from "./config.ts";
+import { decodeWeights, parseConfig, storedWeightBytes } from "./config.ts";
 import { checkWindowLength } from "./llama.ts";
 import { loadCheckpoint } from "./safetensors.ts";
 
@@ -235,4 +235,48 @@ Deno.test("checkWindowLength() says when the limit it names is transformers' def
       "max_position_embeddings",
     ],
   );
+});
+
+Deno.test("parseConfig() takes LlamaConfig's defaults for rope_theta and rms_norm_eps; an epsilon of 0 is fine", () => {
+  // transformers' LlamaConfig: rope_theta 10000.0, rms_norm_eps 1e-6.
+  assert.deepEqual([parseConfig(BASE).ropeTheta, parseConfig(BASE).normEps], [10000, 1e-6]);
+  assert.equal(parseConfig({ ...BASE, rms_norm_eps: 0 }).normEps, 0);
+  assert.equal(parseConfig({ ...BASE, rms_norm_eps: 1e-5, rope_theta: 5e5 }).normEps, 1e-5);
+  assert.throws(() => parseConfig({ ...BASE, rms_norm_eps: -1e-6 }), /rms_norm_eps must be a number of at least 0/);
+});
+
+Deno.test("decodeWeights(): rotary tables are ignored; a 16-bit matrix with a NaN or infinity is decoded", async () => {
+  const ckpt = await loadCheckpoint(MODEL);
+  const cfg = parseConfig(ckpt.config);
+  // Older checkpoints store each block's inverse frequencies, which the forward pass recomputes.
+  const q = ckpt.tensors.get("model.layers.0.self_attn.q_proj.weight")!;
+  const invFreq = { ...q, name: "model.layers.0.self_attn.rotary_emb.inv_freq", shape: [8], dtype: "f32" as const };
+  ckpt.tensors.set(invFreq.name, { ...invFreq, data: new Uint8Array(32) });
+  assert.equal(decodeWeights(ckpt, cfg).layers.length, cfg.nLayers);
+  // f16 infinity at element 0, then at the last element: kept 16-bit only while finite.
+  const bits = new Uint16Array(q.data.buffer, q.data.byteOffset, q.data.byteLength / 2);
+  assert.ok(!(decodeWeights(ckpt, cfg, true).layers[0]!.wq instanceof Float32Array), "finite: kept as stored");
+  for (const at of [0, bits.length - 1]) {
+    const kept = bits[at]!;
+    bits[at] = 0x7c00;
+    try {
+      const wq = decodeWeights(ckpt, cfg, true).layers[0]!.wq;
+      assert.ok(wq instanceof Float32Array && wq[at] === Infinity, `infinity at ${at}: decoded`);
+    } finally {
+      bits[at] = kept;
+    }
+  }
+});
+
+Deno.test("storedWeightBytes() counts each array once, 16-byte aligned: a tied head is the embedding", async () => {
+  const ckpt = await loadCheckpoint(MODEL);
+  const cfg = parseConfig(ckpt.config);
+  for (const [tieEmbeddings, keep16] of [[false, false], [true, false], [true, true]] as const) {
+    const w = decodeWeights(ckpt, { ...cfg, tieEmbeddings }, keep16);
+    const arrays = new Set([w.embed, w.norm, w.lmHead, ...w.layers.flatMap((b) => Object.values(b))]);
+    let want = 0;
+    for (const a of arrays) want += Math.ceil((a instanceof Float32Array ? a : a.data).byteLength / 16) * 16;
+    assert.equal(storedWeightBytes(w), want, `tied ${tieEmbeddings}, keep16 ${keep16}`);
+    assert.equal(arrays.size, 2 + (tieEmbeddings ? 0 : 1) + 9 * cfg.nLayers);
+  }
 });

@@ -225,3 +225,20 @@ Deno.test("loadModel() names config.json when it holds no JSON object", async ()
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadModel() by default keeps bf16 matrices as stored and decodes f16 ones", async () => {
+  // Both fit the 4 GiB as float32: "auto" keeps bf16 (matmul reads it as fast) and decodes f16 (whose widening is
+  // slower).
+  const fixtures = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
+  const bf16 = await loadModel(`${fixtures}headdim-floor-gqa-tied-bf16`);
+  const wq = bf16.weights.layers[0]!.wq;
+  assert.ok(!(wq instanceof Float32Array) && wq.dtype === "bf16", "bf16: kept as stored");
+  assert.ok(!(bf16.weights.embed instanceof Float32Array), "the (tied) embedding too");
+  const f16 = await loadModel(`${fixtures}llama3-headdim-mqa-f16-sharded`);
+  assert.ok(f16.weights.layers[0]!.wq instanceof Float32Array, "f16: decoded");
+  // keep16: false decodes bf16 too.
+  assert.ok(
+    (await loadModel(`${fixtures}headdim-floor-gqa-tied-bf16`, { keep16: false })).weights.layers[0]!
+      .wq instanceof Float32Array,
+  );
+});

@@ -118,3 +118,19 @@ Deno.test("matmul() widens every finite 16-bit weight exactly (each read alone t
     assert.equal(checked, dtype === "f16" ? 63488 : 65280);
   }
 });
+
+Deno.test("ropeTables() takes angles in float32, as transformers does, to a few ulps at position 4095", async () => {
+  // torch's own tables (tests/fixtures/rope_tables.json says how they were made). An angle taken in float64 instead
+  // would differ by up to half a float32 ulp of 4095 (1.2e-4), which cos and sin pass on.
+  const golden = JSON.parse(await Deno.readTextFile(new URL("../tests/fixtures/rope_tables.json", import.meta.url)));
+  const { head_dim, rope_theta } = golden.config;
+  const half = head_dim / 2;
+  const { cos, sin } = ropeTables(4096, head_dim, rope_theta);
+  (golden.positions as number[]).forEach((t, p) => {
+    for (let i = 0; i < half; i++) {
+      // float32 cos and sin are not all correctly rounded: a few ulps of 1 apart (6e-8 each).
+      assert.ok(Math.abs(cos[t * half + i]! - golden.cos[p][i]) <= 3e-7, `cos at ${t}, ${i}`);
+      assert.ok(Math.abs(sin[t * half + i]! - golden.sin[p][i]) <= 3e-7, `sin at ${t}, ${i}`);
+    }
+  });
+});

@@ -367,7 +367,9 @@ Deno.test("loadCheckpoint() refuses index shards that are paths, read and writte
     await Deno.writeFile(`${dir}/shard.safetensors`, shard);
     const index = (file: unknown) => JSON.stringify({ weight_map: { x: file } });
     // `./../x` was read from beside the model, and its temporary file written beside --out's parent.
-    for (const file of ["../shard.safetensors", "./../shard.safetensors", "./shard.safetensors", `${dir}/x`, 5]) {
+    for (
+      const file of ["../shard.safetensors", "./../shard.safetensors", "./shard.safetensors", `${dir}/x`, 5, "..", "."]
+    ) {
       await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, index(file));
       await assert.rejects(
         loadCheckpoint(dir),
@@ -419,5 +421,64 @@ Deno.test("loadCheckpoint() refuses model.safetensors beside an index: transform
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint(): a header length past the file is named; an index's missing shard is named", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const bytes = safetensorsBytes({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, 8);
+    // The length field claims 4 bytes more than the file holds after its 8 bytes.
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(bytes.length - 4), true);
+    await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+    await assert.rejects(
+      loadCheckpoint(dir),
+      (e: Error) =>
+        e instanceof RangeError &&
+        e.message === `${dir}/model.safetensors: header length ${bytes.length - 4} exceeds the file`,
+    );
+    // An index's shard that is not there: that shard is what is missing, not model.safetensors.
+    await Deno.remove(`${dir}/model.safetensors`);
+    await Deno.writeTextFile(
+      `${dir}/model.safetensors.index.json`,
+      JSON.stringify({ weight_map: { a: "gone.safetensors" } }),
+    );
+    await assert.rejects(
+      loadCheckpoint(dir),
+      (e: Error) =>
+        e instanceof Deno.errors.NotFound && e.message.includes(`${dir}/gone.safetensors`) &&
+        !/neither/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writeCheckpoint() pads a shard's header with spaces to a multiple of 8, not when it is one", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const lengths = new Set<number>();
+    // Names of 1 to 8 characters give headers of 8 consecutive lengths: one of them a multiple of 8.
+    for (let n = 1; n <= 8; n++) {
+      const dir = `${root}/in${n}`, out = `${root}/out${n}`;
+      await Deno.mkdir(dir);
+      await Deno.writeTextFile(`${dir}/config.json`, "{}");
+      const header = { ["x".repeat(n)]: { dtype: "F32", shape: [2], data_offsets: [0, 8] } };
+      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, 8));
+      await writeCheckpoint(await loadCheckpoint(dir), out);
+      const written = await Deno.readFile(`${out}/model.safetensors`);
+      const len = Number(new DataView(written.buffer).getBigUint64(0, true));
+      const text = new TextDecoder().decode(written.subarray(8, 8 + len));
+      const json = text.trimEnd();
+      lengths.add(json.length % 8);
+      assert.deepEqual(JSON.parse(json), header);
+      assert.equal(len, Math.ceil(json.length / 8) * 8, `${json.length} bytes of JSON`);
+      assert.equal(text, json + " ".repeat(len - json.length));
+      assert.deepEqual([...written.subarray(8 + len)], [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+    assert.equal(lengths.size, 8, "every remainder was tried, 0 among them");
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

@@ -23,6 +23,17 @@ Deno.test("tokenizeCorpus() reads a CRLF file as its LF twin: the same documents
   assert.deepEqual(tokenizeCorpus(tok, text.replaceAll("\n", "\r\n")), lf);
 });
 
+Deno.test("tokenizeCorpus(): runs of blank lines, and blank lines at either end, make no empty documents", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  // Each document alone, with its special tokens: <s> and its text, nothing for what lies between.
+  const want = [...tok.tokenizer.encode("Call me Ishmael.").ids, ...tok.tokenizer.encode("Some years ago.").ids];
+  for (const text of ["Call me Ishmael.\n\nSome years ago.", "Call me Ishmael.\n\n\n\nSome years ago.\n\n"]) {
+    assert.deepEqual(Array.from(tokenizeCorpus(tok, text)), want, JSON.stringify(text));
+  }
+  assert.deepEqual(Array.from(tokenizeCorpus(tok, "\n\nCall me Ishmael.\r\n\r\nSome years ago.\n\n\n\n")), want);
+  assert.equal(want.filter((id) => id === 0).length, 2);
+});
+
 Deno.test("tokenizeConversations() renders JSONL conversations with the chat template when there is one", async () => {
   const tok = await loadTokenizer(root("models/zp-llama-9m"));
   const jsonl = '{"messages":[{"role":"user","content":"Call me Ishmael."},{"role":"assistant","content":"Aye."}]}\n';
