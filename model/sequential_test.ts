@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
+import { layerStats } from "../prune/mask_stats.ts";
 import type { PruneRequestInput, PruneResponse } from "../contract/api.ts";
 import type { ZpruneClient } from "../client/mod.ts";
 import { emptyStats, LlamaRunner } from "./llama.ts";
@@ -98,15 +99,13 @@ function fakeClient(opts: {
       if (failure) return Promise.reject(failure);
       const layers = req.layers.map((l) => {
         const [rows, cols] = l.weight.shape as [number, number];
-        const stats = {
-          pruned: 0,
-          total: rows * cols,
-          sparsity: 0,
-          rowSparsity: { min: 0, max: 0, mean: 0 },
-          nonFinite: 0 as const,
-        };
         const mask = new Uint8Array(Math.ceil((rows * cols) / 8));
-        const out: PruneResponse["layers"][number] = { name: l.name, shape: [rows, cols], mask, stats };
+        const out = {
+          name: l.name,
+          shape: [rows, cols] as [number, number],
+          mask,
+          stats: layerStats(mask, rows, cols),
+        };
         return opts.answer ? opts.answer(out) : out;
       });
       const timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
