@@ -243,7 +243,9 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // the server, on NaN activations, or measure a NaN perplexity.
   const ropeTheta = ropeParams?.rope_theta ?? num("rope_theta", 10000);
   if (!(typeof ropeTheta === "number" && Number.isFinite(ropeTheta) && ropeTheta > 0)) {
-    throw new TypeError(`config.json: rope_theta must be a positive number, got ${JSON.stringify(ropeTheta)}`);
+    // JSON.stringify would write an infinity (1e400 in the file) as null.
+    const got = typeof ropeTheta === "number" ? String(ropeTheta) : JSON.stringify(ropeTheta);
+    throw new TypeError(`config.json: rope_theta must be a positive number, got ${got}`);
   }
   const normEps = num("rms_norm_eps", 1e-6);
   if (!(Number.isFinite(normEps) && normEps >= 0)) {

@@ -243,6 +243,13 @@ Deno.test("parseConfig() takes LlamaConfig's defaults for rope_theta and rms_nor
   assert.equal(parseConfig({ ...BASE, rms_norm_eps: 0 }).normEps, 0);
   assert.equal(parseConfig({ ...BASE, rms_norm_eps: 1e-5, rope_theta: 5e5 }).normEps, 1e-5);
   assert.throws(() => parseConfig({ ...BASE, rms_norm_eps: -1e-6 }), /rms_norm_eps must be a number of at least 0/);
+  // 1e400 in config.json parses as Infinity: said as such, not as JSON's null.
+  const huge = JSON.parse('{"rope_theta": 1e400, "rms_norm_eps": 1e400}');
+  assert.throws(() => parseConfig({ ...BASE, rope_theta: huge.rope_theta }), /rope_theta .* got Infinity$/);
+  assert.throws(() => parseConfig({ ...BASE, rms_norm_eps: huge.rms_norm_eps }), /rms_norm_eps .* got Infinity$/);
+  const text = { ...BASE, rope_parameters: { rope_theta: "1e4" } };
+  assert.throws(() => parseConfig(text), /rope_theta must be a positive number, got "1e4"$/);
+  assert.equal(parseConfig({ ...BASE, rope_theta: 1e4, rope_parameters: { rope_theta: 5e5 } }).ropeTheta, 5e5);
 });
 
 Deno.test("decodeWeights(): rotary tables are ignored; a 16-bit matrix with a NaN or infinity is decoded", async () => {

@@ -56,6 +56,15 @@ REFUSED = [
     ({"rope_parameters": {"rope_type": "default", "rope_theta": "1e4"}}, "rope_theta must be a positive number"),
     ({"rms_norm_eps": -1e-5}, "rms_norm_eps must be a number of at least 0"),
     ({"rope_parameters": "default"}, "rope_parameters must be an object"),
+    # Infinite theta or epsilon: zero rotations, zeroed activations (model/config.ts refuses them too).
+    ({"rope_theta": float("inf")}, "rope_theta must be a positive number"),
+    ({"rms_norm_eps": float("inf")}, "rms_norm_eps must be a number of at least 0"),
+    # JSON's true is no count, though Python's bool is an int.
+    ({"num_hidden_layers": True}, "num_hidden_layers must be a positive integer, got True"),
+    ({"partial_rotary_factor": 2}, "partial_rotary_factor 2 is not supported"),
+    ({"rope_scaling": {"type": "linear", "factor": True}}, "needs factor, a positive number; got True"),
+    ({"rope_scaling": {"type": "linear", "factor": float("inf")}}, "needs factor, a positive number; got inf"),
+    ({"rope_scaling": {"type": "linear", "factor": 0}}, "needs factor, a positive number; got 0"),
 ]
 
 
@@ -315,6 +324,8 @@ SCALING_REFUSED = [
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "needs low_freq_factor"),
     ({"rope_scaling": {**LLAMA3, "high_freq_factor": 1.0}}, "high_freq_factor, over low_freq_factor"),
     ({"rope_scaling": {**LLAMA3, "original_max_position_embeddings": 8192.5}}, "original_max_position_embeddings"),
+    ({"rope_scaling": {**LLAMA3, "original_max_position_embeddings": 0}}, "original_max_position_embeddings"),
+    ({"rope_scaling": {**LLAMA3, "original_max_position_embeddings": -8192}}, "original_max_position_embeddings"),
     ({"rope_scaling": {"type": "linear"}}, "needs factor"),
     ({"rope_scaling": {"type": "dynamic"}}, "rope_type dynamic needs factor"),
     # transformers cannot build dynamic RoPE without the length it scales from, nor with a head_dim of 2.
@@ -427,6 +438,9 @@ SAFETENSORS_REFUSED = [
     ({"a": _f32([2], ["0", "8"])}, 8, "has data_offsets"),
     ({"__metadata__": {"a": 1}, "a": _f32([2], [0, 8])}, 8, "__metadata__ is not an object of strings"),
     ("null", 0, "its header is not a JSON object"),
+    # 8 bytes for 3 floats: the third would be whatever memory held.
+    ({"a": _f32([3], [0, 8])}, 8, "tensor a offsets [0, 8] disagree with shape or file size"),
+    ({"a": _f32([2], [0, 8, 8])}, 8, "tensor a has data_offsets [0, 8, 8], not [begin, end] in bytes"),
 ]
 
 
@@ -476,3 +490,95 @@ def test_num_key_value_heads_defaults_as_in_transformers() -> None:
     assert LlamaConfig.from_dict(heads32).num_key_value_heads == 32
     with pytest.raises(ValueError, match=r"not a multiple of num_key_value_heads 8 \(MistralConfig's default"):
         LlamaConfig.from_dict({**BASE, "model_type": "mistral"})
+
+
+def test_from_dict_takes_transformers_defaults_and_rope_parameters_first() -> None:
+    # LlamaConfig's defaults: rope_theta 10000.0, rms_norm_eps 1e-6, tie_word_embeddings False.
+    cfg = LlamaConfig.from_dict(BASE)
+    assert (cfg.rope_theta, cfg.rms_norm_eps, cfg.tie_word_embeddings) == (10000.0, 1e-6, False)
+    # An epsilon of 0 is "at least 0", as model/config.ts takes it.
+    assert LlamaConfig.from_dict({**BASE, "rms_norm_eps": 0}).rms_norm_eps == 0.0
+    # Newer transformers keep theta in rope_parameters, which wins over a top-level one (as in model/config.ts).
+    both = LlamaConfig.from_dict({**BASE, "rope_theta": 1e4, "rope_parameters": {"rope_theta": 5e5}})
+    assert both.rope_theta == 5e5
+    # The same linear scaling in both places, rope_scaling's rope_type null and its older `type` given: one scaling.
+    same = LlamaConfig.from_dict({
+        **BASE,
+        "rope_parameters": {"rope_type": "linear", "factor": 2},
+        "rope_scaling": {"type": "linear", "rope_type": None, "factor": 2},
+    })
+    assert same.rope_scaling == {"type": "linear", "factor": 2.0}
+
+
+def test_load_safetensors_refuses_a_file_too_short_for_its_header_and_widens_bf16(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from zprune_client.llama import _read_stored, _safetensors_header, load_safetensors
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x10\x00\x00")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: too short for a safetensors header")):
+        load_safetensors(path)
+    path.write_bytes(struct.pack("<Q", 1000) + b"{}")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: header length 1000 exceeds the file")):
+        load_safetensors(path)
+    # BF16 1.0, -2.0 and 0.5 (bits 0x3F80, 0xC000, 0x3F00) come back as float32.
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [3], "data_offsets": [0, 6]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<3H", 0x3F80, 0xC000, 0x3F00))
+    w = load_safetensors(path)["w"]
+    assert w.dtype == np.float32 and w.tolist() == [1.0, -2.0, 0.5]
+    # A file cut short after its header was read: the tensor is refused, not read short.
+    (t,) = _safetensors_header(path)
+    path.write_bytes(path.read_bytes()[:-2])
+    with open(path, "rb") as f, pytest.raises(ValueError, match=re.escape(f"{path}: tensor w ends past the end")):
+        _read_stored(f, path, t)
+
+
+#: A small tied checkpoint of tests/fixtures/hf_llama: 36 wide, 8 heads of 4 (4 KV heads), 61 ids, 64 positions.
+_TIED = REPO / "tests" / "fixtures" / "hf_llama" / "headdim-floor-gqa-tied-bf16"
+
+
+def _with_tensor(dst: Path, name: str, shape: Any, values: Any) -> Path:
+    """A copy of _TIED at ``dst`` whose model.safetensors holds one more F32 tensor, after the others' bytes."""
+    raw = (_TIED / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header, data = json.loads(raw[8 : 8 + n]), raw[8 + n :]
+    extra = np.asarray(values, dtype="<f4").tobytes()
+    header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + len(extra)]}
+    encoded = json.dumps(header).encode()
+    dst.mkdir()
+    (dst / "config.json").write_bytes((_TIED / "config.json").read_bytes())
+    (dst / "model.safetensors").write_bytes(struct.pack("<Q", len(encoded)) + encoded + data + extra)
+    return dst
+
+
+def test_load_llama_skips_rotary_tables_refuses_other_tensors_and_a_tied_head_of_another_shape(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    ids = torch.arange(16).reshape(1, 16) % 61
+    with torch.no_grad():
+        want = load_llama(_TIED)(ids)
+        # Older checkpoints store the inverse frequencies, which the model recomputes.
+        rotary = _with_tensor(tmp_path / "rotary", "model.layers.0.self_attn.rotary_emb.inv_freq", [2], [1.0, 0.5])
+        assert torch.equal(load_llama(rotary)(ids), want)
+    # A bias this model has no place for would be dropped silently.
+    bias = _with_tensor(tmp_path / "bias", "model.layers.0.self_attn.q_proj.bias", [32], np.zeros(32))
+    with pytest.raises(ValueError, match=re.escape("unexpected ['model.layers.0.self_attn.q_proj.bias']")):
+        load_llama(bias)
+    # Tied: a stored lm_head is re-tied to the embedding, but one of another shape is another model.
+    head = _with_tensor(tmp_path / "head", "lm_head.weight", [7, 36], np.zeros(7 * 36))
+    with pytest.raises(ValueError, match=re.escape("tied lm_head.weight has shape [7, 36], not [61, 36]")):
+        load_llama(head)
+    # The model itself refuses a window past max_position_embeddings (64), not only its config's check.
+    with pytest.raises(ValueError, match="windows of 65 tokens are longer than the model's max_position_embeddings"):
+        load_llama(_TIED)(torch.zeros(1, 65, dtype=torch.int64))
+
+
+def test_load_llama_in_bfloat16_converts_f16_weights_by_value() -> None:
+    torch = pytest.importorskip("torch")
+    from zprune_client.llama import load_llama
+
+    # The bundled checkpoint is F16: its values rounded to bfloat16, not its bits read as bfloat16.
+    wide, narrow = load_llama(MODEL_DIR), load_llama(MODEL_DIR, dtype=torch.bfloat16)
+    for name, p in wide.state_dict().items():
+        assert torch.equal(narrow.state_dict()[name], p.to(torch.bfloat16)), name

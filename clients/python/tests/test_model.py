@@ -8,6 +8,7 @@ the first 64 non-overlapping 256-token windows of ``test_ids.u16``; float32 arit
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from typing import Any, Dict, List
@@ -456,3 +457,39 @@ def test_read_tokens_takes_uint32_for_a_u32_name_and_uint16_otherwise(tmp_path: 
     # A dtype given wins over the name.
     assert read_tokens(tmp_path / "ids.u16", dtype="<u4").tolist() == ids
     assert read_tokens(tmp_path / "ids.u32").dtype == np.int64
+
+
+def test_windows_are_the_exact_slices_and_perplexity_counts_every_batch_in_eval_mode() -> None:
+    ids = np.arange(100)
+    assert calibration_windows(ids, [0, 10], 5).tolist() == [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]
+    assert eval_windows(np.arange(10), 3).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert eval_windows(np.arange(10), 3, limit=2).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert calibration_windows(ids, [0], 5).dtype == torch.int64
+
+    class Spy(torch.nn.Module):
+        """Logits that favour token (t + 1) % 7 after token t, recording the mode each call ran in."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.modes: List[bool] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.modes.append(self.training)
+            return 3.0 * torch.nn.functional.one_hot((x + 1) % 7, 7).float()
+
+    windows = torch.tensor([[i % 7, (i + 1) % 7, (i + 3) % 7] for i in range(9)])
+    # The slow oracle: cross-entropy of each predicted position, one at a time, over all 9 windows.
+    losses = []
+    for w in windows.tolist():
+        for t in range(2):
+            logits = torch.full((7,), 0.0)
+            logits[(w[t] + 1) % 7] = 3.0
+            losses.append(float(-torch.log_softmax(logits, 0)[w[t + 1]]))
+    want = math.exp(sum(losses) / len(losses))
+    spy = Spy()
+    spy.train()
+    for batch_size in (1, 4, 8, 100):
+        assert perplexity(spy, windows, batch_size=batch_size) == pytest.approx(want, rel=1e-6), batch_size
+    assert spy.training, "the training mode is restored"
+    assert spy.modes and not any(spy.modes), "every forward ran in eval mode"
+    assert len(spy.modes) == 9 + 3 + 2 + 1
