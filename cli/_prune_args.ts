@@ -48,7 +48,9 @@ would make ineffective is an error.
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json;
 the default ids, for calibration and evaluation, are the bundled tokenizer's: another model's needs data given):
   --calib-starts FILE.i64 [--calib-ids FILE.u16|FILE.u32]
-                         windows at the given int64 starts of the token ids (default ids: calib_ids.u16)
+                         windows at the given int64 starts of the token ids (default ids: calib_ids.u16); ids
+                         files are uint16, or uint32 where named *.u32 (a vocabulary past 65,536 ids needs
+                         the name to say: *.u16 or *.u32)
   --calib-text FILE [--nsamples N] [--seed S]
                          N (default 64) windows at random starts (seed S, 0 to 2^32-1, default 0) of the text
   --calib-jsonl FILE [--nsamples N] [--seed S]

@@ -156,6 +156,7 @@ async function fromFlag<T>(flag: string, file: string, read: () => T | Promise<T
 async function calibrationWindows(
   args: PruneArgs,
   tokenizer: () => ReturnType<typeof loadTokenizer>,
+  vocabSize: number,
 ): Promise<{ tokens: TokenArray; windows: number; source: string }> {
   const src = args.calibration, T = args.seqlen;
   if (src.kind === "windows") {
@@ -164,7 +165,7 @@ async function calibrationWindows(
       if (s.length === 0) throw new RangeError("it holds no window starts");
       return s;
     });
-    const ids = await fromFlag("--calib-ids", src.ids, () => readTokenIds(src.ids));
+    const ids = await fromFlag("--calib-ids", src.ids, () => readTokenIds(src.ids, vocabSize));
     // The bundled starts were drawn for the default windows: longer ones may run past the ids, which is neither
     // file's fault. Otherwise a start past the ids is either file's fault: both are named.
     const bundled = resolve(src.starts) === DEFAULTS.calibStarts && resolve(src.ids) === DEFAULTS.calibIds;
@@ -280,7 +281,7 @@ async function evaluationIds(
   const evalTok = evalKind === "text" ? await tokenizer() : undefined;
   const evalIds: TokenArray = evalTok
     ? await fromFlag("--eval-text", evalFile, async () => tokenizeCorpus(evalTok, await readUtf8Text(evalFile)))
-    : await fromFlag("--eval-ids", evalFile, () => readTokenIds(evalFile));
+    : await fromFlag("--eval-ids", evalFile, () => readTokenIds(evalFile, vocabSize));
   const evalTotal = Math.floor(evalIds.length / seqlen);
   if (evalTotal < 1) {
     throw new RangeError(`--seqlen ${seqlen} is longer than the ${evalIds.length} tokens of ${evalFile}`);
@@ -414,7 +415,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   });
   let tok: ReturnType<typeof loadTokenizer> | undefined;
   const tokenizer = () => tok ??= loadTokenizer(args.model);
-  const calib = await calibrationWindows(args, tokenizer);
+  const calib = await calibrationWindows(args, tokenizer, model.cfg.vocabSize);
   const calibFlag = args.calibration.kind === "windows" ? "--calib-ids" : `--calib-${args.calibration.kind}`;
   const calibFile = args.calibration.kind === "windows" ? args.calibration.ids : args.calibration.file;
   checkVocabulary(calib.tokens, model.cfg.vocabSize, calibFlag, calibFile);

@@ -710,3 +710,89 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A random one-block LLaMA checkpoint in `dir` with a vocabulary of `vocab` ids (8 wide, tied, f32). */
+async function tinyLlama(dir: string, vocab: number): Promise<void> {
+  const d = 8,
+    hidden = 16,
+    shapes: Record<string, number[]> = {
+      "model.embed_tokens.weight": [vocab, d],
+      "model.norm.weight": [d],
+      "model.layers.0.input_layernorm.weight": [d],
+      "model.layers.0.post_attention_layernorm.weight": [d],
+      "model.layers.0.self_attn.q_proj.weight": [d, d],
+      "model.layers.0.self_attn.k_proj.weight": [d, d],
+      "model.layers.0.self_attn.v_proj.weight": [d, d],
+      "model.layers.0.self_attn.o_proj.weight": [d, d],
+      "model.layers.0.mlp.gate_proj.weight": [hidden, d],
+      "model.layers.0.mlp.up_proj.weight": [hidden, d],
+      "model.layers.0.mlp.down_proj.weight": [d, hidden],
+    };
+  const header: Record<string, unknown> = {};
+  let at = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: "F32", shape, data_offsets: [at, at + bytes] };
+    at += bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const file = new Uint8Array(8 + json.length + at);
+  new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
+  file.set(json, 8);
+  // The weights stay 0: the runs below are refused before any forward pass.
+  await Deno.writeFile(`${dir}/model.safetensors`, file);
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({
+      model_type: "llama",
+      hidden_size: d,
+      intermediate_size: hidden,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      vocab_size: vocab,
+      tie_word_embeddings: true,
+      max_position_embeddings: 64,
+    }),
+  );
+}
+
+Deno.test("main(): for a vocabulary past 65,536 ids, an ids file must be named *.u16 or *.u32", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await tinyLlama(dir, 70_000);
+    const ids = new Uint32Array(64).fill(69_999);
+    await Deno.writeFile(`${dir}/ids.bin`, new Uint8Array(ids.buffer));
+    await Deno.writeFile(`${dir}/ids.u32`, new Uint8Array(ids.buffer));
+    await Deno.writeFile(`${dir}/at0.i64`, new Uint8Array(8));
+    const base = ["--model", dir, "--seqlen", "16", "--skip-dense"];
+    const named = /: the model's 70000 token ids do not all fit uint16: name the file \*\.u32 if it holds uint32 ids/;
+    const starts = ["--calib-starts", `${dir}/at0.i64`];
+    await refuses(
+      [...base, ...starts, "--calib-ids", `${dir}/ids.bin`, "--eval-ids", `${dir}/ids.u32`],
+      /^--calib-ids /,
+      named,
+    );
+    await refuses(
+      [...base, ...starts, "--calib-ids", `${dir}/ids.u32`, "--eval-ids", `${dir}/ids.bin`],
+      /^--eval-ids /,
+      named,
+    );
+    // Named .u32, the ids are read whole and the run ends. All-zero weights give uniform logits: a perplexity of
+    // exactly the vocabulary's size.
+    const report = `${dir}/report.json`;
+    await main([
+      ...base,
+      ...starts,
+      "--calib-ids",
+      `${dir}/ids.u32`,
+      "--eval-ids",
+      `${dir}/ids.u32`,
+      "--report",
+      report,
+    ]);
+    const { prunedPpl } = JSON.parse(await Deno.readTextFile(report));
+    assert.ok(Math.abs(prunedPpl - 70_000) < 1e-6 * 70_000, `${prunedPpl}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -728,8 +728,19 @@ Deno.test("pruneLayers(): only a connection refused, reset or lost mid-answer is
     ],
     ["Bun, refused", inBun("Unable to connect. Is the computer able to access the url?", "ECONNREFUSED")],
     ["Bun, reset", inBun("The socket connection was closed unexpectedly", "ECONNRESET")],
-    ["Windows, refused", inDeno("No connection could be made because the target machine actively refused it.")],
-    ["Windows, reset", inDeno("An existing connection was forcibly closed by the remote host. (os error 10054)")],
+    [
+      "Windows, refused",
+      inDeno(
+        "client error (Connect): tcp connect error: No connection could be made because the target machine actively " +
+          "refused it. (os error 10061)",
+      ),
+    ],
+    [
+      "Windows, reset",
+      inDeno(
+        "client error (SendRequest): An existing connection was forcibly closed by the remote host. (os error 10054)",
+      ),
+    ],
   ];
   // ... and what another try would meet again: an unknown host, a certificate refused, a peer that does not speak
   // HTTP, a connect timeout that already waited, a browser's error that says nothing.
@@ -918,10 +929,11 @@ Deno.test("new ZpruneClient(): the default backoffMs (200) and maxBackoffMs (100
 });
 
 Deno.test("pruneLayers(): timeoutMs bounds the attempt, not a multiple; an abort's TypeError is its own", async () => {
-  // The answer comes after 5 x timeoutMs: it arrives only for a client whose timer runs longer than asked. Both timers
-  // run in this process, so they fire in the order of their deadlines whatever the machine's load.
+  // The answer comes 150 ms after the request reaches the handler, so after the client's 100 ms timer, which started
+  // earlier: both timers are this process's and fire in the order of their deadlines, whatever the load. A client
+  // whose timer ran 10 times as long (or none) would get the answer instead.
   await withServer(async () => {
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 150));
     return msgpack(OK_BODY);
   }, async (url) => {
     const client = new ZpruneClient({ url, timeoutMs: 100, retries: 0 });
@@ -951,12 +963,17 @@ Deno.test("pruneLayers(): an abort during a backoff wait ends the wait at once",
       headers: { "retry-after": "600" },
     });
   }, async (url) => {
-    // The default sleep, asked for 10 minutes: only the signal can end it in time.
-    const client = new ZpruneClient({ url, maxBackoffMs: 600_000 });
+    // The default sleep, asked for 10 minutes: only the signal can end it in time. The abort follows the 429's
+    // arrival, not the clock, so it lands just before the wait or during it, never during the request.
     const ac = new AbortController();
     const reason = new Error("user cancelled");
+    const answered: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      setTimeout(() => ac.abort(reason), 10);
+      return res;
+    };
+    const client = new ZpruneClient({ url, maxBackoffMs: 600_000, fetch: answered });
     const pending = client.pruneLayers(REQUEST, { signal: ac.signal });
-    setTimeout(() => ac.abort(reason), 100);
     let guard: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<string>((r) => guard = setTimeout(() => r("still waiting after 60 s"), 60_000));
     try {

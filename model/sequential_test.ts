@@ -11,20 +11,23 @@ import { batchBySize, checkModelFits, perplexity, type PrunedBlock, pruneSequent
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
+/** A layer of `bytes` bytes of f16 weights, with no activations, as batchBySize reckons its body. */
+const f16Layer = (name: string, bytes: number) => ({
+  name,
+  weight: { dtype: "f16" as const, shape: [1, bytes / 2], data: new Uint8Array(bytes) },
+  actNormSq: { data: new Uint8Array(0) },
+});
+/** A server's limits with room for any working memory. */
+const bodyLimit = (maxBodyBytes: number) => ({ maxBodyBytes, memoryBudgetBytes: 1e12 });
+
 Deno.test("batchBySize() keeps layers in order, each request under the body limit, naming one that cannot fit", () => {
-  const layer = (name: string, bytes: number) => ({
-    name,
-    weight: { dtype: "f16" as const, shape: [1, bytes / 2], data: new Uint8Array(bytes) },
-    actNormSq: { data: new Uint8Array(0) },
-  });
-  const layers = [layer("a", 4000), layer("b", 4000), layer("c", 9000), layer("d", 500)];
-  const limits = (maxBodyBytes: number) => ({ maxBodyBytes, memoryBudgetBytes: 1e12 });
+  const layers = [f16Layer("a", 4000), f16Layer("b", 4000), f16Layer("c", 9000), f16Layer("d", 500)];
   // Each layer costs its bytes, 3 per name character and 256; a request 256 more.
-  const groups = batchBySize(layers, limits(10_000));
+  const groups = batchBySize(layers, bodyLimit(10_000));
   assert.deepEqual(groups.map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
-  assert.deepEqual(batchBySize(layers, limits(100_000)).map((g) => g.length), [4]);
+  assert.deepEqual(batchBySize(layers, bodyLimit(100_000)).map((g) => g.length), [4]);
   assert.throws(
-    () => batchBySize(layers, limits(9_000)),
+    () => batchBySize(layers, bodyLimit(9_000)),
     (e: unknown) => e instanceof ZpruneError && /^c: .* to send/.test(e.message),
   );
 });
@@ -61,20 +64,15 @@ Deno.test("batchBySize() keeps each request within the server's memory budget, a
 });
 
 Deno.test("batchBySize(): a request's 256 bytes count in each group and against one layer alone, inclusively", () => {
-  const layer = (name: string, bytes: number) => ({
-    name,
-    weight: { dtype: "f16" as const, shape: [1, bytes / 2], data: new Uint8Array(bytes) },
-    actNormSq: { data: new Uint8Array(0) },
-  });
-  const limits = (maxBodyBytes: number) => ({ maxBodyBytes, memoryBudgetBytes: 1e12 });
+  // A layer costs its bytes, 3 per name character and 256 (LAYER_OVERHEAD); a request 256 more (REQUEST_OVERHEAD).
   // c costs 9000 + 3 + 256, d 300 + 3 + 256: with the request's 256, 10,074 bytes together, over 10,000.
-  const layers = [layer("a", 4000), layer("b", 4000), layer("c", 9000), layer("d", 300)];
-  assert.deepEqual(batchBySize(layers, limits(10_000)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
-  assert.deepEqual(batchBySize(layers, limits(10_074)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c", "d"]]);
+  const layers = [f16Layer("a", 4000), f16Layer("b", 4000), f16Layer("c", 9000), f16Layer("d", 300)];
+  assert.deepEqual(batchBySize(layers, bodyLimit(10_000)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c"], ["d"]]);
+  assert.deepEqual(batchBySize(layers, bodyLimit(10_074)).map((g) => g.map((l) => l.name)), [["a", "b"], ["c", "d"]]);
   // One layer alone: its 9259 bytes and the request's 256 fit a limit of exactly 9515, not one byte less.
-  assert.equal(batchBySize([layer("c", 9000)], limits(9_515)).length, 1);
+  assert.equal(batchBySize([f16Layer("c", 9000)], bodyLimit(9_515)).length, 1);
   assert.throws(
-    () => batchBySize([layer("c", 9000)], limits(9_514)),
+    () => batchBySize([f16Layer("c", 9000)], bodyLimit(9_514)),
     (e: unknown) =>
       e instanceof ZpruneError && e.code === "too_large" && /^c: about 9515 bytes .* 9514$/.test(e.message),
   );

@@ -60,9 +60,22 @@ export async function readU32(path: string): Promise<Int32Array> {
   return ids;
 }
 
-/** Reads a token file by its name: uint32 where it ends in `.u32`, uint16 (the bundled corpus's) otherwise. */
-export function readTokenIds(path: string): Promise<TokenArray> {
-  return /\.u32$/i.test(path) ? readU32(path) : readU16(path);
+/**
+ * Reads a token file by its name: uint32 where it ends in `.u32`, uint16 (the bundled corpus's) otherwise. For a
+ * vocabulary of `vocabSize` past 65,536 ids the name must say which (`.u16` or `.u32`): a uint32 file of another name
+ * would be read as twice as many uint16 halves, every one within the vocabulary, and measure nonsense without a word.
+ */
+export function readTokenIds(path: string, vocabSize = 0): Promise<TokenArray> {
+  if (/\.u32$/i.test(path)) return readU32(path);
+  if (vocabSize > 65_536 && !/\.u16$/i.test(path)) {
+    return Promise.reject(
+      new RangeError(
+        `the model's ${vocabSize} token ids do not all fit uint16: name the file *.u32 if it holds uint32 ids, ` +
+          "*.u16 if uint16",
+      ),
+    );
+  }
+  return readU16(path);
 }
 
 /** Reads an int64 little-endian file of window starts. */

@@ -38,6 +38,11 @@ Deno.test("readU32() reads little-endian uint32 ids past uint16; readTokenIds() 
     const halves = want.flatMap((id) => [id & 0xffff, id >>> 16]);
     assert.deepEqual(Array.from(await readTokenIds(`${dir}/ids.u16`)), halves);
     assert.deepEqual(Array.from(await readTokenIds(`${dir}/ids.bin`)), halves);
+    // Past 65,536 ids, the name must say the width: read as uint16, a uint32 file passes every vocabulary check.
+    await assert.rejects(readTokenIds(`${dir}/ids.bin`, 128_256), /128256 token ids do not all fit uint16: name/);
+    assert.deepEqual(Array.from(await readTokenIds(`${dir}/ids.u16`, 128_256)), halves);
+    assert.deepEqual(Array.from(await readTokenIds(`${dir}/ids.u32`, 128_256)), want);
+    assert.deepEqual(Array.from(await readTokenIds(`${dir}/ids.bin`, 65_536)), halves);
     // 2^31 would wrap to a negative int32, which no vocabulary check would catch.
     await Deno.writeFile(`${dir}/wrap.u32`, new Uint8Array([...bytes, 0, 0, 0, 128]));
     await assert.rejects(readTokenIds(`${dir}/wrap.u32`), /wrap\.u32: token id 2147483648 \(token 7\) is past any/);

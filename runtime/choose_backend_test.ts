@@ -9,7 +9,10 @@ import { chooseBackend } from "./choose_backend.ts";
 async function adapterKind(): Promise<"gpu" | "fallback" | "none"> {
   const adapter = typeof navigator !== "undefined" ? await navigator.gpu?.requestAdapter() : null;
   if (!adapter) return "none";
-  return adapter.info.isFallbackAdapter ? "fallback" : "gpu";
+  // Older implementations put the flag on the adapter, newer ones on its info (gpu/engine.ts reads both).
+  const fallback = (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+    (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  return fallback ? "fallback" : "gpu";
 }
 
 /** The kind of backend `choice` gives here, or the message it fails with; the backend is closed. */

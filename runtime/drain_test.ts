@@ -39,8 +39,8 @@ Deno.test("drainable(): a handler that throws is no longer in flight, and the dr
 });
 
 Deno.test("drainable(): each piece taken re-arms the write-stall timer; a stall lets the answer go once", async () => {
-  // Six slices of 64 KiB, taken 250 ms apart: 1.5 s in all, past a 1 s stall limit that no single gap reaches.
-  const size = 6 * 64 * 1024;
+  // Sixteen slices of 64 KiB, taken 100 ms apart: 1.6 s in all, past a 1 s stall limit that no single gap comes near.
+  const size = 16 * 64 * 1024;
   const steady = drainable(
     () => new Response(new Uint8Array(size).fill(7), { headers: { "content-length": String(size) } }),
     { untilWritten: true, writeStallMs: 1_000 },
@@ -49,7 +49,7 @@ Deno.test("drainable(): each piece taken re-arms the write-stall timer; a stall 
   let got = 0;
   for (let r; !(r = await reader.read()).done;) {
     got += r.value.byteLength;
-    await tick(250);
+    await tick(100);
   }
   assert.equal(got, size);
   assert.deepEqual([steady.inFlight(), steady.answerBytes()], [0, 0]);

@@ -457,6 +457,13 @@ def test_read_tokens_takes_uint32_for_a_u32_name_and_uint16_otherwise(tmp_path: 
     # A dtype given wins over the name.
     assert read_tokens(tmp_path / "ids.u16", dtype="<u4").tolist() == ids
     assert read_tokens(tmp_path / "ids.u32").dtype == np.int64
+    # A ragged tail is refused, as the CLI refuses it, not dropped.
+    (tmp_path / "ragged.u32").write_bytes(raw[:6])
+    with pytest.raises(ValueError, match="ragged.u32: byte length is not a multiple of 4 for uint32 ids"):
+        read_tokens(tmp_path / "ragged.u32")
+    (tmp_path / "odd.u16").write_bytes(raw[:3])
+    with pytest.raises(ValueError, match="odd.u16: byte length is not a multiple of 2 for uint16 ids"):
+        read_tokens(tmp_path / "odd.u16")
 
 
 def test_windows_are_the_exact_slices_and_perplexity_counts_every_batch_in_eval_mode() -> None:

@@ -387,9 +387,14 @@ def load_llama(model_dir: PathLike, dtype: torch.dtype = torch.float32) -> Llama
 
 def read_tokens(path: PathLike, dtype: Optional[str] = None) -> NDArray[Any]:
     """Reads a flat binary file of token ids as int64: by default little-endian uint32 for a name ending in ``.u32``
-    (vocabularies past 65,536 ids), uint16 otherwise, as the CLI reads ``--calib-ids`` and ``--eval-ids``."""
+    (vocabularies past 65,536 ids), uint16 otherwise, as the CLI reads ``--calib-ids`` and ``--eval-ids`` (which
+    also wants, for such a vocabulary, a name that says the width: ``.u16`` or ``.u32``)."""
     if dtype is None:
         dtype = "<u4" if os.fspath(path).lower().endswith(".u32") else "<u2"
+    # np.fromfile drops a ragged tail without a word; the CLI refuses it.
+    width = np.dtype(dtype).itemsize
+    if os.path.getsize(path) % width:
+        raise ValueError(f"{path}: byte length is not a multiple of {width} for {np.dtype(dtype).name} ids")
     return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
 
 
