@@ -711,7 +711,7 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
   }
 });
 
-/** A random one-block LLaMA checkpoint in `dir` with a vocabulary of `vocab` ids (8 wide, tied, f32). */
+/** A one-block LLaMA checkpoint in `dir`, every weight 0, with a vocabulary of `vocab` ids (8 wide, tied, f32). */
 async function tinyLlama(dir: string, vocab: number): Promise<void> {
   const d = 8,
     hidden = 16,
@@ -739,7 +739,7 @@ async function tinyLlama(dir: string, vocab: number): Promise<void> {
   const file = new Uint8Array(8 + json.length + at);
   new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
   file.set(json, 8);
-  // The weights stay 0: the runs below are refused before any forward pass.
+  // The data stay 0: uniform logits, so the perplexity of any ids is the vocabulary size (the test below uses it).
   await Deno.writeFile(`${dir}/model.safetensors`, file);
   await Deno.writeTextFile(
     `${dir}/config.json`,
