@@ -11,6 +11,7 @@ import { startServer, withPrune } from "../tests/_server.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { RunProgress } from "./_resume.ts";
+import { packedTensors } from "../tests/_safetensors_bytes.ts";
 
 /** The bundled model, which the runs here prune by default. */
 const MODEL_DIR = new URL("../models/zp-llama-9m", import.meta.url).pathname;
@@ -728,19 +729,11 @@ async function tinyLlama(dir: string, vocab: number): Promise<void> {
       "model.layers.0.mlp.up_proj.weight": [hidden, d],
       "model.layers.0.mlp.down_proj.weight": [d, hidden],
     };
-  const header: Record<string, unknown> = {};
-  let at = 0;
-  for (const [name, shape] of Object.entries(shapes)) {
-    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
-    header[name] = { dtype: "F32", shape, data_offsets: [at, at + bytes] };
-    at += bytes;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const file = new Uint8Array(8 + json.length + at);
-  new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
-  file.set(json, 8);
   // The data stay 0: uniform logits, so the perplexity of any ids is the vocabulary size (the test below uses it).
-  await Deno.writeFile(`${dir}/model.safetensors`, file);
+  const tensors = Object.fromEntries(
+    Object.entries(shapes).map(([name, shape]) => [name, { dtype: "F32" as const, shape }]),
+  );
+  await Deno.writeFile(`${dir}/model.safetensors`, packedTensors(tensors));
   await Deno.writeTextFile(
     `${dir}/config.json`,
     JSON.stringify({

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { loadModel } from "./mod.ts";
+import { packedTensors } from "../tests/_safetensors_bytes.ts";
 
 /**
  * TinyLlama-1.1B's config.json (less its torch_dtype): 1.10e9 parameters, 4.40 GB as float32, more than WebAssembly's
@@ -68,16 +69,7 @@ async function writeOneTensor(
     metadata?: Record<string, string>;
   } = {},
 ): Promise<void> {
-  const size = elements * (dtype === "F32" ? 4 : 2);
-  const entries = {
-    ...(metadata ? { __metadata__: metadata } : {}),
-    [name]: { dtype, shape: [elements], data_offsets: [0, size] },
-  };
-  const header = new TextEncoder().encode(JSON.stringify(entries));
-  const bytes = new Uint8Array(8 + header.length + size);
-  new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
-  bytes.set(header, 8);
-  await Deno.writeFile(`${dir}/${file}`, bytes);
+  await Deno.writeFile(`${dir}/${file}`, packedTensors({ [name]: { dtype, shape: [elements] } }, metadata));
 }
 
 Deno.test("loadModel()'s check before reading weights takes the dtype the shards' headers give", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { decodeToF32, isWeightFile, loadCheckpoint, writeCheckpoint } from "./safetensors.ts";
 import { parseConfig } from "./config.ts";
+import { safetensorsBytes } from "../tests/_safetensors_bytes.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
@@ -197,10 +198,7 @@ Deno.test("writeCheckpoint() keeps the named chat templates' folder, not other f
 Deno.test("loadCheckpoint() names the file whose JSON is broken: config, index, a shard's header", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const header = new TextEncoder().encode('{"x": ');
-    const shard = new Uint8Array(8 + header.length);
-    new DataView(shard.buffer).setBigUint64(0, BigInt(header.length), true);
-    shard.set(header, 8);
+    const shard = safetensorsBytes('{"x": ');
     const cases: [string, string, Uint8Array | string, RegExp][] = [
       ["config.json", "config.json", "{bad", /config\.json: /],
       ["index", "model.safetensors.index.json", '{"weight_map": ', /model\.safetensors\.index\.json: /],
@@ -299,14 +297,9 @@ async function assertUnchanged(dir: string, before: Map<string, Uint8Array>): Pr
   for (const [name, bytes] of before) assert.ok(same(after.get(name), bytes), `${name} changed`);
 }
 
-/** A safetensors file of `header` (JSON, or raw text) and `dataLen` bytes of data, each byte its index. */
-function safetensorsBytes(header: unknown, dataLen: number): Uint8Array {
-  const json = new TextEncoder().encode(typeof header === "string" ? header : JSON.stringify(header));
-  const out = new Uint8Array(8 + json.length + dataLen);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  for (let i = 0; i < dataLen; i++) out[8 + json.length + i] = i;
-  return out;
+/** `n` bytes of data, each byte its index (mod 256), so a read from the wrong offset shows. */
+function indexed(n: number): Uint8Array {
+  return Uint8Array.from({ length: n }, (_, i) => i);
 }
 
 Deno.test("loadCheckpoint() refuses a shard header that would read other bytes than its tensors'", async () => {
@@ -338,7 +331,7 @@ Deno.test("loadCheckpoint() refuses a shard header that would read other bytes t
       ["metadata", { __metadata__: { a: 1 }, a: f32([2], [0, 8]) }, 8, /its __metadata__ is not an object of strings/],
     ];
     for (const [what, header, dataLen, want] of cases) {
-      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, dataLen));
+      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, indexed(dataLen)));
       await assert.rejects(
         loadCheckpoint(dir),
         (e: Error) => e.message.startsWith(`${dir}/model.safetensors: `) && want.test(e.message),
@@ -347,7 +340,7 @@ Deno.test("loadCheckpoint() refuses a shard header that would read other bytes t
     }
     // Out of key order, and a zero-size tensor between two others, are fine.
     const header = { __metadata__: { format: "pt" }, b: f32([1], [8, 12]), e: f32([0], [8, 8]), a: f32([2], [0, 8]) };
-    await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, 12));
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, indexed(12)));
     const ck = await loadCheckpoint(dir);
     assert.deepEqual(ck.shards[0]!.names, ["a", "e", "b"]);
     assert.deepEqual([...ck.tensors.get("b")!.data], [8, 9, 10, 11]);
@@ -362,7 +355,7 @@ Deno.test("loadCheckpoint() refuses index shards that are paths, read and writte
   try {
     await Deno.mkdir(dir);
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
-    const shard = safetensorsBytes({ x: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, 8);
+    const shard = safetensorsBytes({ x: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, indexed(8));
     await Deno.writeFile(`${root}/shard.safetensors`, shard);
     await Deno.writeFile(`${dir}/shard.safetensors`, shard);
     const index = (file: unknown) => JSON.stringify({ weight_map: { x: file } });
@@ -396,8 +389,11 @@ Deno.test("loadCheckpoint() refuses a tensor stored in two shards", async () => 
   try {
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
     const x = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
-    await Deno.writeFile(`${dir}/a.safetensors`, safetensorsBytes({ x }, 8));
-    await Deno.writeFile(`${dir}/b.safetensors`, safetensorsBytes({ x, y: { ...x, data_offsets: [8, 16] } }, 16));
+    await Deno.writeFile(`${dir}/a.safetensors`, safetensorsBytes({ x }, indexed(8)));
+    await Deno.writeFile(
+      `${dir}/b.safetensors`,
+      safetensorsBytes({ x, y: { ...x, data_offsets: [8, 16] } }, indexed(16)),
+    );
     const weight_map = { x: "a.safetensors", y: "b.safetensors" };
     await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
     await assert.rejects(loadCheckpoint(dir), /tensor x is in both a\.safetensors and b\.safetensors/);
@@ -428,7 +424,7 @@ Deno.test("loadCheckpoint(): a header length past the file is named; an index's 
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/config.json`, "{}");
-    const bytes = safetensorsBytes({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, 8);
+    const bytes = safetensorsBytes({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }, indexed(8));
     // The length field claims 4 bytes more than the file holds after its 8 bytes.
     new DataView(bytes.buffer).setBigUint64(0, BigInt(bytes.length - 4), true);
     await Deno.writeFile(`${dir}/model.safetensors`, bytes);
@@ -465,7 +461,7 @@ Deno.test("writeCheckpoint() pads a shard's header with spaces to a multiple of 
       await Deno.mkdir(dir);
       await Deno.writeTextFile(`${dir}/config.json`, "{}");
       const header = { ["x".repeat(n)]: { dtype: "F32", shape: [2], data_offsets: [0, 8] } };
-      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, 8));
+      await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(header, indexed(8)));
       await writeCheckpoint(await loadCheckpoint(dir), out);
       const written = await Deno.readFile(`${out}/model.safetensors`);
       const len = Number(new DataView(written.buffer).getBigUint64(0, true));
