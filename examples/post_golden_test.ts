@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { createCpuBackend } from "../prune/cpu_backend.ts";
+import { goldenCase, startServer } from "../tests/_server.ts";
+
+const SCRIPT = new URL("./post_golden.ts", import.meta.url).pathname;
+
+/** Runs the example against `url` with `env` (nothing of the test's own ZPRUNE_* leaks in). */
+async function postGolden(args: string[], env: Record<string, string> = {}) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", SCRIPT, ...args],
+    env: { NO_COLOR: "1", ZPRUNE_URL: "", ZPRUNE_TOKEN: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code, out: new TextDecoder().decode(stdout), err: new TextDecoder().decode(stderr) };
+}
+
+Deno.test("examples/post_golden.ts prints the golden layer's counts, sending $ZPRUNE_TOKEN", async () => {
+  const server = await startServer({ backend: createCpuBackend(), config: { token: "s3cret", log: false } });
+  try {
+    // The README's example, its default fixture: the golden answer's own counts and alpha.
+    const { expected } = goldenCase("zpruner-layer-f16");
+    const ok = await postGolden([server.url], { ZPRUNE_TOKEN: "s3cret" });
+    assert.equal(ok.code, 0, ok.err);
+    const lines = ok.out.trim().split("\n");
+    assert.match(lines[0]!, /^backend cpu on .+, \d+\.\d ms$/);
+    const [rows, cols] = expected.shape;
+    const percent = (100 * expected.pruned / expected.total).toFixed(1);
+    const head = `${expected.name} [${rows}x${cols}]: pruned ${expected.pruned}/${expected.total} (${percent}%)`;
+    assert.ok(lines[1]!.startsWith(head + ", threshold "), lines[1]);
+    assert.ok(lines[1]!.endsWith(`, alpha ${expected.alpha!.toFixed(4)}`), lines[1]);
+    assert.equal(lines.length, 2);
+
+    // Another fixture by path: a method without alpha prints none.
+    const fixture = new URL("../tests/fixtures/golden/wanda-row-bf16.request.msgpack", import.meta.url).pathname;
+    const wanda = goldenCase("wanda-row-bf16").expected;
+    const other = await postGolden([server.url, fixture], { ZPRUNE_TOKEN: "s3cret" });
+    assert.equal(other.code, 0, other.err);
+    const line = other.out.trim().split("\n")[1]!;
+    assert.ok(line.startsWith(`${wanda.name} [${wanda.shape.join("x")}]: pruned ${wanda.pruned}/${wanda.total} (`));
+    assert.doesNotMatch(line, /alpha/);
+
+    // The URL from $ZPRUNE_URL, no token: the server's 401 is printed with its code, and the example fails.
+    const refused = await postGolden([], { ZPRUNE_URL: server.url });
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /^401 .*unauthorized/);
+  } finally {
+    await server.close();
+  }
+});
