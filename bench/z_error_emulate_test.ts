@@ -29,6 +29,13 @@ Deno.test("z_error_emulate: a float operation it does not emulate, or a site mis
     "return 1.0 / sqrt(a);",
     "return sqrt(a);",
     "return pow(a, -0.5);",
+    "return exp(a);",
+    "return exp2(a);",
+    "return log(a);",
+    "return log2(a);",
+    "return length(vec2(a, b));",
+    "return normalize(vec2(a, b)).x;",
+    "return distance(a, b);",
   ];
   for (const body of spellings) {
     assert.throws(() => emulate("z_means.wgsl", `${src}\nfn f(a: f32, b: f32) -> f32 { ${body} }\n`, ""), {
@@ -37,6 +44,13 @@ Deno.test("z_error_emulate: a float operation it does not emulate, or a site mis
   }
   assert.throws(() => emulate("z_means.wgsl", src.replace("sum_c[0] / n", "sum_c[0] * m"), ""), {
     message: /z_means\.wgsl: expected "sum_c\[0\] \/ n" exactly once/,
+  });
+  // A site twice, or a kept integer division gone, means PATH no longer describes the kernel.
+  assert.throws(() => emulate("z_means.wgsl", `${src}\nfn f() -> f32 { return sum_r[0] / n; }\n`, ""), {
+    message: /z_means\.wgsl: expected "sum_r\[0\] \/ n" exactly once/,
+  });
+  assert.throws(() => emulate("z_means.wgsl", src.replace("(p.rows + 2047u) / 2048u", "(p.rows + 2047u) >> 11u"), ""), {
+    message: /z_means\.wgsl: expected "\(p\.rows \+ 2047u\) \/ 2048u" exactly once/,
   });
   assert.throws(() => emulate("select_nm.wgsl", "", ""), { message: /not on Z-Pruner's path/ });
   // A site quoted in a comment is neither a site nor a division.
@@ -57,7 +71,10 @@ Deno.test("z_error_emulate: --test needs a file, and files and test flags go onl
   assert.deepEqual(ok.test, ["tests/a_test.ts", "--filter", "x"]);
   assert.deepEqual(ok.div, { amp: 3, sign: 1 });
   assert.deepEqual(parseCommand(["--quick", "--fallback"]).fit, ["--quick", "--fallback"]);
-  assert.equal(parseCommand([]).test, null);
+  const plain = parseCommand([]);
+  assert.equal(plain.test, null);
+  // The defaults are the bounds the fit is documented with: division ±3 ULP, inverseSqrt ±2, hashed.
+  assert.deepEqual([plain.div, plain.rsqrt, plain.fit], [{ amp: 3, sign: 0 }, { amp: 2, sign: 0 }, []]);
   const misuse = /--test takes the test files after it/;
   const wrong = [["--test"], ["--test", "--", "--filter", "x"], ["--test", "--", "a_test.ts"], ["a_test.ts"], [
     "--",
@@ -66,7 +83,9 @@ Deno.test("z_error_emulate: --test needs a file, and files and test flags go onl
   for (const args of wrong) {
     assert.throws(() => parseCommand(args), { message: misuse }, args.join(" "));
   }
-  assert.throws(() => parseCommand(["--test", "a_test.ts", "--quick"]), { message: /the fit's, not --test's/ });
+  for (const flag of ["--quick", "--fallback"]) {
+    assert.throws(() => parseCommand(["--test", "a_test.ts", flag]), { message: /the fit's, not --test's/ }, flag);
+  }
 });
 
 const engine = await GpuEngine.create({ allowFallback: true });
@@ -176,6 +195,11 @@ Deno.test("emulated", () => {
   for (const [def, call] of calls) {
     const code = kernelCode(def as KernelDef);
     if (!code.includes(call)) throw new Error((def as KernelDef).name + " is not emulated");
+  }
+  // The helpers once per kernel: z_means gets them through lib/normalised, and a second copy would not compile.
+  for (const def of [score, zMeans, zSpread]) {
+    const copies = kernelCode(def as KernelDef).split("fn emu_div(").length - 1;
+    if (copies !== 1) throw new Error((def as KernelDef).name + " has " + copies + " copies of the helpers");
   }
 });
 `,
