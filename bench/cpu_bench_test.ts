@@ -88,6 +88,7 @@ Deno.test({
 Deno.test("maskDiffBits counts the differing bits, and every bit of a missing byte", () => {
   assert.equal(maskDiffBits(new Uint8Array([0b1011, 0xff]), new Uint8Array([0b0010, 0xff])), 2);
   assert.equal(maskDiffBits(new Uint8Array([1]), new Uint8Array([1, 0])), 8);
+  assert.equal(maskDiffBits(new Uint8Array([1, 0xff]), new Uint8Array([1])), 8);
   assert.equal(maskDiffBits(new Uint8Array(0), new Uint8Array(0)), 0);
 });
 
@@ -112,4 +113,43 @@ Deno.test("disallowedDiffs: a key may change sides only against a near-equal sco
   const near = new Float32Array(score);
   near[4] = 3.00002;
   assert.equal(disallowedDiffs(oursL, bits(0, 1, 2, 4), near, layer, 4), 0);
+  // Float32's resolution, not more: 5e-5 apart is a real difference.
+  near[4] = 3.00015;
+  assert.equal(disallowedDiffs(oursL, bits(0, 1, 2, 4), near, layer, 4), 2);
+});
+
+Deno.test("disallowedDiffs: N:M groups are runs of M within a row, not rows", () => {
+  // One row of 8, 2:4: groups are keys 0-3 and 4-7, and zprune prunes 0, 1 and 4, 5. Keys 3 and 4 score the same
+  // but sit in different groups: swapping them changes both groups' counts, though across the row it would be a tie.
+  const score = new Float32Array([1, 2, 3, 3, 3, 3, 8, 9]);
+  const bits = (...keys: number[]) => new Uint8Array([keys.reduce((m, k) => m | (1 << k), 0)]);
+  assert.equal(disallowedDiffs(bits(0, 1, 4, 5), bits(0, 1, 3, 5), score, { kind: "nm", n: 2, m: 4 }, 8), 2);
+  // Per row the same swap is allowed: the row is one unit, and 3 for 3 is a tie.
+  assert.equal(disallowedDiffs(bits(0, 1, 2, 3), bits(0, 1, 2, 4), score, { kind: "row", sparsity: 0.5 }, 8), 0);
+});
+
+Deno.test("deno task bench refuses a bad count or shape with its usage, before any peer runs", async () => {
+  const script = new URL("./cpu_bench.ts", import.meta.url).pathname;
+  for (
+    const [args, why] of [
+      [["--repeat", "0"], "--repeat must be at least 1"],
+      [["--workers", "x"], "--workers needs a count, got x"],
+      [["0x8"], "0x8: rows and columns must be at least 1"],
+      [["4096"], "unknown argument 4096"],
+    ] as const
+  ) {
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", script, ...args],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    assert.equal(code, 2, args.join(" "));
+    assert.equal(new TextDecoder().decode(stdout), "", "nothing measured");
+    assert.equal(
+      new TextDecoder().decode(stderr),
+      `cpu_bench: ${why}\nusage: deno task bench [--repeat N] [--workers N] ` +
+        "[ROWSxCOLS ...]   (default 4096x4096 11008x4096, best of 3, one worker per core)\n",
+    );
+  }
 });
