@@ -40,7 +40,7 @@ for r in rows:
         by_sum = by_sum or not span
     print(
         f"| {shape} | {r['pattern']} | {r.get('weights', 'uploaded')} | {span if span else '-'} | {r['gpuMs']}"
-        f" | {r.get('gpuMsBest', '-')} | {r['requestMs']['best']} | {case} | {peer} | {ratio(span)}"
+        f" | {r.get('gpuMsBest', '-')} | {r['requestMs']['best']} | {case} | {peer if peer else '-'} | {ratio(span)}"
         f" | {ratio(r['gpuMs'])} |"
     )
 print()
