@@ -82,3 +82,41 @@ Deno.test("z_error_fit: ±20 ULPs at random on a factor of 1 + 100·2⁻²⁴ fi
   assert.ok(scaled.fit.rel as number > 99 && (scaled.fit.rel as number) <= 102, `rel fit ${scaled.fit.rel}`);
   assert.ok(scaled.cover > 1, `cover ${scaled.cover}`);
 });
+
+Deno.test("z_error_fit: reference() is API.md's z-scores and alpha, on a matrix worked by hand", () => {
+  // W = [[3, 4, 0], [0, 0, 5]]: rows' norms 5 and 5, columns' 3, 4, 5. Row-normalised: 0.6 0.8 0 / 0 0 1, mean 0.4,
+  // squares about it 1.04, unbiased std √(1.04 / 5). Column-normalised: 1 1 0 / 0 0 1, mean 0.5, std √(1.5 / 5).
+  // Mean |W| is 2, so the small weights (|w| < 0.2) are the three zeros: alpha = 0.7 (1 - 0.3 · 3 / 6).
+  const ref = reference(new Float32Array([3, 4, 0, 0, 0, 5]), 2, 3);
+  const stdR = Math.sqrt(1.04 / 5), stdC = Math.sqrt(1.5 / 5);
+  const close = (got: ArrayLike<number>, want: number[], what: string) =>
+    want.forEach((w, i) => assert.ok(Math.abs(got[i]! - w) < 1e-12, `${what}[${i}]: ${got[i]}, want ${w}`));
+  close(ref.zr, [0.2, 0.4, 0.4, 0.4, 0.4, 0.6].map((d) => d / stdR), "zr");
+  close(ref.zc, Array(6).fill(0.5 / stdC), "zc");
+  close([ref.alpha, ref.mR, ref.mC], [0.7 * 0.85, 0.4 / stdR, 0.5 / stdC], "alpha, mR, mC");
+  // The bound is a tenth of mean |W|: 0.07 is under 0.07675, 0.08 over 0.077.
+  assert.equal(reference(new Float32Array([1, 1, 1, 0.07]), 2, 2).alpha, 0.7 * (1 - 0.3 / 4));
+  assert.equal(reference(new Float32Array([1, 1, 1, 0.08]), 2, 2).alpha, 0.7);
+  assert.equal(reference(new Float32Array([13, 13, 13, 1]), 2, 2).alpha, 0.7, "1 is not under 0.1 · 10: strictly less");
+  // A row and a column of zeros normalise to zeros, not NaN (the contract's zero rows).
+  const zero = reference(new Float32Array([0, 0, 0, 1]), 2, 2);
+  assert.ok([...zero.zr, ...zero.zc].every(Number.isFinite), `${zero.zr} ${zero.zc}`);
+});
+
+Deno.test("z_error_fit: the common factor is found, and relMid is half the spread of the relative errors", () => {
+  const c: Case = { kind: "zero", rows: 64, cols: 96, seed: 7, sigma: 0.02 };
+  const ref = reference(weights(c), c.rows, c.cols);
+  const exact = shifted(ref, 0, 0);
+  // Times exactly 1 + 100·2⁻²⁴: all of it is the common factor, up to two f32 roundings (score, product) of up to
+  // 2⁻²⁴ relative each.
+  const common = compare(ref, c.kind, exact.map((s) => s * (1 + 100 * EPS32)));
+  assert.ok(Math.abs(common.common - 100) <= 1.5, `common ${common.common}`);
+  assert.ok((common.fit.rel as number) <= 2.5, `rel fit ${common.fit.rel}`);
+  assert.ok(common.relMid !== null && common.relMid <= 2.5, `relMid ${common.relMid}`);
+  // ±20 about 100: relative errors from 80 to 120 (in 2⁻²⁴) where the shift term cannot reach, half their spread 20.
+  const rand = rng(11);
+  const spread = compare(ref, c.kind, exact.map((s) => s * (1 + (100 + (rand() < 0.5 ? -20 : 20)) * EPS32)));
+  assert.ok(spread.relMid !== null && Math.abs(spread.relMid - 20) <= 2.5, `relMid ${spread.relMid}`);
+  // Only the zero-mean layers report it.
+  assert.equal(compare(ref, "shift", exact).relMid, null);
+});
