@@ -261,6 +261,12 @@ Deno.test("pruneLayers(): an answer not of the request's layers is invalid_respo
     msgpack({ ...OK_BODY, layers: [{ ...OK_BODY.layers[0], ...over }] });
   const cases: [Response, PruneRequestInput, RegExp][] = [
     [msgpack(OK_BODY), two, /1 layer\(s\) answered for the 2 sent/],
+    [msgpack({ ...OK_BODY, backend: "tpu" }), REQUEST, /\/v1\/prune answered out of contract: backend: /],
+    [
+      answered({ stats: { ...OK_BODY.layers[0]!.stats, nonFinite: 1 } }),
+      REQUEST,
+      /out of contract: layers\.0\.stats\.nonFinite: /,
+    ],
     [answered({ name: "other" }), REQUEST, /layer 0 \("other"\) answered as \[1,8\], sent as "l0" \[1,8\]/],
     [answered({ shape: [2, 4] }), REQUEST, /answered as \[2,4\], sent as "l0" \[1,8\]/],
     [answered({ mask: new Uint8Array(2) }), REQUEST, /a mask of 2 bytes for 8 weights/],
@@ -387,6 +393,15 @@ Deno.test("info() and health(): a non-JSON or out-of-contract answer is invalid_
     const client = new ZpruneClient({ url, retries: 0 });
     await rejectsInvalid(client.health(), /\/healthz answered out of contract: backend: /);
     await rejectsInvalid(client.info(), /\/v1\/info answered out of contract: /);
+  });
+  await withServer(() => Response.json({ status: "fine", backend: "cpu" }), async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).health(),
+      /\/healthz answered out of contract: status: /,
+    );
+  });
+  await withServer(() => Response.json({ ...INFO, name: "other" }), async (url) => {
+    await rejectsInvalid(new ZpruneClient({ url, retries: 0 }).info(), /\/v1\/info answered out of contract: name: /);
   });
 });
 

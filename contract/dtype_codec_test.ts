@@ -54,6 +54,9 @@ Deno.test("f16Bits() and bf16Bits() round to nearest even and invert decode()", 
   assert.equal(f16Bits(1 + 2 ** -11), 0x3c00, "halfway between 1 and the next f16: to even (1)");
   assert.equal(f16Bits(1 + 3 * 2 ** -11), 0x3c02, "halfway above an odd mantissa: up to even");
   assert.equal(f16Bits(65520), 0x7c00, "past the largest finite f16: infinity");
+  assert.equal(f16Bits(65504), 0x7bff, "the largest finite f16 stays finite");
+  assert.equal(f16Bits(70000), 0x7c00, "an f16 exponent of 31 without rounding: infinity, not NaN");
+  assert.equal(f16Bits(-1e5), 0xfc00, "negative overflow: minus infinity");
   assert.equal(f16Bits(2 ** -26), 0, "below half the smallest subnormal: zero");
   assert.equal(bf16Bits(1 + 2 ** -8), 0x3f80, "halfway: to even");
   assert.equal(bf16Bits(1 + 3 * 2 ** -8), 0x3f82);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "./errors.ts";
 import { Packr, Unpackr } from "msgpackr";
-import { decodeMsgpack, encodeMsgpack } from "./wire.ts";
+import { decodeMsgpack, encodeMsgpack, isMsgpackType } from "./wire.ts";
 
 Deno.test("encodeMsgpack() sends typed arrays as bin and answers never alias each other", () => {
   const a = encodeMsgpack({ x: new Float32Array([1, 2]) });
@@ -127,4 +127,24 @@ Deno.test("encodeMsgpack() refuses a bin longer than msgpack's 32-bit length can
   // Up to the limit the header is the 32-bit one, big-endian.
   const pieces = encodeMsgpack({ data: new Uint8Array(70_000) });
   assert.deepEqual([...pieces.subarray(6, 11)], [0xc6, 0x00, 0x01, 0x11, 0x70]);
+});
+
+Deno.test("encodeMsgpack() leaves undefined fields out and sends a __proto__ key as a key, small or large", () => {
+  // Decoded as Maps: msgpackr's object decoding renames a "__proto__" key, which would hide what was sent.
+  const asMap = new Unpackr({ useRecords: false, mapsAsObjects: false });
+  for (const big of [new Uint8Array(0), new Uint8Array(4096)]) {
+    const v = decodeMsgpack(encodeMsgpack({ a: 1, b: undefined, big })) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(v), ["a", "big"]);
+    const p = asMap.unpack(encodeMsgpack({ ...JSON.parse('{"__proto__": 7}'), big })) as Map<string, unknown>;
+    assert.deepEqual([...p.keys()], ["__proto__", "big"], `bin of ${big.byteLength} bytes`);
+    assert.equal(p.get("__proto__"), 7);
+  }
+});
+
+Deno.test("isMsgpackType() takes exactly the two msgpack media types", () => {
+  assert.ok(isMsgpackType("application/msgpack"));
+  assert.ok(isMsgpackType("application/x-msgpack"));
+  for (const t of ["application/msgpackx", "application/x-msgpack2", "application/json", "msgpack", ""]) {
+    assert.equal(isMsgpackType(t), false, t);
+  }
 });
