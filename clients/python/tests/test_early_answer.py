@@ -368,9 +368,12 @@ def test_prefixed_is_a_readable_stream_that_closes_the_rest() -> None:
 # -- through the client ----------------------------------------------------------------------------------------------
 
 
-def test_a_reset_upload_without_an_answer_is_unreachable_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server that reads the headers and hangs up, the body's send reset: "unreachable" with the reset as the
-    reason, retried like any reset (max_retries + 1 tries)."""
+@pytest.mark.parametrize("error", CUT_OFF_ERRORS, ids=CUT_OFF_IDS)
+def test_a_reset_upload_without_an_answer_is_unreachable_after_retries(
+    monkeypatch: pytest.MonkeyPatch, error: Callable[[], OSError]
+) -> None:
+    """A server that reads the headers and hangs up, the body's send reset (over TLS: the peer's EOF): "unreachable"
+    with the reset as the reason, retried like any reset (max_retries + 1 tries)."""
     tries: List[bytes] = []
     done = threading.Event()
     # Released by each failed body send: the server hangs up after it, not before the look that precedes the body
@@ -404,7 +407,7 @@ def test_a_reset_upload_without_an_answer_is_unreachable_after_retries(monkeypat
             real_send(conn, data)
             return
         reset.release()
-        raise ConnectionResetError(104, "reset by the test")
+        raise error()
 
     monkeypatch.setattr(http.client.HTTPConnection, "send", reset_the_body)
     thread = threading.Thread(target=hang_up_after_the_headers, daemon=True)
@@ -422,6 +425,6 @@ def test_a_reset_upload_without_an_answer_is_unreachable_after_retries(monkeypat
         server.close()
     err = info.value
     assert (err.code, err.status) == ("unreachable", 0), err
-    assert "reset by the test" in err.message, "the reason is the send's reset, not the read that found no answer"
+    assert type(error()).__name__ in err.message, "the reason is the send's error, not the read that found no answer"
     assert len(tries) == 3 and len(waits) == 2, "a reset is retried max_retries times"
     assert all(t.startswith(b"POST /v1/prune ") for t in tries)

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -476,10 +477,11 @@ class ZpruneClient:
                 reason = e.reason if isinstance(e, urllib.error.URLError) else e
                 err = ZpruneError("unreachable", f"cannot reach {self.url}: {reason!r}", 0)
                 # A refused or reset connection, or one closed before the whole answer came (IncompleteRead), is
-                # what a restarting server looks like: worth another try (the request is idempotent). A timeout
+                # what a restarting server looks like: worth another try (the request is idempotent). Over TLS a
+                # peer that hung up mid-upload may show as SSLEOFError instead of a reset: the same. A timeout
                 # already waited `timeout`; an unknown host will not appear; a peer that does not speak HTTP
-                # (BadStatusLine, LineTooLong) will not either.
-                retry = isinstance(reason, (ConnectionError, http.client.IncompleteRead))
+                # (BadStatusLine, LineTooLong) will not either, nor a certificate refused.
+                retry = isinstance(reason, (ConnectionError, http.client.IncompleteRead, ssl.SSLEOFError))
                 if not retry or attempt >= self.max_retries:
                     raise err from e
             # Doubling from `backoff`, jittered by +-25 % so that many clients do not return in lockstep. A server's
