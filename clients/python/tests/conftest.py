@@ -144,3 +144,50 @@ def start_server():
     yield start
     for s in started:
         s.stop()
+
+
+class MypyRun:
+    """``mypy --strict`` over the package (settings in pyproject.toml) in a child process of its own, started when
+    test_typing.py's test is collected: it takes most of a minute, nearly all of it inside torch's stubs, and runs
+    beside the other tests instead of after them. ``result`` waits for it."""
+
+    def __init__(self) -> None:
+        self._proc: Optional["subprocess.Popen[str]"] = None
+        self._cache: Optional[tempfile.TemporaryDirectory[str]] = None
+
+    def start(self) -> None:
+        """Starts mypy with a cache of its own, so that no earlier run's cache answers for this tree."""
+        if self._proc is None:
+            self._cache = tempfile.TemporaryDirectory()
+            self._proc = subprocess.Popen([sys.executable, "-m", "mypy", "--cache-dir", self._cache.name],
+                                          cwd=HERE.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def result(self, timeout: float = 600) -> "tuple[int, str]":
+        """mypy's exit status and output (started now if it was not)."""
+        self.start()
+        assert self._proc is not None
+        out, _ = self._proc.communicate(timeout=timeout)
+        return self._proc.returncode, out
+
+    def stop(self) -> None:
+        """Ends a run no test waited for (its test deselected, the session cut short) and removes its cache."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
+        if self._cache is not None:
+            self._cache.cleanup()
+
+
+MYPY = MypyRun()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """Starts the mypy run once its test is among those that will run."""
+    if any(item.nodeid.endswith("test_typing.py::test_mypy_strict_is_clean") for item in items):
+        MYPY.start()
+
+
+def pytest_sessionfinish() -> None:
+    """Stops what this harness started in the background."""
+    MYPY.stop()
