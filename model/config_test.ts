@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { decodeWeights, parseConfig, storedWeightBytes } from "./config.ts";
+import { decodeWeights, LINEAR_NAMES, parseConfig, storedWeightBytes } from "./config.ts";
 import { checkWindowLength } from "./llama.ts";
 import { loadCheckpoint } from "./safetensors.ts";
+import { safetensorsBytes } from "../tests/_safetensors_bytes.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 const BASE = {
@@ -285,5 +286,115 @@ Deno.test("storedWeightBytes() counts each array once, 16-byte aligned: a tied h
     for (const a of arrays) want += Math.ceil((a instanceof Float32Array ? a : a.data).byteLength / 16) * 16;
     assert.equal(storedWeightBytes(w), want, `tied ${tieEmbeddings}, keep16 ${keep16}`);
     assert.equal(arrays.size, 2 + (tieEmbeddings ? 0 : 1) + 9 * cfg.nLayers);
+  }
+});
+
+Deno.test("parseConfig() refuses RoPE fields and head counts that are no sizes, and lists where objects belong", () => {
+  const refused: [Record<string, unknown>, RegExp][] = [
+    // transformers divides by each of these: zero would give infinite wavelengths and NaN blends.
+    [{ rope_scaling: { ...LLAMA3, original_max_position_embeddings: 0 } }, /original_max_position_embeddings, a pos/],
+    [{ rope_scaling: { ...LLAMA3, low_freq_factor: 0 } }, /needs low_freq_factor, a positive number; got 0/],
+    [{ rope_scaling: { ...LLAMA3, low_freq_factor: -1 } }, /needs low_freq_factor, a positive number; got -1/],
+    // -2 divides 4 heads evenly, and is still no head count.
+    [{ num_key_value_heads: -2 }, /num_key_value_heads must be a positive integer, got -2/],
+    [{ num_key_value_heads: 2.5 }, /num_key_value_heads must be a positive integer, got 2\.5/],
+    // A list is no object of RoPE fields, in either place (read as one, its missing fields would be defaults).
+    [{ rope_parameters: [] }, /rope_parameters must be an object, got \[\]/],
+    [{ rope_parameters: [1e6] }, /rope_parameters must be an object/],
+    [{ rope_parameters: { rope_type: "default" }, rope_scaling: [] }, /disagree/],
+    [{ rope_parameters: { rope_theta: 1e4 }, rope_scaling: [] }, /rope_parameters .* and rope_scaling \[\] disagree/],
+  ];
+  for (const [extra, message] of refused) {
+    assert.throws(() => parseConfig({ ...BASE, ...extra }), (e: Error) => {
+      assert.ok(e instanceof TypeError, JSON.stringify(extra));
+      assert.match(e.message, message, JSON.stringify(extra));
+      return true;
+    });
+  }
+});
+
+Deno.test("parseConfig() ties embeddings only for tie_word_embeddings true (LlamaConfig's default: false)", () => {
+  assert.equal(parseConfig(BASE).tieEmbeddings, false);
+  assert.equal(parseConfig({ ...BASE, tie_word_embeddings: false }).tieEmbeddings, false);
+  assert.equal(parseConfig({ ...BASE, tie_word_embeddings: null }).tieEmbeddings, false);
+  assert.equal(parseConfig({ ...BASE, tie_word_embeddings: true }).tieEmbeddings, true);
+});
+
+/** A one-block model of dim 4 (one head of 4), MLP 4 and vocabulary 4, as config.json gives it. */
+const TINY = {
+  ...BASE,
+  hidden_size: 4,
+  num_attention_heads: 1,
+  intermediate_size: 4,
+  num_hidden_layers: 1,
+  vocab_size: 4,
+};
+
+/**
+ * Writes TINY's tensors in `dtype` into `dir`, every tensor's values 1 + k / 1024 for k = 0, 1, ... (f16 0x3c00 + k;
+ * exact in float32 too), with a header of odd length when `odd` (a writer that does not pad leaves one: every tensor's
+ * bytes then start at an odd offset of the file).
+ */
+async function writeTiny(dir: string, dtype: "F16" | "F32", odd: boolean): Promise<void> {
+  const blocks = ["input_layernorm", "post_attention_layernorm", ...LINEAR_NAMES];
+  const names = [
+    "model.embed_tokens.weight",
+    "lm_head.weight",
+    "model.norm.weight",
+    ...blocks.map((n) => `model.layers.0.${n}.weight`),
+  ];
+  const header: Record<string, unknown> = {};
+  const data: number[] = [];
+  for (const name of names) {
+    const shape = name.includes("norm") ? [4] : [4, 4];
+    const n = shape.reduce((a, b) => a * b, 1);
+    const begin = data.length;
+    for (let k = 0; k < n; k++) {
+      const bytes = dtype === "F16"
+        ? new Uint8Array(Uint16Array.of(0x3c00 + k).buffer)
+        : new Uint8Array(Float32Array.of(1 + k / 1024).buffer);
+      data.push(...bytes);
+    }
+    header[name] = { dtype, shape, data_offsets: [begin, data.length] };
+  }
+  let json = JSON.stringify(header);
+  if ((json.length % 2 === 0) === odd) json += " ";
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(TINY));
+  await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes(json, new Uint8Array(data)));
+}
+
+Deno.test("decodeWeights() keeps a 16-bit matrix at an odd byte offset (odd-length header) as a copy", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeTiny(dir, "F16", true);
+    const ckpt = await loadCheckpoint(dir);
+    const cfg = parseConfig(ckpt.config);
+    const q = ckpt.tensors.get("model.layers.0.self_attn.q_proj.weight")!;
+    assert.equal(q.data.byteOffset % 2, 1, "the test's premise: stored at an odd offset");
+    const w = decodeWeights(ckpt, cfg, true);
+    const wq = w.layers[0]!.wq;
+    assert.ok(!(wq instanceof Float32Array), "kept 16-bit");
+    assert.deepEqual(Array.from(wq.data), Array.from({ length: 16 }, (_, k) => 0x3c00 + k));
+    assert.equal(w.layers[0]!.attnNorm[1], 1 + 1 / 1024);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test('decodeWeights(): float32 matrices stay float32 under keep16; keep16 "bf16" decodes f16 ones', async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const values = Array.from({ length: 16 }, (_, k) => 1 + k / 1024);
+    for (const [dtype, keep16] of [["F32", true], ["F32", "bf16"], ["F16", "bf16"], ["F16", false]] as const) {
+      await writeTiny(dir, dtype, false);
+      const ckpt = await loadCheckpoint(dir);
+      const w = decodeWeights(ckpt, parseConfig(ckpt.config), keep16);
+      for (const m of [w.embed, w.lmHead, w.layers[0]!.wq, w.layers[0]!.wDown]) {
+        assert.ok(m instanceof Float32Array, `${dtype}, keep16 ${keep16}`);
+        assert.deepEqual(Array.from(m), values, `${dtype}, keep16 ${keep16}`);
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

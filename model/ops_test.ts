@@ -1,6 +1,20 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "./config.ts";
-import { Arena, matmul, ropeInvFreq, ropeTables, widenRow } from "./ops.ts";
+import {
+  accum,
+  Arena,
+  ARENA_MAX_BYTES,
+  attention,
+  type AttentionScratch,
+  matmul,
+  rmsnorm,
+  rope,
+  ropeInvFreq,
+  ropeTables,
+  sumSquares,
+  swiglu,
+  widenRow,
+} from "./ops.ts";
 import { decodeToF32 } from "./safetensors.ts";
 import { seededRandom } from "./windows.ts";
 
@@ -133,4 +147,113 @@ Deno.test("ropeTables() takes angles in float32, as transformers does, to a few 
       assert.ok(Math.abs(sin[t * half + i]! - golden.sin[p][i]) <= 3e-7, `sin at ${t}, ${i}`);
     }
   });
+});
+
+Deno.test("rmsnorm() adds epsilon to the mean square under the root, as HF's LlamaRMSNorm does", () => {
+  // Row 0: x = (3, 4) * 1e-3, mean square 12.5e-6; with eps 12.5e-6 the root is exactly 5e-3: out = w * (0.6, 0.8).
+  // Row 1: (6, 8), where eps hardly counts: root of 50 + 12.5e-6.
+  const x = new Float32Array([3e-3, 4e-3, 6, 8]), w = new Float32Array([1, 2]), out = new Float32Array(4);
+  rmsnorm(out, x, w, 2, 2, 12.5e-6);
+  const r = Math.sqrt(50 + 12.5e-6);
+  const want = [0.6, 1.6, 6 / r, 16 / r];
+  want.forEach((v, i) => assert.ok(Math.abs(out[i]! - v) <= 2e-7 * Math.abs(v), `${i}: ${out[i]} vs ${v}`));
+  // Epsilon 0 leaves x / rms(x): (3, 4) / sqrt(12.5) = (0.8485.., 1.1313..) whatever the scale of x.
+  rmsnorm(out, new Float32Array([3e-3, 4e-3]), new Float32Array([1, 1]), 1, 2, 0);
+  assert.ok(Math.abs(out[0]! - 3 / Math.sqrt(12.5)) < 1e-6 && Math.abs(out[1]! - 4 / Math.sqrt(12.5)) < 1e-6);
+});
+
+/** Scratch for `attention` over T tokens of heads of headDim. */
+function scratch(T: number, headDim: number): AttentionScratch {
+  const f = (n: number) => new Float32Array(n);
+  return { qh: f(T * headDim), kh: f(T * headDim), vt: f(headDim * T), att: f(T * T), ho: f(T * headDim) };
+}
+
+Deno.test("attention() is causal softmax(q k / sqrt(headDim)) v, exact for scores far past exp's range", () => {
+  // One head of 2 dimensions, two tokens; scale 1 / sqrt(2). Token 0 sees only itself: its output is v0.
+  const v = new Float32Array([1, 10, 100, 1000]); // v0 = (1, 10), v1 = (100, 1000)
+  const run = (q: number[], k: number[]) => {
+    const out = new Float32Array(4);
+    attention(out, new Float32Array(q), new Float32Array(k), v, 2, 1, 1, 2, scratch(2, 2));
+    return Array.from(out);
+  };
+  // Token 1's scores: q1 . k0 / sqrt(2) = ln 3 and q1 . k1 = 0, so probabilities 3/4 and 1/4.
+  const l3 = Math.SQRT2 * Math.log(3);
+  const mixed = run([0, 0, l3, 0], [1, 0, 0, 0]);
+  const want = [1, 10, 0.75 * 1 + 0.25 * 100, 0.75 * 10 + 0.25 * 1000];
+  mixed.forEach((o, i) => assert.ok(Math.abs(o - want[i]!) <= 1e-5 * want[i]!, `${i}: ${o} vs ${want[i]}`));
+  // A score of 40 * 40 / sqrt(2) = 1131 overflows exp unless the row's largest score, the diagonal's included, is
+  // subtracted first: the answer is then all weight on that score's value, exactly.
+  assert.deepEqual(run([40, 0, 40, 0], [40, 0, 0, 0]), [1, 10, 1, 10], "the largest score off the diagonal");
+  assert.deepEqual(run([40, 0, 40, 0], [0, 0, 40, 0]), [1, 10, 100, 1000], "the largest score on the diagonal");
+  // A future token never counts: token 0's output is v0 whatever k1 and v1 hold.
+  assert.deepEqual(run([1, 0, 0, 0], [0, 0, 50, 0]).slice(0, 2), [1, 10]);
+});
+
+Deno.test("swiglu() is silu(x) * y with silu(g) = g / (1 + e^-g); accum() adds; sumSquares() sums squares", () => {
+  // silu(1) = 0.7310585786, silu(-2) = -0.2384058440, silu(0) = 0, by hand from e = 2.718281828.
+  const x = new Float32Array([1, -2, 0, 1]), y = new Float32Array([1, 1, 5, -3]);
+  swiglu(x, y, 3); // the fourth is past len: untouched
+  const want = [0.7310585786, -0.238405844, 0, 1];
+  want.forEach((v, i) => assert.ok(Math.abs(x[i]! - v) < 1e-7, `${i}: ${x[i]} vs ${v}`));
+  const a = new Float32Array([1, 2, 3]);
+  accum(a, new Float32Array([10, 20, 30]), 2);
+  assert.deepEqual(Array.from(a), [11, 22, 3]);
+  const acc = new Float64Array([1, 0]);
+  sumSquares(acc, new Float32Array([1, -2, 3, -4]), 2, 2); // columns (1, 3) and (-2, -4)
+  assert.deepEqual(Array.from(acc), [1 + 1 + 9, 4 + 16]);
+});
+
+Deno.test("rope() pairs dimension i with i + headDim / 2 and rotates each pair by its angle", () => {
+  // headDim 4, one token, two heads; angles 90 degrees for pair 0 and 180 for pair 1: (a, b) -> (-b, a), (-a, -b).
+  const cos = new Float32Array([0, -1]), sin = new Float32Array([1, 0]);
+  const x = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8]);
+  rope(x, 1, 2, 4, cos, sin);
+  // Head 0: pairs (x0, x2) = (1, 3) -> (-3, 1) and (x1, x3) = (2, 4) -> (-2, -4).
+  assert.deepEqual(Array.from(x), [-3, -2, 1, -4, -7, -6, 5, -8]);
+  // Against a small angle, the rotation keeps each pair's length.
+  const t = ropeTables(3, 4, 10000);
+  const y = new Float32Array([0.3, -0.7, 1.1, 0.2, 0.5, 0.5, -0.5, 0.25, 1, 2, 3, 4]);
+  const before = y.slice();
+  rope(y, 3, 1, 4, t.cos, t.sin);
+  for (let p = 0; p < 3; p++) {
+    for (const i of [0, 1]) {
+      const o = p * 4;
+      const len = (a: Float32Array) => Math.hypot(a[o + i]!, a[o + i + 2]!);
+      assert.ok(Math.abs(len(y) - len(before)) < 1e-6, `token ${p} pair ${i}`);
+    }
+  }
+  assert.deepEqual(Array.from(y.subarray(0, 4)), Array.from(before.subarray(0, 4)), "position 0 is not rotated");
+});
+
+Deno.test("Arena hands out zeroed 16-byte aligned arrays, to the last byte of its pages and no further", () => {
+  const arena = new Arena(65536);
+  const sizes = [3, 1, 5, 7];
+  for (const n of sizes) {
+    const a = arena.f32(n), b = arena.u16(n);
+    assert.equal(a.byteOffset % 16, 0);
+    assert.equal(b.byteOffset % 16, 0);
+    assert.ok(a.every((v) => v === 0) && b.every((v) => v === 0));
+  }
+  // f32 of 3, 1, 5 and 7: 12, 4, 20 and 28 bytes, rounded up to 16, 16, 32 and 32; u16: 6, 2, 10 and 14 bytes, 16
+  // each. 160 bytes used so far.
+  arena.f32((65536 - 160) / 4); // exactly the rest
+  assert.throws(() => arena.f32(1), /arena exhausted/);
+  assert.throws(() => new Arena(ARENA_MAX_BYTES + 1), /exceeds WebAssembly's 4 GiB/);
+});
+
+Deno.test("matmul() in an arena with rows not a multiple of 4 takes the plain loop, agreeing with float64", () => {
+  for (const [T, n, d] of [[4, 5, 4], [3, 6, 8], [2, 7, 5]] as const) {
+    const arena = new Arena(1 << 16);
+    const x = arena.f32(T * n), w = arena.f32(d * n), out = arena.f32(T * d);
+    x.forEach((_, i) => (x[i] = Math.sin(i + 1)));
+    w.forEach((_, i) => (w[i] = Math.cos(2 * i + 1)));
+    matmul(out, x, w, T, n, d);
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < d; j++) {
+        let s = 0;
+        for (let i = 0; i < n; i++) s += x[t * n + i]! * w[j * n + i]!;
+        assert.ok(Math.abs(out[t * d + j]! - s) < 1e-5, `${T}x${n}x${d} (${t}, ${j}): ${out[t * d + j]} vs ${s}`);
+      }
+    }
+  }
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { decodeToF32, isWeightFile, loadCheckpoint, writeCheckpoint } from "./safetensors.ts";
+import { decodeToF32, isWeightFile, loadCheckpoint, storedShare, writeCheckpoint } from "./safetensors.ts";
 import { parseConfig } from "./config.ts";
-import { safetensorsBytes } from "../tests/_safetensors_bytes.ts";
+import { packedTensors, safetensorsBytes } from "../tests/_safetensors_bytes.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
@@ -476,5 +476,113 @@ Deno.test("writeCheckpoint() pads a shard's header with spaces to a multiple of 
     assert.equal(lengths.size, 8, "every remainder was tried, 0 among them");
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint() refuses a file too short for a length, a header not UTF-8, odd entries", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const refused = async (bytes: Uint8Array, want: RegExp, what: string) => {
+      await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+      await assert.rejects(
+        loadCheckpoint(dir),
+        (e: Error) => e.message.startsWith(`${dir}/model.safetensors: `) && want.test(e.message),
+        what,
+      );
+    };
+    // Under 8 bytes there is no length to read: the file is said to be too short, not to claim a length.
+    for (const n of [0, 5, 7]) await refused(new Uint8Array(n), /: too short for a safetensors header$/, `${n} bytes`);
+    // The reference reader (Rust's str::from_utf8) refuses a header that is not UTF-8; a lenient decoder would read
+    // U+FFFD and load a tensor under a name no checkpoint has. Here the name is "a" then a lone 0xff byte.
+    const json = new TextEncoder().encode('{"a_": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}');
+    json[3] = 0xff;
+    const file = new Uint8Array(8 + json.length + 8);
+    new DataView(file.buffer).setBigUint64(0, BigInt(json.length), true);
+    file.set(json, 8);
+    file.set(indexed(8), 8 + json.length);
+    await refused(file, /its header is not JSON/, "0xff in a name");
+    const f32 = (data_offsets: unknown) => ({ dtype: "F32", shape: [2], data_offsets });
+    // [begin, end] is two numbers: a third is no offset of the format (and would be dropped unseen).
+    await refused(safetensorsBytes({ a: f32([0, 8, 8]) }, indexed(8)), /data_offsets \[0,8,8\], not \[begin/, "three");
+    await refused(safetensorsBytes({ a: f32([0]) }, indexed(8)), /data_offsets \[0\], not \[begin/, "one");
+    // A dtype named like one of Object.prototype's properties is no dtype either, and is named as such.
+    for (const dtype of ["toString", "constructor", "__proto__", "f32"]) {
+      const header = `{"a": {"dtype": "${dtype}", "shape": [2], "data_offsets": [0, 8]}}`;
+      await refused(
+        safetensorsBytes(header, indexed(8)),
+        new RegExp(`has dtype ${dtype}; only F32, F16 and BF16`),
+        dtype,
+      );
+    }
+    // __metadata__ maps strings to strings, every one of them.
+    const mixed = { __metadata__: { format: "pt", step: 1 }, a: f32([0, 8]) };
+    await refused(safetensorsBytes(mixed, indexed(8)), /its __metadata__ is not an object of strings/, "mixed");
+    // A null __metadata__ is none (the reference reader's Option), and a header without tensors holds no data.
+    await Deno.writeFile(
+      `${dir}/model.safetensors`,
+      safetensorsBytes({ __metadata__: null, a: f32([0, 8]) }, indexed(8)),
+    );
+    const ck = await loadCheckpoint(dir);
+    assert.equal(ck.shards[0]!.metadata, undefined);
+    assert.deepEqual([...ck.tensors.get("a")!.data], [0, 1, 2, 3, 4, 5, 6, 7]);
+    await Deno.writeFile(`${dir}/model.safetensors`, safetensorsBytes({ __metadata__: { format: "pt" } }));
+    const empty = await loadCheckpoint(dir);
+    assert.deepEqual([empty.tensors.size, empty.shards[0]!.metadata], [0, { format: "pt" }]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadCheckpoint() reads an index's shards in sorted order, as transformers does", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const x = { dtype: "F32", shape: [2], data_offsets: [0, 8] };
+    for (const s of ["a", "b", "c"]) {
+      await Deno.writeFile(`${dir}/${s}.safetensors`, safetensorsBytes({ [s]: x }, indexed(8)));
+    }
+    // transformers: sorted(set(index["weight_map"].values())).
+    const weight_map = { c: "c.safetensors", a: "a.safetensors", b: "b.safetensors" };
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ weight_map }));
+    const ck = await loadCheckpoint(dir);
+    assert.deepEqual(ck.shards.map((s) => s.file), ["a.safetensors", "b.safetensors", "c.safetensors"]);
+    // A backslash is a path separator where the written checkpoint may be read: refused like a slash.
+    await Deno.writeTextFile(
+      `${dir}/model.safetensors.index.json`,
+      JSON.stringify({ weight_map: { a: "..\\a.safetensors" } }),
+    );
+    await assert.rejects(loadCheckpoint(dir), /weight_map gives a the shard "\.\.\\\\a\.safetensors", not a file name/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("storedShare() is stored bytes per float32 byte, from headers; undefined with no tensors", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const write = (tensors: Record<string, { dtype: "F32" | "F16" | "BF16"; shape: number[] }>) =>
+      Deno.writeFile(`${dir}/model.safetensors`, packedTensors(tensors, { format: "pt" }));
+    // 1000 f32 weights (4000 bytes) and 3000 bf16 ones (6000 bytes, 12000 as float32): 10000 / 16000.
+    await write({ a: { dtype: "F32", shape: [10, 100] }, b: { dtype: "BF16", shape: [3000] } });
+    assert.equal(await storedShare(dir), 10_000 / 16_000);
+    await write({ a: { dtype: "F16", shape: [4, 4] } });
+    assert.equal(await storedShare(dir), 0.5);
+    await write({ a: { dtype: "F32", shape: [4, 4] } });
+    assert.equal(await storedShare(dir), 1);
+    // No weights to weigh: no share (not NaN), and the caller falls back to config.json's dtype.
+    await write({});
+    assert.equal(await storedShare(dir), undefined);
+    await write({ a: { dtype: "F16", shape: [0, 4] } });
+    assert.equal(await storedShare(dir), undefined);
+    // An entry whose end lies past the file's data is the loader's to name: no share from it.
+    await Deno.writeFile(
+      `${dir}/model.safetensors`,
+      safetensorsBytes({ a: { dtype: "F32", shape: [4], data_offsets: [0, 16] } }, indexed(12)),
+    );
+    assert.equal(await storedShare(dir), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -7,6 +7,7 @@ import { emptyStats, LlamaRunner } from "./llama.ts";
 import { LINEAR_NAMES } from "./config.ts";
 import { loadModel } from "./mod.ts";
 import { ForwardPool } from "./pool.ts";
+import { decodeToF32 } from "./safetensors.ts";
 import { batchBySize, checkModelFits, perplexity, type PrunedBlock, pruneSequential } from "./sequential.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
@@ -220,6 +221,179 @@ Deno.test("perplexity() drops a tail shorter than a window, and refuses ids that
     // The same as the two whole windows alone.
     assert.deepEqual((await perplexity(pool, ids.subarray(0, 2 * T))).losses, r.losses);
     await assert.rejects(perplexity(pool, ids.subarray(0, T - 1)), /^RangeError: 15 tokens hold no window of 16$/);
+  } finally {
+    pool.close();
+  }
+});
+
+/** The f32 values of a request layer's actNormSq. */
+function sentActs(l: PruneRequestInput["layers"][number]): number[] {
+  const b = l.actNormSq!.data as Uint8Array;
+  return Array.from(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
+}
+
+/** A server's answer pruning every other weight of a layer (mask bytes 0x55), with its stats. */
+function halving(l: PruneResponse["layers"][number]): PruneResponse["layers"][number] {
+  const mask = new Uint8Array(l.mask.length).fill(0x55);
+  return { ...l, mask, stats: layerStats(mask, l.shape[0], l.shape[1]) };
+}
+
+Deno.test("pruneSequential() feeds each block the outputs of the blocks before it, as pruned", async () => {
+  const T = 8, windows = 2;
+  const m = await loadModel(MODEL);
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 97 + 5) % m.cfg.vocabSize);
+  // The oracle, one runner in this process on its own copy of the weights (each run below loads its own): block l's
+  // statistics are taken on the hidden states that blocks 0 .. l - 1 produce once each is pruned (the way
+  // reference.json was made).
+  const own = m;
+  const runner = new LlamaRunner(own.cfg, own.weights, { seqLen: T, cacheTokens: windows * T });
+  runner.cacheEmbed(calib, windows);
+  const want: number[][][] = [];
+  for (let l = 0; l < own.cfg.nLayers; l++) {
+    const s = emptyStats(own.cfg);
+    runner.cacheBlock(l, s);
+    want.push(
+      [s.attnIn, s.attnIn, s.attnIn, s.oIn, s.mlpIn, s.mlpIn, s.downIn].map((x) =>
+        Array.from(Float32Array.from(x, (v) => v / windows))
+      ),
+    );
+    for (const name of LINEAR_NAMES) {
+      const [rows, cols] = own.ckpt.tensors.get(`model.layers.${l}.${name}.weight`)!.shape as [number, number];
+      runner.maskLinear(l, name, new Uint8Array(rows * cols / 8).fill(0x55));
+    }
+    runner.cacheBlock(l);
+  }
+  const settings = { method: "wanda" as const, pattern: "layer", sparsity: 0.5 };
+  const run = async (done: PrunedBlock[] = []) => {
+    const model = await loadModel(MODEL);
+    const { client, requests } = fakeClient({ answer: halving });
+    // Counts the server's info requests too.
+    let infos = 0;
+    const counted = { ...client, info: () => (infos++, client.info()) } as unknown as ZpruneClient;
+    const kept: PrunedBlock[] = [];
+    const pool = await ForwardPool.create(model.cfg, model.weights, { seqLen: T, workers: 1, calibWindows: windows });
+    try {
+      const keep = (b: PrunedBlock) => Promise.resolve(void kept.push(b));
+      const result = await pruneSequential(model.ckpt, model.cfg, pool, counted, settings, calib, windows, {
+        done,
+        keep,
+      });
+      return { model, requests, kept, result, infos };
+    } finally {
+      pool.close();
+    }
+  };
+  const full = await run();
+  const blocks = m.cfg.nLayers;
+  assert.equal(full.requests.length, blocks);
+  full.requests.forEach((req, l) => {
+    assert.deepEqual(req.layers.map((x) => x.name), LINEAR_NAMES.map((n) => `model.layers.${l}.${n}.weight`));
+    assert.deepEqual(req.layers.map(sentActs), want[l], `block ${l}'s actNormSq`);
+  });
+  // Every layer lost its masked half: the written checkpoint is the pruned one.
+  assert.deepEqual(full.result.layers.map((x) => x.name), full.requests.flatMap((r) => r.layers.map((x) => x.name)));
+  for (const layer of full.result.layers) assert.ok(layer.zeros >= layer.shape[0] * layer.shape[1] / 2, layer.name);
+  assert.deepEqual(full.kept.map((b) => b.block), Array.from({ length: blocks }, (_, l) => l));
+  // Continued from its first two blocks, a run asks only for the others, and asks the same; continued from all of
+  // them, it asks nothing. Either way the checkpoint ends as the uninterrupted run's.
+  for (const done of [2, blocks]) {
+    const resumed = await run(full.kept.slice(0, done));
+    assert.deepEqual(resumed.requests.map((r) => r.layers.map(sentActs)), want.slice(done), `${done} done`);
+    // With every block done, the server is not asked even for its limits: the run needs no server.
+    assert.equal(resumed.infos, done === blocks ? 0 : 1);
+    assert.equal(resumed.result.layers.length, blocks * LINEAR_NAMES.length);
+    for (const [name, t] of full.model.ckpt.tensors) {
+      assert.deepEqual(resumed.model.ckpt.tensors.get(name)!.data, t.data, `${done} done: ${name}`);
+    }
+  }
+});
+
+Deno.test("pruneSequential() sums a block's requests: server timings, and layers by backend and device", async () => {
+  const T = 8, windows = 1;
+  const m = await loadModel(MODEL);
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 31 + 1) % m.cfg.vocabSize);
+  // Under a body limit of 400,000 bytes, the bundled model's f16 layers (each weights, activations, 3 bytes a name
+  // character and 256) go as q, k, v and o together (132,466 + 2 x 66,930 + 132,466 + 256 = 399,048 bytes), then
+  // gate, up and down alone (393,216 bytes of weights each): four requests a block. Attention's layers are answered on
+  // one device, the MLP's on another.
+  const limits = { maxBodyBytes: 400_000, memoryBudgetBytes: 1e12, maxLayerElements: 1e9 };
+  const requests: PruneRequestInput[] = [];
+  const client = {
+    info: () => Promise.resolve({ limits }),
+    pruneLayers: (req: PruneRequestInput) => {
+      requests.push(req);
+      const layers = req.layers.map((l) => {
+        const [rows, cols] = l.weight.shape as [number, number];
+        const mask = new Uint8Array(rows * cols / 8);
+        return { name: l.name, shape: [rows, cols] as [number, number], mask, stats: layerStats(mask, rows, cols) };
+      });
+      const device = req.layers[0]!.name.includes("self_attn") ? "gpu0" : "cpu";
+      const timings = { decodeMs: 1, computeMs: 2, encodeMs: 3, totalMs: 6 };
+      return Promise.resolve({ backend: device === "cpu" ? "cpu" : "webgpu", device, timings, layers });
+    },
+  } as unknown as ZpruneClient;
+  // A model pruned before: each linear layer's first 10 weights are zero already. The answers prune nothing more.
+  const linears = [...m.ckpt.tensors.values()].filter((t) => /\.(self_attn|mlp)\./.test(t.name));
+  for (const t of linears) t.data.fill(0, 0, 20);
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    const settings = { method: "ria" as const, pattern: "2:4", exponent: 0.5 };
+    const r = await pruneSequential(m.ckpt, m.cfg, pool, client, settings, calib, windows);
+    // Each request asks for what the settings say.
+    for (const req of requests) {
+      assert.deepEqual([req.method, req.pattern, req.sparsity, req.options], ["ria", "2:4", undefined, {
+        exponent: 0.5,
+      }]);
+    }
+    const blocks = m.cfg.nLayers;
+    // Zeros are the weights at zero as written, counted here one by one: 10 a layer at least, none of them pruned now.
+    const zeros = new Map(
+      linears.map((t) => [t.name, decodeToF32(t.data, "f16").reduce((a, v) => a + (v === 0 ? 1 : 0), 0)]),
+    );
+    assert.equal(r.pruned, 0);
+    assert.deepEqual(r.layers.map((l) => l.zeros), r.layers.map((l) => zeros.get(l.name)));
+    assert.equal(r.zeros, [...zeros.values()].reduce((a, b) => a + b, 0));
+    assert.ok(r.zeros >= 10 * 7 * blocks);
+    assert.equal(requests.length, 4 * blocks);
+    for (const b of r.blocks) assert.deepEqual(b.server, { decodeMs: 4, computeMs: 8, encodeMs: 12, totalMs: 24 });
+    assert.deepEqual(r.servedBy, [
+      { backend: "webgpu", device: "gpu0", layers: 4 * blocks },
+      { backend: "cpu", device: "cpu", layers: 3 * blocks },
+    ]);
+    // The last layer answered (down_proj) names the backend.
+    assert.deepEqual([r.backend, r.device], ["cpu", "cpu"]);
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("batchBySize() makes no request of no layers; checkModelFits() refuses columns N:M can't group", async () => {
+  assert.deepEqual(batchBySize([], bodyLimit(1e9)), []);
+  const m = await loadModel(MODEL);
+  const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: 1e12, maxLayerElements: 1e9 };
+  // Every layer of the bundled model has 256 or 768 columns: multiples of 4, 8 and 256, not of 3.
+  checkModelFits(m.ckpt, m.cfg, limits, "2:4");
+  checkModelFits(m.ckpt, m.cfg, limits, "4:8");
+  assert.throws(
+    () => checkModelFits(m.ckpt, m.cfg, limits, "1:3"),
+    /^RangeError: model\.layers\.0\.self_attn\.q_proj\.weight: its 256 columns are not a multiple of M = 3 \(pattern/,
+  );
+  checkModelFits(m.ckpt, m.cfg, limits, "2:256");
+});
+
+Deno.test("pruneSequential() refuses an answer whose column count differs, its row count the same", async () => {
+  const m = await loadModel(MODEL);
+  const T = 8, windows = 1;
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    // q_proj is 256 x 256: answered as 256 x 128, its mask would cover other weights than the ones asked about.
+    const halfWide = fakeClient({ answer: (l) => ({ ...l, shape: [l.shape[0], l.shape[1] / 2] }) });
+    const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5 };
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, halfWide.client, settings, calib, windows),
+      /^Error: server answered model\.layers\.0\.self_attn\.q_proj\.weight for model\.layers\.0\.self_attn\.q_proj/,
+    );
   } finally {
     pool.close();
   }

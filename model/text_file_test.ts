@@ -28,3 +28,14 @@ Deno.test("readUtf8Text() refuses text that is not UTF-8, naming the file, rathe
     return true;
   });
 });
+
+Deno.test("readUtf8Text() keeps the decoder's error as the cause; an empty file, a lone BOM: empty text", async () => {
+  await assert.rejects(read([0xff]), (e: unknown) => {
+    assert.ok(e instanceof TypeError);
+    // The decoder's own error, for a caller that wants to know which bytes.
+    assert.ok(e.cause instanceof TypeError && e.cause !== e);
+    return true;
+  });
+  assert.equal(await read([]), "");
+  assert.equal(await read([0xef, 0xbb, 0xbf]), "");
+});

@@ -178,3 +178,62 @@ Deno.test("loadTokenizer() names tokenizer.json or tokenizer_config.json when th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadTokenizer() reads AddedToken special tokens, and names files it cannot read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.symlink(root("models/zp-llama-9m/tokenizer.json"), `${dir}/tokenizer.json`);
+    // Older transformers write special tokens as serialized AddedTokens, not strings.
+    const added = (content: string) => ({ __type: "AddedToken", content, lstrip: false, rstrip: false });
+    await Deno.writeTextFile(
+      `${dir}/tokenizer_config.json`,
+      JSON.stringify({ bos_token: added("<s>"), eos_token: "</s>" }),
+    );
+    const tok = await loadTokenizer(dir);
+    assert.deepEqual([tok.bosToken, tok.eosToken], ["<s>", "</s>"]);
+    // A template reading bos_token gets "<s>", which encodes as <s> = 0.
+    const withTemplate = { ...tok, chatTemplate: "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}" };
+    assert.equal(tokenizeConversations(withTemplate, '[{"role": "user", "content": "Aye."}]')[0], 0);
+    // A file there that cannot be read as what it should be is named, not taken for an absent one.
+    const rejects = async (want: RegExp, what: string) =>
+      await assert.rejects(loadTokenizer(dir), (e: Error) => want.test(e.message), what);
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "[]");
+    await rejects(/tokenizer_config\.json: it is not a JSON object/, "a list");
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, '{"bos_token": ');
+    await rejects(new RegExp(`^${dir}/tokenizer_config\\.json: `), "broken JSON");
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "{}");
+    await Deno.mkdir(`${dir}/chat_template.jinja`);
+    await rejects(new RegExp(`^${dir}/chat_template\\.jinja: `), "a folder named chat_template.jinja");
+    await Deno.remove(`${dir}/chat_template.jinja`);
+    await Deno.writeTextFile(`${dir}/additional_chat_templates`, "");
+    await rejects(new RegExp(`^${dir}/additional_chat_templates: `), "a file named as the templates' folder");
+    await Deno.remove(`${dir}/additional_chat_templates`);
+    // In the templates' folder, only files are templates.
+    await Deno.mkdir(`${dir}/additional_chat_templates/old.jinja`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/additional_chat_templates/rag.jinja`, "R");
+    assert.deepEqual((await loadTokenizer(dir)).chatTemplateNames, ["rag"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tokenizeConversations(): a list of messages, CRLF lines, no generation prompt, errors by line", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  // A bare list is a conversation too.
+  assert.deepEqual(parseConversation('[{"role": "user", "content": "Aye."}]'), [{ role: "user", content: "Aye." }]);
+  const template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}" +
+    "{% if add_generation_prompt %}[assistant]{% endif %}";
+  const t = { ...tok, chatTemplate: template };
+  // A file saved with CRLF line ends, a blank line between: the same as its LF twin, the blank line skipped. The
+  // conversation is whole: no prompt for a reply is added after it.
+  const lines = ['{"messages": [{"role": "user", "content": "Hi."}]}', '[{"role": "user", "content": "Bye."}]'];
+  const concatenated = [
+    ...tok.tokenizer.encode("[user]Hi.", { add_special_tokens: false }).ids,
+    ...tok.tokenizer.encode("[user]Bye.", { add_special_tokens: false }).ids,
+  ];
+  assert.deepEqual(Array.from(tokenizeConversations(t, lines.join("\n"))), concatenated);
+  assert.deepEqual(Array.from(tokenizeConversations(t, lines.join("\r\n\r\n") + "\r\n  \r\n")), concatenated);
+  // An error names its line, counted from 1, blank lines included.
+  assert.throws(() => tokenizeConversations(t, `${lines[0]}\n\n{"role"`), /^TypeError: line 3: /);
+  assert.throws(() => tokenizeConversations(t, `${lines[0]}\n{"x": 1}`), /^TypeError: line 2: expected \{messages/);
+});

@@ -78,3 +78,38 @@ Deno.test("gatherWindows() refuses a negative start; readU16 and readI64 refuse 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("readI64() reads signed int64 starts; readTokenIds() takes .u16 in any case past 65,536 ids", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // -1 (all ones), 2^40 + 5 and 93824, little-endian, written byte by byte.
+    const bytes = new Uint8Array([
+      ...[255, 255, 255, 255, 255, 255, 255, 255],
+      ...[5, 0, 0, 0, 0, 1, 0, 0],
+      ...[0x80, 0x6e, 0x01, 0, 0, 0, 0, 0],
+    ]);
+    await Deno.writeFile(`${dir}/starts.i64`, bytes);
+    const starts = await readI64(`${dir}/starts.i64`);
+    assert.deepEqual(starts, [-1, 2 ** 40 + 5, 93824]);
+    // A negative start is named as such, not as a huge unsigned number.
+    assert.throws(() => gatherWindows(new Uint16Array(8), [starts[0]!], 4), /^RangeError: window start -1 leaves/);
+    // The width's name is read as .u32 is, in either case.
+    await Deno.writeFile(`${dir}/IDS.U16`, new Uint8Array([1, 0, 0, 1]));
+    assert.deepEqual(Array.from(await readTokenIds(`${dir}/IDS.U16`, 128_256)), [1, 256]);
+    // Any odd length is refused, not read short of its last byte: 5 bytes as well as 3.
+    await Deno.writeFile(`${dir}/five.u16`, new Uint8Array(5));
+    await assert.rejects(readU16(`${dir}/five.u16`), /five\.u16: odd byte length for uint16 ids/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gatherWindows() lays window w at w * seqLen, each the ids from its start, overlapping or not", () => {
+  const ids = Int32Array.from({ length: 12 }, (_, i) => 100 + i);
+  // Windows of 3 from starts 9, 0, 1 and 9 again: an obvious oracle, one id at a time.
+  const starts = [9, 0, 1, 9];
+  const want: number[] = [];
+  for (const s of starts) for (let k = 0; k < 3; k++) want.push(ids[s + k]!);
+  assert.deepEqual(Array.from(gatherWindows(ids, starts, 3)), want);
+  assert.deepEqual(Array.from(gatherWindows(ids, [], 3)), []);
+});
