@@ -132,11 +132,17 @@ const SHAREGPT_ROLES: Record<string, string> = { human: "user", gpt: "assistant"
  */
 export function parseConversation(line: string): ChatMessage[] {
   const v = JSON.parse(line) as unknown;
-  const list = Array.isArray(v) ? v : (v as { messages?: unknown[]; conversations?: unknown[] }).messages ??
-    (v as { conversations?: unknown[] }).conversations;
+  // null, a number or a string is no conversation: refused by the message below, not by a property read of null.
+  const obj = typeof v === "object" && v !== null ? v as { messages?: unknown[]; conversations?: unknown[] } : {};
+  const list = Array.isArray(v) ? v : obj.messages ?? obj.conversations;
   if (!Array.isArray(list)) throw new TypeError("expected {messages: [...]}, {conversations: [...]} or an array");
   return list.map((m) => {
-    const o = m as { role?: string; from?: string; content?: string; value?: string };
+    const o = (typeof m === "object" && m !== null ? m : {}) as {
+      role?: string;
+      from?: string;
+      content?: string;
+      value?: string;
+    };
     const role = o.role ?? (o.from !== undefined ? SHAREGPT_ROLES[o.from] ?? o.from : undefined);
     const content = o.content ?? o.value;
     if (typeof role !== "string" || typeof content !== "string") throw new TypeError("a message lacks role or content");

@@ -237,3 +237,12 @@ Deno.test("tokenizeConversations(): a list of messages, CRLF lines, no generatio
   assert.throws(() => tokenizeConversations(t, `${lines[0]}\n\n{"role"`), /^TypeError: line 3: /);
   assert.throws(() => tokenizeConversations(t, `${lines[0]}\n{"x": 1}`), /^TypeError: line 2: expected \{messages/);
 });
+
+Deno.test("parseConversation() refuses null, scalars and null messages with its own messages", () => {
+  for (const line of ["null", "7", '"text"', "{}"]) {
+    assert.throws(() => parseConversation(line), /^TypeError: expected \{messages: \[\.\.\.\]\}/, line);
+  }
+  for (const line of ["[null]", '{"messages": [3]}', '[{"role": "user"}]']) {
+    assert.throws(() => parseConversation(line), /^TypeError: a message lacks role or content$/, line);
+  }
+});
