@@ -145,3 +145,146 @@ Deno.test("prepareRequest keeps options.exponent 0 (act all ones): wanda then pr
   assert.equal(plain.params.exponent, 1);
   assert.deepEqual((await pruneLayer(plain.params, plain.layers[0]!)).mask, new Uint8Array([0b1010]));
 });
+
+/** A request of `layers` (each a map of the wire's layer fields), wanda unless `top` says otherwise. */
+function request(layers: Record<string, unknown>[], top: Record<string, unknown> = {}) {
+  return parsePruneRequest({ method: "wanda", sparsity: 0.5, ...top, layers });
+}
+
+/** An f32 tensor of `values` shaped `shape`. */
+function f32(shape: number[], values: number[]) {
+  return { dtype: "f32", shape, data: encode(new Float32Array(values), "f32") };
+}
+
+/** A valid layer: a [2, 4] weight with actNormSq. */
+function goodLayer(name = "g"): Record<string, unknown> {
+  return { name, weight: f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]), actNormSq: f32([4], [1, 1, 1, 1]) };
+}
+
+/** Asserts that preparing `req` fails with `code` and a message matching `message`. */
+async function refuses(req: ReturnType<typeof request>, code: string, message: RegExp, maxLayerElements = 1 << 20) {
+  await assert.rejects(prepareRequest(req, { maxLayerElements }), (e) => {
+    assert.ok(e instanceof ZpruneError, String(e));
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, message);
+    return true;
+  });
+}
+
+Deno.test("prepareRequest refuses each malformed layer with API.md's code, naming the field", async () => {
+  const w = f32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]);
+  // Weight shape: two sizes, each at least 1 (invalid_request); the bytes must match (shape_mismatch), too few or
+  // too many.
+  await refuses(
+    request([{ name: "a", weight: f32([2, 2, 2], [1, 2, 3, 4, 5, 6, 7, 8]) }], { method: "magnitude" }),
+    "invalid_request",
+    /^layers\[0\]\.weight\.shape: expected \[rows, cols\]/,
+  );
+  await refuses(
+    request([{ name: "a", weight: f32([2, 0], []) }], { method: "magnitude" }),
+    "invalid_request",
+    /^layers\[0\]\.weight\.shape: rows and cols must be at least 1/,
+  );
+  await refuses(
+    request([{ name: "a", weight: f32([2, 2], [1, 2, 3]) }], { method: "magnitude" }),
+    "shape_mismatch",
+    /^layers\[0\]\.weight\.data: 12 bytes, but shape \[2, 2\] of f32 needs 16$/,
+  );
+  await refuses(
+    request([{ name: "a", weight: f32([2, 2], [1, 2, 3, 4, 5]) }], { method: "magnitude" }),
+    "shape_mismatch",
+    /^layers\[0\]\.weight\.data: 20 bytes/,
+  );
+  // N:M: cols must be a multiple of M.
+  await refuses(
+    request([{ name: "a", weight: f32([1, 6], [1, 2, 3, 4, 5, 6]) }], { method: "magnitude", pattern: "2:4" }),
+    "shape_mismatch",
+    /^layers\[0\]\.weight\.shape: 6 columns is not a multiple of M = 4/,
+  );
+  // actNormSq: f32 only, shape [cols], bytes matching, finite.
+  const act = (t: unknown) => request([{ name: "a", weight: w, actNormSq: t }]);
+  await refuses(
+    act({ dtype: "f16", shape: [4], data: encode(new Float32Array(4), "f16") }),
+    "invalid_request",
+    /^layers\[0\]\.actNormSq\.dtype: must be "f32"$/,
+  );
+  await refuses(
+    act(f32([4, 1], [1, 1, 1, 1])),
+    "shape_mismatch",
+    /^layers\[0\]\.actNormSq\.shape: \[4, 1\], but the weight has 4 columns$/,
+  );
+  await refuses(act(f32([3], [1, 1, 1])), "shape_mismatch", /^layers\[0\]\.actNormSq\.shape: \[3\]/);
+  await refuses(
+    act({ dtype: "f32", shape: [4], data: encode(new Float32Array(3), "f32") }),
+    "shape_mismatch",
+    /^layers\[0\]\.actNormSq\.data: 12 bytes/,
+  );
+  await refuses(act(f32([4], [1, 1, NaN, 1])), "non_finite", /^layers\[0\]\.actNormSq\[2\] is NaN or infinite$/);
+  // inputs: shape [tokens, cols]; not with actNormSq.
+  await refuses(
+    request([{ name: "a", weight: w, inputs: f32([2, 5], new Array(10).fill(1)) }]),
+    "shape_mismatch",
+    /^layers\[0\]\.inputs\.shape: \[2, 5\], expected \[tokens, 4\]$/,
+  );
+  await refuses(
+    request([{ name: "a", weight: w, actNormSq: f32([4], [1, 1, 1, 1]), inputs: f32([1, 4], [1, 1, 1, 1]) }]),
+    "invalid_request",
+    /^layers\[0\]: give actNormSq or inputs, not both$/,
+  );
+});
+
+Deno.test("prepareRequest names the failing layer by its index", async () => {
+  const bad = { name: "b", weight: f32([2, 4], new Array(8).fill(1)), actNormSq: f32([3], [1, 1, 1]) };
+  await refuses(request([goodLayer(), goodLayer(), bad]), "shape_mismatch", /^layers\[2\]\.actNormSq\.shape/);
+});
+
+Deno.test("prepareRequest: a layer of exactly maxLayerElements is taken; one more element is too_large", async () => {
+  const req = request([goodLayer()]); // 8 elements
+  assert.equal((await prepareRequest(req, { maxLayerElements: 8 })).layers.length, 1);
+  await refuses(req, "too_large", /^layers\[0\]\.weight: 8 elements, over this server's limit of 7 per layer$/, 7);
+});
+
+Deno.test("prepareRequest: activations_required unless dataFree is true; options and return are carried", async () => {
+  const bare = { name: "a", weight: f32([2, 4], new Array(8).fill(1)) };
+  for (const options of [undefined, { dataFree: false }]) {
+    await refuses(request([bare], options ? { options } : {}), "activations_required", /^layers\[0\]: method "wanda"/);
+  }
+  const free = await prepareRequest(request([bare], { options: { dataFree: true } }), { maxLayerElements: 64 });
+  assert.equal(free.layers[0]!.actNormSq, null);
+  // API.md's defaults: exponent 1 for wanda, 0.5 for ria, 1.5 for zpruner; return ["mask"].
+  const limits = { maxLayerElements: 64 };
+  for (const [method, exponent] of [["wanda", 1], ["ria", 0.5], ["zpruner", 1.5]] as const) {
+    assert.equal((await prepareRequest(request([goodLayer()], { method }), limits)).params.exponent, exponent);
+  }
+  const plain = (await prepareRequest(request([goodLayer()]), limits)).params;
+  assert.deepEqual([plain.returnWeight, plain.returnScore], [false, false]);
+  const weight = (await prepareRequest(request([goodLayer()], { return: ["weight"] }), limits)).params;
+  assert.deepEqual([weight.returnWeight, weight.returnScore], [true, false]);
+  const score = (await prepareRequest(request([goodLayer()], { return: ["mask", "score"] }), limits)).params;
+  assert.deepEqual([score.returnWeight, score.returnScore], [false, true]);
+});
+
+Deno.test("prepareRequest takes input sums of exactly float32's largest; one square more is refused", async () => {
+  // 2^128 - 2^104 (float32's largest) = the sum of 2^j for j = 104..127, each the square of a power of two (2^(j/2))
+  // or of two (2 * 2^(j-1) = 2^((j-1)/2) squared, twice): exact in float64, and an actNormSq that could be sent.
+  const column: number[] = [];
+  for (let j = 104; j <= 127; j++) {
+    if (j % 2 === 0) column.push(2 ** (j / 2));
+    else column.push(2 ** ((j - 1) / 2), 2 ** ((j - 1) / 2));
+  }
+  const F32_MAX = 3.4028234663852886e38;
+  assert.equal(column.reduce((a, x) => a + x * x, 0), F32_MAX);
+  const limits = { maxLayerElements: 64 };
+  const at = (values: number[]) =>
+    request([{ name: "a", weight: f32([2, 1], [1, 2]), inputs: f32([values.length, 1], values) }]);
+  assert.equal((await prepareRequest(at(column), limits)).layers[0]!.actNormSq![0], F32_MAX);
+  await refuses(at([...column, 2 ** 52]), "non_finite", /inputs: the sum of squares of column 0 overflows float32$/);
+});
+
+Deno.test("prepareRequest: a NaN weight in layer 0 is named before layer 1's non-finite activations", async () => {
+  // The backend checks weights layer by layer after every layer's activations passed: the request's first non-finite
+  // value, in request order, is layer 0's weight, so that is what is named.
+  const nanWeight = { name: "a", weight: f32([1, 4], [1, NaN, 1, 1]), actNormSq: f32([4], [1, 1, 1, 1]) };
+  const nanAct = { name: "b", weight: f32([1, 4], [1, 1, 1, 1]), actNormSq: f32([4], [1, 1, Infinity, 1]) };
+  await refuses(request([nanWeight, nanAct]), "non_finite", /weight\[1\]/);
+});

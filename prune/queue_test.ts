@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
-import { untilAborted, WorkQueue } from "./queue.ts";
+import { isDeadline, untilAborted, WorkQueue } from "./queue.ts";
 
 Deno.test("WorkQueue runs at most `concurrency` at once and refuses past maxQueue with busy", async () => {
   const q = new WorkQueue({ concurrency: 2, maxQueue: 1 });
@@ -159,4 +159,106 @@ Deno.test("WorkQueue.idle(): true only where nothing computed since the probe, w
   assert.equal(q.running, 0);
   assert.equal(beside(), false, "it computed for part of the probe's time");
   assert.equal(q.idle()(), true);
+});
+
+/** A job for `q` that holds its slot until `release` is called; `started` tells whether it has begun. */
+function held(q: WorkQueue, cost: number, signal?: AbortSignal) {
+  let release!: () => void, started = false;
+  const gate = new Promise<void>((r) => (release = r));
+  const done = q.run(() => ((started = true), gate), signal, cost);
+  return { done, release: () => release(), started: () => started };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+Deno.test("WorkQueue admits a cost that fills the memory budget exactly, alone or beside another", async () => {
+  const q = new WorkQueue({ concurrency: 4, maxQueue: 4, memoryBudget: 100 });
+  const a = held(q, 70);
+  const b = held(q, 30); // 70 + 30 = 100: fits, so it starts at once
+  await tick();
+  assert.ok(a.started() && b.started());
+  assert.equal(q.running, 2);
+  assert.equal(q.bytesInUse, 100);
+  a.release();
+  b.release();
+  await Promise.all([a.done, b.done]);
+  // A request whose estimate equals the whole budget is not too large.
+  assert.equal(await q.run(() => Promise.resolve("ran"), undefined, 100), "ran");
+  assert.equal(q.bytesInUse, 0);
+});
+
+Deno.test("WorkQueue with no memoryBudget limits by slots only; a concurrency below 1 still runs one", async () => {
+  const unbounded = new WorkQueue({ concurrency: 1, maxQueue: 0 });
+  assert.equal(unbounded.memoryBudget, Infinity);
+  assert.equal(await unbounded.run(() => Promise.resolve(1), undefined, 1e15), 1);
+  const zero = new WorkQueue({ concurrency: 0, maxQueue: 0 });
+  assert.equal(zero.concurrency, 1);
+  assert.equal(await zero.run(() => Promise.resolve(2)), 2);
+});
+
+Deno.test("WorkQueue: a waiter at the head that aborts lets the ones behind it start when they fit", async () => {
+  const q = new WorkQueue({ concurrency: 4, maxQueue: 4, memoryBudget: 100 });
+  const a = held(q, 70);
+  const ctl = new AbortController();
+  const b = held(q, 50, ctl.signal); // 70 + 50 > 100: waits at the head
+  const c = held(q, 10); // fits beside a, but waits behind b (first come first served)
+  await tick();
+  assert.ok(!b.started() && !c.started());
+  ctl.abort(new Error("b left"));
+  await assert.rejects(b.done, /b left/);
+  await tick();
+  assert.ok(c.started(), "c starts once b, which blocked it, is gone, while a still runs");
+  assert.equal(q.bytesInUse, 80);
+  a.release();
+  c.release();
+  await Promise.all([a.done, c.done]);
+});
+
+Deno.test("WorkQueue: a large request ending lets every waiter that now fits start, not just the first", async () => {
+  const q = new WorkQueue({ concurrency: 3, maxQueue: 4, memoryBudget: 100 });
+  const a = held(q, 100);
+  const b = held(q, 30), c = held(q, 30);
+  await tick();
+  assert.equal(q.depth, 2);
+  a.release();
+  await a.done;
+  await tick();
+  assert.ok(b.started() && c.started(), "both waiters start when a's memory is free");
+  assert.equal(q.running, 2);
+  b.release();
+  c.release();
+  await Promise.all([b.done, c.done]);
+});
+
+Deno.test("WorkQueue: a request whose signal has already aborted is refused without running", async () => {
+  const q = new WorkQueue({ concurrency: 1, maxQueue: 1 });
+  let ran = false;
+  await assert.rejects(q.run(() => Promise.resolve(void (ran = true)), AbortSignal.abort(new Error("gone"))), /gone/);
+  assert.equal(ran, false);
+  assert.equal(q.running, 0);
+});
+
+Deno.test("WorkQueue.alone(): a request that computed alone stays so when another starts after it ended", async () => {
+  const q = new WorkQueue({ concurrency: 2, maxQueue: 4 });
+  let probe!: () => boolean;
+  await q.run(() => Promise.resolve(void (probe = q.alone())));
+  await q.run(() => Promise.resolve()); // starts alone, after the first has ended
+  assert.equal(probe(), true);
+});
+
+Deno.test("untilAborted() stops listening once the work settles: a later abort keeps nothing", async () => {
+  const kept: Promise<unknown>[] = [];
+  const ctl = new AbortController();
+  assert.equal(await untilAborted(Promise.resolve(5), ctl.signal, (w) => void kept.push(w)), 5);
+  await tick(); // the listener goes in the work's settling chain, a few microtasks after the answer
+  ctl.abort(new Error("late"));
+  assert.equal(kept.length, 0);
+});
+
+Deno.test("isDeadline() is true for AbortSignal.timeout's reason only, not for other aborts", async () => {
+  const timeout = AbortSignal.timeout(1);
+  await new Promise((r) => timeout.addEventListener("abort", r, { once: true }));
+  assert.equal(isDeadline(timeout.reason), true);
+  assert.equal(isDeadline(new DOMException("client left", "AbortError")), false);
+  assert.equal(isDeadline(new Error("TimeoutError")), false);
 });

@@ -90,3 +90,24 @@ Deno.test("runLayers(): layers computed without yielding still give timers a tur
   // the 80 ms the run takes. A run that ignored yieldMs for the route's 50 ms would let it fire after about 25.
   assert.ok(firedAt > 0 && firedAt <= 10, `the timer fired before layer ${firedAt}`);
 });
+
+Deno.test("runLayers(): a signal aborted before the first layer starts none and rejects with its reason", async () => {
+  let started = 0;
+  const b = backend((l) => (started++, Promise.resolve(output(l))));
+  const kept: Promise<unknown>[] = [];
+  await assert.rejects(
+    runLayers(b, PARAMS, layers(3), AbortSignal.abort(new Error("deadline passed")), (w) => kept.push(w), 50),
+    /deadline passed/,
+  );
+  assert.equal(started, 0);
+  assert.equal(kept.length, 0);
+});
+
+Deno.test("runLayers(): the backend gets the request's signal with every layer, to stop work early", async () => {
+  const ctl = new AbortController();
+  const seen: (AbortSignal | undefined)[] = [];
+  const b: Backend = { ...backend((l) => Promise.resolve(output(l))) };
+  b.prune = (_p, l, signal) => (seen.push(signal), Promise.resolve(output(l)));
+  await runLayers(b, PARAMS, layers(2), ctl.signal, () => {}, 50);
+  assert.deepEqual(seen, [ctl.signal, ctl.signal]);
+});

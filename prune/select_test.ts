@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { histogramHigh, histogramLow, markBelow, markTies, radixSelect, selectNM, selectRows } from "./select.ts";
+import {
+  histogramHigh,
+  histogramLow,
+  markBelow,
+  markGather,
+  markTies,
+  radixSelect,
+  selectNM,
+  selectRows,
+} from "./select.ts";
 
 /** Seeded keys in a narrow range, so exact ties are frequent. */
 function keys(n: number, seed: number, spread: number): Uint32Array {
@@ -137,4 +146,39 @@ Deno.test("selectRows() gives the same bits run in parts split at whole mask byt
     selectRows(k, cols, count, one, step, 3 * step);
     assert.deepEqual(bits(one, k.length), oracleRows(k, cols, count, step, 3 * step), `cols ${cols}, one part`);
   }
+});
+
+Deno.test("markGather() marks keys below a top-16-bit bucket and copies its (index, key) pairs from `at`", () => {
+  // A range with a head, whole bytes and a tail (3..29): keys in buckets 0x3e00, 0x3f00 and 0x4000.
+  const n = 32, start = 3, end = 29, top = 0x3f00, at = 5;
+  const k = new Uint32Array(n).map((_, i) => [0x3e000001, 0x3f000000 + (i % 3), 0x40000000][(i * 7) % 3]!);
+  const mask = new Uint8Array(n / 8), out = new Uint32Array(2 * (at + n)).fill(0xdead);
+  const copied = markGather(k, start, end, top, mask, out, at);
+  // The slow, obvious answer: every index in [start, end) whose key's top 16 bits are below `top` is marked, and
+  // those equal to it are listed in index order.
+  const below = new Set<number>(), listed: number[] = [];
+  for (let i = start; i < end; i++) {
+    if (k[i]! >>> 16 < top) below.add(i);
+    if (k[i]! >>> 16 === top) listed.push(i, k[i]!);
+  }
+  assert.ok(below.size > 0 && listed.length > 0);
+  assert.deepEqual(bits(mask, n), below);
+  assert.equal(copied, listed.length / 2, "how many pairs it copied, not counting the `at` before them");
+  assert.deepEqual(Array.from(out.subarray(2 * at, 2 * at + listed.length)), listed);
+  assert.ok(out.subarray(0, 2 * at).every((v) => v === 0xdead), "nothing written before pair `at`");
+});
+
+Deno.test("markBelow() over a range with a head, whole bytes and a tail marks exactly the keys below t", () => {
+  const n = 40, start = 3, end = 37, t = 5;
+  const k = new Uint32Array(n).map((_, i) => (i * 5) % 11);
+  const mask = new Uint8Array(n / 8);
+  const ties = markBelow(k, start, end, t, mask);
+  const want = new Set<number>();
+  let equal = 0;
+  for (let i = start; i < end; i++) {
+    if (k[i]! < t) want.add(i);
+    if (k[i]! === t) equal++;
+  }
+  assert.deepEqual(bits(mask, n), want);
+  assert.equal(ties, equal);
 });
