@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runOp, type ScoreResult } from "./cpu_ops.ts";
-import type { ScoreContext } from "./scores.ts";
+import { wandaContext } from "../tests/_wanda_context.ts";
 
 /** Seeded keys in a narrow range (exact ties frequent), spread over two top-16-bit buckets. */
 function keys(n: number, seed: number): Uint32Array {
@@ -60,21 +60,8 @@ Deno.test("runOp score: the first overflow of its rows, and the histogram of its
   // Wanda scores |w| * act_j into a view that starts 16 bytes into its buffer (as a part of a shared array may).
   const rows = 4, cols = 3;
   const W = new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3]);
-  const empty = new Float64Array(0);
-  const ctx = (act: number[]): ScoreContext => ({
-    method: "wanda",
-    cols,
-    act: new Float64Array(act),
-    invRow: empty,
-    invCol: empty,
-    meanR: 0,
-    meanC: 0,
-    invStdR: 0,
-    invStdC: 0,
-    alpha: 0,
-  });
   const out = new Float32Array(new ArrayBuffer(16 + 4 * rows * cols), 16, rows * cols);
-  const r = runOp({ op: "score", W, ctx: ctx([1, 0.5, 2]), r0: 1, r1: 3, out, hist: true }) as ScoreResult;
+  const r = runOp({ op: "score", W, ctx: wandaContext([1, 0.5, 2]), r0: 1, r1: 3, out, hist: true }) as ScoreResult;
   assert.equal(r.over, -1);
   const scores = [4, 2.5, 12, 7, 4, 18];
   assert.deepEqual(Array.from(out.subarray(3, 9)), scores);
@@ -85,6 +72,6 @@ Deno.test("runOp score: the first overflow of its rows, and the histogram of its
   assert.equal(r.hist!.reduce((a, b) => a + b, 0), 6);
   for (const [t, count] of want) assert.equal(r.hist![t], count, `bucket ${t}`);
   // An act that overflows float32 in column 1: row 1's is the first, at index 4.
-  const over = runOp({ op: "score", W, ctx: ctx([1, 1e38, 1]), r0: 1, r1: 3, out, hist: true }) as ScoreResult;
+  const over = runOp({ op: "score", W, ctx: wandaContext([1, 1e38, 1]), r0: 1, r1: 3, out, hist: true }) as ScoreResult;
   assert.equal(over.over, 4);
 });

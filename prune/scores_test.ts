@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import type { Method } from "../contract/api.ts";
 import { pruneLayer } from "./prune_layer.ts";
-import { accumulateSums, mergeColumnSums, newSums, type ScoreContext, scoreRows } from "./scores.ts";
+import { accumulateSums, mergeColumnSums, newSums, scoreRows } from "./scores.ts";
+import { wandaContext } from "../tests/_wanda_context.ts";
 import { oracleScores } from "../tests/_oracle.ts";
 
 const F32_MAX = 3.4028234663852886e38; // (2 - 2^-23) * 2^127
@@ -119,23 +120,6 @@ Deno.test("accumulateSums() over row blocks, merged by mergeColumnSums(), gives 
     }
   }
 });
-
-/** A wanda ScoreContext of `act` (only method, cols and act matter to wanda's scores). */
-function wandaContext(act: number[]): ScoreContext {
-  const empty = new Float64Array(0);
-  return {
-    method: "wanda",
-    cols: act.length,
-    act: new Float64Array(act),
-    invRow: empty,
-    invCol: empty,
-    meanR: 0,
-    meanC: 0,
-    invStdR: 0,
-    invStdC: 0,
-    alpha: 0,
-  };
-}
 
 Deno.test("scoreRows() reports the first score that rounds to infinity in float32, exactly at the bound", () => {
   // F32_MAX * (1 + 2^-25 + 2^-49) is, in float64, exactly 2^128 - 2^103: the halfway point past float32's largest,
