@@ -46,6 +46,8 @@ emulated_pid=""
 if [ $# -eq 0 ]; then
   "$deno_bin" run -A "${emulated[@]}" > "$log/emulated.txt" 2>&1 &
   emulated_pid=$!
+  # A run stopped early (Ctrl-C, a CI timeout) does not leave it computing.
+  trap 'if [ -n "$emulated_pid" ]; then kill "$emulated_pid" 2>/dev/null; fi' EXIT
 fi
 
 # Python client and notebooks (only for the full suite, not when Deno test filters were given).
@@ -68,6 +70,7 @@ fi
 if [ -n "$emulated_pid" ]; then
   wait "$emulated_pid"
   emulated_status=$?
+  emulated_pid=""
   what="emulated WGSL arithmetic (WebGPU parity, crafted sums)"
   summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/emulated.txt" | tail -1)
   if [ "$emulated_status" = 0 ] && grep -qE '\| 0 passed|[0-9]+ ignored' <<<"$summary"; then
