@@ -63,3 +63,38 @@ Deno.test({
     assert.deepEqual(seen.unloaded, []);
   },
 });
+
+/** A fresh instance of driver_lifetime.ts, with its own pinned promise. */
+function freshModule(tag: string): Promise<typeof import("./driver_lifetime.ts")> {
+  return import(new URL(`./driver_lifetime.ts?${tag}`, import.meta.url).href);
+}
+
+/** Runs `fn` while `navigator.gpu` reads as `gpu`, then restores Navigator.prototype's getter. */
+async function withGpu<T>(gpu: unknown, fn: () => Promise<T>): Promise<T> {
+  Object.defineProperty(navigator, "gpu", { value: gpu, configurable: true });
+  try {
+    return await fn();
+  } finally {
+    delete (navigator as { gpu?: unknown }).gpu;
+  }
+}
+
+Deno.test("pinDriver() opens WebGPU once: every call answers the first call's promise", async () => {
+  const { pinDriver } = await freshModule("once");
+  let requests = 0;
+  await withGpu({ requestAdapter: () => Promise.resolve({ adapter: ++requests }) }, async () => {
+    const first = pinDriver();
+    assert.equal(pinDriver(), first);
+    assert.deepEqual(await first, { adapter: 1 });
+    assert.equal(requests, 1);
+  });
+});
+
+Deno.test("pinDriver() resolves null when the adapter request fails or WebGPU is absent", async () => {
+  const failing = { requestAdapter: () => Promise.reject(new Error("no driver")) };
+  for (const [tag, gpu] of [["fails", failing], ["absent", undefined]] as const) {
+    const { pinDriver } = await freshModule(tag);
+    // A rejection would surface in webgpu_backend's `await pinDriver()` and keep the backend from starting.
+    await withGpu(gpu, async () => assert.equal(await pinDriver(), null, tag));
+  }
+});

@@ -137,3 +137,31 @@ Deno.test("constants WGSL repeats from the host and the contract have the host's
     assert.equal(wgslConst(def, name), widest, `${def.name}.wgsl ${name}`);
   }
 });
+
+Deno.test("packUniforms() packs 0, the smallest u32", () => {
+  // Offsets and row starts are often 0: a bound that refused it would fail every first tile.
+  assert.deepEqual([...new Uint32Array(packUniforms(decode, { count: 0, dtype: 0, base: 0 }))], [0, 0, 0, 0]);
+});
+
+Deno.test("flattenWorkgroups() stays within 65535 per dimension, WebGPU's default limit", () => {
+  // maxComputeWorkgroupsPerDimension defaults to 65535 (the WebGPU spec); adapters need not allow more.
+  for (const n of [65_535, 65_536, 131_070, 131_071, 4_294_836_225]) {
+    const [x, y] = flattenWorkgroups(n);
+    assert.ok(x <= 65_535 && y <= 65_535, `${n}: [${x}, ${y}]`);
+    assert.ok(x * y >= n && (x - 1) * y < n, `${n}: [${x}, ${y}] does not cover it tightly`);
+  }
+});
+
+Deno.test("kernelCode() starts each library on a line of its own", () => {
+  // A source whose last line is a comment without a newline must not swallow the library's first line.
+  const def = defineKernel({
+    name: "probe",
+    source: "fn main() {}\n// ends here",
+    libs: ["fn lib_a() {}", "fn lib_b() {}"],
+    bindings: ["uniform"],
+    uniforms: [["count", "u32"]],
+    workgroups: () => 1,
+  });
+  const lines = kernelCode(def).split("\n");
+  assert.ok(lines.includes("fn lib_a() {}") && lines.includes("fn lib_b() {}"), kernelCode(def));
+});

@@ -3,6 +3,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { emptyOutput, layerAnswer, type ReadBack } from "./layer_answer.ts";
 import { type LayerPlan, planLayer } from "./layer_plan.ts";
+import { Z_SCALARS } from "./kernels/mod.ts";
 
 const roomy = { tileBytes: 2 ** 27, bindingBytes: 2 ** 27 };
 
@@ -103,4 +104,85 @@ Deno.test("emptyOutput() answers a layer without elements: nothing pruned, alpha
     alpha: 0.7, // 0.7 (1 - 0.3 s) with s = 0
   });
   assert.ok(!("alpha" in emptyOutput(params("wanda")).stats));
+});
+
+Deno.test("layerAnswer() sizes the joined weights by the layer's dtype", () => {
+  // f32: 15 weights of 4 bytes each, in two tiles.
+  const layer: LayerJob = { name: "q", rows: 3, cols: 5, dtype: "f32", weight: new Uint8Array(60), actNormSq: null };
+  const params = {
+    method: "magnitude",
+    pattern: { kind: "layer", sparsity: 0.5 },
+    exponent: 1,
+    returnWeight: true,
+    returnScore: false,
+  } as const;
+  const p = planLayer(params, layer, roomy) as LayerPlan;
+  const w = Uint8Array.from({ length: 60 }, (_, i) => i + 1);
+  const out = layerAnswer(p, back({ weights: [w.slice(0, 20).buffer, w.slice(20).buffer] }), 8);
+  assert.ok(typeof out === "object");
+  assert.deepEqual([...out.weight!], [...w]);
+});
+
+Deno.test("layerAnswer()'s mask owns its buffer, so the worker can transfer it rather than copy the read-back", () => {
+  const out = layerAnswer(plan("magnitude", { kind: "layer", sparsity: 0.5 }), back(), 8);
+  assert.ok(typeof out === "object");
+  // The read-back is 4 bytes of u32 words; the 3x5 mask is 2 of them.
+  assert.equal(out.mask.byteLength, 2);
+  assert.equal(out.mask.buffer.byteLength, 2);
+});
+
+Deno.test("layerAnswer() keeps a subnormal flag when the row and column sums are fine", () => {
+  const sums = (lines: number) => new Float32Array(lines * 3).fill(1);
+  const ria = plan("ria", { kind: "row", sparsity: 0.5 });
+  const out = layerAnswer(
+    ria,
+    back({ bad: new Uint32Array([0xffffffff, 1]).buffer, rowSums: sums(3), colSums: sums(5) }),
+    2,
+  );
+  assert.match(out as string, /subnormal/);
+});
+
+Deno.test("layerAnswer() bounds each line's sum of squares by that line's own count of terms", () => {
+  // Z-Pruner's floor for a sum of squares is terms * 2^-103: a row of the 3x5 layer sums 5 terms, a column 3.
+  // sq = 4 * 2^-103 lies under a row's floor and over a column's. (zScalars null: only the sums are checked.)
+  const z = plan("zpruner", { kind: "row", sparsity: 0.5 });
+  const zScalars = new Uint32Array(12);
+  const line = (sq: number) => [sq, 1, 1];
+  const fine = line(1);
+  const low = line(4 * 2 ** -103);
+  const rowLow = layerAnswer(
+    z,
+    back({
+      zScalars,
+      rowSums: new Float32Array([...low, ...fine, ...fine]),
+      colSums: new Float32Array(Array(5).fill(fine).flat()),
+    }),
+    2,
+  );
+  assert.match(rowLow as string, /^row 0's sum of squares underflows float32$/);
+  const colLow = layerAnswer(
+    z,
+    back({
+      zScalars,
+      rowSums: new Float32Array([...fine, ...fine, ...fine]),
+      colSums: new Float32Array([...fine, ...low, ...fine, ...fine, ...fine]),
+    }),
+    2,
+  );
+  // Past the sums come Z-Pruner's scalar checks (all-zero scalars here, which they may refuse): not this one.
+  assert.ok(!/sum of squares/.test(String(colLow)), `a column of 3 terms with sq 4 * 2^-103 was refused: ${colLow}`);
+});
+
+Deno.test("layerAnswer() sends a Z-Pruner layer whose normalised weights barely spread to the exact path", () => {
+  // Row-normalised weights with mean 1 and std 1e-6 (invStd 1e6): z = (w - mean) * invStd keeps few bits in f32.
+  const zScalars = new Uint32Array(12);
+  const z = new Float32Array(zScalars.buffer);
+  z[Z_SCALARS.meanR] = 1;
+  z[Z_SCALARS.invStdR] = 1e6;
+  z[Z_SCALARS.meanC] = 0;
+  z[Z_SCALARS.invStdC] = 1;
+  const fine = (lines: number) => new Float32Array(lines * 3).fill(1);
+  const p = plan("zpruner", { kind: "row", sparsity: 0.5 });
+  const out = layerAnswer(p, back({ zScalars, rowSums: fine(3), colSums: fine(5) }), 2);
+  assert.match(out as string, /^the row-normalised weights spread too little for float32 z-scores/);
 });

@@ -44,3 +44,35 @@ Deno.test("uploadBytes: a view of 2^31 + 3 bytes (past int32) still splits at 2^
     { at: 2 ** 31, from: 0, size: 4, bytes: [7, 0, 9, 0] },
   ]);
 });
+
+Deno.test("uploadBytes: any length at any byte offset lands in the buffer as the bytes, zero-padded to 4", () => {
+  // Engine uploads are subarrays of a request body: a tile starts at any byte. Replays the writes into a model of
+  // the GPU buffer (writeBuffer's offset and size counted in the view's elements, from the view's own start).
+  const body = Uint8Array.from({ length: 40 }, (_, i) => 101 + i);
+  for (let offset = 0; offset < 4; offset++) {
+    for (let len = 0; len <= 17; len++) {
+      const bytes = body.subarray(offset, offset + len);
+      const gpu = new Uint8Array(Math.ceil(len / 4) * 4).fill(0xaa);
+      let calls = 0, tails = 0;
+      const queue = {
+        writeBuffer(_b: GPUBuffer, at: number, data: BufferSource, from = 0, size?: number) {
+          calls++;
+          assert.ok(ArrayBuffer.isView(data), "writes typed arrays");
+          const view = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          const n = size ?? view.byteLength - from;
+          // writeBuffer wants a buffer offset and a size that are multiples of 4.
+          assert.equal(at % 4, 0);
+          assert.equal(n % 4, 0);
+          if (data !== bytes) tails++; // only the 1-3 byte tail may be a copy
+          gpu.set(view.subarray(from, from + n), at);
+        },
+      } as Pick<GPUQueue, "writeBuffer">;
+      uploadBytes(queue, buffer, bytes);
+      const want = new Uint8Array(gpu.length);
+      want.set(bytes);
+      assert.deepEqual([...gpu], [...want], `offset ${offset}, length ${len}`);
+      assert.ok(tails <= 1 && calls <= 2, `offset ${offset}, length ${len}: ${calls} writes, ${tails} copies`);
+      if (len % 4 === 0) assert.equal(tails, 0, `length ${len}: an aligned length needs no copy`);
+    }
+  }
+});
