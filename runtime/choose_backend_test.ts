@@ -63,3 +63,81 @@ Deno.test("chooseBackend(): with no adapter, webgpu fails naming the setting; cp
     webgpu: "ZPRUNE_BACKEND=webgpu, but this runtime finds no WebGPU adapter",
   });
 });
+
+/**
+ * A child's script: chooseBackend() with WebGPU present (a stand-in navigator.gpu, whatever this machine has) but
+ * every GPU worker failing to start (a stand-in Worker that throws, as a device that fails to open would fail it).
+ * It prints each choice's backend kind or error, and how many workers each tried to start.
+ */
+const FAILING_GPU_CHILD = `
+import { chooseBackend } from ${JSON.stringify(new URL("./choose_backend.ts", import.meta.url).href)};
+let workers = 0;
+Object.defineProperty(navigator, "gpu", { value: { requestAdapter: () => Promise.resolve(null) }, configurable: true });
+globalThis.Worker = class {
+  constructor() {
+    workers++;
+    throw new Error("the GPU worker failed to start");
+  }
+};
+const out = {};
+for (const choice of ["cpu", "auto", "webgpu"]) {
+  const before = workers;
+  try {
+    const b = await chooseBackend(choice);
+    out[choice] = b.kind;
+    await b.close();
+  } catch (e) {
+    out[choice] = e.message;
+  }
+  out[choice + " workers"] = workers - before;
+}
+console.log(JSON.stringify(out));
+`;
+
+/** Runs FAILING_GPU_CHILD under Deno (`deno eval`, in this project's configuration) or Bun: its output and stderr. */
+async function failingGpu(runtime: "deno" | "bun"): Promise<{ out: unknown; stderr: string }> {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, FAILING_GPU_CHILD);
+    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+    const [cmd, args] = runtime === "deno"
+      ? [Deno.execPath(), ["eval", "--no-check", FAILING_GPU_CHILD]]
+      : [bun, ["--no-env-file", file]];
+    const res = await new Deno.Command(cmd, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(res.code, 0, stderr);
+    return { out: JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), stderr };
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+Deno.test("chooseBackend(): a GPU worker failing: webgpu fails with its error, auto uses the CPU", async () => {
+  const { out, stderr } = await failingGpu("deno");
+  assert.deepEqual(out, {
+    "cpu": "cpu",
+    "cpu workers": 0, // the CPU backend, without so much as trying WebGPU
+    "auto": "cpu",
+    "auto workers": 1,
+    "webgpu": "the GPU worker failed to start", // the cause itself, not "no adapter"
+    "webgpu workers": 1,
+  });
+  assert.match(stderr, /^zprune: WebGPU failed to start \(the GPU worker failed to start\); using the CPU backend$/m);
+});
+
+Deno.test("chooseBackend(): under Bun a navigator.gpu is not Deno's WebGPU: auto is the CPU", async () => {
+  const { out } = await failingGpu("bun");
+  assert.deepEqual(out, {
+    "cpu": "cpu",
+    "cpu workers": 0,
+    "auto": "cpu",
+    "auto workers": 0, // the GPU backend runs in a Deno Worker: never started under Bun
+    "webgpu": "ZPRUNE_BACKEND=webgpu, but this runtime finds no WebGPU adapter",
+    "webgpu workers": 0,
+  });
+});

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { drainable } from "./drain.ts";
+import { ManualTimers } from "../tests/_manual_timers.ts";
 
 const refuse = () => new Response("draining", { status: 503 });
 const OPTS = { untilWritten: true, writeStallMs: 60_000 };
@@ -77,4 +78,220 @@ Deno.test("drainable(): each piece taken re-arms the write-stall timer; a stall 
   await partial.cancel().catch(() => {});
   await tick(50);
   assert.deepEqual([stuck.inFlight(), stuck.answerBytes()], [0, 0]);
+});
+
+/**
+ * Runs `fn` with the global setTimeout and clearTimeout on a clock the test moves (drain.ts reads them at each call):
+ * the stall and drain timers then fire exactly when the test says, however loaded the machine.
+ */
+async function onManualClock(fn: (clock: ManualTimers) => Promise<void>): Promise<void> {
+  const clock = new ManualTimers();
+  const saved = { set: globalThis.setTimeout, clear: globalThis.clearTimeout };
+  globalThis.setTimeout = ((f: () => void, ms?: number) => clock.set(f, ms ?? 0)) as unknown as typeof setTimeout;
+  globalThis.clearTimeout = ((h?: number) => clock.clear(h)) as unknown as typeof clearTimeout;
+  try {
+    await fn(clock);
+  } finally {
+    globalThis.setTimeout = saved.set;
+    globalThis.clearTimeout = saved.clear;
+  }
+}
+
+/** Lets promise callbacks run (no timers: the clock may be a manual one). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 50; i++) await Promise.resolve();
+}
+
+/** Bytes 0, 1, ..., 250, 0, 1, ...: a body whose every slice is told apart from its neighbours. */
+const pattern = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);
+
+/** A handler's body that gives `first` bytes, then `then` on the next pull ("hang" or "fail"), noting its cancel. */
+function sourceBody(first: number, then: "hang" | "fail") {
+  const seen = { cancelled: false as boolean, reason: undefined as unknown };
+  let pulls = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (pulls++ === 0) return c.enqueue(pattern(first));
+      if (then === "fail") return c.error(new Error("the model file went away"));
+      return new Promise<void>(() => {}); // never ready
+    },
+    cancel(reason) {
+      seen.cancelled = true;
+      seen.reason = reason;
+    },
+  });
+  return { body, seen };
+}
+
+Deno.test("drainable(): without untilWritten (Bun) a large answer is handed back as is", async () => {
+  const size = 1 << 20;
+  const res = new Response(pattern(size), { headers: { "content-length": String(size) } });
+  const d = drainable(() => res, { untilWritten: false, writeStallMs: 60_000 });
+  // The very Response: Bun's own count (host.ts) follows its writing, so this one neither wraps nor counts it.
+  assert.equal(await d.fetch(new Request("http://x/")), res);
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+});
+
+Deno.test("drainable(): a large declared length with no body (a HEAD answer) is handed back, not tracked", async () => {
+  const res = new Response(null, { status: 200, headers: { "content-length": "10000000" } });
+  const d = drainable(() => res, OPTS);
+  assert.equal(await d.fetch(new Request("http://x/", { method: "HEAD" })), res);
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+});
+
+Deno.test("drainable(): a tracked answer goes out in pieces of at most 64 KiB, intact", async () => {
+  // 200 000 bytes in one chunk (a Uint8Array body): at most 64 KiB a piece means 4 pieces, 3 whole slices and the rest.
+  const size = 200_000;
+  const d = drainable(
+    () =>
+      new Response(pattern(size), {
+        status: 206,
+        statusText: "Partial Content",
+        headers: { "content-length": String(size), "x-request-id": "r1" },
+      }),
+    OPTS,
+  );
+  const res = await d.fetch(new Request("http://x/"));
+  assert.deepEqual([res.status, res.statusText, res.headers.get("x-request-id")], [206, "Partial Content", "r1"]);
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [1, size]);
+  const reader = res.body!.getReader();
+  const pieces: Uint8Array[] = [];
+  for (let r; !(r = await reader.read()).done;) {
+    pieces.push(r.value);
+    await settle();
+    // Until the last piece has been taken, the answer is not written: still counted.
+    if (pieces.reduce((n, p) => n + p.byteLength, 0) < size) assert.equal(d.inFlight(), 1, `after ${pieces.length}`);
+  }
+  assert.deepEqual(pieces.map((p) => p.byteLength), [65536, 65536, 65536, size - 3 * 65536]);
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const p of pieces) (all.set(p, at), at += p.byteLength);
+  assert.deepEqual(all, pattern(size));
+  await settle();
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+});
+
+Deno.test("drainable(): a body failing mid-answer passes its error on, lets the answer go", async () => {
+  const { body } = sourceBody(70_000, "fail");
+  const d = drainable(() => new Response(body, { headers: { "content-length": "100000" } }), OPTS);
+  const reader = (await d.fetch(new Request("http://x/"))).body!.getReader();
+  let read = 0;
+  await assert.rejects(async () => {
+    for (let r; !(r = await reader.read()).done;) read += r.value.byteLength;
+  }, /the model file went away/);
+  assert.equal(read, 70_000);
+  await settle();
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+});
+
+Deno.test("drainable(): a client that leaves cancels the handler's body and the answer is let go", async () => {
+  const { body, seen } = sourceBody(70_000, "hang");
+  const d = drainable(() => new Response(body, { headers: { "content-length": "100000" } }), OPTS);
+  const res = await d.fetch(new Request("http://x/"));
+  const reader = res.body!.getReader();
+  assert.equal((await reader.read()).value?.byteLength, 65536);
+  await reader.cancel("client gone");
+  await settle();
+  assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+  // Passed on, so that the handler stops producing an answer nobody will read.
+  assert.deepEqual(seen, { cancelled: true, reason: "client gone" });
+});
+
+Deno.test("drainable(): an answer never read is dropped after writeStallMs, its body cancelled", async () => {
+  await onManualClock(async (clock) => {
+    const { body, seen } = sourceBody(70_000, "hang");
+    const d = drainable(() => new Response(body, { headers: { "content-length": "100000", "x-request-id": "q7" } }), {
+      untilWritten: true,
+      writeStallMs: 500,
+    });
+    const res = await d.fetch(new Request("http://x/"));
+    await settle();
+    clock.advance(499);
+    await settle();
+    assert.deepEqual([d.inFlight(), d.answerBytes()], [1, 100_000], "not yet stalled");
+    clock.advance(1);
+    await settle();
+    assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0], "stalled: let go");
+    assert.equal(seen.cancelled, true, "the handler's body is cancelled with it");
+    assert.equal(clock.pending, 0, "no timer left behind");
+    // The runtime, reading it now, gets the error that ends the connection: one line naming the request.
+    const err = await res.body!.getReader().read().then(() => null, (e: Error) => e);
+    assert.ok(err instanceof Error, "the body ends in an error, not as a complete answer");
+    assert.equal(err.message, "zprune: dropped the answer to request q7: its client took no part of it for 500 ms");
+    assert.equal(err.stack, err.message, "logged without a stack: nothing failed here");
+  });
+});
+
+Deno.test("drainable(): each piece asked for restarts the stall countdown", async () => {
+  await onManualClock(async (clock) => {
+    const size = 4 * 65536;
+    const d = drainable(() => new Response(pattern(size), { headers: { "content-length": String(size) } }), {
+      untilWritten: true,
+      writeStallMs: 500,
+    });
+    const reader = (await d.fetch(new Request("http://x/"))).body!.getReader();
+    await settle();
+    // 400 ms after each piece: 1.2 s in all, past the limit, but never 500 ms without a piece asked for.
+    for (let i = 0; i < 3; i++) {
+      clock.advance(400);
+      assert.equal((await reader.read()).value?.byteLength, 65536);
+      await settle();
+      assert.equal(d.inFlight(), 1, `piece ${i + 1}`);
+    }
+    // Then a stop: 500 ms after the last piece was asked for, it is let go (and not a moment before).
+    clock.advance(499);
+    await settle();
+    assert.equal(d.inFlight(), 1);
+    clock.advance(1);
+    await settle();
+    assert.deepEqual([d.inFlight(), d.answerBytes()], [0, 0]);
+    await reader.cancel().catch(() => {});
+  });
+});
+
+Deno.test("drainable(): an answer read to its end leaves no stall timer behind", async () => {
+  await onManualClock(async (clock) => {
+    const size = 100_000;
+    const d = drainable(() => new Response(pattern(size), { headers: { "content-length": String(size) } }), OPTS);
+    const reader = (await d.fetch(new Request("http://x/"))).body!.getReader();
+    while (!(await reader.read()).done);
+    await settle();
+    assert.deepEqual([d.inFlight(), d.answerBytes(), clock.pending], [0, 0, 0]);
+  });
+});
+
+Deno.test("drainable(): drain: false at its limit, true when the last ends first; no timer left", async () => {
+  await onManualClock(async (clock) => {
+    let release!: () => void;
+    const d = drainable(async () => {
+      await new Promise<void>((r) => (release = r));
+      return new Response("ok");
+    }, OPTS);
+    // Nothing in flight: true, without setting a timer.
+    const idle = drainable(() => new Response("ok"), OPTS);
+    assert.equal(await idle.drain(refuse, 1_000), true);
+    assert.equal(clock.pending, 0);
+
+    const answer = d.fetch(new Request("http://x/"));
+    await settle();
+    let first: boolean | undefined;
+    d.drain(refuse, 1_000).then((v) => (first = v));
+    clock.advance(999);
+    await settle();
+    assert.equal(first, undefined, "before its limit");
+    clock.advance(1);
+    await settle();
+    assert.equal(first, false, "at its limit, one still in flight");
+    // New requests are refused meanwhile, and not counted.
+    assert.equal((await d.fetch(new Request("http://x/new"))).status, 503);
+    assert.equal(d.inFlight(), 1);
+
+    let second: boolean | undefined;
+    d.drain(refuse, 1_000).then((v) => (second = v));
+    release();
+    await answer;
+    await settle();
+    assert.equal(second, true);
+    assert.equal(clock.pending, 0, "the drain's timer is cleared once it is answered");
+  });
 });

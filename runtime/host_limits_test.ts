@@ -72,3 +72,33 @@ Deno.test("memoryLimitBytes and cpuLimit on this machine: within the host's figu
   const cores = cpuLimit();
   assert.ok(cores >= 1 && cores <= navigator.hardwareConcurrency, `${cores}`);
 });
+
+Deno.test("cpuLimit: a fractional quota is rounded up, never to the nearest core", () => {
+  // 1.2 cores can keep 2 busy part of the time; rounding to nearest (1) would leave the quota's 0.2 unused.
+  for (const [quota, want] of [[120000, 2], [101000, 2], [240000, 3], [100000, 1], [99000, 1]] as const) {
+    assert.equal(cpuLimit(files({ "/sys/fs/cgroup/cpu.max": `${quota} 100000\n` }), 64), want, `${quota}`);
+  }
+});
+
+Deno.test("memoryLimitBytes: 0 or a negative figure is no limit; from 2^62 up is none, just below is one", () => {
+  const one = (value: string, total: number) => memoryLimitBytes(files({ "/sys/fs/cgroup/memory.max": value }), total);
+  // No process runs in 0 bytes: a figure that would make every budget 0 is not taken for a limit.
+  assert.equal(one("0\n", 64 * GiB), 64 * GiB);
+  assert.equal(one("-1\n", 64 * GiB), 64 * GiB);
+  // A host (hypothetical) with more than 2^62 bytes shows where "none" begins, whatever the machine's memory.
+  const huge = 2 ** 63;
+  assert.equal(one(String(2 ** 62), huge), huge, "2^62 itself means none");
+  assert.equal(one("9223372036854771712\n", huge), huge, "cgroup v1's 'none' (2^63 less a page)");
+  assert.equal(one(String(2 ** 62 - 4096), huge), 2 ** 62 - 4096, "a page below is a limit");
+});
+
+Deno.test("memoryLimitBytes: /proc/self/cgroup lines not of the form id:controllers:/path are skipped", () => {
+  // Each malformed line names, if misread, a group whose limit would lower the answer to 1 GiB.
+  const misread = {
+    "/proc/self/cgroup": "/a:b\n0::relative/g\ngarbage\n",
+    "/sys/fs/cgroup/a:b/memory.max": String(GiB),
+    "/sys/fs/cgroup/relative/g/memory.max": String(GiB),
+    "/sys/fs/cgroup/garbage/memory.max": String(GiB),
+  };
+  assert.equal(memoryLimitBytes(files(misread), 64 * GiB), 64 * GiB);
+});

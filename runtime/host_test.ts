@@ -191,3 +191,162 @@ Deno.test("listen: a small answer reaches a client that shut its sending side af
     }
   }
 });
+
+/**
+ * A child's script: onShutdownSignal on a clock the script sets (performance.now), so that "within 1 s" does not
+ * depend on how fast signals arrive, fed signals it sends itself. (In process, the test runner's own SIGINT handler
+ * would end the run.) It prints the calls made, then those made after the listeners were removed.
+ */
+const SIGNAL_CHILD = `
+import { onShutdownSignal } from ${JSON.stringify(new URL("./host.ts", import.meta.url).href)};
+const D = globalThis.Deno, P = globalThis.process;
+let now = 10_000;
+Object.defineProperty(performance, "now", { value: () => now, configurable: true, writable: true });
+const calls = [];
+const remove = onShutdownSignal((s) => calls.push("first " + s), (s) => calls.push("again " + s));
+// A listener of the script's own, added after: called for every signal, echoes included, it says one has arrived.
+let arrived = () => {};
+const witness = () => arrived();
+for (const s of ["SIGINT", "SIGTERM"]) D ? D.addSignalListener(s, witness) : P.on(s, witness);
+const send = async (signal, at) => {
+  now = at;
+  const seen = new Promise((r) => (arrived = r));
+  D ? D.kill(D.pid, signal) : P.kill(P.pid, signal);
+  await seen;
+};
+await send("SIGINT", 10_000);
+await send("SIGTERM", 10_500); // another signal, however soon: the operator's
+await send("SIGINT", 10_999); // the first one's copy, 999 ms on
+await send("SIGINT", 11_000); // 1 s on: a second Ctrl-C
+await send("SIGINT", 11_001);
+const before = [...calls];
+remove();
+await send("SIGINT", 20_000); // the witness keeps these from ending the process
+await send("SIGTERM", 20_000);
+console.log(JSON.stringify({ before, after: calls.slice(before.length) }));
+for (const s of ["SIGINT", "SIGTERM"]) D ? D.removeSignalListener(s, witness) : P.off(s, witness);
+`;
+
+Deno.test("onShutdownSignal: first once; again for later signals, but a repeat within 1 s", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, SIGNAL_CHILD);
+    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+    for (const cmd of [[Deno.execPath(), "run", "-A", "--no-check", file], [bun, "--no-env-file", file]]) {
+      const res = await new Deno.Command(cmd[0]!, {
+        args: cmd.slice(1),
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).output();
+      const err = new TextDecoder().decode(res.stderr);
+      assert.equal(res.code, 0, `${cmd[0]}: ${err}`);
+      assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+        before: ["first SIGINT", "again SIGTERM", "again SIGINT", "again SIGINT"],
+        after: [],
+      }, cmd[0]);
+    }
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+/**
+ * A Bun child's script: the seam's Bun side, the way main.ts uses it. It prints what it found as one JSON line.
+ */
+const BUN_CHILD = `
+import { args, getEnv, listen, runtimeName, streamsKeepLength } from ${
+  JSON.stringify(new URL("./host.ts", import.meta.url).href)
+};
+const size = 200_000;
+let release = () => {};
+let entered = () => {};
+const inHandler = new Promise((r) => (entered = r));
+const server = await listen(async (req) => {
+  const path = new URL(req.url).pathname;
+  if (path === "/stuck") {
+    entered();
+    await new Promise((r) => (release = r));
+    return new Response("late");
+  }
+  return new Response(new Uint8Array(size), { headers: { "content-length": String(size) } });
+}, { port: 0, host: "127.0.0.1" });
+const url = "http://127.0.0.1:" + server.port;
+const big = await fetch(url + "/big");
+const bigLength = big.headers.get("content-length");
+const bigBytes = (await big.arrayBuffer()).byteLength;
+const stuck = fetch(url + "/stuck");
+await inHandler;
+const inFlight = server.inFlight;
+const refuse = () => new Response("draining", { status: 503 });
+const gaveUp = await server.drain(refuse, 300);
+const refused = await fetch(url + "/big");
+const refusedStatus = refused.status;
+await refused.text();
+const drained = server.drain(refuse, 60_000);
+release();
+const late = await (await stuck).text();
+const out = {
+  runtimeName, streamsKeepLength, args, env: getEnv("ZPRUNE_SEAM_TEST"), unset: getEnv("ZPRUNE_SEAM_UNSET") ?? null,
+  bigLength, bigBytes, inFlight, gaveUp, refusedStatus, late, drained: await drained, after: server.inFlight,
+};
+await server.shutdown();
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("the seam under Bun: name, arguments, environment, lengths kept, and a drain over Bun's server", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, BUN_CHILD);
+    const res = await new Deno.Command(new URL("../node_modules/.bin/bun", import.meta.url).pathname, {
+      args: ["--no-env-file", file, "x", "--y"],
+      env: { ZPRUNE_SEAM_TEST: "seen" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+    assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+      runtimeName: "bun",
+      // Bun sends a stream in chunks, dropping its length: an answer must go out whole there to keep it.
+      streamsKeepLength: false,
+      args: ["x", "--y"], // the script's arguments, after its name
+      env: "seen",
+      unset: null,
+      bigLength: "200000",
+      bigBytes: 200_000,
+      inFlight: 1,
+      gaveUp: false, // still computing at the limit
+      refusedStatus: 503,
+      late: "late",
+      drained: true,
+      after: 0,
+    });
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+Deno.test("the seam under Deno: its name, arguments and environment", async () => {
+  const host = JSON.stringify(new URL("./host.ts", import.meta.url).href);
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { args, getEnv, runtimeName, streamsKeepLength } from ${host};
+console.log(JSON.stringify({ runtimeName, streamsKeepLength, args, env: getEnv("ZPRUNE_SEAM_TEST") }));`,
+      "x",
+      "--y",
+    ],
+    env: { ZPRUNE_SEAM_TEST: "seen" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+    runtimeName: "deno",
+    streamsKeepLength: true,
+    args: ["x", "--y"],
+    env: "seen",
+  });
+});

@@ -70,3 +70,56 @@ console.log(collected);`;
   const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks;
   assert.match(tasks.serve, /--v8-flags=--expose-gc /);
 });
+
+Deno.test("IdleTimer on the host's timers: a touch replaces the countdown, and stop() cancels it", async () => {
+  // No bound on how late a timer fires is assumed: the test waits for the one firing it expects, then for a 100 ms
+  // timer set after every countdown it cancelled was due (each was set 1 ms ahead): a cancelled one that still fired
+  // would have been run by then.
+  const keep = setTimeout(() => {}, 30_000);
+  try {
+    let fired = 0;
+    let first!: () => void;
+    const once = new Promise<void>((r) => (first = r));
+    const t = new IdleTimer(1, () => (fired++, first()));
+    t.touch();
+    t.touch(); // replaces the first countdown
+    await once;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(fired, 1, "the replaced countdown fired as well");
+    const stopped = new IdleTimer(1, () => fired++);
+    stopped.touch();
+    stopped.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(fired, 1, "a stopped countdown fired");
+  } finally {
+    clearTimeout(keep);
+  }
+});
+
+Deno.test("collectGarbage() frees dropped objects under Bun, which has no gc() of V8's kind", async () => {
+  const url = new URL("./idle_timer.ts", import.meta.url).href;
+  const script = `import { collectGarbage } from ${JSON.stringify(url)};
+let collected = false;
+const registry = new FinalizationRegistry(() => (collected = true));
+(() => registry.register({ dropped: true }, 0))(); // small: nothing else would make the engine collect it
+if (process.argv[2] === "collect") collectGarbage();
+await new Promise((r) => setTimeout(r, 50));
+console.log(collected);`;
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, script);
+    const run = async (...args: string[]) => {
+      const res = await new Deno.Command(new URL("../node_modules/.bin/bun", import.meta.url).pathname, {
+        args: ["--no-env-file", file, ...args],
+        stdout: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      assert.equal(res.code, 0);
+      return new TextDecoder().decode(res.stdout).trim();
+    };
+    assert.equal(await run("collect"), "true");
+    assert.equal(await run(), "false", "collected without being asked: the test shows nothing");
+  } finally {
+    await Deno.remove(file);
+  }
+});
