@@ -192,6 +192,19 @@ Deno.test("listen: a small answer reaches a client that shut its sending side af
   }
 });
 
+/** Runs a child process to its end (60 s at most), asserts it exited 0, and gives the last line it printed, parsed. */
+async function childJson(cmd: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
+  const res = await new Deno.Command(cmd, {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  assert.equal(res.code, 0, `${cmd}: ${new TextDecoder().decode(res.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!);
+}
+
 /**
  * A child's script: onShutdownSignal on a clock the script sets (performance.now), so that "within 1 s" does not
  * depend on how fast signals arrive, fed signals it sends itself. (In process, the test runner's own SIGINT handler
@@ -233,15 +246,7 @@ Deno.test("onShutdownSignal: first once; again for later signals, but a repeat w
     await Deno.writeTextFile(file, SIGNAL_CHILD);
     const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
     for (const cmd of [[Deno.execPath(), "run", "-A", "--no-check", file], [bun, "--no-env-file", file]]) {
-      const res = await new Deno.Command(cmd[0]!, {
-        args: cmd.slice(1),
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(60_000),
-      }).output();
-      const err = new TextDecoder().decode(res.stderr);
-      assert.equal(res.code, 0, `${cmd[0]}: ${err}`);
-      assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+      assert.deepEqual(await childJson(cmd[0]!, cmd.slice(1)), {
         before: ["first SIGINT", "again SIGTERM", "again SIGINT", "again SIGINT"],
         after: [],
       }, cmd[0]);
@@ -298,15 +303,9 @@ Deno.test("the seam under Bun: name, arguments, environment, lengths kept, and a
   const file = await Deno.makeTempFile({ suffix: ".ts" });
   try {
     await Deno.writeTextFile(file, BUN_CHILD);
-    const res = await new Deno.Command(new URL("../node_modules/.bin/bun", import.meta.url).pathname, {
-      args: ["--no-env-file", file, "x", "--y"],
-      env: { ZPRUNE_SEAM_TEST: "seen" },
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(60_000),
-    }).output();
-    assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
-    assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+    const seam = { ZPRUNE_SEAM_TEST: "seen" };
+    assert.deepEqual(await childJson(bun, ["--no-env-file", file, "x", "--y"], seam), {
       runtimeName: "bun",
       // Bun sends a stream in chunks, dropping its length: an answer must go out whole there to keep it.
       streamsKeepLength: false,
@@ -329,21 +328,9 @@ Deno.test("the seam under Bun: name, arguments, environment, lengths kept, and a
 
 Deno.test("the seam under Deno: its name, arguments and environment", async () => {
   const host = JSON.stringify(new URL("./host.ts", import.meta.url).href);
-  const res = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      `import { args, getEnv, runtimeName, streamsKeepLength } from ${host};
-console.log(JSON.stringify({ runtimeName, streamsKeepLength, args, env: getEnv("ZPRUNE_SEAM_TEST") }));`,
-      "x",
-      "--y",
-    ],
-    env: { ZPRUNE_SEAM_TEST: "seen" },
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
-  assert.deepEqual(JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!), {
+  const code = `import { args, getEnv, runtimeName, streamsKeepLength } from ${host};
+console.log(JSON.stringify({ runtimeName, streamsKeepLength, args, env: getEnv("ZPRUNE_SEAM_TEST") }));`;
+  assert.deepEqual(await childJson(Deno.execPath(), ["eval", code, "x", "--y"], { ZPRUNE_SEAM_TEST: "seen" }), {
     runtimeName: "deno",
     streamsKeepLength: true,
     args: ["x", "--y"],
