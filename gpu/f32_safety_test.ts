@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import type { DType } from "../contract/api.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { encode } from "../contract/dtype_codec.ts";
-import { zprunerAlpha } from "../prune/scores.ts";
-import { rng } from "../tests/_random.ts";
+import { smallWeightBound, zprunerAlpha } from "../prune/scores.ts";
+import { normal, rng } from "../tests/_random.ts";
 import {
+  activationCubeRoots,
   ALPHA_CAP,
   ALPHA_REL,
   alphaUnsettled,
@@ -372,4 +373,205 @@ Deno.test("zeroWeightsUnsettled() flags zero weights only where both means may b
   const bound = (2 * 32 * 2 ** -24 * spread) / 16;
   assert.match(check(balanced, [0, 0.5 * bound]) ?? "", /weight\[0\] is 0/);
   assert.equal(check(balanced, [0, 2 * bound]), null);
+  // Within a rounding's share (1/32) of it, either side: the bound itself, not one near it.
+  assert.match(check(balanced, [0, 0.99 * bound]) ?? "", /weight\[0\] is 0/);
+  assert.equal(check(balanced, [0, 1.01 * bound]), null);
+  // All zeros: every line's bound is 0 and both means are exactly 0 on both backends, so every score is 0 alike.
+  assert.equal(check([[0, 0, 0], [0, 0, 0]], [0, 0]), null);
+  // Rows that cancel exactly (an exact row mean of 0) but columns that do not quite: the exact column mean, about
+  // 2e-11, is far beyond f64's rounding, so s0 > 0 on the CPU backend too, and the GPU's is not 0 either.
+  const b = 1024;
+  const rowsCancel = [[b, -b, b, -b], [-b, b, -b, b], [1, 0, -1, 0], [0, 1, -1, 0]];
+  const sums = lineSums(rowsCancel);
+  assert.ok(sums.meanR === 0 && sums.meanC !== 0 && Math.abs(sums.meanC) < 1e-9, `${sums.meanR}, ${sums.meanC}`);
+  assert.equal(check(rowsCancel), null);
+  assert.match(check(rowsCancel, [0, 0]) ?? "", /weight\[9\] is 0/);
+});
+
+Deno.test("activationCubeRoots() gives cbrt(act), act = actNormSq^(exponent/2), as float32", () => {
+  const norms = [0, 1, 2, 0.5, 1e-3, 1e3, 17];
+  for (const exponent of [1, 1.5, 4]) {
+    const out = activationCubeRoots(new Float64Array(norms), exponent, norms.length);
+    norms.forEach((v, j) => {
+      const act = v ** (exponent / 2);
+      assert.ok(Math.abs(out[j]! ** 3 - act) <= 4 * 2 ** -24 * act, `exponent ${exponent}, column ${j}: ${out[j]}`);
+    });
+  }
+  // Past float32's range: infinity. Without activations every act is 1.
+  assert.equal(activationCubeRoots(new Float64Array([1e30]), 30, 1)[0], Infinity);
+  assert.deepEqual([...activationCubeRoots(null, 1.5, 3)], [1, 1, 1]);
+});
+
+Deno.test("spreadTooSmall() compares the std with the root mean square of the entries themselves", () => {
+  // Scalars for row-normalised entries `x` (their mean and unbiased std, as z_spread forms them); columns spread well.
+  const scalars = (x: number[]) => {
+    const mean = x.reduce((a, v) => a + v, 0) / x.length;
+    const std = Math.sqrt(x.reduce((a, v) => a + (v - mean) ** 2, 0) / (x.length - 1));
+    const z = new Float32Array(11);
+    [z[Z_SCALARS.meanR], z[Z_SCALARS.invStdR]] = [mean, std > 0 ? 1 / std : 0];
+    [z[Z_SCALARS.meanC], z[Z_SCALARS.invStdC]] = [0, 1];
+    return { z, std, rms: Math.sqrt(x.reduce((a, v) => a + v * v, 0) / x.length) };
+  };
+  // Few entries, either side of std = rms / 4, where rms is not sqrt(std^2 + mean^2).
+  for (const x of [[1, 1.442], [1, 1.43], [1, 1.3455, 1.691], [1, 1.34, 1.68], [2, 3, 2.5, 2.2], [2, 2.6, 2.3, 2.1]]) {
+    const { z, std, rms } = scalars(x);
+    assert.ok(Math.abs(std / rms - 0.25) > 1e-3, `${x}: too close to call`);
+    assert.equal(spreadTooSmall(z, x.length) !== null, std < rms / 4, `${x}: std / rms ${std / rms}`);
+  }
+  // Equal entries (a constant layer: z_spread leaves 1/std at 0) do not spread at all.
+  assert.match(spreadTooSmall(scalars([3, 3, 3]).z, 3)!, /^the row-normalised weights spread too little/);
+  // One entry: z = 0 on both backends, whatever its mean.
+  assert.equal(spreadTooSmall(scalars([3]).z, 1), null);
+});
+
+Deno.test("exactSmallCount() takes a weight exactly at the small-weight bound as the CPU backend does", async () => {
+  // mean|W| = (1 + 9 * 11) / 10 = 10, so the bound 0.1 mean|W| is 1 exactly, the first weight's magnitude.
+  assert.equal(smallWeightBound(100, 10), 1);
+  const cpu = createCpuBackend({ threads: 0 });
+  try {
+    for (const dtype of ["f32", "f16", "bf16"] as DType[]) {
+      const w = [-1, ...Array(9).fill(11)];
+      const layer = { name: "b", rows: 2, cols: 5, dtype, weight: encode(w, dtype), actNormSq: null };
+      const out = await cpu.prune(
+        {
+          method: "zpruner",
+          pattern: { kind: "row", sparsity: 0.4 },
+          exponent: 1,
+          returnWeight: false,
+          returnScore: false,
+        },
+        layer,
+      );
+      assert.equal(zprunerAlpha(exactSmallCount(layer), 10), out.stats.alpha, dtype);
+    }
+  } finally {
+    await cpu.close();
+  }
+});
+
+/** Z-Pruner's scalars of a layer in f64 from their definitions (API.md, Scores), as z_spread would leave them. */
+function exactScalars(w: Float32Array, rows: number, cols: number): Float32Array {
+  const n = rows * cols;
+  const norm = (i: number, line: "row" | "col") => {
+    let sq = 0;
+    for (let k = 0; k < (line === "row" ? cols : rows); k++) {
+      const v = line === "row" ? w[Math.floor(i / cols) * cols + k]! : w[k * cols + (i % cols)]!;
+      sq += v * v;
+    }
+    return Math.sqrt(sq);
+  };
+  const z = new Float32Array(11);
+  const moments = (line: "row" | "col"): [mean: number, invStd: number] => {
+    const x = Array.from(w, (v, i) => v / norm(i, line));
+    const mean = x.reduce((a, v) => a + v, 0) / n;
+    return [mean, 1 / Math.sqrt(x.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1))];
+  };
+  [z[Z_SCALARS.meanR], z[Z_SCALARS.invStdR]] = moments("row");
+  [z[Z_SCALARS.meanC], z[Z_SCALARS.invStdC]] = moments("col");
+  const bound = smallWeightBound(w.reduce((a, v) => a + Math.abs(v), 0), n);
+  z[Z_SCALARS.alpha] = zprunerAlpha(w.filter((v) => Math.abs(v) < bound).length, n);
+  return z;
+}
+
+/** [sumSq, sum, sumAbs] per row and per column of a row-major f32 matrix, as row_stats and col_stats leave them. */
+function flatLineSums(w: Float32Array, rows: number, cols: number) {
+  const rowSums = new Float32Array(rows * 3), colSums = new Float32Array(cols * 3);
+  const r64 = new Float64Array(rows * 3), c64 = new Float64Array(cols * 3);
+  w.forEach((v, i) => {
+    const r = Math.floor(i / cols), c = i % cols;
+    for (const [a, k] of [[r64, r], [c64, c]] as const) {
+      a[3 * k]! += v * v;
+      a[3 * k + 1]! += v;
+      a[3 * k + 2]! += Math.abs(v);
+    }
+  });
+  rowSums.set(r64), colSums.set(c64);
+  return { rowSums, colSums };
+}
+
+/**
+ * zSelectionUnsafe() on a layer the CPU backend pruned with its mask, from exact scalars and sums; `why` is its answer
+ * and `cpuMax(from, to)` the CPU backend's largest pruned score among elements [from, to).
+ */
+async function flaggedAgainstCpu(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  actNormSq: Float64Array,
+  pattern: { kind: "row"; sparsity: number } | { kind: "nm"; n: number; m: number },
+) {
+  const layer = { name: "h", rows, cols, dtype: "f32" as const, weight: encode(w, "f32"), actNormSq };
+  const params = { method: "zpruner" as const, pattern, exponent: 2, returnWeight: false, returnScore: true };
+  const cpu = createCpuBackend({ threads: 0 });
+  try {
+    const out = await cpu.prune(params, layer);
+    const words = new Uint32Array(Math.ceil((rows * cols) / 32));
+    new Uint8Array(words.buffer).set(out.mask);
+    const { rowSums, colSums } = flatLineSums(w, rows, cols);
+    const k = pattern.kind === "row" ? Math.floor(pattern.sparsity * cols) : 0;
+    const why = zSelectionUnsafe(exactScalars(w, rows, cols), params, layer, k, 0, words, rowSums, colSums, null);
+    const cpuMax = (from: number, to: number) => {
+      let max = 0;
+      for (let i = from; i < to; i++) if ((out.mask[i >> 3]! >> (i & 7)) & 1) max = Math.max(max, out.score![i]!);
+      return max;
+    };
+    return { why, cpuMax };
+  } finally {
+    await cpu.close();
+  }
+}
+
+Deno.test("zSelectionUnsafe() scores a row's pruned weights on the host as the CPU backend scores them", async () => {
+  // Weights 1 + U(-0.5, 0.5): means well away from 0, and a row mean unlike the column mean (8 rows, 64 columns).
+  // Column 0's activation is 1, every other about 1e-12: its weights are never pruned, and its act lifts the safe
+  // threshold far above every row's, so row 0 is flagged with its largest pruned score.
+  const rows = 8, cols = 64, rand = rng(0x2b0);
+  const w = Float32Array.from({ length: rows * cols }, () => 1 + rand() - 0.5);
+  const act = Float64Array.from({ length: cols }, (_, j) => (j === 0 ? 1 : 1e-12 * (1 + j / cols)));
+  const { why, cpuMax } = await flaggedAgainstCpu(w, rows, cols, act, { kind: "row", sparsity: 0.5 });
+  const got = /^row 0's threshold score (\S+) is below/.exec(why ?? "");
+  assert.ok(got, String(why));
+  const expected = cpuMax(0, cols);
+  assert.ok(Math.abs(Number(got[1]) / expected - 1) < 6e-3, `${got[1]} vs the CPU's ${expected}`);
+});
+
+Deno.test("zSelectionUnsafe() checks N:M groups of more than 64 (no select_nm count) one group at a time", async () => {
+  // Zero-mean weights (a small safe threshold); 64:128 groups, two to a row of 256. Columns 0-127 have activation 1,
+  // so each row's first group is safe; columns 128-255 about 1e-12, so its second group is not.
+  const rows = 4, cols = 256, rand = rng(0x2b1);
+  const w = Float32Array.from({ length: rows * cols }, () => normal(rand));
+  const act = Float64Array.from({ length: cols }, (_, j) => (j < 128 ? 1 : 1e-12 * (1 + j / cols)));
+  const { why, cpuMax } = await flaggedAgainstCpu(w, rows, cols, act, { kind: "nm", n: 64, m: 128 });
+  const got = /^group 1's threshold score (\S+) is below/.exec(why ?? "");
+  assert.ok(got, String(why));
+  const expected = cpuMax(128, 256);
+  assert.ok(Math.abs(Number(got[1]) / expected - 1) < 6e-3, `${got[1]} vs the CPU's ${expected}`);
+});
+
+Deno.test("zSelectionUnsafe() bounds a layer threshold by the largest finite act; 0 or nothing pruned is safe", () => {
+  const rows = 4, cols = 4, n = rows * cols;
+  const z = new Float32Array(11);
+  [z[Z_SCALARS.meanR], z[Z_SCALARS.meanC], z[Z_SCALARS.invStdR], z[Z_SCALARS.invStdC]] = [0.5, 0.5, 2, 2];
+  z[Z_SCALARS.alpha] = 0.7;
+  // act_j = actNormSq_j^(3/2): 1, 8, infinity (its scores are infinite, never near a threshold), 0.
+  const actNormSq = new Float64Array([1, 4, Infinity, 0]);
+  const layer = { name: "a", rows, cols, dtype: "f32" as const, weight: new Uint8Array(n * 4), actNormSq };
+  const params = {
+    method: "zpruner" as const,
+    pattern: { kind: "layer" as const, sparsity: 0.5 },
+    exponent: 3,
+    returnWeight: false,
+    returnScore: false,
+  };
+  const tSafe = zSafeThreshold(z, n, 4 ** 1.5);
+  assert.ok(tSafe > 0 && Number.isFinite(tSafe));
+  const empty = new Float32Array(0);
+  const unsafe = (k: number, threshold: number) =>
+    zSelectionUnsafe(z, params, layer, k, threshold, new Uint32Array(1), empty, empty, null);
+  assert.equal(unsafe(n / 2, 1.25 * tSafe), null);
+  assert.match(unsafe(n / 2, 0.75 * tSafe)!, /^the layer's threshold score/);
+  // A threshold of 0 (zero scores are zero on both backends) is safe, and so is a layer that prunes nothing, whatever
+  // the select state holds (select_pick does not run for k = 0: the pooled buffer keeps an earlier layer's words).
+  assert.equal(unsafe(n / 2, 0), null);
+  assert.equal(unsafe(0, 0.75 * tSafe), null);
 });

@@ -102,3 +102,43 @@ Deno.test("planLayer() refuses 2^32 elements or more as too_large", () => {
     (e: unknown) => e instanceof ZpruneError && e.code === "too_large",
   );
 });
+
+Deno.test("planTiles() keeps each tile within col_stats's 65535 workgroups of 256 rows", () => {
+  // 2^25 rows of one column fit a 2^27-byte tile as f32, but col_stats dispatches ceil(rows/256) workgroups on y.
+  const tiles = planTiles(2 ** 25, 1, 2 ** 27);
+  for (const t of tiles) assert.ok(Math.ceil(t.rows / 256) <= 65535, `tile ${t.index}: ${t.rows} rows`);
+  assert.equal(tiles.reduce((a, t) => a + t.rows, 0), 2 ** 25);
+  tiles.forEach((t, i) => assert.equal(t.row0, i === 0 ? 0 : tiles[i - 1]!.row0 + tiles[i - 1]!.rows));
+});
+
+Deno.test("planLayer() counts the column partials of tiles that end inside a block of 256 rows", () => {
+  // Z-Pruner's column sums stay within its error model up to 163,840 rows in whole blocks of 256 (640 partials).
+  // Tiles of 255 rows end inside blocks, so the same columns take 643 partials and one rounding more.
+  const z = params("zpruner", LAYER);
+  const whole = planLayer(z, layer(163_840, 64), { tileBytes: 256 * 64 * 4, bindingBytes: 2 ** 27 });
+  assert.equal(typeof whole, "object");
+  const cut = planLayer(z, layer(163_840, 64), { tileBytes: 255 * 64 * 4, bindingBytes: 2 ** 27 });
+  assert.match(cut as string, /column sums may be off by 41 roundings/);
+});
+
+Deno.test("planLayer() fits the row statistics, three f32 a row, in one binding", () => {
+  // 100,000 rows x 3 x 4 bytes = 1.2 MB over a 1 MiB binding; the mask (12,500 bytes) and the one column's arrays fit.
+  const mib = { tileBytes: 2 ** 20, bindingBytes: 2 ** 20 };
+  assert.match(planLayer(params("ria", LAYER), layer(100_000, 1), mib) as string, /^its row statistics need 1200000/);
+  assert.equal(typeof planLayer(params("ria", LAYER), layer(80_000, 1), mib), "object");
+});
+
+Deno.test("planLayer() checks the pooled buffer, whole 256-byte units, against a binding limit between them", () => {
+  // The engine binds whole pool buffers: a 992-byte mask lives in 1024 bytes, over a 1000-byte binding; 768 fit.
+  const odd = { tileBytes: 768, bindingBytes: 1000 };
+  assert.match(planLayer(params("magnitude", LAYER), layer(62, 128), odd) as string, /^its mask need 992 bytes/);
+  assert.equal(typeof planLayer(params("magnitude", LAYER), layer(48, 128), odd), "object");
+});
+
+Deno.test("planLayer()'s mask holds every element's bit in whole u32 words", () => {
+  for (const [rows, cols] of [[1, 1], [3, 5], [7, 9], [32, 1], [33, 1], [5, 100]] as const) {
+    const p = planLayer(params("magnitude", LAYER), layer(rows, cols), roomy) as LayerPlan;
+    const bits = p.maskBytes * 8;
+    assert.ok(p.maskBytes % 4 === 0 && bits >= rows * cols && bits - rows * cols < 32, `${rows}x${cols}: ${bits}`);
+  }
+});
