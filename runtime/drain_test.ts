@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { drainable } from "./drain.ts";
-import { ManualTimers } from "../tests/_manual_timers.ts";
+import { onManualClock, settle } from "../tests/_manual_timers.ts";
 
 const refuse = () => new Response("draining", { status: 503 });
 const OPTS = { untilWritten: true, writeStallMs: 60_000 };
@@ -79,28 +79,6 @@ Deno.test("drainable(): each piece taken re-arms the write-stall timer; a stall 
   await tick(50);
   assert.deepEqual([stuck.inFlight(), stuck.answerBytes()], [0, 0]);
 });
-
-/**
- * Runs `fn` with the global setTimeout and clearTimeout on a clock the test moves (drain.ts reads them at each call):
- * the stall and drain timers then fire exactly when the test says, however loaded the machine.
- */
-async function onManualClock(fn: (clock: ManualTimers) => Promise<void>): Promise<void> {
-  const clock = new ManualTimers();
-  const saved = { set: globalThis.setTimeout, clear: globalThis.clearTimeout };
-  globalThis.setTimeout = ((f: () => void, ms?: number) => clock.set(f, ms ?? 0)) as unknown as typeof setTimeout;
-  globalThis.clearTimeout = ((h?: number) => clock.clear(h)) as unknown as typeof clearTimeout;
-  try {
-    await fn(clock);
-  } finally {
-    globalThis.setTimeout = saved.set;
-    globalThis.clearTimeout = saved.clear;
-  }
-}
-
-/** Lets promise callbacks run (no timers: the clock may be a manual one). */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 50; i++) await Promise.resolve();
-}
 
 /** Bytes 0, 1, ..., 250, 0, 1, ...: a body whose every slice is told apart from its neighbours. */
 const pattern = (n: number) => Uint8Array.from({ length: n }, (_, i) => i % 251);

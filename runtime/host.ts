@@ -170,7 +170,7 @@ export function listen(
 
 /** How long a failed listener waits before it listens again. */
 const RELISTEN_MS = 1000;
-/** Listeners, failed ones included, that shutdown() still shuts down. */
+/** Failed listeners that shutdown() still shuts down, besides the one listening now. */
 const KEPT_LISTENERS = 8;
 
 /**

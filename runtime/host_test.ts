@@ -1,10 +1,12 @@
 /**
  * The runtime seam's drain, in process under Deno: requests in flight when it starts (an upload included) are
- * served to the end while new ones get the refusal, and the drain gives up after its limit. main.ts's signals and
+ * served to the end while new ones get the refusal, and the drain gives up after its limit. A failed listener,
+ * listened on again and shut down, on a stand-in Deno.serve; the Bun side in Bun children. main.ts's signals and
  * exit codes are tested with a real process in tests/main_process_test.ts.
  */
 import assert from "node:assert/strict";
-import { writeAll } from "../tests/_server.ts";
+import { within, writeAll } from "../tests/_server.ts";
+import { ManualTimers, onManualClock, settle } from "../tests/_manual_timers.ts";
 import { listen } from "./host.ts";
 
 const OPTS = { port: 0, host: "127.0.0.1" };
@@ -192,6 +194,167 @@ Deno.test("listen: a small answer reaches a client that shut its sending side af
   }
 });
 
+Deno.test("listen: a port already taken fails at once, with the cause, rather than retrying", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (busy.addr as Deno.NetAddr).port;
+    await assert.rejects(
+      within(listen(() => new Response("ok"), { ...OPTS, port }), "listen's answer", 10_000),
+      (e) => {
+        assert.ok(e instanceof Deno.errors.AddrInUse, String(e));
+        return true;
+      },
+    );
+  } finally {
+    busy.close();
+  }
+});
+
+/** A listener of the stand-in Deno.serve below: the test fails it (as EMFILE fails Deno's) and sees it shut down. */
+interface FakeListener {
+  readonly port: number;
+  /** Ends its `finished` with `err`, as a failed accept does. */
+  fail(err: Error): void;
+  shutdowns: number;
+}
+
+/**
+ * Runs `fn` with Deno.serve replaced by a stand-in whose every call opens a FakeListener (on port 40123 when asked for
+ * port 0), or throws while `fake.refuse` is above 0 (counting it down), and with setTimeout, clearTimeout and
+ * console.error on the test's clock and log: a listener that fails and is listened on again, without file descriptors
+ * to exhaust or seconds to wait. `shutdownFails` makes the listeners' shutdown() reject.
+ */
+async function withFakeServe(
+  fn: (
+    fake: { ports: number[]; listeners: FakeListener[]; refuse: number; log: string[] },
+    clock: ManualTimers,
+  ) => Promise<void>,
+  shutdownFails = false,
+): Promise<void> {
+  const fake = { ports: [] as number[], listeners: [] as FakeListener[], refuse: 0, log: [] as string[] };
+  const saved = { serve: Deno.serve, error: console.error };
+  Deno.serve = ((opts: { port: number; onListen?: (addr: Deno.NetAddr) => void }) => {
+    fake.ports.push(opts.port);
+    if (fake.refuse > 0) {
+      fake.refuse--;
+      throw new Error("Too many open files (os error 24)");
+    }
+    let fail!: (err: Error) => void;
+    const finished = new Promise<void>((_, reject) => (fail = reject));
+    finished.catch(() => {}); // failed or not, the listener's own handler is what is tested
+    const listener: FakeListener = { port: opts.port || 40123, fail, shutdowns: 0 };
+    fake.listeners.push(listener);
+    opts.onListen?.({ transport: "tcp", hostname: "127.0.0.1", port: listener.port });
+    return {
+      finished,
+      shutdown: () => {
+        listener.shutdowns++;
+        return shutdownFails ? Promise.reject(new Error("already closed")) : Promise.resolve();
+      },
+    };
+  }) as unknown as typeof Deno.serve;
+  console.error = (...parts: unknown[]) => void fake.log.push(parts.join(" "));
+  try {
+    await onManualClock((clock) => fn(fake, clock));
+  } finally {
+    Deno.serve = saved.serve;
+    console.error = saved.error;
+  }
+}
+
+/** Moves `clock` on 100 ms at a time until `done()`, or fails after a minute of it. */
+async function advanceUntil(clock: ManualTimers, done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 600 && !done(); i++) {
+    clock.advance(100);
+    await settle();
+  }
+  assert.ok(done(), `${what}, within a minute`);
+}
+
+/** The kind of each log line: failed, cannot (a failed attempt to listen again) or again (listening again). */
+const logKinds = (log: string[]) =>
+  log.map((l) =>
+    /listener on 127\.0\.0\.1:40123 failed \(Too many open files/.test(l)
+      ? "failed"
+      : /cannot listen on 127\.0\.0\.1:40123 \(Too many open files.*retrying/.test(l)
+      ? "cannot"
+      : /listening on 127\.0\.0\.1:40123 again/.test(l)
+      ? "again"
+      : l
+  );
+
+Deno.test("listen: a failed listener is listened on again on its port until that works; one line a run", async () => {
+  await withFakeServe(async (fake, clock) => {
+    const server = await listen(() => new Response("ok"), OPTS);
+    assert.equal(server.port, 40123);
+    assert.deepEqual(fake.log, [], "nothing said of the first listener");
+    fake.listeners[0]!.fail(new Error("Too many open files (os error 24)"));
+    await settle();
+    assert.deepEqual(logKinds(fake.log), ["failed"]);
+    // Not at once: accept fails for as long as the flood lasts, and a listener opened every tick would spin.
+    clock.advance(100);
+    await settle();
+    assert.equal(fake.ports.length, 1, "listened again within 100 ms");
+    // Two attempts fail (descriptors still taken), the third listens: on the port bound first, not on port 0 again.
+    fake.refuse = 2;
+    await advanceUntil(clock, () => fake.listeners.length === 2, "listening again");
+    assert.deepEqual(fake.ports, [0, 40123, 40123, 40123]);
+    assert.deepEqual(logKinds(fake.log), ["failed", "cannot", "again"], "one line for the run of failed attempts");
+    // A later failure, a later run of failed attempts: each said again.
+    fake.listeners[1]!.fail(new Error("Too many open files (os error 24)"));
+    fake.refuse = 1;
+    await advanceUntil(clock, () => fake.listeners.length === 3, "listening a third time");
+    assert.deepEqual(logKinds(fake.log), ["failed", "cannot", "again", "failed", "cannot", "again"]);
+    await server.shutdown();
+  });
+});
+
+Deno.test("listen: shutdown() reaches failed listeners too, even failing, and nothing listens after it", async () => {
+  const failure = () => new Error("Too many open files (os error 24)");
+  await withFakeServe(async (fake, clock) => {
+    const server = await listen(() => new Response("ok"), OPTS);
+    fake.listeners[0]!.fail(failure());
+    await advanceUntil(clock, () => fake.listeners.length === 2, "listening again");
+    // The second fails as well; shutdown comes while the next attempt waits.
+    fake.listeners[1]!.fail(failure());
+    await settle();
+    const logged = fake.log.length;
+    // Each failed listener may still serve connections it accepted: each is shut down (their shutdown() rejecting
+    // here, as that of a listener already closed may).
+    await within(server.shutdown(), "shutdown", 10_000);
+    assert.deepEqual(fake.listeners.map((l) => l.shutdowns), [1, 1]);
+    clock.advance(60_000);
+    await settle();
+    assert.equal(fake.ports.length, 2, "no listener opened after shutdown");
+    assert.equal(fake.log.length, logged, "nor any attempt said");
+  }, true);
+  // A listener that fails once shut down (its accept loop ending in an error) is not reported or listened on again.
+  await withFakeServe(async (fake, clock) => {
+    const server = await listen(() => new Response("ok"), OPTS);
+    await server.shutdown();
+    fake.listeners[0]!.fail(failure());
+    await settle();
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual([fake.ports.length, fake.log], [1, []]);
+  });
+});
+
+Deno.test("listen: after many failures shutdown() reaches the latest listeners, not all ever opened", async () => {
+  // A flood kept up for hours fails a listener a second: they are not all kept (the process's exit closes the rest).
+  await withFakeServe(async (fake, clock) => {
+    const server = await listen(() => new Response("ok"), OPTS);
+    for (let n = 1; n <= 30; n++) {
+      fake.listeners.at(-1)!.fail(new Error("Too many open files (os error 24)"));
+      await advanceUntil(clock, () => fake.listeners.length === n + 1, `listener ${n + 1}`);
+    }
+    await server.shutdown();
+    const shut = fake.listeners.map((l) => l.shutdowns);
+    assert.deepEqual(shut.slice(-2), [1, 1], "the live listener and the last one to fail");
+    assert.deepEqual(shut.slice(0, 5), [0, 0, 0, 0, 0], "the first ones to fail are let go");
+  });
+});
+
 /** Runs a child process to its end (60 s at most), asserts it exited 0, and gives the last line it printed, parsed. */
 async function childJson(cmd: string, args: string[], env: Record<string, string> = {}): Promise<unknown> {
   const res = await new Deno.Command(cmd, {
@@ -320,6 +483,121 @@ Deno.test("the seam under Bun: name, arguments, environment, lengths kept, and a
       late: "late",
       drained: true,
       after: 0,
+    });
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
+/**
+ * A Bun child's script: where Bun's count of requests and the gate's part ways (a client that left while its answer is
+ * computed; an answer computed but not yet taken by its client, on a raw socket that does not read), a shutdown with
+ * a request in flight, and a body declared longer than Bun's own default limit (128 MiB). It prints what it found as
+ * one JSON line.
+ */
+const BUN_EDGES_CHILD = `
+import { connect } from "node:net";
+import { listen } from ${JSON.stringify(new URL("./host.ts", import.meta.url).href)};
+const OPTS = { port: 0, host: "127.0.0.1" };
+const refuse = () => new Response("draining", { status: 503 });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A raw connection to port, paused (nothing read) until the caller reads; closed: resolves once it closes. */
+const open = async (port) => {
+  const sock = connect(port, "127.0.0.1");
+  await new Promise((r) => sock.on("connect", r));
+  sock.pause();
+  return { sock, closed: new Promise((r) => sock.on("close", r)) };
+};
+/** A handler stuck until release(); entered resolves once it is called. */
+const stuckHandler = () => {
+  const h = {};
+  h.entered = new Promise((r) => (h.enter = r));
+  h.stuck = new Promise((r) => (h.release = r));
+  h.fetch = async () => (h.enter(), await h.stuck, new Response("late"));
+  return h;
+};
+const out = {};
+
+// A client that leaves while its answer is computed: Bun forgets it, but the handler still runs, and counts.
+const left = stuckHandler();
+const a = await listen(left.fetch, OPTS);
+const gone = await open(a.port);
+gone.sock.write("GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n");
+await left.entered;
+gone.sock.destroy();
+await gone.closed;
+await sleep(200); // for Bun to see the connection closed
+out.left = { inFlight: a.inFlight, drain: await a.drain(refuse, 300) };
+left.release();
+out.left.drained = await a.drain(refuse, 60_000);
+await a.shutdown();
+
+// An answer handled but not taken by its client (32 MiB: more than socket buffers hold) still counts.
+const size = 32 << 20;
+const b = await listen(() => new Response(new Uint8Array(size), { headers: { "content-length": String(size) } }), OPTS);
+const slow = await open(b.port);
+slow.sock.write("GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n");
+await sleep(300); // for the handler to answer and Bun to write what the socket takes
+out.unread = { inFlight: b.inFlight, drain: await b.drain(refuse, 300) };
+let got = 0;
+const all = new Promise((r) => slow.sock.on("data", (buf) => (got += buf.length) > size && r()));
+slow.sock.resume();
+const drained = b.drain(refuse, 60_000);
+await all;
+out.unread.drained = await drained;
+out.unread.after = b.inFlight;
+slow.sock.destroy();
+await b.shutdown();
+
+// shutdown() with a request in flight: it is answered, and only then does shutdown() resolve.
+const inFlight = stuckHandler();
+const c = await listen(inFlight.fetch, OPTS);
+const pending = fetch("http://127.0.0.1:" + c.port + "/");
+await inFlight.entered;
+let shut = false;
+const stopping = c.shutdown().then(() => (shut = true));
+await sleep(200);
+out.shutdown = { before: shut };
+inFlight.release();
+out.shutdown.answer = await pending.then((r) => r.text(), (e) => "failed: " + e.message);
+await stopping;
+out.shutdown.after = await fetch("http://127.0.0.1:" + c.port + "/").then(() => "answered", () => "refused");
+
+// A body declared longer than Bun's default limit reaches the handler (routes/body.ts enforces the app's own).
+const d = await listen((req) => new Response("seen " + req.headers.get("content-length")), OPTS);
+const big = await open(d.port);
+let text = "";
+const answered = new Promise((r) =>
+  big.sock.on("data", (buf) => {
+    text += buf;
+    const [head, body] = text.split("\\r\\n\\r\\n");
+    const length = /content-length: (\\d+)/i.exec(head)?.[1];
+    if (body !== undefined && length !== undefined && body.length >= Number(length)) r();
+  })
+);
+big.sock.resume();
+big.sock.write("POST / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 200000000\\r\\n\\r\\n");
+// (A bound against hanging that does not keep the process alive once it is not needed.)
+await Promise.race([answered, big.closed, new Promise((r) => setTimeout(r, 10_000).unref())]);
+big.sock.destroy();
+out.big = [text.split(" ")[1], text.split("\\r\\n\\r\\n")[1]];
+await d.shutdown();
+
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("the seam under Bun: counts where Bun's and the gate's differ, shutdown in flight, a long body", async () => {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, BUN_EDGES_CHILD);
+    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+    assert.deepEqual(await childJson(bun, ["--no-env-file", file]), {
+      // Still computing: the drain waits for the handler, though no client will read its answer.
+      left: { inFlight: 1, drain: false, drained: true },
+      // Handled, not written: a drain that ended here would let the exit cut the answer off.
+      unread: { inFlight: 1, drain: false, drained: true, after: 0 },
+      shutdown: { before: false, answer: "late", after: "refused" },
+      big: ["200", "seen 200000000"],
     });
   } finally {
     await Deno.remove(file);

@@ -1,6 +1,7 @@
 /**
  * A clock for tests of idle timers: time moves only when the test says, so a loaded machine cannot fire a countdown
- * early or late. `IdleTimer`, `ScratchBuffers` and `BufferPool` take it in place of the host's timers.
+ * early or late. `IdleTimer`, `ScratchBuffers` and `BufferPool` take it in place of the host's timers; modules that
+ * read the global setTimeout at each call (drain.ts, host.ts) are put on it by `onManualClock`.
  */
 import type { Timers } from "../runtime/idle_timer.ts";
 
@@ -45,4 +46,26 @@ export class ManualTimers implements Timers {
     }
     this.#now = end;
   }
+}
+
+/**
+ * Runs `fn` with the global setTimeout and clearTimeout on a clock the test moves: timers of code that reads them at
+ * each call then fire exactly when the test says, however loaded the machine.
+ */
+export async function onManualClock(fn: (clock: ManualTimers) => Promise<void>): Promise<void> {
+  const clock = new ManualTimers();
+  const saved = { set: globalThis.setTimeout, clear: globalThis.clearTimeout };
+  globalThis.setTimeout = ((f: () => void, ms?: number) => clock.set(f, ms ?? 0)) as unknown as typeof setTimeout;
+  globalThis.clearTimeout = ((h?: number) => clock.clear(h)) as unknown as typeof clearTimeout;
+  try {
+    await fn(clock);
+  } finally {
+    globalThis.setTimeout = saved.set;
+    globalThis.clearTimeout = saved.clear;
+  }
+}
+
+/** Lets pending promise callbacks run, without timers (the clock may be a manual one). */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 50; i++) await Promise.resolve();
 }
