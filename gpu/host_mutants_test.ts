@@ -22,7 +22,8 @@ import { within, withPrune } from "../tests/_server.ts";
 import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
 import { ExactPathNeeded, GpuEngine } from "./engine.ts";
-import { createWebGpuBackend, type WebGpuBackend, type WebGpuBackendOptions } from "./webgpu_backend.ts";
+import { createWebGpuBackend, type WebGpuBackend } from "./webgpu_backend.ts";
+import { isUnavailable, withBackend } from "../tests/_webgpu_backend.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.
@@ -34,8 +35,6 @@ const adapterTimestamps = engine !== null &&
 
 /** A bound against a hang (never a speed check): worker starts on a loaded 2-core host took up to 7 s. */
 const AT_ONCE_MS = 60_000;
-
-const isUnavailable = (e: unknown) => e instanceof ZpruneError && e.code === "unavailable";
 
 /** A rows x cols f32 layer of varied weights (seeded), with activations. */
 function layerOf(name: string, rows: number, cols: number, seed = 1): LayerJob {
@@ -368,19 +367,6 @@ Deno.test({
 async function adapterDescription(): Promise<string> {
   const info = (await navigator.gpu.requestAdapter())!.info;
   return info.description || [info.vendor, info.architecture].filter(Boolean).join(" ");
-}
-
-/** Runs `fn` with a fresh backend (software adapters allowed) and closes it however `fn` ends. */
-async function withBackend(
-  opts: Partial<WebGpuBackendOptions>,
-  fn: (b: WebGpuBackend) => Promise<void>,
-): Promise<void> {
-  const b = (await createWebGpuBackend({ allowFallback: true, ...opts }))!;
-  try {
-    await fn(b);
-  } finally {
-    await b.close();
-  }
 }
 
 Deno.test({

@@ -5,18 +5,14 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import {
-  createWebGpuBackend,
-  RECOVER_INTERVAL_MS,
-  type WebGpuBackend,
-  type WebGpuBackendOptions,
-} from "./webgpu_backend.ts";
+import { createWebGpuBackend, RECOVER_INTERVAL_MS, type WebGpuBackend } from "./webgpu_backend.ts";
 import { GpuEngine } from "./engine.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { within, withPrune } from "../tests/_server.ts";
 import { createApp } from "../routes/app.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
+import { isUnavailable, withBackend } from "../tests/_webgpu_backend.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -43,21 +39,6 @@ function firstHalfPruned(mask: Uint8Array, n: number): boolean {
   for (let i = 0; i < n; i++) if (((mask[i >>> 3]! >> (i & 7)) & 1) !== (i < Math.floor(n / 2) ? 1 : 0)) return false;
   return true;
 }
-
-/** Runs `fn` with a fresh backend (software adapters allowed) and closes it however `fn` ends. */
-async function withBackend(
-  opts: Partial<WebGpuBackendOptions>,
-  fn: (b: WebGpuBackend) => Promise<void>,
-): Promise<void> {
-  const b = (await createWebGpuBackend({ allowFallback: true, ...opts }))!;
-  try {
-    await fn(b);
-  } finally {
-    await b.close();
-  }
-}
-
-const isUnavailable = (e: unknown) => e instanceof ZpruneError && e.code === "unavailable";
 
 Deno.test("docs/GPU.md lists exactly the options WebGpuBackendOptions has", async () => {
   const doc = await Deno.readTextFile(new URL("../docs/GPU.md", import.meta.url));
