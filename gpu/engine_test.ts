@@ -5,6 +5,7 @@ import { encode } from "../contract/dtype_codec.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
 import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
+import { injectScopes } from "../tests/_webgpu.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.
@@ -324,19 +325,9 @@ Deno.test({
     // reports an error (a driver's own failure cannot be provoked on purpose), the others what they caught.
     const own = (await GpuEngine.create({ allowFallback: true }))!;
     try {
-      const device = own.device as unknown as {
-        pushErrorScope(f: GPUErrorFilter): void;
-        popErrorScope(): Promise<GPUError | null>;
-      };
-      const push = device.pushErrorScope.bind(device), pop = device.popErrorScope.bind(device);
-      const filters: GPUErrorFilter[] = [];
       let injected = 0;
-      device.pushErrorScope = (f) => (filters.push(f), push(f));
-      device.popErrorScope = async () => {
-        const f = filters.pop(), caught = await pop();
-        if (f !== "internal" || injected++ > 0) return caught;
-        return { message: "injected driver failure" } as GPUError;
-      };
+      const failure = { message: "injected driver failure" } as GPUError;
+      const { open: filters } = injectScopes(own.device, (f) => f === "internal" && injected++ === 0 ? failure : null);
       const { layer, params } = smallMagnitudeLayer("internal", Math.sin);
       await assert.rejects(own.prune(params, layer), (e: unknown) => {
         assert.ok(e instanceof ZpruneError, String(e));

@@ -23,7 +23,7 @@ import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
 import { ExactPathNeeded, GpuEngine } from "./engine.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "./webgpu_backend.ts";
-import { isUnavailable, withBackend } from "../tests/_webgpu_backend.ts";
+import { AT_ONCE_MS, eventually, injectScopes, isUnavailable, withBackend } from "../tests/_webgpu.ts";
 
 const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.
@@ -32,9 +32,6 @@ const ignore = !engine;
 /** Whether the adapter offers timestamp queries (asked of the adapter here, not of the engine's device). */
 const adapterTimestamps = engine !== null &&
   ((await navigator.gpu.requestAdapter())?.features.has("timestamp-query") ?? false);
-
-/** A bound against a hang (never a speed check): worker starts on a loaded 2-core host took up to 7 s. */
-const AT_ONCE_MS = 60_000;
 
 /** A rows x cols f32 layer of varied weights (seeded), with activations. */
 function layerOf(name: string, rows: number, cols: number, seed = 1): LayerJob {
@@ -56,34 +53,6 @@ const ZPRUNER: PruneParams = {
   returnWeight: true,
   returnScore: false,
 };
-
-/**
- * Wraps `device`'s error scopes so that `inject(filter)` may replace what a popped scope caught (null: keep it);
- * returns the scopes still open (to check none is left) and a restore function.
- */
-function injectScopes(
-  device: GPUDevice,
-  inject: (filter: GPUErrorFilter) => GPUError | null,
-): { open: GPUErrorFilter[]; restore: () => void } {
-  const d = device as unknown as {
-    pushErrorScope(f: GPUErrorFilter): void;
-    popErrorScope(): Promise<GPUError | null>;
-  };
-  const push = d.pushErrorScope.bind(d), pop = d.popErrorScope.bind(d);
-  const open: GPUErrorFilter[] = [];
-  d.pushErrorScope = (f) => (open.push(f), push(f));
-  d.popErrorScope = async () => {
-    const f = open.pop()!, caught = await pop();
-    return inject(f) ?? caught;
-  };
-  return {
-    open,
-    restore: () => {
-      delete (d as Partial<typeof d>).pushErrorScope;
-      delete (d as Partial<typeof d>).popErrorScope;
-    },
-  };
-}
 
 /** Records `device.createBuffer`'s buffers by label, and which of them were destroyed. */
 function watchBuffers(device: GPUDevice): {
@@ -451,16 +420,6 @@ function standIn(initReply: Record<string, unknown> = { type: "ready", device: "
       else if (msg.type === "close") self.postMessage({ type: "closed" });
     };`;
   return new URL(URL.createObjectURL(new Blob([code], { type: "application/javascript" })));
-}
-
-/** Polls `ok` every 10 ms until it holds or `ms` pass; whether it held. */
-async function eventually(ok: () => boolean, ms = AT_ONCE_MS): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
 }
 
 const tiny = (name: string): LayerJob => ({ ...layerOf(name, 2, 4), name });

@@ -12,7 +12,7 @@ import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { within, withPrune } from "../tests/_server.ts";
 import { createApp } from "../routes/app.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
-import { isUnavailable, withBackend } from "../tests/_webgpu_backend.ts";
+import { AT_ONCE_MS, eventually, isUnavailable, withBackend } from "../tests/_webgpu.ts";
 
 /** Whether any adapter (software included) exists here; tests are skipped only when none does. */
 const probe = await GpuEngine.create({ allowFallback: true });
@@ -22,12 +22,6 @@ probe?.destroy();
 const ignore = !hasAdapter;
 
 const PARAMS = MAGNITUDE_HALF;
-/**
- * How long "at once" may take: against the watchdog's ten minutes these tests set, with room for the lavapipe worker
- * starts inside it on a loaded 2-core host (3 to 7.3 s seen under CI load).
- */
-const AT_ONCE_MS = 60_000;
-
 /** A rows x cols f32 layer whose weight i is i + 1, so the pruned ones are the first half in row-major order. */
 function ramp(rows: number, cols: number): LayerJob {
   const v = new Float32Array(rows * cols).map((_, i) => i + 1);
@@ -245,16 +239,6 @@ Deno.test("webgpu: a loss as a layer is handed over fails that layer at most; th
     });
   });
 });
-
-/** Polls `ok` every 20 ms until it holds or `ms` pass; whether it held. */
-async function eventually(ok: () => boolean | Promise<boolean>, ms = AT_ONCE_MS): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
-}
 
 /** GET /healthz of a server on `backend`: its status and its error message, if any. */
 async function health(backend: WebGpuBackend): Promise<{ status: number; message?: string }> {
