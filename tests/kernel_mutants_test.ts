@@ -10,7 +10,7 @@
  * skipped only where no WebGPU adapter exists.
  */
 import assert from "node:assert/strict";
-import { oracleDecode } from "./_oracle.ts";
+import { bit, oracleDecode } from "./_oracle.ts";
 import { GpuEngine } from "../gpu/engine.ts";
 import type { KernelDef } from "../gpu/kernel.ts";
 import { dispatchKernel } from "../gpu/kernels/_run_kernel.ts";
@@ -177,6 +177,9 @@ Deno.test({
   },
 });
 
+/** The bits of `x` as an f32: a score's u32 key, or an activation's mantissa word. */
+const key = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
+
 /** score.wgsl on one row of weights `v`: the scores and whether it set flags[1] (the host's exact path). */
 async function scoreRow(
   method: number,
@@ -188,10 +191,7 @@ async function scoreRow(
 ): Promise<{ scores: Float32Array; flagged: number }> {
   const cols = v.length;
   const a = new Uint32Array(2 * cols);
-  for (let j = 0; j < cols; j++) {
-    a[2 * j] = new Uint32Array(new Float32Array([act[0]]).buffer)[0]!;
-    a[2 * j + 1] = act[1] >>> 0;
-  }
+  for (let j = 0; j < cols; j++) [a[2 * j], a[2 * j + 1]] = [key(act[0]), act[1] >>> 0];
   const ws = buffer(new Float32Array(v)), flags = buffer(new Uint32Array([0xffffffff, 0]));
   const col = Array.from({ length: cols }, () => colSt).flat();
   const [s, f] = await run(
@@ -288,12 +288,6 @@ Deno.test({
   },
 });
 
-/** The u32 key of an f32 score. */
-const key = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0]!;
-
-/** Bit i of a mask of u32 words. */
-const bit = (mask: Uint32Array, i: number) => (mask[i >>> 5]! >>> (i & 31)) & 1;
-
 /**
  * select_nm.wgsl with Z-Pruner's check on one group of `keys` (one row of m = keys.length columns, n pruned), the
  * raw weights `raw` in `dtype`, the error model's rel and k (act_j = 1): its mask word and the count of unsafe groups.
@@ -375,13 +369,14 @@ Deno.test({
     for (let r = 0; r < rows; r++) keys[r * cols + cols - 1] = 0;
     const mask = buffer(new Uint32Array(Math.ceil(rows * cols / 32)));
     const [got] = await run(selectRow, [buffer(keys), mask], { rows, cols, base: 0, k }, [mask]);
+    const bytes = new Uint8Array(got!.buffer); // little-endian words: bit i is byte i >> 3's bit i & 7
     for (let r = 0; r < rows; r++) {
       const order = Array.from({ length: cols }, (_, j) => j).sort((a, b) =>
         keys[r * cols + a]! - keys[r * cols + b]! || a - b
       );
       const pruned = new Set(order.slice(0, k));
       for (let j = 0; j < cols; j++) {
-        if (bit(got!, r * cols + j) !== (pruned.has(j) ? 1 : 0)) assert.fail(`row ${r}, column ${j}`);
+        if (bit(bytes, r * cols + j) !== pruned.has(j)) assert.fail(`row ${r}, column ${j}`);
       }
     }
   },
