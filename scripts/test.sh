@@ -9,6 +9,13 @@ log=$(mktemp -d)
 passed=0
 failed=0
 
+# Each part runs under a time limit (scripts/bounded.sh), so that a test that hangs fails the run with its closing line
+# instead of holding it until the CI's own limit. The limits are 5 to 10 times what the parts take on CI's 2 cores
+# (deno test 7.5 min, Python 3 min, emulated 2 min on 2026-12-02), and together stay under its 90 minutes.
+. scripts/bounded.sh
+# Ctrl-C stops the whole run (its parts then end as above), not just the part running.
+trap 'echo "stopped by Ctrl-C"; exit 130' INT
+
 # Static checks (format, lint, type check of every module) count as one test.
 if [ $# -eq 0 ]; then
   if ./node_modules/.bin/deno task check > "$log/check.txt" 2>&1; then
@@ -26,7 +33,7 @@ fi
 deno_bin=node_modules/.bin/deno
 no_check=()
 if [ $# -eq 0 ]; then no_check=(--no-check); fi
-"$deno_bin" test -A "${no_check[@]}" "$@" 2>&1 | tee "$log/deno.txt"
+bounded 40 "deno test" "$deno_bin" test -A "${no_check[@]}" "$@" 2>&1 | tee "$log/deno.txt"
 deno_status=${PIPESTATUS[0]}
 summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -1)
 p=$(sed -E 's/.*\| ([0-9]+) passed.*/\1/' <<<"$summary")
@@ -44,7 +51,7 @@ if [ "$deno_status" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); ec
 emulated=(bench/z_error_emulate.ts --div=3 --rsqrt=2 --test tests/gpu_parity_test.ts tests/crafted_sums_test.ts)
 emulated_pid=""
 if [ $# -eq 0 ]; then
-  "$deno_bin" run -A "${emulated[@]}" > "$log/emulated.txt" 2>&1 &
+  bounded 20 "emulated WGSL arithmetic" "$deno_bin" run -A "${emulated[@]}" > "$log/emulated.txt" 2>&1 &
   emulated_pid=$!
   # A run stopped early (Ctrl-C, a CI timeout) does not leave it computing.
   trap 'if [ -n "$emulated_pid" ]; then kill "$emulated_pid" 2>/dev/null; fi' EXIT
@@ -52,7 +59,7 @@ fi
 
 # Python client and notebooks (only for the full suite, not when Deno test filters were given).
 if [ $# -eq 0 ] && [ -x clients/python/run_tests.sh ]; then
-  clients/python/run_tests.sh 2>&1 | tee "$log/py.txt"
+  bounded 20 "python client and notebooks" clients/python/run_tests.sh 2>&1 | tee "$log/py.txt"
   py_status=${PIPESTATUS[0]}
   line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log/py.txt" | tail -1)
   p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
