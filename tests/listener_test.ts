@@ -15,6 +15,7 @@ import {
   goldenProblems,
   postPrune,
   startServer,
+  within,
   withPrune,
   writeAll,
 } from "./_server.ts";
@@ -68,7 +69,7 @@ async function disconnectMidComputation(rows: number, cols: number): Promise<voi
     // until the answer is written; see denoland/deno#21421). Larger abandoned requests therefore run to the end
     // under Deno (bounded by ZPRUNE_DEADLINE_MS); Bun notices at any size. README, "Known limitations".
     await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...big]));
-    await entered; // the server is computing the first layer
+    await within(entered, "the server computing the first layer");
     const g = goldenCase("zpruner-layer-f16");
     const queued = postPrune(server.url, g.request);
     conn.close();

@@ -16,6 +16,7 @@ import {
   goldenProblems,
   postPrune,
   startServer,
+  within,
   withPrune,
 } from "./_server.ts";
 import { randomLayer, rng } from "./_random.ts";
@@ -641,7 +642,7 @@ Deno.test("a client gone while its layers compute is answered 499 client_closed_
       body: encodeMsgpack({ method: "magnitude", sparsity: 0.5, layers: [f32Layer("l", 8, 8, 3)] }),
       signal: client.signal,
     });
-    await started;
+    await within(started, "the request reaching the backend");
     client.abort();
     const res = await answer;
     assert.equal(res.status, 499);
@@ -694,7 +695,7 @@ Deno.test("a body stops counting against the budget for waiting bodies once its 
     });
   try {
     const a = post({ method: "magnitude", sparsity: 0.5, layers: [f32Layer("A", 64, 64, 1)] });
-    await started;
+    await within(started, "the request reaching the backend");
     const inputs = new Float32Array(2800 * 8).map((_, i) => Math.sin(i));
     const b = post({
       method: "wanda",
