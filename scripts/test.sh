@@ -38,9 +38,15 @@ deno_status=${PIPESTATUS[0]}
 summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -1)
 p=$(sed -E 's/.*\| ([0-9]+) passed.*/\1/' <<<"$summary")
 f=$(sed -E 's/.*\| ([0-9]+) failed.*/\1/' <<<"$summary")
+if [ -z "$summary" ]; then # stopped (a time limit, a crash) before its summary: count the tests that finished
+  p=$(grep -cE '^[^ ].* \.\.\. ok \(' "$log/deno.txt")
+  f=$(grep -cE '^[^ ].* \.\.\. FAILED \(' "$log/deno.txt")
+fi
 passed=$((passed + ${p:-0}))
 failed=$((failed + ${f:-0}))
-if [ "$deno_status" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); echo "deno test exited $deno_status"; fi
+if [ "$deno_status" != 0 ] && { [ "${f:-0}" = 0 ] || [ -z "$summary" ]; }; then
+  failed=$((failed + 1)); echo "deno test exited $deno_status"
+fi
 
 # The WebGPU parity tests (their golden cases included) and the crafted-sum tests once more, on kernels whose float
 # divisions and inverseSqrts are moved by up to 3 and 2 ULPs, hashed per input (WGSL's least accurate arithmetic,
