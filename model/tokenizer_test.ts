@@ -238,6 +238,22 @@ Deno.test("tokenizeConversations(): a list of messages, CRLF lines, no generatio
   assert.throws(() => tokenizeConversations(t, `${lines[0]}\n{"x": 1}`), /^TypeError: line 2: expected \{messages/);
 });
 
+Deno.test("tokenizeConversations(): {% generation %} tags render nothing; their dashes strip whitespace", async () => {
+  const tok = await loadTokenizer(root("models/zp-llama-9m"));
+  const line = '[{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Aye."}]';
+  // transformers' chat templates mark the assistant's tokens with these tags; its Jinja extension renders them as
+  // nothing, and the dashes strip the whitespace beside them as around any Jinja tag.
+  const body = (tags: string) => `{% for m in messages %}[{{ m.role }}]${tags}{% endfor %}`;
+  const cases: [string, string][] = [
+    [body("  {%- generation -%}  {{ m.content }}  {%- endgeneration -%}  |"), "[user]Hi.|[assistant]Aye.|"],
+    [body(" {% generation %} {{ m.content }} {% endgeneration %} |"), "[user]  Hi.  |[assistant]  Aye.  |"],
+  ];
+  for (const [chatTemplate, rendered] of cases) {
+    const want = tok.tokenizer.encode(rendered, { add_special_tokens: false }).ids;
+    assert.deepEqual(Array.from(tokenizeConversations({ ...tok, chatTemplate }, line)), want, chatTemplate);
+  }
+});
+
 Deno.test("parseConversation() refuses null, scalars and null messages with its own messages", () => {
   for (const line of ["null", "7", '"text"', "{}"]) {
     assert.throws(() => parseConversation(line), /^TypeError: expected \{messages: \[\.\.\.\]\}/, line);
