@@ -68,8 +68,9 @@ Deno.test("bounded: a command within its limit keeps its own output and exit sta
 });
 
 Deno.test("bounded: past its limit the command and what it started are stopped: 124 and a line naming it", async () => {
-  const r = await bash(`bounded 0.02 "the part" ${SLEEPER} | cat; echo "status \${PIPESTATUS[0]}"`);
-  assert.match(r.text, /^the part: still running after 0\.02 min, stopped \(a hung test/m);
+  // 3 s: time enough for the sleeper to start and write its pid on a loaded host.
+  const r = await bash(`bounded 0.05 "the part" ${SLEEPER} | cat; echo "status \${PIPESTATUS[0]}"`);
+  assert.match(r.text, /^the part: still running after 0\.05 min, stopped \(a hung test/m);
   assert.match(r.text, /^status 124$/m);
   assert.equal(r.stopped, true, "the sleep the command started was stopped too");
 });
