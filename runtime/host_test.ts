@@ -368,6 +368,25 @@ async function childJson(cmd: string, args: string[], env: Record<string, string
   return JSON.parse(new TextDecoder().decode(res.stdout).trim().split("\n").at(-1)!);
 }
 
+const BUN = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+
+/** childJson() of `source` run as a script file under Deno or Bun, with `args` after the script's name. */
+async function scriptJson(
+  runtime: "deno" | "bun",
+  source: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<unknown> {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, source);
+    const [cmd, ...pre] = runtime === "bun" ? [BUN, "--no-env-file"] : [Deno.execPath(), "run", "-A", "--no-check"];
+    return await childJson(cmd!, [...pre, file, ...args], env);
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
 /**
  * A child's script: onShutdownSignal on a clock the script sets (performance.now), so that "within 1 s" does not
  * depend on how fast signals arrive, fed signals it sends itself. (In process, the test runner's own SIGINT handler
@@ -404,18 +423,11 @@ for (const s of ["SIGINT", "SIGTERM"]) D ? D.removeSignalListener(s, witness) : 
 `;
 
 Deno.test("onShutdownSignal: first once; again for later signals, but a repeat within 1 s", async () => {
-  const file = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    await Deno.writeTextFile(file, SIGNAL_CHILD);
-    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
-    for (const cmd of [[Deno.execPath(), "run", "-A", "--no-check", file], [bun, "--no-env-file", file]]) {
-      assert.deepEqual(await childJson(cmd[0]!, cmd.slice(1)), {
-        before: ["first SIGINT", "again SIGTERM", "again SIGINT", "again SIGINT"],
-        after: [],
-      }, cmd[0]);
-    }
-  } finally {
-    await Deno.remove(file);
+  for (const runtime of ["deno", "bun"] as const) {
+    assert.deepEqual(await scriptJson(runtime, SIGNAL_CHILD), {
+      before: ["first SIGINT", "again SIGTERM", "again SIGINT", "again SIGINT"],
+      after: [],
+    }, runtime);
   }
 });
 
@@ -463,30 +475,23 @@ console.log(JSON.stringify(out));
 `;
 
 Deno.test("the seam under Bun: name, arguments, environment, lengths kept, and a drain over Bun's server", async () => {
-  const file = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    await Deno.writeTextFile(file, BUN_CHILD);
-    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
-    const seam = { ZPRUNE_SEAM_TEST: "seen" };
-    assert.deepEqual(await childJson(bun, ["--no-env-file", file, "x", "--y"], seam), {
-      runtimeName: "bun",
-      // Bun sends a stream in chunks, dropping its length: an answer must go out whole there to keep it.
-      streamsKeepLength: false,
-      args: ["x", "--y"], // the script's arguments, after its name
-      env: "seen",
-      unset: null,
-      bigLength: "200000",
-      bigBytes: 200_000,
-      inFlight: 1,
-      gaveUp: false, // still computing at the limit
-      refusedStatus: 503,
-      late: "late",
-      drained: true,
-      after: 0,
-    });
-  } finally {
-    await Deno.remove(file);
-  }
+  const seam = { ZPRUNE_SEAM_TEST: "seen" };
+  assert.deepEqual(await scriptJson("bun", BUN_CHILD, ["x", "--y"], seam), {
+    runtimeName: "bun",
+    // Bun sends a stream in chunks, dropping its length: an answer must go out whole there to keep it.
+    streamsKeepLength: false,
+    args: ["x", "--y"], // the script's arguments, after its name
+    env: "seen",
+    unset: null,
+    bigLength: "200000",
+    bigBytes: 200_000,
+    inFlight: 1,
+    gaveUp: false, // still computing at the limit
+    refusedStatus: 503,
+    late: "late",
+    drained: true,
+    after: 0,
+  });
 });
 
 /**
@@ -587,21 +592,14 @@ console.log(JSON.stringify(out));
 `;
 
 Deno.test("the seam under Bun: counts where Bun's and the gate's differ, shutdown in flight, a long body", async () => {
-  const file = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    await Deno.writeTextFile(file, BUN_EDGES_CHILD);
-    const bun = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
-    assert.deepEqual(await childJson(bun, ["--no-env-file", file]), {
-      // Still computing: the drain waits for the handler, though no client will read its answer.
-      left: { inFlight: 1, drain: false, drained: true },
-      // Handled, not written: a drain that ended here would let the exit cut the answer off.
-      unread: { inFlight: 1, drain: false, drained: true, after: 0 },
-      shutdown: { before: false, answer: "late", after: "refused" },
-      big: ["200", "seen 200000000"],
-    });
-  } finally {
-    await Deno.remove(file);
-  }
+  assert.deepEqual(await scriptJson("bun", BUN_EDGES_CHILD), {
+    // Still computing: the drain waits for the handler, though no client will read its answer.
+    left: { inFlight: 1, drain: false, drained: true },
+    // Handled, not written: a drain that ended here would let the exit cut the answer off.
+    unread: { inFlight: 1, drain: false, drained: true, after: 0 },
+    shutdown: { before: false, answer: "late", after: "refused" },
+    big: ["200", "seen 200000000"],
+  });
 });
 
 Deno.test("the seam under Deno: its name, arguments and environment", async () => {
