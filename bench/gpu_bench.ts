@@ -10,8 +10,9 @@
  * Flags: --shapes 4096x4096,4096x11008 (default: the five LLM shapes below) --patterns layer,row,2:4
  *   --method zpruner|wanda|ria|magnitude --dtype f16|bf16|f32 --sparsity 0.5 --repeat 5 --fallback (allow a software
  *   adapter such as lavapipe; use small shapes there) --wall (time stages by wall clock even where timestamp queries
- *   exist) --return-weight --return-score --trace (log every stage, submit and read-back of every run to stderr, with
- *   milliseconds since start: where a run stalls; add --wall to also submit and wait for each stage on its own)
+ *   exist) --return-weight --return-score --trace (log every stage, submit, read-back and answer of every run to
+ *   stderr, with milliseconds since start: where a run stalls; add --wall to also submit and wait for each stage on its
+ *   own)
  *   --resident (time the stages on weights uploaded once, back to back, as the torch anchor times its loop; request
  *   time still includes the upload) --per-dispatch (each dispatch in a timed pass of its own; stageMs per
  *   `stage.kernel`, for finding where a stage's time goes; the extra passes add barriers)

@@ -166,6 +166,11 @@ export class Job {
     pass.end();
   }
 
+  /** Tells the trace of `prune()` an event of the caller's (a job's own events are told where they happen). */
+  traceEvent(event: string): void {
+    this.#trace?.(event);
+  }
+
   // Internal errors too: the driver failed an operation for its own reasons, so what the job computed cannot be
   // trusted; uncaught, it would only be an event, and the job would answer.
   #openScopes(): void {

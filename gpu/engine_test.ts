@@ -295,6 +295,28 @@ function smallMagnitudeLayer(name: string, value: (i: number) => number) {
 }
 
 Deno.test({
+  name: "GpuEngine.prune()'s trace tells each stage recorded, the submit, the read-back and the answer, in order",
+  ignore: !engine,
+  async fn() {
+    const { layer, params } = smallMagnitudeLayer("traced", Math.sin);
+    const events: string[] = [];
+    const { output } = await engine!.prune(params, layer, { trace: (e) => events.push(e) });
+    assert.equal(output.exactPath, undefined);
+    // Magnitude has no stats, centred or apply stage; the read-back brings the mask, select state and bad weights.
+    assert.deepEqual(events, [
+      "recorded decode",
+      "recorded score",
+      "recorded select",
+      "submit",
+      "submitted",
+      "map 3 buffer(s)",
+      "mapped",
+      "answered",
+    ]);
+  },
+});
+
+Deno.test({
   name: "GpuEngine.prune(): a device lost before the read-back's map is named as lost (the server replaces it)",
   ignore: !engine,
   async fn() {

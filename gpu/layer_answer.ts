@@ -62,14 +62,19 @@ export function layerAnswer(plan: LayerPlan, back: ReadBack, k: number): LayerOu
   // f32 statistics (or a GPU's flush of subnormals) would give other masks than the CPU backend's f64 ones. Trained
   // models' layers come near only at sparsities of a few percent or less (zSafeThreshold).
   if (outOfRange !== null) return outOfRange;
-  const maskOut = new Uint8Array(back.mask, 0, Math.ceil(n / 8));
-  const stats = layerStats(maskOut, rows, cols);
+  // The read-back is this layer's own copy: kept as the answer's mask, trimmed (a copy) only to a length that is not a
+  // whole number of the kernels' u32 words.
+  const maskLen = Math.ceil(n / 8);
+  const mask = back.mask.byteLength === maskLen
+    ? new Uint8Array(back.mask)
+    : new Uint8Array(back.mask, 0, maskLen).slice();
+  const stats = layerStats(mask, rows, cols);
   if (pattern.kind === "layer" && k > 0) stats.threshold = layerThreshold;
   if (method === "zpruner") {
     // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
     stats.alpha = zprunerAlpha(zScalars![Z_SCALARS.small]!, n);
   }
-  const output: LayerOutput = { mask: maskOut.slice(), stats };
+  const output: LayerOutput = { mask, stats };
   if (params.returnWeight) output.weight = concat(back.weights, n * size);
   if (params.returnScore) output.score = new Float32Array(concat(back.scores, n * 4).buffer);
   return output;
@@ -91,8 +96,9 @@ export function emptyOutput(params: PruneParams): LayerOutput {
   return out;
 }
 
-/** Joins byte chunks into one array of `total` bytes. */
+/** Joins byte chunks into one array of `total` bytes (a lone chunk of that length is kept, not copied). */
 function concat(parts: ArrayBuffer[], total: number): Uint8Array {
+  if (parts.length === 1 && parts[0]!.byteLength === total) return new Uint8Array(parts[0]!);
   const out = new Uint8Array(total);
   let at = 0;
   for (const p of parts) {

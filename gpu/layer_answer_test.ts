@@ -131,6 +131,33 @@ Deno.test("layerAnswer()'s mask owns its buffer, so the worker can transfer it r
   assert.equal(out.mask.buffer.byteLength, 2);
 });
 
+Deno.test("layerAnswer() answers with the read-back's own mask, weights and scores, uncopied, where they fit", () => {
+  // 4x8: 32 weights, so the mask is one whole u32 word; one tile of weights and of scores.
+  const layer: LayerJob = { name: "q", rows: 4, cols: 8, dtype: "f16", weight: new Uint8Array(64), actNormSq: null };
+  const params = {
+    method: "magnitude",
+    pattern: { kind: "layer", sparsity: 0.5 },
+    exponent: 1,
+    returnWeight: true,
+    returnScore: true,
+  } as const;
+  const p = planLayer(params, layer, roomy) as LayerPlan;
+  const mask = new Uint32Array([0x0f0f0f0f]).buffer;
+  const weights = Uint8Array.from({ length: 64 }, (_, i) => i).buffer;
+  const scores = Float32Array.from({ length: 32 }, (_, i) => i / 2).buffer;
+  const out = layerAnswer(p, back({ mask, weights: [weights], scores: [scores] }), 16);
+  assert.ok(typeof out === "object");
+  assert.deepEqual([...out.mask], [0x0f, 0x0f, 0x0f, 0x0f]);
+  assert.equal(out.stats.pruned, 16);
+  // Each is the read-back's buffer itself, whole (so the worker transfers it): a copy of a layer's mask, weights or
+  // scores costs a fresh allocation of their size.
+  assert.equal(out.mask.buffer, mask);
+  assert.equal(out.weight!.buffer, weights);
+  assert.equal(out.weight!.byteLength, 64);
+  assert.equal(out.score!.buffer, scores);
+  assert.equal(out.score!.length, 32);
+});
+
 Deno.test("layerAnswer() keeps a subnormal flag when the row and column sums are fine", () => {
   const sums = (lines: number) => new Float32Array(lines * 3).fill(1);
   const ria = plan("ria", { kind: "row", sparsity: 0.5 });
