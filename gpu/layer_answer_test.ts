@@ -7,8 +7,15 @@ import { Z_SCALARS } from "./kernels/mod.ts";
 
 const roomy = { tileBytes: 2 ** 27, bindingBytes: 2 ** 27 };
 
-function plan(method: PruneParams["method"], pattern: PruneParams["pattern"], extra: Partial<PruneParams> = {}) {
-  const layer: LayerJob = { name: "q", rows: 3, cols: 5, dtype: "f16", weight: new Uint8Array(30), actNormSq: null };
+/** The plan of a layer `shape` (3x5 f16 unless given) pruned by `method` and `pattern` (and `extra`). */
+function plan(
+  method: PruneParams["method"],
+  pattern: PruneParams["pattern"],
+  extra: Partial<PruneParams> = {},
+  shape: Pick<LayerJob, "rows" | "cols" | "dtype"> = { rows: 3, cols: 5, dtype: "f16" },
+) {
+  const bytes = shape.rows * shape.cols * (shape.dtype === "f32" ? 4 : 2);
+  const layer: LayerJob = { name: "q", ...shape, weight: new Uint8Array(bytes), actNormSq: null };
   const params = { method, pattern, exponent: 1, returnWeight: false, returnScore: false, ...extra };
   return planLayer(params, layer, roomy) as LayerPlan;
 }
@@ -108,15 +115,8 @@ Deno.test("emptyOutput() answers a layer without elements: nothing pruned, alpha
 
 Deno.test("layerAnswer() sizes the joined weights by the layer's dtype", () => {
   // f32: 15 weights of 4 bytes each, in two tiles.
-  const layer: LayerJob = { name: "q", rows: 3, cols: 5, dtype: "f32", weight: new Uint8Array(60), actNormSq: null };
-  const params = {
-    method: "magnitude",
-    pattern: { kind: "layer", sparsity: 0.5 },
-    exponent: 1,
-    returnWeight: true,
-    returnScore: false,
-  } as const;
-  const p = planLayer(params, layer, roomy) as LayerPlan;
+  const half = { kind: "layer", sparsity: 0.5 } as const;
+  const p = plan("magnitude", half, { returnWeight: true }, { rows: 3, cols: 5, dtype: "f32" });
   const w = Uint8Array.from({ length: 60 }, (_, i) => i + 1);
   const out = layerAnswer(p, back({ weights: [w.slice(0, 20).buffer, w.slice(20).buffer] }), 8);
   assert.ok(typeof out === "object");
@@ -133,15 +133,8 @@ Deno.test("layerAnswer()'s mask owns its buffer, so the worker can transfer it r
 
 Deno.test("layerAnswer() answers with the read-back's own mask, weights and scores, uncopied, where they fit", () => {
   // 4x8: 32 weights, so the mask is one whole u32 word; one tile of weights and of scores.
-  const layer: LayerJob = { name: "q", rows: 4, cols: 8, dtype: "f16", weight: new Uint8Array(64), actNormSq: null };
-  const params = {
-    method: "magnitude",
-    pattern: { kind: "layer", sparsity: 0.5 },
-    exponent: 1,
-    returnWeight: true,
-    returnScore: true,
-  } as const;
-  const p = planLayer(params, layer, roomy) as LayerPlan;
+  const both = { returnWeight: true, returnScore: true };
+  const p = plan("magnitude", { kind: "layer", sparsity: 0.5 }, both, { rows: 4, cols: 8, dtype: "f16" });
   const mask = new Uint32Array([0x0f0f0f0f]).buffer;
   const weights = Uint8Array.from({ length: 64 }, (_, i) => i).buffer;
   const scores = Float32Array.from({ length: 32 }, (_, i) => i / 2).buffer;
