@@ -390,7 +390,7 @@ export class GpuEngine {
     const outs = await this.#apply(job, plan, raw, mask);
     const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
     const answer = layerAnswer(plan, back, k);
-    job.traceEvent("answered");
+    job.traceEvent(typeof answer === "string" ? `exact path: ${answer}` : "answered");
     // A string: f32 statistics (or a GPU's flush of subnormals) could give other masks than the CPU backend's f64
     // ones, so the layer is computed exactly, on the CPU (here, or handed back: see #exact).
     return typeof answer === "string" ? this.#exact(params, layer, answer, resident) : answer;

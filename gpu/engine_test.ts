@@ -295,7 +295,8 @@ function smallMagnitudeLayer(name: string, value: (i: number) => number) {
 }
 
 Deno.test({
-  name: "GpuEngine.prune()'s trace tells each stage recorded, the submit, the read-back and the answer, in order",
+  name:
+    "GpuEngine.prune()'s trace tells each stage recorded, the submit, the read-back and the answer or the exact path",
   ignore: !engine,
   async fn() {
     const { layer, params } = smallMagnitudeLayer("traced", Math.sin);
@@ -313,6 +314,16 @@ Deno.test({
       "mapped",
       "answered",
     ]);
+    // A subnormal f32 weight: the read-back's checks send the layer to the exact path, and the trace says why.
+    const f32 = new Float32Array(layer.weight.slice().buffer);
+    f32[5] = 1e-40;
+    events.length = 0;
+    const exact = await engine!.prune(params, { ...layer, weight: new Uint8Array(f32.buffer) }, {
+      trace: (e) => events.push(e),
+    });
+    assert.equal(events.at(-2), "mapped");
+    assert.equal(events.at(-1), `exact path: ${exact.output.exactPath}`);
+    assert.match(events.at(-1)!, /subnormal/);
   },
 });
 
