@@ -20,11 +20,17 @@ export interface LlamaConfig {
   /** RoPE frequency scaling (Llama 3.1's `llama3`, or `linear`); absent for the default RoPE and for `dynamic`. */
   ropeScaling?: RopeScaling;
   tieEmbeddings: boolean;
-  /** Mistral's attention window; the forward pass attends to whole windows, so it refuses longer ones. */
+  /** The linear layers with a bias, added after their product (Qwen2's q, k and v; LLaMA's per config.json). */
+  biases: readonly LinearName[];
+  /**
+   * Mistral's attention window (Qwen2's with use_sliding_window); the forward pass attends to whole windows, so it
+   * refuses longer ones.
+   */
   slidingWindow?: number;
   /**
    * `max_position_embeddings`: the longest window the model was trained on; longer ones are refused. When config.json
-   * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32); absent only where it is null.
+   * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32, Qwen2Config's 32768); absent
+   * only where it is null.
    */
   maxPositions?: number;
   /** The config.json keys left out and taken at transformers' defaults (named in the window refusals). */
@@ -48,11 +54,14 @@ export type RopeScaling =
   };
 
 /**
- * The `model_type`s whose forward pass is exactly this one. Others reuse LLaMA's tensor names with a different
- * computation (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their
- * weights would load and run, silently wrong.
+ * The `model_type`s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v). Others
+ * reuse LLaMA's tensor names with a different computation (Granite's multipliers, SmolLM3's layers without RoPE,
+ * Gemma's activation and norms, Qwen3's norms of q and k), so their weights would load and run, silently wrong.
  */
-const SUPPORTED_MODEL_TYPES = ["llama", "mistral"] as const;
+const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+
+/** transformers' config class of each supported `model_type`, to name the source of a default. */
+const CONFIG_CLASS = { llama: "LlamaConfig", mistral: "MistralConfig", qwen2: "Qwen2Config" } as const;
 
 /** The names of one decoder block's seven pruned linear layers, in request order. */
 export const LINEAR_NAMES = [
@@ -135,19 +144,22 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   }
   // Quantized weights (GPTQ, AWQ, bitsandbytes) are stored under other tensor names and formats.
   if (raw.quantization_config != null) throw new TypeError("config.json: quantized checkpoints are not supported");
+  const type = (modelType ?? "llama") as keyof typeof CONFIG_CLASS;
   const dim = size("hidden_size");
   const nHeads = size("num_attention_heads");
-  // Left out, MistralConfig takes 8 and LlamaConfig num_attention_heads; null is num_attention_heads in both.
-  const mistralKv = modelType === "mistral" && !("num_key_value_heads" in raw);
-  const nKvHeads = size("num_key_value_heads", mistralKv ? 8 : nHeads);
+  // Left out, MistralConfig takes 8, Qwen2Config 32 and LlamaConfig num_attention_heads; null is num_attention_heads
+  // in all three.
+  const kvDefault = ({ llama: undefined, mistral: 8, qwen2: 32 } as const)[type];
+  const kvDefaulted = kvDefault !== undefined && !("num_key_value_heads" in raw);
+  const nKvHeads = size("num_key_value_heads", kvDefaulted ? kvDefault : nHeads);
   // Grouped-query attention gives each KV head the same number of query heads.
   if (nHeads % nKvHeads !== 0) {
     throw new TypeError(
       `config.json: num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}` +
-        (mistralKv ? " (MistralConfig's default, as num_key_value_heads is absent)" : ""),
+        (kvDefaulted ? ` (${CONFIG_CLASS[type]}'s default, as num_key_value_heads is absent)` : ""),
     );
   }
-  // transformers' LlamaConfig and MistralConfig: head_dim, else hidden_size // num_attention_heads (floored: q_proj is
+  // transformers' LLaMA, Mistral and Qwen2: head_dim, else hidden_size // num_attention_heads (floored: q_proj is
   // then narrower than hidden_size, as with an explicit head_dim), as the Python client reads it too.
   const headDim = size("head_dim", Math.floor(dim / nHeads), "hidden_size // num_attention_heads");
   // RoPE rotates pairs of dimensions.
@@ -197,21 +209,26 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);
-  // The forward pass has no biases: a model with them would run, silently wrong.
-  for (const key of ["attention_bias", "mlp_bias"]) {
-    if (raw[key] === true) {
-      throw new TypeError(`config.json: ${key} is not supported (linear layers without bias only)`);
-    }
+  // transformers' LlamaAttention and LlamaMLP have a bias on all their layers where attention_bias and mlp_bias say
+  // so; Qwen2Attention one on q, k and v (none on o) and Qwen2MLP none, whatever those keys say. MistralConfig has
+  // neither key, and its layers no bias: a file that asks for one expects a model transformers would not build.
+  const biases: LinearName[] = type === "qwen2" ? ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] : [];
+  const flags = [["attention_bias", LINEAR_NAMES.slice(0, 4)], ["mlp_bias", LINEAR_NAMES.slice(4)]] as const;
+  for (const [key, names] of flags) {
+    if (type === "qwen2" || raw[key] !== true) continue;
+    if (type === "mistral") throw new TypeError(`config.json: ${key} is not supported for mistral (no biases)`);
+    biases.push(...names);
   }
   const act = raw.hidden_act ?? "silu";
   // transformers' ACT2FN maps "swish" to the same SiLU.
   if (act !== "silu" && act !== "swish") {
     throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
   }
-  // Only Mistral's attention uses the window (4096 when config.json leaves it out); LLaMA's ignores the key.
-  const window = modelType === "mistral"
-    ? ("sliding_window" in raw ? raw.sliding_window ?? undefined : 4096)
-    : undefined;
+  // Mistral's attention uses the window (4096 when config.json leaves it out), Qwen2's only with use_sliding_window
+  // (and then on the layers from max_window_layers on: taken here as all, so that longer windows are refused whichever
+  // layers slide); LLaMA's ignores the key.
+  const windowed = type === "mistral" || (type === "qwen2" && raw.use_sliding_window === true);
+  const window = windowed ? ("sliding_window" in raw ? raw.sliding_window ?? undefined : 4096) : undefined;
   if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
     throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
   }
@@ -219,9 +236,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // None, and whose default RoPE never reads it) leaves windows unbounded.
   const maxPositions = "max_position_embeddings" in raw
     ? raw.max_position_embeddings ?? undefined
-    : modelType === "mistral"
-    ? 4096 * 32
-    : 2048;
+    : ({ llama: 2048, mistral: 4096 * 32, qwen2: 32768 } as const)[type];
   if (maxPositions !== undefined && !(Number.isInteger(maxPositions) && (maxPositions as number) > 0)) {
     throw new TypeError(`config.json: max_position_embeddings must be a positive integer, got ${maxPositions}`);
   }
@@ -263,11 +278,12 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     ropeTheta,
     ...(ropeScaling ? { ropeScaling } : {}),
     tieEmbeddings: raw.tie_word_embeddings === true,
+    biases,
     ...(window !== undefined ? { slidingWindow: window as number } : {}),
     ...(maxPositions !== undefined ? { maxPositions: maxPositions as number } : {}),
     defaulted: [
-      ...(mistralKv ? ["num_key_value_heads"] : []),
-      ...(modelType === "mistral" && !("sliding_window" in raw) ? ["sliding_window"] : []),
+      ...(kvDefaulted ? ["num_key_value_heads"] : []),
+      ...(windowed && !("sliding_window" in raw) ? ["sliding_window"] : []),
       ...(!("max_position_embeddings" in raw) ? ["max_position_embeddings"] : []),
     ],
   };
@@ -284,6 +300,14 @@ export interface BlockWeights {
   wGate: WeightMatrix; // (hiddenDim, dim)
   wUp: WeightMatrix; // (hiddenDim, dim)
   wDown: WeightMatrix; // (dim, hiddenDim)
+  /** Biases (out) of the layers `LlamaConfig.biases` names, absent for the others (see `LINEAR_BIAS`). */
+  bq?: Float32Array;
+  bk?: Float32Array;
+  bv?: Float32Array;
+  bo?: Float32Array;
+  bGate?: Float32Array;
+  bUp?: Float32Array;
+  bDown?: Float32Array;
 }
 
 /** All weights of a LLaMA model: norms in float32; matrices in float32 or, kept as stored, 16-bit floats. */
@@ -303,8 +327,11 @@ export function storedWeightBytes(weights: LlamaWeights): number {
   return total;
 }
 
+/** A BlockWeights field that holds a linear layer's weight matrix. */
+export type WeightField = "wq" | "wk" | "wv" | "wo" | "wGate" | "wUp" | "wDown";
+
 /** Which BlockWeights field holds each linear layer. */
-export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
+export const LINEAR_FIELD: Record<LinearName, WeightField> = {
   "self_attn.q_proj": "wq",
   "self_attn.k_proj": "wk",
   "self_attn.v_proj": "wv",
@@ -313,6 +340,35 @@ export const LINEAR_FIELD: Record<LinearName, keyof BlockWeights> = {
   "mlp.up_proj": "wUp",
   "mlp.down_proj": "wDown",
 };
+
+/** A BlockWeights field that holds a bias. */
+export type BiasField = "bq" | "bk" | "bv" | "bo" | "bGate" | "bUp" | "bDown";
+
+/** Which BlockWeights field holds each linear layer's bias. */
+export const LINEAR_BIAS: Record<LinearName, BiasField> = {
+  "self_attn.q_proj": "bq",
+  "self_attn.k_proj": "bk",
+  "self_attn.v_proj": "bv",
+  "self_attn.o_proj": "bo",
+  "mlp.gate_proj": "bGate",
+  "mlp.up_proj": "bUp",
+  "mlp.down_proj": "bDown",
+};
+
+/** A linear layer's weight shape, (out, in) as torch's Linear.weight. */
+export function linearShape(cfg: LlamaConfig, name: LinearName): [number, number] {
+  const { dim, hiddenDim } = cfg, qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
+  const shapes: Record<LinearName, [number, number]> = {
+    "self_attn.q_proj": [qDim, dim],
+    "self_attn.k_proj": [kvDim, dim],
+    "self_attn.v_proj": [kvDim, dim],
+    "self_attn.o_proj": [dim, qDim],
+    "mlp.gate_proj": [hiddenDim, dim],
+    "mlp.up_proj": [hiddenDim, dim],
+    "mlp.down_proj": [dim, hiddenDim],
+  };
+  return shapes[name];
+}
 
 /**
  * Decodes a checkpoint's tensors (f32, f16 or bf16) into float32 weights; with `keep16` (true, or "bf16" for those
@@ -354,7 +410,7 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolea
   const layers: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `model.layers.${l}.`;
-    layers.push({
+    const block: BlockWeights = {
       attnNorm: get(p + "input_layernorm.weight", [dim]),
       wq: matrix(p + "self_attn.q_proj.weight", [qDim, dim]),
       wk: matrix(p + "self_attn.k_proj.weight", [kvDim, dim]),
@@ -364,7 +420,10 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolea
       wGate: matrix(p + "mlp.gate_proj.weight", [hiddenDim, dim]),
       wUp: matrix(p + "mlp.up_proj.weight", [hiddenDim, dim]),
       wDown: matrix(p + "mlp.down_proj.weight", [dim, hiddenDim]),
-    });
+    };
+    // Decoded to float32 whatever their dtype: a vector per layer, added to float32 products.
+    for (const name of cfg.biases) block[LINEAR_BIAS[name]] = get(`${p}${name}.bias`, [linearShape(cfg, name)[0]]);
+    layers.push(block);
   }
   const embed = matrix("model.embed_tokens.weight", [vocabSize, dim]);
   // Tied: transformers re-ties a stored lm_head to the embedding, but one of another shape is a different model.

@@ -49,13 +49,15 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     ],
     [{ partial_rotary_factor: 0.5 }, /partial_rotary_factor 0\.5/],
     [{ rope_parameters: { rope_theta: 1e4, partial_rotary_factor: 0.25 } }, /partial_rotary_factor 0\.25/],
-    [{ attention_bias: true }, /attention_bias/],
-    [{ mlp_bias: true }, /mlp_bias/],
+    [{ ...MISTRAL, attention_bias: true }, /attention_bias is not supported for mistral/],
+    [{ ...MISTRAL, mlp_bias: true }, /mlp_bias is not supported for mistral/],
     [{ hidden_act: "gelu" }, /hidden_act gelu/],
     [{ model_type: "granite", embedding_multiplier: 12 }, /model_type "granite"/],
     [{ model_type: "smollm3", no_rope_layers: [1, 0] }, /model_type "smollm3"/],
     [{ model_type: "gemma", hidden_act: null }, /model_type "gemma"/],
-    [{ model_type: "qwen2" }, /model_type "qwen2"/],
+    [{ model_type: "qwen3" }, /model_type "qwen3"/],
+    [{ model_type: "qwen2_moe" }, /model_type "qwen2_moe"/],
+    [{ model_type: "qwen2", num_key_value_heads: 2, use_sliding_window: true, sliding_window: 0 }, /sliding_window/],
     [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
     [{ rope_scaling: { rope_type: null, factor: 2 } }, /rope_type/],
     [{ rope_scaling: "linear" }, /rope_type/],
@@ -137,6 +139,69 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
     type: "linear",
     factor: 2,
   });
+});
+
+Deno.test("parseConfig() gives Qwen2 its biases on q, k and v and Qwen2Config's defaults", () => {
+  const qwen2 = { ...BASE, model_type: "qwen2", num_key_value_heads: 2 };
+  const qkv = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"];
+  assert.deepEqual(parseConfig(qwen2).biases, qkv);
+  // Qwen2Attention and Qwen2MLP take no bias flags: transformers builds the same layers whatever these say.
+  assert.deepEqual(parseConfig({ ...qwen2, attention_bias: true, mlp_bias: true }).biases, qkv);
+  assert.deepEqual(parseConfig({ ...qwen2, attention_bias: false }).biases, qkv);
+  // Left out: Qwen2Config's 32 KV heads and 32768 positions; null KV heads: num_attention_heads.
+  const heads32 = { ...BASE, hidden_size: 256, num_attention_heads: 32, model_type: "qwen2" };
+  assert.equal(parseConfig({ ...heads32, num_attention_heads: 64, hidden_size: 512 }).nKvHeads, 32);
+  assert.equal(parseConfig({ ...heads32, num_key_value_heads: null, num_attention_heads: 8 }).nKvHeads, 8);
+  assert.throws(
+    () => parseConfig({ ...BASE, model_type: "qwen2" }),
+    /num_attention_heads 4 is not a multiple of num_key_value_heads 32 \(Qwen2Config's default/,
+  );
+  assert.equal(parseConfig(qwen2).maxPositions, 32768);
+  assert.deepEqual(parseConfig({ ...heads32 }).defaulted, ["num_key_value_heads", "max_position_embeddings"]);
+  // The window counts only with use_sliding_window (4096 when sliding_window is left out); Qwen2.5's configs say false.
+  assert.equal(parseConfig({ ...qwen2, sliding_window: 512 }).slidingWindow, undefined);
+  assert.equal(parseConfig({ ...qwen2, use_sliding_window: false, sliding_window: 512 }).slidingWindow, undefined);
+  assert.equal(parseConfig({ ...qwen2, use_sliding_window: true, sliding_window: 512 }).slidingWindow, 512);
+  const defaultWindow = parseConfig({ ...qwen2, use_sliding_window: true, max_position_embeddings: 64 });
+  assert.equal(defaultWindow.slidingWindow, 4096);
+  assert.deepEqual(defaultWindow.defaulted, ["sliding_window"]);
+});
+
+Deno.test("parseConfig() gives LLaMA biases where attention_bias and mlp_bias ask for them, and Mistral none", () => {
+  const attention = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"];
+  const mlp = ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+  assert.deepEqual(parseConfig(BASE).biases, []);
+  assert.deepEqual(parseConfig({ ...BASE, attention_bias: false, mlp_bias: false }).biases, []);
+  assert.deepEqual(parseConfig({ ...BASE, attention_bias: true }).biases, attention);
+  assert.deepEqual(parseConfig({ ...BASE, model_type: "llama", mlp_bias: true }).biases, mlp);
+  assert.deepEqual(parseConfig({ ...BASE, attention_bias: true, mlp_bias: true }).biases, [...attention, ...mlp]);
+  assert.deepEqual(parseConfig({ ...BASE, ...MISTRAL, attention_bias: false }).biases, []);
+});
+
+Deno.test("decodeWeights() reads the biases the config names (any dtype, as float32) and needs every one", async () => {
+  const ckpt = await loadCheckpoint(MODEL);
+  const cfg = { ...parseConfig(ckpt.config), biases: ["self_attn.k_proj", "mlp.down_proj"] as const };
+  const k = ckpt.tensors.get("model.layers.0.self_attn.k_proj.weight")!;
+  assert.throws(() => decodeWeights(ckpt, cfg), /has no tensor model\.layers\.0\.self_attn\.k_proj\.bias/);
+  // Stored f16, as the checkpoint's matrices: 0.5, -2 and 3 (f16 bits 0x3800, 0xc000, 0x4200), then zeros.
+  const f16 = (n: number) => {
+    const v = new Uint16Array(n);
+    v.set([0x3800, 0xc000, 0x4200]);
+    return new Uint8Array(v.buffer);
+  };
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const p = `model.layers.${l}.`;
+    ckpt.tensors.set(`${p}self_attn.k_proj.bias`, { ...k, shape: [k.shape[0]!], data: f16(k.shape[0]!) });
+    ckpt.tensors.set(`${p}mlp.down_proj.bias`, { ...k, shape: [cfg.dim], data: f16(cfg.dim) });
+  }
+  const w = decodeWeights(ckpt, cfg);
+  assert.deepEqual([...w.layers[1]!.bk!.subarray(0, 4)], [0.5, -2, 3, 0]);
+  assert.equal(w.layers[1]!.bk!.length, cfg.nKvHeads * cfg.headDim);
+  assert.equal(w.layers[0]!.bDown!.length, cfg.dim);
+  assert.equal(w.layers[0]!.bq, undefined);
+  // A bias of another length than its layer's rows is another model.
+  ckpt.tensors.set("model.layers.1.mlp.down_proj.bias", { ...k, shape: [cfg.dim + 1], data: f16(cfg.dim + 1) });
+  assert.throws(() => decodeWeights(ckpt, cfg), /mlp\.down_proj\.bias has shape \[257\], config\.json implies \[256\]/);
 });
 
 Deno.test("decodeWeights() refuses a checkpoint with tensors it would ignore, such as a bias", async () => {

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { LlamaRunner, loadModel } from "./mod.ts";
 
 /**
- * Tiny Hugging Face LLaMA checkpoints whose logits and perplexity were computed by a float64 torch transcription of
- * transformers' LlamaForCausalLM (tests/fixtures/hf_llama/make_fixtures.py, which shares no code with model/):
- * head_dim derived as hidden_size // num_attention_heads where they do not divide, grouped-query and one-KV-head
- * attention, tied and untied embeddings, linear, llama3 and dynamic RoPE scaling, f32, bf16, f16 and sharded
- * checkpoints.
+ * Tiny Hugging Face LLaMA and Qwen2 checkpoints whose logits and perplexity were computed by a float64 torch
+ * transcription of transformers' LlamaForCausalLM and Qwen2ForCausalLM (tests/fixtures/hf_llama/make_fixtures.py,
+ * which shares no code with model/): head_dim derived as hidden_size // num_attention_heads where they do not divide,
+ * grouped-query and one-KV-head attention, tied and untied embeddings, linear, llama3 and dynamic RoPE scaling,
+ * Qwen2's biases on q, k and v, LLaMA's attention_bias and mlp_bias, f32, bf16, f16 and sharded checkpoints.
  */
 const FIXTURES = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
 
@@ -17,9 +17,14 @@ interface Expected {
   logits: number[][];
 }
 
-for (
-  const name of ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded", "ntk-dynamic-default-maxpos-f32"]
-) {
+const NAMES = [
+  "headdim-floor-gqa-tied-bf16",
+  "llama3-headdim-mqa-f16-sharded",
+  "ntk-dynamic-default-maxpos-f32",
+  "qwen2-qkv-bias-gqa-tied-bf16",
+  "untied-llama-attention-mlp-bias-f16",
+];
+for (const name of NAMES) {
   Deno.test(`LlamaRunner on ${name} matches transformers' forward pass (float64 torch reference)`, async () => {
     const dir = FIXTURES + name;
     const want = JSON.parse(await Deno.readTextFile(`${dir}/expected.json`)) as Expected;

@@ -4,9 +4,10 @@
  * and can keep the hidden states of calibration windows between blocks for sequential pruning.
  */
 import type { BlockWeights, LinearName, LlamaConfig, LlamaWeights } from "./config.ts";
-import { LINEAR_FIELD, storedWeightBytes } from "./config.ts";
+import { LINEAR_BIAS, LINEAR_FIELD, linearShape, storedWeightBytes } from "./config.ts";
 import {
   accum,
+  addBias,
   Arena,
   ARENA_MAX_BYTES,
   attention,
@@ -101,7 +102,8 @@ export function runnerArenaSize(
 ): ArenaSize {
   const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg, T = opts.seqLen;
   const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
-  const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim;
+  const biases = cfg.biases.reduce((n, name) => n + linearShape(cfg, name)[0], 0);
+  const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim + biases;
   const weights = weightBytes ?? 4 * (vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock);
   const state = 4 * (T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) + T * headDim);
   const cache = 4 * (opts.cacheTokens ?? 0) * dim;
@@ -195,17 +197,21 @@ export class LlamaRunner {
     const embed = copyMatrix(weights.embed);
     this.w = {
       embed,
-      layers: weights.layers.map((b): BlockWeights => ({
-        attnNorm: copy(b.attnNorm),
-        wq: copyMatrix(b.wq),
-        wk: copyMatrix(b.wk),
-        wv: copyMatrix(b.wv),
-        wo: copyMatrix(b.wo),
-        ffnNorm: copy(b.ffnNorm),
-        wGate: copyMatrix(b.wGate),
-        wUp: copyMatrix(b.wUp),
-        wDown: copyMatrix(b.wDown),
-      })),
+      layers: weights.layers.map((b): BlockWeights => {
+        const block: BlockWeights = {
+          attnNorm: copy(b.attnNorm),
+          wq: copyMatrix(b.wq),
+          wk: copyMatrix(b.wk),
+          wv: copyMatrix(b.wv),
+          wo: copyMatrix(b.wo),
+          ffnNorm: copy(b.ffnNorm),
+          wGate: copyMatrix(b.wGate),
+          wUp: copyMatrix(b.wUp),
+          wDown: copyMatrix(b.wDown),
+        };
+        for (const name of cfg.biases) block[LINEAR_BIAS[name]] = copy(b[LINEAR_BIAS[name]]!);
+        return block;
+      }),
       norm: copy(weights.norm),
       lmHead: tied ? embed : copyMatrix(weights.lmHead),
     };
@@ -261,20 +267,27 @@ export class LlamaRunner {
     matmul(s.q, s.xb, b.wq, T, c.dim, qDim);
     matmul(s.k, s.xb, b.wk, T, c.dim, kvDim);
     matmul(s.v, s.xb, b.wv, T, c.dim, kvDim);
+    addBias(s.q, b.bq, T);
+    addBias(s.k, b.bk, T);
+    addBias(s.v, b.bv, T);
     rope(s.q, T, c.nHeads, c.headDim, s.cos, s.sin);
     rope(s.k, T, c.nKvHeads, c.headDim, s.cos, s.sin);
     attention(s.attOut, s.q, s.k, s.v, T, c.nHeads, c.nKvHeads, c.headDim, s);
     if (stats) sumSquares(stats.oIn, s.attOut, T, qDim);
     matmul(s.xb2, s.attOut, b.wo, T, qDim, c.dim);
+    addBias(s.xb2, b.bo, T);
     accum(x, s.xb2, T * c.dim);
     // MLP
     rmsnorm(s.xb, x, b.ffnNorm, T, c.dim, c.normEps);
     if (stats) sumSquares(stats.mlpIn, s.xb, T, c.dim);
     matmul(s.hb, s.xb, b.wGate, T, c.dim, c.hiddenDim);
     matmul(s.hb2, s.xb, b.wUp, T, c.dim, c.hiddenDim);
+    addBias(s.hb, b.bGate, T);
+    addBias(s.hb2, b.bUp, T);
     swiglu(s.hb, s.hb2, T * c.hiddenDim);
     if (stats) sumSquares(stats.downIn, s.hb, T, c.hiddenDim);
     matmul(s.xb2, s.hb, b.wDown, T, c.hiddenDim, c.dim);
+    addBias(s.xb2, b.bDown, T);
     accum(x, s.xb2, T * c.dim);
   }
 

@@ -11,6 +11,7 @@ import {
   loadModel,
   perplexity,
   readU16,
+  runnerArenaSize,
   storedWeightBytes,
 } from "./mod.ts";
 
@@ -179,6 +180,19 @@ Deno.test("block statistics are each linear's input: doubling the weight before 
   const gate = statsWith({ field: "wGate", by: 0 });
   assert.deepEqual([gate.mlpIn, gate.downIn], [base.mlpIn, new Float64Array(m.cfg.hiddenDim)]);
   assert.ok(base.downIn.every((s) => s > 0) && base.mlpIn.every((s) => s > 0));
+});
+
+Deno.test("runnerArenaSize() counts every float32 weight a model decodes to, biases included", async () => {
+  const fixtures = root("tests/fixtures/hf_llama/");
+  const biased = ["qwen2-qkv-bias-gqa-tied-bf16", "untied-llama-attention-mlp-bias-f16"].map((n) => fixtures + n);
+  for (const dir of [root("models/zp-llama-9m"), ...biased]) {
+    const m = await loadModel(dir, { keep16: false });
+    // The decoded arrays themselves, each once (a tied head is the embedding).
+    const arrays = new Set<Float32Array>([m.weights.embed, m.weights.norm, m.weights.lmHead] as Float32Array[]);
+    for (const b of m.weights.layers) for (const a of Object.values(b)) arrays.add(a as Float32Array);
+    const bytes = [...arrays].reduce((n, a) => n + a.byteLength, 0);
+    assert.equal(runnerArenaSize(m.cfg, { seqLen: 0 }).weights, bytes, dir);
+  }
 });
 
 Deno.test("LlamaRunner refuses a token id past the vocabulary and more windows than its cache holds", async () => {

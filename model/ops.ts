@@ -272,6 +272,16 @@ export function accum(x: Float32Array, y: Float32Array, len: number): void {
   for (let i = 0; i < len; i++) x[i]! += y[i]!;
 }
 
+/** out[t, j] += bias[j] for t < T, rows of bias.length (a linear layer's bias after its product); none: a no-op. */
+export function addBias(out: Float32Array, bias: Float32Array | undefined, T: number): void {
+  if (!bias) return;
+  const n = bias.length;
+  for (let t = 0; t < T; t++) {
+    const o = t * n;
+    for (let j = 0; j < n; j++) out[o + j]! += bias[j]!;
+  }
+}
+
 /** acc[j] += sum over t of x[t, j]², in float64 (calibration statistics). */
 export function sumSquares(acc: Float64Array, x: Float32Array, T: number, n: number): void {
   for (let t = 0; t < T; t++) {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "./config.ts";
 import {
   accum,
+  addBias,
   Arena,
   ARENA_MAX_BYTES,
   attention,
@@ -256,4 +257,12 @@ Deno.test("matmul() in an arena with rows not a multiple of 4 takes the plain lo
       }
     }
   }
+});
+
+Deno.test("addBias() adds bias[j] to column j of every row, and nothing without a bias", () => {
+  const out = Float32Array.from([1, 2, 3, 4, 5, 6]); // 2 rows of 3
+  addBias(out, Float32Array.from([0.5, -1, 10]), 2);
+  assert.deepEqual([...out], [1.5, 1, 13, 4.5, 4, 16]);
+  addBias(out, undefined, 2);
+  assert.deepEqual([...out], [1.5, 1, 13, 4.5, 4, 16]);
 });

@@ -2,7 +2,14 @@
  * Runs the forward pass on Workers, one `LlamaRunner` each: evaluation windows are split between them, and
  * for sequential pruning each worker caches the hidden states of its share of the calibration windows.
  */
-import { type LinearName, type LlamaConfig, type LlamaWeights, storedWeightBytes } from "./config.ts";
+import {
+  type BlockWeights,
+  LINEAR_BIAS,
+  type LinearName,
+  type LlamaConfig,
+  type LlamaWeights,
+  storedWeightBytes,
+} from "./config.ts";
 import { type BlockStats, checkArenaFits, emptyStats, runnerArenaSize } from "./llama.ts";
 import { memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
@@ -95,17 +102,21 @@ function shareWeights(weights: LlamaWeights): LlamaWeights {
   const embed = matrix(weights.embed);
   return {
     embed,
-    layers: weights.layers.map((b) => ({
-      attnNorm: place(b.attnNorm),
-      wq: matrix(b.wq),
-      wk: matrix(b.wk),
-      wv: matrix(b.wv),
-      wo: matrix(b.wo),
-      ffnNorm: place(b.ffnNorm),
-      wGate: matrix(b.wGate),
-      wUp: matrix(b.wUp),
-      wDown: matrix(b.wDown),
-    })),
+    layers: weights.layers.map((b) => {
+      const block: BlockWeights = {
+        attnNorm: place(b.attnNorm),
+        wq: matrix(b.wq),
+        wk: matrix(b.wk),
+        wv: matrix(b.wv),
+        wo: matrix(b.wo),
+        ffnNorm: place(b.ffnNorm),
+        wGate: matrix(b.wGate),
+        wUp: matrix(b.wUp),
+        wDown: matrix(b.wDown),
+      };
+      for (const f of Object.values(LINEAR_BIAS)) if (b[f]) block[f] = place(b[f]);
+      return block;
+    }),
     norm: place(weights.norm),
     lmHead: weights.lmHead === weights.embed ? embed : matrix(weights.lmHead),
   };

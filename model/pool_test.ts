@@ -77,3 +77,24 @@ Deno.test("ForwardPool: calibration statistics over any split of the windows sum
     }
   }
 });
+
+Deno.test("ForwardPool: workers holding biases (Qwen2's q, k, v; LLaMA's seven) give one runner's losses", async () => {
+  const fixtures = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
+  for (
+    const [name, biases] of [["qwen2-qkv-bias-gqa-tied-bf16", 3], ["untied-llama-attention-mlp-bias-f16", 7]] as const
+  ) {
+    const m = await loadModel(fixtures + name);
+    assert.equal(m.cfg.biases.length, biases, name);
+    const T = 8, windows = 5; // over the pool's batches of 4: both workers answer
+    const tokens = Int32Array.from({ length: windows * T }, (_, i) => (i * 37 + 5) % m.cfg.vocabSize);
+    const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T });
+    const want = Array.from({ length: windows }, (_, w) => runner.windowLoss(tokens.subarray(w * T, (w + 1) * T)));
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 2 });
+    try {
+      // The same float32 arithmetic on the same weights, shared into the workers' arenas biases and all.
+      assert.deepEqual([...await pool.losses(tokens, windows)], want, name);
+    } finally {
+      pool.close();
+    }
+  }
+});

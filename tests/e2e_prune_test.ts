@@ -109,6 +109,43 @@ Deno.test("deno task prune: zpruner/layer 0.5 over HTTP matches reference.json; 
   }
 });
 
+Deno.test("deno task prune on a Qwen2 checkpoint: q/k/v biases go out untouched; --out reloads pruned", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = root("tests/fixtures/hf_llama/qwen2-qkv-bias-gqa-tied-bf16"); // 2 blocks, 71 ids
+    const ids = Uint16Array.from({ length: 400 }, (_, i) => (i * 37 + 5) % 71);
+    await Deno.writeFile(`${dir}/ids.u16`, new Uint8Array(ids.buffer));
+    await Deno.writeFile(`${dir}/starts.i64`, new Uint8Array(BigInt64Array.from([0n, 16n, 40n, 80n]).buffer));
+    const report = await main([
+      ...["--model", model, "--calib-ids", `${dir}/ids.u16`, "--calib-starts", `${dir}/starts.i64`, "--seqlen", "16"],
+      ...["--eval-ids", `${dir}/ids.u16`, "--out", `${dir}/out`, "--workers", "1"],
+    ]);
+    assert.ok(report);
+    assert.equal(report.layers.length, 2 * 7);
+    assert.equal(report.pruned, report.total / 2);
+    // (model/hf_fixtures_test.ts checks the forward pass, biases and all, against transformers'.)
+    assert.ok(report.densePpl! > 1 && report.prunedPpl > report.densePpl!, JSON.stringify(report));
+    const before = await loadCheckpoint(model), after = await loadCheckpoint(`${dir}/out`);
+    const pruned = new Set(report.layers.map((l) => l.name));
+    const biases = [...before.tensors.keys()].filter((n) => n.endsWith(".bias"));
+    assert.equal(biases.length, 2 * 3);
+    for (const [name, b] of before.tensors) {
+      if (!pruned.has(name)) assert.deepEqual(after.tensors.get(name)!.data, b.data, `${name} changed`);
+    }
+    const m = await loadModel(`${dir}/out`);
+    assert.equal(m.weights.layers[1]!.bv!.length, m.cfg.nKvHeads * m.cfg.headDim);
+    const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: 16, workers: 1 });
+    try {
+      const r = await perplexity(pool, ids);
+      assert.ok(Math.abs(r.ppl / report.prunedPpl - 1) < 1e-9, `reloaded ${r.ppl} vs reported ${report.prunedPpl}`);
+    } finally {
+      pool.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /**
  * `deno task prune --server` (dense skipped, one evaluation window) against a CPU server with `config`: checks that
  * every layer was pruned once, in order, at 0.5, and returns each `POST /v1/prune`'s `status:layers`.

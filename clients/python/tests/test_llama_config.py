@@ -35,8 +35,14 @@ REFUSED = [
     ({"hidden_act": "gelu_pytorch_tanh"}, "hidden_act"),
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"hidden_act": "relu"}, "hidden_act"),
-    ({"attention_bias": True}, "attention_bias"),
-    ({"mlp_bias": True}, "mlp_bias"),
+    ({**MISTRAL, "attention_bias": True}, "attention_bias is not supported for mistral"),
+    ({**MISTRAL, "mlp_bias": True}, "mlp_bias is not supported for mistral"),
+    ({"model_type": "qwen3"}, "model_type 'qwen3'"),
+    ({"model_type": "qwen2_moe"}, "model_type 'qwen2_moe'"),
+    (
+        {"model_type": "qwen2", "num_key_value_heads": 2, "use_sliding_window": True, "sliding_window": 0},
+        "sliding_window",
+    ),
     ({"rope_scaling": {"factor": 2.0}}, "rope_type"),
     ({"rope_parameters": {"rope_theta": 1e4, "rope_type": "yarn"}}, "rope_type yarn"),
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5"),
@@ -92,6 +98,37 @@ def test_from_dict_accepts_the_spellings_of_the_same_forward_pass() -> None:
         cfg = LlamaConfig.from_dict({**BASE, **extra})
         assert (cfg.head_dim, cfg.sliding_window) == (16, None), extra
     assert LlamaConfig.from_dict({**BASE, "rope_parameters": {"rope_theta": 5e5}}).rope_theta == 5e5
+
+
+def test_from_dict_gives_qwen2_its_biases_and_qwen2configs_defaults() -> None:
+    qwen2 = {**BASE, "model_type": "qwen2", "num_key_value_heads": 2}
+    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    assert LlamaConfig.from_dict(qwen2).biases == qkv
+    # Qwen2Attention and Qwen2MLP take no bias flags: transformers builds the same layers whatever these say.
+    assert LlamaConfig.from_dict({**qwen2, "attention_bias": True, "mlp_bias": True}).biases == qkv
+    # Left out: Qwen2Config's 32 KV heads and 32768 positions; null KV heads: num_attention_heads.
+    heads = {**BASE, "model_type": "qwen2", "hidden_size": 512, "num_attention_heads": 64}
+    assert LlamaConfig.from_dict(heads).num_key_value_heads == 32
+    assert LlamaConfig.from_dict({**heads, "num_key_value_heads": None}).num_key_value_heads == 64
+    with pytest.raises(ValueError, match=r"multiple of num_key_value_heads 32 \(Qwen2Config's default"):
+        LlamaConfig.from_dict({**BASE, "model_type": "qwen2"})
+    assert LlamaConfig.from_dict(heads).defaulted == ("num_key_value_heads", "max_position_embeddings")
+    assert LlamaConfig.from_dict(qwen2).max_position_embeddings == 32768
+    # The window counts only with use_sliding_window (4096 when sliding_window is left out).
+    assert LlamaConfig.from_dict({**qwen2, "sliding_window": 512}).sliding_window is None
+    assert LlamaConfig.from_dict({**qwen2, "use_sliding_window": True, "sliding_window": 512}).sliding_window == 512
+    windowed = LlamaConfig.from_dict({**qwen2, "use_sliding_window": True, "max_position_embeddings": 64})
+    assert (windowed.sliding_window, windowed.defaulted) == (4096, ("sliding_window",))
+
+
+def test_from_dict_gives_llama_biases_where_attention_bias_and_mlp_bias_ask() -> None:
+    attention = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+    mlp = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    assert LlamaConfig.from_dict(BASE).biases == ()
+    assert LlamaConfig.from_dict({**BASE, "attention_bias": True}).biases == attention
+    assert LlamaConfig.from_dict({**BASE, "model_type": "llama", "mlp_bias": True}).biases == mlp
+    assert LlamaConfig.from_dict({**BASE, "attention_bias": True, "mlp_bias": True}).biases == attention + mlp
+    assert LlamaConfig.from_dict({**BASE, **MISTRAL, "attention_bias": False}).biases == ()
 
 
 def test_sliding_window_bounds_the_window_length() -> None:
@@ -461,12 +498,19 @@ def test_load_safetensors_refuses_headers_that_read_other_bytes(
 
 
 @pytest.mark.parametrize(
-    "name", ["headdim-floor-gqa-tied-bf16", "llama3-headdim-mqa-f16-sharded", "ntk-dynamic-default-maxpos-f32"]
+    "name",
+    [
+        "headdim-floor-gqa-tied-bf16",
+        "llama3-headdim-mqa-f16-sharded",
+        "ntk-dynamic-default-maxpos-f32",
+        "qwen2-qkv-bias-gqa-tied-bf16",
+        "untied-llama-attention-mlp-bias-f16",
+    ],
 )
 def test_load_llama_matches_transformers_on_fixture_checkpoints(name: str) -> None:
     """Logits and perplexity of tests/fixtures/hf_llama's checkpoints, computed by a float64 torch transcription of
-    transformers' LlamaForCausalLM (make_fixtures.py there; model/hf_fixtures_test.ts checks the TypeScript forward
-    pass against the same figures)."""
+    transformers' LlamaForCausalLM and Qwen2ForCausalLM (make_fixtures.py there; model/hf_fixtures_test.ts checks the
+    TypeScript forward pass against the same figures)."""
     torch = pytest.importorskip("torch")
     from zprune_client.llama import load_llama, perplexity
 

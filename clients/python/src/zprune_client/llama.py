@@ -2,10 +2,11 @@
 
 transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the safetensors shards itself and builds
 a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
-q_proj`` ...), so ``prune_model`` treats both alike. It implements LLaMA and Mistral: RMSNorm, RoPE in the
+q_proj`` ...), so ``prune_model`` treats both alike. It implements LLaMA, Mistral and Qwen2: RMSNorm, RoPE in the
 ``rotate_half`` convention (default frequencies, or Llama 3.1's ``llama3`` or ``linear`` scaling), grouped-query
-attention, SiLU gated MLP, untied or tied ``lm_head``; ``load_llama`` refuses a config that asks for anything else
-(another model type, RoPE type or activation, biases; see ``llama_config``).
+attention, SiLU gated MLP, untied or tied ``lm_head``, biases where the config has them (Qwen2's on q, k and v;
+LLaMA's ``attention_bias`` and ``mlp_bias``); ``load_llama`` refuses a config that asks for anything else (another
+model type, RoPE type or activation; see ``llama_config``).
 Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
 
 Requires torch; the rest of ``zprune_client`` does not.
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .llama_config import LlamaConfig
+from .llama_config import LINEAR_NAMES, LlamaConfig
 from .wire import bf16_bits_to_float32
 
 if TYPE_CHECKING:
@@ -178,10 +179,11 @@ class LlamaAttention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         hidden, q_dim, kv_dim = cfg.hidden_size, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        self.q_proj = nn.Linear(hidden, q_dim, bias=False, **factory)  # (heads*hd, hidden)
-        self.k_proj = nn.Linear(hidden, kv_dim, bias=False, **factory)  # (kv*hd, hidden)
-        self.v_proj = nn.Linear(hidden, kv_dim, bias=False, **factory)  # (kv*hd, hidden)
-        self.o_proj = nn.Linear(q_dim, hidden, bias=False, **factory)  # (hidden, heads*hd)
+        bias = {name: name in cfg.biases for name in LINEAR_NAMES}
+        self.q_proj = nn.Linear(hidden, q_dim, bias=bias["self_attn.q_proj"], **factory)  # (heads*hd, hidden)
+        self.k_proj = nn.Linear(hidden, kv_dim, bias=bias["self_attn.k_proj"], **factory)  # (kv*hd, hidden)
+        self.v_proj = nn.Linear(hidden, kv_dim, bias=bias["self_attn.v_proj"], **factory)  # (kv*hd, hidden)
+        self.o_proj = nn.Linear(q_dim, hidden, bias=bias["self_attn.o_proj"], **factory)  # (hidden, heads*hd)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -208,9 +210,11 @@ class LlamaMLP(nn.Module):
 
     def __init__(self, cfg: LlamaConfig, **factory: Any) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False, **factory)  # (inter, hidden)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False, **factory)  # (inter, hidden)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False, **factory)  # (hidden, inter)
+        hidden, inter = cfg.hidden_size, cfg.intermediate_size
+        bias = {name: name in cfg.biases for name in LINEAR_NAMES}
+        self.gate_proj = nn.Linear(hidden, inter, bias=bias["mlp.gate_proj"], **factory)  # (inter, hidden)
+        self.up_proj = nn.Linear(hidden, inter, bias=bias["mlp.up_proj"], **factory)  # (inter, hidden)
+        self.down_proj = nn.Linear(inter, hidden, bias=bias["mlp.down_proj"], **factory)  # (hidden, inter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         down: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

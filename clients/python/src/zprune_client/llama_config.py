@@ -12,10 +12,25 @@ from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["LlamaConfig", "SUPPORTED_MODEL_TYPES"]
 
-#: ``model_type``s whose forward pass is exactly this one. Others reuse LLaMA's tensor names with a different
-#: computation (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their
-#: weights would load and run, silently wrong.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral")
+#: ``model_type``s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v). Others
+#: reuse LLaMA's tensor names with a different computation (Granite's multipliers, SmolLM3's layers without RoPE,
+#: Gemma's activation and norms, Qwen3's norms of q and k), so their weights would load and run, silently wrong.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+#: transformers' config class of each supported ``model_type``, to name the source of a default.
+_CONFIG_CLASS = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}
+
+#: The seven linear layers of a transformers LLaMA decoder block, as model/config.ts's LINEAR_NAMES: attention's
+#: four, then the MLP's three (``prune_model`` sends them in this order, as ``LLAMA_LINEARS``).
+LINEAR_NAMES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def _positive_int(cfg: Dict[str, Any], key: str, fallback: Optional[int] = None) -> int:
@@ -87,7 +102,10 @@ class LlamaConfig:
     rms_norm_eps: float
     rope_theta: float
     tie_word_embeddings: bool
-    #: Mistral's attention window; the forward pass refuses longer windows (it attends to whole windows).
+    #: The linear layers with a bias (Qwen2's q, k and v; LLaMA's per attention_bias and mlp_bias).
+    biases: Tuple[str, ...] = ()
+    #: Mistral's attention window (Qwen2's with use_sliding_window); the forward pass refuses longer windows (it
+    #: attends to whole windows).
     sliding_window: Optional[int] = None
     #: The longest window the model was trained on; the forward pass refuses longer ones (as model/llama.ts does).
     #: ``from_dict`` gives transformers' default when config.json leaves it out, None when it is null.
@@ -105,10 +123,10 @@ class LlamaConfig:
 
         Raises ``ValueError`` for what this model does not implement (as model/config.ts does): another
         ``model_type``, quantized weights, RoPE scaling other than ``linear``, ``llama3`` and ``dynamic`` (which is
-        the default RoPE up to ``max_position_embeddings``), partial RoPE, an activation other than SiLU, biased
-        linear layers. Their weights would load all the same (biases aside), and the model would run, silently
-        different from the checkpoint's. ``max_position_embeddings`` left out is transformers' default (2048,
-        Mistral's 4096 * 32).
+        the default RoPE up to ``max_position_embeddings``), partial RoPE, an activation other than SiLU, biases on
+        Mistral. Their weights would load all the same, and the model would run, silently different from the
+        checkpoint's. ``max_position_embeddings`` left out is transformers' default (2048, Mistral's 4096 * 32,
+        Qwen2's 32768).
         """
         # null counts as absent throughout (max_position_embeddings aside, see below), as in model/config.ts.
         model_type = cfg.get("model_type")
@@ -116,6 +134,7 @@ class LlamaConfig:
             raise ValueError(
                 f"config.json: model_type {model_type!r} is not supported ({', '.join(SUPPORTED_MODEL_TYPES)} only)"
             )
+        kind = model_type or "llama"
         if cfg.get("quantization_config") is not None:
             raise ValueError("config.json: quantized checkpoints are not supported")
         raw_params = cfg.get("rope_parameters")
@@ -154,15 +173,24 @@ class LlamaConfig:
             partial = 1
         if partial != 1:
             raise ValueError(f"config.json: partial_rotary_factor {partial!r} is not supported (only 1)")
-        for key in ("attention_bias", "mlp_bias"):
-            if cfg.get(key) is True:
-                raise ValueError(f"config.json: {key} is not supported (linear layers without bias only)")
+        # transformers' LlamaAttention and LlamaMLP have a bias on all their layers where attention_bias and mlp_bias
+        # say so; Qwen2Attention one on q, k and v (none on o) and Qwen2MLP none, whatever those keys say; Mistral's
+        # layers none, so a file that asks for one is refused (as model/config.ts).
+        biases = LINEAR_NAMES[:3] if kind == "qwen2" else ()
+        for key, names in (("attention_bias", LINEAR_NAMES[:4]), ("mlp_bias", LINEAR_NAMES[4:])):
+            if kind == "qwen2" or cfg.get(key) is not True:
+                continue
+            if kind == "mistral":
+                raise ValueError(f"config.json: {key} is not supported for mistral (no biases)")
+            biases += names
         act = cfg.get("hidden_act")
         if act not in (None, "silu", "swish"):  # transformers' ACT2FN maps "swish" to SiLU too
             raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
-        # Only Mistral's attention uses the window (4096 when config.json leaves it out); LLaMA's ignores the key.
+        # Mistral's attention uses the window (4096 when config.json leaves it out), Qwen2's only with
+        # use_sliding_window (taken as on every layer, as model/config.ts); LLaMA's ignores the key.
+        windowed = kind == "mistral" or (kind == "qwen2" and cfg.get("use_sliding_window") is True)
         window: Optional[int] = None
-        if model_type == "mistral":
+        if windowed:
             if "sliding_window" not in cfg:
                 window = 4096
             elif cfg["sliding_window"] is not None:
@@ -171,7 +199,7 @@ class LlamaConfig:
         # as None, and whose default RoPE never reads it) leaves windows unbounded, as in model/config.ts.
         max_positions: Optional[int] = None
         if "max_position_embeddings" not in cfg:
-            max_positions = 4096 * 32 if model_type == "mistral" else 2048
+            max_positions = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768}[kind]
         elif cfg["max_position_embeddings"] is not None:
             max_positions = _positive_int(cfg, "max_position_embeddings")
         # null counts as absent, 0 does not (it was taken for 10000): a theta of 0, under 0 or not a number gives NaN
@@ -189,13 +217,15 @@ class LlamaConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 <= eps < math.inf):
             raise ValueError(f"config.json: rms_norm_eps must be a number of at least 0, got {eps!r}")
         heads = _positive_int(cfg, "num_attention_heads")
-        # Left out, MistralConfig takes 8 and LlamaConfig num_attention_heads; null is num_attention_heads in both.
-        mistral_kv = model_type == "mistral" and "num_key_value_heads" not in cfg
-        kv_heads = _positive_int(cfg, "num_key_value_heads", 8 if mistral_kv else heads)
+        # Left out, MistralConfig takes 8, Qwen2Config 32 and LlamaConfig num_attention_heads; null is
+        # num_attention_heads in all three.
+        kv_default = {"llama": None, "mistral": 8, "qwen2": 32}[kind]
+        kv_defaulted = kv_default is not None and "num_key_value_heads" not in cfg
+        kv_heads = _positive_int(cfg, "num_key_value_heads", kv_default if kv_defaulted else heads)
         if heads % kv_heads != 0:
             raise ValueError(
                 f"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
-                + (" (MistralConfig's default, as num_key_value_heads is absent)" if mistral_kv else "")
+                + (f" ({_CONFIG_CLASS[kind]}'s default, as num_key_value_heads is absent)" if kv_defaulted else "")
             )
         hidden = _positive_int(cfg, "hidden_size")
         head_dim = _positive_int(cfg, "head_dim", hidden // heads)
@@ -224,13 +254,14 @@ class LlamaConfig:
             rms_norm_eps=float(eps),
             rope_theta=float(theta),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            biases=biases,
             sliding_window=window,
             max_position_embeddings=max_positions,
             rope_scaling=rope_scaling,
             defaulted=tuple(
                 key for key, left_out in (
-                    ("num_key_value_heads", mistral_kv),
-                    ("sliding_window", model_type == "mistral" and "sliding_window" not in cfg),
+                    ("num_key_value_heads", kv_defaulted),
+                    ("sliding_window", windowed and "sliding_window" not in cfg),
                     ("max_position_embeddings", "max_position_embeddings" not in cfg),
                 ) if left_out
             ),

@@ -18,18 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .client import Layer, PruneResult, ZpruneClient, ZpruneError
+from .llama_config import LINEAR_NAMES
 from .wire import WireDType, apply_mask, to_numpy
 
 #: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
-LLAMA_LINEARS = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
+LLAMA_LINEARS = LINEAR_NAMES
 
 __all__ = ["LLAMA_LINEARS", "ModelPruneReport", "prune_model"]
 
