@@ -22,15 +22,17 @@ export interface LlamaConfig {
   tieEmbeddings: boolean;
   /** The linear layers with a bias, added after their product (Qwen2's q, k and v; LLaMA's per config.json). */
   biases: readonly LinearName[];
+  /** Qwen3's RMSNorm of each head of q and k (weights of headDim), between their products and RoPE. */
+  qkNorm: boolean;
   /**
-   * Mistral's attention window (Qwen2's with use_sliding_window); the forward pass attends to whole windows, so it
-   * refuses longer ones.
+   * Mistral's attention window (Qwen2's and Qwen3's with use_sliding_window); the forward pass attends to whole
+   * windows, so it refuses longer ones.
    */
   slidingWindow?: number;
   /**
    * `max_position_embeddings`: the longest window the model was trained on; longer ones are refused. When config.json
-   * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32, Qwen2Config's 32768); absent
-   * only where it is null.
+   * leaves it out, transformers' default (LlamaConfig's 2048, MistralConfig's 4096 * 32, Qwen2Config's and
+   * Qwen3Config's 32768); absent only where it is null.
    */
   maxPositions?: number;
   /** The config.json keys left out and taken at transformers' defaults (named in the window refusals). */
@@ -54,14 +56,20 @@ export type RopeScaling =
   };
 
 /**
- * The `model_type`s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v). Others
- * reuse LLaMA's tensor names with a different computation (Granite's multipliers, SmolLM3's layers without RoPE,
- * Gemma's activation and norms, Qwen3's norms of q and k), so their weights would load and run, silently wrong.
+ * The `model_type`s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v, Qwen3's
+ * with an RMSNorm of each head of q and k). Others reuse LLaMA's tensor names with a different computation
+ * (Granite's multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their weights would load
+ * and run, silently wrong.
  */
-const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2", "qwen3"] as const;
 
 /** transformers' config class of each supported `model_type`, to name the source of a default. */
-const CONFIG_CLASS = { llama: "LlamaConfig", mistral: "MistralConfig", qwen2: "Qwen2Config" } as const;
+const CONFIG_CLASS = {
+  llama: "LlamaConfig",
+  mistral: "MistralConfig",
+  qwen2: "Qwen2Config",
+  qwen3: "Qwen3Config",
+} as const;
 
 /** The names of one decoder block's seven pruned linear layers, in request order. */
 export const LINEAR_NAMES = [
@@ -147,9 +155,9 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   const type = (modelType ?? "llama") as keyof typeof CONFIG_CLASS;
   const dim = size("hidden_size");
   const nHeads = size("num_attention_heads");
-  // Left out, MistralConfig takes 8, Qwen2Config 32 and LlamaConfig num_attention_heads; null is num_attention_heads
-  // in all three.
-  const kvDefault = ({ llama: undefined, mistral: 8, qwen2: 32 } as const)[type];
+  // Left out, MistralConfig takes 8, Qwen2Config and Qwen3Config 32, LlamaConfig num_attention_heads; null is
+  // num_attention_heads in all four.
+  const kvDefault = ({ llama: undefined, mistral: 8, qwen2: 32, qwen3: 32 } as const)[type];
   const kvDefaulted = kvDefault !== undefined && !("num_key_value_heads" in raw);
   const nKvHeads = size("num_key_value_heads", kvDefaulted ? kvDefault : nHeads);
   // Grouped-query attention gives each KV head the same number of query heads.
@@ -160,8 +168,11 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     );
   }
   // transformers' LLaMA, Mistral and Qwen2: head_dim, else hidden_size // num_attention_heads (floored: q_proj is
-  // then narrower than hidden_size, as with an explicit head_dim), as the Python client reads it too.
-  const headDim = size("head_dim", Math.floor(dim / nHeads), "hidden_size // num_attention_heads");
+  // then narrower than hidden_size, as with an explicit head_dim), as the Python client reads it too. Qwen3Config's
+  // head_dim is 128 when left out.
+  const headDim = type === "qwen3"
+    ? size("head_dim", 128, "Qwen3Config's default")
+    : size("head_dim", Math.floor(dim / nHeads), "hidden_size // num_attention_heads");
   // RoPE rotates pairs of dimensions.
   if (headDim % 2 !== 0) throw new TypeError(`config.json: head_dim ${headDim} must be even for RoPE`);
   // Newer transformers nest rope_theta under rope_parameters; older checkpoints keep it at the top.
@@ -210,12 +221,13 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);
   // transformers' LlamaAttention and LlamaMLP have a bias on all their layers where attention_bias and mlp_bias say
-  // so; Qwen2Attention one on q, k and v (none on o) and Qwen2MLP none, whatever those keys say. MistralConfig has
-  // neither key, and its layers no bias: a file that asks for one expects a model transformers would not build.
+  // so; Qwen2Attention one on q, k and v (none on o) and Qwen2MLP none, whatever those keys say; Qwen3Attention on
+  // its four where attention_bias says so, and Qwen3MLP none. MistralConfig has neither key, and its layers no bias:
+  // a file that asks for one expects a model transformers would not build.
   const biases: LinearName[] = type === "qwen2" ? ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"] : [];
   const flags = [["attention_bias", LINEAR_NAMES.slice(0, 4)], ["mlp_bias", LINEAR_NAMES.slice(4)]] as const;
   for (const [key, names] of flags) {
-    if (type === "qwen2" || raw[key] !== true) continue;
+    if (type === "qwen2" || (type === "qwen3" && key === "mlp_bias") || raw[key] !== true) continue;
     if (type === "mistral") throw new TypeError(`config.json: ${key} is not supported for mistral (no biases)`);
     biases.push(...names);
   }
@@ -224,10 +236,11 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   if (act !== "silu" && act !== "swish") {
     throw new TypeError(`config.json: hidden_act ${act} is not supported (only silu)`);
   }
-  // Mistral's attention uses the window (4096 when config.json leaves it out), Qwen2's only with use_sliding_window
+  // Mistral's attention uses the window (4096 when config.json leaves it out), Qwen2's and Qwen3's only with
+  // use_sliding_window
   // (and then on the layers from max_window_layers on: taken here as all, so that longer windows are refused whichever
   // layers slide); LLaMA's ignores the key.
-  const windowed = type === "mistral" || (type === "qwen2" && raw.use_sliding_window === true);
+  const windowed = type === "mistral" || ((type === "qwen2" || type === "qwen3") && raw.use_sliding_window === true);
   const window = windowed ? ("sliding_window" in raw ? raw.sliding_window ?? undefined : 4096) : undefined;
   if (window !== undefined && !(Number.isInteger(window) && (window as number) > 0)) {
     throw new TypeError(`config.json: sliding_window must be a positive integer or null, got ${window}`);
@@ -236,7 +249,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // None, and whose default RoPE never reads it) leaves windows unbounded.
   const maxPositions = "max_position_embeddings" in raw
     ? raw.max_position_embeddings ?? undefined
-    : ({ llama: 2048, mistral: 4096 * 32, qwen2: 32768 } as const)[type];
+    : ({ llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768 } as const)[type];
   if (maxPositions !== undefined && !(Number.isInteger(maxPositions) && (maxPositions as number) > 0)) {
     throw new TypeError(`config.json: max_position_embeddings must be a positive integer, got ${maxPositions}`);
   }
@@ -279,6 +292,7 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     ...(ropeScaling ? { ropeScaling } : {}),
     tieEmbeddings: raw.tie_word_embeddings === true,
     biases,
+    qkNorm: type === "qwen3",
     ...(window !== undefined ? { slidingWindow: window as number } : {}),
     ...(maxPositions !== undefined ? { maxPositions: maxPositions as number } : {}),
     defaulted: [
@@ -308,6 +322,9 @@ export interface BlockWeights {
   bGate?: Float32Array;
   bUp?: Float32Array;
   bDown?: Float32Array;
+  /** Qwen3's RMSNorm weights of each head of q and of k (headDim), when `LlamaConfig.qkNorm`. */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
 }
 
 /** All weights of a LLaMA model: norms in float32; matrices in float32 or, kept as stored, 16-bit floats. */
@@ -423,6 +440,10 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolea
     };
     // Decoded to float32 whatever their dtype: a vector per layer, added to float32 products.
     for (const name of cfg.biases) block[LINEAR_BIAS[name]] = get(`${p}${name}.bias`, [linearShape(cfg, name)[0]]);
+    if (cfg.qkNorm) {
+      block.qNorm = get(p + "self_attn.q_norm.weight", [cfg.headDim]);
+      block.kNorm = get(p + "self_attn.k_norm.weight", [cfg.headDim]);
+    }
     layers.push(block);
   }
   const embed = matrix("model.embed_tokens.weight", [vocabSize, dim]);

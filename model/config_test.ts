@@ -55,7 +55,7 @@ Deno.test("parseConfig() refuses what the forward pass cannot run: other RoPE ty
     [{ model_type: "granite", embedding_multiplier: 12 }, /model_type "granite"/],
     [{ model_type: "smollm3", no_rope_layers: [1, 0] }, /model_type "smollm3"/],
     [{ model_type: "gemma", hidden_act: null }, /model_type "gemma"/],
-    [{ model_type: "qwen3" }, /model_type "qwen3"/],
+    [{ model_type: "qwen3_moe" }, /model_type "qwen3_moe"/],
     [{ model_type: "qwen2_moe" }, /model_type "qwen2_moe"/],
     [{ model_type: "qwen2", num_key_value_heads: 2, use_sliding_window: true, sliding_window: 0 }, /sliding_window/],
     [{ quantization_config: { quant_method: "gptq", bits: 4 } }, /quantized/],
@@ -165,6 +165,28 @@ Deno.test("parseConfig() gives Qwen2 its biases on q, k and v and Qwen2Config's 
   const defaultWindow = parseConfig({ ...qwen2, use_sliding_window: true, max_position_embeddings: 64 });
   assert.equal(defaultWindow.slidingWindow, 4096);
   assert.deepEqual(defaultWindow.defaulted, ["sliding_window"]);
+});
+
+Deno.test("parseConfig() gives Qwen3 its norms of q and k, its attention biases by the flag, and its defaults", () => {
+  const qwen3 = { ...BASE, model_type: "qwen3", num_key_value_heads: 2, head_dim: 32 };
+  const cfg = parseConfig(qwen3);
+  assert.equal(cfg.qkNorm, true);
+  assert.equal(parseConfig(BASE).qkNorm, false);
+  assert.equal(parseConfig({ ...BASE, model_type: "qwen2", num_key_value_heads: 2 }).qkNorm, false);
+  assert.deepEqual(cfg.biases, []);
+  // Qwen3Attention takes attention_bias for all four; Qwen3MLP has no bias, whatever mlp_bias says.
+  const attention = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"];
+  assert.deepEqual(parseConfig({ ...qwen3, attention_bias: true, mlp_bias: true }).biases, attention);
+  assert.deepEqual(parseConfig({ ...qwen3, mlp_bias: true }).biases, []);
+  // Left out: Qwen3Config's head_dim of 128 (not hidden_size // num_attention_heads), 32 KV heads, 32768 positions.
+  assert.equal(parseConfig({ ...qwen3, head_dim: undefined }).headDim, 128);
+  assert.equal(cfg.headDim, 32);
+  const heads32 = { ...BASE, model_type: "qwen3", hidden_size: 256, num_attention_heads: 32 };
+  assert.equal(parseConfig(heads32).nKvHeads, 32);
+  assert.deepEqual(parseConfig(heads32).defaulted, ["num_key_value_heads", "max_position_embeddings"]);
+  assert.equal(cfg.maxPositions, 32768);
+  assert.equal(parseConfig({ ...qwen3, use_sliding_window: true, sliding_window: 256 }).slidingWindow, 256);
+  assert.equal(parseConfig({ ...qwen3, sliding_window: 256 }).slidingWindow, undefined);
 });
 
 Deno.test("parseConfig() gives LLaMA biases where attention_bias and mlp_bias ask for them, and Mistral none", () => {

@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import { LlamaRunner, loadModel } from "./mod.ts";
 
 /**
- * Tiny Hugging Face LLaMA and Qwen2 checkpoints whose logits and perplexity were computed by a float64 torch
- * transcription of transformers' LlamaForCausalLM and Qwen2ForCausalLM (tests/fixtures/hf_llama/make_fixtures.py,
- * which shares no code with model/): head_dim derived as hidden_size // num_attention_heads where they do not divide,
- * grouped-query and one-KV-head attention, tied and untied embeddings, linear, llama3 and dynamic RoPE scaling,
- * Qwen2's biases on q, k and v, LLaMA's attention_bias and mlp_bias, f32, bf16, f16 and sharded checkpoints.
+ * Tiny Hugging Face LLaMA, Qwen2 and Qwen3 checkpoints whose logits and perplexity were computed by a float64 torch
+ * transcription of transformers' LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM
+ * (tests/fixtures/hf_llama/make_fixtures.py, which shares no code with model/): head_dim derived as hidden_size //
+ * num_attention_heads where they do not divide, grouped-query and one-KV-head attention, tied and untied embeddings,
+ * linear, llama3 and dynamic RoPE scaling, Qwen2's biases on q, k and v, LLaMA's attention_bias and mlp_bias, Qwen3's
+ * norms of q and k, f32, bf16, f16 and sharded checkpoints.
  */
 const FIXTURES = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
 
@@ -23,6 +24,7 @@ const NAMES = [
   "ntk-dynamic-default-maxpos-f32",
   "qwen2-qkv-bias-gqa-tied-bf16",
   "untied-llama-attention-mlp-bias-f16",
+  "wide-head-qwen3-qk-norm-tied-f32",
 ];
 for (const name of NAMES) {
   Deno.test(`LlamaRunner on ${name} matches transformers' forward pass (float64 torch reference)`, async () => {

@@ -103,7 +103,8 @@ export function runnerArenaSize(
   const { dim, hiddenDim, nLayers, vocabSize, headDim } = cfg, T = opts.seqLen;
   const qDim = cfg.nHeads * headDim, kvDim = cfg.nKvHeads * headDim;
   const biases = cfg.biases.reduce((n, name) => n + linearShape(cfg, name)[0], 0);
-  const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim + biases;
+  const qkNorms = cfg.qkNorm ? 2 * headDim : 0;
+  const perBlock = 2 * dim + qDim * dim + 2 * kvDim * dim + dim * qDim + 3 * hiddenDim * dim + biases + qkNorms;
   const weights = weightBytes ?? 4 * (vocabSize * dim * (tied ? 1 : 2) + dim + nLayers * perBlock);
   const state = 4 * (T * (3 * dim + 2 * qDim + 2 * kvDim + 2 * hiddenDim + vocabSize + T + 4 * headDim) + T * headDim);
   const cache = 4 * (opts.cacheTokens ?? 0) * dim;
@@ -210,6 +211,7 @@ export class LlamaRunner {
           wDown: copyMatrix(b.wDown),
         };
         for (const name of cfg.biases) block[LINEAR_BIAS[name]] = copy(b[LINEAR_BIAS[name]]!);
+        if (cfg.qkNorm) [block.qNorm, block.kNorm] = [copy(b.qNorm!), copy(b.kNorm!)];
         return block;
       }),
       norm: copy(weights.norm),
@@ -270,6 +272,11 @@ export class LlamaRunner {
     addBias(s.q, b.bq, T);
     addBias(s.k, b.bk, T);
     addBias(s.v, b.bv, T);
+    if (b.qNorm && b.kNorm) {
+      // Qwen3: each head of q and of k normalised on its own (rows of headDim), before RoPE.
+      rmsnorm(s.q, s.q, b.qNorm, T * c.nHeads, c.headDim, c.normEps);
+      rmsnorm(s.k, s.k, b.kNorm, T * c.nKvHeads, c.headDim, c.normEps);
+    }
     rope(s.q, T, c.nHeads, c.headDim, s.cos, s.sin);
     rope(s.k, T, c.nKvHeads, c.headDim, s.cos, s.sin);
     attention(s.attOut, s.q, s.k, s.v, T, c.nHeads, c.nKvHeads, c.headDim, s);

@@ -182,10 +182,14 @@ Deno.test("block statistics are each linear's input: doubling the weight before 
   assert.ok(base.downIn.every((s) => s > 0) && base.mlpIn.every((s) => s > 0));
 });
 
-Deno.test("runnerArenaSize() counts every float32 weight a model decodes to, biases included", async () => {
+Deno.test("runnerArenaSize() counts every float32 weight a model decodes to, biases and q/k norms too", async () => {
   const fixtures = root("tests/fixtures/hf_llama/");
-  const biased = ["qwen2-qkv-bias-gqa-tied-bf16", "untied-llama-attention-mlp-bias-f16"].map((n) => fixtures + n);
-  for (const dir of [root("models/zp-llama-9m"), ...biased]) {
+  const names = [
+    "qwen2-qkv-bias-gqa-tied-bf16",
+    "untied-llama-attention-mlp-bias-f16",
+    "wide-head-qwen3-qk-norm-tied-f32",
+  ];
+  for (const dir of [root("models/zp-llama-9m"), ...names.map((n) => fixtures + n)]) {
     const m = await loadModel(dir, { keep16: false });
     // The decoded arrays themselves, each once (a tied head is the embedding).
     const arrays = new Set<Float32Array>([m.weights.embed, m.weights.norm, m.weights.lmHead] as Float32Array[]);

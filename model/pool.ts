@@ -114,7 +114,7 @@ function shareWeights(weights: LlamaWeights): LlamaWeights {
         wUp: matrix(b.wUp),
         wDown: matrix(b.wDown),
       };
-      for (const f of Object.values(LINEAR_BIAS)) if (b[f]) block[f] = place(b[f]);
+      for (const f of [...Object.values(LINEAR_BIAS), "qNorm", "kNorm"] as const) if (b[f]) block[f] = place(b[f]);
       return block;
     }),
     norm: place(weights.norm),

@@ -78,13 +78,17 @@ Deno.test("ForwardPool: calibration statistics over any split of the windows sum
   }
 });
 
-Deno.test("ForwardPool: workers holding biases (Qwen2's q, k, v; LLaMA's seven) give one runner's losses", async () => {
+Deno.test("ForwardPool: workers holding biases or Qwen3's q/k norms give one runner's losses", async () => {
   const fixtures = new URL("../tests/fixtures/hf_llama/", import.meta.url).pathname;
-  for (
-    const [name, biases] of [["qwen2-qkv-bias-gqa-tied-bf16", 3], ["untied-llama-attention-mlp-bias-f16", 7]] as const
-  ) {
+  const models = [
+    ["qwen2-qkv-bias-gqa-tied-bf16", 3, false],
+    ["untied-llama-attention-mlp-bias-f16", 7, false],
+    ["wide-head-qwen3-qk-norm-tied-f32", 0, true],
+  ] as const;
+  for (const [name, biases, qkNorm] of models) {
     const m = await loadModel(fixtures + name);
     assert.equal(m.cfg.biases.length, biases, name);
+    assert.equal(m.cfg.qkNorm, qkNorm, name);
     const T = 8, windows = 5; // over the pool's batches of 4: both workers answer
     const tokens = Int32Array.from({ length: windows * T }, (_, i) => (i * 37 + 5) % m.cfg.vocabSize);
     const runner = new LlamaRunner(m.cfg, m.weights, { seqLen: T });

@@ -37,7 +37,7 @@ REFUSED = [
     ({"hidden_act": "relu"}, "hidden_act"),
     ({**MISTRAL, "attention_bias": True}, "attention_bias is not supported for mistral"),
     ({**MISTRAL, "mlp_bias": True}, "mlp_bias is not supported for mistral"),
-    ({"model_type": "qwen3"}, "model_type 'qwen3'"),
+    ({"model_type": "qwen3_moe"}, "model_type 'qwen3_moe'"),
     ({"model_type": "qwen2_moe"}, "model_type 'qwen2_moe'"),
     (
         {"model_type": "qwen2", "num_key_value_heads": 2, "use_sliding_window": True, "sliding_window": 0},
@@ -119,6 +119,25 @@ def test_from_dict_gives_qwen2_its_biases_and_qwen2configs_defaults() -> None:
     assert LlamaConfig.from_dict({**qwen2, "use_sliding_window": True, "sliding_window": 512}).sliding_window == 512
     windowed = LlamaConfig.from_dict({**qwen2, "use_sliding_window": True, "max_position_embeddings": 64})
     assert (windowed.sliding_window, windowed.defaulted) == (4096, ("sliding_window",))
+
+
+def test_from_dict_gives_qwen3_its_qk_norms_attention_biases_and_qwen3configs_defaults() -> None:
+    qwen3 = {**BASE, "model_type": "qwen3", "num_key_value_heads": 2, "head_dim": 32}
+    cfg = LlamaConfig.from_dict(qwen3)
+    assert (cfg.qk_norm, cfg.biases, cfg.head_dim) == (True, (), 32)
+    assert not LlamaConfig.from_dict(BASE).qk_norm
+    # Qwen3Attention takes attention_bias for all four; Qwen3MLP has no bias, whatever mlp_bias says.
+    attention = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+    assert LlamaConfig.from_dict({**qwen3, "attention_bias": True, "mlp_bias": True}).biases == attention
+    assert LlamaConfig.from_dict({**qwen3, "mlp_bias": True}).biases == ()
+    # Left out: Qwen3Config's head_dim of 128 (not hidden_size // num_attention_heads), 32 KV heads, 32768 positions.
+    assert LlamaConfig.from_dict({**qwen3, "head_dim": None}).head_dim == 128
+    heads = {**BASE, "model_type": "qwen3", "hidden_size": 256, "num_attention_heads": 32}
+    assert LlamaConfig.from_dict(heads).num_key_value_heads == 32
+    assert LlamaConfig.from_dict(heads).defaulted == ("num_key_value_heads", "max_position_embeddings")
+    assert cfg.max_position_embeddings == 32768
+    assert LlamaConfig.from_dict({**qwen3, "use_sliding_window": True, "sliding_window": 256}).sliding_window == 256
+    assert LlamaConfig.from_dict({**qwen3, "sliding_window": 256}).sliding_window is None
 
 
 def test_from_dict_gives_llama_biases_where_attention_bias_and_mlp_bias_ask() -> None:
@@ -505,11 +524,13 @@ def test_load_safetensors_refuses_headers_that_read_other_bytes(
         "ntk-dynamic-default-maxpos-f32",
         "qwen2-qkv-bias-gqa-tied-bf16",
         "untied-llama-attention-mlp-bias-f16",
+        "wide-head-qwen3-qk-norm-tied-f32",
     ],
 )
 def test_load_llama_matches_transformers_on_fixture_checkpoints(name: str) -> None:
     """Logits and perplexity of tests/fixtures/hf_llama's checkpoints, computed by a float64 torch transcription of
-    transformers' LlamaForCausalLM and Qwen2ForCausalLM (make_fixtures.py there; model/hf_fixtures_test.ts checks the
+    transformers' LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM (make_fixtures.py there;
+    model/hf_fixtures_test.ts checks the
     TypeScript forward pass against the same figures)."""
     torch = pytest.importorskip("torch")
     from zprune_client.llama import load_llama, perplexity

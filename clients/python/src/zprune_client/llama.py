@@ -2,11 +2,11 @@
 
 transformers is not needed: ``load_llama(dir)`` reads ``config.json`` and the safetensors shards itself and builds
 a module with the same attribute layout as ``transformers.LlamaForCausalLM`` (``model.model.layers[i].self_attn.
-q_proj`` ...), so ``prune_model`` treats both alike. It implements LLaMA, Mistral and Qwen2: RMSNorm, RoPE in the
-``rotate_half`` convention (default frequencies, or Llama 3.1's ``llama3`` or ``linear`` scaling), grouped-query
+q_proj`` ...), so ``prune_model`` treats both alike. It implements LLaMA, Mistral, Qwen2 and Qwen3: RMSNorm, RoPE in
+the ``rotate_half`` convention (default frequencies, or Llama 3.1's ``llama3`` or ``linear`` scaling), grouped-query
 attention, SiLU gated MLP, untied or tied ``lm_head``, biases where the config has them (Qwen2's on q, k and v;
-LLaMA's ``attention_bias`` and ``mlp_bias``); ``load_llama`` refuses a config that asks for anything else (another
-model type, RoPE type or activation; see ``llama_config``).
+LLaMA's ``attention_bias`` and ``mlp_bias``), Qwen3's RMSNorm of each head of q and k; ``load_llama`` refuses a
+config that asks for anything else (another model type, RoPE type or activation; see ``llama_config``).
 Arithmetic is float32 by default (weights widened from the checkpoint's dtype).
 
 Requires torch; the rest of ``zprune_client`` does not.
@@ -184,11 +184,17 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(hidden, kv_dim, bias=bias["self_attn.k_proj"], **factory)  # (kv*hd, hidden)
         self.v_proj = nn.Linear(hidden, kv_dim, bias=bias["self_attn.v_proj"], **factory)  # (kv*hd, hidden)
         self.o_proj = nn.Linear(q_dim, hidden, bias=bias["self_attn.o_proj"], **factory)  # (hidden, heads*hd)
+        # Qwen3: each head of q and of k normalised over its head_dim values before RoPE.
+        self.q_norm: Optional[RMSNorm] = RMSNorm(self.head_dim, cfg.rms_norm_eps, **factory) if cfg.qk_norm else None
+        self.k_norm: Optional[RMSNorm] = RMSNorm(self.head_dim, cfg.rms_norm_eps, **factory) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin

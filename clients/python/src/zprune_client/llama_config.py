@@ -12,13 +12,14 @@ from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["LlamaConfig", "SUPPORTED_MODEL_TYPES"]
 
-#: ``model_type``s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v). Others
-#: reuse LLaMA's tensor names with a different computation (Granite's multipliers, SmolLM3's layers without RoPE,
-#: Gemma's activation and norms, Qwen3's norms of q and k), so their weights would load and run, silently wrong.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+#: ``model_type``s whose forward pass is exactly this one (Qwen2's is LLaMA's with a bias on q, k and v, Qwen3's with
+#: an RMSNorm of each head of q and k). Others reuse LLaMA's tensor names with a different computation (Granite's
+#: multipliers, SmolLM3's layers without RoPE, Gemma's activation and norms), so their weights would load and run,
+#: silently wrong.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 #: transformers' config class of each supported ``model_type``, to name the source of a default.
-_CONFIG_CLASS = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config"}
+_CONFIG_CLASS = {"llama": "LlamaConfig", "mistral": "MistralConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
 
 #: The seven linear layers of a transformers LLaMA decoder block, as model/config.ts's LINEAR_NAMES: attention's
 #: four, then the MLP's three (``prune_model`` sends them in this order, as ``LLAMA_LINEARS``).
@@ -104,8 +105,10 @@ class LlamaConfig:
     tie_word_embeddings: bool
     #: The linear layers with a bias (Qwen2's q, k and v; LLaMA's per attention_bias and mlp_bias).
     biases: Tuple[str, ...] = ()
-    #: Mistral's attention window (Qwen2's with use_sliding_window); the forward pass refuses longer windows (it
-    #: attends to whole windows).
+    #: Qwen3's RMSNorm of each head of q and k (weights of head_dim), between their products and RoPE.
+    qk_norm: bool = False
+    #: Mistral's attention window (Qwen2's and Qwen3's with use_sliding_window); the forward pass refuses longer
+    #: windows (it attends to whole windows).
     sliding_window: Optional[int] = None
     #: The longest window the model was trained on; the forward pass refuses longer ones (as model/llama.ts does).
     #: ``from_dict`` gives transformers' default when config.json leaves it out, None when it is null.
@@ -126,7 +129,7 @@ class LlamaConfig:
         the default RoPE up to ``max_position_embeddings``), partial RoPE, an activation other than SiLU, biases on
         Mistral. Their weights would load all the same, and the model would run, silently different from the
         checkpoint's. ``max_position_embeddings`` left out is transformers' default (2048, Mistral's 4096 * 32,
-        Qwen2's 32768).
+        Qwen2's and Qwen3's 32768).
         """
         # null counts as absent throughout (max_position_embeddings aside, see below), as in model/config.ts.
         model_type = cfg.get("model_type")
@@ -175,10 +178,11 @@ class LlamaConfig:
             raise ValueError(f"config.json: partial_rotary_factor {partial!r} is not supported (only 1)")
         # transformers' LlamaAttention and LlamaMLP have a bias on all their layers where attention_bias and mlp_bias
         # say so; Qwen2Attention one on q, k and v (none on o) and Qwen2MLP none, whatever those keys say; Mistral's
-        # layers none, so a file that asks for one is refused (as model/config.ts).
+        # layers none, so a file that asks for one is refused (as model/config.ts). Qwen3Attention has one on its four
+        # where attention_bias says so; Qwen3MLP none.
         biases = LINEAR_NAMES[:3] if kind == "qwen2" else ()
         for key, names in (("attention_bias", LINEAR_NAMES[:4]), ("mlp_bias", LINEAR_NAMES[4:])):
-            if kind == "qwen2" or cfg.get(key) is not True:
+            if kind == "qwen2" or (kind == "qwen3" and key == "mlp_bias") or cfg.get(key) is not True:
                 continue
             if kind == "mistral":
                 raise ValueError(f"config.json: {key} is not supported for mistral (no biases)")
@@ -188,7 +192,7 @@ class LlamaConfig:
             raise ValueError(f"config.json: hidden_act {act!r} is not supported (only silu)")
         # Mistral's attention uses the window (4096 when config.json leaves it out), Qwen2's only with
         # use_sliding_window (taken as on every layer, as model/config.ts); LLaMA's ignores the key.
-        windowed = kind == "mistral" or (kind == "qwen2" and cfg.get("use_sliding_window") is True)
+        windowed = kind == "mistral" or (kind in ("qwen2", "qwen3") and cfg.get("use_sliding_window") is True)
         window: Optional[int] = None
         if windowed:
             if "sliding_window" not in cfg:
@@ -199,7 +203,7 @@ class LlamaConfig:
         # as None, and whose default RoPE never reads it) leaves windows unbounded, as in model/config.ts.
         max_positions: Optional[int] = None
         if "max_position_embeddings" not in cfg:
-            max_positions = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768}[kind]
+            max_positions = {"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768, "qwen3": 32768}[kind]
         elif cfg["max_position_embeddings"] is not None:
             max_positions = _positive_int(cfg, "max_position_embeddings")
         # null counts as absent, 0 does not (it was taken for 10000): a theta of 0, under 0 or not a number gives NaN
@@ -217,9 +221,9 @@ class LlamaConfig:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 <= eps < math.inf):
             raise ValueError(f"config.json: rms_norm_eps must be a number of at least 0, got {eps!r}")
         heads = _positive_int(cfg, "num_attention_heads")
-        # Left out, MistralConfig takes 8, Qwen2Config 32 and LlamaConfig num_attention_heads; null is
-        # num_attention_heads in all three.
-        kv_default = {"llama": None, "mistral": 8, "qwen2": 32}[kind]
+        # Left out, MistralConfig takes 8, Qwen2Config and Qwen3Config 32, LlamaConfig num_attention_heads; null is
+        # num_attention_heads in all four.
+        kv_default = {"llama": None, "mistral": 8, "qwen2": 32, "qwen3": 32}[kind]
         kv_defaulted = kv_default is not None and "num_key_value_heads" not in cfg
         kv_heads = _positive_int(cfg, "num_key_value_heads", kv_default if kv_defaulted else heads)
         if heads % kv_heads != 0:
@@ -228,7 +232,8 @@ class LlamaConfig:
                 + (f" ({_CONFIG_CLASS[kind]}'s default, as num_key_value_heads is absent)" if kv_defaulted else "")
             )
         hidden = _positive_int(cfg, "hidden_size")
-        head_dim = _positive_int(cfg, "head_dim", hidden // heads)
+        # Qwen3Config's head_dim is 128 when left out, the others' hidden_size // num_attention_heads.
+        head_dim = _positive_int(cfg, "head_dim", 128 if kind == "qwen3" else hidden // heads)
         if head_dim % 2 != 0:
             raise ValueError(f"config.json: head_dim {head_dim} must be even for RoPE")
         if rope_type == "dynamic":
@@ -255,6 +260,7 @@ class LlamaConfig:
             rope_theta=float(theta),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             biases=biases,
+            qk_norm=kind == "qwen3",
             sliding_window=window,
             max_position_embeddings=max_positions,
             rope_scaling=rope_scaling,
