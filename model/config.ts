@@ -395,8 +395,7 @@ export function linearShape(cfg: LlamaConfig, name: LinearName): [number, number
  * bias, say): in each case the forward pass would silently compute something else.
  */
 export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolean | "bf16" = false): LlamaWeights {
-  const { dim, hiddenDim, vocabSize } = cfg;
-  const qDim = cfg.nHeads * cfg.headDim, kvDim = cfg.nKvHeads * cfg.headDim;
+  const { dim, vocabSize } = cfg;
   const used = new Set<string>();
   const take = (name: string, shape: number[]) => {
     const t = ckpt.tensors.get(name);
@@ -427,16 +426,17 @@ export function decodeWeights(ckpt: Checkpoint, cfg: LlamaConfig, keep16: boolea
   const layers: BlockWeights[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `model.layers.${l}.`;
+    const linear = (name: LinearName) => matrix(`${p}${name}.weight`, linearShape(cfg, name));
     const block: BlockWeights = {
       attnNorm: get(p + "input_layernorm.weight", [dim]),
-      wq: matrix(p + "self_attn.q_proj.weight", [qDim, dim]),
-      wk: matrix(p + "self_attn.k_proj.weight", [kvDim, dim]),
-      wv: matrix(p + "self_attn.v_proj.weight", [kvDim, dim]),
-      wo: matrix(p + "self_attn.o_proj.weight", [dim, qDim]),
+      wq: linear("self_attn.q_proj"),
+      wk: linear("self_attn.k_proj"),
+      wv: linear("self_attn.v_proj"),
+      wo: linear("self_attn.o_proj"),
       ffnNorm: get(p + "post_attention_layernorm.weight", [dim]),
-      wGate: matrix(p + "mlp.gate_proj.weight", [hiddenDim, dim]),
-      wUp: matrix(p + "mlp.up_proj.weight", [hiddenDim, dim]),
-      wDown: matrix(p + "mlp.down_proj.weight", [dim, hiddenDim]),
+      wGate: linear("mlp.gate_proj"),
+      wUp: linear("mlp.up_proj"),
+      wDown: linear("mlp.down_proj"),
     };
     // Decoded to float32 whatever their dtype: a vector per layer, added to float32 products.
     for (const name of cfg.biases) block[LINEAR_BIAS[name]] = get(`${p}${name}.bias`, [linearShape(cfg, name)[0]]);
