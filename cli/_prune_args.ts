@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
 import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile, SOURCE_ONLY_FILES } from "../model/safetensors.ts";
+import { LAYER_RULES, type LayerRule } from "../model/layer_rule.ts";
 import { checkNotHeld } from "./_resume.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
@@ -43,6 +44,10 @@ would make ineffective is an error.
   --pattern P            layer | row | N:M with 0 < N < M (default layer)
   --sparsity S           0 <= S < 1, for layer and row only (default 0.5)
   --exponent E           activation exponent, 0 to 64, not for magnitude (default: the method's)
+  --layer-rule R         for --pattern layer: exact (default: the server's masks, exactly floor(S x weights) of
+                         the lowest scores, ties by position) or le-kth (every weight scored at most the
+                         (k+1)-th lowest score, k + 1 weights or more where scores tie there, as the Wanda and
+                         SparseGPT code and reference.json prune; the scores come back with each mask)
   --seqlen L             tokens per window, at least 2 and at most the model's max_position_embeddings, for
                          calibration and evaluation (default 256)
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json;
@@ -94,6 +99,8 @@ export interface PruneArgs {
   /** For "layer" and "row"; undefined for N:M. */
   sparsity?: number;
   exponent?: number;
+  /** How the layer pattern's masks are applied: always "exact" for the other patterns. */
+  layerRule: LayerRule;
   seqlen: number;
   calibration: CalibrationSource;
   evaluation: { kind: "ids" | "text"; file: string };
@@ -172,6 +179,7 @@ const OPTIONS = {
   pattern: { type: "string" },
   sparsity: { type: "string" },
   exponent: { type: "string" },
+  "layer-rule": { type: "string" },
   "calib-ids": { type: "string" },
   "calib-starts": { type: "string" },
   "calib-text": { type: "string" },
@@ -245,8 +253,8 @@ export function parsePruneArgs(args: string[]): PruneArgs | undefined {
   };
 }
 
-/** --method, --pattern, --sparsity and --exponent, checked together as the server would. */
-function pruningFlags(v: Flags): Pick<PruneArgs, "method" | "pattern" | "sparsity" | "exponent"> {
+/** --method, --pattern, --sparsity, --exponent and --layer-rule, checked together as the server would. */
+function pruningFlags(v: Flags): Pick<PruneArgs, "method" | "pattern" | "sparsity" | "exponent" | "layerRule"> {
   const method = v.method ?? DEFAULTS.method;
   const pattern = v.pattern ?? DEFAULTS.pattern;
   const perLayer = pattern === "layer" || pattern === "row";
@@ -261,7 +269,18 @@ function pruningFlags(v: Flags): Pick<PruneArgs, "method" | "pattern" | "sparsit
   if (method === "magnitude" && exponent !== undefined) {
     throw new TypeError("--exponent weights activations, which --method magnitude does not use");
   }
-  return { method: method as Method, pattern: canonicalPattern(pattern), sparsity, exponent };
+  const rule = v["layer-rule"]?.trim();
+  if (rule !== undefined && !(LAYER_RULES as readonly string[]).includes(rule)) {
+    throw new RangeError(`--layer-rule must be ${LAYER_RULES.join(" or ")}, got "${v["layer-rule"]}"`);
+  }
+  // Row and N:M masks are exact k per row or group, as the reference code's: the rule would change nothing.
+  if (rule !== undefined && pattern !== "layer") {
+    throw new TypeError(
+      `--layer-rule applies to --pattern layer; --pattern ${pattern} prunes a count per row or group`,
+    );
+  }
+  const layerRule = (rule ?? "exact") as LayerRule;
+  return { method: method as Method, pattern: canonicalPattern(pattern), sparsity, exponent, layerRule };
 }
 
 /** The calibration source: windows drawn from --calib-text or --calib-jsonl, or fixed token-id windows. */

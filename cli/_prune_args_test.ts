@@ -4,8 +4,19 @@ import { DEFAULTS, parsePruneArgs } from "./_prune_args.ts";
 Deno.test("parsePruneArgs() gives the reference run's settings with no flags", () => {
   const a = parsePruneArgs([])!;
   assert.deepEqual(
-    [a.model, a.method, a.pattern, a.sparsity, a.exponent, a.seqlen, a.evalWindows, a.skipDense, a.workers],
-    [DEFAULTS.model, "zpruner", "layer", 0.5, undefined, 256, 64, false, undefined],
+    [
+      a.model,
+      a.method,
+      a.pattern,
+      a.sparsity,
+      a.exponent,
+      a.layerRule,
+      a.seqlen,
+      a.evalWindows,
+      a.skipDense,
+      a.workers,
+    ],
+    [DEFAULTS.model, "zpruner", "layer", 0.5, undefined, "exact", 256, 64, false, undefined],
   );
   assert.deepEqual(a.calibration, { kind: "windows", ids: DEFAULTS.calibIds, starts: DEFAULTS.calibStarts });
   assert.deepEqual(a.evaluation, { kind: "ids", file: DEFAULTS.evalIds });
@@ -55,6 +66,8 @@ Deno.test("parsePruneArgs() takes N:M without a sparsity, 'all' windows, and the
     assert.equal(parsePruneArgs(["--pattern", raw])!.pattern, "2:4", raw);
   }
   assert.equal(parsePruneArgs(["--pattern", "row"])!.pattern, "row");
+  assert.equal(parsePruneArgs(["--pattern", "row"])!.layerRule, "exact");
+  for (const rule of ["exact", "le-kth"]) assert.equal(parsePruneArgs(["--layer-rule", rule])!.layerRule, rule);
   // Decimal notation in all its forms (hexadecimal and the like are refused: cli/prune_test.ts).
   for (const [raw, value] of [[".25", 0.25], ["5e-1", 0.5], [" 0.75 ", 0.75], ["+0.1", 0.1]] as const) {
     assert.equal(parsePruneArgs(["--sparsity", raw])!.sparsity, value, raw);
@@ -73,6 +86,10 @@ Deno.test("parsePruneArgs() refuses what README's flag rules refuse, each by its
     [["--exponent=-1"], /^--exponent -1: /],
     [["--sparsity=-0.1"], /^--sparsity -0\.1: /],
     [["--seed=-1", "--calib-text", "c.txt"], /^--seed must be an integer from 0 to 4294967295/],
+    [["--layer-rule", "le_kth"], /^--layer-rule must be exact or le-kth, got "le_kth"$/],
+    // Row and N:M masks prune a count per row or group: the rule would change nothing.
+    [["--pattern", "row", "--layer-rule", "exact"], /^--layer-rule applies to --pattern layer; --pattern row/],
+    [["--pattern", "2:4", "--layer-rule", "le-kth"], /^--layer-rule applies to --pattern layer; --pattern 2:4/],
   ];
   for (const [args, want] of refused) {
     assert.throws(

@@ -12,7 +12,14 @@ import { parsePattern, prunedCounts, PruneResponseSchema } from "../contract/api
 import { countBits } from "../contract/mask_bits.ts";
 import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
 import { createHash } from "node:crypto";
-import { type BlockRecord, canonicalJson, type Checkpoint, type PrunedBlock, type TokenArray } from "../model/mod.ts";
+import {
+  type BlockRecord,
+  canonicalJson,
+  type Checkpoint,
+  type LayerRule,
+  type PrunedBlock,
+  type TokenArray,
+} from "../model/mod.ts";
 
 /** What a run's masks depend on: a stopped run continues only with all of it unchanged. */
 export interface RunIdentity {
@@ -26,6 +33,8 @@ export interface RunIdentity {
   sparsity?: number;
   /** The activation exponent the server uses (--exponent or the method's default); absent for magnitude. */
   exponent?: number;
+  /** --layer-rule where it is not "exact" (absent: the server's masks as they came). */
+  layerRule?: LayerRule;
   seqlen: number;
   /** The calibration windows' token ids, whatever flags chose them. */
   calibration: { source: string; windows: number; sha256: string };
@@ -105,13 +114,14 @@ const FLAG_OF: Record<keyof RunIdentity, string> = {
   pattern: "--pattern",
   sparsity: "--sparsity",
   exponent: "--exponent",
+  layerRule: "--layer-rule",
   seqlen: "--seqlen",
   calibration: "the calibration windows",
 };
 
 /** A field's value as a message shows it. */
 function shown(key: keyof RunIdentity, v: unknown): string {
-  if (v === undefined) return "none";
+  if (v === undefined) return key === "layerRule" ? "exact" : "none";
   if (key === "calibration") {
     const c = v as RunIdentity["calibration"];
     return `${c.windows} from ${c.source} (ids ${c.sha256.slice(0, 12)}...)`;
@@ -385,7 +395,7 @@ async function blockNumbers(dir: string): Promise<number[]> {
 /**
  * Block `l`'s file, checked as the client checks an answer (the contract's schema for its layers, each mask as long as
  * its layer and counting the pruned weights its stats say), and as belonging to the run of `identity`: kept by that
- * run, each mask pruning as many weights as its pattern and sparsity do.
+ * run, each mask pruning as many weights as its pattern and sparsity do (under layer rule le-kth, at least one more).
  */
 async function readBlock(dir: string, l: number, identity: RunIdentity): Promise<PrunedBlock> {
   const name = blockFile(l);
@@ -410,8 +420,13 @@ async function readBlock(dir: string, l: number, identity: RunIdentity): Promise
       fail(`holds a mask for ${layer.name} that is not its stats' ${layer.stats.pruned} of ${n} weights`);
     }
     const counts = prunedCounts(pattern, rows, cols);
-    if (!counts.includes(layer.stats.pruned)) {
-      const at = identity.sparsity === undefined ? "" : ` at ${identity.sparsity}`;
+    const at = identity.sparsity === undefined ? "" : ` at ${identity.sparsity}`;
+    if (identity.layerRule === "le-kth") {
+      const least = Math.min(...counts) + 1; // k < n: sparsity < 1
+      if (layer.stats.pruned < least) {
+        fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, under the ${least} of le-kth layer${at}`);
+      }
+    } else if (!counts.includes(layer.stats.pruned)) {
       fail(`prunes ${layer.stats.pruned} weights of ${layer.name}, not the ${counts[0]} of ${identity.pattern}${at}`);
     }
   }

@@ -124,6 +124,7 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
       [{ method: "wanda" }, /--method was zpruner, this run's is wanda;/],
       [{ sparsity: 0.6 }, /--sparsity was 0\.5, this run's is 0\.6;/],
       [{ exponent: undefined }, /--exponent was 1\.5, this run's is none;/],
+      [{ layerRule: "le-kth" }, /--layer-rule was exact, this run's is le-kth;/],
       [{ seqlen: 128 }, /--seqlen was 64, this run's is 128;/],
       [{ model: "/models/other" }, /--model was \/models\/m, this run's is \/models\/other;/],
       [
@@ -177,6 +178,14 @@ Deno.test("RunProgress refuses blocks of another run, and masks that do not prun
       await Deno.remove(mine, { recursive: true });
       await withProgress(mine, identity, (p) => p.keepBlock(block(0, pruned, 0, 10)));
       assert.equal(await withProgress(mine, identity, (p) => p.done.length), 1, `${pruned}`);
+    }
+    // Layer rule le-kth: at least k + 1 (7 + 1 of 15 here), more where scores tie; all 15 at most.
+    const leKth = { ...IDENTITY, layerRule: "le-kth" as const };
+    for (const pruned of [8, 15, 7]) {
+      await Deno.remove(mine, { recursive: true });
+      await withProgress(mine, leKth, (p) => p.keepBlock(block(0, pruned)));
+      if (pruned > 7) assert.equal(await withProgress(mine, leKth, (p) => p.done.length), 1, `${pruned}`);
+      else assert.match(await refusal(mine, leKth), /prunes 7 weights of model\.layers\.0\.q\.weight, under the 8 of/);
     }
     // Row 0.4: floor(0.4 * 5) = 2 a row, 6 a layer; 2:5 would be 3 * 1 * 2 = 6 as well.
     for (const pattern of ["row", "2:5"]) {

@@ -15,6 +15,7 @@ import {
   type Checkpoint,
   ForwardPool,
   gatherWindows,
+  type LayerRule,
   loadModel,
   loadTokenizer,
   perplexity,
@@ -57,6 +58,8 @@ export interface PruneReport {
   sparsity?: number;
   /** The activation exponent the server used: --exponent, or the method's default; absent for magnitude. */
   exponent?: number;
+  /** How the layer pattern's masks were applied (--layer-rule); absent for the other patterns. */
+  layerRule?: LayerRule;
   calibration: { source: string; windows: number; seqlen: number };
   evaluation: { source: string };
   evalWindows: number;
@@ -325,6 +328,7 @@ async function reportFailure(
     pattern,
     sparsity,
     exponent: usedExponent(args),
+    layerRule: usedRule(args),
     evalWindows: dense?.windows ?? prunedEval?.windows,
     densePpl: dense?.ppl,
     prunedPpl: prunedEval?.ppl,
@@ -342,6 +346,11 @@ function usedExponent(args: PruneArgs): number | undefined {
   return args.method === "magnitude" ? undefined : args.exponent ?? DEFAULT_EXPONENT[args.method];
 }
 
+/** The layer rule of this run's masks: --layer-rule for the layer pattern; none for the others. */
+function usedRule(args: PruneArgs): LayerRule | undefined {
+  return args.pattern === "layer" ? args.layerRule : undefined;
+}
+
 /** Prints a finished run's summary (the --report file has the whole of it). */
 function printReport(r: PruneReport): void {
   const f = (x: number | undefined) => x === undefined ? "-" : x.toFixed(4);
@@ -355,9 +364,9 @@ function printReport(r: PruneReport): void {
     console.log(`             ${exact} layer(s) computed on the server's exact CPU path (see the report)`);
   }
   const at = r.sparsity !== undefined ? ` at ${r.sparsity}` : "";
-  console.log(
-    `pruning      ${r.method}/${r.pattern}${at}${r.exponent !== undefined ? `, exponent ${r.exponent}` : ""}`,
-  );
+  const exponent = r.exponent !== undefined ? `, exponent ${r.exponent}` : "";
+  const rule = r.layerRule !== undefined && r.layerRule !== "exact" ? `, layer rule ${r.layerRule}` : "";
+  console.log(`pruning      ${r.method}/${r.pattern}${at}${exponent}${rule}`);
   console.log(
     `calibration  ${r.calibration.windows} x ${r.calibration.seqlen} tokens from ${r.calibration.source}`,
   );
@@ -431,7 +440,8 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const client = remote ?? await localClient(resources);
   // A layer the server would refuse is better named now than after the dense evaluation (minutes to hours).
   try {
-    checkModelFits(model.ckpt, model.cfg, (remoteInfo ?? await client.info()).limits, pattern, method);
+    const limits = (remoteInfo ?? await client.info()).limits;
+    checkModelFits(model.ckpt, model.cfg, limits, pattern, method, args.layerRule !== "exact");
   } catch (e) {
     const against = remote ? `--server ${remote.url}` : "the in-process server";
     throw new RangeError(`the model against ${against}: ${e instanceof Error ? e.message : e}`, { cause: e });
@@ -481,7 +491,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
       model.cfg,
       pool,
       client,
-      { method, pattern, sparsity, exponent },
+      { method, pattern, sparsity, exponent, layerRule: args.layerRule },
       calib.tokens,
       calib.windows,
       {
@@ -536,6 +546,7 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
     pattern,
     sparsity,
     exponent: usedExponent(args),
+    layerRule: usedRule(args),
     calibration: { source: calib.source, windows: calib.windows, seqlen },
     evaluation: { source: args.evaluation.file },
     evalWindows: pruned.windows,
@@ -591,6 +602,8 @@ async function runIdentity(
     pattern: args.pattern,
     ...(args.sparsity !== undefined ? { sparsity: args.sparsity } : {}),
     ...(usedExponent(args) !== undefined ? { exponent: usedExponent(args) } : {}),
+    // Absent for "exact", so that a run kept before the flag existed continues.
+    ...(args.layerRule !== "exact" ? { layerRule: args.layerRule } : {}),
     seqlen: args.seqlen,
     calibration: { source: calib.source, windows: calib.windows, sha256: tokensDigest(calib.tokens) },
   };

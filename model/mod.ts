@@ -15,6 +15,7 @@ export * from "./windows.ts";
 export * from "./text_file.ts";
 export * from "./json_file.ts";
 export * from "./sequential.ts";
+export * from "./layer_rule.ts";
 
 /** A checkpoint with its parsed config and its weights (16-bit ones kept as stored are views of `ckpt`'s bytes). */
 export interface LoadedModel {

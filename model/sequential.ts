@@ -2,8 +2,8 @@
  * Sequential pruning of a LLaMA checkpoint through the endpoint, the way reference.json was made (see the model
  * card): for each decoder block in order, one forward of all calibration windows through the model as pruned so far
  * collects actNormSq for the block's seven linear layers; one request prunes all seven (several, where the server's
- * body limit or memory budget needs); the masks are applied; then the next block. Also perplexity over consecutive
- * windows.
+ * body limit or memory budget needs); the masks are applied (under the layer rule "le-kth", rebuilt from the returned
+ * scores first: model/layer_rule.ts); then the next block. Also perplexity over consecutive windows.
  */
 import type { DType, Method, PruneResponse, Timings } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
@@ -14,6 +14,7 @@ import type { Checkpoint, StoredTensor } from "./safetensors.ts";
 import { LINEAR_NAMES, type LinearName, type LlamaConfig } from "./config.ts";
 import { STATS_OF } from "./llama.ts";
 import type { ForwardPool } from "./pool.ts";
+import { applyLayerRule, type LayerRule } from "./layer_rule.ts";
 import type { TokenArray } from "./tokenizer.ts";
 
 /** What to ask the server for. */
@@ -25,6 +26,8 @@ export interface PruneSettings {
   sparsity?: number;
   /** Activation exponent; the server's per-method default when absent. */
   exponent?: number;
+  /** How "layer" masks are applied (model/layer_rule.ts); "exact", the server's masks, when absent. */
+  layerRule?: LayerRule;
 }
 
 /** One pruned linear layer as the report lists it. */
@@ -108,21 +111,26 @@ function bodyBytes(l: RequestLayer): number {
   return l.weight.data.byteLength + l.actNormSq.data.byteLength + 3 * l.name.length + LAYER_OVERHEAD;
 }
 
-/** The server's working-memory estimate for `layers` sent in a body of `body` bytes (masks only back). */
-function workingBytes(layers: readonly RequestLayer[], body: number, method?: Method): number {
+/** The server's working-memory estimate for `layers` sent in a body of `body` bytes (masks, and scores if `score`). */
+function workingBytes(layers: readonly RequestLayer[], body: number, method?: Method, score?: boolean): number {
   return workingMemoryBytes(
     layers.map((l) => ({ rows: l.weight.shape[0]!, cols: l.weight.shape[1]!, dtype: l.weight.dtype })),
     body,
-    { method },
+    { method, score },
   );
 }
 
 /**
  * Splits `layers` (kept in order) into as few consecutive groups as keep each request's body within `maxBodyBytes`
- * and its working memory, as the server estimates it, within `memoryBudgetBytes`; throws, naming it, for a layer
- * that alone would not fit.
+ * and its working memory, as the server estimates it (with the scores returned where `score`), within
+ * `memoryBudgetBytes`; throws, naming it, for a layer that alone would not fit.
  */
-export function batchBySize<T extends RequestLayer>(layers: T[], limits: RequestLimits, method?: Method): T[][] {
+export function batchBySize<T extends RequestLayer>(
+  layers: T[],
+  limits: RequestLimits,
+  method?: Method,
+  score?: boolean,
+): T[][] {
   const batches: T[][] = [];
   let current: T[] = [], bytes = REQUEST_OVERHEAD;
   for (const l of layers) {
@@ -133,7 +141,7 @@ export function batchBySize<T extends RequestLayer>(layers: T[], limits: Request
         `${l.name}: about ${REQUEST_OVERHEAD + size} bytes to send, over the server's limit of ${limits.maxBodyBytes}`,
       );
     }
-    const alone = workingBytes([l], REQUEST_OVERHEAD + size, method);
+    const alone = workingBytes([l], REQUEST_OVERHEAD + size, method, score);
     if (alone > limits.memoryBudgetBytes) {
       throw new ZpruneError(
         "too_large",
@@ -144,7 +152,7 @@ export function batchBySize<T extends RequestLayer>(layers: T[], limits: Request
     if (
       current.length > 0 &&
       (bytes + size > limits.maxBodyBytes ||
-        workingBytes([...current, l], bytes + size, method) > limits.memoryBudgetBytes)
+        workingBytes([...current, l], bytes + size, method, score) > limits.memoryBudgetBytes)
     ) {
       batches.push(current);
       current = [];
@@ -177,9 +185,10 @@ function blockLinears(ckpt: Checkpoint, l: number): { name: LinearName; full: st
 
 /**
  * Checks, before any work, that a server with `limits` takes every linear layer of the model under `pattern` and
- * `method` (whose working memory differs a little): each within its body limit, memory budget and largest layer alone
- * (requests are split by the first two), its columns a multiple of M for "N:M", its weights finite. Throws a RangeError
- * naming the first layer that would be refused and why.
+ * `method` (whose working memory differs a little), with its scores returned where `score` (layer rule "le-kth"): each
+ * within its body limit, memory budget and largest layer alone (requests are split by the first two), its columns a
+ * multiple of M for "N:M", its weights finite. Throws a RangeError naming the first layer that would be refused and
+ * why.
  */
 export function checkModelFits(
   ckpt: Checkpoint,
@@ -187,6 +196,7 @@ export function checkModelFits(
   limits: RequestLimits & { maxLayerElements: number },
   pattern: string,
   method?: Method,
+  score?: boolean,
 ): void {
   const m = Number(/^\d+:(\d+)$/.exec(pattern)?.[1] ?? 0);
   for (let l = 0; l < cfg.nLayers; l++) {
@@ -210,7 +220,7 @@ export function checkModelFits(
       return { name: full, weight: t, actNormSq: { data: { byteLength: 4 * cols } } };
     });
     try {
-      batchBySize(layers, limits, method);
+      batchBySize(layers, limits, method, score);
     } catch (e) {
       throw e instanceof ZpruneError ? new RangeError(e.message, { cause: e }) : e;
     }
@@ -244,6 +254,10 @@ export async function pruneSequential(
     total: 0,
     zeros: 0,
   };
+  const rule = settings.layerRule ?? "exact";
+  if (rule !== "exact" && settings.pattern !== "layer") {
+    throw new RangeError(`layer rule ${rule} applies to the layer pattern, not ${settings.pattern}`);
+  }
   const done = progress.done ?? [];
   if (done.length > cfg.nLayers) throw new RangeError(`${done.length} blocks pruned already, of ${cfg.nLayers}`);
   const { limits } = done.length < cfg.nLayers ? await client.info() : { limits: undefined };
@@ -274,7 +288,7 @@ export async function pruneSequential(
     t0 = performance.now();
     const answers: PruneResponse["layers"] = [];
     const server: Timings = { decodeMs: 0, computeMs: 0, encodeMs: 0, totalMs: 0 };
-    for (const batch of batchBySize(layers, limits!, settings.method)) {
+    for (const batch of batchBySize(layers, limits!, settings.method, rule !== "exact")) {
       let res: PruneResponse;
       try {
         res = await client.pruneLayers({
@@ -282,6 +296,8 @@ export async function pruneSequential(
           pattern: settings.pattern,
           sparsity: settings.sparsity,
           options: settings.exponent !== undefined ? { exponent: settings.exponent } : undefined,
+          // le-kth rebuilds the masks from the scores.
+          return: rule === "exact" ? undefined : ["mask", "score"],
           layers: batch,
         });
       } catch (e) {
@@ -291,7 +307,11 @@ export async function pruneSequential(
         const one = at ? batch[Number(at[1])] : undefined;
         throw located(one ? `block ${l}, ${one.name}` : `block ${l} (${batch.map((x) => x.name).join(", ")})`, e);
       }
-      answers.push(...res.layers);
+      try {
+        answers.push(...res.layers.map((layer) => applyLayerRule(layer, rule)));
+      } catch (e) {
+        throw located(`block ${l}`, e);
+      }
       for (const k of Object.keys(server) as (keyof Timings)[]) server[k] += res.timings[k];
       servedBy(result, res.backend, res.device, res.layers.length);
     }

@@ -62,6 +62,13 @@ Deno.test("batchBySize() keeps each request within the server's memory budget, a
     batchBySize(layers, { maxBodyBytes: 1e12, memoryBudgetBytes }, "magnitude");
   assert.deepEqual(magnitude(reckoned(1) - 48_000 + 26_400).map((g) => g.length), [1, 1, 1, 1, 1]);
   assert.throws(() => magnitude(reckoned(1) - 48_000 + 26_400 - 1), /: a: about 190665 bytes of working/);
+  // With the scores asked back (layer rule le-kth), each layer keeps 4 n bytes more for the answer, twice over.
+  const scored = (k: number) => reckoned(k) + k * 80_000;
+  const withScores = (memoryBudgetBytes: number) =>
+    batchBySize(layers, { maxBodyBytes: 1e12, memoryBudgetBytes }, undefined, true).map((g) => g.length);
+  assert.deepEqual(withScores(scored(2)), [2, 2, 1]);
+  assert.deepEqual(withScores(scored(2) - 1), [1, 1, 1, 1, 1]);
+  assert.deepEqual(split(scored(2) - 1), ["abcde"], "masks only: all in one request");
 });
 
 Deno.test("batchBySize(): a request's 256 bytes count in each group and against one layer alone, inclusively", () => {
@@ -379,6 +386,41 @@ Deno.test("batchBySize() makes no request of no layers; checkModelFits() refuses
     /^RangeError: model\.layers\.0\.self_attn\.q_proj\.weight: its 256 columns are not a multiple of M = 3 \(pattern/,
   );
   checkModelFits(m.ckpt, m.cfg, limits, "2:256");
+});
+
+Deno.test("pruneSequential() under le-kth asks for scores, applies each weight scored at most the k-th", async () => {
+  const m = await loadModel(MODEL);
+  const T = 8, windows = 1;
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    // The fake server prunes nothing (k = 0) and scores weight i as i % 5: the lowest score, 0, is every fifth's.
+    const scoring = fakeClient({
+      answer: (l) => {
+        const n = l.shape[0] * l.shape[1];
+        const score = new Float32Array(n).map((_, i) => i % 5);
+        return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+      },
+    });
+    const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5, layerRule: "le-kth" as const };
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, scoring.client, { ...settings, pattern: "row" }, calib, windows),
+      /^RangeError: layer rule le-kth applies to the layer pattern, not row$/,
+    );
+    assert.equal(scoring.requests.length, 0);
+    const before = new Map([...m.ckpt.tensors].map(([name, t]) => [name, decodeToF32(t.data, t.dtype)]));
+    const r = await pruneSequential(m.ckpt, m.cfg, pool, scoring.client, settings, calib, windows);
+    assert.ok(scoring.requests.every((q) => q.return?.join() === "mask,score"));
+    for (const layer of r.layers) {
+      const n = layer.shape[0] * layer.shape[1];
+      assert.equal(layer.stats.pruned, Math.ceil(n / 5), layer.name);
+      assert.equal(layer.stats.threshold, 0);
+      const was = before.get(layer.name)!, t = m.ckpt.tensors.get(layer.name)!, now = decodeToF32(t.data, t.dtype);
+      for (let i = 0; i < n; i++) assert.equal(now[i], i % 5 === 0 ? 0 : was[i], `${layer.name}[${i}]`);
+    }
+  } finally {
+    pool.close();
+  }
 });
 
 Deno.test("pruneSequential() refuses an answer whose column count differs, its row count the same", async () => {

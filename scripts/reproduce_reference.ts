@@ -2,13 +2,16 @@
  * `deno task reproduce`: reproduces every entry of models/zp-llama-9m/reference.json with sequential pruning through
  * the endpoint (in-process app on the CPU backend, or --server URL), and prints ours vs the reference with the
  * relative error. Every method/pattern is measured on the first 64 test windows; dense and zpruner/layer also on
- * the whole test set (skip with --quick). --json FILE keeps the figures.
+ * the whole test set (skip with --quick). --json FILE keeps the figures. --layer-rule le-kth prunes the layer entries
+ * as the reference did (model/layer_rule.ts) instead of the contract's exactly k.
  */
 import { parseArgs } from "node:util";
 import { ZpruneClient } from "../client/mod.ts";
 import {
   ForwardPool,
   gatherWindows,
+  LAYER_RULES,
+  type LayerRule,
   loadModel,
   perplexity,
   type PerplexityResult,
@@ -23,6 +26,8 @@ const USAGE = `usage: deno task reproduce [--quick] [--only KEY[,KEY]] [--json F
   --quick            only the first 64 test windows (skips dense and zpruner/layer on the whole test set)
   --only KEY[,KEY]   only these entries of reference.json: dense, or method/pattern such as zpruner/2:4
   --json FILE        also write the figures as JSON
+  --layer-rule R     the layer entries' masks: exact (default, the server's: exactly k) or le-kth (every score at
+                     most the (k+1)-th lowest, as the reference's code pruned)
   --server URL       prune through a running server instead of an in-process one (--token, or $ZPRUNE_TOKEN)`;
 
 let parsed;
@@ -35,6 +40,7 @@ try {
       quick: { type: "boolean" },
       json: { type: "string" },
       only: { type: "string" },
+      "layer-rule": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -66,6 +72,8 @@ const only = v.only?.split(",").map((k) => k.trim());
 const unknown = only?.filter((k) => !known.includes(k)) ?? [];
 if (unknown.length) refuse(`--only: ${unknown.join(", ")} not in reference.json (it has ${known.join(", ")})`);
 if (v.token !== undefined && v.server === undefined) refuse("--token needs --server (the in-process server has none)");
+const layerRule = (v["layer-rule"] ?? "exact") as LayerRule;
+if (!LAYER_RULES.includes(layerRule)) refuse(`--layer-rule: ${layerRule} is not ${LAYER_RULES.join(" or ")}`);
 const T = ref.seq, N = ref.eval_windows;
 const testIds = await readU16(DEFAULTS.evalIds);
 const starts = await readI64(DEFAULTS.calibStarts);
@@ -82,6 +90,8 @@ const firstN = (r: PerplexityResult, n: number) => {
 
 interface Row {
   key: string;
+  /** The layer entries' rule. */
+  layerRule?: LayerRule;
   ours: [number | null, number];
   ref: [number, number];
   pruneMs?: number;
@@ -99,6 +109,7 @@ const print = (r: Row) => {
 };
 // Each cell as wide as the figures below it, whatever the digits of N.
 const head = ["ours@" + N, "ref@" + N, "rel. err", "ours@all", "ref@all", "rel. err"].map((h) => h.padStart(8));
+if (layerRule !== "exact") console.log(`layer entries under --layer-rule ${layerRule}`);
 console.log(`| method/pattern   | ${head.join(" | ")} |`);
 console.log("| ---------------- | -------: | -------: | -------: | -------: | -------: | -------: |");
 
@@ -122,6 +133,7 @@ try {
             method,
             pattern,
             sparsity: /:/.test(pattern) ? undefined : ref.sparsity,
+            layerRule: pattern === "layer" ? layerRule : undefined,
           },
           calib,
           starts.length,
@@ -133,6 +145,7 @@ try {
         key,
         ours: [full ? r.ppl : null, firstN(r, N)],
         ref: key === "dense" ? ref.dense_ppl : ref.ppl[key]!,
+        ...(key.endsWith("/layer") ? { layerRule } : {}),
         pruneMs,
       };
       rows.push(row);

@@ -24,7 +24,7 @@ from .client import (  # noqa: E402  (the version must exist before client impor
     prune_layer,
     prune_layers,
 )
-from .model import LLAMA_LINEARS, ModelPruneReport, prune_model  # noqa: E402
+from .model import LAYER_RULES, LLAMA_LINEARS, ModelPruneReport, mask_at_most_kth, prune_model  # noqa: E402
 from .wire import apply_mask, bf16_bits_to_float32, float32_to_bf16_bits, pack_mask, unpack_mask  # noqa: E402
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "prune_model",
     "ModelPruneReport",
     "LLAMA_LINEARS",
+    "LAYER_RULES",
+    "mask_at_most_kth",
     "apply_mask",
     "bf16_bits_to_float32",
     "float32_to_bf16_bits",

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .client import Layer, PruneResult, ZpruneClient, ZpruneError
+import numpy as np
+
+from .client import Layer, LayerResult, PruneResult, ZpruneClient, ZpruneError
 from .llama_config import LINEAR_NAMES
 from .wire import WireDType, apply_mask, to_numpy
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 #: The linear layers of one transformers LLaMA decoder block, in the order they are sent.
 LLAMA_LINEARS = LINEAR_NAMES
 
-__all__ = ["LLAMA_LINEARS", "ModelPruneReport", "prune_model"]
+#: How ``prune_model`` applies the ``layer`` pattern's masks, the default first (see ``mask_at_most_kth``).
+LAYER_RULES = ("exact", "le-kth")
+
+__all__ = ["LAYER_RULES", "LLAMA_LINEARS", "ModelPruneReport", "mask_at_most_kth", "prune_model"]
 
 
 @dataclass
@@ -165,20 +173,22 @@ def _layer_vector_bytes(rows: int, cols: int, method: str) -> int:
     return rows * per_row + cols * (per_col + 4 * min(rows, _MAX_WORK_PARTS))
 
 
-def _working_bytes(specs: Sequence[Layer], dtype: Optional[WireDType], body: int, method: str = "zpruner") -> int:
-    """The server's estimate of the working memory a request of ``specs`` (masks only back, pruned by ``method``) in
-    a body of ``body`` bytes needs, which it holds against ``memoryBudgetBytes``: the body, the largest layer's scratch
-    (f32 weights and scores, a copy of its bytes, the mask, its row and column vectors) and twice the masks. The same
-    arithmetic as the server's ``contract/working_memory.ts``."""
+def _working_bytes(
+    specs: Sequence[Layer], dtype: Optional[WireDType], body: int, method: str = "zpruner", score: bool = False,
+) -> int:
+    """The server's estimate of the working memory a request of ``specs`` (masks back, and the scores where
+    ``score``, pruned by ``method``) in a body of ``body`` bytes needs, which it holds against ``memoryBudgetBytes``:
+    the body, the largest layer's scratch (f32 weights and scores, a copy of its bytes, the mask, its row and column
+    vectors) and twice what comes back. The same arithmetic as the server's ``contract/working_memory.ts``."""
     scratch = 0.0
-    masks = 0.0
+    kept = 0.0
     for spec in specs:
         n = int(spec.weight.numel())
         rows, cols = int(spec.weight.shape[0]), int(spec.weight.shape[1])
         vectors = _layer_vector_bytes(rows, cols, method)
         scratch = max(scratch, n * (8 + _element_bytes(spec, dtype)) + n / 8 + vectors)
-        masks += n / 8
-    return math.ceil(body + scratch + 2 * masks)
+        kept += n / 8 + (4 * n if score else 0)
+    return math.ceil(body + scratch + 2 * kept)
 
 
 def _batches(
@@ -187,9 +197,11 @@ def _batches(
     max_body: int,
     budget: Optional[int] = None,
     method: str = "zpruner",
+    score: bool = False,
 ) -> List[List[Layer]]:
     """``specs`` in order, in as few consecutive groups as keep each request body within ``max_body`` bytes and its
-    working memory on the server (pruned by ``method``) within ``budget`` (``memoryBudgetBytes``; None: no budget)."""
+    working memory on the server (pruned by ``method``, the scores returned where ``score``) within ``budget``
+    (``memoryBudgetBytes``; None: no budget)."""
     groups: List[List[Layer]] = []
     current: List[Layer] = []
     used = _REQUEST_OVERHEAD
@@ -198,11 +210,12 @@ def _batches(
         if _REQUEST_OVERHEAD + size > max_body:
             raise ZpruneError("too_large", f"{spec.name}: about {_REQUEST_OVERHEAD + size} bytes to send, over the "
                               f"server's limit of {max_body}", 413)
-        alone = _working_bytes([spec], dtype, _REQUEST_OVERHEAD + size, method)
+        alone = _working_bytes([spec], dtype, _REQUEST_OVERHEAD + size, method, score)
         if budget is not None and alone > budget:
             raise ZpruneError("too_large", f"{spec.name}: about {alone} bytes of working memory on the server, over "
                               f"its budget of {budget}", 413)
-        over_budget = budget is not None and _working_bytes([*current, spec], dtype, used + size, method) > budget
+        grown = _working_bytes([*current, spec], dtype, used + size, method, score)
+        over_budget = budget is not None and grown > budget
         if current and (used + size > max_body or over_budget):
             groups.append(current)
             current, used = [], _REQUEST_OVERHEAD
@@ -234,7 +247,7 @@ def _check_layer_shape(name: str, weight: Any, pattern: str, max_elements: Optio
 
 def _check_model_fits(
     decoder: Any, order: Sequence[int], linears: Sequence[str], pattern: str, dtype: Optional[WireDType],
-    limits: Mapping[str, Any], method: str = "zpruner",
+    limits: Mapping[str, Any], method: str = "zpruner", score: bool = False,
 ) -> None:
     """Raises, before any block is pruned, for a layer of ``order``'s blocks that the server (``limits`` from
     ``/v1/info``) would refuse whatever its activations: the error it would answer, naming the block and layer. As
@@ -254,7 +267,7 @@ def _check_model_fits(
                 _check_layer_values(full, weight, dtype)
                 # Only the activations' size counts here: they are collected later, block by block.
                 specs.append(Layer(full, weight, torch.empty(int(weight.shape[1])), None, dtype))
-            _batches(specs, dtype, int(limits["maxBodyBytes"]), budget, method)
+            _batches(specs, dtype, int(limits["maxBodyBytes"]), budget, method, score)
         except ZpruneError as e:
             raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
         except ValueError as e:
@@ -344,6 +357,50 @@ def _input_sums(
     return sums
 
 
+def mask_at_most_kth(score: Any, k: int) -> Tuple[NDArray[np.bool_], float]:
+    """Every weight whose score is at most the (k+1)-th lowest, as the Wanda and SparseGPT code prune a layer
+    (``W_metric <= torch.sort(W_metric.flatten())[0][k]``) and ``reference.json`` was made: k + 1 weights, more where
+    scores tie there; every weight when ``k >= n``.
+
+    Returns:
+        The bool mask (True = pruned) of ``score``'s shape, and that score: the largest pruned (+0.0 for a zero).
+    """
+    values = np.asarray(score, dtype=np.float32)
+    flat = values.ravel()
+    if k < 0:
+        raise ValueError(f"k = {k} weights to prune")
+    if flat.size == 0:
+        return np.zeros(values.shape, dtype=bool), -math.inf
+    threshold = float(np.partition(flat, k)[k] if k < flat.size else flat.max()) + 0.0
+    return values <= threshold, threshold
+
+
+def _at_most_kth_layer(layer: LayerResult) -> LayerResult:
+    """``layer`` under layer rule ``le-kth``: the mask of ``mask_at_most_kth`` at the server's k (its pruned count)
+    with its stats, from the scores it came with, which are dropped."""
+    rows, cols = layer.shape
+    score = layer.score
+    if score is None or score.shape != (rows, cols):
+        raise ZpruneError("invalid_response", f"{layer.name}: no f32 score of each weight, which le-kth needs", 200)
+    bad = np.flatnonzero(~((score >= 0) & np.isfinite(score)))
+    if bad.size:
+        where = f"{layer.name}: score[{bad[0]}] is {score.flat[bad[0]]}"
+        raise ZpruneError("invalid_response", f"{where}, not a score >= 0", 200)
+    mask, threshold = mask_at_most_kth(score, int(layer.stats["pruned"]))
+    per_row = mask.sum(axis=1)
+    pruned, total = int(per_row.sum()), rows * cols
+    stats = dict(layer.stats)
+    stats.update(pruned=pruned, total=total, sparsity=pruned / total if total else 0.0, nonFinite=0)
+    stats["rowSparsity"] = {
+        "min": int(per_row.min()) / cols if rows else 0.0,
+        "max": int(per_row.max()) / cols if rows else 0.0,
+        "mean": pruned / total if total else 0.0,
+    }
+    if total:
+        stats["threshold"] = threshold
+    return replace(layer, mask=mask, stats=stats, score=None)
+
+
 def _send_block(
     client: ZpruneClient,
     bi: int,
@@ -359,7 +416,7 @@ def _send_block(
     at one, the layer, and says where to resume.
     """
     answered: List[Any] = []
-    for group in _batches(specs, dtype, *limits, settings["method"]):
+    for group in _batches(specs, dtype, *limits, settings["method"], "score" in settings.get("returns", ())):
         try:
             result = client.prune_layers(group, **settings)
         except (ValueError, TypeError) as e:  # a tensor the client could not encode (Layer names it)
@@ -397,6 +454,7 @@ def prune_model(
     progress: bool = True,
     client: Optional[ZpruneClient] = None,
     keep_responses: bool = False,
+    layer_rule: str = "exact",
 ) -> ModelPruneReport:
     """Prunes a LLaMA-family PyTorch model block by block, in place, through the zprune server at ``url``.
 
@@ -421,6 +479,11 @@ def prune_model(
         client: a ready ``ZpruneClient`` (then ``url`` and ``token`` are ignored).
         keep_responses: keep every answer, masks included, in ``ModelPruneReport.responses`` (one per request: a
             block whose layers exceed the server's body limit or memory budget together is sent in several).
+        layer_rule: for ``pattern="layer"``: ``"exact"`` applies the server's masks (exactly floor(sparsity x weights)
+            of the lowest scores, ties by position); ``"le-kth"`` asks for the scores too and prunes every weight
+            scored at most the (k+1)-th lowest (``mask_at_most_kth``), as the Wanda and SparseGPT code and
+            ``reference.json`` prune: k + 1 weights, more where scores tie there. The stats are those of the mask
+            applied; ``responses`` keeps the server's own answers.
 
     A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
     allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over its
@@ -434,6 +497,10 @@ def prune_model(
     """
     import torch
 
+    if layer_rule not in LAYER_RULES:
+        raise ValueError(f"layer_rule must be one of {LAYER_RULES}, got {layer_rule!r}")
+    if layer_rule != "exact" and pattern != "layer":
+        raise ValueError(f"layer_rule {layer_rule!r} applies to pattern 'layer', not {pattern!r}")
     run = forward or _default_forward
     # A str is a Sequence[str] of its letters: linears="mlp.up_proj" means that one layer.
     linears = (linears,) if isinstance(linears, str) else tuple(linears)
@@ -449,7 +516,7 @@ def prune_model(
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
     limits = client.info()["limits"]
-    _check_model_fits(decoder, order, linears, pattern, dtype, limits, method)
+    _check_model_fits(decoder, order, linears, pattern, dtype, limits, method, layer_rule != "exact")
     max_body = int(limits["maxBodyBytes"])
     budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
     report = ModelPruneReport()
@@ -469,9 +536,13 @@ def prune_model(
                 if name not in sums:
                     raise RuntimeError(f"{prefix}{name} saw no input during calibration")
                 specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
-            settings = {"method": method, "pattern": pattern, "sparsity": sparsity, "exponent": exponent}
+            settings: Dict[str, Any] = dict(method=method, pattern=pattern, sparsity=sparsity, exponent=exponent)
+            if layer_rule != "exact":  # the masks are rebuilt from the scores
+                settings["returns"] = ("mask", "score")
             keep = report if keep_responses else None
             answered = _send_block(client, bi, specs, dtype, settings, (max_body, budget), keep)
+            if layer_rule != "exact":
+                answered = [_at_most_kth_layer(layer) for layer in answered]
             with torch.no_grad():
                 for (_, mod), layer in zip(mods, answered):
                     apply_mask(mod.weight, layer.mask)
