@@ -46,8 +46,9 @@ would make ineffective is an error.
   --exponent E           activation exponent, 0 to 64, not for magnitude (default: the method's)
   --layer-rule R         for --pattern layer: exact (default: the server's masks, exactly floor(S x weights) of
                          the lowest scores, ties by position) or le-kth (every weight scored at most the
-                         (k+1)-th lowest score, k + 1 weights or more where scores tie there, as the Wanda and
-                         SparseGPT code and reference.json prune; the scores come back with each mask)
+                         (k+1)-th lowest score, k + 1 weights or more where scores tie there, one at least even
+                         at --sparsity 0, as the Wanda code base's layer-wide threshold and reference.json
+                         prune; the scores come back with each mask)
   --seqlen L             tokens per window, at least 2 and at most the model's max_position_embeddings, for
                          calibration and evaluation (default 256)
 calibration, one of (default: data/corpus/calib_ids.u16 at calib_starts_seed0.i64, 64 x 256, as reference.json;

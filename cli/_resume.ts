@@ -33,7 +33,7 @@ export interface RunIdentity {
   sparsity?: number;
   /** The activation exponent the server uses (--exponent or the method's default); absent for magnitude. */
   exponent?: number;
-  /** --layer-rule where it is not "exact" (absent: the server's masks as they came). */
+  /** --layer-rule; "exact" (the server's masks as they came) is the same run as the field absent. */
   layerRule?: LayerRule;
   seqlen: number;
   /** The calibration windows' token ids, whatever flags chose them. */
@@ -94,11 +94,20 @@ export function checkpointDigest(ckpt: Checkpoint): string {
   return hash.digest("hex");
 }
 
+/**
+ * `identity` with a layer rule of "exact" left out: the same run as one without the field, as runs kept before
+ * --layer-rule existed are (their digests stay what they were).
+ */
+function normalIdentity(identity: RunIdentity): RunIdentity {
+  const { layerRule, ...rest } = identity;
+  return layerRule === undefined || layerRule === "exact" ? rest : identity;
+}
+
 /** SHA-256, in hex, of what a run's masks depend on (the calibration by its ids, not its files' spelling). */
 function runDigest(identity: RunIdentity): string {
   const { source: _, ...calibration } = identity.calibration;
   // Through JSON first: an absent field and one set to undefined (as the run file keeps them) are the same.
-  const plain = JSON.parse(JSON.stringify({ ...identity, calibration }));
+  const plain = JSON.parse(JSON.stringify({ ...normalIdentity(identity), calibration }));
   return createHash("sha256").update(canonicalJson(plain)).digest("hex");
 }
 
@@ -204,7 +213,7 @@ export class RunProgress implements Disposable {
     for (const key of guarded) {
       // The calibration by its ids alone: its source names files as they were spelled ("./c.txt", "c.txt").
       const compared = (i: RunIdentity) =>
-        key === "calibration" ? [i.calibration?.windows, i.calibration?.sha256] : i[key];
+        key === "calibration" ? [i.calibration?.windows, i.calibration?.sha256] : normalIdentity(i)[key];
       if (JSON.stringify(compared(kept!.identity)) !== JSON.stringify(compared(identity))) {
         throw new Error(
           `it holds the progress of another run: ${FLAG_OF[key]} was ${shown(key, kept!.identity[key])}, ` +

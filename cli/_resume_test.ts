@@ -148,6 +148,27 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
   }
 });
 
+Deno.test("RunProgress: layer rule exact is the run of no rule, the block digest zprune wrote before", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // IDENTITY's blocks as zprune at 19a3c5b (before --layer-rule) named their run: a run kept then continues now.
+    const before = "168afb0198bdd4e78a0620080b8de1712bdcb0a6e8a349a3bd464a0b4068d4a5";
+    const exact = { ...IDENTITY, layerRule: "exact" as const };
+    for (const [kept, next] of [[IDENTITY, exact], [exact, IDENTITY]] as const) {
+      await withProgress(dir, kept, (p) => p.keepBlock(block(0)));
+      const file = decodeMsgpack(await Deno.readFile(`${dir}/zprune-block-0000.msgpack`)) as { run: string };
+      assert.equal(file.run, before);
+      assert.equal(await withProgress(dir, next, (p) => p.done.length), 1);
+      await Deno.remove(dir, { recursive: true });
+    }
+    await withProgress(dir, { ...IDENTITY, layerRule: "le-kth" }, (p) => p.keepBlock(block(0, 8)));
+    const file = decodeMsgpack(await Deno.readFile(`${dir}/zprune-block-0000.msgpack`)) as { run: string };
+    assert.notEqual(file.run, before);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("RunProgress refuses blocks of another run, and masks that do not prune what the pattern does", async () => {
   const root = await Deno.makeTempDir();
   try {

@@ -602,8 +602,7 @@ async function runIdentity(
     pattern: args.pattern,
     ...(args.sparsity !== undefined ? { sparsity: args.sparsity } : {}),
     ...(usedExponent(args) !== undefined ? { exponent: usedExponent(args) } : {}),
-    // Absent for "exact", so that a run kept before the flag existed continues.
-    ...(args.layerRule !== "exact" ? { layerRule: args.layerRule } : {}),
+    layerRule: args.layerRule,
     seqlen: args.seqlen,
     calibration: { source: calib.source, windows: calib.windows, sha256: tokensDigest(calib.tokens) },
   };

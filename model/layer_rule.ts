@@ -1,8 +1,10 @@
 /**
  * How a run applies the "layer" pattern. The server prunes exactly k = floor(sparsity * n) weights, ties by index
- * (API.md); the Wanda and SparseGPT code that Z-Pruner's builds on, and reference.json with it, prune every weight
- * whose score is at most the (k+1)-th lowest (`W_metric <= torch.sort(W_metric.flatten())[0][k]`): k + 1 weights, more
- * where scores tie there. `le-kth` rebuilds each layer's mask so from the scores the server returns with it.
+ * (API.md). The Wanda code base's layer-wide threshold (its magnitude baseline; RIA's code for a layer-wide pattern
+ * likewise), which reference.json's masks follow, prunes every weight whose score is at most the (k+1)-th lowest
+ * (`W_metric <= torch.sort(W_metric.flatten())[0][k]`): k + 1 weights, more where scores tie there, at least one even
+ * at sparsity 0. `le-kth` rebuilds each layer's mask so from the scores the server returns with it; its masks are a
+ * function of those scores, which a WebGPU server computes in float32 (equal ones may then differ from the CPU's).
  */
 import type { PruneResponse } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
@@ -19,14 +21,11 @@ export const LAYER_RULES: readonly LayerRule[] = ["exact", "le-kth"];
 type AnsweredLayer = PruneResponse["layers"][number];
 
 /**
- * The order statistic k (0-based: the (k+1)-th lowest) of non-negative float32 scores, by their bit patterns, which
- * sort as the values do for scores >= 0 (-0 read as +0): a histogram of the high 16 bits finds its bucket, one of the
- * low 16 bits within that bucket its key. Two reads of the scores; no sort.
+ * The order statistic k (0-based: the (k+1)-th lowest) of scores >= 0, by their bit patterns, which sort as the values
+ * do there (-0 read as +0): a histogram of the high 16 bits finds its bucket, one of the low 16 bits within that bucket
+ * its key. Two reads of the scores; no sort. The caller has checked the scores.
  */
-export function orderStatistic(score: Float32Array, k: number): number {
-  if (!Number.isInteger(k) || k < 0 || k >= score.length) {
-    throw new RangeError(`order statistic ${k} of ${score.length} scores`);
-  }
+function orderStatistic(score: Float32Array, k: number): number {
   const bits = new Uint32Array(score.buffer, score.byteOffset, score.length);
   const key = (i: number) => (score[i] === 0 ? 0 : bits[i]!);
   const high = new Uint32Array(1 << 16);
@@ -50,6 +49,10 @@ export function orderStatistic(score: Float32Array, k: number): number {
  */
 export function maskAtMostKth(score: Float32Array, k: number): { mask: Uint8Array; threshold: number } {
   const n = score.length;
+  if (!Number.isInteger(k) || k < 0) throw new RangeError(`k = ${k} weights to prune`);
+  // The radix passes read the bits, which sort as the values only for scores >= 0.
+  const bad = score.findIndex((s) => !(s >= 0 && s < Infinity));
+  if (bad >= 0) throw new RangeError(`score[${bad}] is ${score[bad]}, not a finite score >= 0`);
   const mask = new Uint8Array(Math.ceil(n / 8));
   // + 0: a -0 score reads as +0, as scores are >= 0.
   const threshold = (k < n ? orderStatistic(score, k) : score.reduce((a, s) => Math.max(a, s), -Infinity)) + 0;
@@ -71,11 +74,13 @@ export function applyLayerRule(layer: AnsweredLayer, rule: LayerRule): AnsweredL
     throw new ZpruneError("invalid_response", `${layer.name}: no f32 score of each weight, which le-kth needs`);
   }
   const { values } = decode(score.data, "f32");
-  const bad = values.findIndex((s) => !(s >= 0 && s < Infinity));
-  if (bad >= 0) {
-    throw new ZpruneError("invalid_response", `${layer.name}: score[${bad}] is ${values[bad]}, not a score >= 0`);
+  let rebuilt;
+  try {
+    rebuilt = maskAtMostKth(values, layer.stats.pruned);
+  } catch (e) {
+    throw new ZpruneError("invalid_response", `${layer.name}: ${e instanceof Error ? e.message : e}`);
   }
-  const { mask, threshold } = maskAtMostKth(values, layer.stats.pruned);
+  const { mask, threshold } = rebuilt;
   const stats = { ...layer.stats, ...layerStats(mask, rows, cols) };
   if (n > 0) stats.threshold = threshold;
   return { ...rest, mask, stats };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { applyLayerRule, maskAtMostKth, orderStatistic } from "./layer_rule.ts";
+import { applyLayerRule, maskAtMostKth } from "./layer_rule.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import type { PruneResponse } from "../contract/api.ts";
 import { layerStats } from "../prune/mask_stats.ts";
@@ -56,7 +56,7 @@ Deno.test("maskAtMostKth: every score <= the (k+1)-th lowest, as a sort finds it
   }
 });
 
-Deno.test("orderStatistic: the sorted scores' element k, across the 16-bit buckets of the radix passes", () => {
+Deno.test("maskAtMostKth: the sorted scores' element k, across the 16-bit buckets of the radix passes", () => {
   const rnd = random(11);
   // Values spread over many exponents, so the high 16 bits differ, and runs of equal high halves.
   const s = Float32Array.from(
@@ -64,10 +64,15 @@ Deno.test("orderStatistic: the sorted scores' element k, across the 16-bit bucke
     (_, i) => (i % 7 === 0 ? 1 + (i % 13) * 2 ** -20 : rnd() * 2 ** (rnd() * 60 - 30)),
   );
   const sorted = Array.from(s).sort((a, b) => a - b);
-  for (const k of [0, 1, 2, 100, 2499, 2500, 4998, 4999]) assert.equal(orderStatistic(s, k), sorted[k]);
-  assert.equal(orderStatistic(new Float32Array([-0, 0, -0]), 2), 0);
-  assert.throws(() => orderStatistic(s, 5000), RangeError);
-  assert.throws(() => orderStatistic(s, -1), RangeError);
+  for (const k of [0, 1, 2, 100, 2499, 2500, 4998, 4999]) assert.equal(maskAtMostKth(s, k).threshold, sorted[k]);
+  assert.ok(Object.is(maskAtMostKth(new Float32Array([-0, 0, -0]), 2).threshold, 0));
+});
+
+Deno.test("maskAtMostKth refuses what its radix passes cannot order: negative or non-finite scores, a bad k", () => {
+  for (const bad of [-1, -Infinity, NaN, Infinity]) {
+    assert.throws(() => maskAtMostKth(new Float32Array([1, bad, 2]), 0), /^RangeError: score\[1\] is .*, not a finite/);
+  }
+  for (const k of [-1, 0.5]) assert.throws(() => maskAtMostKth(new Float32Array([1, 2]), k), /^RangeError: k = /);
 });
 
 /** An answered layer of `rows` x `cols` whose server pruned the k lowest scores of `score` (ties by index). */
@@ -85,16 +90,17 @@ function answered(rows: number, cols: number, score: Float32Array, k: number): P
 }
 
 Deno.test("applyLayerRule: le-kth rebuilds mask and stats from the scores at the server's k; exact keeps it", () => {
-  // 3 x 4 scores with a three-way tie at the (k+1)-th lowest: k = 6 of 12 at sparsity 0.5.
+  // 3 x 4 scores with a three-way tie at the (k+1)-th lowest: k = 4 of 12 at sparsity 1/3, the server's threshold 2.
   const score = new Float32Array([5, 1, 3, 3, 0.5, 7, 3, 2, 9, 0, 8, 6]);
-  const layer = answered(3, 4, score, 6);
+  const layer = answered(3, 4, score, 4);
+  assert.equal(layer.stats.threshold, 2);
   const rule = applyLayerRule(layer, "le-kth");
-  // Sorted: 0, 0.5, 1, 2, 3, 3, 3, 5, ...; element 6 is 3: every score <= 3 is pruned, seven weights.
+  // Sorted: 0, 0.5, 1, 2, 3, 3, 3, 5, ...; element 4 is 3: every score <= 3 is pruned, seven weights.
   assert.deepEqual(bitsOf(rule.mask, 12), Array.from(score, (s) => s <= 3));
   assert.deepEqual(rule.stats, { ...layerStats(rule.mask, 3, 4), threshold: 3, alpha: 0.6 });
   assert.equal(rule.stats.pruned, 7);
   assert.equal(rule.score, undefined);
-  assert.equal(layer.stats.pruned, 6, "the server's answer is left as it was");
+  assert.equal(layer.stats.pruned, 4, "the server's answer is left as it was");
   const exact = applyLayerRule(layer, "exact");
   assert.equal(exact.mask, layer.mask);
   assert.deepEqual(exact.stats, layer.stats);

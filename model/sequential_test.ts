@@ -93,9 +93,10 @@ Deno.test("batchBySize(): a request's 256 bytes count in each group and against 
 function fakeClient(opts: {
   answer?: (layer: PruneResponse["layers"][number]) => PruneResponse["layers"][number];
   fail?: (block: number) => Error | undefined;
+  memoryBudgetBytes?: number;
 }): { client: ZpruneClient; requests: PruneRequestInput[] } {
   const requests: PruneRequestInput[] = [];
-  const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: 1e12, maxLayerElements: 1e9 };
+  const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: opts.memoryBudgetBytes ?? 1e12, maxLayerElements: 1e9 };
   const client = {
     info: () => Promise.resolve({ limits }),
     pruneLayers: (req: PruneRequestInput) => {
@@ -418,6 +419,50 @@ Deno.test("pruneSequential() under le-kth asks for scores, applies each weight s
       const was = before.get(layer.name)!, t = m.ckpt.tensors.get(layer.name)!, now = decodeToF32(t.data, t.dtype);
       for (let i = 0; i < n; i++) assert.equal(now[i], i % 5 === 0 ? 0 : was[i], `${layer.name}[${i}]`);
     }
+    // An answer whose scores are not scores: named with its block, before any of that block's masks is applied.
+    const negative = fakeClient({
+      answer: (l) => {
+        const score = new Float32Array(l.shape[0] * l.shape[1]).fill(-1);
+        return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+      },
+    });
+    await assert.rejects(
+      pruneSequential(m.ckpt, m.cfg, pool, negative.client, settings, calib, windows),
+      /^ZpruneError: block 0: model\.layers\.0\.self_attn\.q_proj\.weight: score\[0\] is -1, not a finite score/,
+    );
+  } finally {
+    pool.close();
+  }
+});
+
+Deno.test("pruneSequential(), checkModelFits() under le-kth count returned scores in the server's budget", async () => {
+  const m = await loadModel(MODEL);
+  const T = 8, windows = 1;
+  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
+  try {
+    // A block of the bundled model is about 3.8 MB of working memory with masks back, about 10 MB with the scores (4
+    // bytes a weight, kept twice); its largest layer alone about 2.5 MB, and 4 MB with its scores.
+    const requests = async (layerRule: "exact" | "le-kth") => {
+      const fake = fakeClient({
+        memoryBudgetBytes: 6e6,
+        answer: (l) => {
+          const score = new Float32Array(l.shape[0] * l.shape[1]);
+          return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+        },
+      });
+      const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5, layerRule };
+      await pruneSequential(m.ckpt, m.cfg, pool, fake.client, settings, calib, windows);
+      return fake.requests.length;
+    };
+    assert.equal(await requests("exact"), m.cfg.nLayers);
+    assert.ok(await requests("le-kth") >= 2 * m.cfg.nLayers);
+    const limits = { maxBodyBytes: 1e9, memoryBudgetBytes: 3e6, maxLayerElements: 1e9 };
+    checkModelFits(m.ckpt, m.cfg, limits, "layer", "magnitude");
+    assert.throws(
+      () => checkModelFits(m.ckpt, m.cfg, limits, "layer", "magnitude", true),
+      /^RangeError: model\.layers\.0\.mlp\.gate_proj\.weight: about \d+ bytes of working memory/,
+    );
   } finally {
     pool.close();
   }

@@ -358,9 +358,9 @@ def _input_sums(
 
 
 def mask_at_most_kth(score: Any, k: int) -> Tuple[NDArray[np.bool_], float]:
-    """Every weight whose score is at most the (k+1)-th lowest, as the Wanda and SparseGPT code prune a layer
-    (``W_metric <= torch.sort(W_metric.flatten())[0][k]``) and ``reference.json`` was made: k + 1 weights, more where
-    scores tie there; every weight when ``k >= n``.
+    """Every weight whose score is at most the (k+1)-th lowest, as the Wanda code base's layer-wide threshold prunes
+    (``W_metric <= torch.sort(W_metric.flatten())[0][k]``) and ``reference.json``'s masks were made: k + 1 weights,
+    more where scores tie there (at least one even at k = 0); every weight when ``k >= n``.
 
     Returns:
         The bool mask (True = pruned) of ``score``'s shape, and that score: the largest pruned (+0.0 for a zero).
@@ -481,7 +481,7 @@ def prune_model(
             block whose layers exceed the server's body limit or memory budget together is sent in several).
         layer_rule: for ``pattern="layer"``: ``"exact"`` applies the server's masks (exactly floor(sparsity x weights)
             of the lowest scores, ties by position); ``"le-kth"`` asks for the scores too and prunes every weight
-            scored at most the (k+1)-th lowest (``mask_at_most_kth``), as the Wanda and SparseGPT code and
+            scored at most the (k+1)-th lowest (``mask_at_most_kth``), as the Wanda code base's layer-wide threshold and
             ``reference.json`` prune: k + 1 weights, more where scores tie there. The stats are those of the mask
             applied; ``responses`` keeps the server's own answers.
 
