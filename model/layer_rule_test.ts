@@ -3,18 +3,7 @@ import { applyLayerRule, maskAtMostKth } from "./layer_rule.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import type { PruneResponse } from "../contract/api.ts";
 import { layerStats } from "../prune/mask_stats.ts";
-
-/** Deterministic uniform [0, 1) numbers (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+import { seededRandom as random } from "./windows.ts";
 
 /** Scores with many ties (a few distinct values, zeros of both signs among them) or none to speak of. */
 function scores(n: number, rnd: () => number, distinct: number): Float32Array {
