@@ -101,7 +101,8 @@ try {
       keep("pruning: calibration forwards (collect)", sum((b) => b.collectMs));
       keep("pruning: 6 requests of 7 layers (HTTP round trip)", sum((b) => b.requestMs));
       keep("pruning: server compute within those requests", sum((b) => b.server.computeMs));
-      keep("pruning: apply masks, advance the cached states", sum((b) => b.applyMs));
+      keep("pruning: apply masks", sum((b) => b.applyMs));
+      keep("pruning: advance the cached states (pruned blocks)", sum((b) => b.advanceMs ?? 0));
       const pruned = await perplexity(pool, testIds, N);
       keep(`pruned eval, ${N} windows`, pruned.ms);
       console.error(`run ${run + 1}: dense ${dense.ppl.toFixed(4)} pruned ${pruned.ppl.toFixed(4)}`);

@@ -50,8 +50,13 @@ export interface BlockRecord {
   requestMs: number;
   /** The server's own timings (summed over the block's requests). */
   server: PruneResponse["timings"];
-  /** Applying masks and advancing the cached hidden states, ms. */
+  /** Applying the masks to the checkpoint and the workers' weights, ms. */
   applyMs: number;
+  /**
+   * Moving the cached calibration hidden states past the block with its pruned weights (a forward of the block), ms.
+   * Absent for a block whose record an earlier run kept (--resume): it is kept before the advance.
+   */
+  advanceMs?: number;
 }
 
 /** The outcome of sequential pruning. */
@@ -319,9 +324,11 @@ export async function pruneSequential(
     t0 = performance.now();
     await applyBlock(ckpt, pool, l, answers, result);
     const record = { block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 };
+    // Kept before the advance: a run stopped during it (a block's forward, minutes on a large model) keeps the block.
     await progress.keep?.({ block: l, layers: answers, record, backend: result.backend, device: result.device });
+    t0 = performance.now();
     await pool.calibAdvance(l);
-    result.blocks.push(record);
+    result.blocks.push({ ...record, advanceMs: performance.now() - t0 });
     progress.onBlock?.(l);
   }
   return result;
