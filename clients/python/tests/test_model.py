@@ -138,8 +138,11 @@ def test_mask_at_most_kth_prunes_every_score_up_to_the_sorted_kth() -> None:
             assert mask.shape == score.shape and np.array_equal(mask, want), (trial, k)
             assert int(mask.sum()) >= min(k + 1, n)
             assert threshold == max(float(x) for x in flat[want.ravel()]) and math.copysign(1, threshold) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k = -1"):
         mask_at_most_kth(np.ones(3, dtype=np.float32), -1)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"score\[1\] is .*, not a finite score >= 0"):
+            mask_at_most_kth(np.array([1.0, bad, 2.0], dtype=np.float32), 0)
 
 
 def test_prune_model_layer_rule_refusals(server_url: str) -> None:
@@ -150,7 +153,7 @@ def test_prune_model_layer_rule_refusals(server_url: str) -> None:
         prune_model(tiny_llama(6), batches, server_url, pattern="row", sparsity=0.5, layer_rule="le-kth",
                     progress=False)
     # A server whose scores are not scores (one made negative, or none): the mask cannot be rebuilt from them.
-    for score, words in [(-1.0, r"score\[3\] is -1.0, not a score >= 0"), (None, "no f32 score of each weight")]:
+    for score, words in [(-1.0, r"score\[3\] is -1.0, not a finite score >= 0"), (None, "no f32 score of each weight")]:
         client = ZpruneClient(server_url)
         real = client.prune_layers
 

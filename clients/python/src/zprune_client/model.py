@@ -360,7 +360,8 @@ def _input_sums(
 def mask_at_most_kth(score: Any, k: int) -> Tuple[NDArray[np.bool_], float]:
     """Every weight whose score is at most the (k+1)-th lowest, as the Wanda code base's layer-wide threshold prunes
     (``W_metric <= torch.sort(W_metric.flatten())[0][k]``) and ``reference.json``'s masks were made: k + 1 weights,
-    more where scores tie there (at least one even at k = 0); every weight when ``k >= n``.
+    more where scores tie there (at least one even at k = 0); every weight when ``k >= n``. Raises ``ValueError`` for a
+    negative k or a score that is negative or not finite (as the TypeScript ``maskAtMostKth`` does).
 
     Returns:
         The bool mask (True = pruned) of ``score``'s shape, and that score: the largest pruned (+0.0 for a zero).
@@ -369,6 +370,9 @@ def mask_at_most_kth(score: Any, k: int) -> Tuple[NDArray[np.bool_], float]:
     flat = values.ravel()
     if k < 0:
         raise ValueError(f"k = {k} weights to prune")
+    bad = np.flatnonzero(~((flat >= 0) & np.isfinite(flat)))
+    if bad.size:
+        raise ValueError(f"score[{bad[0]}] is {flat[bad[0]]}, not a finite score >= 0")
     if flat.size == 0:
         return np.zeros(values.shape, dtype=bool), -math.inf
     threshold = float(np.partition(flat, k)[k] if k < flat.size else flat.max()) + 0.0
@@ -382,11 +386,10 @@ def _at_most_kth_layer(layer: LayerResult) -> LayerResult:
     score = layer.score
     if score is None or score.shape != (rows, cols):
         raise ZpruneError("invalid_response", f"{layer.name}: no f32 score of each weight, which le-kth needs", 200)
-    bad = np.flatnonzero(~((score >= 0) & np.isfinite(score)))
-    if bad.size:
-        where = f"{layer.name}: score[{bad[0]}] is {score.flat[bad[0]]}"
-        raise ZpruneError("invalid_response", f"{where}, not a score >= 0", 200)
-    mask, threshold = mask_at_most_kth(score, int(layer.stats["pruned"]))
+    try:
+        mask, threshold = mask_at_most_kth(score, int(layer.stats["pruned"]))
+    except ValueError as e:
+        raise ZpruneError("invalid_response", f"{layer.name}: {e}", 200) from None
     per_row = mask.sum(axis=1)
     pruned, total = int(per_row.sum()), rows * cols
     stats = dict(layer.stats)
