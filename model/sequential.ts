@@ -54,7 +54,8 @@ export interface BlockRecord {
   applyMs: number;
   /**
    * Moving the cached calibration hidden states past the block with its pruned weights (a forward of the block), ms.
-   * Absent for a block whose record an earlier run kept (--resume): it is kept before the advance.
+   * Absent for the last block (its outputs would feed no block) and for a block whose record an earlier run kept
+   * (--resume): it is kept before the advance.
    */
   advanceMs?: number;
 }
@@ -272,7 +273,8 @@ export async function pruneSequential(
     await applyBlock(ckpt, pool, l, block.layers, result);
     result.blocks.push(block.record);
     servedBy(result, block.backend, block.device, block.layers.length);
-    await pool.calibAdvance(l);
+    // The last block's outputs would feed no block.
+    if (l + 1 < cfg.nLayers) await pool.calibAdvance(l);
     progress.onBlock?.(l);
   }
   for (let l = done.length; l < cfg.nLayers; l++) {
@@ -326,9 +328,13 @@ export async function pruneSequential(
     const record = { block: l, collectMs, requestMs, server, applyMs: performance.now() - t0 };
     // Kept before the advance: a run stopped during it (a block's forward, minutes on a large model) keeps the block.
     await progress.keep?.({ block: l, layers: answers, record, backend: result.backend, device: result.device });
-    t0 = performance.now();
-    await pool.calibAdvance(l);
-    result.blocks.push({ ...record, advanceMs: performance.now() - t0 });
+    if (l + 1 < cfg.nLayers) {
+      t0 = performance.now();
+      await pool.calibAdvance(l);
+      result.blocks.push({ ...record, advanceMs: performance.now() - t0 });
+    } else {
+      result.blocks.push(record);
+    }
     progress.onBlock?.(l);
   }
   return result;

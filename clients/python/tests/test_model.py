@@ -115,7 +115,14 @@ def test_cached_inputs_match_full_passes(server_url: str, pattern: str) -> None:
     batches = list(torch.randint(0, 97, (6, 32), generator=torch.Generator().manual_seed(1)).split(4))
     kw = dict(method="wanda", pattern=pattern, sparsity=0.5, progress=False)
     r1 = prune_model(full, batches, server_url, **kw)
+    calls = [0] * len(cached.model.layers)
+    hooks = [b.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+             for i, b in enumerate(cached.model.layers)]
     r2 = prune_model(cached, batches, server_url, cache_inputs=True, **kw)
+    for h in hooks:
+        h.remove()
+    # Each block runs once per batch to collect its inputs and once to feed the next block, the last only to collect.
+    assert calls == [2 * len(batches)] * (len(calls) - 1) + [len(batches)]
     assert r1.pruned == r2.pruned == r1.total // 2
     for (n1, p1), (n2, p2) in zip(full.named_parameters(), cached.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2), n1

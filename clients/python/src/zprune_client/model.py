@@ -552,7 +552,8 @@ def prune_model(
                     report.stats[layer.name] = layer.stats
                     report.pruned += int(layer.stats["pruned"])
                     report.total += int(layer.stats["total"])
-                if cached is not None:  # the pruned block's outputs are the next block's inputs
+                # The pruned block's outputs are the next block's inputs; the last block's would feed none.
+                if cached is not None and bi != order[-1]:
                     cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
     finally:
         model.train(was_training)
