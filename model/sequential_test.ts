@@ -401,18 +401,38 @@ Deno.test("batchBySize() makes no request of no layers; checkModelFits() refuses
   checkModelFits(m.ckpt, m.cfg, limits, "2:256");
 });
 
-Deno.test("pruneSequential() under le-kth asks for scores, applies each weight scored at most the k-th", async () => {
+/** Runs `use` on the bundled model with a one-worker pool and one calibration window of 8 tokens, then closes it. */
+async function withOneWindow(
+  use: (
+    m: Awaited<ReturnType<typeof loadModel>>,
+    pool: ForwardPool,
+    calib: Int32Array,
+    windows: number,
+  ) => Promise<void>,
+): Promise<void> {
   const m = await loadModel(MODEL);
   const T = 8, windows = 1;
   const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
   const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
   try {
+    await use(m, pool, calib, windows);
+  } finally {
+    pool.close();
+  }
+}
+
+/** `l` answered with the f32 score `at(i)` for weight i. */
+function withScores(l: PruneResponse["layers"][number], at: (i: number) => number): PruneResponse["layers"][number] {
+  const score = Float32Array.from({ length: l.shape[0] * l.shape[1] }, (_, i) => at(i));
+  return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+}
+
+Deno.test("pruneSequential() under le-kth asks for scores, applies each weight scored at most the k-th", () =>
+  withOneWindow(async (m, pool, calib, windows) => {
     // The fake server prunes nothing (k = 0) and scores weight i as i % 5: the lowest score, 0, is every fifth's.
     const scoring = fakeClient({
       answer: (l) => {
-        const n = l.shape[0] * l.shape[1];
-        const score = new Float32Array(n).map((_, i) => i % 5);
-        return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+        return withScores(l, (i) => i % 5);
       },
     });
     const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5, layerRule: "le-kth" as const };
@@ -434,33 +454,24 @@ Deno.test("pruneSequential() under le-kth asks for scores, applies each weight s
     // An answer whose scores are not scores: named with its block, before any of that block's masks is applied.
     const negative = fakeClient({
       answer: (l) => {
-        const score = new Float32Array(l.shape[0] * l.shape[1]).fill(-1);
-        return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+        return withScores(l, () => -1);
       },
     });
     await assert.rejects(
       pruneSequential(m.ckpt, m.cfg, pool, negative.client, settings, calib, windows),
       /^ZpruneError: block 0: model\.layers\.0\.self_attn\.q_proj\.weight: score\[0\] is -1, not a finite score/,
     );
-  } finally {
-    pool.close();
-  }
-});
+  }));
 
-Deno.test("pruneSequential(), checkModelFits() under le-kth count returned scores in the server's budget", async () => {
-  const m = await loadModel(MODEL);
-  const T = 8, windows = 1;
-  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
-  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
-  try {
+Deno.test("pruneSequential(), checkModelFits() under le-kth count returned scores in the server's budget", () =>
+  withOneWindow(async (m, pool, calib, windows) => {
     // A block of the bundled model is about 3.8 MB of working memory with masks back, about 10 MB with the scores (4
     // bytes a weight, kept twice); its largest layer alone about 2.5 MB, and 4 MB with its scores.
     const requests = async (layerRule: "exact" | "le-kth") => {
       const fake = fakeClient({
         memoryBudgetBytes: 6e6,
         answer: (l) => {
-          const score = new Float32Array(l.shape[0] * l.shape[1]);
-          return { ...l, score: { dtype: "f32", shape: l.shape, data: new Uint8Array(score.buffer) } };
+          return withScores(l, () => 0);
         },
       });
       const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5, layerRule };
@@ -475,17 +486,10 @@ Deno.test("pruneSequential(), checkModelFits() under le-kth count returned score
       () => checkModelFits(m.ckpt, m.cfg, limits, "layer", "magnitude", true),
       /^RangeError: model\.layers\.0\.mlp\.gate_proj\.weight: about \d+ bytes of working memory/,
     );
-  } finally {
-    pool.close();
-  }
-});
+  }));
 
-Deno.test("pruneSequential() refuses an answer whose column count differs, its row count the same", async () => {
-  const m = await loadModel(MODEL);
-  const T = 8, windows = 1;
-  const calib = Int32Array.from({ length: windows * T }, (_, i) => (i * 7 + 2) % m.cfg.vocabSize);
-  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 1, calibWindows: windows });
-  try {
+Deno.test("pruneSequential() refuses an answer whose column count differs, its row count the same", () =>
+  withOneWindow(async (m, pool, calib, windows) => {
     // q_proj is 256 x 256: answered as 256 x 128, its mask would cover other weights than the ones asked about.
     const halfWide = fakeClient({ answer: (l) => ({ ...l, shape: [l.shape[0], l.shape[1] / 2] }) });
     const settings = { method: "magnitude" as const, pattern: "layer", sparsity: 0.5 };
@@ -493,7 +497,4 @@ Deno.test("pruneSequential() refuses an answer whose column count differs, its r
       pruneSequential(m.ckpt, m.cfg, pool, halfWide.client, settings, calib, windows),
       /^Error: server answered model\.layers\.0\.self_attn\.q_proj\.weight for model\.layers\.0\.self_attn\.q_proj/,
     );
-  } finally {
-    pool.close();
-  }
-});
+  }));
