@@ -9,7 +9,7 @@ import { basename, dirname, resolve } from "node:path";
 import { type Method, parsePattern, PruneRequestSchema } from "../contract/api.ts";
 import { checkpointWeightFiles, filesIn, FOLDERS_KEPT, isWeightFile, SOURCE_ONLY_FILES } from "../model/safetensors.ts";
 import { LAYER_RULES, type LayerRule } from "../model/layer_rule.ts";
-import { checkNotHeld } from "./_resume.ts";
+import { checkNotHeld, isResumeFile } from "./_resume.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -347,7 +347,11 @@ export async function checkOutputs(args: PruneArgs): Promise<void> {
   if (args.out !== undefined) await naming("out", args.out, () => checkOut(args.out!, args.model));
   if (args.resume !== undefined) await naming("resume", args.resume, () => checkResume(args.resume!, args));
   if (args.report !== undefined) {
-    await naming("report", args.report, () => checkReport(args.report!, args.model, args.out, inputFiles(args)));
+    await naming(
+      "report",
+      args.report,
+      () => checkReport(args.report!, args.model, args.out, args.resume, inputFiles(args)),
+    );
   }
 }
 
@@ -497,6 +501,7 @@ async function checkReport(
   raw: string,
   model: string,
   out: string | undefined,
+  resume: string | undefined,
   inputs: [string, string][],
 ): Promise<void> {
   const path = resolve(raw);
@@ -517,6 +522,11 @@ async function checkReport(
     if (out !== undefined && where === await realPathOrNull(out)) {
       throw new Error(`it is the pruned checkpoint's ${name}, which --out writes`);
     }
+  }
+  // The report is written when the run ends or fails: over the progress a stopped run keeps for the next, or where
+  // the finished run removes its files.
+  if (resume !== undefined && isResumeFile(basename(place)) && dirname(place) === await placeOf(resume)) {
+    throw new Error(`it is a file --resume ${resume} keeps the run's progress in`);
   }
   const info = await statOrNull(path);
   if (info?.isDirectory) throw new Error("it is a directory");

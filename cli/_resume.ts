@@ -75,6 +75,11 @@ const blockFile = (l: number) => `zprune-block-${String(l).padStart(4, "0")}.msg
 const BLOCK_FILE = /^zprune-block-(\d{4,})\.msgpack$/;
 const TEMP_FILE = /^\.zprune-(run\.json|run\.holder|block-\d{4,}\.msgpack)\.zprune-partial$/;
 
+/** Whether a run's DIR holds (or may write) a file of this name: another writer there would replace or lose it. */
+export function isResumeFile(name: string): boolean {
+  return name === RUN_FILE || name === HOLDER_FILE || BLOCK_FILE.test(name) || TEMP_FILE.test(name);
+}
+
 /** SHA-256, in hex, of token ids (as 32-bit integers: the same ids give the same digest from any array type). */
 export function tokensDigest(ids: TokenArray): string {
   return createHash("sha256").update(new Uint8Array(Uint32Array.from(ids).buffer)).digest("hex");

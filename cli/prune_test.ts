@@ -147,6 +147,24 @@ Deno.test("main() refuses a --resume it cannot make or keep apart, before readin
     await refuses([...NO_MODEL, "--out", `${dir}/o`, "--resume", `${dir}/o`], /^--resume .*\/o: it is --out's /);
     await refuses([...NO_MODEL, "--report", `${dir}/r`, "--resume", `${dir}/r`], /^--resume .*\/r: it is --report's /);
     await refuses(["--model", dir, "--resume", `${dir}/.`], /^--resume .*: it is --model's /);
+    // A report under one of the names DIR keeps the progress in would be written over it when a run stops, or be
+    // removed with it when the run ends; by any path, DIR not made yet included. Another name in DIR will do.
+    await Deno.symlink(dir, `${dir}/dlink`);
+    for (
+      const name of [
+        "zprune-run.json",
+        "zprune-run.holder",
+        "zprune-block-0003.msgpack",
+        ".zprune-run.json.zprune-partial",
+      ]
+    ) {
+      for (const [resume, report] of [[dir, `${dir}/dlink/${name}`], [`${dir}/p`, `${dir}/p/./${name}`]]) {
+        const flags = ["--resume", resume, "--report", report];
+        await refuses([...NO_MODEL, ...flags], /^--report .*: it is a file --resume .* keeps the run's progress in$/);
+      }
+    }
+    await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", dir, "--report", `${dir}/zprune-report.json`])!);
+    await Deno.remove(`${dir}/dlink`);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["file"]);
     // A new directory, or one that exists: accepted, and the check leaves nothing in either.
     await checkOutputs(parsePruneArgs([...NO_MODEL, "--resume", `${dir}/new`])!);
