@@ -158,7 +158,8 @@ Deno.test("main() refuses a --resume it cannot make or keep apart, before readin
         ".zprune-run.json.zprune-partial",
       ]
     ) {
-      for (const [resume, report] of [[dir, `${dir}/dlink/${name}`], [`${dir}/p`, `${dir}/p/./${name}`]]) {
+      const places: [string, string][] = [[dir, `${dir}/dlink/${name}`], [`${dir}/p`, `${dir}/p/./${name}`]];
+      for (const [resume, report] of places) {
         const flags = ["--resume", resume, "--report", report];
         await refuses([...NO_MODEL, ...flags], /^--report .*: it is a file --resume .* keeps the run's progress in$/);
       }

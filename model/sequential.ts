@@ -266,15 +266,17 @@ export async function pruneSequential(
   }
   const done = progress.done ?? [];
   if (done.length > cfg.nLayers) throw new RangeError(`${done.length} blocks pruned already, of ${cfg.nLayers}`);
-  const { limits } = done.length < cfg.nLayers ? await client.info() : { limits: undefined };
-  await pool.calibBegin(calib, windows);
+  // Where every block was kept, the calibration states would feed no request: the masks alone are applied.
+  const toPrune = done.length < cfg.nLayers;
+  const { limits } = toPrune ? await client.info() : { limits: undefined };
+  if (toPrune) await pool.calibBegin(calib, windows);
   for (const [l, block] of done.entries()) {
     if (block.block !== l) throw new RangeError(`block ${block.block} given as the pruned block ${l}`);
     await applyBlock(ckpt, pool, l, block.layers, result);
     result.blocks.push(block.record);
     servedBy(result, block.backend, block.device, block.layers.length);
     // The last block's outputs would feed no block.
-    if (l + 1 < cfg.nLayers) await pool.calibAdvance(l);
+    if (toPrune && l + 1 < cfg.nLayers) await pool.calibAdvance(l);
     progress.onBlock?.(l);
   }
   for (let l = done.length; l < cfg.nLayers; l++) {

@@ -280,13 +280,18 @@ Deno.test("pruneSequential() feeds each block the outputs of the blocks before i
     const counted = { ...client, info: () => (infos++, client.info()) } as unknown as ZpruneClient;
     const kept: PrunedBlock[] = [];
     const pool = await ForwardPool.create(model.cfg, model.weights, { seqLen: T, workers: 1, calibWindows: windows });
+    // Counts the calibration's starts and the blocks' forwards that move its states on.
+    const calls = { begin: 0, advance: 0 };
+    const [begin, advance] = [pool.calibBegin.bind(pool), pool.calibAdvance.bind(pool)];
+    pool.calibBegin = (...a) => (calls.begin++, begin(...a));
+    pool.calibAdvance = (...a) => (calls.advance++, advance(...a));
     try {
       const keep = (b: PrunedBlock) => Promise.resolve(void kept.push(b));
       const result = await pruneSequential(model.ckpt, model.cfg, pool, counted, settings, calib, windows, {
         done,
         keep,
       });
-      return { model, requests, kept, result, infos };
+      return { model, requests, kept, result, infos, calls };
     } finally {
       pool.close();
     }
@@ -294,6 +299,7 @@ Deno.test("pruneSequential() feeds each block the outputs of the blocks before i
   const full = await run();
   const blocks = m.cfg.nLayers;
   assert.equal(full.requests.length, blocks);
+  assert.deepEqual(full.calls, { begin: 1, advance: blocks - 1 });
   full.requests.forEach((req, l) => {
     assert.deepEqual(req.layers.map((x) => x.name), LINEAR_NAMES.map((n) => `model.layers.${l}.${n}.weight`));
     assert.deepEqual(req.layers.map(sentActs), want[l], `block ${l}'s actNormSq`);
@@ -315,8 +321,9 @@ Deno.test("pruneSequential() feeds each block the outputs of the blocks before i
   for (const done of [2, blocks]) {
     const resumed = await run(full.kept.slice(0, done));
     assert.deepEqual(resumed.requests.map((r) => r.layers.map(sentActs)), want.slice(done), `${done} done`);
-    // With every block done, the server is not asked even for its limits: the run needs no server.
+    // With every block done, the server is not asked even for its limits: the run needs no server, nor calibration.
     assert.equal(resumed.infos, done === blocks ? 0 : 1);
+    assert.deepEqual(resumed.calls, done === blocks ? { begin: 0, advance: 0 } : full.calls, `${done} done`);
     assert.equal(resumed.result.layers.length, blocks * LINEAR_NAMES.length);
     assert.deepEqual(
       resumed.result.blocks.map((b) => b.advanceMs === undefined),
