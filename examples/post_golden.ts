@@ -8,23 +8,30 @@
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
 
-const url = Deno.args[0] ?? Deno.env.get("ZPRUNE_URL") ?? "http://127.0.0.1:8787";
+// "http://host:8787/" is the same server: the route is appended after one slash.
+const url = (Deno.args[0] || Deno.env.get("ZPRUNE_URL") || "http://127.0.0.1:8787").replace(/\/+$/, "");
 const fixture = Deno.args[1] ??
   new URL("../tests/fixtures/golden/zpruner-layer-f16.request.msgpack", import.meta.url).pathname;
 const token = Deno.env.get("ZPRUNE_TOKEN");
 
+const body = await Deno.readFile(fixture);
 const res = await fetch(`${url}/v1/prune`, {
   method: "POST",
   headers: { "content-type": "application/msgpack", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-  body: await Deno.readFile(fixture),
+  body,
+}).catch((e: unknown) => {
+  // No server there (or no route to it): one line naming the URL, not a stack trace.
+  const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : String(e);
+  console.error(`cannot reach a zprune server at ${url}: ${cause} (start one with npm run serve, or give its URL)`);
+  Deno.exit(1);
 });
 if (!res.ok) {
   console.error(res.status, await res.text());
   Deno.exit(1);
 }
-const body = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
-console.log(`backend ${body.backend} on ${body.device}, ${body.timings.totalMs.toFixed(1)} ms`);
-for (const layer of body.layers) {
+const answer = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+console.log(`backend ${answer.backend} on ${answer.device}, ${answer.timings.totalMs.toFixed(1)} ms`);
+for (const layer of answer.layers) {
   const { pruned, total, sparsity, threshold, alpha } = layer.stats;
   console.log(
     `${layer.name} [${layer.shape.join("x")}]: pruned ${pruned}/${total} (${(100 * sparsity).toFixed(1)}%)` +

@@ -44,7 +44,23 @@ Deno.test("examples/post_golden.ts prints the golden layer's counts, sending $ZP
     const refused = await postGolden([], { ZPRUNE_URL: server.url });
     assert.equal(refused.code, 1);
     assert.match(refused.err, /^401 .*unauthorized/);
+
+    // A URL with a trailing slash names the same server.
+    const slash = await postGolden([`${server.url}/`], { ZPRUNE_TOKEN: "s3cret" });
+    assert.equal(slash.code, 0, slash.err);
+    assert.equal(slash.out.trim().split("\n")[1], lines[1]);
   } finally {
     await server.close();
   }
+});
+
+Deno.test("examples/post_golden.ts says in one line that no server answers at the URL", async () => {
+  // A port just given back: nothing listens there.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `http://127.0.0.1:${listener.addr.port}`;
+  listener.close();
+  const { code, out, err } = await postGolden([url]);
+  assert.equal(code, 1);
+  assert.equal(out, "");
+  assert.match(err, new RegExp(`^cannot reach a zprune server at ${url}: .*refused.*\\n$`, "i"));
 });
