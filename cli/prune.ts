@@ -133,12 +133,14 @@ function progress(): (label: string, done: number, total: number) => void {
  * Asks the server for GET /v1/info, which needs the token, so that a wrong URL or token fails before any work
  * rather than after the dense evaluation. Throws naming the URL and the cause.
  */
-async function probeServer(client: ZpruneClient): Promise<InfoAnswer> {
+async function probeServer(client: ZpruneClient, tokenFrom: string | undefined): Promise<InfoAnswer> {
   try {
     return await client.info({ signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
   } catch (e) {
+    // A stale $ZPRUNE_TOKEN is easy to forget: say where the token sent came from, or that none was.
+    const sent = tokenFrom ? ` (the token sent is ${tokenFrom}'s)` : " (none was sent: give --token or $ZPRUNE_TOKEN)";
     const why = e instanceof ZpruneError
-      ? `${e.code}${e.status ? ` (HTTP ${e.status})` : ""}: ${e.message}`
+      ? `${e.code}${e.status ? ` (HTTP ${e.status})` : ""}: ${e.message}${e.code === "unauthorized" ? sent : ""}`
       : e instanceof DOMException && e.name === "TimeoutError"
       ? `no answer within ${PROBE_TIMEOUT_MS / 1000} s`
       : errorChain(e);
@@ -409,10 +411,12 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const bar = progress();
   const { seqlen, method, pattern, sparsity, exponent } = args;
 
+  const envToken = Deno.env.get("ZPRUNE_TOKEN") || undefined;
+  const tokenFrom = args.token !== undefined ? "--token" : envToken !== undefined ? "$ZPRUNE_TOKEN" : undefined;
   const remote = args.server !== undefined
-    ? new ZpruneClient({ url: args.server, token: args.token ?? Deno.env.get("ZPRUNE_TOKEN") })
+    ? new ZpruneClient({ url: args.server, token: args.token ?? envToken })
     : undefined;
-  const remoteInfo = remote ? await probeServer(remote) : undefined;
+  const remoteInfo = remote ? await probeServer(remote, tokenFrom) : undefined;
   await checkDefaultIds(args);
 
   // The loader names the file it could not read or use; the flag that chose the directory is named here.

@@ -662,16 +662,27 @@ Deno.test("main() fails fast on an unreachable --server, with URL and cause, bef
   await refuses([...NO_MODEL, "--server", url], new RegExp(url.replaceAll(".", "\\.")), /refused/i);
 });
 
-Deno.test("main() fails fast when --server refuses the token, before reading the model", async () => {
+Deno.test("main() fails fast when --server refuses its token (or none), saying whose it was", async () => {
   const backend = createCpuBackend({ threads: 1 });
   const server = await startServer({ backend, config: { token: "right" } });
+  const saved = Deno.env.get("ZPRUNE_TOKEN");
+  const url = new RegExp(
+    `^zprune server ${server.url} \\(--server\\) failed GET /v1/info: unauthorized \\(HTTP 401\\): `,
+  );
   try {
-    await refuses(
-      [...NO_MODEL, "--server", server.url, "--token", "wrong"],
-      new RegExp(server.url),
-      /unauthorized|token/i,
-    );
+    Deno.env.delete("ZPRUNE_TOKEN");
+    const flags = [...NO_MODEL, "--server", server.url];
+    await refuses(flags, url, /: no Authorization header: .* \(none was sent: give --token or \$ZPRUNE_TOKEN\)$/);
+    await refuses([...flags, "--token", "wrong"], url, /not this server's: .* \(the token sent is --token's\)$/);
+    // A stale token in the environment is named as the one sent; --token wins over it, and an empty one is none.
+    Deno.env.set("ZPRUNE_TOKEN", "stale");
+    await refuses(flags, url, /not this server's: .* \(the token sent is \$ZPRUNE_TOKEN's\)$/);
+    await refuses([...flags, "--token", "right"], /^--model \/nonexistent\/zprune-model: /);
+    Deno.env.set("ZPRUNE_TOKEN", "");
+    await refuses(flags, url, /: no Authorization header: .* \(none was sent/);
   } finally {
+    if (saved === undefined) Deno.env.delete("ZPRUNE_TOKEN");
+    else Deno.env.set("ZPRUNE_TOKEN", saved);
     await server.close();
     await backend.close();
   }

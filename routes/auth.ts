@@ -16,12 +16,18 @@ function timingSafeEqual(expected: string, given: string): boolean {
 export function bearerAuth(token: string): MiddlewareHandler {
   return async function bearerAuth(c, next) {
     if (token) {
-      const header = c.req.header("authorization") ?? "";
-      const m = /^Bearer\s+(.+)$/i.exec(header.trim());
+      const header = c.req.header("authorization");
+      const m = /^Bearer\s+(.+)$/i.exec(header?.trim() ?? "");
       if (!m || !timingSafeEqual(token, m[1]!)) {
-        // RFC 6750 section 3: a 401 names the scheme it wants.
-        throw new ZpruneError("unauthorized", "send Authorization: Bearer <token> with this server's token", {
-          headers: { "WWW-Authenticate": 'Bearer realm="zprune"' },
+        // Which of the three it is tells a client with a stale token from one that sent none; nothing of the token.
+        const what = header === undefined
+          ? "no Authorization header"
+          : m
+          ? "the bearer token sent is not this server's"
+          : "the Authorization header is not Bearer <token>";
+        // RFC 6750 section 3: a 401 names the scheme it wants, and a token refused as such is an invalid_token.
+        throw new ZpruneError("unauthorized", `${what}: send Authorization: Bearer <token> with this server's token`, {
+          headers: { "WWW-Authenticate": `Bearer realm="zprune"${m ? ', error="invalid_token"' : ""}` },
         });
       }
     }

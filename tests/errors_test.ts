@@ -643,11 +643,23 @@ Deno.test("401 unauthorized without the configured bearer token", async () => {
   const server = await startServer({ backend, config: { token: "s3cret-token" } });
   try {
     const body = encodeMsgpack(request());
+    // The message says which it is: no header, another scheme, or a token that is not the server's (RFC 6750's
+    // invalid_token); never anything of the token itself.
     const none = await postPrune(server.url, body);
     assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="zprune"');
-    await expectError(none, 401, "unauthorized");
-    await expectError(await postPrune(server.url, body, { authorization: "Bearer s3cret-tokem" }), 401, "unauthorized");
-    await expectError(await postPrune(server.url, body, { authorization: "s3cret-token" }), 401, "unauthorized");
+    await expectError(none, 401, "unauthorized", "no Authorization header: send Authorization: Bearer <token>");
+    const wrong = await postPrune(server.url, body, { authorization: "Bearer s3cret-tokem" });
+    assert.equal(wrong.headers.get("www-authenticate"), 'Bearer realm="zprune", error="invalid_token"');
+    assert.doesNotMatch(
+      await expectError(wrong, 401, "unauthorized", "the bearer token sent is not this server's"),
+      /s3/,
+    );
+    for (const authorization of ["s3cret-token", "Bearer ", "Basic czNjcmV0"]) {
+      const other = await postPrune(server.url, body, { authorization });
+      assert.equal(other.headers.get("www-authenticate"), 'Bearer realm="zprune"', authorization);
+      const message = await expectError(other, 401, "unauthorized", "the Authorization header is not Bearer <token>");
+      assert.doesNotMatch(message, /s3/);
+    }
     await expectError(await fetch(`${server.url}/v1/info`), 401, "unauthorized");
     await expectError(await fetch(`${server.url}/metrics`), 401, "unauthorized");
     assert.equal((await postPrune(server.url, body, { authorization: "Bearer s3cret-token" })).status, 200);
