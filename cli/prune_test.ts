@@ -523,7 +523,9 @@ Deno.test("main() names, before any prune request, layers a server would refuse 
       [["--server", small.url], [/--server http/, /mlp\.gate_proj\.weight: about \d+ bytes to send.* 300000/]],
       [["--server", narrow.url], [/mlp\.gate_proj\.weight: 768 x 256 weights, over the server's largest layer/]],
       [["--calib-starts", `${dir}/empty.i64`], [/--calib-starts .*empty\.i64: it holds no window starts/]],
-      [["--calib-starts", `${dir}/far.i64`], [/--calib-starts .*far\.i64 \(with --calib-ids .*\): window start 10+ /]],
+      [["--calib-starts", `${dir}/far.i64`], [
+        /--calib-starts .*far\.i64 \(with --calib-ids .*\): window 0 \(of 1\): its start 10+ \+ \d+ tokens runs past/,
+      ]],
       [["--calib-text", `${dir}/short.txt`], [/--calib-text .*short\.txt: \d+ tokens are fewer than one window/]],
       [["--eval-ids", `${dir}/ids.u16`, "--seqlen", "16"], [/--eval-ids .*ids\.u16: token id 9000 \(token 123\)/]],
       [["--eval-ids", `${dir}/ids.u32`, "--seqlen", "16"], [/--eval-ids .*ids\.u32: token id 70000 \(token 123\)/]],
@@ -644,14 +646,31 @@ Deno.test("main() refuses the bundled token ids for a model with another tokeniz
 });
 
 Deno.test("main() refuses a model whose arena cannot fit before reading its weights, naming the limit", async () => {
-  // 33000-token windows need a 33000² attention matrix alone (4.36 GB).
-  await refuses(["--seqlen", "33000", "--skip-dense"], /4 GiB/, /--seqlen|33000/);
+  // The bundled model's files, linked, its config.json claiming positions enough for 33000-token windows, which need
+  // a 33000² attention matrix alone (4.36 GB). (The bundled one refuses them for its 1024 positions first.)
+  const bundled = new URL("../models/zp-llama-9m", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const e of Deno.readDirSync(bundled)) {
+      if (e.name !== "config.json") await Deno.symlink(`${bundled}/${e.name}`, `${dir}/${e.name}`);
+    }
+    const config = JSON.parse(await Deno.readTextFile(`${bundled}/config.json`));
+    await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...config, max_position_embeddings: 65536 }));
+    await refuses(["--model", dir, "--seqlen", "33000", "--skip-dense"], /4 GiB/, /windows of 33000 tokens/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("main() refuses windows past the model's max_position_embeddings, naming both", async () => {
   // The bundled model was trained on 1024 positions (its config.json); 1024 itself passes this check and fails on
   // the default calibration's window starts instead (another test).
   await refuses(["--seqlen", "1025", "--skip-dense"], /1025 tokens .*max_position_embeddings of 1024/, /--seqlen/);
+  // Far past it, the run state would not fit the 4 GiB arena either: the window length is still what is named.
+  await refuses(
+    ["--seqlen", "100000", "--skip-dense"],
+    /^--model .*: windows of 100000 tokens .*max_position_embeddings/,
+  );
 });
 
 Deno.test("main() fails fast on an unreachable --server, with URL and cause, before reading the model", async () => {
@@ -700,7 +719,7 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     const long = model.filter((a) => a !== "--seqlen" && a !== "16");
     await refuses(
       [...long, "--seqlen", "1024"],
-      /^the default calibration \(windows drawn for --seqlen 256; for --seqlen 1024, give --calib-text\): window start/,
+      /^the default calibration \(windows drawn for --seqlen 256; for --seqlen 1024, give --calib-text\): window \d+ \(of 64\): its start \d+ \+ 1024 tokens runs past/,
     );
     // More windows than the test set holds: refused, not evaluated whole under the asked-for count.
     await Deno.writeFile(`${dir}/four.u16`, new Uint8Array(4 * 16 * 2 + 6));

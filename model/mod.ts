@@ -56,8 +56,10 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Lo
   // states, else the smallest the weights could be stored in.
   const declared = config.torch_dtype ?? config.dtype, f32Bytes = runnerArenaSize(cfg, run).weights;
   const share = opts.keep16 === false ? 1 : await storedShare(dir) ?? (declared === "float32" ? 1 : 0.5);
-  checkArenaFits(cfg, run, `model ${dir}`, f32Bytes * share);
+  // A window past the model's positions is refused as such first: its run state may not fit the arena either, but a
+  // shorter window is the way out, not a smaller model.
   checkWindowLength(cfg, opts.seqLen ?? 0);
+  checkArenaFits(cfg, run, `model ${dir}`, f32Bytes * share);
   const ckpt = await loadCheckpoint(dir, config);
   const mode = opts.keep16 ?? "auto";
   const keep16 = mode !== "auto"

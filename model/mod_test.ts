@@ -53,7 +53,9 @@ Deno.test("loadModel() refuses a model too large for WebAssembly's 4 GiB before 
     await assert.rejects(() => loadModel(dir), refused(dir, "16-bit"));
   });
   // 16 float32 layers instead of 22 (0.84e9 parameters, 3.34 GB) fit.
-  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32" }, async (dir) => {
+  // (Its config.json states positions enough for such windows: past them, the window length is refused first.)
+  const long = { ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32", max_position_embeddings: 8192 };
+  await withConfigOnly(long, async (dir) => {
     await assert.rejects(() => loadModel(dir), Deno.errors.NotFound);
   });
 });
@@ -163,7 +165,9 @@ Deno.test("loadModel() takes Llama 3.2 1B's config (bf16): 4.88 GiB as float32, 
 Deno.test("loadModel() counts the run state of the window length it is given", async () => {
   // The 16-layer float32 model fits alone; windows of 8192 tokens add a 8192² attention matrix and 8192 x 32000 logits
   // (1.3 GB) and push it past the limit.
-  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32" }, async (dir) => {
+  // (Its config.json states positions enough for such windows: past them, the window length is refused first.)
+  const long = { ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32", max_position_embeddings: 8192 };
+  await withConfigOnly(long, async (dir) => {
     await assert.rejects(() => loadModel(dir, { seqLen: 8192 }), /4 GiB.*8192|8192.*4 GiB/);
     await assert.rejects(() => loadModel(dir, { seqLen: 256 }), Deno.errors.NotFound);
   });
@@ -191,6 +195,11 @@ Deno.test("loadModel() refuses windows past max_position_embeddings before readi
       return true;
     });
     await assert.rejects(() => loadModel(dir, { seqLen: 128 }), /neither model\.safetensors nor/);
+  });
+  // Windows whose run state would not fit the 4 GiB arena either: the window length is named, a shorter one being
+  // the way out (transformers' default 2048 positions).
+  await withConfigOnly({ ...TINYLLAMA, num_hidden_layers: 16, torch_dtype: "float32" }, async (dir) => {
+    await assert.rejects(() => loadModel(dir, { seqLen: 8192 }), /^RangeError: windows of 8192 tokens .* of 2048/);
   });
 });
 

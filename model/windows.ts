@@ -29,7 +29,9 @@ export function gatherWindows(ids: TokenArray, starts: readonly number[], seqLen
   const out = new Int32Array(starts.length * seqLen);
   starts.forEach((s, w) => {
     if (!(s >= 0 && s + seqLen <= ids.length)) {
-      throw new RangeError(`window start ${s} leaves the ${ids.length} tokens`);
+      // Which window, and where it would end: a start near the end is as wrong as one past it.
+      const where = s < 0 ? "is negative" : `+ ${seqLen} tokens runs past the ${ids.length} tokens there are`;
+      throw new RangeError(`window ${w} (of ${starts.length}): its start ${s} ${where}`);
     }
     out.set(ids.subarray(s, s + seqLen), w * seqLen);
   });

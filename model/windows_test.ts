@@ -66,8 +66,11 @@ Deno.test("seededRandom() is mulberry32, so that --seed draws the same windows i
 Deno.test("gatherWindows() refuses a negative start; readU16 and readI64 refuse a file of ragged length", async () => {
   const ids = Uint16Array.from({ length: 10 }, (_, i) => i);
   assert.deepEqual(Array.from(gatherWindows(ids, [6], 4)), [6, 7, 8, 9]);
-  assert.throws(() => gatherWindows(ids, [-1], 4), /^RangeError: window start -1 leaves the 10 tokens$/);
-  assert.throws(() => gatherWindows(ids, [7], 4), /^RangeError: window start 7 leaves the 10 tokens$/);
+  assert.throws(() => gatherWindows(ids, [-1], 4), /^RangeError: window 0 \(of 1\): its start -1 is negative$/);
+  assert.throws(
+    () => gatherWindows(ids, [6, 0, 7], 4),
+    /^RangeError: window 2 \(of 3\): its start 7 \+ 4 tokens runs past the 10 tokens there are$/,
+  );
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeFile(`${dir}/odd.u16`, new Uint8Array(3));
@@ -92,7 +95,10 @@ Deno.test("readI64() reads signed int64 starts; readTokenIds() takes .u16 in any
     const starts = await readI64(`${dir}/starts.i64`);
     assert.deepEqual(starts, [-1, 2 ** 40 + 5, 93824]);
     // A negative start is named as such, not as a huge unsigned number.
-    assert.throws(() => gatherWindows(new Uint16Array(8), [starts[0]!], 4), /^RangeError: window start -1 leaves/);
+    assert.throws(
+      () => gatherWindows(new Uint16Array(8), [starts[0]!], 4),
+      /^RangeError: window 0 \(of 1\): its start -1 is negative$/,
+    );
     // The width's name is read as .u32 is, in either case.
     await Deno.writeFile(`${dir}/IDS.U16`, new Uint8Array([1, 0, 0, 1]));
     assert.deepEqual(Array.from(await readTokenIds(`${dir}/IDS.U16`, 128_256)), [1, 256]);
