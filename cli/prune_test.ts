@@ -719,7 +719,8 @@ Deno.test("main() names the flag and file of data it cannot read, and the line o
     const long = model.filter((a) => a !== "--seqlen" && a !== "16");
     await refuses(
       [...long, "--seqlen", "1024"],
-      /^the default calibration \(windows drawn for --seqlen 256; for --seqlen 1024, give --calib-text\): window \d+ \(of 64\): its start \d+ \+ 1024 tokens runs past/,
+      /^the default calibration \(windows drawn for --seqlen 256; for --seqlen 1024, give --calib-text\): window \d+ /,
+      /\(of 64\): its start \d+ \+ 1024 tokens runs past/,
     );
     // More windows than the test set holds: refused, not evaluated whole under the asked-for count.
     await Deno.writeFile(`${dir}/four.u16`, new Uint8Array(4 * 16 * 2 + 6));
