@@ -35,7 +35,7 @@ from zprune_client.llama import (  # noqa: E402
     perplexity,
     read_tokens,
 )
-from zprune_client.model import _working_bytes  # noqa: E402
+from zprune_client.model import _resume_advice, _working_bytes  # noqa: E402
 from zprune_client.wire import encode_request  # noqa: E402
 
 SEQ = 256
@@ -340,6 +340,89 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     assert (e.code, e.status, e.retry_after, e.request_id) == ("unavailable", 503, 1.0, "req-7")
     assert e.message.startswith("block 1 (model.layers.1.self_attn.q_proj, "), e.message
     assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1
+
+
+def test_resume_advice_names_the_blocks_left_as_blocks_takes_them() -> None:
+    assert _resume_advice([0, 1, 2, 3, 4, 5], 0, 6) == "no block was pruned"
+    assert _resume_advice([0, 1, 2, 3, 4, 5], 2, 6) == "blocks before it are pruned, resume with blocks=range(2, ...)"
+    # Not to the last block: the range ends where the run would have; not consecutive: the list left.
+    assert _resume_advice([0, 1, 2], 1, 6) == "blocks before it are pruned, resume with blocks=range(1, 3)"
+    assert _resume_advice([2, 4, 5], 1, 6) == "blocks before it are pruned, resume with blocks=range(4, ...)"
+    assert _resume_advice([0, 2, 4], 1, 6) == "blocks before it are pruned, resume with blocks=[2, 4]"
+    assert _resume_advice([5, 3, 4], 1, 6) == "blocks before it are pruned, resume with blocks=range(3, 5)"
+    assert _resume_advice([5, 3, 1], 1, 6) == "blocks before it are pruned, resume with blocks=[3, 1]"
+
+
+def test_prune_model_error_resumes_with_the_blocks_asked_for(server_url: str) -> None:
+    # Blocks 0 and 1 of 3 asked for, block 1's request failing: resuming must not prune block 2, never asked for.
+    client = _failing_at_block_1(server_url, ZpruneError("unavailable", "the backend failed", 503))
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
+    with pytest.raises(ZpruneError, match=r"resume with blocks=range\(1, 2\)$"):
+        prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, blocks=[0, 1],
+                    progress=False)
+
+
+@pytest.mark.parametrize("settings,words", [
+    (dict(method="magnitude"), "sparsity: required for pattern 'layer'"),
+    (dict(method="magnitude", pattern="row"), "sparsity: required for pattern 'row'"),
+    (dict(method="Wanda", sparsity=0.5), "method: 'Wanda' is none of zpruner, wanda, ria, magnitude"),
+    (dict(pattern="4:2"), "pattern: '4:2' is not"),
+    (dict(pattern="2:0"), "pattern: '2:0' is not"),
+    (dict(pattern="1:10000"), "pattern: '1:10000' is not \"layer\", \"row\" or \"N:M\" with 0 < N < M <= 9999"),
+    (dict(pattern="2 :4"), "pattern: '2 :4' is not"),
+    (dict(sparsity=1.0), "sparsity: 1.0 is not a number with 0 <= sparsity < 1"),
+    (dict(sparsity=-0.1), "sparsity: -0.1 is not"),
+    (dict(sparsity=math.nan), "sparsity: nan is not"),
+    (dict(sparsity=True), "sparsity: True is not"),
+    (dict(sparsity="0.5"), "sparsity: '0.5' is not"),
+    (dict(sparsity=0.5, exponent=-1), "exponent: -1 is not a number from 0 to 64"),
+    (dict(sparsity=0.5, exponent=64.5), "exponent: 64.5 is not"),
+    (dict(sparsity=0.5, exponent=math.inf), "exponent: inf is not"),
+])
+def test_prune_model_refuses_settings_the_server_would_before_any_calibration(
+    server_url: str, settings: Dict[str, Any], words: str
+) -> None:
+    model = tiny_llama(5)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    passes: List[int] = []
+
+    def forward(m: Any, batch: Any) -> Any:
+        passes.append(1)
+        return m(batch)
+
+    with pytest.raises(ZpruneError) as info:
+        prune_model(model, batches, server_url, forward=forward, progress=False, **settings)
+    e = info.value
+    assert (e.code, e.status) == ("invalid_request", 422), e.message
+    assert e.message.startswith(words) and e.message.endswith("; no block was pruned"), e.message
+    assert passes == [] and all(not (p == 0).any() for p in model.parameters())
+
+
+def test_prune_model_takes_the_settings_the_server_does(server_url: str) -> None:
+    # The bounds themselves, numpy numbers, and N:M with no sparsity (API.md: ignored there): pruned, as the server
+    # accepts them all. One block each, to keep it short.
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    for settings in [dict(method="wanda", sparsity=0.0, exponent=0), dict(method="ria", sparsity=np.float32(0.5),
+                     exponent=np.int64(64)), dict(pattern="2:4"), dict(pattern="2:4", sparsity=7)]:
+        report = prune_model(tiny_llama(5), batches, server_url, blocks=[2], progress=False, **settings)
+        assert report.total > 0 and report.pruned == (0 if settings.get("sparsity") == 0.0 else report.total // 2)
+
+
+@pytest.mark.parametrize("blocks,words", [
+    ([3], "blocks: 3 is not a block of this model's 3 (0 to 2)"),
+    ([-1], "blocks: -1 is not a block of this model's 3"),
+    ([1, 1], "blocks: 1 is given twice"),
+    ([1.0], "blocks: 1.0 is not a block index"),
+    ([True], "blocks: True is not a block index"),
+])
+def test_prune_model_refuses_blocks_that_are_not_distinct_block_indices(
+    server_url: str, blocks: List[Any], words: str
+) -> None:
+    model = tiny_llama(5)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}"):
+        prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, blocks=blocks, progress=False)
+    assert all(not (p == 0).any() for p in model.parameters())
 
 
 def test_prune_model_client_side_errors_name_the_block_and_where_to_resume(server_url: str) -> None:

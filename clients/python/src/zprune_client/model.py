@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -404,6 +404,66 @@ def _at_most_kth_layer(layer: LayerResult) -> LayerResult:
     return replace(layer, mask=mask, stats=stats, score=None)
 
 
+def _resume_advice(order: Sequence[int], at: int, n_blocks: int) -> str:
+    """What a run over blocks ``order`` that stopped at ``order[at]`` leaves, and the ``blocks=`` that continues it."""
+    if at == 0:
+        return "no block was pruned"
+    rest = list(order[at:])
+    if rest == list(range(rest[0], n_blocks)):
+        todo = f"range({rest[0]}, ...)"
+    elif rest == list(range(rest[0], rest[-1] + 1)):
+        todo = f"range({rest[0]}, {rest[-1] + 1})"
+    else:
+        todo = str(rest)
+    return f"blocks before it are pruned, resume with blocks={todo}"
+
+
+def _check_blocks(blocks: Optional[Sequence[int]], n_blocks: int) -> List[int]:
+    """The blocks to prune, in order: all, or ``blocks`` checked to be distinct indices of the model's blocks."""
+    if blocks is None:
+        return list(range(n_blocks))
+    order: List[int] = []
+    for b in blocks:
+        # A bool is an int to Python; a float such as 2.0 is not an index.
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+            raise ValueError(f"blocks: {b!r} is not a block index")
+        if not 0 <= int(b) < n_blocks:
+            raise ValueError(f"blocks: {int(b)} is not a block of this model's {n_blocks} (0 to {n_blocks - 1})")
+        if int(b) in order:
+            raise ValueError(f"blocks: {int(b)} is given twice (each block is pruned once)")
+        order.append(int(b))
+    return order
+
+
+def _check_settings(
+    method: str, pattern: str, sparsity: Optional[float], exponent: Optional[float], info: Mapping[str, Any]
+) -> None:
+    """Raises the ``invalid_request`` the server would answer for these settings (API.md, Request; the bounds from
+    ``/v1/info``), before any calibration pass: every block's request would be refused alike."""
+    def refuse(message: str) -> NoReturn:
+        raise ZpruneError("invalid_request", f"{message}; no block was pruned", 422)
+
+    limits = info.get("limits") or {}
+    methods = info.get("methods") or ["zpruner", "wanda", "ria", "magnitude"]
+    if method not in methods:
+        refuse(f"method: {method!r} is none of {', '.join(methods)}")
+    nm = re.fullmatch(r"(\d{1,4}):(\d{1,4})", pattern) if isinstance(pattern, str) else None
+    max_m = int(limits.get("maxM", 9999))
+    if pattern not in ("layer", "row") and not (nm and 0 < int(nm.group(1)) < int(nm.group(2)) <= max_m):
+        refuse(f"pattern: {pattern!r} is not \"layer\", \"row\" or \"N:M\" with 0 < N < M <= {max_m}, such as \"2:4\"")
+    real = (int, float, np.integer, np.floating)
+    if pattern in ("layer", "row"):
+        if sparsity is None:
+            refuse(f"sparsity: required for pattern {pattern!r}")
+        if isinstance(sparsity, bool) or not isinstance(sparsity, real) or not 0 <= float(sparsity) < 1:
+            refuse(f"sparsity: {sparsity!r} is not a number with 0 <= sparsity < 1")
+    if exponent is not None:
+        bounds = limits.get("exponent") or {}
+        lo, hi = float(bounds.get("min", 0)), float(bounds.get("max", math.inf))
+        if isinstance(exponent, bool) or not isinstance(exponent, real) or not lo <= float(exponent) <= hi:
+            refuse(f"exponent: {exponent!r} is not a number from {lo:g} to {hi:g}")
+
+
 def _send_block(
     client: ZpruneClient,
     bi: int,
@@ -412,25 +472,25 @@ def _send_block(
     settings: Dict[str, Any],
     limits: Tuple[int, Optional[int]],
     keep: Optional[ModelPruneReport],
+    resume: str,
 ) -> List[Any]:
     """The server's answers to block ``bi``'s layers, sent in as few requests as ``limits`` (body, budget) allow.
 
     Answers are kept in ``keep.responses`` when given. An error names the block and, where the server's message points
-    at one, the layer, and says where to resume.
+    at one, the layer, and ends with ``resume`` (``_resume_advice``).
     """
     answered: List[Any] = []
     for group in _batches(specs, dtype, *limits, settings["method"], "score" in settings.get("returns", ())):
         try:
             result = client.prune_layers(group, **settings)
         except (ValueError, TypeError) as e:  # a tensor the client could not encode (Layer names it)
-            raise type(e)(f"block {bi}, {e}; blocks before it are pruned, resume with blocks=range({bi}, ...)") from e
+            raise type(e)(f"block {bi}, {e}; {resume}") from e
         except ZpruneError as e:
             # A message about one layer names it by its field path in the request ("layers[3]..."): name it.
             at = re.match(r"layers\[(\d+)\]", e.message)
             one = group[int(at.group(1))] if at and int(at.group(1)) < len(group) else None
             where = f"block {bi}, {one.name}" if one else f"block {bi} ({', '.join(s.name for s in group)})"
-            raise ZpruneError(e.code, f"{where}: {e.message}; blocks before it are pruned, resume with "
-                              f"blocks=range({bi}, ...)", e.status, retry_after=e.retry_after,
+            raise ZpruneError(e.code, f"{where}: {e.message}; {resume}", e.status, retry_after=e.retry_after,
                               request_id=e.request_id) from e
         answered.extend(result.layers)
         if keep is not None:
@@ -469,7 +529,7 @@ def prune_model(
         method, pattern, sparsity, exponent: as ``ZpruneClient.prune_layers``.
         token: bearer token, if the server wants one.
         linears: the attribute paths of the linear layers of a block, relative to the block.
-        blocks: indices of the blocks to prune (default: all, in order).
+        blocks: indices of the blocks to prune, each once (default: all, in order).
         dtype: wire dtype of the weights (default: the weights' own dtype).
         forward: ``forward(model, batch)`` runs one batch (default: ``model(batch)``).
         stop_early: stop each calibration pass after the block being pruned (the rest cannot change its inputs).
@@ -488,12 +548,14 @@ def prune_model(
             ``reference.json`` prune: k + 1 weights, more where scores tie there. The stats are those of the mask
             applied; ``responses`` keeps the server's own answers.
 
-    A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes`` (``GET /v1/info``)
-    allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over its
-    ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
+    Settings the server would refuse (``method``, ``pattern``, ``sparsity``, ``exponent``) raise ``ZpruneError``
+    (``invalid_request``), and ``blocks`` other than distinct indices of the model's blocks ``ValueError``, before any
+    calibration pass. A block is sent in as few requests as the server's ``maxBodyBytes`` and ``memoryBudgetBytes``
+    (``GET /v1/info``) allow. A layer the server would refuse for its shape or size (columns not a multiple of M, over
+    its ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
     before any block is pruned, as does a NaN or infinite weight (``non_finite``); a weight past the range of ``dtype``
     and a batch without a batch dimension raise ``ValueError``. Any other error names the block and layers it stopped
-    at; the blocks before it are pruned already (resume with ``blocks=``).
+    at; the blocks before it are pruned already, and the message ends with the ``blocks=`` that continues the run.
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -515,10 +577,12 @@ def prune_model(
     nseq = sum(_count_sequences(b) for b in batches)
     client = client or ZpruneClient(url, token)
     decoder = model.model.layers
-    order = list(range(len(decoder))) if blocks is None else list(blocks)
+    order = _check_blocks(blocks, len(decoder))
     if cache_inputs and order and order != list(range(order[0], order[0] + len(order))):
         raise ValueError("cache_inputs needs consecutive blocks in ascending order")
-    limits = client.info()["limits"]
+    info = client.info()
+    _check_settings(method, pattern, sparsity, exponent, info)
+    limits = info["limits"]
     _check_model_fits(decoder, order, linears, pattern, dtype, limits, method, layer_rule != "exact")
     max_body = int(limits["maxBodyBytes"])
     budget = int(limits["memoryBudgetBytes"]) if limits.get("memoryBudgetBytes") is not None else None
@@ -527,7 +591,7 @@ def prune_model(
     model.eval()
     cached: Optional[List[Tuple[Tuple[Any, ...], Dict[str, Any]]]] = None
     try:
-        for bi in _progress(order, len(order), progress):
+        for at, bi in enumerate(_progress(order, len(order), progress)):
             block = decoder[bi]
             mods = [(name, block.get_submodule(name)) for name in linears]
             if cache_inputs and cached is None:
@@ -543,7 +607,8 @@ def prune_model(
             if layer_rule != "exact":  # the masks are rebuilt from the scores
                 settings["returns"] = ("mask", "score")
             keep = report if keep_responses else None
-            answered = _send_block(client, bi, specs, dtype, settings, (max_body, budget), keep)
+            resume = _resume_advice(order, at, len(decoder))
+            answered = _send_block(client, bi, specs, dtype, settings, (max_body, budget), keep, resume)
             if layer_rule != "exact":
                 answered = [_at_most_kth_layer(layer) for layer in answered]
             with torch.no_grad():
