@@ -22,7 +22,8 @@ import {
 import { DEFAULTS } from "../cli/prune.ts";
 import { startLocalServer } from "../cli/_local_server.ts";
 
-const USAGE = `usage: deno task reproduce [--quick] [--only KEY[,KEY]] [--json FILE] [--server URL [--token T]]
+const USAGE = `usage: deno task reproduce [--quick] [--only KEY[,KEY]] [--json FILE] [--layer-rule R]
+                           [--server URL [--token T]]
   --quick            only the first 64 test windows (skips dense and zpruner/layer on the whole test set)
   --only KEY[,KEY]   only these entries of reference.json: dense, or method/pattern such as zpruner/2:4
   --json FILE        also write the figures as JSON
