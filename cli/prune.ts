@@ -411,7 +411,8 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   const bar = progress();
   const { seqlen, method, pattern, sparsity, exponent } = args;
 
-  const envToken = Deno.env.get("ZPRUNE_TOKEN") || undefined;
+  // Read as the server reads its own (config.ts): trimmed, and empty is none.
+  const envToken = Deno.env.get("ZPRUNE_TOKEN")?.trim() || undefined;
   const tokenFrom = args.token !== undefined ? "--token" : envToken !== undefined ? "$ZPRUNE_TOKEN" : undefined;
   const remote = args.server !== undefined
     ? new ZpruneClient({ url: args.server, token: args.token ?? envToken })

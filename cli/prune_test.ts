@@ -697,8 +697,10 @@ Deno.test("main() fails fast when --server refuses its token (or none), saying w
     Deno.env.set("ZPRUNE_TOKEN", "stale");
     await refuses(flags, url, /not this server's: .* \(the token sent is \$ZPRUNE_TOKEN's\)$/);
     await refuses([...flags, "--token", "right"], /^--model \/nonexistent\/zprune-model: /);
-    Deno.env.set("ZPRUNE_TOKEN", "");
-    await refuses(flags, url, /: no Authorization header: .* \(none was sent/);
+    for (const empty of ["", "  \n"]) {
+      Deno.env.set("ZPRUNE_TOKEN", empty);
+      await refuses(flags, url, /: no Authorization header: .* \(none was sent/);
+    }
   } finally {
     if (saved === undefined) Deno.env.delete("ZPRUNE_TOKEN");
     else Deno.env.set("ZPRUNE_TOKEN", saved);

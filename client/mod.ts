@@ -1,8 +1,8 @@
 /**
- * A TypeScript client for the zprune endpoint over plain `fetch`. Deno and Bun import it as it is, Deno with this
- * repository's deno.json (its import map names `zod` and `msgpackr`: a script elsewhere runs with `--config
- * path/to/zprune/deno.json`); elsewhere it needs a bundler or TypeScript loader (with `zod` and `msgpackr`), and
- * `AbortSignal.any` for calls given a signal.
+ * A TypeScript client for the zprune endpoint over plain `fetch`. Deno and Bun import it as it is, Deno under this
+ * repository's deno.json (`zod` and `msgpackr` resolve from its node_modules, as `npm ci` installed them: a script
+ * elsewhere runs with `--config path/to/zprune/deno.json`); elsewhere it needs a bundler or TypeScript loader (with
+ * `zod` and `msgpackr`), and `AbortSignal.any` for calls given a signal.
  *
  * @example
  * ```ts

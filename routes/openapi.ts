@@ -57,7 +57,12 @@ const retryAfter = {
 };
 /** The header a 401 answer carries (routes/auth.ts; RFC 6750 section 3). */
 const wwwAuthenticate = {
-  "WWW-Authenticate": { description: 'the scheme wanted: Bearer realm="zprune"', schema: { type: "string" } },
+  "WWW-Authenticate": {
+    description:
+      'the scheme wanted: Bearer realm="zprune", with error="invalid_token" where a bearer token was sent and ' +
+      "is not the server's",
+    schema: { type: "string" },
+  },
 };
 const errorContent = (types: string[]) =>
   Object.fromEntries(types.map((t) => [t, { schema: { $ref: "#/components/schemas/Error" } }]));

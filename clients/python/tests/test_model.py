@@ -11,6 +11,7 @@ import json
 import math
 import re
 import struct
+from fractions import Fraction
 from typing import Any, Dict, List
 
 import numpy as np
@@ -370,6 +371,9 @@ def test_prune_model_error_resumes_with_the_blocks_asked_for(server_url: str) ->
     (dict(pattern="2:0"), "pattern: '2:0' is not"),
     (dict(pattern="1:10000"), "pattern: '1:10000' is not \"layer\", \"row\" or \"N:M\" with 0 < N < M <= 9999"),
     (dict(pattern="2 :4"), "pattern: '2 :4' is not"),
+    (dict(pattern="\u0662:\u0664"), "pattern: '\u0662:\u0664' is not"),  # Arabic-Indic digits: the server's are ASCII
+    (dict(sparsity=[0.5]), "sparsity: [0.5] is not"),
+    (dict(sparsity=np.bool_(False)), "sparsity: False is not"),
     (dict(sparsity=1.0), "sparsity: 1.0 is not a number with 0 <= sparsity < 1"),
     (dict(sparsity=-0.1), "sparsity: -0.1 is not"),
     (dict(sparsity=math.nan), "sparsity: nan is not"),
@@ -402,8 +406,10 @@ def test_prune_model_takes_the_settings_the_server_does(server_url: str) -> None
     # The bounds themselves, numpy numbers, and N:M with no sparsity (API.md: ignored there): pruned, as the server
     # accepts them all. One block each, to keep it short.
     batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(5))]
+    # prune_layers sends float(sparsity): a 0-d tensor or array, or a Fraction, goes as the number it holds.
     for settings in [dict(method="wanda", sparsity=0.0, exponent=0), dict(method="ria", sparsity=np.float32(0.5),
-                     exponent=np.int64(64)), dict(pattern="2:4"), dict(pattern="2:4", sparsity=7)]:
+                     exponent=np.int64(64)), dict(pattern="2:4"), dict(pattern="2:4", sparsity=7),
+                     dict(sparsity=torch.tensor(0.5), exponent=np.array(1.5)), dict(sparsity=Fraction(1, 2))]:
         report = prune_model(tiny_llama(5), batches, server_url, blocks=[2], progress=False, **settings)
         assert report.total > 0 and report.pruned == (0 if settings.get("sparsity") == 0.0 else report.total // 2)
 

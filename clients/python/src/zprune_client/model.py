@@ -447,21 +447,34 @@ def _check_settings(
     methods = info.get("methods") or ["zpruner", "wanda", "ria", "magnitude"]
     if method not in methods:
         refuse(f"method: {method!r} is none of {', '.join(methods)}")
-    nm = re.fullmatch(r"(\d{1,4}):(\d{1,4})", pattern) if isinstance(pattern, str) else None
+    # [0-9], not \d: Python's \d takes any script's digits, and the server's grammar only ASCII ones.
+    nm = re.fullmatch(r"([0-9]{1,4}):([0-9]{1,4})", pattern) if isinstance(pattern, str) else None
     max_m = int(limits.get("maxM", 9999))
     if pattern not in ("layer", "row") and not (nm and 0 < int(nm.group(1)) < int(nm.group(2)) <= max_m):
         refuse(f"pattern: {pattern!r} is not \"layer\", \"row\" or \"N:M\" with 0 < N < M <= {max_m}, such as \"2:4\"")
-    real = (int, float, np.integer, np.floating)
     if pattern in ("layer", "row"):
         if sparsity is None:
             refuse(f"sparsity: required for pattern {pattern!r}")
-        if isinstance(sparsity, bool) or not isinstance(sparsity, real) or not 0 <= float(sparsity) < 1:
+        value = _as_number(sparsity)
+        if value is None or not 0 <= value < 1:
             refuse(f"sparsity: {sparsity!r} is not a number with 0 <= sparsity < 1")
     if exponent is not None:
         bounds = limits.get("exponent") or {}
         lo, hi = float(bounds.get("min", 0)), float(bounds.get("max", math.inf))
-        if isinstance(exponent, bool) or not isinstance(exponent, real) or not lo <= float(exponent) <= hi:
+        value = _as_number(exponent)
+        if value is None or not lo <= value <= hi:
             refuse(f"exponent: {exponent!r} is not a number from {lo:g} to {hi:g}")
+
+
+def _as_number(x: Any) -> Optional[float]:
+    """``float(x)``, the value ``prune_layers`` sends (a 0-d tensor or array, a Fraction, a numpy number), or None
+    for what is no number there: a bool (the server refuses true and false), a string, or what float() refuses."""
+    if isinstance(x, (bool, np.bool_, str, bytes)):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
 
 
 def _send_block(
