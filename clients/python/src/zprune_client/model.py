@@ -226,10 +226,14 @@ def _batches(
     return groups
 
 
+# The server's N:M grammar: [0-9], not \d, which in Python takes any script's digits.
+_NM_PATTERN = re.compile(r"([0-9]{1,4}):([0-9]{1,4})")
+
+
 def _nm_group(pattern: str) -> int:
     """M of an ``"N:M"`` pattern (each row's groups of M columns), 0 for ``"layer"`` and ``"row"``."""
-    nm = re.fullmatch(r"\d+:(\d+)", pattern)
-    return int(nm.group(1)) if nm else 0
+    nm = _NM_PATTERN.fullmatch(pattern)
+    return int(nm.group(2)) if nm else 0
 
 
 def _check_layer_shape(name: str, weight: Any, pattern: str, max_elements: Optional[int]) -> None:
@@ -447,8 +451,7 @@ def _check_settings(
     methods = info.get("methods") or ["zpruner", "wanda", "ria", "magnitude"]
     if method not in methods:
         refuse(f"method: {method!r} is none of {', '.join(methods)}")
-    # [0-9], not \d: Python's \d takes any script's digits, and the server's grammar only ASCII ones.
-    nm = re.fullmatch(r"([0-9]{1,4}):([0-9]{1,4})", pattern) if isinstance(pattern, str) else None
+    nm = _NM_PATTERN.fullmatch(pattern) if isinstance(pattern, str) else None
     max_m = int(limits.get("maxM", 9999))
     if pattern not in ("layer", "row") and not (nm and 0 < int(nm.group(1)) < int(nm.group(2)) <= max_m):
         refuse(f"pattern: {pattern!r} is not \"layer\", \"row\" or \"N:M\" with 0 < N < M <= {max_m}, such as \"2:4\"")
