@@ -27,12 +27,18 @@ export const DEFAULTS = {
   sparsity: 0.5,
 };
 
+/** A flag refused before any work starts (parsePruneArgs, checkOutputs): the command line exits 2 for it. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
 /** `--help`. */
 export const HELP = `deno task prune [flags]
 
 Prunes every decoder block's 7 linear layers of a LLaMA checkpoint, block by block, through POST /v1/prune,
 and reports dense and pruned perplexity. Flags are checked before any work starts; a flag that another one
-would make ineffective is an error.
+would make ineffective is an error. Exit status: 0 done, 1 failed, 2 a flag refused, 130 or 143 stopped
+by a signal.
 
   --model DIR            checkpoint directory (default: models/zp-llama-9m); its weights plus the run state
                          must fit WebAssembly's 4 GiB memory: about 1B parameters in float32, 2B in bf16 or

@@ -31,7 +31,7 @@ import {
   tokenizeCorpus,
   writeCheckpoint,
 } from "../model/mod.ts";
-import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs } from "./_prune_args.ts";
+import { checkOutputs, DEFAULTS, HELP, parsePruneArgs, type PruneArgs, UsageError } from "./_prune_args.ts";
 import { startLocalServer } from "./_local_server.ts";
 import { keptMessage, type Measured, prunedMessage, RunStop, StoppedBy } from "./_run_stop.ts";
 import { checkpointDigest, type KeptDense, type RunIdentity, RunProgress, tokensDigest } from "./_resume.ts";
@@ -397,14 +397,24 @@ function printReport(r: PruneReport): void {
   if (r.outLeftOut?.length) console.log(`             not copied (dense weights): ${r.outLeftOut.join(", ")}`);
 }
 
+/** The flags parsed and the outputs checked, any refusal rethrown as a UsageError with the same message. */
+async function flagsChecked(argv: string[]): Promise<PruneArgs | undefined> {
+  try {
+    const args = parsePruneArgs(argv);
+    if (args) await checkOutputs(args);
+    return args;
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e), { cause: e });
+  }
+}
+
 /** Runs the CLI with `args`; returns the report (also written to --report when given), undefined for --help. */
 export async function main(argv: string[]): Promise<PruneReport | undefined> {
-  const args = parsePruneArgs(argv);
+  const args = await flagsChecked(argv);
   if (!args) {
     console.log(HELP);
     return undefined;
   }
-  await checkOutputs(args);
   // From here on a signal ends the run with its report and a line saying what is kept (see RunStop).
   using stop: RunStop = new RunStop(args.resume, (why) => reportFailure(args, stop.dense, stop.kept, why));
   const t0 = performance.now();
@@ -621,6 +631,6 @@ if (import.meta.main) {
     // A server's refusal says which code and status, for a log or a retry decision.
     const code = e instanceof ZpruneError ? ` (${e.code}${e.status ? `, HTTP ${e.status}` : ""})` : "";
     console.error(`prune: ${errorChain(e)}${code}`);
-    Deno.exit(e instanceof StoppedBy ? e.exitCode : 1);
+    Deno.exit(e instanceof StoppedBy ? e.exitCode : e instanceof UsageError ? 2 : 1);
   }
 }

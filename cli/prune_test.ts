@@ -260,7 +260,7 @@ Deno.test("main() refuses an --out holding weights the run would not overwrite, 
   }
 });
 
-Deno.test("`deno task prune` refuses --out and --report under /proc or /sys with advice, not --allow-all", async () => {
+Deno.test("`deno task prune` refuses --out, --report under /proc or /sys with advice, exits 2", async () => {
   // Under the task's own permissions (read from deno.json), Deno refuses these paths with "run again with the
   // --allow-all flag"; the CLI says to choose another path instead. Tests run with -A, so this needs a child.
   const task: string = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks.prune;
@@ -274,10 +274,21 @@ Deno.test("`deno task prune` refuses --out and --report under /proc or /sys with
       signal: AbortSignal.timeout(60_000),
     }).output();
     const err = new TextDecoder().decode(res.stderr);
-    assert.equal(res.code, 1, err);
+    assert.equal(res.code, 2, err); // a refused flag, as `deno task reproduce` and the server exit for theirs
     assert.match(err, new RegExp(`${flag} ${path}: .*system paths.*choose another path`));
     assert.doesNotMatch(err, /allow-all/);
   }
+  // A run that fails once the flags passed exits 1: here the model directory is not there.
+  const failed = await new Deno.Command(Deno.execPath(), {
+    args: [...taskArgs, ...NO_MODEL, "--skip-dense"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const failedErr = new TextDecoder().decode(failed.stderr);
+  assert.equal(failed.code, 1, failedErr);
+  assert.match(failedErr, /^prune: --model \/nonexistent\/zprune-model: /m);
   // Elsewhere, Deno's refusal is the right advice: the CLI run without --allow-write.
   const res = await new Deno.Command(Deno.execPath(), {
     args: [...taskArgs.filter((a) => a !== "--allow-write"), ...NO_MODEL, "--report", "/tmp/zprune-report.json"],
