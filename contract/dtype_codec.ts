@@ -21,29 +21,25 @@ const F16_TABLE: Float32Array = (() => {
   return t;
 })();
 
-/**
- * Returns a buffer holding `bytes` at an `align`-byte boundary: its own when the view is aligned (a worker's view of
- * a SharedArrayBuffer included: each decode task reads its rows of the one shared copy), else a copy.
- */
-function aligned(bytes: Uint8Array, align: number): ArrayBufferLike {
-  if (bytes.byteOffset % align === 0) return bytes.buffer;
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return copy.buffer;
-}
-
-/** Views little-endian u16 data (f16/bf16 bits) without copying when aligned. */
+/** Views little-endian u16 data (f16/bf16 bits) without copying; `bytes` must be 2-byte aligned. */
 function u16View(bytes: Uint8Array): Uint16Array {
-  const buf = aligned(bytes, 2);
-  const off = buf === bytes.buffer ? bytes.byteOffset : 0;
-  return new Uint16Array(buf, off, bytes.byteLength >> 1);
+  // Division, not `>> 1`: a shift is 32-bit signed, and would make 2 GiB or more a negative length.
+  return new Uint16Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 2));
 }
 
-/** Views little-endian f32 data as u32 bits without copying when aligned. */
+/** Views little-endian f32 data as u32 bits without copying; `bytes` must be 4-byte aligned. */
 function u32View(bytes: Uint8Array): Uint32Array {
-  const buf = aligned(bytes, 4);
-  const off = buf === bytes.buffer ? bytes.byteOffset : 0;
-  return new Uint32Array(buf, off, bytes.byteLength >> 2);
+  return new Uint32Array(bytes.buffer, bytes.byteOffset, Math.floor(bytes.byteLength / 4));
+}
+
+/**
+ * Elements [start, end) of `bytes` copied to a buffer of their own (so aligned), where the view is not aligned
+ * for `dtype`, else undefined. Only the range is copied: a caller decoding a layer in row blocks copies each
+ * block once, not the whole layer per block (a worker's view of a SharedArrayBuffer is aligned, never copied).
+ */
+function misalignedPart(bytes: Uint8Array, dtype: DType, start: number, end: number): Uint8Array | undefined {
+  const size = DTYPE_BYTES[dtype];
+  return bytes.byteOffset % size === 0 ? undefined : bytes.slice(start * size, end * size);
 }
 
 /**
@@ -56,6 +52,11 @@ export function firstNonFinite(
   start = 0,
   end = bytes.byteLength / DTYPE_BYTES[dtype],
 ): number {
+  const part = misalignedPart(bytes, dtype, start, end);
+  if (part) {
+    const i = firstNonFinite(part, dtype);
+    return i < 0 ? -1 : start + i;
+  }
   if (dtype === "f32") {
     const u = u32View(bytes);
     for (let i = start; i < end; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
@@ -72,6 +73,11 @@ export function firstNonFinite(
  * infinity met, or -1: the check rides along the decode loop (exponent bits all ones) at no extra pass.
  */
 export function decodeInto(out: Float32Array, bytes: Uint8Array, dtype: DType, start = 0, end = out.length): number {
+  const part = misalignedPart(bytes, dtype, start, end);
+  if (part) {
+    const i = decodeInto(out.subarray(start, end), part, dtype);
+    return i < 0 ? -1 : start + i;
+  }
   let bad = 0;
   if (dtype === "f32") {
     const u = u32View(bytes);

@@ -5,6 +5,7 @@ import {
   countZeros,
   decode,
   decodeAt,
+  decodeInto,
   encode,
   f16Bits,
   firstNonFinite,
@@ -96,4 +97,43 @@ Deno.test("countZeros() counts +0 and -0 in every dtype, and nothing else (subno
   const unaligned = new Uint8Array(f32.length + 1);
   unaligned.set(f32, 1);
   assert.equal(countZeros(unaligned.subarray(1), "f32"), 2);
+});
+
+Deno.test("decodeInto(), firstNonFinite() on an unaligned view give, for any range, what the aligned bytes do", () => {
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (const dtype of ["f32", "f16", "bf16"] as const) {
+    const n = 97;
+    const values = Array.from({ length: n }, () => (next() - 0.5) * 8);
+    const bytes = encode(values, dtype);
+    const size = bytes.byteLength / n;
+    // Element 60 made an infinity: the index reported must be the layer's, not the range's.
+    bytes.set(encode([Infinity], dtype), 60 * size);
+    const shifted = new Uint8Array(bytes.byteLength + 1);
+    shifted.set(bytes, 1);
+    const unaligned = shifted.subarray(1);
+    for (const [start, end] of [[0, n], [13, 50], [50, 97], [60, 61], [61, 97], [5, 5]] as const) {
+      const want = new Float32Array(n).fill(-1);
+      const got = new Float32Array(n).fill(-1);
+      const wantBad = decodeInto(want, bytes, dtype, start, end);
+      assert.equal(decodeInto(got, unaligned, dtype, start, end), wantBad, `${dtype} [${start}, ${end})`);
+      assert.equal(wantBad, start <= 60 && 60 < end ? 60 : -1, `${dtype} [${start}, ${end})`);
+      assert.deepEqual(got, want, `${dtype} [${start}, ${end}): elements outside the range stay untouched`);
+      assert.equal(firstNonFinite(unaligned, dtype, start, end), wantBad, `${dtype} [${start}, ${end})`);
+    }
+  }
+});
+
+Deno.test("decodeInto() and firstNonFinite() read views of 2 GiB and more by index past 2^29 and 2^30", () => {
+  // A 32-bit shift of the byte length (`>> 2`) made these lengths negative: a RangeError, a 500 for the request. The
+  // pages are never touched but for the few elements read, so the allocation costs no memory here.
+  const big = new Uint8Array(2 ** 31 + 8);
+  new DataView(big.buffer).setUint32(2 ** 31 + 4, 0x7f800000, true); // f32 element 2^29 + 1: +infinity
+  assert.equal(firstNonFinite(big, "f32", 2 ** 29 - 2, 2 ** 29 + 2), 2 ** 29 + 1);
+  // As 16-bit elements, its high half 0x7f80 (element 2^30 + 3) is an infinity in bf16 and a NaN in f16.
+  assert.equal(firstNonFinite(big, "bf16", 2 ** 30, 2 ** 30 + 4), 2 ** 30 + 3);
+  assert.equal(firstNonFinite(big, "f16", 2 ** 30, 2 ** 30 + 4), 2 ** 30 + 3);
+  const out = new Float32Array(2 ** 29 + 2);
+  assert.equal(decodeInto(out, big, "f32", 2 ** 29 - 2, 2 ** 29 + 2), 2 ** 29 + 1);
+  assert.equal(out[2 ** 29 + 1], Infinity);
 });
