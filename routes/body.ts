@@ -81,13 +81,11 @@ export class BodyBudget {
     let mine = 0;
     return {
       grow: (bytes: number, declared = 0) => {
-        if (bytes <= mine) return;
-        // A lone body may be read (the queue then judges it), as a lone request may run. Beside other bodies or
-        // answers its clients have yet to read, it must fit the budget with them: else it waits (429), or, being
-        // larger than the whole budget, never fits and is refused as the queue would refuse it (413). Its declared
-        // length says so from its first bytes: else the 429 would come first, and a client would retry in vain.
-        const others = this.#held - mine, answers = this.heldElsewhere();
-        if (others + answers > 0 && Math.max(bytes, declared) > this.limit) {
+        // A body larger than the whole budget can never compute, alone or not: the queue counts the body in every
+        // request's cost, and refuses a cost over the budget. It is refused as the queue would refuse it (413), by
+        // its declared length before a byte is read where it has one, and so before a 429 a client would retry in
+        // vain.
+        if (Math.max(bytes, declared) > this.limit) {
           const size = declared > bytes ? `${declared} bytes declared` : `${bytes} bytes so far`;
           throw new ZpruneError(
             "too_large",
@@ -95,6 +93,10 @@ export class BodyBudget {
               "smaller layers per request",
           );
         }
+        if (bytes <= mine) return;
+        // A lone body within the budget may be read (the queue then judges it), as a lone request may run. Beside
+        // other bodies or answers its clients have yet to read, it must fit the budget with them, else it waits (429).
+        const others = this.#held - mine, answers = this.heldElsewhere();
         if (others + answers > 0 && others + answers + bytes > this.limit) {
           throw new ZpruneError(
             "busy",
@@ -118,7 +120,7 @@ export class BodyBudget {
 export interface BodyHold {
   /**
    * Raises the hold to `bytes` of a body `declared` long (0: unknown); throws `busy` when the budget cannot take it
-   * now, `too_large` when it never could beside others.
+   * now, `too_large` when it never could (either length over the whole budget).
    */
   grow(bytes: number, declared?: number): void;
   /** Gives the whole hold back; safe to call more than once. */
@@ -141,6 +143,7 @@ export async function readBody(
   if (length > limit) throw tooLarge(limit);
   if (!req.body) return new Uint8Array(0);
   signal?.throwIfAborted();
+  if (Number.isSafeInteger(length) && length > 0) hold?.grow(0, length); // 413 now for a body over the whole budget
   const reader = req.body.getReader();
   let pending: Promise<ReadableStreamReadResult<Uint8Array>> | undefined;
   // Each read waits on a promise of its own, which an abort rejects. (Racing every read against one promise that

@@ -158,15 +158,36 @@ await reading;`;
   assert.ok(alive <= 2, `${alive} of 32 chunks still reachable`);
 });
 
-Deno.test("readBody: a body declared past the budget beside another is 413 from its first chunk", async () => {
+Deno.test("readBody: a body declared past the whole budget is 413 before a byte is read, alone or not", async () => {
   const budget = new BodyBudget(1000);
-  const other = budget.open();
-  other.grow(10);
+  const tooLarge = (e: unknown) =>
+    e instanceof ZpruneError && e.code === "too_large" && /2000 bytes declared/.test(e.message);
+  for (const beside of [false, true]) {
+    const other = budget.open();
+    if (beside) other.grow(10);
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({ pull: (c) => (pulled++, c.enqueue(new Uint8Array(5))) });
+    const req = new Request("http://x/v1/prune", {
+      method: "POST",
+      body,
+      headers: { "content-length": "2000" },
+      duplex: "half",
+    } as RequestInit);
+    await assert.rejects(readBody(req, 1 << 20, budget.open()), tooLarge, beside ? "beside another" : "alone");
+    // The stream's start may pull once, unasked; the reader asked for nothing.
+    assert.ok(pulled <= 1, `${pulled} chunks pulled`);
+    other.release();
+  }
+  assert.equal(budget.held, 0);
+  // Within the budget it is read, alone, though the queue may yet refuse it for its working memory.
+  const within = budget.open();
+  assert.equal((await readBody(request(chunks(2, 500), 1000), 1 << 20, within)).byteLength, 1000);
+  within.release(); // the caller's to release (the route, once the queue counts the body)
+  // Streamed, with no length declared: 413 once what came passes the budget.
   await assert.rejects(
-    readBody(request([new Uint8Array(5)], 2000), 1 << 20, budget.open()),
-    (e: unknown) => e instanceof ZpruneError && e.code === "too_large" && /2000 bytes declared/.test(e.message),
+    readBody(request(chunks(3, 500), null), 1 << 20, budget.open()),
+    (e: unknown) => e instanceof ZpruneError && e.code === "too_large" && /1500 bytes so far/.test(e.message),
   );
-  other.release();
 });
 
 Deno.test("BodyBudget: unread answers count with bodies; a body past the whole budget beside them is 413", () => {
@@ -186,8 +207,11 @@ Deno.test("BodyBudget: unread answers count with bodies; a body past the whole b
   a.release();
   answers = 0;
   const lone = budget.open();
-  lone.grow(5000); // alone, it is read: the queue judges it
-  assert.equal(budget.held, 5000);
+  lone.grow(1000); // alone, a body of the whole budget is read: the queue judges it
+  assert.equal(budget.held, 1000);
+  // Past the whole budget it never computes, alone or not (the queue counts the body in its cost): 413.
+  refused(() => lone.grow(1001), "too_large", 413);
+  refused(() => budget.open().grow(0, 5000), "too_large", 413);
   lone.release();
 });
 

@@ -808,24 +808,42 @@ Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or
       signal: abort.signal,
     } as RequestInit);
     res.catch(() => {}); // a test that fails midway aborts the uploads it did not await
-    uploads.push(abort);
+    const stop = () => (close(), abort.abort());
+    uploads.push(stop);
     return { res, end: close, abort: () => abort.abort() };
   };
-  const uploads: AbortController[] = []; // aborted at the end, so that a failed assertion cannot hang close()
+  // Ended and aborted at the end, so that a failed assertion cannot hang close(): an upload the server has answered
+  // early (a 413, say) keeps its connection until its stream ends, which the client's abort no longer does.
+  const uploads: (() => void)[] = [];
   try {
     const small = encodeMsgpack(request());
     assert.equal((await postPrune(server.url, small)).status, 200);
     assert.equal(await held(), 0);
-    // One upload alone may take more than the budget; a second body then waits for it.
-    const a = upload(1_100_000);
-    await until("the first upload is held", (n) => n === 1_100_000);
+    // One upload alone may take the whole budget; a second body then waits for it.
+    const a = upload(1_000_000);
+    await until("the first upload is held", (n) => n === 1_000_000);
     const refused = await postPrune(server.url, small);
-    await expectError(refused, 429, "busy", "hold 1100000 of 1000000 bytes");
+    await expectError(refused, 429, "busy", "hold 1000000 of 1000000 bytes");
     assert.equal(refused.headers.get("retry-after"), "1");
     a.end();
     await expectError(await a.res, 400, "bad_msgpack"); // zeros are not one msgpack value
     await until("the ended upload is released", (n) => n === 0);
     assert.equal((await postPrune(server.url, small)).status, 200);
+    // One past the whole budget could never compute (the queue counts the body in its cost): 413 by its declared
+    // length, alone, before a byte of it is sent.
+    const port = Number(new URL(server.url).port);
+    const over = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await over.write(new TextEncoder().encode(
+        "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 1000001\r\n\r\n",
+      ));
+      const { head, body } = await readAnswer(over, "the answer to a body past the budget", 10_000);
+      assert.match(head, /^HTTP\/1\.1 413/);
+      assert.match(body, /memory budget of 1000000 bytes by itself \(1000001 bytes declared\)/);
+    } finally {
+      over.close();
+    }
+    assert.equal(await held(), 0);
     // Holds count bytes received, not buffer capacity: 300 KB held and a 600 KB chunked body fit 1 MB together.
     const b = upload(300_000);
     await until("the second upload is held", (n) => n === 300_000);
@@ -837,11 +855,10 @@ Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or
     await b.res.catch(() => {});
     await until("the aborted upload is released", (n) => n === 0);
     // A client that declares a large body and sends none of it holds nothing, and the deadline ends its wait.
-    const port = Number(new URL(server.url).port);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     try {
       const head = "POST /v1/prune HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n" +
-        "Content-Length: 5000000\r\n\r\n";
+        "Content-Length: 900000\r\n\r\n";
       await conn.write(new TextEncoder().encode(head));
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(await held(), 0);
@@ -854,7 +871,7 @@ Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or
     }
     await assertStillHealthy(server);
   } finally {
-    for (const u of uploads) u.abort();
+    for (const stop of uploads) stop();
     await server.close();
     await backend.close();
   }
