@@ -3,6 +3,7 @@
  * could give other masks than the CPU backend's f64 (f32_safety.ts), or the mask, its statistics and what the
  * request asked for. No device is touched here.
  */
+import type { LayerStats } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { layerStats } from "../prune/mask_stats.ts";
 import { nonFiniteWeight } from "../prune/prune_layer.ts";
@@ -69,6 +70,8 @@ export function layerAnswer(plan: LayerPlan, back: ReadBack, k: number): LayerOu
     ? new Uint8Array(back.mask)
     : new Uint8Array(back.mask, 0, maskLen).slice();
   const stats = layerStats(mask, rows, cols);
+  const miscount = prunedMiscount(params.pattern, stats, k, rows, cols);
+  if (miscount !== null) return miscount;
   if (pattern.kind === "layer" && k > 0) stats.threshold = layerThreshold;
   if (method === "zpruner") {
     // alpha in f64 from the exact count, as the CPU backend forms it (the kernels scored with its f32 rounding).
@@ -78,6 +81,28 @@ export function layerAnswer(plan: LayerPlan, back: ReadBack, k: number): LayerOu
   if (params.returnWeight) output.weight = concat(back.weights, n * size);
   if (params.returnScore) output.score = new Float32Array(concat(back.scores, n * 4).buffer);
   return output;
+}
+
+/**
+ * Why the mask's counts are not what the pattern prunes (API.md: k in the layer, k in every row, N of every M), or
+ * null. The kernels prune exactly that many by construction; a kernel cut short by its driver (lavapipe ends a
+ * shader's loops after 65,535 iterations, see ROW_SELECT_MAX_COLS) answers fewer, and such a mask must not leave.
+ */
+function prunedMiscount(
+  pattern: PruneParams["pattern"],
+  stats: LayerStats,
+  k: number,
+  rows: number,
+  cols: number,
+): string | null {
+  const { pruned, rowSparsity } = stats;
+  const want = pattern.kind === "layer" ? k : pattern.kind === "row" ? rows * k : (rows * cols / pattern.m) * pattern.n;
+  // Every row the same: with the total right, each row prunes k (row) or N per group's worth (N:M).
+  const even = pattern.kind === "layer" || rowSparsity.min === rowSparsity.max;
+  if (pruned === want && even) return null;
+  const [least, most] = [rowSparsity.min, rowSparsity.max].map((f) => Math.round(f * cols));
+  const perRow = least === most ? `${least} in every row` : `${least} to ${most} a row`;
+  return `the GPU's mask prunes ${pruned} weights (${perRow}) where the pattern prunes ${want}`;
 }
 
 /** Throws `non_finite` when decode found a NaN or infinity (`first` is its row-major index, or 0xffffffff). */

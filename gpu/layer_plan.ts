@@ -22,6 +22,15 @@ export const CENTRED_PART_BYTES = 16;
  * allows M up to 9999).
  */
 export const NM_THREAD_MAX_M = 64;
+/**
+ * Widest row that select_row ranks, a workgroup per row (the `row` pattern); wider rows take the exact path. lavapipe
+ * (llvmpipe's shader compiler) ends an invocation's loops, all of them together, after 65,535 iterations, silently:
+ * the kernel then answers a mask with too few pruned. Each select_row thread iterates about 3·cols/256 times over
+ * its digit passes and 73 times per segment of 8192 (32 keys, up to 32 tie-break steps, 8 scan steps, the loop
+ * itself), 0.0206·cols in all: measured to fail there between 3.10M and 3.25M columns, as this predicts (3.17M).
+ * 2^21 is about 43,400 iterations, two thirds of the cap; rows this wide are not an LLM's (tens of thousands).
+ */
+export const ROW_SELECT_MAX_COLS = 2 ** 21;
 
 /** One row-tile of a layer: rows [row0, row0 + rows), elements [base, base + count). */
 export interface Tile {
@@ -104,6 +113,9 @@ export function planLayer(params: PruneParams, layer: LayerJob, limits: PlanLimi
   if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
   // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
   if (cols * 4 > tileBytes) return `a row of ${cols} columns, over the device's ${tileBytes}-byte tiles`;
+  if (pattern.kind === "row" && cols > ROW_SELECT_MAX_COLS) {
+    return `a row of ${cols} columns, over the ${ROW_SELECT_MAX_COLS} that select_row ranks in one workgroup`;
+  }
   const tiles = planTiles(rows, cols, tileBytes);
   const last = tiles[tiles.length - 1]!;
   const colBlocks = last.colBlock0 + Math.ceil(last.rows / COL_BLOCK_ROWS);

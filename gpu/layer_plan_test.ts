@@ -94,6 +94,17 @@ Deno.test("planLayer() sends a layer the device cannot hold to the exact path, s
   // Z-Pruner's column sums over 200,000 rows are longer chains than its f32 error model covers; magnitude has none.
   assert.match(planLayer(params("zpruner", LAYER), layer(200_000, 4), roomy) as string, /roundings/);
   assert.equal(typeof planLayer(params("magnitude", LAYER), layer(200_000, 4), roomy), "object");
+  // The row pattern ranks a row in one workgroup, whose loops lavapipe cuts short past about 3.17M columns: 2^21 at
+  // most. Other patterns rank such rows in blocks.
+  const row = params("magnitude", { kind: "row", sparsity: 0.5 });
+  assert.equal(typeof planLayer(row, layer(2, 2 ** 21), { tileBytes: 2 ** 30, bindingBytes: 2 ** 30 }), "object");
+  assert.equal(
+    planLayer(row, layer(2, 2 ** 21 + 1), { tileBytes: 2 ** 30, bindingBytes: 2 ** 30 }),
+    "a row of 2097153 columns, over the 2097152 that select_row ranks in one workgroup",
+  );
+  assert.equal(typeof planLayer(params("magnitude", LAYER), layer(2, 2 ** 21 + 1), roomy), "object");
+  const nm = params("magnitude", { kind: "nm", n: 2, m: 4 });
+  assert.equal(typeof planLayer(nm, layer(1, 2 ** 21 + 4), roomy), "object");
 });
 
 Deno.test("planLayer() refuses 2^32 elements or more as too_large", () => {

@@ -11,7 +11,9 @@
 //   no shared atomics) and keeps the ties whose rank in the row (ties in earlier segments + earlier words of this
 //   segment, a workgroup scan of popcounts) is below `want`; words are ORed into the global mask, split when the
 //   row does not start on a 32-bit boundary.
-// Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0.
+// Dispatch: one workgroup of 256 per row of the tile, flattened over x and y. The host skips it when k = 0. Rows
+//   of up to ROW_SELECT_MAX_COLS (layer_plan.ts) columns: each thread loops about 0.0206·cols times in all, and
+//   lavapipe silently ends an invocation's loops after 65,535 iterations.
 // Numerics: exact integer logic.
 // Uses: lib/scan_256.wgsl (`scan`, `scan_inclusive`) and lib/lowest_set_bits.wgsl, appended by the descriptor.
 

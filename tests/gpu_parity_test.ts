@@ -10,7 +10,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
-import { planTiles } from "../gpu/layer_plan.ts";
+import { planTiles, ROW_SELECT_MAX_COLS } from "../gpu/layer_plan.ts";
 import { normal, rng } from "./_random.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../contract/dtype_codec.ts";
@@ -388,6 +388,40 @@ Deno.test({
     for (const [acts, pattern] of zeroMean) {
       const params: PruneParams = { method: "zpruner", pattern, exponent: 1.5, returnWeight: true, returnScore: true };
       await check(gpu!, { rows, cols, dtype: "f32", kind: "normal", acts, seed: 8, params });
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: the row pattern ranks rows of up to 2^21 columns on the GPU, wider rows on the exact path",
+  ignore,
+  async fn() {
+    // Equal weights at sparsity 1 - 2^-20 give select_row's threads their most loop iterations: every mask word is all
+    // ties, each taking up to 32 tie-break steps. lavapipe ends a shader's loops after 65,535 iterations in all, and
+    // cut this one short past about 3.17M columns (measured at 3.25M: 2,948,848 pruned where 3,249,996 are due).
+    const params: PruneParams = {
+      method: "magnitude",
+      pattern: { kind: "row", sparsity: 1 - 2 ** -20 },
+      exponent: 1,
+      returnWeight: false,
+      returnScore: false,
+    };
+    for (const [cols, exact] of [[ROW_SELECT_MAX_COLS, 0], [ROW_SELECT_MAX_COLS + 1, 1]] as const) {
+      const layer: LayerJob = {
+        name: `1x${cols} equal`,
+        rows: 1,
+        cols,
+        dtype: "f32",
+        weight: encode(new Float32Array(cols).fill(0.5), "f32"),
+        actNormSq: null,
+      };
+      const ref = await cpu.prune(params, copyLayer(layer));
+      const before = gpu!.exactPathLayers;
+      const got = await gpu!.prune(params, copyLayer(layer));
+      assert.equal(got.stats.pruned, Math.floor((1 - 2 ** -20) * cols), layer.name);
+      const differing = got.mask.filter((b, i) => b !== ref.mask[i]).length;
+      assert.equal(differing, 0, `${layer.name}: ${differing} mask bytes differ from the CPU's`);
+      assert.equal(gpu!.exactPathLayers, before + exact, `${layer.name}: ${exact ? "the exact path" : "the GPU"}`);
     }
   },
 });
