@@ -416,6 +416,11 @@ def test_answer_for_another_layer_is_refused(stub: Tuple[str, Script]) -> None:
     assert err.request_id == "req-42", "an answer out of contract keeps its request id, as an error answer does"
     script.answers = [(200, {"Content-Type": "application/msgpack", "X-Request-Id": "req-43"}, b"\xc1")]
     assert raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url).request_id == "req-43"
+    # msgpack's error for a byte no msgpack value starts with (0xc1) carries no text: the message names it anyway.
+    for answer in (b"\xc1", _ok_answer()[:-3], _ok_answer() + b"\x00"):
+        script.answers = [(200, {"Content-Type": "application/msgpack"}, answer)]
+        message = raises("invalid_response", 200, prune_layer, W, ACT, sparsity=0.5, url=url).message
+        assert re.fullmatch(r"the answer is not one msgpack value: \S.*", message), message
 
 
 def test_exact_path_is_read_from_the_answer(stub: Tuple[str, Script]) -> None:

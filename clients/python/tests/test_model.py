@@ -340,18 +340,103 @@ def test_prune_model_error_names_where_it_stopped(server_url: str) -> None:
     e = info.value
     assert (e.code, e.status, e.retry_after, e.request_id) == ("unavailable", 503, 1.0, "req-7")
     assert e.message.startswith("block 1 (model.layers.1.self_attn.q_proj, "), e.message
-    assert "blocks=range(1, ...)" in e.message and e.message.count("the backend failed") == 1
+    assert "blocks=range(1, 3)" in e.message and e.message.count("the backend failed") == 1
 
 
 def test_resume_advice_names_the_blocks_left_as_blocks_takes_them() -> None:
-    assert _resume_advice([0, 1, 2, 3, 4, 5], 0, 6) == "no block was pruned"
-    assert _resume_advice([0, 1, 2, 3, 4, 5], 2, 6) == "blocks before it are pruned, resume with blocks=range(2, ...)"
-    # Not to the last block: the range ends where the run would have; not consecutive: the list left.
-    assert _resume_advice([0, 1, 2], 1, 6) == "blocks before it are pruned, resume with blocks=range(1, 3)"
-    assert _resume_advice([2, 4, 5], 1, 6) == "blocks before it are pruned, resume with blocks=range(4, ...)"
-    assert _resume_advice([0, 2, 4], 1, 6) == "blocks before it are pruned, resume with blocks=[2, 4]"
-    assert _resume_advice([5, 3, 4], 1, 6) == "blocks before it are pruned, resume with blocks=range(3, 5)"
-    assert _resume_advice([5, 3, 1], 1, 6) == "blocks before it are pruned, resume with blocks=[3, 1]"
+    assert _resume_advice([0, 1, 2, 3, 4, 5], 0) == "no block was pruned"
+    # Python to paste: a range with both ends, whether or not the run would have gone to the last block.
+    assert _resume_advice([0, 1, 2, 3, 4, 5], 2) == "blocks before it are pruned, resume with blocks=range(2, 6)"
+    assert _resume_advice([0, 1, 2], 1) == "blocks before it are pruned, resume with blocks=range(1, 3)"
+    assert _resume_advice([2, 4, 5], 1) == "blocks before it are pruned, resume with blocks=range(4, 6)"
+    # Not consecutive: the list left.
+    assert _resume_advice([0, 2, 4], 1) == "blocks before it are pruned, resume with blocks=[2, 4]"
+    assert _resume_advice([5, 3, 4], 1) == "blocks before it are pruned, resume with blocks=range(3, 5)"
+    assert _resume_advice([5, 3, 1], 1) == "blocks before it are pruned, resume with blocks=[3, 1]"
+
+
+def _zeros(weight: Any) -> int:
+    """How many entries of a weight tensor are zero (a random model has none before pruning)."""
+    return int((weight == 0).sum())
+
+
+class _Unbuildable(Exception):
+    """An error whose type cannot be made from one message."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(code, text)
+
+
+@pytest.mark.parametrize("error, cache_inputs, kind", [
+    (MemoryError("out of memory (simulated)"), False, MemoryError),
+    (KeyboardInterrupt("interrupted (simulated)"), False, KeyboardInterrupt),
+    (ValueError("bad batch (simulated)"), True, ValueError),
+    (_Unbuildable(7, "simulated"), False, RuntimeError),
+])
+def test_prune_model_error_in_a_calibration_pass_names_the_block_and_resume(
+        server_url: str, error: BaseException, cache_inputs: bool, kind: type) -> None:
+    # Two batches a pass, three blocks: the caller's forward fails in block 2's pass, after blocks 0 and 1 were
+    # pruned (with cache_inputs the forward runs once, to capture block 0's inputs; later passes run the blocks alone).
+    model = tiny_llama(6)
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+    calls = []
+
+    def forward(m: Any, batch: Any) -> Any:
+        calls.append(1)
+        if len(calls) == (1 if cache_inputs else 5):
+            raise error
+        return m(batch)
+
+    with pytest.raises(kind) as info:
+        prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, progress=False,
+                    forward=forward, cache_inputs=cache_inputs)
+    message = str(info.value)
+    if cache_inputs:  # capturing block 0's inputs: nothing pruned yet
+        assert message.startswith("block 0, calibration pass: ") and message.endswith("; no block was pruned"), message
+    else:
+        assert message.startswith("block 2, calibration pass: "), message
+        assert message.endswith("blocks before it are pruned, resume with blocks=range(2, 3)"), message
+        layers = model.model.layers
+        assert _zeros(layers[1].mlp.up_proj.weight) > 0 and _zeros(layers[2].mlp.up_proj.weight) == 0
+    assert info.value.__cause__ is error
+
+
+def test_prune_model_names_the_block_of_a_missing_linear_and_of_a_failed_block_output(server_url: str) -> None:
+    # Checked with the layers' shapes, before any calibration pass.
+    batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
+    with pytest.raises(AttributeError) as info:
+        prune_model(tiny_llama(6), batches, server_url, method="magnitude", sparsity=0.5, linears=["mlp.foo"],
+                    progress=False)
+    message = str(info.value)  # torch's own words in the middle
+    assert message.startswith("block 0, linears ['mlp.foo']: ") and message.endswith("; no block was pruned"), message
+    assert "foo" in message[len("block 0, linears ['mlp.foo']: "):], message
+    # A linear the forward never calls: found in its block's calibration pass (here block 1's, after block 0's).
+    model = tiny_llama(6)
+    for layer in model.model.layers[1:]:
+        up = layer.mlp.up_proj
+        layer.mlp.unused = torch.nn.Linear(up.in_features, up.out_features, bias=False)
+    with pytest.raises(RuntimeError) as info:
+        prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, progress=False, blocks=[1, 2],
+                    linears=["mlp.up_proj", "mlp.unused"])
+    assert str(info.value) == ("block 1, model.layers.1.mlp.unused saw no input during calibration; "
+                               "no block was pruned")
+    # cache_inputs: block 1's outputs, feeding block 2, fail after block 1 was pruned: resume at block 2.
+    model = tiny_llama(6)
+    block = model.model.layers[1]
+    real = block.forward
+    pruned = []
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if _zeros(block.mlp.up_proj.weight) > 0:  # pruned: the pass that feeds block 2
+            pruned.append(1)
+            raise RuntimeError("the block failed (simulated)")
+        return real(*args, **kwargs)
+
+    block.forward = forward
+    with pytest.raises(RuntimeError) as info:
+        prune_model(model, batches, server_url, method="magnitude", sparsity=0.5, progress=False, cache_inputs=True)
+    assert pruned and str(info.value) == ("block 1 (pruned), its outputs for block 2: the block failed (simulated); "
+                                          "blocks before it are pruned, resume with blocks=range(2, 3)")
 
 
 def test_prune_model_error_resumes_with_the_blocks_asked_for(server_url: str) -> None:
@@ -437,7 +522,7 @@ def test_prune_model_client_side_errors_name_the_block_and_where_to_resume(serve
         server_url, ValueError("layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value overflows float32"))
     batches = [torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(6))]
     with pytest.raises(ValueError, match=r"^block 1, layer 'model.layers.1.mlp.up_proj', act_norm_sq: a value "
-                       r"overflows float32; blocks before it are pruned, resume with blocks=range\(1, ...\)$"):
+                       r"overflows float32; blocks before it are pruned, resume with blocks=range\(1, 3\)$"):
         prune_model(tiny_llama(6), batches, client=client, method="magnitude", sparsity=0.5, progress=False)
 
 
@@ -671,6 +756,31 @@ def test_read_tokens_takes_uint32_for_a_u32_name_and_uint16_otherwise(tmp_path: 
     (tmp_path / "odd.u16").write_bytes(raw[:3])
     with pytest.raises(ValueError, match="odd.u16: byte length is not a multiple of 2 for uint16 ids"):
         read_tokens(tmp_path / "odd.u16")
+
+
+def test_windows_outside_the_ids_or_predicting_nothing_are_refused_by_name() -> None:
+    ids = np.arange(100)
+    assert calibration_windows(ids, [95], 5).tolist() == [[95, 96, 97, 98, 99]]  # the last whole window
+    # numpy would cut these short, or count a negative start from the end: the CLI's --calib-starts check refuses both.
+    with pytest.raises(ValueError, match=r"^window 1 \(of 2\): its start 96 \+ 5 tokens runs past the 100 tokens"):
+        calibration_windows(ids, [0, 96], 5)
+    with pytest.raises(ValueError, match=r"^window 0 \(of 1\): its start -5 is negative$"):
+        calibration_windows(ids, [-5], 5)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="seq_len must be an integer of at least 1"):
+            calibration_windows(ids, [0], bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one window start"):
+        calibration_windows(ids, [], 5)
+    # A window must predict a token: perplexity would divide by zero predictions.
+    with pytest.raises(ValueError, match="^the ids hold 4 tokens: not one window of 5$"):
+        eval_windows(np.arange(4), 5)
+    with pytest.raises(ValueError, match="seq_len must be an integer of at least 2"):
+        eval_windows(ids, 1)
+    with pytest.raises(ValueError, match="limit must be an integer of at least 1"):
+        eval_windows(ids, 5, limit=0)
+    for shape in ((0, 5), (3, 1), (5,)):
+        with pytest.raises(ValueError, match=r"perplexity needs windows \[n >= 1, t >= 2\]"):
+            perplexity(torch.nn.Identity(), torch.zeros(shape, dtype=torch.int64))
 
 
 def test_windows_are_the_exact_slices_and_perplexity_counts_every_batch_in_eval_mode() -> None:

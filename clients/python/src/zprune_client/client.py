@@ -537,7 +537,9 @@ class ZpruneClient:
         try:
             decoded = decode_body(answer)
         except (ValueError, TypeError, msgpack.UnpackException) as e:
-            raise ZpruneError("invalid_response", f"the answer is not one msgpack value: {e}", 200,
+            # Some of msgpack's own exceptions carry no text (FormatError for 0xc1): their class names the fault.
+            why = str(e) or type(e).__name__
+            raise ZpruneError("invalid_response", f"the answer is not one msgpack value: {why}", 200,
                               request_id=request_id) from e
         if not isinstance(decoded, Mapping) or not isinstance(decoded.get("layers"), list):
             raise ZpruneError("invalid_response", "the answer is not a map with a layers array", 200,

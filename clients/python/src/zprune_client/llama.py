@@ -408,14 +408,36 @@ def read_tokens(path: PathLike, dtype: Optional[str] = None) -> NDArray[Any]:
     return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
 
 
+def _check_seq_len(seq_len: int, least: int) -> None:
+    """Raises ValueError unless ``seq_len`` is an integer of at least ``least``."""
+    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < least:
+        raise ValueError(f"seq_len must be an integer of at least {least}, got {seq_len!r}")
+
+
 def calibration_windows(ids: NDArray[Any], starts: Sequence[int], seq_len: int = 256) -> torch.Tensor:
-    """``[len(starts), seq_len]`` token windows ``ids[s : s + seq_len]``."""
+    """``[len(starts), seq_len]`` token windows ``ids[s : s + seq_len]``; ValueError, as the CLI's ``--calib-starts``
+    check, for a window that does not lie inside ``ids`` (numpy would cut it short, or wrap a negative start)."""
+    _check_seq_len(seq_len, 1)
+    if len(starts) == 0:
+        raise ValueError("calibration_windows needs at least one window start")
+    for i, s in enumerate(starts):
+        start, where = int(s), f"window {i} (of {len(starts)})"
+        if start < 0:
+            raise ValueError(f"{where}: its start {start} is negative")
+        if start + seq_len > len(ids):
+            raise ValueError(f"{where}: its start {start} + {seq_len} tokens runs past the {len(ids)} tokens there are")
     return torch.from_numpy(np.stack([ids[int(s) : int(s) + seq_len] for s in starts]).astype(np.int64))
 
 
 def eval_windows(ids: NDArray[Any], seq_len: int = 256, limit: Optional[int] = None) -> torch.Tensor:
-    """Consecutive non-overlapping windows of ``seq_len`` tokens (the tail dropped), the first ``limit`` of them."""
+    """Consecutive non-overlapping windows of ``seq_len`` tokens (the tail dropped), the first ``limit`` of them;
+    ValueError where that is none, or a window too short to predict a token (``perplexity`` would divide by 0)."""
+    _check_seq_len(seq_len, 2)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be an integer of at least 1 or None, got {limit!r}")
     n = len(ids) // seq_len
+    if n == 0:
+        raise ValueError(f"the ids hold {len(ids)} tokens: not one window of {seq_len}")
     if limit is not None:
         n = min(n, limit)
     return torch.from_numpy(np.asarray(ids[: n * seq_len], dtype=np.int64).reshape(n, seq_len))
@@ -429,7 +451,10 @@ def batches(windows: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 @torch.no_grad()
 def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> float:
-    """exp(mean next-token cross-entropy) over the ``t - 1`` predicted positions of every window ``[n, t]``."""
+    """exp(mean next-token cross-entropy) over the ``t - 1`` predicted positions of every window ``[n, t]``; ValueError
+    for windows that predict nothing (none, or of one token)."""
+    if windows.dim() != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
+        raise ValueError(f"perplexity needs windows [n >= 1, t >= 2] to predict a token, got {list(windows.shape)}")
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

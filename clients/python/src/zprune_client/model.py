@@ -276,6 +276,8 @@ def _check_model_fits(
             raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
         except ValueError as e:
             raise ValueError(f"block {bi}, {e}; no block was pruned") from None
+        except AttributeError as e:  # a linear the block has not (or one without a weight): `linears` is wrong
+            raise AttributeError(f"block {bi}, linears {list(linears)}: {e}; no block was pruned") from e
 
 
 def _check_layer_values(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
@@ -408,18 +410,28 @@ def _at_most_kth_layer(layer: LayerResult) -> LayerResult:
     return replace(layer, mask=mask, stats=stats, score=None)
 
 
-def _resume_advice(order: Sequence[int], at: int, n_blocks: int) -> str:
+def _resume_advice(order: Sequence[int], at: int) -> str:
     """What a run over blocks ``order`` that stopped at ``order[at]`` leaves, and the ``blocks=`` that continues it."""
     if at == 0:
         return "no block was pruned"
     rest = list(order[at:])
-    if rest == list(range(rest[0], n_blocks)):
-        todo = f"range({rest[0]}, ...)"
-    elif rest == list(range(rest[0], rest[-1] + 1)):
-        todo = f"range({rest[0]}, {rest[-1] + 1})"
-    else:
-        todo = str(rest)
+    # As Python, to paste: a run of consecutive blocks as their range, others as the list.
+    todo = f"range({rest[0]}, {rest[-1] + 1})" if rest == list(range(rest[0], rest[-1] + 1)) else str(rest)
     return f"blocks before it are pruned, resume with blocks={todo}"
+
+
+def _stopped_at(e: BaseException, where: str, resume: str) -> BaseException:
+    """``e`` again, of its own type where that type takes one message, saying ``where`` it stopped and ``resume``.
+
+    A type that cannot be made from one message (its constructor wants more) gives a RuntimeError instead; either way
+    the caller raises it ``from e``, so the original stays in the chain.
+    """
+    message = f"{where}: {e}; {resume}"
+    try:
+        again = type(e)(message)
+    except Exception:
+        return RuntimeError(message)
+    return again if message in str(again) else RuntimeError(message)
 
 
 def _check_blocks(blocks: Optional[Sequence[int]], n_blocks: int) -> List[int]:
@@ -571,7 +583,9 @@ def prune_model(
     its ``maxLayerElements``, over the body limit or memory budget alone) raises ``ZpruneError`` with the server's code
     before any block is pruned, as does a NaN or infinite weight (``non_finite``); a weight past the range of ``dtype``
     and a batch without a batch dimension raise ``ValueError``. Any other error names the block and layers it stopped
-    at; the blocks before it are pruned already, and the message ends with the ``blocks=`` that continues the run.
+    at; the blocks before it are pruned already, and the message ends with the ``blocks=`` that continues the run. An
+    error in a calibration pass (the model or ``forward``, out of memory, Ctrl-C) is raised again so, as its own type
+    where that type takes one message (else ``RuntimeError``), from the original.
 
     Returns:
         A ``ModelPruneReport`` with every layer's statistics.
@@ -609,21 +623,26 @@ def prune_model(
     try:
         for at, bi in enumerate(_progress(order, len(order), progress)):
             block = decoder[bi]
-            mods = [(name, block.get_submodule(name)) for name in linears]
-            if cache_inputs and cached is None:
-                cached = _capture_inputs(model, block, batches, run)
-            sums = _input_sums(model, block, mods, batches, run, cached, stop_early)
+            resume = _resume_advice(order, at)
+            # The caller's forward, the model or its layers may fail here (out of memory, a missing linear, Ctrl-C):
+            # as for a refused request, say where the run stopped and how to go on.
+            try:
+                mods = [(name, block.get_submodule(name)) for name in linears]
+                if cache_inputs and cached is None:
+                    cached = _capture_inputs(model, block, batches, run)
+                sums = _input_sums(model, block, mods, batches, run, cached, stop_early)
+            except (Exception, KeyboardInterrupt) as e:
+                raise _stopped_at(e, f"block {bi}, calibration pass", resume) from e
             prefix = f"model.layers.{bi}."
             specs = []
             for name, mod in mods:
                 if name not in sums:
-                    raise RuntimeError(f"{prefix}{name} saw no input during calibration")
+                    raise RuntimeError(f"block {bi}, {prefix}{name} saw no input during calibration; {resume}")
                 specs.append(Layer(prefix + name, mod.weight.detach(), (sums[name] / nseq).cpu(), None, dtype))
             settings: Dict[str, Any] = dict(method=method, pattern=pattern, sparsity=sparsity, exponent=exponent)
             if layer_rule != "exact":  # the masks are rebuilt from the scores
                 settings["returns"] = ("mask", "score")
             keep = report if keep_responses else None
-            resume = _resume_advice(order, at, len(decoder))
             answered = _send_block(client, bi, specs, dtype, settings, (max_body, budget), keep, resume)
             if layer_rule != "exact":
                 answered = [_at_most_kth_layer(layer) for layer in answered]
@@ -635,7 +654,11 @@ def prune_model(
                     report.total += int(layer.stats["total"])
                 # The pruned block's outputs are the next block's inputs; the last block's would feed none.
                 if cached is not None and bi != order[-1]:
-                    cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
+                    try:
+                        cached = [_next_inputs(block(*args, **kwargs), args, kwargs) for args, kwargs in cached]
+                    except (Exception, KeyboardInterrupt) as e:
+                        where = f"block {bi} (pruned), its outputs for block {order[at + 1]}"
+                        raise _stopped_at(e, where, _resume_advice(order, at + 1)) from e
     finally:
         model.train(was_training)
     return report
