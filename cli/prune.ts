@@ -532,7 +532,13 @@ export async function main(argv: string[]): Promise<PruneReport | undefined> {
   }
   const pruneMs = performance.now() - t;
   stop.phase = "evaluating the pruned model";
-  const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n));
+  const pruned = await perplexity(pool, evalIds, args.evalWindows, (d, n) => bar("pruned eval", d, n)).catch(
+    async (e: unknown) => {
+      // The dense perplexity was measured (minutes to hours) and the blocks pruned: the report keeps what there is.
+      await reportFailure(args, dense, stop.kept, e);
+      throw e;
+    },
+  );
 
   let writeMs: number | undefined, outLeftOut: string[] | undefined;
   if (args.out !== undefined) {

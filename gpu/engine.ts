@@ -26,7 +26,7 @@ import { preferVulkan } from "./driver_lifetime.ts";
 import { activationCubeRoots, splitActivations, zSpreadModel } from "./f32_safety.ts";
 import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
-import { emptyOutput, layerAnswer, type ReadBack } from "./layer_answer.ts";
+import { layerAnswer, type ReadBack } from "./layer_answer.ts";
 import { CENTRED_PART_BYTES, type LayerPlan, planLayer, planTiles, type Tile } from "./layer_plan.ts";
 import { uploadBytes } from "./upload_bytes.ts";
 import {
@@ -379,7 +379,6 @@ export class GpuEngine {
 
   /** One layer on the GPU, stage by stage as in the header, then read back and checked against f32's limits. */
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
-    if (layer.rows * layer.cols === 0) return emptyOutput(params);
     const plan = planLayer(params, layer, { tileBytes: this.#tileBytes, bindingBytes: this.#bindingBytes });
     if (typeof plan === "string") return this.#exact(params, layer, plan, resident);
     const { bad, raw, ws } = await this.#decode(job, plan, resident);

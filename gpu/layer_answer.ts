@@ -111,16 +111,6 @@ function checkFinite(layer: LayerJob, first: number): void {
   if (first !== 0xffffffff) throw nonFiniteWeight(layer, first);
 }
 
-/** The answer for a layer with no elements: nothing to prune, nothing for the GPU to do. */
-export function emptyOutput(params: PruneParams): LayerOutput {
-  const out: LayerOutput = { mask: new Uint8Array(0), stats: layerStats(new Uint8Array(0), 0, 0) };
-  if (params.returnWeight) out.weight = new Uint8Array(0);
-  if (params.returnScore) out.score = new Float32Array(0);
-  // No weights, so none small: s = 0 (small / n itself would be 0 / 0).
-  if (params.method === "zpruner") out.stats.alpha = zprunerAlpha(0, 1);
-  return out;
-}
-
 /** Joins byte chunks into one array of `total` bytes (a lone chunk of that length is kept, not copied). */
 function concat(parts: ArrayBuffer[], total: number): Uint8Array {
   if (parts.length === 1 && parts[0]!.byteLength === total) return new Uint8Array(parts[0]!);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
-import { emptyOutput, layerAnswer, type ReadBack } from "./layer_answer.ts";
+import { layerAnswer, type ReadBack } from "./layer_answer.ts";
 import { type LayerPlan, planLayer } from "./layer_plan.ts";
 import { Z_SCALARS } from "./kernels/mod.ts";
 
@@ -116,29 +116,6 @@ Deno.test("layerAnswer() sends a mask that prunes other counts than its pattern'
   const nm = plan("magnitude", { kind: "nm", n: 1, m: 2 }, {}, { rows: 2, cols: 4, dtype: "f16" });
   assert.equal(typeof layerAnswer(nm, back({ mask: new Uint32Array([0b01011010]).buffer }), 0), "object");
   assert.match(layerAnswer(nm, back({ mask: new Uint32Array([0b00011010]).buffer }), 0) as string, /pattern prunes 4$/);
-});
-
-Deno.test("emptyOutput() answers a layer without elements: nothing pruned, alpha from no small weights", () => {
-  const params = (method: PruneParams["method"]): PruneParams => ({
-    method,
-    pattern: { kind: "layer", sparsity: 0.5 },
-    exponent: 1,
-    returnWeight: true,
-    returnScore: true,
-  });
-  const out = emptyOutput(params("zpruner"));
-  assert.equal(out.mask.length, 0);
-  assert.equal(out.weight!.length, 0);
-  assert.equal(out.score!.length, 0);
-  assert.deepEqual({ ...out.stats }, {
-    pruned: 0,
-    total: 0,
-    sparsity: 0,
-    rowSparsity: { min: 0, max: 0, mean: 0 },
-    nonFinite: 0,
-    alpha: 0.7, // 0.7 (1 - 0.3 s) with s = 0
-  });
-  assert.ok(!("alpha" in emptyOutput(params("wanda")).stats));
 });
 
 Deno.test("layerAnswer() sizes the joined weights by the layer's dtype", () => {

@@ -111,6 +111,8 @@ export function planLayer(params: PruneParams, layer: LayerJob, limits: PlanLimi
   const { method, pattern } = params;
   // Unreachable through the server (ZPRUNE_MAX_LAYER_ELEMENTS stops below 2^32); both backends index in 32 bits.
   if (n >= 2 ** 32) throw new ZpruneError("too_large", `layer ${name}: ${n} elements, 2^32 or more`);
+  // Unreachable through the server too (shapes are at least 1x1); the CPU backend's answer is the one to give.
+  if (n === 0) return "a layer without elements";
   // A layer the contract accepts but this device cannot hold is answered too, on the exact CPU path.
   if (cols * 4 > tileBytes) return `a row of ${cols} columns, over the device's ${tileBytes}-byte tiles`;
   if (pattern.kind === "row" && cols > ROW_SELECT_MAX_COLS) {

@@ -103,6 +103,8 @@ Deno.test("planLayer() sends a layer the device cannot hold to the exact path, s
     "a row of 2097153 columns, over the 2097152 that select_row ranks in one workgroup",
   );
   assert.equal(typeof planLayer(params("magnitude", LAYER), layer(2, 2 ** 21 + 1), roomy), "object");
+  // No elements (the contract's shapes are at least 1x1): the CPU backend answers, as it would.
+  assert.equal(planLayer(params("zpruner", LAYER), layer(0, 4), roomy), "a layer without elements");
   const nm = params("magnitude", { kind: "nm", n: 2, m: 4 });
   assert.equal(typeof planLayer(nm, layer(1, 2 ** 21 + 4), roomy), "object");
 });

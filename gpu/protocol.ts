@@ -40,12 +40,15 @@ export function layerTransfer(layer: LayerJob): ArrayBuffer[] {
   return owned([layer.weight, layer.actNormSq]);
 }
 
+/** Whether `a` views the whole of an ArrayBuffer (not a SharedArrayBuffer): one that can be transferred as it is. */
+export function ownsWholeBuffer(a: ArrayBufferView): a is ArrayBufferView<ArrayBuffer> {
+  return a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer;
+}
+
 function owned(arrays: (ArrayBufferView | null | undefined)[]): ArrayBuffer[] {
   const list: ArrayBuffer[] = [];
   for (const a of arrays) {
-    if (a && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) {
-      if (!list.includes(a.buffer)) list.push(a.buffer);
-    }
+    if (a && ownsWholeBuffer(a) && !list.includes(a.buffer)) list.push(a.buffer);
   }
   return list;
 }

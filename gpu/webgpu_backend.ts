@@ -16,7 +16,7 @@ import { ZpruneError } from "../contract/errors.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { pinDriver, preferVulkan } from "./driver_lifetime.ts";
-import type { FromWorker, ToWorker } from "./protocol.ts";
+import { type FromWorker, layerTransfer, ownsWholeBuffer, type ToWorker } from "./protocol.ts";
 import { MessageChannel as NodeMessageChannel, type MessagePort as NodeMessagePort } from "node:worker_threads";
 
 /** Options of `createWebGpuBackend`. */
@@ -160,17 +160,12 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
  * buffer (such as a decoded request body that holds other layers too) is copied first.
  */
 function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[] } {
-  const transfer: ArrayBuffer[] = [];
-  const own = <T extends Uint8Array | Float32Array | Float64Array>(a: T): T => {
-    if (typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer) return a;
-    const whole = a.byteOffset === 0 && a.byteLength === a.buffer.byteLength;
-    const b = whole ? a : a.slice() as T;
-    if (!transfer.includes(b.buffer as ArrayBuffer)) transfer.push(b.buffer as ArrayBuffer);
-    return b;
-  };
-  const weight = own(layer.weight);
-  const actNormSq = layer.actNormSq ? own(layer.actNormSq) : null;
-  return { layer: { ...layer, weight, actNormSq }, transfer };
+  const shared = (a: ArrayBufferView) =>
+    typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
+  const own = <T extends Uint8Array | Float32Array | Float64Array>(a: T): T =>
+    shared(a) || ownsWholeBuffer(a) ? a : a.slice() as T;
+  const posted = { ...layer, weight: own(layer.weight), actNormSq: layer.actNormSq ? own(layer.actNormSq) : null };
+  return { layer: posted, transfer: layerTransfer(posted) };
 }
 
 /** The error for a layer that could not be posted to the worker. */
