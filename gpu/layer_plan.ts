@@ -8,13 +8,8 @@ import { DTYPE_BYTES } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { poolSize } from "./buffer_pool.ts";
 import { sumsBeyondModel } from "./f32_safety.ts";
+import { CENTRED_BLOCK, COL_BLOCK_ROWS, KEY_BLOCK } from "./blocks.ts";
 
-/** Rows per block of `col_stats.wgsl`. */
-export const COL_BLOCK_ROWS = 256;
-/** Keys per block of `tie_count`/`mask_layer`. */
-export const KEY_BLOCK = 8192;
-/** Elements per `centred` workgroup. */
-export const CENTRED_BLOCK = 16384;
 /** Bytes of one `centred` workgroup's partials: two f32 sums of squares, the small and near counts. */
 export const CENTRED_PART_BYTES = 16;
 /**
