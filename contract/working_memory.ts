@@ -20,10 +20,23 @@ export interface Returned {
   method?: Method;
 }
 
-/** Most row blocks the CPU backend splits a layer into, and the fewest elements a block has (prune/prune_layer.ts). */
-const MAX_BLOCKS = 32, BLOCK_MIN_ELEMENTS = 1 << 17;
-/** Most parts a layer's selection runs in; a row pattern's part takes a row's length of u32 scratch. */
-const MAX_WORK_PARTS = 64;
+// The CPU backend's splitting of a layer (prune/prune_layer.ts), which its working memory follows: defined here, in
+// the contract, which the estimate and the backend both import.
+
+/** Most blocks a layer's rows are split into; each pass runs one op per block, spread over the executor's threads. */
+export const MAX_BLOCKS = 32;
+/** Elements per block below which fewer blocks are used (an op costs a message when it runs on a worker). */
+export const BLOCK_MIN_ELEMENTS = 1 << 17;
+/**
+ * Most parts a layer's scoring and selection are split into; each part of a layer-wide select answers a histogram, and
+ * a row pattern's part takes a row's length of u32 scratch.
+ */
+export const MAX_WORK_PARTS = 64;
+
+/** How many row blocks the CPU backend's sums of a rows x cols layer are taken in: by the shape alone. */
+export function layerBlockCount(rows: number, cols: number): number {
+  return Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
+}
 
 /**
  * Bytes of a layer's float64 vectors (per row and per column) at its peak: each row block's partial sums, as a worker
@@ -34,7 +47,7 @@ const MAX_WORK_PARTS = 64;
  * server by 2785 MiB, 16M x 4 by 2532 MiB, against 1056 and 1048 MiB estimated without this).
  */
 export function layerVectorBytes(rows: number, cols: number, method: Method = "zpruner"): number {
-  const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
+  const blocks = layerBlockCount(rows, cols);
   // Per row: zpruner's three sums (on the worker, in its message, received, merged) and 1/norm (with a shared copy);
   // ria's sum of |W| so, and its inverse.
   const perRow = method === "zpruner" ? 4 * 24 + 16 : method === "ria" ? 4 * 8 + 16 : 0;

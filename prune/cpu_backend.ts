@@ -8,7 +8,8 @@ import { cpus } from "node:os";
 import { cpuLimit, memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { Backend, LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { CpuPool } from "./cpu_pool.ts";
-import { type Executor, MAX_WORK_PARTS, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
+import { type Executor, pruneLayer, pruneLayerWith } from "./prune_layer.ts";
+import { MAX_WORK_PARTS } from "../contract/working_memory.ts";
 import { ScratchBuffers } from "./scratch_buffers.ts";
 
 /** Options of `createCpuBackend`. */

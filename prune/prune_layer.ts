@@ -8,6 +8,7 @@ import { type Pattern, prunedCounts } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "./backend.ts";
 import { type CpuOp, type DecodeSumsResult, runOp, type ScoreResult } from "./cpu_ops.ts";
 import { applyMaskBytes } from "../contract/dtype_codec.ts";
+import { BLOCK_MIN_ELEMENTS, layerBlockCount, MAX_WORK_PARTS } from "../contract/working_memory.ts";
 import { markGathered } from "./select.ts";
 import { layerStats } from "./mask_stats.ts";
 import {
@@ -47,26 +48,14 @@ const inlineExecutor: Executor = {
   },
 };
 
-/** Most blocks a layer's rows are split into; each pass runs one op per block, spread over the executor's threads. */
-const MAX_BLOCKS = 32;
-/** Elements per block below which fewer blocks are used (an op costs a message when it runs on a worker). */
-const BLOCK_MIN_ELEMENTS = 1 << 17;
-
 /**
  * The row blocks of a rows x cols layer. They depend on the shape alone, never on the thread count: every float
  * sum is taken per block from zero and the blocks' partials are combined in block order, so the statistics, and
  * with them the scores and the mask, are the same bits inline and on any number of workers.
  */
 function layerBlocks(rows: number, cols: number): number[] {
-  const blocks = Math.max(1, Math.min(MAX_BLOCKS, rows, Math.floor((rows * cols) / BLOCK_MIN_ELEMENTS)));
-  return rowSplits(rows, cols, blocks);
+  return rowSplits(rows, cols, layerBlockCount(rows, cols));
 }
-
-/**
- * Most parts a layer's scoring and selection are split into; each part of a layer-wide select answers a histogram.
- * No pass posts more ops than this, so an executor's threads past it would never be handed one.
- */
-export const MAX_WORK_PARTS = 64;
 
 /**
  * The row parts scoring and selection run in. Unlike the sums, these passes give the same bits however the rows are
