@@ -340,6 +340,12 @@ export function parsePruneRequest(body: unknown): PruneRequest {
   if (where) throw new ZpruneError("invalid_request", `${where}: expected a map`);
   const r = PruneRequestSchema.safeParse(body);
   if (r.success) return r.data;
-  const issues = r.error.issues.slice(0, 5).map((i) => `${formatPath(i.path)}: ${i.message}`);
+  // A value of the wrong type is named once: zod also runs the type's checks on it, which then say nothing useful
+  // ("return": "mask" was also "Too big: expected string to have <=3 characters", the array's bound).
+  const wrongType = new Set(r.error.issues.filter((i) => i.code === "invalid_type").map((i) => formatPath(i.path)));
+  const issues = r.error.issues
+    .filter((i) => i.code === "invalid_type" || !wrongType.has(formatPath(i.path)))
+    .slice(0, 5)
+    .map((i) => `${formatPath(i.path)}: ${i.message}`);
   throw new ZpruneError("invalid_request", issues.join("; "));
 }

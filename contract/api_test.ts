@@ -47,3 +47,20 @@ Deno.test("parsePruneRequest() reports every bad field at once: an unknown metho
   assert.match(refusal({ pattern: "row", layers: [layer()] }).message, /sparsity: required for pattern "row"/);
   assert.match(refusal({ pattern: "row", sparsity: 1, layers: [layer()] }).message, /^sparsity: /);
 });
+
+Deno.test("parsePruneRequest() names a value of the wrong type once, not also by the type's own checks", () => {
+  // zod also checks the string "mask" against the array's bound of 3 ("Too big: expected string to have <=3 ...").
+  assert.equal(
+    refusal({ method: "magnitude", sparsity: 0.5, return: "mask", layers: [layer()] }).message,
+    "return: Invalid input: expected array, received string",
+  );
+  // A wrong type beside another field's fault: both named, each once.
+  const both = refusal({ method: "magnitude", sparsity: 2, return: "mask", layers: [layer()] }).message;
+  assert.match(both, /^(?=.*return: Invalid input: expected array, received string)(?=.*sparsity: )/);
+  assert.doesNotMatch(both, /Too big: expected string/);
+  // Checks on a value of the right type still speak: four entries where three kinds are allowed.
+  assert.match(
+    refusal({ sparsity: 0.5, return: ["mask", "mask", "mask", "mask"], layers: [layer()] }).message,
+    /^return: /,
+  );
+});
