@@ -18,6 +18,7 @@
  * total for a pattern is decode + score + select + pack + stats, ours decode + score + select (packing happens while
  * selecting) + stats. NumPy runs on one core; zprune on `--workers` (default one per core): the table says how many.
  */
+import { fileURLToPath } from "node:url";
 import type { Pattern } from "../contract/api.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { createPoolExecutor } from "../prune/cpu_backend.ts";
@@ -105,7 +106,7 @@ export async function issuePeer(
 ): Promise<Record<string, Record<string, number>>> {
   const out = await new Deno.Command("python3", {
     args: [
-      new URL("./numpy_peer.py", import.meta.url).pathname,
+      fileURLToPath(new URL("./numpy_peer.py", import.meta.url)),
       "--repeat",
       String(repeat),
       ...shapes.map(([r, c]) => `${r}x${c}`),
@@ -144,7 +145,7 @@ export async function numpyPeer(layers: LayerJob[], repeat: number): Promise<Rec
     }
     const out = await new Deno.Command("python3", {
       args: [
-        new URL("./numpy_exact_peer.py", import.meta.url).pathname,
+        fileURLToPath(new URL("./numpy_exact_peer.py", import.meta.url)),
         "--repeat",
         String(repeat),
         "--data",

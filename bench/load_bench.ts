@@ -12,6 +12,7 @@
  * must equal the same CPU masks: an isolation check of the GPU worker's queue under concurrent load. It never writes
  * the document (a software adapter's speed means nothing).
  */
+import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import {
   DEFAULT_EXPONENT,
@@ -104,9 +105,9 @@ async function buildSpecs(): Promise<Spec[]> {
 // ---- the server ------------------------------------------------------------------------------------------
 
 async function startServer(): Promise<{ url: string; pid: number; child: Deno.ChildProcess; stop(): Promise<number> }> {
-  const child = new Deno.Command(new URL("node_modules/.bin/deno", ROOT).pathname, {
+  const child = new Deno.Command(fileURLToPath(new URL("node_modules/.bin/deno", ROOT)), {
     args: ["run", "-A", "main.ts"],
-    cwd: ROOT.pathname,
+    cwd: fileURLToPath(ROOT),
     env: { PORT: "0", HOST: "127.0.0.1", ZPRUNE_BACKEND: BACKEND, ZPRUNE_LOG: "0", ZPRUNE_TOKEN: "" },
     stdout: "inherit", // the request log, off here
     stderr: "piped", // the startup line
@@ -345,9 +346,9 @@ ${loadAfter}${
   } else doc = doc.trimEnd() + "\n\n" + section;
   Deno.writeTextFileSync(path, doc);
   // The project's formatter aligns the table (deno task check runs fmt --check over docs/ too).
-  await new Deno.Command(new URL("node_modules/.bin/deno", ROOT).pathname, {
-    args: ["fmt", "--quiet", path.pathname],
-    cwd: ROOT.pathname,
+  await new Deno.Command(fileURLToPath(new URL("node_modules/.bin/deno", ROOT)), {
+    args: ["fmt", "--quiet", fileURLToPath(path)],
+    cwd: fileURLToPath(ROOT),
   }).output();
   console.log(`\nwrote the "## Load" section of docs/PERFORMANCE.md`);
 }

@@ -32,14 +32,15 @@ import {
   type ErrorCode,
   ZpruneError,
 } from "../contract/errors.ts";
-import { concatBytes, decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
+import { decodeMsgpack, encodeMsgpack, msgpackPieces } from "../contract/wire.ts";
+import { bodyParts } from "./_body_parts.ts";
 import { z } from "zod";
 import { decode, zeroMasked } from "../contract/dtype_codec.ts";
 import { countBits } from "../contract/mask_bits.ts";
 import { startTimeout } from "../contract/timeout.ts";
 
 export { ZpruneError };
-export type { PruneRequestInput, PruneResponse, Tensor };
+export type { DType, HealthResponse, PruneRequestInput, PruneResponse, Tensor };
 
 /**
  * An attempt's time limit by default: past the server's default deadline (600 s, `ZPRUNE_DEADLINE_MS`), so that a
@@ -84,44 +85,30 @@ export function encodeRequest(request: PruneRequestInput): Uint8Array<ArrayBuffe
 
 export { decodeMsgpack };
 
-/** Pieces of a request body up to this size are joined into one part of its Blob; larger ones are cut to it. */
-const BODY_PART_BYTES = 1 << 20;
-
 /**
  * The bytes of `encodeRequest(request)` as a Blob, which `pruneLayers` sends. A Uint8Array body would be one copy of
  * every tensor, and fetch copies such a body again as it sends it (Deno's three times, at the peak: five times the
  * weights held for a large layer, theirs included). A Blob is made of the tensors' own bytes in a single copy, streamed
- * from part by part, and sent again as it is on a retry. Parts of at most `BODY_PART_BYTES`: Deno reads a Blob part
- * whole as it sends it.
+ * from part by part (`bodyParts`), and sent again as it is on a retry.
  */
 function requestBlob(request: PruneRequestInput): Blob {
-  const parts: Uint8Array<ArrayBuffer>[] = [];
-  let small: Uint8Array[] = [];
-  const join = () => {
-    if (small.length > 0) parts.push(concatBytes(small));
-    small = [];
-  };
-  for (const piece of msgpackPieces(request)) {
-    if (piece.byteLength <= BODY_PART_BYTES / 16) {
-      small.push(piece); // headers and small values: msgpackr's few bytes each
-      continue;
-    }
-    join();
-    for (let at = 0; at < piece.byteLength; at += BODY_PART_BYTES) {
-      const part = piece.subarray(at, at + BODY_PART_BYTES);
-      // A view of a SharedArrayBuffer is no BlobPart: its bytes are copied (slice() makes an ArrayBuffer of its own).
-      parts.push(part.buffer instanceof ArrayBuffer ? part as Uint8Array<ArrayBuffer> : part.slice());
-    }
-  }
-  join();
-  return new Blob(parts);
+  return new Blob(bodyParts(msgpackPieces(request)));
 }
 
 /**
  * Builds a wire tensor from any typed array or DataView, a view into a larger buffer included: only its own bytes
- * are sent, as they are (little-endian).
+ * are sent, as they are (little-endian; f16 from a Float16Array, say). A RangeError where they are not the shape's
+ * byte length in `dtype`.
  */
 export function tensor(dtype: DType, shape: readonly number[], data: ArrayBufferView): Tensor {
+  // Bytes that cannot be the shape's (a Float32Array given as f16, say) would be uploaded whole for a 422
+  // `shape_mismatch`. Other faults of the shape itself are left to the server's own message.
+  if (shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    const need = shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype];
+    if (Number.isSafeInteger(need) && need !== data.byteLength) {
+      throw new RangeError(`${data.byteLength} bytes, but shape [${shape.join(", ")}] of ${dtype} needs ${need}`);
+    }
+  }
   return { dtype, shape: [...shape], data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
@@ -288,6 +275,12 @@ function checkLayers(request: PruneRequestInput, res: PruneResponse, status: num
       }
     }
   });
+}
+
+/** The first bytes of an answer, quoted as text (a JSON string: control bytes escaped), for an error message. */
+function opening(bytes: Uint8Array): string {
+  const head = new TextDecoder().decode(bytes.subarray(0, 60));
+  return JSON.stringify(head) + (bytes.byteLength > 60 ? "..." : "");
 }
 
 /** The error for an answer that breaks the contract (`status`: the HTTP status it came with). */
@@ -458,7 +451,7 @@ export class ZpruneClient {
       }
     });
     const body = requestBlob(request);
-    const { bytes, status, requestId } = await this.#send("/v1/prune", {
+    const { bytes, status, requestId, contentType } = await this.#send("/v1/prune", {
       method: "POST",
       headers: { "content-type": "application/msgpack", accept: "application/msgpack" },
       body,
@@ -467,8 +460,13 @@ export class ZpruneClient {
       let answer: unknown;
       try {
         answer = decodeMsgpack(bytes);
-      } catch (err) {
-        throw invalidResponse(`the answer is not plain msgpack: ${(err as Error).message}`, status);
+      } catch {
+        // Likely not zprune's answer at all (a proxy's page, another service on the port): say what came instead.
+        const what = `the answer (HTTP ${status}, ${contentType ?? "no content-type"}, ${bytes.byteLength} bytes)`;
+        throw invalidResponse(
+          `${what} is not plain msgpack${bytes.byteLength ? `, it begins ${opening(bytes)}` : ""}`,
+          status,
+        );
       }
       const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);
       checkLayers(request, res, status);
@@ -516,7 +514,7 @@ export class ZpruneClient {
     path: string,
     init: RequestInit,
     signal?: AbortSignal,
-  ): Promise<{ bytes: Uint8Array; status: number; requestId: string | null }> {
+  ): Promise<{ bytes: Uint8Array; status: number; requestId: string | null; contentType: string | null }> {
     const o = this.#opts;
     const headers = new Headers(init.headers);
     if (o.token !== undefined) headers.set("authorization", `Bearer ${o.token}`);
@@ -531,7 +529,8 @@ export class ZpruneClient {
         res = await o.fetch(`${this.url}${path}`, { ...init, headers, signal: attemptSignal, redirect: "manual" });
         if (res.ok) {
           const bytes = new Uint8Array(await res.arrayBuffer());
-          return { bytes, status: res.status, requestId: res.headers.get("x-request-id") };
+          const contentType = res.headers.get("content-type");
+          return { bytes, status: res.status, requestId: res.headers.get("x-request-id"), contentType };
         }
         if ((res.status >= 300 && res.status < 400) || res.type === "opaqueredirect") {
           await res.body?.cancel();
@@ -577,6 +576,7 @@ export class ZpruneClient {
 
   /** Exponential backoff with full jitter: uniform in [0, min(max, base * 2^attempt)]. */
   #backoff(attempt: number): number {
-    return Math.random() * Math.min(this.#opts.maxBackoffMs, this.#opts.backoffMs * 2 ** attempt);
+    // 2^attempt is Infinity past attempt 1023, and 0 * Infinity NaN: a wait of NaN ms (none, Retry-After ignored).
+    return Math.random() * Math.min(this.#opts.maxBackoffMs, this.#opts.backoffMs * 2 ** Math.min(attempt, 64));
   }
 }

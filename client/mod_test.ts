@@ -359,6 +359,25 @@ Deno.test("pruneLayers(): an answer out of contract keeps its X-Request-Id, as a
   );
 });
 
+Deno.test("pruneLayers(): a 2xx answer not msgpack is named by its content type, size and first bytes", async () => {
+  // A proxy's page, or another service on the port: what came, not msgpack's own words about a request body.
+  const page = "<html><body>Welcome to nginx! If you see this page, the web server works.</body></html>";
+  await withServer(() => new Response(page, { headers: { "content-type": "text/html" } }), async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
+      // Its first 60 characters, quoted, then "...".
+      /^the answer \(HTTP 200, text\/html, 87 bytes\) is not plain msgpack, it begins "<html><body>.{48}"\.\.\.$/,
+    );
+  });
+  await withServer(() => new Response(null, { status: 204 }), async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
+      /^the answer \(HTTP 204, no content-type, 0 bytes\) is not plain msgpack$/,
+      204,
+    );
+  });
+});
+
 Deno.test("pruneLayers() refuses a layer name UTF-8 cannot carry before sending it", async () => {
   // A lone surrogate travels as U+FFFD: the server would prune the layer, then answer a name other than the one
   // sent, which read as an answer out of contract (invalid_response) after all the work was done.
@@ -943,6 +962,26 @@ Deno.test("new ZpruneClient(): the default backoffMs (200) and maxBackoffMs (100
   });
 });
 
+Deno.test("pruneLayers(): with backoffMs 0, retry 1025 still waits for Retry-After (2^1024: Infinity)", async () => {
+  const waits: number[] = [];
+  let tries = 0;
+  const client = new ZpruneClient({
+    url: "http://127.0.0.1:9",
+    retries: Infinity,
+    backoffMs: 0,
+    sleep: (ms) => (waits.push(ms), Promise.resolve()),
+    fetch: () => {
+      const busy = { error: { code: "busy", message: "queue full" } };
+      if (++tries > 1100) return Promise.resolve(msgpack(OK_BODY));
+      return Promise.resolve(Response.json(busy, { status: 429, headers: { "retry-after": "1" } }));
+    },
+  });
+  assert.equal((await client.pruneLayers(REQUEST)).layers[0]!.stats.pruned, 4);
+  assert.equal(waits.length, 1100);
+  const wrong = waits.findIndex((w) => !(w >= 1000 && w <= 10_000));
+  assert.equal(wrong, -1, `retry ${wrong} waited ${waits[wrong]} ms, not Retry-After's 1000`);
+});
+
 Deno.test("pruneLayers(): timeoutMs bounds the attempt, not a multiple; an abort's TypeError is its own", async () => {
   // The answer comes 150 ms after the request reaches the handler, so after the client's 100 ms timer, which started
   // earlier: both timers are this process's and fire in the order of their deadlines, whatever the load. A client
@@ -1048,6 +1087,18 @@ Deno.test("pruneLayers() sends the bytes of a SharedArrayBuffer's view, and of a
   // A view into a larger buffer: only the view's bytes, little-endian.
   const t = tensor("f32", [1, 2], new Float32Array([1, 2, 3, 4]).subarray(2));
   assert.deepEqual(Array.from(t.data), Array.from(new Uint8Array(new Float32Array([3, 4]).buffer)));
+});
+
+Deno.test("tensor() refuses bytes that are not its shape's in its dtype, before any upload", () => {
+  assert.throws(
+    () => tensor("f16", [16, 32], new Float32Array(512)),
+    { name: "RangeError", message: "2048 bytes, but shape [16, 32] of f16 needs 1024" },
+  );
+  assert.throws(() => tensor("f32", [2, 3], new Uint8Array(23)), /23 bytes, but shape \[2, 3\] of f32 needs 24/);
+  assert.equal(tensor("bf16", [16, 32], new Uint16Array(512)).data.byteLength, 1024);
+  assert.equal(tensor("f32", [0, 4], new Float32Array(0)).data.byteLength, 0); // inputs of zero tokens
+  // A shape the server refuses anyway is its message to give.
+  assert.equal(tensor("f32", [2.5, 2], new Float32Array(5)).data.byteLength, 20);
 });
 
 Deno.test("applyMask() refuses bytes that are not a whole number of elements; the URL drops every trailing /", () => {

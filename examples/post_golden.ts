@@ -5,16 +5,23 @@
  *   (defaults: $ZPRUNE_URL, else http://127.0.0.1:8787, and tests/fixtures/golden/zpruner-layer-f16.request.msgpack;
  *   sends $ZPRUNE_TOKEN where set)
  */
+import { fileURLToPath } from "node:url";
 import type { PruneResponse } from "../contract/api.ts";
 import { decodeMsgpack } from "../contract/wire.ts";
 
 // "http://host:8787/" is the same server: the route is appended after one slash.
 const url = (Deno.args[0] || Deno.env.get("ZPRUNE_URL") || "http://127.0.0.1:8787").replace(/\/+$/, "");
-const fixture = Deno.args[1] ??
-  new URL("../tests/fixtures/golden/zpruner-layer-f16.request.msgpack", import.meta.url).pathname;
+// The URL itself, not its percent-encoded pathname: a checkout under a path with a space is read too.
+const fixture: string | URL = Deno.args[1] ??
+  new URL("../tests/fixtures/golden/zpruner-layer-f16.request.msgpack", import.meta.url);
 const token = Deno.env.get("ZPRUNE_TOKEN");
 
-const body = await Deno.readFile(fixture);
+const body = await Deno.readFile(fixture).catch((e: unknown) => {
+  console.error(
+    `cannot read the request ${fixture instanceof URL ? fileURLToPath(fixture) : fixture}: ${(e as Error).message}`,
+  );
+  Deno.exit(1);
+});
 const res = await fetch(`${url}/v1/prune`, {
   method: "POST",
   headers: { "content-type": "application/msgpack", ...(token ? { authorization: `Bearer ${token}` } : {}) },

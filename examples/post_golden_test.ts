@@ -64,3 +64,36 @@ Deno.test("examples/post_golden.ts says in one line that no server answers at th
   assert.equal(out, "");
   assert.match(err, new RegExp(`^cannot reach a zprune server at ${url}: .*refused.*\\n$`, "i"));
 });
+
+Deno.test("examples/post_golden.ts reads its fixture under a path with a space; a missing one is a line", async () => {
+  // A checkout at "zp space/": the default fixture's URL is percent-encoded there (%20), which no file is named.
+  const root = await Deno.makeTempDir({ prefix: "zp space " });
+  const repo = new URL("..", import.meta.url).pathname;
+  try {
+    await Deno.mkdir(`${root}/examples`);
+    await Deno.copyFile(SCRIPT, `${root}/examples/post_golden.ts`);
+    for (const entry of ["contract", "tests", "node_modules", "deno.json", "package.json"]) {
+      await Deno.symlink(`${repo}${entry}`, `${root}/${entry}`);
+    }
+    const server = await startServer({ backend: createCpuBackend(), config: { log: false } });
+    try {
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-check", `${root}/examples/post_golden.ts`, server.url],
+        cwd: root,
+        env: { NO_COLOR: "1", ZPRUNE_URL: "", ZPRUNE_TOKEN: "" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      assert.match(new TextDecoder().decode(stdout), /^backend cpu on /);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+  // A fixture that is not there: its path and the cause in one line, no stack trace.
+  const missing = await postGolden(["http://127.0.0.1:9", "/nonexistent/zprune.msgpack"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.err, /^cannot read the request \/nonexistent\/zprune\.msgpack: .*No such file.*\n$/);
+});

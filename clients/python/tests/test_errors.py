@@ -355,6 +355,19 @@ def test_backoff_never_waits_past_max_backoff(stub: Tuple[str, Script], monkeypa
     assert waits[1:] == [2.0] * 5, waits
 
 
+def test_backoff_past_1024_retries_still_waits(stub: Tuple[str, Script]) -> None:
+    # backoff * 2**1024 overflowed a float (OverflowError): max_retries may be any whole number.
+    url, script = stub
+    down = (503, {"Content-Type": "application/json", "Retry-After": "1"}, _json_error("unavailable"))
+    script.answers = [down] * 1030 + [(200, {"Content-Type": "application/msgpack"}, _ok_answer())]
+    client = ZpruneClient(url, max_retries=2000, backoff=0.5, max_backoff=3.0)
+    waits: List[float] = []
+    client.sleep = waits.append
+    client.prune_layer(W, ACT, sparsity=0.5)
+    assert len(waits) == 1030 and all(1.0 <= w <= 3.0 for w in waits), (min(waits), max(waits))
+    assert waits[-1] == 3.0, "past a few doublings every wait is max_backoff"
+
+
 @pytest.mark.parametrize("jitter,waits", [(0.0, [1.0, 1.0, 1.5, 3.0]), (0.999, [1.24975, 1.24975, 2.499, 4.998])])
 def test_backoff_grows_past_a_retry_after_that_stays_the_same(
     stub: Tuple[str, Script], monkeypatch: pytest.MonkeyPatch, jitter: float, waits: List[float]

@@ -488,7 +488,8 @@ class ZpruneClient:
             # Retry-After is the least wait (zprune's says 1 s however long it stays busy: the growth is the
             # client's), stretched by up to 25 % for the same reason. Then capped: max_backoff holds, and a day's
             # Retry-After must not hang a notebook.
-            delay = self.backoff * (2**attempt) * (0.75 + 0.5 * random.random())
+            # 2**attempt as a float overflows past attempt 1023 (max_retries may be any whole number): capped.
+            delay = self.backoff * (2.0 ** min(attempt, 64)) * (0.75 + 0.5 * random.random())
             if err.retry_after is not None:
                 delay = max(delay, err.retry_after * (1 + 0.25 * random.random()))
             delay = min(self.max_backoff, delay)
