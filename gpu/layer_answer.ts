@@ -1,7 +1,7 @@
 /**
  * A layer's answer on the host from what the GPU read back: `non_finite` for a NaN or infinite weight, or why f32
- * could give other masks than the CPU backend's f64 (f32_safety.ts), or the mask, its statistics and what the
- * request asked for. No device is touched here.
+ * could give other masks than the CPU backend's f64 (f32_safety.ts) or why the mask's counts miss the pattern's, or the
+ * mask, its statistics and what the request asked for. No device is touched here.
  */
 import type { LayerStats } from "../contract/api.ts";
 import type { LayerJob, LayerOutput, PruneParams } from "../prune/backend.ts";
@@ -84,9 +84,10 @@ export function layerAnswer(plan: LayerPlan, back: ReadBack, k: number): LayerOu
 }
 
 /**
- * Why the mask's counts are not what the pattern prunes (API.md: k in the layer, k in every row, N of every M), or
- * null. The kernels prune exactly that many by construction; a kernel cut short by its driver (lavapipe ends a
- * shader's loops after 65,535 iterations, see ROW_SELECT_MAX_COLS) answers fewer, and such a mask must not leave.
+ * Why the mask's counts are not what the pattern prunes (API.md: k in the layer, k in every row, N·cols/M in every row
+ * for N:M, whose groups are not counted one by one), or null. The kernels prune exactly that many by construction; a
+ * kernel cut short by its driver (lavapipe ends a shader's loops after 65,535 iterations, see ROW_SELECT_MAX_COLS)
+ * answers fewer, and such a mask must not leave.
  */
 function prunedMiscount(
   pattern: PruneParams["pattern"],

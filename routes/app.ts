@@ -136,7 +136,8 @@ function registerGauges(
   metrics.counterOf(
     "zprune_exact_path_layers_total",
     "Layers the WebGPU backend computed on the exact CPU path (where float32 cannot give the CPU backend's masks, " +
-      "or the layer is too large for the device; slower, same answer).",
+      "the layer is too large for the device or its rows too wide for the row pattern, or the GPU's mask miscounted; " +
+      "slower, same answer).",
     () => backend.exactPathLayers,
   );
   // Up to 2 GiB that an idle server holds for 30 s after its last large layer: without it, RSS is unexplained.
@@ -184,7 +185,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
   // within about twice the budget, however many clients upload at once (measured up to 2.6 times: README).
   const answerBytes = deps.answerBytes ?? (() => 0);
-  const bodies = new BodyBudget(config.memoryBudgetBytes, queue.retryAfterSeconds, answerBytes);
+  // The queue's own budget (an injected queue may have another than the config's): a body past it never computes.
+  const bodies = new BodyBudget(queue.memoryBudget, queue.retryAfterSeconds, answerBytes);
   registerGauges(metrics, backend, queue, bodies, answerBytes);
 
   const app = new Hono<AppEnv>();

@@ -21,6 +21,7 @@ import {
   writeAll,
 } from "./_server.ts";
 import { createApp } from "../routes/app.ts";
+import { WorkQueue } from "../prune/queue.ts";
 import { listen } from "../runtime/host.ts";
 import { rng } from "./_random.ts";
 
@@ -875,6 +876,25 @@ Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or
     await server.close();
     await backend.close();
   }
+});
+
+Deno.test("bodies are held to the work queue's own memory budget, an injected queue's included", async () => {
+  // A 64x64 f32 layer: a 16.4 kB body. The config's budget (1000 bytes) is not the queue's here: the queue's decides.
+  const backend = createCpuBackend({ threads: 0 });
+  const big = { name: "w", weight: { dtype: "f32", shape: [64, 64], data: new Uint8Array(64 * 64 * 4) } };
+  const body = encodeMsgpack(request({ method: "magnitude", layers: [big] }));
+  for (const [queueBudget, status] of [[10_000_000, 200], [10_000, 413]] as const) {
+    const queue = new WorkQueue({ concurrency: 1, maxQueue: 4, memoryBudget: queueBudget });
+    const server = await startServer({ backend, queue, config: { memoryBudgetBytes: 1000 } });
+    try {
+      const res = await postPrune(server.url, body);
+      if (status === 200) assert.equal(res.status, 200, await res.text());
+      else await expectError(res, 413, "too_large", `memory budget of ${queueBudget} bytes by itself`);
+    } finally {
+      await server.close();
+    }
+  }
+  await backend.close();
 });
 
 Deno.test("a client gone mid-upload counts as 499, never 5xx; pattern labels stay few however spelt", async () => {

@@ -7,6 +7,7 @@ the first 64 non-overlapping 256-token windows of ``test_ids.u16``; float32 arit
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import re
@@ -36,7 +37,7 @@ from zprune_client.llama import (  # noqa: E402
     perplexity,
     read_tokens,
 )
-from zprune_client.model import _resume_advice, _working_bytes  # noqa: E402
+from zprune_client.model import _resume_advice, _stopped_at, _working_bytes  # noqa: E402
 from zprune_client.wire import encode_request  # noqa: E402
 
 SEQ = 256
@@ -360,6 +361,23 @@ def _zeros(weight: Any) -> int:
     return int((weight == 0).sum())
 
 
+def test_stopped_at_keeps_the_type_and_what_it_carries() -> None:
+    where, resume = "block 3, calibration pass", "resume with blocks=range(3, 6)"
+    # No text (Ctrl-C): the type names it.
+    again = _stopped_at(KeyboardInterrupt(), where, resume)
+    assert type(again) is KeyboardInterrupt and str(again) == f"{where}: KeyboardInterrupt; {resume}"
+    # An OSError keeps its errno and filename, its message not repeating them.
+    gone = _stopped_at(FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/w.bin"), where, resume)
+    assert isinstance(gone, FileNotFoundError) and (gone.errno, gone.filename) == (errno.ENOENT, "/x/w.bin")
+    assert gone.strerror == f"{where}: No such file or directory; {resume}"
+    # A KeyError stays one whatever its key holds (its str() quotes and escapes the key).
+    for key in ("q_proj", "a\nb", "x'y\""):
+        again = _stopped_at(KeyError(key), where, resume)
+        assert type(again) is KeyError and again.args == (f"{where}: {KeyError(key)}; {resume}",), key
+    # A type whose constructor wants more than a message: a RuntimeError, the message the same.
+    assert str(_stopped_at(_Unbuildable(7, "x"), where, resume)) == f"{where}: (7, 'x'); {resume}"
+
+
 class _Unbuildable(Exception):
     """An error whose type cannot be made from one message."""
 
@@ -369,7 +387,7 @@ class _Unbuildable(Exception):
 
 @pytest.mark.parametrize("error, cache_inputs, kind", [
     (MemoryError("out of memory (simulated)"), False, MemoryError),
-    (KeyboardInterrupt("interrupted (simulated)"), False, KeyboardInterrupt),
+    (KeyboardInterrupt(), False, KeyboardInterrupt),  # as Ctrl-C raises it: no text
     (ValueError("bad batch (simulated)"), True, ValueError),
     (_Unbuildable(7, "simulated"), False, RuntimeError),
 ])

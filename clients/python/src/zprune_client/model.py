@@ -265,7 +265,10 @@ def _check_model_fits(
         specs = []
         try:
             for name in linears:
-                weight = decoder[bi].get_submodule(name).weight.detach()
+                try:
+                    weight = decoder[bi].get_submodule(name).weight.detach()
+                except AttributeError as e:  # a linear the block has not (or one without a weight): `linears` is wrong
+                    raise AttributeError(f"block {bi}, linears {list(linears)}: {e}; no block was pruned") from e
                 full = f"model.layers.{bi}.{name}"
                 _check_layer_shape(full, weight, pattern, max_elements)
                 _check_layer_values(full, weight, dtype)
@@ -276,8 +279,6 @@ def _check_model_fits(
             raise ZpruneError(e.code, f"block {bi}, {e.message}; no block was pruned", e.status) from None
         except ValueError as e:
             raise ValueError(f"block {bi}, {e}; no block was pruned") from None
-        except AttributeError as e:  # a linear the block has not (or one without a weight): `linears` is wrong
-            raise AttributeError(f"block {bi}, linears {list(linears)}: {e}; no block was pruned") from e
 
 
 def _check_layer_values(name: str, weight: Any, dtype: Optional[WireDType]) -> None:
@@ -423,15 +424,23 @@ def _resume_advice(order: Sequence[int], at: int) -> str:
 def _stopped_at(e: BaseException, where: str, resume: str) -> BaseException:
     """``e`` again, of its own type where that type takes one message, saying ``where`` it stopped and ``resume``.
 
-    A type that cannot be made from one message (its constructor wants more) gives a RuntimeError instead; either way
-    the caller raises it ``from e``, so the original stays in the chain.
+    An OSError keeps its errno and filename. A type that cannot be made from the message, or that makes something else
+    of it, gives a RuntimeError instead; either way the caller raises it ``from e``, so the original stays in the chain.
     """
-    message = f"{where}: {e}; {resume}"
+    oserror = isinstance(e, OSError) and e.errno is not None
+    # A bare KeyboardInterrupt (Ctrl-C), NotImplementedError or assert has no text: its type says what it was. An
+    # OSError's str() repeats its errno and filename, which the new one carries and prints again.
+    text = (e.strerror if isinstance(e, OSError) and oserror else None) or str(e) or type(e).__name__
+    message = f"{where}: {text}; {resume}"
     try:
-        again = type(e)(message)
+        if isinstance(e, OSError) and oserror:
+            again: BaseException = type(e)(e.errno, message, e.filename)
+        else:
+            again = type(e)(message)
     except Exception:
         return RuntimeError(message)
-    return again if message in str(again) else RuntimeError(message)
+    # By its args, not str(): KeyError's str() quotes its key, escaping what it holds.
+    return again if message in again.args else RuntimeError(message)
 
 
 def _check_blocks(blocks: Optional[Sequence[int]], n_blocks: int) -> List[int]:
