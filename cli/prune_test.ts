@@ -265,38 +265,30 @@ Deno.test("`deno task prune` refuses --out, --report under /proc or /sys with ad
   // --allow-all flag"; the CLI says to choose another path instead. Tests run with -A, so this needs a child.
   const task: string = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks.prune;
   const [, ...taskArgs] = task.split(" ");
-  for (const [flag, path] of [["--out", "/proc/zprune-out"], ["--report", "/sys/zprune.json"]] as const) {
+  /** The CLI run as `deno task prune` runs it (`denoArgs`: its permissions), with `args`: exit status and stderr. */
+  const run = async (args: string[], denoArgs = taskArgs) => {
     const res = await new Deno.Command(Deno.execPath(), {
-      args: [...taskArgs, ...NO_MODEL, flag, path],
+      args: [...denoArgs, ...NO_MODEL, ...args],
       cwd: new URL("..", import.meta.url).pathname,
       stdout: "piped",
       stderr: "piped",
       signal: AbortSignal.timeout(60_000),
     }).output();
-    const err = new TextDecoder().decode(res.stderr);
-    assert.equal(res.code, 2, err); // a refused flag, as `deno task reproduce` and the server exit for theirs
+    return { code: res.code, err: new TextDecoder().decode(res.stderr) };
+  };
+  for (const [flag, path] of [["--out", "/proc/zprune-out"], ["--report", "/sys/zprune.json"]] as const) {
+    const { code, err } = await run([flag, path]);
+    assert.equal(code, 2, err); // a refused flag, as `deno task reproduce` and the server exit for theirs
     assert.match(err, new RegExp(`${flag} ${path}: .*system paths.*choose another path`));
     assert.doesNotMatch(err, /allow-all/);
   }
   // A run that fails once the flags passed exits 1: here the model directory is not there.
-  const failed = await new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs, ...NO_MODEL, "--skip-dense"],
-    cwd: new URL("..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  const failedErr = new TextDecoder().decode(failed.stderr);
-  assert.equal(failed.code, 1, failedErr);
-  assert.match(failedErr, /^prune: --model \/nonexistent\/zprune-model: /m);
+  const failed = await run(["--skip-dense"]);
+  assert.equal(failed.code, 1, failed.err);
+  assert.match(failed.err, /^prune: --model \/nonexistent\/zprune-model: /m);
   // Elsewhere, Deno's refusal is the right advice: the CLI run without --allow-write.
-  const res = await new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs.filter((a) => a !== "--allow-write"), ...NO_MODEL, "--report", "/tmp/zprune-report.json"],
-    cwd: new URL("..", import.meta.url).pathname,
-    stderr: "piped",
-    signal: AbortSignal.timeout(60_000),
-  }).output();
-  assert.match(new TextDecoder().decode(res.stderr), /--report \/tmp\/zprune-report.json: .*--allow-write/);
+  const unwritable = await run(["--report", "/tmp/zprune-report.json"], taskArgs.filter((a) => a !== "--allow-write"));
+  assert.match(unwritable.err, /--report \/tmp\/zprune-report.json: .*--allow-write/);
 });
 
 /**
