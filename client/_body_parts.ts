@@ -14,7 +14,7 @@ export function bodyParts(pieces: Iterable<Uint8Array>): Uint8Array<ArrayBuffer>
   const parts: Uint8Array<ArrayBuffer>[] = [];
   let small: Uint8Array[] = [], smallBytes = 0;
   const join = () => {
-    if (small.length > 0) parts.push(concatBytes(small));
+    if (smallBytes > 0) parts.push(concatBytes(small));
     small = [];
     smallBytes = 0;
   };
@@ -30,7 +30,8 @@ export function bodyParts(pieces: Iterable<Uint8Array>): Uint8Array<ArrayBuffer>
     join();
     for (let at = 0; at < piece.byteLength; at += BODY_PART_BYTES) {
       const part = piece.subarray(at, at + BODY_PART_BYTES);
-      parts.push(part.buffer instanceof ArrayBuffer ? part as Uint8Array<ArrayBuffer> : part.slice());
+      // A copy by the Uint8Array constructor: a subclass's slice() may not copy (Node's Buffer gives a view).
+      parts.push(part.buffer instanceof ArrayBuffer ? part as Uint8Array<ArrayBuffer> : new Uint8Array(part));
     }
   }
   join();

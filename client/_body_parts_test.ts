@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { BODY_PART_BYTES, bodyParts } from "./_body_parts.ts";
 
 /** `n` bytes counting up from `from` (mod 251), so that any reordering or loss shows. */
@@ -20,6 +21,7 @@ Deno.test("bodyParts() keeps the bytes in order in parts of at most BODY_PART_BY
     ["headers between large pieces", [5, 3 * BODY_PART_BYTES + 7, 9, 2, BODY_PART_BYTES, 1]],
     ["one byte past the joined size: cut, not joined", [small + 1, small + 1, 4]],
     ["nothing", []],
+    ["empty pieces, alone and between large ones", [0, BODY_PART_BYTES + 3, 0, 0, BODY_PART_BYTES, 0]],
   ];
   for (const [what, sizes] of cases) {
     let from = 0;
@@ -44,4 +46,12 @@ Deno.test("bodyParts() sends a large piece from its own bytes, a SharedArrayBuff
   const copied = bodyParts([shared]);
   assert.ok(copied.every((p) => p.buffer instanceof ArrayBuffer), "no part is a SharedArrayBuffer's view");
   assert.deepEqual(joined(copied), new Uint8Array(shared));
+  // Node's Buffer over a SharedArrayBuffer: its slice() is a view, not a copy, which no Blob takes.
+  const buffered = bodyParts([Buffer.from(shared.buffer)]);
+  assert.ok(
+    buffered.every((p) => p.buffer instanceof ArrayBuffer),
+    "no part of a Buffer is a SharedArrayBuffer's view",
+  );
+  assert.deepEqual(joined(buffered), new Uint8Array(shared));
+  assert.equal(new Blob(buffered).size, BODY_PART_BYTES + 1);
 });

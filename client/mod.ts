@@ -277,7 +277,7 @@ function checkLayers(request: PruneRequestInput, res: PruneResponse, status: num
   });
 }
 
-/** The first bytes of an answer, quoted as text (a JSON string: control bytes escaped), for an error message. */
+/** The first 60 bytes of an answer, quoted as text (a JSON string: control bytes escaped), for an error message. */
 function opening(bytes: Uint8Array): string {
   const head = new TextDecoder().decode(bytes.subarray(0, 60));
   return JSON.stringify(head) + (bytes.byteLength > 60 ? "..." : "");
@@ -460,13 +460,16 @@ export class ZpruneClient {
       let answer: unknown;
       try {
         answer = decodeMsgpack(bytes);
-      } catch {
-        // Likely not zprune's answer at all (a proxy's page, another service on the port): say what came instead.
+      } catch (err) {
+        // Not zprune's answer at all (a proxy's page, another service on the port): say what came instead. Labelled
+        // msgpack (an answer cut short, say): why it does not decode.
         const what = `the answer (HTTP ${status}, ${contentType ?? "no content-type"}, ${bytes.byteLength} bytes)`;
-        throw invalidResponse(
-          `${what} is not plain msgpack${bytes.byteLength ? `, it begins ${opening(bytes)}` : ""}`,
-          status,
-        );
+        const why = /msgpack/i.test(contentType ?? "")
+          ? `: ${(err as Error).message}`
+          : bytes.byteLength
+          ? `, it begins ${opening(bytes)}`
+          : "";
+        throw new ZpruneError("invalid_response", `${what} is not plain msgpack${why}`, { status, cause: err });
       }
       const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);
       checkLayers(request, res, status);

@@ -365,8 +365,17 @@ Deno.test("pruneLayers(): a 2xx answer not msgpack is named by its content type,
   await withServer(() => new Response(page, { headers: { "content-type": "text/html" } }), async (url) => {
     await rejectsInvalid(
       new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
-      // Its first 60 characters, quoted, then "...".
+      // Its first 60 bytes, quoted, then "...".
       /^the answer \(HTTP 200, text\/html, 87 bytes\) is not plain msgpack, it begins "<html><body>.{48}"\.\.\.$/,
+    );
+  });
+  // Labelled msgpack but cut short (a proxy's truncation, say): why it does not decode, not its bytes.
+  const cut = (new Packr({ useRecords: false }).pack(OK_BODY) as Uint8Array<ArrayBuffer>).slice(0, 20);
+  const truncated = () => new Response(cut, { headers: { "content-type": "application/msgpack" } });
+  await withServer(truncated, async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
+      /^the answer \(HTTP 200, application\/msgpack, 20 bytes\) is not plain msgpack: \S/,
     );
   });
   await withServer(() => new Response(null, { status: 204 }), async (url) => {

@@ -173,6 +173,13 @@ function registerGauges(
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
   const metrics = deps.metrics ?? new Metrics();
+  // /v1/info gives clients the queue's limits, which they plan their requests by: an injected queue must have them.
+  if (deps.queue && (deps.queue.memoryBudget !== config.memoryBudgetBytes || deps.queue.maxQueue !== config.maxQueue)) {
+    throw new RangeError(
+      `the work queue's memoryBudget ${deps.queue.memoryBudget} and maxQueue ${deps.queue.maxQueue} differ from the ` +
+        `config's ${config.memoryBudgetBytes} and ${config.maxQueue}, which /v1/info reports`,
+    );
+  }
   const queue = deps.queue ??
     new WorkQueue({
       concurrency: config.concurrency,
@@ -185,7 +192,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Bodies being read or waiting for a slot share the same budget as the requests computing: together they stay
   // within about twice the budget, however many clients upload at once (measured up to 2.6 times: README).
   const answerBytes = deps.answerBytes ?? (() => 0);
-  // The queue's own budget (an injected queue may have another than the config's): a body past it never computes.
+  // The queue's budget (the config's): a body past it never computes.
   const bodies = new BodyBudget(queue.memoryBudget, queue.retryAfterSeconds, answerBytes);
   registerGauges(metrics, backend, queue, bodies, answerBytes);
 

@@ -878,22 +878,28 @@ Deno.test("429 busy while bodies yet to compute hold the memory budget; ended or
   }
 });
 
-Deno.test("bodies are held to the work queue's own memory budget, an injected queue's included", async () => {
-  // A 64x64 f32 layer: a 16.4 kB body. The config's budget (1000 bytes) is not the queue's here: the queue's decides.
+Deno.test("bodies are held to the work queue's budget; an injected queue must have the config's limits", async () => {
+  // A 64x64 f32 layer: a 16.4 kB body, under a budget of 10 MB and over one of 10 kB.
   const backend = createCpuBackend({ threads: 0 });
   const big = { name: "w", weight: { dtype: "f32", shape: [64, 64], data: new Uint8Array(64 * 64 * 4) } };
   const body = encodeMsgpack(request({ method: "magnitude", layers: [big] }));
-  for (const [queueBudget, status] of [[10_000_000, 200], [10_000, 413]] as const) {
-    const queue = new WorkQueue({ concurrency: 1, maxQueue: 4, memoryBudget: queueBudget });
-    const server = await startServer({ backend, queue, config: { memoryBudgetBytes: 1000 } });
+  for (const [budget, status] of [[10_000_000, 200], [10_000, 413]] as const) {
+    const queue = new WorkQueue({ concurrency: 1, maxQueue: 4, memoryBudget: budget });
+    const server = await startServer({ backend, queue, config: { memoryBudgetBytes: budget, maxQueue: 4 } });
     try {
       const res = await postPrune(server.url, body);
       if (status === 200) assert.equal(res.status, 200, await res.text());
-      else await expectError(res, 413, "too_large", `memory budget of ${queueBudget} bytes by itself`);
+      else await expectError(res, 413, "too_large", `memory budget of ${budget} bytes by itself`);
     } finally {
       await server.close();
     }
   }
+  // /v1/info reports the config's limits, which clients plan by: a queue with others would make it say what is not so.
+  const other = new WorkQueue({ concurrency: 1, maxQueue: 4, memoryBudget: 10_000_000 });
+  assert.throws(
+    () => createApp({ backend, queue: other, config: { memoryBudgetBytes: 1000, maxQueue: 4 } }),
+    /memoryBudget 10000000 and maxQueue 4 differ from the config's 1000 and 4/,
+  );
   await backend.close();
 });
 

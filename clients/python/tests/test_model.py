@@ -370,6 +370,8 @@ def test_stopped_at_keeps_the_type_and_what_it_carries() -> None:
     gone = _stopped_at(FileNotFoundError(errno.ENOENT, "No such file or directory", "/x/w.bin"), where, resume)
     assert isinstance(gone, FileNotFoundError) and (gone.errno, gone.filename) == (errno.ENOENT, "/x/w.bin")
     assert gone.strerror == f"{where}: No such file or directory; {resume}"
+    moved = _stopped_at(OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b"), where, resume)
+    assert (moved.errno, moved.filename, moved.filename2) == (errno.EXDEV, "/a", "/b")  # type: ignore[attr-defined]
     # A KeyError stays one whatever its key holds (its str() quotes and escapes the key).
     for key in ("q_proj", "a\nb", "x'y\""):
         again = _stopped_at(KeyError(key), where, resume)

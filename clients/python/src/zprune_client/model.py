@@ -434,7 +434,7 @@ def _stopped_at(e: BaseException, where: str, resume: str) -> BaseException:
     message = f"{where}: {text}; {resume}"
     try:
         if isinstance(e, OSError) and oserror:
-            again: BaseException = type(e)(e.errno, message, e.filename)
+            again: BaseException = type(e)(e.errno, message, e.filename, None, e.filename2)
         else:
             again = type(e)(message)
     except Exception:
