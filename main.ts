@@ -95,7 +95,8 @@ function urlHost(host: string): string {
 
 /** Drains the requests in flight, closes the server and the backend, and exits (1 past the drain's limit). */
 async function drainAndExit(signal: string): Promise<void> {
-  const limitMs = config.deadlineMs > 0 ? config.deadlineMs + DRAIN_MARGIN_MS : DRAIN_CAP_MS;
+  // At most the longest timer (2^31 - 1 ms): past it setTimeout fires at once, and the deadline may be that long.
+  const limitMs = Math.min(config.deadlineMs > 0 ? config.deadlineMs + DRAIN_MARGIN_MS : DRAIN_CAP_MS, 2 ** 31 - 1);
   const start = Date.now();
   console.error(
     `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +

@@ -215,8 +215,15 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
   // An object without a type still asks for scaling (its factor), which transformers cannot build either.
   const ropeType = ropeParams?.rope_type ?? scaling?.rope_type ?? scaling?.type ??
     (scaling === undefined ? undefined : "(none)");
-  // Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling.
-  const ropeScaling = parseRopeScaling(ropeType, ropeParams?.rope_type != null ? ropeParams : scaling);
+  // Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling; both
+  // given, they agree (above), and a field either one gives counts (a factor in rope_scaling alone, say).
+  const given = (o: RopeFields) => Object.fromEntries(Object.entries(o).filter(([, v]) => v != null));
+  const fields = ropeParams && typeof scaling === "object" && scaling !== null
+    ? { ...given(scaling), ...given(ropeParams) }
+    : ropeParams?.rope_type != null
+    ? ropeParams
+    : scaling;
+  const ropeScaling = parseRopeScaling(ropeType, fields);
   // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);

@@ -135,6 +135,16 @@ Deno.test("parseConfig() accepts the spellings of the same forward pass, and RoP
   // The same scaling in both places is that scaling.
   const twice = { ...BASE, rope_parameters: { rope_theta: 5e5, ...LLAMA3 }, rope_scaling: LLAMA3 };
   assert.deepEqual(parseConfig(twice).ropeScaling, llama3);
+  // Split between the two, agreeing: the type in one and its fields in the other, or the fields shared out.
+  const linear = { type: "linear", factor: 2 };
+  const split = {
+    rope_parameters: { rope_type: "linear", rope_theta: 1e4 },
+    rope_scaling: { type: "linear", factor: 2 },
+  };
+  assert.deepEqual(parseConfig({ ...BASE, ...split }).ropeScaling, linear);
+  const { factor, low_freq_factor, ...rest } = LLAMA3;
+  const shared = { rope_parameters: { ...rest, factor }, rope_scaling: { rope_type: "llama3", low_freq_factor } };
+  assert.deepEqual(parseConfig({ ...BASE, ...shared }).ropeScaling, llama3);
   assert.deepEqual(parseConfig({ ...BASE, rope_scaling: { type: "linear", factor: 2 } }).ropeScaling, {
     type: "linear",
     factor: 2,

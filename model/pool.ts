@@ -11,7 +11,7 @@ import {
   storedWeightBytes,
 } from "./config.ts";
 import { type BlockStats, checkArenaFits, emptyStats, runnerArenaSize } from "./llama.ts";
-import { memoryLimitBytes } from "../runtime/host_limits.ts";
+import { cpuLimit, memoryLimitBytes } from "../runtime/host_limits.ts";
 import type { WorkerRequest } from "./_forward_worker.ts";
 import type { TokenArray } from "./tokenizer.ts";
 import type { WeightMatrix } from "./ops.ts";
@@ -153,7 +153,8 @@ export class ForwardPool {
     const most = Math.max(1, opts.mostWindows ?? Infinity);
     const n = Math.min(
       most,
-      opts.workers === undefined ? fitting(Math.min(8, navigator.hardwareConcurrency || 1, most)) : opts.workers,
+      // cpuLimit, not hardwareConcurrency: a container's CPU quota is what the workers share.
+      opts.workers === undefined ? fitting(Math.min(8, cpuLimit(), most)) : opts.workers,
     );
     const cacheTokens = cacheFor(n);
     checkArenaFits(
@@ -198,13 +199,23 @@ export class ForwardPool {
     const T = this.seqLen, out = new Float64Array(windows);
     // Hand out small batches so that both workers finish together and progress can be reported.
     const batch = 4;
-    let next = 0, done = 0;
+    let next = 0, done = 0, failed = false;
     await Promise.all(this.#slots.map(async (slot) => {
-      while (next < windows) {
+      // Once one worker fails, the others take no more batches: the caller has the error, and nothing more to wait for.
+      while (!failed && next < windows) {
         const start = next, count = Math.min(batch, windows - start);
         next += count;
-        const part = await slot.call("loss", { tokens: tokens.slice(start * T, (start + count) * T), windows: count });
-        out.set(part as Float64Array, start);
+        try {
+          const part = await slot.call("loss", {
+            tokens: tokens.slice(start * T, (start + count) * T),
+            windows: count,
+          });
+          out.set(part as Float64Array, start);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+        if (failed) return; // another worker failed meanwhile: no progress after the error
         done += count;
         onWindow?.(done);
       }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { emptyStats, ForwardPool, LlamaRunner, loadModel, runnerArenaSize, storedWeightBytes } from "./mod.ts";
+import { cpuLimit } from "../runtime/host_limits.ts";
 
 const MODEL = new URL("../models/zp-llama-9m", import.meta.url).pathname;
 
@@ -23,7 +24,7 @@ Deno.test("ForwardPool.create() starts no more workers than memory holds, and na
       /^4 forward workers \(--workers\) need about .* available; 2 would fit$/.test(e.message),
   );
   // Asked for by default: as many as the cores give and the memory holds.
-  const cores = Math.min(8, navigator.hardwareConcurrency || 1);
+  const cores = Math.min(8, cpuLimit());
   // Memory exactly what two need is enough; a byte less is not (the weights they share counted once).
   const fits = [[two, Math.min(2, cores)], [needs(2), Math.min(2, cores)], [needs(2) - 1, 1], [1, 1]] as const;
   for (const [memoryBytes, want] of fits) {
@@ -100,5 +101,26 @@ Deno.test("ForwardPool: workers holding biases or Qwen3's q/k norms give one run
     } finally {
       pool.close();
     }
+  }
+});
+
+Deno.test("ForwardPool.losses(): once a worker fails, the others take no more windows nor report any", async () => {
+  const m = await loadModel(MODEL);
+  const T = 32, windows = 40;
+  const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 2 });
+  try {
+    const tokens = new Uint16Array(windows * T).map((_, i) => i % m.cfg.vocabSize);
+    const bad = new Int32Array(tokens);
+    bad[0] = 999_999; // in the first batch: that worker's first call fails
+    let reported = 0, rejected = false;
+    const losses = pool.losses(bad, windows, () => (rejected ? reported++ : undefined));
+    await assert.rejects(losses.finally(() => (rejected = true)), /outside the vocabulary/);
+    // The other worker's batch in flight may end after the rejection: give it time, then count what came after.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(reported, 0, `${reported} progress reports after the rejection`);
+    // The pool still answers the next call, whole.
+    assert.equal((await pool.losses(tokens, 8)).length, 8);
+  } finally {
+    pool.close();
   }
 });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set-up for a fresh Debian machine: the system packages zprune's tests use, then `npm ci` (Deno, Bun and the
-# JavaScript dependencies all come from npm). Safe to run again: it installs only what is missing.
+# Set-up for a fresh Debian machine with Node and npm (as the README's commands assume): the system packages zprune's
+# tests use, then `npm ci` (Deno, Bun and the JavaScript dependencies all come from npm). Safe to run again: it
+# installs only what is missing.
 #   - mesa-vulkan-drivers: Mesa's lavapipe, a software Vulkan device, so the WebGPU tests run without a GPU
 #   - python3-*: the Python client's tests and notebooks (Debian's packages; no PyPI needed)
 #   - openssl: makes the certificate of the Python client's TLS upload tests

@@ -435,6 +435,28 @@ Deno.test("main.ts: SIGTERM as soon as the startup line is out drains and exits 
   }
 });
 
+Deno.test("main.ts: the longest deadline allowed drains as a short one (no timer past 2^31 - 1 ms)", async () => {
+  // ZPRUNE_DEADLINE_MS at its documented maximum: the drain's limit, the deadline plus a margin, was past the longest
+  // timer, which then fired at once: a false "connections still open" and Node's TimeoutOverflowWarning.
+  const proc = spawn([DENO, "run", "-A", "main.ts"], { ...SERVER_ENV, ZPRUNE_DEADLINE_MS: "2147483647" });
+  let conn: Deno.Conn | undefined;
+  try {
+    const port = Number((await proc.waitLine(LISTENING, 30_000))[1]);
+    // An idle keep-alive connection, as a client between requests holds one.
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert.equal((await within(readAnswer(conn), "the health answer", 10_000)).status, 200);
+    proc.child.kill("SIGTERM");
+    const status = await within(proc.exited, "exit after SIGTERM", 30_000);
+    assert.equal(status.code, 0, proc.stderr());
+    assert.match(proc.stderr(), /^zprune: SIGTERM, draining 0 request\(s\) for at most 2147483\.647 s;/m);
+    assert.match(proc.stderr(), /^zprune: drained in \d+\.\d s; every request was answered; exit 0$/m);
+    assert.doesNotMatch(proc.stderr(), /TimeoutOverflowWarning|connections still open/);
+  } finally {
+    await stop(proc, conn);
+  }
+});
+
 Deno.test("main.ts: a second signal during a long drain exits at once with status 1 (Deno and Bun)", async () => {
   const runs = [
     [[DENO, "run", "-A", "main.ts"], "SIGTERM", "SIGINT"],
