@@ -217,13 +217,9 @@ export function parseConfig(raw: Record<string, unknown>): LlamaConfig {
     (scaling === undefined ? undefined : "(none)");
   // Newer transformers keep the scaling's fields beside rope_type in rope_parameters, older ones in rope_scaling; both
   // given, they agree (above), and a field either one gives counts (a factor in rope_scaling alone, say).
-  const given = (o: RopeFields) => Object.fromEntries(Object.entries(o).filter(([, v]) => v != null));
-  const fields = ropeParams && typeof scaling === "object" && scaling !== null
-    ? { ...given(scaling), ...given(ropeParams) }
-    : ropeParams?.rope_type != null
-    ? ropeParams
-    : scaling;
-  const ropeScaling = parseRopeScaling(ropeType, fields);
+  const given = (o: unknown) =>
+    typeof o === "object" && o !== null ? Object.fromEntries(Object.entries(o).filter(([, v]) => v != null)) : {};
+  const ropeScaling = parseRopeScaling(ropeType, { ...given(scaling), ...given(ropeParams) });
   // RoPE over part of each head only (Phi, StableLM): this forward pass rotates whole heads.
   const partial = ropeParams?.partial_rotary_factor ?? raw.partial_rotary_factor ?? 1;
   if (partial !== 1) throw new TypeError(`config.json: partial_rotary_factor ${partial} is not supported (only 1)`);

@@ -408,16 +408,16 @@ def read_tokens(path: PathLike, dtype: Optional[str] = None) -> NDArray[Any]:
     return np.fromfile(path, dtype=np.dtype(dtype)).astype(np.int64)
 
 
-def _check_seq_len(seq_len: int, least: int) -> None:
-    """Raises ValueError unless ``seq_len`` is an integer of at least ``least``."""
-    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < least:
-        raise ValueError(f"seq_len must be an integer of at least {least}, got {seq_len!r}")
+def _check_whole(name: str, value: Any, least: int, also: str = "") -> None:
+    """Raises ValueError unless ``value`` is an integer (not a bool) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be an integer of at least {least}{also}, got {value!r}")
 
 
 def calibration_windows(ids: NDArray[Any], starts: Sequence[int], seq_len: int = 256) -> torch.Tensor:
     """``[len(starts), seq_len]`` token windows ``ids[s : s + seq_len]``; ValueError, as the CLI's ``--calib-starts``
     check, for a window that does not lie inside ``ids`` (numpy would cut it short, or wrap a negative start)."""
-    _check_seq_len(seq_len, 1)
+    _check_whole("seq_len", seq_len, 1)
     if len(starts) == 0:
         raise ValueError("calibration_windows needs at least one window start")
     for i, s in enumerate(starts):
@@ -432,9 +432,9 @@ def calibration_windows(ids: NDArray[Any], starts: Sequence[int], seq_len: int =
 def eval_windows(ids: NDArray[Any], seq_len: int = 256, limit: Optional[int] = None) -> torch.Tensor:
     """Consecutive non-overlapping windows of ``seq_len`` tokens (the tail dropped), the first ``limit`` of them;
     ValueError where that is none, or a window too short to predict a token (``perplexity`` would divide by 0)."""
-    _check_seq_len(seq_len, 2)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be an integer of at least 1 or None, got {limit!r}")
+    _check_whole("seq_len", seq_len, 2)
+    if limit is not None:
+        _check_whole("limit", limit, 1, " or None")
     n = len(ids) // seq_len
     if n == 0:
         raise ValueError(f"the ids hold {len(ids)} tokens: not one window of {seq_len}")

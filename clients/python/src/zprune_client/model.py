@@ -427,14 +427,14 @@ def _stopped_at(e: BaseException, where: str, resume: str) -> BaseException:
     An OSError keeps its errno and filename. A type that cannot be made from the message, or that makes something else
     of it, gives a RuntimeError instead; either way the caller raises it ``from e``, so the original stays in the chain.
     """
-    oserror = isinstance(e, OSError) and e.errno is not None
+    os_error = e if isinstance(e, OSError) and e.errno is not None else None
     # A bare KeyboardInterrupt (Ctrl-C), NotImplementedError or assert has no text: its type says what it was. An
     # OSError's str() repeats its errno and filename, which the new one carries and prints again.
-    text = (e.strerror if isinstance(e, OSError) and oserror else None) or str(e) or type(e).__name__
+    text = (os_error.strerror if os_error else None) or str(e) or type(e).__name__
     message = f"{where}: {text}; {resume}"
     try:
-        if isinstance(e, OSError) and oserror:
-            again: BaseException = type(e)(e.errno, message, e.filename, None, e.filename2)
+        if os_error:
+            again: BaseException = type(e)(os_error.errno, message, os_error.filename, None, os_error.filename2)
         else:
             again = type(e)(message)
     except Exception:
