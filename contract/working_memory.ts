@@ -61,16 +61,24 @@ export function layerVectorBytes(rows: number, cols: number, method: Method = "z
 }
 
 /**
- * Bytes a request needs at its peak: the body it arrived in, the largest layer's scratch (decoded weights and scores
- * in f32, a shared copy of its bytes, the mask, its row and column vectors: `layerVectorBytes`), and what accumulates
- * for the answer (masks, returned weights and scores) and is copied once more when encoded.
+ * Bytes of one layer's scratch while it is computed: decoded weights and scores in f32, a shared copy of its bytes, the
+ * mask, its row and column vectors (`layerVectorBytes`).
+ */
+export function layerScratchBytes(l: LayerSize, method?: Method): number {
+  const n = l.rows * l.cols;
+  return n * (8 + DTYPE_BYTES[l.dtype]) + n / 8 + layerVectorBytes(l.rows, l.cols, method);
+}
+
+/**
+ * Bytes a request needs at its peak: the body it arrived in, the largest layer's scratch (`layerScratchBytes`), and
+ * what accumulates for the answer (masks, returned weights and scores) and is copied once more when encoded.
  */
 export function workingMemoryBytes(layers: Iterable<LayerSize>, bodyBytes: number, returned: Returned = {}): number {
   let scratch = 0, kept = 0;
   for (const l of layers) {
     const n = l.rows * l.cols;
     const size = DTYPE_BYTES[l.dtype];
-    scratch = Math.max(scratch, n * (8 + size) + n / 8 + layerVectorBytes(l.rows, l.cols, returned.method));
+    scratch = Math.max(scratch, layerScratchBytes(l, returned.method));
     kept += n / 8 + (returned.score ? 4 * n : 0) + (returned.weight ? size * n : 0);
   }
   return Math.ceil(bodyBytes + scratch + 2 * kept);

@@ -48,6 +48,7 @@ export type Stage = (typeof STAGES)[number];
 
 const COPY_SRC = GPUBufferUsage.COPY_SRC;
 const COPY_DST = GPUBufferUsage.COPY_DST;
+const READ = GPUMapMode.READ;
 
 /** How a `Job` times its stages and reports progress. */
 export interface JobOptions {
@@ -203,8 +204,11 @@ export class Job {
     if (internal) throw new ZpruneError("unavailable", `WebGPU internal error: ${internal.message}`);
   }
 
-  /** Submits the open encoder; throws what the error scopes caught since the last submit (see #closeScopes). */
-  async submit(): Promise<void> {
+  /**
+   * Submits the open encoder; throws what the error scopes caught since the last submit (see #closeScopes). The scopes
+   * are opened again for what the job records next, unless `last` (nothing more is recorded: see `stageRead`).
+   */
+  async submit(last = false): Promise<void> {
     if (!this.#encoder) return;
     const enc = this.#encoder;
     this.#encoder = null;
@@ -212,11 +216,23 @@ export class Job {
     this.#device.queue.submit([enc.finish({ label: "prune" })]);
     await this.#closeScopes();
     this.#trace?.("submitted");
-    this.#openScopes();
+    if (!last) this.#openScopes();
   }
 
   /** Copies `buffers` (first `sizes[i]` bytes of each) to fresh staging buffers, submits, maps and returns copies. */
   async read(buffers: GPUBuffer[], sizes: number[]): Promise<ArrayBuffer[]> {
+    const [back] = await mapStaged(this.#device, [await this.stageRead(buffers, sizes)]);
+    if (back instanceof Error) throw back;
+    return back!;
+  }
+
+  /**
+   * Copies `buffers` (first `sizes[i]` bytes of each) to fresh staging buffers and submits: the job's last submit,
+   * after which its scopes are closed (a later `stageRead` opens them again). `mapStaged` maps what it returns, with
+   * other jobs' read-backs: Deno's `mapAsync` waits about 10 ms per await, not per map (docs/GPU.md).
+   */
+  async stageRead(buffers: GPUBuffer[], sizes: number[]): Promise<StagedRead> {
+    if (!this.#scoped) this.#openScopes();
     const staging: GPUBuffer[] = [];
     try {
       this.#device.pushErrorScope("out-of-memory");
@@ -240,53 +256,18 @@ export class Job {
         this.#failed = true;
         throw new GpuOutOfMemory(oom.message);
       }
-      await this.submit();
-      this.#trace?.(`map ${staging.length} buffer(s)`);
-      await this.#map(staging);
-      this.#trace?.("mapped");
-      return staging.map((s, i) => s.getMappedRange(0, Math.max(4, Math.ceil(sizes[i]! / 4) * 4)).slice(0, sizes[i]!));
-    } finally {
+      await this.submit(true);
+    } catch (e) {
       for (const s of staging) s.destroy();
+      throw e;
     }
-  }
-
-  /**
-   * Maps the staging buffers for reading; a rejected map throws `unavailable` with its cause. Deno rejects every
-   * failed map with "validation error occurred", so the cause is looked for: a lost device first (it explains any
-   * other error), then an out-of-memory or validation error the job's scopes caught, else the rejection as it came.
-   */
-  async #map(staging: GPUBuffer[]): Promise<void> {
-    const maps = await Promise.allSettled(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
-    const failed = maps.find((m): m is PromiseRejectedResult => m.status === "rejected");
-    if (!failed) return;
-    this.#failed = true;
-    const { validation, oom, internal } = await this.#popScopes();
-    const lost = await this.#lostAfterPoll();
-    if (lost) throw new ZpruneError("unavailable", `WebGPU device lost: ${lost.message || lost.reason}`);
-    if (oom) throw new GpuOutOfMemory(oom.message);
-    if (validation) throw new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
-    if (internal) throw new ZpruneError("unavailable", `WebGPU internal error: ${internal.message}`);
-    const why = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
-    throw new ZpruneError("unavailable", `WebGPU could not map the read-back: ${why}`);
-  }
-
-  /**
-   * The device's loss, if polling the queue reveals one, else null. On lavapipe, under an address-space limit, a
-   * device was lost after every allocation had succeeded; `lost` resolved only after the queue was polled and a turn
-   * of the event loop had passed (the same after `destroy()`). The poll is bounded: a broken device that never
-   * answers it must not hold the request (the backend's watchdog would end it, but only after a minute).
-   */
-  async #lostAfterPoll(): Promise<GPUDeviceLostInfo | null> {
-    const lost = this.#device.lost.then((info) => info);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const limit = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, LOSS_POLL_MS);
-    });
-    await Promise.race([this.#device.queue.onSubmittedWorkDone().catch(() => {}), limit, lost]);
-    clearTimeout(timer);
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    // Listed first, `lost` wins the race if it has resolved by now.
-    return await Promise.race([lost, Promise.resolve(null)]);
+    this.#trace?.(`map ${staging.length} buffer(s)`);
+    return {
+      staging,
+      sizes,
+      failed: () => void (this.#failed = true),
+      trace: (event) => this.#trace?.(event),
+    };
   }
 
   /** GPU milliseconds per stage that ran. */
@@ -298,6 +279,7 @@ export class Job {
     }
     const queries = this.#used.length * 2;
     if (queries === 0) return { source: this.#perDispatch ? "timestamp-per-dispatch" : "timestamp", ms: {} };
+    if (!this.#scoped) this.#openScopes(); // closed by the layer's read-back, its last submit until now
     const resolve = this.buffer(queries * 8, GPUBufferUsage.QUERY_RESOLVE | COPY_SRC, "timestamps");
     this.encoder.resolveQuerySet(this.#querySet, 0, queries, resolve, 0);
     const [data] = await this.read([resolve], [queries * 8]);
@@ -341,4 +323,79 @@ export class Job {
     this.#held.length = 0;
     this.#querySet?.destroy();
   }
+}
+
+/** A job's read-back, submitted and not yet mapped (`Job.stageRead`). */
+export interface StagedRead {
+  readonly staging: GPUBuffer[];
+  readonly sizes: number[];
+  /** Marks the job failed: its buffers are then destroyed rather than pooled. */
+  readonly failed: () => void;
+  readonly trace: (event: string) => void;
+}
+
+/**
+ * Maps every staged read-back in one await (Deno's `mapAsync` waits about 10 ms per await, however many maps it
+ * covers) and returns each one's copies, or the error that kept it from mapping; staging buffers are destroyed
+ * either way. A rejected map gives `unavailable` with its cause: Deno rejects every failed map with "validation
+ * error occurred", so the cause is looked for: a lost device first (it explains any other error), then an
+ * out-of-memory or validation error caught while the maps ran, else the rejection as it came.
+ */
+export async function mapStaged(device: GPUDevice, reads: StagedRead[]): Promise<(ArrayBuffer[] | Error)[]> {
+  try {
+    device.pushErrorScope("internal");
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
+    const maps = await Promise.all(reads.map((r) => Promise.allSettled(r.staging.map((s) => s.mapAsync(READ)))));
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    const internal = await device.popErrorScope();
+    let cause: Error | null | undefined; // looked for once, with the first read-back that failed
+    const out: (ArrayBuffer[] | Error)[] = [];
+    for (const [i, r] of reads.entries()) {
+      const failed = maps[i]!.find((m): m is PromiseRejectedResult => m.status === "rejected");
+      if (!failed) {
+        r.trace("mapped");
+        out.push(
+          r.staging.map((s, j) =>
+            s.getMappedRange(0, Math.max(4, Math.ceil(r.sizes[j]! / 4) * 4)).slice(0, r.sizes[j]!)
+          ),
+        );
+        continue;
+      }
+      r.failed();
+      if (cause === undefined) {
+        const lost = await lostAfterPoll(device);
+        if (lost) cause = new ZpruneError("unavailable", `WebGPU device lost: ${lost.message || lost.reason}`);
+        else if (oom) cause = new GpuOutOfMemory(oom.message);
+        else if (validation) cause = new ZpruneError("unavailable", `WebGPU validation error: ${validation.message}`);
+        else if (internal) cause = new ZpruneError("unavailable", `WebGPU internal error: ${internal.message}`);
+        else cause = null;
+      }
+      const why = failed.reason instanceof Error ? failed.reason.message : String(failed.reason);
+      out.push(cause ?? new ZpruneError("unavailable", `WebGPU could not map the read-back: ${why}`));
+    }
+    return out;
+  } finally {
+    for (const r of reads) for (const s of r.staging) s.destroy();
+  }
+}
+
+/**
+ * The device's loss, if polling the queue reveals one, else null. On lavapipe, under an address-space limit, a
+ * device was lost after every allocation had succeeded; `lost` resolved only after the queue was polled and a turn
+ * of the event loop had passed (the same after `destroy()`). The poll is bounded: a broken device that never
+ * answers it must not hold the request (the backend's watchdog would end it, but only after a minute).
+ */
+async function lostAfterPoll(device: GPUDevice): Promise<GPUDeviceLostInfo | null> {
+  const lost = device.lost.then((info) => info);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, LOSS_POLL_MS);
+  });
+  await Promise.race([device.queue.onSubmittedWorkDone().catch(() => {}), limit, lost]);
+  clearTimeout(timer);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  // Listed first, `lost` wins the race if it has resolved by now.
+  return await Promise.race([lost, Promise.resolve(null)]);
 }

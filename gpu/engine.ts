@@ -1,5 +1,6 @@
 /**
- * The WebGPU pruning engine: one device, its compiled pipelines and buffer pool, and `prune()` for one layer.
+ * The WebGPU pruning engine: one device, its compiled pipelines and buffer pool, `prune()` for one layer and
+ * `pruneGroup()` for several whose read-backs share one wait.
  * It runs wherever WebGPU does; the service runs it inside `gpu/worker.ts` (Deno's `mapAsync` blocks the event
  * loop), the benchmark in-process.
  *
@@ -24,7 +25,7 @@ import { patternK, pruneLayer } from "../prune/prune_layer.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { preferVulkan } from "./driver_lifetime.ts";
 import { activationCubeRoots, splitActivations, zSpreadModel } from "./f32_safety.ts";
-import { GpuOutOfMemory, Job, type StageRecorder, type StageTimes } from "./_job.ts";
+import { GpuOutOfMemory, Job, mapStaged, type StagedRead, type StageRecorder, type StageTimes } from "./_job.ts";
 import { flattenWorkgroups, kernelCode, type KernelDef, packUniforms } from "./kernel.ts";
 import { layerAnswer, type ReadBack } from "./layer_answer.ts";
 import { CENTRED_PART_BYTES, type LayerPlan, planLayer, planTiles, type Tile } from "./layer_plan.ts";
@@ -122,7 +123,7 @@ export class ExactPathNeeded extends Error {
   }
 }
 
-/** A WebGPU device with cached pipelines and pooled buffers that prunes one layer at a time. */
+/** A WebGPU device with cached pipelines and pooled buffers that prunes one layer, or one group, at a time. */
 export class GpuEngine {
   readonly device: GPUDevice;
   /** The adapter's description. */
@@ -285,13 +286,71 @@ export class GpuEngine {
       return { output, stages };
     } catch (e) {
       await job.abandon();
-      if (e instanceof ZpruneError || e instanceof ExactPathNeeded) throw e;
-      throw new ZpruneError("unavailable", `WebGPU failed: ${e instanceof Error ? e.message : String(e)}`, {
-        cause: e,
-      });
+      throw jobError(e);
     } finally {
       job.finish();
     }
+  }
+
+  /**
+   * Prunes several layers of one request (one call at a time per engine, as `prune()`), their read-backs mapped in one
+   * await: Deno's `mapAsync` waits about 10 ms per await however many maps it covers (docs/GPU.md), which is most of a
+   * small layer's time. Each layer is recorded and submitted as a job of its own (its own error scopes and buffers),
+   * so what fails is that layer's answer alone: each entry is the layer's output or its error (`ExactPathNeeded`
+   * with `exactElsewhere`). A layer that runs out of device memory is tried again alone, by `prune()`, once the others
+   * have given their buffers back. The device holds every layer's buffers at once: the caller bounds the group
+   * (`layerGroups` of contract/working_memory.ts).
+   */
+  async pruneGroup(params: PruneParams, layers: readonly LayerJob[]): Promise<(LayerOutput | Error)[]> {
+    if (layers.length === 1) return [await settled(this.prune(params, layers[0]!).then((r) => r.output))];
+    const out: (LayerOutput | Error | null)[] = layers.map(() => null);
+    const recorded: { i: number; job: Job; rec: Recorded }[] = [];
+    const alone: number[] = [];
+    for (const [i, layer] of layers.entries()) {
+      if (this.lost) {
+        out[i] = new ZpruneError("unavailable", `WebGPU device lost: ${this.lost}`);
+        continue;
+      }
+      const job = new Job(this.device, this.#pool, { profile: false, timestamps: false });
+      try {
+        const rec = await this.#record(job, params, layer);
+        if (typeof rec !== "string") {
+          recorded.push({ i, job, rec });
+          continue;
+        }
+        job.finish();
+        out[i] = await settled(this.#exact(params, layer, rec));
+      } catch (e) {
+        await job.abandon();
+        job.finish();
+        if (e instanceof GpuOutOfMemory) {
+          this.outOfMemory++;
+          alone.push(i);
+        } else out[i] = jobError(e);
+      }
+    }
+    let backs: (ArrayBuffer[] | Error)[];
+    try {
+      backs = await mapStaged(this.device, recorded.map((r) => r.rec.staged));
+    } catch (e) {
+      // Not a map's failure (each of those is its layer's) but the device's, with every layer's buffers suspect.
+      for (const r of recorded) r.rec.staged.failed();
+      const err = jobError(e);
+      backs = recorded.map(() => err);
+    }
+    for (const [j, { i, job, rec }] of recorded.entries()) {
+      const back = backs[j]!;
+      job.finish(); // the read-back is on the host (or failed): the layer's buffers can go back to the pool
+      if (back instanceof GpuOutOfMemory) {
+        this.outOfMemory++;
+        alone.push(i);
+      } else if (back instanceof Error) out[i] = back;
+      else out[i] = await settled(this.#answer(params, layers[i]!, rec, back));
+    }
+    for (const i of alone.sort((a, b) => a - b)) {
+      out[i] = await settled(this.prune(params, layers[i]!).then((r) => r.output));
+    }
+    return out as (LayerOutput | Error)[];
   }
 
   /** Uploads a layer's raw weight bytes once, tile by tile, for `prune(..., { resident })`. */
@@ -379,20 +438,48 @@ export class GpuEngine {
 
   /** One layer on the GPU, stage by stage as in the header, then read back and checked against f32's limits. */
   async #run(job: Job, params: PruneParams, layer: LayerJob, resident?: ResidentWeights): Promise<LayerOutput> {
+    const rec = await this.#record(job, params, layer, resident);
+    if (typeof rec === "string") return this.#exact(params, layer, rec, resident);
+    const [back] = await mapStaged(this.device, [rec.staged]);
+    if (back instanceof Error) throw back;
+    return this.#answer(params, layer, rec, back!, resident);
+  }
+
+  /**
+   * Records and submits one layer's stages and its read-back (`Recorded`), or says (a string) why it takes the exact
+   * path without the GPU.
+   */
+  async #record(
+    job: Job,
+    params: PruneParams,
+    layer: LayerJob,
+    resident?: ResidentWeights,
+  ): Promise<Recorded | string> {
     const plan = planLayer(params, layer, { tileBytes: this.#tileBytes, bindingBytes: this.#bindingBytes });
-    if (typeof plan === "string") return this.#exact(params, layer, plan, resident);
+    if (typeof plan === "string") return plan;
     const { bad, raw, ws } = await this.#decode(job, plan, resident);
     const { rowSt, colSt } = await this.#stats(job, plan, ws);
     const scalars = await this.#centred(job, plan, ws, rowSt, colSt);
     await this.#score(job, plan, rowSt, colSt, scalars, ws, bad);
     const { mask, state, k } = await this.#select(job, plan, ws, raw, scalars);
     const outs = await this.#apply(job, plan, raw, mask);
-    const back = await this.#readBack(job, plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
-    const answer = layerAnswer(plan, back, k);
-    job.traceEvent(typeof answer === "string" ? `exact path: ${answer}` : "answered");
+    const { wanted, sizes } = readBackList(plan, { mask, state, bad, rowSt, colSt, scalars, outs, ws });
+    return { plan, k, staged: await job.stageRead(wanted, sizes), trace: (e) => job.traceEvent(e) };
+  }
+
+  /** The layer's output from its mapped read-back, or its exact path's where f32 could give other masks. */
+  async #answer(
+    params: PruneParams,
+    layer: LayerJob,
+    rec: Recorded,
+    back: ArrayBuffer[],
+    resident?: ResidentWeights,
+  ): Promise<LayerOutput> {
+    const answer = layerAnswer(rec.plan, parseReadBack(rec.plan, back), rec.k);
+    rec.trace(typeof answer === "string" ? `exact path: ${answer}` : "answered");
     // A string: f32 statistics (or a GPU's flush of subnormals) could give other masks than the CPU backend's f64
     // ones, so the layer is computed exactly, on the CPU (here, or handed back: see #exact).
-    return typeof answer === "string" ? this.#exact(params, layer, answer, resident) : answer;
+    return typeof answer === "string" ? await this.#exact(params, layer, answer, resident) : answer;
   }
 
   /** decode: uploads each tile's bytes (unless resident), widens them to f32, finds the first non-finite weight. */
@@ -668,58 +755,81 @@ export class GpuEngine {
     }
     return outs;
   }
+}
 
-  /**
-   * Reads back in one submit what the host needs: mask, threshold state, bad weights, row and column sums, Z-Pruner's
-   * scalars, weights and scores per tile (those the method and request use).
-   */
-  async #readBack(
-    job: Job,
-    plan: LayerPlan,
-    bufs: {
-      mask: GPUBuffer;
-      state: GPUBuffer;
-      bad: GPUBuffer;
-      rowSt: GPUBuffer;
-      colSt: GPUBuffer;
-      scalars: GPUBuffer;
-      outs: GPUBuffer[];
-      ws: GPUBuffer[];
-    },
-  ): Promise<ReadBack> {
-    const { params, layer: { rows, cols }, tiles, size, maskBytes, statsMethod } = plan;
-    const wanted: GPUBuffer[] = [bufs.mask, bufs.state, bufs.bad];
-    const sizes: number[] = [maskBytes, 8, 8];
-    if (statsMethod !== null) {
-      wanted.push(bufs.rowSt, bufs.colSt);
-      sizes.push(rows * 12, cols * 12);
-    }
-    if (params.method === "zpruner") {
-      wanted.push(bufs.scalars);
-      sizes.push(Z_SCALARS_BYTES);
-    }
-    if (params.returnWeight) {
-      for (const t of tiles) {
-        wanted.push(bufs.outs[t.index]!);
-        sizes.push(t.count * size);
-      }
-    }
-    if (params.returnScore) {
-      for (const t of tiles) {
-        wanted.push(bufs.ws[t.index]!);
-        sizes.push(t.count * 4);
-      }
-    }
-    const back = await job.read(wanted, sizes);
-    let at = 3;
-    let rowSums = new Float32Array(0), colSums = new Float32Array(0);
-    if (statsMethod !== null) {
-      rowSums = new Float32Array(back[at++]!);
-      colSums = new Float32Array(back[at++]!);
-    }
-    const zScalars = params.method === "zpruner" ? new Uint32Array(back[at++]!) : null;
-    const weights = params.returnWeight ? back.slice(at, at += tiles.length) : [];
-    const scores = params.returnScore ? back.slice(at, at += tiles.length) : [];
-    return { mask: back[0]!, state: back[1]!, bad: back[2]!, rowSums, colSums, zScalars, weights, scores };
+/** A layer recorded and submitted (`GpuEngine.#record`): its plan, its count to prune, its staged read-back. */
+interface Recorded {
+  plan: LayerPlan;
+  k: number;
+  staged: StagedRead;
+  trace: (event: string) => void;
+}
+
+/** The buffers a layer's read-back may copy (those the method and request use are read). */
+interface LayerBuffers {
+  mask: GPUBuffer;
+  state: GPUBuffer;
+  bad: GPUBuffer;
+  rowSt: GPUBuffer;
+  colSt: GPUBuffer;
+  scalars: GPUBuffer;
+  outs: GPUBuffer[];
+  ws: GPUBuffer[];
+}
+
+/**
+ * What the host needs back, in one read-back: mask, threshold state, bad weights, row and column sums, Z-Pruner's
+ * scalars, weights and scores per tile (those the method and request use); `parseReadBack` names them again.
+ */
+function readBackList(plan: LayerPlan, bufs: LayerBuffers): { wanted: GPUBuffer[]; sizes: number[] } {
+  const { params, layer: { rows, cols }, tiles, size, maskBytes, statsMethod } = plan;
+  const wanted: GPUBuffer[] = [bufs.mask, bufs.state, bufs.bad];
+  const sizes: number[] = [maskBytes, 8, 8];
+  if (statsMethod !== null) {
+    wanted.push(bufs.rowSt, bufs.colSt);
+    sizes.push(rows * 12, cols * 12);
   }
+  if (params.method === "zpruner") {
+    wanted.push(bufs.scalars);
+    sizes.push(Z_SCALARS_BYTES);
+  }
+  if (params.returnWeight) {
+    for (const t of tiles) {
+      wanted.push(bufs.outs[t.index]!);
+      sizes.push(t.count * size);
+    }
+  }
+  if (params.returnScore) {
+    for (const t of tiles) {
+      wanted.push(bufs.ws[t.index]!);
+      sizes.push(t.count * 4);
+    }
+  }
+  return { wanted, sizes };
+}
+
+/** The parts of a read-back of `readBackList(plan, ...)`, named. */
+function parseReadBack(plan: LayerPlan, back: ArrayBuffer[]): ReadBack {
+  const { params, tiles, statsMethod } = plan;
+  let at = 3;
+  let rowSums = new Float32Array(0), colSums = new Float32Array(0);
+  if (statsMethod !== null) {
+    rowSums = new Float32Array(back[at++]!);
+    colSums = new Float32Array(back[at++]!);
+  }
+  const zScalars = params.method === "zpruner" ? new Uint32Array(back[at++]!) : null;
+  const weights = params.returnWeight ? back.slice(at, at += tiles.length) : [];
+  const scores = params.returnScore ? back.slice(at, at += tiles.length) : [];
+  return { mask: back[0]!, state: back[1]!, bad: back[2]!, rowSums, colSums, zScalars, weights, scores };
+}
+
+/** A job's failure as `prune()` throws it: its own errors as they are, anything else `unavailable`. */
+function jobError(e: unknown): Error {
+  if (e instanceof ZpruneError || e instanceof ExactPathNeeded) return e;
+  return new ZpruneError("unavailable", `WebGPU failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+}
+
+/** The output, or the error `work` failed with (as `jobError` gives it). */
+function settled(work: Promise<LayerOutput>): Promise<LayerOutput | Error> {
+  return work.catch(jobError);
 }

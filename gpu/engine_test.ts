@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { ZpruneError } from "../contract/errors.ts";
 import { GpuEngine } from "./engine.ts";
+import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { encode } from "../contract/dtype_codec.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { rng } from "../tests/_random.ts";
+import { randomLayer, rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
 import { injectScopes } from "../tests/_webgpu.ts";
 
@@ -413,6 +414,181 @@ Deno.test({
       assert.match(output.exactPath ?? "(answered on the GPU)", why);
       const ref = await pruneLayer(params, { ...layer, weight: layer.weight.slice() });
       assert.deepEqual(output.mask, ref.mask);
+    }
+  },
+});
+
+/** Layers of several shapes and dtypes, N:M-ready (columns a multiple of 8), seeded. */
+function groupLayers(seed: number): LayerJob[] {
+  const rand = rng(seed);
+  const shapes = [[16, 32], [7, 8], [64, 48], [1, 8], [33, 40]] as const;
+  const dtypes = ["f32", "f16", "bf16"] as const;
+  return shapes.map(([rows, cols], i) => {
+    const dtype = dtypes[i % 3]!;
+    const { weight, actNormSq } = randomLayer(rand, { rows, cols, dtype, ties: i === 2, zeros: i === 4 });
+    return { name: `g${i}`, rows, cols, dtype, weight, actNormSq };
+  });
+}
+
+const copyLayer = (l: LayerJob): LayerJob => ({
+  ...l,
+  weight: l.weight.slice(),
+  actNormSq: l.actNormSq?.slice() ?? null,
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup() answers every layer as prune() does alone, masks as the CPU's, each method and pattern",
+  ignore: !engine,
+  async fn() {
+    const cases: PruneParams[] = [
+      {
+        method: "zpruner",
+        pattern: { kind: "layer", sparsity: 0.5 },
+        exponent: 1,
+        returnWeight: true,
+        returnScore: false,
+      },
+      { method: "wanda", pattern: { kind: "row", sparsity: 0.3 }, exponent: 1, returnWeight: false, returnScore: true },
+      { method: "ria", pattern: { kind: "nm", n: 2, m: 4 }, exponent: 0.5, returnWeight: false, returnScore: false },
+      { method: "magnitude", pattern: { kind: "nm", n: 4, m: 8 }, exponent: 1, returnWeight: true, returnScore: true },
+    ];
+    for (const [c, params] of cases.entries()) {
+      const layers = groupLayers(100 + c);
+      const got = await engine!.pruneGroup(params, layers.map(copyLayer));
+      assert.equal(got.length, layers.length);
+      for (const [i, out] of got.entries()) {
+        assert.ok(!(out instanceof Error), `${params.method} ${layers[i]!.name}: ${out}`);
+        const what = `${params.method} ${params.pattern.kind} ${layers[i]!.name}`;
+        // The same kernels on the same layer: the same answer to the bit (stats, scores) as the layer alone.
+        assert.deepEqual(out, (await engine!.prune(params, copyLayer(layers[i]!))).output, what);
+        assert.equal(out.exactPath, undefined, what);
+        assert.deepEqual(out.mask, (await pruneLayer(params, copyLayer(layers[i]!))).mask, what);
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): a layer's non-finite weight or exact path is its own; the others answer",
+  ignore: !engine,
+  async fn() {
+    const params: PruneParams = { ...MAGNITUDE_HALF, method: "zpruner" };
+    const layers = groupLayers(7);
+    const f32 = new Float32Array(layers[0]!.weight.slice().buffer);
+    f32[9] = NaN;
+    layers[0] = { ...layers[0]!, weight: new Uint8Array(f32.buffer) };
+    const sub = new Float32Array(layers[3]!.rows * layers[3]!.cols).fill(0.25);
+    sub[2] = 1e-40; // a subnormal weight: the read-back's checks send the layer to the exact path
+    layers[3] = { ...layers[3]!, dtype: "f32", weight: new Uint8Array(sub.buffer) };
+    const before = engine!.exactFallbacks;
+    const got = await engine!.pruneGroup(params, layers.map(copyLayer));
+    const nan = got[0]!;
+    assert.ok(nan instanceof ZpruneError && nan.code === "non_finite", String(nan));
+    assert.match(nan.message, /g0/);
+    for (const i of [1, 2, 3, 4]) {
+      const out = got[i]!;
+      assert.ok(!(out instanceof Error), String(out));
+      assert.deepEqual(out.mask, (await pruneLayer(params, copyLayer(layers[i]!))).mask, layers[i]!.name);
+      if (i === 3) assert.match(out.exactPath ?? "(answered on the GPU)", /subnormal/);
+      else assert.equal(out.exactPath, undefined);
+    }
+    assert.equal(engine!.exactFallbacks, before + 1);
+  },
+});
+
+Deno.test({
+  name:
+    "GpuEngine.pruneGroup(): a driver error or lack of memory in one layer's job is that layer's; no scope left open",
+  ignore: !engine,
+  async fn() {
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    try {
+      const layers = groupLayers(11);
+      // Pops, in order: each job's staging scope (out-of-memory), then its three scopes at its submit; the maps'
+      // three last. The first "internal" pop is layer 0's submit; the fourth "out-of-memory" pop, layer 1's.
+      let internal = 0, oom = 0;
+      const { open } = injectScopes(own.device, (f) => {
+        if (f === "internal" && internal++ === 0) return { message: "injected driver failure" } as GPUError;
+        if (f === "out-of-memory" && oom++ === 3) return { message: "injected lack of memory" } as GPUError;
+        return null;
+      });
+      const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+      const failed = got[0]!;
+      assert.ok(failed instanceof ZpruneError && failed.code === "unavailable", String(failed));
+      assert.match(failed.message, /^WebGPU internal error: injected driver failure/);
+      // Layer 1 ran out of memory: tried again alone, after the others, and answered.
+      assert.equal(own.outOfMemory, 1);
+      for (const i of [1, 2, 3, 4]) {
+        const out = got[i]!;
+        assert.ok(!(out instanceof Error), String(out));
+        assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask, layers[i]!.name);
+      }
+      assert.equal(open.length, 0, `scopes left open: ${open}`);
+    } finally {
+      own.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): a device lost while the group's read-backs map fails every layer as lost",
+  ignore: !engine,
+  async fn() {
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    try {
+      const layers = groupLayers(13);
+      const queue = own.device.queue as unknown as { submit(c: GPUCommandBuffer[]): void };
+      const submit = queue.submit.bind(queue);
+      let submits = 0;
+      // The last layer's submit, then the loss: every layer's work is queued, none is mapped yet.
+      queue.submit = (c) => {
+        submit(c);
+        if (++submits === layers.length) own.device.destroy();
+      };
+      const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+      for (const out of got) {
+        assert.ok(out instanceof ZpruneError && out.code === "unavailable", String(out));
+        assert.match(out.message, /^WebGPU device lost: /);
+      }
+      assert.notEqual(own.lost, null);
+      // Once lost, a group fails at once, layer by layer, without touching the device.
+      const again = await own.pruneGroup(MAGNITUDE_HALF, layers.slice(0, 2).map(copyLayer));
+      assert.deepEqual(again.map((e) => (e as Error).message.slice(0, 20)), Array(2).fill("WebGPU device lost: "));
+    } finally {
+      own.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): a failure of the group's mapping itself fails each layer, and the engine goes on",
+  ignore: !engine,
+  async fn() {
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    try {
+      const layers = groupLayers(17).slice(0, 2);
+      const d = own.device as unknown as { pushErrorScope(f: GPUErrorFilter): void };
+      const push = d.pushErrorScope.bind(d);
+      let internal = 0;
+      // Each job pushes an "internal" scope when it starts; the third is the group's mapping's.
+      d.pushErrorScope = (f) => {
+        if (f === "internal" && ++internal === 3) throw new Error("injected push failure");
+        push(f);
+      };
+      const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+      delete (d as { pushErrorScope?: unknown }).pushErrorScope;
+      assert.equal(internal, 3);
+      for (const e of got) {
+        assert.ok(e instanceof ZpruneError && e.code === "unavailable", String(e));
+        assert.match(e.message, /^WebGPU failed: injected push failure/);
+      }
+      const again = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+      for (const [i, out] of again.entries()) {
+        assert.ok(!(out instanceof Error), String(out));
+        assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask);
+      }
+    } finally {
+      own.destroy();
     }
   },
 });

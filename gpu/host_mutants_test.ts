@@ -391,30 +391,33 @@ Deno.test({
 
 /**
  * A stand-in worker in plain JavaScript (a blob URL, not type-checked at each start): it answers `init` with
- * `initReply` (JSON), a layer named "fail:CODE" with a `fail` of that code, one named "held" not until `lose-device`
- * comes (then it hands it back for the exact path), others with an empty mask; `lose-device` (with nothing held) with
- * `lost`, and `close` with `closed`. Its lifeline is held for its life, as gpu/worker.ts holds it.
+ * `initReply` (JSON), a layer named "fail:CODE" with a `fail` of that code, a group with a layer named "held" not until
+ * `lose-device` comes (then it hands that one back for the exact path), others with an empty mask; `lose-device`
+ * (with nothing held) with `lost`, and `close` with `closed`. Its lifeline is held for its life, as gpu/worker.ts
+ * holds it.
  */
 function standIn(initReply: Record<string, unknown> = { type: "ready", device: "stand-in", fallback: true }): URL {
   const code = `
     let lifeline = null, held = null;
+    const answer = ({ id, layer: { name, rows, cols } }) => {
+      if (name.startsWith("fail:")) return { type: "fail", id, code: name.slice(5), message: "stand-in " + name };
+      const n = rows * cols;
+      const stats = { pruned: 0, total: n, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 };
+      return { type: "done", id, output: { mask: new Uint8Array(Math.ceil(n / 8)), stats } };
+    };
     self.onmessage = (e) => {
       const msg = e.data;
       if (msg.type === "init") {
         lifeline = msg.lifeline;
         self.postMessage(${JSON.stringify(initReply)});
       } else if (msg.type === "prune") {
-        const { name, rows, cols } = msg.layer;
-        if (name === "held") return void (held = msg);
-        if (name.startsWith("fail:")) {
-          self.postMessage({ type: "fail", id: msg.id, code: name.slice(5), message: "stand-in " + name });
-          return;
-        }
-        const n = rows * cols;
-        const stats = { pruned: 0, total: n, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 };
-        self.postMessage({ type: "done", id: msg.id, output: { mask: new Uint8Array(Math.ceil(n / 8)), stats } });
+        if (msg.layers.some((l) => l.layer.name === "held")) return void (held = msg);
+        self.postMessage({ type: "answers", answers: msg.layers.map(answer) });
       } else if (msg.type === "lose-device" && held) {
-        self.postMessage({ type: "exact", id: held.id, why: "held for the test", layer: held.layer });
+        const answers = held.layers.map((l) =>
+          l.layer.name === "held" ? { type: "exact", id: l.id, why: "held for the test", layer: l.layer } : answer(l)
+        );
+        self.postMessage({ type: "answers", answers });
         held = null;
       } else if (msg.type === "lose-device") self.postMessage({ type: "lost", message: "lost on request" });
       else if (msg.type === "close") self.postMessage({ type: "closed" });
@@ -651,5 +654,20 @@ Deno.test("webgpu: a layer whose arrays an earlier call took is invalid_request;
     assert.ok(again instanceof ZpruneError && again.code === "invalid_request", String(again));
     assert.match(again.message, /detached/);
     assert.equal(next, 8);
+  });
+});
+
+Deno.test("webgpu: a group's unavailable layer replaces the worker once the whole group is answered", async () => {
+  await withBackend({ workerUrl: standIn() }, async (b) => {
+    const names = ["a", "fail:unavailable", "b", "fail:invalid_request"];
+    const got = await Promise.all(
+      b.pruneTogether(MAGNITUDE_HALF, names.map(tiny)).map((p) => p.then((o) => o.stats.total, (e) => e)),
+    );
+    assert.equal(got[0], 8);
+    assert.ok(isUnavailable(got[1]) && /stand-in fail:unavailable/.test(got[1].message), String(got[1]));
+    assert.equal(got[2], 8, "answered with the group, before the worker was replaced");
+    assert.ok(got[3] instanceof ZpruneError && got[3].code === "invalid_request", String(got[3]));
+    assert.equal(b.restarts, 1, "one replacement for the group");
+    assert.equal((await within(b.prune(MAGNITUDE_HALF, tiny("next")), "the next layer")).stats.total, 8);
   });
 });

@@ -11,7 +11,11 @@ export type ToWorker =
    * no exit event, would not tell.
    */
   | { type: "init"; opts: EngineOptions; lifeline: MessagePort }
-  | { type: "prune"; id: number; params: PruneParams; layer: LayerJob }
+  /**
+   * Layers of one request, computed together (their read-backs mapped in one await: `GpuEngine.pruneGroup`) and
+   * answered together, in one `answers`.
+   */
+  | { type: "prune"; params: PruneParams; layers: { id: number; layer: LayerJob }[] }
   | { type: "close" }
   /** Destroys the device now (a real device loss, for tests of the recovery path). */
   | { type: "lose-device" }
@@ -23,12 +27,27 @@ export type FromWorker =
   | { type: "ready"; device: string; fallback: boolean }
   | { type: "none" }
   | { type: "broken"; message: string }
+  /** An answer for every layer of a `prune` message. */
+  | { type: "answers"; answers: Answer[] }
+  | { type: "lost"; message: string }
+  | { type: "closed" };
+
+/** The worker's answer for one layer. */
+export type Answer =
   | { type: "done"; id: number; output: LayerOutput }
   | { type: "fail"; id: number; code: ErrorCode; message: string }
   /** The layer needs the exact CPU path (`why`): it comes back, to be computed on the main thread's CPU backend. */
-  | { type: "exact"; id: number; why: string; layer: LayerJob }
-  | { type: "lost"; message: string }
-  | { type: "closed" };
+  | { type: "exact"; id: number; why: string; layer: LayerJob };
+
+/** The ArrayBuffers the answers own outright (outputs, and layers handed back), each once. */
+export function answersTransfer(answers: Answer[]): ArrayBuffer[] {
+  const list = new Set<ArrayBuffer>();
+  for (const a of answers) {
+    const own = a.type === "done" ? outputTransfer(a.output) : a.type === "exact" ? layerTransfer(a.layer) : [];
+    for (const b of own) list.add(b);
+  }
+  return [...list];
+}
 
 /** The ArrayBuffers a layer output owns outright, to transfer rather than copy. */
 export function outputTransfer(out: LayerOutput): ArrayBuffer[] {

@@ -613,3 +613,50 @@ Deno.test({
     assert.ok(said[0]!.includes(JSON.stringify(name)), said[0]);
   },
 });
+
+Deno.test({
+  name:
+    "webgpu: pruneTogether() answers each layer as the CPU backend; a layer's own error or exact path stays its own",
+  ignore,
+  async fn() {
+    await withBackend({}, async (b) => {
+      const params: PruneParams = { ...PARAMS, method: "wanda", pattern: { kind: "row", sparsity: 0.25 } };
+      const nan = ramp(3, 8);
+      new Float32Array(nan.weight.buffer)[13] = Infinity;
+      const sub = ramp(2, 8);
+      new Float32Array(sub.weight.buffer)[4] = 1e-40; // a subnormal weight: handed back for the exact path
+      const layers = [ramp(4, 8), { ...nan, name: "nan" }, ramp(16, 24), { ...sub, name: "sub" }, ramp(1, 8)];
+      const copies = layers.map((l) => ({ ...l, weight: l.weight.slice() }));
+      const got = await Promise.all(b.pruneTogether(params, layers).map((p) => p.then((o) => o, (e: Error) => e)));
+      const err = got[1]!;
+      assert.ok(err instanceof ZpruneError && err.code === "non_finite" && /"nan".*13/.test(err.message), String(err));
+      for (const i of [0, 2, 3, 4]) {
+        const out = got[i]!;
+        assert.ok(!(out instanceof Error), String(out));
+        assert.deepEqual(out.mask, (await pruneLayer(params, copies[i]!)).mask, copies[i]!.name);
+        assert.equal(out.exactPath === undefined, i !== 3, `${copies[i]!.name}: ${out.exactPath}`);
+      }
+      assert.equal(b.exactPathLayers, 1);
+      assert.equal(b.restarts, 0, "a layer's own error keeps the worker");
+    });
+  },
+});
+
+Deno.test("webgpu: a group's watchdog covers its layers' elements together and fails the group as one", async () => {
+  // The held stand-in never answers until told: the watchdog ends the group, and the next call gets a fresh worker.
+  const workerUrl = new URL("./testdata/held_worker.ts", import.meta.url);
+  const asked: number[] = [];
+  const jobTimeoutMs = (n: number) => (asked.push(n), n > 100 ? 50 : 600_000);
+  await withBackend({ workerUrl, jobTimeoutMs }, async (b) => {
+    const group = b.pruneTogether(PARAMS, [ramp(4, 8), ramp(8, 8), ramp(2, 4)]).map((p) =>
+      p.then(() => "ok", (e) => e)
+    );
+    const got = await within(Promise.all(group), "the group's answers", AT_ONCE_MS);
+    for (const e of got) {
+      assert.ok(isUnavailable(e), String(e));
+      assert.match(e.message, /^WebGPU group of 3 layers \(ramp-4x8, \.\.\.\) took longer than 50 ms/);
+    }
+    assert.deepEqual(asked, [32 + 64 + 8]);
+    assert.equal(b.restarts, 1);
+  });
+});

@@ -5,7 +5,8 @@
  */
 import { isErrorCode } from "../contract/errors.ts";
 import { ExactPathNeeded, GpuEngine } from "./engine.ts";
-import { type FromWorker, layerTransfer, outputTransfer, type ToWorker } from "./protocol.ts";
+import type { LayerJob, LayerOutput } from "../prune/backend.ts";
+import { type Answer, answersTransfer, type FromWorker, type ToWorker } from "./protocol.ts";
 
 interface WorkerScope {
   onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
@@ -45,22 +46,23 @@ async function init(msg: Extract<ToWorker, { type: "init" }>): Promise<void> {
 }
 
 async function prune(msg: Extract<ToWorker, { type: "prune" }>): Promise<void> {
+  let results: (LayerOutput | Error)[];
   try {
     if (!engine) throw new Error("WebGPU engine not initialised");
-    const { output } = await engine.prune(msg.params, msg.layer);
-    post({ type: "done", id: msg.id, output }, outputTransfer(output));
+    results = await engine.pruneGroup(msg.params, msg.layers.map((l) => l.layer));
   } catch (err) {
-    if (err instanceof ExactPathNeeded) {
-      return post({ type: "exact", id: msg.id, why: err.why, layer: msg.layer }, layerTransfer(msg.layer));
-    }
-    const code = (err as { code?: unknown }).code;
-    post({
-      type: "fail",
-      id: msg.id,
-      code: isErrorCode(code) ? code : "unavailable",
-      message: err instanceof Error ? err.message : String(err),
-    });
+    results = msg.layers.map(() => err instanceof Error ? err : new Error(String(err)));
   }
+  const answers = msg.layers.map(({ id, layer }, i) => answer(id, layer, results[i]!));
+  post({ type: "answers", answers }, answersTransfer(answers));
+}
+
+/** A layer's answer from its output or error: the exact path, the error's code (else `unavailable`), or the output. */
+function answer(id: number, layer: LayerJob, result: LayerOutput | Error): Answer {
+  if (!(result instanceof Error)) return { type: "done", id, output: result };
+  if (result instanceof ExactPathNeeded) return { type: "exact", id, why: result.why, layer };
+  const code = (result as { code?: unknown }).code;
+  return { type: "fail", id, code: isErrorCode(code) ? code : "unavailable", message: result.message };
 }
 
 scope.onmessage = (e) => {

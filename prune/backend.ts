@@ -58,6 +58,13 @@ export interface Backend {
    * NaN or infinity, `ZpruneError("unavailable")` when the device failed (the backend then restarts itself).
    */
   prune(params: PruneParams, layer: LayerJob, signal?: AbortSignal): Promise<LayerOutput>;
+  /**
+   * Prunes layers of one request as one group, a promise per layer in order, each settling as `prune()`'s would: a GPU
+   * backend computes them back to back and waits for their read-backs once (Deno's `mapAsync` waits about 10 ms per
+   * await, however many maps it covers). The group's memory is the caller's to bound (`layerGroups` of
+   * prune/run_layers.ts). Absent where grouping gains nothing (the CPU backend gives each layer every core).
+   */
+  pruneTogether?(params: PruneParams, layers: readonly LayerJob[], signal?: AbortSignal): Promise<LayerOutput>[];
   /** Workers or devices discarded after a failure since the backend was created (for `/metrics`). */
   readonly restarts: number;
   /**

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import type { Backend, LayerJob, LayerOutput } from "./backend.ts";
-import { runLayers } from "./run_layers.ts";
+import { GROUP_MAX_LAYERS, GROUP_SLACK_BYTES, layerGroups, runLayers } from "./run_layers.ts";
+import { layerScratchBytes } from "../contract/working_memory.ts";
+import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
 
 const PARAMS = MAGNITUDE_HALF;
@@ -110,4 +112,102 @@ Deno.test("runLayers(): the backend gets the request's signal with every layer, 
   b.prune = (_p, l, signal) => (seen.push(signal), Promise.resolve(output(l)));
   await runLayers(b, PARAMS, layers(2), ctl.signal, () => {}, 50);
   assert.deepEqual(seen, [ctl.signal, ctl.signal]);
+});
+
+/** Layers of the given shapes (f16), named by index. */
+function shaped(shapes: [number, number][]): LayerJob[] {
+  return shapes.map(([rows, cols], i) => ({
+    name: String(i),
+    rows,
+    cols,
+    dtype: "f16",
+    weight: new Uint8Array(0), // only the shape counts here
+    actNormSq: null,
+  }));
+}
+
+Deno.test("layerGroups(): consecutive groups within the largest layer's scratch and the slack, greedy", () => {
+  const rand = rng(5);
+  for (let trial = 0; trial < 300; trial++) {
+    const count = Math.floor(rand() * 600);
+    const big = rand() < 0.3; // some requests hold a layer far past the slack
+    const ls = shaped(Array.from({ length: count }, () => {
+      const rows = 1 + Math.floor(rand() * (big && rand() < 0.1 ? 512 : 64));
+      return [rows, 1 + Math.floor(rand() * 256)];
+    }));
+    const bytes = ls.map((l) => layerScratchBytes(l, PARAMS.method));
+    const budget = Math.max(0, ...bytes) + GROUP_SLACK_BYTES;
+    const sum = (a: number, b: number) => bytes.slice(a, b).reduce((s, x) => s + x, 0);
+    const groups = layerGroups(ls, PARAMS);
+    // Every layer once, in order.
+    assert.deepEqual(groups.flatMap(([a, b]) => Array.from({ length: b - a }, (_, i) => a + i)), ls.map((_, i) => i));
+    for (const [g, [a, b]] of groups.entries()) {
+      assert.ok(b > a && b - a <= GROUP_MAX_LAYERS, `group ${a}..${b}`);
+      assert.ok(sum(a, b) <= budget, `group ${a}..${b}: ${sum(a, b)} > ${budget}`);
+      // Cut only where the next layer would not fit (greedy): fewer waits for the same memory.
+      if (g < groups.length - 1) assert.ok(b - a === GROUP_MAX_LAYERS || sum(a, b + 1) > budget, `cut at ${b}`);
+    }
+  }
+  assert.deepEqual(layerGroups([], PARAMS), []);
+});
+
+/** A grouping backend: records each call's layers (by name) and answers with `fn`, a promise per layer. */
+function grouping(fn: (layer: LayerJob) => Promise<LayerOutput>, calls: string[][]): Backend {
+  const b = backend(fn);
+  b.prune = (_p, l) => (calls.push([l.name]), fn(l));
+  b.pruneTogether = (_p, ls) => (calls.push(ls.map((l) => l.name)), ls.map(fn));
+  return b;
+}
+
+Deno.test("runLayers(): on a grouping backend, layers go as layerGroups() cuts them, answers in order", async () => {
+  // 128x256 f16 by magnitude: 32768 * 10 + 4096 mask + 256 * (8 + 4 * 64) vector bytes = 399,360 bytes each; with the
+  // 1 MiB slack, three fit (1,198,080 <= 1,447,936) and four do not.
+  const ls = shaped(Array(7).fill([128, 256]));
+  const calls: string[][] = [];
+  // Later layers answer sooner: order must come from the loop, not from timing.
+  const b = grouping(async (l) => {
+    await new Promise((r) => setTimeout(r, 10 - Number(l.name)));
+    return output(l);
+  }, calls);
+  const outs = await runLayers(b, PARAMS, ls, new AbortController().signal, () => {}, 50);
+  assert.deepEqual(outs.map((o) => o.mask[0]), [0, 1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(calls, [["0", "1", "2"], ["3", "4", "5"], ["6"]]);
+});
+
+Deno.test("runLayers(): a group's first failure in order fails the call once its layers settled", async () => {
+  const settledNames: string[] = [];
+  const calls: string[][] = [];
+  const b = grouping(async (l) => {
+    await new Promise((r) => setTimeout(r, 20 - 5 * Number(l.name))); // the last settles first, the first last
+    settledNames.push(l.name);
+    if (l.name === "1" || l.name === "2") throw new Error(`layer ${l.name} failed`);
+    return output(l);
+  }, calls);
+  await assert.rejects(runLayers(b, PARAMS, layers(4), new AbortController().signal, () => {}, 50), /layer 1 failed/);
+  assert.deepEqual(settledNames.sort(), ["0", "1", "2", "3"]);
+  assert.equal(calls.length, 1, "no layer after the group");
+});
+
+Deno.test("runLayers(): an abort during a group keeps the whole group's work, and starts no more", async () => {
+  const ctl = new AbortController();
+  let finish!: () => void;
+  const held = new Promise<void>((r) => (finish = r));
+  const calls: string[][] = [];
+  const ls = shaped(Array(4).fill([128, 256])); // groups of three, as above
+  const b = grouping(async (l) => {
+    if (l.name === "0") setTimeout(() => ctl.abort(new Error("client gone")), 0);
+    await held;
+    return output(l);
+  }, calls);
+  const kept: Promise<unknown>[] = [];
+  await assert.rejects(runLayers(b, PARAMS, ls, ctl.signal, (w) => kept.push(w), 50), /client gone/);
+  assert.deepEqual(calls, [["0", "1", "2"]]);
+  assert.equal(kept.length, 1);
+  let done = false;
+  kept[0]!.then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(done, false, "the group is still computing: its memory is still held");
+  finish();
+  const all = (await kept[0]) as PromiseSettledResult<LayerOutput>[];
+  assert.deepEqual(all.map((a) => a.status === "fulfilled" && a.value.mask[0]), [0, 1, 2]);
 });

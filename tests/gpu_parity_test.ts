@@ -11,7 +11,10 @@ import type { Backend, LayerJob, LayerOutput, PruneParams } from "../prune/backe
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "../gpu/webgpu_backend.ts";
 import { planTiles, ROW_SELECT_MAX_COLS } from "../gpu/layer_plan.ts";
-import { normal, rng } from "./_random.ts";
+import { normal, randomLayer, rng } from "./_random.ts";
+import { decodeMsgpack, encodeMsgpack } from "../contract/wire.ts";
+import type { PruneResponse } from "../contract/api.ts";
+import { postPrune, startServer } from "./_server.ts";
 import { bandDifferences, maskBit as bit } from "./_band.ts";
 import { encode } from "../contract/dtype_codec.ts";
 import { MAGNITUDE_HALF } from "./_params.ts";
@@ -1176,6 +1179,64 @@ Deno.test({
     const got = await gpu!.prune(params, copyLayer(layer));
     assert.equal(got.exactPath, "a subnormal weight or score, or a score past float32's range");
     assert.deepEqual(got.mask, ref.mask);
+  },
+});
+
+Deno.test({
+  name: "webgpu: a request of many layers over HTTP, computed in groups, answers each layer as the CPU backend",
+  ignore,
+  async fn() {
+    // Forty small layers of several shapes and dtypes (the route groups them: prune/run_layers.ts), then one past the
+    // group budget's slack and two more small ones: groups, a layer alone, and a group again.
+    const rand = rng(2026);
+    const dtypes: DType[] = ["f32", "f16", "bf16"];
+    const shapes = [...Array.from({ length: 40 }, (_, i) => [1 + (i % 9), 8 * (1 + (i % 5))]), [320, 512], [3, 8], [
+      5,
+      16,
+    ]];
+    const layers = shapes.map(([rows, cols], i) => {
+      const dtype = dtypes[i % 3]!;
+      const { weight, actNormSq } = randomLayer(rand, { rows: rows!, cols: cols!, dtype, ties: i % 7 === 3 });
+      return { name: `l${i}`, rows: rows!, cols: cols!, dtype, weight, actNormSq };
+    });
+    const server = await startServer({ backend: gpu! });
+    try {
+      for (
+        const [method, pattern, sparsity] of [["zpruner", "layer", 0.5], ["wanda", "row", 0.25], ["ria", "2:4", null]]
+      ) {
+        const body = {
+          method,
+          pattern,
+          ...(sparsity === null ? {} : { sparsity }),
+          return: ["mask", "weight"],
+          layers: layers.map((l) => ({
+            name: l.name,
+            weight: { dtype: l.dtype, shape: [l.rows, l.cols], data: l.weight },
+            actNormSq: { dtype: "f32", shape: [l.cols], data: new Uint8Array(l.actNormSq.buffer) },
+          })),
+        };
+        const res = await postPrune(server.url, encodeMsgpack(body));
+        assert.equal(res.status, 200, await res.clone().text());
+        const got = decodeMsgpack(new Uint8Array(await res.arrayBuffer())) as PruneResponse;
+        assert.equal(got.backend, "webgpu");
+        const params: PruneParams = {
+          method: method as PruneParams["method"],
+          pattern: parsePattern(pattern as string, sparsity as number | null),
+          exponent: DEFAULT_EXPONENT[method as PruneParams["method"]],
+          returnWeight: true,
+          returnScore: false,
+        };
+        for (const [i, l] of layers.entries()) {
+          const ref = await cpu.prune(params, copyLayer(l));
+          const out = got.layers[i]!;
+          assert.equal(out.name, l.name);
+          assert.deepEqual(out.mask, ref.mask, `${method} ${l.name}`);
+          assert.deepEqual(out.weight!.data, ref.weight, `${method} ${l.name}: pruned weights`);
+        }
+      }
+    } finally {
+      await server.close();
+    }
   },
 });
 

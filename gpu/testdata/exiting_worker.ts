@@ -1,9 +1,10 @@
 /**
  * A stand-in for gpu/worker.ts that ends its own thread, with no error and no answer, as `self.close()` does: at
- * `init` when its URL ends in `?at-start`, else at a layer whose name starts with "exit". Other layers are answered (an
- * empty mask).
+ * `init` when its URL ends in `?at-start`, else at a group with a layer whose name starts with "exit". Other layers
+ * are answered (an empty mask).
  */
 import type { FromWorker, ToWorker } from "../protocol.ts";
+import { emptyAnswers } from "./empty_answers.ts";
 
 const scope = self as unknown as {
   onmessage: (e: MessageEvent<ToWorker>) => void;
@@ -19,10 +20,7 @@ scope.onmessage = (e) => {
     _lifeline = msg.lifeline;
     scope.postMessage({ type: "ready", device: "exiting", fallback: true });
   } else if (msg.type === "prune") {
-    if (msg.layer.name.startsWith("exit")) return scope.close();
-    const { rows, cols } = msg.layer;
-    const n = rows * cols;
-    const stats = { pruned: 0, total: n, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 as const };
-    scope.postMessage({ type: "done", id: msg.id, output: { mask: new Uint8Array(Math.ceil(n / 8)), stats } });
+    if (msg.layers.some((l) => l.layer.name.startsWith("exit"))) return scope.close();
+    scope.postMessage(emptyAnswers(msg));
   } else if (msg.type === "close") scope.postMessage({ type: "closed" });
 };

@@ -1,8 +1,9 @@
 /**
- * A stand-in for gpu/worker.ts that holds the layer it is sent until the main thread posts `lose-device` (sent by
- * `WebGpuBackend.simulateDeviceLoss()`), then answers it: a test decides when the "GPU" finishes.
+ * A stand-in for gpu/worker.ts that holds the layers it is sent until the main thread posts `lose-device` (sent by
+ * `WebGpuBackend.simulateDeviceLoss()`), then answers them: a test decides when the "GPU" finishes.
  */
 import type { FromWorker, ToWorker } from "../protocol.ts";
+import { emptyAnswers } from "./empty_answers.ts";
 
 const scope = self as unknown as {
   onmessage: (e: MessageEvent<ToWorker>) => void;
@@ -18,16 +19,7 @@ scope.onmessage = (e) => {
     scope.postMessage({ type: "ready", device: "held", fallback: true });
   } else if (msg.type === "prune") held = msg;
   else if (msg.type === "lose-device" && held) {
-    const { rows, cols } = held.layer;
-    const mask = new Uint8Array(Math.ceil((rows * cols) / 8));
-    const stats = {
-      pruned: 0,
-      total: rows * cols,
-      sparsity: 0,
-      rowSparsity: { min: 0, max: 0, mean: 0 },
-      nonFinite: 0 as const,
-    };
-    scope.postMessage({ type: "done", id: held.id, output: { mask, stats } });
+    scope.postMessage(emptyAnswers(held));
     held = null;
   } else if (msg.type === "close") scope.postMessage({ type: "closed" });
 };

@@ -4,6 +4,7 @@
  * `lose-device` (with `lost`). Each start names another device.
  */
 import type { FromWorker, ToWorker } from "../protocol.ts";
+import { emptyAnswers } from "./empty_answers.ts";
 
 const scope = self as unknown as {
   onmessage: (e: MessageEvent<ToWorker>) => void;
@@ -17,11 +18,7 @@ scope.onmessage = (e) => {
     _lifeline = msg.lifeline;
     scope.postMessage({ type: "ready", device: `stand-in ${crypto.randomUUID()}`, fallback: true });
     if (!import.meta.url.endsWith("?stays")) scope.postMessage({ type: "lost", message: "lost right after start" });
-  } else if (msg.type === "prune") {
-    const { rows, cols } = msg.layer;
-    const n = rows * cols;
-    const stats = { pruned: 0, total: n, sparsity: 0, rowSparsity: { min: 0, max: 0, mean: 0 }, nonFinite: 0 as const };
-    scope.postMessage({ type: "done", id: msg.id, output: { mask: new Uint8Array(Math.ceil(n / 8)), stats } });
-  } else if (msg.type === "lose-device") scope.postMessage({ type: "lost", message: "lost on request" });
+  } else if (msg.type === "prune") scope.postMessage(emptyAnswers(msg));
+  else if (msg.type === "lose-device") scope.postMessage({ type: "lost", message: "lost on request" });
   else if (msg.type === "close") scope.postMessage({ type: "closed" });
 };
