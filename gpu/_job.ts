@@ -343,13 +343,23 @@ export interface StagedRead {
  */
 export async function mapStaged(device: GPUDevice, reads: StagedRead[]): Promise<(ArrayBuffer[] | Error)[]> {
   try {
-    device.pushErrorScope("internal");
-    device.pushErrorScope("out-of-memory");
-    device.pushErrorScope("validation");
-    const maps = await Promise.all(reads.map((r) => Promise.allSettled(r.staging.map((s) => s.mapAsync(READ)))));
-    const validation = await device.popErrorScope();
-    const oom = await device.popErrorScope();
-    const internal = await device.popErrorScope();
+    // Pushed one by one and popped as many, however far the pushes got: a scope left open would be popped by the next
+    // job in place of its own.
+    const filters = ["internal", "out-of-memory", "validation"] as const;
+    let pushed = 0;
+    let maps: PromiseSettledResult<void>[][];
+    const caught: (GPUError | null)[] = [];
+    try {
+      for (const f of filters) {
+        device.pushErrorScope(f);
+        pushed++;
+      }
+      maps = await Promise.all(reads.map((r) => Promise.allSettled(r.staging.map((s) => s.mapAsync(READ)))));
+    } finally {
+      // The innermost first: validation, out-of-memory, internal.
+      for (; pushed > 0; pushed--) caught.unshift(await device.popErrorScope());
+    }
+    const [internal, oom, validation] = caught;
     let cause: Error | null | undefined; // looked for once, with the first read-back that failed
     const out: (ArrayBuffer[] | Error)[] = [];
     for (const [i, r] of reads.entries()) {

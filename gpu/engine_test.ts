@@ -567,17 +567,21 @@ Deno.test({
     const own = (await GpuEngine.create({ allowFallback: true }))!;
     try {
       const layers = groupLayers(17).slice(0, 2);
+      const { open, restore } = injectScopes(own.device, () => null); // to see every scope closed
       const d = own.device as unknown as { pushErrorScope(f: GPUErrorFilter): void };
       const push = d.pushErrorScope.bind(d);
       let internal = 0;
-      // Each job pushes an "internal" scope when it starts; the third is the group's mapping's.
+      // Each job pushes an "internal" scope first when it starts; the third is the group's mapping's, whose next push
+      // fails, with one scope pushed.
       d.pushErrorScope = (f) => {
-        if (f === "internal" && ++internal === 3) throw new Error("injected push failure");
+        if (f === "internal") internal++;
+        else if (internal === 3) throw new Error("injected push failure");
         push(f);
       };
       const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
-      delete (d as { pushErrorScope?: unknown }).pushErrorScope;
+      restore();
       assert.equal(internal, 3);
+      assert.equal(open.length, 0, `scopes left open: ${open}`);
       for (const e of got) {
         assert.ok(e instanceof ZpruneError && e.code === "unavailable", String(e));
         assert.match(e.message, /^WebGPU failed: injected push failure/);

@@ -671,3 +671,19 @@ Deno.test("webgpu: a group's unavailable layer replaces the worker once the whol
     assert.equal((await within(b.prune(MAGNITUDE_HALF, tiny("next")), "the next layer")).stats.total, 8);
   });
 });
+
+Deno.test("webgpu: a group's layer whose arrays a call took is invalid_request; the rest answers", async () => {
+  await withBackend({ workerUrl: standIn() }, async (b) => {
+    const taken = tiny("taken");
+    await b.prune(MAGNITUDE_HALF, taken); // takes (detaches) its arrays
+    const group = [tiny("before"), taken, tiny("after")];
+    const got = await Promise.all(
+      b.pruneTogether(MAGNITUDE_HALF, group).map((p) => p.then((o) => o.stats.total, (e) => e)),
+    );
+    assert.equal(got[0], 8);
+    assert.ok(got[1] instanceof ZpruneError && got[1].code === "invalid_request", String(got[1]));
+    assert.match(got[1].message, /layer taken: its arrays were detached/);
+    assert.equal(got[2], 8);
+    assert.equal(b.restarts, 0);
+  });
+});

@@ -28,7 +28,10 @@ export interface WebGpuBackendOptions {
   maxTileBytes?: number;
   /** Treat the device's storage-binding limit as at most this (tests meet a small device's limits anywhere). */
   maxBindingBytes?: number;
-  /** Longest a layer may run on the GPU before the worker is replaced; default 60 s + 1 s per 4M elements. */
+  /**
+   * Longest a layer, or a group of layers (given their elements together), may run on the GPU before the worker is
+   * replaced; default 60 s + 1 s per 4M elements.
+   */
   jobTimeoutMs?: (elements: number) => number;
   /**
    * Computes the layers the GPU cannot answer exactly (see docs/GPU.md), on this thread's side of the worker;
@@ -163,6 +166,10 @@ async function startWorker(opts: WebGpuBackendOptions): Promise<Started | null> 
  * buffer (such as a decoded request body that holds other layers too) is copied first.
  */
 function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[] } {
+  // Checked here, layer by layer: a detached buffer in a group's transfer list would fail the post of the whole group.
+  for (const a of [layer.weight, layer.actNormSq]) {
+    if (a && (a.buffer as ArrayBuffer).detached) throw new TypeError("an array's buffer is detached");
+  }
   const shared = (a: ArrayBufferView) =>
     typeof SharedArrayBuffer !== "undefined" && a.buffer instanceof SharedArrayBuffer;
   const own = <T extends Uint8Array | Float32Array | Float64Array>(a: T): T =>
