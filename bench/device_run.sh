@@ -5,7 +5,8 @@
 #   2. the WebGPU parity tests (goldens, random layers against the CPU backend, crafted sums) on that GPU;
 #   3. bench/full_shape_parity.ts: 8192x28672 masks against the CPU backend (skipped with NO_FULL=1);
 #   4. its Z-Pruner scores against the f32 error model (bench/z_error_fit.ts --quick) (NO_PARITY=1 skips 2 and 4);
-#   5. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1).
+#   5. the end-to-end CLI (bundled model, zpruner/layer) against a server forced onto WebGPU (skipped with NO_E2E=1);
+#   6. bench/grouped_layers.ts: small layers grouped against one at a time, appended to e2e.log (NO_GROUPED=1 skips).
 # In that order of what matters most, each within what is left of DEADLINE_S (540 s; one try has 600).
 # Prepare on the CPU machine first (node_modules is too large to travel: the run takes a bundle and a slim copy):
 #   npm ci && ../shared/tools/device-prep.sh \
@@ -138,6 +139,19 @@ PY
     else echo "-- out of time (the server took the rest)" >> "$log"; fi
     kill "$server" 2>/dev/null
     tail -12 "$OUT/e2e.log"
+  else echo "-- out of time" >> "$log"; fi
+fi
+
+# 6. What a request's small layers gain from sharing a read-back wait (docs/GPU.md, "Threads"), with the same backend
+# one layer at a time as the peer. Appended to e2e.log: the device tool returns 8 files. The layers that take the exact
+# path are counted on stdout; their lines on stderr are left out of the log.
+if [ -z "${NO_GROUPED:-}" ]; then
+  echo "== grouped layers $(date -u +%T)" >> "$log"
+  if t=$(within 60); then
+    timeout "$t" "$deno" run -A --no-check bench/grouped_layers.ts --runs 3 >> "$OUT/e2e.log" \
+      2> >(grep -v "computed on the CPU path" >> "$log")
+    echo "grouped exit $?" >> "$OUT/e2e.log"
+    tail -4 "$OUT/e2e.log"
   else echo "-- out of time" >> "$log"; fi
 fi
 echo "== done $(date -u +%T)" >> "$log"
