@@ -12,6 +12,16 @@ const engine = await GpuEngine.create({ allowFallback: true });
 // Release the device before the runtime tears the module down, rather than leave it to the exit path.
 globalThis.addEventListener("unload", () => engine?.destroy());
 
+/** Runs `fn` on an engine of its own (for a test that breaks or wraps its device), destroyed afterwards. */
+async function withOwnEngine(fn: (own: GpuEngine) => Promise<void>): Promise<void> {
+  const own = (await GpuEngine.create({ allowFallback: true }))!;
+  try {
+    await fn(own);
+  } finally {
+    own.destroy();
+  }
+}
+
 Deno.test({
   name: "GpuEngine.prune() profiles every stage it runs, by timestamps or by wall clock",
   ignore: !engine,
@@ -333,8 +343,7 @@ Deno.test({
   ignore: !engine,
   async fn() {
     // An engine of its own: this one's device is destroyed.
-    const own = (await GpuEngine.create({ allowFallback: true }))!;
-    try {
+    await withOwnEngine(async (own) => {
       const { layer, params } = smallMagnitudeLayer("gone", Math.cos);
       // Deno rejects the map as "validation error occurred", whatever the cause; the loss must be what the error says.
       const trace = (event: string) => event.startsWith("map ") && own.device.destroy();
@@ -345,9 +354,7 @@ Deno.test({
         return true;
       });
       assert.notEqual(own.lost, null);
-    } finally {
-      own.destroy();
-    }
+    });
   },
 });
 
@@ -357,8 +364,7 @@ Deno.test({
   async fn() {
     // An engine of its own: its device's error scopes are wrapped so that the first "internal" scope a job pops
     // reports an error (a driver's own failure cannot be provoked on purpose), the others what they caught.
-    const own = (await GpuEngine.create({ allowFallback: true }))!;
-    try {
+    await withOwnEngine(async (own) => {
       let injected = 0;
       const failure = { message: "injected driver failure" } as GPUError;
       const { open: filters } = injectScopes(own.device, (f) => f === "internal" && injected++ === 0 ? failure : null);
@@ -378,9 +384,7 @@ Deno.test({
       injected = 0;
       await assert.rejects(own.warm(), /^ZpruneError: WebGPU kernel compilation failed: injected driver failure/);
       assert.equal(filters.length, 0, `scopes left open: ${filters}`);
-    } finally {
-      own.destroy();
-    }
+    });
   },
 });
 
@@ -501,8 +505,7 @@ Deno.test({
     "GpuEngine.pruneGroup(): a driver error or lack of memory in one layer's job is that layer's; no scope left open",
   ignore: !engine,
   async fn() {
-    const own = (await GpuEngine.create({ allowFallback: true }))!;
-    try {
+    await withOwnEngine(async (own) => {
       const layers = groupLayers(11);
       // Pops, in order: each job's staging scope (out-of-memory), then its three scopes at its submit; the maps'
       // three last. The first "internal" pop is layer 0's submit; the fourth "out-of-memory" pop, layer 1's.
@@ -524,9 +527,7 @@ Deno.test({
         assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask, layers[i]!.name);
       }
       assert.equal(open.length, 0, `scopes left open: ${open}`);
-    } finally {
-      own.destroy();
-    }
+    });
   },
 });
 
@@ -534,8 +535,7 @@ Deno.test({
   name: "GpuEngine.pruneGroup(): a device lost while the group's read-backs map fails every layer as lost",
   ignore: !engine,
   async fn() {
-    const own = (await GpuEngine.create({ allowFallback: true }))!;
-    try {
+    await withOwnEngine(async (own) => {
       const layers = groupLayers(13);
       const queue = own.device.queue as unknown as { submit(c: GPUCommandBuffer[]): void };
       const submit = queue.submit.bind(queue);
@@ -554,9 +554,7 @@ Deno.test({
       // Once lost, a group fails at once, layer by layer, without touching the device.
       const again = await own.pruneGroup(MAGNITUDE_HALF, layers.slice(0, 2).map(copyLayer));
       assert.deepEqual(again.map((e) => (e as Error).message.slice(0, 20)), Array(2).fill("WebGPU device lost: "));
-    } finally {
-      own.destroy();
-    }
+    });
   },
 });
 
@@ -564,8 +562,7 @@ Deno.test({
   name: "GpuEngine.pruneGroup(): a failure of the group's mapping itself fails each layer, and the engine goes on",
   ignore: !engine,
   async fn() {
-    const own = (await GpuEngine.create({ allowFallback: true }))!;
-    try {
+    await withOwnEngine(async (own) => {
       const layers = groupLayers(17).slice(0, 2);
       const { open, restore } = injectScopes(own.device, () => null); // to see every scope closed
       const d = own.device as unknown as { pushErrorScope(f: GPUErrorFilter): void };
@@ -591,8 +588,6 @@ Deno.test({
         assert.ok(!(out instanceof Error), String(out));
         assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask);
       }
-    } finally {
-      own.destroy();
-    }
+    });
   },
 });
