@@ -299,7 +299,7 @@ export class GpuEngine {
    * so what fails is that layer's answer alone: each entry is the layer's output or its error (`ExactPathNeeded`
    * with `exactElsewhere`). A layer that runs out of device memory is tried again alone, by `prune()`, once the others
    * have given their buffers back. The device holds every layer's buffers at once: the caller bounds the group
-   * (`layerGroups` of contract/working_memory.ts).
+   * (`layerGroups` of prune/run_layers.ts).
    */
   async pruneGroup(params: PruneParams, layers: readonly LayerJob[]): Promise<(LayerOutput | Error)[]> {
     if (layers.length === 1) return [await settled(this.prune(params, layers[0]!).then((r) => r.output))];

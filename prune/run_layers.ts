@@ -19,7 +19,7 @@ export const GROUP_MAX_LAYERS = 256;
 /**
  * The layers cut into consecutive groups, as [start, end) index pairs: a group takes the next layer while their
  * scratch (`layerScratchBytes`) adds up to at most the largest layer's plus GROUP_SLACK_BYTES, and while it has fewer
- * than GROUP_MAX_LAYERS. A layer larger than that budget less the others' goes alone.
+ * than GROUP_MAX_LAYERS; else the next group starts with that layer.
  */
 export function layerGroups(layers: readonly LayerJob[], params: PruneParams): [number, number][] {
   const scratch = layers.map((l) => layerScratchBytes(l, params.method));
