@@ -23,7 +23,7 @@ export const GROUP_MAX_LAYERS = 256;
  */
 export function layerGroups(layers: readonly LayerJob[], params: PruneParams): [number, number][] {
   const scratch = layers.map((l) => layerScratchBytes(l, params.method));
-  const budget = Math.max(0, ...scratch) + GROUP_SLACK_BYTES;
+  const budget = scratch.reduce((most, bytes) => Math.max(most, bytes), 0) + GROUP_SLACK_BYTES;
   const groups: [number, number][] = [];
   let start = 0, sum = 0;
   for (const [i, bytes] of scratch.entries()) {
