@@ -13,6 +13,7 @@ import { Metrics } from "./observe/metrics.ts";
 import { WorkQueue } from "./prune/queue.ts";
 import { createApp } from "./routes/app.ts";
 import { chooseBackend } from "./runtime/choose_backend.ts";
+import { drainedLine } from "./runtime/drain.ts";
 import { args, exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/host.ts";
 
 /** Runs a startup step; a failure ends the process with one line saying what failed, not a stack trace. */
@@ -64,6 +65,7 @@ const queue = new WorkQueue({
 const log = config.log ? (entry: Record<string, unknown>) => console.log(JSON.stringify(entry)) : undefined;
 let draining = false;
 let answerBytes = () => 0;
+let answersDropped = () => 0;
 const app = createApp({
   backend,
   config,
@@ -72,6 +74,7 @@ const app = createApp({
   log,
   draining: () => draining,
   answerBytes: () => answerBytes(),
+  answersDropped: () => answersDropped(),
 });
 release = () => backend.close();
 const server = await startup(
@@ -80,6 +83,7 @@ const server = await startup(
 );
 inFlight = () => server.inFlight;
 answerBytes = () => server.answerBytes;
+answersDropped = () => server.answersDropped;
 shutdown = drainAndExit;
 console.error(
   `zprune listening on http://${urlHost(config.host)}:${server.port} backend=${backend.kind} ` +
@@ -104,6 +108,7 @@ async function drainAndExit(signal: string): Promise<void> {
   );
   // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/drain.ts).
   draining = true; // new requests: 503 from the app (GET /metrics aside)
+  const droppedBefore = server.answersDropped;
   if (!await server.drain(app.fetch, limitMs)) {
     console.error(
       `zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`,
@@ -121,9 +126,7 @@ async function drainAndExit(signal: string): Promise<void> {
   clearTimeout(timer);
   // Said before the backend closes (the WebGPU one may wait on its worker), so that a failing close loses no line.
   console.error(
-    closed
-      ? `zprune: drained in ${((Date.now() - start) / 1000).toFixed(1)} s; every request was answered; exit 0`
-      : `zprune: connections still open after ${(left / 1000).toFixed(1)} s; every request was answered; exit 0`,
+    drainedLine(closed, (closed ? Date.now() - start : left) / 1000, server.answersDropped - droppedBefore),
   );
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();

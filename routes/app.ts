@@ -26,6 +26,7 @@ import { BodyBudget } from "./body.ts";
 import type { AppEnv } from "./env.ts";
 import { observeRequests } from "./observe_requests.ts";
 import { isAllocationFailure } from "../runtime/out_of_memory.ts";
+import { WHOLE_ANSWER_BYTES, WRITE_STALL_MS } from "../runtime/drain.ts";
 import { openApiDocument } from "./openapi.ts";
 import { pruneHandler } from "./prune.ts";
 import pkg from "../package.json" with { type: "json" };
@@ -71,6 +72,8 @@ export interface AppDeps {
    * with waiting bodies against the memory budget, so that clients which do not read cannot pile answers up.
    */
   answerBytes?: () => number;
+  /** Answers dropped so far because their clients stopped reading them (`Listening.answersDropped`). */
+  answersDropped?: () => number;
 }
 
 /** The server's version, from package.json. */
@@ -125,6 +128,7 @@ function registerGauges(
   queue: WorkQueue,
   bodies: BodyBudget,
   answerBytes: () => number,
+  answersDropped: () => number,
 ): void {
   metrics.gauge("zprune_queue_depth", "Requests waiting for a compute slot.", () => queue.depth);
   // Counted by the backend where it replaces a worker or device: a 503 for a full queue or a deadline is no restart.
@@ -150,6 +154,12 @@ function registerGauges(
     "zprune_answer_bytes_pending",
     "Bytes of answers over 64 KiB that their clients have yet to read (counted with waiting bodies).",
     answerBytes,
+  );
+  metrics.counterOf(
+    "zprune_answers_dropped_total",
+    `Answers over ${WHOLE_ANSWER_BYTES / 1024} KiB dropped with their connection because the client took no part ` +
+      `of them for ${WRITE_STALL_MS / 1000} s (answered, and counted in zprune_bytes_out_total, but not delivered).`,
+    answersDropped,
   );
   metrics.gauge(
     "zprune_body_bytes_held",
@@ -194,7 +204,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const answerBytes = deps.answerBytes ?? (() => 0);
   // The queue's budget (the config's): a body past it never computes.
   const bodies = new BodyBudget(queue.memoryBudget, queue.retryAfterSeconds, answerBytes);
-  registerGauges(metrics, backend, queue, bodies, answerBytes);
+  registerGauges(metrics, backend, queue, bodies, answerBytes, deps.answersDropped ?? (() => 0));
 
   const app = new Hono<AppEnv>();
   // API.md's "requests by route and status": a request is counted under its route's path whoever answered it (auth's

@@ -22,9 +22,10 @@ export type Drain = (refuse: Fetch, limitMs: number) => Promise<boolean>;
 export function drainable(
   fetch: Fetch,
   opts: { untilWritten: boolean; writeStallMs: number },
-): { fetch: Fetch; inFlight(): number; answerBytes(): number; drain: Drain } {
+): { fetch: Fetch; inFlight(): number; answerBytes(): number; answersDropped(): number; drain: Drain } {
   let inFlight = 0;
   let answerBytes = 0;
+  let answersDropped = 0;
   let refuse: Fetch | undefined;
   const idle = new Set<() => void>();
   return {
@@ -55,8 +56,10 @@ export function drainable(
           finish();
           return res;
         }
-        const tracked = untilWritten(res, () => {
-          if (!finished) answerBytes -= length;
+        const tracked = untilWritten(res, (stalled) => {
+          if (finished) return;
+          answerBytes -= length;
+          if (stalled) answersDropped++;
           finish();
         }, opts.writeStallMs);
         answerBytes += length; // after: a body untilWritten could not take is not counted, never to be let go
@@ -68,6 +71,7 @@ export function drainable(
     },
     inFlight: () => inFlight,
     answerBytes: () => answerBytes,
+    answersDropped: () => answersDropped,
     drain(refuseWith, limitMs) {
       refuse = refuseWith;
       if (inFlight === 0) return Promise.resolve(true);
@@ -88,6 +92,21 @@ export function drainable(
   };
 }
 
+/**
+ * The drain's closing line on stderr once every request was answered: `closed` whether the connections closed too
+ * (else `seconds` is how long they were given), `dropped` how many answers of the drain were dropped unread (each
+ * named on stderr as it was): answered, as the request log says, but not delivered.
+ */
+export function drainedLine(closed: boolean, seconds: number, dropped: number): string {
+  const head = closed
+    ? `zprune: drained in ${seconds.toFixed(1)} s`
+    : `zprune: connections still open after ${seconds.toFixed(1)} s`;
+  const unread = dropped > 0
+    ? `, ${dropped} of the answers dropped unread (no part of each taken for ${WRITE_STALL_MS / 1000} s)`
+    : "";
+  return `${head}; every request was answered${unread}; exit 0`;
+}
+
 /** The largest piece `untilWritten` passes on at once, and the largest answer handed over whole. */
 const WRITE_SLICE = 64 * 1024;
 
@@ -98,19 +117,19 @@ export const WHOLE_ANSWER_BYTES = WRITE_SLICE;
 export const WRITE_STALL_MS = 60_000;
 
 /**
- * `res` (whose body has a declared length) with its body passed through a stream that calls `finish` once the
- * runtime has read its last piece, or cancelled it (the client left), or after `stallMs` without the runtime asking
- * for the next piece (a client that stopped reading: the answer is dropped, and its memory with it). Status and
- * headers are kept as they are.
+ * `res` (whose body has a declared length) with its body passed through a stream that calls `finish(false)` once the
+ * runtime has read its last piece, or cancelled it (the client left), or `finish(true)` after `stallMs` without the
+ * runtime asking for the next piece (a client that stopped reading: the answer is dropped, and its memory with it).
+ * Status and headers are kept as they are.
  */
-function untilWritten(res: Response, finish: () => void, stallMs: number): Response {
+function untilWritten(res: Response, finish: (stalled: boolean) => void, stallMs: number): Response {
   const reader = res.body!.getReader();
   let rest: Uint8Array | null = null; // what is left of the chunk being passed on
   let timer: ReturnType<typeof setTimeout> | undefined;
   let rearm = () => {};
-  const done = () => {
+  const done = (stalled = false) => {
     clearTimeout(timer);
-    finish();
+    finish(stalled);
   };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
@@ -119,16 +138,18 @@ function untilWritten(res: Response, finish: () => void, stallMs: number): Respo
       const arm = () => {
         clearTimeout(timer);
         timer = setTimeout(() => {
-          // Deno logs the error that ends a body: one line, no stack, since nothing failed here. The request id
-          // matches it to the request's log line (which says 200: the answer was given, not delivered).
-          const id = res.headers.get("x-request-id");
-          const stalled = new Error(
-            `zprune: dropped the answer to request ${id ?? "(no id)"}: its client took no part of it for ${stallMs} ms`,
-          );
+          // Said now, with the request id that matches the request's log line (which says 200: the answer was
+          // given, not delivered). Deno logs the error that ends a body only when it next writes to the connection,
+          // which a client that reads nothing never lets it do, nor one gone before the answer was ready.
+          const id = res.headers.get("x-request-id") ?? "(no id)";
+          console.error(`zprune: dropped the answer to request ${id}: its client took no part of it for ${stallMs} ms`);
+          // What Deno logs if the connection is written to again: one line, no stack, since nothing failed here.
+          const stalled = new Error(`zprune: the dropped answer to request ${id} is cut short here`);
           stalled.stack = stalled.message;
           controller.error(stalled);
+
           reader.cancel().catch(() => {});
-          done();
+          done(true);
         }, stallMs);
       };
       arm();
@@ -148,7 +169,10 @@ function untilWritten(res: Response, finish: () => void, stallMs: number): Respo
         }
         // In slices: the runtime reads ahead of what the socket has taken, by a chunk or so, and one chunk can be
         // the whole answer (a Uint8Array body), which would count it as written as soon as its writing began.
-        controller.enqueue(rest.subarray(0, WRITE_SLICE));
+        // Copies, not views: the runtime holds the slice it is writing until the socket takes it, and a view would
+        // hold the whole array it is cut from (a tensor of up to 2 GiB) for as long as a dropped answer's client keeps
+        // its connection open without reading.
+        controller.enqueue(rest.slice(0, WRITE_SLICE));
         rest = rest.subarray(WRITE_SLICE);
       } catch (err) {
         controller.error(err);

@@ -66,6 +66,11 @@ export interface Listening {
    */
   readonly answerBytes: number;
   /**
+   * Answers dropped so far because their client took no part of them for WRITE_STALL_MS (each named on stderr as it
+   * is dropped). Always 0 under Bun, which drops none (its idle timeout closes such a connection).
+   */
+  readonly answersDropped: number;
+  /**
    * Starts draining: from now on every new request is answered `refuse(req)` at once, while those in flight go on
    * (their answers say `Connection: close`). Resolves true once none is in flight, or false after `limitMs` with
    * some still there. Call it before `shutdown`.
@@ -116,6 +121,9 @@ export function listen(
     get answerBytes() {
       return gate.answerBytes();
     },
+    get answersDropped() {
+      return gate.answersDropped();
+    },
     drain: gate.drain,
     shutdown,
   });
@@ -152,6 +160,9 @@ export function listen(
       },
       get answerBytes() {
         return gate.answerBytes();
+      },
+      get answersDropped() {
+        return gate.answersDropped();
       },
       async drain(refuse, limitMs) {
         const start = Date.now();

@@ -79,8 +79,25 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
     assert.match(text, /^zprune_backend_restarts_total 0$/m);
     assert.match(text, /^# TYPE zprune_exact_path_layers_total counter$/m);
     assert.match(text, /^zprune_exact_path_layers_total 0$/m);
+    assert.match(text, /^# TYPE zprune_answers_dropped_total counter$/m);
+    assert.match(text, /^zprune_answers_dropped_total 0$/m);
   } finally {
     await server.close();
+    await backend.close();
+  }
+});
+
+Deno.test("/metrics: zprune_answers_dropped_total is the listener's count at each scrape", async () => {
+  const backend = createCpuBackend({ threads: 0 });
+  let dropped = 0;
+  const app = createApp({ backend, config: { log: false }, answersDropped: () => dropped });
+  const scrape = async () =>
+    Number(/^zprune_answers_dropped_total (\d+)$/m.exec(await (await app.request("/metrics")).text())?.[1]);
+  try {
+    assert.equal(await scrape(), 0);
+    dropped = 3;
+    assert.equal(await scrape(), 3);
+  } finally {
     await backend.close();
   }
 });
