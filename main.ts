@@ -126,7 +126,7 @@ async function drainAndExit(signal: string): Promise<void> {
   clearTimeout(timer);
   // Said before the backend closes (the WebGPU one may wait on its worker), so that a failing close loses no line.
   console.error(
-    drainedLine(closed, (closed ? Date.now() - start : left) / 1000, server.answersDropped - droppedBefore),
+    drainedLine((Date.now() - start) / 1000, closed ? null : left / 1000, server.answersDropped - droppedBefore),
   );
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();

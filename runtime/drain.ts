@@ -93,14 +93,15 @@ export function drainable(
 }
 
 /**
- * The drain's closing line on stderr once every request was answered: `closed` whether the connections closed too
- * (else `seconds` is how long they were given), `dropped` how many answers of the drain were dropped unread (each
- * named on stderr as it was): answered, as the request log says, but not delivered.
+ * The drain's closing line on stderr once every request was answered: `seconds` since the signal, `openFor` the
+ * seconds the connections were then given to close, or null where they closed, and `dropped` how many answers of the
+ * drain were dropped unread (each named on stderr as it was): answered, as the request log says, but not delivered.
  */
-export function drainedLine(closed: boolean, seconds: number, dropped: number): string {
-  const head = closed
+export function drainedLine(seconds: number, openFor: number | null, dropped: number): string {
+  const head = openFor === null
     ? `zprune: drained in ${seconds.toFixed(1)} s`
-    : `zprune: connections still open after ${seconds.toFixed(1)} s`;
+    : `zprune: connections still open ${openFor.toFixed(1)} s after the last answer, ${seconds.toFixed(1)} s after ` +
+      "the signal";
   const unread = dropped > 0
     ? `, ${dropped} of the answers dropped unread (no part of each taken for ${WRITE_STALL_MS / 1000} s)`
     : "";

@@ -286,13 +286,14 @@ Deno.test("drainable(): drain: false at its limit, true when the last ends first
 });
 
 Deno.test("drainedLine(): the drain's last line names the answers dropped unread, and only when there are some", () => {
-  assert.equal(drainedLine(true, 0.04, 0), "zprune: drained in 0.0 s; every request was answered; exit 0");
+  assert.equal(drainedLine(0.04, null, 0), "zprune: drained in 0.0 s; every request was answered; exit 0");
   assert.equal(
-    drainedLine(false, 1, 0),
-    "zprune: connections still open after 1.0 s; every request was answered; exit 0",
+    drainedLine(63.04, 4.56, 0),
+    "zprune: connections still open 4.6 s after the last answer, 63.0 s after the signal; " +
+      "every request was answered; exit 0",
   );
   assert.equal(
-    drainedLine(true, 61.26, 2),
+    drainedLine(61.26, null, 2),
     "zprune: drained in 61.3 s; every request was answered, 2 of the answers dropped unread " +
       "(no part of each taken for 60 s); exit 0",
   );
