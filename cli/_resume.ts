@@ -122,15 +122,15 @@ const DENSE_KEYS: readonly (keyof RunIdentity)[] = ["model", "checkpoint", "bloc
 /** The flag that sets each identity field, for a message saying which one differs. */
 const FLAG_OF: Record<keyof RunIdentity, string> = {
   model: "--model",
-  checkpoint: "--model's config and weights (SHA-256)",
-  blocks: "--model's decoder blocks",
+  checkpoint: "--model's checkpoint (SHA-256 of its config and weights)",
+  blocks: "--model's number of decoder blocks",
   method: "--method",
   pattern: "--pattern",
   sparsity: "--sparsity",
   exponent: "--exponent",
   layerRule: "--layer-rule",
   seqlen: "--seqlen",
-  calibration: "the calibration windows",
+  calibration: "the calibration",
 };
 
 /** A field's value as a message shows it. */
@@ -138,7 +138,7 @@ function shown(key: keyof RunIdentity, v: unknown): string {
   if (v === undefined) return key === "layerRule" ? "exact" : "none";
   if (key === "calibration") {
     const c = v as RunIdentity["calibration"];
-    return `${c.windows} from ${c.source} (ids ${c.sha256.slice(0, 12)}...)`;
+    return `${c.windows} windows from ${c.source} (ids ${c.sha256.slice(0, 12)}...)`;
   }
   if (key === "checkpoint") return `${String(v).slice(0, 12)}...`;
   return typeof v === "string" ? v : JSON.stringify(v);

@@ -115,7 +115,7 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
     // A dense evaluation kept is progress (hours, on a large model), guarded by what it depends on: the model and the
     // window length. Other pruning settings start over in its place, with it.
     assert.match(await refusal(dir, { ...IDENTITY, seqlen: 128 }), /--seqlen was 64, this run's is 128;/);
-    assert.match(await refusal(dir, { ...IDENTITY, checkpoint: "34".repeat(32) }), /SHA-256\) was 121212121212/);
+    assert.match(await refusal(dir, { ...IDENTITY, checkpoint: "34".repeat(32) }), /weights\) was 121212121212/);
     for (const other of [{ ...IDENTITY, method: "wanda" }, { ...IDENTITY, sparsity: 0.6 }, IDENTITY]) {
       assert.deepEqual(await withProgress(dir, other, (p) => p.dense), dense);
     }
@@ -129,9 +129,9 @@ Deno.test("RunProgress refuses another run's progress, naming what differs", asy
       [{ model: "/models/other" }, /--model was \/models\/m, this run's is \/models\/other;/],
       [
         { checkpoint: "34".repeat(32) },
-        /--model's config and weights \(SHA-256\) was 121212121212\.\.\., this run's is 3434/,
+        /--model's checkpoint \(SHA-256 of its config and weights\) was 121212121212\.\.\., this run's is 3434/,
       ],
-      [{ calibration: { ...IDENTITY.calibration, sha256: "ef".repeat(32) } }, /the calibration windows was 4 from/],
+      [{ calibration: { ...IDENTITY.calibration, sha256: "ef".repeat(32) } }, /the calibration was 4 windows from/],
     ];
     for (const [change, want] of cases) {
       const message = await refusal(dir, { ...IDENTITY, ...change });

@@ -298,7 +298,7 @@ Deno.test("deno task prune --resume: a run stopped at block 3 continues there, e
       [withFlag("--exponent", "2"), /--exponent was 1\.5, this run's is 2; /],
       [
         withFlag("--calib-starts", `${dir}/other_starts.i64`),
-        /the calibration windows was 4 from .* \(ids [0-9a-f]{12}\.\.\.\), /,
+        /the calibration was 4 windows from .* \(ids [0-9a-f]{12}\.\.\.\), /,
       ],
     ];
     for (const [changed, want] of changes) {
