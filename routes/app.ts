@@ -257,9 +257,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const why = backend.unavailable;
     if (why) {
       // Out of rotation, the server gets no layer to restart the backend with: the check itself starts a retry,
-      // whose outcome the next check sees.
+      // whose outcome the next check sees. The reason is read again after: it says that a worker is starting now.
       backend.recover?.();
-      throw new ZpruneError("unavailable", `the ${backend.kind} backend cannot compute: ${why}`);
+      throw new ZpruneError("unavailable", `the ${backend.kind} backend cannot compute: ${backend.unavailable ?? why}`);
     }
     return c.json({ status: "ok", backend: backend.kind });
   });
