@@ -157,8 +157,8 @@ function registerGauges(
   );
   metrics.counterOf(
     "zprune_answers_dropped_total",
-    `Answers over ${WHOLE_ANSWER_BYTES / 1024} KiB dropped with their connection because the client took no part ` +
-      `of them for ${WRITE_STALL_MS / 1000} s (answered, and counted in zprune_bytes_out_total, but not delivered).`,
+    `Answers over ${WHOLE_ANSWER_BYTES / 1024} KiB dropped because the client took no part of them for ` +
+      `${WRITE_STALL_MS / 1000} s (answered, and counted in zprune_bytes_out_total, but not delivered).`,
     answersDropped,
   );
   metrics.gauge(
