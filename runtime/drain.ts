@@ -148,7 +148,6 @@ function untilWritten(res: Response, finish: (stalled: boolean) => void, stallMs
           const stalled = new Error(`zprune: the dropped answer to request ${id} is cut short here`);
           stalled.stack = stalled.message;
           controller.error(stalled);
-
           reader.cancel().catch(() => {});
           done(true);
         }, stallMs);
