@@ -43,6 +43,11 @@ export interface WebGpuBackendOptions {
    * separately and passes its URL here (`deno compile` instead needs `--include gpu/worker.ts`).
    */
   workerUrl?: string | URL;
+  /**
+   * Longest close() waits for the worker to say it destroyed its device before ending its thread (default 2 s: at
+   * shutdown, a worker stuck in GPU work must not hold the exit); tests that check the confirmation give it longer.
+   */
+  closeWaitMs?: number;
 }
 
 interface Pending {
@@ -371,7 +376,7 @@ export class WebGpuBackend implements Backend {
     this.#lifeline = null;
     if (!w) return;
     this.#deviceReleased = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), 2000);
+      const t = setTimeout(() => resolve(false), this.#opts.closeWaitMs ?? 2000);
       w.onmessage = (e: MessageEvent<FromWorker>) => {
         if (e.data.type === "closed") {
           clearTimeout(t);

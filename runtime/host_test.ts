@@ -558,10 +558,18 @@ await a.shutdown();
 
 // An answer handled but not taken by its client (32 MiB: more than socket buffers hold) still counts.
 const size = 32 << 20;
-const b = await listen(() => new Response(new Uint8Array(size), { headers: { "content-length": String(size) } }), OPTS);
+let answering;
+const answered = new Promise((r) => (answering = r));
+const b = await listen(
+  () => (answering(), new Response(new Uint8Array(size), { headers: { "content-length": String(size) } })),
+  OPTS,
+);
 const slow = await open(b.port);
 slow.sock.write("GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n");
-await sleep(300); // for the handler to answer and Bun to write what the socket takes
+// Awaited rather than timed: on a loaded machine Bun may start the handler after any fixed wait. The wait after lets
+// Bun write what the socket takes, the case this checks.
+await answered;
+await sleep(300);
 out.unread = { inFlight: b.inFlight, drain: await b.drain(refuse, 300) };
 let got = 0;
 const all = new Promise((r) => slow.sock.on("data", (buf) => (got += buf.length) > size && r()));
@@ -591,7 +599,7 @@ out.shutdown.after = await fetch("http://127.0.0.1:" + c.port + "/").then(() => 
 const d = await listen((req) => new Response("seen " + req.headers.get("content-length")), OPTS);
 const big = await open(d.port);
 let text = "";
-const answered = new Promise((r) =>
+const seen = new Promise((r) =>
   big.sock.on("data", (buf) => {
     text += buf;
     const [head, body] = text.split("\\r\\n\\r\\n");
@@ -602,7 +610,7 @@ const answered = new Promise((r) =>
 big.sock.resume();
 big.sock.write("POST / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 200000000\\r\\n\\r\\n");
 // (A bound against hanging that does not keep the process alive once it is not needed.)
-await Promise.race([answered, big.closed, new Promise((r) => setTimeout(r, 10_000).unref())]);
+await Promise.race([seen, big.closed, new Promise((r) => setTimeout(r, 10_000).unref())]);
 big.sock.destroy();
 out.big = [text.split(" ")[1], text.split("\\r\\n\\r\\n")[1]];
 await d.shutdown();

@@ -144,8 +144,9 @@ Deno.test("main.ts: SIGTERM drains the request computing, exits 0; one short JSO
     await bad.body?.cancel();
     assert.equal((await req("/healthz", { headers: { "x-request-id": "log-health" } })).status, 200);
 
-    // A large request (4096 x 2048 f32, 32 MiB); SIGTERM while it computes.
-    const rows = 4096, cols = 2048;
+    // A large request (4096 x 4096 f32, 64 MiB); SIGTERM while it computes. It computes for about 200 ms here: the
+    // window for the signal, after /metrics shows it computing, must outlast a loaded machine's scheduling stalls.
+    const rows = 4096, cols = 4096;
     const big = encodeMsgpack({ sparsity: 0.5, layers: [f32Layer("drain-layer", rows, cols, 11)] });
     const pending = prune(big, "drain-big");
     let computing = false;

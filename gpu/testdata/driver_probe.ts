@@ -43,7 +43,8 @@ if (mode === "prefer") {
   const adapter = Deno.args[1] === "open" ? await navigator.gpu.requestAdapter() : null;
   console.log(JSON.stringify({ chosen, adapter: adapter !== null, gl: mappedLibraries().filter(isGl) }));
 } else if (mode === "close") {
-  const backend = await createWebGpuBackend({ allowFallback: true });
+  // Its confirmation is checked: given longer than a server's 2 s, as the machine may be loaded.
+  const backend = await createWebGpuBackend({ allowFallback: true, closeWaitMs: 30_000 });
   if (!backend) throw new Error("no WebGPU adapter");
   const open = mappedLibraries();
   const workerThreadsOpen = workerThreads().length;
