@@ -183,7 +183,10 @@ function detachable(layer: LayerJob): { layer: LayerJob; transfer: ArrayBuffer[]
   return { layer: posted, transfer: layerTransfer(posted) };
 }
 
-/** The error for a layer that could not be posted to the worker. */
+/**
+ * The error for a layer refused before its post: its arrays detached (an earlier call took them) is the caller's
+ * mistake; anything else (a copy that could not be allocated) is the server's.
+ */
 function unsendable(layer: LayerJob, err: unknown): ZpruneError {
   const detached = [layer.weight, layer.actNormSq].some((a) => a && (a.buffer as ArrayBuffer).detached);
   if (detached) {
@@ -192,6 +195,14 @@ function unsendable(layer: LayerJob, err: unknown): ZpruneError {
       `layer ${layer.name}: its arrays were detached, by an earlier prune() call that took ownership of them`,
     );
   }
+  return unposted(layer, err);
+}
+
+/**
+ * The error for a layer whose post failed. Never judged by detachment: Deno detaches the transfer list even when
+ * postMessage throws, so arrays detached now were whole when `detachable` checked them.
+ */
+function unposted(layer: LayerJob, err: unknown): ZpruneError {
   const why = err instanceof Error ? err.message : String(err);
   return new ZpruneError("unavailable", `layer ${layer.name} could not be handed to the GPU worker: ${why}`);
 }
@@ -569,7 +580,7 @@ export class WebGpuBackend implements Backend {
     try {
       w.postMessage({ type: "prune", params: posted[0]!.job.params, layers } satisfies ToWorker, [...transfer]);
     } catch (err) {
-      for (const { job } of posted) this.#settle(job, unsendable(job.layer, err));
+      for (const { job } of posted) this.#settle(job, unposted(job.layer, err));
       return;
     }
     // Nothing that can throw after the post: posted layers are in flight and watched.

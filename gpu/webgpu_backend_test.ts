@@ -663,3 +663,23 @@ Deno.test("webgpu: a group's watchdog covers its layers' elements together and f
     assert.equal(b.restarts, 1);
   });
 });
+
+Deno.test({
+  name: "webgpu: a group whose post fails is answered unavailable, not as arrays detached; the next call runs",
+  ignore,
+  async fn() {
+    await withBackend({}, async (b) => {
+      // A property no worker message can carry makes postMessage throw after the ramps' buffers were checked whole;
+      // Deno 2.9 detaches a transfer list even when the post throws, which must not read as the caller's mistake.
+      const unclonable = (i: number) => Object.assign(ramp(4, 8 + i), { note: () => i });
+      const group = b.pruneTogether(PARAMS, [0, 1, 2].map(unclonable)).map((p) => p.then(() => "ok", (e) => e));
+      const got = await within(Promise.all(group), "the group's answers", AT_ONCE_MS);
+      for (const e of got) {
+        assert.ok(isUnavailable(e), String(e));
+        assert.match(e.message, /could not be handed to the GPU worker/);
+      }
+      assert.ok(firstHalfPruned((await b.prune(PARAMS, ramp(8, 8))).mask, 64));
+      assert.equal(b.restarts, 0, "the worker was not replaced");
+    });
+  },
+});
