@@ -13,7 +13,7 @@ import { Metrics } from "./observe/metrics.ts";
 import { WorkQueue } from "./prune/queue.ts";
 import { createApp } from "./routes/app.ts";
 import { chooseBackend } from "./runtime/choose_backend.ts";
-import { drainedLine } from "./runtime/drain.ts";
+import { drainServer } from "./runtime/drain.ts";
 import { args, exit, getEnv, listen, onShutdownSignal, runtimeName } from "./runtime/host.ts";
 
 /** Runs a startup step; a failure ends the process with one line saying what failed, not a stack trace. */
@@ -101,33 +101,9 @@ function urlHost(host: string): string {
 async function drainAndExit(signal: string): Promise<void> {
   // At most the longest timer (2^31 - 1 ms): past it setTimeout fires at once, and the deadline may be that long.
   const limitMs = Math.min(config.deadlineMs > 0 ? config.deadlineMs + DRAIN_MARGIN_MS : DRAIN_CAP_MS, 2 ** 31 - 1);
-  const start = Date.now();
-  console.error(
-    `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +
-      "a second signal exits at once",
-  );
-  // Not server.shutdown() yet: under Deno it would fail every body still uploading (see runtime/drain.ts).
   draining = true; // new requests: 503 from the app (GET /metrics aside)
-  const droppedBefore = server.answersDropped;
-  if (!await server.drain(app.fetch, limitMs)) {
-    console.error(
-      `zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`,
-    );
-    exit(1);
-  }
-  // Every answer is written. Closing the connections could still wait on a client that goes on sending a body that
-  // was answered already (a 413, say), so it gets what is left of the limit, and at least 1 s.
-  const left = Math.max(1_000, limitMs - (Date.now() - start));
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const closed = await Promise.race([
-    server.shutdown().then(() => true),
-    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), left)),
-  ]);
-  clearTimeout(timer);
-  // Said before the backend closes (the WebGPU one may wait on its worker), so that a failing close loses no line.
-  console.error(
-    drainedLine((Date.now() - start) / 1000, closed ? null : left / 1000, server.answersDropped - droppedBefore),
-  );
+  // Its lines are said before the backend closes (the WebGPU one may wait on its worker): a failing close loses none.
+  if (await drainServer(server, app.fetch, signal, limitMs, console.error) === 1) exit(1);
   // Work a request gave up on (a layer still on the GPU after its deadline) ends with the backend.
   await backend.close();
   exit(0);

@@ -108,6 +108,51 @@ export function drainedLine(seconds: number, openFor: number | null, dropped: nu
   return `${head}; every request was answered${unread}; exit 0`;
 }
 
+/** What a drain needs of a listening server (runtime/host.ts's `Listening`). */
+export interface DrainTarget {
+  readonly inFlight: number;
+  readonly answersDropped: number;
+  drain: Drain;
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Drains `server` after `signal`: new requests get `refuse` while those in flight finish, for at most `limitMs`; then
+ * its connections are closed, given what is left of the limit and at least 1 s. Each step is said on `say` (stderr
+ * in main.ts), and the answer is the exit status: 0 once every request was answered, 1 past the limit.
+ */
+export async function drainServer(
+  server: DrainTarget,
+  refuse: Fetch,
+  signal: string,
+  limitMs: number,
+  say: (line: string) => void,
+  now: () => number = Date.now,
+): Promise<0 | 1> {
+  const start = now();
+  say(
+    `zprune: ${signal}, draining ${server.inFlight} request(s) for at most ${limitMs / 1000} s; ` +
+      "a second signal exits at once",
+  );
+  // Not server.shutdown() yet: under Deno it would fail every body still uploading (see drainable()).
+  const droppedBefore = server.answersDropped;
+  if (!await server.drain(refuse, limitMs)) {
+    say(`zprune: drain limit of ${limitMs / 1000} s reached, ${server.inFlight} request(s) unfinished; exit 1`);
+    return 1;
+  }
+  // Every answer is written. Closing the connections could still wait on a client that goes on sending a body that
+  // was answered already (a 413, say), so it gets what is left of the limit, and at least 1 s.
+  const left = Math.max(1_000, limitMs - (now() - start));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const closed = await Promise.race([
+    server.shutdown().then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), left)),
+  ]);
+  clearTimeout(timer);
+  say(drainedLine((now() - start) / 1000, closed ? null : left / 1000, server.answersDropped - droppedBefore));
+  return 0;
+}
+
 /** The largest piece `untilWritten` passes on at once, and the largest answer handed over whole. */
 const WRITE_SLICE = 64 * 1024;
 

@@ -4,7 +4,7 @@
  * seam over real sockets is tested in runtime/host_test.ts.
  */
 import assert from "node:assert/strict";
-import { drainable, drainedLine } from "./drain.ts";
+import { drainable, drainedLine, drainServer, type DrainTarget } from "./drain.ts";
 import { onManualClock, settle } from "../tests/_manual_timers.ts";
 
 const refuse = () => new Response("draining", { status: 503 });
@@ -297,4 +297,80 @@ Deno.test("drainedLine(): the drain's last line names the answers dropped unread
     "zprune: drained in 61.3 s; every request was answered, 2 of the answers dropped unread " +
       "(no part of each taken for 60 s); exit 0",
   );
+});
+
+/**
+ * A server for drainServer(): its clock reads `clock.ms`; drain() settles as `drained` says, counting `dropDuring`
+ * answers dropped and moving the clock `drainMs` on; shutdown() resolves only where `closes`.
+ */
+function fakeServer(
+  clock: { ms: number },
+  o: { drained: boolean; drainMs: number; dropDuring: number; closes: boolean },
+) {
+  const calls: string[] = [];
+  let dropped = 2; // dropped before the signal: not the drain's
+  const server: DrainTarget = {
+    inFlight: 4,
+    get answersDropped() {
+      return dropped;
+    },
+    drain(refuse, limitMs) {
+      calls.push(`drain ${limitMs} ${refuse === REFUSE}`);
+      clock.ms += o.drainMs;
+      dropped += o.dropDuring;
+      return Promise.resolve(o.drained);
+    },
+    shutdown() {
+      calls.push("shutdown");
+      return o.closes ? Promise.resolve() : new Promise(() => {});
+    },
+  };
+  return { server, calls };
+}
+const REFUSE = () => new Response("draining", { status: 503 });
+
+Deno.test("drainServer(): says the signal, drains, closes; the last line counts its dropped answers", async () => {
+  const clock = { ms: 1_000 };
+  const { server, calls } = fakeServer(clock, { drained: true, drainMs: 2_460, dropDuring: 1, closes: true });
+  const lines: string[] = [];
+  const code = await drainServer(server, REFUSE, "SIGTERM", 65_000, (l) => lines.push(l), () => clock.ms);
+  assert.equal(code, 0);
+  assert.deepEqual(calls, ["drain 65000 true", "shutdown"]);
+  assert.deepEqual(lines, [
+    "zprune: SIGTERM, draining 4 request(s) for at most 65 s; a second signal exits at once",
+    drainedLine(2.46, null, 1),
+  ]);
+});
+
+Deno.test("drainServer(): a drain past its limit says what is unfinished, closes nothing, and answers 1", async () => {
+  const clock = { ms: 0 };
+  const { server, calls } = fakeServer(clock, { drained: false, drainMs: 65_000, dropDuring: 0, closes: true });
+  const lines: string[] = [];
+  assert.equal(await drainServer(server, REFUSE, "SIGINT", 65_000, (l) => lines.push(l), () => clock.ms), 1);
+  assert.deepEqual(calls, ["drain 65000 true"]);
+  assert.equal(lines[1], "zprune: drain limit of 65 s reached, 4 request(s) unfinished; exit 1");
+  assert.equal(lines.length, 2);
+});
+
+Deno.test("drainServer(): connections that do not close get what is left of the limit, at least 1 s", async () => {
+  // [time the drain took, the connections' wait]: 2 s of a 10 s limit leave 8 s; 9.5 s leave the 1 s floor.
+  for (const [drainMs, waitMs] of [[2_000, 8_000], [9_500, 1_000]] as const) {
+    await onManualClock(async (timers) => {
+      const clock = { ms: 0 };
+      const { server } = fakeServer(clock, { drained: true, drainMs, dropDuring: 0, closes: false });
+      const lines: string[] = [];
+      let code: number | undefined;
+      drainServer(server, REFUSE, "SIGTERM", 10_000, (l) => lines.push(l), () => clock.ms).then((c) => code = c);
+      await settle();
+      timers.advance(waitMs - 1);
+      await settle();
+      assert.equal(code, undefined, `${drainMs}: still waiting 1 ms before its ${waitMs} ms`);
+      clock.ms += waitMs;
+      timers.advance(1);
+      await settle();
+      assert.equal(code, 0);
+      assert.equal(lines.at(-1), drainedLine((drainMs + waitMs) / 1000, waitMs / 1000, 0));
+      assert.equal(timers.pending, 0);
+    });
+  }
 });
