@@ -34,6 +34,9 @@ Deno.test("bodyParts() keeps the bytes in order in parts of at most BODY_PART_BY
   }
   // 100 pieces of 65528 bytes: 6.25 MiB in 7 parts (16 pieces each), where they were one part before.
   assert.equal(bodyParts(Array.from({ length: 100 }, () => bytes(small - 8, 0))).length, 7);
+  // 32 pieces of exactly a sixteenth: joined (the sixteenth is included), 16 to a part that is then exactly full.
+  const parts = bodyParts(Array.from({ length: 32 }, () => bytes(small, 0))).map((p) => p.byteLength);
+  assert.deepEqual(parts, [BODY_PART_BYTES, BODY_PART_BYTES]);
 });
 
 Deno.test("bodyParts() sends a large piece from its own bytes, a SharedArrayBuffer's view copied", () => {

@@ -462,13 +462,14 @@ export class ZpruneClient {
         answer = decodeMsgpack(bytes);
       } catch (err) {
         // Not zprune's answer at all (a proxy's page, another service on the port): say what came instead. Labelled
-        // msgpack (an answer cut short, say): why it does not decode.
+        // msgpack (an answer cut short, say): why it does not decode. Empty: its size says it all (the decoder's
+        // words for an empty body are advice to a client sending one).
         const what = `the answer (HTTP ${status}, ${contentType ?? "no content-type"}, ${bytes.byteLength} bytes)`;
-        const why = /msgpack/i.test(contentType ?? "")
+        const why = bytes.byteLength === 0
+          ? ""
+          : /msgpack/i.test(contentType ?? "")
           ? `: ${(err as Error).message}`
-          : bytes.byteLength
-          ? `, it begins ${opening(bytes)}`
-          : "";
+          : `, it begins ${opening(bytes)}`;
         throw new ZpruneError("invalid_response", `${what} is not plain msgpack${why}`, { status, cause: err });
       }
       const res = parseAnswer(PruneResponseSchema, answer, "/v1/prune", status);

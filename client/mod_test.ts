@@ -378,11 +378,36 @@ Deno.test("pruneLayers(): a 2xx answer not msgpack is named by its content type,
       /^the answer \(HTTP 200, application\/msgpack, 20 bytes\) is not plain msgpack: \S/,
     );
   });
+  // The label read as HTTP reads media types: case aside, and with parameters or a vendor prefix.
+  for (const type of ["Application/MsgPack", "application/x-msgpack; charset=binary"]) {
+    await withServer(() => new Response(cut, { headers: { "content-type": type } }), async (url) => {
+      await assert.rejects(new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError && e.cause instanceof Error, String(e));
+        assert.ok(e.message.endsWith(` 20 bytes) is not plain msgpack: ${e.cause.message}`), e.message);
+        return true;
+      });
+    });
+  }
   await withServer(() => new Response(null, { status: 204 }), async (url) => {
     await rejectsInvalid(
       new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
       /^the answer \(HTTP 204, no content-type, 0 bytes\) is not plain msgpack$/,
       204,
+    );
+  });
+  // Empty though labelled msgpack: no advice meant for a request body.
+  await withServer(() => new Response(null, { headers: { "content-type": "application/msgpack" } }), async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
+      /^the answer \(HTTP 200, application\/msgpack, 0 bytes\) is not plain msgpack$/,
+    );
+  });
+  // Exactly 60 bytes of text: quoted whole, with no "..." after.
+  const sixty = "x".repeat(60);
+  await withServer(() => new Response(sixty, { headers: { "content-type": "text/plain" } }), async (url) => {
+    await rejectsInvalid(
+      new ZpruneClient({ url, retries: 0 }).pruneLayers(REQUEST),
+      new RegExp(`^the answer \\(HTTP 200, text/plain, 60 bytes\\) is not plain msgpack, it begins "${sixty}"$`),
     );
   });
 });
