@@ -900,6 +900,11 @@ Deno.test("bodies are held to the work queue's budget; an injected queue must ha
     () => createApp({ backend, queue: other, config: { memoryBudgetBytes: 1000, maxQueue: 4 } }),
     /memoryBudget 10000000 and maxQueue 4 differ from the config's 1000 and 4/,
   );
+  const longer = new WorkQueue({ concurrency: 1, maxQueue: 8, memoryBudget: 1000 });
+  assert.throws(
+    () => createApp({ backend, queue: longer, config: { memoryBudgetBytes: 1000, maxQueue: 4 } }),
+    /memoryBudget 1000 and maxQueue 8 differ from the config's 1000 and 4/,
+  );
   await backend.close();
 });
 

@@ -87,6 +87,20 @@ Deno.test("GET /v1/info, /openapi.json and /metrics describe the server", async 
   }
 });
 
+Deno.test("/metrics: zprune_answers_dropped_total's help gives the size and the wait the README gives", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const said = /An answer over (\d+) KiB [^.]*? no part of it for (\d+) s/.exec(readme.replace(/\s+/g, " "));
+  assert.ok(said, "the README says when an answer is dropped");
+  const backend = createCpuBackend({ threads: 0 });
+  try {
+    const text = await (await createApp({ backend, config: { log: false } }).request("/metrics")).text();
+    const help = /^# HELP zprune_answers_dropped_total (.*)$/m.exec(text)?.[1] ?? "";
+    assert.ok(help.includes(`over ${said[1]} KiB`) && help.includes(`for ${said[2]} s`), help);
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("/metrics: zprune_answers_dropped_total is the listener's count at each scrape", async () => {
   const backend = createCpuBackend({ threads: 0 });
   let dropped = 0;
