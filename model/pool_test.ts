@@ -26,7 +26,13 @@ Deno.test("ForwardPool.create() starts no more workers than memory holds, and na
   // Asked for by default: as many as the cores give and the memory holds.
   const cores = Math.min(8, cpuLimit());
   // Memory exactly what two need is enough; a byte less is not (the weights they share counted once).
-  const fits = [[two, Math.min(2, cores)], [needs(2), Math.min(2, cores)], [needs(2) - 1, 1], [1, 1]] as const;
+  const fits = [
+    [two, Math.min(2, cores)],
+    [needs(2), Math.min(2, cores)],
+    [needs(2) - 1, 1],
+    [1, 1],
+    [Infinity, cores],
+  ] as const;
   for (const [memoryBytes, want] of fits) {
     const pool = await ForwardPool.create(m.cfg, m.weights, { ...opts, memoryBytes });
     try {
@@ -97,7 +103,11 @@ Deno.test("ForwardPool: workers holding biases or Qwen3's q/k norms give one run
     const pool = await ForwardPool.create(m.cfg, m.weights, { seqLen: T, workers: 2 });
     try {
       // The same float32 arithmetic on the same weights, shared into the workers' arenas biases and all.
-      assert.deepEqual([...await pool.losses(tokens, windows)], want, name);
+      const done: number[] = [];
+      assert.deepEqual([...await pool.losses(tokens, windows, (n) => done.push(n))], want, name);
+      // Progress counts windows done, once a batch: rising to all of them, in the batches of 4 and 1.
+      assert.equal(done.length, 2, `${name}: ${done}`);
+      assert.ok(done[0]! < done[1]! && done[1] === windows && [1, 4].includes(done[0]!), `${name}: ${done}`);
     } finally {
       pool.close();
     }
