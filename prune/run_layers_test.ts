@@ -211,3 +211,52 @@ Deno.test("runLayers(): an abort during a group keeps the whole group's work, an
   const all = (await kept[0]) as PromiseSettledResult<LayerOutput>[];
   assert.deepEqual(all.map((a) => a.status === "fulfilled" && a.value.mask[0]), [0, 1, 2]);
 });
+
+/** docs/GPU.md's cap on a group's layers ("... plus 1 MiB (`GROUP_SLACK_BYTES`), and at most N layers"). */
+async function documentedGroupMax(): Promise<number> {
+  const doc = await Deno.readTextFile(new URL("../docs/GPU.md", import.meta.url));
+  const m = /\(`GROUP_SLACK_BYTES`\),\s+and\s+at\s+most\s+(\d+)\s+layers/.exec(doc);
+  assert.ok(m, "docs/GPU.md states how many layers a group holds at most");
+  return Number(m[1]);
+}
+
+Deno.test("layerGroups(): tiny layers are cut at the most layers per group docs/GPU.md states", async () => {
+  // 1x1 layers: their scratch together is far below the slack, so only the layer cap cuts. Kills a cap off by one
+  // (a group of N + 1) and a cap other than the documented one; the random test above never fills a group to it.
+  const most = await documentedGroupMax();
+  const ls = shaped(Array(2 * most + 3).fill([1, 1]));
+  assert.ok(ls.reduce((s, l) => s + layerScratchBytes(l, PARAMS.method), 0) < GROUP_SLACK_BYTES, "only the cap cuts");
+  assert.deepEqual(layerGroups(ls, PARAMS), [[0, most], [most, 2 * most], [2 * most, 2 * most + 3]]);
+});
+
+Deno.test("layerGroups(): a group whose scratch adds up to exactly the budget stays one group", () => {
+  // docs/GPU.md: a group takes layers while their scratch adds up to *at most* the largest layer's plus the slack.
+  // Shapes found offline whose magnitude scratch is whole bytes: 8 x 15x496 f32 + 1 x 31x128 f16 = exactly 1 MiB, so
+  // with the largest layer first the first ten layers fill the budget to the byte; the last must start a new group.
+  const sized = (rows: number, cols: number, dtype: "f32" | "f16"): LayerJob => ({
+    ...shaped([[rows, cols]])[0]!,
+    dtype,
+  });
+  const ls = [sized(64, 512, "f32"), ...Array.from({ length: 8 }, () => sized(15, 496, "f32"))];
+  ls.push(sized(31, 128, "f16"), sized(31, 128, "f16"));
+  const bytes = ls.map((l) => layerScratchBytes(l, PARAMS.method));
+  const budget = Math.max(...bytes) + GROUP_SLACK_BYTES;
+  assert.equal(
+    bytes.slice(0, 10).reduce((s, x) => s + x, 0),
+    budget,
+    "the precondition: the first ten fill it exactly",
+  );
+  assert.deepEqual(layerGroups(ls, PARAMS), [[0, 10], [10, 11]]);
+});
+
+Deno.test("runLayers(): a group is given the request's signal, as a single layer is", async () => {
+  // A backend stops a group's work early (a worker drops queued layers) only if the group carries the signal.
+  const ctl = new AbortController();
+  const seen: (AbortSignal | undefined)[] = [];
+  const b = grouping((l) => Promise.resolve(output(l)), []);
+  b.prune = (_p, l, signal) => (seen.push(signal), Promise.resolve(output(l)));
+  b.pruneTogether = (_p, ls, signal) => (seen.push(signal), ls.map((l) => Promise.resolve(output(l))));
+  // Groups of three, three and one (see above): two calls of pruneTogether and one of prune.
+  await runLayers(b, PARAMS, shaped(Array(7).fill([128, 256])), ctl.signal, () => {}, 50);
+  assert.deepEqual(seen, [ctl.signal, ctl.signal, ctl.signal]);
+});
