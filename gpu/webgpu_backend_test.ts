@@ -145,6 +145,14 @@ Deno.test("webgpu: a flood of recover() calls (a /healthz flood) starts at most 
   }
 });
 
+Deno.test("RECOVER_INTERVAL_MS is docs/GPU.md's spacing of recover()'s starts", async () => {
+  // The flood test above spaces its checks by the exported constant: this ties that constant to the documented rate.
+  const doc = await Deno.readTextFile(new URL("../docs/GPU.md", import.meta.url));
+  const m = /`recover\(\)`, which starts a worker in the background, at most\s+one a (second|minute)/.exec(doc);
+  assert.ok(m, "docs/GPU.md states how often recover() may start a worker");
+  assert.equal(RECOVER_INTERVAL_MS, m[1] === "second" ? 1_000 : 60_000);
+});
+
 /** Runs `fn` with `globalThis.Worker` recording each worker made (the backend's), and restores it however `fn` ends. */
 async function withWorkersSeen(fn: (made: Worker[]) => Promise<void>): Promise<void> {
   const Original = globalThis.Worker;
