@@ -619,9 +619,8 @@ Deno.test("webgpu: a loss that comes between a worker's ready and the backend ta
   }
 });
 
-Deno.test("webgpu: a backend leaves no timer pending once it has started, nor once it is closed", async () => {
-  // A pending timer keeps a process alive: the start-up's minute-long limit, or the watchdog of a layer that close()
-  // answered, would hold a server or CLI that is done for up to a minute. Timers are followed while the test runs.
+/** Follows the timers set while a test runs: their delays by id, until restore() puts the globals back. */
+function followTimers() {
   const original = { set: globalThis.setTimeout, clear: globalThis.clearTimeout };
   const pending = new Map<unknown, number>();
   globalThis.setTimeout = ((fn: () => void, ms?: number) => {
@@ -630,6 +629,17 @@ Deno.test("webgpu: a backend leaves no timer pending once it has started, nor on
     return id;
   }) as typeof setTimeout;
   globalThis.clearTimeout = ((id?: number) => (pending.delete(id), original.clear(id))) as typeof clearTimeout;
+  const restore = () => {
+    globalThis.setTimeout = original.set;
+    globalThis.clearTimeout = original.clear;
+  };
+  return { original, pending, restore };
+}
+
+Deno.test("webgpu: a backend leaves no timer pending once it has started, nor once it is closed", async () => {
+  // A pending timer keeps a process alive: the start-up's minute-long limit, or the watchdog of a layer that close()
+  // answered, would hold a server or CLI that is done for up to a minute. Timers are followed while the test runs.
+  const { original, pending, restore } = followTimers();
   try {
     const b = (await createWebGpuBackend({ allowFallback: true, workerUrl: standIn() }))!;
     let held: Promise<unknown> = Promise.resolve();
@@ -644,8 +654,7 @@ Deno.test("webgpu: a backend leaves no timer pending once it has started, nor on
     assert.ok(isUnavailable(await held), "close() answered the layer in flight");
     assert.deepEqual([...pending.values()], [], "timers pending once closed (their delays)");
   } finally {
-    globalThis.setTimeout = original.set;
-    globalThis.clearTimeout = original.clear;
+    restore();
   }
 });
 
@@ -851,14 +860,7 @@ Deno.test("webgpu: a layer's watchdog is cleared once the layer is answered, and
     undefined,
     `if (msg.type === "prune" && msg.layers.some((l) => l.layer.name === "exit")) return self.close();`,
   );
-  const original = { set: globalThis.setTimeout, clear: globalThis.clearTimeout };
-  const pending = new Map<unknown, number>();
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    const id = original.set(() => (pending.delete(id), fn()), ms);
-    pending.set(id, ms ?? 0);
-    return id;
-  }) as typeof setTimeout;
-  globalThis.clearTimeout = ((id?: number) => (pending.delete(id), original.clear(id))) as typeof clearTimeout;
+  const { pending, restore } = followTimers();
   const watchdogs = () => [...pending.values()].filter((ms) => ms === WATCHDOG_MS).length;
   try {
     await withBackend({ workerUrl: exits, jobTimeoutMs: () => WATCHDOG_MS }, async (b) => {
@@ -869,8 +871,7 @@ Deno.test("webgpu: a layer's watchdog is cleared once the layer is answered, and
       assert.equal(watchdogs(), 0, "watchdogs pending after the worker failed");
     });
   } finally {
-    globalThis.setTimeout = original.set;
-    globalThis.clearTimeout = original.clear;
+    restore();
   }
 });
 
