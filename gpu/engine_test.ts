@@ -591,3 +591,113 @@ Deno.test({
     });
   },
 });
+
+/**
+ * Records each call of the device's methods that compute anything (buffers, encoders, writes, submits), by name, in
+ * order; `restore` puts the device's own methods back.
+ */
+function watchDeviceCalls(device: GPUDevice): { calls: string[]; restore: () => void } {
+  const calls: string[] = [];
+  const d = device as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const q = device.queue as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const wrapped: [Record<string, (...args: unknown[]) => unknown>, string][] = [
+    [d, "createBuffer"],
+    [d, "createCommandEncoder"],
+    [q, "submit"],
+    [q, "writeBuffer"],
+  ];
+  for (const [o, name] of wrapped) {
+    const f = o[name]!.bind(o);
+    o[name] = (...args) => (calls.push(name), f(...args));
+  }
+  return { calls, restore: () => wrapped.forEach(([o, name]) => delete o[name]) };
+}
+
+Deno.test({
+  name: "GpuEngine: a lost device fails each layer at once, without using it; a resident-weights bug stays a TypeError",
+  ignore: !engine,
+  async fn() {
+    await withOwnEngine(async (own) => {
+      own.device.destroy();
+      await own.device.lost; // the engine's own handler, registered first, has run by now
+      assert.notEqual(own.lost, null);
+      // A lost device cannot compute anything: the layers are answered at once, no work is recorded for it
+      // (docs/GPU.md: the backend replaces the worker).
+      const seen = watchDeviceCalls(own.device);
+      try {
+        const { layer, params } = smallMagnitudeLayer("after-loss", Math.sin);
+        const lostError = (e: unknown) =>
+          e instanceof ZpruneError && e.code === "unavailable" && /^WebGPU device lost: /.test(e.message);
+        await assert.rejects(own.prune(params, layer), lostError);
+        // Resident weights of another engine are the caller's bug, said as such (a TypeError) even on a lost device,
+        // not a retryable unavailable.
+        const resident = engine!.upload(layer);
+        try {
+          await assert.rejects(own.prune(params, layer, { resident }), TypeError);
+        } finally {
+          resident.destroy();
+        }
+        const got = await own.pruneGroup(params, groupLayers(19).slice(0, 3).map(copyLayer));
+        assert.equal(got.length, 3);
+        for (const out of got) assert.ok(lostError(out), String(out));
+        assert.deepEqual(seen.calls, []);
+      } finally {
+        seen.restore();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.prune(): a WebGPU call that throws is unavailable, the thrown error its cause; the next job answers",
+  ignore: !engine,
+  async fn() {
+    await withOwnEngine(async (own) => {
+      const { open, restore } = injectScopes(own.device, () => null); // to see every scope closed
+      const d = own.device as unknown as {
+        createCommandEncoder(desc?: GPUCommandEncoderDescriptor): GPUCommandEncoder;
+      };
+      const create = d.createCommandEncoder.bind(d);
+      const thrown = new Error("injected encoder failure");
+      let fail = true;
+      d.createCommandEncoder = (desc) => {
+        if (fail) throw thrown;
+        return create(desc);
+      };
+      try {
+        const { layer, params } = smallMagnitudeLayer("throws", Math.cos);
+        await assert.rejects(own.prune(params, copyLayer(layer)), (e: unknown) => {
+          assert.ok(e instanceof ZpruneError, String(e));
+          assert.equal(e.code, "unavailable");
+          assert.equal(e.message, "WebGPU failed: injected encoder failure");
+          assert.equal(e.cause, thrown);
+          return true;
+        });
+        assert.deepEqual(open, [], "no error scope left open");
+        fail = false;
+        const { output } = await own.prune(params, copyLayer(layer));
+        assert.deepEqual(output.mask, (await pruneLayer(params, copyLayer(layer))).mask);
+      } finally {
+        delete (d as Partial<typeof d>).createCommandEncoder;
+        restore();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.prune(): profile false, like no profile, times nothing",
+  ignore: !engine,
+  async fn() {
+    const { layer, params } = smallMagnitudeLayer("unprofiled", Math.sin);
+    const events: string[] = [];
+    const { output, stages } = await engine!.prune(params, copyLayer(layer), {
+      profile: false,
+      trace: (e) => events.push(e),
+    });
+    assert.equal(stages, undefined);
+    assert.deepEqual(output.mask, (await pruneLayer(params, copyLayer(layer))).mask);
+    // One submit for the whole layer: no stage was submitted alone to be timed by the wall clock.
+    assert.deepEqual(events.filter((e) => e === "submit"), ["submit"]);
+  },
+});
