@@ -701,3 +701,180 @@ Deno.test({
     assert.deepEqual(events.filter((e) => e === "submit"), ["submit"]);
   },
 });
+
+Deno.test({
+  name: "GpuEngine.prune(): out of memory with idle buffers: frees them, waits for the queue, then tries again",
+  ignore: !engine,
+  async fn() {
+    // wgpu frees a destroyed buffer that a submit used only once it has seen that submit complete, which it learns when
+    // the device is polled: the retry must come after the queue says its work is done, or the memory of the idle
+    // buffers just destroyed may not be free yet.
+    await withOwnEngine(async (own) => {
+      const log: string[] = [];
+      let earlier = true;
+      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
+      const createBuffer = d.createBuffer.bind(d);
+      d.createBuffer = (desc) => {
+        const b = createBuffer(desc);
+        const destroy = b.destroy.bind(b), what = earlier ? "idle" : "own";
+        b.destroy = () => (log.push(`destroy ${what} ${desc.label}`), destroy());
+        return b;
+      };
+      // An earlier layer of another shape leaves its buffers idle in the pool.
+      await own.prune(MAGNITUDE_HALF, groupLayers(23)[2]!);
+      earlier = false;
+      log.length = 0;
+      const q = own.device.queue as unknown as { onSubmittedWorkDone(): Promise<undefined> };
+      const workDone = q.onSubmittedWorkDone.bind(q);
+      q.onSubmittedWorkDone = () => workDone().then(() => void log.push("work done"));
+      let left = 1;
+      const scopes = injectScopes(own.device, (f) => {
+        if (f === "out-of-memory" && left-- > 0) return { message: "injected lack of memory" } as GPUError;
+        return null;
+      });
+      // Each job, and the read-back's mapping, opens its error scopes with an "internal" one.
+      const p = own.device as unknown as { pushErrorScope(f: GPUErrorFilter): void };
+      const push = p.pushErrorScope.bind(p);
+      p.pushErrorScope = (f) => (f === "internal" && log.push("scopes"), push(f));
+      try {
+        const { layer, params } = smallMagnitudeLayer("oom-retry", Math.sin);
+        const { output } = await own.prune(params, copyLayer(layer));
+        assert.equal(own.outOfMemory, 1);
+        assert.equal(output.exactPath, undefined, "the retry answered on the GPU");
+        assert.deepEqual(output.mask, (await pruneLayer(params, copyLayer(layer))).mask);
+        // The first job's scopes (its staging ran out), the idle mask buffer destroyed, the wait, the second job's
+        // scopes, then its mapping's.
+        const scopesAt = log.flatMap((e, i) => e === "scopes" ? [i] : []);
+        const done = log.indexOf("work done"), freed = log.indexOf("destroy idle mask");
+        assert.equal(scopesAt.length, 3, log.join(", "));
+        assert.ok(scopesAt[0]! < freed && freed < done && done < scopesAt[1]!, log.join(", "));
+      } finally {
+        delete (p as Partial<typeof p>).pushErrorScope;
+        scopes.restore();
+        delete (q as Partial<typeof q>).onSubmittedWorkDone;
+        delete (d as Partial<typeof d>).createBuffer;
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup() of one layer is prune(): out of memory on a fresh engine goes exact after one attempt",
+  ignore: !engine,
+  async fn() {
+    // A fresh engine pools nothing, so emptying its pool cannot help: the layer takes the exact path at once, as
+    // prune() alone does (docs/GPU.md); a group of one has no other layers whose buffers a retry alone could wait for.
+    await withOwnEngine(async (own) => {
+      let left = 1;
+      const scopes = injectScopes(own.device, (f) => {
+        if (f === "out-of-memory" && left-- > 0) return { message: "injected lack of memory" } as GPUError;
+        return null;
+      });
+      try {
+        const layer = groupLayers(29)[0]!;
+        const [out] = await own.pruneGroup(MAGNITUDE_HALF, [copyLayer(layer)]);
+        assert.ok(out && !(out instanceof Error), String(out));
+        assert.equal(own.outOfMemory, 1);
+        assert.match(out.exactPath ?? "(answered on the GPU)", /^the GPU ran out of memory/);
+        assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layer))).mask);
+        assert.deepEqual(scopes.open, [], "no error scope left open");
+      } finally {
+        scopes.restore();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): a layer whose read-back could not be mapped for lack of memory is tried again alone",
+  ignore: !engine,
+  async fn() {
+    // A read-back that fails to map while the mapping's out-of-memory scope caught an error ran out of memory: like a
+    // layer that runs out while recorded, it is tried again alone once the others have given their buffers back.
+    await withOwnEngine(async (own) => {
+      const layers = groupLayers(53).slice(0, 3);
+      let mapping = false, masks = 0;
+      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
+      const createBuffer = d.createBuffer.bind(d);
+      d.createBuffer = (desc) => {
+        const b = createBuffer(desc);
+        const mapAsync = b.mapAsync.bind(b);
+        // The second layer's mask read-back (the second staging buffer for a mask) fails to map, once.
+        const fails = desc.label === "staging:mask" && ++masks === 2;
+        b.mapAsync = (mode, offset, size) => {
+          mapping = true;
+          return fails ? Promise.reject(new Error("injected map failure")) : mapAsync(mode, offset, size);
+        };
+        return b;
+      };
+      let oom = 1;
+      const scopes = injectScopes(own.device, (f) => {
+        if (f === "out-of-memory" && mapping && oom-- > 0) return { message: "injected lack of memory" } as GPUError;
+        return null;
+      });
+      try {
+        const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+        assert.ok(masks > 3, "the second layer was read back again, alone");
+        assert.equal(own.outOfMemory, 1);
+        for (const [i, out] of got.entries()) {
+          assert.ok(!(out instanceof Error), `${layers[i]!.name}: ${out}`);
+          assert.equal(out.exactPath, undefined);
+          assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask);
+        }
+        assert.deepEqual(scopes.open, [], "no error scope left open");
+      } finally {
+        scopes.restore();
+        delete (d as Partial<typeof d>).createBuffer;
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): layers that ran out of memory are tried again alone in layer order",
+  ignore: !engine,
+  async fn() {
+    // Layer 2 runs out while recorded, layer 0 only when the group's read-backs map (found later): both are tried
+    // again alone, layer 0 first, and here run out again and take the exact path, told in that order.
+    await withOwnEngine(async (own) => {
+      const layers = groupLayers(59).slice(0, 3);
+      let phase: "record" | "map" | "retry" = "record", masks = 0, recordOom = 0;
+      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
+      const createBuffer = d.createBuffer.bind(d);
+      d.createBuffer = (desc) => {
+        const b = createBuffer(desc);
+        const mapAsync = b.mapAsync.bind(b);
+        const fails = desc.label === "staging:mask" && ++masks === 1; // layer 0's mask read-back
+        b.mapAsync = (mode, offset, size) => {
+          if (phase === "record") phase = "map";
+          return fails ? Promise.reject(new Error("injected map failure")) : mapAsync(mode, offset, size);
+        };
+        return b;
+      };
+      const oom = { message: "injected lack of memory" } as GPUError;
+      const scopes = injectScopes(own.device, (f) => {
+        if (f !== "out-of-memory") return null;
+        // Each job pops two out-of-memory scopes while recorded (its staging's, then its submit's): the fifth is
+        // layer 2's staging. The mapping's is the next one after the maps began; every one after that runs out too.
+        if (phase === "record") return ++recordOom === 5 ? oom : null;
+        if (phase === "map") phase = "retry";
+        return oom;
+      });
+      const told: string[] = [];
+      own.onExactPath = (name) => told.push(name);
+      try {
+        const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+        assert.deepEqual(told, ["g0", "g2"]);
+        for (const [i, out] of got.entries()) {
+          assert.ok(!(out instanceof Error), `${layers[i]!.name}: ${out}`);
+          assert.equal(out.exactPath === undefined, i === 1, layers[i]!.name);
+          assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask);
+        }
+        assert.deepEqual(scopes.open, [], "no error scope left open");
+      } finally {
+        scopes.restore();
+        delete (d as Partial<typeof d>).createBuffer;
+      }
+    });
+  },
+});
