@@ -878,3 +878,212 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): a layer planned for the exact path leaves no error scope open; the others answer",
+  ignore: !engine,
+  async fn() {
+    // 1024-byte tiles: a row of 300 columns (1200 bytes as f32) takes the exact path before any GPU work, its job
+    // already begun (its error scopes pushed), between layers that the GPU answers.
+    const small = (await GpuEngine.create({ allowFallback: true, maxTileBytes: 1024 }))!;
+    const { open, restore } = injectScopes(small.device, () => null); // to see every scope closed
+    try {
+      const rand = rng(31);
+      const wide = { name: "wide", rows: 2, cols: 300, dtype: "f32" as const, actNormSq: null };
+      const layers = [
+        groupLayers(37)[0]!,
+        { ...wide, weight: randomLayer(rand, { rows: 2, cols: 300, dtype: "f32" }).weight },
+        groupLayers(37)[2]!,
+      ];
+      const told: string[] = [];
+      small.onExactPath = (name) => told.push(name);
+      const got = await small.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+      for (const [i, out] of got.entries()) {
+        assert.ok(!(out instanceof Error), String(out));
+        assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask, layers[i]!.name);
+        assert.equal(out.exactPath === undefined, i !== 1, layers[i]!.name);
+      }
+      assert.deepEqual(told, ["wide"]);
+      assert.deepEqual(open, [], "no error scope left open");
+    } finally {
+      restore();
+      small.destroy();
+    }
+  },
+});
+
+/** Records the buffers `device.createBuffer` makes, in order, and which of them were destroyed. */
+function watchBuffers(device: GPUDevice): { made: GPUBuffer[]; destroyed: Set<GPUBuffer>; restore: () => void } {
+  const made: GPUBuffer[] = [], destroyed = new Set<GPUBuffer>();
+  const d = device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
+  const create = d.createBuffer.bind(d);
+  d.createBuffer = (desc) => {
+    const b = create(desc);
+    made.push(b);
+    const destroy = b.destroy.bind(b);
+    b.destroy = () => (destroyed.add(b), destroy());
+    return b;
+  };
+  return { made, destroyed, restore: () => delete (d as Partial<typeof d>).createBuffer };
+}
+
+Deno.test({
+  name: "GpuEngine: a job that throws after a scope caught an allocation failure pools none of its buffers",
+  ignore: !engine,
+  async fn() {
+    // A buffer that could not be allocated is invalid; the job then fails with an error of its own (here a WebGPU
+    // call that throws). Its scopes are still open: what they caught must still keep its buffers out of the pool, in
+    // prune() and in a group's job alike, or a later job would be handed the invalid buffer.
+    for (const group of [false, true]) {
+      await withOwnEngine(async (own) => {
+        let oom = 1;
+        const scopes = injectScopes(own.device, (f) => {
+          if (f === "out-of-memory" && oom-- > 0) return { message: "injected lack of memory" } as GPUError;
+          return null;
+        });
+        const bufs = watchBuffers(own.device);
+        const d = own.device as unknown as {
+          createCommandEncoder(desc?: GPUCommandEncoderDescriptor): GPUCommandEncoder;
+        };
+        const create = d.createCommandEncoder.bind(d);
+        let failedJob: GPUBuffer[] | null = null;
+        d.createCommandEncoder = (desc) => {
+          if (failedJob) return create(desc);
+          failedJob = [...bufs.made]; // the first job's buffers, all made before its first command is recorded
+          throw new Error("injected encoder failure");
+        };
+        try {
+          const layers = groupLayers(41).slice(0, group ? 3 : 1);
+          const got = group
+            ? await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer))
+            : [await own.prune(MAGNITUDE_HALF, copyLayer(layers[0]!)).then((r) => r.output, (e: Error) => e)];
+          const first = got[0]!;
+          assert.ok(first instanceof ZpruneError && first.code === "unavailable", String(first));
+          assert.match(first.message, /^WebGPU failed: injected encoder failure/);
+          for (const [i, out] of got.entries()) {
+            if (i === 0) continue;
+            assert.ok(!(out instanceof Error), String(out));
+            assert.deepEqual(out.mask, (await pruneLayer(MAGNITUDE_HALF, copyLayer(layers[i]!))).mask);
+          }
+          assert.ok(failedJob!.length > 0);
+          for (const b of failedJob!) assert.ok(bufs.destroyed.has(b), `group ${group}: ${b.label} was not destroyed`);
+          assert.deepEqual(scopes.open, [], "no error scope left open");
+        } finally {
+          delete (d as Partial<typeof d>).createCommandEncoder;
+          bufs.restore();
+          scopes.restore();
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.pruneGroup(): after a failure of the group's mapping itself, none of its buffers is pooled",
+  ignore: !engine,
+  async fn() {
+    // Not one map's failure but the device's: every layer's buffers are suspect, so they are destroyed, and the next
+    // group makes its own (docs/GPU.md).
+    await withOwnEngine(async (own) => {
+      const layers = groupLayers(43).slice(0, 2);
+      const bufs = watchBuffers(own.device);
+      const d = own.device as unknown as { pushErrorScope(f: GPUErrorFilter): void };
+      const push = d.pushErrorScope.bind(d);
+      let internal = 0;
+      // The third "internal" push is the group's mapping's (each job pushes one first): its next push fails.
+      d.pushErrorScope = (f) => {
+        if (f === "internal") internal++;
+        else if (internal === 3) throw new Error("injected push failure");
+        push(f);
+      };
+      try {
+        const got = await own.pruneGroup(MAGNITUDE_HALF, layers.map(copyLayer));
+        for (const e of got) {
+          assert.ok(e instanceof ZpruneError && /^WebGPU failed: injected/.test(e.message), String(e));
+        }
+        assert.equal(internal, 3);
+        // The engine's own placeholder for unused statistics is not a job's buffer: it lives as long as the engine.
+        const failedGroup = bufs.made.filter((b) => b.label !== "unused-stats");
+        assert.ok(failedGroup.length > 0);
+        for (const b of failedGroup) assert.ok(bufs.destroyed.has(b), `${b.label} was not destroyed`);
+      } finally {
+        delete (d as Partial<typeof d>).pushErrorScope;
+        bufs.restore();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine: once answered, a layer's buffers are pooled: the same layers again make only staging buffers",
+  ignore: !engine,
+  async fn() {
+    // Magnitude binds a placeholder for the statistics it does not use; Z-Pruner with weights uses every stage.
+    const zpruner: PruneParams = { ...MAGNITUDE_HALF, method: "zpruner", returnWeight: true };
+    for (const params of [MAGNITUDE_HALF, zpruner]) {
+      await withOwnEngine(async (own) => {
+        const layers = groupLayers(47);
+        const run = async () => [
+          ...await own.pruneGroup(params, layers.map(copyLayer)),
+          (await own.prune(params, copyLayer(layers[0]!))).output,
+        ];
+        const first = await run();
+        const bufs = watchBuffers(own.device);
+        try {
+          // The same layers again, as a group and alone: every buffer a job holds is reused; only the read-backs'
+          // staging buffers (made and destroyed per read-back) are new.
+          assert.deepEqual(await run(), first);
+          const made = bufs.made.map((b) => b.label);
+          assert.deepEqual(made.filter((l) => !l.startsWith("staging:")), [], params.method);
+          assert.ok(made.length > 0, "the read-backs' staging buffers were seen");
+        } finally {
+          bufs.restore();
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.destroy() destroys every buffer it made, pooled ones and its placeholder, then its device",
+  ignore: !engine,
+  async fn() {
+    // "Releases every GPU resource": buffers are freed at once, not left for the device's loss and the collector.
+    const own = (await GpuEngine.create({ allowFallback: true }))!;
+    const bufs = watchBuffers(own.device);
+    try {
+      // Magnitude binds the placeholder for the statistics it does not use; its job's buffers end pooled.
+      const { layer, params } = smallMagnitudeLayer("destroyed", Math.sin);
+      await own.prune(params, layer);
+      assert.ok(bufs.made.some((b) => b.label === "unused-stats"));
+      assert.ok(bufs.made.some((b) => !bufs.destroyed.has(b)), "buffers are pooled before destroy()");
+    } finally {
+      own.destroy();
+      bufs.restore();
+    }
+    for (const b of bufs.made) assert.ok(bufs.destroyed.has(b), `${b.label} was not destroyed`);
+    assert.equal((await own.device.lost).reason, "destroyed");
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.upload(): the resident weights' destroy() destroys each of their buffers",
+  ignore: !engine,
+  async fn() {
+    // 1792-byte tiles: 61 rows of 23 f32 are 4 tiles, a buffer each.
+    const tiled = (await GpuEngine.create({ allowFallback: true, maxTileBytes: 1792 }))!;
+    const bufs = watchBuffers(tiled.device);
+    try {
+      const { weight } = randomLayer(rng(61), { rows: 61, cols: 23, dtype: "f32" });
+      const resident = tiled.upload({ name: "resident", rows: 61, cols: 23, dtype: "f32", weight, actNormSq: null });
+      assert.equal(resident.buffers.length, 4);
+      assert.deepEqual(bufs.made, resident.buffers);
+      assert.equal(bufs.destroyed.size, 0);
+      resident.destroy();
+      for (const b of resident.buffers) assert.ok(bufs.destroyed.has(b), `${b.label} was not destroyed`);
+    } finally {
+      bufs.restore();
+      tiled.destroy();
+    }
+  },
+});
