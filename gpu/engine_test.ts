@@ -1087,3 +1087,67 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "GpuEngine.warm(): a validation error while the kernels compile fails it, as an internal one does",
+  ignore: !engine,
+  async fn() {
+    await withOwnEngine(async (own) => {
+      let injected = 0;
+      const invalid = { message: "injected invalid kernel" } as GPUError;
+      const { open } = injectScopes(own.device, (f) => f === "validation" && injected++ === 0 ? invalid : null);
+      await assert.rejects(own.warm(), (e: unknown) => {
+        assert.ok(e instanceof ZpruneError && e.code === "unavailable", String(e));
+        assert.equal(e.message, "WebGPU kernel compilation failed: injected invalid kernel");
+        return true;
+      });
+      assert.equal(injected, 1);
+      assert.deepEqual(open, [], "no error scope left open");
+      await own.warm(); // nothing injected: the kernels compile
+    });
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.create() opens its device with the adapter's storage-binding and buffer-size limits",
+  ignore: !engine,
+  async fn() {
+    // Not WebGPU's defaults (128 MiB bindings, 256 MiB buffers): a layer the adapter could hold would otherwise be cut
+    // into more tiles, or take the exact path, for nothing.
+    const adapter = (await navigator.gpu.requestAdapter({ powerPreference: "high-performance" }))!;
+    assert.equal(engine!.device.limits.maxStorageBufferBindingSize, adapter.limits.maxStorageBufferBindingSize);
+    assert.equal(engine!.device.limits.maxBufferSize, adapter.limits.maxBufferSize);
+  },
+});
+
+Deno.test({
+  name: "GpuEngine.create(): an adapter without a description is named by its vendor and architecture",
+  ignore: !engine,
+  async fn() {
+    const gpu = navigator.gpu;
+    for (
+      const [vendor, architecture, want] of [
+        ["acme", "rdna9", "acme rdna9"],
+        ["acme", "", "acme"],
+        ["", "", "WebGPU adapter"],
+      ] as const
+    ) {
+      // The real adapter, its info replaced by one with no description.
+      const requestAdapter = async (opts?: GPURequestAdapterOptions) => {
+        const adapter = (await gpu.requestAdapter(opts))!;
+        const { device, isFallbackAdapter } = adapter.info;
+        const info = { vendor, architecture, device, description: "", isFallbackAdapter };
+        return Object.defineProperty(adapter, "info", { value: info });
+      };
+      Object.defineProperty(navigator, "gpu", { value: { requestAdapter }, configurable: true });
+      let own: GpuEngine | null = null;
+      try {
+        own = await GpuEngine.create({ allowFallback: true });
+        assert.equal(own?.description, want);
+      } finally {
+        delete (navigator as { gpu?: unknown }).gpu;
+        own?.destroy();
+      }
+    }
+  },
+});
