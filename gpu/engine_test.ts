@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { copyLayer } from "../tests/_layers.ts";
 import { ZpruneError } from "../contract/errors.ts";
 import { GpuEngine } from "./engine.ts";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
@@ -433,12 +434,6 @@ function groupLayers(seed: number): LayerJob[] {
     return { name: `g${i}`, rows, cols, dtype, weight, actNormSq };
   });
 }
-
-const copyLayer = (l: LayerJob): LayerJob => ({
-  ...l,
-  weight: l.weight.slice(),
-  actNormSq: l.actNormSq?.slice() ?? null,
-});
 
 Deno.test({
   name: "GpuEngine.pruneGroup() answers every layer as prune() does alone, masks as the CPU's, each method and pattern",

@@ -23,8 +23,8 @@ import { pruneLayer } from "../prune/prune_layer.ts";
 import { createCpuBackend } from "../prune/cpu_backend.ts";
 import { createApp } from "../routes/app.ts";
 import { within, withPrune } from "../tests/_server.ts";
-import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
+import { copyLayer as copy, seededLayer as layerOf } from "../tests/_layers.ts";
 import { ExactPathNeeded, GpuEngine } from "./engine.ts";
 import { createWebGpuBackend, type WebGpuBackend } from "./webgpu_backend.ts";
 import { AT_ONCE_MS, eventually, injectScopes, isUnavailable, withBackend } from "../tests/_webgpu.ts";
@@ -36,19 +36,6 @@ const ignore = !engine;
 /** Whether the adapter offers timestamp queries (asked of the adapter here, not of the engine's device). */
 const adapterTimestamps = engine !== null &&
   ((await navigator.gpu.requestAdapter())?.features.has("timestamp-query") ?? false);
-
-/** A rows x cols f32 layer of varied weights (seeded), with activations. */
-function layerOf(name: string, rows: number, cols: number, seed = 1): LayerJob {
-  const rand = rng(seed);
-  const w = Float32Array.from({ length: rows * cols }, () => (rand() * 2 - 1) * 0.05);
-  const act = Float32Array.from({ length: cols }, () => rand() * 4 + 0.1);
-  return { name, rows, cols, dtype: "f32", weight: encode(w, "f32"), actNormSq: act };
-}
-
-/** A copy (an engine or backend may take ownership of the arrays it is given). */
-function copy(l: LayerJob): LayerJob {
-  return { ...l, weight: l.weight.slice(), actNormSq: l.actNormSq?.slice() ?? null };
-}
 
 const ZPRUNER: PruneParams = {
   method: "zpruner",

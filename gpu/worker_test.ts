@@ -10,9 +10,8 @@
 import assert from "node:assert/strict";
 import type { LayerJob, PruneParams } from "../prune/backend.ts";
 import { pruneLayer } from "../prune/prune_layer.ts";
-import { encode } from "../contract/dtype_codec.ts";
-import { rng } from "../tests/_random.ts";
 import { MAGNITUDE_HALF } from "../tests/_params.ts";
+import { copyLayer as copy, seededLayer as layerOf } from "../tests/_layers.ts";
 import { type EngineOptions, GpuEngine } from "./engine.ts";
 import type { Answer, FromWorker, ToWorker } from "./protocol.ts";
 
@@ -133,19 +132,6 @@ const isMessage = (type: FromWorker["type"]) => (s: Seen) => !("report" in s) &&
 const isReport = (report: Report["report"]) => (s: Seen) => "report" in s && s.report === report;
 /** The worker's own messages among what was seen. */
 const messages = (seen: Seen[]): FromWorker[] => seen.filter((s): s is FromWorker => !("report" in s));
-
-/** A rows x cols f32 layer of varied weights (seeded), with activations. */
-function layerOf(name: string, rows: number, cols: number, seed: number): LayerJob {
-  const rand = rng(seed);
-  const w = Float32Array.from({ length: rows * cols }, () => (rand() * 2 - 1) * 0.05);
-  const act = Float32Array.from({ length: cols }, () => rand() * 4 + 0.1);
-  return { name, rows, cols, dtype: "f32", weight: encode(w, "f32"), actNormSq: act };
-}
-
-/** A copy (a posted layer's arrays are transferred, detached on this side). */
-function copy(l: LayerJob): LayerJob {
-  return { ...l, weight: l.weight.slice(), actNormSq: l.actNormSq?.slice() ?? null };
-}
 
 /** Posts `layers` (ids 1, 2, ...) as one `prune` message, their arrays transferred as the backend does. */
 function sendPrune(w: WrappedWorker, params: PruneParams, layers: LayerJob[]): void {

@@ -4,6 +4,7 @@
  * a storage binding so that tiling runs. Runs on lavapipe in CI; skipped only where no WebGPU adapter exists.
  */
 import assert from "node:assert/strict";
+import { copyLayer } from "./_layers.ts";
 import { unpack } from "msgpackr";
 import { DEFAULT_EXPONENT, type DType, parsePattern, parsePruneRequest } from "../contract/api.ts";
 import { ZpruneError } from "../contract/errors.ts";
@@ -61,11 +62,6 @@ function fromRequest(bytes: Uint8Array): { params: PruneParams; layer: LayerJob 
     },
     layer: { name: l.name, rows, cols, dtype: l.weight.dtype, weight: l.weight.data.slice(), actNormSq: act },
   };
-}
-
-/** A copy of a layer (the backend takes ownership of the arrays it is given). */
-function copyLayer(l: LayerJob): LayerJob {
-  return { ...l, weight: l.weight.slice(), actNormSq: l.actNormSq?.slice() ?? null };
 }
 
 for (const entry of [...Deno.readDirSync(GOLDEN)].filter((e) => e.name.endsWith(".request.msgpack"))) {
