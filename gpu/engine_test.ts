@@ -707,14 +707,10 @@ Deno.test({
     await withOwnEngine(async (own) => {
       const log: string[] = [];
       let earlier = true;
-      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
-      const createBuffer = d.createBuffer.bind(d);
-      d.createBuffer = (desc) => {
-        const b = createBuffer(desc);
+      const unwatch = onEachBuffer(own.device, (b, desc) => {
         const destroy = b.destroy.bind(b), what = earlier ? "idle" : "own";
         b.destroy = () => (log.push(`destroy ${what} ${desc.label}`), destroy());
-        return b;
-      };
+      });
       // An earlier layer of another shape leaves its buffers idle in the pool.
       await own.prune(MAGNITUDE_HALF, groupLayers(23)[2]!);
       earlier = false;
@@ -747,7 +743,7 @@ Deno.test({
         delete (p as Partial<typeof p>).pushErrorScope;
         scopes.restore();
         delete (q as Partial<typeof q>).onSubmittedWorkDone;
-        delete (d as Partial<typeof d>).createBuffer;
+        unwatch();
       }
     });
   },
@@ -789,10 +785,7 @@ Deno.test({
     await withOwnEngine(async (own) => {
       const layers = groupLayers(53).slice(0, 3);
       let mapping = false, masks = 0;
-      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
-      const createBuffer = d.createBuffer.bind(d);
-      d.createBuffer = (desc) => {
-        const b = createBuffer(desc);
+      const unwatch = onEachBuffer(own.device, (b, desc) => {
         const mapAsync = b.mapAsync.bind(b);
         // The second layer's mask read-back (the second staging buffer for a mask) fails to map, once.
         const fails = desc.label === "staging:mask" && ++masks === 2;
@@ -800,8 +793,7 @@ Deno.test({
           mapping = true;
           return fails ? Promise.reject(new Error("injected map failure")) : mapAsync(mode, offset, size);
         };
-        return b;
-      };
+      });
       let oom = 1;
       const scopes = injectScopes(own.device, (f) => {
         if (f === "out-of-memory" && mapping && oom-- > 0) return { message: "injected lack of memory" } as GPUError;
@@ -819,7 +811,7 @@ Deno.test({
         assert.deepEqual(scopes.open, [], "no error scope left open");
       } finally {
         scopes.restore();
-        delete (d as Partial<typeof d>).createBuffer;
+        unwatch();
       }
     });
   },
@@ -834,18 +826,14 @@ Deno.test({
     await withOwnEngine(async (own) => {
       const layers = groupLayers(59).slice(0, 3);
       let phase: "record" | "map" | "retry" = "record", masks = 0, recordOom = 0;
-      const d = own.device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
-      const createBuffer = d.createBuffer.bind(d);
-      d.createBuffer = (desc) => {
-        const b = createBuffer(desc);
+      const unwatch = onEachBuffer(own.device, (b, desc) => {
         const mapAsync = b.mapAsync.bind(b);
         const fails = desc.label === "staging:mask" && ++masks === 1; // layer 0's mask read-back
         b.mapAsync = (mode, offset, size) => {
           if (phase === "record") phase = "map";
           return fails ? Promise.reject(new Error("injected map failure")) : mapAsync(mode, offset, size);
         };
-        return b;
-      };
+      });
       const oom = { message: "injected lack of memory" } as GPUError;
       const scopes = injectScopes(own.device, (f) => {
         if (f !== "out-of-memory") return null;
@@ -868,7 +856,7 @@ Deno.test({
         assert.deepEqual(scopes.open, [], "no error scope left open");
       } finally {
         scopes.restore();
-        delete (d as Partial<typeof d>).createBuffer;
+        unwatch();
       }
     });
   },
@@ -910,16 +898,24 @@ Deno.test({
 /** Records the buffers `device.createBuffer` makes, in order, and which of them were destroyed. */
 function watchBuffers(device: GPUDevice): { made: GPUBuffer[]; destroyed: Set<GPUBuffer>; restore: () => void } {
   const made: GPUBuffer[] = [], destroyed = new Set<GPUBuffer>();
+  const restore = onEachBuffer(device, (b) => {
+    made.push(b);
+    const destroy = b.destroy.bind(b);
+    b.destroy = () => (destroyed.add(b), destroy());
+  });
+  return { made, destroyed, restore };
+}
+
+/** Calls `fn` on each buffer `device.createBuffer` makes (to watch or alter it); the returned function stops it. */
+function onEachBuffer(device: GPUDevice, fn: (b: GPUBuffer, desc: GPUBufferDescriptor) => void): () => void {
   const d = device as unknown as { createBuffer(desc: GPUBufferDescriptor): GPUBuffer };
   const create = d.createBuffer.bind(d);
   d.createBuffer = (desc) => {
     const b = create(desc);
-    made.push(b);
-    const destroy = b.destroy.bind(b);
-    b.destroy = () => (destroyed.add(b), destroy());
+    fn(b, desc);
     return b;
   };
-  return { made, destroyed, restore: () => delete (d as Partial<typeof d>).createBuffer };
+  return () => delete (d as Partial<typeof d>).createBuffer;
 }
 
 Deno.test({
